@@ -1,0 +1,96 @@
+"""The vocabulary of the external contract (../shared/CONTRACT.md, v1).
+
+Plain constants only: shared by ingest, detection, storage and api so that a
+kind, reading or alarm type is spelled in exactly one place. The simulator
+keeps its own copy on purpose (it must not share code that could hide a
+contract mismatch).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+TOPIC_ROOT: Final = "fs/v1"
+ID_PATTERN: Final = r"[A-Za-z0-9_-]{1,64}"
+ID_RE: Final = re.compile(rf"^{ID_PATTERN}$")
+MAX_PAYLOAD_BYTES: Final = 64 * 1024  # contract section 3
+SEQ_MODULUS: Final = 2**32  # seq is a uint32 that wraps
+
+KINDS: Final = ("smoke", "heat", "multi", "mcp", "electrical", "evac")
+
+# Known reading names, in the column order of the telemetry table and of the
+# detection feature matrix. Unknown names are stored (telemetry.extra) and
+# otherwise ignored.
+READINGS: Final = (
+    "obscuration",  # %/m
+    "temperature",  # °C
+    "co",  # ppm
+    "humidity",  # %RH
+    "residual_current",  # mA
+    "cable_temperature",  # °C
+    "current",  # A
+    "voltage",  # V
+    "battery",  # % charge
+    "mains",  # 1 on mains, 0 lost
+    "lamp_ok",  # 1/0
+)
+READING_INDEX: Final = {name: i for i, name in enumerate(READINGS)}
+
+KIND_READINGS: Final = {
+    "smoke": ("obscuration", "temperature"),
+    "heat": ("temperature",),
+    "multi": ("obscuration", "temperature", "co", "humidity"),
+    "mcp": (),
+    "electrical": ("residual_current", "cable_temperature", "current", "voltage"),
+    "evac": ("battery", "mains", "lamp_ok"),
+}
+
+KIND_EVENTS: Final = {
+    "smoke": ("fire_alarm", "fault", "restore"),
+    "heat": ("fire_alarm", "fault", "restore"),
+    "multi": ("fire_alarm", "fault", "restore"),
+    "mcp": ("activated", "reset"),
+    "electrical": ("fault", "restore"),
+    "evac": (
+        "emergency_start",
+        "emergency_end",
+        "self_test_pass",
+        "self_test_fail",
+        "fault",
+        "restore",
+    ),
+}
+EVENT_TYPES: Final = tuple(sorted({e for events in KIND_EVENTS.values() for e in events}))
+
+# Reporting period when the registry gives no `interval_s`. A device is
+# offline after 3 x this of silence (contract section 6). Detectors report
+# every 10 s so that a 30 s verification window sees several samples;
+# call points only send heartbeats; evac units report slowly-changing state.
+DEFAULT_INTERVAL_S: Final = {
+    "smoke": 10.0,
+    "heat": 10.0,
+    "multi": 10.0,
+    "mcp": 60.0,
+    "electrical": 10.0,
+    "evac": 60.0,
+}
+OFFLINE_AFTER_INTERVALS: Final = 3
+
+ALARM_TYPES: Final = ("fire", "pre_alarm", "electrical", "fault", "offline", "evac_fault")
+VERDICTS: Final = ("pending", "confirmed", "suppressed")
+STATUSES: Final = ("active", "acknowledged", "cleared")
+ROLES: Final = ("admin", "operator", "manager")
+
+# Reasons a message is kept in the reject store instead of being processed.
+REJECT_REASONS: Final = (
+    "too_large",  # payload > 64 KiB
+    "bad_topic",  # not one of the contract's topic shapes
+    "invalid_json",  # not UTF-8 JSON, or not a JSON object
+    "missing_ts",  # no integer `ts`
+    "missing_seq",  # no uint32 `seq`
+    "bad_value",  # a reading that is not a finite number (null, bool, string, NaN...)
+    "bad_payload",  # any other shape error (`v` not an object, bad event type...)
+    "unknown_device",  # device not registered
+    "site_mismatch",  # registered at another site than the topic's
+)

@@ -1,0 +1,131 @@
+"""The one settings object, built from the environment (and CLI flags) at start-up.
+
+Nothing below the CLI reads the environment: every component receives the
+`Settings` (or the few values it needs) from its caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883}
+
+
+@dataclass(frozen=True, slots=True)
+class MqttEndpoint:
+    """A broker address split out of `mqtt://user:pass@host:port`."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> MqttEndpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in MQTT_SCHEMES:
+            raise ValueError(
+                f"MQTT URL {url!r} must start with mqtt:// or mqtts:// (got {parts.scheme!r})"
+            )
+        if not parts.hostname:
+            raise ValueError(f"MQTT URL {url!r} has no host")
+        try:
+            port = parts.port or MQTT_SCHEMES[parts.scheme]
+        except ValueError as exc:
+            raise ValueError(f"MQTT URL {url!r} has a bad port") from exc
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "mqtts",
+        )
+
+    def url(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        auth = f"{self.username}:***@" if self.username else ""
+        return f"{scheme}://{auth}{self.host}:{self.port}"
+
+
+class Settings(BaseSettings):
+    """Configuration of every firesafe process (contract section 5)."""
+
+    model_config = SettingsConfigDict(env_prefix="FIRESAFE_", extra="ignore")
+
+    mqtt_url: str | None = Field(
+        default=None, description="Broker URL; unset: `up` starts an embedded broker"
+    )
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL/TimescaleDB DSN; unset: `up` embeds PostgreSQL"
+    )
+    data_dir: Path = Field(default=Path(".firesafe"), description="Embedded database files")
+    api_host: str = Field(default="127.0.0.1", description="Interface the API binds to")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of the API")
+    admin_token: SecretStr | None = Field(default=None, description="First admin bearer token")
+    api_url: str = Field(default="http://127.0.0.1:8000", description="Where clients reach the API")
+    mqtt_client_id: str = Field(
+        default="firesafe-ingest",
+        min_length=1,
+        max_length=64,
+        description="Stable MQTT client id of ingest: the broker keeps its session across restarts",
+    )
+    retention_days: int = Field(default=365, ge=1, description="Raw telemetry kept this long")
+    log_level: str = Field(default="INFO")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str | None) -> str | None:
+        if value:
+            MqttEndpoint.parse(value)
+            return value
+        return None
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not (value.startswith(("postgresql://", "postgres://")) or "=" in value):
+            raise ValueError(
+                "FIRESAFE_DATABASE_URL must be a PostgreSQL URL (postgresql://...) "
+                "or a key=value DSN"
+            )
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("FIRESAFE_API_URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("FIRESAFE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @property
+    def mqtt(self) -> MqttEndpoint:
+        if not self.mqtt_url:
+            raise RuntimeError("no MQTT broker configured (set FIRESAFE_MQTT_URL)")
+        return MqttEndpoint.parse(self.mqtt_url)
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("no database configured (set FIRESAFE_DATABASE_URL)")
+        return self.database_url
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """A copy with the non-None values set (CLI flags win over the environment)."""
+        given = {k: v for k, v in values.items() if v is not None}
+        return self.model_validate({**self.model_dump(), **given})

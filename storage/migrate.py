@@ -1,0 +1,204 @@
+"""Versioned, idempotent schema migrations with TimescaleDB detection.
+
+Migrations are the SQL files in `storage/migrations`, named
+`NNNN_name.sql` (both flavours) or `NNNN_name.{plain,timescale}.sql` (one
+flavour). The flavour is chosen once, when the first migration runs, and
+recorded: TimescaleDB when the extension is installed or can be created,
+plain PostgreSQL otherwise. A file whose header says
+`-- firesafe: no-transaction` runs statement by statement outside a
+transaction (TimescaleDB refuses to create continuous aggregates inside
+one); every other file runs in one transaction with its version record.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Literal
+
+import psycopg
+from psycopg import sql
+
+from storage import partitions
+from storage.errors import MigrationError
+
+Flavour = Literal["plain", "timescale"]
+
+log = logging.getLogger(__name__)
+
+# Any constant works; it only has to be the same for every migrating process.
+MIGRATION_LOCK_KEY = 0x46495245  # "FIRE"
+NO_TRANSACTION_MARK = "-- firesafe: no-transaction"
+_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(plain|timescale))?\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def transactional(self) -> bool:
+        return NO_TRANSACTION_MARK not in self.sql
+
+    def statements(self) -> list[str]:
+        """Split a no-transaction file into statements (no dollar quoting there)."""
+        parts = re.split(r";\s*$", self.sql, flags=re.MULTILINE)
+        return [p.strip() for p in parts if _strip_comments(p).strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationReport:
+    flavour: Flavour
+    applied: list[int]
+    current: int
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
+
+def load_migrations(flavour: Flavour) -> list[Migration]:
+    """Every migration of one flavour, ordered by version."""
+    found: dict[int, Migration] = {}
+    for entry in resources.files("storage.migrations").iterdir():
+        match = _FILE_RE.match(entry.name)
+        if not match:
+            continue
+        version, name, only = int(match[1]), match[2], match[3]
+        if only is not None and only != flavour:
+            continue
+        if version in found:
+            raise MigrationError(f"two migrations with version {version:04d}")
+        found[version] = Migration(version, name, entry.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+def detect_flavour(conn: psycopg.Connection[object]) -> Flavour:
+    """TimescaleDB when installed or installable here, plain PostgreSQL otherwise."""
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
+        return "timescale"
+    available = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    ).fetchone()
+    if not available:
+        return "plain"
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except psycopg.Error as exc:
+        # Typically: the library is not in shared_preload_libraries.
+        log.warning("timescaledb is available but cannot be created (%s); using plain", exc)
+        return "plain"
+    return "timescale"
+
+
+def recorded_flavour(conn: psycopg.Connection[object]) -> Flavour | None:
+    row = conn.execute(
+        "SELECT value FROM firesafe_meta WHERE key = 'flavour'"
+    ).fetchone()
+    if row is None:
+        return None
+    value = row[0]
+    if value not in ("plain", "timescale"):
+        raise MigrationError(f"unknown schema flavour {value!r} recorded in firesafe_meta")
+    return value  # type: ignore[no-any-return]
+
+
+def migrate(
+    conninfo: str,
+    *,
+    retention_days: int = 365,
+    now: datetime | None = None,
+) -> MigrationReport:
+    """Bring the schema up to date; safe to run any number of times, concurrently."""
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+            try:
+                return _migrate_locked(conn, retention_days, now or datetime.now(UTC))
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    except psycopg.Error as exc:
+        raise MigrationError(f"migration failed: {exc}") from exc
+
+
+def _migrate_locked(
+    conn: psycopg.Connection[object], retention_days: int, now: datetime
+) -> MigrationReport:
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS firesafe_meta (key text PRIMARY KEY, value text NOT NULL);
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    integer PRIMARY KEY,
+            name       text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        );
+        """
+    )
+    flavour = recorded_flavour(conn)
+    if flavour is None:
+        flavour = detect_flavour(conn)
+        conn.execute(
+            "INSERT INTO firesafe_meta (key, value) VALUES ('flavour', %s) ON CONFLICT DO NOTHING",
+            (flavour,),
+        )
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    applied: list[int] = []
+    migrations = load_migrations(flavour)
+    for migration in migrations:
+        if migration.version in done:
+            continue
+        log.info("applying migration %04d_%s (%s)", migration.version, migration.name, flavour)
+        _apply(conn, migration)
+        applied.append(migration.version)
+    apply_policies(conn, flavour, retention_days=retention_days, now=now)
+    current = max((m.version for m in migrations), default=0)
+    return MigrationReport(flavour=flavour, applied=applied, current=current)
+
+
+def _apply(conn: psycopg.Connection[object], migration: Migration) -> None:
+    record = "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)"
+    try:
+        if migration.transactional:
+            with conn.transaction():
+                conn.execute(migration.sql.encode())
+                conn.execute(record, (migration.version, migration.name))
+        else:
+            for statement in migration.statements():
+                conn.execute(statement.encode())
+            conn.execute(record, (migration.version, migration.name))
+    except psycopg.Error as exc:
+        raise MigrationError(
+            f"migration {migration.version:04d}_{migration.name} failed: {exc}"
+        ) from exc
+
+
+def apply_policies(
+    conn: psycopg.Connection[object], flavour: Flavour, *, retention_days: int, now: datetime
+) -> None:
+    """Retention (and, on plain PostgreSQL, partitions ahead of time)."""
+    if flavour == "timescale":
+        # An existing policy with another interval is not changed by
+        # if_not_exists, so replace it.
+        conn.execute("SELECT remove_retention_policy('telemetry', if_exists => true)")
+        conn.execute(
+            sql.SQL("SELECT add_retention_policy('telemetry', drop_after => {}::interval)").format(
+                sql.Literal(f"{retention_days} days")
+            )
+        )
+    else:
+        partitions.ensure(conn, now=now, retention_days=retention_days)
+
+
+def current_flavour(conninfo: str) -> Flavour:
+    """The flavour a migrated database was set up with."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        flavour = recorded_flavour(conn)
+    if flavour is None:
+        raise MigrationError("database is not migrated: run `firesafe db migrate`")
+    return flavour
