@@ -1,0 +1,101 @@
+"""Shared fixtures: the real database and broker given by the environment.
+
+- FIRESAFE_TEST_DATABASE_URL: a PostgreSQL/TimescaleDB server (any database on
+  it); the suite creates its own fresh database there, migrates it and drops
+  it at the end. Unset: an embedded PostgreSQL in a temporary directory.
+- FIRESAFE_TEST_MQTT_URL: a broker. Unset: an embedded broker.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import conninfo as pg_conninfo
+from psycopg import sql
+
+from firesafe import embedded
+from storage.migrate import MigrationReport, migrate
+
+# Tables that hold configuration rather than data: kept between tests.
+_KEEP_TABLES = {"schema_migrations", "firesafe_meta"}
+
+
+def _with_dbname(url: str, dbname: str) -> str:
+    params = pg_conninfo.conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return pg_conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server URL: the configured one, or an embedded PostgreSQL."""
+    url = os.environ.get("FIRESAFE_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    server = embedded.EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test session, dropped afterwards."""
+    name = f"firesafe_test_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _with_dbname(pg_server_url, name)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def migration(database_url: str) -> MigrationReport:
+    return migrate(database_url)
+
+
+@pytest.fixture(scope="session")
+def flavour(migration: MigrationReport) -> str:
+    """'plain' or 'timescale': which storage path this run exercises."""
+    return migration.flavour
+
+
+@pytest.fixture
+def db(database_url: str, migration: MigrationReport) -> Iterator[str]:
+    """The migrated test database, emptied of data before the test."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+            if row[0] not in _KEEP_TABLES
+        ]
+        if tables:
+            conn.execute(
+                sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
+                    sql.SQL(", ").join(sql.Identifier(t) for t in tables)
+                )
+            )
+    yield database_url
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker URL: the configured one, or an embedded broker."""
+    url = os.environ.get("FIRESAFE_TEST_MQTT_URL")
+    if url:
+        yield url
+        return
+    broker = embedded.EmbeddedBroker(tmp_path_factory.mktemp("mqtt"))
+    yield broker.start()
+    broker.stop()
