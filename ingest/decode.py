@@ -1,0 +1,379 @@
+"""Decode a burst of raw MQTT messages into columnar numpy arrays.
+
+Pure: no I/O. Every message ends up in exactly one place: telemetry rows,
+events, status changes, or rejects (contract section 3: bad input is never
+silently dropped). A bad reading inside a gateway batch rejects that reading
+only. Messages on `cmd` topics are the platform's own output and are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from firesafe.contract import (
+    EVENT_TYPES,
+    ID_RE,
+    KIND_EVENTS,
+    MAX_PAYLOAD_BYTES,
+    READING_INDEX,
+    READINGS,
+    SEQ_MODULUS,
+)
+from ingest.registry import Device, Registry
+
+N_READINGS = len(READINGS)
+EVENT_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
+_NAN_ROW = [math.nan] * N_READINGS
+# Event time beyond this is not a plausible epoch-millisecond clock (year 287396).
+MAX_TS_MS = 2**53
+
+
+class RawMessage(NamedTuple):
+    """One message as received, before any parsing."""
+
+    topic: str
+    payload: bytes
+    received_ms: int
+    retained: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    received_ms: int
+    topic: str
+    reason: str
+    payload: bytes
+    detail: str
+    device_id: str | None = None
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """Columns of one decoded burst; `values` holds NaN where a reading is absent."""
+
+    slot: NDArray[np.int64]
+    ts: NDArray[np.int64]
+    seq: NDArray[np.int64]
+    received: NDArray[np.int64]
+    values: NDArray[np.float64]
+    extra: dict[int, dict[str, float]]  # row -> unknown reading names (stored, ignored)
+    ev_slot: NDArray[np.int64]
+    ev_ts: NDArray[np.int64]
+    ev_seq: NDArray[np.int64]
+    ev_received: NDArray[np.int64]
+    ev_code: NDArray[np.int16]
+    ev_detail: list[str | None]
+    st_slot: NDArray[np.int64]
+    st_online: NDArray[np.bool_]
+    st_received: NDArray[np.int64]
+    st_retained: NDArray[np.bool_]
+    rejects: list[Reject] = field(default_factory=list)
+    messages: int = 0
+
+    @property
+    def readings(self) -> int:
+        return int(self.slot.size)
+
+    @property
+    def events(self) -> int:
+        return int(self.ev_slot.size)
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _ts(obj: dict[str, Any]) -> int:
+    ts = obj.get("ts")
+    if type(ts) is not int:
+        raise _Invalid("missing_ts", "`ts` must be an integer (epoch milliseconds)")
+    if not 0 <= ts < MAX_TS_MS:
+        raise _Invalid("missing_ts", f"`ts` {ts} is not an epoch-millisecond time")
+    return ts
+
+
+def _seq(obj: dict[str, Any]) -> int:
+    seq = obj.get("seq")
+    if type(seq) is not int or not 0 <= seq < SEQ_MODULUS:
+        raise _Invalid("missing_seq", "`seq` must be an integer in 0..2^32-1")
+    return seq
+
+
+def _values(v: object, row: list[float]) -> dict[str, float] | None:
+    """Fill `row` from the reading object; return the unknown names, if any."""
+    if v is None:
+        return None
+    if type(v) is not dict:
+        raise _Invalid("bad_payload", "`v` must be an object of reading name -> number")
+    extra: dict[str, float] | None = None
+    for name, value in v.items():
+        kind = type(value)
+        if kind is float:
+            if value - value != 0.0:  # NaN or infinity
+                raise _Invalid("bad_value", f"reading {name!r} is not finite")
+        elif kind is int:
+            value = float(value)
+            if math.isinf(value):
+                raise _Invalid("bad_value", f"reading {name!r} is out of range")
+        else:
+            raise _Invalid("bad_value", f"reading {name!r} is not a number ({kind.__name__})")
+        index = READING_INDEX.get(name)
+        if index is None:
+            if extra is None:
+                extra = {}
+            extra[name] = value
+        else:
+            row[index] = value
+    return extra
+
+
+def _object(payload: bytes) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise _Invalid("invalid_json", f"not valid UTF-8 JSON: {exc}") from None
+    if type(obj) is not dict:
+        raise _Invalid("invalid_json", "payload must be a JSON object")
+    return obj
+
+
+class Decoder:
+    """Decodes bursts against one registry snapshot (replace it when the registry changes)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        # topic -> (topic type, device or None, reject reason or None); topics repeat
+        # per device, so classifying each once keeps the per-message cost to one lookup.
+        self._topics: dict[str, tuple[str, Device | None, str | None, str]] = {}
+
+    def _classify(self, topic: str) -> tuple[str, Device | None, str | None, str]:
+        parts = topic.split("/")
+        if len(parts) == 5 and parts[0] == "fs" and parts[1] == "v1":
+            _, _, site, device_id, what = parts
+            if what == "cmd":
+                return ("cmd", None, None, "")
+            if what not in ("telemetry", "event", "status"):
+                return ("bad", None, "bad_topic", f"unknown topic type {what!r}")
+            if not (ID_RE.match(site) and ID_RE.match(device_id)):
+                return ("bad", None, "bad_topic", "site and device must match [A-Za-z0-9_-]{1,64}")
+            device = self.registry.get(device_id)
+            if device is None:
+                return (what, None, "unknown_device", f"device {device_id!r} is not registered")
+            if device.site != site:
+                return (
+                    what,
+                    device,
+                    "site_mismatch",
+                    f"device {device_id!r} is registered at site {device.site!r}, not {site!r}",
+                )
+            return (what, device, None, "")
+        if (
+            len(parts) == 6
+            and parts[0] == "fs"
+            and parts[1] == "v1"
+            and parts[3] == "gateway"
+            and parts[5] == "batch"
+            and ID_RE.match(parts[2])
+            and ID_RE.match(parts[4])
+        ):
+            return ("batch", None, None, parts[2])
+        return ("bad", None, "bad_topic", "not a topic of contract v1")
+
+    def classify(self, topic: str) -> tuple[str, Device | None, str | None, str]:
+        found = self._topics.get(topic)
+        if found is None:
+            found = self._classify(topic)
+            if len(self._topics) < 1_000_000:  # bound the cache against topic floods
+                self._topics[topic] = found
+        return found
+
+    def decode(self, burst: Sequence[RawMessage]) -> DecodedBatch:
+        slots: list[int] = []
+        tss: list[int] = []
+        seqs: list[int] = []
+        received: list[int] = []
+        rows: list[list[float]] = []
+        extra: dict[int, dict[str, float]] = {}
+        ev: list[tuple[int, int, int, int, int]] = []
+        ev_detail: list[str | None] = []
+        st: list[tuple[int, bool, int, bool]] = []
+        rejects: list[Reject] = []
+        classify = self.classify
+
+        for message in burst:
+            topic, payload, arrival, retained = message
+            what, device, reason, detail = classify(topic)
+            if what == "cmd":
+                continue
+            if len(payload) > MAX_PAYLOAD_BYTES:
+                rejects.append(
+                    Reject(
+                        arrival,
+                        topic,
+                        "too_large",
+                        payload,
+                        f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}",
+                        device.id if device else None,
+                    )
+                )
+                continue
+            if reason is not None:
+                rejects.append(
+                    Reject(arrival, topic, reason, payload, detail, device.id if device else None)
+                )
+                continue
+            try:
+                if what == "telemetry":
+                    assert device is not None
+                    obj = _object(payload)
+                    ts, seq = _ts(obj), _seq(obj)
+                    row = _NAN_ROW.copy()
+                    unknown = _values(obj.get("v"), row)
+                    if unknown:
+                        extra[len(rows)] = unknown
+                    slots.append(device.slot)
+                    tss.append(ts)
+                    seqs.append(seq)
+                    received.append(arrival)
+                    rows.append(row)
+                elif what == "batch":
+                    self._gateway(
+                        topic,
+                        payload,
+                        arrival,
+                        detail,
+                        slots,
+                        tss,
+                        seqs,
+                        received,
+                        rows,
+                        extra,
+                        rejects,
+                    )
+                elif what == "event":
+                    assert device is not None
+                    obj = _object(payload)
+                    ts, seq = _ts(obj), _seq(obj)
+                    kind = obj.get("type")
+                    if kind not in KIND_EVENTS[device.kind]:
+                        raise _Invalid(
+                            "bad_payload",
+                            f"event type {kind!r} is not one of {device.kind} events "
+                            f"{list(KIND_EVENTS[device.kind])}",
+                        )
+                    text = obj.get("detail")
+                    if text is not None and type(text) is not str:
+                        raise _Invalid("bad_payload", "`detail` must be a string")
+                    ev.append((device.slot, ts, seq, arrival, EVENT_CODE[kind]))
+                    ev_detail.append(text)
+                else:  # status
+                    assert device is not None
+                    state = payload.strip()
+                    if state not in (b"online", b"offline"):
+                        raise _Invalid("bad_payload", "status must be `online` or `offline`")
+                    st.append((device.slot, state == b"online", arrival, retained))
+            except _Invalid as exc:
+                rejects.append(
+                    Reject(
+                        arrival,
+                        topic,
+                        exc.reason,
+                        payload,
+                        exc.detail,
+                        device.id if device else None,
+                    )
+                )
+
+        n = len(rows)
+        values = np.array(rows, dtype=np.float64) if n else np.empty((0, N_READINGS))
+        ev_arr = np.array(ev, dtype=np.int64).reshape(-1, 5)
+        st_slot = np.array([s[0] for s in st], dtype=np.int64)
+        return DecodedBatch(
+            slot=np.array(slots, dtype=np.int64),
+            ts=np.array(tss, dtype=np.int64),
+            seq=np.array(seqs, dtype=np.int64),
+            received=np.array(received, dtype=np.int64),
+            values=values,
+            extra=extra,
+            ev_slot=ev_arr[:, 0].copy(),
+            ev_ts=ev_arr[:, 1].copy(),
+            ev_seq=ev_arr[:, 2].copy(),
+            ev_received=ev_arr[:, 3].copy(),
+            ev_code=ev_arr[:, 4].astype(np.int16),
+            ev_detail=ev_detail,
+            st_slot=st_slot,
+            st_online=np.array([s[1] for s in st], dtype=np.bool_),
+            st_received=np.array([s[2] for s in st], dtype=np.int64),
+            st_retained=np.array([s[3] for s in st], dtype=np.bool_),
+            rejects=rejects,
+            messages=len(burst),
+        )
+
+    def _gateway(
+        self,
+        topic: str,
+        payload: bytes,
+        arrival: int,
+        site: str,
+        slots: list[int],
+        tss: list[int],
+        seqs: list[int],
+        received: list[int],
+        rows: list[list[float]],
+        extra: dict[int, dict[str, float]],
+        rejects: list[Reject],
+    ) -> None:
+        obj = _object(payload)
+        _ts(obj)  # the gateway's send time: required, otherwise informational
+        readings = obj.get("readings")
+        if type(readings) is not list:
+            raise _Invalid("bad_payload", "`readings` must be a list")
+        registry = self.registry
+        for i, reading in enumerate(readings):
+            device: Device | None = None
+            try:
+                if type(reading) is not dict:
+                    raise _Invalid("bad_payload", f"reading {i} is not an object")
+                device_id = reading.get("device")
+                if type(device_id) is not str or not ID_RE.match(device_id):
+                    raise _Invalid("bad_payload", f"reading {i}: `device` must be a device id")
+                device = registry.get(device_id)
+                if device is None:
+                    raise _Invalid("unknown_device", f"device {device_id!r} is not registered")
+                if device.site != site:
+                    raise _Invalid(
+                        "site_mismatch",
+                        f"device {device_id!r} is registered at site {device.site!r}, not {site!r}",
+                    )
+                ts, seq = _ts(reading), _seq(reading)
+                row = _NAN_ROW.copy()
+                unknown = _values(reading.get("v"), row)
+            except _Invalid as exc:
+                rejects.append(
+                    Reject(
+                        arrival,
+                        topic,
+                        exc.reason,
+                        orjson.dumps(reading),
+                        f"reading {i} of the batch: {exc.detail}",
+                        device.id if device else None,
+                    )
+                )
+                continue
+            if unknown:
+                extra[len(rows)] = unknown
+            slots.append(device.slot)
+            tss.append(ts)
+            seqs.append(seq)
+            received.append(arrival)
+            rows.append(row)

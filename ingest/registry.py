@@ -1,0 +1,102 @@
+"""The device registry cache: device id -> slot and per-slot columns.
+
+Slots are the database's dense `devices.slot` integers, stable across
+restarts, so every per-device array in ingest and detection is indexed by
+them. The cache is rebuilt from a snapshot whenever the registry changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from firesafe.contract import DEFAULT_INTERVAL_S, KINDS
+
+KIND_CODE = {kind: code for code, kind in enumerate(KINDS)}
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    slot: int
+    site: str
+    building: str
+    floor: str
+    zone: str
+    kind: str
+    interval_s: float
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    routes: Mapping[str, str] | None = None
+    registered_ms: int = 0
+
+    @property
+    def zone_key(self) -> tuple[str, str, str, str]:
+        return (self.site, self.building, self.floor, self.zone)
+
+
+class Registry:
+    """Immutable snapshot of the registry with columnar per-slot views."""
+
+    def __init__(self, devices: Iterable[Device]) -> None:
+        self.by_id: dict[str, Device] = {d.id: d for d in devices}
+        size = max((d.slot for d in self.by_id.values()), default=0) + 1
+        self.size = size
+        self.by_slot: list[Device | None] = [None] * size
+        zone_keys: dict[tuple[str, str, str, str], int] = {}
+        self.kind = np.full(size, -1, dtype=np.int8)
+        self.zone = np.full(size, -1, dtype=np.int64)
+        self.interval_ms = np.zeros(size, dtype=np.int64)
+        self.registered_ms = np.zeros(size, dtype=np.int64)
+        for d in self.by_id.values():
+            self.by_slot[d.slot] = d
+            self.kind[d.slot] = KIND_CODE[d.kind]
+            self.zone[d.slot] = zone_keys.setdefault(d.zone_key, len(zone_keys))
+            self.interval_ms[d.slot] = round(d.interval_s * 1000)
+            self.registered_ms[d.slot] = d.registered_ms
+        self.zone_keys = zone_keys
+        self.slots: NDArray[np.int64] = np.array(
+            sorted(d.slot for d in self.by_id.values()), dtype=np.int64
+        )
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def get(self, device_id: str) -> Device | None:
+        return self.by_id.get(device_id)
+
+    def device(self, slot: int) -> Device:
+        device = self.by_slot[slot] if 0 <= slot < self.size else None
+        if device is None:
+            raise KeyError(f"no device at slot {slot}")
+        return device
+
+    def evac_devices(self, site: str, building: str) -> list[Device]:
+        return [
+            d
+            for d in self.by_id.values()
+            if d.kind == "evac" and d.site == site and d.building == building
+        ]
+
+
+def device_from_row(row: Mapping[str, Any]) -> Device:
+    """Build a Device from a `devices` row (see storage.ingest_store.load_registry)."""
+    kind = str(row["kind"])
+    interval = row.get("interval_s")
+    thresholds = row.get("thresholds") or {}
+    return Device(
+        id=str(row["id"]),
+        slot=int(row["slot"]),
+        site=str(row["site_id"]),
+        building=str(row["building"]),
+        floor=str(row["floor"]),
+        zone=str(row["zone"]),
+        kind=kind,
+        interval_s=float(interval) if interval else DEFAULT_INTERVAL_S[kind],
+        thresholds={str(k): float(v) for k, v in thresholds.items()},
+        routes=row.get("routes"),
+        registered_ms=int(row.get("registered_ms") or 0),
+    )

@@ -1,0 +1,534 @@
+"""The writes ingest makes, each inside the caller's per-batch transaction.
+
+Telemetry goes through a temporary stage table filled with one binary COPY
+built straight from the numpy columns (no Python object per row), then into
+`telemetry` with ON CONFLICT DO NOTHING, so a duplicate (device, ts, seq) is
+stored once whatever path it took. On plain PostgreSQL the 1-minute rollup
+is updated in the same statement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+from numpy.typing import NDArray
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from firesafe.contract import READINGS
+
+Flavour = Literal["plain", "timescale"]
+AsyncConn = psycopg.AsyncConnection[Any]
+
+_MS = "'epoch'::timestamptz + {} * interval '1 millisecond'"
+
+STAGE_DDL = f"""
+CREATE TEMP TABLE IF NOT EXISTS stage_telemetry (
+    idx integer NOT NULL, slot integer NOT NULL, ts_ms bigint NOT NULL, seq bigint NOT NULL,
+    received_ms bigint NOT NULL, maybe_dup boolean NOT NULL,
+    {", ".join(f"{r} double precision NOT NULL" for r in READINGS)}
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_extra (idx integer NOT NULL, extra jsonb NOT NULL)
+    ON COMMIT DELETE ROWS;
+"""
+
+# One record of the binary COPY stream, laid out as a numpy dtype: a field
+# count, then (length, value) per column, all big-endian. NaN marks an absent
+# reading and becomes NULL in SQL (NULLIF), which keeps every record fixed-size.
+_STAGE_COLUMNS: list[tuple[str, str]] = [
+    ("idx", ">i4"),
+    ("slot", ">i4"),
+    ("ts_ms", ">i8"),
+    ("seq", ">i8"),
+    ("received_ms", ">i8"),
+    ("maybe_dup", "u1"),
+    *[(r, ">f8") for r in READINGS],
+]
+_RECORD = np.dtype(
+    [("nfields", ">i2")]
+    + [item for name, kind in _STAGE_COLUMNS for item in ((f"len_{name}", ">i4"), (name, kind))]
+)
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+_COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+
+_READING_COLS = ", ".join(READINGS)
+_READING_VALUES = ", ".join(f"NULLIF(s.{r}, 'NaN')" for r in READINGS)
+_INSERT_TELEMETRY = f"""
+INSERT INTO telemetry (ts, device_id, seq, received_at, {_READING_COLS}, extra)
+SELECT {_MS.format("s.ts_ms")}, d.id, s.seq, {_MS.format("s.received_ms")},
+       {_READING_VALUES}, x.extra
+FROM stage_telemetry s
+JOIN devices d ON d.slot = s.slot
+LEFT JOIN stage_extra x ON x.idx = s.idx
+ON CONFLICT DO NOTHING
+"""
+_ROLLUP_SET = ",\n    ".join(
+    f"{r}_min = LEAST(r.{r}_min, EXCLUDED.{r}_min), "
+    f"{r}_max = GREATEST(r.{r}_max, EXCLUDED.{r}_max), "
+    f"{r}_sum = COALESCE(r.{r}_sum, 0) + COALESCE(EXCLUDED.{r}_sum, 0), "
+    f"{r}_n = r.{r}_n + EXCLUDED.{r}_n"
+    for r in READINGS
+)
+_INSERT_TELEMETRY_WITH_ROLLUP = f"""
+WITH new AS ({_INSERT_TELEMETRY} RETURNING ts, device_id, {_READING_COLS})
+INSERT INTO telemetry_rollup_1m AS r (bucket, device_id, samples,
+    {", ".join(f"{r}_min, {r}_max, {r}_sum, {r}_n" for r in READINGS)})
+SELECT date_trunc('minute', ts), device_id, count(*),
+    {", ".join(f"min({r}), max({r}), sum({r}), count({r})" for r in READINGS)}
+FROM new GROUP BY 1, 2
+ON CONFLICT (device_id, bucket) DO UPDATE SET samples = r.samples + EXCLUDED.samples,
+    {_ROLLUP_SET}
+"""
+_DELETE_STAGED_DUPLICATES = f"""
+DELETE FROM stage_telemetry s USING devices d
+WHERE s.maybe_dup AND d.slot = s.slot AND (
+    EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = d.id
+            AND t.ts = {_MS.format("s.ts_ms")} AND t.seq = s.seq)
+    OR EXISTS (SELECT 1 FROM device_events e WHERE e.device_id = d.id
+            AND e.ts = {_MS.format("s.ts_ms")} AND e.seq = s.seq))
+RETURNING s.idx
+"""
+_INSERT_EVENTS = f"""
+INSERT INTO device_events (ts, device_id, seq, received_at, type, detail)
+SELECT {_MS.format("e.ts_ms")}, d.id, e.seq, {_MS.format("e.received_ms")}, e.type, e.detail
+FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[], %s::text[], %s::text[])
+    AS e(slot, ts_ms, seq, received_ms, idx, type, detail)
+JOIN devices d ON d.slot = e.slot
+WHERE NOT EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = d.id
+                  AND t.ts = {_MS.format("e.ts_ms")} AND t.seq = e.seq)
+ON CONFLICT DO NOTHING
+RETURNING device_id, seq, (extract(epoch FROM ts) * 1000)::bigint AS ts_ms
+"""
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+async def prepare_connection(conn: AsyncConn) -> None:
+    """Create this session's stage tables (once per connection)."""
+    await conn.execute(STAGE_DDL.encode())
+    await conn.commit()
+
+
+def encode_stage(
+    slot: NDArray[np.int64],
+    ts: NDArray[np.int64],
+    seq: NDArray[np.int64],
+    received: NDArray[np.int64],
+    maybe_dup: NDArray[np.bool_],
+    values: NDArray[np.float64],
+) -> bytes:
+    """The binary COPY stream of the stage table for these rows."""
+    n = int(slot.size)
+    records = np.zeros(n, dtype=_RECORD)
+    records["nfields"] = len(_STAGE_COLUMNS)
+    for name, kind in _STAGE_COLUMNS:
+        records[f"len_{name}"] = np.dtype(kind).itemsize
+    records["idx"] = np.arange(n)
+    records["slot"] = slot
+    records["ts_ms"] = ts
+    records["seq"] = seq
+    records["received_ms"] = received
+    records["maybe_dup"] = maybe_dup
+    for i, reading in enumerate(READINGS):
+        records[reading] = values[:, i]
+    return _COPY_HEADER + records.tobytes() + _COPY_TRAILER
+
+
+async def write_telemetry(
+    conn: AsyncConn,
+    flavour: Flavour,
+    *,
+    slot: NDArray[np.int64],
+    ts: NDArray[np.int64],
+    seq: NDArray[np.int64],
+    received: NDArray[np.int64],
+    maybe_dup: NDArray[np.bool_],
+    values: NDArray[np.float64],
+    extra: Mapping[int, Mapping[str, float]],
+) -> NDArray[np.bool_]:
+    """Store the rows not stored before; return the mask of rows that were new."""
+    new = np.ones(slot.size, dtype=np.bool_)
+    if not slot.size:
+        return new
+    async with conn.cursor() as cur:
+        async with cur.copy("COPY stage_telemetry FROM STDIN (FORMAT BINARY)") as copy:
+            await copy.write(encode_stage(slot, ts, seq, received, maybe_dup, values))
+        if extra:
+            async with cur.copy("COPY stage_extra (idx, extra) FROM STDIN") as copy:
+                for idx, names in extra.items():
+                    await copy.write_row((idx, Jsonb(dict(names))))
+        if maybe_dup.any():
+            await cur.execute(_DELETE_STAGED_DUPLICATES.encode())
+            duplicates = [row[0] for row in await cur.fetchall()]
+            new[duplicates] = False
+        statement = _INSERT_TELEMETRY_WITH_ROLLUP if flavour == "plain" else _INSERT_TELEMETRY
+        await cur.execute(statement.encode())
+    return new
+
+
+async def write_events(
+    conn: AsyncConn,
+    *,
+    device_ids: Sequence[str],
+    slot: NDArray[np.int64],
+    ts: NDArray[np.int64],
+    seq: NDArray[np.int64],
+    received: NDArray[np.int64],
+    types: Sequence[str],
+    details: Sequence[str | None],
+) -> NDArray[np.bool_]:
+    """Store device events not stored before; return the mask of new ones."""
+    new = np.zeros(slot.size, dtype=np.bool_)
+    if not slot.size:
+        return new
+    async with conn.cursor() as cur:
+        await cur.execute(
+            _INSERT_EVENTS.encode(),
+            (
+                slot.tolist(),
+                ts.tolist(),
+                seq.tolist(),
+                received.tolist(),
+                list(range(slot.size)),
+                list(types),
+                list(details),
+            ),
+        )
+        inserted = {(row[0], row[1], row[2]) for row in await cur.fetchall()}
+    for i in range(slot.size):
+        new[i] = (device_ids[i], int(seq[i]), int(ts[i])) in inserted
+    return new
+
+
+@dataclass(frozen=True, slots=True)
+class RejectRow:
+    received_ms: int
+    topic: str
+    reason: str
+    payload: bytes
+    detail: str
+    device_id: str | None
+
+
+async def write_rejects(conn: AsyncConn, rejects: Sequence[RejectRow]) -> None:
+    """Keep bad input where an operator can list it, and count it per reason."""
+    if not rejects:
+        return
+    async with conn.cursor() as cur:
+        async with cur.copy(
+            "COPY rejects (received_at, topic, reason, payload, detail, device_id) FROM STDIN"
+        ) as copy:
+            for r in rejects:
+                await copy.write_row(
+                    (
+                        ms_to_datetime(r.received_ms),
+                        r.topic,
+                        r.reason,
+                        r.payload,
+                        r.detail,
+                        r.device_id,
+                    )
+                )
+        counts = Counter(r.reason for r in rejects)
+        await cur.execute(
+            """
+            INSERT INTO reject_counts AS c (reason, count)
+            SELECT * FROM unnest(%s::text[], %s::bigint[])
+            ON CONFLICT (reason) DO UPDATE SET count = c.count + EXCLUDED.count
+            """,
+            (list(counts), list(counts.values())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStateRow:
+    device_id: str
+    last_seen_ms: int | None
+    last_ts_ms: int | None
+    last_seq: int | None
+    status: str | None
+    status_ms: int | None
+    on_mains: bool | None
+    messages: int
+    seq_gaps: int
+    duplicates: int
+    out_of_order: int
+
+
+async def write_device_state(conn: AsyncConn, rows: Sequence[DeviceStateRow]) -> None:
+    """Fold what ingest learnt about each device since the last flush into device_state."""
+    if not rows:
+        return
+
+    def col(name: str) -> list[Any]:
+        return [getattr(r, name) for r in rows]
+
+    def ms(name: str) -> list[datetime | None]:
+        return [None if v is None else ms_to_datetime(v) for v in col(name)]
+
+    await conn.execute(
+        """
+        INSERT INTO device_state AS s (device_id, last_seen_at, last_ts, last_seq, status,
+            status_at, on_mains, messages, seq_gaps, duplicates, out_of_order, updated_at)
+        SELECT u.*, now() FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[],
+            %s::bigint[], %s::text[], %s::timestamptz[], %s::boolean[], %s::bigint[],
+            %s::bigint[], %s::bigint[], %s::bigint[]) AS u
+        JOIN devices d ON d.id = u.unnest
+        ON CONFLICT (device_id) DO UPDATE SET
+            last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at),
+            last_ts = GREATEST(s.last_ts, EXCLUDED.last_ts),
+            last_seq = CASE WHEN EXCLUDED.last_ts >= s.last_ts OR s.last_ts IS NULL
+                            THEN COALESCE(EXCLUDED.last_seq, s.last_seq) ELSE s.last_seq END,
+            status = COALESCE(EXCLUDED.status, s.status),
+            status_at = COALESCE(EXCLUDED.status_at, s.status_at),
+            on_mains = COALESCE(EXCLUDED.on_mains, s.on_mains),
+            messages = s.messages + EXCLUDED.messages,
+            seq_gaps = s.seq_gaps + EXCLUDED.seq_gaps,
+            duplicates = s.duplicates + EXCLUDED.duplicates,
+            out_of_order = s.out_of_order + EXCLUDED.out_of_order,
+            updated_at = now()
+        """,
+        (
+            col("device_id"),
+            ms("last_seen_ms"),
+            ms("last_ts_ms"),
+            col("last_seq"),
+            col("status"),
+            ms("status_ms"),
+            col("on_mains"),
+            col("messages"),
+            col("seq_gaps"),
+            col("duplicates"),
+            col("out_of_order"),
+        ),
+    )
+
+
+async def load_registry(conn: AsyncConn) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT id, slot, site_id, building, floor, zone, kind, interval_s, thresholds,
+                   routes, (extract(epoch FROM created_at) * 1000)::bigint AS registered_ms
+            FROM devices
+            """
+        )
+        return await cur.fetchall()
+
+
+async def registry_version(conn: AsyncConn) -> tuple[int, datetime | None]:
+    """Cheap change detector for the registry: (count, newest update)."""
+    row = await (await conn.execute("SELECT count(*), max(updated_at) FROM devices")).fetchone()
+    assert row is not None
+    return int(row[0]), row[1]
+
+
+async def load_device_state(conn: AsyncConn) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT d.slot, (extract(epoch FROM s.last_seen_at) * 1000)::bigint AS last_seen_ms,
+                   (extract(epoch FROM s.last_ts) * 1000)::bigint AS last_ts_ms, s.last_seq,
+                   s.status
+            FROM device_state s JOIN devices d ON d.id = s.device_id
+            """
+        )
+        return await cur.fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmWrite:
+    """One alarm transition to store (from detection or supervision)."""
+
+    device_id: str
+    site: str
+    building: str
+    floor: str
+    zone: str
+    alarm_type: str
+    action: Literal["open", "verdict", "clear"]
+    verdict: str
+    reason: str
+    at_ms: int
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedAlarm:
+    alarm_id: str
+    write: AlarmWrite
+    logged: str  # the audit action recorded: opened, confirmed, suppressed, cleared
+
+
+async def _log(conn: AsyncConn, alarm_id: str, action: str, note: str | None) -> None:
+    await conn.execute(
+        "INSERT INTO alarm_log (alarm_id, action, actor, note) VALUES (%s, %s, 'system', %s)",
+        (alarm_id, action, note),
+    )
+
+
+async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> list[AppliedAlarm]:
+    """Apply transitions in order; the partial unique index keeps one open alarm per
+    (device, type) even if two writers race. Suppressed alarms are closed at once
+    (judged false, nothing for a person to do) but stay listed with their verdict."""
+    applied: list[AppliedAlarm] = []
+    for w in writes:
+        at = ms_to_datetime(w.at_ms)
+        detail = Jsonb(json.loads(json.dumps(dict(w.detail), default=str)))
+        if w.action == "open":
+            cur = await conn.execute(
+                """
+                INSERT INTO alarms (device_id, site_id, building, floor, zone, type, verdict,
+                    status, reason, opened_at, confirmed_at, cleared_at, cleared_by, detail)
+                VALUES (%(device)s, %(site)s, %(building)s, %(floor)s, %(zone)s, %(type)s,
+                    %(verdict)s, CASE WHEN %(verdict)s = 'suppressed' THEN 'cleared' ELSE 'active'
+                    END, %(reason)s, %(at)s,
+                    CASE WHEN %(verdict)s = 'confirmed' THEN %(at)s END,
+                    CASE WHEN %(verdict)s = 'suppressed' THEN %(at)s END,
+                    CASE WHEN %(verdict)s = 'suppressed' THEN 'system' END, %(detail)s)
+                ON CONFLICT (device_id, type) WHERE status <> 'cleared' AND verdict <> 'suppressed'
+                DO NOTHING
+                RETURNING id
+                """,
+                {
+                    "device": w.device_id,
+                    "site": w.site,
+                    "building": w.building,
+                    "floor": w.floor,
+                    "zone": w.zone,
+                    "type": w.alarm_type,
+                    "verdict": w.verdict,
+                    "reason": w.reason,
+                    "at": at,
+                    "detail": detail,
+                },
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                await _log(conn, row[0], "opened", f"{w.verdict}: {w.reason}")
+                applied.append(AppliedAlarm(row[0], w, "opened"))
+                continue
+            if w.verdict == "pending":
+                continue  # already open: nothing new
+            # Already open (e.g. known before a restart): treat as a verdict change.
+        if w.action in ("open", "verdict"):
+            cur = await conn.execute(
+                """
+                UPDATE alarms SET verdict = %(verdict)s, reason = %(reason)s,
+                    confirmed_at = CASE WHEN %(verdict)s = 'confirmed'
+                                   THEN COALESCE(confirmed_at, %(at)s) ELSE confirmed_at END,
+                    status = CASE WHEN %(verdict)s = 'suppressed' THEN 'cleared' ELSE status END,
+                    cleared_at = CASE WHEN %(verdict)s = 'suppressed' THEN %(at)s
+                                 ELSE cleared_at END,
+                    cleared_by = CASE WHEN %(verdict)s = 'suppressed' THEN 'system'
+                                 ELSE cleared_by END,
+                    detail = detail || %(detail)s, updated_at = now()
+                WHERE device_id = %(device)s AND type = %(type)s AND status <> 'cleared'
+                  AND verdict <> 'suppressed' AND verdict IS DISTINCT FROM %(verdict)s
+                RETURNING id
+                """,
+                {
+                    "device": w.device_id,
+                    "type": w.alarm_type,
+                    "verdict": w.verdict,
+                    "reason": w.reason,
+                    "at": at,
+                    "detail": detail,
+                },
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                await _log(conn, row[0], w.verdict, w.reason)
+                applied.append(AppliedAlarm(row[0], w, w.verdict))
+        else:  # clear
+            cur = await conn.execute(
+                """
+                UPDATE alarms SET status = 'cleared', cleared_at = %s, cleared_by = 'system',
+                    updated_at = now()
+                WHERE device_id = %s AND type = %s AND status <> 'cleared'
+                  AND verdict <> 'suppressed'
+                RETURNING id
+                """,
+                (at, w.device_id, w.alarm_type),
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                await _log(conn, row[0], "cleared", w.reason)
+                applied.append(AppliedAlarm(row[0], w, "cleared"))
+    return applied
+
+
+async def load_open_alarms(conn: AsyncConn) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT a.id, a.device_id, d.slot, a.type, a.verdict, a.site_id, a.building,
+                   a.floor, a.zone, (extract(epoch FROM a.opened_at) * 1000)::bigint AS opened_ms
+            FROM alarms a JOIN devices d ON d.id = a.device_id
+            WHERE a.status <> 'cleared' AND a.verdict <> 'suppressed'
+            """
+        )
+        return await cur.fetchall()
+
+
+async def cleared_by_people(conn: AsyncConn, after_log_id: int) -> list[dict[str, Any]]:
+    """Alarms a person cleared through the API since a log position."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT l.id AS log_id, a.id, a.device_id, a.type, a.site_id, a.building
+            FROM alarm_log l JOIN alarms a ON a.id = l.alarm_id
+            WHERE l.id > %s AND l.action = 'cleared' AND l.actor <> 'system'
+            ORDER BY l.id
+            """,
+            (after_log_id,),
+        )
+        return await cur.fetchall()
+
+
+async def last_log_id(conn: AsyncConn) -> int:
+    row = await (await conn.execute("SELECT COALESCE(max(id), 0) FROM alarm_log")).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def write_linkage(
+    conn: AsyncConn,
+    *,
+    alarm_id: str | None,
+    device_id: str,
+    site: str,
+    building: str,
+    cmd: str,
+    direction: str | None,
+    payload: Mapping[str, Any],
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO linkage_commands (alarm_id, device_id, site_id, building, cmd, direction,
+            payload) VALUES (%s, %s, %s, %s, %s, %s, %s)
+        """,
+        (alarm_id, device_id, site, building, cmd, direction, Jsonb(dict(payload))),
+    )
+
+
+async def write_stats(conn: AsyncConn, row: Mapping[str, Any]) -> None:
+    await conn.execute(
+        """
+        INSERT INTO ingest_stats (at, instance, messages, readings, events, rejects, duplicates,
+            seq_gaps, batches, batch_latency_ms, queue_depth, lag_ms, broker_connected)
+        VALUES (%(at)s, %(instance)s, %(messages)s, %(readings)s, %(events)s, %(rejects)s,
+            %(duplicates)s, %(seq_gaps)s, %(batches)s, %(batch_latency_ms)s, %(queue_depth)s,
+            %(lag_ms)s, %(broker_connected)s)
+        ON CONFLICT DO NOTHING
+        """,
+        dict(row),
+    )

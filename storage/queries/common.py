@@ -1,0 +1,65 @@
+"""Shared pieces of the query functions: connection type, scope, WHERE builder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import DictRow
+
+from storage.queries.errors import OutOfScopeError
+
+# Connections of the API pool return rows as dicts.
+Conn = AsyncConnection[DictRow]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The sites a caller may see: `None` means every site."""
+
+    sites: tuple[str, ...] | None = None
+
+    @classmethod
+    def everything(cls) -> Scope:
+        return cls(None)
+
+    def allows(self, site: str) -> bool:
+        return self.sites is None or site in self.sites
+
+    def check(self, site: str) -> None:
+        if not self.allows(site):
+            raise OutOfScopeError(f"site {site!r} is outside the caller's sites")
+
+
+@dataclass(slots=True)
+class Where:
+    """AND-ed conditions with their named parameters, composed safely."""
+
+    parts: list[sql.Composable] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, condition: str, **params: Any) -> None:
+        self.parts.append(sql.SQL(condition))
+        self.params.update(params)
+
+    def eq(self, column: str, name: str, value: Any) -> None:
+        """`column = %(name)s` when a value is given."""
+        if value is not None:
+            self.add(f"{column} = %({name})s", **{name: value})
+
+    def scope(self, column: str, scope: Scope) -> None:
+        """Restrict `column` (a site id) to the scope's sites."""
+        if scope.sites is not None:
+            self.add(f"{column} = ANY(%(scope_sites)s::text[])", scope_sites=list(scope.sites))
+
+    def clause(self) -> sql.Composable:
+        if not self.parts:
+            return sql.SQL("")
+        return sql.SQL("WHERE ") + sql.SQL(" AND ").join(self.parts)
+
+
+def one_of(values: Sequence[str]) -> list[str]:
+    """A list parameter for `= ANY(%s)`."""
+    return list(values)

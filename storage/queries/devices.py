@@ -1,0 +1,225 @@
+"""The device registry: upsert (creating sites, buildings, floors and zones), list, detail."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from psycopg import sql
+
+from storage.queries.common import Conn, Scope, Where
+from storage.queries.errors import InvalidInputError, NotFoundError
+
+# Ingest (or anyone) may LISTEN here to reload its registry cache at once
+# instead of waiting for its next poll of devices.updated_at.
+DEVICES_CHANNEL = "firesafe_devices"
+
+# A device is offline when supervision has an open `offline` alarm for it or
+# its retained status topic says so; "unknown" until anything arrived.
+_STATE_SQL = """
+    CASE
+        WHEN s.status = 'offline' OR EXISTS (
+            SELECT 1 FROM alarms a
+            WHERE a.device_id = d.id AND a.type = 'offline'
+              AND a.status <> 'cleared' AND a.verdict <> 'suppressed'
+        ) THEN 'offline'
+        WHEN s.last_seen_at IS NULL THEN 'unknown'
+        ELSE 'online'
+    END
+"""
+
+_COLUMNS = f"""
+    d.id, d.site_id AS site, d.building, d.floor, d.zone, d.kind, d.name, d.interval_s,
+    d.thresholds, d.routes, d.created_at, d.updated_at,
+    s.last_seen_at, s.last_ts, s.status AS reported_status, s.on_mains,
+    {_STATE_SQL} AS state
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """One device as registered (validated by the caller)."""
+
+    id: str
+    site: str
+    building: str
+    floor: str
+    zone: str
+    kind: str
+    name: str | None = None
+    interval_s: float | None = None
+    thresholds: dict[str, float] | None = None
+    routes: dict[str, str] | None = None
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+async def upsert_devices(conn: Conn, *, devices: Sequence[DeviceSpec]) -> list[dict[str, Any]]:
+    """Insert or update devices by id in one transaction; returns them as stored.
+
+    Sites, buildings, floors and zones are created as needed. An evac
+    device's routes must name zones of its own building and floor that
+    exist, or are created by this same call; otherwise nothing is stored.
+    """
+    # The last occurrence of an id wins, as if the devices were posted one by one.
+    latest = {d.id: (i, d) for i, d in enumerate(devices)}
+    rows = sorted(latest.values(), key=lambda item: item[0])
+    specs = [d for _, d in rows]
+    zones = sorted({(d.site, d.building, d.floor, d.zone) for d in specs})
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO sites (id) SELECT DISTINCT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+            ([z[0] for z in zones],),
+        )
+        await conn.execute(
+            "INSERT INTO buildings (site_id, building) SELECT DISTINCT * "
+            "FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+            ([z[0] for z in zones], [z[1] for z in zones]),
+        )
+        await conn.execute(
+            "INSERT INTO floors (site_id, building, floor) SELECT DISTINCT * "
+            "FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+            ([z[0] for z in zones], [z[1] for z in zones], [z[2] for z in zones]),
+        )
+        await conn.execute(
+            "INSERT INTO zones (site_id, building, floor, zone) SELECT DISTINCT * "
+            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+            (
+                [z[0] for z in zones],
+                [z[1] for z in zones],
+                [z[2] for z in zones],
+                [z[3] for z in zones],
+            ),
+        )
+        await _check_routes(conn, rows)
+        cur = await conn.execute(
+            """
+            INSERT INTO devices (id, site_id, building, floor, zone, kind, name, interval_s,
+                                 thresholds, routes)
+            SELECT t.id, t.site, t.building, t.floor, t.zone, t.kind, t.name, t.interval_s,
+                   COALESCE(t.thresholds::jsonb, '{}'::jsonb), t.routes::jsonb
+            FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                        %s::text[], %s::float8[], %s::text[], %s::text[])
+                 AS t(id, site, building, floor, zone, kind, name, interval_s, thresholds, routes)
+            ON CONFLICT (id) DO UPDATE SET
+                site_id = EXCLUDED.site_id, building = EXCLUDED.building,
+                floor = EXCLUDED.floor, zone = EXCLUDED.zone, kind = EXCLUDED.kind,
+                name = EXCLUDED.name, interval_s = EXCLUDED.interval_s,
+                thresholds = EXCLUDED.thresholds, routes = EXCLUDED.routes, updated_at = now()
+            RETURNING id
+            """,
+            (
+                [d.id for d in specs],
+                [d.site for d in specs],
+                [d.building for d in specs],
+                [d.floor for d in specs],
+                [d.zone for d in specs],
+                [d.kind for d in specs],
+                [d.name for d in specs],
+                [d.interval_s for d in specs],
+                [_dump(d.thresholds) for d in specs],
+                [_dump(d.routes) for d in specs],
+            ),
+        )
+        await cur.fetchall()
+        await conn.execute("SELECT pg_notify(%s, '')", (DEVICES_CHANNEL,))
+    stored = await _select(
+        conn,
+        Where(
+            params={"ids": [d.id for d in specs]}, parts=[sql.SQL("d.id = ANY(%(ids)s::text[])")]
+        ),
+        order_limit="",
+    )
+    by_id = {row["id"]: row for row in stored}
+    return [by_id[d.id] for d in specs]
+
+
+async def _check_routes(conn: Conn, rows: Sequence[tuple[int, DeviceSpec]]) -> None:
+    wanted = [
+        (index, side, d.site, d.building, d.floor, zone)
+        for index, d in rows
+        for side, zone in sorted((d.routes or {}).items())
+    ]
+    if not wanted:
+        return
+    cur = await conn.execute(
+        """
+        SELECT t.i, t.side, t.zone FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[],
+                                               %s::text[], %s::text[])
+             AS t(i, side, site, building, floor, zone)
+        WHERE NOT EXISTS (SELECT 1 FROM zones z WHERE z.site_id = t.site
+                          AND z.building = t.building AND z.floor = t.floor AND z.zone = t.zone)
+        ORDER BY t.i, t.side
+        """,
+        tuple(list(col) for col in zip(*wanted, strict=True)),
+    )
+    missing = await cur.fetchone()
+    if missing is not None:
+        raise InvalidInputError(
+            f"[{missing['i']}].routes.{missing['side']}",
+            f"zone {missing['zone']!r} is not a zone of the device's building and floor "
+            "(register a device in it first, or in the same request)",
+        )
+
+
+async def _select(conn: Conn, where: Where, *, order_limit: str) -> list[dict[str, Any]]:
+    query = sql.SQL(
+        "SELECT {cols} FROM devices d LEFT JOIN device_state s ON s.device_id = d.id {where} {tail}"
+    ).format(cols=sql.SQL(_COLUMNS), where=where.clause(), tail=sql.SQL(order_limit))
+    cur = await conn.execute(query, where.params)
+    return await cur.fetchall()
+
+
+async def list_devices(
+    conn: Conn,
+    *,
+    scope: Scope,
+    site: str | None = None,
+    building: str | None = None,
+    floor: str | None = None,
+    zone: str | None = None,
+    kind: str | None = None,
+    state: str | None = None,
+    after_id: str | None = None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Devices ordered by id, after `after_id` (keyset)."""
+    where = Where()
+    where.scope("d.site_id", scope)
+    where.eq("d.site_id", "site", site)
+    where.eq("d.building", "building", building)
+    where.eq("d.floor", "floor", floor)
+    where.eq("d.zone", "zone", zone)
+    where.eq("d.kind", "kind", kind)
+    if state is not None:
+        where.add(f"({_STATE_SQL}) = %(state)s", state=state)
+    if after_id is not None:
+        where.add("d.id > %(after_id)s", after_id=after_id)
+    where.params["limit"] = limit
+    return await _select(conn, where, order_limit="ORDER BY d.id LIMIT %(limit)s")
+
+
+async def get_device(conn: Conn, *, scope: Scope, device_id: str) -> dict[str, Any]:
+    """One device; NotFoundError, or OutOfScopeError for another site's device."""
+    where = Where()
+    where.eq("d.id", "id", device_id)
+    rows = await _select(conn, where, order_limit="")
+    if not rows:
+        raise NotFoundError(f"device {device_id!r} not found")
+    scope.check(rows[0]["site"])
+    return rows[0]
+
+
+async def device_site(conn: Conn, *, scope: Scope, device_id: str) -> str:
+    """The device's site, checked against the scope (NotFoundError / OutOfScopeError)."""
+    cur = await conn.execute("SELECT site_id FROM devices WHERE id = %s", (device_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"device {device_id!r} not found")
+    site: str = row["site_id"]
+    scope.check(site)
+    return site

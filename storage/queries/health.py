@@ -1,0 +1,26 @@
+"""What the API reports about the database and ingest (from ingest_stats)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.queries.common import Conn
+
+# Instances that have not reported for this long are gone, not just stale.
+INSTANCE_HORIZON = "10 minutes"
+
+
+async def ingest_instances(conn: Conn) -> list[dict[str, Any]]:
+    """The newest ingest_stats row of each instance seen recently, newest first."""
+    cur = await conn.execute(
+        f"""
+        SELECT DISTINCT ON (instance) instance, at, broker_connected, lag_ms, queue_depth,
+               messages, readings, events, rejects, duplicates, seq_gaps, batches,
+               batch_latency_ms, extract(epoch FROM now() - at) AS age_s
+        FROM ingest_stats
+        WHERE at > now() - interval '{INSTANCE_HORIZON}'
+        ORDER BY instance, at DESC
+        """
+    )
+    rows = await cur.fetchall()
+    return sorted(rows, key=lambda r: r["at"], reverse=True)
