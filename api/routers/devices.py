@@ -1,0 +1,240 @@
+"""/api/v1/devices: register (JSON or CSV), list, detail."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import TypeAdapter, ValidationError
+
+from api.deps import CallerDep, ConnDep
+from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse
+from api.params import (
+    DEFAULT_LIMIT,
+    ID_REGEX,
+    Cursor,
+    Limit,
+    NameParam,
+    SiteParam,
+    decode_cursor,
+    encode_cursor,
+)
+from api.schemas import (
+    AlarmOut,
+    DeviceDetail,
+    DeviceIn,
+    DeviceOut,
+    DeviceState,
+    Kind,
+    Page,
+    Reading,
+)
+from storage.queries import alarms as alarm_q
+from storage.queries import devices as device_q
+from storage.queries import telemetry as telemetry_q
+from storage.queries.alarms import AlarmFilter
+from storage.queries.devices import DeviceSpec
+
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=ERROR_RESPONSES)
+
+# One request registers a whole building's worth; larger imports go in several requests.
+MAX_DEVICES_PER_REQUEST = 10_000
+# Request bodies above this are refused before parsing (10 000 devices fit easily).
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# Open alarms shown on a device's detail page.
+DETAIL_OPEN_ALARMS = 100
+CSV_COLUMNS = ("id", "site", "building", "floor", "zone", "kind", "name", "interval_s",
+               "thresholds", "route_left", "route_right")
+
+DeviceId = Annotated[str, Path(pattern=ID_REGEX, description="Device id")]
+
+_devices = TypeAdapter(DeviceIn | list[DeviceIn])
+_device_list = TypeAdapter(list[DeviceIn])
+
+
+def _request_body_schema() -> dict[str, Any]:
+    schema = _devices.json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": schema},
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "id,site,building,floor,zone,kind,name,interval_s,thresholds,"
+                "route_left,route_right\nD1,S1,B1,1,Z1,smoke,Lobby,,,,\n",
+            },
+        },
+    }
+
+
+def body_components() -> dict[str, Any]:
+    """Schemas the request body refers to, for the app's OpenAPI components."""
+    defs: dict[str, Any] = _devices.json_schema(ref_template="#/components/schemas/{model}").get(
+        "$defs", {}
+    )
+    return defs
+
+
+def _to_spec(device: DeviceIn) -> DeviceSpec:
+    routes = None
+    if device.routes is not None:
+        routes = device.routes.model_dump(exclude_none=True)
+    return DeviceSpec(
+        id=device.id, site=device.site, building=device.building, floor=device.floor,
+        zone=device.zone, kind=device.kind, name=device.name, interval_s=device.interval_s,
+        thresholds=device.thresholds, routes=routes,
+    )
+
+
+def _errors_message(exc: ValidationError, prefix: str = "") -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{prefix}{loc or 'body'}: {first['msg']}{more}"
+
+
+def parse_csv(text: str) -> list[DeviceIn]:
+    """One device per row; header names from CSV_COLUMNS (id..kind required).
+
+    `thresholds` is a JSON object; `route_left`/`route_right` fill `routes`;
+    empty cells mean "not given".
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    missing = [c for c in CSV_COLUMNS[:6] if c not in header]
+    if missing:
+        raise BadBody(f"CSV header lacks column(s) {', '.join(missing)}")
+    devices = []
+    for line, row in enumerate(reader, start=2):
+        item: dict[str, Any] = {k: v for k, v in row.items()
+                                if k in CSV_COLUMNS and v not in (None, "")}
+        try:
+            if "thresholds" in item:
+                item["thresholds"] = orjson.loads(item["thresholds"])
+            if "interval_s" in item:
+                item["interval_s"] = float(item["interval_s"])
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            raise BadBody(f"CSV line {line}: {exc}") from exc
+        routes = {side: item.pop(f"route_{side}") for side in ("left", "right")
+                  if f"route_{side}" in item}
+        if routes:
+            item["routes"] = routes
+        try:
+            devices.append(DeviceIn.model_validate(item))
+        except ValidationError as exc:
+            raise BadBody(_errors_message(exc, f"CSV line {line}: ")) from exc
+        if len(devices) > MAX_DEVICES_PER_REQUEST:
+            raise BadBody(f"at most {MAX_DEVICES_PER_REQUEST} devices per request")
+    return devices
+
+
+async def _read_body(request: Request) -> bytes:
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadBody(f"request body larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _store(conn: ConnDep, devices: list[DeviceIn]) -> list[DeviceOut]:
+    if not devices:
+        return []
+    rows = await device_q.upsert_devices(conn, devices=[_to_spec(d) for d in devices])
+    return [DeviceOut.from_row(r) for r in rows]
+
+
+@router.post(
+    "",
+    response_model=list[DeviceOut],
+    summary="Register or update devices (one, a list, or CSV)",
+    description="Upsert by `id`; sites, buildings, floors and zones are created as needed. "
+    "JSON: one device or a list; `text/csv`: a header row with "
+    + ", ".join(CSV_COLUMNS)
+    + ". Returns the devices as stored, in request order. Admin only.",
+    openapi_extra={"requestBody": _request_body_schema()},
+    responses={413: {"model": ErrorResponse}},
+)
+async def post_devices(request: Request, conn: ConnDep, caller: CallerDep) -> list[DeviceOut]:
+    caller.require("admin")
+    body = await _read_body(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "text/csv":
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise BadBody("CSV body is not UTF-8") from exc
+        return await _store(conn, parse_csv(text))
+    try:
+        parsed = _devices.validate_json(body)
+    except ValidationError as exc:
+        raise BadBody(_errors_message(exc, "body ")) from exc
+    devices = parsed if isinstance(parsed, list) else [parsed]
+    if len(devices) > MAX_DEVICES_PER_REQUEST:
+        raise BadBody(f"at most {MAX_DEVICES_PER_REQUEST} devices per request")
+    return await _store(conn, devices)
+
+
+@router.post(
+    "/import",
+    response_model=list[DeviceOut],
+    summary="Register or update devices from CSV",
+    description="The same as POST /api/v1/devices with a `text/csv` body. Admin only.",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "text/csv": {"schema": {"type": "string"}}}}},
+)
+async def import_devices(request: Request, conn: ConnDep, caller: CallerDep) -> list[DeviceOut]:
+    caller.require("admin")
+    try:
+        text = (await _read_body(request)).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadBody("CSV body is not UTF-8") from exc
+    return await _store(conn, parse_csv(text))
+
+
+@router.get("", response_model=Page[DeviceOut], summary="List devices (ordered by id)")
+async def list_devices(
+    conn: ConnDep,
+    caller: CallerDep,
+    site: SiteParam = None,
+    building: NameParam = None,
+    floor: NameParam = None,
+    zone: NameParam = None,
+    kind: Annotated[Kind | None, Query()] = None,
+    state: Annotated[DeviceState | None, Query(description="online, offline or unknown")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[DeviceOut]:
+    key = decode_cursor(cursor, "devices", (str,))
+    rows = await device_q.list_devices(
+        conn, scope=caller.scope, site=site, building=building, floor=floor, zone=zone,
+        kind=kind, state=state, after_id=key[0] if key else None, limit=limit,
+    )
+    next_cursor = encode_cursor("devices", rows[-1]["id"]) if len(rows) == limit else None
+    return Page[DeviceOut](items=[DeviceOut.from_row(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{device_id}", response_model=DeviceDetail,
+            responses={404: {"model": ErrorResponse}},
+            summary="A device with its state, last reading and open alarms")
+async def get_device(device_id: DeviceId, conn: ConnDep, caller: CallerDep) -> DeviceDetail:
+    row = await device_q.get_device(conn, scope=caller.scope, device_id=device_id)
+    last = await telemetry_q.last_reading(conn, device_id=device_id)
+    alarms = await alarm_q.list_alarms(
+        conn, scope=caller.scope, filters=AlarmFilter(device=device_id), limit=DETAIL_OPEN_ALARMS,
+        open_only=True,
+    )
+    base = DeviceOut.from_row(row).model_dump()
+    return DeviceDetail(
+        **base,
+        last_ts=row["last_ts"],
+        on_mains=row["on_mains"],
+        last_reading=Reading(ts=last.ts, seq=last.seq, v=last.v) if last else None,
+        open_alarms=[AlarmOut.model_validate(a) for a in alarms],
+    )

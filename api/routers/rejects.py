@@ -1,0 +1,75 @@
+"""/api/v1/rejects: the bad input of contract section 3."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import CallerDep, ConnDep
+from api.errors import ERROR_RESPONSES
+from api.params import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Instant,
+    Limit,
+    check_range,
+    encode_cursor,
+    micros,
+    parse_instant,
+    time_key,
+)
+from api.schemas import Page, RejectOut
+from storage.queries import rejects as reject_q
+
+router = APIRouter(prefix="/api/v1/rejects", tags=["rejects"], responses=ERROR_RESPONSES)
+
+
+def _payload(raw: bytes) -> tuple[str, str]:
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def _reject(row: dict[str, Any]) -> RejectOut:
+    payload, encoding = _payload(bytes(row["payload"]))
+    return RejectOut(
+        id=str(row["id"]), received_at=row["received_at"], topic=row["topic"],
+        reason=row["reason"], payload=payload, encoding=encoding,  # type: ignore[arg-type]
+        detail=row["detail"], device=row["device_id"],
+    )
+
+
+@router.get(
+    "",
+    response_model=Page[RejectOut],
+    summary="Rejected messages, newest first",
+    description="Filter by `reason` and by arrival time (`since`/`until` on received_at). "
+    "A manager sees the rejects published on its sites' topics. Counts per reason are "
+    "in /metrics.",
+)
+async def list_rejects(
+    conn: ConnDep,
+    caller: CallerDep,
+    reason: Annotated[str | None, Query(pattern=r"^[a-z_]{1,64}$")] = None,
+    since: Instant = None,
+    until: Instant = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[RejectOut]:
+    since_at = parse_instant("since", since)
+    until_at = parse_instant("until", until)
+    check_range(since_at, until_at)
+    after = time_key("rejects", cursor, int)
+    rows = await reject_q.list_rejects(
+        conn, scope=caller.scope, reason=reason, since=since_at, until=until_at, after=after,
+        limit=limit,
+    )
+    next_cursor = (
+        encode_cursor("rejects", micros(rows[-1]["received_at"]), rows[-1]["id"])
+        if len(rows) == limit
+        else None
+    )
+    return Page[RejectOut](items=[_reject(r) for r in rows], next_cursor=next_cursor)

@@ -1,0 +1,126 @@
+"""/api/v1/devices/{id}/telemetry: raw readings or time buckets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from api.deps import CallerDep, ConnDep
+from api.errors import ERROR_RESPONSES, ErrorResponse, TooManyPoints
+from api.params import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Instant,
+    Limit,
+    check_range,
+    decode_cursor,
+    encode_cursor,
+    from_micros,
+    micros,
+    parse_instant,
+    time_key,
+)
+from api.routers.devices import DeviceId
+from api.schemas import Aggregate, Bucket, Reading, TelemetryPage
+from storage.queries import devices as device_q
+from storage.queries import telemetry as telemetry_q
+from storage.queries.telemetry import BUCKET_ORIGIN
+
+router = APIRouter(prefix="/api/v1/devices", tags=["telemetry"], responses=ERROR_RESPONSES)
+
+BucketName = Literal["1m", "5m", "1h", "1d"]
+BUCKETS: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
+# The hard cap on buckets in one query's range: a week of 1-minute buckets
+# (or ~27 years of days). Wider ranges must choose a wider bucket, so no
+# request makes the database aggregate an unbounded range.
+MAX_BUCKETS = 7 * 24 * 60
+# Bucketed queries without `since` cover the last day: a dashboard's default.
+DEFAULT_BUCKET_RANGE = timedelta(days=1)
+_ORIGIN = datetime.fromisoformat(BUCKET_ORIGIN)
+
+
+def _floor(value: datetime, width: timedelta) -> datetime:
+    return value - (value - _ORIGIN) % width
+
+
+def _ceil(value: datetime, width: timedelta) -> datetime:
+    floored = _floor(value, width)
+    return floored if floored == value else floored + width
+
+
+@router.get(
+    "/{device_id}/telemetry",
+    response_model=TelemetryPage,
+    responses={404: {"model": ErrorResponse}},
+    summary="Readings of a device, raw or in time buckets",
+    description="Raw: items `{ts, seq, v}` with since <= ts < until, in `order` of (ts, seq). "
+    "With `bucket`: items `{ts, v: {reading: {min, avg, max, n}}}` from the 1-minute "
+    "aggregate, buckets aligned to UTC, range widened to whole buckets, ascending, known "
+    f"readings only; a range of more than {MAX_BUCKETS} buckets is refused with 422 "
+    "`too_many_points` (default range: the last 24 h).",
+)
+async def get_telemetry(
+    device_id: DeviceId,
+    conn: ConnDep,
+    caller: CallerDep,
+    since: Instant = None,
+    until: Instant = None,
+    bucket: Annotated[BucketName | None, Query(description="Aggregate into buckets")] = None,
+    order: Annotated[Literal["asc", "desc"], Query(description="Raw readings only")] = "asc",
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> TelemetryPage:
+    since_at = parse_instant("since", since)
+    until_at = parse_instant("until", until)
+    check_range(since_at, until_at)
+    await device_q.device_site(conn, scope=caller.scope, device_id=device_id)
+    if bucket is None:
+        kind = f"telemetry-{order}"
+        after = time_key(kind, cursor, int)
+        rows = await telemetry_q.raw_readings(
+            conn, device_id=device_id, since=since_at, until=until_at, after=after,
+            descending=order == "desc", limit=limit,
+        )
+        next_cursor = (
+            encode_cursor(kind, micros(rows[-1].ts), rows[-1].seq) if len(rows) == limit else None
+        )
+        return TelemetryPage(
+            bucket=None,
+            items=[Reading(ts=r.ts, seq=r.seq, v=r.v) for r in rows],
+            next_cursor=next_cursor,
+        )
+    width = BUCKETS[bucket]
+    end = _ceil(until_at or datetime.now(UTC), width)
+    start = _floor(since_at or end - DEFAULT_BUCKET_RANGE, width)
+    if (end - start) / width > MAX_BUCKETS:
+        raise TooManyPoints(
+            "since",
+            f"the range spans {(end - start) // width} buckets of {bucket}; at most "
+            f"{MAX_BUCKETS}: narrow since/until or use a wider bucket",
+        )
+    key = decode_cursor(cursor, f"buckets-{bucket}", (int,))
+    if key is not None:
+        start = max(start, _floor(from_micros(key[0]), width))
+    buckets = await telemetry_q.bucketed(
+        conn, device_id=device_id, width=width, since=start, until=end, limit=limit
+    )
+    scanned_to = min(end, start + width * limit)
+    next_cursor = (
+        encode_cursor(f"buckets-{bucket}", micros(scanned_to)) if scanned_to < end else None
+    )
+    return TelemetryPage(
+        bucket=bucket,
+        items=[
+            Bucket(ts=b.ts, v={k: Aggregate(min=a.min, max=a.max, avg=a.avg, n=a.n)
+                               for k, a in b.v.items()})
+            for b in buckets
+        ],
+        next_cursor=next_cursor,
+    )

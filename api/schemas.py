@@ -1,0 +1,337 @@
+"""Request and response bodies: the OpenAPI schema is generated from these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+
+from api.params import ID_REGEX, NAME_REGEX
+from firesafe.contract import DEFAULT_INTERVAL_S
+
+
+def iso_ms(value: datetime) -> str:
+    """ISO 8601 UTC with milliseconds: 2026-11-25T22:31:06.123Z."""
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(iso_ms, return_type=str),
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "examples": ["2026-11-25T22:31:06.123Z"]}
+    ),
+]
+Id = Annotated[str, StringConstraints(pattern=ID_REGEX)]
+Name = Annotated[str, StringConstraints(pattern=NAME_REGEX)]
+Kind = Literal["smoke", "heat", "multi", "mcp", "electrical", "evac"]
+AlarmType = Literal["fire", "pre_alarm", "electrical", "fault", "offline", "evac_fault"]
+Verdict = Literal["pending", "confirmed", "suppressed"]
+Status = Literal["active", "acknowledged", "cleared"]
+Role = Literal["admin", "operator", "manager"]
+DeviceState = Literal["online", "offline", "unknown"]
+ThresholdName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+# A year: anything longer is a typo, not a reporting period.
+MAX_INTERVAL_S = 366 * 86_400.0
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """A list response: follow `next_cursor` (null on the last page)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+# --- devices -----------------------------------------------------------------
+
+
+class Routes(BaseModel):
+    """Evacuation routes of a dynamic exit sign: zones of its own building and floor."""
+
+    model_config = ConfigDict(extra="forbid")
+    left: Name | None = None
+    right: Name | None = None
+
+
+class DeviceIn(BaseModel):
+    """A device to register or update (upsert by `id`)."""
+
+    id: Id
+    site: Id
+    building: Name
+    floor: Name
+    zone: Name
+    kind: Kind
+    name: Annotated[str, StringConstraints(pattern=r"^[^\x00]{0,200}$")] | None = None
+    interval_s: Annotated[float, Field(gt=0, le=MAX_INTERVAL_S, allow_inf_nan=False)] | None = (
+        Field(
+            default=None,
+            description="Reporting period in seconds; offline after 3 x this of silence. "
+            "Default per kind: "
+            + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_INTERVAL_S.items()),
+        )
+    )
+    thresholds: dict[ThresholdName, Number] | None = Field(
+        default=None,
+        description="Detection thresholds overriding the defaults, name -> number "
+        "(names and defaults are those of the detection module; unknown names are kept "
+        "and ignored).",
+    )
+    routes: Routes | None = Field(
+        default=None, description="evac only: zones of the same building and floor"
+    )
+
+    @model_validator(mode="after")
+    def _routes_only_for_evac(self) -> DeviceIn:
+        if self.routes is not None and self.kind != "evac":
+            raise ValueError("routes are only for evac devices")
+        return self
+
+
+class Aggregate(BaseModel):
+    min: float
+    max: float
+    avg: float
+    n: int = Field(description="Number of readings in the bucket")
+
+
+class Reading(BaseModel):
+    ts: Timestamp
+    seq: int
+    v: dict[str, float]
+
+
+class Bucket(BaseModel):
+    ts: Timestamp = Field(description="Start of the bucket")
+    v: dict[str, Aggregate]
+
+
+class DeviceOut(BaseModel):
+    id: str
+    site: str
+    building: str
+    floor: str
+    zone: str
+    kind: Kind
+    name: str | None
+    interval_s: float = Field(description="Reporting period (the kind's default when not set)")
+    thresholds: dict[str, float]
+    routes: Routes | None
+    state: DeviceState = Field(
+        description="offline: an open offline alarm or status topic says offline; "
+        "unknown: nothing received yet"
+    )
+    last_seen_at: Timestamp | None = Field(description="Arrival time of the newest message")
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> DeviceOut:
+        return cls(
+            **{k: row[k] for k in ("id", "site", "building", "floor", "zone", "kind", "name",
+                                   "thresholds", "routes", "state", "last_seen_at",
+                                   "created_at", "updated_at")},
+            interval_s=row["interval_s"] or DEFAULT_INTERVAL_S[row["kind"]],
+        )
+
+
+# --- alarms ------------------------------------------------------------------
+
+
+class AlarmOut(BaseModel):
+    id: str
+    type: AlarmType
+    verdict: Verdict
+    status: Status
+    device: str
+    site: str
+    building: str
+    floor: str
+    zone: str
+    reason: str
+    opened_at: Timestamp
+    confirmed_at: Timestamp | None
+    cleared_at: Timestamp | None
+    acknowledged_at: Timestamp | None
+    acknowledged_by: str | None
+    cleared_by: str | None
+    detail: dict[str, Any]
+    updated_at: Timestamp
+
+
+class AlarmLogEntry(BaseModel):
+    id: int
+    at: Timestamp
+    action: str
+    actor: str
+    note: str | None
+
+
+class DeviceEvent(BaseModel):
+    ts: Timestamp
+    seq: int
+    received_at: Timestamp
+    type: str
+    detail: str | None
+
+
+class Evidence(BaseModel):
+    """The device's readings and events around the alarm."""
+
+    since: Timestamp
+    until: Timestamp
+    readings: list[Reading]
+    events: list[DeviceEvent]
+
+
+class AlarmDetail(AlarmOut):
+    log: list[AlarmLogEntry]
+    evidence: Evidence
+
+
+class NoteIn(BaseModel):
+    note: Annotated[str, StringConstraints(pattern=r"^[^\x00]{0,2000}$")] | None = None
+
+
+class AlarmChange(BaseModel):
+    """One Server-Sent Event: an alarm_log entry and the alarm as it is now."""
+
+    log_id: int
+    at: Timestamp
+    action: str
+    actor: str
+    note: str | None
+    alarm: AlarmOut
+
+
+class DeviceDetail(DeviceOut):
+    last_ts: Timestamp | None = Field(description="Newest event time processed")
+    on_mains: bool | None
+    last_reading: Reading | None
+    open_alarms: list[AlarmOut]
+
+
+# --- telemetry, rejects ------------------------------------------------------
+
+
+class TelemetryPage(BaseModel):
+    """Raw readings (`bucket` null) or buckets with min/avg/max per reading."""
+
+    bucket: Literal["1m", "5m", "1h", "1d"] | None
+    items: list[Reading] | list[Bucket]
+    next_cursor: str | None
+
+
+class RejectOut(BaseModel):
+    id: str
+    received_at: Timestamp
+    topic: str
+    reason: str
+    payload: str
+    encoding: Literal["utf-8", "base64"] = Field(
+        description="base64 when the payload is not valid UTF-8"
+    )
+    detail: str | None
+    device: str | None
+
+
+# --- tokens ------------------------------------------------------------------
+
+
+class TokenIn(BaseModel):
+    role: Role
+    sites: list[Id] = Field(default_factory=list, max_length=1000,
+                            description="Sites of a manager token (required for managers)")
+    name: Name = Field(description="Recorded as who acknowledged or cleared an alarm")
+
+    @model_validator(mode="after")
+    def _sites_for_managers(self) -> TokenIn:
+        if self.role == "manager" and not self.sites:
+            raise ValueError("a manager token needs at least one site")
+        if self.role != "manager" and self.sites:
+            raise ValueError("sites apply to manager tokens only (admin and operator see all)")
+        return self
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="Shown once; only its hash is stored")
+    id: str
+    role: Role
+    sites: list[str]
+    name: str
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: Role
+    sites: list[str]
+    created_by: str | None
+    created_at: Timestamp
+    revoked_at: Timestamp | None
+
+
+# --- operations --------------------------------------------------------------
+
+
+class DatabaseHealth(BaseModel):
+    ok: bool
+    latency_ms: float | None
+    error: str | None = None
+
+
+class BrokerHealth(BaseModel):
+    connected: bool | None = Field(
+        description="As ingest last reported it; null when no ingest reported recently"
+    )
+
+
+class IngestHealth(BaseModel):
+    state: Literal["ok", "stale", "absent", "unknown"] = Field(
+        description="ok: reported within the staleness limit; stale: older; "
+        "absent: no report in the last 10 minutes; unknown: database down"
+    )
+    last_report_at: Timestamp | None
+    age_s: float | None
+    lag_ms: float | None = Field(description="Largest lag over reporting instances")
+    queue_depth: int | None = Field(description="Sum over reporting instances")
+    instances: int
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded", "down"] = Field(
+        description="ok: all fine; degraded: database up but ingest stale/absent or broker "
+        "disconnected (HTTP 200); down: database unreachable (HTTP 503)"
+    )
+    database: DatabaseHealth
+    broker: BrokerHealth
+    ingest: IngestHealth
+
+
+class AlarmCount(BaseModel):
+    type: AlarmType
+    verdict: Verdict
+    count: int
+
+
+class SiteSummary(BaseModel):
+    site: str
+    name: str | None
+    devices: int
+    offline_devices: int
+    open_alarms: list[AlarmCount]
+    suppressed_today: int = Field(description="Alarms judged false since 00:00 UTC")
