@@ -1,0 +1,344 @@
+"""Health, devices, telemetry and rejects against the real database."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from tests.test_api_support import (
+    ISO_MS,
+    client,
+    device,
+    insert_telemetry,
+    live_server,
+    register,
+)
+
+
+@pytest.fixture(scope="module")
+def api_url(database_url: str, migration: object) -> Iterator[str]:
+    with live_server(database_url) as url:
+        yield url
+
+
+@pytest.fixture
+def api(api_url: str, db: str) -> Iterator[object]:
+    with client(api_url) as c:
+        yield c
+
+
+def _ingest_report(dsn: str, *, age_s: float, connected: bool = True, lag_ms: float = 12.5,
+                   instance: str = "ingest-1") -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ingest_stats (at, instance, messages, readings, events, rejects, "
+            "duplicates, seq_gaps, batches, batch_latency_ms, queue_depth, lag_ms, "
+            "broker_connected) VALUES (now() - make_interval(secs => %s), %s, 10, 9, 1, 0, 0, "
+            "0, 3, 4.5, 7, %s, %s)",
+            (age_s, instance, lag_ms, connected),
+        )
+
+
+# --- health -------------------------------------------------------------------
+
+
+def test_health_without_ingest_is_degraded(api_url: str, db: str) -> None:
+    with client(api_url, token=None) as anonymous:
+        response = anonymous.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["database"]["ok"] is True
+    assert body["ingest"]["state"] == "absent"
+    assert body["broker"]["connected"] is None
+
+
+def test_health_reports_fresh_ingest(api_url: str, db: str) -> None:
+    _ingest_report(db, age_s=60)
+    _ingest_report(db, age_s=1, lag_ms=42.0)
+    with client(api_url, token=None) as anonymous:
+        body = anonymous.get("/health").json()
+    assert body["status"] == "ok"
+    assert body["broker"]["connected"] is True
+    assert body["ingest"]["state"] == "ok"
+    assert body["ingest"]["lag_ms"] == 42.0
+    assert body["ingest"]["queue_depth"] == 7
+    assert re.match(ISO_MS, body["ingest"]["last_report_at"])
+
+
+def test_health_stale_ingest_and_lost_broker(api_url: str, db: str) -> None:
+    _ingest_report(db, age_s=40)
+    with client(api_url, token=None) as anonymous:
+        body = anonymous.get("/health").json()
+    assert (body["status"], body["ingest"]["state"]) == ("degraded", "stale")
+    _ingest_report(db, age_s=0, connected=False)
+    with client(api_url, token=None) as anonymous:
+        body = anonymous.get("/health").json()
+    assert (body["status"], body["ingest"]["state"]) == ("degraded", "ok")
+    assert body["broker"]["connected"] is False
+
+
+# --- auth -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+def test_requests_without_a_valid_token_are_401(api_url: str, db: str, token: str | None) -> None:
+    with client(api_url, token=token) as c:
+        response = c.get("/api/v1/devices")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+# --- devices -------------------------------------------------------------------------
+
+
+def test_register_one_device_and_read_it_back(api) -> None:  # type: ignore[no-untyped-def]
+    response = api.post("/api/v1/devices", json=device("D1", name="Lobby",
+                                                        thresholds={"obscuration_alarm": 2.5}))
+    assert response.status_code == 200, response.text
+    [stored] = response.json()
+    assert stored["id"] == "D1"
+    assert stored["site"] == "S1"
+    assert stored["kind"] == "smoke"
+    assert stored["interval_s"] == 10.0  # the kind's default
+    assert stored["thresholds"] == {"obscuration_alarm": 2.5}
+    assert stored["state"] == "unknown"
+    assert re.match(ISO_MS, stored["created_at"])
+    detail = api.get("/api/v1/devices/D1").json()
+    assert detail["name"] == "Lobby"
+    assert detail["last_reading"] is None
+    assert detail["open_alarms"] == []
+    assert api.get("/api/v1/devices/NOPE").status_code == 404
+
+
+def test_upsert_updates_and_creates_zones(api, db: str) -> None:  # type: ignore[no-untyped-def]
+    register(api, device("D1"), device("D2", zone="Z2"))
+    register(api, device("D1", site="S2", zone="Z9", kind="heat", interval_s=5))
+    items = api.get("/api/v1/devices").json()["items"]
+    assert [(d["id"], d["site"], d["zone"], d["kind"], d["interval_s"]) for d in items] == [
+        ("D1", "S2", "Z9", "heat", 5.0), ("D2", "S1", "Z2", "smoke", 10.0)]
+    with psycopg.connect(db) as conn:
+        zones = conn.execute("SELECT site_id, zone FROM zones ORDER BY 1, 2").fetchall()
+    assert zones == [("S1", "Z1"), ("S1", "Z2"), ("S2", "Z9")]
+
+
+def test_evac_routes_must_name_zones_of_the_same_floor(api) -> None:  # type: ignore[no-untyped-def]
+    ok = api.post("/api/v1/devices", json=[
+        device("D1", zone="Z1"),
+        device("E1", zone="Z2", kind="evac", routes={"left": "Z1", "right": "Z2"}),
+    ])
+    assert ok.status_code == 200, ok.text
+    assert ok.json()[1]["routes"] == {"left": "Z1", "right": "Z2"}
+    bad = api.post("/api/v1/devices", json=device("E2", kind="evac", routes={"left": "Z7"}))
+    assert bad.status_code == 422
+    assert "routes.left" in bad.json()["error"]["message"]
+    assert api.get("/api/v1/devices/E2").status_code == 404  # nothing stored
+    not_evac = api.post("/api/v1/devices", json=device("D3", routes={"left": "Z1"}))
+    assert not_evac.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"id": "bad id!"}, "id"),
+        ({"id": "x" * 65}, "id"),
+        ({"site": ""}, "site"),
+        ({"kind": "toaster"}, "kind"),
+        ({"interval_s": 0}, "interval_s"),
+        ({"interval_s": -5}, "interval_s"),
+        ({"thresholds": {"obscuration_alarm": "high"}}, "thresholds"),
+        ({"thresholds": {"obscuration_alarm": True}}, "thresholds"),
+        ({"thresholds": [1, 2]}, "thresholds"),
+        ({"zone": None}, "zone"),
+    ],
+)
+def test_invalid_devices_are_422_naming_the_field(api, change, field) -> None:  # type: ignore[no-untyped-def]
+    response = api.post("/api/v1/devices", json={**device("D1"), **change})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_body"
+    assert field in error["message"]
+
+
+def test_malformed_json_is_422(api) -> None:  # type: ignore[no-untyped-def]
+    response = api.post("/api/v1/devices", content=b"{not json",
+                        headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_body"
+
+
+def test_csv_import(api) -> None:  # type: ignore[no-untyped-def]
+    text = (
+        "id,site,building,floor,zone,kind,name,interval_s,thresholds,route_left,route_right\n"
+        "C1,S1,B1,1,Z1,smoke,Hall,,,,\n"
+        'C2,S1,B1,1,Z2,electrical,,5,"{""residual_current_alarm"": 250}",,\n'
+        "C3,S1,B1,1,Z2,evac,,,,Z1,Z2\n"
+    )
+    response = api.post("/api/v1/devices", content=text.encode(),
+                        headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200, response.text
+    stored = {d["id"]: d for d in response.json()}
+    assert stored["C2"]["thresholds"] == {"residual_current_alarm": 250.0}
+    assert stored["C2"]["interval_s"] == 5.0
+    assert stored["C3"]["routes"] == {"left": "Z1", "right": "Z2"}
+    bad = api.post("/api/v1/devices/import", content=b"id,site,building,floor,zone,kind\n"
+                   b"C4,S1,B1,1,Z1,toaster\n", headers={"Content-Type": "text/csv"})
+    assert bad.status_code == 422
+    assert "line 2" in bad.json()["error"]["message"]
+
+
+def test_device_list_filters_and_pagination(api) -> None:  # type: ignore[no-untyped-def]
+    register(api, *[device(f"D{i:02d}", site="S1" if i % 2 else "S2",
+                           kind="heat" if i % 3 == 0 else "smoke") for i in range(25)])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 10, **({"cursor": cursor} if cursor else {})}
+        page = api.get("/api/v1/devices", params=params).json()
+        seen += [d["id"] for d in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"D{i:02d}" for i in range(25)]
+    heat_s2 = api.get("/api/v1/devices", params={"site": "S2", "kind": "heat"}).json()["items"]
+    assert [d["id"] for d in heat_s2] == ["D00", "D06", "D12", "D18", "D24"]
+    assert api.get("/api/v1/devices", params={"state": "offline"}).json()["items"] == []
+    bad = api.get("/api/v1/devices", params={"cursor": "garbage"})
+    assert bad.status_code == 422
+    assert "cursor" in bad.json()["error"]["message"]
+
+
+# --- telemetry -----------------------------------------------------------------------
+
+
+def _seed_readings(db: str, flavour: str, start: datetime, count: int) -> None:
+    rows = [
+        (start + timedelta(seconds=10 * i), i, {"obscuration": float(i), "temperature": 20.0,
+                                                 **({"pm25": 3.0} if i == 0 else {})})
+        for i in range(count)
+    ]
+    insert_telemetry(db, flavour, "D1", rows)
+
+
+def test_raw_telemetry_pages_and_ranges(api, db: str, flavour: str) -> None:  # type: ignore[no-untyped-def]
+    register(api, device("D1"))
+    start = datetime.now(UTC).replace(microsecond=123000) - timedelta(hours=1)
+    _seed_readings(db, flavour, start, 30)
+    first = api.get("/api/v1/devices/D1/telemetry", params={"limit": 12}).json()
+    assert first["bucket"] is None
+    assert first["items"][0]["v"] == {"obscuration": 0.0, "temperature": 20.0, "pm25": 3.0}
+    assert re.match(ISO_MS, first["items"][0]["ts"])
+    assert first["items"][0]["ts"].endswith(".123Z")
+    got = [item["seq"] for item in first["items"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = api.get("/api/v1/devices/D1/telemetry", params={"limit": 12, "cursor": cursor})
+        got += [item["seq"] for item in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+    assert got == list(range(30))
+    since_ms = int((start + timedelta(seconds=100)).timestamp() * 1000)
+    until_iso = (start + timedelta(seconds=200)).isoformat()
+    ranged = api.get("/api/v1/devices/D1/telemetry",
+                     params={"since": since_ms, "until": until_iso}).json()["items"]
+    assert [r["seq"] for r in ranged] == list(range(10, 20))
+    newest = api.get("/api/v1/devices/D1/telemetry", params={"order": "desc", "limit": 1})
+    assert newest.json()["items"][0]["seq"] == 29
+    detail = api.get("/api/v1/devices/D1").json()
+    assert detail["last_reading"]["seq"] == 29
+
+
+def test_bucketed_telemetry_weighted_average(api, db: str, flavour: str) -> None:  # type: ignore[no-untyped-def]
+    register(api, device("D1"))
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    start = start.replace(minute=0)
+    # 3 readings in the first minute, 1 in the second: the 5m average weights them.
+    rows = [(start + timedelta(seconds=s), i, {"temperature": t})
+            for i, (s, t) in enumerate([(0, 10.0), (10, 20.0), (20, 30.0), (70, 60.0)])]
+    insert_telemetry(db, flavour, "D1", rows)
+    params = {"since": start.isoformat(), "until": (start + timedelta(hours=1)).isoformat()}
+    one = api.get("/api/v1/devices/D1/telemetry", params={**params, "bucket": "1m"}).json()
+    assert [b["v"]["temperature"]["avg"] for b in one["items"]] == [20.0, 60.0]
+    five = api.get("/api/v1/devices/D1/telemetry", params={**params, "bucket": "5m"}).json()
+    [bucket] = five["items"]
+    assert bucket["v"]["temperature"] == {"min": 10.0, "max": 60.0, "avg": 30.0, "n": 4}
+    assert bucket["ts"] == start.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    day = api.get("/api/v1/devices/D1/telemetry", params={"bucket": "1d"}).json()
+    assert sum(b["v"]["temperature"]["n"] for b in day["items"]) == 4
+
+
+def test_bucket_pagination_covers_the_range(api, db: str, flavour: str) -> None:  # type: ignore[no-untyped-def]
+    register(api, device("D1"))
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+    insert_telemetry(db, flavour, "D1", [(start + timedelta(minutes=m), m, {"co": float(m)})
+                                         for m in range(0, 120, 7)])
+    params = {"since": start.isoformat(), "until": (start + timedelta(hours=2)).isoformat(),
+              "bucket": "1m", "limit": 10}
+    got: list[float] = []
+    cursor = None
+    for _ in range(50):
+        page = api.get("/api/v1/devices/D1/telemetry",
+                       params={**params, **({"cursor": cursor} if cursor else {})}).json()
+        got += [b["v"]["co"]["avg"] for b in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert got == [float(m) for m in range(0, 120, 7)]
+
+
+@pytest.mark.parametrize(
+    ("params", "name", "code"),
+    [
+        ({"since": "yesterday"}, "since", "invalid_parameter"),
+        ({"until": "2026-13-45T00:00:00Z"}, "until", "invalid_parameter"),
+        ({"limit": 0}, "limit", "invalid_parameter"),
+        ({"limit": 1001}, "limit", "invalid_parameter"),
+        ({"bucket": "2m"}, "bucket", "invalid_parameter"),
+        ({"since": "2026-01-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"}, "since",
+         "invalid_parameter"),
+        ({"since": "2020-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z", "bucket": "1m"},
+         "since", "too_many_points"),
+        ({"since": "99999999999999999"}, "since", "invalid_parameter"),
+    ],
+)
+def test_bad_telemetry_parameters_are_422(api, params, name, code) -> None:  # type: ignore[no-untyped-def]
+    register(api, device("D1"))
+    response = api.get("/api/v1/devices/D1/telemetry", params=params)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert name in error["message"]
+
+
+# --- rejects -------------------------------------------------------------------------
+
+
+def test_rejects_list_text_and_base64(api, db: str) -> None:  # type: ignore[no-untyped-def]
+    now = datetime.now(UTC)
+    with psycopg.connect(db, autocommit=True) as conn:
+        for i, (reason, payload) in enumerate([
+            ("invalid_json", b"{nope"),
+            ("invalid_json", b"\xff\xfe\x00binary"),
+            ("unknown_device", b'{"ts": 1, "seq": 1, "v": {}}'),
+        ]):
+            conn.execute(
+                "INSERT INTO rejects (received_at, topic, reason, payload) VALUES (%s, %s, %s, %s)",
+                (now - timedelta(seconds=10 - i), f"fs/v1/S1/D{i}/telemetry", reason, payload),
+            )
+    items = api.get("/api/v1/rejects").json()["items"]
+    assert [i["reason"] for i in items] == ["unknown_device", "invalid_json", "invalid_json"]
+    assert items[2]["payload"] == "{nope"
+    assert items[2]["encoding"] == "utf-8"
+    assert items[1]["encoding"] == "base64"
+    assert items[1]["payload"] == "//4AYmluYXJ5"
+    assert set(items[0]) >= {"received_at", "topic", "reason", "payload"}
+    only = api.get("/api/v1/rejects", params={"reason": "unknown_device"}).json()["items"]
+    assert len(only) == 1
+    page1 = api.get("/api/v1/rejects", params={"limit": 2}).json()
+    page2 = api.get("/api/v1/rejects", params={"limit": 2, "cursor": page1["next_cursor"]}).json()
+    assert [i["id"] for i in page1["items"] + page2["items"]] == [i["id"] for i in items]
+    assert page2["next_cursor"] is None
