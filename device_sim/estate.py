@@ -165,8 +165,7 @@ def generate_estate(
     """A deterministic estate of `sites` sites with `devices_per_site` devices each."""
     if sites < 1 or devices_per_site < 1:
         raise ValueError("sites and devices_per_site must be >= 1")
-    width = max(3, len(str(sites)))
-    site_ids = tuple(f"{site_prefix}{i + 1:0{width}d}" for i in range(sites))
+    site_ids = make_site_ids(sites, site_prefix)
     zones: list[Zone] = []
     devices: list[Device] = []
     for i, site in enumerate(site_ids):
@@ -177,6 +176,11 @@ def generate_estate(
         zones.extend(site_zones)
         devices.extend(_populate_site(site, site_zones, devices_per_site, rng))
     return Estate(seed=seed, sites=site_ids, zones=tuple(zones), devices=tuple(devices))
+
+
+def make_site_ids(sites: int, prefix: str = "S") -> tuple[str, ...]:
+    width = max(3, len(str(sites)))
+    return tuple(f"{prefix}{i + 1:0{width}d}" for i in range(sites))
 
 
 def _floor_layout(rng: np.random.Generator, floor: int) -> list[str]:

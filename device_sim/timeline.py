@@ -62,6 +62,7 @@ class Message:
     qos: int
     retain: bool
     ts_ms: int  # event time at which it is sent
+    readings: int = 0  # telemetry readings it carries (1, or a batch's length)
 
 
 def expand_scenarios(names: Sequence[str]) -> list[str]:
@@ -97,6 +98,12 @@ class Simulation:
     def chunks(self) -> Iterator[list[Message]]:
         """Messages one event-time second at a time (cheaper to consume in bulk)."""
         return _Engine(self).run()
+
+    def gateways(self) -> list[str | None]:
+        """Per device (estate order): the gateway that forwards its telemetry, or None."""
+        devs = self.estate.devices
+        behind = np.random.default_rng([self.seed, 13]).random(len(devs)) < self.gateway_fraction
+        return [f"{d.site}-{d.building}-GW" if behind[i] else None for i, d in enumerate(devs)]
 
     def messages_per_s(self) -> float:
         """Telemetry messages per second of event time (readings, batched or not)."""
@@ -199,10 +206,7 @@ class _Engine:
         self.emit = np.array(
             [sim.sites is None or d.site in sim.sites for d in devs], dtype=np.bool_
         )
-        behind = np.random.default_rng([sim.seed, 13]).random(n) < sim.gateway_fraction
-        self.gateway: list[str | None] = [
-            f"{d.site}-{d.building}-GW" if behind[i] else None for i, d in enumerate(devs)
-        ]
+        self.gateway = sim.gateways()
         # Devices have been running for a while: counters start anywhere low.
         self.seq: list[int] = np.random.default_rng([sim.seed, 17]).integers(0, 10_000, n).tolist()
         self.kind = [d.kind for d in devs]
@@ -402,7 +406,9 @@ class _Engine:
             seq = self.seq[d]
             self.seq[d] = (seq + 1) % c.SEQ_MODULUS
             payload = orjson.dumps({"ts": ts, "seq": seq, "v": v})
-            out.append(Message(self.telemetry_topic[d], payload, self.sim.telemetry_qos, False, ts))
+            out.append(
+                Message(self.telemetry_topic[d], payload, self.sim.telemetry_qos, False, ts, 1)
+            )
             return
         body = {"ts": ts, "seq": 0, "v": v}
         gw = self.gateway[d]
@@ -411,16 +417,23 @@ class _Engine:
             body = {"device": self.devices[d].id, **body}
             self.buffers.setdefault((self.devices[d].site, gw), []).append(body)
             return
-        self._send(out, d, ts, body, self.telemetry_topic[d], self.sim.telemetry_qos)
+        self._send(out, d, ts, body, self.telemetry_topic[d], self.sim.telemetry_qos, 1)
 
     def _send(
-        self, out: list[Message], d: int, ts: int, body: dict[str, Any], topic: str, qos: int
+        self,
+        out: list[Message],
+        d: int,
+        ts: int,
+        body: dict[str, Any],
+        topic: str,
+        qos: int,
+        readings: int = 0,
     ) -> None:
         """One message of device d through whatever its stream effects do to it."""
         s = self._special(d, ts)
         if s is None:
             body["seq"] = self._next_seq(d)
-            out.append(Message(topic, _dumps(body), qos, False, ts))
+            out.append(Message(topic, _dumps(body), qos, False, ts, readings))
             return
         if s.mode in ("drop", "status"):
             return  # the device is off the air
@@ -435,7 +448,7 @@ class _Engine:
             if left:
                 out.append(self._corrupt(d, ts, body, left.pop(0)))
                 return
-        msg = Message(topic, _dumps(body), qos, False, ts)
+        msg = Message(topic, _dumps(body), qos, False, ts, readings)
         if s.mode == "duplicate":
             out.extend((msg, msg))
         elif s.mode == "delay":
@@ -444,7 +457,11 @@ class _Engine:
             self.delayed_n += 1
             heapq.heappush(
                 self.delayed,
-                (ts + late, self.delayed_n, Message(topic, msg.payload, qos, False, ts + late)),
+                (
+                    ts + late,
+                    self.delayed_n,
+                    Message(topic, msg.payload, qos, False, ts + late, readings),
+                ),
             )
         else:
             out.append(msg)
@@ -488,7 +505,8 @@ class _Engine:
         for (site, gw), readings in self.buffers.items():
             topic = c.batch_topic(site, gw)
             for i in range(0, len(readings), MAX_BATCH_READINGS):
-                payload = _dumps({"ts": now_ms, "readings": readings[i : i + MAX_BATCH_READINGS]})
-                out.append(Message(topic, payload, EVENT_QOS, False, now_ms))
+                part = readings[i : i + MAX_BATCH_READINGS]
+                payload = _dumps({"ts": now_ms, "readings": part})
+                out.append(Message(topic, payload, EVENT_QOS, False, now_ms, len(part)))
         self.buffers = {}
         return out

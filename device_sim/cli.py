@@ -1,0 +1,280 @@
+"""`firesafe sim` and `firesafe conformance` (wired in by firesafe/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from device_sim.conformance import MAX_SKEW_S, Checker, listen, render
+from device_sim.estate import generate_estate
+from device_sim.labels import write_labels
+from device_sim.publisher import Counters, PublishError
+from device_sim.registration import RegistrationError, register, write_registry
+from device_sim.runner import Job, run_job
+from device_sim.scenarios import LIBRARY
+from device_sim.timeline import expand_scenarios, simulate
+from firesafe.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DURATION_S = 600.0
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
+    p = parser
+    p.add_argument("--sites", type=int, default=1, help="sites in the estate (default 1)")
+    p.add_argument("--devices-per-site", type=int, default=50, help="devices per site (50)")
+    p.add_argument("--seed", type=int, default=1, help="everything is deterministic for a seed")
+    p.add_argument("--site-prefix", default="S", help="site ids are PREFIX001, PREFIX002...")
+    p.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="inject a scenario (repeatable; `all` = one of each; `list` prints the library)",
+    )
+    p.add_argument(
+        "--scenario-file",
+        type=Path,
+        help='JSON scenario mix: {"flaming_fire": 2, "steam": 5} or ["cooking", ...]',
+    )
+    p.add_argument(
+        "--duration", type=float, default=DEFAULT_DURATION_S, help="event-time seconds (600)"
+    )
+    p.add_argument(
+        "--rate", type=float, help="target readings/s: event time runs as fast as needed"
+    )
+    p.add_argument(
+        "--speed",
+        help="event-time seconds per wall second (e.g. 60), or `max` (as fast as possible); "
+        "default: real time, or what --rate needs",
+    )
+    p.add_argument("--start-ms", type=int, help="event time of the start (default: now, or "
+                   "now - duration when accelerated, so all readings are in the past)")  # fmt: skip
+    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="telemetry QoS (1)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=0,
+        help="devices holding their own MQTT connection with a retained `offline` last will",
+    )
+    p.add_argument(
+        "--gateway-fraction",
+        type=float,
+        default=0.0,
+        help="share of devices whose readings go through their building's gateway (0..1)",
+    )
+    p.add_argument("--processes", type=int, default=1, help="publisher processes (1)")
+    p.add_argument("--labels", type=Path, help="write the ground truth here (JSON Lines)")
+    p.add_argument("--registry-out", type=Path, help="write the registry (JSON list) here")
+    p.add_argument("--no-register", action="store_true", help="do not POST the registry")
+    p.add_argument("--no-publish", action="store_true", help="only register / write files")
+
+
+def _scenario_names(args: argparse.Namespace) -> list[str]:
+    names = list(args.scenario)
+    if args.scenario_file:
+        mix = orjson.loads(args.scenario_file.read_bytes())
+        if isinstance(mix, dict):
+            for name, count in mix.items():
+                names.extend([str(name)] * int(count))
+        elif isinstance(mix, list):
+            names.extend(str(n) for n in mix)
+        else:
+            raise ValueError("scenario file must hold an object {name: count} or a list")
+    return expand_scenarios(names)
+
+
+def print_library() -> None:
+    width = max(len(n) for n in LIBRARY)
+    for s in LIBRARY.values():
+        expect = s.expected or "none"
+        print(f"{s.name:<{width}}  {s.kind:<10} expect={expect:<11} {s.description}")
+
+
+def _progress() -> Callable[[Counters, float], None]:
+    """A progress line on stderr: achieved rate since the last one, totals, errors."""
+    tty = sys.stderr.isatty()
+    last = [0.0, 0, 0]  # elapsed, readings, messages
+
+    def show(cn: Counters, elapsed: float) -> None:
+        dt = max(elapsed - last[0], 1e-6)
+        rate = (cn.readings - last[1]) / dt
+        mrate = (cn.messages - last[2]) / dt
+        last[:] = [elapsed, cn.readings, cn.messages]
+        line = (
+            f"sim: {elapsed:7.1f}s  {rate:>10,.0f} readings/s  {mrate:>9,.0f} msg/s  "
+            f"total {cn.messages:,} msgs {cn.readings:,} readings  errors {cn.errors}"
+        )
+        sys.stderr.write(("\r" + line) if tty else (line + "\n"))
+        sys.stderr.flush()
+
+    return show
+
+
+def run_sim(args: argparse.Namespace, settings: Settings) -> int:
+    if "list" in args.scenario:
+        print_library()
+        return EXIT_OK
+    try:
+        names = _scenario_names(args)
+    except (ValueError, OSError) as exc:
+        print(f"firesafe sim: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.sites < 1 or args.devices_per_site < 1 or not 0 <= args.gateway_fraction <= 1:
+        print("firesafe sim: --sites, --devices-per-site >= 1; --gateway-fraction in 0..1",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+
+    estate = generate_estate(args.sites, args.devices_per_site, args.seed,
+                             site_prefix=args.site_prefix)  # fmt: skip
+    probe = simulate(estate, [], duration_s=1.0, seed=args.seed, start_ms=0)
+    natural = probe.messages_per_s()  # readings/s at real time
+    speed: float | None
+    if args.speed:
+        speed = None if args.speed == "max" else float(args.speed)
+    elif args.rate:
+        speed = args.rate / natural
+    else:
+        speed = 1.0
+    now_ms = int(time.time() * 1000)
+    start_ms = args.start_ms
+    if start_ms is None:
+        start_ms = now_ms if speed == 1.0 else now_ms - round(args.duration * 1000)
+    sim = simulate(
+        estate,
+        names,
+        duration_s=args.duration,
+        seed=args.seed,
+        start_ms=start_ms,
+        gateway_fraction=args.gateway_fraction,
+        telemetry_qos=args.qos,
+    )
+    log.info(
+        "estate: %d sites, %d devices, %.0f readings/s at real time; speed %s; %d scenarios",
+        len(estate.sites), len(estate.devices), natural,
+        "max" if speed is None else f"{speed:g}x", len(sim.labels),
+    )  # fmt: skip
+    if args.labels:
+        write_labels(args.labels, sim.labels)
+    if args.registry_out:
+        write_registry(args.registry_out, estate.registry())
+    if not args.no_register:
+        if settings.admin_token is None:
+            print("firesafe sim: FIRESAFE_ADMIN_TOKEN is needed to register devices "
+                  "(or pass --no-register)", file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        try:
+            n = register(settings.api_url, settings.admin_token.get_secret_value(),
+                         estate.registry())  # fmt: skip
+        except RegistrationError as exc:
+            print(f"firesafe sim: registration failed: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        log.info("registered %d devices at %s", n, settings.api_url)
+    if args.no_publish:
+        return EXIT_OK
+    try:
+        endpoint = settings.mqtt
+    except RuntimeError as exc:
+        print(f"firesafe sim: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    job = Job(
+        sites=args.sites,
+        devices_per_site=args.devices_per_site,
+        seed=args.seed,
+        scenarios=tuple(names),
+        duration_s=args.duration,
+        start_ms=start_ms,
+        endpoint=endpoint,
+        speed=speed,
+        site_prefix=args.site_prefix,
+        gateway_fraction=args.gateway_fraction,
+        telemetry_qos=args.qos,
+        connections=args.connections,
+    )
+    show = _progress()
+    wall0 = time.monotonic()
+    try:
+        totals = run_job(job, args.processes, show)
+    except PublishError as exc:
+        print(f"\nfiresafe sim: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\nfiresafe sim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    wall = time.monotonic() - wall0
+    print(
+        f"\nsim: done in {wall:.1f}s: {totals.messages:,} messages, {totals.readings:,} readings "
+        f"({totals.readings / wall:,.0f} readings/s, {totals.messages / wall:,.0f} msg/s), "
+        f"errors {totals.errors}",
+        file=sys.stderr,
+    )
+    return EXIT_OK if totals.errors == 0 else EXIT_FAILED
+
+
+DEFAULT_CONFORMANCE_S = 60.0
+
+
+def add_conformance_arguments(parser: argparse.ArgumentParser) -> None:
+    p = parser
+    p.add_argument("--site", required=True, help="the site whose traffic to judge")
+    p.add_argument("--device", help="judge only this device (default: every device seen)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=DEFAULT_CONFORMANCE_S,
+        help="seconds to listen (60; at least 3 reporting intervals to judge the interval)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        help="the device's registered interval_s (default: the kind's default)",
+    )
+    p.add_argument(
+        "--max-skew",
+        type=float,
+        default=MAX_SKEW_S,
+        help=f"largest allowed |ts - arrival| in seconds ({MAX_SKEW_S:g})",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run_conformance(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        endpoint = settings.mqtt
+    except RuntimeError as exc:
+        print(f"firesafe conformance: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    checker = Checker(args.site, args.device, interval_s=args.interval, max_skew_s=args.max_skew)
+    print(
+        f"conformance: listening to fs/v1/{args.site}/# on {endpoint.url()} "
+        f"for {args.duration:g} s...",
+        file=sys.stderr,
+    )
+    try:
+        listen(endpoint, checker, args.duration)
+    except (OSError, RuntimeError) as exc:
+        print(f"firesafe conformance: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("conformance: interrupted; judging what was observed", file=sys.stderr)
+    results = checker.report()
+    if args.json:
+        report = {
+            "site": args.site,
+            "device": args.device,
+            "messages": checker.observed,
+            "rules": [r.__dict__ for r in results],
+        }
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(results, checker.observed))
+    failed = checker.observed == 0 or any(r.status == "fail" for r in results)
+    return EXIT_FAILED if failed else EXIT_OK

@@ -1,0 +1,380 @@
+"""The contract conformance check for device makers (`firesafe conformance`).
+
+Listen to a device's (or a whole site's) traffic for a while, then judge it
+rule by rule: topic shape, payload schema, finite numbers, clock sanity,
+seq continuity, reporting interval, retained status / last will and gateway
+batches. The checker is pure (feed it observations); `listen` is the MQTT part.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import statistics
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from device_sim import contract as c
+from device_sim.payload_schemas import errors as schema_errors
+from firesafe.settings import MqttEndpoint
+
+log = logging.getLogger(__name__)
+
+RULES = (
+    "topic_shape",
+    "payload_schema",
+    "finite_numbers",
+    "ts_sanity",
+    "seq",
+    "interval",
+    "status_retained",
+    "last_will",
+    "gateway_batch",
+)
+# A device clock kept by NTP is well within a few seconds of the broker's.
+MAX_SKEW_S = 10.0
+# ts below this is seconds, not milliseconds (1e12 ms is September 2001).
+MIN_EPOCH_MS = 10**12
+# Reporting period may wobble by this share (scheduling, jitter) on median.
+INTERVAL_TOLERANCE = 0.25
+EXAMPLES = 5
+
+
+@dataclass
+class RuleResult:
+    rule: str
+    status: str  # pass, fail, skip
+    checked: int = 0
+    failed: int = 0
+    examples: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def line(self) -> str:
+        head = f"{self.status.upper():<4}  {self.rule:<16} {self.checked:>7} checked"
+        if self.failed:
+            head += f", {self.failed} failed"
+        if self.note:
+            head += f"  ({self.note})"
+        return "\n".join([head, *(f"        - {e}" for e in self.examples)])
+
+
+@dataclass
+class _Rule:
+    checked: int = 0
+    failed: int = 0
+    examples: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def ok(self) -> None:
+        self.checked += 1
+
+    def fail(self, why: str) -> None:
+        self.checked += 1
+        self.failed += 1
+        if len(self.examples) < EXAMPLES:
+            self.examples.append(why)
+
+
+@dataclass
+class _Record:
+    ts: int
+    seq: int
+    arrival: int
+    order: int
+    telemetry: bool
+    kind_hint: str | None
+
+
+def _parse_constant(name: str) -> float:
+    return float(name)  # NaN/Infinity are not JSON; parse to judge them as non-finite
+
+
+def _non_finite(value: Any, path: str = "") -> list[str]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{path or '<root>'} = {value}"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{path}/{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}/{i}")]
+    return []
+
+
+def _kind_from_readings(v: dict[str, Any]) -> str | None:
+    names = set(v)
+    for kind, readings in c.KIND_READINGS.items():
+        if readings and names == set(readings):
+            return kind
+    return "mcp" if not names else None
+
+
+class Checker:
+    """Accumulates observed messages and judges them against the contract."""
+
+    def __init__(
+        self,
+        site: str,
+        device: str | None = None,
+        *,
+        interval_s: float | None = None,
+        max_skew_s: float = MAX_SKEW_S,
+    ) -> None:
+        self.site = site
+        self.device = device
+        self.interval_s = interval_s
+        self.max_skew_ms = max_skew_s * 1000
+        self.rules = {r: _Rule() for r in RULES}
+        self.records: dict[str, list[_Record]] = defaultdict(list)
+        self.status_seen: dict[str, list[tuple[bytes, bool]]] = defaultdict(list)
+        self.direct_devices: set[str] = set()
+        self.observed = 0
+        self._order = 0
+        self.first_arrival: int | None = None
+        self.last_arrival: int | None = None
+
+    # --- feeding -----------------------------------------------------------
+
+    def feed(self, topic: str, payload: bytes, retain: bool, arrival_ms: int) -> None:
+        parts = topic.split("/")
+        is_batch = len(parts) == 6 and parts[3] == "gateway"
+        if self.device is not None and self.device not in parts and not is_batch:
+            return  # someone else's traffic
+        self.observed += 1
+        self.first_arrival = self.first_arrival if self.first_arrival is not None else arrival_ms
+        self.last_arrival = arrival_ms
+        shape = self._shape(parts)
+        if shape is None:
+            self.rules["topic_shape"].fail(f"{topic}: not a contract topic")
+            return
+        self.rules["topic_shape"].ok()
+        what, who = shape
+        if what == "status":
+            self._status(who, payload, retain)
+            return
+        if what == "cmd":
+            return  # platform -> device traffic: not the device's to judge
+        if len(payload) > c.MAX_PAYLOAD_BYTES:
+            self.rules["payload_schema"].fail(f"{topic}: {len(payload)} bytes > 64 KiB")
+            return
+        try:
+            body = json.loads(payload.decode("utf-8"), parse_constant=_parse_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
+            self.rules["payload_schema"].fail(f"{topic}: not UTF-8 JSON ({exc})")
+            return
+        bad = _non_finite(body)
+        if bad:
+            self.rules["finite_numbers"].fail(f"{topic}: {', '.join(bad[:3])}")
+        else:
+            self.rules["finite_numbers"].ok()
+        if what == "batch":
+            self._batch(who, topic, body, retain, arrival_ms)
+            return
+        self.direct_devices.add(who)
+        problems = schema_errors(what, body)
+        if problems:
+            self.rules["payload_schema"].fail(f"{topic}: {'; '.join(problems[:3])}")
+            return
+        self.rules["payload_schema"].ok()
+        if retain:
+            self.rules["payload_schema"].fail(f"{topic}: {what} must not be retained")
+        self._clock(topic, body["ts"], arrival_ms)
+        hint = _kind_from_readings(body["v"]) if what == "telemetry" else None
+        self._record(who, body["ts"], body["seq"], arrival_ms, what == "telemetry", hint)
+
+    def _shape(self, parts: list[str]) -> tuple[str, str] | None:
+        if len(parts) < 5 or "/".join(parts[:2]) != c.TOPIC_ROOT or parts[2] != self.site:
+            return None
+        if not c.ID_RE.match(parts[2]):
+            return None
+        if len(parts) == 5 and parts[4] in ("telemetry", "event", "status", "cmd"):
+            if parts[3] == "gateway" or not c.ID_RE.match(parts[3]):
+                return None
+            return parts[4], parts[3]
+        if (
+            len(parts) == 6
+            and parts[3] == "gateway"
+            and parts[5] == "batch"
+            and (c.ID_RE.match(parts[4]))
+        ):
+            return "batch", parts[4]
+        return None
+
+    def _status(self, who: str, payload: bytes, retain: bool) -> None:
+        self.status_seen[who].append((payload, retain))
+        rule = self.rules["status_retained"]
+        if payload not in (b"online", b"offline"):
+            rule.fail(f"{who}: status payload {payload[:40]!r}, not `online`/`offline`")
+        elif not retain:
+            rule.fail(f"{who}: status {payload.decode()} published without the retain flag")
+        else:
+            rule.ok()
+        if payload == b"offline":
+            will = self.rules["last_will"]
+            if retain:
+                will.ok()
+            else:
+                will.fail(f"{who}: `offline` (last will) arrived not retained")
+
+    def _batch(self, gw: str, topic: str, body: Any, retain: bool, arrival_ms: int) -> None:
+        rule = self.rules["gateway_batch"]
+        problems = schema_errors("batch", body)
+        if problems:
+            rule.fail(f"{topic}: {'; '.join(problems[:3])}")
+            self.rules["payload_schema"].fail(f"{topic}: {'; '.join(problems[:3])}")
+            return
+        self.rules["payload_schema"].ok()
+        if retain:
+            rule.fail(f"{topic}: batch must not be retained")
+            return
+        self._clock(topic, body["ts"], arrival_ms)
+        seen: set[tuple[str, int]] = set()
+        ok = True
+        for r in body["readings"]:
+            if self.device is not None and r["device"] != self.device:
+                continue
+            if r["ts"] > body["ts"] + self.max_skew_ms:
+                rule.fail(f"{topic}: reading of {r['device']} at ts {r['ts']} is after the "
+                          f"batch's send time {body['ts']}")  # fmt: skip
+                ok = False
+            if (r["device"], r["seq"]) in seen:
+                rule.fail(f"{topic}: {r['device']} seq {r['seq']} twice in one batch")
+                ok = False
+            seen.add((r["device"], r["seq"]))
+            hint = _kind_from_readings(r["v"])
+            self._record(r["device"], r["ts"], r["seq"], arrival_ms, True, hint)
+        if ok:
+            rule.ok()
+
+    def _clock(self, topic: str, ts: int, arrival_ms: int) -> None:
+        rule = self.rules["ts_sanity"]
+        if ts < MIN_EPOCH_MS:
+            rule.fail(f"{topic}: ts {ts} looks like seconds, not epoch milliseconds")
+        elif abs(ts - arrival_ms) > self.max_skew_ms:
+            rule.fail(f"{topic}: ts is {(ts - arrival_ms) / 1000:+.1f} s off the arrival time")
+        else:
+            rule.ok()
+
+    def _record(
+        self, who: str, ts: int, seq: int, arrival: int, telemetry: bool, hint: str | None
+    ) -> None:
+        self._order += 1
+        self.records[who].append(_Record(ts, seq, arrival, self._order, telemetry, hint))
+
+    # --- judging -------------------------------------------------------------
+
+    def report(self) -> list[RuleResult]:
+        self._judge_seq()
+        self._judge_interval()
+        self._judge_status()
+        out = []
+        for name in RULES:
+            r = self.rules[name]
+            status = "fail" if r.failed else ("pass" if r.checked else "skip")
+            out.append(RuleResult(name, status, r.checked, r.failed, r.examples, r.note))
+        return out
+
+    def _judge_seq(self) -> None:
+        rule = self.rules["seq"]
+        for who, recs in sorted(self.records.items()):
+            recs = sorted(recs, key=lambda r: (r.ts, r.order))
+            for prev, cur in itertools.pairwise(recs):
+                step = (cur.seq - prev.seq) % c.SEQ_MODULUS
+                if step == 1:
+                    rule.ok()
+                elif step == 0:
+                    rule.fail(f"{who}: seq {cur.seq} repeated (ts {prev.ts} and {cur.ts})")
+                elif step > c.SEQ_MODULUS // 2:
+                    rule.fail(f"{who}: seq went back from {prev.seq} to {cur.seq}")
+                else:
+                    rule.fail(f"{who}: {step - 1} seq missing between {prev.seq} and {cur.seq}")
+
+    def _judge_interval(self) -> None:
+        rule = self.rules["interval"]
+        for who, recs in sorted(self.records.items()):
+            tele = sorted({r.ts for r in recs if r.telemetry})
+            hint = next((r.kind_hint for r in recs if r.kind_hint), None)
+            expected = self.interval_s or (c.DEFAULT_INTERVAL_S.get(hint) if hint else None)
+            if expected is None or len(tele) < 3:
+                continue
+            gaps = [(b - a) / 1000 for a, b in itertools.pairwise(tele)]
+            median = statistics.median(gaps)
+            worst = max(gaps)
+            if abs(median - expected) > INTERVAL_TOLERANCE * expected:
+                rule.fail(f"{who}: reports every {median:.2f} s, expected {expected:g} s")
+            elif worst >= c.OFFLINE_AFTER_INTERVALS * expected:
+                rule.fail(f"{who}: silent for {worst:.1f} s (offline after "
+                          f"{c.OFFLINE_AFTER_INTERVALS} x {expected:g} s)")  # fmt: skip
+            else:
+                rule.ok()
+        if not rule.checked:
+            rule.note = "needs 3+ readings per device; listen longer or pass --interval"
+
+    def _judge_status(self) -> None:
+        rule = self.rules["status_retained"]
+        for who in sorted(self.direct_devices):
+            if who not in self.status_seen:
+                rule.fail(f"{who}: no retained status (`online` on connect) seen")
+        will = self.rules["last_will"]
+        if not will.checked:
+            will.note = "no `offline` observed; disconnect the device while listening to test"
+
+
+def listen(
+    endpoint: MqttEndpoint,
+    checker: Checker,
+    duration_s: float,
+    *,
+    ready: threading.Event | None = None,
+) -> None:
+    """Subscribe to the site's topics for `duration_s`, feeding the checker."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if endpoint.username:
+        client.username_pw_set(endpoint.username, endpoint.password)
+    if endpoint.tls:
+        client.tls_set()
+    lock = threading.Lock()
+    subscribed = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with lock:
+            checker.feed(msg.topic, bytes(msg.payload), bool(msg.retain), int(time.time() * 1000))
+
+    def on_connect(cl: mqtt.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
+        # retainAsPublished: see whether live status messages carry the retain flag.
+        opts = SubscribeOptions(qos=1, retainAsPublished=True)
+        cl.subscribe(f"{c.TOPIC_ROOT}/{checker.site}/#", options=opts)
+
+    client.on_message = on_message
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *_a: subscribed.set()
+    client.connect(endpoint.host, endpoint.port, 30)
+    client.loop_start()
+    try:
+        if not subscribed.wait(10):
+            raise RuntimeError(f"could not subscribe at {endpoint.url()}")
+        if ready is not None:
+            ready.set()
+        time.sleep(duration_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def render(results: Iterable[RuleResult], observed: int) -> str:
+    results = list(results)
+    failed = [r for r in results if r.status == "fail"]
+    lines = [r.line() for r in results]
+    if observed == 0:
+        lines.append("FAIL  no traffic observed")
+    verdict = "FAIL" if failed or observed == 0 else "PASS"
+    lines.append(f"{verdict}: {len(failed)} of {len(results)} rules failed, {observed} messages")
+    return "\n".join(lines)
