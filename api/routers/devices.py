@@ -103,11 +103,18 @@ def parse_csv(text: str) -> list[DeviceIn]:
     `thresholds` is a JSON object; `route_left`/`route_right` fill `routes`;
     empty cells mean "not given".
     """
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
-    missing = [c for c in CSV_COLUMNS[:6] if c not in header]
-    if missing:
-        raise BadBody(f"CSV header lacks column(s) {', '.join(missing)}")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames or []
+        missing = [c for c in CSV_COLUMNS[:6] if c not in header]
+        if missing:
+            raise BadBody(f"CSV header lacks column(s) {', '.join(missing)}")
+        return _csv_devices(reader)
+    except csv.Error as exc:
+        raise BadBody(f"CSV line {reader.line_num}: {exc}") from exc
+
+
+def _csv_devices(reader: csv.DictReader[str]) -> list[DeviceIn]:
     devices = []
     for line, row in enumerate(reader, start=2):
         item: dict[str, Any] = {k: v for k, v in row.items()
