@@ -105,7 +105,9 @@ def _progress() -> Callable[[Counters, float], None]:
     last = [0.0, 0, 0]  # elapsed, readings, messages
 
     def show(cn: Counters, elapsed: float) -> None:
-        dt = max(elapsed - last[0], 1e-6)
+        dt = elapsed - last[0]
+        if dt < 0.1:
+            return  # the closing report repeats the last one
         rate = (cn.readings - last[1]) / dt
         mrate = (cn.messages - last[2]) / dt
         last[:] = [elapsed, cn.readings, cn.messages]
