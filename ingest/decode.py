@@ -42,6 +42,9 @@ class RawMessage(NamedTuple):
     payload: bytes
     received_ms: int
     retained: bool = False
+    mid: int = 0  # MQTT packet id, acknowledged after the batch holding it commits
+    qos: int = 0
+    generation: int = 0  # which broker connection it came on (packet ids are per connection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,11 @@ class Reject:
     payload: bytes
     detail: str
     device_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # The detail may quote device input; PostgreSQL text cannot hold NUL.
+        if "\x00" in self.detail:
+            object.__setattr__(self, "detail", self.detail.replace("\x00", "\\0"))
 
 
 @dataclass(slots=True)
@@ -129,6 +137,8 @@ def _values(v: object, row: list[float]) -> dict[str, float] | None:
             raise _Invalid("bad_value", f"reading {name!r} is not a number ({kind.__name__})")
         index = READING_INDEX.get(name)
         if index is None:
+            if "\x00" in name:  # PostgreSQL jsonb cannot hold NUL
+                raise _Invalid("bad_payload", "reading name contains a NUL character")
             if extra is None:
                 extra = {}
             extra[name] = value
@@ -211,7 +221,7 @@ class Decoder:
         classify = self.classify
 
         for message in burst:
-            topic, payload, arrival, retained = message
+            topic, payload, arrival, retained = message[:4]
             what, device, reason, detail = classify(topic)
             if what == "cmd":
                 continue
@@ -272,8 +282,8 @@ class Decoder:
                             f"{list(KIND_EVENTS[device.kind])}",
                         )
                     text = obj.get("detail")
-                    if text is not None and type(text) is not str:
-                        raise _Invalid("bad_payload", "`detail` must be a string")
+                    if text is not None and (type(text) is not str or "\x00" in text):
+                        raise _Invalid("bad_payload", "`detail` must be a string without NUL")
                     ev.append((device.slot, ts, seq, arrival, EVENT_CODE[kind]))
                     ev_detail.append(text)
                 else:  # status

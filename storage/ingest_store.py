@@ -281,8 +281,10 @@ async def write_device_state(conn: AsyncConn, rows: Sequence[DeviceStateRow]) ->
             status_at, on_mains, messages, seq_gaps, duplicates, out_of_order, updated_at)
         SELECT u.*, now() FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[],
             %s::bigint[], %s::text[], %s::timestamptz[], %s::boolean[], %s::bigint[],
-            %s::bigint[], %s::bigint[], %s::bigint[]) AS u
-        JOIN devices d ON d.id = u.unnest
+            %s::bigint[], %s::bigint[], %s::bigint[])
+            AS u(device_id, last_seen_at, last_ts, last_seq, status, status_at, on_mains,
+                 messages, seq_gaps, duplicates, out_of_order)
+        WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
         ON CONFLICT (device_id) DO UPDATE SET
             last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at),
             last_ts = GREATEST(s.last_ts, EXCLUDED.last_ts),

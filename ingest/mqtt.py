@@ -1,0 +1,423 @@
+"""The MQTT side of ingest: paho-mqtt driven by the asyncio event loop.
+
+- A persistent session (stable client id, no clean start, a long session
+  expiry) so the broker keeps what is published while ingest is down.
+- Manual acknowledgement: a QoS 1 message is acknowledged only once the batch
+  holding it is committed (`ack`), so a crash before commit loses nothing:
+  the broker delivers it again.
+- MQTT 5 with a large Receive Maximum so the broker may keep a whole batch in
+  flight; brokers without MQTT 5 (amqtt) get MQTT 3.1.1.
+- Reconnect is an outer loop with jittered exponential backoff.
+- Backpressure: `pause()` stops reading the socket; the broker holds the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from firesafe.settings import MqttEndpoint
+from ingest.decode import RawMessage
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION = "fs/v1/#"  # everything of the contract; malformed topics become rejects
+KEEPALIVE_S = 30
+# The broker keeps an offline session (and its queued QoS 1 messages) this long.
+SESSION_EXPIRY_S = 7 * 24 * 3600
+# MQTT 5 maximum: lets a whole batch be in flight while we wait for the commit.
+RECEIVE_MAXIMUM = 65535
+RECONNECT_MIN_S = 0.5
+RECONNECT_MAX_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+# One recv() per socket wake-up instead of paho's byte-at-a-time header reads.
+READ_CHUNK = 256 * 1024
+# Packets handled per socket wake-up before yielding to the other tasks.
+MAX_PACKETS_PER_WAKEUP = 2_000
+
+
+class MqttError(Exception):
+    """The broker could not be reached or refused us."""
+
+
+class _BufferedClient(paho.Client):
+    """paho reads each packet header one byte per recv(); buffer the socket instead.
+
+    paho calls `_sock_recv(n)` for every piece of a packet; serving those from a
+    large buffer turns several syscalls per message into one per burst. The
+    buffer is drained completely before `BlockingIOError` is raised, so
+    readiness-based wake-ups never strand buffered bytes.
+    """
+
+    _rbuf = b""
+    _rpos = 0
+    drained = False  # the last read found the socket empty (EAGAIN)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            try:
+                self._rbuf = super()._sock_recv(READ_CHUNK)
+            except BlockingIOError:
+                self.drained = True
+                raise
+            self._rpos = 0
+            if not self._rbuf:
+                return b""
+        end = self._rpos + bufsize
+        chunk = self._rbuf[self._rpos : end]
+        self._rpos = end
+        return chunk
+
+    def _reset_read_buffer(self) -> None:
+        self._rbuf = b""
+        self._rpos = 0
+
+
+class MqttSource:
+    """Receives contract messages, hands them over in bursts, acknowledges on request."""
+
+    def __init__(
+        self,
+        endpoint: MqttEndpoint,
+        client_id: str,
+        deliver: Callable[[RawMessage], None],
+        *,
+        subscription: str = SUBSCRIPTION,
+    ) -> None:
+        self.endpoint = endpoint
+        self.client_id = client_id
+        self.deliver = deliver
+        self.subscription = subscription
+        self.generation = 0  # bumped per connection: packet ids are per connection
+        self.connected = False
+        self.protocol = paho.MQTTv5
+        self._client: _BufferedClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._paused = False
+        self._connack: asyncio.Future[ReasonCode | int] | None = None
+        self._suback: asyncio.Future[None] | None = None
+        self.subscribed = False
+        self._lost: asyncio.Event = asyncio.Event()
+        self._stopping = False
+
+    # ----------------------------------------------------------- public API
+    async def run(self, on_connected: Callable[[], None] | None = None) -> None:
+        """Stay connected until `stop()`; reconnect with jittered backoff."""
+        self._loop = asyncio.get_running_loop()
+        attempt = 0
+        while not self._stopping:
+            try:
+                await self._connect()
+            except MqttError as exc:
+                attempt += 1
+                delay = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2**attempt)
+                delay *= random.uniform(0.5, 1.0)  # jitter: a fleet must not reconnect in step
+                log.warning("MQTT %s: %s; retrying in %.1f s", self.endpoint.url(), exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            if on_connected is not None:
+                on_connected()
+            misc = asyncio.create_task(self._misc_loop(), name="mqtt-keepalive")
+            try:
+                await self._lost.wait()
+            finally:
+                misc.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await misc
+                self._teardown()
+            if not self._stopping:
+                log.warning("MQTT connection lost; reconnecting")
+
+    async def stop(self) -> None:
+        """Disconnect cleanly; the broker keeps the session and unacknowledged messages."""
+        self._stopping = True
+        client = self._client
+        if client is not None and self.connected:
+            client.disconnect()
+            # Let the DISCONNECT packet go out.
+            for _ in range(20):
+                if not self.connected:
+                    break
+                await asyncio.sleep(0.01)
+        self._lost.set()
+
+    def ack(self, messages: Sequence[RawMessage]) -> int:
+        """Acknowledge committed QoS 1 messages that came on the current connection
+        (those of an earlier one are delivered again, and stored once)."""
+        client = self._client
+        if client is None or not self.connected:
+            return 0
+        generation = self.generation
+        acked = 0
+        for message in messages:
+            if message.qos and message.generation == generation:
+                client.ack(message.mid, message.qos)
+                acked += 1
+        return acked
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
+        client = self._client
+        if client is None or not self.connected:
+            return False
+        info = client.publish(topic, payload, qos=qos)
+        return info.rc == paho.MQTT_ERR_SUCCESS
+
+    def pause(self) -> None:
+        """Stop reading from the broker (backpressure)."""
+        if not self._paused and self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock)
+        self._paused = True
+
+    def resume(self) -> None:
+        was_paused = self._paused
+        self._paused = False
+        if was_paused and self._sock is not None and self._loop is not None:
+            self._loop.add_reader(self._sock, self._on_readable)
+            self._loop.call_soon(self._on_readable)  # bytes may be buffered already
+
+    # --------------------------------------------------------- connection
+    def _new_client(self) -> _BufferedClient:
+        client = _BufferedClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=self.protocol,
+            clean_session=False if self.protocol != paho.MQTTv5 else None,
+            manual_ack=True,
+        )
+        if self.endpoint.username:
+            client.username_pw_set(self.endpoint.username, self.endpoint.password)
+        if self.endpoint.tls:
+            client.tls_set()
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        return client
+
+    async def _connect(self) -> None:
+        assert self._loop is not None
+        self._lost = asyncio.Event()
+        self._connack = self._loop.create_future()
+        self._client = client = self._new_client()
+        kwargs: dict[str, Any] = {"keepalive": KEEPALIVE_S}
+        if self.protocol == paho.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.ReceiveMaximum = RECEIVE_MAXIMUM
+            kwargs.update(clean_start=False, properties=props)
+        try:
+            # Blocking TCP connect off the loop; socket callbacks hop back onto it.
+            await self._loop.run_in_executor(
+                None, lambda: client.connect(self.endpoint.host, self.endpoint.port, **kwargs)
+            )
+            code = await asyncio.wait_for(self._connack, CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, paho.WebsocketConnectionError) as exc:
+            self._teardown()
+            if self.protocol == paho.MQTTv5 and isinstance(exc, TimeoutError | ConnectionError):
+                self._fallback()
+            raise MqttError(f"cannot connect: {exc or type(exc).__name__}") from exc
+        if _failed(code):
+            self._teardown()
+            if self.protocol == paho.MQTTv5 and _unsupported_protocol(code):
+                self._fallback()
+            raise MqttError(f"broker refused the connection: {code}")
+        self._suback = self._loop.create_future()
+        options = SubscribeOptions(qos=1, noLocal=True) if self.protocol == paho.MQTTv5 else None
+        if options is not None:
+            client.subscribe([(self.subscription, options)])
+        else:
+            client.subscribe(self.subscription, qos=1)
+        try:
+            # Subscribed (not merely connected) is when nothing more can be missed.
+            await asyncio.wait_for(self._suback, CONNECT_TIMEOUT_S)
+        except (TimeoutError, MqttError) as exc:
+            self._teardown()
+            raise MqttError(f"subscription to {self.subscription!r} not acknowledged") from exc
+        self.subscribed = True
+        log.info(
+            "MQTT connected to %s as %r (%s, persistent session)",
+            self.endpoint.url(),
+            self.client_id,
+            "MQTT 5" if self.protocol == paho.MQTTv5 else "MQTT 3.1.1",
+        )
+
+    def _fallback(self) -> None:
+        log.info("broker does not speak MQTT 5 here; falling back to MQTT 3.1.1")
+        self.protocol = paho.MQTTv311
+
+    def _teardown(self) -> None:
+        self.connected = False
+        self.subscribed = False
+        client, self._client = self._client, None
+        if self._sock is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock)
+            with contextlib.suppress(Exception):
+                self._loop.remove_writer(self._sock)
+        self._sock = None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client._reset_read_buffer()
+                sock = client.socket()
+                if sock is not None:
+                    sock.close()
+
+    async def _misc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            client = self._client
+            if client is None:
+                return
+            if client.loop_misc() != paho.MQTT_ERR_SUCCESS:
+                self._lost.set()
+                return
+
+    # ------------------------------------------------------ paho callbacks
+    def _call_in_loop(self, fn: Callable[[], None]) -> None:
+        assert self._loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            fn()
+        else:
+            self._loop.call_soon_threadsafe(fn)
+
+    def _on_readable(self) -> None:
+        # paho's loop_read() handles one packet per call; keep reading until the
+        # socket is drained (buffered packets raise no readiness event of their own).
+        client = self._client
+        for _ in range(MAX_PACKETS_PER_WAKEUP):
+            if client is None or client is not self._client or self._paused:
+                return
+            client.drained = False
+            rc = client.loop_read()
+            if rc != paho.MQTT_ERR_SUCCESS:
+                self._lost.set()
+                return
+            if client.drained:
+                return
+        assert self._loop is not None
+        self._loop.call_soon(self._on_readable)  # yield to other tasks, then go on
+
+    def _on_writable(self) -> None:
+        client = self._client
+        if client is not None:
+            client.loop_write()
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def register() -> None:
+            assert self._loop is not None
+            self._sock = sock
+            if not self._paused:
+                self._loop.add_reader(sock, self._on_readable)
+
+        self._call_in_loop(register)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def unregister() -> None:
+            assert self._loop is not None
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(sock)
+                self._loop.remove_writer(sock)
+
+        self._call_in_loop(unregister)
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def register() -> None:
+            assert self._loop is not None
+            self._loop.add_writer(sock, self._on_writable)
+
+        self._call_in_loop(register)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def unregister() -> None:
+            assert self._loop is not None
+            with contextlib.suppress(Exception):
+                self._loop.remove_writer(sock)
+
+        self._call_in_loop(unregister)
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, code: ReasonCode, props: Any
+    ) -> None:
+        if not _failed(code):
+            # Here, not after the await: queued messages can follow CONNACK in the
+            # same read and must carry the new connection's generation.
+            self.generation += 1
+            self.connected = True
+        future = self._connack
+        if future is not None and not future.done():
+            self._call_in_loop(lambda: None if future.done() else future.set_result(code))
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, codes: Any, props: Any
+    ) -> None:
+        future = self._suback
+        if future is None or future.done():
+            return
+        if any(_failed(c) for c in codes):
+            error = MqttError(f"subscription refused: {codes}")
+            self._call_in_loop(lambda: None if future.done() else future.set_exception(error))
+        else:
+            self._call_in_loop(lambda: None if future.done() else future.set_result(None))
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, code: ReasonCode, props: Any
+    ) -> None:
+        self.connected = False
+        self.subscribed = False
+        self._call_in_loop(self._lost.set)
+        future = self._connack
+        if future is not None and not future.done():
+            self._call_in_loop(
+                lambda: (
+                    None
+                    if future.done()
+                    else future.set_exception(MqttError(f"disconnected during connect: {code}"))
+                )
+            )
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self.deliver(
+            RawMessage(
+                message.topic,
+                bytes(message.payload),  # already bytes: no copy
+                int(time.time() * 1000),
+                bool(message.retain),
+                message.mid,
+                message.qos,
+                self.generation,
+            )
+        )
+
+
+def _failed(code: ReasonCode | int) -> bool:
+    if isinstance(code, ReasonCode):
+        return bool(code.is_failure)
+    return code != 0
+
+
+def _unsupported_protocol(code: ReasonCode | int) -> bool:
+    value = code.value if isinstance(code, ReasonCode) else code
+    return value in (1, 0x84)  # 3.1.1 "unacceptable protocol version", 5 "unsupported"

@@ -1,0 +1,662 @@
+"""The ingest service: MQTT in, one transaction per batch, acknowledgements out.
+
+    broker --(QoS 1, persistent session)--> intake (bounded) --> processor:
+        decode -> de-duplicate -> [transaction: events, telemetry (COPY), rejects,
+        detection, alarms] -> commit -> acknowledge -> linkage commands
+
+A message is acknowledged to the broker only after the transaction holding it
+has committed, so a crash at any point loses nothing: the broker delivers it
+again and the (device, seq, ts) key stores it once. Every task is named and
+runs in one TaskGroup; shutdown stops intake, drains what was received,
+acknowledges it and closes the connections in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import psycopg
+from numpy.typing import NDArray
+
+from detection import AlarmChange, Engine, Events, Readings
+from firesafe.contract import EVENT_TYPES, READING_INDEX
+from firesafe.settings import Settings
+from ingest.decode import DecodedBatch, Decoder, RawMessage
+from ingest.linkage import Building, Linkage
+from ingest.mqtt import MqttSource
+from ingest.registry import Registry, device_from_row
+from ingest.supervision import Supervisor
+from ingest.tracker import DeviceTracker
+from storage import ingest_store as store
+from storage import partitions
+from storage.migrate import current_flavour
+
+log = logging.getLogger(__name__)
+
+# Batching. Under load a batch grows by itself while the previous one commits;
+# these only bound it: the size keeps one transaction short (tens of ms, well
+# inside the broker's in-flight window of 65535), the age bounds how long a
+# quiet reading waits for company. Events and status changes never wait.
+BATCH_MAX_MESSAGES = 10_000
+BATCH_MAX_AGE_S = 0.02
+# Intake bound: past the high-water mark ingest stops reading the socket and
+# the broker holds the rest (QoS 1, persistent session); nothing is dropped.
+INTAKE_HIGH_WATER = 100_000
+INTAKE_LOW_WATER = 20_000
+TICK_S = 1.0  # supervision resolution: offline is raised within ~1 s of its time
+STATS_EVERY_S = 5.0  # ingest_stats rows for Grafana and /health
+STATE_EVERY_S = 5.0  # device_state is a summary; folding it per batch would double writes
+REGISTRY_EVERY_S = 2.0  # registry and person-cleared alarms poll
+REGISTRY_MIN_GAP_S = 0.5  # on-demand refresh (unknown device) at most this often
+HOUSEKEEPING_EVERY_S = 3600.0  # partitions ahead of time (plain PostgreSQL)
+DRAIN_TIMEOUT_S = 10.0
+DB_RETRY_MIN_S = 0.5
+DB_RETRY_MAX_S = 15.0
+
+_MAINS = READING_INDEX["mains"]
+_URGENT_SUFFIXES = ("/event", "/status")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Counters:
+    messages: int = 0
+    readings: int = 0
+    events: int = 0
+    rejects: int = 0
+    duplicates: int = 0
+    seq_gaps: int = 0
+    batches: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+def _first_of_keys(
+    slot: NDArray[np.int64], ts: NDArray[np.int64], seq: NDArray[np.int64]
+) -> NDArray[np.bool_]:
+    """Mask keeping the first row of each (slot, ts, seq) key (in-batch duplicates)."""
+    keep = np.ones(slot.size, dtype=np.bool_)
+    if slot.size < 2:
+        return keep
+    order = np.lexsort((seq, ts, slot))
+    s, t, q = slot[order], ts[order], seq[order]
+    same = (s[1:] == s[:-1]) & (t[1:] == t[:-1]) & (q[1:] == q[:-1])
+    keep[order[1:][same]] = False
+    return keep
+
+
+class IngestService:
+    def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
+        self.settings = settings
+        self.dsn = settings.require_database_url()
+        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
+        self.intake: list[RawMessage] = []
+        self._wake = asyncio.Event()
+        self._urgent = False
+        self._stopping = asyncio.Event()
+        self.source = MqttSource(settings.mqtt, settings.mqtt_client_id, self._deliver)
+        self.engine = Engine()
+        self.tracker = DeviceTracker()
+        self.supervisor = Supervisor()
+        self.linkage = Linkage()
+        self.registry = Registry([])
+        self.decoder = Decoder(self.registry)
+        self.counters = Counters()
+        self.ready = asyncio.Event()
+        self._writer: psycopg.AsyncConnection[Any] | None = None
+        self._aux: psycopg.AsyncConnection[Any] | None = None
+        self._registry_version: tuple[int, datetime | None] = (-1, None)
+        self._registry_checked = 0.0
+        self._clear_log_id = 0
+        self._watermark = 0
+        self._started_ms = now_ms()
+        self._flavour: store.Flavour = "plain"
+
+    # ------------------------------------------------------------- intake
+    def _deliver(self, message: RawMessage) -> None:
+        self.intake.append(message)
+        if message.topic.endswith(_URGENT_SUFFIXES):
+            self._urgent = True
+        if len(self.intake) >= INTAKE_HIGH_WATER:
+            self.source.pause()
+        if not self._wake.is_set():
+            self._wake.set()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.intake)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    # ------------------------------------------------------------ running
+    async def run(self) -> None:
+        """Run until `request_stop()`; then drain, acknowledge and close in order."""
+        await self._open_database()
+        await self._load_state()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                mqtt = tasks.create_task(self.source.run(), name="ingest-mqtt")
+                processor = tasks.create_task(self._process_loop(), name="ingest-processor")
+                housekeeping = tasks.create_task(self._housekeeping(), name="ingest-housekeeping")
+                self.ready.set()
+                await self._stopping.wait()
+                # 1. stop intake, 2. drain what was received, 3. disconnect.
+                self.source.pause()
+                await asyncio.wait_for(processor, DRAIN_TIMEOUT_S + 5)
+                housekeeping.cancel()
+                await self.source.stop()
+                await mqtt
+        finally:
+            await self._close_database()
+
+    async def _open_database(self) -> None:
+        self._flavour = await asyncio.to_thread(current_flavour, self.dsn)
+        delay = DB_RETRY_MIN_S
+        while True:
+            try:
+                self._writer = await psycopg.AsyncConnection.connect(self.dsn)
+                await store.prepare_connection(self._writer)
+                self._aux = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+                return
+            except psycopg.OperationalError as exc:
+                log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(DB_RETRY_MAX_S, delay * 2)
+
+    async def _close_database(self) -> None:
+        for conn in (self._writer, self._aux):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    async def _reconnect_database(self) -> None:
+        await self._close_database()
+        self._writer = self._aux = None
+        await self._open_database()
+
+    async def _load_state(self) -> None:
+        assert self._aux is not None
+        await self._refresh_registry(force=True)
+        self.tracker.load(await store.load_device_state(self._aux))
+        for row in await store.load_open_alarms(self._aux):
+            slot = int(row["slot"])
+            if row["type"] == "offline":
+                self.supervisor.mark_offline(slot)
+                continue
+            self.engine.restore_alarm(slot, row["type"], row["verdict"], int(row["opened_ms"]))
+            if row["type"] == "fire" and row["verdict"] == "confirmed":
+                self.linkage.fire_confirmed(
+                    row["id"], row["site_id"], row["building"], row["floor"], row["zone"]
+                )
+        self._clear_log_id = await store.last_log_id(self._aux)
+
+    async def _refresh_registry(self, *, force: bool = False) -> bool:
+        """Reload the registry if it changed; True when it did."""
+        assert self._aux is not None
+        self._registry_checked = time.monotonic()
+        version = await store.registry_version(self._aux)
+        if version == self._registry_version and not force:
+            return False
+        rows = await store.load_registry(self._aux)
+        self._registry_version = version
+        registry = Registry(device_from_row(row) for row in rows)
+        self.registry = registry
+        self.decoder = Decoder(registry)
+        self.tracker.ensure(registry.size)
+        slots = registry.slots
+        self.engine.configure(
+            slots,
+            registry.kind[slots],
+            registry.zone[slots],
+            [registry.device(int(s)).thresholds for s in slots],
+        )
+        baseline = np.maximum(registry.registered_ms, self._started_ms)
+        baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
+        self.supervisor.configure(slots, registry.interval_ms, baseline)
+        log.info("registry: %d devices", len(registry))
+        return True
+
+    # ---------------------------------------------------------- processor
+    async def _process_loop(self) -> None:
+        next_tick = time.monotonic()
+        next_stats = next_state = next_registry = time.monotonic()
+        while True:
+            stopping = self._stopping.is_set()
+            if stopping and not self.intake:
+                break
+            if not stopping:
+                await self._wait_for_batch(next_tick)
+            if self.intake:
+                burst = self.intake[:BATCH_MAX_MESSAGES]
+                del self.intake[:BATCH_MAX_MESSAGES]
+                self._urgent = any(m.topic.endswith(_URGENT_SUFFIXES) for m in self.intake)
+                if len(self.intake) <= INTAKE_LOW_WATER and not stopping:
+                    self.source.resume()
+                await self._with_database(self._process_burst, burst)
+            mono = time.monotonic()
+            if mono >= next_registry and not stopping:
+                next_registry = mono + REGISTRY_EVERY_S
+                await self._with_database(self._poll_changes)
+            if mono >= next_tick:
+                next_tick = mono + TICK_S
+                await self._with_database(self._supervise)
+            if mono >= next_state or stopping:
+                next_state = mono + STATE_EVERY_S
+                await self._with_database(self._flush_device_state)
+            if mono >= next_stats or stopping:
+                next_stats = mono + STATS_EVERY_S
+                await self._with_database(self._write_stats)
+
+    async def _wait_for_batch(self, next_tick: float) -> None:
+        """Until a batch is due (size, age or urgency), a tick is due, or stop."""
+        deadline = next_tick
+        while not self._stopping.is_set():
+            if self.intake:
+                if self._urgent or len(self.intake) >= BATCH_MAX_MESSAGES:
+                    return
+                oldest_age = time.time() - self.intake[0].received_ms / 1000
+                if oldest_age >= BATCH_MAX_AGE_S:
+                    return
+                deadline = min(deadline, time.monotonic() + BATCH_MAX_AGE_S - oldest_age)
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _with_database(self, step: Any, *args: Any) -> None:
+        """Run a database step; on a lost connection, reconnect and run it again."""
+        delay = DB_RETRY_MIN_S
+        while True:
+            try:
+                await step(*args)
+                return
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if self._stopping.is_set() and step != self._process_burst:
+                    return
+                log.warning("database error (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(DB_RETRY_MAX_S, delay * 2)
+                with contextlib.suppress(psycopg.Error):
+                    await self._reconnect_database()
+            except psycopg.Error as exc:
+                if step == self._process_burst:
+                    raise
+                # Bookkeeping (stats, device_state, polls) must not stop the pipeline.
+                log.error("%s failed: %s", getattr(step, "__name__", step), exc)
+                return
+
+    async def _process_burst(self, burst: Sequence[RawMessage]) -> None:
+        started = time.monotonic()
+        batch = self.decoder.decode(burst)
+        # A device registered a moment ago is not "unknown": look again first.
+        if (
+            any(r.reason == "unknown_device" for r in batch.rejects)
+            and time.monotonic() - self._registry_checked >= REGISTRY_MIN_GAP_S
+            and await self._refresh_registry()
+        ):
+            batch = self.decoder.decode(burst)
+        try:
+            applied = await self._store(batch)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            # Should not happen (decode guards what PostgreSQL refuses); if it does,
+            # isolate the message the database refuses instead of stopping.
+            await self._bisect(burst, exc)
+            return
+        self.source.ack(burst)
+        await self._link(applied)
+        c = self.counters
+        c.batches += 1
+        c.messages += len(burst)
+        c.readings += batch.readings
+        c.events += batch.events
+        c.rejects += len(batch.rejects)
+        oldest = min(m.received_ms for m in burst)
+        c.latencies_ms.append(now_ms() - oldest)
+        log.debug("batch of %d in %.1f ms", len(burst), (time.monotonic() - started) * 1000)
+
+    async def _bisect(self, burst: Sequence[RawMessage], exc: Exception) -> None:
+        if len(burst) == 1:
+            m = burst[0]
+            assert self._writer is not None
+            async with self._writer.transaction():
+                await store.write_rejects(
+                    self._writer,
+                    [
+                        store.RejectRow(
+                            m.received_ms,
+                            m.topic,
+                            "bad_payload",
+                            m.payload,
+                            f"the database refused it: {exc}"[:500],
+                            None,
+                        )
+                    ],
+                )
+            self.source.ack(burst)
+            return
+        half = len(burst) // 2
+        for part in (burst[:half], burst[half:]):
+            try:
+                await self._process_burst(part)
+            except (psycopg.DataError, psycopg.IntegrityError) as inner:
+                await self._bisect(part, inner)
+
+    async def _store(self, batch: DecodedBatch) -> list[store.AppliedAlarm]:
+        """One transaction: events, telemetry, rejects, detection's alarms."""
+        registry = self.registry
+        writer = self._writer
+        assert writer is not None
+        # In-batch duplicates (same device, ts, seq), across telemetry and events.
+        keep_ev = _first_of_keys(batch.ev_slot, batch.ev_ts, batch.ev_seq)
+        keep_tel = _first_of_keys(batch.slot, batch.ts, batch.seq)
+        if batch.ev_slot.size and batch.slot.size:
+            ev_keys = set(
+                zip(
+                    batch.ev_slot.tolist(), batch.ev_ts.tolist(), batch.ev_seq.tolist(), strict=True
+                )
+            )
+            cand = np.flatnonzero(np.isin(batch.slot, batch.ev_slot))
+            for i in cand.tolist():
+                if (int(batch.slot[i]), int(batch.ts[i]), int(batch.seq[i])) in ev_keys:
+                    keep_tel[i] = False
+        in_batch_dups = int((~keep_ev).sum() + (~keep_tel).sum())
+        dropped = np.concatenate([batch.ev_slot[~keep_ev], batch.slot[~keep_tel]])
+        ev_idx = np.flatnonzero(keep_ev)
+        tel_idx = np.flatnonzero(keep_tel)
+        ev_slot, ev_ts, ev_seq = batch.ev_slot[ev_idx], batch.ev_ts[ev_idx], batch.ev_seq[ev_idx]
+        slot, ts, seq = batch.slot[tel_idx], batch.ts[tel_idx], batch.seq[tel_idx]
+        values = batch.values[tel_idx]
+        received = batch.received[tel_idx]
+        extra = {int(np.searchsorted(tel_idx, i)): v for i, v in batch.extra.items() if keep_tel[i]}
+        maybe_dup = self.tracker.maybe_duplicate(slot, ts)
+
+        async with writer.transaction():
+            ev_new = await store.write_events(
+                writer,
+                device_ids=[registry.device(int(s)).id for s in ev_slot],
+                slot=ev_slot,
+                ts=ev_ts,
+                seq=ev_seq,
+                received=batch.ev_received[ev_idx],
+                types=[EVENT_TYPES[int(c)] for c in batch.ev_code[ev_idx]],
+                details=[batch.ev_detail[int(i)] for i in ev_idx],
+            )
+            tel_new = await store.write_telemetry(
+                writer,
+                self._flavour,
+                slot=slot,
+                ts=ts,
+                seq=seq,
+                received=received,
+                maybe_dup=maybe_dup,
+                values=values,
+                extra=extra,
+            )
+            await store.write_rejects(
+                writer,
+                [
+                    store.RejectRow(
+                        r.received_ms, r.topic, r.reason, r.payload, r.detail, r.device_id
+                    )
+                    for r in batch.rejects
+                ],
+            )
+            changes = self._detect(
+                slot[tel_new],
+                ts[tel_new],
+                values[tel_new],
+                ev_slot[ev_new],
+                ev_ts[ev_new],
+                batch.ev_code[ev_idx][ev_new],
+            )
+            writes = [self._alarm_write(c) for c in changes]
+            writes += self._supervise_batch(batch)
+            applied = await store.apply_alarm_writes(writer, writes)
+
+        # Committed: fold into what we know of each device.
+        all_slot = np.concatenate([slot, ev_slot])
+        all_new = np.concatenate([tel_new, ev_new])
+        self.counters.seq_gaps += self.tracker.committed(
+            all_slot,
+            np.concatenate([ts, ev_ts]),
+            np.concatenate([seq, ev_seq]),
+            np.concatenate([received, batch.ev_received[ev_idx]]),
+            all_new,
+        )
+        self.tracker.duplicates_dropped(dropped)
+        self.counters.duplicates += in_batch_dups + int((~all_new).sum())
+        if batch.st_slot.size:
+            self.tracker.seen(
+                batch.st_slot[~batch.st_retained], batch.st_received[~batch.st_retained]
+            )
+            for s, online, at in zip(
+                batch.st_slot.tolist(),
+                batch.st_online.tolist(),
+                batch.st_received.tolist(),
+                strict=True,
+            ):
+                self.tracker.status[s] = ("online" if online else "offline", at)
+                self.tracker.dirty[s] = True
+        mains = values[tel_new][:, _MAINS]
+        for s, m in zip(
+            slot[tel_new][~np.isnan(mains)].tolist(), mains[~np.isnan(mains)].tolist(), strict=True
+        ):
+            self.tracker.on_mains[s] = m >= 0.5
+        return applied
+
+    def _detect(
+        self,
+        slot: NDArray[np.int64],
+        ts: NDArray[np.int64],
+        values: NDArray[np.float64],
+        ev_slot: NDArray[np.int64],
+        ev_ts: NDArray[np.int64],
+        ev_code: NDArray[np.int16],
+    ) -> list[AlarmChange]:
+        changes = self.engine.process(
+            Readings(slot=slot, ts=ts, values=values),
+            Events(slot=ev_slot, ts=ev_ts, code=ev_code),
+        )
+        if ts.size:
+            # Event-time watermark for devices gone quiet: the batch's median device
+            # time, so one device with a clock far ahead cannot end others' windows.
+            self._watermark = max(self._watermark, int(np.median(ts)))
+            changes += self.engine.advance(self._watermark)
+        return changes
+
+    def _alarm_write(self, change: AlarmChange) -> store.AlarmWrite:
+        device = self.registry.device(change.slot)
+        detail: dict[str, Any] = dict(change.detail)
+        if change.related:
+            detail["related"] = [self.registry.device(s).id for s in change.related]
+        return store.AlarmWrite(
+            device_id=device.id,
+            site=device.site,
+            building=device.building,
+            floor=device.floor,
+            zone=device.zone,
+            alarm_type=change.alarm_type,
+            action=change.action,  # type: ignore[arg-type]
+            verdict=change.verdict,
+            reason=change.reason,
+            at_ms=change.at_ms,
+            detail=detail,
+        )
+
+    def _offline_write(self, slot: int, action: str, reason: str, at_ms: int) -> store.AlarmWrite:
+        device = self.registry.device(slot)
+        return store.AlarmWrite(
+            device_id=device.id,
+            site=device.site,
+            building=device.building,
+            floor=device.floor,
+            zone=device.zone,
+            alarm_type="offline",
+            action=action,  # type: ignore[arg-type]
+            verdict="confirmed",
+            reason=reason,
+            at_ms=at_ms,
+            detail={},
+        )
+
+    def _supervise_batch(self, batch: DecodedBatch) -> list[store.AlarmWrite]:
+        """Arrivals clear `offline`; a status `offline` (last will) raises it at once."""
+        live = ~batch.st_retained
+        seen_slot = np.concatenate(
+            [batch.slot, batch.ev_slot, batch.st_slot[live & batch.st_online]]
+        )
+        seen_at = np.concatenate(
+            [batch.received, batch.ev_received, batch.st_received[live & batch.st_online]]
+        )
+        writes = []
+        for s in self.supervisor.seen(seen_slot, seen_at).tolist():
+            at = int(seen_at[seen_slot == s].min())
+            writes.append(self._offline_write(s, "clear", "back_online", at))
+        gone = batch.st_slot[~batch.st_online]
+        if gone.size:
+            for s in self.supervisor.went_offline(gone).tolist():
+                at = int(batch.st_received[(batch.st_slot == s) & ~batch.st_online].min())
+                writes.append(self._offline_write(s, "open", "last_will", at))
+        return writes
+
+    async def _supervise(self) -> None:
+        slots, deadlines = self.supervisor.check(now_ms())
+        if not slots.size:
+            return
+        writes = [
+            self._offline_write(s, "open", "silent", d)
+            for s, d in zip(slots.tolist(), deadlines.tolist(), strict=True)
+        ]
+        assert self._writer is not None
+        async with self._writer.transaction():
+            await store.apply_alarm_writes(self._writer, writes)
+        log.info("%d device(s) went offline", len(writes))
+
+    async def _poll_changes(self) -> None:
+        """Registry changes and alarms a person cleared (they may fire again)."""
+        assert self._aux is not None
+        await self._refresh_registry()
+        buildings: dict[Building, str | None] = {}
+        for row in await store.cleared_by_people(self._aux, self._clear_log_id):
+            self._clear_log_id = max(self._clear_log_id, int(row["log_id"]))
+            device = self.registry.get(row["device_id"])
+            if device is None:
+                continue
+            if row["type"] == "offline":
+                self.supervisor.reset(device.slot, now_ms())
+                continue
+            self.engine.clear(device.slot, row["type"])
+            if row["type"] == "fire":
+                buildings[self.linkage.fire_cleared(row["id"], row["site_id"], row["building"])] = (
+                    None
+                )
+        for building, alarm_id in buildings.items():
+            await self._send_commands(building, alarm_id)
+
+    async def _link(self, applied: Sequence[store.AppliedAlarm]) -> None:
+        buildings: dict[Building, str | None] = {}
+        for a in applied:
+            w = a.write
+            if w.alarm_type != "fire":
+                continue
+            if a.logged in ("confirmed",) or (a.logged == "opened" and w.verdict == "confirmed"):
+                buildings[
+                    self.linkage.fire_confirmed(a.alarm_id, w.site, w.building, w.floor, w.zone)
+                ] = a.alarm_id
+            elif a.logged == "cleared":
+                buildings[self.linkage.fire_cleared(a.alarm_id, w.site, w.building)] = None
+        for building, alarm_id in buildings.items():
+            await self._send_commands(building, alarm_id)
+
+    async def _send_commands(self, building: Building, alarm_id: str | None) -> None:
+        commands = self.linkage.commands(self.registry, building, alarm_id)
+        if not commands:
+            return
+        sent_at = now_ms()
+        assert self._writer is not None
+        async with self._writer.transaction():
+            for c in commands:
+                payload: dict[str, Any] = {"ts": sent_at, "cmd": c.cmd}
+                if c.cmd == "emergency":
+                    payload.update(alarm_id=c.alarm_id, direction=c.direction)
+                self.source.publish(f"fs/v1/{c.site}/{c.device_id}/cmd", orjson.dumps(payload))
+                await store.write_linkage(
+                    self._writer,
+                    alarm_id=c.alarm_id,
+                    device_id=c.device_id,
+                    site=c.site,
+                    building=c.building,
+                    cmd=c.cmd,
+                    direction=c.direction,
+                    payload=payload,
+                )
+        log.info("linkage: %d command(s) to %s/%s", len(commands), *building)
+
+    async def _flush_device_state(self) -> None:
+        registry = self.registry
+
+        def device_id(slot: int) -> str | None:
+            device = registry.by_slot[slot] if slot < registry.size else None
+            return device.id if device else None
+
+        rows = self.tracker.drain(device_id)
+        if rows:
+            assert self._writer is not None
+            async with self._writer.transaction():
+                await store.write_device_state(self._writer, rows)
+
+    async def _write_stats(self) -> None:
+        c = self.counters
+        latencies, c.latencies_ms = c.latencies_ms, []
+        lag = (now_ms() - self.intake[0].received_ms) if self.intake else 0
+        assert self._writer is not None
+        async with self._writer.transaction():
+            await store.write_stats(
+                self._writer,
+                {
+                    "at": datetime.now(UTC),
+                    "instance": self.instance,
+                    "messages": c.messages,
+                    "readings": c.readings,
+                    "events": c.events,
+                    "rejects": c.rejects,
+                    "duplicates": c.duplicates,
+                    "seq_gaps": c.seq_gaps,
+                    "batches": c.batches,
+                    "batch_latency_ms": float(np.percentile(latencies, 95)) if latencies else None,
+                    "queue_depth": len(self.intake),
+                    "lag_ms": float(lag),
+                    "broker_connected": self.source.connected,
+                },
+            )
+
+    async def _housekeeping(self) -> None:
+        while True:
+            if self._flavour == "plain":
+                try:
+                    await asyncio.to_thread(self._ensure_partitions)
+                except psycopg.Error as exc:
+                    log.warning("partition housekeeping failed: %s", exc)
+            await asyncio.sleep(HOUSEKEEPING_EVERY_S)
+
+    def _ensure_partitions(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            partitions.ensure(
+                conn, now=datetime.now(UTC), retention_days=self.settings.retention_days
+            )

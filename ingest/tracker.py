@@ -1,0 +1,180 @@
+"""What ingest knows of each device at run time, in arrays indexed by slot.
+
+Used for three things: spotting possible duplicates cheaply (a reading newer
+than everything committed for its device cannot be one), counting seq gaps,
+duplicates and reordering, and folding those figures into `device_state`
+every few seconds instead of on every batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from firesafe.contract import SEQ_MODULUS
+from storage.ingest_store import DeviceStateRow
+
+# "Not known since start": every reading of the device is checked against the
+# database until its first commit tells us its newest event time.
+UNKNOWN_TS = np.iinfo(np.int64).max
+HALF_SEQ = SEQ_MODULUS // 2
+
+
+class DeviceTracker:
+    def __init__(self, capacity: int = 1024) -> None:
+        self.size = 0
+        self._alloc(capacity)
+
+    def _alloc(self, capacity: int) -> None:
+        def grow(old: NDArray[Any] | None, fill: Any, dtype: Any) -> NDArray[Any]:
+            new = np.full(capacity, fill, dtype=dtype)
+            if old is not None:
+                new[: old.size] = old
+            return new
+
+        self.newest_ts = grow(getattr(self, "newest_ts", None), UNKNOWN_TS, np.int64)
+        self.last_seq = grow(getattr(self, "last_seq", None), -1, np.int64)
+        self.last_seen = grow(getattr(self, "last_seen", None), 0, np.int64)
+        self.messages = grow(getattr(self, "messages", None), 0, np.int64)
+        self.gaps = grow(getattr(self, "gaps", None), 0, np.int64)
+        self.duplicates = grow(getattr(self, "duplicates", None), 0, np.int64)
+        self.out_of_order = grow(getattr(self, "out_of_order", None), 0, np.int64)
+        self.dirty = grow(getattr(self, "dirty", None), False, np.bool_)
+        self.capacity = capacity
+        self.status: dict[int, tuple[str, int]] = getattr(self, "status", {})
+        self.on_mains: dict[int, bool] = getattr(self, "on_mains", {})
+
+    def ensure(self, size: int) -> None:
+        if size > self.capacity:
+            self._alloc(max(size, self.capacity * 2))
+        self.size = max(self.size, size)
+
+    def load(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Seed from device_state at start-up (newest_ts stays unknown on purpose)."""
+        for row in rows:
+            slot = int(row["slot"])
+            self.ensure(slot + 1)
+            if row.get("last_seq") is not None:
+                self.last_seq[slot] = int(row["last_seq"])
+            if row.get("last_seen_ms") is not None:
+                self.last_seen[slot] = int(row["last_seen_ms"])
+
+    def maybe_duplicate(self, slot: NDArray[np.int64], ts: NDArray[np.int64]) -> NDArray[np.bool_]:
+        return np.asarray(ts <= self.newest_ts[slot])
+
+    def committed(
+        self,
+        slot: NDArray[np.int64],
+        ts: NDArray[np.int64],
+        seq: NDArray[np.int64],
+        received: NDArray[np.int64],
+        new: NDArray[np.bool_],
+    ) -> int:
+        """Fold committed rows (readings and events together) in; return seq gaps found."""
+        if not slot.size:
+            return 0
+        self.dirty[slot] = True
+        np.add.at(self.messages, slot, 1)
+        np.maximum.at(self.last_seen, slot, received)
+        dup_slots = slot[~new]
+        if dup_slots.size:
+            np.add.at(self.duplicates, dup_slots, 1)
+        slot, ts, seq = slot[new], ts[new], seq[new]
+        if not slot.size:
+            return 0
+        late = self._arrived_late(slot, ts)
+        if late.any():
+            np.add.at(self.out_of_order, slot[late], 1)
+        # Per device in event-time order: the seq step from the previous reading.
+        order = np.lexsort((seq, ts, slot))
+        slot, ts, seq, late = slot[order], ts[order], seq[order], late[order]
+        first = np.ones(slot.size, dtype=np.bool_)
+        first[1:] = slot[1:] != slot[:-1]
+        prev = np.empty_like(seq)
+        prev[1:] = seq[:-1]
+        prev[first] = self.last_seq[slot[first]]
+        known = (prev >= 0) & ~late
+        step = (seq - prev) % SEQ_MODULUS
+        # A forward step of k means k-1 readings missing; a step of more than half
+        # the counter is the counter going backwards: reordering, not loss.
+        gap = np.where(known & (step > 0) & (step < HALF_SEQ), step - 1, 0)
+        np.add.at(self.gaps, slot, gap)
+        last = np.ones(slot.size, dtype=np.bool_)
+        last[:-1] = slot[1:] != slot[:-1]
+        newest = self.newest_ts[slot[last]]
+        newer = (newest == UNKNOWN_TS) | (ts[last] >= newest)
+        upd = slot[last][newer]
+        self.last_seq[upd] = seq[last][newer]
+        # Newest committed event time per device (max, whatever the arrival order).
+        unknown = self.newest_ts[slot] == UNKNOWN_TS
+        self.newest_ts[slot[unknown]] = -1
+        np.maximum.at(self.newest_ts, slot, ts)
+        return int(gap.sum())
+
+    def _arrived_late(self, slot: NDArray[np.int64], ts: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Rows (in arrival order) older than a row of the same device that came before,
+        in this batch or committed earlier: reordering."""
+        n = slot.size
+        order = np.lexsort((np.arange(n), slot))  # by device, then arrival
+        s, t = slot[order], ts[order]
+        first = np.ones(n, dtype=np.bool_)
+        first[1:] = s[1:] != s[:-1]
+        segment = np.cumsum(first) - 1
+        # Running max of ts within each device's run: ranks (< n) offset by the run
+        # number keep runs apart without overflowing int64.
+        rank = np.unique(t, return_inverse=True)[1].reshape(-1)
+        running = np.maximum.accumulate(rank + segment * (n + 1)) - segment * (n + 1)
+        before = np.empty(n, dtype=np.int64)
+        before[1:] = running[:-1]
+        newest = self.newest_ts[s]
+        late_in_batch = ~first & (rank < before)
+        late_vs_committed = (newest != UNKNOWN_TS) & (t < newest)
+        late = np.empty(n, dtype=np.bool_)
+        late[order] = late_in_batch | late_vs_committed
+        return late
+
+    def duplicates_dropped(self, slot: NDArray[np.int64]) -> None:
+        """Duplicates removed inside a batch, before reaching the database."""
+        if slot.size:
+            np.add.at(self.duplicates, slot, 1)
+            self.dirty[slot] = True
+
+    def seen(self, slot: NDArray[np.int64], received: NDArray[np.int64]) -> None:
+        if slot.size:
+            np.maximum.at(self.last_seen, slot, received)
+            self.dirty[slot] = True
+
+    def drain(self, device_id: Any) -> list[DeviceStateRow]:
+        """The rows to fold into device_state since the last drain; resets the deltas."""
+        slots = np.flatnonzero(self.dirty[: self.size])
+        rows = []
+        for slot in slots.tolist():
+            device = device_id(slot)
+            if device is None:
+                continue
+            status = self.status.pop(slot, None)
+            newest = int(self.newest_ts[slot])
+            rows.append(
+                DeviceStateRow(
+                    device_id=device,
+                    last_seen_ms=int(self.last_seen[slot]) or None,
+                    last_ts_ms=None if newest in (UNKNOWN_TS, -1) else newest,
+                    last_seq=int(self.last_seq[slot]) if self.last_seq[slot] >= 0 else None,
+                    status=status[0] if status else None,
+                    status_ms=status[1] if status else None,
+                    on_mains=self.on_mains.pop(slot, None),
+                    messages=int(self.messages[slot]),
+                    seq_gaps=int(self.gaps[slot]),
+                    duplicates=int(self.duplicates[slot]),
+                    out_of_order=int(self.out_of_order[slot]),
+                )
+            )
+        self.messages[slots] = 0
+        self.gaps[slots] = 0
+        self.duplicates[slots] = 0
+        self.out_of_order[slots] = 0
+        self.dirty[slots] = False
+        return rows

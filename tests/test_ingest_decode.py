@@ -1,0 +1,136 @@
+"""The burst decoder: every message lands in exactly one place."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+
+from firesafe.contract import READING_INDEX
+from ingest.decode import Decoder, RawMessage
+from ingest.registry import Device, Registry
+
+REG = Registry(
+    [
+        Device("D1", 1, "S1", "B", "1", "Z1", "smoke", 10.0),
+        Device("D2", 2, "S1", "B", "1", "Z1", "multi", 10.0),
+        Device("E1", 3, "S1", "B", "1", "Z2", "evac", 60.0),
+        Device("X9", 4, "S2", "B", "1", "Z1", "heat", 10.0),
+    ]
+)
+
+
+def msg(topic: str, payload: object, at: int = 1000) -> RawMessage:
+    raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return RawMessage(topic, raw, at)
+
+
+def decode(*messages: RawMessage):  # type: ignore[no-untyped-def]
+    return Decoder(REG).decode(list(messages))
+
+
+def test_telemetry_goes_to_columns_with_nan_for_absent_readings() -> None:
+    b = decode(msg("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 7, "v": {"obscuration": 0.8}}))
+    assert b.slot.tolist() == [1] and b.ts.tolist() == [5] and b.seq.tolist() == [7]
+    assert b.values[0, READING_INDEX["obscuration"]] == 0.8
+    assert math.isnan(b.values[0, READING_INDEX["temperature"]])
+    assert not b.rejects
+
+
+def test_unknown_reading_names_are_kept_aside() -> None:
+    b = decode(msg("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {"foo": 2, "co": 1}}))
+    assert b.extra == {0: {"foo": 2.0}}
+    assert b.values[0, READING_INDEX["co"]] == 1.0
+
+
+def test_heartbeat_without_readings_is_a_row() -> None:
+    b = decode(msg("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {}}))
+    assert b.readings == 1 and np.isnan(b.values).all()
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        ("fs/v1/S1/D1/telemetry", b"{not json", "invalid_json"),
+        ("fs/v1/S1/D1/telemetry", b"\xff\xfe", "invalid_json"),
+        ("fs/v1/S1/D1/telemetry", [1, 2], "invalid_json"),
+        ("fs/v1/S1/D1/telemetry", {"seq": 1, "v": {}}, "missing_ts"),
+        ("fs/v1/S1/D1/telemetry", {"ts": "5", "seq": 1, "v": {}}, "missing_ts"),
+        ("fs/v1/S1/D1/telemetry", {"ts": 5, "v": {}}, "missing_seq"),
+        ("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 2**32, "v": {}}, "missing_seq"),
+        ("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {"co": None}}, "bad_value"),
+        ("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {"co": True}}, "bad_value"),
+        ("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {"co": "1"}}, "bad_value"),
+        ("fs/v1/S1/D1/telemetry", b'{"ts": 5, "seq": 1, "v": {"co": 1e999}}', "invalid_json"),
+        ("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": [1]}, "bad_payload"),
+        ("fs/v1/S1/NOPE/telemetry", {"ts": 5, "seq": 1, "v": {}}, "unknown_device"),
+        ("fs/v1/S2/D1/telemetry", {"ts": 5, "seq": 1, "v": {}}, "site_mismatch"),
+        ("fs/v1/S1/D1/other", {"ts": 5, "seq": 1}, "bad_topic"),
+        ("fs/v2/S1/D1/telemetry", {"ts": 5, "seq": 1}, "bad_topic"),
+        ("fs/v1/S1/D 1/telemetry", {"ts": 5, "seq": 1}, "bad_topic"),
+        ("fs/v1/S1/D1/event", {"ts": 5, "seq": 1, "type": "activated"}, "bad_payload"),
+        ("fs/v1/S1/D1/event", {"ts": 5, "seq": 1, "type": "fire_alarm", "detail": 3},
+         "bad_payload"),
+        ("fs/v1/S1/D1/status", b"maybe", "bad_payload"),
+        ("fs/v1/S1/D1/telemetry", b'{"ts": 5, "seq": 1, "v": {}, "pad": "' + b"x" * 70000 + b'"}',
+         "too_large"),
+    ],
+)
+def test_bad_input_is_rejected_with_its_reason(topic: str, payload: object, reason: str) -> None:
+    m = msg(topic, payload, at=4242)
+    good = msg("fs/v1/S1/D2/telemetry", {"ts": 9, "seq": 3, "v": {"co": 2.5}})
+    b = decode(m, good)
+    assert [r.reason for r in b.rejects] == [reason]
+    r = b.rejects[0]
+    assert (r.topic, r.payload, r.received_ms) == (topic, m.payload, 4242)
+    assert r.detail
+    # The other message of the burst is unaffected.
+    assert b.slot.tolist() == [2] and b.values[0, READING_INDEX["co"]] == 2.5
+
+
+def test_gateway_batch_rejects_only_its_bad_readings() -> None:
+    b = decode(
+        msg(
+            "fs/v1/S1/gateway/G1/batch",
+            {
+                "ts": 100,
+                "readings": [
+                    {"device": "D1", "ts": 90, "seq": 1, "v": {"obscuration": 0.1}},
+                    {"device": "D2", "ts": 91, "seq": 2, "v": {"co": None}},
+                    {"device": "X9", "ts": 92, "seq": 3, "v": {}},
+                    {"device": "ZZ", "ts": 93, "seq": 4, "v": {}},
+                    {"device": "D2", "ts": 94, "seq": 5, "v": {"humidity": 40}},
+                ],
+            },
+        )
+    )
+    assert b.slot.tolist() == [1, 2] and b.ts.tolist() == [90, 94]
+    assert [r.reason for r in b.rejects] == ["bad_value", "site_mismatch", "unknown_device"]
+    assert orjson.loads(b.rejects[0].payload)["seq"] == 2
+
+
+def test_gateway_batch_without_outer_ts_is_rejected_whole() -> None:
+    b = decode(msg("fs/v1/S1/gateway/G1/batch", {"readings": []}))
+    assert [r.reason for r in b.rejects] == ["missing_ts"]
+
+
+def test_events_status_and_own_commands() -> None:
+    b = decode(
+        msg("fs/v1/S1/D1/event", {"ts": 5, "seq": 9, "type": "fire_alarm", "detail": "x"}),
+        msg("fs/v1/S1/E1/status", b"offline"),
+        msg("fs/v1/S1/E1/cmd", {"ts": 1, "cmd": "normal"}),
+    )
+    assert b.ev_slot.tolist() == [1] and b.ev_seq.tolist() == [9] and b.ev_detail == ["x"]
+    assert b.st_slot.tolist() == [3] and b.st_online.tolist() == [False]
+    assert not b.rejects and b.readings == 0
+
+
+def test_nul_characters_cannot_reach_the_database() -> None:
+    b = decode(
+        msg("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {"a\u0000": 1}}),
+        msg("fs/v1/S1/D1/event", {"ts": 5, "seq": 2, "type": "fault", "detail": "a\u0000"}),
+    )
+    assert [r.reason for r in b.rejects] == ["bad_payload", "bad_payload"]
+    assert all("\x00" not in r.detail for r in b.rejects)

@@ -1,0 +1,378 @@
+"""Ingest against the real broker and database: every topic and kind of the
+contract, gateway batches, duplicates, reordering, bad input, restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from firesafe.settings import Settings
+from tests.helpers import Publisher, forget_session, query, register, running_ingest, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def devices(site: str) -> list[dict[str, object]]:
+    base = {"site": site, "building": "B1", "floor": "1"}
+    return [
+        {**base, "id": f"{site}-smoke", "zone": "Z1", "kind": "smoke"},
+        {**base, "id": f"{site}-heat", "zone": "Z1", "kind": "heat"},
+        {**base, "id": f"{site}-multi", "zone": "Z2", "kind": "multi"},
+        {**base, "id": f"{site}-mcp", "zone": "Z2", "kind": "mcp"},
+        {**base, "id": f"{site}-elec", "zone": "Z3", "kind": "electrical"},
+        {
+            **base,
+            "id": f"{site}-evac",
+            "zone": "Z3",
+            "kind": "evac",
+            "routes": {"left": "Z1", "right": "Z2"},
+        },
+    ]
+
+
+READINGS = {
+    "smoke": {"obscuration": 0.2, "temperature": 21.5},
+    "heat": {"temperature": 22.25},
+    "multi": {"obscuration": 0.1, "temperature": 21.0, "co": 1.5, "humidity": 45.0},
+    "mcp": {},
+    "electrical": {
+        "residual_current": 12.0,
+        "cable_temperature": 30.5,
+        "current": 8.0,
+        "voltage": 230.0,
+    },
+    "evac": {"battery": 98.0, "mains": 1, "lamp_ok": 1},
+}
+EVENTS = {
+    "smoke": "fault",
+    "heat": "restore",
+    "multi": "fault",
+    "mcp": "reset",
+    "electrical": "fault",
+    "evac": "self_test_pass",
+}
+
+
+@pytest.fixture
+def site() -> str:
+    return f"T{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(db: str, mqtt_url: str) -> Iterator[Settings]:
+    client_id = f"test-ingest-{uuid.uuid4().hex[:8]}"
+    yield Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=client_id)
+    forget_session(mqtt_url, client_id)
+
+
+@pytest.fixture
+def pub(mqtt_url: str) -> Iterator[Publisher]:
+    p = Publisher(mqtt_url)
+    yield p
+    p.close()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def count(db: str, sql: str, *params: object) -> int:
+    return int(query(db, sql, params)[0][0])
+
+
+def test_every_kind_and_topic_is_stored(
+    db: str, settings: Settings, pub: Publisher, site: str
+) -> None:
+    register(db, devices(site))
+    t0 = now_ms()
+    with running_ingest(settings):
+        for i, d in enumerate(devices(site)):
+            kind = str(d["kind"])
+            pub.send(
+                f"fs/v1/{site}/{d['id']}/telemetry", {"ts": t0 + i, "seq": 1, "v": READINGS[kind]}
+            )
+            pub.send(
+                f"fs/v1/{site}/{d['id']}/event",
+                {"ts": t0 + i + 1, "seq": 2, "type": EVENTS[kind], "detail": "test"},
+            )
+            pub.send(f"fs/v1/{site}/{d['id']}/status", "online", retain=True)
+        pub.send(
+            f"fs/v1/{site}/gateway/GW1/batch",
+            {
+                "ts": t0 + 100,
+                "readings": [
+                    {"device": f"{site}-smoke", "ts": t0 + 50, "seq": 3, "v": {"obscuration": 0.3}},
+                    {"device": f"{site}-heat", "ts": t0 + 51, "seq": 3, "v": {"temperature": 23.0}},
+                ],
+            },
+        )
+        wait_for(
+            lambda: (
+                count(db, "SELECT count(*) FROM telemetry WHERE device_id LIKE %s", f"{site}-%")
+                == 8
+            )
+        )
+        wait_for(
+            lambda: (
+                count(db, "SELECT count(*) FROM device_events WHERE device_id LIKE %s", f"{site}-%")
+                == 6
+            )
+        )
+        # device_state is folded in every few seconds
+        wait_for(
+            lambda: (
+                count(
+                    db,
+                    "SELECT count(*) FROM device_state WHERE device_id LIKE %s "
+                    "AND status = 'online'",
+                    f"{site}-%",
+                )
+                == 6
+            ),
+            timeout=15,
+        )
+    # Every value comes back exactly as sent.
+    for d in devices(site):
+        kind = str(d["kind"])
+        cols = ", ".join(READINGS[kind]) or "1"
+        row = query(
+            db, f"SELECT {cols}, seq FROM telemetry WHERE device_id = %s AND seq = 1", (d["id"],)
+        )[0]
+        assert list(row[:-1]) == [float(v) for v in READINGS[kind].values()] or kind == "mcp"
+    kinds = query(
+        db,
+        "SELECT device_id, type, detail FROM device_events WHERE device_id LIKE %s",
+        (f"{site}-%",),
+    )
+    assert {(r[0].split("-", 1)[1], r[1]) for r in kinds} == {
+        ("smoke", "fault"),
+        ("heat", "restore"),
+        ("multi", "fault"),
+        ("mcp", "reset"),
+        ("elec", "fault"),
+        ("evac", "self_test_pass"),
+    }
+    assert count(db, "SELECT count(*) FROM rejects WHERE topic LIKE %s", f"fs/v1/{site}/%") == 0
+    ts = query(
+        db,
+        "SELECT ts, received_at FROM telemetry WHERE device_id = %s AND seq = 3",
+        (f"{site}-smoke",),
+    )[0]
+    assert int(ts[0].timestamp() * 1000) == t0 + 50  # event time, to the millisecond
+
+
+def test_duplicates_are_stored_once_and_reordering_is_kept(
+    db: str, settings: Settings, pub: Publisher, site: str
+) -> None:
+    register(db, devices(site))
+    dev = f"{site}-smoke"
+    t0 = now_ms()
+    with running_ingest(settings):
+        reading = {"ts": t0, "seq": 10, "v": {"obscuration": 0.1}}
+        pub.send(f"fs/v1/{site}/{dev}/telemetry", reading)
+        pub.send(f"fs/v1/{site}/{dev}/telemetry", reading)  # same batch or the next
+        pub.send(
+            f"fs/v1/{site}/gateway/G/batch", {"ts": t0, "readings": [{"device": dev, **reading}]}
+        )  # same key through a gateway
+        pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + 2000, "seq": 12, "v": {}})
+        pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + 1000, "seq": 11, "v": {}})  # late
+        wait_for(lambda: count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == 3)
+        time.sleep(1.0)
+        # and once more after everything was committed
+        pub.send(f"fs/v1/{site}/{dev}/telemetry", reading)
+        wait_for(
+            lambda: (
+                count(db, "SELECT duplicates FROM device_state WHERE device_id = %s", dev) >= 3
+                if query(db, "SELECT 1 FROM device_state WHERE device_id = %s", (dev,))
+                else False
+            )
+        )
+    seqs = [
+        r[0]
+        for r in query(db, "SELECT seq FROM telemetry WHERE device_id = %s ORDER BY ts", (dev,))
+    ]
+    assert seqs == [10, 11, 12]
+    state = query(
+        db, "SELECT seq_gaps, out_of_order, last_seq FROM device_state WHERE device_id = %s", (dev,)
+    )[0]
+    assert state == (0, 1, 12)
+
+
+def test_seq_gaps_are_counted(db: str, settings: Settings, pub: Publisher, site: str) -> None:
+    register(db, devices(site))
+    dev = f"{site}-heat"
+    t0 = now_ms()
+    with running_ingest(settings):
+        for i, seq in enumerate([1, 2, 5, 6, 10]):
+            pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": seq, "v": {}})
+        wait_for(
+            lambda: (
+                query(db, "SELECT seq_gaps FROM device_state WHERE device_id = %s", (dev,))
+                == [(5,)]
+            )
+        )
+
+
+BAD = [
+    ("telemetry", b"{not json", "invalid_json"),
+    ("telemetry", orjson.dumps({"seq": 1, "v": {}}), "missing_ts"),
+    ("telemetry", orjson.dumps({"ts": 1, "seq": 1, "v": {"obscuration": "x"}}), "bad_value"),
+    ("telemetry", orjson.dumps({"ts": 1, "seq": 1, "v": {"obscuration": None}}), "bad_value"),
+    ("telemetry", b'{"ts": 1, "seq": 1, "v": {"temperature": 1e999}}', "invalid_json"),
+    ("telemetry", b'{"ts":1,"seq":1,"v":{},"x":"' + b"a" * 66000 + b'"}', "too_large"),
+    ("telemetry", b"\xff\xfe\x00garbage", "invalid_json"),
+]
+
+
+def test_bad_input_is_kept_and_counted_and_the_rest_stored(
+    db: str, settings: Settings, pub: Publisher, site: str
+) -> None:
+    register(db, devices(site))
+    register(
+        db,
+        [
+            {
+                "id": f"{site}-other",
+                "site": f"{site}x",
+                "building": "B",
+                "floor": "1",
+                "zone": "Z",
+                "kind": "heat",
+            }
+        ],
+    )
+    dev = f"{site}-multi"
+    t0 = now_ms()
+    with running_ingest(settings):
+        for i, (what, payload, _) in enumerate(BAD):
+            pub.send(f"fs/v1/{site}/{dev}/{what}", payload)
+            pub.send(
+                f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {"co": float(i)}}
+            )
+        pub.send(f"fs/v1/{site}/nobody/telemetry", {"ts": t0, "seq": 1, "v": {}})
+        pub.send(f"fs/v1/{site}/{site}-other/telemetry", {"ts": t0, "seq": 1, "v": {}})
+        pub.send(
+            f"fs/v1/{site}/gateway/G/batch",
+            {
+                "ts": t0,
+                "readings": [
+                    {"device": f"{site}-heat", "ts": t0, "seq": 1, "v": {"temperature": True}},
+                    {"device": f"{site}-heat", "ts": t0 + 1, "seq": 2, "v": {"temperature": 20}},
+                ],
+            },
+        )
+        pub.send(f"fs/v1/{site}/{dev}/bogus", b"{}")
+        expected = len(BAD) + 4
+        wait_for(
+            lambda: (
+                count(db, "SELECT count(*) FROM rejects WHERE topic LIKE %s", f"fs/v1/{site}/%")
+                == expected
+            )
+        )
+        wait_for(
+            lambda: (
+                count(db, "SELECT count(*) FROM telemetry WHERE device_id LIKE %s", f"{site}-%")
+                == len(BAD) + 1
+            )
+        )
+    rows = query(
+        db,
+        "SELECT topic, reason, payload, detail FROM rejects WHERE topic LIKE %s ORDER BY id",
+        (f"fs/v1/{site}/%",),
+    )
+    reasons = [r[1] for r in rows]
+    assert reasons[: len(BAD)] == [b[2] for b in BAD]
+    assert sorted(reasons[len(BAD) :]) == sorted(
+        ["unknown_device", "site_mismatch", "bad_value", "bad_topic"]
+    )
+    assert [bytes(r[2]) for r in rows[: len(BAD)]] == [b[1] for b in BAD]  # raw bytes kept
+    assert all(r[3] for r in rows)
+    counts = dict(query(db, "SELECT reason, count FROM reject_counts"))
+    assert counts["invalid_json"] >= 3
+    assert counts["bad_value"] >= 3
+
+
+def test_restart_loses_nothing_and_stores_once(
+    db: str, settings: Settings, pub: Publisher, site: str
+) -> None:
+    register(db, devices(site))
+    dev = f"{site}-smoke"
+    t0 = now_ms()
+    with running_ingest(settings):
+        for i in range(50):
+            pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
+    # Ingest is down: the broker keeps these for its persistent session.
+    for i in range(50, 400):
+        pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
+    with running_ingest(settings):
+        for i in range(400, 450):
+            pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
+        wait_for(
+            lambda: count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == 450,
+            timeout=30,
+        )
+    assert count(db, "SELECT count(DISTINCT seq) FROM telemetry WHERE device_id = %s", dev) == 450
+
+
+def test_kill_9_between_receipt_and_commit_loses_nothing(
+    db: str, settings: Settings, mqtt_url: str, site: str
+) -> None:
+    """A real `firesafe ingest` process killed with SIGKILL mid-stream."""
+    register(db, devices(site))
+    dev = f"{site}-heat"
+    env = {
+        **os.environ,
+        "FIRESAFE_MQTT_URL": mqtt_url,
+        "FIRESAFE_DATABASE_URL": db,
+        "FIRESAFE_MQTT_CLIENT_ID": settings.mqtt_client_id,
+        "FIRESAFE_LOG_LEVEL": "WARNING",
+    }
+    cmd = [sys.executable, "-m", "firesafe.cli", "ingest"]
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        # Ready once its session exists: a probe reading gets stored.
+        return proc
+
+    total = 600
+    t0 = now_ms()
+    proc = start()
+    pub = Publisher(mqtt_url)
+    try:
+        pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 - 1, "seq": 0, "v": {}})
+        wait_for(
+            lambda: count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == 1,
+            timeout=30,
+        )
+        for i in range(1, total):
+            pub.send(
+                f"fs/v1/{site}/{dev}/telemetry",
+                {"ts": t0 + i, "seq": i, "v": {"temperature": 20.0}},
+                qos=1,
+            )
+            if i == total // 2:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+        proc = start()
+        wait_for(
+            lambda: count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == total,
+            timeout=40,
+        )
+        time.sleep(1.0)
+        assert count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == total
+    finally:
+        pub.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert proc.returncode == 0
