@@ -8,8 +8,9 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
+from api import render
 from api.deps import CallerDep, ConnDep, StateDep
 from api.errors import ERROR_RESPONSES, BadParameter, ErrorResponse
 from api.params import (
@@ -93,7 +94,7 @@ async def list_alarms(
     until: Instant = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> Page[AlarmOut]:
+) -> Response:
     since_at = parse_instant("since", since)
     until_at = parse_instant("until", until)
     check_range(since_at, until_at)
@@ -108,8 +109,7 @@ async def list_alarms(
         if len(rows) == limit
         else None
     )
-    return Page[AlarmOut](items=[AlarmOut.model_validate(r) for r in rows],
-                          next_cursor=next_cursor)
+    return render.page(map(render.alarm, rows), next_cursor)
 
 
 def _change(row: dict[str, Any]) -> bytes:

@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
+from api import render
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES, ErrorResponse, TooManyPoints
 from api.params import (
@@ -23,7 +25,7 @@ from api.params import (
     time_key,
 )
 from api.routers.devices import DeviceId
-from api.schemas import Aggregate, Bucket, Reading, TelemetryPage
+from api.schemas import TelemetryPage
 from storage.queries import devices as device_q
 from storage.queries import telemetry as telemetry_q
 from storage.queries.telemetry import BUCKET_ORIGIN
@@ -76,7 +78,7 @@ async def get_telemetry(
     order: Annotated[Literal["asc", "desc"], Query(description="Raw readings only")] = "asc",
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> TelemetryPage:
+) -> Response:
     since_at = parse_instant("since", since)
     until_at = parse_instant("until", until)
     check_range(since_at, until_at)
@@ -91,11 +93,7 @@ async def get_telemetry(
         next_cursor = (
             encode_cursor(kind, micros(rows[-1].ts), rows[-1].seq) if len(rows) == limit else None
         )
-        return TelemetryPage(
-            bucket=None,
-            items=[Reading(ts=r.ts, seq=r.seq, v=r.v) for r in rows],
-            next_cursor=next_cursor,
-        )
+        return render.page(map(render.reading, rows), next_cursor, bucket=None)
     width = BUCKETS[bucket]
     end = _ceil(until_at or datetime.now(UTC), width)
     start = _floor(since_at or end - DEFAULT_BUCKET_RANGE, width)
@@ -115,12 +113,4 @@ async def get_telemetry(
     next_cursor = (
         encode_cursor(f"buckets-{bucket}", micros(scanned_to)) if scanned_to < end else None
     )
-    return TelemetryPage(
-        bucket=bucket,
-        items=[
-            Bucket(ts=b.ts, v={k: Aggregate(min=a.min, max=a.max, avg=a.avg, n=a.n)
-                               for k, a in b.v.items()})
-            for b in buckets
-        ],
-        next_cursor=next_cursor,
-    )
+    return render.page(map(render.bucket, buckets), next_cursor, bucket=bucket)
