@@ -1,0 +1,466 @@
+"""The alarm state machine: plain Python over the few rows that matter.
+
+The numpy kernels (`detection.kernel`) reduce every reading to condition bits
+(`Flag`); the engine shows this machine only the rows that can change
+something (any counting bit set, or bits different from the device's previous
+reading), plus every event. The machine is written so that a row whose
+machine-visible bits equal the previous row's is a no-op, which is what
+makes skipping those rows exact (the test suite checks it against a
+reference that shows every row).
+
+Alarm types and their lifecycle (contract section 6):
+
+- `fire` (smoke, heat, multi, mcp): opens `pending` on an alarm-level reading
+  or a detector's `fire_alarm` event; `confirmed` at once on corroboration
+  (reasons `call_point`, `coincidence` with `related` slots, `rate_of_rise`
+  [heat rise on two consecutive readings], `co_rise`, `fast_growth`);
+  otherwise resolved when the verification window ends (event time):
+  `suppressed` with `steam_signature` (humidity jump seen, no corroboration),
+  `transient` (<= 2 samples above, then back to normal: insects, EMI),
+  `aerosol_decay` (>= 3 samples above, then decayed below pre-alarm: cooking);
+  else `confirmed` by persistence with the trigger's reason (`obscuration`,
+  `static_heat`, `rate_of_rise`, `combined`, `device_alarm`). A confirmed fire
+  latches until `clear()`. After a suppression the next alarm opens on a new
+  rising edge (or at once with corroboration), not on the same lingering
+  signal. A call point's `activated` opens a `confirmed` fire (`call_point`)
+  and confirms the pending fires of its zone; `reset` clears nothing.
+- `pre_alarm` (smoke, multi): informational; opens `confirmed` when the
+  compensated obscuration reaches the pre-alarm level, clears (reason
+  `condition_gone`) below PRE_ALARM_CLEAR_FRACTION of it.
+- `electrical`: opens `pending` when residual current or cable temperature
+  reaches its limit; `confirmed` (`residual_current` / `cable_overheat`) once
+  the condition has lasted `persist_s`, or at the window's end if the device
+  went quiet still above; `suppressed` (`transient`) at the first reading
+  back below. Latches like a fire alarm.
+- `fault` / `evac_fault` (evac devices): `confirmed` when raised, one alarm
+  per device whatever the causes (`device_fault` event, `drift_limit`,
+  `lamp_failure`, `battery_low`, `self_test_fail`); clears when every cause
+  is gone (`restore` event: all causes, reason `restore`; lamp ok, battery
+  back above low + margin, drift back under the limit, `self_test_pass`:
+  reason `condition_gone`). Mains loss is a state, never an alarm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from detection import params as p
+from detection.kernel import (
+    KIND_ELECTRICAL,
+    KIND_EVAC,
+    KIND_HEAT,
+    KIND_MCP,
+    KIND_MULTI,
+    KIND_SMOKE,
+    Flag,
+)
+from detection.records import AlarmChange
+from firesafe.contract import READINGS
+
+FIRE_KINDS: Final = (KIND_SMOKE, KIND_HEAT, KIND_MULTI)
+OBS_KINDS: Final = (KIND_SMOKE, KIND_MULTI)
+# Fault causes that a reading can remove (the rest need a `restore` event).
+CONDITION_CAUSES: Final = frozenset({"drift_limit", "lamp_failure", "battery_low"})
+
+_PRE: Final = int(Flag.PRE)
+_ALARM: Final = int(Flag.ALARM)
+_CORROB: Final = int(Flag.HEAT | Flag.CO | Flag.FAST)
+
+
+class DeviceConfig(Protocol):
+    def kind(self, slot: int) -> int: ...
+    def zone(self, slot: int) -> int: ...
+    def thr(self, slot: int, name: str) -> float: ...
+
+
+def row_detail(
+    values: Sequence[float], comp: float, baseline: float, rate_t: float
+) -> dict[str, float | str]:
+    """Evidence of one reading: its finite values, named."""
+    out: dict[str, float | str] = {}
+    for name, v in zip(READINGS, values, strict=True):
+        if math.isfinite(v):
+            out[name] = float(v)
+    if math.isfinite(comp):
+        out["obscuration"] = float(comp)  # drift-compensated
+        out["baseline"] = float(baseline)
+    if math.isfinite(rate_t):
+        out["temperature_rate"] = float(rate_t)  # °C/min over the look-back
+    return out
+
+
+@dataclass(slots=True)
+class _Window:
+    opened: int
+    deadline: int
+    reason: str  # what opened it
+    n_above: int = 1
+    below: bool = False  # the latest sample was back to normal
+
+
+@dataclass(slots=True)
+class _Device:
+    fire: str = ""  # '' | 'pending' | 'confirmed'
+    win: _Window | None = None
+    armed: bool = True
+    pre: bool = False
+    elec: str = ""
+    elec_opened: int = 0
+    elec_deadline: int = 0
+    elec_reason: str = ""
+    causes: set[str] = field(default_factory=set)
+    last_steam: int = -(2**62)
+
+
+class Machine:
+    """Per-device alarm states plus zone bookkeeping; emits `AlarmChange`s into `out`."""
+
+    def __init__(self, cfg: DeviceConfig) -> None:
+        self.cfg = cfg
+        self.dev: dict[int, _Device] = {}
+        self.act: dict[int, dict[int, int]] = {}  # zone -> slot -> ts of latest alarm/pre-alarm
+        self.pending: dict[int, set[int]] = {}  # zone -> slots with a pending fire
+        self.callpoints: dict[int, set[int]] = {}  # zone -> call points with an open fire
+        self.elec_pending: set[int] = set()
+        self.out: list[AlarmChange] = []
+
+    # --- helpers -----------------------------------------------------------
+    def _d(self, slot: int) -> _Device:
+        d = self.dev.get(slot)
+        if d is None:
+            d = self.dev[slot] = _Device()
+        return d
+
+    def _emit(
+        self,
+        slot: int,
+        typ: str,
+        action: str,
+        verdict: str,
+        reason: str,
+        at: int,
+        detail: Mapping[str, float | str] | None = None,
+        related: tuple[int, ...] = (),
+    ) -> None:
+        self.out.append(
+            AlarmChange(slot, typ, action, verdict, reason, at, dict(detail or {}), related)
+        )
+
+    def _fault_type(self, slot: int) -> str:
+        return "evac_fault" if self.cfg.kind(slot) == KIND_EVAC else "fault"
+
+    def _causes(
+        self,
+        slot: int,
+        at: int,
+        add: str = "",
+        remove: Sequence[str] = (),
+        reason: str = "condition_gone",
+        detail: Mapping[str, float | str] | None = None,
+    ) -> None:
+        d = self._d(slot)
+        before = bool(d.causes)
+        if add:
+            d.causes.add(add)
+        for c in remove:
+            d.causes.discard(c)
+        if not before and d.causes:
+            self._emit(slot, self._fault_type(slot), "open", "confirmed", add, at, detail)
+        elif before and not d.causes:
+            self._emit(slot, self._fault_type(slot), "clear", "confirmed", reason, at, detail)
+
+    def _trigger(self, slot: int, detail: Mapping[str, float | str]) -> str:
+        """Which condition opened a fire alarm (from the evidence)."""
+        thr = self.cfg.thr
+
+        def val(name: str) -> float:
+            v = detail.get(name)
+            return v if isinstance(v, float) else math.nan
+
+        if val("obscuration") >= thr(slot, "obscuration_alarm"):
+            return "obscuration"
+        if val("temperature") >= thr(slot, "static_c"):
+            return "static_heat"
+        if val("temperature_rate") >= thr(slot, "rate_of_rise_c_per_min"):
+            return "rate_of_rise"
+        return "combined"
+
+    def _verify_ms(self, slot: int) -> int:
+        return int(self.cfg.thr(slot, "verification_s") * 1000)
+
+    # --- fire ----------------------------------------------------------------
+    def _open_fire(
+        self, slot: int, ts: int, reason: str, detail: Mapping[str, float | str]
+    ) -> None:
+        d = self._d(slot)
+        d.fire = "pending"
+        d.armed = True
+        d.win = _Window(ts, ts + self._verify_ms(slot), reason)
+        self.pending.setdefault(self.cfg.zone(slot), set()).add(slot)
+        self._emit(slot, "fire", "open", "pending", reason, ts, detail)
+
+    def _confirm_fire(
+        self,
+        slot: int,
+        at: int,
+        reason: str,
+        detail: Mapping[str, float | str],
+        related: tuple[int, ...] = (),
+    ) -> None:
+        d = self._d(slot)
+        d.fire = "confirmed"
+        d.win = None
+        self.pending.get(self.cfg.zone(slot), set()).discard(slot)
+        self._emit(slot, "fire", "verdict", "confirmed", reason, at, detail, related)
+
+    def _resolve_fire(self, slot: int) -> None:
+        """The verification window has ended: decide from what it saw."""
+        d = self._d(slot)
+        w = d.win
+        assert w is not None
+        detail: dict[str, float | str] = {
+            "samples_above": float(w.n_above),
+            "window_s": (w.deadline - w.opened) / 1000.0,
+        }
+        if d.last_steam >= w.opened - p.STEAM_MEMORY_MS:
+            verdict, reason = "suppressed", "steam_signature"
+        elif w.below:
+            verdict = "suppressed"
+            reason = "transient" if w.n_above <= p.SPIKE_MAX_SAMPLES else "aerosol_decay"
+        else:
+            verdict, reason = "confirmed", w.reason
+        if verdict == "confirmed":
+            self._confirm_fire(slot, w.deadline, reason, detail)
+            return
+        d.fire = ""
+        d.win = None
+        d.armed = False
+        self.pending.get(self.cfg.zone(slot), set()).discard(slot)
+        self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
+
+    def _zone_corroboration(self, slot: int, ts: int) -> tuple[str, tuple[int, ...]]:
+        z = self.cfg.zone(slot)
+        cps = self.callpoints.get(z)
+        if cps:
+            return "call_point", tuple(sorted(cps))
+        partners = tuple(
+            sorted(
+                y
+                for y, t in self.act.get(z, {}).items()
+                if y != slot and abs(ts - t) <= p.COINCIDENCE_MS
+            )
+        )
+        if partners:
+            return "coincidence", partners
+        return "", ()
+
+    def _zone_check(self, zone: int, ts: int, detail: Mapping[str, float | str]) -> None:
+        """Confirm every pending fire of the zone that the zone now corroborates."""
+        for x in sorted(self.pending.get(zone, ())):
+            w = self._d(x).win
+            if w is None or w.deadline <= ts:
+                continue  # its window is over; it resolves on its own
+            reason, related = self._zone_corroboration(x, ts)
+            if reason:
+                self._confirm_fire(x, ts, reason, detail, related)
+
+    # --- entry points --------------------------------------------------------
+    def due(self, slot: int, now: int) -> None:
+        """Resolve the device's windows that ended at or before its time `now`."""
+        d = self.dev.get(slot)
+        if d is None:
+            return
+        if d.win is not None and d.win.deadline <= now:
+            self._resolve_fire(slot)
+        if d.elec == "pending" and d.elec_deadline <= now:
+            self._elec_confirm(
+                slot, d.elec_deadline, {"persisted_s": (d.elec_deadline - d.elec_opened) / 1000.0}
+            )
+
+    def pending_slots(self) -> list[int]:
+        out = {s for z in self.pending.values() for s in z}
+        out |= self.elec_pending
+        return sorted(out)
+
+    def deadline(self, slot: int) -> int | None:
+        d = self.dev.get(slot)
+        if d is None:
+            return None
+        ds = [d.win.deadline] if d.win is not None else []
+        if d.elec == "pending":
+            ds.append(d.elec_deadline)
+        return min(ds) if ds else None
+
+    def row(self, slot: int, ts: int, flags: int, detail: Mapping[str, float | str]) -> None:
+        """One reading of a device (already known to matter)."""
+        self.due(slot, ts)
+        kind = self.cfg.kind(slot)
+        if kind in FIRE_KINDS:
+            self._fire_row(slot, kind, ts, flags, detail)
+        elif kind == KIND_ELECTRICAL:
+            self._elec_row(slot, ts, flags, detail)
+        elif kind == KIND_EVAC:
+            if flags & Flag.LAMP_FAIL:
+                self._causes(slot, ts, add="lamp_failure", detail=detail)
+            elif flags & Flag.LAMP_OK:
+                self._causes(slot, ts, remove=("lamp_failure",), detail=detail)
+            if flags & Flag.BATT_LOW:
+                self._causes(slot, ts, add="battery_low", detail=detail)
+            elif flags & Flag.BATT_OK:
+                self._causes(slot, ts, remove=("battery_low",), detail=detail)
+
+    def _fire_row(
+        self, slot: int, kind: int, ts: int, flags: int, detail: Mapping[str, float | str]
+    ) -> None:
+        d = self._d(slot)
+        zone = self.cfg.zone(slot)
+        active = bool(flags & (_PRE | _ALARM))
+        if active:
+            self.act.setdefault(zone, {})[slot] = ts
+        if flags & Flag.STEAM:
+            d.last_steam = ts
+        if kind in OBS_KINDS:
+            if flags & _PRE and not d.pre:
+                d.pre = True
+                self._emit(slot, "pre_alarm", "open", "confirmed", "obscuration", ts, detail)
+            elif d.pre and flags & Flag.PRE_CLEAR:
+                d.pre = False
+                self._emit(slot, "pre_alarm", "clear", "confirmed", "condition_gone", ts, detail)
+            if flags & Flag.DRIFT:
+                self._causes(slot, ts, add="drift_limit", detail=detail)
+            else:
+                self._causes(slot, ts, remove=("drift_limit",), detail=detail)
+        if d.fire == "" and flags & _ALARM and (d.armed or flags & (Flag.EDGE | _CORROB)):
+            self._open_fire(slot, ts, self._trigger(slot, detail), detail)
+        elif d.fire == "pending" and d.win is not None:
+            if flags & _ALARM:
+                d.win.n_above += 1
+            d.win.below = bool(flags & Flag.BELOW)
+        if d.fire == "pending":
+            if flags & Flag.HEAT:
+                self._confirm_fire(slot, ts, "rate_of_rise", detail)
+            elif flags & Flag.CO:
+                self._confirm_fire(slot, ts, "co_rise", detail)
+            elif flags & Flag.FAST:
+                self._confirm_fire(slot, ts, "fast_growth", detail)
+        if active:  # zone activity changed: the zone's pending fires may now coincide
+            self._zone_check(zone, ts, detail)
+
+    def _elec_confirm(self, slot: int, at: int, detail: Mapping[str, float | str]) -> None:
+        d = self._d(slot)
+        d.elec = "confirmed"
+        self.elec_pending.discard(slot)
+        self._emit(slot, "electrical", "verdict", "confirmed", d.elec_reason, at, detail)
+
+    def _elec_row(self, slot: int, ts: int, flags: int, detail: Mapping[str, float | str]) -> None:
+        d = self._d(slot)
+        high = flags & (Flag.RC | Flag.CABLE)
+        if d.elec == "" and high:
+            d.elec = "pending"
+            d.elec_opened = ts
+            d.elec_deadline = ts + self._verify_ms(slot)
+            d.elec_reason = "residual_current" if flags & Flag.RC else "cable_overheat"
+            self.elec_pending.add(slot)
+            self._emit(slot, "electrical", "open", "pending", d.elec_reason, ts, detail)
+        if d.elec != "pending":
+            return
+        if high and ts - d.elec_opened >= self.cfg.thr(slot, "persist_s") * 1000:
+            self._elec_confirm(slot, ts, detail)
+        elif not high and flags & Flag.ELEC_BELOW:
+            d.elec = ""
+            self.elec_pending.discard(slot)
+            self._emit(slot, "electrical", "verdict", "suppressed", "transient", ts, detail)
+
+    def event(self, slot: int, ts: int, name: str) -> None:
+        """One device event (already past the lateness check)."""
+        self.due(slot, ts)
+        kind = self.cfg.kind(slot)
+        d = self._d(slot)
+        detail: dict[str, float | str] = {"event": name}
+        if name == "fire_alarm" and kind in FIRE_KINDS:
+            self.act.setdefault(self.cfg.zone(slot), {})[slot] = ts
+            if d.fire == "":
+                self._open_fire(slot, ts, "device_alarm", detail)
+            elif d.fire == "pending" and d.win is not None:
+                d.win.n_above += 1
+                d.win.below = False
+            self._zone_check(self.cfg.zone(slot), ts, detail)
+        elif name == "activated" and kind == KIND_MCP:
+            zone = self.cfg.zone(slot)
+            if d.fire != "confirmed":
+                d.fire = "confirmed"
+                self._emit(slot, "fire", "open", "confirmed", "call_point", ts, detail)
+            self.callpoints.setdefault(zone, set()).add(slot)
+            self._zone_check(zone, ts, detail)
+        elif name == "fault":
+            self._causes(slot, ts, add="device_fault", detail=detail)
+        elif name == "restore":
+            self._causes(slot, ts, remove=tuple(d.causes), reason="restore", detail=detail)
+        elif name == "self_test_fail" and kind == KIND_EVAC:
+            self._causes(slot, ts, add="self_test_fail", detail=detail)
+        elif name == "self_test_pass" and kind == KIND_EVAC:
+            self._causes(slot, ts, remove=("self_test_fail",), detail=detail)
+        # reset, emergency_start/end: states, not alarms.
+
+    def advance(self, watermark: int) -> None:
+        """Resolve windows of devices that went quiet (estate watermark)."""
+        for slot in self.pending_slots():
+            dl = self.deadline(slot)
+            if dl is not None and dl + p.ADVANCE_GRACE_MS <= watermark:
+                self.due(slot, dl)
+
+    def clear(self, slot: int, typ: str) -> None:
+        d = self._d(slot)
+        if typ == "fire":
+            self.pending.get(self.cfg.zone(slot), set()).discard(slot)
+            self.callpoints.get(self.cfg.zone(slot), set()).discard(slot)
+            d.fire, d.win, d.armed = "", None, True
+        elif typ == "pre_alarm":
+            d.pre = False
+        elif typ == "electrical":
+            d.elec = ""
+            self.elec_pending.discard(slot)
+        elif typ in ("fault", "evac_fault"):
+            d.causes.clear()
+
+    def restore(self, slot: int, typ: str, verdict: str, opened_ms: int, reason: str = "") -> None:
+        if verdict == "suppressed":
+            return
+        d = self._d(slot)
+        if typ == "fire":
+            if verdict == "pending":
+                d.fire = "pending"
+                d.win = _Window(opened_ms, opened_ms + self._verify_ms(slot), reason or "restored")
+                self.pending.setdefault(self.cfg.zone(slot), set()).add(slot)
+            else:
+                d.fire, d.win = "confirmed", None
+                if self.cfg.kind(slot) == KIND_MCP:
+                    self.callpoints.setdefault(self.cfg.zone(slot), set()).add(slot)
+        elif typ == "pre_alarm":
+            d.pre = True
+        elif typ == "electrical":
+            d.elec = verdict
+            d.elec_opened = opened_ms
+            d.elec_deadline = opened_ms + self._verify_ms(slot)
+            d.elec_reason = reason or "residual_current"
+            if verdict == "pending":
+                self.elec_pending.add(slot)
+        elif typ in ("fault", "evac_fault"):
+            d.causes.add(reason if reason in CONDITION_CAUSES else "device_fault")
+
+    def open_alarms(self) -> dict[tuple[int, str], str]:
+        """(slot, type) -> verdict of every open alarm the engine knows."""
+        out: dict[tuple[int, str], str] = {}
+        for slot, d in self.dev.items():
+            if d.fire:
+                out[(slot, "fire")] = d.fire
+            if d.pre:
+                out[(slot, "pre_alarm")] = "confirmed"
+            if d.elec:
+                out[(slot, "electrical")] = d.elec
+            if d.causes:
+                out[(slot, self._fault_type(slot))] = "confirmed"
+        return out

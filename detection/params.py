@@ -1,0 +1,162 @@
+"""Named tunables of the detection engine, with where each value comes from.
+
+Every per-device threshold has a default per kind in `THRESHOLD_DEFAULTS`
+(the registry's `thresholds` object overrides them by name; unknown names are
+ignored). Constants that are not per device are plain module constants.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from firesafe import contract
+
+MS_PER_MIN: Final = 60_000.0
+
+# --- Smoke / multi: obscuration (%/m) -------------------------------------
+# Typical factory alarm level of photoelectric point detectors (2-4 %/m,
+# inside the UL 268 / EN 54-7 response band); the engine's own level on the
+# drift-compensated signal.
+OBSCURATION_ALARM: Final = 3.0
+# Pre-alarm ("early warning") at half the alarm level, the usual
+# two-stage setting of analogue-addressable panels.
+OBSCURATION_PRE_ALARM: Final = 1.5
+# A pre-alarm clears below this fraction of its level (hysteresis, so noise
+# around the level does not open and clear it every sample).
+PRE_ALARM_CLEAR_FRACTION: Final = 0.8
+
+# Drift compensation (EN 54-7 requires it to be slow and bounded): the clean-
+# air baseline moves once per epoch towards the epoch's *minimum* reading,
+# by at most DRIFT_UP per epoch, and only while that minimum is within
+# DRIFT_TRACK_BAND of the baseline (near clean air). A fire raises the signal
+# beyond the band within minutes, and even inside the band the baseline can
+# rise by 0.1 %/m per hour at most, far slower than the slowest EN 54 test
+# fire (TF2/TF3 grow by several %/m in 10-30 min); so compensation can mask at
+# most DRIFT_TRACK_BAND of a fire. Dust contamination drifts over months.
+DRIFT_EPOCH_MS: Final = 3_600_000  # one hour of event time
+DRIFT_UP: Final = 0.1  # %/m per epoch, upward (contamination)
+DRIFT_DOWN: Final = 1.0  # %/m per epoch, downward (after cleaning: recover fast, safe side)
+DRIFT_TRACK_BAND: Final = 0.5  # %/m above the baseline still counted as clean air
+# Compensation limit: beyond half the alarm level the detector would lose
+# half its sensitivity; it reports a `fault` (reason drift_limit) instead.
+DRIFT_LIMIT: Final = 1.5
+
+# Fast obscuration growth (flaming fires, TF4/TF5 reach tens of %/m within
+# 2-3 min): two consecutive sample-to-sample rises at this rate. Smouldering
+# fires grow at well under 1 %/m per min; a cooking burst rises once then decays.
+FAST_GROWTH_PER_MIN: Final = 4.0
+
+# --- Heat (°C) -------------------------------------------------------------
+# EN 54-5 class A1: static response between 54 and 65 °C.
+HEAT_STATIC_C: Final = 58.0
+# Rate-of-rise element (A1R): 15 °F/min of UL 521, ~8.3 °C/min.
+HEAT_RATE_OF_RISE_C_PER_MIN: Final = 8.3
+# Heat corroborating a smoke alarm: flaming fires heat the ceiling by
+# 8-30 °C/min; a shower or a sunny window by a few °C per quarter hour.
+HEAT_RISE_C_PER_MIN: Final = 5.0
+
+# --- CO (ppm) and humidity (%RH), multi-criteria ---------------------------
+# Clean indoor air is below ~10 ppm; smouldering test fires (TF2/TF3) give
+# tens to hundreds of ppm. A CO level or rise corroborates a smoke alarm.
+CO_PPM: Final = 30.0
+CO_RISE_PPM_PER_MIN: Final = 10.0
+# Steam: humidity jumping by >= 10 %RH per minute, or near condensation.
+STEAM_RH_RISE_PER_MIN: Final = 10.0
+STEAM_RH: Final = 95.0
+# A steam signature seen this long before an alarm opened still counts
+# (humidity usually jumps before the droplets reach the smoke chamber).
+STEAM_MEMORY_MS: Final = 300_000
+
+# --- Verification (false-alarm filtering) ----------------------------------
+# NFPA 72 alarm verification: the window must not exceed 60 s.
+VERIFICATION_S: Final = 30.0
+VERIFICATION_MAX_S: Final = 60.0
+VERIFICATION_MIN_S: Final = 5.0
+# One or two samples above the level, then back to normal: an insect or EMI.
+SPIKE_MAX_SAMPLES: Final = 2
+# Two detectors of a zone count together when their alarm-level samples are
+# at most this far apart (two-detector dependency, EN 54-2 type C spirit).
+COINCIDENCE_MS: Final = 60_000
+# advance(watermark) resolves a window only this long after its end, so a
+# device that still reports (slightly behind the estate) resolves its own.
+ADVANCE_GRACE_MS: Final = 60_000
+
+# --- Rates: event-time look-back -------------------------------------------
+# A rate is taken against the oldest of the device's last LOOKBACK_SAMPLES
+# samples that is at most LOOKBACK_MS old, and only over >= RATE_MIN_SPAN_MS
+# (shorter spans turn sensor noise into big rates). 8 samples cover the
+# minute at the default 10 s interval.
+LOOKBACK_SAMPLES: Final = 8
+LOOKBACK_MS: Final = 60_000
+RATE_MIN_SPAN_MS: Final = 8_000
+
+# --- Electrical (residual current mA, cable °C) ----------------------------
+# IEC 62020 RCMs: 300 mA is the usual fire-protection setting; the brief
+# allows 20-1000 mA.
+RESIDUAL_CURRENT_MA: Final = 300.0
+RESIDUAL_CURRENT_MIN_MA: Final = 20.0
+RESIDUAL_CURRENT_MAX_MA: Final = 1000.0
+# PVC insulation is rated for 70 °C continuous (IEC 60364-5-52).
+CABLE_TEMPERATURE_C: Final = 70.0
+# The condition must persist this long (motor starts and inrush last well
+# under 10 s); with 10 s samples that is three samples, inside the 30 s
+# "alarm within 30 s of a sustained condition".
+ELECTRICAL_PERSIST_S: Final = 20.0
+ELECTRICAL_PERSIST_MAX_S: Final = 30.0
+
+# --- Evac (emergency lighting, EN 50172 / EN 62034) ------------------------
+# Below this charge the rated emergency duration is no longer assured.
+BATTERY_LOW_PCT: Final = 30.0
+BATTERY_CLEAR_MARGIN_PCT: Final = 5.0  # cleared at low + margin (hysteresis)
+
+THRESHOLD_DEFAULTS: Final[dict[str, dict[str, float]]] = {
+    "smoke": {
+        "obscuration_alarm": OBSCURATION_ALARM,
+        "obscuration_pre_alarm": OBSCURATION_PRE_ALARM,
+        "drift_limit": DRIFT_LIMIT,
+        "fast_growth_per_min": FAST_GROWTH_PER_MIN,
+        "heat_rise_c_per_min": HEAT_RISE_C_PER_MIN,
+        "verification_s": VERIFICATION_S,
+    },
+    "heat": {
+        "static_c": HEAT_STATIC_C,
+        "rate_of_rise_c_per_min": HEAT_RATE_OF_RISE_C_PER_MIN,
+        "heat_rise_c_per_min": HEAT_RISE_C_PER_MIN,
+        "verification_s": VERIFICATION_S,
+    },
+    "multi": {
+        "obscuration_alarm": OBSCURATION_ALARM,
+        "obscuration_pre_alarm": OBSCURATION_PRE_ALARM,
+        "drift_limit": DRIFT_LIMIT,
+        "fast_growth_per_min": FAST_GROWTH_PER_MIN,
+        "static_c": HEAT_STATIC_C,
+        "rate_of_rise_c_per_min": HEAT_RATE_OF_RISE_C_PER_MIN,
+        "heat_rise_c_per_min": HEAT_RISE_C_PER_MIN,
+        "co_ppm": CO_PPM,
+        "co_rise_ppm_per_min": CO_RISE_PPM_PER_MIN,
+        "steam_rh_rise_per_min": STEAM_RH_RISE_PER_MIN,
+        "steam_rh": STEAM_RH,
+        "verification_s": VERIFICATION_S,
+    },
+    "mcp": {},
+    "electrical": {
+        "residual_current_ma": RESIDUAL_CURRENT_MA,
+        "cable_temperature_c": CABLE_TEMPERATURE_C,
+        "persist_s": ELECTRICAL_PERSIST_S,
+        "verification_s": VERIFICATION_S,
+    },
+    "evac": {
+        "battery_low_pct": BATTERY_LOW_PCT,
+    },
+}
+assert set(THRESHOLD_DEFAULTS) == set(contract.KINDS)
+
+# Clamps applied to overrides (name -> (lo, hi)).
+THRESHOLD_LIMITS: Final[dict[str, tuple[float, float]]] = {
+    "residual_current_ma": (RESIDUAL_CURRENT_MIN_MA, RESIDUAL_CURRENT_MAX_MA),
+    "verification_s": (VERIFICATION_MIN_S, VERIFICATION_MAX_S),
+    "persist_s": (0.0, ELECTRICAL_PERSIST_MAX_S),
+}
+
+# Every threshold name, in a fixed order (the engine keeps one array each).
+THRESHOLD_NAMES: Final = tuple(sorted({n for d in THRESHOLD_DEFAULTS.values() for n in d}))

@@ -1,0 +1,268 @@
+"""The slow, obvious reference of detection/: one loop step per reading, dicts.
+
+Same rules as `detection.kernel` (re-derived here reading by reading, without
+numpy) and every reading shown to the alarm state machine
+(`detection.machine.Machine`, shared: it is the plain-Python rule book; what
+this reference checks is that the engine's vectorised features and its
+choice of which rows to skip never change an answer).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from detection import params as p
+from detection.engine import resolve_thresholds
+from detection.machine import Machine, row_detail
+from detection.records import AlarmChange, Events, Readings
+from firesafe import contract
+
+NONE = -(2**62)
+RI = contract.READING_INDEX
+SMOKE, HEAT, MULTI, MCP, ELECTRICAL, EVAC = range(6)
+RATE_NAMES = ("temperature", "obscuration", "co", "humidity")
+# Flag bits, spelled out again (must equal detection.kernel.Flag).
+PRE, PRE_CLEAR, ALARM, EDGE, BELOW, HEATB, COB, FAST, STEAM, DRIFT = (1 << i for i in range(10))
+RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW = (
+    1 << i for i in range(10, 19)
+)
+
+
+@dataclass
+class Dev:
+    kind: int
+    zone: int
+    thr: dict[str, float]
+    last_ts: int = NONE
+    last_event_ts: int = NONE
+    last_flags: int = 0
+    b: float = 0.0
+    ep: int = NONE
+    m: float = math.nan
+    drift: bool = False
+    hist: list[tuple[int, list[float]]] = field(default_factory=list)
+
+
+class NaiveConfig:
+    def __init__(self, devs: dict[int, Dev]) -> None:
+        self.devs = devs
+
+    def kind(self, slot: int) -> int:
+        return self.devs[slot].kind
+
+    def zone(self, slot: int) -> int:
+        return self.devs[slot].zone
+
+    def thr(self, slot: int, name: str) -> float:
+        return self.devs[slot].thr.get(name, math.nan)
+
+
+def ge(a: float, b: float) -> bool:
+    return a >= b  # False with NaN on either side
+
+
+def fmin(a: float, b: float) -> float:
+    if math.isnan(a):
+        return b
+    if math.isnan(b):
+        return a
+    return min(a, b)
+
+
+class NaiveEngine:
+    def __init__(self) -> None:
+        self.devs: dict[int, Dev] = {}
+        self.machine = Machine(NaiveConfig(self.devs))
+        self.late_readings = 0
+        self.late_events = 0
+
+    def configure(
+        self,
+        slots: Sequence[int],
+        kinds: Sequence[int],
+        zones: Sequence[int],
+        thresholds: Sequence[Mapping[str, float]],
+    ) -> None:
+        for s, k, z, t in zip(slots, kinds, zones, thresholds, strict=True):
+            thr = resolve_thresholds(contract.KINDS[int(k)], t)
+            d = self.devs.get(int(s))
+            if d is None:
+                self.devs[int(s)] = Dev(int(k), int(z), thr)
+            else:
+                d.kind, d.zone, d.thr = int(k), int(z), thr
+
+    # --- one reading ---------------------------------------------------------
+    def _baseline(self, d: Dev, ts: int, obs: float) -> tuple[float, bool]:
+        e = ts // p.DRIFT_EPOCH_MS
+        if e > d.ep:
+            delta = d.m - d.b
+            if delta <= p.DRIFT_TRACK_BAND:
+                target = d.b + min(max(delta, -p.DRIFT_DOWN), p.DRIFT_UP)
+                limit = d.thr["drift_limit"]
+                if target >= limit:
+                    d.b, d.drift = limit, True
+                else:
+                    d.b, d.drift = max(target, 0.0), False
+            d.ep = e
+            d.m = math.nan
+        b, dr = d.b, d.drift
+        d.m = fmin(d.m, obs)
+        return b, dr
+
+    def _rates(self, d: Dev, ts: int, x: list[float]) -> tuple[list[float], list[float]]:
+        nan4 = [math.nan] * 4
+        ref = None
+        for ht, hv in d.hist:  # oldest first
+            if ht >= ts - p.LOOKBACK_MS:
+                ref = (ht, hv)
+                break
+        rate = nan4
+        if ref is not None and ts - ref[0] >= p.RATE_MIN_SPAN_MS:
+            span = float(ts - ref[0])
+            rate = [(a - r) * p.MS_PER_MIN / span for a, r in zip(x, ref[1], strict=True)]
+        step = nan4
+        if d.hist:
+            pt, pv = d.hist[-1]
+            if pt >= ts - p.LOOKBACK_MS and ts > pt:
+                dt = float(ts - pt)
+                step = [(a - r) * p.MS_PER_MIN / dt for a, r in zip(x, pv, strict=True)]
+        d.hist.append((ts, x))
+        if len(d.hist) > p.LOOKBACK_SAMPLES:
+            d.hist.pop(0)
+        return rate, step
+
+    def _flags(
+        self, d: Dev, v: list[float], comp: float, drift: bool, rate: list[float], step: list[float]
+    ) -> int:
+        t = d.thr.get
+        k = d.kind
+        has_obs = k in (SMOKE, MULTI)
+        fire = k in (SMOKE, HEAT, MULTI)
+        nan = math.nan
+        f = 0
+        if has_obs:
+            pre = t("obscuration_pre_alarm", nan)
+            if ge(comp, pre):
+                f |= PRE
+            if comp < pre * p.PRE_ALARM_CLEAR_FRACTION:
+                f |= PRE_CLEAR
+            if drift:
+                f |= DRIFT
+        heat_raw = fire and ge(rate[0], t("heat_rise_c_per_min", nan))
+        fast_raw = has_obs and ge(step[1], t("fast_growth_per_min", nan))
+        heat = heat_raw and bool(d.last_flags & HEAT_RAW)
+        alarm_obs = has_obs and ge(comp, t("obscuration_alarm", nan))
+        fast = fast_raw and alarm_obs and bool(d.last_flags & FAST_RAW)
+        co = k == MULTI and (
+            ge(v[RI["co"]], t("co_ppm", nan)) or ge(rate[2], t("co_rise_ppm_per_min", nan))
+        )
+        steam = k == MULTI and (
+            ge(rate[3], t("steam_rh_rise_per_min", nan))
+            or ge(v[RI["humidity"]], t("steam_rh", nan))
+        )
+        temp = v[RI["temperature"]]
+        alarm = (
+            alarm_obs
+            or (
+                k in (HEAT, MULTI)
+                and (ge(temp, t("static_c", nan)) or ge(rate[0], t("rate_of_rise_c_per_min", nan)))
+            )
+            or (has_obs and ge(comp, t("obscuration_pre_alarm", nan)) and (heat or co))
+        )
+        f |= HEAT_RAW if heat_raw else 0
+        f |= FAST_RAW if fast_raw else 0
+        f |= HEATB if heat else 0
+        f |= FAST if fast else 0
+        f |= COB if co else 0
+        f |= STEAM if steam else 0
+        if alarm:
+            f |= ALARM
+            if not d.last_flags & ALARM:
+                f |= EDGE
+        known = math.isfinite(comp) if has_obs else math.isfinite(temp)
+        if fire and not alarm and known and (not has_obs or comp < t("obscuration_pre_alarm", nan)):
+            f |= BELOW
+        if k == ELECTRICAL:
+            rc, cable = v[RI["residual_current"]], v[RI["cable_temperature"]]
+            hi_rc = ge(rc, t("residual_current_ma", nan))
+            hi_cable = ge(cable, t("cable_temperature_c", nan))
+            f |= (RC if hi_rc else 0) | (CABLE if hi_cable else 0)
+            if not hi_rc and not hi_cable and (math.isfinite(rc) or math.isfinite(cable)):
+                f |= ELEC_BELOW
+        if k == EVAC:
+            lamp, batt = v[RI["lamp_ok"]], v[RI["battery"]]
+            low = t("battery_low_pct", nan)
+            f |= LAMP_FAIL if lamp < 0.5 else 0
+            f |= LAMP_OK if lamp >= 0.5 else 0
+            f |= BATT_LOW if batt < low else 0
+            f |= BATT_OK if batt >= low + p.BATTERY_CLEAR_MARGIN_PCT else 0
+        return f
+
+    # --- per batch -------------------------------------------------------------------
+    def process(self, readings: Readings, events: Events) -> list[AlarmChange]:
+        out: list[AlarmChange] = []
+        self.machine.out = out
+        items: list[tuple[int, int, int, int, object]] = []
+        for n, (slot, ts, vals) in enumerate(
+            zip(readings.slot.tolist(), readings.ts.tolist(), readings.values.tolist(), strict=True)
+        ):
+            d = self.devs.get(slot)
+            if d is None:
+                continue
+            if ts <= d.last_ts:
+                self.late_readings += 1
+                continue
+            d.last_ts = ts
+            comp = base = math.nan
+            drift = False
+            if d.kind in (SMOKE, MULTI):
+                base, drift = self._baseline(d, ts, vals[RI["obscuration"]])
+                comp = vals[RI["obscuration"]] - base
+            rate = step = [math.nan] * 4
+            if d.kind in (SMOKE, HEAT, MULTI):
+                rate, step = self._rates(d, ts, [vals[RI[c]] for c in RATE_NAMES])
+            flags = self._flags(d, vals, comp, drift, rate, step)
+            d.last_flags = flags
+            items.append((ts, 1, slot, n, (flags, row_detail(vals, comp, base, rate[0]))))
+        for n, (slot, ts, code) in enumerate(
+            zip(events.slot.tolist(), events.ts.tolist(), events.code.tolist(), strict=True)
+        ):
+            d = self.devs.get(slot)
+            if d is None or not 0 <= code < len(contract.EVENT_TYPES):
+                continue
+            name = contract.EVENT_TYPES[code]
+            if name not in contract.KIND_EVENTS[contract.KINDS[d.kind]]:
+                continue
+            if ts < d.last_event_ts and name != "activated":
+                self.late_events += 1
+                continue
+            d.last_event_ts = max(d.last_event_ts, ts)
+            items.append((ts, 0, slot, n, name))
+        items.sort(key=lambda it: it[:4])
+        for ts, typ, slot, _, payload in items:
+            if typ == 0:
+                assert isinstance(payload, str)
+                self.machine.event(slot, ts, payload)
+            else:
+                flags, detail = payload  # type: ignore[misc]
+                self.machine.row(slot, ts, flags, detail)
+        return out
+
+    def advance(self, watermark_ms: int) -> list[AlarmChange]:
+        out: list[AlarmChange] = []
+        self.machine.out = out
+        self.machine.advance(watermark_ms)
+        return out
+
+    def clear(self, slot: int, alarm_type: str) -> None:
+        self.machine.clear(slot, alarm_type)
+
+    def restore_alarm(
+        self, slot: int, alarm_type: str, verdict: str, opened_ms: int, reason: str = ""
+    ) -> None:
+        self.machine.restore(slot, alarm_type, verdict, opened_ms, reason)
+
+    def open_alarms(self) -> dict[tuple[int, str], str]:
+        return self.machine.open_alarms()

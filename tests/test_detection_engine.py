@@ -1,0 +1,302 @@
+"""The vectorised engine against the plain-Python reference, on generated streams.
+
+Also batch-split and replay invariance, and the lateness policy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from detection import AlarmChange, Engine, Events, Readings
+from firesafe import contract
+from tests.naive_detection import NaiveEngine
+
+RI = contract.READING_INDEX
+NR = len(contract.READINGS)
+T0 = 1_764_072_000_000
+EV = {name: i for i, name in enumerate(contract.EVENT_TYPES)}
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@dataclass
+class Stream:
+    slots: list[int]
+    kinds: list[int]
+    zones: list[int]
+    thresholds: list[dict[str, float]]
+    # Arrival-ordered items: (is_event, slot, ts, values-or-code).
+    items: list[tuple[bool, int, int, object]]
+
+
+def _profile(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
+    """Piecewise values that wander across every threshold of the kind."""
+    v = np.full((n, NR), np.nan)
+    cuts = np.sort(rng.integers(0, n, size=rng.integers(1, 6)))
+    level = rng.uniform(0, 1)
+
+    def walk(lo: float, hi: float) -> np.ndarray:
+        out = np.empty(n)
+        x = rng.uniform(lo, hi)
+        for i in range(n):
+            if i in cuts or rng.random() < 0.05:
+                x = rng.uniform(lo, hi)  # jumps: spikes, steps
+            x += rng.normal(0, (hi - lo) * 0.03)
+            out[i] = x
+        return out
+
+    if kind in ("smoke", "multi") and level > 0.8:
+        # Contamination creeping up over hours (drift compensation and its limit).
+        v[:, RI["obscuration"]] = np.linspace(0.0, rng.uniform(1.0, 3.0), n) + walk(-0.05, 0.05)
+        v[:, RI["temperature"]] = walk(18, 25)
+    elif kind in ("smoke", "multi"):
+        v[:, RI["obscuration"]] = walk(-0.1, 6.0 * level + 0.5)
+        v[:, RI["temperature"]] = walk(18, 70)
+    if kind == "heat":
+        v[:, RI["temperature"]] = walk(18, 75)
+    if kind == "multi":
+        v[:, RI["co"]] = walk(0, 60)
+        v[:, RI["humidity"]] = walk(30, 100)
+    if kind == "electrical":
+        v[:, RI["residual_current"]] = walk(0, 600)
+        v[:, RI["cable_temperature"]] = walk(25, 90)
+        v[:, RI["current"]] = walk(0, 40)
+        v[:, RI["voltage"]] = walk(220, 240)
+    if kind == "evac":
+        v[:, RI["battery"]] = walk(10, 100)
+        v[:, RI["mains"]] = rng.integers(0, 2, n)
+        v[:, RI["lamp_ok"]] = (rng.random(n) > 0.15).astype(float)
+    # Some readings absent.
+    v[rng.random((n, NR)) < 0.03] = np.nan
+    return v
+
+
+def make_stream(seed: int, late: bool = True) -> Stream:
+    rng = np.random.default_rng(seed)
+    nd = int(rng.integers(2, 7))
+    kinds = [int(rng.integers(0, len(contract.KINDS))) for _ in range(nd)]
+    if rng.random() < 0.5:
+        kinds[0] = kinds[1] = int(rng.integers(0, 3))  # two detectors of one zone
+    zones = [int(rng.integers(0, 2)) for _ in range(nd)]
+    slots = [int(x) for x in rng.choice(40, nd, replace=False)]
+    thresholds: list[dict[str, float]] = []
+    for k in kinds:
+        t: dict[str, float] = {}
+        if rng.random() < 0.3:
+            t["verification_s"] = float(rng.choice([10.0, 30.0, 90.0]))
+        if contract.KINDS[k] == "electrical" and rng.random() < 0.3:
+            t["residual_current_ma"] = float(rng.choice([5.0, 100.0, 300.0]))
+        thresholds.append(t)
+    timed: list[tuple[int, int, bool, int, object]] = []
+    for slot, k in zip(slots, kinds, strict=True):
+        kind = contract.KINDS[k]
+        n = int(rng.integers(5, 60))
+        # Event-time steps: mostly 10 s, sometimes fast or slow; epochs crossed.
+        steps = rng.choice([1_000, 5_000, 10_000, 10_000, 10_000, 30_000, 700_000], size=n)
+        if rng.random() < 0.2:
+            steps = rng.choice([600_000, 1_800_000, 3_600_000], size=n)  # slow reporter / hours
+        ts = T0 + int(rng.integers(0, 3_600_000)) + np.cumsum(steps)
+        vals = _profile(rng, kind, n)
+        for i in range(n):
+            timed.append((int(ts[i]), len(timed), False, slot, vals[i]))
+        names = contract.KIND_EVENTS[kind]
+        for _ in range(int(rng.integers(0, 4))):
+            et = int(rng.integers(int(ts[0]), int(ts[-1]) + 20_000))
+            timed.append((et, len(timed), True, slot, EV[str(rng.choice(names))]))
+    timed.sort()
+    items = [(ev, slot, ts, payload) for ts, _, ev, slot, payload in timed]
+    if late:
+        # Late arrivals: copies of earlier rows with older ts, and duplicates.
+        for _ in range(int(rng.integers(0, 5))):
+            if len(items) < 3:
+                break
+            i = int(rng.integers(1, len(items)))
+            ev, slot, ts, payload = items[int(rng.integers(0, i))]
+            shift = int(rng.choice([0, 1, 5_000, 60_000]))
+            items.insert(i, (ev, slot, ts - shift, payload))
+    return Stream(slots, kinds, zones, thresholds, items)
+
+
+def batches(items: Sequence[tuple[bool, int, int, object]], cuts: Sequence[int]):
+    bounds = [0, *sorted(set(cuts)), len(items)]
+    for a, b in itertools.pairwise(bounds):
+        part = items[a:b]
+        rows = [(s, t, v) for ev, s, t, v in part if not ev]
+        evs = [(s, t, c) for ev, s, t, c in part if ev]
+        r = Readings(
+            np.array([x[0] for x in rows], np.int64),
+            np.array([x[1] for x in rows], np.int64),
+            np.array([x[2] for x in rows], np.float64).reshape(len(rows), NR),
+        )
+        e = Events(
+            np.array([x[0] for x in evs], np.int64),
+            np.array([x[1] for x in evs], np.int64),
+            np.array([x[2] for x in evs], np.int16),
+        )
+        yield r, e, max((t for _, _, t, _ in part), default=None)
+
+
+def run(
+    engine: Engine | NaiveEngine,
+    s: Stream,
+    cuts: Sequence[int],
+    clears: bool = False,
+    advance: bool = True,
+) -> list[AlarmChange]:
+    engine.configure(s.slots, s.kinds, s.zones, s.thresholds)
+    out: list[AlarmChange] = []
+    wm = None
+    for r, e, tmax in batches(s.items, cuts):
+        out += engine.process(r, e)
+        if tmax is not None:
+            wm = tmax if wm is None else max(wm, tmax)
+        if advance and wm is not None:
+            out += engine.advance(wm)
+        if clears:
+            # A person clears the latched alarms (deterministically: the lowest).
+            opened = sorted(engine.open_alarms())
+            if opened:
+                slot, typ = opened[0]
+                engine.clear(slot, typ)
+    return out
+
+
+def canon(changes: Sequence[AlarmChange]) -> list[tuple[object, ...]]:
+    """Per (device, type) in emission order; across devices order is free."""
+    keyed = [
+        (
+            c.slot,
+            c.alarm_type,
+            c.action,
+            c.verdict,
+            c.reason,
+            c.at_ms,
+            tuple(sorted(c.detail.items())),
+            c.related,
+        )
+        for c in changes
+    ]
+    return sorted(keyed, key=lambda x: (x[0], x[1]))  # stable: keeps each device's order
+
+
+def _same_details(a: list[tuple[object, ...]], b: list[tuple[object, ...]]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x[:6] == y[:6], (x, y)
+        assert x[7] == y[7], (x, y)
+        dx, dy = dict(x[6]), dict(y[6])  # type: ignore[arg-type]
+        assert dx.keys() == dy.keys(), (x, y)
+        for key, val in dx.items():
+            other = dy[key]
+            if isinstance(val, float) and isinstance(other, float):
+                assert val == other or (math.isnan(val) and math.isnan(other)), (key, x, y)
+            else:
+                assert val == other
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_engine_matches_naive(seed: int, data: st.DataObject) -> None:
+    s = make_stream(seed)
+    cuts = data.draw(st.lists(st.integers(0, len(s.items)), max_size=6))
+    clears = data.draw(st.booleans())
+    eng, ref = Engine(capacity=4), NaiveEngine()
+    got = canon(run(eng, s, cuts, clears))
+    want = canon(run(ref, s, cuts, clears))
+    _same_details(got, want)
+    assert eng.open_alarms() == ref.open_alarms()
+    assert eng.late_readings == ref.late_readings
+    assert eng.late_events == ref.late_events
+    for slot, d in ref.devs.items():  # kernel state: drift baseline, lateness watermark
+        assert eng.base_b[slot] == d.b
+        assert bool(eng.base_drift[slot]) == d.drift
+        assert eng.last_ts[slot] == d.last_ts
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_batch_split_invariance(seed: int, data: st.DataObject) -> None:
+    s = make_stream(seed)
+    cuts_a = data.draw(st.lists(st.integers(0, len(s.items)), max_size=8))
+    cuts_b = data.draw(st.lists(st.integers(0, len(s.items)), max_size=8))
+    a = canon(run(Engine(), s, cuts_a))
+    b = canon(run(Engine(), s, cuts_b))
+    _same_details(a, b)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_replay_invariance_one_message_per_batch(seed: int) -> None:
+    """A replay delivers the same messages faster: arrival speed never enters.
+
+    Here the extreme cuts: the whole stream in one batch, and one message per
+    batch (what a slow, real-time delivery looks like to the engine).
+    """
+    s = make_stream(seed)
+    whole = canon(run(Engine(), s, []))
+    single = canon(run(Engine(), s, list(range(len(s.items)))))
+    _same_details(whole, single)
+
+
+def _rows(slot: int, ts: Sequence[int], obs: Sequence[float]) -> Readings:
+    v = np.full((len(ts), NR), np.nan)
+    v[:, RI["obscuration"]] = obs
+    v[:, RI["temperature"]] = 21.0
+    return Readings(np.full(len(ts), slot, np.int64), np.asarray(ts, np.int64), v)
+
+
+def test_lateness_late_reading_is_ignored_whatever_the_batching() -> None:
+    """A reading older than the device's newest fed one does not feed detection,
+    in the same batch or a later one; a newer one after it does."""
+    ts = [T0 + i * 10_000 for i in range(10)]
+    obs = [0.1] * 10
+    late_spike = (T0 + 45_000, 9.0)  # arrives after ts[9]: late
+    out = []
+    for cut in (False, True):
+        eng = Engine()
+        eng.configure([3], [0], [0], [{}])
+        if cut:
+            ch = eng.process(_rows(3, ts, obs), Events.empty())
+            ch += eng.process(_rows(3, [late_spike[0]], [late_spike[1]]), Events.empty())
+        else:
+            ch = eng.process(_rows(3, [*ts, late_spike[0]], [*obs, late_spike[1]]), Events.empty())
+        assert ch == []
+        assert eng.late_readings == 1
+        out.append(eng.last_ts[3])
+    assert out[0] == out[1] == ts[-1]
+    # Equal ts is late too (a second reading at the same ms); a newer one feeds.
+    eng = Engine()
+    eng.configure([3], [0], [0], [{}])
+    eng.process(_rows(3, [T0, T0], [0.1, 9.0]), Events.empty())
+    assert eng.late_readings == 1
+    ch = eng.process(_rows(3, [T0 + 10_000], [9.0]), Events.empty())
+    assert [(c.alarm_type, c.action) for c in ch] == [("pre_alarm", "open"), ("fire", "open")]
+
+
+def test_lateness_events_and_call_point_exception() -> None:
+    eng = Engine()
+    eng.configure([1, 2], [3, 1], [5, 5], [{}, {}])
+    ev = Events(
+        np.array([2, 2], np.int64),
+        np.array([T0 + 10_000, T0], np.int64),
+        np.array([EV["fault"], EV["restore"]], np.int16),
+    )
+    ch = eng.process(Readings.empty(), ev)
+    assert [(c.alarm_type, c.action) for c in ch] == [("fault", "open")]  # stale restore ignored
+    assert eng.late_events == 1
+    late_press = Events(
+        np.array([1, 1], np.int64),
+        np.array([T0 + 50_000, T0 + 1], np.int64),
+        np.array([EV["reset"], EV["activated"]], np.int16),
+    )
+    ch = eng.process(Readings.empty(), late_press)
+    assert [(c.slot, c.alarm_type, c.verdict, c.reason, c.at_ms) for c in ch] == [
+        (1, "fire", "confirmed", "call_point", T0 + 1)
+    ]
