@@ -1,0 +1,544 @@
+"""The production compose stack, checked without a Docker engine.
+
+docker-compose.yml is parsed and held to its promises (images, mounts,
+healthchecks, start order, profiles, secrets from .env.example); the
+Dockerfile is multi-stage and runs unprivileged; the Mosquitto entrypoint,
+config and ACL run for real when a `mosquitto` binary is installed; and
+`docker-compose config -q` validates the file when that binary exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from firesafe.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILE = ROOT / "Dockerfile"
+MOSQUITTO = ROOT / "deploy" / "mosquitto"
+PLATFORM = ("migrate", "ingest", "api", "sim")
+INFRA = ("timescaledb", "mosquitto", "grafana")
+
+Json = dict[str, Any]
+
+
+def compose() -> Json:
+    data: Json = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return data
+
+
+def services() -> dict[str, Json]:
+    result: dict[str, Json] = compose()["services"]
+    return result
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def environment(service: Json) -> dict[str, str]:
+    env = service.get("environment", {})
+    assert isinstance(env, dict), "environment as a mapping, please"
+    return {key: str(value) for key, value in env.items()}
+
+
+def healthcheck(service: Json) -> str:
+    test = service["healthcheck"]["test"]
+    return " ".join(test[1:]) if isinstance(test, list) else str(test)
+
+
+def depends(service: Json) -> dict[str, str]:
+    return {name: spec["condition"] for name, spec in service.get("depends_on", {}).items()}
+
+
+def test_services_and_images() -> None:
+    svc = services()
+    assert set(svc) == set(PLATFORM) | set(INFRA)
+    assert re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg17", svc["timescaledb"]["image"])
+    assert svc["mosquitto"]["image"] == "eclipse-mosquitto:2"
+    assert re.fullmatch(r"grafana/grafana(-oss)?:\d+\.\d+\.\d+", svc["grafana"]["image"])
+    images = {svc[name]["image"] for name in PLATFORM}
+    assert len(images) == 1, "the platform services share one image"
+    for name in PLATFORM:
+        assert svc[name]["build"] == {"context": ".", "dockerfile": "Dockerfile"}
+
+
+def test_platform_commands_and_settings() -> None:
+    svc = services()
+    assert svc["migrate"]["command"] == ["db", "migrate"]
+    assert svc["migrate"]["restart"] == "no", "migrate runs once"
+    assert svc["ingest"]["command"] == ["ingest"]
+    assert svc["api"]["command"] == ["api"]
+    assert svc["sim"]["command"][0] == "sim"
+    settings_fields = set(Settings.model_fields)
+    for name in PLATFORM:
+        env = environment(svc[name])
+        for key in env:
+            if key.startswith("FIRESAFE_"):
+                assert key.removeprefix("FIRESAFE_").lower() in settings_fields, key
+    for name in ("migrate", "ingest", "api"):
+        assert environment(svc[name])["FIRESAFE_DATABASE_URL"].startswith(
+            "postgresql://firesafe:${POSTGRES_PASSWORD"
+        )
+        assert "@timescaledb:5432/firesafe" in environment(svc[name])["FIRESAFE_DATABASE_URL"]
+    assert environment(svc["ingest"])["FIRESAFE_MQTT_URL"].startswith("mqtt://firesafe:")
+    assert environment(svc["ingest"])["FIRESAFE_MQTT_URL"].endswith("@mosquitto:1883")
+    api = environment(svc["api"])
+    assert api["FIRESAFE_API_HOST"] == "0.0.0.0"
+    assert api["FIRESAFE_API_PORT"] == "8000"
+    assert api["FIRESAFE_ADMIN_TOKEN"].startswith("${FIRESAFE_ADMIN_TOKEN")
+    assert svc["api"]["ports"] == ["${API_PORT:-8000}:8000"]
+    sim = environment(svc["sim"])
+    assert sim["FIRESAFE_API_URL"] == "http://api:8000"
+    assert sim["FIRESAFE_MQTT_URL"].startswith("mqtt://sim:")
+    assert "FIRESAFE_DATABASE_URL" not in sim, "the simulator needs no database"
+
+
+def test_healthchecks() -> None:
+    svc = services()
+    assert "pg_isready" in healthcheck(svc["timescaledb"])
+    mosquitto = healthcheck(svc["mosquitto"])
+    assert "mosquitto_sub" in mosquitto
+    assert "$$SYS/" in mosquitto, "compose needs $$ for a literal $"
+    assert "-u healthcheck" in mosquitto
+    assert "/api/health" in healthcheck(svc["grafana"])
+    assert "/health" in healthcheck(svc["api"])
+    for name in ("timescaledb", "mosquitto", "grafana", "api"):
+        spec = svc[name]["healthcheck"]
+        assert spec["test"][0] in ("CMD", "CMD-SHELL")
+        assert spec["interval"]
+        assert spec["retries"] >= 3
+
+
+def test_start_order() -> None:
+    svc = services()
+    assert depends(svc["migrate"]) == {"timescaledb": "service_healthy"}
+    assert depends(svc["ingest"]) == {
+        "migrate": "service_completed_successfully",
+        "mosquitto": "service_healthy",
+    }
+    assert depends(svc["api"]) == {
+        "migrate": "service_completed_successfully",
+        "timescaledb": "service_healthy",
+    }
+    assert depends(svc["grafana"]) == {
+        "migrate": "service_completed_successfully",
+        "timescaledb": "service_healthy",
+    }
+    assert depends(svc["sim"])["api"] == "service_healthy"
+    assert depends(svc["sim"])["mosquitto"] == "service_healthy"
+    # Every dependency that waits for health has a healthcheck to wait on.
+    for service in svc.values():
+        for name, condition in depends(service).items():
+            if condition == "service_healthy":
+                assert "healthcheck" in svc[name], name
+
+
+def test_profiles() -> None:
+    svc = services()
+    assert svc["sim"]["profiles"] == ["sim"]
+    for name in set(svc) - {"sim"}:
+        assert "profiles" not in svc[name], f"{name} must start by default"
+
+
+def bind_mounts(service: Json) -> list[tuple[str, str, str]]:
+    out = []
+    for entry in service.get("volumes", []):
+        match = re.fullmatch(r"(\$\{[^}]*\}|[^:]+):([^:]+)(?::(\w+))?", entry)
+        assert match, f"volume {entry!r} in short syntax, please"
+        if match[1].startswith((".", "/", "$")):
+            out.append((match[1], match[2], match[3] or "rw"))
+    return out
+
+
+def test_mounts_and_volumes() -> None:
+    data = compose()
+    svc = data["services"]
+    for name, service in svc.items():
+        for source, target, mode in bind_mounts(service):
+            assert mode == "ro", f"{name}: bind mount {source} should be read-only"
+            local = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", source)
+            assert (ROOT / local).exists(), f"{name}: {source} does not exist"
+            assert target.startswith("/")
+    grafana = {target: source for source, target, _ in bind_mounts(svc["grafana"])}
+    assert grafana["/etc/grafana/provisioning"] == "./grafana/provisioning"
+    provider = yaml.safe_load(
+        (ROOT / "grafana/provisioning/dashboards/firesafe.yaml").read_text(encoding="utf-8")
+    )["providers"][0]
+    assert grafana[provider["options"]["path"]] == "./grafana/dashboards"
+    home = environment(svc["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (ROOT / "grafana/dashboards" / Path(home).name).exists()
+    assert home.startswith(provider["options"]["path"] + "/")
+
+    named = set(data["volumes"])
+    assert named == {"timescaledb-data", "mosquitto-data", "grafana-data"}
+    used = {
+        entry.split(":")[0]
+        for service in svc.values()
+        for entry in service.get("volumes", [])
+        if not entry.startswith((".", "/", "$"))
+    }
+    assert used == named
+    assert "timescaledb-data:/var/lib/postgresql/data" in svc["timescaledb"]["volumes"]
+    assert "grafana-data:/var/lib/grafana" in svc["grafana"]["volumes"]
+    assert "mosquitto-data:/mosquitto/data" in svc["mosquitto"]["volumes"]
+
+
+def test_grafana_datasource_env_is_provided() -> None:
+    text = (ROOT / "grafana/provisioning/datasources/firesafe.yaml").read_text(encoding="utf-8")
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    wanted = set(re.findall(r"\$__env\{(\w+)\}", text)) | set(re.findall(r"\$\{(\w+)\}", text))
+    assert wanted, "the datasource takes its settings from the environment"
+    env = environment(services()["grafana"])
+    assert wanted <= set(env), f"missing in grafana's environment: {wanted - set(env)}"
+    assert env["FIRESAFE_GRAFANA_DB_USER"] == environment(services()["timescaledb"])[
+        "GRAFANA_DB_USER"
+    ]
+
+
+def test_every_variable_is_in_env_example() -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)", text))
+    example = env_example()
+    assert used, "no variables?"
+    assert used <= set(example), f"missing in .env.example: {sorted(used - set(example))}"
+    secrets = {"POSTGRES_PASSWORD", "GRAFANA_DB_PASSWORD", "MQTT_PLATFORM_PASSWORD",
+               "MQTT_HEALTHCHECK_PASSWORD", "MQTT_SIM_PASSWORD", "FIRESAFE_ADMIN_TOKEN",
+               "GF_SECURITY_ADMIN_PASSWORD"}
+    assert secrets <= used
+    for name in secrets:
+        assert example[name].startswith("change-me"), f"{name}: a placeholder, not a secret"
+        # Required: compose refuses to start without it.
+        assert re.search(rf"\$\{{{name}:\?", text) or name == "MQTT_SIM_PASSWORD"
+    assert not (ROOT / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text()
+
+
+def dockerfile_stages() -> list[list[str]]:
+    stages: list[list[str]] = []
+    for raw in DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def test_dockerfile_is_multi_stage_and_unprivileged() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    base = re.search(r"ARG PYTHON_IMAGE=(\S+)", text)
+    assert base
+    assert re.fullmatch(r"python:3\.1[12]-slim(-\w+)?", base[1])
+    build, final = stages[0], stages[-1]
+    assert any(re.fullmatch(r"RUN pip install \.", line) for line in build)
+    assert any(line.startswith("COPY --from=build ") for line in final)
+    users = [line.split()[1] for line in final if line.startswith("USER ")]
+    assert users
+    assert users[-1].split(":")[0] not in ("root", "0")
+    final_text = "\n".join(final)
+    for tool in ("gcc", "build-essential", "apt-get install", "pip install"):
+        assert tool not in final_text, f"{tool} in the final image"
+    assert 'ENTRYPOINT ["firesafe"]' in final
+    assert "FIRESAFE_API_HOST=0.0.0.0" in final_text
+
+
+def test_build_context_has_what_pip_needs() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    copied = " ".join(line for line in dockerfile_stages()[0] if line.startswith("COPY "))
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert ignore[ignore.index("*")] == "*", ".dockerignore starts from nothing"
+    for package in packages:
+        assert re.search(rf"\bCOPY {package} \./{package}\b", copied), package
+        assert f"!{package}/" in ignore, package
+    readme = project["project"]["readme"]
+    assert readme in copied
+    assert f"!{readme}" in ignore
+    assert "!.env" not in ignore
+    assert not any(line.startswith("!.git") for line in ignore)
+
+
+# --- Mosquitto ----------------------------------------------------------------------
+
+
+def parse_acl() -> dict[str, list[tuple[str, str]]]:
+    """username (or '%pattern') -> [(access, topic)]."""
+    rules: dict[str, list[tuple[str, str]]] = {"%pattern": []}
+    user = None
+    for raw in (MOSQUITTO / "acl").read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        if words[0] == "user":
+            user = words[1]
+            rules[user] = []
+        elif words[0] == "pattern":
+            rules["%pattern"].append((words[1], words[2]))
+        elif words[0] == "topic":
+            assert user, "topic rules outside a user block apply to anonymous clients"
+            rules[user].append((words[1], words[2]))
+    return rules
+
+
+def test_acl_grants() -> None:
+    rules = parse_acl()
+    assert set(rules["%pattern"]) == {
+        ("write", "fs/v1/+/%u/telemetry"),
+        ("write", "fs/v1/+/%u/event"),
+        ("write", "fs/v1/+/%u/status"),
+        ("read", "fs/v1/+/%u/cmd"),
+        ("write", "fs/v1/+/gateway/%u/batch"),
+    }
+    assert set(rules["firesafe"]) == {("read", "fs/v1/#"), ("write", "fs/v1/+/+/cmd")}
+    assert set(rules["healthcheck"]) == {("read", "$SYS/#")}
+    assert ("write", "fs/v1/#") in rules["sim"]
+
+
+def test_mosquitto_config() -> None:
+    conf: dict[str, str] = {}
+    for line in (MOSQUITTO / "mosquitto.conf").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            conf.setdefault(key, value.strip())
+    assert conf["allow_anonymous"] == "false"
+    assert conf["password_file"] == "/mosquitto/run/passwd"
+    assert conf["acl_file"] == "/mosquitto/config/acl"
+    assert conf["listener"] == "1883"
+    assert conf["max_inflight_messages"] == "0"
+    assert int(conf["max_queued_messages"]) >= 100_000
+    assert conf["persistence"] == "true"
+    mounts = {t: s for s, t, _ in bind_mounts(services()["mosquitto"])}
+    assert mounts["/mosquitto/config/acl"] == "./deploy/mosquitto/acl"
+    assert mounts["/mosquitto/config/mosquitto.conf"] == "./deploy/mosquitto/mosquitto.conf"
+    entry = services()["mosquitto"]["entrypoint"]
+    assert mounts[entry[-1]] == "./deploy/mosquitto/entrypoint.sh"
+    assert services()["mosquitto"]["command"][0] == "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+ACCOUNTS = {"S1-D1": "pw-d1", "S1-D2": "pw-d2", "GW1": "pw-gw1"}
+PLATFORM_PW, HEALTH_PW, SIM_PW = "pw-platform", "pw-health", "pw-sim"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The real entrypoint, config and ACL, on a local mosquitto."""
+    if not (shutil.which("mosquitto") and shutil.which("mosquitto_passwd")):
+        pytest.skip("mosquitto is not installed")
+    work = tmp_path_factory.mktemp("mosquitto")
+    (work / "accounts").mkdir()
+    (work / "accounts" / "devices.passwd").write_text(
+        "# devices\n" + "".join(f"{u}:{p}\n" for u, p in ACCOUNTS.items())
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "MOSQUITTO_RUN_DIR": str(work / "run"),
+        "MOSQUITTO_ACCOUNTS": str(work / "accounts"),
+        "MQTT_PLATFORM_PASSWORD": PLATFORM_PW,
+        "MQTT_HEALTHCHECK_PASSWORD": HEALTH_PW,
+        "MQTT_SIM_PASSWORD": SIM_PW,
+    }
+    done = subprocess.run(["sh", str(MOSQUITTO / "entrypoint.sh"), "true"], env=env,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    passwd = (work / "run" / "passwd").read_text()
+    assert "pw-" not in passwd, "passwords must be hashed"
+    assert {line.split(":")[0] for line in passwd.splitlines()} == {
+        "firesafe", "healthcheck", "sim", *ACCOUNTS
+    }
+    port = free_port()
+    conf = (MOSQUITTO / "mosquitto.conf").read_text()
+    conf = (conf.replace("/mosquitto/run/passwd", str(work / "run" / "passwd"))
+            .replace("/mosquitto/config/acl", str(MOSQUITTO / "acl"))
+            .replace("persistence true", "persistence false")
+            .replace("listener 1883", f"listener {port} 127.0.0.1"))
+    if os.geteuid() == 0:
+        conf += "\nuser root\n"  # it would otherwise drop to `mosquitto`
+    (work / "mosquitto.conf").write_text(conf)
+    proc = subprocess.Popen(["mosquitto", "-c", str(work / "mosquitto.conf")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Client:
+    def __init__(self, port: int, user: str | None, password: str | None) -> None:
+        self.received: list[str] = []
+        self.connected = threading.Event()
+        self.result: int | None = None
+        self.lock = threading.Lock()
+        self.mqtt = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{time.time()}")
+        if user:
+            self.mqtt.username_pw_set(user, password)
+        self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_message = self._on_message
+        self.mqtt.connect("127.0.0.1", port)
+        self.mqtt.loop_start()
+        assert self.connected.wait(5), "no CONNACK"
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        self.result = int(reason.value)
+        self.connected.set()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self.lock:
+            self.received.append(message.topic)
+
+    def subscribe(self, topic: str) -> None:
+        done = threading.Event()
+        self.mqtt.on_subscribe = lambda *args: done.set()
+        self.mqtt.subscribe(topic, qos=1)
+        assert done.wait(5)
+
+    def publish(self, topic: str) -> None:
+        self.mqtt.publish(topic, b"{}", qos=1).wait_for_publish(5)
+
+    def wait_for(self, topic: str) -> list[str]:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with self.lock:
+                if topic in self.received:
+                    return list(self.received)
+            time.sleep(0.02)
+        raise AssertionError(f"{topic} never arrived; got {self.received}")
+
+    def close(self) -> None:
+        self.mqtt.disconnect()
+        self.mqtt.loop_stop()
+
+
+def test_broker_enforces_the_acl(broker: int) -> None:
+    anonymous = Client(broker, None, None)
+    assert anonymous.result != 0, "anonymous clients must be refused"
+    anonymous.close()
+    wrong = Client(broker, "S1-D1", "not-the-password")
+    assert wrong.result != 0
+    wrong.close()
+
+    platform = Client(broker, "firesafe", PLATFORM_PW)
+    d1 = Client(broker, "S1-D1", ACCOUNTS["S1-D1"])
+    d2 = Client(broker, "S1-D2", ACCOUNTS["S1-D2"])
+    gateway = Client(broker, "GW1", ACCOUNTS["GW1"])
+    clients = [platform, d1, d2, gateway]
+    try:
+        assert all(c.result == 0 for c in clients)
+        platform.subscribe("fs/v1/#")
+        d1.subscribe("fs/v1/+/+/cmd")  # asks for everyone's commands
+        for topic in ("telemetry", "event", "status"):
+            d1.publish(f"fs/v1/S1/S1-D1/{topic}")
+        d1.publish("fs/v1/S1/S1-D2/telemetry")  # another device's topic
+        d1.publish("fs/v1/S1/S1-D1/cmd")  # forging a command
+        d1.publish("fs/v1/S1/gateway/GW1/batch")  # a gateway's topic
+        gateway.publish("fs/v1/S1/gateway/GW1/batch")
+        gateway.publish("fs/v1/S1/gateway/GW2/batch")
+        d2.publish("fs/v1/S1/S1-D2/done")  # not a contract topic
+        d2.publish("fs/v1/S1/S1-D2/event")  # sent last: everything before has arrived
+        platform.wait_for("fs/v1/S1/S1-D2/event")
+        time.sleep(0.2)  # anything denied that was still on its way
+        got = list(platform.received)
+        assert sorted(got) == sorted([
+            "fs/v1/S1/S1-D1/telemetry", "fs/v1/S1/S1-D1/event", "fs/v1/S1/S1-D1/status",
+            "fs/v1/S1/gateway/GW1/batch", "fs/v1/S1/S1-D2/event",
+        ])
+
+        platform.publish("fs/v1/S1/S1-D2/cmd")  # not D1's
+        platform.publish("fs/v1/S1/S1-D1/cmd")
+        assert d1.wait_for("fs/v1/S1/S1-D1/cmd") == ["fs/v1/S1/S1-D1/cmd"]
+        time.sleep(0.2)
+        assert d1.received == ["fs/v1/S1/S1-D1/cmd"]
+
+        health = Client(broker, "healthcheck", HEALTH_PW)
+        clients.append(health)
+        health.subscribe("$SYS/broker/uptime")
+        health.wait_for("$SYS/broker/uptime")
+    finally:
+        for client in clients:
+            client.close()
+
+
+# --- docker-compose config -------------------------------------------------------
+
+
+def compose_command() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True,
+                               check=False, timeout=30)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return None
+
+
+def run_compose_config(env_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = compose_command()
+    if command is None:
+        pytest.skip("neither docker-compose nor `docker compose` is installed")
+    clean = {"PATH": os.environ["PATH"], "HOME": str(env_file.parent)}
+    return subprocess.run(
+        [*command, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), *extra, "config", "-q"],
+        capture_output=True, text=True, timeout=120, check=False, env=clean,
+        cwd=env_file.parent,
+    )
+
+
+def test_docker_compose_config_is_valid(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    shutil.copy(ENV_EXAMPLE, env_file)
+    done = run_compose_config(env_file)
+    assert done.returncode == 0, done.stderr
+    with_sim = run_compose_config(env_file, "--profile", "sim")
+    assert with_sim.returncode == 0, with_sim.stderr
+
+
+def test_docker_compose_refuses_missing_secrets(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    env_file.write_text("\n".join(x for x in lines if not x.startswith("POSTGRES_PASSWORD=")))
+    done = run_compose_config(env_file)
+    assert done.returncode != 0
+    assert "POSTGRES_PASSWORD" in done.stderr
