@@ -342,3 +342,31 @@ def test_rejects_list_text_and_base64(api, db: str) -> None:  # type: ignore[no-
     page2 = api.get("/api/v1/rejects", params={"limit": 2, "cursor": page1["next_cursor"]}).json()
     assert [i["id"] for i in page1["items"] + page2["items"]] == [i["id"] for i in items]
     assert page2["next_cursor"] is None
+
+
+# --- operations ------------------------------------------------------------------------
+
+
+def test_metrics_and_site_summary(api, db: str) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_api_support import insert_alarm
+
+    register(api, device("D1"), device("D2"))
+    _ingest_report(db, age_s=1)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("INSERT INTO reject_counts VALUES ('invalid_json', 5), ('too_large', 2)")
+        insert_alarm(conn, id="A1", device="D1", type="offline", verdict="confirmed")
+        insert_alarm(conn, id="A2", device="D2", type="fire", verdict="suppressed",
+                     opened_at=datetime.now(UTC))
+    text = api.get("/metrics").text
+    assert 'firesafe_rejects_total{reason="invalid_json"} 5.0' in text
+    assert 'firesafe_open_alarms{type="offline",verdict="confirmed"} 1.0' in text
+    assert 'firesafe_ingest_lag_ms{instance="ingest-1"} 12.5' in text
+    summary = api.get("/api/v1/sites/S1/summary").json()
+    assert summary["devices"] == 2
+    assert summary["offline_devices"] == 1
+    assert summary["suppressed_today"] == 1
+    assert {(c["type"], c["verdict"], c["count"]) for c in summary["open_alarms"]} == {
+        ("offline", "confirmed", 1), ("fire", "suppressed", 1)}
+    offline = api.get("/api/v1/devices", params={"state": "offline"}).json()["items"]
+    assert [d["id"] for d in offline] == ["D1"]
+    assert api.get("/api/v1/sites/S9/summary").status_code == 404
