@@ -186,11 +186,12 @@ def seed(dsn: str, args: argparse.Namespace) -> None:
 
 def serve(dsn: str, port: int, token: str) -> None:
     import uvicorn
+    from pydantic import SecretStr
 
     from api.app import create_app
     from firesafe.settings import Settings
 
-    settings = Settings(database_url=dsn, admin_token=token, api_port=port)
+    settings = Settings(database_url=dsn, admin_token=SecretStr(token), api_port=port)
     uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -222,10 +223,12 @@ def deep_cursor(base: str, site: str, pages: int) -> str:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
         cursor = None
         for _ in range(pages):
-            params = {"site": site, "status": "cleared", "limit": 100}
+            params: dict[str, str | int] = {"site": site, "status": "cleared", "limit": 100}
             if cursor:
                 params["cursor"] = cursor
-            cursor = http.get("/api/v1/alarms", params=params).json()["next_cursor"]
+            cursor = str(http.get("/api/v1/alarms", params=params).json()["next_cursor"] or "")
+            if not cursor:
+                cursor = None
             if cursor is None:
                 raise RuntimeError(f"site {site} has fewer than {pages} pages")
         assert cursor is not None

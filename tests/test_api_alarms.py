@@ -153,7 +153,9 @@ def test_ack_and_clear_are_recorded_once(api_url: str, estate: dict[str, str], d
         ("opened", "system", None), ("acknowledged", "mgr-bob", "looking"),
         ("cleared", "op-ann", "steam")]
     with psycopg.connect(db) as conn:
-        (count,) = conn.execute("SELECT count(*) FROM alarm_log WHERE alarm_id = 'A1'").fetchone()
+        row = conn.execute("SELECT count(*) FROM alarm_log WHERE alarm_id = 'A1'").fetchone()
+    assert row is not None
+    (count,) = row
     assert count == 3
     with client(api_url) as admin:
         assert admin.post("/api/v1/alarms/NOPE/ack").status_code == 404
@@ -164,7 +166,9 @@ def test_alarm_detail_has_evidence(api_url: str, estate: dict[str, str], db: str
     from tests.test_api_support import insert_telemetry
 
     with psycopg.connect(db) as conn:
-        (opened,) = conn.execute("SELECT opened_at FROM alarms WHERE id = 'A1'").fetchone()
+        row = conn.execute("SELECT opened_at FROM alarms WHERE id = 'A1'").fetchone()
+    assert row is not None
+    (opened,) = row
     insert_telemetry(db, flavour, "D1", [
         (opened - timedelta(minutes=10), 1, {"obscuration": 0.1}),
         (opened - timedelta(seconds=30), 2, {"obscuration": 2.0}),

@@ -41,13 +41,13 @@ def test_openapi_conformance(openapi: schemathesis.schemas.BaseSchema) -> None:
     failures: list[str] = []
     operations = 0
     for result in openapi.get_all_operations():
-        operation = result.ok()
+        operation = result.ok()  # type: ignore[union-attr]
         operations += 1
 
         @given(case=operation.as_strategy())
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck), phases=PHASES)
-        def check(case: schemathesis.Case) -> None:
+        def check(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
             case.call_and_validate(
                 headers=ADMIN,
                 checks=[not_a_server_error, status_code_conformance, content_type_conformance,

@@ -14,6 +14,7 @@ import httpx
 import orjson
 import psycopg
 import uvicorn
+from pydantic import SecretStr
 
 from api.app import create_app
 from firesafe.contract import READINGS
@@ -33,7 +34,7 @@ def _free_port() -> int:
 @contextmanager
 def live_server(database_url: str, *, heartbeat_s: float = 15.0) -> Iterator[str]:
     """The app under uvicorn in a thread; yields its base URL."""
-    settings = Settings(database_url=database_url, admin_token=ADMIN_TOKEN)
+    settings = Settings(database_url=database_url, admin_token=SecretStr(ADMIN_TOKEN))
     port = _free_port()
     config = uvicorn.Config(
         create_app(settings, heartbeat_s=heartbeat_s), host="127.0.0.1", port=port,
