@@ -506,7 +506,7 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
              for i, (ts, device_id, kind, detail) in enumerate(events)],
         )
 
-        commands = []
+        commands: list[tuple[datetime, str | None, str, str, str, str, str | None]] = []
         for device_id, place in devices.items():
             if place[4] != "evac" or place[0] != "S1":
                 continue
@@ -940,12 +940,12 @@ def test_dashboard_structure(name: str) -> None:
         if "$__time" in variable["query"]:
             assert variable["refresh"] == 2, f"{variable['name']} uses the time range"
 
-    for item, query in queries_of(dashboard):
+    for owner, query in queries_of(dashboard):
         check_query_text(query)
-        if item and item.get("repeat"):
-            assert item["repeat"] in var_names
+        if owner and owner.get("repeat"):
+            assert owner["repeat"] in var_names
             repeat_var = next(v for v in dashboard["templating"]["list"]
-                              if v["name"] == item["repeat"])
+                              if v["name"] == owner["repeat"])
             assert repeat_var["multi"] or repeat_var["includeAll"]
 
 
