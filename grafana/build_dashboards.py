@@ -562,7 +562,7 @@ def device() -> Json:
                 ORDER BY 1, 2
                 """),
             target("""
-                SELECT x.time, th.name AS metric, th.value
+                SELECT x.time, 'limit: ' || th.name AS metric, th.value
                 FROM device_thresholds th
                 CROSS JOIN (VALUES ($__timeFrom()::timestamptz), ($__timeTo()::timestamptz)) AS x(time)
                 WHERE th.device_id = '$device' AND th.reading IN ($reading)
@@ -571,18 +571,18 @@ def device() -> Json:
         ],
         description="The device's reading averaged per interval (raw readings up to 24 h, the "
                     "1-minute rollup for longer ranges), with its alarm thresholds as dashed "
-                    "lines: the registry's `thresholds` or the defaults of its kind "
-                    "(view threshold_defaults, docs/production.md).",
+                    "lines (\"limit: ...\"): the registry's `thresholds` or the detection "
+                    "engine's defaults for its kind (view threshold_defaults).",
         interval="10s", repeat="reading",
         custom={"drawStyle": "line", "lineWidth": 2, "fillOpacity": 5, "spanNulls": False},
         options={"legend": {"displayMode": "list", "placement": "bottom"},
                  "tooltip": {"mode": "multi", "sort": "none"}},
         overrides=[
-            {"matcher": {"id": "byRegexp", "options": ".*_(alarm|low)$"},
+            {"matcher": {"id": "byRegexp", "options": "^limit: .*"},
              "properties": [
                  {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
                  {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]},
-            {"matcher": {"id": "byRegexp", "options": ".*_pre_alarm$"},
+            {"matcher": {"id": "byRegexp", "options": "^limit: .*pre_alarm$"},
              "properties": [
                  {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
                  {"id": "color", "value": {"mode": "fixed", "fixedColor": "orange"}}]},
@@ -710,16 +710,16 @@ def electrical() -> Json:
 
     residual = per_circuit(
         "Residual current by circuit", "residual_current", "mA",
-        [(None, "green"), (200, "orange"), (300, "red")],
+        [(None, "green"), (300, "red")],
         "Peak residual (leakage) current per minute, per circuit (1-minute rollup). Dashed: the "
-        "default pre-alarm (200 mA) and alarm (300 mA) limits; a circuit's own limits are in "
-        "the table below.",
+        "default alarm limit (residual_current_ma, 300 mA); a circuit's own limit is in the "
+        "table below.",
     )
     cable = per_circuit(
         "Cable temperature by circuit", "cable_temperature", "celsius",
-        [(None, "green"), (60, "orange"), (70, "red")],
-        "Peak cable temperature per minute, per circuit. Dashed: the default pre-alarm (60 °C) "
-        "and alarm (70 °C) limits.",
+        [(None, "green"), (70, "red")],
+        "Peak cable temperature per minute, per circuit. Dashed: the default alarm limit "
+        "(cable_temperature_c, 70 °C).",
     )
     load = per_circuit(
         "Load current by circuit", "current", "amp", [(None, "green")],
@@ -737,8 +737,8 @@ def electrical() -> Json:
                               100 * max(m.cable_temperature_max) / NULLIF(ct.value, 0))::numeric, 1) AS "worst % of limit"
         FROM devices d
         JOIN telemetry_1m m ON m.device_id = d.id AND $__timeFilter(m.bucket)
-        LEFT JOIN device_thresholds rc ON rc.device_id = d.id AND rc.name = 'residual_current_alarm'
-        LEFT JOIN device_thresholds ct ON ct.device_id = d.id AND ct.name = 'cable_temperature_alarm'
+        LEFT JOIN device_thresholds rc ON rc.device_id = d.id AND rc.name = 'residual_current_ma'
+        LEFT JOIN device_thresholds ct ON ct.device_id = d.id AND ct.name = 'cable_temperature_c'
         WHERE d.kind = 'electrical' AND {f}
         GROUP BY d.id, d.name, d.site_id, d.building, d.zone, rc.value, ct.value
         ORDER BY "worst % of limit" DESC NULLS LAST, d.id
@@ -869,7 +869,7 @@ def evacuation() -> Json:
             LIMIT 30
             """, "table")],
         description="Latest battery charge per unit in the range. Red below the default "
-                    "battery_low threshold (30 %).",
+                    "battery_low_pct threshold (30 %).",
         unit="percent",
         thresholds=[(None, "red"), (30, "orange"), (60, "green")],
         options={"orientation": "horizontal", "displayMode": "basic", "showUnfilled": True,

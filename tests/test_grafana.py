@@ -400,7 +400,7 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
                 (
                     device_id, *place,
                     f"{place[4]} {place[1]}{place[2]}/{place[3]}",
-                    json.dumps({"residual_current_alarm": 500} if device_id == "S1-B1-Z1-electrical"
+                    json.dumps({"residual_current_ma": 500} if device_id == "S1-B1-Z1-electrical"
                                else {}),
                     json.dumps({"left": "Z1", "right": "Z2"}) if place[4] == "evac" else None,
                 )
@@ -1072,3 +1072,18 @@ def test_unbounded_scans_are_caught(estate: Estate, database_url: str, flavour: 
         check_query_text(Query("q", "SELECT * FROM device_events e WHERE e.device_id = 'x'",
                                "table", "table", None))
 
+
+
+def test_drawn_thresholds_are_detections(estate: Estate, database_url: str) -> None:
+    """The limits drawn on the dashboards are the detection engine's, by name and default."""
+    params = pytest.importorskip("detection.params")
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT kind, name, value FROM threshold_defaults").fetchall()
+        override = conn.execute(
+            "SELECT value, from_registry FROM device_thresholds "
+            "WHERE device_id = 'S1-B1-Z1-electrical' AND name = 'residual_current_ma'"
+        ).fetchone()
+    assert rows
+    for kind, name, value in rows:
+        assert params.THRESHOLD_DEFAULTS[kind].get(name) == value, (kind, name)
+    assert override == (500.0, True)

@@ -18,24 +18,25 @@ CREATE VIEW kind_readings (kind, reading, unit) AS VALUES
     ('evac', 'mains', '1 = mains'),
     ('evac', 'lamp_ok', '1 = ok');
 
--- Level thresholds drawn on the dashboards, per kind, with their defaults.
--- A device's registry `thresholds` object overrides a default by name
--- (e.g. {"residual_current_alarm": 500}). `direction = 'below'` marks a lower
+-- Level thresholds drawn on the dashboards: the level thresholds of the
+-- detection engine (detection/params.py THRESHOLD_DEFAULTS, same names and
+-- defaults), each with the reading it applies to. A device's registry
+-- `thresholds` object overrides a default by name (e.g.
+-- {"residual_current_ma": 500}). Rate, drift and timing thresholds are not
+-- levels of a reading and are not drawn. `direction = 'below'` marks a lower
 -- limit (battery), every other limit is an upper one.
 CREATE VIEW threshold_defaults (kind, name, reading, value, direction, description) AS VALUES
     ('smoke', 'obscuration_pre_alarm', 'obscuration', 1.5::double precision, 'above', 'smoke pre-alarm, %/m'),
     ('smoke', 'obscuration_alarm', 'obscuration', 3.0, 'above', 'smoke alarm, %/m'),
-    ('heat', 'temperature_pre_alarm', 'temperature', 50.0, 'above', 'heat pre-alarm, °C'),
-    ('heat', 'temperature_alarm', 'temperature', 58.0, 'above', 'fixed-temperature alarm (EN 54-5 class A1), °C'),
+    ('heat', 'static_c', 'temperature', 58.0, 'above', 'fixed-temperature alarm (EN 54-5 class A1), °C'),
     ('multi', 'obscuration_pre_alarm', 'obscuration', 1.5, 'above', 'smoke pre-alarm, %/m'),
     ('multi', 'obscuration_alarm', 'obscuration', 3.0, 'above', 'smoke alarm, %/m'),
-    ('multi', 'temperature_alarm', 'temperature', 58.0, 'above', 'fixed-temperature alarm, °C'),
-    ('multi', 'co_alarm', 'co', 30.0, 'above', 'CO fire signature, ppm'),
-    ('electrical', 'residual_current_pre_alarm', 'residual_current', 200.0, 'above', 'residual current pre-alarm, mA'),
-    ('electrical', 'residual_current_alarm', 'residual_current', 300.0, 'above', 'residual current alarm, mA'),
-    ('electrical', 'cable_temperature_pre_alarm', 'cable_temperature', 60.0, 'above', 'cable temperature pre-alarm, °C'),
-    ('electrical', 'cable_temperature_alarm', 'cable_temperature', 70.0, 'above', 'cable temperature alarm (PVC insulation rating), °C'),
-    ('evac', 'battery_low', 'battery', 30.0, 'below', 'battery low, % charge');
+    ('multi', 'static_c', 'temperature', 58.0, 'above', 'fixed-temperature alarm, °C'),
+    ('multi', 'co_ppm', 'co', 30.0, 'above', 'CO fire signature, ppm'),
+    ('multi', 'steam_rh', 'humidity', 95.0, 'above', 'near condensation: steam, not smoke, %RH'),
+    ('electrical', 'residual_current_ma', 'residual_current', 300.0, 'above', 'residual current alarm, mA'),
+    ('electrical', 'cable_temperature_c', 'cable_temperature', 70.0, 'above', 'cable temperature alarm (PVC insulation rating), °C'),
+    ('evac', 'battery_low_pct', 'battery', 30.0, 'below', 'battery low, % charge');
 
 -- The thresholds each device is drawn against: the registry's value when it
 -- gives a number under that name, otherwise the kind's default.
