@@ -211,18 +211,19 @@ class Checker:
     def _status(self, who: str, payload: bytes, retain: bool) -> None:
         self.status_seen[who].append((payload, retain))
         rule = self.rules["status_retained"]
-        if payload not in (b"online", b"offline"):
-            rule.fail(f"{who}: status payload {payload[:40]!r}, not `online`/`offline`")
-        elif not retain:
-            rule.fail(f"{who}: status {payload.decode()} published without the retain flag")
-        else:
-            rule.ok()
         if payload == b"offline":
             will = self.rules["last_will"]
             if retain:
                 will.ok()
             else:
                 will.fail(f"{who}: `offline` (last will) arrived not retained")
+            return
+        if payload != b"online":
+            rule.fail(f"{who}: status payload {payload[:40]!r}, not `online`/`offline`")
+        elif not retain:
+            rule.fail(f"{who}: status {payload.decode()} published without the retain flag")
+        else:
+            rule.ok()
 
     def _batch(self, gw: str, topic: str, body: Any, retain: bool, arrival_ms: int) -> None:
         rule = self.rules["gateway_batch"]

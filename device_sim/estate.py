@@ -256,7 +256,8 @@ def _populate_site(
         chosen = rng.choice(len(options), size=n_devices - len(picks), p=weights / weights.sum())
         picks += [options[int(c)] for c in chosen]
     picks = picks[:n_devices]
-    picks.sort(key=lambda p: (zones.index(p[0]), KINDS.index(p[1])))
+    zone_pos = {id(z): i for i, z in enumerate(zones)}
+    picks.sort(key=lambda p: (zone_pos[id(p[0])], KINDS.index(p[1])))
 
     zones_of_floor: dict[tuple[str, str], list[Zone]] = {}
     for z in zones:

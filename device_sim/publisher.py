@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from device_sim import contract as c
+from device_sim.fastlink import FastLink, FastLinkError
 from device_sim.timeline import Message, Simulation
 from firesafe.settings import MqttEndpoint
 
@@ -212,8 +213,11 @@ class Publisher:
         return direct[: self.connections]
 
     def run(self) -> Counters:
-        shared = Link(self.endpoint, self.client_id)
-        shared.connect()
+        shared = FastLink(self.endpoint, self.client_id)
+        try:
+            shared.connect()
+        except FastLinkError as exc:
+            raise PublishError(str(exc)) from exc
         own: dict[str, Link] = {}
         by_topic: dict[str, Link] = {}
         site_of = {d.id: d.site for d in self.sim.estate.devices}
@@ -227,15 +231,19 @@ class Publisher:
             ):
                 by_topic[topic] = link
             by_topic[c.status_topic(site_of[dev], dev)] = link
-        links = [shared, *own.values()]
+        links = list(own.values())
         counters = Counters()
         try:
             self._loop(self.sim.chunks(), shared, by_topic, links, counters)
+            shared.drain()
+        except FastLinkError as exc:
+            raise PublishError(str(exc)) from exc
         finally:
             for link in links:
                 link.drain()
                 link.close()
-            counters.errors += sum(link.errors for link in links)
+            shared.close()
+            counters.errors += sum(link.errors for link in links) + shared.errors + shared.pending
             if self.report:
                 self.report(counters)
         return counters
@@ -243,7 +251,7 @@ class Publisher:
     def _loop(
         self,
         chunks: Iterable[list[Message]],
-        shared: Link,
+        shared: FastLink,
         by_topic: dict[str, Link],
         links: list[Link],
         counters: Counters,
@@ -260,14 +268,17 @@ class Publisher:
                 if per_s:
                     due = wall0 + (msg.ts_ms - start_ms) * per_s
                     while (late := due - time.monotonic()) > PACING_SLACK_S:
+                        shared.service(0.0)
                         for link in links:
                             link.service(0.0)
                         time.sleep(min(late, 0.05))
-                link = by_topic.get(msg.topic, shared) if by_topic else shared
-                if link is not shared and msg.topic.endswith("/status"):
-                    self._status(link, msg)
+                own = by_topic.get(msg.topic) if by_topic else None
+                if own is None:
+                    shared.publish(msg)
+                elif msg.topic.endswith("/status"):
+                    self._status(own, msg)
                 else:
-                    link.publish(msg)
+                    own.publish(msg)
                 counters.messages += 1
                 counters.readings += msg.readings
                 since_service += 1
@@ -277,12 +288,13 @@ class Publisher:
                     while shared.busy():
                         shared.service(0.01)
             counters.event_ms = chunk[-1].ts_ms if chunk else counters.event_ms
-            for link in links[1:]:
+            shared.service(0.0)
+            for link in links:
                 link.service(0.0)
             now = time.monotonic()
             if now >= next_report:
                 next_report = now + REPORT_EVERY_S
-                counters.errors = sum(link.errors for link in links)
+                counters.errors = sum(link.errors for link in links) + shared.errors
                 if self.report:
                     self.report(counters)
 
