@@ -47,7 +47,8 @@ def test_registry_bodies_follow_the_contract() -> None:
         zones[(z.site, z.building, z.floor)].add(z.zone)
     for body in estate.registry():
         assert errors("device", body) == [], body
-        assert c.ID_RE.match(body["id"]) and c.ID_RE.match(body["site"])
+        assert c.ID_RE.match(body["id"])
+        assert c.ID_RE.match(body["site"])
         assert body["interval_s"] == c.DEFAULT_INTERVAL_S[body["kind"]]
         if body["kind"] == "evac":
             floor_zones = zones[(body["site"], body["building"], body["floor"])]
