@@ -71,7 +71,9 @@ class Engine:
         self.base_m = np.empty(0)
         self.base_drift = np.empty(0, np.bool_)
         self.ring_ts = np.empty((0, h), np.int64)
-        self.ring_val = np.empty((0, h, len(k.RATE_COLUMNS)))
+        self.ring_val = [np.empty((0, h)) for _ in k.RATE_COLUMNS]  # one plane per column
+        self.ring_head = np.empty(0, np.int64)
+        self.thr_mat = np.empty((0, len(_SCORE_THRESHOLDS)))
         self._grow(capacity)
         self.machine = Machine(_Config(self))
         self._force: set[int] = set()  # devices whose next reading must reach the machine
@@ -102,7 +104,10 @@ class Engine:
         self.base_m = grow(self.base_m, np.nan)  # type: ignore[assignment]
         self.base_drift = grow(self.base_drift, False)  # type: ignore[assignment]
         self.ring_ts = grow(self.ring_ts, k.TS_NONE)  # type: ignore[assignment]
-        self.ring_val = grow(self.ring_val, np.nan)  # type: ignore[assignment]
+        self.ring_val = [grow(a, np.nan) for a in self.ring_val]  # type: ignore[misc]
+        self._mark = np.zeros(cap, np.int64)
+        self.ring_head = grow(self.ring_head, 0)  # type: ignore[assignment]
+        self.thr_mat = grow(self.thr_mat, np.nan)  # type: ignore[assignment]
         self.capacity = cap
 
     def configure(
@@ -128,6 +133,7 @@ class Engine:
         if s.min() < 0 or kd.min() < 0 or kd.max() >= len(contract.KINDS):
             raise ValueError("negative slot or unknown kind")
         self._grow(int(s.max()) + 1)
+        known = self.kind[s].copy()
         self.kind[s] = kd
         self.zone[s] = z
         for name in p.THRESHOLD_NAMES:
@@ -140,7 +146,13 @@ class Engine:
             if over:
                 for name, value in resolve_thresholds(contract.KINDS[ki], over).items():
                     self.thr[name][slot] = value
-        self._force.update(s.tolist())
+        for j, name in enumerate(_SCORE_THRESHOLDS):
+            self.thr_mat[s, j] = self.thr[name][s]
+        # A new device starts as if its previous reading was all clear, so
+        # quiet first readings need no visit; a reconfigured one is re-shown.
+        new = s[known < 0]
+        self.last_flags[new] = np.take(_QUIET_FLAGS, kd[known < 0])
+        self._force.update(s[known >= 0].tolist())
 
     # --- per batch -------------------------------------------------------------------
     def process(self, readings: Readings, events: Events) -> list[AlarmChange]:
@@ -198,15 +210,15 @@ class Engine:
         if src is not None:
             slot = slot[src]
         ts = np.asarray(r.ts if src is None else r.ts[src], np.int64)
-        idx, late = k.fresh_order(slot, ts, self.last_ts)
+        idx, late = k.fresh_order(slot, ts, self.last_ts, self._mark)
         self.late_readings += late
         vals = np.asarray(r.values if src is None else r.values[src], np.float64)
-        s, t, v = slot[idx], ts[idx], vals[idx]
+        s, t, v = np.take(slot, idx), np.take(ts, idx), np.take(vals, idx, axis=0)
         rows = _Rows(s, t, v)
         if len(s) == 0:
             return rows
         sg = k.segments(s)
-        kind = self.kind[s]
+        kind = np.take(self.kind, s)
         rows.seg = sg
         last = sg.start + sg.length - 1
 
@@ -217,7 +229,8 @@ class Engine:
         drift = np.zeros(len(s), np.bool_)
         if len(obs_rows):
             ss = sg.slot
-            b, ep, m, dr = self.base_b[ss], self.base_ep[ss], self.base_m[ss], self.base_drift[ss]
+            b, ep = np.take(self.base_b, ss), np.take(self.base_ep, ss)
+            m, dr = np.take(self.base_m, ss), np.take(self.base_drift, ss)
             rb, rd = k.baseline_scan(
                 sg.seg[obs_rows],
                 t[obs_rows],
@@ -235,23 +248,34 @@ class Engine:
 
         # Event-time rates for the fire detectors.
         rate = np.full((len(s), len(_RATE_IDX)), np.nan)
-        step_rate = rate.copy()
+        step_obs = np.full(len(s), np.nan)
         fire_rows = np.flatnonzero(kind <= k.KIND_MULTI)
         if len(fire_rows):
             fs = s[fire_rows]
             ft = t[fire_rows]
             fv = v[fire_rows][:, _RATE_IDX]
             fsg = k.segments(fs)
-            rate[fire_rows], step_rate[fire_rows] = k.lookback(
-                fs, ft, fv, fsg.rank, self.ring_ts, self.ring_val
+            rate[fire_rows], step_obs[fire_rows] = k.lookback(
+                fs, ft, fv, fsg.rank, self.ring_ts, self.ring_val, self.ring_head
             )
-            k.ring_update(self.ring_ts, self.ring_val, fsg, ft, fv)
+            k.ring_update(
+                self.ring_ts,
+                self.ring_val,
+                self.ring_head,
+                fs,
+                fsg.rank,
+                fsg.length[fsg.seg],
+                ft,
+                fv,
+            )
+            self.ring_head[fsg.slot] = (self.ring_head[fsg.slot] + fsg.length) % p.LOOKBACK_SAMPLES
 
-        thr = {n: a[s] for n, a in self.thr.items() if n in _SCORE_THRESHOLDS}
+        tm = np.take(self.thr_mat, s, axis=0)
+        thr = {n: tm[:, j] for j, n in enumerate(_SCORE_THRESHOLDS)}
         first = sg.rank == 0
         prev_flags = np.zeros(len(s), np.uint32)
-        prev_flags[first] = self.last_flags[sg.slot]
-        flags = k.score(kind, thr, v, comp, drift, rate, step_rate, prev_flags, first)
+        prev_flags[first] = np.take(self.last_flags, sg.slot)
+        flags = k.score(kind, thr, v, comp, drift, rate, step_obs, prev_flags, first)
 
         prev = np.empty_like(flags)
         prev[1:] = flags[:-1]
@@ -295,9 +319,11 @@ class Engine:
             # The first reading at or after each event must reach the machine
             # (a `restore` with the condition still present reopens the fault).
             sg = rows.seg
+            nseg = len(sg.slot)
+            np.put(self._mark, sg.slot, np.arange(nseg))  # slot -> its segment (scratch)
             for slot, ts, _ in evs:
-                i = int(np.searchsorted(sg.slot, slot))
-                if i < len(sg.slot) and sg.slot[i] == slot:
+                i = int(self._mark[slot])
+                if i < nseg and sg.slot[i] == slot:
                     a = int(sg.start[i])
                     b = a + int(sg.length[i])
                     j = a + int(np.searchsorted(rows.t[a:b], ts))
@@ -331,22 +357,38 @@ class Engine:
                 m.row(int(rows.s[i]), int(rows.t[i]), int(rows.flags[i]), detail)
 
 
-_SCORE_THRESHOLDS: Final = frozenset(
-    {
-        "obscuration_alarm",
-        "obscuration_pre_alarm",
-        "heat_rise_c_per_min",
-        "fast_growth_per_min",
-        "co_ppm",
-        "co_rise_ppm_per_min",
-        "steam_rh_rise_per_min",
-        "steam_rh",
-        "static_c",
-        "rate_of_rise_c_per_min",
-        "residual_current_ma",
-        "cable_temperature_c",
-        "battery_low_pct",
-    }
+# Machine-visible bits of an all-clear reading per kind: a no-op for an idle device.
+_QUIET_FLAGS: Final = np.array(
+    [
+        k.Flag.PRE_CLEAR | k.Flag.BELOW,  # smoke
+        k.Flag.BELOW,  # heat
+        k.Flag.PRE_CLEAR | k.Flag.BELOW,  # multi
+        0,  # mcp
+        k.Flag.ELEC_BELOW,  # electrical
+        k.Flag.LAMP_OK | k.Flag.BATT_OK,  # evac
+    ],
+    np.uint32,
+)
+
+# Thresholds the kernel reads per row, kept together so one gather fetches them.
+_SCORE_THRESHOLDS: Final = tuple(
+    sorted(
+        {
+            "obscuration_alarm",
+            "obscuration_pre_alarm",
+            "heat_rise_c_per_min",
+            "fast_growth_per_min",
+            "co_ppm",
+            "co_rise_ppm_per_min",
+            "steam_rh_rise_per_min",
+            "steam_rh",
+            "static_c",
+            "rate_of_rise_c_per_min",
+            "residual_current_ma",
+            "cable_temperature_c",
+            "battery_low_pct",
+        }
+    )
 )
 
 

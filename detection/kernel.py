@@ -20,6 +20,7 @@ into batches differently gives bit-identical features.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntFlag
 from typing import Final
@@ -78,8 +79,8 @@ MACHINE_MASK: Final = int(~(Flag.HEAT_RAW | Flag.FAST_RAW)) & ((1 << 19) - 1)
 KIND_SMOKE, KIND_HEAT, KIND_MULTI, KIND_MCP, KIND_ELECTRICAL, KIND_EVAC = range(6)
 
 
-def fresh_order(slot: I64, ts: I64, last_ts: I64) -> tuple[I64, int]:
-    """Rows that feed detection, as indices sorted by (slot, ts); and how many are late.
+def fresh_order(slot: I64, ts: I64, last_ts: I64, mark: I64) -> tuple[I64, int]:
+    """Rows that feed detection, as indices grouped by slot in ts order; and how many are late.
 
     Lateness policy: rows are taken in the order given (arrival order). A
     row feeds detection only if its ts is newer than every earlier row of
@@ -90,6 +91,10 @@ def fresh_order(slot: I64, ts: I64, last_ts: I64) -> tuple[I64, int]:
     n = len(slot)
     if n == 0:
         return np.empty(0, np.int64), 0
+    if _unique(slot, mark):
+        # One row per device (the steady state): no order to establish.
+        keep = ts > np.take(last_ts, slot)
+        return np.flatnonzero(keep), int(n - np.count_nonzero(keep))
     order = np.argsort(slot, kind="stable")
     s = slot[order]
     t = ts[order]
@@ -104,6 +109,14 @@ def fresh_order(slot: I64, ts: I64, last_ts: I64) -> tuple[I64, int]:
     np.maximum(before, last_ts[s], out=before)
     keep = t > before
     return order[keep], int(n - np.count_nonzero(keep))
+
+
+def _unique(slot: I64, mark: I64) -> bool:
+    """No slot twice. `mark` is scratch space of capacity size: with a duplicate,
+    some row cannot find its own index there, whichever write won."""
+    pos = np.arange(len(slot))
+    np.put(mark, slot, pos)
+    return bool((np.take(mark, slot) == pos).all())
 
 
 def _segment_running_max(t: I64, first: B) -> I64:
@@ -206,61 +219,81 @@ def baseline_scan(
 
 
 def lookback(
-    slot: I64, ts: I64, vals: F64, rank: I64, ring_ts: I64, ring_val: F64
+    slot: I64,
+    ts: I64,
+    vals: F64,
+    rank: I64,
+    ring_ts: I64,
+    ring_val: Sequence[F64],
+    head: I64,
 ) -> tuple[F64, F64]:
-    """Rates per minute of `vals` columns, and per-interval rates since the previous row.
+    """Rates per minute of the `vals` columns, and the obscuration rate since the previous row.
 
     Reference: the oldest of the device's last H samples (H = ring width)
     that is at most LOOKBACK_MS old; a rate needs a span >= RATE_MIN_SPAN_MS.
-    Rows are sorted by (slot, ts); `ring_*[slot]` holds the device's H
-    samples before this batch, oldest first, right-aligned.
-    Returns (rate (n, c), step_rate (n, c)); NaN where undefined.
+    Rows are sorted by (slot, ts); `ring_ts[slot]` / `ring_val[c][slot]` are
+    circular buffers of the device's last H samples before this batch,
+    `head[slot]` the next write position. Returns (rate (n, c), step_obs (n,)),
+    NaN where undefined.
     """
-    n, _c = vals.shape
+    n = len(ts)
     h_w = ring_ts.shape[1]
-    pos = np.arange(n)
     lo = ts - p.LOOKBACK_MS
-    hmax = np.zeros(n, np.int64)
-    alive = pos
+    hd = np.take(head, slot)
+    # Previous rows of this batch inside the window (they are the newest).
+    count_in = np.zeros(n, np.int64)
+    alive = np.flatnonzero(rank >= 1)
     for h in range(1, h_w + 1):
-        r = rank[alive]
-        t_prev = ts[np.maximum(alive - h, 0)]
-        old = r < h
-        if old.any():
-            o = np.flatnonzero(old)
-            t_prev[o] = ring_ts[slot[alive[o]], h_w - h + r[o]]
-        ok = t_prev >= lo[alive]
-        alive = alive[ok]
+        alive = alive[rank[alive] >= h]
+        alive = alive[ts[alive - h] >= lo[alive]]
         if len(alive) == 0:
             break
-        hmax[alive] = h
-    ref_ts, ref_val = _gather_back(hmax, slot, ts, vals, rank, ring_ts, ring_val)
-    prev_ts, prev_val = _gather_back(np.ones(n, np.int64), slot, ts, vals, rank, ring_ts, ring_val)
+        count_in[alive] = h
+    # Then the ring's samples inside the window: a suffix of it (ts increase
+    # from the oldest slot), so counting them is enough.
+    ring_ok = (np.take(ring_ts, slot, axis=0) >= lo[:, None]).sum(1)
+    hmax = np.minimum(count_in + np.where(count_in == rank, ring_ok, 0), h_w)
+    ref_ts, ref_val = _gather_back(hmax, slot, ts, vals, rank, ring_ts, ring_val, hd, None)
+    prev_ts, prev_obs = _gather_back(
+        np.ones(n, np.int64), slot, ts, vals, rank, ring_ts, ring_val, hd, R_OBS
+    )
     span = (ts - ref_ts).astype(np.float64)
     step = (ts - prev_ts).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = (vals - ref_val) * p.MS_PER_MIN / span[:, None]
-        step_rate = (vals - prev_val) * p.MS_PER_MIN / step[:, None]
+        step_obs = (vals[:, R_OBS] - prev_obs[:, 0]) * p.MS_PER_MIN / step
     rate[(hmax == 0) | (span < p.RATE_MIN_SPAN_MS)] = np.nan
-    step_rate[(prev_ts < lo) | (step <= 0)] = np.nan
-    return rate, step_rate
+    step_obs[(prev_ts < lo) | (step <= 0)] = np.nan
+    return rate, step_obs
 
 
 def _gather_back(
-    h: I64, slot: I64, ts: I64, vals: F64, rank: I64, ring_ts: I64, ring_val: F64
+    h: I64,
+    slot: I64,
+    ts: I64,
+    vals: F64,
+    rank: I64,
+    ring_ts: I64,
+    ring_val: Sequence[F64],
+    hd: I64,
+    column: int | None,
 ) -> tuple[I64, F64]:
-    """ts and values of the h-th previous sample of each row (h >= 1; TS_NONE if none)."""
+    """ts and values (all columns, or one) of the h-th previous sample of each row."""
     h_w = ring_ts.shape[1]
     n = len(ts)
+    cols = range(vals.shape[1]) if column is None else (column,)
     src = np.maximum(np.arange(n) - h, 0)
-    out_ts = ts[src]
-    out_val = vals[src]
+    out_ts = np.take(ts, src)
+    out_val = np.empty((n, len(cols)))
+    for j, c in enumerate(cols):
+        out_val[:, j] = np.take(vals[:, c], src)
     old = (rank < h) & (h >= 1)
     if old.any():
         o = np.flatnonzero(old)
-        col = h_w - h[o] + rank[o]
-        out_ts[o] = ring_ts[slot[o], col]
-        out_val[o] = ring_val[slot[o], col]
+        flat = slot[o] * h_w + (hd[o] + rank[o] - h[o]) % h_w
+        out_ts[o] = np.take(ring_ts.reshape(-1), flat)
+        for j, c in enumerate(cols):
+            out_val[o, j] = np.take(ring_val[c].reshape(-1), flat)
     none = h < 1
     if none.any():
         out_ts[none] = TS_NONE
@@ -268,21 +301,24 @@ def _gather_back(
     return out_ts, out_val
 
 
-def ring_update(ring_ts: I64, ring_val: F64, sg: Segments, ts: I64, vals: F64) -> None:
-    """Keep each device's last H samples (old ring followed by this batch's rows)."""
+def ring_update(
+    ring_ts: I64,
+    ring_val: Sequence[F64],
+    head: I64,
+    slot: I64,
+    rank: I64,
+    length: I64,
+    ts: I64,
+    vals: F64,
+) -> None:
+    """Write each device's newest (at most H) rows into its circular buffer."""
     h_w = ring_ts.shape[1]
-    c = sg.length[:, None] + np.arange(h_w)[None, :]  # position in (old ring ++ new rows)
-    from_old = c < h_w
-    old_ts = ring_ts[sg.slot]
-    old_val = ring_val[sg.slot]
-    src = np.maximum(sg.start[:, None] + c - h_w, 0)
-    col = np.minimum(c, h_w - 1)
-    new_ts = np.where(from_old, np.take_along_axis(old_ts, col, 1), ts[src])
-    new_val = np.where(
-        from_old[:, :, None], np.take_along_axis(old_val, col[:, :, None], 1), vals[src]
-    )
-    ring_ts[sg.slot] = new_ts
-    ring_val[sg.slot] = new_val
+    keep = np.flatnonzero(rank >= length - h_w)  # `length` per row: its segment's
+    s = slot[keep]
+    flat = s * h_w + (np.take(head, s) + rank[keep]) % h_w
+    np.put(ring_ts, flat, ts[keep])
+    for c, plane in enumerate(ring_val):
+        np.put(plane, flat, vals[keep, c])
 
 
 def _ge(a: F64, b: F64 | float) -> B:
@@ -302,14 +338,14 @@ def score(
     comp: F64,
     drift: B,
     rate: F64,
-    step_rate: F64,
+    step_obs: F64,
     prev_flags: U32,
     first: B,
 ) -> U32:
     """Condition bits of each row (rows sorted by (slot, ts)).
 
     `thr[name]` is the per-row threshold, `comp` the drift-compensated
-    obscuration, `rate`/`step_rate` from `lookback`, `prev_flags` the
+    obscuration, `rate`/`step_obs` from `lookback`, `prev_flags` the
     device's last flags before this batch (used on each segment's first row).
     """
     from firesafe.contract import READING_INDEX as RI
@@ -325,14 +361,14 @@ def score(
     f = np.zeros(n, np.uint32)
 
     def put(bit: Flag, cond: B) -> None:
-        f[cond] |= np.uint32(bit)
+        f[...] |= cond.astype(np.uint32) * np.uint32(bit)
 
     pre = thr["obscuration_pre_alarm"]
     alarm_obs = has_obs & _ge(comp, thr["obscuration_alarm"])
     put(Flag.PRE, has_obs & _ge(comp, pre))
     put(Flag.PRE_CLEAR, has_obs & _lt(comp, pre * p.PRE_ALARM_CLEAR_FRACTION))
     heat_raw = fire & _ge(rate[:, R_T], thr["heat_rise_c_per_min"])
-    fast_raw = has_obs & _ge(step_rate[:, R_OBS], thr["fast_growth_per_min"])
+    fast_raw = has_obs & _ge(step_obs, thr["fast_growth_per_min"])
     put(Flag.HEAT_RAW, heat_raw)
     put(Flag.FAST_RAW, fast_raw)
     prev = np.empty(n, np.uint32)

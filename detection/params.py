@@ -84,11 +84,12 @@ ADVANCE_GRACE_MS: Final = 60_000
 # --- Rates: event-time look-back -------------------------------------------
 # A rate is taken against the oldest of the device's last LOOKBACK_SAMPLES
 # samples that is at most LOOKBACK_MS old, and only over >= RATE_MIN_SPAN_MS
-# (shorter spans turn sensor noise into big rates). 8 samples cover the
+# (shorter spans turn sensor noise into big rates: 0.5 °C of noise over
+# 10 s reads as 3 °C/min). 8 samples cover the
 # minute at the default 10 s interval.
 LOOKBACK_SAMPLES: Final = 8
 LOOKBACK_MS: Final = 60_000
-RATE_MIN_SPAN_MS: Final = 8_000
+RATE_MIN_SPAN_MS: Final = 20_000
 
 # --- Electrical (residual current mA, cable °C) ----------------------------
 # IEC 62020 RCMs: 300 mA is the usual fire-protection setting; the brief
