@@ -248,14 +248,14 @@ class Engine:
 
         # Event-time rates for the fire detectors.
         rate = np.full((len(s), len(_RATE_IDX)), np.nan)
-        step_obs = np.full(len(s), np.nan)
+        step_rate = np.full((len(s), len(k.STEP_COLUMNS)), np.nan)
         fire_rows = np.flatnonzero(kind <= k.KIND_MULTI)
         if len(fire_rows):
             fs = s[fire_rows]
             ft = t[fire_rows]
             fv = v[fire_rows][:, _RATE_IDX]
             fsg = k.segments(fs)
-            rate[fire_rows], step_obs[fire_rows] = k.lookback(
+            rate[fire_rows], step_rate[fire_rows] = k.lookback(
                 fs, ft, fv, fsg.rank, self.ring_ts, self.ring_val, self.ring_head
             )
             k.ring_update(
@@ -275,7 +275,7 @@ class Engine:
         first = sg.rank == 0
         prev_flags = np.zeros(len(s), np.uint32)
         prev_flags[first] = np.take(self.last_flags, sg.slot)
-        flags = k.score(kind, thr, v, comp, drift, rate, step_obs, prev_flags, first)
+        flags = k.score(kind, thr, v, comp, drift, rate, step_rate, prev_flags, first)
 
         prev = np.empty_like(flags)
         prev[1:] = flags[:-1]

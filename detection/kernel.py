@@ -42,6 +42,7 @@ TS_NONE: Final = -(2**62)
 # Columns of the rate look-back (a subset of contract.READINGS).
 RATE_COLUMNS: Final = ("temperature", "obscuration", "co", "humidity")
 R_T, R_OBS, R_CO, R_RH = range(4)
+STEP_COLUMNS: Final = [R_T, R_OBS]  # sample-to-sample rates: heat plausibility, fast growth
 
 
 class Flag(IntFlag):
@@ -227,14 +228,14 @@ def lookback(
     ring_val: Sequence[F64],
     head: I64,
 ) -> tuple[F64, F64]:
-    """Rates per minute of the `vals` columns, and the obscuration rate since the previous row.
+    """Rates per minute of the `vals` columns, and of STEP_COLUMNS since the previous row.
 
     Reference: the oldest of the device's last H samples (H = ring width)
     that is at most LOOKBACK_MS old; a rate needs a span >= RATE_MIN_SPAN_MS.
     Rows are sorted by (slot, ts); `ring_ts[slot]` / `ring_val[c][slot]` are
     circular buffers of the device's last H samples before this batch,
-    `head[slot]` the next write position. Returns (rate (n, c), step_obs (n,)),
-    NaN where undefined.
+    `head[slot]` the next write position. Returns (rate (n, c), step_rate
+    (n, len(STEP_COLUMNS))), NaN where undefined.
     """
     n = len(ts)
     h_w = ring_ts.shape[1]
@@ -254,17 +255,17 @@ def lookback(
     ring_ok = (np.take(ring_ts, slot, axis=0) >= lo[:, None]).sum(1)
     hmax = np.minimum(count_in + np.where(count_in == rank, ring_ok, 0), h_w)
     ref_ts, ref_val = _gather_back(hmax, slot, ts, vals, rank, ring_ts, ring_val, hd, None)
-    prev_ts, prev_obs = _gather_back(
-        np.ones(n, np.int64), slot, ts, vals, rank, ring_ts, ring_val, hd, R_OBS
+    prev_ts, prev_val = _gather_back(
+        np.ones(n, np.int64), slot, ts, vals, rank, ring_ts, ring_val, hd, STEP_COLUMNS
     )
     span = (ts - ref_ts).astype(np.float64)
     step = (ts - prev_ts).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = (vals - ref_val) * p.MS_PER_MIN / span[:, None]
-        step_obs = (vals[:, R_OBS] - prev_obs[:, 0]) * p.MS_PER_MIN / step
+        step_rate = (vals[:, STEP_COLUMNS] - prev_val) * p.MS_PER_MIN / step[:, None]
     rate[(hmax == 0) | (span < p.RATE_MIN_SPAN_MS)] = np.nan
-    step_obs[(prev_ts < lo) | (step <= 0)] = np.nan
-    return rate, step_obs
+    step_rate[(prev_ts < lo) | (step <= 0)] = np.nan
+    return rate, step_rate
 
 
 def _gather_back(
@@ -276,12 +277,12 @@ def _gather_back(
     ring_ts: I64,
     ring_val: Sequence[F64],
     hd: I64,
-    column: int | None,
+    columns: Sequence[int] | None,
 ) -> tuple[I64, F64]:
-    """ts and values (all columns, or one) of the h-th previous sample of each row."""
+    """ts and values (all columns, or some) of the h-th previous sample of each row."""
     h_w = ring_ts.shape[1]
     n = len(ts)
-    cols = range(vals.shape[1]) if column is None else (column,)
+    cols = range(vals.shape[1]) if columns is None else columns
     src = np.maximum(np.arange(n) - h, 0)
     out_ts = np.take(ts, src)
     out_val = np.empty((n, len(cols)))
@@ -326,6 +327,11 @@ def _ge(a: F64, b: F64 | float) -> B:
         return np.greater_equal(a, b)
 
 
+def _gt(a: F64, b: F64 | float) -> B:
+    with np.errstate(invalid="ignore"):
+        return np.greater(a, b)
+
+
 def _lt(a: F64, b: F64 | float) -> B:
     with np.errstate(invalid="ignore"):
         return np.less(a, b)
@@ -338,14 +344,14 @@ def score(
     comp: F64,
     drift: B,
     rate: F64,
-    step_obs: F64,
+    step_rate: F64,
     prev_flags: U32,
     first: B,
 ) -> U32:
     """Condition bits of each row (rows sorted by (slot, ts)).
 
     `thr[name]` is the per-row threshold, `comp` the drift-compensated
-    obscuration, `rate`/`step_obs` from `lookback`, `prev_flags` the
+    obscuration, `rate`/`step_rate` from `lookback`, `prev_flags` the
     device's last flags before this batch (used on each segment's first row).
     """
     from firesafe.contract import READING_INDEX as RI
@@ -367,8 +373,10 @@ def score(
     alarm_obs = has_obs & _ge(comp, thr["obscuration_alarm"])
     put(Flag.PRE, has_obs & _ge(comp, pre))
     put(Flag.PRE_CLEAR, has_obs & _lt(comp, pre * p.PRE_ALARM_CLEAR_FRACTION))
-    heat_raw = fire & _ge(rate[:, R_T], thr["heat_rise_c_per_min"])
-    fast_raw = has_obs & _ge(step_obs, thr["fast_growth_per_min"])
+    # A jump faster than any fire heats a ceiling is a sensor artefact (EMI).
+    plausible = ~_gt(step_rate[:, 0], p.HEAT_STEP_MAX_C_PER_MIN)
+    heat_raw = fire & _ge(rate[:, R_T], thr["heat_rise_c_per_min"]) & plausible
+    fast_raw = has_obs & _ge(step_rate[:, 1], thr["fast_growth_per_min"])
     put(Flag.HEAT_RAW, heat_raw)
     put(Flag.FAST_RAW, fast_raw)
     prev = np.empty(n, np.uint32)

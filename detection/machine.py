@@ -262,7 +262,8 @@ class Machine:
         for x in sorted(self.pending.get(zone, ())):
             w = self._d(x).win
             if w is None or w.deadline <= ts:
-                continue  # its window is over; it resolves on its own
+                continue  # its window is over (its own reading at the last ms may
+                # already have resolved it); it resolves on its own
             reason, related = self._zone_corroboration(x, ts)
             if reason:
                 self._confirm_fire(x, ts, reason, detail, related)
@@ -296,7 +297,7 @@ class Machine:
 
     def row(self, slot: int, ts: int, flags: int, detail: Mapping[str, float | str]) -> None:
         """One reading of a device (already known to matter)."""
-        self.due(slot, ts)
+        self.due(slot, ts - 1)  # windows that ended before this reading
         kind = self.cfg.kind(slot)
         if kind in FIRE_KINDS:
             self._fire_row(slot, kind, ts, flags, detail)
@@ -311,6 +312,7 @@ class Machine:
                 self._causes(slot, ts, add="battery_low", detail=detail)
             elif flags & Flag.BATT_OK:
                 self._causes(slot, ts, remove=("battery_low",), detail=detail)
+        self.due(slot, ts)  # a reading at the window's last ms still counted
 
     def _fire_row(
         self, slot: int, kind: int, ts: int, flags: int, detail: Mapping[str, float | str]
@@ -376,7 +378,7 @@ class Machine:
 
     def event(self, slot: int, ts: int, name: str) -> None:
         """One device event (already past the lateness check)."""
-        self.due(slot, ts)
+        self.due(slot, ts - 1)
         kind = self.cfg.kind(slot)
         d = self._d(slot)
         detail: dict[str, float | str] = {"event": name}
@@ -404,6 +406,7 @@ class Machine:
         elif name == "self_test_pass" and kind == KIND_EVAC:
             self._causes(slot, ts, remove=("self_test_fail",), detail=detail)
         # reset, emergency_start/end: states, not alarms.
+        self.due(slot, ts)
 
     def advance(self, watermark: int) -> None:
         """Resolve windows of devices that went quiet (estate watermark)."""

@@ -55,6 +55,11 @@ HEAT_RATE_OF_RISE_C_PER_MIN: Final = 8.3
 # 8-30 °C/min; a shower or a sunny window by a few °C per quarter hour.
 HEAT_RISE_C_PER_MIN: Final = 5.0
 
+# EN 54-5 tests heat detectors at up to 30 K/min; a reading that jumped faster
+# than this since the previous one is a sensor artefact (EMI), not heat rise
+# evidence (it can still open an alarm, which then has to persist).
+HEAT_STEP_MAX_C_PER_MIN: Final = 60.0
+
 # --- CO (ppm) and humidity (%RH), multi-criteria ---------------------------
 # Clean indoor air is below ~10 ppm; smouldering test fires (TF2/TF3) give
 # tens to hundreds of ppm. A CO level or rise corroborates a smoke alarm.

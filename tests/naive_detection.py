@@ -150,7 +150,11 @@ class NaiveEngine:
                 f |= PRE_CLEAR
             if drift:
                 f |= DRIFT
-        heat_raw = fire and ge(rate[0], t("heat_rise_c_per_min", nan))
+        heat_raw = (
+            fire
+            and ge(rate[0], t("heat_rise_c_per_min", nan))
+            and not step[0] > p.HEAT_STEP_MAX_C_PER_MIN
+        )
         fast_raw = has_obs and ge(step[1], t("fast_growth_per_min", nan))
         heat = heat_raw and bool(d.last_flags & HEAT_RAW)
         alarm_obs = has_obs and ge(comp, t("obscuration_alarm", nan))
