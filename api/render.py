@@ -25,11 +25,8 @@ ALARM_TIMES = ("opened_at", "confirmed_at", "cleared_at", "acknowledged_at", "up
 
 def iso_ms(value: datetime) -> str:
     """ISO 8601 UTC with milliseconds: 2026-11-25T22:31:06.123Z."""
-    utc = value.astimezone(UTC)
-    return (
-        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
-        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
-    )
+    # isoformat is implemented in C; an aware UTC value always ends in +00:00.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def maybe_iso_ms(value: datetime | None) -> str | None:

@@ -40,7 +40,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from firesafe.contract import ALARM_TYPES, READINGS
+from firesafe.contract import ALARM_TYPES
 from storage.migrate import current_flavour, migrate
 
 log = logging.getLogger("bench.api")
@@ -173,8 +173,10 @@ def seed(dsn: str, args: argparse.Namespace) -> None:
             conn.execute("CALL refresh_continuous_aggregate('telemetry_1m', NULL, NULL)")
         else:
             # Ingest maintains the rollup as it writes; the bench builds it in one go.
-            parts = ", ".join(f"min({r}), max({r}), sum({r}), count({r})" for r in READINGS)
-            names = ", ".join(f"{r}_min, {r}_max, {r}_sum, {r}_n" for r in READINGS)
+            # Only the seeded readings: the other columns' defaults (n = 0) are right.
+            seeded = TELEMETRY_COLUMNS[4:]
+            parts = ", ".join(f"min({r}), max({r}), sum({r}), count({r})" for r in seeded)
+            names = ", ".join(f"{r}_min, {r}_max, {r}_sum, {r}_n" for r in seeded)
             conn.execute(
                 f"INSERT INTO telemetry_rollup_1m (bucket, device_id, samples, {names}) "
                 f"SELECT date_trunc('minute', ts), device_id, count(*), {parts} "
