@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from api.params import ID_REGEX, NAME_REGEX
+from detection.params import THRESHOLD_DEFAULTS
 from firesafe.contract import DEFAULT_INTERVAL_S
 
 
@@ -87,13 +88,12 @@ class DeviceIn(BaseModel):
     )
     thresholds: dict[ThresholdName, Number] | None = Field(
         default=None,
-        description="Thresholds overriding the kind's defaults, name -> finite number, "
-        "e.g. obscuration_pre_alarm (1.5 %/m), obscuration_alarm (3.0 %/m), "
-        "temperature_pre_alarm (50 °C), temperature_alarm (58 °C), co_alarm (30 ppm), "
-        "residual_current_pre_alarm (200 mA), residual_current_alarm (300 mA), "
-        "cable_temperature_pre_alarm (60 °C), cable_temperature_alarm (70 °C), "
-        "battery_low (30 %). The full list per kind is the database view "
-        "threshold_defaults; unknown names are stored and ignored.",
+        description="Thresholds overriding the kind's defaults, name -> finite number; "
+        "unknown names are stored and ignored. Defaults (detection.params): "
+        + "; ".join(
+            f"{kind}: " + ", ".join(f"{name}={value:g}" for name, value in names.items())
+            for kind, names in THRESHOLD_DEFAULTS.items()
+        ),
     )
     routes: Routes | None = Field(
         default=None, description="evac only: zones of the same building and floor"
