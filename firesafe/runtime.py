@@ -19,13 +19,14 @@ from typing import Any
 
 import uvicorn
 
-from firesafe.embedded import EmbeddedBroker, EmbeddedPostgres
+from firesafe.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from firesafe.settings import Settings
 from storage.migrate import MigrationReport, migrate
 
 log = logging.getLogger(__name__)
 
-SIM_STOP_TIMEOUT_S = 5.0
+CHILD_STOP_TIMEOUT_S = 10.0
+API_START_TIMEOUT_S = 60.0
 
 
 def announce(key: str, value: str) -> None:
@@ -82,15 +83,6 @@ def api_server(settings: Settings) -> _Server:
     return _Server(config)
 
 
-def bound_url(server: uvicorn.Server, host: str) -> str:
-    port = None
-    for s in getattr(server, "servers", []):
-        for sock in s.sockets:
-            port = sock.getsockname()[1]
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"http://{shown}:{port}"
-
-
 async def run_api(settings: Settings, stop: asyncio.Event) -> int:
     server = api_server(settings)
     async with asyncio.TaskGroup() as tasks:
@@ -103,22 +95,32 @@ async def run_api(settings: Settings, stop: asyncio.Event) -> int:
     return 0
 
 
-async def _wait_started(server: uvicorn.Server, serve: asyncio.Task[Any]) -> None:
-    while not server.started:
-        if serve.done():
-            serve.result()
-            raise RuntimeError("the API stopped during start-up")
-        await asyncio.sleep(0.05)
+async def _wait_api(proc: subprocess.Popen[bytes], port: int) -> None:
+    deadline = asyncio.get_running_loop().time() + API_START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited during start-up with code {proc.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"the API did not listen on port {port}") from None
+            await asyncio.sleep(0.1)
 
 
 async def run_up(
     settings: Settings, stop: asyncio.Event, *, sim: bool, sim_args: Sequence[str]
 ) -> int:
+    """Broker and database (embedded when not configured), migrations, ingest in this
+    process, the API in a child process (its own core: ingest load never slows it),
+    and the simulator when asked."""
     from ingest.service import IngestService
 
     broker: EmbeddedBroker | None = None
     pg: EmbeddedPostgres | None = None
-    sim_proc: subprocess.Popen[bytes] | None = None
+    children: list[subprocess.Popen[bytes]] = []
     try:
         overrides: dict[str, Any] = {}
         if not settings.database_url:
@@ -131,6 +133,8 @@ async def run_up(
         generated = settings.admin_token is None
         if generated:
             overrides["admin_token"] = secrets.token_urlsafe(32)
+        if settings.api_port == 0:
+            overrides["api_port"] = free_port(settings.api_host or "127.0.0.1")
         settings = settings.with_overrides(**overrides)
         announce("mqtt", settings.mqtt.url())
         report = await asyncio.to_thread(
@@ -139,45 +143,53 @@ async def run_up(
         log.info("schema at version %d (%s)", report.current, report.flavour)
 
         ingest = IngestService(settings)
-        server = api_server(settings)
         async with asyncio.TaskGroup() as tasks:
             ingest_task = tasks.create_task(ingest.run(), name="ingest")
-            serve = tasks.create_task(server.serve(), name="api")
-            await _wait_started(server, serve)
-            api_url = bound_url(server, settings.api_host)
+            api = _start_child(settings, "api", [])
+            children.append(api)
+            await _wait_api(api, settings.api_port)
+            shown = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
+            api_url = f"http://{shown}:{settings.api_port}"
             announce("api", api_url)
             if generated and settings.admin_token is not None:
                 announce("admin_token", settings.admin_token.get_secret_value())
             if sim:
-                sim_proc = _start_sim(settings, api_url, sim_args)
+                children.append(_start_child(settings, "sim", sim_args, api_url=api_url))
             await stop.wait()
             log.info("stopping: simulator, ingest (drain), API, services")
-            if sim_proc is not None:
-                _stop_process(sim_proc)
+            for child in reversed(children):  # the simulator first, the API last
+                if child is not api:
+                    _stop_process(child)
             ingest.request_stop()
             await ingest_task
-            server.should_exit = True
-            await serve
+            _stop_process(api)
         return 0
     finally:
-        if sim_proc is not None:
-            _stop_process(sim_proc)
+        for child in children:
+            _stop_process(child)
         if broker is not None:
             await asyncio.to_thread(broker.stop)
         if pg is not None:
             await asyncio.to_thread(pg.stop)
 
 
-def _start_sim(
-    settings: Settings, api_url: str, sim_args: Sequence[str]
+def _start_child(
+    settings: Settings, command: str, args: Sequence[str], *, api_url: str | None = None
 ) -> subprocess.Popen[bytes]:
+    """`firesafe <command>` as a child, configured through the environment."""
     env = dict(os.environ)
-    env["FIRESAFE_MQTT_URL"] = settings.mqtt_url or ""
-    env["FIRESAFE_API_URL"] = api_url
+    env.update(
+        FIRESAFE_MQTT_URL=settings.mqtt_url or "",
+        FIRESAFE_DATABASE_URL=settings.database_url or "",
+        FIRESAFE_API_HOST=settings.api_host,
+        FIRESAFE_API_PORT=str(settings.api_port),
+        FIRESAFE_API_URL=api_url or settings.api_url,
+        FIRESAFE_LOG_LEVEL=settings.log_level,
+    )
     if settings.admin_token is not None:
         env["FIRESAFE_ADMIN_TOKEN"] = settings.admin_token.get_secret_value()
-    cmd = [sys.executable, "-m", "firesafe.cli", "sim", *sim_args]
-    log.info("starting the simulator: %s", " ".join(cmd[2:]))
+    cmd = [sys.executable, "-m", "firesafe.cli", command, *args]
+    log.info("starting: firesafe %s", " ".join([command, *args]))
     return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
 
 
@@ -185,7 +197,7 @@ def _stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(SIM_STOP_TIMEOUT_S)
+            proc.wait(CHILD_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

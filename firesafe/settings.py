@@ -106,6 +106,11 @@ class Settings(BaseSettings):
             raise ValueError("FIRESAFE_API_URL must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:

@@ -49,11 +49,16 @@ log = logging.getLogger(__name__)
 # inside the broker's in-flight window of 65535), the age bounds how long a
 # quiet reading waits for company. Events and status changes never wait.
 BATCH_MAX_MESSAGES = 10_000
+# Gateway batches carry many readings per message: bound a batch by payload
+# bytes too (~40,000 readings), so one transaction never grows huge.
+BATCH_MAX_BYTES = 4 * 1024 * 1024
 BATCH_MAX_AGE_S = 0.02
 # Intake bound: past the high-water mark ingest stops reading the socket and
 # the broker holds the rest (QoS 1, persistent session); nothing is dropped.
-INTAKE_HIGH_WATER = 100_000
-INTAKE_LOW_WATER = 20_000
+# Two batches' worth keeps the next batch ready while one commits, and stops
+# the reader from taking the CPU the writer needs.
+INTAKE_HIGH_WATER = 2 * BATCH_MAX_MESSAGES
+INTAKE_LOW_WATER = BATCH_MAX_MESSAGES
 TICK_S = 1.0  # supervision resolution: offline is raised within ~1 s of its time
 STATS_EVERY_S = 5.0  # ingest_stats rows for Grafana and /health
 STATE_EVERY_S = 5.0  # device_state is a summary; folding it per batch would double writes
@@ -197,7 +202,9 @@ class IngestService:
             if row["type"] == "offline":
                 self.supervisor.mark_offline(slot)
                 continue
-            self.engine.restore_alarm(slot, row["type"], row["verdict"], int(row["opened_ms"]))
+            self.engine.restore_alarm(
+                slot, row["type"], row["verdict"], int(row["opened_ms"]), row["reason"]
+            )
             if row["type"] == "fire" and row["verdict"] == "confirmed":
                 self.linkage.fire_confirmed(
                     row["id"], row["site_id"], row["building"], row["floor"], row["zone"]
@@ -241,8 +248,7 @@ class IngestService:
             if not stopping:
                 await self._wait_for_batch(next_tick)
             if self.intake:
-                burst = self.intake[:BATCH_MAX_MESSAGES]
-                del self.intake[:BATCH_MAX_MESSAGES]
+                burst = self._take_batch()
                 self._urgent = any(m.topic.endswith(_URGENT_SUFFIXES) for m in self.intake)
                 if len(self.intake) <= INTAKE_LOW_WATER and not stopping:
                     self.source.resume()
@@ -260,6 +266,18 @@ class IngestService:
             if mono >= next_stats or stopping:
                 next_stats = mono + STATS_EVERY_S
                 await self._with_database(self._write_stats)
+
+    def _take_batch(self) -> list[RawMessage]:
+        """The oldest messages, up to BATCH_MAX_MESSAGES or BATCH_MAX_BYTES."""
+        count, size = 0, 0
+        for message in self.intake[:BATCH_MAX_MESSAGES]:
+            count += 1
+            size += len(message.payload)
+            if size >= BATCH_MAX_BYTES:
+                break
+        burst = self.intake[:count]
+        del self.intake[:count]
+        return burst
 
     async def _wait_for_batch(self, next_tick: float) -> None:
         """Until a batch is due (size, age or urgency), a tick is due, or stop."""
@@ -453,11 +471,12 @@ class IngestService:
             ):
                 self.tracker.status[s] = ("online" if online else "offline", at)
                 self.tracker.dirty[s] = True
-        mains = values[tel_new][:, _MAINS]
-        for s, m in zip(
-            slot[tel_new][~np.isnan(mains)].tolist(), mains[~np.isnan(mains)].tolist(), strict=True
-        ):
-            self.tracker.on_mains[s] = m >= 0.5
+        mains = values[:, _MAINS]
+        has_mains = tel_new & ~np.isnan(mains)
+        if has_mains.any():  # evac units only; the last value per device wins
+            self.tracker.on_mains.update(
+                zip(slot[has_mains].tolist(), (mains[has_mains] >= 0.5).tolist(), strict=True)
+            )
         return applied
 
     def _detect(

@@ -473,7 +473,7 @@ async def load_open_alarms(conn: AsyncConn) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
-            SELECT a.id, a.device_id, d.slot, a.type, a.verdict, a.site_id, a.building,
+            SELECT a.id, a.device_id, d.slot, a.type, a.verdict, a.reason, a.site_id, a.building,
                    a.floor, a.zone, (extract(epoch FROM a.opened_at) * 1000)::bigint AS opened_ms
             FROM alarms a JOIN devices d ON d.id = a.device_id
             WHERE a.status <> 'cleared' AND a.verdict <> 'suppressed'

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from firesafe import embedded
 from storage.migrate import MigrationReport, migrate
+from tests.helpers import clear_retained
 
 # Tables that hold configuration rather than data: kept between tests.
 _KEEP_TABLES = {"schema_migrations", "firesafe_meta"}
@@ -91,10 +92,14 @@ def db(database_url: str, migration: MigrationReport) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker URL: the configured one, or an embedded broker."""
+    """A broker URL: the configured one, or an embedded broker. Retained messages
+    under fs/v1/ are cleared before and after the session: a shared broker must
+    not hand one run's retained statuses to the next run's subscribers."""
     url = os.environ.get("FIRESAFE_TEST_MQTT_URL")
     if url:
+        clear_retained(url)
         yield url
+        clear_retained(url)
         return
     broker = embedded.EmbeddedBroker(tmp_path_factory.mktemp("mqtt"))
     yield broker.start()

@@ -105,6 +105,24 @@ class Publisher:
         self.client.disconnect()
 
 
+def create_session(url: str, client_id: str, topic_filter: str = "fs/v1/#") -> None:
+    """Create ingest's persistent session ahead of time, as a first run would: from
+    then on the broker keeps QoS 1 messages for it while it is down."""
+    from paho.mqtt.packettypes import PacketTypes  # noqa: PLC0415
+    from paho.mqtt.properties import Properties  # noqa: PLC0415
+
+    ep = MqttEndpoint.parse(url)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
+    client.connect(ep.host, ep.port, clean_start=True, properties=props)
+    client.loop_start()
+    client.subscribe(topic_filter, qos=1)[1]
+    time.sleep(0.3)
+    client.disconnect()
+    client.loop_stop()
+
+
 def forget_session(url: str, client_id: str) -> None:
     """Drop a persistent session left on a shared broker by a test."""
     ep = MqttEndpoint.parse(url)
@@ -178,3 +196,25 @@ def running_ingest(settings: Settings) -> Iterator[IngestThread]:
         yield thread
     finally:
         thread.stop()
+
+
+def clear_retained(url: str, topic_filter: str = "fs/v1/#", settle_s: float = 1.0) -> int:
+    """Delete the retained messages under a filter (tests must not leave any behind:
+    every new subscriber of `fs/v1/#` would receive them)."""
+    ep = MqttEndpoint.parse(url)
+    seen: set[str] = set()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-clean-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(1000)
+    client.on_message = lambda c, u, m: seen.add(m.topic) if m.retain and m.payload else None
+    client.connect(ep.host, ep.port)
+    client.loop_start()
+    client.subscribe(topic_filter, qos=0)
+    time.sleep(settle_s)
+    topics = sorted(seen)
+    for start in range(0, len(topics), 500):  # within paho's in-flight window
+        infos = [client.publish(t, b"", qos=1, retain=True) for t in topics[start : start + 500]]
+        for info in infos:
+            info.wait_for_publish(30)
+    client.disconnect()
+    client.loop_stop()
+    return len(seen)

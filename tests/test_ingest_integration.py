@@ -15,7 +15,15 @@ import orjson
 import pytest
 
 from firesafe.settings import Settings
-from tests.helpers import Publisher, forget_session, query, register, running_ingest, wait_for
+from tests.helpers import (
+    Publisher,
+    create_session,
+    forget_session,
+    query,
+    register,
+    running_ingest,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -344,6 +352,7 @@ def test_kill_9_between_receipt_and_commit_loses_nothing(
 
     total = 600
     t0 = now_ms()
+    create_session(mqtt_url, settings.mqtt_client_id)
     proc = start()
     pub = Publisher(mqtt_url)
     try:

@@ -1,0 +1,35 @@
+# firesafe: the two commands of the README, and a few more.
+#   make up    - venv, install, run everything with the simulator (embedded broker + database)
+#   make test  - venv, install, lint, type-check and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: install up test lint typecheck pytest bench
+install: $(BIN)/.installed
+
+up: install
+	$(BIN)/firesafe up --sim
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/detection.py
+	$(BIN)/python bench/quality.py
