@@ -19,11 +19,11 @@ CREATE TABLE telemetry (
     lamp_ok            double precision,
     extra              jsonb                   -- unknown reading names: stored, otherwise ignored
 );
+-- create_hypertable also creates the default index on (ts DESC).
 SELECT create_hypertable('telemetry', by_range('ts', INTERVAL '1 day'));
 -- A duplicate (device, ts, seq) is stored once; the time column is part of
 -- the key as hypertables require.
 CREATE UNIQUE INDEX telemetry_key_idx ON telemetry (device_id, ts, seq);
-CREATE INDEX telemetry_ts_idx ON telemetry (ts DESC);
 
 -- Columnstore (compression), segmented by device so a device's range query
 -- decompresses only its own segments; chunks older than a week are

@@ -1,0 +1,340 @@
+"""Alarms end to end through ingest (real broker and database): supervision,
+the alarm lifecycle in the alarms tables, and evacuation linkage."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from psycopg.rows import dict_row
+
+from firesafe.settings import MqttEndpoint, Settings
+from storage.queries import alarms as alarm_queries
+from storage.queries.common import Scope
+from tests.helpers import Publisher, forget_session, query, register, running_ingest, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def site() -> str:
+    return f"A{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(db: str, mqtt_url: str) -> Iterator[Settings]:
+    client_id = f"test-alarms-{uuid.uuid4().hex[:8]}"
+    yield Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=client_id)
+    forget_session(mqtt_url, client_id)
+
+
+@pytest.fixture
+def pub(mqtt_url: str) -> Iterator[Publisher]:
+    p = Publisher(mqtt_url)
+    yield p
+    p.close()
+
+
+class CommandListener:
+    """A device-side client collecting the platform's commands for a site."""
+
+    def __init__(self, url: str, site: str) -> None:
+        ep = MqttEndpoint.parse(url)
+        self.received: list[tuple[str, dict[str, Any], float]] = []
+        self._lock = threading.Lock()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"cmd-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.on_message = self._on_message
+        self.client.connect(ep.host, ep.port)
+        self.client.subscribe(f"fs/v1/{site}/+/cmd", qos=1)
+        self.client.loop_start()
+        time.sleep(0.3)
+
+    def _on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.received.append((message.topic, orjson.loads(message.payload), time.time()))
+
+    def commands(self) -> list[tuple[str, dict[str, Any], float]]:
+        with self._lock:
+            return list(self.received)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def alarms(db: str, site: str) -> list[dict[str, Any]]:
+    with psycopg.connect(db, autocommit=True, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT * FROM alarms WHERE site_id = %s ORDER BY created_at, id", (site,)
+        ).fetchall()
+
+
+def person_clears(db: str, alarm_id: str) -> None:
+    """What POST /api/v1/alarms/{id}/clear does."""
+
+    async def go() -> None:
+        async with await psycopg.AsyncConnection.connect(db, row_factory=dict_row) as conn:
+            await alarm_queries.clear(
+                conn, scope=Scope.everything(), alarm_id=alarm_id, actor="operator-1", note="ok"
+            )
+
+    asyncio.run(go())
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def test_silent_device_goes_offline_and_comes_back(
+    db: str, settings: Settings, pub: Publisher, site: str
+) -> None:
+    register(
+        db,
+        [
+            {
+                "id": f"{site}-H1",
+                "site": site,
+                "building": "B",
+                "floor": "1",
+                "zone": "Z",
+                "kind": "heat",
+                "interval_s": 1,
+            }
+        ],
+    )
+    with running_ingest(settings):
+        started = time.time()
+        rows = wait_for(lambda: [a for a in alarms(db, site) if a["type"] == "offline"], timeout=10)
+        raised = time.time()
+        a = rows[0]
+        assert (a["verdict"], a["status"], a["reason"]) == ("confirmed", "active", "silent")
+        # 3 x interval_s of silence, raised within a couple of seconds of that moment.
+        assert raised - started <= 3 + 2.5
+        assert a["opened_at"] == a["confirmed_at"]
+        pub.send(f"fs/v1/{site}/{site}-H1/telemetry", {"ts": now_ms(), "seq": 1, "v": {}})
+        wait_for(lambda: alarms(db, site)[0]["status"] == "cleared")
+    assert len([a for a in alarms(db, site) if a["type"] == "offline"]) >= 1
+
+
+def test_last_will_raises_offline_at_once(
+    db: str, settings: Settings, pub: Publisher, site: str
+) -> None:
+    register(
+        db,
+        [
+            {
+                "id": f"{site}-E1",
+                "site": site,
+                "building": "B",
+                "floor": "1",
+                "zone": "Z",
+                "kind": "evac",
+            }
+        ],
+    )
+    with running_ingest(settings):
+        sent = time.time()
+        pub.send(f"fs/v1/{site}/{site}-E1/status", "offline")
+        rows = wait_for(lambda: alarms(db, site), timeout=5)
+        assert time.time() - sent < 2.0
+        assert (rows[0]["type"], rows[0]["reason"], rows[0]["verdict"]) == (
+            "offline",
+            "last_will",
+            "confirmed",
+        )
+        pub.send(f"fs/v1/{site}/{site}-E1/status", "online")
+        wait_for(lambda: alarms(db, site)[0]["status"] == "cleared")
+        log = query(
+            db,
+            "SELECT action, actor FROM alarm_log WHERE alarm_id = %s ORDER BY id",
+            (rows[0]["id"],),
+        )
+        assert log == [("opened", "system"), ("cleared", "system")]
+
+
+def test_fault_lifecycle_one_open_alarm_and_refire(
+    db: str, settings: Settings, pub: Publisher, site: str
+) -> None:
+    dev = f"{site}-S1"
+    register(
+        db, [{"id": dev, "site": site, "building": "B", "floor": "1", "zone": "Z", "kind": "smoke"}]
+    )
+    t = now_ms()
+    topic = f"fs/v1/{site}/{dev}/event"
+    with running_ingest(settings):
+        pub.send(topic, {"ts": t, "seq": 1, "type": "fault", "detail": "chamber"})
+        pub.send(topic, {"ts": t + 1, "seq": 2, "type": "fault"})  # still the same fault
+        wait_for(lambda: alarms(db, site))
+        time.sleep(0.5)
+        faults = [a for a in alarms(db, site) if a["type"] == "fault"]
+        assert len(faults) == 1
+        assert (faults[0]["verdict"], faults[0]["status"]) == ("confirmed", "active")
+        pub.send(topic, {"ts": t + 2, "seq": 3, "type": "restore"})
+        wait_for(lambda: alarms(db, site)[0]["status"] == "cleared")
+        pub.send(topic, {"ts": t + 3, "seq": 4, "type": "fault"})  # a cleared alarm can fire again
+        wait_for(lambda: len([a for a in alarms(db, site) if a["type"] == "fault"]) == 2)
+    rows = [a for a in alarms(db, site) if a["type"] == "fault"]
+    assert [r["status"] for r in rows] == ["cleared", "active"]
+
+
+def estate(site: str) -> list[dict[str, object]]:
+    base = {"site": site, "building": "B1", "floor": "2"}
+    return [
+        {**base, "id": f"{site}-SD1", "zone": "West", "kind": "smoke"},
+        {**base, "id": f"{site}-SD2", "zone": "West", "kind": "smoke"},
+        {**base, "id": f"{site}-SD3", "zone": "East", "kind": "smoke"},
+        {**base, "id": f"{site}-CP1", "zone": "East", "kind": "mcp"},
+        {
+            **base,
+            "id": f"{site}-EX1",
+            "zone": "Hall",
+            "kind": "evac",
+            "routes": {"left": "West", "right": "East"},
+        },
+        {
+            **base,
+            "id": f"{site}-EX2",
+            "zone": "Hall",
+            "kind": "evac",
+            "routes": {"left": "Hall", "right": "West"},
+        },
+        {**base, "id": f"{site}-EX3", "zone": "Hall", "kind": "evac"},
+        {
+            "site": site,
+            "building": "B2",
+            "floor": "1",
+            "id": f"{site}-EXB2",
+            "zone": "Z",
+            "kind": "evac",
+            "routes": {"left": "Z", "right": "Z"},
+        },
+    ]
+
+
+def test_call_point_confirms_fire_and_commands_the_buildings_signs(
+    db: str, settings: Settings, pub: Publisher, mqtt_url: str, site: str
+) -> None:
+    register(db, estate(site))
+    listener = CommandListener(mqtt_url, site)
+    try:
+        with running_ingest(settings):
+            sent = time.time()
+            pub.send(
+                f"fs/v1/{site}/{site}-CP1/event", {"ts": now_ms(), "seq": 1, "type": "activated"}
+            )
+            wait_for(lambda: len(listener.commands()) >= 3, timeout=5)
+            cmds = {t.split("/")[3]: (p, at) for t, p, at in listener.commands()}
+            # East is on fire: EX1 (left West, right East) points left; EX2 neither: both;
+            # EX3 has no routes: both. The other building's sign is not commanded.
+            assert cmds[f"{site}-EX1"][0]["direction"] == "left"
+            assert cmds[f"{site}-EX2"][0]["direction"] == "both"
+            assert cmds[f"{site}-EX3"][0]["direction"] == "both"
+            assert f"{site}-EXB2" not in cmds
+            assert all(p["cmd"] == "emergency" and p["alarm_id"] for p, _ in cmds.values())
+            assert max(at for _, at in cmds.values()) - sent < 1.0  # within 1 s of arrival
+            fire = next(a for a in alarms(db, site) if a["type"] == "fire")
+            assert (fire["verdict"], fire["reason"], fire["status"]) == (
+                "confirmed",
+                "call_point",
+                "active",
+            )
+            assert cmds[f"{site}-EX1"][0]["alarm_id"] == fire["id"]
+            # A call point's reset does not clear the alarm; fire alarms latch.
+            pub.send(f"fs/v1/{site}/{site}-CP1/event", {"ts": now_ms(), "seq": 2, "type": "reset"})
+            time.sleep(1.0)
+            assert next(a for a in alarms(db, site) if a["type"] == "fire")["status"] == "active"
+            # A person clears it: signs go back to normal.
+            person_clears(db, fire["id"])
+            wait_for(
+                lambda: sum(p["cmd"] == "normal" for _, p, _ in listener.commands()) == 3, timeout=6
+            )
+            assert (
+                query(db, "SELECT count(*) FROM linkage_commands WHERE site_id = %s", (site,))[0][0]
+                == 6
+            )
+    finally:
+        listener.close()
+
+
+def test_two_detectors_in_a_zone_confirm_by_coincidence(
+    db: str, settings: Settings, pub: Publisher, mqtt_url: str, site: str
+) -> None:
+    register(db, estate(site))
+    listener = CommandListener(mqtt_url, site)
+    t = now_ms()
+    try:
+        with running_ingest(settings):
+            for i in range(6):  # clean air first
+                for dev in ("SD1", "SD2"):
+                    pub.send(
+                        f"fs/v1/{site}/{site}-{dev}/telemetry",
+                        {
+                            "ts": t + i * 10_000,
+                            "seq": i,
+                            "v": {"obscuration": 0.05, "temperature": 21.0},
+                        },
+                    )
+            t2 = t + 60_000
+            for i, obscuration in enumerate([4.0, 5.0, 6.5]):
+                for dev in ("SD1", "SD2"):
+                    pub.send(
+                        f"fs/v1/{site}/{site}-{dev}/telemetry",
+                        {
+                            "ts": t2 + i * 5_000,
+                            "seq": 10 + i,
+                            "v": {"obscuration": obscuration, "temperature": 21.5},
+                        },
+                    )
+            fires = wait_for(
+                lambda: [
+                    a
+                    for a in alarms(db, site)
+                    if a["type"] == "fire" and a["verdict"] == "confirmed"
+                ],
+                timeout=10,
+            )
+            wait_for(
+                lambda: (
+                    len(
+                        [
+                            a
+                            for a in alarms(db, site)
+                            if a["type"] == "fire" and a["verdict"] == "confirmed"
+                        ]
+                    )
+                    == 2
+                )
+            )
+            assert {a["device_id"] for a in alarms(db, site) if a["type"] == "fire"} == {
+                f"{site}-SD1",
+                f"{site}-SD2",
+            }
+            assert fires[0]["zone"] == "West"
+            # West burns: EX1 points right, EX2 (right leads to West) points left.
+            cmds = wait_for(lambda: {t.split("/")[3]: p for t, p, _ in listener.commands()})
+            assert cmds[f"{site}-EX1"]["direction"] == "right"
+            assert cmds[f"{site}-EX2"]["direction"] == "left"
+    finally:
+        listener.close()
+
+
+def test_device_fire_alarm_event_alone_is_not_a_verdict(
+    db: str, settings: Settings, pub: Publisher, site: str
+) -> None:
+    register(db, estate(site))
+    t = now_ms()
+    with running_ingest(settings):
+        pub.send(f"fs/v1/{site}/{site}-SD3/event", {"ts": t, "seq": 1, "type": "fire_alarm"})
+        rows = wait_for(lambda: [a for a in alarms(db, site) if a["type"] == "fire"])
+        assert rows[0]["verdict"] == "pending"
