@@ -58,9 +58,7 @@ TELEMETRY_COLUMNS = ["ts", "device_id", "seq", "received_at", "obscuration", "te
 
 
 def _with_dbname(url: str, dbname: str) -> str:
-    params = pg_conninfo.conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return pg_conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+    return pg_conninfo.make_conninfo(url, dbname=dbname)
 
 
 @contextmanager
@@ -75,8 +73,9 @@ def scratch_database(server_url: str, keep: bool) -> Iterator[str]:
             log.info("kept database %s", name)
         else:
             with psycopg.connect(server_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
 
 
 def site_of(device: int, sites: int) -> str:
@@ -98,12 +97,18 @@ def seed_registry(dsn: str, devices: int, sites: int) -> None:
         with cur.copy("COPY zones (site_id, building, floor, zone) FROM STDIN") as copy:
             for site, zone in sorted(zones):
                 copy.write_row((site, "B1", "1", zone))
-        with cur.copy(
-            "COPY devices (id, site_id, building, floor, zone, kind) FROM STDIN"
-        ) as copy:
+        with cur.copy("COPY devices (id, site_id, building, floor, zone, kind) FROM STDIN") as copy:
             for d in range(devices):
-                copy.write_row((f"D{d:05d}", site_of(d, sites), "B1", "1", f"Z{d % 20}",
-                                "multi" if d % 2 else "smoke"))
+                copy.write_row(
+                    (
+                        f"D{d:05d}",
+                        site_of(d, sites),
+                        "B1",
+                        "1",
+                        f"Z{d % 20}",
+                        "multi" if d % 2 else "smoke",
+                    )
+                )
 
 
 def seed_telemetry_part(dsn: str, first: int, last: int, per_device: int, now_s: float) -> int:
@@ -112,9 +117,13 @@ def seed_telemetry_part(dsn: str, first: int, last: int, per_device: int, now_s:
     rng = random.Random(first)
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     start = now_s - 86_400.0
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur, cur.copy(
-        f"COPY telemetry ({', '.join(TELEMETRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-    ) as copy:
+    with (
+        psycopg.connect(dsn) as conn,
+        conn.cursor() as cur,
+        cur.copy(
+            f"COPY telemetry ({', '.join(TELEMETRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        ) as copy,
+    ):
         copy.set_types(["timestamptz", "text", "int8", "timestamptz", "float8", "float8"])
         for d in range(first, last):
             device = f"D{d:05d}"
@@ -130,10 +139,14 @@ def seed_alarms(dsn: str, alarms: int, devices: int, sites: int) -> None:
     rng = random.Random(1)
     now = datetime.now(UTC)
     open_slots = devices * len(ALARM_TYPES)
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur, cur.copy(
-        "COPY alarms (id, device_id, site_id, building, floor, zone, type, verdict, status, "
-        "reason, opened_at, confirmed_at, cleared_at) FROM STDIN (FORMAT BINARY)"
-    ) as copy:
+    with (
+        psycopg.connect(dsn) as conn,
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY alarms (id, device_id, site_id, building, floor, zone, type, verdict, status, "
+            "reason, opened_at, confirmed_at, cleared_at) FROM STDIN (FORMAT BINARY)"
+        ) as copy,
+    ):
         copy.set_types(["text"] * 10 + ["timestamptz"] * 3)
         for k in range(alarms):
             is_open = k % 10 == 0 and k // 10 < open_slots
@@ -145,11 +158,23 @@ def seed_alarms(dsn: str, alarms: int, devices: int, sites: int) -> None:
                 d, type_ = rng.randrange(devices), rng.choice(ALARM_TYPES)
                 status = "cleared"
             opened = now - timedelta(seconds=rng.randrange(90 * 86_400))
-            copy.write_row((
-                f"AL{k:07d}", f"D{d:05d}", site_of(d, sites), "B1", "1", f"Z{d % 20}",
-                type_, "confirmed", status, "bench", opened, opened,
-                opened + timedelta(minutes=5) if status == "cleared" else None,
-            ))
+            copy.write_row(
+                (
+                    f"AL{k:07d}",
+                    f"D{d:05d}",
+                    site_of(d, sites),
+                    "B1",
+                    "1",
+                    f"Z{d % 20}",
+                    type_,
+                    "confirmed",
+                    status,
+                    "bench",
+                    opened,
+                    opened,
+                    opened + timedelta(minutes=5) if status == "cleared" else None,
+                )
+            )
 
 
 def seed(dsn: str, args: argparse.Namespace) -> None:
@@ -161,8 +186,10 @@ def seed(dsn: str, args: argparse.Namespace) -> None:
     bounds = [round(i * args.devices / SEED_WORKERS) for i in range(SEED_WORKERS + 1)]
     now_s = time.time()
     with ProcessPoolExecutor(SEED_WORKERS, mp_context=multiprocessing.get_context("spawn")) as ex:
-        futures = [ex.submit(seed_telemetry_part, dsn, a, b, per_device, now_s)
-                   for a, b in itertools.pairwise(bounds)]
+        futures = [
+            ex.submit(seed_telemetry_part, dsn, a, b, per_device, now_s)
+            for a, b in itertools.pairwise(bounds)
+        ]
         alarms_started = time.perf_counter()
         seed_alarms(dsn, args.alarms, args.devices, args.sites)
         log.info("alarms seeded in %.1fs", time.perf_counter() - alarms_started)
@@ -197,8 +224,9 @@ def serve(dsn: str, port: int, token: str) -> None:
     uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
 
 
-async def measure(base: str, clients: int, requests: int,
-                  make_url: Callable[[random.Random], str]) -> list[float]:
+async def measure(
+    base: str, clients: int, requests: int, make_url: Callable[[random.Random], str]
+) -> list[float]:
     """Latencies (ms) of `requests` GETs issued by `clients` concurrent clients."""
     latencies: list[float] = []
     rng = random.Random(3)
@@ -259,22 +287,43 @@ def run(dsn: str, args: argparse.Namespace) -> bool:
         since = int((time.time() - 86_400) * 1000)  # epoch ms: nothing to URL-escape
         deep = {f"S{s:03d}": deep_cursor(base, f"S{s:03d}", args.deep_pages) for s in range(10)}
         cases: list[tuple[str, Callable[[random.Random], str], float]] = [
-            ("alarms site+status, first page",
-             lambda r: f"/api/v1/alarms?site=S{r.randrange(args.sites):03d}&status=cleared"
-                       "&limit=100", TARGET_ALARMS_P99_MS),
-            (f"alarms site+status, page {args.deep_pages + 1}",
-             lambda r: (lambda s: f"/api/v1/alarms?site={s}&status=cleared&limit=100"
-                                  f"&cursor={deep[s]}")(f"S{r.randrange(10):03d}"),
-             TARGET_ALARMS_P99_MS),
-            ("alarms site+status=active, first page",
-             lambda r: f"/api/v1/alarms?site=S{r.randrange(args.sites):03d}&status=active"
-                       "&limit=100", TARGET_ALARMS_P99_MS),
-            ("telemetry 24h, bucket=5m",
-             lambda r: f"/api/v1/devices/D{r.randrange(args.devices):05d}/telemetry"
-                       f"?bucket=5m&since={since}&limit=1000", TARGET_TELEMETRY_P99_MS),
-            ("telemetry 24h, bucket=1h",
-             lambda r: f"/api/v1/devices/D{r.randrange(args.devices):05d}/telemetry"
-                       f"?bucket=1h&since={since}", TARGET_TELEMETRY_P99_MS),
+            (
+                "alarms site+status, first page",
+                lambda r: (
+                    f"/api/v1/alarms?site=S{r.randrange(args.sites):03d}&status=cleared&limit=100"
+                ),
+                TARGET_ALARMS_P99_MS,
+            ),
+            (
+                f"alarms site+status, page {args.deep_pages + 1}",
+                lambda r: (
+                    lambda s: f"/api/v1/alarms?site={s}&status=cleared&limit=100&cursor={deep[s]}"
+                )(f"S{r.randrange(10):03d}"),
+                TARGET_ALARMS_P99_MS,
+            ),
+            (
+                "alarms site+status=active, first page",
+                lambda r: (
+                    f"/api/v1/alarms?site=S{r.randrange(args.sites):03d}&status=active&limit=100"
+                ),
+                TARGET_ALARMS_P99_MS,
+            ),
+            (
+                "telemetry 24h, bucket=5m",
+                lambda r: (
+                    f"/api/v1/devices/D{r.randrange(args.devices):05d}/telemetry"
+                    f"?bucket=5m&since={since}&limit=1000"
+                ),
+                TARGET_TELEMETRY_P99_MS,
+            ),
+            (
+                "telemetry 24h, bucket=1h",
+                lambda r: (
+                    f"/api/v1/devices/D{r.randrange(args.devices):05d}/telemetry"
+                    f"?bucket=1h&since={since}"
+                ),
+                TARGET_TELEMETRY_P99_MS,
+            ),
         ]
         ok = True
         rows = []
@@ -289,11 +338,14 @@ def run(dsn: str, args: argparse.Namespace) -> bool:
         with psycopg.connect(dsn) as conn:
             counts = conn.execute(
                 "SELECT (SELECT count(*) FROM telemetry), (SELECT count(*) FROM alarms), "
-                "(SELECT count(*) FROM devices)").fetchone()
+                "(SELECT count(*) FROM devices)"
+            ).fetchone()
         assert counts is not None
-        print(f"\nestate: {counts[0]:,} telemetry rows, {counts[1]:,} alarms, "
-              f"{counts[2]:,} devices, {current_flavour(dsn)}; {args.clients} concurrent "
-              "clients\n")
+        print(
+            f"\nestate: {counts[0]:,} telemetry rows, {counts[1]:,} alarms, "
+            f"{counts[2]:,} devices, {current_flavour(dsn)}; {args.clients} concurrent "
+            "clients\n"
+        )
         print(f"{'query':42} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'target':>8}  result")
         for name, n, p50, p99, target, verdict in rows:
             print(f"{name:42} {n:5d} {p50:8.1f} {p99:8.1f} {target:8.0f}  {verdict}")
@@ -304,11 +356,15 @@ def run(dsn: str, args: argparse.Namespace) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", default=os.environ.get("FIRESAFE_DATABASE_URL"))
-    parser.add_argument("--server-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                        help="where the scratch database is created")
+    parser.add_argument(
+        "--server-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="where the scratch database is created",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--skip-seed", action="store_true", help="the database is seeded")
     parser.add_argument("--devices", type=int, default=DEVICES)

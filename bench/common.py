@@ -11,12 +11,13 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import paho.mqtt.client as paho
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -27,9 +28,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def with_dbname(url: str, dbname: str) -> str:
-    params = pg_conninfo.conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return pg_conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+    return pg_conninfo.make_conninfo(url, dbname=dbname)
 
 
 @contextmanager
@@ -64,14 +63,14 @@ def register_copy(dsn: str, devices: Sequence[Mapping[str, Any]]) -> None:
             for s in sites:
                 copy.write_row((s,))
         with cur.copy("COPY buildings (site_id, building) FROM STDIN") as copy:
-            for row in buildings:
-                copy.write_row(row)
+            for building in buildings:
+                copy.write_row(building)
         with cur.copy("COPY floors (site_id, building, floor) FROM STDIN") as copy:
-            for row in floors:
-                copy.write_row(row)
+            for floor in floors:
+                copy.write_row(floor)
         with cur.copy("COPY zones (site_id, building, floor, zone) FROM STDIN") as copy:
-            for row in zones:
-                copy.write_row(row)
+            for zone in zones:
+                copy.write_row(zone)
         with cur.copy(
             "COPY devices (id, site_id, building, floor, zone, kind, interval_s, thresholds, "
             "routes) FROM STDIN"
@@ -95,7 +94,7 @@ def register_copy(dsn: str, devices: Sequence[Mapping[str, Any]]) -> None:
 def forget_session(host: str, port: int, client_id: str) -> None:
     """Drop a persistent session (and the messages queued for it) from the broker."""
     client = paho.Client(
-        paho.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=paho.MQTTv311,
         clean_session=True,
@@ -226,6 +225,10 @@ def machine_busy_seconds() -> float:
     return busy / _CLK_TCK
 
 
+# A group of processes: its pids, or a callable returning them (evaluated at start and stop).
+PidSpec: TypeAlias = Iterable[int] | Callable[[], Iterable[int]]
+
+
 class CpuMeter:
     """CPU seconds used by named groups of processes between `start()` and `stop()`.
 
@@ -234,7 +237,7 @@ class CpuMeter:
     so the figure for PostgreSQL is a lower bound).
     """
 
-    def __init__(self, groups: Mapping[str, Any]) -> None:
+    def __init__(self, groups: Mapping[str, PidSpec]) -> None:
         self.groups = dict(groups)
         self._start: dict[str, dict[int, float]] = {}
         self.used: dict[str, float] = {}

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib
 import logging
 import math
 import multiprocessing as mp
@@ -65,6 +66,9 @@ from typing import Any
 import orjson
 import paho.mqtt.client as paho
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from psycopg.abc import Params, QueryNoTemplate
+from psycopg.rows import TupleRow
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -72,6 +76,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     BufferedClient,
     CpuMeter,
+    PidSpec,
     fmt_int,
     forget_session,
     percentiles,
@@ -231,7 +236,7 @@ def publisher_main(host: str, port: int, w: Workload, worker: int, workers: int,
     try:
         msgs, sched = ([], None) if w.steady else build_messages(w, worker, workers)
         client = BufferedClient(
-            paho.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"bench-pub-{worker}-{uuid.uuid4().hex[:8]}",
             protocol=paho.MQTTv311,
             clean_session=True,
@@ -250,6 +255,7 @@ def publisher_main(host: str, port: int, w: Workload, worker: int, workers: int,
             raise RuntimeError("publisher could not connect")
         client.start_buffering()
         sock = client.socket()
+        assert sock is not None  # connected above
         conn.send(("ready", len(msgs)))
         t0 = conn.recv()
         if w.steady:
@@ -336,7 +342,7 @@ def publisher_main(host: str, port: int, w: Workload, worker: int, workers: int,
 
 
 # ================================================================== consumers
-def parse_rows(topic: str, payload: bytes, received_ms: int) -> list[tuple[Any, ...]]:
+def parse_rows(topic: str, payload: bytes | bytearray, received_ms: int) -> list[tuple[Any, ...]]:
     """What a bare consumer stores: one row per reading, no registry, no checks."""
     obj = orjson.loads(payload)
     if topic.endswith("/telemetry"):
@@ -365,6 +371,15 @@ def ts_of(payload: bytes) -> int:
     return int(payload[6 : payload.index(b",", 6)])
 
 
+def fetch_row(
+    conn: psycopg.Connection[TupleRow], query: QueryNoTemplate, params: Params | None = None
+) -> TupleRow:
+    """The one row of a query that always returns one (an aggregate, SHOW)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, query
+    return row
+
+
 @dataclass
 class ConsumerConfig:
     kind: str  # trivial | naive | batched | firesafe
@@ -379,7 +394,7 @@ class ConsumerConfig:
 def _paho_subscriber(cfg: ConsumerConfig, on_message: Any) -> paho.Client:
     """A plain paho consumer: MQTT 3.1.1, persistent session, QoS 1, auto-ack."""
     client = paho.Client(
-        paho.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=cfg.client_id,
         protocol=paho.MQTTv311,
         clean_session=False,
@@ -446,7 +461,7 @@ def consumer_main(cfg: ConsumerConfig, progress: Any, conn: Any) -> None:
                 db.close()
 
         elif cfg.kind == "batched":
-            queue: collections.deque[tuple[str, bytes, int]] = collections.deque()
+            queue: collections.deque[tuple[str, bytes | bytearray, int]] = collections.deque()
             stop = threading.Event()
 
             def on_batched(c: Any, u: Any, msg: paho.MQTTMessage) -> None:
@@ -503,8 +518,7 @@ def consumer_main(cfg: ConsumerConfig, progress: Any, conn: Any) -> None:
             deadline = time.monotonic() + 300
             while True:  # detection is being finished elsewhere: give it a few minutes
                 try:
-                    import ingest.service
-
+                    importlib.import_module("ingest.service")
                     break
                 except Exception:
                     if time.monotonic() > deadline:
@@ -518,8 +532,8 @@ def consumer_main(cfg: ConsumerConfig, progress: Any, conn: Any) -> None:
                 mqtt_client_id=cfg.client_id,
                 log_level="WARNING",
             )
-            ingest = IngestThread(settings).start()
-            service = ingest.service
+            ingest_thread = IngestThread(settings).start()
+            service = ingest_thread.service
             assert service is not None
             source = service.source
             original_ack = source.ack
@@ -534,11 +548,11 @@ def consumer_main(cfg: ConsumerConfig, progress: Any, conn: Any) -> None:
                 committed(len(messages), 0)
                 return acked
 
-            source.ack = ack  # type: ignore[method-assign]
+            source.ack = ack  # type: ignore[method-assign]  # wrap the bound method to time commits
             extra["instance"] = service.instance
 
             def stopper() -> None:
-                ingest.stop()
+                ingest_thread.stop()
                 c = service.counters
                 extra.update(
                     messages=c.messages,
@@ -663,7 +677,7 @@ class Bench:
 
     # -------------------------------------------------------------- counting
     def count(self, table: str) -> int:
-        return int(self.db.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()[0])
+        return int(fetch_row(self.db, f"SELECT count(*) FROM {table}".encode())[0])
 
     def prepare(self, consumer: str) -> str:
         if consumer == "firesafe":
@@ -719,13 +733,14 @@ class Bench:
                 status, value = parent.recv()
                 if status != "ready":
                     raise RuntimeError(f"consumer failed to start:\n{value}")
+                assert proc.pid is not None  # started above
                 log.info("  consumer pid %d", proc.pid)
                 if profile:
                     spy = self.start_profiler(proc.pid, spy_out)
             pubs = self.start_publishers(w)
-            pids = {
+            pids: dict[str, PidSpec] = {
                 "broker": [self.broker_pid],
-                "consumer": [proc.pid] if proc else [],
+                "consumer": [proc.pid] if proc and proc.pid is not None else [],
                 "postgres": lambda: postgres_pids(self.dbname),
             }
             meter = CpuMeter(pids)
@@ -831,17 +846,19 @@ class Bench:
         if consumer is None:
             res.stored = res.unique = w.messages
         elif consumer != "trivial" and res.ok:
-            res.stored, res.unique = self.db.execute(
-                f"SELECT count(*), count(DISTINCT (device_id, ts, seq)) FROM {table}".encode()
-            ).fetchone()
+            res.stored, res.unique = fetch_row(
+                self.db,
+                f"SELECT count(*), count(DISTINCT (device_id, ts, seq)) FROM {table}".encode(),
+            )
             if w.steady:
                 res.db_latency = self.arrival_latency(consumer, table)
             if consumer == "firesafe" and res.stats.get("instance"):
-                row = self.db.execute(
+                row = fetch_row(
+                    self.db,
                     "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY batch_latency_ms), "
                     "max(batch_latency_ms) FROM ingest_stats WHERE instance = %s",
                     (res.stats["instance"],),
-                ).fetchone()
+                )
                 res.batch_latency = (row[0], row[1])
         elif consumer == "trivial":
             res.stored = res.unique = int(progress[0])
@@ -861,10 +878,11 @@ class Bench:
             expr = "extract(epoch FROM received_at - ts) * 1000"
         else:
             expr = "received_ms - ts"
-        row = self.db.execute(
+        row = fetch_row(
+            self.db,
             f"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY {expr}), "
-            f"percentile_cont(0.99) WITHIN GROUP (ORDER BY {expr}) FROM {table}".encode()
-        ).fetchone()
+            f"percentile_cont(0.99) WITHIN GROUP (ORDER BY {expr}) FROM {table}".encode(),
+        )
         return (row[0], row[1])
 
     # ------------------------------------------------------------- profiling
@@ -931,8 +949,8 @@ def summarize_profile(raw: str, top: int = 15) -> str:
     lines = [f"py-spy, {total} samples at 100 Hz of non-idle threads (firesafe consumer process)"]
     for title, counter in (("self", self_count), ("cumulative", cum_count)):
         lines.append(f"  top {top} by {title} time:")
-        for name, n in counter.most_common(top):
-            lines.append(f"    {100 * n / total:5.1f}%  {name}")
+        for name, hits in counter.most_common(top):
+            lines.append(f"    {100 * hits / total:5.1f}%  {name}")
     return "\n".join(lines)
 
 
@@ -1180,7 +1198,7 @@ def main(argv: list[str] | None = None) -> int:
             reg_s = time.perf_counter() - t
             with psycopg.connect(dsn, autocommit=True) as conn:
                 pg = {
-                    k: conn.execute(f"SHOW {k}".encode()).fetchone()[0]
+                    k: fetch_row(conn, f"SHOW {k}".encode())[0]
                     for k in (
                         "server_version",
                         "synchronous_commit",

@@ -26,9 +26,7 @@ _KEEP_TABLES = {"schema_migrations", "firesafe_meta"}
 
 
 def _with_dbname(url: str, dbname: str) -> str:
-    params = pg_conninfo.conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return pg_conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+    return pg_conninfo.make_conninfo(url, dbname=dbname)
 
 
 @pytest.fixture(scope="session")
@@ -71,14 +69,12 @@ def flavour(migration: MigrationReport) -> str:
 
 
 @pytest.fixture
-def db(database_url: str, migration: MigrationReport) -> Iterator[str]:
+def db(database_url: str, migration: MigrationReport) -> str:
     """The migrated test database, emptied of data before the test."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         tables = [
             row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            )
+            for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
             if row[0] not in _KEEP_TABLES
         ]
         if tables:
@@ -90,7 +86,7 @@ def db(database_url: str, migration: MigrationReport) -> Iterator[str]:
         if migration.flavour == "timescale":
             # The continuous aggregate keeps what it materialised; recompute it empty.
             conn.execute("CALL refresh_continuous_aggregate('telemetry_1m', NULL, NULL)")
-    yield database_url
+    return database_url
 
 
 @pytest.fixture(scope="session")

@@ -108,12 +108,12 @@ class Publisher:
 def create_session(url: str, client_id: str, topic_filter: str = "fs/v1/#") -> None:
     """Create ingest's persistent session ahead of time, as a first run would: from
     then on the broker keeps QoS 1 messages for it while it is down."""
-    from paho.mqtt.packettypes import PacketTypes  # noqa: PLC0415
-    from paho.mqtt.properties import Properties  # noqa: PLC0415
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
 
     ep = MqttEndpoint.parse(url)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
     props.SessionExpiryInterval = 3600
     client.connect(ep.host, ep.port, clean_start=True, properties=props)
     client.loop_start()
@@ -203,7 +203,9 @@ def clear_retained(url: str, topic_filter: str = "fs/v1/#", settle_s: float = 1.
     every new subscriber of `fs/v1/#` would receive them)."""
     ep = MqttEndpoint.parse(url)
     seen: set[str] = set()
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-clean-{uuid.uuid4().hex[:8]}")
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"test-clean-{uuid.uuid4().hex[:8]}"
+    )
     client.max_inflight_messages_set(1000)
     client.on_message = lambda c, u, m: seen.add(m.topic) if m.retain and m.payload else None
     client.connect(ep.host, ep.port)

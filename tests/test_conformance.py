@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,7 +17,7 @@ LISTEN_S = 2.5
 
 
 @pytest.fixture(scope="module")
-def reports(mqtt_url: str) -> Iterator[dict[str, dict[str, RuleResult]]]:
+def reports(mqtt_url: str) -> dict[str, dict[str, RuleResult]]:
     """One good device and one broken device per rule, all judged at once."""
     endpoint = MqttEndpoint.parse(mqtt_url)
     tag = secrets.token_hex(3)
@@ -55,7 +54,7 @@ def reports(mqtt_url: str) -> Iterator[dict[str, dict[str, RuleResult]]]:
         d.stop()
     for t in listeners:
         t.join()
-    out = {}
+    out: dict[str, dict[str, RuleResult]] = {}
     for case, chk in checkers.items():
         results = chk.report()
         print(case, "\n", render(results, chk.observed))

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from firesafe.contract import READING_INDEX
-from ingest.decode import Decoder, RawMessage
+from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.registry import Device, Registry
 
 REG = Registry(
@@ -27,13 +27,15 @@ def msg(topic: str, payload: object, at: int = 1000) -> RawMessage:
     return RawMessage(topic, raw, at)
 
 
-def decode(*messages: RawMessage):  # type: ignore[no-untyped-def]
+def decode(*messages: RawMessage) -> DecodedBatch:
     return Decoder(REG).decode(list(messages))
 
 
 def test_telemetry_goes_to_columns_with_nan_for_absent_readings() -> None:
     b = decode(msg("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 7, "v": {"obscuration": 0.8}}))
-    assert b.slot.tolist() == [1] and b.ts.tolist() == [5] and b.seq.tolist() == [7]
+    assert b.slot.tolist() == [1]
+    assert b.ts.tolist() == [5]
+    assert b.seq.tolist() == [7]
     assert b.values[0, READING_INDEX["obscuration"]] == 0.8
     assert math.isnan(b.values[0, READING_INDEX["temperature"]])
     assert not b.rejects
@@ -47,7 +49,8 @@ def test_unknown_reading_names_are_kept_aside() -> None:
 
 def test_heartbeat_without_readings_is_a_row() -> None:
     b = decode(msg("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {}}))
-    assert b.readings == 1 and np.isnan(b.values).all()
+    assert b.readings == 1
+    assert np.isnan(b.values).all()
 
 
 @pytest.mark.parametrize(
@@ -71,11 +74,17 @@ def test_heartbeat_without_readings_is_a_row() -> None:
         ("fs/v2/S1/D1/telemetry", {"ts": 5, "seq": 1}, "bad_topic"),
         ("fs/v1/S1/D 1/telemetry", {"ts": 5, "seq": 1}, "bad_topic"),
         ("fs/v1/S1/D1/event", {"ts": 5, "seq": 1, "type": "activated"}, "bad_payload"),
-        ("fs/v1/S1/D1/event", {"ts": 5, "seq": 1, "type": "fire_alarm", "detail": 3},
-         "bad_payload"),
+        (
+            "fs/v1/S1/D1/event",
+            {"ts": 5, "seq": 1, "type": "fire_alarm", "detail": 3},
+            "bad_payload",
+        ),
         ("fs/v1/S1/D1/status", b"maybe", "bad_payload"),
-        ("fs/v1/S1/D1/telemetry", b'{"ts": 5, "seq": 1, "v": {}, "pad": "' + b"x" * 70000 + b'"}',
-         "too_large"),
+        (
+            "fs/v1/S1/D1/telemetry",
+            b'{"ts": 5, "seq": 1, "v": {}, "pad": "' + b"x" * 70000 + b'"}',
+            "too_large",
+        ),
     ],
 )
 def test_bad_input_is_rejected_with_its_reason(topic: str, payload: object, reason: str) -> None:
@@ -87,7 +96,8 @@ def test_bad_input_is_rejected_with_its_reason(topic: str, payload: object, reas
     assert (r.topic, r.payload, r.received_ms) == (topic, m.payload, 4242)
     assert r.detail
     # The other message of the burst is unaffected.
-    assert b.slot.tolist() == [2] and b.values[0, READING_INDEX["co"]] == 2.5
+    assert b.slot.tolist() == [2]
+    assert b.values[0, READING_INDEX["co"]] == 2.5
 
 
 def test_gateway_batch_rejects_only_its_bad_readings() -> None:
@@ -106,7 +116,8 @@ def test_gateway_batch_rejects_only_its_bad_readings() -> None:
             },
         )
     )
-    assert b.slot.tolist() == [1, 2] and b.ts.tolist() == [90, 94]
+    assert b.slot.tolist() == [1, 2]
+    assert b.ts.tolist() == [90, 94]
     assert [r.reason for r in b.rejects] == ["bad_value", "site_mismatch", "unknown_device"]
     assert orjson.loads(b.rejects[0].payload)["seq"] == 2
 
@@ -122,9 +133,13 @@ def test_events_status_and_own_commands() -> None:
         msg("fs/v1/S1/E1/status", b"offline"),
         msg("fs/v1/S1/E1/cmd", {"ts": 1, "cmd": "normal"}),
     )
-    assert b.ev_slot.tolist() == [1] and b.ev_seq.tolist() == [9] and b.ev_detail == ["x"]
-    assert b.st_slot.tolist() == [3] and b.st_online.tolist() == [False]
-    assert not b.rejects and b.readings == 0
+    assert b.ev_slot.tolist() == [1]
+    assert b.ev_seq.tolist() == [9]
+    assert b.ev_detail == ["x"]
+    assert b.st_slot.tolist() == [3]
+    assert b.st_online.tolist() == [False]
+    assert not b.rejects
+    assert b.readings == 0
 
 
 def test_nul_characters_cannot_reach_the_database() -> None:

@@ -42,7 +42,9 @@ def test_small_site_still_has_every_kind() -> None:
 
 def test_registry_bodies_follow_the_contract() -> None:
     estate = generate_estate(2, 50, seed=2)
-    zones = {(z.site, z.building, z.floor): set() for z in estate.zones}
+    zones: dict[tuple[str, str, str], set[str]] = {
+        (z.site, z.building, z.floor): set() for z in estate.zones
+    }
     for z in estate.zones:
         zones[(z.site, z.building, z.floor)].add(z.zone)
     for body in estate.registry():
