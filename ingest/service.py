@@ -460,23 +460,13 @@ class IngestService:
         self.tracker.duplicates_dropped(dropped)
         self.counters.duplicates += in_batch_dups + int((~all_new).sum())
         if batch.st_slot.size:
-            self.tracker.seen(
-                batch.st_slot[~batch.st_retained], batch.st_received[~batch.st_retained]
-            )
-            for s, online, at in zip(
-                batch.st_slot.tolist(),
-                batch.st_online.tolist(),
-                batch.st_received.tolist(),
-                strict=True,
-            ):
-                self.tracker.status[s] = ("online" if online else "offline", at)
-                self.tracker.dirty[s] = True
+            live = ~batch.st_retained
+            self.tracker.seen(batch.st_slot[live], batch.st_received[live])
+            self.tracker.set_status(batch.st_slot, batch.st_online, batch.st_received)
         mains = values[:, _MAINS]
         has_mains = tel_new & ~np.isnan(mains)
         if has_mains.any():  # evac units only; the last value per device wins
-            self.tracker.on_mains.update(
-                zip(slot[has_mains].tolist(), (mains[has_mains] >= 0.5).tolist(), strict=True)
-            )
+            self.tracker.set_mains(slot[has_mains], mains[has_mains] >= 0.5)
         return applied
 
     def _detect(
@@ -628,17 +618,12 @@ class IngestService:
         log.info("linkage: %d command(s) to %s/%s", len(commands), *building)
 
     async def _flush_device_state(self) -> None:
-        registry = self.registry
-
-        def device_id(slot: int) -> str | None:
-            device = registry.by_slot[slot] if slot < registry.size else None
-            return device.id if device else None
-
-        rows = self.tracker.drain(device_id)
-        if rows:
+        registered = self.registry.kind >= 0
+        state = self.tracker.drain(registered)
+        if state.slot.size:
             assert self._writer is not None
             async with self._writer.transaction():
-                await store.write_device_state(self._writer, rows)
+                await store.write_device_state(self._writer, state)
 
     async def _write_stats(self) -> None:
         c = self.counters

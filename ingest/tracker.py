@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from firesafe.contract import SEQ_MODULUS
-from storage.ingest_store import DeviceStateRow
+from storage.ingest_store import DeviceStateColumns
 
 # "Not known since start": every reading of the device is checked against the
 # database until its first commit tells us its newest event time.
@@ -43,9 +43,11 @@ class DeviceTracker:
         self.duplicates = grow(getattr(self, "duplicates", None), 0, np.int64)
         self.out_of_order = grow(getattr(self, "out_of_order", None), 0, np.int64)
         self.dirty = grow(getattr(self, "dirty", None), False, np.bool_)
+        # Since the last drain: status -1 none, 0 offline, 1 online; mains -1 none, 0/1.
+        self.status = grow(getattr(self, "status", None), -1, np.int64)
+        self.status_ms = grow(getattr(self, "status_ms", None), -1, np.int64)
+        self.mains = grow(getattr(self, "mains", None), -1, np.int64)
         self.capacity = capacity
-        self.status: dict[int, tuple[str, int]] = getattr(self, "status", {})
-        self.on_mains: dict[int, bool] = getattr(self, "on_mains", {})
 
     def ensure(self, size: int) -> None:
         if size > self.capacity:
@@ -147,34 +149,41 @@ class DeviceTracker:
             np.maximum.at(self.last_seen, slot, received)
             self.dirty[slot] = True
 
-    def drain(self, device_id: Any) -> list[DeviceStateRow]:
-        """The rows to fold into device_state since the last drain; resets the deltas."""
-        slots = np.flatnonzero(self.dirty[: self.size])
-        rows = []
-        for slot in slots.tolist():
-            device = device_id(slot)
-            if device is None:
-                continue
-            status = self.status.pop(slot, None)
-            newest = int(self.newest_ts[slot])
-            rows.append(
-                DeviceStateRow(
-                    device_id=device,
-                    last_seen_ms=int(self.last_seen[slot]) or None,
-                    last_ts_ms=None if newest in (UNKNOWN_TS, -1) else newest,
-                    last_seq=int(self.last_seq[slot]) if self.last_seq[slot] >= 0 else None,
-                    status=status[0] if status else None,
-                    status_ms=status[1] if status else None,
-                    on_mains=self.on_mains.pop(slot, None),
-                    messages=int(self.messages[slot]),
-                    seq_gaps=int(self.gaps[slot]),
-                    duplicates=int(self.duplicates[slot]),
-                    out_of_order=int(self.out_of_order[slot]),
-                )
-            )
-        self.messages[slots] = 0
-        self.gaps[slots] = 0
-        self.duplicates[slots] = 0
-        self.out_of_order[slots] = 0
+    def set_status(
+        self, slot: NDArray[np.int64], online: NDArray[np.bool_], at: NDArray[np.int64]
+    ) -> None:
+        """The status topic's latest word per device (arrival order: the last wins)."""
+        self.status[slot] = online.astype(np.int64)
+        self.status_ms[slot] = at
+        self.dirty[slot] = True
+
+    def set_mains(self, slot: NDArray[np.int64], on_mains: NDArray[np.bool_]) -> None:
+        self.mains[slot] = on_mains.astype(np.int64)
+        self.dirty[slot] = True
+
+    def drain(self, registered: NDArray[np.bool_]) -> DeviceStateColumns:
+        """The figures to fold into device_state since the last drain; resets the deltas."""
+        dirty = self.dirty[: self.size].copy()
+        dirty[registered.size :] = False
+        dirty[: registered.size] &= registered[: self.size]
+        slots = np.flatnonzero(dirty)
+        newest = self.newest_ts[slots]
+        state = DeviceStateColumns(
+            slot=slots.astype(np.int64),
+            last_seen_ms=np.where(self.last_seen[slots] > 0, self.last_seen[slots], -1),
+            last_ts_ms=np.where(newest == UNKNOWN_TS, -1, newest),
+            last_seq=self.last_seq[slots].copy(),
+            status=self.status[slots].copy(),
+            status_ms=self.status_ms[slots].copy(),
+            on_mains=self.mains[slots].copy(),
+            messages=self.messages[slots].copy(),
+            seq_gaps=self.gaps[slots].copy(),
+            duplicates=self.duplicates[slots].copy(),
+            out_of_order=self.out_of_order[slots].copy(),
+        )
+        for column in (self.messages, self.gaps, self.duplicates, self.out_of_order):
+            column[slots] = 0
+        for column in (self.status, self.status_ms, self.mains):
+            column[slots] = -1
         self.dirty[slots] = False
-        return rows
+        return state

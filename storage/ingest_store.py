@@ -37,26 +37,36 @@ CREATE TEMP TABLE IF NOT EXISTS stage_telemetry (
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_extra (idx integer NOT NULL, extra jsonb NOT NULL)
     ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_device_state (
+    slot integer NOT NULL, last_seen_ms bigint NOT NULL, last_ts_ms bigint NOT NULL,
+    last_seq bigint NOT NULL, status smallint NOT NULL, status_ms bigint NOT NULL,
+    on_mains smallint NOT NULL, messages bigint NOT NULL, seq_gaps bigint NOT NULL,
+    duplicates bigint NOT NULL, out_of_order bigint NOT NULL
+) ON COMMIT DELETE ROWS;
 """
 
-# One record of the binary COPY stream, laid out as a numpy dtype: a field
-# count, then (length, value) per column, all big-endian. NaN marks an absent
-# reading and becomes NULL in SQL (NULLIF), which keeps every record fixed-size.
-_STAGE_COLUMNS: list[tuple[str, str]] = [
-    ("idx", ">i4"),
-    ("slot", ">i4"),
-    ("ts_ms", ">i8"),
-    ("seq", ">i8"),
-    ("received_ms", ">i8"),
-    ("maybe_dup", "u1"),
-    *[(r, ">f8") for r in READINGS],
-]
-_RECORD = np.dtype(
-    [("nfields", ">i2")]
-    + [item for name, kind in _STAGE_COLUMNS for item in ((f"len_{name}", ">i4"), (name, kind))]
-)
+# The binary COPY stream (PostgreSQL's documented format), built as one numpy
+# record array: a field count, then (length, value) per column, all
+# big-endian. Only fixed-size columns, so there is no Python object per row;
+# absent values travel as a sentinel (NaN, -1) that SQL turns into NULL.
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+
+
+def binary_copy(columns: Sequence[tuple[str, str, NDArray[Any]]]) -> bytes:
+    """Encode equally long columns (name, big-endian dtype, values) for COPY ... BINARY."""
+    n = len(columns[0][2]) if columns else 0
+    record = np.dtype(
+        [("nfields", ">i2")]
+        + [item for name, kind, _ in columns for item in ((f"len_{name}", ">i4"), (name, kind))]
+    )
+    records = np.empty(n, dtype=record)
+    records["nfields"] = len(columns)
+    for name, kind, values in columns:
+        records[f"len_{name}"] = np.dtype(kind).itemsize
+        records[name] = values
+    return _COPY_HEADER + records.tobytes() + _COPY_TRAILER
+
 
 _READING_COLS = ", ".join(READINGS)
 _READING_VALUES = ", ".join(f"NULLIF(s.{r}, 'NaN')" for r in READINGS)
@@ -126,21 +136,18 @@ def encode_stage(
     maybe_dup: NDArray[np.bool_],
     values: NDArray[np.float64],
 ) -> bytes:
-    """The binary COPY stream of the stage table for these rows."""
-    n = int(slot.size)
-    records = np.zeros(n, dtype=_RECORD)
-    records["nfields"] = len(_STAGE_COLUMNS)
-    for name, kind in _STAGE_COLUMNS:
-        records[f"len_{name}"] = np.dtype(kind).itemsize
-    records["idx"] = np.arange(n)
-    records["slot"] = slot
-    records["ts_ms"] = ts
-    records["seq"] = seq
-    records["received_ms"] = received
-    records["maybe_dup"] = maybe_dup
-    for i, reading in enumerate(READINGS):
-        records[reading] = values[:, i]
-    return _COPY_HEADER + records.tobytes() + _COPY_TRAILER
+    """The binary COPY stream of the stage table for these rows (NaN = absent reading)."""
+    return binary_copy(
+        [
+            ("idx", ">i4", np.arange(slot.size)),
+            ("slot", ">i4", slot),
+            ("ts_ms", ">i8", ts),
+            ("seq", ">i8", seq),
+            ("received_ms", ">i8", received),
+            ("maybe_dup", "u1", maybe_dup),
+            *[(r, ">f8", values[:, i]) for i, r in enumerate(READINGS)],
+        ]
+    )
 
 
 async def write_telemetry(
@@ -249,70 +256,66 @@ async def write_rejects(conn: AsyncConn, rejects: Sequence[RejectRow]) -> None:
         )
 
 
+_UPSERT_DEVICE_STATE = f"""
+INSERT INTO device_state AS s (device_id, last_seen_at, last_ts, last_seq, status, status_at,
+    on_mains, messages, seq_gaps, duplicates, out_of_order, updated_at)
+SELECT d.id,
+    CASE WHEN u.last_seen_ms >= 0 THEN {_MS.format("u.last_seen_ms")} END,
+    CASE WHEN u.last_ts_ms >= 0 THEN {_MS.format("u.last_ts_ms")} END,
+    NULLIF(u.last_seq, -1),
+    CASE u.status WHEN 0 THEN 'offline' WHEN 1 THEN 'online' END,
+    CASE WHEN u.status >= 0 THEN {_MS.format("u.status_ms")} END,
+    CASE u.on_mains WHEN 0 THEN false WHEN 1 THEN true END,
+    u.messages, u.seq_gaps, u.duplicates, u.out_of_order, now()
+FROM stage_device_state u JOIN devices d ON d.slot = u.slot
+ON CONFLICT (device_id) DO UPDATE SET
+    last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at),
+    last_ts = GREATEST(s.last_ts, EXCLUDED.last_ts),
+    last_seq = CASE WHEN EXCLUDED.last_ts >= s.last_ts OR s.last_ts IS NULL
+                    THEN COALESCE(EXCLUDED.last_seq, s.last_seq) ELSE s.last_seq END,
+    status = COALESCE(EXCLUDED.status, s.status),
+    status_at = COALESCE(EXCLUDED.status_at, s.status_at),
+    on_mains = COALESCE(EXCLUDED.on_mains, s.on_mains),
+    messages = s.messages + EXCLUDED.messages,
+    seq_gaps = s.seq_gaps + EXCLUDED.seq_gaps,
+    duplicates = s.duplicates + EXCLUDED.duplicates,
+    out_of_order = s.out_of_order + EXCLUDED.out_of_order,
+    updated_at = now()
+"""
+
+
 @dataclass(frozen=True, slots=True)
-class DeviceStateRow:
-    device_id: str
-    last_seen_ms: int | None
-    last_ts_ms: int | None
-    last_seq: int | None
-    status: str | None
-    status_ms: int | None
-    on_mains: bool | None
-    messages: int
-    seq_gaps: int
-    duplicates: int
-    out_of_order: int
+class DeviceStateColumns:
+    """What ingest learnt about each device since the last flush, one array per
+    column; -1 marks "nothing new" (status: -1 none, 0 offline, 1 online)."""
+
+    slot: NDArray[np.int64]
+    last_seen_ms: NDArray[np.int64]
+    last_ts_ms: NDArray[np.int64]
+    last_seq: NDArray[np.int64]
+    status: NDArray[np.int64]
+    status_ms: NDArray[np.int64]
+    on_mains: NDArray[np.int64]
+    messages: NDArray[np.int64]
+    seq_gaps: NDArray[np.int64]
+    duplicates: NDArray[np.int64]
+    out_of_order: NDArray[np.int64]
 
 
-async def write_device_state(conn: AsyncConn, rows: Sequence[DeviceStateRow]) -> None:
-    """Fold what ingest learnt about each device since the last flush into device_state."""
-    if not rows:
+async def write_device_state(conn: AsyncConn, state: DeviceStateColumns) -> None:
+    """Fold the figures into device_state: one binary COPY and one upsert."""
+    if not state.slot.size:
         return
-
-    def col(name: str) -> list[Any]:
-        return [getattr(r, name) for r in rows]
-
-    def ms(name: str) -> list[datetime | None]:
-        return [None if v is None else ms_to_datetime(v) for v in col(name)]
-
-    await conn.execute(
-        """
-        INSERT INTO device_state AS s (device_id, last_seen_at, last_ts, last_seq, status,
-            status_at, on_mains, messages, seq_gaps, duplicates, out_of_order, updated_at)
-        SELECT u.*, now() FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[],
-            %s::bigint[], %s::text[], %s::timestamptz[], %s::boolean[], %s::bigint[],
-            %s::bigint[], %s::bigint[], %s::bigint[])
-            AS u(device_id, last_seen_at, last_ts, last_seq, status, status_at, on_mains,
-                 messages, seq_gaps, duplicates, out_of_order)
-        WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = u.device_id)
-        ON CONFLICT (device_id) DO UPDATE SET
-            last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at),
-            last_ts = GREATEST(s.last_ts, EXCLUDED.last_ts),
-            last_seq = CASE WHEN EXCLUDED.last_ts >= s.last_ts OR s.last_ts IS NULL
-                            THEN COALESCE(EXCLUDED.last_seq, s.last_seq) ELSE s.last_seq END,
-            status = COALESCE(EXCLUDED.status, s.status),
-            status_at = COALESCE(EXCLUDED.status_at, s.status_at),
-            on_mains = COALESCE(EXCLUDED.on_mains, s.on_mains),
-            messages = s.messages + EXCLUDED.messages,
-            seq_gaps = s.seq_gaps + EXCLUDED.seq_gaps,
-            duplicates = s.duplicates + EXCLUDED.duplicates,
-            out_of_order = s.out_of_order + EXCLUDED.out_of_order,
-            updated_at = now()
-        """,
-        (
-            col("device_id"),
-            ms("last_seen_ms"),
-            ms("last_ts_ms"),
-            col("last_seq"),
-            col("status"),
-            ms("status_ms"),
-            col("on_mains"),
-            col("messages"),
-            col("seq_gaps"),
-            col("duplicates"),
-            col("out_of_order"),
-        ),
-    )
+    int2 = {"status", "on_mains"}
+    int4 = {"slot"}
+    columns = [
+        (name, ">i2" if name in int2 else ">i4" if name in int4 else ">i8", getattr(state, name))
+        for name in DeviceStateColumns.__dataclass_fields__
+    ]
+    async with conn.cursor() as cur:
+        async with cur.copy("COPY stage_device_state FROM STDIN (FORMAT BINARY)") as copy:
+            await copy.write(binary_copy(columns))
+        await cur.execute(_UPSERT_DEVICE_STATE.encode())
 
 
 async def load_registry(conn: AsyncConn) -> list[dict[str, Any]]:
