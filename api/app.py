@@ -78,14 +78,23 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for router in (health.router, metrics.router, devices.router, telemetry.router,
-                   alarms.router, rejects.router, tokens.router, sites.router):
+    for router in (
+        health.router,
+        metrics.router,
+        devices.router,
+        telemetry.router,
+        alarms.router,
+        rejects.router,
+        tokens.router,
+        sites.router,
+    ):
         app.include_router(router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                                 routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
             # The devices body is parsed by hand (JSON or CSV): add its schemas.
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in devices.body_components().items():

@@ -18,8 +18,9 @@ from storage.queries import Conn, tokens
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
-_bearer = HTTPBearer(auto_error=False, description="A token from FIRESAFE_ADMIN_TOKEN or "
-                     "POST /api/v1/tokens")
+_bearer = HTTPBearer(
+    auto_error=False, description="A token from FIRESAFE_ADMIN_TOKEN or POST /api/v1/tokens"
+)
 
 
 def get_state(request: Request) -> AppState:
@@ -52,8 +53,7 @@ async def get_caller(
         row = await tokens.find_token(conn, token=token)
     if row is None:
         raise Unauthorized("unknown or revoked token")
-    return Caller(name=row["name"], role=row["role"], sites=tuple(row["sites"]),
-                  token_id=row["id"])
+    return Caller(name=row["name"], role=row["role"], sites=tuple(row["sites"]), token_id=row["id"])
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -101,8 +101,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error_json(status: int, code: str, message: str, headers: dict[str, str] | None = None
-               ) -> JSONResponse:
+def error_json(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers
     )

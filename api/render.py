@@ -18,8 +18,21 @@ from fastapi.responses import Response
 
 from storage.queries.telemetry import Bucket, Reading
 
-ALARM_FIELDS = ("id", "type", "verdict", "status", "device", "site", "building", "floor", "zone",
-                "reason", "acknowledged_by", "cleared_by", "detail")
+ALARM_FIELDS = (
+    "id",
+    "type",
+    "verdict",
+    "status",
+    "device",
+    "site",
+    "building",
+    "floor",
+    "zone",
+    "reason",
+    "acknowledged_by",
+    "cleared_by",
+    "detail",
+)
 ALARM_TIMES = ("opened_at", "confirmed_at", "cleared_at", "acknowledged_at", "updated_at")
 
 

@@ -82,8 +82,7 @@ class DeviceIn(BaseModel):
         Field(
             default=None,
             description="Reporting period in seconds; offline after 3 x this of silence. "
-            "Default per kind: "
-            + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_INTERVAL_S.items()),
+            "Default per kind: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_INTERVAL_S.items()),
         )
     )
     thresholds: dict[ThresholdName, Number] | None = Field(
@@ -146,9 +145,24 @@ class DeviceOut(BaseModel):
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> DeviceOut:
         return cls(
-            **{k: row[k] for k in ("id", "site", "building", "floor", "zone", "kind", "name",
-                                   "thresholds", "routes", "state", "last_seen_at",
-                                   "created_at", "updated_at")},
+            **{
+                k: row[k]
+                for k in (
+                    "id",
+                    "site",
+                    "building",
+                    "floor",
+                    "zone",
+                    "kind",
+                    "name",
+                    "thresholds",
+                    "routes",
+                    "state",
+                    "last_seen_at",
+                    "created_at",
+                    "updated_at",
+                )
+            },
             interval_s=row["interval_s"] or DEFAULT_INTERVAL_S[row["kind"]],
         )
 
@@ -258,8 +272,11 @@ class RejectOut(BaseModel):
 
 class TokenIn(BaseModel):
     role: Role
-    sites: list[Id] = Field(default_factory=list, max_length=1000,
-                            description="Sites of a manager token (required for managers)")
+    sites: list[Id] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Sites of a manager token (required for managers)",
+    )
     name: Name = Field(description="Recorded as who acknowledged or cleared an alarm")
 
     @model_validator(mode="after")

@@ -96,7 +96,8 @@ class AlarmHub:
                             sub.push(log_id)
             except psycopg.OperationalError as exc:
                 self.listening.clear()
-                self._log.warning("alarm LISTEN connection lost (%s); retrying in %.1fs",
-                                  exc, delay)
+                self._log.warning(
+                    "alarm LISTEN connection lost (%s); retrying in %.1fs", exc, delay
+                )
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, RECONNECT_MAX_S)

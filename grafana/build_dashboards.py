@@ -42,8 +42,17 @@ Json = dict[str, Any]
 RAW_RANGE_LIMIT = "interval '24 hours'"
 
 READINGS = (
-    "obscuration", "temperature", "co", "humidity", "residual_current",
-    "cable_temperature", "current", "voltage", "battery", "mains", "lamp_ok",
+    "obscuration",
+    "temperature",
+    "co",
+    "humidity",
+    "residual_current",
+    "cable_temperature",
+    "current",
+    "voltage",
+    "battery",
+    "mains",
+    "lamp_ok",
 )
 
 
@@ -108,12 +117,23 @@ def panel(
 
 
 def timeseries(title: str, query: str, *, bars: bool = False, **kw: Any) -> Json:
-    custom = {"drawStyle": "bars", "fillOpacity": 60, "stacking": {"mode": "normal"}} if bars \
+    custom = (
+        {"drawStyle": "bars", "fillOpacity": 60, "stacking": {"mode": "normal"}}
+        if bars
         else {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "spanNulls": False}
+    )
     kw.setdefault("custom", custom)
-    kw.setdefault("options", {"legend": {"displayMode": "table", "placement": "right",
-                                         "calcs": ["max", "lastNotNull"]},
-                              "tooltip": {"mode": "multi", "sort": "desc"}})
+    kw.setdefault(
+        "options",
+        {
+            "legend": {
+                "displayMode": "table",
+                "placement": "right",
+                "calcs": ["max", "lastNotNull"],
+            },
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+    )
     return panel("timeseries", title, [target(query)], **kw)
 
 
@@ -123,10 +143,15 @@ def table(title: str, query: str, **kw: Any) -> Json:
 
 
 def stat(title: str, query: str, **kw: Any) -> Json:
-    kw.setdefault("options", {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
-                                                "values": False},
-                              "colorMode": "background", "graphMode": "none",
-                              "textMode": "value_and_name"})
+    kw.setdefault(
+        "options",
+        {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "background",
+            "graphMode": "none",
+            "textMode": "value_and_name",
+        },
+    )
     return panel("stat", title, [target(query, "table")], **kw)
 
 
@@ -141,9 +166,7 @@ def variable(
     hide: int = 0,
 ) -> Json:
     """A query variable; refresh 1 = on load, 2 = on time range change."""
-    current: Json = (
-        {"selected": True, "text": ["All"], "value": ["$__all"]} if include_all else {}
-    )
+    current: Json = {"selected": True, "text": ["All"], "value": ["$__all"]} if include_all else {}
     return {
         "type": "query",
         "name": name,
@@ -227,8 +250,14 @@ def dashboard(
         "fiscalYearStartMonth": 0,
         "weekStart": "",
         "links": [
-            {"title": "Firesafe", "type": "dashboards", "tags": TAGS, "asDropdown": True,
-             "includeVars": False, "keepTime": True},
+            {
+                "title": "Firesafe",
+                "type": "dashboards",
+                "tags": TAGS,
+                "asDropdown": True,
+                "includeVars": False,
+                "keepTime": True,
+            },
         ],
         "annotations": {"list": [builtin, *annotations]},
         "templating": {"list": variables},
@@ -238,32 +267,46 @@ def dashboard(
 
 # --- shared pieces -----------------------------------------------------------
 
+
 def site_var(*, multi: bool = True) -> Json:
     return variable(
-        "site", "Site",
+        "site",
+        "Site",
         "SELECT id AS __value, coalesce(name, id) AS __text FROM sites ORDER BY id",
-        multi=multi, include_all=multi,
+        multi=multi,
+        include_all=multi,
     )
 
 
 def site_filter(alias: str, *, single_site: bool = False) -> str:
     site = f"{alias}.site_id = '$site'" if single_site else f"{alias}.site_id IN ($site)"
-    return (f"{site} AND {alias}.building IN ($building) AND {alias}.floor IN ($floor) "
-            f"AND {alias}.zone IN ($zone)")
+    return (
+        f"{site} AND {alias}.building IN ($building) AND {alias}.floor IN ($floor) "
+        f"AND {alias}.zone IN ($zone)"
+    )
 
 
 def place_vars(*, single_site: bool = False) -> list[Json]:
     site_in = "site_id = '$site'" if single_site else "site_id IN ($site)"
     return [
         site_var(multi=not single_site),
-        variable("building", "Building",
-                 f"SELECT DISTINCT building FROM buildings WHERE {site_in} ORDER BY 1"),
-        variable("floor", "Floor",
-                 f"SELECT DISTINCT floor FROM floors WHERE {site_in} "
-                 "AND building IN ($building) ORDER BY 1"),
-        variable("zone", "Zone",
-                 f"SELECT DISTINCT zone FROM zones WHERE {site_in} "
-                 "AND building IN ($building) AND floor IN ($floor) ORDER BY 1"),
+        variable(
+            "building",
+            "Building",
+            f"SELECT DISTINCT building FROM buildings WHERE {site_in} ORDER BY 1",
+        ),
+        variable(
+            "floor",
+            "Floor",
+            f"SELECT DISTINCT floor FROM floors WHERE {site_in} "
+            "AND building IN ($building) ORDER BY 1",
+        ),
+        variable(
+            "zone",
+            "Zone",
+            f"SELECT DISTINCT zone FROM zones WHERE {site_in} "
+            "AND building IN ($building) AND floor IN ($floor) ORDER BY 1",
+        ),
     ]
 
 
@@ -275,10 +318,14 @@ def is_open(alias: str) -> str:
 
 
 def device_link(title: str = "Device details") -> Json:
-    return {"title": title, "url": "/d/firesafe-device/device?var-device=${__value.raw}&${__url_time_range}"}
+    return {
+        "title": title,
+        "url": "/d/firesafe-device/device?var-device=${__value.raw}&${__url_time_range}",
+    }
 
 
 # --- Operations overview -------------------------------------------------------
+
 
 def overview() -> Json:
     open_stat = stat(
@@ -291,7 +338,7 @@ def overview() -> Json:
                count(*) FILTER (WHERE type = 'offline') AS "Offline",
                count(*) FILTER (WHERE status = 'acknowledged') AS "Acknowledged"
         FROM alarms a
-        WHERE {is_open('a')} AND a.site_id IN ($site)
+        WHERE {is_open("a")} AND a.site_id IN ($site)
         """,
         description="Alarms not yet cleared (suppressed ones excluded), now.",
         thresholds=[(None, "green"), (1, "red")],
@@ -305,13 +352,16 @@ def overview() -> Json:
         WHERE $__timeFilter(a.opened_at) AND a.type IN ('fire', 'electrical') AND a.site_id IN ($site)
         """,
         description="Share of fire and electrical alarms opened in the range that "
-                    "verification judged false (suppressed).",
+        "verification judged false (suppressed).",
         unit="percent",
         thresholds=[(None, "blue")],
     )
     by_site = panel(
-        "barchart", "Open alarms by site and type",
-        [target(f"""
+        "barchart",
+        "Open alarms by site and type",
+        [
+            target(
+                f"""
             SELECT a.site_id AS site,
                    count(*) FILTER (WHERE a.type = 'fire') AS fire,
                    count(*) FILTER (WHERE a.type = 'pre_alarm') AS pre_alarm,
@@ -320,13 +370,21 @@ def overview() -> Json:
                    count(*) FILTER (WHERE a.type = 'evac_fault') AS evac_fault,
                    count(*) FILTER (WHERE a.type = 'offline') AS offline
             FROM alarms a
-            WHERE {is_open('a')} AND a.site_id IN ($site)
+            WHERE {is_open("a")} AND a.site_id IN ($site)
             GROUP BY a.site_id
             ORDER BY a.site_id
-            """, "table")],
+            """,
+                "table",
+            )
+        ],
         description="Alarms not yet cleared, per site and type.",
-        options={"orientation": "horizontal", "stacking": "normal", "showValue": "auto",
-                 "xField": "site", "legend": {"displayMode": "list", "placement": "bottom"}},
+        options={
+            "orientation": "horizontal",
+            "stacking": "normal",
+            "showValue": "auto",
+            "xField": "site",
+            "legend": {"displayMode": "list", "placement": "bottom"},
+        },
     )
     verdicts = timeseries(
         "Confirmed vs suppressed (false-alarm filter)",
@@ -337,16 +395,23 @@ def overview() -> Json:
         GROUP BY 1, 2
         ORDER BY 1, 2
         """,
-        bars=True, interval="5m",
+        bars=True,
+        interval="5m",
         description="Fire and electrical alarms by the verdict of verification, per interval "
-                    "of opening: suppressed ones are the false alarms the filter kept away.",
+        "of opening: suppressed ones are the false alarms the filter kept away.",
         overrides=[
-            {"matcher": {"id": "byName", "options": "confirmed"},
-             "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]},
-            {"matcher": {"id": "byName", "options": "suppressed"},
-             "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "green"}}]},
-            {"matcher": {"id": "byName", "options": "pending"},
-             "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "orange"}}]},
+            {
+                "matcher": {"id": "byName", "options": "confirmed"},
+                "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}],
+            },
+            {
+                "matcher": {"id": "byName", "options": "suppressed"},
+                "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "green"}}],
+            },
+            {
+                "matcher": {"id": "byName", "options": "pending"},
+                "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "orange"}}],
+            },
         ],
     )
     by_type = timeseries(
@@ -358,7 +423,8 @@ def overview() -> Json:
         GROUP BY 1, 2
         ORDER BY 1, 2
         """,
-        bars=True, interval="5m",
+        bars=True,
+        interval="5m",
     )
     offline = table(
         "Offline devices",
@@ -368,11 +434,11 @@ def overview() -> Json:
         FROM alarms a
         JOIN devices d ON d.id = a.device_id
         LEFT JOIN device_state s ON s.device_id = a.device_id
-        WHERE a.type = 'offline' AND {is_open('a')} AND a.site_id IN ($site)
+        WHERE a.type = 'offline' AND {is_open("a")} AND a.site_id IN ($site)
         ORDER BY a.opened_at, a.device_id
         """,
         description="Devices with an open offline alarm (silent for 3 reporting intervals, "
-                    "or their status topic said offline).",
+        "or their status topic said offline).",
         links=[device_link()],
     )
     noisy = table(
@@ -392,7 +458,7 @@ def overview() -> Json:
         LIMIT 15
         """,
         description="Devices that opened the most alarms in the range: candidates for "
-                    "cleaning, relocation or a different detector type.",
+        "cleaning, relocation or a different detector type.",
         links=[device_link()],
     )
     anno = annotation(
@@ -410,11 +476,15 @@ def overview() -> Json:
         "red",
     )
     return dashboard(
-        "firesafe-overview", "Firesafe — Operations overview",
+        "firesafe-overview",
+        "Firesafe — Operations overview",
         description="Open alarms across the estate, the false-alarm filter at work, "
-                    "offline and noisy devices.",
-        tags=["operations"], time_from="now-24h", refresh="30s",
-        variables=[site_var()], annotations=[anno],
+        "offline and noisy devices.",
+        tags=["operations"],
+        time_from="now-24h",
+        refresh="30s",
+        variables=[site_var()],
+        annotations=[anno],
         rows=[
             [(open_stat, 16, 5), (false_rate, 8, 5)],
             [(by_site, 10, 9), (verdicts, 14, 9)],
@@ -425,6 +495,7 @@ def overview() -> Json:
 
 
 # --- Site --------------------------------------------------------------------------
+
 
 def site() -> Json:
     f = site_filter("o", single_site=True)
@@ -454,8 +525,8 @@ def site() -> Json:
         FROM zones z
         LEFT JOIN device_overview o
           ON o.site_id = z.site_id AND o.building = z.building AND o.floor = z.floor AND o.zone = z.zone
-        LEFT JOIN alarms a ON a.device_id = o.device_id AND {is_open('a')}
-        WHERE {site_filter('z', single_site=True)}
+        LEFT JOIN alarms a ON a.device_id = o.device_id AND {is_open("a")}
+        WHERE {site_filter("z", single_site=True)}
         GROUP BY z.building, z.floor, z.zone, z.name, z.zone_type
         ORDER BY z.building, z.floor, z.zone
         """,
@@ -468,7 +539,7 @@ def site() -> Json:
                o.last_seen_at AS "last seen", o.on_mains AS "on mains", o.seq_gaps AS "seq gaps",
                string_agg(a.type || ' ' || a.verdict, ', ' ORDER BY a.type) AS "open alarms"
         FROM device_overview o
-        LEFT JOIN alarms a ON a.device_id = o.device_id AND {is_open('a')}
+        LEFT JOIN alarms a ON a.device_id = o.device_id AND {is_open("a")}
         WHERE {f}
         GROUP BY o.device_id, o.name, o.kind, o.building, o.floor, o.zone, o.connectivity,
                  o.last_seen_at, o.on_mains, o.seq_gaps
@@ -482,11 +553,12 @@ def site() -> Json:
         SELECT $__timeGroupAlias(a.opened_at, $__interval),
                a.building || '/' || a.floor || '/' || a.zone AS metric, count(*) AS value
         FROM alarms a
-        WHERE $__timeFilter(a.opened_at) AND a.type <> 'pre_alarm' AND {site_filter('a', single_site=True)}
+        WHERE $__timeFilter(a.opened_at) AND a.type <> 'pre_alarm' AND {site_filter("a", single_site=True)}
         GROUP BY 1, 2
         ORDER BY 1, 2
         """,
-        bars=True, interval="5m",
+        bars=True,
+        interval="5m",
         description="Alarms (pre-alarms left out) opened per interval, per zone.",
     )
     alarm_list = table(
@@ -496,7 +568,7 @@ def site() -> Json:
                a.building, a.floor, a.zone, a.confirmed_at AS confirmed, a.cleared_at AS cleared,
                a.acknowledged_by AS "acknowledged by"
         FROM alarms a
-        WHERE $__timeFilter(a.opened_at) AND {site_filter('a', single_site=True)}
+        WHERE $__timeFilter(a.opened_at) AND {site_filter("a", single_site=True)}
         ORDER BY a.opened_at DESC
         LIMIT 500
         """,
@@ -511,16 +583,20 @@ def site() -> Json:
                a.type || ',' || a.verdict AS tags
         FROM alarms a
         WHERE $__timeFilter(a.opened_at) AND a.type IN ('fire', 'electrical', 'fault', 'evac_fault')
-          AND {site_filter('a', single_site=True)}
+          AND {site_filter("a", single_site=True)}
         ORDER BY a.opened_at
         """,
         "orange",
     )
     return dashboard(
-        "firesafe-site", "Firesafe — Site",
+        "firesafe-site",
+        "Firesafe — Site",
         description="One site: its floors and zones, their devices' state, the alarm timeline.",
-        tags=["site"], time_from="now-24h", refresh="30s",
-        variables=place_vars(single_site=True), annotations=[anno],
+        tags=["site"],
+        time_from="now-24h",
+        refresh="30s",
+        variables=place_vars(single_site=True),
+        annotations=[anno],
         rows=[
             [(counts, 24, 4)],
             [(zones, 24, 9)],
@@ -533,6 +609,7 @@ def site() -> Json:
 
 # --- Device ------------------------------------------------------------------------
 
+
 def reading_values(alias: str, suffix: str = "") -> str:
     return ", ".join(f"('{r}', {alias}.{r}{suffix})" for r in READINGS)
 
@@ -541,7 +618,8 @@ def device() -> Json:
     raw_readings = reading_values("t")
     rollup = ", ".join(f"('{r}', m.{r}_avg * m.{r}_n, m.{r}_n)" for r in READINGS)
     readings = panel(
-        "timeseries", "$reading",
+        "timeseries",
+        "$reading",
         [
             target(f"""
                 SELECT $__timeGroupAlias(t.ts, $__interval), r.reading AS metric, avg(r.value) AS value
@@ -561,31 +639,44 @@ def device() -> Json:
                 GROUP BY 1, 2
                 ORDER BY 1, 2
                 """),
-            target("""
+            target(
+                """
                 SELECT x.time, 'limit: ' || th.name AS metric, th.value
                 FROM device_thresholds th
                 CROSS JOIN (VALUES ($__timeFrom()::timestamptz), ($__timeTo()::timestamptz)) AS x(time)
                 WHERE th.device_id = '$device' AND th.reading IN ($reading)
                 ORDER BY 1, 2
-                """, "table", "B"),
+                """,
+                "table",
+                "B",
+            ),
         ],
         description="The device's reading averaged per interval (raw readings up to 24 h, the "
-                    "1-minute rollup for longer ranges), with its alarm thresholds as dashed "
-                    "lines (\"limit: ...\"): the registry's `thresholds` or the detection "
-                    "engine's defaults for its kind (view threshold_defaults).",
-        interval="10s", repeat="reading",
+        "1-minute rollup for longer ranges), with its alarm thresholds as dashed "
+        'lines ("limit: ..."): the registry\'s `thresholds` or the detection '
+        "engine's defaults for its kind (view threshold_defaults).",
+        interval="10s",
+        repeat="reading",
         custom={"drawStyle": "line", "lineWidth": 2, "fillOpacity": 5, "spanNulls": False},
-        options={"legend": {"displayMode": "list", "placement": "bottom"},
-                 "tooltip": {"mode": "multi", "sort": "none"}},
+        options={
+            "legend": {"displayMode": "list", "placement": "bottom"},
+            "tooltip": {"mode": "multi", "sort": "none"},
+        },
         overrides=[
-            {"matcher": {"id": "byRegexp", "options": "^limit: .*"},
-             "properties": [
-                 {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
-                 {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]},
-            {"matcher": {"id": "byRegexp", "options": "^limit: .*pre_alarm$"},
-             "properties": [
-                 {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
-                 {"id": "color", "value": {"mode": "fixed", "fixedColor": "orange"}}]},
+            {
+                "matcher": {"id": "byRegexp", "options": "^limit: .*"},
+                "properties": [
+                    {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+                    {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
+                ],
+            },
+            {
+                "matcher": {"id": "byRegexp", "options": "^limit: .*pre_alarm$"},
+                "properties": [
+                    {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+                    {"id": "color", "value": {"mode": "fixed", "fixedColor": "orange"}},
+                ],
+            },
         ],
     )
     info = table(
@@ -655,7 +746,8 @@ def device() -> Json:
     variables = [
         *place_vars(single_site=True),
         variable(
-            "device", "Device",
+            "device",
+            "Device",
             """
             SELECT id AS __value, id || ' — ' || kind || coalesce(' (' || name || ')', '') AS __text
             FROM devices
@@ -663,10 +755,12 @@ def device() -> Json:
               AND zone IN ($zone)
             ORDER BY id
             """,
-            multi=False, include_all=False,
+            multi=False,
+            include_all=False,
         ),
         variable(
-            "reading", "Reading",
+            "reading",
+            "Reading",
             """
             SELECT k.reading FROM kind_readings k JOIN devices d ON d.kind = k.kind
             WHERE d.id = '$device' ORDER BY 1
@@ -674,10 +768,14 @@ def device() -> Json:
         ),
     ]
     return dashboard(
-        "firesafe-device", "Firesafe — Device",
+        "firesafe-device",
+        "Firesafe — Device",
         description="One device: its readings against its alarm thresholds, events and alarms.",
-        tags=["device"], time_from="now-6h", refresh="1m",
-        variables=variables, annotations=[event_anno, alarm_anno],
+        tags=["device"],
+        time_from="now-6h",
+        refresh="1m",
+        variables=variables,
+        annotations=[event_anno, alarm_anno],
         rows=[
             [(info, 16, 5), (limits, 8, 5)],
             [(readings, 12, 9)],
@@ -688,11 +786,13 @@ def device() -> Json:
 
 # --- Electrical fire ---------------------------------------------------------------
 
+
 def electrical() -> Json:
     f = site_filter("d") + " AND d.id IN ($circuit)"
 
-    def per_circuit(title: str, column: str, unit: str, limits: list[tuple[float | None, str]],
-                    description: str) -> Json:
+    def per_circuit(
+        title: str, column: str, unit: str, limits: list[tuple[float | None, str]], description: str
+    ) -> Json:
         return timeseries(
             title,
             f"""
@@ -703,26 +803,41 @@ def electrical() -> Json:
             GROUP BY 1, 2
             ORDER BY 1, 2
             """,
-            unit=unit, interval="1m", description=description, thresholds=limits,
-            custom={"drawStyle": "line", "lineWidth": 1, "fillOpacity": 0, "spanNulls": False,
-                    "thresholdsStyle": {"mode": "dashed"}},
+            unit=unit,
+            interval="1m",
+            description=description,
+            thresholds=limits,
+            custom={
+                "drawStyle": "line",
+                "lineWidth": 1,
+                "fillOpacity": 0,
+                "spanNulls": False,
+                "thresholdsStyle": {"mode": "dashed"},
+            },
         )
 
     residual = per_circuit(
-        "Residual current by circuit", "residual_current", "mA",
+        "Residual current by circuit",
+        "residual_current",
+        "mA",
         [(None, "green"), (300, "red")],
         "Peak residual (leakage) current per minute, per circuit (1-minute rollup). Dashed: the "
         "default alarm limit (residual_current_ma, 300 mA); a circuit's own limit is in the "
         "table below.",
     )
     cable = per_circuit(
-        "Cable temperature by circuit", "cable_temperature", "celsius",
+        "Cable temperature by circuit",
+        "cable_temperature",
+        "celsius",
         [(None, "green"), (70, "red")],
         "Peak cable temperature per minute, per circuit. Dashed: the default alarm limit "
         "(cable_temperature_c, 70 °C).",
     )
     load = per_circuit(
-        "Load current by circuit", "current", "amp", [(None, "green")],
+        "Load current by circuit",
+        "current",
+        "amp",
+        [(None, "green")],
         "Peak load current per minute, per circuit.",
     )
     nearest = table(
@@ -745,14 +860,27 @@ def electrical() -> Json:
         LIMIT 20
         """,
         description="Peak readings in the range against each circuit's alarm limits "
-                    "(registry thresholds or the defaults).",
-        overrides=[{"matcher": {"id": "byRegexp", "options": ".*% of limit"},
-                    "properties": [
-                        {"id": "unit", "value": "percent"},
-                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                        {"id": "thresholds", "value": {"mode": "absolute", "steps": [
-                            {"color": "green", "value": None}, {"color": "orange", "value": 66},
-                            {"color": "red", "value": 100}]}}]}],
+        "(registry thresholds or the defaults).",
+        overrides=[
+            {
+                "matcher": {"id": "byRegexp", "options": ".*% of limit"},
+                "properties": [
+                    {"id": "unit", "value": "percent"},
+                    {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                    {
+                        "id": "thresholds",
+                        "value": {
+                            "mode": "absolute",
+                            "steps": [
+                                {"color": "green", "value": None},
+                                {"color": "orange", "value": 66},
+                                {"color": "red", "value": 100},
+                            ],
+                        },
+                    },
+                ],
+            }
+        ],
         links=[device_link()],
     )
     alarms = table(
@@ -761,7 +889,7 @@ def electrical() -> Json:
         SELECT a.opened_at AS time, a.device_id AS circuit, a.verdict, a.status, a.reason,
                a.building, a.floor, a.zone, a.cleared_at AS cleared
         FROM alarms a
-        WHERE $__timeFilter(a.opened_at) AND a.type = 'electrical' AND {site_filter('a')}
+        WHERE $__timeFilter(a.opened_at) AND a.type = 'electrical' AND {site_filter("a")}
         ORDER BY a.opened_at DESC
         LIMIT 200
         """,
@@ -774,13 +902,14 @@ def electrical() -> Json:
                'electrical ' || a.verdict || ': ' || a.device_id || ' (' || a.reason || ')' AS text,
                'electrical,' || a.verdict AS tags
         FROM alarms a
-        WHERE $__timeFilter(a.opened_at) AND a.type = 'electrical' AND {site_filter('a')}
+        WHERE $__timeFilter(a.opened_at) AND a.type = 'electrical' AND {site_filter("a")}
         ORDER BY a.opened_at
         """,
         "orange",
     )
     circuit = variable(
-        "circuit", "Circuit",
+        "circuit",
+        "Circuit",
         """
         SELECT id FROM devices
         WHERE kind = 'electrical' AND site_id IN ($site) AND building IN ($building)
@@ -789,11 +918,15 @@ def electrical() -> Json:
         """,
     )
     return dashboard(
-        "firesafe-electrical", "Firesafe — Electrical fire",
+        "firesafe-electrical",
+        "Firesafe — Electrical fire",
         description="Electrical-fire monitoring: residual current and cable temperature across "
-                    "circuits, and the circuits nearest their limits.",
-        tags=["electrical"], time_from="now-24h", refresh="1m",
-        variables=[*place_vars(), circuit], annotations=[anno],
+        "circuits, and the circuits nearest their limits.",
+        tags=["electrical"],
+        time_from="now-24h",
+        refresh="1m",
+        variables=[*place_vars(), circuit],
+        annotations=[anno],
         rows=[
             [(residual, 12, 9), (cable, 12, 9)],
             [(nearest, 24, 9)],
@@ -804,6 +937,7 @@ def electrical() -> Json:
 
 # --- Evacuation readiness ------------------------------------------------------------
 
+
 def evacuation() -> Json:
     f = site_filter("d")
     evac_join = "JOIN devices d ON d.id = {a}.device_id AND d.kind = 'evac'"
@@ -812,7 +946,7 @@ def evacuation() -> Json:
         f"""
         SELECT count(*) AS "on battery"
         FROM device_overview o
-        WHERE o.kind = 'evac' AND o.on_mains = false AND {site_filter('o')}
+        WHERE o.kind = 'evac' AND o.on_mains = false AND {site_filter("o")}
         """,
         description="Evac units whose latest report says mains is lost (running on battery).",
         thresholds=[(None, "green"), (1, "orange")],
@@ -822,7 +956,7 @@ def evacuation() -> Json:
         f"""
         SELECT count(*) AS "failed self-tests"
         FROM device_events e
-        {evac_join.format(a='e')}
+        {evac_join.format(a="e")}
         WHERE $__timeFilter(e.ts) AND e.type = 'self_test_fail' AND {f}
         """,
         description="self_test_fail events in the range.",
@@ -833,7 +967,7 @@ def evacuation() -> Json:
         f"""
         SELECT count(DISTINCT m.device_id) AS "lamp faults"
         FROM telemetry_1m m
-        {evac_join.format(a='m')}
+        {evac_join.format(a="m")}
         WHERE $__timeFilter(m.bucket) AND m.lamp_ok_min = 0 AND {f}
         """,
         description="Units that reported lamp_ok = 0 at least once in the range.",
@@ -843,7 +977,7 @@ def evacuation() -> Json:
         SELECT DISTINCT ON (c.device_id) c.device_id AS device, d.building, d.floor, d.zone,
                c.cmd, c.direction, c.at AS since, c.alarm_id AS alarm
         FROM linkage_commands c
-        {evac_join.format(a='c')}
+        {evac_join.format(a="c")}
         WHERE c.at > $__timeTo()::timestamptz - interval '30 days' AND c.at <= $__timeTo() AND {f}
         ORDER BY c.device_id, c.at DESC
     """
@@ -851,29 +985,39 @@ def evacuation() -> Json:
         "Signs under emergency command",
         f"SELECT count(*) AS \"under command\" FROM ({sql(under_command)}) last WHERE last.cmd <> 'normal'",
         description="Evac units whose latest linkage command (looking back 30 days from the "
-                    "end of the range) is not `normal`.",
+        "end of the range) is not `normal`.",
         thresholds=[(None, "green"), (1, "red")],
     )
     battery_levels = panel(
-        "bargauge", "Battery levels (lowest first)",
-        [target(f"""
+        "bargauge",
+        "Battery levels (lowest first)",
+        [
+            target(
+                f"""
             SELECT last.device, last.battery
             FROM (
                 SELECT DISTINCT ON (m.device_id) m.device_id AS device, m.battery_avg AS battery
                 FROM telemetry_1m m
-                {evac_join.format(a='m')}
+                {evac_join.format(a="m")}
                 WHERE $__timeFilter(m.bucket) AND m.battery_n > 0 AND {f}
                 ORDER BY m.device_id, m.bucket DESC
             ) last
             ORDER BY last.battery, last.device
             LIMIT 30
-            """, "table")],
+            """,
+                "table",
+            )
+        ],
         description="Latest battery charge per unit in the range. Red below the default "
-                    "battery_low_pct threshold (30 %).",
+        "battery_low_pct threshold (30 %).",
         unit="percent",
         thresholds=[(None, "red"), (30, "orange"), (60, "green")],
-        options={"orientation": "horizontal", "displayMode": "basic", "showUnfilled": True,
-                 "reduceOptions": {"values": True, "calcs": [], "fields": "/^battery$/"}},
+        options={
+            "orientation": "horizontal",
+            "displayMode": "basic",
+            "showUnfilled": True,
+            "reduceOptions": {"values": True, "calcs": [], "fields": "/^battery$/"},
+        },
     )
     battery_trend = timeseries(
         "Battery charge (lowest and average)",
@@ -882,12 +1026,13 @@ def evacuation() -> Json:
                min(m.battery_min) AS lowest,
                sum(m.battery_avg * m.battery_n) / sum(m.battery_n) AS average
         FROM telemetry_1m m
-        {evac_join.format(a='m')}
+        {evac_join.format(a="m")}
         WHERE $__timeFilter(m.bucket) AND m.battery_n > 0 AND {f}
         GROUP BY 1
         ORDER BY 1
         """,
-        unit="percent", interval="1m",
+        unit="percent",
+        interval="1m",
     )
     mains = timeseries(
         "Units on battery and with lamp faults",
@@ -896,21 +1041,21 @@ def evacuation() -> Json:
                count(DISTINCT m.device_id) FILTER (WHERE m.mains_min = 0) AS "on battery",
                count(DISTINCT m.device_id) FILTER (WHERE m.lamp_ok_min = 0) AS "lamp fault"
         FROM telemetry_1m m
-        {evac_join.format(a='m')}
+        {evac_join.format(a="m")}
         WHERE $__timeFilter(m.bucket) AND {f}
         GROUP BY 1
         ORDER BY 1
         """,
         interval="1m",
         description="Units that reported mains lost (mains = 0) or a lamp fault (lamp_ok = 0) "
-                    "per interval. Mains loss is a state, not an alarm.",
+        "per interval. Mains loss is a state, not an alarm.",
     )
     tests = table(
         "Self-tests and faults",
         f"""
         SELECT e.ts AS time, e.device_id AS device, d.building, d.floor, d.zone, e.type, e.detail
         FROM device_events e
-        {evac_join.format(a='e')}
+        {evac_join.format(a="e")}
         WHERE $__timeFilter(e.ts)
           AND e.type IN ('self_test_fail', 'self_test_pass', 'fault', 'restore') AND {f}
         ORDER BY e.ts DESC
@@ -922,7 +1067,7 @@ def evacuation() -> Json:
         "Signs under linkage command",
         f"SELECT * FROM ({sql(under_command)}) last WHERE last.cmd <> 'normal' ORDER BY last.since, last.device",
         description="Evac units whose latest command is an emergency one: the direction the "
-                    "sign points (away from the fire zone) or off (route not to be used).",
+        "sign points (away from the fire zone) or off (route not to be used).",
         links=[device_link()],
     )
     open_faults = table(
@@ -931,7 +1076,7 @@ def evacuation() -> Json:
         SELECT a.device_id AS device, a.building, a.floor, a.zone, a.reason, a.opened_at AS since,
                a.status
         FROM alarms a
-        WHERE a.type = 'evac_fault' AND {is_open('a')} AND {site_filter('a')}
+        WHERE a.type = 'evac_fault' AND {is_open("a")} AND {site_filter("a")}
         ORDER BY a.opened_at
         """,
         links=[device_link()],
@@ -943,18 +1088,22 @@ def evacuation() -> Json:
                c.cmd || coalesce(' ' || c.direction, '') || ' -> ' || c.device_id AS text,
                'linkage,' || c.cmd AS tags
         FROM linkage_commands c
-        {evac_join.format(a='c')}
+        {evac_join.format(a="c")}
         WHERE $__timeFilter(c.at) AND {f}
         ORDER BY c.at
         """,
         "blue",
     )
     return dashboard(
-        "firesafe-evacuation", "Firesafe — Evacuation readiness",
+        "firesafe-evacuation",
+        "Firesafe — Evacuation readiness",
         description="Emergency lighting and dynamic exit signs: batteries, self-tests, lamps, "
-                    "mains loss and signs under linkage command.",
-        tags=["evacuation"], time_from="now-7d", refresh="1m",
-        variables=place_vars(), annotations=[anno],
+        "mains loss and signs under linkage command.",
+        tags=["evacuation"],
+        time_from="now-7d",
+        refresh="1m",
+        variables=place_vars(),
+        annotations=[anno],
         rows=[
             [(on_battery, 6, 4), (failed_tests, 6, 4), (lamp, 6, 4), (commanded_count, 6, 4)],
             [(battery_levels, 8, 10), (battery_trend, 16, 10)],
@@ -966,9 +1115,15 @@ def evacuation() -> Json:
 
 # --- Platform health ---------------------------------------------------------------
 
+
 def platform() -> Json:
-    def counter_rates(title: str, counters: list[tuple[str, str]], unit: str,
-                      description: str, per_second: bool = True) -> Json:
+    def counter_rates(
+        title: str,
+        counters: list[tuple[str, str]],
+        unit: str,
+        description: str,
+        per_second: bool = True,
+    ) -> Json:
         """Rates of ingest_stats counters (counted since each instance started)."""
         deltas = (",\n" + " " * 23).join(
             f"CASE WHEN s.{c} >= lag(s.{c}) OVER w THEN s.{c} - lag(s.{c}) OVER w ELSE s.{c} END AS {c}"
@@ -995,11 +1150,15 @@ def platform() -> Json:
             GROUP BY 1, 2
             ORDER BY 1, 2
             """,
-            unit=unit, interval="10s", description=description,
+            unit=unit,
+            interval="10s",
+            description=description,
         )
 
     throughput = counter_rates(
-        "Ingest throughput", [("messages", "messages/s"), ("readings", "readings/s")], "short",
+        "Ingest throughput",
+        [("messages", "messages/s"), ("readings", "readings/s")],
+        "short",
         "Messages and readings per second per ingest instance, from the counters in "
         "ingest_stats (a counter that went down means the instance restarted).",
     )
@@ -1008,7 +1167,8 @@ def platform() -> Json:
         [("seq_gaps", "seq gaps"), ("duplicates", "duplicates"), ("rejects", "rejects")],
         "short",
         "Readings missing according to seq, duplicates stored once, and rejected messages, "
-        "per interval.", per_second=False,
+        "per interval.",
+        per_second=False,
     )
 
     def gauge_series(title: str, expr: str, unit: str, description: str) -> Json:
@@ -1021,16 +1181,26 @@ def platform() -> Json:
             GROUP BY 1, 2
             ORDER BY 1, 2
             """,
-            unit=unit, interval="10s", description=description,
+            unit=unit,
+            interval="10s",
+            description=description,
         )
 
-    latency = gauge_series("Batch latency (p95)", "max(s.batch_latency_ms)", "ms",
-                           "Arrival-to-commit p95 of each reporting interval (worst per "
-                           "Grafana interval).")
-    queue = gauge_series("Queue depth", "max(s.queue_depth)", "short",
-                         "Messages waiting between MQTT intake and the writer.")
-    lag = gauge_series("Ingest lag", "max(s.lag_ms)", "ms",
-                       "Age of the oldest uncommitted message.")
+    latency = gauge_series(
+        "Batch latency (p95)",
+        "max(s.batch_latency_ms)",
+        "ms",
+        "Arrival-to-commit p95 of each reporting interval (worst per Grafana interval).",
+    )
+    queue = gauge_series(
+        "Queue depth",
+        "max(s.queue_depth)",
+        "short",
+        "Messages waiting between MQTT intake and the writer.",
+    )
+    lag = gauge_series(
+        "Ingest lag", "max(s.lag_ms)", "ms", "Age of the oldest uncommitted message."
+    )
     rejects = timeseries(
         "Rejects by reason",
         """
@@ -1040,7 +1210,8 @@ def platform() -> Json:
         GROUP BY 1, 2
         ORDER BY 1, 2
         """,
-        bars=True, interval="1m",
+        bars=True,
+        interval="1m",
         description="Bad input kept in the reject store (contract section 3), per reason.",
     )
     instances = table(
@@ -1070,15 +1241,20 @@ def platform() -> Json:
         "SELECT reason, count FROM reject_counts ORDER BY count DESC, reason",
     )
     instance = variable(
-        "instance", "Ingest instance",
+        "instance",
+        "Ingest instance",
         "SELECT DISTINCT s.instance FROM ingest_stats s WHERE $__timeFilter(s.at) ORDER BY 1",
         refresh=2,
     )
     return dashboard(
-        "firesafe-platform", "Firesafe — Platform health",
+        "firesafe-platform",
+        "Firesafe — Platform health",
         description="Ingest throughput, latency, queue depth, lag, rejects and seq gaps.",
-        tags=["platform"], time_from="now-1h", refresh="10s",
-        variables=[instance], annotations=[],
+        tags=["platform"],
+        time_from="now-1h",
+        refresh="10s",
+        variables=[instance],
+        annotations=[],
         rows=[
             [(instances, 24, 6)],
             [(throughput, 12, 8), (latency, 12, 8)],
@@ -1101,8 +1277,10 @@ DASHBOARDS = {
 
 def render() -> dict[str, str]:
     """File name -> JSON text of every dashboard."""
-    return {name: json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
-            for name, build in DASHBOARDS.items()}
+    return {
+        name: json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+        for name, build in DASHBOARDS.items()
+    }
 
 
 def main() -> int:

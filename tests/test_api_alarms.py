@@ -84,10 +84,18 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
 
 
 @pytest.mark.parametrize("role", ["admin", "operator", "manager"])
-@pytest.mark.parametrize(("method", "path", "body", "expected"), MATRIX,
-                         ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
-def test_role_matrix(api_url: str, estate: dict[str, str], role: str, method: str, path: str,
-                     body: Any, expected: dict[str, int]) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expected"), MATRIX, ids=[f"{m} {p}" for m, p, _, _ in MATRIX]
+)
+def test_role_matrix(
+    api_url: str,
+    estate: dict[str, str],
+    role: str,
+    method: str,
+    path: str,
+    body: Any,
+    expected: dict[str, int],
+) -> None:
     with client(api_url, token=estate[role]) as api:
         response = api.request(method, path, json=body)
     assert response.status_code == expected[role], response.text
@@ -97,8 +105,7 @@ def test_role_matrix(api_url: str, estate: dict[str, str], role: str, method: st
 
 
 @pytest.mark.parametrize("role", ["admin", "operator", "manager"])
-def test_lists_show_only_the_callers_sites(api_url: str, estate: dict[str, str],
-                                           role: str) -> None:
+def test_lists_show_only_the_callers_sites(api_url: str, estate: dict[str, str], role: str) -> None:
     everything = role != "manager"
     with client(api_url, token=estate[role]) as api:
         devices = {d["id"] for d in api.get("/api/v1/devices").json()["items"]}
@@ -111,15 +118,17 @@ def test_lists_show_only_the_callers_sites(api_url: str, estate: dict[str, str],
     assert alarms == ({"A1", "A2"} if everything else {"A1"})
     assert len(other) == (1 if everything else 0)
     assert len(offline) == (1 if everything else 0)
-    assert rejects == ({"fs/v1/S1/X/telemetry", "fs/v1/S2/X/telemetry"} if everything
-                       else {"fs/v1/S1/X/telemetry"})
+    assert rejects == (
+        {"fs/v1/S1/X/telemetry", "fs/v1/S2/X/telemetry"} if everything else {"fs/v1/S1/X/telemetry"}
+    )
     assert sites == ({"S1", "S2"} if everything else {"S1"})
 
 
 def test_revoked_token_is_refused(api_url: str, estate: dict[str, str]) -> None:
     with client(api_url) as admin:
-        created = admin.post("/api/v1/tokens", json={"role": "manager", "sites": ["S1"],
-                                                     "name": "temp"}).json()
+        created = admin.post(
+            "/api/v1/tokens", json={"role": "manager", "sites": ["S1"], "name": "temp"}
+        ).json()
         with client(api_url, token=created["token"]) as temp:
             assert temp.get("/api/v1/alarms").status_code == 200
             assert admin.delete(f"/api/v1/tokens/{created['id']}").status_code == 204
@@ -150,8 +159,10 @@ def test_ack_and_clear_are_recorded_once(api_url: str, estate: dict[str, str], d
     assert cleared.json()["cleared_at"] is not None
     assert late_ack.status_code == 409
     assert [(e["action"], e["actor"], e["note"]) for e in detail["log"]] == [
-        ("opened", "system", None), ("acknowledged", "mgr-bob", "looking"),
-        ("cleared", "op-ann", "steam")]
+        ("opened", "system", None),
+        ("acknowledged", "mgr-bob", "looking"),
+        ("cleared", "op-ann", "steam"),
+    ]
     with psycopg.connect(db) as conn:
         row = conn.execute("SELECT count(*) FROM alarm_log WHERE alarm_id = 'A1'").fetchone()
     assert row is not None
@@ -161,19 +172,25 @@ def test_ack_and_clear_are_recorded_once(api_url: str, estate: dict[str, str], d
         assert admin.post("/api/v1/alarms/NOPE/ack").status_code == 404
 
 
-def test_alarm_detail_has_evidence(api_url: str, estate: dict[str, str], db: str,
-                                   flavour: str) -> None:
+def test_alarm_detail_has_evidence(
+    api_url: str, estate: dict[str, str], db: str, flavour: str
+) -> None:
     from tests.test_api_support import insert_telemetry
 
     with psycopg.connect(db) as conn:
         row = conn.execute("SELECT opened_at FROM alarms WHERE id = 'A1'").fetchone()
     assert row is not None
     (opened,) = row
-    insert_telemetry(db, flavour, "D1", [
-        (opened - timedelta(minutes=10), 1, {"obscuration": 0.1}),
-        (opened - timedelta(seconds=30), 2, {"obscuration": 2.0}),
-        (opened, 3, {"obscuration": 4.0}),
-    ])
+    insert_telemetry(
+        db,
+        flavour,
+        "D1",
+        [
+            (opened - timedelta(minutes=10), 1, {"obscuration": 0.1}),
+            (opened - timedelta(seconds=30), 2, {"obscuration": 2.0}),
+            (opened, 3, {"obscuration": 4.0}),
+        ],
+    )
     with client(api_url) as api:
         detail = api.get("/api/v1/alarms/A1").json()
     assert [r["seq"] for r in detail["evidence"]["readings"]] == [2, 3]
@@ -184,11 +201,18 @@ def test_alarm_detail_has_evidence(api_url: str, estate: dict[str, str], db: str
 def test_alarm_filters(api_url: str, estate: dict[str, str], db: str) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     with psycopg.connect(db, autocommit=True) as conn:
-        insert_alarm(conn, id="F1", device="D1", type="fault", verdict="confirmed",
-                     opened_at=base)
-        insert_alarm(conn, id="F2", device="D1", type="offline", verdict="confirmed",
-                     status="cleared", opened_at=base + timedelta(hours=1))
+        insert_alarm(conn, id="F1", device="D1", type="fault", verdict="confirmed", opened_at=base)
+        insert_alarm(
+            conn,
+            id="F2",
+            device="D1",
+            type="offline",
+            verdict="confirmed",
+            status="cleared",
+            opened_at=base + timedelta(hours=1),
+        )
     with client(api_url) as api:
+
         def ids(**params: Any) -> list[str]:
             response = api.get("/api/v1/alarms", params=params)
             assert response.status_code == 200, response.text
@@ -219,9 +243,21 @@ def test_pagination_never_skips_or_repeats_under_concurrent_inserts(
             "reason, opened_at) FROM STDIN"
         ) as copy:
             for i in range(400):
-                copy.write_row((f"P{i:04d}", "D1", "S1", "B1", "1", "Z1", "pre_alarm",
-                                "pending", "cleared", "transient",
-                                base + timedelta(seconds=rng.randrange(60))))
+                copy.write_row(
+                    (
+                        f"P{i:04d}",
+                        "D1",
+                        "S1",
+                        "B1",
+                        "1",
+                        "Z1",
+                        "pre_alarm",
+                        "pending",
+                        "cleared",
+                        "transient",
+                        base + timedelta(seconds=rng.randrange(60)),
+                    )
+                )
         rows = conn.execute("SELECT id FROM alarms WHERE site_id = 'S1'").fetchall()
         existing = {row[0] for row in rows}
     stop = threading.Event()
@@ -232,8 +268,14 @@ def test_pagination_never_skips_or_repeats_under_concurrent_inserts(
             while not stop.is_set():
                 # Newer, older and tied opened_at values, all while we page.
                 at = base + timedelta(seconds=rng.randrange(-30, 90))
-                insert_alarm(conn, id=f"N{n:05d}", device="D1", type="pre_alarm",
-                             status="cleared", opened_at=at)
+                insert_alarm(
+                    conn,
+                    id=f"N{n:05d}",
+                    device="D1",
+                    type="pre_alarm",
+                    status="cleared",
+                    opened_at=at,
+                )
                 n += 1
 
     thread = threading.Thread(target=writer)
@@ -263,11 +305,19 @@ def test_pagination_never_skips_or_repeats_under_concurrent_inserts(
 # --- live stream -------------------------------------------------------------------------
 
 
-def _read_stream(url: str, token: str, events: queue.Queue[Any], stop: threading.Event,
-                 headers: dict[str, str] | None = None) -> None:
-    with httpx.Client(timeout=httpx.Timeout(10, read=5)) as http, http.stream(
-        "GET", url, headers={"Authorization": f"Bearer {token}", **(headers or {})}
-    ) as response:
+def _read_stream(
+    url: str,
+    token: str,
+    events: queue.Queue[Any],
+    stop: threading.Event,
+    headers: dict[str, str] | None = None,
+) -> None:
+    with (
+        httpx.Client(timeout=httpx.Timeout(10, read=5)) as http,
+        http.stream(
+            "GET", url, headers={"Authorization": f"Bearer {token}", **(headers or {})}
+        ) as response,
+    ):
         events.put(("status", response.status_code, response.headers.get("content-type")))
         event: dict[str, str] = {}
         for line in response.iter_lines():
@@ -312,15 +362,15 @@ def test_stream_delivers_alarm_changes_for_the_callers_sites(
     assert events.get(timeout=10) == ("status", 200, "text/event-stream; charset=utf-8")
     assert events.get(timeout=10) == ("ready",)
     with psycopg.connect(db, autocommit=True) as conn:
-        insert_alarm(conn, id="LIVE2", device="D2", site="S2", type="fault",
-                     verdict="confirmed")
-        insert_alarm(conn, id="LIVE1", device="D1", site="S1", type="fault",
-                     verdict="confirmed")
+        insert_alarm(conn, id="LIVE2", device="D2", site="S2", type="fault", verdict="confirmed")
+        insert_alarm(conn, id="LIVE1", device="D1", site="S1", type="fault", verdict="confirmed")
     with client(api_url, token=estate["operator"]) as operator:
         assert operator.post("/api/v1/alarms/LIVE1/ack", json={"note": "seen"}).status_code == 200
     got = _collect(events, 2)
     assert [(e[2]["alarm"]["id"], e[2]["action"]) for e in got] == [
-        ("LIVE1", "opened"), ("LIVE1", "acknowledged")]
+        ("LIVE1", "opened"),
+        ("LIVE1", "acknowledged"),
+    ]
     assert got[1][2]["actor"] == "op-ann"
     assert got[1][2]["alarm"]["status"] == "acknowledged"
     heartbeat_deadline = datetime.now(UTC) + timedelta(seconds=5)
@@ -336,11 +386,15 @@ def test_stream_delivers_alarm_changes_for_the_callers_sites(
     stop2 = threading.Event()
     threading.Thread(
         target=_read_stream,
-        args=(f"{api_url}/api/v1/alarms/stream?type=fault", estate["manager"], resumed, stop2,
-              {"Last-Event-ID": got[0][1]}),
+        args=(
+            f"{api_url}/api/v1/alarms/stream?type=fault",
+            estate["manager"],
+            resumed,
+            stop2,
+            {"Last-Event-ID": got[0][1]},
+        ),
         daemon=True,
     ).start()
     replay = _collect(resumed, 1)
     stop2.set()
-    assert [(e[2]["alarm"]["id"], e[2]["action"]) for e in replay] == [
-        ("LIVE1", "acknowledged")]
+    assert [(e[2]["alarm"]["id"], e[2]["action"]) for e in replay] == [("LIVE1", "acknowledged")]

@@ -31,8 +31,14 @@ def api(api_url: str, db: str) -> Iterator[object]:
         yield c
 
 
-def _ingest_report(dsn: str, *, age_s: float, connected: bool = True, lag_ms: float = 12.5,
-                   instance: str = "ingest-1") -> None:
+def _ingest_report(
+    dsn: str,
+    *,
+    age_s: float,
+    connected: bool = True,
+    lag_ms: float = 12.5,
+    instance: str = "ingest-1",
+) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO ingest_stats (at, instance, messages, readings, events, rejects, "
@@ -98,8 +104,9 @@ def test_requests_without_a_valid_token_are_401(api_url: str, db: str, token: st
 
 
 def test_register_one_device_and_read_it_back(api) -> None:  # type: ignore[no-untyped-def]
-    response = api.post("/api/v1/devices", json=device("D1", name="Lobby",
-                                                        thresholds={"obscuration_alarm": 2.5}))
+    response = api.post(
+        "/api/v1/devices", json=device("D1", name="Lobby", thresholds={"obscuration_alarm": 2.5})
+    )
     assert response.status_code == 200, response.text
     [stored] = response.json()
     assert stored["id"] == "D1"
@@ -121,17 +128,22 @@ def test_upsert_updates_and_creates_zones(api, db: str) -> None:  # type: ignore
     register(api, device("D1", site="S2", zone="Z9", kind="heat", interval_s=5))
     items = api.get("/api/v1/devices").json()["items"]
     assert [(d["id"], d["site"], d["zone"], d["kind"], d["interval_s"]) for d in items] == [
-        ("D1", "S2", "Z9", "heat", 5.0), ("D2", "S1", "Z2", "smoke", 10.0)]
+        ("D1", "S2", "Z9", "heat", 5.0),
+        ("D2", "S1", "Z2", "smoke", 10.0),
+    ]
     with psycopg.connect(db) as conn:
         zones = conn.execute("SELECT site_id, zone FROM zones ORDER BY 1, 2").fetchall()
     assert zones == [("S1", "Z1"), ("S1", "Z2"), ("S2", "Z9")]
 
 
 def test_evac_routes_must_name_zones_of_the_same_floor(api) -> None:  # type: ignore[no-untyped-def]
-    ok = api.post("/api/v1/devices", json=[
-        device("D1", zone="Z1"),
-        device("E1", zone="Z2", kind="evac", routes={"left": "Z1", "right": "Z2"}),
-    ])
+    ok = api.post(
+        "/api/v1/devices",
+        json=[
+            device("D1", zone="Z1"),
+            device("E1", zone="Z2", kind="evac", routes={"left": "Z1", "right": "Z2"}),
+        ],
+    )
     assert ok.status_code == 200, ok.text
     assert ok.json()[1]["routes"] == {"left": "Z1", "right": "Z2"}
     bad = api.post("/api/v1/devices", json=device("E2", kind="evac", routes={"left": "Z7"}))
@@ -166,8 +178,9 @@ def test_invalid_devices_are_422_naming_the_field(api, change, field) -> None:  
 
 
 def test_malformed_json_is_422(api) -> None:  # type: ignore[no-untyped-def]
-    response = api.post("/api/v1/devices", content=b"{not json",
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        "/api/v1/devices", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_body"
 
@@ -179,22 +192,33 @@ def test_csv_import(api) -> None:  # type: ignore[no-untyped-def]
         'C2,S1,B1,1,Z2,electrical,,5,"{""residual_current_alarm"": 250}",,\n'
         "C3,S1,B1,1,Z2,evac,,,,Z1,Z2\n"
     )
-    response = api.post("/api/v1/devices", content=text.encode(),
-                        headers={"Content-Type": "text/csv"})
+    response = api.post(
+        "/api/v1/devices", content=text.encode(), headers={"Content-Type": "text/csv"}
+    )
     assert response.status_code == 200, response.text
     stored = {d["id"]: d for d in response.json()}
     assert stored["C2"]["thresholds"] == {"residual_current_alarm": 250.0}
     assert stored["C2"]["interval_s"] == 5.0
     assert stored["C3"]["routes"] == {"left": "Z1", "right": "Z2"}
-    bad = api.post("/api/v1/devices/import", content=b"id,site,building,floor,zone,kind\n"
-                   b"C4,S1,B1,1,Z1,toaster\n", headers={"Content-Type": "text/csv"})
+    bad = api.post(
+        "/api/v1/devices/import",
+        content=b"id,site,building,floor,zone,kind\nC4,S1,B1,1,Z1,toaster\n",
+        headers={"Content-Type": "text/csv"},
+    )
     assert bad.status_code == 422
     assert "line 2" in bad.json()["error"]["message"]
 
 
 def test_device_list_filters_and_pagination(api) -> None:  # type: ignore[no-untyped-def]
-    register(api, *[device(f"D{i:02d}", site="S1" if i % 2 else "S2",
-                           kind="heat" if i % 3 == 0 else "smoke") for i in range(25)])
+    register(
+        api,
+        *[
+            device(
+                f"D{i:02d}", site="S1" if i % 2 else "S2", kind="heat" if i % 3 == 0 else "smoke"
+            )
+            for i in range(25)
+        ],
+    )
     seen: list[str] = []
     cursor = None
     while True:
@@ -218,8 +242,11 @@ def test_device_list_filters_and_pagination(api) -> None:  # type: ignore[no-unt
 
 def _seed_readings(db: str, flavour: str, start: datetime, count: int) -> None:
     rows = [
-        (start + timedelta(seconds=10 * i), i, {"obscuration": float(i), "temperature": 20.0,
-                                                 **({"pm25": 3.0} if i == 0 else {})})
+        (
+            start + timedelta(seconds=10 * i),
+            i,
+            {"obscuration": float(i), "temperature": 20.0, **({"pm25": 3.0} if i == 0 else {})},
+        )
         for i in range(count)
     ]
     insert_telemetry(db, flavour, "D1", rows)
@@ -243,8 +270,9 @@ def test_raw_telemetry_pages_and_ranges(api, db: str, flavour: str) -> None:  # 
     assert got == list(range(30))
     since_ms = int((start + timedelta(seconds=100)).timestamp() * 1000)
     until_iso = (start + timedelta(seconds=200)).isoformat()
-    ranged = api.get("/api/v1/devices/D1/telemetry",
-                     params={"since": since_ms, "until": until_iso}).json()["items"]
+    ranged = api.get(
+        "/api/v1/devices/D1/telemetry", params={"since": since_ms, "until": until_iso}
+    ).json()["items"]
     assert [r["seq"] for r in ranged] == list(range(10, 20))
     newest = api.get("/api/v1/devices/D1/telemetry", params={"order": "desc", "limit": 1})
     assert newest.json()["items"][0]["seq"] == 29
@@ -257,8 +285,10 @@ def test_bucketed_telemetry_weighted_average(api, db: str, flavour: str) -> None
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
     start = start.replace(minute=0)
     # 3 readings in the first minute, 1 in the second: the 5m average weights them.
-    rows = [(start + timedelta(seconds=s), i, {"temperature": t})
-            for i, (s, t) in enumerate([(0, 10.0), (10, 20.0), (20, 30.0), (70, 60.0)])]
+    rows = [
+        (start + timedelta(seconds=s), i, {"temperature": t})
+        for i, (s, t) in enumerate([(0, 10.0), (10, 20.0), (20, 30.0), (70, 60.0)])
+    ]
     insert_telemetry(db, flavour, "D1", rows)
     params = {"since": start.isoformat(), "until": (start + timedelta(hours=1)).isoformat()}
     one = api.get("/api/v1/devices/D1/telemetry", params={**params, "bucket": "1m"}).json()
@@ -274,15 +304,25 @@ def test_bucketed_telemetry_weighted_average(api, db: str, flavour: str) -> None
 def test_bucket_pagination_covers_the_range(api, db: str, flavour: str) -> None:  # type: ignore[no-untyped-def]
     register(api, device("D1"))
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
-    insert_telemetry(db, flavour, "D1", [(start + timedelta(minutes=m), m, {"co": float(m)})
-                                         for m in range(0, 120, 7)])
-    params = {"since": start.isoformat(), "until": (start + timedelta(hours=2)).isoformat(),
-              "bucket": "1m", "limit": 10}
+    insert_telemetry(
+        db,
+        flavour,
+        "D1",
+        [(start + timedelta(minutes=m), m, {"co": float(m)}) for m in range(0, 120, 7)],
+    )
+    params = {
+        "since": start.isoformat(),
+        "until": (start + timedelta(hours=2)).isoformat(),
+        "bucket": "1m",
+        "limit": 10,
+    }
     got: list[float] = []
     cursor = None
     for _ in range(50):
-        page = api.get("/api/v1/devices/D1/telemetry",
-                       params={**params, **({"cursor": cursor} if cursor else {})}).json()
+        page = api.get(
+            "/api/v1/devices/D1/telemetry",
+            params={**params, **({"cursor": cursor} if cursor else {})},
+        ).json()
         got += [b["v"]["co"]["avg"] for b in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -298,10 +338,16 @@ def test_bucket_pagination_covers_the_range(api, db: str, flavour: str) -> None:
         ({"limit": 0}, "limit", "invalid_parameter"),
         ({"limit": 1001}, "limit", "invalid_parameter"),
         ({"bucket": "2m"}, "bucket", "invalid_parameter"),
-        ({"since": "2026-01-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"}, "since",
-         "invalid_parameter"),
-        ({"since": "2020-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z", "bucket": "1m"},
-         "since", "too_many_points"),
+        (
+            {"since": "2026-01-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"},
+            "since",
+            "invalid_parameter",
+        ),
+        (
+            {"since": "2020-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z", "bucket": "1m"},
+            "since",
+            "too_many_points",
+        ),
         ({"since": "99999999999999999"}, "since", "invalid_parameter"),
     ],
 )
@@ -320,11 +366,13 @@ def test_bad_telemetry_parameters_are_422(api, params, name, code) -> None:  # t
 def test_rejects_list_text_and_base64(api, db: str) -> None:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC)
     with psycopg.connect(db, autocommit=True) as conn:
-        for i, (reason, payload) in enumerate([
-            ("invalid_json", b"{nope"),
-            ("invalid_json", b"\xff\xfe\x00binary"),
-            ("unknown_device", b'{"ts": 1, "seq": 1, "v": {}}'),
-        ]):
+        for i, (reason, payload) in enumerate(
+            [
+                ("invalid_json", b"{nope"),
+                ("invalid_json", b"\xff\xfe\x00binary"),
+                ("unknown_device", b'{"ts": 1, "seq": 1, "v": {}}'),
+            ]
+        ):
             conn.execute(
                 "INSERT INTO rejects (received_at, topic, reason, payload) VALUES (%s, %s, %s, %s)",
                 (now - timedelta(seconds=10 - i), f"fs/v1/S1/D{i}/telemetry", reason, payload),
@@ -355,8 +403,14 @@ def test_metrics_and_site_summary(api, db: str) -> None:  # type: ignore[no-unty
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("INSERT INTO reject_counts VALUES ('invalid_json', 5), ('too_large', 2)")
         insert_alarm(conn, id="A1", device="D1", type="offline", verdict="confirmed")
-        insert_alarm(conn, id="A2", device="D2", type="fire", verdict="suppressed",
-                     opened_at=datetime.now(UTC))
+        insert_alarm(
+            conn,
+            id="A2",
+            device="D2",
+            type="fire",
+            verdict="suppressed",
+            opened_at=datetime.now(UTC),
+        )
     text = api.get("/metrics").text
     assert 'firesafe_rejects_total{reason="invalid_json"} 5.0' in text
     assert 'firesafe_open_alarms{type="offline",verdict="confirmed"} 1.0' in text
@@ -366,7 +420,9 @@ def test_metrics_and_site_summary(api, db: str) -> None:  # type: ignore[no-unty
     assert summary["offline_devices"] == 1
     assert summary["suppressed_today"] == 1
     assert {(c["type"], c["verdict"], c["count"]) for c in summary["open_alarms"]} == {
-        ("offline", "confirmed", 1), ("fire", "suppressed", 1)}
+        ("offline", "confirmed", 1),
+        ("fire", "suppressed", 1),
+    }
     offline = api.get("/api/v1/devices", params={"state": "offline"}).json()["items"]
     assert [d["id"] for d in offline] == ["D1"]
     assert api.get("/api/v1/sites/S9/summary").status_code == 404

@@ -45,13 +45,22 @@ def test_openapi_conformance(openapi: schemathesis.schemas.BaseSchema) -> None:
         operations += 1
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck), phases=PHASES)
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            phases=PHASES,
+        )
         def check(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
             case.call_and_validate(
                 headers=ADMIN,
-                checks=[not_a_server_error, status_code_conformance, content_type_conformance,
-                        response_schema_conformance],
+                checks=[
+                    not_a_server_error,
+                    status_code_conformance,
+                    content_type_conformance,
+                    response_schema_conformance,
+                ],
             )
 
         try:

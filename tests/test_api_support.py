@@ -37,8 +37,11 @@ def live_server(database_url: str, *, heartbeat_s: float = 15.0) -> Iterator[str
     settings = Settings(database_url=database_url, admin_token=SecretStr(ADMIN_TOKEN))
     port = _free_port()
     config = uvicorn.Config(
-        create_app(settings, heartbeat_s=heartbeat_s), host="127.0.0.1", port=port,
-        log_level="warning", lifespan="on",
+        create_app(settings, heartbeat_s=heartbeat_s),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="api-test-server", daemon=True)
@@ -60,15 +63,24 @@ def client(base_url: str, token: str | None = ADMIN_TOKEN) -> httpx.Client:
     return httpx.Client(base_url=base_url, headers=headers, timeout=10)
 
 
-def device(id: str, site: str = "S1", zone: str = "Z1", kind: str = "smoke",
-           **extra: Any) -> dict[str, Any]:
-    return {"id": id, "site": site, "building": "B1", "floor": "1", "zone": zone, "kind": kind,
-            **extra}
+def device(
+    id: str, site: str = "S1", zone: str = "Z1", kind: str = "smoke", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": id,
+        "site": site,
+        "building": "B1",
+        "floor": "1",
+        "zone": zone,
+        "kind": kind,
+        **extra,
+    }
 
 
 def register(api: httpx.Client, *devices: dict[str, Any]) -> list[dict[str, Any]]:
-    response = api.post("/api/v1/devices", json=list(devices),
-                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    response = api.post(
+        "/api/v1/devices", json=list(devices), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
     assert response.status_code == 200, response.text
     result: list[dict[str, Any]] = response.json()
     return result
@@ -88,17 +100,14 @@ def insert_telemetry(
                 conn.execute(
                     f"INSERT INTO telemetry (ts, device_id, seq, received_at, {cols}, extra) "
                     f"VALUES (%s, %s, %s, now(), {marks}, %s)",
-                    (ts, device_id, seq, *known,
-                     orjson.dumps(extra).decode() if extra else None),
+                    (ts, device_id, seq, *known, orjson.dumps(extra).decode() if extra else None),
                 )
         if flavour == "plain":
             rebuild_rollup(conn)
 
 
 def rebuild_rollup(conn: psycopg.Connection[Any]) -> None:
-    parts = ", ".join(
-        f"min({r}), max({r}), sum({r}), count({r})" for r in READINGS
-    )
+    parts = ", ".join(f"min({r}), max({r}), sum({r}), count({r})" for r in READINGS)
     names = ", ".join(f"{r}_min, {r}_max, {r}_sum, {r}_n" for r in READINGS)
     conn.execute("TRUNCATE telemetry_rollup_1m")
     conn.execute(
@@ -126,8 +135,16 @@ def insert_alarm(
             "INSERT INTO alarms (id, device_id, site_id, building, floor, zone, type, verdict, "
             "status, reason, opened_at) VALUES (%s, %s, %s, 'B1', '1', %s, %s, %s, %s, "
             "'coincidence', %s)",
-            (id, device, site, zone, type, verdict, status,
-             opened_at or datetime.now(UTC) - timedelta(minutes=1)),
+            (
+                id,
+                device,
+                site,
+                zone,
+                type,
+                verdict,
+                status,
+                opened_at or datetime.now(UTC) - timedelta(minutes=1),
+            ),
         )
         conn.execute(
             "INSERT INTO alarm_log (alarm_id, action, actor) VALUES (%s, 'opened', 'system')",
@@ -135,11 +152,12 @@ def insert_alarm(
         )
 
 
-def make_token(api_url: str, role: str, sites: Sequence[str] = (), name: str | None = None
-               ) -> str:
+def make_token(api_url: str, role: str, sites: Sequence[str] = (), name: str | None = None) -> str:
     with client(api_url) as api:
-        response = api.post("/api/v1/tokens", json={"role": role, "sites": list(sites),
-                                                    "name": name or f"{role}-test"})
+        response = api.post(
+            "/api/v1/tokens",
+            json={"role": role, "sites": list(sites), "name": name or f"{role}-test"},
+        )
     assert response.status_code == 201, response.text
     token: str = response.json()["token"]
     return token

@@ -213,9 +213,9 @@ def test_grafana_datasource_env_is_provided() -> None:
     assert wanted, "the datasource takes its settings from the environment"
     env = environment(services()["grafana"])
     assert wanted <= set(env), f"missing in grafana's environment: {wanted - set(env)}"
-    assert env["FIRESAFE_GRAFANA_DB_USER"] == environment(services()["timescaledb"])[
-        "GRAFANA_DB_USER"
-    ]
+    assert (
+        env["FIRESAFE_GRAFANA_DB_USER"] == environment(services()["timescaledb"])["GRAFANA_DB_USER"]
+    )
 
 
 def test_every_variable_is_in_env_example() -> None:
@@ -224,9 +224,15 @@ def test_every_variable_is_in_env_example() -> None:
     example = env_example()
     assert used, "no variables?"
     assert used <= set(example), f"missing in .env.example: {sorted(used - set(example))}"
-    secrets = {"POSTGRES_PASSWORD", "GRAFANA_DB_PASSWORD", "MQTT_PLATFORM_PASSWORD",
-               "MQTT_HEALTHCHECK_PASSWORD", "MQTT_SIM_PASSWORD", "FIRESAFE_ADMIN_TOKEN",
-               "GF_SECURITY_ADMIN_PASSWORD"}
+    secrets = {
+        "POSTGRES_PASSWORD",
+        "GRAFANA_DB_PASSWORD",
+        "MQTT_PLATFORM_PASSWORD",
+        "MQTT_HEALTHCHECK_PASSWORD",
+        "MQTT_SIM_PASSWORD",
+        "FIRESAFE_ADMIN_TOKEN",
+        "GF_SECURITY_ADMIN_PASSWORD",
+    }
     assert secrets <= used
     for name in secrets:
         assert example[name].startswith("change-me"), f"{name}: a placeholder, not a secret"
@@ -370,25 +376,39 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         "MQTT_HEALTHCHECK_PASSWORD": HEALTH_PW,
         "MQTT_SIM_PASSWORD": SIM_PW,
     }
-    done = subprocess.run(["sh", str(MOSQUITTO / "entrypoint.sh"), "true"], env=env,
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["sh", str(MOSQUITTO / "entrypoint.sh"), "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     passwd = (work / "run" / "passwd").read_text()
     assert "pw-" not in passwd, "passwords must be hashed"
     assert {line.split(":")[0] for line in passwd.splitlines()} == {
-        "firesafe", "healthcheck", "sim", *ACCOUNTS
+        "firesafe",
+        "healthcheck",
+        "sim",
+        *ACCOUNTS,
     }
     port = free_port()
     conf = (MOSQUITTO / "mosquitto.conf").read_text()
-    conf = (conf.replace("/mosquitto/run/passwd", str(work / "run" / "passwd"))
-            .replace("/mosquitto/config/acl", str(MOSQUITTO / "acl"))
-            .replace("persistence true", "persistence false")
-            .replace("listener 1883", f"listener {port} 127.0.0.1"))
+    conf = (
+        conf.replace("/mosquitto/run/passwd", str(work / "run" / "passwd"))
+        .replace("/mosquitto/config/acl", str(MOSQUITTO / "acl"))
+        .replace("persistence true", "persistence false")
+        .replace("listener 1883", f"listener {port} 127.0.0.1")
+    )
     if os.geteuid() == 0:
         conf += "\nuser root\n"  # it would otherwise drop to `mosquitto`
     (work / "mosquitto.conf").write_text(conf)
-    proc = subprocess.Popen(["mosquitto", "-c", str(work / "mosquitto.conf")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["mosquitto", "-c", str(work / "mosquitto.conf")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -419,8 +439,9 @@ class Client:
         self.mqtt.loop_start()
         assert self.connected.wait(5), "no CONNACK"
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
-                    properties: Any) -> None:
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         self.result = int(reason.value)
         self.connected.set()
 
@@ -480,10 +501,15 @@ def test_broker_enforces_the_acl(broker: int) -> None:
         platform.wait_for("fs/v1/S1/S1-D2/event")
         time.sleep(0.2)  # anything denied that was still on its way
         got = list(platform.received)
-        assert sorted(got) == sorted([
-            "fs/v1/S1/S1-D1/telemetry", "fs/v1/S1/S1-D1/event", "fs/v1/S1/S1-D1/status",
-            "fs/v1/S1/gateway/GW1/batch", "fs/v1/S1/S1-D2/event",
-        ])
+        assert sorted(got) == sorted(
+            [
+                "fs/v1/S1/S1-D1/telemetry",
+                "fs/v1/S1/S1-D1/event",
+                "fs/v1/S1/S1-D1/status",
+                "fs/v1/S1/gateway/GW1/batch",
+                "fs/v1/S1/S1-D2/event",
+            ]
+        )
 
         platform.publish("fs/v1/S1/S1-D2/cmd")  # not D1's
         platform.publish("fs/v1/S1/S1-D1/cmd")
@@ -507,8 +533,9 @@ def compose_command() -> list[str] | None:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True,
-                               check=False, timeout=30)
+        probe = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False, timeout=30
+        )
         if probe.returncode == 0:
             return ["docker", "compose"]
     return None
@@ -521,7 +548,11 @@ def run_compose_config(env_file: Path, *extra: str) -> subprocess.CompletedProce
     clean = {"PATH": os.environ["PATH"], "HOME": str(env_file.parent)}
     return subprocess.run(
         [*command, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), *extra, "config", "-q"],
-        capture_output=True, text=True, timeout=120, check=False, env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=clean,
         cwd=env_file.parent,
     )
 

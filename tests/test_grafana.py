@@ -95,16 +95,45 @@ def walk(node: Any) -> Iterator[tuple[str, Any]]:
 
 # rangeutil.roundInterval: (upper bound ms, rounded ms)
 _ROUND_STEPS = (
-    (15, 10), (35, 20), (75, 50), (150, 100), (350, 200), (750, 500), (1_500, 1_000),
-    (3_500, 2_000), (7_500, 5_000), (12_500, 10_000), (17_500, 15_000), (25_000, 20_000),
-    (45_000, 30_000), (90_000, 60_000), (210_000, 120_000), (450_000, 300_000),
-    (750_000, 600_000), (1_050_000, 900_000), (1_500_000, 1_200_000),
-    (2_700_000, 1_800_000), (5_400_000, 3_600_000), (9_000_000, 7_200_000),
-    (16_200_000, 10_800_000), (32_400_000, 21_600_000), (86_400_000, 43_200_000),
-    (604_800_000, 86_400_000), (1_814_400_000, 604_800_000), (3_628_800_000, 2_592_000_000),
+    (15, 10),
+    (35, 20),
+    (75, 50),
+    (150, 100),
+    (350, 200),
+    (750, 500),
+    (1_500, 1_000),
+    (3_500, 2_000),
+    (7_500, 5_000),
+    (12_500, 10_000),
+    (17_500, 15_000),
+    (25_000, 20_000),
+    (45_000, 30_000),
+    (90_000, 60_000),
+    (210_000, 120_000),
+    (450_000, 300_000),
+    (750_000, 600_000),
+    (1_050_000, 900_000),
+    (1_500_000, 1_200_000),
+    (2_700_000, 1_800_000),
+    (5_400_000, 3_600_000),
+    (9_000_000, 7_200_000),
+    (16_200_000, 10_800_000),
+    (32_400_000, 21_600_000),
+    (86_400_000, 43_200_000),
+    (604_800_000, 86_400_000),
+    (1_814_400_000, 604_800_000),
+    (3_628_800_000, 2_592_000_000),
 )
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000,
-           "y": 31536000}
+_UNIT_S = {
+    "ms": 0.001,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 604800,
+    "M": 2592000,
+    "y": 31536000,
+}
 
 
 def round_interval(ms: float) -> int:
@@ -206,8 +235,10 @@ def expand_macros(text: str, rng: TimeRange, *, timescaledb: bool) -> str:
         seconds = parse_interval(interval)
         if seconds <= 0:
             raise ValueError("interval must be positive")
-        if fill and fill[0] not in ("NULL", "previous") and not re.fullmatch(
-            r"-?\d+(\.\d+)?", fill[0]
+        if (
+            fill
+            and fill[0] not in ("NULL", "previous")
+            and not re.fullmatch(r"-?\d+(\.\d+)?", fill[0])
         ):
             raise ValueError(f"bad fill mode {fill[0]!r}")
         if timescaledb:
@@ -216,8 +247,13 @@ def expand_macros(text: str, rng: TimeRange, *, timescaledb: bool) -> str:
 
     def evaluate(name: str, args: list[str]) -> str:
         frm, to = rfc3339(rng.start), rfc3339(rng.end)
-        needs_column = {"__time", "__timeEpoch", "__timeFilter", "__unixEpochFilter",
-                        "__unixEpochNanoFilter"}
+        needs_column = {
+            "__time",
+            "__timeEpoch",
+            "__timeFilter",
+            "__unixEpochFilter",
+            "__unixEpochNanoFilter",
+        }
         if name in needs_column and not args[0]:
             raise ValueError(f"missing time column argument for macro {name}")
         if name == "__time":
@@ -324,8 +360,19 @@ SITES = {"S1": ("North campus", ("A", "B")), "S2": ("Harbour depot", ("A",))}
 FLOORS = ("0", "1", "2")
 ZONES = (("Z1", "office"), ("Z2", "corridor"))
 KINDS = ("smoke", "heat", "multi", "mcp", "electrical", "evac")
-READINGS = ("obscuration", "temperature", "co", "humidity", "residual_current",
-            "cable_temperature", "current", "voltage", "battery", "mains", "lamp_ok")
+READINGS = (
+    "obscuration",
+    "temperature",
+    "co",
+    "humidity",
+    "residual_current",
+    "cable_temperature",
+    "current",
+    "voltage",
+    "battery",
+    "mains",
+    "lamp_ok",
+)
 RAW_HOURS = 30
 LONG_HISTORY_DAYS = 4
 
@@ -362,9 +409,7 @@ CROSS JOIN generate_series(%(start)s, %(end)s, %(step)s::interval) AS g(ts)
 
 
 def _rollup_sql() -> str:
-    parts = ", ".join(
-        f"min({r}), max({r}), sum({r}), count({r})" for r in READINGS
-    )
+    parts = ", ".join(f"min({r}), max({r}), sum({r}), count({r})" for r in READINGS)
     columns = ", ".join(f"{r}_min, {r}_max, {r}_sum, {r}_n" for r in READINGS)
     return (
         f"INSERT INTO telemetry_rollup_1m (bucket, device_id, samples, {columns}) "
@@ -383,8 +428,9 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
             for building in buildings:
                 cur.execute("INSERT INTO buildings VALUES (%s, %s)", (site_id, building))
                 for floor in FLOORS:
-                    cur.execute("INSERT INTO floors VALUES (%s, %s, %s)",
-                                (site_id, building, floor))
+                    cur.execute(
+                        "INSERT INTO floors VALUES (%s, %s, %s)", (site_id, building, floor)
+                    )
                     for zone, zone_type in ZONES:
                         cur.execute(
                             "INSERT INTO zones VALUES (%s, %s, %s, %s, %s, %s)",
@@ -398,10 +444,12 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
             " routes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (
-                    device_id, *place,
+                    device_id,
+                    *place,
                     f"{place[4]} {place[1]}{place[2]}/{place[3]}",
-                    json.dumps({"residual_current_ma": 500} if device_id == "S1-B1-Z1-electrical"
-                               else {}),
+                    json.dumps(
+                        {"residual_current_ma": 500} if device_id == "S1-B1-Z1-electrical" else {}
+                    ),
                     json.dumps({"left": "Z1", "right": "Z2"}) if place[4] == "evac" else None,
                 )
                 for device_id, place in devices.items()
@@ -414,12 +462,25 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
         never_seen = "S2-A2-Z2-mcp"
         fire_at = now - timedelta(hours=3)
         start = now - timedelta(hours=RAW_HOURS)
-        params = {"fire": fire, "warm": warm, "drain": drain, "lamp": lamp, "now": now,
-                  "fire_at": fire_at}
+        params = {
+            "fire": fire,
+            "warm": warm,
+            "drain": drain,
+            "lamp": lamp,
+            "now": now,
+            "fire_at": fire_at,
+        }
         # Recent history at the detectors' own pace, older days sparser.
         cur.execute(TELEMETRY_SQL, {**params, "start": start, "end": now, "step": "1 minute"})
-        cur.execute(TELEMETRY_SQL, {**params, "start": now - timedelta(days=LONG_HISTORY_DAYS),
-                                    "end": start - timedelta(minutes=10), "step": "10 minutes"})
+        cur.execute(
+            TELEMETRY_SQL,
+            {
+                **params,
+                "start": now - timedelta(days=LONG_HISTORY_DAYS),
+                "end": start - timedelta(minutes=10),
+                "step": "10 minutes",
+            },
+        )
         if flavour == "plain":
             cur.execute(_rollup_sql())
 
@@ -436,53 +497,124 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
                     "offline" if device_id in offline else "online",
                     now - timedelta(hours=2) if device_id in offline else start,
                     (device_id != drain) if place[4] == "evac" else None,
-                    1800, 3 if device_id == fire else 0, 1,
+                    1800,
+                    3 if device_id == fire else 0,
+                    1,
                 )
                 for device_id, place in devices.items()
                 if device_id != never_seen
             ],
         )
 
-        def alarm(device_id: str, kind: str, verdict: str, status: str, reason: str,
-                  opened: datetime, cleared: datetime | None = None) -> str:
+        def alarm(
+            device_id: str,
+            kind: str,
+            verdict: str,
+            status: str,
+            reason: str,
+            opened: datetime,
+            cleared: datetime | None = None,
+        ) -> str:
             site_id, building, floor, zone, _ = devices[device_id]
             row = cur.execute(
                 "INSERT INTO alarms (device_id, site_id, building, floor, zone, type, verdict, "
                 "status, reason, opened_at, confirmed_at, cleared_at, cleared_by) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (device_id, site_id, building, floor, zone, kind, verdict, status, reason,
-                 opened, opened + timedelta(seconds=30) if verdict == "confirmed" else None,
-                 cleared, "operator" if cleared else None),
+                (
+                    device_id,
+                    site_id,
+                    building,
+                    floor,
+                    zone,
+                    kind,
+                    verdict,
+                    status,
+                    reason,
+                    opened,
+                    opened + timedelta(seconds=30) if verdict == "confirmed" else None,
+                    cleared,
+                    "operator" if cleared else None,
+                ),
             ).fetchone()
             assert row is not None
-            cur.execute("INSERT INTO alarm_log (alarm_id, at, action, actor) "
-                        "VALUES (%s, %s, 'opened', 'system')", (row[0], opened))
+            cur.execute(
+                "INSERT INTO alarm_log (alarm_id, at, action, actor) "
+                "VALUES (%s, %s, 'opened', 'system')",
+                (row[0], opened),
+            )
             return str(row[0])
 
         fire_alarm = alarm(fire, "fire", "confirmed", "acknowledged", "coincidence", fire_at)
         alarm("S1-A1-Z1-multi", "fire", "confirmed", "active", "coincidence", fire_at)
-        alarm(fire, "pre_alarm", "confirmed", "cleared", "obscuration",
-              fire_at - timedelta(minutes=5), fire_at)
+        alarm(
+            fire,
+            "pre_alarm",
+            "confirmed",
+            "cleared",
+            "obscuration",
+            fire_at - timedelta(minutes=5),
+            fire_at,
+        )
         for hours in (5, 2, 14):
-            alarm("S1-A0-Z2-smoke", "fire", "suppressed", "cleared", "steam_signature",
-                  now - timedelta(hours=hours), now - timedelta(hours=hours, minutes=-2))
-        alarm("S2-A2-Z1-smoke", "fire", "suppressed", "cleared", "transient",
-              now - timedelta(hours=20), now - timedelta(hours=20, minutes=-1))
-        alarm("S2-A1-Z2-heat", "fire", "pending", "active", "rate_of_rise",
-              now - timedelta(minutes=2))
-        alarm("S1-B2-Z1-electrical", "electrical", "confirmed", "active", "residual_current",
-              now - timedelta(hours=1))
-        alarm("S1-B0-Z1-electrical", "electrical", "suppressed", "cleared", "transient",
-              now - timedelta(hours=10), now - timedelta(hours=10, minutes=-1))
+            alarm(
+                "S1-A0-Z2-smoke",
+                "fire",
+                "suppressed",
+                "cleared",
+                "steam_signature",
+                now - timedelta(hours=hours),
+                now - timedelta(hours=hours, minutes=-2),
+            )
+        alarm(
+            "S2-A2-Z1-smoke",
+            "fire",
+            "suppressed",
+            "cleared",
+            "transient",
+            now - timedelta(hours=20),
+            now - timedelta(hours=20, minutes=-1),
+        )
+        alarm(
+            "S2-A1-Z2-heat", "fire", "pending", "active", "rate_of_rise", now - timedelta(minutes=2)
+        )
+        alarm(
+            "S1-B2-Z1-electrical",
+            "electrical",
+            "confirmed",
+            "active",
+            "residual_current",
+            now - timedelta(hours=1),
+        )
+        alarm(
+            "S1-B0-Z1-electrical",
+            "electrical",
+            "suppressed",
+            "cleared",
+            "transient",
+            now - timedelta(hours=10),
+            now - timedelta(hours=10, minutes=-1),
+        )
         alarm(warm, "fault", "confirmed", "active", "fault", now - timedelta(hours=4))
-        alarm(drain, "evac_fault", "confirmed", "active", "battery_low",
-              now - timedelta(hours=1))
+        alarm(drain, "evac_fault", "confirmed", "active", "battery_low", now - timedelta(hours=1))
         alarm(lamp, "evac_fault", "confirmed", "active", "lamp_fault", now - timedelta(hours=6))
         for device_id in offline:
-            alarm(device_id, "offline", "confirmed", "active", "silent",
-                  now - timedelta(hours=2) + timedelta(seconds=30))
-        alarm("S1-B1-Z1-mcp", "fire", "confirmed", "cleared", "call_point",
-              now - timedelta(days=3), now - timedelta(days=3, hours=-1))
+            alarm(
+                device_id,
+                "offline",
+                "confirmed",
+                "active",
+                "silent",
+                now - timedelta(hours=2) + timedelta(seconds=30),
+            )
+        alarm(
+            "S1-B1-Z1-mcp",
+            "fire",
+            "confirmed",
+            "cleared",
+            "call_point",
+            now - timedelta(days=3),
+            now - timedelta(days=3, hours=-1),
+        )
 
         events: list[tuple[datetime, str, str, str | None]] = [
             (fire_at, fire, "fire_alarm", None),
@@ -494,16 +626,25 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
         ]
         for device_id, place in devices.items():
             if place[4] == "evac":
-                events.append((now - timedelta(days=1), device_id,
-                               "self_test_fail" if device_id == lamp else "self_test_pass", None))
+                events.append(
+                    (
+                        now - timedelta(days=1),
+                        device_id,
+                        "self_test_fail" if device_id == lamp else "self_test_pass",
+                        None,
+                    )
+                )
                 if place[:2] == ("S1", "A"):
-                    events.append((fire_at + timedelta(seconds=40), device_id,
-                                   "emergency_start", None))
+                    events.append(
+                        (fire_at + timedelta(seconds=40), device_id, "emergency_start", None)
+                    )
         cur.executemany(
             "INSERT INTO device_events (ts, device_id, seq, received_at, type, detail) "
             "VALUES (%s, %s, %s, %s, %s, %s)",
-            [(ts, device_id, i, ts + timedelta(milliseconds=200), kind, detail)
-             for i, (ts, device_id, kind, detail) in enumerate(events)],
+            [
+                (ts, device_id, i, ts + timedelta(milliseconds=200), kind, detail)
+                for i, (ts, device_id, kind, detail) in enumerate(events)
+            ],
         )
 
         commands: list[tuple[datetime, str | None, str, str, str, str, str | None]] = []
@@ -512,13 +653,23 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
                 continue
             if place[1] == "A":
                 direction = {"0": "left", "1": "off", "2": "right"}[place[2]]
-                commands.append((fire_at + timedelta(seconds=35), fire_alarm, device_id, "S1", "A",
-                                 "emergency", direction))
+                commands.append(
+                    (
+                        fire_at + timedelta(seconds=35),
+                        fire_alarm,
+                        device_id,
+                        "S1",
+                        "A",
+                        "emergency",
+                        direction,
+                    )
+                )
             else:
                 old = now - timedelta(days=3)
                 commands.append((old, None, device_id, "S1", "B", "emergency", "both"))
-                commands.append((old + timedelta(hours=1), None, device_id, "S1", "B",
-                                 "normal", None))
+                commands.append(
+                    (old + timedelta(hours=1), None, device_id, "S1", "B", "normal", None)
+                )
         cur.executemany(
             "INSERT INTO linkage_commands (at, alarm_id, device_id, site_id, building, cmd, "
             "direction, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, '{}'::jsonb)",
@@ -529,12 +680,20 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
         cur.executemany(
             "INSERT INTO rejects (received_at, topic, reason, payload, device_id) "
             "VALUES (%s, %s, %s, %s, %s)",
-            [(now - timedelta(minutes=3 * i), f"fs/v1/S1/X{i}/telemetry", reasons[i % 4],
-              b"{not json" if i % 4 == 0 else b'{"ts": 1, "v": {"t": "x"}}', f"X{i}")
-             for i in range(24)],
+            [
+                (
+                    now - timedelta(minutes=3 * i),
+                    f"fs/v1/S1/X{i}/telemetry",
+                    reasons[i % 4],
+                    b"{not json" if i % 4 == 0 else b'{"ts": 1, "v": {"t": "x"}}',
+                    f"X{i}",
+                )
+                for i in range(24)
+            ],
         )
-        cur.executemany("INSERT INTO reject_counts VALUES (%s, %s)",
-                        [(reason, 6) for reason in reasons])
+        cur.executemany(
+            "INSERT INTO reject_counts VALUES (%s, %s)", [(reason, 6) for reason in reasons]
+        )
 
         stats = []
         for instance, restart in (("ingest-1", None), ("ingest-2", now - timedelta(minutes=30))):
@@ -544,11 +703,26 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
             while at <= now:
                 if restart and at - timedelta(seconds=5) < restart <= at:
                     counters = [0] * 6
-                counters = [counters[0] + 150 + step % 7, counters[1] + 300 + step % 11,
-                            counters[2] + step % 2, counters[3] + (step % 40 == 0),
-                            counters[4] + (step % 25 == 0), counters[5] + (step % 60 == 0)]
-                stats.append((at, instance, *counters, 5 * (step + 1), 20.0 + step % 30,
-                              step % 50, 15.0 + step % 20, True))
+                counters = [
+                    counters[0] + 150 + step % 7,
+                    counters[1] + 300 + step % 11,
+                    counters[2] + step % 2,
+                    counters[3] + (step % 40 == 0),
+                    counters[4] + (step % 25 == 0),
+                    counters[5] + (step % 60 == 0),
+                ]
+                stats.append(
+                    (
+                        at,
+                        instance,
+                        *counters,
+                        5 * (step + 1),
+                        20.0 + step % 30,
+                        step % 50,
+                        15.0 + step % 20,
+                        True,
+                    )
+                )
                 at += timedelta(seconds=5)
                 step += 1
         with cur.copy(
@@ -638,8 +812,11 @@ class Planner:
         return self.predicates[index]
 
     def conditions(self, node: Json) -> list[str]:
-        out = [str(node[key]) for key in ("Filter", "Index Cond", "Recheck Cond",
-                                           "Vectorized Filter") if key in node]
+        out = [
+            str(node[key])
+            for key in ("Filter", "Index Cond", "Recheck Cond", "Vectorized Filter")
+            if key in node
+        ]
         if "Index Name" in node:
             out.append(self.predicate(node["Index Name"]))
         if node.get("Node Type") in ("Bitmap Heap Scan", "BitmapAnd", "BitmapOr"):
@@ -666,8 +843,11 @@ class Planner:
 
 
 TIME_BOUND_RE = re.compile(
-    r"\b(" + "|".join(TIME_COLUMNS) + r")\s*(>=|<=|>|<)|(>=|<=|>|<)\s*\(?\w*\.?("
-    + "|".join(TIME_COLUMNS) + r")\b"
+    r"\b("
+    + "|".join(TIME_COLUMNS)
+    + r")\s*(>=|<=|>|<)|(>=|<=|>|<)\s*\(?\w*\.?("
+    + "|".join(TIME_COLUMNS)
+    + r")\b"
 )
 
 
@@ -721,8 +901,9 @@ class DashboardRunner:
         assert not leftover, f"{query.where}: undefined variables {leftover}"
         return expand_macros(text, rng, timescaledb=self.timescaledb)
 
-    def run(self, query: Query, rng: TimeRange, variables: dict[str, Variable]
-            ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def run(
+        self, query: Query, rng: TimeRange, variables: dict[str, Variable]
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
         text = self.expand(query, rng, variables)
         try:
             with self.conn.transaction():
@@ -738,8 +919,9 @@ class DashboardRunner:
             )
         return columns, rows
 
-    def resolve(self, dashboard: Json, rng: TimeRange, choice: str,
-                overrides: dict[str, str]) -> dict[str, Variable]:
+    def resolve(
+        self, dashboard: Json, rng: TimeRange, choice: str, overrides: dict[str, str]
+    ) -> dict[str, Variable]:
         """Variables in order, each from its query with the ones before it applied."""
         resolved: dict[str, Variable] = {}
         for definition in dashboard["templating"]["list"]:
@@ -791,14 +973,29 @@ def repeat_only(dashboard: Json) -> set[str]:
 def queries_of(dashboard: Json) -> Iterator[tuple[Json | None, Query]]:
     for item in all_panels(dashboard):
         for tgt in item.get("targets", []):
-            yield item, Query(f"panel {item['title']!r} {tgt['refId']}", tgt["rawSql"],
-                              item["type"], tgt.get("format", "time_series"),
-                              item.get("interval"))
+            yield (
+                item,
+                Query(
+                    f"panel {item['title']!r} {tgt['refId']}",
+                    tgt["rawSql"],
+                    item["type"],
+                    tgt.get("format", "time_series"),
+                    item.get("interval"),
+                ),
+            )
     for anno in dashboard["annotations"]["list"]:
         if anno.get("builtIn"):
             continue
-        yield None, Query(f"annotation {anno['name']!r}", anno["target"]["rawSql"],
-                          "annotation", "table", None)
+        yield (
+            None,
+            Query(
+                f"annotation {anno['name']!r}",
+                anno["target"]["rawSql"],
+                "annotation",
+                "table",
+                None,
+            ),
+        )
 
 
 def check_result(query: Query, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
@@ -830,8 +1027,10 @@ def scenarios(dashboard: Json, estate: Estate) -> list[tuple[str, dict[str, str]
     if "device" in names:
         # One run per kind of device: every reading panel gets data somewhere.
         assert {estate.devices[d] for d in estate.showcase} == set(KINDS)
-        return [("all", {"site": device_id.split("-")[0], "device": device_id})
-                for device_id in estate.showcase] + [("first", {})]
+        return [
+            ("all", {"site": device_id.split("-")[0], "device": device_id})
+            for device_id in estate.showcase
+        ] + [("first", {})]
     return [("all", {}), ("first", {})]
 
 
@@ -845,8 +1044,9 @@ def test_every_expected_dashboard_exists() -> None:
 
 
 def test_dashboards_are_generated_from_the_script() -> None:
-    spec = importlib.util.spec_from_file_location("build_dashboards",
-                                                  GRAFANA / "build_dashboards.py")
+    spec = importlib.util.spec_from_file_location(
+        "build_dashboards", GRAFANA / "build_dashboards.py"
+    )
     assert spec
     assert spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -873,8 +1073,7 @@ def test_datasource_provisioning() -> None:
     assert json_data["connMaxLifetime"] > 0
     parse_interval(json_data["timeInterval"])
     env_ref = re.compile(r"^(\$__env\{\w+\}|\$\{\w+\}|\$\w+)$")
-    for value in (ds["url"], ds["user"], json_data["database"],
-                  ds["secureJsonData"]["password"]):
+    for value in (ds["url"], ds["user"], json_data["database"], ds["secureJsonData"]["password"]):
         assert env_ref.match(value), f"{value!r} should come from the environment"
     assert "password" not in ds, "password outside secureJsonData"
     assert "password" not in json_data, "password outside secureJsonData"
@@ -944,8 +1143,9 @@ def test_dashboard_structure(name: str) -> None:
         check_query_text(query)
         if owner and owner.get("repeat"):
             assert owner["repeat"] in var_names
-            repeat_var = next(v for v in dashboard["templating"]["list"]
-                              if v["name"] == owner["repeat"])
+            repeat_var = next(
+                v for v in dashboard["templating"]["list"] if v["name"] == owner["repeat"]
+            )
             assert repeat_var["multi"] or repeat_var["includeAll"]
 
 
@@ -953,8 +1153,20 @@ TABLE_REF_RE = re.compile(
     r"\b(?:FROM|JOIN)\s+(" + "|".join(TIME_SERIES_TABLES) + r")\b(?:\s+(?:AS\s+)?(\w+))?",
     re.IGNORECASE,
 )
-_NOT_ALIASES = {"on", "where", "join", "left", "right", "cross", "inner", "group", "order",
-                "window", "limit", "union"}
+_NOT_ALIASES = {
+    "on",
+    "where",
+    "join",
+    "left",
+    "right",
+    "cross",
+    "inner",
+    "group",
+    "order",
+    "window",
+    "limit",
+    "union",
+}
 
 
 def check_query_text(query: Query) -> None:
@@ -986,8 +1198,7 @@ def check_query_text(query: Query) -> None:
 
 
 @pytest.mark.parametrize("name", [p.name for p in DASHBOARD_FILES])
-def test_dashboard_queries_run(name: str, estate: Estate, database_url: str,
-                               flavour: str) -> None:
+def test_dashboard_queries_run(name: str, estate: Estate, database_url: str, flavour: str) -> None:
     dashboard = json.loads((GRAFANA / "dashboards" / name).read_text(encoding="utf-8"))
     shown: dict[str, int] = {}
     runs = 0
@@ -1018,8 +1229,9 @@ def test_dashboard_queries_run(name: str, estate: Estate, database_url: str,
 
 
 def test_macros_expand_like_grafana() -> None:
-    rng = TimeRange(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 6, 0, 0, 250000,
-                                                                   tzinfo=UTC))
+    rng = TimeRange(
+        datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 6, 0, 0, 250000, tzinfo=UTC)
+    )
     assert expand_macros("WHERE $__timeFilter(t.ts)", rng, timescaledb=False) == (
         "WHERE t.ts BETWEEN '2026-01-01T00:00:00Z' AND '2026-01-01T06:00:00.25Z'"
     )
@@ -1035,8 +1247,10 @@ def test_macros_expand_like_grafana() -> None:
     assert expand_macros("$__timeGroup(ts, 30d)", rng, timescaledb=False) == (
         "floor(extract(epoch from ts)/2.592e+06)*2.592e+06"
     )
-    assert expand_macros("$__unixEpochFilter(x) -- $__timeFilter(y)", rng,
-                         timescaledb=False) == "x >= 1767225600 AND x <= 1767247200 "
+    assert (
+        expand_macros("$__unixEpochFilter(x) -- $__timeFilter(y)", rng, timescaledb=False)
+        == "x >= 1767225600 AND x <= 1767247200 "
+    )
     with pytest.raises(ValueError, match="unknown macro"):
         expand_macros("$__nope(x)", rng, timescaledb=False)
 
@@ -1045,8 +1259,11 @@ def test_variables_quote_like_grafana() -> None:
     single = Variable({"multi": False, "includeAll": False}, "S1")
     multi = Variable({"multi": True, "includeAll": True}, ["a", "O'Neil"])
     scoped = Variable({"multi": True, "includeAll": False}, "x")
-    got = interpolate("'$site' IN ($zone) ${zone:csv} [[one]] $other $__timeFilter(ts)",
-                      {"site": single, "zone": multi, "one": scoped}, {})
+    got = interpolate(
+        "'$site' IN ($zone) ${zone:csv} [[one]] $other $__timeFilter(ts)",
+        {"site": single, "zone": multi, "one": scoped},
+        {},
+    )
     assert got == "'S1' IN ('a','O''Neil') a,O'Neil 'x' $other $__timeFilter(ts)"
     assert format_interval(round_interval(6 * 3600 * 1000 / 1000)) == "20s"
     assert format_interval(round_interval(7 * 86400 * 1000 / 1000)) == "10m"
@@ -1069,9 +1286,11 @@ def test_unbounded_scans_are_caught(estate: Estate, database_url: str, flavour: 
         assert open_alarms
         assert all(scan_is_bounded(s) for s in open_alarms)
     with pytest.raises(AssertionError, match="without a time filter"):
-        check_query_text(Query("q", "SELECT * FROM device_events e WHERE e.device_id = 'x'",
-                               "table", "table", None))
-
+        check_query_text(
+            Query(
+                "q", "SELECT * FROM device_events e WHERE e.device_id = 'x'", "table", "table", None
+            )
+        )
 
 
 def test_drawn_thresholds_are_detections(estate: Estate, database_url: str) -> None:

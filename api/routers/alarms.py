@@ -73,13 +73,23 @@ def _filters(
     verdict: Annotated[Verdict | None, Query()] = None,
     status: Annotated[Status | None, Query()] = None,
 ) -> AlarmFilter:
-    return AlarmFilter(site=site, building=building, zone=zone, device=device, type=type,
-                       verdict=verdict, status=status)
+    return AlarmFilter(
+        site=site,
+        building=building,
+        zone=zone,
+        device=device,
+        type=type,
+        verdict=verdict,
+        status=status,
+    )
 
 
-@router.get("", response_model=Page[AlarmOut],
-            summary="Alarms, newest first (opened_at desc, id desc)",
-            description="`since`/`until` filter on opened_at (since inclusive, until exclusive).")
+@router.get(
+    "",
+    response_model=Page[AlarmOut],
+    summary="Alarms, newest first (opened_at desc, id desc)",
+    description="`since`/`until` filter on opened_at (since inclusive, until exclusive).",
+)
 async def list_alarms(
     conn: ConnDep,
     caller: CallerDep,
@@ -100,9 +110,13 @@ async def list_alarms(
     check_range(since_at, until_at)
     after = time_key("alarms", cursor, str)
     rows = await alarm_q.list_alarms(
-        conn, scope=caller.scope,
+        conn,
+        scope=caller.scope,
         filters=_filters(site, building, zone, device, type, verdict, status),
-        since=since_at, until=until_at, after=after, limit=limit,
+        since=since_at,
+        until=until_at,
+        after=after,
+        limit=limit,
     )
     next_cursor = (
         encode_cursor("alarms", micros(rows[-1]["opened_at"]), rows[-1]["id"])
@@ -114,8 +128,12 @@ async def list_alarms(
 
 def _change(row: dict[str, Any]) -> bytes:
     change = AlarmChange(
-        log_id=row["log_id"], at=row["log_at"], action=row["action"], actor=row["actor"],
-        note=row["note"], alarm=AlarmOut.model_validate(row),
+        log_id=row["log_id"],
+        at=row["log_at"],
+        action=row["action"],
+        actor=row["actor"],
+        note=row["note"],
+        alarm=AlarmOut.model_validate(row),
     )
     return (
         f"id: {row['log_id']}\nevent: alarm\ndata: ".encode()
@@ -144,8 +162,13 @@ async def _events(
                 cursor_id = last_id if last_id is not None else 0
                 while True:
                     async with state.pool.connection() as conn:
-                        rows = await alarm_q.changes(conn, scope=scope, filters=filters,
-                                                     after_log_id=cursor_id, limit=STREAM_BATCH)
+                        rows = await alarm_q.changes(
+                            conn,
+                            scope=scope,
+                            filters=filters,
+                            after_log_id=cursor_id,
+                            limit=STREAM_BATCH,
+                        )
                     for row in rows:
                         if row["log_id"] not in sent_recent:
                             sent_recent.add(row["log_id"])
@@ -166,8 +189,9 @@ async def _events(
             if not ids or sub.resync:
                 continue
             async with state.pool.connection() as conn:
-                rows = await alarm_q.changes(conn, scope=scope, filters=filters, log_ids=ids,
-                                             limit=len(ids))
+                rows = await alarm_q.changes(
+                    conn, scope=scope, filters=filters, log_ids=ids, limit=len(ids)
+                )
             for row in rows:
                 sent_recent.add(row["log_id"])
                 yield _change(row)
@@ -187,8 +211,12 @@ async def _events(
     "Same filters as the list (role and sites apply). Heartbeat comments keep the "
     "connection open; reconnect with `Last-Event-ID` to receive what was missed.",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                     "description": "An endless text/event-stream"}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "An endless text/event-stream",
+        }
+    },
 )
 async def stream_alarms(
     request: Request,
@@ -210,8 +238,14 @@ async def stream_alarms(
         except ValueError as exc:
             raise BadParameter("Last-Event-ID", "must be an alarm_log id (integer)") from exc
     sub = state.hub.subscribe()
-    events = _events(state, request, sub, caller.scope,
-                     _filters(site, building, zone, device, type, verdict, status), last_id)
+    events = _events(
+        state,
+        request,
+        sub,
+        caller.scope,
+        _filters(site, building, zone, device, type, verdict, status),
+        last_id,
+    )
     return StreamingResponse(
         events,
         media_type="text/event-stream",
@@ -219,24 +253,35 @@ async def stream_alarms(
     )
 
 
-@router.get("/{alarm_id}", response_model=AlarmDetail, responses={404: {"model": ErrorResponse}},
-            summary="An alarm with its audit trail and the readings around it")
+@router.get(
+    "/{alarm_id}",
+    response_model=AlarmDetail,
+    responses={404: {"model": ErrorResponse}},
+    summary="An alarm with its audit trail and the readings around it",
+)
 async def get_alarm(alarm_id: AlarmId, conn: ConnDep, caller: CallerDep) -> AlarmDetail:
     row = await alarm_q.get_alarm(conn, scope=caller.scope, alarm_id=alarm_id)
     log_rows = await alarm_q.alarm_log(conn, alarm_id=alarm_id)
     since = row["opened_at"] - EVIDENCE_BEFORE
     until = max(row["confirmed_at"] or row["opened_at"], row["opened_at"]) + EVIDENCE_AFTER
     readings = await telemetry_q.raw_readings(
-        conn, device_id=row["device"], since=since, until=until, after=None, descending=False,
+        conn,
+        device_id=row["device"],
+        since=since,
+        until=until,
+        after=None,
+        descending=False,
         limit=EVIDENCE_MAX_READINGS,
     )
-    events = await alarm_q.device_events(conn, device_id=row["device"], since=since,
-                                         until=until, limit=EVIDENCE_MAX_EVENTS)
+    events = await alarm_q.device_events(
+        conn, device_id=row["device"], since=since, until=until, limit=EVIDENCE_MAX_EVENTS
+    )
     return AlarmDetail(
         **AlarmOut.model_validate(row).model_dump(),
         log=[AlarmLogEntry.model_validate(r) for r in log_rows],
         evidence=Evidence(
-            since=since, until=until,
+            since=since,
+            until=until,
             readings=[Reading(ts=r.ts, seq=r.seq, v=r.v) for r in readings],
             events=[DeviceEvent.model_validate(e) for e in events],
         ),
@@ -246,27 +291,45 @@ async def get_alarm(alarm_id: AlarmId, conn: ConnDep, caller: CallerDep) -> Alar
 NoteBody = Annotated[NoteIn | None, Body()]
 
 
-@router.post("/{alarm_id}/ack", response_model=AlarmOut,
-             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
-             summary="Acknowledge (any role within its sites); again is a no-op",
-             description="Recorded in the audit trail with the token's name; 409 when the "
-             "alarm is already cleared.")
-async def ack_alarm(alarm_id: AlarmId, conn: ConnDep, caller: CallerDep,
-                    body: NoteBody = None) -> AlarmOut:
+@router.post(
+    "/{alarm_id}/ack",
+    response_model=AlarmOut,
+    responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+    summary="Acknowledge (any role within its sites); again is a no-op",
+    description="Recorded in the audit trail with the token's name; 409 when the "
+    "alarm is already cleared.",
+)
+async def ack_alarm(
+    alarm_id: AlarmId, conn: ConnDep, caller: CallerDep, body: NoteBody = None
+) -> AlarmOut:
     caller.require("admin", "operator", "manager")
-    row, _ = await alarm_q.acknowledge(conn, scope=caller.scope, alarm_id=alarm_id,
-                                       actor=caller.name, note=body.note if body else None)
+    row, _ = await alarm_q.acknowledge(
+        conn,
+        scope=caller.scope,
+        alarm_id=alarm_id,
+        actor=caller.name,
+        note=body.note if body else None,
+    )
     return AlarmOut.model_validate(row)
 
 
-@router.post("/{alarm_id}/clear", response_model=AlarmOut,
-             responses={404: {"model": ErrorResponse}},
-             summary="Clear (admin, operator); again is a no-op",
-             description="Recorded in the audit trail with the token's name. Managers may "
-             "acknowledge but not clear.")
-async def clear_alarm(alarm_id: AlarmId, conn: ConnDep, caller: CallerDep,
-                      body: NoteBody = None) -> AlarmOut:
+@router.post(
+    "/{alarm_id}/clear",
+    response_model=AlarmOut,
+    responses={404: {"model": ErrorResponse}},
+    summary="Clear (admin, operator); again is a no-op",
+    description="Recorded in the audit trail with the token's name. Managers may "
+    "acknowledge but not clear.",
+)
+async def clear_alarm(
+    alarm_id: AlarmId, conn: ConnDep, caller: CallerDep, body: NoteBody = None
+) -> AlarmOut:
     caller.require("admin", "operator")
-    row, _ = await alarm_q.clear(conn, scope=caller.scope, alarm_id=alarm_id,
-                                 actor=caller.name, note=body.note if body else None)
+    row, _ = await alarm_q.clear(
+        conn,
+        scope=caller.scope,
+        alarm_id=alarm_id,
+        actor=caller.name,
+        note=body.note if body else None,
+    )
     return AlarmOut.model_validate(row)

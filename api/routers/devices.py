@@ -46,8 +46,19 @@ MAX_DEVICES_PER_REQUEST = 10_000
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # Open alarms shown on a device's detail page.
 DETAIL_OPEN_ALARMS = 100
-CSV_COLUMNS = ("id", "site", "building", "floor", "zone", "kind", "name", "interval_s",
-               "thresholds", "route_left", "route_right")
+CSV_COLUMNS = (
+    "id",
+    "site",
+    "building",
+    "floor",
+    "zone",
+    "kind",
+    "name",
+    "interval_s",
+    "thresholds",
+    "route_left",
+    "route_right",
+)
 
 DeviceId = Annotated[str, Path(pattern=ID_REGEX, description="Device id")]
 
@@ -84,9 +95,16 @@ def _to_spec(device: DeviceIn) -> DeviceSpec:
     if device.routes is not None:
         routes = device.routes.model_dump(exclude_none=True)
     return DeviceSpec(
-        id=device.id, site=device.site, building=device.building, floor=device.floor,
-        zone=device.zone, kind=device.kind, name=device.name, interval_s=device.interval_s,
-        thresholds=device.thresholds, routes=routes,
+        id=device.id,
+        site=device.site,
+        building=device.building,
+        floor=device.floor,
+        zone=device.zone,
+        kind=device.kind,
+        name=device.name,
+        interval_s=device.interval_s,
+        thresholds=device.thresholds,
+        routes=routes,
     )
 
 
@@ -117,8 +135,9 @@ def parse_csv(text: str) -> list[DeviceIn]:
 def _csv_devices(reader: csv.DictReader[str]) -> list[DeviceIn]:
     devices = []
     for line, row in enumerate(reader, start=2):
-        item: dict[str, Any] = {k: v for k, v in row.items()
-                                if k in CSV_COLUMNS and v not in (None, "")}
+        item: dict[str, Any] = {
+            k: v for k, v in row.items() if k in CSV_COLUMNS and v not in (None, "")
+        }
         try:
             if "thresholds" in item:
                 item["thresholds"] = orjson.loads(item["thresholds"])
@@ -126,8 +145,9 @@ def _csv_devices(reader: csv.DictReader[str]) -> list[DeviceIn]:
                 item["interval_s"] = float(item["interval_s"])
         except (orjson.JSONDecodeError, ValueError) as exc:
             raise BadBody(f"CSV line {line}: {exc}") from exc
-        routes = {side: item.pop(f"route_{side}") for side in ("left", "right")
-                  if f"route_{side}" in item}
+        routes = {
+            side: item.pop(f"route_{side}") for side in ("left", "right") if f"route_{side}" in item
+        }
         if routes:
             item["routes"] = routes
         try:
@@ -193,8 +213,9 @@ async def post_devices(request: Request, conn: ConnDep, caller: CallerDep) -> li
     response_model=list[DeviceOut],
     summary="Register or update devices from CSV",
     description="The same as POST /api/v1/devices with a `text/csv` body. Admin only.",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "text/csv": {"schema": {"type": "string"}}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}
+    },
 )
 async def import_devices(request: Request, conn: ConnDep, caller: CallerDep) -> list[DeviceOut]:
     caller.require("admin")
@@ -220,21 +241,35 @@ async def list_devices(
 ) -> Page[DeviceOut]:
     key = decode_cursor(cursor, "devices", (str,))
     rows = await device_q.list_devices(
-        conn, scope=caller.scope, site=site, building=building, floor=floor, zone=zone,
-        kind=kind, state=state, after_id=key[0] if key else None, limit=limit,
+        conn,
+        scope=caller.scope,
+        site=site,
+        building=building,
+        floor=floor,
+        zone=zone,
+        kind=kind,
+        state=state,
+        after_id=key[0] if key else None,
+        limit=limit,
     )
     next_cursor = encode_cursor("devices", rows[-1]["id"]) if len(rows) == limit else None
     return Page[DeviceOut](items=[DeviceOut.from_row(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{device_id}", response_model=DeviceDetail,
-            responses={404: {"model": ErrorResponse}},
-            summary="A device with its state, last reading and open alarms")
+@router.get(
+    "/{device_id}",
+    response_model=DeviceDetail,
+    responses={404: {"model": ErrorResponse}},
+    summary="A device with its state, last reading and open alarms",
+)
 async def get_device(device_id: DeviceId, conn: ConnDep, caller: CallerDep) -> DeviceDetail:
     row = await device_q.get_device(conn, scope=caller.scope, device_id=device_id)
     last = await telemetry_q.last_reading(conn, device_id=device_id)
     alarms = await alarm_q.list_alarms(
-        conn, scope=caller.scope, filters=AlarmFilter(device=device_id), limit=DETAIL_OPEN_ALARMS,
+        conn,
+        scope=caller.scope,
+        filters=AlarmFilter(device=device_id),
+        limit=DETAIL_OPEN_ALARMS,
         open_only=True,
     )
     base = DeviceOut.from_row(row).model_dump()

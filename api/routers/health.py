@@ -43,8 +43,14 @@ async def health(state: StateDep, response: Response) -> Health:
             status="down",
             database=DatabaseHealth(ok=False, latency_ms=None, error=type(exc).__name__),
             broker=BrokerHealth(connected=None),
-            ingest=IngestHealth(state="unknown", last_report_at=None, age_s=None, lag_ms=None,
-                                queue_depth=None, instances=0),
+            ingest=IngestHealth(
+                state="unknown",
+                last_report_at=None,
+                age_s=None,
+                lag_ms=None,
+                queue_depth=None,
+                instances=0,
+            ),
         )
     database = DatabaseHealth(ok=True, latency_ms=round(latency_ms, 3))
     if not instances:
@@ -52,8 +58,14 @@ async def health(state: StateDep, response: Response) -> Health:
             status="degraded",
             database=database,
             broker=BrokerHealth(connected=None),
-            ingest=IngestHealth(state="absent", last_report_at=None, age_s=None, lag_ms=None,
-                                queue_depth=None, instances=0),
+            ingest=IngestHealth(
+                state="absent",
+                last_report_at=None,
+                age_s=None,
+                lag_ms=None,
+                queue_depth=None,
+                instances=0,
+            ),
         )
     newest = instances[0]
     age_s = float(newest["age_s"])

@@ -47,34 +47,43 @@ class _Snapshot(Collector):
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                     "description": "Prometheus text exposition format"}},
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition format",
+        }
+    },
     summary="Prometheus metrics (admin, operator)",
 )
 async def metrics(conn: ConnDep, caller: CallerDep) -> Response:
     caller.require("admin", "operator")
-    rejects = CounterMetricFamily("firesafe_rejects", "Rejected messages by reason",
-                                  labels=["reason"])
+    rejects = CounterMetricFamily(
+        "firesafe_rejects", "Rejected messages by reason", labels=["reason"]
+    )
     for reason, count in (await reject_q.reject_counts(conn)).items():
         rejects.add_metric([reason], count)
-    open_alarms = GaugeMetricFamily("firesafe_open_alarms", "Alarms not cleared",
-                                    labels=["type", "verdict"])
+    open_alarms = GaugeMetricFamily(
+        "firesafe_open_alarms", "Alarms not cleared", labels=["type", "verdict"]
+    )
     for row in await stats_q.open_alarm_counts(conn):
         open_alarms.add_metric([row["type"], row["verdict"]], row["n"])
     families: list[Metric] = [rejects, open_alarms]
     instances = await health_q.ingest_instances(conn)
     for column, name, help_text, counter in _INGEST_FIGURES:
         family: Metric = (
-            CounterMetricFamily(name, help_text, labels=["instance"]) if counter
+            CounterMetricFamily(name, help_text, labels=["instance"])
+            if counter
             else GaugeMetricFamily(name, help_text, labels=["instance"])
         )
         for inst in instances:
             if inst[column] is not None:
                 family.add_metric([inst["instance"]], float(inst[column]))  # type: ignore[attr-defined]
         families.append(family)
-    connected = GaugeMetricFamily("firesafe_ingest_broker_connected",
-                                  "1 when the instance is connected to the broker",
-                                  labels=["instance"])
+    connected = GaugeMetricFamily(
+        "firesafe_ingest_broker_connected",
+        "1 when the instance is connected to the broker",
+        labels=["instance"],
+    )
     for inst in instances:
         connected.add_metric([inst["instance"]], 1.0 if inst["broker_connected"] else 0.0)
     families.append(connected)

@@ -36,9 +36,14 @@ def _payload(raw: bytes) -> tuple[str, str]:
 def _reject(row: dict[str, Any]) -> RejectOut:
     payload, encoding = _payload(bytes(row["payload"]))
     return RejectOut(
-        id=str(row["id"]), received_at=row["received_at"], topic=row["topic"],
-        reason=row["reason"], payload=payload, encoding=encoding,  # type: ignore[arg-type]
-        detail=row["detail"], device=row["device_id"],
+        id=str(row["id"]),
+        received_at=row["received_at"],
+        topic=row["topic"],
+        reason=row["reason"],
+        payload=payload,
+        encoding=encoding,  # type: ignore[arg-type]
+        detail=row["detail"],
+        device=row["device_id"],
     )
 
 
@@ -64,7 +69,12 @@ async def list_rejects(
     check_range(since_at, until_at)
     after = time_key("rejects", cursor, int)
     rows = await reject_q.list_rejects(
-        conn, scope=caller.scope, reason=reason, since=since_at, until=until_at, after=after,
+        conn,
+        scope=caller.scope,
+        reason=reason,
+        since=since_at,
+        until=until_at,
+        after=after,
         limit=limit,
     )
     next_cursor = (

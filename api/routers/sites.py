@@ -21,31 +21,44 @@ async def _summaries(conn: ConnDep, rows: list[dict[str, object]]) -> list[SiteS
     out = []
     for row in rows:
         f = figures[str(row["id"])]
-        out.append(SiteSummary(
-            site=str(row["id"]), name=row["name"],  # type: ignore[arg-type]
-            devices=f["devices"], offline_devices=f["offline_devices"],
-            open_alarms=[AlarmCount.model_validate(c) for c in f["open_alarms"]],
-            suppressed_today=f["suppressed_today"],
-        ))
+        out.append(
+            SiteSummary(
+                site=str(row["id"]),
+                name=row["name"],  # type: ignore[arg-type]
+                devices=f["devices"],
+                offline_devices=f["offline_devices"],
+                open_alarms=[AlarmCount.model_validate(c) for c in f["open_alarms"]],
+                suppressed_today=f["suppressed_today"],
+            )
+        )
     return out
 
 
-@router.get("", response_model=Page[SiteSummary],
-            summary="Sites with their summary (a manager: its own sites)")
-async def list_sites(conn: ConnDep, caller: CallerDep, limit: Limit = DEFAULT_LIMIT,
-                     cursor: Cursor = None) -> Page[SiteSummary]:
+@router.get(
+    "",
+    response_model=Page[SiteSummary],
+    summary="Sites with their summary (a manager: its own sites)",
+)
+async def list_sites(
+    conn: ConnDep, caller: CallerDep, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[SiteSummary]:
     key = decode_cursor(cursor, "sites", (str,))
-    rows = await stats_q.list_sites(conn, scope=caller.scope, after_id=key[0] if key else None,
-                                    limit=limit)
+    rows = await stats_q.list_sites(
+        conn, scope=caller.scope, after_id=key[0] if key else None, limit=limit
+    )
     next_cursor = encode_cursor("sites", rows[-1]["id"]) if len(rows) == limit else None
     return Page[SiteSummary](items=await _summaries(conn, rows), next_cursor=next_cursor)
 
 
-@router.get("/{site_id}/summary", response_model=SiteSummary,
-            responses={404: {"model": ErrorResponse}},
-            summary="Open alarms by type and verdict, offline devices, suppressed today")
-async def site_summary(site_id: Annotated[str, Path(pattern=ID_REGEX)], conn: ConnDep,
-                       caller: CallerDep) -> SiteSummary:
+@router.get(
+    "/{site_id}/summary",
+    response_model=SiteSummary,
+    responses={404: {"model": ErrorResponse}},
+    summary="Open alarms by type and verdict, offline devices, suppressed today",
+)
+async def site_summary(
+    site_id: Annotated[str, Path(pattern=ID_REGEX)], conn: ConnDep, caller: CallerDep
+) -> SiteSummary:
     caller.scope.check(site_id)
     rows = await stats_q.list_sites(conn, scope=caller.scope, site=site_id, limit=1)
     if not rows:

@@ -87,8 +87,13 @@ async def get_telemetry(
         kind = f"telemetry-{order}"
         after = time_key(kind, cursor, int)
         rows = await telemetry_q.raw_readings(
-            conn, device_id=device_id, since=since_at, until=until_at, after=after,
-            descending=order == "desc", limit=limit,
+            conn,
+            device_id=device_id,
+            since=since_at,
+            until=until_at,
+            after=after,
+            descending=order == "desc",
+            limit=limit,
         )
         next_cursor = (
             encode_cursor(kind, micros(rows[-1].ts), rows[-1].seq) if len(rows) == limit else None

@@ -16,17 +16,26 @@ from storage.queries import tokens as token_q
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], responses=ERROR_RESPONSES)
 
 
-@router.post("", response_model=TokenCreated, status_code=201,
-             summary="Create a token (admin); the token is shown only in this response")
+@router.post(
+    "",
+    response_model=TokenCreated,
+    status_code=201,
+    summary="Create a token (admin); the token is shown only in this response",
+)
 async def create_token(body: TokenIn, conn: ConnDep, caller: CallerDep) -> TokenCreated:
     caller.require("admin")
     token = new_token()
     row = await token_q.create_token(
-        conn, token=token, role=body.role, sites=body.sites, name=body.name,
+        conn,
+        token=token,
+        role=body.role,
+        sites=body.sites,
+        name=body.name,
         created_by=caller.name,
     )
-    return TokenCreated(token=token, id=row["id"], role=row["role"], sites=row["sites"],
-                        name=row["name"])
+    return TokenCreated(
+        token=token, id=row["id"], role=row["role"], sites=row["sites"], name=row["name"]
+    )
 
 
 @router.get("", response_model=Page[TokenOut], summary="List tokens, without their values (admin)")
@@ -36,9 +45,13 @@ async def list_tokens(conn: ConnDep, caller: CallerDep) -> Page[TokenOut]:
     return Page[TokenOut](items=[TokenOut.model_validate(r) for r in rows], next_cursor=None)
 
 
-@router.delete("/{token_id}", status_code=204, response_class=Response,
-               responses={404: {"model": ErrorResponse}},
-               summary="Revoke a token (admin); revoking twice is not an error")
+@router.delete(
+    "/{token_id}",
+    status_code=204,
+    response_class=Response,
+    responses={404: {"model": ErrorResponse}},
+    summary="Revoke a token (admin); revoking twice is not an error",
+)
 async def revoke_token(
     token_id: Annotated[str, Path(pattern=NAME_REGEX)], conn: ConnDep, caller: CallerDep
 ) -> Response:

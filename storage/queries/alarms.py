@@ -67,14 +67,17 @@ async def list_alarms(
     if until is not None:
         where.add("a.opened_at < %(until)s", until=until)
     if after is not None:
-        where.add("(a.opened_at, a.id) < (%(after_at)s, %(after_id)s)",
-                  after_at=after[0], after_id=after[1])
+        where.add(
+            "(a.opened_at, a.id) < (%(after_at)s, %(after_id)s)",
+            after_at=after[0],
+            after_id=after[1],
+        )
     where.params["limit"] = limit
     cur = await conn.execute(
-        sql.SQL("SELECT {cols} FROM alarms a {where} "
-                "ORDER BY a.opened_at DESC, a.id DESC LIMIT %(limit)s").format(
-            cols=sql.SQL(ALARM_COLUMNS), where=where.clause()
-        ),
+        sql.SQL(
+            "SELECT {cols} FROM alarms a {where} "
+            "ORDER BY a.opened_at DESC, a.id DESC LIMIT %(limit)s"
+        ).format(cols=sql.SQL(ALARM_COLUMNS), where=where.clause()),
         where.params,
     )
     return await cur.fetchall()

@@ -19,7 +19,11 @@ async def open_alarm_counts(conn: Conn) -> list[dict[str, Any]]:
 
 
 async def list_sites(
-    conn: Conn, *, scope: Scope, site: str | None = None, after_id: str | None = None,
+    conn: Conn,
+    *,
+    scope: Scope,
+    site: str | None = None,
+    after_id: str | None = None,
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
     where = Where()
