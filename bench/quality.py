@@ -61,6 +61,7 @@ class Confirmed:
     typ: str
     opened: int
     at: int
+    reason: str = ""
 
 
 @dataclass
@@ -134,7 +135,7 @@ class Baseline:
                 hit = "evac_fault"
             if hit and (slot, hit) not in self.open:
                 self.open.add((slot, hit))
-                out.confirmed.append(Confirmed(slot, hit, ts, ts))
+                out.confirmed.append(Confirmed(slot, hit, ts, ts, "threshold"))
         for slot, ts, code in evs:
             name = contract.EVENT_TYPES[code]
             typ = {"activated": "fire", "fault": "fault", "self_test_fail": "evac_fault"}.get(name)
@@ -142,7 +143,7 @@ class Baseline:
                 typ = "evac_fault"
             if typ and (slot, typ) not in self.open:
                 self.open.add((slot, typ))
-                out.confirmed.append(Confirmed(slot, typ, ts, ts))
+                out.confirmed.append(Confirmed(slot, typ, ts, ts, name))
 
 
 def run_seed(seed: int, hours: float) -> tuple[dict[str, Any], Result, Result, dict[int, str]]:
@@ -174,7 +175,11 @@ def run_seed(seed: int, hours: float) -> tuple[dict[str, Any], Result, Result, d
             if c.verdict == "confirmed" and c.action != "clear" and c.alarm_type != "pre_alarm":
                 ours.confirmed.append(
                     Confirmed(
-                        c.slot, c.alarm_type, opened.get((c.slot, c.alarm_type), c.at_ms), c.at_ms
+                        c.slot,
+                        c.alarm_type,
+                        opened.get((c.slot, c.alarm_type), c.at_ms),
+                        c.at_ms,
+                        c.reason,
                     )
                 )
 
@@ -213,26 +218,54 @@ def run_seed(seed: int, hours: float) -> tuple[dict[str, Any], Result, Result, d
     return labels, ours, theirs, dict(enumerate(kinds))
 
 
-def score(labels: list[Any], index: dict[str, int], res: Result) -> dict[str, Any]:
+def score(
+    labels: list[Any], index: dict[str, int], res: Result, kinds: dict[int, str]
+) -> dict[str, Any]:
+    """Positives first (an alarm they explain is a true positive), then nuisances.
+
+    A nuisance label counts as a false alarm only through alarms that no
+    positive label explains: a mains-loss label covers every exit sign of a
+    building, and one of them may have its own, labelled, lamp failure.
+    """
     out: dict[str, Any] = defaultdict(list)
     used: set[int] = set()
-    for lab in labels:
+
+    def hits_of(lab: Any) -> list[tuple[int, Confirmed]]:
         slots = {index[d] for d in lab.devices if d in index}
         lo, hi = lab.start_ms, lab.end_ms + SLACK_MS
-        hits = [(i, c) for i, c in enumerate(res.confirmed) if c.slot in slots and lo <= c.at <= hi]
+        return [(i, c) for i, c in enumerate(res.confirmed) if c.slot in slots and lo <= c.at <= hi]
+
+    for lab in labels:
         exp = lab.expected_alarm_type
-        if exp in ("fire", "electrical", "evac_fault", "fault"):
-            good = [(i, c) for i, c in hits if c.typ == exp]
-            used.update(i for i, _ in good)
-            out[f"{exp}_found"].append(bool(good))
-            if good and exp == "fire":
-                first = min(c.at for _, c in good)
-                out["verify_s"].append((min(c.at - c.opened for _, c in good)) / 1000)
-                out["from_start_s"].append((first - lab.start_ms) / 1000)
-        elif lab.kind == "nuisance" or (lab.kind in ("evac",) and exp is None):
-            bad = [c for _, c in hits if c.typ in ("fire", "electrical", "evac_fault")]
-            out["nuisance_ok"].append(not bad)
-            out["nuisance_names"].append((lab.scenario, not bad))
+        if exp not in ("fire", "electrical", "evac_fault", "fault"):
+            continue
+        good = [(i, c) for i, c in hits_of(lab) if c.typ == exp]
+        used.update(i for i, _ in good)
+        out[f"{exp}_found"].append(bool(good))
+        out["per_scenario"].append((lab.scenario, bool(good)))
+        if good and exp == "fire":
+            first = min(c.at for _, c in good)
+            out["verify_s"].append((min(c.at - c.opened for _, c in good)) / 1000)
+            out["from_start_s"].append((first - lab.start_ms) / 1000)
+    for lab in labels:
+        if not (
+            lab.kind == "nuisance" or (lab.kind in ("evac",) and lab.expected_alarm_type is None)
+        ):
+            continue
+        bad = [
+            c
+            for i, c in hits_of(lab)
+            if c.typ in ("fire", "electrical", "evac_fault") and i not in used
+        ]
+        out["nuisance_ok"].append(not bad)
+        out["nuisance_names"].append((lab.scenario, not bad))
+        out["per_scenario"].append((lab.scenario, not bad))
+        for c in bad:
+            p = dict(lab.params)
+            out["false_alarms"].append(
+                f"{lab.scenario}: {kinds[c.slot]} {c.typ} confirmed ({c.reason}) "
+                + " ".join(f"{k}={v}" for k, v in p.items() if isinstance(v, int | float))
+            )
     for typ in ("fire", "electrical", "evac_fault"):
         mine = [i for i, c in enumerate(res.confirmed) if c.typ == typ]
         out[f"{typ}_tp"] = sum(1 for i in mine if i in used)
@@ -244,7 +277,7 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) if xs else math.nan
 
 
-def report(name: str, agg: dict[str, Any]) -> None:
+def report(name: str, agg: dict[str, Any], verbose: bool) -> None:
     def rate(key: str) -> str:
         xs = agg[key]
         return f"{sum(xs)}/{len(xs)} = {sum(xs) / len(xs):.2f}" if xs else "n/a"
@@ -272,25 +305,35 @@ def report(name: str, agg: dict[str, Any]) -> None:
     print(f"  electrical recall:      {rate('electrical_found')}   precision: {prec('electrical')}")
     print(f"  evac recall:            {rate('evac_fault_found')}   precision: {prec('evac_fault')}")
     print(f"  device fault recall:    {rate('fault_found')}")
+    per: dict[str, list[bool]] = defaultdict(list)
+    for scen, ok in agg["per_scenario"]:
+        per[scen].append(ok)
+    print("  per scenario (fire/electrical/evac/fault: found; others: no false alarm):")
+    for scen, oks in per.items():
+        print(f"    {scen:22s} {sum(oks)}/{len(oks)}")
+    if verbose:
+        for line in agg["false_alarms"]:
+            print(f"    false alarm: {line}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--hours", type=float, default=3.0)
+    ap.add_argument("-v", "--verbose", action="store_true", help="list every false alarm")
     a = ap.parse_args()
     aggs: dict[str, dict[str, Any]] = {"engine": defaultdict(list), "baseline": defaultdict(list)}
     for seed in range(a.seeds):
-        labels, ours, theirs, _ = run_seed(seed, a.hours)
+        labels, ours, theirs, kinds = run_seed(seed, a.hours)
         for name, res in (("engine", ours), ("baseline", theirs)):
-            sc = score(labels["labels"], labels["index"], res)
+            sc = score(labels["labels"], labels["index"], res, kinds)
             for k2, val in sc.items():
                 if isinstance(val, list):
                     aggs[name][k2] += val
                 else:
                     aggs[name][k2] = aggs[name].get(k2, 0) + val  # type: ignore[assignment]
     for name, agg in aggs.items():
-        report(name, agg)
+        report(name, agg, a.verbose)
 
 
 if __name__ == "__main__":

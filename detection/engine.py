@@ -8,8 +8,8 @@ previous flags) is separate from `score` (condition bits) as in stumpy's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -20,8 +20,9 @@ from detection.machine import Machine, row_detail
 from detection.records import AlarmChange, Events, Readings
 from firesafe import contract
 
-_OBS: Final = contract.READING_INDEX["obscuration"]
-_RATE_IDX: Final = [contract.READING_INDEX[c] for c in k.RATE_COLUMNS]
+_RI: Final = contract.READING_INDEX
+_NR: Final = len(contract.READINGS)
+I64 = NDArray[np.int64]
 _KIND_EVENTS: Final = tuple(frozenset(contract.KIND_EVENTS[kd]) for kd in contract.KINDS)
 
 
@@ -70,15 +71,22 @@ class Engine:
         self.base_ep = np.empty(0, np.int64)
         self.base_m = np.empty(0)
         self.base_drift = np.empty(0, np.bool_)
-        self.ring_ts = np.empty((0, h), np.int64)
-        self.ring_val = [np.empty((0, h)) for _ in k.RATE_COLUMNS]  # one plane per column
+        # Look-back ring, one contiguous (H, RING_W) block per device: a row's
+        # write is one 40-byte record. ts is stored as float64 (exact for ms).
+        self.ring = np.empty((0, h, k.RING_W))
         self.ring_head = np.empty(0, np.int64)
-        self.thr_mat = np.empty((0, len(_SCORE_THRESHOLDS)))
+        self.last_obs = np.empty(0)  # previous obscuration (step rate, fast growth)
+        # Quiet-path bounds: a lower bound of each rate column in the ring
+        # (+inf: none) and the rise below which the rate provably sets no bit.
+        self.lb = [np.empty(0) for _ in range(3)]  # temperature, co, humidity
+        self.q = [np.empty(0) for _ in range(3)]
+        self.last_off = np.empty(0, np.int64)  # evac: latest reading on battery
         self._grow(capacity)
         self.machine = Machine(_Config(self))
         self._force: set[int] = set()  # devices whose next reading must reach the machine
         self.late_readings = 0
         self.late_events = 0
+        self._uniform: dict[int, dict[str, float]] = {}
 
     # --- configuration ----------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -87,27 +95,32 @@ class Engine:
         cap = max(need, 2 * self.capacity, 16)
         old = self.capacity
 
-        def grow(a: NDArray[np.generic], fill: object) -> NDArray[np.generic]:
+        def grow(a: NDArray[Any], fill: object) -> NDArray[Any]:
             out = np.empty((cap, *a.shape[1:]), a.dtype)
             out[:old] = a
             out[old:] = fill
             return out
 
-        self.kind = grow(self.kind, -1)  # type: ignore[assignment]
-        self.zone = grow(self.zone, -1)  # type: ignore[assignment]
-        self.thr = {n: grow(a, np.nan) for n, a in self.thr.items()}  # type: ignore[misc]
-        self.last_ts = grow(self.last_ts, k.TS_NONE)  # type: ignore[assignment]
-        self.last_event_ts = grow(self.last_event_ts, k.TS_NONE)  # type: ignore[assignment]
-        self.last_flags = grow(self.last_flags, 0)  # type: ignore[assignment]
-        self.base_b = grow(self.base_b, 0.0)  # type: ignore[assignment]
-        self.base_ep = grow(self.base_ep, k.TS_NONE)  # type: ignore[assignment]
-        self.base_m = grow(self.base_m, np.nan)  # type: ignore[assignment]
-        self.base_drift = grow(self.base_drift, False)  # type: ignore[assignment]
-        self.ring_ts = grow(self.ring_ts, k.TS_NONE)  # type: ignore[assignment]
-        self.ring_val = [grow(a, np.nan) for a in self.ring_val]  # type: ignore[misc]
+        self.kind = grow(self.kind, -1)
+        self.zone = grow(self.zone, -1)
+        self.thr = {n: grow(a, np.nan) for n, a in self.thr.items()}
+        self.last_ts = grow(self.last_ts, k.TS_NONE)
+        self.last_event_ts = grow(self.last_event_ts, k.TS_NONE)
+        self.last_flags = grow(self.last_flags, 0)
+        self.base_b = grow(self.base_b, 0.0)
+        self.base_ep = grow(self.base_ep, k.TS_NONE)
+        self.base_m = grow(self.base_m, np.nan)
+        self.base_drift = grow(self.base_drift, False)
+        ring = grow(self.ring, np.nan)
+        ring[old:, :, 0] = float(k.TS_NONE)
+        self.ring = ring
+        self._ring_rec = ring.reshape(-1).view(np.dtype((np.void, 8 * k.RING_W)))
+        self.ring_head = grow(self.ring_head, 0)
+        self.last_obs = grow(self.last_obs, np.nan)
+        self.lb = [grow(a, np.inf) for a in self.lb]
+        self.q = [grow(a, -np.inf) for a in self.q]
+        self.last_off = grow(self.last_off, k.TS_NONE)
         self._mark = np.zeros(cap, np.int64)
-        self.ring_head = grow(self.ring_head, 0)  # type: ignore[assignment]
-        self.thr_mat = grow(self.thr_mat, np.nan)  # type: ignore[assignment]
         self.capacity = cap
 
     def configure(
@@ -146,12 +159,30 @@ class Engine:
             if over:
                 for name, value in resolve_thresholds(contract.KINDS[ki], over).items():
                     self.thr[name][slot] = value
-        for j, name in enumerate(_SCORE_THRESHOLDS):
-            self.thr_mat[s, j] = self.thr[name][s]
+        # Quiet bounds: the temperature rate feeds heat rise (every fire kind)
+        # and the rate-of-rise alarm (heat, multi); CO and humidity rates (multi).
+        t = self.thr
+        qt = k.quiet_bound(t["heat_rise_c_per_min"][s])
+        ror = k.quiet_bound(t["rate_of_rise_c_per_min"][s])
+        self.q[0][s] = np.where(np.isnan(t["rate_of_rise_c_per_min"][s]), qt, np.fmin(qt, ror))
+        multi = kd == k.KIND_MULTI
+        self.q[1][s] = np.where(multi, k.quiet_bound(t["co_rise_ppm_per_min"][s]), np.inf)
+        self.q[2][s] = np.where(multi, k.quiet_bound(t["steam_rh_rise_per_min"][s]), np.inf)
         # A new device starts as if its previous reading was all clear, so
         # quiet first readings need no visit; a reconfigured one is re-shown.
         new = s[known < 0]
         self.last_flags[new] = np.take(_QUIET_FLAGS, kd[known < 0])
+        # Kinds whose devices all use the same thresholds read scalars (no gather).
+        self._uniform = {}
+        for ki, kname in enumerate(contract.KINDS):
+            devs = np.flatnonzero(self.kind == ki)
+            same = (
+                {n: float(self.thr[n][devs[0]]) for n in p.THRESHOLD_DEFAULTS[kname]}
+                if len(devs)
+                else {}
+            )
+            if len(devs) and all((self.thr[n][devs] == v).all() for n, v in same.items()):
+                self._uniform[ki] = same
         self._force.update(s[known >= 0].tolist())
 
     # --- per batch -------------------------------------------------------------------
@@ -159,9 +190,9 @@ class Engine:
         """Feed one batch; returns the alarm transitions it caused, in processing order."""
         out: list[AlarmChange] = []
         self.machine.out = out
-        rows = self._update(readings)
-        evs = self._fresh_events(events)
-        self._run(rows, evs)
+        evs, keys = self._fresh_events(events)
+        rows = self._update(readings, evs)
+        self._run(rows, evs, keys)
         # Windows that ended before the device's newest reading are resolved now
         # (their deciding rows needed no visit).
         for slot in self.machine.pending_slots():
@@ -201,102 +232,301 @@ class Engine:
         return self.machine.open_alarms()
 
     # --- internals -------------------------------------------------------------------
-    def _update(self, r: Readings) -> _Rows:
-        """Kernel part: lateness, drift baseline, rates, flags; updates the arrays."""
+    def _update(self, r: Readings, evs: list[tuple[int, int, str]]) -> _Rows:
+        """Kernel part: lateness, layers, per-kind features and flags; updates the arrays."""
         slot = np.asarray(r.slot, np.int64)
-        ok = (slot >= 0) & (slot < self.capacity)
-        ok[ok] = self.kind[slot[ok]] >= 0
-        src = np.flatnonzero(ok) if not ok.all() else None
-        if src is not None:
-            slot = slot[src]
-        ts = np.asarray(r.ts if src is None else r.ts[src], np.int64)
-        idx, late = k.fresh_order(slot, ts, self.last_ts, self._mark)
-        self.late_readings += late
-        vals = np.asarray(r.values if src is None else r.values[src], np.float64)
-        s, t, v = np.take(slot, idx), np.take(ts, idx), np.take(vals, idx, axis=0)
-        rows = _Rows(s, t, v)
-        if len(s) == 0:
+        ts = np.asarray(r.ts, np.int64)
+        vals = np.ascontiguousarray(r.values, np.float64)
+        rows = _Rows(vals)
+        if len(slot) == 0:
+            self._force.update(e[0] for e in evs)  # their next reading must be shown
             return rows
-        sg = k.segments(s)
-        kind = np.take(self.kind, s)
-        rows.seg = sg
-        last = sg.start + sg.length - 1
-
-        # Drift-compensated obscuration.
-        obs_rows = np.flatnonzero((kind == k.KIND_SMOKE) | (kind == k.KIND_MULTI))
-        comp = np.full(len(s), np.nan)
-        baseline = np.full(len(s), np.nan)
-        drift = np.zeros(len(s), np.bool_)
-        if len(obs_rows):
-            ss = sg.slot
-            b, ep = np.take(self.base_b, ss), np.take(self.base_ep, ss)
-            m, dr = np.take(self.base_m, ss), np.take(self.base_drift, ss)
-            rb, rd = k.baseline_scan(
-                sg.seg[obs_rows],
-                t[obs_rows],
-                v[obs_rows, _OBS],
-                b,
-                ep,
-                m,
-                dr,
-                self.thr["drift_limit"][ss],
-            )
-            self.base_b[ss], self.base_ep[ss], self.base_m[ss], self.base_drift[ss] = b, ep, m, dr
-            baseline[obs_rows] = rb
-            comp[obs_rows] = v[obs_rows, _OBS] - rb
-            drift[obs_rows] = rd
-
-        # Event-time rates for the fire detectors.
-        rate = np.full((len(s), len(_RATE_IDX)), np.nan)
-        step_rate = np.full((len(s), len(k.STEP_COLUMNS)), np.nan)
-        fire_rows = np.flatnonzero(kind <= k.KIND_MULTI)
-        if len(fire_rows):
-            fs = s[fire_rows]
-            ft = t[fire_rows]
-            fv = v[fire_rows][:, _RATE_IDX]
-            fsg = k.segments(fs)
-            rate[fire_rows], step_rate[fire_rows] = k.lookback(
-                fs, ft, fv, fsg.rank, self.ring_ts, self.ring_val, self.ring_head
-            )
-            k.ring_update(
-                self.ring_ts,
-                self.ring_val,
-                self.ring_head,
-                fs,
-                fsg.rank,
-                fsg.length[fsg.seg],
-                ft,
-                fv,
-            )
-            self.ring_head[fsg.slot] = (self.ring_head[fsg.slot] + fsg.length) % p.LOOKBACK_SAMPLES
-
-        tm = np.take(self.thr_mat, s, axis=0)
-        thr = {n: tm[:, j] for j, n in enumerate(_SCORE_THRESHOLDS)}
-        first = sg.rank == 0
-        prev_flags = np.zeros(len(s), np.uint32)
-        prev_flags[first] = np.take(self.last_flags, sg.slot)
-        flags = k.score(kind, thr, v, comp, drift, rate, step_rate, prev_flags, first)
-
-        prev = np.empty_like(flags)
-        prev[1:] = flags[:-1]
-        prev[first] = prev_flags[first]
-        mm = np.uint32(k.MACHINE_MASK)
-        visit = ((flags & np.uint32(k.VISIT_ALWAYS)) != 0) | ((flags & mm) != (prev & mm))
-        if self._force:
-            forced = np.fromiter(self._force, np.int64)
-            hit = np.isin(sg.slot, forced)
-            visit[sg.start[hit]] = True
-            self._force.difference_update(sg.slot[hit].tolist())
-
-        self.last_ts[sg.slot] = t[last]
-        self.last_flags[sg.slot] = flags[last]
-        rows.flags, rows.comp, rows.baseline, rows.rate_t = flags, comp, baseline, rate[:, 0]
-        rows.visit = visit
+        ok = (slot >= 0) & (slot < self.capacity)
+        ok[ok] = np.take(self.kind, slot[ok]) >= 0
+        if not ok.all():
+            src = np.flatnonzero(ok)
+            slot, ts, vals = slot[src], ts[src], vals[src]
+            rows.v = vals
+        layers, late = k.fresh_layers(slot, ts, self.last_ts, self._mark)
+        self.late_readings += late
+        if not layers:
+            self._force.update(e[0] for e in evs)
+            return rows
+        pre_visit = self._targets(layers, slot, ts, evs)
+        vflat = vals.reshape(-1)
+        for li, idx in enumerate(layers):
+            self._layer(rows, idx, slot[idx], ts[idx], vflat, pre_visit, li == 0)
         return rows
 
-    def _fresh_events(self, e: Events) -> list[tuple[int, int, str]]:
-        """Events past the lateness check, in arrival order (events are few)."""
+    def _targets(
+        self, layers: list[I64], slot: I64, ts: I64, evs: list[tuple[int, int, str]]
+    ) -> NDArray[np.bool_] | None:
+        """Rows that must reach the machine whatever their flags: a forced
+        device's first fed row, and the first fed row at or after each event
+        (a `restore` with the condition still present reopens the fault)."""
+        if not self._force and not evs:
+            return None
+        pre = np.zeros(len(slot), np.bool_)
+        first = layers[0]
+        if self._force:
+            forced = np.fromiter(self._force, np.int64)
+            hit = first[np.isin(slot[first], forced)]
+            pre[hit] = True
+            self._force.difference_update(slot[hit].tolist())
+        if evs:
+            fed = np.concatenate(layers) if len(layers) > 1 else first
+            ev_slots = np.array(sorted({e[0] for e in evs}), np.int64)
+            cand = fed[np.isin(slot[fed], ev_slots)]
+            by_slot: dict[int, list[tuple[int, int]]] = {}
+            for i, s_, t_ in zip(
+                cand.tolist(), slot[cand].tolist(), ts[cand].tolist(), strict=True
+            ):
+                by_slot.setdefault(s_, []).append((t_, i))
+            for s_, t_, _ in evs:
+                after = [i for tt, i in sorted(by_slot.get(s_, ())) if tt >= t_]
+                if after:
+                    pre[after[0]] = True
+                else:
+                    self._force.add(s_)
+        return pre
+
+    def _layer(
+        self,
+        rows: _Rows,
+        idx: I64,
+        s: I64,
+        t: I64,
+        vflat: NDArray[np.float64],
+        pre_visit: NDArray[np.bool_] | None,
+        first_layer: bool,
+    ) -> None:
+        """One layer (each device at most once): features, flags, state, visits."""
+        kd = np.take(self.kind, s)
+        n = len(idx)
+        flags = np.empty(n, np.uint32)
+        comp = np.full(n, np.nan)
+        base = np.full(n, np.nan)
+        rate_t = np.full(n, np.nan)
+        prev = np.take(self.last_flags, s)
+        pv = None if pre_visit is None else pre_visit[idx]
+        counts = np.bincount(kd, minlength=len(contract.KINDS))
+        single = int(np.count_nonzero(counts)) == 1
+        for kind in np.flatnonzero(counts).tolist():
+            pos = None if single else np.flatnonzero(kd == kind)
+            ri = idx if pos is None else idx[pos]
+            sk = s if pos is None else s[pos]
+            tk = t if pos is None else t[pos]
+            pk = prev if pos is None else prev[pos]
+            pvk = pv if pos is None or pv is None else pv[pos]
+            fk = self._kind_rows(kind, ri, sk, tk, vflat, pk, pvk, comp, base, rate_t, pos)
+            if pos is None:
+                flags[:] = fk
+            else:
+                flags[pos] = fk
+        mm = np.uint32(k.MACHINE_MASK)
+        visit = ((flags & np.uint32(k.VISIT_ALWAYS)) != 0) | (((flags ^ prev) & mm) != 0)
+        if pv is not None:
+            visit |= pv
+        np.put(self.last_ts, s, t)
+        np.put(self.last_flags, s, flags)
+        vi = np.flatnonzero(visit)
+        if len(vi):
+            rows.add(idx[vi], s[vi], t[vi], flags[vi], comp[vi], base[vi], rate_t[vi])
+
+    def _kind_rows(
+        self,
+        kind: int,
+        ri: I64,
+        s: I64,
+        t: I64,
+        vflat: NDArray[np.float64],
+        prev: NDArray[np.uint32],
+        pv: NDArray[np.bool_] | None,
+        comp_out: NDArray[np.float64],
+        base_out: NDArray[np.float64],
+        rate_out: NDArray[np.float64],
+        pos: I64 | None,
+    ) -> NDArray[np.uint32]:
+        def col(name: str) -> NDArray[np.float64]:
+            out: NDArray[np.float64] = np.take(vflat, ri * _NR + _RI[name])
+            return out
+
+        uniform = self._uniform.get(kind)
+
+        def thr(*names: str) -> dict[str, NDArray[np.float64] | float]:
+            if uniform is not None:
+                return {nm: uniform[nm] for nm in names}
+            return {nm: np.take(self.thr[nm], s) for nm in names}
+
+        if kind == k.KIND_MCP:
+            return np.zeros(len(s), np.uint32)
+        if kind == k.KIND_ELECTRICAL:
+            th = thr("residual_current_ma", "cable_temperature_c")
+            return k.score_electrical(th, col("residual_current"), col("cable_temperature"))
+        if kind == k.KIND_EVAC:
+            mains = col("mains")
+            off = mains == 0.0
+            last_off = np.take(self.last_off, s)
+            if off.any():
+                last_off = np.where(off, t, last_off)
+                np.put(self.last_off, s[off], t[off])
+            th = thr("battery_low_pct")
+            return k.score_evac(th, t, col("battery"), mains, col("lamp_ok"), last_off)
+        return self._fire_rows(
+            kind, ri, s, t, col, thr, prev, pv, comp_out, base_out, rate_out, pos
+        )
+
+    def _fire_rows(
+        self,
+        kind: int,
+        ri: I64,
+        s: I64,
+        t: I64,
+        col: Callable[[str], NDArray[np.float64]],
+        thr: Callable[..., dict[str, NDArray[np.float64] | float]],
+        prev: NDArray[np.uint32],
+        pv: NDArray[np.bool_] | None,
+        comp_out: NDArray[np.float64],
+        base_out: NDArray[np.float64],
+        rate_out: NDArray[np.float64],
+        pos: I64 | None,
+    ) -> NDArray[np.uint32]:
+        m = len(s)
+        has_obs = kind != k.KIND_HEAT
+        multi = kind == k.KIND_MULTI
+        temp = col("temperature")
+        nan = np.full(m, np.nan)
+        obs = col("obscuration") if has_obs else nan
+        co = col("co") if multi else nan
+        rh = col("humidity") if multi else nan
+        names = ["heat_rise_c_per_min"]
+        if has_obs:
+            names += ["obscuration_alarm", "obscuration_pre_alarm", "fast_growth_per_min"]
+        if kind != k.KIND_SMOKE:
+            names += ["static_c", "rate_of_rise_c_per_min"]
+        if multi:
+            names += ["co_ppm", "co_rise_ppm_per_min", "steam_rh_rise_per_min", "steam_rh"]
+        th = thr(*names)
+
+        # Drift-compensated obscuration (one epoch step at most per row).
+        step = np.full((m, 2), np.nan)
+        if has_obs:
+            b = np.take(self.base_b, s)
+            e = t // p.DRIFT_EPOCH_MS
+            roll = e > np.take(self.base_ep, s)
+            if roll.any():
+                r = np.flatnonzero(roll)
+                sr = s[r]
+                nb, nd = k.drift_step(
+                    b[r], self.base_m[sr], self.base_drift[sr], self.thr["drift_limit"][sr]
+                )
+                self.base_b[sr] = nb
+                self.base_drift[sr] = nd
+                self.base_ep[sr] = e[r]
+                self.base_m[sr] = np.nan
+                b[r] = nb
+            drift = np.take(self.base_drift, s)
+            comp = obs - b
+            bm = np.take(self.base_m, s)
+            lower = ~(bm <= obs)  # new epoch minimum (or first reading of the epoch)
+            lower &= ~np.isnan(obs)
+            if lower.any():
+                np.put(self.base_m, s[lower], obs[lower])
+            # Obscuration since the previous sample (fast growth).
+            last_t = np.take(self.last_ts, s)
+            dt = (t - last_t).astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                step[:, 1] = (obs - np.take(self.last_obs, s)) * p.MS_PER_MIN / dt
+            step[last_t < t - p.LOOKBACK_MS, 1] = np.nan
+            np.put(self.last_obs, s, obs)
+        else:
+            b = comp = nan
+            drift = np.zeros(m, np.bool_)
+
+        # Quiet path: rows whose rise over the ring's lowest values proves that
+        # no rate reaches its threshold need no look-back.
+        x = [temp, co, rh]
+        uniform = self._uniform.get(kind)
+
+        def q(j: int) -> NDArray[np.float64]:
+            return self.q[j][s] if uniform is None else self.q[j][s[:1]]
+
+        with np.errstate(invalid="ignore"):
+            quiet = (temp - np.take(self.lb[0], s)) < q(0)
+            if multi:
+                quiet &= (co - np.take(self.lb[1], s)) < q(1)
+                quiet &= (rh - np.take(self.lb[2], s)) < q(2)
+        rate = np.full((m, 4), np.nan)
+        exact = np.flatnonzero(~quiet)
+        if len(exact):
+            rate[exact], st = self._ring_rates(s[exact], t[exact], temp, obs, co, rh, exact)
+            step[exact, 0] = st[:, 0]
+        flags = k.score_fire(kind, th, temp, comp, drift, co, rh, rate, step, prev)
+        mm = np.uint32(k.MACHINE_MASK)
+        visit = ((flags & np.uint32(k.VISIT_ALWAYS)) != 0) | (((flags ^ prev) & mm) != 0)
+        if pv is not None:
+            visit |= pv
+        # Visited quiet rows: their temperature rate is evidence (detail).
+        late_exact = np.flatnonzero(visit & quiet)
+        if len(late_exact):
+            rate[late_exact] = self._ring_rates(
+                s[late_exact], t[late_exact], temp, obs, co, rh, late_exact
+            )[0]
+        # Ring write: one record per row, then the quiet bounds.
+        head = np.take(self.ring_head, s)
+        rec = np.empty((m, k.RING_W))
+        rec[:, 0] = t
+        rec[:, 1] = temp
+        rec[:, 2] = obs
+        rec[:, 3] = co
+        rec[:, 4] = rh
+        np.put(
+            self._ring_rec,
+            s * p.LOOKBACK_SAMPLES + head,
+            rec.reshape(-1).view(self._ring_rec.dtype),
+        )
+        np.put(self.ring_head, s, (head + 1) % p.LOOKBACK_SAMPLES)
+        for j in range(3 if multi else 1):
+            lower = x[j] < np.take(self.lb[j], s)
+            if lower.any():
+                np.put(self.lb[j], s[lower], x[j][lower])
+        looked = np.flatnonzero(~quiet | visit)
+        if len(looked):
+            mins = k.ring_min(self.ring[s[looked]])
+            self.lb[0][s[looked]] = mins[:, 0]
+            if multi:
+                self.lb[1][s[looked]] = mins[:, 2]
+                self.lb[2][s[looked]] = mins[:, 3]
+        if pos is None:
+            comp_out[:] = comp
+            base_out[:] = b
+            rate_out[:] = rate[:, 0]
+        else:
+            comp_out[pos] = comp
+            base_out[pos] = b
+            rate_out[pos] = rate[:, 0]
+        return flags
+
+    def _ring_rates(
+        self,
+        s: I64,
+        t: I64,
+        temp: NDArray[np.float64],
+        obs: NDArray[np.float64],
+        co: NDArray[np.float64],
+        rh: NDArray[np.float64],
+        sel: I64,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        x = np.stack([temp[sel], obs[sel], co[sel], rh[sel]], axis=1)
+        return k.ring_rates(self.ring[s], np.take(self.ring_head, s), t, x)
+
+    def _fresh_events(self, e: Events) -> tuple[list[tuple[int, int, str]], list[int]]:
+        """Events past the lateness check, in arrival order (events are few), and
+        the event time each is processed at: its own ts, except that a late call
+        point press (honoured, never dropped) takes its place in arrival order
+        (the device's newest event time), so batching cannot reorder it."""
         out: list[tuple[int, int, str]] = []
+        keys: list[int] = []
         for slot, ts, code in zip(e.slot.tolist(), e.ts.tolist(), e.code.tolist(), strict=True):
             if not (0 <= slot < self.capacity) or self.kind[slot] < 0:
                 continue
@@ -308,53 +538,32 @@ class Engine:
             if ts < self.last_event_ts[slot] and name != "activated":
                 self.late_events += 1  # a person's call point press is never dropped
                 continue
-            self.last_event_ts[slot] = max(int(self.last_event_ts[slot]), ts)
+            key = max(int(self.last_event_ts[slot]), ts)
+            self.last_event_ts[slot] = key
             out.append((slot, ts, name))
-        return out
+            keys.append(key)
+        return out, keys
 
-    def _run(self, rows: _Rows, evs: list[tuple[int, int, str]]) -> None:
+    def _run(self, rows: _Rows, evs: list[tuple[int, int, str]], keys: list[int]) -> None:
         """Machine part: visited rows and events merged in (ts, events first, slot) order."""
-        visit = rows.visit
-        if evs and rows.seg is not None:
-            # The first reading at or after each event must reach the machine
-            # (a `restore` with the condition still present reopens the fault).
-            sg = rows.seg
-            nseg = len(sg.slot)
-            np.put(self._mark, sg.slot, np.arange(nseg))  # slot -> its segment (scratch)
-            for slot, ts, _ in evs:
-                i = int(self._mark[slot])
-                if i < nseg and sg.slot[i] == slot:
-                    a = int(sg.start[i])
-                    b = a + int(sg.length[i])
-                    j = a + int(np.searchsorted(rows.t[a:b], ts))
-                    if j < b:
-                        visit[j] = True
-                        continue
-                self._force.add(slot)
-        elif evs:
-            self._force.update(s for s, _, _ in evs)
-        vi = np.flatnonzero(visit)
+        ri, rs, rt, rf, rc, rb, rr = rows.arrays()
         ne = len(evs)
-        ts_all = np.concatenate([np.array([e[1] for e in evs], np.int64), rows.t[vi]])
-        typ = np.concatenate([np.zeros(ne, np.int8), np.ones(len(vi), np.int8)])
-        sl = np.concatenate([np.array([e[0] for e in evs], np.int64), rows.s[vi]])
+        ts_all = np.concatenate([np.array(keys, np.int64), rt])
+        typ = np.concatenate([np.zeros(ne, np.int8), np.ones(len(rt), np.int8)])
+        sl = np.concatenate([np.array([e[0] for e in evs], np.int64), rs])
         seq = np.arange(len(ts_all))
         order = np.lexsort((seq, sl, typ, ts_all))
         m = self.machine
-        vl = vi.tolist()
         for o in order.tolist():
             if o < ne:
                 slot, ts, name = evs[o]
                 m.event(slot, ts, name)
             else:
-                i = vl[o - ne]
+                i = o - ne
                 detail = row_detail(
-                    rows.v[i].tolist(),
-                    float(rows.comp[i]),
-                    float(rows.baseline[i]),
-                    float(rows.rate_t[i]),
+                    rows.v[int(ri[i])].tolist(), float(rc[i]), float(rb[i]), float(rr[i])
                 )
-                m.row(int(rows.s[i]), int(rows.t[i]), int(rows.flags[i]), detail)
+                m.row(int(rs[i]), int(rt[i]), int(rf[i]), detail)
 
 
 # Machine-visible bits of an all-clear reading per kind: a no-op for an idle device.
@@ -370,37 +579,21 @@ _QUIET_FLAGS: Final = np.array(
     np.uint32,
 )
 
-# Thresholds the kernel reads per row, kept together so one gather fetches them.
-_SCORE_THRESHOLDS: Final = tuple(
-    sorted(
-        {
-            "obscuration_alarm",
-            "obscuration_pre_alarm",
-            "heat_rise_c_per_min",
-            "fast_growth_per_min",
-            "co_ppm",
-            "co_rise_ppm_per_min",
-            "steam_rh_rise_per_min",
-            "steam_rh",
-            "static_c",
-            "rate_of_rise_c_per_min",
-            "residual_current_ma",
-            "cable_temperature_c",
-            "battery_low_pct",
-        }
-    )
-)
-
 
 class _Rows:
-    """The batch's fresh rows in (slot, ts) order, with kernel outputs."""
+    """The batch's visited rows (index into `v`, slot, ts, flags, comp, baseline, rate_t)."""
 
-    def __init__(self, s: NDArray[np.int64], t: NDArray[np.int64], v: NDArray[np.float64]) -> None:
-        self.s, self.t, self.v = s, t, v
-        n = len(s)
-        self.seg: k.Segments | None = None
-        self.flags = np.zeros(n, np.uint32)
-        self.comp = np.full(n, np.nan)
-        self.baseline = np.full(n, np.nan)
-        self.rate_t = np.full(n, np.nan)
-        self.visit: NDArray[np.bool_] = np.zeros(n, np.bool_)
+    def __init__(self, v: NDArray[np.float64]) -> None:
+        self.v = v
+        self.parts: list[tuple[NDArray[Any], ...]] = []
+
+    def add(self, *cols: NDArray[Any]) -> None:
+        self.parts.append(cols)
+
+    def arrays(self) -> tuple[NDArray[Any], ...]:
+        if not self.parts:
+            e = np.empty(0, np.int64)
+            return e, e, e, np.empty(0, np.uint32), np.empty(0), np.empty(0), np.empty(0)
+        if len(self.parts) == 1:
+            return self.parts[0]
+        return tuple(np.concatenate(c) for c in zip(*self.parts, strict=True))

@@ -1,16 +1,19 @@
 """Pure numpy kernels: no state of their own, no I/O, no Python loop per reading.
 
 The stateful wrapper (`detection.engine.Engine`) owns the per-device arrays
-and calls these in order for each batch:
+and, for each batch:
 
-1. `fresh_order` - the lateness policy: which rows feed detection, sorted by
-   (slot, ts).
-2. `segments` - where each device's rows start in that order.
-3. `baseline_scan` - drift-compensated obscuration (clean-air baseline per
-   device, one step per event-time epoch).
-4. `lookback` / `ring_update` - event-time rates against the device's recent
-   samples, across batch boundaries.
-5. `score` - the per-row condition bits (`Flag`) the alarm state machine reads.
+1. `fresh_layers` - the lateness policy (which rows feed detection) and the
+   batch cut into *layers*: layer r holds the r-th fresh row of every device,
+   so inside a layer each device appears once and its state can be gathered,
+   updated and scattered back with plain fancy indexing (no per-device loop,
+   no segment scans). The steady state (one reading per device per batch) is
+   a single layer and needs no sort at all.
+2. per layer and per kind, only the columns that kind reads: drift-compensated
+   obscuration (`drift_step`), a quiet-path bound that proves a row's event-time
+   rates cannot set any bit (`quiet_rates`), exact rates from the device's
+   look-back ring only for the other rows (`ring_rates`), and the condition
+   bits (`score_fire`, `score_electrical`, `score_evac`).
 
 Every quantity is computed from the device's own rows in ts order with the
 same floating-point operations whatever the batch boundaries, so a stream cut
@@ -20,8 +23,6 @@ into batches differently gives bit-identical features.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import IntFlag
 from typing import Final
 
@@ -34,15 +35,16 @@ I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
 B = NDArray[np.bool_]
 U32 = NDArray[np.uint32]
+Thr = dict[str, F64 | float]  # per-row thresholds, or one scalar for the whole kind
 
 # Below any real epoch-ms timestamp yet far from int64 overflow when a
-# window length is subtracted from a real one.
+# window length is subtracted from a real one. A power of two: exact as float64.
 TS_NONE: Final = -(2**62)
 
-# Columns of the rate look-back (a subset of contract.READINGS).
-RATE_COLUMNS: Final = ("temperature", "obscuration", "co", "humidity")
-R_T, R_OBS, R_CO, R_RH = range(4)
-STEP_COLUMNS: Final = [R_T, R_OBS]  # sample-to-sample rates: heat plausibility, fast growth
+# Look-back ring columns: ts (float64, exact for epoch ms) and the rate columns.
+RING_COLUMNS: Final = ("ts", "temperature", "obscuration", "co", "humidity")
+RING_W: Final = len(RING_COLUMNS)
+R_T, R_OBS, R_CO, R_RH = range(4)  # rate columns (ring column - 1)
 
 
 class Flag(IntFlag):
@@ -63,53 +65,93 @@ class Flag(IntFlag):
     ELEC_BELOW = 1 << 12  # electrical values known and below both limits
     LAMP_FAIL = 1 << 13
     LAMP_OK = 1 << 14
-    BATT_LOW = 1 << 15
+    BATT_LOW = 1 << 15  # low charge while on mains and past the recharge grace
     BATT_OK = 1 << 16  # battery >= low + margin
     HEAT_RAW = 1 << 17  # heat rise on this reading alone (kernel-internal)
     FAST_RAW = 1 << 18  # fast rise since the previous reading (kernel-internal)
+    COX = 1 << 19  # multi: CO above clean air (independent chemical evidence)
+    DENSE = 1 << 20  # multi: obscuration at the aerosol-only alarm level
 
 
+NBITS: Final = 21
 # Rows with any of these are always shown to the state machine (they count
 # samples, refresh zone activity or corroborate); other rows only when their
 # machine-visible bits differ from the device's previous reading.
 VISIT_ALWAYS: Final = int(
     Flag.PRE | Flag.ALARM | Flag.HEAT | Flag.CO | Flag.FAST | Flag.STEAM | Flag.RC | Flag.CABLE
 )
-MACHINE_MASK: Final = int(~(Flag.HEAT_RAW | Flag.FAST_RAW)) & ((1 << 19) - 1)
+MACHINE_MASK: Final = int(~(Flag.HEAT_RAW | Flag.FAST_RAW)) & ((1 << NBITS) - 1)
 
 KIND_SMOKE, KIND_HEAT, KIND_MULTI, KIND_MCP, KIND_ELECTRICAL, KIND_EVAC = range(6)
 
+# Quiet-path margin: a bound proven with this much room cannot be undone by
+# the rounding of the exact rate expression (a few ulps).
+_QUIET_MARGIN: Final = 1.0 - 1e-9
 
-def fresh_order(slot: I64, ts: I64, last_ts: I64, mark: I64) -> tuple[I64, int]:
-    """Rows that feed detection, as indices grouped by slot in ts order; and how many are late.
+
+def fresh_layers(slot: I64, ts: I64, last_ts: I64, mark: I64) -> tuple[list[I64], int]:
+    """Rows that feed detection, cut into layers; and how many rows are late.
 
     Lateness policy: rows are taken in the order given (arrival order). A
     row feeds detection only if its ts is newer than every earlier row of
     the same device, in this batch or any before (`last_ts[slot]`). Older or
     equal ones are late: stored by ingest, not fed. Defined on arrival order,
-    the decision does not depend on where batches are cut.
+    the decision does not depend on where batches are cut. The fed rows of a
+    device are therefore in ts order; layer r holds each device's r-th one
+    (indices into `slot`), so each device appears at most once per layer.
     """
     n = len(slot)
     if n == 0:
-        return np.empty(0, np.int64), 0
+        return [], 0
     if _unique(slot, mark):
-        # One row per device (the steady state): no order to establish.
+        # One row per device (the steady state): one layer, no sort.
         keep = ts > np.take(last_ts, slot)
-        return np.flatnonzero(keep), int(n - np.count_nonzero(keep))
-    order = np.argsort(slot, kind="stable")
+        if keep.all():
+            return [np.arange(n)], 0
+        return [np.flatnonzero(keep)], int(n - np.count_nonzero(keep))
+    order = _argsort_slots(slot)
     s = slot[order]
     t = ts[order]
     first = np.empty(n, np.bool_)
     first[0] = True
     np.not_equal(s[1:], s[:-1], out=first[1:])
-    run = _segment_running_max(t, first)
+    start = np.flatnonzero(first)
+    seg = np.cumsum(first) - 1
+    run = _segment_running_max(t, seg, start)
     before = np.empty(n, np.int64)
     before[0] = TS_NONE
     before[1:] = run[:-1]
     before[first] = TS_NONE
-    np.maximum(before, last_ts[s], out=before)
+    np.maximum(before, np.take(last_ts, s), out=before)
     keep = t > before
-    return order[keep], int(n - np.count_nonzero(keep))
+    kept = order[keep]
+    # Rank of each fed row among its device's fed rows (sorted by slot, in order).
+    kf = np.flatnonzero(keep)
+    kseg = seg[kf]
+    kfirst = np.empty(len(kf), np.bool_)
+    if len(kf):
+        kfirst[0] = True
+        np.not_equal(kseg[1:], kseg[:-1], out=kfirst[1:])
+    kstart = np.flatnonzero(kfirst)
+    rank = np.arange(len(kf)) - np.repeat(kstart, np.diff(np.append(kstart, len(kf))))
+    counts = np.bincount(rank) if len(rank) else np.zeros(0, np.int64)
+    by_rank = kept[np.argsort(rank, kind="stable")]
+    layers = np.split(by_rank, np.cumsum(counts)[:-1]) if len(counts) else []
+    return layers, int(n - len(kept))
+
+
+def _argsort_slots(slot: I64) -> I64:
+    """Stable argsort of non-negative slots: two 16-bit radix passes (O(n))."""
+    if int(slot.max()) < 1 << 16:
+        out: I64 = np.argsort(slot.astype(np.uint16), kind="stable")
+        return out
+    if int(slot.max()) < 1 << 32:
+        o1 = np.argsort((slot & 0xFFFF).astype(np.uint16), kind="stable")
+        o2 = np.argsort((slot[o1] >> 16).astype(np.uint16), kind="stable")
+        res: I64 = o1[o2]
+        return res
+    res = np.argsort(slot, kind="stable")
+    return res
 
 
 def _unique(slot: I64, mark: I64) -> bool:
@@ -120,9 +162,8 @@ def _unique(slot: I64, mark: I64) -> bool:
     return bool((np.take(mark, slot) == pos).all())
 
 
-def _segment_running_max(t: I64, first: B) -> I64:
-    """Inclusive running max of t inside each segment (segments start at `first`)."""
-    seg = np.cumsum(first) - 1
+def _segment_running_max(t: I64, seg: I64, start: I64) -> I64:
+    """Inclusive running max of t inside each segment (segment id `seg`, sorted)."""
     lo = int(t.min())
     span = int(t.max()) - lo + 1
     if (int(seg[-1]) + 1) * span < 2**62:
@@ -131,33 +172,10 @@ def _segment_running_max(t: I64, first: B) -> I64:
         return out
     # Timestamps spread too far to pack: one accumulate per device.
     out = np.empty_like(t)
-    bounds = [*np.flatnonzero(first).tolist(), len(t)]
+    bounds = [*start.tolist(), len(t)]
     for a, b in itertools.pairwise(bounds):
         out[a:b] = np.maximum.accumulate(t[a:b])
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class Segments:
-    start: I64  # first row of each device segment
-    length: I64
-    slot: I64  # the device of each segment
-    seg: I64  # per row: its segment
-    rank: I64  # per row: position inside its segment
-
-
-def segments(slot: I64) -> Segments:
-    """Segments of rows already sorted by slot."""
-    n = len(slot)
-    first = np.empty(n, np.bool_)
-    if n:
-        first[0] = True
-        np.not_equal(slot[1:], slot[:-1], out=first[1:])
-    start = np.flatnonzero(first)
-    length = np.diff(np.append(start, n))
-    seg = np.cumsum(first) - 1
-    rank = np.arange(n) - start[seg]
-    return Segments(start, length, slot[start], seg, rank)
 
 
 def drift_step(b: F64, m: F64, drift: B, limit: F64) -> tuple[F64, B]:
@@ -171,155 +189,56 @@ def drift_step(b: F64, m: F64, drift: B, limit: F64) -> tuple[F64, B]:
     return nb, np.where(track, hit, drift)
 
 
-def baseline_scan(
-    seg: I64, ts: I64, obs: F64, b: F64, ep: I64, m: F64, drift: B, limit: F64
-) -> tuple[F64, B]:
-    """Per-row baseline and drift flag; updates the per-segment state in place.
+def quiet_bound(thr: F64) -> F64:
+    """Largest rise over the look-back that provably gives a rate below `thr`.
 
-    `b, ep, m, drift, limit` are per segment: baseline, current epoch,
-    running minimum of the current epoch, drift-limit state. A row's
-    baseline is the one finalised at the end of the device's previous epoch.
-    Loops over epoch *steps* (how many epochs one batch spans, usually 1),
-    vectorised across devices.
+    A rate is (x - ref) / span with span >= RATE_MIN_SPAN_MS, so a rise under
+    thr x RATE_MIN_SPAN_MS / MS_PER_MIN (with a rounding margin) cannot reach
+    `thr`. A threshold <= 0 has no such bound (-inf: never quiet).
     """
-    n = len(ts)
-    if n == 0:
-        return np.empty(0), np.empty(0, np.bool_)
-    e = ts // p.DRIFT_EPOCH_MS
-    newg = np.empty(n, np.bool_)
-    newg[0] = True
-    newg[1:] = (seg[1:] != seg[:-1]) | (e[1:] != e[:-1])
-    gstart = np.flatnonzero(newg)
-    glen = np.diff(np.append(gstart, n))
-    gseg = seg[gstart]
-    gep = e[gstart]
     with np.errstate(invalid="ignore"):
-        gmin = np.fmin.reduceat(obs, gstart)
-    g = len(gstart)
-    gfirst = np.empty(g, np.bool_)
-    gfirst[0] = True
-    gfirst[1:] = gseg[1:] != gseg[:-1]
-    idx = np.arange(g)
-    grank = idx - np.maximum.accumulate(np.where(gfirst, idx, 0))
-    gb = np.empty(g)
-    gd = np.empty(g, np.bool_)
-    by_rank = np.argsort(grank, kind="stable")
-    cuts = np.searchsorted(grank[by_rank], np.arange(1, int(grank.max()) + 1))
-    for gi in np.split(by_rank, cuts):
-        d = gseg[gi]
-        roll = gep[gi] > ep[d]
-        if roll.any():
-            dr = d[roll]
-            b[dr], drift[dr] = drift_step(b[dr], m[dr], drift[dr], limit[dr])
-            ep[dr] = gep[gi[roll]]
-            m[dr] = np.nan
-        gb[gi] = b[d]
-        gd[gi] = drift[d]
-        m[d] = np.fmin(m[d], gmin[gi])
-    return np.repeat(gb, glen), np.repeat(gd, glen)
+        q = thr * (p.RATE_MIN_SPAN_MS / p.MS_PER_MIN) * _QUIET_MARGIN
+        out: F64 = np.where(thr > 0, q, -np.inf)
+    return out
 
 
-def lookback(
-    slot: I64,
-    ts: I64,
-    vals: F64,
-    rank: I64,
-    ring_ts: I64,
-    ring_val: Sequence[F64],
-    head: I64,
-) -> tuple[F64, F64]:
-    """Rates per minute of the `vals` columns, and of STEP_COLUMNS since the previous row.
+def ring_rates(ring: F64, head: I64, ts: I64, x: F64) -> tuple[F64, F64]:
+    """Exact event-time rates of the rows against their devices' look-back rings.
 
-    Reference: the oldest of the device's last H samples (H = ring width)
-    that is at most LOOKBACK_MS old; a rate needs a span >= RATE_MIN_SPAN_MS.
-    Rows are sorted by (slot, ts); `ring_ts[slot]` / `ring_val[c][slot]` are
-    circular buffers of the device's last H samples before this batch,
-    `head[slot]` the next write position. Returns (rate (n, c), step_rate
-    (n, len(STEP_COLUMNS))), NaN where undefined.
+    `ring` (k, H, RING_W): each row's device ring before this row, `head` the
+    next write position (the oldest entry), `x` (k, 4) the row's values of the
+    rate columns. Reference: the oldest of the last H samples that is at most
+    LOOKBACK_MS old; a rate needs a span >= RATE_MIN_SPAN_MS. Also the rate of
+    temperature and obscuration since the previous sample (step). Returns
+    (rate (k, 4), step (k, 2)), NaN where undefined.
     """
-    n = len(ts)
-    h_w = ring_ts.shape[1]
-    lo = ts - p.LOOKBACK_MS
-    hd = np.take(head, slot)
-    # Previous rows of this batch inside the window (they are the newest).
-    count_in = np.zeros(n, np.int64)
-    alive = np.flatnonzero(rank >= 1)
-    for h in range(1, h_w + 1):
-        alive = alive[rank[alive] >= h]
-        alive = alive[ts[alive - h] >= lo[alive]]
-        if len(alive) == 0:
-            break
-        count_in[alive] = h
-    # Then the ring's samples inside the window: a suffix of it (ts increase
-    # from the oldest slot), so counting them is enough.
-    ring_ok = (np.take(ring_ts, slot, axis=0) >= lo[:, None]).sum(1)
-    hmax = np.minimum(count_in + np.where(count_in == rank, ring_ok, 0), h_w)
-    ref_ts, ref_val = _gather_back(hmax, slot, ts, vals, rank, ring_ts, ring_val, hd, None)
-    prev_ts, prev_val = _gather_back(
-        np.ones(n, np.int64), slot, ts, vals, rank, ring_ts, ring_val, hd, STEP_COLUMNS
-    )
-    span = (ts - ref_ts).astype(np.float64)
-    step = (ts - prev_ts).astype(np.float64)
+    k, h_w, _ = ring.shape
+    j = (head[:, None] + np.arange(h_w)[None, :]) % h_w  # oldest first
+    rows = np.arange(k)[:, None]
+    ordered = ring[rows, j]  # (k, H, W) oldest first
+    rts = ordered[:, :, 0]
+    lo = (ts - p.LOOKBACK_MS).astype(np.float64)
+    inside = rts >= lo[:, None]  # a suffix (ring ts increase)
+    any_in = inside.any(1)
+    first = np.argmax(inside, axis=1)
+    ref = ordered[np.arange(k), first]  # (k, W)
+    tsf = ts.astype(np.float64)
+    span = tsf - ref[:, 0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate = (vals - ref_val) * p.MS_PER_MIN / span[:, None]
-        step_rate = (vals[:, STEP_COLUMNS] - prev_val) * p.MS_PER_MIN / step[:, None]
-    rate[(hmax == 0) | (span < p.RATE_MIN_SPAN_MS)] = np.nan
-    step_rate[(prev_ts < lo) | (step <= 0)] = np.nan
-    return rate, step_rate
+        rate = (x - ref[:, 1:]) * p.MS_PER_MIN / span[:, None]
+    rate[~any_in | (span < p.RATE_MIN_SPAN_MS)] = np.nan
+    prev = ordered[:, -1]
+    step_t = tsf - prev[:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        step = (x[:, :2] - prev[:, 1:3]) * p.MS_PER_MIN / step_t[:, None]
+    step[(prev[:, 0] < lo) | (step_t <= 0)] = np.nan
+    return rate, step
 
 
-def _gather_back(
-    h: I64,
-    slot: I64,
-    ts: I64,
-    vals: F64,
-    rank: I64,
-    ring_ts: I64,
-    ring_val: Sequence[F64],
-    hd: I64,
-    columns: Sequence[int] | None,
-) -> tuple[I64, F64]:
-    """ts and values (all columns, or some) of the h-th previous sample of each row."""
-    h_w = ring_ts.shape[1]
-    n = len(ts)
-    cols = range(vals.shape[1]) if columns is None else columns
-    src = np.maximum(np.arange(n) - h, 0)
-    out_ts = np.take(ts, src)
-    out_val = np.empty((n, len(cols)))
-    for j, c in enumerate(cols):
-        out_val[:, j] = np.take(vals[:, c], src)
-    old = (rank < h) & (h >= 1)
-    if old.any():
-        o = np.flatnonzero(old)
-        flat = slot[o] * h_w + (hd[o] + rank[o] - h[o]) % h_w
-        out_ts[o] = np.take(ring_ts.reshape(-1), flat)
-        for j, c in enumerate(cols):
-            out_val[o, j] = np.take(ring_val[c].reshape(-1), flat)
-    none = h < 1
-    if none.any():
-        out_ts[none] = TS_NONE
-        out_val[none] = np.nan
-    return out_ts, out_val
-
-
-def ring_update(
-    ring_ts: I64,
-    ring_val: Sequence[F64],
-    head: I64,
-    slot: I64,
-    rank: I64,
-    length: I64,
-    ts: I64,
-    vals: F64,
-) -> None:
-    """Write each device's newest (at most H) rows into its circular buffer."""
-    h_w = ring_ts.shape[1]
-    keep = np.flatnonzero(rank >= length - h_w)  # `length` per row: its segment's
-    s = slot[keep]
-    flat = s * h_w + (np.take(head, s) + rank[keep]) % h_w
-    np.put(ring_ts, flat, ts[keep])
-    for c, plane in enumerate(ring_val):
-        np.put(plane, flat, vals[keep, c])
+def ring_min(ring: F64) -> F64:
+    """Per row, the smallest finite value of each rate column in the ring (+inf if none)."""
+    out: F64 = np.fmin.reduce(ring[:, :, 1:], axis=1, initial=np.inf)
+    return out
 
 
 def _ge(a: F64, b: F64 | float) -> B:
@@ -337,98 +256,93 @@ def _lt(a: F64, b: F64 | float) -> B:
         return np.less(a, b)
 
 
-def score(
-    kind: NDArray[np.int8],
-    thr: dict[str, F64],
-    values: F64,
+def _bit(cond: B, bit: Flag) -> U32:
+    out: U32 = cond.astype(np.uint32) << np.uint32(int(bit).bit_length() - 1)
+    return out
+
+
+def score_fire(
+    kind: int,
+    thr: Thr,
+    temp: F64,
     comp: F64,
     drift: B,
+    co: F64,
+    rh: F64,
     rate: F64,
-    step_rate: F64,
+    step: F64,
     prev_flags: U32,
-    first: B,
 ) -> U32:
-    """Condition bits of each row (rows sorted by (slot, ts)).
+    """Condition bits of smoke / heat / multi rows of one kind (one row per device).
 
-    `thr[name]` is the per-row threshold, `comp` the drift-compensated
-    obscuration, `rate`/`step_rate` from `lookback`, `prev_flags` the
-    device's last flags before this batch (used on each segment's first row).
+    `thr[name]` per row, `comp` the drift-compensated obscuration (NaN for
+    heat), `rate` (k, 4) / `step` (k, 2) the event-time rates (NaN where
+    undefined or where the quiet bound proved they set no bit), `prev_flags`
+    the device's flags on its previous reading.
     """
-    from firesafe.contract import READING_INDEX as RI
-
-    has_obs = (kind == KIND_SMOKE) | (kind == KIND_MULTI)
-    heat_alarm = (kind == KIND_HEAT) | (kind == KIND_MULTI)
+    has_obs = kind in (KIND_SMOKE, KIND_MULTI)
+    heat_alarm = kind in (KIND_HEAT, KIND_MULTI)
     multi = kind == KIND_MULTI
-    fire = has_obs | heat_alarm
-    elec = kind == KIND_ELECTRICAL
-    evac = kind == KIND_EVAC
-    temp = values[:, RI["temperature"]]
-    n = len(kind)
-    f = np.zeros(n, np.uint32)
-
-    def put(bit: Flag, cond: B) -> None:
-        f[...] |= cond.astype(np.uint32) * np.uint32(bit)
-
-    pre = thr["obscuration_pre_alarm"]
-    alarm_obs = has_obs & _ge(comp, thr["obscuration_alarm"])
-    put(Flag.PRE, has_obs & _ge(comp, pre))
-    put(Flag.PRE_CLEAR, has_obs & _lt(comp, pre * p.PRE_ALARM_CLEAR_FRACTION))
+    k = len(temp)
+    false = np.zeros(k, np.bool_)
     # A jump faster than any fire heats a ceiling is a sensor artefact (EMI).
-    plausible = ~_gt(step_rate[:, 0], p.HEAT_STEP_MAX_C_PER_MIN)
-    heat_raw = fire & _ge(rate[:, R_T], thr["heat_rise_c_per_min"]) & plausible
-    fast_raw = has_obs & _ge(step_rate[:, 1], thr["fast_growth_per_min"])
-    put(Flag.HEAT_RAW, heat_raw)
-    put(Flag.FAST_RAW, fast_raw)
-    prev = np.empty(n, np.uint32)
-    if n:
-        prev[1:] = f[:-1]
-    prev[first] = prev_flags[first]
-    heat = heat_raw & ((prev & np.uint32(Flag.HEAT_RAW)) != 0)
-    fast = fast_raw & alarm_obs & ((prev & np.uint32(Flag.FAST_RAW)) != 0)
-    co = multi & (
-        _ge(values[:, RI["co"]], thr["co_ppm"]) | _ge(rate[:, R_CO], thr["co_rise_ppm_per_min"])
-    )
-    put(Flag.HEAT, heat)
-    put(Flag.FAST, fast)
-    put(Flag.CO, co)
-    put(
-        Flag.STEAM,
-        multi
-        & (
-            _ge(rate[:, R_RH], thr["steam_rh_rise_per_min"])
-            | _ge(values[:, RI["humidity"]], thr["steam_rh"])
-        ),
-    )
-    alarm = (
-        alarm_obs
-        | (
-            heat_alarm
-            & (_ge(temp, thr["static_c"]) | _ge(rate[:, R_T], thr["rate_of_rise_c_per_min"]))
+    plausible = ~_gt(step[:, 0], p.HEAT_STEP_MAX_C_PER_MIN)
+    heat_raw = _ge(rate[:, R_T], thr["heat_rise_c_per_min"]) & plausible
+    heat = heat_raw & ((prev_flags & np.uint32(Flag.HEAT_RAW)) != 0)
+    f = _bit(heat_raw, Flag.HEAT_RAW) | _bit(heat, Flag.HEAT)
+    if has_obs:
+        pre = thr["obscuration_pre_alarm"]
+        alarm_obs = _ge(comp, thr["obscuration_alarm"])
+        is_pre = _ge(comp, pre)
+        fast_raw = _ge(step[:, 1], thr["fast_growth_per_min"])
+        fast = fast_raw & alarm_obs & ((prev_flags & np.uint32(Flag.FAST_RAW)) != 0)
+        f |= _bit(is_pre, Flag.PRE) | _bit(
+            _lt(comp, pre * p.PRE_ALARM_CLEAR_FRACTION), Flag.PRE_CLEAR
         )
-        | (has_obs & _ge(comp, pre) & (heat | co))
-    )
-    put(Flag.ALARM, alarm)
-    if n:
-        prev[1:] = f[:-1]
-    prev[first] = prev_flags[first]
-    put(Flag.EDGE, alarm & ((prev & np.uint32(Flag.ALARM)) == 0))
-    known = np.where(has_obs, np.isfinite(comp), np.isfinite(temp))
-    put(Flag.BELOW, fire & ~alarm & known & (~has_obs | _lt(comp, pre)))
-    put(Flag.DRIFT, has_obs & drift)
+        f |= _bit(fast_raw, Flag.FAST_RAW) | _bit(drift, Flag.DRIFT)
+    else:
+        alarm_obs = is_pre = fast = false
+    if multi:
+        cox = _ge(co, p.CO_CLEAN_AIR_PPM)
+        dense = _ge(comp, p.MULTI_AEROSOL_ONLY_ALARM)
+        # On a multi-criteria detector fast growth is the same optical channel:
+        # it corroborates only once the aerosol is dense (see machine: aerosol).
+        fast = fast & dense
+        co_ev = _ge(co, thr["co_ppm"]) | _ge(rate[:, R_CO], thr["co_rise_ppm_per_min"])
+        steam = _ge(rate[:, R_RH], thr["steam_rh_rise_per_min"]) | _ge(rh, thr["steam_rh"])
+        f |= _bit(co_ev, Flag.CO) | _bit(steam, Flag.STEAM)
+        f |= _bit(cox, Flag.COX) | _bit(dense, Flag.DENSE)
+    else:
+        co_ev = false
+    f |= _bit(fast, Flag.FAST)
+    alarm = alarm_obs | (is_pre & (heat | co_ev))
+    if heat_alarm:
+        alarm |= _ge(temp, thr["static_c"]) | _ge(rate[:, R_T], thr["rate_of_rise_c_per_min"])
+    f |= _bit(alarm, Flag.ALARM)
+    f |= _bit(alarm & ((prev_flags & np.uint32(Flag.ALARM)) == 0), Flag.EDGE)
+    if has_obs:
+        below = ~alarm & np.isfinite(comp) & _lt(comp, thr["obscuration_pre_alarm"])
+    else:
+        below = ~alarm & np.isfinite(temp)
+    f |= _bit(below, Flag.BELOW)
+    return f
 
-    rc = values[:, RI["residual_current"]]
-    cable = values[:, RI["cable_temperature"]]
-    rc_hi = elec & _ge(rc, thr["residual_current_ma"])
-    cable_hi = elec & _ge(cable, thr["cable_temperature_c"])
-    put(Flag.RC, rc_hi)
-    put(Flag.CABLE, cable_hi)
-    put(Flag.ELEC_BELOW, elec & ~rc_hi & ~cable_hi & (np.isfinite(rc) | np.isfinite(cable)))
 
-    lamp = values[:, RI["lamp_ok"]]
-    batt = values[:, RI["battery"]]
+def score_electrical(thr: Thr, rc: F64, cable: F64) -> U32:
+    rc_hi = _ge(rc, thr["residual_current_ma"])
+    cable_hi = _ge(cable, thr["cable_temperature_c"])
+    below = ~rc_hi & ~cable_hi & (np.isfinite(rc) | np.isfinite(cable))
+    return _bit(rc_hi, Flag.RC) | _bit(cable_hi, Flag.CABLE) | _bit(below, Flag.ELEC_BELOW)
+
+
+def score_evac(thr: Thr, ts: I64, battery: F64, mains: F64, lamp: F64, last_off: I64) -> U32:
+    """Evac bits. `last_off`: ts of the device's latest reading on battery
+    (mains == 0), this row included. A low charge is a fault only on mains
+    (1 or unknown) and EVAC_RECHARGE_GRACE_MS after the last reading on battery."""
     low = thr["battery_low_pct"]
-    put(Flag.LAMP_FAIL, evac & _lt(lamp, 0.5))
-    put(Flag.LAMP_OK, evac & _ge(lamp, 0.5))
-    put(Flag.BATT_LOW, evac & _lt(batt, low))
-    put(Flag.BATT_OK, evac & _ge(batt, low + p.BATTERY_CLEAR_MARGIN_PCT))
+    on_mains = ~(mains == 0.0)
+    charged = (ts - last_off) >= p.EVAC_RECHARGE_GRACE_MS
+    f = _bit(_lt(lamp, 0.5), Flag.LAMP_FAIL) | _bit(_ge(lamp, 0.5), Flag.LAMP_OK)
+    f |= _bit(_lt(battery, low) & on_mains & charged, Flag.BATT_LOW)
+    f |= _bit(_ge(battery, low + p.BATTERY_CLEAR_MARGIN_PCT), Flag.BATT_OK)
     return f

@@ -65,6 +65,19 @@ HEAT_STEP_MAX_C_PER_MIN: Final = 60.0
 # tens to hundreds of ppm. A CO level or rise corroborates a smoke alarm.
 CO_PPM: Final = 30.0
 CO_RISE_PPM_PER_MIN: Final = 10.0
+# "CO above clean air": indoor air without combustion stays below ~10 ppm
+# (WHO indoor guideline 10 mg/m3 over 8 h is ~9 ppm; a gas hob adds a few ppm
+# near the cooker), while smouldering test fires (TF2/TF3) put tens of ppm
+# in the air by the time their smoke reaches alarm level. On a multi-criteria
+# detector it is the independent (chemical) evidence that an aerosol is smoke.
+CO_CLEAN_AIR_PPM: Final = 10.0
+# A multi-criteria detector whose optical channel alone is in alarm (no CO
+# above clean air, no heat rise: the aerosol-only signature of cooking fumes
+# or dust) confirms by persistence only at this denser level: 10 %/m is
+# 0.46 dB/m, inside the EN 54-7 response range (test fires must be detected by
+# m = 2 dB/m) and above what frying aerosol holds (a few %/m). Flaming fires
+# (TF4/TF5) pass it within a minute and bring heat; smouldering ones bring CO.
+MULTI_AEROSOL_ONLY_ALARM: Final = 10.0
 # Steam: humidity jumping by >= 10 %RH per minute, or near condensation.
 STEAM_RH_RISE_PER_MIN: Final = 10.0
 STEAM_RH: Final = 95.0
@@ -114,6 +127,13 @@ ELECTRICAL_PERSIST_MAX_S: Final = 30.0
 # Below this charge the rated emergency duration is no longer assured.
 BATTERY_LOW_PCT: Final = 30.0
 BATTERY_CLEAR_MARGIN_PCT: Final = 5.0  # cleared at low + margin (hysteresis)
+
+# An emergency light running on battery (mains lost) discharges by design:
+# a low charge then is operation, not a fault. After mains returns it must
+# recharge to its rated duration within 24 h (EN 60598-2-22 clause 22.6;
+# EN 50171 asks the same of central battery systems), so a low charge is a
+# fault only that long after the last reading on battery.
+EVAC_RECHARGE_GRACE_MS: Final = 24 * 3_600_000
 
 THRESHOLD_DEFAULTS: Final[dict[str, dict[str, float]]] = {
     "smoke": {

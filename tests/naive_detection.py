@@ -28,6 +28,7 @@ PRE, PRE_CLEAR, ALARM, EDGE, BELOW, HEATB, COB, FAST, STEAM, DRIFT = (1 << i for
 RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW = (
     1 << i for i in range(10, 19)
 )
+COX, DENSE = 1 << 19, 1 << 20
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Dev:
     ep: int = NONE
     m: float = math.nan
     drift: bool = False
+    last_off: int = NONE  # evac: latest reading on battery
     hist: list[tuple[int, list[float]]] = field(default_factory=list)
 
 
@@ -134,7 +136,14 @@ class NaiveEngine:
         return rate, step
 
     def _flags(
-        self, d: Dev, v: list[float], comp: float, drift: bool, rate: list[float], step: list[float]
+        self,
+        d: Dev,
+        ts: int,
+        v: list[float],
+        comp: float,
+        drift: bool,
+        rate: list[float],
+        step: list[float],
     ) -> int:
         t = d.thr.get
         k = d.kind
@@ -159,6 +168,10 @@ class NaiveEngine:
         heat = heat_raw and bool(d.last_flags & HEAT_RAW)
         alarm_obs = has_obs and ge(comp, t("obscuration_alarm", nan))
         fast = fast_raw and alarm_obs and bool(d.last_flags & FAST_RAW)
+        cox = k == MULTI and ge(v[RI["co"]], p.CO_CLEAN_AIR_PPM)
+        dense = k == MULTI and ge(comp, p.MULTI_AEROSOL_ONLY_ALARM)
+        if k == MULTI:
+            fast = fast and dense  # multi: fast growth counts only for dense aerosol
         co = k == MULTI and (
             ge(v[RI["co"]], t("co_ppm", nan)) or ge(rate[2], t("co_rise_ppm_per_min", nan))
         )
@@ -181,6 +194,8 @@ class NaiveEngine:
         f |= FAST if fast else 0
         f |= COB if co else 0
         f |= STEAM if steam else 0
+        f |= COX if cox else 0
+        f |= DENSE if dense else 0
         if alarm:
             f |= ALARM
             if not d.last_flags & ALARM:
@@ -196,11 +211,16 @@ class NaiveEngine:
             if not hi_rc and not hi_cable and (math.isfinite(rc) or math.isfinite(cable)):
                 f |= ELEC_BELOW
         if k == EVAC:
-            lamp, batt = v[RI["lamp_ok"]], v[RI["battery"]]
+            lamp, batt, mains = v[RI["lamp_ok"]], v[RI["battery"]], v[RI["mains"]]
             low = t("battery_low_pct", nan)
+            if mains == 0.0:
+                d.last_off = ts
+            # A low charge counts only on mains (1 or unknown) and once the
+            # recharge grace after the last reading on battery is over.
+            charged = ts - d.last_off >= p.EVAC_RECHARGE_GRACE_MS
             f |= LAMP_FAIL if lamp < 0.5 else 0
             f |= LAMP_OK if lamp >= 0.5 else 0
-            f |= BATT_LOW if batt < low else 0
+            f |= BATT_LOW if batt < low and mains != 0.0 and charged else 0
             f |= BATT_OK if batt >= low + p.BATTERY_CLEAR_MARGIN_PCT else 0
         return f
 
@@ -227,7 +247,7 @@ class NaiveEngine:
             rate = step = [math.nan] * 4
             if d.kind in (SMOKE, HEAT, MULTI):
                 rate, step = self._rates(d, ts, [vals[RI[c]] for c in RATE_NAMES])
-            flags = self._flags(d, vals, comp, drift, rate, step)
+            flags = self._flags(d, ts, vals, comp, drift, rate, step)
             d.last_flags = flags
             items.append((ts, 1, slot, n, (flags, row_detail(vals, comp, base, rate[0]))))
         for n, (slot, ts, code) in enumerate(
@@ -242,13 +262,15 @@ class NaiveEngine:
             if ts < d.last_event_ts and name != "activated":
                 self.late_events += 1
                 continue
-            d.last_event_ts = max(d.last_event_ts, ts)
-            items.append((ts, 0, slot, n, name))
+            # A late call point press keeps its arrival place (its own ts is used).
+            key = max(d.last_event_ts, ts)
+            d.last_event_ts = key
+            items.append((key, 0, slot, n, (ts, name)))
         items.sort(key=lambda it: it[:4])
         for ts, typ, slot, _, payload in items:
             if typ == 0:
-                assert isinstance(payload, str)
-                self.machine.event(slot, ts, payload)
+                assert isinstance(payload, tuple)
+                self.machine.event(slot, payload[0], payload[1])
             else:
                 flags, detail = payload  # type: ignore[misc]
                 self.machine.row(slot, ts, flags, detail)

@@ -293,7 +293,7 @@ def test_evac_faults_and_restore() -> None:
         return {"battery": 90.0, "mains": 1.0, "lamp_ok": 0.0 if 100 <= t < 300 else 1.0}
 
     def battery(t: float) -> dict[str, float]:
-        return {"battery": 20.0 if t >= 100 else 80.0, "mains": 0.0, "lamp_ok": 1.0}
+        return {"battery": 20.0 if t >= 100 else 80.0, "mains": 1.0, "lamp_ok": 1.0}
 
     site = Site([("evac", 3, {}), ("evac", 3, {}), ("evac", 3, {})])
     ch = site.run(
@@ -314,6 +314,35 @@ def test_evac_faults_and_restore() -> None:
     assert of(ch, "fault") == []  # evac devices raise evac_fault only
     # Mains loss alone (device 2 runs on battery throughout) is a state.
     assert len([c for c in ch if c.slot == 2]) == 2
+
+
+def test_battery_discharging_on_mains_loss_is_a_state_then_recharge_grace() -> None:
+    """Running on battery drains it by design; low charge is a fault only on
+    mains, and only once the EN 60598-2-22 recharge time has passed."""
+    hours = 3_600.0
+    outage = (1 * hours, 4 * hours)  # 3 h on battery: a 3 h light runs flat
+
+    def light(t: float) -> dict[str, float]:
+        on_batt = outage[0] <= t < outage[1]
+        if t < outage[0]:
+            batt = 100.0
+        elif on_batt:
+            batt = max(0.0, 100.0 - (t - outage[0]) / 108.0)
+        else:
+            batt = min(100.0, (t - outage[1]) / 864.0)  # 24 h to full
+        return {"battery": batt, "mains": 0.0 if on_batt else 1.0, "lamp_ok": 1.0}
+
+    def dead(t: float) -> dict[str, float]:  # never recharges: a failed battery
+        return {**light(t), "battery": 5.0} if t >= outage[1] else light(t)
+
+    site = Site([("evac", 3, {}), ("evac", 3, {})])
+    grace_h = p.EVAC_RECHARGE_GRACE_MS / 3_600_000
+    ch = site.run({0: light, 1: dead}, (4 + grace_h + 2) * hours, interval=600.0, batch_s=3600.0)
+    assert of(ch, "evac_fault", 0) == []  # discharged on battery, recharged in time
+    opened = of(ch, "evac_fault", 1)
+    assert [(c.action, c.reason) for c in opened] == [("open", "battery_low")]
+    last_on_battery_h = 4 - 600.0 / hours
+    assert (opened[0].at_ms - T0) / S / hours >= last_on_battery_h + grace_h  # after the grace
 
 
 def test_device_fault_and_restore() -> None:
