@@ -239,33 +239,54 @@ class IngestService:
 
     # ---------------------------------------------------------- processor
     async def _process_loop(self) -> None:
+        """Batches in order; the next batch is decoded while the previous one commits
+        (PostgreSQL works on the other core), and bookkeeping runs between commits."""
         next_tick = time.monotonic()
         next_stats = next_state = next_registry = time.monotonic()
-        while True:
-            stopping = self._stopping.is_set()
-            if stopping and not self.intake:
-                break
-            if not stopping:
-                await self._wait_for_batch(next_tick)
-            if self.intake:
-                burst = self._take_batch()
-                self._urgent = any(m.topic.endswith(_URGENT_SUFFIXES) for m in self.intake)
-                if len(self.intake) <= INTAKE_LOW_WATER and not stopping:
-                    self.source.resume()
-                await self._with_database(self._process_burst, burst)
-            mono = time.monotonic()
-            if mono >= next_registry and not stopping:
-                next_registry = mono + REGISTRY_EVERY_S
-                await self._with_database(self._poll_changes)
-            if mono >= next_tick:
-                next_tick = mono + TICK_S
-                await self._with_database(self._supervise)
-            if mono >= next_state or stopping:
-                next_state = mono + STATE_EVERY_S
-                await self._with_database(self._flush_device_state)
-            if mono >= next_stats or stopping:
-                next_stats = mono + STATS_EVERY_S
-                await self._with_database(self._write_stats)
+        committing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                stopping = self._stopping.is_set()
+                if stopping and not self.intake:
+                    break
+                if not stopping:
+                    await self._wait_for_batch(next_tick)
+                if self.intake:
+                    burst = self._take_batch()
+                    self._urgent = any(m.topic.endswith(_URGENT_SUFFIXES) for m in self.intake)
+                    if len(self.intake) <= INTAKE_LOW_WATER and not stopping:
+                        self.source.resume()
+                    batch = await self._decode(burst)
+                    if committing is not None:
+                        await committing
+                    committing = asyncio.create_task(
+                        self._with_database(self._commit, burst, batch, {}), name="ingest-commit"
+                    )
+                mono = time.monotonic()
+                due_registry = mono >= next_registry and not stopping
+                due_tick = mono >= next_tick
+                due_state = mono >= next_state or stopping
+                due_stats = mono >= next_stats or stopping
+                if not (due_registry or due_tick or due_state or due_stats):
+                    continue
+                if committing is not None:  # one transaction at a time on the writer
+                    await committing
+                    committing = None
+                if due_registry:
+                    next_registry = mono + REGISTRY_EVERY_S
+                    await self._with_database(self._poll_changes)
+                if due_tick:
+                    next_tick = mono + TICK_S
+                    await self._with_database(self._supervise)
+                if due_state:
+                    next_state = mono + STATE_EVERY_S
+                    await self._with_database(self._flush_device_state)
+                if due_stats:
+                    next_stats = mono + STATS_EVERY_S
+                    await self._with_database(self._write_stats)
+        finally:
+            if committing is not None:
+                await committing
 
     def _take_batch(self) -> list[RawMessage]:
         """The oldest messages, up to BATCH_MAX_MESSAGES or BATCH_MAX_BYTES."""
@@ -319,8 +340,7 @@ class IngestService:
                 log.error("%s failed: %s", getattr(step, "__name__", step), exc)
                 return
 
-    async def _process_burst(self, burst: Sequence[RawMessage]) -> None:
-        started = time.monotonic()
+    async def _decode(self, burst: Sequence[RawMessage]) -> DecodedBatch:
         batch = self.decoder.decode(burst)
         # A device registered a moment ago is not "unknown": look again first.
         if (
@@ -329,8 +349,18 @@ class IngestService:
             and await self._refresh_registry()
         ):
             batch = self.decoder.decode(burst)
+        return batch
+
+    async def _process_burst(self, burst: Sequence[RawMessage]) -> None:
+        await self._commit(burst, await self._decode(burst), {})
+
+    async def _commit(
+        self, burst: Sequence[RawMessage], batch: DecodedBatch, memo: dict[str, Any]
+    ) -> None:
+        """Store, acknowledge, link. `memo` survives a retry of the same batch, so
+        detection (which advances its state) runs once per batch."""
         try:
-            applied = await self._store(batch)
+            applied = await self._store(batch, memo)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             # Should not happen (decode guards what PostgreSQL refuses); if it does,
             # isolate the message the database refuses instead of stopping.
@@ -346,7 +376,6 @@ class IngestService:
         c.rejects += len(batch.rejects)
         oldest = min(m.received_ms for m in burst)
         c.latencies_ms.append(now_ms() - oldest)
-        log.debug("batch of %d in %.1f ms", len(burst), (time.monotonic() - started) * 1000)
 
     async def _bisect(self, burst: Sequence[RawMessage], exc: Exception) -> None:
         if len(burst) == 1:
@@ -375,7 +404,7 @@ class IngestService:
             except (psycopg.DataError, psycopg.IntegrityError) as inner:
                 await self._bisect(part, inner)
 
-    async def _store(self, batch: DecodedBatch) -> list[store.AppliedAlarm]:
+    async def _store(self, batch: DecodedBatch, memo: dict[str, Any]) -> list[store.AppliedAlarm]:
         """One transaction: events, telemetry, rejects, detection's alarms."""
         registry = self.registry
         writer = self._writer
@@ -435,17 +464,18 @@ class IngestService:
                     for r in batch.rejects
                 ],
             )
-            changes = self._detect(
-                slot[tel_new],
-                ts[tel_new],
-                values[tel_new],
-                ev_slot[ev_new],
-                ev_ts[ev_new],
-                batch.ev_code[ev_idx][ev_new],
-            )
-            writes = [self._alarm_write(c) for c in changes]
-            writes += self._supervise_batch(batch)
-            applied = await store.apply_alarm_writes(writer, writes)
+            if "writes" not in memo:  # detection and supervision advance their state once
+                changes = self._detect(
+                    slot[tel_new],
+                    ts[tel_new],
+                    values[tel_new],
+                    ev_slot[ev_new],
+                    ev_ts[ev_new],
+                    batch.ev_code[ev_idx][ev_new],
+                )
+                memo["writes"] = [self._alarm_write(c) for c in changes]
+                memo["writes"] += self._supervise_batch(batch)
+            applied = await store.apply_alarm_writes(writer, memo["writes"])
 
         # Committed: fold into what we know of each device.
         all_slot = np.concatenate([slot, ev_slot])
