@@ -67,6 +67,7 @@ class Confirmed:
 @dataclass
 class Result:
     confirmed: list[Confirmed] = field(default_factory=list)
+    suppressed: list[Confirmed] = field(default_factory=list)  # fire verdicts 'suppressed'
 
 
 def decode(msgs: list[Any], index: dict[str, int], seen: set[tuple[int, int, int]]):
@@ -172,6 +173,12 @@ def run_seed(seed: int, hours: float) -> tuple[dict[str, Any], Result, Result, d
         for c in changes:
             if c.action == "open":
                 opened[(c.slot, c.alarm_type)] = c.at_ms
+            if c.verdict == "suppressed" and c.alarm_type == "fire":
+                ours.suppressed.append(
+                    Confirmed(
+                        c.slot, "fire", opened.get((c.slot, "fire"), c.at_ms), c.at_ms, c.reason
+                    )
+                )
             if c.verdict == "confirmed" and c.action != "clear" and c.alarm_type != "pre_alarm":
                 ours.confirmed.append(
                     Confirmed(
@@ -243,6 +250,18 @@ def score(
         used.update(i for i, _ in good)
         out[f"{exp}_found"].append(bool(good))
         out["per_scenario"].append((lab.scenario, bool(good)))
+        if exp == "fire":  # a real fire's alarm judged a false alarm, on any of its devices
+            slots = {index[d] for d in lab.devices if d in index}
+            sup = [
+                c
+                for c in res.suppressed
+                if c.slot in slots and lab.start_ms <= c.at <= lab.end_ms + SLACK_MS
+            ]
+            out["fire_suppressed"].append(len(sup))
+            for c in sup:
+                out["false_alarms"].append(
+                    f"{lab.scenario}: {kinds[c.slot]} fire SUPPRESSED ({c.reason}) during a real fire"
+                )
         if good and exp == "fire":
             first = min(c.at for _, c in good)
             out["verify_s"].append((min(c.at - c.opened for _, c in good)) / 1000)
@@ -302,6 +321,7 @@ def report(name: str, agg: dict[str, Any], verbose: bool) -> None:
         f"p95 {pct(s, 95):.1f} max {max(s, default=math.nan):.1f}"
     )
     print(f"  fire precision:         {prec('fire')}")
+    print(f"  fire alarms suppressed during real fires: {sum(agg['fire_suppressed'])}")
     print(f"  electrical recall:      {rate('electrical_found')}   precision: {prec('electrical')}")
     print(f"  evac recall:            {rate('evac_fault_found')}   precision: {prec('evac_fault')}")
     print(f"  device fault recall:    {rate('fault_found')}")

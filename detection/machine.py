@@ -68,6 +68,11 @@ CONDITION_CAUSES: Final = frozenset({"drift_limit", "lamp_failure", "battery_low
 _PRE: Final = int(Flag.PRE)
 _ALARM: Final = int(Flag.ALARM)
 _CORROB: Final = int(Flag.HEAT | Flag.CO | Flag.FAST)
+# Independent evidence on a multi-criteria detector: anything but its optical
+# channel (heat rise, CO above clean air or rising), or an aerosol dense enough
+# to alarm on its own (MULTI_AEROSOL_ONLY_ALARM).
+_EVIDENCE: Final = int(Flag.HEAT | Flag.CO | Flag.COX | Flag.DENSE | Flag.FAST)
+_REARM: Final = int(Flag.COX | Flag.DENSE)
 
 
 class DeviceConfig(Protocol):
@@ -99,6 +104,8 @@ class _Window:
     reason: str  # what opened it
     n_above: int = 1
     below: bool = False  # the latest sample was back to normal
+    rows: int = 0  # readings seen (a window opened by an event may have none)
+    evidence: bool = False  # multi: independent evidence seen in the window
 
 
 @dataclass(slots=True)
@@ -113,6 +120,8 @@ class _Device:
     elec_reason: str = ""
     causes: set[str] = field(default_factory=set)
     last_steam: int = -(2**62)
+    bits: int = 0  # flags of the latest reading shown
+    sup_bits: int = 0  # re-arming bits already present when a fire was suppressed
 
 
 class Machine:
@@ -121,7 +130,9 @@ class Machine:
     def __init__(self, cfg: DeviceConfig) -> None:
         self.cfg = cfg
         self.dev: dict[int, _Device] = {}
-        self.act: dict[int, dict[int, int]] = {}  # zone -> slot -> ts of latest alarm/pre-alarm
+        # zone -> slot -> (ts of latest alarm/pre-alarm, that reading showed a
+        # nuisance signature: see `_zone_corroboration`)
+        self.act: dict[int, dict[int, tuple[int, bool]]] = {}
         self.pending: dict[int, set[int]] = {}  # zone -> slots with a pending fire
         self.callpoints: dict[int, set[int]] = {}  # zone -> call points with an open fire
         self.elec_pending: set[int] = set()
@@ -230,6 +241,8 @@ class Machine:
         elif w.below:
             verdict = "suppressed"
             reason = "transient" if w.n_above <= p.SPIKE_MAX_SAMPLES else "aerosol_decay"
+        elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence:
+            verdict, reason = "suppressed", "aerosol_signature"
         else:
             verdict, reason = "confirmed", w.reason
         if verdict == "confirmed":
@@ -238,10 +251,18 @@ class Machine:
         d.fire = ""
         d.win = None
         d.armed = False
+        d.sup_bits = d.bits & _REARM
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
         self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
 
     def _zone_corroboration(self, slot: int, ts: int) -> tuple[str, tuple[int, ...]]:
+        """Corroboration from the zone: a call point, or a second detector in
+        alarm/pre-alarm within COINCIDENCE_MS whose own signal is not a nuisance
+        signature. Two multi-criteria detectors that both see an aerosol with no
+        independent evidence (steam: humidity without heat or CO; cooking fumes
+        or dust: obscuration without CO or heat) are one nuisance seen twice,
+        not corroboration of each other. A smoke-only or heat detector shows no
+        signature a reading can prove, so it always counts (recall first)."""
         z = self.cfg.zone(slot)
         cps = self.callpoints.get(z)
         if cps:
@@ -249,8 +270,8 @@ class Machine:
         partners = tuple(
             sorted(
                 y
-                for y, t in self.act.get(z, {}).items()
-                if y != slot and abs(ts - t) <= p.COINCIDENCE_MS
+                for y, (t, signed) in self.act.get(z, {}).items()
+                if y != slot and abs(ts - t) <= p.COINCIDENCE_MS and not signed
             )
         )
         if partners:
@@ -320,10 +341,14 @@ class Machine:
         d = self._d(slot)
         zone = self.cfg.zone(slot)
         active = bool(flags & (_PRE | _ALARM))
+        multi = kind == KIND_MULTI
         if active:
-            self.act.setdefault(zone, {})[slot] = ts
+            signed = multi and not flags & _EVIDENCE
+            self.act.setdefault(zone, {})[slot] = (ts, signed)
         if flags & Flag.STEAM:
             d.last_steam = ts
+        d.bits = flags
+        d.sup_bits &= flags  # a re-arming bit that went away re-arms when it returns
         if kind in OBS_KINDS:
             if flags & _PRE and not d.pre:
                 d.pre = True
@@ -335,12 +360,18 @@ class Machine:
                 self._causes(slot, ts, add="drift_limit", detail=detail)
             else:
                 self._causes(slot, ts, remove=("drift_limit",), detail=detail)
-        if d.fire == "" and flags & _ALARM and (d.armed or flags & (Flag.EDGE | _CORROB)):
+        rearm = flags & (Flag.EDGE | _CORROB) or (multi and flags & _REARM & ~d.sup_bits)
+        if d.fire == "" and flags & _ALARM and (d.armed or rearm):
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
+            assert d.win is not None
+            d.win.rows = 1
+            d.win.evidence = bool(flags & _EVIDENCE)
         elif d.fire == "pending" and d.win is not None:
             if flags & _ALARM:
                 d.win.n_above += 1
             d.win.below = bool(flags & Flag.BELOW)
+            d.win.rows += 1
+            d.win.evidence |= bool(flags & _EVIDENCE)
         if d.fire == "pending":
             if flags & Flag.HEAT:
                 self._confirm_fire(slot, ts, "rate_of_rise", detail)
@@ -383,7 +414,11 @@ class Machine:
         d = self._d(slot)
         detail: dict[str, float | str] = {"event": name}
         if name == "fire_alarm" and kind in FIRE_KINDS:
-            self.act.setdefault(self.cfg.zone(slot), {})[slot] = ts
+            # The device's own decision: evidence, not a signature (the signature,
+            # if any, is in its readings).
+            prev = self.act.get(self.cfg.zone(slot), {}).get(slot)
+            signed = prev is not None and prev[1] and abs(ts - prev[0]) <= p.COINCIDENCE_MS
+            self.act.setdefault(self.cfg.zone(slot), {})[slot] = (ts, signed)
             if d.fire == "":
                 self._open_fire(slot, ts, "device_alarm", detail)
             elif d.fire == "pending" and d.win is not None:
