@@ -260,7 +260,7 @@ def score(
             out["fire_suppressed"].append(len(sup))
             for c in sup:
                 out["false_alarms"].append(
-                    f"{lab.scenario}: {kinds[c.slot]} fire SUPPRESSED ({c.reason}) during a real fire"
+                    f"{lab.scenario}: {kinds[c.slot]} fire SUPPRESSED ({c.reason}) in a real fire"
                 )
         if good and exp == "fire":
             first = min(c.at for _, c in good)

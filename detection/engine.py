@@ -8,7 +8,7 @@ previous flags) is separate from `score` (condition bits) as in stumpy's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -23,6 +23,7 @@ from firesafe import contract
 _RI: Final = contract.READING_INDEX
 _NR: Final = len(contract.READINGS)
 I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
 _KIND_EVENTS: Final = tuple(frozenset(contract.KIND_EVENTS[kd]) for kd in contract.KINDS)
 
 
@@ -68,13 +69,13 @@ class Engine:
         self.last_event_ts = np.empty(0, np.int64)
         self.last_flags = np.empty(0, np.uint32)
         self.base_b = np.empty(0)  # drift-compensation baseline (%/m)
-        self.base_ep = np.empty(0, np.int64)
+        self.base_ep = np.empty(0, np.int32)  # epoch index (hours since 1970)
         self.base_m = np.empty(0)
         self.base_drift = np.empty(0, np.bool_)
         # Look-back ring, one contiguous (H, RING_W) block per device: a row's
         # write is one 40-byte record. ts is stored as float64 (exact for ms).
         self.ring = np.empty((0, h, k.RING_W))
-        self.ring_head = np.empty(0, np.int64)
+        self.ring_head = np.empty(0, np.uint8)  # small: stays in cache
         self.last_obs = np.empty(0)  # previous obscuration (step rate, fast growth)
         # Quiet-path bounds: a lower bound of each rate column in the ring
         # (+inf: none) and the rise below which the rate provably sets no bit.
@@ -87,6 +88,7 @@ class Engine:
         self.late_readings = 0
         self.late_events = 0
         self._uniform: dict[int, dict[str, float]] = {}
+        self._n_drift = 0  # devices at the drift-compensation limit
 
     # --- configuration ----------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -108,7 +110,7 @@ class Engine:
         self.last_event_ts = grow(self.last_event_ts, k.TS_NONE)
         self.last_flags = grow(self.last_flags, 0)
         self.base_b = grow(self.base_b, 0.0)
-        self.base_ep = grow(self.base_ep, k.TS_NONE)
+        self.base_ep = grow(self.base_ep, np.iinfo(np.int32).min)
         self.base_m = grow(self.base_m, np.nan)
         self.base_drift = grow(self.base_drift, False)
         ring = grow(self.ring, np.nan)
@@ -300,40 +302,82 @@ class Engine:
         pre_visit: NDArray[np.bool_] | None,
         first_layer: bool,
     ) -> None:
-        """One layer (each device at most once): features, flags, state, visits."""
+        """One layer (each device at most once): per kind, features, flags, state, visits."""
         kd = np.take(self.kind, s)
-        n = len(idx)
-        flags = np.empty(n, np.uint32)
-        comp = np.full(n, np.nan)
-        base = np.full(n, np.nan)
-        rate_t = np.full(n, np.nan)
-        prev = np.take(self.last_flags, s)
         pv = None if pre_visit is None else pre_visit[idx]
         counts = np.bincount(kd, minlength=len(contract.KINDS))
         single = int(np.count_nonzero(counts)) == 1
+        mm = np.uint32(k.MACHINE_MASK)
         for kind in np.flatnonzero(counts).tolist():
             pos = None if single else np.flatnonzero(kd == kind)
             ri = idx if pos is None else idx[pos]
             sk = s if pos is None else s[pos]
             tk = t if pos is None else t[pos]
-            pk = prev if pos is None else prev[pos]
             pvk = pv if pos is None or pv is None else pv[pos]
-            fk = self._kind_rows(kind, ri, sk, tk, vflat, pk, pvk, comp, base, rate_t, pos)
-            if pos is None:
-                flags[:] = fk
+            prev = np.take(self.last_flags, sk)
+            comp: F64 | None
+            base: F64 | None
+            rate_t: F64 | None
+            if kind <= k.KIND_MULTI:
+                flags, visit, comp, base, rate_t = self._fire_rows(
+                    kind, ri, sk, tk, vflat, prev, pvk
+                )
             else:
-                flags[pos] = fk
-        mm = np.uint32(k.MACHINE_MASK)
-        visit = ((flags & np.uint32(k.VISIT_ALWAYS)) != 0) | (((flags ^ prev) & mm) != 0)
-        if pv is not None:
-            visit |= pv
-        np.put(self.last_ts, s, t)
-        np.put(self.last_flags, s, flags)
-        vi = np.flatnonzero(visit)
-        if len(vi):
-            rows.add(idx[vi], s[vi], t[vi], flags[vi], comp[vi], base[vi], rate_t[vi])
+                flags = self._other_rows(kind, ri, sk, tk, vflat)
+                visit = ((flags & np.uint32(k.VISIT_ALWAYS)) != 0) | (((flags ^ prev) & mm) != 0)
+                if pvk is not None:
+                    visit |= pvk
+                comp = base = rate_t = None
+            self.last_ts[sk] = tk
+            self.last_flags[sk] = flags
+            vi = np.flatnonzero(visit)
+            if len(vi):
+                nan = np.full(len(vi), np.nan)
+                rows.add(
+                    ri[vi],
+                    sk[vi],
+                    tk[vi],
+                    flags[vi],
+                    nan if comp is None else comp[vi],
+                    nan if base is None else base[vi],
+                    nan if rate_t is None else rate_t[vi],
+                )
 
-    def _kind_rows(
+    def _cols(self, ri: I64, vflat: NDArray[np.float64], name: str) -> NDArray[np.float64]:
+        """One reading column of the layer's rows (a gather from the batch matrix)."""
+        out: NDArray[np.float64] = np.take(vflat, ri * _NR + _RI[name])
+        return out
+
+    def _thr(self, kind: int, s: I64, *names: str) -> k.Thr:
+        uniform = self._uniform.get(kind)
+        if uniform is not None:
+            return {nm: uniform[nm] for nm in names}
+        return {nm: np.take(self.thr[nm], s) for nm in names}
+
+    def _other_rows(
+        self, kind: int, ri: I64, s: I64, t: I64, vflat: NDArray[np.float64]
+    ) -> NDArray[np.uint32]:
+        """Call points, electrical monitors, evac devices: level conditions only."""
+        if kind == k.KIND_MCP:
+            return np.zeros(len(s), np.uint32)
+        if kind == k.KIND_ELECTRICAL:
+            th = self._thr(kind, s, "residual_current_ma", "cable_temperature_c")
+            return k.score_electrical(
+                th,
+                self._cols(ri, vflat, "residual_current"),
+                self._cols(ri, vflat, "cable_temperature"),
+            )
+        mains = self._cols(ri, vflat, "mains")
+        off = mains == 0.0
+        last_off = np.take(self.last_off, s)
+        if off.any():
+            last_off = np.where(off, t, last_off)
+            self.last_off[s[off]] = t[off]
+        th = self._thr(kind, s, "battery_low_pct")
+        battery = self._cols(ri, vflat, "battery")
+        return k.score_evac(th, t, battery, mains, self._cols(ri, vflat, "lamp_ok"), last_off)
+
+    def _fire_rows(
         self,
         kind: int,
         ri: I64,
@@ -342,55 +386,13 @@ class Engine:
         vflat: NDArray[np.float64],
         prev: NDArray[np.uint32],
         pv: NDArray[np.bool_] | None,
-        comp_out: NDArray[np.float64],
-        base_out: NDArray[np.float64],
-        rate_out: NDArray[np.float64],
-        pos: I64 | None,
-    ) -> NDArray[np.uint32]:
-        def col(name: str) -> NDArray[np.float64]:
-            out: NDArray[np.float64] = np.take(vflat, ri * _NR + _RI[name])
-            return out
+    ) -> tuple[NDArray[np.uint32], NDArray[np.bool_], F64, F64, F64]:
+        """Smoke, heat, multi rows: (flags, visit, compensated obscuration,
+        baseline, temperature rate) per row."""
 
-        uniform = self._uniform.get(kind)
+        def col(name: str) -> F64:
+            return self._cols(ri, vflat, name)
 
-        def thr(*names: str) -> dict[str, NDArray[np.float64] | float]:
-            if uniform is not None:
-                return {nm: uniform[nm] for nm in names}
-            return {nm: np.take(self.thr[nm], s) for nm in names}
-
-        if kind == k.KIND_MCP:
-            return np.zeros(len(s), np.uint32)
-        if kind == k.KIND_ELECTRICAL:
-            th = thr("residual_current_ma", "cable_temperature_c")
-            return k.score_electrical(th, col("residual_current"), col("cable_temperature"))
-        if kind == k.KIND_EVAC:
-            mains = col("mains")
-            off = mains == 0.0
-            last_off = np.take(self.last_off, s)
-            if off.any():
-                last_off = np.where(off, t, last_off)
-                np.put(self.last_off, s[off], t[off])
-            th = thr("battery_low_pct")
-            return k.score_evac(th, t, col("battery"), mains, col("lamp_ok"), last_off)
-        return self._fire_rows(
-            kind, ri, s, t, col, thr, prev, pv, comp_out, base_out, rate_out, pos
-        )
-
-    def _fire_rows(
-        self,
-        kind: int,
-        ri: I64,
-        s: I64,
-        t: I64,
-        col: Callable[[str], NDArray[np.float64]],
-        thr: Callable[..., dict[str, NDArray[np.float64] | float]],
-        prev: NDArray[np.uint32],
-        pv: NDArray[np.bool_] | None,
-        comp_out: NDArray[np.float64],
-        base_out: NDArray[np.float64],
-        rate_out: NDArray[np.float64],
-        pos: I64 | None,
-    ) -> NDArray[np.uint32]:
         m = len(s)
         has_obs = kind != k.KIND_HEAT
         multi = kind == k.KIND_MULTI
@@ -406,10 +408,9 @@ class Engine:
             names += ["static_c", "rate_of_rise_c_per_min"]
         if multi:
             names += ["co_ppm", "co_rise_ppm_per_min", "steam_rh_rise_per_min", "steam_rh"]
-        th = thr(*names)
+        th = self._thr(kind, s, *names)
 
         # Drift-compensated obscuration (one epoch step at most per row).
-        step = np.full((m, 2), np.nan)
         if has_obs:
             b = np.take(self.base_b, s)
             e = t // p.DRIFT_EPOCH_MS
@@ -425,22 +426,23 @@ class Engine:
                 self.base_ep[sr] = e[r]
                 self.base_m[sr] = np.nan
                 b[r] = nb
-            drift = np.take(self.base_drift, s)
+                self._n_drift = int(np.count_nonzero(self.base_drift))
+            drift = np.take(self.base_drift, s) if self._n_drift else np.zeros(m, np.bool_)
             comp = obs - b
             bm = np.take(self.base_m, s)
             lower = ~(bm <= obs)  # new epoch minimum (or first reading of the epoch)
             lower &= ~np.isnan(obs)
             if lower.any():
-                np.put(self.base_m, s[lower], obs[lower])
+                self.base_m[s[lower]] = obs[lower]
             # Obscuration since the previous sample (fast growth).
             last_t = np.take(self.last_ts, s)
             dt = (t - last_t).astype(np.float64)
             with np.errstate(invalid="ignore", divide="ignore"):
-                step[:, 1] = (obs - np.take(self.last_obs, s)) * p.MS_PER_MIN / dt
-            step[last_t < t - p.LOOKBACK_MS, 1] = np.nan
-            np.put(self.last_obs, s, obs)
+                step_obs = (obs - np.take(self.last_obs, s)) * p.MS_PER_MIN / dt
+            step_obs[last_t < t - p.LOOKBACK_MS] = np.nan
+            self.last_obs[s] = obs
         else:
-            b = comp = nan
+            b = comp = step_obs = nan
             drift = np.zeros(m, np.bool_)
 
         # Quiet path: rows whose rise over the ring's lowest values proves that
@@ -451,27 +453,55 @@ class Engine:
         def q(j: int) -> NDArray[np.float64]:
             return self.q[j][s] if uniform is None else self.q[j][s[:1]]
 
+        lbv = [np.take(self.lb[j], s) for j in range(3 if multi else 1)]
         with np.errstate(invalid="ignore"):
-            quiet = (temp - np.take(self.lb[0], s)) < q(0)
+            quiet = (temp - lbv[0]) < q(0)
             if multi:
-                quiet &= (co - np.take(self.lb[1], s)) < q(1)
-                quiet &= (rh - np.take(self.lb[2], s)) < q(2)
-        rate = np.full((m, 4), np.nan)
-        exact = np.flatnonzero(~quiet)
-        if len(exact):
-            rate[exact], st = self._ring_rates(s[exact], t[exact], temp, obs, co, rh, exact)
-            step[exact, 0] = st[:, 0]
-        flags = k.score_fire(kind, th, temp, comp, drift, co, rh, rate, step, prev)
+                quiet &= (co - lbv[1]) < q(1)
+                quiet &= (rh - lbv[2]) < q(2)
+            # Calm rows: quiet rates and every level well clear of its threshold;
+            # their bits are known without scoring (the kind's all-clear bits).
+            calm = quiet.copy()
+            if has_obs:
+                pre = th["obscuration_pre_alarm"]
+                lim = np.minimum(
+                    np.minimum(pre * p.PRE_ALARM_CLEAR_FRACTION, pre), th["obscuration_alarm"]
+                )
+                calm &= comp < lim
+                calm &= ~(step_obs >= th["fast_growth_per_min"])
+            if kind != k.KIND_SMOKE:
+                calm &= temp < th["static_c"]
+            if multi:
+                calm &= comp < p.MULTI_AEROSOL_ONLY_ALARM
+                calm &= co < np.minimum(th["co_ppm"], p.CO_CLEAN_AIR_PPM)
+                calm &= rh < th["steam_rh"]
+        calm_bits = int(k.Flag.BELOW | (k.Flag.PRE_CLEAR if has_obs else 0))
+        flags = np.full(m, calm_bits, np.uint32)
+        if self._n_drift and has_obs:
+            flags |= drift.astype(np.uint32) << np.uint32(9)
+        nc = np.flatnonzero(~calm)
+        exact = np.flatnonzero(~quiet)  # a subset of nc
+        if len(nc):
+            rate = np.full((len(nc), 4), np.nan)
+            step = np.full((len(nc), 2), np.nan)
+            step[:, 1] = step_obs[nc] if has_obs else np.nan
+            if len(exact):
+                at = np.searchsorted(nc, exact)
+                rate[at], st = self._ring_rates(s[exact], t[exact], temp, obs, co, rh, exact)
+                step[at, 0] = st[:, 0]
+            thn = {nm: v if isinstance(v, float) else v[nc] for nm, v in th.items()}
+            flags[nc] = k.score_fire(
+                kind, thn, temp[nc], comp[nc], drift[nc], co[nc], rh[nc], rate, step, prev[nc]
+            )
         mm = np.uint32(k.MACHINE_MASK)
         visit = ((flags & np.uint32(k.VISIT_ALWAYS)) != 0) | (((flags ^ prev) & mm) != 0)
         if pv is not None:
             visit |= pv
-        # Visited quiet rows: their temperature rate is evidence (detail).
-        late_exact = np.flatnonzero(visit & quiet)
-        if len(late_exact):
-            rate[late_exact] = self._ring_rates(
-                s[late_exact], t[late_exact], temp, obs, co, rh, late_exact
-            )[0]
+        # Visited rows: their temperature rate is evidence (detail).
+        rate_t = np.full(m, np.nan)
+        vis = np.flatnonzero(visit)
+        if len(vis):
+            rate_t[vis] = self._ring_rates(s[vis], t[vis], temp, obs, co, rh, vis)[0][:, 0]
         # Ring write: one record per row, then the quiet bounds.
         head = np.take(self.ring_head, s)
         rec = np.empty((m, k.RING_W))
@@ -485,11 +515,11 @@ class Engine:
             s * p.LOOKBACK_SAMPLES + head,
             rec.reshape(-1).view(self._ring_rec.dtype),
         )
-        np.put(self.ring_head, s, (head + 1) % p.LOOKBACK_SAMPLES)
-        for j in range(3 if multi else 1):
-            lower = x[j] < np.take(self.lb[j], s)
+        self.ring_head[s] = (head + 1) % p.LOOKBACK_SAMPLES
+        for j in range(len(lbv)):
+            lower = x[j] < lbv[j]
             if lower.any():
-                np.put(self.lb[j], s[lower], x[j][lower])
+                self.lb[j][s[lower]] = x[j][lower]
         looked = np.flatnonzero(~quiet | visit)
         if len(looked):
             mins = k.ring_min(self.ring[s[looked]])
@@ -497,15 +527,7 @@ class Engine:
             if multi:
                 self.lb[1][s[looked]] = mins[:, 2]
                 self.lb[2][s[looked]] = mins[:, 3]
-        if pos is None:
-            comp_out[:] = comp
-            base_out[:] = b
-            rate_out[:] = rate[:, 0]
-        else:
-            comp_out[pos] = comp
-            base_out[pos] = b
-            rate_out[pos] = rate[:, 0]
-        return flags
+        return flags, visit, comp, b, rate_t
 
     def _ring_rates(
         self,

@@ -158,7 +158,7 @@ def _unique(slot: I64, mark: I64) -> bool:
     """No slot twice. `mark` is scratch space of capacity size: with a duplicate,
     some row cannot find its own index there, whichever write won."""
     pos = np.arange(len(slot))
-    np.put(mark, slot, pos)
+    mark[slot] = pos
     return bool((np.take(mark, slot) == pos).all())
 
 

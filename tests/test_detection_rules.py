@@ -161,6 +161,58 @@ def test_steam_is_suppressed() -> None:
     assert "fire" not in {t for _, t in site.engine.open_alarms()}
 
 
+def test_two_multis_seeing_the_same_steam_do_not_corroborate_each_other() -> None:
+    def steam(t: float) -> dict[str, float]:
+        on = 100 <= t < 600
+        rh = 45.0 + (min(50.0, (t - 100) * 1.0) if on else 0.0)
+        obs = 0.1 + (4.0 if 160 <= t < 600 else 0.0)
+        return {"obscuration": obs, "temperature": 23.0, "co": 1.0, "humidity": rh}
+
+    site = Site([("multi", 1, {}), ("multi", 1, {})])
+    ch = site.run({0: steam, 1: steam}, 800)
+    assert verdicts(ch, slot=0) == ["suppressed:steam_signature"]
+    assert verdicts(ch, slot=1) == ["suppressed:steam_signature"]
+
+
+def test_cooking_aerosol_on_multis_is_not_fire_but_smoke_with_co_or_heat_is() -> None:
+    """A held aerosol with no CO and no heat rise on multi-criteria detectors is
+    the aerosol-only signature (cooking fumes, dust); the same obscuration with
+    CO above clean air (smouldering) or with heat (flaming) is a fire."""
+
+    def fumes(t: float) -> dict[str, float]:
+        obs = 0.1 + min(6.0, max(0.0, t - 100) * 0.1)  # 6 %/m held for minutes
+        return {"obscuration": obs, "temperature": 24.0, "co": 4.0, "humidity": 50.0}
+
+    site = Site([("multi", 1, {}), ("multi", 1, {})])
+    ch = site.run({0: fumes, 1: fumes}, 900)
+    assert verdicts(ch, slot=0) == ["suppressed:aerosol_signature"]
+    assert verdicts(ch, slot=1) == ["suppressed:aerosol_signature"]
+
+    def smoulder_co(t: float) -> dict[str, float]:
+        return {**fumes(t), "co": 4.0 + min(20.0, max(0.0, t - 100) * 0.1)}
+
+    site = Site([("multi", 2, {})])
+    assert verdicts(site.run({0: smoulder_co}, 900)) == ["confirmed:obscuration"]
+    site = Site([("multi", 3, {})])
+    assert verdicts(site.run({0: flaming(200)}, 600))[-1].startswith("confirmed")
+
+
+def test_dense_aerosol_on_a_multi_is_confirmed_even_without_co() -> None:
+    """No CO, no heat, but the aerosol keeps growing past the aerosol-only level:
+    reopened on the new evidence and confirmed (recall first)."""
+
+    def growing(t: float) -> dict[str, float]:
+        obs = 0.1 + max(0.0, t - 100) * 0.02  # 1.2 %/m per minute, no end
+        return {"obscuration": obs, "temperature": 22.0, "co": 2.0, "humidity": 45.0}
+
+    site = Site([("multi", 1, {})])
+    ch = site.run({0: growing}, 1200)
+    assert verdicts(ch)[0] == "suppressed:aerosol_signature"
+    assert verdicts(ch)[-1].startswith("confirmed")
+    reopened = [c for c in of(ch, "fire") if c.action == "open"][-1]
+    assert reopened.detail["obscuration"] >= p.MULTI_AEROSOL_ONLY_ALARM
+
+
 def cooking(start: float, hold: float) -> Profile:
     def f(t: float) -> dict[str, float]:
         dt = t - start
