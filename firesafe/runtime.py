@@ -26,6 +26,19 @@ from storage.migrate import MigrationReport, migrate
 log = logging.getLogger(__name__)
 
 CHILD_STOP_TIMEOUT_S = 10.0
+# `up --sim` with no simulator arguments: a small estate in real time for an
+# hour, with one of every scenario, so a newcomer sees alarms, suppressed
+# nuisances, faults and linkage without reading the simulator's manual.
+DEFAULT_SIM_ARGS = (
+    "--sites",
+    "2",
+    "--devices-per-site",
+    "40",
+    "--scenario",
+    "all",
+    "--duration",
+    "3600",
+)
 API_START_TIMEOUT_S = 60.0
 
 
@@ -154,7 +167,8 @@ async def run_up(
             if generated and settings.admin_token is not None:
                 announce("admin_token", settings.admin_token.get_secret_value())
             if sim:
-                children.append(_start_child(settings, "sim", sim_args, api_url=api_url))
+                args = list(sim_args) or list(DEFAULT_SIM_ARGS)
+                children.append(_start_child(settings, "sim", args, api_url=api_url))
             await stop.wait()
             log.info("stopping: simulator, ingest (drain), API, services")
             for child in reversed(children):  # the simulator first, the API last

@@ -63,7 +63,10 @@ TICK_S = 1.0  # supervision resolution: offline is raised within ~1 s of its tim
 STATS_EVERY_S = 5.0  # ingest_stats rows for Grafana and /health
 STATE_EVERY_S = 5.0  # device_state is a summary; folding it per batch would double writes
 REGISTRY_EVERY_S = 2.0  # registry and person-cleared alarms poll
-REGISTRY_MIN_GAP_S = 0.5  # on-demand refresh (unknown device) at most this often
+# On-demand refresh when a batch names an unknown device, at most this often:
+# a device registered a moment ago must not be rejected, and a flood of
+# unknown ids costs one cheap version query per batch at most.
+REGISTRY_MIN_GAP_S = 0.05
 HOUSEKEEPING_EVERY_S = 3600.0  # partitions ahead of time (plain PostgreSQL)
 DRAIN_TIMEOUT_S = 10.0
 DB_RETRY_MIN_S = 0.5
