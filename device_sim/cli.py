@@ -170,16 +170,20 @@ def run_sim(args: argparse.Namespace, settings: Settings) -> int:
         write_registry(args.registry_out, estate.registry())
     if not args.no_register:
         if settings.admin_token is None:
-            print("firesafe sim: FIRESAFE_ADMIN_TOKEN is needed to register devices "
-                  "(or pass --no-register)", file=sys.stderr)  # fmt: skip
-            return EXIT_USAGE
-        try:
-            n = register(settings.api_url, settings.admin_token.get_secret_value(),
-                         estate.registry())  # fmt: skip
-        except RegistrationError as exc:
-            print(f"firesafe sim: registration failed: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        log.info("registered %d devices at %s", n, settings.api_url)
+            # A device maker pointing the simulator at a bare broker has no API:
+            # publish anyway, and say what a platform would make of it.
+            log.warning(
+                "no FIRESAFE_ADMIN_TOKEN: devices are not registered (a firesafe platform "
+                "rejects their messages as unknown_device); publishing anyway"
+            )
+        else:
+            try:
+                n = register(settings.api_url, settings.admin_token.get_secret_value(),
+                             estate.registry())  # fmt: skip
+            except RegistrationError as exc:
+                print(f"firesafe sim: registration failed: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            log.info("registered %d devices at %s", n, settings.api_url)
     if args.no_publish:
         return EXIT_OK
     try:
