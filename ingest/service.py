@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Sequence
@@ -71,6 +72,7 @@ HOUSEKEEPING_EVERY_S = 3600.0  # partitions ahead of time (plain PostgreSQL)
 DRAIN_TIMEOUT_S = 10.0
 DB_RETRY_MIN_S = 0.5
 DB_RETRY_MAX_S = 15.0
+APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
 
 _MAINS = READING_INDEX["mains"]
 _URGENT_SUFFIXES = ("/event", "/status")
@@ -176,13 +178,17 @@ class IngestService:
         delay = DB_RETRY_MIN_S
         while True:
             try:
-                self._writer = await psycopg.AsyncConnection.connect(self.dsn)
+                self._writer = await psycopg.AsyncConnection.connect(
+                    self.dsn, application_name=APPLICATION_NAME
+                )
                 await store.prepare_connection(self._writer)
-                self._aux = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+                self._aux = await psycopg.AsyncConnection.connect(
+                    self.dsn, autocommit=True, application_name=APPLICATION_NAME
+                )
                 return
             except psycopg.OperationalError as exc:
                 log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
 
     async def _close_database(self) -> None:
@@ -329,15 +335,15 @@ class IngestService:
                 await step(*args)
                 return
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                if self._stopping.is_set() and step != self._process_burst:
-                    return
+                if self._stopping.is_set() and step != self._commit:
+                    return  # bookkeeping is not worth waiting for; batches are
                 log.warning("database error (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
                 with contextlib.suppress(psycopg.Error):
                     await self._reconnect_database()
             except psycopg.Error as exc:
-                if step == self._process_burst:
+                if step == self._commit:
                     raise
                 # Bookkeeping (stats, device_state, polls) must not stop the pipeline.
                 log.error("%s failed: %s", getattr(step, "__name__", step), exc)
@@ -349,10 +355,18 @@ class IngestService:
         if (
             any(r.reason == "unknown_device" for r in batch.rejects)
             and time.monotonic() - self._registry_checked >= REGISTRY_MIN_GAP_S
-            and await self._refresh_registry()
+            and await self._try_refresh_registry()
         ):
             batch = self.decoder.decode(burst)
         return batch
+
+    async def _try_refresh_registry(self) -> bool:
+        """A refresh that may fail (the database is away): the periodic poll retries."""
+        try:
+            return await self._refresh_registry()
+        except psycopg.Error as exc:
+            log.warning("registry refresh failed (%s); keeping the current registry", exc)
+            return False
 
     async def _process_burst(self, burst: Sequence[RawMessage]) -> None:
         await self._commit(burst, await self._decode(burst), {})
