@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -18,8 +19,9 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
 from firesafe import embedded
+from firesafe.settings import Settings
 from storage.migrate import MigrationReport, migrate
-from tests.helpers import clear_retained
+from tests.helpers import Publisher, clear_retained, forget_session
 
 # Tables that hold configuration rather than data: kept between tests.
 _KEEP_TABLES = {"schema_migrations", "firesafe_meta"}
@@ -103,3 +105,26 @@ def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     broker = embedded.EmbeddedBroker(tmp_path_factory.mktemp("mqtt"))
     yield broker.start()
     broker.stop()
+
+
+@pytest.fixture
+def site() -> str:
+    """A site id of this test only: tests share the broker and the database."""
+    return f"T{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def ingest_settings(db: str, mqtt_url: str) -> Iterator[Settings]:
+    """Settings for an ingest of this test: its own client id (persistent session),
+    forgotten by the broker afterwards."""
+    client_id = f"test-ingest-{uuid.uuid4().hex[:8]}"
+    yield Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=client_id)
+    forget_session(mqtt_url, client_id)
+
+
+@pytest.fixture
+def publisher(mqtt_url: str) -> Iterator[Publisher]:
+    """A real MQTT client publishing with QoS 1."""
+    p = Publisher(mqtt_url)
+    yield p
+    p.close()

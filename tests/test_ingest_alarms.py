@@ -7,7 +7,6 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -20,28 +19,9 @@ from psycopg.rows import dict_row
 from firesafe.settings import MqttEndpoint, Settings
 from storage.queries import alarms as alarm_queries
 from storage.queries.common import Scope
-from tests.helpers import Publisher, forget_session, query, register, running_ingest, wait_for
+from tests.helpers import Publisher, query, register, running_ingest, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def site() -> str:
-    return f"A{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def settings(db: str, mqtt_url: str) -> Iterator[Settings]:
-    client_id = f"test-alarms-{uuid.uuid4().hex[:8]}"
-    yield Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=client_id)
-    forget_session(mqtt_url, client_id)
-
-
-@pytest.fixture
-def pub(mqtt_url: str) -> Iterator[Publisher]:
-    p = Publisher(mqtt_url)
-    yield p
-    p.close()
 
 
 class CommandListener:
@@ -97,7 +77,7 @@ def now_ms() -> int:
 
 
 def test_silent_device_goes_offline_and_comes_back(
-    db: str, settings: Settings, pub: Publisher, site: str
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:
     register(
         db,
@@ -113,7 +93,7 @@ def test_silent_device_goes_offline_and_comes_back(
             }
         ],
     )
-    with running_ingest(settings):
+    with running_ingest(ingest_settings):
         started = time.time()
         rows = wait_for(lambda: [a for a in alarms(db, site) if a["type"] == "offline"], timeout=10)
         raised = time.time()
@@ -122,13 +102,13 @@ def test_silent_device_goes_offline_and_comes_back(
         # 3 x interval_s of silence, raised within a couple of seconds of that moment.
         assert raised - started <= 3 + 2.5
         assert a["opened_at"] == a["confirmed_at"]
-        pub.send(f"fs/v1/{site}/{site}-H1/telemetry", {"ts": now_ms(), "seq": 1, "v": {}})
+        publisher.send(f"fs/v1/{site}/{site}-H1/telemetry", {"ts": now_ms(), "seq": 1, "v": {}})
         wait_for(lambda: alarms(db, site)[0]["status"] == "cleared")
     assert len([a for a in alarms(db, site) if a["type"] == "offline"]) >= 1
 
 
 def test_last_will_raises_offline_at_once(
-    db: str, settings: Settings, pub: Publisher, site: str
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:
     register(
         db,
@@ -143,9 +123,9 @@ def test_last_will_raises_offline_at_once(
             }
         ],
     )
-    with running_ingest(settings):
+    with running_ingest(ingest_settings):
         sent = time.time()
-        pub.send(f"fs/v1/{site}/{site}-E1/status", "offline")
+        publisher.send(f"fs/v1/{site}/{site}-E1/status", "offline")
         rows = wait_for(lambda: alarms(db, site), timeout=5)
         assert time.time() - sent < 2.0
         assert (rows[0]["type"], rows[0]["reason"], rows[0]["verdict"]) == (
@@ -153,7 +133,7 @@ def test_last_will_raises_offline_at_once(
             "last_will",
             "confirmed",
         )
-        pub.send(f"fs/v1/{site}/{site}-E1/status", "online")
+        publisher.send(f"fs/v1/{site}/{site}-E1/status", "online")
         wait_for(lambda: alarms(db, site)[0]["status"] == "cleared")
         log = query(
             db,
@@ -164,7 +144,7 @@ def test_last_will_raises_offline_at_once(
 
 
 def test_fault_lifecycle_one_open_alarm_and_refire(
-    db: str, settings: Settings, pub: Publisher, site: str
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:
     dev = f"{site}-S1"
     register(
@@ -172,17 +152,19 @@ def test_fault_lifecycle_one_open_alarm_and_refire(
     )
     t = now_ms()
     topic = f"fs/v1/{site}/{dev}/event"
-    with running_ingest(settings):
-        pub.send(topic, {"ts": t, "seq": 1, "type": "fault", "detail": "chamber"})
-        pub.send(topic, {"ts": t + 1, "seq": 2, "type": "fault"})  # still the same fault
+    with running_ingest(ingest_settings):
+        publisher.send(topic, {"ts": t, "seq": 1, "type": "fault", "detail": "chamber"})
+        publisher.send(topic, {"ts": t + 1, "seq": 2, "type": "fault"})  # still the same fault
         wait_for(lambda: alarms(db, site))
         time.sleep(0.5)
         faults = [a for a in alarms(db, site) if a["type"] == "fault"]
         assert len(faults) == 1
         assert (faults[0]["verdict"], faults[0]["status"]) == ("confirmed", "active")
-        pub.send(topic, {"ts": t + 2, "seq": 3, "type": "restore"})
+        publisher.send(topic, {"ts": t + 2, "seq": 3, "type": "restore"})
         wait_for(lambda: alarms(db, site)[0]["status"] == "cleared")
-        pub.send(topic, {"ts": t + 3, "seq": 4, "type": "fault"})  # a cleared alarm can fire again
+        publisher.send(
+            topic, {"ts": t + 3, "seq": 4, "type": "fault"}
+        )  # a cleared alarm can fire again
         wait_for(lambda: len([a for a in alarms(db, site) if a["type"] == "fault"]) == 2)
     rows = [a for a in alarms(db, site) if a["type"] == "fault"]
     assert [r["status"] for r in rows] == ["cleared", "active"]
@@ -223,14 +205,14 @@ def estate(site: str) -> list[dict[str, object]]:
 
 
 def test_call_point_confirms_fire_and_commands_the_buildings_signs(
-    db: str, settings: Settings, pub: Publisher, mqtt_url: str, site: str
+    db: str, ingest_settings: Settings, publisher: Publisher, mqtt_url: str, site: str
 ) -> None:
     register(db, estate(site))
     listener = CommandListener(mqtt_url, site)
     try:
-        with running_ingest(settings):
+        with running_ingest(ingest_settings):
             sent = time.time()
-            pub.send(
+            publisher.send(
                 f"fs/v1/{site}/{site}-CP1/event", {"ts": now_ms(), "seq": 1, "type": "activated"}
             )
             wait_for(lambda: len(listener.commands()) >= 3, timeout=5)
@@ -251,7 +233,9 @@ def test_call_point_confirms_fire_and_commands_the_buildings_signs(
             )
             assert cmds[f"{site}-EX1"][0]["alarm_id"] == fire["id"]
             # A call point's reset does not clear the alarm; fire alarms latch.
-            pub.send(f"fs/v1/{site}/{site}-CP1/event", {"ts": now_ms(), "seq": 2, "type": "reset"})
+            publisher.send(
+                f"fs/v1/{site}/{site}-CP1/event", {"ts": now_ms(), "seq": 2, "type": "reset"}
+            )
             time.sleep(1.0)
             assert next(a for a in alarms(db, site) if a["type"] == "fire")["status"] == "active"
             # A person clears it: signs go back to normal.
@@ -268,16 +252,16 @@ def test_call_point_confirms_fire_and_commands_the_buildings_signs(
 
 
 def test_two_detectors_in_a_zone_confirm_by_coincidence(
-    db: str, settings: Settings, pub: Publisher, mqtt_url: str, site: str
+    db: str, ingest_settings: Settings, publisher: Publisher, mqtt_url: str, site: str
 ) -> None:
     register(db, estate(site))
     listener = CommandListener(mqtt_url, site)
     t = now_ms()
     try:
-        with running_ingest(settings):
+        with running_ingest(ingest_settings):
             for i in range(6):  # clean air first
                 for dev in ("SD1", "SD2"):
-                    pub.send(
+                    publisher.send(
                         f"fs/v1/{site}/{site}-{dev}/telemetry",
                         {
                             "ts": t + i * 10_000,
@@ -288,7 +272,7 @@ def test_two_detectors_in_a_zone_confirm_by_coincidence(
             t2 = t + 60_000
             for i, obscuration in enumerate([4.0, 5.0, 6.5]):
                 for dev in ("SD1", "SD2"):
-                    pub.send(
+                    publisher.send(
                         f"fs/v1/{site}/{site}-{dev}/telemetry",
                         {
                             "ts": t2 + i * 5_000,
@@ -330,11 +314,11 @@ def test_two_detectors_in_a_zone_confirm_by_coincidence(
 
 
 def test_device_fire_alarm_event_alone_is_not_a_verdict(
-    db: str, settings: Settings, pub: Publisher, site: str
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:
     register(db, estate(site))
     t = now_ms()
-    with running_ingest(settings):
-        pub.send(f"fs/v1/{site}/{site}-SD3/event", {"ts": t, "seq": 1, "type": "fire_alarm"})
+    with running_ingest(ingest_settings):
+        publisher.send(f"fs/v1/{site}/{site}-SD3/event", {"ts": t, "seq": 1, "type": "fire_alarm"})
         rows = wait_for(lambda: [a for a in alarms(db, site) if a["type"] == "fire"])
         assert rows[0]["verdict"] == "pending"

@@ -8,8 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -18,7 +16,6 @@ from firesafe.settings import Settings
 from tests.helpers import (
     Publisher,
     create_session,
-    forget_session,
     query,
     register,
     running_ingest,
@@ -69,25 +66,6 @@ EVENTS = {
 }
 
 
-@pytest.fixture
-def site() -> str:
-    return f"T{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def settings(db: str, mqtt_url: str) -> Iterator[Settings]:
-    client_id = f"test-ingest-{uuid.uuid4().hex[:8]}"
-    yield Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=client_id)
-    forget_session(mqtt_url, client_id)
-
-
-@pytest.fixture
-def pub(mqtt_url: str) -> Iterator[Publisher]:
-    p = Publisher(mqtt_url)
-    yield p
-    p.close()
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -97,22 +75,22 @@ def count(db: str, sql: str, *params: object) -> int:
 
 
 def test_every_kind_and_topic_is_stored(
-    db: str, settings: Settings, pub: Publisher, site: str
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:
     register(db, devices(site))
     t0 = now_ms()
-    with running_ingest(settings):
+    with running_ingest(ingest_settings):
         for i, d in enumerate(devices(site)):
             kind = str(d["kind"])
-            pub.send(
+            publisher.send(
                 f"fs/v1/{site}/{d['id']}/telemetry", {"ts": t0 + i, "seq": 1, "v": READINGS[kind]}
             )
-            pub.send(
+            publisher.send(
                 f"fs/v1/{site}/{d['id']}/event",
                 {"ts": t0 + i + 1, "seq": 2, "type": EVENTS[kind], "detail": "test"},
             )
-            pub.send(f"fs/v1/{site}/{d['id']}/status", "online", retain=True)
-        pub.send(
+            publisher.send(f"fs/v1/{site}/{d['id']}/status", "online", retain=True)
+        publisher.send(
             f"fs/v1/{site}/gateway/GW1/batch",
             {
                 "ts": t0 + 100,
@@ -178,24 +156,26 @@ def test_every_kind_and_topic_is_stored(
 
 
 def test_duplicates_are_stored_once_and_reordering_is_kept(
-    db: str, settings: Settings, pub: Publisher, site: str
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:
     register(db, devices(site))
     dev = f"{site}-smoke"
     t0 = now_ms()
-    with running_ingest(settings):
+    with running_ingest(ingest_settings):
         reading = {"ts": t0, "seq": 10, "v": {"obscuration": 0.1}}
-        pub.send(f"fs/v1/{site}/{dev}/telemetry", reading)
-        pub.send(f"fs/v1/{site}/{dev}/telemetry", reading)  # same batch or the next
-        pub.send(
+        publisher.send(f"fs/v1/{site}/{dev}/telemetry", reading)
+        publisher.send(f"fs/v1/{site}/{dev}/telemetry", reading)  # same batch or the next
+        publisher.send(
             f"fs/v1/{site}/gateway/G/batch", {"ts": t0, "readings": [{"device": dev, **reading}]}
         )  # same key through a gateway
-        pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + 2000, "seq": 12, "v": {}})
-        pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + 1000, "seq": 11, "v": {}})  # late
+        publisher.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + 2000, "seq": 12, "v": {}})
+        publisher.send(
+            f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + 1000, "seq": 11, "v": {}}
+        )  # late
         wait_for(lambda: count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == 3)
         time.sleep(1.0)
         # and once more after everything was committed
-        pub.send(f"fs/v1/{site}/{dev}/telemetry", reading)
+        publisher.send(f"fs/v1/{site}/{dev}/telemetry", reading)
         wait_for(
             lambda: (
                 count(db, "SELECT duplicates FROM device_state WHERE device_id = %s", dev) >= 3
@@ -214,13 +194,15 @@ def test_duplicates_are_stored_once_and_reordering_is_kept(
     assert state == (0, 1, 12)
 
 
-def test_seq_gaps_are_counted(db: str, settings: Settings, pub: Publisher, site: str) -> None:
+def test_seq_gaps_are_counted(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
     register(db, devices(site))
     dev = f"{site}-heat"
     t0 = now_ms()
-    with running_ingest(settings):
+    with running_ingest(ingest_settings):
         for i, seq in enumerate([1, 2, 5, 6, 10]):
-            pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": seq, "v": {}})
+            publisher.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": seq, "v": {}})
         wait_for(
             lambda: (
                 query(db, "SELECT seq_gaps FROM device_state WHERE device_id = %s", (dev,))
@@ -241,7 +223,7 @@ BAD = [
 
 
 def test_bad_input_is_kept_and_counted_and_the_rest_stored(
-    db: str, settings: Settings, pub: Publisher, site: str
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:
     register(db, devices(site))
     register(
@@ -259,15 +241,15 @@ def test_bad_input_is_kept_and_counted_and_the_rest_stored(
     )
     dev = f"{site}-multi"
     t0 = now_ms()
-    with running_ingest(settings):
+    with running_ingest(ingest_settings):
         for i, (what, payload, _) in enumerate(BAD):
-            pub.send(f"fs/v1/{site}/{dev}/{what}", payload)
-            pub.send(
+            publisher.send(f"fs/v1/{site}/{dev}/{what}", payload)
+            publisher.send(
                 f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {"co": float(i)}}
             )
-        pub.send(f"fs/v1/{site}/nobody/telemetry", {"ts": t0, "seq": 1, "v": {}})
-        pub.send(f"fs/v1/{site}/{site}-other/telemetry", {"ts": t0, "seq": 1, "v": {}})
-        pub.send(
+        publisher.send(f"fs/v1/{site}/nobody/telemetry", {"ts": t0, "seq": 1, "v": {}})
+        publisher.send(f"fs/v1/{site}/{site}-other/telemetry", {"ts": t0, "seq": 1, "v": {}})
+        publisher.send(
             f"fs/v1/{site}/gateway/G/batch",
             {
                 "ts": t0,
@@ -277,7 +259,7 @@ def test_bad_input_is_kept_and_counted_and_the_rest_stored(
                 ],
             },
         )
-        pub.send(f"fs/v1/{site}/{dev}/bogus", b"{}")
+        publisher.send(f"fs/v1/{site}/{dev}/bogus", b"{}")
         expected = len(BAD) + 4
         wait_for(
             lambda: (
@@ -309,20 +291,20 @@ def test_bad_input_is_kept_and_counted_and_the_rest_stored(
 
 
 def test_restart_loses_nothing_and_stores_once(
-    db: str, settings: Settings, pub: Publisher, site: str
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:
     register(db, devices(site))
     dev = f"{site}-smoke"
     t0 = now_ms()
-    with running_ingest(settings):
+    with running_ingest(ingest_settings):
         for i in range(50):
-            pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
+            publisher.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
     # Ingest is down: the broker keeps these for its persistent session.
     for i in range(50, 400):
-        pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
-    with running_ingest(settings):
+        publisher.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
+    with running_ingest(ingest_settings):
         for i in range(400, 450):
-            pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
+            publisher.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
         wait_for(
             lambda: count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == 450,
             timeout=30,
@@ -331,7 +313,7 @@ def test_restart_loses_nothing_and_stores_once(
 
 
 def test_kill_9_between_receipt_and_commit_loses_nothing(
-    db: str, settings: Settings, mqtt_url: str, site: str
+    db: str, ingest_settings: Settings, mqtt_url: str, site: str
 ) -> None:
     """A real `firesafe ingest` process killed with SIGKILL mid-stream."""
     register(db, devices(site))
@@ -340,7 +322,7 @@ def test_kill_9_between_receipt_and_commit_loses_nothing(
         **os.environ,
         "FIRESAFE_MQTT_URL": mqtt_url,
         "FIRESAFE_DATABASE_URL": db,
-        "FIRESAFE_MQTT_CLIENT_ID": settings.mqtt_client_id,
+        "FIRESAFE_MQTT_CLIENT_ID": ingest_settings.mqtt_client_id,
         "FIRESAFE_LOG_LEVEL": "WARNING",
     }
     cmd = [sys.executable, "-m", "firesafe.cli", "ingest"]
@@ -352,17 +334,17 @@ def test_kill_9_between_receipt_and_commit_loses_nothing(
 
     total = 600
     t0 = now_ms()
-    create_session(mqtt_url, settings.mqtt_client_id)
+    create_session(mqtt_url, ingest_settings.mqtt_client_id)
     proc = start()
-    pub = Publisher(mqtt_url)
+    publisher = Publisher(mqtt_url)
     try:
-        pub.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 - 1, "seq": 0, "v": {}})
+        publisher.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 - 1, "seq": 0, "v": {}})
         wait_for(
             lambda: count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == 1,
             timeout=30,
         )
         for i in range(1, total):
-            pub.send(
+            publisher.send(
                 f"fs/v1/{site}/{dev}/telemetry",
                 {"ts": t0 + i, "seq": i, "v": {"temperature": 20.0}},
                 qos=1,
@@ -378,7 +360,7 @@ def test_kill_9_between_receipt_and_commit_loses_nothing(
         time.sleep(1.0)
         assert count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == total
     finally:
-        pub.close()
+        publisher.close()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(20)
