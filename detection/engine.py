@@ -243,12 +243,18 @@ class Engine:
         if len(slot) == 0:
             self._force.update(e[0] for e in evs)  # their next reading must be shown
             return rows
-        ok = (slot >= 0) & (slot < self.capacity)
-        ok[ok] = np.take(self.kind, slot[ok]) >= 0
+        kd: NDArray[np.int8] | None = None
+        if int(slot.min()) >= 0 and int(slot.max()) < self.capacity:
+            kd = np.take(self.kind, slot)
+            ok = kd >= 0
+        else:
+            ok = (slot >= 0) & (slot < self.capacity)
+            ok[ok] = np.take(self.kind, slot[ok]) >= 0
         if not ok.all():
             src = np.flatnonzero(ok)
             slot, ts, vals = slot[src], ts[src], vals[src]
             rows.v = vals
+            kd = None
         layers, late = k.fresh_layers(slot, ts, self.last_ts, self._mark)
         self.late_readings += late
         if not layers:
@@ -257,7 +263,10 @@ class Engine:
         pre_visit = self._targets(layers, slot, ts, evs)
         vflat = vals.reshape(-1)
         for li, idx in enumerate(layers):
-            self._layer(rows, idx, slot[idx], ts[idx], vflat, pre_visit, li == 0)
+            if len(idx) == len(slot):  # every row, in order (one layer, none late)
+                self._layer(rows, idx, slot, ts, vflat, pre_visit, li == 0, kd)
+            else:
+                self._layer(rows, idx, slot[idx], ts[idx], vflat, pre_visit, li == 0)
         return rows
 
     def _targets(
@@ -301,13 +310,16 @@ class Engine:
         vflat: NDArray[np.float64],
         pre_visit: NDArray[np.bool_] | None,
         first_layer: bool,
+        kd: NDArray[np.int8] | None = None,
     ) -> None:
-        """One layer (each device at most once): per kind, features, flags, state, visits."""
-        kd = np.take(self.kind, s)
+        """One layer (each device at most once): per kind, features, flags, state, visits.
+
+        `kd`: the rows' kinds when the caller has them already."""
+        if kd is None:
+            kd = np.take(self.kind, s)
         pv = None if pre_visit is None else pre_visit[idx]
         counts = np.bincount(kd, minlength=len(contract.KINDS))
         single = int(np.count_nonzero(counts)) == 1
-        mm = np.uint32(k.MACHINE_MASK)
         for kind in np.flatnonzero(counts).tolist():
             pos = None if single else np.flatnonzero(kd == kind)
             ri = idx if pos is None else idx[pos]
@@ -320,13 +332,11 @@ class Engine:
             rate_t: F64 | None
             if kind <= k.KIND_MULTI:
                 flags, visit, comp, base, rate_t = self._fire_rows(
-                    kind, ri, sk, tk, vflat, prev, pvk
+                    kind, ri * _NR, sk, tk, vflat, prev, pvk
                 )
             else:
-                flags = self._other_rows(kind, ri, sk, tk, vflat)
-                visit = ((flags & np.uint32(k.VISIT_ALWAYS)) != 0) | (((flags ^ prev) & mm) != 0)
-                if pvk is not None:
-                    visit |= pvk
+                flags = self._other_rows(kind, ri * _NR, sk, tk, vflat)
+                visit = _visit(flags, prev, pvk)
                 comp = base = rate_t = None
             self.last_ts[sk] = tk
             self.last_flags[sk] = flags
@@ -340,12 +350,16 @@ class Engine:
                     flags[vi],
                     nan if comp is None else comp[vi],
                     nan if base is None else base[vi],
-                    nan if rate_t is None else rate_t[vi],
+                    nan if rate_t is None else rate_t,
                 )
 
     def _cols(self, ri: I64, vflat: NDArray[np.float64], name: str) -> NDArray[np.float64]:
-        """One reading column of the layer's rows (a gather from the batch matrix)."""
-        out: NDArray[np.float64] = np.take(vflat, ri * _NR + _RI[name])
+        """One reading column of the layer's rows (a gather from the batch matrix).
+
+        `ri` is the rows' flat offset into the batch matrix (row index x width).
+        """
+        j = _RI[name]
+        out: NDArray[np.float64] = np.take(vflat[j:], ri)
         return out
 
     def _thr(self, kind: int, s: I64, *names: str) -> k.Thr:
@@ -388,7 +402,7 @@ class Engine:
         pv: NDArray[np.bool_] | None,
     ) -> tuple[NDArray[np.uint32], NDArray[np.bool_], F64, F64, F64]:
         """Smoke, heat, multi rows: (flags, visit, compensated obscuration,
-        baseline, temperature rate) per row."""
+        baseline) per row, and the temperature rate of the visited rows."""
 
         def col(name: str) -> F64:
             return self._cols(ri, vflat, name)
@@ -413,32 +427,40 @@ class Engine:
         # Drift-compensated obscuration (one epoch step at most per row).
         if has_obs:
             b = np.take(self.base_b, s)
-            e = t // p.DRIFT_EPOCH_MS
-            roll = e > np.take(self.base_ep, s)
+            bm = np.take(self.base_m, s)
+            e0, e1 = int(t.min()) // p.DRIFT_EPOCH_MS, int(t.max()) // p.DRIFT_EPOCH_MS
+            e: I64 | int = e0 if e0 == e1 else t // p.DRIFT_EPOCH_MS
+            roll = np.take(self.base_ep, s) < e
             if roll.any():
                 r = np.flatnonzero(roll)
-                sr = s[r]
-                nb, nd = k.drift_step(
-                    b[r], self.base_m[sr], self.base_drift[sr], self.thr["drift_limit"][sr]
-                )
-                self.base_b[sr] = nb
-                self.base_drift[sr] = nd
-                self.base_ep[sr] = e[r]
-                self.base_m[sr] = np.nan
-                b[r] = nb
-                self._n_drift = int(np.count_nonzero(self.base_drift))
+                self.base_ep[s[r]] = e if isinstance(e, int) else e[r]
+                # An epoch without a reading (NaN minimum) leaves baseline and
+                # flag as they are (drift_step's identity): step only the others.
+                tr = r[~np.isnan(bm[r])]
+                if len(tr):
+                    s_tr = s[tr]
+                    nb, nd = k.drift_step(
+                        b[tr], bm[tr], self.base_drift[s_tr], self.thr["drift_limit"][s_tr]
+                    )
+                    self.base_b[s_tr] = nb
+                    self.base_drift[s_tr] = nd
+                    b[tr] = nb
+                    self._n_drift = int(np.count_nonzero(self.base_drift))
+                bm[r] = np.nan  # a new epoch's minimum starts empty
             drift = np.take(self.base_drift, s) if self._n_drift else np.zeros(m, np.bool_)
             comp = obs - b
-            bm = np.take(self.base_m, s)
             lower = ~(bm <= obs)  # new epoch minimum (or first reading of the epoch)
             lower &= ~np.isnan(obs)
-            if lower.any():
-                self.base_m[s[lower]] = obs[lower]
+            np.copyto(bm, obs, where=lower)
+            self.base_m[s] = bm
             # Obscuration since the previous sample (fast growth).
             last_t = np.take(self.last_ts, s)
             dt = (t - last_t).astype(np.float64)
+            step_obs = np.take(self.last_obs, s)
             with np.errstate(invalid="ignore", divide="ignore"):
-                step_obs = (obs - np.take(self.last_obs, s)) * p.MS_PER_MIN / dt
+                np.subtract(obs, step_obs, out=step_obs)
+                step_obs *= p.MS_PER_MIN
+                step_obs /= dt
             step_obs[last_t < t - p.LOOKBACK_MS] = np.nan
             self.last_obs[s] = obs
         else:
@@ -493,15 +515,14 @@ class Engine:
             flags[nc] = k.score_fire(
                 kind, thn, temp[nc], comp[nc], drift[nc], co[nc], rh[nc], rate, step, prev[nc]
             )
-        mm = np.uint32(k.MACHINE_MASK)
-        visit = ((flags & np.uint32(k.VISIT_ALWAYS)) != 0) | (((flags ^ prev) & mm) != 0)
-        if pv is not None:
-            visit |= pv
+        visit = _visit(flags, prev, pv)
         # Visited rows: their temperature rate is evidence (detail).
-        rate_t = np.full(m, np.nan)
         vis = np.flatnonzero(visit)
-        if len(vis):
-            rate_t[vis] = self._ring_rates(s[vis], t[vis], temp, obs, co, rh, vis)[0][:, 0]
+        rate_t = (
+            self._ring_rates(s[vis], t[vis], temp, obs, co, rh, vis)[0][:, 0]
+            if len(vis)
+            else np.empty(0)
+        )
         # Ring write: one record per row, then the quiet bounds.
         head = np.take(self.ring_head, s)
         rec = np.empty((m, k.RING_W))
@@ -515,18 +536,19 @@ class Engine:
             s * p.LOOKBACK_SAMPLES + head,
             rec.reshape(-1).view(self._ring_rec.dtype),
         )
-        self.ring_head[s] = (head + 1) % p.LOOKBACK_SAMPLES
-        for j in range(len(lbv)):
-            lower = x[j] < lbv[j]
-            if lower.any():
-                self.lb[j][s[lower]] = x[j][lower]
+        head += 1
+        head %= p.LOOKBACK_SAMPLES
+        self.ring_head[s] = head
+        # New bounds: the row's value where lower (NaN never is), then the
+        # ring's exact minimum for the rows that looked; one scatter each.
         looked = np.flatnonzero(~quiet | visit)
-        if len(looked):
-            mins = k.ring_min(self.ring[s[looked]])
-            self.lb[0][s[looked]] = mins[:, 0]
-            if multi:
-                self.lb[1][s[looked]] = mins[:, 2]
-                self.lb[2][s[looked]] = mins[:, 3]
+        mins = k.ring_min(self.ring[s[looked]]) if len(looked) else None
+        for j, mc in enumerate((0, 2, 3)[: len(lbv)]):
+            nl = lbv[j]
+            np.copyto(nl, x[j], where=x[j] < nl)
+            if mins is not None:
+                nl[looked] = mins[:, mc]
+            self.lb[j][s] = nl
         return flags, visit, comp, b, rate_t
 
     def _ring_rates(
@@ -586,6 +608,23 @@ class Engine:
                     rows.v[int(ri[i])].tolist(), float(rc[i]), float(rb[i]), float(rr[i])
                 )
                 m.row(int(rs[i]), int(rt[i]), int(rf[i]), detail)
+
+
+_VA: Final = np.uint32(k.VISIT_ALWAYS)
+_MM: Final = np.uint32(k.MACHINE_MASK)
+
+
+def _visit(
+    flags: NDArray[np.uint32], prev: NDArray[np.uint32], pv: NDArray[np.bool_] | None
+) -> NDArray[np.bool_]:
+    """Rows the machine must see: an always-visit bit, or machine bits that changed."""
+    x = np.bitwise_xor(flags, prev)
+    x &= _MM
+    x |= flags & _VA
+    visit: NDArray[np.bool_] = x != 0
+    if pv is not None:
+        visit |= pv
+    return visit
 
 
 # Machine-visible bits of an all-clear reading per kind: a no-op for an idle device.
