@@ -68,18 +68,18 @@ class Engine:
         self.last_ts = np.empty(0, np.int64)  # newest reading fed to detection
         self.last_event_ts = np.empty(0, np.int64)
         self.last_flags = np.empty(0, np.uint32)
-        self.base_b = np.empty(0)  # drift-compensation baseline (%/m)
-        self.base_ep = np.empty(0, np.int32)  # epoch index (hours since 1970)
-        self.base_m = np.empty(0)
+        # Fire state, one 64-byte row per device (one gather and one scatter
+        # per batch): baseline, epoch minimum, previous obscuration, the three
+        # quiet bounds, epoch index; `base_b` etc. are views of its columns.
+        self.fst = np.empty((0, _FW))
+        self._set_views()
         self.base_drift = np.empty(0, np.bool_)
         # Look-back ring, one contiguous (H, RING_W) block per device: a row's
         # write is one 40-byte record. ts is stored as float64 (exact for ms).
         self.ring = np.empty((0, h, k.RING_W))
         self.ring_head = np.empty(0, np.uint8)  # small: stays in cache
-        self.last_obs = np.empty(0)  # previous obscuration (step rate, fast growth)
-        # Quiet-path bounds: a lower bound of each rate column in the ring
-        # (+inf: none) and the rise below which the rate provably sets no bit.
-        self.lb = [np.empty(0) for _ in range(3)]  # temperature, co, humidity
+        # Quiet-path bounds (fst): a lower bound of each rate column in the ring
+        # (+inf: none); q: the rise below which the rate provably sets no bit.
         self.q = [np.empty(0) for _ in range(3)]
         self.last_off = np.empty(0, np.int64)  # evac: latest reading on battery
         self._grow(capacity)
@@ -109,21 +109,33 @@ class Engine:
         self.last_ts = grow(self.last_ts, k.TS_NONE)
         self.last_event_ts = grow(self.last_event_ts, k.TS_NONE)
         self.last_flags = grow(self.last_flags, 0)
-        self.base_b = grow(self.base_b, 0.0)
-        self.base_ep = grow(self.base_ep, np.iinfo(np.int32).min)
-        self.base_m = grow(self.base_m, np.nan)
+        # 64-byte aligned, so a device's row is one cache line.
+        buf = np.empty(cap * _FW + _FW)
+        off = (-buf.ctypes.data % 64) // 8
+        fst = buf[off : off + cap * _FW].reshape(cap, _FW)
+        fst[:old] = self.fst
+        fst[old:] = _FST_INIT
+        self.fst = fst
+        self._set_views()
         self.base_drift = grow(self.base_drift, False)
         ring = grow(self.ring, np.nan)
         ring[old:, :, 0] = float(k.TS_NONE)
         self.ring = ring
         self._ring_rec = ring.reshape(-1).view(np.dtype((np.void, 8 * k.RING_W)))
         self.ring_head = grow(self.ring_head, 0)
-        self.last_obs = grow(self.last_obs, np.nan)
-        self.lb = [grow(a, np.inf) for a in self.lb]
         self.q = [grow(a, -np.inf) for a in self.q]
         self.last_off = grow(self.last_off, k.TS_NONE)
-        self._mark = np.zeros(cap, np.int64)
+        self._mark = np.zeros(cap, np.int32)
         self.capacity = cap
+
+    def _set_views(self) -> None:
+        fst = self.fst
+        self._fst_rec = fst.reshape(-1).view(_FREC)
+        self.base_b = fst[:, _B]  # drift-compensation baseline (%/m)
+        self.base_m = fst[:, _M]  # the epoch's minimum obscuration
+        self.last_obs = fst[:, _OBS]  # previous obscuration (step rate, fast growth)
+        self.lb = [fst[:, _LB + j] for j in range(3)]  # temperature, co, humidity
+        self.base_ep = fst[:, _EP]  # epoch index (hours since 1970), exact as float64
 
     def configure(
         self,
@@ -314,7 +326,9 @@ class Engine:
     ) -> None:
         """One layer (each device at most once): per kind, features, flags, state, visits.
 
-        `kd`: the rows' kinds when the caller has them already."""
+        `kd`: the rows' kinds, given only when the layer is the whole batch in
+        order (`idx` is arange), so a row's position is its batch row."""
+        whole = kd is not None
         if kd is None:
             kd = np.take(self.kind, s)
         pv = None if pre_visit is None else pre_visit[idx]
@@ -322,7 +336,7 @@ class Engine:
         single = int(np.count_nonzero(counts)) == 1
         for kind in np.flatnonzero(counts).tolist():
             pos = None if single else np.flatnonzero(kd == kind)
-            ri = idx if pos is None else idx[pos]
+            ri = idx if pos is None else pos if whole else idx[pos]
             sk = s if pos is None else s[pos]
             tk = t if pos is None else t[pos]
             pvk = pv if pos is None or pv is None else pv[pos]
@@ -425,15 +439,18 @@ class Engine:
         th = self._thr(kind, s, *names)
 
         # Drift-compensated obscuration (one epoch step at most per row).
+        # The rows' fire state (a copy; its columns are updated in place and
+        # the whole rows written back at the end).
+        fs = np.take(self._fst_rec, s).view(np.float64).reshape(m, _FW)
         if has_obs:
-            b = np.take(self.base_b, s)
-            bm = np.take(self.base_m, s)
+            b = fs[:, _B]
+            bm = fs[:, _M]
             e0, e1 = int(t.min()) // p.DRIFT_EPOCH_MS, int(t.max()) // p.DRIFT_EPOCH_MS
             e: I64 | int = e0 if e0 == e1 else t // p.DRIFT_EPOCH_MS
-            roll = np.take(self.base_ep, s) < e
+            roll = fs[:, _EP] < e
             if roll.any():
                 r = np.flatnonzero(roll)
-                self.base_ep[s[r]] = e if isinstance(e, int) else e[r]
+                fs[r, _EP] = e if isinstance(e, int) else e[r]
                 # An epoch without a reading (NaN minimum) leaves baseline and
                 # flag as they are (drift_step's identity): step only the others.
                 tr = r[~np.isnan(bm[r])]
@@ -442,7 +459,6 @@ class Engine:
                     nb, nd = k.drift_step(
                         b[tr], bm[tr], self.base_drift[s_tr], self.thr["drift_limit"][s_tr]
                     )
-                    self.base_b[s_tr] = nb
                     self.base_drift[s_tr] = nd
                     b[tr] = nb
                     self._n_drift = int(np.count_nonzero(self.base_drift))
@@ -452,17 +468,15 @@ class Engine:
             lower = ~(bm <= obs)  # new epoch minimum (or first reading of the epoch)
             lower &= ~np.isnan(obs)
             np.copyto(bm, obs, where=lower)
-            self.base_m[s] = bm
             # Obscuration since the previous sample (fast growth).
             last_t = np.take(self.last_ts, s)
             dt = (t - last_t).astype(np.float64)
-            step_obs = np.take(self.last_obs, s)
             with np.errstate(invalid="ignore", divide="ignore"):
-                np.subtract(obs, step_obs, out=step_obs)
+                step_obs = obs - fs[:, _OBS]
                 step_obs *= p.MS_PER_MIN
                 step_obs /= dt
             step_obs[last_t < t - p.LOOKBACK_MS] = np.nan
-            self.last_obs[s] = obs
+            fs[:, _OBS] = obs
         else:
             b = comp = step_obs = nan
             drift = np.zeros(m, np.bool_)
@@ -475,7 +489,7 @@ class Engine:
         def q(j: int) -> NDArray[np.float64]:
             return self.q[j][s] if uniform is None else self.q[j][s[:1]]
 
-        lbv = [np.take(self.lb[j], s) for j in range(3 if multi else 1)]
+        lbv = [fs[:, _LB + j] for j in range(3 if multi else 1)]
         with np.errstate(invalid="ignore"):
             quiet = (temp - lbv[0]) < q(0)
             if multi:
@@ -548,7 +562,7 @@ class Engine:
             np.copyto(nl, x[j], where=x[j] < nl)
             if mins is not None:
                 nl[looked] = mins[:, mc]
-            self.lb[j][s] = nl
+        np.put(self._fst_rec, s, fs.reshape(-1).view(_FREC))
         return flags, visit, comp, b, rate_t
 
     def _ring_rates(
@@ -609,6 +623,14 @@ class Engine:
                 )
                 m.row(int(rs[i]), int(rt[i]), int(rf[i]), detail)
 
+
+# Columns of Engine.fst (one 64-byte row per device) and their initial values.
+_B, _M, _OBS, _LB, _EP = 0, 1, 2, 3, 6
+_FW: Final = 8
+_FREC: Final = np.dtype((np.void, 8 * _FW))
+_FST_INIT: Final = np.array(
+    [0.0, np.nan, np.nan, np.inf, np.inf, np.inf, float(np.iinfo(np.int32).min), 0.0]
+)
 
 _VA: Final = np.uint32(k.VISIT_ALWAYS)
 _MM: Final = np.uint32(k.MACHINE_MASK)

@@ -89,7 +89,9 @@ KIND_SMOKE, KIND_HEAT, KIND_MULTI, KIND_MCP, KIND_ELECTRICAL, KIND_EVAC = range(
 _QUIET_MARGIN: Final = 1.0 - 1e-9
 
 
-def fresh_layers(slot: I64, ts: I64, last_ts: I64, mark: I64) -> tuple[list[I64], int]:
+def fresh_layers(
+    slot: I64, ts: I64, last_ts: I64, mark: NDArray[np.int32]
+) -> tuple[list[I64], int]:
     """Rows that feed detection, cut into layers; and how many rows are late.
 
     Lateness policy: rows are taken in the order given (arrival order). A
@@ -154,10 +156,13 @@ def _argsort_slots(slot: I64) -> I64:
     return res
 
 
-def _unique(slot: I64, mark: I64) -> bool:
-    """No slot twice. `mark` is scratch space of capacity size: with a duplicate,
-    some row cannot find its own index there, whichever write won."""
-    pos = np.arange(len(slot))
+def _unique(slot: I64, mark: NDArray[np.int32]) -> bool:
+    """No slot twice. `mark` is scratch space of capacity size (int32: half the
+    memory traffic): with a duplicate, some row cannot find its own index
+    there, whichever write won."""
+    if len(slot) > np.iinfo(np.int32).max:
+        return len(np.unique(slot)) == len(slot)
+    pos = np.arange(len(slot), dtype=np.int32)
     mark[slot] = pos
     return bool((np.take(mark, slot) == pos).all())
 
