@@ -42,7 +42,8 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 RECEIVE_MAXIMUM = 65535
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
-CONNECT_TIMEOUT_S = 10.0
+# An MQTT 3.1.1-only broker may ignore an MQTT 5 CONNECT: fall back after this.
+CONNECT_TIMEOUT_S = 5.0
 # One recv() per socket wake-up instead of paho's byte-at-a-time header reads.
 READ_CHUNK = 256 * 1024
 # Packets handled per socket wake-up before yielding to the other tasks.

@@ -693,7 +693,7 @@ class IngestService:
                     "batch_latency_ms": float(np.percentile(latencies, 95)) if latencies else None,
                     "queue_depth": len(self.intake),
                     "lag_ms": float(lag),
-                    "broker_connected": self.source.connected,
+                    "broker_connected": self.source.subscribed,  # connected and subscribed
                 },
             )
 

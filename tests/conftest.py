@@ -92,19 +92,40 @@ def db(database_url: str, migration: MigrationReport) -> str:
 
 
 @pytest.fixture(scope="session")
-def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker URL: the configured one, or an embedded broker. Retained messages
-    under fs/v1/ are cleared before and after the session: a shared broker must
-    not hand one run's retained statuses to the next run's subscribers."""
-    url = os.environ.get("FIRESAFE_TEST_MQTT_URL")
-    if url:
-        clear_retained(url)
-        yield url
-        clear_retained(url)
+def embedded_broker(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[embedded.EmbeddedBroker | None]:
+    """The embedded broker when FIRESAFE_TEST_MQTT_URL is unset (else None)."""
+    if os.environ.get("FIRESAFE_TEST_MQTT_URL"):
+        yield None
         return
     broker = embedded.EmbeddedBroker(tmp_path_factory.mktemp("mqtt"))
-    yield broker.start()
+    broker.start()
+    yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(embedded_broker: embedded.EmbeddedBroker | None) -> Iterator[str]:
+    """A broker URL: the configured one, or the embedded broker. Retained messages
+    under fs/v1/ are cleared before and after the session: a shared broker must
+    not hand one run's retained statuses to the next run's subscribers."""
+    if embedded_broker is not None:
+        yield f"mqtt://127.0.0.1:{embedded_broker.port}"
+        return
+    url = os.environ["FIRESAFE_TEST_MQTT_URL"]
+    clear_retained(url)
+    yield url
+    clear_retained(url)
+
+
+@pytest.fixture(scope="session")
+def full_broker(embedded_broker: embedded.EmbeddedBroker | None) -> None:
+    """Skip where the broker is the amqtt fallback (a machine without Mosquitto):
+    it speaks MQTT 3.1.1 only and keeps no session across a restart, so tests of
+    MQTT 5 features and of durability cannot run against it."""
+    if embedded_broker is not None and embedded_broker.implementation == "amqtt":
+        pytest.skip("needs MQTT 5 and durable sessions (Mosquitto); amqtt has neither")
 
 
 @pytest.fixture

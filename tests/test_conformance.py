@@ -15,6 +15,9 @@ from firesafe.settings import MqttEndpoint
 INTERVAL_S = 0.2  # fast devices: enough samples in a couple of seconds
 LISTEN_S = 2.5
 
+# MQTT 5 subscription options and last wills over real sessions.
+pytestmark = pytest.mark.usefixtures("full_broker")
+
 
 @pytest.fixture(scope="module")
 def reports(mqtt_url: str) -> dict[str, dict[str, RuleResult]]:

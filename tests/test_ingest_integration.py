@@ -290,6 +290,7 @@ def test_bad_input_is_kept_and_counted_and_the_rest_stored(
     assert counts["bad_value"] >= 3
 
 
+@pytest.mark.usefixtures("full_broker")
 def test_restart_loses_nothing_and_stores_once(
     db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:
@@ -312,6 +313,7 @@ def test_restart_loses_nothing_and_stores_once(
     assert count(db, "SELECT count(DISTINCT seq) FROM telemetry WHERE device_id = %s", dev) == 450
 
 
+@pytest.mark.usefixtures("full_broker")
 def test_kill_9_between_receipt_and_commit_loses_nothing(
     db: str, ingest_settings: Settings, mqtt_url: str, site: str
 ) -> None:

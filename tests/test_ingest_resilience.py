@@ -12,7 +12,7 @@ import pytest
 
 from firesafe.embedded import EmbeddedBroker, free_port
 from firesafe.settings import Settings
-from tests.helpers import Publisher, query, register, running_ingest, wait_for
+from tests.helpers import Publisher, forget_session, query, register, running_ingest, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -80,6 +80,7 @@ def test_broker_restart_loses_nothing(db: str, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.usefixtures("full_broker")
 def test_database_connection_loss_loses_nothing(db: str, mqtt_url: str) -> None:
     site = f"P{uuid.uuid4().hex[:8]}"
     register(db, [device(site)])
@@ -105,4 +106,5 @@ def test_database_connection_loss_loses_nothing(db: str, mqtt_url: str) -> None:
             time.sleep(0.5)
     finally:
         pub.close()
+        forget_session(mqtt_url, settings.mqtt_client_id)
     assert stored(db, dev) == 300

@@ -69,11 +69,13 @@ def test_up_with_configured_services_uses_only_them(db: str, mqtt_url: str, tmp_
         assert out["mqtt"].endswith(mqtt_url.rsplit(":", 1)[1])  # the configured broker
         api, token = out["api"], out["admin_token"]
         auth = {"Authorization": f"Bearer {token}"}
+        # Ready: database up, ingest reporting, and subscribed to the broker.
+        health = wait_for(lambda: httpx.get(f"{api}/health").json(), timeout=30)
         health = wait_for(
-            lambda: httpx.get(f"{api}/health").json().get("ingest", {}).get("state") == "ok",
-            timeout=30,
+            lambda: (h := httpx.get(f"{api}/health").json())["status"] == "ok" and h, timeout=30
         )
-        assert health
+        assert health["broker"]["connected"] is True
+        assert health["ingest"]["state"] == "ok"
         r = httpx.post(
             f"{api}/api/v1/devices",
             headers=auth,
