@@ -70,7 +70,9 @@ class Result:
     suppressed: list[Confirmed] = field(default_factory=list)  # fire verdicts 'suppressed'
 
 
-def decode(msgs: list[Any], index: dict[str, int], seen: set[tuple[int, int, int]]):
+def decode(
+    msgs: list[Any], index: dict[str, int], seen: set[tuple[int, int, int]]
+) -> tuple[list[tuple[int, int, list[float]]], list[tuple[int, int, int]]]:
     rows: list[tuple[int, int, list[float]]] = []
     evs: list[tuple[int, int, int]] = []
 
@@ -351,7 +353,7 @@ def main() -> None:
                 if isinstance(val, list):
                     aggs[name][k2] += val
                 else:
-                    aggs[name][k2] = aggs[name].get(k2, 0) + val  # type: ignore[assignment]
+                    aggs[name][k2] = aggs[name].get(k2, 0) + val
     for name, agg in aggs.items():
         report(name, agg, a.verbose)
 

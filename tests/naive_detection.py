@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from detection import params as p
 from detection.engine import resolve_thresholds
@@ -272,7 +273,7 @@ class NaiveEngine:
                 assert isinstance(payload, tuple)
                 self.machine.event(slot, payload[0], payload[1])
             else:
-                flags, detail = payload  # type: ignore[misc]
+                flags, detail = cast("tuple[Any, Any]", payload)
                 self.machine.row(slot, ts, flags, detail)
         return out
 

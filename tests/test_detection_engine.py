@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -118,13 +119,15 @@ def make_stream(seed: int, late: bool = True) -> Stream:
             if len(items) < 3:
                 break
             i = int(rng.integers(1, len(items)))
-            ev, slot, ts, payload = items[int(rng.integers(0, i))]
+            ev, slot, t_old, payload = items[int(rng.integers(0, i))]
             shift = int(rng.choice([0, 1, 5_000, 60_000]))
-            items.insert(i, (ev, slot, ts - shift, payload))
+            items.insert(i, (ev, slot, t_old - shift, payload))
     return Stream(slots, kinds, zones, thresholds, items)
 
 
-def batches(items: Sequence[tuple[bool, int, int, object]], cuts: Sequence[int]):
+def batches(
+    items: Sequence[tuple[bool, int, int, object]], cuts: Sequence[int]
+) -> Iterator[tuple[Readings, Events, int | None]]:
     bounds = [0, *sorted(set(cuts)), len(items)]
     for a, b in itertools.pairwise(bounds):
         part = items[a:b]
@@ -191,7 +194,7 @@ def _same_details(a: list[tuple[object, ...]], b: list[tuple[object, ...]]) -> N
     for x, y in zip(a, b, strict=True):
         assert x[:6] == y[:6], (x, y)
         assert x[7] == y[7], (x, y)
-        dx, dy = dict(x[6]), dict(y[6])  # type: ignore[arg-type]
+        dx, dy = dict(cast(Mapping[str, Any], x[6])), dict(cast(Mapping[str, Any], y[6]))
         assert dx.keys() == dy.keys(), (x, y)
         for key, val in dx.items():
             other = dy[key]

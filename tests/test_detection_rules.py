@@ -210,7 +210,7 @@ def test_dense_aerosol_on_a_multi_is_confirmed_even_without_co() -> None:
     assert verdicts(ch)[0] == "suppressed:aerosol_signature"
     assert verdicts(ch)[-1].startswith("confirmed")
     reopened = [c for c in of(ch, "fire") if c.action == "open"][-1]
-    assert reopened.detail["obscuration"] >= p.MULTI_AEROSOL_ONLY_ALARM
+    assert float(reopened.detail["obscuration"]) >= p.MULTI_AEROSOL_ONLY_ALARM
 
 
 def cooking(start: float, hold: float) -> Profile:
