@@ -186,8 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from firesafe.embedded import EmbeddedServiceError
+    from storage.errors import StorageError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except* (StorageError, EmbeddedServiceError) as group:
+        # Expected failures of the environment get one clear line, not a traceback.
+        raise SystemExit("firesafe: " + "; ".join(map(str, group.exceptions))) from None
 
 
 if __name__ == "__main__":

@@ -195,8 +195,13 @@ def apply_policies(
 
 def current_flavour(conninfo: str) -> Flavour:
     """The flavour a migrated database was set up with."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        flavour = recorded_flavour(conn)
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            flavour = recorded_flavour(conn)
+    except psycopg.errors.UndefinedTable:
+        flavour = None
+    except psycopg.Error as exc:
+        raise MigrationError(f"cannot read the schema version: {exc}") from exc
     if flavour is None:
         raise MigrationError("database is not migrated: run `firesafe db migrate`")
     return flavour
