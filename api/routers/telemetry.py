@@ -100,8 +100,11 @@ async def get_telemetry(
         )
         return render.page(map(render.reading, rows), next_cursor, bucket=None)
     width = BUCKETS[bucket]
-    end = _ceil(until_at or datetime.now(UTC), width)
-    start = _floor(since_at or end - DEFAULT_BUCKET_RANGE, width)
+    upto = until_at or datetime.now(UTC)
+    end = _ceil(upto, width)
+    # Without `since`: every bucket touching the last day (not just the day's
+    # own bucket, which would hide yesterday evening's readings just after midnight).
+    start = _floor(since_at or upto - DEFAULT_BUCKET_RANGE, width)
     if (end - start) / width > MAX_BUCKETS:
         raise TooManyPoints(
             "since",
