@@ -27,19 +27,17 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import psycopg
-from psycopg import conninfo as pg_conninfo
-from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import scratch_database
 from firesafe.contract import ALARM_TYPES
 from storage.migrate import current_flavour, migrate
 
@@ -55,27 +53,6 @@ TARGET_ALARMS_P99_MS = 50.0
 TARGET_TELEMETRY_P99_MS = 200.0
 ADMIN_TOKEN = "bench-admin-" + secrets.token_hex(8)
 TELEMETRY_COLUMNS = ["ts", "device_id", "seq", "received_at", "obscuration", "temperature"]
-
-
-def _with_dbname(url: str, dbname: str) -> str:
-    return pg_conninfo.make_conninfo(url, dbname=dbname)
-
-
-@contextmanager
-def scratch_database(server_url: str, keep: bool) -> Iterator[str]:
-    name = f"firesafe_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield _with_dbname(server_url, name)
-    finally:
-        if keep:
-            log.info("kept database %s", name)
-        else:
-            with psycopg.connect(server_url, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
 
 
 def site_of(device: int, sites: int) -> str:
@@ -380,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.database_url:
         return 0 if run(args.database_url, args) else 1
-    with scratch_database(args.server_url, args.keep) as dsn:
+    with scratch_database(args.server_url, keep=args.keep) as dsn:
         return 0 if run(dsn, args) else 1
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
+from firesafe.contract import READINGS
+
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = {"type": "grafana-postgresql-datasource", "uid": "firesafe-db"}
 GRAFANA_BUILTIN = {"type": "grafana", "uid": "-- Grafana --"}
@@ -40,20 +42,6 @@ Json = dict[str, Any]
 
 # Raw telemetry is read for ranges up to this long, the 1-minute rollup beyond.
 RAW_RANGE_LIMIT = "interval '24 hours'"
-
-READINGS = (
-    "obscuration",
-    "temperature",
-    "co",
-    "humidity",
-    "residual_current",
-    "cable_temperature",
-    "current",
-    "voltage",
-    "battery",
-    "mains",
-    "lamp_ok",
-)
 
 
 def sql(text: str) -> str:

@@ -27,6 +27,7 @@ import pytest
 import yaml
 from psycopg import sql
 
+from firesafe.contract import KINDS, READINGS
 from storage.migrate import MigrationReport
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -359,20 +360,6 @@ class Estate:
 SITES = {"S1": ("North campus", ("A", "B")), "S2": ("Harbour depot", ("A",))}
 FLOORS = ("0", "1", "2")
 ZONES = (("Z1", "office"), ("Z2", "corridor"))
-KINDS = ("smoke", "heat", "multi", "mcp", "electrical", "evac")
-READINGS = (
-    "obscuration",
-    "temperature",
-    "co",
-    "humidity",
-    "residual_current",
-    "cable_temperature",
-    "current",
-    "voltage",
-    "battery",
-    "mains",
-    "lamp_ok",
-)
 RAW_HOURS = 30
 LONG_HISTORY_DAYS = 4
 
