@@ -76,6 +76,9 @@ APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
 
 _MAINS = READING_INDEX["mains"]
 _URGENT_SUFFIXES = ("/event", "/status")
+# Rejects that do not show the named device is alive: it may not exist, or the
+# message came from elsewhere (another site's topic).
+_NOT_FROM_THE_DEVICE = frozenset({"unknown_device", "site_mismatch", "bad_topic"})
 
 
 def now_ms() -> int:
@@ -506,6 +509,7 @@ class IngestService:
         )
         self.tracker.duplicates_dropped(dropped)
         self.counters.duplicates += in_batch_dups + int((~all_new).sum())
+        self.tracker.seen(*self._heard_in_rejects(batch))
         if batch.st_slot.size:
             live = ~batch.st_retained
             self.tracker.seen(batch.st_slot[live], batch.st_received[live])
@@ -571,14 +575,28 @@ class IngestService:
             detail={},
         )
 
+    def _heard_in_rejects(self, batch: DecodedBatch) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Registered devices whose messages were rejected for their content: a broken
+        payload on a device's own topic still shows the device is alive."""
+        heard = [
+            (device.slot, r.received_ms)
+            for r in batch.rejects
+            if r.device_id is not None
+            and r.reason not in _NOT_FROM_THE_DEVICE
+            and (device := self.registry.get(r.device_id)) is not None
+        ]
+        arr = np.array(heard, dtype=np.int64).reshape(-1, 2)
+        return arr[:, 0].copy(), arr[:, 1].copy()
+
     def _supervise_batch(self, batch: DecodedBatch) -> list[store.AlarmWrite]:
         """Arrivals clear `offline`; a status `offline` (last will) raises it at once."""
         live = ~batch.st_retained
+        heard_slot, heard_at = self._heard_in_rejects(batch)
         seen_slot = np.concatenate(
-            [batch.slot, batch.ev_slot, batch.st_slot[live & batch.st_online]]
+            [batch.slot, batch.ev_slot, batch.st_slot[live & batch.st_online], heard_slot]
         )
         seen_at = np.concatenate(
-            [batch.received, batch.ev_received, batch.st_received[live & batch.st_online]]
+            [batch.received, batch.ev_received, batch.st_received[live & batch.st_online], heard_at]
         )
         writes = []
         for s in self.supervisor.seen(seen_slot, seen_at).tolist():

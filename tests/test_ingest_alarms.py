@@ -322,3 +322,16 @@ def test_device_fire_alarm_event_alone_is_not_a_verdict(
         publisher.send(f"fs/v1/{site}/{site}-SD3/event", {"ts": t, "seq": 1, "type": "fire_alarm"})
         rows = wait_for(lambda: [a for a in alarms(db, site) if a["type"] == "fire"])
         assert rows[0]["verdict"] == "pending"
+
+
+def test_a_broken_message_still_shows_the_device_is_alive(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    register(db, [{"id": f"{site}-H2", "site": site, "building": "B", "floor": "1",
+                   "zone": "Z", "kind": "heat", "interval_s": 1}])  # fmt: skip
+    with running_ingest(ingest_settings):
+        wait_for(lambda: [a for a in alarms(db, site) if a["type"] == "offline"], timeout=10)
+        publisher.send(f"fs/v1/{site}/{site}-H2/telemetry", b"{broken")  # rejected, but heard
+        wait_for(lambda: alarms(db, site)[0]["status"] == "cleared")
+    reasons = query(db, "SELECT reason FROM rejects WHERE device_id = %s", (f"{site}-H2",))
+    assert reasons == [("invalid_json",)]
