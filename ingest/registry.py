@@ -57,7 +57,6 @@ class Registry:
             self.zone[d.slot] = zone_keys.setdefault(d.zone_key, len(zone_keys))
             self.interval_ms[d.slot] = round(d.interval_s * 1000)
             self.registered_ms[d.slot] = d.registered_ms
-        self.zone_keys = zone_keys
         self.slots: NDArray[np.int64] = np.array(
             sorted(d.slot for d in self.by_id.values()), dtype=np.int64
         )

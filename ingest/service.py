@@ -709,7 +709,7 @@ class IngestService:
                     "seq_gaps": c.seq_gaps,
                     "batches": c.batches,
                     "batch_latency_ms": float(np.percentile(latencies, 95)) if latencies else None,
-                    "queue_depth": len(self.intake),
+                    "queue_depth": self.queue_depth,
                     "lag_ms": float(lag),
                     "broker_connected": self.source.subscribed,  # connected and subscribed
                 },

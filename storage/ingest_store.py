@@ -81,15 +81,17 @@ def binary_copy(columns: Sequence[tuple[str, str, NDArray[Any]]]) -> bytes:
 
 _READING_COLS = ", ".join(READINGS)
 _READING_VALUES = ", ".join(f"NULLIF(s.{r}, 'NaN')" for r in READINGS)
-_INSERT_TELEMETRY = f"""
+# Staged rows known to be new go in plainly; the checked variant is the
+# fallback when another writer raced us.
+_INSERT_NEW_TELEMETRY = f"""
 INSERT INTO telemetry (ts, device_id, seq, received_at, {_READING_COLS}, extra)
 SELECT {_MS.format("s.ts_ms")}, d.id, s.seq, {_MS.format("s.received_ms")},
        {_READING_VALUES}, x.extra
 FROM stage_telemetry s
 JOIN devices d ON d.slot = s.slot
 LEFT JOIN stage_extra x ON x.idx = s.idx
-ON CONFLICT DO NOTHING
-"""
+""".encode()
+_INSERT_TELEMETRY_CHECKED = _INSERT_NEW_TELEMETRY + b"ON CONFLICT DO NOTHING\n"
 _ROLLUP_SET = ",\n    ".join(
     f"{r}_min = LEAST(r.{r}_min, EXCLUDED.{r}_min), "
     f"{r}_max = GREATEST(r.{r}_max, EXCLUDED.{r}_max), "
@@ -201,11 +203,11 @@ async def write_telemetry(
             new[await _drop_staged_duplicates(cur)] = False
         try:
             async with conn.transaction():
-                await cur.execute(_INSERT_TELEMETRY.replace("ON CONFLICT DO NOTHING", "").encode())
+                await cur.execute(_INSERT_NEW_TELEMETRY)
         except psycopg.errors.UniqueViolation:
             await cur.execute(_MARK_ALL_MAYBE_DUP)
             new[await _drop_staged_duplicates(cur)] = False
-            await cur.execute(_INSERT_TELEMETRY.encode())
+            await cur.execute(_INSERT_TELEMETRY_CHECKED)
         if flavour == "plain":
             await _write_rollup(cur, rollup_minutes(slot[new], ts[new], values[new]))
     return new
