@@ -96,6 +96,15 @@ def cmd_api(args: argparse.Namespace) -> int:
     return run_until_signal(lambda stop: run_api(settings, stop))
 
 
+def cmd_notify(args: argparse.Namespace) -> int:
+    from firesafe.runtime import run_notify
+
+    settings = _settings(args)
+    _logging(settings)
+    settings.require_database_url()
+    return run_until_signal(lambda stop: run_notify(settings, stop))
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from firesafe.runtime import run_up
 
@@ -161,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="the REST API")
     _common(api, mqtt=False, db=True, api=True)
     api.set_defaults(func=cmd_api)
+
+    notify = sub.add_parser("notify", help="deliver alarm notifications (webhooks, e-mail)")
+    _common(notify, mqtt=False, db=True, api=False)
+    notify.set_defaults(func=cmd_notify)
 
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)

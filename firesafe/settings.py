@@ -54,6 +54,39 @@ class MqttEndpoint:
         return f"{scheme}://{auth}{self.host}:{self.port}"
 
 
+SMTP_SCHEMES = {"smtp": 25, "smtps": 465}
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpEndpoint:
+    """An SMTP server split out of `smtp://user:pass@host:port`."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    implicit_tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpEndpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in SMTP_SCHEMES:
+            raise ValueError("FIRESAFE_SMTP_URL must start with smtp:// or smtps://")
+        if not parts.hostname:
+            raise ValueError("FIRESAFE_SMTP_URL has no host")
+        try:
+            port = parts.port or SMTP_SCHEMES[parts.scheme]
+        except ValueError as exc:
+            raise ValueError("FIRESAFE_SMTP_URL has a bad port") from exc
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            implicit_tls=parts.scheme == "smtps",
+        )
+
+
 class Settings(BaseSettings):
     """Configuration of every firesafe process (contract section 5)."""
 
@@ -77,6 +110,12 @@ class Settings(BaseSettings):
         description="Stable MQTT client id of ingest: the broker keeps its session across restarts",
     )
     retention_days: int = Field(default=365, ge=1, description="Raw telemetry kept this long")
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="SMTP server of e-mail notifications, smtp://user:pass@host:port "
+        "(STARTTLS when offered) or smtps:// (TLS from the start)",
+    )
+    smtp_from: str = Field(default="firesafe@localhost", description="From: of notification mail")
     log_level: str = Field(default="INFO")
 
     @field_validator("mqtt_url")
@@ -111,6 +150,15 @@ class Settings(BaseSettings):
     def _empty_token_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("smtp_url", mode="before")
+    @classmethod
+    def _check_smtp_url(cls, value: object) -> object:
+        if value in ("", None):
+            return None
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        SmtpEndpoint.parse(raw)
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -124,6 +172,12 @@ class Settings(BaseSettings):
         if not self.mqtt_url:
             raise RuntimeError("no MQTT broker configured (set FIRESAFE_MQTT_URL)")
         return MqttEndpoint.parse(self.mqtt_url)
+
+    @property
+    def smtp(self) -> SmtpEndpoint | None:
+        if self.smtp_url is None:
+            return None
+        return SmtpEndpoint.parse(self.smtp_url.get_secret_value())
 
     def require_database_url(self) -> str:
         if not self.database_url:
