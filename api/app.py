@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import errors
 from api.routers import alarms, devices, health, metrics, rejects, sites, telemetry, tokens
+from api.routers import notifications as notification_routes
 from api.state import AppState
 from api.stream import AlarmHub
 from firesafe.settings import Settings
@@ -87,6 +88,7 @@ def create_app(
         rejects.router,
         tokens.router,
         sites.router,
+        notification_routes.router,
     ):
         app.include_router(router)
 

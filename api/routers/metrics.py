@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES
+from api.routers import notifications
 from storage.queries import health as health_q
 from storage.queries import rejects as reject_q
 from storage.queries import stats as stats_q
@@ -87,6 +88,7 @@ async def metrics(conn: ConnDep, caller: CallerDep) -> Response:
     for inst in instances:
         connected.add_metric([inst["instance"]], 1.0 if inst["broker_connected"] else 0.0)
     families.append(connected)
+    families.extend(await notifications.metric_families(conn))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -275,7 +275,7 @@ async def alarm_notifications(conn: Conn, *, alarm_id: str) -> list[dict[str, An
     return await cur.fetchall()
 
 
-async def metric_figures(conn: Conn) -> dict[str, Any]:
+async def metric_families_source(conn: Conn) -> dict[str, Any]:
     """Counters, the latency histogram and the undelivered backlog, for /metrics."""
     counts = await (
         await conn.execute("SELECT kind, outcome, count FROM notify_counts ORDER BY 1, 2")
