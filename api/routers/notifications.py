@@ -357,12 +357,15 @@ async def metric_families(conn: Conn) -> list[Metric]:
     )
     for row in figures["counts"]:
         outcomes.add_metric([row["kind"], row["outcome"]], float(row["count"]))
+    stored = {float(row["le"]): row for row in figures["latency"]}
     buckets: list[tuple[str, float]] = []
     total_sum = 0.0
-    for row in figures["latency"]:
-        le = float(row["le"])
-        buckets.append(("+Inf" if le == float("inf") else repr(le), float(row["count"])))
-        total_sum = max(total_sum, float(row["sum_s"]))
+    for le in notify_q.LATENCY_BUCKETS_S:
+        row = stored.get(le)
+        buckets.append(
+            ("+Inf" if le == float("inf") else repr(le), float(row["count"] if row else 0))
+        )
+        total_sum = max(total_sum, float(row["sum_s"]) if row else 0.0)
     latency = HistogramMetricFamily(
         "firesafe_notify_latency_seconds",
         "Alarm transition to delivery, per delivered notification",

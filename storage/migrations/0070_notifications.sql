@@ -111,14 +111,13 @@ CREATE TABLE notify_counts (
     count    bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (kind, outcome)
 );
--- Transition -> delivered latency histogram: count of deliveries with latency <= le.
+-- Transition -> delivered latency histogram: count of deliveries with latency <= le
+-- (bounds: storage/queries/notifications.py LATENCY_BUCKETS_S).
 CREATE TABLE notify_latency (
     le     double precision PRIMARY KEY,   -- seconds; 'Infinity' is the +Inf bucket
     count  bigint NOT NULL DEFAULT 0,
     sum_s  double precision NOT NULL DEFAULT 0
 );
-INSERT INTO notify_latency (le)
-    SELECT unnest('{0.1,0.25,0.5,1,2,5,10,30,60,300,3600,Infinity}'::double precision[]);
 
 -- The alarm as GET /api/v1/alarms shows it (api/render.py), for the outbox.
 CREATE FUNCTION firesafe_alarm_document(a alarms) RETURNS jsonb LANGUAGE sql STABLE AS $$

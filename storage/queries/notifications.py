@@ -19,6 +19,9 @@ from psycopg import sql
 from storage.queries.common import Conn, Scope
 from storage.queries.errors import ConflictError, InvalidInputError, NotFoundError
 
+# Upper bounds (s) of the transition -> delivery latency histogram; the goal is 1 s.
+LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, float("inf"))
+
 TARGET_COLUMNS = (
     "t.id, t.kind, t.url, t.address, t.language, t.template, t.content_type, "
     "t.secret IS NOT NULL AS has_secret, t.owner_sites, t.created_by, t.created_at"
@@ -257,7 +260,7 @@ async def alarm_notifications(conn: Conn, *, alarm_id: str) -> list[dict[str, An
     """Every delivery of an alarm with its attempts, in the order they were written."""
     cur = await conn.execute(
         """
-        SELECT n.id, n.event, n.escalation, n.target_id AS target, t.kind, n.rule_id AS rule,
+        SELECT n.id::text, n.event, n.escalation, n.target_id AS target, t.kind, n.rule_id AS rule,
                n.status, n.attempts, n.last_status, n.last_error, n.created_at,
                n.first_attempt_at, n.last_attempt_at, n.next_attempt_at, n.delivered_at,
                COALESCE((SELECT jsonb_agg(jsonb_build_object(
@@ -498,9 +501,11 @@ async def record_outcome(
         )
         if delivered:
             await conn.execute(
-                "UPDATE notify_latency SET count = count + 1, sum_s = sum_s + %(s)s "
-                "WHERE le >= %(s)s",
-                {"s": float(row["latency_s"])},
+                "INSERT INTO notify_latency AS h (le, count, sum_s) "
+                "SELECT le, 1, %(s)s FROM unnest(%(bounds)s::double precision[]) AS le "
+                "WHERE le >= %(s)s "
+                "ON CONFLICT (le) DO UPDATE SET count = h.count + 1, sum_s = h.sum_s + %(s)s",
+                {"s": float(row["latency_s"]), "bounds": list(LATENCY_BUCKETS_S)},
             )
             # The target answers again: what waits for it goes now, not at its backoff.
             await conn.execute(
