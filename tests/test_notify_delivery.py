@@ -116,7 +116,7 @@ def test_failed_deliveries_are_retried_with_the_same_id(db: str, site: str) -> N
             "ORDER BY attempt",
             (row["id"],),
         ).fetchall()
-        counts = dict(
+        counts: dict[str, int] = dict(
             conn.execute("SELECT outcome, count FROM notify_counts WHERE kind = 'webhook'")
         )
     assert attempts == [(1, 503), (2, 503), (3, 204)]
