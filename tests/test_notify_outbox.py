@@ -233,3 +233,28 @@ def test_no_rules_no_rows_and_deleted_rules_stop_escalation(hooks: str, site: st
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("DELETE FROM notify_rules WHERE id = 'r'")
     assert query(db, "SELECT count(*) FROM notify_escalations") == [(0,)]
+
+
+def test_an_unsent_escalation_is_superseded_by_the_next(hooks: str, site: str) -> None:
+    db = hooks
+    add_rule(
+        db, "fires", types=["fire"], targets=["duty"], escalate_after_s=60, escalate_to=["chief"]
+    )
+    call_point(db, f"{site}-M1", site)
+    (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+
+    async def escalate_now() -> int:
+        async with await psycopg.AsyncConnection.connect(
+            db, autocommit=True, row_factory=dict_row
+        ) as conn:
+            await conn.execute("UPDATE notify_escalations SET next_at = now() - interval '1 s'")
+            return await notify_q.escalate_due(conn, limit=10)
+
+    assert asyncio.run(escalate_now()) == 1
+    assert asyncio.run(escalate_now()) == 1
+    rows = [
+        (r["escalation"], r["status"], r["last_error"])
+        for r in deliveries(db, alarm)
+        if r["event"] == "escalated"
+    ]
+    assert rows == [(1, "cancelled", "superseded by escalation 2"), (2, "pending", None)]

@@ -529,8 +529,9 @@ async def cancel(conn: Conn, *, delivery_id: str, notifier: str, reason: str) ->
 
 async def escalate_due(conn: Conn, *, limit: int) -> int:
     """Write the escalations that are due (rows for each rule's escalate_to targets)
-    and schedule the next ones; alarms no longer active stop escalating. Returns
-    the number of notifications written."""
+    and schedule the next ones; alarms no longer active stop escalating; an earlier
+    escalation of the same alarm and rule not sent yet is superseded. Returns the
+    number of notifications written."""
     async with conn.transaction():
         cur = await conn.execute(
             """
@@ -545,6 +546,17 @@ async def escalate_due(conn: Conn, *, limit: int) -> int:
             live AS (
                 SELECT d.*, firesafe_alarm_document(a) AS doc
                 FROM due d JOIN alarms a ON a.id = d.alarm_id AND a.status = 'active'
+            ),
+            superseded AS (
+                -- An escalation still waiting (its target failing) says less than the
+                -- new one: send the newest, not a burst of stale ones when it recovers.
+                UPDATE notifications n
+                SET status = 'cancelled', last_error = 'superseded by escalation ' || l.level
+                FROM live l
+                WHERE n.alarm_id = l.alarm_id AND n.rule_id = l.rule_id
+                  AND n.event = 'escalated' AND n.status = 'pending'
+                  AND (n.lease_until IS NULL OR n.lease_until < clock_timestamp())
+                RETURNING 1
             ),
             written AS (
                 INSERT INTO notifications (alarm_id, event, escalation, target_id, rule_id, alarm)
@@ -572,6 +584,7 @@ async def escalate_due(conn: Conn, *, limit: int) -> int:
                 RETURNING 1
             )
             SELECT (SELECT count(*) FROM written) AS written,
+                   (SELECT count(*) FROM superseded) AS superseded,
                    (SELECT count(*) FROM rescheduled) AS rescheduled,
                    (SELECT count(*) FROM stopped) AS stopped
             """,
