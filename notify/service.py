@@ -103,6 +103,7 @@ class Notifier:
         self._rng = random.Random()
         self._wake = asyncio.Event()
         self._in_flight: Counter[str] = Counter()
+        self._failing: set[str] = set()  # targets whose last attempt failed (for the log)
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- the loop -----------------------------------------------------------------
@@ -184,6 +185,7 @@ class Notifier:
             free = t.max_in_flight - sum(self._in_flight.values())
             if free > 0:
                 busy = [tid for tid, n in self._in_flight.items() if n >= t.per_target]
+                began = time.perf_counter()
                 async with pool.connection() as conn:
                     claimed = await q.claim(
                         conn,
@@ -194,6 +196,12 @@ class Notifier:
                         limit=free,
                         busy_targets=busy,
                     )
+                self.log.debug(
+                    "claimed %d in %.1f ms (%d busy targets)",
+                    len(claimed),
+                    (time.perf_counter() - began) * 1000,
+                    len(busy),
+                )
                 for c in claimed:
                     self._in_flight[c.target_id] += 1
                     task = tasks.create_task(self._deliver(pool, http, c), name=f"deliver-{c.id}")
@@ -281,19 +289,7 @@ class Notifier:
                     error=error,
                     retry_at=retry_at,
                 )
-            if delivered:
-                self.log.debug("delivered %s %s to %s", c.event, c.alarm_id, c.target_id)
-            else:
-                self.log.warning(
-                    "delivery %s (%s of alarm %s) to %s failed, attempt %d: %s -> %s",
-                    c.id,
-                    c.event,
-                    c.alarm_id,
-                    c.target_id,
-                    c.attempts,
-                    error,
-                    "retry at " + retry_at.isoformat() if retry_at else outcome,
-                )
+            self._log_outcome(c, error, retry_at, outcome)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # The outcome is not recorded: the claim returns and it is sent again.
             self.log.warning("delivery %s: outcome not recorded (%s)", c.id, exc)
@@ -302,6 +298,40 @@ class Notifier:
             if self._in_flight[c.target_id] <= 0:
                 del self._in_flight[c.target_id]
             self._wake.set()
+
+    def _log_outcome(
+        self, c: q.Claimed, error: str | None, retry_at: datetime | None, outcome: str
+    ) -> None:
+        """One line when a target starts failing and one when it answers again: a
+        receiver down for hours with a thousand alarms queued does not flood the log."""
+        if error is None:
+            self.log.debug("delivered %s of alarm %s to %s", c.event, c.alarm_id, c.target_id)
+            if c.target_id in self._failing:
+                self._failing.discard(c.target_id)
+                self.log.info("target %s answers again", c.target_id)
+            return
+        if retry_at is None:
+            self.log.warning(
+                "gave up delivery %s (%s of alarm %s) to %s after %d attempts: %s (%s)",
+                c.id,
+                c.event,
+                c.alarm_id,
+                c.target_id,
+                c.attempts,
+                error,
+                outcome,
+            )
+            return
+        level = logging.DEBUG if c.target_id in self._failing else logging.WARNING
+        self._failing.add(c.target_id)
+        self.log.log(
+            level,
+            "target %s failing: %s (delivery %s, attempt %d; retried with backoff for 24 h)",
+            c.target_id,
+            error,
+            c.id,
+            c.attempts,
+        )
 
     async def _post(self, http: httpx.AsyncClient, c: q.Claimed, notice: render.Notice) -> int:
         assert c.url is not None

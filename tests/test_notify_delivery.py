@@ -335,3 +335,27 @@ def test_call_point_over_mqtt_reaches_the_webhook(
     assert doc["alarm"]["device"] == f"{site}-MCP"
     assert verify(req.body, req.headers["X-Firesafe-Signature"], SECRET)
     assert req.at > sent
+
+
+def test_an_acknowledgement_never_overtakes_the_confirmation(db: str, site: str) -> None:
+    with http_receiver() as rx:
+        confirmations = threading.Event()
+
+        def respond(path: str, n: int) -> int:
+            if n < 3:
+                confirmations.set()
+                return 503  # the confirmation fails three times
+            return 200
+
+        rx.respond = respond
+        add_target(db, "duty", url=rx.url + "/duty")
+        add_rule(db, "fires", types=["fire"], targets=["duty"])
+        call_point(db, f"{site}-M1", site)
+        with running_notifier(db):
+            (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+            assert confirmations.wait(15)
+            person(db, alarm, "ack")  # while the confirmation is being retried
+            person(db, alarm, "clear")
+            wait_for(lambda: all(r["status"] == "delivered" for r in deliveries(db, alarm)))
+        got = [(orjson.loads(r.body)["event"], r.path) for r in rx.got()]
+    assert [e for e, _ in got] == ["confirmed"] * 4 + ["acknowledged", "cleared"]

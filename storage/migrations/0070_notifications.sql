@@ -57,6 +57,10 @@ CREATE TABLE notifications (
     escalation        integer NOT NULL DEFAULT 0,   -- 1, 2, ... for escalations
     target_id         text NOT NULL,                -- no FK: the audit outlives a deleted target
     rule_id           text,
+    -- The notification of the same alarm and target this one must follow (an
+    -- acknowledgement never overtakes the confirmation): it waits while that
+    -- one is pending. A primary-key lookup, whatever the planner knows.
+    after_id          uuid,
     alarm             jsonb NOT NULL,               -- the alarm as the API showed it at the transition
     status            text NOT NULL DEFAULT 'pending'
                       CHECK (status IN ('pending', 'delivered', 'failed', 'cancelled')),
@@ -80,6 +84,9 @@ CREATE INDEX notifications_alarm_idx ON notifications (alarm_id, target_id, seq)
 CREATE INDEX notifications_due_idx ON notifications (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX notifications_target_due_idx ON notifications (target_id, next_attempt_at)
     WHERE status = 'pending';
+-- The table fills in bursts (an alarm storm): keep its statistics fresh.
+ALTER TABLE notifications SET (autovacuum_analyze_scale_factor = 0.02,
+                               autovacuum_analyze_threshold = 200);
 
 -- Every attempt, for the audit (GET /api/v1/alarms/{id}/notifications).
 CREATE TABLE notification_attempts (
@@ -173,8 +180,11 @@ BEGIN
         IF a.type = 'offline' AND a.detail ? 'cause' THEN
             RETURN NULL;
         END IF;
-        INSERT INTO notifications (alarm_id, log_id, event, target_id, rule_id, alarm)
-        SELECT DISTINCT ON (rt.target_id) a.id, NEW.id, ev, rt.target_id, r.id, doc
+        INSERT INTO notifications (alarm_id, log_id, event, target_id, rule_id, alarm, after_id)
+        SELECT DISTINCT ON (rt.target_id) a.id, NEW.id, ev, rt.target_id, r.id, doc,
+               (SELECT p.id FROM notifications p
+                WHERE p.alarm_id = a.id AND p.target_id = rt.target_id
+                ORDER BY p.seq DESC LIMIT 1)
         FROM notify_rules r
         JOIN notify_rule_targets rt ON rt.rule_id = r.id AND rt.role = 'notify'
         WHERE (r.sites IS NULL OR a.site_id = ANY (r.sites))
@@ -204,11 +214,11 @@ BEGIN
         SET status = 'cancelled', last_error = 'alarm ' || ev || ' before delivery'
         WHERE alarm_id = a.id AND event = 'escalated' AND status = 'pending'
           AND (lease_until IS NULL OR lease_until < clock_timestamp());
-        INSERT INTO notifications (alarm_id, log_id, event, target_id, rule_id, alarm)
-        SELECT DISTINCT ON (n.target_id) a.id, NEW.id, ev, n.target_id, n.rule_id, doc
+        INSERT INTO notifications (alarm_id, log_id, event, target_id, rule_id, alarm, after_id)
+        SELECT DISTINCT ON (n.target_id) a.id, NEW.id, ev, n.target_id, n.rule_id, doc, n.id
         FROM notifications n
         WHERE n.alarm_id = a.id AND n.status <> 'cancelled' AND n.log_id IS DISTINCT FROM NEW.id
-        ORDER BY n.target_id, n.seq
+        ORDER BY n.target_id, n.seq DESC
         ON CONFLICT DO NOTHING;
         GET DIAGNOSTICS written = ROW_COUNT;
     END IF;

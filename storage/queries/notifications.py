@@ -330,6 +330,11 @@ _ALIVE = """
               AND ((l.classid::bigint << 32) | l.objid::bigint) = {alias}.claim_key
               AND l.objsubid = 1)
 """
+# Waits while the notification it follows (same alarm and target) is pending.
+_IN_ORDER = """
+    ({alias}.after_id IS NULL OR NOT EXISTS (
+        SELECT 1 FROM notifications e WHERE e.id = {alias}.after_id AND e.status = 'pending'))
+"""
 _CLAIMABLE = (
     """
     {alias}.status = 'pending' AND {alias}.next_attempt_at <= clock_timestamp()
@@ -367,10 +372,7 @@ async def claim(
             LATERAL (
                 SELECT n.id FROM notifications n
                 WHERE n.target_id = d.target_id AND {claimable}
-                  AND NOT EXISTS (
-                      SELECT 1 FROM notifications e
-                      WHERE e.alarm_id = n.alarm_id AND e.target_id = n.target_id
-                        AND e.seq < n.seq AND e.status = 'pending')
+                  AND {in_order}
                 ORDER BY n.next_attempt_at, n.seq
                 LIMIT %(per_target)s
                 FOR UPDATE SKIP LOCKED
@@ -387,7 +389,7 @@ async def claim(
         RETURNING n.id::text, n.alarm_id, n.event, n.escalation, n.attempts, n.created_at,
                   n.alarm, n.target_id
         """
-    ).format(claimable=claimable)
+    ).format(claimable=claimable, in_order=sql.SQL(_IN_ORDER.format(alias="n")))
     async with conn.transaction():
         cur = await conn.execute(
             query,
@@ -559,8 +561,13 @@ async def escalate_due(conn: Conn, *, limit: int) -> int:
                 RETURNING 1
             ),
             written AS (
-                INSERT INTO notifications (alarm_id, event, escalation, target_id, rule_id, alarm)
-                SELECT l.alarm_id, 'escalated', l.level, rt.target_id, l.rule_id, l.doc
+                INSERT INTO notifications (alarm_id, event, escalation, target_id, rule_id, alarm,
+                    after_id)
+                SELECT l.alarm_id, 'escalated', l.level, rt.target_id, l.rule_id, l.doc,
+                       (SELECT p.id FROM notifications p
+                        WHERE p.alarm_id = l.alarm_id AND p.target_id = rt.target_id
+                          AND p.event <> 'escalated'
+                        ORDER BY p.seq DESC LIMIT 1)
                 FROM live l
                 JOIN notify_rule_targets rt ON rt.rule_id = l.rule_id AND rt.role = 'escalate'
                 ON CONFLICT DO NOTHING
@@ -603,11 +610,9 @@ async def next_wakeup_s(conn: Conn) -> float | None:
         """
         SELECT extract(epoch FROM least(
             (SELECT n.next_attempt_at FROM notifications n
-             WHERE n.status = 'pending' AND n.lease_until IS NULL
-               AND NOT EXISTS (
-                   SELECT 1 FROM notifications e
-                   WHERE e.alarm_id = n.alarm_id AND e.target_id = n.target_id
-                     AND e.seq < n.seq AND e.status = 'pending')
+             WHERE n.status = 'pending' AND n.lease_until IS NULL AND """
+        + _IN_ORDER.format(alias="n")
+        + """
              ORDER BY n.next_attempt_at LIMIT 1),
             (SELECT min(next_at) FROM notify_escalations),
             (SELECT min(lease_until) FROM notifications
