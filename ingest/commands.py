@@ -46,10 +46,16 @@ class CommandSender:
         self.sites = sites  # the sites this sender serves (None: all)
         self.application_name = application_name
         self._wake = asyncio.Event()
+        self._stopping = False
         self.sent = 0
         self.pending = 0
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the round under way (its acknowledgements are recorded), then end."""
+        self._stopping = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -59,6 +65,8 @@ class CommandSender:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
                 self._wake.clear()
+                if self._stopping:
+                    return
                 if not self.source.subscribed:
                     continue
                 try:
@@ -97,12 +105,13 @@ class CommandSender:
             futures[row.id] = future
         if futures:
             await asyncio.wait(futures.values(), timeout=PUBACK_TIMEOUT_S)
-        acked = [i for i, f in futures.items() if f.done() and f.exception() is None]
+        acked = [
+            i
+            for i, f in futures.items()
+            if f.done() and not f.cancelled() and f.exception() is None
+        ]
         for f in futures.values():
-            if not f.done():
-                f.cancel()
-            elif f.exception() is not None:
-                pass  # consumed: the command stays pending
+            f.cancel()  # those not acknowledged stay pending
         await store.mark_commands(conn, acked, list(futures))
         self.sent += len(acked)
         if acked:

@@ -52,7 +52,8 @@ def commands_for(
     alarm_id: str | None,
 ) -> list[Command]:
     """Commands for the signs whose wanted state differs from their last command.
-    A sign never commanded needs no `normal`: it shows normal already."""
+    A sign never commanded needs no `normal`: it shows normal already.
+    `alarm_id`: the alarm the commands answer (the newest fire, or the one cleared)."""
     site, name = building
     out: list[Command] = []
     for device in signs:
@@ -60,7 +61,5 @@ def commands_for(
         previous = last.get(device.id)
         if previous == wanted or (previous is None and wanted[0] == "normal"):
             continue
-        out.append(
-            Command(device.id, site, name, wanted[0], wanted[1], alarm_id if burning else None)
-        )
+        out.append(Command(device.id, site, name, wanted[0], wanted[1], alarm_id))
     return out

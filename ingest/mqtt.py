@@ -214,7 +214,8 @@ class MqttSource:
 
     def publish(self, topic: str, payload: bytes) -> asyncio.Future[None] | None:
         """Publish at QoS 1; the future resolves when the broker has acknowledged
-        it (PUBACK) and fails if the connection is lost first. None: not connected."""
+        it (PUBACK), and is cancelled if the connection is lost first or fails if
+        the broker refuses it. None: not connected."""
         client = self._client
         if client is None or not self.connected or self._loop is None:
             return None
@@ -328,8 +329,7 @@ class MqttSource:
         self.subscribed = False
         inflight, self._inflight = self._inflight, {}
         for future in inflight.values():
-            if not future.done():
-                future.set_exception(MqttError("connection lost before PUBACK"))
+            future.cancel()  # the connection is gone: no PUBACK will come
         client, self._client = self._client, None
         if self._sock is not None and self._loop is not None:
             with contextlib.suppress(Exception):

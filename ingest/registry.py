@@ -82,6 +82,14 @@ class Registry:
             sorted(d.slot for d in self.by_id.values()), dtype=np.int64
         )
 
+    def detection_config(
+        self,
+    ) -> tuple[NDArray[np.int64], NDArray[np.int8], NDArray[np.int64], list[Mapping[str, float]]]:
+        """What `Engine.configure` takes: slots, kinds, zone ids and thresholds."""
+        slots = self.slots
+        thresholds = [self.device(int(s)).thresholds for s in slots]
+        return slots, self.kind[slots], self.zone[slots], thresholds
+
     def __len__(self) -> int:
         return len(self.by_id)
 

@@ -23,7 +23,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
 from firesafe.settings import Settings
-from ingest.commands import CommandSender
+from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.linkage import Building, commands_for
 from ingest.mqtt import MqttSource
@@ -196,7 +196,11 @@ class IngestService:
                         self.queue_depth,
                     )
                 housekeeping.cancel()
-                sender.cancel()
+                self.commands.stop()
+                try:
+                    await asyncio.wait_for(sender, PUBACK_TIMEOUT_S + 1)
+                except TimeoutError:
+                    log.warning("linkage sender did not finish; its commands stay pending")
                 try:
                     await asyncio.wait_for(self.source.stop(), DISCONNECT_TIMEOUT_S)
                 except TimeoutError:
@@ -280,12 +284,7 @@ class IngestService:
         self.decoder = Decoder(registry)
         self.tracker.ensure(registry.size)
         slots = registry.slots
-        self.engine.configure(
-            slots,
-            registry.kind[slots],
-            registry.zone[slots],
-            [registry.device(int(s)).thresholds for s in slots],
-        )
+        self.engine.configure(*registry.detection_config())
         baseline = np.maximum(registry.registered_ms, self._started_ms)
         baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
         self.supervisor.configure(slots, registry.interval_ms, baseline)
@@ -509,7 +508,8 @@ class IngestService:
                     raise PoisonBatch(f"detection failed: {type(exc).__name__}: {exc}") from exc
                 plan.alarm_writes = writes
             applied = await self._apply_alarm_writes(writer, plan.alarm_writes)
-            commands = await self._write_commands(writer, _fire_buildings(applied))
+            fires = _fire_causes(applied)
+            commands = await self._write_commands(writer, sorted(fires), fires)
         plan.tel_new, plan.ev_new, plan.applied, plan.commands = tel_new, ev_new, applied, commands
 
     async def _apply_alarm_writes(
@@ -538,10 +538,14 @@ class IngestService:
         return applied
 
     async def _write_commands(
-        self, conn: psycopg.AsyncConnection[Any], buildings: Sequence[Building]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        buildings: Sequence[Building],
+        causes: Mapping[Building, str] | None = None,
     ) -> int:
         """Linkage: write (as pending) the commands that bring each sign of these
-        buildings in line with the building's open confirmed fires."""
+        buildings in line with the building's open confirmed fires. `causes`: the
+        alarm that changed each building's state (a `normal` refers to it)."""
         if not buildings:
             return 0
         burning = await store.burning_zones(conn, buildings)
@@ -550,6 +554,8 @@ class IngestService:
         rows: list[store.CommandRow] = []
         for building in buildings:
             zones, alarm_id = burning[building]
+            if alarm_id is None and causes:
+                alarm_id = causes.get(building)
             signs = self.registry.evac_devices(*building)
             for c in commands_for(building, signs, zones, last, alarm_id):
                 payload: dict[str, Any] = {"ts": made_at, "cmd": c.cmd}
@@ -719,7 +725,7 @@ class IngestService:
         rows = await store.cleared_by_people(self._aux, self._clear_log_id)
         if not rows:
             return
-        buildings: set[Building] = set()
+        buildings: dict[Building, str] = {}
         for row in rows:
             device = self.registry.get(row["device_id"])
             if device is None:
@@ -729,10 +735,10 @@ class IngestService:
                 continue
             self.engine.clear(device.slot, row["type"])
             if row["type"] == "fire":
-                buildings.add((row["site_id"], row["building"]))
+                buildings[(row["site_id"], row["building"])] = row["id"]
         if buildings:
             async with self._writer.transaction():
-                if await self._write_commands(self._writer, sorted(buildings)):
+                if await self._write_commands(self._writer, sorted(buildings), buildings):
                     self.commands.wake()
         self._clear_log_id = max(int(row["log_id"]) for row in rows)
 
@@ -804,8 +810,10 @@ class IngestService:
             log.info("rejects: %d old or surplus row(s) pruned", dropped)
 
 
-def _fire_buildings(applied: Sequence[store.AppliedAlarm]) -> list[Building]:
-    """Buildings whose fire state a batch changed (linkage looks at them again)."""
-    return sorted(
-        {(a.write.site, a.write.building) for a in applied if a.write.alarm_type == "fire"}
-    )
+def _fire_causes(applied: Sequence[store.AppliedAlarm]) -> dict[Building, str]:
+    """Buildings whose fire state a batch changed, each with the last alarm that did."""
+    return {
+        (a.write.site, a.write.building): a.alarm_id
+        for a in applied
+        if a.write.alarm_type == "fire"
+    }
