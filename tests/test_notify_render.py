@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import random
+from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from notify import render
 from notify.service import Tunables, retry_delay_s
 
-ALARM = {
+ALARM: dict[str, Any] = {
     "id": "A1",
     "type": "fire",
     "verdict": "confirmed",
