@@ -61,8 +61,10 @@ class Tunables:
     escalation_batch: int = 200
     # Retries: base * 2^(n-1), capped, with jitter (half fixed, half random) so
     # that a recovering receiver is not hit by every notifier at once.
+    # The cap bounds how long a receiver that is back waits for its first retry
+    # (then everything queued for it goes at once): a minute for fire alarms.
     backoff_base_s: float = 1.0
-    backoff_cap_s: float = 300.0
+    backoff_cap_s: float = 60.0
     give_up_after_s: float = 24 * 3600.0
     # Poll bounds: the database is asked for the next due time; a dead
     # notifier's claims (lock gone) are noticed within max_poll_s.

@@ -33,7 +33,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 MOSQUITTO = ROOT / "deploy" / "mosquitto"
-PLATFORM = ("migrate", "ingest", "api", "sim")
+PLATFORM = ("migrate", "ingest", "api", "notify", "sim")
 INFRA = ("timescaledb", "mosquitto", "grafana")
 
 Json = dict[str, Any]
@@ -91,6 +91,7 @@ def test_platform_commands_and_settings() -> None:
     assert svc["migrate"]["restart"] == "no", "migrate runs once"
     assert svc["ingest"]["command"] == ["ingest"]
     assert svc["api"]["command"] == ["api"]
+    assert svc["notify"]["command"] == ["notify"]
     assert svc["sim"]["command"][0] == "sim"
     settings_fields = set(Settings.model_fields)
     for name in PLATFORM:
@@ -98,7 +99,7 @@ def test_platform_commands_and_settings() -> None:
         for key in env:
             if key.startswith("FIRESAFE_"):
                 assert key.removeprefix("FIRESAFE_").lower() in settings_fields, key
-    for name in ("migrate", "ingest", "api"):
+    for name in ("migrate", "ingest", "api", "notify"):
         assert environment(svc[name])["FIRESAFE_DATABASE_URL"].startswith(
             "postgresql://firesafe:${POSTGRES_PASSWORD"
         )
