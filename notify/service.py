@@ -114,15 +114,18 @@ class Notifier:
         """Deliver until `stop` is set; reconnect with jittered backoff on database loss."""
         delay = 0.5
         while not stop.is_set():
+            lost: BaseException | None = None
             try:
                 await self._session(stop)
                 return
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                self.ready.clear()
-                self.log.warning("notifier: database unavailable (%s); retrying", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay * self._rng.uniform(0.5, 1.5))
-                delay = min(delay * 2, self.tunables.reconnect_max_s)
+            except* (psycopg.OperationalError, psycopg.InterfaceError) as group:
+                # From the loop itself or from the listener task of the TaskGroup.
+                lost = group.exceptions[0]
+            self.ready.clear()
+            self.log.warning("notifier: database unavailable (%s); reconnecting", lost)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay * self._rng.uniform(0.5, 1.5))
+            delay = min(delay * 2, self.tunables.reconnect_max_s)
 
     async def _session(self, stop: asyncio.Event) -> None:
         t = self.tunables

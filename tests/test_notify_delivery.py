@@ -359,3 +359,23 @@ def test_an_acknowledgement_never_overtakes_the_confirmation(db: str, site: str)
             wait_for(lambda: all(r["status"] == "delivered" for r in deliveries(db, alarm)))
         got = [(orjson.loads(r.body)["event"], r.path) for r in rx.got()]
     assert [e for e, _ in got] == ["confirmed"] * 4 + ["acknowledged", "cleared"]
+
+
+def test_the_notifier_survives_losing_its_database_sessions(db: str, site: str) -> None:
+    with http_receiver() as rx:
+        add_target(db, "duty", url=rx.url + "/duty")
+        add_rule(db, "fires", types=["fire"], targets=["duty"])
+        call_point(db, f"{site}-M1", site)
+        call_point(db, f"{site}-M2", site)
+        with running_notifier(db):
+            write_alarms(db, transition(f"{site}-M1", site))
+            wait_for(lambda: len(rx.got()) == 1)
+            with psycopg.connect(db, autocommit=True) as conn:
+                killed = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'firesafe-notify%%'"
+                ).fetchall()
+            assert len(killed) >= 2  # the listener (and its lock) and the pool
+            (alarm,) = write_alarms(db, transition(f"{site}-M2", site))
+            wait_for(lambda: deliveries(db, alarm)[0]["status"] == "delivered", timeout=30)
+    assert len(rx.got()) == 2
