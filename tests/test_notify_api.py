@@ -99,6 +99,7 @@ def test_rules_validate_and_targets_in_use_cannot_go(api_url: str, tokens: dict[
         bad = [
             {**rule, "targets": ["ghost"]},
             {**rule, "types": ["smoke"]},
+            {**rule, "verdicts": ["suppressed"]},
             {**rule, "escalate_after_s": 60},
             {**rule, "escalate_to": ["chief"]},
             {**rule, "escalate_after_s": 0, "escalate_to": ["chief"]},

@@ -18,7 +18,7 @@ from api.auth import Caller
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES, ErrorResponse, Forbidden
 from api.params import ID_REGEX, NAME_REGEX
-from api.schemas import AlarmType, Id, Page, Timestamp, Verdict
+from api.schemas import AlarmType, Id, Page, Timestamp
 from notify import render
 from storage.queries import Conn
 from storage.queries import alarms as alarm_q
@@ -32,6 +32,8 @@ MAX_TEMPLATE_CHARS = 8_000
 EMAIL_RE = r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$"
 URL_RE = r"^https?://[^\s]{1,2000}$"
 
+# Suppressed is not a verdict to be told of on its own (see RuleIn.verdicts).
+NotifiedVerdict = Literal["pending", "confirmed"]
 TargetId = Annotated[str, Path(pattern=ID_REGEX, description="Target id")]
 RuleId = Annotated[str, Path(pattern=ID_REGEX, description="Rule id")]
 AlarmId = Annotated[str, Path(pattern=NAME_REGEX, description="Alarm id")]
@@ -106,10 +108,11 @@ class RuleIn(BaseModel):
         default=None, description="sites the rule covers; null: every site (admins only)"
     )
     types: Annotated[list[AlarmType], Field(min_length=1)]
-    verdicts: Annotated[list[Verdict], Field(min_length=1)] = Field(
-        default_factory=lambda: list[Verdict](["confirmed"]),
+    verdicts: Annotated[list[NotifiedVerdict], Field(min_length=1)] = Field(
+        default_factory=lambda: list[NotifiedVerdict](["confirmed"]),
         description="verdicts that are notified (default confirmed; add pending for "
-        "alarms under verification)",
+        "alarms under verification). A false alarm (suppressed) is announced as `cleared` "
+        "to whoever was told of it while pending.",
     )
     targets: Annotated[list[Id], Field(min_length=1, max_length=100)]
     escalate_after_s: Annotated[int, Field(ge=1, le=MAX_ESCALATE_AFTER_S)] | None = Field(
