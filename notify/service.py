@@ -98,8 +98,7 @@ class Notifier:
         self.smtp_from = smtp_from
         self.tunables = tunables or Tunables()
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{random.randrange(16**4):04x}"
-        # The advisory lock key of this notifier: 62 random bits, never 0.
-        self.claim_key = random.randrange(1, 2**62)
+        self.claim_key = 0  # set per database session, see _session
         self.log = logger or log
         self.ready = asyncio.Event()
         self._rng = random.Random()
@@ -107,6 +106,7 @@ class Notifier:
         self._in_flight: Counter[str] = Counter()
         self._failing: set[str] = set()  # targets whose last attempt failed (for the log)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sessions_ready = 0
 
     # --- the loop -----------------------------------------------------------------
 
@@ -121,7 +121,8 @@ class Notifier:
             except* (psycopg.OperationalError, psycopg.InterfaceError) as group:
                 # From the loop itself or from the listener task of the TaskGroup.
                 lost = group.exceptions[0]
-            self.ready.clear()
+            if self._sessions_ready:
+                delay, self._sessions_ready = 0.5, 0  # it worked for a while: retry soon
             self.log.warning("notifier: database unavailable (%s); reconnecting", lost)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay * self._rng.uniform(0.5, 1.5))
@@ -129,6 +130,10 @@ class Notifier:
 
     async def _session(self, stop: asyncio.Event) -> None:
         t = self.tunables
+        # The advisory lock key written on this session's claims: 62 random bits, new
+        # for every session, so the claims of a lost session are free at once even
+        # when this notifier reconnects.
+        self.claim_key = random.randrange(1, 2**62)
         listener = await AsyncConnection.connect(
             self.conninfo, autocommit=True, application_name=f"firesafe-notify:{self.name}"
         )
@@ -158,6 +163,7 @@ class Notifier:
             ):
                 listen = tasks.create_task(self._listen(listener), name="notify-listen")
                 self.ready.set()
+                self._sessions_ready += 1
                 self.log.info("notifier %s ready", self.name)
                 try:
                     await self._loop(stop, pool, http, tasks, listen)
