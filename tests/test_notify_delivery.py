@@ -379,3 +379,20 @@ def test_the_notifier_survives_losing_its_database_sessions(db: str, site: str) 
             (alarm,) = write_alarms(db, transition(f"{site}-M2", site))
             wait_for(lambda: deliveries(db, alarm)[0]["status"] == "delivered", timeout=30)
     assert len(rx.got()) == 2
+
+
+def test_notifiers_side_by_side_deliver_each_notification_once(db: str, site: str) -> None:
+    with http_receiver() as rx:
+        for t in ("a", "b", "c"):
+            add_target(db, t, url=f"{rx.url}/{t}")
+        add_rule(db, "fires", types=["fire"], targets=["a", "b", "c"])
+        devices = [f"{site}-M{i}" for i in range(40)]
+        for d in devices:
+            call_point(db, d, site)
+        with running_notifier(db), running_notifier(db), running_notifier(db):
+            write_alarms(db, *[transition(d, site) for d in devices])
+            wait_for(lambda: len(rx.got()) >= 3 * len(devices), timeout=30)
+            wait_for(lambda: all(r["status"] == "delivered" for r in deliveries(db)))
+        ids = [r.headers["X-Firesafe-Delivery"] for r in rx.got()]
+    assert len(ids) == len(set(ids)) == 3 * len(devices)
+    assert {r["attempts"] for r in deliveries(db)} == {1}
