@@ -116,11 +116,12 @@ class Settings(BaseSettings):
         "(STARTTLS when offered) or smtps:// (TLS from the start)",
     )
     smtp_from: str = Field(default="firesafe@localhost", description="From: of notification mail")
-    shards: int = Field(
-        default=64,
+    shards: int | None = Field(
+        default=None,
         ge=1,
         le=4096,
-        description="Site shards of the estate; fixed when the database is first migrated",
+        description="Site shards of the estate (default 64); fixed when the database is "
+        "first migrated, and refused if it differs later",
     )
     ingest_mode: Literal["sharded", "single"] = Field(
         default="sharded",
