@@ -24,8 +24,9 @@ from storage.queries.tokens import is_reserved_name
 
 def iso_ms(value: datetime) -> str:
     """ISO 8601 UTC with milliseconds: 2026-11-25T22:31:06.123Z."""
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat pads the year to 4 digits (strftime's %Y does not for year 1).
+    utc = value.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="milliseconds") + "Z"
 
 
 Timestamp = Annotated[
