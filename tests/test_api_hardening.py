@@ -592,7 +592,7 @@ def test_during_a_database_outage_calls_fail_fast_and_health_is_degraded(
     database_url: str, migration: object, db: str
 ) -> None:
     params = pg_conninfo.conninfo_to_dict(database_url)
-    proxy = Proxy((str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))))
+    proxy = Proxy((str(params.get("host") or "127.0.0.1"), int(str(params.get("port") or 5432))))
     via_proxy = pg_conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
     with live_server(via_proxy) as url, client(url) as api:
         assert api.get("/api/v1/devices").status_code == 200
