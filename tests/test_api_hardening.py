@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import secrets
 import select
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 from psycopg import conninfo as pg_conninfo
+from psycopg import sql
 from pydantic import SecretStr, ValidationError
 
 from api.middleware import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
@@ -662,3 +664,97 @@ def test_health_shows_the_background_tasks(api_url: str, db: str) -> None:
     assert set(body["tasks"]) == {"alarm-listener", "token-watcher"}
     assert all(t["state"] == "running" for t in body["tasks"].values())
     assert body["alarm_stream"]["listening"] is True
+
+
+# --- item 13: least-privilege database roles (migration 0050) ------------------
+
+# Every table and view the Grafana dashboards read (grafana/build_dashboards.py).
+DASHBOARD_RELATIONS = (
+    "alarms",
+    "devices",
+    "device_state",
+    "device_events",
+    "device_overview",
+    "device_thresholds",
+    "kind_readings",
+    "sites",
+    "buildings",
+    "floors",
+    "zones",
+    "telemetry",
+    "telemetry_1m",
+    "ingest_stats",
+    "linkage_commands",
+    "reject_counts",
+)
+
+
+@pytest.fixture
+def logins(db: str) -> Iterator[dict[str, str]]:
+    """A login role in each group role, as a deployment makes them: group -> DSN."""
+    suffix = secrets.token_hex(4)
+    names = {g: f"t_{suffix}_{g}" for g in ("firesafe_ingest", "firesafe_api", "firesafe_grafana")}
+    with psycopg.connect(db, autocommit=True) as conn:
+        for group, name in names.items():
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                    sql.Identifier(name), sql.Identifier(group)
+                )
+            )
+    try:
+        yield {g: pg_conninfo.make_conninfo(db, user=n) for g, n in names.items()}
+    finally:
+        with psycopg.connect(db, autocommit=True) as conn:
+            for name in names.values():
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def _denied(dsn: str, query: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        try:
+            conn.execute(query)
+        except psycopg.errors.InsufficientPrivilege:
+            return True
+        finally:
+            conn.rollback()
+    return False
+
+
+def test_grafana_reads_dashboards_but_not_tokens_or_payloads(logins: dict[str, str]) -> None:
+    grafana = logins["firesafe_grafana"]
+    assert _denied(grafana, "SELECT token_hash FROM api_tokens")
+    assert _denied(grafana, "SELECT payload FROM rejects")
+    assert _denied(grafana, "SELECT * FROM rejects")
+    assert _denied(grafana, "INSERT INTO sites (id) VALUES ('G1')")
+    with psycopg.connect(grafana) as conn:
+        conn.execute("SELECT received_at, topic, reason, detail, device_id FROM rejects")
+        for relation in DASHBOARD_RELATIONS:
+            conn.execute(sql.SQL("SELECT * FROM {} LIMIT 1").format(sql.Identifier(relation)))
+
+
+def test_ingest_writes_data_but_never_reads_tokens(logins: dict[str, str]) -> None:
+    ingest = logins["firesafe_ingest"]
+    assert _denied(ingest, "SELECT token_hash FROM api_tokens")
+    assert _denied(ingest, "CREATE TABLE t_intruder (x int)")
+    with psycopg.connect(ingest) as conn:
+        conn.execute(
+            "INSERT INTO rejects (received_at, topic, reason, payload) "
+            "VALUES (now(), 't', 'bad_topic', 'x')"
+        )
+        conn.execute("SELECT * FROM devices LIMIT 1")
+        conn.rollback()
+
+
+def test_the_api_runs_on_its_own_role(logins: dict[str, str], db: str) -> None:
+    api_dsn = logins["firesafe_api"]
+    assert _denied(api_dsn, "CREATE TABLE t_intruder (x int)")
+    with live_server(api_dsn) as url, client(url) as api:
+        register(api, device("RL1"))
+        token = make_token(url, "manager", ["S1"], name="role-check")
+        with psycopg.connect(db, autocommit=True) as conn:
+            insert_alarm(conn, id="RLA", device="RL1", verdict="confirmed")
+        with client(url, token=token) as manager:
+            assert manager.get("/api/v1/alarms").status_code == 200
+            assert manager.post("/api/v1/alarms/RLA/ack", json={}).status_code == 200
+        assert api.get("/api/v1/rejects").status_code == 200
+        assert api.get("/health").json()["database"]["ok"] is True
