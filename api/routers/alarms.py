@@ -38,6 +38,7 @@ from api.schemas import (
     AlarmType,
     DeviceEvent,
     Evidence,
+    LinkageCommand,
     NoteIn,
     Page,
     Reading,
@@ -274,6 +275,7 @@ async def stream_alarms(
 async def get_alarm(alarm_id: AlarmId, conn: ConnDep, caller: CallerDep) -> AlarmDetail:
     row = await alarm_q.get_alarm(conn, scope=caller.scope, alarm_id=alarm_id)
     log_rows = await alarm_q.alarm_log(conn, alarm_id=alarm_id)
+    command_rows = await alarm_q.alarm_commands(conn, alarm_id=alarm_id)
     since = shift(row["opened_at"], -EVIDENCE_BEFORE)
     until = shift(max(row["confirmed_at"] or row["opened_at"], row["opened_at"]), EVIDENCE_AFTER)
     if caller.scope.sites is not None:
@@ -300,6 +302,7 @@ async def get_alarm(alarm_id: AlarmId, conn: ConnDep, caller: CallerDep) -> Alar
     return AlarmDetail(
         **AlarmOut.model_validate(row).model_dump(),
         log=[AlarmLogEntry.model_validate(r) for r in log_rows],
+        commands=[LinkageCommand.model_validate(r) for r in command_rows],
         evidence=Evidence(
             since=since,
             until=until,

@@ -76,7 +76,13 @@ BEGIN
         GRANT USAGE ON SCHEMA public TO firesafe_grafana;
         GRANT SELECT ON ALL TABLES IN SCHEMA public TO firesafe_grafana;
         REVOKE ALL ON api_tokens, rejects FROM firesafe_grafana;
-        GRANT SELECT (id, received_at, topic, reason, detail, device_id) ON rejects
-            TO firesafe_grafana;
+        -- Every column of rejects but the payload (what a device sent, verbatim).
+        EXECUTE (
+            SELECT format('GRANT SELECT (%s) ON rejects TO firesafe_grafana',
+                          string_agg(quote_ident(attname), ', ' ORDER BY attnum))
+            FROM pg_attribute
+            WHERE attrelid = 'rejects'::regclass AND attnum > 0 AND NOT attisdropped
+              AND attname <> 'payload'
+        );
     END IF;
 END $$;
