@@ -37,6 +37,8 @@ POOL_OPEN_TIMEOUT_S = 30.0
 POOL_TIMEOUT_S = 3.0
 # A new connection gives up after this long (libpq connect_timeout, seconds).
 CONNECT_TIMEOUT_S = 3
+# Start-up waits this long for the alarm LISTEN connection before serving anyway.
+LISTEN_READY_TIMEOUT_S = 5.0
 # Idle SSE streams send a comment this often, so proxies keep them open.
 HEARTBEAT_S = 15.0
 
@@ -76,6 +78,9 @@ def create_app(
         supervisor.add("alarm-listener", hub.run)
         supervisor.add("token-watcher", lambda: hub.watch_tokens(pool))
         background = asyncio.create_task(supervisor.run(), name="firesafe-api-background")
+        # Serve once live streams work (or, the database being slow, degraded).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hub.listening.wait(), LISTEN_READY_TIMEOUT_S)
         app.state.firesafe = AppState(
             pool=pool,
             hub=hub,

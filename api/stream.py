@@ -15,12 +15,14 @@ import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
-from psycopg_pool import PoolTimeout
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.errors import TooManyStreams, Unavailable
+from storage.queries import tokens as token_q
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +134,8 @@ class AlarmHub:
                 closed += 1
         return closed
 
-    async def watch_tokens(self, pool: Any) -> None:
+    async def watch_tokens(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]]) -> None:
         """Every TOKEN_CHECK_S, end the streams of revoked or expired tokens."""
-        from storage.queries import tokens as token_q
-
         while True:
             await asyncio.sleep(TOKEN_CHECK_S)
             ids = self.token_ids()
