@@ -772,3 +772,79 @@ def test_docker_compose_refuses_missing_secrets(tmp_path: Path) -> None:
         done = run_compose_config(env_file)
         assert done.returncode != 0, name
         assert name in done.stderr
+
+
+# --- the HTTPS proxy --------------------------------------------------------------
+
+
+@pytest.fixture
+def https_proxy(
+    tmp_path: Path, tls_dir: Path, database_url: str, migration: object
+) -> Iterator[tuple[str, Path]]:
+    """deploy/caddy/Caddyfile on a local caddy, in front of a live API: (base URL, CA)."""
+    if not shutil.which("caddy"):
+        pytest.skip("caddy is not installed")
+    from tests.test_api_support import live_server
+
+    with live_server(database_url) as api_url:
+        port = free_port()
+        caddyfile = (
+            (ROOT / "deploy" / "caddy" / "Caddyfile")
+            .read_text(encoding="utf-8")
+            .replace("/tls/", f"{tls_dir}/")
+            .replace("api:8000", api_url.removeprefix("http://"))
+            .replace("grafana:3000", f"127.0.0.1:{free_port()}")
+            .replace(":8443 {", f":{port} {{")
+            .replace(":3443 {", f":{free_port()} {{")
+        )
+        (tmp_path / "Caddyfile").write_text(caddyfile)
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        }
+        log = (tmp_path / "caddy.log").open("wb")
+        proc = subprocess.Popen(
+            ["caddy", "run", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                assert proc.poll() is None, (tmp_path / "caddy.log").read_text()
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "caddy did not listen"
+                    time.sleep(0.05)
+            yield f"https://localhost:{port}", tls_dir / "ca.crt"
+        finally:
+            proc.kill()  # a graceful stop would wait for streams to end
+            proc.wait(10)
+            log.close()
+
+
+def test_the_api_is_served_over_https(https_proxy: tuple[str, Path]) -> None:
+    import ssl
+
+    import httpx
+
+    from tests.test_api_support import ADMIN
+
+    url, ca = https_proxy
+    context = ssl.create_default_context(cafile=str(ca))
+    with httpx.Client(base_url=url, verify=context, timeout=10) as https:
+        assert https.get("/health").status_code == 200
+        assert https.get("/api/v1/alarms").status_code == 401
+        assert https.get("/api/v1/alarms", headers=ADMIN).status_code == 200
+        # Live streams pass through unbuffered: the first line arrives at once.
+        with https.stream("GET", "/api/v1/alarms/stream", headers=ADMIN) as stream:
+            assert stream.status_code == 200
+            assert next(stream.iter_lines()).startswith("retry:")
+    # Plain HTTP is not spoken on the TLS port.
+    with httpx.Client(timeout=10) as plain, pytest.raises(httpx.HTTPError):
+        plain.get(url.replace("https://", "http://") + "/health").raise_for_status()
