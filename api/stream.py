@@ -35,6 +35,8 @@ RECONNECT_MAX_S = 15.0
 # Open streams per token (per API process): a dashboard or two and a script
 # each; more is a leak or an abuse, and each stream costs the server a task.
 MAX_STREAMS_PER_TOKEN = 8
+# A new LISTEN connection gives up after this long (libpq connect_timeout, s).
+CONNECT_TIMEOUT_S = 5
 # A quiet LISTEN connection is pinged this often: a dead one is noticed.
 LISTEN_PING_S = 10.0
 # How often open streams' tokens are checked: a revoked or expired token's
@@ -167,7 +169,7 @@ class AlarmHub:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True
+                    self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
