@@ -215,6 +215,9 @@ def _start_child(
     )
     if settings.admin_token is not None:
         env["FIRESAFE_ADMIN_TOKEN"] = settings.admin_token.get_secret_value()
+    if command == "api" and settings.api_host in ("127.0.0.1", "localhost", "::1"):
+        # `up` on loopback is a developer's stack: /docs open, as its README says.
+        env.setdefault("FIRESAFE_API_PUBLIC_DOCS", "true")
     cmd = [sys.executable, "-m", "firesafe.cli", command, *args]
     log.info("starting: firesafe %s", " ".join([command, *args]))
     return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)

@@ -15,6 +15,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883}
+# An admin token is a password to everything: at least this long (openssl rand -hex 32).
+MIN_ADMIN_TOKEN_CHARS = 32
+# The placeholders of .env.example: a deployment must replace every one.
+PLACEHOLDER_MARK = "change-me"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,9 @@ class Settings(BaseSettings):
     rejects_per_site: int = Field(
         default=100_000, ge=100, description="At most this many rejects kept per site (newest)"
     )
+    api_public_docs: bool = Field(
+        default=False, description="Serve /docs and /openapi.json without a token"
+    )
     log_level: str = Field(default="INFO")
 
     @field_validator("mqtt_url")
@@ -126,6 +133,24 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if PLACEHOLDER_MARK in token.lower():
+            raise ValueError(
+                f"FIRESAFE_ADMIN_TOKEN is a {PLACEHOLDER_MARK!r} placeholder: "
+                "generate one with `openssl rand -hex 32`"
+            )
+        if len(token) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"FIRESAFE_ADMIN_TOKEN is too short ({len(token)} characters, at least "
+                f"{MIN_ADMIN_TOKEN_CHARS}): generate one with `openssl rand -hex 32`"
+            )
+        return value
 
     @field_validator("log_level")
     @classmethod
