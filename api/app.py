@@ -15,7 +15,17 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api import errors
-from api.routers import alarms, devices, health, metrics, rejects, sites, telemetry, tokens
+from api.routers import (
+    alarms,
+    devices,
+    health,
+    labels,
+    metrics,
+    rejects,
+    sites,
+    telemetry,
+    tokens,
+)
 from api.state import AppState
 from api.stream import AlarmHub
 from firesafe.settings import Settings
@@ -87,6 +97,7 @@ def create_app(
         rejects.router,
         tokens.router,
         sites.router,
+        labels.router,
     ):
         app.include_router(router)
 
