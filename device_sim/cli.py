@@ -19,6 +19,7 @@ from device_sim.registration import RegistrationError, register, write_registry
 from device_sim.runner import Job, run_job
 from device_sim.scenarios import LIBRARY
 from device_sim.timeline import expand_scenarios, simulate
+from firesafe import i18n
 from firesafe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -258,10 +259,18 @@ def run_conformance(args: argparse.Namespace, settings: Settings) -> int:
     except RuntimeError as exc:
         print(f"firesafe conformance: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    lang = getattr(args, "language", i18n.DEFAULT_LANG)
     checker = Checker(args.site, args.device, interval_s=args.interval, max_skew_s=args.max_skew)
+    topics, seconds = f"fs/v1/{args.site}/#", f"{args.duration:g}"
     print(
-        f"conformance: listening to fs/v1/{args.site}/# on {endpoint.url()} "
-        f"for {args.duration:g} s...",
+        "conformance: "
+        + i18n.translate(
+            "listening to {topics} on {broker} for {seconds} s...",
+            lang,
+            topics=topics,
+            broker=endpoint.url(),
+            seconds=seconds,
+        ),
         file=sys.stderr,
     )
     try:
@@ -270,17 +279,21 @@ def run_conformance(args: argparse.Namespace, settings: Settings) -> int:
         print(f"firesafe conformance: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("conformance: interrupted; judging what was observed", file=sys.stderr)
-    results = checker.report()
+        print(
+            "conformance: " + i18n.translate("interrupted; judging what was observed", lang),
+            file=sys.stderr,
+        )
+    results = checker.report(lang)
     if args.json:
         report = {
             "site": args.site,
             "device": args.device,
             "messages": checker.observed,
+            "lang": lang,
             "rules": [r.__dict__ for r in results],
         }
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(render(results, checker.observed))
+        print(render(results, checker.observed, lang))
     failed = checker.observed == 0 or any(r.status == "fail" for r in results)
     return EXIT_FAILED if failed else EXIT_OK

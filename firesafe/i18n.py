@@ -106,6 +106,19 @@ THRESHOLDS: Final = (
     "steam_rh_rise_per_min",
     "verification_s",
 )
+# `firesafe conformance`: its rules (device_sim.conformance.RULES) and verdicts.
+CONFORMANCE_RULES: Final = (
+    "topic_shape",
+    "payload_schema",
+    "finite_numbers",
+    "ts_sanity",
+    "seq",
+    "interval",
+    "status_retained",
+    "last_will",
+    "gateway_batch",
+)
+CONFORMANCE_STATUSES: Final = ("pass", "fail", "skip")
 # Linkage commands to evac devices (contract section 2).
 COMMANDS: Final = ("emergency", "normal")
 DIRECTIONS: Final = ("left", "right", "both", "off")
@@ -127,6 +140,8 @@ VOCABULARIES: Final[Mapping[str, tuple[str, ...]]] = {
     "threshold": THRESHOLDS,
     "command": COMMANDS,
     "direction": DIRECTIONS,
+    "conformance_rule": CONFORMANCE_RULES,
+    "conformance_status": CONFORMANCE_STATUSES,
 }
 
 

@@ -4,8 +4,11 @@ time zone and a standard."""
 
 from __future__ import annotations
 
+import os
 import re
 import string
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from babel.messages.pofile import read_po
 
 from api.errors import localize
 from detection.params import THRESHOLD_NAMES
+from device_sim.conformance import RULES, Checker, render
 from firesafe import i18n
 from tests.test_api_support import client, device, insert_alarm, live_server, register
 
@@ -284,3 +288,68 @@ def test_only_an_admin_sets_a_site(api_url: str, db: str) -> None:
     with client(api_url, token=token) as operator:
         response = operator.put("/api/v1/sites/S1", json={"timezone": "Asia/Shanghai"})
     assert response.status_code == 403
+
+
+# --- CLI and conformance ------------------------------------------------------------
+
+
+def _broken_traffic() -> Checker:
+    chk = Checker("S1", interval_s=10)
+    now = 1_764_072_000_000
+    chk.feed("fs/v1/S1/D1/status", b"online", False, now)
+    chk.feed("fs/v1/S1/D1/telemetry", b'{"ts": %d, "seq": 5, "v": {}}' % (now // 1000), False, now)
+    chk.feed("fs/v1/S1/D1/telemetry", b'{"ts": %d, "seq": 4, "v": {}}' % (now + 5), False, now)
+    chk.feed("fs/v2/S1/D1/telemetry", b"{}", False, now)
+    return chk
+
+
+def test_conformance_report_in_both_languages() -> None:
+    chk = _broken_traffic()
+    english = render(chk.report(), chk.observed)
+    chinese = render(chk.report("zh-CN"), chk.observed, "zh-CN")
+    assert "FAIL  topic_shape" in english
+    assert "fs/v2/S1/D1/telemetry: not a contract topic" in english
+    assert "looks like seconds, not epoch milliseconds" in english
+    assert english.endswith("FAIL: 4 of 9 rules failed, 4 messages")
+    # Judging again gives the same counts (report is idempotent).
+    assert render(chk.report(), chk.observed) == english
+    assert "失败  topic_shape            4 项已检查，其中 1 项不合格  [主题格式]" in chinese
+    assert "[主题格式]" in chinese
+    assert "fs/v2/S1/D1/telemetry：不是契约规定的主题" in chinese
+    assert "看起来是秒，而不是纪元毫秒" in chinese
+    assert chinese.endswith("失败：9 条规则中 4 条不合格，共 4 条消息")
+    for template in ("not a contract topic", " checked", "rules failed", "looks like"):
+        assert template not in chinese
+
+
+def test_conformance_rules_vocabulary() -> None:
+    assert i18n.CONFORMANCE_RULES == RULES
+
+
+def _firesafe(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "FIRESAFE_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "firesafe.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_follows_lang_and_the_flag() -> None:
+    chinese = _firesafe(["--help"], LANG="zh_CN.UTF-8")
+    assert chinese.returncode == 0, chinese.stderr
+    assert "智慧消防物联网监控平台" in chinese.stdout
+    assert "检查设备的通信" in chinese.stdout or "按契约检查设备的通信" in chinese.stdout
+    english = _firesafe(["--lang", "en", "--help"], LANG="zh_CN.UTF-8")
+    assert "Smart fire-safety IoT monitoring platform." in english.stdout
+    flag = _firesafe(["--lang", "zh-CN", "--help"])
+    assert "智慧消防物联网监控平台" in flag.stdout
+    bad_config = _firesafe(["db", "migrate"], LC_ALL="zh_CN.UTF-8", FIRESAFE_API_PORT="99999")
+    assert bad_config.returncode != 0
+    assert "firesafe: 配置无效：" in bad_config.stderr
+    unknown = _firesafe(["--lang", "fr", "--help"])
+    assert unknown.returncode != 0
+    assert "unsupported language 'fr'" in unknown.stderr
