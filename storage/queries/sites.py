@@ -47,3 +47,7 @@ async def upsert_site(
             """,
             {"id": site, "name": name, "tz": timezone, "std": standard},
         )
+        if standard is not None:
+            # Ingest reloads its registry when a device changes: a new standard
+            # changes the site's devices' thresholds, so mark them changed.
+            await conn.execute("UPDATE devices SET updated_at = now() WHERE site_id = %s", (site,))
