@@ -6,6 +6,7 @@ import asyncio
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from detection import params
 from detection.engine import resolve_thresholds
@@ -65,15 +66,18 @@ def test_registry_rows_carry_the_site_standard(db: str, monkeypatch: pytest.Monk
         )
 
     async def scenario() -> list[dict[str, object]]:
-        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
-            before = await conn.execute("SELECT max(updated_at) FROM devices WHERE site_id = 'S2'")
-            (stamp,) = await before.fetchone()  # type: ignore[misc]
+        async with await psycopg.AsyncConnection.connect(
+            db, autocommit=True, row_factory=dict_row
+        ) as conn:
+            query = "SELECT max(updated_at) AS at FROM devices WHERE site_id = 'S2'"
+            stamp = await (await conn.execute(query)).fetchone()
             await sites_q.upsert_site(
                 conn, scope=Scope.everything(), site="S2", name=None, timezone=None, standard="GB"
             )
-            after = await conn.execute("SELECT max(updated_at) FROM devices WHERE site_id = 'S2'")
-            (changed,) = await after.fetchone()  # type: ignore[misc]
-            assert changed > stamp, "ingest must see the site's devices as changed"
+            changed = await (await conn.execute(query)).fetchone()
+            assert stamp is not None
+            assert changed is not None
+            assert changed["at"] > stamp["at"], "ingest must see the site's devices as changed"
             return await ingest_store.load_registry(conn)
 
     rows = {r["id"]: r for r in asyncio.run(scenario())}
