@@ -160,6 +160,10 @@ def _common(parser: argparse.ArgumentParser, *, mqtt: bool, db: bool, api: bool)
         parser.add_argument("--api-host", help=_("interface to bind (env FIRESAFE_API_HOST)"))
         parser.add_argument("--api-port", type=int, help=_("HTTP port (env FIRESAFE_API_PORT)"))
     parser.add_argument("--log-level", help=_("DEBUG, INFO, WARNING or ERROR"))
+    # Also accepted after the subcommand (SUPPRESS: an absent flag keeps the top level's).
+    parser.add_argument(
+        "--lang", choices=i18n.LANGUAGES, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
