@@ -272,9 +272,7 @@ def error_json(
 ) -> JSONResponse:
     text = render_message(code, message, lang or request_lang.get())
     return JSONResponse(
-        {"error": {"code": code, "message": text}},
-        status_code=status,
-        headers={**(headers or {}), "Content-Language": lang or request_lang.get()},
+        {"error": {"code": code, "message": text}}, status_code=status, headers=headers
     )
 
 
@@ -319,11 +317,8 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
             message = i18n.translate(
                 "{message} (and {count} more)", lang, message=message, count=len(errors) - 1
             )
-    return JSONResponse(
-        {"error": {"code": code, "message": message}},
-        status_code=422,
-        headers={"Content-Language": lang},
-    )
+    # Already in the caller's language: not rendered again.
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=422)
 
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
@@ -389,9 +384,24 @@ class LanguageMiddleware:
             if name == b"accept-language":
                 header = value.decode("latin-1")
                 break
-        token = request_lang.set(i18n.negotiate_accept_language(header))
+        lang = i18n.negotiate_accept_language(header)
+        token = request_lang.set(lang)
+
+        async def send_with_language(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                # Which language the body speaks, and that caches must key on it.
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() != b"content-language"
+                ]
+                headers.append((b"content-language", lang.encode("ascii")))
+                headers.append((b"vary", b"Accept-Language"))
+                message["headers"] = headers
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_with_language)
         finally:
             request_lang.reset(token)
 

@@ -208,6 +208,7 @@ def test_errors_follow_accept_language(api) -> None:  # type: ignore[no-untyped-
     assert missing.status_code == 404
     assert missing.json()["error"] == {"code": "not_found", "message": "未找到报警 'nope'"}
     assert missing.headers["content-language"] == "zh-CN"
+    assert "accept-language" in missing.headers["vary"].lower()
     english = api.get("/api/v1/alarms/nope")
     assert english.json()["error"]["message"] == "alarm 'nope' not found"
 
@@ -241,6 +242,9 @@ def test_alarm_labels_in_the_callers_language(api, db: str) -> None:  # type: ig
         "coincidence",
     )
     assert zh["type_label"] == "火警"
+    ok = api.get("/api/v1/alarms", headers=ZH)
+    assert ok.headers["content-language"] == "zh-CN"
+    assert api.get("/api/v1/alarms").headers["content-language"] == "en"
     assert zh["verdict_label"] == "判定为误报"
     assert zh["status_label"] == "已复位"
     assert zh["reason_label"] == "同一区域两只探测器报警"
