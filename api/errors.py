@@ -150,6 +150,7 @@ _TEMPLATES: tuple[str, ...] = (
         "zone {zone} is not a zone of the device's building and floor "
         "(register a device in it first, or in the same request)"
     ),
+    N_("unsupported language {lang} (use one of {languages})"),
     N_("{field}: {detail}"),
     N_("value refused by the database: {value}"),
     N_("database unavailable"),

@@ -4,6 +4,7 @@ time zone and a standard."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import string
@@ -357,3 +358,75 @@ def test_cli_follows_lang_and_the_flag() -> None:
     unknown = _firesafe(["--lang", "fr", "--help"])
     assert unknown.returncode != 0
     assert "unsupported language 'fr'" in unknown.stderr
+
+
+# Error classes raised with English text, and how each turns its arguments into the message.
+_RAISED = {
+    "BadParameter": lambda args: f"query parameter {args[0]!r}: {args[1]}",
+    "TooManyPoints": lambda args: f"query parameter {args[0]!r}: {args[1]}",
+    "InvalidInputError": lambda args: f"{args[0]}: {args[1]}",
+    **{
+        name: (lambda args: args[0])
+        for name in (
+            "BadBody",
+            "Unauthorized",
+            "Forbidden",
+            "NotFound",
+            "ApiError",
+            "NotFoundError",
+            "OutOfScopeError",
+            "ConflictError",
+        )
+    },
+}
+
+
+def _sample(node: ast.expr) -> str | None:
+    """A message an f-string can produce (values stand in for its placeholders)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        parts = []
+        for value in node.values:
+            if isinstance(value, ast.Constant):
+                parts.append(str(value.value))
+            else:
+                parts.append("'x7'" if getattr(value, "conversion", -1) == ord("r") else "7")
+        return "".join(parts)
+    return None
+
+
+def _raised_messages() -> list[tuple[str, str]]:
+    out = []
+    for path in [*(ROOT / "api").rglob("*.py"), *(ROOT / "storage" / "queries").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+                continue
+            func = node.exc.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if name not in _RAISED:
+                continue
+            args = [_sample(a) for a in node.exc.args]
+            if not args or any(a is None for a in args):
+                continue  # built elsewhere (e.g. from pydantic's errors): not a literal
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            out.append((where, _RAISED[name](args)))
+    return out
+
+
+BEARER = "Authorization: Bearer"
+
+
+def test_every_raised_api_message_has_a_chinese_template() -> None:
+    messages = _raised_messages()
+    assert len(messages) > 20, "the scan found too few messages: is it still looking?"
+    untranslated = []
+    for where, message in messages:
+        text = localize(message, "zh-CN")
+        # Two English words in a row left in the text: a part no template covered.
+        leftover = text and re.search(r"[A-Za-z]{3,} [A-Za-z]{3,}", text.replace(BEARER, ""))
+        if text is None or leftover:
+            untranslated.append((where, message, text))
+    assert not untranslated, (
+        f"add a template to api.errors._TEMPLATES and its zh_CN translation: {untranslated}"
+    )
