@@ -15,7 +15,12 @@ from device_sim.conformance import MAX_SKEW_S, Checker, listen, render
 from device_sim.estate import generate_estate
 from device_sim.labels import write_labels
 from device_sim.publisher import Counters, PublishError
-from device_sim.registration import RegistrationError, register, write_registry
+from device_sim.registration import (
+    RegistrationError,
+    configure_sites,
+    register,
+    write_registry,
+)
 from device_sim.runner import Job, run_job
 from device_sim.scenarios import LIBRARY
 from device_sim.timeline import expand_scenarios, simulate
@@ -76,6 +81,16 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", type=Path, help="write the ground truth here (JSON Lines)")
     p.add_argument("--registry-out", type=Path, help="write the registry (JSON list) here")
     p.add_argument("--no-register", action="store_true", help="do not POST the registry")
+    p.add_argument(
+        "--site-timezone",
+        metavar="TZ",
+        help="set each site's time zone when registering, e.g. Asia/Shanghai (default: UTC)",
+    )
+    p.add_argument(
+        "--site-standard",
+        choices=("EN", "GB"),
+        help="set each site's standard when registering (default: EN)",
+    )
     p.add_argument("--no-publish", action="store_true", help="only register / write files")
 
 
@@ -185,6 +200,17 @@ def run_sim(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"firesafe sim: registration failed: {exc}", file=sys.stderr)
                 return EXIT_FAILED
             log.info("registered %d devices at %s", n, settings.api_url)
+            try:
+                configure_sites(
+                    settings.api_url,
+                    settings.admin_token.get_secret_value(),
+                    list(estate.sites),
+                    timezone=args.site_timezone,
+                    standard=args.site_standard,
+                )
+            except RegistrationError as exc:
+                print(f"firesafe sim: site settings failed: {exc}", file=sys.stderr)
+                return EXIT_FAILED
     if args.no_publish:
         return EXIT_OK
     try:

@@ -10,7 +10,7 @@ import re
 import string
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -361,12 +361,24 @@ def test_cli_follows_lang_and_the_flag() -> None:
 
 
 # Error classes raised with English text, and how each turns its arguments into the message.
-_RAISED = {
-    "BadParameter": lambda args: f"query parameter {args[0]!r}: {args[1]}",
-    "TooManyPoints": lambda args: f"query parameter {args[0]!r}: {args[1]}",
-    "InvalidInputError": lambda args: f"{args[0]}: {args[1]}",
+def _parameter(args: list[str]) -> str:
+    return f"query parameter {args[0]!r}: {args[1]}"
+
+
+def _field(args: list[str]) -> str:
+    return f"{args[0]}: {args[1]}"
+
+
+def _first(args: list[str]) -> str:
+    return args[0]
+
+
+_RAISED: dict[str, Callable[[list[str]], str]] = {
+    "BadParameter": _parameter,
+    "TooManyPoints": _parameter,
+    "InvalidInputError": _field,
     **{
-        name: (lambda args: args[0])
+        name: _first
         for name in (
             "BadBody",
             "Unauthorized",
@@ -406,8 +418,9 @@ def _raised_messages() -> list[tuple[str, str]]:
             name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
             if name not in _RAISED:
                 continue
-            args = [_sample(a) for a in node.exc.args]
-            if not args or any(a is None for a in args):
+            samples = [_sample(a) for a in node.exc.args]
+            args = [a for a in samples if a is not None]
+            if not args or len(args) < len(samples):
                 continue  # built elsewhere (e.g. from pydantic's errors): not a literal
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
             out.append((where, _RAISED[name](args)))
@@ -430,3 +443,15 @@ def test_every_raised_api_message_has_a_chinese_template() -> None:
     assert not untranslated, (
         f"add a template to api.errors._TEMPLATES and its zh_CN translation: {untranslated}"
     )
+
+
+def test_simulator_sets_site_time_zone_and_standard(api, api_url: str) -> None:  # type: ignore[no-untyped-def]
+    from device_sim.registration import RegistrationError, configure_sites
+    from tests.test_api_support import ADMIN_TOKEN
+
+    register(api, device("S1-SD1"), device("S2-SD1", site="S2"))
+    configure_sites(api_url, ADMIN_TOKEN, ["S1", "S2"], timezone="Asia/Shanghai", standard="GB")
+    sites = {s["site"]: s for s in api.get("/api/v1/sites").json()["items"]}
+    assert {(s["timezone"], s["standard"]) for s in sites.values()} == {("Asia/Shanghai", "GB")}
+    with pytest.raises(RegistrationError, match="422"):
+        configure_sites(api_url, ADMIN_TOKEN, ["S1"], timezone="Nowhere/Atlantis")
