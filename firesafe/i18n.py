@@ -25,7 +25,7 @@ import importlib.util
 import io
 import re
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Final
@@ -228,6 +228,11 @@ def translate(msgid: str, lang: str | None = DEFAULT_LANG, /, **params: object) 
     return text.format(**params) if params else text
 
 
+# Label lookups sit on hot list endpoints (four per alarm): remember them.
+LABEL_CACHE_SIZE: Final = 8192
+
+
+@lru_cache(maxsize=LABEL_CACHE_SIZE)
 def label(vocabulary: str, code: str, lang: str | None = DEFAULT_LANG) -> str:
     """The human label of a machine code (`label("alarm_type", "fire", "zh-CN")` -> 火警).
 
