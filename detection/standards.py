@@ -131,7 +131,9 @@ CLAUSES: Final = (
 )
 
 # Levels GB sets differently from the engine's defaults: kind -> name -> value.
-# Empty while every GB level above equals the default (see CLAUSES).
+# Empty while every GB level above equals the default (see CLAUSES). An entry
+# here changes what ingest applies to GB sites; the dashboards' view
+# `device_thresholds` (migration 0030) would then need the site's standard too.
 GB_LEVELS: Final[Mapping[str, Mapping[str, float]]] = {}
 
 LEVELS: Final[Mapping[str, Mapping[str, Mapping[str, float]]]] = {"EN": {}, "GB": GB_LEVELS}
