@@ -25,10 +25,12 @@ import importlib.util
 import io
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Final
+from zoneinfo import ZoneInfo
 
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
@@ -248,6 +250,15 @@ def labels(lang: str | None = DEFAULT_LANG) -> dict[str, dict[str, str]]:
         vocabulary: {code: label(vocabulary, code, lang) for code in codes}
         for vocabulary, codes in VOCABULARIES.items()
     }
+
+
+def local_time(moment: datetime, timezone: str) -> str:
+    """`moment` as a site's wall-clock time with its UTC offset (notifications, reports).
+
+    `timezone` is the site's IANA zone (sites.timezone); the API itself keeps UTC.
+    """
+    local = moment.astimezone(ZoneInfo(timezone))
+    return local.strftime("%Y-%m-%d %H:%M:%S %z")
 
 
 def N_(msgid: str) -> str:

@@ -455,3 +455,12 @@ def test_simulator_sets_site_time_zone_and_standard(api, api_url: str) -> None: 
     assert {(s["timezone"], s["standard"]) for s in sites.values()} == {("Asia/Shanghai", "GB")}
     with pytest.raises(RegistrationError, match="422"):
         configure_sites(api_url, ADMIN_TOKEN, ["S1"], timezone="Nowhere/Atlantis")
+
+
+def test_local_time_of_a_site() -> None:
+    from datetime import UTC, datetime
+
+    moment = datetime(2026, 11, 25, 22, 31, 6, 123000, tzinfo=UTC)
+    assert i18n.local_time(moment, "Asia/Shanghai") == "2026-11-26 06:31:06 +0800"
+    assert i18n.local_time(moment, "UTC") == "2026-11-25 22:31:06 +0000"
+    assert i18n.local_time(moment, "Europe/Berlin") == "2026-11-25 23:31:06 +0100"
