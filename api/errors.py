@@ -151,6 +151,7 @@ _TEMPLATES: tuple[str, ...] = (
         "(register a device in it first, or in the same request)"
     ),
     N_("unsupported language {lang} (use one of {languages})"),
+    N_("body {path}: {detail}"),
     N_("{field}: {detail}"),
     N_("value refused by the database: {value}"),
     N_("database unavailable"),
@@ -165,6 +166,30 @@ _TEMPLATES: tuple[str, ...] = (
     N_("header {name}"),
     N_("{location}: {detail}"),
     N_("{message} (and {count} more)"),
+    # Pydantic's own messages, as routers pass them on inside their text.
+    N_("Field required"),
+    N_("Extra inputs are not permitted"),
+    N_("Input should be a valid integer, unable to parse string as an integer"),
+    N_("Input should be a valid integer"),
+    N_("Input should be a valid number, unable to parse string as a number"),
+    N_("Input should be a valid number"),
+    N_("Input should be a finite number"),
+    N_("Input should be a valid boolean"),
+    N_("Input should be a valid string"),
+    N_("Input should be a valid list"),
+    N_("Input should be a valid dictionary"),
+    N_("Input should be an object"),
+    N_("Input should be greater than or equal to {limit}"),
+    N_("Input should be less than or equal to {limit}"),
+    N_("Input should be greater than {limit}"),
+    N_("Input should be less than {limit}"),
+    N_("Input should be {choices}"),
+    N_("String should match pattern {pattern}"),
+    N_("String should have at least {count} characters"),
+    N_("String should have at most {count} characters"),
+    N_("List should have at most {count} items after validation, not {actual}"),
+    N_("Value error, {detail}"),
+    N_("Invalid JSON: {detail}"),
 )
 # Placeholders whose captured text is translated too (the rest is kept verbatim).
 _NESTED = frozenset({"detail", "message"})
