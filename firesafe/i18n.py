@@ -319,6 +319,8 @@ def update_catalogues(root: Path) -> list[str]:
         path = locale_dir / directory / "LC_MESSAGES" / f"{DOMAIN}.po"
         with path.open("rb") as f:
             catalog = read_po(f, locale=directory)
+        # Keep the header as it is: an unchanged catalogue gives an unchanged file.
+        template.creation_date = catalog.creation_date
         catalog.update(template, no_fuzzy_matching=True, update_header_comment=False)
         catalog.fuzzy = False
         with path.open("wb") as f:
