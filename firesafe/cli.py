@@ -210,14 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help=_("publish a simulated estate over the MQTT contract"))
     _common(sim, mqtt=True, db=False, api=False)
     sim.add_argument("--api-url", help=_("where to register devices (env FIRESAFE_API_URL)"))
-    add_sim_arguments(sim)
+    add_sim_arguments(sim, _)
     sim.set_defaults(func=cmd_sim)
 
     conformance = sub.add_parser(
         "conformance", help=_("check a device's traffic against the contract")
     )
     _common(conformance, mqtt=True, db=False, api=False)
-    add_conformance_arguments(conformance)
+    add_conformance_arguments(conformance, _)
     conformance.set_defaults(func=cmd_conformance)
     return parser
 

@@ -362,6 +362,11 @@ def test_cli_follows_lang_and_the_flag() -> None:
     assert "Smart fire-safety IoT monitoring platform." in english.stdout
     flag = _firesafe(["--lang", "zh-CN", "--help"])
     assert "智慧消防物联网监控平台" in flag.stdout
+    sim = _firesafe(["sim", "--help"], LANG="zh_CN.UTF-8")
+    assert "设备群中的站点数（默认 1）" in sim.stdout
+    assert "注册时设置每个站点的时区" in sim.stdout
+    after = _firesafe(["conformance", "--lang", "zh-CN", "--help"])
+    assert "要判定其通信的站点" in after.stdout
     bad_config = _firesafe(["db", "migrate"], LC_ALL="zh_CN.UTF-8", FIRESAFE_API_PORT="99999")
     assert bad_config.returncode != 0
     assert "firesafe: 配置无效：" in bad_config.stderr
