@@ -74,16 +74,16 @@ def label_sql(vocabulary: str, expr: str) -> str:
     return f"(CASE {expr} {cases} ELSE {expr} END)"
 
 
-def shown(vocabulary: str, code: str) -> str:
-    """What `label_sql` shows for `code`, quoted for an SQL literal."""
+def label(vocabulary: str, code: str) -> str:
+    """What `label_sql` shows for `code` (e.g. a series name to match)."""
     if _lang == i18n.DEFAULT_LANG:
         return code
-    return quote(i18n.label(vocabulary, code, _lang))
-
-
-def label(vocabulary: str, code: str) -> str:
-    """The label of `code` in the language being rendered."""
     return i18n.label(vocabulary, code, _lang)
+
+
+def shown(vocabulary: str, code: str) -> str:
+    """What `label_sql` shows for `code`, quoted for an SQL literal."""
+    return quote(label(vocabulary, code))
 
 
 def local_time(expr: str) -> str:

@@ -116,3 +116,31 @@ def test_site_dashboard_shows_site_local_times(db: str, flavour: str) -> None:
         assert row[columns.index("opened")] == "2026-11-26 06:31:06"
         shown = row[columns.index("type")]
         assert shown == ("fire" if lang == "en" else "火警")
+
+
+ALL = sorted((ROOT / "grafana" / "dashboards").glob("*/*.json"))
+
+
+@pytest.mark.parametrize("path", ALL, ids=[f"{p.parent.name}/{p.name}" for p in ALL])
+def test_overrides_match_what_the_queries_show(path: Path) -> None:
+    """A colour or unit override by name matches a column, or a series the language shows."""
+    lang = path.parent.name
+    dashboard = json.loads(path.read_text(encoding="utf-8"))
+    shown = {
+        code if lang == i18n.DEFAULT_LANG else i18n.label(vocabulary, code, lang)
+        for vocabulary, codes in i18n.VOCABULARIES.items()
+        for code in codes
+    }
+    for panel in all_panels(dashboard):
+        columns = {c for t in panel["targets"] for c in generator.column_names(t["rawSql"])}
+        for override in panel["fieldConfig"]["overrides"]:
+            matcher = override["matcher"]
+            if matcher["id"] == "byName":
+                assert matcher["options"] in columns | shown, (panel["title"], matcher)
+            elif matcher["id"] == "byRegexp":
+                # Some column or label of this language matches it.
+                pattern = re.compile(matcher["options"])
+                candidates = (
+                    columns | shown | {f"{i18n.translate('limit', lang)}: {s}" for s in shown}
+                )
+                assert any(pattern.fullmatch(c) for c in candidates), (panel["title"], matcher)
