@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from firesafe import __version__, i18n
+from firesafe.i18n import N_
 from firesafe.settings import Settings
 
 # The language of this run's messages: --lang, else LC_ALL / LC_MESSAGES / LANG.
@@ -26,6 +28,37 @@ _lang = i18n.DEFAULT_LANG
 def _(msgid: str, **params: object) -> str:
     """`msgid` in the language of this run."""
     return i18n.translate(msgid, _lang, **params)
+
+
+# The texts argparse itself prints (usage, errors), as its gettext msgids.
+ARGPARSE_MSGIDS = (
+    N_("usage: "),
+    N_("options"),
+    N_("positional arguments"),
+    N_("show this help message and exit"),
+    N_("show program's version number and exit"),
+    N_("%(prog)s: error: %(message)s\n"),
+    N_("the following arguments are required: %s"),
+    N_("unrecognized arguments: %s"),
+    N_("argument %(argument_name)s: %(message)s"),
+    N_("invalid choice: %(value)r (choose from %(choices)s)"),
+    N_("invalid %(type)s value: %(value)r"),
+    N_("expected one argument"),
+    N_("ambiguous option: %(option)s could match %(matches)s"),
+)
+
+
+@contextlib.contextmanager
+def _argparse_in(lang: str) -> Iterator[None]:
+    """argparse looks its own texts up through its module-level gettext alias:
+    point it at the catalogue while our parser runs, and back afterwards."""
+    original = argparse._  # type: ignore[attr-defined]
+    if lang != i18n.DEFAULT_LANG:
+        argparse._ = lambda text: i18n.translate(text, lang)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        argparse._ = original  # type: ignore[attr-defined]
 
 
 def language(argv: Sequence[str] | None, env: dict[str, str] | None = None) -> str:
@@ -170,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="firesafe", description=_("Smart fire-safety IoT monitoring platform.")
     )
-    parser.add_argument("--version", action="version", version=f"firesafe {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"firesafe {__version__}",
+        help=_("show program's version number and exit"),
+    )
     parser.add_argument(
         "--lang",
         choices=i18n.LANGUAGES,
@@ -228,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     global _lang
     _lang = language(argv)
-    args = build_parser().parse_args(argv)
+    with _argparse_in(_lang):
+        args = build_parser().parse_args(argv)
     args.language = _lang
     try:
         return int(args.func(args))

@@ -370,6 +370,10 @@ def test_cli_follows_lang_and_the_flag() -> None:
     bad_config = _firesafe(["db", "migrate"], LC_ALL="zh_CN.UTF-8", FIRESAFE_API_PORT="99999")
     assert bad_config.returncode != 0
     assert "firesafe: 配置无效：" in bad_config.stderr
+    # argparse's own words too, and its errors.
+    assert chinese.stdout.startswith("用法：firesafe")
+    missing = _firesafe(["conformance"], LANG="zh_CN.UTF-8")
+    assert "错误：缺少以下必需参数：--site" in missing.stderr
     unknown = _firesafe(["--lang", "fr", "--help"])
     assert unknown.returncode != 0
     assert "unsupported language 'fr'" in unknown.stderr
