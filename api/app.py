@@ -18,7 +18,17 @@ from psycopg_pool import AsyncConnectionPool
 from api import dbtypes, errors
 from api.deps import CallerDep
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from api.routers import alarms, devices, health, metrics, rejects, sites, telemetry, tokens
+from api.routers import (
+    alarms,
+    devices,
+    health,
+    labels,
+    metrics,
+    rejects,
+    sites,
+    telemetry,
+    tokens,
+)
 from api.state import AppState
 from api.stream import AlarmHub
 from api.tasks import Supervisor
@@ -124,6 +134,7 @@ def create_app(
         rejects.router,
         tokens.router,
         sites.router,
+        labels.router,
     ):
         app.include_router(router)
 

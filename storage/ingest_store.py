@@ -400,9 +400,10 @@ async def load_registry(conn: AsyncConn) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
-            SELECT id, slot, site_id, building, floor, zone, kind, interval_s, thresholds,
-                   routes, (extract(epoch FROM created_at) * 1000)::bigint AS registered_ms
-            FROM devices ORDER BY slot
+            SELECT d.id, d.slot, d.site_id, d.building, d.floor, d.zone, d.kind, d.interval_s,
+                   d.thresholds, d.routes, s.standard,
+                   (extract(epoch FROM d.created_at) * 1000)::bigint AS registered_ms
+            FROM devices d JOIN sites s ON s.id = d.site_id ORDER BY d.slot
             """
         )
         return await cur.fetchall()
