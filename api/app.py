@@ -164,3 +164,8 @@ def create_app(
 async def _configure(conn: AsyncConnection[DictRow]) -> None:
     """Every pooled connection: timestamps beyond Python's range are clamped."""
     dbtypes.register(conn)
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app of one worker of `firesafe api --workers N` (settings from FIRESAFE_*)."""
+    return create_app(Settings())

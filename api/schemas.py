@@ -21,8 +21,8 @@ from api.errors import request_lang
 from api.params import ID_REGEX, NAME_REGEX
 from detection.params import THRESHOLD_DEFAULTS, THRESHOLD_LIMITS
 from firesafe.contract import DEFAULT_INTERVAL_S
-from storage.queries.tokens import is_reserved_name
 from firesafe.i18n import label
+from storage.queries.tokens import is_reserved_name
 
 
 def iso_ms(value: datetime) -> str:
@@ -424,6 +424,20 @@ class IngestHealth(BaseModel):
     instances: int
 
 
+class ShardProcess(BaseModel):
+    instance: str | None = Field(description="host:pid of the ingest process (its last report)")
+    backend_pid: int = Field(description="Its database session, which holds its leases")
+    shards: list[int]
+    takeovers: int | None = Field(description="Shards it has taken over since it started")
+
+
+class ShardsHealth(BaseModel):
+    count: int = Field(description="Shards of the estate (fixed at the first migration)")
+    owned: int = Field(description="Shards held by a live ingest process now")
+    unowned: list[int] = Field(description="Shards nobody holds: their sites are not processed")
+    processes: list[ShardProcess]
+
+
 class StreamHealth(BaseModel):
     listening: bool = Field(
         description="The API's LISTEN connection is up: live alarm streams work"
@@ -446,6 +460,9 @@ class Health(BaseModel):
     database: DatabaseHealth
     broker: BrokerHealth
     ingest: IngestHealth
+    shards: ShardsHealth | None = Field(
+        default=None, description="Who holds which shard (None: the database is down)"
+    )
     alarm_stream: StreamHealth
     tasks: dict[str, TaskHealth] = Field(
         description="The API's supervised background tasks (restarted with backoff)"

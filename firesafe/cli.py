@@ -84,6 +84,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             api_port=getattr(args, "api_port", None),
             api_url=getattr(args, "api_url", None),
             log_level=getattr(args, "log_level", None),
+            api_workers=getattr(args, "workers", None),
         )
     except ValidationError as exc:
         lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
@@ -154,6 +155,11 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _logging(settings)
     settings.require_database_url()
+    workers = settings.api_workers or os.cpu_count() or 1
+    if workers > 1:
+        from firesafe.runtime import run_api_workers
+
+        return run_api_workers(settings, workers)
     return run_until_signal(lambda stop: run_api(settings, stop))
 
 
@@ -235,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = sub.add_parser("api", help=_("the REST API"))
     _common(api, mqtt=False, db=True, api=True)
+    api.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=_("worker processes (default: the number of cores)"),
+    )
     api.set_defaults(func=cmd_api)
 
     db = sub.add_parser("db", help=_("database administration"))

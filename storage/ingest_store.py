@@ -750,10 +750,12 @@ async def write_stats(conn: AsyncConn, row: Mapping[str, Any]) -> None:
     await conn.execute(
         """
         INSERT INTO ingest_stats (at, instance, messages, readings, events, rejects, duplicates,
-            seq_gaps, batches, batch_latency_ms, queue_depth, lag_ms, broker_connected)
+            seq_gaps, batches, batch_latency_ms, queue_depth, lag_ms, broker_connected,
+            backend_pid, shards, shard_stats, takeovers)
         VALUES (%(at)s, %(instance)s, %(messages)s, %(readings)s, %(events)s, %(rejects)s,
             %(duplicates)s, %(seq_gaps)s, %(batches)s, %(batch_latency_ms)s, %(queue_depth)s,
-            %(lag_ms)s, %(broker_connected)s)
+            %(lag_ms)s, %(broker_connected)s, %(backend_pid)s, %(shards)s, %(shard_stats)s,
+            %(takeovers)s)
         ON CONFLICT DO NOTHING
         """,
         dict(row),
