@@ -1384,6 +1384,19 @@ def platform() -> Json:
     lag = gauge_series(
         "Ingest lag", "max(s.lag_ms)", "ms", "Age of the oldest uncommitted message."
     )
+    held = gauge_series(
+        "Shards per process",
+        "max(cardinality(s.shards))",
+        "short",
+        "Site shards each ingest process holds (each process aims at ceil(shards / processes)).",
+    )
+    takeovers = counter_rates(
+        "Shard takeovers",
+        [("takeovers", "takeovers")],
+        "short",
+        "Shards taken over per interval: a process joined, left or died.",
+        per_second=False,
+    )
     rejects = timeseries(
         "Rejects by reason",
         f"""
@@ -1401,6 +1414,7 @@ def platform() -> Json:
         "Ingest instances (latest report in range)",
         """
         SELECT DISTINCT ON (s.instance) s.instance, s.at AS "reported", s.broker_connected AS "broker",
+               cardinality(s.shards) AS "shards",
                s.queue_depth AS "queue", s.lag_ms AS "lag (ms)", s.batch_latency_ms AS "p95 (ms)",
                s.messages, s.readings, s.rejects
         FROM ingest_stats s
@@ -1443,6 +1457,7 @@ def platform() -> Json:
             [(instances, 24, 6)],
             [(throughput, 12, 8), (latency, 12, 8)],
             [(queue, 8, 8), (lag, 8, 8), (quality, 8, 8)],
+            [(held, 12, 8), (takeovers, 12, 8)],
             [(rejects, 12, 8), (totals, 12, 8)],
             [(recent, 24, 9)],
         ],
