@@ -3,18 +3,18 @@ validation, and the delivery audit of an alarm; notification figures in /metrics
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import conninfo, sql
 
-from storage.migrate import migrate
 from tests.helpers import wait_for
 from tests.test_api_support import ADMIN_TOKEN, client, device, live_server, make_token, register
 from tests.test_notify_support import (
+    add_rule,
+    add_target,
+    call_point,
     deliveries,
     http_receiver,
     running_notifier,
@@ -192,33 +192,37 @@ def test_the_audit_lists_every_attempt(api_url: str, tokens: dict[str, str], db:
     assert "firesafe_notify_undelivered 1.0" in metrics
 
 
-def test_a_reader_role_cannot_read_targets(pg_server_url: str) -> None:
-    """Targets hold URLs with tokens and signing secrets: a read-only role given SELECT
-    on every new table by default privileges (deploy/postgres does so for Grafana)
-    reads the notifications but not the targets."""
-    suffix = secrets.token_hex(4)
-    reader, dbname = f"fs_reader_{suffix}", f"firesafe_test_grants_{suffix}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(reader)))
-    url = conninfo.make_conninfo(pg_server_url, dbname=dbname)
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
+def test_least_privilege_roles(db: str, site: str) -> None:
+    """Migration 0050's roles: ingest writes the outbox through the trigger without
+    reading targets; dashboards read the outbox, not the targets (URLs with tokens,
+    signing secrets); the API's role (also the notifier's) reads both."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        roles = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles")}
+    if not {"firesafe_ingest", "firesafe_api", "firesafe_grafana"} <= roles:
+        pytest.skip("the migrating user could not create the group roles")
+    add_target(db, "duty", url="http://127.0.0.1:9/duty", secret="s")
+    add_rule(db, "fires", types=["fire"], targets=["duty"])
+    call_point(db, f"{site}-M1", site)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("SET ROLE firesafe_ingest")
+        with conn.transaction():
             conn.execute(
-                sql.SQL(
-                    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}"
-                ).format(sql.Identifier(reader))
+                "INSERT INTO alarms (id, device_id, site_id, building, floor, zone, type, "
+                "verdict, reason, opened_at) VALUES ('L1', %s, %s, 'B1', '2', 'Z1', 'fire', "
+                "'confirmed', 'call_point', now())",
+                (f"{site}-M1", site),
             )
-        migrate(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(reader)))
-            conn.execute("SELECT count(*) FROM notifications")
-            conn.execute("SELECT count(*) FROM alarms")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT secret FROM notify_targets")
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+                "INSERT INTO alarm_log (alarm_id, action, actor) VALUES ('L1', 'opened', 'system')"
             )
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(reader)))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT secret FROM notify_targets")
+        conn.execute("RESET ROLE")
+        conn.execute("SET ROLE firesafe_grafana")
+        assert conn.execute("SELECT count(*) FROM notifications").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT url FROM notify_targets")
+        conn.execute("RESET ROLE")
+        conn.execute("SET ROLE firesafe_api")
+        assert conn.execute("SELECT secret FROM notify_targets").fetchone() == ("s",)
+        conn.execute("UPDATE notifications SET attempts = attempts")

@@ -232,17 +232,18 @@ END $$;
 CREATE TRIGGER alarm_log_notify_outbox AFTER INSERT ON alarm_log
     FOR EACH ROW EXECUTE FUNCTION firesafe_notify_outbox();
 
--- Targets hold URLs with tokens and signing secrets: a read-only role given
--- SELECT on every table by default privileges (Grafana's) must not read them.
+-- Least-privilege roles (migration 0050): dashboards read the outbox (the
+-- Operations overview shows what is undelivered) but never the targets, whose
+-- URLs carry tokens and whose secrets sign webhooks; ingest writes the outbox
+-- through the trigger and has no use for targets either. The API (and the
+-- notifier, which logs in as it) keeps its default privileges.
 DO $$
-DECLARE
-    grantee text;
 BEGIN
-    FOR grantee IN
-        SELECT DISTINCT g.grantee FROM information_schema.role_table_grants g
-        WHERE g.table_schema = current_schema() AND g.table_name = 'notify_targets'
-          AND g.grantee NOT IN (current_user, 'PUBLIC')
-    LOOP
-        EXECUTE format('REVOKE ALL ON notify_targets FROM %I', grantee);
-    END LOOP;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'firesafe_grafana') THEN
+        GRANT SELECT ON notifications TO firesafe_grafana;
+        REVOKE ALL ON notify_targets FROM firesafe_grafana;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'firesafe_ingest') THEN
+        REVOKE ALL ON notify_targets FROM firesafe_ingest;
+    END IF;
 END $$;
