@@ -81,13 +81,13 @@ def test_a_silent_site_raises_one_alarm_that_its_device_alarms_point_to(
         assert not [a for a in alarms(db, site) if a["type"] == "offline"]
         stop.set()  # the site's uplink fails: every device stops at once
         beat.join()
-        site_alarm: dict[str, Any] = wait_for(
-            lambda: next(
-                (a for a in alarms(db, site) if a["type"] == "offline" and a["device_id"] is None),
-                None,
-            ),
+        site_level = wait_for(
+            lambda: [
+                a for a in alarms(db, site) if a["type"] == "offline" and a["device_id"] is None
+            ],
             timeout=15,
         )
+        site_alarm: dict[str, Any] = site_level[0]
         assert (site_alarm["reason"], site_alarm["status"]) == ("site_silent", "active")
         wait_for(
             lambda: len([a for a in alarms(db, site) if a["device_id"] is not None]) == devices
