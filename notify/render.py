@@ -15,11 +15,15 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote_plus
+from zoneinfo import ZoneInfoNotFoundError
 
 import orjson
+
+from firesafe.i18n import label, local_time
 
 LANGUAGES = ("en", "zh")
 EVENTS = ("opened", "confirmed", "escalated", "acknowledged", "cleared")
@@ -92,7 +96,19 @@ ALARM_FIELDS = (
     "cleared_at",
     "acknowledged_at",
     "updated_at",
+    "type_label",
+    "verdict_label",
+    "status_label",
+    "reason_label",
 )
+# The labels the API adds to an alarm (api/render.py), in the target's language.
+LABELS = (
+    ("type_label", "alarm_type", "type"),
+    ("verdict_label", "verdict", "verdict"),
+    ("status_label", "status", "status"),
+    ("reason_label", "reason", "reason"),
+)
+CATALOGUE_LANG = {"en": "en", "zh": "zh-CN"}
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
 
@@ -106,10 +122,33 @@ class Notice:
     escalation: int
     alarm: Mapping[str, Any]
     language: str
+    timezone: str = "UTC"  # the site's IANA zone: times in texts are its wall-clock
 
     @property
     def lang(self) -> str:
         return self.language if self.language in LANGUAGES else "en"
+
+
+def _local(iso: object, timezone: str) -> str:
+    """An API timestamp as the site's wall-clock time with its offset (as is when
+    it cannot be read)."""
+    if not isinstance(iso, str):
+        return str(iso)
+    try:
+        return local_time(datetime.fromisoformat(iso), timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        return iso
+
+
+def alarm_view(notice: Notice) -> dict[str, Any]:
+    """The alarm as the API shows it to a client of the target's language: the
+    stored document (UTC times, codes) with the codes' labels."""
+    view = dict(notice.alarm)
+    for field, vocabulary, code in LABELS:
+        value = view.get(code)
+        if value is not None:
+            view[field] = label(vocabulary, str(value), CATALOGUE_LANG[notice.lang])
+    return view
 
 
 def _who(notice: Notice, key: str) -> str:
@@ -137,7 +176,9 @@ def text(notice: Notice) -> str:
     place = PLACE[lang].format(
         **{k: a.get(k) for k in ("site", "building", "floor", "zone")}, device=a.get("device")
     )
-    detail = DETAIL[lang].format(reason=a.get("reason"), opened_at=a.get("opened_at"))
+    detail = DETAIL[lang].format(
+        reason=a.get("reason"), opened_at=_local(a.get("opened_at"), notice.timezone)
+    )
     sep = "。" if lang == "zh" else ". "
     return f"{subject(notice)}{sep}{place}{sep}{detail}"
 
@@ -151,7 +192,7 @@ def document(notice: Notice) -> dict[str, Any]:
         "language": notice.lang,
         "subject": subject(notice),
         "text": text(notice),
-        "alarm": dict(notice.alarm),
+        "alarm": alarm_view(notice),
     }
 
 
@@ -182,10 +223,11 @@ def templated_body(notice: Notice, template: str, content_type: str) -> bytes:
         "escalation": notice.escalation,
     }
     media = content_type.split(";")[0].strip().lower()
+    alarm = alarm_view(notice)
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
-        value = notice.alarm.get(name[6:]) if name.startswith("alarm.") else values[name]
+        value = alarm.get(name[6:]) if name.startswith("alarm.") else values[name]
         raw = "" if value is None else str(value)
         if media == JSON_TYPE or media.endswith("+json"):
             return json.dumps(raw, ensure_ascii=False)[1:-1]
@@ -210,7 +252,7 @@ def email(notice: Notice, *, sender: str, to: str) -> EmailMessage:
     msg["To"] = to
     msg["X-Firesafe-Delivery"] = notice.delivery_id
     msg["Content-Language"] = "zh-CN" if lang == "zh" else "en"
-    a = notice.alarm
+    a = alarm_view(notice)
     rows = [(field, a.get(field)) for field in ALARM_FIELDS if a.get(field) is not None]
     plain = text(notice) + "\n\n" + "\n".join(f"{k}: {v}" for k, v in rows) + "\n"
     msg.set_content(plain, charset="utf-8")

@@ -262,6 +262,7 @@ class Notifier:
                 escalation=c.escalation,
                 alarm=c.alarm,
                 language=c.language,
+                timezone=c.timezone,
             )
             at = datetime.now(UTC)
             started = time.perf_counter()

@@ -24,6 +24,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from api import render as api_render
+from api.errors import request_lang
 from firesafe.settings import Settings
 from storage.queries import alarms as alarm_q
 from storage.queries.common import Scope
@@ -47,13 +48,19 @@ pytestmark = pytest.mark.integration
 SECRET = "s3cret-key-of-the-duty-room"
 
 
-def api_view(dsn: str, alarm_id: str) -> dict[str, object]:
+def api_view(dsn: str, alarm_id: str, lang: str) -> dict[str, object]:
+    """GET /api/v1/alarms/{id} as a client asking in `lang` sees it."""
+
     async def go() -> dict[str, object]:
         async with await psycopg.AsyncConnection.connect(
             dsn, autocommit=True, row_factory=dict_row
         ) as conn:
             row = await alarm_q.get_alarm(conn, scope=Scope.everything(), alarm_id=alarm_id)
-        return api_render.alarm(row)
+        token = request_lang.set(lang)
+        try:
+            return api_render.alarm(row)
+        finally:
+            request_lang.reset(token)
 
     return asyncio.run(go())
 
@@ -69,6 +76,8 @@ def test_webhook_is_signed_and_carries_the_alarm(db: str, site: str) -> None:
         add_target(db, "plain", url=rx.url + "/plain")
         add_rule(db, "fires", types=["fire"], targets=["duty", "plain"])
         call_point(db, f"{site}-M1", site)
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("UPDATE sites SET timezone = 'Asia/Shanghai' WHERE id = %s", (site,))
         with running_notifier(db):
             (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
             wait_for(lambda: len(rx.got()) == 2)
@@ -84,8 +93,11 @@ def test_webhook_is_signed_and_carries_the_alarm(db: str, site: str) -> None:
     assert doc["language"] == "zh"
     assert doc["text"].startswith(f"火警 {site} Z1")
     assert orjson.loads(unsigned.body)["text"].startswith(f"FIRE {site} Z1")
+    assert "+0800" in doc["text"]  # the site's wall-clock time
     # The alarm exactly as GET /api/v1/alarms shows it (nothing changed since).
-    assert doc["alarm"] == api_view(db, alarm)
+    assert doc["alarm"] == api_view(db, alarm, "zh-CN")
+    assert doc["alarm"]["type_label"] == "火警"
+    assert orjson.loads(unsigned.body)["alarm"] == api_view(db, alarm, "en")
     (row,) = [r for r in deliveries(db, alarm) if r["target_id"] == "duty"]
     assert str(row["id"]) == doc["delivery"]
     assert row["status"] == "delivered"

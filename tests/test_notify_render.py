@@ -69,7 +69,13 @@ def test_json_body_is_stable_and_signed() -> None:
     body = render.json_body(notice())
     assert body == render.json_body(notice())
     doc = json.loads(body)
-    assert doc["alarm"] == ALARM
+    assert doc["alarm"] == {
+        **ALARM,
+        "type_label": "Fire",
+        "verdict_label": "Confirmed",
+        "status_label": "Active",
+        "reason_label": "Manual call point",
+    }
     assert (doc["event"], doc["delivery"], doc["language"]) == ("confirmed", "d-1", "en")
     expected = hmac.new(b"k", body, hashlib.sha256).hexdigest()
     assert render.signature(body, "k") == f"sha256={expected}"
@@ -118,3 +124,13 @@ def test_retry_delays_grow_with_jitter_and_stay_capped() -> None:
         delays = {retry_delay_s(attempts, t, rng) for _ in range(50)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(delays) > 1  # jittered
+
+
+def test_times_in_texts_are_the_sites_wall_clock() -> None:
+    shanghai = render.Notice("d", "confirmed", 0, ALARM, "zh", timezone="Asia/Shanghai")
+    assert "2026-12-03 18:00:00 +0800" in render.text(shanghai)
+    assert "2026-12-03 10:00:00 +0000" in render.text(notice())
+    unknown = render.Notice("d", "confirmed", 0, ALARM, "en", timezone="Nowhere/Land")
+    assert ALARM["opened_at"] in render.text(unknown)
+    # The document keeps the API's UTC timestamps.
+    assert json.loads(render.json_body(shanghai))["alarm"]["opened_at"] == ALARM["opened_at"]

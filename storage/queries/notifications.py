@@ -319,6 +319,7 @@ class Claimed:
     language: str
     template: str | None
     content_type: str | None
+    timezone: str  # the alarm's site's IANA zone
 
 
 # A claimant is alive while the session holding its advisory lock is; its
@@ -415,6 +416,15 @@ async def claim(
                 )
             ).fetchall()
         }
+        zones = {
+            r["id"]: r["timezone"]
+            for r in await (
+                await conn.execute(
+                    "SELECT id, timezone FROM sites WHERE id = ANY(%s::text[])",
+                    (sorted({str(r["alarm"].get("site")) for r in rows}),),
+                )
+            ).fetchall()
+        }
     out: list[Claimed] = []
     for r in rows:
         t = targets.get(r["target_id"])
@@ -435,6 +445,7 @@ async def claim(
                 language=t["language"] if t else "en",
                 template=t["template"] if t else None,
                 content_type=t["content_type"] if t else None,
+                timezone=zones.get(str(r["alarm"].get("site")), "UTC"),
             )
         )
     return out
