@@ -232,7 +232,7 @@ class IngestService:
                 self.ready.set()
                 stopping = tasks.create_task(self._stopping.wait(), name="ingest-stop")
                 await asyncio.wait([stopping, processor], return_when=asyncio.FIRST_COMPLETED)
-                if processor.done():  # ended by an error: the group raises it
+                if not self._stopping.is_set():  # the processor failed: the group raises it
                     stopping.cancel()
                     return
                 # 1. stop intake, 2. drain what was received, 3. disconnect.
