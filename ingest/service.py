@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe.contract import EVENT_TYPES, READING_INDEX
 from firesafe.settings import Settings
+from ingest import gateway_rejects
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.linkage import Building, Linkage
 from ingest.mqtt import MqttSource
@@ -361,7 +362,7 @@ class IngestService:
             and await self._try_refresh_registry()
         ):
             batch = self.decoder.decode(burst)
-        return batch
+        return gateway_rejects.convert(batch)
 
     async def _try_refresh_registry(self) -> bool:
         """A refresh that may fail (the database is away): the periodic poll retries."""
@@ -631,6 +632,14 @@ class IngestService:
             self._clear_log_id = max(self._clear_log_id, int(row["log_id"]))
             device = self.registry.get(row["device_id"])
             if device is None:
+                continue
+            if row["action"] != "cleared":  # an operator's verdict on a pending alarm
+                self.engine.operator_verdict(device.slot, row["type"], row["action"])
+                if row["type"] == "fire" and row["action"] == "confirmed":
+                    building = self.linkage.fire_confirmed(
+                        row["id"], row["site_id"], row["building"], row["floor"], row["zone"]
+                    )
+                    buildings[building] = row["id"]
                 continue
             if row["type"] == "offline":
                 self.supervisor.reset(device.slot, now_ms())
