@@ -184,7 +184,7 @@ class FrameReader:
                 out.append(
                     BadFrame(bytes(buf[:HEADER_LEN]), "bad_length", f"length {n} > {MAX_ADU}")
                 )
-                del buf[:2]  # resynchronise after this start marker
+                del buf[:1]  # resynchronise on the next start marker
                 continue
             total = OVERHEAD + n
             if len(buf) < total:
@@ -197,7 +197,7 @@ class FrameReader:
                         f"no `##` where length {n} says the frame ends",
                     )
                 )
-                del buf[:2]
+                del buf[:1]
                 continue
             raw = bytes(buf[:total])
             del buf[:total]
