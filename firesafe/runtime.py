@@ -110,7 +110,7 @@ async def run_api(settings: Settings, stop: asyncio.Event) -> int:
 
 
 async def run_gateway_gb26875(settings: Settings, stop: asyncio.Event, listen: str | None) -> int:
-    from gateways import gb26875
+    from gateways.gb26875 import service as gb26875
 
     def ready(host: str, port: int) -> None:
         announce("gb26875", f"tcp://{host}:{port}")

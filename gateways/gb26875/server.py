@@ -60,7 +60,7 @@ class Counters:
     rejected: int = 0  # confirmed but kept as rejects (unknown device, type, data)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: kept in a set
 class _Conn:
     peer: str
     uitd: Uitd | None = None
