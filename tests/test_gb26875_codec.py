@@ -31,12 +31,14 @@ def frames(items: list[c.Frame | c.BadFrame]) -> list[c.Frame]:
 
 def test_worked_frame_decodes() -> None:
     out = c.FrameReader().feed(WORKED_FRAME)
-    assert len(out) == 1 and isinstance(out[0], c.Frame)
+    assert len(out) == 1
+    assert isinstance(out[0], c.Frame)
     f = out[0]
     assert (f.serial, f.version, f.command, f.source_hex) == (7, (1, 0), 2, "000000000001")
     assert len(f.adu) == 48
     a = c.decode_adu(f.adu)
-    assert a.type == 2 and len(a.objects) == 1
+    assert a.type == 2
+    assert len(a.objects) == 1
     obj = a.objects[0]
     assert isinstance(obj, c.ComponentStatus)
     assert (obj.system_type, obj.system_address, obj.component_type) == (1, 1, 42)
@@ -72,7 +74,8 @@ def test_serial_0x40_is_not_mistaken_for_a_stray_start() -> None:
 def test_bad_checksum_is_reported_with_its_bytes_and_the_next_frame_survives() -> None:
     bad = frame(5, adu(21, uitd_status(0x01, T)), bad_checksum=True)
     out = c.FrameReader().feed(bad + frame(6, b""))
-    assert isinstance(out[0], c.BadFrame) and out[0].reason == "bad_checksum"
+    assert isinstance(out[0], c.BadFrame)
+    assert out[0].reason == "bad_checksum"
     assert out[0].raw == bad
     assert [f.serial for f in frames(out)] == [6]
 
@@ -97,15 +100,19 @@ def test_adu_sizes_are_checked_and_unknown_types_kept() -> None:
     with pytest.raises(c.AduError):
         c.decode_adu(bytes([2, 2]) + bytes(46))  # two objects announced, one sent
     unknown = c.decode_adu(bytes([0x99, 1, 1, 2, 3]))
-    assert unknown.type == 0x99 and not unknown.known
+    assert unknown.type == 0x99
+    assert not unknown.known
 
 
 def test_confirm_echoes_serial_and_swaps_addresses() -> None:
     f = frames(c.FrameReader().feed(frame(513, b"", source=bytes([1, 2, 3, 4, 5, 6]))))[0]
     raw = c.confirm_for(f, bytes(6))
-    assert raw[:2] == b"@@" and raw[-2:] == b"##"
+    assert raw[:2] == b"@@"
+    assert raw[-2:] == b"##"
     assert raw[2:4] == bytes([1, 2])  # serial 513 little-endian
-    assert raw[18:24] == bytes([1, 2, 3, 4, 5, 6]) and raw[26] == 3 and raw[24:26] == b"\0\0"
+    assert raw[18:24] == bytes([1, 2, 3, 4, 5, 6])
+    assert raw[26] == 3
+    assert raw[24:26] == b"\0\0"
     assert raw[27] == sum(raw[2:27]) % 256
 
 
