@@ -270,7 +270,7 @@ def test_panel_end_to_end(
                 "AND type = 'panel_reset'",
             )
         )
-        assert alarm_of(api_url, "UITD-7_1_1_261")["verdict"] == "confirmed"  # type: ignore[index]
+        assert alarm_of(api_url, "UITD-7_1_1_261")["verdict"] == "confirmed"
 
         # A second detector: fire, then the panel is reset -> suppressed, panel_reset.
         dev.send(status_frame(11, 42, 0x106, 0x0003, "3F西走廊", now))
