@@ -57,6 +57,10 @@ class Directory:
         self._known: dict[str, set[str]] = {}  # site -> device ids the registry has
         self._reload = asyncio.Lock()
         self._register = asyncio.Lock()
+        self._pending: dict[str, Component] = {}  # waiting for the next POST
+        self._batch: asyncio.Future[None] | None = None  # what they wait on
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._refused: dict[str, str] = {}  # component id -> why the API refused it
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -83,8 +87,12 @@ class Directory:
             if not cursor:
                 return items
 
-    async def reload(self) -> None:
+    async def reload(self, *, unless_since: float | None = None) -> None:
+        """Reload the uitds; skipped when another reload finished after `unless_since`
+        (many connections asking at once share one request)."""
         async with self._reload:
+            if unless_since is not None and self._loaded_at >= unless_since:
+                return
             rows = await self._pages({"kind": "uitd"})
             self._by_address = {
                 str(r["address"]).upper(): Uitd(
@@ -106,42 +114,85 @@ class Directory:
 
     async def lookup(self, address: str) -> Uitd | None:
         """The transmission device registered with this address, or None."""
-        age = time.monotonic() - self._loaded_at
+        now = time.monotonic()
+        age = now - self._loaded_at
         if age >= DIRECTORY_TTL_S or (address not in self._by_address and age >= MISS_RELOAD_S):
-            await self.reload()
+            await self.reload(unless_since=now)
         return self._by_address.get(address)
 
     async def ensure(self, components: Sequence[Component]) -> None:
         """Register the components the registry does not have yet (never overwrites
-        one it has: an admin may have set its floor, zone and thresholds)."""
+        one it has: an admin may have set its floor, zone and thresholds). Requests
+        that arrive together are registered in one POST (a gateway restart makes a
+        thousand devices report their points at once)."""
         missing = [c for c in components if c.id not in self._known.get(c.site, ())]
         if not missing:
             return
-        async with self._register:
-            for site in {c.site for c in missing}:
-                if site not in self._known:
-                    rows = await self._pages({"site": site})
-                    self._known[site] = {r["id"] for r in rows}
-            missing = [c for c in missing if c.id not in self._known[c.site]]
-            if not missing:
-                return
-            try:
-                response = await self._http.post(
-                    "/api/v1/devices", json=[c.body() for c in missing]
-                )
-            except httpx.HTTPError as exc:
-                raise DirectoryUnavailable(f"API unreachable: {exc}") from exc
-            if response.status_code in (400, 409, 422):
-                raise RegistrationRefused(
-                    f"registering {[c.id for c in missing][:5]}: HTTP {response.status_code} "
-                    f"{response.text[:300]}"
-                )
-            if response.status_code not in (200, 201):
-                raise DirectoryUnavailable(
-                    f"registering {len(missing)} component(s): HTTP {response.status_code} "
-                    f"{response.text[:300]}"
-                )
+        for c in missing:
+            self._pending[c.id] = c
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._flush(self._batch), name="gateway-register")
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+        await asyncio.shield(self._batch)
+        refused = [self._refused[c.id] for c in missing if c.id in self._refused]
+        if refused:
+            raise RegistrationRefused(refused[0])
+
+    async def _flush(self, done: asyncio.Future[None]) -> None:
+        try:
+            async with self._register:
+                await asyncio.sleep(0)  # let the connections that are ready join in
+                pending, self._pending = self._pending, {}
+                if self._batch is done:
+                    self._batch = None
+                await self._post(list(pending.values()))
+        except Exception as exc:
+            if not done.done():
+                done.set_exception(exc)
+        else:
+            if not done.done():
+                done.set_result(None)
+        finally:
+            if self._batch is done:
+                self._batch = None
+
+    async def _send(self, components: list[Component]) -> httpx.Response:
+        try:
+            return await self._http.post("/api/v1/devices", json=[c.body() for c in components])
+        except httpx.HTTPError as exc:
+            raise DirectoryUnavailable(f"API unreachable: {exc}") from exc
+
+    async def _post(self, components: list[Component]) -> None:
+        for site in {c.site for c in components}:
+            if site not in self._known:
+                rows = await self._pages({"site": site})
+                self._known[site] = {r["id"] for r in rows}
+        missing = [c for c in components if c.id not in self._known[c.site]]
+        if not missing:
+            return
+        response = await self._send(missing)
+        if response.status_code in (400, 409, 422):
+            # One bad component must not cost the others: find it, one by one.
             for c in missing:
-                self._known[c.site].add(c.id)
-            log.info("registered %d component(s): %s", len(missing), [c.id for c in missing][:5])
+                one = await self._send([c])
+                if one.status_code in (400, 409, 422):
+                    self._refused[c.id] = (
+                        f"registering {c.id}: HTTP {one.status_code} {one.text[:300]}"
+                    )
+                elif one.status_code not in (200, 201):
+                    raise DirectoryUnavailable(f"registering {c.id}: HTTP {one.status_code}")
+                else:
+                    self._known[c.site].add(c.id)
             await asyncio.sleep(REGISTRY_SETTLE_S)
+            return
+        if response.status_code not in (200, 201):
+            raise DirectoryUnavailable(
+                f"registering {len(missing)} component(s): HTTP {response.status_code} "
+                f"{response.text[:300]}"
+            )
+        for c in missing:
+            self._known[c.site].add(c.id)
+        log.info("registered %d component(s): %s", len(missing), [c.id for c in missing][:5])
+        await asyncio.sleep(REGISTRY_SETTLE_S)

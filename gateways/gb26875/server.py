@@ -47,6 +47,7 @@ DEFAULT_IDLE_S: Final = 180.0  # 3 x a 60 s heartbeat: then the device is offlin
 # the backpressure (the device waits for confirms anyway).
 BACKLOG: Final = 4096
 WARN_EVERY_S: Final = 10.0
+SHUTDOWN_GRACE_S: Final = 5.0
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Gateway:
         self._conns: set[_Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_warning = 0.0
+        self._stopping = False
 
     async def serve(
         self,
@@ -109,12 +111,22 @@ class Gateway:
         try:
             await stop.wait()
         finally:
+            self._stopping = True
             server.close()
             for conn in list(self._conns):
                 if conn.writer is not None:
                     conn.writer.close()
+            # Handlers end on their own (a closed socket reads b""); what still
+            # waits (on the broker, the API) after this is cancelled. A frame
+            # cut off here was not confirmed: the device resends it.
+            handlers = list(self._tasks)
+            if handlers:
+                _, late = await asyncio.wait(handlers, timeout=SHUTDOWN_GRACE_S)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 5)
+                await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE_S)
 
     # ---------------------------------------------------------- connection
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -122,6 +134,9 @@ class Gateway:
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         conn = _Conn(peer, writer=writer)
         self._conns.add(conn)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         self.counters.connections += 1
         frames = c.FrameReader()
         try:
@@ -140,12 +155,19 @@ class Gateway:
                         await self._frame(item, conn, writer)
         except (ConnectionError, OSError) as exc:
             log.info("%s: connection lost (%s)", peer, exc)
+        except asyncio.CancelledError:
+            # Shutdown. Ending normally keeps asyncio's stream callback (3.11)
+            # from logging the cancellation as an error for every connection.
+            log.debug("%s: closed at shutdown", peer)
         finally:
+            if task is not None:
+                self._tasks.discard(task)
             self._conns.discard(conn)
             self.counters.connections -= 1
             writer.close()
             if conn.uitd is not None:
-                await self._gone(conn.uitd)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._gone(conn.uitd)
 
     async def _gone(self, uitd: Uitd) -> None:
         left = self.online.get(uitd.id, 1) - 1
@@ -153,6 +175,10 @@ class Gateway:
             self.online[uitd.id] = left
             return
         self.online.pop(uitd.id, None)
+        if self._stopping:
+            # The gateway stops, not the device: no `offline` for a restart. If no
+            # gateway comes back, ingest's silence supervision raises it.
+            return
         # Best effort: if the broker is away too, ingest's silence supervision
         # (3 x the uitd's interval_s) raises `offline` without it.
         await self._publish([status_message(uitd, online=False)])
