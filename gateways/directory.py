@@ -112,6 +112,16 @@ class Directory:
             }
             self._loaded_at = time.monotonic()
 
+    def cached(self, address: str) -> Uitd | None:
+        """The uitd from the cache when the cache is fresh and knows it (no I/O)."""
+        if time.monotonic() - self._loaded_at >= DIRECTORY_TTL_S:
+            return None
+        return self._by_address.get(address)
+
+    def registered(self, components: Sequence[Component]) -> bool:
+        """Every one of them is known to be in the registry (no I/O)."""
+        return all(c.id in self._known.get(c.site, ()) for c in components)
+
     async def lookup(self, address: str) -> Uitd | None:
         """The transmission device registered with this address, or None."""
         now = time.monotonic()

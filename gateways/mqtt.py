@@ -106,20 +106,31 @@ class AckPublisher:
         """Publish (topic, payload, retain) at QoS 1; True once the broker has
         acknowledged every one, False if any was not (not connected, refused,
         connection lost, timeout)."""
+        return await self.publish_nowait(messages, ack_timeout_s)
+
+    def publish_nowait(
+        self, messages: Sequence[tuple[str, bytes, bool]], ack_timeout_s: float = ACK_TIMEOUT_S
+    ) -> asyncio.Future[bool]:
+        """The same, without a coroutine: the future resolves as `publish_all` returns."""
+        loop = self._loop
+        assert loop is not None, "start() first"
+        future: asyncio.Future[bool] = loop.create_future()
         if not messages:
-            return True
-        client, loop = self._client, self._loop
-        if not self.connected or client is None or loop is None:
-            return False
-        ack = _Ack(loop.create_future(), len(messages))
+            future.set_result(True)
+            return future
+        client = self._client
+        ack = _Ack(future, len(messages))
+        if not self.connected or client is None:
+            ack.settle(False)
+            return future
         for topic, payload, retain in messages:
             info = client.publish(topic, payload, qos=1, retain=retain)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 ack.settle(False)
-                break
+                return future
             self._waiting[info.mid] = ack
         ack.timer = loop.call_later(ack_timeout_s, ack.settle, False)
-        return await ack.future
+        return future
 
     # ----------------------------------------------------------- connection
     async def _run(self) -> None:

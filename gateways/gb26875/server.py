@@ -2,15 +2,20 @@
 
     device --TCP--> FrameReader --> Translator --> MQTT (QoS 1) --PUBACKs--> confirm
 
-Each connection is served by one task that handles its frames in order. A
-send-data frame (command 2) is confirmed (command 3, same serial number) only
-after the broker has acknowledged every message made from it; when the
-broker, the API (registry) or anything on the way fails, the frame is not
-confirmed and the device sends it again. A frame that fails framing or the
-checksum is never confirmed and is kept as a reject with its raw bytes; a
-well-formed frame the platform cannot use (unregistered address, unknown type,
-malformed data) is confirmed and kept as a reject, since resending it cannot
-help.
+Each connection handles its frames in arrival order. A send-data frame
+(command 2) is confirmed (command 3, same serial number) only after the broker
+has acknowledged every message made from it; when the broker, the API
+(registry) or anything on the way fails, the frame is not confirmed and the
+device sends it again. A frame that fails framing or the checksum is never
+confirmed and is kept as a reject with its raw bytes; a well-formed frame the
+platform cannot use (unregistered address, unknown type, malformed data) is
+confirmed and kept as a reject, since resending it cannot help.
+
+The common frame (a registered device, points already registered) is handled
+without a coroutine: decoded, translated and published in `data_received`,
+confirmed from the PUBACKs' callback. Anything that needs the registry API
+(an unknown address, a stale cache, new points) takes the slow path, a task,
+and the connection's later frames wait behind it, so order is kept.
 
 Supervision: a transmission device is `online` (retained status, like an MQTT
 device) from its first frame on a connection and at every heartbeat, and
@@ -20,12 +25,13 @@ device) from its first frame on a connection and at every heartbeat, and
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Final
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Final
 
 from gateways.directory import Directory, DirectoryUnavailable, RegistrationRefused
 from gateways.gb26875 import codec as c
@@ -41,13 +47,13 @@ from gateways.mqtt import AckPublisher
 
 log = logging.getLogger(__name__)
 
-READ_SIZE: Final = 64 * 1024
 DEFAULT_IDLE_S: Final = 180.0  # 3 x a 60 s heartbeat: then the device is offline
-# A connection's frames are handled one at a time; the socket's own buffer is
-# the backpressure (the device waits for confirms anyway).
 BACKLOG: Final = 4096
 WARN_EVERY_S: Final = 10.0
 SHUTDOWN_GRACE_S: Final = 5.0
+# Frames of one connection waiting for their PUBACKs before it stops reading
+# (a device normally waits for each confirm; this bounds one that does not).
+MAX_UNCONFIRMED_PER_CONNECTION: Final = 64
 
 
 @dataclass
@@ -61,17 +67,85 @@ class Counters:
     rejected: int = 0  # confirmed but kept as rejects (unknown device, type, data)
 
 
-@dataclass(eq=False)  # identity: kept in a set
-class _Conn:
-    peer: str
-    uitd: Uitd | None = None
-    announce: bool = False  # publish `online` with the next confirmed frame
-    unknown_reported: bool = False
-    writer: asyncio.StreamWriter | None = field(default=None, repr=False)
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class Connection(asyncio.Protocol):
+    """One transmission device's TCP connection."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.reader = c.FrameReader()
+        self.queue: collections.deque[c.Frame | c.BadFrame] = collections.deque()
+        self.slow: asyncio.Task[None] | None = None  # the slow path in progress
+        self.inflight = 0  # frames published, not yet acknowledged
+        self.paused = False
+        self.uitd: Uitd | None = None
+        self.announce = False  # publish `online` with the next frame
+        self.unknown_reported = False
+        self.last_rx = time.monotonic()
+        self.closed = False
+
+    # --- asyncio.Protocol ---------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        self.gw._opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        self.queue.extend(self.reader.feed(data))
+        self.pump()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if exc is not None:
+            log.info("%s: connection lost (%s)", self.peer, exc)
+        self.queue.clear()
+        self.gw._closed(self)
+
+    # --- frames in order --------------------------------------------------------
+    def pump(self) -> None:
+        while self.queue and self.slow is None and not self.closed:
+            item = self.queue.popleft()
+            slow = self.gw._handle(item, self)
+            if slow is not None:
+                self.slow = asyncio.get_running_loop().create_task(self._run_slow(slow))
+
+    async def _run_slow(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except (ConnectionError, OSError) as exc:
+            log.info("%s: %s", self.peer, exc)
+            self.close()
+        finally:
+            self.slow = None
+        self.pump()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def publishing(self, delta: int) -> None:
+        """Backpressure: stop reading a device with too many unacknowledged frames."""
+        self.inflight += delta
+        if self.transport is None or self.closed:
+            return
+        if not self.paused and self.inflight >= MAX_UNCONFIRMED_PER_CONNECTION:
+            self.paused = True
+            self.transport.pause_reading()
+        elif self.paused and self.inflight < MAX_UNCONFIRMED_PER_CONNECTION // 2:
+            self.paused = False
+            self.transport.resume_reading()
 
 
 class Gateway:
@@ -88,13 +162,13 @@ class Gateway:
         self.gateway_id = gateway_id
         self.idle_s = idle_s
         self.translator = Translator(gateway_id)
-        self.states: dict[str, int] = {}  # device id -> last confirmed status flags
+        self.states: dict[str, int] = {}  # device id -> last acknowledged status flags
         self.online: dict[str, int] = {}  # uitd id -> open connections that named it
         self.counters = Counters()
-        self._conns: set[_Conn] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._conns: set[Connection] = set()
         self._last_warning = 0.0
         self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
 
     async def serve(
         self,
@@ -103,71 +177,58 @@ class Gateway:
         stop: asyncio.Event,
         on_ready: Callable[[str, int], None] | None = None,
     ) -> None:
-        server = await asyncio.start_server(self._handle, host, port, backlog=BACKLOG)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: Connection(self), host, port, backlog=BACKLOG)
         bound = server.sockets[0].getsockname()
         log.info("GB/T 26875.3 gateway listening on %s:%d", bound[0], bound[1])
         if on_ready is not None:
             on_ready(str(bound[0]), int(bound[1]))
+        sweeper = asyncio.create_task(self._sweep_idle(), name="gb26875-idle")
         try:
             await stop.wait()
         finally:
             self._stopping = True
+            sweeper.cancel()
             server.close()
+            slow = [conn.slow for conn in self._conns if conn.slow is not None]
             for conn in list(self._conns):
-                if conn.writer is not None:
-                    conn.writer.close()
-            # Handlers end on their own (a closed socket reads b""); what still
-            # waits (on the broker, the API) after this is cancelled. A frame
-            # cut off here was not confirmed: the device resends it.
-            handlers = list(self._tasks)
-            if handlers:
-                _, late = await asyncio.wait(handlers, timeout=SHUTDOWN_GRACE_S)
+                conn.close()
+            # Work on the way (the broker, the API) gets a moment; a frame cut off
+            # here was not confirmed: the device resends it.
+            pending = slow + list(self._background)
+            if pending:
+                _, late = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE_S)
 
-    # ---------------------------------------------------------- connection
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peername = writer.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        conn = _Conn(peer, writer=writer)
+    # --------------------------------------------------------- connections
+    def _opened(self, conn: Connection) -> None:
         self._conns.add(conn)
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         self.counters.connections += 1
-        frames = c.FrameReader()
-        try:
-            while True:
-                try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_s)
-                except TimeoutError:
-                    log.info("%s silent for %.0f s (no heartbeat): closing", peer, self.idle_s)
-                    break
-                if not data:
-                    break
-                for item in frames.feed(data):
-                    if isinstance(item, c.BadFrame):
-                        await self._bad(item, conn)
-                    else:
-                        await self._frame(item, conn, writer)
-        except (ConnectionError, OSError) as exc:
-            log.info("%s: connection lost (%s)", peer, exc)
-        except asyncio.CancelledError:
-            # Shutdown. Ending normally keeps asyncio's stream callback (3.11)
-            # from logging the cancellation as an error for every connection.
-            log.debug("%s: closed at shutdown", peer)
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
-            self._conns.discard(conn)
-            self.counters.connections -= 1
-            writer.close()
-            if conn.uitd is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._gone(conn.uitd)
+
+    def _closed(self, conn: Connection) -> None:
+        self._conns.discard(conn)
+        self.counters.connections -= 1
+        if conn.uitd is not None:
+            self._background_task(self._gone(conn.uitd))
+
+    async def _sweep_idle(self) -> None:
+        """Close connections silent for idle_s (missed heartbeats)."""
+        while True:
+            await asyncio.sleep(min(self.idle_s / 4, 5.0))
+            limit = time.monotonic() - self.idle_s
+            for conn in list(self._conns):
+                if conn.last_rx < limit:
+                    log.info("%s silent for %.0f s (no heartbeat): closing", conn.peer, self.idle_s)
+                    conn.close()
+
+    def _background_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _gone(self, uitd: Uitd) -> None:
         left = self.online.get(uitd.id, 1) - 1
@@ -184,101 +245,127 @@ class Gateway:
         await self._publish([status_message(uitd, online=False)])
         log.info("uitd %s offline (connection closed)", uitd.id)
 
-    # -------------------------------------------------------------- frames
-    async def _bad(self, bad: c.BadFrame, conn: _Conn) -> None:
-        self.counters.bad_frames += 1
-        source = None
-        if len(bad.raw) >= 18 and bad.reason != "garbage":
-            source = c.address_hex(bad.raw[12:18])
-        detail = f"{bad.reason}: {bad.detail} (from {conn.peer})"
-        log.warning("bad frame from %s: %s", conn.peer, detail)
-        await self._publish(
-            [
-                reject_message(
-                    self.gateway_id,
-                    raw=bad.raw,
-                    reason="bad_frame",
-                    detail=detail,
-                    at_ms=now_ms(),
-                    source=source,
-                    device=conn.uitd.id if conn.uitd else None,
-                    peer=conn.peer,
-                )
-            ]
-        )
-
-    async def _frame(self, frame: c.Frame, conn: _Conn, writer: asyncio.StreamWriter) -> None:
-        self.counters.frames += 1
-        arrival = now_ms()
-        if frame.command in (c.CMD_CONFIRM, c.CMD_REPLY, c.CMD_DENY):
-            return  # answers to a centre's commands: this gateway sends none
-        if frame.command != c.CMD_SEND:
-            await self._publish(
-                [self._reject(frame, conn, "unsupported", f"command {frame.command}", arrival)]
-            )
+    def _named(self, conn: Connection, uitd: Uitd) -> None:
+        """The connection speaks for this uitd (its first frame, or another device)."""
+        if conn.uitd is not None and conn.uitd.id == uitd.id:
             return
+        if conn.uitd is not None:
+            self._background_task(self._gone(conn.uitd))
+        conn.uitd = uitd
+        self.online[uitd.id] = self.online.get(uitd.id, 0) + 1
+        conn.announce = True
+
+    # -------------------------------------------------------------- frames
+    def _handle(
+        self, item: c.Frame | c.BadFrame, conn: Connection
+    ) -> Coroutine[Any, Any, None] | None:
+        """Handle one item now; or return the coroutine of its slow path."""
+        if isinstance(item, c.BadFrame):
+            self._bad(item, conn)
+            return None
+        frame = item
+        self.counters.frames += 1
+        if frame.command in (c.CMD_CONFIRM, c.CMD_REPLY, c.CMD_DENY):
+            return None  # answers to a centre's commands: this gateway sends none
+        arrival = now_ms()
+        if frame.command != c.CMD_SEND:
+            reject = self._reject(frame, conn, "unsupported", f"command {frame.command}", arrival)
+            self._send_and_forget([reject])
+            return None
+        uitd = self.directory.cached(frame.source_hex)
+        if uitd is None:
+            return self._slow(frame, conn, arrival)
+        built = self._build(frame, conn, uitd, arrival)
+        if built is None:
+            return self._slow(frame, conn, arrival)
+        messages, states = built
+        self._named(conn, uitd)
+        self._pass_on(frame, conn, uitd, messages, states)
+        return None
+
+    def _build(
+        self, frame: c.Frame, conn: Connection, uitd: Uitd, arrival: int
+    ) -> tuple[list[Message], dict[str, int]] | None:
+        """The frame's messages and the states to remember once acknowledged; None
+        when its points are not all known to be registered (the slow path)."""
+        if frame.is_heartbeat:
+            self.counters.heartbeats += 1
+            return [status_message(uitd, online=True)], {}
+        try:
+            adu = c.decode_adu(frame.adu)
+        except c.AduError as exc:
+            return [self._reject(frame, conn, "bad_payload", str(exc), arrival, uitd)], {}
+        if not adu.known:
+            detail = f"application data type {adu.type} is not decoded by this gateway"
+            return [self._reject(frame, conn, "unsupported", detail, arrival, uitd)], {}
+        tr = self.translator.translate(frame, adu, uitd, self.states, arrival)
+        problem = valid_ids(tr)
+        if problem is not None:
+            return [self._reject(frame, conn, "bad_payload", problem, arrival, uitd)], {}
+        if not self.directory.registered(list(tr.components.values())):
+            return None
+        return tr.messages, tr.states
+
+    async def _slow(self, frame: c.Frame, conn: Connection, arrival: int) -> None:
+        """A frame that needs the registry API first."""
         try:
             uitd = await self.directory.lookup(frame.source_hex)
         except DirectoryUnavailable as exc:
             self._unconfirmed(f"registry unavailable: {exc}")
             return
         if uitd is None:
-            await self._unknown(frame, conn, writer, arrival)
+            await self._unknown(frame, conn, arrival)
             return
-        if conn.uitd is None or conn.uitd.id != uitd.id:
-            if conn.uitd is not None:
-                await self._gone(conn.uitd)
-            conn.uitd = uitd
-            self.online[uitd.id] = self.online.get(uitd.id, 0) + 1
-            conn.announce = True
-        states: dict[str, int] = {}
-        messages: list[Message] = []
-        if frame.is_heartbeat:
-            self.counters.heartbeats += 1
-            messages.append(status_message(uitd, online=True))
-        else:
+        built = self._build(frame, conn, uitd, arrival)
+        if built is None:
+            assert frame.adu
+            adu = c.decode_adu(frame.adu)
+            tr = self.translator.translate(frame, adu, uitd, self.states, arrival)
             try:
-                adu = c.decode_adu(frame.adu)
-            except c.AduError as exc:
-                messages.append(self._reject(frame, conn, "bad_payload", str(exc), arrival, uitd))
+                await self.directory.ensure(list(tr.components.values()))
+            except DirectoryUnavailable as exc:
+                self._unconfirmed(f"registry unavailable: {exc}")
+                return
+            except RegistrationRefused as exc:
+                built = [self._reject(frame, conn, "bad_payload", str(exc), arrival, uitd)], {}
             else:
-                if not adu.known:
-                    detail = f"application data type {adu.type} is not decoded by this gateway"
-                    messages.append(self._reject(frame, conn, "unsupported", detail, arrival, uitd))
-                else:
-                    tr = self.translator.translate(frame, adu, uitd, self.states, arrival)
-                    problem = valid_ids(tr)
-                    try:
-                        if problem is None:
-                            await self.directory.ensure(list(tr.components.values()))
-                    except DirectoryUnavailable as exc:
-                        self._unconfirmed(f"registry unavailable: {exc}")
-                        return
-                    except RegistrationRefused as exc:
-                        problem = str(exc)
-                    if problem is not None:
-                        messages.append(
-                            self._reject(frame, conn, "bad_payload", problem, arrival, uitd)
-                        )
-                    else:
-                        messages.extend(tr.messages)
-                        states = tr.states
-            if conn.announce:
-                messages.insert(0, status_message(uitd, online=True))
-        if not await self._publish(messages):
-            self._unconfirmed("broker did not acknowledge")
-            return
-        conn.announce = False
-        self.states.update(states)
-        await self._confirm(frame, writer, uitd.utc_offset_min)
+                built = tr.messages, tr.states
+        self._named(conn, uitd)
+        messages, states = built
+        await self._pass_on(frame, conn, uitd, messages, states)
 
-    async def _unknown(
-        self, frame: c.Frame, conn: _Conn, writer: asyncio.StreamWriter, arrival: int
-    ) -> None:
+    def _pass_on(
+        self,
+        frame: c.Frame,
+        conn: Connection,
+        uitd: Uitd,
+        messages: list[Message],
+        states: dict[str, int],
+    ) -> asyncio.Future[bool]:
+        """Publish; confirm once the broker acknowledged all of it."""
+        if conn.announce:
+            messages = [status_message(uitd, online=True), *messages]
+        conn.announce = False
+        future = self.publisher.publish_nowait([(m.topic, m.payload, m.retain) for m in messages])
+        conn.publishing(+1)
+
+        def acked(done: asyncio.Future[bool]) -> None:
+            conn.publishing(-1)
+            if done.cancelled() or not done.result():
+                conn.announce = conn.announce or conn.uitd is uitd
+                self._unconfirmed("broker did not acknowledge")
+                return
+            self.states.update(states)
+            self._confirm(frame, conn, uitd.utc_offset_min)
+
+        future.add_done_callback(acked)
+        return future
+
+    async def _unknown(self, frame: c.Frame, conn: Connection, arrival: int) -> None:
         """Confirmed (resending cannot help) and kept, so an admin sees the address;
         heartbeats are reported once per connection."""
         if frame.is_heartbeat and conn.unknown_reported:
-            await self._confirm(frame, writer, c.DEFAULT_UTC_OFFSET_MIN)
+            self._confirm(frame, conn, c.DEFAULT_UTC_OFFSET_MIN)
             return
         detail = (
             f"source address {frame.source_hex} is not registered: register a device of kind "
@@ -288,12 +375,43 @@ class Gateway:
             self._unconfirmed("broker did not acknowledge")
             return
         conn.unknown_reported = True
-        await self._confirm(frame, writer, c.DEFAULT_UTC_OFFSET_MIN)
+        self._confirm(frame, conn, c.DEFAULT_UTC_OFFSET_MIN)
+
+    def _bad(self, bad: c.BadFrame, conn: Connection) -> None:
+        self.counters.bad_frames += 1
+        source = None
+        if len(bad.raw) >= 18 and bad.reason != "garbage":
+            source = c.address_hex(bad.raw[12:18])
+        detail = f"{bad.reason}: {bad.detail} (from {conn.peer})"
+        log.warning("bad frame from %s: %s", conn.peer, detail)
+        reject = reject_message(
+            self.gateway_id,
+            raw=bad.raw,
+            reason="bad_frame",
+            detail=detail,
+            at_ms=now_ms(),
+            source=source,
+            device=conn.uitd.id if conn.uitd else None,
+            peer=conn.peer,
+        )
+        self._send_and_forget([reject])
+
+    def _send_and_forget(self, messages: list[Message]) -> None:
+        """Rejects that answer nothing: published at QoS 1, a failure is logged."""
+        future = self.publisher.publish_nowait([(m.topic, m.payload, m.retain) for m in messages])
+
+        def done(f: asyncio.Future[bool]) -> None:
+            if f.cancelled() or not f.result():
+                log.warning(
+                    "a reject could not be passed on (broker away): %d message(s)", len(messages)
+                )
+
+        future.add_done_callback(done)
 
     def _reject(
         self,
         frame: c.Frame,
-        conn: _Conn,
+        conn: Connection,
         reason: str,
         detail: str,
         arrival: int,
@@ -314,10 +432,8 @@ class Gateway:
     async def _publish(self, messages: list[Message]) -> bool:
         return await self.publisher.publish_all([(m.topic, m.payload, m.retain) for m in messages])
 
-    async def _confirm(self, frame: c.Frame, writer: asyncio.StreamWriter, offset: int) -> None:
-        writer.write(c.confirm_for(frame, c.make_label(now_ms(), offset)))
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.drain()
+    def _confirm(self, frame: c.Frame, conn: Connection, offset: int) -> None:
+        conn.write(c.confirm_for(frame, c.make_label(now_ms(), offset)))
         self.counters.confirmed += 1
 
     def _unconfirmed(self, why: str) -> None:
