@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import httpx
 import orjson
 import paho.mqtt.client as paho
 import pytest
@@ -328,9 +329,32 @@ def test_operator_confirm_triggers_linkage(
             cmds = wait_for(commands.received)
             assert cmds[0]["cmd"] == "emergency"
             assert cmds[0]["alarm_id"] == alarm["id"]
+            # The person's verdict is in the live stream, with the note.
+            change = _stream_change(api_url, "UITD-7_1_1_261", "confirmed")
+            assert change["note"] == "ok"
+            assert change["alarm"]["reason"] == "operator"
             dev.close()
     finally:
         commands.close()
+
+
+def _stream_change(api_url: str, device: str, action: str) -> dict[str, Any]:
+    """The first change of `action` on the device's alarms in the SSE stream
+    (replayed from the start with Last-Event-ID: 0)."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Last-Event-ID": "0"}
+    with (
+        httpx.Client(timeout=httpx.Timeout(10, read=10)) as http,
+        http.stream(
+            "GET", f"{api_url}/api/v1/alarms/stream", params={"device": device}, headers=headers
+        ) as response,
+    ):
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                change: dict[str, Any] = orjson.loads(line[6:])
+                if change["action"] == action:
+                    return change
+    raise AssertionError(f"no {action} change for {device} in the stream")
 
 
 class _Commands:
