@@ -557,15 +557,17 @@ class Machine:
         self._zone_check(zone, ts, detail)
 
     def operator_verdict(self, slot: int, typ: str, verdict: str) -> None:
-        """A person's verdict on a pending alarm (stored by the API already)."""
+        """A person's verdict on a pending alarm, already stored by the API: the
+        stored verdict is the truth, whatever the engine decided meanwhile (a
+        window that ended before ingest heard of the verdict)."""
         d = self._d(slot)
         zone = self.cfg.zone(slot)
-        if typ == "fire" and d.fire == "pending":
+        if typ == "fire":
             self.pending.get(zone, set()).discard(slot)
             d.win = None
             d.fire = "confirmed" if verdict == "confirmed" else ""
             d.armed = True
-        elif typ == "electrical" and d.elec == "pending":
+        elif typ == "electrical":
             self.elec_pending.discard(slot)
             d.elec = "confirmed" if verdict == "confirmed" else ""
 
