@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Final
 
 import httpx
@@ -34,6 +35,21 @@ MISS_RELOAD_S: Final = 1.0  # unknown addresses reload at most this often
 REGISTRY_SETTLE_S: Final = 0.1  # > ingest's REGISTRY_MIN_GAP_S (50 ms)
 PAGE: Final = 1000
 HTTP_TIMEOUT_S: Final = 10.0
+# Ingest subscribes to a site's topics when its registry poll (every 2 s) sees
+# the site's first device; what is published for the site before that has no
+# subscriber and the broker drops it. A uitd registered less than this ago has
+# its frames held (not refused) until then.
+SUBSCRIBE_GRACE_S: Final = 4.0
+
+
+def _ready_ms(created_at: object) -> int:
+    if not isinstance(created_at, str):
+        return 0
+    try:
+        created = datetime.fromisoformat(created_at)
+    except ValueError:
+        return 0
+    return int(created.timestamp() * 1000 + SUBSCRIBE_GRACE_S * 1000)
 
 
 class DirectoryUnavailable(Exception):
@@ -106,6 +122,7 @@ class Directory:
                         if r.get("utc_offset_min") is not None
                         else DEFAULT_UTC_OFFSET_MIN
                     ),
+                    ready_ms=_ready_ms(r.get("created_at")),
                 )
                 for r in rows
                 if r.get("address")

@@ -467,7 +467,7 @@ def test_no_confirm_until_the_broker_acknowledges(
             # have subscribed again before the resend (a production broker keeps
             # ingest's persistent session and the messages for it).
             assert ingest.service is not None
-            wait_for(lambda: ingest.service.source.subscribed, timeout=30)  # type: ignore[union-attr]
+            wait_for(lambda: ingest.service.subscribed, timeout=30)  # type: ignore[union-attr]
             dev.send(fire)  # the device resends
             assert dev.confirm() == 2
             alarm = wait_for(lambda: alarm_of(api_url, "UITD-7_1_1_261"), timeout=30)

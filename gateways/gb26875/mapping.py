@@ -69,6 +69,7 @@ class Uitd:
     floor: str
     zone: str
     utc_offset_min: int = c.DEFAULT_UTC_OFFSET_MIN
+    ready_ms: int = 0  # epoch ms from which the platform listens to its site (see directory)
 
 
 @dataclass(frozen=True, slots=True)

@@ -273,7 +273,7 @@ class Gateway:
             self._send_and_forget([reject])
             return None
         uitd = self.directory.cached(frame.source_hex)
-        if uitd is None:
+        if uitd is None or uitd.ready_ms > arrival:
             return self._slow(frame, conn, arrival)
         built = self._build(frame, conn, uitd, arrival)
         if built is None:
@@ -316,6 +316,8 @@ class Gateway:
         if uitd is None:
             await self._unknown(frame, conn, arrival)
             return
+        if uitd.ready_ms > now_ms():  # registered a moment ago: let ingest subscribe first
+            await asyncio.sleep((uitd.ready_ms - now_ms()) / 1000)
         built = self._build(frame, conn, uitd, arrival)
         if built is None:
             assert frame.adu
