@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -333,15 +334,29 @@ def run_sim_gb26875(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+class _NoSiteNeeded(argparse.Action):
+    """`--gb26875`: judge a transmission device over TCP, so `--site` is not required."""
+
+    def __init__(self, option_strings: list[str], dest: str, site: argparse.Action, **kw: Any):
+        super().__init__(option_strings, dest, nargs=0, **kw)
+        self.site = site
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, True)
+        self.site.required = False  # checked once every argument is read
+
+
 def add_conformance_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> None:
     """The options of `firesafe conformance`; `_` puts their help in the run's language."""
     p = parser
-    p.add_argument("--site", help=_("the site whose traffic to judge (MQTT devices)"))
+    site = p.add_argument("--site", required=True, help=_("the site whose traffic to judge"))
     p.add_argument("--device", help=_("judge only this device (default: every device seen)"))
     g = p.add_argument_group(_("GB/T 26875.3 transmission devices"))
     g.add_argument(
         "--gb26875",
-        action="store_true",
+        action=_NoSiteNeeded,
+        site=site,
+        default=False,
         help=_("stand in for a monitoring centre on --listen and judge a transmission device"),
     )
     g.add_argument("--listen", metavar="[HOST:]PORT", help=_("where to listen (--gb26875)"))
