@@ -137,7 +137,7 @@ class DeviceIn(BaseModel):
 
     @model_validator(mode="after")
     def _known_thresholds(self) -> DeviceIn:
-        known = THRESHOLD_DEFAULTS[self.kind]
+        known = THRESHOLD_DEFAULTS.get(self.kind, {})  # gateway kinds have none
         for name, value in (self.thresholds or {}).items():
             if name not in known:
                 allowed = ", ".join(sorted(known)) or "none"

@@ -177,7 +177,7 @@ class Engine:
                 self.thr[name][sel] = value
         for slot, ki, over in zip(s.tolist(), kd.tolist(), thresholds, strict=True):
             if over:
-                for name, value in resolve_thresholds(contract.KINDS[ki], over).items():
+                for name, value in resolve_thresholds(contract.ALL_KINDS[ki], over).items():
                     self.thr[name][slot] = value
         # Quiet bounds: the temperature rate feeds heat rise (every fire kind)
         # and the rate-of-rise alarm (heat, multi); CO and humidity rates (multi).

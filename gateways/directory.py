@@ -25,7 +25,6 @@ from typing import Any, Final
 
 import httpx
 
-from gateways.gb26875.codec import DEFAULT_UTC_OFFSET_MIN
 from gateways.gb26875.mapping import Component, Uitd
 
 log = logging.getLogger(__name__)
@@ -110,6 +109,7 @@ class Directory:
             if unless_since is not None and self._loaded_at >= unless_since:
                 return
             rows = await self._pages({"kind": "uitd"})
+            zones = await self._site_zones()
             self._by_address = {
                 str(r["address"]).upper(): Uitd(
                     id=r["id"],
@@ -117,11 +117,8 @@ class Directory:
                     building=r["building"],
                     floor=r["floor"],
                     zone=r["zone"],
-                    utc_offset_min=(
-                        r["utc_offset_min"]
-                        if r.get("utc_offset_min") is not None
-                        else DEFAULT_UTC_OFFSET_MIN
-                    ),
+                    utc_offset_min=r.get("utc_offset_min"),
+                    timezone=zones.get(r["site"]),
                     ready_ms=_ready_ms(r.get("created_at")),
                 )
                 for r in rows
@@ -138,6 +135,22 @@ class Directory:
     def registered(self, components: Sequence[Component]) -> bool:
         """Every one of them is known to be in the registry (no I/O)."""
         return all(c.id in self._known.get(c.site, ()) for c in components)
+
+    async def _site_zones(self) -> dict[str, str]:
+        """site -> IANA time zone (GET /api/v1/sites, all pages)."""
+        out: dict[str, str] = {}
+        cursor: str | None = None
+        while True:
+            query: dict[str, Any] = {"limit": PAGE}
+            if cursor:
+                query["cursor"] = cursor
+            page = await self._get("/api/v1/sites", query)
+            for item in page["items"]:
+                if item.get("timezone"):
+                    out[str(item["site"])] = str(item["timezone"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return out
 
     async def lookup(self, address: str) -> Uitd | None:
         """The transmission device registered with this address, or None."""

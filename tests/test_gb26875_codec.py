@@ -46,7 +46,7 @@ def test_worked_frame_decodes() -> None:
     assert obj.flags == 0x0003
     assert obj.description == "3F东走廊"
     assert c.label_ms(obj.label) == T_MS
-    assert c.label_ms(obj.label, utc_offset_min=0) == T_MS + 8 * 3_600_000
+    assert c.label_ms(obj.label, tz=0) == T_MS + 8 * 3_600_000
 
 
 def test_every_split_point_and_coalesced_frames_with_garbage() -> None:
@@ -236,3 +236,22 @@ def test_time_labels_fall_back_when_not_a_date() -> None:
     obj = obj[:-6] + bytes(6)
     msgs = _translate(adu(2, obj))
     assert msgs[0][1]["ts"] == T_MS  # the frame's own time label
+
+
+@pytest.mark.parametrize(
+    ("uitd", "utc_hour"),
+    [
+        (UITD, 1),  # nothing set: UTC+8
+        (Uitd("U", "S", "B", "1", "Z", timezone="UTC"), 1),  # the sites' default: UTC+8 still
+        (Uitd("U", "S", "B", "1", "Z", timezone="Asia/Shanghai"), 1),
+        (Uitd("U", "S", "B", "1", "Z", timezone="Europe/Berlin"), 8),  # CET in March
+        (Uitd("U", "S", "B", "1", "Z", utc_offset_min=0, timezone="Asia/Tokyo"), 9),
+    ],
+)
+def test_time_labels_in_the_sites_local_time(uitd: Uitd, utc_hour: int) -> None:
+    f = frames(c.FrameReader().feed(WORKED_FRAME))[0]
+    tr = Translator("gw").translate(f, c.decode_adu(f.adu), uitd, {}, 0)
+    ts = orjson.loads(tr.messages[0].payload)["ts"]
+    assert datetime.fromtimestamp(ts / 1000, UTC) == datetime(
+        2026, 3, 14, utc_hour, 26, 53, tzinfo=UTC
+    )

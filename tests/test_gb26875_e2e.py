@@ -387,7 +387,7 @@ class _DiesBeforeConfirm(Gateway):
     """A gateway that dies after the broker acknowledged a frame's messages and
     before it confirmed the frame (a crash at the worst moment)."""
 
-    def _confirm(self, frame: Any, conn: Any, offset: int) -> None:
+    def _confirm(self, frame: Any, conn: Any, offset: Any) -> None:
         if frame.adu:
             conn.transport.abort()  # the device sees the connection die, no confirm
             return

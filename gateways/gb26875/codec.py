@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Final
 
 START: Final = b"@@"
@@ -272,20 +272,25 @@ def confirm_for(frame: Frame, time_label: bytes) -> bytes:
 # --- time labels -------------------------------------------------------------
 
 
-def label_ms(label: bytes, utc_offset_min: int = DEFAULT_UTC_OFFSET_MIN) -> int | None:
+def clock(tz: int | tzinfo) -> tzinfo:
+    """A device clock's zone: minutes east of UTC, or a zone (DST-aware)."""
+    return timezone(timedelta(minutes=tz)) if isinstance(tz, int) else tz
+
+
+def label_ms(label: bytes, tz: int | tzinfo = DEFAULT_UTC_OFFSET_MIN) -> int | None:
     """Epoch ms of a time label in the sender's local time; None if not a date."""
     if len(label) != TIME_LABEL_LEN:
         return None
     sec, minute, hour, day, month, year = label
     try:
-        local = datetime(2000 + year, month, day, hour, minute, sec, tzinfo=UTC)
+        local = datetime(2000 + year, month, day, hour, minute, sec, tzinfo=clock(tz))
     except ValueError:
         return None
-    return int((local - timedelta(minutes=utc_offset_min)).timestamp() * 1000)
+    return int(local.timestamp() * 1000)
 
 
-def make_label(ms: int, utc_offset_min: int = DEFAULT_UTC_OFFSET_MIN) -> bytes:
-    t = datetime.fromtimestamp(ms / 1000, tz=timezone(timedelta(minutes=utc_offset_min)))
+def make_label(ms: int, tz: int | tzinfo = DEFAULT_UTC_OFFSET_MIN) -> bytes:
+    t = datetime.fromtimestamp(ms / 1000, tz=clock(tz))
     return bytes([t.second, t.minute, t.hour, t.day, t.month, (t.year - 2000) & 0xFF])
 
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import base64
 import functools
 import zlib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Final
 
 import orjson
@@ -68,8 +69,22 @@ class Uitd:
     building: str
     floor: str
     zone: str
-    utc_offset_min: int = c.DEFAULT_UTC_OFFSET_MIN
+    utc_offset_min: int | None = None  # the uitd's own registry field, when set
+    timezone: str | None = None  # its site's IANA zone (sites.timezone)
     ready_ms: int = 0  # epoch ms from which the platform listens to its site (see directory)
+
+    @property
+    def clock(self) -> int | tzinfo:
+        """The zone of its time labels: its `utc_offset_min`, else its site's time
+        zone when one was set (not the default UTC), else UTC+8 (the protocol's
+        home, where a site's zone is usually left unset)."""
+        if self.utc_offset_min is not None:
+            return self.utc_offset_min
+        if self.timezone and self.timezone != "UTC":
+            zone = _zone(self.timezone)
+            if zone is not None:
+                return zone
+        return c.DEFAULT_UTC_OFFSET_MIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +127,14 @@ class Translation:
     messages: list[Message] = field(default_factory=list)
     components: dict[str, Component] = field(default_factory=dict)
     states: dict[str, int] = field(default_factory=dict)  # remember once confirmed
+
+
+@functools.lru_cache(maxsize=256)
+def _zone(name: str) -> tzinfo | None:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 def component_kind(system_type: int, component_type: int) -> str:
@@ -214,7 +237,7 @@ class Translator:
         arrival_ms: int,
     ) -> Translation:
         out = Translation()
-        off = uitd.utc_offset_min
+        off = uitd.clock
         frame_ms = c.label_ms(frame.time_label, off)
         fallback = frame_ms if frame_ms is not None else arrival_ms
         readings: dict[tuple[str, int], dict[str, Any]] = {}

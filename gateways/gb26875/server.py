@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any, Final
 
 from gateways.directory import Directory, DirectoryUnavailable, RegistrationRefused
@@ -358,7 +359,7 @@ class Gateway:
                 self._unconfirmed("broker did not acknowledge")
                 return
             self.states.update(states)
-            self._confirm(frame, conn, uitd.utc_offset_min)
+            self._confirm(frame, conn, uitd.clock)
 
         future.add_done_callback(acked)
         return future
@@ -434,8 +435,8 @@ class Gateway:
     async def _publish(self, messages: list[Message]) -> bool:
         return await self.publisher.publish_all([(m.topic, m.payload, m.retain) for m in messages])
 
-    def _confirm(self, frame: c.Frame, conn: Connection, offset: int) -> None:
-        conn.write(c.confirm_for(frame, c.make_label(now_ms(), offset)))
+    def _confirm(self, frame: c.Frame, conn: Connection, clock: int | tzinfo) -> None:
+        conn.write(c.confirm_for(frame, c.make_label(now_ms(), clock)))
         self.counters.confirmed += 1
 
     def _unconfirmed(self, why: str) -> None:
