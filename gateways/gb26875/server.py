@@ -55,6 +55,9 @@ SHUTDOWN_GRACE_S: Final = 5.0
 # Frames of one connection waiting for their PUBACKs before it stops reading
 # (a device normally waits for each confirm; this bounds one that does not).
 MAX_UNCONFIRMED_PER_CONNECTION: Final = 64
+# Frames of one connection queued behind a slow one (the registry API) before
+# it stops reading: memory stays bounded whatever a device sends.
+MAX_QUEUED_PER_CONNECTION: Final = 256
 
 
 @dataclass
@@ -102,6 +105,9 @@ class Connection(asyncio.Protocol):
         self.last_rx = time.monotonic()
         self.queue.extend(self.reader.feed(data))
         self.pump()
+        if len(self.queue) >= MAX_QUEUED_PER_CONNECTION and self.transport is not None:
+            self.paused = True  # frames waiting behind a slow one: stop reading
+            self.transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -127,6 +133,7 @@ class Connection(asyncio.Protocol):
         finally:
             self.slow = None
         self.pump()
+        self.publishing(0)  # resume reading if the queue drained
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -144,7 +151,11 @@ class Connection(asyncio.Protocol):
         if not self.paused and self.inflight >= MAX_UNCONFIRMED_PER_CONNECTION:
             self.paused = True
             self.transport.pause_reading()
-        elif self.paused and self.inflight < MAX_UNCONFIRMED_PER_CONNECTION // 2:
+        elif (
+            self.paused
+            and self.inflight < MAX_UNCONFIRMED_PER_CONNECTION // 2
+            and len(self.queue) < MAX_QUEUED_PER_CONNECTION // 2
+        ):
             self.paused = False
             self.transport.resume_reading()
 
