@@ -23,6 +23,7 @@ COPY api ./api
 COPY device_sim ./device_sim
 COPY storage ./storage
 COPY notify ./notify
+COPY gateways ./gateways
 RUN pip install .
 
 FROM ${PYTHON_IMAGE} AS runtime
