@@ -174,7 +174,9 @@ def text(notice: Notice) -> str:
     lang = notice.lang
     a = notice.alarm
     place = PLACE[lang].format(
-        **{k: a.get(k) for k in ("site", "building", "floor", "zone")}, device=a.get("device")
+        # A site-level alarm (a grouped offline storm) has no device, building or zone.
+        **{k: a.get(k) or "-" for k in ("site", "building", "floor", "zone")},
+        device=a.get("device") or "-",
     )
     detail = DETAIL[lang].format(
         reason=a.get("reason"), opened_at=_local(a.get("opened_at"), notice.timezone)

@@ -258,3 +258,24 @@ def test_an_unsent_escalation_is_superseded_by_the_next(hooks: str, site: str) -
         if r["event"] == "escalated"
     ]
     assert rows == [(1, "cancelled", "superseded by escalation 2"), (2, "pending", None)]
+
+
+def test_a_site_level_offline_alarm_is_notified_once(hooks: str, site: str) -> None:
+    """Ingest's grouping alarm for a silent site has no device (migration 0043)."""
+    db = hooks
+    add_rule(db, "offline", types=["offline"], targets=["duty"])
+    call_point(db, f"{site}-M1", site)
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO alarms (id, device_id, site_id, building, floor, zone, type, verdict, "
+            "reason, opened_at, confirmed_at) VALUES ('SITE1', NULL, %s, '', '', '', "
+            "'offline', 'confirmed', 'site_silent', now(), now())",
+            (site,),
+        )
+        conn.execute(
+            "INSERT INTO alarm_log (alarm_id, action, actor) VALUES ('SITE1', 'opened', 'system')"
+        )
+    (row,) = deliveries(db, "SITE1")
+    assert (row["event"], row["target_id"]) == ("confirmed", "duty")
+    assert row["alarm"]["device"] is None
+    assert row["alarm"]["reason"] == "site_silent"

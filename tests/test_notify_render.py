@@ -134,3 +134,10 @@ def test_times_in_texts_are_the_sites_wall_clock() -> None:
     assert ALARM["opened_at"] in render.text(unknown)
     # The document keeps the API's UTC timestamps.
     assert json.loads(render.json_body(shanghai))["alarm"]["opened_at"] == ALARM["opened_at"]
+
+
+def test_a_site_level_alarm_has_no_device() -> None:
+    site_alarm = {**ALARM, "type": "offline", "reason": "site_silent", "device": None}
+    n = render.Notice("d", "confirmed", 0, site_alarm, "en")
+    assert "device -" in render.text(n)
+    assert "None" not in render.text(n)
