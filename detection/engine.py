@@ -82,7 +82,23 @@ class Engine:
         # (+inf: none); q: the rise below which the rate provably sets no bit.
         self.q = [np.empty(0) for _ in range(3)]
         self.last_off = np.empty(0, np.int64)  # evac: latest reading on battery
+        # evac: the current discharge (first reading on battery: ts, charge)
+        self.on_batt = np.empty(0, np.bool_)
+        self.dis_t0 = np.empty(0, np.int64)
+        self.dis_b0 = np.empty(0)
+        # Flags of the readings in the look-back ring (a late `fire_alarm`
+        # event is judged against them).
+        self.fring = np.empty((0, h), np.uint32)
+        # Arrival-time bookkeeping (silence) and the event-time quarantine.
+        self.interval_ms = np.empty(0, np.int64)
+        self.last_arrival = np.empty(0, np.int64)
+        self.q_off = np.empty(0, np.int64)  # offset (ts - arrival) of the last quarantined
+        self.q_run = np.empty(0, np.int32)  # consecutive quarantined readings that agree
+        self.quarantine_count = np.empty(0, np.int64)  # per device, for its state
         self._grow(capacity)
+        self.arrival_clock = k.TS_NONE
+        self.quarantined = 0  # readings and events kept out of detection (far future)
+        self._q_live = False  # some device has quarantined readings in a row
         self.machine = Machine(_Config(self))
         self._force: set[int] = set()  # devices whose next reading must reach the machine
         self.late_readings = 0
@@ -125,6 +141,15 @@ class Engine:
         self.ring_head = grow(self.ring_head, 0)
         self.q = [grow(a, -np.inf) for a in self.q]
         self.last_off = grow(self.last_off, k.TS_NONE)
+        self.on_batt = grow(self.on_batt, False)
+        self.dis_t0 = grow(self.dis_t0, k.TS_NONE)
+        self.dis_b0 = grow(self.dis_b0, np.nan)
+        self.fring = grow(self.fring, 0)
+        self.interval_ms = grow(self.interval_ms, 10_000)
+        self.last_arrival = grow(self.last_arrival, k.TS_NONE)
+        self.q_off = grow(self.q_off, 0)
+        self.q_run = grow(self.q_run, 0)
+        self.quarantine_count = grow(self.quarantine_count, 0)
         self._mark = np.zeros(cap, np.int32)
         self.capacity = cap
 
@@ -143,12 +168,15 @@ class Engine:
         kinds: ArrayLike,
         zones: ArrayLike,
         thresholds: Sequence[Mapping[str, float]],
+        intervals_ms: ArrayLike | None = None,
     ) -> None:
         """(Re)configure devices; keeps the state of already-known slots.
 
         kinds: index in contract.KINDS; zones: ingest's integer key of
         (site, building, floor, zone); thresholds: registry overrides per
-        device (names in params.THRESHOLD_DEFAULTS, others ignored).
+        device (names in params.THRESHOLD_DEFAULTS, others ignored);
+        intervals_ms: the registry's reporting period per device (default:
+        contract.DEFAULT_INTERVAL_S of its kind), for judging silence.
         """
         s = np.asarray(slots, np.int64)
         kd = np.asarray(kinds, np.int8)
@@ -160,6 +188,11 @@ class Engine:
         if s.min() < 0 or kd.min() < 0 or kd.max() >= len(contract.KINDS):
             raise ValueError("negative slot or unknown kind")
         self._grow(int(s.max()) + 1)
+        if intervals_ms is None:
+            self.interval_ms[s] = np.take(_DEFAULT_INTERVAL_MS, kd)
+        else:
+            iv = np.asarray(intervals_ms, np.int64)
+            self.interval_ms[s] = np.where(iv > 0, iv, np.take(_DEFAULT_INTERVAL_MS, kd))
         known = self.kind[s].copy()
         self.kind[s] = kd
         self.zone[s] = z
@@ -200,11 +233,26 @@ class Engine:
         self._force.update(s[known >= 0].tolist())
 
     # --- per batch -------------------------------------------------------------------
-    def process(self, readings: Readings, events: Events) -> list[AlarmChange]:
-        """Feed one batch; returns the alarm transitions it caused, in processing order."""
+    def process(
+        self, readings: Readings, events: Events, arrival_ms: int | None = None
+    ) -> list[AlarmChange]:
+        """Feed one batch; returns the alarm transitions it caused, in processing order.
+
+        `arrival_ms`: when the batch arrived (ingest's clock: the newest
+        `received` of its messages). It marks the batch's devices as heard
+        (silence, see `advance`) and bounds how far ahead of it a ts may be
+        (quarantine). Without it (a replay) each device counts as heard at its
+        own newest ts and nothing is quarantined.
+        """
         out: list[AlarmChange] = []
         self.machine.out = out
-        evs, keys = self._fresh_events(events)
+        r_slot = np.asarray(readings.slot, np.int64)
+        r_ts = np.asarray(readings.ts, np.int64)
+        if arrival_ms is not None:
+            readings = self._quarantine(readings, r_slot, r_ts, int(arrival_ms))
+        self._heard(r_slot, r_ts, events, arrival_ms)
+        evs, keys = self._fresh_events(events, arrival_ms)
+        evs, keys = self._align_events(evs, keys)
         rows = self._update(readings, evs)
         self._run(rows, evs, keys)
         # Windows that ended before the device's newest reading are resolved now
@@ -213,13 +261,123 @@ class Engine:
             self.machine.due(slot, int(self.last_ts[slot]))
         return out
 
-    def advance(self, watermark_ms: int) -> list[AlarmChange]:
-        """Event-time watermark (max device ts estate-wide): resolve windows of
-        devices that went quiet, ADVANCE_GRACE_MS after the window's end."""
+    def advance(self, now_ms: int) -> list[AlarmChange]:
+        """Arrival-time tick (ingest's clock, the same as `arrival_ms`): resolve
+        the windows of devices gone silent. A device is silent once nothing has
+        arrived from it for SILENT_AFTER_INTERVALS x its interval; its window
+        then resolves once that much has also passed since its deadline would
+        have arrived (its last arrival + deadline - its newest ts). Other
+        devices' event time never closes a window."""
         out: list[AlarmChange] = []
         self.machine.out = out
-        self.machine.advance(int(watermark_ms))
+        now = int(now_ms)
+        self.arrival_clock = max(self.arrival_clock, now)
+        m = self.machine
+        for slot in m.pending_slots():
+            dl = m.deadline(slot)
+            if dl is None:
+                continue
+            clock = max(int(self.last_ts[slot]), int(self.last_event_ts[slot]))
+            heard = int(self.last_arrival[slot])
+            quiet = self._silence_ms(slot)
+            if now - heard >= quiet and now >= heard + max(dl - clock, 0) + quiet:
+                m.silent(slot)
         return out
+
+    def _silence_ms(self, slot: int) -> int:
+        return int(self.interval_ms[slot]) * p.SILENT_AFTER_INTERVALS
+
+    def _heard(self, slot: I64, ts: I64, events: Events, arrival_ms: int | None) -> None:
+        """Arrival bookkeeping: every message counts, late or quarantined too."""
+        ok = (slot >= 0) & (slot < self.capacity)
+        e_slot = np.asarray(events.slot, np.int64)
+        e_ok = (e_slot >= 0) & (e_slot < self.capacity)
+        if arrival_ms is not None:
+            self.arrival_clock = max(self.arrival_clock, int(arrival_ms))
+            self.last_arrival[slot[ok]] = int(arrival_ms)
+            self.last_arrival[e_slot[e_ok]] = int(arrival_ms)
+            return
+        # A replay: arrival is event time, per device.
+        if len(slot):
+            np.maximum.at(self.last_arrival, slot[ok], ts[ok])
+            self.arrival_clock = max(self.arrival_clock, int(ts.max()))
+        if len(e_slot):
+            e_ts = np.asarray(events.ts, np.int64)
+            np.maximum.at(self.last_arrival, e_slot[e_ok], e_ts[e_ok])
+            self.arrival_clock = max(self.arrival_clock, int(e_ts.max()))
+
+    def _quarantine(self, r: Readings, slot: I64, ts: I64, arrival: int) -> Readings:
+        """Keep readings dated far ahead of both the device's own clock and the
+        arrival clock out of detection (one far-future reading must not make
+        every later reading look late), unless the device's clock is
+        consistently ahead (SKEW_ACCEPT_READINGS agreeing readings)."""
+        if len(slot) == 0:
+            return r
+        ok = (slot >= 0) & (slot < self.capacity)
+        lim = np.full(len(slot), np.iinfo(np.int64).max)
+        lim[ok] = np.maximum(np.take(self.last_ts, slot[ok]), arrival) + p.FUTURE_TOLERANCE_MS
+        cand = ts > lim
+        live = np.flatnonzero(self.q_run) if cand.any() or self._q_live else None
+        if live is None:
+            return r
+        involved = np.isin(slot, np.concatenate([slot[cand], live]))
+        keep = np.ones(len(slot), np.bool_)
+        clock: dict[int, int] = {}
+        for i in np.flatnonzero(involved).tolist():
+            s_, t_ = int(slot[i]), int(ts[i])
+            own = max(int(self.last_ts[s_]), clock.get(s_, k.TS_NONE), arrival)
+            if t_ <= own + p.FUTURE_TOLERANCE_MS:
+                self.q_run[s_] = 0
+                clock[s_] = max(clock.get(s_, k.TS_NONE), t_)
+                continue
+            off = t_ - arrival
+            agree = self.q_run[s_] > 0 and abs(off - int(self.q_off[s_])) <= p.SKEW_AGREE_MS
+            run = int(self.q_run[s_]) + 1 if agree else 1
+            self.q_off[s_] = off
+            if run >= p.SKEW_ACCEPT_READINGS:  # a clock set ahead, not a glitch
+                self.q_run[s_] = 0
+                clock[s_] = t_
+                continue
+            self.q_run[s_] = run
+            keep[i] = False
+            self.quarantine_count[s_] += 1
+            self.quarantined += 1
+        self._q_live = bool(self.q_run.any())
+        if keep.all():
+            return r
+        return Readings(slot[keep], ts[keep], np.asarray(r.values)[keep])
+
+    def _align_events(
+        self, evs: list[tuple[int, int, str]], keys: list[int]
+    ) -> tuple[list[tuple[int, int, str]], list[int]]:
+        """A device's readings and its `fire_alarm` events judged together in
+        its own event time. An event behind the device's readings (they moved
+        past its ts before it arrived) is judged now against the device's
+        recent readings, as if it had come in order; the rest go into this
+        batch's merge at their ts. An event ahead of its readings opens its
+        window at once; readings older than the window then do not count in it."""
+        out_e: list[tuple[int, int, str]] = []
+        out_k: list[int] = []
+        for e, key in zip(evs, keys, strict=True):
+            s_, t_, name = e
+            if name == "fire_alarm" and self.kind[s_] <= k.KIND_MULTI and t_ <= self.last_ts[s_]:
+                self.machine.late_alarm_event(s_, t_, self._history(s_))
+            else:
+                out_e.append(e)
+                out_k.append(key)
+        return out_e, out_k
+
+    def _history(self, slot: int) -> list[tuple[int, int]]:
+        """The device's readings in its look-back ring: (ts, flags), oldest first."""
+        h = p.LOOKBACK_SAMPLES
+        j = (int(self.ring_head[slot]) + np.arange(h)) % h
+        tss = self.ring[slot, j, 0]
+        fl = self.fring[slot, j]
+        return [
+            (int(t), int(f))
+            for t, f in zip(tss.tolist(), fl.tolist(), strict=True)
+            if t > k.TS_NONE
+        ]
 
     def clear(self, slot: int, alarm_type: str) -> None:
         """A person cleared a latched alarm; the engine may open it again."""
@@ -396,14 +554,26 @@ class Engine:
                 self._cols(ri, vflat, "cable_temperature"),
             )
         mains = self._cols(ri, vflat, "mains")
+        battery = self._cols(ri, vflat, "battery")
         off = mains == 0.0
         last_off = np.take(self.last_off, s)
-        if off.any():
+        on_b = np.take(self.on_batt, s)
+        t0 = np.take(self.dis_t0, s)
+        b0 = np.take(self.dis_b0, s)
+        if off.any() or on_b.any():
             last_off = np.where(off, t, last_off)
             self.last_off[s[off]] = t[off]
-        th = self._thr(kind, s, "battery_low_pct")
-        battery = self._cols(ri, vflat, "battery")
-        return k.score_evac(th, t, battery, mains, self._cols(ri, vflat, "lamp_ok"), last_off)
+            # A discharge starts at the first reading on battery (with a charge).
+            start = off & (~on_b | np.isnan(b0))
+            t0 = np.where(start, t, t0)
+            b0 = np.where(start, battery, b0)
+            self.dis_t0[s] = t0
+            self.dis_b0[s] = b0
+            known = ~np.isnan(mains)
+            self.on_batt[s[known]] = off[known]
+        th = self._thr(kind, s, "battery_low_pct", "rated_duration_min")
+        lamp = self._cols(ri, vflat, "lamp_ok")
+        return k.score_evac(th, t, battery, mains, lamp, last_off, t0, b0)
 
     def _fire_rows(
         self,
@@ -495,24 +665,10 @@ class Engine:
             if multi:
                 quiet &= (co - lbv[1]) < q(1)
                 quiet &= (rh - lbv[2]) < q(2)
-            # Calm rows: quiet rates and every level well clear of its threshold;
-            # their bits are known without scoring (the kind's all-clear bits).
-            calm = quiet.copy()
-            if has_obs:
-                pre = th["obscuration_pre_alarm"]
-                lim = np.minimum(
-                    np.minimum(pre * p.PRE_ALARM_CLEAR_FRACTION, pre), th["obscuration_alarm"]
-                )
-                calm &= comp < lim
-                calm &= ~(step_obs >= th["fast_growth_per_min"])
-            if kind != k.KIND_SMOKE:
-                calm &= temp < th["static_c"]
-            if multi:
-                calm &= comp < p.MULTI_AEROSOL_ONLY_ALARM
-                calm &= co < np.minimum(th["co_ppm"], p.CO_CLEAN_AIR_PPM)
-                calm &= rh < th["steam_rh"]
-        calm_bits = int(k.Flag.BELOW | (k.Flag.PRE_CLEAR if has_obs else 0))
-        flags = np.full(m, calm_bits, np.uint32)
+        # Calm rows: quiet rates and every level well clear of its threshold;
+        # their bits are known without scoring (the kernel owns this shortcut).
+        calm = k.fire_calm(kind, th, temp, comp, co, rh, step_obs, quiet)
+        flags = np.full(m, k.fire_calm_bits(kind), np.uint32)
         if self._n_drift and has_obs:
             flags |= drift.astype(np.uint32) << np.uint32(9)
         nc = np.flatnonzero(~calm)
@@ -550,6 +706,7 @@ class Engine:
             s * p.LOOKBACK_SAMPLES + head,
             rec.reshape(-1).view(self._ring_rec.dtype),
         )
+        self.fring[s, head] = flags
         head += 1
         head %= p.LOOKBACK_SAMPLES
         self.ring_head[s] = head
@@ -578,11 +735,15 @@ class Engine:
         x = np.stack([temp[sel], obs[sel], co[sel], rh[sel]], axis=1)
         return k.ring_rates(self.ring[s], np.take(self.ring_head, s), t, x)
 
-    def _fresh_events(self, e: Events) -> tuple[list[tuple[int, int, str]], list[int]]:
-        """Events past the lateness check, in arrival order (events are few), and
-        the event time each is processed at: its own ts, except that a late call
-        point press (honoured, never dropped) takes its place in arrival order
-        (the device's newest event time), so batching cannot reorder it."""
+    def _fresh_events(
+        self, e: Events, arrival_ms: int | None = None
+    ) -> tuple[list[tuple[int, int, str]], list[int]]:
+        """Events past the quarantine and lateness checks, in arrival order
+        (events are few), and the event time each is processed at: its own ts,
+        except that a late call point press (honoured, never dropped) takes its
+        place in arrival order (the device's newest event time), so batching
+        cannot reorder it. A call point press dated far in the future is taken
+        at the arrival clock instead of being quarantined."""
         out: list[tuple[int, int, str]] = []
         keys: list[int] = []
         for slot, ts, code in zip(e.slot.tolist(), e.ts.tolist(), e.code.tolist(), strict=True):
@@ -593,6 +754,14 @@ class Engine:
             name = contract.EVENT_TYPES[code]
             if name not in _KIND_EVENTS[self.kind[slot]]:
                 continue  # not an event of this kind: ingest stores it, detection ignores it
+            if arrival_ms is not None:
+                own = max(int(self.last_event_ts[slot]), int(self.last_ts[slot]), arrival_ms)
+                if ts > own + p.FUTURE_TOLERANCE_MS:
+                    if name != "activated":
+                        self.quarantine_count[slot] += 1
+                        self.quarantined += 1
+                        continue
+                    ts = arrival_ms
             if ts < self.last_event_ts[slot] and name != "activated":
                 self.late_events += 1  # a person's call point press is never dropped
                 continue
@@ -633,6 +802,9 @@ _FST_INIT: Final = np.array(
 )
 
 _VA: Final = np.uint32(k.VISIT_ALWAYS)
+_DEFAULT_INTERVAL_MS: Final = np.array(
+    [round(contract.DEFAULT_INTERVAL_S[kd] * 1000) for kd in contract.KINDS], np.int64
+)
 _MM: Final = np.uint32(k.MACHINE_MASK)
 
 
@@ -657,7 +829,7 @@ _QUIET_FLAGS: Final = np.array(
         k.Flag.PRE_CLEAR | k.Flag.BELOW,  # multi
         0,  # mcp
         k.Flag.ELEC_BELOW,  # electrical
-        k.Flag.LAMP_OK | k.Flag.BATT_OK,  # evac
+        k.Flag.LAMP_OK | k.Flag.BATT_OK | k.Flag.BATT_CHARGED,  # evac
     ],
     np.uint32,
 )

@@ -63,7 +63,9 @@ from firesafe.contract import READINGS
 FIRE_KINDS: Final = (KIND_SMOKE, KIND_HEAT, KIND_MULTI)
 OBS_KINDS: Final = (KIND_SMOKE, KIND_MULTI)
 # Fault causes that a reading can remove (the rest need a `restore` event).
-CONDITION_CAUSES: Final = frozenset({"drift_limit", "lamp_failure", "battery_low"})
+CONDITION_CAUSES: Final = frozenset(
+    {"drift_limit", "lamp_failure", "battery_low", "battery_depleting"}
+)
 
 _PRE: Final = int(Flag.PRE)
 _ALARM: Final = int(Flag.ALARM)
@@ -102,8 +104,9 @@ class _Window:
     opened: int
     deadline: int
     reason: str  # what opened it
-    n_above: int = 1
-    below: bool = False  # the latest sample was back to normal
+    n_above: int = 0  # readings at alarm level (a device's own event is not one)
+    below: bool = False  # the latest reading was back under the pre-alarm level
+    last_alarm: bool = False  # the latest reading was at alarm level
     rows: int = 0  # readings seen (a window opened by an event may have none)
     evidence: bool = False  # multi: independent evidence seen in the window
 
@@ -238,7 +241,11 @@ class Machine:
         }
         if d.last_steam >= w.opened - p.STEAM_MEMORY_MS:
             verdict, reason = "suppressed", "steam_signature"
-        elif w.below:
+        elif w.rows and not w.last_alarm:
+            # Back under the alarm level by the window's end: a spike (insect,
+            # EMI) or an aerosol that decays (cooking). Persistence means the
+            # signal is still at alarm level when verification ends; the
+            # device's own alarm event does not stand in for a reading.
             verdict = "suppressed"
             reason = "transient" if w.n_above <= p.SPIKE_MAX_SAMPLES else "aerosol_decay"
         elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence:
@@ -333,6 +340,10 @@ class Machine:
                 self._causes(slot, ts, add="battery_low", detail=detail)
             elif flags & Flag.BATT_OK:
                 self._causes(slot, ts, remove=("battery_low",), detail=detail)
+            if flags & Flag.BATT_DEPL:
+                self._causes(slot, ts, add="battery_depleting", detail=detail)
+            elif flags & Flag.BATT_CHARGED:
+                self._causes(slot, ts, remove=("battery_depleting",), detail=detail)
         self.due(slot, ts)  # a reading at the window's last ms still counted
 
     def _fire_row(
@@ -363,16 +374,13 @@ class Machine:
         rearm = flags & (Flag.EDGE | _CORROB) or (multi and flags & _REARM & ~d.sup_bits)
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
+        # A reading older than the window (its event was processed first) is
+        # not in it.
+        in_window = d.fire == "pending" and d.win is not None and ts >= d.win.opened
+        if in_window:
             assert d.win is not None
-            d.win.rows = 1
-            d.win.evidence = bool(flags & _EVIDENCE)
-        elif d.fire == "pending" and d.win is not None:
-            if flags & _ALARM:
-                d.win.n_above += 1
-            d.win.below = bool(flags & Flag.BELOW)
-            d.win.rows += 1
-            d.win.evidence |= bool(flags & _EVIDENCE)
-        if d.fire == "pending":
+            self._window_row(d.win, flags)
+        if in_window:
             if flags & Flag.HEAT:
                 self._confirm_fire(slot, ts, "rate_of_rise", detail)
             elif flags & Flag.CO:
@@ -381,6 +389,16 @@ class Machine:
                 self._confirm_fire(slot, ts, "fast_growth", detail)
         if active:  # zone activity changed: the zone's pending fires may now coincide
             self._zone_check(zone, ts, detail)
+
+    @staticmethod
+    def _window_row(w: _Window, flags: int) -> None:
+        """Count one reading of the device into its open verification window."""
+        alarm = bool(flags & _ALARM)
+        w.n_above += alarm
+        w.last_alarm = alarm
+        w.below = bool(flags & Flag.BELOW)
+        w.rows += 1
+        w.evidence |= bool(flags & _EVIDENCE)
 
     def _elec_confirm(self, slot: int, at: int, detail: Mapping[str, float | str]) -> None:
         d = self._d(slot)
@@ -421,9 +439,8 @@ class Machine:
             self.act.setdefault(self.cfg.zone(slot), {})[slot] = (ts, signed)
             if d.fire == "":
                 self._open_fire(slot, ts, "device_alarm", detail)
-            elif d.fire == "pending" and d.win is not None:
-                d.win.n_above += 1
-                d.win.below = False
+            # A window already open keeps its counts: the event is evidence for
+            # verification (zone activity), not a sample and not a verdict.
             self._zone_check(self.cfg.zone(slot), ts, detail)
         elif name == "activated" and kind == KIND_MCP:
             zone = self.cfg.zone(slot)
@@ -443,12 +460,56 @@ class Machine:
         # reset, emergency_start/end: states, not alarms.
         self.due(slot, ts)
 
-    def advance(self, watermark: int) -> None:
-        """Resolve windows of devices that went quiet (estate watermark)."""
-        for slot in self.pending_slots():
-            dl = self.deadline(slot)
-            if dl is not None and dl + p.ADVANCE_GRACE_MS <= watermark:
-                self.due(slot, dl)
+    def late_alarm_event(self, slot: int, ts: int, history: Sequence[tuple[int, int]]) -> None:
+        """A detector's `fire_alarm` event that arrived after its readings had
+        moved past its ts: judged as if it had come in order, against the
+        device's readings since `ts` (`history`: (ts, flags) oldest first, the
+        device's recent readings). A window that lies wholly in the past of a
+        device that kept reporting is resolved at once, from those readings."""
+        d = self._d(slot)
+        if self.cfg.kind(slot) not in FIRE_KINDS:
+            return
+        detail: dict[str, float | str] = {"event": "fire_alarm", "late": 1.0}
+        zone = self.cfg.zone(slot)
+        prev = self.act.get(zone, {}).get(slot)
+        if prev is None or prev[0] < ts:
+            signed = prev is not None and prev[1] and abs(ts - prev[0]) <= p.COINCIDENCE_MS
+            self.act.setdefault(zone, {})[slot] = (ts, signed)
+        if d.fire != "":
+            return  # an alarm already open (or latched) from the readings: evidence only
+        self._open_fire(slot, ts, "device_alarm", detail)
+        w = d.win
+        assert w is not None
+        for t, flags in history:
+            if t < ts or d.fire != "pending":
+                continue
+            if t > w.deadline:
+                break
+            self._window_row(w, flags)
+            if flags & Flag.HEAT:
+                self._confirm_fire(slot, t, "rate_of_rise", detail)
+            elif flags & Flag.CO:
+                self._confirm_fire(slot, t, "co_rise", detail)
+            elif flags & Flag.FAST:
+                self._confirm_fire(slot, t, "fast_growth", detail)
+        if d.fire == "pending":
+            self._zone_check(zone, ts, detail)
+        if d.fire == "pending" and w.rows == 0 and history and history[-1][0] >= w.deadline:
+            # The device reported past the window without a reading in it that
+            # the engine still holds: its readings were below alarm (any alarm
+            # reading opens its own window); not a fire by the event alone.
+            w.rows, w.below = 1, True
+
+    def silent(self, slot: int) -> None:
+        """The device went quiet (judged on arrival time by the engine):
+        resolve its windows with what they saw."""
+        dl = self.deadline(slot)
+        while dl is not None:
+            self.due(slot, dl)
+            nxt = self.deadline(slot)
+            if nxt == dl:
+                break
+            dl = nxt
 
     def clear(self, slot: int, typ: str) -> None:
         d = self._d(slot)

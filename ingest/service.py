@@ -242,6 +242,7 @@ class IngestService:
             registry.kind[slots],
             registry.zone[slots],
             [registry.device(int(s)).thresholds for s in slots],
+            intervals_ms=registry.interval_ms[slots],
         )
         baseline = np.maximum(registry.registered_ms, self._started_ms)
         baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
@@ -492,6 +493,7 @@ class IngestService:
                     ev_slot[ev_new],
                     ev_ts[ev_new],
                     batch.ev_code[ev_idx][ev_new],
+                    max(int(received.max(initial=0)), int(batch.ev_received.max(initial=0))),
                 )
                 memo["writes"] = [self._alarm_write(c) for c in changes]
                 memo["writes"] += self._supervise_batch(batch)
@@ -528,16 +530,19 @@ class IngestService:
         ev_slot: NDArray[np.int64],
         ev_ts: NDArray[np.int64],
         ev_code: NDArray[np.int16],
+        arrival_ms: int,
     ) -> list[AlarmChange]:
+        """Detection on the batch; windows close on each device's own clock, and
+        a device gone quiet is judged on arrival time (the batch's newest
+        `received`, ingest's clock), never on other devices' event time."""
+        arrival = max(arrival_ms, self._watermark) if arrival_ms > 0 else now_ms()
+        self._watermark = arrival  # the arrival clock: only moves forward
         changes = self.engine.process(
             Readings(slot=slot, ts=ts, values=values),
             Events(slot=ev_slot, ts=ev_ts, code=ev_code),
+            arrival,
         )
-        if ts.size:
-            # Event-time watermark for devices gone quiet: the batch's median device
-            # time, so one device with a clock far ahead cannot end others' windows.
-            self._watermark = max(self._watermark, int(np.median(ts)))
-            changes += self.engine.advance(self._watermark)
+        changes += self.engine.advance(arrival)
         return changes
 
     def _alarm_write(self, change: AlarmChange) -> store.AlarmWrite:

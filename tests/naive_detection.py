@@ -29,7 +29,7 @@ PRE, PRE_CLEAR, ALARM, EDGE, BELOW, HEATB, COB, FAST, STEAM, DRIFT = (1 << i for
 RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW = (
     1 << i for i in range(10, 19)
 )
-COX, DENSE = 1 << 19, 1 << 20
+COX, DENSE, BATT_DEPL, BATT_CHARGED = 1 << 19, 1 << 20, 1 << 21, 1 << 22
 
 
 @dataclass
@@ -45,7 +45,16 @@ class Dev:
     m: float = math.nan
     drift: bool = False
     last_off: int = NONE  # evac: latest reading on battery
+    on_batt: bool = False
+    dis_t0: int = NONE
+    dis_b0: float = math.nan
     hist: list[tuple[int, list[float]]] = field(default_factory=list)
+    flag_hist: list[tuple[int, int]] = field(default_factory=list)  # (ts, flags) of hist
+    interval_ms: int = 10_000
+    last_arrival: int = NONE
+    q_off: int = 0
+    q_run: int = 0
+    quarantined: int = 0
 
 
 class NaiveConfig:
@@ -80,6 +89,7 @@ class NaiveEngine:
         self.machine = Machine(NaiveConfig(self.devs))
         self.late_readings = 0
         self.late_events = 0
+        self.quarantined = 0
 
     def configure(
         self,
@@ -87,14 +97,19 @@ class NaiveEngine:
         kinds: Sequence[int],
         zones: Sequence[int],
         thresholds: Sequence[Mapping[str, float]],
+        intervals_ms: Sequence[int] | None = None,
     ) -> None:
-        for s, k, z, t in zip(slots, kinds, zones, thresholds, strict=True):
+        for n, (s, k, z, t) in enumerate(zip(slots, kinds, zones, thresholds, strict=True)):
             thr = resolve_thresholds(contract.KINDS[int(k)], t)
             d = self.devs.get(int(s))
             if d is None:
-                self.devs[int(s)] = Dev(int(k), int(z), thr)
+                d = self.devs[int(s)] = Dev(int(k), int(z), thr)
             else:
                 d.kind, d.zone, d.thr = int(k), int(z), thr
+            iv = int(intervals_ms[n]) if intervals_ms is not None else 0
+            d.interval_ms = (
+                iv if iv > 0 else round(contract.DEFAULT_INTERVAL_S[contract.KINDS[d.kind]] * 1000)
+            )
 
     # --- one reading ---------------------------------------------------------
     def _baseline(self, d: Dev, ts: int, obs: float) -> tuple[float, bool]:
@@ -216,6 +231,23 @@ class NaiveEngine:
             low = t("battery_low_pct", nan)
             if mains == 0.0:
                 d.last_off = ts
+                if not d.on_batt or math.isnan(d.dis_b0):
+                    d.dis_t0, d.dis_b0 = ts, batt
+            if not math.isnan(mains):
+                d.on_batt = mains == 0.0
+            if mains == 0.0:
+                # On battery: depleting when low, or when the autonomy projected
+                # from the discharge so far falls short of the rated duration.
+                elapsed = ts - d.dis_t0
+                drop = d.dis_b0 - batt
+                short = False
+                if elapsed >= 300_000 and drop > 0:
+                    rate = drop / float(elapsed)
+                    autonomy_min = (elapsed + batt / rate) / 60_000
+                    short = autonomy_min < t("rated_duration_min", nan)
+                f |= BATT_DEPL if batt < low or short else 0
+            if mains == 1.0 and batt >= low + p.BATTERY_CLEAR_MARGIN_PCT:
+                f |= BATT_CHARGED
             # A low charge counts only on mains (1 or unknown) and once the
             # recharge grace after the last reading on battery is over.
             charged = ts - d.last_off >= p.EVAC_RECHARGE_GRACE_MS
@@ -226,13 +258,85 @@ class NaiveEngine:
         return f
 
     # --- per batch -------------------------------------------------------------------
-    def process(self, readings: Readings, events: Events) -> list[AlarmChange]:
+    def _plausible(self, d: Dev, ts: int, arrival: int, clock: int) -> bool:
+        """Quarantine, reading by reading (10 min ahead; 3 agreeing readings = skew)."""
+        if ts <= max(clock, arrival) + 600_000:
+            d.q_run = 0
+            return True
+        off = ts - arrival
+        run = d.q_run + 1 if d.q_run > 0 and abs(off - d.q_off) <= 60_000 else 1
+        d.q_off = off
+        if run >= 3:
+            d.q_run = 0
+            return True
+        d.q_run = run
+        d.quarantined += 1
+        self.quarantined += 1
+        return False
+
+    def process(
+        self, readings: Readings, events: Events, arrival_ms: int | None = None
+    ) -> list[AlarmChange]:
         out: list[AlarmChange] = []
         self.machine.out = out
         items: list[tuple[int, int, int, int, object]] = []
-        for n, (slot, ts, vals) in enumerate(
+        ev_list = list(
+            zip(events.slot.tolist(), events.ts.tolist(), events.code.tolist(), strict=True)
+        )
+        rd_list = list(
             zip(readings.slot.tolist(), readings.ts.tolist(), readings.values.tolist(), strict=True)
-        ):
+        )
+        # Arrival bookkeeping: every message of a known slot counts.
+        for slot, ts, _ in [*rd_list, *ev_list]:
+            d = self.devs.get(slot)
+            if d is not None:
+                d.last_arrival = arrival_ms if arrival_ms is not None else max(d.last_arrival, ts)
+        if arrival_ms is not None:
+            quarantine_clock: dict[int, int] = {}
+            kept = []
+            for row in rd_list:
+                d = self.devs.get(row[0])
+                if d is not None:
+                    clock = max(d.last_ts, quarantine_clock.get(row[0], NONE))
+                    if not self._plausible(d, row[1], arrival_ms, clock):
+                        continue
+                    quarantine_clock[row[0]] = max(quarantine_clock.get(row[0], NONE), row[1])
+                kept.append(row)
+            rd_list = kept
+        # Events: quarantine and lateness, in arrival order.
+        fresh: list[tuple[int, int, str, int]] = []  # slot, ts, name, key
+        for slot, ts, code in ev_list:
+            d = self.devs.get(slot)
+            if d is None or not 0 <= code < len(contract.EVENT_TYPES):
+                continue
+            name = contract.EVENT_TYPES[code]
+            if name not in contract.KIND_EVENTS[contract.KINDS[d.kind]]:
+                continue
+            if (
+                arrival_ms is not None
+                and ts > max(d.last_event_ts, d.last_ts, arrival_ms) + 600_000
+            ):
+                if name != "activated":
+                    d.quarantined += 1
+                    self.quarantined += 1
+                    continue
+                ts = arrival_ms
+            if ts < d.last_event_ts and name != "activated":
+                self.late_events += 1
+                continue
+            # A late call point press keeps its arrival place (its own ts is used).
+            key = max(d.last_event_ts, ts)
+            d.last_event_ts = key
+            fresh.append((slot, ts, name, key))
+        merged: list[tuple[int, int, str, int]] = []
+        for slot, ts, name, key in fresh:
+            d = self.devs[slot]
+            if name == "fire_alarm" and d.kind in (SMOKE, HEAT, MULTI) and ts <= d.last_ts:
+                # Its readings moved on before it arrived: judged against them now.
+                self.machine.late_alarm_event(slot, ts, list(d.flag_hist))
+            else:
+                merged.append((slot, ts, name, key))
+        for n, (slot, ts, vals) in enumerate(rd_list):
             d = self.devs.get(slot)
             if d is None:
                 continue
@@ -249,23 +353,13 @@ class NaiveEngine:
             if d.kind in (SMOKE, HEAT, MULTI):
                 rate, step = self._rates(d, ts, [vals[RI[c]] for c in RATE_NAMES])
             flags = self._flags(d, ts, vals, comp, drift, rate, step)
+            if d.kind in (SMOKE, HEAT, MULTI):
+                d.flag_hist.append((ts, flags))
+                if len(d.flag_hist) > p.LOOKBACK_SAMPLES:
+                    d.flag_hist.pop(0)
             d.last_flags = flags
             items.append((ts, 1, slot, n, (flags, row_detail(vals, comp, base, rate[0]))))
-        for n, (slot, ts, code) in enumerate(
-            zip(events.slot.tolist(), events.ts.tolist(), events.code.tolist(), strict=True)
-        ):
-            d = self.devs.get(slot)
-            if d is None or not 0 <= code < len(contract.EVENT_TYPES):
-                continue
-            name = contract.EVENT_TYPES[code]
-            if name not in contract.KIND_EVENTS[contract.KINDS[d.kind]]:
-                continue
-            if ts < d.last_event_ts and name != "activated":
-                self.late_events += 1
-                continue
-            # A late call point press keeps its arrival place (its own ts is used).
-            key = max(d.last_event_ts, ts)
-            d.last_event_ts = key
+        for n, (slot, ts, name, key) in enumerate(merged):
             items.append((key, 0, slot, n, (ts, name)))
         items.sort(key=lambda it: it[:4])
         for ts, typ, slot, _, payload in items:
@@ -275,12 +369,27 @@ class NaiveEngine:
             else:
                 flags, detail = cast("tuple[Any, Any]", payload)
                 self.machine.row(slot, ts, flags, detail)
+        for slot in self.machine.pending_slots():
+            self.machine.due(slot, self.devs[slot].last_ts)
         return out
 
-    def advance(self, watermark_ms: int) -> list[AlarmChange]:
+    def advance(self, now_ms: int) -> list[AlarmChange]:
+        """Silence on arrival time: 3 intervals without a message, counted past
+        the moment the deadline would have arrived."""
         out: list[AlarmChange] = []
         self.machine.out = out
-        self.machine.advance(watermark_ms)
+        for slot in self.machine.pending_slots():
+            d = self.devs[slot]
+            dl = self.machine.deadline(slot)
+            if dl is None:
+                continue
+            quiet = 3 * d.interval_ms
+            clock = max(d.last_ts, d.last_event_ts)
+            if (
+                now_ms - d.last_arrival >= quiet
+                and now_ms >= d.last_arrival + max(dl - clock, 0) + quiet
+            ):
+                self.machine.silent(slot)
         return out
 
     def clear(self, slot: int, alarm_type: str) -> None:
