@@ -8,6 +8,7 @@ previous flags) is separate from `score` (condition bits) as in stumpy's
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -99,8 +100,15 @@ class Engine:
         self.arrival_clock = k.TS_NONE
         self.quarantined = 0  # readings and events kept out of detection (far future)
         self._q_live = False  # some device has quarantined readings in a row
+        # Per zone: detectors' rows and events not yet shown to the machine (a
+        # heap), how far the zone has been shown, and its detectors' slots.
+        self._zq: dict[int, list[tuple[int, int, int, int, Any]]] = {}
+        self._zrel: dict[int, int] = {}
+        self._zmembers: dict[int, I64] = {}
+        self._seq = 0
         self.machine = Machine(_Config(self))
-        self._force: set[int] = set()  # devices whose next reading must reach the machine
+        # Devices whose next reading at or after a ts must reach the machine.
+        self._force: dict[int, int] = {}
         self.late_readings = 0
         self.late_events = 0
         self._uniform: dict[int, dict[str, float]] = {}
@@ -221,6 +229,11 @@ class Engine:
         self.last_flags[new] = np.take(_QUIET_FLAGS, kd[known < 0])
         # Kinds whose devices all use the same thresholds read scalars (no gather).
         self._uniform = {}
+        fire = np.flatnonzero((self.kind >= 0) & (self.kind <= k.KIND_MULTI))
+        zs = self.zone[fire]
+        order = np.argsort(zs, kind="stable")
+        bounds = np.flatnonzero(np.diff(zs[order])) + 1
+        self._zmembers = {int(zs[g[0]]): fire[g] for g in np.split(order, bounds) if len(g)}
         for ki, kname in enumerate(contract.KINDS):
             devs = np.flatnonzero(self.kind == ki)
             same = (
@@ -230,7 +243,7 @@ class Engine:
             )
             if len(devs) and all((self.thr[n][devs] == v).all() for n, v in same.items()):
                 self._uniform[ki] = same
-        self._force.update(s[known >= 0].tolist())
+        self._force_all(s[known >= 0].tolist())
 
     # --- per batch -------------------------------------------------------------------
     def process(
@@ -255,10 +268,11 @@ class Engine:
         evs, keys = self._align_events(evs, keys)
         rows = self._update(readings, evs)
         self._run(rows, evs, keys)
-        # Windows that ended before the device's newest reading are resolved now
-        # (their deciding rows needed no visit).
+        # Windows that ended before the device's newest reading (as far as the
+        # machine has been shown it) are resolved now (their deciding rows
+        # needed no visit).
         for slot in self.machine.pending_slots():
-            self.machine.due(slot, int(self.last_ts[slot]))
+            self.machine.due(slot, self._shown_clock(slot))
         return out
 
     def advance(self, now_ms: int) -> list[AlarmChange]:
@@ -273,10 +287,18 @@ class Engine:
         now = int(now_ms)
         self.arrival_clock = max(self.arrival_clock, now)
         m = self.machine
+        self._release()  # silence may let a zone move on
+        for slot in m.pending_slots():
+            m.due(slot, self._shown_clock(slot))
         for slot in m.pending_slots():
             dl = m.deadline(slot)
             if dl is None:
                 continue
+            if (
+                self.kind[slot] <= k.KIND_MULTI
+                and self._zrel.get(int(self.zone[slot]), k.TS_NONE) < dl
+            ):
+                continue  # a zone neighbour's late rows may still corroborate it
             clock = max(int(self.last_ts[slot]), int(self.last_event_ts[slot]))
             heard = int(self.last_arrival[slot])
             quiet = self._silence_ms(slot)
@@ -360,8 +382,10 @@ class Engine:
         out_k: list[int] = []
         for e, key in zip(evs, keys, strict=True):
             s_, t_, name = e
-            if name == "fire_alarm" and self.kind[s_] <= k.KIND_MULTI and t_ <= self.last_ts[s_]:
-                self.machine.late_alarm_event(s_, t_, self._history(s_))
+            shown = self._shown_clock(s_) if self.kind[s_] <= k.KIND_MULTI else k.TS_NONE
+            if name == "fire_alarm" and t_ <= shown:
+                history = [h for h in self._history(s_) if h[0] <= shown]
+                self.machine.late_alarm_event(s_, t_, history)
             else:
                 out_e.append(e)
                 out_k.append(key)
@@ -383,7 +407,7 @@ class Engine:
         """A person cleared a latched alarm; the engine may open it again."""
         if 0 <= slot < self.capacity:
             self.machine.clear(int(slot), alarm_type)
-            self._force.add(int(slot))
+            self._force_all([int(slot)])
 
     def restore_alarm(
         self, slot: int, alarm_type: str, verdict: str, opened_ms: int, reason: str = ""
@@ -397,7 +421,7 @@ class Engine:
         """
         if 0 <= slot < self.capacity and self.kind[slot] >= 0:
             self.machine.restore(int(slot), alarm_type, verdict, int(opened_ms), reason)
-            self._force.add(int(slot))
+            self._force_all([int(slot)])
 
     def open_alarms(self) -> dict[tuple[int, str], str]:
         """(slot, alarm type) -> verdict of every alarm the engine holds open."""
@@ -411,7 +435,7 @@ class Engine:
         vals = np.ascontiguousarray(r.values, np.float64)
         rows = _Rows(vals)
         if len(slot) == 0:
-            self._force.update(e[0] for e in evs)  # their next reading must be shown
+            self._force_events(evs)  # their next reading must be shown
             return rows
         kd: NDArray[np.int8] | None = None
         if int(slot.min()) >= 0 and int(slot.max()) < self.capacity:
@@ -428,7 +452,7 @@ class Engine:
         layers, late = k.fresh_layers(slot, ts, self.last_ts, self._mark)
         self.late_readings += late
         if not layers:
-            self._force.update(e[0] for e in evs)
+            self._force_events(evs)
             return rows
         pre_visit = self._targets(layers, slot, ts, evs)
         vflat = vals.reshape(-1)
@@ -439,36 +463,41 @@ class Engine:
                 self._layer(rows, idx, slot[idx], ts[idx], vflat, pre_visit, li == 0)
         return rows
 
+    def _force_all(self, slots: Sequence[int]) -> None:
+        for s_ in slots:
+            self._force[s_] = k.TS_NONE
+
+    def _force_events(self, evs: Sequence[tuple[int, int, str]]) -> None:
+        for s_, t_, _ in evs:
+            self._force[s_] = min(self._force.get(s_, t_), t_)
+
     def _targets(
         self, layers: list[I64], slot: I64, ts: I64, evs: list[tuple[int, int, str]]
     ) -> NDArray[np.bool_] | None:
         """Rows that must reach the machine whatever their flags: a forced
-        device's first fed row, and the first fed row at or after each event
-        (a `restore` with the condition still present reopens the fault)."""
+        device's first fed row (at or after the ts it was forced from), and
+        the first fed row at or after each event (a `restore` with the
+        condition still present reopens the fault; a window opened by an
+        event sees the device's first reading in it)."""
         if not self._force and not evs:
             return None
         pre = np.zeros(len(slot), np.bool_)
-        first = layers[0]
-        if self._force:
-            forced = np.fromiter(self._force, np.int64)
-            hit = first[np.isin(slot[first], forced)]
-            pre[hit] = True
-            self._force.difference_update(slot[hit].tolist())
-        if evs:
-            fed = np.concatenate(layers) if len(layers) > 1 else first
-            ev_slots = np.array(sorted({e[0] for e in evs}), np.int64)
-            cand = fed[np.isin(slot[fed], ev_slots)]
-            by_slot: dict[int, list[tuple[int, int]]] = {}
-            for i, s_, t_ in zip(
-                cand.tolist(), slot[cand].tolist(), ts[cand].tolist(), strict=True
-            ):
-                by_slot.setdefault(s_, []).append((t_, i))
-            for s_, t_, _ in evs:
-                after = [i for tt, i in sorted(by_slot.get(s_, ())) if tt >= t_]
-                if after:
-                    pre[after[0]] = True
-                else:
-                    self._force.add(s_)
+        want = [*self._force.items(), *((s_, t_) for s_, t_, _ in evs)]
+        self._force = {}
+        fed = np.concatenate(layers) if len(layers) > 1 else layers[0]
+        slots = np.array(sorted({s_ for s_, _ in want}), np.int64)
+        cand = fed[np.isin(slot[fed], slots)]
+        by_slot: dict[int, list[tuple[int, int]]] = {}
+        for i, s_, t_ in zip(cand.tolist(), slot[cand].tolist(), ts[cand].tolist(), strict=True):
+            by_slot.setdefault(s_, []).append((t_, i))
+        for rows in by_slot.values():
+            rows.sort()
+        for s_, since in want:
+            after = [i for tt, i in by_slot.get(s_, ()) if tt >= since]
+            if after:
+                pre[after[0]] = True
+            else:
+                self._force[s_] = min(self._force.get(s_, since), since)
         return pre
 
     def _layer(
@@ -772,25 +801,91 @@ class Engine:
         return out, keys
 
     def _run(self, rows: _Rows, evs: list[tuple[int, int, str]], keys: list[int]) -> None:
-        """Machine part: visited rows and events merged in (ts, events first, slot) order."""
+        """Machine part. Detectors' rows and events go to their zone's queue
+        (released in event-time order, see `_release`); the rest (call points,
+        electrical, evac: nothing of theirs depends on another device's
+        timing) are shown at once, in (ts, events first, slot) order."""
         ri, rs, rt, rf, rc, rb, rr = rows.arrays()
-        ne = len(evs)
-        ts_all = np.concatenate([np.array(keys, np.int64), rt])
-        typ = np.concatenate([np.zeros(ne, np.int8), np.ones(len(rt), np.int8)])
-        sl = np.concatenate([np.array([e[0] for e in evs], np.int64), rs])
-        seq = np.arange(len(ts_all))
-        order = np.lexsort((seq, sl, typ, ts_all))
         m = self.machine
-        for o in order.tolist():
-            if o < ne:
-                slot, ts, name = evs[o]
-                m.event(slot, ts, name)
+        now: list[tuple[int, int, int, int, Any]] = []
+        for (slot, ts, name), key in zip(evs, keys, strict=True):
+            self._seq += 1
+            item: tuple[int, int, int, int, Any] = (key, 0, slot, self._seq, (ts, name))
+            if self.kind[slot] <= k.KIND_MULTI:
+                heapq.heappush(self._zq.setdefault(int(self.zone[slot]), []), item)
+            elif name == "activated":
+                # The press is a confirmed fire at once (EN 54-2: within 10 s);
+                # its effect on the zone's pending fires waits for the zone's
+                # order, so it does not depend on arrival timing.
+                m.event(slot, ts, name, zone_effect=False)
+                zitem = (key, 0, slot, self._seq, (ts, _CALL_POINT_ZONE))
+                heapq.heappush(self._zq.setdefault(int(self.zone[slot]), []), zitem)
             else:
-                i = o - ne
-                detail = row_detail(
-                    rows.v[int(ri[i])].tolist(), float(rc[i]), float(rb[i]), float(rr[i])
-                )
-                m.row(int(rs[i]), int(rt[i]), int(rf[i]), detail)
+                now.append(item)
+        for i in range(len(rs)):
+            slot = int(rs[i])
+            detail = row_detail(
+                rows.v[int(ri[i])].tolist(), float(rc[i]), float(rb[i]), float(rr[i])
+            )
+            self._seq += 1
+            item = (int(rt[i]), 1, slot, self._seq, (int(rf[i]), detail))
+            if self.kind[slot] <= k.KIND_MULTI:
+                heapq.heappush(self._zq.setdefault(int(self.zone[slot]), []), item)
+            else:
+                now.append(item)
+        now.sort(key=lambda it: it[:4])
+        for item in now:
+            self._show(m, item)
+        self._release()
+
+    @staticmethod
+    def _show(m: Machine, item: tuple[int, int, int, int, Any]) -> None:
+        _, typ, slot, _, payload = item
+        if typ == 0 and payload[1] == _CALL_POINT_ZONE:
+            m.call_point_zone(slot, payload[0])
+        elif typ == 0:
+            m.event(slot, payload[0], payload[1])
+        else:
+            m.row(slot, item[0], payload[0], payload[1])
+
+    def _zone_clock(self, zone: int) -> int:
+        """How far the zone's merged stream can be shown: the oldest newest-
+        reading of its detectors that are not silent (arrival time). A
+        detector whose data are late holds its zone (its rows may still
+        corroborate a neighbour's window); a silent one does not."""
+        members = self._zmembers.get(zone)
+        if members is None or len(members) == 0:
+            return _NO_LIMIT
+        heard = np.take(self.last_arrival, members)
+        newest = np.take(self.last_ts, members)
+        live = (self.arrival_clock - heard) < np.take(self.interval_ms, members) * (
+            p.SILENT_AFTER_INTERVALS
+        )
+        live &= newest > k.TS_NONE  # no reading yet: nothing of it to wait for
+        if not live.any():
+            return _NO_LIMIT
+        return int(newest[live].min())
+
+    def _release(self) -> None:
+        """Show each zone's queued items up to its clock, in (ts, events first,
+        slot, arrival) order: the order of the fully sorted stream, whatever
+        the lag between the zone's detectors or the batch cuts."""
+        m = self.machine
+        zones = {z for z, q in self._zq.items() if q}
+        zones.update(int(self.zone[x]) for x in m.pending_slots() if self.kind[x] <= k.KIND_MULTI)
+        for zone in sorted(zones):
+            q = self._zq.setdefault(zone, [])
+            upto = self._zone_clock(zone)
+            while q and q[0][0] <= upto:
+                self._show(m, heapq.heappop(q))
+            self._zrel[zone] = upto
+
+    def _shown_clock(self, slot: int) -> int:
+        """The device's time as far as the machine has been shown it."""
+        own = int(self.last_ts[slot])
+        if self.kind[slot] > k.KIND_MULTI:
+            return own
+        return min(own, self._zrel.get(int(self.zone[slot]), k.TS_NONE))
 
 
 # Columns of Engine.fst (one 64-byte row per device) and their initial values.
@@ -802,6 +897,8 @@ _FST_INIT: Final = np.array(
 )
 
 _VA: Final = np.uint32(k.VISIT_ALWAYS)
+_CALL_POINT_ZONE: Final = "activated:zone"  # queued zone effect of a call point press
+_NO_LIMIT: Final = 2**62  # a zone with no live detector holds nothing back
 _DEFAULT_INTERVAL_MS: Final = np.array(
     [round(contract.DEFAULT_INTERVAL_S[kd] * 1000) for kd in contract.KINDS], np.int64
 )

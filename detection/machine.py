@@ -425,8 +425,12 @@ class Machine:
             self.elec_pending.discard(slot)
             self._emit(slot, "electrical", "verdict", "suppressed", "transient", ts, detail)
 
-    def event(self, slot: int, ts: int, name: str) -> None:
-        """One device event (already past the lateness check)."""
+    def event(self, slot: int, ts: int, name: str, zone_effect: bool = True) -> None:
+        """One device event (already past the lateness check).
+
+        `zone_effect=False` (the engine): a call point's own confirmed alarm
+        only; its effect on the zone's pending fires comes through
+        `call_point_zone`, in the zone's event-time order."""
         self.due(slot, ts - 1)
         kind = self.cfg.kind(slot)
         d = self._d(slot)
@@ -443,12 +447,11 @@ class Machine:
             # verification (zone activity), not a sample and not a verdict.
             self._zone_check(self.cfg.zone(slot), ts, detail)
         elif name == "activated" and kind == KIND_MCP:
-            zone = self.cfg.zone(slot)
             if d.fire != "confirmed":
                 d.fire = "confirmed"
                 self._emit(slot, "fire", "open", "confirmed", "call_point", ts, detail)
-            self.callpoints.setdefault(zone, set()).add(slot)
-            self._zone_check(zone, ts, detail)
+            if zone_effect:
+                self.call_point_zone(slot, ts)
         elif name == "fault":
             self._causes(slot, ts, add="device_fault", detail=detail)
         elif name == "restore":
@@ -459,6 +462,15 @@ class Machine:
             self._causes(slot, ts, remove=("self_test_fail",), detail=detail)
         # reset, emergency_start/end: states, not alarms.
         self.due(slot, ts)
+
+    def call_point_zone(self, slot: int, ts: int) -> None:
+        """A call point's press corroborates its zone: pending fires are
+        confirmed (`call_point`), later ones at once. No-op once cleared."""
+        if self._d(slot).fire != "confirmed":
+            return
+        zone = self.cfg.zone(slot)
+        self.callpoints.setdefault(zone, set()).add(slot)
+        self._zone_check(zone, ts, {"event": "activated"})
 
     def late_alarm_event(self, slot: int, ts: int, history: Sequence[tuple[int, int]]) -> None:
         """A detector's `fire_alarm` event that arrived after its readings had

@@ -90,6 +90,12 @@ class NaiveEngine:
         self.late_readings = 0
         self.late_events = 0
         self.quarantined = 0
+        # Zone order: detectors' items wait until every live detector of the
+        # zone has reported up to them (arrival-time silence frees a zone).
+        self.clock = NONE  # arrival clock
+        self.queue: dict[int, list[tuple[int, int, int, int, object]]] = {}
+        self.shown: dict[int, int] = {}
+        self.seq = 0
 
     def configure(
         self,
@@ -291,6 +297,7 @@ class NaiveEngine:
             d = self.devs.get(slot)
             if d is not None:
                 d.last_arrival = arrival_ms if arrival_ms is not None else max(d.last_arrival, ts)
+            self.clock = max(self.clock, arrival_ms if arrival_ms is not None else ts)
         if arrival_ms is not None:
             quarantine_clock: dict[int, int] = {}
             kept = []
@@ -331,9 +338,11 @@ class NaiveEngine:
         merged: list[tuple[int, int, str, int]] = []
         for slot, ts, name, key in fresh:
             d = self.devs[slot]
-            if name == "fire_alarm" and d.kind in (SMOKE, HEAT, MULTI) and ts <= d.last_ts:
-                # Its readings moved on before it arrived: judged against them now.
-                self.machine.late_alarm_event(slot, ts, list(d.flag_hist))
+            shown = self._shown(slot)
+            if name == "fire_alarm" and d.kind in (SMOKE, HEAT, MULTI) and ts <= shown:
+                # The machine has seen its readings past it: judged against them now.
+                hist = [h for h in d.flag_hist if h[0] <= shown]
+                self.machine.late_alarm_event(slot, ts, hist)
             else:
                 merged.append((slot, ts, name, key))
         for n, (slot, ts, vals) in enumerate(rd_list):
@@ -359,29 +368,90 @@ class NaiveEngine:
                     d.flag_hist.pop(0)
             d.last_flags = flags
             items.append((ts, 1, slot, n, (flags, row_detail(vals, comp, base, rate[0]))))
-        for n, (slot, ts, name, key) in enumerate(merged):
-            items.append((key, 0, slot, n, (ts, name)))
-        items.sort(key=lambda it: it[:4])
-        for ts, typ, slot, _, payload in items:
-            if typ == 0:
-                assert isinstance(payload, tuple)
-                self.machine.event(slot, payload[0], payload[1])
+        evitems = [(key, 0, slot, n, (ts, name)) for n, (slot, ts, name, key) in enumerate(merged)]
+        now_items = []
+        for it in [*evitems, *items]:  # the engine numbers events first, then rows
+            self.seq += 1
+            item = (it[0], it[1], it[2], self.seq, it[4])
+            d = self.devs[it[2]]
+            if d.kind in (SMOKE, HEAT, MULTI):
+                self.queue.setdefault(d.zone, []).append(item)
+            elif it[1] == 0 and cast("tuple[int, str]", it[4])[1] == "activated":
+                # Confirmed at once; the zone effect in the zone's order.
+                ts_, _ = cast("tuple[int, str]", it[4])
+                self.machine.event(it[2], ts_, "activated", zone_effect=False)
+                zone_item = (it[0], 0, it[2], self.seq, (ts_, "activated:zone"))
+                self.queue.setdefault(d.zone, []).append(zone_item)
             else:
-                flags, detail = cast("tuple[Any, Any]", payload)
-                self.machine.row(slot, ts, flags, detail)
+                now_items.append(item)
+        now_items.sort(key=lambda it: it[:4])
+        for item in now_items:
+            self._show(item)
+        self._release()
         for slot in self.machine.pending_slots():
-            self.machine.due(slot, self.devs[slot].last_ts)
+            self.machine.due(slot, self._shown(slot))
         return out
+
+    def _show(self, item: tuple[int, int, int, int, object]) -> None:
+        ts, typ, slot, _, payload = item
+        if typ == 0:
+            assert isinstance(payload, tuple)
+            if payload[1] == "activated:zone":
+                self.machine.call_point_zone(slot, payload[0])
+            else:
+                self.machine.event(slot, payload[0], payload[1])
+        else:
+            flags, detail = cast("tuple[Any, Any]", payload)
+            self.machine.row(slot, ts, flags, detail)
+
+    def _zone_clock(self, zone: int) -> int:
+        live = [
+            d.last_ts
+            for d in self.devs.values()
+            if d.zone == zone
+            and d.kind in (SMOKE, HEAT, MULTI)
+            and d.last_ts > NONE
+            and self.clock - d.last_arrival < 3 * d.interval_ms
+        ]
+        return min(live) if live else 2**62
+
+    def _release(self) -> None:
+        zones = {z for z, q in self.queue.items() if q}
+        zones |= {
+            self.devs[x].zone
+            for x in self.machine.pending_slots()
+            if self.devs[x].kind in (SMOKE, HEAT, MULTI)
+        }
+        for zone in sorted(zones):
+            upto = self._zone_clock(zone)
+            q = sorted(self.queue.get(zone, []), key=lambda it: it[:4])
+            self.queue[zone] = [it for it in q if it[0] > upto]
+            for item in q:
+                if item[0] <= upto:
+                    self._show(item)
+            self.shown[zone] = upto
+
+    def _shown(self, slot: int) -> int:
+        d = self.devs[slot]
+        if d.kind not in (SMOKE, HEAT, MULTI):
+            return d.last_ts
+        return min(d.last_ts, self.shown.get(d.zone, NONE))
 
     def advance(self, now_ms: int) -> list[AlarmChange]:
         """Silence on arrival time: 3 intervals without a message, counted past
         the moment the deadline would have arrived."""
         out: list[AlarmChange] = []
         self.machine.out = out
+        self.clock = max(self.clock, now_ms)
+        self._release()
+        for slot in self.machine.pending_slots():
+            self.machine.due(slot, self._shown(slot))
         for slot in self.machine.pending_slots():
             d = self.devs[slot]
             dl = self.machine.deadline(slot)
             if dl is None:
+                continue
+            if d.kind in (SMOKE, HEAT, MULTI) and self.shown.get(d.zone, NONE) < dl:
                 continue
             quiet = 3 * d.interval_ms
             clock = max(d.last_ts, d.last_event_ts)
