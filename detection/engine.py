@@ -274,7 +274,14 @@ class Engine:
                         arr[s] = getattr(fresh, name)[key][0]
         self.fst[s] = fresh.fst[0]
         self.machine.forget(s.tolist())
-        self._force.difference_update(s.tolist())
+        gone = set(s.tolist())
+        for x in gone:
+            self._force.pop(x, None)
+        for zone, q in self._zq.items():
+            kept = [it for it in q if it[2] not in gone]
+            if len(kept) != len(q):
+                heapq.heapify(kept)
+                self._zq[zone] = kept
         self._n_drift = int(np.count_nonzero(self.base_drift))
 
     # --- per batch -------------------------------------------------------------------

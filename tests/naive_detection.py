@@ -248,8 +248,8 @@ class NaiveEngine:
                 drop = d.dis_b0 - batt
                 short = False
                 if elapsed >= 300_000 and drop > 0:
-                    rate = drop / float(elapsed)
-                    autonomy_min = (elapsed + batt / rate) / 60_000
+                    per_ms = drop / float(elapsed)
+                    autonomy_min = (elapsed + batt / per_ms) / 60_000
                     short = autonomy_min < t("rated_duration_min", nan)
                 f |= BATT_DEPL if batt < low or short else 0
             if mains == 1.0 and batt >= low + p.BATTERY_CLEAR_MARGIN_PCT:

@@ -62,9 +62,9 @@ def test_every_row_called_calm_scores_calm(kind: int, n: int, data: st.DataObjec
     # threshold (what `quiet_bound` proves for a quiet row).
     rate = np.full((n, 4), np.nan)
     for col_i, tname in zip(RATE_COLUMNS, RATE_THRESHOLDS, strict=True):
-        limits = [thr[t] for t in (tname, "heat_rise_c_per_min") if t and t in thr]
+        limits = [float(thr[t]) for t in (tname, "heat_rise_c_per_min") if t and t in thr]
         if col_i == k.R_RH and "steam_rh_rise_per_min" in thr:
-            limits = [thr["steam_rh_rise_per_min"]]
+            limits = [float(thr["steam_rh_rise_per_min"])]
         if limits:
             top = float(np.min(limits))
             for i in range(n):
@@ -77,9 +77,9 @@ def test_every_row_called_calm_scores_calm(kind: int, n: int, data: st.DataObjec
     calm = k.fire_calm(kind, thr, temp, comp, co, rh, step_obs, quiet)
     scored = k.score_fire(kind, thr, temp, comp, drift, co, rh, rate, step, prev)
     want = np.uint32(k.fire_calm_bits(kind))
-    for i in np.flatnonzero(calm):
-        extra = k.Flag.DRIFT if drift[i] and kind != k.KIND_HEAT else 0
-        assert scored[i] == want | np.uint32(extra), (i, k.Flag(int(scored[i])))
+    for i in np.flatnonzero(calm).tolist():
+        extra = int(k.Flag.DRIFT) if drift[i] and kind != k.KIND_HEAT else 0
+        assert int(scored[i]) == int(want) | extra, (i, k.Flag(int(scored[i])))
 
 
 def test_calm_rows_are_some_rows() -> None:
