@@ -208,6 +208,7 @@ class Engine:
             s[moved].tolist(), self.zone[s[moved]].tolist(), z[moved].tolist(), strict=True
         ):
             self.machine.rezone(slot, old, now)
+            self._rezone_queue(slot, old, now)
         self.kind[s] = kd
         self.zone[s] = z
         for name in p.THRESHOLD_NAMES:
@@ -250,6 +251,21 @@ class Engine:
             if len(devs) and all((self.thr[n][devs] == v).all() for n, v in same.items()):
                 self._uniform[ki] = same
         self._force_all(s[known >= 0].tolist())
+
+    def _rezone_queue(self, slot: int, old: int, new: int) -> None:
+        """A device's queued items follow it to its new zone id; both zones
+        count as shown only as far as the less advanced of them."""
+        q = self._zq.get(old, [])
+        mine = [it for it in q if it[2] == slot]
+        if mine:
+            rest = [it for it in q if it[2] != slot]
+            heapq.heapify(rest)
+            self._zq[old] = rest
+            dest = self._zq.setdefault(new, [])
+            for it in mine:
+                heapq.heappush(dest, it)
+        lo = min(self._zrel.get(old, k.TS_NONE), self._zrel.get(new, k.TS_NONE))
+        self._zrel[old] = self._zrel[new] = lo
 
     def forget(self, slots: ArrayLike) -> None:
         """Drop every bit of state of these devices, as if never configured (another
@@ -912,12 +928,18 @@ class Engine:
         m = self.machine
         zones = {z for z, q in self._zq.items() if q}
         zones.update(int(self.zone[x]) for x in m.pending_slots() if self.kind[x] <= k.KIND_MULTI)
-        for zone in sorted(zones):
+        ready: list[tuple[int, int, int, int, Any]] = []
+        for zone in zones:
             q = self._zq.setdefault(zone, [])
             upto = self._zone_clock(zone)
             while q and q[0][0] <= upto:
-                self._show(m, heapq.heappop(q))
+                ready.append(heapq.heappop(q))
             self._zrel[zone] = upto
+        # Zones are independent; one event-time order across them keeps the
+        # output order free of zone numbering.
+        ready.sort(key=lambda it: it[:4])
+        for item in ready:
+            self._show(m, item)
 
     def _shown_clock(self, slot: int) -> int:
         """The device's time as far as the machine has been shown it."""

@@ -422,14 +422,15 @@ class NaiveEngine:
             for x in self.machine.pending_slots()
             if self.devs[x].kind in (SMOKE, HEAT, MULTI)
         }
-        for zone in sorted(zones):
+        ready = []
+        for zone in zones:
             upto = self._zone_clock(zone)
-            q = sorted(self.queue.get(zone, []), key=lambda it: it[:4])
+            q = self.queue.get(zone, [])
             self.queue[zone] = [it for it in q if it[0] > upto]
-            for item in q:
-                if item[0] <= upto:
-                    self._show(item)
+            ready += [it for it in q if it[0] <= upto]
             self.shown[zone] = upto
+        for item in sorted(ready, key=lambda it: it[:4]):
+            self._show(item)
 
     def _shown(self, slot: int) -> int:
         d = self.devs[slot]
