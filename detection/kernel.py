@@ -73,16 +73,17 @@ class Flag(IntFlag):
     DENSE = 1 << 20  # multi: obscuration at the aerosol-only alarm level
     BATT_DEPL = 1 << 21  # on battery: charge low or projected autonomy short of rated
     BATT_CHARGED = 1 << 22  # on mains and charged to low + margin again
+    CO_RAW = 1 << 23  # CO level or rise on this reading alone (kernel-internal)
 
 
-NBITS: Final = 23
+NBITS: Final = 24
 # Rows with any of these are always shown to the state machine (they count
 # samples, refresh zone activity or corroborate); other rows only when their
 # machine-visible bits differ from the device's previous reading.
 VISIT_ALWAYS: Final = int(
     Flag.PRE | Flag.ALARM | Flag.HEAT | Flag.CO | Flag.FAST | Flag.STEAM | Flag.RC | Flag.CABLE
 )
-MACHINE_MASK: Final = int(~(Flag.HEAT_RAW | Flag.FAST_RAW)) & ((1 << NBITS) - 1)
+MACHINE_MASK: Final = int(~(Flag.HEAT_RAW | Flag.FAST_RAW | Flag.CO_RAW)) & ((1 << NBITS) - 1)
 
 KIND_SMOKE, KIND_HEAT, KIND_MULTI, KIND_MCP, KIND_ELECTRICAL, KIND_EVAC = range(6)
 
@@ -316,8 +317,11 @@ def score_fire(
         # it corroborates only once the aerosol is dense (see machine: aerosol).
         fast = fast & dense
         co_ev = _ge(co, thr["co_ppm"]) | _ge(rate[:, R_CO], thr["co_rise_ppm_per_min"])
+        # CO corroborates on two consecutive readings (a one-sample jump of
+        # every channel is EMI, not combustion), as heat rise does.
+        co_corr = co_ev & ((prev_flags & np.uint32(Flag.CO_RAW)) != 0)
         steam = _ge(rate[:, R_RH], thr["steam_rh_rise_per_min"]) | _ge(rh, thr["steam_rh"])
-        f |= _bit(co_ev, Flag.CO) | _bit(steam, Flag.STEAM)
+        f |= _bit(co_ev, Flag.CO_RAW) | _bit(co_corr, Flag.CO) | _bit(steam, Flag.STEAM)
         f |= _bit(cox, Flag.COX) | _bit(dense, Flag.DENSE)
     else:
         co_ev = false

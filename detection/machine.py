@@ -75,6 +75,7 @@ _CORROB: Final = int(Flag.HEAT | Flag.CO | Flag.FAST)
 # to alarm on its own (MULTI_AEROSOL_ONLY_ALARM).
 _EVIDENCE: Final = int(Flag.HEAT | Flag.CO | Flag.COX | Flag.DENSE | Flag.FAST)
 _REARM: Final = int(Flag.COX | Flag.DENSE)
+_PARTNER_RUN: Final = 2
 
 
 class DeviceConfig(Protocol):
@@ -124,6 +125,7 @@ class _Device:
     causes: set[str] = field(default_factory=set)
     last_steam: int = -(2**62)
     bits: int = 0  # flags of the latest reading shown
+    run: int = 0  # consecutive readings at pre-alarm or alarm level
     sup_bits: int = 0  # re-arming bits already present when a fire was suppressed
 
 
@@ -376,7 +378,11 @@ class Machine:
         zone = self.cfg.zone(slot)
         active = bool(flags & (_PRE | _ALARM))
         multi = kind == KIND_MULTI
-        if active:
+        d.run = d.run + 1 if active else 0
+        if active and d.run >= _PARTNER_RUN:
+            # Zone activity (a neighbour's corroboration) only once it lasted
+            # two readings: a one-sample spike (EMI hitting several detectors,
+            # an insect) corroborates nothing.
             signed = multi and not flags & _EVIDENCE
             self.act.setdefault(zone, {})[slot] = (ts, signed)
         if flags & Flag.STEAM:

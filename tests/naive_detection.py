@@ -29,7 +29,7 @@ PRE, PRE_CLEAR, ALARM, EDGE, BELOW, HEATB, COB, FAST, STEAM, DRIFT = (1 << i for
 RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW = (
     1 << i for i in range(10, 19)
 )
-COX, DENSE, BATT_DEPL, BATT_CHARGED = 1 << 19, 1 << 20, 1 << 21, 1 << 22
+COX, DENSE, BATT_DEPL, BATT_CHARGED, CO_RAW = 1 << 19, 1 << 20, 1 << 21, 1 << 22, 1 << 23
 
 
 @dataclass
@@ -214,7 +214,8 @@ class NaiveEngine:
         f |= FAST_RAW if fast_raw else 0
         f |= HEATB if heat else 0
         f |= FAST if fast else 0
-        f |= COB if co else 0
+        f |= CO_RAW if co else 0
+        f |= COB if co and d.last_flags & CO_RAW else 0
         f |= STEAM if steam else 0
         f |= COX if cox else 0
         f |= DENSE if dense else 0
