@@ -207,9 +207,14 @@ def _ms(seconds: float) -> int:
 
 
 def _fire(ctx: Context, rng: np.random.Generator, start: int, flaming: bool) -> Injection | None:
-    key = ctx.pick_zone(rng, lambda ds: sum(d.kind in DETECTORS for d in ds) >= 2) or (
-        ctx.pick_zone(rng, lambda ds: any(d.kind in DETECTORS for d in ds))
-    )
+    # A smouldering fire gives a few degrees at most: only a zone that senses
+    # smoke can see it (a heat-only zone would label a fire no detector can
+    # report).
+    sensing = DETECTORS if flaming else SMOKE_SENSING
+    key = ctx.pick_zone(
+        rng,
+        lambda ds: sum(d.kind in DETECTORS for d in ds) >= 2 and any(d.kind in sensing for d in ds),
+    ) or (ctx.pick_zone(rng, lambda ds: any(d.kind in sensing for d in ds)))
     if key is None:
         return None
     dets = _detectors(ctx, key)
