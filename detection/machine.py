@@ -16,10 +16,15 @@ Alarm types and their lifecycle (contract section 6):
   [heat rise on two consecutive readings], `co_rise`, `fast_growth`);
   otherwise resolved when the verification window ends (event time):
   `suppressed` with `steam_signature` (humidity jump seen, no corroboration),
-  `transient` (<= 2 samples above, then back to normal: insects, EMI),
-  `aerosol_decay` (>= 3 samples above, then decayed below pre-alarm: cooking);
-  else `confirmed` by persistence with the trigger's reason (`obscuration`,
-  `static_heat`, `rate_of_rise`, `combined`, `device_alarm`). A confirmed fire
+  `transient` (<= 2 readings at alarm level and the latest one under it:
+  insects, EMI), `aerosol_decay` (>= 3 readings at alarm level, the latest
+  one under it: cooking), `aerosol_signature` (multi: no independent
+  evidence); else `confirmed` by persistence (the latest reading still at
+  alarm level, or no reading at all: a silent detector) with the trigger's
+  reason (`obscuration`, `static_heat`, `rate_of_rise`, `combined`,
+  `device_alarm`). A detector's own `fire_alarm` event opens a window and is
+  zone activity, never a sample. A neighbour's activity counts for
+  `coincidence` once it lasted two readings. A confirmed fire
   latches until `clear()`. After a suppression the next alarm opens on a new
   rising edge (or at once with corroboration), not on the same lingering
   signal. A call point's `activated` opens a `confirmed` fire (`call_point`)
