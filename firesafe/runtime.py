@@ -52,14 +52,14 @@ def migrate_database(settings: Settings) -> MigrationReport:
         return migrate(
             settings.database_url,
             retention_days=settings.retention_days,
-            shards=settings.shards if "shards" in settings.model_fields_set else None,
+            shards=settings.shards,
         )
     pg = EmbeddedPostgres(settings.data_dir / "pg")
     try:
         return migrate(
             pg.start(),
             retention_days=settings.retention_days,
-            shards=settings.shards if "shards" in settings.model_fields_set else None,
+            shards=settings.shards,
         )
     finally:
         pg.stop()
@@ -159,11 +159,16 @@ async def run_up(
         settings = settings.with_overrides(**overrides)
         announce("mqtt", settings.mqtt.url())
         report = await asyncio.to_thread(
-            migrate, settings.require_database_url(), retention_days=settings.retention_days
+            migrate,
+            settings.require_database_url(),
+            retention_days=settings.retention_days,
+            shards=settings.shards,
         )
         log.info("schema at version %d (%s)", report.current, report.flavour)
 
-        ingest = IngestService(settings)
+        # One process, one session for everything: a message for a site nobody
+        # registered still reaches ingest and becomes a reject.
+        ingest = IngestService(settings.with_overrides(ingest_mode="single"))
         async with asyncio.TaskGroup() as tasks:
             ingest_task = tasks.create_task(ingest.run(), name="ingest")
             api = _start_child(settings, "api", [])

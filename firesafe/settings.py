@@ -77,11 +77,12 @@ class Settings(BaseSettings):
         description="Stable MQTT client id of ingest: the broker keeps its session across restarts",
     )
     retention_days: int = Field(default=365, ge=1, description="Raw telemetry kept this long")
-    shards: int = Field(
-        default=64,
+    shards: int | None = Field(
+        default=None,
         ge=1,
         le=4096,
-        description="Site shards of the estate; fixed when the database is first migrated",
+        description="Site shards of the estate (default 64); fixed when the database is "
+        "first migrated, and refused if it differs later",
     )
     ingest_mode: Literal["sharded", "single"] = Field(
         default="sharded",

@@ -415,7 +415,10 @@ async def registry_version(conn: AsyncConn) -> tuple[int, datetime | None]:
     return int(row[0]), row[1]
 
 
-async def load_device_state(conn: AsyncConn) -> list[dict[str, Any]]:
+async def load_device_state(
+    conn: AsyncConn, sites: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """device_state of every device (or of the devices of these sites)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
@@ -423,7 +426,9 @@ async def load_device_state(conn: AsyncConn) -> list[dict[str, Any]]:
                    (extract(epoch FROM s.last_ts) * 1000)::bigint AS last_ts_ms, s.last_seq,
                    s.status
             FROM device_state s JOIN devices d ON d.id = s.device_id
-            """
+            WHERE %(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s::text[])
+            """,
+            {"sites": None if sites is None else list(sites)},
         )
         return await cur.fetchall()
 
@@ -550,7 +555,10 @@ async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> l
     return applied
 
 
-async def load_open_alarms(conn: AsyncConn) -> list[dict[str, Any]]:
+async def load_open_alarms(
+    conn: AsyncConn, sites: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Open alarms of every device (or of the devices of these sites)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
@@ -558,7 +566,9 @@ async def load_open_alarms(conn: AsyncConn) -> list[dict[str, Any]]:
                    a.floor, a.zone, (extract(epoch FROM a.opened_at) * 1000)::bigint AS opened_ms
             FROM alarms a JOIN devices d ON d.id = a.device_id
             WHERE a.status <> 'cleared' AND a.verdict <> 'suppressed'
-            """
+              AND (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s::text[]))
+            """,
+            {"sites": None if sites is None else list(sites)},
         )
         return await cur.fetchall()
 

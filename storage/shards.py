@@ -10,6 +10,7 @@ batch of a shard can commit once its lock is gone.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,5 +75,32 @@ async def view(conn: AsyncConn) -> ClusterView:
     return ClusterView(sorted(set(members)), owners)
 
 
-async def backend_pid(conn: AsyncConn) -> int:
-    return int(conn.info.backend_pid)
+async def session_identity(conn: AsyncConn) -> tuple[int, Any]:
+    """(backend pid, backend start): a session, told apart from a later one that
+    happens to get the same pid."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), row[1]
+
+
+async def end_session(conn: AsyncConn, identity: tuple[int, Any]) -> bool:
+    """End our own previous session if the server still keeps it (a connection
+    lost on the way, not yet noticed by the server): its leases go with it.
+    True when it is gone."""
+    pid, started = identity
+    for _ in range(20):
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid = %s AND backend_start = %s",
+                (pid, started),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return True
+        await asyncio.sleep(0.1)
+    return False
