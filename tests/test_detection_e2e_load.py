@@ -109,18 +109,21 @@ def _publish(
 
 def _settle(db: str, site: str, expected: int) -> list[tuple[Any, ...]]:
     """Once every message is stored (detection commits with them), the alarms."""
-    wait_for(
-        lambda: (
-            query(
-                db,
-                "SELECT (SELECT count(*) FROM telemetry WHERE device_id LIKE %(p)s)"
-                " + (SELECT count(*) FROM device_events WHERE device_id LIKE %(p)s)",
-                {"p": f"{site}-%"},
-            )[0][0]
-            == expected
-        ),
-        timeout=60,
-    )
+
+    def stored() -> int:
+        n: int = query(
+            db,
+            "SELECT (SELECT count(*) FROM telemetry WHERE device_id LIKE %(p)s)"
+            " + (SELECT count(*) FROM device_events WHERE device_id LIKE %(p)s)",
+            {"p": f"{site}-%"},
+        )[0][0]
+        return n
+
+    try:
+        wait_for(lambda: stored() == expected, timeout=60)
+    except AssertionError:
+        rejects = query(db, "SELECT reason, topic FROM rejects WHERE topic LIKE %s", (f"%{site}%",))
+        raise AssertionError(f"stored {stored()} of {expected}; rejects {rejects[:5]}") from None
     rows = query(
         db,
         "SELECT device_id, type, verdict, reason, opened_at, confirmed_at FROM alarms"
@@ -143,7 +146,9 @@ def _run(db: str, mqtt_url: str, mode: str, t0: int) -> list[tuple[Any, ...]]:
     _register(db, site)
     stream = _stream(t0)
     client_id = f"test-ingest-{uuid.uuid4().hex[:8]}"
-    settings = Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=client_id)
+    settings = Settings(
+        mqtt_url=mqtt_url, database_url=db, mqtt_client_id=client_id, ingest_mode="single"
+    )
     try:
         if mode == "backlog":
             create_session(mqtt_url, client_id)
