@@ -919,6 +919,8 @@ class Engine:
         live &= newest > k.TS_NONE  # no reading yet: nothing of it to wait for
         if not live.any():
             return _NO_LIMIT
+        lead = int(newest[live].max())
+        live &= newest >= lead - p.ZONE_HOLD_MAX_MS  # a clock far behind: not waited for
         return int(newest[live].min())
 
     def _release(self) -> None:

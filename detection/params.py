@@ -103,6 +103,13 @@ COINCIDENCE_MS: Final = 60_000
 # merely late (a lagging connection, a gateway backlog) keeps arriving, so it
 # is never taken for silent; other devices' event time never closes a window.
 SILENT_AFTER_INTERVALS: Final = contract.OFFLINE_AFTER_INTERVALS
+# Detectors of a zone are shown to the alarm machine in event-time order, up
+# to the oldest newest reading of the zone's live detectors; one further
+# behind the zone's most advanced detector than this holds nothing back (a
+# clock set minutes or hours behind would otherwise delay every verdict of
+# its zone by as much). Lags up to this are judged exactly as the sorted
+# stream; a zone's verdicts wait at most this long for a lagging neighbour.
+ZONE_HOLD_MAX_MS: Final = 300_000
 
 # --- Event-time quarantine ----------------------------------------------------
 # A reading (or event) dated more than this ahead of both the device's own

@@ -414,7 +414,9 @@ class NaiveEngine:
             and d.last_ts > NONE
             and self.clock - d.last_arrival < 3 * d.interval_ms
         ]
-        return min(live) if live else 2**62
+        if not live:
+            return 2**62
+        return min(t for t in live if t >= max(live) - 300_000)
 
     def _release(self) -> None:
         zones = {z for z, q in self.queue.items() if q}

@@ -325,3 +325,24 @@ def test_event_of_a_device_without_readings_is_shown_at_once() -> None:
     )
     out = eng.process(Readings.empty(), ev, T0 + 100)
     assert [(c.action, c.verdict, c.reason) for c in out] == [("open", "pending", "device_alarm")]
+
+
+def test_a_clock_far_behind_does_not_hold_its_zone() -> None:
+    """A detector whose clock is an hour behind (contract: clocks may be skewed)
+    keeps reporting; its zone's verdicts do not wait an hour for it."""
+    eng = Engine(capacity=4)
+    eng.configure([0, 1], [K["smoke"], K["smoke"]], [0, 0], [{}, {}], [10_000, 10_000])
+    out = []
+    for i in range(8):
+        arrival = T0 + i * 10_000
+        v = np.full((2, NR), np.nan)
+        v[:, RI["temperature"]] = 21.0
+        v[:, RI["obscuration"]] = [9.0 if i >= 2 else 0.1, 0.1]
+        ts = np.array([arrival, arrival - 3_600_000], np.int64)
+        out += eng.process(Readings(np.array([0, 1], np.int64), ts, v), Events.empty(), arrival)
+        out += eng.advance(arrival)
+    fire = [(c.slot, c.verdict, c.reason, c.at_ms) for c in out if c.alarm_type == "fire"]
+    assert fire == [
+        (0, "pending", "obscuration", T0 + 20_000),
+        (0, "confirmed", "obscuration", T0 + 50_000),
+    ]
