@@ -385,7 +385,7 @@ class MqttSource:
             running = None
         if running is self._loop:
             fn()
-        else:
+        elif not self._loop.is_closed():  # a client collected after its loop ended
             self._loop.call_soon_threadsafe(fn)
 
     def _on_readable(self) -> None:

@@ -221,7 +221,10 @@ class Ownership:
             raise ShardLost(f"shard(s) {sorted(gone)} are no longer locked by this process")
         free = set(range(self.count)) - view.owners.keys()
         holding = self.owned - self.releasing
-        return shards.balance(holding, free, self.count, len(view.members))
+        held = {pid: 0 for pid in view.members}
+        for pid in view.owners.values():
+            held[pid] = held.get(pid, 0) + 1
+        return shards.balance(holding, free, self.count, held, self.writer_pid)
 
     async def try_take(self, writer: psycopg.AsyncConnection[Any], shard: int) -> bool:
         if not await leases.try_lock(writer, shard):

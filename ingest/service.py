@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
+from psycopg.types.json import Jsonb
 
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
@@ -929,8 +930,25 @@ class IngestService:
                     "queue_depth": self.queue_depth,
                     "lag_ms": float(lag),
                     "broker_connected": self.ownership.connected,  # connected and subscribed
+                    "backend_pid": self.ownership.writer_pid,
+                    "shards": sorted(self.ownership.owned),
+                    "shard_stats": Jsonb(self._shard_stats()),
+                    "takeovers": self.ownership.takeovers,
                 },
             )
+
+    def _shard_stats(self) -> dict[str, dict[str, float]]:
+        """Queue depth and lag of each shard's messages waiting here (sharded mode)."""
+        if not self.sharded:
+            return {}
+        now = now_ms()
+        out = {str(k): {"queue_depth": 0.0, "lag_ms": 0.0} for k in sorted(self.ownership.owned)}
+        for m in self.intake:
+            entry = out.get(str(m.shard))
+            if entry is not None:
+                entry["queue_depth"] += 1
+                entry["lag_ms"] = max(entry["lag_ms"], float(now - m.received_ms))
+        return out
 
     async def _housekeeping(self) -> None:
         """Cluster-wide chores, done by whichever process gets the lock first."""

@@ -400,9 +400,10 @@ async def load_registry(conn: AsyncConn) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
-            SELECT id, slot, site_id, building, floor, zone, kind, interval_s, thresholds,
-                   routes, (extract(epoch FROM created_at) * 1000)::bigint AS registered_ms
-            FROM devices ORDER BY slot
+            SELECT d.id, d.slot, d.site_id, d.building, d.floor, d.zone, d.kind, d.interval_s,
+                   d.thresholds, d.routes, s.standard,
+                   (extract(epoch FROM d.created_at) * 1000)::bigint AS registered_ms
+            FROM devices d JOIN sites s ON s.id = d.site_id ORDER BY d.slot
             """
         )
         return await cur.fetchall()
@@ -749,10 +750,12 @@ async def write_stats(conn: AsyncConn, row: Mapping[str, Any]) -> None:
     await conn.execute(
         """
         INSERT INTO ingest_stats (at, instance, messages, readings, events, rejects, duplicates,
-            seq_gaps, batches, batch_latency_ms, queue_depth, lag_ms, broker_connected)
+            seq_gaps, batches, batch_latency_ms, queue_depth, lag_ms, broker_connected,
+            backend_pid, shards, shard_stats, takeovers)
         VALUES (%(at)s, %(instance)s, %(messages)s, %(readings)s, %(events)s, %(rejects)s,
             %(duplicates)s, %(seq_gaps)s, %(batches)s, %(batch_latency_ms)s, %(queue_depth)s,
-            %(lag_ms)s, %(broker_connected)s)
+            %(lag_ms)s, %(broker_connected)s, %(backend_pid)s, %(shards)s, %(shard_stats)s,
+            %(takeovers)s)
         ON CONFLICT DO NOTHING
         """,
         dict(row),
