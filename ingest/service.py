@@ -398,7 +398,9 @@ class IngestService:
             grown = np.full(registry.size, self._started_ms, np.int64)
             grown[: self._since.size] = self._since
             self._since = grown
-        self.engine.configure(*registry.detection_config(slots))
+        self.engine.configure(
+            *registry.detection_config(slots), intervals_ms=registry.interval_ms[slots]
+        )
         baseline = np.maximum(registry.registered_ms, self._since[: registry.size])
         baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
         self.supervisor.configure(slots, registry.interval_ms, baseline)
@@ -675,6 +677,9 @@ class IngestService:
                         plan.ev_slot[ev_new],
                         plan.ev_ts[ev_new],
                         plan.ev_code[ev_new],
+                        max(
+                            int(plan.received.max(initial=0)), int(plan.ev_received.max(initial=0))
+                        ),
                     )
                     writes = [self._alarm_write(c) for c in changes]
                     offline, plan.site_changes = self._supervise_batch(plan.batch)
@@ -796,16 +801,19 @@ class IngestService:
         ev_slot: NDArray[np.int64],
         ev_ts: NDArray[np.int64],
         ev_code: NDArray[np.int16],
+        arrival_ms: int,
     ) -> list[AlarmChange]:
+        """Detection on the batch; windows close on each device's own clock, and
+        a device gone quiet is judged on arrival time (the batch's newest
+        `received`, ingest's clock), never on other devices' event time."""
+        arrival = max(arrival_ms if arrival_ms > 0 else now_ms(), self._watermark)
+        self._watermark = arrival  # the arrival clock: only moves forward
         changes = self.engine.process(
             Readings(slot=slot, ts=ts, values=values),
             Events(slot=ev_slot, ts=ev_ts, code=ev_code),
+            arrival,
         )
-        if ts.size:
-            # Event-time watermark for devices gone quiet: the batch's median device
-            # time, so one device with a clock far ahead cannot end others' windows.
-            self._watermark = max(self._watermark, int(np.median(ts)))
-            changes += self.engine.advance(self._watermark)
+        changes += self.engine.advance(arrival)
         return changes
 
     def _alarm_write(self, change: AlarmChange) -> store.AlarmWrite:
