@@ -946,10 +946,15 @@ class IngestService:
     async def _supervise(self) -> None:
         """Raise `offline` for devices silent past their limit. Decided once, then
         written (retried on a lost connection)."""
+        writes: list[store.AlarmWrite] = []
+        if not self.intake:
+            # A device gone quiet mid-window is judged on the arrival clock; with
+            # nothing waiting here, the clock is now (a whole estate may be silent).
+            self._watermark = max(self._watermark, now_ms())
+            writes += [self._alarm_write(c) for c in self.engine.advance(self._watermark)]
         slots, deadlines = self.supervisor.check(now_ms())
-        if not slots.size:
+        if not slots.size and not writes:
             return
-        writes = []
         sites: list[SiteChange] = []
         for s, d in zip(slots.tolist(), deadlines.tolist(), strict=True):
             writes.append(self._offline_write(s, "open", "silent", d))
@@ -957,7 +962,8 @@ class IngestService:
         done: dict[str, str | None] = {}
         await self._with_database(self._write_alarms, writes, sites, done)
         self._site_alarms_changed(done)
-        log.info("%d device(s) went offline", len(writes))
+        if slots.size:
+            log.info("%d device(s) went offline", slots.size)
 
     async def _write_alarms(
         self,
@@ -967,8 +973,12 @@ class IngestService:
     ) -> None:
         assert self._writer is not None
         async with self._writer.transaction():
-            await self._apply_alarm_writes(self._writer, writes)
+            applied = await self._apply_alarm_writes(self._writer, writes)
             result = await self._apply_site_changes(self._writer, sites)
+            fires = _fire_causes(applied)
+            commands = await self._write_commands(self._writer, sorted(fires), fires)
+        if commands:
+            self.commands.wake()
         if done is not None:
             done.update(result)
 
