@@ -167,6 +167,7 @@ class IngestService:
         self._since = np.zeros(0, np.int64)
         self._configured = np.zeros(0, np.int64)  # the slots detection and supervision cover
         self._shard_sites: dict[int, list[str]] = {}
+        self._quarantine_shown = np.zeros(0, np.int64)
         self._flavour: store.Flavour = "plain"
 
     # ------------------------------------------------------------- intake
@@ -320,6 +321,7 @@ class IngestService:
         self.supervisor = Supervisor()
         self.tracker = DeviceTracker()
         self._configured = np.zeros(0, np.int64)
+        self._quarantine_shown = np.zeros(0, np.int64)
         self._clear_log_id = await store.last_log_id(self._aux)
         await self._refresh_registry(force=True)
         if self.sharded:
@@ -1020,6 +1022,28 @@ class IngestService:
             assert self._writer is not None
             async with self._writer.transaction():
                 await store.write_device_state(self._writer, state)
+        await self._flush_quarantined()
+
+    async def _flush_quarantined(self) -> None:
+        """Far-future readings detection kept out, per device, where operators see them."""
+        counts = self.engine.quarantine_count
+        if not self.engine.quarantined:
+            return
+        known = np.zeros(counts.size, np.int64)
+        n = min(counts.size, self._quarantine_shown.size)
+        known[:n] = self._quarantine_shown[:n]
+        delta = np.maximum(counts - known, 0)[: self.registry.size]
+        changed = np.flatnonzero(delta)
+        changed = changed[self.registry.kind[changed] >= 0]
+        if changed.size:
+            assert self._writer is not None
+            async with self._writer.transaction():
+                await store.write_quarantined(
+                    self._writer,
+                    [self.registry.device(int(s)).id for s in changed],
+                    delta[changed].tolist(),
+                )
+        self._quarantine_shown = counts.copy()
 
     async def _write_stats(self) -> None:
         c = self.counters
