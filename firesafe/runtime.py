@@ -78,6 +78,16 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> int:
     return 0
 
 
+async def run_notify(settings: Settings, stop: asyncio.Event) -> int:
+    from notify.service import Notifier
+
+    notifier = Notifier(
+        settings.require_database_url(), smtp=settings.smtp, smtp_from=settings.smtp_from
+    )
+    await notifier.run(stop)
+    return 0
+
+
 async def _stop_when(stop: asyncio.Event, action: Any) -> None:
     await stop.wait()
     action()
@@ -232,6 +242,7 @@ async def run_up(
             children.append(gateway)
             # It prints `firesafe: gb26875=tcp://HOST:PORT` itself once it listens.
             await _wait_api(gateway, parse_listen(listen)[1])
+            children.append(_start_child(settings, "notify", []))
             if sim:
                 args = list(sim_args) or list(DEFAULT_SIM_ARGS)
                 children.append(_start_child(settings, "sim", args, api_url=api_url))

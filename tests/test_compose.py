@@ -33,7 +33,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 MOSQUITTO = ROOT / "deploy" / "mosquitto"
-PLATFORM = ("migrate", "ingest", "api", "sim")
+PLATFORM = ("migrate", "ingest", "api", "notify", "sim")
 INFRA = ("timescaledb", "mosquitto", "grafana", "proxy")
 # Runs once before the rest, from the platform's image: the TLS certificates.
 INIT = ("certs",)
@@ -96,6 +96,7 @@ def test_platform_commands_and_settings() -> None:
     assert svc["migrate"]["restart"] == "no", "migrate runs once"
     assert svc["ingest"]["command"] == ["ingest"]
     assert svc["api"]["command"] == ["api"]
+    assert svc["notify"]["command"] == ["notify"]
     assert svc["sim"]["command"][0] == "sim"
     settings_fields = set(Settings.model_fields)
     for name in PLATFORM:
@@ -107,6 +108,7 @@ def test_platform_commands_and_settings() -> None:
     # own roles (deploy/postgres/20-roles.sh); every link asks for TLS.
     logins = {"migrate": "firesafe:${POSTGRES_PASSWORD", "ingest": "ingest:${INGEST_DB_PASSWORD"}
     logins["api"] = "api:${API_DB_PASSWORD"
+    logins["notify"] = "api:${API_DB_PASSWORD"  # the API's role: targets and deliveries
     for name, login in logins.items():
         url = environment(svc[name])["FIRESAFE_DATABASE_URL"]
         assert url.startswith(f"postgresql://{login}"), name
