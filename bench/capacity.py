@@ -37,7 +37,6 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +65,10 @@ def site_of(d: int, site_size: int) -> str:
 
 
 def layout(d: int, site_size: int) -> tuple[str, str, str]:
-    """(building, floor, zone) of device d: two buildings a site, five floors, ten zones."""
+    """(building, floor, zone) of device d: two buildings a site, five floors each, two
+    zones of five devices a floor."""
     i = d % site_size
-    return f"B{i * 2 // site_size}", f"F{(i // 10) % 5}", f"Z{i % 10}"
+    return f"B{i * 2 // site_size}", f"F{(i // 10) % 5}", f"Z{(i % 10) // 5}"
 
 
 def register_generated(dsn: str, devices: int, site_size: int) -> None:
@@ -179,7 +179,7 @@ def start_child(mode: str, dsn: str, mqtt_url: str, client_id: str, conn: Any) -
             mqtt_url=mqtt_url,
             database_url=dsn,
             mqtt_client_id=client_id,
-            ingest_mode=mode,
+            ingest_mode="sharded" if mode == "sharded" else "single",
             log_level="WARNING",
         )
 
@@ -343,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
         finally:
             broker.stop()
-    return 0 if all(line.startswith("PASS") for line in lines if line[:4] in ("PASS", "FAIL")) else 1
+    return (
+        0 if all(line.startswith("PASS") for line in lines if line[:4] in ("PASS", "FAIL")) else 1
+    )
 
 
 if __name__ == "__main__":
