@@ -416,21 +416,30 @@ class IngestService:
                 await self.ownership.release(self._writer, shard)
                 self._configure_owned()
                 log.info("shard %d: handed over", shard)
-        for shard in take:
-            if await self.ownership.try_take(self._writer, shard):
-                await self._take_over(shard)
+        taken = [shard for shard in take if await self.ownership.try_take(self._writer, shard)]
+        if taken:
+            await self._take_over(taken)
 
-    async def _take_over(self, shard: int) -> None:
-        """A shard just locked: its state from the database, its supervision clocks
-        restarted (a takeover is not the estate going silent), then its session."""
-        sites = self._shard_sites.get(shard, [])
+    async def _take_over(self, taken: Sequence[int]) -> None:
+        """Shards just locked: their state from the database, their supervision clocks
+        restarted (a takeover is not the estate going silent), then their sessions.
+        All of one round at once: configuring and restoring cost about the same for
+        one shard as for many (each covers every device held), so a start-up or a
+        failover taking many shards pays once, not once per shard."""
+        sites = [site for shard in taken for site in self._shard_sites.get(shard, [])]
         slots = self.registry.slots_of_sites(set(sites))
         self._forget(slots)
         self._since[slots] = now_ms()
         self._configure_owned()
         await self._restore(sites)
-        self.ownership.start_session(shard, self._subscriptions(shard))
-        log.info("shard %d: taken over (%d site(s), %d device(s))", shard, len(sites), slots.size)
+        for shard in taken:
+            self.ownership.start_session(shard, self._subscriptions(shard))
+        log.info(
+            "shard(s) %s: taken over (%d site(s), %d device(s))",
+            ",".join(map(str, taken)),
+            len(sites),
+            slots.size,
+        )
 
     # ---------------------------------------------------------- processor
     async def _process_loop(self) -> None:
