@@ -190,9 +190,17 @@ def start_child(mode: str, dsn: str, mqtt_url: str, client_id: str, conn: Any) -
             runner = asyncio.create_task(service.run())
             own = service.ownership
             deadline = t0 + START_TIMEOUT_S
-            while not (
-                service.ready.is_set() and len(own.owned) == own.count and service.subscribed
-            ):
+            sessions = own.count if mode == "sharded" else 1
+
+            def ready() -> bool:
+                return (
+                    service.ready.is_set()
+                    and len(own.owned) == own.count
+                    and len(own.sources) == sessions
+                    and service.subscribed
+                )
+
+            while not ready():
                 if runner.done():
                     await runner
                     raise RuntimeError("ingest ended before it was ready")
