@@ -264,6 +264,8 @@ class Run:
     takeover_s: float | None = None
     alarms: dict[str, int] = field(default_factory=dict)
     duplicated_alarms: int = 0
+    bytes_per_row: float = 0.0  # telemetry partitions with their indexes
+    rollup_bytes_per_row: float = 0.0  # telemetry_rollup_1m with its indexes
     note: str = ""
 
     @property
@@ -380,6 +382,16 @@ def run(
             b"SELECT type, count(*) FROM alarms GROUP BY type ORDER BY type"
         ).fetchall():
             res.alarms[str(kind)] = int(number)
+        db.execute(b"VACUUM ANALYZE telemetry_rollup_1m")
+        size = db.execute(
+            b"SELECT (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+            b"WHERE inhparent = 'telemetry'::regclass), "
+            b"pg_total_relation_size('telemetry_rollup_1m'), "
+            b"(SELECT count(*) FROM telemetry_rollup_1m)"
+        ).fetchone()
+        if size:
+            res.bytes_per_row = float(size[0]) / max(1, res.stored)
+            res.rollup_bytes_per_row = float(size[1]) / max(1, int(size[2]))
         res.duplicated_alarms = count(
             db,
             "SELECT count(*) FROM (SELECT 1 FROM alarms GROUP BY device_id, type, opened_at "
@@ -462,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"ready in {r.ready_s:.1f} s; {r.unique:,} of {r.messages:,} stored once "
                     f"({r.stored - r.unique} twice) {r.note}\n  where the time goes: "
                     f"{where_time_goes(r)}; ingest {1000 * r.ingest_cpu / r.messages:.3f} "
-                    f"CPU-s per 1,000 messages",
+                    f"CPU-s per 1,000 messages; database {r.bytes_per_row:,.0f} B per row "
+                    f"(+ {r.rollup_bytes_per_row:,.0f} B per 1-minute rollup row)",
                     flush=True,
                 )
                 verdicts.append(
