@@ -168,9 +168,14 @@ def supervision_pass(devices: int, passes: int) -> dict[str, float]:
     return {"quiet_ms": statistics.median(quiet), "max_ms": max(quiet), "all_due_ms": everyone}
 
 
-def start_child(mode: str, dsn: str, mqtt_url: str, client_id: str, conn: Any) -> None:
+def start_child(
+    mode: str, dsn: str, mqtt_url: str, client_id: str, conn: Any, verbose: bool
+) -> None:
     """Child process: one IngestService from cold; report start-up time and memory."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+    )
     try:
         from firesafe.settings import Settings
         from ingest.service import IngestService
@@ -190,9 +195,10 @@ def start_child(mode: str, dsn: str, mqtt_url: str, client_id: str, conn: Any) -
             runner = asyncio.create_task(service.run())
             own = service.ownership
             deadline = t0 + START_TIMEOUT_S
-            sessions = own.count if mode == "sharded" else 1
 
             def ready() -> bool:
+                # own.count is the database's shard count once the service joined.
+                sessions = own.count if mode == "sharded" else 1
                 return (
                     service.ready.is_set()
                     and len(own.owned) == own.count
@@ -227,12 +233,13 @@ def start_child(mode: str, dsn: str, mqtt_url: str, client_id: str, conn: Any) -
         conn.send(("error", traceback.format_exc()))
 
 
-def measure_start(mode: str, dsn: str, mqtt_url: str) -> dict[str, Any]:
+def measure_start(mode: str, dsn: str, mqtt_url: str, verbose: bool) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     client_id = f"bench-cap-{uuid.uuid4().hex[:8]}"
-    proc = ctx.Process(target=start_child, args=(mode, dsn, mqtt_url, client_id, child))
+    proc = ctx.Process(target=start_child, args=(mode, dsn, mqtt_url, client_id, child, verbose))
     proc.start()
+    child.close()  # ours: a child that dies then shows as end of file
     try:
         if not parent.poll(START_TIMEOUT_S + 120):
             raise RuntimeError(f"{mode}: no answer from the ingest child")
@@ -317,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 results: dict[str, dict[str, Any]] = {}
                 for mode in [m for m in args.modes.split(",") if m]:
-                    r = measure_start(mode, dsn, mqtt_url)
+                    r = measure_start(mode, dsn, mqtt_url, args.verbose)
                     results[mode] = r
                     per = (r["rss_after"] - r["rss_before"]) / max(1, r["devices"])
                     r["per_device"] = per
