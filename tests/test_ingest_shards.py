@@ -319,3 +319,36 @@ def test_a_process_that_loses_its_database_session_stops_and_its_shards_move(
         cut_off.stop()
         proxy.close()
     assert offline_alarms(db, site) == 0
+
+
+@pytest.mark.integration
+def test_the_shards_of_one_round_are_taken_over_together(
+    db: str, mqtt_url: str, base: str, site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process taking many shards at once (start-up, a failover) restores and
+    configures them in one go: per shard, 1,000,000 devices took 123 s to start."""
+    from ingest.service import IngestService
+
+    rounds: list[list[int]] = []
+    take_over = IngestService._take_over
+
+    async def recorded(self: IngestService, taken: list[int]) -> None:
+        rounds.append(list(taken))
+        await take_over(self, taken)
+
+    monkeypatch.setattr(IngestService, "_take_over", recorded)
+    register(db, estate(site, 10, interval_s=2.0))
+    alone = IngestThread(sharded(db, mqtt_url, base)).start()
+    try:
+        wait_for(lambda: all_owned_by(db, 1), timeout=30)
+        service = alone.service
+        assert service is not None
+        wait_for(lambda: len(service.ownership.sources) == SHARDS and service.subscribed, 30)
+        stream = Stream(mqtt_url, site, 10)
+        time.sleep(1.0)
+        sent = stream.stop()
+        wait_for(lambda: stored(db, site) == (sent, sent), timeout=30)
+    finally:
+        alone.stop()
+    assert rounds == [list(range(SHARDS))]
+    assert offline_alarms(db, site) == 0
