@@ -920,6 +920,13 @@ class Engine:
             return _NO_LIMIT
         heard = np.take(self.last_arrival, members)
         newest = np.take(self.last_ts, members)
+        # A device that reports on change only (a panel's points: no reading
+        # cadence to wait for) is as far as its newest event too.
+        on_change = np.take(self.interval_ms, members) >= p.REPORTS_ON_CHANGE_MS
+        if on_change.any():
+            newest = np.where(
+                on_change, np.maximum(newest, np.take(self.last_event_ts, members)), newest
+            )
         live = (self.arrival_clock - heard) < np.take(self.interval_ms, members) * (
             p.SILENT_AFTER_INTERVALS
         )
@@ -970,7 +977,7 @@ _VA: Final = np.uint32(k.VISIT_ALWAYS)
 _CALL_POINT_ZONE: Final = "activated:zone"  # queued zone effect of a call point press
 _NO_LIMIT: Final = 2**62  # a zone with no live detector holds nothing back
 _DEFAULT_INTERVAL_MS: Final = np.array(
-    [round(contract.DEFAULT_INTERVAL_S[kd] * 1000) for kd in contract.KINDS], np.int64
+    [round(contract.DEFAULT_INTERVAL_S[kd] * 1000) for kd in contract.ALL_KINDS], np.int64
 )
 _MM: Final = np.uint32(k.MACHINE_MASK)
 

@@ -228,3 +228,8 @@ THRESHOLD_LIMITS: Final[dict[str, tuple[float, float]]] = {
 
 # Every threshold name, in a fixed order (the engine keeps one array each).
 THRESHOLD_NAMES: Final = tuple(sorted({n for d in THRESHOLD_DEFAULTS.values() for n in d}))
+
+# A device whose reporting interval is at least this reports on change only
+# (GB/T 26875 panel points: 366 days): its zone does not wait for readings from
+# it, its newest event is as far as its clock has gone.
+REPORTS_ON_CHANGE_MS: Final = 86_400_000
