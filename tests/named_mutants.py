@@ -67,8 +67,8 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (
         "restored pending fire dropped",
         "detection/machine.py",
-        '            if verdict == "pending":\n                d.fire = "pending"',
-        '            if verdict == "pending":\n                return\n                d.fire = "pending"',
+        'if verdict == "pending":\n                d.fire = "pending"',
+        'if verdict == "pending":\n                return\n                d.fire = "pending"',
     ),
     (
         "restored electrical alarm dropped",

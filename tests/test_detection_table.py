@@ -39,7 +39,7 @@ class Rig:
             list(range(len(devices))),
             [contract.KINDS.index(d[0]) for d in devices],
             [d[1] for d in devices],
-            [d[2] if len(d) > 2 else {} for d in devices],  # type: ignore[misc]
+            [d[2] if len(d) > 2 else {} for d in devices],
         )
         self.changes: list[AlarmChange] = []
 
