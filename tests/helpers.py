@@ -118,7 +118,9 @@ def create_session(url: str, client_id: str, topic_filter: str = "fs/v1/#") -> N
     props.SessionExpiryInterval = 3600
     subscribed = threading.Event()
     client.on_subscribe = lambda *args: subscribed.set()
-    client.connect(ep.host, ep.port, clean_start=True, properties=props)
+    # clean_start=False, as ingest connects: Mosquitto 2.0.11 does not restore a
+    # session begun with clean_start=True from its persistence after a restart.
+    client.connect(ep.host, ep.port, clean_start=False, properties=props)
     client.loop_start()
     client.subscribe(topic_filter, qos=1)
     try:
