@@ -216,8 +216,24 @@ class Evidence(BaseModel):
     events: list[DeviceEvent]
 
 
+class LinkageCommand(BaseModel):
+    """An evacuation command the alarm caused: `pending` until the broker has
+    acknowledged it, `superseded` when a newer state replaced it before that."""
+
+    id: int
+    at: Timestamp
+    device: str
+    cmd: Literal["emergency", "normal"]
+    direction: str | None
+    state: Literal["pending", "acknowledged", "superseded"]
+    attempts: int
+    sent_at: Timestamp | None
+    acked_at: Timestamp | None
+
+
 class AlarmDetail(AlarmOut):
     log: list[AlarmLogEntry]
+    commands: list[LinkageCommand]
     evidence: Evidence
 
 

@@ -161,6 +161,12 @@ class Engine:
             raise ValueError("negative slot or unknown kind")
         self._grow(int(s.max()) + 1)
         known = self.kind[s].copy()
+        # A device moved to another zone: its zone bookkeeping moves with it.
+        moved = (known >= 0) & (self.zone[s] != z)
+        for slot, old, now in zip(
+            s[moved].tolist(), self.zone[s[moved]].tolist(), z[moved].tolist(), strict=True
+        ):
+            self.machine.rezone(slot, old, now)
         self.kind[s] = kd
         self.zone[s] = z
         for name in p.THRESHOLD_NAMES:

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         description="Stable MQTT client id of ingest: the broker keeps its session across restarts",
     )
     retention_days: int = Field(default=365, ge=1, description="Raw telemetry kept this long")
+    reject_retention_days: int = Field(default=30, ge=1, description="Rejects kept this long")
+    rejects_per_site: int = Field(
+        default=100_000, ge=100, description="At most this many rejects kept per site (newest)"
+    )
     log_level: str = Field(default="INFO")
 
     @field_validator("mqtt_url")

@@ -151,6 +151,8 @@ class MqttSource:
         self.subscribed = False
         self._lost: asyncio.Event = asyncio.Event()
         self._stopping = False
+        # Our own QoS 1 publications awaiting PUBACK, by packet id.
+        self._inflight: dict[int, asyncio.Future[None]] = {}
 
     # ----------------------------------------------------------- public API
     async def run(self, on_connected: Callable[[], None] | None = None) -> None:
@@ -180,6 +182,8 @@ class MqttSource:
                 self._teardown()
             if not self._stopping:
                 log.warning("MQTT connection lost; reconnecting")
+                # The broker may have been upgraded or restarted: ask for MQTT 5 again.
+                self.protocol = paho.MQTTv5
 
     async def stop(self) -> None:
         """Disconnect cleanly; the broker keeps the session and unacknowledged messages."""
@@ -208,12 +212,19 @@ class MqttSource:
                 acked += 1
         return acked
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
+    def publish(self, topic: str, payload: bytes) -> asyncio.Future[None] | None:
+        """Publish at QoS 1; the future resolves when the broker has acknowledged
+        it (PUBACK), and is cancelled if the connection is lost first or fails if
+        the broker refuses it. None: not connected."""
         client = self._client
-        if client is None or not self.connected:
-            return False
-        info = client.publish(topic, payload, qos=qos)
-        return info.rc == paho.MQTT_ERR_SUCCESS
+        if client is None or not self.connected or self._loop is None:
+            return None
+        info = client.publish(topic, payload, qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return None
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._inflight[info.mid] = future
+        return future
 
     def pause(self) -> None:
         """Stop reading from the broker (backpressure)."""
@@ -246,6 +257,7 @@ class MqttSource:
         client.on_message = self._on_message
         client.on_publish_fast = self._on_publish_fast
         client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_puback
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
@@ -268,16 +280,25 @@ class MqttSource:
             await self._loop.run_in_executor(
                 None, lambda: client.connect(self.endpoint.host, self.endpoint.port, **kwargs)
             )
-            code = await asyncio.wait_for(self._connack, CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError, paho.WebsocketConnectionError) as exc:
+        except (OSError, paho.WebsocketConnectionError) as exc:
+            # The broker is down or unreachable: that says nothing of its protocol.
             self._teardown()
-            if self.protocol == paho.MQTTv5 and isinstance(exc, TimeoutError | ConnectionError):
-                self._fallback()
             raise MqttError(f"cannot connect: {exc or type(exc).__name__}") from exc
+        try:
+            code = await asyncio.wait_for(self._connack, CONNECT_TIMEOUT_S)
+        except TimeoutError as exc:
+            # Connected, but no CONNACK: a 3.1.1-only broker may ignore an MQTT 5 CONNECT.
+            self._teardown()
+            if self.protocol == paho.MQTTv5:
+                self._fallback("did not answer an MQTT 5 CONNECT")
+            raise MqttError("no CONNACK within the connect timeout") from exc
+        except MqttError:
+            self._teardown()
+            raise
         if _failed(code):
             self._teardown()
             if self.protocol == paho.MQTTv5 and _unsupported_protocol(code):
-                self._fallback()
+                self._fallback(f"refused MQTT 5 ({code})")
             raise MqttError(f"broker refused the connection: {code}")
         self._suback = self._loop.create_future()
         options = SubscribeOptions(qos=1, noLocal=True) if self.protocol == paho.MQTTv5 else None
@@ -299,13 +320,16 @@ class MqttSource:
             "MQTT 5" if self.protocol == paho.MQTTv5 else "MQTT 3.1.1",
         )
 
-    def _fallback(self) -> None:
-        log.info("broker does not speak MQTT 5 here; falling back to MQTT 3.1.1")
+    def _fallback(self, why: str) -> None:
+        log.info("the broker %s; trying MQTT 3.1.1", why)
         self.protocol = paho.MQTTv311
 
     def _teardown(self) -> None:
         self.connected = False
         self.subscribed = False
+        inflight, self._inflight = self._inflight, {}
+        for future in inflight.values():
+            future.cancel()  # the connection is gone: no PUBACK will come
         client, self._client = self._client, None
         if self._sock is not None and self._loop is not None:
             with contextlib.suppress(Exception):
@@ -436,6 +460,20 @@ class MqttSource:
                     else future.set_exception(MqttError(f"disconnected during connect: {code}"))
                 )
             )
+
+    def _on_puback(
+        self, client: paho.Client, userdata: Any, mid: int, code: ReasonCode, props: Any
+    ) -> None:
+        def resolve() -> None:
+            future = self._inflight.pop(mid, None)
+            if future is None or future.done():
+                return
+            if _failed(code):
+                future.set_exception(MqttError(f"broker refused the publication: {code}"))
+            else:
+                future.set_result(None)
+
+        self._call_in_loop(resolve)
 
     def _on_publish_fast(
         self, topic: str, payload: bytes, retained: bool, mid: int, qos: int

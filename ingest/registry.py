@@ -3,6 +3,11 @@
 Slots are the database's dense `devices.slot` integers, stable across
 restarts, so every per-device array in ingest and detection is indexed by
 them. The cache is rebuilt from a snapshot whenever the registry changes.
+
+Zone ids (the integer key of (site, building, floor, zone) that detection's
+coincidence and call-point bookkeeping are keyed by) come from a `ZoneIds`
+allocator that outlives the snapshots: a zone keeps its number across every
+reload, whatever order the rows arrive in.
 """
 
 from __future__ import annotations
@@ -38,15 +43,29 @@ class Device:
         return (self.site, self.building, self.floor, self.zone)
 
 
+ZoneKey = tuple[str, str, str, str]
+
+
+class ZoneIds:
+    """Stable integer ids for zones: a zone seen once keeps its id for good."""
+
+    def __init__(self) -> None:
+        self.ids: dict[ZoneKey, int] = {}
+
+    def __call__(self, key: ZoneKey) -> int:
+        return self.ids.setdefault(key, len(self.ids))
+
+
 class Registry:
     """Immutable snapshot of the registry with columnar per-slot views."""
 
-    def __init__(self, devices: Iterable[Device]) -> None:
+    def __init__(self, devices: Iterable[Device], zone_ids: ZoneIds | None = None) -> None:
         self.by_id: dict[str, Device] = {d.id: d for d in devices}
         size = max((d.slot for d in self.by_id.values()), default=0) + 1
         self.size = size
         self.by_slot: list[Device | None] = [None] * size
-        zone_keys: dict[tuple[str, str, str, str], int] = {}
+        zone_id = zone_ids or ZoneIds()
+        self._evac: dict[tuple[str, str], list[Device]] = {}
         self.kind = np.full(size, -1, dtype=np.int8)
         self.zone = np.full(size, -1, dtype=np.int64)
         self.interval_ms = np.zeros(size, dtype=np.int64)
@@ -54,12 +73,22 @@ class Registry:
         for d in self.by_id.values():
             self.by_slot[d.slot] = d
             self.kind[d.slot] = KIND_CODE[d.kind]
-            self.zone[d.slot] = zone_keys.setdefault(d.zone_key, len(zone_keys))
+            self.zone[d.slot] = zone_id(d.zone_key)
+            if d.kind == "evac":
+                self._evac.setdefault((d.site, d.building), []).append(d)
             self.interval_ms[d.slot] = round(d.interval_s * 1000)
             self.registered_ms[d.slot] = d.registered_ms
         self.slots: NDArray[np.int64] = np.array(
             sorted(d.slot for d in self.by_id.values()), dtype=np.int64
         )
+
+    def detection_config(
+        self,
+    ) -> tuple[NDArray[np.int64], NDArray[np.int8], NDArray[np.int64], list[Mapping[str, float]]]:
+        """What `Engine.configure` takes: slots, kinds, zone ids and thresholds."""
+        slots = self.slots
+        thresholds = [self.device(int(s)).thresholds for s in slots]
+        return slots, self.kind[slots], self.zone[slots], thresholds
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -74,11 +103,11 @@ class Registry:
         return device
 
     def evac_devices(self, site: str, building: str) -> list[Device]:
-        return [
-            d
-            for d in self.by_id.values()
-            if d.kind == "evac" and d.site == site and d.building == building
-        ]
+        return sorted(self._evac.get((site, building), ()), key=lambda d: d.slot)
+
+    def evac_buildings(self) -> list[tuple[str, str]]:
+        """Every (site, building) with at least one evac device."""
+        return sorted(self._evac)
 
 
 def device_from_row(row: Mapping[str, Any]) -> Device:

@@ -1,14 +1,17 @@
 """The ingest service: MQTT in, one transaction per batch, acknowledgements out.
 
-    broker --(QoS 1, persistent session)--> intake (bounded) --> processor:
-        decode -> de-duplicate -> [transaction: events, telemetry (COPY), rejects,
-        detection, alarms] -> commit -> acknowledge -> linkage commands
+    broker --(QoS 1, persistent session)--> intake (bounded: messages and bytes)
+        --> processor: decode -> plan -> write [transaction: events, telemetry
+        (COPY), rejects, detection's alarms, linkage commands] -> after_commit
+        (acknowledge, tracker, counters) --> command sender (outbox, QoS 1)
 
 A message is acknowledged to the broker only after the transaction holding it
-has committed, so a crash at any point loses nothing: the broker delivers it
-again and the (device, seq, ts) key stores it once. Every task is named and
-runs in one TaskGroup; shutdown stops intake, drains what was received,
-acknowledges it and closes the connections in that order.
+has committed, exactly once, so a crash at any point loses nothing: the broker
+delivers it again and the (device, seq, ts) key stores it once. Only the write
+is retried (`ingest/pipeline.py`); a message the database cannot store is
+isolated by bisection, kept as a reject and acknowledged. Every task is named
+and runs in one TaskGroup; shutdown stops intake, drains what was received,
+acknowledges it and disconnects, within a bounded time.
 """
 
 from __future__ import annotations
@@ -20,28 +23,29 @@ import os
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import orjson
 import psycopg
 from numpy.typing import NDArray
 
 from detection import AlarmChange, Engine, Events, Readings
-from firesafe.contract import EVENT_TYPES, READING_INDEX
+from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
 from firesafe.settings import Settings
+from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
-from ingest.linkage import Building, Linkage
+from ingest.linkage import Building, commands_for
 from ingest.mqtt import MqttSource
-from ingest.registry import Registry, device_from_row
+from ingest.pipeline import BatchPlan, plan_batch
+from ingest.registry import Registry, ZoneIds, device_from_row
 from ingest.supervision import Supervisor
 from ingest.tracker import DeviceTracker
 from storage import ingest_store as store
 from storage import partitions
-from storage.migrate import current_flavour
+from storage.errors import MigrationError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,12 @@ BATCH_MAX_AGE_S = 0.02
 # the reader from taking the CPU the writer needs.
 INTAKE_HIGH_WATER = 2 * BATCH_MAX_MESSAGES
 INTAKE_LOW_WATER = BATCH_MAX_MESSAGES
+# ... and in bytes, so that large payloads cannot grow memory without bound.
+INTAKE_HIGH_WATER_BYTES = 4 * BATCH_MAX_BYTES
+INTAKE_LOW_WATER_BYTES = 2 * BATCH_MAX_BYTES
+# A payload over the contract's limit is a reject: keep only its head (and its
+# length) from the moment it arrives.
+OVERSIZE_KEEP_BYTES = 4096
 TICK_S = 1.0  # supervision resolution: offline is raised within ~1 s of its time
 STATS_EVERY_S = 5.0  # ingest_stats rows for Grafana and /health
 STATE_EVERY_S = 5.0  # device_state is a summary; folding it per batch would double writes
@@ -69,7 +79,11 @@ REGISTRY_EVERY_S = 2.0  # registry and person-cleared alarms poll
 # unknown ids costs one cheap version query per batch at most.
 REGISTRY_MIN_GAP_S = 0.05
 HOUSEKEEPING_EVERY_S = 3600.0  # partitions ahead of time (plain PostgreSQL)
+# Rejects are pruned often: a flood must not outgrow its bound for long.
+REJECT_PRUNE_EVERY_S = 60.0
+HOUSEKEEPING_LOCK = 0x46495246  # advisory lock key: one pruner at a time in a cluster
 DRAIN_TIMEOUT_S = 10.0
+DISCONNECT_TIMEOUT_S = 5.0
 DB_RETRY_MIN_S = 0.5
 DB_RETRY_MAX_S = 15.0
 APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
@@ -79,6 +93,12 @@ _URGENT_SUFFIXES = ("/event", "/status")
 # Rejects that do not show the named device is alive: it may not exist, or the
 # message came from elsewhere (another site's topic).
 _NOT_FROM_THE_DEVICE = frozenset({"unknown_device", "site_mismatch", "bad_topic"})
+# Errors that mean "the database went away", as opposed to "it refused this data".
+_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+class PoisonBatch(Exception):
+    """The database (or processing) refused something in this batch's rows."""
 
 
 def now_ms() -> int:
@@ -97,20 +117,6 @@ class Counters:
     latencies_ms: list[float] = field(default_factory=list)
 
 
-def _first_of_keys(
-    slot: NDArray[np.int64], ts: NDArray[np.int64], seq: NDArray[np.int64]
-) -> NDArray[np.bool_]:
-    """Mask keeping the first row of each (slot, ts, seq) key (in-batch duplicates)."""
-    keep = np.ones(slot.size, dtype=np.bool_)
-    if slot.size < 2:
-        return keep
-    order = np.lexsort((seq, ts, slot))
-    s, t, q = slot[order], ts[order], seq[order]
-    same = (s[1:] == s[:-1]) & (t[1:] == t[:-1]) & (q[1:] == q[:-1])
-    keep[order[1:][same]] = False
-    return keep
-
-
 class IngestService:
     def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
         self.settings = settings
@@ -120,12 +126,16 @@ class IngestService:
         self._wake = asyncio.Event()
         self._urgent = False
         self._stopping = asyncio.Event()
+        self._intake_bytes = 0
         self.source = MqttSource(settings.mqtt, settings.mqtt_client_id, self._deliver)
+        self.commands = CommandSender(
+            self.source, self.dsn, lambda: None, application_name=APPLICATION_NAME
+        )
         self.engine = Engine()
         self.tracker = DeviceTracker()
         self.supervisor = Supervisor()
-        self.linkage = Linkage()
-        self.registry = Registry([])
+        self.zone_ids = ZoneIds()
+        self.registry = Registry([], self.zone_ids)
         self.decoder = Decoder(self.registry)
         self.counters = Counters()
         self.ready = asyncio.Event()
@@ -140,10 +150,15 @@ class IngestService:
 
     # ------------------------------------------------------------- intake
     def _deliver(self, message: RawMessage) -> None:
+        if len(message.payload) > MAX_PAYLOAD_BYTES:
+            message = message._replace(
+                payload=message.payload[:OVERSIZE_KEEP_BYTES], size=len(message.payload)
+            )
         self.intake.append(message)
+        self._intake_bytes += len(message.payload)
         if message.topic.endswith(_URGENT_SUFFIXES):
             self._urgent = True
-        if len(self.intake) >= INTAKE_HIGH_WATER:
+        if len(self.intake) >= INTAKE_HIGH_WATER or self._intake_bytes >= INTAKE_HIGH_WATER_BYTES:
             self.source.pause()
         if not self._wake.is_set():
             self._wake.set()
@@ -159,37 +174,61 @@ class IngestService:
     async def run(self) -> None:
         """Run until `request_stop()`; then drain, acknowledge and close in order."""
         await self._open_database()
-        await self._load_state()
+        await self._with_database(self._load_state)
         try:
             async with asyncio.TaskGroup() as tasks:
                 mqtt = tasks.create_task(self.source.run(), name="ingest-mqtt")
                 processor = tasks.create_task(self._process_loop(), name="ingest-processor")
                 housekeeping = tasks.create_task(self._housekeeping(), name="ingest-housekeeping")
+                sender = tasks.create_task(self.commands.run(), name="ingest-commands")
                 self.ready.set()
                 await self._stopping.wait()
                 # 1. stop intake, 2. drain what was received, 3. disconnect.
                 self.source.pause()
-                await asyncio.wait_for(processor, DRAIN_TIMEOUT_S + 5)
+                try:
+                    await asyncio.wait_for(processor, DRAIN_TIMEOUT_S)
+                except TimeoutError:
+                    # The database is away: what was not committed is not acknowledged
+                    # either, and the broker delivers it again to the next run.
+                    log.warning(
+                        "drain did not finish within %.0f s; %d message(s) left to the broker",
+                        DRAIN_TIMEOUT_S,
+                        self.queue_depth,
+                    )
                 housekeeping.cancel()
-                await self.source.stop()
-                await mqtt
+                self.commands.stop()
+                try:
+                    await asyncio.wait_for(sender, PUBACK_TIMEOUT_S + 1)
+                except TimeoutError:
+                    log.warning("linkage sender did not finish; its commands stay pending")
+                try:
+                    await asyncio.wait_for(self.source.stop(), DISCONNECT_TIMEOUT_S)
+                except TimeoutError:
+                    log.warning("MQTT disconnect timed out")
+                mqtt.cancel()
         finally:
             await self._close_database()
 
     async def _open_database(self) -> None:
-        self._flavour = await asyncio.to_thread(current_flavour, self.dsn)
+        """Connect (waiting out an outage of any length) and read the schema flavour.
+        A database that answers but is not migrated is a configuration error."""
         delay = DB_RETRY_MIN_S
         while True:
             try:
                 self._writer = await psycopg.AsyncConnection.connect(
                     self.dsn, application_name=APPLICATION_NAME
                 )
-                await store.prepare_connection(self._writer)
                 self._aux = await psycopg.AsyncConnection.connect(
                     self.dsn, autocommit=True, application_name=APPLICATION_NAME
                 )
+                flavour = await store.recorded_flavour(self._aux)
+                if flavour is None:
+                    raise MigrationError("database is not migrated: run `firesafe db migrate`")
+                self._flavour = flavour
+                await store.prepare_connection(self._writer)
                 return
-            except psycopg.OperationalError as exc:
+            except _CONNECTION_ERRORS as exc:
+                await self._close_database()
                 log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
@@ -206,7 +245,11 @@ class IngestService:
         await self._open_database()
 
     async def _load_state(self) -> None:
+        """Restore detection, supervision and linkage from the database (start-up)."""
         assert self._aux is not None
+        self.engine = Engine()
+        self.supervisor = Supervisor()
+        self.tracker = DeviceTracker()
         await self._refresh_registry(force=True)
         self.tracker.load(await store.load_device_state(self._aux))
         for row in await store.load_open_alarms(self._aux):
@@ -217,11 +260,15 @@ class IngestService:
             self.engine.restore_alarm(
                 slot, row["type"], row["verdict"], int(row["opened_ms"]), row["reason"]
             )
-            if row["type"] == "fire" and row["verdict"] == "confirmed":
-                self.linkage.fire_confirmed(
-                    row["id"], row["site_id"], row["building"], row["floor"], row["zone"]
-                )
         self._clear_log_id = await store.last_log_id(self._aux)
+        # Every sign shows what the open fires want, whatever was (or was not)
+        # sent before the restart: recompute and write what differs.
+        assert self._writer is not None
+        async with self._writer.transaction():
+            written = await self._write_commands(self._writer, self.registry.evac_buildings())
+        if written:
+            log.info("linkage: %d command(s) to bring signs in line after start-up", written)
+        self.commands.wake()
 
     async def _refresh_registry(self, *, force: bool = False) -> bool:
         """Reload the registry if it changed; True when it did."""
@@ -232,17 +279,12 @@ class IngestService:
             return False
         rows = await store.load_registry(self._aux)
         self._registry_version = version
-        registry = Registry(device_from_row(row) for row in rows)
+        registry = Registry((device_from_row(row) for row in rows), self.zone_ids)
         self.registry = registry
         self.decoder = Decoder(registry)
         self.tracker.ensure(registry.size)
         slots = registry.slots
-        self.engine.configure(
-            slots,
-            registry.kind[slots],
-            registry.zone[slots],
-            [registry.device(int(s)).thresholds for s in slots],
-        )
+        self.engine.configure(*registry.detection_config())
         baseline = np.maximum(registry.registered_ms, self._started_ms)
         baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
         self.supervisor.configure(slots, registry.interval_ms, baseline)
@@ -266,13 +308,17 @@ class IngestService:
                 if self.intake:
                     burst = self._take_batch()
                     self._urgent = any(m.topic.endswith(_URGENT_SUFFIXES) for m in self.intake)
-                    if len(self.intake) <= INTAKE_LOW_WATER and not stopping:
+                    if (
+                        len(self.intake) <= INTAKE_LOW_WATER
+                        and self._intake_bytes <= INTAKE_LOW_WATER_BYTES
+                        and not stopping
+                    ):
                         self.source.resume()
                     batch = await self._decode(burst)
                     if committing is not None:
                         await committing
                     committing = asyncio.create_task(
-                        self._with_database(self._commit, burst, batch, {}), name="ingest-commit"
+                        self._commit(burst, batch), name="ingest-commit"
                     )
                 mono = time.monotonic()
                 due_registry = mono >= next_registry and not stopping
@@ -289,7 +335,7 @@ class IngestService:
                     await self._with_database(self._poll_changes)
                 if due_tick:
                     next_tick = mono + TICK_S
-                    await self._with_database(self._supervise)
+                    await self._supervise()
                 if due_state:
                     next_state = mono + STATE_EVERY_S
                     await self._with_database(self._flush_device_state)
@@ -310,6 +356,7 @@ class IngestService:
                 break
         burst = self.intake[:count]
         del self.intake[:count]
+        self._intake_bytes -= size
         return burst
 
     async def _wait_for_batch(self, next_tick: float) -> None:
@@ -331,14 +378,15 @@ class IngestService:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _with_database(self, step: Any, *args: Any) -> None:
-        """Run a database step; on a lost connection, reconnect and run it again."""
+        """Run a database step; on a lost connection, reconnect and run it again.
+        Steps are idempotent writes: what they decide is decided before the call."""
         delay = DB_RETRY_MIN_S
         while True:
             try:
                 await step(*args)
                 return
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                if self._stopping.is_set() and step != self._commit:
+            except _CONNECTION_ERRORS as exc:
+                if self._stopping.is_set() and step != self._write:
                     return  # bookkeeping is not worth waiting for; batches are
                 log.warning("database error (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter
@@ -346,8 +394,8 @@ class IngestService:
                 with contextlib.suppress(psycopg.Error):
                     await self._reconnect_database()
             except psycopg.Error as exc:
-                if step == self._commit:
-                    raise
+                if step == self._write:
+                    raise PoisonBatch(str(exc)) from exc
                 # Bookkeeping (stats, device_state, polls) must not stop the pipeline.
                 log.error("%s failed: %s", getattr(step, "__name__", step), exc)
                 return
@@ -371,144 +419,179 @@ class IngestService:
             log.warning("registry refresh failed (%s); keeping the current registry", exc)
             return False
 
-    async def _process_burst(self, burst: Sequence[RawMessage]) -> None:
-        await self._commit(burst, await self._decode(burst), {})
-
-    async def _commit(
-        self, burst: Sequence[RawMessage], batch: DecodedBatch, memo: dict[str, Any]
-    ) -> None:
-        """Store, acknowledge, link. `memo` survives a retry of the same batch, so
-        detection (which advances its state) runs once per batch."""
+    async def _commit(self, burst: Sequence[RawMessage], batch: DecodedBatch) -> None:
+        """Plan once, write (retried on a lost connection), then after_commit once.
+        A batch the database refuses is bisected down to the message it refuses."""
+        plan = plan_batch(burst, batch, self.tracker.maybe_duplicate)
         try:
-            applied = await self._store(batch, memo)
-        except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            # Should not happen (decode guards what PostgreSQL refuses); if it does,
-            # isolate the message the database refuses instead of stopping.
+            await self._with_database(self._write, plan)
+        except PoisonBatch as exc:
+            log.warning("a batch of %d message(s) was refused (%s); isolating", len(burst), exc)
             await self._bisect(burst, exc)
             return
-        self.source.ack(burst)
-        await self._link(applied)
-        c = self.counters
-        c.batches += 1
-        c.messages += len(burst)
-        c.readings += batch.readings
-        c.events += batch.events
-        c.rejects += len(batch.rejects)
-        oldest = min(m.received_ms for m in burst)
-        c.latencies_ms.append(now_ms() - oldest)
+        self._after_commit(plan)
 
-    async def _bisect(self, burst: Sequence[RawMessage], exc: Exception) -> None:
+    async def _bisect(self, burst: Sequence[RawMessage], exc: PoisonBatch) -> None:
         if len(burst) == 1:
             m = burst[0]
-            assert self._writer is not None
-            async with self._writer.transaction():
-                await store.write_rejects(
-                    self._writer,
-                    [
-                        store.RejectRow(
-                            m.received_ms,
-                            m.topic,
-                            "bad_payload",
-                            m.payload,
-                            f"the database refused it: {exc}"[:500],
-                            None,
-                        )
-                    ],
-                )
+            reject = store.RejectRow(
+                m.received_ms,
+                m.topic,
+                "bad_payload",
+                m.payload,
+                f"could not be processed: {exc}"[:500],
+                None,
+            )
+            await self._with_database(self._write_rejects, [reject])
             self.source.ack(burst)
+            self.counters.rejects += 1
+            log.error("message on %s kept as a reject: %s", m.topic, exc)
             return
         half = len(burst) // 2
         for part in (burst[:half], burst[half:]):
-            try:
-                await self._process_burst(part)
-            except (psycopg.DataError, psycopg.IntegrityError) as inner:
-                await self._bisect(part, inner)
+            await self._commit(part, await self._decode(part))
 
-    async def _store(self, batch: DecodedBatch, memo: dict[str, Any]) -> list[store.AppliedAlarm]:
-        """One transaction: events, telemetry, rejects, detection's alarms."""
-        registry = self.registry
+    async def _write_rejects(self, rejects: Sequence[store.RejectRow]) -> None:
+        assert self._writer is not None
+        async with self._writer.transaction():
+            await store.write_rejects(self._writer, rejects)
+
+    async def _write(self, plan: BatchPlan) -> None:
+        """One transaction: the batch's rows, detection's alarms, linkage commands.
+        The only step that is ever retried; detection is decided on the first try."""
         writer = self._writer
         assert writer is not None
-        # In-batch duplicates (same device, ts, seq), across telemetry and events.
-        keep_ev = _first_of_keys(batch.ev_slot, batch.ev_ts, batch.ev_seq)
-        keep_tel = _first_of_keys(batch.slot, batch.ts, batch.seq)
-        if batch.ev_slot.size and batch.slot.size:
-            ev_keys = set(
-                zip(
-                    batch.ev_slot.tolist(), batch.ev_ts.tolist(), batch.ev_seq.tolist(), strict=True
-                )
-            )
-            cand = np.flatnonzero(np.isin(batch.slot, batch.ev_slot))
-            for i in cand.tolist():
-                if (int(batch.slot[i]), int(batch.ts[i]), int(batch.seq[i])) in ev_keys:
-                    keep_tel[i] = False
-        in_batch_dups = int((~keep_ev).sum() + (~keep_tel).sum())
-        dropped = np.concatenate([batch.ev_slot[~keep_ev], batch.slot[~keep_tel]])
-        ev_idx = np.flatnonzero(keep_ev)
-        tel_idx = np.flatnonzero(keep_tel)
-        ev_slot, ev_ts, ev_seq = batch.ev_slot[ev_idx], batch.ev_ts[ev_idx], batch.ev_seq[ev_idx]
-        slot, ts, seq = batch.slot[tel_idx], batch.ts[tel_idx], batch.seq[tel_idx]
-        values = batch.values[tel_idx]
-        received = batch.received[tel_idx]
-        extra = {int(np.searchsorted(tel_idx, i)): v for i, v in batch.extra.items() if keep_tel[i]}
-        maybe_dup = self.tracker.maybe_duplicate(slot, ts)
-
+        registry = self.registry
         async with writer.transaction():
-            ev_new = await store.write_events(
-                writer,
-                device_ids=[registry.device(int(s)).id for s in ev_slot],
-                slot=ev_slot,
-                ts=ev_ts,
-                seq=ev_seq,
-                received=batch.ev_received[ev_idx],
-                types=[EVENT_TYPES[int(c)] for c in batch.ev_code[ev_idx]],
-                details=[batch.ev_detail[int(i)] for i in ev_idx],
-            )
-            tel_new = await store.write_telemetry(
-                writer,
-                self._flavour,
-                slot=slot,
-                ts=ts,
-                seq=seq,
-                received=received,
-                maybe_dup=maybe_dup,
-                values=values,
-                extra=extra,
-            )
-            await store.write_rejects(
-                writer,
-                [
-                    store.RejectRow(
-                        r.received_ms, r.topic, r.reason, r.payload, r.detail, r.device_id
+            try:
+                async with writer.transaction():  # a savepoint: refused rows are poison
+                    ev_new = await store.write_events(
+                        writer,
+                        device_ids=[registry.device(int(s)).id for s in plan.ev_slot],
+                        slot=plan.ev_slot,
+                        ts=plan.ev_ts,
+                        seq=plan.ev_seq,
+                        received=plan.ev_received,
+                        types=[EVENT_TYPES[int(c)] for c in plan.ev_code],
+                        details=[plan.batch.ev_detail[int(i)] for i in plan.ev_idx],
                     )
-                    for r in batch.rejects
-                ],
-            )
-            if "writes" not in memo:  # detection and supervision advance their state once
-                changes = self._detect(
-                    slot[tel_new],
-                    ts[tel_new],
-                    values[tel_new],
-                    ev_slot[ev_new],
-                    ev_ts[ev_new],
-                    batch.ev_code[ev_idx][ev_new],
-                )
-                memo["writes"] = [self._alarm_write(c) for c in changes]
-                memo["writes"] += self._supervise_batch(batch)
-            applied = await store.apply_alarm_writes(writer, memo["writes"])
+                    tel_new = await store.write_telemetry(
+                        writer,
+                        self._flavour,
+                        slot=plan.slot,
+                        ts=plan.ts,
+                        seq=plan.seq,
+                        received=plan.received,
+                        maybe_dup=plan.maybe_dup,
+                        values=plan.values,
+                        extra=plan.extra,
+                    )
+                    await store.write_rejects(writer, plan.rejects)
+            except _CONNECTION_ERRORS:
+                raise
+            except Exception as exc:
+                raise PoisonBatch(f"{type(exc).__name__}: {exc}") from exc
+            if plan.alarm_writes is None:  # detection and supervision advance state once
+                try:
+                    changes = self._detect(
+                        plan.slot[tel_new],
+                        plan.ts[tel_new],
+                        plan.values[tel_new],
+                        plan.ev_slot[ev_new],
+                        plan.ev_ts[ev_new],
+                        plan.ev_code[ev_new],
+                    )
+                    writes = [self._alarm_write(c) for c in changes]
+                    writes += self._supervise_batch(plan.batch)
+                except Exception as exc:
+                    log.exception("detection failed on a batch")
+                    raise PoisonBatch(f"detection failed: {type(exc).__name__}: {exc}") from exc
+                plan.alarm_writes = writes
+            applied = await self._apply_alarm_writes(writer, plan.alarm_writes)
+            fires = _fire_causes(applied)
+            commands = await self._write_commands(writer, sorted(fires), fires)
+        plan.tel_new, plan.ev_new, plan.applied, plan.commands = tel_new, ev_new, applied, commands
 
-        # Committed: fold into what we know of each device.
-        all_slot = np.concatenate([slot, ev_slot])
+    async def _apply_alarm_writes(
+        self, conn: psycopg.AsyncConnection[Any], writes: Sequence[store.AlarmWrite]
+    ) -> list[store.AppliedAlarm]:
+        """Apply alarm transitions; one the database refuses is logged and skipped,
+        never allowed to take the others (or the batch's data) with it."""
+        if not writes:
+            return []
+        try:
+            async with conn.transaction():
+                return await store.apply_alarm_writes(conn, writes)
+        except _CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            log.error("alarm writes refused (%s); applying one by one", exc)
+        applied: list[store.AppliedAlarm] = []
+        for w in writes:
+            try:
+                async with conn.transaction():
+                    applied += await store.apply_alarm_writes(conn, [w])
+            except _CONNECTION_ERRORS:
+                raise
+            except Exception as exc:
+                log.error("alarm transition %s refused by the database: %s", w, exc)
+        return applied
+
+    async def _write_commands(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        buildings: Sequence[Building],
+        causes: Mapping[Building, str] | None = None,
+    ) -> int:
+        """Linkage: write (as pending) the commands that bring each sign of these
+        buildings in line with the building's open confirmed fires. `causes`: the
+        alarm that changed each building's state (a `normal` refers to it)."""
+        if not buildings:
+            return 0
+        burning = await store.burning_zones(conn, buildings)
+        last = await store.last_commands(conn, buildings)
+        made_at = now_ms()
+        rows: list[store.CommandRow] = []
+        for building in buildings:
+            zones, alarm_id = burning[building]
+            if alarm_id is None and causes:
+                alarm_id = causes.get(building)
+            signs = self.registry.evac_devices(*building)
+            for c in commands_for(building, signs, zones, last, alarm_id):
+                payload: dict[str, Any] = {"ts": made_at, "cmd": c.cmd}
+                if c.cmd == "emergency":
+                    payload.update(alarm_id=c.alarm_id, direction=c.direction)
+                rows.append(
+                    store.CommandRow(
+                        c.alarm_id, c.device_id, c.site, c.building, c.cmd, c.direction, payload
+                    )
+                )
+        await store.write_commands(conn, rows)
+        if rows:
+            log.info("linkage: %d command(s) written for %d building(s)", len(rows), len(buildings))
+        return len(rows)
+
+    def _after_commit(self, plan: BatchPlan) -> None:
+        """Committed: acknowledge, fold into what we know of each device, count.
+        Runs once per batch, never retried."""
+        self.source.ack(plan.burst)
+        if plan.commands:
+            self.commands.wake()
+        slot, ts, values = plan.slot, plan.ts, plan.values
+        tel_new, ev_new = plan.tel_new, plan.ev_new
+        all_slot = np.concatenate([slot, plan.ev_slot])
         all_new = np.concatenate([tel_new, ev_new])
-        self.counters.seq_gaps += self.tracker.committed(
+        c = self.counters
+        c.seq_gaps += self.tracker.committed(
             all_slot,
-            np.concatenate([ts, ev_ts]),
-            np.concatenate([seq, ev_seq]),
-            np.concatenate([received, batch.ev_received[ev_idx]]),
+            np.concatenate([ts, plan.ev_ts]),
+            np.concatenate([plan.seq, plan.ev_seq]),
+            np.concatenate([plan.received, plan.ev_received]),
             all_new,
         )
-        self.tracker.duplicates_dropped(dropped)
-        self.counters.duplicates += in_batch_dups + int((~all_new).sum())
+        self.tracker.duplicates_dropped(plan.dropped)
+        c.duplicates += plan.in_batch_dups + int((~all_new).sum())
+        batch = plan.batch
         self.tracker.seen(*self._heard_in_rejects(batch))
         if batch.st_slot.size:
             live = ~batch.st_retained
@@ -518,7 +601,13 @@ class IngestService:
         has_mains = tel_new & ~np.isnan(mains)
         if has_mains.any():  # evac units only; the last value per device wins
             self.tracker.set_mains(slot[has_mains], mains[has_mains] >= 0.5)
-        return applied
+        c.batches += 1
+        c.messages += len(plan.burst)
+        c.readings += batch.readings
+        c.events += batch.events
+        c.rejects += len(batch.rejects)
+        oldest = min(m.received_ms for m in plan.burst)
+        c.latencies_ms.append(now_ms() - oldest)
 
     def _detect(
         self,
@@ -610,6 +699,8 @@ class IngestService:
         return writes
 
     async def _supervise(self) -> None:
+        """Raise `offline` for devices silent past their limit. Decided once, then
+        written (retried on a lost connection)."""
         slots, deadlines = self.supervisor.check(now_ms())
         if not slots.size:
             return
@@ -617,18 +708,25 @@ class IngestService:
             self._offline_write(s, "open", "silent", d)
             for s, d in zip(slots.tolist(), deadlines.tolist(), strict=True)
         ]
-        assert self._writer is not None
-        async with self._writer.transaction():
-            await store.apply_alarm_writes(self._writer, writes)
+        await self._with_database(self._write_alarms, writes)
         log.info("%d device(s) went offline", len(writes))
 
+    async def _write_alarms(self, writes: Sequence[store.AlarmWrite]) -> None:
+        assert self._writer is not None
+        async with self._writer.transaction():
+            await self._apply_alarm_writes(self._writer, writes)
+
     async def _poll_changes(self) -> None:
-        """Registry changes and alarms a person cleared (they may fire again)."""
+        """Registry changes and alarms a person cleared (they may fire again).
+        Idempotent: the log position advances only once linkage is written."""
         assert self._aux is not None
+        assert self._writer is not None
         await self._refresh_registry()
-        buildings: dict[Building, str | None] = {}
-        for row in await store.cleared_by_people(self._aux, self._clear_log_id):
-            self._clear_log_id = max(self._clear_log_id, int(row["log_id"]))
+        rows = await store.cleared_by_people(self._aux, self._clear_log_id)
+        if not rows:
+            return
+        buildings: dict[Building, str] = {}
+        for row in rows:
             device = self.registry.get(row["device_id"])
             if device is None:
                 continue
@@ -637,50 +735,12 @@ class IngestService:
                 continue
             self.engine.clear(device.slot, row["type"])
             if row["type"] == "fire":
-                buildings[self.linkage.fire_cleared(row["id"], row["site_id"], row["building"])] = (
-                    None
-                )
-        for building, alarm_id in buildings.items():
-            await self._send_commands(building, alarm_id)
-
-    async def _link(self, applied: Sequence[store.AppliedAlarm]) -> None:
-        buildings: dict[Building, str | None] = {}
-        for a in applied:
-            w = a.write
-            if w.alarm_type != "fire":
-                continue
-            if a.logged in ("confirmed",) or (a.logged == "opened" and w.verdict == "confirmed"):
-                buildings[
-                    self.linkage.fire_confirmed(a.alarm_id, w.site, w.building, w.floor, w.zone)
-                ] = a.alarm_id
-            elif a.logged == "cleared":
-                buildings[self.linkage.fire_cleared(a.alarm_id, w.site, w.building)] = None
-        for building, alarm_id in buildings.items():
-            await self._send_commands(building, alarm_id)
-
-    async def _send_commands(self, building: Building, alarm_id: str | None) -> None:
-        commands = self.linkage.commands(self.registry, building, alarm_id)
-        if not commands:
-            return
-        sent_at = now_ms()
-        assert self._writer is not None
-        async with self._writer.transaction():
-            for c in commands:
-                payload: dict[str, Any] = {"ts": sent_at, "cmd": c.cmd}
-                if c.cmd == "emergency":
-                    payload.update(alarm_id=c.alarm_id, direction=c.direction)
-                self.source.publish(f"fs/v1/{c.site}/{c.device_id}/cmd", orjson.dumps(payload))
-                await store.write_linkage(
-                    self._writer,
-                    alarm_id=c.alarm_id,
-                    device_id=c.device_id,
-                    site=c.site,
-                    building=c.building,
-                    cmd=c.cmd,
-                    direction=c.direction,
-                    payload=payload,
-                )
-        log.info("linkage: %d command(s) to %s/%s", len(commands), *building)
+                buildings[(row["site_id"], row["building"])] = row["id"]
+        if buildings:
+            async with self._writer.transaction():
+                if await self._write_commands(self._writer, sorted(buildings), buildings):
+                    self.commands.wake()
+        self._clear_log_id = max(int(row["log_id"]) for row in rows)
 
     async def _flush_device_state(self) -> None:
         registered = self.registry.kind >= 0
@@ -716,16 +776,44 @@ class IngestService:
             )
 
     async def _housekeeping(self) -> None:
+        """Cluster-wide chores, done by whichever process gets the lock first."""
+        next_partitions = 0.0
         while True:
-            if self._flavour == "plain":
-                try:
-                    await asyncio.to_thread(self._ensure_partitions)
-                except psycopg.Error as exc:
-                    log.warning("partition housekeeping failed: %s", exc)
-            await asyncio.sleep(HOUSEKEEPING_EVERY_S)
+            try:
+                if time.monotonic() >= next_partitions:
+                    next_partitions = time.monotonic() + HOUSEKEEPING_EVERY_S
+                    if self._flavour == "plain":
+                        await asyncio.to_thread(self._ensure_partitions)
+                await asyncio.to_thread(self._prune_rejects)
+            except psycopg.Error as exc:
+                log.warning("housekeeping failed: %s", exc)
+            await asyncio.sleep(REJECT_PRUNE_EVERY_S)
 
     def _ensure_partitions(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             partitions.ensure(
                 conn, now=datetime.now(UTC), retention_days=self.settings.retention_days
             )
+
+    def _prune_rejects(self) -> None:
+        with psycopg.connect(self.dsn, application_name=APPLICATION_NAME) as conn:
+            lock = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (HOUSEKEEPING_LOCK,))
+            row = lock.fetchone()
+            if not row or not row[0]:
+                return  # another process is at it
+            dropped = store.prune_rejects_sync(
+                conn,
+                max_age_days=self.settings.reject_retention_days,
+                per_site=self.settings.rejects_per_site,
+            )
+        if dropped:
+            log.info("rejects: %d old or surplus row(s) pruned", dropped)
+
+
+def _fire_causes(applied: Sequence[store.AppliedAlarm]) -> dict[Building, str]:
+    """Buildings whose fire state a batch changed, each with the last alarm that did."""
+    return {
+        (a.write.site, a.write.building): a.alarm_id
+        for a in applied
+        if a.write.alarm_type == "fire"
+    }

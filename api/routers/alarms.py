@@ -36,6 +36,7 @@ from api.schemas import (
     AlarmType,
     DeviceEvent,
     Evidence,
+    LinkageCommand,
     NoteIn,
     Page,
     Reading,
@@ -262,6 +263,7 @@ async def stream_alarms(
 async def get_alarm(alarm_id: AlarmId, conn: ConnDep, caller: CallerDep) -> AlarmDetail:
     row = await alarm_q.get_alarm(conn, scope=caller.scope, alarm_id=alarm_id)
     log_rows = await alarm_q.alarm_log(conn, alarm_id=alarm_id)
+    command_rows = await alarm_q.alarm_commands(conn, alarm_id=alarm_id)
     since = row["opened_at"] - EVIDENCE_BEFORE
     until = max(row["confirmed_at"] or row["opened_at"], row["opened_at"]) + EVIDENCE_AFTER
     readings = await telemetry_q.raw_readings(
@@ -279,6 +281,7 @@ async def get_alarm(alarm_id: AlarmId, conn: ConnDep, caller: CallerDep) -> Alar
     return AlarmDetail(
         **AlarmOut.model_validate(row).model_dump(),
         log=[AlarmLogEntry.model_validate(r) for r in log_rows],
+        commands=[LinkageCommand.model_validate(r) for r in command_rows],
         evidence=Evidence(
             since=since,
             until=until,
