@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install up test lint typecheck pytest bench
+.PHONY: install up test lint typecheck pytest bench mutation
 install: $(BIN)/.installed
 
 up: install
@@ -33,3 +33,12 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/quality.py
+
+# Mutation testing of the alarm rules (not in CI: it takes long). First the
+# mutations named in issue 18 (constants included), then mutmut over
+# detection/machine.py and detection/kernel.py; `mutmut results` lists survivors.
+mutation: install
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	$(BIN)/python -m tests.named_mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results

@@ -59,6 +59,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ from psycopg.rows import TupleRow
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import ingest_stats  # noqa: E402
 from bench.common import (  # noqa: E402
     BufferedClient,
     CpuMeter,
@@ -84,6 +86,7 @@ from bench.common import (  # noqa: E402
     register_copy,
     scratch_database,
 )
+from bench.ingest_stats import rotated  # noqa: E402
 from firesafe.contract import READINGS  # noqa: E402
 
 log = logging.getLogger("bench.ingest")
@@ -598,6 +601,7 @@ class Result:
     first_row: float | None = None  # first publish -> first row seen in the database
     db_latency: tuple[float | None, float | None] = (None, None)
     batch_latency: tuple[float | None, float | None] = (None, None)
+    round: int = 0  # --repeats: which round (consumers' order rotates per round)
 
     @property
     def rows_per_s(self) -> float:
@@ -1018,10 +1022,12 @@ def table(results: list[Result], cores: int) -> str:
 
 
 def find(results: list[Result], scenario: str, consumer: str) -> Result | None:
-    for r in results:
-        if r.scenario == scenario and r.consumer == consumer and r.ok:
-            return r
-    return None
+    """The run of median rate (with --repeats, the verdicts judge the median round)."""
+    runs = sorted(
+        (r for r in results if r.scenario == scenario and r.consumer == consumer and r.ok),
+        key=lambda r: r.rows_per_s,
+    )
+    return runs[(len(runs) - 1) // 2] if runs else None
 
 
 def verdicts(results: list[Result], args: argparse.Namespace) -> list[str]:
@@ -1147,6 +1153,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", default="", help="comma list of scenarios: publish,burst,gateway,steady"
     )
     p.add_argument("--consumers", default="naive,batched,firesafe")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds per scenario, the consumers' order rotated each round; "
+        "median and range reported (bench/ingest_stats.py)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch database")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -1246,6 +1259,13 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(table(bench.results, cores))
             print()
+            if args.repeats > 1:
+                print(
+                    f"median (range) over {args.repeats} interleaved rounds; ratio paired "
+                    "per round:"
+                )
+                print("\n".join(ingest_stats.report(bench.results)))
+                print()
             print(
                 "wall s: first publish -> last committed row (consumer's commit time, "
                 "confirmed by counting rows in the database); rows = readings."
@@ -1347,29 +1367,51 @@ def run_all(bench: Bench, args: argparse.Namespace, only: set[str], consumers: l
             seed=3,
         )
 
+    def each(scenario: str, names: list[str], go: Callable[[str], None]) -> None:
+        """Every consumer, --repeats rounds, the order rotated per round."""
+        for rnd in range(args.repeats):
+            for c in rotated(names, rnd):
+                go(c)
+                bench.results[-1].round = rnd
+
     if "publish" in only:
-        bench.run("publish", None, burst(args.messages), label="publisher alone")
-        bench.run("publish", "trivial", burst(args.messages), label="trivial consumer")
+
+        def publish(c: str) -> None:
+            if c == "alone":
+                bench.run("publish", None, burst(args.messages), label="publisher alone")
+            else:
+                bench.run("publish", "trivial", burst(args.messages), label="trivial consumer")
+
+        each("publish", ["alone", "trivial"], publish)
     if "burst" in only:
-        for c in consumers:
+
+        def burst_run(c: str) -> None:
             if c == "naive":
                 bench.run("burst", c, burst(cap), cap_s=args.naive_seconds)
             else:
                 bench.run("burst", c, burst(args.messages))
+
+        each("burst", consumers, burst_run)
     if "gateway" in only:
-        for c in consumers:
+
+        def gateway_run(c: str) -> None:
             if c == "naive":
                 readings = min(args.gateway_readings, cap * args.batch // 10)
                 bench.run("gateway", c, gateway(readings), cap_s=args.naive_seconds)
             else:
                 bench.run("gateway", c, gateway(args.gateway_readings))
+
+        each("gateway", consumers, gateway_run)
     if "steady" in only:
         full = int(args.steady_rate * args.steady_seconds)
-        for c in consumers:
+
+        def steady_run(c: str) -> None:
             if c == "naive":
                 bench.run("steady", c, steady(min(full, cap)), cap_s=args.naive_seconds)
             else:
                 bench.run("steady", c, steady(full))
+
+        each("steady", consumers, steady_run)
     if args.profile and "burst" in only and "firesafe" in consumers:
         bench.run("burst", "firesafe", burst(args.messages), profile=True, label="firesafe+py-spy")
 
