@@ -49,10 +49,18 @@ def announce(key: str, value: str) -> None:
 
 def migrate_database(settings: Settings) -> MigrationReport:
     if settings.database_url:
-        return migrate(settings.database_url, retention_days=settings.retention_days)
+        return migrate(
+            settings.database_url,
+            retention_days=settings.retention_days,
+            shards=settings.shards if "shards" in settings.model_fields_set else None,
+        )
     pg = EmbeddedPostgres(settings.data_dir / "pg")
     try:
-        return migrate(pg.start(), retention_days=settings.retention_days)
+        return migrate(
+            pg.start(),
+            retention_days=settings.retention_days,
+            shards=settings.shards if "shards" in settings.model_fields_set else None,
+        )
     finally:
         pg.stop()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -77,6 +77,17 @@ class Settings(BaseSettings):
         description="Stable MQTT client id of ingest: the broker keeps its session across restarts",
     )
     retention_days: int = Field(default=365, ge=1, description="Raw telemetry kept this long")
+    shards: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Site shards of the estate; fixed when the database is first migrated",
+    )
+    ingest_mode: Literal["sharded", "single"] = Field(
+        default="sharded",
+        description="sharded: share the site shards with every other ingest process; "
+        "single: one process, one MQTT session for everything (what `up` runs)",
+    )
     reject_retention_days: int = Field(default=30, ge=1, description="Rejects kept this long")
     rejects_per_site: int = Field(
         default=100_000, ge=100, description="At most this many rejects kept per site (newest)"

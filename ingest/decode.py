@@ -203,6 +203,17 @@ class Decoder:
             and ID_RE.match(parts[2])
             and ID_RE.match(parts[4])
         ):
+            # Gateways need not be registered (contract), but an id that is
+            # registered belongs to its site: a device account must not speak
+            # for another site's devices through a gateway topic.
+            known = self.registry.get(parts[4])
+            if known is not None and known.site != parts[2]:
+                return (
+                    "batch",
+                    None,
+                    "site_mismatch",
+                    f"gateway {parts[4]!r} is registered at site {known.site!r}, not {parts[2]!r}",
+                )
             return ("batch", None, None, parts[2])
         return ("bad", None, "bad_topic", "not a topic of contract v1")
 

@@ -176,3 +176,15 @@ def test_payload_cut_short_on_arrival_is_judged_by_its_original_size() -> None:
     b = decode(m)
     assert [r.reason for r in b.rejects] == ["too_large"]
     assert "9000000 bytes" in b.rejects[0].detail
+
+
+def test_a_registered_device_cannot_speak_for_another_site_through_a_gateway_topic() -> None:
+    """Device X9 (site S2) publishing S1's gateway topic with S1's detectors."""
+    spoof = {"ts": T0, "readings": [{"device": "D1", "ts": T0, "seq": 1, "v": {"obscuration": 20}}]}
+    b = decode(msg("fs/v1/S1/gateway/X9/batch", spoof))
+    assert b.slot.size == 0
+    assert [r.reason for r in b.rejects] == ["site_mismatch"]
+    # An unregistered gateway id (the contract's default) and a gateway id
+    # registered at the topic's own site are heard as before.
+    assert decode(msg("fs/v1/S1/gateway/GW-1/batch", spoof)).slot.tolist() == [1]
+    assert decode(msg("fs/v1/S1/gateway/E1/batch", spoof)).slot.tolist() == [1]
