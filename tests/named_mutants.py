@@ -82,6 +82,55 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "EVAC_RECHARGE_GRACE_MS: Final = 24 * 3_600_000",
         "EVAC_RECHARGE_GRACE_MS: Final = 240 * 3_600_000",
     ),
+    # Survivors of a first mutmut run over detection/machine.py, killed since.
+    (
+        "clear() keeps a call point confirming its zone",
+        "detection/machine.py",
+        "self.callpoints.get(self.cfg.zone(slot), set()).discard(slot)",
+        "self.callpoints.get(self.cfg.zone(slot), set()).discard(None)",
+    ),
+    (
+        "clear() of a pre-alarm ignored",
+        "detection/machine.py",
+        'elif typ == "pre_alarm":\n            d.pre = False',
+        'elif typ == "XXpre_alarmXX":\n            d.pre = False',
+    ),
+    (
+        "clear() of a fault ignored",
+        "detection/machine.py",
+        'elif typ in ("fault", "evac_fault"):\n            d.causes.clear()',
+        'elif typ in ("XXfaultXX",):\n            d.causes.clear()',
+    ),
+    (
+        "restored pending fire outside its zone",
+        "detection/machine.py",
+        '"restored")\n                self.pending.setdefault(self.cfg.zone(slot), set())',
+        '"restored")\n                self.pending.setdefault(None, set())',
+    ),
+    (
+        "restored call point outside its zone",
+        "detection/machine.py",
+        "self.callpoints.setdefault(self.cfg.zone(slot), set()).add(slot)",
+        "self.callpoints.setdefault(None, set()).add(slot)",
+    ),
+    (
+        "restored pre-alarm dropped",
+        "detection/machine.py",
+        'elif typ == "pre_alarm":\n            d.pre = True',
+        'elif typ == "pre_alarm":\n            d.pre = False',
+    ),
+    (
+        "restored window's default reason",
+        "detection/machine.py",
+        'reason or "restored"',
+        'reason or "XXrestoredXX"',
+    ),
+    (
+        "electrical confirmation without evidence",
+        "detection/machine.py",
+        "d.elec_reason, at, detail)",
+        "d.elec_reason, at, {})",
+    ),
 ]
 
 

@@ -585,3 +585,104 @@ def test_evac_on_battery_is_a_state() -> None:
     ]
     rig = Rig([("evac", 1)])
     assert rig.feed({0: rows}, batch_s=3600.0) == []
+
+
+# --- Found by mutation testing (make mutation): rules a mutant could break unseen ----
+def test_restored_call_point_fire_still_confirms_its_zone() -> None:
+    """A call point's confirmed fire restored at start-up: a detector of its zone
+    that alarms afterwards is confirmed at once (call_point), one of another zone is not."""
+    rig = Rig([("mcp", 2), ("smoke", 2), ("smoke", 3)])
+    rig.engine.restore_alarm(0, "fire", "confirmed", T0, "call_point")
+    rows = series([(0, 100, 0.1), (100, 200, 5.0)], "obscuration", temperature=21.0)
+    ch = rig.feed({1: rows, 2: rows})
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "call_point", 100.0),
+    ]
+    assert summary(ch, "fire", 2)[1][1:] == ("confirmed", "obscuration", 130.0)
+
+
+def test_restored_pending_fire_is_confirmed_by_a_call_point_of_its_zone() -> None:
+    rig = Rig([("smoke", 4), ("mcp", 4)])
+    rig.engine.restore_alarm(0, "fire", "pending", T0, "obscuration")
+    ch = rig.feed(
+        {0: series([(20, 100, 0.1)], "obscuration", temperature=21.0)},
+        events=[(1, 10.0, "activated")],
+    )
+    assert summary(ch, "fire", 0) == [("verdict", "confirmed", "call_point", 10.0)]
+
+
+def test_cleared_call_point_no_longer_confirms_its_zone() -> None:
+    """Once a person clears the call point's fire, a detector of its zone is
+    judged on its own again (here: a one-sample spike, a transient)."""
+    rig = Rig([("mcp", 2), ("smoke", 2)])
+    rig.feed(
+        {1: series([(0, 50, 0.1)], "obscuration", temperature=21.0)},
+        events=[(0, 10.0, "activated")],
+    )
+    rig.engine.clear(0, "fire")
+    rows = series(
+        [(50, 100, 0.1), (100, 110, 5.0), (110, 300, 0.1)], "obscuration", temperature=21.0
+    )
+    ch = rig.feed({1: rows})
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+    ]
+
+
+def test_cleared_pre_alarm_still_present_opens_again() -> None:
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: series([(0, 60, 0.1), (60, 100, 2.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "pre_alarm") == [("open", "confirmed", "obscuration", 60.0)]
+    rig.engine.clear(0, "pre_alarm")
+    ch = rig.feed({0: series([(100, 150, 2.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "pre_alarm") == [("open", "confirmed", "obscuration", 100.0)]
+
+
+def test_restored_pre_alarm_is_not_opened_twice_and_clears() -> None:
+    rig = Rig([("smoke", 1)])
+    rig.engine.restore_alarm(0, "pre_alarm", "confirmed", T0, "obscuration")
+    ch = rig.feed({0: series([(10, 60, 2.0), (60, 100, 1.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "pre_alarm") == [("clear", "confirmed", "condition_gone", 60.0)]
+
+
+@pytest.mark.parametrize("typ", ["fault", "evac_fault"])
+def test_cleared_fault_still_present_opens_again(typ: str) -> None:
+    kind, rows = (
+        (
+            "evac",
+            [(float(t), {"battery": 90.0, "mains": 1.0, "lamp_ok": 0.0}) for t in range(0, 60, 10)],
+        )
+        if typ == "evac_fault"
+        else ("smoke", series([(0, 60, 0.1)], "obscuration", temperature=21.0))
+    )
+    rig = Rig([(kind, 1)])
+    events = [] if typ == "evac_fault" else [(0, 5.0, "fault")]
+    ch = rig.feed({0: rows[:3]}, events=events)
+    assert [c[:2] for c in summary(ch, typ)] == [("open", "confirmed")]
+    rig.engine.clear(0, typ)
+    later = [] if typ == "evac_fault" else [(0, 40.0, "fault")]
+    ch = rig.feed({0: rows[3:]}, events=later)
+    assert [c[:2] for c in summary(ch, typ)] == [("open", "confirmed")]
+
+
+def test_restored_windows_without_a_stored_reason() -> None:
+    rig = Rig([("smoke", 1), ("electrical", 1)])
+    rig.engine.restore_alarm(0, "fire", "pending", T0)
+    rig.engine.restore_alarm(1, "electrical", "pending", T0)
+    ch = rig.feed(
+        {
+            0: series([(10, 60, 5.0)], "obscuration", temperature=21.0),
+            1: series([(10, 60, 400.0)], "residual_current"),
+        }
+    )
+    assert summary(ch, "fire") == [("verdict", "confirmed", "restored", 30.0)]
+    assert summary(ch, "electrical") == [("verdict", "confirmed", "residual_current", 20.0)]
+
+
+def test_electrical_confirmation_carries_its_evidence() -> None:
+    rig = Rig([("electrical", 1)])
+    ch = rig.feed({0: series([(0, 100, 50.0), (100, 200, 400.0)], "residual_current")})
+    confirmed = [c for c in ch if c.action == "verdict"]
+    assert confirmed[0].detail["residual_current"] == 400.0
