@@ -61,6 +61,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ from psycopg.rows import TupleRow
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import ingest_stats  # noqa: E402
+from bench import ingest_columnar, ingest_stats  # noqa: E402
 from bench.common import (  # noqa: E402
     BufferedClient,
     CpuMeter,
@@ -344,6 +345,18 @@ def publisher_main(host: str, port: int, w: Workload, worker: int, workers: int,
         conn.send(("error", traceback.format_exc()))
 
 
+def with_children(pid: int) -> list[int]:
+    """`pid` and its child processes (Linux /proc)."""
+    out = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
 # ================================================================== consumers
 def parse_rows(topic: str, payload: bytes | bytearray, received_ms: int) -> list[tuple[Any, ...]]:
     """What a bare consumer stores: one row per reading, no registry, no checks."""
@@ -385,7 +398,7 @@ def fetch_row(
 
 @dataclass
 class ConsumerConfig:
-    kind: str  # trivial | naive | batched | firesafe
+    kind: str  # trivial | naive | batched | columnar | firesafe
     host: str
     port: int
     dsn: str
@@ -514,6 +527,9 @@ def consumer_main(cfg: ConsumerConfig, progress: Any, conn: Any) -> None:
                 client.loop_stop()
                 stop.set()
                 thread.join(60)
+
+        elif cfg.kind == "columnar":
+            stopper = ingest_columnar.start(cfg, progress, _paho_subscriber, lat)
 
         elif cfg.kind == "firesafe":
             from firesafe.settings import Settings
@@ -687,9 +703,10 @@ class Bench:
         if consumer == "firesafe":
             self.db.execute(b"TRUNCATE telemetry, telemetry_rollup_1m")
             return "telemetry"
-        if consumer in ("naive", "batched"):
+        if consumer in ("naive", "batched", "columnar"):
             table = f"bench_{consumer}"
-            self.db.execute(PLAIN_DDL.format(name=table).encode())
+            ddl = ingest_columnar.DDL if consumer == "columnar" else PLAIN_DDL
+            self.db.execute(ddl.format(name=table).encode())
             self.db.execute(f"TRUNCATE {table}".encode())
             return table
         return ""
@@ -728,8 +745,11 @@ class Bench:
                     consumer, self.host, self.port, self.dsn, client_id, table, latency=w.steady
                 )
                 parent, child = self.ctx.Pipe()
+                # columnar starts its writer process: a daemonic process may not.
                 proc = self.ctx.Process(
-                    target=consumer_main, args=(cfg, progress, child), daemon=True
+                    target=consumer_main,
+                    args=(cfg, progress, child),
+                    daemon=consumer != "columnar",
                 )
                 proc.start()
                 if not parent.poll(400):
@@ -744,7 +764,10 @@ class Bench:
             pubs = self.start_publishers(w)
             pids: dict[str, PidSpec] = {
                 "broker": [self.broker_pid],
-                "consumer": [proc.pid] if proc and proc.pid is not None else [],
+                # The consumer and its children (the columnar writer process).
+                "consumer": partial(with_children, proc.pid)
+                if proc and proc.pid is not None
+                else [],
                 "postgres": lambda: postgres_pids(self.dbname),
             }
             meter = CpuMeter(pids)
@@ -850,9 +873,10 @@ class Bench:
         if consumer is None:
             res.stored = res.unique = w.messages
         elif consumer != "trivial" and res.ok:
+            key = "device" if consumer == "columnar" else "device_id"
             res.stored, res.unique = fetch_row(
                 self.db,
-                f"SELECT count(*), count(DISTINCT (device_id, ts, seq)) FROM {table}".encode(),
+                f"SELECT count(*), count(DISTINCT ({key}, ts, seq)) FROM {table}".encode(),
             )
             if w.steady:
                 res.db_latency = self.arrival_latency(consumer, table)
@@ -1152,7 +1176,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--only", default="", help="comma list of scenarios: publish,burst,gateway,steady"
     )
-    p.add_argument("--consumers", default="naive,batched,firesafe")
+    p.add_argument(
+        "--consumers",
+        default="naive,batched,columnar,firesafe",
+        help="columnar: the strongest bare baseline (bench/ingest_columnar.py)",
+    )
     p.add_argument(
         "--repeats",
         type=int,
@@ -1265,6 +1293,7 @@ def main(argv: list[str] | None = None) -> int:
                     "per round:"
                 )
                 print("\n".join(ingest_stats.report(bench.results)))
+                print("\n".join(ingest_stats.report_pair(bench.results, ("firesafe", "columnar"))))
                 print()
             print(
                 "wall s: first publish -> last committed row (consumer's commit time, "

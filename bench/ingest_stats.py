@@ -82,3 +82,14 @@ def paired(
         if a and b and b[0] > 0:
             out.append(a[0] / b[0])
     return out
+
+
+def report_pair(results: Sequence[Run], pair: tuple[str, str]) -> list[str]:
+    """Per scenario, the per-round ratio pair[0] / pair[1] of rows/s."""
+    lines = []
+    for sc in dict.fromkeys(r.scenario for r in results):
+        runs = [r for r in results if r.scenario == sc and r.ok]
+        ratios = paired(runs, pair, lambda r: r.rows_per_s)
+        if ratios:
+            lines.append(f"{sc:<9} {pair[0]} / {pair[1]} per round: {_ratio_spread(ratios)}")
+    return lines
