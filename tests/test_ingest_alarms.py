@@ -95,8 +95,8 @@ def test_silent_device_goes_offline_and_comes_back(
             }
         ],
     )
+    started = query(db, "SELECT now()")[0][0]  # supervision starts after this
     with running_ingest(ingest_settings):
-        started = query(db, "SELECT now()")[0][0]
         rows = wait_for(lambda: [a for a in alarms(db, site) if a["type"] == "offline"], timeout=10)
         a = rows[0]
         assert (a["verdict"], a["status"], a["reason"]) == ("confirmed", "active", "silent")
