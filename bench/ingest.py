@@ -20,6 +20,11 @@ and the publishers:
    device;
 2. gateway: --gateway-readings readings in `fs/v1/{site}/gateway/{gw}/batch`
    messages of --batch readings;
+2b. mixed: the burst with the real work in it: 1 message in 50 sent twice
+   (duplicates: firesafe stores them once, the bare consumers twice), 1 in
+   100 followed by a broken payload (a reject for firesafe, dropped by the
+   bare ones), and 1 smoke detector in 20 at an alarm level (alarms opened
+   and verified);
 3. steady: --steady-rate msg/s for --steady-seconds, end-to-end latency
    publish -> commit.
 
@@ -177,6 +182,21 @@ class Workload:
     rate: float = 0.0  # total msg/s over all publishers; 0 = as fast as they go
     steady: bool = False
     seed: int = 1
+    mix: bool = False  # the real work: duplicates, rejects and alarm-level readings
+
+
+# --mixed workload (burst of single readings): every DUP_EVERY-th message is sent
+# twice (a device's retry), every BAD_EVERY-th is followed by a broken payload on
+# the same topic (a reject), and every ALARM_EVERY-th smoke device reads
+# 5 %/m (above the 3 %/m alarm level: fire alarms open and are verified).
+DUP_EVERY = 50
+BAD_EVERY = 100
+ALARM_EVERY = 20
+
+
+def mixed_counts(readings: int) -> tuple[int, int]:
+    """(duplicates, rejects) a mixed workload of `readings` single readings adds."""
+    return len(range(0, readings, DUP_EVERY)), len(range(0, readings, BAD_EVERY))
 
 
 def build_messages(
@@ -190,7 +210,7 @@ def build_messages(
     if w.kind == "telemetry":
         topics = [f"fs/v1/{site_of(d)}/{device_id(d)}/telemetry" for d in range(w.devices)]
         kinds = [kind_of(d) for d in range(w.devices)]
-        for i in range(w.messages):
+        for i in range(w.readings):
             d = i % w.devices
             if d % workers != worker:
                 continue
@@ -204,8 +224,15 @@ def build_messages(
             else:
                 ts = w.base_ts + k * STEP_MS
             # "ts" first: consumers read it at a fixed offset for latency.
-            payload = dumps({"ts": ts, "seq": w.seq_base + k, "v": reading(kinds[d], rng)})
+            v = reading(kinds[d], rng)
+            if w.mix and kinds[d] == "smoke" and (d // len(KINDS)) % ALARM_EVERY == 0:
+                v = {"obscuration": 5.0, "temperature": 21.0}
+            payload = dumps({"ts": ts, "seq": w.seq_base + k, "v": v})
             out.append((topics[d], payload))
+            if w.mix and i % DUP_EVERY == 0:
+                out.append((topics[d], payload))
+            if w.mix and i % BAD_EVERY == 0:
+                out.append((topics[d], b'{"ts": broken'))
         return out, sched
     sites = math.ceil(w.devices / SITE_SIZE)
     next_reading = [0] * sites
@@ -359,8 +386,12 @@ def with_children(pid: int) -> list[int]:
 
 # ================================================================== consumers
 def parse_rows(topic: str, payload: bytes | bytearray, received_ms: int) -> list[tuple[Any, ...]]:
-    """What a bare consumer stores: one row per reading, no registry, no checks."""
-    obj = orjson.loads(payload)
+    """What a bare consumer stores: one row per reading, no registry, no checks
+    (a payload that does not parse is dropped)."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return []
     if topic.endswith("/telemetry"):
         v = obj.get("v") or {}
         device = topic.split("/")[3]
@@ -1174,7 +1205,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--profile-top", type=int, default=15)
     p.add_argument(
-        "--only", default="", help="comma list of scenarios: publish,burst,gateway,steady"
+        "--only",
+        default="",
+        help="comma list of scenarios: publish,burst,mixed,gateway,steady",
     )
     p.add_argument(
         "--consumers",
@@ -1220,7 +1253,13 @@ def main(argv: list[str] | None = None) -> int:
     from storage.migrate import migrate
 
     cores = os.cpu_count() or 1
-    only = set(filter(None, args.only.split(","))) or {"publish", "burst", "gateway", "steady"}
+    only = set(filter(None, args.only.split(","))) or {
+        "publish",
+        "burst",
+        "mixed",
+        "gateway",
+        "steady",
+    }
     consumers = [c for c in args.consumers.split(",") if c]
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -1431,6 +1470,30 @@ def run_all(bench: Bench, args: argparse.Namespace, only: set[str], consumers: l
                 bench.run("gateway", c, gateway(args.gateway_readings))
 
         each("gateway", consumers, gateway_run)
+    if "mixed" in only:
+
+        def mixed(readings: int) -> Workload:
+            base, seq = bench.next_window()
+            dups, bad = mixed_counts(readings)
+            return Workload(
+                "telemetry",
+                d,
+                readings + dups + bad,
+                readings,
+                base_ts=base,
+                seq_base=seq,
+                rate=args.burst_rate,
+                seed=4,
+                mix=True,
+            )
+
+        def mixed_run(c: str) -> None:
+            if c == "naive":
+                bench.run("mixed", c, mixed(cap), cap_s=args.naive_seconds)
+            else:
+                bench.run("mixed", c, mixed(args.messages))
+
+        each("mixed", consumers, mixed_run)
     if "steady" in only:
         full = int(args.steady_rate * args.steady_seconds)
 

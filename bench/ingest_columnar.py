@@ -66,7 +66,10 @@ def _decode(batch: list[Message], index: dict[str, int]) -> tuple[list[Any], int
             vals[j].append(np.nan if x is None else float(x))
 
     for topic, payload, received in batch:
-        obj = orjson.loads(payload)
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue  # a bare consumer drops what does not parse
         if topic.endswith("/telemetry"):
             add(topic.split("/")[3], obj, received)
         elif topic.endswith("/batch"):
