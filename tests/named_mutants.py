@@ -131,6 +131,54 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "d.elec_reason, at, detail)",
         "d.elec_reason, at, {})",
     ),
+    (
+        "a fire_alarm event in the window counts as below",
+        "detection/machine.py",
+        "d.win.n_above += 1\n                d.win.below = False",
+        "d.win.n_above += 1\n                d.win.below = True",
+    ),
+    (
+        "an event resolves the window ending at its own ts first",
+        "detection/machine.py",
+        '"""One device event (already past the lateness check)."""\n        self.due(slot, ts - 1)',
+        '"""One device event (already past the lateness check)."""\n        self.due(slot, ts + 1)',
+    ),
+    (
+        "a second press opens a second call point alarm",
+        "detection/machine.py",
+        'if d.fire != "confirmed":\n                d.fire = "confirmed"',
+        'if d.fire != "XX":\n                d.fire = "confirmed"',
+    ),
+    (
+        "an electrical reading without values suppresses",
+        "detection/machine.py",
+        "elif not high and flags & Flag.ELEC_BELOW:",
+        "elif not high or flags & Flag.ELEC_BELOW:",
+    ),
+    (
+        "an electrical transient never re-arms",
+        "detection/machine.py",
+        'd.elec = ""\n            self.elec_pending.discard(slot)\n            self._emit(',
+        'd.elec = "XX"\n            self.elec_pending.discard(slot)\n            self._emit(',
+    ),
+    (
+        "drift band exclusive",
+        "detection/kernel.py",
+        "track = d <= p.DRIFT_TRACK_BAND",
+        "track = d < p.DRIFT_TRACK_BAND",
+    ),
+    (
+        "drift recovers without bound",
+        "detection/kernel.py",
+        "np.clip(d, -p.DRIFT_DOWN, p.DRIFT_UP)",
+        "np.clip(d, None, p.DRIFT_UP)",
+    ),
+    (
+        "drift limit exclusive",
+        "detection/kernel.py",
+        "hit = target >= limit",
+        "hit = target > limit",
+    ),
 ]
 
 

@@ -686,3 +686,127 @@ def test_electrical_confirmation_carries_its_evidence() -> None:
     ch = rig.feed({0: series([(0, 100, 50.0), (100, 200, 400.0)], "residual_current")})
     confirmed = [c for c in ch if c.action == "verdict"]
     assert confirmed[0].detail["residual_current"] == 400.0
+
+
+def test_fire_alarm_event_at_the_windows_last_ms_counts() -> None:
+    """Spike at 100, back to normal at 110 and 120; the detector's own
+    fire_alarm at 130 (the window's last ms) is a sample above: not a transient."""
+    rig = Rig([("smoke", 1)])
+    rows = series(
+        [(0, 100, 0.1), (100, 110, 5.0), (110, 130, 0.1)], "obscuration", temperature=21.0
+    )
+    ch = rig.feed({0: rows}, events=[(0, 130.0, "fire_alarm")])
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "obscuration", 130.0),
+    ]
+
+
+def test_a_late_event_does_not_reopen_an_ended_window() -> None:
+    """The window ended at 130 (the device then went quiet); its fire_alarm at 150
+    comes after: the first alarm is judged without it, the event opens a second."""
+    rig = Rig([("smoke", 1)])
+    rows = series(
+        [(0, 100, 0.1), (100, 110, 5.0), (110, 120, 0.1)], "obscuration", temperature=21.0
+    )
+    ch = rig.feed({0: rows}, events=[(0, 150.0, "fire_alarm")])
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+        ("open", "pending", "device_alarm", 150.0),
+    ]
+    assert ch[-1].detail == {"event": "fire_alarm"}
+
+
+def test_call_point_pressed_twice_is_one_alarm() -> None:
+    rig = Rig([("mcp", 1)])
+    ch = rig.feed({}, events=[(0, 10.0, "activated"), (0, 20.0, "activated")])
+    assert summary(ch, "fire") == [("open", "confirmed", "call_point", 10.0)]
+    assert ch[0].detail == {"event": "activated"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "event", "typ"),
+    [
+        ("smoke", "fault", "fault"),
+        ("evac", "self_test_fail", "evac_fault"),
+        ("evac", "fault", "evac_fault"),
+    ],
+)
+def test_fault_events_open_at_their_time(kind: str, event: str, typ: str) -> None:
+    rig = Rig([(kind, 1)])
+    ch = rig.feed({}, events=[(0, 30.0, event)])
+    reason = "self_test_fail" if event == "self_test_fail" else "device_fault"
+    assert summary(ch, typ) == [("open", "confirmed", reason, 30.0)]
+    assert ch[0].detail == {"event": event}
+
+
+def test_electrical_reading_without_its_values_says_nothing() -> None:
+    """A reading with only `current` (no residual current, no cable temperature)
+    neither suppresses nor confirms a pending electrical alarm."""
+    rig = Rig([("electrical", 1)])
+    rows: list[Row] = [(float(t), {"residual_current": 50.0}) for t in range(0, 100, 10)]
+    rows += [(100.0, {"residual_current": 400.0}), (110.0, {"current": 5.0})]
+    rows += [(float(t), {"residual_current": 400.0}) for t in range(120, 200, 10)]
+    ch = rig.feed({0: rows})
+    assert summary(ch, "electrical") == [
+        ("open", "pending", "residual_current", 100.0),
+        ("verdict", "confirmed", "residual_current", 120.0),
+    ]
+    assert ch[0].detail["residual_current"] == 400.0
+
+
+def test_electrical_transient_then_a_new_condition() -> None:
+    rig = Rig([("electrical", 1)])
+    rows = series(
+        [(0, 100, 50.0), (100, 110, 400.0), (110, 200, 50.0), (200, 300, 400.0)], "residual_current"
+    )
+    ch = rig.feed({0: rows})
+    assert summary(ch, "electrical") == [
+        ("open", "pending", "residual_current", 100.0),
+        ("verdict", "suppressed", "transient", 110.0),
+        ("open", "pending", "residual_current", 200.0),
+        ("verdict", "confirmed", "residual_current", 220.0),
+    ]
+    assert ch[1].detail["residual_current"] == 50.0
+
+
+@pytest.mark.parametrize(("raw", "fires"), [(3.15, False), (3.25, True)])
+def test_drift_tracks_clean_air_at_the_edge_of_the_band(raw: float, fires: bool) -> None:
+    """0.5 %/m above the baseline is still clean air (the band is inclusive)."""
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.5, "temperature": 21.0}) for t in range(0, 2 * H, 600)
+    ]
+    rows += [(float(2 * H), {"obscuration": raw, "temperature": 21.0})]
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    assert bool([c for c in ch if c.alarm_type == "fire"]) is fires
+
+
+def test_drift_recovers_1_per_hour_after_cleaning() -> None:
+    """Contamination creeping 0.1 %/m per hour for 13 h (baseline 1.3), then the
+    detector is cleaned (0.0): the baseline comes down by at most 1.0 in the
+    next hour (1.3 -> 0.3), so 3.1 %/m raw reads 2.8: below the alarm level."""
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.1 * (t // H) + 0.1, "temperature": 21.0})
+        for t in range(0, 13 * H, 600)
+    ]
+    rows += [
+        (float(t), {"obscuration": 0.0, "temperature": 21.0}) for t in range(13 * H, 14 * H, 600)
+    ]
+    rows += [(float(14 * H), {"obscuration": 3.1, "temperature": 21.0})]
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    assert [c for c in ch if c.alarm_type == "fire"] == []
+    assert rig.engine.open_alarms() == {(0, "pre_alarm"): "confirmed"}
+
+
+def test_drift_limit_reached_exactly_is_a_fault() -> None:
+    """drift_limit 0.2: clean air at 0.3 moves the baseline 0.1, then 0.2 = the
+    limit: a fault at the second hour, not the third."""
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.3, "temperature": 21.0}) for t in range(0, 4 * H, 600)
+    ]
+    rig = Rig([("smoke", 1, {"drift_limit": 0.2})])
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    assert summary(ch, "fault") == [("open", "confirmed", "drift_limit", 2.0 * H)]
