@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install up test lint typecheck pytest bench mutation
+.PHONY: install up test lint typecheck pytest bench messages dashboards mutation
 install: $(BIN)/.installed
 
 up: install
@@ -42,3 +42,12 @@ mutation: install
 	$(BIN)/python -m tests.named_mutants
 	$(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results
+
+# Catalogue upkeep: extract every msgid into firesafe/locale/messages.pot, merge
+# it into each language's .po and list what is left to translate.
+messages: install
+	$(BIN)/python -m firesafe.i18n
+
+# Regenerate grafana/dashboards/<lang>/*.json after editing the generator or a .po.
+dashboards: install
+	$(BIN)/python grafana/build_dashboards.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -12,18 +13,23 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     WithJsonSchema,
+    computed_field,
     model_validator,
 )
 
+from api.errors import request_lang
 from api.params import ID_REGEX, NAME_REGEX
-from detection.params import THRESHOLD_DEFAULTS
+from detection.params import THRESHOLD_DEFAULTS, THRESHOLD_LIMITS
 from firesafe.contract import DEFAULT_INTERVAL_S
+from firesafe.i18n import label
+from storage.queries.tokens import is_reserved_name
 
 
 def iso_ms(value: datetime) -> str:
     """ISO 8601 UTC with milliseconds: 2026-11-25T22:31:06.123Z."""
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat pads the year to 4 digits (strftime's %Y does not for year 1).
+    utc = value.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="milliseconds") + "Z"
 
 
 Timestamp = Annotated[
@@ -40,6 +46,7 @@ AlarmType = Literal["fire", "pre_alarm", "electrical", "fault", "offline", "evac
 Verdict = Literal["pending", "confirmed", "suppressed"]
 Status = Literal["active", "acknowledged", "cleared"]
 Role = Literal["admin", "operator", "manager"]
+SiteStandard = Literal["EN", "GB"]
 DeviceState = Literal["online", "offline", "unknown"]
 ThresholdName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -48,6 +55,12 @@ Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 MAX_INTERVAL_S = 366 * 86_400.0
 
 T = TypeVar("T")
+
+_LABEL_NOTE = " in the request's language (Accept-Language: en or zh-CN); the code is unchanged"
+
+
+def _label(vocabulary: str, code: str) -> str:
+    return label(vocabulary, code, request_lang.get())
 
 
 class Page(BaseModel, Generic[T]):
@@ -87,8 +100,9 @@ class DeviceIn(BaseModel):
     )
     thresholds: dict[ThresholdName, Number] | None = Field(
         default=None,
-        description="Thresholds overriding the kind's defaults, name -> finite number; "
-        "unknown names are stored and ignored. Defaults (detection.params): "
+        description="Thresholds overriding the kind's defaults, name -> finite, "
+        "non-negative number; a name the kind does not have is refused (422). "
+        "Defaults (detection.params): "
         + "; ".join(
             f"{kind}: " + ", ".join(f"{name}={value:g}" for name, value in names.items())
             for kind, names in THRESHOLD_DEFAULTS.items()
@@ -102,6 +116,22 @@ class DeviceIn(BaseModel):
     def _routes_only_for_evac(self) -> DeviceIn:
         if self.routes is not None and self.kind != "evac":
             raise ValueError("routes are only for evac devices")
+        return self
+
+    @model_validator(mode="after")
+    def _known_thresholds(self) -> DeviceIn:
+        known = THRESHOLD_DEFAULTS[self.kind]
+        for name, value in (self.thresholds or {}).items():
+            if name not in known:
+                allowed = ", ".join(sorted(known)) or "none"
+                raise ValueError(
+                    f"thresholds.{name}: not a threshold of a {self.kind} device (known: {allowed})"
+                )
+            if value < 0:
+                raise ValueError(f"thresholds.{name}: must not be negative (got {value:g})")
+            low, high = THRESHOLD_LIMITS.get(name, (0.0, math.inf))
+            if not low <= value <= high:
+                raise ValueError(f"thresholds.{name}: must be within {low:g}-{high:g}")
         return self
 
 
@@ -141,6 +171,11 @@ class DeviceOut(BaseModel):
     last_seen_at: Timestamp | None = Field(description="Arrival time of the newest message")
     created_at: Timestamp
     updated_at: Timestamp
+
+    @computed_field(description="Label of `kind`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def kind_label(self) -> str:
+        return _label("kind", self.kind)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> DeviceOut:
@@ -189,6 +224,26 @@ class AlarmOut(BaseModel):
     cleared_by: str | None
     detail: dict[str, Any]
     updated_at: Timestamp
+
+    @computed_field(description="Label of `type`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def type_label(self) -> str:
+        return _label("alarm_type", self.type)
+
+    @computed_field(description="Label of `verdict`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def verdict_label(self) -> str:
+        return _label("verdict", self.verdict)
+
+    @computed_field(description="Label of `status`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def status_label(self) -> str:
+        return _label("status", self.status)
+
+    @computed_field(description="Label of `reason`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def reason_label(self) -> str:
+        return _label("reason", self.reason)
 
 
 class AlarmLogEntry(BaseModel):
@@ -282,6 +337,11 @@ class RejectOut(BaseModel):
     detail: str | None
     device: str | None
 
+    @computed_field(description="Label of `reason`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def reason_label(self) -> str:
+        return _label("reject_reason", self.reason)
+
 
 # --- tokens ------------------------------------------------------------------
 
@@ -293,10 +353,23 @@ class TokenIn(BaseModel):
         max_length=1000,
         description="Sites of a manager token (required for managers)",
     )
-    name: Name = Field(description="Recorded as who acknowledged or cleared an alarm")
+    name: Name = Field(
+        description="Recorded as who acknowledged or cleared an alarm; `system` and "
+        "`admin` are reserved"
+    )
+    expires_at: Timestamp | None = Field(
+        default=None, description="When the token stops working (401 after); null: never"
+    )
 
     @model_validator(mode="after")
     def _sites_for_managers(self) -> TokenIn:
+        if is_reserved_name(self.name):
+            raise ValueError(f"the name {self.name.strip()!r} is reserved (the system's own actor)")
+        if self.expires_at is not None:
+            if self.expires_at.tzinfo is None:
+                self.expires_at = self.expires_at.replace(tzinfo=UTC)
+            if self.expires_at <= datetime.now(UTC):
+                raise ValueError("expires_at must be in the future")
         if self.role == "manager" and not self.sites:
             raise ValueError("a manager token needs at least one site")
         if self.role != "manager" and self.sites:
@@ -310,6 +383,7 @@ class TokenCreated(BaseModel):
     role: Role
     sites: list[str]
     name: str
+    expires_at: Timestamp | None = None
 
 
 class TokenOut(BaseModel):
@@ -320,6 +394,7 @@ class TokenOut(BaseModel):
     created_by: str | None
     created_at: Timestamp
     revoked_at: Timestamp | None
+    expires_at: Timestamp | None = None
 
 
 # --- operations --------------------------------------------------------------
@@ -349,20 +424,65 @@ class IngestHealth(BaseModel):
     instances: int
 
 
+class ShardProcess(BaseModel):
+    instance: str | None = Field(description="host:pid of the ingest process (its last report)")
+    backend_pid: int = Field(description="Its database session, which holds its leases")
+    shards: list[int]
+    takeovers: int | None = Field(description="Shards it has taken over since it started")
+
+
+class ShardsHealth(BaseModel):
+    count: int = Field(description="Shards of the estate (fixed at the first migration)")
+    owned: int = Field(description="Shards held by a live ingest process now")
+    unowned: list[int] = Field(description="Shards nobody holds: their sites are not processed")
+    processes: list[ShardProcess]
+
+
+class StreamHealth(BaseModel):
+    listening: bool = Field(
+        description="The API's LISTEN connection is up: live alarm streams work"
+    )
+    clients: int = Field(description="Open alarm streams in this API process")
+
+
+class TaskHealth(BaseModel):
+    state: Literal["starting", "running", "restarting", "stopped"]
+    restarts: int
+    last_error: str | None
+
+
 class Health(BaseModel):
-    status: Literal["ok", "degraded", "down"] = Field(
-        description="ok: all fine; degraded: database up but ingest stale/absent or broker "
-        "disconnected (HTTP 200); down: database unreachable (HTTP 503)"
+    status: Literal["ok", "degraded"] = Field(
+        description="ok: all fine; degraded: the database is unreachable, ingest is "
+        "stale or absent, the broker is disconnected, or the API's live alarm feed is down. "
+        "Always HTTP 200: the API itself answers; the body says what is wrong"
     )
     database: DatabaseHealth
     broker: BrokerHealth
     ingest: IngestHealth
+    shards: ShardsHealth | None = Field(
+        default=None, description="Who holds which shard (None: the database is down)"
+    )
+    alarm_stream: StreamHealth
+    tasks: dict[str, TaskHealth] = Field(
+        description="The API's supervised background tasks (restarted with backoff)"
+    )
 
 
 class AlarmCount(BaseModel):
     type: AlarmType
     verdict: Verdict
     count: int
+
+    @computed_field(description="Label of `type`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def type_label(self) -> str:
+        return _label("alarm_type", self.type)
+
+    @computed_field(description="Label of `verdict`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def verdict_label(self) -> str:
+        return _label("verdict", self.verdict)
 
 
 class SiteSummary(BaseModel):
@@ -372,3 +492,13 @@ class SiteSummary(BaseModel):
     offline_devices: int
     open_alarms: list[AlarmCount]
     suppressed_today: int = Field(description="Alarms judged false since 00:00 UTC")
+    timezone: str = Field(
+        default="UTC",
+        description="The site's IANA time zone (times in the API stay UTC; dashboards and "
+        "notifications show this zone's local time)",
+    )
+    standard: SiteStandard = Field(
+        default="EN",
+        description="Which standards' default thresholds the site's devices follow "
+        "(EN, or GB: the Chinese national standards)",
+    )

@@ -52,14 +52,14 @@ def migrate_database(settings: Settings) -> MigrationReport:
         return migrate(
             settings.database_url,
             retention_days=settings.retention_days,
-            shards=settings.shards if "shards" in settings.model_fields_set else None,
+            shards=settings.shards,
         )
     pg = EmbeddedPostgres(settings.data_dir / "pg")
     try:
         return migrate(
             pg.start(),
             retention_days=settings.retention_days,
-            shards=settings.shards if "shards" in settings.model_fields_set else None,
+            shards=settings.shards,
         )
     finally:
         pg.stop()
@@ -116,6 +116,24 @@ async def run_api(settings: Settings, stop: asyncio.Event) -> int:
     return 0
 
 
+def run_api_workers(settings: Settings, workers: int) -> int:
+    """The API in `workers` processes sharing one port (uvicorn's supervisor, which
+    restarts a worker that dies and owns SIGINT/SIGTERM). Each worker builds the
+    app from the environment, so the resolved settings are passed down there."""
+    os.environ.update(settings.to_environment())
+    uvicorn.run(
+        "api.app:create_app_from_environment",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    return 0
+
+
 async def _wait_api(proc: subprocess.Popen[bytes], port: int) -> None:
     deadline = asyncio.get_running_loop().time() + API_START_TIMEOUT_S
     while True:
@@ -159,14 +177,20 @@ async def run_up(
         settings = settings.with_overrides(**overrides)
         announce("mqtt", settings.mqtt.url())
         report = await asyncio.to_thread(
-            migrate, settings.require_database_url(), retention_days=settings.retention_days
+            migrate,
+            settings.require_database_url(),
+            retention_days=settings.retention_days,
+            shards=settings.shards,
         )
         log.info("schema at version %d (%s)", report.current, report.flavour)
 
-        ingest = IngestService(settings)
+        # One process, one session for everything: a message for a site nobody
+        # registered still reaches ingest and becomes a reject.
+        ingest = IngestService(settings.with_overrides(ingest_mode="single"))
         async with asyncio.TaskGroup() as tasks:
             ingest_task = tasks.create_task(ingest.run(), name="ingest")
-            api = _start_child(settings, "api", [])
+            # One worker: a laptop stack (`firesafe api --workers N` scales a real one).
+            api = _start_child(settings, "api", ["--workers", str(settings.api_workers or 1)])
             children.append(api)
             await _wait_api(api, settings.api_port)
             shown = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
@@ -210,6 +234,9 @@ def _start_child(
     )
     if settings.admin_token is not None:
         env["FIRESAFE_ADMIN_TOKEN"] = settings.admin_token.get_secret_value()
+    if command == "api" and settings.api_host in ("127.0.0.1", "localhost", "::1"):
+        # `up` on loopback is a developer's stack: /docs open, as its README says.
+        env.setdefault("FIRESAFE_API_PUBLIC_DOCS", "true")
     cmd = [sys.executable, "-m", "firesafe.cli", command, *args]
     log.info("starting: firesafe %s", " ".join([command, *args]))
     return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)

@@ -15,6 +15,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883}
+# An admin token is a password to everything: at least this long (openssl rand -hex 32).
+MIN_ADMIN_TOKEN_CHARS = 32
+# The placeholders of .env.example: a deployment must replace every one.
+PLACEHOLDER_MARK = "change-me"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +81,18 @@ class Settings(BaseSettings):
         description="Stable MQTT client id of ingest: the broker keeps its session across restarts",
     )
     retention_days: int = Field(default=365, ge=1, description="Raw telemetry kept this long")
-    shards: int = Field(
-        default=64,
+    shards: int | None = Field(
+        default=None,
         ge=1,
         le=4096,
-        description="Site shards of the estate; fixed when the database is first migrated",
+        description="Site shards of the estate (default 64); fixed when the database is "
+        "first migrated, and refused if it differs later",
+    )
+    api_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="API worker processes (default: the number of cores); each is stateless",
     )
     ingest_mode: Literal["sharded", "single"] = Field(
         default="sharded",
@@ -91,6 +102,9 @@ class Settings(BaseSettings):
     reject_retention_days: int = Field(default=30, ge=1, description="Rejects kept this long")
     rejects_per_site: int = Field(
         default=100_000, ge=100, description="At most this many rejects kept per site (newest)"
+    )
+    api_public_docs: bool = Field(
+        default=False, description="Serve /docs and /openapi.json without a token"
     )
     log_level: str = Field(default="INFO")
 
@@ -126,6 +140,24 @@ class Settings(BaseSettings):
     def _empty_token_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if PLACEHOLDER_MARK in token.lower():
+            raise ValueError(
+                f"FIRESAFE_ADMIN_TOKEN is a {PLACEHOLDER_MARK!r} placeholder: "
+                "generate one with `openssl rand -hex 32`"
+            )
+        if len(token) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"FIRESAFE_ADMIN_TOKEN is too short ({len(token)} characters, at least "
+                f"{MIN_ADMIN_TOKEN_CHARS}): generate one with `openssl rand -hex 32`"
+            )
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -144,6 +176,17 @@ class Settings(BaseSettings):
         if not self.database_url:
             raise RuntimeError("no database configured (set FIRESAFE_DATABASE_URL)")
         return self.database_url
+
+    def to_environment(self) -> dict[str, str]:
+        """These settings as FIRESAFE_* variables (for child processes)."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            out[f"FIRESAFE_{name.upper()}"] = str(value)
+        return out
 
     def with_overrides(self, **values: Any) -> Settings:
         """A copy with the non-None values set (CLI flags win over the environment)."""

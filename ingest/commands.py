@@ -30,18 +30,22 @@ IDLE_POLL_S = 2.0  # also look without a wake-up: another process may have writt
 RETRY_S = 1.0  # after a failed round (broker or database away)
 
 
+class _Unacknowledged(Exception):
+    """Some commands of the round are still pending (broker away or slow)."""
+
+
 class CommandSender:
     """One long-lived task per MQTT session: `wake()` after a commit that wrote commands."""
 
     def __init__(
         self,
-        source: MqttSource,
+        source_for: Callable[[str], MqttSource | None],
         dsn: str,
         sites: Callable[[], Sequence[str] | None],
         *,
         application_name: str,
     ) -> None:
-        self.source = source
+        self.source_for = source_for  # the session that publishes to a site
         self.dsn = dsn
         self.sites = sites  # the sites this sender serves (None: all)
         self.application_name = application_name
@@ -67,14 +71,17 @@ class CommandSender:
                 self._wake.clear()
                 if self._stopping:
                     return
-                if not self.source.subscribed:
-                    continue
                 try:
                     if conn is None or conn.closed:
                         conn = await psycopg.AsyncConnection.connect(
                             self.dsn, autocommit=True, application_name=self.application_name
                         )
                     more = await self._round(conn)
+                except _Unacknowledged as exc:
+                    log.info("linkage: %s; retrying", exc)
+                    await asyncio.sleep(RETRY_S)
+                    self._wake.set()
+                    continue
                 except (psycopg.Error, MqttError) as exc:
                     log.warning("linkage commands not sent yet (%s); retrying", exc)
                     if conn is not None:
@@ -99,9 +106,14 @@ class CommandSender:
             return False
         futures: dict[int, asyncio.Future[None]] = {}
         for row in rows:
-            future = self.source.publish(f"fs/v1/{row.site}/{row.device_id}/cmd", row.payload)
+            source = self.source_for(row.site)
+            future = (
+                None
+                if source is None
+                else source.publish(f"fs/v1/{row.site}/{row.device_id}/cmd", row.payload)
+            )
             if future is None:
-                break  # not connected: try the rest after the reconnect
+                continue  # its session is not connected: sent after the reconnect
             futures[row.id] = future
         if futures:
             await asyncio.wait(futures.values(), timeout=PUBACK_TIMEOUT_S)
@@ -112,10 +124,11 @@ class CommandSender:
         ]
         for f in futures.values():
             f.cancel()  # those not acknowledged stay pending
-        await store.mark_commands(conn, acked, list(futures))
+        if futures:
+            await store.mark_commands(conn, acked, list(futures))
         self.sent += len(acked)
         if acked:
             log.info("linkage: %d command(s) acknowledged by the broker", len(acked))
-        if len(acked) < len(futures):
-            raise MqttError(f"{len(futures) - len(acked)} command(s) not acknowledged")
+        if len(acked) < len(rows):
+            raise _Unacknowledged(f"{len(rows) - len(acked)} command(s) not acknowledged yet")
         return len(rows) == SEND_BATCH

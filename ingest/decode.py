@@ -49,6 +49,7 @@ class RawMessage(NamedTuple):
     qos: int = 0
     generation: int = 0  # which broker connection it came on (packet ids are per connection)
     size: int = -1  # the payload's length when it was cut short on arrival (too large)
+    shard: int = -1  # the shard whose session it came on (-1: the single session)
 
 
 @dataclass(frozen=True, slots=True)

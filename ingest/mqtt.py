@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import socket
@@ -48,6 +49,9 @@ CONNECT_TIMEOUT_S = 5.0
 READ_CHUNK = 256 * 1024
 # Packets handled per socket wake-up before yielding to the other tasks.
 MAX_PACKETS_PER_WAKEUP = 500
+
+
+_GENERATIONS = itertools.count(1)
 
 
 class MqttError(Exception):
@@ -133,13 +137,15 @@ class MqttSource:
         client_id: str,
         deliver: Callable[[RawMessage], None],
         *,
-        subscription: str = SUBSCRIPTION,
+        subscriptions: Sequence[str] = (SUBSCRIPTION,),
+        shard: int = -1,
     ) -> None:
         self.endpoint = endpoint
         self.client_id = client_id
         self.deliver = deliver
-        self.subscription = subscription
-        self.generation = 0  # bumped per connection: packet ids are per connection
+        self.subscriptions = list(subscriptions)
+        self.shard = shard  # carried by every message, so its ack finds this session
+        self.generation = 0  # the current connection's number: packet ids are per connection
         self.connected = False
         self.protocol = paho.MQTTv5
         self._client: _BufferedClient | None = None
@@ -300,18 +306,17 @@ class MqttSource:
             if self.protocol == paho.MQTTv5 and _unsupported_protocol(code):
                 self._fallback(f"refused MQTT 5 ({code})")
             raise MqttError(f"broker refused the connection: {code}")
-        self._suback = self._loop.create_future()
-        options = SubscribeOptions(qos=1, noLocal=True) if self.protocol == paho.MQTTv5 else None
-        if options is not None:
-            client.subscribe([(self.subscription, options)])
-        else:
-            client.subscribe(self.subscription, qos=1)
-        try:
-            # Subscribed (not merely connected) is when nothing more can be missed.
-            await asyncio.wait_for(self._suback, CONNECT_TIMEOUT_S)
-        except (TimeoutError, MqttError) as exc:
-            self._teardown()
-            raise MqttError(f"subscription to {self.subscription!r} not acknowledged") from exc
+        if self.subscriptions:
+            self._suback = self._loop.create_future()
+            self._subscribe(client, self.subscriptions)
+            try:
+                # Subscribed (not merely connected) is when nothing more can be missed.
+                await asyncio.wait_for(self._suback, CONNECT_TIMEOUT_S)
+            except (TimeoutError, MqttError) as exc:
+                self._teardown()
+                raise MqttError(
+                    f"subscription to {len(self.subscriptions)} filter(s) not acknowledged"
+                ) from exc
         self.subscribed = True
         log.info(
             "MQTT connected to %s as %r (%s, persistent session)",
@@ -319,6 +324,23 @@ class MqttSource:
             self.client_id,
             "MQTT 5" if self.protocol == paho.MQTTv5 else "MQTT 3.1.1",
         )
+
+    def _subscribe(self, client: paho.Client, topics: Sequence[str]) -> None:
+        if self.protocol == paho.MQTTv5:
+            options = SubscribeOptions(qos=1, noLocal=True)
+            client.subscribe([(t, options) for t in topics])
+        else:
+            client.subscribe([(t, 1) for t in topics])
+
+    def add_subscriptions(self, topics: Sequence[str]) -> None:
+        """Subscribe to more topic filters (a site registered in this shard)."""
+        new = [t for t in topics if t not in self.subscriptions]
+        if not new:
+            return
+        self.subscriptions += new
+        client = self._client
+        if client is not None and self.connected:
+            self._subscribe(client, new)
 
     def _fallback(self, why: str) -> None:
         log.info("the broker %s; trying MQTT 3.1.1", why)
@@ -363,7 +385,7 @@ class MqttSource:
             running = None
         if running is self._loop:
             fn()
-        else:
+        elif not self._loop.is_closed():  # a client collected after its loop ended
             self._loop.call_soon_threadsafe(fn)
 
     def _on_readable(self) -> None:
@@ -426,8 +448,10 @@ class MqttSource:
     ) -> None:
         if not _failed(code):
             # Here, not after the await: queued messages can follow CONNACK in the
-            # same read and must carry the new connection's generation.
-            self.generation += 1
+            # same read and must carry the new connection's generation. Numbered
+            # process-wide, so that no other session's connection, now or later,
+            # shares it: a packet id is only meaningful on its own connection.
+            self.generation = next(_GENERATIONS)
             self.connected = True
         future = self._connack
         if future is not None and not future.done():
@@ -479,7 +503,16 @@ class MqttSource:
         self, topic: str, payload: bytes, retained: bool, mid: int, qos: int
     ) -> None:
         self.deliver(
-            RawMessage(topic, payload, int(time.time() * 1000), retained, mid, qos, self.generation)
+            RawMessage(
+                topic,
+                payload,
+                int(time.time() * 1000),
+                retained,
+                mid,
+                qos,
+                self.generation,
+                shard=self.shard,
+            )
         )
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -492,6 +525,7 @@ class MqttSource:
                 message.mid,
                 message.qos,
                 self.generation,
+                shard=self.shard,
             )
         )
 

@@ -12,13 +12,14 @@ reload, whatever order the rows arrive in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from detection.standards import DEFAULT_STANDARD, with_standard_defaults
 from firesafe.contract import DEFAULT_INTERVAL_S, KINDS
 
 KIND_CODE = {kind: code for code, kind in enumerate(KINDS)}
@@ -81,12 +82,19 @@ class Registry:
         self.slots: NDArray[np.int64] = np.array(
             sorted(d.slot for d in self.by_id.values()), dtype=np.int64
         )
+        # Sites, and each slot's site as an index into them (shards select by site).
+        self.sites: list[str] = sorted({d.site for d in self.by_id.values()})
+        code = {site: i for i, site in enumerate(self.sites)}
+        self.site_code = np.full(size, -1, dtype=np.int64)
+        for d in self.by_id.values():
+            self.site_code[d.slot] = code[d.site]
 
     def detection_config(
-        self,
+        self, slots: NDArray[np.int64] | None = None
     ) -> tuple[NDArray[np.int64], NDArray[np.int8], NDArray[np.int64], list[Mapping[str, float]]]:
-        """What `Engine.configure` takes: slots, kinds, zone ids and thresholds."""
-        slots = self.slots
+        """What `Engine.configure` takes: slots, kinds, zone ids and thresholds
+        (of every device, or of these slots)."""
+        slots = self.slots if slots is None else slots
         thresholds = [self.device(int(s)).thresholds for s in slots]
         return slots, self.kind[slots], self.zone[slots], thresholds
 
@@ -105,9 +113,15 @@ class Registry:
     def evac_devices(self, site: str, building: str) -> list[Device]:
         return sorted(self._evac.get((site, building), ()), key=lambda d: d.slot)
 
-    def evac_buildings(self) -> list[tuple[str, str]]:
-        """Every (site, building) with at least one evac device."""
-        return sorted(self._evac)
+    def evac_buildings(self, sites: Collection[str] | None = None) -> list[tuple[str, str]]:
+        """Every (site, building) with at least one evac device (of these sites)."""
+        return sorted(b for b in self._evac if sites is None or b[0] in sites)
+
+    def slots_of_sites(self, sites: Collection[str]) -> NDArray[np.int64]:
+        """The registered slots of the devices of these sites."""
+        codes = [i for i, site in enumerate(self.sites) if site in sites]
+        slots = self.slots
+        return slots[np.isin(self.site_code[slots], codes)]
 
 
 def device_from_row(row: Mapping[str, Any]) -> Device:
@@ -124,7 +138,12 @@ def device_from_row(row: Mapping[str, Any]) -> Device:
         zone=str(row["zone"]),
         kind=kind,
         interval_s=float(interval) if interval else DEFAULT_INTERVAL_S[kind],
-        thresholds={str(k): float(v) for k, v in thresholds.items()},
+        # The site's standard (sites.standard) puts its levels beneath the device's own.
+        thresholds=with_standard_defaults(
+            str(row.get("standard") or DEFAULT_STANDARD),
+            kind,
+            {str(k): float(v) for k, v in thresholds.items()},
+        ),
         routes=row.get("routes"),
         registered_ms=int(row.get("registered_ms") or 0),
     )

@@ -23,7 +23,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,16 +31,20 @@ from typing import Any
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
+from psycopg.types.json import Jsonb
 
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
 from firesafe.settings import Settings
+from ingest import shards
 from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.linkage import Building, commands_for
-from ingest.mqtt import MqttSource
+from ingest.mqtt import SUBSCRIPTION, MqttSource
+from ingest.ownership import SINGLE, Ownership
 from ingest.pipeline import BatchPlan, plan_batch
 from ingest.registry import Registry, ZoneIds, device_from_row
+from ingest.shards import ShardLost
 from ingest.supervision import Supervisor
 from ingest.tracker import DeviceTracker
 from storage import ingest_store as store
@@ -74,6 +78,7 @@ TICK_S = 1.0  # supervision resolution: offline is raised within ~1 s of its tim
 STATS_EVERY_S = 5.0  # ingest_stats rows for Grafana and /health
 STATE_EVERY_S = 5.0  # device_state is a summary; folding it per batch would double writes
 REGISTRY_EVERY_S = 2.0  # registry and person-cleared alarms poll
+LEASE_EVERY_S = 1.0  # shard sharing round: a dead process's shards are taken within ~1-2 s
 # On-demand refresh when a batch names an unknown device, at most this often:
 # a device registered a moment ago must not be rejected, and a flood of
 # unknown ids costs one cheap version query per batch at most.
@@ -87,6 +92,10 @@ DISCONNECT_TIMEOUT_S = 5.0
 DB_RETRY_MIN_S = 0.5
 DB_RETRY_MAX_S = 15.0
 APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
+# The writer session holds the shard leases: the server must notice soon when
+# its client is gone (a partition, a dead machine), or those shards would wait
+# for the kernel's two-hour keepalive. About 5 + 3 x 2 s here.
+WRITER_OPTIONS = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
 
 _MAINS = READING_INDEX["mains"]
 _URGENT_SUFFIXES = ("/event", "/status")
@@ -127,9 +136,13 @@ class IngestService:
         self._urgent = False
         self._stopping = asyncio.Event()
         self._intake_bytes = 0
-        self.source = MqttSource(settings.mqtt, settings.mqtt_client_id, self._deliver)
+        self.sharded = settings.ingest_mode == "sharded"
+        self.ownership = Ownership(settings, self._deliver, sharded=self.sharded)
         self.commands = CommandSender(
-            self.source, self.dsn, lambda: None, application_name=APPLICATION_NAME
+            self.ownership.source_for,
+            self.dsn,
+            lambda: self.ownership.pending_sites(self.registry.sites),
+            application_name=APPLICATION_NAME,
         )
         self.engine = Engine()
         self.tracker = DeviceTracker()
@@ -146,6 +159,10 @@ class IngestService:
         self._clear_log_id = 0
         self._watermark = 0
         self._started_ms = now_ms()
+        # When supervision of each slot (re)started: start-up, or its shard's takeover.
+        self._since = np.zeros(0, np.int64)
+        self._configured = np.zeros(0, np.int64)  # the slots detection and supervision cover
+        self._shard_sites: dict[int, list[str]] = {}
         self._flavour: store.Flavour = "plain"
 
     # ------------------------------------------------------------- intake
@@ -159,7 +176,7 @@ class IngestService:
         if message.topic.endswith(_URGENT_SUFFIXES):
             self._urgent = True
         if len(self.intake) >= INTAKE_HIGH_WATER or self._intake_bytes >= INTAKE_HIGH_WATER_BYTES:
-            self.source.pause()
+            self.ownership.pause()
         if not self._wake.is_set():
             self._wake.set()
 
@@ -167,24 +184,55 @@ class IngestService:
     def queue_depth(self) -> int:
         return len(self.intake)
 
+    @property
+    def source(self) -> MqttSource:
+        """The one MQTT session of single mode."""
+        return self.ownership.sources[SINGLE]
+
+    @property
+    def subscribed(self) -> bool:
+        """Every session this process holds is connected and subscribed."""
+        return self.ownership.subscribed or (self.sharded and not self.ownership.owned)
+
     def request_stop(self) -> None:
         self._stopping.set()
 
     # ------------------------------------------------------------ running
     async def run(self) -> None:
-        """Run until `request_stop()`; then drain, acknowledge and close in order."""
+        """Run until `request_stop()`; then drain, acknowledge and close in order.
+        Losing a shard's lease (the database session that held it) starts over."""
+        while True:
+            try:
+                await self._run_once()
+                return
+            except* ShardLost as lost:
+                log.warning("%s: dropping every shard and starting over", lost.exceptions[0])
+            await self._start_over()
+            if self._stopping.is_set():
+                return
+            await asyncio.sleep(DB_RETRY_MIN_S * random.uniform(0.5, 1.0))
+
+    async def _run_once(self) -> None:
         await self._open_database()
-        await self._with_database(self._load_state)
         try:
+            if not self.sharded:
+                assert self._writer is not None
+                await self.ownership.take_all(self._writer)
+            await self._with_database(self._load_state)
             async with asyncio.TaskGroup() as tasks:
-                mqtt = tasks.create_task(self.source.run(), name="ingest-mqtt")
+                self.ownership.bind(tasks)
+                self.ownership.start_sessions(self._subscriptions)
                 processor = tasks.create_task(self._process_loop(), name="ingest-processor")
                 housekeeping = tasks.create_task(self._housekeeping(), name="ingest-housekeeping")
                 sender = tasks.create_task(self.commands.run(), name="ingest-commands")
                 self.ready.set()
-                await self._stopping.wait()
+                stopping = tasks.create_task(self._stopping.wait(), name="ingest-stop")
+                await asyncio.wait([stopping, processor], return_when=asyncio.FIRST_COMPLETED)
+                if processor.done():  # ended by an error: the group raises it
+                    stopping.cancel()
+                    return
                 # 1. stop intake, 2. drain what was received, 3. disconnect.
-                self.source.pause()
+                self.ownership.pause()
                 try:
                     await asyncio.wait_for(processor, DRAIN_TIMEOUT_S)
                 except TimeoutError:
@@ -201,13 +249,25 @@ class IngestService:
                     await asyncio.wait_for(sender, PUBACK_TIMEOUT_S + 1)
                 except TimeoutError:
                     log.warning("linkage sender did not finish; its commands stay pending")
-                try:
-                    await asyncio.wait_for(self.source.stop(), DISCONNECT_TIMEOUT_S)
-                except TimeoutError:
-                    log.warning("MQTT disconnect timed out")
-                mqtt.cancel()
+                await self.ownership.stop_sessions()
         finally:
+            self.ownership.bind(None)
             await self._close_database()
+
+    async def _start_over(self) -> None:
+        """After a lost lease: nothing held, nothing known; the broker redelivers
+        what was not acknowledged to whoever owns each shard now."""
+        await self.ownership.stop_sessions()
+        self.ownership.owned.clear()
+        self.ownership.releasing.clear()
+        self.intake.clear()
+        self._intake_bytes = 0
+        self.engine = Engine()
+        self.tracker = DeviceTracker()
+        self.supervisor = Supervisor()
+        self._configured = np.zeros(0, np.int64)
+        self._registry_version = (-1, None)
+        self.ready.clear()
 
     async def _open_database(self) -> None:
         """Connect (waiting out an outage of any length) and read the schema flavour.
@@ -216,7 +276,7 @@ class IngestService:
         while True:
             try:
                 self._writer = await psycopg.AsyncConnection.connect(
-                    self.dsn, application_name=APPLICATION_NAME
+                    self.dsn, application_name=APPLICATION_NAME, options=WRITER_OPTIONS
                 )
                 self._aux = await psycopg.AsyncConnection.connect(
                     self.dsn, autocommit=True, application_name=APPLICATION_NAME
@@ -226,6 +286,8 @@ class IngestService:
                     raise MigrationError("database is not migrated: run `firesafe db migrate`")
                 self._flavour = flavour
                 await store.prepare_connection(self._writer)
+                # Leases live in the writer's session: take back what we held.
+                await self.ownership.join(self._writer, self._aux)
                 return
             except _CONNECTION_ERRORS as exc:
                 await self._close_database()
@@ -245,14 +307,27 @@ class IngestService:
         await self._open_database()
 
     async def _load_state(self) -> None:
-        """Restore detection, supervision and linkage from the database (start-up)."""
+        """Restore detection, supervision and linkage from the database (start-up).
+        Sharded, a process starts with no shard: each is restored when taken."""
         assert self._aux is not None
         self.engine = Engine()
         self.supervisor = Supervisor()
         self.tracker = DeviceTracker()
+        self._configured = np.zeros(0, np.int64)
+        self._clear_log_id = await store.last_log_id(self._aux)
         await self._refresh_registry(force=True)
-        self.tracker.load(await store.load_device_state(self._aux))
-        for row in await store.load_open_alarms(self._aux):
+        if self.sharded:
+            return
+        await self._restore(None)
+
+    async def _restore(self, sites: Collection[str] | None) -> None:
+        """What the database knows of these sites' devices (None: all): device state,
+        open alarms, and the signs brought in line with the open fires."""
+        assert self._aux is not None
+        assert self._writer is not None
+        only = None if sites is None else sorted(sites)
+        self.tracker.load(await store.load_device_state(self._aux, only))
+        for row in await store.load_open_alarms(self._aux, only):
             slot = int(row["slot"])
             if row["type"] == "offline":
                 self.supervisor.mark_offline(slot)
@@ -260,14 +335,12 @@ class IngestService:
             self.engine.restore_alarm(
                 slot, row["type"], row["verdict"], int(row["opened_ms"]), row["reason"]
             )
-        self._clear_log_id = await store.last_log_id(self._aux)
         # Every sign shows what the open fires want, whatever was (or was not)
-        # sent before the restart: recompute and write what differs.
-        assert self._writer is not None
+        # sent before: recompute and write what differs.
         async with self._writer.transaction():
-            written = await self._write_commands(self._writer, self.registry.evac_buildings())
+            written = await self._write_commands(self._writer, self.registry.evac_buildings(sites))
         if written:
-            log.info("linkage: %d command(s) to bring signs in line after start-up", written)
+            log.info("linkage: %d command(s) to bring signs in line", written)
         self.commands.wake()
 
     async def _refresh_registry(self, *, force: bool = False) -> bool:
@@ -283,20 +356,88 @@ class IngestService:
         self.registry = registry
         self.decoder = Decoder(registry)
         self.tracker.ensure(registry.size)
-        slots = registry.slots
-        self.engine.configure(*registry.detection_config())
-        baseline = np.maximum(registry.registered_ms, self._started_ms)
-        baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
-        self.supervisor.configure(slots, registry.interval_ms, baseline)
+        self._shard_sites = {}
+        if self.sharded:
+            for site in registry.sites:
+                self._shard_sites.setdefault(self.ownership.shard_of(site), []).append(site)
+            for shard, source in self.ownership.sources.items():  # sites registered since
+                source.add_subscriptions(self._subscriptions(shard))
+        self._configure_owned()
         log.info("registry: %d devices", len(registry))
         return True
+
+    def _subscriptions(self, shard: int) -> list[str]:
+        if shard == SINGLE:
+            return [SUBSCRIPTION]
+        return shards.subscriptions(self._shard_sites.get(shard, ()))
+
+    def _configure_owned(self) -> None:
+        """Detection and supervision cover exactly the devices of the shards held."""
+        registry = self.registry
+        if self.sharded:
+            held = {s for k in self.ownership.owned for s in self._shard_sites.get(k, ())}
+            slots = registry.slots_of_sites(held)
+        else:
+            slots = registry.slots
+        stale = np.setdiff1d(self._configured, slots)
+        if stale.size:  # a device moved away, or was deleted
+            self._forget(stale)
+        if self._since.size < registry.size:
+            grown = np.full(registry.size, self._started_ms, np.int64)
+            grown[: self._since.size] = self._since
+            self._since = grown
+        self.engine.configure(*registry.detection_config(slots))
+        baseline = np.maximum(registry.registered_ms, self._since[: registry.size])
+        baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
+        self.supervisor.configure(slots, registry.interval_ms, baseline)
+        self._configured = slots
+
+    def _forget(self, slots: NDArray[np.int64]) -> None:
+        self.engine.forget(slots)
+        self.tracker.forget(slots)
+        self.supervisor.forget(slots)
+
+    # ------------------------------------------------------------- shards
+    async def _balance(self) -> None:
+        """One round of sharing: hand over surplus shards once drained, take free
+        ones up to our share. Runs between commits (it uses the writer)."""
+        assert self._writer is not None
+        take, release = await self.ownership.plan(self._aux)
+        for shard in release:
+            if shard not in self.ownership.releasing:
+                log.info("shard %d: handing over (another process joined)", shard)
+                self.ownership.releasing.add(shard)
+                source = self.ownership.sources.get(shard)
+                if source is not None:
+                    source.pause()
+        for shard in sorted(self.ownership.releasing):
+            if not any(m.shard == shard for m in self.intake):  # drained and acknowledged
+                await self._flush_device_state()
+                await self.ownership.release(self._writer, shard)
+                self._configure_owned()
+                log.info("shard %d: handed over", shard)
+        for shard in take:
+            if await self.ownership.try_take(self._writer, shard):
+                await self._take_over(shard)
+
+    async def _take_over(self, shard: int) -> None:
+        """A shard just locked: its state from the database, its supervision clocks
+        restarted (a takeover is not the estate going silent), then its session."""
+        sites = self._shard_sites.get(shard, [])
+        slots = self.registry.slots_of_sites(set(sites))
+        self._forget(slots)
+        self._since[slots] = now_ms()
+        self._configure_owned()
+        await self._restore(sites)
+        self.ownership.start_session(shard, self._subscriptions(shard))
+        log.info("shard %d: taken over (%d site(s), %d device(s))", shard, len(sites), slots.size)
 
     # ---------------------------------------------------------- processor
     async def _process_loop(self) -> None:
         """Batches in order; the next batch is decoded while the previous one commits
         (PostgreSQL works on the other core), and bookkeeping runs between commits."""
         next_tick = time.monotonic()
-        next_stats = next_state = next_registry = time.monotonic()
+        next_stats = next_state = next_registry = next_lease = time.monotonic()
         committing: asyncio.Task[None] | None = None
         try:
             while True:
@@ -313,7 +454,7 @@ class IngestService:
                         and self._intake_bytes <= INTAKE_LOW_WATER_BYTES
                         and not stopping
                     ):
-                        self.source.resume()
+                        self.ownership.resume()
                     batch = await self._decode(burst)
                     if committing is not None:
                         await committing
@@ -325,7 +466,8 @@ class IngestService:
                 due_tick = mono >= next_tick
                 due_state = mono >= next_state or stopping
                 due_stats = mono >= next_stats or stopping
-                if not (due_registry or due_tick or due_state or due_stats):
+                due_lease = self.sharded and mono >= next_lease and not stopping
+                if not (due_registry or due_tick or due_state or due_stats or due_lease):
                     continue
                 if committing is not None:  # one transaction at a time on the writer
                     await committing
@@ -342,6 +484,9 @@ class IngestService:
                 if due_stats:
                     next_stats = mono + STATS_EVERY_S
                     await self._with_database(self._write_stats)
+                if due_lease:
+                    next_lease = mono + LEASE_EVERY_S
+                    await self._with_database(self._balance)
         finally:
             if committing is not None:
                 await committing
@@ -389,10 +534,15 @@ class IngestService:
                 if self._stopping.is_set() and step != self._write:
                     return  # bookkeeping is not worth waiting for; batches are
                 log.warning("database error (%s); retrying in %.1f s", exc, delay)
+                # Read nothing that cannot be committed, and never hold a shard's
+                # broker session while its lease may be gone.
+                await self.ownership.stop_sessions()
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
                 with contextlib.suppress(psycopg.Error):
                     await self._reconnect_database()
+                    if self.ownership.bound:
+                        self.ownership.start_sessions(self._subscriptions)
             except psycopg.Error as exc:
                 if step == self._write:
                     raise PoisonBatch(str(exc)) from exc
@@ -443,7 +593,7 @@ class IngestService:
                 None,
             )
             await self._with_database(self._write_rejects, [reject])
-            self.source.ack(burst)
+            self.ownership.ack(burst)
             self.counters.rejects += 1
             log.error("message on %s kept as a reject: %s", m.topic, exc)
             return
@@ -574,7 +724,7 @@ class IngestService:
     def _after_commit(self, plan: BatchPlan) -> None:
         """Committed: acknowledge, fold into what we know of each device, count.
         Runs once per batch, never retried."""
-        self.source.ack(plan.burst)
+        self.ownership.ack(plan.burst)
         if plan.commands:
             self.commands.wake()
         slot, ts, values = plan.slot, plan.ts, plan.values
@@ -728,7 +878,7 @@ class IngestService:
         buildings: dict[Building, str] = {}
         for row in rows:
             device = self.registry.get(row["device_id"])
-            if device is None:
+            if device is None or not self.ownership.owns(device.site):
                 continue
             if row["type"] == "offline":
                 self.supervisor.reset(device.slot, now_ms())
@@ -771,9 +921,26 @@ class IngestService:
                     "batch_latency_ms": float(np.percentile(latencies, 95)) if latencies else None,
                     "queue_depth": self.queue_depth,
                     "lag_ms": float(lag),
-                    "broker_connected": self.source.subscribed,  # connected and subscribed
+                    "broker_connected": self.ownership.connected,  # connected and subscribed
+                    "backend_pid": self.ownership.writer_pid,
+                    "shards": sorted(self.ownership.owned),
+                    "shard_stats": Jsonb(self._shard_stats()),
+                    "takeovers": self.ownership.takeovers,
                 },
             )
+
+    def _shard_stats(self) -> dict[str, dict[str, float]]:
+        """Queue depth and lag of each shard's messages waiting here (sharded mode)."""
+        if not self.sharded:
+            return {}
+        now = now_ms()
+        out = {str(k): {"queue_depth": 0.0, "lag_ms": 0.0} for k in sorted(self.ownership.owned)}
+        for m in self.intake:
+            entry = out.get(str(m.shard))
+            if entry is not None:
+                entry["queue_depth"] += 1
+                entry["lag_ms"] = max(entry["lag_ms"], float(now - m.received_ms))
+        return out
 
     async def _housekeeping(self) -> None:
         """Cluster-wide chores, done by whichever process gets the lock first."""

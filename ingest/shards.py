@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 
 class ShardLost(Exception):
@@ -35,15 +35,30 @@ def subscriptions(sites: Iterable[str]) -> list[str]:
 
 
 def target(shards: int, processes: int) -> int:
-    """How many shards each live process aims to own."""
+    """The most shards a live process holds: ceil(S / N)."""
     return math.ceil(shards / max(1, processes))
 
 
 def balance(
-    owned: Collection[int], free: Collection[int], shards: int, processes: int
+    owned: Collection[int], free: Collection[int], shards: int, held: Mapping[int, int], me: int
 ) -> tuple[list[int], list[int]]:
-    """(shards to try to take, shards to hand over), lowest numbers kept."""
-    want = target(shards, processes)
-    if len(owned) > want:
-        return [], sorted(owned)[want:]
-    return sorted(free)[: want - len(owned)], []
+    """(shards to try to take, shards to hand over) this round, so that the live
+    processes end within one shard of each other: floor(S/N) or ceil(S/N) each.
+
+    `held`: shards held per live process (by its session id), `me` among them.
+    Free shards go to whoever is short of ceil(S/N); when none is free but a
+    process is short of floor(S/N), the fullest process (highest id among equals)
+    hands one over. Lowest shard numbers are kept, highest handed over."""
+    counts = {**held, me: len(owned)}
+    n = len(counts)
+    high, low = target(shards, n), shards // n
+    mine = len(owned)
+    if mine > high:
+        return [], sorted(owned)[high:]
+    if free:
+        return sorted(free)[: high - mine], []
+    if mine > low and any(c < low for c in counts.values()):
+        fullest = max(counts, key=lambda pid: (counts[pid], pid))
+        if fullest == me:
+            return [], sorted(owned)[-1:]
+    return [], []

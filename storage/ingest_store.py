@@ -400,9 +400,10 @@ async def load_registry(conn: AsyncConn) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
-            SELECT id, slot, site_id, building, floor, zone, kind, interval_s, thresholds,
-                   routes, (extract(epoch FROM created_at) * 1000)::bigint AS registered_ms
-            FROM devices ORDER BY slot
+            SELECT d.id, d.slot, d.site_id, d.building, d.floor, d.zone, d.kind, d.interval_s,
+                   d.thresholds, d.routes, s.standard,
+                   (extract(epoch FROM d.created_at) * 1000)::bigint AS registered_ms
+            FROM devices d JOIN sites s ON s.id = d.site_id ORDER BY d.slot
             """
         )
         return await cur.fetchall()
@@ -415,7 +416,10 @@ async def registry_version(conn: AsyncConn) -> tuple[int, datetime | None]:
     return int(row[0]), row[1]
 
 
-async def load_device_state(conn: AsyncConn) -> list[dict[str, Any]]:
+async def load_device_state(
+    conn: AsyncConn, sites: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """device_state of every device (or of the devices of these sites)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
@@ -423,7 +427,9 @@ async def load_device_state(conn: AsyncConn) -> list[dict[str, Any]]:
                    (extract(epoch FROM s.last_ts) * 1000)::bigint AS last_ts_ms, s.last_seq,
                    s.status
             FROM device_state s JOIN devices d ON d.id = s.device_id
-            """
+            WHERE %(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s::text[])
+            """,
+            {"sites": None if sites is None else list(sites)},
         )
         return await cur.fetchall()
 
@@ -550,7 +556,10 @@ async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> l
     return applied
 
 
-async def load_open_alarms(conn: AsyncConn) -> list[dict[str, Any]]:
+async def load_open_alarms(
+    conn: AsyncConn, sites: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Open alarms of every device (or of the devices of these sites)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
@@ -558,7 +567,9 @@ async def load_open_alarms(conn: AsyncConn) -> list[dict[str, Any]]:
                    a.floor, a.zone, (extract(epoch FROM a.opened_at) * 1000)::bigint AS opened_ms
             FROM alarms a JOIN devices d ON d.id = a.device_id
             WHERE a.status <> 'cleared' AND a.verdict <> 'suppressed'
-            """
+              AND (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s::text[]))
+            """,
+            {"sites": None if sites is None else list(sites)},
         )
         return await cur.fetchall()
 
@@ -739,10 +750,12 @@ async def write_stats(conn: AsyncConn, row: Mapping[str, Any]) -> None:
     await conn.execute(
         """
         INSERT INTO ingest_stats (at, instance, messages, readings, events, rejects, duplicates,
-            seq_gaps, batches, batch_latency_ms, queue_depth, lag_ms, broker_connected)
+            seq_gaps, batches, batch_latency_ms, queue_depth, lag_ms, broker_connected,
+            backend_pid, shards, shard_stats, takeovers)
         VALUES (%(at)s, %(instance)s, %(messages)s, %(readings)s, %(events)s, %(rejects)s,
             %(duplicates)s, %(seq_gaps)s, %(batches)s, %(batch_latency_ms)s, %(queue_depth)s,
-            %(lag_ms)s, %(broker_connected)s)
+            %(lag_ms)s, %(broker_connected)s, %(backend_pid)s, %(shards)s, %(shard_stats)s,
+            %(takeovers)s)
         ON CONFLICT DO NOTHING
         """,
         dict(row),

@@ -10,6 +10,7 @@ batch of a shard can commit once its lock is gone.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +53,8 @@ class ClusterView:
     owners: dict[int, int]  # shard -> backend pid of its owner
 
 
-_VIEW = """
-SELECT l.classid::bigint, l.objid::bigint, l.pid
+VIEW_SQL = """
+SELECT l.classid::bigint AS classid, l.objid::bigint AS objid, l.pid
 FROM pg_locks l
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -63,7 +64,7 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
 
 async def view(conn: AsyncConn) -> ClusterView:
     """Who is alive and who owns what, as the database sees it now."""
-    cur = await conn.execute(_VIEW, (SHARD_LOCK_CLASS, MEMBER_LOCK_CLASS))
+    cur = await conn.execute(VIEW_SQL, (SHARD_LOCK_CLASS, MEMBER_LOCK_CLASS))
     members: list[int] = []
     owners: dict[int, int] = {}
     for cls, obj, pid in await cur.fetchall():
@@ -74,5 +75,32 @@ async def view(conn: AsyncConn) -> ClusterView:
     return ClusterView(sorted(set(members)), owners)
 
 
-async def backend_pid(conn: AsyncConn) -> int:
-    return int(conn.info.backend_pid)
+async def session_identity(conn: AsyncConn) -> tuple[int, Any]:
+    """(backend pid, backend start): a session, told apart from a later one that
+    happens to get the same pid."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), row[1]
+
+
+async def end_session(conn: AsyncConn, identity: tuple[int, Any]) -> bool:
+    """End our own previous session if the server still keeps it (a connection
+    lost on the way, not yet noticed by the server): its leases go with it.
+    True when it is gone."""
+    pid, started = identity
+    for _ in range(20):
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid = %s AND backend_start = %s",
+                (pid, started),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return True
+        await asyncio.sleep(0.1)
+    return False

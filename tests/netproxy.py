@@ -25,11 +25,9 @@ class CuttableProxy:
         with self._lock:
             self._open = False
             conns, self._conns = self._conns, []
-        for c in conns:
+        for c in conns:  # wakes both pumps of each pair, which then close them
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                c.close()
 
     def restore(self) -> None:
         with self._lock:
@@ -80,6 +78,11 @@ class CuttableProxy:
         except OSError:
             pass
         finally:
+            # Shut both down (a blocked recv in the other pump returns), close only
+            # our own end: closing a socket another thread is reading would leave
+            # the connection open without sending FIN.
             for s in (src, dst):
                 with contextlib.suppress(OSError):
-                    s.close()
+                    s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                src.close()

@@ -332,6 +332,7 @@ def test_kill_9_between_receipt_and_commit_loses_nothing(
         "FIRESAFE_DATABASE_URL": db,
         "FIRESAFE_MQTT_CLIENT_ID": ingest_settings.mqtt_client_id,
         "FIRESAFE_LOG_LEVEL": "WARNING",
+        "FIRESAFE_INGEST_MODE": "single",  # one process, one session (shards: test_ingest_shards)
     }
     cmd = [sys.executable, "-m", "firesafe.cli", "ingest"]
 

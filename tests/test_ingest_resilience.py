@@ -66,7 +66,9 @@ def test_broker_restart_loses_nothing(db: str, tmp_path: Path) -> None:
     dev = f"{site}-H"
     broker = EmbeddedBroker(tmp_path / "broker", port=free_port())
     url = broker.start()
-    settings = Settings(mqtt_url=url, database_url=db, mqtt_client_id=f"resil-{site}")
+    settings = Settings(
+        mqtt_url=url, database_url=db, mqtt_client_id=f"resil-{site}", ingest_mode="single"
+    )
     t0 = int(time.time() * 1000)
     try:
         with running_ingest(settings) as ingest:
@@ -99,7 +101,9 @@ def test_database_connection_loss_loses_nothing(db: str, mqtt_url: str) -> None:
     site = f"P{uuid.uuid4().hex[:8]}"
     register(db, [device(site)])
     dev = f"{site}-H"
-    settings = Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=f"resil-{site}")
+    settings = Settings(
+        mqtt_url=mqtt_url, database_url=db, mqtt_client_id=f"resil-{site}", ingest_mode="single"
+    )
     t0 = int(time.time() * 1000)
     dbname = query(db, "SELECT current_database()")[0][0]
     pub = Publisher(mqtt_url)
@@ -139,7 +143,9 @@ def test_a_database_outage_of_any_length_is_ridden_out(
     proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
     via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
     client_id = f"outage-{site}"
-    settings = Settings(mqtt_url=mqtt_url, database_url=via_proxy, mqtt_client_id=client_id)
+    settings = Settings(
+        mqtt_url=mqtt_url, database_url=via_proxy, mqtt_client_id=client_id, ingest_mode="single"
+    )
     t0 = int(time.time() * 1000)
     create_session(mqtt_url, client_id)  # the broker keeps what comes meanwhile
     proxy.cut()  # the database is away when ingest starts

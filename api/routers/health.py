@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from psycopg_pool import PoolTimeout
 
 from api.deps import StateDep
-from api.schemas import BrokerHealth, DatabaseHealth, Health, IngestHealth
+from api.schemas import (
+    BrokerHealth,
+    DatabaseHealth,
+    Health,
+    IngestHealth,
+    ShardProcess,
+    ShardsHealth,
+    StreamHealth,
+    TaskHealth,
+)
+from api.state import AppState
 from storage.queries import health as health_q
 
 router = APIRouter(tags=["operations"])
@@ -24,23 +34,45 @@ DB_TIMEOUT_S = 2.0
 @router.get(
     "/health",
     response_model=Health,
-    responses={503: {"model": Health, "description": "Database unreachable"}},
-    summary="Liveness and state of database, broker and ingest (no auth)",
-    description="200 when the database answers (`status` ok or degraded: ingest stale "
-    f"(no report for {STALE_AFTER_S:g} s) or absent, or broker disconnected); 503 when "
-    "it does not (`status` down).",
+    summary="Liveness and state of database, broker, ingest and live feed (no auth)",
+    description="Always 200 while the API runs (contract section 4); `status` is ok, or "
+    "degraded when the database does not answer, ingest is stale (no report for "
+    f"{STALE_AFTER_S:g} s) or absent, the broker is disconnected, or the live alarm "
+    "feed (LISTEN) is down.",
 )
-async def health(state: StateDep, response: Response) -> Health:
+async def health(state: StateDep) -> Health:
+    report = await _health(state)
+    if not report.alarm_stream.listening or any(
+        t.state != "running" for t in report.tasks.values()
+    ):
+        report.status = "degraded"
+    return report
+
+
+def _api_parts(state: AppState) -> dict[str, Any]:
+    return {
+        "alarm_stream": StreamHealth(
+            listening=state.hub.listening.is_set(), clients=state.hub.clients
+        ),
+        "tasks": {
+            name: TaskHealth(state=t.state, restarts=t.restarts, last_error=t.last_error)
+            for name, t in state.tasks.states.items()
+        },
+    }
+
+
+async def _health(state: AppState) -> Health:
     started = time.perf_counter()
     try:
         async with state.pool.connection(timeout=DB_TIMEOUT_S) as conn:
             await conn.execute("SELECT 1")
             latency_ms = (time.perf_counter() - started) * 1000
             instances = await health_q.ingest_instances(conn)
+            shard_count, owners = await health_q.shard_owners(conn)
     except (psycopg.Error, PoolTimeout) as exc:
-        response.status_code = 503
         return Health(
-            status="down",
+            **_api_parts(state),
+            status="degraded",
             database=DatabaseHealth(ok=False, latency_ms=None, error=type(exc).__name__),
             broker=BrokerHealth(connected=None),
             ingest=IngestHealth(
@@ -53,10 +85,13 @@ async def health(state: StateDep, response: Response) -> Health:
             ),
         )
     database = DatabaseHealth(ok=True, latency_ms=round(latency_ms, 3))
+    shards = _shards(shard_count, owners, instances)
     if not instances:
         return Health(
+            **_api_parts(state),
             status="degraded",
             database=database,
+            shards=shards,
             broker=BrokerHealth(connected=None),
             ingest=IngestHealth(
                 state="absent",
@@ -74,10 +109,12 @@ async def health(state: StateDep, response: Response) -> Health:
     reporting = fresh or [newest]
     connected = any(i["broker_connected"] for i in reporting)
     lags = [float(i["lag_ms"]) for i in reporting if i["lag_ms"] is not None]
-    ok = ingest_state == "ok" and connected
+    ok = ingest_state == "ok" and connected and not shards.unowned
     return Health(
+        **_api_parts(state),
         status="ok" if ok else "degraded",
         database=database,
+        shards=shards,
         broker=BrokerHealth(connected=connected),
         ingest=IngestHealth(
             state=ingest_state,
@@ -87,4 +124,27 @@ async def health(state: StateDep, response: Response) -> Health:
             queue_depth=sum(int(i["queue_depth"]) for i in reporting),
             instances=len(reporting),
         ),
+    )
+
+
+def _shards(count: int, owners: dict[int, int], instances: list[dict[str, Any]]) -> ShardsHealth:
+    """Ownership from the leases themselves; names and takeovers from each holder's
+    latest report (matched by its database session)."""
+    by_pid = {i["backend_pid"]: i for i in instances if i.get("backend_pid") is not None}
+    held: dict[int, list[int]] = {}
+    for shard, pid in owners.items():
+        held.setdefault(pid, []).append(shard)
+    return ShardsHealth(
+        count=count,
+        owned=len(owners),
+        unowned=[k for k in range(count) if k not in owners],
+        processes=[
+            ShardProcess(
+                instance=by_pid.get(pid, {}).get("instance"),
+                backend_pid=pid,
+                shards=sorted(shards),
+                takeovers=by_pid.get(pid, {}).get("takeovers"),
+            )
+            for pid, shards in sorted(held.items())
+        ],
     )
