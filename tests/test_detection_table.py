@@ -366,6 +366,10 @@ def test_verification_window(samples: int, verdict: tuple[str, str]) -> None:
         ("open", "pending", "obscuration", 100.0),
         ("verdict", *verdict, 130.0),
     ]
+    # The verdict's evidence: samples at the alarm level in the window (100..130
+    # inclusive), and the window's length.
+    fire_verdict = next(c for c in ch if c.alarm_type == "fire" and c.action == "verdict")
+    assert fire_verdict.detail == {"samples_above": float(min(samples, 4)), "window_s": 30.0}
 
 
 def test_verification_window_override_5_s_minimum() -> None:
