@@ -127,6 +127,7 @@ def test_ingest_sigkilled_with_an_uncommitted_batch_loses_nothing(
         "FIRESAFE_DATABASE_URL": db,
         "FIRESAFE_MQTT_CLIENT_ID": ingest_settings.mqtt_client_id,
         "FIRESAFE_LOG_LEVEL": "WARNING",
+        "FIRESAFE_INGEST_MODE": "single",  # one process, one session (shards: test_ingest_shards)
     }
     cmd = [sys.executable, "-m", "firesafe.cli", "ingest"]
     total = 400
@@ -250,7 +251,9 @@ def test_broker_restart_mid_stream_with_an_uncommitted_batch(db: str, tmp_path: 
     topic = f"fs/v1/{site}/{dev}/telemetry"
     broker = EmbeddedBroker(writable_broker_dir(tmp_path / "broker"), port=free_port())
     url = broker.start()
-    settings = Settings(mqtt_url=url, database_url=db, mqtt_client_id=f"dur-{site}")
+    settings = Settings(
+        mqtt_url=url, database_url=db, mqtt_client_id=f"dur-{site}", ingest_mode="single"
+    )
     t0 = int(time.time() * 1000)
     total = 1500
     stream: StreamPublisher | None = None
@@ -274,9 +277,7 @@ def test_broker_restart_mid_stream_with_an_uncommitted_batch(db: str, tmp_path: 
                 lock.rollback()  # the batch commits now, its acks go nowhere
             thread.join(120)
             wait_for(stream.all_acknowledged, timeout=60)
-            wait_for(
-                lambda: ingest.service is not None and ingest.service.source.subscribed, timeout=40
-            )
+            wait_for(lambda: ingest.service is not None and ingest.service.subscribed, timeout=40)
             wait_for(lambda: stored(db, dev)[1] >= total, timeout=60)
             pub = Publisher(url)
             drain(db, pub, site)
@@ -325,7 +326,9 @@ def test_embedded_broker_restart_keeps_queued_messages(db: str, tmp_path: Path) 
     broker = EmbeddedBroker(tmp_path / "broker", port=free_port())
     url = broker.start()
     client_id = f"dur-{site}"
-    settings = Settings(mqtt_url=url, database_url=db, mqtt_client_id=client_id)
+    settings = Settings(
+        mqtt_url=url, database_url=db, mqtt_client_id=client_id, ingest_mode="single"
+    )
     total = 200
     try:
         create_session(url, client_id)
