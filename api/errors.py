@@ -162,6 +162,14 @@ _TEMPLATES: tuple[str, ...] = (
     N_("site {site} is outside the caller's sites"),
     N_("missing bearer token (Authorization: Bearer <token>)"),
     N_("unknown or revoked token"),
+    N_("unknown, revoked or expired token"),
+    N_("out of the supported range (years 1-9999)"),
+    N_("{name} is reserved (the system's own actor)"),
+    N_(
+        "device {device} is registered at site {site}, not {other}: moving a device "
+        "between sites needs move_site=true (its history before the move stays hidden "
+        "from the new site's managers)"
+    ),
     N_("CSV header lacks column(s) {columns}"),
     N_("CSV line {line}: {detail}"),
     N_("at most {count} devices per request"),

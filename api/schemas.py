@@ -210,7 +210,11 @@ class AlarmOut(BaseModel):
     type: AlarmType
     verdict: Verdict
     status: Status
-    device: str
+    device: str | None = Field(
+        description="The device; null for a site-level alarm (an `offline` with reason "
+        "`site_silent`: most of the site fell silent together; its devices' own offline "
+        "alarms carry `detail.cause` = this alarm's id)"
+    )
     site: str
     building: str
     floor: str
