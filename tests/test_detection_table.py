@@ -165,7 +165,9 @@ def test_coincidence_window_is_60_s(
     ]
     assert summary(ch, "fire", 1) == expected_b
     if expected_b[1][2] == "coincidence":
-        assert [c.related for c in ch if c.slot == 1 and c.action == "verdict"] == [(0,)]
+        confirmed = [c for c in ch if c.slot == 1 and c.action == "verdict"]
+        assert [c.related for c in confirmed] == [(0,)]
+        assert confirmed[0].detail["obscuration"] == 5.0  # the reading that coincided
 
 
 def test_coincidence_needs_the_same_zone() -> None:
@@ -814,3 +816,42 @@ def test_drift_limit_reached_exactly_is_a_fault() -> None:
     rig = Rig([("smoke", 1, {"drift_limit": 0.2})])
     ch = rig.feed({0: rows}, batch_s=3600.0)
     assert summary(ch, "fault") == [("open", "confirmed", "drift_limit", 2.0 * H)]
+
+
+def test_alarm_at_exactly_3_percent_is_an_obscuration_alarm() -> None:
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: series([(0, 60, 0.1), (60, 200, 3.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "fire")[0] == ("open", "pending", "obscuration", 60.0)
+    assert ch[0].detail["obscuration"] == 3.0  # the drift-compensated value, with its baseline
+    assert ch[0].detail["baseline"] == 0.0
+
+
+def test_pre_alarm_smoke_with_heat_rise_is_combined_evidence() -> None:
+    """2 %/m (pre-alarm, below the 3 %/m alarm) with the ceiling warming 6 °C/min
+    (heat rise >= 5, on two consecutive readings): an alarm on combined
+    evidence, confirmed at once by the heat rise."""
+    rows: list[Row] = []
+    for t in range(0, 300, 10):
+        warm = max(0.0, t - 150) * 6.0 / 60.0
+        rows.append(
+            (float(t), {"obscuration": 2.0 if t >= 100 else 0.1, "temperature": 21.0 + warm})
+        )
+    rig = Rig([("smoke", 1)])
+    fire = summary(rig.feed({0: rows}), "fire")
+    assert fire[0][:3] == ("open", "pending", "combined")
+    assert fire[1][:3] == ("verdict", "confirmed", "rate_of_rise")
+    assert fire[0][3] == fire[1][3]
+
+
+def test_evidence_of_pre_alarm_and_drift_fault() -> None:
+    rig = Rig([("smoke", 1, {"drift_limit": 0.2})])
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.3, "temperature": 21.0}) for t in range(0, 3 * H, 600)
+    ]
+    rows += [(float(3 * H), {"obscuration": 2.0, "temperature": 21.0})]
+    rows += [(float(3 * H + 10), {"obscuration": 0.3, "temperature": 21.0})]
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    by = {(c.alarm_type, c.action): c.detail for c in ch}
+    assert by[("fault", "open")]["obscuration"] == pytest.approx(0.1)  # 0.3 over a 0.2 baseline
+    assert by[("pre_alarm", "open")]["obscuration"] == pytest.approx(1.8)
+    assert by[("pre_alarm", "clear")]["obscuration"] == pytest.approx(0.1)
