@@ -581,9 +581,7 @@ def consumer_main(cfg: ConsumerConfig, progress: Any, conn: Any) -> None:
                 database_url=cfg.dsn,
                 mqtt_client_id=cfg.client_id,
                 log_level="WARNING",
-                # One process, one MQTT session: what the table compares with the
-                # bare consumers (the sharded mode is not benchmarked here).
-                ingest_mode="single",
+                ingest_mode="single",  # one process, one session (shards: bench/ingest_scale.py)
             )
             ingest_thread = IngestThread(settings).start()
             service = ingest_thread.service
