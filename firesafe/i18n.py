@@ -81,12 +81,17 @@ ALARM_REASONS: Final = (
     "drift_limit",
     "lamp_failure",
     "battery_low",
+    "battery_depleting",
     "self_test_fail",
     "restore",
     "condition_gone",
     "silent",
     "last_will",
     "back_online",
+    # GB/T 26875.3 panels and operator verification (docs/contract-extension.md)
+    "panel_alarm",
+    "panel_reset",
+    "operator",
 )
 CONNECTIVITY: Final = ("online", "offline", "silent", "never seen")
 # Per-device threshold names (detection.params.THRESHOLD_NAMES; a test keeps them equal).
@@ -102,6 +107,7 @@ THRESHOLDS: Final = (
     "obscuration_pre_alarm",
     "persist_s",
     "rate_of_rise_c_per_min",
+    "rated_duration_min",
     "residual_current_ma",
     "static_c",
     "steam_rh",
@@ -120,6 +126,19 @@ CONFORMANCE_RULES: Final = (
     "last_will",
     "gateway_batch",
 )
+# `firesafe conformance --gb26875` (device_sim.gb26875_conformance.RULES).
+GB26875_CONFORMANCE_RULES: Final = (
+    "framing",
+    "checksum",
+    "version",
+    "command",
+    "serial_numbers",
+    "resend",
+    "time_labels",
+    "heartbeats",
+    "application_data",
+    "descriptions",
+)
 CONFORMANCE_STATUSES: Final = ("pass", "fail", "skip")
 # Linkage commands to evac devices (contract section 2).
 COMMANDS: Final = ("emergency", "normal")
@@ -132,7 +151,7 @@ VOCABULARIES: Final[Mapping[str, tuple[str, ...]]] = {
     "verdict": contract.VERDICTS,
     "status": contract.STATUSES,
     "reason": ALARM_REASONS,
-    "kind": contract.KINDS,
+    "kind": contract.ALL_KINDS,
     "reading": contract.READINGS,
     "event": contract.EVENT_TYPES,
     "reject_reason": contract.REJECT_REASONS,
@@ -142,7 +161,7 @@ VOCABULARIES: Final[Mapping[str, tuple[str, ...]]] = {
     "threshold": THRESHOLDS,
     "command": COMMANDS,
     "direction": DIRECTIONS,
-    "conformance_rule": CONFORMANCE_RULES,
+    "conformance_rule": CONFORMANCE_RULES + GB26875_CONFORMANCE_RULES,
     "conformance_status": CONFORMANCE_STATUSES,
 }
 

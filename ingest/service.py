@@ -34,9 +34,9 @@ from numpy.typing import NDArray
 from psycopg.types.json import Jsonb
 
 from detection import AlarmChange, Engine, Events, Readings
-from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
+from firesafe.contract import EVENT_TYPES, GATEWAY_SITE, MAX_PAYLOAD_BYTES, READING_INDEX
 from firesafe.settings import Settings
-from ingest import shards
+from ingest import gateway_rejects, shards
 from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.floods import FloodWatch, SiteChange
@@ -232,7 +232,7 @@ class IngestService:
                 self.ready.set()
                 stopping = tasks.create_task(self._stopping.wait(), name="ingest-stop")
                 await asyncio.wait([stopping, processor], return_when=asyncio.FIRST_COMPLETED)
-                if processor.done():  # ended by an error: the group raises it
+                if not self._stopping.is_set():  # the processor failed: the group raises it
                     stopping.cancel()
                     return
                 # 1. stop intake, 2. drain what was received, 3. disconnect.
@@ -369,7 +369,8 @@ class IngestService:
         self.tracker.ensure(registry.size)
         self._shard_sites = {}
         if self.sharded:
-            for site in registry.sites:
+            # Gateways' rejects (`fs/v1/_gateway/...`) belong to the shard of that site.
+            for site in [*registry.sites, GATEWAY_SITE]:
                 self._shard_sites.setdefault(self.ownership.shard_of(site), []).append(site)
             for shard, source in self.ownership.sources.items():  # sites registered since
                 source.add_subscriptions(self._subscriptions(shard))
@@ -397,7 +398,9 @@ class IngestService:
             grown = np.full(registry.size, self._started_ms, np.int64)
             grown[: self._since.size] = self._since
             self._since = grown
-        self.engine.configure(*registry.detection_config(slots))
+        self.engine.configure(
+            *registry.detection_config(slots), intervals_ms=registry.interval_ms[slots]
+        )
         baseline = np.maximum(registry.registered_ms, self._since[: registry.size])
         baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
         self.supervisor.configure(slots, registry.interval_ms, baseline)
@@ -437,22 +440,24 @@ class IngestService:
                 self._forget_sites(set(self._shard_sites.get(shard, [])))
                 self._configure_owned()
                 log.info("shard %d: handed over", shard)
-        for shard in take:
-            if await self.ownership.try_take(self._writer, shard):
-                await self._take_over(shard)
+        taken = [k for k in take if await self.ownership.try_take(self._writer, k)]
+        if taken:
+            await self._take_over(taken)
 
-    async def _take_over(self, shard: int) -> None:
-        """A shard just locked: its state from the database, its supervision clocks
-        restarted (a takeover is not the estate going silent), then its session."""
-        sites = self._shard_sites.get(shard, [])
-        slots = self.registry.slots_of_sites(set(sites))
+    async def _take_over(self, taken: Sequence[int]) -> None:
+        """Shards just locked: their state from the database, their supervision
+        clocks restarted (a takeover is not the estate going silent), then their
+        sessions. All of a round at once: one reconfiguration, one restore."""
+        sites = {site for k in taken for site in self._shard_sites.get(k, [])}
+        slots = self.registry.slots_of_sites(sites)
         self._forget(slots)
-        self._forget_sites(set(sites))
+        self._forget_sites(sites)
         self._since[slots] = now_ms()
         self._configure_owned()
         await self._restore(sites)
-        self.ownership.start_session(shard, self._subscriptions(shard))
-        log.info("shard %d: taken over (%d site(s), %d device(s))", shard, len(sites), slots.size)
+        for shard in taken:
+            self.ownership.start_session(shard, self._subscriptions(shard))
+        log.info("shard(s) %s taken over (%d site(s), %d device(s))", taken, len(sites), slots.size)
 
     # ---------------------------------------------------------- processor
     async def _process_loop(self) -> None:
@@ -581,7 +586,7 @@ class IngestService:
             and await self._try_refresh_registry()
         ):
             batch = self.decoder.decode(burst)
-        return batch
+        return gateway_rejects.convert(batch)
 
     async def _try_refresh_registry(self) -> bool:
         """A refresh that may fail (the database is away): the periodic poll retries."""
@@ -672,6 +677,9 @@ class IngestService:
                         plan.ev_slot[ev_new],
                         plan.ev_ts[ev_new],
                         plan.ev_code[ev_new],
+                        max(
+                            int(plan.received.max(initial=0)), int(plan.ev_received.max(initial=0))
+                        ),
                     )
                     writes = [self._alarm_write(c) for c in changes]
                     offline, plan.site_changes = self._supervise_batch(plan.batch)
@@ -793,16 +801,19 @@ class IngestService:
         ev_slot: NDArray[np.int64],
         ev_ts: NDArray[np.int64],
         ev_code: NDArray[np.int16],
+        arrival_ms: int,
     ) -> list[AlarmChange]:
+        """Detection on the batch; windows close on each device's own clock, and
+        a device gone quiet is judged on arrival time (the batch's newest
+        `received`, ingest's clock), never on other devices' event time."""
+        arrival = max(arrival_ms if arrival_ms > 0 else now_ms(), self._watermark)
+        self._watermark = arrival  # the arrival clock: only moves forward
         changes = self.engine.process(
             Readings(slot=slot, ts=ts, values=values),
             Events(slot=ev_slot, ts=ev_ts, code=ev_code),
+            arrival,
         )
-        if ts.size:
-            # Event-time watermark for devices gone quiet: the batch's median device
-            # time, so one device with a clock far ahead cannot end others' windows.
-            self._watermark = max(self._watermark, int(np.median(ts)))
-            changes += self.engine.advance(self._watermark)
+        changes += self.engine.advance(arrival)
         return changes
 
     def _alarm_write(self, change: AlarmChange) -> store.AlarmWrite:
@@ -974,6 +985,11 @@ class IngestService:
         for row in rows:
             device = self.registry.get(row["device_id"])
             if device is None or not self.ownership.owns(device.site):
+                continue
+            if row["action"] != "cleared":  # an operator confirmed or dismissed it
+                self.engine.operator_verdict(device.slot, row["type"], row["action"])
+                if row["type"] == "fire" and row["action"] == "confirmed":
+                    buildings[(row["site_id"], row["building"])] = row["id"]
                 continue
             if row["type"] == "offline":
                 self.supervisor.reset(device.slot, now_ms())
