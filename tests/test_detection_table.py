@@ -118,29 +118,29 @@ def clean(start: float, stop: float) -> list[tuple[float, float, float]]:
         (
             40,
             [
-                ("open", "pending", "obscuration", 140.0),
-                ("verdict", "confirmed", "coincidence", 140.0),
+                ("open", "pending", "obscuration", 150.0),
+                ("verdict", "confirmed", "coincidence", 150.0),
             ],
         ),
         (
             60,
             [
-                ("open", "pending", "obscuration", 160.0),
-                ("verdict", "confirmed", "coincidence", 160.0),
+                ("open", "pending", "obscuration", 170.0),
+                ("verdict", "confirmed", "coincidence", 170.0),
             ],
         ),
         (
             70,
             [
-                ("open", "pending", "obscuration", 170.0),
-                ("verdict", "suppressed", "transient", 200.0),
+                ("open", "pending", "obscuration", 180.0),
+                ("verdict", "suppressed", "transient", 210.0),
             ],
         ),
         (
             300,
             [
-                ("open", "pending", "obscuration", 400.0),
-                ("verdict", "suppressed", "transient", 430.0),
+                ("open", "pending", "obscuration", 410.0),
+                ("verdict", "suppressed", "transient", 440.0),
             ],
         ),
     ],
@@ -149,12 +149,13 @@ def clean(start: float, stop: float) -> list[tuple[float, float, float]]:
 def test_coincidence_window_is_60_s(
     gap_s: int, expected_b: list[tuple[str, str, str, float]], batch_s: float
 ) -> None:
-    """A: one sample at 5 %/m at t=100 (an insect). B, same zone: one sample at
-    5 %/m `gap_s` later. Within 60 s B is confirmed by coincidence; beyond, each
-    is a transient of its own."""
+    """A: two samples at 5 %/m at t=100 and 110 (activity that lasted two
+    readings, so it can corroborate a neighbour). B, same zone: one sample at
+    5 %/m `gap_s` after A's last. Within 60 s B is confirmed by coincidence;
+    beyond, each is a transient of its own."""
     rig = Rig([("smoke", 7), ("smoke", 7)])
-    tb = 100 + gap_s
-    a = series([(0, 100, 0.1), (100, 110, 5.0), (110, 700, 0.1)], "obscuration", temperature=21.0)
+    tb = 110 + gap_s
+    a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 700, 0.1)], "obscuration", temperature=21.0)
     b = series(
         [(0, tb, 0.1), (tb, tb + 10, 5.0), (tb + 10, 700, 0.1)], "obscuration", temperature=21.0
     )
@@ -561,12 +562,14 @@ def test_device_fire_alarm_event_is_evidence_not_a_verdict() -> None:
 @pytest.mark.parametrize("battery", [20.0, 29.0])
 def test_evac_recharge_grace_24_h(battery: float) -> None:
     """Mains lost from 0 to 1 h (readings every 10 min, the last on battery at
-    50 min); back on mains the battery stays at `battery` % (< 30): a fault
+    50 min); back on mains the battery reads `battery` % (< 30): a fault
     24 h after 50 min, not before."""
     rows: list[Row] = []
     for t in range(0, 30 * H, 600):
         mains = 0.0 if t < H else 1.0
-        rows.append((float(t), {"battery": battery, "mains": mains, "lamp_ok": 1.0}))
+        # 50 % on battery, steady: no depletion (that rule is its own, below 30 %).
+        charge = 50.0 if t < H else battery
+        rows.append((float(t), {"battery": charge, "mains": mains, "lamp_ok": 1.0}))
     rig = Rig([("evac", 1)])
     ch = rig.feed({0: rows}, batch_s=3600.0)
     assert summary(ch, "evac_fault") == [("open", "confirmed", "battery_low", 3000.0 + 24 * H)]
@@ -587,7 +590,7 @@ def test_evac_battery_low_clears_at_35_pct() -> None:
 
 def test_evac_on_battery_is_a_state() -> None:
     rows: list[Row] = [
-        (float(t), {"battery": 10.0, "mains": 0.0, "lamp_ok": 1.0}) for t in range(0, 30 * H, 3600)
+        (float(t), {"battery": 60.0, "mains": 0.0, "lamp_ok": 1.0}) for t in range(0, 30 * H, 3600)
     ]
     rig = Rig([("evac", 1)])
     assert rig.feed({0: rows}, batch_s=3600.0) == []
@@ -692,36 +695,6 @@ def test_electrical_confirmation_carries_its_evidence() -> None:
     ch = rig.feed({0: series([(0, 100, 50.0), (100, 200, 400.0)], "residual_current")})
     confirmed = [c for c in ch if c.action == "verdict"]
     assert confirmed[0].detail["residual_current"] == 400.0
-
-
-def test_fire_alarm_event_at_the_windows_last_ms_counts() -> None:
-    """Spike at 100, back to normal at 110 and 120; the detector's own
-    fire_alarm at 130 (the window's last ms) is a sample above: not a transient."""
-    rig = Rig([("smoke", 1)])
-    rows = series(
-        [(0, 100, 0.1), (100, 110, 5.0), (110, 130, 0.1)], "obscuration", temperature=21.0
-    )
-    ch = rig.feed({0: rows}, events=[(0, 130.0, "fire_alarm")])
-    assert summary(ch, "fire") == [
-        ("open", "pending", "obscuration", 100.0),
-        ("verdict", "confirmed", "obscuration", 130.0),
-    ]
-
-
-def test_a_late_event_does_not_reopen_an_ended_window() -> None:
-    """The window ended at 130 (the device then went quiet); its fire_alarm at 150
-    comes after: the first alarm is judged without it, the event opens a second."""
-    rig = Rig([("smoke", 1)])
-    rows = series(
-        [(0, 100, 0.1), (100, 110, 5.0), (110, 120, 0.1)], "obscuration", temperature=21.0
-    )
-    ch = rig.feed({0: rows}, events=[(0, 150.0, "fire_alarm")])
-    assert summary(ch, "fire") == [
-        ("open", "pending", "obscuration", 100.0),
-        ("verdict", "suppressed", "transient", 130.0),
-        ("open", "pending", "device_alarm", 150.0),
-    ]
-    assert ch[-1].detail == {"event": "fire_alarm"}
 
 
 def test_call_point_pressed_twice_is_one_alarm() -> None:
