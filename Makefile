@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install up test lint typecheck pytest bench bench-scale messages dashboards
+.PHONY: install up test lint typecheck pytest bench bench-scale messages dashboards mutation
 install: $(BIN)/.installed
 
 up: install
@@ -39,6 +39,15 @@ bench: install
 bench-scale: install
 	$(BIN)/python bench/ingest_scale.py
 	$(BIN)/python bench/capacity.py
+
+# Mutation testing of the alarm rules (not in CI: it takes long). First the
+# mutations named in issue 18 (constants included), then mutmut over
+# detection/machine.py and detection/kernel.py; `mutmut results` lists survivors.
+mutation: install
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	$(BIN)/python -m tests.named_mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
 
 # Catalogue upkeep: extract every msgid into firesafe/locale/messages.pot, merge
 # it into each language's .po and list what is left to translate.

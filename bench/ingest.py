@@ -20,6 +20,11 @@ and the publishers:
    device;
 2. gateway: --gateway-readings readings in `fs/v1/{site}/gateway/{gw}/batch`
    messages of --batch readings;
+2b. mixed: the burst with the real work in it: 1 message in 50 sent twice
+   (duplicates: firesafe stores them once, the bare consumers twice), 1 in
+   100 followed by a broken payload (a reject for firesafe, dropped by the
+   bare ones), and 1 smoke detector in 20 at an alarm level (alarms opened
+   and verified);
 3. steady: --steady-rate msg/s for --steady-seconds, end-to-end latency
    publish -> commit.
 
@@ -59,7 +64,9 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +80,7 @@ from psycopg.rows import TupleRow
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import ingest_columnar, ingest_stats  # noqa: E402
 from bench.common import (  # noqa: E402
     BufferedClient,
     CpuMeter,
@@ -84,6 +92,7 @@ from bench.common import (  # noqa: E402
     register_copy,
     scratch_database,
 )
+from bench.ingest_stats import rotated  # noqa: E402
 from firesafe.contract import READINGS  # noqa: E402
 
 log = logging.getLogger("bench.ingest")
@@ -173,6 +182,21 @@ class Workload:
     rate: float = 0.0  # total msg/s over all publishers; 0 = as fast as they go
     steady: bool = False
     seed: int = 1
+    mix: bool = False  # the real work: duplicates, rejects and alarm-level readings
+
+
+# --mixed workload (burst of single readings): every DUP_EVERY-th message is sent
+# twice (a device's retry), every BAD_EVERY-th is followed by a broken payload on
+# the same topic (a reject), and every ALARM_EVERY-th smoke device reads
+# 5 %/m (above the 3 %/m alarm level: fire alarms open and are verified).
+DUP_EVERY = 50
+BAD_EVERY = 100
+ALARM_EVERY = 20
+
+
+def mixed_counts(readings: int) -> tuple[int, int]:
+    """(duplicates, rejects) a mixed workload of `readings` single readings adds."""
+    return len(range(0, readings, DUP_EVERY)), len(range(0, readings, BAD_EVERY))
 
 
 def build_messages(
@@ -186,7 +210,7 @@ def build_messages(
     if w.kind == "telemetry":
         topics = [f"fs/v1/{site_of(d)}/{device_id(d)}/telemetry" for d in range(w.devices)]
         kinds = [kind_of(d) for d in range(w.devices)]
-        for i in range(w.messages):
+        for i in range(w.readings):
             d = i % w.devices
             if d % workers != worker:
                 continue
@@ -200,8 +224,15 @@ def build_messages(
             else:
                 ts = w.base_ts + k * STEP_MS
             # "ts" first: consumers read it at a fixed offset for latency.
-            payload = dumps({"ts": ts, "seq": w.seq_base + k, "v": reading(kinds[d], rng)})
+            v = reading(kinds[d], rng)
+            if w.mix and kinds[d] == "smoke" and (d // len(KINDS)) % ALARM_EVERY == 0:
+                v = {"obscuration": 5.0, "temperature": 21.0}
+            payload = dumps({"ts": ts, "seq": w.seq_base + k, "v": v})
             out.append((topics[d], payload))
+            if w.mix and i % DUP_EVERY == 0:
+                out.append((topics[d], payload))
+            if w.mix and i % BAD_EVERY == 0:
+                out.append((topics[d], b'{"ts": broken'))
         return out, sched
     sites = math.ceil(w.devices / SITE_SIZE)
     next_reading = [0] * sites
@@ -341,10 +372,26 @@ def publisher_main(host: str, port: int, w: Workload, worker: int, workers: int,
         conn.send(("error", traceback.format_exc()))
 
 
+def with_children(pid: int) -> list[int]:
+    """`pid` and its child processes (Linux /proc)."""
+    out = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
 # ================================================================== consumers
 def parse_rows(topic: str, payload: bytes | bytearray, received_ms: int) -> list[tuple[Any, ...]]:
-    """What a bare consumer stores: one row per reading, no registry, no checks."""
-    obj = orjson.loads(payload)
+    """What a bare consumer stores: one row per reading, no registry, no checks
+    (a payload that does not parse is dropped)."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return []
     if topic.endswith("/telemetry"):
         v = obj.get("v") or {}
         device = topic.split("/")[3]
@@ -382,7 +429,7 @@ def fetch_row(
 
 @dataclass
 class ConsumerConfig:
-    kind: str  # trivial | naive | batched | firesafe
+    kind: str  # trivial | naive | batched | columnar | firesafe
     host: str
     port: int
     dsn: str
@@ -512,6 +559,9 @@ def consumer_main(cfg: ConsumerConfig, progress: Any, conn: Any) -> None:
                 stop.set()
                 thread.join(60)
 
+        elif cfg.kind == "columnar":
+            stopper = ingest_columnar.start(cfg, progress, _paho_subscriber, lat)
+
         elif cfg.kind == "firesafe":
             from firesafe.settings import Settings
 
@@ -599,6 +649,7 @@ class Result:
     first_row: float | None = None  # first publish -> first row seen in the database
     db_latency: tuple[float | None, float | None] = (None, None)
     batch_latency: tuple[float | None, float | None] = (None, None)
+    round: int = 0  # --repeats: which round (consumers' order rotates per round)
 
     @property
     def rows_per_s(self) -> float:
@@ -684,9 +735,10 @@ class Bench:
         if consumer == "firesafe":
             self.db.execute(b"TRUNCATE telemetry, telemetry_rollup_1m")
             return "telemetry"
-        if consumer in ("naive", "batched"):
+        if consumer in ("naive", "batched", "columnar"):
             table = f"bench_{consumer}"
-            self.db.execute(PLAIN_DDL.format(name=table).encode())
+            ddl = ingest_columnar.DDL if consumer == "columnar" else PLAIN_DDL
+            self.db.execute(ddl.format(name=table).encode())
             self.db.execute(f"TRUNCATE {table}".encode())
             return table
         return ""
@@ -725,8 +777,11 @@ class Bench:
                     consumer, self.host, self.port, self.dsn, client_id, table, latency=w.steady
                 )
                 parent, child = self.ctx.Pipe()
+                # columnar starts its writer process: a daemonic process may not.
                 proc = self.ctx.Process(
-                    target=consumer_main, args=(cfg, progress, child), daemon=True
+                    target=consumer_main,
+                    args=(cfg, progress, child),
+                    daemon=consumer != "columnar",
                 )
                 proc.start()
                 if not parent.poll(400):
@@ -741,7 +796,10 @@ class Bench:
             pubs = self.start_publishers(w)
             pids: dict[str, PidSpec] = {
                 "broker": [self.broker_pid],
-                "consumer": [proc.pid] if proc and proc.pid is not None else [],
+                # The consumer and its children (the columnar writer process).
+                "consumer": partial(with_children, proc.pid)
+                if proc and proc.pid is not None
+                else [],
                 "postgres": lambda: postgres_pids(self.dbname),
             }
             meter = CpuMeter(pids)
@@ -847,9 +905,10 @@ class Bench:
         if consumer is None:
             res.stored = res.unique = w.messages
         elif consumer != "trivial" and res.ok:
+            key = "device" if consumer == "columnar" else "device_id"
             res.stored, res.unique = fetch_row(
                 self.db,
-                f"SELECT count(*), count(DISTINCT (device_id, ts, seq)) FROM {table}".encode(),
+                f"SELECT count(*), count(DISTINCT ({key}, ts, seq)) FROM {table}".encode(),
             )
             if w.steady:
                 res.db_latency = self.arrival_latency(consumer, table)
@@ -1019,10 +1078,12 @@ def table(results: list[Result], cores: int) -> str:
 
 
 def find(results: list[Result], scenario: str, consumer: str) -> Result | None:
-    for r in results:
-        if r.scenario == scenario and r.consumer == consumer and r.ok:
-            return r
-    return None
+    """The run of median rate (with --repeats, the verdicts judge the median round)."""
+    runs = sorted(
+        (r for r in results if r.scenario == scenario and r.consumer == consumer and r.ok),
+        key=lambda r: r.rows_per_s,
+    )
+    return runs[(len(runs) - 1) // 2] if runs else None
 
 
 def verdicts(results: list[Result], args: argparse.Namespace) -> list[str]:
@@ -1145,9 +1206,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--profile-top", type=int, default=15)
     p.add_argument(
-        "--only", default="", help="comma list of scenarios: publish,burst,gateway,steady"
+        "--only",
+        default="",
+        help="comma list of scenarios: publish,burst,mixed,gateway,steady",
     )
-    p.add_argument("--consumers", default="naive,batched,firesafe")
+    p.add_argument(
+        "--consumers",
+        default="naive,batched,columnar,firesafe",
+        help="columnar: the strongest bare baseline (bench/ingest_columnar.py)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds per scenario, the consumers' order rotated each round; "
+        "median and range reported (bench/ingest_stats.py)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch database")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -1180,7 +1254,13 @@ def main(argv: list[str] | None = None) -> int:
     from storage.migrate import migrate
 
     cores = os.cpu_count() or 1
-    only = set(filter(None, args.only.split(","))) or {"publish", "burst", "gateway", "steady"}
+    only = set(filter(None, args.only.split(","))) or {
+        "publish",
+        "burst",
+        "mixed",
+        "gateway",
+        "steady",
+    }
     consumers = [c for c in args.consumers.split(",") if c]
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -1247,6 +1327,14 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(table(bench.results, cores))
             print()
+            if args.repeats > 1:
+                print(
+                    f"median (range) over {args.repeats} interleaved rounds; ratio paired "
+                    "per round:"
+                )
+                print("\n".join(ingest_stats.report(bench.results)))
+                print("\n".join(ingest_stats.report_pair(bench.results, ("firesafe", "columnar"))))
+                print()
             print(
                 "wall s: first publish -> last committed row (consumer's commit time, "
                 "confirmed by counting rows in the database); rows = readings."
@@ -1348,29 +1436,75 @@ def run_all(bench: Bench, args: argparse.Namespace, only: set[str], consumers: l
             seed=3,
         )
 
+    def each(scenario: str, names: list[str], go: Callable[[str], None]) -> None:
+        """Every consumer, --repeats rounds, the order rotated per round."""
+        for rnd in range(args.repeats):
+            for c in rotated(names, rnd):
+                go(c)
+                bench.results[-1].round = rnd
+
     if "publish" in only:
-        bench.run("publish", None, burst(args.messages), label="publisher alone")
-        bench.run("publish", "trivial", burst(args.messages), label="trivial consumer")
+
+        def publish(c: str) -> None:
+            if c == "alone":
+                bench.run("publish", None, burst(args.messages), label="publisher alone")
+            else:
+                bench.run("publish", "trivial", burst(args.messages), label="trivial consumer")
+
+        each("publish", ["alone", "trivial"], publish)
     if "burst" in only:
-        for c in consumers:
+
+        def burst_run(c: str) -> None:
             if c == "naive":
                 bench.run("burst", c, burst(cap), cap_s=args.naive_seconds)
             else:
                 bench.run("burst", c, burst(args.messages))
+
+        each("burst", consumers, burst_run)
     if "gateway" in only:
-        for c in consumers:
+
+        def gateway_run(c: str) -> None:
             if c == "naive":
                 readings = min(args.gateway_readings, cap * args.batch // 10)
                 bench.run("gateway", c, gateway(readings), cap_s=args.naive_seconds)
             else:
                 bench.run("gateway", c, gateway(args.gateway_readings))
+
+        each("gateway", consumers, gateway_run)
+    if "mixed" in only:
+
+        def mixed(readings: int) -> Workload:
+            base, seq = bench.next_window()
+            dups, bad = mixed_counts(readings)
+            return Workload(
+                "telemetry",
+                d,
+                readings + dups + bad,
+                readings,
+                base_ts=base,
+                seq_base=seq,
+                rate=args.burst_rate,
+                seed=4,
+                mix=True,
+            )
+
+        def mixed_run(c: str) -> None:
+            if c == "naive":
+                bench.run("mixed", c, mixed(cap), cap_s=args.naive_seconds)
+            else:
+                bench.run("mixed", c, mixed(args.messages))
+
+        each("mixed", consumers, mixed_run)
     if "steady" in only:
         full = int(args.steady_rate * args.steady_seconds)
-        for c in consumers:
+
+        def steady_run(c: str) -> None:
             if c == "naive":
                 bench.run("steady", c, steady(min(full, cap)), cap_s=args.naive_seconds)
             else:
                 bench.run("steady", c, steady(full))
+
+        each("steady", consumers, steady_run)
     if args.profile and "burst" in only and "firesafe" in consumers:
         bench.run("burst", "firesafe", burst(args.messages), profile=True, label="firesafe+py-spy")
 

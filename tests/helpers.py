@@ -107,7 +107,8 @@ class Publisher:
 
 def create_session(url: str, client_id: str, topic_filter: str = "fs/v1/#") -> None:
     """Create ingest's persistent session ahead of time, as a first run would: from
-    then on the broker keeps QoS 1 messages for it while it is down."""
+    then on the broker keeps QoS 1 messages for it while it is down. Returns once
+    the broker has acknowledged the subscription (SUBACK)."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
@@ -115,16 +116,23 @@ def create_session(url: str, client_id: str, topic_filter: str = "fs/v1/#") -> N
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
     props.SessionExpiryInterval = 3600
-    client.connect(ep.host, ep.port, clean_start=True, properties=props)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *args: subscribed.set()
+    # clean_start=False, as ingest connects: Mosquitto 2.0.11 does not restore a
+    # session begun with clean_start=True from its persistence after a restart.
+    client.connect(ep.host, ep.port, clean_start=False, properties=props)
     client.loop_start()
-    client.subscribe(topic_filter, qos=1)[1]
-    time.sleep(0.3)
-    client.disconnect()
-    client.loop_stop()
+    client.subscribe(topic_filter, qos=1)
+    try:
+        assert subscribed.wait(10), "no SUBACK from the broker"
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def forget_session(url: str, client_id: str) -> None:
-    """Drop a persistent session left on a shared broker by a test."""
+    """Drop a persistent session left on a shared broker by a test (a clean
+    3.1.1 connection under its client id replaces it once the CONNACK is in)."""
     ep = MqttEndpoint.parse(url)
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
@@ -132,11 +140,60 @@ def forget_session(url: str, client_id: str) -> None:
         protocol=paho.MQTTv311,
         clean_session=True,
     )
+    connected = threading.Event()
+    client.on_connect = lambda *args: connected.set()
     client.connect(ep.host, ep.port)
     client.loop_start()
-    time.sleep(0.2)
-    client.disconnect()
-    client.loop_stop()
+    try:
+        assert connected.wait(10), "no CONNACK from the broker"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class Subscriber:
+    """A device-side (or observer) client: subscribed, SUBACK received, before
+    the constructor returns; collects (topic, payload) in arrival order."""
+
+    def __init__(self, url: str, *filters: str, qos: int = 1) -> None:
+        ep = MqttEndpoint.parse(url)
+        self._lock = threading.Lock()
+        self.received: list[tuple[str, bytes, bool]] = []
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.max_inflight_messages_set(1000)
+        if ep.username:
+            self.client.username_pw_set(ep.username, ep.password)
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(ep.host, ep.port)
+        self.client.loop_start()
+        self.client.subscribe([(f, qos) for f in filters])
+        assert subscribed.wait(10), "no SUBACK from the broker"
+
+    def _on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.received.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def messages(self) -> list[tuple[str, bytes, bool]]:
+        with self._lock:
+            return list(self.received)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def drain(db: str, publisher: Publisher, site: str) -> None:
+    """Wait until ingest has committed everything `publisher` sent before this
+    call: a sentinel message (from an unregistered device, so a reject with a
+    unique topic) sent after them is committed after them, since ingest
+    commits its batches in arrival order. A condition, not a sleep."""
+    topic = f"fs/v1/{site}/sentinel-{uuid.uuid4().hex[:12]}/telemetry"
+    publisher.send(topic, {"ts": int(time.time() * 1000), "seq": 0, "v": {}})
+    wait_for(lambda: query(db, "SELECT 1 FROM rejects WHERE topic = %s", (topic,)), timeout=30)
 
 
 class IngestThread:
@@ -198,25 +255,44 @@ def running_ingest(settings: Settings) -> Iterator[IngestThread]:
         thread.stop()
 
 
-def clear_retained(url: str, topic_filter: str = "fs/v1/#", settle_s: float = 1.0) -> int:
+def clear_retained(url: str, topic_filter: str = "fs/v1/#") -> int:
     """Delete the retained messages under a filter (tests must not leave any behind:
-    every new subscriber of `fs/v1/#` would receive them)."""
+    every new subscriber of `fs/v1/#` would receive them). The broker sends a
+    subscription's retained messages before anything published after its SUBACK,
+    so a sentinel published then marks the end of them."""
     ep = MqttEndpoint.parse(url)
     seen: set[str] = set()
+    sentinel = f"firesafe-test/sentinel/{uuid.uuid4().hex}"
+    done = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(c: Any, u: Any, m: paho.MQTTMessage) -> None:
+        if m.topic == sentinel:
+            done.set()
+        elif m.retain and m.payload:
+            seen.add(m.topic)
+
     client = paho.Client(
         CallbackAPIVersion.VERSION2, client_id=f"test-clean-{uuid.uuid4().hex[:8]}"
     )
     client.max_inflight_messages_set(1000)
-    client.on_message = lambda c, u, m: seen.add(m.topic) if m.retain and m.payload else None
+    client.on_message = on_message
+    client.on_subscribe = lambda *args: subscribed.set()
     client.connect(ep.host, ep.port)
     client.loop_start()
-    client.subscribe(topic_filter, qos=0)
-    time.sleep(settle_s)
-    topics = sorted(seen)
-    for start in range(0, len(topics), 500):  # within paho's in-flight window
-        infos = [client.publish(t, b"", qos=1, retain=True) for t in topics[start : start + 500]]
-        for info in infos:
-            info.wait_for_publish(30)
-    client.disconnect()
-    client.loop_stop()
+    try:
+        client.subscribe([(topic_filter, 1), (sentinel, 1)])
+        assert subscribed.wait(10), "no SUBACK from the broker"
+        client.publish(sentinel, b"end", qos=1).wait_for_publish(10)
+        assert done.wait(30), "the sentinel never came back"
+        topics = sorted(seen)
+        for start in range(0, len(topics), 500):  # within paho's in-flight window
+            infos = [
+                client.publish(t, b"", qos=1, retain=True) for t in topics[start : start + 500]
+            ]
+            for info in infos:
+                info.wait_for_publish(30)
+    finally:
+        client.disconnect()
+        client.loop_stop()
     return len(seen)

@@ -1325,7 +1325,8 @@ def test_unbounded_scans_are_caught(estate: Estate, database_url: str, flavour: 
 
 def test_drawn_thresholds_are_detections(estate: Estate, database_url: str) -> None:
     """The limits drawn on the dashboards are the detection engine's, by name and default."""
-    params = pytest.importorskip("detection.params")
+    from detection import params
+
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT kind, name, value FROM threshold_defaults").fetchall()
         override = conn.execute(

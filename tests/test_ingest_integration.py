@@ -16,6 +16,7 @@ from firesafe.settings import Settings
 from tests.helpers import (
     Publisher,
     create_session,
+    drain,
     query,
     register,
     running_ingest,
@@ -173,7 +174,7 @@ def test_duplicates_are_stored_once_and_reordering_is_kept(
             f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + 1000, "seq": 11, "v": {}}
         )  # late
         wait_for(lambda: count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == 3)
-        time.sleep(1.0)
+        drain(db, publisher, site)  # everything above committed
         # and once more after everything was committed
         publisher.send(f"fs/v1/{site}/{dev}/telemetry", reading)
         wait_for(
@@ -365,7 +366,7 @@ def test_kill_9_between_receipt_and_commit_loses_nothing(
             lambda: count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == total,
             timeout=40,
         )
-        time.sleep(1.0)
+        drain(db, publisher, site)  # redeliveries after the restart were committed too
         assert count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == total
     finally:
         publisher.close()

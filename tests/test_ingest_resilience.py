@@ -16,6 +16,7 @@ from firesafe.settings import Settings
 from tests.helpers import (
     Publisher,
     create_session,
+    drain,
     forget_session,
     query,
     register,
@@ -77,7 +78,6 @@ def test_broker_restart_loses_nothing(db: str, tmp_path: Path) -> None:
             pub.close()
             wait_for(lambda: stored(db, dev) == 100)
             broker.stop()  # the broker goes away (and saves its state)
-            time.sleep(1.0)
             broker.start()  # same port, same persistence directory
             assert ingest.service is not None
             wait_for(
@@ -121,7 +121,7 @@ def test_database_connection_loss_loses_nothing(db: str, mqtt_url: str) -> None:
                     )[0][0]
                     assert killed >= 2
             wait_for(lambda: stored(db, dev) == 300, timeout=40)
-            time.sleep(0.5)
+            drain(db, pub, site)  # redeliveries after the reconnects were committed too
     finally:
         pub.close()
         forget_session(mqtt_url, settings.mqtt_client_id)

@@ -27,6 +27,7 @@ from storage import shards as leases
 from tests.helpers import (
     IngestThread,
     Publisher,
+    drain,
     forget_session,
     query,
     register,
@@ -271,14 +272,21 @@ def test_a_site_registered_later_is_subscribed_by_its_shards_owner(
         owner_sources = with_thread.service.ownership.sources  # type: ignore[union-attr]
         shard = shards.shard_of(f"{site}x2", SHARDS)
         wait_for(lambda: f"fs/v1/{site}x2/#" in owner_sources[shard].subscriptions, timeout=15)
-        time.sleep(0.5)  # the SUBSCRIBE is on its way with the next socket write
+        # The SUBSCRIBE may still be on its way (no SUBACK is exposed): the reading
+        # is re-sent until it arrives; a re-send is a duplicate, stored once.
         pub = Publisher(mqtt_url)
-        pub.send(
-            f"fs/v1/{site}x2/{site}x2-H/telemetry",
-            {"ts": int(time.time() * 1000), "seq": 1, "v": {}},
-        )
-        pub.close()
-        wait_for(lambda: stored(db, site) == (1, 1), timeout=15)
+        reading = {"ts": int(time.time() * 1000), "seq": 1, "v": {}}
+
+        def delivered() -> bool:
+            pub.send(f"fs/v1/{site}x2/{site}x2-H/telemetry", reading)
+            return stored(db, site)[0] >= 1
+
+        try:
+            wait_for(delivered, timeout=15, interval=0.2)
+            drain(db, pub, f"{site}x2")  # re-sends still on their way are in
+        finally:
+            pub.close()
+        assert stored(db, site) == (1, 1)
     finally:
         with_thread.stop()
 

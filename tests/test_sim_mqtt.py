@@ -22,6 +22,7 @@ from device_sim.publisher import Publisher
 from device_sim.runner import Job, run_job
 from device_sim.timeline import Message
 from firesafe.settings import MqttEndpoint
+from tests.helpers import Publisher as HelperPublisher
 
 # MQTT 5 subscription options and last wills over real sessions.
 pytestmark = pytest.mark.usefixtures("full_broker")
@@ -37,6 +38,7 @@ class Capture:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.on_message = self._on_message
         self.prefix = prefix
+        self.url = url
         ready = threading.Event()
         self.client.on_subscribe = lambda *_a: ready.set()
         self.client.connect(ep.host, ep.port)
@@ -53,6 +55,26 @@ class Capture:
         deadline = time.monotonic() + timeout
         while len(self.got) < n and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert len(self.got) >= n, f"{len(self.got)} of {n} messages arrived"
+
+    def drain(self) -> None:
+        """Everything published (and acknowledged) before this call has arrived:
+        a sentinel published now reaches this subscriber after it. The
+        sentinel itself is not kept."""
+        topic = f"fs/v1/{self.prefix}sentinel/{secrets.token_hex(6)}/telemetry"
+        pub = HelperPublisher(self.url)
+        try:
+            pub.send(topic, b"{}")
+        finally:
+            pub.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with self.lock:
+                if any(t == topic for t, _, _ in self.got):
+                    self.got = [m for m in self.got if m[0] != topic]
+                    return
+            time.sleep(0.05)
+        raise AssertionError("the sentinel never arrived")
 
     def close(self) -> None:
         self.client.disconnect()
@@ -97,7 +119,7 @@ def test_published_messages_validate_and_match_the_simulation(
     assert totals.errors == 0
     assert totals.messages == len(expected)
     capture.wait_for(len(expected))
-    time.sleep(0.3)
+    capture.drain()  # and nothing more (a duplicate) was on its way
     got = capture.got
     # Every non-status message arrives exactly as simulated (QoS 1 end to end).
     sent = Counter((m.topic, m.payload) for m in expected if not m.topic.endswith("/status"))
@@ -154,7 +176,9 @@ def test_paced_publishing_keeps_event_time(mqtt_url: str, prefix: str, capture: 
     wall = time.monotonic() - t0
     assert totals.errors == 0
     assert totals.readings > 0
-    assert 0.8 < wall < 3.0
+    # Paced, not as fast as possible: 60 s of event time take at least about a
+    # second. (No upper bound: a loaded machine may only make it slower.)
+    assert wall >= 0.8
 
 
 def test_two_processes_publish_the_same_traffic(
@@ -167,6 +191,7 @@ def test_two_processes_publish_the_same_traffic(
     assert totals.errors == 0
     assert totals.messages == len(expected)
     capture.wait_for(len(expected))
+    capture.drain()
     sent = Counter((m.topic, m.payload) for m in expected if not m.topic.endswith("/status"))
     seen = Counter((t, p) for t, p, _ in capture.got if not t.endswith("/status"))
     assert seen == sent

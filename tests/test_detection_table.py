@@ -1,0 +1,830 @@
+"""The alarm rules, each checked against the written rule with literal numbers.
+
+Every expected value here comes from the README's "Detection" section and the
+contract (section 6), written out as a number: nothing is computed from
+`detection.params`, so changing a rule's constant (a window, a memory, a
+fraction, a grace) fails a test here even where the engine and its reference
+(`tests/naive_detection.py`, which shares `Machine` with the engine) still agree.
+
+Each device's readings are fed in its own time order, cut into batches by
+event time; `Engine.advance` (the estate watermark) is never called: every
+window closes on the device's own clock, its next reading past the window's end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pytest
+
+from detection import AlarmChange, Engine, Events, Readings
+from firesafe import contract
+
+T0 = 1_764_072_000_000  # 2025-11-25 12:00:00 UTC, on an hour boundary
+S = 1_000  # ms per second
+H = 3_600  # seconds per hour
+
+Row = tuple[float, dict[str, float]]  # (seconds since T0, readings)
+
+
+class Rig:
+    """An engine with a few devices; readings fed per device in time order."""
+
+    def __init__(
+        self, devices: Sequence[tuple[str, int]] | Sequence[tuple[str, int, dict[str, float]]]
+    ) -> None:
+        self.engine = Engine(capacity=8)
+        self.engine.configure(
+            list(range(len(devices))),
+            [contract.KINDS.index(d[0]) for d in devices],
+            [d[1] for d in devices],
+            [d[2] if len(d) > 2 else {} for d in devices],
+        )
+        self.changes: list[AlarmChange] = []
+
+    def feed(
+        self,
+        rows: dict[int, Iterable[Row]],
+        events: Iterable[tuple[int, float, str]] = (),
+        batch_s: float = 30.0,
+    ) -> list[AlarmChange]:
+        """Feed every device's rows (each in its own time order) and events in
+        batches of `batch_s` of event time. Returns the transitions."""
+        flat = [(t, slot, v) for slot, rs in rows.items() for t, v in rs]
+        for slot, rs in rows.items():
+            ts = [t for t, _ in rs]
+            assert ts == sorted(ts), f"device {slot} fed out of its own time order"
+        evs = sorted((t, slot, name) for slot, t, name in events)
+        times = [t for t, _, _ in flat] + [t for t, _, _ in evs]
+        if not times:
+            return []
+        out: list[AlarmChange] = []
+        lo = min(times) // batch_s * batch_s
+        end = max(times)
+        while lo <= end:
+            hi = lo + batch_s
+            part = sorted((r for r in flat if lo <= r[0] < hi), key=lambda r: (r[0], r[1]))
+            pe = [e for e in evs if lo <= e[0] < hi]
+            values = np.full((len(part), len(contract.READINGS)), np.nan)
+            for i, (_, _, v) in enumerate(part):
+                for name, x in v.items():
+                    values[i, contract.READING_INDEX[name]] = x
+            out += self.engine.process(
+                Readings(
+                    np.array([r[1] for r in part], np.int64),
+                    np.array([T0 + round(r[0] * S) for r in part], np.int64),
+                    values,
+                ),
+                Events(
+                    np.array([e[1] for e in pe], np.int64),
+                    np.array([T0 + round(e[0] * S) for e in pe], np.int64),
+                    np.array([contract.EVENT_TYPES.index(e[2]) for e in pe], np.int16),
+                ),
+            )
+            lo = hi
+        self.changes += out
+        return out
+
+
+def series(points: Sequence[tuple[float, float, float]], name: str, **fixed: float) -> list[Row]:
+    """Rows from (start_s, stop_s, value) segments, 10 s apart; `fixed` readings on every row."""
+    out: list[Row] = []
+    for start, stop, value in points:
+        for t in np.arange(start, stop, 10.0):
+            out.append((float(t), {name: value, **fixed}))
+    return out
+
+
+def summary(
+    changes: Iterable[AlarmChange], typ: str, slot: int | None = None
+) -> list[tuple[str, str, str, float]]:
+    """(action, verdict, reason, seconds since T0) of one alarm type."""
+    return [
+        (c.action, c.verdict, c.reason, (c.at_ms - T0) / S)
+        for c in changes
+        if c.alarm_type == typ and (slot is None or c.slot == slot)
+    ]
+
+
+def clean(start: float, stop: float) -> list[tuple[float, float, float]]:
+    return [(start, stop, 0.1)]
+
+
+# --- Coincidence: "a second detector of the zone" within 60 s -----------------------
+@pytest.mark.parametrize(
+    ("gap_s", "expected_b"),
+    [
+        (
+            40,
+            [
+                ("open", "pending", "obscuration", 150.0),
+                ("verdict", "confirmed", "coincidence", 150.0),
+            ],
+        ),
+        (
+            60,
+            [
+                ("open", "pending", "obscuration", 170.0),
+                ("verdict", "confirmed", "coincidence", 170.0),
+            ],
+        ),
+        (
+            70,
+            [
+                ("open", "pending", "obscuration", 180.0),
+                ("verdict", "suppressed", "transient", 210.0),
+            ],
+        ),
+        (
+            300,
+            [
+                ("open", "pending", "obscuration", 410.0),
+                ("verdict", "suppressed", "transient", 440.0),
+            ],
+        ),
+    ],
+)
+@pytest.mark.parametrize("batch_s", [10.0, 30.0, 600.0])
+def test_coincidence_window_is_60_s(
+    gap_s: int, expected_b: list[tuple[str, str, str, float]], batch_s: float
+) -> None:
+    """A: two samples at 5 %/m at t=100 and 110 (activity that lasted two
+    readings, so it can corroborate a neighbour). B, same zone: one sample at
+    5 %/m `gap_s` after A's last. Within 60 s B is confirmed by coincidence;
+    beyond, each is a transient of its own."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    tb = 110 + gap_s
+    a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 700, 0.1)], "obscuration", temperature=21.0)
+    b = series(
+        [(0, tb, 0.1), (tb, tb + 10, 5.0), (tb + 10, 700, 0.1)], "obscuration", temperature=21.0
+    )
+    ch = rig.feed({0: a, 1: b}, batch_s=batch_s)
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+    ]
+    assert summary(ch, "fire", 1) == expected_b
+    if expected_b[1][2] == "coincidence":
+        confirmed = [c for c in ch if c.slot == 1 and c.action == "verdict"]
+        assert [c.related for c in confirmed] == [(0,)]
+        assert confirmed[0].detail["obscuration"] == 5.0  # the reading that coincided
+
+
+def test_coincidence_needs_the_same_zone() -> None:
+    rig = Rig([("smoke", 7), ("smoke", 8)])
+    a = series([(0, 100, 0.1), (100, 110, 5.0), (110, 300, 0.1)], "obscuration", temperature=21.0)
+    b = series([(0, 120, 0.1), (120, 130, 5.0), (130, 300, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
+    assert [c.reason for c in ch if c.action == "verdict"] == ["transient", "transient"]
+
+
+# --- Steam: a humidity jump seen up to 5 min before an alarm opened ------------------
+def shower_then_smoke(fire_at: float) -> list[Row]:
+    """Multi detector: humidity 97 %RH from t=70 to t=290 (last steam sample at
+    290), back to 50; dense smoke (12 %/m, no CO, no heat) from `fire_at` on."""
+    rows: list[Row] = []
+    for t in np.arange(0.0, fire_at + 120.0, 10.0):
+        rh = 97.0 if 70 <= t < 300 else 50.0
+        obs = 12.0 if t >= fire_at else 0.1
+        rows.append(
+            (float(t), {"obscuration": obs, "temperature": 21.0, "co": 2.0, "humidity": rh})
+        )
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("after_steam_s", "verdict"),
+    [
+        (200, ("suppressed", "steam_signature")),
+        (300, ("suppressed", "steam_signature")),
+        (310, ("confirmed", "obscuration")),
+        (900, ("confirmed", "obscuration")),
+    ],
+)
+def test_steam_memory_is_5_min(after_steam_s: int, verdict: tuple[str, str]) -> None:
+    fire_at = 290 + after_steam_s
+    rig = Rig([("multi", 1)])
+    ch = rig.feed({0: shower_then_smoke(fire_at)})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", float(fire_at)),
+        ("verdict", *verdict, float(fire_at + 30)),
+    ]
+
+
+def test_steam_alone_opens_nothing() -> None:
+    rig = Rig([("multi", 1)])
+    ch = rig.feed({0: shower_then_smoke(10_000)[:60]})
+    assert ch == []
+
+
+# --- Pre-alarm: opens at 1.5 %/m, clears below 0.8 x 1.5 = 1.2 %/m -----------------
+@pytest.mark.parametrize(
+    ("after", "cleared_at"),
+    [
+        (1.3, None),  # above 1.2: hysteresis holds it open
+        (1.25, None),
+        (1.1, 120.0),  # below 1.2: cleared
+        (0.4, 120.0),
+    ],
+)
+def test_pre_alarm_hysteresis(after: float, cleared_at: float | None) -> None:
+    rig = Rig([("smoke", 1)])
+    rows = series(
+        [(0, 60, 0.1), (60, 120, 2.0), (120, 300, after)], "obscuration", temperature=21.0
+    )
+    ch = rig.feed({0: rows})
+    expected = [("open", "confirmed", "obscuration", 60.0)]
+    if cleared_at is not None:
+        expected.append(("clear", "confirmed", "condition_gone", cleared_at))
+    assert summary(ch, "pre_alarm") == expected
+    assert summary(ch, "fire") == []  # 2 %/m is below the 3 %/m alarm level
+
+
+@pytest.mark.parametrize(("level", "opens"), [(1.4, False), (1.5, True), (2.9, True)])
+def test_pre_alarm_level(level: float, opens: bool) -> None:
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: series([(0, 60, 0.1), (60, 200, level)], "obscuration", temperature=21.0)})
+    assert bool(summary(ch, "pre_alarm")) is opens
+    assert summary(ch, "fire") == []
+
+
+# --- Rates: taken over at least 20 s of the last minute ------------------------------
+def test_rate_of_rise_over_a_40_s_interval() -> None:
+    """A heat detector reporting every 40 s, rising 12 °C/min (above 8.3) to
+    45 °C (below the 58 °C static level): the rate over one 40 s interval is a
+    rate (>= 20 s), so rate of rise opens the alarm; the next reading (40 s
+    later) is past the 30 s window, which closes confirmed by persistence."""
+    rows: list[Row] = []
+    for t in range(0, 1200, 40):
+        temp = 21.0 if t <= 400 else min(45.0, 21.0 + (t - 400) * 12.0 / 60.0)
+        rows.append((float(t), {"temperature": temp}))
+    rig = Rig([("heat", 1)])
+    ch = rig.feed({0: rows})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "rate_of_rise", 440.0),
+        ("verdict", "confirmed", "rate_of_rise", 470.0),
+    ]
+
+
+def test_no_rate_over_less_than_20_s() -> None:
+    """A new heat detector's first two readings 10 s apart, 2 °C apart: 12 °C/min
+    over 10 s is noise, not a rate; over 20 s it is 6 °C/min (below 8.3)."""
+    rows: list[Row] = [(0.0, {"temperature": 21.0})]
+    rows += [(float(t), {"temperature": 23.0}) for t in range(10, 300, 10)]
+    rig = Rig([("heat", 1)])
+    assert rig.feed({0: rows}) == []
+
+
+@pytest.mark.parametrize(("static", "opens"), [(57.5, False), (58.0, True)])
+def test_static_heat_58_c(static: float, opens: bool) -> None:
+    # Slow warming (1 °C/min) to the level, so only the static element can fire.
+    rows = [(float(t), {"temperature": min(static, 40.0 + t / 60.0)}) for t in range(0, 2400, 10)]
+    rig = Rig([("heat", 1)])
+    ch = rig.feed({0: rows})
+    if opens:
+        assert summary(ch, "fire")[:1] == [("open", "pending", "static_heat", 1080.0)]
+        assert summary(ch, "fire")[1][1:3] == ("confirmed", "static_heat")
+    else:
+        assert summary(ch, "fire") == []
+
+
+# --- Drift compensation: the baseline follows clean air by 0.1 %/m per hour at most --
+@pytest.mark.parametrize(
+    ("raw", "fires", "baseline"),
+    [
+        (3.25, True, 0.2),  # 3.25 - 0.2 = 3.05 >= 3.0
+        (3.15, False, None),  # 3.15 - 0.2 = 2.95 < 3.0
+    ],
+)
+def test_drift_tracks_at_most_0_1_per_hour(raw: float, fires: bool, baseline: float | None) -> None:
+    """Clean air reads 0.4 %/m for two hours (inside the 0.5 band): the baseline
+    steps 0.1 per hour (0.0 -> 0.1 at 1 h -> 0.2 at 2 h), not all the way."""
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.4, "temperature": 21.0}) for t in range(0, 2 * H, 60)
+    ]
+    rows += [
+        (float(t), {"obscuration": raw, "temperature": 21.0}) for t in range(2 * H, 2 * H + 120, 10)
+    ]
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: rows}, batch_s=600.0)
+    fire = [c for c in ch if c.alarm_type == "fire"]
+    if not fires:
+        assert fire == []
+        return
+    assert (fire[0].action, fire[0].at_ms - T0) == ("open", 2 * H * S)
+    assert fire[0].detail["baseline"] == pytest.approx(baseline)
+    assert fire[0].detail["obscuration"] == pytest.approx(raw - 0.2)
+
+
+def test_drift_does_not_track_above_the_band() -> None:
+    """0.7 %/m above the baseline is not clean air: after three hours the
+    baseline is still 0, so 3.0 %/m raw is an alarm."""
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.7, "temperature": 21.0}) for t in range(0, 3 * H, 60)
+    ]
+    rows += [
+        (float(t), {"obscuration": 3.0, "temperature": 21.0}) for t in range(3 * H, 3 * H + 60, 10)
+    ]
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: rows}, batch_s=600.0)
+    fire = [c for c in ch if c.alarm_type == "fire"]
+    assert fire[0].at_ms - T0 == 3 * H * S
+    assert fire[0].detail["baseline"] == 0.0
+
+
+def test_drift_limit_is_a_fault() -> None:
+    """Clean air creeping up 0.1 %/m per hour: at 1.5 %/m of compensation (the
+    limit) the detector reports a fault (drift_limit)."""
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.05 + 0.1 * (t // H), "temperature": 21.0})
+        for t in range(0, 18 * H, 600)
+    ]
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    faults = summary(ch, "fault")
+    assert [f[:3] for f in faults] == [("open", "confirmed", "drift_limit")]
+    assert faults[0][3] >= 15 * H  # 15 steps of 0.1 %/m at the soonest
+    assert summary(ch, "fire") == []
+
+
+# --- Verification window: 30 s; transient = 1-2 samples ------------------------------
+@pytest.mark.parametrize(
+    ("samples", "verdict"),
+    [
+        (1, ("suppressed", "transient")),
+        (2, ("suppressed", "transient")),
+        (3, ("suppressed", "aerosol_decay")),
+        (4, ("confirmed", "obscuration")),
+    ],
+)
+def test_verification_window(samples: int, verdict: tuple[str, str]) -> None:
+    rig = Rig([("smoke", 1)])
+    stop = 100 + 10 * samples
+    rows = series(
+        [(0, 100, 0.1), (100, stop, 5.0), (stop, 400, 0.1)], "obscuration", temperature=21.0
+    )
+    ch = rig.feed({0: rows})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", *verdict, 130.0),
+    ]
+    # The verdict's evidence: samples at the alarm level in the window (100..130
+    # inclusive), and the window's length.
+    fire_verdict = next(c for c in ch if c.alarm_type == "fire" and c.action == "verdict")
+    assert fire_verdict.detail == {"samples_above": float(min(samples, 4)), "window_s": 30.0}
+
+
+def test_verification_window_override_5_s_minimum() -> None:
+    # verification_s is clamped to 5-60 s: 1 s means 5 s.
+    rig = Rig([("smoke", 1, {"verification_s": 1.0})])
+    rows = series([(0, 100, 0.1), (100, 400, 5.0)], "obscuration", temperature=21.0)
+    rows = [(t + (5.0 if t >= 110 else 0.0), v) for t, v in rows]  # a reading at 105
+    ch = rig.feed({0: sorted(rows, key=lambda r: r[0])})
+    assert summary(ch, "fire")[:2] == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "obscuration", 105.0),
+    ]
+
+
+# --- Latching and clearing -------------------------------------------------------------
+def test_cleared_fire_still_burning_opens_again() -> None:
+    """An operator clears a confirmed fire while the detector still reads 5 %/m:
+    the next reading opens a new alarm, and it is confirmed 30 s later."""
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: series([(0, 100, 0.1), (100, 200, 5.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "obscuration", 130.0),
+    ]
+    rig.engine.clear(0, "fire")
+    ch = rig.feed({0: series([(200, 300, 5.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 200.0),
+        ("verdict", "confirmed", "obscuration", 230.0),
+    ]
+
+
+def test_confirmed_fire_latches_whatever_the_device_sends() -> None:
+    rig = Rig([("smoke", 1)])
+    rows = series(
+        [(0, 100, 0.1), (100, 200, 5.0), (200, 900, 0.1), (900, 1000, 5.0)],
+        "obscuration",
+        temperature=21.0,
+    )
+    ch = rig.feed({0: rows}, events=[(0, 500.0, "restore")])
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "obscuration", 130.0),
+    ]
+    assert rig.engine.open_alarms()[(0, "fire")] == "confirmed"
+
+
+def test_cleared_electrical_still_high_opens_again() -> None:
+    rig = Rig([("electrical", 1)])
+    ch = rig.feed({0: series([(0, 100, 10.0), (100, 200, 400.0)], "residual_current")})
+    assert summary(ch, "electrical")[-1][:3] == ("verdict", "confirmed", "residual_current")
+    rig.engine.clear(0, "electrical")
+    ch = rig.feed({0: series([(200, 300, 400.0)], "residual_current")})
+    assert summary(ch, "electrical") == [
+        ("open", "pending", "residual_current", 200.0),
+        ("verdict", "confirmed", "residual_current", 220.0),
+    ]
+
+
+# --- Restored at start-up --------------------------------------------------------------
+def test_restored_pending_fire_is_resolved_by_its_window() -> None:
+    """A fire opened pending at t=0 before a restart: the device's readings after
+    the restart resolve the same alarm (confirmed at 0 + 30 s), opening nothing new."""
+    rig = Rig([("smoke", 1)])
+    rig.engine.restore_alarm(0, "fire", "pending", T0, "obscuration")
+    assert rig.engine.open_alarms() == {(0, "fire"): "pending"}
+    ch = rig.feed({0: series([(10, 100, 5.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "fire") == [("verdict", "confirmed", "obscuration", 30.0)]
+
+
+def test_restored_pending_fire_gone_is_a_transient() -> None:
+    rig = Rig([("smoke", 1)])
+    rig.engine.restore_alarm(0, "fire", "pending", T0, "obscuration")
+    ch = rig.feed({0: series([(10, 100, 0.1)], "obscuration", temperature=21.0)})
+    assert summary(ch, "fire") == [("verdict", "suppressed", "transient", 30.0)]
+
+
+def test_restored_confirmed_fire_latches() -> None:
+    rig = Rig([("smoke", 1)])
+    rig.engine.restore_alarm(0, "fire", "confirmed", T0, "obscuration")
+    ch = rig.feed({0: series([(10, 300, 5.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "fire") == []  # the open alarm goes on; nothing new
+    assert rig.engine.open_alarms() == {(0, "fire"): "confirmed", (0, "pre_alarm"): "confirmed"}
+
+
+@pytest.mark.parametrize("verdict", ["confirmed", "pending"])
+def test_restored_electrical_alarm_is_kept(verdict: str) -> None:
+    rig = Rig([("electrical", 1)])
+    rig.engine.restore_alarm(0, "electrical", verdict, T0, "residual_current")
+    assert rig.engine.open_alarms() == {(0, "electrical"): verdict}
+    ch = rig.feed({0: series([(10, 100, 400.0)], "residual_current")})
+    if verdict == "confirmed":
+        assert summary(ch, "electrical") == []  # latched: no second alarm
+    else:  # persisted 20 s since it opened at 0
+        assert summary(ch, "electrical") == [("verdict", "confirmed", "residual_current", 20.0)]
+    assert rig.engine.open_alarms() == {(0, "electrical"): "confirmed"}
+
+
+def test_restored_fault_clears_on_restore() -> None:
+    rig = Rig([("smoke", 1)])
+    rig.engine.restore_alarm(0, "fault", "confirmed", T0, "device_fault")
+    ch = rig.feed(
+        {0: series([(10, 100, 0.1)], "obscuration", temperature=21.0)},
+        events=[(0, 50.0, "restore")],
+    )
+    assert summary(ch, "fault") == [("clear", "confirmed", "restore", 50.0)]
+
+
+def test_suppressed_alarm_is_not_restored() -> None:
+    rig = Rig([("smoke", 1)])
+    rig.engine.restore_alarm(0, "fire", "suppressed", T0, "transient")
+    assert rig.engine.open_alarms() == {}
+
+
+# --- Electrical: persist 20 s ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("high_samples", "expected"),
+    [
+        (
+            2,
+            [
+                ("open", "pending", "residual_current", 100.0),
+                ("verdict", "suppressed", "transient", 120.0),
+            ],
+        ),
+        (
+            3,
+            [
+                ("open", "pending", "residual_current", 100.0),
+                ("verdict", "confirmed", "residual_current", 120.0),
+            ],
+        ),
+    ],
+)
+def test_electrical_persist_20_s(
+    high_samples: int, expected: list[tuple[str, str, str, float]]
+) -> None:
+    stop = 100 + 10 * high_samples
+    rig = Rig([("electrical", 1)])
+    rows = series([(0, 100, 50.0), (100, stop, 400.0), (stop, 300, 50.0)], "residual_current")
+    assert summary(rig.feed({0: rows}), "electrical") == expected
+
+
+@pytest.mark.parametrize(("value", "opens"), [(299.0, False), (300.0, True)])
+def test_residual_current_300_ma(value: float, opens: bool) -> None:
+    rig = Rig([("electrical", 1)])
+    ch = rig.feed({0: series([(0, 100, 50.0), (100, 300, value)], "residual_current")})
+    assert bool(summary(ch, "electrical")) is opens
+
+
+@pytest.mark.parametrize(("value", "opens"), [(69.5, False), (70.0, True)])
+def test_cable_temperature_70_c(value: float, opens: bool) -> None:
+    rig = Rig([("electrical", 1)])
+    ch = rig.feed({0: series([(0, 100, 30.0), (100, 300, value)], "cable_temperature")})
+    assert [c[2] for c in summary(ch, "electrical")][:1] == (["cable_overheat"] if opens else [])
+
+
+# --- Call points -------------------------------------------------------------------------
+def test_call_point_confirms_at_once_and_confirms_the_zone() -> None:
+    rig = Rig([("mcp", 2), ("smoke", 2), ("smoke", 3)])
+    # Device 1 (zone 2) and device 2 (zone 3) open pending at 150; the call point
+    # of zone 2 is pressed at 160.
+    rows1 = series([(0, 150, 0.1), (150, 300, 5.0)], "obscuration", temperature=21.0)
+    ch = rig.feed({1: rows1, 2: rows1}, events=[(0, 160.0, "activated"), (0, 200.0, "reset")])
+    assert summary(ch, "fire", 0) == [("open", "confirmed", "call_point", 160.0)]
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 150.0),
+        ("verdict", "confirmed", "call_point", 160.0),
+    ]
+    assert summary(ch, "fire", 2)[1][1:] == ("confirmed", "obscuration", 180.0)  # its own window
+    assert rig.engine.open_alarms()[(0, "fire")] == "confirmed"  # reset clears nothing
+
+
+def test_device_fire_alarm_event_is_evidence_not_a_verdict() -> None:
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed(
+        {0: series([(0, 300, 0.1)], "obscuration", temperature=21.0)},
+        events=[(0, 100.0, "fire_alarm")],
+    )
+    assert summary(ch, "fire") == [
+        ("open", "pending", "device_alarm", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+    ]
+
+
+# --- Evac: a low battery on mains is a fault only 24 h after the last reading on battery
+@pytest.mark.parametrize("battery", [20.0, 29.0])
+def test_evac_recharge_grace_24_h(battery: float) -> None:
+    """Mains lost from 0 to 1 h (readings every 10 min, the last on battery at
+    50 min); back on mains the battery reads `battery` % (< 30): a fault
+    24 h after 50 min, not before."""
+    rows: list[Row] = []
+    for t in range(0, 30 * H, 600):
+        mains = 0.0 if t < H else 1.0
+        # 50 % on battery, steady: no depletion (that rule is its own, below 30 %).
+        charge = 50.0 if t < H else battery
+        rows.append((float(t), {"battery": charge, "mains": mains, "lamp_ok": 1.0}))
+    rig = Rig([("evac", 1)])
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    assert summary(ch, "evac_fault") == [("open", "confirmed", "battery_low", 3000.0 + 24 * H)]
+
+
+def test_evac_battery_low_clears_at_35_pct() -> None:
+    rows: list[Row] = [
+        (float(t), {"battery": b, "mains": 1.0, "lamp_ok": 1.0})
+        for t, b in [(0, 20.0), (600, 33.0), (1200, 35.0)]
+    ]
+    rig = Rig([("evac", 1)])
+    ch = rig.feed({0: rows}, batch_s=600.0)
+    assert summary(ch, "evac_fault") == [
+        ("open", "confirmed", "battery_low", 0.0),
+        ("clear", "confirmed", "condition_gone", 1200.0),
+    ]
+
+
+def test_evac_on_battery_is_a_state() -> None:
+    rows: list[Row] = [
+        (float(t), {"battery": 60.0, "mains": 0.0, "lamp_ok": 1.0}) for t in range(0, 30 * H, 3600)
+    ]
+    rig = Rig([("evac", 1)])
+    assert rig.feed({0: rows}, batch_s=3600.0) == []
+
+
+# --- Found by mutation testing (make mutation): rules a mutant could break unseen ----
+def test_restored_call_point_fire_still_confirms_its_zone() -> None:
+    """A call point's confirmed fire restored at start-up: a detector of its zone
+    that alarms afterwards is confirmed at once (call_point), one of another zone is not."""
+    rig = Rig([("mcp", 2), ("smoke", 2), ("smoke", 3)])
+    rig.engine.restore_alarm(0, "fire", "confirmed", T0, "call_point")
+    rows = series([(0, 100, 0.1), (100, 200, 5.0)], "obscuration", temperature=21.0)
+    ch = rig.feed({1: rows, 2: rows})
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "call_point", 100.0),
+    ]
+    assert summary(ch, "fire", 2)[1][1:] == ("confirmed", "obscuration", 130.0)
+
+
+def test_restored_pending_fire_is_confirmed_by_a_call_point_of_its_zone() -> None:
+    rig = Rig([("smoke", 4), ("mcp", 4)])
+    rig.engine.restore_alarm(0, "fire", "pending", T0, "obscuration")
+    ch = rig.feed(
+        {0: series([(20, 100, 0.1)], "obscuration", temperature=21.0)},
+        events=[(1, 10.0, "activated")],
+    )
+    assert summary(ch, "fire", 0) == [("verdict", "confirmed", "call_point", 10.0)]
+
+
+def test_cleared_call_point_no_longer_confirms_its_zone() -> None:
+    """Once a person clears the call point's fire, a detector of its zone is
+    judged on its own again (here: a one-sample spike, a transient)."""
+    rig = Rig([("mcp", 2), ("smoke", 2)])
+    rig.feed(
+        {1: series([(0, 50, 0.1)], "obscuration", temperature=21.0)},
+        events=[(0, 10.0, "activated")],
+    )
+    rig.engine.clear(0, "fire")
+    rows = series(
+        [(50, 100, 0.1), (100, 110, 5.0), (110, 300, 0.1)], "obscuration", temperature=21.0
+    )
+    ch = rig.feed({1: rows})
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+    ]
+
+
+def test_cleared_pre_alarm_still_present_opens_again() -> None:
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: series([(0, 60, 0.1), (60, 100, 2.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "pre_alarm") == [("open", "confirmed", "obscuration", 60.0)]
+    rig.engine.clear(0, "pre_alarm")
+    ch = rig.feed({0: series([(100, 150, 2.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "pre_alarm") == [("open", "confirmed", "obscuration", 100.0)]
+
+
+def test_restored_pre_alarm_is_not_opened_twice_and_clears() -> None:
+    rig = Rig([("smoke", 1)])
+    rig.engine.restore_alarm(0, "pre_alarm", "confirmed", T0, "obscuration")
+    ch = rig.feed({0: series([(10, 60, 2.0), (60, 100, 1.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "pre_alarm") == [("clear", "confirmed", "condition_gone", 60.0)]
+
+
+@pytest.mark.parametrize("typ", ["fault", "evac_fault"])
+def test_cleared_fault_still_present_opens_again(typ: str) -> None:
+    kind, rows = (
+        (
+            "evac",
+            [(float(t), {"battery": 90.0, "mains": 1.0, "lamp_ok": 0.0}) for t in range(0, 60, 10)],
+        )
+        if typ == "evac_fault"
+        else ("smoke", series([(0, 60, 0.1)], "obscuration", temperature=21.0))
+    )
+    rig = Rig([(kind, 1)])
+    events = [] if typ == "evac_fault" else [(0, 5.0, "fault")]
+    ch = rig.feed({0: rows[:3]}, events=events)
+    assert [c[:2] for c in summary(ch, typ)] == [("open", "confirmed")]
+    rig.engine.clear(0, typ)
+    later = [] if typ == "evac_fault" else [(0, 40.0, "fault")]
+    ch = rig.feed({0: rows[3:]}, events=later)
+    assert [c[:2] for c in summary(ch, typ)] == [("open", "confirmed")]
+
+
+def test_restored_windows_without_a_stored_reason() -> None:
+    rig = Rig([("smoke", 1), ("electrical", 1)])
+    rig.engine.restore_alarm(0, "fire", "pending", T0)
+    rig.engine.restore_alarm(1, "electrical", "pending", T0)
+    ch = rig.feed(
+        {
+            0: series([(10, 60, 5.0)], "obscuration", temperature=21.0),
+            1: series([(10, 60, 400.0)], "residual_current"),
+        }
+    )
+    assert summary(ch, "fire") == [("verdict", "confirmed", "restored", 30.0)]
+    assert summary(ch, "electrical") == [("verdict", "confirmed", "residual_current", 20.0)]
+
+
+def test_electrical_confirmation_carries_its_evidence() -> None:
+    rig = Rig([("electrical", 1)])
+    ch = rig.feed({0: series([(0, 100, 50.0), (100, 200, 400.0)], "residual_current")})
+    confirmed = [c for c in ch if c.action == "verdict"]
+    assert confirmed[0].detail["residual_current"] == 400.0
+
+
+def test_call_point_pressed_twice_is_one_alarm() -> None:
+    rig = Rig([("mcp", 1)])
+    ch = rig.feed({}, events=[(0, 10.0, "activated"), (0, 20.0, "activated")])
+    assert summary(ch, "fire") == [("open", "confirmed", "call_point", 10.0)]
+    assert ch[0].detail == {"event": "activated"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "event", "typ"),
+    [
+        ("smoke", "fault", "fault"),
+        ("evac", "self_test_fail", "evac_fault"),
+        ("evac", "fault", "evac_fault"),
+    ],
+)
+def test_fault_events_open_at_their_time(kind: str, event: str, typ: str) -> None:
+    rig = Rig([(kind, 1)])
+    ch = rig.feed({}, events=[(0, 30.0, event)])
+    reason = "self_test_fail" if event == "self_test_fail" else "device_fault"
+    assert summary(ch, typ) == [("open", "confirmed", reason, 30.0)]
+    assert ch[0].detail == {"event": event}
+
+
+def test_electrical_reading_without_its_values_says_nothing() -> None:
+    """A reading with only `current` (no residual current, no cable temperature)
+    neither suppresses nor confirms a pending electrical alarm."""
+    rig = Rig([("electrical", 1)])
+    rows: list[Row] = [(float(t), {"residual_current": 50.0}) for t in range(0, 100, 10)]
+    rows += [(100.0, {"residual_current": 400.0}), (110.0, {"current": 5.0})]
+    rows += [(float(t), {"residual_current": 400.0}) for t in range(120, 200, 10)]
+    ch = rig.feed({0: rows})
+    assert summary(ch, "electrical") == [
+        ("open", "pending", "residual_current", 100.0),
+        ("verdict", "confirmed", "residual_current", 120.0),
+    ]
+    assert ch[0].detail["residual_current"] == 400.0
+
+
+def test_electrical_transient_then_a_new_condition() -> None:
+    rig = Rig([("electrical", 1)])
+    rows = series(
+        [(0, 100, 50.0), (100, 110, 400.0), (110, 200, 50.0), (200, 300, 400.0)], "residual_current"
+    )
+    ch = rig.feed({0: rows})
+    assert summary(ch, "electrical") == [
+        ("open", "pending", "residual_current", 100.0),
+        ("verdict", "suppressed", "transient", 110.0),
+        ("open", "pending", "residual_current", 200.0),
+        ("verdict", "confirmed", "residual_current", 220.0),
+    ]
+    assert ch[1].detail["residual_current"] == 50.0
+
+
+@pytest.mark.parametrize(("raw", "fires"), [(3.15, False), (3.25, True)])
+def test_drift_tracks_clean_air_at_the_edge_of_the_band(raw: float, fires: bool) -> None:
+    """0.5 %/m above the baseline is still clean air (the band is inclusive)."""
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.5, "temperature": 21.0}) for t in range(0, 2 * H, 600)
+    ]
+    rows += [(float(2 * H), {"obscuration": raw, "temperature": 21.0})]
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    assert bool([c for c in ch if c.alarm_type == "fire"]) is fires
+
+
+def test_drift_recovers_1_per_hour_after_cleaning() -> None:
+    """Contamination creeping 0.1 %/m per hour for 13 h (baseline 1.3), then the
+    detector is cleaned (0.0): the baseline comes down by at most 1.0 in the
+    next hour (1.3 -> 0.3), so 3.1 %/m raw reads 2.8: below the alarm level."""
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.1 * (t // H) + 0.1, "temperature": 21.0})
+        for t in range(0, 13 * H, 600)
+    ]
+    rows += [
+        (float(t), {"obscuration": 0.0, "temperature": 21.0}) for t in range(13 * H, 14 * H, 600)
+    ]
+    rows += [(float(14 * H), {"obscuration": 3.1, "temperature": 21.0})]
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    assert [c for c in ch if c.alarm_type == "fire"] == []
+    assert rig.engine.open_alarms() == {(0, "pre_alarm"): "confirmed"}
+
+
+def test_drift_limit_reached_exactly_is_a_fault() -> None:
+    """drift_limit 0.2: clean air at 0.3 moves the baseline 0.1, then 0.2 = the
+    limit: a fault at the second hour, not the third."""
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.3, "temperature": 21.0}) for t in range(0, 4 * H, 600)
+    ]
+    rig = Rig([("smoke", 1, {"drift_limit": 0.2})])
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    assert summary(ch, "fault") == [("open", "confirmed", "drift_limit", 2.0 * H)]
+
+
+def test_alarm_at_exactly_3_percent_is_an_obscuration_alarm() -> None:
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: series([(0, 60, 0.1), (60, 200, 3.0)], "obscuration", temperature=21.0)})
+    assert summary(ch, "fire")[0] == ("open", "pending", "obscuration", 60.0)
+    assert ch[0].detail["obscuration"] == 3.0  # the drift-compensated value, with its baseline
+    assert ch[0].detail["baseline"] == 0.0
+
+
+def test_pre_alarm_smoke_with_heat_rise_is_combined_evidence() -> None:
+    """2 %/m (pre-alarm, below the 3 %/m alarm) with the ceiling warming 6 °C/min
+    (heat rise >= 5, on two consecutive readings): an alarm on combined
+    evidence, confirmed at once by the heat rise."""
+    rows: list[Row] = []
+    for t in range(0, 300, 10):
+        warm = max(0.0, t - 150) * 6.0 / 60.0
+        rows.append(
+            (float(t), {"obscuration": 2.0 if t >= 100 else 0.1, "temperature": 21.0 + warm})
+        )
+    rig = Rig([("smoke", 1)])
+    fire = summary(rig.feed({0: rows}), "fire")
+    assert fire[0][:3] == ("open", "pending", "combined")
+    assert fire[1][:3] == ("verdict", "confirmed", "rate_of_rise")
+    assert fire[0][3] == fire[1][3]
+
+
+def test_evidence_of_pre_alarm_and_drift_fault() -> None:
+    rig = Rig([("smoke", 1, {"drift_limit": 0.2})])
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.3, "temperature": 21.0}) for t in range(0, 3 * H, 600)
+    ]
+    rows += [(float(3 * H), {"obscuration": 2.0, "temperature": 21.0})]
+    rows += [(float(3 * H + 10), {"obscuration": 0.3, "temperature": 21.0})]
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    by = {(c.alarm_type, c.action): c.detail for c in ch}
+    assert by[("fault", "open")]["obscuration"] == pytest.approx(0.1)  # 0.3 over a 0.2 baseline
+    assert by[("pre_alarm", "open")]["obscuration"] == pytest.approx(1.8)
+    assert by[("pre_alarm", "clear")]["obscuration"] == pytest.approx(0.1)
