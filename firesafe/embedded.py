@@ -101,7 +101,14 @@ class EmbeddedBroker:
             port = MQTT_DEFAULT_PORT if port_is_free(MQTT_DEFAULT_PORT) else free_port()
         if self.implementation == "mosquitto":
             conf = self.work_dir / "mosquitto.conf"
-            conf.write_text(MOSQUITTO_CONF.format(port=port, state_dir=self.work_dir.resolve()))
+            text = MOSQUITTO_CONF.format(port=port, state_dir=self.work_dir.resolve())
+            if os.geteuid() == 0:
+                # As root, mosquitto drops to its own user, which cannot write a state
+                # directory under a root-only path: sessions and queued messages would
+                # be lost at every restart. A loopback broker of this process stays
+                # with this process's user, as any other child of it does.
+                text += "user root\n"
+            conf.write_text(text)
             cmd = [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
         else:
             conf = self.work_dir / "amqtt.yaml"

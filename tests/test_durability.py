@@ -311,13 +311,6 @@ def test_queue_holds_more_than_the_stock_1000_messages(
 
 
 @pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs the mosquitto binary")
-@pytest.mark.xfail(
-    os.geteuid() == 0,
-    strict=True,
-    reason="run as root, the embedded Mosquitto drops to user mosquitto and cannot write "
-    "its persistence directory: a restart loses every session and queued message "
-    "(firesafe/embedded.py: add `user root` or chown the directory)",
-)
 def test_embedded_broker_restart_keeps_queued_messages(db: str, tmp_path: Path) -> None:
     """`firesafe up`'s embedded broker: messages queued for a stopped ingest
     survive a restart of the broker (its persistence is written and read)."""
