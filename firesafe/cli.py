@@ -33,8 +33,22 @@ def _settings(args: argparse.Namespace) -> Settings:
             log_level=getattr(args, "log_level", None),
         )
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [f"  {_variable(e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise SystemExit("firesafe: invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable (and flag) a settings error is about, as users set it."""
+    name = str(loc[0]) if loc else "?"
+    if name in _FLAGS:
+        return f"FIRESAFE_{name.upper()} (or --{name.replace('_', '-')})"
+    return f"FIRESAFE_{name.upper()}"
+
+
+# Settings that also have a command-line flag (see `_common`).
+_FLAGS = frozenset(
+    {"mqtt_url", "database_url", "data_dir", "api_host", "api_port", "api_url", "log_level"}
+)
 
 
 def _logging(settings: Settings) -> None:
@@ -88,11 +102,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from firesafe.runtime import run_api
+    from firesafe.runtime import check_api_port, run_api
 
     settings = _settings(args)
     _logging(settings)
     settings.require_database_url()
+    check_api_port(settings)
     return run_until_signal(lambda stop: run_api(settings, stop))
 
 
