@@ -78,21 +78,28 @@ def load_migrations(flavour: Flavour) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def detect_flavour(conn: psycopg.Connection[Any]) -> Flavour:
+def timescaledb_available(conn: psycopg.Connection[Any]) -> bool:
+    """The extension's files are installed on the server (it may still not be loadable)."""
+    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    return row.fetchone() is not None
+
+
+def detect_flavour(conn: psycopg.Connection[Any], conninfo: str) -> Flavour:
     """TimescaleDB when installed or installable here, plain PostgreSQL otherwise."""
     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
         return "timescale"
-    available = conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).fetchone()
-    if not available:
+    if not timescaledb_available(conn):
         return "plain"
     try:
-        with conn.transaction():
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        # On a connection of its own: when the library is not preloaded, the
+        # failure is FATAL and ends the session that tried, which must not be
+        # the one holding the migration lock.
+        with psycopg.connect(conninfo, autocommit=True) as probe:
+            probe.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     except psycopg.Error as exc:
         # Typically: the library is not in shared_preload_libraries.
-        log.warning("timescaledb is available but cannot be created (%s); using plain", exc)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("timescaledb is available but cannot be created (%s); using plain", reason)
         return "plain"
     return "timescale"
 
@@ -118,7 +125,7 @@ def migrate(
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
             try:
-                return _migrate_locked(conn, retention_days, now or datetime.now(UTC))
+                return _migrate_locked(conn, conninfo, retention_days, now or datetime.now(UTC))
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     except psycopg.Error as exc:
@@ -126,7 +133,7 @@ def migrate(
 
 
 def _migrate_locked(
-    conn: psycopg.Connection[Any], retention_days: int, now: datetime
+    conn: psycopg.Connection[Any], conninfo: str, retention_days: int, now: datetime
 ) -> MigrationReport:
     conn.execute(
         """
@@ -140,7 +147,7 @@ def _migrate_locked(
     )
     flavour = recorded_flavour(conn)
     if flavour is None:
-        flavour = detect_flavour(conn)
+        flavour = detect_flavour(conn, conninfo)
         conn.execute(
             "INSERT INTO firesafe_meta (key, value) VALUES ('flavour', %s) ON CONFLICT DO NOTHING",
             (flavour,),
