@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from api import errors
+from api import docs_pages, errors
 from api.routers import alarms, devices, health, metrics, rejects, sites, telemetry, tokens
 from api.state import AppState
 from api.stream import AlarmHub
@@ -76,8 +76,11 @@ def create_app(
         version="1",
         summary="Fire-safety IoT monitoring: devices, alarms, telemetry, rejects",
         lifespan=lifespan,
+        docs_url=None,  # served by docs_pages from local assets
+        redoc_url=None,
     )
     errors.install(app)
+    docs_pages.install(app)
     for router in (
         health.router,
         metrics.router,
