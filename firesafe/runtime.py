@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 CHILD_STOP_TIMEOUT_S = 10.0
 # `up --sim` with no simulator arguments: a small estate in real time for an
-# hour, with one of every scenario, so a newcomer sees alarms, suppressed
-# nuisances, faults and linkage without reading the simulator's manual.
+# hour, opening with the demo (within 3 minutes: an offline device, a
+# suppressed nuisance, a confirmed fire with its evacuation linkage, an
+# electrical alarm), then one of every scenario at random.
 DEFAULT_SIM_ARGS = (
     "--sites",
     "2",
@@ -49,6 +50,7 @@ DEFAULT_SIM_ARGS = (
     "all",
     "--duration",
     "3600",
+    "--demo",
 )
 API_START_TIMEOUT_S = 60.0
 # Files `up` keeps under FIRESAFE_DATA_DIR so that a restart looks like the last run.
@@ -282,6 +284,9 @@ async def run_up(
             watcher = tasks.create_task(_watch_child(api, api_died, stop), name="api-watch")
             if sim:
                 args = list(sim_args) or list(DEFAULT_SIM_ARGS)
+                if not any(a.startswith("--progress") for a in args):
+                    # Its stderr is shared with ingest, the API and the alarm lines.
+                    args.append("--progress=lines")
                 children.append(_start_child(settings, "sim", args, api_url=api_url))
             await stop.wait()
             if api_died.is_set():
