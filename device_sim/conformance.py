@@ -81,7 +81,8 @@ class _Rule:
     def fail(self, why: str) -> None:
         self.checked += 1
         self.failed += 1
-        if len(self.examples) < EXAMPLES:
+        # The same problem on every message is one example, not five copies of it.
+        if len(self.examples) < EXAMPLES and why not in self.examples:
             self.examples.append(why)
 
 
@@ -133,6 +134,7 @@ class Checker:
         self.interval_s = interval_s
         self.max_skew_ms = max_skew_s * 1000
         self.rules = {r: _Rule() for r in RULES}
+        self._judged = False
         self.records: dict[str, list[_Record]] = defaultdict(list)
         self.status_seen: dict[str, list[tuple[bytes, bool]]] = defaultdict(list)
         self.direct_devices: set[str] = set()
@@ -271,9 +273,13 @@ class Checker:
     # --- judging -------------------------------------------------------------
 
     def report(self) -> list[RuleResult]:
-        self._judge_seq()
-        self._judge_interval()
-        self._judge_status()
+        """The verdict per rule; calling it again gives the same answer."""
+        if not self._judged:
+            # The sequence rules judge the whole recording once.
+            self._judge_seq()
+            self._judge_interval()
+            self._judge_status()
+            self._judged = True
         out = []
         for name in RULES:
             r = self.rules[name]
@@ -373,7 +379,10 @@ def render(results: Iterable[RuleResult], observed: int) -> str:
     failed = [r for r in results if r.status == "fail"]
     lines = [r.line() for r in results]
     if observed == 0:
-        lines.append("FAIL  no traffic observed")
-    verdict = "FAIL" if failed or observed == 0 else "PASS"
+        return (
+            "no traffic seen: nothing to judge (check the site id, the broker URL and that "
+            "the device publishes under fs/v1/<site>/<device>/...)"
+        )
+    verdict = "FAIL" if failed else "PASS"
     lines.append(f"{verdict}: {len(failed)} of {len(results)} rules failed, {observed} messages")
     return "\n".join(lines)

@@ -173,4 +173,4 @@ async def first_minute(
         {"device": device_id, "since": since, "until": until},
     )
     row = await cur.fetchone()
-    return None if row is None else row["bucket"]  # type: ignore[no-any-return]
+    return None if row is None else row["bucket"]
