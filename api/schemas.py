@@ -333,14 +333,34 @@ class IngestHealth(BaseModel):
     instances: int
 
 
+class JobHealth(BaseModel):
+    """A TimescaleDB background job (compression, rollup refresh, retention)."""
+
+    job_id: int
+    job: str = Field(description="The job's name, e.g. 'Retention Policy [1002]'")
+    target: str = Field(description="The table or continuous aggregate it works on")
+    last_run_status: str | None = Field(description="Success, Failed, or null before a run")
+    total_runs: int
+    total_failures: int
+    last_successful_finish: Timestamp | None
+    last_error: str | None = Field(description="The newest recorded error of the job")
+    last_error_at: Timestamp | None
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded", "down"] = Field(
-        description="ok: all fine; degraded: database up but ingest stale/absent or broker "
-        "disconnected (HTTP 200); down: database unreachable (HTTP 503)"
+        description="ok: all fine; degraded: database up but ingest stale/absent, broker "
+        "disconnected or a background job failed its last run (HTTP 200); down: database "
+        "unreachable (HTTP 503)"
     )
     database: DatabaseHealth
     broker: BrokerHealth
     ingest: IngestHealth
+    failed_jobs: list[JobHealth] = Field(
+        default_factory=list,
+        description="TimescaleDB policy jobs whose last run failed (always empty on plain "
+        "PostgreSQL): compression, rollup refresh or retention has stopped",
+    )
 
 
 class AlarmCount(BaseModel):

@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Literal
 
 import psycopg
-from psycopg import sql
 
 from storage import partitions
 from storage.errors import MigrationError
@@ -32,6 +31,16 @@ log = logging.getLogger(__name__)
 # Any constant works; it only has to be the same for every migrating process.
 MIGRATION_LOCK_KEY = 0x46495245  # "FIRE"
 NO_TRANSACTION_MARK = "-- firesafe: no-transaction"
+# The broker keeps ingest's persistent session, and every message published
+# for it, this long while ingest is away: ingest/mqtt.py SESSION_EXPIRY_S (a
+# test checks they agree). Readings that late still arrive and must still
+# reach the 1-minute rollup, so its refresh window reaches back further.
+BROKER_SESSION_EXPIRY = timedelta(days=7)
+# ...plus a day for a backlog drained slowly and device clocks running late.
+ROLLUP_REFRESH_START_OFFSET = BROKER_SESSION_EXPIRY + timedelta(days=1)
+# The newest minute is still filling (real-time aggregation covers it).
+ROLLUP_REFRESH_END_OFFSET = timedelta(minutes=1)
+ROLLUP_REFRESH_EVERY = timedelta(minutes=1)
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(plain|timescale))?\.sql$")
 
 
@@ -186,18 +195,77 @@ def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
 def apply_policies(
     conn: psycopg.Connection[Any], flavour: Flavour, *, retention_days: int, now: datetime
 ) -> None:
-    """Retention (and, on plain PostgreSQL, partitions ahead of time)."""
+    """Retention and rollup refresh (on plain PostgreSQL, partitions ahead of time).
+
+    On TimescaleDB a policy is created once and changed only when its settings
+    differ: dropping and re-adding it on every start would reset its schedule
+    (a new job first runs one interval after its creation, so a deployment
+    restarted daily would never drop anything)."""
     if flavour == "timescale":
-        # An existing policy with another interval is not changed by
-        # if_not_exists, so replace it.
-        conn.execute("SELECT remove_retention_policy('telemetry', if_exists => true)")
-        conn.execute(
-            sql.SQL("SELECT add_retention_policy('telemetry', drop_after => {}::interval)").format(
-                sql.Literal(f"{retention_days} days")
-            )
-        )
+        _ensure_retention(conn, timedelta(days=retention_days))
+        _ensure_rollup_refresh(conn)
     else:
         partitions.ensure(conn, now=now, retention_days=retention_days)
+
+
+def _ensure_retention(conn: psycopg.Connection[Any], drop_after: timedelta) -> None:
+    jobs = conn.execute(
+        """
+        SELECT job_id, (config->>'drop_after')::interval = %s AS same
+        FROM timescaledb_information.jobs
+        WHERE proc_name = 'policy_retention' AND hypertable_name = 'telemetry'
+        """,
+        (drop_after,),
+    ).fetchall()
+    if not jobs:
+        conn.execute("SELECT add_retention_policy('telemetry', drop_after => %s)", (drop_after,))
+        log.info("retention policy on telemetry: drop after %s", drop_after)
+        return
+    for job_id, same in jobs:
+        if not same:
+            # alter_job keeps the job (its id, schedule and statistics).
+            conn.execute(
+                """
+                SELECT alter_job(%s, config => config || jsonb_build_object('drop_after', %s))
+                FROM timescaledb_information.jobs WHERE job_id = %s
+                """,
+                (job_id, _interval_text(drop_after), job_id),
+            )
+            log.info("retention policy on telemetry changed: drop after %s", drop_after)
+
+
+def _ensure_rollup_refresh(conn: psycopg.Connection[Any]) -> None:
+    wanted = (ROLLUP_REFRESH_START_OFFSET, ROLLUP_REFRESH_END_OFFSET, ROLLUP_REFRESH_EVERY)
+    jobs = conn.execute(
+        """
+        SELECT job_id, (config->>'start_offset')::interval, (config->>'end_offset')::interval,
+               schedule_interval
+        FROM timescaledb_information.jobs
+        WHERE proc_name = 'policy_refresh_continuous_aggregate'
+          AND hypertable_name = 'telemetry_1m'
+        """
+    ).fetchall()
+    if len(jobs) == 1 and tuple(jobs[0][1:]) == wanted:
+        return
+    if jobs:
+        conn.execute("SELECT remove_continuous_aggregate_policy('telemetry_1m', if_exists => true)")
+    conn.execute(
+        """
+        SELECT add_continuous_aggregate_policy('telemetry_1m',
+            start_offset => %s, end_offset => %s, schedule_interval => %s)
+        """,
+        wanted,
+    )
+    log.info(
+        "refresh policy on telemetry_1m: %s to %s back, every %s",
+        ROLLUP_REFRESH_START_OFFSET,
+        ROLLUP_REFRESH_END_OFFSET,
+        ROLLUP_REFRESH_EVERY,
+    )
+
+
+def _interval_text(value: timedelta) -> str:
+    return f"{value.days} days {value.seconds} seconds"
 
 
 def current_flavour(conninfo: str) -> Flavour:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 from psycopg_pool import PoolTimeout
 
 from api.deps import StateDep
-from api.schemas import BrokerHealth, DatabaseHealth, Health, IngestHealth
+from api.schemas import BrokerHealth, DatabaseHealth, Health, IngestHealth, JobHealth
 from storage.queries import health as health_q
 
 router = APIRouter(tags=["operations"])
@@ -27,7 +27,8 @@ DB_TIMEOUT_S = 2.0
     responses={503: {"model": Health, "description": "Database unreachable"}},
     summary="Liveness and state of database, broker and ingest (no auth)",
     description="200 when the database answers (`status` ok or degraded: ingest stale "
-    f"(no report for {STALE_AFTER_S:g} s) or absent, or broker disconnected); 503 when "
+    f"(no report for {STALE_AFTER_S:g} s) or absent, broker disconnected, or a "
+    "TimescaleDB background job failed its last run, listed in `failed_jobs`); 503 when "
     "it does not (`status` down).",
 )
 async def health(state: StateDep, response: Response) -> Health:
@@ -37,6 +38,7 @@ async def health(state: StateDep, response: Response) -> Health:
             await conn.execute("SELECT 1")
             latency_ms = (time.perf_counter() - started) * 1000
             instances = await health_q.ingest_instances(conn)
+            jobs = await health_q.background_jobs(conn)
     except (psycopg.Error, PoolTimeout) as exc:
         response.status_code = 503
         return Health(
@@ -53,9 +55,11 @@ async def health(state: StateDep, response: Response) -> Health:
             ),
         )
     database = DatabaseHealth(ok=True, latency_ms=round(latency_ms, 3))
+    failed_jobs = [JobHealth.model_validate(j) for j in jobs if j["failed"]]
     if not instances:
         return Health(
             status="degraded",
+            failed_jobs=failed_jobs,
             database=database,
             broker=BrokerHealth(connected=None),
             ingest=IngestHealth(
@@ -74,9 +78,10 @@ async def health(state: StateDep, response: Response) -> Health:
     reporting = fresh or [newest]
     connected = any(i["broker_connected"] for i in reporting)
     lags = [float(i["lag_ms"]) for i in reporting if i["lag_ms"] is not None]
-    ok = ingest_state == "ok" and connected
+    ok = ingest_state == "ok" and connected and not failed_jobs
     return Health(
         status="ok" if ok else "degraded",
+        failed_jobs=failed_jobs,
         database=database,
         broker=BrokerHealth(connected=connected),
         ingest=IngestHealth(
