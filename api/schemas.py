@@ -338,7 +338,9 @@ class JobHealth(BaseModel):
 
     job_id: int
     job: str = Field(description="The job's name, e.g. 'Retention Policy [1002]'")
-    target: str = Field(description="The table or continuous aggregate it works on")
+    target: str | None = Field(
+        description="The table or continuous aggregate it works on (null: a user job)"
+    )
     last_run_status: str | None = Field(description="Success, Failed, or null before a run")
     total_runs: int
     total_failures: int

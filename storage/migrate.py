@@ -226,7 +226,7 @@ def _ensure_retention(conn: psycopg.Connection[Any], drop_after: timedelta) -> N
             # alter_job keeps the job (its id, schedule and statistics).
             conn.execute(
                 """
-                SELECT alter_job(%s, config => config || jsonb_build_object('drop_after', %s))
+                SELECT alter_job(%s, config => config || jsonb_build_object('drop_after', %s::text))
                 FROM timescaledb_information.jobs WHERE job_id = %s
                 """,
                 (job_id, _interval_text(drop_after), job_id),

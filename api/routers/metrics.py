@@ -106,7 +106,7 @@ def _job_families(jobs: list[dict[str, Any]]) -> list[Metric]:
         "firesafe_db_job_failures", "Failed runs of the background job", labels=labels
     )
     for j in jobs:
-        key = [str(j["job_id"]), j["job"], j["target"]]
+        key = [str(j["job_id"]), j["job"], j["target"] or ""]
         failed.add_metric(key, 1.0 if j["failed"] else 0.0)
         failures.add_metric(key, float(j["total_failures"]))
     return [failed, failures]

@@ -1,7 +1,8 @@
 -- Background jobs (compression, refresh, retention) as operators must see them:
 -- a policy that stopped running is shown in /health, /metrics and Grafana.
 -- One view with the same columns on both flavours, so the API and dashboards
--- read it without asking which flavour this is.
+-- read it without asking which flavour this is. TimescaleDB says -infinity for
+-- "never" (e.g. no successful run yet): null here, as clients cannot hold it.
 CREATE OR REPLACE VIEW firesafe_job_health AS
 SELECT j.job_id,
        j.application_name::text AS job,
@@ -11,11 +12,11 @@ SELECT j.job_id,
        s.job_status,
        coalesce(s.total_runs, 0) AS total_runs,
        coalesce(s.total_failures, 0) AS total_failures,
-       s.last_run_started_at,
-       s.last_successful_finish,
-       s.next_start,
+       CASE WHEN isfinite(s.last_run_started_at) THEN s.last_run_started_at END AS last_run_started_at,
+       CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish END AS last_successful_finish,
+       CASE WHEN isfinite(s.next_start) THEN s.next_start END AS next_start,
        e.err_message AS last_error,
-       e.finish_time AS last_error_at,
+       CASE WHEN isfinite(e.finish_time) THEN e.finish_time END AS last_error_at,
        coalesce(s.last_run_status = 'Failed', false) AS failed
 FROM timescaledb_information.jobs j
 LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
