@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from importlib import resources
+from typing import Any
 
 import httpx
 import psycopg
@@ -35,7 +36,7 @@ SELECT 999999 AS job_id, 'Retention Policy [999999]'::text AS job,
 """
 
 
-def _restore_view(conn: psycopg.Connection[object], flavour: str) -> None:
+def _restore_view(conn: psycopg.Connection[Any], flavour: str) -> None:
     name = f"0060_job_health.{flavour}.sql"
     text = resources.files("storage.migrations").joinpath(name).read_text(encoding="utf-8")
     conn.execute(b"DROP VIEW firesafe_job_health")
@@ -102,7 +103,7 @@ def test_a_failed_job_turns_health_degraded_and_shows_in_metrics(
 # --- TimescaleDB only -------------------------------------------------------------
 
 
-def _policy_jobs(conn: psycopg.Connection[object]) -> dict[str, tuple[object, ...]]:
+def _policy_jobs(conn: psycopg.Connection[Any]) -> dict[str, tuple[Any, ...]]:
     rows = conn.execute(
         """
         SELECT proc_name, job_id, config, schedule_interval
@@ -133,7 +134,7 @@ def test_migrate_leaves_unchanged_policies_alone(database_url: str, flavour: str
         assert after["policy_retention"][0] == before["policy_retention"][0]
         drop = conn.execute(
             "SELECT %s::interval = interval '30 days'",
-            (after["policy_retention"][1]["drop_after"],),  # type: ignore[index]
+            (after["policy_retention"][1]["drop_after"],),
         ).fetchone()
         assert drop == (True,)
         migrate_mod.migrate(database_url, retention_days=365)
@@ -154,7 +155,7 @@ def test_a_really_failing_job_is_reported(api_url: str, db: str, flavour: str) -
         ).fetchone()[0]  # type: ignore[index]
         try:
 
-            def failed() -> list[dict[str, object]]:
+            def failed() -> list[dict[str, Any]]:
                 body = httpx.get(f"{api_url}/health").json()
                 return [j for j in body["failed_jobs"] if j["job_id"] == job_id]
 
