@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 
 from ingest import mqtt as ingest_mqtt
 from storage import migrate as migrate_mod
@@ -165,3 +166,35 @@ def test_a_really_failing_job_is_reported(api_url: str, db: str, flavour: str) -
             assert job["last_error"]
         finally:
             conn.execute("SELECT delete_job(%s)", (job_id,))
+
+
+def test_a_reading_days_late_reaches_the_rollup_at_the_next_refresh(db: str, flavour: str) -> None:
+    """The broker may deliver a reading up to its session expiry (7 days) late; the
+    refresh policy's window must still cover it (it was 1 day)."""
+    if flavour != "timescale":
+        pytest.skip("plain PostgreSQL rolls up in ingest's own transaction")
+    insert = (
+        "INSERT INTO telemetry (ts, device_id, seq, received_at, temperature) "
+        "VALUES (now() - %s::interval, %s, 1, now(), 21.5)"
+    )
+    with psycopg.connect(db, autocommit=True) as conn:
+        # Fresh data, materialized: the aggregate's watermark is now minutes ago.
+        conn.execute(insert, ("10 minutes", "ON-TIME"))
+        conn.execute("CALL refresh_continuous_aggregate('telemetry_1m', NULL, now())")
+        conn.execute(insert, ("3 days", "LATE"))
+
+        def late_buckets() -> int:
+            row = conn.execute(
+                "SELECT count(*) FROM telemetry_1m WHERE device_id = 'LATE'"
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        assert late_buckets() == 0  # below the watermark: not in the rollup yet
+        [(job_id,)] = conn.execute(
+            "SELECT job_id FROM timescaledb_information.jobs "
+            "WHERE proc_name = 'policy_refresh_continuous_aggregate' "
+            "AND hypertable_name = 'telemetry_1m'"
+        ).fetchall()
+        conn.execute(sql.SQL("CALL run_job({})").format(sql.Literal(job_id)))
+        assert late_buckets() == 1
