@@ -10,14 +10,18 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from api import docs_pages, errors
+from api import dbtypes, docs_pages, errors
+from api.deps import CallerDep
+from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.routers import alarms, devices, health, metrics, rejects, sites, telemetry, tokens
 from api.state import AppState
 from api.stream import AlarmHub
+from api.tasks import Supervisor
 from firesafe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,13 @@ POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 16
 # Start-up fails clearly if the database is not there within this time.
 POOL_OPEN_TIMEOUT_S = 30.0
+# A request waits at most this long for a connection: during a database
+# outage calls fail fast with 503 instead of hanging for psycopg's 30 s.
+POOL_TIMEOUT_S = 3.0
+# A new connection gives up after this long (libpq connect_timeout, seconds).
+CONNECT_TIMEOUT_S = 3
+# Start-up waits this long for the alarm LISTEN connection before serving anyway.
+LISTEN_READY_TIMEOUT_S = 5.0
 # Idle SSE streams send a comment this often, so proxies keep them open.
 HEARTBEAT_S = 15.0
 
@@ -51,36 +62,61 @@ def create_app(
             min_size=POOL_MIN_SIZE,
             max_size=POOL_MAX_SIZE,
             connection_class=AsyncConnection[DictRow],
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs={
+                "autocommit": True,
+                "row_factory": dict_row,
+                "connect_timeout": CONNECT_TIMEOUT_S,
+            },
+            configure=_configure,
             check=AsyncConnectionPool.check_connection,
+            timeout=POOL_TIMEOUT_S,
             name="firesafe-api",
         )
         await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_S)
         hub = AlarmHub(conninfo, logger=app_log)
-        listener = asyncio.create_task(hub.run(), name="firesafe-api-alarm-listener")
+        supervisor = Supervisor(logger=app_log)
+        supervisor.add("alarm-listener", hub.run)
+        supervisor.add("token-watcher", lambda: hub.watch_tokens(pool))
+        background = asyncio.create_task(supervisor.run(), name="firesafe-api-background")
+        # Serve once live streams work (or, the database being slow, degraded).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hub.listening.wait(), LISTEN_READY_TIMEOUT_S)
         app.state.firesafe = AppState(
-            pool=pool, hub=hub, admin_token=admin_token, heartbeat_s=heartbeat_s
+            pool=pool,
+            hub=hub,
+            admin_token=admin_token,
+            heartbeat_s=heartbeat_s,
+            tasks=supervisor,
         )
         app_log.info("API ready (pool %d-%d connections)", POOL_MIN_SIZE, POOL_MAX_SIZE)
         try:
             yield
         finally:
-            listener.cancel()
+            background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await listener
+                await background
             await pool.close()
             app_log.info("API stopped")
 
+    public_docs = settings.api_public_docs
     app = FastAPI(
         title="firesafe",
         version="1",
         summary="Fire-safety IoT monitoring: devices, alarms, telemetry, rejects",
         lifespan=lifespan,
-        docs_url=None,  # served by docs_pages from local assets
+        # Contract: every endpoint but /health needs a token, the schema included.
+        # FIRESAFE_API_PUBLIC_DOCS=true serves /openapi.json, /docs, /redoc openly
+        # (the two pages from local assets: docs_pages).
+        openapi_url="/openapi.json" if public_docs else None,
+        docs_url=None,
         redoc_url=None,
     )
     errors.install(app)
-    docs_pages.install(app)
+    docs_pages.install(app, public_docs=public_docs)
+    # Outermost last: every request gets an id, then bodies are bounded,
+    # both before routing and authentication.
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RequestIdMiddleware)
     for router in (
         health.router,
         metrics.router,
@@ -106,4 +142,16 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    if not public_docs:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def private_openapi(caller: CallerDep) -> JSONResponse:
+            return JSONResponse(app.openapi())
+
     return app
+
+
+async def _configure(conn: AsyncConnection[DictRow]) -> None:
+    """Every pooled connection: timestamps beyond Python's range are clamped."""
+    dbtypes.register(conn)

@@ -41,6 +41,11 @@ class Caller:
     def scope(self) -> Scope:
         return Scope(self.sites) if self.role == "manager" else Scope.everything()
 
+    @property
+    def stream_key(self) -> str:
+        """What the per-token stream cap counts by."""
+        return f"token:{self.token_id}" if self.token_id else f"env:{self.name}"
+
     def require(self, *roles: Role) -> None:
         if self.role not in roles:
             raise Forbidden(f"the {self.role} role may not do this (needs {' or '.join(roles)})")

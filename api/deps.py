@@ -52,7 +52,7 @@ async def get_caller(
     async with state.pool.connection() as conn:
         row = await tokens.find_token(conn, token=token)
     if row is None:
-        raise Unauthorized("unknown or revoked token")
+        raise Unauthorized("unknown, revoked or expired token")
     return Caller(name=row["name"], role=row["role"], sites=tuple(row["sites"]), token_id=row["id"])
 
 

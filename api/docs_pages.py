@@ -23,8 +23,12 @@ def _assets_dir() -> Path:
     return Path(fastapi_offline.__file__).parent / "static"
 
 
-def install(app: FastAPI, *, openapi_url: str = "/openapi.json") -> None:
-    """Mount the assets and add `/docs`, `/redoc` and `/` (all without auth)."""
+def install(app: FastAPI, *, public_docs: bool, openapi_url: str = "/openapi.json") -> None:
+    """`/` always; with `public_docs`, the assets, `/docs` and `/redoc` (all without auth).
+    Without, the schema needs a token (a browser page cannot send one), so no pages."""
+    _root(app, public_docs=public_docs, openapi_url=openapi_url)
+    if not public_docs:
+        return
     app.mount(ASSETS_URL, StaticFiles(directory=_assets_dir()), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
@@ -47,6 +51,10 @@ def install(app: FastAPI, *, openapi_url: str = "/openapi.json") -> None:
             with_google_fonts=False,
         )
 
+
+def _root(app: FastAPI, *, public_docs: bool, openapi_url: str) -> None:
+    pages = {"docs": "/docs", "redoc": "/redoc"} if public_docs else {}
+
     @app.get("/", include_in_schema=False)
     async def root() -> JSONResponse:
         return JSONResponse(
@@ -54,8 +62,7 @@ def install(app: FastAPI, *, openapi_url: str = "/openapi.json") -> None:
                 "name": app.title,
                 "summary": app.summary,
                 "links": {
-                    "docs": "/docs",
-                    "redoc": "/redoc",
+                    **pages,
                     "openapi": openapi_url,
                     "api": {
                         "devices": "/api/v1/devices",
@@ -68,6 +75,7 @@ def install(app: FastAPI, *, openapi_url: str = "/openapi.json") -> None:
                     "health": "/health",
                     "metrics": "/metrics",
                 },
-                "auth": "every /api/v1 endpoint needs Authorization: Bearer <token>",
+                "auth": "every endpoint but /health needs Authorization: Bearer <token>"
+                + ("" if public_docs else " (the OpenAPI schema too; /docs and /redoc are off)"),
             }
         )

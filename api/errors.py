@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from storage.queries import ConflictError, InvalidInputError, NotFoundError, OutOfScopeError
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 class ErrorBody(BaseModel):
     code: str
     message: str
+    request_id: str | None = Field(
+        default=None, description="Quote it when reporting a problem: the log has the details"
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -79,6 +82,16 @@ class NotFound(ApiError):
     code = "not_found"
 
 
+class TooManyStreams(ApiError):
+    status = 429
+    code = "too_many_streams"
+
+
+class Unavailable(ApiError):
+    status = 503
+    code = "unavailable"
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -89,6 +102,7 @@ _STATUS_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_parameter",
+    429: "too_many_requests",
     503: "unavailable",
 }
 
@@ -99,14 +113,28 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Bad parameter or body (the message names it)"},
     503: {"model": ErrorResponse, "description": "Database unavailable"},
 }
+# Seconds a client should wait before retrying after a 503 (the pool gives up in 3 s).
+RETRY_AFTER_S = 5
+
+
+def request_id(request: Request) -> str | None:
+    rid: str | None = getattr(request.state, "request_id", None)
+    return rid
 
 
 def error_json(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    request: Request | None = None,
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
+    error = {"code": code, "message": message}
+    rid = request_id(request) if request is not None else None
+    if rid:
+        error["request_id"] = rid
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -117,7 +145,7 @@ def _location(loc: tuple[Any, ...]) -> str:
     return f"{where} parameter {rest!r}"
 
 
-async def _validation(_: Request, exc: Exception) -> JSONResponse:
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
@@ -126,45 +154,64 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
     message = f"{_location(loc)}: {first.get('msg', 'invalid')}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
-    return error_json(422, code, message)
+    return error_json(422, code, message, request=request)
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_json(exc.status, exc.code, exc.message, exc.headers)
+    return error_json(exc.status, exc.code, exc.message, exc.headers, request=request)
 
 
-async def _http(_: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, "error")
-    return error_json(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 413:
+        headers["Connection"] = "close"  # the rest of the body is left unread
+    return error_json(exc.status_code, code, str(exc.detail), headers, request=request)
 
 
-async def _query(_: Request, exc: Exception) -> JSONResponse:
+async def _query(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, NotFoundError):
-        return error_json(404, "not_found", str(exc))
+        return error_json(404, "not_found", str(exc), request=request)
     if isinstance(exc, OutOfScopeError):
-        return error_json(403, "forbidden", str(exc))
+        return error_json(403, "forbidden", str(exc), request=request)
     if isinstance(exc, ConflictError):
-        return error_json(409, "conflict", str(exc))
+        return error_json(409, "conflict", str(exc), request=request)
     if isinstance(exc, InvalidInputError):
-        return error_json(422, "invalid_body", str(exc))
-    log.exception("unexpected query error", exc_info=exc)
-    return error_json(500, "internal", "internal error")
+        return error_json(422, "invalid_body", str(exc), request=request)
+    log.error("request %s: unexpected query error", request_id(request), exc_info=exc)
+    return error_json(500, "internal", "internal error", request=request)
 
 
-async def _database(_: Request, exc: Exception) -> JSONResponse:
+async def _database(request: Request, exc: Exception) -> JSONResponse:
+    # The database's own text (table names, values, SQL) stays in the log.
+    rid = request_id(request)
     if isinstance(exc, psycopg.DataError):
-        # Input the database refused (a value out of its range): the caller's fault.
-        log.info("database refused a value: %s", exc)
-        return error_json(422, "invalid_parameter", f"value refused by the database: {exc}")
-    log.warning("database unavailable: %s", exc)
-    return error_json(503, "unavailable", "database unavailable")
+        # A value the database refused (out of its range): the caller's fault.
+        log.info("request %s: database refused a value: %s", rid, exc)
+        return error_json(
+            422,
+            "invalid_parameter",
+            "a value is out of the range the database accepts",
+            request=request,
+        )
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+        log.warning("request %s: database unavailable: %s", rid, exc)
+        return error_json(
+            503,
+            "unavailable",
+            "database unavailable, retry later",
+            {"Retry-After": str(RETRY_AFTER_S)},
+            request=request,
+        )
+    log.error("request %s: database error", rid, exc_info=exc)
+    return error_json(500, "internal", "internal error", request=request)
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
-    return error_json(500, "internal", "internal error")
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("request %s: unhandled error", request_id(request), exc_info=exc)
+    return error_json(500, "internal", "internal error", request=request)
 
 
 def install(app: FastAPI) -> None:
@@ -174,7 +221,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http)
     for exc_type in (NotFoundError, OutOfScopeError, ConflictError, InvalidInputError):
         app.add_exception_handler(exc_type, _query)
-    app.add_exception_handler(psycopg.DataError, _database)
-    app.add_exception_handler(psycopg.OperationalError, _database)
+    # Every database error: DataError, OperationalError, and the rest of
+    # psycopg.Error (ProgrammingError, IntegrityError...) whose text must not leak.
+    app.add_exception_handler(psycopg.Error, _database)
     app.add_exception_handler(PoolTimeout, _database)
     app.add_exception_handler(Exception, _unexpected)

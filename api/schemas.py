@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -16,14 +17,16 @@ from pydantic import (
 )
 
 from api.params import ID_REGEX, NAME_REGEX
-from detection.params import THRESHOLD_DEFAULTS
+from detection.params import THRESHOLD_DEFAULTS, THRESHOLD_LIMITS
 from firesafe.contract import DEFAULT_INTERVAL_S
+from storage.queries.tokens import is_reserved_name
 
 
 def iso_ms(value: datetime) -> str:
     """ISO 8601 UTC with milliseconds: 2026-11-25T22:31:06.123Z."""
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat pads the year to 4 digits (strftime's %Y does not for year 1).
+    utc = value.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="milliseconds") + "Z"
 
 
 Timestamp = Annotated[
@@ -87,8 +90,9 @@ class DeviceIn(BaseModel):
     )
     thresholds: dict[ThresholdName, Number] | None = Field(
         default=None,
-        description="Thresholds overriding the kind's defaults, name -> finite number; "
-        "unknown names are stored and ignored. Defaults (detection.params): "
+        description="Thresholds overriding the kind's defaults, name -> finite, "
+        "non-negative number; a name the kind does not have is refused (422). "
+        "Defaults (detection.params): "
         + "; ".join(
             f"{kind}: " + ", ".join(f"{name}={value:g}" for name, value in names.items())
             for kind, names in THRESHOLD_DEFAULTS.items()
@@ -102,6 +106,22 @@ class DeviceIn(BaseModel):
     def _routes_only_for_evac(self) -> DeviceIn:
         if self.routes is not None and self.kind != "evac":
             raise ValueError("routes are only for evac devices")
+        return self
+
+    @model_validator(mode="after")
+    def _known_thresholds(self) -> DeviceIn:
+        known = THRESHOLD_DEFAULTS[self.kind]
+        for name, value in (self.thresholds or {}).items():
+            if name not in known:
+                allowed = ", ".join(sorted(known)) or "none"
+                raise ValueError(
+                    f"thresholds.{name}: not a threshold of a {self.kind} device (known: {allowed})"
+                )
+            if value < 0:
+                raise ValueError(f"thresholds.{name}: must not be negative (got {value:g})")
+            low, high = THRESHOLD_LIMITS.get(name, (0.0, math.inf))
+            if not low <= value <= high:
+                raise ValueError(f"thresholds.{name}: must be within {low:g}-{high:g}")
         return self
 
 
@@ -216,8 +236,24 @@ class Evidence(BaseModel):
     events: list[DeviceEvent]
 
 
+class LinkageCommand(BaseModel):
+    """An evacuation command the alarm caused: `pending` until the broker has
+    acknowledged it, `superseded` when a newer state replaced it before that."""
+
+    id: int
+    at: Timestamp
+    device: str
+    cmd: Literal["emergency", "normal"]
+    direction: str | None
+    state: Literal["pending", "acknowledged", "superseded"]
+    attempts: int
+    sent_at: Timestamp | None
+    acked_at: Timestamp | None
+
+
 class AlarmDetail(AlarmOut):
     log: list[AlarmLogEntry]
+    commands: list[LinkageCommand]
     evidence: Evidence
 
 
@@ -277,10 +313,23 @@ class TokenIn(BaseModel):
         max_length=1000,
         description="Sites of a manager token (required for managers)",
     )
-    name: Name = Field(description="Recorded as who acknowledged or cleared an alarm")
+    name: Name = Field(
+        description="Recorded as who acknowledged or cleared an alarm; `system` and "
+        "`admin` are reserved"
+    )
+    expires_at: Timestamp | None = Field(
+        default=None, description="When the token stops working (401 after); null: never"
+    )
 
     @model_validator(mode="after")
     def _sites_for_managers(self) -> TokenIn:
+        if is_reserved_name(self.name):
+            raise ValueError(f"the name {self.name.strip()!r} is reserved (the system's own actor)")
+        if self.expires_at is not None:
+            if self.expires_at.tzinfo is None:
+                self.expires_at = self.expires_at.replace(tzinfo=UTC)
+            if self.expires_at <= datetime.now(UTC):
+                raise ValueError("expires_at must be in the future")
         if self.role == "manager" and not self.sites:
             raise ValueError("a manager token needs at least one site")
         if self.role != "manager" and self.sites:
@@ -294,6 +343,7 @@ class TokenCreated(BaseModel):
     role: Role
     sites: list[str]
     name: str
+    expires_at: Timestamp | None = None
 
 
 class TokenOut(BaseModel):
@@ -304,6 +354,7 @@ class TokenOut(BaseModel):
     created_by: str | None
     created_at: Timestamp
     revoked_at: Timestamp | None
+    expires_at: Timestamp | None = None
 
 
 # --- operations --------------------------------------------------------------
@@ -349,15 +400,33 @@ class JobHealth(BaseModel):
     last_error_at: Timestamp | None
 
 
+class StreamHealth(BaseModel):
+    listening: bool = Field(
+        description="The API's LISTEN connection is up: live alarm streams work"
+    )
+    clients: int = Field(description="Open alarm streams in this API process")
+
+
+class TaskHealth(BaseModel):
+    state: Literal["starting", "running", "restarting", "stopped"]
+    restarts: int
+    last_error: str | None
+
+
 class Health(BaseModel):
-    status: Literal["ok", "degraded", "down"] = Field(
-        description="ok: all fine; degraded: database up but ingest stale/absent, broker "
-        "disconnected or a background job failed its last run (HTTP 200); down: database "
-        "unreachable (HTTP 503)"
+    status: Literal["ok", "degraded"] = Field(
+        description="ok: all fine; degraded: the database is unreachable, ingest is "
+        "stale or absent, the broker is disconnected, the API's live alarm feed is down, or "
+        "a TimescaleDB background job failed its last run (`failed_jobs`). "
+        "Always HTTP 200: the API itself answers; the body says what is wrong"
     )
     database: DatabaseHealth
     broker: BrokerHealth
     ingest: IngestHealth
+    alarm_stream: StreamHealth
+    tasks: dict[str, TaskHealth] = Field(
+        description="The API's supervised background tasks (restarted with backoff)"
+    )
     failed_jobs: list[JobHealth] = Field(
         default_factory=list,
         description="TimescaleDB policy jobs whose last run failed (always empty on plain "

@@ -9,6 +9,7 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from api.stream import AlarmHub
+from api.tasks import Supervisor
 
 
 @dataclass(slots=True)
@@ -17,3 +18,4 @@ class AppState:
     hub: AlarmHub
     admin_token: str | None
     heartbeat_s: float
+    tasks: Supervisor

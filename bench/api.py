@@ -51,7 +51,7 @@ ALARMS = 100_000
 SEED_WORKERS = max(2, min(8, os.cpu_count() or 2))
 TARGET_ALARMS_P99_MS = 50.0
 TARGET_TELEMETRY_P99_MS = 200.0
-ADMIN_TOKEN = "bench-admin-" + secrets.token_hex(8)
+ADMIN_TOKEN = "bench-admin-" + secrets.token_hex(16)
 TELEMETRY_COLUMNS = ["ts", "device_id", "seq", "received_at", "obscuration", "temperature"]
 
 

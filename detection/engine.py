@@ -161,6 +161,12 @@ class Engine:
             raise ValueError("negative slot or unknown kind")
         self._grow(int(s.max()) + 1)
         known = self.kind[s].copy()
+        # A device moved to another zone: its zone bookkeeping moves with it.
+        moved = (known >= 0) & (self.zone[s] != z)
+        for slot, old, now in zip(
+            s[moved].tolist(), self.zone[s[moved]].tolist(), z[moved].tolist(), strict=True
+        ):
+            self.machine.rezone(slot, old, now)
         self.kind[s] = kd
         self.zone[s] = z
         for name in p.THRESHOLD_NAMES:
@@ -198,6 +204,32 @@ class Engine:
             if len(devs) and all((self.thr[n][devs] == v).all() for n, v in same.items()):
                 self._uniform[ki] = same
         self._force.update(s[known >= 0].tolist())
+
+    def forget(self, slots: ArrayLike) -> None:
+        """Drop every bit of state of these devices, as if never configured (another
+        process took them over; configure them again to take them back)."""
+        s = np.asarray(slots, np.int64)
+        s = s[(s >= 0) & (s < self.capacity)]
+        if not s.size:
+            return
+        # Every per-device array back to its initial row: taken from a fresh
+        # engine, so an array added later is reset without being named here.
+        fresh = Engine(capacity=1)
+        for name, value in vars(self).items():
+            if name == "fst" or name.startswith("_"):
+                continue
+            if isinstance(value, np.ndarray) and value.shape[:1] == (self.capacity,):
+                if value.base is self.fst:
+                    continue
+                value[s] = getattr(fresh, name)[0]
+            elif isinstance(value, dict | list):
+                for key, arr in value.items() if isinstance(value, dict) else enumerate(value):
+                    if isinstance(arr, np.ndarray) and arr.shape[:1] == (self.capacity,):
+                        arr[s] = getattr(fresh, name)[key][0]
+        self.fst[s] = fresh.fst[0]
+        self.machine.forget(s.tolist())
+        self._force.difference_update(s.tolist())
+        self._n_drift = int(np.count_nonzero(self.base_drift))
 
     # --- per batch -------------------------------------------------------------------
     def process(self, readings: Readings, events: Events) -> list[AlarmChange]:

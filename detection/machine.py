@@ -138,6 +138,29 @@ class Machine:
         self.elec_pending: set[int] = set()
         self.out: list[AlarmChange] = []
 
+    def forget(self, slots: Sequence[int]) -> None:
+        """Drop the alarm state and zone bookkeeping of these devices."""
+        gone = set(slots)
+        for slot in gone:
+            self.dev.pop(slot, None)
+        for book in (self.pending, self.callpoints):
+            for members in book.values():
+                members -= gone
+        for seen in self.act.values():
+            for slot in gone & seen.keys():
+                del seen[slot]
+        self.elec_pending -= gone
+
+    def rezone(self, slot: int, old: int, new: int) -> None:
+        """The device now belongs to zone `new`: move its zone bookkeeping there."""
+        for book in (self.pending, self.callpoints):
+            if slot in book.get(old, ()):
+                book[old].discard(slot)
+                book.setdefault(new, set()).add(slot)
+        seen = self.act.get(old, {}).pop(slot, None)
+        if seen is not None:
+            self.act.setdefault(new, {})[slot] = seen
+
     # --- helpers -----------------------------------------------------------
     def _d(self, slot: int) -> _Device:
         d = self.dev.get(slot)

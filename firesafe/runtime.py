@@ -74,10 +74,18 @@ def announce(key: str, value: str) -> None:
 
 def migrate_database(settings: Settings) -> MigrationReport:
     if settings.database_url:
-        return migrate(settings.database_url, retention_days=settings.retention_days)
+        return migrate(
+            settings.database_url,
+            retention_days=settings.retention_days,
+            shards=settings.shards,
+        )
     pg = EmbeddedPostgres(settings.data_dir / "pg")
     try:
-        return migrate(pg.start(), retention_days=settings.retention_days)
+        return migrate(
+            pg.start(),
+            retention_days=settings.retention_days,
+            shards=settings.shards,
+        )
     finally:
         pg.stop()
 
@@ -263,11 +271,16 @@ async def run_up(
             # For a local Grafana or psql (README: "Grafana against `make up`").
             announce("database", settings.require_database_url())
         report = await asyncio.to_thread(
-            migrate, settings.require_database_url(), retention_days=settings.retention_days
+            migrate,
+            settings.require_database_url(),
+            retention_days=settings.retention_days,
+            shards=settings.shards,
         )
         log.info("schema at version %d (%s)", report.current, report.flavour)
 
-        ingest = IngestService(settings)
+        # One process, one session for everything: a message for a site nobody
+        # registered still reaches ingest and becomes a reject.
+        ingest = IngestService(settings.with_overrides(ingest_mode="single"))
         code = 0
         async with asyncio.TaskGroup() as tasks:
             ingest_task = tasks.create_task(ingest.run(), name="ingest")
@@ -409,6 +422,9 @@ def _start_child(
     )
     if settings.admin_token is not None:
         env["FIRESAFE_ADMIN_TOKEN"] = settings.admin_token.get_secret_value()
+    if command == "api" and settings.api_host in ("127.0.0.1", "localhost", "::1"):
+        # `up` on loopback is a developer's stack: /docs open, as its README says.
+        env.setdefault("FIRESAFE_API_PUBLIC_DOCS", "true")
     cmd = [sys.executable, "-m", "firesafe.cli", command, *args]
     log.info("starting: firesafe %s", " ".join([command, *args]))
     return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883}
+# An admin token is a password to everything: at least this long (openssl rand -hex 32).
+MIN_ADMIN_TOKEN_CHARS = 32
+# The placeholders of .env.example: a deployment must replace every one.
+PLACEHOLDER_MARK = "change-me"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,25 @@ class Settings(BaseSettings):
         description="Stable MQTT client id of ingest: the broker keeps its session across restarts",
     )
     retention_days: int = Field(default=365, ge=1, description="Raw telemetry kept this long")
+    shards: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="Site shards of the estate (default 64); fixed when the database is "
+        "first migrated, and refused if it differs later",
+    )
+    ingest_mode: Literal["sharded", "single"] = Field(
+        default="sharded",
+        description="sharded: share the site shards with every other ingest process; "
+        "single: one process, one MQTT session for everything (what `up` runs)",
+    )
+    reject_retention_days: int = Field(default=30, ge=1, description="Rejects kept this long")
+    rejects_per_site: int = Field(
+        default=100_000, ge=100, description="At most this many rejects kept per site (newest)"
+    )
+    api_public_docs: bool = Field(
+        default=False, description="Serve /docs and /openapi.json without a token"
+    )
     log_level: str = Field(default="INFO")
 
     @field_validator("mqtt_url")
@@ -110,6 +133,24 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if PLACEHOLDER_MARK in token.lower():
+            raise ValueError(
+                f"FIRESAFE_ADMIN_TOKEN is a {PLACEHOLDER_MARK!r} placeholder: "
+                "generate one with `openssl rand -hex 32`"
+            )
+        if len(token) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"FIRESAFE_ADMIN_TOKEN is too short ({len(token)} characters, at least "
+                f"{MIN_ADMIN_TOKEN_CHARS}): generate one with `openssl rand -hex 32`"
+            )
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -1216,8 +1216,7 @@ def platform() -> Json:
     recent = table(
         "Recent rejects",
         """
-        SELECT r.received_at AS time, r.reason, r.topic, r.device_id AS device, r.detail,
-               left(encode(r.payload, 'escape'), 200) AS payload
+        SELECT r.received_at AS time, r.reason, r.topic, r.device_id AS device, r.detail
         FROM rejects r
         WHERE $__timeFilter(r.received_at)
         ORDER BY r.received_at DESC, r.id DESC

@@ -31,8 +31,11 @@ from ingest.registry import Device, Registry
 N_READINGS = len(READINGS)
 EVENT_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
 _NAN_ROW = [math.nan] * N_READINGS
-# Event time beyond this is not a plausible epoch-millisecond clock (year 287396).
-MAX_TS_MS = 2**53
+# Event time accepted: 2000-01-01 to 2100-01-01 UTC (contract docs). Outside it a
+# clock is broken, and such a time must not reach detection, the database's
+# date arithmetic or a client's date parser; the message is a `bad_value` reject.
+MIN_TS_MS = 946_684_800_000
+MAX_TS_MS = 4_102_444_800_000
 
 
 class RawMessage(NamedTuple):
@@ -45,6 +48,8 @@ class RawMessage(NamedTuple):
     mid: int = 0  # MQTT packet id, acknowledged after the batch holding it commits
     qos: int = 0
     generation: int = 0  # which broker connection it came on (packet ids are per connection)
+    size: int = -1  # the payload's length when it was cut short on arrival (too large)
+    shard: int = -1  # the shard whose session it came on (-1: the single session)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,7 @@ class Reject:
     payload: bytes
     detail: str
     device_id: str | None = None
+    size: int = -1  # the payload's original length when it was cut short on arrival
 
     def __post_init__(self) -> None:
         # The detail may quote device input; PostgreSQL text cannot hold NUL.
@@ -105,8 +111,10 @@ def _ts(obj: dict[str, Any]) -> int:
     ts = obj.get("ts")
     if type(ts) is not int:
         raise _Invalid("missing_ts", "`ts` must be an integer (epoch milliseconds)")
-    if not 0 <= ts < MAX_TS_MS:
-        raise _Invalid("missing_ts", f"`ts` {ts} is not an epoch-millisecond time")
+    if not MIN_TS_MS <= ts < MAX_TS_MS:
+        raise _Invalid(
+            "bad_value", f"`ts` {ts} is outside 2000-01-01..2100-01-01 (epoch milliseconds)"
+        )
     return ts
 
 
@@ -196,6 +204,17 @@ class Decoder:
             and ID_RE.match(parts[2])
             and ID_RE.match(parts[4])
         ):
+            # Gateways need not be registered (contract), but an id that is
+            # registered belongs to its site: a device account must not speak
+            # for another site's devices through a gateway topic.
+            known = self.registry.get(parts[4])
+            if known is not None and known.site != parts[2]:
+                return (
+                    "batch",
+                    None,
+                    "site_mismatch",
+                    f"gateway {parts[4]!r} is registered at site {known.site!r}, not {parts[2]!r}",
+                )
             return ("batch", None, None, parts[2])
         return ("bad", None, "bad_topic", "not a topic of contract v1")
 
@@ -225,15 +244,17 @@ class Decoder:
             what, device, reason, detail = classify(topic)
             if what == "cmd":
                 continue
-            if len(payload) > MAX_PAYLOAD_BYTES:
+            size = message.size if message.size >= 0 else len(payload)
+            if size > MAX_PAYLOAD_BYTES:
                 rejects.append(
                     Reject(
                         arrival,
                         topic,
                         "too_large",
                         payload,
-                        f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}",
+                        f"{size} bytes > {MAX_PAYLOAD_BYTES}",
                         device.id if device else None,
+                        size,
                     )
                 )
                 continue

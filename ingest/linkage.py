@@ -1,19 +1,24 @@
 """Evacuation linkage (contract section 2): on a confirmed fire, command the
 evac devices of that building; `normal` once its last fire alarm clears.
 
-Keeps the set of zones with an open confirmed fire per building, and the last
-command sent to each sign so that a sign is only told something new.
+A pure comparison of what each sign should show (from the building's open
+confirmed fires) against the last command written for it. The commands are
+written as pending rows in the transaction that changed the fire state (an
+outbox, see `ingest/commands.py`), so a retried transaction, a broker outage
+or a restart neither loses nor repeats one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from detection.linkage import sign_direction
-from ingest.registry import Registry
+from ingest.registry import Device
 
 Building = tuple[str, str]  # (site, building)
 FloorZone = tuple[str, str]  # (floor, zone)
+SignState = tuple[str, str | None]  # (cmd, direction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,49 +31,35 @@ class Command:
     alarm_id: str | None
 
 
-class Linkage:
-    def __init__(self) -> None:
-        # building -> (floor, zone) -> ids of open confirmed fire alarms there
-        self.burning: dict[Building, dict[FloorZone, set[str]]] = {}
-        self.last_sent: dict[str, tuple[str, str | None]] = {}
+def wanted_state(device: Device, burning: Collection[FloorZone]) -> SignState:
+    """What one evac device of a building must show, given the building's zones on fire."""
+    if not burning:
+        return ("normal", None)
+    routes = device.routes or {}
+    left, right = routes.get("left"), routes.get("right")
+    direction = sign_direction(
+        None if left is None else (device.floor, left) in burning,
+        None if right is None else (device.floor, right) in burning,
+    )
+    return ("emergency", direction)
 
-    def fire_confirmed(
-        self, alarm_id: str, site: str, building: str, floor: str, zone: str
-    ) -> Building:
-        self.burning.setdefault((site, building), {}).setdefault((floor, zone), set()).add(alarm_id)
-        return (site, building)
 
-    def fire_cleared(self, alarm_id: str, site: str, building: str) -> Building:
-        zones = self.burning.get((site, building), {})
-        for key in list(zones):
-            zones[key].discard(alarm_id)
-            if not zones[key]:
-                del zones[key]
-        if not zones:
-            self.burning.pop((site, building), None)
-        return (site, building)
-
-    def commands(
-        self, registry: Registry, building: Building, alarm_id: str | None
-    ) -> list[Command]:
-        """What each evac device of the building must show now, where it changed."""
-        site, name = building
-        zones = self.burning.get(building)
-        out: list[Command] = []
-        for device in registry.evac_devices(site, name):
-            if zones:
-                routes = device.routes or {}
-                left, right = routes.get("left"), routes.get("right")
-                direction = sign_direction(
-                    None if left is None else (device.floor, left) in zones,
-                    None if right is None else (device.floor, right) in zones,
-                )
-                wanted: tuple[str, str | None] = ("emergency", direction)
-            else:
-                wanted = ("normal", None)
-            previous = self.last_sent.get(device.id)
-            if previous == wanted or (previous is None and wanted[0] == "normal"):
-                continue
-            self.last_sent[device.id] = wanted
-            out.append(Command(device.id, site, name, wanted[0], wanted[1], alarm_id))
-        return out
+def commands_for(
+    building: Building,
+    signs: Iterable[Device],
+    burning: Collection[FloorZone],
+    last: Mapping[str, SignState],
+    alarm_id: str | None,
+) -> list[Command]:
+    """Commands for the signs whose wanted state differs from their last command.
+    A sign never commanded needs no `normal`: it shows normal already.
+    `alarm_id`: the alarm the commands answer (the newest fire, or the one cleared)."""
+    site, name = building
+    out: list[Command] = []
+    for device in signs:
+        wanted = wanted_state(device, burning)
+        previous = last.get(device.id)
+        if previous == wanted or (previous is None and wanted[0] == "normal"):
+            continue
+        out.append(Command(device.id, site, name, wanted[0], wanted[1], alarm_id))
+    return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import socket
@@ -48,6 +49,9 @@ CONNECT_TIMEOUT_S = 5.0
 READ_CHUNK = 256 * 1024
 # Packets handled per socket wake-up before yielding to the other tasks.
 MAX_PACKETS_PER_WAKEUP = 500
+
+
+_GENERATIONS = itertools.count(1)
 
 
 class MqttError(Exception):
@@ -133,13 +137,15 @@ class MqttSource:
         client_id: str,
         deliver: Callable[[RawMessage], None],
         *,
-        subscription: str = SUBSCRIPTION,
+        subscriptions: Sequence[str] = (SUBSCRIPTION,),
+        shard: int = -1,
     ) -> None:
         self.endpoint = endpoint
         self.client_id = client_id
         self.deliver = deliver
-        self.subscription = subscription
-        self.generation = 0  # bumped per connection: packet ids are per connection
+        self.subscriptions = list(subscriptions)
+        self.shard = shard  # carried by every message, so its ack finds this session
+        self.generation = 0  # the current connection's number: packet ids are per connection
         self.connected = False
         self.protocol = paho.MQTTv5
         self._client: _BufferedClient | None = None
@@ -151,6 +157,8 @@ class MqttSource:
         self.subscribed = False
         self._lost: asyncio.Event = asyncio.Event()
         self._stopping = False
+        # Our own QoS 1 publications awaiting PUBACK, by packet id.
+        self._inflight: dict[int, asyncio.Future[None]] = {}
 
     # ----------------------------------------------------------- public API
     async def run(self, on_connected: Callable[[], None] | None = None) -> None:
@@ -180,6 +188,8 @@ class MqttSource:
                 self._teardown()
             if not self._stopping:
                 log.warning("MQTT connection lost; reconnecting")
+                # The broker may have been upgraded or restarted: ask for MQTT 5 again.
+                self.protocol = paho.MQTTv5
 
     async def stop(self) -> None:
         """Disconnect cleanly; the broker keeps the session and unacknowledged messages."""
@@ -208,12 +218,19 @@ class MqttSource:
                 acked += 1
         return acked
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
+    def publish(self, topic: str, payload: bytes) -> asyncio.Future[None] | None:
+        """Publish at QoS 1; the future resolves when the broker has acknowledged
+        it (PUBACK), and is cancelled if the connection is lost first or fails if
+        the broker refuses it. None: not connected."""
         client = self._client
-        if client is None or not self.connected:
-            return False
-        info = client.publish(topic, payload, qos=qos)
-        return info.rc == paho.MQTT_ERR_SUCCESS
+        if client is None or not self.connected or self._loop is None:
+            return None
+        info = client.publish(topic, payload, qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return None
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._inflight[info.mid] = future
+        return future
 
     def pause(self) -> None:
         """Stop reading from the broker (backpressure)."""
@@ -246,6 +263,7 @@ class MqttSource:
         client.on_message = self._on_message
         client.on_publish_fast = self._on_publish_fast
         client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_puback
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
@@ -268,29 +286,37 @@ class MqttSource:
             await self._loop.run_in_executor(
                 None, lambda: client.connect(self.endpoint.host, self.endpoint.port, **kwargs)
             )
-            code = await asyncio.wait_for(self._connack, CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError, paho.WebsocketConnectionError) as exc:
+        except (OSError, paho.WebsocketConnectionError) as exc:
+            # The broker is down or unreachable: that says nothing of its protocol.
             self._teardown()
-            if self.protocol == paho.MQTTv5 and isinstance(exc, TimeoutError | ConnectionError):
-                self._fallback()
             raise MqttError(f"cannot connect: {exc or type(exc).__name__}") from exc
+        try:
+            code = await asyncio.wait_for(self._connack, CONNECT_TIMEOUT_S)
+        except TimeoutError as exc:
+            # Connected, but no CONNACK: a 3.1.1-only broker may ignore an MQTT 5 CONNECT.
+            self._teardown()
+            if self.protocol == paho.MQTTv5:
+                self._fallback("did not answer an MQTT 5 CONNECT")
+            raise MqttError("no CONNACK within the connect timeout") from exc
+        except MqttError:
+            self._teardown()
+            raise
         if _failed(code):
             self._teardown()
             if self.protocol == paho.MQTTv5 and _unsupported_protocol(code):
-                self._fallback()
+                self._fallback(f"refused MQTT 5 ({code})")
             raise MqttError(f"broker refused the connection: {code}")
-        self._suback = self._loop.create_future()
-        options = SubscribeOptions(qos=1, noLocal=True) if self.protocol == paho.MQTTv5 else None
-        if options is not None:
-            client.subscribe([(self.subscription, options)])
-        else:
-            client.subscribe(self.subscription, qos=1)
-        try:
-            # Subscribed (not merely connected) is when nothing more can be missed.
-            await asyncio.wait_for(self._suback, CONNECT_TIMEOUT_S)
-        except (TimeoutError, MqttError) as exc:
-            self._teardown()
-            raise MqttError(f"subscription to {self.subscription!r} not acknowledged") from exc
+        if self.subscriptions:
+            self._suback = self._loop.create_future()
+            self._subscribe(client, self.subscriptions)
+            try:
+                # Subscribed (not merely connected) is when nothing more can be missed.
+                await asyncio.wait_for(self._suback, CONNECT_TIMEOUT_S)
+            except (TimeoutError, MqttError) as exc:
+                self._teardown()
+                raise MqttError(
+                    f"subscription to {len(self.subscriptions)} filter(s) not acknowledged"
+                ) from exc
         self.subscribed = True
         log.info(
             "MQTT connected to %s as %r (%s, persistent session)",
@@ -299,13 +325,33 @@ class MqttSource:
             "MQTT 5" if self.protocol == paho.MQTTv5 else "MQTT 3.1.1",
         )
 
-    def _fallback(self) -> None:
-        log.info("broker does not speak MQTT 5 here; falling back to MQTT 3.1.1")
+    def _subscribe(self, client: paho.Client, topics: Sequence[str]) -> None:
+        if self.protocol == paho.MQTTv5:
+            options = SubscribeOptions(qos=1, noLocal=True)
+            client.subscribe([(t, options) for t in topics])
+        else:
+            client.subscribe([(t, 1) for t in topics])
+
+    def add_subscriptions(self, topics: Sequence[str]) -> None:
+        """Subscribe to more topic filters (a site registered in this shard)."""
+        new = [t for t in topics if t not in self.subscriptions]
+        if not new:
+            return
+        self.subscriptions += new
+        client = self._client
+        if client is not None and self.connected:
+            self._subscribe(client, new)
+
+    def _fallback(self, why: str) -> None:
+        log.info("the broker %s; trying MQTT 3.1.1", why)
         self.protocol = paho.MQTTv311
 
     def _teardown(self) -> None:
         self.connected = False
         self.subscribed = False
+        inflight, self._inflight = self._inflight, {}
+        for future in inflight.values():
+            future.cancel()  # the connection is gone: no PUBACK will come
         client, self._client = self._client, None
         if self._sock is not None and self._loop is not None:
             with contextlib.suppress(Exception):
@@ -339,7 +385,7 @@ class MqttSource:
             running = None
         if running is self._loop:
             fn()
-        else:
+        elif not self._loop.is_closed():  # a client collected after its loop ended
             self._loop.call_soon_threadsafe(fn)
 
     def _on_readable(self) -> None:
@@ -402,8 +448,10 @@ class MqttSource:
     ) -> None:
         if not _failed(code):
             # Here, not after the await: queued messages can follow CONNACK in the
-            # same read and must carry the new connection's generation.
-            self.generation += 1
+            # same read and must carry the new connection's generation. Numbered
+            # process-wide, so that no other session's connection, now or later,
+            # shares it: a packet id is only meaningful on its own connection.
+            self.generation = next(_GENERATIONS)
             self.connected = True
         future = self._connack
         if future is not None and not future.done():
@@ -437,11 +485,34 @@ class MqttSource:
                 )
             )
 
+    def _on_puback(
+        self, client: paho.Client, userdata: Any, mid: int, code: ReasonCode, props: Any
+    ) -> None:
+        def resolve() -> None:
+            future = self._inflight.pop(mid, None)
+            if future is None or future.done():
+                return
+            if _failed(code):
+                future.set_exception(MqttError(f"broker refused the publication: {code}"))
+            else:
+                future.set_result(None)
+
+        self._call_in_loop(resolve)
+
     def _on_publish_fast(
         self, topic: str, payload: bytes, retained: bool, mid: int, qos: int
     ) -> None:
         self.deliver(
-            RawMessage(topic, payload, int(time.time() * 1000), retained, mid, qos, self.generation)
+            RawMessage(
+                topic,
+                payload,
+                int(time.time() * 1000),
+                retained,
+                mid,
+                qos,
+                self.generation,
+                shard=self.shard,
+            )
         )
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -454,6 +525,7 @@ class MqttSource:
                 message.mid,
                 message.qos,
                 self.generation,
+                shard=self.shard,
             )
         )
 

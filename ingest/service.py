@@ -1,14 +1,17 @@
 """The ingest service: MQTT in, one transaction per batch, acknowledgements out.
 
-    broker --(QoS 1, persistent session)--> intake (bounded) --> processor:
-        decode -> de-duplicate -> [transaction: events, telemetry (COPY), rejects,
-        detection, alarms] -> commit -> acknowledge -> linkage commands
+    broker --(QoS 1, persistent session)--> intake (bounded: messages and bytes)
+        --> processor: decode -> plan -> write [transaction: events, telemetry
+        (COPY), rejects, detection's alarms, linkage commands] -> after_commit
+        (acknowledge, tracker, counters) --> command sender (outbox, QoS 1)
 
 A message is acknowledged to the broker only after the transaction holding it
-has committed, so a crash at any point loses nothing: the broker delivers it
-again and the (device, seq, ts) key stores it once. Every task is named and
-runs in one TaskGroup; shutdown stops intake, drains what was received,
-acknowledges it and closes the connections in that order.
+has committed, exactly once, so a crash at any point loses nothing: the broker
+delivers it again and the (device, seq, ts) key stores it once. Only the write
+is retried (`ingest/pipeline.py`); a message the database cannot store is
+isolated by bisection, kept as a reject and acknowledged. Every task is named
+and runs in one TaskGroup; shutdown stops intake, drains what was received,
+acknowledges it and disconnects, within a bounded time.
 """
 
 from __future__ import annotations
@@ -20,28 +23,32 @@ import os
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import orjson
 import psycopg
 from numpy.typing import NDArray
 
 from detection import AlarmChange, Engine, Events, Readings
-from firesafe.contract import EVENT_TYPES, READING_INDEX
+from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
 from firesafe.settings import Settings
+from ingest import shards
+from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
-from ingest.linkage import Building, Linkage
-from ingest.mqtt import MqttSource
-from ingest.registry import Registry, device_from_row
+from ingest.linkage import Building, commands_for
+from ingest.mqtt import SUBSCRIPTION, MqttSource
+from ingest.ownership import SINGLE, Ownership
+from ingest.pipeline import BatchPlan, plan_batch
+from ingest.registry import Registry, ZoneIds, device_from_row
+from ingest.shards import ShardLost
 from ingest.supervision import Supervisor
 from ingest.tracker import DeviceTracker
 from storage import ingest_store as store
 from storage import partitions
-from storage.migrate import current_flavour
+from storage.errors import MigrationError
 
 log = logging.getLogger(__name__)
 
@@ -60,25 +67,46 @@ BATCH_MAX_AGE_S = 0.02
 # the reader from taking the CPU the writer needs.
 INTAKE_HIGH_WATER = 2 * BATCH_MAX_MESSAGES
 INTAKE_LOW_WATER = BATCH_MAX_MESSAGES
+# ... and in bytes, so that large payloads cannot grow memory without bound.
+INTAKE_HIGH_WATER_BYTES = 4 * BATCH_MAX_BYTES
+INTAKE_LOW_WATER_BYTES = 2 * BATCH_MAX_BYTES
+# A payload over the contract's limit is a reject: keep only its head (and its
+# length) from the moment it arrives.
+OVERSIZE_KEEP_BYTES = 4096
 TICK_S = 1.0  # supervision resolution: offline is raised within ~1 s of its time
 STATS_EVERY_S = 5.0  # ingest_stats rows for Grafana and /health
 STATE_EVERY_S = 5.0  # device_state is a summary; folding it per batch would double writes
 REGISTRY_EVERY_S = 2.0  # registry and person-cleared alarms poll
+LEASE_EVERY_S = 1.0  # shard sharing round: a dead process's shards are taken within ~1-2 s
 # On-demand refresh when a batch names an unknown device, at most this often:
 # a device registered a moment ago must not be rejected, and a flood of
 # unknown ids costs one cheap version query per batch at most.
 REGISTRY_MIN_GAP_S = 0.05
 HOUSEKEEPING_EVERY_S = 3600.0  # partitions ahead of time (plain PostgreSQL)
+# Rejects are pruned often: a flood must not outgrow its bound for long.
+REJECT_PRUNE_EVERY_S = 60.0
+HOUSEKEEPING_LOCK = 0x46495246  # advisory lock key: one pruner at a time in a cluster
 DRAIN_TIMEOUT_S = 10.0
+DISCONNECT_TIMEOUT_S = 5.0
 DB_RETRY_MIN_S = 0.5
 DB_RETRY_MAX_S = 15.0
 APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
+# The writer session holds the shard leases: the server must notice soon when
+# its client is gone (a partition, a dead machine), or those shards would wait
+# for the kernel's two-hour keepalive. About 5 + 3 x 2 s here.
+WRITER_OPTIONS = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
 
 _MAINS = READING_INDEX["mains"]
 _URGENT_SUFFIXES = ("/event", "/status")
 # Rejects that do not show the named device is alive: it may not exist, or the
 # message came from elsewhere (another site's topic).
 _NOT_FROM_THE_DEVICE = frozenset({"unknown_device", "site_mismatch", "bad_topic"})
+# Errors that mean "the database went away", as opposed to "it refused this data".
+_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+class PoisonBatch(Exception):
+    """The database (or processing) refused something in this batch's rows."""
 
 
 def now_ms() -> int:
@@ -97,20 +125,6 @@ class Counters:
     latencies_ms: list[float] = field(default_factory=list)
 
 
-def _first_of_keys(
-    slot: NDArray[np.int64], ts: NDArray[np.int64], seq: NDArray[np.int64]
-) -> NDArray[np.bool_]:
-    """Mask keeping the first row of each (slot, ts, seq) key (in-batch duplicates)."""
-    keep = np.ones(slot.size, dtype=np.bool_)
-    if slot.size < 2:
-        return keep
-    order = np.lexsort((seq, ts, slot))
-    s, t, q = slot[order], ts[order], seq[order]
-    same = (s[1:] == s[:-1]) & (t[1:] == t[:-1]) & (q[1:] == q[:-1])
-    keep[order[1:][same]] = False
-    return keep
-
-
 class IngestService:
     def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
         self.settings = settings
@@ -120,12 +134,20 @@ class IngestService:
         self._wake = asyncio.Event()
         self._urgent = False
         self._stopping = asyncio.Event()
-        self.source = MqttSource(settings.mqtt, settings.mqtt_client_id, self._deliver)
+        self._intake_bytes = 0
+        self.sharded = settings.ingest_mode == "sharded"
+        self.ownership = Ownership(settings, self._deliver, sharded=self.sharded)
+        self.commands = CommandSender(
+            self.ownership.source_for,
+            self.dsn,
+            lambda: self.ownership.pending_sites(self.registry.sites),
+            application_name=APPLICATION_NAME,
+        )
         self.engine = Engine()
         self.tracker = DeviceTracker()
         self.supervisor = Supervisor()
-        self.linkage = Linkage()
-        self.registry = Registry([])
+        self.zone_ids = ZoneIds()
+        self.registry = Registry([], self.zone_ids)
         self.decoder = Decoder(self.registry)
         self.counters = Counters()
         self.ready = asyncio.Event()
@@ -136,15 +158,24 @@ class IngestService:
         self._clear_log_id = 0
         self._watermark = 0
         self._started_ms = now_ms()
+        # When supervision of each slot (re)started: start-up, or its shard's takeover.
+        self._since = np.zeros(0, np.int64)
+        self._configured = np.zeros(0, np.int64)  # the slots detection and supervision cover
+        self._shard_sites: dict[int, list[str]] = {}
         self._flavour: store.Flavour = "plain"
 
     # ------------------------------------------------------------- intake
     def _deliver(self, message: RawMessage) -> None:
+        if len(message.payload) > MAX_PAYLOAD_BYTES:
+            message = message._replace(
+                payload=message.payload[:OVERSIZE_KEEP_BYTES], size=len(message.payload)
+            )
         self.intake.append(message)
+        self._intake_bytes += len(message.payload)
         if message.topic.endswith(_URGENT_SUFFIXES):
             self._urgent = True
-        if len(self.intake) >= INTAKE_HIGH_WATER:
-            self.source.pause()
+        if len(self.intake) >= INTAKE_HIGH_WATER or self._intake_bytes >= INTAKE_HIGH_WATER_BYTES:
+            self.ownership.pause()
         if not self._wake.is_set():
             self._wake.set()
 
@@ -152,44 +183,113 @@ class IngestService:
     def queue_depth(self) -> int:
         return len(self.intake)
 
+    @property
+    def source(self) -> MqttSource:
+        """The one MQTT session of single mode."""
+        return self.ownership.sources[SINGLE]
+
+    @property
+    def subscribed(self) -> bool:
+        """Every session this process holds is connected and subscribed."""
+        return self.ownership.subscribed or (self.sharded and not self.ownership.owned)
+
     def request_stop(self) -> None:
         self._stopping.set()
 
     # ------------------------------------------------------------ running
     async def run(self) -> None:
-        """Run until `request_stop()`; then drain, acknowledge and close in order."""
+        """Run until `request_stop()`; then drain, acknowledge and close in order.
+        Losing a shard's lease (the database session that held it) starts over."""
+        while True:
+            try:
+                await self._run_once()
+                return
+            except* ShardLost as lost:
+                log.warning("%s: dropping every shard and starting over", lost.exceptions[0])
+            await self._start_over()
+            if self._stopping.is_set():
+                return
+            await asyncio.sleep(DB_RETRY_MIN_S * random.uniform(0.5, 1.0))
+
+    async def _run_once(self) -> None:
         await self._open_database()
-        await self._load_state()
         try:
+            if not self.sharded:
+                assert self._writer is not None
+                await self.ownership.take_all(self._writer)
+            await self._with_database(self._load_state)
             async with asyncio.TaskGroup() as tasks:
-                mqtt = tasks.create_task(self.source.run(), name="ingest-mqtt")
+                self.ownership.bind(tasks)
+                self.ownership.start_sessions(self._subscriptions)
                 processor = tasks.create_task(self._process_loop(), name="ingest-processor")
                 housekeeping = tasks.create_task(self._housekeeping(), name="ingest-housekeeping")
+                sender = tasks.create_task(self.commands.run(), name="ingest-commands")
                 self.ready.set()
-                await self._stopping.wait()
+                stopping = tasks.create_task(self._stopping.wait(), name="ingest-stop")
+                await asyncio.wait([stopping, processor], return_when=asyncio.FIRST_COMPLETED)
+                if processor.done():  # ended by an error: the group raises it
+                    stopping.cancel()
+                    return
                 # 1. stop intake, 2. drain what was received, 3. disconnect.
-                self.source.pause()
-                await asyncio.wait_for(processor, DRAIN_TIMEOUT_S + 5)
+                self.ownership.pause()
+                try:
+                    await asyncio.wait_for(processor, DRAIN_TIMEOUT_S)
+                except TimeoutError:
+                    # The database is away: what was not committed is not acknowledged
+                    # either, and the broker delivers it again to the next run.
+                    log.warning(
+                        "drain did not finish within %.0f s; %d message(s) left to the broker",
+                        DRAIN_TIMEOUT_S,
+                        self.queue_depth,
+                    )
                 housekeeping.cancel()
-                await self.source.stop()
-                await mqtt
+                self.commands.stop()
+                try:
+                    await asyncio.wait_for(sender, PUBACK_TIMEOUT_S + 1)
+                except TimeoutError:
+                    log.warning("linkage sender did not finish; its commands stay pending")
+                await self.ownership.stop_sessions()
         finally:
+            self.ownership.bind(None)
             await self._close_database()
 
+    async def _start_over(self) -> None:
+        """After a lost lease: nothing held, nothing known; the broker redelivers
+        what was not acknowledged to whoever owns each shard now."""
+        await self.ownership.stop_sessions()
+        self.ownership.owned.clear()
+        self.ownership.releasing.clear()
+        self.intake.clear()
+        self._intake_bytes = 0
+        self.engine = Engine()
+        self.tracker = DeviceTracker()
+        self.supervisor = Supervisor()
+        self._configured = np.zeros(0, np.int64)
+        self._registry_version = (-1, None)
+        self.ready.clear()
+
     async def _open_database(self) -> None:
-        self._flavour = await asyncio.to_thread(current_flavour, self.dsn)
+        """Connect (waiting out an outage of any length) and read the schema flavour.
+        A database that answers but is not migrated is a configuration error."""
         delay = DB_RETRY_MIN_S
         while True:
             try:
                 self._writer = await psycopg.AsyncConnection.connect(
-                    self.dsn, application_name=APPLICATION_NAME
+                    self.dsn, application_name=APPLICATION_NAME, options=WRITER_OPTIONS
                 )
-                await store.prepare_connection(self._writer)
                 self._aux = await psycopg.AsyncConnection.connect(
                     self.dsn, autocommit=True, application_name=APPLICATION_NAME
                 )
+                flavour = await store.recorded_flavour(self._aux)
+                if flavour is None:
+                    raise MigrationError("database is not migrated: run `firesafe db migrate`")
+                self._flavour = flavour
+                await store.prepare_connection(self._writer)
+                # Leases live in the writer's session: take back what we held.
+                await self.ownership.join(self._writer, self._aux)
                 return
-            except psycopg.OperationalError as exc:
+            except _CONNECTION_ERRORS as exc:
+                await self._close_database()
                 log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
@@ -206,10 +306,27 @@ class IngestService:
         await self._open_database()
 
     async def _load_state(self) -> None:
+        """Restore detection, supervision and linkage from the database (start-up).
+        Sharded, a process starts with no shard: each is restored when taken."""
         assert self._aux is not None
+        self.engine = Engine()
+        self.supervisor = Supervisor()
+        self.tracker = DeviceTracker()
+        self._configured = np.zeros(0, np.int64)
+        self._clear_log_id = await store.last_log_id(self._aux)
         await self._refresh_registry(force=True)
-        self.tracker.load(await store.load_device_state(self._aux))
-        for row in await store.load_open_alarms(self._aux):
+        if self.sharded:
+            return
+        await self._restore(None)
+
+    async def _restore(self, sites: Collection[str] | None) -> None:
+        """What the database knows of these sites' devices (None: all): device state,
+        open alarms, and the signs brought in line with the open fires."""
+        assert self._aux is not None
+        assert self._writer is not None
+        only = None if sites is None else sorted(sites)
+        self.tracker.load(await store.load_device_state(self._aux, only))
+        for row in await store.load_open_alarms(self._aux, only):
             slot = int(row["slot"])
             if row["type"] == "offline":
                 self.supervisor.mark_offline(slot)
@@ -217,11 +334,13 @@ class IngestService:
             self.engine.restore_alarm(
                 slot, row["type"], row["verdict"], int(row["opened_ms"]), row["reason"]
             )
-            if row["type"] == "fire" and row["verdict"] == "confirmed":
-                self.linkage.fire_confirmed(
-                    row["id"], row["site_id"], row["building"], row["floor"], row["zone"]
-                )
-        self._clear_log_id = await store.last_log_id(self._aux)
+        # Every sign shows what the open fires want, whatever was (or was not)
+        # sent before: recompute and write what differs.
+        async with self._writer.transaction():
+            written = await self._write_commands(self._writer, self.registry.evac_buildings(sites))
+        if written:
+            log.info("linkage: %d command(s) to bring signs in line", written)
+        self.commands.wake()
 
     async def _refresh_registry(self, *, force: bool = False) -> bool:
         """Reload the registry if it changed; True when it did."""
@@ -232,29 +351,92 @@ class IngestService:
             return False
         rows = await store.load_registry(self._aux)
         self._registry_version = version
-        registry = Registry(device_from_row(row) for row in rows)
+        registry = Registry((device_from_row(row) for row in rows), self.zone_ids)
         self.registry = registry
         self.decoder = Decoder(registry)
         self.tracker.ensure(registry.size)
-        slots = registry.slots
-        self.engine.configure(
-            slots,
-            registry.kind[slots],
-            registry.zone[slots],
-            [registry.device(int(s)).thresholds for s in slots],
-        )
-        baseline = np.maximum(registry.registered_ms, self._started_ms)
-        baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
-        self.supervisor.configure(slots, registry.interval_ms, baseline)
+        self._shard_sites = {}
+        if self.sharded:
+            for site in registry.sites:
+                self._shard_sites.setdefault(self.ownership.shard_of(site), []).append(site)
+            for shard, source in self.ownership.sources.items():  # sites registered since
+                source.add_subscriptions(self._subscriptions(shard))
+        self._configure_owned()
         log.info("registry: %d devices", len(registry))
         return True
+
+    def _subscriptions(self, shard: int) -> list[str]:
+        if shard == SINGLE:
+            return [SUBSCRIPTION]
+        return shards.subscriptions(self._shard_sites.get(shard, ()))
+
+    def _configure_owned(self) -> None:
+        """Detection and supervision cover exactly the devices of the shards held."""
+        registry = self.registry
+        if self.sharded:
+            held = {s for k in self.ownership.owned for s in self._shard_sites.get(k, ())}
+            slots = registry.slots_of_sites(held)
+        else:
+            slots = registry.slots
+        stale = np.setdiff1d(self._configured, slots)
+        if stale.size:  # a device moved away, or was deleted
+            self._forget(stale)
+        if self._since.size < registry.size:
+            grown = np.full(registry.size, self._started_ms, np.int64)
+            grown[: self._since.size] = self._since
+            self._since = grown
+        self.engine.configure(*registry.detection_config(slots))
+        baseline = np.maximum(registry.registered_ms, self._since[: registry.size])
+        baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
+        self.supervisor.configure(slots, registry.interval_ms, baseline)
+        self._configured = slots
+
+    def _forget(self, slots: NDArray[np.int64]) -> None:
+        self.engine.forget(slots)
+        self.tracker.forget(slots)
+        self.supervisor.forget(slots)
+
+    # ------------------------------------------------------------- shards
+    async def _balance(self) -> None:
+        """One round of sharing: hand over surplus shards once drained, take free
+        ones up to our share. Runs between commits (it uses the writer)."""
+        assert self._writer is not None
+        take, release = await self.ownership.plan(self._aux)
+        for shard in release:
+            if shard not in self.ownership.releasing:
+                log.info("shard %d: handing over (another process joined)", shard)
+                self.ownership.releasing.add(shard)
+                source = self.ownership.sources.get(shard)
+                if source is not None:
+                    source.pause()
+        for shard in sorted(self.ownership.releasing):
+            if not any(m.shard == shard for m in self.intake):  # drained and acknowledged
+                await self._flush_device_state()
+                await self.ownership.release(self._writer, shard)
+                self._configure_owned()
+                log.info("shard %d: handed over", shard)
+        for shard in take:
+            if await self.ownership.try_take(self._writer, shard):
+                await self._take_over(shard)
+
+    async def _take_over(self, shard: int) -> None:
+        """A shard just locked: its state from the database, its supervision clocks
+        restarted (a takeover is not the estate going silent), then its session."""
+        sites = self._shard_sites.get(shard, [])
+        slots = self.registry.slots_of_sites(set(sites))
+        self._forget(slots)
+        self._since[slots] = now_ms()
+        self._configure_owned()
+        await self._restore(sites)
+        self.ownership.start_session(shard, self._subscriptions(shard))
+        log.info("shard %d: taken over (%d site(s), %d device(s))", shard, len(sites), slots.size)
 
     # ---------------------------------------------------------- processor
     async def _process_loop(self) -> None:
         """Batches in order; the next batch is decoded while the previous one commits
         (PostgreSQL works on the other core), and bookkeeping runs between commits."""
         next_tick = time.monotonic()
-        next_stats = next_state = next_registry = time.monotonic()
+        next_stats = next_state = next_registry = next_lease = time.monotonic()
         committing: asyncio.Task[None] | None = None
         try:
             while True:
@@ -266,20 +448,25 @@ class IngestService:
                 if self.intake:
                     burst = self._take_batch()
                     self._urgent = any(m.topic.endswith(_URGENT_SUFFIXES) for m in self.intake)
-                    if len(self.intake) <= INTAKE_LOW_WATER and not stopping:
-                        self.source.resume()
+                    if (
+                        len(self.intake) <= INTAKE_LOW_WATER
+                        and self._intake_bytes <= INTAKE_LOW_WATER_BYTES
+                        and not stopping
+                    ):
+                        self.ownership.resume()
                     batch = await self._decode(burst)
                     if committing is not None:
                         await committing
                     committing = asyncio.create_task(
-                        self._with_database(self._commit, burst, batch, {}), name="ingest-commit"
+                        self._commit(burst, batch), name="ingest-commit"
                     )
                 mono = time.monotonic()
                 due_registry = mono >= next_registry and not stopping
                 due_tick = mono >= next_tick
                 due_state = mono >= next_state or stopping
                 due_stats = mono >= next_stats or stopping
-                if not (due_registry or due_tick or due_state or due_stats):
+                due_lease = self.sharded and mono >= next_lease and not stopping
+                if not (due_registry or due_tick or due_state or due_stats or due_lease):
                     continue
                 if committing is not None:  # one transaction at a time on the writer
                     await committing
@@ -289,13 +476,16 @@ class IngestService:
                     await self._with_database(self._poll_changes)
                 if due_tick:
                     next_tick = mono + TICK_S
-                    await self._with_database(self._supervise)
+                    await self._supervise()
                 if due_state:
                     next_state = mono + STATE_EVERY_S
                     await self._with_database(self._flush_device_state)
                 if due_stats:
                     next_stats = mono + STATS_EVERY_S
                     await self._with_database(self._write_stats)
+                if due_lease:
+                    next_lease = mono + LEASE_EVERY_S
+                    await self._with_database(self._balance)
         finally:
             if committing is not None:
                 await committing
@@ -310,6 +500,7 @@ class IngestService:
                 break
         burst = self.intake[:count]
         del self.intake[:count]
+        self._intake_bytes -= size
         return burst
 
     async def _wait_for_batch(self, next_tick: float) -> None:
@@ -331,23 +522,29 @@ class IngestService:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _with_database(self, step: Any, *args: Any) -> None:
-        """Run a database step; on a lost connection, reconnect and run it again."""
+        """Run a database step; on a lost connection, reconnect and run it again.
+        Steps are idempotent writes: what they decide is decided before the call."""
         delay = DB_RETRY_MIN_S
         while True:
             try:
                 await step(*args)
                 return
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                if self._stopping.is_set() and step != self._commit:
+            except _CONNECTION_ERRORS as exc:
+                if self._stopping.is_set() and step != self._write:
                     return  # bookkeeping is not worth waiting for; batches are
                 log.warning("database error (%s); retrying in %.1f s", exc, delay)
+                # Read nothing that cannot be committed, and never hold a shard's
+                # broker session while its lease may be gone.
+                await self.ownership.stop_sessions()
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
                 with contextlib.suppress(psycopg.Error):
                     await self._reconnect_database()
+                    if self.ownership.bound:
+                        self.ownership.start_sessions(self._subscriptions)
             except psycopg.Error as exc:
-                if step == self._commit:
-                    raise
+                if step == self._write:
+                    raise PoisonBatch(str(exc)) from exc
                 # Bookkeeping (stats, device_state, polls) must not stop the pipeline.
                 log.error("%s failed: %s", getattr(step, "__name__", step), exc)
                 return
@@ -371,144 +568,179 @@ class IngestService:
             log.warning("registry refresh failed (%s); keeping the current registry", exc)
             return False
 
-    async def _process_burst(self, burst: Sequence[RawMessage]) -> None:
-        await self._commit(burst, await self._decode(burst), {})
-
-    async def _commit(
-        self, burst: Sequence[RawMessage], batch: DecodedBatch, memo: dict[str, Any]
-    ) -> None:
-        """Store, acknowledge, link. `memo` survives a retry of the same batch, so
-        detection (which advances its state) runs once per batch."""
+    async def _commit(self, burst: Sequence[RawMessage], batch: DecodedBatch) -> None:
+        """Plan once, write (retried on a lost connection), then after_commit once.
+        A batch the database refuses is bisected down to the message it refuses."""
+        plan = plan_batch(burst, batch, self.tracker.maybe_duplicate)
         try:
-            applied = await self._store(batch, memo)
-        except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            # Should not happen (decode guards what PostgreSQL refuses); if it does,
-            # isolate the message the database refuses instead of stopping.
+            await self._with_database(self._write, plan)
+        except PoisonBatch as exc:
+            log.warning("a batch of %d message(s) was refused (%s); isolating", len(burst), exc)
             await self._bisect(burst, exc)
             return
-        self.source.ack(burst)
-        await self._link(applied)
-        c = self.counters
-        c.batches += 1
-        c.messages += len(burst)
-        c.readings += batch.readings
-        c.events += batch.events
-        c.rejects += len(batch.rejects)
-        oldest = min(m.received_ms for m in burst)
-        c.latencies_ms.append(now_ms() - oldest)
+        self._after_commit(plan)
 
-    async def _bisect(self, burst: Sequence[RawMessage], exc: Exception) -> None:
+    async def _bisect(self, burst: Sequence[RawMessage], exc: PoisonBatch) -> None:
         if len(burst) == 1:
             m = burst[0]
-            assert self._writer is not None
-            async with self._writer.transaction():
-                await store.write_rejects(
-                    self._writer,
-                    [
-                        store.RejectRow(
-                            m.received_ms,
-                            m.topic,
-                            "bad_payload",
-                            m.payload,
-                            f"the database refused it: {exc}"[:500],
-                            None,
-                        )
-                    ],
-                )
-            self.source.ack(burst)
+            reject = store.RejectRow(
+                m.received_ms,
+                m.topic,
+                "bad_payload",
+                m.payload,
+                f"could not be processed: {exc}"[:500],
+                None,
+            )
+            await self._with_database(self._write_rejects, [reject])
+            self.ownership.ack(burst)
+            self.counters.rejects += 1
+            log.error("message on %s kept as a reject: %s", m.topic, exc)
             return
         half = len(burst) // 2
         for part in (burst[:half], burst[half:]):
-            try:
-                await self._process_burst(part)
-            except (psycopg.DataError, psycopg.IntegrityError) as inner:
-                await self._bisect(part, inner)
+            await self._commit(part, await self._decode(part))
 
-    async def _store(self, batch: DecodedBatch, memo: dict[str, Any]) -> list[store.AppliedAlarm]:
-        """One transaction: events, telemetry, rejects, detection's alarms."""
-        registry = self.registry
+    async def _write_rejects(self, rejects: Sequence[store.RejectRow]) -> None:
+        assert self._writer is not None
+        async with self._writer.transaction():
+            await store.write_rejects(self._writer, rejects)
+
+    async def _write(self, plan: BatchPlan) -> None:
+        """One transaction: the batch's rows, detection's alarms, linkage commands.
+        The only step that is ever retried; detection is decided on the first try."""
         writer = self._writer
         assert writer is not None
-        # In-batch duplicates (same device, ts, seq), across telemetry and events.
-        keep_ev = _first_of_keys(batch.ev_slot, batch.ev_ts, batch.ev_seq)
-        keep_tel = _first_of_keys(batch.slot, batch.ts, batch.seq)
-        if batch.ev_slot.size and batch.slot.size:
-            ev_keys = set(
-                zip(
-                    batch.ev_slot.tolist(), batch.ev_ts.tolist(), batch.ev_seq.tolist(), strict=True
-                )
-            )
-            cand = np.flatnonzero(np.isin(batch.slot, batch.ev_slot))
-            for i in cand.tolist():
-                if (int(batch.slot[i]), int(batch.ts[i]), int(batch.seq[i])) in ev_keys:
-                    keep_tel[i] = False
-        in_batch_dups = int((~keep_ev).sum() + (~keep_tel).sum())
-        dropped = np.concatenate([batch.ev_slot[~keep_ev], batch.slot[~keep_tel]])
-        ev_idx = np.flatnonzero(keep_ev)
-        tel_idx = np.flatnonzero(keep_tel)
-        ev_slot, ev_ts, ev_seq = batch.ev_slot[ev_idx], batch.ev_ts[ev_idx], batch.ev_seq[ev_idx]
-        slot, ts, seq = batch.slot[tel_idx], batch.ts[tel_idx], batch.seq[tel_idx]
-        values = batch.values[tel_idx]
-        received = batch.received[tel_idx]
-        extra = {int(np.searchsorted(tel_idx, i)): v for i, v in batch.extra.items() if keep_tel[i]}
-        maybe_dup = self.tracker.maybe_duplicate(slot, ts)
-
+        registry = self.registry
         async with writer.transaction():
-            ev_new = await store.write_events(
-                writer,
-                device_ids=[registry.device(int(s)).id for s in ev_slot],
-                slot=ev_slot,
-                ts=ev_ts,
-                seq=ev_seq,
-                received=batch.ev_received[ev_idx],
-                types=[EVENT_TYPES[int(c)] for c in batch.ev_code[ev_idx]],
-                details=[batch.ev_detail[int(i)] for i in ev_idx],
-            )
-            tel_new = await store.write_telemetry(
-                writer,
-                self._flavour,
-                slot=slot,
-                ts=ts,
-                seq=seq,
-                received=received,
-                maybe_dup=maybe_dup,
-                values=values,
-                extra=extra,
-            )
-            await store.write_rejects(
-                writer,
-                [
-                    store.RejectRow(
-                        r.received_ms, r.topic, r.reason, r.payload, r.detail, r.device_id
+            try:
+                async with writer.transaction():  # a savepoint: refused rows are poison
+                    ev_new = await store.write_events(
+                        writer,
+                        device_ids=[registry.device(int(s)).id for s in plan.ev_slot],
+                        slot=plan.ev_slot,
+                        ts=plan.ev_ts,
+                        seq=plan.ev_seq,
+                        received=plan.ev_received,
+                        types=[EVENT_TYPES[int(c)] for c in plan.ev_code],
+                        details=[plan.batch.ev_detail[int(i)] for i in plan.ev_idx],
                     )
-                    for r in batch.rejects
-                ],
-            )
-            if "writes" not in memo:  # detection and supervision advance their state once
-                changes = self._detect(
-                    slot[tel_new],
-                    ts[tel_new],
-                    values[tel_new],
-                    ev_slot[ev_new],
-                    ev_ts[ev_new],
-                    batch.ev_code[ev_idx][ev_new],
-                )
-                memo["writes"] = [self._alarm_write(c) for c in changes]
-                memo["writes"] += self._supervise_batch(batch)
-            applied = await store.apply_alarm_writes(writer, memo["writes"])
+                    tel_new = await store.write_telemetry(
+                        writer,
+                        self._flavour,
+                        slot=plan.slot,
+                        ts=plan.ts,
+                        seq=plan.seq,
+                        received=plan.received,
+                        maybe_dup=plan.maybe_dup,
+                        values=plan.values,
+                        extra=plan.extra,
+                    )
+                    await store.write_rejects(writer, plan.rejects)
+            except _CONNECTION_ERRORS:
+                raise
+            except Exception as exc:
+                raise PoisonBatch(f"{type(exc).__name__}: {exc}") from exc
+            if plan.alarm_writes is None:  # detection and supervision advance state once
+                try:
+                    changes = self._detect(
+                        plan.slot[tel_new],
+                        plan.ts[tel_new],
+                        plan.values[tel_new],
+                        plan.ev_slot[ev_new],
+                        plan.ev_ts[ev_new],
+                        plan.ev_code[ev_new],
+                    )
+                    writes = [self._alarm_write(c) for c in changes]
+                    writes += self._supervise_batch(plan.batch)
+                except Exception as exc:
+                    log.exception("detection failed on a batch")
+                    raise PoisonBatch(f"detection failed: {type(exc).__name__}: {exc}") from exc
+                plan.alarm_writes = writes
+            applied = await self._apply_alarm_writes(writer, plan.alarm_writes)
+            fires = _fire_causes(applied)
+            commands = await self._write_commands(writer, sorted(fires), fires)
+        plan.tel_new, plan.ev_new, plan.applied, plan.commands = tel_new, ev_new, applied, commands
 
-        # Committed: fold into what we know of each device.
-        all_slot = np.concatenate([slot, ev_slot])
+    async def _apply_alarm_writes(
+        self, conn: psycopg.AsyncConnection[Any], writes: Sequence[store.AlarmWrite]
+    ) -> list[store.AppliedAlarm]:
+        """Apply alarm transitions; one the database refuses is logged and skipped,
+        never allowed to take the others (or the batch's data) with it."""
+        if not writes:
+            return []
+        try:
+            async with conn.transaction():
+                return await store.apply_alarm_writes(conn, writes)
+        except _CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            log.error("alarm writes refused (%s); applying one by one", exc)
+        applied: list[store.AppliedAlarm] = []
+        for w in writes:
+            try:
+                async with conn.transaction():
+                    applied += await store.apply_alarm_writes(conn, [w])
+            except _CONNECTION_ERRORS:
+                raise
+            except Exception as exc:
+                log.error("alarm transition %s refused by the database: %s", w, exc)
+        return applied
+
+    async def _write_commands(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        buildings: Sequence[Building],
+        causes: Mapping[Building, str] | None = None,
+    ) -> int:
+        """Linkage: write (as pending) the commands that bring each sign of these
+        buildings in line with the building's open confirmed fires. `causes`: the
+        alarm that changed each building's state (a `normal` refers to it)."""
+        if not buildings:
+            return 0
+        burning = await store.burning_zones(conn, buildings)
+        last = await store.last_commands(conn, buildings)
+        made_at = now_ms()
+        rows: list[store.CommandRow] = []
+        for building in buildings:
+            zones, alarm_id = burning[building]
+            if alarm_id is None and causes:
+                alarm_id = causes.get(building)
+            signs = self.registry.evac_devices(*building)
+            for c in commands_for(building, signs, zones, last, alarm_id):
+                payload: dict[str, Any] = {"ts": made_at, "cmd": c.cmd}
+                if c.cmd == "emergency":
+                    payload.update(alarm_id=c.alarm_id, direction=c.direction)
+                rows.append(
+                    store.CommandRow(
+                        c.alarm_id, c.device_id, c.site, c.building, c.cmd, c.direction, payload
+                    )
+                )
+        await store.write_commands(conn, rows)
+        if rows:
+            log.info("linkage: %d command(s) written for %d building(s)", len(rows), len(buildings))
+        return len(rows)
+
+    def _after_commit(self, plan: BatchPlan) -> None:
+        """Committed: acknowledge, fold into what we know of each device, count.
+        Runs once per batch, never retried."""
+        self.ownership.ack(plan.burst)
+        if plan.commands:
+            self.commands.wake()
+        slot, ts, values = plan.slot, plan.ts, plan.values
+        tel_new, ev_new = plan.tel_new, plan.ev_new
+        all_slot = np.concatenate([slot, plan.ev_slot])
         all_new = np.concatenate([tel_new, ev_new])
-        self.counters.seq_gaps += self.tracker.committed(
+        c = self.counters
+        c.seq_gaps += self.tracker.committed(
             all_slot,
-            np.concatenate([ts, ev_ts]),
-            np.concatenate([seq, ev_seq]),
-            np.concatenate([received, batch.ev_received[ev_idx]]),
+            np.concatenate([ts, plan.ev_ts]),
+            np.concatenate([plan.seq, plan.ev_seq]),
+            np.concatenate([plan.received, plan.ev_received]),
             all_new,
         )
-        self.tracker.duplicates_dropped(dropped)
-        self.counters.duplicates += in_batch_dups + int((~all_new).sum())
+        self.tracker.duplicates_dropped(plan.dropped)
+        c.duplicates += plan.in_batch_dups + int((~all_new).sum())
+        batch = plan.batch
         self.tracker.seen(*self._heard_in_rejects(batch))
         if batch.st_slot.size:
             live = ~batch.st_retained
@@ -518,7 +750,13 @@ class IngestService:
         has_mains = tel_new & ~np.isnan(mains)
         if has_mains.any():  # evac units only; the last value per device wins
             self.tracker.set_mains(slot[has_mains], mains[has_mains] >= 0.5)
-        return applied
+        c.batches += 1
+        c.messages += len(plan.burst)
+        c.readings += batch.readings
+        c.events += batch.events
+        c.rejects += len(batch.rejects)
+        oldest = min(m.received_ms for m in plan.burst)
+        c.latencies_ms.append(now_ms() - oldest)
 
     def _detect(
         self,
@@ -610,6 +848,8 @@ class IngestService:
         return writes
 
     async def _supervise(self) -> None:
+        """Raise `offline` for devices silent past their limit. Decided once, then
+        written (retried on a lost connection)."""
         slots, deadlines = self.supervisor.check(now_ms())
         if not slots.size:
             return
@@ -617,70 +857,39 @@ class IngestService:
             self._offline_write(s, "open", "silent", d)
             for s, d in zip(slots.tolist(), deadlines.tolist(), strict=True)
         ]
-        assert self._writer is not None
-        async with self._writer.transaction():
-            await store.apply_alarm_writes(self._writer, writes)
+        await self._with_database(self._write_alarms, writes)
         log.info("%d device(s) went offline", len(writes))
 
+    async def _write_alarms(self, writes: Sequence[store.AlarmWrite]) -> None:
+        assert self._writer is not None
+        async with self._writer.transaction():
+            await self._apply_alarm_writes(self._writer, writes)
+
     async def _poll_changes(self) -> None:
-        """Registry changes and alarms a person cleared (they may fire again)."""
+        """Registry changes and alarms a person cleared (they may fire again).
+        Idempotent: the log position advances only once linkage is written."""
         assert self._aux is not None
+        assert self._writer is not None
         await self._refresh_registry()
-        buildings: dict[Building, str | None] = {}
-        for row in await store.cleared_by_people(self._aux, self._clear_log_id):
-            self._clear_log_id = max(self._clear_log_id, int(row["log_id"]))
+        rows = await store.cleared_by_people(self._aux, self._clear_log_id)
+        if not rows:
+            return
+        buildings: dict[Building, str] = {}
+        for row in rows:
             device = self.registry.get(row["device_id"])
-            if device is None:
+            if device is None or not self.ownership.owns(device.site):
                 continue
             if row["type"] == "offline":
                 self.supervisor.reset(device.slot, now_ms())
                 continue
             self.engine.clear(device.slot, row["type"])
             if row["type"] == "fire":
-                buildings[self.linkage.fire_cleared(row["id"], row["site_id"], row["building"])] = (
-                    None
-                )
-        for building, alarm_id in buildings.items():
-            await self._send_commands(building, alarm_id)
-
-    async def _link(self, applied: Sequence[store.AppliedAlarm]) -> None:
-        buildings: dict[Building, str | None] = {}
-        for a in applied:
-            w = a.write
-            if w.alarm_type != "fire":
-                continue
-            if a.logged in ("confirmed",) or (a.logged == "opened" and w.verdict == "confirmed"):
-                buildings[
-                    self.linkage.fire_confirmed(a.alarm_id, w.site, w.building, w.floor, w.zone)
-                ] = a.alarm_id
-            elif a.logged == "cleared":
-                buildings[self.linkage.fire_cleared(a.alarm_id, w.site, w.building)] = None
-        for building, alarm_id in buildings.items():
-            await self._send_commands(building, alarm_id)
-
-    async def _send_commands(self, building: Building, alarm_id: str | None) -> None:
-        commands = self.linkage.commands(self.registry, building, alarm_id)
-        if not commands:
-            return
-        sent_at = now_ms()
-        assert self._writer is not None
-        async with self._writer.transaction():
-            for c in commands:
-                payload: dict[str, Any] = {"ts": sent_at, "cmd": c.cmd}
-                if c.cmd == "emergency":
-                    payload.update(alarm_id=c.alarm_id, direction=c.direction)
-                self.source.publish(f"fs/v1/{c.site}/{c.device_id}/cmd", orjson.dumps(payload))
-                await store.write_linkage(
-                    self._writer,
-                    alarm_id=c.alarm_id,
-                    device_id=c.device_id,
-                    site=c.site,
-                    building=c.building,
-                    cmd=c.cmd,
-                    direction=c.direction,
-                    payload=payload,
-                )
-        log.info("linkage: %d command(s) to %s/%s", len(commands), *building)
+                buildings[(row["site_id"], row["building"])] = row["id"]
+        if buildings:
+            async with self._writer.transaction():
+                if await self._write_commands(self._writer, sorted(buildings), buildings):
+                    self.commands.wake()
+        self._clear_log_id = max(int(row["log_id"]) for row in rows)
 
     async def _flush_device_state(self) -> None:
         registered = self.registry.kind >= 0
@@ -711,21 +920,49 @@ class IngestService:
                     "batch_latency_ms": float(np.percentile(latencies, 95)) if latencies else None,
                     "queue_depth": self.queue_depth,
                     "lag_ms": float(lag),
-                    "broker_connected": self.source.subscribed,  # connected and subscribed
+                    "broker_connected": self.ownership.connected,  # connected and subscribed
                 },
             )
 
     async def _housekeeping(self) -> None:
+        """Cluster-wide chores, done by whichever process gets the lock first."""
+        next_partitions = 0.0
         while True:
-            if self._flavour == "plain":
-                try:
-                    await asyncio.to_thread(self._ensure_partitions)
-                except psycopg.Error as exc:
-                    log.warning("partition housekeeping failed: %s", exc)
-            await asyncio.sleep(HOUSEKEEPING_EVERY_S)
+            try:
+                if time.monotonic() >= next_partitions:
+                    next_partitions = time.monotonic() + HOUSEKEEPING_EVERY_S
+                    if self._flavour == "plain":
+                        await asyncio.to_thread(self._ensure_partitions)
+                await asyncio.to_thread(self._prune_rejects)
+            except psycopg.Error as exc:
+                log.warning("housekeeping failed: %s", exc)
+            await asyncio.sleep(REJECT_PRUNE_EVERY_S)
 
     def _ensure_partitions(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             partitions.ensure(
                 conn, now=datetime.now(UTC), retention_days=self.settings.retention_days
             )
+
+    def _prune_rejects(self) -> None:
+        with psycopg.connect(self.dsn, application_name=APPLICATION_NAME) as conn:
+            lock = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (HOUSEKEEPING_LOCK,))
+            row = lock.fetchone()
+            if not row or not row[0]:
+                return  # another process is at it
+            dropped = store.prune_rejects_sync(
+                conn,
+                max_age_days=self.settings.reject_retention_days,
+                per_site=self.settings.rejects_per_site,
+            )
+        if dropped:
+            log.info("rejects: %d old or surplus row(s) pruned", dropped)
+
+
+def _fire_causes(applied: Sequence[store.AppliedAlarm]) -> dict[Building, str]:
+    """Buildings whose fire state a batch changed, each with the last alarm that did."""
+    return {
+        (a.write.site, a.write.building): a.alarm_id
+        for a in applied
+        if a.write.alarm_type == "fire"
+    }

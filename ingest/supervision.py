@@ -65,6 +65,13 @@ class Supervisor:
         self.offline[slots] = True
         return slots, deadline[slots]
 
+    def forget(self, slots: NDArray[np.int64]) -> None:
+        """Stop supervising these devices (another process took them over)."""
+        s = slots[slots < self.offline.size]
+        self.registered[s] = False
+        self.offline[s] = False
+        self.last_seen[s] = 0
+
     def mark_offline(self, slot: int) -> None:
         if slot < self.offline.size:
             self.offline[slot] = True

@@ -64,6 +64,19 @@ class DeviceTracker:
             if row.get("last_seen_ms") is not None:
                 self.last_seen[slot] = int(row["last_seen_ms"])
 
+    def forget(self, slots: NDArray[np.int64]) -> None:
+        """Another process took these devices over: what we knew is out of date."""
+        s = slots[slots < self.capacity]
+        self.newest_ts[s] = UNKNOWN_TS
+        self.last_seq[s] = -1
+        for column in (self.last_seen, self.messages, self.gaps, self.duplicates):
+            column[s] = 0
+        self.out_of_order[s] = 0
+        self.dirty[s] = False
+        self.status[s] = -1
+        self.status_ms[s] = -1
+        self.mains[s] = -1
+
     def maybe_duplicate(self, slot: NDArray[np.int64], ts: NDArray[np.int64]) -> NDArray[np.bool_]:
         return np.asarray(ts <= self.newest_ts[slot])
 

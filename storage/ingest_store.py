@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 import psycopg
 from numpy.typing import NDArray
 from psycopg.rows import dict_row
@@ -139,6 +140,19 @@ RETURNING device_id, seq, (extract(epoch FROM ts) * 1000)::bigint AS ts_ms
 
 def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+async def recorded_flavour(conn: AsyncConn) -> Flavour | None:
+    """The schema flavour recorded by `firesafe db migrate`; None: not migrated."""
+    try:
+        async with conn.transaction():
+            cur = await conn.execute("SELECT value FROM firesafe_meta WHERE key = 'flavour'")
+            row = await cur.fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    if row is None or row[0] not in ("plain", "timescale"):
+        return None
+    return row[0]  # type: ignore[no-any-return]
 
 
 async def prepare_connection(conn: AsyncConn) -> None:
@@ -272,6 +286,11 @@ async def write_events(
     return new
 
 
+# A reject keeps the head of its payload (enough to see what was wrong) and its
+# length: a flood of large payloads must not fill the database.
+REJECT_PAYLOAD_KEEP = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class RejectRow:
     received_ms: int
@@ -280,6 +299,7 @@ class RejectRow:
     payload: bytes
     detail: str
     device_id: str | None
+    size: int = -1  # the original length, when the payload was cut short before
 
 
 async def write_rejects(conn: AsyncConn, rejects: Sequence[RejectRow]) -> None:
@@ -288,7 +308,8 @@ async def write_rejects(conn: AsyncConn, rejects: Sequence[RejectRow]) -> None:
         return
     async with conn.cursor() as cur:
         async with cur.copy(
-            "COPY rejects (received_at, topic, reason, payload, detail, device_id) FROM STDIN"
+            "COPY rejects (received_at, topic, reason, payload, payload_size, detail, device_id)"
+            " FROM STDIN"
         ) as copy:
             for r in rejects:
                 await copy.write_row(
@@ -296,7 +317,8 @@ async def write_rejects(conn: AsyncConn, rejects: Sequence[RejectRow]) -> None:
                         ms_to_datetime(r.received_ms),
                         r.topic,
                         r.reason,
-                        r.payload,
+                        r.payload[:REJECT_PAYLOAD_KEEP],
+                        r.size if r.size >= 0 else len(r.payload),
                         r.detail,
                         r.device_id,
                     )
@@ -380,7 +402,7 @@ async def load_registry(conn: AsyncConn) -> list[dict[str, Any]]:
             """
             SELECT id, slot, site_id, building, floor, zone, kind, interval_s, thresholds,
                    routes, (extract(epoch FROM created_at) * 1000)::bigint AS registered_ms
-            FROM devices
+            FROM devices ORDER BY slot
             """
         )
         return await cur.fetchall()
@@ -393,7 +415,10 @@ async def registry_version(conn: AsyncConn) -> tuple[int, datetime | None]:
     return int(row[0]), row[1]
 
 
-async def load_device_state(conn: AsyncConn) -> list[dict[str, Any]]:
+async def load_device_state(
+    conn: AsyncConn, sites: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """device_state of every device (or of the devices of these sites)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
@@ -401,7 +426,9 @@ async def load_device_state(conn: AsyncConn) -> list[dict[str, Any]]:
                    (extract(epoch FROM s.last_ts) * 1000)::bigint AS last_ts_ms, s.last_seq,
                    s.status
             FROM device_state s JOIN devices d ON d.id = s.device_id
-            """
+            WHERE %(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s::text[])
+            """,
+            {"sites": None if sites is None else list(sites)},
         )
         return await cur.fetchall()
 
@@ -528,7 +555,10 @@ async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> l
     return applied
 
 
-async def load_open_alarms(conn: AsyncConn) -> list[dict[str, Any]]:
+async def load_open_alarms(
+    conn: AsyncConn, sites: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Open alarms of every device (or of the devices of these sites)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
@@ -536,7 +566,9 @@ async def load_open_alarms(conn: AsyncConn) -> list[dict[str, Any]]:
                    a.floor, a.zone, (extract(epoch FROM a.opened_at) * 1000)::bigint AS opened_ms
             FROM alarms a JOIN devices d ON d.id = a.device_id
             WHERE a.status <> 'cleared' AND a.verdict <> 'suppressed'
-            """
+              AND (%(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s::text[]))
+            """,
+            {"sites": None if sites is None else list(sites)},
         )
         return await cur.fetchall()
 
@@ -561,24 +593,156 @@ async def last_log_id(conn: AsyncConn) -> int:
     return int(row[0]) if row else 0
 
 
-async def write_linkage(
-    conn: AsyncConn,
-    *,
-    alarm_id: str | None,
-    device_id: str,
-    site: str,
-    building: str,
-    cmd: str,
-    direction: str | None,
-    payload: Mapping[str, Any],
-) -> None:
+async def burning_zones(
+    conn: AsyncConn, buildings: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[set[tuple[str, str]], str | None]]:
+    """Per building: the (floor, zone)s with an open confirmed fire, and the newest
+    such alarm (what an `emergency` command refers to)."""
+    out: dict[tuple[str, str], tuple[set[tuple[str, str]], str | None]] = {
+        b: (set(), None) for b in buildings
+    }
+    if not buildings:
+        return out
+    cur = await conn.execute(
+        """
+        SELECT a.site_id, a.building, a.floor, a.zone, a.id
+        FROM alarms a
+        JOIN unnest(%s::text[], %s::text[]) AS b(site_id, building)
+          ON a.site_id = b.site_id AND a.building = b.building
+        WHERE a.type = 'fire' AND a.verdict = 'confirmed' AND a.status <> 'cleared'
+        ORDER BY a.opened_at, a.id
+        """,
+        ([b[0] for b in buildings], [b[1] for b in buildings]),
+    )
+    for site, building, floor, zone, alarm_id in await cur.fetchall():
+        zones, _ = out[(site, building)]
+        zones.add((floor, zone))
+        out[(site, building)] = (zones, alarm_id)
+    return out
+
+
+async def last_commands(
+    conn: AsyncConn, buildings: Sequence[tuple[str, str]]
+) -> dict[str, tuple[str, str | None]]:
+    """The last command written (pending or acknowledged) for each sign of these buildings."""
+    if not buildings:
+        return {}
+    cur = await conn.execute(
+        """
+        SELECT DISTINCT ON (c.device_id) c.device_id, c.cmd, c.direction
+        FROM linkage_commands c
+        JOIN unnest(%s::text[], %s::text[]) AS b(site_id, building)
+          ON c.site_id = b.site_id AND c.building = b.building
+        WHERE c.state <> 'superseded'
+        ORDER BY c.device_id, c.id DESC
+        """,
+        ([b[0] for b in buildings], [b[1] for b in buildings]),
+    )
+    return {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    """A linkage command to write as pending (the outbox row)."""
+
+    alarm_id: str | None
+    device_id: str
+    site: str
+    building: str
+    cmd: str
+    direction: str | None
+    payload: Mapping[str, Any]
+
+
+async def write_commands(conn: AsyncConn, rows: Sequence[CommandRow]) -> None:
+    """Write commands as pending; an older pending command to the same sign is
+    superseded (only the newest state matters to a sign)."""
+    if not rows:
+        return
     await conn.execute(
         """
-        INSERT INTO linkage_commands (alarm_id, device_id, site_id, building, cmd, direction,
-            payload) VALUES (%s, %s, %s, %s, %s, %s, %s)
+        UPDATE linkage_commands SET state = 'superseded'
+        WHERE state = 'pending' AND device_id = ANY(%s::text[])
         """,
-        (alarm_id, device_id, site, building, cmd, direction, Jsonb(dict(payload))),
+        ([r.device_id for r in rows],),
     )
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """
+            INSERT INTO linkage_commands (alarm_id, device_id, site_id, building, cmd, direction,
+                payload, state) VALUES (%s, %s, %s, %s, %s, %s, %s, 'pending')
+            """,
+            [
+                (
+                    r.alarm_id,
+                    r.device_id,
+                    r.site,
+                    r.building,
+                    r.cmd,
+                    r.direction,
+                    Jsonb(dict(r.payload)),
+                )
+                for r in rows
+            ],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCommand:
+    id: int
+    site: str
+    device_id: str
+    payload: bytes
+
+
+async def pending_commands(
+    conn: AsyncConn, sites: Sequence[str] | None, limit: int
+) -> list[PendingCommand]:
+    """Commands not yet acknowledged by the broker, oldest first (all sites: None)."""
+    cur = await conn.execute(
+        """
+        SELECT id, site_id, device_id, payload FROM linkage_commands
+        WHERE state = 'pending' AND (%s::text[] IS NULL OR site_id = ANY(%s::text[]))
+        ORDER BY id LIMIT %s
+        """,
+        (sites, sites, limit),
+    )
+    return [PendingCommand(int(r[0]), r[1], r[2], orjson.dumps(r[3])) for r in await cur.fetchall()]
+
+
+async def mark_commands(conn: AsyncConn, acked: Sequence[int], tried: Sequence[int]) -> None:
+    """Record a publish attempt; the acknowledged leave the pending list."""
+    await conn.execute(
+        """
+        UPDATE linkage_commands SET attempts = attempts + 1, sent_at = now(),
+            state = CASE WHEN id = ANY(%s::bigint[]) AND state = 'pending'
+                         THEN 'acknowledged' ELSE state END,
+            acked_at = CASE WHEN id = ANY(%s::bigint[]) THEN now() ELSE acked_at END
+        WHERE id = ANY(%s::bigint[])
+        """,
+        (list(acked), list(acked), list(tried)),
+    )
+
+
+_PRUNE_OLD_REJECTS = "DELETE FROM rejects WHERE received_at < now() - make_interval(days => %s)"
+_PRUNE_SURPLUS_REJECTS = """
+WITH crowded AS (
+    SELECT site_id FROM rejects GROUP BY site_id HAVING count(*) > %(cap)s
+), cutoff AS (
+    SELECT c.site_id, (SELECT r.id FROM rejects r
+                       WHERE r.site_id IS NOT DISTINCT FROM c.site_id
+                       ORDER BY r.id DESC OFFSET %(cap)s LIMIT 1) AS id
+    FROM crowded c
+)
+DELETE FROM rejects r USING cutoff x
+WHERE r.site_id IS NOT DISTINCT FROM x.site_id AND r.id <= x.id
+"""
+
+
+def prune_rejects_sync(conn: psycopg.Connection[Any], *, max_age_days: int, per_site: int) -> int:
+    """Drop rejects older than the retention, and the oldest past `per_site` per site."""
+    dropped = conn.execute(_PRUNE_OLD_REJECTS, (max_age_days,)).rowcount
+    return dropped + conn.execute(_PRUNE_SURPLUS_REJECTS, {"cap": per_site}).rowcount
 
 
 async def write_stats(conn: AsyncConn, row: Mapping[str, Any]) -> None:

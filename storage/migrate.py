@@ -123,22 +123,48 @@ def recorded_flavour(conn: psycopg.Connection[Any]) -> Flavour | None:
     return value  # type: ignore[no-any-return]
 
 
+# Shards of the estate (ingest/shards.py): fixed when the database is set up,
+# because a site's shard, and so its broker session, must never move.
+DEFAULT_SHARDS = 64
+
+
 def migrate(
     conninfo: str,
     *,
     retention_days: int = 365,
     now: datetime | None = None,
+    shards: int | None = None,
 ) -> MigrationReport:
-    """Bring the schema up to date; safe to run any number of times, concurrently."""
+    """Bring the schema up to date; safe to run any number of times, concurrently.
+    `shards`: the number asked for (None: keep the recorded one, or the default)."""
     try:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
             try:
+                _record_shards(conn, shards)
                 return _migrate_locked(conn, conninfo, retention_days, now or datetime.now(UTC))
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     except psycopg.Error as exc:
         raise MigrationError(f"migration failed: {exc}") from exc
+
+
+def _record_shards(conn: psycopg.Connection[Any], wanted: int | None) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS firesafe_meta (key text PRIMARY KEY, value text NOT NULL)"
+    )
+    row = conn.execute("SELECT value FROM firesafe_meta WHERE key = 'shards'").fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO firesafe_meta (key, value) VALUES ('shards', %s)",
+            (str(wanted or DEFAULT_SHARDS),),
+        )
+    elif wanted is not None and int(row[0]) != wanted:
+        raise MigrationError(
+            f"FIRESAFE_SHARDS={wanted}, but this database was set up with {row[0]} shards; "
+            "the number of shards cannot change (unset FIRESAFE_SHARDS or set it to "
+            f"{row[0]})"
+        )
 
 
 def _migrate_locked(

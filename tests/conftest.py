@@ -139,7 +139,9 @@ def ingest_settings(db: str, mqtt_url: str) -> Iterator[Settings]:
     """Settings for an ingest of this test: its own client id (persistent session),
     forgotten by the broker afterwards."""
     client_id = f"test-ingest-{uuid.uuid4().hex[:8]}"
-    yield Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=client_id)
+    yield Settings(
+        mqtt_url=mqtt_url, database_url=db, mqtt_client_id=client_id, ingest_mode="single"
+    )
     forget_session(mqtt_url, client_id)
 
 

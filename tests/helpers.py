@@ -159,7 +159,7 @@ class IngestThread:
             self._loop = asyncio.get_running_loop()
             self.service = IngestService(self.settings)
             runner = asyncio.create_task(self.service.run())
-            while not (self.service.ready.is_set() and self.service.source.subscribed):
+            while not (self.service.ready.is_set() and self.service.subscribed):
                 if runner.done():
                     break
                 await asyncio.sleep(0.02)

@@ -125,7 +125,7 @@ def test_register_one_device_and_read_it_back(api) -> None:  # type: ignore[no-u
 
 def test_upsert_updates_and_creates_zones(api, db: str) -> None:  # type: ignore[no-untyped-def]
     register(api, device("D1"), device("D2", zone="Z2"))
-    register(api, device("D1", site="S2", zone="Z9", kind="heat", interval_s=5))
+    register(api, device("D1", site="S2", zone="Z9", kind="heat", interval_s=5), move_site=True)
     items = api.get("/api/v1/devices").json()["items"]
     assert [(d["id"], d["site"], d["zone"], d["kind"], d["interval_s"]) for d in items] == [
         ("D1", "S2", "Z9", "heat", 5.0),
@@ -189,7 +189,7 @@ def test_csv_import(api) -> None:  # type: ignore[no-untyped-def]
     text = (
         "id,site,building,floor,zone,kind,name,interval_s,thresholds,route_left,route_right\n"
         "C1,S1,B1,1,Z1,smoke,Hall,,,,\n"
-        'C2,S1,B1,1,Z2,electrical,,5,"{""residual_current_alarm"": 250}",,\n'
+        'C2,S1,B1,1,Z2,electrical,,5,"{""residual_current_ma"": 250}",,\n'
         "C3,S1,B1,1,Z2,evac,,,,Z1,Z2\n"
     )
     response = api.post(
@@ -197,7 +197,7 @@ def test_csv_import(api) -> None:  # type: ignore[no-untyped-def]
     )
     assert response.status_code == 200, response.text
     stored = {d["id"]: d for d in response.json()}
-    assert stored["C2"]["thresholds"] == {"residual_current_alarm": 250.0}
+    assert stored["C2"]["thresholds"] == {"residual_current_ma": 250.0}
     assert stored["C2"]["interval_s"] == 5.0
     assert stored["C3"]["routes"] == {"left": "Z1", "right": "Z2"}
     bad = api.post(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,13 +14,14 @@ import httpx
 import orjson
 import psycopg
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from api.app import create_app
 from firesafe.contract import READINGS
 from firesafe.settings import Settings
 
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ISO_MS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 
@@ -32,12 +33,25 @@ def _free_port() -> int:
 
 
 @contextmanager
-def live_server(database_url: str, *, heartbeat_s: float = 15.0) -> Iterator[str]:
+def live_server(
+    database_url: str,
+    *,
+    heartbeat_s: float = 15.0,
+    public_docs: bool = False,
+    customize: Callable[[FastAPI], None] | None = None,
+) -> Iterator[str]:
     """The app under uvicorn in a thread; yields its base URL."""
-    settings = Settings(database_url=database_url, admin_token=SecretStr(ADMIN_TOKEN))
+    settings = Settings(
+        database_url=database_url,
+        admin_token=SecretStr(ADMIN_TOKEN),
+        api_public_docs=public_docs,
+    )
     port = _free_port()
+    app = create_app(settings, heartbeat_s=heartbeat_s)
+    if customize is not None:
+        customize(app)
     config = uvicorn.Config(
-        create_app(settings, heartbeat_s=heartbeat_s),
+        app,
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -77,9 +91,14 @@ def device(
     }
 
 
-def register(api: httpx.Client, *devices: dict[str, Any]) -> list[dict[str, Any]]:
+def register(
+    api: httpx.Client, *devices: dict[str, Any], move_site: bool = False
+) -> list[dict[str, Any]]:
     response = api.post(
-        "/api/v1/devices", json=list(devices), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        "/api/v1/devices",
+        json=list(devices),
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        params={"move_site": "true"} if move_site else None,
     )
     assert response.status_code == 200, response.text
     result: list[dict[str, Any]] = response.json()

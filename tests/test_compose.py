@@ -34,7 +34,11 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 MOSQUITTO = ROOT / "deploy" / "mosquitto"
 PLATFORM = ("migrate", "ingest", "api", "sim")
-INFRA = ("timescaledb", "mosquitto", "grafana")
+INFRA = ("timescaledb", "mosquitto", "grafana", "proxy")
+# Runs once before the rest, from the platform's image: the TLS certificates.
+INIT = ("certs",)
+MAKE_ENV = ROOT / "deploy" / "make-env.sh"
+MAKE_CERTS = ROOT / "deploy" / "tls" / "make-certs.sh"
 
 Json = dict[str, Any]
 
@@ -75,13 +79,14 @@ def depends(service: Json) -> dict[str, str]:
 
 def test_services_and_images() -> None:
     svc = services()
-    assert set(svc) == set(PLATFORM) | set(INFRA)
+    assert set(svc) == set(PLATFORM) | set(INFRA) | set(INIT)
     assert re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg17", svc["timescaledb"]["image"])
     assert svc["mosquitto"]["image"] == "eclipse-mosquitto:2"
     assert re.fullmatch(r"grafana/grafana(-oss)?:\d+\.\d+\.\d+", svc["grafana"]["image"])
-    images = {svc[name]["image"] for name in PLATFORM}
+    assert re.fullmatch(r"caddy:2\.\d+\.\d+", svc["proxy"]["image"])
+    images = {svc[name]["image"] for name in PLATFORM + INIT}
     assert len(images) == 1, "the platform services share one image"
-    for name in PLATFORM:
+    for name in PLATFORM + INIT:
         assert svc[name]["build"] == {"context": ".", "dockerfile": "Dockerfile"}
 
 
@@ -98,18 +103,30 @@ def test_platform_commands_and_settings() -> None:
         for key in env:
             if key.startswith("FIRESAFE_"):
                 assert key.removeprefix("FIRESAFE_").lower() in settings_fields, key
-    for name in ("migrate", "ingest", "api"):
-        assert environment(svc[name])["FIRESAFE_DATABASE_URL"].startswith(
-            "postgresql://firesafe:${POSTGRES_PASSWORD"
-        )
-        assert "@timescaledb:5432/firesafe" in environment(svc[name])["FIRESAFE_DATABASE_URL"]
+    # Least privilege: the owner migrates; ingest and the API log in as their
+    # own roles (deploy/postgres/20-roles.sh); every link asks for TLS.
+    logins = {"migrate": "firesafe:${POSTGRES_PASSWORD", "ingest": "ingest:${INGEST_DB_PASSWORD"}
+    logins["api"] = "api:${API_DB_PASSWORD"
+    for name, login in logins.items():
+        url = environment(svc[name])["FIRESAFE_DATABASE_URL"]
+        assert url.startswith(f"postgresql://{login}"), name
+        assert url.endswith("@timescaledb:5432/firesafe?sslmode=require"), name
+    assert environment(svc["grafana"])["FIRESAFE_GRAFANA_DB_SSLMODE"] == "require"
     assert environment(svc["ingest"])["FIRESAFE_MQTT_URL"].startswith("mqtt://firesafe:")
     assert environment(svc["ingest"])["FIRESAFE_MQTT_URL"].endswith("@mosquitto:1883")
     api = environment(svc["api"])
     assert api["FIRESAFE_API_HOST"] == "0.0.0.0"
     assert api["FIRESAFE_API_PORT"] == "8000"
     assert api["FIRESAFE_ADMIN_TOKEN"].startswith("${FIRESAFE_ADMIN_TOKEN")
-    assert svc["api"]["ports"] == ["${API_PORT:-8000}:8000"]
+    assert "FIRESAFE_API_PUBLIC_DOCS" not in api, "the schema needs a token in production"
+    # Nothing plain is published on the host: MQTT over TLS, HTTPS through the proxy.
+    assert "ports" not in svc["api"]
+    assert "ports" not in svc["grafana"]
+    assert svc["mosquitto"]["ports"] == ["${MQTT_TLS_PORT:-8883}:8883"]
+    assert svc["proxy"]["ports"] == ["${API_TLS_PORT:-8443}:8443", "${GRAFANA_TLS_PORT:-3443}:3443"]
+    for name, service in svc.items():
+        for port in service.get("ports", []):
+            assert port.endswith(("8883", "8443", "3443")), f"{name} publishes {port}"
     sim = environment(svc["sim"])
     assert sim["FIRESAFE_API_URL"] == "http://api:8000"
     assert sim["FIRESAFE_MQTT_URL"].startswith("mqtt://sim:")
@@ -134,6 +151,12 @@ def test_healthchecks() -> None:
 
 def test_start_order() -> None:
     svc = services()
+    assert depends(svc["certs"]) == {}
+    assert svc["certs"]["restart"] == "no"
+    assert depends(svc["timescaledb"]) == {"certs": "service_completed_successfully"}
+    assert depends(svc["mosquitto"]) == {"certs": "service_completed_successfully"}
+    assert depends(svc["proxy"])["certs"] == "service_completed_successfully"
+    assert set(depends(svc["proxy"])) == {"certs", "api", "grafana"}
     assert depends(svc["migrate"]) == {"timescaledb": "service_healthy"}
     assert depends(svc["ingest"]) == {
         "migrate": "service_completed_successfully",
@@ -193,7 +216,7 @@ def test_mounts_and_volumes() -> None:
     assert home.startswith(provider["options"]["path"] + "/")
 
     named = set(data["volumes"])
-    assert named == {"timescaledb-data", "mosquitto-data", "grafana-data"}
+    assert named == {"timescaledb-data", "mosquitto-data", "grafana-data", "tls"}
     used = {
         entry.split(":")[0]
         for service in svc.values()
@@ -218,14 +241,11 @@ def test_grafana_datasource_env_is_provided() -> None:
     )
 
 
-def test_every_variable_is_in_env_example() -> None:
-    text = COMPOSE_FILE.read_text(encoding="utf-8")
-    used = set(re.findall(r"(?<!\$)\$\{(\w+)", text))
-    example = env_example()
-    assert used, "no variables?"
-    assert used <= set(example), f"missing in .env.example: {sorted(used - set(example))}"
-    secrets = {
+def secrets() -> set[str]:
+    return {
         "POSTGRES_PASSWORD",
+        "INGEST_DB_PASSWORD",
+        "API_DB_PASSWORD",
         "GRAFANA_DB_PASSWORD",
         "MQTT_PLATFORM_PASSWORD",
         "MQTT_HEALTHCHECK_PASSWORD",
@@ -233,11 +253,48 @@ def test_every_variable_is_in_env_example() -> None:
         "FIRESAFE_ADMIN_TOKEN",
         "GF_SECURITY_ADMIN_PASSWORD",
     }
-    assert secrets <= used
-    for name in secrets:
-        assert example[name].startswith("change-me"), f"{name}: a placeholder, not a secret"
+
+
+def make_env(*args: str) -> dict[str, str]:
+    done = subprocess.run(
+        ["sh", str(MAKE_ENV), *args], capture_output=True, text=True, check=True, timeout=30
+    )
+    values = {}
+    for line in done.stdout.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values
+
+
+def test_make_env_fills_every_secret_strongly() -> None:
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    first, second = make_env(), make_env("--with-sim")
+    assert set(first) == set(env_example())
+    for name in secrets() - {"MQTT_SIM_PASSWORD"}:
+        assert re.fullmatch(r"[0-9a-f]{48,}", first[name]), name
+        assert first[name] != second[name], "random, not fixed"
+    assert first["MQTT_SIM_PASSWORD"] == "", "no simulator account unless asked"
+    assert re.fullmatch(r"[0-9a-f]{48}", second["MQTT_SIM_PASSWORD"])
+    # The platform accepts the generated admin token.
+    Settings(admin_token=first["FIRESAFE_ADMIN_TOKEN"])  # type: ignore[arg-type]
+
+
+def test_every_variable_is_in_env_example() -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)", text))
+    example = env_example()
+    assert used, "no variables?"
+    assert used <= set(example), f"missing in .env.example: {sorted(used - set(example))}"
+    assert secrets() <= used
+    for name in secrets():
+        # Empty: compose refuses to start with .env.example copied as is.
+        assert example[name] == "", f"{name}: must be empty in .env.example, not a value"
         # Required: compose refuses to start without it.
         assert re.search(rf"\$\{{{name}:\?", text) or name == "MQTT_SIM_PASSWORD"
+    # The simulator's account can raise fires anywhere: never required, never on.
+    assert not re.search(r"\$\{MQTT_SIM_PASSWORD:\?", text)
     assert not (ROOT / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text()
 
 
@@ -315,16 +372,23 @@ def parse_acl() -> dict[str, list[tuple[str, str]]]:
 
 def test_acl_grants() -> None:
     rules = parse_acl()
+    # Usernames carry the site ({site}/{device}, {site}/gateway/{gateway}):
+    # no wildcard stands for a site in an account's own topics.
     assert set(rules["%pattern"]) == {
-        ("write", "fs/v1/+/%u/telemetry"),
-        ("write", "fs/v1/+/%u/event"),
-        ("write", "fs/v1/+/%u/status"),
-        ("read", "fs/v1/+/%u/cmd"),
-        ("write", "fs/v1/+/gateway/%u/batch"),
+        ("write", "fs/v1/%u/telemetry"),
+        ("write", "fs/v1/%u/event"),
+        ("write", "fs/v1/%u/status"),
+        ("read", "fs/v1/%u/cmd"),
+        ("write", "fs/v1/%u/batch"),
     }
     assert set(rules["firesafe"]) == {("read", "fs/v1/#"), ("write", "fs/v1/+/+/cmd")}
     assert set(rules["healthcheck"]) == {("read", "$SYS/#")}
-    assert ("write", "fs/v1/#") in rules["sim"]
+    # Only the platform writes commands.
+    for user, grants in rules.items():
+        for access, topic in grants:
+            if access in ("write", "readwrite") and user != "firesafe":
+                assert not topic.endswith(("/cmd", "#")), (user, topic)
+    assert ("read", "fs/v1/+/+/cmd") in rules["sim"]
 
 
 def test_mosquitto_config() -> None:
@@ -337,6 +401,15 @@ def test_mosquitto_config() -> None:
     assert conf["password_file"] == "/mosquitto/run/passwd"
     assert conf["acl_file"] == "/mosquitto/config/acl"
     assert conf["listener"] == "1883"
+    listeners = [
+        line.split()[1:]
+        for line in (MOSQUITTO / "mosquitto.conf").read_text(encoding="utf-8").splitlines()
+        if line.startswith("listener ")
+    ]
+    assert listeners == [["1883"], ["8883"]]
+    assert conf["certfile"] == "/mosquitto/run/tls/server.crt"
+    assert conf["keyfile"] == "/mosquitto/run/tls/server.key"
+    assert conf["cafile"] == "/mosquitto/run/tls/ca.crt"
     assert conf["max_inflight_messages"] == "0"
     assert int(conf["max_queued_messages"]) >= 100_000
     assert conf["persistence"] == "true"
@@ -354,52 +427,79 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-ACCOUNTS = {"S1-D1": "pw-d1", "S1-D2": "pw-d2", "GW1": "pw-gw1"}
-PLATFORM_PW, HEALTH_PW, SIM_PW = "pw-platform", "pw-health", "pw-sim"
+ACCOUNTS = {
+    "S1/S1-D1": "pw-d1-0123456789ab",
+    "S1/S1-D2": "pw-d2-0123456789ab",
+    "S2/S2-D1": "pw-e1-0123456789ab",
+    "S1/gateway/GW1": "pw-gw1-0123456789ab",
+}
+PLATFORM_PW, HEALTH_PW, SIM_PW = (
+    "pw-platform-0123456789",
+    "pw-health-0123456789",
+    "pw-sim-0123456789ab",
+)
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """The real entrypoint, config and ACL, on a local mosquitto."""
-    if not (shutil.which("mosquitto") and shutil.which("mosquitto_passwd")):
-        pytest.skip("mosquitto is not installed")
-    work = tmp_path_factory.mktemp("mosquitto")
-    (work / "accounts").mkdir()
-    (work / "accounts" / "devices.passwd").write_text(
-        "# devices\n" + "".join(f"{u}:{p}\n" for u, p in ACCOUNTS.items())
-    )
-    env = {
+def run_entrypoint(work: Path, accounts: str, **env: str) -> subprocess.CompletedProcess[str]:
+    (work / "accounts").mkdir(exist_ok=True)
+    (work / "accounts" / "devices.passwd").write_text(accounts)
+    full = {
         "PATH": os.environ["PATH"],
         "MOSQUITTO_RUN_DIR": str(work / "run"),
         "MOSQUITTO_ACCOUNTS": str(work / "accounts"),
+        "MOSQUITTO_TLS": str(work / "tls"),
         "MQTT_PLATFORM_PASSWORD": PLATFORM_PW,
         "MQTT_HEALTHCHECK_PASSWORD": HEALTH_PW,
-        "MQTT_SIM_PASSWORD": SIM_PW,
+        **env,
     }
-    done = subprocess.run(
+    return subprocess.run(
         ["sh", str(MOSQUITTO / "entrypoint.sh"), "true"],
-        env=env,
+        env=full,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
         check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    out = tmp_path_factory.mktemp("tls")
+    subprocess.run(["sh", str(MAKE_CERTS), str(out)], check=True, capture_output=True, timeout=120)
+    return out
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory, tls_dir: Path) -> Iterator[tuple[int, int]]:
+    """The real entrypoint, config and ACL, on a local mosquitto: (plain port, TLS port)."""
+    if not (shutil.which("mosquitto") and shutil.which("mosquitto_passwd")):
+        pytest.skip("mosquitto is not installed")
+    work = tmp_path_factory.mktemp("mosquitto")
+    shutil.copytree(tls_dir, work / "tls")
+    done = run_entrypoint(
+        work,
+        "# devices\n" + "".join(f"{u}:{p}\n" for u, p in ACCOUNTS.items()),
+        MQTT_SIM_PASSWORD=SIM_PW,
     )
     assert done.returncode == 0, done.stderr
     passwd = (work / "run" / "passwd").read_text()
     assert "pw-" not in passwd, "passwords must be hashed"
-    assert {line.split(":")[0] for line in passwd.splitlines()} == {
+    assert {line.rsplit(":", 1)[0] for line in passwd.splitlines()} == {
         "firesafe",
         "healthcheck",
         "sim",
         *ACCOUNTS,
     }
-    port = free_port()
+    port, tls_port = free_port(), free_port()
     conf = (MOSQUITTO / "mosquitto.conf").read_text()
     conf = (
-        conf.replace("/mosquitto/run/passwd", str(work / "run" / "passwd"))
+        conf.replace("/mosquitto/run/", str(work / "run") + "/")
         .replace("/mosquitto/config/acl", str(MOSQUITTO / "acl"))
         .replace("persistence true", "persistence false")
         .replace("listener 1883", f"listener {port} 127.0.0.1")
+        .replace("listener 8883", f"listener {tls_port} 127.0.0.1")
     )
     if os.geteuid() == 0:
         conf += "\nuser root\n"  # it would otherwise drop to `mosquitto`
@@ -410,32 +510,37 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield port
+        for wanted in (port, tls_port):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
+                try:
+                    socket.create_connection(("127.0.0.1", wanted), 0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        yield port, tls_port
     finally:
         proc.terminate()
         proc.wait(10)
 
 
 class Client:
-    def __init__(self, port: int, user: str | None, password: str | None) -> None:
+    def __init__(
+        self, port: int, user: str | None, password: str | None, *, ca: Path | None = None
+    ) -> None:
         self.received: list[str] = []
         self.connected = threading.Event()
         self.result: int | None = None
         self.lock = threading.Lock()
-        self.mqtt = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{time.time()}")
+        self.mqtt = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{time.time_ns()}")
         if user:
             self.mqtt.username_pw_set(user, password)
+        if ca is not None:
+            self.mqtt.tls_set(ca_certs=str(ca))
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_message = self._on_message
-        self.mqtt.connect("127.0.0.1", port)
+        self.mqtt.connect("127.0.0.1" if ca is None else "localhost", port)
         self.mqtt.loop_start()
         assert self.connected.wait(5), "no CONNACK"
 
@@ -472,30 +577,41 @@ class Client:
         self.mqtt.loop_stop()
 
 
-def test_broker_enforces_the_acl(broker: int) -> None:
-    anonymous = Client(broker, None, None)
+def test_broker_enforces_the_acl(broker: tuple[int, int]) -> None:
+    port, _ = broker
+    anonymous = Client(port, None, None)
     assert anonymous.result != 0, "anonymous clients must be refused"
     anonymous.close()
-    wrong = Client(broker, "S1-D1", "not-the-password")
+    wrong = Client(port, "S1/S1-D1", "not-the-password")
     assert wrong.result != 0
     wrong.close()
 
-    platform = Client(broker, "firesafe", PLATFORM_PW)
-    d1 = Client(broker, "S1-D1", ACCOUNTS["S1-D1"])
-    d2 = Client(broker, "S1-D2", ACCOUNTS["S1-D2"])
-    gateway = Client(broker, "GW1", ACCOUNTS["GW1"])
-    clients = [platform, d1, d2, gateway]
+    platform = Client(port, "firesafe", PLATFORM_PW)
+    d1 = Client(port, "S1/S1-D1", ACCOUNTS["S1/S1-D1"])
+    d2 = Client(port, "S1/S1-D2", ACCOUNTS["S1/S1-D2"])
+    gateway = Client(port, "S1/gateway/GW1", ACCOUNTS["S1/gateway/GW1"])
+    sim = Client(port, "sim", SIM_PW)
+    clients = [platform, d1, d2, gateway, sim]
     try:
         assert all(c.result == 0 for c in clients)
         platform.subscribe("fs/v1/#")
         d1.subscribe("fs/v1/+/+/cmd")  # asks for everyone's commands
         for topic in ("telemetry", "event", "status"):
             d1.publish(f"fs/v1/S1/S1-D1/{topic}")
+        d1.publish("fs/v1/S2/S1-D1/telemetry")  # its own id at another site
         d1.publish("fs/v1/S1/S1-D2/telemetry")  # another device's topic
         d1.publish("fs/v1/S1/S1-D1/cmd")  # forging a command
         d1.publish("fs/v1/S1/gateway/GW1/batch")  # a gateway's topic
+        # Issue #10's attack: a device account posing as a gateway of another site.
+        d1.publish("fs/v1/S2/gateway/S1-D1/batch")
+        d1.publish("fs/v1/S2/gateway/S1/S1-D1/batch")
         gateway.publish("fs/v1/S1/gateway/GW1/batch")
-        gateway.publish("fs/v1/S1/gateway/GW2/batch")
+        gateway.publish("fs/v1/S2/gateway/GW1/batch")  # its id, another site
+        gateway.publish("fs/v1/S1/gateway/GW2/batch")  # another gateway
+        gateway.publish("fs/v1/S1/GW1/telemetry")  # not a device
+        sim.publish("fs/v1/S9/S9-D1/telemetry")
+        sim.publish("fs/v1/S9/gateway/G9/batch")
+        sim.publish("fs/v1/S9/S9-D1/cmd")  # the simulator must not command signs
         d2.publish("fs/v1/S1/S1-D2/done")  # not a contract topic
         d2.publish("fs/v1/S1/S1-D2/event")  # sent last: everything before has arrived
         platform.wait_for("fs/v1/S1/S1-D2/event")
@@ -507,6 +623,8 @@ def test_broker_enforces_the_acl(broker: int) -> None:
                 "fs/v1/S1/S1-D1/event",
                 "fs/v1/S1/S1-D1/status",
                 "fs/v1/S1/gateway/GW1/batch",
+                "fs/v1/S9/S9-D1/telemetry",
+                "fs/v1/S9/gateway/G9/batch",
                 "fs/v1/S1/S1-D2/event",
             ]
         )
@@ -517,13 +635,85 @@ def test_broker_enforces_the_acl(broker: int) -> None:
         time.sleep(0.2)
         assert d1.received == ["fs/v1/S1/S1-D1/cmd"]
 
-        health = Client(broker, "healthcheck", HEALTH_PW)
+        health = Client(port, "healthcheck", HEALTH_PW)
         clients.append(health)
         health.subscribe("$SYS/broker/uptime")
         health.wait_for("$SYS/broker/uptime")
     finally:
         for client in clients:
             client.close()
+
+
+def test_devices_connect_over_tls(broker: tuple[int, int], tls_dir: Path) -> None:
+    port, tls_port = broker
+    platform = Client(port, "firesafe", PLATFORM_PW)
+    device = Client(tls_port, "S2/S2-D1", ACCOUNTS["S2/S2-D1"], ca=tls_dir / "ca.crt")
+    try:
+        assert platform.result == 0
+        assert device.result == 0
+        platform.subscribe("fs/v1/#")
+        device.publish("fs/v1/S2/S2-D1/telemetry")
+        platform.wait_for("fs/v1/S2/S2-D1/telemetry")
+    finally:
+        device.close()
+        platform.close()
+    # The ACL and passwords hold on the TLS listener too.
+    wrong = Client(tls_port, "S2/S2-D1", "not-the-password", ca=tls_dir / "ca.crt")
+    assert wrong.result != 0
+    wrong.close()
+
+
+@pytest.mark.parametrize(
+    ("accounts", "env", "complaint"),
+    [
+        ("S1-D1:pw-0123456789abcdef\n", {}, "bad account name 'S1-D1'"),
+        ("S1/gateway/:pw-0123456789abcdef\n", {}, "bad gateway id"),
+        ("S1/D+1:pw-0123456789abcdef\n", {}, "bad device id"),
+        ("S1/D1:change-me-device-password\n", {}, "change-me"),
+        ("S1/D1:short\n", {}, "shorter than"),
+        ("", {"MQTT_PLATFORM_PASSWORD": "change-me-mqtt-platform"}, "change-me"),
+        ("", {"MQTT_SIM_PASSWORD": "sim"}, "shorter than"),
+    ],
+)
+def test_the_entrypoint_refuses_bad_accounts(
+    tmp_path: Path, tls_dir: Path, accounts: str, env: dict[str, str], complaint: str
+) -> None:
+    if not shutil.which("mosquitto_passwd"):
+        pytest.skip("mosquitto is not installed")
+    shutil.copytree(tls_dir, tmp_path / "tls")
+    done = run_entrypoint(tmp_path, accounts, **env)
+    assert done.returncode != 0
+    assert complaint in done.stderr
+
+
+def test_make_certs_is_idempotent_and_names_the_services(tls_dir: Path, tmp_path: Path) -> None:
+    before = (tls_dir / "server.crt").read_bytes()
+    subprocess.run(["sh", str(MAKE_CERTS), str(tls_dir)], check=True, capture_output=True)
+    assert (tls_dir / "server.crt").read_bytes() == before, "an existing certificate is kept"
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(tls_dir / "server.crt"), "-noout", "-text"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for name in ("localhost", "mosquitto", "timescaledb", "proxy", "api", "grafana"):
+        assert f"DNS:{name}" in text
+    assert (tls_dir / "server.key").stat().st_mode & 0o077 == 0, "the key is private"
+    assert (tls_dir / "db.key").stat().st_mode & 0o077 == 0
+    extra = tmp_path / "extra"
+    subprocess.run(
+        ["sh", str(MAKE_CERTS), str(extra), "fire.example.org", "10.1.2.3"],
+        check=True,
+        capture_output=True,
+    )
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(extra / "server.crt"), "-noout", "-text"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "DNS:fire.example.org" in text
+    assert "IP Address:10.1.2.3" in text
 
 
 # --- docker-compose config -------------------------------------------------------
@@ -559,17 +749,102 @@ def run_compose_config(env_file: Path, *extra: str) -> subprocess.CompletedProce
 
 def test_docker_compose_config_is_valid(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    shutil.copy(ENV_EXAMPLE, env_file)
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in make_env("--with-sim").items()))
     done = run_compose_config(env_file)
     assert done.returncode == 0, done.stderr
     with_sim = run_compose_config(env_file, "--profile", "sim")
     assert with_sim.returncode == 0, with_sim.stderr
 
 
-def test_docker_compose_refuses_missing_secrets(tmp_path: Path) -> None:
+def test_docker_compose_refuses_env_example_as_is(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
-    env_file.write_text("\n".join(x for x in lines if not x.startswith("POSTGRES_PASSWORD=")))
+    shutil.copy(ENV_EXAMPLE, env_file)
     done = run_compose_config(env_file)
     assert done.returncode != 0
-    assert "POSTGRES_PASSWORD" in done.stderr
+    assert "deploy/make-env.sh" in done.stderr
+
+
+def test_docker_compose_refuses_missing_secrets(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    values = make_env()
+    for name in sorted(secrets() - {"MQTT_SIM_PASSWORD"}):
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items() if k != name))
+        done = run_compose_config(env_file)
+        assert done.returncode != 0, name
+        assert name in done.stderr
+
+
+# --- the HTTPS proxy --------------------------------------------------------------
+
+
+@pytest.fixture
+def https_proxy(
+    tmp_path: Path, tls_dir: Path, database_url: str, migration: object
+) -> Iterator[tuple[str, Path]]:
+    """deploy/caddy/Caddyfile on a local caddy, in front of a live API: (base URL, CA)."""
+    if not shutil.which("caddy"):
+        pytest.skip("caddy is not installed")
+    from tests.test_api_support import live_server
+
+    with live_server(database_url) as api_url:
+        port = free_port()
+        caddyfile = (
+            (ROOT / "deploy" / "caddy" / "Caddyfile")
+            .read_text(encoding="utf-8")
+            .replace("/tls/", f"{tls_dir}/")
+            .replace("api:8000", api_url.removeprefix("http://"))
+            .replace("grafana:3000", f"127.0.0.1:{free_port()}")
+            .replace(":8443 {", f":{port} {{")
+            .replace(":3443 {", f":{free_port()} {{")
+        )
+        (tmp_path / "Caddyfile").write_text(caddyfile)
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        }
+        log = (tmp_path / "caddy.log").open("wb")
+        proc = subprocess.Popen(
+            ["caddy", "run", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                assert proc.poll() is None, (tmp_path / "caddy.log").read_text()
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "caddy did not listen"
+                    time.sleep(0.05)
+            yield f"https://localhost:{port}", tls_dir / "ca.crt"
+        finally:
+            proc.kill()  # a graceful stop would wait for streams to end
+            proc.wait(10)
+            log.close()
+
+
+def test_the_api_is_served_over_https(https_proxy: tuple[str, Path]) -> None:
+    import ssl
+
+    import httpx
+
+    from tests.test_api_support import ADMIN
+
+    url, ca = https_proxy
+    context = ssl.create_default_context(cafile=str(ca))
+    with httpx.Client(base_url=url, verify=context, timeout=10) as https:
+        assert https.get("/health").status_code == 200
+        assert https.get("/api/v1/alarms").status_code == 401
+        assert https.get("/api/v1/alarms", headers=ADMIN).status_code == 200
+        # Live streams pass through unbuffered: the first line arrives at once.
+        with https.stream("GET", "/api/v1/alarms/stream", headers=ADMIN) as stream:
+            assert stream.status_code == 200
+            assert next(stream.iter_lines()).startswith("retry:")
+    # Plain HTTP is not spoken on the TLS port.
+    with httpx.Client(timeout=10) as plain, pytest.raises(httpx.HTTPError):
+        plain.get(url.replace("https://", "http://") + "/health").raise_for_status()

@@ -12,6 +12,8 @@ from firesafe.contract import READING_INDEX
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.registry import Device, Registry
 
+T0 = 1_764_072_000_000  # 2025-11-25: a plausible device clock
+
 REG = Registry(
     [
         Device("D1", 1, "S1", "B", "1", "Z1", "smoke", 10.0),
@@ -32,9 +34,9 @@ def decode(*messages: RawMessage) -> DecodedBatch:
 
 
 def test_telemetry_goes_to_columns_with_nan_for_absent_readings() -> None:
-    b = decode(msg("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 7, "v": {"obscuration": 0.8}}))
+    b = decode(msg("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 7, "v": {"obscuration": 0.8}}))
     assert b.slot.tolist() == [1]
-    assert b.ts.tolist() == [5]
+    assert b.ts.tolist() == [T0]
     assert b.seq.tolist() == [7]
     assert b.values[0, READING_INDEX["obscuration"]] == 0.8
     assert math.isnan(b.values[0, READING_INDEX["temperature"]])
@@ -42,13 +44,13 @@ def test_telemetry_goes_to_columns_with_nan_for_absent_readings() -> None:
 
 
 def test_unknown_reading_names_are_kept_aside() -> None:
-    b = decode(msg("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {"foo": 2, "co": 1}}))
+    b = decode(msg("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": {"foo": 2, "co": 1}}))
     assert b.extra == {0: {"foo": 2.0}}
     assert b.values[0, READING_INDEX["co"]] == 1.0
 
 
 def test_heartbeat_without_readings_is_a_row() -> None:
-    b = decode(msg("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {}}))
+    b = decode(msg("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": {}}))
     assert b.readings == 1
     assert np.isnan(b.values).all()
 
@@ -61,35 +63,43 @@ def test_heartbeat_without_readings_is_a_row() -> None:
         ("fs/v1/S1/D1/telemetry", [1, 2], "invalid_json"),
         ("fs/v1/S1/D1/telemetry", {"seq": 1, "v": {}}, "missing_ts"),
         ("fs/v1/S1/D1/telemetry", {"ts": "5", "seq": 1, "v": {}}, "missing_ts"),
-        ("fs/v1/S1/D1/telemetry", {"ts": 5, "v": {}}, "missing_seq"),
-        ("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 2**32, "v": {}}, "missing_seq"),
-        ("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {"co": None}}, "bad_value"),
-        ("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {"co": True}}, "bad_value"),
-        ("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {"co": "1"}}, "bad_value"),
-        ("fs/v1/S1/D1/telemetry", b'{"ts": 5, "seq": 1, "v": {"co": 1e999}}', "invalid_json"),
-        ("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": [1]}, "bad_payload"),
-        ("fs/v1/S1/NOPE/telemetry", {"ts": 5, "seq": 1, "v": {}}, "unknown_device"),
-        ("fs/v1/S2/D1/telemetry", {"ts": 5, "seq": 1, "v": {}}, "site_mismatch"),
-        ("fs/v1/S1/D1/other", {"ts": 5, "seq": 1}, "bad_topic"),
-        ("fs/v2/S1/D1/telemetry", {"ts": 5, "seq": 1}, "bad_topic"),
-        ("fs/v1/S1/D 1/telemetry", {"ts": 5, "seq": 1}, "bad_topic"),
-        ("fs/v1/S1/D1/event", {"ts": 5, "seq": 1, "type": "activated"}, "bad_payload"),
+        ("fs/v1/S1/D1/telemetry", {"ts": T0, "v": {}}, "missing_seq"),
+        ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 2**32, "v": {}}, "missing_seq"),
+        ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": {"co": None}}, "bad_value"),
+        ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": {"co": True}}, "bad_value"),
+        ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": {"co": "1"}}, "bad_value"),
+        (
+            "fs/v1/S1/D1/telemetry",
+            b'{"ts": 1764072000000, "seq": 1, "v": {"co": 1e999}}',
+            "invalid_json",
+        ),
+        ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": [1]}, "bad_payload"),
+        ("fs/v1/S1/NOPE/telemetry", {"ts": T0, "seq": 1, "v": {}}, "unknown_device"),
+        ("fs/v1/S2/D1/telemetry", {"ts": T0, "seq": 1, "v": {}}, "site_mismatch"),
+        ("fs/v1/S1/D1/other", {"ts": T0, "seq": 1}, "bad_topic"),
+        ("fs/v2/S1/D1/telemetry", {"ts": T0, "seq": 1}, "bad_topic"),
+        ("fs/v1/S1/D 1/telemetry", {"ts": T0, "seq": 1}, "bad_topic"),
+        ("fs/v1/S1/D1/event", {"ts": T0, "seq": 1, "type": "activated"}, "bad_payload"),
         (
             "fs/v1/S1/D1/event",
-            {"ts": 5, "seq": 1, "type": "fire_alarm", "detail": 3},
+            {"ts": T0, "seq": 1, "type": "fire_alarm", "detail": 3},
             "bad_payload",
         ),
         ("fs/v1/S1/D1/status", b"maybe", "bad_payload"),
+        # Event time outside 2000..2100: a broken clock, never a datetime overflow later.
+        ("fs/v1/S1/D1/event", {"ts": 253402300800000, "seq": 1, "type": "activated"}, "bad_value"),
+        ("fs/v1/S1/D1/telemetry", {"ts": 4102444800000, "seq": 1, "v": {}}, "bad_value"),
+        ("fs/v1/S1/D1/telemetry", {"ts": 946684799999, "seq": 1, "v": {}}, "bad_value"),
         (
             "fs/v1/S1/D1/telemetry",
-            b'{"ts": 5, "seq": 1, "v": {}, "pad": "' + b"x" * 70000 + b'"}',
+            b'{"ts": 1764072000000, "seq": 1, "v": {}, "pad": "' + b"x" * 70000 + b'"}',
             "too_large",
         ),
     ],
 )
 def test_bad_input_is_rejected_with_its_reason(topic: str, payload: object, reason: str) -> None:
     m = msg(topic, payload, at=4242)
-    good = msg("fs/v1/S1/D2/telemetry", {"ts": 9, "seq": 3, "v": {"co": 2.5}})
+    good = msg("fs/v1/S1/D2/telemetry", {"ts": T0 + 9, "seq": 3, "v": {"co": 2.5}})
     b = decode(m, good)
     assert [r.reason for r in b.rejects] == [reason]
     r = b.rejects[0]
@@ -105,19 +115,19 @@ def test_gateway_batch_rejects_only_its_bad_readings() -> None:
         msg(
             "fs/v1/S1/gateway/G1/batch",
             {
-                "ts": 100,
+                "ts": T0 + 100,
                 "readings": [
-                    {"device": "D1", "ts": 90, "seq": 1, "v": {"obscuration": 0.1}},
-                    {"device": "D2", "ts": 91, "seq": 2, "v": {"co": None}},
-                    {"device": "X9", "ts": 92, "seq": 3, "v": {}},
-                    {"device": "ZZ", "ts": 93, "seq": 4, "v": {}},
-                    {"device": "D2", "ts": 94, "seq": 5, "v": {"humidity": 40}},
+                    {"device": "D1", "ts": T0 + 90, "seq": 1, "v": {"obscuration": 0.1}},
+                    {"device": "D2", "ts": T0 + 91, "seq": 2, "v": {"co": None}},
+                    {"device": "X9", "ts": T0 + 92, "seq": 3, "v": {}},
+                    {"device": "ZZ", "ts": T0 + 93, "seq": 4, "v": {}},
+                    {"device": "D2", "ts": T0 + 94, "seq": 5, "v": {"humidity": 40}},
                 ],
             },
         )
     )
     assert b.slot.tolist() == [1, 2]
-    assert b.ts.tolist() == [90, 94]
+    assert b.ts.tolist() == [T0 + 90, T0 + 94]
     assert [r.reason for r in b.rejects] == ["bad_value", "site_mismatch", "unknown_device"]
     assert orjson.loads(b.rejects[0].payload)["seq"] == 2
 
@@ -129,9 +139,9 @@ def test_gateway_batch_without_outer_ts_is_rejected_whole() -> None:
 
 def test_events_status_and_own_commands() -> None:
     b = decode(
-        msg("fs/v1/S1/D1/event", {"ts": 5, "seq": 9, "type": "fire_alarm", "detail": "x"}),
+        msg("fs/v1/S1/D1/event", {"ts": T0, "seq": 9, "type": "fire_alarm", "detail": "x"}),
         msg("fs/v1/S1/E1/status", b"offline"),
-        msg("fs/v1/S1/E1/cmd", {"ts": 1, "cmd": "normal"}),
+        msg("fs/v1/S1/E1/cmd", {"ts": T0 + 1, "cmd": "normal"}),
     )
     assert b.ev_slot.tolist() == [1]
     assert b.ev_seq.tolist() == [9]
@@ -144,8 +154,37 @@ def test_events_status_and_own_commands() -> None:
 
 def test_nul_characters_cannot_reach_the_database() -> None:
     b = decode(
-        msg("fs/v1/S1/D1/telemetry", {"ts": 5, "seq": 1, "v": {"a\u0000": 1}}),
-        msg("fs/v1/S1/D1/event", {"ts": 5, "seq": 2, "type": "fault", "detail": "a\u0000"}),
+        msg("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": {"a\u0000": 1}}),
+        msg("fs/v1/S1/D1/event", {"ts": T0, "seq": 2, "type": "fault", "detail": "a\u0000"}),
     )
     assert [r.reason for r in b.rejects] == ["bad_payload", "bad_payload"]
     assert all("\x00" not in r.detail for r in b.rejects)
+
+
+def test_ts_bounds_are_inclusive_of_the_contract_range() -> None:
+    first, last = 946_684_800_000, 4_102_444_799_999  # 2000-01-01, 2099-12-31T23:59:59.999
+    b = decode(
+        msg("fs/v1/S1/D1/telemetry", {"ts": first, "seq": 1, "v": {}}),
+        msg("fs/v1/S1/D1/telemetry", {"ts": last, "seq": 2, "v": {}}),
+    )
+    assert b.ts.tolist() == [first, last]
+    assert not b.rejects
+
+
+def test_payload_cut_short_on_arrival_is_judged_by_its_original_size() -> None:
+    m = RawMessage("fs/v1/S1/D1/telemetry", b'{"ts": 1', 7, size=9_000_000)
+    b = decode(m)
+    assert [r.reason for r in b.rejects] == ["too_large"]
+    assert "9000000 bytes" in b.rejects[0].detail
+
+
+def test_a_registered_device_cannot_speak_for_another_site_through_a_gateway_topic() -> None:
+    """Device X9 (site S2) publishing S1's gateway topic with S1's detectors."""
+    spoof = {"ts": T0, "readings": [{"device": "D1", "ts": T0, "seq": 1, "v": {"obscuration": 20}}]}
+    b = decode(msg("fs/v1/S1/gateway/X9/batch", spoof))
+    assert b.slot.size == 0
+    assert [r.reason for r in b.rejects] == ["site_mismatch"]
+    # An unregistered gateway id (the contract's default) and a gateway id
+    # registered at the topic's own site are heard as before.
+    assert decode(msg("fs/v1/S1/gateway/GW-1/batch", spoof)).slot.tolist() == [1]
+    assert decode(msg("fs/v1/S1/gateway/E1/batch", spoof)).slot.tolist() == [1]

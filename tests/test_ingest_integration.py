@@ -283,7 +283,12 @@ def test_bad_input_is_kept_and_counted_and_the_rest_stored(
     assert sorted(reasons[len(BAD) :]) == sorted(
         ["unknown_device", "site_mismatch", "bad_value", "bad_topic"]
     )
-    assert [bytes(r[2]) for r in rows[: len(BAD)]] == [b[1] for b in BAD]  # raw bytes kept
+    # Raw bytes kept: whole up to 4 KiB, else the head and the original length.
+    assert [bytes(r[2]) for r in rows[: len(BAD)]] == [b[1][:4096] for b in BAD]
+    sizes = query(
+        db, "SELECT payload_size FROM rejects WHERE topic LIKE %s ORDER BY id", (f"fs/v1/{site}/%",)
+    )
+    assert [s[0] for s in sizes[: len(BAD)]] == [len(b[1]) for b in BAD]
     assert all(r[3] for r in rows)
     counts = dict(query(db, "SELECT reason, count FROM reject_counts"))
     assert counts["invalid_json"] >= 3
@@ -326,6 +331,7 @@ def test_kill_9_between_receipt_and_commit_loses_nothing(
         "FIRESAFE_DATABASE_URL": db,
         "FIRESAFE_MQTT_CLIENT_ID": ingest_settings.mqtt_client_id,
         "FIRESAFE_LOG_LEVEL": "WARNING",
+        "FIRESAFE_INGEST_MODE": "single",  # one process, one session (shards: test_ingest_shards)
     }
     cmd = [sys.executable, "-m", "firesafe.cli", "ingest"]
 

@@ -8,13 +8,27 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from firesafe.embedded import EmbeddedBroker, free_port
 from firesafe.settings import Settings
-from tests.helpers import Publisher, forget_session, query, register, running_ingest, wait_for
+from tests.helpers import (
+    Publisher,
+    create_session,
+    forget_session,
+    query,
+    register,
+    running_ingest,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
+
+
+def execute(db: str, statements: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(statements.encode())
 
 
 def stored(db: str, device: str) -> int:
@@ -51,7 +65,9 @@ def test_broker_restart_loses_nothing(db: str, tmp_path: Path) -> None:
     dev = f"{site}-H"
     broker = EmbeddedBroker(tmp_path / "broker", port=free_port())
     url = broker.start()
-    settings = Settings(mqtt_url=url, database_url=db, mqtt_client_id=f"resil-{site}")
+    settings = Settings(
+        mqtt_url=url, database_url=db, mqtt_client_id=f"resil-{site}", ingest_mode="single"
+    )
     t0 = int(time.time() * 1000)
     try:
         with running_ingest(settings) as ingest:
@@ -85,7 +101,9 @@ def test_database_connection_loss_loses_nothing(db: str, mqtt_url: str) -> None:
     site = f"P{uuid.uuid4().hex[:8]}"
     register(db, [device(site)])
     dev = f"{site}-H"
-    settings = Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=f"resil-{site}")
+    settings = Settings(
+        mqtt_url=mqtt_url, database_url=db, mqtt_client_id=f"resil-{site}", ingest_mode="single"
+    )
     t0 = int(time.time() * 1000)
     dbname = query(db, "SELECT current_database()")[0][0]
     pub = Publisher(mqtt_url)
@@ -108,3 +126,116 @@ def test_database_connection_loss_loses_nothing(db: str, mqtt_url: str) -> None:
         pub.close()
         forget_session(mqtt_url, settings.mqtt_client_id)
     assert stored(db, dev) == 300
+
+
+def test_a_database_outage_of_any_length_is_ridden_out(
+    db: str, mqtt_url: str, publisher: Publisher, site: str
+) -> None:
+    """Down at start-up, then cut mid-stream: ingest waits, resumes by itself,
+    and stores every reading once (the connection error is never fatal)."""
+    from psycopg import conninfo
+
+    from tests.netproxy import CuttableProxy
+
+    register(db, [device(site)])
+    dev = f"{site}-H"
+    parts = conninfo.conninfo_to_dict(db)
+    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
+    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
+    client_id = f"outage-{site}"
+    settings = Settings(
+        mqtt_url=mqtt_url, database_url=via_proxy, mqtt_client_id=client_id, ingest_mode="single"
+    )
+    t0 = int(time.time() * 1000)
+    create_session(mqtt_url, client_id)  # the broker keeps what comes meanwhile
+    proxy.cut()  # the database is away when ingest starts
+    try:
+        from tests.helpers import IngestThread
+
+        ingest = IngestThread(settings)
+        ingest._thread.start()
+        for i in range(50):
+            publisher.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
+        time.sleep(2.0)  # an outage of a few retry intervals
+        assert ingest._thread.is_alive()
+        proxy.restore()
+        assert ingest._started.wait(60)
+        wait_for(lambda: stored(db, dev) == 50, timeout=60)
+        # Cut again mid-stream, for longer than one retry interval.
+        for i in range(50, 100):
+            publisher.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
+            if i == 60:
+                proxy.cut()
+        time.sleep(8.0)
+        assert ingest._thread.is_alive()
+        proxy.restore()
+        wait_for(lambda: stored(db, dev) == 100, timeout=60)
+        ingest.stop()
+    finally:
+        proxy.close()
+        forget_session(mqtt_url, client_id)
+    assert query(
+        db, "SELECT count(DISTINCT seq), count(*) FROM telemetry WHERE device_id = %s", (dev,)
+    )[0] == (100, 100)
+
+
+def test_a_message_the_database_refuses_is_isolated_and_the_rest_stored(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    """Any failure while storing a batch bisects it to the message at fault, which
+    becomes a reject and is acknowledged (not redelivered forever)."""
+    register(db, [device(site)])
+    dev = f"{site}-H"
+    execute(
+        db,
+        """
+        CREATE OR REPLACE FUNCTION test_refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.detail = 'poison' THEN RAISE EXCEPTION 'refused by a trigger'; END IF;
+            RETURN NEW;
+        END $$;
+        DROP TRIGGER IF EXISTS test_refuse_poison ON device_events;
+        CREATE TRIGGER test_refuse_poison BEFORE INSERT ON device_events
+            FOR EACH ROW EXECUTE FUNCTION test_refuse_poison();
+        """,
+    )
+    t0 = int(time.time() * 1000)
+    try:
+        with running_ingest(ingest_settings) as ingest:
+            ingest.service.source.pause()  # type: ignore[union-attr]  # one batch for all
+            for i in range(40):
+                publisher.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i, "seq": i, "v": {}})
+            publisher.send(
+                f"fs/v1/{site}/{dev}/event",
+                {"ts": t0 + 40, "seq": 40, "type": "fault", "detail": "poison"},
+            )
+            publisher.send(
+                f"fs/v1/{site}/{dev}/event",
+                {"ts": t0 + 41, "seq": 41, "type": "fault", "detail": "x"},
+            )
+            ingest.service.source.resume()  # type: ignore[union-attr]
+            wait_for(lambda: stored(db, dev) == 40)
+            wait_for(
+                lambda: (
+                    query(
+                        db,
+                        "SELECT count(*) FROM rejects WHERE topic = %s",
+                        (f"fs/v1/{site}/{dev}/event",),
+                    )[0][0]
+                    == 1
+                )
+            )
+        # Restarted: the refused message was acknowledged, so it is not redelivered.
+        with running_ingest(ingest_settings):
+            publisher.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + 50, "seq": 50, "v": {}})
+            wait_for(lambda: stored(db, dev) == 41)
+    finally:
+        execute(db, "DROP TRIGGER IF EXISTS test_refuse_poison ON device_events")
+    rejects = query(
+        db, "SELECT reason, detail FROM rejects WHERE topic LIKE %s", (f"fs/v1/{site}/%",)
+    )
+    assert len(rejects) == 1
+    assert rejects[0][0] == "bad_payload"
+    assert "refused by a trigger" in rejects[0][1]
+    events = query(db, "SELECT detail FROM device_events WHERE device_id = %s", (dev,))
+    assert [e[0] for e in events] == ["x"]

@@ -97,7 +97,9 @@ def test_telemetry_1m_agrees_with_the_raw_rows(db: str, mqtt_url: str, flavour: 
         ],
     )
     client_id = f"test-rollup-{uuid.uuid4().hex[:8]}"
-    settings_ = Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=client_id)
+    settings_ = Settings(
+        mqtt_url=mqtt_url, database_url=db, mqtt_client_id=client_id, ingest_mode="single"
+    )
     t0 = (int(time.time() * 1000) // 60_000 - 5) * 60_000
     rng = np.random.default_rng(7)
     pub = Publisher(mqtt_url)

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from api import render
+from api.dbtypes import shift
 from api.deps import CallerDep, ConnDep, StateDep
 from api.errors import ERROR_RESPONSES, BadParameter, ErrorResponse
 from api.params import (
@@ -36,6 +38,7 @@ from api.schemas import (
     AlarmType,
     DeviceEvent,
     Evidence,
+    LinkageCommand,
     NoteIn,
     Page,
     Reading,
@@ -43,9 +46,10 @@ from api.schemas import (
     Verdict,
 )
 from api.state import AppState
-from api.stream import Subscription
+from api.stream import MAX_STREAMS_PER_TOKEN, TOKEN_CHECK_S, Subscription
 from storage.queries import Scope
 from storage.queries import alarms as alarm_q
+from storage.queries import devices as device_q
 from storage.queries import telemetry as telemetry_q
 from storage.queries.alarms import AlarmFilter
 
@@ -190,6 +194,10 @@ async def _events(
         if last_id is not None:
             sub.request_resync()
         while True:
+            if sub.closed is not None:
+                # Token revoked/expired, or the live feed is down: say why and end.
+                yield b"event: close\ndata: " + orjson.dumps({"reason": sub.closed}) + b"\n\n"
+                return
             if sub.resync:
                 sub.resync = False
                 sub.drain()
@@ -220,7 +228,7 @@ async def _events(
                 yield b": heartbeat\n\n"
                 continue
             ids = [i for i in sub.drain() if i not in sent_recent]
-            if not ids or sub.resync:
+            if not ids or sub.resync or sub.closed is not None:
                 continue
             async with state.pool.connection() as conn:
                 rows = await alarm_q.changes(
@@ -243,9 +251,16 @@ async def _events(
     summary="Live alarm changes (Server-Sent Events)",
     description="Each event: `id` = alarm_log id, `event: alarm`, `data` = AlarmChange JSON. "
     "Same filters as the list (role and sites apply). Heartbeat comments keep the "
-    "connection open; reconnect with `Last-Event-ID` to receive what was missed.",
+    "connection open; reconnect with `Last-Event-ID` to receive what was missed. "
+    'The stream ends with `event: close` (`data` {"reason"}) when its token is revoked '
+    f"or expires (within {TOKEN_CHECK_S:g} s) or the live feed is down (reconnect). "
+    f"At most {MAX_STREAMS_PER_TOKEN} streams per token (429 past it); 503 while the "
+    "live feed is down.",
     response_class=StreamingResponse,
-    responses={200: SSE_RESPONSE},
+    responses={
+        200: SSE_RESPONSE,
+        429: {"model": ErrorResponse, "description": "Too many open streams for this token"},
+    },
 )
 async def stream_alarms(
     request: Request,
@@ -266,7 +281,7 @@ async def stream_alarms(
             last_id = int(last_event_id)
         except ValueError as exc:
             raise BadParameter("Last-Event-ID", "must be an alarm_log id (integer)") from exc
-    sub = state.hub.subscribe()
+    sub = state.hub.subscribe(caller.stream_key, caller.token_id)
     events = _events(
         state,
         request,
@@ -291,8 +306,18 @@ async def stream_alarms(
 async def get_alarm(alarm_id: AlarmId, conn: ConnDep, caller: CallerDep) -> AlarmDetail:
     row = await alarm_q.get_alarm(conn, scope=caller.scope, alarm_id=alarm_id)
     log_rows = await alarm_q.alarm_log(conn, alarm_id=alarm_id)
-    since = row["opened_at"] - EVIDENCE_BEFORE
-    until = max(row["confirmed_at"] or row["opened_at"], row["opened_at"]) + EVIDENCE_AFTER
+    command_rows = await alarm_q.alarm_commands(conn, alarm_id=alarm_id)
+    since = shift(row["opened_at"], -EVIDENCE_BEFORE)
+    until = shift(max(row["confirmed_at"] or row["opened_at"], row["opened_at"]), EVIDENCE_AFTER)
+    if caller.scope.sites is not None:
+        # A device moved between sites: each site's managers see its own period only.
+        moved = await device_q.site_since(conn, device_id=row["device"])
+        if moved is not None and moved[1] is not None:
+            if moved[0] == row["site"]:
+                since = max(since, moved[1])
+            else:
+                until = min(until, moved[1])
+            until = max(until, since)
     readings = await telemetry_q.raw_readings(
         conn,
         device_id=row["device"],
@@ -308,6 +333,7 @@ async def get_alarm(alarm_id: AlarmId, conn: ConnDep, caller: CallerDep) -> Alar
     return AlarmDetail(
         **AlarmOut.model_validate(row).model_dump(),
         log=[AlarmLogEntry.model_validate(r) for r in log_rows],
+        commands=[LinkageCommand.model_validate(r) for r in command_rows],
         evidence=Evidence(
             since=since,
             until=until,

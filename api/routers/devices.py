@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse
+from api.middleware import IMPORT_MAX_BODY_BYTES
 from api.params import (
     DEFAULT_LIMIT,
     ID_REGEX,
@@ -42,8 +43,9 @@ router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=ERROR_R
 
 # One request registers a whole building's worth; larger imports go in several requests.
 MAX_DEVICES_PER_REQUEST = 10_000
-# Request bodies above this are refused before parsing (10 000 devices fit easily).
-MAX_BODY_BYTES = 8 * 1024 * 1024
+# Request bodies above this are refused (10 000 devices fit easily); the ASGI
+# middleware enforces it before authentication, this check stays as a backstop.
+MAX_BODY_BYTES = IMPORT_MAX_BODY_BYTES
 # Open alarms shown on a device's detail page.
 DETAIL_OPEN_ALARMS = 100
 CSV_COLUMNS = (
@@ -170,10 +172,21 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def _store(conn: ConnDep, devices: list[DeviceIn]) -> list[DeviceOut]:
+MoveSite = Annotated[
+    bool,
+    Query(
+        description="Allow moving registered devices to another site (else 409). The "
+        "new site's managers see none of a moved device's history from before the move."
+    ),
+]
+
+
+async def _store(conn: ConnDep, devices: list[DeviceIn], move_site: bool) -> list[DeviceOut]:
     if not devices:
         return []
-    rows = await device_q.upsert_devices(conn, devices=[_to_spec(d) for d in devices])
+    rows = await device_q.upsert_devices(
+        conn, devices=[_to_spec(d) for d in devices], move_site=move_site
+    )
     return [DeviceOut.from_row(r) for r in rows]
 
 
@@ -186,9 +199,11 @@ async def _store(conn: ConnDep, devices: list[DeviceIn]) -> list[DeviceOut]:
     + ", ".join(CSV_COLUMNS)
     + ". Returns the devices as stored, in request order. Admin only.",
     openapi_extra={"requestBody": _request_body_schema()},
-    responses={413: {"model": ErrorResponse}},
+    responses={409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
 )
-async def post_devices(request: Request, conn: ConnDep, caller: CallerDep) -> list[DeviceOut]:
+async def post_devices(
+    request: Request, conn: ConnDep, caller: CallerDep, move_site: MoveSite = False
+) -> list[DeviceOut]:
     caller.require("admin")
     body = await _read_body(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -197,7 +212,7 @@ async def post_devices(request: Request, conn: ConnDep, caller: CallerDep) -> li
             text = body.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise BadBody("CSV body is not UTF-8") from exc
-        return await _store(conn, parse_csv(text))
+        return await _store(conn, parse_csv(text), move_site)
     try:
         parsed = _devices.validate_json(body)
     except ValidationError as exc:
@@ -205,7 +220,7 @@ async def post_devices(request: Request, conn: ConnDep, caller: CallerDep) -> li
     devices = parsed if isinstance(parsed, list) else [parsed]
     if len(devices) > MAX_DEVICES_PER_REQUEST:
         raise BadBody(f"at most {MAX_DEVICES_PER_REQUEST} devices per request")
-    return await _store(conn, devices)
+    return await _store(conn, devices, move_site)
 
 
 @router.post(
@@ -242,14 +257,17 @@ async def post_devices(request: Request, conn: ConnDep, caller: CallerDep) -> li
             },
         }
     },
+    responses={409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
 )
-async def import_devices(request: Request, conn: ConnDep, caller: CallerDep) -> list[DeviceOut]:
+async def import_devices(
+    request: Request, conn: ConnDep, caller: CallerDep, move_site: MoveSite = False
+) -> list[DeviceOut]:
     caller.require("admin")
     try:
         text = (await _read_body(request)).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadBody("CSV body is not UTF-8") from exc
-    return await _store(conn, parse_csv(text))
+    return await _store(conn, parse_csv(text), move_site)
 
 
 @router.get("", response_model=Page[DeviceOut], summary="List devices (ordered by id)")

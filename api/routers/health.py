@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from psycopg_pool import PoolTimeout
 
 from api.deps import StateDep
-from api.schemas import BrokerHealth, DatabaseHealth, Health, IngestHealth, JobHealth
+from api.schemas import (
+    BrokerHealth,
+    DatabaseHealth,
+    Health,
+    IngestHealth,
+    JobHealth,
+    StreamHealth,
+    TaskHealth,
+)
+from api.state import AppState
 from storage.queries import health as health_q
 
 router = APIRouter(tags=["operations"])
@@ -24,14 +33,35 @@ DB_TIMEOUT_S = 2.0
 @router.get(
     "/health",
     response_model=Health,
-    responses={503: {"model": Health, "description": "Database unreachable"}},
-    summary="Liveness and state of database, broker and ingest (no auth)",
-    description="200 when the database answers (`status` ok or degraded: ingest stale "
-    f"(no report for {STALE_AFTER_S:g} s) or absent, broker disconnected, or a "
-    "TimescaleDB background job failed its last run, listed in `failed_jobs`); 503 when "
-    "it does not (`status` down).",
+    summary="Liveness and state of database, broker, ingest and live feed (no auth)",
+    description="Always 200 while the API runs (contract section 4); `status` is ok, or "
+    "degraded when the database does not answer, ingest is stale (no report for "
+    f"{STALE_AFTER_S:g} s) or absent, the broker is disconnected, the live alarm "
+    "feed (LISTEN) is down, or a TimescaleDB background job (compression, rollup "
+    "refresh, retention) failed its last run (listed in `failed_jobs`).",
 )
-async def health(state: StateDep, response: Response) -> Health:
+async def health(state: StateDep) -> Health:
+    report = await _health(state)
+    if not report.alarm_stream.listening or any(
+        t.state != "running" for t in report.tasks.values()
+    ):
+        report.status = "degraded"
+    return report
+
+
+def _api_parts(state: AppState) -> dict[str, Any]:
+    return {
+        "alarm_stream": StreamHealth(
+            listening=state.hub.listening.is_set(), clients=state.hub.clients
+        ),
+        "tasks": {
+            name: TaskHealth(state=t.state, restarts=t.restarts, last_error=t.last_error)
+            for name, t in state.tasks.states.items()
+        },
+    }
+
+
+async def _health(state: AppState) -> Health:
     started = time.perf_counter()
     try:
         async with state.pool.connection(timeout=DB_TIMEOUT_S) as conn:
@@ -40,9 +70,9 @@ async def health(state: StateDep, response: Response) -> Health:
             instances = await health_q.ingest_instances(conn)
             jobs = await health_q.background_jobs(conn)
     except (psycopg.Error, PoolTimeout) as exc:
-        response.status_code = 503
         return Health(
-            status="down",
+            **_api_parts(state),
+            status="degraded",
             database=DatabaseHealth(ok=False, latency_ms=None, error=type(exc).__name__),
             broker=BrokerHealth(connected=None),
             ingest=IngestHealth(
@@ -58,6 +88,7 @@ async def health(state: StateDep, response: Response) -> Health:
     failed_jobs = [JobHealth.model_validate(j) for j in jobs if j["failed"]]
     if not instances:
         return Health(
+            **_api_parts(state),
             status="degraded",
             failed_jobs=failed_jobs,
             database=database,
@@ -80,6 +111,7 @@ async def health(state: StateDep, response: Response) -> Health:
     lags = [float(i["lag_ms"]) for i in reporting if i["lag_ms"] is not None]
     ok = ingest_state == "ok" and connected and not failed_jobs
     return Health(
+        **_api_parts(state),
         status="ok" if ok else "degraded",
         failed_jobs=failed_jobs,
         database=database,

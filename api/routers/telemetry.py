@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from api import render
 from api.deps import CallerDep, ConnDep
-from api.errors import ERROR_RESPONSES, ErrorResponse, TooManyPoints
+from api.errors import ERROR_RESPONSES, BadParameter, ErrorResponse, TooManyPoints
 from api.params import (
     DEFAULT_LIMIT,
     Cursor,
@@ -82,7 +82,12 @@ async def get_telemetry(
     since_at = parse_instant("since", since)
     until_at = parse_instant("until", until)
     check_range(since_at, until_at)
-    await device_q.device_site(conn, scope=caller.scope, device_id=device_id)
+    floor = await device_q.history_floor(conn, scope=caller.scope, device_id=device_id)
+    if floor is not None:
+        # A manager sees nothing from before the device came to its site.
+        since_at = floor if since_at is None else max(since_at, floor)
+        if until_at is not None and until_at < since_at:
+            until_at = since_at
     if bucket is None:
         kind = f"telemetry-{order}"
         after = time_key(kind, cursor, int)
@@ -101,10 +106,15 @@ async def get_telemetry(
         return render.page(map(render.reading, rows), next_cursor, bucket=None)
     width = BUCKETS[bucket]
     upto = until_at or datetime.now(UTC)
-    end = _ceil(upto, width)
-    # Without `since`: every bucket touching the last day (not just the day's
-    # own bucket, which would hide yesterday evening's readings just after midnight).
-    start = _floor(since_at or upto - DEFAULT_BUCKET_RANGE, width)
+    try:
+        end = _ceil(upto, width)
+        # Without `since`: every bucket touching the last day (not just the day's
+        # own bucket, which would hide yesterday evening's readings just after midnight).
+        start = _floor(since_at or upto - DEFAULT_BUCKET_RANGE, width)
+        if floor is not None:
+            start = max(start, _ceil(floor, width))  # whole buckets after the move only
+    except OverflowError as exc:
+        raise BadParameter("until", "out of the supported range (years 1-9999)") from exc
     if (end - start) / width > MAX_BUCKETS:
         raise TooManyPoints(
             "since",

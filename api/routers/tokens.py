@@ -32,9 +32,15 @@ async def create_token(body: TokenIn, conn: ConnDep, caller: CallerDep) -> Token
         sites=body.sites,
         name=body.name,
         created_by=caller.name,
+        expires_at=body.expires_at,
     )
     return TokenCreated(
-        token=token, id=row["id"], role=row["role"], sites=row["sites"], name=row["name"]
+        token=token,
+        id=row["id"],
+        role=row["role"],
+        sites=row["sites"],
+        name=row["name"],
+        expires_at=row["expires_at"],
     )
 
 

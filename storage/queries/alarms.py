@@ -103,6 +103,16 @@ async def alarm_log(conn: Conn, *, alarm_id: str) -> list[dict[str, Any]]:
     return await cur.fetchall()
 
 
+async def alarm_commands(conn: Conn, *, alarm_id: str) -> list[dict[str, Any]]:
+    """Linkage commands the alarm caused, with their delivery state."""
+    cur = await conn.execute(
+        "SELECT id, at, device_id AS device, cmd, direction, state, attempts, sent_at, acked_at"
+        " FROM linkage_commands WHERE alarm_id = %s ORDER BY id",
+        (alarm_id,),
+    )
+    return await cur.fetchall()
+
+
 async def device_events(
     conn: Conn, *, device_id: str, since: datetime, until: datetime, limit: int
 ) -> list[dict[str, Any]]:

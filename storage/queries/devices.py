@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 from psycopg import sql
 
 from storage.queries.common import Conn, Scope, Where
-from storage.queries.errors import InvalidInputError, NotFoundError
+from storage.queries.errors import ConflictError, InvalidInputError, NotFoundError
 
 # Ingest (or anyone) may LISTEN here to reload its registry cache at once
 # instead of waiting for its next poll of devices.updated_at.
@@ -58,12 +59,17 @@ def _dump(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-async def upsert_devices(conn: Conn, *, devices: Sequence[DeviceSpec]) -> list[dict[str, Any]]:
+async def upsert_devices(
+    conn: Conn, *, devices: Sequence[DeviceSpec], move_site: bool = False
+) -> list[dict[str, Any]]:
     """Insert or update devices by id in one transaction; returns them as stored.
 
     Sites, buildings, floors and zones are created as needed. An evac
     device's routes must name zones of its own building and floor that
     exist, or are created by this same call; otherwise nothing is stored.
+    A registered device named at another site is a ConflictError unless
+    `move_site`: then its `site_since` becomes now, and site-scoped callers
+    see none of its history from before (see `history_floor`).
     """
     # The last occurrence of an id wins, as if the devices were posted one by one.
     latest = {d.id: (i, d) for i, d in enumerate(devices)}
@@ -95,6 +101,7 @@ async def upsert_devices(conn: Conn, *, devices: Sequence[DeviceSpec]) -> list[d
                 [z[3] for z in zones],
             ),
         )
+        await _check_moves(conn, specs, move_site=move_site)
         await _check_routes(conn, rows)
         cur = await conn.execute(
             """
@@ -109,7 +116,9 @@ async def upsert_devices(conn: Conn, *, devices: Sequence[DeviceSpec]) -> list[d
                 site_id = EXCLUDED.site_id, building = EXCLUDED.building,
                 floor = EXCLUDED.floor, zone = EXCLUDED.zone, kind = EXCLUDED.kind,
                 name = EXCLUDED.name, interval_s = EXCLUDED.interval_s,
-                thresholds = EXCLUDED.thresholds, routes = EXCLUDED.routes, updated_at = now()
+                thresholds = EXCLUDED.thresholds, routes = EXCLUDED.routes, updated_at = now(),
+                site_since = CASE WHEN devices.site_id <> EXCLUDED.site_id THEN now()
+                                  ELSE devices.site_since END
             RETURNING id
             """,
             (
@@ -136,6 +145,25 @@ async def upsert_devices(conn: Conn, *, devices: Sequence[DeviceSpec]) -> list[d
     )
     by_id = {row["id"]: row for row in stored}
     return [by_id[d.id] for d in specs]
+
+
+async def _check_moves(conn: Conn, specs: Sequence[DeviceSpec], *, move_site: bool) -> None:
+    """Refuse (409) moving a registered device to another site unless asked explicitly."""
+    cur = await conn.execute(
+        "SELECT d.id, d.site_id FROM devices d JOIN unnest(%s::text[], %s::text[]) AS t(id, site) "
+        "ON t.id = d.id WHERE d.site_id <> t.site ORDER BY d.id FOR UPDATE OF d",
+        ([d.id for d in specs], [d.site for d in specs]),
+    )
+    moved = await cur.fetchall()
+    if moved and not move_site:
+        first = moved[0]
+        wanted = next(d.site for d in specs if d.id == first["id"])
+        more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
+        raise ConflictError(
+            f"device {first['id']!r} is registered at site {first['site_id']!r}, not "
+            f"{wanted!r}{more}: moving a device between sites needs move_site=true "
+            "(its history before the move stays hidden from the new site's managers)"
+        )
 
 
 async def _check_routes(conn: Conn, rows: Sequence[tuple[int, DeviceSpec]]) -> None:
@@ -212,6 +240,29 @@ async def get_device(conn: Conn, *, scope: Scope, device_id: str) -> dict[str, A
         raise NotFoundError(f"device {device_id!r} not found")
     scope.check(rows[0]["site"])
     return rows[0]
+
+
+async def history_floor(conn: Conn, *, scope: Scope, device_id: str) -> datetime | None:
+    """The device's site checked against the scope (NotFoundError / OutOfScopeError),
+    then the earliest instant of its history this caller may see: for a
+    site-scoped caller (manager), when the device came to its current site
+    (None: all of it)."""
+    cur = await conn.execute("SELECT site_id, site_since FROM devices WHERE id = %s", (device_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"device {device_id!r} not found")
+    scope.check(row["site_id"])
+    if scope.sites is None:
+        return None
+    since: datetime | None = row["site_since"]
+    return since
+
+
+async def site_since(conn: Conn, *, device_id: str) -> tuple[str, datetime | None] | None:
+    """(current site, when the device came to it) without a scope check; None if unknown."""
+    cur = await conn.execute("SELECT site_id, site_since FROM devices WHERE id = %s", (device_id,))
+    row = await cur.fetchone()
+    return None if row is None else (row["site_id"], row["site_since"])
 
 
 async def device_site(conn: Conn, *, scope: Scope, device_id: str) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from storage.queries.common import Conn
-from storage.queries.errors import NotFoundError
+from storage.queries.errors import InvalidInputError, NotFoundError
 
 
 def token_hash(token: str) -> str:
@@ -15,13 +16,34 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Names no token may carry: `system` is the actor of ingest's own alarm
+# transitions, `admin` the audit name of FIRESAFE_ADMIN_TOKEN (migration 0050
+# enforces the same with a CHECK constraint).
+RESERVED_NAMES = frozenset({"system", "admin"})
+# A token is live when not revoked and not expired.
+_LIVE = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
+
+
+def is_reserved_name(name: str) -> bool:
+    return name.strip().lower() in RESERVED_NAMES
+
+
 async def create_token(
-    conn: Conn, *, token: str, role: str, sites: Sequence[str], name: str, created_by: str
+    conn: Conn,
+    *,
+    token: str,
+    role: str,
+    sites: Sequence[str],
+    name: str,
+    created_by: str,
+    expires_at: datetime | None = None,
 ) -> dict[str, Any]:
+    if is_reserved_name(name):
+        raise InvalidInputError("name", f"{name.strip()!r} is reserved (the system's own actor)")
     cur = await conn.execute(
-        "INSERT INTO api_tokens (name, role, sites, token_hash, created_by) "
-        "VALUES (%s, %s, %s, %s, %s) RETURNING id, name, role, sites, created_at",
-        (name, role, list(sites), token_hash(token), created_by),
+        "INSERT INTO api_tokens (name, role, sites, token_hash, created_by, expires_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id, name, role, sites, created_at, expires_at",
+        (name, role, list(sites), token_hash(token), created_by, expires_at),
     )
     row = await cur.fetchone()
     assert row is not None  # INSERT ... RETURNING always returns the row
@@ -39,17 +61,26 @@ async def revoke_token(conn: Conn, *, token_id: str) -> None:
 
 
 async def find_token(conn: Conn, *, token: str) -> dict[str, Any] | None:
-    """The live token with this value, or None."""
+    """The live (not revoked, not expired) token with this value, or None."""
     cur = await conn.execute(
-        "SELECT id, name, role, sites FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL",
+        f"SELECT id, name, role, sites FROM api_tokens WHERE token_hash = %s AND {_LIVE}",
         (token_hash(token),),
     )
     return await cur.fetchone()
 
 
+async def live_token_ids(conn: Conn, *, ids: Sequence[str]) -> set[str]:
+    """Which of these token ids are still live."""
+    cur = await conn.execute(
+        f"SELECT id FROM api_tokens WHERE id = ANY(%s::text[]) AND {_LIVE}", (list(ids),)
+    )
+    return {row["id"] for row in await cur.fetchall()}
+
+
 async def list_tokens(conn: Conn) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        "SELECT id, name, role, sites, created_by, created_at, revoked_at FROM api_tokens "
+        "SELECT id, name, role, sites, created_by, created_at, revoked_at, expires_at "
+        "FROM api_tokens "
         "ORDER BY created_at, id"
     )
     return await cur.fetchall()

@@ -1,0 +1,241 @@
+"""Which shards this process holds, the leases behind them, and their MQTT sessions.
+
+Two modes, one mechanism:
+
+- sharded (`firesafe ingest`): the process takes free shards up to its share
+  (ceil(S / live processes)), hands surplus over gracefully when another
+  process joins, and runs one persistent MQTT session per shard, subscribed to
+  that shard's sites;
+- single (`firesafe up`): the process holds every shard and one session
+  subscribed to everything, so a message for a site nobody registered still
+  reaches ingest and becomes a reject.
+
+Leases are session-level advisory locks on the writer connection (see
+storage/shards.py): every batch commits through the session that holds its
+shard, so a batch can never commit for a shard whose lock is gone. When that
+session is lost the process stops all its sessions at once (nothing is read
+that cannot be committed), and on reconnection takes back exactly the shards
+it had, or starts over (`ShardLost`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import psycopg
+
+from firesafe.settings import Settings
+from ingest import shards
+from ingest.decode import RawMessage
+from ingest.mqtt import SUBSCRIPTION, MqttSource
+from ingest.shards import ShardLost
+from storage import shards as leases
+from storage.errors import MigrationError
+
+log = logging.getLogger(__name__)
+
+SINGLE = -1  # the key of the one session of single mode
+DISCONNECT_TIMEOUT_S = 5.0
+# Taking back all shards in single mode: how long to wait between attempts
+# when another process holds some of them.
+SINGLE_RETRY_S = 2.0
+
+
+class Ownership:
+    def __init__(
+        self,
+        settings: Settings,
+        deliver: Callable[[RawMessage], None],
+        *,
+        sharded: bool,
+    ) -> None:
+        self.settings = settings
+        self.deliver = deliver
+        self.sharded = sharded
+        self.count = settings.shards or 1  # the database's recorded number, once joined
+        self.owned: set[int] = set()
+        self.releasing: set[int] = set()
+        self.sources: dict[int, MqttSource] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self._paused = False
+        self.writer_pid = 0
+        self._session: tuple[int, Any] | None = None  # the writer session holding our leases
+        self.takeovers = 0  # shards taken since start (a process's share of failovers)
+
+    # --------------------------------------------------------------- sites
+    def shard_of(self, site: str) -> int:
+        return shards.shard_of(site, self.count)
+
+    def owns(self, site: str) -> bool:
+        return not self.sharded or self.shard_of(site) in self.owned
+
+    def owned_sites(self, sites: Collection[str]) -> set[str]:
+        return {s for s in sites if self.owns(s)}
+
+    def sites_of(self, shard: int, sites: Collection[str]) -> list[str]:
+        return sorted(s for s in sites if self.shard_of(s) == shard)
+
+    # ------------------------------------------------------------ sessions
+    def bind(self, group: asyncio.TaskGroup | None) -> None:
+        """Session tasks run in the service's task group (None: it has ended)."""
+        self._group = group
+
+    @property
+    def bound(self) -> bool:
+        return self._group is not None
+
+    def start_session(self, shard: int, subscriptions: Sequence[str]) -> None:
+        assert self._group is not None
+        base = self.settings.mqtt_client_id
+        source = MqttSource(
+            self.settings.mqtt,
+            base if shard == SINGLE else shards.client_id(base, shard),
+            self.deliver,
+            subscriptions=subscriptions,
+            shard=shard,
+        )
+        if self._paused:
+            source.pause()
+        self.sources[shard] = source
+        name = "ingest-mqtt" if shard == SINGLE else f"ingest-mqtt-s{shard}"
+        self._tasks[shard] = self._group.create_task(source.run(), name=name)
+
+    def start_sessions(self, subscriptions_of: Callable[[int], Sequence[str]]) -> None:
+        """A session for every shard held (single mode: the one session)."""
+        for key in [SINGLE] if not self.sharded else sorted(self.owned):
+            if key not in self.sources:
+                self.start_session(key, subscriptions_of(key))
+
+    async def stop_session(self, shard: int) -> None:
+        source = self.sources.pop(shard, None)
+        task = self._tasks.pop(shard, None)
+        if source is not None:
+            try:
+                await asyncio.wait_for(source.stop(), DISCONNECT_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("MQTT disconnect of %s timed out", source.client_id)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def stop_sessions(self) -> None:
+        await asyncio.gather(*(self.stop_session(k) for k in list(self.sources)))
+
+    def subscriptions_for(self, shard: int, sites: Collection[str]) -> list[str]:
+        if shard == SINGLE:
+            return [SUBSCRIPTION]
+        return shards.subscriptions(self.sites_of(shard, sites))
+
+    def pause(self) -> None:
+        self._paused = True
+        for source in self.sources.values():
+            source.pause()
+
+    def resume(self) -> None:
+        self._paused = False
+        for key, source in self.sources.items():
+            if key not in self.releasing:
+                source.resume()
+
+    @property
+    def subscribed(self) -> bool:
+        """Every session held is connected and subscribed."""
+        return bool(self.sources) and all(s.subscribed for s in self.sources.values())
+
+    @property
+    def connected(self) -> bool:
+        return any(s.subscribed for s in self.sources.values())
+
+    def ack(self, burst: Sequence[RawMessage]) -> None:
+        if not self.sharded:
+            source = self.sources.get(SINGLE)
+            if source is not None:
+                source.ack(burst)
+            return
+        by_shard: dict[int, list[RawMessage]] = {}
+        for m in burst:
+            by_shard.setdefault(m.shard, []).append(m)
+        for shard, messages in by_shard.items():
+            source = self.sources.get(shard)
+            if source is not None:
+                source.ack(messages)
+
+    def source_for(self, site: str) -> MqttSource | None:
+        """The session that publishes to this site (linkage commands)."""
+        return self.sources.get(self.shard_of(site) if self.sharded else SINGLE)
+
+    def pending_sites(self, sites: Collection[str]) -> list[str] | None:
+        """The sites whose linkage commands this process sends (None: all)."""
+        return sorted(self.owned_sites(sites)) if self.sharded else None
+
+    # -------------------------------------------------------------- leases
+    async def join(self, writer: psycopg.AsyncConnection[Any], aux: Any) -> None:
+        """A new writer session: read the shard count, count us in, and take back
+        every shard held before (else ShardLost: start over)."""
+        recorded = await leases.recorded_shards(aux)
+        if recorded is None:
+            raise MigrationError("the shard count is not recorded: run `firesafe db migrate`")
+        if self.settings.shards is not None and recorded != self.settings.shards:
+            raise MigrationError(
+                f"FIRESAFE_SHARDS={self.settings.shards}, but this database was set up "
+                f"with {recorded} shards (the count cannot change; unset it)"
+            )
+        self.count = recorded
+        if self._session is not None:  # the server may still keep the old session
+            await leases.end_session(writer, self._session)
+        self._session = await leases.session_identity(writer)
+        self.writer_pid = self._session[0]
+        await leases.join(writer)
+        lost = [k for k in sorted(self.owned) if not await leases.try_lock(writer, k)]
+        if lost:
+            raise ShardLost(f"shard(s) {lost} were taken over while the database was away")
+
+    async def take_all(self, writer: psycopg.AsyncConnection[Any]) -> None:
+        """Single mode: hold every shard (waiting while another process holds some)."""
+        while True:
+            for k in range(self.count):
+                if k not in self.owned and await leases.try_lock(writer, k):
+                    self.owned.add(k)
+            if len(self.owned) == self.count:
+                return
+            log.warning(
+                "single mode needs all %d shards; %d are held by other ingest processes "
+                "(stop them, or run this one sharded); waiting",
+                self.count,
+                self.count - len(self.owned),
+            )
+            await asyncio.sleep(SINGLE_RETRY_S)
+
+    async def plan(self, aux: Any) -> tuple[list[int], list[int]]:
+        """(free shards to try to take, held shards to hand over) for this round."""
+        view = await leases.view(aux)
+        mine = {k for k, pid in view.owners.items() if pid == self.writer_pid}
+        gone = self.owned - mine
+        if gone:  # cannot happen while our session lives: never work on without a lock
+            raise ShardLost(f"shard(s) {sorted(gone)} are no longer locked by this process")
+        free = set(range(self.count)) - view.owners.keys()
+        holding = self.owned - self.releasing
+        held = {pid: 0 for pid in view.members}
+        for pid in view.owners.values():
+            held[pid] = held.get(pid, 0) + 1
+        return shards.balance(holding, free, self.count, held, self.writer_pid)
+
+    async def try_take(self, writer: psycopg.AsyncConnection[Any], shard: int) -> bool:
+        if not await leases.try_lock(writer, shard):
+            return False  # another process was quicker
+        self.owned.add(shard)
+        self.takeovers += 1
+        return True
+
+    async def release(self, writer: psycopg.AsyncConnection[Any], shard: int) -> None:
+        """Hand a drained shard over: session closed first, then the lock freed."""
+        await self.stop_session(shard)
+        self.owned.discard(shard)
+        self.releasing.discard(shard)
+        await leases.unlock(writer, shard)

@@ -1,0 +1,106 @@
+"""Shard ownership in PostgreSQL (ingest/shards.py says what a shard is).
+
+A process owns shard k while its writer session holds the advisory lock
+(SHARD_LOCK_CLASS, k), and is a member of the cluster while that session holds
+(MEMBER_LOCK_CLASS, 0) in shared mode. Both live and die with the session: a
+process that dies, is killed or loses its connection frees its shards at once,
+and since every write of a shard's batches goes through that same session, no
+batch of a shard can commit once its lock is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+AsyncConn = psycopg.AsyncConnection[Any]
+
+SHARD_LOCK_CLASS = 0x46530000  # "FS" + 0: (class, shard) advisory locks
+MEMBER_LOCK_CLASS = 0x46530001  # "FS" + 1: one shared lock per live ingest process
+
+
+async def recorded_shards(conn: AsyncConn) -> int | None:
+    async with conn.transaction():
+        cur = await conn.execute("SELECT value FROM firesafe_meta WHERE key = 'shards'")
+        row = await cur.fetchone()
+    return int(row[0]) if row else None
+
+
+async def join(conn: AsyncConn) -> None:
+    """Count this session among the live ingest processes."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_lock_shared(%s, 0)", (MEMBER_LOCK_CLASS,))
+
+
+async def try_lock(conn: AsyncConn, shard: int) -> bool:
+    async with conn.transaction():
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (SHARD_LOCK_CLASS, shard))
+        row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def unlock(conn: AsyncConn, shard: int) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (SHARD_LOCK_CLASS, shard))
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    members: list[int]  # backend pids of the live ingest processes
+    owners: dict[int, int]  # shard -> backend pid of its owner
+
+
+_VIEW = """
+SELECT l.classid::bigint, l.objid::bigint, l.pid
+FROM pg_locks l
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid::bigint IN (%s, %s)
+"""
+
+
+async def view(conn: AsyncConn) -> ClusterView:
+    """Who is alive and who owns what, as the database sees it now."""
+    cur = await conn.execute(_VIEW, (SHARD_LOCK_CLASS, MEMBER_LOCK_CLASS))
+    members: list[int] = []
+    owners: dict[int, int] = {}
+    for cls, obj, pid in await cur.fetchall():
+        if cls == MEMBER_LOCK_CLASS:
+            members.append(int(pid))
+        else:
+            owners[int(obj)] = int(pid)
+    return ClusterView(sorted(set(members)), owners)
+
+
+async def session_identity(conn: AsyncConn) -> tuple[int, Any]:
+    """(backend pid, backend start): a session, told apart from a later one that
+    happens to get the same pid."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), row[1]
+
+
+async def end_session(conn: AsyncConn, identity: tuple[int, Any]) -> bool:
+    """End our own previous session if the server still keeps it (a connection
+    lost on the way, not yet noticed by the server): its leases go with it.
+    True when it is gone."""
+    pid, started = identity
+    for _ in range(20):
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid = %s AND backend_start = %s",
+                (pid, started),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return True
+        await asyncio.sleep(0.1)
+    return False

@@ -1,0 +1,760 @@
+"""Hardening of the API (issue #10): what an attacker or a bad day must not break.
+
+Against the real PostgreSQL; a database outage is a TCP proxy in front of it
+that the test cuts and restores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import secrets
+import select
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from fastapi import FastAPI
+from psycopg import conninfo as pg_conninfo
+from psycopg import sql
+from pydantic import SecretStr, ValidationError
+
+from api.middleware import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
+from api.stream import MAX_STREAMS_PER_TOKEN
+from api.tasks import Supervisor
+from firesafe.settings import Settings
+from tests.test_api_support import (
+    ADMIN_TOKEN,
+    client,
+    device,
+    insert_alarm,
+    insert_telemetry,
+    live_server,
+    make_token,
+    register,
+)
+
+# Bound on any single wait of these tests (a condition, not a measurement).
+WAIT_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def api_url(database_url: str, migration: object) -> Iterator[str]:
+    with live_server(database_url) as url:
+        yield url
+
+
+@pytest.fixture
+def api(api_url: str, db: str) -> Iterator[httpx.Client]:
+    with client(api_url) as c:
+        yield c
+
+
+def _wait(condition: Any, what: str) -> Any:
+    """Poll `condition()` until truthy (bounded): waiting on state, not on time."""
+    deadline = datetime.now(UTC) + timedelta(seconds=WAIT_S)
+    while datetime.now(UTC) < deadline:
+        value = condition()
+        if value:
+            return value
+        threading.Event().wait(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- item 3: stored timestamps beyond Python's datetime ------------------------
+
+
+def test_stored_timestamps_beyond_python_range_do_not_break_the_api(
+    api: httpx.Client, db: str, flavour: str
+) -> None:
+    register(api, device("FAR1"), device("FAR2"))
+    insert_telemetry(db, flavour, "FAR2", [(datetime.now(UTC), 1, {"obscuration": 0.1})])
+    with psycopg.connect(db, autocommit=True) as conn:
+        # As an older ingest stored them: a reading dated year 10000, a device
+        # whose newest event time is 'infinity', an alarm opened in year 20000.
+        conn.execute(
+            "INSERT INTO telemetry (ts, device_id, seq, received_at, obscuration) "
+            "VALUES ('10000-01-01T00:00:00Z', 'FAR1', 1, now(), 0.5)"
+        )
+        conn.execute(
+            "INSERT INTO device_state (device_id, last_seen_at, last_ts, messages) "
+            "VALUES ('FAR1', now(), 'infinity', 1)"
+        )
+        conn.execute(
+            "INSERT INTO device_events (ts, device_id, seq, received_at, type) "
+            "VALUES ('20000-01-01T00:00:00Z', 'FAR1', 2, now(), 'fire_alarm')"
+        )
+        conn.execute(
+            "INSERT INTO alarms (id, device_id, site_id, building, floor, zone, type, verdict, "
+            "reason, opened_at, confirmed_at) VALUES ('FARA', 'FAR1', 'S1', 'B1', '1', 'Z1', "
+            "'fire', 'confirmed', 'coincidence', '20000-01-01T00:00:00Z', '-infinity')"
+        )
+        conn.execute(
+            "INSERT INTO alarm_log (alarm_id, action, actor) VALUES ('FARA', 'opened', 'system')"
+        )
+    top = "9999-12-31T23:59:59.999Z"
+    listed = api.get("/api/v1/devices", params={"site": "S1"})
+    assert listed.status_code == 200, listed.text
+    one = api.get("/api/v1/devices/FAR1")
+    assert one.status_code == 200, one.text
+    assert one.json()["last_ts"] == top
+    assert one.json()["last_reading"]["ts"] == top
+    raw = api.get("/api/v1/devices/FAR1/telemetry", params={"order": "desc"})
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["items"][0]["ts"] == top
+    # Paging past the clamped row still works.
+    first = api.get("/api/v1/devices/FAR1/telemetry", params={"limit": 1, "order": "desc"})
+    assert first.status_code == 200
+    bucketed = api.get(
+        "/api/v1/devices/FAR1/telemetry", params={"bucket": "1d", "until": "9999-12-31T23:00:00Z"}
+    )
+    assert bucketed.status_code in (200, 422), bucketed.text
+    alarms = api.get("/api/v1/alarms", params={"site": "S1"})
+    assert alarms.status_code == 200, alarms.text
+    far = next(a for a in alarms.json()["items"] if a["id"] == "FARA")
+    assert far["opened_at"] == top
+    assert far["confirmed_at"] == "0001-01-01T00:00:00.000Z"
+    detail = api.get("/api/v1/alarms/FARA")
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["evidence"]["until"] == top
+    assert api.get("/api/v1/sites").status_code == 200
+
+
+# --- item 7: the system's actor name -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["system", "System", " system ", "admin"])
+def test_reserved_token_names_are_refused(api: httpx.Client, name: str) -> None:
+    response = api.post("/api/v1/tokens", json={"role": "operator", "name": name})
+    assert response.status_code == 422, response.text
+    assert "reserved" in response.json()["error"]["message"]
+
+
+def test_the_database_refuses_a_token_named_system(api: httpx.Client, db: str) -> None:
+    with (
+        psycopg.connect(db, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.CheckViolation),
+    ):
+        conn.execute(
+            "INSERT INTO api_tokens (name, role, token_hash) VALUES ('system', 'operator', 'x')"
+        )
+
+
+def test_a_clear_is_never_recorded_as_the_system(api_url: str, api: httpx.Client, db: str) -> None:
+    register(api, device("SYS1"))
+    operator = make_token(api_url, "operator", name="systems-desk")
+    with psycopg.connect(db, autocommit=True) as conn:
+        insert_alarm(conn, id="SYSA", device="SYS1", verdict="confirmed")
+    with client(api_url, token=operator) as op:
+        assert op.post("/api/v1/alarms/SYSA/clear", json={}).status_code == 200
+    with psycopg.connect(db) as conn:
+        actors = [r[0] for r in conn.execute("SELECT actor FROM alarm_log WHERE alarm_id = 'SYSA'")]
+    assert actors == ["system", "systems-desk"]
+
+
+# --- item 13: token expiry -----------------------------------------------------
+
+
+def test_tokens_expire(api_url: str, api: httpx.Client, db: str) -> None:
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    created = api.post(
+        "/api/v1/tokens", json={"role": "operator", "name": "temp", "expires_at": soon}
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["expires_at"].startswith(soon[:16])
+    with client(api_url, token=body["token"]) as temp:
+        assert temp.get("/api/v1/alarms").status_code == 200
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE api_tokens SET expires_at = now() - interval '1 s' WHERE id = %s",
+                (body["id"],),
+            )
+        expired = temp.get("/api/v1/alarms")
+    assert expired.status_code == 401
+    assert "expired" in expired.json()["error"]["message"]
+    listed = {t["id"]: t for t in api.get("/api/v1/tokens").json()["items"]}
+    assert listed[body["id"]]["expires_at"] is not None
+    past = api.post(
+        "/api/v1/tokens",
+        json={"role": "operator", "name": "late", "expires_at": "2020-01-01T00:00:00Z"},
+    )
+    assert past.status_code == 422
+
+
+# --- item 8: streams of revoked tokens, streams per token ----------------------
+
+
+def _open_stream(api_url: str, token: str, events: queue.Queue[Any]) -> threading.Event:
+    """Read an SSE stream in a thread: ('status', code), then ('line', text)... ('end',)."""
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            with (
+                httpx.Client(timeout=httpx.Timeout(5, read=60)) as http,
+                http.stream(
+                    "GET",
+                    f"{api_url}/api/v1/alarms/stream",
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as response,
+            ):
+                events.put(("status", response.status_code))
+                for line in response.iter_lines():
+                    events.put(("line", line))
+                    if stop.is_set():
+                        return
+        except httpx.HTTPError as exc:
+            events.put(("error", repr(exc)))
+        events.put(("end",))
+
+    threading.Thread(target=run, daemon=True).start()
+    return stop
+
+
+def _until(events: queue.Queue[Any], wanted: tuple[str, ...]) -> list[Any]:
+    seen = []
+    while True:
+        item = events.get(timeout=WAIT_S)
+        seen.append(item)
+        if item[: len(wanted)] == wanted or item[0] == "end":
+            return seen
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_revoked_or_expired_tokens_stream_is_closed(
+    api_url: str, api: httpx.Client, db: str, how: str
+) -> None:
+    token = make_token(api_url, "operator", name=f"wall-{how}")
+    token_id = next(
+        t["id"] for t in api.get("/api/v1/tokens").json()["items"] if t["name"] == f"wall-{how}"
+    )
+    events: queue.Queue[Any] = queue.Queue()
+    _open_stream(api_url, token, events)
+    assert events.get(timeout=WAIT_S) == ("status", 200)
+    assert events.get(timeout=WAIT_S)[1].startswith("retry:")
+    if how == "revoked":
+        assert api.delete(f"/api/v1/tokens/{token_id}").status_code == 204
+    else:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("UPDATE api_tokens SET expires_at = now() WHERE id = %s", (token_id,))
+    # Heartbeats come every 15 s: the close must come first, within seconds.
+    seen = _until(events, ("line", "event: close"))
+    assert seen[-1] == ("line", "event: close"), seen
+    assert "token_revoked_or_expired" in events.get(timeout=WAIT_S)[1]
+    assert _until(events, ("end",))[-1] == ("end",)
+
+
+def _raw_stream(api_url: str, token: str) -> tuple[socket.socket, int]:
+    """An SSE request on a raw socket: (the open socket, the response status)."""
+    host, port = api_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=WAIT_S)
+    sock.sendall(
+        f"GET /api/v1/alarms/stream HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed before a status line"
+        head += chunk
+    return sock, int(head.split(b" ", 2)[1])
+
+
+def test_streams_per_token_are_capped(api_url: str, api: httpx.Client) -> None:
+    token = make_token(api_url, "operator", name="many-walls")
+    other = make_token(api_url, "operator", name="other-wall")
+    socks = []
+    try:
+        for _ in range(MAX_STREAMS_PER_TOKEN):
+            sock, status = _raw_stream(api_url, token)
+            socks.append(sock)
+            assert status == 200
+        with client(api_url, token=token) as same:
+            refused = same.get("/api/v1/alarms/stream")
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "too_many_streams"
+        # Another token is not affected.
+        sock, status = _raw_stream(api_url, other)
+        socks.append(sock)
+        assert status == 200
+        # Closing a stream frees its place.
+        clients = api.get("/health").json()["alarm_stream"]["clients"]
+        socks.pop(0).close()
+        _wait(
+            lambda: api.get("/health").json()["alarm_stream"]["clients"] < clients,
+            "the closed stream to be released",
+        )
+        sock, status = _raw_stream(api_url, token)
+        socks.append(sock)
+        assert status == 200
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+# --- item 9: request bodies bounded before authentication ----------------------
+
+
+def _raw_post(api_url: str, path: str, headers: str, body_chunks: Iterator[bytes]) -> bytes:
+    """Send a request on a raw socket, stop sending as soon as the server answers,
+    return the response head (a server that reads on would leave us blocked here)."""
+    host, port = api_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=WAIT_S) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n".encode())
+        for chunk in body_chunks:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable:
+                break
+            try:
+                sock.sendall(chunk)
+            except OSError:  # the server answered and closed: fine
+                break
+        data = b""
+        while b"\r\n\r\n" not in data:
+            got = sock.recv(65536)
+            if not got:
+                break
+            data += got
+        return data
+
+
+def test_a_huge_body_without_a_token_is_refused_unread(api_url: str) -> None:
+    gib = 1024**3
+    # A declared gigabyte: refused from the headers, before a byte of it is read.
+    head = _raw_post(
+        api_url,
+        "/api/v1/alarms/X/ack",
+        f"Content-Type: application/json\r\nContent-Length: {gib}\r\n",
+        iter([b"{" + b" " * 65536]),
+    )
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]
+    # Chunked, no length: reading stops at the limit (1 MiB), long before 64 MiB.
+    chunk = b"x" * 65536
+    chunked = (f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for _ in range(1024))
+    head = _raw_post(
+        api_url,
+        "/api/v1/tokens",
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n",
+        chunked,
+    )
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]
+
+
+def test_the_limit_is_larger_only_for_device_registration(api: httpx.Client) -> None:
+    big = b"[" + b" " * (2 * DEFAULT_MAX_BODY_BYTES) + b"]"
+    ok = api.post("/api/v1/devices", content=big, headers={"Content-Type": "application/json"})
+    assert ok.status_code == 200, ok.text  # an empty list, with a lot of white space
+    refused = api.post(
+        "/api/v1/alarms/X/ack", content=big, headers={"Content-Type": "application/json"}
+    )
+    assert refused.status_code == 413
+    assert refused.json()["error"]["code"] == "too_large"
+
+
+def test_the_middleware_never_hands_the_app_an_oversized_body() -> None:
+    """ASGI level: a declared oversized body never reaches the app; a streamed one
+    is cut at the first chunk past the limit, and nothing after it is read."""
+    calls: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append("app")
+        while True:
+            message = await receive()
+            calls.append(f"chunk {len(message.get('body', b''))}")
+            if not message.get("more_body"):
+                break
+
+    async def run(headers: list[tuple[bytes, bytes]], chunks: int) -> tuple[int, int]:
+        sent: list[Any] = []
+        served = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal served
+            served += 1
+            return {"type": "http.request", "body": b"x" * 65536, "more_body": served < chunks}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/api/v1/tokens", "headers": headers}
+        try:
+            await BodyLimitMiddleware(app)(scope, receive, send)
+        except BodyTooLarge:  # the app's exception middleware answers it with 413
+            return 413, served
+        return sent[0]["status"], served
+
+    status, served = asyncio.run(run([(b"content-length", str(1024**3).encode())], 16384))
+    assert (status, served, calls) == (413, 0, [])
+    status, served = asyncio.run(run([], 16384))
+    assert status == 413
+    assert served == DEFAULT_MAX_BODY_BYTES // 65536 + 1  # stopped right past the limit
+
+
+# --- item 12: weak admin tokens ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token", ["a", "short-but-random-7c1f", "change-me-admin-token", "CHANGE-ME-" + "x" * 40]
+)
+def test_weak_admin_tokens_are_refused(token: str) -> None:
+    with pytest.raises(ValidationError, match="FIRESAFE_ADMIN_TOKEN"):
+        Settings(admin_token=SecretStr(token))
+    assert Settings(admin_token=SecretStr("f" * 32)).admin_token is not None
+
+
+def test_the_api_does_not_start_with_a_placeholder_token(database_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "firesafe.cli", "api"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "FIRESAFE_DATABASE_URL": database_url,
+            "FIRESAFE_ADMIN_TOKEN": "change-me-admin-token",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "FIRESAFE_ADMIN_TOKEN" in done.stderr
+    assert "openssl rand" in done.stderr
+
+
+# --- item 15: errors, thresholds, docs, site moves, outages --------------------
+
+
+def _leaky(app: FastAPI) -> None:
+    @app.get("/api/v1/_leak")
+    async def leak() -> None:
+        raise psycopg.errors.UndefinedTable('relation "secret_table_x" does not exist')
+
+
+def test_database_error_text_never_reaches_the_client(
+    database_url: str, migration: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        live_server(database_url, customize=_leaky) as url,
+        client(url) as api,
+        caplog.at_level(logging.ERROR, logger="api.errors"),
+    ):
+        response = api.get("/api/v1/_leak")
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert "secret_table_x" not in response.text
+    assert error["code"] == "internal"
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert any(error["request_id"] in r.getMessage() for r in caplog.records)
+    assert any("secret_table_x" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+@pytest.mark.parametrize(
+    ("kind", "thresholds", "wanted"),
+    [
+        ("smoke", {"obscuration_alarm": 2.5}, 200),
+        ("smoke", {"residual_current_ma": 300}, 422),  # not a smoke detector's
+        ("smoke", {"obscuration_alarm": -1}, 422),
+        ("heat", {"no_such_threshold": 1}, 422),
+        ("electrical", {"residual_current_ma": 5000}, 422),  # beyond 20-1000 mA
+        ("mcp", {"obscuration_alarm": 3}, 422),
+    ],
+)
+def test_thresholds_are_validated(
+    api: httpx.Client, kind: str, thresholds: dict[str, float], wanted: int
+) -> None:
+    response = api.post("/api/v1/devices", json=device("TH1", kind=kind, thresholds=thresholds))
+    assert response.status_code == wanted, response.text
+    if wanted == 422:
+        assert next(iter(thresholds)) in response.json()["error"]["message"]
+
+
+def test_openapi_and_docs_need_a_token_unless_public(api_url: str, database_url: str) -> None:
+    with client(api_url, token=None) as anonymous:
+        assert anonymous.get("/openapi.json").status_code == 401
+        assert anonymous.get("/docs").status_code == 404
+        assert anonymous.get("/health").status_code == 200
+    with client(api_url) as admin:
+        schema = admin.get("/openapi.json")
+    assert schema.status_code == 200
+    assert "/api/v1/alarms" in schema.json()["paths"]
+    with live_server(database_url, public_docs=True) as url, client(url, token=None) as anon:
+        assert anon.get("/openapi.json").status_code == 200
+        assert anon.get("/docs").status_code == 200
+
+
+def test_moving_a_device_to_another_site_hides_its_history(
+    api_url: str, api: httpx.Client, db: str, flavour: str
+) -> None:
+    register(api, device("MV1", site="S1"))
+    before = datetime.now(UTC) - timedelta(minutes=10)
+    insert_telemetry(db, flavour, "MV1", [(before, 1, {"obscuration": 0.2})])
+    moved = api.post("/api/v1/devices", json=device("MV1", site="S2"))
+    assert moved.status_code == 409
+    assert "move_site" in moved.json()["error"]["message"]
+    assert api.get("/api/v1/devices/MV1").json()["site"] == "S1"
+    register(api, device("MV1", site="S2"), move_site=True)
+    after = datetime.now(UTC) + timedelta(minutes=1)
+    insert_telemetry(db, flavour, "MV1", [(after, 2, {"obscuration": 0.3})])
+    s2 = make_token(api_url, "manager", ["S2"], name="s2-manager")
+    s1 = make_token(api_url, "manager", ["S1"], name="s1-manager")
+    with client(api_url, token=s2) as manager:
+        seen = manager.get("/api/v1/devices/MV1/telemetry")
+        assert seen.status_code == 200
+        assert [r["seq"] for r in seen.json()["items"]] == [2]
+        early = manager.get(
+            "/api/v1/devices/MV1/telemetry",
+            params={"until": (before + timedelta(seconds=1)).isoformat()},
+        )
+        assert early.json()["items"] == []
+    with client(api_url, token=s1) as old_manager:
+        assert old_manager.get("/api/v1/devices/MV1/telemetry").status_code == 403
+    everything = api.get("/api/v1/devices/MV1/telemetry").json()["items"]
+    assert [r["seq"] for r in everything] == [1, 2]
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL that a test can cut (an outage) and restore."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        # A host starting with "/" is a directory of Unix sockets (libpq's rule).
+        self.target = target
+        self.port = 0
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.start()
+
+    def start(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(64)
+        self.port = server.getsockname()[1]
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client_sock, _ = server.accept()
+            except OSError:
+                return
+            try:
+                host, port = self.target
+                if host.startswith("/"):
+                    upstream = socket.socket(socket.AF_UNIX)
+                    upstream.connect(f"{host}/.s.PGSQL.{port}")
+                else:
+                    upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client_sock.close()
+                continue
+            with self._lock:
+                self._conns += [client_sock, upstream]
+            for a, b in ((client_sock, upstream), (upstream, client_sock)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Refuse new connections and break the open ones."""
+        assert self._server is not None
+        # shutdown() wakes the thread blocked in accept(); close() alone would not.
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for sock in conns:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_during_a_database_outage_calls_fail_fast_and_health_is_degraded(
+    database_url: str, migration: object, db: str
+) -> None:
+    params = pg_conninfo.conninfo_to_dict(database_url)
+    proxy = Proxy((str(params.get("host") or "127.0.0.1"), int(str(params.get("port") or 5432))))
+    via_proxy = pg_conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
+    with live_server(via_proxy) as url, client(url) as api:
+        assert api.get("/api/v1/devices").status_code == 200
+        _wait(lambda: api.get("/health").json()["alarm_stream"]["listening"], "LISTEN")
+        events: queue.Queue[Any] = queue.Queue()
+        _open_stream(url, ADMIN_TOKEN, events)
+        assert events.get(timeout=WAIT_S) == ("status", 200)
+        proxy.cut()
+        # The client's own timeout (10 s) is far below psycopg's default 30 s wait.
+        down = api.get("/api/v1/devices")
+        assert down.status_code == 503, down.text
+        assert down.json()["error"]["code"] == "unavailable"
+        assert "Retry-After" in down.headers
+        health = api.get("/health")
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded"
+        assert health.json()["database"]["ok"] is False
+        # The open stream is told and closed instead of heartbeats forever...
+        seen = _until(events, ("line", "event: close"))
+        assert seen[-1] == ("line", "event: close"), seen
+        assert "live_feed_down" in events.get(timeout=WAIT_S)[1]
+        # ...and new streams are refused while the feed is down.
+        _wait(lambda: not api.get("/health").json()["alarm_stream"]["listening"], "LISTEN down")
+        assert api.get("/api/v1/alarms/stream").status_code == 503
+        proxy.start()
+        # Back by itself: the pool reconnects, the listener is restarted.
+        _wait(lambda: api.get("/api/v1/devices").status_code == 200, "the pool to recover")
+        _wait(lambda: api.get("/health").json()["alarm_stream"]["listening"], "LISTEN again")
+    proxy.cut()
+
+
+def test_a_dead_background_task_is_restarted_and_visible() -> None:
+    async def scenario() -> tuple[int, str | None, str]:
+        runs = 0
+        second_run = asyncio.Event()
+
+        async def flaky() -> None:
+            nonlocal runs
+            runs += 1
+            if runs == 1:
+                raise RuntimeError("listener bug")
+            second_run.set()
+            await asyncio.Event().wait()
+
+        supervisor = Supervisor()
+        supervisor.restart_min_s = 0.01
+        supervisor.add("listener", flaky)
+        task = asyncio.create_task(supervisor.run())
+        await asyncio.wait_for(second_run.wait(), WAIT_S)
+        state = supervisor.states["listener"]
+        result = (state.restarts, state.last_error, state.state)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert supervisor.states["listener"].state == "stopped"
+        return result
+
+    restarts, error, state = asyncio.run(scenario())
+    assert restarts == 1
+    assert error == "RuntimeError: listener bug"
+    assert state == "running"
+
+
+def test_health_shows_the_background_tasks(api_url: str, db: str) -> None:
+    with client(api_url, token=None) as anonymous:
+        body = anonymous.get("/health").json()
+    assert set(body["tasks"]) == {"alarm-listener", "token-watcher"}
+    assert all(t["state"] == "running" for t in body["tasks"].values())
+    assert body["alarm_stream"]["listening"] is True
+
+
+# --- item 13: least-privilege database roles (migration 0050) ------------------
+
+# Every table and view the Grafana dashboards read (grafana/build_dashboards.py).
+DASHBOARD_RELATIONS = (
+    "alarms",
+    "devices",
+    "device_state",
+    "device_events",
+    "device_overview",
+    "device_thresholds",
+    "kind_readings",
+    "sites",
+    "buildings",
+    "floors",
+    "zones",
+    "telemetry",
+    "telemetry_1m",
+    "ingest_stats",
+    "linkage_commands",
+    "reject_counts",
+)
+
+
+@pytest.fixture
+def logins(db: str) -> Iterator[dict[str, str]]:
+    """A login role in each group role, as a deployment makes them: group -> DSN."""
+    suffix = secrets.token_hex(4)
+    names = {g: f"t_{suffix}_{g}" for g in ("firesafe_ingest", "firesafe_api", "firesafe_grafana")}
+    with psycopg.connect(db, autocommit=True) as conn:
+        for group, name in names.items():
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                    sql.Identifier(name), sql.Identifier(group)
+                )
+            )
+    try:
+        yield {g: pg_conninfo.make_conninfo(db, user=n) for g, n in names.items()}
+    finally:
+        with psycopg.connect(db, autocommit=True) as conn:
+            for name in names.values():
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def _denied(dsn: str, query: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        try:
+            conn.execute(query)
+        except psycopg.errors.InsufficientPrivilege:
+            return True
+        finally:
+            conn.rollback()
+    return False
+
+
+def test_grafana_reads_dashboards_but_not_tokens_or_payloads(logins: dict[str, str]) -> None:
+    grafana = logins["firesafe_grafana"]
+    assert _denied(grafana, "SELECT token_hash FROM api_tokens")
+    assert _denied(grafana, "SELECT payload FROM rejects")
+    assert _denied(grafana, "SELECT * FROM rejects")
+    assert _denied(grafana, "INSERT INTO sites (id) VALUES ('G1')")
+    with psycopg.connect(grafana) as conn:
+        conn.execute("SELECT received_at, topic, reason, detail, device_id FROM rejects")
+        for relation in DASHBOARD_RELATIONS:
+            conn.execute(sql.SQL("SELECT * FROM {} LIMIT 1").format(sql.Identifier(relation)))
+
+
+def test_ingest_writes_data_but_never_reads_tokens(logins: dict[str, str]) -> None:
+    ingest = logins["firesafe_ingest"]
+    assert _denied(ingest, "SELECT token_hash FROM api_tokens")
+    assert _denied(ingest, "CREATE TABLE t_intruder (x int)")
+    with psycopg.connect(ingest) as conn:
+        conn.execute(
+            "INSERT INTO rejects (received_at, topic, reason, payload) "
+            "VALUES (now(), 't', 'bad_topic', 'x')"
+        )
+        conn.execute("SELECT * FROM devices LIMIT 1")
+        conn.rollback()
+
+
+def test_the_api_runs_on_its_own_role(logins: dict[str, str], db: str) -> None:
+    api_dsn = logins["firesafe_api"]
+    assert _denied(api_dsn, "CREATE TABLE t_intruder (x int)")
+    with live_server(api_dsn) as url, client(url) as api:
+        register(api, device("RL1"))
+        token = make_token(url, "manager", ["S1"], name="role-check")
+        with psycopg.connect(db, autocommit=True) as conn:
+            insert_alarm(conn, id="RLA", device="RL1", verdict="confirmed")
+        with client(url, token=token) as manager:
+            assert manager.get("/api/v1/alarms").status_code == 200
+            assert manager.post("/api/v1/alarms/RLA/ack", json={}).status_code == 200
+        assert api.get("/api/v1/rejects").status_code == 200
+        assert api.get("/health").json()["database"]["ok"] is True

@@ -1,0 +1,312 @@
+"""Site shards shared by several ingest processes (issue: scale out and fail over),
+on the real broker and database: every site covered, handovers and takeovers
+with nothing lost or stored twice, and no false `offline` on the way."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from detection import Engine
+from firesafe.settings import Settings
+from ingest import shards
+from storage import shards as leases
+from tests.helpers import (
+    IngestThread,
+    Publisher,
+    forget_session,
+    query,
+    register,
+    wait_for,
+)
+
+SHARDS = 64  # what the test database recorded when it was migrated
+
+
+# ------------------------------------------------------------------ kernels
+def test_a_sites_shard_is_a_stable_hash_of_its_id() -> None:
+    assert shards.shard_of("S1", 64) == zlib.crc32(b"S1") % 64 == 18
+    assert shards.shard_of("building-7", 1) == 0
+    assert shards.client_id("firesafe-ingest", 5) == "firesafe-ingest-s5"
+    assert shards.subscriptions(["B", "A"]) == ["fs/v1/A/#", "fs/v1/B/#"]
+
+
+@pytest.mark.parametrize(
+    ("owned", "free", "others", "take", "release"),
+    [
+        (set(), set(range(8)), [], list(range(8)), []),  # alone: everything
+        (set(), set(range(8)), [0, 0], [0, 1, 2], []),  # ceil(8/3) = 3
+        (set(range(8)), set(), [0], [], [4, 5, 6, 7]),  # a process joined: hand over half
+        ({0, 1, 2}, {5, 6, 7}, [2], [5], []),  # a process died: take up to the share
+        ({0, 1, 2, 3}, set(), [4], [], []),  # balanced
+        ({0, 1, 2}, set(), [3, 2], [], []),  # 3/3/2 of 8: within one
+        ({0, 1, 2}, set(), [3, 1], [], [2]),  # 3/3/1: the fullest (highest id) gives one
+        ({0, 1, 2}, set(), [1, 4], [], []),  # 3/1/4: the other (4) is fuller
+    ],
+)
+def test_balance_ends_with_every_process_within_one_shard_of_the_others(
+    owned: set[int], free: set[int], others: list[int], take: list[int], release: list[int]
+) -> None:
+    held = {pid: count for pid, count in enumerate(others, start=1)}
+    me = 10  # the highest session id: first to give when counts tie
+    assert shards.balance(owned, free, 8, held, me) == (take, release)
+
+
+def test_forgotten_devices_are_as_if_never_configured() -> None:
+    """A shard handed over and taken back must not keep stale detection state."""
+    fresh = Engine(capacity=8)
+    used = Engine(capacity=8)
+    for e in (fresh, used):
+        e.configure([0, 1], [0, 0], [0, 0], [{}, {}])
+    used.restore_alarm(0, "fire", "confirmed", 1_764_072_000_000, "call_point")
+    used.forget([0])
+    used.configure([0], [0], [0], [{}])
+    for name, value in vars(fresh).items():
+        if isinstance(value, np.ndarray) and value.shape[:1] == (fresh.capacity,):
+            a, b = np.asarray(getattr(used, name)[0]), np.asarray(value[0])
+            assert a.tobytes() == b.tobytes(), f"{name} kept state"  # NaN == NaN here
+    assert 0 not in used.machine.dev
+
+
+# -------------------------------------------------------------- integration
+def sharded(db: str, mqtt_url: str, base: str) -> Settings:
+    return Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=base, ingest_mode="sharded")
+
+
+def ownership(db: str) -> dict[int, int]:
+    async def go() -> dict[int, int]:
+        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+            return (await leases.view(conn)).owners
+
+    return asyncio.run(go())
+
+
+def all_owned_by(db: str, n: int) -> bool:
+    owners = ownership(db)
+    if len(owners) != SHARDS:
+        return False
+    per = sorted(list(owners.values()).count(p) for p in set(owners.values()))
+    return len(per) == n and per[-1] - per[0] <= 1
+
+
+@pytest.fixture
+def base() -> Iterator[str]:
+    """The client id base of this test's cluster; its shard sessions forgotten after."""
+    name = f"shard-{uuid.uuid4().hex[:8]}"
+    yield name
+    url = os.environ.get("FIRESAFE_TEST_MQTT_URL")
+    if url:
+        for k in range(SHARDS):
+            forget_session(url, shards.client_id(name, k))
+
+
+def estate(site: str, sites: int, interval_s: float = 3600.0) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"{site}x{i}-H",
+            "site": f"{site}x{i}",
+            "building": "B",
+            "floor": "1",
+            "zone": "Z",
+            "kind": "heat",
+            "interval_s": interval_s,
+        }
+        for i in range(sites)
+    ]
+
+
+def stored(db: str, site: str) -> tuple[int, int]:
+    row = query(
+        db,
+        "SELECT count(*), count(DISTINCT (device_id, seq)) FROM telemetry WHERE device_id LIKE %s",
+        (f"{site}x%",),
+    )[0]
+    return int(row[0]), int(row[1])
+
+
+def offline_alarms(db: str, site: str) -> int:
+    return int(
+        query(
+            db,
+            "SELECT count(*) FROM alarms WHERE type = 'offline' AND site_id LIKE %s",
+            (f"{site}x%",),
+        )[0][0]
+    )
+
+
+class Stream:
+    """A QoS 1 stream of readings from every site, until stopped."""
+
+    def __init__(self, url: str, site: str, sites: int, period_s: float = 0.05) -> None:
+        self.pub = Publisher(url)
+        self.site, self.sites, self.period_s = site, sites, period_s
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        t0 = int(time.time() * 1000)
+        seq = 0
+        while not self._stop.is_set():
+            for i in range(self.sites):
+                self.pub.send(
+                    f"fs/v1/{self.site}x{i}/{self.site}x{i}-H/telemetry",
+                    {"ts": t0 + seq, "seq": seq, "v": {"temperature": 21.0}},
+                )
+                self.sent += 1
+            seq += 1
+            time.sleep(self.period_s)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(10)
+        self.pub.close()
+        return self.sent
+
+
+@pytest.mark.integration
+def test_three_processes_share_the_shards_and_a_graceful_stop_hands_them_over(
+    db: str, mqtt_url: str, base: str, site: str
+) -> None:
+    register(db, estate(site, 30))
+    settings = sharded(db, mqtt_url, base)
+    first = IngestThread(settings).start()
+    second = third = None
+    try:
+        wait_for(lambda: all_owned_by(db, 1), timeout=30)
+        stream = Stream(mqtt_url, site, 30)
+        second = IngestThread(settings).start()
+        third = IngestThread(settings).start()
+        wait_for(lambda: all_owned_by(db, 3), timeout=30)  # 22/21/21
+        second.stop()  # graceful: drains, acknowledges, disconnects, then unlocks
+        second = None
+        wait_for(lambda: all_owned_by(db, 2), timeout=30)
+        time.sleep(1.0)
+        sent = stream.stop()
+        wait_for(lambda: stored(db, site) == (sent, sent), timeout=60)
+    finally:
+        for t in (first, second, third):
+            if t is not None:
+                t.stop()
+    assert offline_alarms(db, site) == 0
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("full_broker")
+def test_a_killed_process_loses_its_shards_to_the_others_with_nothing_lost(
+    db: str, mqtt_url: str, base: str, site: str
+) -> None:
+    """kill -9 of a real `firesafe ingest` under a QoS 1 stream: its shards are
+    taken over within seconds, every reading stored once, no device that kept
+    reporting marked offline."""
+    register(db, estate(site, 40, interval_s=2.0))
+    env = {
+        **os.environ,
+        "FIRESAFE_MQTT_URL": mqtt_url,
+        "FIRESAFE_DATABASE_URL": db,
+        "FIRESAFE_MQTT_CLIENT_ID": base,
+        "FIRESAFE_INGEST_MODE": "sharded",
+        "FIRESAFE_LOG_LEVEL": "WARNING",
+    }
+    cmd = [sys.executable, "-m", "firesafe.cli", "ingest"]
+    procs = [subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL) for _ in range(3)]
+    try:
+        wait_for(lambda: all_owned_by(db, 3), timeout=60)
+        stream = Stream(mqtt_url, site, 40, period_s=0.1)
+        time.sleep(2.0)
+        victim = procs.pop(0)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        killed = time.monotonic()
+        wait_for(lambda: all_owned_by(db, 2), timeout=30)
+        takeover_s = time.monotonic() - killed
+        time.sleep(3.0)  # the stream goes on through the new owners
+        sent = stream.stop()
+        wait_for(lambda: stored(db, site) == (sent, sent), timeout=90)
+        print(f"shards owned again {takeover_s:.1f} s after kill -9")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs)
+    assert offline_alarms(db, site) == 0
+
+
+@pytest.mark.integration
+def test_a_site_registered_later_is_subscribed_by_its_shards_owner(
+    db: str, mqtt_url: str, base: str, site: str
+) -> None:
+    register(db, estate(site, 2))
+    with_thread = IngestThread(sharded(db, mqtt_url, base)).start()
+    try:
+        wait_for(lambda: all_owned_by(db, 1), timeout=30)
+        register(db, [{**estate(site, 3)[2]}])  # a third site, registered now
+        owner_sources = with_thread.service.ownership.sources  # type: ignore[union-attr]
+        shard = shards.shard_of(f"{site}x2", SHARDS)
+        wait_for(lambda: f"fs/v1/{site}x2/#" in owner_sources[shard].subscriptions, timeout=15)
+        time.sleep(0.5)  # the SUBSCRIBE is on its way with the next socket write
+        pub = Publisher(mqtt_url)
+        pub.send(
+            f"fs/v1/{site}x2/{site}x2-H/telemetry",
+            {"ts": int(time.time() * 1000), "seq": 1, "v": {}},
+        )
+        pub.close()
+        wait_for(lambda: stored(db, site) == (1, 1), timeout=15)
+    finally:
+        with_thread.stop()
+
+
+@pytest.mark.integration
+def test_a_process_that_loses_its_database_session_stops_and_its_shards_move(
+    db: str, mqtt_url: str, base: str, site: str
+) -> None:
+    from psycopg import conninfo
+
+    from tests.netproxy import CuttableProxy
+
+    register(db, estate(site, 20))
+    parts = conninfo.conninfo_to_dict(db)
+    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
+    cut_off = IngestThread(
+        sharded(conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port), mqtt_url, base)
+    ).start()
+    other = None
+    try:
+        wait_for(lambda: all_owned_by(db, 1), timeout=30)
+        other = IngestThread(sharded(db, mqtt_url, base)).start()
+        wait_for(lambda: all_owned_by(db, 2), timeout=30)
+        stream = Stream(mqtt_url, site, 20)
+        proxy.cut()  # partitioned from the database (the server notices at once here)
+        service = cut_off.service
+        assert service is not None
+        wait_for(lambda: not service.ownership.sources, timeout=15)  # stopped reading
+        wait_for(lambda: all_owned_by(db, 1), timeout=30)  # the other took everything
+        time.sleep(1.0)
+        sent = stream.stop()
+        wait_for(lambda: stored(db, site) == (sent, sent), timeout=60)
+        proxy.restore()  # back: it starts over and the two share again
+        wait_for(lambda: all_owned_by(db, 2), timeout=60)
+    finally:
+        if other is not None:
+            other.stop()
+        cut_off.stop()
+        proxy.close()
+    assert offline_alarms(db, site) == 0
