@@ -19,7 +19,7 @@ MIN_BUNDLE_BYTES = 100_000
 
 @pytest.fixture(scope="module")
 def api_url(database_url: str, migration: object) -> Iterator[str]:
-    with live_server(database_url) as url:
+    with live_server(database_url, public_docs=True) as url:
         yield url
 
 
@@ -53,3 +53,14 @@ def test_root_says_where_to_go(api_url: str) -> None:
             continue
         # Exists, and asks for a token.
         assert httpx.get(api_url + path).status_code == 401, path
+
+
+def test_without_public_docs_root_still_answers(database_url: str, migration: object) -> None:
+    with live_server(database_url) as url:
+        r = httpx.get(url + "/")
+        assert r.status_code == 200
+        links = r.json()["links"]
+        assert "docs" not in links
+        assert "redoc" not in links
+        assert httpx.get(url + "/docs").status_code == 404
+        assert httpx.get(url + links["openapi"]).status_code == 401  # the schema needs a token

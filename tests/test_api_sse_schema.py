@@ -56,7 +56,7 @@ def _with_components(schema: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
 def test_stream_events_match_the_declared_schema(api_url: str, db: str) -> None:
     with client(api_url) as api:
         register(api, device("D1"))
-    spec = httpx.get(f"{api_url}/openapi.json").json()
+    spec = httpx.get(f"{api_url}/openapi.json", headers=ADMIN).json()
     declared = spec["paths"]["/api/v1/alarms/stream"]["get"]["responses"]["200"]["content"]
     assert list(declared) == ["text/event-stream"]
     event_schema = declared["text/event-stream"]["schema"]
