@@ -121,7 +121,14 @@ class EmbeddedBroker:
             cmd = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
         log_file = (self.work_dir / f"{self.implementation}.out").open("ab")
         self.proc = subprocess.Popen(
-            cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Its own process group: Ctrl-C in a terminal reaches the whole foreground
+            # group, and the broker must outlive ingest's drain; whoever started it
+            # stops it, in order.
+            process_group=0,
         )
         try:
             wait_for_port(port, self.proc, START_TIMEOUT_S)

@@ -427,7 +427,9 @@ def _start_child(
         env.setdefault("FIRESAFE_API_PUBLIC_DOCS", "true")
     cmd = [sys.executable, "-m", "firesafe.cli", command, *args]
     log.info("starting: firesafe %s", " ".join([command, *args]))
-    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    # Its own process group: Ctrl-C reaches only `up`, which stops the children
+    # in order (simulator, then ingest drains, then the API) instead of all at once.
+    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, process_group=0)
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:
