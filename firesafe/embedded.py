@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import socket
 import stat
@@ -72,7 +73,30 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+# Listening ports are picked below the kernel's ephemeral range: a port from it
+# can be taken by any outgoing connection between picking it and binding it
+# (or at the next start, when the same port is wanted again).
+LISTEN_PORT_MIN = 20000
+FREE_PORT_TRIES = 50
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, preferably outside the ephemeral range."""
+    low = _ephemeral_low()
+    if low > LISTEN_PORT_MIN:
+        rng = random.SystemRandom()
+        for _ in range(FREE_PORT_TRIES):
+            port = rng.randrange(LISTEN_PORT_MIN, low)
+            if port_is_free(port, host):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
