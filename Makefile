@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install up test lint typecheck pytest bench
+.PHONY: install up test lint typecheck pytest bench messages dashboards
 install: $(BIN)/.installed
 
 up: install
@@ -36,3 +36,12 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/quality.py
+
+# Catalogue upkeep: extract every msgid into firesafe/locale/messages.pot, merge
+# it into each language's .po and list what is left to translate.
+messages: install
+	$(BIN)/python -m firesafe.i18n
+
+# Regenerate grafana/dashboards/<lang>/*.json after editing the generator or a .po.
+dashboards: install
+	$(BIN)/python grafana/build_dashboards.py

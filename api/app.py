@@ -18,7 +18,17 @@ from psycopg_pool import AsyncConnectionPool
 from api import dbtypes, docs_pages, errors
 from api.deps import CallerDep
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from api.routers import alarms, devices, health, metrics, rejects, sites, telemetry, tokens
+from api.routers import (
+    alarms,
+    devices,
+    health,
+    labels,
+    metrics,
+    rejects,
+    sites,
+    telemetry,
+    tokens,
+)
 from api.state import AppState
 from api.stream import AlarmHub
 from api.tasks import Supervisor
@@ -126,6 +136,7 @@ def create_app(
         rejects.router,
         tokens.router,
         sites.router,
+        labels.router,
     ):
         app.include_router(router)
 
@@ -155,3 +166,8 @@ def create_app(
 async def _configure(conn: AsyncConnection[DictRow]) -> None:
     """Every pooled connection: timestamps beyond Python's range are clamped."""
     dbtypes.register(conn)
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app of one worker of `firesafe api --workers N` (settings from FIRESAFE_*)."""
+    return create_app(Settings())

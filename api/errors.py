@@ -6,7 +6,11 @@ Routers and dependencies raise `ApiError`s; the query layer raises
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -17,9 +21,17 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from firesafe import i18n
+from firesafe.i18n import N_
 from storage.queries import ConflictError, InvalidInputError, NotFoundError, OutOfScopeError
 
 log = logging.getLogger(__name__)
+
+# The language of the request being served (from Accept-Language), for the
+# error handlers here and the label fields of api.schemas.
+request_lang: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "request_lang", default=i18n.DEFAULT_LANG
+)
 
 
 class ErrorBody(BaseModel):
@@ -122,6 +134,190 @@ def request_id(request: Request) -> str | None:
     return rid
 
 
+# --- message rendering in the caller's language ---------------------------------
+#
+# Routers and queries raise with English text (the msgid); the message is put
+# in the caller's language here, by matching it against these templates (the
+# English msgids of the catalogue, `{name}` standing for a value that is kept
+# as it is, `{detail}` for text that is itself translated). A message no
+# template matches gets its code's generic sentence in that language, the
+# English text after it, so nothing the caller needs is lost.
+_TEMPLATES: tuple[str, ...] = (
+    N_("query parameter {name}: {detail}"),
+    N_("{value} is neither ISO 8601 nor epoch milliseconds"),
+    N_("{value} is out of range"),
+    N_("must not be after until"),
+    N_("not a cursor returned by this endpoint"),
+    N_("must be an alarm_log id (integer)"),
+    N_(
+        "the range spans {count} buckets of {bucket}; at most {max}: "
+        "narrow since/until or use a wider bucket"
+    ),
+    N_("the {role} role may not do this (needs {roles})"),
+    N_("site {site} not found"),
+    N_("alarm {alarm} not found"),
+    N_("device {device} not found"),
+    N_("token {token} not found"),
+    N_("alarm {alarm} is already cleared"),
+    N_("site {site} is outside the caller's sites"),
+    N_("missing bearer token (Authorization: Bearer <token>)"),
+    N_("unknown or revoked token"),
+    N_("unknown, revoked or expired token"),
+    N_("out of the supported range (years 1-9999)"),
+    N_("{name} is reserved (the system's own actor)"),
+    N_(
+        "device {device} is registered at site {site}, not {other}: moving a device "
+        "between sites needs move_site=true (its history before the move stays hidden "
+        "from the new site's managers)"
+    ),
+    N_("CSV header lacks column(s) {columns}"),
+    N_("CSV line {line}: {detail}"),
+    N_("at most {count} devices per request"),
+    N_("request body larger than {count} bytes"),
+    N_("CSV body is not UTF-8"),
+    N_(
+        "zone {zone} is not a zone of the device's building and floor "
+        "(register a device in it first, or in the same request)"
+    ),
+    N_("unsupported language {lang} (use one of {languages})"),
+    N_("body {path}: {detail}"),
+    N_("{field}: {detail}"),
+    N_("value refused by the database: {value}"),
+    N_("database unavailable"),
+    N_("internal error"),
+    N_("invalid request"),
+    N_("Not Found"),
+    N_("Method Not Allowed"),
+    N_("body"),
+    N_("body {path}"),
+    N_("query parameter {name}"),
+    N_("path parameter {name}"),
+    N_("header {name}"),
+    N_("{location}: {detail}"),
+    N_("{message} (and {count} more)"),
+    # Pydantic's own messages, as routers pass them on inside their text.
+    N_("Field required"),
+    N_("Extra inputs are not permitted"),
+    N_("Input should be a valid integer, unable to parse string as an integer"),
+    N_("Input should be a valid integer"),
+    N_("Input should be a valid number, unable to parse string as a number"),
+    N_("Input should be a valid number"),
+    N_("Input should be a finite number"),
+    N_("Input should be a valid boolean"),
+    N_("Input should be a valid string"),
+    N_("Input should be a valid list"),
+    N_("Input should be a valid dictionary"),
+    N_("Input should be an object"),
+    N_("Input should be greater than or equal to {limit}"),
+    N_("Input should be less than or equal to {limit}"),
+    N_("Input should be greater than {limit}"),
+    N_("Input should be less than {limit}"),
+    N_("Input should be {choices}"),
+    N_("String should match pattern {pattern}"),
+    N_("String should have at least {count} characters"),
+    N_("String should have at most {count} characters"),
+    N_("List should have at most {count} items after validation, not {actual}"),
+    N_("Value error, {detail}"),
+    N_("Invalid JSON: {detail}"),
+)
+# Placeholders whose captured text is translated too (the rest is kept verbatim).
+_NESTED = frozenset({"detail", "message"})
+
+# Generic sentence per error code, when no template matches.
+_GENERIC: dict[str, str] = {
+    "bad_request": N_("Bad request"),
+    "unauthorized": N_("Not authenticated"),
+    "forbidden": N_("Not allowed"),
+    "not_found": N_("Not found"),
+    "method_not_allowed": N_("Method not allowed"),
+    "conflict": N_("Conflict with the current state"),
+    "too_large": N_("Request too large"),
+    "unsupported_media_type": N_("Unsupported media type"),
+    "invalid_parameter": N_("Invalid parameter"),
+    "too_many_points": N_("Too many points requested"),
+    "invalid_body": N_("Invalid request body"),
+    "unavailable": N_("Service unavailable"),
+    "internal": N_("Internal error"),
+}
+
+# Pydantic's error types, in words (its English `msg` is used for English).
+_PYDANTIC: dict[str, str] = {
+    "missing": N_("Field required"),
+    "extra_forbidden": N_("Extra field not permitted"),
+    "int_parsing": N_("Input should be an integer"),
+    "int_type": N_("Input should be an integer"),
+    "int_from_float": N_("Input should be an integer"),
+    "float_parsing": N_("Input should be a number"),
+    "float_type": N_("Input should be a number"),
+    "finite_number": N_("Input should be a finite number"),
+    "bool_parsing": N_("Input should be true or false"),
+    "bool_type": N_("Input should be true or false"),
+    "string_type": N_("Input should be a string"),
+    "string_too_short": N_("Input is too short"),
+    "string_too_long": N_("Input is too long"),
+    "string_pattern_mismatch": N_("Input does not match the required pattern"),
+    "too_short": N_("Too few items"),
+    "too_long": N_("Too many items"),
+    "greater_than": N_("Input is below the allowed range"),
+    "greater_than_equal": N_("Input is below the allowed range"),
+    "less_than": N_("Input is above the allowed range"),
+    "less_than_equal": N_("Input is above the allowed range"),
+    "literal_error": N_("Input is not one of the allowed values"),
+    "enum": N_("Input is not one of the allowed values"),
+    "list_type": N_("Input should be a list"),
+    "dict_type": N_("Input should be an object"),
+    "model_type": N_("Input should be an object"),
+    "model_attributes_type": N_("Input should be an object"),
+    "json_invalid": N_("Invalid JSON"),
+    "json_type": N_("Invalid JSON"),
+    "datetime_parsing": N_("Input is not a valid date and time"),
+    "datetime_from_date_parsing": N_("Input is not a valid date and time"),
+    "value_error": N_("Invalid value"),
+    "assertion_error": N_("Invalid value"),
+    "union_tag_invalid": N_("Input is not one of the allowed values"),
+}
+_PYDANTIC_FALLBACK = N_("Invalid value")
+
+
+@cache
+def _compiled() -> tuple[tuple[re.Pattern[str], str], ...]:
+    out = []
+    for template in _TEMPLATES:
+        pattern = re.escape(template)
+        for name in set(re.findall(r"\{(\w+)\}", template)):
+            pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>.+?)", 1)
+        out.append((re.compile(pattern, re.DOTALL), template))
+    return tuple(out)
+
+
+def localize(message: str, lang: str) -> str | None:
+    """`message` (English) in `lang`, or None when no template matches it."""
+    if lang == i18n.DEFAULT_LANG:
+        return message
+    for pattern, template in _compiled():
+        m = pattern.fullmatch(message)
+        if m is None:
+            continue
+        values: dict[str, str] = {}
+        for name, value in m.groupdict().items():
+            nested = localize(value, lang) if name in _NESTED else None
+            values[name] = nested if nested is not None else value
+        return i18n.translate(template, lang).format(**values)
+    return None
+
+
+def render_message(code: str, message: str, lang: str) -> str:
+    """The message of an error response in the caller's language."""
+    text = localize(message, lang)
+    if text is not None:
+        return text
+    generic = i18n.translate(_GENERIC.get(code, "Bad request"), lang)
+    return i18n.translate("{generic}: {message}", lang).format(generic=generic, message=message)
+
+
+N_("{generic}: {message}")
+
+
 def error_json(
     status: int,
     code: str,
@@ -129,8 +325,10 @@ def error_json(
     headers: dict[str, str] | None = None,
     *,
     request: Request | None = None,
+    lang: str | None = None,
 ) -> JSONResponse:
-    error = {"code": code, "message": message}
+    text = render_message(code, message, lang or request_lang.get())
+    error = {"code": code, "message": text}
     rid = request_id(request) if request is not None else None
     if rid:
         error["request_id"] = rid
@@ -145,16 +343,45 @@ def _location(loc: tuple[Any, ...]) -> str:
     return f"{where} parameter {rest!r}"
 
 
+def _location_in(loc: tuple[Any, ...], lang: str) -> str:
+    where = loc[0] if loc else "body"
+    rest = ".".join(str(part) for part in loc[1:])
+    if where == "body":
+        return (
+            i18n.translate("body {path}", lang, path=rest) if rest else i18n.translate("body", lang)
+        )
+    template = {"query": "query parameter {name}", "path": "path parameter {name}"}.get(
+        str(where), "header {name}"
+    )
+    return i18n.translate(template, lang, name=repr(rest))
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = tuple(first.get("loc", ()))
     code = "invalid_body" if loc[:1] == ("body",) else "invalid_parameter"
-    message = f"{_location(loc)}: {first.get('msg', 'invalid')}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more)"
-    return error_json(422, code, message, request=request)
+    lang = request_lang.get()
+    if lang == i18n.DEFAULT_LANG:
+        message = f"{_location(loc)}: {first.get('msg', 'invalid')}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more)"
+    else:
+        what = i18n.translate(_PYDANTIC.get(str(first.get("type")), _PYDANTIC_FALLBACK), lang)
+        message = i18n.translate(
+            "{location}: {detail}", lang, location=_location_in(loc, lang), detail=what
+        )
+        if len(errors) > 1:
+            message = i18n.translate(
+                "{message} (and {count} more)", lang, message=message, count=len(errors) - 1
+            )
+    # Already in the caller's language: not rendered again.
+    error = {"code": code, "message": message}
+    rid = request_id(request) if request is not None else None
+    if rid:
+        error["request_id"] = rid
+    return JSONResponse({"error": error}, status_code=422)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -214,8 +441,56 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_json(500, "internal", "internal error", request=request)
 
 
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class LanguageMiddleware:
+    """Sets `request_lang` from Accept-Language for the request's whole handling.
+
+    Plain ASGI (no BaseHTTPMiddleware), so the value is visible to handlers,
+    exception handlers and streamed responses alike.
+    """
+
+    def __init__(self, app: Asgi) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for name, value in scope.get("headers", ()):
+            if name == b"accept-language":
+                header = value.decode("latin-1")
+                break
+        lang = i18n.negotiate_accept_language(header)
+        token = request_lang.set(lang)
+
+        async def send_with_language(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                # Which language the body speaks, and that caches must key on it.
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() != b"content-language"
+                ]
+                headers.append((b"content-language", lang.encode("ascii")))
+                headers.append((b"vary", b"Accept-Language"))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_language)
+        finally:
+            request_lang.reset(token)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into the contract's JSON shape."""
+    app.add_middleware(LanguageMiddleware)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http)

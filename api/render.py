@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from fastapi.responses import Response
 
+from api.errors import request_lang
+from firesafe.i18n import label
 from storage.queries.telemetry import Bucket, Reading
 
 ALARM_FIELDS = (
@@ -46,10 +48,22 @@ def maybe_iso_ms(value: datetime | None) -> str | None:
     return None if value is None else iso_ms(value)
 
 
+# Label fields of AlarmOut (api.schemas): field -> (vocabulary, code field).
+ALARM_LABELS = (
+    ("type_label", "alarm_type", "type"),
+    ("verdict_label", "verdict", "verdict"),
+    ("status_label", "status", "status"),
+    ("reason_label", "reason", "reason"),
+)
+
+
 def alarm(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: row[k] for k in ALARM_FIELDS}
     for k in ALARM_TIMES:
         out[k] = maybe_iso_ms(row[k])
+    lang = request_lang.get()
+    for field, vocabulary, code in ALARM_LABELS:
+        out[field] = label(vocabulary, row[code], lang)
     return out
 
 

@@ -13,12 +13,15 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     WithJsonSchema,
+    computed_field,
     model_validator,
 )
 
+from api.errors import request_lang
 from api.params import ID_REGEX, NAME_REGEX
 from detection.params import THRESHOLD_DEFAULTS, THRESHOLD_LIMITS
 from firesafe.contract import DEFAULT_INTERVAL_S
+from firesafe.i18n import label
 from storage.queries.tokens import is_reserved_name
 
 
@@ -43,6 +46,7 @@ AlarmType = Literal["fire", "pre_alarm", "electrical", "fault", "offline", "evac
 Verdict = Literal["pending", "confirmed", "suppressed"]
 Status = Literal["active", "acknowledged", "cleared"]
 Role = Literal["admin", "operator", "manager"]
+SiteStandard = Literal["EN", "GB"]
 DeviceState = Literal["online", "offline", "unknown"]
 ThresholdName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -51,6 +55,12 @@ Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 MAX_INTERVAL_S = 366 * 86_400.0
 
 T = TypeVar("T")
+
+_LABEL_NOTE = " in the request's language (Accept-Language: en or zh-CN); the code is unchanged"
+
+
+def _label(vocabulary: str, code: str) -> str:
+    return label(vocabulary, code, request_lang.get())
 
 
 class Page(BaseModel, Generic[T]):
@@ -162,6 +172,11 @@ class DeviceOut(BaseModel):
     created_at: Timestamp
     updated_at: Timestamp
 
+    @computed_field(description="Label of `kind`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def kind_label(self) -> str:
+        return _label("kind", self.kind)
+
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> DeviceOut:
         return cls(
@@ -195,7 +210,11 @@ class AlarmOut(BaseModel):
     type: AlarmType
     verdict: Verdict
     status: Status
-    device: str
+    device: str | None = Field(
+        description="The device; null for a site-level alarm (an `offline` with reason "
+        "`site_silent`: most of the site fell silent together; its devices' own offline "
+        "alarms carry `detail.cause` = this alarm's id)"
+    )
     site: str
     building: str
     floor: str
@@ -209,6 +228,26 @@ class AlarmOut(BaseModel):
     cleared_by: str | None
     detail: dict[str, Any]
     updated_at: Timestamp
+
+    @computed_field(description="Label of `type`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def type_label(self) -> str:
+        return _label("alarm_type", self.type)
+
+    @computed_field(description="Label of `verdict`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def verdict_label(self) -> str:
+        return _label("verdict", self.verdict)
+
+    @computed_field(description="Label of `status`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def status_label(self) -> str:
+        return _label("status", self.status)
+
+    @computed_field(description="Label of `reason`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def reason_label(self) -> str:
+        return _label("reason", self.reason)
 
 
 class AlarmLogEntry(BaseModel):
@@ -301,6 +340,11 @@ class RejectOut(BaseModel):
     )
     detail: str | None
     device: str | None
+
+    @computed_field(description="Label of `reason`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def reason_label(self) -> str:
+        return _label("reject_reason", self.reason)
 
 
 # --- tokens ------------------------------------------------------------------
@@ -400,6 +444,20 @@ class JobHealth(BaseModel):
     last_error_at: Timestamp | None
 
 
+class ShardProcess(BaseModel):
+    instance: str | None = Field(description="host:pid of the ingest process (its last report)")
+    backend_pid: int = Field(description="Its database session, which holds its leases")
+    shards: list[int]
+    takeovers: int | None = Field(description="Shards it has taken over since it started")
+
+
+class ShardsHealth(BaseModel):
+    count: int = Field(description="Shards of the estate (fixed at the first migration)")
+    owned: int = Field(description="Shards held by a live ingest process now")
+    unowned: list[int] = Field(description="Shards nobody holds: their sites are not processed")
+    processes: list[ShardProcess]
+
+
 class StreamHealth(BaseModel):
     listening: bool = Field(
         description="The API's LISTEN connection is up: live alarm streams work"
@@ -423,6 +481,9 @@ class Health(BaseModel):
     database: DatabaseHealth
     broker: BrokerHealth
     ingest: IngestHealth
+    shards: ShardsHealth | None = Field(
+        default=None, description="Who holds which shard (None: the database is down)"
+    )
     alarm_stream: StreamHealth
     tasks: dict[str, TaskHealth] = Field(
         description="The API's supervised background tasks (restarted with backoff)"
@@ -439,6 +500,16 @@ class AlarmCount(BaseModel):
     verdict: Verdict
     count: int
 
+    @computed_field(description="Label of `type`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def type_label(self) -> str:
+        return _label("alarm_type", self.type)
+
+    @computed_field(description="Label of `verdict`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
+    @property
+    def verdict_label(self) -> str:
+        return _label("verdict", self.verdict)
+
 
 class SiteSummary(BaseModel):
     site: str
@@ -447,3 +518,13 @@ class SiteSummary(BaseModel):
     offline_devices: int
     open_alarms: list[AlarmCount]
     suppressed_today: int = Field(description="Alarms judged false since 00:00 UTC")
+    timezone: str = Field(
+        default="UTC",
+        description="The site's IANA time zone (times in the API stay UTC; dashboards and "
+        "notifications show this zone's local time)",
+    )
+    standard: SiteStandard = Field(
+        default="EN",
+        description="Which standards' default thresholds the site's devices follow "
+        "(EN, or GB: the Chinese national standards)",
+    )

@@ -531,6 +531,7 @@ def consumer_main(cfg: ConsumerConfig, progress: Any, conn: Any) -> None:
                 database_url=cfg.dsn,
                 mqtt_client_id=cfg.client_id,
                 log_level="WARNING",
+                ingest_mode="single",  # one process, one session (shards: bench/ingest_scale.py)
             )
             ingest_thread = IngestThread(settings).start()
             service = ingest_thread.service

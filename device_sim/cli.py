@@ -15,79 +15,115 @@ from device_sim.conformance import MAX_SKEW_S, Checker, listen, render
 from device_sim.estate import generate_estate
 from device_sim.labels import write_labels
 from device_sim.publisher import Counters, PublishError
-from device_sim.registration import RegistrationError, register, write_registry
+from device_sim.registration import (
+    RegistrationError,
+    configure_sites,
+    register,
+    write_registry,
+)
 from device_sim.runner import Job, run_job
 from device_sim.scenarios import LIBRARY
 from device_sim.timeline import DEMO_PLAN, expand_scenarios, simulate
+from firesafe import i18n
 from firesafe.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DURATION_S = 600.0
+
+Translate = Callable[[str], str]
+
+
+def _same(text: str) -> str:
+    return text
+
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
+def add_sim_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> None:
+    """The options of `firesafe sim`; `_` puts their help in the run's language."""
     p = parser
-    p.add_argument("--sites", type=int, default=1, help="sites in the estate (default 1)")
-    p.add_argument("--devices-per-site", type=int, default=50, help="devices per site (50)")
-    p.add_argument("--seed", type=int, default=1, help="everything is deterministic for a seed")
-    p.add_argument("--site-prefix", default="S", help="site ids are PREFIX001, PREFIX002...")
+    p.add_argument("--sites", type=int, default=1, help=_("sites in the estate (default 1)"))
+    p.add_argument("--devices-per-site", type=int, default=50, help=_("devices per site (50)"))
+    p.add_argument("--seed", type=int, default=1, help=_("everything is deterministic for a seed"))
+    p.add_argument("--site-prefix", default="S", help=_("site ids are PREFIX001, PREFIX002..."))
     p.add_argument(
         "--scenario",
         action="append",
         default=[],
         metavar="NAME",
-        help="inject a scenario (repeatable; `all` = one of each; `list` prints the library)",
+        help=_("inject a scenario (repeatable; `all` = one of each; `list` prints the library)"),
     )
     p.add_argument(
         "--scenario-file",
         type=Path,
-        help='JSON scenario mix: {"flaming_fire": 2, "steam": 5} or ["cooking", ...]',
+        help=_('JSON scenario mix: {"flaming_fire": 2, "steam": 5} or ["cooking", ...]'),
     )
     p.add_argument(
         "--demo",
         action="store_true",
-        help="open with a fixed demo (an offline device at 15 s, a suppressed spike, a "
-        "flaming fire from 30 s, an earth fault from 40 s, steam), then the scenarios at random",
+        help=_(
+            "open with a fixed demo (an offline device at 15 s, a suppressed spike, a "
+            "flaming fire from 30 s, an earth fault from 40 s, steam), then the scenarios "
+            "at random"
+        ),
     )
     p.add_argument(
-        "--duration", type=float, default=DEFAULT_DURATION_S, help="event-time seconds (600)"
+        "--duration", type=float, default=DEFAULT_DURATION_S, help=_("event-time seconds (600)")
     )
     p.add_argument(
-        "--rate", type=float, help="target readings/s: event time runs as fast as needed"
+        "--rate", type=float, help=_("target readings/s: event time runs as fast as needed")
     )
     p.add_argument(
         "--speed",
-        help="event-time seconds per wall second (e.g. 60), or `max` (as fast as possible); "
-        "default: real time, or what --rate needs",
+        help=_(
+            "event-time seconds per wall second (e.g. 60), or `max` (as fast as possible); "
+            "default: real time, or what --rate needs"
+        ),
     )
-    p.add_argument("--start-ms", type=int, help="event time of the start (default: now, or "
-                   "now - duration when accelerated, so all readings are in the past)")  # fmt: skip
-    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="telemetry QoS (1)")
+    p.add_argument(
+        "--start-ms",
+        type=int,
+        help=_(
+            "event time of the start (default: now, or now - duration when accelerated, "
+            "so all readings are in the past)"
+        ),
+    )
+    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help=_("telemetry QoS (1)"))
     p.add_argument(
         "--connections",
         type=int,
         default=0,
-        help="devices holding their own MQTT connection with a retained `offline` last will",
+        help=_("devices holding their own MQTT connection with a retained `offline` last will"),
     )
     p.add_argument(
         "--gateway-fraction",
         type=float,
         default=0.0,
-        help="share of devices whose readings go through their building's gateway (0..1)",
+        help=_("share of devices whose readings go through their building's gateway (0..1)"),
     )
-    p.add_argument("--processes", type=int, default=1, help="publisher processes (1)")
+    p.add_argument("--processes", type=int, default=1, help=_("publisher processes (1)"))
     p.add_argument(
         "--progress",
         choices=("auto", "lines", "none"),
         default="auto",
-        help="progress on stderr: redrawn on a terminal (auto), a line every 30 s, or none",
+        help=_("progress on stderr: redrawn on a terminal (auto), a line every 30 s, or none"),
     )
-    p.add_argument("--labels", type=Path, help="write the ground truth here (JSON Lines)")
-    p.add_argument("--registry-out", type=Path, help="write the registry (JSON list) here")
-    p.add_argument("--no-register", action="store_true", help="do not POST the registry")
-    p.add_argument("--no-publish", action="store_true", help="only register / write files")
+    p.add_argument("--labels", type=Path, help=_("write the ground truth here (JSON Lines)"))
+    p.add_argument("--registry-out", type=Path, help=_("write the registry (JSON list) here"))
+    p.add_argument("--no-register", action="store_true", help=_("do not POST the registry"))
+    p.add_argument(
+        "--site-timezone",
+        metavar="TZ",
+        help=_("set each site's time zone when registering, e.g. Asia/Shanghai (default: UTC)"),
+    )
+    p.add_argument(
+        "--site-standard",
+        choices=("EN", "GB"),
+        help=_("set each site's standard when registering (default: EN)"),
+    )
+    p.add_argument("--no-publish", action="store_true", help=_("only register / write files"))
 
 
 def _scenario_names(args: argparse.Namespace) -> list[str]:
@@ -230,6 +266,17 @@ def run_sim(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"firesafe sim: registration failed: {exc}", file=sys.stderr)
                 return EXIT_FAILED
             log.info("registered %d devices at %s", n, settings.api_url)
+            try:
+                configure_sites(
+                    settings.api_url,
+                    settings.admin_token.get_secret_value(),
+                    list(estate.sites),
+                    timezone=args.site_timezone,
+                    standard=args.site_standard,
+                )
+            except RegistrationError as exc:
+                print(f"firesafe sim: site settings failed: {exc}", file=sys.stderr)
+                return EXIT_FAILED
     if args.no_publish:
         return EXIT_OK
     try:
@@ -276,28 +323,31 @@ def run_sim(args: argparse.Namespace, settings: Settings) -> int:
 DEFAULT_CONFORMANCE_S = 60.0
 
 
-def add_conformance_arguments(parser: argparse.ArgumentParser) -> None:
+def add_conformance_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> None:
+    """The options of `firesafe conformance`; `_` puts their help in the run's language."""
     p = parser
-    p.add_argument("--site", required=True, help="the site whose traffic to judge")
-    p.add_argument("--device", help="judge only this device (default: every device seen)")
+    p.add_argument("--site", required=True, help=_("the site whose traffic to judge"))
+    p.add_argument("--device", help=_("judge only this device (default: every device seen)"))
     p.add_argument(
         "--duration",
         type=float,
         default=DEFAULT_CONFORMANCE_S,
-        help="seconds to listen (60; at least 3 reporting intervals to judge the interval)",
+        help=_("seconds to listen (60; at least 3 reporting intervals to judge the interval)"),
     )
     p.add_argument(
         "--interval",
         type=float,
-        help="the device's registered interval_s (default: the kind's default)",
+        help=_("the device's registered interval_s (default: the kind's default)"),
     )
     p.add_argument(
         "--max-skew",
         type=float,
         default=MAX_SKEW_S,
-        help=f"largest allowed |ts - arrival| in seconds ({MAX_SKEW_S:g})",
+        help=_("largest allowed |ts - arrival| in seconds ({seconds})").format(
+            seconds=f"{MAX_SKEW_S:g}"
+        ),
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help=_("print the report as JSON"))
 
 
 def run_conformance(args: argparse.Namespace, settings: Settings) -> int:
@@ -306,10 +356,18 @@ def run_conformance(args: argparse.Namespace, settings: Settings) -> int:
     except RuntimeError as exc:
         print(f"firesafe conformance: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    lang = getattr(args, "language", i18n.DEFAULT_LANG)
     checker = Checker(args.site, args.device, interval_s=args.interval, max_skew_s=args.max_skew)
+    topics, seconds = f"fs/v1/{args.site}/#", f"{args.duration:g}"
     print(
-        f"conformance: listening to fs/v1/{args.site}/# on {endpoint.url()} "
-        f"for {args.duration:g} s...",
+        "conformance: "
+        + i18n.translate(
+            "listening to {topics} on {broker} for {seconds} s...",
+            lang,
+            topics=topics,
+            broker=endpoint.url(),
+            seconds=seconds,
+        ),
         file=sys.stderr,
     )
     try:
@@ -318,17 +376,21 @@ def run_conformance(args: argparse.Namespace, settings: Settings) -> int:
         print(f"firesafe conformance: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("conformance: interrupted; judging what was observed", file=sys.stderr)
-    results = checker.report()
+        print(
+            "conformance: " + i18n.translate("interrupted; judging what was observed", lang),
+            file=sys.stderr,
+        )
+    results = checker.report(lang)
     if args.json:
         report = {
             "site": args.site,
             "device": args.device,
             "messages": checker.observed,
+            "lang": lang,
             "rules": [r.__dict__ for r in results],
         }
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(render(results, checker.observed))
+        print(render(results, checker.observed, lang))
     failed = checker.observed == 0 or any(r.status == "fail" for r in results)
     return EXIT_FAILED if failed else EXIT_OK

@@ -26,6 +26,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from device_sim import contract as c
 from device_sim.payload_schemas import errors as schema_errors
+from firesafe import i18n
+from firesafe.i18n import N_
 from firesafe.settings import MqttEndpoint
 
 log = logging.getLogger(__name__)
@@ -59,10 +61,18 @@ class RuleResult:
     examples: list[str] = field(default_factory=list)
     note: str = ""
 
-    def line(self) -> str:
-        head = f"{self.status.upper():<4}  {self.rule:<16} {self.checked:>7} checked"
+    def line(self, lang: str = i18n.DEFAULT_LANG) -> str:
+        def t(msgid: str, **params: object) -> str:
+            return i18n.translate(msgid, lang, **params)
+
+        status = i18n.label("conformance_status", self.status, lang)
+        # Wide (CJK) characters take two columns: pad to 4 columns either way.
+        pad = " " * max(0, 4 - sum(2 if ord(ch) > 0x2E80 else 1 for ch in status))
+        head = f"{status}{pad}  {self.rule:<16} {self.checked:>7} " + t(N_("checked"))
         if self.failed:
-            head += f", {self.failed} failed"
+            head += t(N_(", {count} failed"), count=self.failed)
+        if lang != i18n.DEFAULT_LANG:
+            head += f"  [{i18n.label('conformance_rule', self.rule, lang)}]"
         if self.note:
             head += f"  ({self.note})"
         return "\n".join([head, *(f"        - {e}" for e in self.examples)])
@@ -70,20 +80,22 @@ class RuleResult:
 
 @dataclass
 class _Rule:
+    """Counts and the first failures of one rule, kept as (msgid, values) until reported."""
+
     checked: int = 0
     failed: int = 0
-    examples: list[str] = field(default_factory=list)
+    examples: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     note: str = ""
 
     def ok(self) -> None:
         self.checked += 1
 
-    def fail(self, why: str) -> None:
+    def fail(self, why: str, /, **params: object) -> None:
         self.checked += 1
         self.failed += 1
         # The same problem on every message is one example, not five copies of it.
-        if len(self.examples) < EXAMPLES and why not in self.examples:
-            self.examples.append(why)
+        if len(self.examples) < EXAMPLES and (why, params) not in self.examples:
+            self.examples.append((why, params))
 
 
 @dataclass
@@ -155,7 +167,7 @@ class Checker:
         self.last_arrival = arrival_ms
         shape = self._shape(parts)
         if shape is None:
-            self.rules["topic_shape"].fail(f"{topic}: not a contract topic")
+            self.rules["topic_shape"].fail(N_("{topic}: not a contract topic"), topic=topic)
             return
         self.rules["topic_shape"].ok()
         what, who = shape
@@ -165,16 +177,22 @@ class Checker:
         if what == "cmd":
             return  # platform -> device traffic: not the device's to judge
         if len(payload) > c.MAX_PAYLOAD_BYTES:
-            self.rules["payload_schema"].fail(f"{topic}: {len(payload)} bytes > 64 KiB")
+            self.rules["payload_schema"].fail(
+                N_("{topic}: {size} bytes > 64 KiB"), topic=topic, size=len(payload)
+            )
             return
         try:
             body = json.loads(payload.decode("utf-8"), parse_constant=_parse_constant)
         except (UnicodeDecodeError, ValueError) as exc:
-            self.rules["payload_schema"].fail(f"{topic}: not UTF-8 JSON ({exc})")
+            self.rules["payload_schema"].fail(
+                N_("{topic}: not UTF-8 JSON ({error})"), topic=topic, error=exc
+            )
             return
         bad = _non_finite(body)
         if bad:
-            self.rules["finite_numbers"].fail(f"{topic}: {', '.join(bad[:3])}")
+            self.rules["finite_numbers"].fail(
+                N_("{topic}: {values}"), topic=topic, values=", ".join(bad[:3])
+            )
         else:
             self.rules["finite_numbers"].ok()
         if what == "batch":
@@ -183,11 +201,15 @@ class Checker:
         self.direct_devices.add(who)
         problems = schema_errors(what, body)
         if problems:
-            self.rules["payload_schema"].fail(f"{topic}: {'; '.join(problems[:3])}")
+            self.rules["payload_schema"].fail(
+                N_("{topic}: {problems}"), topic=topic, problems="; ".join(problems[:3])
+            )
             return
         self.rules["payload_schema"].ok()
         if retain:
-            self.rules["payload_schema"].fail(f"{topic}: {what} must not be retained")
+            self.rules["payload_schema"].fail(
+                N_("{topic}: {what} must not be retained"), topic=topic, what=what
+            )
         self._clock(topic, body["ts"], arrival_ms)
         hint = _kind_from_readings(body["v"]) if what == "telemetry" else None
         self._record(who, body["ts"], body["seq"], arrival_ms, what == "telemetry", hint)
@@ -218,12 +240,20 @@ class Checker:
             if retain:
                 will.ok()
             else:
-                will.fail(f"{who}: `offline` (last will) arrived not retained")
+                will.fail(N_("{who}: `offline` (last will) arrived not retained"), who=who)
             return
         if payload != b"online":
-            rule.fail(f"{who}: status payload {payload[:40]!r}, not `online`/`offline`")
+            rule.fail(
+                N_("{who}: status payload {payload}, not `online`/`offline`"),
+                who=who,
+                payload=repr(payload[:40]),
+            )
         elif not retain:
-            rule.fail(f"{who}: status {payload.decode()} published without the retain flag")
+            rule.fail(
+                N_("{who}: status {payload} published without the retain flag"),
+                who=who,
+                payload=payload.decode(),
+            )
         else:
             rule.ok()
 
@@ -231,10 +261,10 @@ class Checker:
         rule = self.rules["gateway_batch"]
         problems = schema_errors("batch", body)
         if problems:
-            rule.fail(f"{topic}: {'; '.join(problems[:3])}")
+            rule.fail(N_("{topic}: {problems}"), topic=topic, problems="; ".join(problems[:3]))
             return
         if retain:
-            rule.fail(f"{topic}: batch must not be retained")
+            rule.fail(N_("{topic}: batch must not be retained"), topic=topic)
             return
         self._clock(topic, body["ts"], arrival_ms)
         seen: set[tuple[str, int]] = set()
@@ -243,11 +273,23 @@ class Checker:
             if self.device is not None and r["device"] != self.device:
                 continue
             if r["ts"] > body["ts"] + self.max_skew_ms:
-                rule.fail(f"{topic}: reading of {r['device']} at ts {r['ts']} is after the "
-                          f"batch's send time {body['ts']}")  # fmt: skip
+                rule.fail(
+                    N_(
+                        "{topic}: reading of {device} at ts {ts} is after the batch's send time {sent}"  # noqa: E501
+                    ),
+                    topic=topic,
+                    device=r["device"],
+                    ts=r["ts"],
+                    sent=body["ts"],
+                )
                 ok = False
             if (r["device"], r["seq"]) in seen:
-                rule.fail(f"{topic}: {r['device']} seq {r['seq']} twice in one batch")
+                rule.fail(
+                    N_("{topic}: {device} seq {seq} twice in one batch"),
+                    topic=topic,
+                    device=r["device"],
+                    seq=r["seq"],
+                )
                 ok = False
             seen.add((r["device"], r["seq"]))
             hint = _kind_from_readings(r["v"])
@@ -258,9 +300,17 @@ class Checker:
     def _clock(self, topic: str, ts: int, arrival_ms: int) -> None:
         rule = self.rules["ts_sanity"]
         if ts < MIN_EPOCH_MS:
-            rule.fail(f"{topic}: ts {ts} looks like seconds, not epoch milliseconds")
+            rule.fail(
+                N_("{topic}: ts {ts} looks like seconds, not epoch milliseconds"),
+                topic=topic,
+                ts=ts,
+            )
         elif abs(ts - arrival_ms) > self.max_skew_ms:
-            rule.fail(f"{topic}: ts is {(ts - arrival_ms) / 1000:+.1f} s off the arrival time")
+            rule.fail(
+                N_("{topic}: ts is {offset} s off the arrival time"),
+                topic=topic,
+                offset=f"{(ts - arrival_ms) / 1000:+.1f}",
+            )
         else:
             rule.ok()
 
@@ -272,10 +322,9 @@ class Checker:
 
     # --- judging -------------------------------------------------------------
 
-    def report(self) -> list[RuleResult]:
-        """The verdict per rule; calling it again gives the same answer."""
+    def report(self, lang: str = i18n.DEFAULT_LANG) -> list[RuleResult]:
+        """Every rule's result, its texts in `lang` (judging twice gives the same)."""
         if not self._judged:
-            # The sequence rules judge the whole recording once.
             self._judge_seq()
             self._judge_interval()
             self._judge_status()
@@ -284,7 +333,9 @@ class Checker:
         for name in RULES:
             r = self.rules[name]
             status = "fail" if r.failed else ("pass" if r.checked else "skip")
-            out.append(RuleResult(name, status, r.checked, r.failed, r.examples, r.note))
+            examples = [i18n.translate(why, lang, **params) for why, params in r.examples]
+            note = i18n.translate(r.note, lang) if r.note else ""
+            out.append(RuleResult(name, status, r.checked, r.failed, examples, note))
         return out
 
     def _judge_seq(self) -> None:
@@ -296,11 +347,28 @@ class Checker:
                 if step == 1:
                     rule.ok()
                 elif step == 0:
-                    rule.fail(f"{who}: seq {cur.seq} repeated (ts {prev.ts} and {cur.ts})")
+                    rule.fail(
+                        N_("{who}: seq {seq} repeated (ts {first} and {second})"),
+                        who=who,
+                        seq=cur.seq,
+                        first=prev.ts,
+                        second=cur.ts,
+                    )
                 elif step > c.SEQ_MODULUS // 2:
-                    rule.fail(f"{who}: seq went back from {prev.seq} to {cur.seq}")
+                    rule.fail(
+                        N_("{who}: seq went back from {before} to {after}"),
+                        who=who,
+                        before=prev.seq,
+                        after=cur.seq,
+                    )
                 else:
-                    rule.fail(f"{who}: {step - 1} seq missing between {prev.seq} and {cur.seq}")
+                    rule.fail(
+                        N_("{who}: {count} seq missing between {before} and {after}"),
+                        who=who,
+                        count=step - 1,
+                        before=prev.seq,
+                        after=cur.seq,
+                    )
 
     def _judge_interval(self) -> None:
         rule = self.rules["interval"]
@@ -314,23 +382,33 @@ class Checker:
             median = statistics.median(gaps)
             worst = max(gaps)
             if abs(median - expected) > INTERVAL_TOLERANCE * expected:
-                rule.fail(f"{who}: reports every {median:.2f} s, expected {expected:g} s")
+                rule.fail(
+                    N_("{who}: reports every {median} s, expected {expected} s"),
+                    who=who,
+                    median=f"{median:.2f}",
+                    expected=f"{expected:g}",
+                )
             elif worst >= c.OFFLINE_AFTER_INTERVALS * expected:
-                rule.fail(f"{who}: silent for {worst:.1f} s (offline after "
-                          f"{c.OFFLINE_AFTER_INTERVALS} x {expected:g} s)")  # fmt: skip
+                rule.fail(
+                    N_("{who}: silent for {worst} s (offline after {times} x {expected} s)"),
+                    who=who,
+                    worst=f"{worst:.1f}",
+                    times=c.OFFLINE_AFTER_INTERVALS,
+                    expected=f"{expected:g}",
+                )
             else:
                 rule.ok()
         if not rule.checked:
-            rule.note = "needs 3+ readings per device; listen longer or pass --interval"
+            rule.note = N_("needs 3+ readings per device; listen longer or pass --interval")
 
     def _judge_status(self) -> None:
         rule = self.rules["status_retained"]
         for who in sorted(self.direct_devices):
             if who not in self.status_seen:
-                rule.fail(f"{who}: no retained status (`online` on connect) seen")
+                rule.fail(N_("{who}: no retained status (`online` on connect) seen"), who=who)
         will = self.rules["last_will"]
         if not will.checked:
-            will.note = "no `offline` observed; disconnect the device while listening to test"
+            will.note = N_("no `offline` observed; disconnect the device while listening to test")
 
 
 def listen(
@@ -374,15 +452,29 @@ def listen(
         client.loop_stop()
 
 
-def render(results: Iterable[RuleResult], observed: int) -> str:
+def render(results: Iterable[RuleResult], observed: int, lang: str = i18n.DEFAULT_LANG) -> str:
+    """The report as text, in `lang` (the results' own texts are already in it)."""
     results = list(results)
     failed = [r for r in results if r.status == "fail"]
-    lines = [r.line() for r in results]
+    lines = [r.line(lang) for r in results]
+    fail = i18n.label("conformance_status", "fail", lang)
     if observed == 0:
-        return (
-            "no traffic seen: nothing to judge (check the site id, the broker URL and that "
-            "the device publishes under fs/v1/<site>/<device>/...)"
+        return i18n.translate(
+            N_(
+                "no traffic seen: nothing to judge (check the site id, the broker URL and "
+                "that the device publishes under fs/v1/<site>/<device>/...)"
+            ),
+            lang,
         )
-    verdict = "FAIL" if failed else "PASS"
-    lines.append(f"{verdict}: {len(failed)} of {len(results)} rules failed, {observed} messages")
+    verdict = fail if failed else i18n.label("conformance_status", "pass", lang)
+    lines.append(
+        i18n.translate(
+            N_("{verdict}: {failed} of {rules} rules failed, {messages} messages"),
+            lang,
+            verdict=verdict,
+            failed=len(failed),
+            rules=len(results),
+            messages=observed,
+        )
+    )
     return "\n".join(lines)

@@ -72,3 +72,28 @@ def register(
             done += len(registry[i : i + batch])
             log.debug("registered %d/%d devices", done, len(registry))
     return done
+
+
+def configure_sites(
+    api_url: str,
+    token: str,
+    sites: Sequence[str],
+    *,
+    timezone: str | None = None,
+    standard: str | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> None:
+    """Give each site its time zone and standard (`PUT /api/v1/sites/{id}`)."""
+    body = {k: v for k, v in (("timezone", timezone), ("standard", standard)) if v is not None}
+    if not body:
+        return
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(timeout=HTTP_TIMEOUT_S, transport=transport) as client:
+        for site in sites:
+            url = f"{api_url.rstrip('/')}/api/v1/sites/{site}"
+            try:
+                resp = client.put(url, json=body, headers=headers)
+            except httpx.TransportError as exc:
+                raise RegistrationError(f"PUT {url}: {type(exc).__name__}: {exc}") from exc
+            if resp.status_code >= 300:
+                raise RegistrationError(f"PUT {url} -> {resp.status_code}: {resp.text[:500]}")

@@ -7,16 +7,69 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
-from firesafe import __version__
+from firesafe import __version__, i18n
+from firesafe.i18n import N_
 from firesafe.settings import Settings
+
+# The language of this run's messages: --lang, else LC_ALL / LC_MESSAGES / LANG.
+_lang = i18n.DEFAULT_LANG
+
+
+def _(msgid: str, **params: object) -> str:
+    """`msgid` in the language of this run."""
+    return i18n.translate(msgid, _lang, **params)
+
+
+# The texts argparse itself prints (usage, errors), as its gettext msgids.
+ARGPARSE_MSGIDS = (
+    N_("usage: "),
+    N_("options"),
+    N_("positional arguments"),
+    N_("show this help message and exit"),
+    N_("show program's version number and exit"),
+    N_("%(prog)s: error: %(message)s\n"),
+    N_("the following arguments are required: %s"),
+    N_("unrecognized arguments: %s"),
+    N_("argument %(argument_name)s: %(message)s"),
+    N_("invalid choice: %(value)r (choose from %(choices)s)"),
+    N_("invalid %(type)s value: %(value)r"),
+    N_("expected one argument"),
+    N_("ambiguous option: %(option)s could match %(matches)s"),
+)
+
+
+@contextlib.contextmanager
+def _argparse_in(lang: str) -> Iterator[None]:
+    """argparse looks its own texts up through its module-level gettext alias:
+    point it at the catalogue while our parser runs, and back afterwards."""
+    original = argparse._  # type: ignore[attr-defined]
+    if lang != i18n.DEFAULT_LANG:
+        argparse._ = lambda text: i18n.translate(text, lang)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        argparse._ = original  # type: ignore[attr-defined]
+
+
+def language(argv: Sequence[str] | None, env: dict[str, str] | None = None) -> str:
+    """The run's language from `--lang` in argv or the locale variables."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--lang")
+    known, _rest = pre.parse_known_args(argv)
+    try:
+        return i18n.from_environment(dict(os.environ) if env is None else env, known.lang)
+    except ValueError as exc:
+        raise SystemExit(f"firesafe: {exc}") from None
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -31,10 +84,13 @@ def _settings(args: argparse.Namespace) -> Settings:
             api_port=getattr(args, "api_port", None),
             api_url=getattr(args, "api_url", None),
             log_level=getattr(args, "log_level", None),
+            api_workers=getattr(args, "workers", None),
         )
     except ValidationError as exc:
         lines = [f"  {_variable(e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise SystemExit("firesafe: invalid configuration:\n" + "\n".join(lines)) from None
+        raise SystemExit(
+            "firesafe: " + _("invalid configuration:") + "\n" + "\n".join(lines)
+        ) from None
 
 
 def _variable(loc: tuple[int | str, ...]) -> str:
@@ -84,9 +140,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _logging(settings)
     report = migrate_database(settings)
+    applied = ", ".join(map(str, report.applied)) if report.applied else _("nothing")
     print(
-        f"firesafe: schema at version {report.current} ({report.flavour}); "
-        f"applied {report.applied or 'nothing'}"
+        "firesafe: "
+        + _(
+            "schema at version {version} ({flavour}); applied {applied}",
+            version=report.current,
+            flavour=report.flavour,
+            applied=applied,
+        )
     )
     return 0
 
@@ -108,6 +170,15 @@ def cmd_api(args: argparse.Namespace) -> int:
     _logging(settings)
     settings.require_database_url()
     check_api_port(settings)
+    workers = settings.api_workers or os.cpu_count() or 1
+    if workers > 1:
+        from firesafe.runtime import run_api_workers, wait_for_database
+
+        # As run_api does: one line while the database is away, then start.
+        url = settings.require_database_url()
+        if run_until_signal(lambda stop: wait_for_database(url, stop)) != 1:
+            return 0
+        return run_api_workers(settings, workers)
     return run_until_signal(lambda stop: run_api(settings, stop))
 
 
@@ -139,63 +210,83 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser, *, mqtt: bool, db: bool, api: bool) -> None:
     if mqtt:
-        parser.add_argument("--mqtt-url", help="broker URL (env FIRESAFE_MQTT_URL)")
+        parser.add_argument("--mqtt-url", help=_("broker URL (env FIRESAFE_MQTT_URL)"))
     if db:
-        parser.add_argument("--database-url", help="PostgreSQL DSN (env FIRESAFE_DATABASE_URL)")
-        parser.add_argument("--data-dir", help="embedded database files (env FIRESAFE_DATA_DIR)")
+        parser.add_argument("--database-url", help=_("PostgreSQL DSN (env FIRESAFE_DATABASE_URL)"))
+        parser.add_argument("--data-dir", help=_("embedded database files (env FIRESAFE_DATA_DIR)"))
     if api:
-        parser.add_argument("--api-host", help="interface to bind (env FIRESAFE_API_HOST)")
-        parser.add_argument("--api-port", type=int, help="HTTP port (env FIRESAFE_API_PORT)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+        parser.add_argument("--api-host", help=_("interface to bind (env FIRESAFE_API_HOST)"))
+        parser.add_argument("--api-port", type=int, help=_("HTTP port (env FIRESAFE_API_PORT)"))
+    parser.add_argument("--log-level", help=_("DEBUG, INFO, WARNING or ERROR"))
+    # Also accepted after the subcommand (SUPPRESS: an absent flag keeps the top level's).
+    parser.add_argument(
+        "--lang", choices=i18n.LANGUAGES, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="firesafe", description="Smart fire-safety IoT monitoring platform."
+        prog="firesafe", description=_("Smart fire-safety IoT monitoring platform.")
     )
-    parser.add_argument("--version", action="version", version=f"firesafe {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"firesafe {__version__}",
+        help=_("show program's version number and exit"),
+    )
+    parser.add_argument(
+        "--lang",
+        choices=i18n.LANGUAGES,
+        help=_("language of the messages (default: from LC_ALL, LC_MESSAGES or LANG; else en)"),
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser(
-        "up", help="everything in one process group (embedded broker/database when unset)"
+        "up", help=_("everything in one process group (embedded broker/database when unset)")
     )
     _common(up, mqtt=True, db=True, api=True)
-    up.add_argument("--sim", action="store_true", help="also run the device simulator")
+    up.add_argument("--sim", action="store_true", help=_("also run the device simulator"))
     up.add_argument(
         "--sim-arg",
         action="append",
         metavar="ARG",
-        help="an argument passed to `firesafe sim` (repeatable), e.g. --sim-arg=--sites=3",
+        help=_("an argument passed to `firesafe sim` (repeatable), e.g. --sim-arg=--sites=3"),
     )
     up.set_defaults(func=cmd_up)
 
-    ingest = sub.add_parser("ingest", help="MQTT -> detection -> database")
+    ingest = sub.add_parser("ingest", help=_("MQTT -> detection -> database"))
     _common(ingest, mqtt=True, db=True, api=False)
     ingest.set_defaults(func=cmd_ingest)
 
-    api = sub.add_parser("api", help="the REST API")
+    api = sub.add_parser("api", help=_("the REST API"))
     _common(api, mqtt=False, db=True, api=True)
+    api.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=_("worker processes (default: the number of cores)"),
+    )
     api.set_defaults(func=cmd_api)
 
-    db = sub.add_parser("db", help="database administration")
+    db = sub.add_parser("db", help=_("database administration"))
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    migrate = db_sub.add_parser("migrate", help="create or upgrade the schema (idempotent)")
+    migrate = db_sub.add_parser("migrate", help=_("create or upgrade the schema (idempotent)"))
     _common(migrate, mqtt=False, db=True, api=False)
     migrate.set_defaults(func=cmd_migrate)
 
     from device_sim.cli import add_conformance_arguments, add_sim_arguments
 
-    sim = sub.add_parser("sim", help="publish a simulated estate over the MQTT contract")
+    sim = sub.add_parser("sim", help=_("publish a simulated estate over the MQTT contract"))
     _common(sim, mqtt=True, db=False, api=False)
-    sim.add_argument("--api-url", help="where to register devices (env FIRESAFE_API_URL)")
-    add_sim_arguments(sim)
+    sim.add_argument("--api-url", help=_("where to register devices (env FIRESAFE_API_URL)"))
+    add_sim_arguments(sim, _)
     sim.set_defaults(func=cmd_sim)
 
     conformance = sub.add_parser(
-        "conformance", help="check a device's traffic against the contract"
+        "conformance", help=_("check a device's traffic against the contract")
     )
     _common(conformance, mqtt=True, db=False, api=False)
-    add_conformance_arguments(conformance)
+    add_conformance_arguments(conformance, _)
     conformance.set_defaults(func=cmd_conformance)
     return parser
 
@@ -204,7 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from firesafe.embedded import EmbeddedServiceError
     from storage.errors import StorageError
 
-    args = build_parser().parse_args(argv)
+    global _lang
+    _lang = language(argv)
+    with _argparse_in(_lang):
+        args = build_parser().parse_args(argv)
+    args.language = _lang
     try:
         return int(args.func(args))
     except* (StorageError, EmbeddedServiceError) as group:

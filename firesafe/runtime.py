@@ -172,6 +172,24 @@ async def run_api(settings: Settings, stop: asyncio.Event) -> int:
     return 0
 
 
+def run_api_workers(settings: Settings, workers: int) -> int:
+    """The API in `workers` processes sharing one port (uvicorn's supervisor, which
+    restarts a worker that dies and owns SIGINT/SIGTERM). Each worker builds the
+    app from the environment, so the resolved settings are passed down there."""
+    os.environ.update(settings.to_environment())
+    uvicorn.run(
+        "api.app:create_app_from_environment",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    return 0
+
+
 async def _wait_api(proc: subprocess.Popen[bytes], port: int) -> None:
     deadline = asyncio.get_running_loop().time() + API_START_TIMEOUT_S
     while True:
@@ -284,7 +302,8 @@ async def run_up(
         code = 0
         async with asyncio.TaskGroup() as tasks:
             ingest_task = tasks.create_task(ingest.run(), name="ingest")
-            api = _start_child(settings, "api", [])
+            # One worker: a laptop stack (`firesafe api --workers N` scales a real one).
+            api = _start_child(settings, "api", ["--workers", str(settings.api_workers or 1)])
             children.append(api)
             await _wait_api(api, settings.api_port)
             shown = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host

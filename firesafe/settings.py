@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         description="Site shards of the estate (default 64); fixed when the database is "
         "first migrated, and refused if it differs later",
     )
+    api_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="API worker processes (default: the number of cores); each is stateless",
+    )
     ingest_mode: Literal["sharded", "single"] = Field(
         default="sharded",
         description="sharded: share the site shards with every other ingest process; "
@@ -170,6 +176,17 @@ class Settings(BaseSettings):
         if not self.database_url:
             raise RuntimeError("no database configured (set FIRESAFE_DATABASE_URL)")
         return self.database_url
+
+    def to_environment(self) -> dict[str, str]:
+        """These settings as FIRESAFE_* variables (for child processes)."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            out[f"FIRESAFE_{name.upper()}"] = str(value)
+        return out
 
     def with_overrides(self, **values: Any) -> Settings:
         """A copy with the non-None values set (CLI flags win over the environment)."""

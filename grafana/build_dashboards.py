@@ -11,6 +11,17 @@ for fleet-wide telemetry); edit here and run
 tests/test_grafana.py fails when the JSON and this script disagree, and
 runs every query below against a filled database.
 
+Languages: every dashboard is written once per language of the catalogue
+(firesafe/locale, read by firesafe.i18n): grafana/dashboards/en/*.json and
+grafana/dashboards/zh-CN/*.json, in separate Grafana folders. Write panels in
+English as usual: `panel`, `variable`, `annotation`, `dashboard` and
+`device_link` translate titles, descriptions and labels themselves; column
+names become display names (`column_names`); codes shown as data go through
+`label_sql` (a CASE over the catalogue's labels; English keeps the codes).
+tests/test_i18n_grafana.py fails when a Chinese dashboard shows English: add
+the msgid's translation to firesafe/locale/zh_CN/LC_MESSAGES/messages.po
+(`make messages` lists what is missing).
+
 Conventions of the SQL:
 - every read of a time-series table (telemetry, telemetry_1m, alarms,
   device_events, ingest_stats, rejects, linkage_commands) is bounded by the
@@ -25,14 +36,172 @@ Conventions of the SQL:
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
+from firesafe import i18n
 from firesafe.contract import READINGS
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
+# Language -> uid suffix (uids are unique across the Grafana instance).
+LANGUAGES = {"en": "", "zh-CN": "-zh"}
+# The language being rendered, and every msgid asked for (`make messages`).
+_lang = i18n.DEFAULT_LANG
+REQUESTED: set[str] = set()
+
+
+def _(text: str) -> str:
+    """`text` (English) in the language being rendered."""
+    REQUESTED.add(text)
+    return i18n.translate(text, _lang)
+
+
+def uid(base: str) -> str:
+    return base + LANGUAGES[_lang]
+
+
+def label_sql(vocabulary: str, expr: str) -> str:
+    """SQL showing the label of the code in `expr` (the code itself in English)."""
+    if _lang == i18n.DEFAULT_LANG:
+        return expr
+    cases = " ".join(
+        f"WHEN '{code}' THEN '{quote(i18n.label(vocabulary, code, _lang))}'"
+        for code in i18n.VOCABULARIES[vocabulary]
+    )
+    return f"(CASE {expr} {cases} ELSE {expr} END)"
+
+
+def label(vocabulary: str, code: str) -> str:
+    """What `label_sql` shows for `code` (e.g. a series name to match)."""
+    if _lang == i18n.DEFAULT_LANG:
+        return code
+    return i18n.label(vocabulary, code, _lang)
+
+
+def shown(vocabulary: str, code: str) -> str:
+    """What `label_sql` shows for `code`, quoted for an SQL literal."""
+    return quote(label(vocabulary, code))
+
+
+def local_time(expr: str) -> str:
+    """A timestamp as the site's wall-clock time (variable `tz`, from the registry)."""
+    return f"to_char({expr} AT TIME ZONE '$tz', 'YYYY-MM-DD HH24:MI:SS')"
+
+
+def tz_var() -> Json:
+    """The selected site's time zone (sites.timezone): shown, and used by `local_time`."""
+    return variable(
+        "tz",
+        "Site time zone",
+        "SELECT timezone FROM sites WHERE id = '$site'",
+        multi=False,
+        include_all=False,
+    )
+
+
+def quote(text: str) -> str:
+    """A string inside an SQL literal."""
+    return text.replace("'", "''")
+
+
+def _depth0(text: str) -> list[tuple[int, str]]:
+    """(position, char) of the characters outside parentheses and quotes."""
+    out, depth, quoted = [], 0, ""
+    for i, ch in enumerate(text):
+        if quoted:
+            if ch == quoted:
+                quoted = ""
+            continue
+        if ch in "'\"":
+            quoted = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0:
+            out.append((i, ch))
+    return out
+
+
+def _balanced(text: str) -> str:
+    """`text` up to the parenthesis closing the one just before it."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth < 0:
+            return text[:i]
+    return text
+
+
+def column_names(query: str) -> list[str]:
+    """Names of the result columns of the main SELECT (what Grafana shows as field names)."""
+    text = re.sub(r"--[^\n]*", "", query)
+    top = {i for i, _ in _depth0(text)}
+    start = next(
+        (m.end() for m in re.finditer(r"\bSELECT\b", text, re.I) if m.start() in top), None
+    )
+    if start is None:
+        return []
+    end = next(
+        (
+            m.start()
+            for m in re.finditer(r"\bFROM\b", text[start:], re.I)
+            if m.start() + start in top
+        ),
+        len(text) - start,
+    )
+    select = text[start : start + end]
+    select = re.sub(r"^\s*DISTINCT\s+ON\s*\([^)]*\)", "", select, flags=re.I)
+    cuts = [i for i, ch in _depth0(select) if ch == ","]
+    items = [select[a + 1 : b] for a, b in zip([-1, *cuts], [*cuts, len(select)], strict=True)]
+    names = []
+    for item in (x.strip() for x in items):
+        if item == "*":
+            # SELECT * FROM (subquery): the subquery's columns.
+            rest = text[start + end :]
+            inner = re.search(r"\(\s*(SELECT\b.*)", rest, re.I | re.S)
+            if inner:
+                names.extend(column_names(_balanced(inner.group(1))))
+            continue
+        alias = re.search(r'\bAS\s+("([^"]+)"|(\w+))\s*$', item, re.I | re.S)
+        if alias:
+            names.append(alias.group(2) or alias.group(3))
+        elif item.startswith("$__timeGroupAlias"):
+            names.append("time")
+        elif re.fullmatch(r"[\w.]+", item):
+            names.append(item.rsplit(".", 1)[-1])
+        elif m := re.match(r"(\w+)\s*\(", item):
+            names.append(m.group(1))
+    return names
+
+
+def display_names(kind: str, targets: list[Json]) -> list[Json]:
+    """Overrides giving every result column its name in the language being rendered."""
+    if _lang == i18n.DEFAULT_LANG:
+        return []
+    out, seen = [], set()
+    for tgt in targets:
+        names = column_names(tgt["rawSql"])
+        series = "metric" in names
+        for name in names:
+            if name in seen or name in ("metric", "__value", "__text"):
+                continue
+            if series and name in ("value", "time"):
+                continue  # series are named by the metric column's values
+            seen.add(name)
+            out.append(
+                {
+                    "matcher": {"id": "byName", "options": name},
+                    "properties": [{"id": "displayName", "value": _(name)}],
+                }
+            )
+    return out
+
+
 DATASOURCE = {"type": "grafana-postgresql-datasource", "uid": "firesafe-db"}
 GRAFANA_BUILTIN = {"type": "grafana", "uid": "-- Grafana --"}
 SCHEMA_VERSION = 39
@@ -88,11 +257,14 @@ def panel(
         defaults["links"] = links
     out: Json = {
         "type": kind,
-        "title": title,
-        "description": description,
+        "title": _(title) if title else title,
+        "description": _(description) if description else description,
         "datasource": DATASOURCE,
         "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "fieldConfig": {
+            "defaults": defaults,
+            "overrides": [*(overrides or []), *display_names(kind, targets)],
+        },
         "options": options or {},
     }
     if interval:
@@ -158,7 +330,7 @@ def variable(
     return {
         "type": "query",
         "name": name,
-        "label": label,
+        "label": _(label),
         "datasource": DATASOURCE,
         "query": sql(query),
         "definition": sql(query),
@@ -176,7 +348,7 @@ def variable(
 
 def annotation(name: str, query: str, color: str) -> Json:
     return {
-        "name": name,
+        "name": _(name),
         "datasource": DATASOURCE,
         "enable": True,
         "iconColor": color,
@@ -201,7 +373,7 @@ def layout(rows: list[list[tuple[Json, int, int]]]) -> list[Json]:
 
 
 def dashboard(
-    uid: str,
+    base_uid: str,
     title: str,
     *,
     description: str,
@@ -222,10 +394,10 @@ def dashboard(
         "type": "dashboard",
     }
     return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": TAGS + tags,
+        "uid": uid(base_uid),
+        "title": _(title),
+        "description": _(description),
+        "tags": [*TAGS, *tags, _lang],
         "timezone": "browser",
         "editable": False,
         "graphTooltip": 1,
@@ -239,9 +411,9 @@ def dashboard(
         "weekStart": "",
         "links": [
             {
-                "title": "Firesafe",
+                "title": _("Firesafe"),
                 "type": "dashboards",
-                "tags": TAGS,
+                "tags": [*TAGS, _lang],
                 "asDropdown": True,
                 "includeVars": False,
                 "keepTime": True,
@@ -307,8 +479,8 @@ def is_open(alias: str) -> str:
 
 def device_link(title: str = "Device details") -> Json:
     return {
-        "title": title,
-        "url": "/d/firesafe-device/device?var-device=${__value.raw}&${__url_time_range}",
+        "title": _(title),
+        "url": f"/d/{uid('firesafe-device')}/device?var-device=${{__value.raw}}&${{__url_time_range}}",
     }
 
 
@@ -376,8 +548,8 @@ def overview() -> Json:
     )
     verdicts = timeseries(
         "Confirmed vs suppressed (false-alarm filter)",
-        """
-        SELECT $__timeGroupAlias(a.opened_at, $__interval), a.verdict AS metric, count(*) AS value
+        f"""
+        SELECT $__timeGroupAlias(a.opened_at, $__interval), {label_sql("verdict", "a.verdict")} AS metric, count(*) AS value
         FROM alarms a
         WHERE $__timeFilter(a.opened_at) AND a.type IN ('fire', 'electrical') AND a.site_id IN ($site)
         GROUP BY 1, 2
@@ -389,23 +561,23 @@ def overview() -> Json:
         "of opening: suppressed ones are the false alarms the filter kept away.",
         overrides=[
             {
-                "matcher": {"id": "byName", "options": "confirmed"},
+                "matcher": {"id": "byName", "options": label("verdict", "confirmed")},
                 "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}],
             },
             {
-                "matcher": {"id": "byName", "options": "suppressed"},
+                "matcher": {"id": "byName", "options": label("verdict", "suppressed")},
                 "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "green"}}],
             },
             {
-                "matcher": {"id": "byName", "options": "pending"},
+                "matcher": {"id": "byName", "options": label("verdict", "pending")},
                 "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "orange"}}],
             },
         ],
     )
     by_type = timeseries(
         "Alarms opened by type",
-        """
-        SELECT $__timeGroupAlias(a.opened_at, $__interval), a.type AS metric, count(*) AS value
+        f"""
+        SELECT $__timeGroupAlias(a.opened_at, $__interval), {label_sql("alarm_type", "a.type")} AS metric, count(*) AS value
         FROM alarms a
         WHERE $__timeFilter(a.opened_at) AND a.site_id IN ($site)
         GROUP BY 1, 2
@@ -417,8 +589,8 @@ def overview() -> Json:
     offline = table(
         "Offline devices",
         f"""
-        SELECT a.device_id AS device, d.kind, a.site_id AS site, a.building, a.floor, a.zone,
-               a.opened_at AS "offline since", s.last_seen_at AS "last seen", a.status
+        SELECT a.device_id AS device, {label_sql("kind", "d.kind")} AS kind, a.site_id AS site, a.building, a.floor, a.zone,
+               a.opened_at AS "offline since", s.last_seen_at AS "last seen", {label_sql("status", "a.status")} AS status
         FROM alarms a
         JOIN devices d ON d.id = a.device_id
         LEFT JOIN device_state s ON s.device_id = a.device_id
@@ -431,8 +603,8 @@ def overview() -> Json:
     )
     noisy = table(
         "Noisiest devices",
-        """
-        SELECT a.device_id AS device, d.kind, a.site_id AS site, a.building, a.zone,
+        f"""
+        SELECT a.device_id AS device, {label_sql("kind", "d.kind")} AS kind, a.site_id AS site, a.building, a.zone,
                count(*) AS alarms,
                count(*) FILTER (WHERE a.verdict = 'suppressed') AS suppressed,
                count(*) FILTER (WHERE a.type = 'pre_alarm') AS pre_alarms,
@@ -451,11 +623,11 @@ def overview() -> Json:
     )
     anno = annotation(
         "Fire and electrical alarms",
-        """
+        f"""
         SELECT a.opened_at AS time, a.cleared_at AS timeend,
-               a.type || ' ' || a.verdict || ': ' || a.device_id || ' (' || a.site_id || '/'
-                 || a.building || '/' || a.floor || '/' || a.zone || ', ' || a.reason || ')' AS text,
-               a.type || ',' || a.verdict || ',' || a.site_id AS tags
+               {label_sql("alarm_type", "a.type")} || ' ' || {label_sql("verdict", "a.verdict")} || ': ' || a.device_id || ' (' || a.site_id || '/'
+                 || a.building || '/' || a.floor || '/' || a.zone || ', ' || {label_sql("reason", "a.reason")} || ')' AS text,
+               {label_sql("alarm_type", "a.type")} || ',' || {label_sql("verdict", "a.verdict")} || ',' || a.site_id AS tags
         FROM alarms a
         WHERE $__timeFilter(a.opened_at) AND a.type IN ('fire', 'electrical')
           AND a.verdict <> 'suppressed' AND a.site_id IN ($site)
@@ -523,9 +695,10 @@ def site() -> Json:
     devices = table(
         "Devices and their state",
         f"""
-        SELECT o.device_id AS device, o.name, o.kind, o.building, o.floor, o.zone, o.connectivity,
-               o.last_seen_at AS "last seen", o.on_mains AS "on mains", o.seq_gaps AS "seq gaps",
-               string_agg(a.type || ' ' || a.verdict, ', ' ORDER BY a.type) AS "open alarms"
+        SELECT o.device_id AS device, o.name, {label_sql("kind", "o.kind")} AS kind, o.building, o.floor, o.zone,
+               {label_sql("connectivity", "o.connectivity")} AS connectivity,
+               {local_time("o.last_seen_at")} AS "last seen", o.on_mains AS "on mains", o.seq_gaps AS "seq gaps",
+               string_agg({label_sql("alarm_type", "a.type")} || ' ' || {label_sql("verdict", "a.verdict")}, ', ' ORDER BY a.type) AS "open alarms"
         FROM device_overview o
         LEFT JOIN alarms a ON a.device_id = o.device_id AND {is_open("a")}
         WHERE {f}
@@ -552,9 +725,11 @@ def site() -> Json:
     alarm_list = table(
         "Alarms in range",
         f"""
-        SELECT a.opened_at AS time, a.type, a.verdict, a.status, a.reason, a.device_id AS device,
-               a.building, a.floor, a.zone, a.confirmed_at AS confirmed, a.cleared_at AS cleared,
-               a.acknowledged_by AS "acknowledged by"
+        SELECT {local_time("a.opened_at")} AS "opened", {label_sql("alarm_type", "a.type")} AS type,
+               {label_sql("verdict", "a.verdict")} AS verdict, {label_sql("status", "a.status")} AS status,
+               {label_sql("reason", "a.reason")} AS reason, a.device_id AS device,
+               a.building, a.floor, a.zone, {local_time("a.confirmed_at")} AS confirmed,
+               {local_time("a.cleared_at")} AS cleared, a.acknowledged_by AS "acknowledged by"
         FROM alarms a
         WHERE $__timeFilter(a.opened_at) AND {site_filter("a", single_site=True)}
         ORDER BY a.opened_at DESC
@@ -566,9 +741,9 @@ def site() -> Json:
         "Alarms",
         f"""
         SELECT a.opened_at AS time, a.cleared_at AS timeend,
-               a.type || ' ' || a.verdict || ': ' || a.device_id || ' in ' || a.building || '/'
-                 || a.floor || '/' || a.zone || ' (' || a.reason || ')' AS text,
-               a.type || ',' || a.verdict AS tags
+               {label_sql("alarm_type", "a.type")} || ' ' || {label_sql("verdict", "a.verdict")} || ': ' || a.device_id || ' ' || '{quote(_("in"))}' || ' ' || a.building || '/'
+                 || a.floor || '/' || a.zone || ' (' || {label_sql("reason", "a.reason")} || ')' AS text,
+               {label_sql("alarm_type", "a.type")} || ',' || {label_sql("verdict", "a.verdict")} AS tags
         FROM alarms a
         WHERE $__timeFilter(a.opened_at) AND a.type IN ('fire', 'electrical', 'fault', 'evac_fault')
           AND {site_filter("a", single_site=True)}
@@ -583,7 +758,7 @@ def site() -> Json:
         tags=["site"],
         time_from="now-24h",
         refresh="30s",
-        variables=place_vars(single_site=True),
+        variables=[*place_vars(single_site=True), tz_var()],
         annotations=[anno],
         rows=[
             [(counts, 24, 4)],
@@ -610,7 +785,7 @@ def device() -> Json:
         "$reading",
         [
             target(f"""
-                SELECT $__timeGroupAlias(t.ts, $__interval), r.reading AS metric, avg(r.value) AS value
+                SELECT $__timeGroupAlias(t.ts, $__interval), {label_sql("reading", "r.reading")} AS metric, avg(r.value) AS value
                 FROM telemetry t
                 CROSS JOIN LATERAL (VALUES {raw_readings}) AS r(reading, value)
                 WHERE t.device_id = '$device' AND $__timeFilter(t.ts)
@@ -618,7 +793,7 @@ def device() -> Json:
                   AND $__timeTo()::timestamptz - $__timeFrom()::timestamptz <= {RAW_RANGE_LIMIT}
                 GROUP BY 1, 2
                 UNION ALL
-                SELECT $__timeGroupAlias(m.bucket, $__interval), r.reading, sum(r.total) / sum(r.n)
+                SELECT $__timeGroupAlias(m.bucket, $__interval), {label_sql("reading", "r.reading")}, sum(r.total) / sum(r.n)
                 FROM telemetry_1m m
                 CROSS JOIN LATERAL (VALUES {rollup}) AS r(reading, total, n)
                 WHERE m.device_id = '$device' AND $__timeFilter(m.bucket)
@@ -628,8 +803,8 @@ def device() -> Json:
                 ORDER BY 1, 2
                 """),
             target(
-                """
-                SELECT x.time, 'limit: ' || th.name AS metric, th.value
+                f"""
+                SELECT x.time, '{quote(_("limit"))}: ' || {label_sql("threshold", "th.name")} AS metric, th.value
                 FROM device_thresholds th
                 CROSS JOIN (VALUES ($__timeFrom()::timestamptz), ($__timeTo()::timestamptz)) AS x(time)
                 WHERE th.device_id = '$device' AND th.reading IN ($reading)
@@ -652,14 +827,17 @@ def device() -> Json:
         },
         overrides=[
             {
-                "matcher": {"id": "byRegexp", "options": "^limit: .*"},
+                "matcher": {"id": "byRegexp", "options": f"^{re.escape(_('limit'))}: .*"},
                 "properties": [
                     {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
                     {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
                 ],
             },
             {
-                "matcher": {"id": "byRegexp", "options": "^limit: .*pre_alarm$"},
+                "matcher": {
+                    "id": "byRegexp",
+                    "options": f"^{re.escape(_('limit'))}: (?:.*pre_alarm|{re.escape(label('threshold', 'obscuration_pre_alarm'))})$",
+                },
                 "properties": [
                     {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
                     {"id": "color", "value": {"mode": "fixed", "fixedColor": "orange"}},
@@ -669,10 +847,11 @@ def device() -> Json:
     )
     info = table(
         "Device",
-        """
-        SELECT o.device_id AS device, o.name, o.kind, o.site_id AS site, o.building, o.floor, o.zone,
-               o.interval_s AS "interval (s)", o.connectivity, o.last_seen_at AS "last seen",
-               o.last_ts AS "newest reading", o.messages, o.seq_gaps AS "seq gaps",
+        f"""
+        SELECT o.device_id AS device, o.name, {label_sql("kind", "o.kind")} AS kind, o.site_id AS site, o.building, o.floor, o.zone,
+               o.interval_s AS "interval (s)", {label_sql("connectivity", "o.connectivity")} AS connectivity,
+               {local_time("o.last_seen_at")} AS "last seen",
+               {local_time("o.last_ts")} AS "newest reading", o.messages, o.seq_gaps AS "seq gaps",
                o.duplicates, o.on_mains AS "on mains"
         FROM device_overview o
         WHERE o.device_id = '$device'
@@ -680,9 +859,9 @@ def device() -> Json:
     )
     limits = table(
         "Thresholds",
-        """
-        SELECT th.name, th.reading, th.value,
-               CASE WHEN th.from_registry THEN 'registry' ELSE 'default' END AS source
+        f"""
+        SELECT {label_sql("threshold", "th.name")} AS name, {label_sql("reading", "th.reading")} AS reading, th.value,
+               CASE WHEN th.from_registry THEN '{quote(_("registry"))}' ELSE '{quote(_("default"))}' END AS source
         FROM device_thresholds th
         WHERE th.device_id = '$device'
         ORDER BY th.reading, th.value
@@ -690,8 +869,9 @@ def device() -> Json:
     )
     events = table(
         "Events",
-        """
-        SELECT e.ts AS time, e.type, e.detail, e.seq, e.received_at AS received
+        f"""
+        SELECT {local_time("e.ts")} AS "device time", {label_sql("event", "e.type")} AS type, e.detail, e.seq,
+               {local_time("e.received_at")} AS received
         FROM device_events e
         WHERE e.device_id = '$device' AND $__timeFilter(e.ts)
         ORDER BY e.ts DESC
@@ -700,9 +880,11 @@ def device() -> Json:
     )
     alarms = table(
         "Alarms",
-        """
-        SELECT a.opened_at AS time, a.type, a.verdict, a.status, a.reason,
-               a.confirmed_at AS confirmed, a.cleared_at AS cleared, a.cleared_by AS "cleared by"
+        f"""
+        SELECT {local_time("a.opened_at")} AS "opened", {label_sql("alarm_type", "a.type")} AS type,
+               {label_sql("verdict", "a.verdict")} AS verdict, {label_sql("status", "a.status")} AS status,
+               {label_sql("reason", "a.reason")} AS reason, {local_time("a.confirmed_at")} AS confirmed,
+               {local_time("a.cleared_at")} AS cleared, a.cleared_by AS "cleared by"
         FROM alarms a
         WHERE a.device_id = '$device' AND $__timeFilter(a.opened_at)
         ORDER BY a.opened_at DESC
@@ -711,8 +893,9 @@ def device() -> Json:
     )
     event_anno = annotation(
         "Device events",
-        """
-        SELECT e.ts AS time, e.type || coalesce(': ' || e.detail, '') AS text, e.type AS tags
+        f"""
+        SELECT e.ts AS time, {label_sql("event", "e.type")} || coalesce(': ' || e.detail, '') AS text,
+               {label_sql("event", "e.type")} AS tags
         FROM device_events e
         WHERE e.device_id = '$device' AND $__timeFilter(e.ts)
         ORDER BY e.ts
@@ -721,10 +904,10 @@ def device() -> Json:
     )
     alarm_anno = annotation(
         "Alarms",
-        """
+        f"""
         SELECT a.opened_at AS time, a.cleared_at AS timeend,
-               a.type || ' ' || a.verdict || ' (' || a.reason || ')' AS text,
-               a.type || ',' || a.verdict AS tags
+               {label_sql("alarm_type", "a.type")} || ' ' || {label_sql("verdict", "a.verdict")} || ' (' || {label_sql("reason", "a.reason")} || ')' AS text,
+               {label_sql("alarm_type", "a.type")} || ',' || {label_sql("verdict", "a.verdict")} AS tags
         FROM alarms a
         WHERE a.device_id = '$device' AND $__timeFilter(a.opened_at)
         ORDER BY a.opened_at
@@ -736,8 +919,8 @@ def device() -> Json:
         variable(
             "device",
             "Device",
-            """
-            SELECT id AS __value, id || ' — ' || kind || coalesce(' (' || name || ')', '') AS __text
+            f"""
+            SELECT id AS __value, id || ' — ' || {label_sql("kind", "kind")} || coalesce(' (' || name || ')', '') AS __text
             FROM devices
             WHERE site_id = '$site' AND building IN ($building) AND floor IN ($floor)
               AND zone IN ($zone)
@@ -746,11 +929,13 @@ def device() -> Json:
             multi=False,
             include_all=False,
         ),
+        tz_var(),
         variable(
             "reading",
             "Reading",
-            """
-            SELECT k.reading FROM kind_readings k JOIN devices d ON d.kind = k.kind
+            f"""
+            SELECT k.reading AS __value, {label_sql("reading", "k.reading")} AS __text
+            FROM kind_readings k JOIN devices d ON d.kind = k.kind
             WHERE d.id = '$device' ORDER BY 1
             """,
         ),
@@ -828,6 +1013,13 @@ def electrical() -> Json:
         [(None, "green")],
         "Peak load current per minute, per circuit.",
     )
+    # Matches the columns by name and by their name in the language rendered.
+    percent_columns = ("residual % of limit", "cable % of limit", "worst % of limit")
+    percent_of_limit = (
+        "^(?:"
+        + "|".join(re.escape(n) for c in percent_columns for n in dict.fromkeys((c, _(c))))
+        + ")$"
+    )
     nearest = table(
         "Devices nearest their limits (peak in range)",
         f"""
@@ -851,7 +1043,7 @@ def electrical() -> Json:
         "(registry thresholds or the defaults).",
         overrides=[
             {
-                "matcher": {"id": "byRegexp", "options": ".*% of limit"},
+                "matcher": {"id": "byRegexp", "options": percent_of_limit},
                 "properties": [
                     {"id": "unit", "value": "percent"},
                     {"id": "custom.cellOptions", "value": {"type": "color-background"}},
@@ -874,7 +1066,8 @@ def electrical() -> Json:
     alarms = table(
         "Electrical alarms in range",
         f"""
-        SELECT a.opened_at AS time, a.device_id AS circuit, a.verdict, a.status, a.reason,
+        SELECT a.opened_at AS time, a.device_id AS circuit, {label_sql("verdict", "a.verdict")} AS verdict,
+               {label_sql("status", "a.status")} AS status, {label_sql("reason", "a.reason")} AS reason,
                a.building, a.floor, a.zone, a.cleared_at AS cleared
         FROM alarms a
         WHERE $__timeFilter(a.opened_at) AND a.type = 'electrical' AND {site_filter("a")}
@@ -887,8 +1080,8 @@ def electrical() -> Json:
         "Electrical alarms",
         f"""
         SELECT a.opened_at AS time, a.cleared_at AS timeend,
-               'electrical ' || a.verdict || ': ' || a.device_id || ' (' || a.reason || ')' AS text,
-               'electrical,' || a.verdict AS tags
+               '{quote(label("alarm_type", "electrical"))} ' || {label_sql("verdict", "a.verdict")} || ': ' || a.device_id || ' (' || {label_sql("reason", "a.reason")} || ')' AS text,
+               '{quote(label("alarm_type", "electrical"))},' || {label_sql("verdict", "a.verdict")} AS tags
         FROM alarms a
         WHERE $__timeFilter(a.opened_at) AND a.type = 'electrical' AND {site_filter("a")}
         ORDER BY a.opened_at
@@ -963,7 +1156,8 @@ def evacuation() -> Json:
     )
     under_command = f"""
         SELECT DISTINCT ON (c.device_id) c.device_id AS device, d.building, d.floor, d.zone,
-               c.cmd, c.direction, c.at AS since, c.alarm_id AS alarm
+               {label_sql("command", "c.cmd")} AS cmd, {label_sql("direction", "c.direction")} AS direction,
+               c.at AS since, c.alarm_id AS alarm
         FROM linkage_commands c
         {evac_join.format(a="c")}
         WHERE c.at > $__timeTo()::timestamptz - interval '30 days' AND c.at <= $__timeTo() AND {f}
@@ -971,7 +1165,7 @@ def evacuation() -> Json:
     """
     commanded_count = stat(
         "Signs under emergency command",
-        f"SELECT count(*) AS \"under command\" FROM ({sql(under_command)}) last WHERE last.cmd <> 'normal'",
+        f"SELECT count(*) AS \"under command\" FROM ({sql(under_command)}) last WHERE last.cmd <> '{shown('command', 'normal')}'",
         description="Evac units whose latest linkage command (looking back 30 days from the "
         "end of the range) is not `normal`.",
         thresholds=[(None, "green"), (1, "red")],
@@ -1041,7 +1235,8 @@ def evacuation() -> Json:
     tests = table(
         "Self-tests and faults",
         f"""
-        SELECT e.ts AS time, e.device_id AS device, d.building, d.floor, d.zone, e.type, e.detail
+        SELECT e.ts AS time, e.device_id AS device, d.building, d.floor, d.zone,
+               {label_sql("event", "e.type")} AS type, e.detail
         FROM device_events e
         {evac_join.format(a="e")}
         WHERE $__timeFilter(e.ts)
@@ -1053,7 +1248,7 @@ def evacuation() -> Json:
     )
     commanded = table(
         "Signs under linkage command",
-        f"SELECT * FROM ({sql(under_command)}) last WHERE last.cmd <> 'normal' ORDER BY last.since, last.device",
+        f"SELECT * FROM ({sql(under_command)}) last WHERE last.cmd <> '{shown('command', 'normal')}' ORDER BY last.since, last.device",
         description="Evac units whose latest command is an emergency one: the direction the "
         "sign points (away from the fire zone) or off (route not to be used).",
         links=[device_link()],
@@ -1061,8 +1256,8 @@ def evacuation() -> Json:
     open_faults = table(
         "Open evacuation faults",
         f"""
-        SELECT a.device_id AS device, a.building, a.floor, a.zone, a.reason, a.opened_at AS since,
-               a.status
+        SELECT a.device_id AS device, a.building, a.floor, a.zone, {label_sql("reason", "a.reason")} AS reason,
+               a.opened_at AS since, {label_sql("status", "a.status")} AS status
         FROM alarms a
         WHERE a.type = 'evac_fault' AND {is_open("a")} AND {site_filter("a")}
         ORDER BY a.opened_at
@@ -1073,8 +1268,8 @@ def evacuation() -> Json:
         "Linkage commands",
         f"""
         SELECT c.at AS time,
-               c.cmd || coalesce(' ' || c.direction, '') || ' -> ' || c.device_id AS text,
-               'linkage,' || c.cmd AS tags
+               {label_sql("command", "c.cmd")} || coalesce(' ' || {label_sql("direction", "c.direction")}, '') || ' -> ' || c.device_id AS text,
+               '{quote(_("linkage"))},' || {label_sql("command", "c.cmd")} AS tags
         FROM linkage_commands c
         {evac_join.format(a="c")}
         WHERE $__timeFilter(c.at) AND {f}
@@ -1117,7 +1312,7 @@ def platform() -> Json:
             f"CASE WHEN s.{c} >= lag(s.{c}) OVER w THEN s.{c} - lag(s.{c}) OVER w ELSE s.{c} END AS {c}"
             for c, _ in counters
         )
-        values = ", ".join(f"('{label}', d.{c})" for c, label in counters)
+        values = ", ".join(f"('{quote(_(name))}', d.{c})" for c, name in counters)
         value = "sum(v.delta) / sum(d.secs)" if per_second else "sum(v.delta)"
         return timeseries(
             title,
@@ -1189,10 +1384,23 @@ def platform() -> Json:
     lag = gauge_series(
         "Ingest lag", "max(s.lag_ms)", "ms", "Age of the oldest uncommitted message."
     )
+    held = gauge_series(
+        "Shards per process",
+        "max(cardinality(s.shards))",
+        "short",
+        "Site shards each ingest process holds (each process aims at ceil(shards / processes)).",
+    )
+    takeovers = counter_rates(
+        "Shard takeovers",
+        [("takeovers", "takeovers")],
+        "short",
+        "Shards taken over per interval: a process joined, left or died.",
+        per_second=False,
+    )
     rejects = timeseries(
         "Rejects by reason",
-        """
-        SELECT $__timeGroupAlias(r.received_at, $__interval), r.reason AS metric, count(*) AS value
+        f"""
+        SELECT $__timeGroupAlias(r.received_at, $__interval), {label_sql("reject_reason", "r.reason")} AS metric, count(*) AS value
         FROM rejects r
         WHERE $__timeFilter(r.received_at)
         GROUP BY 1, 2
@@ -1206,6 +1414,7 @@ def platform() -> Json:
         "Ingest instances (latest report in range)",
         """
         SELECT DISTINCT ON (s.instance) s.instance, s.at AS "reported", s.broker_connected AS "broker",
+               cardinality(s.shards) AS "shards",
                s.queue_depth AS "queue", s.lag_ms AS "lag (ms)", s.batch_latency_ms AS "p95 (ms)",
                s.messages, s.readings, s.rejects
         FROM ingest_stats s
@@ -1215,8 +1424,9 @@ def platform() -> Json:
     )
     recent = table(
         "Recent rejects",
-        """
-        SELECT r.received_at AS time, r.reason, r.topic, r.device_id AS device, r.detail
+        f"""
+        SELECT r.received_at AS time, {label_sql("reject_reason", "r.reason")} AS reason,
+               r.topic, r.device_id AS device, r.detail
         FROM rejects r
         WHERE $__timeFilter(r.received_at)
         ORDER BY r.received_at DESC, r.id DESC
@@ -1240,7 +1450,8 @@ def platform() -> Json:
     )
     totals = table(
         "Rejects since installation",
-        "SELECT reason, count FROM reject_counts ORDER BY count DESC, reason",
+        f"SELECT {label_sql('reject_reason', 'reason')} AS reason, count FROM reject_counts "
+        "ORDER BY count DESC, reject_counts.reason",
     )
     instance = variable(
         "instance",
@@ -1263,6 +1474,7 @@ def platform() -> Json:
             [(jobs, 24, 5)],
             [(throughput, 12, 8), (latency, 12, 8)],
             [(queue, 8, 8), (lag, 8, 8), (quality, 8, 8)],
+            [(held, 12, 8), (takeovers, 12, 8)],
             [(rejects, 12, 8), (totals, 12, 8)],
             [(recent, 24, 9)],
         ],
@@ -1280,18 +1492,25 @@ DASHBOARDS = {
 
 
 def render() -> dict[str, str]:
-    """File name -> JSON text of every dashboard."""
-    return {
-        name: json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
-        for name, build in DASHBOARDS.items()
-    }
+    """`<lang>/<file name>` -> JSON text of every dashboard in every language."""
+    global _lang
+    out = {}
+    try:
+        for lang in LANGUAGES:
+            _lang = lang
+            for name, build in DASHBOARDS.items():
+                out[f"{lang}/{name}"] = json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+    finally:
+        _lang = i18n.DEFAULT_LANG
+    return out
 
 
 def main() -> int:
-    DASHBOARD_DIR.mkdir(exist_ok=True)
     for name, text in render().items():
-        (DASHBOARD_DIR / name).write_text(text, encoding="utf-8")
-        print(f"wrote {DASHBOARD_DIR / name}")
+        path = DASHBOARD_DIR / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
     return 0
 
 

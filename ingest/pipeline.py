@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ingest.decode import DecodedBatch, RawMessage
+from ingest.floods import SiteChange
 from storage import ingest_store as store
 
 
@@ -70,6 +71,9 @@ class BatchPlan:
     ev_new: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
     applied: list[store.AppliedAlarm] = field(default_factory=list)
     commands: int = 0
+    # Sites that fell silent or came back as a whole (decided with detection).
+    site_changes: list[SiteChange] = field(default_factory=list)
+    sites: dict[str, str | None] = field(default_factory=dict)  # site -> open alarm id
 
 
 MaybeDuplicate = Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]]

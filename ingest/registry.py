@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from detection.standards import DEFAULT_STANDARD, with_standard_defaults
 from firesafe.contract import DEFAULT_INTERVAL_S, KINDS
 
 KIND_CODE = {kind: code for code, kind in enumerate(KINDS)}
@@ -137,7 +138,12 @@ def device_from_row(row: Mapping[str, Any]) -> Device:
         zone=str(row["zone"]),
         kind=kind,
         interval_s=float(interval) if interval else DEFAULT_INTERVAL_S[kind],
-        thresholds={str(k): float(v) for k, v in thresholds.items()},
+        # The site's standard (sites.standard) puts its levels beneath the device's own.
+        thresholds=with_standard_defaults(
+            str(row.get("standard") or DEFAULT_STANDARD),
+            kind,
+            {str(k): float(v) for k, v in thresholds.items()},
+        ),
         routes=row.get("routes"),
         registered_ms=int(row.get("registered_ms") or 0),
     )

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
+from psycopg.types.json import Jsonb
 
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
@@ -38,6 +39,7 @@ from firesafe.settings import Settings
 from ingest import shards
 from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
+from ingest.floods import FloodWatch, SiteChange
 from ingest.linkage import Building, commands_for
 from ingest.mqtt import SUBSCRIPTION, MqttSource
 from ingest.ownership import SINGLE, Ownership
@@ -147,6 +149,9 @@ class IngestService:
         self.tracker = DeviceTracker()
         self.supervisor = Supervisor()
         self.zone_ids = ZoneIds()
+        self.floods = FloodWatch()
+        self._site_alarms: dict[str, str] = {}  # site -> its open site-level offline alarm
+        self._site_supervised: dict[str, int] = {}
         self.registry = Registry([], self.zone_ids)
         self.decoder = Decoder(self.registry)
         self.counters = Counters()
@@ -227,7 +232,7 @@ class IngestService:
                 self.ready.set()
                 stopping = tasks.create_task(self._stopping.wait(), name="ingest-stop")
                 await asyncio.wait([stopping, processor], return_when=asyncio.FIRST_COMPLETED)
-                if processor.done():  # ended by an error: the group raises it
+                if not self._stopping.is_set():  # the processor failed: the group raises it
                     stopping.cancel()
                     return
                 # 1. stop intake, 2. drain what was received, 3. disconnect.
@@ -264,6 +269,8 @@ class IngestService:
         self.engine = Engine()
         self.tracker = DeviceTracker()
         self.supervisor = Supervisor()
+        self.floods = FloodWatch()
+        self._site_alarms = {}
         self._configured = np.zeros(0, np.int64)
         self._registry_version = (-1, None)
         self.ready.clear()
@@ -326,10 +333,15 @@ class IngestService:
         assert self._writer is not None
         only = None if sites is None else sorted(sites)
         self.tracker.load(await store.load_device_state(self._aux, only))
+        site_alarms = await store.load_open_site_alarms(self._aux)
+        site_alarms = {k: v for k, v in site_alarms.items() if sites is None or k in sites}
+        self._site_alarms.update(site_alarms)
+        self.floods.restore(site_alarms)
         for row in await store.load_open_alarms(self._aux, only):
             slot = int(row["slot"])
             if row["type"] == "offline":
                 self.supervisor.mark_offline(slot)
+                self.floods.offline.setdefault(row["site_id"], {})[slot] = int(row["opened_ms"])
                 continue
             self.engine.restore_alarm(
                 slot, row["type"], row["verdict"], int(row["opened_ms"]), row["reason"]
@@ -390,6 +402,15 @@ class IngestService:
         baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
         self.supervisor.configure(slots, registry.interval_ms, baseline)
         self._configured = slots
+        counts = np.bincount(registry.site_code[slots], minlength=len(registry.sites))
+        self._site_supervised = {
+            site: int(n) for site, n in zip(registry.sites, counts.tolist(), strict=True) if n
+        }
+
+    def _forget_sites(self, sites: set[str]) -> None:
+        self.floods.forget(sites)
+        for site in sites:
+            self._site_alarms.pop(site, None)
 
     def _forget(self, slots: NDArray[np.int64]) -> None:
         self.engine.forget(slots)
@@ -413,23 +434,27 @@ class IngestService:
             if not any(m.shard == shard for m in self.intake):  # drained and acknowledged
                 await self._flush_device_state()
                 await self.ownership.release(self._writer, shard)
+                self._forget_sites(set(self._shard_sites.get(shard, [])))
                 self._configure_owned()
                 log.info("shard %d: handed over", shard)
-        for shard in take:
-            if await self.ownership.try_take(self._writer, shard):
-                await self._take_over(shard)
+        taken = [k for k in take if await self.ownership.try_take(self._writer, k)]
+        if taken:
+            await self._take_over(taken)
 
-    async def _take_over(self, shard: int) -> None:
-        """A shard just locked: its state from the database, its supervision clocks
-        restarted (a takeover is not the estate going silent), then its session."""
-        sites = self._shard_sites.get(shard, [])
-        slots = self.registry.slots_of_sites(set(sites))
+    async def _take_over(self, taken: Sequence[int]) -> None:
+        """Shards just locked: their state from the database, their supervision
+        clocks restarted (a takeover is not the estate going silent), then their
+        sessions. All of a round at once: one reconfiguration, one restore."""
+        sites = {site for k in taken for site in self._shard_sites.get(k, [])}
+        slots = self.registry.slots_of_sites(sites)
         self._forget(slots)
+        self._forget_sites(sites)
         self._since[slots] = now_ms()
         self._configure_owned()
         await self._restore(sites)
-        self.ownership.start_session(shard, self._subscriptions(shard))
-        log.info("shard %d: taken over (%d site(s), %d device(s))", shard, len(sites), slots.size)
+        for shard in taken:
+            self.ownership.start_session(shard, self._subscriptions(shard))
+        log.info("shard(s) %s taken over (%d site(s), %d device(s))", taken, len(sites), slots.size)
 
     # ---------------------------------------------------------- processor
     async def _process_loop(self) -> None:
@@ -651,15 +676,18 @@ class IngestService:
                         plan.ev_code[ev_new],
                     )
                     writes = [self._alarm_write(c) for c in changes]
-                    writes += self._supervise_batch(plan.batch)
+                    offline, plan.site_changes = self._supervise_batch(plan.batch)
+                    writes += offline
                 except Exception as exc:
                     log.exception("detection failed on a batch")
                     raise PoisonBatch(f"detection failed: {type(exc).__name__}: {exc}") from exc
                 plan.alarm_writes = writes
             applied = await self._apply_alarm_writes(writer, plan.alarm_writes)
+            sites = await self._apply_site_changes(writer, plan.site_changes)
             fires = _fire_causes(applied)
             commands = await self._write_commands(writer, sorted(fires), fires)
         plan.tel_new, plan.ev_new, plan.applied, plan.commands = tel_new, ev_new, applied, commands
+        plan.sites = sites
 
     async def _apply_alarm_writes(
         self, conn: psycopg.AsyncConnection[Any], writes: Sequence[store.AlarmWrite]
@@ -724,6 +752,7 @@ class IngestService:
         """Committed: acknowledge, fold into what we know of each device, count.
         Runs once per batch, never retried."""
         self.ownership.ack(plan.burst)
+        self._site_alarms_changed(plan.sites)
         if plan.commands:
             self.commands.wake()
         slot, ts, values = plan.slot, plan.ts, plan.values
@@ -799,6 +828,7 @@ class IngestService:
 
     def _offline_write(self, slot: int, action: str, reason: str, at_ms: int) -> store.AlarmWrite:
         device = self.registry.device(slot)
+        cause = self._site_alarms.get(device.site) if action == "open" else None
         return store.AlarmWrite(
             device_id=device.id,
             site=device.site,
@@ -810,8 +840,60 @@ class IngestService:
             verdict="confirmed",
             reason=reason,
             at_ms=at_ms,
-            detail={},
+            detail={"cause": cause} if cause else {},
         )
+
+    # ------------------------------------------------------------- floods
+    def _went_offline(self, slot: int, at_ms: int) -> list[SiteChange]:
+        device = self.registry.device(slot)
+        change = self.floods.went_offline(
+            device.site,
+            slot,
+            at_ms,
+            self._site_supervised.get(device.site, 0),
+            int(self.registry.interval_ms[slot]),
+        )
+        return [change] if change else []
+
+    def _came_back(self, slot: int, at_ms: int) -> list[SiteChange]:
+        device = self.registry.device(slot)
+        change = self.floods.came_back(
+            device.site, slot, at_ms, self._site_supervised.get(device.site, 0)
+        )
+        return [change] if change else []
+
+    async def _apply_site_changes(
+        self, conn: psycopg.AsyncConnection[Any], changes: Sequence[SiteChange]
+    ) -> dict[str, str | None]:
+        """Open or clear site-level offline alarms; site -> its open alarm id (None: cleared)."""
+        done: dict[str, str | None] = {}
+        for c in changes:
+            if c.action == "open":
+                detail = {"silent": c.silent, "of": c.of}
+                alarm_id = await store.open_site_alarm(
+                    conn, site=c.site, reason="site_silent", at_ms=c.at_ms, detail=detail
+                )
+                if alarm_id is None:  # a retried write that had committed
+                    alarm_id = (await store.load_open_site_alarms(conn)).get(c.site)
+                if alarm_id is not None:
+                    await store.link_cause(conn, site=c.site, cause=alarm_id, since_ms=c.since_ms)
+                    log.warning("site %s went silent (%d of %d devices)", c.site, c.silent, c.of)
+                done[c.site] = alarm_id
+            else:
+                alarm_id = self._site_alarms.get(c.site)
+                if alarm_id is not None:
+                    await store.clear_site_alarm(
+                        conn, alarm_id=alarm_id, reason="back_online", at_ms=c.at_ms
+                    )
+                done[c.site] = None
+        return done
+
+    def _site_alarms_changed(self, done: Mapping[str, str | None]) -> None:
+        for site, alarm_id in done.items():
+            if alarm_id is None:
+                self._site_alarms.pop(site, None)
+            else:
+                self._site_alarms[site] = alarm_id
 
     def _heard_in_rejects(self, batch: DecodedBatch) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Registered devices whose messages were rejected for their content: a broken
@@ -826,7 +908,9 @@ class IngestService:
         arr = np.array(heard, dtype=np.int64).reshape(-1, 2)
         return arr[:, 0].copy(), arr[:, 1].copy()
 
-    def _supervise_batch(self, batch: DecodedBatch) -> list[store.AlarmWrite]:
+    def _supervise_batch(
+        self, batch: DecodedBatch
+    ) -> tuple[list[store.AlarmWrite], list[SiteChange]]:
         """Arrivals clear `offline`; a status `offline` (last will) raises it at once."""
         live = ~batch.st_retained
         heard_slot, heard_at = self._heard_in_rejects(batch)
@@ -837,15 +921,18 @@ class IngestService:
             [batch.received, batch.ev_received, batch.st_received[live & batch.st_online], heard_at]
         )
         writes = []
+        sites: list[SiteChange] = []
         for s in self.supervisor.seen(seen_slot, seen_at).tolist():
             at = int(seen_at[seen_slot == s].min())
             writes.append(self._offline_write(s, "clear", "back_online", at))
+            sites += self._came_back(s, at)
         gone = batch.st_slot[~batch.st_online]
         if gone.size:
             for s in self.supervisor.went_offline(gone).tolist():
                 at = int(batch.st_received[(batch.st_slot == s) & ~batch.st_online].min())
                 writes.append(self._offline_write(s, "open", "last_will", at))
-        return writes
+                sites += self._went_offline(s, at)
+        return writes, sites
 
     async def _supervise(self) -> None:
         """Raise `offline` for devices silent past their limit. Decided once, then
@@ -853,17 +940,28 @@ class IngestService:
         slots, deadlines = self.supervisor.check(now_ms())
         if not slots.size:
             return
-        writes = [
-            self._offline_write(s, "open", "silent", d)
-            for s, d in zip(slots.tolist(), deadlines.tolist(), strict=True)
-        ]
-        await self._with_database(self._write_alarms, writes)
+        writes = []
+        sites: list[SiteChange] = []
+        for s, d in zip(slots.tolist(), deadlines.tolist(), strict=True):
+            writes.append(self._offline_write(s, "open", "silent", d))
+            sites += self._went_offline(s, d)
+        done: dict[str, str | None] = {}
+        await self._with_database(self._write_alarms, writes, sites, done)
+        self._site_alarms_changed(done)
         log.info("%d device(s) went offline", len(writes))
 
-    async def _write_alarms(self, writes: Sequence[store.AlarmWrite]) -> None:
+    async def _write_alarms(
+        self,
+        writes: Sequence[store.AlarmWrite],
+        sites: Sequence[SiteChange] = (),
+        done: dict[str, str | None] | None = None,
+    ) -> None:
         assert self._writer is not None
         async with self._writer.transaction():
             await self._apply_alarm_writes(self._writer, writes)
+            result = await self._apply_site_changes(self._writer, sites)
+        if done is not None:
+            done.update(result)
 
     async def _poll_changes(self) -> None:
         """Registry changes and alarms a person cleared (they may fire again).
@@ -921,8 +1019,25 @@ class IngestService:
                     "queue_depth": self.queue_depth,
                     "lag_ms": float(lag),
                     "broker_connected": self.ownership.connected,  # connected and subscribed
+                    "backend_pid": self.ownership.writer_pid,
+                    "shards": sorted(self.ownership.owned),
+                    "shard_stats": Jsonb(self._shard_stats()),
+                    "takeovers": self.ownership.takeovers,
                 },
             )
+
+    def _shard_stats(self) -> dict[str, dict[str, float]]:
+        """Queue depth and lag of each shard's messages waiting here (sharded mode)."""
+        if not self.sharded:
+            return {}
+        now = now_ms()
+        out = {str(k): {"queue_depth": 0.0, "lag_ms": 0.0} for k in sorted(self.ownership.owned)}
+        for m in self.intake:
+            entry = out.get(str(m.shard))
+            if entry is not None:
+                entry["queue_depth"] += 1
+                entry["lag_ms"] = max(entry["lag_ms"], float(now - m.received_ms))
+        return out
 
     async def _housekeeping(self) -> None:
         """Cluster-wide chores, done by whichever process gets the lock first."""

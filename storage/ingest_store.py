@@ -400,9 +400,10 @@ async def load_registry(conn: AsyncConn) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
-            SELECT id, slot, site_id, building, floor, zone, kind, interval_s, thresholds,
-                   routes, (extract(epoch FROM created_at) * 1000)::bigint AS registered_ms
-            FROM devices ORDER BY slot
+            SELECT d.id, d.slot, d.site_id, d.building, d.floor, d.zone, d.kind, d.interval_s,
+                   d.thresholds, d.routes, s.standard,
+                   (extract(epoch FROM d.created_at) * 1000)::bigint AS registered_ms
+            FROM devices d JOIN sites s ON s.id = d.site_id ORDER BY d.slot
             """
         )
         return await cur.fetchall()
@@ -553,6 +554,75 @@ async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> l
                 await _log(conn, row[0], "cleared", w.reason)
                 applied.append(AppliedAlarm(row[0], w, "cleared"))
     return applied
+
+
+async def open_site_alarm(
+    conn: AsyncConn, *, site: str, reason: str, at_ms: int, detail: Mapping[str, Any]
+) -> str | None:
+    """Open a site-level `offline` alarm (no device); None when one is open already."""
+    cur = await conn.execute(
+        """
+        INSERT INTO alarms (device_id, site_id, building, floor, zone, type, verdict, status,
+            reason, opened_at, confirmed_at, detail)
+        VALUES (NULL, %(site)s, '', '', '', 'offline', 'confirmed', 'active', %(reason)s,
+            %(at)s, %(at)s, %(detail)s)
+        ON CONFLICT (site_id, type)
+            WHERE device_id IS NULL AND status <> 'cleared' AND verdict <> 'suppressed'
+        DO NOTHING
+        RETURNING id
+        """,
+        {
+            "site": site,
+            "reason": reason,
+            "at": ms_to_datetime(at_ms),
+            "detail": Jsonb(dict(detail)),
+        },
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    await _log(conn, row[0], "opened", f"confirmed: {reason}")
+    return str(row[0])
+
+
+async def link_cause(conn: AsyncConn, *, site: str, cause: str, since_ms: int) -> int:
+    """Point the open device offline alarms of a site opened since `since_ms` at `cause`."""
+    cur = await conn.execute(
+        """
+        UPDATE alarms SET detail = detail || jsonb_build_object('cause', %(cause)s::text),
+            updated_at = now()
+        WHERE site_id = %(site)s AND type = 'offline' AND device_id IS NOT NULL
+          AND status <> 'cleared' AND opened_at >= %(since)s
+          AND NOT detail ? 'cause'
+        """,
+        {"site": site, "cause": cause, "since": ms_to_datetime(since_ms)},
+    )
+    return cur.rowcount
+
+
+async def clear_site_alarm(conn: AsyncConn, *, alarm_id: str, reason: str, at_ms: int) -> bool:
+    cur = await conn.execute(
+        """
+        UPDATE alarms SET status = 'cleared', cleared_at = %s, cleared_by = 'system',
+            updated_at = now()
+        WHERE id = %s AND status <> 'cleared'
+        RETURNING id
+        """,
+        (ms_to_datetime(at_ms), alarm_id),
+    )
+    if await cur.fetchone() is None:
+        return False
+    await _log(conn, alarm_id, "cleared", reason)
+    return True
+
+
+async def load_open_site_alarms(conn: AsyncConn) -> dict[str, str]:
+    """site -> id of its open site-level offline alarm."""
+    cur = await conn.execute(
+        "SELECT site_id, id FROM alarms WHERE device_id IS NULL AND type = 'offline' "
+        "AND status <> 'cleared'"
+    )
+    return {row[0]: row[1] for row in await cur.fetchall()}
 
 
 async def load_open_alarms(
@@ -749,10 +819,12 @@ async def write_stats(conn: AsyncConn, row: Mapping[str, Any]) -> None:
     await conn.execute(
         """
         INSERT INTO ingest_stats (at, instance, messages, readings, events, rejects, duplicates,
-            seq_gaps, batches, batch_latency_ms, queue_depth, lag_ms, broker_connected)
+            seq_gaps, batches, batch_latency_ms, queue_depth, lag_ms, broker_connected,
+            backend_pid, shards, shard_stats, takeovers)
         VALUES (%(at)s, %(instance)s, %(messages)s, %(readings)s, %(events)s, %(rejects)s,
             %(duplicates)s, %(seq_gaps)s, %(batches)s, %(batch_latency_ms)s, %(queue_depth)s,
-            %(lag_ms)s, %(broker_connected)s)
+            %(lag_ms)s, %(broker_connected)s, %(backend_pid)s, %(shards)s, %(shard_stats)s,
+            %(takeovers)s)
         ON CONFLICT DO NOTHING
         """,
         dict(row),

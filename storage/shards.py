@@ -53,8 +53,8 @@ class ClusterView:
     owners: dict[int, int]  # shard -> backend pid of its owner
 
 
-_VIEW = """
-SELECT l.classid::bigint, l.objid::bigint, l.pid
+VIEW_SQL = """
+SELECT l.classid::bigint AS classid, l.objid::bigint AS objid, l.pid
 FROM pg_locks l
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -64,7 +64,7 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
 
 async def view(conn: AsyncConn) -> ClusterView:
     """Who is alive and who owns what, as the database sees it now."""
-    cur = await conn.execute(_VIEW, (SHARD_LOCK_CLASS, MEMBER_LOCK_CLASS))
+    cur = await conn.execute(VIEW_SQL, (SHARD_LOCK_CLASS, MEMBER_LOCK_CLASS))
     members: list[int] = []
     owners: dict[int, int] = {}
     for cls, obj, pid in await cur.fetchall():

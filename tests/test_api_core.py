@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from storage.shards import SHARD_LOCK_CLASS
 from tests.test_api_support import (
     ISO_MS,
     client,
@@ -66,14 +67,30 @@ def test_health_without_ingest_is_degraded(api_url: str, db: str) -> None:
 def test_health_reports_fresh_ingest(api_url: str, db: str) -> None:
     _ingest_report(db, age_s=60)
     _ingest_report(db, age_s=1, lag_ms=42.0)
-    with client(api_url, token=None) as anonymous:
-        body = anonymous.get("/health").json()
+    with psycopg.connect(db, autocommit=True) as holder:  # an ingest holds every shard
+        row = holder.execute("SELECT value FROM firesafe_meta WHERE key = 'shards'").fetchone()
+        assert row is not None
+        count = int(row[0])
+        for k in range(count):
+            holder.execute("SELECT pg_advisory_lock(%s, %s)", (SHARD_LOCK_CLASS, k))
+        with client(api_url, token=None) as anonymous:
+            body = anonymous.get("/health").json()
+        assert body["shards"]["owned"] == count
+        assert body["shards"]["processes"][0]["shards"] == list(range(count))
     assert body["status"] == "ok"
     assert body["broker"]["connected"] is True
     assert body["ingest"]["state"] == "ok"
     assert body["ingest"]["lag_ms"] == 42.0
     assert body["ingest"]["queue_depth"] == 7
     assert re.match(ISO_MS, body["ingest"]["last_report_at"])
+
+
+def test_health_is_degraded_while_shards_are_unheld(api_url: str, db: str) -> None:
+    _ingest_report(db, age_s=1)
+    with client(api_url, token=None) as anonymous:
+        body = anonymous.get("/health").json()
+    assert body["status"] == "degraded"
+    assert body["shards"]["unowned"] == list(range(body["shards"]["count"]))
 
 
 def test_health_stale_ingest_and_lost_broker(api_url: str, db: str) -> None:

@@ -7,7 +7,6 @@ that the test cuts and restores.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import secrets
@@ -32,6 +31,7 @@ from api.middleware import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooL
 from api.stream import MAX_STREAMS_PER_TOKEN
 from api.tasks import Supervisor
 from firesafe.settings import Settings
+from tests.netproxy import CuttableProxy
 from tests.test_api_support import (
     ADMIN_TOKEN,
     client,
@@ -521,80 +521,13 @@ def test_moving_a_device_to_another_site_hides_its_history(
     assert [r["seq"] for r in everything] == [1, 2]
 
 
-class Proxy:
-    """A TCP proxy to PostgreSQL that a test can cut (an outage) and restore."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        # A host starting with "/" is a directory of Unix sockets (libpq's rule).
-        self.target = target
-        self.port = 0
-        self._server: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self.start()
-
-    def start(self) -> None:
-        server = socket.socket()
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", self.port))
-        server.listen(64)
-        self.port = server.getsockname()[1]
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client_sock, _ = server.accept()
-            except OSError:
-                return
-            try:
-                host, port = self.target
-                if host.startswith("/"):
-                    upstream = socket.socket(socket.AF_UNIX)
-                    upstream.connect(f"{host}/.s.PGSQL.{port}")
-                else:
-                    upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client_sock.close()
-                continue
-            with self._lock:
-                self._conns += [client_sock, upstream]
-            for a, b in ((client_sock, upstream), (upstream, client_sock)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        """Refuse new connections and break the open ones."""
-        assert self._server is not None
-        # shutdown() wakes the thread blocked in accept(); close() alone would not.
-        with contextlib.suppress(OSError):
-            self._server.shutdown(socket.SHUT_RDWR)
-        self._server.close()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for sock in conns:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
 def test_during_a_database_outage_calls_fail_fast_and_health_is_degraded(
     database_url: str, migration: object, db: str
 ) -> None:
     params = pg_conninfo.conninfo_to_dict(database_url)
-    proxy = Proxy((str(params.get("host") or "127.0.0.1"), int(str(params.get("port") or 5432))))
+    proxy = CuttableProxy(
+        str(params.get("host") or "127.0.0.1"), int(str(params.get("port") or 5432))
+    )
     via_proxy = pg_conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
     with live_server(via_proxy) as url, client(url) as api:
         assert api.get("/api/v1/devices").status_code == 200
@@ -619,11 +552,11 @@ def test_during_a_database_outage_calls_fail_fast_and_health_is_degraded(
         # ...and new streams are refused while the feed is down.
         _wait(lambda: not api.get("/health").json()["alarm_stream"]["listening"], "LISTEN down")
         assert api.get("/api/v1/alarms/stream").status_code == 503
-        proxy.start()
+        proxy.restore()
         # Back by itself: the pool reconnects, the listener is restarted.
         _wait(lambda: api.get("/api/v1/devices").status_code == 200, "the pool to recover")
         _wait(lambda: api.get("/health").json()["alarm_stream"]["listening"], "LISTEN again")
-    proxy.cut()
+    proxy.close()
 
 
 def test_a_dead_background_task_is_restarted_and_visible() -> None:

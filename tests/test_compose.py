@@ -207,13 +207,18 @@ def test_mounts_and_volumes() -> None:
             assert target.startswith("/")
     grafana = {target: source for source, target, _ in bind_mounts(svc["grafana"])}
     assert grafana["/etc/grafana/provisioning"] == "./grafana/provisioning"
-    provider = yaml.safe_load(
+    providers = yaml.safe_load(
         (ROOT / "grafana/provisioning/dashboards/firesafe.yaml").read_text(encoding="utf-8")
-    )["providers"][0]
-    assert grafana[provider["options"]["path"]] == "./grafana/dashboards"
+    )["providers"]
+    mount = next(t for t, s in grafana.items() if s == "./grafana/dashboards")
+    for provider in providers:
+        # One provider per language, each reading its subfolder of the mounted directory.
+        path = Path(provider["options"]["path"])
+        assert path.parent == Path(mount), provider
+        assert (ROOT / "grafana/dashboards" / path.name).is_dir(), provider
     home = environment(svc["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
-    assert (ROOT / "grafana/dashboards" / Path(home).name).exists()
-    assert home.startswith(provider["options"]["path"] + "/")
+    assert (ROOT / "grafana/dashboards" / Path(home).relative_to(mount)).exists()
+    assert home.startswith(providers[0]["options"]["path"] + "/")
 
     named = set(data["volumes"])
     assert named == {"timescaledb-data", "mosquitto-data", "grafana-data", "tls"}

@@ -353,3 +353,63 @@ def test_killed_database_sessions_neither_duplicate_alarms_nor_acknowledgements(
     assert len(opened) == points
     assert all(n == 1 for _, n in opened)
     assert len(acks) == len(set(acks)), "a message was acknowledged twice"
+
+
+@pytest.mark.integration
+def test_a_re_registration_between_two_zones_alarms_never_makes_them_coincide(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    """Through the contract: detectors in two zones, one alarms, a device is
+    re-registered (upsert, registry reload), the other alarms: neither fire is
+    confirmed by coincidence (zone ids are stable)."""
+    devices = [
+        {
+            "id": f"{site}-A",
+            "site": site,
+            "building": "B",
+            "floor": "1",
+            "zone": "Z1",
+            "kind": "smoke",
+        },
+        {
+            "id": f"{site}-B",
+            "site": site,
+            "building": "B",
+            "floor": "1",
+            "zone": "Z2",
+            "kind": "smoke",
+        },
+        {
+            "id": f"{site}-C",
+            "site": site,
+            "building": "B",
+            "floor": "1",
+            "zone": "Z1",
+            "kind": "heat",
+        },
+    ]
+    register(db, devices)
+    t0 = now_ms() - 600_000
+    profiles = {f"{site}-A": smouldering(100, 1.0), f"{site}-B": smouldering(130, 1.0)}
+
+    def send(lo: int, hi: int) -> None:
+        for t in range(lo, hi, 10):
+            for device, f in profiles.items():
+                publisher.send(
+                    f"fs/v1/{site}/{device}/telemetry",
+                    {"ts": t0 + t * 1000, "seq": t, "v": f(float(t))},
+                )
+
+    def fires() -> list[dict[str, Any]]:
+        return [a for a in alarms(db, site) if a["type"] == "fire"]
+
+    with running_ingest(ingest_settings) as ingest:
+        send(0, 300)
+        wait_for(lambda: [a["device_id"] for a in fires()] == [f"{site}-A"])
+        assert ingest.service is not None
+        version = ingest.service._registry_version
+        register(db, [{**devices[2], "interval_s": 20}])  # an upsert: the registry reloads
+        wait_for(lambda: ingest.service is not None and ingest.service._registry_version != version)
+        send(300, 600)
+        wait_for(lambda: len(fires()) == 2 and all(a["verdict"] == "confirmed" for a in fires()))
+    assert all(a["reason"] != "coincidence" for a in fires())

@@ -309,6 +309,13 @@ async def get_alarm(alarm_id: AlarmId, conn: ConnDep, caller: CallerDep) -> Alar
     command_rows = await alarm_q.alarm_commands(conn, alarm_id=alarm_id)
     since = shift(row["opened_at"], -EVIDENCE_BEFORE)
     until = shift(max(row["confirmed_at"] or row["opened_at"], row["opened_at"]), EVIDENCE_AFTER)
+    if row["device"] is None:  # a site-level alarm: no device of its own to show
+        return AlarmDetail(
+            **AlarmOut.model_validate(row).model_dump(),
+            log=[AlarmLogEntry.model_validate(r) for r in log_rows],
+            commands=[LinkageCommand.model_validate(r) for r in command_rows],
+            evidence=Evidence(since=since, until=until, readings=[], events=[]),
+        )
     if caller.scope.sites is not None:
         # A device moved between sites: each site's managers see its own period only.
         moved = await device_q.site_since(conn, device_id=row["device"])

@@ -16,6 +16,8 @@ from api.schemas import (
     Health,
     IngestHealth,
     JobHealth,
+    ShardProcess,
+    ShardsHealth,
     StreamHealth,
     TaskHealth,
 )
@@ -69,6 +71,7 @@ async def _health(state: AppState) -> Health:
             latency_ms = (time.perf_counter() - started) * 1000
             instances = await health_q.ingest_instances(conn)
             jobs = await health_q.background_jobs(conn)
+            shard_count, owners = await health_q.shard_owners(conn)
     except (psycopg.Error, PoolTimeout) as exc:
         return Health(
             **_api_parts(state),
@@ -86,12 +89,14 @@ async def _health(state: AppState) -> Health:
         )
     database = DatabaseHealth(ok=True, latency_ms=round(latency_ms, 3))
     failed_jobs = [JobHealth.model_validate(j) for j in jobs if j["failed"]]
+    shards = _shards(shard_count, owners, instances)
     if not instances:
         return Health(
             **_api_parts(state),
             status="degraded",
             failed_jobs=failed_jobs,
             database=database,
+            shards=shards,
             broker=BrokerHealth(connected=None),
             ingest=IngestHealth(
                 state="absent",
@@ -109,12 +114,13 @@ async def _health(state: AppState) -> Health:
     reporting = fresh or [newest]
     connected = any(i["broker_connected"] for i in reporting)
     lags = [float(i["lag_ms"]) for i in reporting if i["lag_ms"] is not None]
-    ok = ingest_state == "ok" and connected and not failed_jobs
+    ok = ingest_state == "ok" and connected and not shards.unowned and not failed_jobs
     return Health(
         **_api_parts(state),
         status="ok" if ok else "degraded",
         failed_jobs=failed_jobs,
         database=database,
+        shards=shards,
         broker=BrokerHealth(connected=connected),
         ingest=IngestHealth(
             state=ingest_state,
@@ -124,4 +130,27 @@ async def _health(state: AppState) -> Health:
             queue_depth=sum(int(i["queue_depth"]) for i in reporting),
             instances=len(reporting),
         ),
+    )
+
+
+def _shards(count: int, owners: dict[int, int], instances: list[dict[str, Any]]) -> ShardsHealth:
+    """Ownership from the leases themselves; names and takeovers from each holder's
+    latest report (matched by its database session)."""
+    by_pid = {i["backend_pid"]: i for i in instances if i.get("backend_pid") is not None}
+    held: dict[int, list[int]] = {}
+    for shard, pid in owners.items():
+        held.setdefault(pid, []).append(shard)
+    return ShardsHealth(
+        count=count,
+        owned=len(owners),
+        unowned=[k for k in range(count) if k not in owners],
+        processes=[
+            ShardProcess(
+                instance=by_pid.get(pid, {}).get("instance"),
+                backend_pid=pid,
+                shards=sorted(shards),
+                takeovers=by_pid.get(pid, {}).get("takeovers"),
+            )
+            for pid, shards in sorted(held.items())
+        ],
     )

@@ -89,6 +89,7 @@ async def metrics(conn: ConnDep, caller: CallerDep) -> Response:
         connected.add_metric([inst["instance"]], 1.0 if inst["broker_connected"] else 0.0)
     families.append(connected)
     families.extend(_job_families(await health_q.background_jobs(conn)))
+    families += _shard_families(instances, *await health_q.shard_owners(conn))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -110,3 +111,35 @@ def _job_families(jobs: list[dict[str, Any]]) -> list[Metric]:
         failed.add_metric(key, 1.0 if j["failed"] else 0.0)
         failures.add_metric(key, float(j["total_failures"]))
     return [failed, failures]
+
+
+def _shard_families(
+    instances: list[dict[str, Any]], count: int, owners: dict[int, int]
+) -> list[Metric]:
+    """Per shard: held or not, and the queue depth and lag its holder reported."""
+    owned = GaugeMetricFamily(
+        "firesafe_shard_owned", "1 while a live process holds the shard", labels=["shard"]
+    )
+    depth = GaugeMetricFamily(
+        "firesafe_shard_queue_depth",
+        "Messages of the shard waiting in its holder",
+        labels=["shard"],
+    )
+    lag = GaugeMetricFamily(
+        "firesafe_shard_lag_ms", "Age of the shard's oldest waiting message", labels=["shard"]
+    )
+    takeovers = CounterMetricFamily(
+        "firesafe_ingest_takeovers", "Shards taken over", labels=["instance"]
+    )
+    for k in range(count):
+        owned.add_metric([str(k)], 1.0 if k in owners else 0.0)
+    holders = {owners[k]: k for k in owners}
+    for inst in instances:
+        if inst.get("takeovers") is not None:
+            takeovers.add_metric([inst["instance"]], float(inst["takeovers"]))
+        if inst.get("backend_pid") not in holders:
+            continue  # a report from a session that holds nothing now
+        for shard, figures in (inst.get("shard_stats") or {}).items():
+            depth.add_metric([shard], float(figures.get("queue_depth", 0)))
+            lag.add_metric([shard], float(figures.get("lag_ms", 0)))
+    return [owned, depth, lag, takeovers]

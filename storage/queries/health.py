@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage import shards
 from storage.queries.common import Conn
 
 # Instances that have not reported for this long are gone, not just stale.
@@ -16,7 +17,8 @@ async def ingest_instances(conn: Conn) -> list[dict[str, Any]]:
         f"""
         SELECT DISTINCT ON (instance) instance, at, broker_connected, lag_ms, queue_depth,
                messages, readings, events, rejects, duplicates, seq_gaps, batches,
-               batch_latency_ms, extract(epoch FROM now() - at) AS age_s
+               batch_latency_ms, extract(epoch FROM now() - at) AS age_s,
+               backend_pid, shards, shard_stats, takeovers
         FROM ingest_stats
         WHERE at > now() - interval '{INSTANCE_HORIZON}'
         ORDER BY instance, at DESC
@@ -38,3 +40,17 @@ async def background_jobs(conn: Conn) -> list[dict[str, Any]]:
         """
     )
     return await cur.fetchall()
+
+
+async def shard_owners(conn: Conn) -> tuple[int, dict[int, int]]:
+    """(the shard count, shard -> backend pid of its owner) as the leases say now."""
+    cur = await conn.execute("SELECT value FROM firesafe_meta WHERE key = 'shards'")
+    row = await cur.fetchone()
+    count = int(row["value"]) if row else 0
+    cur = await conn.execute(shards.VIEW_SQL, (shards.SHARD_LOCK_CLASS, shards.MEMBER_LOCK_CLASS))
+    owners = {
+        int(r["objid"]): int(r["pid"])
+        for r in await cur.fetchall()
+        if int(r["classid"]) == shards.SHARD_LOCK_CLASS
+    }
+    return count, owners

@@ -1,0 +1,65 @@
+"""`firesafe api --workers N`: several stateless processes on one port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from firesafe.embedded import free_port
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_the_api_runs_in_several_worker_processes_and_stops_cleanly(db: str) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "FIRESAFE_DATABASE_URL": db,
+        "FIRESAFE_API_PORT": str(port),
+        "FIRESAFE_ADMIN_TOKEN": "w" * 40,
+        "FIRESAFE_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firesafe.cli", "api", "--workers", "2"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout=60)
+        # uvicorn's supervisor and its two workers (plus, maybe, a resource tracker).
+        assert len(children(proc.pid)) >= 2
+        headers = {"Authorization": "Bearer " + "w" * 40}
+        for _ in range(10):  # any worker answers an authenticated call
+            r = httpx.get(f"http://127.0.0.1:{port}/api/v1/alarms", headers=headers, timeout=5)
+            assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
