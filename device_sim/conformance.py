@@ -93,8 +93,12 @@ class _Rule:
     def fail(self, why: str, /, **params: object) -> None:
         self.checked += 1
         self.failed += 1
-        # The same problem on every message is one example, not five copies of it.
-        if len(self.examples) < EXAMPLES and (why, params) not in self.examples:
+        # The same problem on every message is one example, not five copies of it
+        # (compared as text: an exception value is a new object every time).
+        text = (why, {k: str(v) for k, v in params.items()})
+        if len(self.examples) < EXAMPLES and text not in (
+            (w, {k: str(v) for k, v in p.items()}) for w, p in self.examples
+        ):
             self.examples.append((why, params))
 
 
