@@ -41,7 +41,10 @@ Timestamp = Annotated[
 ]
 Id = Annotated[str, StringConstraints(pattern=ID_REGEX)]
 Name = Annotated[str, StringConstraints(pattern=NAME_REGEX)]
-Kind = Literal["smoke", "heat", "multi", "mcp", "electrical", "evac"]
+Kind = Literal["smoke", "heat", "multi", "mcp", "electrical", "evac", "uitd", "panel", "point"]
+# GB/T 26875.3 source address: 6 bytes as 12 hex digits, most significant first.
+Address = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{12}$", to_upper=True)]
+UtcOffset = Annotated[int, Field(ge=-720, le=840)]
 AlarmType = Literal["fire", "pre_alarm", "electrical", "fault", "offline", "evac_fault"]
 Verdict = Literal["pending", "confirmed", "suppressed"]
 Status = Literal["active", "acknowledged", "cleared"]
@@ -111,16 +114,30 @@ class DeviceIn(BaseModel):
     routes: Routes | None = Field(
         default=None, description="evac only: zones of the same building and floor"
     )
+    address: Address | None = Field(
+        default=None,
+        description="uitd only (required): the transmission device's 6-byte GB/T 26875.3 "
+        "source address as 12 hex digits, most significant first",
+    )
+    utc_offset_min: UtcOffset | None = Field(
+        default=None,
+        description="uitd only: offset of the device's clock (its time labels) from UTC in "
+        "minutes; default 480 (UTC+8)",
+    )
 
     @model_validator(mode="after")
     def _routes_only_for_evac(self) -> DeviceIn:
         if self.routes is not None and self.kind != "evac":
             raise ValueError("routes are only for evac devices")
+        if self.kind == "uitd" and self.address is None:
+            raise ValueError("a uitd needs its `address` (12 hex digits)")
+        if self.kind != "uitd" and (self.address is not None or self.utc_offset_min is not None):
+            raise ValueError("address and utc_offset_min are only for uitd devices")
         return self
 
     @model_validator(mode="after")
     def _known_thresholds(self) -> DeviceIn:
-        known = THRESHOLD_DEFAULTS[self.kind]
+        known = THRESHOLD_DEFAULTS.get(self.kind, {})  # gateway kinds have none
         for name, value in (self.thresholds or {}).items():
             if name not in known:
                 allowed = ", ".join(sorted(known)) or "none"
@@ -164,6 +181,8 @@ class DeviceOut(BaseModel):
     interval_s: float = Field(description="Reporting period (the kind's default when not set)")
     thresholds: dict[str, float]
     routes: Routes | None
+    address: str | None = Field(default=None, description="uitd: GB/T 26875.3 source address")
+    utc_offset_min: int | None = Field(default=None, description="uitd: clock offset from UTC")
     state: DeviceState = Field(
         description="offline: an open offline alarm or status topic says offline; "
         "unknown: nothing received yet"
@@ -192,6 +211,8 @@ class DeviceOut(BaseModel):
                     "name",
                     "thresholds",
                     "routes",
+                    "address",
+                    "utc_offset_min",
                     "state",
                     "last_seen_at",
                     "created_at",

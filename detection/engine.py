@@ -24,7 +24,7 @@ _RI: Final = contract.READING_INDEX
 _NR: Final = len(contract.READINGS)
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
-_KIND_EVENTS: Final = tuple(frozenset(contract.KIND_EVENTS[kd]) for kd in contract.KINDS)
+_KIND_EVENTS: Final = tuple(frozenset(contract.ALL_KIND_EVENTS[kd]) for kd in contract.ALL_KINDS)
 
 
 def resolve_thresholds(kind: str, overrides: Mapping[str, float]) -> dict[str, float]:
@@ -32,7 +32,7 @@ def resolve_thresholds(kind: str, overrides: Mapping[str, float]) -> dict[str, f
 
     Names the kind does not use are ignored.
     """
-    out = dict(p.THRESHOLD_DEFAULTS[kind])
+    out = dict(p.THRESHOLD_DEFAULTS.get(kind, {}))  # gateway kinds have none
     for name, value in overrides.items():
         if name in out and isinstance(value, int | float) and np.isfinite(value):
             lo, hi = p.THRESHOLD_LIMITS.get(name, (-np.inf, np.inf))
@@ -157,7 +157,7 @@ class Engine:
             return
         if not (len(s) == len(kd) == len(z) == len(thresholds)):
             raise ValueError("slots, kinds, zones and thresholds differ in length")
-        if s.min() < 0 or kd.min() < 0 or kd.max() >= len(contract.KINDS):
+        if s.min() < 0 or kd.min() < 0 or kd.max() >= len(contract.ALL_KINDS):
             raise ValueError("negative slot or unknown kind")
         self._grow(int(s.max()) + 1)
         known = self.kind[s].copy()
@@ -177,7 +177,7 @@ class Engine:
                 self.thr[name][sel] = value
         for slot, ki, over in zip(s.tolist(), kd.tolist(), thresholds, strict=True):
             if over:
-                for name, value in resolve_thresholds(contract.KINDS[ki], over).items():
+                for name, value in resolve_thresholds(contract.ALL_KINDS[ki], over).items():
                     self.thr[name][slot] = value
         # Quiet bounds: the temperature rate feeds heat rise (every fire kind)
         # and the rate-of-rise alarm (heat, multi); CO and humidity rates (multi).
@@ -258,6 +258,13 @@ class Engine:
         if 0 <= slot < self.capacity:
             self.machine.clear(int(slot), alarm_type)
             self._force.add(int(slot))
+
+    def operator_verdict(self, slot: int, alarm_type: str, verdict: str) -> None:
+        """A person confirmed or dismissed a pending alarm through the API (already
+        stored): the engine follows, so a later panel reset or window end cannot
+        overturn it."""
+        if 0 <= slot < self.capacity and self.kind[slot] >= 0:
+            self.machine.operator_verdict(int(slot), alarm_type, verdict)
 
     def restore_alarm(
         self, slot: int, alarm_type: str, verdict: str, opened_ms: int, reason: str = ""
@@ -418,7 +425,7 @@ class Engine:
         self, kind: int, ri: I64, s: I64, t: I64, vflat: NDArray[np.float64]
     ) -> NDArray[np.uint32]:
         """Call points, electrical monitors, evac devices: level conditions only."""
-        if kind == k.KIND_MCP:
+        if kind == k.KIND_MCP or kind > k.KIND_EVAC:  # call points, gateway kinds
             return np.zeros(len(s), np.uint32)
         if kind == k.KIND_ELECTRICAL:
             th = self._thr(kind, s, "residual_current_ma", "cable_temperature_c")
@@ -690,6 +697,9 @@ _QUIET_FLAGS: Final = np.array(
         0,  # mcp
         k.Flag.ELEC_BELOW,  # electrical
         k.Flag.LAMP_OK | k.Flag.BATT_OK,  # evac
+        0,  # uitd
+        0,  # panel
+        0,  # point
     ],
     np.uint32,
 )

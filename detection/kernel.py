@@ -83,6 +83,8 @@ VISIT_ALWAYS: Final = int(
 MACHINE_MASK: Final = int(~(Flag.HEAT_RAW | Flag.FAST_RAW)) & ((1 << NBITS) - 1)
 
 KIND_SMOKE, KIND_HEAT, KIND_MULTI, KIND_MCP, KIND_ELECTRICAL, KIND_EVAC = range(6)
+# Gateway kinds (contract.GATEWAY_KINDS): no readings scored, panel states only.
+KIND_UITD, KIND_PANEL, KIND_POINT = range(6, 9)
 
 # Quiet-path margin: a bound proven with this much room cannot be undone by
 # the rounding of the exact rate expression (a few ulps).

@@ -62,6 +62,10 @@ from firesafe.contract import READINGS
 
 FIRE_KINDS: Final = (KIND_SMOKE, KIND_HEAT, KIND_MULTI)
 OBS_KINDS: Final = (KIND_SMOKE, KIND_MULTI)
+# A panel point's fire alarm (event `panel_fire`) waits for corroboration or a
+# person, never for a clock: its window never ends by itself.
+PANEL_FIRE_REASON: Final = "panel_alarm"
+NEVER: Final = 2**62
 # Fault causes that a reading can remove (the rest need a `restore` event).
 CONDITION_CAUSES: Final = frozenset({"drift_limit", "lamp_failure", "battery_low"})
 
@@ -436,7 +440,9 @@ class Machine:
         kind = self.cfg.kind(slot)
         d = self._d(slot)
         detail: dict[str, float | str] = {"event": name}
-        if name == "fire_alarm" and kind in FIRE_KINDS:
+        if name in ("panel_fire", "panel_reset"):
+            self._panel_event(slot, ts, name, kind)
+        elif name == "fire_alarm" and kind in FIRE_KINDS:
             # The device's own decision: evidence, not a signature (the signature,
             # if any, is in its readings).
             prev = self.act.get(self.cfg.zone(slot), {}).get(slot)
@@ -494,7 +500,8 @@ class Machine:
         if typ == "fire":
             if verdict == "pending":
                 d.fire = "pending"
-                d.win = _Window(opened_ms, opened_ms + self._verify_ms(slot), reason or "restored")
+                end = NEVER if reason == PANEL_FIRE_REASON else opened_ms + self._verify_ms(slot)
+                d.win = _Window(opened_ms, end, reason or "restored")
                 self.pending.setdefault(self.cfg.zone(slot), set()).add(slot)
             else:
                 d.fire, d.win = "confirmed", None
@@ -505,12 +512,64 @@ class Machine:
         elif typ == "electrical":
             d.elec = verdict
             d.elec_opened = opened_ms
-            d.elec_deadline = opened_ms + self._verify_ms(slot)
+            d.elec_deadline = (
+                NEVER if reason == PANEL_FIRE_REASON else opened_ms + self._verify_ms(slot)
+            )
             d.elec_reason = reason or "residual_current"
             if verdict == "pending":
                 self.elec_pending.add(slot)
         elif typ in ("fault", "evac_fault"):
             d.causes.add(reason if reason in CONDITION_CAUSES else "device_fault")
+
+    # --- panels (GB/T 26875.3 gateway) and operator verdicts -----------------
+    def _panel_event(self, slot: int, ts: int, name: str, kind: int) -> None:
+        """`panel_fire`: a panel point's fire alarm, pending until a second point of
+        the zone or a person corroborates it; an electrical-fire monitor's opens an
+        `electrical` alarm the same way. `panel_reset`: the panel was reset, so a
+        still-pending alarm is suppressed (a confirmed one stays latched)."""
+        d = self._d(slot)
+        zone = self.cfg.zone(slot)
+        detail: dict[str, float | str] = {"event": name}
+        if name == "panel_reset":
+            if d.fire == "pending":
+                d.fire, d.win, d.armed = "", None, True
+                self.pending.get(zone, set()).discard(slot)
+                self._emit(slot, "fire", "verdict", "suppressed", "panel_reset", ts, detail)
+            if d.elec == "pending":
+                d.elec = ""
+                self.elec_pending.discard(slot)
+                self._emit(slot, "electrical", "verdict", "suppressed", "panel_reset", ts, detail)
+            return
+        if kind == KIND_ELECTRICAL:
+            if d.elec == "":
+                d.elec, d.elec_opened, d.elec_deadline = "pending", ts, NEVER
+                d.elec_reason = PANEL_FIRE_REASON
+                self.elec_pending.add(slot)
+                self._emit(slot, "electrical", "open", "pending", PANEL_FIRE_REASON, ts, detail)
+            return
+        self.act.setdefault(zone, {})[slot] = (ts, False)
+        if d.fire == "":
+            d.fire = "pending"
+            d.armed = True
+            d.win = _Window(ts, NEVER, PANEL_FIRE_REASON)
+            self.pending.setdefault(zone, set()).add(slot)
+            self._emit(slot, "fire", "open", "pending", PANEL_FIRE_REASON, ts, detail)
+        self._zone_check(zone, ts, detail)
+
+    def operator_verdict(self, slot: int, typ: str, verdict: str) -> None:
+        """A person's verdict on a pending alarm, already stored by the API: the
+        stored verdict is the truth, whatever the engine decided meanwhile (a
+        window that ended before ingest heard of the verdict)."""
+        d = self._d(slot)
+        zone = self.cfg.zone(slot)
+        if typ == "fire":
+            self.pending.get(zone, set()).discard(slot)
+            d.win = None
+            d.fire = "confirmed" if verdict == "confirmed" else ""
+            d.armed = True
+        elif typ == "electrical":
+            self.elec_pending.discard(slot)
+            d.elec = "confirmed" if verdict == "confirmed" else ""
 
     def open_alarms(self) -> dict[tuple[int, str], str]:
         """(slot, type) -> verdict of every open alarm the engine knows."""

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -124,6 +125,20 @@ def add_sim_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> 
         help=_("set each site's standard when registering (default: EN)"),
     )
     p.add_argument("--no-publish", action="store_true", help=_("only register / write files"))
+    g = p.add_argument_group(_("GB/T 26875.3 (--protocol gb26875)"))
+    g.add_argument(
+        "--protocol",
+        choices=("mqtt", "gb26875"),
+        default="mqtt",
+        help=_(
+            "mqtt: devices of the contract; gb26875: fire panels' transmission devices over "
+            "TCP to the gateway (one per site, --devices-per-site points each)"
+        ),
+    )
+    g.add_argument("--gateway", metavar="HOST:PORT", help=_("the gateway (default 127.0.0.1:9026)"))
+    g.add_argument("--heartbeat", type=float, default=20.0, help=_("heartbeat period s (20)"))
+    g.add_argument("--resend", type=float, default=5.0, help=_("resend after s unconfirmed (5)"))
+    g.add_argument("--split", type=float, default=0.3, help=_("share of frames split (0.3)"))
 
 
 def _scenario_names(args: argparse.Namespace) -> list[str]:
@@ -202,6 +217,8 @@ def _line_end() -> str:
 
 
 def run_sim(args: argparse.Namespace, settings: Settings) -> int:
+    if args.protocol == "gb26875":
+        return run_sim_gb26875(args, settings)
     if "list" in args.scenario:
         print_library()
         return EXIT_OK
@@ -323,11 +340,83 @@ def run_sim(args: argparse.Namespace, settings: Settings) -> int:
 DEFAULT_CONFORMANCE_S = 60.0
 
 
+def run_sim_gb26875(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from device_sim import gb26875_sim as gs
+    from firesafe.settings import parse_listen
+
+    uitds = gs.make_estate(args.sites, args.devices_per_site, args.seed, args.site_prefix)
+    registry = gs.registry(uitds, args.heartbeat)
+    if args.registry_out:
+        write_registry(args.registry_out, registry)
+    if not args.no_register:
+        if settings.admin_token is None:
+            print("firesafe sim: set FIRESAFE_ADMIN_TOKEN to register (or --no-register)",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        try:
+            register(settings.api_url, settings.admin_token.get_secret_value(), registry)
+        except RegistrationError as exc:
+            print(f"firesafe sim: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    if args.no_publish:
+        return EXIT_OK
+    host, port = parse_listen(args.gateway or settings.gb26875_listen or "127.0.0.1:9026")
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    print(f"sim gb26875: {len(uitds)} transmission devices, {args.devices_per_site} points "
+          f"each -> tcp://{host}:{port}", file=sys.stderr)  # fmt: skip
+    try:
+        stats = asyncio.run(
+            gs.run(
+                uitds,
+                host,
+                port,
+                args.duration,
+                args.seed,
+                heartbeat_s=args.heartbeat,
+                resend_s=args.resend,
+                split_p=args.split,
+            )
+        )
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    print(stats.line(), file=sys.stderr)
+    return EXIT_OK
+
+
+class _NoSiteNeeded(argparse.Action):
+    """`--gb26875`: judge a transmission device over TCP, so `--site` is not required."""
+
+    def __init__(self, option_strings: list[str], dest: str, site: argparse.Action, **kw: Any):
+        super().__init__(option_strings, dest, nargs=0, **kw)
+        self.site = site
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, True)
+        self.site.required = False  # checked once every argument is read
+
+
 def add_conformance_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> None:
     """The options of `firesafe conformance`; `_` puts their help in the run's language."""
     p = parser
-    p.add_argument("--site", required=True, help=_("the site whose traffic to judge"))
+    site = p.add_argument("--site", required=True, help=_("the site whose traffic to judge"))
     p.add_argument("--device", help=_("judge only this device (default: every device seen)"))
+    g = p.add_argument_group(_("GB/T 26875.3 transmission devices"))
+    g.add_argument(
+        "--gb26875",
+        action=_NoSiteNeeded,
+        site=site,
+        default=False,
+        help=_("stand in for a monitoring centre on --listen and judge a transmission device"),
+    )
+    g.add_argument("--listen", metavar="[HOST:]PORT", help=_("where to listen (--gb26875)"))
+    g.add_argument(
+        "--utc-offset", type=int, default=480, help=_("the device clock's UTC offset, min (480)")
+    )
+    g.add_argument(
+        "--heartbeat-max", type=float, default=120.0, help=_("longest heartbeat gap allowed s")
+    )
     p.add_argument(
         "--duration",
         type=float,
@@ -351,6 +440,11 @@ def add_conformance_arguments(parser: argparse.ArgumentParser, _: Translate = _s
 
 
 def run_conformance(args: argparse.Namespace, settings: Settings) -> int:
+    if args.gb26875:
+        return run_conformance_gb26875(args)
+    if not args.site:
+        print("firesafe conformance: --site is required (or --gb26875)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         endpoint = settings.mqtt
     except RuntimeError as exc:
@@ -393,4 +487,41 @@ def run_conformance(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(render(results, checker.observed, lang))
     failed = checker.observed == 0 or any(r.status == "fail" for r in results)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def run_conformance_gb26875(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from device_sim import gb26875_conformance as gc
+
+    listen_at = args.listen or "9026"
+    host, _, port = listen_at.rpartition(":")
+    if not port.isdigit():
+        print("firesafe conformance: --listen [HOST:]PORT", file=sys.stderr)
+        return EXIT_USAGE
+    centre = gc.Centre(
+        utc_offset_min=args.utc_offset,
+        max_skew_s=args.max_skew,
+        heartbeat_max_s=args.heartbeat_max,
+    )
+    print(
+        f"conformance: monitoring centre on tcp://{host or '0.0.0.0'}:{port} for "
+        f"{args.duration:g} s (the first data frame is not confirmed once: it must be resent)",
+        file=sys.stderr,
+    )
+    try:
+        asyncio.run(gc.serve(centre, host or "0.0.0.0", int(port), args.duration))
+    except KeyboardInterrupt:
+        print("conformance: interrupted; judging what was observed", file=sys.stderr)
+    except OSError as exc:
+        print(f"firesafe conformance: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    results = centre.report()
+    if args.json:
+        report = {"frames": centre.observed, "rules": [r.__dict__ for r in results]}
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(gc.render(results, centre.observed))
+    failed = centre.observed == 0 or any(r.status == "fail" for r in results)
     return EXIT_FAILED if failed else EXIT_OK

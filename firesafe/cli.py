@@ -192,6 +192,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from firesafe.runtime import run_gateway_gb26875
+
+    settings = _settings(args)
+    _logging(settings)
+    _ = settings.mqtt
+    return run_until_signal(lambda stop: run_gateway_gb26875(settings, stop, args.listen))
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from device_sim.cli import run_sim
 
@@ -273,6 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = db_sub.add_parser("migrate", help=_("create or upgrade the schema (idempotent)"))
     _common(migrate, mqtt=False, db=True, api=False)
     migrate.set_defaults(func=cmd_migrate)
+
+    gateway = sub.add_parser("gateway", help="protocol gateways: a device protocol -> MQTT")
+    gateway_sub = gateway.add_subparsers(dest="protocol", required=True)
+    gb = gateway_sub.add_parser(
+        "gb26875", help="GB/T 26875.3 transmission devices (fire panels) over TCP"
+    )
+    _common(gb, mqtt=True, db=False, api=False)
+    gb.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="where to listen (env FIRESAFE_GB26875_LISTEN; default 0.0.0.0:9026)",
+    )
+    gb.add_argument("--api-url", help="the registry API (env FIRESAFE_API_URL)")
+    gb.set_defaults(func=cmd_gateway)
 
     from device_sim.cli import add_conformance_arguments, add_sim_arguments
 

@@ -61,7 +61,36 @@ KIND_EVENTS: Final = {
         "restore",
     ),
 }
-EVENT_TYPES: Final = tuple(sorted({e for events in KIND_EVENTS.values() for e in events}))
+
+# --- Gateway extension (docs/contract-extension.md) -------------------------
+# Kinds a protocol gateway registers (GB/T 26875.3: the user information
+# transmission device, a fire-safety system such as a fire alarm panel, and a
+# panel point that is none of the detector kinds above). They carry no readings
+# the detection kernels score; their alarms come from the panel's own states.
+GATEWAY_KINDS: Final = ("uitd", "panel", "point")
+ALL_KINDS: Final = KINDS + GATEWAY_KINDS
+# Panel states a gateway reports as events: a panel point's fire alarm (evidence
+# awaiting corroboration or a person, never confirmed by time alone), the
+# panel's reset (a pending fire is suppressed, a confirmed one stays latched),
+# shielding (a state), operation records and the device clock (informational).
+PANEL_EVENTS: Final = ("panel_fire", "panel_reset", "shielded", "unshielded")
+GATEWAY_EVENTS: Final = {
+    "smoke": PANEL_EVENTS,
+    "heat": PANEL_EVENTS,
+    "multi": PANEL_EVENTS,
+    "mcp": ("fault", "restore", "shielded", "unshielded"),
+    "electrical": PANEL_EVENTS,
+    "evac": PANEL_EVENTS,
+    "uitd": ("panel_fire", "panel_reset", "fault", "restore", "operation", "clock"),
+    "panel": (*PANEL_EVENTS, "fault", "restore", "operation"),
+    "point": (*PANEL_EVENTS, "fault", "restore"),
+}
+# Every event a device of each kind may carry (devices' own plus gateways').
+ALL_KIND_EVENTS: Final = {
+    kind: tuple(dict.fromkeys(KIND_EVENTS.get(kind, ()) + GATEWAY_EVENTS[kind]))
+    for kind in ALL_KINDS
+}
+EVENT_TYPES: Final = tuple(sorted({e for events in ALL_KIND_EVENTS.values() for e in events}))
 
 # Reporting period when the registry gives no `interval_s`. A device is
 # offline after 3 x this of silence (contract section 6). Detectors report
@@ -74,6 +103,14 @@ DEFAULT_INTERVAL_S: Final = {
     "mcp": 60.0,
     "electrical": 10.0,
     "evac": 60.0,
+    # A transmission device's heartbeat period is configured on the device
+    # (often 10-60 s): set interval_s when registering it.
+    "uitd": 60.0,
+    # Panels and their points report on change only and are supervised by the
+    # panel (fault bits) and the transmission device (heartbeats, connection):
+    # silence says nothing about them, so their period is the longest allowed.
+    "panel": 366 * 86_400.0,
+    "point": 366 * 86_400.0,
 }
 OFFLINE_AFTER_INTERVALS: Final = 3
 
@@ -93,4 +130,11 @@ REJECT_REASONS: Final = (
     "bad_payload",  # any other shape error (`v` not an object, bad event type...)
     "unknown_device",  # device not registered
     "site_mismatch",  # registered at another site than the topic's
+    # From protocol gateways (docs/contract-extension.md), raw frame bytes kept:
+    "bad_frame",  # framing, length or checksum wrong: not confirmed, the device resends
+    "unsupported",  # a well-formed frame of a type or command the gateway does not map
 )
+# Reasons a gateway may give on its reject topic.
+GATEWAY_REJECT_REASONS: Final = ("bad_frame", "bad_payload", "unknown_device", "unsupported")
+# Gateway extension topics (not device topics): `fs/v1/_gateway/{gateway}/reject`.
+GATEWAY_SITE: Final = "_gateway"

@@ -87,6 +87,10 @@ ALARM_REASONS: Final = (
     "silent",
     "last_will",
     "back_online",
+    # GB/T 26875.3 panels and operator verification (docs/contract-extension.md)
+    "panel_alarm",
+    "panel_reset",
+    "operator",
 )
 CONNECTIVITY: Final = ("online", "offline", "silent", "never seen")
 # Per-device threshold names (detection.params.THRESHOLD_NAMES; a test keeps them equal).
@@ -120,6 +124,19 @@ CONFORMANCE_RULES: Final = (
     "last_will",
     "gateway_batch",
 )
+# `firesafe conformance --gb26875` (device_sim.gb26875_conformance.RULES).
+GB26875_CONFORMANCE_RULES: Final = (
+    "framing",
+    "checksum",
+    "version",
+    "command",
+    "serial_numbers",
+    "resend",
+    "time_labels",
+    "heartbeats",
+    "application_data",
+    "descriptions",
+)
 CONFORMANCE_STATUSES: Final = ("pass", "fail", "skip")
 # Linkage commands to evac devices (contract section 2).
 COMMANDS: Final = ("emergency", "normal")
@@ -132,7 +149,7 @@ VOCABULARIES: Final[Mapping[str, tuple[str, ...]]] = {
     "verdict": contract.VERDICTS,
     "status": contract.STATUSES,
     "reason": ALARM_REASONS,
-    "kind": contract.KINDS,
+    "kind": contract.ALL_KINDS,
     "reading": contract.READINGS,
     "event": contract.EVENT_TYPES,
     "reject_reason": contract.REJECT_REASONS,
@@ -142,7 +159,7 @@ VOCABULARIES: Final[Mapping[str, tuple[str, ...]]] = {
     "threshold": THRESHOLDS,
     "command": COMMANDS,
     "direction": DIRECTIONS,
-    "conformance_rule": CONFORMANCE_RULES,
+    "conformance_rule": CONFORMANCE_RULES + GB26875_CONFORMANCE_RULES,
     "conformance_status": CONFORMANCE_STATUSES,
 }
 

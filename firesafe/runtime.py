@@ -31,7 +31,7 @@ from firesafe.embedded import (
     free_port,
     port_is_free,
 )
-from firesafe.settings import Settings
+from firesafe.settings import Settings, parse_listen
 from storage.migrate import MigrationReport, migrate
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ ALARM_CHANNEL = "firesafe_alarms"  # storage/migrations/0001_core.sql
 # `firesafe api` before the database is up: retry from 1 s, doubling up to 15 s.
 DB_WAIT_MIN_S = 1.0
 DB_WAIT_MAX_S = 15.0
+GB26875_PORT = 9026  # the gateway's port under `up` when free
 
 
 def announce(key: str, value: str) -> None:
@@ -170,6 +171,31 @@ async def run_api(settings: Settings, stop: asyncio.Event) -> int:
         await serve
         stopper.cancel()
     return 0
+
+
+async def run_gateway_gb26875(settings: Settings, stop: asyncio.Event, listen: str | None) -> int:
+    from gateways.gb26875 import service as gb26875
+
+    def ready(host: str, port: int) -> None:
+        announce("gb26875", f"tcp://{host}:{port}")
+
+    await gb26875.run(settings, stop, listen=listen, on_ready=ready)
+    return 0
+
+
+def _gb26875_listen(settings: Settings) -> str:
+    """`up`: the configured address, else 127.0.0.1:9026, else a free port."""
+    if settings.gb26875_listen:
+        return settings.gb26875_listen
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", GB26875_PORT))
+            port = GB26875_PORT
+        except OSError:
+            port = free_port("127.0.0.1")
+    return f"127.0.0.1:{port}"
 
 
 def run_api_workers(settings: Settings, workers: int) -> int:
@@ -311,6 +337,14 @@ async def run_up(
             announce("api", api_url)
             if token_is_ours and settings.admin_token is not None:
                 announce("admin_token", settings.admin_token.get_secret_value())
+            # The GB/T 26875.3 gateway: its own process (its own core, like the API).
+            listen = _gb26875_listen(settings)
+            gateway = _start_child(
+                settings, "gateway", ["gb26875", "--listen", listen], api_url=api_url
+            )
+            children.append(gateway)
+            # It prints `firesafe: gb26875=tcp://HOST:PORT` itself once it listens.
+            await _wait_api(gateway, parse_listen(listen)[1])
             feed = tasks.create_task(alarm_feed(settings.require_database_url()), name="alarm-feed")
             api_died = asyncio.Event()
             watcher = tasks.create_task(_watch_child(api, api_died, stop), name="api-watch")

@@ -58,6 +58,14 @@ class MqttEndpoint:
         return f"{scheme}://{auth}{self.host}:{self.port}"
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:9026`) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address {value!r} must be HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 class Settings(BaseSettings):
     """Configuration of every firesafe process (contract section 5)."""
 
@@ -79,6 +87,20 @@ class Settings(BaseSettings):
         min_length=1,
         max_length=64,
         description="Stable MQTT client id of ingest: the broker keeps its session across restarts",
+    )
+    gb26875_listen: str | None = Field(
+        default=None,
+        description="HOST:PORT the GB/T 26875.3 gateway listens on; unset: 0.0.0.0:9026 "
+        "(`up`: 127.0.0.1:9026, or a free port when 9026 is taken)",
+    )
+    gb26875_idle_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="A transmission device silent this long (no frame, no heartbeat) is offline",
+    )
+    gateway_token: SecretStr | None = Field(
+        default=None,
+        description="API token (admin) a gateway uses to read and extend the registry",
     )
     retention_days: int = Field(default=365, ge=1, description="Raw telemetry kept this long")
     shards: int | None = Field(
@@ -135,7 +157,15 @@ class Settings(BaseSettings):
             raise ValueError("FIRESAFE_API_URL must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("admin_token", mode="before")
+    @field_validator("gb26875_listen")
+    @classmethod
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value:
+            parse_listen(value)
+            return value
+        return None
+
+    @field_validator("admin_token", "gateway_token", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if value == "" else value

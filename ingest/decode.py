@@ -18,9 +18,9 @@ import orjson
 from numpy.typing import NDArray
 
 from firesafe.contract import (
+    ALL_KIND_EVENTS,
     EVENT_TYPES,
     ID_RE,
-    KIND_EVENTS,
     MAX_PAYLOAD_BYTES,
     READING_INDEX,
     READINGS,
@@ -296,11 +296,11 @@ class Decoder:
                     obj = _object(payload)
                     ts, seq = _ts(obj), _seq(obj)
                     kind = obj.get("type")
-                    if kind not in KIND_EVENTS[device.kind]:
+                    if kind not in ALL_KIND_EVENTS[device.kind]:
                         raise _Invalid(
                             "bad_payload",
                             f"event type {kind!r} is not one of {device.kind} events "
-                            f"{list(KIND_EVENTS[device.kind])}",
+                            f"{list(ALL_KIND_EVENTS[device.kind])}",
                         )
                     text = obj.get("detail")
                     if text is not None and (type(text) is not str or "\x00" in text):

@@ -20,9 +20,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from detection.standards import DEFAULT_STANDARD, with_standard_defaults
-from firesafe.contract import DEFAULT_INTERVAL_S, KINDS
+from firesafe.contract import ALL_KINDS, DEFAULT_INTERVAL_S
 
-KIND_CODE = {kind: code for code, kind in enumerate(KINDS)}
+KIND_CODE = {kind: code for code, kind in enumerate(ALL_KINDS)}
 
 
 @dataclass(frozen=True, slots=True)

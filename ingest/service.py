@@ -34,9 +34,9 @@ from numpy.typing import NDArray
 from psycopg.types.json import Jsonb
 
 from detection import AlarmChange, Engine, Events, Readings
-from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
+from firesafe.contract import EVENT_TYPES, GATEWAY_SITE, MAX_PAYLOAD_BYTES, READING_INDEX
 from firesafe.settings import Settings
-from ingest import shards
+from ingest import gateway_rejects, shards
 from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.floods import FloodWatch, SiteChange
@@ -369,7 +369,8 @@ class IngestService:
         self.tracker.ensure(registry.size)
         self._shard_sites = {}
         if self.sharded:
-            for site in registry.sites:
+            # Gateways' rejects (`fs/v1/_gateway/...`) belong to the shard of that site.
+            for site in [*registry.sites, GATEWAY_SITE]:
                 self._shard_sites.setdefault(self.ownership.shard_of(site), []).append(site)
             for shard, source in self.ownership.sources.items():  # sites registered since
                 source.add_subscriptions(self._subscriptions(shard))
@@ -583,7 +584,7 @@ class IngestService:
             and await self._try_refresh_registry()
         ):
             batch = self.decoder.decode(burst)
-        return batch
+        return gateway_rejects.convert(batch)
 
     async def _try_refresh_registry(self) -> bool:
         """A refresh that may fail (the database is away): the periodic poll retries."""
@@ -976,6 +977,11 @@ class IngestService:
         for row in rows:
             device = self.registry.get(row["device_id"])
             if device is None or not self.ownership.owns(device.site):
+                continue
+            if row["action"] != "cleared":  # an operator confirmed or dismissed it
+                self.engine.operator_verdict(device.slot, row["type"], row["action"])
+                if row["type"] == "fire" and row["action"] == "confirmed":
+                    buildings[(row["site_id"], row["building"])] = row["id"]
                 continue
             if row["type"] == "offline":
                 self.supervisor.reset(device.slot, now_ms())

@@ -523,6 +523,7 @@ async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> l
                     detail = detail || %(detail)s, updated_at = now()
                 WHERE device_id = %(device)s AND type = %(type)s AND status <> 'cleared'
                   AND verdict <> 'suppressed' AND verdict IS DISTINCT FROM %(verdict)s
+                  AND NOT (verdict = 'confirmed' AND %(verdict)s = 'suppressed')
                 RETURNING id
                 """,
                 {
@@ -644,13 +645,16 @@ async def load_open_alarms(
 
 
 async def cleared_by_people(conn: AsyncConn, after_log_id: int) -> list[dict[str, Any]]:
-    """Alarms a person cleared through the API since a log position."""
+    """Alarms a person cleared, confirmed or dismissed (suppressed) through the API
+    since a log position; `action` says which."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
-            SELECT l.id AS log_id, a.id, a.device_id, a.type, a.site_id, a.building
+            SELECT l.id AS log_id, l.action, a.id, a.device_id, a.type, a.site_id, a.building,
+                a.floor, a.zone
             FROM alarm_log l JOIN alarms a ON a.id = l.alarm_id
-            WHERE l.id > %s AND l.action = 'cleared' AND l.actor <> 'system'
+            WHERE l.id > %s AND l.action IN ('cleared', 'confirmed', 'suppressed')
+              AND l.actor <> 'system'
             ORDER BY l.id
             """,
             (after_log_id,),

@@ -1,4 +1,4 @@
-"""/api/v1/alarms: list, live stream (SSE), detail, acknowledge, clear."""
+"""/api/v1/alarms: list, live stream (SSE), detail, acknowledge, clear, confirm, dismiss."""
 
 from __future__ import annotations
 
@@ -393,5 +393,54 @@ async def clear_alarm(
         alarm_id=alarm_id,
         actor=caller.name,
         note=body.note if body else None,
+    )
+    return AlarmOut.model_validate(row)
+
+
+@router.post(
+    "/{alarm_id}/confirm",
+    response_model=AlarmOut,
+    responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+    summary="Confirm a pending fire or electrical alarm (admin, operator); again is a no-op",
+    description="A person verified the fire: verdict `confirmed`, reason `operator`, "
+    "recorded in the audit trail with the token's name and the note, streamed like every "
+    "change, and evacuation linkage follows as for any confirmed fire. 409 when the alarm "
+    "is not pending (already judged or cleared) or of a type without verification.",
+)
+async def confirm_alarm(
+    alarm_id: AlarmId, conn: ConnDep, caller: CallerDep, body: NoteBody = None
+) -> AlarmOut:
+    caller.require("admin", "operator")
+    row, _ = await alarm_q.verify(
+        conn,
+        scope=caller.scope,
+        alarm_id=alarm_id,
+        actor=caller.name,
+        note=body.note if body else None,
+        verdict="confirmed",
+    )
+    return AlarmOut.model_validate(row)
+
+
+@router.post(
+    "/{alarm_id}/dismiss",
+    response_model=AlarmOut,
+    responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+    summary="Dismiss a pending fire or electrical alarm as false (admin, operator)",
+    description="A person judged it a false alarm: verdict `suppressed`, reason `operator`, "
+    "status `cleared`; audited with the token's name and the note. A confirmed alarm "
+    "cannot be dismissed (it latches until cleared): 409. Again is a no-op.",
+)
+async def dismiss_alarm(
+    alarm_id: AlarmId, conn: ConnDep, caller: CallerDep, body: NoteBody = None
+) -> AlarmOut:
+    caller.require("admin", "operator")
+    row, _ = await alarm_q.verify(
+        conn,
+        scope=caller.scope,
+        alarm_id=alarm_id,
+        actor=caller.name,
+        note=body.note if body else None,
+        verdict="suppressed",
     )
     return AlarmOut.model_validate(row)

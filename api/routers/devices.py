@@ -107,6 +107,8 @@ def _to_spec(device: DeviceIn) -> DeviceSpec:
         interval_s=device.interval_s,
         thresholds=device.thresholds,
         routes=routes,
+        address=device.address,
+        utc_offset_min=device.utc_offset_min,
     )
 
 

@@ -187,6 +187,59 @@ async def clear(
     )
 
 
+# Alarm types that go through `pending` and so can be verified by a person.
+VERIFIABLE_TYPES = ("fire", "electrical")
+
+
+async def verify(
+    conn: Conn, *, scope: Scope, alarm_id: str, actor: str, note: str | None, verdict: str
+) -> tuple[dict[str, Any], bool]:
+    """A person's verdict on a pending alarm: `confirmed` or `suppressed` (dismissed),
+    reason `operator`; returns (alarm, changed). Repeating it changes nothing; a
+    confirmed alarm cannot be dismissed (it latches: clear it) nor a judged one
+    confirmed (ConflictError)."""
+    if verdict not in ("confirmed", "suppressed"):
+        raise ValueError(f"verdict {verdict!r}")
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT site_id, type, verdict, status FROM alarms WHERE id = %s FOR UPDATE",
+            (alarm_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise NotFoundError(f"alarm {alarm_id!r} not found")
+        scope.check(row["site_id"])
+        if row["type"] not in VERIFIABLE_TYPES:
+            raise ConflictError(
+                f"alarm {alarm_id!r} is a {row['type']} alarm: only fire and electrical "
+                "alarms are verified"
+            )
+        if row["verdict"] == verdict:
+            return await get_alarm(conn, scope=scope, alarm_id=alarm_id), False
+        if row["verdict"] != "pending":
+            raise ConflictError(f"alarm {alarm_id!r} is already {row['verdict']}")
+        if row["status"] == "cleared":
+            raise ConflictError(f"alarm {alarm_id!r} is already cleared")
+        if verdict == "confirmed":
+            await conn.execute(
+                "UPDATE alarms SET verdict = 'confirmed', reason = 'operator', "
+                "confirmed_at = now(), updated_at = now() WHERE id = %s",
+                (alarm_id,),
+            )
+        else:
+            await conn.execute(
+                "UPDATE alarms SET verdict = 'suppressed', reason = 'operator', "
+                "status = 'cleared', cleared_at = now(), cleared_by = %s, updated_at = now() "
+                "WHERE id = %s",
+                (actor, alarm_id),
+            )
+        await conn.execute(
+            "INSERT INTO alarm_log (alarm_id, action, actor, note) VALUES (%s, %s, %s, %s)",
+            (alarm_id, verdict, actor, note),
+        )
+    return await get_alarm(conn, scope=scope, alarm_id=alarm_id), True
+
+
 async def changes(
     conn: Conn,
     *,

@@ -33,7 +33,7 @@ _STATE_SQL = """
 
 _COLUMNS = f"""
     d.id, d.site_id AS site, d.building, d.floor, d.zone, d.kind, d.name, d.interval_s,
-    d.thresholds, d.routes, d.created_at, d.updated_at,
+    d.thresholds, d.routes, d.address, d.utc_offset_min, d.created_at, d.updated_at,
     s.last_seen_at, s.last_ts, s.status AS reported_status, s.on_mains,
     {_STATE_SQL} AS state
 """
@@ -53,6 +53,8 @@ class DeviceSpec:
     interval_s: float | None = None
     thresholds: dict[str, float] | None = None
     routes: dict[str, str] | None = None
+    address: str | None = None  # uitd: GB/T 26875.3 source address (12 hex digits)
+    utc_offset_min: int | None = None  # uitd: its clock's offset from UTC
 
 
 def _dump(value: Any) -> str | None:
@@ -103,20 +105,25 @@ async def upsert_devices(
         )
         await _check_moves(conn, specs, move_site=move_site)
         await _check_routes(conn, rows)
+        await _check_addresses(conn, specs)
         cur = await conn.execute(
             """
             INSERT INTO devices (id, site_id, building, floor, zone, kind, name, interval_s,
-                                 thresholds, routes)
+                                 thresholds, routes, address, utc_offset_min)
             SELECT t.id, t.site, t.building, t.floor, t.zone, t.kind, t.name, t.interval_s,
-                   COALESCE(t.thresholds::jsonb, '{}'::jsonb), t.routes::jsonb
+                   COALESCE(t.thresholds::jsonb, '{}'::jsonb), t.routes::jsonb, t.address,
+                   t.utc_offset_min
             FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                        %s::text[], %s::float8[], %s::text[], %s::text[])
-                 AS t(id, site, building, floor, zone, kind, name, interval_s, thresholds, routes)
+                        %s::text[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::int[])
+                 AS t(id, site, building, floor, zone, kind, name, interval_s, thresholds, routes,
+                      address, utc_offset_min)
             ON CONFLICT (id) DO UPDATE SET
                 site_id = EXCLUDED.site_id, building = EXCLUDED.building,
                 floor = EXCLUDED.floor, zone = EXCLUDED.zone, kind = EXCLUDED.kind,
                 name = EXCLUDED.name, interval_s = EXCLUDED.interval_s,
-                thresholds = EXCLUDED.thresholds, routes = EXCLUDED.routes, updated_at = now(),
+                thresholds = EXCLUDED.thresholds, routes = EXCLUDED.routes,
+                address = EXCLUDED.address, utc_offset_min = EXCLUDED.utc_offset_min,
+                updated_at = now(),
                 site_since = CASE WHEN devices.site_id <> EXCLUDED.site_id THEN now()
                                   ELSE devices.site_since END
             RETURNING id
@@ -132,6 +139,8 @@ async def upsert_devices(
                 [d.interval_s for d in specs],
                 [_dump(d.thresholds) for d in specs],
                 [_dump(d.routes) for d in specs],
+                [d.address for d in specs],
+                [d.utc_offset_min for d in specs],
             ),
         )
         await cur.fetchall()
@@ -192,6 +201,29 @@ async def _check_routes(conn: Conn, rows: Sequence[tuple[int, DeviceSpec]]) -> N
             f"zone {missing['zone']!r} is not a zone of the device's building and floor "
             "(register a device in it first, or in the same request)",
         )
+
+
+async def _check_addresses(conn: Conn, specs: Sequence[DeviceSpec]) -> None:
+    """A transmission device's address belongs to one device only."""
+    given = [(i, d) for i, d in enumerate(specs) if d.address is not None]
+    seen: dict[str, str] = {}
+    for i, d in given:
+        assert d.address is not None
+        if seen.setdefault(d.address, d.id) != d.id:
+            raise InvalidInputError(f"[{i}].address", f"address {d.address} is given twice")
+    if not given:
+        return
+    cur = await conn.execute(
+        "SELECT id, address FROM devices WHERE address = ANY(%s::text[])",
+        ([d.address for _, d in given],),
+    )
+    owners = {row["address"]: row["id"] for row in await cur.fetchall()}
+    for i, d in given:
+        owner = owners.get(d.address)
+        if owner is not None and owner != d.id:
+            raise InvalidInputError(
+                f"[{i}].address", f"address {d.address} belongs to device {owner!r}"
+            )
 
 
 async def _select(conn: Conn, where: Where, *, order_limit: str) -> list[dict[str, Any]]:

@@ -1,0 +1,429 @@
+"""GB/T 26875.3-2011 frames: reassembly from a byte stream and decoding. Pure, no I/O.
+
+The layout is the one of ../shared/GB26875.md (docs/gb26875.md): `@@`, a
+25-byte control unit (serial, version, time label, source, destination,
+length N, command), N bytes of application data, a checksum (sum of the
+control unit and the data, modulo 256) and `##`. Integers are little-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Final
+
+START: Final = b"@@"
+END: Final = b"##"
+HEADER_LEN: Final = 27  # start (2) + control unit (25)
+OVERHEAD: Final = 30  # header + checksum (1) + end (2)
+MAX_ADU: Final = 1024  # the standard's bound on N
+MAX_FRAME: Final = OVERHEAD + MAX_ADU
+TIME_LABEL_LEN: Final = 6
+DESCRIPTION_LEN: Final = 31
+DEFAULT_UTC_OFFSET_MIN: Final = 480  # devices keep China Standard Time (UTC+8)
+
+# Commands (control unit byte 26).
+CMD_CONTROL, CMD_SEND, CMD_CONFIRM, CMD_REQUEST, CMD_REPLY, CMD_DENY = range(1, 7)
+
+# Application data unit types decoded here.
+T_SYSTEM_STATUS: Final = 1
+T_COMPONENT_STATUS: Final = 2
+T_ANALOG: Final = 3
+T_SYSTEM_OPERATION: Final = 4
+T_UITD_STATUS: Final = 21
+T_UITD_OPERATION: Final = 24
+T_UITD_CLOCK: Final = 28
+# Bytes of one information object, its 6-byte time label included.
+OBJECT_SIZE: Final = {
+    T_SYSTEM_STATUS: 4 + TIME_LABEL_LEN,
+    T_COMPONENT_STATUS: 9 + DESCRIPTION_LEN + TIME_LABEL_LEN,
+    T_ANALOG: 10 + TIME_LABEL_LEN,
+    T_SYSTEM_OPERATION: 4 + TIME_LABEL_LEN,
+    T_UITD_STATUS: 1 + TIME_LABEL_LEN,
+    T_UITD_OPERATION: 2 + TIME_LABEL_LEN,
+    T_UITD_CLOCK: TIME_LABEL_LEN,
+}
+
+# Status bits (bit 0 is "normal (1) / test (0)" everywhere).
+SYS_BITS: Final = (
+    "normal",
+    "fire",
+    "fault",
+    "shielded",
+    "supervisory",
+    "started",
+    "feedback",
+    "delay",
+    "main_power_fault",
+    "backup_power_fault",
+    "bus_fault",
+    "manual",
+    "config_changed",
+    "reset",
+)
+COMP_BITS: Final = (
+    "normal",
+    "fire",
+    "fault",
+    "shielded",
+    "supervisory",
+    "started",
+    "feedback",
+    "delay",
+    "power_fault",
+)
+UITD_BITS: Final = (
+    "normal",
+    "fire",
+    "fault",
+    "main_power_fault",
+    "backup_power_fault",
+    "channel_fault",
+    "controller_line_fault",
+)
+# Operation records (types 4 and 24), bit by bit from bit 0.
+OPERATION_BITS: Final = (
+    "reset",
+    "silence",
+    "manual_alarm",
+    "alarm_cleared",
+    "self_test",
+    "confirm",
+    "test",
+)
+
+
+def bit(flags: int, name: str, names: tuple[str, ...]) -> bool:
+    return bool(flags >> names.index(name) & 1)
+
+
+def set_bits(flags: int, names: tuple[str, ...]) -> list[str]:
+    return [n for i, n in enumerate(names) if flags >> i & 1]
+
+
+# --- the frame ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    serial: int
+    version: tuple[int, int]
+    time_label: bytes  # 6 bytes as sent
+    source: bytes  # 6 bytes, low byte first (as sent)
+    destination: bytes
+    command: int
+    adu: bytes
+    raw: bytes
+
+    @property
+    def source_hex(self) -> str:
+        """The source address as 12 hex digits, most significant first."""
+        return address_hex(self.source)
+
+    @property
+    def is_heartbeat(self) -> bool:
+        return self.command == CMD_SEND and not self.adu
+
+
+@dataclass(frozen=True, slots=True)
+class BadFrame:
+    """Bytes that started like a frame but are not one (or bytes outside any frame)."""
+
+    raw: bytes
+    reason: str  # bad_checksum, bad_length, bad_end, garbage
+    detail: str
+
+
+def address_hex(addr: bytes) -> str:
+    return addr[::-1].hex().upper()
+
+
+def address_bytes(hex_digits: str) -> bytes:
+    return bytes.fromhex(hex_digits)[::-1]
+
+
+def checksum(body: bytes) -> int:
+    return sum(body) & 0xFF
+
+
+class FrameReader:
+    """Splits a TCP byte stream into frames. Feed it what each read returns.
+
+    Several frames in one read, a frame split across reads and junk between
+    frames are all normal. A length field beyond 1024, a missing `##` where
+    the length says the frame ends, or a wrong checksum yields a `BadFrame`
+    and the reader resynchronises on the next `@@`; bytes before a `@@` are
+    reported as `garbage`. The buffer never holds more than one frame.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame | BadFrame]:
+        self._buf += data
+        out: list[Frame | BadFrame] = []
+        buf = self._buf
+        while True:
+            start = buf.find(START)
+            if start < 0:
+                # Keep a trailing '@' (maybe half a start marker); the rest is junk.
+                keep = 1 if buf.endswith(b"@") else 0
+                if len(buf) > keep:
+                    out.append(BadFrame(bytes(buf[: len(buf) - keep]), "garbage", "no frame start"))
+                    del buf[: len(buf) - keep]
+                break
+            if start > 0:
+                out.append(BadFrame(bytes(buf[:start]), "garbage", "bytes before a frame start"))
+                del buf[:start]
+            if len(buf) < HEADER_LEN:
+                break
+            n = buf[24] | buf[25] << 8
+            if n > MAX_ADU:
+                out.append(
+                    BadFrame(bytes(buf[:HEADER_LEN]), "bad_length", f"length {n} > {MAX_ADU}")
+                )
+                del buf[:1]  # resynchronise on the next start marker
+                continue
+            total = OVERHEAD + n
+            if len(buf) < total:
+                break
+            if buf[total - 2 : total] != END:
+                out.append(
+                    BadFrame(
+                        bytes(buf[:total]),
+                        "bad_length",
+                        f"no `##` where length {n} says the frame ends",
+                    )
+                )
+                del buf[:1]
+                continue
+            raw = bytes(buf[:total])
+            del buf[:total]
+            want = checksum(raw[2 : HEADER_LEN + n])
+            if raw[HEADER_LEN + n] != want:
+                out.append(
+                    BadFrame(
+                        raw,
+                        "bad_checksum",
+                        f"checksum {raw[HEADER_LEN + n]:#04x}, computed {want:#04x}",
+                    )
+                )
+                continue
+            out.append(parse_frame(raw))
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+def parse_frame(raw: bytes) -> Frame:
+    """A frame whose framing and checksum were checked."""
+    serial = raw[2] | raw[3] << 8
+    n = raw[24] | raw[25] << 8
+    return Frame(
+        serial=serial,
+        version=(raw[4], raw[5]),
+        time_label=raw[6:12],
+        source=raw[12:18],
+        destination=raw[18:24],
+        command=raw[26],
+        adu=raw[HEADER_LEN : HEADER_LEN + n],
+        raw=raw,
+    )
+
+
+def build_frame(
+    *,
+    serial: int,
+    version: tuple[int, int],
+    time_label: bytes,
+    source: bytes,
+    destination: bytes,
+    command: int,
+    adu: bytes = b"",
+) -> bytes:
+    """The gateway's own frames (confirms). The simulator has its own encoder."""
+    body = (
+        struct.pack("<HBB", serial & 0xFFFF, *version)
+        + time_label
+        + source
+        + destination
+        + struct.pack("<HB", len(adu), command)
+        + adu
+    )
+    return START + body + bytes([checksum(body)]) + END
+
+
+def confirm_for(frame: Frame, time_label: bytes) -> bytes:
+    """Command 3 with the request's serial number, addresses swapped."""
+    return build_frame(
+        serial=frame.serial,
+        version=frame.version,
+        time_label=time_label,
+        source=frame.destination,
+        destination=frame.source,
+        command=CMD_CONFIRM,
+    )
+
+
+# --- time labels -------------------------------------------------------------
+
+
+def clock(tz: int | tzinfo) -> tzinfo:
+    """A device clock's zone: minutes east of UTC, or a zone (DST-aware)."""
+    return timezone(timedelta(minutes=tz)) if isinstance(tz, int) else tz
+
+
+def label_ms(label: bytes, tz: int | tzinfo = DEFAULT_UTC_OFFSET_MIN) -> int | None:
+    """Epoch ms of a time label in the sender's local time; None if not a date."""
+    if len(label) != TIME_LABEL_LEN:
+        return None
+    sec, minute, hour, day, month, year = label
+    try:
+        local = datetime(2000 + year, month, day, hour, minute, sec, tzinfo=clock(tz))
+    except ValueError:
+        return None
+    return int(local.timestamp() * 1000)
+
+
+def make_label(ms: int, tz: int | tzinfo = DEFAULT_UTC_OFFSET_MIN) -> bytes:
+    t = datetime.fromtimestamp(ms / 1000, tz=clock(tz))
+    return bytes([t.second, t.minute, t.hour, t.day, t.month, (t.year - 2000) & 0xFF])
+
+
+# --- application data ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SystemStatus:
+    system_type: int
+    system_address: int
+    flags: int
+    label: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentStatus:
+    system_type: int
+    system_address: int
+    component_type: int
+    component_address: int
+    flags: int
+    description: str
+    label: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Analog:
+    system_type: int
+    system_address: int
+    component_type: int
+    component_address: int
+    analog_type: int
+    value: int  # signed, in the analog type's unit
+    label: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SystemOperation:
+    system_type: int
+    system_address: int
+    flags: int
+    operator: int
+    label: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UitdStatus:
+    flags: int
+    label: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UitdOperation:
+    flags: int
+    operator: int
+    label: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UitdClock:
+    label: bytes
+
+
+InfoObject = (
+    SystemStatus
+    | ComponentStatus
+    | Analog
+    | SystemOperation
+    | UitdStatus
+    | UitdOperation
+    | UitdClock
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Adu:
+    type: int
+    objects: list[InfoObject] = field(default_factory=list)
+    raw_objects: list[bytes] = field(default_factory=list)  # each object's bytes, as sent
+    known: bool = True  # False: a type this gateway does not decode (kept as it came)
+
+
+class AduError(ValueError):
+    """Application data that does not match its declared type and count."""
+
+
+def description(raw: bytes) -> str:
+    """GB 18030 text, NUL padded; undecodable bytes become U+FFFD, never an error."""
+    text = raw.split(b"\x00", 1)[0].decode("gb18030", errors="replace")
+    return text.strip()
+
+
+def decode_adu(adu: bytes) -> Adu:
+    if len(adu) < 2:
+        raise AduError(f"application data of {len(adu)} byte(s): no type and count")
+    typ, count = adu[0], adu[1]
+    size = OBJECT_SIZE.get(typ)
+    if size is None:
+        return Adu(typ, known=False)
+    if len(adu) != 2 + count * size:
+        raise AduError(
+            f"type {typ} with {count} object(s) of {size} bytes needs {2 + count * size} "
+            f"bytes, got {len(adu)}"
+        )
+    raws = [adu[2 + i * size : 2 + (i + 1) * size] for i in range(count)]
+    return Adu(typ, [_object(typ, r) for r in raws], raws)
+
+
+def _object(typ: int, o: bytes) -> InfoObject:
+    label = o[-TIME_LABEL_LEN:]
+    if typ == T_SYSTEM_STATUS:
+        return SystemStatus(o[0], o[1], o[2] | o[3] << 8, label)
+    if typ == T_COMPONENT_STATUS:
+        (addr,) = struct.unpack_from("<I", o, 3)
+        return ComponentStatus(
+            o[0], o[1], o[2], addr, o[7] | o[8] << 8, description(o[9 : 9 + DESCRIPTION_LEN]), label
+        )
+    if typ == T_ANALOG:
+        (addr,) = struct.unpack_from("<I", o, 3)
+        (value,) = struct.unpack_from("<h", o, 8)
+        return Analog(o[0], o[1], o[2], addr, o[7], value, label)
+    if typ == T_SYSTEM_OPERATION:
+        return SystemOperation(o[0], o[1], o[2], o[3], label)
+    if typ == T_UITD_STATUS:
+        return UitdStatus(o[0], label)
+    if typ == T_UITD_OPERATION:
+        return UitdOperation(o[0], o[1], label)
+    return UitdClock(label)
+
+
+def iter_frames(data: bytes) -> Iterator[Frame | BadFrame]:
+    """Every frame of a complete byte string (tests, conformance)."""
+    reader = FrameReader()
+    yield from reader.feed(data)
+    if reader.pending:
+        yield BadFrame(bytes(reader._buf), "bad_length", "stream ended inside a frame")

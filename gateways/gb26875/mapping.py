@@ -1,0 +1,412 @@
+"""Decoded GB/T 26875.3 frames -> contract MQTT messages. Pure, no I/O.
+
+One status object reports the whole state of its component; the platform's
+contract speaks in state changes (events). `Translator` turns a status into
+the events that changed since the last *confirmed* state it knows of the
+component (all of them when it knows nothing, e.g. after a restart: the
+platform treats a repeated state as a no-op). The caller remembers the new
+states only once the broker has acknowledged every message of the frame, so
+a frame that was not confirmed translates the same way when it is resent.
+
+Every message is deterministic in the frame's content: `ts` from the object's
+time label (the site's local time), `seq` a CRC of the frame's serial number,
+the object's bytes and the event type. A resent frame therefore yields the
+same (device, ts, seq) keys and ingest stores it once.
+
+Device ids (contract pattern `[A-Za-z0-9_-]{1,64}`):
+component `{uitd}_{system type}_{system address}_{component address}`,
+fire-safety system (panel) `{uitd}_{system type}_{system address}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import zlib
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Final
+
+import orjson
+
+from firesafe.contract import DEFAULT_INTERVAL_S, GATEWAY_SITE, ID_RE, TOPIC_ROOT
+from gateways.gb26875 import codec as c
+
+# Status bits that make a point or panel "faulty" (one `fault` alarm per device;
+# it clears when none of them is set any more).
+COMP_FAULT_MASK: Final = 1 << 2 | 1 << 8  # fault, power fault
+SYS_FAULT_MASK: Final = 1 << 2 | 1 << 8 | 1 << 9 | 1 << 10  # fault, main/backup power, bus
+UITD_FAULT_MASK: Final = 0b1111100  # fault, main/backup power, channel, controller line
+FIRE: Final = 1 << 1
+SHIELDED: Final = 1 << 3
+# Analog types: (reading name, scale to the contract's unit).
+ANALOG: Final = {
+    1: ("event_count", 1.0),
+    2: ("height_m", 0.01),
+    3: ("temperature", 0.1),
+    4: ("pressure_mpa", 0.1),
+    5: ("pressure_kpa", 0.1),
+    6: ("gas_lel_pct", 0.1),
+    7: ("time_s", 1.0),
+    8: ("voltage", 0.1),
+    9: ("current", 0.1),
+    10: ("flow_l_s", 0.1),
+    11: ("air_m3_min", 0.1),
+    12: ("wind_m_s", 1.0),
+}
+RESIDUAL_CURRENT_DETECTOR: Final = 17
+EVAC_SYSTEM: Final = 22
+
+
+@dataclass(frozen=True, slots=True)
+class Uitd:
+    """A registered transmission device, as the registry knows it."""
+
+    id: str
+    site: str
+    building: str
+    floor: str
+    zone: str
+    utc_offset_min: int | None = None  # the uitd's own registry field, when set
+    timezone: str | None = None  # its site's IANA zone (sites.timezone)
+    ready_ms: int = 0  # epoch ms from which the platform listens to its site (see directory)
+
+    @property
+    def clock(self) -> int | tzinfo:
+        """The zone of its time labels: its `utc_offset_min`, else its site's time
+        zone when one was set (not the default UTC), else UTC+8 (the protocol's
+        home, where a site's zone is usually left unset)."""
+        if self.utc_offset_min is not None:
+            return self.utc_offset_min
+        if self.timezone and self.timezone != "UTC":
+            zone = _zone(self.timezone)
+            if zone is not None:
+                return zone
+        return c.DEFAULT_UTC_OFFSET_MIN
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """A device to register on its first frame (POST /api/v1/devices)."""
+
+    id: str
+    site: str
+    building: str
+    floor: str
+    zone: str
+    kind: str
+    name: str | None
+    interval_s: float
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "site": self.site,
+            "building": self.building,
+            "floor": self.floor,
+            "zone": self.zone,
+            "kind": self.kind,
+            "interval_s": self.interval_s,
+        }
+        if self.name:
+            out["name"] = self.name[:200]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+@dataclass(slots=True)
+class Translation:
+    messages: list[Message] = field(default_factory=list)
+    components: dict[str, Component] = field(default_factory=dict)
+    states: dict[str, int] = field(default_factory=dict)  # remember once confirmed
+
+
+@functools.lru_cache(maxsize=256)
+def _zone(name: str) -> tzinfo | None:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def component_kind(system_type: int, component_type: int) -> str:
+    """The registry kind of a panel point (docs/gb26875.md)."""
+    if system_type == EVAC_SYSTEM:
+        return "evac"
+    if component_type == 23:
+        return "mcp"
+    if 30 <= component_type <= 37:
+        return "heat"
+    if 40 <= component_type <= 44:
+        return "smoke"
+    if 50 <= component_type <= 53:
+        return "multi"
+    if 16 <= component_type <= 18:
+        return "electrical"
+    return "point"
+
+
+def reject_topic(gateway: str) -> str:
+    return f"{TOPIC_ROOT}/{GATEWAY_SITE}/{gateway}/reject"
+
+
+def reject_message(
+    gateway: str,
+    *,
+    raw: bytes,
+    reason: str,
+    detail: str,
+    at_ms: int,
+    source: str | None = None,
+    device: str | None = None,
+    peer: str | None = None,
+) -> Message:
+    """A frame (or bytes) the platform keeps as a reject; ingest stores the raw bytes."""
+    body: dict[str, Any] = {
+        "ts": at_ms,
+        "reason": reason,
+        "detail": detail[:500],
+        "raw": base64.b64encode(raw).decode(),
+    }
+    if source is not None:
+        body["source"] = source
+    if device is not None:
+        body["device"] = device
+    if peer is not None:
+        body["peer"] = peer
+    return Message(reject_topic(gateway), orjson.dumps(body))
+
+
+def status_message(uitd: Uitd, online: bool) -> Message:
+    return Message(
+        f"{TOPIC_ROOT}/{uitd.site}/{uitd.id}/status",
+        b"online" if online else b"offline",
+        retain=True,
+    )
+
+
+def _seq(serial: int, raw_object: bytes, what: str) -> int:
+    return zlib.crc32(raw_object + what.encode(), zlib.crc32(serial.to_bytes(2, "little")))
+
+
+def _flags_text(flags: int, names: tuple[str, ...]) -> str:
+    """`flags=0x0003 (fire)`; bit 0 clear is the panel's test mode."""
+    on = [n for n in c.set_bits(flags, names) if n != "normal"]
+    if flags & 1 == 0:
+        on.insert(0, "test")
+    return f"flags=0x{flags:04x} ({', '.join(on) or 'normal'})"
+
+
+def _event(
+    out: Translation,
+    site: str,
+    serial: int,
+    raw: bytes,
+    ts: int,
+    device: str,
+    what: str,
+    detail: str,
+) -> None:
+    payload: dict[str, Any] = {"ts": ts, "seq": _seq(serial, raw, what), "type": what}
+    if detail:
+        payload["detail"] = detail.replace("\x00", "")
+    out.messages.append(Message(f"{TOPIC_ROOT}/{site}/{device}/event", orjson.dumps(payload)))
+
+
+class Translator:
+    """Frames of one gateway -> messages. Holds nothing but its name: the known
+    states are passed in (the caller owns them and updates them on confirm)."""
+
+    def __init__(self, gateway: str) -> None:
+        self.gateway = gateway
+
+    def translate(
+        self,
+        frame: c.Frame,
+        adu: c.Adu,
+        uitd: Uitd,
+        known: Mapping[str, int],
+        arrival_ms: int,
+    ) -> Translation:
+        out = Translation()
+        off = uitd.clock
+        frame_ms = c.label_ms(frame.time_label, off)
+        fallback = frame_ms if frame_ms is not None else arrival_ms
+        readings: dict[tuple[str, int], dict[str, Any]] = {}
+        for obj, raw in zip(adu.objects, adu.raw_objects, strict=True):
+            ts = c.label_ms(obj.label, off)
+            ts = fallback if ts is None else ts
+
+            event = functools.partial(_event, out, uitd.site, frame.serial, raw, ts)
+
+            if isinstance(obj, c.ComponentStatus):
+                comp = self._component(
+                    uitd,
+                    obj.system_type,
+                    obj.system_address,
+                    obj.component_type,
+                    obj.component_address,
+                    obj.description,
+                )
+                out.components.setdefault(comp.id, comp)
+                text = f"{obj.description}; " if obj.description else ""
+                detail = text + _flags_text(obj.flags, c.COMP_BITS)
+                self._status(
+                    event,
+                    comp.id,
+                    comp.kind,
+                    known.get(comp.id),
+                    obj.flags,
+                    COMP_FAULT_MASK,
+                    detail,
+                    out,
+                )
+            elif isinstance(obj, c.SystemStatus):
+                panel = self._panel(uitd, obj.system_type, obj.system_address)
+                out.components.setdefault(panel.id, panel)
+                detail = _flags_text(obj.flags, c.SYS_BITS)
+                self._status(
+                    event,
+                    panel.id,
+                    "panel",
+                    known.get(panel.id),
+                    obj.flags,
+                    SYS_FAULT_MASK,
+                    detail,
+                    out,
+                )
+            elif isinstance(obj, c.UitdStatus):
+                detail = _flags_text(obj.flags, c.UITD_BITS)
+                self._status(
+                    event,
+                    uitd.id,
+                    "uitd",
+                    known.get(uitd.id),
+                    obj.flags,
+                    UITD_FAULT_MASK,
+                    detail,
+                    out,
+                )
+            elif isinstance(obj, c.SystemOperation):
+                panel = self._panel(uitd, obj.system_type, obj.system_address)
+                out.components.setdefault(panel.id, panel)
+                ops = ", ".join(c.set_bits(obj.flags, c.OPERATION_BITS)) or "none"
+                event(panel.id, "operation", f"{ops} by operator {obj.operator}")
+            elif isinstance(obj, c.UitdOperation):
+                ops = ", ".join(c.set_bits(obj.flags, c.OPERATION_BITS)) or "none"
+                event(uitd.id, "operation", f"{ops} by operator {obj.operator}")
+            elif isinstance(obj, c.UitdClock):
+                clock = c.label_ms(obj.label, off)
+                shown = (
+                    datetime.fromtimestamp(clock / 1000, UTC).isoformat()
+                    if clock is not None
+                    else f"not a date: {obj.label.hex()}"
+                )
+                event(uitd.id, "clock", f"device clock {shown}")
+            elif isinstance(obj, c.Analog):
+                comp = self._component(
+                    uitd,
+                    obj.system_type,
+                    obj.system_address,
+                    obj.component_type,
+                    obj.component_address,
+                    "",
+                )
+                out.components.setdefault(comp.id, comp)
+                name, scale = ANALOG.get(obj.analog_type, (f"analog_{obj.analog_type}", 1.0))
+                value = obj.value * scale
+                if name == "temperature" and comp.kind == "electrical":
+                    name = "cable_temperature"
+                elif name == "current" and obj.component_type == RESIDUAL_CURRENT_DETECTOR:
+                    name, value = "residual_current", obj.value * 100.0  # 0.1 A -> mA
+                reading = readings.get((comp.id, ts))
+                if reading is None:
+                    reading = readings[(comp.id, ts)] = {
+                        "device": comp.id,
+                        "ts": ts,
+                        "seq": _seq(frame.serial, raw, "reading"),
+                        "v": {},
+                    }
+                reading["v"][name] = round(value, 6)
+        if readings:
+            body = {"ts": fallback, "readings": list(readings.values())}
+            out.messages.append(
+                Message(f"{TOPIC_ROOT}/{uitd.site}/gateway/{uitd.id}/batch", orjson.dumps(body))
+            )
+        return out
+
+    @staticmethod
+    def _status(
+        event: Any,
+        device: str,
+        kind: str,
+        prev: int | None,
+        flags: int,
+        fault_mask: int,
+        detail: str,
+        out: Translation,
+    ) -> None:
+        """Events for the bits that changed since `prev` (all of them if unknown)."""
+        fire, was_fire = bool(flags & FIRE), prev is not None and bool(prev & FIRE)
+        if fire and (prev is None or not was_fire):
+            event(device, "activated" if kind == "mcp" else "panel_fire", detail)
+        elif not fire and (prev is None or was_fire):
+            event(device, "reset" if kind == "mcp" else "panel_reset", detail)
+        faults = flags & fault_mask
+        if faults and (prev is None or prev & fault_mask != faults):
+            event(device, "fault", detail)
+        elif not faults and (prev is None or prev & fault_mask):
+            event(device, "restore", detail)
+        shielded = bool(flags & SHIELDED)
+        if kind != "uitd" and shielded and (prev is None or not prev & SHIELDED):
+            event(device, "shielded", detail)
+        elif kind != "uitd" and not shielded and prev is not None and prev & SHIELDED:
+            event(device, "unshielded", detail)
+        out.states[device] = flags
+
+    @staticmethod
+    def _component(uitd: Uitd, st: int, sa: int, ct: int, ca: int, description: str) -> Component:
+        cid = f"{uitd.id}_{st}_{sa}_{ca}"
+        kind = component_kind(st, ct)
+        # Until an admin assigns a zone, a point is its own zone: two points are
+        # never taken to corroborate each other on a guess about where they are.
+        return Component(
+            id=cid,
+            site=uitd.site,
+            building=uitd.building,
+            floor=uitd.floor,
+            zone=cid,
+            kind=kind,
+            name=description or None,
+            interval_s=DEFAULT_INTERVAL_S["point"],
+        )
+
+    @staticmethod
+    def _panel(uitd: Uitd, st: int, sa: int) -> Component:
+        pid = f"{uitd.id}_{st}_{sa}"
+        return Component(
+            id=pid,
+            site=uitd.site,
+            building=uitd.building,
+            floor=uitd.floor,
+            zone=pid,
+            kind="panel",
+            name=f"system type {st} address {sa}",
+            interval_s=DEFAULT_INTERVAL_S["panel"],
+        )
+
+
+def valid_ids(translation: Translation) -> str | None:
+    """None when every device id fits the contract; else what is wrong."""
+    for cid in translation.components:
+        if not ID_RE.match(cid):
+            return f"device id {cid!r} does not fit [A-Za-z0-9_-]{{1,64}} (shorten the uitd id)"
+    return None

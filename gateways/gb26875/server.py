@@ -1,0 +1,458 @@
+"""The GB/T 26875.3 gateway: transmission devices over TCP in, contract MQTT out.
+
+    device --TCP--> FrameReader --> Translator --> MQTT (QoS 1) --PUBACKs--> confirm
+
+Each connection handles its frames in arrival order. A send-data frame
+(command 2) is confirmed (command 3, same serial number) only after the broker
+has acknowledged every message made from it; when the broker, the API
+(registry) or anything on the way fails, the frame is not confirmed and the
+device sends it again. A frame that fails framing or the checksum is never
+confirmed and is kept as a reject with its raw bytes; a well-formed frame the
+platform cannot use (unregistered address, unknown type, malformed data) is
+confirmed and kept as a reject, since resending it cannot help.
+
+The common frame (a registered device, points already registered) is handled
+without a coroutine: decoded, translated and published in `data_received`,
+confirmed from the PUBACKs' callback. Anything that needs the registry API
+(an unknown address, a stale cache, new points) takes the slow path, a task,
+and the connection's later frames wait behind it, so order is kept.
+
+Supervision: a transmission device is `online` (retained status, like an MQTT
+device) from its first frame on a connection and at every heartbeat, and
+`offline` when its last connection closes or stays silent for `idle_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import Any, Final
+
+from gateways.directory import Directory, DirectoryUnavailable, RegistrationRefused
+from gateways.gb26875 import codec as c
+from gateways.gb26875.mapping import (
+    Message,
+    Translator,
+    Uitd,
+    reject_message,
+    status_message,
+    valid_ids,
+)
+from gateways.mqtt import AckPublisher
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDLE_S: Final = 180.0  # 3 x a 60 s heartbeat: then the device is offline
+BACKLOG: Final = 4096
+WARN_EVERY_S: Final = 10.0
+SHUTDOWN_GRACE_S: Final = 5.0
+# Frames of one connection waiting for their PUBACKs before it stops reading
+# (a device normally waits for each confirm; this bounds one that does not).
+MAX_UNCONFIRMED_PER_CONNECTION: Final = 64
+# Frames of one connection queued behind a slow one (the registry API) before
+# it stops reading: memory stays bounded whatever a device sends.
+MAX_QUEUED_PER_CONNECTION: Final = 256
+
+
+@dataclass
+class Counters:
+    connections: int = 0
+    frames: int = 0
+    confirmed: int = 0
+    heartbeats: int = 0
+    bad_frames: int = 0
+    unconfirmed: int = 0  # not passed on (broker or API away): the device resends
+    rejected: int = 0  # confirmed but kept as rejects (unknown device, type, data)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Connection(asyncio.Protocol):
+    """One transmission device's TCP connection."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.reader = c.FrameReader()
+        self.queue: collections.deque[c.Frame | c.BadFrame] = collections.deque()
+        self.slow: asyncio.Task[None] | None = None  # the slow path in progress
+        self.inflight = 0  # frames published, not yet acknowledged
+        self.paused = False
+        self.uitd: Uitd | None = None
+        self.announce = False  # publish `online` with the next frame
+        self.unknown_reported = False
+        self.last_rx = time.monotonic()
+        self.closed = False
+
+    # --- asyncio.Protocol ---------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        self.gw._opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        self.queue.extend(self.reader.feed(data))
+        self.pump()
+        if len(self.queue) >= MAX_QUEUED_PER_CONNECTION and self.transport is not None:
+            self.paused = True  # frames waiting behind a slow one: stop reading
+            self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if exc is not None:
+            log.info("%s: connection lost (%s)", self.peer, exc)
+        self.queue.clear()
+        self.gw._closed(self)
+
+    # --- frames in order --------------------------------------------------------
+    def pump(self) -> None:
+        while self.queue and self.slow is None and not self.closed:
+            item = self.queue.popleft()
+            slow = self.gw._handle(item, self)
+            if slow is not None:
+                self.slow = asyncio.get_running_loop().create_task(self._run_slow(slow))
+
+    async def _run_slow(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except (ConnectionError, OSError) as exc:
+            log.info("%s: %s", self.peer, exc)
+            self.close()
+        finally:
+            self.slow = None
+        self.pump()
+        self.publishing(0)  # resume reading if the queue drained
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def publishing(self, delta: int) -> None:
+        """Backpressure: stop reading a device with too many unacknowledged frames."""
+        self.inflight += delta
+        if self.transport is None or self.closed:
+            return
+        if not self.paused and self.inflight >= MAX_UNCONFIRMED_PER_CONNECTION:
+            self.paused = True
+            self.transport.pause_reading()
+        elif (
+            self.paused
+            and self.inflight < MAX_UNCONFIRMED_PER_CONNECTION // 2
+            and len(self.queue) < MAX_QUEUED_PER_CONNECTION // 2
+        ):
+            self.paused = False
+            self.transport.resume_reading()
+
+
+class Gateway:
+    def __init__(
+        self,
+        publisher: AckPublisher,
+        directory: Directory,
+        *,
+        gateway_id: str = "gb26875",
+        idle_s: float = DEFAULT_IDLE_S,
+    ) -> None:
+        self.publisher = publisher
+        self.directory = directory
+        self.gateway_id = gateway_id
+        self.idle_s = idle_s
+        self.translator = Translator(gateway_id)
+        self.states: dict[str, int] = {}  # device id -> last acknowledged status flags
+        self.online: dict[str, int] = {}  # uitd id -> open connections that named it
+        self.counters = Counters()
+        self._conns: set[Connection] = set()
+        self._last_warning = 0.0
+        self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        stop: asyncio.Event,
+        on_ready: Callable[[str, int], None] | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: Connection(self), host, port, backlog=BACKLOG)
+        bound = server.sockets[0].getsockname()
+        log.info("GB/T 26875.3 gateway listening on %s:%d", bound[0], bound[1])
+        if on_ready is not None:
+            on_ready(str(bound[0]), int(bound[1]))
+        sweeper = asyncio.create_task(self._sweep_idle(), name="gb26875-idle")
+        try:
+            await stop.wait()
+        finally:
+            self._stopping = True
+            sweeper.cancel()
+            server.close()
+            slow = [conn.slow for conn in self._conns if conn.slow is not None]
+            for conn in list(self._conns):
+                conn.close()
+            # Work on the way (the broker, the API) gets a moment; a frame cut off
+            # here was not confirmed: the device resends it.
+            pending = slow + list(self._background)
+            if pending:
+                _, late = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE_S)
+
+    # --------------------------------------------------------- connections
+    def _opened(self, conn: Connection) -> None:
+        self._conns.add(conn)
+        self.counters.connections += 1
+
+    def _closed(self, conn: Connection) -> None:
+        self._conns.discard(conn)
+        self.counters.connections -= 1
+        if conn.uitd is not None:
+            self._background_task(self._gone(conn.uitd))
+
+    async def _sweep_idle(self) -> None:
+        """Close connections silent for idle_s (missed heartbeats)."""
+        while True:
+            await asyncio.sleep(min(self.idle_s / 4, 5.0))
+            limit = time.monotonic() - self.idle_s
+            for conn in list(self._conns):
+                if conn.last_rx < limit:
+                    log.info("%s silent for %.0f s (no heartbeat): closing", conn.peer, self.idle_s)
+                    conn.close()
+
+    def _background_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _gone(self, uitd: Uitd) -> None:
+        left = self.online.get(uitd.id, 1) - 1
+        if left > 0:
+            self.online[uitd.id] = left
+            return
+        self.online.pop(uitd.id, None)
+        if self._stopping:
+            # The gateway stops, not the device: no `offline` for a restart. If no
+            # gateway comes back, ingest's silence supervision raises it.
+            return
+        # Best effort: if the broker is away too, ingest's silence supervision
+        # (3 x the uitd's interval_s) raises `offline` without it.
+        await self._publish([status_message(uitd, online=False)])
+        log.info("uitd %s offline (connection closed)", uitd.id)
+
+    def _named(self, conn: Connection, uitd: Uitd) -> None:
+        """The connection speaks for this uitd (its first frame, or another device)."""
+        if conn.uitd is not None and conn.uitd.id == uitd.id:
+            return
+        if conn.uitd is not None:
+            self._background_task(self._gone(conn.uitd))
+        conn.uitd = uitd
+        self.online[uitd.id] = self.online.get(uitd.id, 0) + 1
+        conn.announce = True
+
+    # -------------------------------------------------------------- frames
+    def _handle(
+        self, item: c.Frame | c.BadFrame, conn: Connection
+    ) -> Coroutine[Any, Any, None] | None:
+        """Handle one item now; or return the coroutine of its slow path."""
+        if isinstance(item, c.BadFrame):
+            self._bad(item, conn)
+            return None
+        frame = item
+        self.counters.frames += 1
+        if frame.command in (c.CMD_CONFIRM, c.CMD_REPLY, c.CMD_DENY):
+            return None  # answers to a centre's commands: this gateway sends none
+        arrival = now_ms()
+        if frame.command != c.CMD_SEND:
+            reject = self._reject(frame, conn, "unsupported", f"command {frame.command}", arrival)
+            self._send_and_forget([reject])
+            return None
+        uitd = self.directory.cached(frame.source_hex)
+        if uitd is None or uitd.ready_ms > arrival:
+            return self._slow(frame, conn, arrival)
+        built = self._build(frame, conn, uitd, arrival)
+        if built is None:
+            return self._slow(frame, conn, arrival)
+        messages, states = built
+        self._named(conn, uitd)
+        self._pass_on(frame, conn, uitd, messages, states)
+        return None
+
+    def _build(
+        self, frame: c.Frame, conn: Connection, uitd: Uitd, arrival: int
+    ) -> tuple[list[Message], dict[str, int]] | None:
+        """The frame's messages and the states to remember once acknowledged; None
+        when its points are not all known to be registered (the slow path)."""
+        if frame.is_heartbeat:
+            self.counters.heartbeats += 1
+            return [status_message(uitd, online=True)], {}
+        try:
+            adu = c.decode_adu(frame.adu)
+        except c.AduError as exc:
+            return [self._reject(frame, conn, "bad_payload", str(exc), arrival, uitd)], {}
+        if not adu.known:
+            detail = f"application data type {adu.type} is not decoded by this gateway"
+            return [self._reject(frame, conn, "unsupported", detail, arrival, uitd)], {}
+        tr = self.translator.translate(frame, adu, uitd, self.states, arrival)
+        problem = valid_ids(tr)
+        if problem is not None:
+            return [self._reject(frame, conn, "bad_payload", problem, arrival, uitd)], {}
+        if not self.directory.registered(list(tr.components.values())):
+            return None
+        return tr.messages, tr.states
+
+    async def _slow(self, frame: c.Frame, conn: Connection, arrival: int) -> None:
+        """A frame that needs the registry API first."""
+        try:
+            uitd = await self.directory.lookup(frame.source_hex)
+        except DirectoryUnavailable as exc:
+            self._unconfirmed(f"registry unavailable: {exc}")
+            return
+        if uitd is None:
+            await self._unknown(frame, conn, arrival)
+            return
+        if uitd.ready_ms > now_ms():  # registered a moment ago: let ingest subscribe first
+            await asyncio.sleep((uitd.ready_ms - now_ms()) / 1000)
+        built = self._build(frame, conn, uitd, arrival)
+        if built is None:
+            assert frame.adu
+            adu = c.decode_adu(frame.adu)
+            tr = self.translator.translate(frame, adu, uitd, self.states, arrival)
+            try:
+                await self.directory.ensure(list(tr.components.values()))
+            except DirectoryUnavailable as exc:
+                self._unconfirmed(f"registry unavailable: {exc}")
+                return
+            except RegistrationRefused as exc:
+                built = [self._reject(frame, conn, "bad_payload", str(exc), arrival, uitd)], {}
+            else:
+                built = tr.messages, tr.states
+        self._named(conn, uitd)
+        messages, states = built
+        await self._pass_on(frame, conn, uitd, messages, states)
+
+    def _pass_on(
+        self,
+        frame: c.Frame,
+        conn: Connection,
+        uitd: Uitd,
+        messages: list[Message],
+        states: dict[str, int],
+    ) -> asyncio.Future[bool]:
+        """Publish; confirm once the broker acknowledged all of it."""
+        if conn.announce:
+            messages = [status_message(uitd, online=True), *messages]
+        conn.announce = False
+        future = self.publisher.publish_nowait([(m.topic, m.payload, m.retain) for m in messages])
+        conn.publishing(+1)
+
+        def acked(done: asyncio.Future[bool]) -> None:
+            conn.publishing(-1)
+            if done.cancelled() or not done.result():
+                conn.announce = conn.announce or conn.uitd is uitd
+                self._unconfirmed("broker did not acknowledge")
+                return
+            self.states.update(states)
+            self._confirm(frame, conn, uitd.clock)
+
+        future.add_done_callback(acked)
+        return future
+
+    async def _unknown(self, frame: c.Frame, conn: Connection, arrival: int) -> None:
+        """Confirmed (resending cannot help) and kept, so an admin sees the address;
+        heartbeats are reported once per connection."""
+        if frame.is_heartbeat and conn.unknown_reported:
+            self._confirm(frame, conn, c.DEFAULT_UTC_OFFSET_MIN)
+            return
+        detail = (
+            f"source address {frame.source_hex} is not registered: register a device of kind "
+            f"uitd with this address"
+        )
+        if not await self._publish([self._reject(frame, conn, "unknown_device", detail, arrival)]):
+            self._unconfirmed("broker did not acknowledge")
+            return
+        conn.unknown_reported = True
+        self._confirm(frame, conn, c.DEFAULT_UTC_OFFSET_MIN)
+
+    def _bad(self, bad: c.BadFrame, conn: Connection) -> None:
+        self.counters.bad_frames += 1
+        source = None
+        if len(bad.raw) >= 18 and bad.reason != "garbage":
+            source = c.address_hex(bad.raw[12:18])
+        detail = f"{bad.reason}: {bad.detail} (from {conn.peer})"
+        log.warning("bad frame from %s: %s", conn.peer, detail)
+        reject = reject_message(
+            self.gateway_id,
+            raw=bad.raw,
+            reason="bad_frame",
+            detail=detail,
+            at_ms=now_ms(),
+            source=source,
+            device=conn.uitd.id if conn.uitd else None,
+            peer=conn.peer,
+        )
+        self._send_and_forget([reject])
+
+    def _send_and_forget(self, messages: list[Message]) -> None:
+        """Rejects that answer nothing: published at QoS 1, a failure is logged."""
+        future = self.publisher.publish_nowait([(m.topic, m.payload, m.retain) for m in messages])
+
+        def done(f: asyncio.Future[bool]) -> None:
+            if f.cancelled() or not f.result():
+                log.warning(
+                    "a reject could not be passed on (broker away): %d message(s)", len(messages)
+                )
+
+        future.add_done_callback(done)
+
+    def _reject(
+        self,
+        frame: c.Frame,
+        conn: Connection,
+        reason: str,
+        detail: str,
+        arrival: int,
+        uitd: Uitd | None = None,
+    ) -> Message:
+        self.counters.rejected += 1
+        return reject_message(
+            self.gateway_id,
+            raw=frame.raw,
+            reason=reason,
+            detail=f"{detail} (serial {frame.serial}, from {conn.peer})",
+            at_ms=arrival,
+            source=frame.source_hex,
+            device=uitd.id if uitd else None,
+            peer=conn.peer,
+        )
+
+    async def _publish(self, messages: list[Message]) -> bool:
+        return await self.publisher.publish_all([(m.topic, m.payload, m.retain) for m in messages])
+
+    def _confirm(self, frame: c.Frame, conn: Connection, clock: int | tzinfo) -> None:
+        conn.write(c.confirm_for(frame, c.make_label(now_ms(), clock)))
+        self.counters.confirmed += 1
+
+    def _unconfirmed(self, why: str) -> None:
+        self.counters.unconfirmed += 1
+        mono = time.monotonic()
+        if mono - self._last_warning >= WARN_EVERY_S:
+            self._last_warning = mono
+            log.warning("frame not confirmed (%s); the device will resend it", why)

@@ -1,0 +1,257 @@
+"""The gateway's pure parts: reassembly, checks, decoding, and the mapping to
+contract messages, on frames written out by hand (tests/gb26875_frames.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from gateways.gb26875 import codec as c
+from gateways.gb26875.mapping import Translator, Uitd, component_kind
+from tests.gb26875_frames import (
+    WORKED_FRAME,
+    adu,
+    analog,
+    component_status,
+    frame,
+    system_status,
+    uitd_status,
+)
+
+T = datetime(2026, 3, 14, 9, 26, 53)
+T_MS = int(datetime(2026, 3, 14, 1, 26, 53, tzinfo=UTC).timestamp() * 1000)  # UTC+8
+UITD = Uitd(id="UITD-7", site="S1", building="B1", floor="1", zone="Z1")
+
+
+def frames(items: list[c.Frame | c.BadFrame]) -> list[c.Frame]:
+    return [f for f in items if isinstance(f, c.Frame)]
+
+
+def test_worked_frame_decodes() -> None:
+    out = c.FrameReader().feed(WORKED_FRAME)
+    assert len(out) == 1
+    assert isinstance(out[0], c.Frame)
+    f = out[0]
+    assert (f.serial, f.version, f.command, f.source_hex) == (7, (1, 0), 2, "000000000001")
+    assert len(f.adu) == 48
+    a = c.decode_adu(f.adu)
+    assert a.type == 2
+    assert len(a.objects) == 1
+    obj = a.objects[0]
+    assert isinstance(obj, c.ComponentStatus)
+    assert (obj.system_type, obj.system_address, obj.component_type) == (1, 1, 42)
+    assert obj.component_address == 0x105 == 261
+    assert obj.flags == 0x0003
+    assert obj.description == "3F东走廊"
+    assert c.label_ms(obj.label) == T_MS
+    assert c.label_ms(obj.label, tz=0) == T_MS + 8 * 3_600_000
+
+
+def test_every_split_point_and_coalesced_frames_with_garbage() -> None:
+    two = WORKED_FRAME + frame(8, b"")
+    for cut in range(1, len(two)):
+        reader = c.FrameReader()
+        got = frames(reader.feed(two[:cut]) + reader.feed(two[cut:]))
+        assert [f.serial for f in got] == [7, 8], cut
+        assert reader.pending == 0
+    noisy = b"\x00junk@" + WORKED_FRAME + b"##\xff" + frame(9, b"") + b"@"
+    out = c.FrameReader().feed(noisy)
+    assert [f.serial for f in frames(out)] == [7, 9]
+    # The stray '@' makes one false start (reported with its bytes); nothing is lost.
+    bad = [b for b in out if isinstance(b, c.BadFrame)]
+    assert {b.reason for b in bad} <= {"garbage", "bad_length"}
+    assert b"".join(b.raw for b in bad if b.reason == "garbage") == b"\x00junk##\xff"
+    assert any(b.raw.startswith(b"@@@") for b in bad if b.reason == "bad_length")
+
+
+def test_serial_0x40_is_not_mistaken_for_a_stray_start() -> None:
+    f = frame(0x4040, b"") + frame(0x0140, b"")
+    assert [x.serial for x in frames(c.FrameReader().feed(b"@" + f))] == [0x4040, 0x0140]
+
+
+def test_bad_checksum_is_reported_with_its_bytes_and_the_next_frame_survives() -> None:
+    bad = frame(5, adu(21, uitd_status(0x01, T)), bad_checksum=True)
+    out = c.FrameReader().feed(bad + frame(6, b""))
+    assert isinstance(out[0], c.BadFrame)
+    assert out[0].reason == "bad_checksum"
+    assert out[0].raw == bad
+    assert [f.serial for f in frames(out)] == [6]
+
+
+def test_bad_length_resynchronises() -> None:
+    good = frame(3, b"")
+    # Length field says 2000 (> 1024).
+    too_long = bytearray(frame(4, b""))
+    too_long[24:26] = (2000).to_bytes(2, "little")
+    out = c.FrameReader().feed(bytes(too_long) + good)
+    assert out[0].reason == "bad_length"  # type: ignore[union-attr]
+    assert [f.serial for f in frames(out)] == [3]
+    # Length says 1 byte more than there is: `##` not where it should be.
+    short = bytearray(frame(4, adu(28, bytes(6))))
+    short[24] += 1
+    out = c.FrameReader().feed(bytes(short) + good + good)
+    assert any(isinstance(b, c.BadFrame) and b.reason == "bad_length" for b in out)
+    assert 3 in [f.serial for f in frames(out)]
+
+
+def test_adu_sizes_are_checked_and_unknown_types_kept() -> None:
+    with pytest.raises(c.AduError):
+        c.decode_adu(bytes([2, 2]) + bytes(46))  # two objects announced, one sent
+    unknown = c.decode_adu(bytes([0x99, 1, 1, 2, 3]))
+    assert unknown.type == 0x99
+    assert not unknown.known
+
+
+def test_confirm_echoes_serial_and_swaps_addresses() -> None:
+    f = frames(c.FrameReader().feed(frame(513, b"", source=bytes([1, 2, 3, 4, 5, 6]))))[0]
+    raw = c.confirm_for(f, bytes(6))
+    assert raw[:2] == b"@@"
+    assert raw[-2:] == b"##"
+    assert raw[2:4] == bytes([1, 2])  # serial 513 little-endian
+    assert raw[18:24] == bytes([1, 2, 3, 4, 5, 6])
+    assert raw[26] == 3
+    assert raw[24:26] == b"\0\0"
+    assert raw[27] == sum(raw[2:27]) % 256
+
+
+def _translate(
+    raw_adu: bytes, known: dict[str, int] | None = None, serial: int = 1
+) -> list[tuple[str, dict[str, object]]]:
+    f = frames(c.FrameReader().feed(frame(serial, raw_adu)))[0]
+    tr = Translator("gw").translate(f, c.decode_adu(f.adu), UITD, known or {}, 0)
+    return [(m.topic, orjson.loads(m.payload)) for m in tr.messages]
+
+
+@pytest.mark.parametrize(
+    ("flags", "known", "types"),
+    [
+        (0x0001, None, ["panel_reset", "restore"]),  # first sight: the whole state
+        (0x0003, None, ["panel_fire", "restore"]),
+        (0x0003, 0x0001, ["panel_fire"]),  # fire bit 0 -> 1
+        (0x0001, 0x0003, ["panel_reset"]),  # fire bit 1 -> 0: the panel's reset
+        (0x0005, 0x0001, ["fault"]),  # fault
+        (0x0001, 0x0005, ["restore"]),
+        (0x0101, 0x0001, ["fault"]),  # power fault
+        (0x0105, 0x0101, ["fault"]),  # another fault cause added
+        (0x0009, 0x0001, ["shielded"]),
+        (0x0001, 0x0009, ["unshielded"]),
+        (0x0011, 0x0001, []),  # supervisory: a state shown in details only
+        (0x0021, 0x0001, []),  # started
+        (0x0041, 0x0001, []),  # feedback
+        (0x0081, 0x0001, []),  # delay
+        (0x0003, 0x0003, []),  # unchanged
+        (0x0002, 0x0000, ["panel_fire"]),  # test mode: still reported (recall first)
+    ],
+)
+def test_component_status_bits(flags: int, known: int | None, types: list[str]) -> None:
+    obj = component_status(1, 1, 42, 0x105, flags, "3F东走廊", T)
+    states = {} if known is None else {"UITD-7_1_1_261": known}
+    msgs = _translate(adu(2, obj), states)
+    assert [p["type"] for _, p in msgs] == types
+    for topic, p in msgs:
+        assert topic == "fs/v1/S1/UITD-7_1_1_261/event"
+        assert p["ts"] == T_MS
+        assert str(p["detail"]).startswith("3F东走廊; flags=")
+
+
+def test_call_point_fire_is_activated_and_reset() -> None:
+    msgs = _translate(adu(2, component_status(1, 1, 23, 7, 0x0003, "一层大厅手报", T)), {})
+    assert msgs[0][1]["type"] == "activated"
+    msgs = _translate(
+        adu(2, component_status(1, 1, 23, 7, 0x0001, "一层大厅手报", T)), {"UITD-7_1_1_7": 3}
+    )
+    assert [p["type"] for _, p in msgs] == ["reset"]
+
+
+def test_resend_translates_identically_and_serial_changes_seq() -> None:
+    raw = adu(2, component_status(1, 1, 42, 0x105, 0x0003, "3F东走廊", T))
+    assert _translate(raw, serial=7) == _translate(raw, serial=7)
+    assert _translate(raw, serial=7)[0][1]["seq"] != _translate(raw, serial=8)[0][1]["seq"]
+
+
+def test_system_and_uitd_status() -> None:
+    msgs = _translate(adu(1, system_status(1, 1, 0x0303, T)), {"UITD-7_1_1": 0x0001})
+    assert [(t, p["type"]) for t, p in msgs] == [
+        ("fs/v1/S1/UITD-7_1_1/event", "panel_fire"),
+        ("fs/v1/S1/UITD-7_1_1/event", "fault"),
+    ]
+    assert "main_power_fault" in str(msgs[1][1]["detail"])
+    msgs = _translate(adu(21, uitd_status(0b0100001, T)), {"UITD-7": 0x01})
+    assert [(t, p["type"]) for t, p in msgs] == [("fs/v1/S1/UITD-7/event", "fault")]
+    assert "channel_fault" in str(msgs[0][1]["detail"])
+
+
+def test_analog_values_become_readings() -> None:
+    raw = adu(
+        3,
+        analog(1, 1, 31, 12, 3, 253, T),  # heat detector: 25.3 °C
+        analog(16, 2, 17, 5, 9, 3, T),  # residual-current detector: 0.3 A = 300 mA
+        analog(16, 2, 18, 6, 3, -52, T),  # cable temperature -5.2 °C
+        analog(11, 1, 0, 9, 4, 12, T),  # hydrant pressure 1.2 MPa
+    )
+    msgs = _translate(raw)
+    assert len(msgs) == 1
+    topic, body = msgs[0]
+    assert topic == "fs/v1/S1/gateway/UITD-7/batch"
+    readings = {r["device"]: r["v"] for r in body["readings"]}  # type: ignore[attr-defined]
+    assert readings == {
+        "UITD-7_1_1_12": {"temperature": 25.3},
+        "UITD-7_16_2_5": {"residual_current": 300.0},
+        "UITD-7_16_2_6": {"cable_temperature": -5.2},
+        "UITD-7_11_1_9": {"pressure_mpa": 1.2},
+    }
+
+
+@pytest.mark.parametrize(
+    ("system", "component", "kind"),
+    [
+        (1, 23, "mcp"),
+        (1, 31, "heat"),
+        (1, 37, "heat"),
+        (1, 42, "smoke"),
+        (1, 44, "smoke"),
+        (1, 51, "multi"),
+        (1, 17, "electrical"),
+        (22, 42, "evac"),
+        (1, 85, "point"),
+        (1, 24, "point"),
+    ],
+)
+def test_component_kinds(system: int, component: int, kind: str) -> None:
+    assert component_kind(system, component) == kind
+
+
+def test_undecodable_description_never_fails() -> None:
+    obj = bytearray(component_status(1, 1, 42, 1, 1, "", T))
+    obj[9:12] = b"\xff\xff\xff"
+    a = c.decode_adu(adu(2, bytes(obj)))
+    assert isinstance(a.objects[0], c.ComponentStatus)
+
+
+def test_time_labels_fall_back_when_not_a_date() -> None:
+    assert c.label_ms(bytes(6)) is None  # day 0, month 0
+    obj = component_status(1, 1, 42, 1, 3, "x", T)
+    obj = obj[:-6] + bytes(6)
+    msgs = _translate(adu(2, obj))
+    assert msgs[0][1]["ts"] == T_MS  # the frame's own time label
+
+
+@pytest.mark.parametrize(
+    ("uitd", "utc_hour"),
+    [
+        (UITD, 1),  # nothing set: UTC+8
+        (Uitd("U", "S", "B", "1", "Z", timezone="UTC"), 1),  # the sites' default: UTC+8 still
+        (Uitd("U", "S", "B", "1", "Z", timezone="Asia/Shanghai"), 1),
+        (Uitd("U", "S", "B", "1", "Z", timezone="Europe/Berlin"), 8),  # CET in March
+        (Uitd("U", "S", "B", "1", "Z", utc_offset_min=0, timezone="Asia/Tokyo"), 9),
+    ],
+)
+def test_time_labels_in_the_sites_local_time(uitd: Uitd, utc_hour: int) -> None:
+    f = frames(c.FrameReader().feed(WORKED_FRAME))[0]
+    tr = Translator("gw").translate(f, c.decode_adu(f.adu), uitd, {}, 0)
+    ts = orjson.loads(tr.messages[0].payload)["ts"]
+    assert datetime.fromtimestamp(ts / 1000, UTC) == datetime(
+        2026, 3, 14, utc_hour, 26, 53, tzinfo=UTC
+    )

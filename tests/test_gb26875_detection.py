@@ -1,0 +1,125 @@
+"""Detection of panel states (events a GB/T 26875.3 gateway reports) and of
+operators' verdicts, on the engine directly (pure, no I/O)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detection import AlarmChange, Engine, Events, Readings
+from firesafe import contract
+
+EV = {name: i for i, name in enumerate(contract.EVENT_TYPES)}
+K = {name: i for i, name in enumerate(contract.ALL_KINDS)}
+NR = len(contract.READINGS)
+T0 = 1_764_072_000_000
+HOUR = 3_600_000
+
+
+def engine(kinds: list[str], zones: list[int]) -> Engine:
+    e = Engine(capacity=8)
+    e.configure(list(range(len(kinds))), [K[k] for k in kinds], zones, [{}] * len(kinds))
+    return e
+
+
+def events(e: Engine, *items: tuple[int, int, str]) -> list[AlarmChange]:
+    """(slot, ms after T0, event name) -> the engine's alarm changes."""
+    slot = np.array([s for s, _, _ in items], np.int64)
+    ts = np.array([T0 + t for _, t, _ in items], np.int64)
+    code = np.array([EV[n] for _, _, n in items], np.int16)
+    none = np.empty(0, np.int64)
+    return e.process(
+        Readings(slot=none, ts=none, values=np.empty((0, NR))), Events(slot=slot, ts=ts, code=code)
+    )
+
+
+def brief(changes: list[AlarmChange]) -> list[tuple[int, str, str, str, str]]:
+    return [(c.slot, c.alarm_type, c.action, c.verdict, c.reason) for c in changes]
+
+
+def test_a_panel_detector_waits_for_corroboration_not_for_time() -> None:
+    e = engine(["smoke", "smoke"], [0, 1])
+    assert brief(events(e, (0, 0, "panel_fire"))) == [(0, "fire", "open", "pending", "panel_alarm")]
+    assert e.advance(T0 + 24 * HOUR) == []  # a day later: still pending
+    assert events(e, (0, 24 * HOUR, "panel_fire")) == []  # repeated: nothing new
+
+
+def test_a_second_point_of_the_zone_confirms_both() -> None:
+    e = engine(["smoke", "heat"], [0, 0])
+    events(e, (0, 0, "panel_fire"))
+    got = brief(events(e, (1, 20_000, "panel_fire")))
+    assert (1, "fire", "open", "pending", "panel_alarm") in got
+    assert (0, "fire", "verdict", "confirmed", "coincidence") in got
+    assert (1, "fire", "verdict", "confirmed", "coincidence") in got
+
+
+def test_a_call_point_of_the_zone_confirms_a_pending_detector() -> None:
+    e = engine(["smoke", "mcp"], [0, 0])
+    events(e, (0, 0, "panel_fire"))
+    got = brief(events(e, (1, 5_000, "activated")))
+    assert (1, "fire", "open", "confirmed", "call_point") in got
+    assert (0, "fire", "verdict", "confirmed", "call_point") in got
+
+
+def test_panel_reset_suppresses_pending_and_leaves_confirmed_latched() -> None:
+    e = engine(["smoke", "mcp"], [0, 1])
+    events(e, (0, 0, "panel_fire"))
+    assert brief(events(e, (0, 60_000, "panel_reset"))) == [
+        (0, "fire", "verdict", "suppressed", "panel_reset")
+    ]
+    events(e, (1, 0, "activated"))
+    assert events(e, (1, 60_000, "reset")) == []
+    assert events(e, (1, 61_000, "panel_reset")) == []  # not an mcp event: ignored
+    assert e.machine.open_alarms() == {(1, "fire"): "confirmed"}
+    # After the reset the detector can alarm again.
+    assert brief(events(e, (0, 120_000, "panel_fire")))[0][3] == "pending"
+
+
+def test_electrical_monitor_fire_bit_is_an_electrical_alarm() -> None:
+    e = engine(["electrical"], [0])
+    assert brief(events(e, (0, 0, "panel_fire"))) == [
+        (0, "electrical", "open", "pending", "panel_alarm")
+    ]
+    assert e.advance(T0 + HOUR) == []
+    assert brief(events(e, (0, 10_000, "panel_reset"))) == [
+        (0, "electrical", "verdict", "suppressed", "panel_reset")
+    ]
+
+
+def test_gateway_kinds_take_fire_and_fault() -> None:
+    e = engine(["point", "panel", "uitd"], [0, 1, 2])
+    got = brief(events(e, (0, 0, "panel_fire"), (1, 0, "fault"), (2, 0, "fault")))
+    assert (0, "fire", "open", "pending", "panel_alarm") in got
+    assert (1, "fault", "open", "confirmed", "device_fault") in got
+    assert (2, "fault", "open", "confirmed", "device_fault") in got
+    assert brief(events(e, (1, 1_000, "restore")))[0][2] == "clear"
+
+
+def test_operator_verdicts_are_followed() -> None:
+    e = engine(["smoke", "smoke"], [0, 1])
+    events(e, (0, 0, "panel_fire"), (1, 0, "panel_fire"))
+    e.operator_verdict(0, "fire", "confirmed")
+    e.operator_verdict(1, "fire", "suppressed")
+    assert events(e, (0, 10_000, "panel_reset")) == []  # latched: the person confirmed it
+    assert e.machine.open_alarms() == {(0, "fire"): "confirmed"}
+    # The dismissed one alarms again as new.
+    assert brief(events(e, (1, 20_000, "panel_fire")))[0][2:4] == ("open", "pending")
+
+
+def test_a_verdict_overrides_what_the_engine_decided_meanwhile() -> None:
+    """A detector's own alarm resolves by its window; a person's dismissal
+    stored before ingest heard of it still wins."""
+    e = engine(["smoke"], [0])
+    events(e, (0, 0, "fire_alarm"))
+    e.advance(T0 + HOUR)  # window over: the engine confirmed it
+    assert e.machine.open_alarms() == {(0, "fire"): "confirmed"}
+    e.operator_verdict(0, "fire", "suppressed")
+    assert e.machine.open_alarms() == {}
+
+
+def test_restored_panel_alarm_keeps_waiting() -> None:
+    e = engine(["smoke"], [0])
+    e.restore_alarm(0, "fire", "pending", T0, "panel_alarm")
+    assert e.advance(T0 + 24 * HOUR) == []
+    assert brief(events(e, (0, 1_000, "panel_reset"))) == [
+        (0, "fire", "verdict", "suppressed", "panel_reset")
+    ]
