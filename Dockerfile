@@ -22,6 +22,7 @@ COPY detection ./detection
 COPY api ./api
 COPY device_sim ./device_sim
 COPY storage ./storage
+COPY notify ./notify
 COPY gateways ./gateways
 RUN pip install .
 

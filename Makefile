@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install up test lint typecheck pytest bench messages dashboards
+.PHONY: install up test lint typecheck pytest bench bench-scale messages dashboards
 install: $(BIN)/.installed
 
 up: install
@@ -36,6 +36,12 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/quality.py
+
+# Sharded ingest: 1, 2 and 4 processes, kill -9 failover, and one process
+# against 1,000,000 registered devices (docs/scaling.md; several minutes).
+bench-scale: install
+	$(BIN)/python bench/ingest_scale.py
+	$(BIN)/python bench/capacity.py
 
 # Catalogue upkeep: extract every msgid into firesafe/locale/messages.pot, merge
 # it into each language's .po and list what is left to translate.

@@ -29,6 +29,7 @@ from api.routers import (
     telemetry,
     tokens,
 )
+from api.routers import notifications as notification_routes
 from api.state import AppState
 from api.stream import AlarmHub
 from api.tasks import Supervisor
@@ -137,6 +138,7 @@ def create_app(
         tokens.router,
         sites.router,
         labels.router,
+        notification_routes.router,
     ):
         app.include_router(router)
 

@@ -16,6 +16,7 @@ secret() { openssl rand -hex "$1"; }
 while IFS= read -r line || [ -n "$line" ]; do
     case "$line" in
         FIRESAFE_ADMIN_TOKEN=) echo "FIRESAFE_ADMIN_TOKEN=$(secret 32)" ;;
+        EMQX_COOKIE=) echo "EMQX_COOKIE=$(secret 24)" ;;
         MQTT_SIM_PASSWORD=)
             if [ "$with_sim" = yes ]; then echo "MQTT_SIM_PASSWORD=$(secret 24)"; else echo "$line"; fi ;;
         *_PASSWORD=) echo "$line$(secret 24)" ;;

@@ -3,9 +3,9 @@
 Ingest calls it between decode and write::
 
     engine = Engine(capacity)
-    engine.configure(slots, kinds, zones, thresholds)   # registry (kinds: contract.KINDS index)
-    changes = engine.process(Readings(...), Events(...))  # per batch, event time only
-    changes += engine.advance(watermark_ms)             # max device ts seen estate-wide
+    engine.configure(slots, kinds, zones, thresholds, intervals_ms)  # registry
+    changes = engine.process(Readings(...), Events(...), arrival_ms)  # per batch
+    changes += engine.advance(now_ms)                   # arrival time: silent devices
     engine.clear(slot, "fire")                          # a person cleared a latched alarm
     engine.restore_alarm(slot, type, verdict, opened_ms[, reason])  # at start-up
 
@@ -30,7 +30,11 @@ Events have their own stream and watermark: an event older than the
 device's newest processed event is ignored (`late_events`), except a call
 point's `activated`, which is always honoured at its own ts. Verification
 windows close on the device's own time (its next reading or event past the
-window end), or through `advance` ADVANCE_GRACE_MS after the window's end.
+window end); a device gone silent is judged on arrival time (`advance`,
+SILENT_AFTER_INTERVALS x its interval), never on other devices' event time.
+Detectors of one zone reach the alarm machine in event-time order (see
+`Engine._release`), so a lagging group gets the verdicts of the sorted
+stream. Readings dated far in the future are quarantined (FUTURE_TOLERANCE_MS).
 """
 
 from detection.engine import Engine, resolve_thresholds

@@ -8,6 +8,7 @@ previous flags) is separate from `score` (condition bits) as in stumpy's
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -82,9 +83,32 @@ class Engine:
         # (+inf: none); q: the rise below which the rate provably sets no bit.
         self.q = [np.empty(0) for _ in range(3)]
         self.last_off = np.empty(0, np.int64)  # evac: latest reading on battery
+        # evac: the current discharge (first reading on battery: ts, charge)
+        self.on_batt = np.empty(0, np.bool_)
+        self.dis_t0 = np.empty(0, np.int64)
+        self.dis_b0 = np.empty(0)
+        # Flags of the readings in the look-back ring (a late `fire_alarm`
+        # event is judged against them).
+        self.fring = np.empty((0, h), np.uint32)
+        # Arrival-time bookkeeping (silence) and the event-time quarantine.
+        self.interval_ms = np.empty(0, np.int64)
+        self.last_arrival = np.empty(0, np.int64)
+        self.q_off = np.empty(0, np.int64)  # offset (ts - arrival) of the last quarantined
+        self.q_run = np.empty(0, np.int32)  # consecutive quarantined readings that agree
+        self.quarantine_count = np.empty(0, np.int64)  # per device, for its state
         self._grow(capacity)
+        self.arrival_clock = k.TS_NONE
+        self.quarantined = 0  # readings and events kept out of detection (far future)
+        self._q_live = False  # some device has quarantined readings in a row
+        # Per zone: detectors' rows and events not yet shown to the machine (a
+        # heap), how far the zone has been shown, and its detectors' slots.
+        self._zq: dict[int, list[tuple[int, int, int, int, Any]]] = {}
+        self._zrel: dict[int, int] = {}
+        self._zmembers: dict[int, I64] = {}
+        self._seq = 0
         self.machine = Machine(_Config(self))
-        self._force: set[int] = set()  # devices whose next reading must reach the machine
+        # Devices whose next reading at or after a ts must reach the machine.
+        self._force: dict[int, int] = {}
         self.late_readings = 0
         self.late_events = 0
         self._uniform: dict[int, dict[str, float]] = {}
@@ -125,6 +149,15 @@ class Engine:
         self.ring_head = grow(self.ring_head, 0)
         self.q = [grow(a, -np.inf) for a in self.q]
         self.last_off = grow(self.last_off, k.TS_NONE)
+        self.on_batt = grow(self.on_batt, False)
+        self.dis_t0 = grow(self.dis_t0, k.TS_NONE)
+        self.dis_b0 = grow(self.dis_b0, np.nan)
+        self.fring = grow(self.fring, 0)
+        self.interval_ms = grow(self.interval_ms, 10_000)
+        self.last_arrival = grow(self.last_arrival, k.TS_NONE)
+        self.q_off = grow(self.q_off, 0)
+        self.q_run = grow(self.q_run, 0)
+        self.quarantine_count = grow(self.quarantine_count, 0)
         self._mark = np.zeros(cap, np.int32)
         self.capacity = cap
 
@@ -143,12 +176,15 @@ class Engine:
         kinds: ArrayLike,
         zones: ArrayLike,
         thresholds: Sequence[Mapping[str, float]],
+        intervals_ms: ArrayLike | None = None,
     ) -> None:
         """(Re)configure devices; keeps the state of already-known slots.
 
         kinds: index in contract.KINDS; zones: ingest's integer key of
         (site, building, floor, zone); thresholds: registry overrides per
-        device (names in params.THRESHOLD_DEFAULTS, others ignored).
+        device (names in params.THRESHOLD_DEFAULTS, others ignored);
+        intervals_ms: the registry's reporting period per device (default:
+        contract.DEFAULT_INTERVAL_S of its kind), for judging silence.
         """
         s = np.asarray(slots, np.int64)
         kd = np.asarray(kinds, np.int8)
@@ -160,6 +196,11 @@ class Engine:
         if s.min() < 0 or kd.min() < 0 or kd.max() >= len(contract.ALL_KINDS):
             raise ValueError("negative slot or unknown kind")
         self._grow(int(s.max()) + 1)
+        if intervals_ms is None:
+            self.interval_ms[s] = np.take(_DEFAULT_INTERVAL_MS, kd)
+        else:
+            iv = np.asarray(intervals_ms, np.int64)
+            self.interval_ms[s] = np.where(iv > 0, iv, np.take(_DEFAULT_INTERVAL_MS, kd))
         known = self.kind[s].copy()
         # A device moved to another zone: its zone bookkeeping moves with it.
         moved = (known >= 0) & (self.zone[s] != z)
@@ -167,6 +208,7 @@ class Engine:
             s[moved].tolist(), self.zone[s[moved]].tolist(), z[moved].tolist(), strict=True
         ):
             self.machine.rezone(slot, old, now)
+            self._rezone_queue(slot, old, now)
         self.kind[s] = kd
         self.zone[s] = z
         for name in p.THRESHOLD_NAMES:
@@ -194,6 +236,11 @@ class Engine:
         self.last_flags[new] = np.take(_QUIET_FLAGS, kd[known < 0])
         # Kinds whose devices all use the same thresholds read scalars (no gather).
         self._uniform = {}
+        fire = np.flatnonzero((self.kind >= 0) & (self.kind <= k.KIND_MULTI))
+        zs = self.zone[fire]
+        order = np.argsort(zs, kind="stable")
+        bounds = np.flatnonzero(np.diff(zs[order])) + 1
+        self._zmembers = {int(zs[g[0]]): fire[g] for g in np.split(order, bounds) if len(g)}
         for ki, kname in enumerate(contract.KINDS):
             devs = np.flatnonzero(self.kind == ki)
             same = (
@@ -203,7 +250,22 @@ class Engine:
             )
             if len(devs) and all((self.thr[n][devs] == v).all() for n, v in same.items()):
                 self._uniform[ki] = same
-        self._force.update(s[known >= 0].tolist())
+        self._force_all(s[known >= 0].tolist())
+
+    def _rezone_queue(self, slot: int, old: int, new: int) -> None:
+        """A device's queued items follow it to its new zone id; both zones
+        count as shown only as far as the less advanced of them."""
+        q = self._zq.get(old, [])
+        mine = [it for it in q if it[2] == slot]
+        if mine:
+            rest = [it for it in q if it[2] != slot]
+            heapq.heapify(rest)
+            self._zq[old] = rest
+            dest = self._zq.setdefault(new, [])
+            for it in mine:
+                heapq.heappush(dest, it)
+        lo = min(self._zrel.get(old, k.TS_NONE), self._zrel.get(new, k.TS_NONE))
+        self._zrel[old] = self._zrel[new] = lo
 
     def forget(self, slots: ArrayLike) -> None:
         """Drop every bit of state of these devices, as if never configured (another
@@ -228,36 +290,179 @@ class Engine:
                         arr[s] = getattr(fresh, name)[key][0]
         self.fst[s] = fresh.fst[0]
         self.machine.forget(s.tolist())
-        self._force.difference_update(s.tolist())
+        gone = set(s.tolist())
+        for x in gone:
+            self._force.pop(x, None)
+        for zone, q in self._zq.items():
+            kept = [it for it in q if it[2] not in gone]
+            if len(kept) != len(q):
+                heapq.heapify(kept)
+                self._zq[zone] = kept
         self._n_drift = int(np.count_nonzero(self.base_drift))
 
     # --- per batch -------------------------------------------------------------------
-    def process(self, readings: Readings, events: Events) -> list[AlarmChange]:
-        """Feed one batch; returns the alarm transitions it caused, in processing order."""
+    def process(
+        self, readings: Readings, events: Events, arrival_ms: int | None = None
+    ) -> list[AlarmChange]:
+        """Feed one batch; returns the alarm transitions it caused, in processing order.
+
+        `arrival_ms`: when the batch arrived (ingest's clock: the newest
+        `received` of its messages). It marks the batch's devices as heard
+        (silence, see `advance`) and bounds how far ahead of it a ts may be
+        (quarantine). Without it (a replay) each device counts as heard at its
+        own newest ts and nothing is quarantined.
+        """
         out: list[AlarmChange] = []
         self.machine.out = out
-        evs, keys = self._fresh_events(events)
+        r_slot = np.asarray(readings.slot, np.int64)
+        r_ts = np.asarray(readings.ts, np.int64)
+        if arrival_ms is not None:
+            readings = self._quarantine(readings, r_slot, r_ts, int(arrival_ms))
+        self._heard(r_slot, r_ts, events, arrival_ms)
+        evs, keys = self._fresh_events(events, arrival_ms)
+        evs, keys = self._align_events(evs, keys)
         rows = self._update(readings, evs)
         self._run(rows, evs, keys)
-        # Windows that ended before the device's newest reading are resolved now
-        # (their deciding rows needed no visit).
+        # Windows that ended before the device's newest reading (as far as the
+        # machine has been shown it) are resolved now (their deciding rows
+        # needed no visit).
         for slot in self.machine.pending_slots():
-            self.machine.due(slot, int(self.last_ts[slot]))
+            self.machine.due(slot, self._shown_clock(slot))
         return out
 
-    def advance(self, watermark_ms: int) -> list[AlarmChange]:
-        """Event-time watermark (max device ts estate-wide): resolve windows of
-        devices that went quiet, ADVANCE_GRACE_MS after the window's end."""
+    def advance(self, now_ms: int) -> list[AlarmChange]:
+        """Arrival-time tick (ingest's clock, the same as `arrival_ms`): resolve
+        the windows of devices gone silent. A device is silent once nothing has
+        arrived from it for SILENT_AFTER_INTERVALS x its interval; its window
+        then resolves once that much has also passed since its deadline would
+        have arrived (its last arrival + deadline - its newest ts). Other
+        devices' event time never closes a window."""
         out: list[AlarmChange] = []
         self.machine.out = out
-        self.machine.advance(int(watermark_ms))
+        now = int(now_ms)
+        self.arrival_clock = max(self.arrival_clock, now)
+        m = self.machine
+        self._release()  # silence may let a zone move on
+        for slot in m.pending_slots():
+            m.due(slot, self._shown_clock(slot))
+        for slot in m.pending_slots():
+            dl = m.deadline(slot)
+            if dl is None:
+                continue
+            if (
+                self.kind[slot] <= k.KIND_MULTI
+                and self._zrel.get(int(self.zone[slot]), k.TS_NONE) < dl
+            ):
+                continue  # a zone neighbour's late rows may still corroborate it
+            clock = max(int(self.last_ts[slot]), int(self.last_event_ts[slot]))
+            heard = int(self.last_arrival[slot])
+            quiet = self._silence_ms(slot)
+            if now - heard >= quiet and now >= heard + max(dl - clock, 0) + quiet:
+                m.silent(slot)
         return out
+
+    def _silence_ms(self, slot: int) -> int:
+        return int(self.interval_ms[slot]) * p.SILENT_AFTER_INTERVALS
+
+    def _heard(self, slot: I64, ts: I64, events: Events, arrival_ms: int | None) -> None:
+        """Arrival bookkeeping: every message counts, late or quarantined too."""
+        ok = (slot >= 0) & (slot < self.capacity)
+        e_slot = np.asarray(events.slot, np.int64)
+        e_ok = (e_slot >= 0) & (e_slot < self.capacity)
+        if arrival_ms is not None:
+            self.arrival_clock = max(self.arrival_clock, int(arrival_ms))
+            self.last_arrival[slot[ok]] = int(arrival_ms)
+            self.last_arrival[e_slot[e_ok]] = int(arrival_ms)
+            return
+        # A replay: arrival is event time, per device.
+        if len(slot):
+            np.maximum.at(self.last_arrival, slot[ok], ts[ok])
+            self.arrival_clock = max(self.arrival_clock, int(ts.max()))
+        if len(e_slot):
+            e_ts = np.asarray(events.ts, np.int64)
+            np.maximum.at(self.last_arrival, e_slot[e_ok], e_ts[e_ok])
+            self.arrival_clock = max(self.arrival_clock, int(e_ts.max()))
+
+    def _quarantine(self, r: Readings, slot: I64, ts: I64, arrival: int) -> Readings:
+        """Keep readings dated far ahead of both the device's own clock and the
+        arrival clock out of detection (one far-future reading must not make
+        every later reading look late), unless the device's clock is
+        consistently ahead (SKEW_ACCEPT_READINGS agreeing readings)."""
+        if len(slot) == 0:
+            return r
+        ok = (slot >= 0) & (slot < self.capacity)
+        lim = np.full(len(slot), np.iinfo(np.int64).max)
+        lim[ok] = np.maximum(np.take(self.last_ts, slot[ok]), arrival) + p.FUTURE_TOLERANCE_MS
+        cand = ts > lim
+        live = np.flatnonzero(self.q_run) if cand.any() or self._q_live else None
+        if live is None:
+            return r
+        involved = np.isin(slot, np.concatenate([slot[cand], live]))
+        keep = np.ones(len(slot), np.bool_)
+        clock: dict[int, int] = {}
+        for i in np.flatnonzero(involved).tolist():
+            s_, t_ = int(slot[i]), int(ts[i])
+            own = max(int(self.last_ts[s_]), clock.get(s_, k.TS_NONE), arrival)
+            if t_ <= own + p.FUTURE_TOLERANCE_MS:
+                self.q_run[s_] = 0
+                clock[s_] = max(clock.get(s_, k.TS_NONE), t_)
+                continue
+            off = t_ - arrival
+            agree = self.q_run[s_] > 0 and abs(off - int(self.q_off[s_])) <= p.SKEW_AGREE_MS
+            run = int(self.q_run[s_]) + 1 if agree else 1
+            self.q_off[s_] = off
+            if run >= p.SKEW_ACCEPT_READINGS:  # a clock set ahead, not a glitch
+                self.q_run[s_] = 0
+                clock[s_] = t_
+                continue
+            self.q_run[s_] = run
+            keep[i] = False
+            self.quarantine_count[s_] += 1
+            self.quarantined += 1
+        self._q_live = bool(self.q_run.any())
+        if keep.all():
+            return r
+        return Readings(slot[keep], ts[keep], np.asarray(r.values)[keep])
+
+    def _align_events(
+        self, evs: list[tuple[int, int, str]], keys: list[int]
+    ) -> tuple[list[tuple[int, int, str]], list[int]]:
+        """A device's readings and its `fire_alarm` events judged together in
+        its own event time. An event behind the device's readings (they moved
+        past its ts before it arrived) is judged now against the device's
+        recent readings, as if it had come in order; the rest go into this
+        batch's merge at their ts. An event ahead of its readings opens its
+        window at once; readings older than the window then do not count in it."""
+        out_e: list[tuple[int, int, str]] = []
+        out_k: list[int] = []
+        for e, key in zip(evs, keys, strict=True):
+            s_, t_, name = e
+            shown = self._shown_clock(s_) if self.kind[s_] <= k.KIND_MULTI else k.TS_NONE
+            if name == "fire_alarm" and t_ <= shown:
+                history = [h for h in self._history(s_) if h[0] <= shown]
+                self.machine.late_alarm_event(s_, t_, history)
+            else:
+                out_e.append(e)
+                out_k.append(key)
+        return out_e, out_k
+
+    def _history(self, slot: int) -> list[tuple[int, int]]:
+        """The device's readings in its look-back ring: (ts, flags), oldest first."""
+        h = p.LOOKBACK_SAMPLES
+        j = (int(self.ring_head[slot]) + np.arange(h)) % h
+        tss = self.ring[slot, j, 0]
+        fl = self.fring[slot, j]
+        return [
+            (int(t), int(f))
+            for t, f in zip(tss.tolist(), fl.tolist(), strict=True)
+            if t > k.TS_NONE
+        ]
 
     def clear(self, slot: int, alarm_type: str) -> None:
         """A person cleared a latched alarm; the engine may open it again."""
         if 0 <= slot < self.capacity:
             self.machine.clear(int(slot), alarm_type)
-            self._force.add(int(slot))
+            self._force_all([int(slot)])
 
     def operator_verdict(self, slot: int, alarm_type: str, verdict: str) -> None:
         """A person confirmed or dismissed a pending alarm through the API (already
@@ -278,7 +483,7 @@ class Engine:
         """
         if 0 <= slot < self.capacity and self.kind[slot] >= 0:
             self.machine.restore(int(slot), alarm_type, verdict, int(opened_ms), reason)
-            self._force.add(int(slot))
+            self._force_all([int(slot)])
 
     def open_alarms(self) -> dict[tuple[int, str], str]:
         """(slot, alarm type) -> verdict of every alarm the engine holds open."""
@@ -292,7 +497,7 @@ class Engine:
         vals = np.ascontiguousarray(r.values, np.float64)
         rows = _Rows(vals)
         if len(slot) == 0:
-            self._force.update(e[0] for e in evs)  # their next reading must be shown
+            self._force_events(evs)  # their next reading must be shown
             return rows
         kd: NDArray[np.int8] | None = None
         if int(slot.min()) >= 0 and int(slot.max()) < self.capacity:
@@ -309,7 +514,7 @@ class Engine:
         layers, late = k.fresh_layers(slot, ts, self.last_ts, self._mark)
         self.late_readings += late
         if not layers:
-            self._force.update(e[0] for e in evs)
+            self._force_events(evs)
             return rows
         pre_visit = self._targets(layers, slot, ts, evs)
         vflat = vals.reshape(-1)
@@ -320,36 +525,41 @@ class Engine:
                 self._layer(rows, idx, slot[idx], ts[idx], vflat, pre_visit, li == 0)
         return rows
 
+    def _force_all(self, slots: Sequence[int]) -> None:
+        for s_ in slots:
+            self._force[s_] = k.TS_NONE
+
+    def _force_events(self, evs: Sequence[tuple[int, int, str]]) -> None:
+        for s_, t_, _ in evs:
+            self._force[s_] = min(self._force.get(s_, t_), t_)
+
     def _targets(
         self, layers: list[I64], slot: I64, ts: I64, evs: list[tuple[int, int, str]]
     ) -> NDArray[np.bool_] | None:
         """Rows that must reach the machine whatever their flags: a forced
-        device's first fed row, and the first fed row at or after each event
-        (a `restore` with the condition still present reopens the fault)."""
+        device's first fed row (at or after the ts it was forced from), and
+        the first fed row at or after each event (a `restore` with the
+        condition still present reopens the fault; a window opened by an
+        event sees the device's first reading in it)."""
         if not self._force and not evs:
             return None
         pre = np.zeros(len(slot), np.bool_)
-        first = layers[0]
-        if self._force:
-            forced = np.fromiter(self._force, np.int64)
-            hit = first[np.isin(slot[first], forced)]
-            pre[hit] = True
-            self._force.difference_update(slot[hit].tolist())
-        if evs:
-            fed = np.concatenate(layers) if len(layers) > 1 else first
-            ev_slots = np.array(sorted({e[0] for e in evs}), np.int64)
-            cand = fed[np.isin(slot[fed], ev_slots)]
-            by_slot: dict[int, list[tuple[int, int]]] = {}
-            for i, s_, t_ in zip(
-                cand.tolist(), slot[cand].tolist(), ts[cand].tolist(), strict=True
-            ):
-                by_slot.setdefault(s_, []).append((t_, i))
-            for s_, t_, _ in evs:
-                after = [i for tt, i in sorted(by_slot.get(s_, ())) if tt >= t_]
-                if after:
-                    pre[after[0]] = True
-                else:
-                    self._force.add(s_)
+        want = [*self._force.items(), *((s_, t_) for s_, t_, _ in evs)]
+        self._force = {}
+        fed = np.concatenate(layers) if len(layers) > 1 else layers[0]
+        slots = np.array(sorted({s_ for s_, _ in want}), np.int64)
+        cand = fed[np.isin(slot[fed], slots)]
+        by_slot: dict[int, list[tuple[int, int]]] = {}
+        for i, s_, t_ in zip(cand.tolist(), slot[cand].tolist(), ts[cand].tolist(), strict=True):
+            by_slot.setdefault(s_, []).append((t_, i))
+        for rows in by_slot.values():
+            rows.sort()
+        for s_, since in want:
+            after = [i for tt, i in by_slot.get(s_, ()) if tt >= since]
+            if after:
+                pre[after[0]] = True
+            else:
+                self._force[s_] = min(self._force.get(s_, since), since)
         return pre
 
     def _layer(
@@ -435,14 +645,26 @@ class Engine:
                 self._cols(ri, vflat, "cable_temperature"),
             )
         mains = self._cols(ri, vflat, "mains")
+        battery = self._cols(ri, vflat, "battery")
         off = mains == 0.0
         last_off = np.take(self.last_off, s)
-        if off.any():
+        on_b = np.take(self.on_batt, s)
+        t0 = np.take(self.dis_t0, s)
+        b0 = np.take(self.dis_b0, s)
+        if off.any() or on_b.any():
             last_off = np.where(off, t, last_off)
             self.last_off[s[off]] = t[off]
-        th = self._thr(kind, s, "battery_low_pct")
-        battery = self._cols(ri, vflat, "battery")
-        return k.score_evac(th, t, battery, mains, self._cols(ri, vflat, "lamp_ok"), last_off)
+            # A discharge starts at the first reading on battery (with a charge).
+            start = off & (~on_b | np.isnan(b0))
+            t0 = np.where(start, t, t0)
+            b0 = np.where(start, battery, b0)
+            self.dis_t0[s] = t0
+            self.dis_b0[s] = b0
+            known = ~np.isnan(mains)
+            self.on_batt[s[known]] = off[known]
+        th = self._thr(kind, s, "battery_low_pct", "rated_duration_min")
+        lamp = self._cols(ri, vflat, "lamp_ok")
+        return k.score_evac(th, t, battery, mains, lamp, last_off, t0, b0)
 
     def _fire_rows(
         self,
@@ -534,24 +756,10 @@ class Engine:
             if multi:
                 quiet &= (co - lbv[1]) < q(1)
                 quiet &= (rh - lbv[2]) < q(2)
-            # Calm rows: quiet rates and every level well clear of its threshold;
-            # their bits are known without scoring (the kind's all-clear bits).
-            calm = quiet.copy()
-            if has_obs:
-                pre = th["obscuration_pre_alarm"]
-                lim = np.minimum(
-                    np.minimum(pre * p.PRE_ALARM_CLEAR_FRACTION, pre), th["obscuration_alarm"]
-                )
-                calm &= comp < lim
-                calm &= ~(step_obs >= th["fast_growth_per_min"])
-            if kind != k.KIND_SMOKE:
-                calm &= temp < th["static_c"]
-            if multi:
-                calm &= comp < p.MULTI_AEROSOL_ONLY_ALARM
-                calm &= co < np.minimum(th["co_ppm"], p.CO_CLEAN_AIR_PPM)
-                calm &= rh < th["steam_rh"]
-        calm_bits = int(k.Flag.BELOW | (k.Flag.PRE_CLEAR if has_obs else 0))
-        flags = np.full(m, calm_bits, np.uint32)
+        # Calm rows: quiet rates and every level well clear of its threshold;
+        # their bits are known without scoring (the kernel owns this shortcut).
+        calm = k.fire_calm(kind, th, temp, comp, co, rh, step_obs, quiet)
+        flags = np.full(m, k.fire_calm_bits(kind), np.uint32)
         if self._n_drift and has_obs:
             flags |= drift.astype(np.uint32) << np.uint32(9)
         nc = np.flatnonzero(~calm)
@@ -589,6 +797,7 @@ class Engine:
             s * p.LOOKBACK_SAMPLES + head,
             rec.reshape(-1).view(self._ring_rec.dtype),
         )
+        self.fring[s, head] = flags
         head += 1
         head %= p.LOOKBACK_SAMPLES
         self.ring_head[s] = head
@@ -617,11 +826,15 @@ class Engine:
         x = np.stack([temp[sel], obs[sel], co[sel], rh[sel]], axis=1)
         return k.ring_rates(self.ring[s], np.take(self.ring_head, s), t, x)
 
-    def _fresh_events(self, e: Events) -> tuple[list[tuple[int, int, str]], list[int]]:
-        """Events past the lateness check, in arrival order (events are few), and
-        the event time each is processed at: its own ts, except that a late call
-        point press (honoured, never dropped) takes its place in arrival order
-        (the device's newest event time), so batching cannot reorder it."""
+    def _fresh_events(
+        self, e: Events, arrival_ms: int | None = None
+    ) -> tuple[list[tuple[int, int, str]], list[int]]:
+        """Events past the quarantine and lateness checks, in arrival order
+        (events are few), and the event time each is processed at: its own ts,
+        except that a late call point press (honoured, never dropped) takes its
+        place in arrival order (the device's newest event time), so batching
+        cannot reorder it. A call point press dated far in the future is taken
+        at the arrival clock instead of being quarantined."""
         out: list[tuple[int, int, str]] = []
         keys: list[int] = []
         for slot, ts, code in zip(e.slot.tolist(), e.ts.tolist(), e.code.tolist(), strict=True):
@@ -632,6 +845,14 @@ class Engine:
             name = contract.EVENT_TYPES[code]
             if name not in _KIND_EVENTS[self.kind[slot]]:
                 continue  # not an event of this kind: ingest stores it, detection ignores it
+            if arrival_ms is not None:
+                own = max(int(self.last_event_ts[slot]), int(self.last_ts[slot]), arrival_ms)
+                if ts > own + p.FUTURE_TOLERANCE_MS:
+                    if name != "activated":
+                        self.quarantine_count[slot] += 1
+                        self.quarantined += 1
+                        continue
+                    ts = arrival_ms
             if ts < self.last_event_ts[slot] and name != "activated":
                 self.late_events += 1  # a person's call point press is never dropped
                 continue
@@ -642,25 +863,99 @@ class Engine:
         return out, keys
 
     def _run(self, rows: _Rows, evs: list[tuple[int, int, str]], keys: list[int]) -> None:
-        """Machine part: visited rows and events merged in (ts, events first, slot) order."""
+        """Machine part. Detectors' rows and events go to their zone's queue
+        (released in event-time order, see `_release`); the rest (call points,
+        electrical, evac: nothing of theirs depends on another device's
+        timing) are shown at once, in (ts, events first, slot) order."""
         ri, rs, rt, rf, rc, rb, rr = rows.arrays()
-        ne = len(evs)
-        ts_all = np.concatenate([np.array(keys, np.int64), rt])
-        typ = np.concatenate([np.zeros(ne, np.int8), np.ones(len(rt), np.int8)])
-        sl = np.concatenate([np.array([e[0] for e in evs], np.int64), rs])
-        seq = np.arange(len(ts_all))
-        order = np.lexsort((seq, sl, typ, ts_all))
         m = self.machine
-        for o in order.tolist():
-            if o < ne:
-                slot, ts, name = evs[o]
-                m.event(slot, ts, name)
+        now: list[tuple[int, int, int, int, Any]] = []
+        for (slot, ts, name), key in zip(evs, keys, strict=True):
+            self._seq += 1
+            item: tuple[int, int, int, int, Any] = (key, 0, slot, self._seq, (ts, name))
+            if self.kind[slot] <= k.KIND_MULTI:
+                heapq.heappush(self._zq.setdefault(int(self.zone[slot]), []), item)
+            elif name == "activated":
+                # The press is a confirmed fire at once (EN 54-2: within 10 s);
+                # its effect on the zone's pending fires waits for the zone's
+                # order, so it does not depend on arrival timing.
+                m.event(slot, ts, name, zone_effect=False)
+                zitem = (key, 0, slot, self._seq, (ts, _CALL_POINT_ZONE))
+                heapq.heappush(self._zq.setdefault(int(self.zone[slot]), []), zitem)
             else:
-                i = o - ne
-                detail = row_detail(
-                    rows.v[int(ri[i])].tolist(), float(rc[i]), float(rb[i]), float(rr[i])
-                )
-                m.row(int(rs[i]), int(rt[i]), int(rf[i]), detail)
+                now.append(item)
+        for i in range(len(rs)):
+            slot = int(rs[i])
+            detail = row_detail(
+                rows.v[int(ri[i])].tolist(), float(rc[i]), float(rb[i]), float(rr[i])
+            )
+            self._seq += 1
+            item = (int(rt[i]), 1, slot, self._seq, (int(rf[i]), detail))
+            if self.kind[slot] <= k.KIND_MULTI:
+                heapq.heappush(self._zq.setdefault(int(self.zone[slot]), []), item)
+            else:
+                now.append(item)
+        now.sort(key=lambda it: it[:4])
+        for item in now:
+            self._show(m, item)
+        self._release()
+
+    @staticmethod
+    def _show(m: Machine, item: tuple[int, int, int, int, Any]) -> None:
+        _, typ, slot, _, payload = item
+        if typ == 0 and payload[1] == _CALL_POINT_ZONE:
+            m.call_point_zone(slot, payload[0])
+        elif typ == 0:
+            m.event(slot, payload[0], payload[1])
+        else:
+            m.row(slot, item[0], payload[0], payload[1])
+
+    def _zone_clock(self, zone: int) -> int:
+        """How far the zone's merged stream can be shown: the oldest newest-
+        reading of its detectors that are not silent (arrival time). A
+        detector whose data are late holds its zone (its rows may still
+        corroborate a neighbour's window); a silent one does not."""
+        members = self._zmembers.get(zone)
+        if members is None or len(members) == 0:
+            return _NO_LIMIT
+        heard = np.take(self.last_arrival, members)
+        newest = np.take(self.last_ts, members)
+        live = (self.arrival_clock - heard) < np.take(self.interval_ms, members) * (
+            p.SILENT_AFTER_INTERVALS
+        )
+        live &= newest > k.TS_NONE  # no reading yet: nothing of it to wait for
+        if not live.any():
+            return _NO_LIMIT
+        lead = int(newest[live].max())
+        live &= newest >= lead - p.ZONE_HOLD_MAX_MS  # a clock far behind: not waited for
+        return int(newest[live].min())
+
+    def _release(self) -> None:
+        """Show each zone's queued items up to its clock, in (ts, events first,
+        slot, arrival) order: the order of the fully sorted stream, whatever
+        the lag between the zone's detectors or the batch cuts."""
+        m = self.machine
+        zones = {z for z, q in self._zq.items() if q}
+        zones.update(int(self.zone[x]) for x in m.pending_slots() if self.kind[x] <= k.KIND_MULTI)
+        ready: list[tuple[int, int, int, int, Any]] = []
+        for zone in zones:
+            q = self._zq.setdefault(zone, [])
+            upto = self._zone_clock(zone)
+            while q and q[0][0] <= upto:
+                ready.append(heapq.heappop(q))
+            self._zrel[zone] = upto
+        # Zones are independent; one event-time order across them keeps the
+        # output order free of zone numbering.
+        ready.sort(key=lambda it: it[:4])
+        for item in ready:
+            self._show(m, item)
+
+    def _shown_clock(self, slot: int) -> int:
+        """The device's time as far as the machine has been shown it."""
+        own = int(self.last_ts[slot])
+        if self.kind[slot] > k.KIND_MULTI:
+            return own
+        return min(own, self._zrel.get(int(self.zone[slot]), k.TS_NONE))
 
 
 # Columns of Engine.fst (one 64-byte row per device) and their initial values.
@@ -672,6 +967,11 @@ _FST_INIT: Final = np.array(
 )
 
 _VA: Final = np.uint32(k.VISIT_ALWAYS)
+_CALL_POINT_ZONE: Final = "activated:zone"  # queued zone effect of a call point press
+_NO_LIMIT: Final = 2**62  # a zone with no live detector holds nothing back
+_DEFAULT_INTERVAL_MS: Final = np.array(
+    [round(contract.DEFAULT_INTERVAL_S[kd] * 1000) for kd in contract.KINDS], np.int64
+)
 _MM: Final = np.uint32(k.MACHINE_MASK)
 
 
@@ -696,7 +996,7 @@ _QUIET_FLAGS: Final = np.array(
         k.Flag.PRE_CLEAR | k.Flag.BELOW,  # multi
         0,  # mcp
         k.Flag.ELEC_BELOW,  # electrical
-        k.Flag.LAMP_OK | k.Flag.BATT_OK,  # evac
+        k.Flag.LAMP_OK | k.Flag.BATT_OK | k.Flag.BATT_CHARGED,  # evac
         0,  # uitd
         0,  # panel
         0,  # point

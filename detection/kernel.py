@@ -71,16 +71,19 @@ class Flag(IntFlag):
     FAST_RAW = 1 << 18  # fast rise since the previous reading (kernel-internal)
     COX = 1 << 19  # multi: CO above clean air (independent chemical evidence)
     DENSE = 1 << 20  # multi: obscuration at the aerosol-only alarm level
+    BATT_DEPL = 1 << 21  # on battery: charge low or projected autonomy short of rated
+    BATT_CHARGED = 1 << 22  # on mains and charged to low + margin again
+    CO_RAW = 1 << 23  # CO level or rise on this reading alone (kernel-internal)
 
 
-NBITS: Final = 21
+NBITS: Final = 24
 # Rows with any of these are always shown to the state machine (they count
 # samples, refresh zone activity or corroborate); other rows only when their
 # machine-visible bits differ from the device's previous reading.
 VISIT_ALWAYS: Final = int(
     Flag.PRE | Flag.ALARM | Flag.HEAT | Flag.CO | Flag.FAST | Flag.STEAM | Flag.RC | Flag.CABLE
 )
-MACHINE_MASK: Final = int(~(Flag.HEAT_RAW | Flag.FAST_RAW)) & ((1 << NBITS) - 1)
+MACHINE_MASK: Final = int(~(Flag.HEAT_RAW | Flag.FAST_RAW | Flag.CO_RAW)) & ((1 << NBITS) - 1)
 
 KIND_SMOKE, KIND_HEAT, KIND_MULTI, KIND_MCP, KIND_ELECTRICAL, KIND_EVAC = range(6)
 # Gateway kinds (contract.GATEWAY_KINDS): no readings scored, panel states only.
@@ -316,8 +319,11 @@ def score_fire(
         # it corroborates only once the aerosol is dense (see machine: aerosol).
         fast = fast & dense
         co_ev = _ge(co, thr["co_ppm"]) | _ge(rate[:, R_CO], thr["co_rise_ppm_per_min"])
+        # CO corroborates on two consecutive readings (a one-sample jump of
+        # every channel is EMI, not combustion), as heat rise does.
+        co_corr = co_ev & ((prev_flags & np.uint32(Flag.CO_RAW)) != 0)
         steam = _ge(rate[:, R_RH], thr["steam_rh_rise_per_min"]) | _ge(rh, thr["steam_rh"])
-        f |= _bit(co_ev, Flag.CO) | _bit(steam, Flag.STEAM)
+        f |= _bit(co_ev, Flag.CO_RAW) | _bit(co_corr, Flag.CO) | _bit(steam, Flag.STEAM)
         f |= _bit(cox, Flag.COX) | _bit(dense, Flag.DENSE)
     else:
         co_ev = false
@@ -342,14 +348,73 @@ def score_electrical(thr: Thr, rc: F64, cable: F64) -> U32:
     return _bit(rc_hi, Flag.RC) | _bit(cable_hi, Flag.CABLE) | _bit(below, Flag.ELEC_BELOW)
 
 
-def score_evac(thr: Thr, ts: I64, battery: F64, mains: F64, lamp: F64, last_off: I64) -> U32:
+def score_evac(
+    thr: Thr,
+    ts: I64,
+    battery: F64,
+    mains: F64,
+    lamp: F64,
+    last_off: I64,
+    dis_t0: I64,
+    dis_b0: F64,
+) -> U32:
     """Evac bits. `last_off`: ts of the device's latest reading on battery
-    (mains == 0), this row included. A low charge is a fault only on mains
-    (1 or unknown) and EVAC_RECHARGE_GRACE_MS after the last reading on battery."""
+    (mains == 0), this row included. A low charge on mains (1 or unknown) is a
+    fault EVAC_RECHARGE_GRACE_MS after the last reading on battery
+    (`BATT_LOW`). On battery, `dis_t0`/`dis_b0` are the ts and charge of the
+    first reading of the current discharge: `BATT_DEPL` when the charge is
+    below the low level or the projected autonomy (elapsed + charge / rate,
+    the rate measured over >= DISCHARGE_MIN_SPAN_MS) is short of
+    `rated_duration_min`."""
     low = thr["battery_low_pct"]
     on_mains = ~(mains == 0.0)
     charged = (ts - last_off) >= p.EVAC_RECHARGE_GRACE_MS
     f = _bit(_lt(lamp, 0.5), Flag.LAMP_FAIL) | _bit(_ge(lamp, 0.5), Flag.LAMP_OK)
     f |= _bit(_lt(battery, low) & on_mains & charged, Flag.BATT_LOW)
-    f |= _bit(_ge(battery, low + p.BATTERY_CLEAR_MARGIN_PCT), Flag.BATT_OK)
+    ok = _ge(battery, low + p.BATTERY_CLEAR_MARGIN_PCT)
+    f |= _bit(ok, Flag.BATT_OK)
+    off = mains == 0.0
+    elapsed = (ts - dis_t0).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = (dis_b0 - battery) / elapsed  # % per ms
+        autonomy_min = (elapsed + battery / rate) / p.MS_PER_MIN
+        short = (elapsed >= p.DISCHARGE_MIN_SPAN_MS) & (rate > 0)
+        short &= autonomy_min < thr["rated_duration_min"]
+    f |= _bit(off & (_lt(battery, low) | short), Flag.BATT_DEPL)
+    f |= _bit((mains == 1.0) & ok, Flag.BATT_CHARGED)
     return f
+
+
+def fire_calm_bits(kind: int) -> int:
+    """The bits `score_fire` gives a calm row (see `fire_calm`), drift aside."""
+    return int(Flag.BELOW | (Flag.PRE_CLEAR if kind in (KIND_SMOKE, KIND_MULTI) else 0))
+
+
+def fire_calm(
+    kind: int, thr: Thr, temp: F64, comp: F64, co: F64, rh: F64, step_obs: F64, quiet: B
+) -> B:
+    """Rows whose `score_fire` bits are known without scoring: `quiet` (the
+    event-time rates provably below every rate threshold, see `quiet_bound`)
+    and every level well clear of its threshold. Their bits are
+    `fire_calm_bits(kind)`, plus DRIFT where the baseline is at its limit
+    (property-tested against `score_fire`). One home for this shortcut: a
+    rule added to `score_fire` must be added here too, or the test fails."""
+    calm = quiet.copy()
+    with np.errstate(invalid="ignore"):
+        if kind in (KIND_SMOKE, KIND_MULTI):
+            pre = thr["obscuration_pre_alarm"]
+            lim = np.minimum(
+                np.minimum(pre * p.PRE_ALARM_CLEAR_FRACTION, pre), thr["obscuration_alarm"]
+            )
+            calm &= comp < lim
+            calm &= ~(step_obs >= thr["fast_growth_per_min"])
+        else:
+            calm &= np.isfinite(temp)  # a heat row without temperature is not BELOW
+        if kind != KIND_SMOKE:
+            calm &= temp < thr["static_c"]
+        if kind == KIND_MULTI:
+            calm &= comp < p.MULTI_AEROSOL_ONLY_ALARM
+            calm &= co < np.minimum(thr["co_ppm"], p.CO_CLEAN_AIR_PPM)
+            calm &= rh < thr["steam_rh"]
+    out: B = calm
+    return out

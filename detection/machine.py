@@ -16,10 +16,15 @@ Alarm types and their lifecycle (contract section 6):
   [heat rise on two consecutive readings], `co_rise`, `fast_growth`);
   otherwise resolved when the verification window ends (event time):
   `suppressed` with `steam_signature` (humidity jump seen, no corroboration),
-  `transient` (<= 2 samples above, then back to normal: insects, EMI),
-  `aerosol_decay` (>= 3 samples above, then decayed below pre-alarm: cooking);
-  else `confirmed` by persistence with the trigger's reason (`obscuration`,
-  `static_heat`, `rate_of_rise`, `combined`, `device_alarm`). A confirmed fire
+  `transient` (<= 2 readings at alarm level and the latest one under it:
+  insects, EMI), `aerosol_decay` (>= 3 readings at alarm level, the latest
+  one under it: cooking), `aerosol_signature` (multi: no independent
+  evidence); else `confirmed` by persistence (the latest reading still at
+  alarm level, or no reading at all: a silent detector) with the trigger's
+  reason (`obscuration`, `static_heat`, `rate_of_rise`, `combined`,
+  `device_alarm`). A detector's own `fire_alarm` event opens a window and is
+  zone activity, never a sample. A neighbour's activity counts for
+  `coincidence` once it lasted two readings. A confirmed fire
   latches until `clear()`. After a suppression the next alarm opens on a new
   rising edge (or at once with corroboration), not on the same lingering
   signal. A call point's `activated` opens a `confirmed` fire (`call_point`)
@@ -67,7 +72,9 @@ OBS_KINDS: Final = (KIND_SMOKE, KIND_MULTI)
 PANEL_FIRE_REASON: Final = "panel_alarm"
 NEVER: Final = 2**62
 # Fault causes that a reading can remove (the rest need a `restore` event).
-CONDITION_CAUSES: Final = frozenset({"drift_limit", "lamp_failure", "battery_low"})
+CONDITION_CAUSES: Final = frozenset(
+    {"drift_limit", "lamp_failure", "battery_low", "battery_depleting"}
+)
 
 _PRE: Final = int(Flag.PRE)
 _ALARM: Final = int(Flag.ALARM)
@@ -77,6 +84,7 @@ _CORROB: Final = int(Flag.HEAT | Flag.CO | Flag.FAST)
 # to alarm on its own (MULTI_AEROSOL_ONLY_ALARM).
 _EVIDENCE: Final = int(Flag.HEAT | Flag.CO | Flag.COX | Flag.DENSE | Flag.FAST)
 _REARM: Final = int(Flag.COX | Flag.DENSE)
+_PARTNER_RUN: Final = 2
 
 
 class DeviceConfig(Protocol):
@@ -106,8 +114,9 @@ class _Window:
     opened: int
     deadline: int
     reason: str  # what opened it
-    n_above: int = 1
-    below: bool = False  # the latest sample was back to normal
+    n_above: int = 0  # readings at alarm level (a device's own event is not one)
+    below: bool = False  # the latest reading was back under the pre-alarm level
+    last_alarm: bool = False  # the latest reading was at alarm level
     rows: int = 0  # readings seen (a window opened by an event may have none)
     evidence: bool = False  # multi: independent evidence seen in the window
 
@@ -125,6 +134,7 @@ class _Device:
     causes: set[str] = field(default_factory=set)
     last_steam: int = -(2**62)
     bits: int = 0  # flags of the latest reading shown
+    run: int = 0  # consecutive readings at pre-alarm or alarm level
     sup_bits: int = 0  # re-arming bits already present when a fire was suppressed
 
 
@@ -265,7 +275,11 @@ class Machine:
         }
         if d.last_steam >= w.opened - p.STEAM_MEMORY_MS:
             verdict, reason = "suppressed", "steam_signature"
-        elif w.below:
+        elif w.rows and not w.last_alarm:
+            # Back under the alarm level by the window's end: a spike (insect,
+            # EMI) or an aerosol that decays (cooking). Persistence means the
+            # signal is still at alarm level when verification ends; the
+            # device's own alarm event does not stand in for a reading.
             verdict = "suppressed"
             reason = "transient" if w.n_above <= p.SPIKE_MAX_SAMPLES else "aerosol_decay"
         elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence:
@@ -360,6 +374,10 @@ class Machine:
                 self._causes(slot, ts, add="battery_low", detail=detail)
             elif flags & Flag.BATT_OK:
                 self._causes(slot, ts, remove=("battery_low",), detail=detail)
+            if flags & Flag.BATT_DEPL:
+                self._causes(slot, ts, add="battery_depleting", detail=detail)
+            elif flags & Flag.BATT_CHARGED:
+                self._causes(slot, ts, remove=("battery_depleting",), detail=detail)
         self.due(slot, ts)  # a reading at the window's last ms still counted
 
     def _fire_row(
@@ -369,7 +387,11 @@ class Machine:
         zone = self.cfg.zone(slot)
         active = bool(flags & (_PRE | _ALARM))
         multi = kind == KIND_MULTI
-        if active:
+        d.run = d.run + 1 if active else 0
+        if active and d.run >= _PARTNER_RUN:
+            # Zone activity (a neighbour's corroboration) only once it lasted
+            # two readings: a one-sample spike (EMI hitting several detectors,
+            # an insect) corroborates nothing.
             signed = multi and not flags & _EVIDENCE
             self.act.setdefault(zone, {})[slot] = (ts, signed)
         if flags & Flag.STEAM:
@@ -390,16 +412,13 @@ class Machine:
         rearm = flags & (Flag.EDGE | _CORROB) or (multi and flags & _REARM & ~d.sup_bits)
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
+        # A reading older than the window (its event was processed first) is
+        # not in it.
+        in_window = d.fire == "pending" and d.win is not None and ts >= d.win.opened
+        if in_window:
             assert d.win is not None
-            d.win.rows = 1
-            d.win.evidence = bool(flags & _EVIDENCE)
-        elif d.fire == "pending" and d.win is not None:
-            if flags & _ALARM:
-                d.win.n_above += 1
-            d.win.below = bool(flags & Flag.BELOW)
-            d.win.rows += 1
-            d.win.evidence |= bool(flags & _EVIDENCE)
-        if d.fire == "pending":
+            self._window_row(d.win, flags)
+        if in_window:
             if flags & Flag.HEAT:
                 self._confirm_fire(slot, ts, "rate_of_rise", detail)
             elif flags & Flag.CO:
@@ -408,6 +427,16 @@ class Machine:
                 self._confirm_fire(slot, ts, "fast_growth", detail)
         if active:  # zone activity changed: the zone's pending fires may now coincide
             self._zone_check(zone, ts, detail)
+
+    @staticmethod
+    def _window_row(w: _Window, flags: int) -> None:
+        """Count one reading of the device into its open verification window."""
+        alarm = bool(flags & _ALARM)
+        w.n_above += alarm
+        w.last_alarm = alarm
+        w.below = bool(flags & Flag.BELOW)
+        w.rows += 1
+        w.evidence |= bool(flags & _EVIDENCE)
 
     def _elec_confirm(self, slot: int, at: int, detail: Mapping[str, float | str]) -> None:
         d = self._d(slot)
@@ -434,8 +463,12 @@ class Machine:
             self.elec_pending.discard(slot)
             self._emit(slot, "electrical", "verdict", "suppressed", "transient", ts, detail)
 
-    def event(self, slot: int, ts: int, name: str) -> None:
-        """One device event (already past the lateness check)."""
+    def event(self, slot: int, ts: int, name: str, zone_effect: bool = True) -> None:
+        """One device event (already past the lateness check).
+
+        `zone_effect=False` (the engine): a call point's own confirmed alarm
+        only; its effect on the zone's pending fires comes through
+        `call_point_zone`, in the zone's event-time order."""
         self.due(slot, ts - 1)
         kind = self.cfg.kind(slot)
         d = self._d(slot)
@@ -450,17 +483,15 @@ class Machine:
             self.act.setdefault(self.cfg.zone(slot), {})[slot] = (ts, signed)
             if d.fire == "":
                 self._open_fire(slot, ts, "device_alarm", detail)
-            elif d.fire == "pending" and d.win is not None:
-                d.win.n_above += 1
-                d.win.below = False
+            # A window already open keeps its counts: the event is evidence for
+            # verification (zone activity), not a sample and not a verdict.
             self._zone_check(self.cfg.zone(slot), ts, detail)
         elif name == "activated" and kind == KIND_MCP:
-            zone = self.cfg.zone(slot)
             if d.fire != "confirmed":
                 d.fire = "confirmed"
                 self._emit(slot, "fire", "open", "confirmed", "call_point", ts, detail)
-            self.callpoints.setdefault(zone, set()).add(slot)
-            self._zone_check(zone, ts, detail)
+            if zone_effect:
+                self.call_point_zone(slot, ts)
         elif name == "fault":
             self._causes(slot, ts, add="device_fault", detail=detail)
         elif name == "restore":
@@ -472,12 +503,65 @@ class Machine:
         # reset, emergency_start/end: states, not alarms.
         self.due(slot, ts)
 
-    def advance(self, watermark: int) -> None:
-        """Resolve windows of devices that went quiet (estate watermark)."""
-        for slot in self.pending_slots():
-            dl = self.deadline(slot)
-            if dl is not None and dl + p.ADVANCE_GRACE_MS <= watermark:
-                self.due(slot, dl)
+    def call_point_zone(self, slot: int, ts: int) -> None:
+        """A call point's press corroborates its zone: pending fires are
+        confirmed (`call_point`), later ones at once. No-op once cleared."""
+        if self._d(slot).fire != "confirmed":
+            return
+        zone = self.cfg.zone(slot)
+        self.callpoints.setdefault(zone, set()).add(slot)
+        self._zone_check(zone, ts, {"event": "activated"})
+
+    def late_alarm_event(self, slot: int, ts: int, history: Sequence[tuple[int, int]]) -> None:
+        """A detector's `fire_alarm` event that arrived after its readings had
+        moved past its ts: judged as if it had come in order, against the
+        device's readings since `ts` (`history`: (ts, flags) oldest first, the
+        device's recent readings). A window that lies wholly in the past of a
+        device that kept reporting is resolved at once, from those readings."""
+        d = self._d(slot)
+        if self.cfg.kind(slot) not in FIRE_KINDS:
+            return
+        detail: dict[str, float | str] = {"event": "fire_alarm", "late": 1.0}
+        zone = self.cfg.zone(slot)
+        prev = self.act.get(zone, {}).get(slot)
+        if prev is None or prev[0] < ts:
+            signed = prev is not None and prev[1] and abs(ts - prev[0]) <= p.COINCIDENCE_MS
+            self.act.setdefault(zone, {})[slot] = (ts, signed)
+        if d.fire != "":
+            return  # an alarm already open (or latched) from the readings: evidence only
+        self._open_fire(slot, ts, "device_alarm", detail)
+        w = d.win
+        assert w is not None
+        for t, flags in history:
+            if t < ts or d.fire != "pending":
+                continue
+            if t > w.deadline:
+                break
+            self._window_row(w, flags)
+            if flags & Flag.HEAT:
+                self._confirm_fire(slot, t, "rate_of_rise", detail)
+            elif flags & Flag.CO:
+                self._confirm_fire(slot, t, "co_rise", detail)
+            elif flags & Flag.FAST:
+                self._confirm_fire(slot, t, "fast_growth", detail)
+        if d.fire == "pending":
+            self._zone_check(zone, ts, detail)
+        if d.fire == "pending" and w.rows == 0 and history and history[-1][0] >= w.deadline:
+            # The device reported past the window without a reading in it that
+            # the engine still holds: its readings were below alarm (any alarm
+            # reading opens its own window); not a fire by the event alone.
+            w.rows, w.below = 1, True
+
+    def silent(self, slot: int) -> None:
+        """The device went quiet (judged on arrival time by the engine):
+        resolve its windows with what they saw."""
+        dl = self.deadline(slot)
+        while dl is not None:
+            self.due(slot, dl)
+            nxt = self.deadline(slot)
+            if nxt == dl:
+                break
+            dl = nxt
 
     def clear(self, slot: int, typ: str) -> None:
         d = self._d(slot)

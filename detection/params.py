@@ -95,9 +95,34 @@ SPIKE_MAX_SAMPLES: Final = 2
 # Two detectors of a zone count together when their alarm-level samples are
 # at most this far apart (two-detector dependency, EN 54-2 type C spirit).
 COINCIDENCE_MS: Final = 60_000
-# advance(watermark) resolves a window only this long after its end, so a
-# device that still reports (slightly behind the estate) resolves its own.
-ADVANCE_GRACE_MS: Final = 60_000
+# A window closes on the device's own clock (its next reading or event at or
+# after the deadline). A device that stopped sending is judged on arrival
+# time, as supervision judges it (contract section 6): its window resolves
+# once nothing has arrived from it for SILENT_AFTER_INTERVALS x its interval
+# past the moment its deadline would have arrived. A device whose data are
+# merely late (a lagging connection, a gateway backlog) keeps arriving, so it
+# is never taken for silent; other devices' event time never closes a window.
+SILENT_AFTER_INTERVALS: Final = contract.OFFLINE_AFTER_INTERVALS
+# Detectors of a zone are shown to the alarm machine in event-time order, up
+# to the oldest newest reading of the zone's live detectors; one further
+# behind the zone's most advanced detector than this holds nothing back (a
+# clock set minutes or hours behind would otherwise delay every verdict of
+# its zone by as much). Lags up to this are judged exactly as the sorted
+# stream; a zone's verdicts wait at most this long for a lagging neighbour.
+ZONE_HOLD_MAX_MS: Final = 300_000
+
+# --- Event-time quarantine ----------------------------------------------------
+# A reading (or event) dated more than this ahead of both the device's own
+# newest reading and the arrival clock is quarantined: stored by ingest, kept
+# out of detection and of every clock, counted per device. NTP-synchronised
+# devices are within seconds; ten minutes leaves room for a drifting RTC.
+FUTURE_TOLERANCE_MS: Final = 10 * 60_000
+# A clock that is really set ahead (not one glitch) reports consistently: after
+# this many consecutive quarantined readings whose offsets to the arrival clock
+# agree within SKEW_AGREE_MS, its readings are accepted (a skewed device is
+# not blinded; contract: readings are never rejected for their ts alone).
+SKEW_ACCEPT_READINGS: Final = 3
+SKEW_AGREE_MS: Final = 60_000
 
 # --- Rates: event-time look-back -------------------------------------------
 # A rate is taken against the oldest of the device's last LOOKBACK_SAMPLES
@@ -134,6 +159,21 @@ BATTERY_CLEAR_MARGIN_PCT: Final = 5.0  # cleared at low + margin (hysteresis)
 # EN 50171 asks the same of central battery systems), so a low charge is a
 # fault only that long after the last reading on battery.
 EVAC_RECHARGE_GRACE_MS: Final = 24 * 3_600_000
+
+# On battery (mains lost) the unit is the escape route's light: it is
+# `battery_depleting` once its charge falls below `battery_low_pct` or the
+# autonomy projected from its discharge rate (elapsed on battery + charge left
+# / rate) falls short of its rated duration. GB 51309-2018 3.2.4 sets the
+# rated duration per building: >= 1.5 h above 100 m, >= 1.0 h for medical
+# buildings, elderly care, public buildings > 100,000 m2 and underground
+# buildings > 20,000 m2, >= 0.5 h otherwise. The default is the strictest
+# (90 min): a unit registered without its rating is never under-checked; a
+# site registers 30 or 60 per device (`thresholds.rated_duration_min`).
+RATED_DURATION_MIN: Final = 90.0
+RATED_DURATION_LIMITS: Final = (30.0, 180.0)
+# The rate needs this much discharge before it is trusted (a monthly function
+# test lasts 30-120 s; charge estimates jitter by a tenth of a percent).
+DISCHARGE_MIN_SPAN_MS: Final = 5 * 60_000
 
 THRESHOLD_DEFAULTS: Final[dict[str, dict[str, float]]] = {
     "smoke": {
@@ -173,6 +213,7 @@ THRESHOLD_DEFAULTS: Final[dict[str, dict[str, float]]] = {
     },
     "evac": {
         "battery_low_pct": BATTERY_LOW_PCT,
+        "rated_duration_min": RATED_DURATION_MIN,
     },
 }
 assert set(THRESHOLD_DEFAULTS) == set(contract.KINDS)
@@ -182,6 +223,7 @@ THRESHOLD_LIMITS: Final[dict[str, tuple[float, float]]] = {
     "residual_current_ma": (RESIDUAL_CURRENT_MIN_MA, RESIDUAL_CURRENT_MAX_MA),
     "verification_s": (VERIFICATION_MIN_S, VERIFICATION_MAX_S),
     "persist_s": (0.0, ELECTRICAL_PERSIST_MAX_S),
+    "rated_duration_min": RATED_DURATION_LIMITS,
 }
 
 # Every threshold name, in a fixed order (the engine keeps one array each).

@@ -15,7 +15,7 @@ from firesafe import contract
 class Readings:
     """One batch of new (already de-duplicated) telemetry rows, in arrival order.
 
-    Row order matters only for the lateness policy (see `detection.kernel.fresh_order`):
+    Row order matters only for the lateness policy (see `detection.kernel.fresh_layers`):
     ingest passes rows in the order they arrived.
     """
 

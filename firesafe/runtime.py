@@ -103,6 +103,16 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> int:
     return 0
 
 
+async def run_notify(settings: Settings, stop: asyncio.Event) -> int:
+    from notify.service import Notifier
+
+    notifier = Notifier(
+        settings.require_database_url(), smtp=settings.smtp, smtp_from=settings.smtp_from
+    )
+    await notifier.run(stop)
+    return 0
+
+
 async def _stop_when(stop: asyncio.Event, action: Any) -> None:
     await stop.wait()
     action()
@@ -348,6 +358,7 @@ async def run_up(
             feed = tasks.create_task(alarm_feed(settings.require_database_url()), name="alarm-feed")
             api_died = asyncio.Event()
             watcher = tasks.create_task(_watch_child(api, api_died, stop), name="api-watch")
+            children.append(_start_child(settings, "notify", []))
             if sim:
                 args = list(sim_args) or list(DEFAULT_SIM_ARGS)
                 if not any(a.startswith("--progress") for a in args):

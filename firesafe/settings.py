@@ -66,6 +66,39 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+SMTP_SCHEMES = {"smtp": 25, "smtps": 465}
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpEndpoint:
+    """An SMTP server split out of `smtp://user:pass@host:port`."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    implicit_tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpEndpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in SMTP_SCHEMES:
+            raise ValueError("FIRESAFE_SMTP_URL must start with smtp:// or smtps://")
+        if not parts.hostname:
+            raise ValueError("FIRESAFE_SMTP_URL has no host")
+        try:
+            port = parts.port or SMTP_SCHEMES[parts.scheme]
+        except ValueError as exc:
+            raise ValueError("FIRESAFE_SMTP_URL has a bad port") from exc
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            implicit_tls=parts.scheme == "smtps",
+        )
+
+
 class Settings(BaseSettings):
     """Configuration of every firesafe process (contract section 5)."""
 
@@ -103,6 +136,12 @@ class Settings(BaseSettings):
         description="API token (admin) a gateway uses to read and extend the registry",
     )
     retention_days: int = Field(default=365, ge=1, description="Raw telemetry kept this long")
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="SMTP server of e-mail notifications, smtp://user:pass@host:port "
+        "(STARTTLS when offered) or smtps:// (TLS from the start)",
+    )
+    smtp_from: str = Field(default="firesafe@localhost", description="From: of notification mail")
     shards: int | None = Field(
         default=None,
         ge=1,
@@ -188,6 +227,15 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("smtp_url", mode="before")
+    @classmethod
+    def _check_smtp_url(cls, value: object) -> object:
+        if value in ("", None):
+            return None
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        SmtpEndpoint.parse(raw)
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -201,6 +249,12 @@ class Settings(BaseSettings):
         if not self.mqtt_url:
             raise RuntimeError("no MQTT broker configured (set FIRESAFE_MQTT_URL)")
         return MqttEndpoint.parse(self.mqtt_url)
+
+    @property
+    def smtp(self) -> SmtpEndpoint | None:
+        if self.smtp_url is None:
+            return None
+        return SmtpEndpoint.parse(self.smtp_url.get_secret_value())
 
     def require_database_url(self) -> str:
         if not self.database_url:

@@ -516,6 +516,23 @@ def overview() -> Json:
         unit="percent",
         thresholds=[(None, "blue")],
     )
+    undelivered = stat(
+        "Undelivered notifications",
+        """
+        SELECT count(*) FILTER (WHERE n.status = 'pending') AS "Undelivered",
+               count(*) FILTER (WHERE n.status = 'pending' AND n.attempts > 0) AS "Retrying",
+               COALESCE(round(extract(epoch FROM now() - min(n.created_at)
+                                      FILTER (WHERE n.status = 'pending'))), 0) AS "Oldest (s)",
+               count(*) FILTER (WHERE n.status = 'failed') AS "Given up"
+        FROM notifications n
+        WHERE (n.status = 'pending' OR (n.status = 'failed' AND $__timeFilter(n.created_at)))
+          AND n.alarm->>'site' IN ($site)
+        """,
+        description="Alarm notifications (webhooks, e-mail) not delivered yet, now; those "
+        "failing are retried with backoff for 24 h, then given up (in the range). "
+        "Per delivery: GET /api/v1/alarms/{id}/notifications.",
+        thresholds=[(None, "green"), (1, "red")],
+    )
     by_site = panel(
         "barchart",
         "Open alarms by site and type",
@@ -646,7 +663,7 @@ def overview() -> Json:
         variables=[site_var()],
         annotations=[anno],
         rows=[
-            [(open_stat, 16, 5), (false_rate, 8, 5)],
+            [(open_stat, 12, 5), (undelivered, 6, 5), (false_rate, 6, 5)],
             [(by_site, 10, 9), (verdicts, 14, 9)],
             [(offline, 12, 9), (by_type, 12, 9)],
             [(noisy, 24, 9)],

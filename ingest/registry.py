@@ -12,8 +12,10 @@ reload, whatever order the rows arrive in.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -115,7 +117,8 @@ class Registry:
 
     def evac_buildings(self, sites: Collection[str] | None = None) -> list[tuple[str, str]]:
         """Every (site, building) with at least one evac device (of these sites)."""
-        return sorted(b for b in self._evac if sites is None or b[0] in sites)
+        wanted = None if sites is None else set(sites)  # a takeover passes thousands
+        return sorted(b for b in self._evac if wanted is None or b[0] in wanted)
 
     def slots_of_sites(self, sites: Collection[str]) -> NDArray[np.int64]:
         """The registered slots of the devices of these sites."""
@@ -124,26 +127,76 @@ class Registry:
         return slots[np.isin(self.site_code[slots], codes)]
 
 
+# Memory per registered device (issue #9: <= 1.5 KiB with 1,000,000 devices).
+# Most devices share their site's names and a handful of threshold sets: one
+# object for each instead of one per device. The shared thresholds are
+# read-only views, so no holder can change another device's levels; the
+# cache is cleared past this many distinct sets (per-device tuning).
+_THRESHOLD_SETS_MAX = 65_536
+_threshold_sets: dict[tuple[str, str, tuple[tuple[str, float], ...]], Mapping[str, float]] = {}
+_EMPTY: Mapping[str, float] = MappingProxyType({})
+_NAMES_MAX = 1_000_000
+
+
+def _shared_thresholds(
+    standard: str, kind: str, overrides: Mapping[str, Any]
+) -> Mapping[str, float]:
+    own = tuple(sorted((str(k), float(v)) for k, v in overrides.items())) if overrides else ()
+    key = (standard, kind, own)
+    found = _threshold_sets.get(key)
+    if found is None:
+        if len(_threshold_sets) >= _THRESHOLD_SETS_MAX:
+            _threshold_sets.clear()
+        # Stored under a key of fresh objects (see _own); the site's standard
+        # (sites.standard) puts its levels beneath the device's own.
+        own = tuple((_own(k), float(repr(v))) for k, v in own)
+        levels = with_standard_defaults(standard, kind, dict(own))
+        found = MappingProxyType(levels) if levels else _EMPTY
+        _threshold_sets[(_own(standard), _own(kind), own)] = found
+    return found
+
+
+_names: dict[str, str] = {}
+
+
+def _name(value: Any) -> str:
+    """One shared object per distinct name (site, building, ...), never the row's own
+    (see _own)."""
+    text = str(value)
+    found = _names.get(text)
+    if found is None:
+        if len(_names) >= _NAMES_MAX:
+            _names.clear()
+        found = _own(text)
+        _names[found] = found  # the key too: the row's string must not be kept
+    return found
+
+
+def _own(text: str) -> str:
+    """A fresh copy of a row's string. A Device must keep nothing the database
+    rows were built from: the rows of a large registry are freed right after
+    the load, and one kept object would pin the allocator's memory around it,
+    so the process would stay as large as the rows were (~1.3 KiB per device)."""
+    return text.encode().decode()
+
+
 def device_from_row(row: Mapping[str, Any]) -> Device:
     """Build a Device from a `devices` row (see storage.ingest_store.load_registry)."""
-    kind = str(row["kind"])
+    kind = _name(row["kind"])
     interval = row.get("interval_s")
-    thresholds = row.get("thresholds") or {}
+    routes = row.get("routes")
     return Device(
-        id=str(row["id"]),
-        slot=int(row["slot"]),
-        site=str(row["site_id"]),
-        building=str(row["building"]),
-        floor=str(row["floor"]),
-        zone=str(row["zone"]),
+        id=_own(str(row["id"])),
+        slot=int(str(row["slot"])),
+        site=_name(row["site_id"]),
+        building=_name(row["building"]),
+        floor=_name(row["floor"]),
+        zone=_name(row["zone"]),
         kind=kind,
-        interval_s=float(interval) if interval else DEFAULT_INTERVAL_S[kind],
-        # The site's standard (sites.standard) puts its levels beneath the device's own.
-        thresholds=with_standard_defaults(
-            str(row.get("standard") or DEFAULT_STANDARD),
-            kind,
-            {str(k): float(v) for k, v in thresholds.items()},
+        interval_s=float(str(interval)) if interval else DEFAULT_INTERVAL_S[kind],
+        thresholds=_shared_thresholds(
+            str(row.get("standard") or DEFAULT_STANDARD), kind, row.get("thresholds") or {}
         ),
-        routes=row.get("routes"),
-        registered_ms=int(row.get("registered_ms") or 0),
+        routes=json.loads(json.dumps(routes)) if routes else None,  # fresh objects
+        registered_ms=int(str(row.get("registered_ms") or 0)),
     )

@@ -167,6 +167,7 @@ class IngestService:
         self._since = np.zeros(0, np.int64)
         self._configured = np.zeros(0, np.int64)  # the slots detection and supervision cover
         self._shard_sites: dict[int, list[str]] = {}
+        self._quarantine_shown = np.zeros(0, np.int64)
         self._flavour: store.Flavour = "plain"
 
     # ------------------------------------------------------------- intake
@@ -320,6 +321,7 @@ class IngestService:
         self.supervisor = Supervisor()
         self.tracker = DeviceTracker()
         self._configured = np.zeros(0, np.int64)
+        self._quarantine_shown = np.zeros(0, np.int64)
         self._clear_log_id = await store.last_log_id(self._aux)
         await self._refresh_registry(force=True)
         if self.sharded:
@@ -398,7 +400,9 @@ class IngestService:
             grown = np.full(registry.size, self._started_ms, np.int64)
             grown[: self._since.size] = self._since
             self._since = grown
-        self.engine.configure(*registry.detection_config(slots))
+        self.engine.configure(
+            *registry.detection_config(slots), intervals_ms=registry.interval_ms[slots]
+        )
         baseline = np.maximum(registry.registered_ms, self._since[: registry.size])
         baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
         self.supervisor.configure(slots, registry.interval_ms, baseline)
@@ -675,6 +679,9 @@ class IngestService:
                         plan.ev_slot[ev_new],
                         plan.ev_ts[ev_new],
                         plan.ev_code[ev_new],
+                        max(
+                            int(plan.received.max(initial=0)), int(plan.ev_received.max(initial=0))
+                        ),
                     )
                     writes = [self._alarm_write(c) for c in changes]
                     offline, plan.site_changes = self._supervise_batch(plan.batch)
@@ -796,16 +803,19 @@ class IngestService:
         ev_slot: NDArray[np.int64],
         ev_ts: NDArray[np.int64],
         ev_code: NDArray[np.int16],
+        arrival_ms: int,
     ) -> list[AlarmChange]:
+        """Detection on the batch; windows close on each device's own clock, and
+        a device gone quiet is judged on arrival time (the batch's newest
+        `received`, ingest's clock), never on other devices' event time."""
+        arrival = max(arrival_ms if arrival_ms > 0 else now_ms(), self._watermark)
+        self._watermark = arrival  # the arrival clock: only moves forward
         changes = self.engine.process(
             Readings(slot=slot, ts=ts, values=values),
             Events(slot=ev_slot, ts=ev_ts, code=ev_code),
+            arrival,
         )
-        if ts.size:
-            # Event-time watermark for devices gone quiet: the batch's median device
-            # time, so one device with a clock far ahead cannot end others' windows.
-            self._watermark = max(self._watermark, int(np.median(ts)))
-            changes += self.engine.advance(self._watermark)
+        changes += self.engine.advance(arrival)
         return changes
 
     def _alarm_write(self, change: AlarmChange) -> store.AlarmWrite:
@@ -938,10 +948,15 @@ class IngestService:
     async def _supervise(self) -> None:
         """Raise `offline` for devices silent past their limit. Decided once, then
         written (retried on a lost connection)."""
+        writes: list[store.AlarmWrite] = []
+        if not self.intake:
+            # A device gone quiet mid-window is judged on the arrival clock; with
+            # nothing waiting here, the clock is now (a whole estate may be silent).
+            self._watermark = max(self._watermark, now_ms())
+            writes += [self._alarm_write(c) for c in self.engine.advance(self._watermark)]
         slots, deadlines = self.supervisor.check(now_ms())
-        if not slots.size:
+        if not slots.size and not writes:
             return
-        writes = []
         sites: list[SiteChange] = []
         for s, d in zip(slots.tolist(), deadlines.tolist(), strict=True):
             writes.append(self._offline_write(s, "open", "silent", d))
@@ -949,7 +964,8 @@ class IngestService:
         done: dict[str, str | None] = {}
         await self._with_database(self._write_alarms, writes, sites, done)
         self._site_alarms_changed(done)
-        log.info("%d device(s) went offline", len(writes))
+        if slots.size:
+            log.info("%d device(s) went offline", slots.size)
 
     async def _write_alarms(
         self,
@@ -959,8 +975,12 @@ class IngestService:
     ) -> None:
         assert self._writer is not None
         async with self._writer.transaction():
-            await self._apply_alarm_writes(self._writer, writes)
+            applied = await self._apply_alarm_writes(self._writer, writes)
             result = await self._apply_site_changes(self._writer, sites)
+            fires = _fire_causes(applied)
+            commands = await self._write_commands(self._writer, sorted(fires), fires)
+        if commands:
+            self.commands.wake()
         if done is not None:
             done.update(result)
 
@@ -1002,6 +1022,28 @@ class IngestService:
             assert self._writer is not None
             async with self._writer.transaction():
                 await store.write_device_state(self._writer, state)
+        await self._flush_quarantined()
+
+    async def _flush_quarantined(self) -> None:
+        """Far-future readings detection kept out, per device, where operators see them."""
+        counts = self.engine.quarantine_count
+        if not self.engine.quarantined:
+            return
+        known = np.zeros(counts.size, np.int64)
+        n = min(counts.size, self._quarantine_shown.size)
+        known[:n] = self._quarantine_shown[:n]
+        delta = np.maximum(counts - known, 0)[: self.registry.size]
+        changed = np.flatnonzero(delta)
+        changed = changed[self.registry.kind[changed] >= 0]
+        if changed.size:
+            assert self._writer is not None
+            async with self._writer.transaction():
+                await store.write_quarantined(
+                    self._writer,
+                    [self.registry.device(int(s)).id for s in changed],
+                    delta[changed].tolist(),
+                )
+        self._quarantine_shown = counts.copy()
 
     async def _write_stats(self) -> None:
         c = self.counters

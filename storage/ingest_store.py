@@ -396,6 +396,23 @@ async def write_device_state(conn: AsyncConn, state: DeviceStateColumns) -> None
         await cur.execute(_UPSERT_DEVICE_STATE.encode())
 
 
+async def write_quarantined(
+    conn: AsyncConn, device_ids: Sequence[str], counts: Sequence[int]
+) -> None:
+    """Add readings kept out of detection to each device's total."""
+    if not device_ids:
+        return
+    await conn.execute(
+        """
+        INSERT INTO device_state AS s (device_id, quarantined, updated_at)
+        SELECT d, q, now() FROM unnest(%s::text[], %s::bigint[]) AS u(d, q)
+        ON CONFLICT (device_id) DO UPDATE SET quarantined = s.quarantined + EXCLUDED.quarantined,
+            updated_at = now()
+        """,
+        (list(device_ids), list(counts)),
+    )
+
+
 async def load_registry(conn: AsyncConn) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(

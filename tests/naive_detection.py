@@ -29,7 +29,7 @@ PRE, PRE_CLEAR, ALARM, EDGE, BELOW, HEATB, COB, FAST, STEAM, DRIFT = (1 << i for
 RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW = (
     1 << i for i in range(10, 19)
 )
-COX, DENSE = 1 << 19, 1 << 20
+COX, DENSE, BATT_DEPL, BATT_CHARGED, CO_RAW = 1 << 19, 1 << 20, 1 << 21, 1 << 22, 1 << 23
 
 
 @dataclass
@@ -45,7 +45,16 @@ class Dev:
     m: float = math.nan
     drift: bool = False
     last_off: int = NONE  # evac: latest reading on battery
+    on_batt: bool = False
+    dis_t0: int = NONE
+    dis_b0: float = math.nan
     hist: list[tuple[int, list[float]]] = field(default_factory=list)
+    flag_hist: list[tuple[int, int]] = field(default_factory=list)  # (ts, flags) of hist
+    interval_ms: int = 10_000
+    last_arrival: int = NONE
+    q_off: int = 0
+    q_run: int = 0
+    quarantined: int = 0
 
 
 class NaiveConfig:
@@ -80,6 +89,13 @@ class NaiveEngine:
         self.machine = Machine(NaiveConfig(self.devs))
         self.late_readings = 0
         self.late_events = 0
+        self.quarantined = 0
+        # Zone order: detectors' items wait until every live detector of the
+        # zone has reported up to them (arrival-time silence frees a zone).
+        self.clock = NONE  # arrival clock
+        self.queue: dict[int, list[tuple[int, int, int, int, object]]] = {}
+        self.shown: dict[int, int] = {}
+        self.seq = 0
 
     def configure(
         self,
@@ -87,14 +103,19 @@ class NaiveEngine:
         kinds: Sequence[int],
         zones: Sequence[int],
         thresholds: Sequence[Mapping[str, float]],
+        intervals_ms: Sequence[int] | None = None,
     ) -> None:
-        for s, k, z, t in zip(slots, kinds, zones, thresholds, strict=True):
+        for n, (s, k, z, t) in enumerate(zip(slots, kinds, zones, thresholds, strict=True)):
             thr = resolve_thresholds(contract.KINDS[int(k)], t)
             d = self.devs.get(int(s))
             if d is None:
-                self.devs[int(s)] = Dev(int(k), int(z), thr)
+                d = self.devs[int(s)] = Dev(int(k), int(z), thr)
             else:
                 d.kind, d.zone, d.thr = int(k), int(z), thr
+            iv = int(intervals_ms[n]) if intervals_ms is not None else 0
+            d.interval_ms = (
+                iv if iv > 0 else round(contract.DEFAULT_INTERVAL_S[contract.KINDS[d.kind]] * 1000)
+            )
 
     # --- one reading ---------------------------------------------------------
     def _baseline(self, d: Dev, ts: int, obs: float) -> tuple[float, bool]:
@@ -193,7 +214,8 @@ class NaiveEngine:
         f |= FAST_RAW if fast_raw else 0
         f |= HEATB if heat else 0
         f |= FAST if fast else 0
-        f |= COB if co else 0
+        f |= CO_RAW if co else 0
+        f |= COB if co and d.last_flags & CO_RAW else 0
         f |= STEAM if steam else 0
         f |= COX if cox else 0
         f |= DENSE if dense else 0
@@ -216,6 +238,23 @@ class NaiveEngine:
             low = t("battery_low_pct", nan)
             if mains == 0.0:
                 d.last_off = ts
+                if not d.on_batt or math.isnan(d.dis_b0):
+                    d.dis_t0, d.dis_b0 = ts, batt
+            if not math.isnan(mains):
+                d.on_batt = mains == 0.0
+            if mains == 0.0:
+                # On battery: depleting when low, or when the autonomy projected
+                # from the discharge so far falls short of the rated duration.
+                elapsed = ts - d.dis_t0
+                drop = d.dis_b0 - batt
+                short = False
+                if elapsed >= 300_000 and drop > 0:
+                    per_ms = drop / float(elapsed)
+                    autonomy_min = (elapsed + batt / per_ms) / 60_000
+                    short = autonomy_min < t("rated_duration_min", nan)
+                f |= BATT_DEPL if batt < low or short else 0
+            if mains == 1.0 and batt >= low + p.BATTERY_CLEAR_MARGIN_PCT:
+                f |= BATT_CHARGED
             # A low charge counts only on mains (1 or unknown) and once the
             # recharge grace after the last reading on battery is over.
             charged = ts - d.last_off >= p.EVAC_RECHARGE_GRACE_MS
@@ -226,13 +265,88 @@ class NaiveEngine:
         return f
 
     # --- per batch -------------------------------------------------------------------
-    def process(self, readings: Readings, events: Events) -> list[AlarmChange]:
+    def _plausible(self, d: Dev, ts: int, arrival: int, clock: int) -> bool:
+        """Quarantine, reading by reading (10 min ahead; 3 agreeing readings = skew)."""
+        if ts <= max(clock, arrival) + 600_000:
+            d.q_run = 0
+            return True
+        off = ts - arrival
+        run = d.q_run + 1 if d.q_run > 0 and abs(off - d.q_off) <= 60_000 else 1
+        d.q_off = off
+        if run >= 3:
+            d.q_run = 0
+            return True
+        d.q_run = run
+        d.quarantined += 1
+        self.quarantined += 1
+        return False
+
+    def process(
+        self, readings: Readings, events: Events, arrival_ms: int | None = None
+    ) -> list[AlarmChange]:
         out: list[AlarmChange] = []
         self.machine.out = out
         items: list[tuple[int, int, int, int, object]] = []
-        for n, (slot, ts, vals) in enumerate(
+        ev_list = list(
+            zip(events.slot.tolist(), events.ts.tolist(), events.code.tolist(), strict=True)
+        )
+        rd_list = list(
             zip(readings.slot.tolist(), readings.ts.tolist(), readings.values.tolist(), strict=True)
-        ):
+        )
+        # Arrival bookkeeping: every message of a known slot counts.
+        for slot, ts, _ in [*rd_list, *ev_list]:
+            d = self.devs.get(slot)
+            if d is not None:
+                d.last_arrival = arrival_ms if arrival_ms is not None else max(d.last_arrival, ts)
+            self.clock = max(self.clock, arrival_ms if arrival_ms is not None else ts)
+        if arrival_ms is not None:
+            quarantine_clock: dict[int, int] = {}
+            kept = []
+            for row in rd_list:
+                d = self.devs.get(row[0])
+                if d is not None:
+                    clock = max(d.last_ts, quarantine_clock.get(row[0], NONE))
+                    if not self._plausible(d, row[1], arrival_ms, clock):
+                        continue
+                    quarantine_clock[row[0]] = max(quarantine_clock.get(row[0], NONE), row[1])
+                kept.append(row)
+            rd_list = kept
+        # Events: quarantine and lateness, in arrival order.
+        fresh: list[tuple[int, int, str, int]] = []  # slot, ts, name, key
+        for slot, ts, code in ev_list:
+            d = self.devs.get(slot)
+            if d is None or not 0 <= code < len(contract.EVENT_TYPES):
+                continue
+            name = contract.EVENT_TYPES[code]
+            if name not in contract.KIND_EVENTS[contract.KINDS[d.kind]]:
+                continue
+            if (
+                arrival_ms is not None
+                and ts > max(d.last_event_ts, d.last_ts, arrival_ms) + 600_000
+            ):
+                if name != "activated":
+                    d.quarantined += 1
+                    self.quarantined += 1
+                    continue
+                ts = arrival_ms
+            if ts < d.last_event_ts and name != "activated":
+                self.late_events += 1
+                continue
+            # A late call point press keeps its arrival place (its own ts is used).
+            key = max(d.last_event_ts, ts)
+            d.last_event_ts = key
+            fresh.append((slot, ts, name, key))
+        merged: list[tuple[int, int, str, int]] = []
+        for slot, ts, name, key in fresh:
+            d = self.devs[slot]
+            shown = self._shown(slot)
+            if name == "fire_alarm" and d.kind in (SMOKE, HEAT, MULTI) and ts <= shown:
+                # The machine has seen its readings past it: judged against them now.
+                hist = [h for h in d.flag_hist if h[0] <= shown]
+                self.machine.late_alarm_event(slot, ts, hist)
+            else:
+                merged.append((slot, ts, name, key))
+        for n, (slot, ts, vals) in enumerate(rd_list):
             d = self.devs.get(slot)
             if d is None:
                 continue
@@ -249,38 +363,107 @@ class NaiveEngine:
             if d.kind in (SMOKE, HEAT, MULTI):
                 rate, step = self._rates(d, ts, [vals[RI[c]] for c in RATE_NAMES])
             flags = self._flags(d, ts, vals, comp, drift, rate, step)
+            if d.kind in (SMOKE, HEAT, MULTI):
+                d.flag_hist.append((ts, flags))
+                if len(d.flag_hist) > p.LOOKBACK_SAMPLES:
+                    d.flag_hist.pop(0)
             d.last_flags = flags
             items.append((ts, 1, slot, n, (flags, row_detail(vals, comp, base, rate[0]))))
-        for n, (slot, ts, code) in enumerate(
-            zip(events.slot.tolist(), events.ts.tolist(), events.code.tolist(), strict=True)
-        ):
-            d = self.devs.get(slot)
-            if d is None or not 0 <= code < len(contract.EVENT_TYPES):
-                continue
-            name = contract.EVENT_TYPES[code]
-            if name not in contract.KIND_EVENTS[contract.KINDS[d.kind]]:
-                continue
-            if ts < d.last_event_ts and name != "activated":
-                self.late_events += 1
-                continue
-            # A late call point press keeps its arrival place (its own ts is used).
-            key = max(d.last_event_ts, ts)
-            d.last_event_ts = key
-            items.append((key, 0, slot, n, (ts, name)))
-        items.sort(key=lambda it: it[:4])
-        for ts, typ, slot, _, payload in items:
-            if typ == 0:
-                assert isinstance(payload, tuple)
-                self.machine.event(slot, payload[0], payload[1])
+        evitems = [(key, 0, slot, n, (ts, name)) for n, (slot, ts, name, key) in enumerate(merged)]
+        now_items = []
+        for it in [*evitems, *items]:  # the engine numbers events first, then rows
+            self.seq += 1
+            item = (it[0], it[1], it[2], self.seq, it[4])
+            d = self.devs[it[2]]
+            if d.kind in (SMOKE, HEAT, MULTI):
+                self.queue.setdefault(d.zone, []).append(item)
+            elif it[1] == 0 and cast("tuple[int, str]", it[4])[1] == "activated":
+                # Confirmed at once; the zone effect in the zone's order.
+                ts_, _ = cast("tuple[int, str]", it[4])
+                self.machine.event(it[2], ts_, "activated", zone_effect=False)
+                zone_item = (it[0], 0, it[2], self.seq, (ts_, "activated:zone"))
+                self.queue.setdefault(d.zone, []).append(zone_item)
             else:
-                flags, detail = cast("tuple[Any, Any]", payload)
-                self.machine.row(slot, ts, flags, detail)
+                now_items.append(item)
+        now_items.sort(key=lambda it: it[:4])
+        for item in now_items:
+            self._show(item)
+        self._release()
+        for slot in self.machine.pending_slots():
+            self.machine.due(slot, self._shown(slot))
         return out
 
-    def advance(self, watermark_ms: int) -> list[AlarmChange]:
+    def _show(self, item: tuple[int, int, int, int, object]) -> None:
+        ts, typ, slot, _, payload = item
+        if typ == 0:
+            assert isinstance(payload, tuple)
+            if payload[1] == "activated:zone":
+                self.machine.call_point_zone(slot, payload[0])
+            else:
+                self.machine.event(slot, payload[0], payload[1])
+        else:
+            flags, detail = cast("tuple[Any, Any]", payload)
+            self.machine.row(slot, ts, flags, detail)
+
+    def _zone_clock(self, zone: int) -> int:
+        live = [
+            d.last_ts
+            for d in self.devs.values()
+            if d.zone == zone
+            and d.kind in (SMOKE, HEAT, MULTI)
+            and d.last_ts > NONE
+            and self.clock - d.last_arrival < 3 * d.interval_ms
+        ]
+        if not live:
+            return 2**62
+        return min(t for t in live if t >= max(live) - 300_000)
+
+    def _release(self) -> None:
+        zones = {z for z, q in self.queue.items() if q}
+        zones |= {
+            self.devs[x].zone
+            for x in self.machine.pending_slots()
+            if self.devs[x].kind in (SMOKE, HEAT, MULTI)
+        }
+        ready = []
+        for zone in zones:
+            upto = self._zone_clock(zone)
+            q = self.queue.get(zone, [])
+            self.queue[zone] = [it for it in q if it[0] > upto]
+            ready += [it for it in q if it[0] <= upto]
+            self.shown[zone] = upto
+        for item in sorted(ready, key=lambda it: it[:4]):
+            self._show(item)
+
+    def _shown(self, slot: int) -> int:
+        d = self.devs[slot]
+        if d.kind not in (SMOKE, HEAT, MULTI):
+            return d.last_ts
+        return min(d.last_ts, self.shown.get(d.zone, NONE))
+
+    def advance(self, now_ms: int) -> list[AlarmChange]:
+        """Silence on arrival time: 3 intervals without a message, counted past
+        the moment the deadline would have arrived."""
         out: list[AlarmChange] = []
         self.machine.out = out
-        self.machine.advance(watermark_ms)
+        self.clock = max(self.clock, now_ms)
+        self._release()
+        for slot in self.machine.pending_slots():
+            self.machine.due(slot, self._shown(slot))
+        for slot in self.machine.pending_slots():
+            d = self.devs[slot]
+            dl = self.machine.deadline(slot)
+            if dl is None:
+                continue
+            if d.kind in (SMOKE, HEAT, MULTI) and self.shown.get(d.zone, NONE) < dl:
+                continue
+            quiet = 3 * d.interval_ms
+            clock = max(d.last_ts, d.last_event_ts)
+            if (
+                now_ms - d.last_arrival >= quiet
+                and now_ms >= d.last_arrival + max(dl - clock, 0) + quiet
+            ):
+                self.machine.silent(slot)
         return out
 
     def clear(self, slot: int, alarm_type: str) -> None:

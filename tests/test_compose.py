@@ -33,8 +33,11 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 MOSQUITTO = ROOT / "deploy" / "mosquitto"
-PLATFORM = ("migrate", "ingest", "api", "sim")
+PLATFORM = ("migrate", "ingest", "api", "notify", "sim")
 INFRA = ("timescaledb", "mosquitto", "grafana", "proxy")
+# Profile `emqx`: a clustered broker for estates past one Mosquitto.
+EMQX_NODES = ("emqx1", "emqx2")
+EMQX = ROOT / "deploy" / "emqx"
 # Runs once before the rest, from the platform's image: the TLS certificates.
 INIT = ("certs",)
 MAKE_ENV = ROOT / "deploy" / "make-env.sh"
@@ -79,7 +82,9 @@ def depends(service: Json) -> dict[str, str]:
 
 def test_services_and_images() -> None:
     svc = services()
-    assert set(svc) == set(PLATFORM) | set(INFRA) | set(INIT)
+    assert set(svc) == set(PLATFORM) | set(INFRA) | set(INIT) | set(EMQX_NODES)
+    for name in EMQX_NODES:
+        assert re.fullmatch(r"emqx/emqx:5\.\d+\.\d+", svc[name]["image"])
     assert re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg17", svc["timescaledb"]["image"])
     assert svc["mosquitto"]["image"] == "eclipse-mosquitto:2"
     assert re.fullmatch(r"grafana/grafana(-oss)?:\d+\.\d+\.\d+", svc["grafana"]["image"])
@@ -96,6 +101,7 @@ def test_platform_commands_and_settings() -> None:
     assert svc["migrate"]["restart"] == "no", "migrate runs once"
     assert svc["ingest"]["command"] == ["ingest"]
     assert svc["api"]["command"] == ["api"]
+    assert svc["notify"]["command"] == ["notify"]
     assert svc["sim"]["command"][0] == "sim"
     settings_fields = set(Settings.model_fields)
     for name in PLATFORM:
@@ -107,13 +113,16 @@ def test_platform_commands_and_settings() -> None:
     # own roles (deploy/postgres/20-roles.sh); every link asks for TLS.
     logins = {"migrate": "firesafe:${POSTGRES_PASSWORD", "ingest": "ingest:${INGEST_DB_PASSWORD"}
     logins["api"] = "api:${API_DB_PASSWORD"
+    logins["notify"] = "api:${API_DB_PASSWORD"  # the API's role: targets and deliveries
     for name, login in logins.items():
         url = environment(svc[name])["FIRESAFE_DATABASE_URL"]
         assert url.startswith(f"postgresql://{login}"), name
         assert url.endswith("@timescaledb:5432/firesafe?sslmode=require"), name
     assert environment(svc["grafana"])["FIRESAFE_GRAFANA_DB_SSLMODE"] == "require"
     assert environment(svc["ingest"])["FIRESAFE_MQTT_URL"].startswith("mqtt://firesafe:")
-    assert environment(svc["ingest"])["FIRESAFE_MQTT_URL"].endswith("@mosquitto:1883")
+    assert environment(svc["ingest"])["FIRESAFE_MQTT_URL"].endswith(
+        "@${FIRESAFE_MQTT_BROKER:-mosquitto}:1883"
+    )
     api = environment(svc["api"])
     assert api["FIRESAFE_API_HOST"] == "0.0.0.0"
     assert api["FIRESAFE_API_PORT"] == "8000"
@@ -182,8 +191,166 @@ def test_start_order() -> None:
 def test_profiles() -> None:
     svc = services()
     assert svc["sim"]["profiles"] == ["sim"]
-    for name in set(svc) - {"sim"}:
+    for name in EMQX_NODES:
+        assert svc[name]["profiles"] == ["emqx"]
+    for name in set(svc) - {"sim", *EMQX_NODES}:
         assert "profiles" not in svc[name], f"{name} must start by default"
+
+
+def test_ingest_runs_as_replicas_that_share_the_shards() -> None:
+    """Several identical ingest containers (docs/scaling.md): nothing per replica."""
+    svc = services()
+    ingest = svc["ingest"]
+    assert ingest["deploy"]["replicas"] == "${INGEST_REPLICAS:-2}"
+    assert "container_name" not in ingest, "replicas cannot share a container name"
+    env = environment(ingest)
+    assert env["FIRESAFE_INGEST_MODE"] == "sharded"
+    assert env["FIRESAFE_MQTT_CLIENT_ID"] == "firesafe-ingest", "one client id base for all"
+    assert "ports" not in ingest
+    assert environment(svc["api"])["FIRESAFE_API_WORKERS"] == "${FIRESAFE_API_WORKERS:-2}"
+
+
+def emqx_rules() -> set[tuple[str, str, str]]:
+    """(who, action, topic) of every allow rule of deploy/emqx/acl.conf; it ends
+    with {deny, all}."""
+    text = (EMQX / "acl.conf").read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("%%")]
+    assert lines[-1] == "{deny, all}."
+    rules = set()
+    for line in lines[:-1]:
+        m = re.fullmatch(
+            r'\{allow, (all|\{username, "([\w-]+)"\}), (publish|subscribe), \[(.*)\]\}\.', line
+        )
+        assert m, f"unexpected ACL line {line!r}"
+        who = m[2] or "all"
+        for topic in re.findall(r'"([^"]+)"', m[4]):
+            rules.add((who, m[3], topic))
+    return rules
+
+
+def mosquitto_rules() -> set[tuple[str, str, str]]:
+    """The same triples from deploy/mosquitto/acl (%u written as EMQX's ${username})."""
+    rules = set()
+    user = "all"
+    for line in (MOSQUITTO / "acl").read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "user":
+            user = words[1]
+            continue
+        action = {"read": "subscribe", "write": "publish"}[words[1]]
+        if words[0] == "pattern":
+            rules.add(("all", action, words[2].replace("%u", "${username}")))
+        else:
+            assert words[0] == "topic"
+            rules.add((user, action, words[2]))
+    return rules
+
+
+def test_emqx_enforces_the_same_acl_as_mosquitto() -> None:
+    assert emqx_rules() == mosquitto_rules()
+    # Only the platform may command devices.
+    assert {who for who, action, topic in emqx_rules() if topic.endswith("/cmd")} >= {"firesafe"}
+    assert {w for w, a, t in emqx_rules() if t.endswith("/cmd") and a == "publish"} == {"firesafe"}
+
+
+def test_emqx_cluster_config() -> None:
+    svc = services()
+    conf = (EMQX / "emqx.conf").read_text(encoding="utf-8")
+    names = [environment(svc[n])["EMQX_NODE__NAME"] for n in EMQX_NODES]
+    seeds = re.search(r"seeds = \[(.*)\]", conf)
+    assert seeds is not None
+    assert re.findall(r'"([^"]+)"', seeds[1]) == names, "static seeds are the nodes"
+    assert "discovery_strategy = static" in conf
+    for name, node in zip(EMQX_NODES, names, strict=True):
+        host = node.split("@", 1)[1]
+        assert svc[name]["hostname"] == host
+        assert "." in host, "EMQX node names need a fully qualified host"
+        assert host in svc[name]["networks"]["default"]["aliases"]
+        assert environment(svc[name])["EMQX_NODE__COOKIE"] == "${EMQX_COOKIE:-}"
+        mounts = {target: source for source, target, _ in bind_mounts(svc[name])}
+        assert mounts["/opt/emqx/etc/emqx.conf"] == "./deploy/emqx/emqx.conf"
+        assert mounts["/firesafe/acl.conf"] == "./deploy/emqx/acl.conf"
+        assert svc[name]["ports"][0].endswith(":8883"), "devices over TLS only"
+    # Per-device accounts bootstrapped into the built-in database, ACL from the file.
+    assert "backend = built_in_database" in conf
+    assert "user_id_type = username" in conf
+    assert 'bootstrap_file = "/opt/emqx/data/firesafe-accounts.csv"' in conf
+    assert "bootstrap_type = plain" in conf
+    assert 'path = "/opt/emqx/etc/firesafe-acl.conf"' in conf
+    assert "no_match = deny" in conf
+    assert "max_mqueue_len = 1000000" in conf
+
+
+def run_emqx_entrypoint(
+    work: Path, tls: Path, accounts: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    (work / "accounts").mkdir(exist_ok=True)
+    (work / "accounts" / "site.passwd").write_text(accounts, encoding="utf-8")
+    for sub in ("data", "etc"):
+        (work / sub).mkdir(exist_ok=True)
+    clean = {
+        "PATH": os.environ["PATH"],
+        "EMQX_DATA_DIR": str(work / "data"),
+        "EMQX_ETC_DIR": str(work / "etc"),
+        "FIRESAFE_ACL": str(EMQX / "acl.conf"),
+        "MQTT_ACCOUNTS": str(work / "accounts"),
+        "MQTT_TLS": str(tls),
+        "EMQX_PREPARE_ONLY": "1",
+        "EMQX_NODE__COOKIE": "c" * 48,
+        "MQTT_PLATFORM_PASSWORD": "p" * 48,
+        "MQTT_HEALTHCHECK_PASSWORD": "h" * 48,
+        **env,
+    }
+    return subprocess.run(
+        ["sh", str(EMQX / "entrypoint.sh")],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_emqx_entrypoint_bootstraps_the_same_accounts(tmp_path: Path, tls_dir: Path) -> None:
+    device = "S7/S7-B1-SD01:" + "d" * 32 + "\n# a comment\nS7/gateway/GW-A:" + "g" * 32 + "\n"
+    done = run_emqx_entrypoint(tmp_path, tls_dir, device)
+    assert done.returncode == 0, done.stderr
+    rows = (tmp_path / "data" / "firesafe-accounts.csv").read_text().splitlines()
+    assert rows == [
+        "user_id,password,is_superuser",
+        "firesafe," + "p" * 48 + ",false",
+        "healthcheck," + "h" * 48 + ",false",
+        "S7/S7-B1-SD01," + "d" * 32 + ",false",
+        "S7/gateway/GW-A," + "g" * 32 + ",false",
+    ], "nobody is a superuser: the ACL applies to the platform too"
+    assert (tmp_path / "data" / "firesafe-accounts.csv").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "etc" / "firesafe-acl.conf").read_text() == (EMQX / "acl.conf").read_text()
+    assert (tmp_path / "data" / "firesafe-tls" / "server.key").exists()
+    with_sim = run_emqx_entrypoint(tmp_path, tls_dir, "", MQTT_SIM_PASSWORD="s" * 48)
+    assert with_sim.returncode == 0, with_sim.stderr
+    assert "sim," + "s" * 48 + ",false" in (tmp_path / "data" / "firesafe-accounts.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    ("accounts", "env", "message"),
+    [
+        ("S7/+:" + "d" * 32 + "\n", {}, "bad device id"),
+        ("S7:" + "d" * 32 + "\n", {}, "bad account name"),
+        ("S7/D1:short\n", {}, "shorter than"),
+        ("S7/D1:" + "d" * 30 + ",x\n", {}, "letters, digits"),
+        ("", {"EMQX_NODE__COOKIE": ""}, "EMQX_COOKIE"),
+        ("", {"MQTT_PLATFORM_PASSWORD": "change-me-" + "x" * 20}, "change-me"),
+    ],
+)
+def test_emqx_entrypoint_refuses_what_mosquittos_refuses(
+    tmp_path: Path, tls_dir: Path, accounts: str, env: dict[str, str], message: str
+) -> None:
+    done = run_emqx_entrypoint(tmp_path, tls_dir, accounts, **env)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert not (tmp_path / "data" / "firesafe-accounts.csv").exists()
 
 
 def bind_mounts(service: Json) -> list[tuple[str, str, str]]:
@@ -221,7 +388,13 @@ def test_mounts_and_volumes() -> None:
     assert home.startswith(providers[0]["options"]["path"] + "/")
 
     named = set(data["volumes"])
-    assert named == {"timescaledb-data", "mosquitto-data", "grafana-data", "tls"}
+    assert named == {
+        "timescaledb-data",
+        "mosquitto-data",
+        "grafana-data",
+        "tls",
+        *(f"{node}-data" for node in EMQX_NODES),
+    }
     used = {
         entry.split(":")[0]
         for service in svc.values()
@@ -759,6 +932,8 @@ def test_docker_compose_config_is_valid(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     with_sim = run_compose_config(env_file, "--profile", "sim")
     assert with_sim.returncode == 0, with_sim.stderr
+    with_emqx = run_compose_config(env_file, "--profile", "emqx")
+    assert with_emqx.returncode == 0, with_emqx.stderr
 
 
 def test_docker_compose_refuses_env_example_as_is(tmp_path: Path) -> None:

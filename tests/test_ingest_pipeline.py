@@ -413,3 +413,85 @@ def test_a_re_registration_between_two_zones_alarms_never_makes_them_coincide(
         send(300, 600)
         wait_for(lambda: len(fires()) == 2 and all(a["verdict"] == "confirmed" for a in fires()))
     assert all(a["reason"] != "coincidence" for a in fires())
+
+
+@pytest.mark.integration
+def test_a_pending_fire_on_a_detector_that_falls_silent_is_still_decided(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    """The only device of the estate reports a rising smoke level, then nothing
+    (the fire took it): with no traffic at all, its window is still closed on the
+    arrival clock and the fire confirmed."""
+    device = f"{site}-S"
+    register(
+        db,
+        [
+            {
+                "id": device,
+                "site": site,
+                "building": "B",
+                "floor": "1",
+                "zone": "Z",
+                "kind": "smoke",
+                "interval_s": 2,
+            }
+        ],
+    )
+    profile = smouldering(20, 3.0)
+    t0 = now_ms() - 120_000
+
+    def fire() -> list[dict[str, Any]]:
+        return [a for a in alarms(db, site) if a["type"] == "fire"]
+
+    with running_ingest(ingest_settings):
+        t = 0
+        while not fire() and t < 118:  # until the fire opens (pending), then silence
+            publisher.send(
+                f"fs/v1/{site}/{device}/telemetry",
+                {"ts": t0 + t * 1000, "seq": t, "v": profile(float(t))},
+            )
+            t += 2
+            if t % 20 == 0:
+                time.sleep(0.3)  # let ingest commit between bursts
+        wait_for(lambda: fire(), timeout=10)
+        # Silent for 3 x interval past when its deadline would have arrived (~36 s).
+        wait_for(lambda: fire()[0]["verdict"] != "pending", timeout=90)
+    assert fire()[0]["verdict"] == "confirmed"
+
+
+@pytest.mark.integration
+def test_a_far_future_reading_neither_blinds_its_detector_nor_goes_unseen(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    """One reading dated 2099 on a smoke detector, then a real fire on it: the
+    fire is raised, and the quarantined reading is counted in device_state."""
+    device = f"{site}-S"
+    register(
+        db,
+        [
+            {
+                "id": device,
+                "site": site,
+                "building": "B",
+                "floor": "1",
+                "zone": "Z",
+                "kind": "smoke",
+                "interval_s": 10,
+            }
+        ],
+    )
+    topic = f"fs/v1/{site}/{device}/telemetry"
+    t0 = now_ms() - 700_000
+    profile = smouldering(100, 1.0)
+    with running_ingest(ingest_settings):
+        publisher.send(topic, {"ts": 4_070_908_800_000, "seq": 0, "v": {"obscuration": 0.1}})
+        for t in range(0, 700, 10):
+            publisher.send(topic, {"ts": t0 + t * 1000, "seq": t + 1, "v": profile(float(t))})
+        wait_for(lambda: [a for a in alarms(db, site) if a["type"] == "fire"], timeout=30)
+        wait_for(
+            lambda: (
+                query(db, "SELECT quarantined FROM device_state WHERE device_id = %s", (device,))
+                == [(1,)]
+            ),
+            timeout=15,
+        )

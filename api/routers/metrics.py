@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES
+from api.routers import notifications
 from storage.queries import health as health_q
 from storage.queries import rejects as reject_q
 from storage.queries import stats as stats_q
@@ -90,6 +91,7 @@ async def metrics(conn: ConnDep, caller: CallerDep) -> Response:
     families.append(connected)
     families.extend(_job_families(await health_q.background_jobs(conn)))
     families += _shard_families(instances, *await health_q.shard_owners(conn))
+    families.extend(await notifications.metric_families(conn))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

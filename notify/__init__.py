@@ -1,0 +1,1 @@
+"""The notifier: delivers the outbox of alarm transitions (webhooks, e-mail) and escalates."""

@@ -1,0 +1,348 @@
+"""Verdicts that do not depend on load (issue 16 item 1).
+
+A group of devices whose messages arrive 90-150 s behind the rest (a lagging
+publisher connection, a gateway backlog), the arrival stream cut into
+batches every way hypothesis finds, must give the alarms of the same stream
+fully sorted by event time: same type, action, verdict, reason and event
+times. Windows close on each device's own clock; silence is judged on arrival
+time, so a device whose data are merely late is never taken for silent.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from detection import AlarmChange, Engine, Events, Readings
+from firesafe import contract
+
+RI = contract.READING_INDEX
+NR = len(contract.READINGS)
+EV = {n: i for i, n in enumerate(contract.EVENT_TYPES)}
+K = {n: i for i, n in enumerate(contract.KINDS)}
+T0 = 1_764_072_000_000
+INTERVAL_MS = 5_000
+SAMPLES = 60
+FAR = 10**15
+
+# (arrival, ts, slot, is_event, payload)
+Item = tuple[int, int, int, bool, object]
+
+
+@dataclass
+class Stream:
+    slots: list[int]
+    kinds: list[int]
+    zones: list[int]
+    items: list[Item]  # in arrival order
+
+
+def _values(rng: np.random.Generator, kind: str) -> np.ndarray:
+    """Clean readings with one episode: a spike, a decaying aerosol, a fire, or nothing."""
+    v = np.full((SAMPLES, NR), np.nan)
+    i = np.arange(SAMPLES)
+    ep = str(rng.choice(["none", "spike", "spike2", "decay", "fire"]))
+    at = int(rng.integers(5, SAMPLES - 10))
+    if kind in ("smoke", "multi", "heat"):
+        v[:, RI["temperature"]] = 21.0 + rng.normal(0, 0.05, SAMPLES)
+    if kind in ("smoke", "multi"):
+        obs = 0.1 + rng.normal(0, 0.02, SAMPLES)
+        if ep in ("spike", "spike2"):
+            obs[at : at + (1 if ep == "spike" else 2)] += rng.uniform(6, 15)
+        elif ep == "decay":
+            obs += np.where(i >= at, rng.uniform(3.5, 6) * np.exp(-(i - at) / 4.0), 0.0)
+        elif ep == "fire":
+            obs += np.clip(i - at, 0, None) * rng.uniform(0.3, 2.0)
+        v[:, RI["obscuration"]] = obs
+    if kind == "multi":
+        co = 1.0 + rng.normal(0, 0.2, SAMPLES)
+        if ep == "fire" and rng.random() < 0.5:
+            co += np.clip(i - at, 0, None) * rng.uniform(1, 5)
+        v[:, RI["co"]] = co
+        v[:, RI["humidity"]] = 45.0 + rng.normal(0, 0.3, SAMPLES)
+    if kind == "heat":
+        t = v[:, RI["temperature"]]
+        if ep in ("spike", "spike2"):
+            t[at : at + (1 if ep == "spike" else 2)] += rng.uniform(40, 60)
+        elif ep == "fire":
+            t += np.clip(i - at, 0, None) * rng.uniform(0.5, 3.0)
+    if kind == "electrical":
+        rc = 20.0 + rng.normal(0, 1.0, SAMPLES)
+        if ep in ("spike", "spike2", "decay"):
+            rc[at : at + (1 if ep == "spike" else 2)] = rng.uniform(400, 800)
+        elif ep == "fire":
+            rc[at:] = rng.uniform(350, 700)
+        v[:, RI["residual_current"]] = rc
+        v[:, RI["cable_temperature"]] = 35.0 + rng.normal(0, 0.1, SAMPLES)
+    return v
+
+
+def make_stream(seed: int) -> Stream:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 8))
+    names = [str(rng.choice(["smoke", "smoke", "heat", "multi", "electrical"])) for _ in range(n)]
+    zones = [int(rng.integers(0, 2)) for _ in range(n)]
+    slots = [int(x) for x in rng.choice(20, n, replace=False)]
+    lagging = rng.random(n) < 0.5
+    lag_ms = int(rng.integers(90_000, 150_000))
+    ramp_from = T0 + int(rng.integers(0, 60_000))
+    items: list[Item] = []
+    for j, (slot, kind) in enumerate(zip(slots, names, strict=True)):
+        phase = int(rng.integers(0, INTERVAL_MS))
+        vals = _values(rng, kind)
+
+        def arrival(ts: int, j: int = j) -> int:
+            jitter = int(rng.integers(0, 800))
+            if not lagging[j]:
+                return ts + jitter
+            # The connection falls behind gradually (its arrivals slow down to
+            # two thirds of the offered rate: never silent), then stays behind.
+            return ts + jitter + int(min(max(ts - ramp_from, 0) // 2, lag_ms))
+
+        for i in range(SAMPLES):
+            ts = T0 + phase + i * INTERVAL_MS
+            items.append((arrival(ts), ts, slot, False, vals[i]))
+        if kind != "electrical" and rng.random() < 0.5:  # the detector's own alarm
+            te = T0 + int(rng.integers(10_000, SAMPLES * INTERVAL_MS - 30_000))
+            items.append((arrival(te), te, slot, True, EV["fire_alarm"]))
+    items.sort(key=lambda it: (it[0], it[1], it[2]))
+    return Stream(slots, [K[k] for k in names], zones, items)
+
+
+def _batch(part: Sequence[Item]) -> tuple[Readings, Events]:
+    rows = [it for it in part if not it[3]]
+    evs = [it for it in part if it[3]]
+    r = Readings(
+        np.array([x[2] for x in rows], np.int64),
+        np.array([x[1] for x in rows], np.int64),
+        np.array([x[4] for x in rows], np.float64).reshape(len(rows), NR),
+    )
+    e = Events(
+        np.array([x[2] for x in evs], np.int64),
+        np.array([x[1] for x in evs], np.int64),
+        np.array([x[4] for x in evs], np.int16),
+    )
+    return r, e
+
+
+def run(s: Stream, items: Sequence[Item], cuts: Sequence[int]) -> list[AlarmChange]:
+    eng = Engine(capacity=4)
+    eng.configure(s.slots, s.kinds, s.zones, [{}] * len(s.slots), [INTERVAL_MS] * len(s.slots))
+    out: list[AlarmChange] = []
+    bounds = [0, *sorted(set(cuts)), len(items)]
+    for a, b in itertools.pairwise(bounds):
+        part = items[a:b]
+        if not part:
+            continue
+        now = max(it[0] for it in part)
+        r, e = _batch(part)
+        out += eng.process(r, e, now)
+        out += eng.advance(now)
+    out += eng.advance(FAR)  # the end of the stream: every device falls silent
+    return out
+
+
+def verdicts(changes: Sequence[AlarmChange]) -> list[tuple[object, ...]]:
+    keyed = [(c.slot, c.alarm_type, c.action, c.verdict, c.reason, c.at_ms) for c in changes]
+    return sorted(keyed, key=lambda x: (x[0], x[1]))  # each device's order kept
+
+
+def sorted_reference(s: Stream) -> list[tuple[object, ...]]:
+    by_ts = sorted(s.items, key=lambda it: (it[1], it[2]))
+    return verdicts(run(s, by_ts, []))
+
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_lagging_group_gives_the_verdicts_of_the_sorted_stream(
+    seed: int, data: st.DataObject
+) -> None:
+    s = make_stream(seed)
+    cuts = data.draw(st.lists(st.integers(0, len(s.items)), max_size=40))
+    assert verdicts(run(s, s.items, cuts)) == sorted_reference(s)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_lagging_group_one_message_per_batch_and_one_batch(seed: int) -> None:
+    s = make_stream(seed)
+    want = sorted_reference(s)
+    assert verdicts(run(s, s.items, list(range(len(s.items))))) == want
+    assert verdicts(run(s, s.items, [])) == want
+
+
+def _spike_stream(lag_ms: int, batch: int) -> list[AlarmChange]:
+    """Issue 16's deterministic case: 10 devices every 5 s, a 12 %/m spike on
+    one smoke head and a 600 mA reading on one electrical monitor, those two
+    arriving `lag_ms` behind the others, fed in batches of `batch` messages."""
+    kinds = [K["smoke"]] * 8 + [K["electrical"]] * 2
+    items: list[Item] = []
+    for slot in range(10):
+        for i in range(80):
+            ts = T0 + i * INTERVAL_MS + slot * 100
+            v = np.full(NR, np.nan)
+            if kinds[slot] == K["smoke"]:
+                v[RI["obscuration"]] = 12.0 if (slot == 0 and i == 40) else 0.1
+                v[RI["temperature"]] = 21.0
+            else:
+                v[RI["residual_current"]] = 600.0 if (slot == 9 and i == 40) else 15.0
+                v[RI["cable_temperature"]] = 30.0
+            lag = lag_ms if slot in (0, 9) else 0
+            items.append((ts + lag, ts, slot, False, v))
+    items.sort(key=lambda it: (it[0], it[1], it[2]))
+    s = Stream(list(range(10)), kinds, [slot // 2 for slot in range(10)], items)
+    return run(s, items, list(range(batch, len(items), batch)))
+
+
+def test_issue_16_spike_and_motor_start_under_lag_stay_transient() -> None:
+    for lag_ms in (0, 85_000, 100_000, 300_000):
+        for batch in (1, 10, 200):
+            got = [
+                (c.slot, c.alarm_type, c.verdict, c.reason)
+                for c in _spike_stream(lag_ms, batch)
+                if c.action == "verdict"
+            ]
+            assert sorted(got) == [
+                (0, "fire", "suppressed", "transient"),
+                (9, "electrical", "suppressed", "transient"),
+            ], (lag_ms, batch)
+
+
+def test_truly_silent_device_is_still_resolved_on_arrival_time() -> None:
+    """A detector in alarm that stops sending (destroyed): confirmed once nothing
+    has arrived from it for 3 intervals past its deadline, by arrival time."""
+    eng = Engine(capacity=4)
+    eng.configure([0, 1], [K["smoke"], K["smoke"]], [0, 1], [{}, {}], [10_000, 10_000])
+    v = np.full((1, NR), np.nan)
+    v[0, RI["obscuration"]] = 9.0
+    v[0, RI["temperature"]] = 40.0
+    ts = np.array([T0], np.int64)
+    out = eng.process(Readings(np.array([0], np.int64), ts, v), Events.empty(), T0 + 500)
+    assert [(c.action, c.verdict) for c in out] == [("open", "confirmed"), ("open", "pending")]
+    # The other device keeps reporting, far ahead in event time: nothing closes.
+    quiet = np.full((1, NR), np.nan)
+    quiet[0, RI["obscuration"]] = 0.1
+    for k in range(1, 6):  # up to 50 s of arrival time after the last message
+        t = T0 + 500 + k * 10_000
+        out = eng.process(
+            Readings(np.array([1], np.int64), np.array([t + 10**7], np.int64), quiet),
+            Events.empty(),
+            t,
+        )
+        out += eng.advance(t)
+        assert [c for c in out if c.alarm_type == "fire"] == []
+    # deadline T0 + 30 s arrives (projected) at +30.5 s; silent 30 s later: +60.5 s.
+    out = eng.advance(T0 + 60_499)
+    assert out == []
+    out = eng.advance(T0 + 60_500)
+    assert [(c.slot, c.verdict, c.reason, c.at_ms) for c in out] == [
+        (0, "confirmed", "obscuration", T0 + 30_000)
+    ]
+
+
+def test_late_fire_alarm_event_does_not_open_an_empty_window() -> None:
+    """The event arrives after its detector's readings moved past it: judged
+    against those readings (clean), not confirmed by an empty window."""
+    eng = Engine(capacity=4)
+    eng.configure([0], [K["smoke"]], [0], [{}], [10_000])
+    n = 12
+    v = np.full((n, NR), np.nan)
+    v[:, RI["obscuration"]] = 0.1
+    v[:, RI["temperature"]] = 21.0
+    v[3, RI["obscuration"]] = 4.0  # one sample above, as a cooking burst
+    ts = T0 + np.arange(n, dtype=np.int64) * 10_000
+    out = eng.process(Readings(np.zeros(n, np.int64), ts, v), Events.empty(), int(ts[-1]))
+    late = Events(
+        np.array([0], np.int64),
+        np.array([T0 + 35_000], np.int64),
+        np.array([EV["fire_alarm"]], np.int16),
+    )
+    out += eng.process(Readings.empty(), late, int(ts[-1]) + 1_000)
+    out += eng.advance(int(ts[-1]) + 1_000)
+    fire = [(c.action, c.verdict, c.reason, c.at_ms) for c in out if c.alarm_type == "fire"]
+    assert fire == [
+        ("open", "pending", "obscuration", T0 + 30_000),
+        ("verdict", "suppressed", "transient", T0 + 60_000),
+        ("open", "pending", "device_alarm", T0 + 35_000),
+        ("verdict", "suppressed", "transient", T0 + 65_000),
+    ]
+
+
+def test_event_ahead_of_its_readings_is_judged_in_their_order() -> None:
+    """Telemetry behind its event: the event waits in its zone's queue until
+    the device's readings reach its ts, then everything is judged in event-time
+    order, as the sorted stream would be: the spike at +40 s opens the window,
+    the event at +60 s is evidence inside it, the window ends at +70 s with
+    the signal back to normal."""
+    eng = Engine(capacity=4)
+    eng.configure([0], [K["smoke"]], [0], [{}], [10_000])
+    n = 11
+    v = np.full((n, NR), np.nan)
+    v[:, RI["obscuration"]] = 0.1
+    v[:, RI["temperature"]] = 21.0
+    v[4, RI["obscuration"]] = 6.0
+    ts = T0 + np.arange(n, dtype=np.int64) * 10_000  # up to +100 s
+    # The device has reported before (its clock is at -10 s), then its event
+    # overtakes its readings.
+    first = np.full((1, NR), np.nan)
+    first[0, RI["obscuration"]] = 0.1
+    first[0, RI["temperature"]] = 21.0
+    out = eng.process(
+        Readings(np.zeros(1, np.int64), np.array([T0 - 10_000], np.int64), first),
+        Events.empty(),
+        T0 - 9_500,
+    )
+    ev = Events(
+        np.array([0], np.int64),
+        np.array([T0 + 60_000], np.int64),
+        np.array([EV["fire_alarm"]], np.int16),
+    )
+    out += eng.process(Readings.empty(), ev, T0 + 60_100)
+    assert out == []  # waits for the device's readings
+    out += eng.process(Readings(np.zeros(n, np.int64), ts, v), Events.empty(), T0 + 100_500)
+    fire = [(c.action, c.verdict, c.reason, c.at_ms) for c in out if c.alarm_type == "fire"]
+    assert fire == [
+        ("open", "pending", "obscuration", T0 + 40_000),
+        ("verdict", "suppressed", "transient", T0 + 70_000),
+    ]
+
+
+def test_event_of_a_device_without_readings_is_shown_at_once() -> None:
+    eng = Engine(capacity=4)
+    eng.configure([0], [K["smoke"]], [0], [{}], [10_000])
+    ev = Events(
+        np.array([0], np.int64),
+        np.array([T0], np.int64),
+        np.array([EV["fire_alarm"]], np.int16),
+    )
+    out = eng.process(Readings.empty(), ev, T0 + 100)
+    assert [(c.action, c.verdict, c.reason) for c in out] == [("open", "pending", "device_alarm")]
+
+
+def test_a_clock_far_behind_does_not_hold_its_zone() -> None:
+    """A detector whose clock is an hour behind (contract: clocks may be skewed)
+    keeps reporting; its zone's verdicts do not wait an hour for it."""
+    eng = Engine(capacity=4)
+    eng.configure([0, 1], [K["smoke"], K["smoke"]], [0, 0], [{}, {}], [10_000, 10_000])
+    out = []
+    for i in range(8):
+        arrival = T0 + i * 10_000
+        v = np.full((2, NR), np.nan)
+        v[:, RI["temperature"]] = 21.0
+        v[:, RI["obscuration"]] = [9.0 if i >= 2 else 0.1, 0.1]
+        ts = np.array([arrival, arrival - 3_600_000], np.int64)
+        out += eng.process(Readings(np.array([0, 1], np.int64), ts, v), Events.empty(), arrival)
+        out += eng.advance(arrival)
+    fire = [(c.slot, c.verdict, c.reason, c.at_ms) for c in out if c.alarm_type == "fire"]
+    assert fire == [
+        (0, "pending", "obscuration", T0 + 20_000),
+        (0, "confirmed", "obscuration", T0 + 50_000),
+    ]

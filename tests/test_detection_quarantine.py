@@ -1,0 +1,78 @@
+"""One far-future reading must never blind a detector (issue 10 item 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detection import Engine, Events, Readings
+from firesafe import contract
+
+RI = contract.READING_INDEX
+NR = len(contract.READINGS)
+K = {n: i for i, n in enumerate(contract.KINDS)}
+EV = {n: i for i, n in enumerate(contract.EVENT_TYPES)}
+T0 = 1_764_072_000_000
+YEAR_2100 = 4_102_444_800_000
+
+
+def smoke(obs: float, temp: float = 21.0) -> np.ndarray:
+    v = np.full((1, NR), np.nan)
+    v[0, RI["obscuration"]] = obs
+    v[0, RI["temperature"]] = temp
+    return v
+
+
+def feed(eng: Engine, slot: int, ts: int, v: np.ndarray, arrival: int) -> list[object]:
+    r = Readings(np.array([slot], np.int64), np.array([ts], np.int64), v)
+    out: list[object] = list(eng.process(r, Events.empty(), arrival))
+    return out + list(eng.advance(arrival))
+
+
+def test_a_reading_dated_2100_is_quarantined_and_a_real_fire_still_raised() -> None:
+    eng = Engine(capacity=4)
+    eng.configure([0, 1], [K["smoke"], K["smoke"]], [0, 1], [{}, {}], [10_000, 10_000])
+    feed(eng, 0, T0, smoke(0.1), T0 + 50)
+    assert feed(eng, 0, YEAR_2100, smoke(0.1), T0 + 5_050) == []
+    assert eng.quarantined == 1
+    assert int(eng.quarantine_count[0]) == 1
+    assert int(eng.last_ts[0]) == T0  # the device's clock did not move
+    # The other device's watermark is untouched too: its windows still close
+    # on its own clock.
+    changes = []
+    for i in range(1, 12):  # a smouldering fire: 3.5 %/m and rising, CO-free
+        ts = T0 + i * 10_000
+        changes += feed(eng, 0, ts, smoke(3.5 + 0.2 * i), ts + 50)
+    fire = [(c.action, c.verdict, c.reason) for c in changes if c.alarm_type == "fire"]  # type: ignore[attr-defined]
+    assert fire == [("open", "pending", "obscuration"), ("verdict", "confirmed", "obscuration")]
+
+
+def test_a_clock_that_is_really_ahead_is_accepted_after_three_agreeing_readings() -> None:
+    eng = Engine(capacity=4)
+    eng.configure([0], [K["smoke"]], [0], [{}], [10_000])
+    ahead = 2 * 3_600_000  # a device clock two hours fast
+    for i in range(5):
+        arrival = T0 + i * 10_000
+        feed(eng, 0, arrival + ahead, smoke(0.1), arrival)
+    assert eng.quarantined == 2  # the first two; the third agrees and is taken
+    assert int(eng.last_ts[0]) == T0 + 4 * 10_000 + ahead
+
+
+def test_a_far_future_event_is_quarantined_but_a_call_point_press_never_is() -> None:
+    eng = Engine(capacity=4)
+    eng.configure([0, 1], [K["smoke"], K["mcp"]], [0, 0], [{}, {}], [10_000, 60_000])
+    ev = Events(
+        np.array([0, 1], np.int64),
+        np.array([YEAR_2100, YEAR_2100], np.int64),
+        np.array([EV["fault"], EV["activated"]], np.int16),
+    )
+    out = eng.process(Readings.empty(), ev, T0)
+    assert [(c.slot, c.alarm_type, c.reason, c.at_ms) for c in out] == [
+        (1, "fire", "call_point", T0)  # taken at the arrival clock
+    ]
+    assert eng.quarantined == 1
+    # The smoke detector's later, plausible fault is not "late".
+    ev2 = Events(
+        np.array([0], np.int64), np.array([T0 + 1], np.int64), np.array([EV["fault"]], np.int16)
+    )
+    out = eng.process(Readings.empty(), ev2, T0 + 2)
+    assert [(c.slot, c.alarm_type, c.reason) for c in out] == [(0, "fault", "device_fault")]

@@ -1,0 +1,228 @@
+"""/api/v1/notifications: targets and rules by role and site, secrets never shown,
+validation, and the delivery audit of an alarm; notification figures in /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import wait_for
+from tests.test_api_support import ADMIN_TOKEN, client, device, live_server, make_token, register
+from tests.test_notify_support import (
+    add_rule,
+    add_target,
+    call_point,
+    deliveries,
+    http_receiver,
+    running_notifier,
+    transition,
+    write_alarms,
+)
+
+pytestmark = pytest.mark.integration
+
+TARGETS = "/api/v1/notifications/targets"
+RULES = "/api/v1/notifications/rules"
+
+
+@pytest.fixture(scope="module")
+def api_url(database_url: str, migration: object) -> Iterator[str]:
+    with live_server(database_url) as url:
+        yield url
+
+
+@pytest.fixture
+def tokens(api_url: str, db: str) -> dict[str, str]:
+    with client(api_url) as api:
+        register(api, device("M1", site="S1", kind="mcp"), device("M2", site="S2", kind="mcp"))
+    return {
+        "admin": ADMIN_TOKEN,
+        "operator": make_token(api_url, "operator", name="op"),
+        "manager": make_token(api_url, "manager", ["S1"], name="mgr-s1"),
+        "manager2": make_token(api_url, "manager", ["S2"], name="mgr-s2"),
+    }
+
+
+def hook(target_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": target_id, "kind": "webhook", "url": f"http://127.0.0.1:9/{target_id}", **extra}
+
+
+def test_targets_never_show_their_secret(api_url: str, tokens: dict[str, str]) -> None:
+    with client(api_url) as api:
+        created = api.post(TARGETS, json=hook("duty", secret="top-secret-value", language="zh"))
+        assert created.status_code == 201, created.text
+        replaced = api.post(TARGETS, json=hook("duty", language="en"))  # secret kept
+        assert replaced.status_code == 200, replaced.text
+        mail = api.post(TARGETS, json={"id": "m", "kind": "email", "address": "a@b.example"})
+        assert mail.status_code == 201, mail.text
+        listed = api.get(TARGETS)
+        one = api.get(f"{TARGETS}/duty")
+    for response in (created, replaced, listed, one):
+        assert "top-secret-value" not in response.text
+        assert "secret" not in [k for k in response.json() if k != "has_secret"]
+    assert one.json()["has_secret"] is True
+    assert one.json()["language"] == "en"
+    assert mail.json()["has_secret"] is False
+    assert [t["id"] for t in listed.json()["items"]] == ["duty", "m"]
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"id": "x", "kind": "webhook"}, "url"),
+        ({"id": "x", "kind": "webhook", "url": "ftp://host/x"}, "url"),
+        ({"id": "x", "kind": "email", "address": "not-an-address"}, "address"),
+        ({"id": "x", "kind": "email", "address": "a@b.c", "url": "http://h/"}, "url"),
+        (hook("x", template="{alarm.password}"), "alarm.password"),
+        (hook("x", template="{nope}"), "nope"),
+        (hook("x", language="fr"), "language"),
+        ({"id": "bad id", "kind": "webhook", "url": "http://h/"}, "id"),
+    ],
+)
+def test_bad_targets_are_422(
+    api_url: str, tokens: dict[str, str], body: dict[str, Any], where: str
+) -> None:
+    with client(api_url) as api:
+        response = api.post(TARGETS, json=body)
+    assert response.status_code == 422, response.text
+    assert where in response.text
+
+
+def test_rules_validate_and_targets_in_use_cannot_go(api_url: str, tokens: dict[str, str]) -> None:
+    with client(api_url) as api:
+        assert api.post(TARGETS, json=hook("duty")).status_code == 201
+        assert api.post(TARGETS, json=hook("chief")).status_code == 201
+        rule = {"id": "fires", "types": ["fire"], "targets": ["duty"]}
+        bad = [
+            {**rule, "targets": ["ghost"]},
+            {**rule, "types": ["smoke"]},
+            {**rule, "verdicts": ["suppressed"]},
+            {**rule, "escalate_after_s": 60},
+            {**rule, "escalate_to": ["chief"]},
+            {**rule, "escalate_after_s": 0, "escalate_to": ["chief"]},
+            {**rule, "sites": []},
+        ]
+        for body in bad:
+            assert api.post(RULES, json=body).status_code == 422, body
+        created = api.post(RULES, json={**rule, "escalate_after_s": 5, "escalate_to": ["chief"]})
+        assert created.status_code == 201, created.text
+        assert created.json()["verdicts"] == ["confirmed"]
+        assert created.json()["sites"] is None
+        assert api.delete(f"{TARGETS}/chief").status_code == 409
+        assert api.post(RULES, json=rule).status_code == 200  # replaced: no escalation
+        assert api.get(f"{RULES}/fires").json()["escalate_to"] == []
+        assert api.delete(f"{TARGETS}/chief").status_code == 204
+        assert api.delete(f"{TARGETS}/duty").status_code == 409
+        assert api.delete(f"{RULES}/fires").status_code == 204
+        assert api.delete(f"{RULES}/fires").status_code == 404
+        assert api.delete(f"{TARGETS}/duty").status_code == 204
+
+
+def test_managers_configure_their_own_sites_only(api_url: str, tokens: dict[str, str]) -> None:
+    with client(api_url) as admin:
+        assert admin.post(TARGETS, json=hook("hq")).status_code == 201
+        assert (
+            admin.post(
+                RULES, json={"id": "hq-all", "types": ["fire"], "targets": ["hq"]}
+            ).status_code
+            == 201
+        )
+    with client(api_url, token=tokens["manager"]) as mgr:
+        assert mgr.post(TARGETS, json=hook("s1-duty")).status_code == 201
+        ok = {"id": "s1", "sites": ["S1"], "types": ["fire"], "targets": ["s1-duty"]}
+        assert mgr.post(RULES, json=ok).status_code == 201
+        assert mgr.post(RULES, json={**ok, "id": "s2", "sites": ["S2"]}).status_code == 403
+        assert mgr.post(RULES, json={**ok, "id": "all", "sites": None}).status_code == 403
+        # Another owner's target is not the manager's to use, see or overwrite.
+        assert mgr.post(RULES, json={**ok, "id": "x", "targets": ["hq"]}).status_code == 422
+        assert mgr.get(f"{TARGETS}/hq").status_code == 404
+        assert mgr.post(TARGETS, json=hook("hq")).status_code == 409
+        assert mgr.delete(f"{RULES}/hq-all").status_code == 404
+        assert [t["id"] for t in mgr.get(TARGETS).json()["items"]] == ["s1-duty"]
+        assert [r["id"] for r in mgr.get(RULES).json()["items"]] == ["s1"]
+    with client(api_url, token=tokens["manager2"]) as other:
+        assert other.get(TARGETS).json()["items"] == []
+        assert other.get(f"{RULES}/s1").status_code == 404
+    with client(api_url, token=tokens["operator"]) as op:
+        assert op.get(RULES).status_code == 403
+        assert op.post(TARGETS, json=hook("op")).status_code == 403
+    with client(api_url) as admin:
+        assert {r["id"] for r in admin.get(RULES).json()["items"]} == {"hq-all", "s1"}
+
+
+def test_the_audit_lists_every_attempt(api_url: str, tokens: dict[str, str], db: str) -> None:
+    with http_receiver() as rx:
+        rx.respond = lambda path, n: 503 if n < 2 else 200
+        with client(api_url) as api:
+            assert api.post(TARGETS, json=hook("duty", url=rx.url + "/d")).status_code == 201
+            rule = {"id": "r", "sites": ["S1", "S2"], "types": ["fire"], "targets": ["duty"]}
+            assert api.post(RULES, json=rule).status_code == 201
+        with running_notifier(db):
+            (a1,) = write_alarms(db, transition("M1", "S1", zone="Z1"))
+            wait_for(lambda: deliveries(db, a1)[0]["status"] == "delivered")
+        (a2,) = write_alarms(db, transition("M2", "S2", zone="Z1"))
+    with client(api_url, token=tokens["manager"]) as mgr:
+        audit = mgr.get(f"/api/v1/alarms/{a1}/notifications")
+        assert mgr.get(f"/api/v1/alarms/{a2}/notifications").status_code == 403
+        assert mgr.get("/api/v1/alarms/nope/notifications").status_code == 404
+    assert audit.status_code == 200, audit.text
+    (item,) = audit.json()["items"]
+    assert item["target"] == "duty"
+    assert item["kind"] == "webhook"
+    assert item["event"] == "confirmed"
+    assert (item["status"], item["attempts"], item["last_status"]) == ("delivered", 3, 200)
+    assert item["delivered_at"] is not None
+    assert item["next_attempt_at"] is None
+    assert [(a["attempt"], a["status"]) for a in item["attempt_log"]] == [
+        (1, 503),
+        (2, 503),
+        (3, 200),
+    ]
+    with client(api_url) as api:
+        pending = api.get(f"/api/v1/alarms/{a2}/notifications").json()["items"]
+        metrics = api.get("/metrics").text
+    assert [(p["status"], p["attempts"]) for p in pending] == [("pending", 0)]
+    assert 'firesafe_notify_attempts_total{kind="webhook",outcome="delivered"} 1.0' in metrics
+    assert 'firesafe_notify_attempts_total{kind="webhook",outcome="attempt_failed"} 2.0' in metrics
+    assert "firesafe_notify_latency_seconds_count 1.0" in metrics
+    assert 'firesafe_notify_latency_seconds_bucket{le="+Inf"} 1.0' in metrics
+    assert "firesafe_notify_undelivered 1.0" in metrics
+
+
+def test_least_privilege_roles(db: str, site: str) -> None:
+    """Migration 0050's roles: ingest writes the outbox through the trigger without
+    reading targets; dashboards read the outbox, not the targets (URLs with tokens,
+    signing secrets); the API's role (also the notifier's) reads both."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        roles = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles")}
+    if not {"firesafe_ingest", "firesafe_api", "firesafe_grafana"} <= roles:
+        pytest.skip("the migrating user could not create the group roles")
+    add_target(db, "duty", url="http://127.0.0.1:9/duty", secret="s")
+    add_rule(db, "fires", types=["fire"], targets=["duty"])
+    call_point(db, f"{site}-M1", site)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("SET ROLE firesafe_ingest")
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO alarms (id, device_id, site_id, building, floor, zone, type, "
+                "verdict, reason, opened_at) VALUES ('L1', %s, %s, 'B1', '2', 'Z1', 'fire', "
+                "'confirmed', 'call_point', now())",
+                (f"{site}-M1", site),
+            )
+            conn.execute(
+                "INSERT INTO alarm_log (alarm_id, action, actor) VALUES ('L1', 'opened', 'system')"
+            )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT secret FROM notify_targets")
+        conn.execute("RESET ROLE")
+        conn.execute("SET ROLE firesafe_grafana")
+        assert conn.execute("SELECT count(*) FROM notifications").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT url FROM notify_targets")
+        conn.execute("RESET ROLE")
+        conn.execute("SET ROLE firesafe_api")
+        assert conn.execute("SELECT secret FROM notify_targets").fetchone() == ("s",)
+        conn.execute("UPDATE notifications SET attempts = attempts")

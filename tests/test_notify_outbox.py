@@ -1,0 +1,281 @@
+"""The outbox: rows written by the alarm_log trigger in the transition's own
+transaction (ingest's write path and the API's), which transitions go where,
+storms, and escalation bookkeeping. No notifier runs here."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from storage import ingest_store
+from storage.queries import notifications as notify_q
+from tests.helpers import query, register
+from tests.test_notify_support import (
+    add_rule,
+    add_target,
+    call_point,
+    deliveries,
+    person,
+    transition,
+    write_alarms,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def hooks(db: str) -> str:
+    add_target(db, "duty", url="http://127.0.0.1:9/duty")
+    add_target(db, "chief", url="http://127.0.0.1:9/chief")
+    return db
+
+
+def test_outbox_row_is_written_and_rolled_back_with_the_transition(hooks: str, site: str) -> None:
+    db = hooks
+    add_rule(db, "fires", types=["fire"], targets=["duty"])
+    call_point(db, f"{site}-M1", site)
+
+    async def go(commit: bool) -> tuple[list[dict[str, object]], list[tuple[object, ...]]]:
+        async with await psycopg.AsyncConnection.connect(db) as conn:
+            await conn.execute("BEGIN")
+            await ingest_store.apply_alarm_writes(conn, [transition(f"{site}-M1", site)])
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    "SELECT n.event, n.target_id, n.alarm->>'id' AS alarm, a.id AS real "
+                    "FROM notifications n JOIN alarms a ON a.id = n.alarm_id"
+                )
+                inside = await cur.fetchall()
+            # Another session sees nothing before the commit.
+            outside = query(db, "SELECT id FROM notifications")
+            await conn.execute("COMMIT" if commit else "ROLLBACK")
+            return inside, outside
+
+    inside, outside = asyncio.run(go(commit=False))
+    assert [(r["event"], r["target_id"]) for r in inside] == [("confirmed", "duty")]
+    assert inside[0]["alarm"] == inside[0]["real"]
+    assert outside == []
+    assert query(db, "SELECT count(*) FROM notifications") == [(0,)]
+    assert query(db, "SELECT count(*) FROM alarms") == [(0,)]
+
+    inside, _ = asyncio.run(go(commit=True))
+    rows = deliveries(db)
+    assert [(r["event"], r["target_id"], r["status"]) for r in rows] == [
+        ("confirmed", "duty", "pending")
+    ]
+    assert rows[0]["alarm"]["id"] == inside[0]["real"]
+
+
+def test_notify_is_sent_at_commit_only(hooks: str, site: str) -> None:
+    db = hooks
+    add_rule(db, "fires", types=["fire"], targets=["duty"])
+    call_point(db, f"{site}-M1", site)
+    with psycopg.connect(db, autocommit=True) as listener:
+        listener.execute("LISTEN firesafe_notify")
+        with psycopg.connect(db) as writer:
+            writer.execute(
+                "INSERT INTO alarms (id, device_id, site_id, building, floor, zone, type, "
+                "verdict, reason, opened_at) VALUES ('X1', %s, %s, 'B1', '2', 'Z1', 'fire', "
+                "'confirmed', 'call_point', now())",
+                (f"{site}-M1", site),
+            )
+            writer.execute(
+                "INSERT INTO alarm_log (alarm_id, action, actor) VALUES ('X1', 'opened', 'system')"
+            )
+            assert list(listener.notifies(timeout=0.3)) == []
+            writer.commit()
+        got = list(listener.notifies(timeout=5, stop_after=1))
+    assert [n.channel for n in got] == ["firesafe_notify"]
+
+
+def test_transitions_and_who_hears_of_them(hooks: str, site: str) -> None:
+    db = hooks
+    add_rule(db, "early", types=["fire"], verdicts=["pending", "confirmed"], targets=["duty"])
+    add_rule(db, "confirmed-only", types=["fire"], targets=["chief"])
+    register(
+        db,
+        [
+            {
+                "id": f"{site}-S{i}",
+                "site": site,
+                "building": "B1",
+                "floor": "2",
+                "zone": "Z1",
+                "kind": "smoke",
+            }
+            for i in (1, 2)
+        ],
+    )
+    # S1: pending, then confirmed, acknowledged, cleared by people.
+    (a1,) = write_alarms(
+        db, transition(f"{site}-S1", site, verdict="pending", reason="obscuration")
+    )
+    write_alarms(
+        db, transition(f"{site}-S1", site, action="verdict", verdict="confirmed", reason="x")
+    )
+    person(db, a1, "ack")
+    person(db, a1, "clear")
+    # S2: pending, then judged false (suppressed): only who heard of it hears it ended.
+    (a2,) = write_alarms(
+        db, transition(f"{site}-S2", site, verdict="pending", reason="obscuration")
+    )
+    write_alarms(
+        db,
+        transition(f"{site}-S2", site, action="verdict", verdict="suppressed", reason="steam"),
+    )
+    got1 = [(r["event"], r["target_id"]) for r in deliveries(db, a1)]
+    assert got1 == [
+        ("opened", "duty"),
+        ("confirmed", "chief"),
+        ("confirmed", "duty"),
+        ("acknowledged", "chief"),
+        ("acknowledged", "duty"),
+        ("cleared", "chief"),
+        ("cleared", "duty"),
+    ]
+    rows = deliveries(db, a1)
+    assert rows[3]["alarm"]["status"] == "acknowledged"
+    assert rows[3]["alarm"]["acknowledged_by"] == "duty-officer"
+    assert rows[1]["alarm"]["status"] == "active"  # a snapshot of the moment
+    got2 = [(r["event"], r["target_id"]) for r in deliveries(db, a2)]
+    assert got2 == [("opened", "duty"), ("cleared", "duty")]
+
+
+def test_rules_match_site_type_and_verdict(hooks: str, site: str) -> None:
+    db = hooks
+    other = site + "x"
+    add_rule(db, "here", sites=[site], types=["fire", "fault"], targets=["duty"])
+    call_point(db, f"{site}-M1", site)
+    call_point(db, f"{other}-M1", other)
+    (here,) = write_alarms(db, transition(f"{site}-M1", site))
+    (there,) = write_alarms(db, transition(f"{other}-M1", other))
+    (fault,) = write_alarms(db, transition(f"{site}-M1", site, type="fault", reason="device"))
+    (offline,) = write_alarms(db, transition(f"{site}-M1", site, type="offline", reason="silent"))
+    assert [r["target_id"] for r in deliveries(db, here)] == ["duty"]
+    assert deliveries(db, there) == []
+    assert [r["event"] for r in deliveries(db, fault)] == ["confirmed"]
+    assert deliveries(db, offline) == []
+
+
+def test_one_notification_per_transition_and_grouped_offline_storms(hooks: str, site: str) -> None:
+    db = hooks
+    add_rule(db, "offline", types=["offline", "fire"], targets=["duty"])
+    devices = [f"{site}-M{i}" for i in range(20)]
+    for d in devices:
+        call_point(db, d, site)
+    # The same confirmation arriving again and again (every reading) is one transition.
+    (fire,) = write_alarms(db, transition(devices[0], site))
+    for _ in range(5):
+        assert write_alarms(db, transition(devices[0], site)) == []
+    assert len(deliveries(db, fire)) == 1
+    # A site going silent: one grouping alarm, members carry detail.cause.
+    (group,) = write_alarms(db, transition(devices[1], site, type="offline", reason="site_silent"))
+    members = write_alarms(
+        db,
+        *[
+            transition(d, site, type="offline", reason="silent", detail={"cause": "site_silent"})
+            for d in devices[2:]
+        ],
+    )
+    assert len(members) == len(devices) - 2
+    offline = query(
+        db,
+        "SELECT n.alarm_id FROM notifications n JOIN alarms a ON a.id = n.alarm_id "
+        "WHERE a.type = 'offline'",
+    )
+    assert offline == [(group,)]
+
+
+def test_escalation_is_scheduled_and_stopped_by_acknowledgement(hooks: str, site: str) -> None:
+    db = hooks
+    add_rule(
+        db, "fires", types=["fire"], targets=["duty"], escalate_after_s=60, escalate_to=["chief"]
+    )
+    call_point(db, f"{site}-M1", site)
+    (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+    assert query(
+        db,
+        "SELECT rule_id, level, next_at > now() FROM notify_escalations WHERE alarm_id = %s",
+        (alarm,),
+    ) == [("fires", 1, True)]
+    # An escalation written but not yet sent when the acknowledgement comes is not sent.
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE notify_escalations SET next_at = now() - interval '1 s'")
+
+        async def escalate() -> int:
+            async with await psycopg.AsyncConnection.connect(
+                db, autocommit=True, row_factory=dict_row
+            ) as aconn:
+                return await notify_q.escalate_due(aconn, limit=10)
+
+        assert asyncio.run(escalate()) == 1
+    person(db, alarm, "ack")
+    assert query(db, "SELECT count(*) FROM notify_escalations") == [(0,)]
+    rows = {(r["event"], r["target_id"]): r["status"] for r in deliveries(db, alarm)}
+    assert rows == {
+        ("confirmed", "duty"): "pending",
+        ("escalated", "chief"): "cancelled",
+        ("acknowledged", "duty"): "pending",
+    }
+
+
+def test_no_rules_no_rows_and_deleted_rules_stop_escalation(hooks: str, site: str) -> None:
+    db = hooks
+    call_point(db, f"{site}-M1", site)
+    write_alarms(db, transition(f"{site}-M1", site))
+    assert deliveries(db) == []
+    add_rule(db, "r", types=["fire"], targets=["duty"], escalate_after_s=5, escalate_to=["chief"])
+    call_point(db, f"{site}-M2", site)
+    write_alarms(db, transition(f"{site}-M2", site))
+    assert query(db, "SELECT count(*) FROM notify_escalations") == [(1,)]
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("DELETE FROM notify_rules WHERE id = 'r'")
+    assert query(db, "SELECT count(*) FROM notify_escalations") == [(0,)]
+
+
+def test_an_unsent_escalation_is_superseded_by_the_next(hooks: str, site: str) -> None:
+    db = hooks
+    add_rule(
+        db, "fires", types=["fire"], targets=["duty"], escalate_after_s=60, escalate_to=["chief"]
+    )
+    call_point(db, f"{site}-M1", site)
+    (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+
+    async def escalate_now() -> int:
+        async with await psycopg.AsyncConnection.connect(
+            db, autocommit=True, row_factory=dict_row
+        ) as conn:
+            await conn.execute("UPDATE notify_escalations SET next_at = now() - interval '1 s'")
+            return await notify_q.escalate_due(conn, limit=10)
+
+    assert asyncio.run(escalate_now()) == 1
+    assert asyncio.run(escalate_now()) == 1
+    rows = [
+        (r["escalation"], r["status"], r["last_error"])
+        for r in deliveries(db, alarm)
+        if r["event"] == "escalated"
+    ]
+    assert rows == [(1, "cancelled", "superseded by escalation 2"), (2, "pending", None)]
+
+
+def test_a_site_level_offline_alarm_is_notified_once(hooks: str, site: str) -> None:
+    """Ingest's grouping alarm for a silent site has no device (migration 0043)."""
+    db = hooks
+    add_rule(db, "offline", types=["offline"], targets=["duty"])
+    call_point(db, f"{site}-M1", site)
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO alarms (id, device_id, site_id, building, floor, zone, type, verdict, "
+            "reason, opened_at, confirmed_at) VALUES ('SITE1', NULL, %s, '', '', '', "
+            "'offline', 'confirmed', 'site_silent', now(), now())",
+            (site,),
+        )
+        conn.execute(
+            "INSERT INTO alarm_log (alarm_id, action, actor) VALUES ('SITE1', 'opened', 'system')"
+        )
+    (row,) = deliveries(db, "SITE1")
+    assert (row["event"], row["target_id"]) == ("confirmed", "duty")
+    assert row["alarm"]["device"] is None
+    assert row["alarm"]["reason"] == "site_silent"
