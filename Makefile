@@ -29,7 +29,10 @@ pytest: install
 
 test: lint typecheck pytest
 
+# bench: needs mosquitto on PATH; the database is FIRESAFE_BENCH_SERVER_URL when set,
+# else an embedded PostgreSQL in a temporary directory. Takes several minutes.
 bench: install
+	@echo "make bench: ingest (mosquitto + PostgreSQL: FIRESAFE_BENCH_SERVER_URL or embedded), detection, quality; several minutes"
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/quality.py

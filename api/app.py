@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from api import dbtypes, errors
+from api import dbtypes, docs_pages, errors
 from api.deps import CallerDep
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.routers import (
@@ -116,12 +116,14 @@ def create_app(
         summary="Fire-safety IoT monitoring: devices, alarms, telemetry, rejects",
         lifespan=lifespan,
         # Contract: every endpoint but /health needs a token, the schema included.
-        # FIRESAFE_API_PUBLIC_DOCS=true serves /openapi.json, /docs, /redoc openly.
+        # FIRESAFE_API_PUBLIC_DOCS=true serves /openapi.json, /docs, /redoc openly
+        # (the two pages from local assets: docs_pages).
         openapi_url="/openapi.json" if public_docs else None,
-        docs_url="/docs" if public_docs else None,
-        redoc_url="/redoc" if public_docs else None,
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
+    docs_pages.install(app, public_docs=public_docs)
     # Outermost last: every request gets an id, then bodies are bounded,
     # both before routing and authentication.
     app.add_middleware(BodyLimitMiddleware)

@@ -449,6 +449,22 @@ class IngestHealth(BaseModel):
     instances: int
 
 
+class JobHealth(BaseModel):
+    """A TimescaleDB background job (compression, rollup refresh, retention)."""
+
+    job_id: int
+    job: str = Field(description="The job's name, e.g. 'Retention Policy [1002]'")
+    target: str | None = Field(
+        description="The table or continuous aggregate it works on (null: a user job)"
+    )
+    last_run_status: str | None = Field(description="Success, Failed, or null before a run")
+    total_runs: int
+    total_failures: int
+    last_successful_finish: Timestamp | None
+    last_error: str | None = Field(description="The newest recorded error of the job")
+    last_error_at: Timestamp | None
+
+
 class ShardProcess(BaseModel):
     instance: str | None = Field(description="host:pid of the ingest process (its last report)")
     backend_pid: int = Field(description="Its database session, which holds its leases")
@@ -479,7 +495,8 @@ class TaskHealth(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(
         description="ok: all fine; degraded: the database is unreachable, ingest is "
-        "stale or absent, the broker is disconnected, or the API's live alarm feed is down. "
+        "stale or absent, the broker is disconnected, the API's live alarm feed is down, or "
+        "a TimescaleDB background job failed its last run (`failed_jobs`). "
         "Always HTTP 200: the API itself answers; the body says what is wrong"
     )
     database: DatabaseHealth
@@ -491,6 +508,11 @@ class Health(BaseModel):
     alarm_stream: StreamHealth
     tasks: dict[str, TaskHealth] = Field(
         description="The API's supervised background tasks (restarted with backoff)"
+    )
+    failed_jobs: list[JobHealth] = Field(
+        default_factory=list,
+        description="TimescaleDB policy jobs whose last run failed (always empty on plain "
+        "PostgreSQL): compression, rollup refresh or retention has stopped",
     )
 
 

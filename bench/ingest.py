@@ -1170,9 +1170,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--server-url",
-        default=os.environ.get(
-            "FIRESAFE_BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=os.environ.get("FIRESAFE_BENCH_SERVER_URL"),
+        help="PostgreSQL server where a scratch database is made (env "
+        "FIRESAFE_BENCH_SERVER_URL); default: an embedded PostgreSQL in a temporary directory",
     )
     p.add_argument("--quick", action="store_true", help="small numbers, under 90 s")
     p.add_argument("--messages", type=int, help="burst: single-reading messages (200,000)")
@@ -1271,8 +1271,20 @@ def main(argv: list[str] | None = None) -> int:
     url = broker.start()
     assert broker.proc is not None
     assert broker.port is not None
+    embedded_pg = None
+    server_url = args.server_url
+    if not server_url:
+        from firesafe.embedded import EmbeddedPostgres
+
+        embedded_pg = EmbeddedPostgres(work / "pg")
+        server_url = embedded_pg.start()
+        print(
+            f"bench: no FIRESAFE_BENCH_SERVER_URL: using an embedded PostgreSQL ({server_url}); "
+            "set it to measure your own server",
+            file=sys.stderr,
+        )
     try:
-        with scratch_database(args.server_url, keep=args.keep) as dsn:
+        with scratch_database(server_url, keep=args.keep) as dsn:
             report = migrate(dsn)
             t = time.perf_counter()
             register_copy(dsn, fleet(args.devices))
@@ -1388,6 +1400,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ntotal {elapsed:.0f} s")
     finally:
         broker.stop()
+        if embedded_pg is not None:
+            embedded_pg.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

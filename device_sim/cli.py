@@ -24,7 +24,7 @@ from device_sim.registration import (
 )
 from device_sim.runner import Job, run_job
 from device_sim.scenarios import LIBRARY
-from device_sim.timeline import expand_scenarios, simulate
+from device_sim.timeline import DEMO_PLAN, expand_scenarios, simulate
 from firesafe import i18n
 from firesafe.settings import Settings
 
@@ -62,6 +62,15 @@ def add_sim_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> 
         help=_('JSON scenario mix: {"flaming_fire": 2, "steam": 5} or ["cooking", ...]'),
     )
     p.add_argument(
+        "--demo",
+        action="store_true",
+        help=_(
+            "open with a fixed demo (an offline device at 15 s, a suppressed spike, a "
+            "flaming fire from 30 s, an earth fault from 40 s, steam), then the scenarios "
+            "at random"
+        ),
+    )
+    p.add_argument(
         "--duration", type=float, default=DEFAULT_DURATION_S, help=_("event-time seconds (600)")
     )
     p.add_argument(
@@ -96,6 +105,12 @@ def add_sim_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> 
         help=_("share of devices whose readings go through their building's gateway (0..1)"),
     )
     p.add_argument("--processes", type=int, default=1, help=_("publisher processes (1)"))
+    p.add_argument(
+        "--progress",
+        choices=("auto", "lines", "none"),
+        default="auto",
+        help=_("progress on stderr: redrawn on a terminal (auto), a line every 30 s, or none"),
+    )
     p.add_argument("--labels", type=Path, help=_("write the ground truth here (JSON Lines)"))
     p.add_argument("--registry-out", type=Path, help=_("write the registry (JSON list) here"))
     p.add_argument("--no-register", action="store_true", help=_("do not POST the registry"))
@@ -147,14 +162,39 @@ def print_library() -> None:
         print(f"{s.name:<{width}}  {s.kind:<10} expect={expect:<11} {s.description}")
 
 
-def _progress() -> Callable[[Counters, float], None]:
-    """A progress line on stderr: achieved rate since the last one, totals, errors."""
-    tty = sys.stderr.isatty()
+# `--progress lines` (and non-terminals): one line this often, not one per second.
+PROGRESS_LINE_EVERY_S = 30.0
+
+
+class _EndProgressLine(logging.Filter):
+    """A log record ends the progress line being redrawn in place (`\r`), so the
+    two never end up glued together on one line."""
+
+    pending = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _EndProgressLine.pending:
+            sys.stderr.write("\n")
+            _EndProgressLine.pending = False
+        return True
+
+
+def _progress(mode: str = "auto") -> Callable[[Counters, float], None] | None:
+    """A progress line on stderr: achieved rate since the last one, totals, errors.
+    `auto`: redrawn in place on a terminal, a line every 30 s otherwise; `lines`:
+    a line every 30 s; `none`: nothing."""
+    if mode == "none":
+        return None
+    tty = mode == "auto" and sys.stderr.isatty()
+    every = 0.1 if tty else PROGRESS_LINE_EVERY_S
+    if tty:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_EndProgressLine())
     last = [0.0, 0, 0]  # elapsed, readings, messages
 
     def show(cn: Counters, elapsed: float) -> None:
         dt = elapsed - last[0]
-        if dt < 0.1:
+        if dt < every:
             return  # the closing report repeats the last one
         rate = (cn.readings - last[1]) / dt
         mrate = (cn.messages - last[2]) / dt
@@ -165,8 +205,15 @@ def _progress() -> Callable[[Counters, float], None]:
         )
         sys.stderr.write(("\r" + line) if tty else (line + "\n"))
         sys.stderr.flush()
+        _EndProgressLine.pending = tty
 
     return show
+
+
+def _line_end() -> str:
+    """A newline when a progress line is open on the terminal, else nothing."""
+    pending, _EndProgressLine.pending = _EndProgressLine.pending, False
+    return "\n" if pending else ""
 
 
 def run_sim(args: argparse.Namespace, settings: Settings) -> int:
@@ -200,6 +247,7 @@ def run_sim(args: argparse.Namespace, settings: Settings) -> int:
     start_ms = args.start_ms
     if start_ms is None:
         start_ms = now_ms if speed == 1.0 else now_ms - round(args.duration * 1000)
+    pinned = DEMO_PLAN if args.demo else ()
     sim = simulate(
         estate,
         names,
@@ -208,6 +256,7 @@ def run_sim(args: argparse.Namespace, settings: Settings) -> int:
         start_ms=start_ms,
         gateway_fraction=args.gateway_fraction,
         telemetry_qos=args.qos,
+        pinned=pinned,
     )
     log.info(
         "estate: %d sites, %d devices, %.0f readings/s at real time; speed %s; %d scenarios",
@@ -265,20 +314,22 @@ def run_sim(args: argparse.Namespace, settings: Settings) -> int:
         gateway_fraction=args.gateway_fraction,
         telemetry_qos=args.qos,
         connections=args.connections,
+        pinned=pinned,
     )
-    show = _progress()
+    show = _progress(args.progress)
     wall0 = time.monotonic()
     try:
         totals = run_job(job, args.processes, show)
     except PublishError as exc:
-        print(f"\nfiresafe sim: {exc}", file=sys.stderr)
+        print(f"{_line_end()}firesafe sim: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("\nfiresafe sim: interrupted", file=sys.stderr)
+        print(f"{_line_end()}firesafe sim: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     wall = time.monotonic() - wall0
     print(
-        f"\nsim: done in {wall:.1f}s: {totals.messages:,} messages, {totals.readings:,} readings "
+        f"{_line_end()}sim: done in {wall:.1f}s: {totals.messages:,} messages, "
+        f"{totals.readings:,} readings "
         f"({totals.readings / wall:,.0f} readings/s, {totals.messages / wall:,.0f} msg/s), "
         f"errors {totals.errors}",
         file=sys.stderr,

@@ -93,7 +93,12 @@ class _Rule:
     def fail(self, why: str, /, **params: object) -> None:
         self.checked += 1
         self.failed += 1
-        if len(self.examples) < EXAMPLES:
+        # The same problem on every message is one example, not five copies of it
+        # (compared as text: an exception value is a new object every time).
+        text = (why, {k: str(v) for k, v in params.items()})
+        if len(self.examples) < EXAMPLES and text not in (
+            (w, {k: str(v) for k, v in p.items()}) for w, p in self.examples
+        ):
             self.examples.append((why, params))
 
 
@@ -458,8 +463,14 @@ def render(results: Iterable[RuleResult], observed: int, lang: str = i18n.DEFAUL
     lines = [r.line(lang) for r in results]
     fail = i18n.label("conformance_status", "fail", lang)
     if observed == 0:
-        lines.append(f"{fail}  " + i18n.translate(N_("no traffic observed"), lang))
-    verdict = fail if failed or observed == 0 else i18n.label("conformance_status", "pass", lang)
+        return i18n.translate(
+            N_(
+                "no traffic seen: nothing to judge (check the site id, the broker URL and "
+                "that the device publishes under fs/v1/<site>/<device>/...)"
+            ),
+            lang,
+        )
+    verdict = fail if failed else i18n.label("conformance_status", "pass", lang)
     lines.append(
         i18n.translate(
             N_("{verdict}: {failed} of {rules} rules failed, {messages} messages"),

@@ -44,6 +44,7 @@ class Job:
     connections: int = 0
     share: tuple[str, ...] | None = None
     client_id: str = ""
+    pinned: tuple[tuple[str, float], ...] = ()
 
     def simulation(self) -> Simulation:
         estate = generate_estate(
@@ -57,6 +58,7 @@ class Job:
             start_ms=self.start_ms,
             gateway_fraction=self.gateway_fraction,
             telemetry_qos=self.telemetry_qos,
+            pinned=self.pinned,
         )
         return sim if self.share is None else sim.with_sites(self.share)
 

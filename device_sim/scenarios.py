@@ -497,6 +497,26 @@ def _cable_overheat(ctx: Context, rng: np.random.Generator, start: int) -> Injec
     )
 
 
+def _insulation_fault(ctx: Context, rng: np.random.Generator, start: int) -> Injection | None:
+    devs = ctx.pick_devices(rng, ["electrical"])
+    if not devs:
+        return None
+    # Water reaching a junction box (a leak, a wash-down): an earth fault that
+    # appears within seconds, not by slow creep, and stays until repaired.
+    peak = _u(rng, 1.3, 3.0) * LEAKAGE_FIRE_MA
+    onset_s, hold_s = _u(rng, 2, 10), _u(rng, 900, 1800)
+
+    def shape(tau: float, v: dict[str, float]) -> None:
+        v["residual_current"] += (peak - v["residual_current"]) * min(tau / onset_s, 1.0)
+
+    end = start + _ms(onset_s + hold_s)
+    params = {"peak_ma": peak, "onset_s": onset_s}
+    return Injection(
+        ctx.label("insulation_fault", "electrical", devs, start, end, "electrical", params),
+        effects=[Effect(devs[0], start, end, shape)],
+    )
+
+
 def _motor_start(ctx: Context, rng: np.random.Generator, start: int) -> Injection | None:
     devs = ctx.pick_devices(rng, ["electrical"])
     if not devs:
@@ -920,6 +940,15 @@ LIBRARY: dict[str, Scenario] = {
             120,
             "one of each bad input of contract section 3",
             _malformed,
+        ),
+        # Added after the original library: appended, so seeded runs keep their placement.
+        Scenario(
+            "insulation_fault",
+            "electrical",
+            "electrical",
+            1800,
+            "water in a junction box: an earth fault within seconds, held until repaired",
+            _insulation_fault,
         ),
     ]
 }

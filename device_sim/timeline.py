@@ -53,6 +53,17 @@ GATEWAY_FLUSH_MS = 5000
 MAX_BATCH_READINGS = 400
 EVENT_QOS = 1  # contract section 1: events, status and batches are QoS 1
 DETECTOR_KINDS = ("smoke", "heat", "multi")
+# `firesafe sim --demo` (and `firesafe up --sim`): the opening minutes of a run,
+# so a newcomer sees each kind of outcome within 3 minutes instead of waiting
+# for chance: (scenario, start second). Each runs with its honest physics;
+# only where it starts is fixed. After these, the others come at random.
+DEMO_PLAN: tuple[tuple[str, float], ...] = (
+    ("offline_will", 15.0),  # a device drops off: offline at once (retained last will)
+    ("spike", 20.0),  # insect in a chamber: opens, judged transient, suppressed
+    ("flaming_fire", 30.0),  # confirmed fire, the building's exit signs commanded
+    ("insulation_fault", 40.0),  # earth fault past 300 mA: electrical alarm
+    ("steam", 25.0),  # shower steam on a multi-sensor: suppressed by its humidity signature
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +158,12 @@ def simulate(
     start_ms: int,
     gateway_fraction: float = 0.0,
     telemetry_qos: int = 1,
+    pinned: Sequence[tuple[str, float]] = (),
 ) -> Simulation:
-    """Place `scenarios` (names, repeats allowed, `all`) in a run of `duration_s`."""
+    """Place `scenarios` (names, repeats allowed, `all`) in a run of `duration_s`.
+
+    `pinned`: (scenario, start second) placed first, at exactly those times
+    (e.g. the demo's opening minutes); the others go at random after them."""
     if duration_s <= 0:
         raise ValueError("duration_s must be > 0")
     end_ms = start_ms + round(duration_s * 1000)
@@ -163,11 +178,18 @@ def simulate(
     )
     injections: list[Injection] = []
     skipped: list[str] = []
-    for n, name in enumerate(expand_scenarios(scenarios)):
+    plan: list[tuple[str, float | None]] = [(name, at) for name, at in pinned]
+    plan += [(name, None) for name in expand_scenarios(scenarios)]
+    if pinned:
+        warmup = max(warmup, max(at for _, at in pinned))
+    for n, (name, at) in enumerate(plan):
+        if name not in LIBRARY:
+            raise ValueError(f"unknown scenario {name!r} (try --scenario list)")
         spec = LIBRARY[name]
-        rng = np.random.default_rng([seed, 7, n])
+        rng = np.random.default_rng([seed, 7, n] if at is None else [seed, 23, n])
         room = max(0.0, duration_s - warmup - spec.nominal_s)
-        start = start_ms + round((warmup + float(rng.uniform(0.0, room))) * 1000)
+        offset = warmup + float(rng.uniform(0.0, room)) if at is None else at
+        start = start_ms + round(offset * 1000)
         inj = spec.build(ctx, rng, start)
         if inj is None:
             log.warning("scenario %s skipped: no fitting devices in this estate", name)

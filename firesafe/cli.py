@@ -87,10 +87,24 @@ def _settings(args: argparse.Namespace) -> Settings:
             api_workers=getattr(args, "workers", None),
         )
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [f"  {_variable(e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise SystemExit(
             "firesafe: " + _("invalid configuration:") + "\n" + "\n".join(lines)
         ) from None
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable (and flag) a settings error is about, as users set it."""
+    name = str(loc[0]) if loc else "?"
+    if name in _FLAGS:
+        return f"FIRESAFE_{name.upper()} (or --{name.replace('_', '-')})"
+    return f"FIRESAFE_{name.upper()}"
+
+
+# Settings that also have a command-line flag (see `_common`).
+_FLAGS = frozenset(
+    {"mqtt_url", "database_url", "data_dir", "api_host", "api_port", "api_url", "log_level"}
+)
 
 
 def _logging(settings: Settings) -> None:
@@ -152,15 +166,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from firesafe.runtime import run_api
+    from firesafe.runtime import check_api_port, run_api
 
     settings = _settings(args)
     _logging(settings)
     settings.require_database_url()
+    check_api_port(settings)
     workers = settings.api_workers or os.cpu_count() or 1
     if workers > 1:
-        from firesafe.runtime import run_api_workers
+        from firesafe.runtime import run_api_workers, wait_for_database
 
+        # As run_api does: one line while the database is away, then start.
+        url = settings.require_database_url()
+        if run_until_signal(lambda stop: wait_for_database(url, stop)) != 1:
+            return 0
         return run_api_workers(settings, workers)
     return run_until_signal(lambda stop: run_api(settings, stop))
 

@@ -1,4 +1,4 @@
-"""The vocabulary of the external contract (../shared/CONTRACT.md, v1).
+"""The vocabulary of the external contract (v1; for devices: docs/devices.md).
 
 Plain constants only: shared by ingest, detection, storage and api so that a
 kind, reading or alarm type is spelled in exactly one place. The simulator

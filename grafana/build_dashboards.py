@@ -1450,6 +1450,21 @@ def platform() -> Json:
         LIMIT 100
         """,
     )
+    jobs = table(
+        "Background jobs (TimescaleDB)",
+        """
+        SELECT j.job, j.target, j.last_run_status AS "last run", j.total_runs AS runs,
+               j.total_failures AS failures, j.last_successful_finish AS "last success",
+               j.last_error_at AS "last error at", j.last_error AS "last error"
+        FROM firesafe_job_health j
+        ORDER BY j.failed DESC, j.job_id
+        """,
+        description="Compression, rollup refresh and retention policies and how their last "
+        "run went. A failed job means that work has stopped: chunks are no longer compressed, "
+        "the 1-minute rollup lags, or old telemetry is kept. Empty on plain PostgreSQL "
+        "(no background jobs). /health turns degraded and /metrics has "
+        "firesafe_db_job_failed{job} for the same jobs.",
+    )
     totals = table(
         "Rejects since installation",
         f"SELECT {label_sql('reject_reason', 'reason')} AS reason, count FROM reject_counts "
@@ -1464,7 +1479,8 @@ def platform() -> Json:
     return dashboard(
         "firesafe-platform",
         "Firesafe — Platform health",
-        description="Ingest throughput, latency, queue depth, lag, rejects and seq gaps.",
+        description="Ingest throughput, latency, queue depth, lag, rejects, seq gaps and the "
+        "database's background jobs.",
         tags=["platform"],
         time_from="now-1h",
         refresh="10s",
@@ -1472,6 +1488,7 @@ def platform() -> Json:
         annotations=[],
         rows=[
             [(instances, 24, 6)],
+            [(jobs, 24, 5)],
             [(throughput, 12, 8), (latency, 12, 8)],
             [(queue, 8, 8), (lag, 8, 8), (quality, 8, 8)],
             [(held, 12, 8), (takeovers, 12, 8)],

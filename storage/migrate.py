@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Literal
 
 import psycopg
-from psycopg import sql
 
 from storage import partitions
 from storage.errors import MigrationError
@@ -32,6 +31,16 @@ log = logging.getLogger(__name__)
 # Any constant works; it only has to be the same for every migrating process.
 MIGRATION_LOCK_KEY = 0x46495245  # "FIRE"
 NO_TRANSACTION_MARK = "-- firesafe: no-transaction"
+# The broker keeps ingest's persistent session, and every message published
+# for it, this long while ingest is away: ingest/mqtt.py SESSION_EXPIRY_S (a
+# test checks they agree). Readings that late still arrive and must still
+# reach the 1-minute rollup, so its refresh window reaches back further.
+BROKER_SESSION_EXPIRY = timedelta(days=7)
+# ...plus a day for a backlog drained slowly and device clocks running late.
+ROLLUP_REFRESH_START_OFFSET = BROKER_SESSION_EXPIRY + timedelta(days=1)
+# The newest minute is still filling (real-time aggregation covers it).
+ROLLUP_REFRESH_END_OFFSET = timedelta(minutes=1)
+ROLLUP_REFRESH_EVERY = timedelta(minutes=1)
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(plain|timescale))?\.sql$")
 
 
@@ -78,21 +87,28 @@ def load_migrations(flavour: Flavour) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def detect_flavour(conn: psycopg.Connection[Any]) -> Flavour:
+def timescaledb_available(conn: psycopg.Connection[Any]) -> bool:
+    """The extension's files are installed on the server (it may still not be loadable)."""
+    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    return row.fetchone() is not None
+
+
+def detect_flavour(conn: psycopg.Connection[Any], conninfo: str) -> Flavour:
     """TimescaleDB when installed or installable here, plain PostgreSQL otherwise."""
     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
         return "timescale"
-    available = conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).fetchone()
-    if not available:
+    if not timescaledb_available(conn):
         return "plain"
     try:
-        with conn.transaction():
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        # On a connection of its own: when the library is not preloaded, the
+        # failure is FATAL and ends the session that tried, which must not be
+        # the one holding the migration lock.
+        with psycopg.connect(conninfo, autocommit=True) as probe:
+            probe.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     except psycopg.Error as exc:
         # Typically: the library is not in shared_preload_libraries.
-        log.warning("timescaledb is available but cannot be created (%s); using plain", exc)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("timescaledb is available but cannot be created (%s); using plain", reason)
         return "plain"
     return "timescale"
 
@@ -126,7 +142,7 @@ def migrate(
             conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
             try:
                 _record_shards(conn, shards)
-                return _migrate_locked(conn, retention_days, now or datetime.now(UTC))
+                return _migrate_locked(conn, conninfo, retention_days, now or datetime.now(UTC))
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     except psycopg.Error as exc:
@@ -152,7 +168,7 @@ def _record_shards(conn: psycopg.Connection[Any], wanted: int | None) -> None:
 
 
 def _migrate_locked(
-    conn: psycopg.Connection[Any], retention_days: int, now: datetime
+    conn: psycopg.Connection[Any], conninfo: str, retention_days: int, now: datetime
 ) -> MigrationReport:
     conn.execute(
         """
@@ -166,7 +182,7 @@ def _migrate_locked(
     )
     flavour = recorded_flavour(conn)
     if flavour is None:
-        flavour = detect_flavour(conn)
+        flavour = detect_flavour(conn, conninfo)
         conn.execute(
             "INSERT INTO firesafe_meta (key, value) VALUES ('flavour', %s) ON CONFLICT DO NOTHING",
             (flavour,),
@@ -205,18 +221,77 @@ def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
 def apply_policies(
     conn: psycopg.Connection[Any], flavour: Flavour, *, retention_days: int, now: datetime
 ) -> None:
-    """Retention (and, on plain PostgreSQL, partitions ahead of time)."""
+    """Retention and rollup refresh (on plain PostgreSQL, partitions ahead of time).
+
+    On TimescaleDB a policy is created once and changed only when its settings
+    differ: dropping and re-adding it on every start would reset its schedule
+    (a new job first runs one interval after its creation, so a deployment
+    restarted daily would never drop anything)."""
     if flavour == "timescale":
-        # An existing policy with another interval is not changed by
-        # if_not_exists, so replace it.
-        conn.execute("SELECT remove_retention_policy('telemetry', if_exists => true)")
-        conn.execute(
-            sql.SQL("SELECT add_retention_policy('telemetry', drop_after => {}::interval)").format(
-                sql.Literal(f"{retention_days} days")
-            )
-        )
+        _ensure_retention(conn, timedelta(days=retention_days))
+        _ensure_rollup_refresh(conn)
     else:
         partitions.ensure(conn, now=now, retention_days=retention_days)
+
+
+def _ensure_retention(conn: psycopg.Connection[Any], drop_after: timedelta) -> None:
+    jobs = conn.execute(
+        """
+        SELECT job_id, (config->>'drop_after')::interval = %s AS same
+        FROM timescaledb_information.jobs
+        WHERE proc_name = 'policy_retention' AND hypertable_name = 'telemetry'
+        """,
+        (drop_after,),
+    ).fetchall()
+    if not jobs:
+        conn.execute("SELECT add_retention_policy('telemetry', drop_after => %s)", (drop_after,))
+        log.info("retention policy on telemetry: drop after %s", drop_after)
+        return
+    for job_id, same in jobs:
+        if not same:
+            # alter_job keeps the job (its id, schedule and statistics).
+            conn.execute(
+                """
+                SELECT alter_job(%s, config => config || jsonb_build_object('drop_after', %s::text))
+                FROM timescaledb_information.jobs WHERE job_id = %s
+                """,
+                (job_id, _interval_text(drop_after), job_id),
+            )
+            log.info("retention policy on telemetry changed: drop after %s", drop_after)
+
+
+def _ensure_rollup_refresh(conn: psycopg.Connection[Any]) -> None:
+    wanted = (ROLLUP_REFRESH_START_OFFSET, ROLLUP_REFRESH_END_OFFSET, ROLLUP_REFRESH_EVERY)
+    jobs = conn.execute(
+        """
+        SELECT job_id, (config->>'start_offset')::interval, (config->>'end_offset')::interval,
+               schedule_interval
+        FROM timescaledb_information.jobs
+        WHERE proc_name = 'policy_refresh_continuous_aggregate'
+          AND hypertable_name = 'telemetry_1m'
+        """
+    ).fetchall()
+    if len(jobs) == 1 and tuple(jobs[0][1:]) == wanted:
+        return
+    if jobs:
+        conn.execute("SELECT remove_continuous_aggregate_policy('telemetry_1m', if_exists => true)")
+    conn.execute(
+        """
+        SELECT add_continuous_aggregate_policy('telemetry_1m',
+            start_offset => %s, end_offset => %s, schedule_interval => %s)
+        """,
+        wanted,
+    )
+    log.info(
+        "refresh policy on telemetry_1m: %s to %s back, every %s",
+        ROLLUP_REFRESH_START_OFFSET,
+        ROLLUP_REFRESH_END_OFFSET,
+        ROLLUP_REFRESH_EVERY,
+    )
+
+
+def _interval_text(value: timedelta) -> str:
+    return f"{value.days} days {value.seconds} seconds"
 
 
 def current_flavour(conninfo: str) -> Flavour:

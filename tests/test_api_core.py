@@ -347,6 +347,31 @@ def test_bucket_pagination_covers_the_range(api, db: str, flavour: str) -> None:
     assert got == [float(m) for m in range(0, 120, 7)]
 
 
+def test_buckets_without_since_start_where_the_data_is(api, db: str, flavour: str) -> None:  # type: ignore[no-untyped-def]
+    """The default range is the last day; readings only in its last hour used to
+    give an empty first page with a cursor (the first `limit` minutes had none)."""
+    register(api, device("D1"))
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    minutes = [now - timedelta(minutes=m) for m in (50, 30, 10)]
+    insert_telemetry(db, flavour, "D1", [(t, i, {"co": float(i)}) for i, t in enumerate(minutes)])
+    pages = []
+    cursor = None
+    for _ in range(10):
+        params = {"bucket": "1m", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = api.get("/api/v1/devices/D1/telemetry", params=params).json()
+        pages.append([b["v"]["co"]["avg"] for b in page["items"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    # A page is a window of `limit` buckets starting at the next one with data:
+    # never empty, and no cursor once nothing follows.
+    assert pages == [[0.0], [1.0], [2.0]]
+    empty = api.get(
+        "/api/v1/devices/D1/telemetry", params={"bucket": "1m", "until": "2020-01-01T00:00:00Z"}
+    ).json()
+    assert empty == {**empty, "items": [], "next_cursor": None}
+
+
 @pytest.mark.parametrize(
     ("params", "name", "code"),
     [

@@ -100,3 +100,24 @@ def test_checker_flags_seconds_and_reordering_offline() -> None:
     assert res["payload_schema"].status == "fail"
     assert res["topic_shape"].status == "fail"
     assert res["status_retained"].status == "pass"
+
+
+def test_a_repeated_problem_is_one_example_and_the_report_is_stable() -> None:
+    chk = Checker("S1", interval_s=1.0)
+    now = int(time.time() * 1000)
+    for n in range(20):  # the same malformed payload, over and over
+        chk.feed("fs/v1/S1/D1/telemetry", b"{not json", False, now + n)
+    first = {r.rule: r for r in chk.report()}
+    again = {r.rule: r for r in chk.report()}
+    assert first == again  # judging twice does not count twice
+    schema = first["payload_schema"]
+    assert schema.failed == 20
+    assert len(schema.examples) == len(set(schema.examples)) == 1
+
+
+def test_no_traffic_is_said_plainly() -> None:
+    chk = Checker("S1")
+    text = render(chk.report(), chk.observed)
+    assert text.startswith("no traffic seen")
+    assert "FAIL:" not in text
+    assert "rules failed" not in text

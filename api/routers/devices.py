@@ -229,9 +229,35 @@ async def post_devices(
     "/import",
     response_model=list[DeviceOut],
     summary="Register or update devices from CSV",
-    description="The same as POST /api/v1/devices with a `text/csv` body. Admin only.",
+    description=(
+        "The same as POST /api/v1/devices with a `text/csv` body (UTF-8, a BOM is "
+        "allowed). Admin only. The first line is a header naming the columns, in any "
+        f"order: required {', '.join(CSV_COLUMNS[:6])}; optional "
+        f"{', '.join(CSV_COLUMNS[6:])}. Each further line is one device, validated "
+        "exactly as a DeviceIn object (an empty cell means not given; `thresholds` is a "
+        'JSON object in a quoted cell, e.g. `"{""obscuration_alarm"": 3.5}"`; `route_left` and '
+        "`route_right` fill `routes`). At most "
+        f"{MAX_DEVICES_PER_REQUEST} devices and {MAX_BODY_BYTES} bytes per request. The "
+        "import is all or nothing: the first bad line is refused with 422 naming its "
+        "line number and field, and nothing is stored."
+    ),
     openapi_extra={
-        "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {
+                    "schema": {
+                        "type": "string",
+                        "contentMediaType": "text/csv",
+                        # The header line holds every required column.
+                        "pattern": "^\ufeff?"
+                        + "".join(f"(?=[^\\n]*\\b{c}\\b)" for c in CSV_COLUMNS[:6]),
+                    },
+                    "example": "id,site,building,floor,zone,kind,name\n"
+                    "S1-SD1,S1,B1,2,Z3,smoke,Room 201\n",
+                }
+            },
+        }
     },
     responses={409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
 )

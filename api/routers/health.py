@@ -15,6 +15,7 @@ from api.schemas import (
     DatabaseHealth,
     Health,
     IngestHealth,
+    JobHealth,
     ShardProcess,
     ShardsHealth,
     StreamHealth,
@@ -37,8 +38,9 @@ DB_TIMEOUT_S = 2.0
     summary="Liveness and state of database, broker, ingest and live feed (no auth)",
     description="Always 200 while the API runs (contract section 4); `status` is ok, or "
     "degraded when the database does not answer, ingest is stale (no report for "
-    f"{STALE_AFTER_S:g} s) or absent, the broker is disconnected, or the live alarm "
-    "feed (LISTEN) is down.",
+    f"{STALE_AFTER_S:g} s) or absent, the broker is disconnected, the live alarm "
+    "feed (LISTEN) is down, or a TimescaleDB background job (compression, rollup "
+    "refresh, retention) failed its last run (listed in `failed_jobs`).",
 )
 async def health(state: StateDep) -> Health:
     report = await _health(state)
@@ -68,6 +70,7 @@ async def _health(state: AppState) -> Health:
             await conn.execute("SELECT 1")
             latency_ms = (time.perf_counter() - started) * 1000
             instances = await health_q.ingest_instances(conn)
+            jobs = await health_q.background_jobs(conn)
             shard_count, owners = await health_q.shard_owners(conn)
     except (psycopg.Error, PoolTimeout) as exc:
         return Health(
@@ -85,11 +88,13 @@ async def _health(state: AppState) -> Health:
             ),
         )
     database = DatabaseHealth(ok=True, latency_ms=round(latency_ms, 3))
+    failed_jobs = [JobHealth.model_validate(j) for j in jobs if j["failed"]]
     shards = _shards(shard_count, owners, instances)
     if not instances:
         return Health(
             **_api_parts(state),
             status="degraded",
+            failed_jobs=failed_jobs,
             database=database,
             shards=shards,
             broker=BrokerHealth(connected=None),
@@ -109,10 +114,11 @@ async def _health(state: AppState) -> Health:
     reporting = fresh or [newest]
     connected = any(i["broker_connected"] for i in reporting)
     lags = [float(i["lag_ms"]) for i in reporting if i["lag_ms"] is not None]
-    ok = ingest_state == "ok" and connected and not shards.unowned
+    ok = ingest_state == "ok" and connected and not shards.unowned and not failed_jobs
     return Health(
         **_api_parts(state),
         status="ok" if ok else "degraded",
+        failed_jobs=failed_jobs,
         database=database,
         shards=shards,
         broker=BrokerHealth(connected=connected),

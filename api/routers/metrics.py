@@ -89,11 +89,30 @@ async def metrics(conn: ConnDep, caller: CallerDep) -> Response:
     for inst in instances:
         connected.add_metric([inst["instance"]], 1.0 if inst["broker_connected"] else 0.0)
     families.append(connected)
+    families.extend(_job_families(await health_q.background_jobs(conn)))
     families += _shard_families(instances, *await health_q.shard_owners(conn))
     families.extend(await notifications.metric_families(conn))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _job_families(jobs: list[dict[str, Any]]) -> list[Metric]:
+    """One gauge per TimescaleDB policy job: did its last run fail, and failures so far."""
+    labels = ["job_id", "job", "target"]
+    failed = GaugeMetricFamily(
+        "firesafe_db_job_failed",
+        "1 when the background job's last run failed (compression, refresh, retention)",
+        labels=labels,
+    )
+    failures = CounterMetricFamily(
+        "firesafe_db_job_failures", "Failed runs of the background job", labels=labels
+    )
+    for j in jobs:
+        key = [str(j["job_id"]), j["job"], j["target"] or ""]
+        failed.add_metric(key, 1.0 if j["failed"] else 0.0)
+        failures.add_metric(key, float(j["total_failures"]))
+    return [failed, failures]
 
 
 def _shard_families(

@@ -124,11 +124,19 @@ async def get_telemetry(
     key = decode_cursor(cursor, f"buckets-{bucket}", (int,))
     if key is not None:
         start = max(start, _floor(from_micros(key[0]), width))
+    # A page starts at the first bucket with data (never an empty page with a
+    # cursor), and a cursor is given only when more data follows.
+    first = await telemetry_q.first_minute(conn, device_id=device_id, since=start, until=end)
+    if first is None:
+        return render.page([], None, bucket=bucket)
+    start = _floor(first, width)
     buckets = await telemetry_q.bucketed(
         conn, device_id=device_id, width=width, since=start, until=end, limit=limit
     )
     scanned_to = min(end, start + width * limit)
-    next_cursor = (
-        encode_cursor(f"buckets-{bucket}", micros(scanned_to)) if scanned_to < end else None
+    more = scanned_to < end and (
+        await telemetry_q.first_minute(conn, device_id=device_id, since=scanned_to, until=end)
+        is not None
     )
+    next_cursor = encode_cursor(f"buckets-{bucket}", micros(scanned_to)) if more else None
     return render.page(map(render.bucket, buckets), next_cursor, bucket=bucket)

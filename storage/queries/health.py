@@ -28,6 +28,20 @@ async def ingest_instances(conn: Conn) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["at"], reverse=True)
 
 
+async def background_jobs(conn: Conn) -> list[dict[str, Any]]:
+    """TimescaleDB's policy jobs and how their last runs went (none on plain PostgreSQL);
+    the failed ones first."""
+    cur = await conn.execute(
+        """
+        SELECT job_id, job, proc_name, target, last_run_status, total_runs, total_failures,
+               last_run_started_at, last_successful_finish, last_error, last_error_at, failed
+        FROM firesafe_job_health
+        ORDER BY failed DESC, job_id
+        """
+    )
+    return await cur.fetchall()
+
+
 async def shard_owners(conn: Conn) -> tuple[int, dict[int, int]]:
     """(the shard count, shard -> backend pid of its owner) as the leases say now."""
     cur = await conn.execute("SELECT value FROM firesafe_meta WHERE key = 'shards'")

@@ -157,3 +157,20 @@ async def bucketed(
         }
         buckets.append(Bucket(row["b"], values))
     return buckets[:limit]
+
+
+async def first_minute(
+    conn: Conn, *, device_id: str, since: datetime, until: datetime
+) -> datetime | None:
+    """The first minute in [since, until) with readings of the device, if any
+    (so that a page of buckets starts where the data does, never empty)."""
+    cur = await conn.execute(
+        """
+        SELECT bucket FROM telemetry_1m
+        WHERE device_id = %(device)s AND bucket >= %(since)s AND bucket < %(until)s
+        ORDER BY bucket LIMIT 1
+        """,
+        {"device": device_id, "since": since, "until": until},
+    )
+    row = await cur.fetchone()
+    return None if row is None else row["bucket"]
