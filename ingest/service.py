@@ -76,6 +76,10 @@ INTAKE_LOW_WATER_BYTES = 2 * BATCH_MAX_BYTES
 # length) from the moment it arrives.
 OVERSIZE_KEEP_BYTES = 4096
 TICK_S = 1.0  # supervision resolution: offline is raised within ~1 s of its time
+# Silence is judged only while ingest keeps up: when the oldest waiting message
+# is older than this, the broker may hold what devices sent (backpressure, a
+# takeover's backlog), and a device would be called offline while it reports.
+SUPERVISE_MAX_LAG_MS = 2_000
 STATS_EVERY_S = 5.0  # ingest_stats rows for Grafana and /health
 STATE_EVERY_S = 5.0  # device_state is a summary; folding it per batch would double writes
 REGISTRY_EVERY_S = 2.0  # registry and person-cleared alarms poll
@@ -954,7 +958,12 @@ class IngestService:
             # nothing waiting here, the clock is now (a whole estate may be silent).
             self._watermark = max(self._watermark, now_ms())
             writes += [self._alarm_write(c) for c in self.engine.advance(self._watermark)]
-        slots, deadlines = self.supervisor.check(now_ms())
+        now = now_ms()
+        if self.intake and now - self.intake[0].received_ms > SUPERVISE_MAX_LAG_MS:
+            slots, deadlines = np.zeros(0, np.int64), np.zeros(0, np.int64)  # not keeping up
+        else:
+            self._heard_in_intake()
+            slots, deadlines = self.supervisor.check(now)
         if not slots.size and not writes:
             return
         sites: list[SiteChange] = []
@@ -966,6 +975,18 @@ class IngestService:
         self._site_alarms_changed(done)
         if slots.size:
             log.info("%d device(s) went offline", slots.size)
+
+    def _heard_in_intake(self) -> None:
+        """Devices whose messages arrived and wait here are not silent."""
+        slots: list[int] = []
+        at: list[int] = []
+        for m in self.intake:
+            _, device, reason, _ = self.decoder.classify(m.topic)
+            if device is not None and reason is None:
+                slots.append(device.slot)
+                at.append(m.received_ms)
+        if slots:
+            self.supervisor.heard(np.array(slots, np.int64), np.array(at, np.int64))
 
     async def _write_alarms(
         self,

@@ -50,6 +50,12 @@ class Supervisor:
         self.offline[back] = False
         return back
 
+    def heard(self, slot: NDArray[np.int64], received: NDArray[np.int64]) -> None:
+        """Messages arrived but not processed yet: the devices are not silent (their
+        offline alarms are cleared when the messages are processed)."""
+        if slot.size:
+            np.maximum.at(self.last_seen, slot, received)
+
     def went_offline(self, slot: NDArray[np.int64]) -> NDArray[np.int64]:
         """Status `offline` (last will): the slots not already offline."""
         slot = np.unique(slot)

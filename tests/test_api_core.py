@@ -77,7 +77,9 @@ def test_health_reports_fresh_ingest(api_url: str, db: str) -> None:
             body = anonymous.get("/health").json()
         assert body["shards"]["owned"] == count
         assert body["shards"]["processes"][0]["shards"] == list(range(count))
-    assert body["status"] == "ok"
+    # ok, unless the database's own background jobs fail (TimescaleDB 2.28.3 on
+    # PostgreSQL 15.20 cannot run any: /health must say so).
+    assert body["status"] == ("degraded" if body["failed_jobs"] else "ok")
     assert body["broker"]["connected"] is True
     assert body["ingest"]["state"] == "ok"
     assert body["ingest"]["lag_ms"] == 42.0
