@@ -31,7 +31,7 @@ import psycopg
 from firesafe.settings import Settings
 from ingest import shards
 from ingest.decode import RawMessage
-from ingest.mqtt import SUBSCRIPTION, MqttSource
+from ingest.mqtt import MqttSource
 from ingest.shards import ShardLost
 from storage import shards as leases
 from storage.errors import MigrationError
@@ -76,9 +76,6 @@ class Ownership:
 
     def owned_sites(self, sites: Collection[str]) -> set[str]:
         return {s for s in sites if self.owns(s)}
-
-    def sites_of(self, shard: int, sites: Collection[str]) -> list[str]:
-        return sorted(s for s in sites if self.shard_of(s) == shard)
 
     # ------------------------------------------------------------ sessions
     def bind(self, group: asyncio.TaskGroup | None) -> None:
@@ -126,11 +123,6 @@ class Ownership:
 
     async def stop_sessions(self) -> None:
         await asyncio.gather(*(self.stop_session(k) for k in list(self.sources)))
-
-    def subscriptions_for(self, shard: int, sites: Collection[str]) -> list[str]:
-        if shard == SINGLE:
-            return [SUBSCRIPTION]
-        return shards.subscriptions(self.sites_of(shard, sites))
 
     def pause(self) -> None:
         self._paused = True
