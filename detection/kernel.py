@@ -74,16 +74,20 @@ class Flag(IntFlag):
     BATT_DEPL = 1 << 21  # on battery: charge low or projected autonomy short of rated
     BATT_CHARGED = 1 << 22  # on mains and charged to low + margin again
     CO_RAW = 1 << 23  # CO level or rise on this reading alone (kernel-internal)
+    FALL_RAW = 1 << 24  # at alarm level, falling fast since the previous reading (internal)
+    FALL = 1 << 25  # at alarm level, falling fast on two consecutive intervals
 
 
-NBITS: Final = 24
+NBITS: Final = 26
 # Rows with any of these are always shown to the state machine (they count
 # samples, refresh zone activity or corroborate); other rows only when their
 # machine-visible bits differ from the device's previous reading.
 VISIT_ALWAYS: Final = int(
     Flag.PRE | Flag.ALARM | Flag.HEAT | Flag.CO | Flag.FAST | Flag.STEAM | Flag.RC | Flag.CABLE
 )
-MACHINE_MASK: Final = int(~(Flag.HEAT_RAW | Flag.FAST_RAW | Flag.CO_RAW)) & ((1 << NBITS) - 1)
+MACHINE_MASK: Final = int(~(Flag.HEAT_RAW | Flag.FAST_RAW | Flag.CO_RAW | Flag.FALL_RAW)) & (
+    (1 << NBITS) - 1
+)
 
 KIND_SMOKE, KIND_HEAT, KIND_MULTI, KIND_MCP, KIND_ELECTRICAL, KIND_EVAC = range(6)
 # Gateway kinds (contract.GATEWAY_KINDS): no readings scored, panel states only.
@@ -306,6 +310,11 @@ def score_fire(
         is_pre = _ge(comp, pre)
         fast_raw = _ge(step[:, 1], thr["fast_growth_per_min"])
         fast = fast_raw & alarm_obs & ((prev_flags & np.uint32(Flag.FAST_RAW)) != 0)
+        # The mirror of fast growth: a chamber emptying as fast as a flaming
+        # fire fills it (a spray, a puff of cooking fumes), still at alarm level.
+        fall_raw = _ge(-step[:, 1], thr["fast_growth_per_min"]) & alarm_obs
+        fall = fall_raw & ((prev_flags & np.uint32(Flag.FALL_RAW)) != 0)
+        f |= _bit(fall_raw, Flag.FALL_RAW) | _bit(fall, Flag.FALL)
         f |= _bit(is_pre, Flag.PRE) | _bit(
             _lt(comp, pre * p.PRE_ALARM_CLEAR_FRACTION), Flag.PRE_CLEAR
         )

@@ -13,21 +13,23 @@ Alarm types and their lifecycle (contract section 6):
 - `fire` (smoke, heat, multi, mcp): opens `pending` on an alarm-level reading
   or a detector's `fire_alarm` event; `confirmed` at once on corroboration
   (reasons `call_point`, `coincidence` with `related` slots, `rate_of_rise`
-  [heat rise on two consecutive readings], `co_rise`, `fast_growth`);
+  [heat rise on two consecutive readings], `co_rise`);
   otherwise resolved when the verification window ends (event time):
   `suppressed` with `steam_signature` (humidity jump seen, no corroboration),
   `transient` (<= 2 readings at alarm level and the latest one under it:
   insects, EMI), `aerosol_decay` (>= 3 readings at alarm level, the latest
-  one under it: cooking), `aerosol_signature` (multi: no independent
+  one under it, or still at it but falling fast on two consecutive readings:
+  cooking, sprays), `aerosol_signature` (multi: no independent
   evidence); else `confirmed` by persistence (the latest reading still at
   alarm level, or no reading at all: a silent detector) with the trigger's
-  reason (`obscuration`, `static_heat`, `rate_of_rise`, `combined`,
-  `device_alarm`). A detector's own `fire_alarm` event opens a window and is
-  zone activity, never a sample. A neighbour's activity counts for
-  `coincidence` once it lasted two readings. A confirmed fire
-  latches until `clear()`. After a suppression the next alarm opens on a new
-  rising edge (or at once with corroboration), not on the same lingering
-  signal. A call point's `activated` opens a `confirmed` fire (`call_point`)
+  reason (`obscuration`, or `fast_growth` when the optical signal grew fast;
+  `static_heat`, `rate_of_rise`, `combined`, `device_alarm`). A detector's
+  own `fire_alarm` event opens a window and is zone activity, never a sample.
+  A neighbour's activity counts for `coincidence` once it lasted two readings.
+  A confirmed fire latches until `clear()`. After a suppression the next
+  alarm opens on a new rising edge (or at once with corroboration), not on
+  the same lingering signal; a signal judged falling but still at alarm level
+  one window later opens again. A call point's `activated` opens a `confirmed` fire (`call_point`)
   and confirms the pending fires of its zone; `reset` clears nothing.
 - `pre_alarm` (smoke, multi): informational; opens `confirmed` when the
   compensated obscuration reaches the pre-alarm level, clears (reason
@@ -119,6 +121,8 @@ class _Window:
     last_alarm: bool = False  # the latest reading was at alarm level
     rows: int = 0  # readings seen (a window opened by an event may have none)
     evidence: bool = False  # multi: independent evidence seen in the window
+    fast: bool = False  # fast obscuration growth seen (judged at the window's end)
+    falling: bool = False  # the latest reading was at alarm level and falling fast
 
 
 @dataclass(slots=True)
@@ -136,6 +140,7 @@ class _Device:
     bits: int = 0  # flags of the latest reading shown
     run: int = 0  # consecutive readings at pre-alarm or alarm level
     sup_bits: int = 0  # re-arming bits already present when a fire was suppressed
+    rearm_at: int = NEVER  # a signal judged decaying but still at alarm level re-arms then
 
 
 class Machine:
@@ -246,6 +251,7 @@ class Machine:
         d = self._d(slot)
         d.fire = "pending"
         d.armed = True
+        d.rearm_at = NEVER
         d.win = _Window(ts, ts + self._verify_ms(slot), reason)
         self.pending.setdefault(self.cfg.zone(slot), set()).add(slot)
         self._emit(slot, "fire", "open", "pending", reason, ts, detail)
@@ -282,10 +288,21 @@ class Machine:
             # device's own alarm event does not stand in for a reading.
             verdict = "suppressed"
             reason = "transient" if w.n_above <= p.SPIKE_MAX_SAMPLES else "aerosol_decay"
+        elif w.falling:
+            # Still at the alarm level but emptying as fast as a flaming fire
+            # fills the chamber, on two consecutive readings: a spray or a puff
+            # of fumes on its way out. If it is still there a window later, the
+            # device opens again (`rearm_at`).
+            verdict, reason = "suppressed", "aerosol_decay"
         elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence:
             verdict, reason = "suppressed", "aerosol_signature"
         else:
-            verdict, reason = "confirmed", w.reason
+            # Fast growth is the optical channel alone: a cooking or steam burst
+            # grows as fast as a flaming fire for a while, then falls back. It
+            # names the verdict of a signal that persisted; it never confirms
+            # before the window's end (only an independent channel does).
+            fast = w.fast and w.reason in ("obscuration", "device_alarm")
+            verdict, reason = "confirmed", "fast_growth" if fast else w.reason
         if verdict == "confirmed":
             self._confirm_fire(slot, w.deadline, reason, detail)
             return
@@ -293,6 +310,7 @@ class Machine:
         d.win = None
         d.armed = False
         d.sup_bits = d.bits & _REARM
+        d.rearm_at = w.deadline + self._verify_ms(slot) if w.falling else NEVER
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
         self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
 
@@ -410,6 +428,7 @@ class Machine:
             else:
                 self._causes(slot, ts, remove=("drift_limit",), detail=detail)
         rearm = flags & (Flag.EDGE | _CORROB) or (multi and flags & _REARM & ~d.sup_bits)
+        rearm = rearm or ts >= d.rearm_at
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
         # A reading older than the window (its event was processed first) is
@@ -418,13 +437,10 @@ class Machine:
         if in_window:
             assert d.win is not None
             self._window_row(d.win, flags)
-        if in_window:
             if flags & Flag.HEAT:
                 self._confirm_fire(slot, ts, "rate_of_rise", detail)
             elif flags & Flag.CO:
                 self._confirm_fire(slot, ts, "co_rise", detail)
-            elif flags & Flag.FAST:
-                self._confirm_fire(slot, ts, "fast_growth", detail)
         if active:  # zone activity changed: the zone's pending fires may now coincide
             self._zone_check(zone, ts, detail)
 
@@ -437,6 +453,8 @@ class Machine:
         w.below = bool(flags & Flag.BELOW)
         w.rows += 1
         w.evidence |= bool(flags & _EVIDENCE)
+        w.fast |= bool(flags & Flag.FAST)
+        w.falling = bool(flags & Flag.FALL)
 
     def _elec_confirm(self, slot: int, at: int, detail: Mapping[str, float | str]) -> None:
         d = self._d(slot)
@@ -542,8 +560,6 @@ class Machine:
                 self._confirm_fire(slot, t, "rate_of_rise", detail)
             elif flags & Flag.CO:
                 self._confirm_fire(slot, t, "co_rise", detail)
-            elif flags & Flag.FAST:
-                self._confirm_fire(slot, t, "fast_growth", detail)
         if d.fire == "pending":
             self._zone_check(zone, ts, detail)
         if d.fire == "pending" and w.rows == 0 and history and history[-1][0] >= w.deadline:

@@ -1119,6 +1119,32 @@ def _emi_burst(ctx: Context, rng: np.random.Generator, start: int) -> Injection 
     )
 
 
+def _aerosol_spray(ctx: Context, rng: np.random.Generator, start: int) -> Injection | None:
+    devs = ctx.pick_devices(rng, SMOKE_SENSING)
+    if not devs:
+        return None
+    # Hairspray, deodorant, a cleaning spray or vapour blown at the head (a
+    # nuisance source NFPA 72 A.17.7 and BS 5839-1 name): the optical chamber
+    # fills within seconds, far above the alarm level and growing as fast as
+    # any flaming fire, and empties again within tens of seconds; no heat, no
+    # CO, some humidity from the propellant.
+    peak = _u(rng, 4.0, 30.0)
+    rise_s, hold_s, decay_s = _u(rng, 3, 25), _u(rng, 0, 10), _u(rng, 4, 12)
+
+    def shape(tau: float, v: dict[str, float]) -> None:
+        b = _bump(rise_s, hold_s, decay_s, tau)
+        v["obscuration"] += peak * b
+        if "humidity" in v:
+            v["humidity"] = min(100.0, v["humidity"] + 4 * b)
+
+    end = start + _ms(rise_s + hold_s + 6 * decay_s)
+    params = {"peak_obscuration": peak, "rise_s": rise_s, "decay_s": decay_s}
+    return Injection(
+        ctx.label("aerosol_spray", "nuisance", devs, start, end, None, params),
+        effects=[Effect(devs[0], start, end, shape)],
+    )
+
+
 def _evac_weak_battery(ctx: Context, rng: np.random.Generator, start: int) -> Injection | None:
     seed_dev = ctx.pick_devices(rng, ["evac"])
     if not seed_dev:
@@ -1219,6 +1245,14 @@ LIBRARY.update(
                 60,
                 "every channel jumps for one sample, on one or two detectors",
                 _emi_burst,
+            ),
+            Scenario(
+                "aerosol_spray",
+                "nuisance",
+                None,
+                120,
+                "a spray at the detector: far above the alarm level within seconds, gone in tens",
+                _aerosol_spray,
             ),
             Scenario(
                 "evac_weak_battery",

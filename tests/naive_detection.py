@@ -30,6 +30,7 @@ RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW
     1 << i for i in range(10, 19)
 )
 COX, DENSE, BATT_DEPL, BATT_CHARGED, CO_RAW = 1 << 19, 1 << 20, 1 << 21, 1 << 22, 1 << 23
+FALL_RAW, FALL = 1 << 24, 1 << 25
 
 
 @dataclass
@@ -190,6 +191,9 @@ class NaiveEngine:
         heat = heat_raw and bool(d.last_flags & HEAT_RAW)
         alarm_obs = has_obs and ge(comp, t("obscuration_alarm", nan))
         fast = fast_raw and alarm_obs and bool(d.last_flags & FAST_RAW)
+        # falling as fast as fast growth rises, at alarm level, twice running
+        fall_raw = alarm_obs and ge(-step[1], t("fast_growth_per_min", nan))
+        fall = fall_raw and bool(d.last_flags & FALL_RAW)
         cox = k == MULTI and ge(v[RI["co"]], p.CO_CLEAN_AIR_PPM)
         dense = k == MULTI and ge(comp, p.MULTI_AEROSOL_ONLY_ALARM)
         if k == MULTI:
@@ -214,6 +218,8 @@ class NaiveEngine:
         f |= FAST_RAW if fast_raw else 0
         f |= HEATB if heat else 0
         f |= FAST if fast else 0
+        f |= FALL_RAW if fall_raw else 0
+        f |= FALL if fall else 0
         f |= CO_RAW if co else 0
         f |= COB if co and d.last_flags & CO_RAW else 0
         f |= STEAM if steam else 0

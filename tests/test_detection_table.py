@@ -387,6 +387,73 @@ def test_verification_window_override_5_s_minimum() -> None:
     ]
 
 
+# --- Fast growth: >= 4 %/m per minute over two consecutive intervals -------------
+# The optical channel alone: it names the verdict of a signal that persisted to
+# the window's end, it never confirms before it (a cooking burst grows as fast).
+def _fast(levels: Sequence[float]) -> list[Row]:
+    rows = series([(0, 600, 0.1)], "obscuration", temperature=21.0)
+    rows += [
+        (600.0 + 10 * i, {"obscuration": x, "temperature": 21.0}) for i, x in enumerate(levels)
+    ]
+    after = 600.0 + 10 * len(levels)
+    return rows + series([(after, after + 300, levels[-1])], "obscuration", temperature=21.0)
+
+
+def test_fast_growth_that_persists_is_confirmed_at_the_window_end() -> None:
+    # 600: 1.0 (+5.4 %/m/min), 610: 3.5 (alarm, +15 %/m/min twice: fast growth)...
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: _fast([1.0, 3.5, 6.0, 8.5, 11.0, 13.5])})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 610.0),
+        ("verdict", "confirmed", "fast_growth", 640.0),
+    ]
+
+
+def test_fast_growth_burst_that_falls_back_is_an_aerosol() -> None:
+    # The same rise, then back under 3 %/m before 640: a cooking burst.
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: _fast([1.0, 3.5, 6.0, 5.0, 2.0, 0.5, 0.1])})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 610.0),
+        ("verdict", "suppressed", "aerosol_decay", 640.0),
+    ]
+
+
+def test_spray_emptying_fast_at_the_window_end_is_an_aerosol() -> None:
+    # Up to 20 %/m, then -48 and -36 %/m per minute on the last two readings
+    # of the window, still above 3 %/m at 640: a spray on its way out.
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: _fast([1.0, 3.5, 20.0, 12.0, 6.0, 5.0, 4.0, 3.5, 3.5, 3.5, 3.5])})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 610.0),
+        ("verdict", "suppressed", "aerosol_decay", 640.0),
+        # Still at the alarm level a window (30 s) later: it opens again, and
+        # persists: a fire.
+        ("open", "pending", "obscuration", 670.0),
+        ("verdict", "confirmed", "obscuration", 700.0),
+    ]
+
+
+def test_one_fast_fall_is_not_a_decay() -> None:
+    # Falling fast on the last reading only (from 20 to 12): not yet emptying.
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: _fast([1.0, 3.5, 9.0, 20.0, 12.0, 12.0])})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 610.0),
+        ("verdict", "confirmed", "fast_growth", 640.0),
+    ]
+
+
+def test_slow_growth_that_persists_is_an_obscuration_alarm() -> None:
+    # +0.5 %/m per 10 s is 3 %/m per minute, under 4: not fast growth.
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: _fast([2.5, 3.0, 3.5, 4.0, 4.5, 5.0])})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 610.0),
+        ("verdict", "confirmed", "obscuration", 640.0),
+    ]
+
+
 # --- Latching and clearing -------------------------------------------------------------
 def test_cleared_fire_still_burning_opens_again() -> None:
     """An operator clears a confirmed fire while the detector still reads 5 %/m:
