@@ -151,8 +151,11 @@ def test_coincidence_window_is_60_s(
 ) -> None:
     """A: two samples at 5 %/m at t=100 and 110 (activity that lasted two
     readings, so it can corroborate a neighbour). B, same zone: one sample at
-    5 %/m `gap_s` after A's last. Within 60 s B is confirmed by coincidence;
-    beyond, each is a transient of its own."""
+    5 %/m `gap_s` after A's last. Within 60 s B is confirmed by coincidence,
+    and so is A, which took part (contract section 6: a coincidence confirms
+    every device that took part), although its own window had already ended
+    as a transient at 130 s: A opens again, confirmed, when B coincides.
+    Beyond 60 s, each is a transient of its own."""
     rig = Rig([("smoke", 7), ("smoke", 7)])
     tb = 110 + gap_s
     a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 700, 0.1)], "obscuration", temperature=21.0)
@@ -160,15 +163,87 @@ def test_coincidence_window_is_60_s(
         [(0, tb, 0.1), (tb, tb + 10, 5.0), (tb + 10, 700, 0.1)], "obscuration", temperature=21.0
     )
     ch = rig.feed({0: a, 1: b}, batch_s=batch_s)
+    coincided = expected_b[1][2] == "coincidence"
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+        *([("open", "confirmed", "coincidence", expected_b[1][3])] if coincided else []),
+    ]
+    assert summary(ch, "fire", 1) == expected_b
+    if coincided:
+        confirmed = [c for c in ch if c.slot == 1 and c.action == "verdict"]
+        assert [c.related for c in confirmed] == [(0,)]
+        assert confirmed[0].detail["obscuration"] == 5.0  # the reading that coincided
+        revived = [c for c in ch if c.slot == 0 and c.alarm_type == "fire" and c.action == "open"]
+        assert [c.related for c in revived][1:] == [(1,)]
+        assert rig.engine.open_alarms()[(0, "fire")] == "confirmed"
+
+
+def test_coincidence_30_s_apart_confirms_both() -> None:
+    """Issue 18's finding: A at 5 %/m at 100 and 110 s, then clean (its window
+    ends at 130 s: a transient); B, same zone, at 5 %/m from 140 s, 30 s after
+    A's last. B is confirmed by coincidence at 140 s, and A with it."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 400, 0.1)], "obscuration", temperature=21.0)
+    b = series([(0, 140, 0.1), (140, 170, 5.0), (170, 400, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+        ("open", "confirmed", "coincidence", 140.0),
+    ]
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 140.0),
+        ("verdict", "confirmed", "coincidence", 140.0),
+    ]
+    assert rig.engine.open_alarms() == {
+        (0, "fire"): "confirmed",
+        (1, "fire"): "confirmed",
+    }
+
+
+def test_coincidence_confirms_a_partner_whose_window_is_not_resolved_yet() -> None:
+    """A at 5 %/m at 100 and 110 s, clean at 120 s, then nothing until 200 s
+    (its window ended at 130 s in event time, but its own clock is not there
+    yet: still pending).
+    B, same zone, at 5 %/m at 140 s: B is confirmed by coincidence at 140 s;
+    A, which took part, gets its window's verdict (a transient at 130 s, as
+    whenever its window is closed) and is confirmed with B at 140 s."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    a = series(
+        [(0, 100, 0.1), (100, 120, 5.0), (120, 130, 0.1), (200, 300, 0.1)],
+        "obscuration",
+        temperature=21.0,
+    )
+    b = series([(0, 140, 0.1), (140, 150, 5.0), (150, 300, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+        ("open", "confirmed", "coincidence", 140.0),
+    ]
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 140.0),
+        ("verdict", "confirmed", "coincidence", 140.0),
+    ]
+    related = {c.slot: c.related for c in ch if c.alarm_type == "fire" and c.verdict == "confirmed"}
+    assert related == {0: (1,), 1: (0,)}
+
+
+def test_coincidence_does_not_revive_a_transient_over_60_s_old() -> None:
+    """A: a transient at 100-110 s (suppressed at 130 s) and a pre-alarm that
+    lingers at 2 %/m from 120 s (zone activity, no new alarm). B alarms at
+    200 s and is confirmed by A's lingering activity; A's transient ended
+    70 s before: it is not confirmed again."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 300, 2.0)], "obscuration", temperature=21.0)
+    b = series([(0, 200, 0.1), (200, 210, 5.0), (210, 300, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
     assert summary(ch, "fire", 0) == [
         ("open", "pending", "obscuration", 100.0),
         ("verdict", "suppressed", "transient", 130.0),
     ]
-    assert summary(ch, "fire", 1) == expected_b
-    if expected_b[1][2] == "coincidence":
-        confirmed = [c for c in ch if c.slot == 1 and c.action == "verdict"]
-        assert [c.related for c in confirmed] == [(0,)]
-        assert confirmed[0].detail["obscuration"] == 5.0  # the reading that coincided
+    assert summary(ch, "fire", 1)[-1] == ("verdict", "confirmed", "coincidence", 200.0)
 
 
 def test_coincidence_needs_the_same_zone() -> None:
@@ -479,6 +554,26 @@ def test_restored_fault_clears_on_restore() -> None:
         events=[(0, 50.0, "restore")],
     )
     assert summary(ch, "fault") == [("clear", "confirmed", "restore", 50.0)]
+
+
+def test_restored_self_test_fail_clears_on_self_test_pass() -> None:
+    """An evac_fault opened by `self_test_fail` before a restart is restored
+    with its cause: the next `self_test_pass` clears it (as it would have
+    without the restart), not only a `restore` event."""
+    rig = Rig([("evac", 1)])
+    rig.engine.restore_alarm(0, "evac_fault", "confirmed", T0, "self_test_fail")
+    assert rig.engine.open_alarms() == {(0, "evac_fault"): "confirmed"}
+    ok = [(float(t), {"battery": 90.0, "mains": 1.0, "lamp_ok": 1.0}) for t in range(0, 120, 60)]
+    ch = rig.feed({0: ok}, events=[(0, 90.0, "self_test_pass")])
+    assert summary(ch, "evac_fault") == [("clear", "confirmed", "condition_gone", 90.0)]
+    assert rig.engine.open_alarms() == {}
+
+
+def test_restored_device_fault_does_not_clear_on_self_test_pass() -> None:
+    rig = Rig([("evac", 1)])
+    rig.engine.restore_alarm(0, "evac_fault", "confirmed", T0, "device_fault")
+    ch = rig.feed({0: []}, events=[(0, 90.0, "self_test_pass"), (0, 100.0, "restore")])
+    assert summary(ch, "evac_fault") == [("clear", "confirmed", "restore", 100.0)]
 
 
 def test_suppressed_alarm_is_not_restored() -> None:
