@@ -4,7 +4,7 @@ Every expected value here comes from the README's "Detection" section and the
 contract (section 6), written out as a number: nothing is computed from
 `detection.params`, so changing a rule's constant (a window, a memory, a
 fraction, a grace) fails a test here even where the engine and its reference
-(`tests/naive_detection.py`, which shares `Machine` with the engine) still agree.
+(`tests/naive_detection.py`, written from the same rules) still agree.
 
 Each device's readings are fed in its own time order, cut into batches by
 event time; `Engine.advance` (the estate watermark) is never called: every
@@ -228,6 +228,48 @@ def test_coincidence_confirms_a_partner_whose_window_is_not_resolved_yet() -> No
     ]
     related = {c.slot: c.related for c in ch if c.alarm_type == "fire" and c.verdict == "confirmed"}
     assert related == {0: (1,), 1: (0,)}
+
+
+def test_coincidence_confirms_a_pending_partner_it_corroborates_alone() -> None:
+    """A at 5 %/m at 100 and 110 s (activity), clean from 120 s; B, same zone,
+    one sample at 5 %/m at 120 s (no activity of its own yet, so A has no
+    partner). B is confirmed by coincidence with A at 120 s, and A, which took
+    part, with it (not a transient when its window ends at 130 s)."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 300, 0.1)], "obscuration", temperature=21.0)
+    b = series([(0, 120, 0.1), (120, 130, 5.0), (130, 300, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "coincidence", 120.0),
+    ]
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 120.0),
+        ("verdict", "confirmed", "coincidence", 120.0),
+    ]
+    related = {c.slot: c.related for c in ch if c.alarm_type == "fire" and c.verdict == "confirmed"}
+    assert related == {0: (1,), 1: (0,)}
+
+
+def test_activity_at_the_last_ms_of_a_window_does_not_corroborate_it() -> None:
+    """A window closes at its deadline (README: its device's next reading or
+    event at or after it). A: 5 %/m at 100 and 110 s, clean at 120 s, then
+    silent until 200 s: its window ends at 130 s. B, same zone, at the
+    pre-alarm level at 120 and 130 s: its activity begins exactly at 130 s,
+    too late for A, a transient."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    a = series(
+        [(0, 100, 0.1), (100, 120, 5.0), (120, 130, 0.1), (200, 300, 0.1)],
+        "obscuration",
+        temperature=21.0,
+    )
+    b = series([(0, 120, 0.1), (120, 140, 2.0), (140, 300, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+    ]
+    assert summary(ch, "fire", 1) == []
 
 
 def test_coincidence_does_not_revive_a_transient_over_60_s_old() -> None:
@@ -556,6 +598,46 @@ def test_restored_fault_clears_on_restore() -> None:
     assert summary(ch, "fault") == [("clear", "confirmed", "restore", 50.0)]
 
 
+def test_restored_panel_alarms_never_end_by_time() -> None:
+    """A panel point's pending fire (reason `panel_alarm`, docs/contract-extension.md)
+    and a monitor's pending electrical alarm restored at start-up wait for
+    corroboration or a person: 10 min of the devices' own readings decide nothing."""
+    rig = Rig([("smoke", 1), ("electrical", 2)])
+    rig.engine.restore_alarm(0, "fire", "pending", T0, "panel_alarm")
+    rig.engine.restore_alarm(1, "electrical", "pending", T0, "panel_alarm")
+    ch = rig.feed(
+        {
+            0: series([(10, 600, 0.1)], "obscuration", temperature=21.0),
+            1: series([(10, 600, 5.0)], "current"),
+        }
+    )
+    assert ch == []
+    assert rig.engine.open_alarms() == {(0, "fire"): "pending", (1, "electrical"): "pending"}
+
+
+def test_restored_pending_electrical_alarm_ends_at_its_window() -> None:
+    """Restored pending at t=0, then readings without residual current or cable
+    temperature (neither above nor below): confirmed when its 30 s window ends."""
+    rig = Rig([("electrical", 2)])
+    rig.engine.restore_alarm(0, "electrical", "pending", T0, "cable_overheat")
+    ch = rig.feed({0: series([(10, 100, 5.0)], "current")})
+    assert [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S, c.detail) for c in ch] == [
+        ("verdict", "confirmed", "cable_overheat", 30.0, {"persisted_s": 30.0})
+    ]
+
+
+def test_restored_pending_electrical_alarm_of_a_silent_device_is_resolved() -> None:
+    """Restored pending at t=0, and nothing ever arrives from the device: it is
+    judged silent on arrival time (3 x 10 s past its deadline) and confirmed
+    at its window's end."""
+    rig = Rig([("electrical", 2)])
+    rig.engine.restore_alarm(0, "electrical", "pending", T0, "residual_current")
+    ch = rig.engine.advance(T0 + 3_600 * S)
+    assert [(c.verdict, c.reason, (c.at_ms - T0) / S) for c in ch] == [
+        ("confirmed", "residual_current", 30.0)
+    ]
+
+
 def test_restored_self_test_fail_clears_on_self_test_pass() -> None:
     """An evac_fault opened by `self_test_fail` before a restart is restored
     with its cause: the next `self_test_pass` clears it (as it would have
@@ -639,6 +721,8 @@ def test_call_point_confirms_at_once_and_confirms_the_zone() -> None:
     ]
     assert summary(ch, "fire", 2)[1][1:] == ("confirmed", "obscuration", 180.0)  # its own window
     assert rig.engine.open_alarms()[(0, "fire")] == "confirmed"  # reset clears nothing
+    by_cp = [c for c in ch if c.slot == 1 and c.action == "verdict"]
+    assert [(c.related, c.detail) for c in by_cp] == [((0,), {"event": "activated"})]
 
 
 def test_device_fire_alarm_event_is_evidence_not_a_verdict() -> None:
@@ -703,6 +787,7 @@ def test_restored_call_point_fire_still_confirms_its_zone() -> None:
         ("open", "pending", "obscuration", 100.0),
         ("verdict", "confirmed", "call_point", 100.0),
     ]
+    assert [c.related for c in ch if c.slot == 1 and c.action == "verdict"] == [(0,)]
     assert summary(ch, "fire", 2)[1][1:] == ("confirmed", "obscuration", 130.0)
 
 
