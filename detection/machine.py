@@ -26,10 +26,13 @@ Alarm types and their lifecycle (contract section 6):
   `static_heat`, `rate_of_rise`, `combined`, `device_alarm`). A detector's
   own `fire_alarm` event opens a window and is zone activity, never a sample.
   A neighbour's activity counts for `coincidence` once it lasted two readings.
-  A confirmed fire latches until `clear()`. After a suppression the next
-  alarm opens on a new rising edge (or at once with corroboration), not on
-  the same lingering signal; a signal judged falling but still at alarm level
-  one window later opens again. A call point's `activated` opens a `confirmed` fire (`call_point`)
+  A coincidence confirms every device that took part: a pending partner with
+  it, and a partner whose own window suppressed it within COINCIDENCE_MS
+  opens again, `confirmed`. A confirmed fire latches until `clear()`. After a
+  suppression the next alarm opens on a new rising edge (or at once with
+  corroboration), not on the same lingering signal; a signal judged falling
+  but still at alarm level one window later opens again. A call point's
+  `activated` opens a `confirmed` fire (`call_point`)
   and confirms the pending fires of its zone; `reset` clears nothing.
 - `pre_alarm` (smoke, multi): informational; opens `confirmed` when the
   compensated obscuration reaches the pre-alarm level, clears (reason
@@ -77,6 +80,8 @@ NEVER: Final = 2**62
 CONDITION_CAUSES: Final = frozenset(
     {"drift_limit", "lamp_failure", "battery_low", "battery_depleting"}
 )
+# Causes restored under their own name (an event removes `self_test_fail`).
+RESTORABLE_CAUSES: Final = CONDITION_CAUSES | {"self_test_fail"}
 
 _PRE: Final = int(Flag.PRE)
 _ALARM: Final = int(Flag.ALARM)
@@ -141,6 +146,7 @@ class _Device:
     run: int = 0  # consecutive readings at pre-alarm or alarm level
     sup_bits: int = 0  # re-arming bits already present when a fire was suppressed
     rearm_at: int = NEVER  # a signal judged decaying but still at alarm level re-arms then
+    sup_at: int | None = None  # when its window suppressed the latest fire (coincidence)
 
 
 class Machine:
@@ -252,6 +258,7 @@ class Machine:
         d.fire = "pending"
         d.armed = True
         d.rearm_at = NEVER
+        d.sup_at = None
         d.win = _Window(ts, ts + self._verify_ms(slot), reason)
         self.pending.setdefault(self.cfg.zone(slot), set()).add(slot)
         self._emit(slot, "fire", "open", "pending", reason, ts, detail)
@@ -311,6 +318,7 @@ class Machine:
         d.armed = False
         d.sup_bits = d.bits & _REARM
         d.rearm_at = w.deadline + self._verify_ms(slot) if w.falling else NEVER
+        d.sup_at = w.deadline
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
         self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
 
@@ -347,6 +355,31 @@ class Machine:
             reason, related = self._zone_corroboration(x, ts)
             if reason:
                 self._confirm_fire(x, ts, reason, detail, related)
+            if reason == "coincidence":
+                self._confirm_partners(x, ts, related, detail)
+
+    def _confirm_partners(
+        self, slot: int, ts: int, partners: tuple[int, ...], detail: Mapping[str, float | str]
+    ) -> None:
+        """A fire confirmed by coincidence confirms the fire alarms of every
+        device that took part (contract section 6): a partner still pending,
+        and one whose window suppressed it within COINCIDENCE_MS of `ts` (its
+        verification ended before the second detector's activity came): that
+        one opens again, confirmed. A partner whose window is over but not yet
+        resolved (its next reading was a no-op the engine skipped, or is still
+        to come) gets its window's own verdict first, so the answer does not
+        depend on when the window was closed."""
+        group = {slot, *partners}
+        for y in partners:
+            d = self._d(y)
+            related = tuple(sorted(group - {y}))
+            if d.fire == "pending" and d.win is not None and d.win.deadline <= ts:
+                self._resolve_fire(y)
+            if d.fire == "pending":
+                self._confirm_fire(y, ts, "coincidence", detail, related)
+            elif d.fire == "" and d.sup_at is not None and abs(ts - d.sup_at) <= p.COINCIDENCE_MS:
+                d.fire, d.sup_at = "confirmed", None
+                self._emit(y, "fire", "open", "confirmed", "coincidence", ts, detail, related)
 
     # --- entry points --------------------------------------------------------
     def due(self, slot: int, now: int) -> None:
@@ -584,7 +617,7 @@ class Machine:
         if typ == "fire":
             self.pending.get(self.cfg.zone(slot), set()).discard(slot)
             self.callpoints.get(self.cfg.zone(slot), set()).discard(slot)
-            d.fire, d.win, d.armed = "", None, True
+            d.fire, d.win, d.armed, d.sup_at = "", None, True, None
         elif typ == "pre_alarm":
             d.pre = False
         elif typ == "electrical":
@@ -619,7 +652,9 @@ class Machine:
             if verdict == "pending":
                 self.elec_pending.add(slot)
         elif typ in ("fault", "evac_fault"):
-            d.causes.add(reason if reason in CONDITION_CAUSES else "device_fault")
+            # A cause a reading or event can remove keeps its name (a restored
+            # `self_test_fail` clears on `self_test_pass`); the rest need `restore`.
+            d.causes.add(reason if reason in RESTORABLE_CAUSES else "device_fault")
 
     # --- panels (GB/T 26875.3 gateway) and operator verdicts -----------------
     def _panel_event(self, slot: int, ts: int, name: str, kind: int) -> None:
@@ -651,6 +686,7 @@ class Machine:
         if d.fire == "":
             d.fire = "pending"
             d.armed = True
+            d.sup_at = None
             d.win = _Window(ts, NEVER, PANEL_FIRE_REASON)
             self.pending.setdefault(zone, set()).add(slot)
             self._emit(slot, "fire", "open", "pending", PANEL_FIRE_REASON, ts, detail)
@@ -667,6 +703,7 @@ class Machine:
             d.win = None
             d.fire = "confirmed" if verdict == "confirmed" else ""
             d.armed = True
+            d.sup_at = None
         elif typ == "electrical":
             self.elec_pending.discard(slot)
             d.elec = "confirmed" if verdict == "confirmed" else ""

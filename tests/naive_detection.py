@@ -1,10 +1,14 @@
 """The slow, obvious reference of detection/: one loop step per reading, dicts.
 
-Same rules as `detection.kernel` (re-derived here reading by reading, without
-numpy) and every reading shown to the alarm state machine
-(`detection.machine.Machine`, shared: it is the plain-Python rule book; what
-this reference checks is that the engine's vectorised features and its
-choice of which rows to skip never change an answer).
+Independent of `detection/`: it shares no verdict code with it. The condition
+of each reading is re-derived here reading by reading, without numpy, and the
+alarm lifecycle is its own plain-Python state machine (`RuleBook`) written
+from the written rules (README "Detection", contract section 6), with its own
+literal constants, each with a comment naming where it is written. It imports
+only the data containers (`detection.records`) and the contract's vocabulary
+(`firesafe.contract`). What the engine-vs-reference tests check is that the
+vectorised kernels, the rows the engine skips, its zone ordering and its
+state machine give the answers these rules give.
 """
 
 from __future__ import annotations
@@ -14,9 +18,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from detection import params as p
-from detection.engine import resolve_thresholds
-from detection.machine import Machine, row_detail
 from detection.records import AlarmChange, Events, Readings
 from firesafe import contract
 
@@ -31,6 +32,118 @@ RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW
 )
 COX, DENSE, BATT_DEPL, BATT_CHARGED, CO_RAW = 1 << 19, 1 << 20, 1 << 21, 1 << 22, 1 << 23
 FALL_RAW, FALL = 1 << 24, 1 << 25
+
+# --- The written rules, as literal numbers -----------------------------------
+# README "Detection", table "Rules per kind" (defaults; registry overrides,
+# clamped to the written ranges).
+DEFAULTS: dict[str, dict[str, float]] = {
+    "smoke": {
+        "obscuration_alarm": 3.0,
+        "obscuration_pre_alarm": 1.5,
+        "drift_limit": 1.5,
+        "fast_growth_per_min": 4.0,
+        "heat_rise_c_per_min": 5.0,
+        "verification_s": 30.0,
+    },
+    "heat": {
+        "static_c": 58.0,
+        "rate_of_rise_c_per_min": 8.3,
+        "heat_rise_c_per_min": 5.0,
+        "verification_s": 30.0,
+    },
+    "multi": {  # "smoke's and heat's, plus ..."
+        "obscuration_alarm": 3.0,
+        "obscuration_pre_alarm": 1.5,
+        "drift_limit": 1.5,
+        "fast_growth_per_min": 4.0,
+        "static_c": 58.0,
+        "rate_of_rise_c_per_min": 8.3,
+        "heat_rise_c_per_min": 5.0,
+        "co_ppm": 30.0,
+        "co_rise_ppm_per_min": 10.0,
+        "steam_rh": 95.0,
+        "steam_rh_rise_per_min": 10.0,
+        "verification_s": 30.0,
+    },
+    "mcp": {},
+    "electrical": {
+        "residual_current_ma": 300.0,
+        "cable_temperature_c": 70.0,
+        "persist_s": 20.0,
+        "verification_s": 30.0,  # README: "alarm within 30 s of a sustained condition"
+    },
+    "evac": {"battery_low_pct": 30.0, "rated_duration_min": 90.0},
+}
+CLAMPS: dict[str, tuple[float, float]] = {
+    "verification_s": (5.0, 60.0),  # README table: `verification_s` 30 (5-60)
+    "residual_current_ma": (20.0, 1000.0),  # README table: 300 (20-1000)
+    "rated_duration_min": (30.0, 180.0),  # README table: 90 (30-180)
+    # README: "alarm within 30 s of a sustained condition": persistence <= 30 s.
+    "persist_s": (0.0, 30.0),
+}
+MIN_MS = 60_000.0  # rates are per minute
+# README "The alarm rules are tested on their own": 60 s coincidence.
+COINCIDENCE_MS = 60_000
+# Same line: 5 min steam memory (steam seen up to 5 min before a window opened).
+STEAM_MEMORY_MS = 300_000
+# Same line: pre-alarm clears below 1.2 %/m, i.e. 0.8 of the 1.5 level.
+PRE_CLEAR_FRACTION = 0.8
+# Same line: rates over >= 20 s.
+RATE_SPAN_MS = 20_000
+# Same line: drift <= 0.1 %/m per hour (one epoch = one hour of event time).
+DRIFT_EPOCH_MS = 3_600_000
+DRIFT_UP = 0.1
+# Not in the README (detection/params.py's documentation, reported): the
+# baseline follows an hour's minimum only within 0.5 %/m of it (clean air),
+# and falls by at most 1.0 %/m per hour after cleaning.
+DRIFT_BAND = 0.5
+DRIFT_DOWN = 1.0
+# Same README line: 24 h recharge grace (README table, evac: EN 60598-2-22).
+RECHARGE_GRACE_MS = 24 * 3_600_000
+# README table, evac: "cleared once mains is back and the charge is over low + 5 %".
+BATTERY_MARGIN = 5.0
+# README table, evac: discharge rate "measured over >= 5 min".
+DISCHARGE_SPAN_MS = 300_000
+# README "Verdicts": `transient` is "at most two samples at alarm level".
+SPIKE_SAMPLES = 2
+# README "Verdicts": a neighbour corroborates "once its own activity lasted two
+# readings", and CO "on two consecutive readings".
+PARTNER_READINGS = 2
+# Not in the README (detection/params.py's documentation, reported): the
+# look-back of a rate (8 samples within 60 s), a temperature step faster than
+# 60 °C/min being EMI rather than heat rise, CO above clean air at 10 ppm and
+# the aerosol-only alarm level of a multi-criteria detector at 10 %/m (its
+# independent evidence, README "aerosol_signature").
+LOOKBACK_SAMPLES = 8
+LOOKBACK_MS = 60_000
+HEAT_STEP_MAX = 60.0
+CO_CLEAN_AIR = 10.0
+AEROSOL_ONLY = 10.0
+
+
+def thresholds_of(kind: str, overrides: Mapping[str, float]) -> dict[str, float]:
+    out = dict(DEFAULTS[kind])
+    for name, value in overrides.items():
+        if name in out and math.isfinite(value):
+            lo, hi = CLAMPS.get(name, (-math.inf, math.inf))
+            out[name] = min(max(float(value), lo), hi)
+    return out
+
+
+def evidence(
+    vals: Sequence[float], comp: float, base: float, rate_t: float
+) -> dict[str, float | str]:
+    """What an alarm carries as evidence: the reading's finite values by name,
+    the compensated obscuration and its baseline, the temperature rate."""
+    out: dict[str, float | str] = {
+        name: float(v) for name, v in zip(contract.READINGS, vals, strict=True) if math.isfinite(v)
+    }
+    if math.isfinite(comp):
+        out["obscuration"] = float(comp)
+        out["baseline"] = float(base)
+    if math.isfinite(rate_t):
+        out["temperature_rate"] = float(rate_t)
+    return out
 
 
 @dataclass
@@ -84,10 +197,476 @@ def fmin(a: float, b: float) -> float:
     return min(a, b)
 
 
+# --- The alarm lifecycle, from the written rules ---------------------------------
+FIRE_KINDS = (SMOKE, HEAT, MULTI)
+# README "Verdicts", `aerosol_signature`: a multi-criteria detector's aerosol
+# counts as smoke only with independent evidence: heat, CO (above clean air or
+# rising), or an aerosol dense enough to alarm on its own, or fast growth.
+INDEPENDENT = HEATB | COB | COX | DENSE | FAST
+# Corroboration a detector brings itself (README "Verdicts": `rate_of_rise`
+# heat rise, `co_rise`), in the order the reasons are named. Fast growth is
+# not one: it only names a verdict reached by persistence.
+OWN_CORROBORATION = ((HEATB, "rate_of_rise"), (COB, "co_rise"))
+# After a suppression the lingering signal does not open again: a new rising
+# edge, own corroboration, or (multi) independent evidence that was not
+# already there when it was suppressed.
+LINGER = COX | DENSE
+FAR = 2**62  # a window that never ends
+
+
+@dataclass
+class FireWindow:
+    opened: int
+    ends: int
+    why: str  # the condition that opened it: the reason if it is confirmed by time
+    at_level: int = 0  # readings at alarm level in it (a device's own event is not one)
+    readings: int = 0
+    latest_at_level: bool = False
+    independent: bool = False
+    grew_fast: bool = False  # a reading in it showed fast growth
+    falling: bool = False  # the latest reading was falling fast (two running)
+
+
+@dataclass
+class DevState:
+    fire: str = ""  # "" | "pending" | "confirmed"
+    window: FireWindow | None = None
+    needs_edge: bool = False  # suppressed: the same lingering signal does not reopen
+    lingering: int = 0  # LINGER bits present when suppressed, not yet gone
+    suppressed_at: int | None = None  # its latest fire's window suppressed it then
+    reopen_at: int = FAR  # judged falling at alarm level: still there then, it opens again
+    flags: int = 0  # the latest reading's condition
+    streak: int = 0  # consecutive readings at pre-alarm or alarm level
+    active_at: int | None = None  # zone activity: latest time
+    active_signed: bool = False  # ... and whether it was a nuisance signature
+    steam_at: int | None = None
+    pre: bool = False
+    call_point: bool = False  # a confirmed call point: corroborates its zone
+    elec: str = ""
+    elec_since: int = 0
+    elec_why: str = ""
+    faults: set[str] = field(default_factory=set)
+
+
+class RuleBook:
+    """Per-device alarm lifecycle (README "Detection", contract section 6),
+    fed one reading (as condition bits) or event at a time."""
+
+    def __init__(self, cfg: NaiveConfig) -> None:
+        self.cfg = cfg
+        self.st: dict[int, DevState] = {}
+        self.out: list[AlarmChange] = []
+
+    def _s(self, slot: int) -> DevState:
+        return self.st.setdefault(slot, DevState())
+
+    def _say(
+        self,
+        slot: int,
+        typ: str,
+        action: str,
+        verdict: str,
+        reason: str,
+        at: int,
+        detail: Mapping[str, float | str],
+        related: tuple[int, ...] = (),
+    ) -> None:
+        self.out.append(AlarmChange(slot, typ, action, verdict, reason, at, dict(detail), related))
+
+    def _window_ms(self, slot: int) -> int:
+        return int(self.cfg.thr(slot, "verification_s") * 1000)
+
+    # faults: one alarm per device, open while any cause is present ----------
+    def _fault(
+        self,
+        slot: int,
+        at: int,
+        detail: Mapping[str, float | str],
+        add: str = "",
+        gone: Sequence[str] = (),
+        reason: str = "condition_gone",
+    ) -> None:
+        s = self._s(slot)
+        typ = "evac_fault" if self.cfg.kind(slot) == EVAC else "fault"
+        was = bool(s.faults)
+        if add:
+            s.faults.add(add)
+        s.faults.difference_update(gone)
+        if not was and s.faults:
+            self._say(slot, typ, "open", "confirmed", add, at, detail)
+        if was and not s.faults:
+            self._say(slot, typ, "clear", "confirmed", reason, at, detail)
+
+    # fire ------------------------------------------------------------------
+    def _zone(self, slot: int) -> list[int]:
+        z = self.cfg.zone(slot)
+        return sorted(x for x in self.st if self.cfg.zone(x) == z)
+
+    def _corroboration(self, slot: int, ts: int) -> tuple[str, tuple[int, ...]]:
+        """README "Verdicts": a call point of the zone, or a second detector of
+        the zone active within 60 s whose own signal is not a nuisance signature."""
+        zone = self._zone(slot)
+        cps = tuple(x for x in zone if self.st[x].call_point)
+        if cps:
+            return "call_point", cps
+        partners = []
+        for x in zone:
+            o = self.st[x]
+            if x == slot or o.active_at is None or o.active_signed:
+                continue
+            if abs(ts - o.active_at) <= COINCIDENCE_MS:
+                partners.append(x)
+        return ("coincidence", tuple(partners)) if partners else ("", ())
+
+    def _confirm(
+        self,
+        slot: int,
+        at: int,
+        reason: str,
+        detail: Mapping[str, float | str],
+        related: tuple[int, ...] = (),
+    ) -> None:
+        s = self._s(slot)
+        s.fire, s.window = "confirmed", None
+        self._say(slot, "fire", "verdict", "confirmed", reason, at, detail, related)
+
+    def _check_zone(self, slot: int, ts: int, detail: Mapping[str, float | str]) -> None:
+        """Zone activity at `ts`: each pending fire of the zone whose window is
+        still open is confirmed if the zone corroborates it."""
+        for x in self._zone(slot):
+            w = self.st[x].window
+            if self.st[x].fire != "pending" or w is None or ts >= w.ends:
+                continue
+            reason, related = self._corroboration(x, ts)
+            if reason:
+                self._confirm(x, ts, reason, detail, related)
+            if reason != "coincidence":
+                continue
+            # Contract section 6: "a fire confirmed by coincidence confirms the
+            # alarms of every device that took part": a partner still pending,
+            # or one suppressed by its window within 60 s of this moment.
+            took_part = {x, *related}
+            for y in related:
+                o = self.st[y]
+                others = tuple(sorted(took_part - {y}))
+                if o.fire == "pending" and o.window is not None and o.window.ends <= ts:
+                    self._end_of_window(y)  # its own verdict first: its window is over
+                if o.fire == "pending":
+                    self._confirm(y, ts, "coincidence", detail, others)
+                elif (
+                    o.fire == ""
+                    and o.suppressed_at is not None
+                    and abs(ts - o.suppressed_at) <= COINCIDENCE_MS
+                ):
+                    o.fire, o.window, o.suppressed_at = "confirmed", None, None
+                    self._say(y, "fire", "open", "confirmed", "coincidence", ts, detail, others)
+
+    def _open(self, slot: int, ts: int, why: str, detail: Mapping[str, float | str]) -> None:
+        s = self._s(slot)
+        s.fire, s.needs_edge, s.suppressed_at, s.reopen_at = "pending", False, None, FAR
+        s.window = FireWindow(ts, ts + self._window_ms(slot), why)
+        self._say(slot, "fire", "open", "pending", why, ts, detail)
+
+    def _end_of_window(self, slot: int) -> None:
+        """README "Verdicts", at the end of the verification window."""
+        s = self._s(slot)
+        w = s.window
+        assert w is not None
+        detail: dict[str, float | str] = {
+            "samples_above": float(w.at_level),
+            "window_s": (w.ends - w.opened) / 1000.0,
+        }
+        if s.steam_at is not None and s.steam_at >= w.opened - STEAM_MEMORY_MS:
+            why = "steam_signature"
+        elif w.readings > 0 and not w.latest_at_level:
+            why = "transient" if w.at_level <= SPIKE_SAMPLES else "aerosol_decay"
+        elif w.falling:
+            why = "aerosol_decay"  # still at the level, emptying fast: on its way out
+        elif self.cfg.kind(slot) == MULTI and w.readings > 0 and not w.independent:
+            why = "aerosol_signature"
+        else:  # persisted, or no reading at all (the detector went silent)
+            named = w.grew_fast and w.why in ("obscuration", "device_alarm")
+            self._confirm(slot, w.ends, "fast_growth" if named else w.why, detail)
+            return
+        s.fire, s.window, s.needs_edge = "", None, True
+        s.reopen_at = w.ends + self._window_ms(slot) if w.falling else FAR
+        s.lingering = s.flags & LINGER
+        s.suppressed_at = w.ends
+        self._say(slot, "fire", "verdict", "suppressed", why, w.ends, detail)
+
+    def _trigger(self, slot: int, detail: Mapping[str, float | str]) -> str:
+        def over(name: str, thr: str) -> bool:
+            v = detail.get(name)
+            return isinstance(v, float) and v >= self.cfg.thr(slot, thr)
+
+        if over("obscuration", "obscuration_alarm"):
+            return "obscuration"
+        if over("temperature", "static_c"):
+            return "static_heat"
+        if over("temperature_rate", "rate_of_rise_c_per_min"):
+            return "rate_of_rise"
+        return "combined"
+
+    @staticmethod
+    def _sample(w: FireWindow, flags: int) -> None:
+        w.readings += 1
+        w.latest_at_level = bool(flags & ALARM)
+        w.at_level += 1 if flags & ALARM else 0
+        w.independent = w.independent or bool(flags & INDEPENDENT)
+        w.grew_fast = w.grew_fast or bool(flags & FAST)
+        w.falling = bool(flags & FALL)
+
+    def _own_corroboration(
+        self, slot: int, at: int, flags: int, detail: Mapping[str, float | str]
+    ) -> None:
+        for bit, reason in OWN_CORROBORATION:
+            if flags & bit:
+                self._confirm(slot, at, reason, detail)
+                return
+
+    def _fire_reading(
+        self, slot: int, ts: int, flags: int, detail: Mapping[str, float | str]
+    ) -> None:
+        s = self._s(slot)
+        kind = self.cfg.kind(slot)
+        active = bool(flags & (PRE | ALARM))
+        s.streak = s.streak + 1 if active else 0
+        if active and s.streak >= PARTNER_READINGS:
+            s.active_at = ts
+            s.active_signed = kind == MULTI and not flags & INDEPENDENT
+        if flags & STEAM:
+            s.steam_at = ts
+        s.flags = flags
+        s.lingering &= flags
+        if kind in (SMOKE, MULTI):
+            if flags & PRE and not s.pre:
+                s.pre = True
+                self._say(slot, "pre_alarm", "open", "confirmed", "obscuration", ts, detail)
+            elif s.pre and flags & PRE_CLEAR:
+                s.pre = False
+                self._say(slot, "pre_alarm", "clear", "confirmed", "condition_gone", ts, detail)
+            if flags & DRIFT:
+                self._fault(slot, ts, detail, add="drift_limit")
+            else:
+                self._fault(slot, ts, detail, gone=("drift_limit",))
+        new_signal = bool(flags & (EDGE | HEATB | COB | FAST)) or (
+            kind == MULTI and bool(flags & LINGER & ~s.lingering)
+        )
+        new_signal = new_signal or ts >= s.reopen_at
+        if s.fire == "" and flags & ALARM and (not s.needs_edge or new_signal):
+            self._open(slot, ts, self._trigger(slot, detail), detail)
+        w = s.window
+        if s.fire == "pending" and w is not None and ts >= w.opened:
+            self._sample(w, flags)
+            self._own_corroboration(slot, ts, flags, detail)
+        if active:
+            self._check_zone(slot, ts, detail)
+
+    # electrical ------------------------------------------------------------
+    def _elec_reading(
+        self, slot: int, ts: int, flags: int, detail: Mapping[str, float | str]
+    ) -> None:
+        s = self._s(slot)
+        high = flags & (RC | CABLE)
+        if s.elec == "" and high:
+            s.elec, s.elec_since = "pending", ts
+            s.elec_why = "residual_current" if flags & RC else "cable_overheat"
+            self._say(slot, "electrical", "open", "pending", s.elec_why, ts, detail)
+        if s.elec != "pending":
+            return
+        if high and ts - s.elec_since >= self.cfg.thr(slot, "persist_s") * 1000:
+            s.elec = "confirmed"
+            self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, ts, detail)
+        elif not high and flags & ELEC_BELOW:
+            s.elec = ""
+            self._say(slot, "electrical", "verdict", "suppressed", "transient", ts, detail)
+
+    # entry points -------------------------------------------------------------
+    def deadline(self, slot: int) -> int | None:
+        s = self.st.get(slot)
+        if s is None:
+            return None
+        ends = []
+        if s.window is not None:
+            ends.append(s.window.ends)
+        if s.elec == "pending":
+            ends.append(s.elec_since + self._window_ms(slot))
+        return min(ends, default=None)
+
+    def due(self, slot: int, now: int) -> None:
+        """The device's own clock reached `now`: its windows ended by then resolve."""
+        s = self.st.get(slot)
+        if s is None:
+            return
+        if s.window is not None and s.window.ends <= now:
+            self._end_of_window(slot)
+        end = s.elec_since + self._window_ms(slot) if s.elec == "pending" else FAR
+        if end <= now:
+            s.elec = "confirmed"
+            detail = {"persisted_s": (end - s.elec_since) / 1000.0}
+            self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, end, detail)
+
+    def silent(self, slot: int) -> None:
+        while (dl := self.deadline(slot)) is not None:
+            self.due(slot, dl)
+            if self.deadline(slot) == dl:
+                break
+
+    def pending_slots(self) -> list[int]:
+        return sorted(x for x, s in self.st.items() if s.fire == "pending" or s.elec == "pending")
+
+    def row(self, slot: int, ts: int, flags: int, detail: Mapping[str, float | str]) -> None:
+        self.due(slot, ts - 1)
+        kind = self.cfg.kind(slot)
+        if kind in FIRE_KINDS:
+            self._fire_reading(slot, ts, flags, detail)
+        elif kind == ELECTRICAL:
+            self._elec_reading(slot, ts, flags, detail)
+        elif kind == EVAC:
+            for bad, good, cause in (
+                (LAMP_FAIL, LAMP_OK, "lamp_failure"),
+                (BATT_LOW, BATT_OK, "battery_low"),
+                (BATT_DEPL, BATT_CHARGED, "battery_depleting"),
+            ):
+                if flags & bad:
+                    self._fault(slot, ts, detail, add=cause)
+                elif flags & good:
+                    self._fault(slot, ts, detail, gone=(cause,))
+        self.due(slot, ts)  # a reading at a window's last ms is still in it
+
+    def event(self, slot: int, ts: int, name: str, zone_effect: bool = True) -> None:
+        self.due(slot, ts - 1)
+        kind = self.cfg.kind(slot)
+        s = self._s(slot)
+        detail: dict[str, float | str] = {"event": name}
+        if name == "fire_alarm" and kind in FIRE_KINDS:
+            # Evidence and zone activity (keeping a signature seen within 60 s).
+            s.active_signed = (
+                s.active_at is not None
+                and s.active_signed
+                and abs(ts - s.active_at) <= COINCIDENCE_MS
+            )
+            s.active_at = ts
+            if s.fire == "":
+                self._open(slot, ts, "device_alarm", detail)
+            self._check_zone(slot, ts, detail)
+        elif name == "activated" and kind == MCP:
+            if s.fire != "confirmed":
+                s.fire = "confirmed"
+                self._say(slot, "fire", "open", "confirmed", "call_point", ts, detail)
+            if zone_effect:
+                self.call_point_zone(slot, ts)
+        elif name == "fault":
+            self._fault(slot, ts, detail, add="device_fault")
+        elif name == "restore":
+            self._fault(slot, ts, detail, gone=tuple(s.faults), reason="restore")
+        elif name == "self_test_fail" and kind == EVAC:
+            self._fault(slot, ts, detail, add="self_test_fail")
+        elif name == "self_test_pass" and kind == EVAC:
+            self._fault(slot, ts, detail, gone=("self_test_fail",))
+        self.due(slot, ts)
+
+    def call_point_zone(self, slot: int, ts: int) -> None:
+        s = self._s(slot)
+        if s.fire == "confirmed":
+            s.call_point = True
+            self._check_zone(slot, ts, {"event": "activated"})
+
+    def late_alarm_event(self, slot: int, ts: int, history: Sequence[tuple[int, int]]) -> None:
+        """README "Load invariance": a `fire_alarm` that arrives after the
+        device's readings moved past it is judged against those readings."""
+        s = self._s(slot)
+        if self.cfg.kind(slot) not in FIRE_KINDS:
+            return
+        detail: dict[str, float | str] = {"event": "fire_alarm", "late": 1.0}
+        if s.active_at is None or s.active_at < ts:
+            s.active_signed = (
+                s.active_at is not None
+                and s.active_signed
+                and abs(ts - s.active_at) <= COINCIDENCE_MS
+            )
+            s.active_at = ts
+        if s.fire != "":
+            return
+        self._open(slot, ts, "device_alarm", detail)
+        w = s.window
+        assert w is not None
+        for t, flags in history:
+            if t < ts or s.fire != "pending":
+                continue
+            if t > w.ends:
+                break
+            self._sample(w, flags)
+            self._own_corroboration(slot, t, flags, detail)
+        if s.fire == "pending":
+            self._check_zone(slot, ts, detail)
+        if s.fire == "pending" and w.readings == 0 and history and history[-1][0] >= w.ends:
+            # It reported past the window and none of those readings was at the
+            # alarm level (one would have opened its own alarm): judged on them.
+            w.readings = 1
+
+    def clear(self, slot: int, typ: str) -> None:
+        s = self._s(slot)
+        if typ == "fire":
+            s.fire, s.window, s.needs_edge, s.call_point = "", None, False, False
+            s.suppressed_at = None
+        elif typ == "pre_alarm":
+            s.pre = False
+        elif typ == "electrical":
+            s.elec = ""
+        elif typ in ("fault", "evac_fault"):
+            s.faults.clear()
+
+    def restore(self, slot: int, typ: str, verdict: str, opened_ms: int, reason: str = "") -> None:
+        if verdict == "suppressed":
+            return
+        s = self._s(slot)
+        if typ == "fire" and verdict == "pending":
+            s.fire = "pending"
+            s.window = FireWindow(
+                opened_ms, opened_ms + self._window_ms(slot), reason or "restored"
+            )
+        elif typ == "fire":
+            s.fire, s.window = "confirmed", None
+            s.call_point = self.cfg.kind(slot) == MCP
+        elif typ == "pre_alarm":
+            s.pre = True
+        elif typ == "electrical":
+            s.elec, s.elec_since, s.elec_why = verdict, opened_ms, reason or "residual_current"
+        elif typ in ("fault", "evac_fault"):
+            # A cause a reading or event can remove keeps its name; the rest
+            # need a `restore` event.
+            s.faults.add(
+                reason
+                if reason
+                in (
+                    "drift_limit",
+                    "lamp_failure",
+                    "battery_low",
+                    "battery_depleting",
+                    "self_test_fail",
+                )
+                else "device_fault"
+            )
+
+    def open_alarms(self) -> dict[tuple[int, str], str]:
+        out: dict[tuple[int, str], str] = {}
+        for slot, s in self.st.items():
+            if s.fire:
+                out[(slot, "fire")] = s.fire
+            if s.pre:
+                out[(slot, "pre_alarm")] = "confirmed"
+            if s.elec:
+                out[(slot, "electrical")] = s.elec
+            if s.faults:
+                out[(slot, "evac_fault" if self.cfg.kind(slot) == EVAC else "fault")] = "confirmed"
+        return out
+
+
 class NaiveEngine:
     def __init__(self) -> None:
         self.devs: dict[int, Dev] = {}
-        self.machine = Machine(NaiveConfig(self.devs))
+        self.machine = RuleBook(NaiveConfig(self.devs))
         self.late_readings = 0
         self.late_events = 0
         self.quarantined = 0
@@ -107,7 +686,7 @@ class NaiveEngine:
         intervals_ms: Sequence[int] | None = None,
     ) -> None:
         for n, (s, k, z, t) in enumerate(zip(slots, kinds, zones, thresholds, strict=True)):
-            thr = resolve_thresholds(contract.KINDS[int(k)], t)
+            thr = thresholds_of(contract.KINDS[int(k)], t)
             d = self.devs.get(int(s))
             if d is None:
                 d = self.devs[int(s)] = Dev(int(k), int(z), thr)
@@ -120,11 +699,11 @@ class NaiveEngine:
 
     # --- one reading ---------------------------------------------------------
     def _baseline(self, d: Dev, ts: int, obs: float) -> tuple[float, bool]:
-        e = ts // p.DRIFT_EPOCH_MS
+        e = ts // DRIFT_EPOCH_MS
         if e > d.ep:
             delta = d.m - d.b
-            if delta <= p.DRIFT_TRACK_BAND:
-                target = d.b + min(max(delta, -p.DRIFT_DOWN), p.DRIFT_UP)
+            if delta <= DRIFT_BAND:
+                target = d.b + min(max(delta, -DRIFT_DOWN), DRIFT_UP)
                 limit = d.thr["drift_limit"]
                 if target >= limit:
                     d.b, d.drift = limit, True
@@ -140,21 +719,21 @@ class NaiveEngine:
         nan4 = [math.nan] * 4
         ref = None
         for ht, hv in d.hist:  # oldest first
-            if ht >= ts - p.LOOKBACK_MS:
+            if ht >= ts - LOOKBACK_MS:
                 ref = (ht, hv)
                 break
         rate = nan4
-        if ref is not None and ts - ref[0] >= p.RATE_MIN_SPAN_MS:
+        if ref is not None and ts - ref[0] >= RATE_SPAN_MS:
             span = float(ts - ref[0])
-            rate = [(a - r) * p.MS_PER_MIN / span for a, r in zip(x, ref[1], strict=True)]
+            rate = [(a - r) * MIN_MS / span for a, r in zip(x, ref[1], strict=True)]
         step = nan4
         if d.hist:
             pt, pv = d.hist[-1]
-            if pt >= ts - p.LOOKBACK_MS and ts > pt:
+            if pt >= ts - LOOKBACK_MS and ts > pt:
                 dt = float(ts - pt)
-                step = [(a - r) * p.MS_PER_MIN / dt for a, r in zip(x, pv, strict=True)]
+                step = [(a - r) * MIN_MS / dt for a, r in zip(x, pv, strict=True)]
         d.hist.append((ts, x))
-        if len(d.hist) > p.LOOKBACK_SAMPLES:
+        if len(d.hist) > LOOKBACK_SAMPLES:
             d.hist.pop(0)
         return rate, step
 
@@ -178,24 +757,23 @@ class NaiveEngine:
             pre = t("obscuration_pre_alarm", nan)
             if ge(comp, pre):
                 f |= PRE
-            if comp < pre * p.PRE_ALARM_CLEAR_FRACTION:
+            if comp < pre * PRE_CLEAR_FRACTION:
                 f |= PRE_CLEAR
             if drift:
                 f |= DRIFT
         heat_raw = (
-            fire
-            and ge(rate[0], t("heat_rise_c_per_min", nan))
-            and not step[0] > p.HEAT_STEP_MAX_C_PER_MIN
+            fire and ge(rate[0], t("heat_rise_c_per_min", nan)) and not step[0] > HEAT_STEP_MAX
         )
         fast_raw = has_obs and ge(step[1], t("fast_growth_per_min", nan))
         heat = heat_raw and bool(d.last_flags & HEAT_RAW)
         alarm_obs = has_obs and ge(comp, t("obscuration_alarm", nan))
         fast = fast_raw and alarm_obs and bool(d.last_flags & FAST_RAW)
-        # falling as fast as fast growth rises, at alarm level, twice running
+        # README "Verdicts", `aerosol_decay`: at alarm level and falling by
+        # >= 4 %/m a minute (the fast-growth rate), on two readings running.
         fall_raw = alarm_obs and ge(-step[1], t("fast_growth_per_min", nan))
         fall = fall_raw and bool(d.last_flags & FALL_RAW)
-        cox = k == MULTI and ge(v[RI["co"]], p.CO_CLEAN_AIR_PPM)
-        dense = k == MULTI and ge(comp, p.MULTI_AEROSOL_ONLY_ALARM)
+        cox = k == MULTI and ge(v[RI["co"]], CO_CLEAN_AIR)
+        dense = k == MULTI and ge(comp, AEROSOL_ONLY)
         if k == MULTI:
             fast = fast and dense  # multi: fast growth counts only for dense aerosol
         co = k == MULTI and (
@@ -254,20 +832,20 @@ class NaiveEngine:
                 elapsed = ts - d.dis_t0
                 drop = d.dis_b0 - batt
                 short = False
-                if elapsed >= 300_000 and drop > 0:
+                if elapsed >= DISCHARGE_SPAN_MS and drop > 0:
                     per_ms = drop / float(elapsed)
                     autonomy_min = (elapsed + batt / per_ms) / 60_000
                     short = autonomy_min < t("rated_duration_min", nan)
                 f |= BATT_DEPL if batt < low or short else 0
-            if mains == 1.0 and batt >= low + p.BATTERY_CLEAR_MARGIN_PCT:
+            if mains == 1.0 and batt >= low + BATTERY_MARGIN:
                 f |= BATT_CHARGED
             # A low charge counts only on mains (1 or unknown) and once the
             # recharge grace after the last reading on battery is over.
-            charged = ts - d.last_off >= p.EVAC_RECHARGE_GRACE_MS
+            charged = ts - d.last_off >= RECHARGE_GRACE_MS
             f |= LAMP_FAIL if lamp < 0.5 else 0
             f |= LAMP_OK if lamp >= 0.5 else 0
             f |= BATT_LOW if batt < low and mains != 0.0 and charged else 0
-            f |= BATT_OK if batt >= low + p.BATTERY_CLEAR_MARGIN_PCT else 0
+            f |= BATT_OK if batt >= low + BATTERY_MARGIN else 0
         return f
 
     # --- per batch -------------------------------------------------------------------
@@ -371,10 +949,10 @@ class NaiveEngine:
             flags = self._flags(d, ts, vals, comp, drift, rate, step)
             if d.kind in (SMOKE, HEAT, MULTI):
                 d.flag_hist.append((ts, flags))
-                if len(d.flag_hist) > p.LOOKBACK_SAMPLES:
+                if len(d.flag_hist) > LOOKBACK_SAMPLES:
                     d.flag_hist.pop(0)
             d.last_flags = flags
-            items.append((ts, 1, slot, n, (flags, row_detail(vals, comp, base, rate[0]))))
+            items.append((ts, 1, slot, n, (flags, evidence(vals, comp, base, rate[0]))))
         evitems = [(key, 0, slot, n, (ts, name)) for n, (slot, ts, name, key) in enumerate(merged)]
         now_items = []
         for it in [*evitems, *items]:  # the engine numbers events first, then rows

@@ -167,6 +167,61 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "hit = target >= limit",
         "hit = target > limit",
     ),
+    # The two rule findings of the first mutmut run, fixed since.
+    (
+        "a coincidence leaves a partner's suppressed fire suppressed",
+        "detection/machine.py",
+        'elif d.fire == "" and d.sup_at is not None',
+        'elif False and d.fire == "" and d.sup_at is not None',
+    ),
+    (
+        "a coincidence leaves a pending partner pending",
+        "detection/machine.py",
+        'if d.fire == "pending":\n                self._confirm_fire(y, ts, "coincidence"',
+        'if False:\n                self._confirm_fire(y, ts, "coincidence"',
+    ),
+    (
+        "a partner's window over is not resolved before the coincidence",
+        "detection/machine.py",
+        "d.win.deadline <= ts:\n                self._resolve_fire(y)",
+        "d.win.deadline <= ts:\n                pass",
+    ),
+    (
+        "a restored self_test_fail becomes a device_fault",
+        "detection/machine.py",
+        "d.causes.add(reason if reason in RESTORABLE_CAUSES else",
+        "d.causes.add(reason if reason in CONDITION_CAUSES else",
+    ),
+    (
+        "a window ending at the zone activity's ms still coincides",
+        "detection/machine.py",
+        "if w is None or w.deadline <= ts:",
+        "if w is None or w.deadline < ts:",
+    ),
+    (
+        "fast growth ignored at the window's end",
+        "detection/machine.py",
+        'verdict, reason = "confirmed", "fast_growth" if fast else w.reason',
+        'verdict, reason = "confirmed", w.reason',
+    ),
+    (
+        "a signal falling fast at alarm level is not a decay",
+        "detection/machine.py",
+        "        elif w.falling:\n",
+        "        elif False:\n",
+    ),
+    (
+        "a decaying signal still at alarm level never opens again",
+        "detection/machine.py",
+        "rearm = rearm or ts >= d.rearm_at",
+        "rearm = rearm or False",
+    ),
+    (
+        "falling fast needs one reading, not two",
+        "detection/kernel.py",
+        "fall = fall_raw & ((prev_flags & np.uint32(Flag.FALL_RAW)) != 0)",
+        "fall = fall_raw",
+    ),
 ]
 
 

@@ -4,7 +4,7 @@ Every expected value here comes from the README's "Detection" section and the
 contract (section 6), written out as a number: nothing is computed from
 `detection.params`, so changing a rule's constant (a window, a memory, a
 fraction, a grace) fails a test here even where the engine and its reference
-(`tests/naive_detection.py`, which shares `Machine` with the engine) still agree.
+(`tests/naive_detection.py`, written from the same rules) still agree.
 
 Each device's readings are fed in its own time order, cut into batches by
 event time; `Engine.advance` (the estate watermark) is never called: every
@@ -151,8 +151,11 @@ def test_coincidence_window_is_60_s(
 ) -> None:
     """A: two samples at 5 %/m at t=100 and 110 (activity that lasted two
     readings, so it can corroborate a neighbour). B, same zone: one sample at
-    5 %/m `gap_s` after A's last. Within 60 s B is confirmed by coincidence;
-    beyond, each is a transient of its own."""
+    5 %/m `gap_s` after A's last. Within 60 s B is confirmed by coincidence,
+    and so is A, which took part (contract section 6: a coincidence confirms
+    every device that took part), although its own window had already ended
+    as a transient at 130 s: A opens again, confirmed, when B coincides.
+    Beyond 60 s, each is a transient of its own."""
     rig = Rig([("smoke", 7), ("smoke", 7)])
     tb = 110 + gap_s
     a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 700, 0.1)], "obscuration", temperature=21.0)
@@ -160,15 +163,129 @@ def test_coincidence_window_is_60_s(
         [(0, tb, 0.1), (tb, tb + 10, 5.0), (tb + 10, 700, 0.1)], "obscuration", temperature=21.0
     )
     ch = rig.feed({0: a, 1: b}, batch_s=batch_s)
+    coincided = expected_b[1][2] == "coincidence"
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+        *([("open", "confirmed", "coincidence", expected_b[1][3])] if coincided else []),
+    ]
+    assert summary(ch, "fire", 1) == expected_b
+    if coincided:
+        confirmed = [c for c in ch if c.slot == 1 and c.action == "verdict"]
+        assert [c.related for c in confirmed] == [(0,)]
+        assert confirmed[0].detail["obscuration"] == 5.0  # the reading that coincided
+        revived = [c for c in ch if c.slot == 0 and c.alarm_type == "fire" and c.action == "open"]
+        assert [c.related for c in revived][1:] == [(1,)]
+        assert rig.engine.open_alarms()[(0, "fire")] == "confirmed"
+
+
+def test_coincidence_30_s_apart_confirms_both() -> None:
+    """Issue 18's finding: A at 5 %/m at 100 and 110 s, then clean (its window
+    ends at 130 s: a transient); B, same zone, at 5 %/m from 140 s, 30 s after
+    A's last. B is confirmed by coincidence at 140 s, and A with it."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 400, 0.1)], "obscuration", temperature=21.0)
+    b = series([(0, 140, 0.1), (140, 170, 5.0), (170, 400, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+        ("open", "confirmed", "coincidence", 140.0),
+    ]
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 140.0),
+        ("verdict", "confirmed", "coincidence", 140.0),
+    ]
+    assert rig.engine.open_alarms() == {
+        (0, "fire"): "confirmed",
+        (1, "fire"): "confirmed",
+    }
+
+
+def test_coincidence_confirms_a_partner_whose_window_is_not_resolved_yet() -> None:
+    """A at 5 %/m at 100 and 110 s, clean at 120 s, then nothing until 200 s
+    (its window ended at 130 s in event time, but its own clock is not there
+    yet: still pending).
+    B, same zone, at 5 %/m at 140 s: B is confirmed by coincidence at 140 s;
+    A, which took part, gets its window's verdict (a transient at 130 s, as
+    whenever its window is closed) and is confirmed with B at 140 s."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    a = series(
+        [(0, 100, 0.1), (100, 120, 5.0), (120, 130, 0.1), (200, 300, 0.1)],
+        "obscuration",
+        temperature=21.0,
+    )
+    b = series([(0, 140, 0.1), (140, 150, 5.0), (150, 300, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+        ("open", "confirmed", "coincidence", 140.0),
+    ]
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 140.0),
+        ("verdict", "confirmed", "coincidence", 140.0),
+    ]
+    related = {c.slot: c.related for c in ch if c.alarm_type == "fire" and c.verdict == "confirmed"}
+    assert related == {0: (1,), 1: (0,)}
+
+
+def test_coincidence_confirms_a_pending_partner_it_corroborates_alone() -> None:
+    """A at 5 %/m at 100 and 110 s (activity), clean from 120 s; B, same zone,
+    one sample at 5 %/m at 120 s (no activity of its own yet, so A has no
+    partner). B is confirmed by coincidence with A at 120 s, and A, which took
+    part, with it (not a transient when its window ends at 130 s)."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 300, 0.1)], "obscuration", temperature=21.0)
+    b = series([(0, 120, 0.1), (120, 130, 5.0), (130, 300, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "coincidence", 120.0),
+    ]
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 120.0),
+        ("verdict", "confirmed", "coincidence", 120.0),
+    ]
+    related = {c.slot: c.related for c in ch if c.alarm_type == "fire" and c.verdict == "confirmed"}
+    assert related == {0: (1,), 1: (0,)}
+
+
+def test_activity_at_the_last_ms_of_a_window_does_not_corroborate_it() -> None:
+    """A window closes at its deadline (README: its device's next reading or
+    event at or after it). A: 5 %/m at 100 and 110 s, clean at 120 s, then
+    silent until 200 s: its window ends at 130 s. B, same zone, at the
+    pre-alarm level at 120 and 130 s: its activity begins exactly at 130 s,
+    too late for A, a transient."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    a = series(
+        [(0, 100, 0.1), (100, 120, 5.0), (120, 130, 0.1), (200, 300, 0.1)],
+        "obscuration",
+        temperature=21.0,
+    )
+    b = series([(0, 120, 0.1), (120, 140, 2.0), (140, 300, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
     assert summary(ch, "fire", 0) == [
         ("open", "pending", "obscuration", 100.0),
         ("verdict", "suppressed", "transient", 130.0),
     ]
-    assert summary(ch, "fire", 1) == expected_b
-    if expected_b[1][2] == "coincidence":
-        confirmed = [c for c in ch if c.slot == 1 and c.action == "verdict"]
-        assert [c.related for c in confirmed] == [(0,)]
-        assert confirmed[0].detail["obscuration"] == 5.0  # the reading that coincided
+    assert summary(ch, "fire", 1) == []
+
+
+def test_coincidence_does_not_revive_a_transient_over_60_s_old() -> None:
+    """A: a transient at 100-110 s (suppressed at 130 s) and a pre-alarm that
+    lingers at 2 %/m from 120 s (zone activity, no new alarm). B alarms at
+    200 s and is confirmed by A's lingering activity; A's transient ended
+    70 s before: it is not confirmed again."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 300, 2.0)], "obscuration", temperature=21.0)
+    b = series([(0, 200, 0.1), (200, 210, 5.0), (210, 300, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+    ]
+    assert summary(ch, "fire", 1)[-1] == ("verdict", "confirmed", "coincidence", 200.0)
 
 
 def test_coincidence_needs_the_same_zone() -> None:
@@ -548,6 +665,66 @@ def test_restored_fault_clears_on_restore() -> None:
     assert summary(ch, "fault") == [("clear", "confirmed", "restore", 50.0)]
 
 
+def test_restored_panel_alarms_never_end_by_time() -> None:
+    """A panel point's pending fire (reason `panel_alarm`, docs/contract-extension.md)
+    and a monitor's pending electrical alarm restored at start-up wait for
+    corroboration or a person: 10 min of the devices' own readings decide nothing."""
+    rig = Rig([("smoke", 1), ("electrical", 2)])
+    rig.engine.restore_alarm(0, "fire", "pending", T0, "panel_alarm")
+    rig.engine.restore_alarm(1, "electrical", "pending", T0, "panel_alarm")
+    ch = rig.feed(
+        {
+            0: series([(10, 600, 0.1)], "obscuration", temperature=21.0),
+            1: series([(10, 600, 5.0)], "current"),
+        }
+    )
+    assert ch == []
+    assert rig.engine.open_alarms() == {(0, "fire"): "pending", (1, "electrical"): "pending"}
+
+
+def test_restored_pending_electrical_alarm_ends_at_its_window() -> None:
+    """Restored pending at t=0, then readings without residual current or cable
+    temperature (neither above nor below): confirmed when its 30 s window ends."""
+    rig = Rig([("electrical", 2)])
+    rig.engine.restore_alarm(0, "electrical", "pending", T0, "cable_overheat")
+    ch = rig.feed({0: series([(10, 100, 5.0)], "current")})
+    assert [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S, c.detail) for c in ch] == [
+        ("verdict", "confirmed", "cable_overheat", 30.0, {"persisted_s": 30.0})
+    ]
+
+
+def test_restored_pending_electrical_alarm_of_a_silent_device_is_resolved() -> None:
+    """Restored pending at t=0, and nothing ever arrives from the device: it is
+    judged silent on arrival time (3 x 10 s past its deadline) and confirmed
+    at its window's end."""
+    rig = Rig([("electrical", 2)])
+    rig.engine.restore_alarm(0, "electrical", "pending", T0, "residual_current")
+    ch = rig.engine.advance(T0 + 3_600 * S)
+    assert [(c.verdict, c.reason, (c.at_ms - T0) / S) for c in ch] == [
+        ("confirmed", "residual_current", 30.0)
+    ]
+
+
+def test_restored_self_test_fail_clears_on_self_test_pass() -> None:
+    """An evac_fault opened by `self_test_fail` before a restart is restored
+    with its cause: the next `self_test_pass` clears it (as it would have
+    without the restart), not only a `restore` event."""
+    rig = Rig([("evac", 1)])
+    rig.engine.restore_alarm(0, "evac_fault", "confirmed", T0, "self_test_fail")
+    assert rig.engine.open_alarms() == {(0, "evac_fault"): "confirmed"}
+    ok = [(float(t), {"battery": 90.0, "mains": 1.0, "lamp_ok": 1.0}) for t in range(0, 120, 60)]
+    ch = rig.feed({0: ok}, events=[(0, 90.0, "self_test_pass")])
+    assert summary(ch, "evac_fault") == [("clear", "confirmed", "condition_gone", 90.0)]
+    assert rig.engine.open_alarms() == {}
+
+
+def test_restored_device_fault_does_not_clear_on_self_test_pass() -> None:
+    rig = Rig([("evac", 1)])
+    rig.engine.restore_alarm(0, "evac_fault", "confirmed", T0, "device_fault")
+    ch = rig.feed({0: []}, events=[(0, 90.0, "self_test_pass"), (0, 100.0, "restore")])
+    assert summary(ch, "evac_fault") == [("clear", "confirmed", "restore", 100.0)]
+
+
 def test_suppressed_alarm_is_not_restored() -> None:
     rig = Rig([("smoke", 1)])
     rig.engine.restore_alarm(0, "fire", "suppressed", T0, "transient")
@@ -611,6 +788,8 @@ def test_call_point_confirms_at_once_and_confirms_the_zone() -> None:
     ]
     assert summary(ch, "fire", 2)[1][1:] == ("confirmed", "obscuration", 180.0)  # its own window
     assert rig.engine.open_alarms()[(0, "fire")] == "confirmed"  # reset clears nothing
+    by_cp = [c for c in ch if c.slot == 1 and c.action == "verdict"]
+    assert [(c.related, c.detail) for c in by_cp] == [((0,), {"event": "activated"})]
 
 
 def test_device_fire_alarm_event_is_evidence_not_a_verdict() -> None:
@@ -675,6 +854,7 @@ def test_restored_call_point_fire_still_confirms_its_zone() -> None:
         ("open", "pending", "obscuration", 100.0),
         ("verdict", "confirmed", "call_point", 100.0),
     ]
+    assert [c.related for c in ch if c.slot == 1 and c.action == "verdict"] == [(0,)]
     assert summary(ch, "fire", 2)[1][1:] == ("confirmed", "obscuration", 130.0)
 
 
