@@ -232,9 +232,10 @@ class AlarmOut(BaseModel):
     verdict: Verdict
     status: Status
     device: str | None = Field(
-        description="The device; null for a site-level alarm (an `offline` with reason "
-        "`site_silent`: most of the site fell silent together; its devices' own offline "
-        "alarms carry `detail.cause` = this alarm's id)"
+        description="The device; null for a site- or gateway-level alarm (an `offline` "
+        "with reason `site_silent`: most of the site fell silent together, or "
+        "`gateway_silent`: most of the devices behind the gateway `detail.gateway`; their "
+        "own offline alarms carry `detail.cause` = this alarm's id)"
     )
     site: str
     building: str

@@ -90,6 +90,8 @@ class DecodedBatch:
     st_retained: NDArray[np.bool_]
     rejects: list[Reject] = field(default_factory=list)
     messages: int = 0
+    # (site, gateway id, first row, end row): readings that came through a gateway
+    gateways: list[tuple[str, str, int, int]] = field(default_factory=list)
 
     @property
     def readings(self) -> int:
@@ -237,6 +239,7 @@ class Decoder:
         ev_detail: list[str | None] = []
         st: list[tuple[int, bool, int, bool]] = []
         rejects: list[Reject] = []
+        gateways: list[tuple[str, str, int, int]] = []
         classify = self.classify
 
         for message in burst:
@@ -278,6 +281,7 @@ class Decoder:
                     received.append(arrival)
                     rows.append(row)
                 elif what == "batch":
+                    first = len(slots)
                     self._gateway(
                         topic,
                         payload,
@@ -291,6 +295,8 @@ class Decoder:
                         extra,
                         rejects,
                     )
+                    if len(slots) > first:
+                        gateways.append((detail, topic.split("/")[4], first, len(slots)))
                 elif what == "event":
                     assert device is not None
                     obj = _object(payload)
@@ -348,6 +354,7 @@ class Decoder:
             st_retained=np.array([s[3] for s in st], dtype=np.bool_),
             rejects=rejects,
             messages=len(burst),
+            gateways=gateways,
         )
 
     def _gateway(

@@ -1,25 +1,33 @@
-"""Alarm floods grouped: a site that falls silent as a whole is one alarm.
+"""Alarm floods grouped: a site or a gateway that falls silent as a whole is one alarm.
 
-When the line from a building to the broker fails (its router, its uplink,
-the site's gateway), every device there stops at once and supervision would
-raise hundreds of `offline` alarms. An operator needs one: "site S7 went
-silent", with the device alarms attached to it. Judged on supervision's own
-verdicts: a site is silent when at least FLOOD_SHARE of its supervised devices
-(and at least FLOOD_MIN_DEVICES) went offline within one reporting interval
-of each other; it is back when fewer than that remain offline. Pure: no I/O.
+When the line from a building to the broker fails (its router, its uplink),
+every device there stops at once, and when a gateway fails, every device
+behind it; supervision would raise hundreds of `offline` alarms. An operator
+needs one: "site S7 went silent" or "gateway GW3 of S7 went silent", with the
+device alarms attached to it. Judged on supervision's own verdicts: a group
+(a site, or the devices last heard through one gateway) is silent when at
+least FLOOD_SHARE of its supervised devices (and at least FLOOD_MIN_DEVICES)
+went offline within one reporting interval of each other; it is back when
+fewer than that remain offline. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-# Half of a site's devices silent together is the site's line, not its devices.
+import numpy as np
+from numpy.typing import NDArray
+
+# Half of a group's devices silent together is its line, not its devices.
 FLOOD_SHARE = 0.5
 # A few silent devices at a small site are just devices.
 FLOOD_MIN_DEVICES = 5
+
+# (site, gateway id); the gateway is "" for the site as a whole.
+Group = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,53 +36,132 @@ class SiteChange:
     action: Literal["open", "clear"]
     at_ms: int
     silent: int  # devices offline at the decision
-    of: int  # devices supervised at the site
+    of: int  # devices supervised in the group
     since_ms: int  # the first of the devices' offline times that made the decision
+    gateway: str = ""  # the gateway whose devices fell silent ("" : the site)
+    slots: tuple[int, ...] = ()  # open: the group's devices offline at the decision
+
+    @property
+    def group(self) -> Group:
+        return (self.site, self.gateway)
 
 
 @dataclass
 class FloodWatch:
-    # site -> slot -> when it went offline (only devices offline now)
-    offline: dict[str, dict[int, int]] = field(default_factory=dict)
-    silent_sites: set[str] = field(default_factory=set)
+    # group -> slot -> when it went offline (only devices offline now)
+    offline: dict[Group, dict[int, int]] = field(default_factory=dict)
+    silent_groups: set[Group] = field(default_factory=set)
 
     def threshold(self, supervised: int) -> int:
         return max(FLOOD_MIN_DEVICES, math.ceil(FLOOD_SHARE * supervised))
 
     def went_offline(
         self,
-        site: str,
+        group: Group,
         slot: int,
         at_ms: int,
         supervised: int,
         window_ms: int,
     ) -> SiteChange | None:
-        """A device of `site` went offline; a SiteChange when the site falls silent."""
-        offline = self.offline.setdefault(site, {})
+        """A device of `group` went offline; a SiteChange when the group falls silent."""
+        offline = self.offline.setdefault(group, {})
         offline[slot] = at_ms
-        if site in self.silent_sites:
+        if group in self.silent_groups:
             return None
-        recent = [t for t in offline.values() if t >= at_ms - window_ms]
+        recent = {s: t for s, t in offline.items() if t >= at_ms - window_ms}
         if len(recent) < self.threshold(supervised):
             return None
-        self.silent_sites.add(site)
-        return SiteChange(site, "open", at_ms, len(offline), supervised, min(recent))
+        self.silent_groups.add(group)
+        site, gateway = group
+        return SiteChange(
+            site,
+            "open",
+            at_ms,
+            len(offline),
+            supervised,
+            min(recent.values()),
+            gateway,
+            tuple(sorted(offline)),
+        )
 
-    def came_back(self, site: str, slot: int, at_ms: int, supervised: int) -> SiteChange | None:
-        """A device of `site` was heard again; a SiteChange when the site is back."""
-        offline = self.offline.get(site)
-        if offline is None or offline.pop(slot, None) is None:
-            return None
-        if site in self.silent_sites and len(offline) < self.threshold(supervised):
-            self.silent_sites.discard(site)
-            return SiteChange(site, "clear", at_ms, len(offline), supervised, at_ms)
-        return None
+    def came_back(
+        self, slot: int, at_ms: int, supervised: Callable[[Group], int]
+    ) -> list[SiteChange]:
+        """A device was heard again; a SiteChange for each of its groups that is back."""
+        out = []
+        for group, offline in self.offline.items():
+            if offline.pop(slot, None) is None:
+                continue
+            if group in self.silent_groups and len(offline) < self.threshold(supervised(group)):
+                self.silent_groups.discard(group)
+                site, gateway = group
+                out.append(
+                    SiteChange(
+                        site, "clear", at_ms, len(offline), supervised(group), at_ms, gateway
+                    )
+                )
+        return out
 
-    def restore(self, silent: Mapping[str, str]) -> None:
-        """Sites whose silence is an open alarm (start-up, takeover)."""
-        self.silent_sites |= set(silent)
+    def is_silent(self, group: Group) -> bool:
+        return group in self.silent_groups
+
+    def restore(self, silent: Mapping[Group, str]) -> None:
+        """Groups whose silence is an open alarm (start-up, takeover)."""
+        self.silent_groups |= set(silent)
 
     def forget(self, sites: set[str]) -> None:
-        for site in sites:
-            self.offline.pop(site, None)
-            self.silent_sites.discard(site)
+        for group in [g for g in self.offline.keys() | self.silent_groups if g[0] in sites]:
+            self.offline.pop(group, None)
+            self.silent_groups.discard(group)
+
+
+class GatewayMembers:
+    """Which gateway each device was last heard through (slot -> group), and how
+    many devices each gateway carries: the groups a gateway's silence is judged
+    on. Kept as arrays so a gateway batch costs a few numpy operations."""
+
+    def __init__(self) -> None:
+        self._via = np.full(0, -1, np.int32)  # slot -> group index (-1: direct)
+        self._count = np.zeros(0, np.int64)  # group index -> devices heard through it
+        self._groups: list[Group] = []
+        self._index: dict[Group, int] = {}
+
+    def heard(self, group: Group, slots: NDArray[np.int64]) -> None:
+        """These devices' readings just arrived through `group`'s gateway."""
+        if not slots.size:
+            return
+        idx = self._index.get(group)
+        if idx is None:
+            idx = self._index[group] = len(self._groups)
+            self._groups.append(group)
+            self._count = np.append(self._count, 0)
+        top = int(slots.max()) + 1
+        if top > self._via.size:
+            grown = np.full(max(top, 2 * self._via.size), -1, np.int32)
+            grown[: self._via.size] = self._via
+            self._via = grown
+        old = self._via[slots]
+        moved = old != idx
+        if not moved.any():
+            return
+        slots = np.unique(slots[moved])
+        old = self._via[slots]
+        np.subtract.at(self._count, old[old >= 0], 1)
+        self._count[idx] += slots.size
+        self._via[slots] = idx
+
+    def group_of(self, slot: int) -> Group | None:
+        if slot >= self._via.size or self._via[slot] < 0:
+            return None
+        return self._groups[int(self._via[slot])]
+
+    def count(self, group: Group) -> int:
+        idx = self._index.get(group)
+        return 0 if idx is None else int(self._count[idx])
+
+    def forget(self, slots: NDArray[np.int64]) -> None:
+        """Devices no longer supervised here (unregistered, another shard's site)."""
+        slots = np.unique(slots[slots < self._via.size])
+        old = self._via[slots]
+        np.subtract.at(self._count, old[old >= 0], 1)
+        self._via[slots] = -1

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ingest.decode import DecodedBatch, RawMessage
-from ingest.floods import SiteChange
+from ingest.floods import Group, SiteChange
 from storage import ingest_store as store
 
 
@@ -73,7 +73,7 @@ class BatchPlan:
     commands: int = 0
     # Sites that fell silent or came back as a whole (decided with detection).
     site_changes: list[SiteChange] = field(default_factory=list)
-    sites: dict[str, str | None] = field(default_factory=dict)  # site -> open alarm id
+    sites: dict[Group, str | None] = field(default_factory=dict)  # group -> open alarm id
 
 
 MaybeDuplicate = Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]]

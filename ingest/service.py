@@ -39,7 +39,7 @@ from firesafe.settings import Settings
 from ingest import gateway_rejects, shards
 from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
-from ingest.floods import FloodWatch, SiteChange
+from ingest.floods import FloodWatch, GatewayMembers, Group, SiteChange
 from ingest.linkage import Building, commands_for
 from ingest.mqtt import SUBSCRIPTION, MqttSource
 from ingest.ownership import SINGLE, Ownership
@@ -154,7 +154,9 @@ class IngestService:
         self.supervisor = Supervisor()
         self.zone_ids = ZoneIds()
         self.floods = FloodWatch()
-        self._site_alarms: dict[str, str] = {}  # site -> its open site-level offline alarm
+        self.gateway_members = GatewayMembers()
+        # (site, gateway or "") -> its open site- or gateway-level offline alarm
+        self._site_alarms: dict[Group, str] = {}
         self._site_supervised: dict[str, int] = {}
         self.registry = Registry([], self.zone_ids)
         self.decoder = Decoder(self.registry)
@@ -275,6 +277,7 @@ class IngestService:
         self.tracker = DeviceTracker()
         self.supervisor = Supervisor()
         self.floods = FloodWatch()
+        self.gateway_members = GatewayMembers()
         self._site_alarms = {}
         self._configured = np.zeros(0, np.int64)
         self._registry_version = (-1, None)
@@ -340,14 +343,15 @@ class IngestService:
         only = None if sites is None else sorted(sites)
         self.tracker.load(await store.load_device_state(self._aux, only))
         site_alarms = await store.load_open_site_alarms(self._aux)
-        site_alarms = {k: v for k, v in site_alarms.items() if sites is None or k in sites}
+        site_alarms = {k: v for k, v in site_alarms.items() if sites is None or k[0] in sites}
         self._site_alarms.update(site_alarms)
         self.floods.restore(site_alarms)
         for row in await store.load_open_alarms(self._aux, only):
             slot = int(row["slot"])
             if row["type"] == "offline":
                 self.supervisor.mark_offline(slot)
-                self.floods.offline.setdefault(row["site_id"], {})[slot] = int(row["opened_ms"])
+                site_group = (row["site_id"], "")
+                self.floods.offline.setdefault(site_group, {})[slot] = int(row["opened_ms"])
                 continue
             self.engine.restore_alarm(
                 slot, row["type"], row["verdict"], int(row["opened_ms"]), row["reason"]
@@ -418,13 +422,14 @@ class IngestService:
 
     def _forget_sites(self, sites: set[str]) -> None:
         self.floods.forget(sites)
-        for site in sites:
-            self._site_alarms.pop(site, None)
+        for group in [g for g in self._site_alarms if g[0] in sites]:
+            del self._site_alarms[group]
 
     def _forget(self, slots: NDArray[np.int64]) -> None:
         self.engine.forget(slots)
         self.tracker.forget(slots)
         self.supervisor.forget(slots)
+        self.gateway_members.forget(slots)
 
     # ------------------------------------------------------------- shards
     async def _balance(self) -> None:
@@ -843,7 +848,12 @@ class IngestService:
 
     def _offline_write(self, slot: int, action: str, reason: str, at_ms: int) -> store.AlarmWrite:
         device = self.registry.device(slot)
-        cause = self._site_alarms.get(device.site) if action == "open" else None
+        cause = None
+        if action == "open":  # the site's silence first, else its gateway's
+            cause = self._site_alarms.get((device.site, ""))
+            group = self.gateway_members.group_of(slot)
+            if cause is None and group is not None:
+                cause = self._site_alarms.get(group)
         return store.AlarmWrite(
             device_id=device.id,
             site=device.site,
@@ -861,54 +871,74 @@ class IngestService:
     # ------------------------------------------------------------- floods
     def _went_offline(self, slot: int, at_ms: int) -> list[SiteChange]:
         device = self.registry.device(slot)
+        site: Group = (device.site, "")
+        window = int(self.registry.interval_ms[slot])
+        changes = []
         change = self.floods.went_offline(
-            device.site,
-            slot,
-            at_ms,
-            self._site_supervised.get(device.site, 0),
-            int(self.registry.interval_ms[slot]),
+            site, slot, at_ms, self._site_supervised.get(device.site, 0), window
         )
-        return [change] if change else []
+        if change:
+            changes.append(change)
+        gateway = self.gateway_members.group_of(slot)
+        if gateway is not None and gateway[0] == device.site:
+            change = self.floods.went_offline(
+                gateway, slot, at_ms, self.gateway_members.count(gateway), window
+            )
+            if change and not self.floods.is_silent(site):  # a silent site covers its gateways
+                changes.append(change)
+        return changes
+
+    def _supervised(self, group: Group) -> int:
+        site, gateway = group
+        if gateway:
+            return self.gateway_members.count(group)
+        return self._site_supervised.get(site, 0)
 
     def _came_back(self, slot: int, at_ms: int) -> list[SiteChange]:
-        device = self.registry.device(slot)
-        change = self.floods.came_back(
-            device.site, slot, at_ms, self._site_supervised.get(device.site, 0)
-        )
-        return [change] if change else []
+        return self.floods.came_back(slot, at_ms, self._supervised)
 
     async def _apply_site_changes(
         self, conn: psycopg.AsyncConnection[Any], changes: Sequence[SiteChange]
-    ) -> dict[str, str | None]:
-        """Open or clear site-level offline alarms; site -> its open alarm id (None: cleared)."""
-        done: dict[str, str | None] = {}
+    ) -> dict[Group, str | None]:
+        """Open or clear site- and gateway-level offline alarms; group -> its open
+        alarm id (None: cleared)."""
+        done: dict[Group, str | None] = {}
         for c in changes:
             if c.action == "open":
-                detail = {"silent": c.silent, "of": c.of}
+                detail: dict[str, Any] = {"silent": c.silent, "of": c.of}
+                if c.gateway:
+                    detail["gateway"] = c.gateway
+                reason = "gateway_silent" if c.gateway else "site_silent"
                 alarm_id = await store.open_site_alarm(
-                    conn, site=c.site, reason="site_silent", at_ms=c.at_ms, detail=detail
+                    conn, site=c.site, reason=reason, at_ms=c.at_ms, detail=detail
                 )
                 if alarm_id is None:  # a retried write that had committed
-                    alarm_id = (await store.load_open_site_alarms(conn)).get(c.site)
+                    alarm_id = (await store.load_open_site_alarms(conn)).get(c.group)
                 if alarm_id is not None:
-                    await store.link_cause(conn, site=c.site, cause=alarm_id, since_ms=c.since_ms)
-                    log.warning("site %s went silent (%d of %d devices)", c.site, c.silent, c.of)
-                done[c.site] = alarm_id
+                    devices = [self.registry.device(s).id for s in c.slots] if c.gateway else None
+                    await store.link_cause(
+                        conn, site=c.site, cause=alarm_id, since_ms=c.since_ms, devices=devices
+                    )
+                    what = (
+                        f"gateway {c.gateway} of site {c.site}" if c.gateway else f"site {c.site}"
+                    )
+                    log.warning("%s went silent (%d of %d devices)", what, c.silent, c.of)
+                done[c.group] = alarm_id
             else:
-                alarm_id = self._site_alarms.get(c.site)
+                alarm_id = self._site_alarms.get(c.group)
                 if alarm_id is not None:
                     await store.clear_site_alarm(
                         conn, alarm_id=alarm_id, reason="back_online", at_ms=c.at_ms
                     )
-                done[c.site] = None
+                done[c.group] = None
         return done
 
-    def _site_alarms_changed(self, done: Mapping[str, str | None]) -> None:
-        for site, alarm_id in done.items():
+    def _site_alarms_changed(self, done: Mapping[Group, str | None]) -> None:
+        for group, alarm_id in done.items():
             if alarm_id is None:
-                self._site_alarms.pop(site, None)
+                self._site_alarms.pop(group, None)
             else:
-                self._site_alarms[site] = alarm_id
+                self._site_alarms[group] = alarm_id
 
     def _heard_in_rejects(self, batch: DecodedBatch) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Registered devices whose messages were rejected for their content: a broken
@@ -927,6 +957,8 @@ class IngestService:
         self, batch: DecodedBatch
     ) -> tuple[list[store.AlarmWrite], list[SiteChange]]:
         """Arrivals clear `offline`; a status `offline` (last will) raises it at once."""
+        for site, gateway, first, end in batch.gateways:
+            self.gateway_members.heard((site, gateway), batch.slot[first:end])
         live = ~batch.st_retained
         heard_slot, heard_at = self._heard_in_rejects(batch)
         seen_slot = np.concatenate(
@@ -970,7 +1002,7 @@ class IngestService:
         for s, d in zip(slots.tolist(), deadlines.tolist(), strict=True):
             writes.append(self._offline_write(s, "open", "silent", d))
             sites += self._went_offline(s, d)
-        done: dict[str, str | None] = {}
+        done: dict[Group, str | None] = {}
         await self._with_database(self._write_alarms, writes, sites, done)
         self._site_alarms_changed(done)
         if slots.size:
@@ -992,7 +1024,7 @@ class IngestService:
         self,
         writes: Sequence[store.AlarmWrite],
         sites: Sequence[SiteChange] = (),
-        done: dict[str, str | None] | None = None,
+        done: dict[Group, str | None] | None = None,
     ) -> None:
         assert self._writer is not None
         async with self._writer.transaction():

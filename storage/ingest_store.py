@@ -577,14 +577,15 @@ async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> l
 async def open_site_alarm(
     conn: AsyncConn, *, site: str, reason: str, at_ms: int, detail: Mapping[str, Any]
 ) -> str | None:
-    """Open a site-level `offline` alarm (no device); None when one is open already."""
+    """Open a site- or gateway-level `offline` alarm (no device; a gateway's id in
+    `detail.gateway`); None when that group's alarm is open already."""
     cur = await conn.execute(
         """
         INSERT INTO alarms (device_id, site_id, building, floor, zone, type, verdict, status,
             reason, opened_at, confirmed_at, detail)
         VALUES (NULL, %(site)s, '', '', '', 'offline', 'confirmed', 'active', %(reason)s,
             %(at)s, %(at)s, %(detail)s)
-        ON CONFLICT (site_id, type)
+        ON CONFLICT (site_id, type, (coalesce(detail->>'gateway', '')))
             WHERE device_id IS NULL AND status <> 'cleared' AND verdict <> 'suppressed'
         DO NOTHING
         RETURNING id
@@ -603,17 +604,31 @@ async def open_site_alarm(
     return str(row[0])
 
 
-async def link_cause(conn: AsyncConn, *, site: str, cause: str, since_ms: int) -> int:
-    """Point the open device offline alarms of a site opened since `since_ms` at `cause`."""
+async def link_cause(
+    conn: AsyncConn,
+    *,
+    site: str,
+    cause: str,
+    since_ms: int,
+    devices: Sequence[str] | None = None,
+) -> int:
+    """Point the open device offline alarms of a site (or of these devices) opened
+    since `since_ms` at `cause`."""
     cur = await conn.execute(
         """
         UPDATE alarms SET detail = detail || jsonb_build_object('cause', %(cause)s::text),
             updated_at = now()
         WHERE site_id = %(site)s AND type = 'offline' AND device_id IS NOT NULL
+          AND (%(devices)s::text[] IS NULL OR device_id = ANY(%(devices)s::text[]))
           AND status <> 'cleared' AND opened_at >= %(since)s
           AND NOT detail ? 'cause'
         """,
-        {"site": site, "cause": cause, "since": ms_to_datetime(since_ms)},
+        {
+            "site": site,
+            "cause": cause,
+            "since": ms_to_datetime(since_ms),
+            "devices": None if devices is None else list(devices),
+        },
     )
     return cur.rowcount
 
@@ -634,13 +649,13 @@ async def clear_site_alarm(conn: AsyncConn, *, alarm_id: str, reason: str, at_ms
     return True
 
 
-async def load_open_site_alarms(conn: AsyncConn) -> dict[str, str]:
-    """site -> id of its open site-level offline alarm."""
+async def load_open_site_alarms(conn: AsyncConn) -> dict[tuple[str, str], str]:
+    """(site, gateway or "") -> id of its open site- or gateway-level offline alarm."""
     cur = await conn.execute(
-        "SELECT site_id, id FROM alarms WHERE device_id IS NULL AND type = 'offline' "
-        "AND status <> 'cleared'"
+        "SELECT site_id, coalesce(detail->>'gateway', ''), id FROM alarms "
+        "WHERE device_id IS NULL AND type = 'offline' AND status <> 'cleared'"
     )
-    return {row[0]: row[1] for row in await cur.fetchall()}
+    return {(row[0], row[1]): row[2] for row in await cur.fetchall()}
 
 
 async def load_open_alarms(

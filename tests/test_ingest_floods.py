@@ -1,4 +1,4 @@
-"""A site that falls silent as a whole raises one alarm (issue 16: alarm floods)."""
+"""A site or a gateway that falls silent as a whole raises one alarm (issue 16: floods)."""
 
 from __future__ import annotations
 
@@ -6,40 +6,68 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 from firesafe.settings import Settings
-from ingest.floods import FLOOD_MIN_DEVICES, FloodWatch
-from tests.helpers import Publisher, register, running_ingest, wait_for
+from ingest.floods import FLOOD_MIN_DEVICES, FloodWatch, GatewayMembers
+from tests.helpers import Publisher, query, register, running_ingest, wait_for
 from tests.test_ingest_alarms import alarms, now_ms
 
 
 def test_a_site_is_silent_when_half_its_devices_stop_within_one_interval() -> None:
     watch = FloodWatch()
-    changes = [watch.went_offline("S", slot, 1_000 + slot, 10, 60_000) for slot in range(5)]
+    site = ("S", "")
+    changes = [watch.went_offline(site, slot, 1_000 + slot, 10, 60_000) for slot in range(5)]
     assert changes[:4] == [None] * 4  # 4 of 10: devices, not the site
     opened = changes[4]
     assert opened is not None
     assert (opened.action, opened.silent, opened.of, opened.since_ms) == ("open", 5, 10, 1_000)
-    assert watch.went_offline("S", 5, 1_010, 10, 60_000) is None  # already silent
+    assert opened.slots == (0, 1, 2, 3, 4)
+    assert watch.went_offline(site, 5, 1_010, 10, 60_000) is None  # already silent
     # Back: the site clears once fewer than half remain offline.
-    assert [watch.came_back("S", s, 2_000, 10) for s in (0,)] == [None]
-    cleared = watch.came_back("S", 1, 2_001, 10)
-    assert cleared is not None
-    assert (cleared.action, cleared.silent) == ("clear", 4)
+    assert watch.came_back(0, 2_000, lambda g: 10) == []
+    (cleared,) = watch.came_back(1, 2_001, lambda g: 10)
+    assert (cleared.action, cleared.silent, cleared.group) == ("clear", 4, site)
 
 
 def test_devices_falling_silent_far_apart_are_only_devices() -> None:
     watch = FloodWatch()
     for slot in range(6):  # one every two intervals
-        assert watch.went_offline("S", slot, slot * 120_000, 6, 60_000) is None
+        assert watch.went_offline(("S", ""), slot, slot * 120_000, 6, 60_000) is None
 
 
 def test_a_small_site_needs_the_minimum_count() -> None:
     watch = FloodWatch()
-    results = [watch.went_offline("S", s, 0, 2, 60_000) for s in range(2)]
+    results = [watch.went_offline(("S", ""), s, 0, 2, 60_000) for s in range(2)]
     assert results == [None, None]  # 2 of 2, but below FLOOD_MIN_DEVICES
     assert FLOOD_MIN_DEVICES > 2
+
+
+def test_a_gateway_is_silent_when_half_the_devices_heard_through_it_stop() -> None:
+    members = GatewayMembers()
+    gw1, gw2 = ("S", "GW1"), ("S", "GW2")
+    members.heard(gw1, np.arange(0, 6))
+    members.heard(gw2, np.arange(6, 12))
+    members.heard(gw2, np.array([5, 5]))  # device 5 moved to the other gateway
+    assert (members.count(gw1), members.count(gw2)) == (5, 7)
+    assert members.group_of(5) == gw2
+    assert members.group_of(0) == gw1
+    assert members.group_of(99) is None  # never heard through a gateway
+    watch = FloodWatch()
+    changes = [watch.went_offline(gw1, s, 1_000, members.count(gw1), 60_000) for s in range(5)]
+    assert changes[:4] == [None] * 4
+    opened = changes[4]
+    assert opened is not None
+    assert (opened.gateway, opened.silent, opened.of, opened.slots) == (
+        "GW1",
+        5,
+        5,
+        (0, 1, 2, 3, 4),
+    )
+    members.forget(np.array([0]))
+    assert members.count(gw1) == 4
+    assert members.group_of(0) is None
 
 
 @pytest.mark.integration
@@ -106,3 +134,83 @@ def test_a_silent_site_raises_one_alarm_that_its_device_alarms_point_to(
         )
     site_level = [a for a in alarms(db, site) if a["device_id"] is None]
     assert len(site_level) == 1  # one alarm for the site, never one per tick
+
+
+@pytest.mark.integration
+def test_a_silent_gateway_raises_one_alarm_and_its_site_none(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    # 12 devices: 5 behind GW1, 5 behind GW2, 2 connected directly. GW1 fails:
+    # 5 of 12 is not the site, 5 of 5 is the gateway.
+    ids = [f"{site}-H{i}" for i in range(12)]
+    register(
+        db,
+        [
+            {
+                "id": d,
+                "site": site,
+                "building": "B",
+                "floor": "1",
+                "zone": "Z",
+                "kind": "heat",
+                "interval_s": 1,
+            }
+            for d in ids
+        ],
+    )
+    gw1_up = threading.Event()
+    gw1_up.set()
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            ts = now_ms()
+            for gw, members in (("GW1", ids[:5]), ("GW2", ids[5:10])):
+                if gw == "GW1" and not gw1_up.is_set():
+                    continue
+                readings = [{"device": d, "ts": ts, "seq": seq, "v": {}} for d in members]
+                publisher.send(f"fs/v1/{site}/gateway/{gw}/batch", {"ts": ts, "readings": readings})
+            for d in ids[10:]:
+                publisher.send(f"fs/v1/{site}/{d}/telemetry", {"ts": ts, "seq": seq, "v": {}})
+            time.sleep(0.3)
+
+    with running_ingest(ingest_settings):
+        beat = threading.Thread(target=heartbeat, daemon=True)
+        beat.start()
+        try:
+            # Every device's heartbeats are stored: ingest has seen each gateway's members.
+            wait_for(
+                lambda: (
+                    query(
+                        db,
+                        "SELECT count(DISTINCT device_id) FROM telemetry WHERE device_id LIKE %s",
+                        (f"{site}-%",),
+                    )[0][0]
+                    == 12
+                ),
+                timeout=15,
+            )
+            gw1_up.clear()  # GW1 fails; GW2 and the direct devices go on
+            group = wait_for(
+                lambda: [a for a in alarms(db, site) if a["device_id"] is None], timeout=15
+            )
+            gw_alarm: dict[str, Any] = group[0]
+            assert (gw_alarm["reason"], gw_alarm["detail"]["gateway"]) == ("gateway_silent", "GW1")
+            wait_for(
+                lambda: {a["device_id"] for a in alarms(db, site) if a["device_id"]} == set(ids[:5])
+            )
+            device_alarms = [a for a in alarms(db, site) if a["device_id"] is not None]
+            assert all(a["detail"].get("cause") == gw_alarm["id"] for a in device_alarms)
+            gw1_up.set()  # back: the gateway's alarm clears with its devices'
+            wait_for(
+                lambda: all(
+                    a["status"] == "cleared" for a in alarms(db, site) if a["type"] == "offline"
+                )
+            )
+        finally:
+            stop.set()
+            beat.join()
+    group_level = [a for a in alarms(db, site) if a["device_id"] is None]
+    assert [a["reason"] for a in group_level] == ["gateway_silent"]  # never the site
