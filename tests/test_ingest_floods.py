@@ -153,7 +153,7 @@ def test_a_silent_gateway_raises_one_alarm_and_its_site_none(
                 "floor": "1",
                 "zone": "Z",
                 "kind": "heat",
-                "interval_s": 1,
+                "interval_s": 2,  # 6 s of silence: no false offline under CI load
             }
             for d in ids
         ],
