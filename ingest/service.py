@@ -39,14 +39,14 @@ from firesafe.settings import Settings
 from ingest import gateway_rejects, shards
 from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
-from ingest.floods import FloodWatch, GatewayMembers, Group, SiteChange
+from ingest.floods import Group, SiteChange
 from ingest.linkage import Building, commands_for
 from ingest.mqtt import SUBSCRIPTION, MqttSource
 from ingest.ownership import SINGLE, Ownership
 from ingest.pipeline import BatchPlan, plan_batch
 from ingest.registry import Registry, ZoneIds, device_from_row
 from ingest.shards import ShardLost
-from ingest.supervision import Supervisor
+from ingest.silence import Silence
 from ingest.tracker import DeviceTracker
 from storage import ingest_store as store
 from storage import partitions
@@ -106,7 +106,6 @@ _MAINS = READING_INDEX["mains"]
 _URGENT_SUFFIXES = ("/event", "/status")
 # Rejects that do not show the named device is alive: it may not exist, or the
 # message came from elsewhere (another site's topic).
-_NOT_FROM_THE_DEVICE = frozenset({"unknown_device", "site_mismatch", "bad_topic"})
 # Errors that mean "the database went away", as opposed to "it refused this data".
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
@@ -151,14 +150,9 @@ class IngestService:
         )
         self.engine = Engine()
         self.tracker = DeviceTracker()
-        self.supervisor = Supervisor()
         self.zone_ids = ZoneIds()
-        self.floods = FloodWatch()
-        self.gateway_members = GatewayMembers()
-        # (site, gateway or "") -> its open site- or gateway-level offline alarm
-        self._site_alarms: dict[Group, str] = {}
-        self._site_supervised: dict[str, int] = {}
         self.registry = Registry([], self.zone_ids)
+        self.silence = Silence(self.registry)  # offline supervision, floods grouped
         self.decoder = Decoder(self.registry)
         self.counters = Counters()
         self.ready = asyncio.Event()
@@ -275,10 +269,7 @@ class IngestService:
         self._intake_bytes = 0
         self.engine = Engine()
         self.tracker = DeviceTracker()
-        self.supervisor = Supervisor()
-        self.floods = FloodWatch()
-        self.gateway_members = GatewayMembers()
-        self._site_alarms = {}
+        self.silence = Silence(self.registry)
         self._configured = np.zeros(0, np.int64)
         self._registry_version = (-1, None)
         self.ready.clear()
@@ -325,7 +316,7 @@ class IngestService:
         Sharded, a process starts with no shard: each is restored when taken."""
         assert self._aux is not None
         self.engine = Engine()
-        self.supervisor = Supervisor()
+        self.silence = Silence(self.registry)
         self.tracker = DeviceTracker()
         self._configured = np.zeros(0, np.int64)
         self._quarantine_shown = np.zeros(0, np.int64)
@@ -342,20 +333,18 @@ class IngestService:
         assert self._writer is not None
         only = None if sites is None else sorted(sites)
         self.tracker.load(await store.load_device_state(self._aux, only))
-        site_alarms = await store.load_open_site_alarms(self._aux)
-        site_alarms = {k: v for k, v in site_alarms.items() if sites is None or k[0] in sites}
-        self._site_alarms.update(site_alarms)
-        self.floods.restore(site_alarms)
+        group_alarms = await store.load_open_site_alarms(self._aux)
+        group_alarms = {k: v for k, v in group_alarms.items() if sites is None or k[0] in sites}
+        offline = []
         for row in await store.load_open_alarms(self._aux, only):
             slot = int(row["slot"])
             if row["type"] == "offline":
-                self.supervisor.mark_offline(slot)
-                site_group = (row["site_id"], "")
-                self.floods.offline.setdefault(site_group, {})[slot] = int(row["opened_ms"])
+                offline.append((slot, row["site_id"], int(row["opened_ms"])))
                 continue
             self.engine.restore_alarm(
                 slot, row["type"], row["verdict"], int(row["opened_ms"]), row["reason"]
             )
+        self.silence.restore(group_alarms, offline)
         # Every sign shows what the open fires want, whatever was (or was not)
         # sent before: recompute and write what differs.
         async with self._writer.transaction():
@@ -413,23 +402,16 @@ class IngestService:
         )
         baseline = np.maximum(registry.registered_ms, self._since[: registry.size])
         baseline = np.maximum(baseline, self.tracker.last_seen[: registry.size])
-        self.supervisor.configure(slots, registry.interval_ms, baseline)
+        self.silence.configure(registry, slots, baseline)
         self._configured = slots
-        counts = np.bincount(registry.site_code[slots], minlength=len(registry.sites))
-        self._site_supervised = {
-            site: int(n) for site, n in zip(registry.sites, counts.tolist(), strict=True) if n
-        }
 
     def _forget_sites(self, sites: set[str]) -> None:
-        self.floods.forget(sites)
-        for group in [g for g in self._site_alarms if g[0] in sites]:
-            del self._site_alarms[group]
+        self.silence.forget_sites(sites)
 
     def _forget(self, slots: NDArray[np.int64]) -> None:
         self.engine.forget(slots)
         self.tracker.forget(slots)
-        self.supervisor.forget(slots)
-        self.gateway_members.forget(slots)
+        self.silence.forget(slots)
 
     # ------------------------------------------------------------- shards
     async def _balance(self) -> None:
@@ -693,14 +675,14 @@ class IngestService:
                         ),
                     )
                     writes = [self._alarm_write(c) for c in changes]
-                    offline, plan.site_changes = self._supervise_batch(plan.batch)
+                    offline, plan.site_changes = self.silence.batch(plan.batch)
                     writes += offline
                 except Exception as exc:
                     log.exception("detection failed on a batch")
                     raise PoisonBatch(f"detection failed: {type(exc).__name__}: {exc}") from exc
                 plan.alarm_writes = writes
             applied = await self._apply_alarm_writes(writer, plan.alarm_writes)
-            sites = await self._apply_site_changes(writer, plan.site_changes)
+            sites = await self.silence.apply(writer, plan.site_changes)
             fires = _fire_causes(applied)
             commands = await self._write_commands(writer, sorted(fires), fires)
         plan.tel_new, plan.ev_new, plan.applied, plan.commands = tel_new, ev_new, applied, commands
@@ -769,7 +751,7 @@ class IngestService:
         """Committed: acknowledge, fold into what we know of each device, count.
         Runs once per batch, never retried."""
         self.ownership.ack(plan.burst)
-        self._site_alarms_changed(plan.sites)
+        self.silence.applied(plan.sites)
         if plan.commands:
             self.commands.wake()
         slot, ts, values = plan.slot, plan.ts, plan.values
@@ -787,7 +769,7 @@ class IngestService:
         self.tracker.duplicates_dropped(plan.dropped)
         c.duplicates += plan.in_batch_dups + int((~all_new).sum())
         batch = plan.batch
-        self.tracker.seen(*self._heard_in_rejects(batch))
+        self.tracker.seen(*self.silence.heard_in_rejects(batch))
         if batch.st_slot.size:
             live = ~batch.st_retained
             self.tracker.seen(batch.st_slot[live], batch.st_received[live])
@@ -846,141 +828,6 @@ class IngestService:
             detail=detail,
         )
 
-    def _offline_write(self, slot: int, action: str, reason: str, at_ms: int) -> store.AlarmWrite:
-        device = self.registry.device(slot)
-        cause = None
-        if action == "open":  # the site's silence first, else its gateway's
-            cause = self._site_alarms.get((device.site, ""))
-            group = self.gateway_members.group_of(slot)
-            if cause is None and group is not None:
-                cause = self._site_alarms.get(group)
-        return store.AlarmWrite(
-            device_id=device.id,
-            site=device.site,
-            building=device.building,
-            floor=device.floor,
-            zone=device.zone,
-            alarm_type="offline",
-            action=action,  # type: ignore[arg-type]
-            verdict="confirmed",
-            reason=reason,
-            at_ms=at_ms,
-            detail={"cause": cause} if cause else {},
-        )
-
-    # ------------------------------------------------------------- floods
-    def _went_offline(self, slot: int, at_ms: int) -> list[SiteChange]:
-        device = self.registry.device(slot)
-        site: Group = (device.site, "")
-        window = int(self.registry.interval_ms[slot])
-        changes = []
-        change = self.floods.went_offline(
-            site, slot, at_ms, self._site_supervised.get(device.site, 0), window
-        )
-        if change:
-            changes.append(change)
-        gateway = self.gateway_members.group_of(slot)
-        if gateway is not None and gateway[0] == device.site:
-            change = self.floods.went_offline(
-                gateway, slot, at_ms, self.gateway_members.count(gateway), window
-            )
-            if change and not self.floods.is_silent(site):  # a silent site covers its gateways
-                changes.append(change)
-        return changes
-
-    def _supervised(self, group: Group) -> int:
-        site, gateway = group
-        if gateway:
-            return self.gateway_members.count(group)
-        return self._site_supervised.get(site, 0)
-
-    def _came_back(self, slot: int, at_ms: int) -> list[SiteChange]:
-        return self.floods.came_back(slot, at_ms, self._supervised)
-
-    async def _apply_site_changes(
-        self, conn: psycopg.AsyncConnection[Any], changes: Sequence[SiteChange]
-    ) -> dict[Group, str | None]:
-        """Open or clear site- and gateway-level offline alarms; group -> its open
-        alarm id (None: cleared)."""
-        done: dict[Group, str | None] = {}
-        for c in changes:
-            if c.action == "open":
-                detail: dict[str, Any] = {"silent": c.silent, "of": c.of}
-                if c.gateway:
-                    detail["gateway"] = c.gateway
-                reason = "gateway_silent" if c.gateway else "site_silent"
-                alarm_id = await store.open_site_alarm(
-                    conn, site=c.site, reason=reason, at_ms=c.at_ms, detail=detail
-                )
-                if alarm_id is None:  # a retried write that had committed
-                    alarm_id = (await store.load_open_site_alarms(conn)).get(c.group)
-                if alarm_id is not None:
-                    devices = [self.registry.device(s).id for s in c.slots] if c.gateway else None
-                    await store.link_cause(
-                        conn, site=c.site, cause=alarm_id, since_ms=c.since_ms, devices=devices
-                    )
-                    what = (
-                        f"gateway {c.gateway} of site {c.site}" if c.gateway else f"site {c.site}"
-                    )
-                    log.warning("%s went silent (%d of %d devices)", what, c.silent, c.of)
-                done[c.group] = alarm_id
-            else:
-                alarm_id = self._site_alarms.get(c.group)
-                if alarm_id is not None:
-                    await store.clear_site_alarm(
-                        conn, alarm_id=alarm_id, reason="back_online", at_ms=c.at_ms
-                    )
-                done[c.group] = None
-        return done
-
-    def _site_alarms_changed(self, done: Mapping[Group, str | None]) -> None:
-        for group, alarm_id in done.items():
-            if alarm_id is None:
-                self._site_alarms.pop(group, None)
-            else:
-                self._site_alarms[group] = alarm_id
-
-    def _heard_in_rejects(self, batch: DecodedBatch) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """Registered devices whose messages were rejected for their content: a broken
-        payload on a device's own topic still shows the device is alive."""
-        heard = [
-            (device.slot, r.received_ms)
-            for r in batch.rejects
-            if r.device_id is not None
-            and r.reason not in _NOT_FROM_THE_DEVICE
-            and (device := self.registry.get(r.device_id)) is not None
-        ]
-        arr = np.array(heard, dtype=np.int64).reshape(-1, 2)
-        return arr[:, 0].copy(), arr[:, 1].copy()
-
-    def _supervise_batch(
-        self, batch: DecodedBatch
-    ) -> tuple[list[store.AlarmWrite], list[SiteChange]]:
-        """Arrivals clear `offline`; a status `offline` (last will) raises it at once."""
-        for site, gateway, first, end in batch.gateways:
-            self.gateway_members.heard((site, gateway), batch.slot[first:end])
-        live = ~batch.st_retained
-        heard_slot, heard_at = self._heard_in_rejects(batch)
-        seen_slot = np.concatenate(
-            [batch.slot, batch.ev_slot, batch.st_slot[live & batch.st_online], heard_slot]
-        )
-        seen_at = np.concatenate(
-            [batch.received, batch.ev_received, batch.st_received[live & batch.st_online], heard_at]
-        )
-        writes = []
-        sites: list[SiteChange] = []
-        for s in self.supervisor.seen(seen_slot, seen_at).tolist():
-            at = int(seen_at[seen_slot == s].min())
-            writes.append(self._offline_write(s, "clear", "back_online", at))
-            sites += self._came_back(s, at)
-        gone = batch.st_slot[~batch.st_online]
-        if gone.size:
-            for s in self.supervisor.went_offline(gone).tolist():
-                at = int(batch.st_received[(batch.st_slot == s) & ~batch.st_online].min())
-                writes.append(self._offline_write(s, "open", "last_will", at))
-                sites += self._went_offline(s, at)
-        return writes, sites
-
     async def _supervise(self) -> None:
         """Raise `offline` for devices silent past their limit. Decided once, then
         written (retried on a lost connection)."""
@@ -991,22 +838,18 @@ class IngestService:
             self._watermark = max(self._watermark, now_ms())
             writes += [self._alarm_write(c) for c in self.engine.advance(self._watermark)]
         now = now_ms()
-        if self.intake and now - self.intake[0].received_ms > SUPERVISE_MAX_LAG_MS:
-            slots, deadlines = np.zeros(0, np.int64), np.zeros(0, np.int64)  # not keeping up
-        else:
-            self._heard_in_intake()
-            slots, deadlines = self.supervisor.check(now)
-        if not slots.size and not writes:
-            return
+        silent: list[store.AlarmWrite] = []
         sites: list[SiteChange] = []
-        for s, d in zip(slots.tolist(), deadlines.tolist(), strict=True):
-            writes.append(self._offline_write(s, "open", "silent", d))
-            sites += self._went_offline(s, d)
+        if not self.intake or now - self.intake[0].received_ms <= SUPERVISE_MAX_LAG_MS:
+            self._heard_in_intake()  # (not judged while ingest is not keeping up)
+            silent, sites = self.silence.silent(now)
+        if not silent and not writes:
+            return
         done: dict[Group, str | None] = {}
-        await self._with_database(self._write_alarms, writes, sites, done)
-        self._site_alarms_changed(done)
-        if slots.size:
-            log.info("%d device(s) went offline", slots.size)
+        await self._with_database(self._write_alarms, [*writes, *silent], sites, done)
+        self.silence.applied(done)
+        if silent:
+            log.info("%d device(s) went offline", len(silent))
 
     def _heard_in_intake(self) -> None:
         """Devices whose messages arrived and wait here are not silent."""
@@ -1018,7 +861,7 @@ class IngestService:
                 slots.append(device.slot)
                 at.append(m.received_ms)
         if slots:
-            self.supervisor.heard(np.array(slots, np.int64), np.array(at, np.int64))
+            self.silence.supervisor.heard(np.array(slots, np.int64), np.array(at, np.int64))
 
     async def _write_alarms(
         self,
@@ -1029,7 +872,7 @@ class IngestService:
         assert self._writer is not None
         async with self._writer.transaction():
             applied = await self._apply_alarm_writes(self._writer, writes)
-            result = await self._apply_site_changes(self._writer, sites)
+            result = await self.silence.apply(self._writer, sites)
             fires = _fire_causes(applied)
             commands = await self._write_commands(self._writer, sorted(fires), fires)
         if commands:
@@ -1057,7 +900,7 @@ class IngestService:
                     buildings[(row["site_id"], row["building"])] = row["id"]
                 continue
             if row["type"] == "offline":
-                self.supervisor.reset(device.slot, now_ms())
+                self.silence.supervisor.reset(device.slot, now_ms())
                 continue
             self.engine.clear(device.slot, row["type"])
             if row["type"] == "fire":
