@@ -187,6 +187,12 @@ _TEMPLATES: tuple[str, ...] = (
     N_("body {path}: {detail}"),
     N_("a manager's rule must name its sites (every site is for admins)"),
     N_("sites outside the token's sites: {sites}"),
+    N_(
+        "webhook host {host} resolves to a non-public address ({addresses}); "
+        "only an admin may add such a target"
+    ),
+    N_("webhook host {host} does not resolve ({error})"),
+    N_("webhook url {url} has no host"),
     N_("target {target} not found"),
     N_("rule {rule} not found"),
     N_("target id {target} is taken by another owner"),

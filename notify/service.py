@@ -34,7 +34,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from firesafe.settings import SmtpEndpoint
-from notify import render
+from notify import destinations, render
 from storage.queries import notifications as q
 
 log = logging.getLogger(__name__)
@@ -347,6 +347,8 @@ class Notifier:
 
     async def _post(self, http: httpx.AsyncClient, c: q.Claimed, notice: render.Notice) -> int:
         assert c.url is not None
+        if c.public_only:  # a manager's target: never into the centre's own network
+            await destinations.require_public(c.url)
         if c.template:
             content_type = c.content_type or render.JSON_TYPE
             body = render.templated_body(notice, c.template, content_type)

@@ -131,7 +131,8 @@ def test_managers_configure_their_own_sites_only(api_url: str, tokens: dict[str,
             == 201
         )
     with client(api_url, token=tokens["manager"]) as mgr:
-        assert mgr.post(TARGETS, json=hook("s1-duty")).status_code == 201
+        public = hook("s1-duty", url="http://8.8.8.8:9/s1-duty")  # public: never called here
+        assert mgr.post(TARGETS, json=public).status_code == 201
         ok = {"id": "s1", "sites": ["S1"], "types": ["fire"], "targets": ["s1-duty"]}
         assert mgr.post(RULES, json=ok).status_code == 201
         assert mgr.post(RULES, json={**ok, "id": "s2", "sites": ["S2"]}).status_code == 403
@@ -139,7 +140,7 @@ def test_managers_configure_their_own_sites_only(api_url: str, tokens: dict[str,
         # Another owner's target is not the manager's to use, see or overwrite.
         assert mgr.post(RULES, json={**ok, "id": "x", "targets": ["hq"]}).status_code == 422
         assert mgr.get(f"{TARGETS}/hq").status_code == 404
-        assert mgr.post(TARGETS, json=hook("hq")).status_code == 409
+        assert mgr.post(TARGETS, json=hook("hq", url="http://8.8.8.8:9/hq")).status_code == 409
         assert mgr.delete(f"{RULES}/hq-all").status_code == 404
         assert [t["id"] for t in mgr.get(TARGETS).json()["items"]] == ["s1-duty"]
         assert [r["id"] for r in mgr.get(RULES).json()["items"]] == ["s1"]
@@ -151,6 +152,29 @@ def test_managers_configure_their_own_sites_only(api_url: str, tokens: dict[str,
         assert op.post(TARGETS, json=hook("op")).status_code == 403
     with client(api_url) as admin:
         assert {r["id"] for r in admin.get(RULES).json()["items"]} == {"hq-all", "s1"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/api/v1/tokens",  # the API itself
+        "http://localhost:5432/",  # the database, by name
+        "http://10.1.2.3/hook",
+        "http://169.254.169.254/latest/meta-data/",  # a cloud metadata service
+        "http://[::1]:1883/",
+        "http://[::ffff:127.0.0.1]/",
+    ],
+)
+def test_a_managers_webhook_may_not_reach_private_addresses(
+    api_url: str, tokens: dict[str, str], url: str
+) -> None:
+    with client(api_url, token=tokens["manager"]) as mgr:
+        refused = mgr.post(TARGETS, json=hook("s1-ssrf", url=url))
+        assert refused.status_code == 422, refused.text
+        assert "non-public address" in refused.json()["error"]["message"]
+        assert mgr.get(f"{TARGETS}/s1-ssrf").status_code == 404
+    with client(api_url) as admin:  # an admin's may (an on-premises paging gateway)
+        assert admin.post(TARGETS, json=hook("hq-local", url=url)).status_code == 201
 
 
 def test_the_audit_lists_every_attempt(api_url: str, tokens: dict[str, str], db: str) -> None:

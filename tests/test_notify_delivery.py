@@ -135,6 +135,29 @@ def test_failed_deliveries_are_retried_with_the_same_id(db: str, site: str) -> N
     assert counts == {"attempt_failed": 2, "delivered": 1}
 
 
+def test_a_managers_target_that_now_resolves_privately_is_refused(db: str, site: str) -> None:
+    # Saved when its name was public (the API checks then); the notifier checks
+    # again before every attempt, so a name that moved to a private address
+    # (DNS rebinding) reaches nothing. An admin's target at the same place does.
+    with http_receiver() as rx:
+        add_target(db, "mgr", url=rx.url + "/mgr", owner_sites=[site])
+        add_target(db, "hq", url=rx.url + "/hq")
+        add_rule(db, "fires", types=["fire"], targets=["mgr", "hq"])
+        call_point(db, f"{site}-M1", site)
+        with running_notifier(db):
+            (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+            wait_for(lambda: [r for r in deliveries(db, alarm) if r["status"] == "delivered"])
+            refused = wait_for(
+                lambda: [
+                    r for r in deliveries(db, alarm) if r["target_id"] == "mgr" and r["attempts"]
+                ]
+            )
+        assert rx.got("/mgr") == []
+        assert len(rx.got("/hq")) == 1
+    assert refused[0]["status"] != "delivered"
+    assert "non-public address" in (refused[0]["last_error"] or "")
+
+
 def test_email_in_the_targets_language(db: str, site: str) -> None:
     with smtp_server() as box:
         add_target(db, "mail-en", kind="email", address="duty@example.com")

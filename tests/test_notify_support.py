@@ -216,7 +216,7 @@ def add_target(dsn: str, target_id: str, **fields: Any) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO notify_targets (id, kind, url, address, secret, language, template, "
-            "content_type) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            "content_type, owner_sites) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 target_id,
                 row["kind"],
@@ -226,6 +226,7 @@ def add_target(dsn: str, target_id: str, **fields: Any) -> None:
                 row["language"],
                 row.get("template"),
                 row.get("content_type"),
+                row.get("owner_sites"),  # a manager's: its sites
             ),
         )
 

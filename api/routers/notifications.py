@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from api.auth import Caller
 from api.deps import CallerDep, ConnDep
-from api.errors import ERROR_RESPONSES, ErrorResponse, Forbidden
+from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse, Forbidden
 from api.params import ID_REGEX, NAME_REGEX
 from api.schemas import AlarmType, Id, Page, Timestamp
-from notify import render
+from notify import destinations, render
 from storage.queries import Conn
 from storage.queries import alarms as alarm_q
 from storage.queries import notifications as notify_q
@@ -202,6 +202,11 @@ async def put_target(
     body: TargetIn, conn: ConnDep, caller: CallerDep, response: Response
 ) -> TargetOut:
     _may_configure(caller)
+    if caller.role == "manager" and body.url is not None:
+        try:
+            await destinations.require_public(body.url)
+        except destinations.PrivateDestination as exc:
+            raise BadBody(f"body url: {exc}") from exc
     row, created = await notify_q.put_target(
         conn,
         scope=caller.scope,

@@ -320,6 +320,7 @@ class Claimed:
     template: str | None
     content_type: str | None
     timezone: str  # the alarm's site's IANA zone
+    public_only: bool = False  # a manager's target: public addresses only
 
 
 # A claimant is alive while the session holding its advisory lock is; its
@@ -410,7 +411,8 @@ async def claim(
             r["id"]: r
             for r in await (
                 await conn.execute(
-                    "SELECT id, kind, url, address, secret, language, template, content_type "
+                    "SELECT id, kind, url, address, secret, language, template, content_type, "
+                    "owner_sites IS NOT NULL AS public_only "
                     "FROM notify_targets WHERE id = ANY(%s::text[])",
                     (sorted({r["target_id"] for r in rows}),),
                 )
@@ -446,6 +448,7 @@ async def claim(
                 template=t["template"] if t else None,
                 content_type=t["content_type"] if t else None,
                 timezone=zones.get(str(r["alarm"].get("site")), "UTC"),
+                public_only=bool(t["public_only"]) if t else False,
             )
         )
     return out
