@@ -33,7 +33,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 MOSQUITTO = ROOT / "deploy" / "mosquitto"
-PLATFORM = ("migrate", "ingest", "api", "notify", "sim")
+PLATFORM = ("migrate", "ingest", "api", "notify", "sim", "gb26875")
 INFRA = ("timescaledb", "mosquitto", "grafana", "proxy")
 # Profile `emqx`: a clustered broker for estates past one Mosquitto.
 EMQX_NODES = ("emqx1", "emqx2")
@@ -133,13 +133,21 @@ def test_platform_commands_and_settings() -> None:
     assert "ports" not in svc["grafana"]
     assert svc["mosquitto"]["ports"] == ["${MQTT_TLS_PORT:-8883}:8883"]
     assert svc["proxy"]["ports"] == ["${API_TLS_PORT:-8443}:8443", "${GRAFANA_TLS_PORT:-3443}:3443"]
+    # The one exception, opt-in (profile gb26875): GB/T 26875.3 has no TLS.
+    assert svc["gb26875"]["ports"] == ["${GB26875_PORT:-9026}:9026"]
     for name, service in svc.items():
         for port in service.get("ports", []):
-            assert port.endswith(("8883", "8443", "3443")), f"{name} publishes {port}"
+            if name != "gb26875":
+                assert port.endswith(("8883", "8443", "3443")), f"{name} publishes {port}"
     sim = environment(svc["sim"])
     assert sim["FIRESAFE_API_URL"] == "http://api:8000"
     assert sim["FIRESAFE_MQTT_URL"].startswith("mqtt://sim:")
     assert "FIRESAFE_DATABASE_URL" not in sim, "the simulator needs no database"
+    gb = environment(svc["gb26875"])
+    assert svc["gb26875"]["command"] == ["gateway", "gb26875", "--listen", "0.0.0.0:9026"]
+    assert gb["FIRESAFE_MQTT_URL"].startswith("mqtt://gb26875:${MQTT_GB26875_PASSWORD")
+    assert gb["FIRESAFE_GATEWAY_TOKEN"].startswith("${FIRESAFE_ADMIN_TOKEN")
+    assert "FIRESAFE_DATABASE_URL" not in gb, "the gateway needs no database"
 
 
 def test_healthchecks() -> None:
@@ -191,9 +199,10 @@ def test_start_order() -> None:
 def test_profiles() -> None:
     svc = services()
     assert svc["sim"]["profiles"] == ["sim"]
+    assert svc["gb26875"]["profiles"] == ["gb26875"]
     for name in EMQX_NODES:
         assert svc[name]["profiles"] == ["emqx"]
-    for name in set(svc) - {"sim", *EMQX_NODES}:
+    for name in set(svc) - {"sim", "gb26875", *EMQX_NODES}:
         assert "profiles" not in svc[name], f"{name} must start by default"
 
 
@@ -567,6 +576,13 @@ def test_acl_grants() -> None:
             if access in ("write", "readwrite") and user != "firesafe":
                 assert not topic.endswith(("/cmd", "#")), (user, topic)
     assert ("read", "fs/v1/+/+/cmd") in rules["sim"]
+    # The fire-panel gateway: panels' device topics and its rejects, nothing else.
+    assert set(rules["gb26875"]) == {
+        ("write", "fs/v1/+/+/telemetry"),
+        ("write", "fs/v1/+/+/event"),
+        ("write", "fs/v1/+/+/status"),
+        ("write", "fs/v1/_gateway/+/reject"),
+    }
 
 
 def test_mosquitto_config() -> None:

@@ -8,6 +8,7 @@
 #   MQTT_PLATFORM_PASSWORD     account `firesafe` (ingest)            required
 #   MQTT_HEALTHCHECK_PASSWORD  account `healthcheck`                  required
 #   MQTT_SIM_PASSWORD          account `sim` (simulator)              optional: unset, no account
+#   MQTT_GB26875_PASSWORD      account `gb26875` (GB 26875 gateway) optional: unset, no account
 #   $MQTT_ACCOUNTS/*.passwd    device and gateway accounts, `username:password` per line
 #   $MQTT_TLS/{ca.crt,server.crt,server.key}
 #   EMQX_PREPARE_ONLY=1        write the files and stop (tests/test_compose.py)
@@ -68,6 +69,9 @@ add firesafe "${MQTT_PLATFORM_PASSWORD:-}"
 add healthcheck "${MQTT_HEALTHCHECK_PASSWORD:-}"
 if [ -n "${MQTT_SIM_PASSWORD:-}" ]; then
     add sim "$MQTT_SIM_PASSWORD"
+fi
+if [ -n "${MQTT_GB26875_PASSWORD:-}" ]; then
+    add gb26875 "$MQTT_GB26875_PASSWORD"
 fi
 for file in "$accounts"/*.passwd; do
     [ -e "$file" ] || continue

@@ -6,6 +6,7 @@
 #   MQTT_PLATFORM_PASSWORD     account `firesafe` (ingest)        required
 #   MQTT_HEALTHCHECK_PASSWORD  account `healthcheck`              required
 #   MQTT_SIM_PASSWORD          account `sim` (simulator)          optional: unset, no account
+#   MQTT_GB26875_PASSWORD      account `gb26875` (GB 26875 gateway) optional: unset, no account
 #   $MOSQUITTO_ACCOUNTS/*.passwd  device and gateway accounts, one
 #                              `username:password` per line (# comments);
 #                              usernames `{site}/{device}` or
@@ -67,6 +68,9 @@ add firesafe "${MQTT_PLATFORM_PASSWORD:-}"
 add healthcheck "${MQTT_HEALTHCHECK_PASSWORD:-}"
 if [ -n "${MQTT_SIM_PASSWORD:-}" ]; then
     add sim "$MQTT_SIM_PASSWORD"
+fi
+if [ -n "${MQTT_GB26875_PASSWORD:-}" ]; then
+    add gb26875 "$MQTT_GB26875_PASSWORD"
 fi
 for file in "$accounts"/*.passwd; do
     [ -e "$file" ] || continue
