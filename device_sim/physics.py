@@ -81,28 +81,66 @@ class Physics:
     def __init__(self, baselines: list[Mapping[str, float]], seed: int) -> None:
         n = len(baselines)
         rng = np.random.default_rng([seed, 101])
-        self.base: dict[str, FloatArray] = {}
-        self.has: dict[str, NDArray[np.bool_]] = {}
-        for name in READINGS:
-            col = np.array([b.get(name, math.nan) for b in baselines], dtype=np.float64)
-            self.has[name] = ~np.isnan(col)
-            self.base[name] = np.nan_to_num(col)
+        # Devices with the same reading names share a pattern (in practice: a kind).
+        patterns: dict[tuple[str, ...], int] = {}
+        self.pattern = np.array(
+            [patterns.setdefault(tuple(b), len(patterns)) for b in baselines], dtype=np.int64
+        )
+        self.base: dict[str, FloatArray] = {name: np.zeros(n) for name in READINGS}
+        for names, code in patterns.items():
+            members = np.flatnonzero(self.pattern == code)
+            rows = [baselines[i] for i in members.tolist()]
+            for name in names:
+                self.base[name][members] = [b[name] for b in rows]
+        self.pattern_has: dict[str, NDArray[np.bool_]] = {
+            name: np.array([name in names for names in patterns], dtype=np.bool_)
+            for name in READINGS
+        }
+        self.has: dict[str, NDArray[np.bool_]] = {
+            name: self.pattern_has[name][self.pattern] for name in READINGS
+        }
         self.diurnal_amp = rng.uniform(*DIURNAL_AMPLITUDE_C, size=n)
         self.diurnal_phase = rng.uniform(0.0, 2 * math.pi, size=n)
         self.dust_per_ms = rng.uniform(*OBSCURATION_DRIFT_PER_DAY, size=n) / DAY_MS
 
     def sample(
-        self, idx: NDArray[np.intp], t_ms: NDArray[np.int64], t0_ms: int, rng: np.random.Generator
+        self,
+        idx: NDArray[np.intp],
+        t_ms: NDArray[np.int64],
+        t0_ms: int,
+        rng: np.random.Generator,
+        own: NDArray[np.bool_] | None = None,
     ) -> dict[str, FloatArray]:
-        """Clean-air readings of devices `idx` at times `t_ms` (all readings; unused ones junk)."""
+        """Clean-air readings of devices `idx` at times `t_ms`, or of `idx[own]` only.
+
+        Noise is drawn for every device of `idx` that has the reading, whatever
+        `own` is, so a device reads the same whichever share of the estate a
+        publisher computes. A column holds 0 for devices without that reading
+        (junk, never sent)."""
+        pattern = self.pattern[idx]
+        if own is not None:
+            idx = idx[own]
+            t_ms = t_ms[own]
         n = len(idx)
-        day_angle = (2 * math.pi / DAY_MS) * t_ms.astype(np.float64)
+        # The angle of the day from the time of day: the same angle as from the
+        # epoch, without sin() reducing a 10^5-radian argument.
+        day_angle = (2 * math.pi / DAY_MS) * (t_ms % DAY_MS).astype(np.float64)
         out: dict[str, FloatArray] = {}
         for name in READINGS:
-            col = self.base[name][idx].copy()
+            has_all = self.pattern_has[name][pattern]
+            has_own = has_all if own is None else has_all[own]
+            at = np.flatnonzero(has_own)
+            col = np.zeros(n)
             sd = NOISE_SD[name]
             if sd:
-                col += sd * rng.standard_normal(n)
+                noise = rng.standard_normal(int(np.count_nonzero(has_all)))
+                if own is not None:
+                    noise = noise[own[has_all]]
+            if at.size:
+                values = self.base[name][idx[at]]
+                if sd:
+                    values += sd * noise
+                col[at] = values
             out[name] = col
         diurnal = self.diurnal_amp[idx] * np.sin(day_angle + self.diurnal_phase[idx])
         out["temperature"] += diurnal
