@@ -136,7 +136,7 @@ class ReadingText:
         """One row per reading: device `dev[i]` at ts `t0 + sub[i]` with `seq[i]`,
         its kind's values from the columns `vals[name][at[i]]`."""
         n = len(dev)
-        rows: ObjectArray = np.full((n, ROW_WIDTH), "", dtype=object)
+        rows: ObjectArray = np.empty((n, ROW_WIDTH), dtype=object)
         if not n:
             return rows
         rows[:, 0] = self.head[dev]
@@ -145,14 +145,14 @@ class ReadingText:
         rows[:, 2] = self._seq.lookup(seq)
         codes = self.kind_code[dev]
         for k, kind in enumerate(self.kinds):
-            names = c.KIND_READINGS[kind]
-            if not names:
-                continue
             part = np.flatnonzero(codes == k)
             if not part.size:
                 continue
+            names = c.KIND_READINGS[kind]
             for j, name in enumerate(names):
                 rows[part, 3 + j] = self._value_text(name, j == 0, vals[name][at[part]])
+            if len(names) < MAX_VALUES:
+                rows[part, 3 + len(names) : 3 + MAX_VALUES] = ""
         rows[:, ROW_WIDTH - 1] = CLOSE
         return rows
 

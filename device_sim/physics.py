@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -103,6 +104,27 @@ class Physics:
         self.diurnal_phase = rng.uniform(0.0, 2 * math.pi, size=n)
         self.dust_per_ms = rng.uniform(*OBSCURATION_DRIFT_PER_DAY, size=n) / DAY_MS
 
+    def plan(self, idx: NDArray[np.intp], own: NDArray[np.bool_] | None = None) -> Plan:
+        """What sampling devices `idx` needs, gathered once: a tick's due devices
+        repeat with the period of the reporting intervals, so a plan is reused."""
+        pattern = self.pattern[idx]
+        mine = idx if own is None else idx[own]
+        draws = []
+        for name in READINGS:
+            has_all = self.pattern_has[name][pattern]
+            has_own = has_all if own is None else has_all[own]
+            at = np.flatnonzero(has_own)
+            pick = None if own is None else np.flatnonzero(own[has_all])
+            count = int(np.count_nonzero(has_all))
+            draws.append(_Draw(name, NOISE_SD[name], count, pick, at, self.base[name][mine[at]]))
+        return Plan(
+            len(mine),
+            draws,
+            self.diurnal_amp[mine],
+            self.diurnal_phase[mine],
+            self.dust_per_ms[mine],
+        )
+
     def sample(
         self,
         idx: NDArray[np.intp],
@@ -111,43 +133,58 @@ class Physics:
         rng: np.random.Generator,
         own: NDArray[np.bool_] | None = None,
     ) -> dict[str, FloatArray]:
-        """Clean-air readings of devices `idx` at times `t_ms`, or of `idx[own]` only.
+        """Clean-air readings of devices `idx` at times `t_ms`, or of `idx[own]` only."""
+        return self.sample_plan(self.plan(idx, own), t_ms if own is None else t_ms[own], t0_ms, rng)
 
-        Noise is drawn for every device of `idx` that has the reading, whatever
-        `own` is, so a device reads the same whichever share of the estate a
-        publisher computes. A column holds 0 for devices without that reading
-        (junk, never sent)."""
-        pattern = self.pattern[idx]
-        if own is not None:
-            idx = idx[own]
-            t_ms = t_ms[own]
-        n = len(idx)
+    @staticmethod
+    def sample_plan(
+        plan: Plan, t_ms: NDArray[np.int64], t0_ms: int, rng: np.random.Generator
+    ) -> dict[str, FloatArray]:
+        """Clean-air readings of a plan's own devices at times `t_ms`.
+
+        Noise is drawn for every device the plan was made from that has the
+        reading, own or not, so a device reads the same whichever share of the
+        estate a publisher computes. A column holds 0 for devices without that
+        reading (junk, never sent)."""
         # The angle of the day from the time of day: the same angle as from the
         # epoch, without sin() reducing a 10^5-radian argument.
         day_angle = (2 * math.pi / DAY_MS) * (t_ms % DAY_MS).astype(np.float64)
         out: dict[str, FloatArray] = {}
-        for name in READINGS:
-            has_all = self.pattern_has[name][pattern]
-            has_own = has_all if own is None else has_all[own]
-            at = np.flatnonzero(has_own)
-            col = np.zeros(n)
-            sd = NOISE_SD[name]
-            if sd:
-                noise = rng.standard_normal(int(np.count_nonzero(has_all)))
-                if own is not None:
-                    noise = noise[own[has_all]]
-            if at.size:
-                values = self.base[name][idx[at]]
-                if sd:
-                    values += sd * noise
-                col[at] = values
-            out[name] = col
-        diurnal = self.diurnal_amp[idx] * np.sin(day_angle + self.diurnal_phase[idx])
+        for draw in plan.draws:
+            col = np.zeros(plan.n)
+            if draw.sd:
+                noise = rng.standard_normal(draw.count)
+                if draw.pick is not None:
+                    noise = noise[draw.pick]
+                col[draw.at] = draw.base + draw.sd * noise
+            else:
+                col[draw.at] = draw.base
+            out[draw.name] = col
+        diurnal = plan.amp * np.sin(day_angle + plan.phase)
         out["temperature"] += diurnal
         out["cable_temperature"] += diurnal
         out["humidity"] -= 2.0 * diurnal  # warmer air holds more water: RH falls
-        out["obscuration"] += self.dust_per_ms[idx] * (t_ms - t0_ms)
+        out["obscuration"] += plan.dust * (t_ms - t0_ms)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Draw:
+    name: str
+    sd: float
+    count: int  # noise values drawn (every device of the plan that has the reading)
+    pick: NDArray[np.intp] | None  # which of them are the own devices' (None: all)
+    at: NDArray[np.intp]  # where the own devices with the reading sit in a column
+    base: FloatArray  # their baselines
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    n: int  # own devices
+    draws: list[_Draw]
+    amp: FloatArray
+    phase: FloatArray
+    dust: FloatArray
 
 
 def finish(name: str, column: FloatArray) -> list[float] | list[int]:

@@ -30,6 +30,7 @@ from device_sim.physics import (
     DEVICE_ALARM_OBSCURATION,
     DEVICE_ALARM_TEMPERATURE,
     Physics,
+    Plan,
     finish,
 )
 from device_sim.scenarios import (
@@ -52,6 +53,8 @@ WARMUP_FRACTION = 0.2  # ...or this share of a short run
 GATEWAY_FLUSH_MS = 5000
 # Readings per batch: ~130 bytes each keeps a batch well under 64 KiB.
 MAX_BATCH_READINGS = 400
+# Keep the due devices and physics plan of each tick of a period up to this long.
+MAX_PLAN_PERIOD = 600
 EVENT_QOS = 1  # contract section 1: events, status and batches are QoS 1
 DETECTOR_KINDS = ("smoke", "heat", "multi")
 # `firesafe sim --demo` (and `firesafe up --sim`): the opening minutes of a run,
@@ -256,6 +259,10 @@ class _Engine:
                 per_slot.append(m[np.argsort(sub[m], kind="stable")])
             self.groups[every] = per_slot
         self.sub = sub
+        # Which devices are due repeats every `period` ticks: their plans are kept.
+        period = math.lcm(*self.groups) if self.groups else 0
+        self.period = period if 0 < period <= MAX_PLAN_PERIOD else 0
+        self._plans: dict[int, tuple[NDArray[np.intp], NDArray[np.int64], Plan | None]] = {}
         self.effects: dict[int, list[Effect]] = {}
         self.stream: dict[int, list[StreamEffect]] = {}
         events: list[ScheduledEvent] = []
@@ -366,22 +373,15 @@ class _Engine:
         Readings of gateway devices without stream effects, and without an event
         in this tick (`busy` or a device alarm: their seq must follow ts), go
         straight to their gateway's buffer as JSON text (`_buffer_columns`)."""
-        parts = [slots[t % every] for every, slots in self.groups.items()]
-        due = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if len(parts) > 1:
-            due = due[np.argsort(self.sub[due], kind="stable")]
+        due, sub, plan = self._due(t)
+        if plan is None:
+            return [], []
+        t_ms = t0 + sub
+        rng = np.random.default_rng([self.sim.seed, 19, t])
+        # Only this publisher's devices (the noise is drawn for all the due ones).
+        vals = self.physics.sample_plan(plan, t_ms, self.sim.start_ms, rng)
         if not len(due):
             return [], []
-        t_ms = t0 + self.sub[due]
-        rng = np.random.default_rng([self.sim.seed, 19, t])
-        # Only this publisher's devices from here on (the noise is drawn for all).
-        own = None if self.emit_all else self.emit[due]
-        vals = self.physics.sample(due, t_ms, self.sim.start_ms, rng, own)
-        if own is not None:
-            due = due[own]
-            t_ms = t_ms[own]
-            if not len(due):
-                return [], []
         for j in np.nonzero(self.has_effect[due])[0].tolist():
             d = int(due[j])
             tj = int(t_ms[j])
@@ -410,6 +410,28 @@ class _Engine:
         for j, d in enumerate(due_l):
             out.append((d, t_l[j], {name: cols[name][j] for name in c.KIND_READINGS[self.kind[d]]}))
         return out, alarms
+
+    def _due(self, t: int) -> tuple[NDArray[np.intp], NDArray[np.int64], Plan | None]:
+        """This publisher's devices due in tick t (in ms order), their ms in the
+        tick, and the physics plan (None: no device of the estate is due)."""
+        key = t % self.period if self.period else None
+        found = self._plans.get(key) if key is not None else None
+        if found is not None:
+            return found
+        parts = [slots[t % every] for every, slots in self.groups.items()]
+        due = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(parts) > 1:
+            due = due[np.argsort(self.sub[due], kind="stable")]
+        if not len(due):
+            found = (due, self.sub[due], None)
+        else:
+            own = None if self.emit_all else self.emit[due]
+            plan = self.physics.plan(due, own)
+            mine = due if own is None else due[own]
+            found = (mine, self.sub[mine], plan)
+        if key is not None:
+            self._plans[key] = found
+        return found
 
     def _buffer_columns(
         self,
