@@ -286,10 +286,10 @@ class Bench:
                     break
             end_poll = time.time()
             if res.complete and consumer not in (None, "trivial", "nodered"):
-                # The consumer's own commit time is exact (Node-RED reports none); it is
-                # recorded once the
-                # commit returned (firesafe: when the burst is acknowledged, which
-                # may be a while after the commit). Take the earlier of the two.
+                # The consumer's own commit time is exact (Node-RED reports none); it
+                # is recorded once the commit returned (firesafe: when the burst is
+                # acknowledged, which may be a while after the commit). Take the
+                # earlier of the two.
                 hook_deadline = time.monotonic() + 30
                 while progress[0] < w.messages and time.monotonic() < hook_deadline:
                     time.sleep(0.02)
