@@ -171,9 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         f"  subscriber got {got['readings']:,} readings in {got['messages']:,} messages over "
         f"{span:.1f} s -> {got['readings'] / span:,.0f} readings/s"
     )
+    n = max(1, totals.readings)
     print(
-        f"  CPU s: publishers {pub_cpu:.1f} (setup included), broker {broker_cpu:.1f}, "
-        f"subscriber {got['cpu']:.1f}"
+        f"  CPU s: publishers {pub_cpu:.1f} ({totals.cpu_ms / 1000:.1f} publishing, the rest "
+        f"building the estate), broker {broker_cpu:.1f}, subscriber {got['cpu']:.1f}; per "
+        f"reading: publishing {totals.cpu_ms * 1000 / n:.2f} us, broker "
+        f"{broker_cpu * 1e6 / n:.2f} us, subscriber {got['cpu'] * 1e6 / n:.2f} us"
     )
     ok = got["readings"] == totals.readings and got["readings"] / span >= TARGET_READINGS_S
     print(

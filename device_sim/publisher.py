@@ -60,6 +60,7 @@ class Counters:
     # the publishing window, without the setup (estate, simulation) before it.
     started_ms: int = 0
     finished_ms: int = 0
+    cpu_ms: int = 0  # CPU time of the publishing process(es) over that window
 
     @property
     def publish_s(self) -> float:
@@ -245,10 +246,12 @@ class Publisher:
             by_topic[c.status_topic(site_of[dev], dev)] = link
         links = list(own.values())
         counters = Counters(started_ms=_wall_ms())
+        cpu0 = time.process_time()
         try:
             self._loop(self.sim.chunks(), shared, by_topic, links, counters)
             shared.drain()
             counters.finished_ms = _wall_ms()
+            counters.cpu_ms = round((time.process_time() - cpu0) * 1000)
         except FastLinkError as exc:
             raise PublishError(str(exc)) from exc
         finally:

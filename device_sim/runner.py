@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 # Slots per worker in the shared counters array.
-_FIELDS = 7  # messages, readings, errors, event_ms, started_ms, finished_ms, finished
+_FIELDS = 8  # messages, readings, errors, event_ms, started_ms, finished_ms, cpu_ms, finished
 
 
 @dataclass(frozen=True)
@@ -68,13 +68,14 @@ def _worker(job: Job, slot: int, shared: SynchronizedArray[Any]) -> None:
     base = slot * _FIELDS
 
     def report(cn: Counters) -> None:
-        shared[base : base + 6] = [
+        shared[base : base + 7] = [
             cn.messages,
             cn.readings,
             cn.errors,
             cn.event_ms,
             cn.started_ms,
             cn.finished_ms,
+            cn.cpu_ms,
         ]
 
     try:
@@ -82,7 +83,7 @@ def _worker(job: Job, slot: int, shared: SynchronizedArray[Any]) -> None:
             job.simulation(), job.endpoint, job.speed, job.connections, job.client_id, report
         ).run()
     finally:
-        shared[base + 6] = 1
+        shared[base + 7] = 1
 
 
 def run_job(
@@ -154,6 +155,7 @@ def _totals(shared: SynchronizedArray[Any], n: int) -> Counters:
     started = [shared[i * _FIELDS + 4] for i in range(n) if shared[i * _FIELDS + 4]]
     t.started_ms = min(started, default=0)
     t.finished_ms = max(shared[i * _FIELDS + 5] for i in range(n)) if n else 0
+    t.cpu_ms = sum(shared[i * _FIELDS + 6] for i in range(n))
     return t
 
 
