@@ -28,15 +28,27 @@ and the publishers:
 3. steady: --steady-rate msg/s for --steady-seconds, end-to-end latency
    publish -> commit.
 
-Each scenario runs three consumers, one after the other, on the same workload:
-naive (paho on_message -> one autocommitted INSERT per message, capped and
-extrapolated), bare batched (paho -> queue -> COPY every 5,000 rows or 200 ms
-into a plain table) and firesafe (the real ingest.service.IngestService in a
-child process). Each consumer subscribes (fresh client id, persistent session)
+Each scenario runs the consumers (consumers.py), one after the other, on the
+same workload: naive (paho on_message -> one autocommitted INSERT per message,
+on a capped slice), bare batched (paho -> queue -> COPY every 5,000 rows or
+200 ms into a plain table), columnar (columnar.py: decoding into numpy columns
+and one binary COPY per batch in a writer process), nodered (nodered.py:
+Node-RED, mqtt in -> function building the INSERT -> its PostgreSQL node, on a
+capped slice; installed with npm outside the repository, skipped when it
+cannot be) and firesafe (the real ingest.service.IngestService in a child
+process). Each consumer subscribes (fresh client id, persistent session)
 before the publishers start; the benchmark counts rows in the database until
 every expected row is there (or a stall timeout) and reports the rate, loss
-and duplicates. Publishers are --publishers processes of paho (QoS 1,
-pre-encoded payloads, up to 50,000 in flight each). Targets are printed as PASS/FAIL lines.
+and duplicates (a capped consumer is waited for after its cap, so loss and
+duplicates are judged on every row).
+
+Modules: workload.py (fleet, workloads, payloads), publishers.py, consumers.py,
+columnar.py, nodered.py, runner.py (one run: consumer, publishers, counting),
+report.py (table, verdicts, latency, py-spy summary), stats.py (--repeats),
+cli.py (options, scenarios, the printed report).
+
+Publishers are --publishers processes of paho (QoS 1, pre-encoded payloads,
+up to 50,000 in flight each). Targets are printed as PASS/FAIL lines.
 
 --profile (on by default for full runs) repeats the firesafe burst under
 py-spy (`.venv/bin/pip install py-spy`) and prints the top functions.
