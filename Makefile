@@ -33,7 +33,7 @@ test: lint typecheck pytest
 # else an embedded PostgreSQL in a temporary directory. Takes several minutes.
 bench: install
 	@echo "make bench: ingest (mosquitto + PostgreSQL: FIRESAFE_BENCH_SERVER_URL or embedded), detection, quality; several minutes"
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python -m bench.ingest
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/quality.py
 

@@ -66,7 +66,8 @@ from bench.common import (  # noqa: E402
     register_copy,
     scratch_database,
 )
-from bench.ingest import SITE_SIZE, Workload, fleet, publisher_main  # noqa: E402
+from bench.ingest.publishers import publisher_main  # noqa: E402
+from bench.ingest.workload import SITE_SIZE, Workload, fleet  # noqa: E402
 from storage import shards as leases  # noqa: E402
 
 log = logging.getLogger("bench.ingest_scale")
@@ -204,7 +205,7 @@ def wait_until_subscribed(
 
 # ================================================================= publishers
 class Publishers:
-    """bench/ingest.py's publisher processes (pre-encoded, QoS 1, windowed)."""
+    """bench/ingest/publishers.py: the publisher processes (pre-encoded, QoS 1, windowed)."""
 
     def __init__(self, mqtt_url: str, w: Workload, n: int) -> None:
         ctx = mp.get_context("spawn")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,35 +82,109 @@ class Physics:
     def __init__(self, baselines: list[Mapping[str, float]], seed: int) -> None:
         n = len(baselines)
         rng = np.random.default_rng([seed, 101])
-        self.base: dict[str, FloatArray] = {}
-        self.has: dict[str, NDArray[np.bool_]] = {}
-        for name in READINGS:
-            col = np.array([b.get(name, math.nan) for b in baselines], dtype=np.float64)
-            self.has[name] = ~np.isnan(col)
-            self.base[name] = np.nan_to_num(col)
+        # Devices with the same reading names share a pattern (in practice: a kind).
+        patterns: dict[tuple[str, ...], int] = {}
+        self.pattern = np.array(
+            [patterns.setdefault(tuple(b), len(patterns)) for b in baselines], dtype=np.int64
+        )
+        self.base: dict[str, FloatArray] = {name: np.zeros(n) for name in READINGS}
+        for names, code in patterns.items():
+            members = np.flatnonzero(self.pattern == code)
+            rows = [baselines[i] for i in members.tolist()]
+            for name in names:
+                self.base[name][members] = [b[name] for b in rows]
+        self.pattern_has: dict[str, NDArray[np.bool_]] = {
+            name: np.array([name in names for names in patterns], dtype=np.bool_)
+            for name in READINGS
+        }
+        self.has: dict[str, NDArray[np.bool_]] = {
+            name: self.pattern_has[name][self.pattern] for name in READINGS
+        }
         self.diurnal_amp = rng.uniform(*DIURNAL_AMPLITUDE_C, size=n)
         self.diurnal_phase = rng.uniform(0.0, 2 * math.pi, size=n)
         self.dust_per_ms = rng.uniform(*OBSCURATION_DRIFT_PER_DAY, size=n) / DAY_MS
 
-    def sample(
-        self, idx: NDArray[np.intp], t_ms: NDArray[np.int64], t0_ms: int, rng: np.random.Generator
-    ) -> dict[str, FloatArray]:
-        """Clean-air readings of devices `idx` at times `t_ms` (all readings; unused ones junk)."""
-        n = len(idx)
-        day_angle = (2 * math.pi / DAY_MS) * t_ms.astype(np.float64)
-        out: dict[str, FloatArray] = {}
+    def plan(self, idx: NDArray[np.intp], own: NDArray[np.bool_] | None = None) -> Plan:
+        """What sampling devices `idx` needs, gathered once: a tick's due devices
+        repeat with the period of the reporting intervals, so a plan is reused."""
+        pattern = self.pattern[idx]
+        mine = idx if own is None else idx[own]
+        draws = []
         for name in READINGS:
-            col = self.base[name][idx].copy()
-            sd = NOISE_SD[name]
-            if sd:
-                col += sd * rng.standard_normal(n)
-            out[name] = col
-        diurnal = self.diurnal_amp[idx] * np.sin(day_angle + self.diurnal_phase[idx])
+            has_all = self.pattern_has[name][pattern]
+            has_own = has_all if own is None else has_all[own]
+            at = np.flatnonzero(has_own)
+            pick = None if own is None else np.flatnonzero(own[has_all])
+            count = int(np.count_nonzero(has_all))
+            draws.append(_Draw(name, NOISE_SD[name], count, pick, at, self.base[name][mine[at]]))
+        return Plan(
+            len(mine),
+            draws,
+            self.diurnal_amp[mine],
+            self.diurnal_phase[mine],
+            self.dust_per_ms[mine],
+        )
+
+    def sample(
+        self,
+        idx: NDArray[np.intp],
+        t_ms: NDArray[np.int64],
+        t0_ms: int,
+        rng: np.random.Generator,
+        own: NDArray[np.bool_] | None = None,
+    ) -> dict[str, FloatArray]:
+        """Clean-air readings of devices `idx` at times `t_ms`, or of `idx[own]` only."""
+        return self.sample_plan(self.plan(idx, own), t_ms if own is None else t_ms[own], t0_ms, rng)
+
+    @staticmethod
+    def sample_plan(
+        plan: Plan, t_ms: NDArray[np.int64], t0_ms: int, rng: np.random.Generator
+    ) -> dict[str, FloatArray]:
+        """Clean-air readings of a plan's own devices at times `t_ms`.
+
+        Noise is drawn for every device the plan was made from that has the
+        reading, own or not, so a device reads the same whichever share of the
+        estate a publisher computes. A column holds 0 for devices without that
+        reading (junk, never sent)."""
+        # The angle of the day from the time of day: the same angle as from the
+        # epoch, without sin() reducing a 10^5-radian argument.
+        day_angle = (2 * math.pi / DAY_MS) * (t_ms % DAY_MS).astype(np.float64)
+        out: dict[str, FloatArray] = {}
+        for draw in plan.draws:
+            col = np.zeros(plan.n)
+            if draw.sd:
+                noise = rng.standard_normal(draw.count)
+                if draw.pick is not None:
+                    noise = noise[draw.pick]
+                col[draw.at] = draw.base + draw.sd * noise
+            else:
+                col[draw.at] = draw.base
+            out[draw.name] = col
+        diurnal = plan.amp * np.sin(day_angle + plan.phase)
         out["temperature"] += diurnal
         out["cable_temperature"] += diurnal
         out["humidity"] -= 2.0 * diurnal  # warmer air holds more water: RH falls
-        out["obscuration"] += self.dust_per_ms[idx] * (t_ms - t0_ms)
+        out["obscuration"] += plan.dust * (t_ms - t0_ms)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Draw:
+    name: str
+    sd: float
+    count: int  # noise values drawn (every device of the plan that has the reading)
+    pick: NDArray[np.intp] | None  # which of them are the own devices' (None: all)
+    at: NDArray[np.intp]  # where the own devices with the reading sit in a column
+    base: FloatArray  # their baselines
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    n: int  # own devices
+    draws: list[_Draw]
+    amp: FloatArray
+    phase: FloatArray
+    dust: FloatArray
 
 
 def finish(name: str, column: FloatArray) -> list[float] | list[int]:

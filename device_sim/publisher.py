@@ -46,12 +46,25 @@ class PublishError(RuntimeError):
     pass
 
 
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
 @dataclass
 class Counters:
     messages: int = 0
     readings: int = 0
     errors: int = 0
     event_ms: int = 0  # event time reached
+    # Wall clock (epoch ms) of the first publish and of the last acknowledgement:
+    # the publishing window, without the setup (estate, simulation) before it.
+    started_ms: int = 0
+    finished_ms: int = 0
+    cpu_ms: int = 0  # CPU time of the publishing process(es) over that window
+
+    @property
+    def publish_s(self) -> float:
+        return max(0.0, (self.finished_ms - self.started_ms) / 1000.0)
 
 
 class Link:
@@ -232,10 +245,13 @@ class Publisher:
                 by_topic[topic] = link
             by_topic[c.status_topic(site_of[dev], dev)] = link
         links = list(own.values())
-        counters = Counters()
+        counters = Counters(started_ms=_wall_ms())
+        cpu0 = time.process_time()
         try:
             self._loop(self.sim.chunks(), shared, by_topic, links, counters)
             shared.drain()
+            counters.finished_ms = _wall_ms()
+            counters.cpu_ms = round((time.process_time() - cpu0) * 1000)
         except FastLinkError as exc:
             raise PublishError(str(exc)) from exc
         finally:

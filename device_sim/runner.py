@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 # Slots per worker in the shared counters array.
-_FIELDS = 5  # messages, readings, errors, event_ms, finished
+_FIELDS = 8  # messages, readings, errors, event_ms, started_ms, finished_ms, cpu_ms, finished
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,22 @@ def _worker(job: Job, slot: int, shared: SynchronizedArray[Any]) -> None:
     base = slot * _FIELDS
 
     def report(cn: Counters) -> None:
-        shared[base : base + 4] = [cn.messages, cn.readings, cn.errors, cn.event_ms]
+        shared[base : base + 7] = [
+            cn.messages,
+            cn.readings,
+            cn.errors,
+            cn.event_ms,
+            cn.started_ms,
+            cn.finished_ms,
+            cn.cpu_ms,
+        ]
 
     try:
         Publisher(
             job.simulation(), job.endpoint, job.speed, job.connections, job.client_id, report
         ).run()
     finally:
-        shared[base + 4] = 1
+        shared[base + 7] = 1
 
 
 def run_job(
@@ -144,6 +152,10 @@ def _totals(shared: SynchronizedArray[Any], n: int) -> Counters:
         t.readings += shared[b + 1]
         t.errors += shared[b + 2]
         t.event_ms = max(t.event_ms, shared[b + 3])
+    started = [shared[i * _FIELDS + 4] for i in range(n) if shared[i * _FIELDS + 4]]
+    t.started_ms = min(started, default=0)
+    t.finished_ms = max(shared[i * _FIELDS + 5] for i in range(n)) if n else 0
+    t.cpu_ms = sum(shared[i * _FIELDS + 6] for i in range(n))
     return t
 
 

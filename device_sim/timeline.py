@@ -24,11 +24,13 @@ from numpy.typing import NDArray
 
 from device_sim import contract as c
 from device_sim.estate import Estate
+from device_sim.gwtext import ObjectArray, ReadingText, batch_payloads, single_row
 from device_sim.physics import (
     DEVICE_ALARM_CONFIRM_SAMPLES,
     DEVICE_ALARM_OBSCURATION,
     DEVICE_ALARM_TEMPERATURE,
     Physics,
+    Plan,
     finish,
 )
 from device_sim.scenarios import (
@@ -51,6 +53,8 @@ WARMUP_FRACTION = 0.2  # ...or this share of a short run
 GATEWAY_FLUSH_MS = 5000
 # Readings per batch: ~130 bytes each keeps a batch well under 64 KiB.
 MAX_BATCH_READINGS = 400
+# Keep the due devices and physics plan of each tick of a period up to this long.
+MAX_PLAN_PERIOD = 600
 EVENT_QOS = 1  # contract section 1: events, status and batches are QoS 1
 DETECTOR_KINDS = ("smoke", "heat", "multi")
 # `firesafe sim --demo` (and `firesafe up --sim`): the opening minutes of a run,
@@ -101,6 +105,9 @@ class Simulation:
     sites: frozenset[str] | None = None  # only these sites' messages (a publisher's share)
     telemetry_qos: int = 1
     skipped: list[str] = field(default_factory=list)
+    # Gateway batches built from columns and per-kind text templates (fast); False:
+    # every reading as a dict through orjson (the reference the fast path is tested against).
+    columnar: bool = True
 
     @property
     def messages(self) -> _MessageStream:
@@ -137,6 +144,7 @@ class Simulation:
             frozenset(sites),
             self.telemetry_qos,
             self.skipped,
+            self.columnar,
         )
 
 
@@ -228,9 +236,12 @@ class _Engine:
         self.emit = np.array(
             [sim.sites is None or d.site in sim.sites for d in devs], dtype=np.bool_
         )
+        self.emit_all = bool(self.emit.all())
         self.gateway = sim.gateways()
         # Devices have been running for a while: counters start anywhere low.
-        self.seq: list[int] = np.random.default_rng([sim.seed, 17]).integers(0, 10_000, n).tolist()
+        self.seq: NDArray[np.int64] = np.random.default_rng([sim.seed, 17]).integers(
+            0, 10_000, n, dtype=np.int64
+        )
         self.kind = [d.kind for d in devs]
         self.telemetry_topic = [c.telemetry_topic(d.site, d.id) for d in devs]
         self.event_topic = [c.event_topic(d.site, d.id) for d in devs]
@@ -248,6 +259,10 @@ class _Engine:
                 per_slot.append(m[np.argsort(sub[m], kind="stable")])
             self.groups[every] = per_slot
         self.sub = sub
+        # Which devices are due repeats every `period` ticks: their plans are kept.
+        period = math.lcm(*self.groups) if self.groups else 0
+        self.period = period if 0 < period <= MAX_PLAN_PERIOD else 0
+        self._plans: dict[int, tuple[NDArray[np.intp], NDArray[np.int64], Plan | None]] = {}
         self.effects: dict[int, list[Effect]] = {}
         self.stream: dict[int, list[StreamEffect]] = {}
         events: list[ScheduledEvent] = []
@@ -274,7 +289,20 @@ class _Engine:
         self.jumped: set[int] = set()
         self.delayed: list[tuple[int, int, Message]] = []
         self.delayed_n = 0
-        self.buffers: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        # Gateways: per device its gateway's number (-1: none), per gateway (site, id).
+        gw_keys: dict[tuple[str, str], int] = {}
+        self.gw_of = np.full(n, -1, dtype=np.int64)
+        for i, gw in enumerate(self.gateway):
+            if gw is not None:
+                self.gw_of[i] = gw_keys.setdefault((devs[i].site, gw), len(gw_keys))
+        self.gw_topic = [c.batch_topic(site, gw) for site, gw in gw_keys]
+        # Per gateway, the readings waiting for the next flush, as rows of text pieces.
+        self.buffers: dict[int, list[ObjectArray]] = {}
+        # The columnar path: readings of gateway devices without stream effects.
+        self.columnar = sim.columnar
+        self.fast_gw = self.gw_of >= 0
+        self.fast_gw[list(self.stream)] = False
+        self.text = ReadingText([d.id for d in devs], self.kind)
         other_sites = list(sim.estate.sites)
         self.other_site = {
             s: next((o for o in other_sites if o != s), f"{s}x") for s in other_sites
@@ -310,9 +338,12 @@ class _Engine:
                 ev = self.events[ev_i]
                 ev_i += 1
                 items.append((ev.ts_ms, 1, ev.device, ev))
-            telemetry = self._telemetry(t, t0)
+            telemetry = self._telemetry(t, t0, [it[2] for it in items])
             if items or telemetry[1]:
+                # Readings and events of this second interleaved in event time, so
+                # each device's seq follows its ts.
                 items.extend(telemetry[1])
+                items.extend((ts, 0, d, v) for d, ts, v in telemetry[0])
                 items.sort(key=lambda it: (it[0], it[1]))
                 for ts, _, d, body in items:
                     if isinstance(body, ScheduledEvent):
@@ -335,18 +366,22 @@ class _Engine:
             yield tail
 
     def _telemetry(
-        self, t: int, t0: int
+        self, t: int, t0: int, busy: list[int]
     ) -> tuple[list[tuple[int, int, dict[str, Any]]], list[tuple[int, int, int, Any]]]:
-        """This tick's readings: (device, ts, v) plus device-raised alarm events."""
-        parts = [slots[t % every] for every, slots in self.groups.items()]
-        due = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if len(parts) > 1:
-            due = due[np.argsort(self.sub[due], kind="stable")]
+        """This tick's readings: (device, ts, v) plus device-raised alarm events.
+
+        Readings of gateway devices without stream effects, and without an event
+        in this tick (`busy` or a device alarm: their seq must follow ts), go
+        straight to their gateway's buffer as JSON text (`_buffer_columns`)."""
+        due, sub, plan = self._due(t)
+        if plan is None:
+            return [], []
+        t_ms = t0 + sub
+        rng = np.random.default_rng([self.sim.seed, 19, t])
+        # Only this publisher's devices (the noise is drawn for all the due ones).
+        vals = self.physics.sample_plan(plan, t_ms, self.sim.start_ms, rng)
         if not len(due):
             return [], []
-        t_ms = t0 + self.sub[due]
-        rng = np.random.default_rng([self.sim.seed, 19, t])
-        vals = self.physics.sample(due, t_ms, self.sim.start_ms, rng)
         for j in np.nonzero(self.has_effect[due])[0].tolist():
             d = int(due[j])
             tj = int(t_ms[j])
@@ -357,15 +392,66 @@ class _Engine:
                     for name, x in v.items():
                         vals[name][j] = x
         alarms = self._device_alarms(due, t_ms, vals)
-        cols = {name: finish(name, col) for name, col in vals.items()}
-        keep = np.nonzero(self.emit[due])[0].tolist()
-        due_l: list[int] = due.tolist()
-        t_l: list[int] = t_ms.tolist()
+        keep = np.ones(len(due), dtype=np.bool_)
+        if self.columnar:
+            fast = keep & self.fast_gw[due]
+            if busy or alarms:
+                fast &= ~np.isin(due, [*busy, *(a[2] for a in alarms)])
+            if fast.any():
+                self._buffer_columns(due, t0, vals, np.flatnonzero(fast))
+                keep &= ~fast
+        rest = np.flatnonzero(keep)
+        if not rest.size:
+            return [], alarms
+        cols = {name: finish(name, col[rest]) for name, col in vals.items()}
+        due_l: list[int] = due[rest].tolist()
+        t_l: list[int] = t_ms[rest].tolist()
         out = []
-        for j in keep:
-            d = due_l[j]
+        for j, d in enumerate(due_l):
             out.append((d, t_l[j], {name: cols[name][j] for name in c.KIND_READINGS[self.kind[d]]}))
         return out, alarms
+
+    def _due(self, t: int) -> tuple[NDArray[np.intp], NDArray[np.int64], Plan | None]:
+        """This publisher's devices due in tick t (in ms order), their ms in the
+        tick, and the physics plan (None: no device of the estate is due)."""
+        key = t % self.period if self.period else None
+        found = self._plans.get(key) if key is not None else None
+        if found is not None:
+            return found
+        parts = [slots[t % every] for every, slots in self.groups.items()]
+        due = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(parts) > 1:
+            due = due[np.argsort(self.sub[due], kind="stable")]
+        if not len(due):
+            found = (due, self.sub[due], None)
+        else:
+            own = None if self.emit_all else self.emit[due]
+            plan = self.physics.plan(due, own)
+            mine = due if own is None else due[own]
+            found = (mine, self.sub[mine], plan)
+        if key is not None:
+            self._plans[key] = found
+        return found
+
+    def _buffer_columns(
+        self,
+        due: NDArray[np.intp],
+        t0: int,
+        vals: dict[str, NDArray[np.float64]],
+        sel: NDArray[np.intp],
+    ) -> None:
+        """Readings `due[sel]` into their gateways' buffers as rows of text (gwtext)."""
+        # Grouped by gateway, each gateway's readings in event-time order (due's order).
+        sel = sel[np.argsort(self.gw_of[due[sel]], kind="stable")]
+        dev = due[sel]
+        seq = self.seq[dev]
+        self.seq[dev] = (seq + 1) % c.SEQ_MODULUS
+        rows = self.text.rows(dev, t0, self.sub[dev], seq, vals, sel)
+        gws = self.gw_of[dev]
+        cuts = [0, *(np.flatnonzero(gws[1:] != gws[:-1]) + 1).tolist(), len(dev)]
+        gw_l: list[int] = gws[cuts[:-1]].tolist()
+        for g, a, b in zip(gw_l, cuts, cuts[1:], strict=False):
+            self.buffers.setdefault(g, []).append(rows[a:b])
 
     def _device_alarms(
         self, due: NDArray[np.intp], t_ms: NDArray[np.int64], vals: dict[str, NDArray[np.float64]]
@@ -403,7 +489,7 @@ class _Engine:
     # --- sending -------------------------------------------------------------
 
     def _next_seq(self, d: int) -> int:
-        seq = self.seq[d]
+        seq = int(self.seq[d])
         self.seq[d] = (seq + 1) % c.SEQ_MODULUS
         return seq
 
@@ -425,9 +511,7 @@ class _Engine:
 
     def _send_telemetry(self, out: list[Message], d: int, ts: int, v: dict[str, Any]) -> None:
         if d not in self.stream and self.gateway[d] is None:
-            seq = self.seq[d]
-            self.seq[d] = (seq + 1) % c.SEQ_MODULUS
-            payload = orjson.dumps({"ts": ts, "seq": seq, "v": v})
+            payload = orjson.dumps({"ts": ts, "seq": self._next_seq(d), "v": v})
             out.append(
                 Message(self.telemetry_topic[d], payload, self.sim.telemetry_qos, False, ts, 1)
             )
@@ -437,7 +521,9 @@ class _Engine:
         if gw is not None and self._special(d, ts) is None:
             body["seq"] = self._next_seq(d)
             body = {"device": self.devices[d].id, **body}
-            self.buffers.setdefault((self.devices[d].site, gw), []).append(body)
+            self.buffers.setdefault(int(self.gw_of[d]), []).append(
+                single_row(_dumps(body).decode())
+            )
             return
         self._send(out, d, ts, body, self.telemetry_topic[d], self.sim.telemetry_qos, 1)
 
@@ -523,12 +609,11 @@ class _Engine:
         return Message(topic, payload, EVENT_QOS, False, ts)
 
     def _flush(self, now_ms: int) -> list[Message]:
-        out = []
-        for (site, gw), readings in self.buffers.items():
-            topic = c.batch_topic(site, gw)
-            for i in range(0, len(readings), MAX_BATCH_READINGS):
-                part = readings[i : i + MAX_BATCH_READINGS]
-                payload = _dumps({"ts": now_ms, "readings": part})
-                out.append(Message(topic, payload, EVENT_QOS, False, now_ms, len(part)))
+        """Every gateway sends what it holds: `{"ts": now, "readings": [...]}`."""
+        out: list[Message] = []
+        for g, parts in self.buffers.items():
+            rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            for payload, n in batch_payloads(now_ms, rows, MAX_BATCH_READINGS, c.MAX_PAYLOAD_BYTES):
+                out.append(Message(self.gw_topic[g], payload, EVENT_QOS, False, now_ms, n))
         self.buffers = {}
         return out

@@ -1,4 +1,4 @@
-"""Median and spread of repeated, interleaved ingest runs (bench/ingest.py --repeats N).
+"""Median and spread of repeated, interleaved ingest runs (python -m bench.ingest --repeats N).
 
 One run per consumer in a fixed order measures the order and the machine's
 load as much as the consumers. With --repeats N every scenario runs N rounds,

@@ -1,4 +1,4 @@
-"""The strongest bare baseline of bench/ingest.py: `columnar`.
+"""The strongest bare baseline of the ingest benchmark (bench/ingest): `columnar`.
 
 paho (MQTT 3.1.1, persistent session, QoS 1, acknowledged on receipt) in the
 consumer process only collects raw messages; a writer in **its own process**
