@@ -38,9 +38,7 @@ async def require_public(url: str) -> None:
         raise PrivateDestination(f"webhook url {url} has no host")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM
-        )
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise PrivateDestination(f"webhook host {host} does not resolve ({exc})") from exc
     private = sorted({str(info[4][0]) for info in infos if _not_public(str(info[4][0]))})
