@@ -148,6 +148,41 @@ def settled(db: str, site: str, sent: int, timeout: float = 60) -> None:
         raise AssertionError(f"{distinct} of {sent} readings stored ({rows} rows)") from None
 
 
+PROBE_SEQ = 4_000_000_000  # far from any stream's seq
+
+
+def listening(db: str, mqtt_url: str, site: str, sites: int) -> int:
+    """Wait until every site's shard session is subscribed: a lock taken is not yet
+    a SUBSCRIBE acknowledged, and the broker keeps nothing for a session before its
+    first subscription. One probe reading per site is re-sent until each is stored
+    (a re-send is a duplicate, stored once). Returns the probes stored."""
+    pub = Publisher(mqtt_url)
+    probes = {
+        f"{site}x{i}": {"ts": int(time.time() * 1000), "seq": PROBE_SEQ, "v": {}}
+        for i in range(sites)
+    }
+
+    def all_stored() -> bool:
+        got = {
+            row[0]
+            for row in query(
+                db,
+                "SELECT device_id FROM telemetry WHERE device_id LIKE %s AND seq = %s",
+                (f"{site}x%", PROBE_SEQ),
+            )
+        }
+        for s, reading in probes.items():
+            if f"{s}-H" not in got:
+                pub.send(f"fs/v1/{s}/{s}-H/telemetry", reading)
+        return len(got) == sites
+
+    try:
+        wait_for(all_stored, timeout=60)
+    finally:
+        pub.close()
+    return sites
+
+
 def offline_alarms(db: str, site: str, stream: Stream | None = None) -> int:
     """Offline alarms of the estate; with a stream, only those dated while it was
     sending to every device: before it started (the shards were being shared
@@ -216,6 +251,7 @@ def test_three_processes_share_the_shards_and_a_graceful_stop_hands_them_over(
     second = third = None
     try:
         wait_for(lambda: all_owned_by(db, 1), timeout=30)
+        probes = listening(db, mqtt_url, site, 30)
         stream = Stream(mqtt_url, site, 30)
         second = IngestThread(settings).start()
         third = IngestThread(settings).start()
@@ -225,7 +261,7 @@ def test_three_processes_share_the_shards_and_a_graceful_stop_hands_them_over(
         wait_for(lambda: all_owned_by(db, 2), timeout=30)
         time.sleep(1.0)
         sent = stream.stop()
-        settled(db, site, sent)
+        settled(db, site, sent + probes)
     finally:
         for t in (first, second, third):
             if t is not None:
@@ -254,6 +290,7 @@ def test_a_killed_process_loses_its_shards_to_the_others_with_nothing_lost(
     procs = [subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL) for _ in range(3)]
     try:
         wait_for(lambda: all_owned_by(db, 3), timeout=60)
+        probes = listening(db, mqtt_url, site, 40)
         stream = Stream(mqtt_url, site, 40, period_s=0.1)
         time.sleep(2.0)
         victim = procs.pop(0)
@@ -264,7 +301,7 @@ def test_a_killed_process_loses_its_shards_to_the_others_with_nothing_lost(
         takeover_s = time.monotonic() - killed
         time.sleep(3.0)  # the stream goes on through the new owners
         sent = stream.stop()
-        settled(db, site, sent, timeout=90)
+        settled(db, site, sent + probes, timeout=90)
         print(f"shards owned again {takeover_s:.1f} s after kill -9")
     finally:
         for p in procs:
@@ -328,6 +365,7 @@ def test_a_process_that_loses_its_database_session_stops_and_its_shards_move(
         wait_for(lambda: all_owned_by(db, 1), timeout=30)
         other = IngestThread(sharded(db, mqtt_url, base)).start()
         wait_for(lambda: all_owned_by(db, 2), timeout=30)
+        probes = listening(db, mqtt_url, site, 20)
         stream = Stream(mqtt_url, site, 20)
         proxy.cut()  # partitioned from the database (the server notices at once here)
         service = cut_off.service
@@ -336,7 +374,7 @@ def test_a_process_that_loses_its_database_session_stops_and_its_shards_move(
         wait_for(lambda: all_owned_by(db, 1), timeout=30)  # the other took everything
         time.sleep(1.0)
         sent = stream.stop()
-        settled(db, site, sent)
+        settled(db, site, sent + probes)
         proxy.restore()  # back: it starts over and the two share again
         wait_for(lambda: all_owned_by(db, 2), timeout=60)
     finally:
