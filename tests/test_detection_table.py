@@ -737,6 +737,92 @@ def test_device_fire_alarm_event_is_evidence_not_a_verdict() -> None:
     ]
 
 
+def test_device_fire_alarm_event_is_zone_activity() -> None:
+    """A's own `fire_alarm` at 100 s (its readings clean) is zone activity at
+    once: B, same zone, alarming at 110 s is confirmed by coincidence, and A
+    with it."""
+    rig = Rig([("smoke", 4), ("smoke", 4)])
+    b = series([(0, 110, 0.1), (110, 120, 5.0), (120, 300, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed(
+        {0: series([(0, 300, 0.1)], "obscuration", temperature=21.0), 1: b},
+        events=[(0, 100.0, "fire_alarm")],
+    )
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "device_alarm", 100.0),
+        ("verdict", "confirmed", "coincidence", 110.0),
+    ]
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 110.0),
+        ("verdict", "confirmed", "coincidence", 110.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("event_s", "b_verdict"),
+    [
+        (115.0, ("verdict", "suppressed", "transient", 150.0)),
+        (170.0, ("verdict", "suppressed", "transient", 205.0)),  # exactly 60 s after: kept
+        (171.0, ("verdict", "confirmed", "coincidence", 176.0)),  # over 60 s: its own activity
+    ],
+)
+def test_fire_alarm_event_keeps_the_nuisance_signature_of_the_last_60_s(
+    event_s: float, b_verdict: tuple[str, str, str, float]
+) -> None:
+    """A, multi-criteria: cooking aerosol (5 %/m, no CO, no heat) at 100 and
+    110 s, a nuisance signature that corroborates nothing; then its own
+    `fire_alarm` event. Within 60 s of that signed activity the event's zone
+    activity keeps the signature: B (smoke, same zone) alarming 5 s later is
+    not confirmed by coincidence (a transient); 61 s later it is."""
+    rig = Rig([("multi", 4), ("smoke", 4)])
+    clean = {"temperature": 21.0, "co": 0.0, "humidity": 40.0}
+    a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 400, 0.1)], "obscuration", **clean)
+    tb = event_s + 5
+    b = series(
+        [(0, tb, 0.1), (tb, tb + 10, 5.0), (tb + 10, 400, 0.1)], "obscuration", temperature=21.0
+    )
+    ch = rig.feed({0: a, 1: b}, events=[(0, event_s, "fire_alarm")])
+    assert summary(ch, "fire", 1) == [("open", "pending", "obscuration", tb), b_verdict]
+
+
+@pytest.mark.parametrize(
+    ("event_s", "expected"),
+    [
+        # 1 ms before the window's end: evidence in the open window, no new alarm.
+        (
+            129.999,
+            [
+                ("open", "pending", "obscuration", 100.0),
+                ("verdict", "suppressed", "transient", 130.0),
+            ],
+        ),
+        # 1 ms after: the window is over (a transient); the event opens a new
+        # one, and with no reading in it, it is confirmed (the detector silent).
+        (
+            130.001,
+            [
+                ("open", "pending", "obscuration", 100.0),
+                ("verdict", "suppressed", "transient", 130.0),
+                ("open", "pending", "device_alarm", 130.001),
+                ("verdict", "confirmed", "device_alarm", 160.001),
+            ],
+        ),
+    ],
+)
+def test_fire_alarm_event_at_the_edge_of_a_window(
+    event_s: float, expected: list[tuple[str, str, str, float]]
+) -> None:
+    """A: 5 %/m at 100 s, clean at 110 and 120 s, then silent until 200 s; its
+    window ends at 130 s. Its own `fire_alarm` event comes at `event_s`."""
+    rig = Rig([("smoke", 4)])
+    a = series(
+        [(0, 100, 0.1), (100, 110, 5.0), (110, 130, 0.1), (200, 300, 0.1)],
+        "obscuration",
+        temperature=21.0,
+    )
+    ch = rig.feed({0: a}, events=[(0, event_s, "fire_alarm")])
+    assert summary(ch, "fire") == expected
+
+
 # --- Evac: a low battery on mains is a fault only 24 h after the last reading on battery
 @pytest.mark.parametrize("battery", [20.0, 29.0])
 def test_evac_recharge_grace_24_h(battery: float) -> None:
