@@ -651,6 +651,24 @@ def test_restored_self_test_fail_clears_on_self_test_pass() -> None:
     assert rig.engine.open_alarms() == {}
 
 
+def test_self_test_fail_clears_on_self_test_pass_only() -> None:
+    """README table, evac: `self_test_fail` is an `evac_fault`; an emergency
+    (mains lost, `emergency_start`/`emergency_end`) is a state and clears
+    nothing; the next `self_test_pass` clears it."""
+    rig = Rig([("evac", 1)])
+    events = [
+        (0, 10.0, "self_test_fail"),
+        (0, 20.0, "emergency_start"),
+        (0, 30.0, "emergency_end"),
+        (0, 40.0, "self_test_pass"),
+    ]
+    ch = rig.feed({0: []}, events=events)
+    assert summary(ch, "evac_fault") == [
+        ("open", "confirmed", "self_test_fail", 10.0),
+        ("clear", "confirmed", "condition_gone", 40.0),
+    ]
+
+
 def test_restored_device_fault_does_not_clear_on_self_test_pass() -> None:
     rig = Rig([("evac", 1)])
     rig.engine.restore_alarm(0, "evac_fault", "confirmed", T0, "device_fault")
