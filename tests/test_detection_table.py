@@ -667,6 +667,7 @@ def test_self_test_fail_clears_on_self_test_pass_only() -> None:
         ("open", "confirmed", "self_test_fail", 10.0),
         ("clear", "confirmed", "condition_gone", 40.0),
     ]
+    assert [c.detail for c in ch] == [{"event": "self_test_fail"}, {"event": "self_test_pass"}]
 
 
 def test_restored_device_fault_does_not_clear_on_self_test_pass() -> None:
@@ -839,6 +840,26 @@ def test_fire_alarm_event_at_the_edge_of_a_window(
     )
     ch = rig.feed({0: a}, events=[(0, event_s, "fire_alarm")])
     assert summary(ch, "fire") == expected
+
+
+def test_an_event_at_the_deadline_closes_the_window() -> None:
+    """README "Load invariance": a window closes on the device's own clock, its
+    next reading *or event* at or after the deadline. An electrical monitor at
+    400 mA at 100 s (pending, window to 130 s), then readings without residual
+    current or cable temperature (neither above nor below), then only a
+    `fault` event at 130 s and nothing more: the window ends then, the
+    condition never seen gone (confirmed)."""
+    rig = Rig([("electrical", 4)])
+    rows = [
+        (100.0, {"residual_current": 400.0}),
+        (110.0, {"current": 5.0}),
+        (120.0, {"current": 5.0}),
+    ]
+    ch = rig.feed({0: rows}, events=[(0, 130.0, "fault")])
+    assert summary(ch, "electrical") == [
+        ("open", "pending", "residual_current", 100.0),
+        ("verdict", "confirmed", "residual_current", 130.0),
+    ]
 
 
 # --- Evac: a low battery on mains is a fault only 24 h after the last reading on battery
