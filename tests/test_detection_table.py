@@ -7,8 +7,9 @@ fraction, a grace) fails a test here even where the engine and its reference
 (`tests/naive_detection.py`, written from the same rules) still agree.
 
 Each device's readings are fed in its own time order, cut into batches by
-event time; `Engine.advance` (the estate watermark) is never called: every
-window closes on the device's own clock, its next reading past the window's end.
+event time; `Engine.advance` (arrival-time silence) is called only by the
+test of a device that never reports: every other window closes on the
+device's own clock, its next reading or event at or after the window's end.
 """
 
 from __future__ import annotations
