@@ -466,6 +466,23 @@ def test_drift_limit_is_a_fault() -> None:
     assert summary(ch, "fire") == []
 
 
+def test_drift_fault_stays_while_the_air_is_not_clean() -> None:
+    """After the limit is reached (as above), three hours at 2.6 %/m raw (1.1
+    over the baseline: beyond the 0.5 %/m band, so not clean air, not
+    tracked): the baseline does not move and the fault stays."""
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.05 + 0.1 * (t // H), "temperature": 21.0})
+        for t in range(0, 18 * H, 600)
+    ]
+    rows += [
+        (float(t), {"obscuration": 2.6, "temperature": 21.0}) for t in range(18 * H, 21 * H, 600)
+    ]
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    assert [f[:3] for f in summary(ch, "fault")] == [("open", "confirmed", "drift_limit")]
+    assert rig.engine.open_alarms() == {(0, "fault"): "confirmed"}
+
+
 # --- Verification window: 30 s; transient = 1-2 samples ------------------------------
 @pytest.mark.parametrize(
     ("samples", "verdict"),
@@ -891,6 +908,36 @@ def test_evac_battery_low_clears_at_35_pct() -> None:
         ("open", "confirmed", "battery_low", 0.0),
         ("clear", "confirmed", "condition_gone", 1200.0),
     ]
+
+
+@pytest.mark.parametrize(("last_s", "opens"), [(290.0, False), (300.0, True)])
+def test_evac_projection_is_trusted_after_5_min_on_battery(last_s: float, opens: bool) -> None:
+    """README table, evac: the discharge rate is measured over >= 5 min. Mains
+    lost at 0 s at 100 %, 90 % at `last_s`: 10 % in 5 min is 50 min of
+    autonomy, short of the 90 min rating, but only from 5 min on battery."""
+    rig = Rig([("evac", 1)])
+    rows = [
+        (0.0, {"battery": 100.0, "mains": 0.0, "lamp_ok": 1.0}),
+        (last_s, {"battery": 90.0, "mains": 0.0, "lamp_ok": 1.0}),
+    ]
+    ch = rig.feed({0: rows})
+    want = [("open", "confirmed", "battery_depleting", last_s)] if opens else []
+    assert summary(ch, "evac_fault") == want
+
+
+@pytest.mark.parametrize(("rated_min", "opens"), [(30.0, False), (31.0, True)])
+def test_evac_projection_equal_to_the_rating_is_enough(rated_min: float, opens: bool) -> None:
+    """Mains lost at 0 s at 40 %, 32 % at 6 min: 8 % in 6 min, so the 32 % left
+    last 24 min more, 30 min in all. Short of a 31 min rating (depleting),
+    not of a 30 min one (the charge is above the 30 % low level)."""
+    rig = Rig([("evac", 1, {"rated_duration_min": rated_min})])
+    rows = [
+        (0.0, {"battery": 40.0, "mains": 0.0, "lamp_ok": 1.0}),
+        (360.0, {"battery": 32.0, "mains": 0.0, "lamp_ok": 1.0}),
+    ]
+    ch = rig.feed({0: rows})
+    want = [("open", "confirmed", "battery_depleting", 360.0)] if opens else []
+    assert summary(ch, "evac_fault") == want
 
 
 def test_evac_on_battery_is_a_state() -> None:
