@@ -483,6 +483,28 @@ def test_drift_fault_stays_while_the_air_is_not_clean() -> None:
     assert rig.engine.open_alarms() == {(0, "fault"): "confirmed"}
 
 
+def test_multi_aerosol_suppressed_then_co_reopens_at_once() -> None:
+    """A multi-criteria detector in cooking aerosol (5 %/m, no CO, no heat rise)
+    at 100, 110, 120 s: `aerosol_signature` at 130 s. Its next reading, at
+    135 s, still 5 %/m but with 40 ppm CO (above clean air: evidence that was
+    not there when it was suppressed): a new alarm at once, confirmed by CO
+    on the second such reading (145 s)."""
+    rig = Rig([("multi", 1)])
+    air = {"temperature": 21.0, "humidity": 40.0}
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.1, "co": 0.0, **air}) for t in range(0, 100, 10)
+    ]
+    rows += [(float(t), {"obscuration": 5.0, "co": 0.0, **air}) for t in (100, 110, 120)]
+    rows += [(float(t), {"obscuration": 5.0, "co": 40.0, **air}) for t in (135, 145, 155)]
+    ch = rig.feed({0: rows})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "aerosol_signature", 130.0),
+        ("open", "pending", "obscuration", 135.0),
+        ("verdict", "confirmed", "co_rise", 145.0),
+    ]
+
+
 # --- Verification window: 30 s; transient = 1-2 samples ------------------------------
 @pytest.mark.parametrize(
     ("samples", "verdict"),
