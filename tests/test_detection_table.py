@@ -505,6 +505,36 @@ def test_multi_aerosol_suppressed_then_co_reopens_at_once() -> None:
     ]
 
 
+def test_multi_evidence_anywhere_in_the_window_counts() -> None:
+    """A multi-criteria detector at 5 %/m from 100 s; CO at 15 ppm (above the
+    10 ppm of clean air: chemical evidence) on its first reading only. The
+    aerosol is not CO-free in this window: confirmed by persistence at 130 s,
+    not `aerosol_signature`."""
+    rig = Rig([("multi", 1)])
+    air = {"temperature": 21.0, "humidity": 40.0}
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.1, "co": 0.0, **air}) for t in range(0, 100, 10)
+    ]
+    rows += [(100.0, {"obscuration": 5.0, "co": 15.0, **air})]
+    rows += [(float(t), {"obscuration": 5.0, "co": 0.0, **air}) for t in (110, 120, 130)]
+    ch = rig.feed({0: rows})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "obscuration", 130.0),
+    ]
+
+
+def test_rise_of_exactly_8_3_per_min_is_a_rate_of_rise_alarm() -> None:
+    """README table, heat: `rate_of_rise_c_per_min` 8.3. 20 °C for a minute,
+    then 28.3 °C: 8.3 °C over 60 s opens an alarm for that reason."""
+    rig = Rig([("heat", 1)])
+    rows: list[Row] = [(float(t), {"temperature": 20.0}) for t in range(0, 60, 10)]
+    rows += [(60.0, {"temperature": 28.3})]
+    ch = rig.feed({0: rows})
+    assert summary(ch, "fire")[:1] == [("open", "pending", "rate_of_rise", 60.0)]
+    assert [c.detail["temperature_rate"] for c in ch if c.action == "open"] == [8.3]
+
+
 # --- Verification window: 30 s; transient = 1-2 samples ------------------------------
 @pytest.mark.parametrize(
     ("samples", "verdict"),
