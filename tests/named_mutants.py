@@ -61,8 +61,8 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (
         "clear() leaves the device disarmed",
         "detection/machine.py",
-        '.discard(slot)\n            d.fire, d.win, d.armed = "", None, True',
-        '.discard(slot)\n            d.fire, d.win, d.armed = "", None, False',
+        '.discard(slot)\n            d.fire, d.win, d.armed, d.sup_at = "", None, True, None',
+        '.discard(slot)\n            d.fire, d.win, d.armed, d.sup_at = "", None, False, None',
     ),
     (
         "restored pending fire dropped",

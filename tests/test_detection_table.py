@@ -7,8 +7,9 @@ fraction, a grace) fails a test here even where the engine and its reference
 (`tests/naive_detection.py`, written from the same rules) still agree.
 
 Each device's readings are fed in its own time order, cut into batches by
-event time; `Engine.advance` (the estate watermark) is never called: every
-window closes on the device's own clock, its next reading past the window's end.
+event time; `Engine.advance` (arrival-time silence) is called only by the
+test of a device that never reports: every other window closes on the
+device's own clock, its next reading or event at or after the window's end.
 """
 
 from __future__ import annotations
@@ -465,6 +466,75 @@ def test_drift_limit_is_a_fault() -> None:
     assert summary(ch, "fire") == []
 
 
+def test_drift_fault_stays_while_the_air_is_not_clean() -> None:
+    """After the limit is reached (as above), three hours at 2.6 %/m raw (1.1
+    over the baseline: beyond the 0.5 %/m band, so not clean air, not
+    tracked): the baseline does not move and the fault stays."""
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.05 + 0.1 * (t // H), "temperature": 21.0})
+        for t in range(0, 18 * H, 600)
+    ]
+    rows += [
+        (float(t), {"obscuration": 2.6, "temperature": 21.0}) for t in range(18 * H, 21 * H, 600)
+    ]
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: rows}, batch_s=3600.0)
+    assert [f[:3] for f in summary(ch, "fault")] == [("open", "confirmed", "drift_limit")]
+    assert rig.engine.open_alarms() == {(0, "fault"): "confirmed"}
+
+
+def test_multi_aerosol_suppressed_then_co_reopens_at_once() -> None:
+    """A multi-criteria detector in cooking aerosol (5 %/m, no CO, no heat rise)
+    at 100, 110, 120 s: `aerosol_signature` at 130 s. Its next reading, at
+    135 s, still 5 %/m but with 40 ppm CO (above clean air: evidence that was
+    not there when it was suppressed): a new alarm at once, confirmed by CO
+    on the second such reading (145 s)."""
+    rig = Rig([("multi", 1)])
+    air = {"temperature": 21.0, "humidity": 40.0}
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.1, "co": 0.0, **air}) for t in range(0, 100, 10)
+    ]
+    rows += [(float(t), {"obscuration": 5.0, "co": 0.0, **air}) for t in (100, 110, 120)]
+    rows += [(float(t), {"obscuration": 5.0, "co": 40.0, **air}) for t in (135, 145, 155)]
+    ch = rig.feed({0: rows})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "aerosol_signature", 130.0),
+        ("open", "pending", "obscuration", 135.0),
+        ("verdict", "confirmed", "co_rise", 145.0),
+    ]
+
+
+def test_multi_evidence_anywhere_in_the_window_counts() -> None:
+    """A multi-criteria detector at 5 %/m from 100 s; CO at 15 ppm (above the
+    10 ppm of clean air: chemical evidence) on its first reading only. The
+    aerosol is not CO-free in this window: confirmed by persistence at 130 s,
+    not `aerosol_signature`."""
+    rig = Rig([("multi", 1)])
+    air = {"temperature": 21.0, "humidity": 40.0}
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.1, "co": 0.0, **air}) for t in range(0, 100, 10)
+    ]
+    rows += [(100.0, {"obscuration": 5.0, "co": 15.0, **air})]
+    rows += [(float(t), {"obscuration": 5.0, "co": 0.0, **air}) for t in (110, 120, 130)]
+    ch = rig.feed({0: rows})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "obscuration", 130.0),
+    ]
+
+
+def test_rise_of_exactly_8_3_per_min_is_a_rate_of_rise_alarm() -> None:
+    """README table, heat: `rate_of_rise_c_per_min` 8.3. 20 °C for a minute,
+    then 28.3 °C: 8.3 °C over 60 s opens an alarm for that reason."""
+    rig = Rig([("heat", 1)])
+    rows: list[Row] = [(float(t), {"temperature": 20.0}) for t in range(0, 60, 10)]
+    rows += [(60.0, {"temperature": 28.3})]
+    ch = rig.feed({0: rows})
+    assert summary(ch, "fire")[:1] == [("open", "pending", "rate_of_rise", 60.0)]
+    assert [c.detail["temperature_rate"] for c in ch if c.action == "open"] == [8.3]
+
+
 # --- Verification window: 30 s; transient = 1-2 samples ------------------------------
 @pytest.mark.parametrize(
     ("samples", "verdict"),
@@ -718,6 +788,25 @@ def test_restored_self_test_fail_clears_on_self_test_pass() -> None:
     assert rig.engine.open_alarms() == {}
 
 
+def test_self_test_fail_clears_on_self_test_pass_only() -> None:
+    """README table, evac: `self_test_fail` is an `evac_fault`; an emergency
+    (mains lost, `emergency_start`/`emergency_end`) is a state and clears
+    nothing; the next `self_test_pass` clears it."""
+    rig = Rig([("evac", 1)])
+    events = [
+        (0, 10.0, "self_test_fail"),
+        (0, 20.0, "emergency_start"),
+        (0, 30.0, "emergency_end"),
+        (0, 40.0, "self_test_pass"),
+    ]
+    ch = rig.feed({0: []}, events=events)
+    assert summary(ch, "evac_fault") == [
+        ("open", "confirmed", "self_test_fail", 10.0),
+        ("clear", "confirmed", "condition_gone", 40.0),
+    ]
+    assert [c.detail for c in ch] == [{"event": "self_test_fail"}, {"event": "self_test_pass"}]
+
+
 def test_restored_device_fault_does_not_clear_on_self_test_pass() -> None:
     rig = Rig([("evac", 1)])
     rig.engine.restore_alarm(0, "evac_fault", "confirmed", T0, "device_fault")
@@ -804,6 +893,112 @@ def test_device_fire_alarm_event_is_evidence_not_a_verdict() -> None:
     ]
 
 
+def test_device_fire_alarm_event_is_zone_activity() -> None:
+    """A's own `fire_alarm` at 100 s (its readings clean) is zone activity at
+    once: B, same zone, alarming at 110 s is confirmed by coincidence, and A
+    with it."""
+    rig = Rig([("smoke", 4), ("smoke", 4)])
+    b = series([(0, 110, 0.1), (110, 120, 5.0), (120, 300, 0.1)], "obscuration", temperature=21.0)
+    ch = rig.feed(
+        {0: series([(0, 300, 0.1)], "obscuration", temperature=21.0), 1: b},
+        events=[(0, 100.0, "fire_alarm")],
+    )
+    assert summary(ch, "fire", 0) == [
+        ("open", "pending", "device_alarm", 100.0),
+        ("verdict", "confirmed", "coincidence", 110.0),
+    ]
+    assert summary(ch, "fire", 1) == [
+        ("open", "pending", "obscuration", 110.0),
+        ("verdict", "confirmed", "coincidence", 110.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("event_s", "b_verdict"),
+    [
+        (115.0, ("verdict", "suppressed", "transient", 150.0)),
+        (170.0, ("verdict", "suppressed", "transient", 205.0)),  # exactly 60 s after: kept
+        (171.0, ("verdict", "confirmed", "coincidence", 176.0)),  # over 60 s: its own activity
+    ],
+)
+def test_fire_alarm_event_keeps_the_nuisance_signature_of_the_last_60_s(
+    event_s: float, b_verdict: tuple[str, str, str, float]
+) -> None:
+    """A, multi-criteria: cooking aerosol (5 %/m, no CO, no heat) at 100 and
+    110 s, a nuisance signature that corroborates nothing; then its own
+    `fire_alarm` event. Within 60 s of that signed activity the event's zone
+    activity keeps the signature: B (smoke, same zone) alarming 5 s later is
+    not confirmed by coincidence (a transient); 61 s later it is."""
+    rig = Rig([("multi", 4), ("smoke", 4)])
+    clean = {"temperature": 21.0, "co": 0.0, "humidity": 40.0}
+    a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 400, 0.1)], "obscuration", **clean)
+    tb = event_s + 5
+    b = series(
+        [(0, tb, 0.1), (tb, tb + 10, 5.0), (tb + 10, 400, 0.1)], "obscuration", temperature=21.0
+    )
+    ch = rig.feed({0: a, 1: b}, events=[(0, event_s, "fire_alarm")])
+    assert summary(ch, "fire", 1) == [("open", "pending", "obscuration", tb), b_verdict]
+
+
+@pytest.mark.parametrize(
+    ("event_s", "expected"),
+    [
+        # 1 ms before the window's end: evidence in the open window, no new alarm.
+        (
+            129.999,
+            [
+                ("open", "pending", "obscuration", 100.0),
+                ("verdict", "suppressed", "transient", 130.0),
+            ],
+        ),
+        # 1 ms after: the window is over (a transient); the event opens a new
+        # one, and with no reading in it, it is confirmed (the detector silent).
+        (
+            130.001,
+            [
+                ("open", "pending", "obscuration", 100.0),
+                ("verdict", "suppressed", "transient", 130.0),
+                ("open", "pending", "device_alarm", 130.001),
+                ("verdict", "confirmed", "device_alarm", 160.001),
+            ],
+        ),
+    ],
+)
+def test_fire_alarm_event_at_the_edge_of_a_window(
+    event_s: float, expected: list[tuple[str, str, str, float]]
+) -> None:
+    """A: 5 %/m at 100 s, clean at 110 and 120 s, then silent until 200 s; its
+    window ends at 130 s. Its own `fire_alarm` event comes at `event_s`."""
+    rig = Rig([("smoke", 4)])
+    a = series(
+        [(0, 100, 0.1), (100, 110, 5.0), (110, 130, 0.1), (200, 300, 0.1)],
+        "obscuration",
+        temperature=21.0,
+    )
+    ch = rig.feed({0: a}, events=[(0, event_s, "fire_alarm")])
+    assert summary(ch, "fire") == expected
+
+
+def test_an_event_at_the_deadline_closes_the_window() -> None:
+    """README "Load invariance": a window closes on the device's own clock, its
+    next reading *or event* at or after the deadline. An electrical monitor at
+    400 mA at 100 s (pending, window to 130 s), then readings without residual
+    current or cable temperature (neither above nor below), then only a
+    `fault` event at 130 s and nothing more: the window ends then, the
+    condition never seen gone (confirmed)."""
+    rig = Rig([("electrical", 4)])
+    rows = [
+        (100.0, {"residual_current": 400.0}),
+        (110.0, {"current": 5.0}),
+        (120.0, {"current": 5.0}),
+    ]
+    ch = rig.feed({0: rows}, events=[(0, 130.0, "fault")])
+    assert summary(ch, "electrical") == [
+        ("open", "pending", "residual_current", 100.0),
+        ("verdict", "confirmed", "residual_current", 130.0),
+    ]
+
+
 # --- Evac: a low battery on mains is a fault only 24 h after the last reading on battery
 @pytest.mark.parametrize("battery", [20.0, 29.0])
 def test_evac_recharge_grace_24_h(battery: float) -> None:
@@ -832,6 +1027,36 @@ def test_evac_battery_low_clears_at_35_pct() -> None:
         ("open", "confirmed", "battery_low", 0.0),
         ("clear", "confirmed", "condition_gone", 1200.0),
     ]
+
+
+@pytest.mark.parametrize(("last_s", "opens"), [(290.0, False), (300.0, True)])
+def test_evac_projection_is_trusted_after_5_min_on_battery(last_s: float, opens: bool) -> None:
+    """README table, evac: the discharge rate is measured over >= 5 min. Mains
+    lost at 0 s at 100 %, 90 % at `last_s`: 10 % in 5 min is 50 min of
+    autonomy, short of the 90 min rating, but only from 5 min on battery."""
+    rig = Rig([("evac", 1)])
+    rows = [
+        (0.0, {"battery": 100.0, "mains": 0.0, "lamp_ok": 1.0}),
+        (last_s, {"battery": 90.0, "mains": 0.0, "lamp_ok": 1.0}),
+    ]
+    ch = rig.feed({0: rows})
+    want = [("open", "confirmed", "battery_depleting", last_s)] if opens else []
+    assert summary(ch, "evac_fault") == want
+
+
+@pytest.mark.parametrize(("rated_min", "opens"), [(30.0, False), (31.0, True)])
+def test_evac_projection_equal_to_the_rating_is_enough(rated_min: float, opens: bool) -> None:
+    """Mains lost at 0 s at 40 %, 32 % at 6 min: 8 % in 6 min, so the 32 % left
+    last 24 min more, 30 min in all. Short of a 31 min rating (depleting),
+    not of a 30 min one (the charge is above the 30 % low level)."""
+    rig = Rig([("evac", 1, {"rated_duration_min": rated_min})])
+    rows = [
+        (0.0, {"battery": 40.0, "mains": 0.0, "lamp_ok": 1.0}),
+        (360.0, {"battery": 32.0, "mains": 0.0, "lamp_ok": 1.0}),
+    ]
+    ch = rig.feed({0: rows})
+    want = [("open", "confirmed", "battery_depleting", 360.0)] if opens else []
+    assert summary(ch, "evac_fault") == want
 
 
 def test_evac_on_battery_is_a_state() -> None:
