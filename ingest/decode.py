@@ -30,7 +30,7 @@ from ingest.registry import Device, Registry
 
 N_READINGS = len(READINGS)
 EVENT_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
-_NAN_ROW = [math.nan] * N_READINGS
+_INT_FLOAT_MAX = 2**1023  # an int below this in magnitude is a finite float
 # Event time accepted: 2000-01-01 to 2100-01-01 UTC (contract docs). Outside it a
 # clock is broken, and such a time must not reach detection, the database's
 # date arithmetic or a client's date parser; the message is a `bad_value` reject.
@@ -127,25 +127,27 @@ def _seq(obj: dict[str, Any]) -> int:
     return seq
 
 
-def _values(v: object, row: list[float]) -> dict[str, float] | None:
-    """Fill `row` from the reading object; return the unknown names, if any."""
+def _values_flat(
+    v: object, base: int, pos: list[int], vals: list[float]
+) -> dict[str, float] | None:
+    """`_values` into flat (row * N_READINGS + column, value) lists: no list per
+    row. On a bad value the caller truncates what this reading appended."""
     if v is None:
         return None
     if type(v) is not dict:
         raise _Invalid("bad_payload", "`v` must be an object of reading name -> number")
     extra: dict[str, float] | None = None
+    index_of = READING_INDEX.get
     for name, value in v.items():
         kind = type(value)
         if kind is float:
             if value - value != 0.0:  # NaN or infinity
                 raise _Invalid("bad_value", f"reading {name!r} is not finite")
-        elif kind is int:
+        elif kind is int and -_INT_FLOAT_MAX < value < _INT_FLOAT_MAX:
             value = float(value)
-            if math.isinf(value):
-                raise _Invalid("bad_value", f"reading {name!r} is out of range")
         else:
-            raise _Invalid("bad_value", f"reading {name!r} is not a number ({kind.__name__})")
-        index = READING_INDEX.get(name)
+            value = _number(name, value)
+        index = index_of(name)
         if index is None:
             if "\x00" in name:  # PostgreSQL jsonb cannot hold NUL
                 raise _Invalid("bad_payload", "reading name contains a NUL character")
@@ -153,8 +155,19 @@ def _values(v: object, row: list[float]) -> dict[str, float] | None:
                 extra = {}
             extra[name] = value
         else:
-            row[index] = value
+            pos.append(base + index)
+            vals.append(value)
     return extra
+
+
+def _number(name: str, value: object) -> float:
+    """A reading that is not a float: an int (made float) or a `bad_value`."""
+    if type(value) is int:
+        number = float(value)
+        if math.isinf(number):
+            raise _Invalid("bad_value", f"reading {name!r} is out of range")
+        return number
+    raise _Invalid("bad_value", f"reading {name!r} is not a number ({type(value).__name__})")
 
 
 def _object(payload: bytes) -> dict[str, Any]:
@@ -175,6 +188,8 @@ class Decoder:
         # topic -> (topic type, device or None, reject reason or None); topics repeat
         # per device, so classifying each once keeps the per-message cost to one lookup.
         self._topics: dict[str, tuple[str, Device | None, str | None, str]] = {}
+        # Gateway readings' device ids already checked (pattern, registered).
+        self._gateway_devices: dict[str, Device] = {}
 
     def _classify(self, topic: str) -> tuple[str, Device | None, str | None, str]:
         parts = topic.split("/")
@@ -233,7 +248,9 @@ class Decoder:
         tss: list[int] = []
         seqs: list[int] = []
         received: list[int] = []
-        rows: list[list[float]] = []
+        # Readings' values as flat (row * N_READINGS + column, value) pairs.
+        pos: list[int] = []
+        vals: list[float] = []
         extra: dict[int, dict[str, float]] = {}
         ev: list[tuple[int, int, int, int, int]] = []
         ev_detail: list[str | None] = []
@@ -271,15 +288,18 @@ class Decoder:
                     assert device is not None
                     obj = _object(payload)
                     ts, seq = _ts(obj), _seq(obj)
-                    row = _NAN_ROW.copy()
-                    unknown = _values(obj.get("v"), row)
+                    mark = len(pos)
+                    try:
+                        unknown = _values_flat(obj.get("v"), len(slots) * N_READINGS, pos, vals)
+                    except _Invalid:
+                        del pos[mark:], vals[mark:]
+                        raise
                     if unknown:
-                        extra[len(rows)] = unknown
+                        extra[len(slots)] = unknown
                     slots.append(device.slot)
                     tss.append(ts)
                     seqs.append(seq)
                     received.append(arrival)
-                    rows.append(row)
                 elif what == "batch":
                     first = len(slots)
                     self._gateway(
@@ -291,7 +311,8 @@ class Decoder:
                         tss,
                         seqs,
                         received,
-                        rows,
+                        pos,
+                        vals,
                         extra,
                         rejects,
                     )
@@ -331,8 +352,10 @@ class Decoder:
                     )
                 )
 
-        n = len(rows)
-        values = np.array(rows, dtype=np.float64) if n else np.empty((0, N_READINGS))
+        n = len(slots)
+        values = np.full((n, N_READINGS), np.nan)
+        if pos:
+            values.reshape(-1)[np.array(pos, dtype=np.int64)] = vals
         ev_arr = np.array(ev, dtype=np.int64).reshape(-1, 5)
         st_slot = np.array([s[0] for s in st], dtype=np.int64)
         return DecodedBatch(
@@ -367,7 +390,8 @@ class Decoder:
         tss: list[int],
         seqs: list[int],
         received: list[int],
-        rows: list[list[float]],
+        pos: list[int],
+        vals: list[float],
         extra: dict[int, dict[str, float]],
         rejects: list[Reject],
     ) -> None:
@@ -376,27 +400,34 @@ class Decoder:
         readings = obj.get("readings")
         if type(readings) is not list:
             raise _Invalid("bad_payload", "`readings` must be a list")
-        registry = self.registry
+        known = self._gateway_devices
+        values_flat = _values_flat
         for i, reading in enumerate(readings):
+            # The common case inline: a known device of this site, int ts and seq
+            # in range; anything else goes through the checks that name the fault.
             device: Device | None = None
+            mark = len(pos)
             try:
                 if type(reading) is not dict:
                     raise _Invalid("bad_payload", f"reading {i} is not an object")
                 device_id = reading.get("device")
-                if type(device_id) is not str or not ID_RE.match(device_id):
-                    raise _Invalid("bad_payload", f"reading {i}: `device` must be a device id")
-                device = registry.get(device_id)
+                device = known.get(device_id) if type(device_id) is str else None
                 if device is None:
-                    raise _Invalid("unknown_device", f"device {device_id!r} is not registered")
+                    device = self._gateway_device(device_id, i)
                 if device.site != site:
                     raise _Invalid(
                         "site_mismatch",
                         f"device {device_id!r} is registered at site {device.site!r}, not {site!r}",
                     )
-                ts, seq = _ts(reading), _seq(reading)
-                row = _NAN_ROW.copy()
-                unknown = _values(reading.get("v"), row)
+                ts = reading.get("ts")
+                if type(ts) is not int or not MIN_TS_MS <= ts < MAX_TS_MS:
+                    ts = _ts(reading)
+                seq = reading.get("seq")
+                if type(seq) is not int or not 0 <= seq < SEQ_MODULUS:
+                    seq = _seq(reading)
+                unknown = values_flat(reading.get("v"), len(slots) * N_READINGS, pos, vals)
             except _Invalid as exc:
+                del pos[mark:], vals[mark:]
                 rejects.append(
                     Reject(
                         arrival,
@@ -409,9 +440,20 @@ class Decoder:
                 )
                 continue
             if unknown:
-                extra[len(rows)] = unknown
+                extra[len(slots)] = unknown
             slots.append(device.slot)
             tss.append(ts)
             seqs.append(seq)
             received.append(arrival)
-            rows.append(row)
+
+    def _gateway_device(self, device_id: object, i: int) -> Device:
+        """The device a gateway reading names, or the reject that says why not;
+        a valid registered id is remembered for the next readings."""
+        if type(device_id) is not str or not ID_RE.match(device_id):
+            raise _Invalid("bad_payload", f"reading {i}: `device` must be a device id")
+        device = self.registry.get(device_id)
+        if device is None:
+            raise _Invalid("unknown_device", f"device {device_id!r} is not registered")
+        if len(self._gateway_devices) < 1_000_000:
+            self._gateway_devices[device_id] = device
+        return device

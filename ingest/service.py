@@ -51,6 +51,7 @@ from ingest.tracker import DeviceTracker
 from storage import ingest_store as store
 from storage import partitions
 from storage.errors import MigrationError
+from storage.telemetry_copy import DeviceIdTable
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ class IngestService:
         self._shard_sites: dict[int, list[str]] = {}
         self._quarantine_shown = np.zeros(0, np.int64)
         self._flavour: store.Flavour = "plain"
+        self._ids: tuple[Registry | None, DeviceIdTable] = (None, DeviceIdTable.build([]))
 
     # ------------------------------------------------------------- intake
     def _deliver(self, message: RawMessage) -> None:
@@ -592,7 +594,7 @@ class IngestService:
     async def _commit(self, burst: Sequence[RawMessage], batch: DecodedBatch) -> None:
         """Plan once, write (retried on a lost connection), then after_commit once.
         A batch the database refuses is bisected down to the message it refuses."""
-        plan = plan_batch(burst, batch, self.tracker.maybe_duplicate)
+        plan = plan_batch(burst, batch, self.tracker.maybe_duplicate, self._high_water)
         try:
             await self._with_database(self._write, plan)
         except PoisonBatch as exc:
@@ -600,6 +602,16 @@ class IngestService:
             await self._bisect(burst, exc)
             return
         self._after_commit(plan)
+
+    def _high_water(self, slot: NDArray[np.int64]) -> NDArray[np.int64]:
+        return self.tracker.newest_ts[slot]
+
+    def _device_ids(self) -> DeviceIdTable:
+        """Device ids by slot for the binary COPY (built once per registry snapshot)."""
+        if self._ids[0] is not self.registry:
+            ids = [None if d is None else d.id for d in self.registry.by_slot]
+            self._ids = (self.registry, DeviceIdTable.build(ids))
+        return self._ids[1]
 
     async def _bisect(self, burst: Sequence[RawMessage], exc: PoisonBatch) -> None:
         if len(burst) == 1:
@@ -655,6 +667,8 @@ class IngestService:
                         maybe_dup=plan.maybe_dup,
                         values=plan.values,
                         extra=plan.extra,
+                        ids=self._device_ids(),
+                        high_water=plan.high_water,
                     )
                     await store.write_rejects(writer, plan.rejects)
             except _CONNECTION_ERRORS:

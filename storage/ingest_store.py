@@ -24,7 +24,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from firesafe.contract import READINGS
+from storage import telemetry_copy
 from storage.rollup import Rollup, rollup_minutes
+from storage.telemetry_copy import DeviceIdTable
 
 Flavour = Literal["plain", "timescale"]
 AsyncConn = psycopg.AsyncConnection[Any]
@@ -168,11 +170,13 @@ def encode_stage(
     received: NDArray[np.int64],
     maybe_dup: NDArray[np.bool_],
     values: NDArray[np.float64],
+    idx: NDArray[np.int64] | None = None,
 ) -> bytes:
-    """The binary COPY stream of the stage table for these rows (NaN = absent reading)."""
+    """The binary COPY stream of the stage table for these rows (NaN = absent reading);
+    `idx`: each row's index in the batch (default: its position)."""
     return binary_copy(
         [
-            ("idx", ">i4", np.arange(slot.size)),
+            ("idx", ">i4", np.arange(slot.size) if idx is None else idx),
             ("slot", ">i4", slot),
             ("ts_ms", ">i8", ts),
             ("seq", ">i8", seq),
@@ -194,37 +198,112 @@ async def write_telemetry(
     maybe_dup: NDArray[np.bool_],
     values: NDArray[np.float64],
     extra: Mapping[int, Mapping[str, float]],
+    ids: DeviceIdTable | None = None,
+    high_water: NDArray[np.int64] | None = None,
 ) -> NDArray[np.bool_]:
     """Store the rows not stored before; return the mask of rows that were new.
 
-    Rows that may be duplicates (`maybe_dup`: not newer than what is known to
-    be committed for their device) are checked and dropped first; the rest is
+    Rows that cannot be duplicates (`maybe_dup` false: newer than everything
+    known to be committed for their device) go straight into `telemetry` with
+    one binary COPY when `ids` is given. The rest goes through the stage
+    table: rows that may be duplicates are checked and dropped first, then
     inserted without ON CONFLICT, which costs PostgreSQL a third of the insert.
-    Should another writer have stored one of them meanwhile, the insert fails
-    inside a savepoint and the batch is checked row by row instead.
+    Should another writer have stored one of them meanwhile, the COPY or the
+    insert fails inside a savepoint and every row is checked instead.
+
+    `high_water` (per row: the newest event time committed for its device,
+    as `maybe_dup` was decided from) lets the plain flavour's rollup COPY
+    the minutes that cannot have a row yet instead of upserting them.
     """
     new = np.ones(slot.size, dtype=np.bool_)
     if not slot.size:
         return new
-    async with conn.cursor() as cur:
-        async with cur.copy("COPY stage_telemetry FROM STDIN (FORMAT BINARY)") as copy:
-            await copy.write(encode_stage(slot, ts, seq, received, maybe_dup, values))
+    direct = np.zeros(slot.size, dtype=np.bool_)
+    if ids is not None:
+        direct = ~maybe_dup
         if extra:
-            async with cur.copy("COPY stage_extra (idx, extra) FROM STDIN") as copy:
-                for idx, names in extra.items():
-                    await copy.write_row((idx, Jsonb(dict(names))))
-        if maybe_dup.any():
-            new[await _drop_staged_duplicates(cur)] = False
-        try:
-            async with conn.transaction():
-                await cur.execute(_INSERT_NEW_TELEMETRY)
-        except psycopg.errors.UniqueViolation:
-            await cur.execute(_MARK_ALL_MAYBE_DUP)
-            new[await _drop_staged_duplicates(cur)] = False
-            await cur.execute(_INSERT_TELEMETRY_CHECKED)
+            direct[np.fromiter(extra, dtype=np.int64, count=len(extra))] = False
+    raced = False
+    async with conn.cursor() as cur:
+        if direct.any():
+            try:
+                async with conn.transaction(), cur.copy(telemetry_copy.TELEMETRY_COPY) as copy:
+                    assert ids is not None
+                    await copy.write(
+                        telemetry_copy.telemetry_rows(
+                            ids,
+                            slot[direct],
+                            ts[direct],
+                            seq[direct],
+                            received[direct],
+                            values[direct],
+                        )
+                    )
+            except psycopg.errors.UniqueViolation:
+                raced = True  # another writer: check every row
+                direct[:] = False
+                maybe_dup = np.ones(slot.size, dtype=np.bool_)
+        staged = np.flatnonzero(~direct)
+        if staged.size:
+            await _stage_and_insert(
+                cur, conn, staged, slot, ts, seq, received, maybe_dup, values, extra, new
+            )
         if flavour == "plain":
-            await _write_rollup(cur, rollup_minutes(slot[new], ts[new], values[new]))
+            rollup = rollup_minutes(slot[new], ts[new], values[new])
+            fresh = None
+            if ids is not None and high_water is not None and not raced:
+                fresh = rollup.bucket_ms > _per_slot(rollup.slot, slot, high_water)
+            await _write_rollup(cur, conn, rollup, ids, fresh)
     return new
+
+
+def _per_slot(
+    wanted: NDArray[np.int64], slot: NDArray[np.int64], value: NDArray[np.int64]
+) -> NDArray[np.int64]:
+    """value (given per row, the same for every row of a slot) for each wanted slot."""
+    order = np.argsort(slot, kind="stable")
+    return value[order][np.searchsorted(slot[order], wanted)]
+
+
+async def _stage_and_insert(
+    cur: psycopg.AsyncCursor[Any],
+    conn: AsyncConn,
+    rows: NDArray[np.int64],
+    slot: NDArray[np.int64],
+    ts: NDArray[np.int64],
+    seq: NDArray[np.int64],
+    received: NDArray[np.int64],
+    maybe_dup: NDArray[np.bool_],
+    values: NDArray[np.float64],
+    extra: Mapping[int, Mapping[str, float]],
+    new: NDArray[np.bool_],
+) -> None:
+    """The checked path for these rows (indices into the batch); clears `new` of duplicates."""
+    async with cur.copy("COPY stage_telemetry FROM STDIN (FORMAT BINARY)") as copy:
+        await copy.write(
+            encode_stage(
+                slot[rows],
+                ts[rows],
+                seq[rows],
+                received[rows],
+                maybe_dup[rows],
+                values[rows],
+                idx=rows,
+            )
+        )
+    if extra:
+        async with cur.copy("COPY stage_extra (idx, extra) FROM STDIN") as copy:
+            for idx, names in extra.items():
+                await copy.write_row((idx, Jsonb(dict(names))))
+    if maybe_dup[rows].any():
+        new[await _drop_staged_duplicates(cur)] = False
+    try:
+        async with conn.transaction():
+            await cur.execute(_INSERT_NEW_TELEMETRY)
+    except psycopg.errors.UniqueViolation:
+        await cur.execute(_MARK_ALL_MAYBE_DUP)
+        new[await _drop_staged_duplicates(cur)] = False
+        await cur.execute(_INSERT_TELEMETRY_CHECKED)
 
 
 async def _drop_staged_duplicates(cur: psycopg.AsyncCursor[Any]) -> list[int]:
@@ -232,7 +311,37 @@ async def _drop_staged_duplicates(cur: psycopg.AsyncCursor[Any]) -> list[int]:
     return [row[0] for row in await cur.fetchall()]
 
 
-async def _write_rollup(cur: psycopg.AsyncCursor[Any], rollup: Rollup) -> None:
+async def _write_rollup(
+    cur: psycopg.AsyncCursor[Any],
+    conn: AsyncConn,
+    rollup: Rollup,
+    ids: DeviceIdTable | None,
+    fresh: NDArray[np.bool_] | None,
+) -> None:
+    """Fold the batch's minutes in: the `fresh` ones (no row can exist yet: every
+    reading committed for the device is older than the minute) by one COPY
+    into the table, the rest by the upsert. Should a fresh minute exist after
+    all (another writer), the COPY fails in its savepoint and all are upserted."""
+    if not rollup.slot.size:
+        return
+    if fresh is not None and ids is not None and fresh.any():
+        try:
+            async with conn.transaction(), cur.copy(telemetry_copy.ROLLUP_COPY) as copy:
+                await copy.write(
+                    telemetry_copy.rollup_rows(
+                        ids,
+                        rollup.slot[fresh],
+                        rollup.bucket_ms[fresh],
+                        rollup.samples[fresh],
+                        rollup.minimum[fresh],
+                        rollup.maximum[fresh],
+                        rollup.total[fresh],
+                        rollup.count[fresh],
+                    )
+                )
+            rollup = _select(rollup, ~fresh)
+        except psycopg.errors.UniqueViolation:
+            pass
     if not rollup.slot.size:
         return
     columns: list[tuple[str, str, NDArray[Any]]] = [
@@ -250,6 +359,18 @@ async def _write_rollup(cur: psycopg.AsyncCursor[Any], rollup: Rollup) -> None:
     async with cur.copy("COPY stage_rollup FROM STDIN (FORMAT BINARY)") as copy:
         await copy.write(binary_copy(columns))
     await cur.execute(_UPSERT_ROLLUP.encode())
+
+
+def _select(rollup: Rollup, mask: NDArray[np.bool_]) -> Rollup:
+    return Rollup(
+        rollup.slot[mask],
+        rollup.bucket_ms[mask],
+        rollup.samples[mask],
+        rollup.minimum[mask],
+        rollup.maximum[mask],
+        rollup.total[mask],
+        rollup.count[mask],
+    )
 
 
 async def write_events(

@@ -1,0 +1,136 @@
+"""The gateway decoder's fast path (flat value columns, remembered device ids)
+against a plain reference: the same columns, the same rejects, in any order."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import numpy as np
+import orjson
+
+from firesafe.contract import READING_INDEX, READINGS
+from ingest.decode import Decoder, RawMessage
+from ingest.registry import Device, Registry
+
+T0 = 1_764_072_000_000
+EARLIEST, LATEST = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01 (contract)
+REG = Registry(
+    [
+        Device("D1", 1, "S1", "B", "1", "Z1", "smoke", 10.0),
+        Device("D2", 2, "S1", "B", "1", "Z1", "multi", 10.0),
+        Device("X9", 4, "S2", "B", "1", "Z1", "heat", 10.0),
+    ]
+)
+GOOD = {"ts": T0, "seq": 1}
+
+
+def gateway(readings: list[Any], site: str = "S1") -> RawMessage:
+    body = orjson.dumps({"ts": T0, "readings": readings})
+    return RawMessage(f"fs/v1/{site}/gateway/G1/batch", body, 1000)
+
+
+def test_a_bad_value_after_good_ones_leaves_nothing_behind() -> None:
+    """The reading is rejected whole; its good values must not land in the next row."""
+    b = Decoder(REG).decode(
+        [
+            gateway(
+                [
+                    {"device": "D1", **GOOD, "v": {"temperature": 21.0, "co": "x"}},
+                    {"device": "D2", **GOOD, "v": {"humidity": 40.0}},
+                ]
+            )
+        ]
+    )
+    assert b.slot.tolist() == [2]
+    assert math.isnan(b.values[0, READING_INDEX["temperature"]])
+    assert b.values[0, READING_INDEX["humidity"]] == 40.0
+    assert [(r.reason, r.device_id) for r in b.rejects] == [("bad_value", "D1")]
+
+
+def test_a_remembered_device_is_still_checked_against_the_gateways_site() -> None:
+    decoder = Decoder(REG)
+    decoder.decode([gateway([{"device": "D1", **GOOD}])])  # D1 now remembered
+    b = decoder.decode([gateway([{"device": "D1", **GOOD, "seq": 2}], site="S2")])
+    assert not b.slot.size
+    assert [(r.reason, r.device_id) for r in b.rejects] == [("site_mismatch", "D1")]
+
+
+def reference(readings: list[Any], site: str) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """What each reading should become, written plainly."""
+    rows, reasons = [], []
+    for r in readings:
+        if not isinstance(r, dict):
+            reasons.append("bad_payload")
+            continue
+        d = r.get("device")
+        if not isinstance(d, str) or not d or not all(c.isalnum() or c in "_-" for c in d):
+            reasons.append("bad_payload")
+            continue
+        dev = REG.get(d)
+        if dev is None:
+            reasons.append("unknown_device")
+            continue
+        if dev.site != site:
+            reasons.append("site_mismatch")
+            continue
+        ts, seq, v = r.get("ts"), r.get("seq"), r.get("v")
+        if type(ts) is not int:
+            reasons.append("missing_ts")
+            continue
+        if not EARLIEST <= ts < LATEST:
+            reasons.append("bad_value")
+            continue
+        if type(seq) is not int or not 0 <= seq < 2**32:
+            reasons.append("missing_seq")
+            continue
+        row = [math.nan] * len(READINGS)
+        bad = False
+        for name, value in (v or {}).items():
+            if type(value) not in (int, float) or not math.isfinite(value):
+                bad = True
+                break
+            if name in READING_INDEX:
+                row[READING_INDEX[name]] = float(value)
+        if bad:
+            reasons.append("bad_value")
+            continue
+        rows.append((dev.slot, ts, seq, *row))
+    return rows, reasons
+
+
+def test_random_gateway_batches_decode_as_the_reference_says() -> None:
+    rng = random.Random(14)
+    decoder = Decoder(REG)
+    choices: list[Any] = [
+        lambda: {"device": rng.choice(["D1", "D2", "X9", "nope", "bad id", 7]), **GOOD},
+        lambda: {
+            "device": "D2",
+            "ts": rng.choice([T0, T0 + 5, "x", 2**62, EARLIEST - 1]),
+            "seq": 3,
+        },
+        lambda: {"device": "D1", "ts": T0, "seq": rng.choice([0, 2**32, -1, "1"])},
+        lambda: {
+            "device": rng.choice(["D1", "D2"]),
+            **GOOD,
+            "v": {
+                rng.choice(READINGS): rng.choice([1, 2.5, -3.0, "x", None, 10**18]),
+                rng.choice(READINGS): rng.uniform(-50, 50),
+            },
+        },
+        lambda: rng.choice([[], "r", 5]),
+    ]
+    for _ in range(200):
+        readings = [rng.choice(choices)() for _ in range(rng.randint(0, 8))]
+        site = rng.choice(["S1", "S2"])
+        b = decoder.decode([gateway(readings, site)])
+        rows, reasons = reference(readings, site)
+        got = [
+            (int(s), int(t), int(q), *v)
+            for s, t, q, v in zip(b.slot, b.ts, b.seq, b.values.tolist(), strict=True)
+        ]
+        assert len(got) == len(rows)
+        for g, want in zip(got, rows, strict=True):
+            assert np.array_equal(np.array(g, float), np.array(want, float), equal_nan=True)
+        assert [r.reason for r in b.rejects] == reasons
