@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import register_copy, scratch_database  # noqa: E402
-from bench.ingest import Workload, build_messages, fleet  # noqa: E402
+from bench.ingest.workload import Workload, build_messages, fleet  # noqa: E402
 from firesafe.contract import ID_RE  # noqa: E402
 from firesafe.settings import Settings  # noqa: E402
 from ingest import pipeline  # noqa: E402
