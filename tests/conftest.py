@@ -21,7 +21,7 @@ from psycopg import sql
 from firesafe import embedded
 from firesafe.settings import Settings
 from storage.migrate import MigrationReport, migrate
-from tests.helpers import Publisher, clear_retained, forget_session
+from tests.helpers import Publisher, clear_retained, forget_session, refresh_rollup
 
 # Tables that hold configuration rather than data: kept between tests.
 _KEEP_TABLES = {"schema_migrations", "firesafe_meta"}
@@ -87,7 +87,7 @@ def db(database_url: str, migration: MigrationReport) -> str:
             )
         if migration.flavour == "timescale":
             # The continuous aggregate keeps what it materialised; recompute it empty.
-            conn.execute("CALL refresh_continuous_aggregate('telemetry_1m', NULL, NULL)")
+            refresh_rollup(conn, "CALL refresh_continuous_aggregate('telemetry_1m', NULL, NULL)")
     return database_url
 
 

@@ -14,6 +14,7 @@ import orjson
 import paho.mqtt.client as paho
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from firesafe.settings import MqttEndpoint, Settings
@@ -296,3 +297,15 @@ def clear_retained(url: str, topic_filter: str = "fs/v1/#") -> int:
         client.disconnect()
         client.loop_stop()
     return len(seen)
+
+
+def refresh_rollup(conn: psycopg.Connection[Any], query: sql.Composed | str) -> None:
+    """CALL refresh_continuous_aggregate(...) on TimescaleDB, waiting out the policy
+    job's own refresh (TimescaleDB refuses a second concurrent one at once)."""
+    for _ in range(120):
+        try:
+            conn.execute(query)
+            return
+        except psycopg.errors.LockNotAvailable:
+            time.sleep(0.25)
+    conn.execute(query)

@@ -30,6 +30,7 @@ from psycopg import sql
 from firesafe.contract import KINDS, READINGS
 from firesafe.i18n import VOCABULARIES
 from storage.migrate import MigrationReport
+from tests.helpers import refresh_rollup
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
@@ -754,10 +755,11 @@ def estate(database_url: str, migration: MigrationReport) -> Estate:
     if migration.flavour == "timescale":
         # Part of the continuous aggregate materialized, the rest real-time.
         with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(
+            refresh_rollup(
+                conn,
                 sql.SQL("CALL refresh_continuous_aggregate('telemetry_1m', NULL, {})").format(
                     sql.Literal(now - timedelta(hours=2))
-                )
+                ),
             )
     return estate
 

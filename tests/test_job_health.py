@@ -14,7 +14,7 @@ from psycopg import sql
 
 from ingest import mqtt as ingest_mqtt
 from storage import migrate as migrate_mod
-from tests.helpers import wait_for
+from tests.helpers import refresh_rollup, wait_for
 from tests.test_api_support import ADMIN, live_server
 
 pytestmark = pytest.mark.integration
@@ -180,7 +180,7 @@ def test_a_reading_days_late_reaches_the_rollup_at_the_next_refresh(db: str, fla
     with psycopg.connect(db, autocommit=True) as conn:
         # Fresh data, materialized: the aggregate's watermark is now minutes ago.
         conn.execute(insert, ("10 minutes", "ON-TIME"))
-        conn.execute("CALL refresh_continuous_aggregate('telemetry_1m', NULL, now())")
+        refresh_rollup(conn, "CALL refresh_continuous_aggregate('telemetry_1m', NULL, now())")
         conn.execute(insert, ("3 days", "LATE"))
 
         def late_buckets() -> int:

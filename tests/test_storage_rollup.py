@@ -23,6 +23,7 @@ from tests.helpers import (
     drain,
     forget_session,
     query,
+    refresh_rollup,
     register,
     running_ingest,
     wait_for,
@@ -149,10 +150,11 @@ def test_telemetry_1m_agrees_with_the_raw_rows(db: str, mqtt_url: str, flavour: 
         # next refresh of their window, as the refresh policy does every minute.
         with psycopg.connect(db, autocommit=True) as conn:
             since = datetime.fromtimestamp(t0 / 1000, UTC) - timedelta(minutes=1)
-            conn.execute(
+            refresh_rollup(
+                conn,
                 sql.SQL("CALL refresh_continuous_aggregate('telemetry_1m', {}, NULL)").format(
                     sql.Literal(since)
-                )
+                ),
             )
     cols = ", ".join(
         f"min({r}), max({r}), round(avg({r})::numeric, 6), count({r})"
