@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import multiprocessing as mp
 import os
 import signal
 import subprocess
@@ -66,7 +65,7 @@ from bench.common import (  # noqa: E402
     register_copy,
     scratch_database,
 )
-from bench.ingest.publishers import publisher_main  # noqa: E402
+from bench.ingest.publishers import collect_publishers, start_publishers  # noqa: E402
 from bench.ingest.workload import SITE_SIZE, Workload, fleet  # noqa: E402
 from storage import shards as leases  # noqa: E402
 
@@ -208,40 +207,15 @@ class Publishers:
     """bench/ingest/publishers.py: the publisher processes (pre-encoded, QoS 1, windowed)."""
 
     def __init__(self, mqtt_url: str, w: Workload, n: int) -> None:
-        ctx = mp.get_context("spawn")
         host, port = endpoint(mqtt_url)
-        self.pubs: list[tuple[Any, Any]] = []
-        for k in range(n):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=publisher_main, args=(host, port, w, k, n, child), daemon=True
-            )
-            proc.start()
-            self.pubs.append((proc, parent))
-        for _, parent in self.pubs:
-            if not parent.poll(120):
-                raise RuntimeError("publisher did not get ready")
-            status, value = parent.recv()
-            if status != "ready":
-                raise RuntimeError(f"publisher failed:\n{value}")
+        self.pubs = start_publishers(host, port, w, n)
 
     def go(self, at: float) -> None:
         for _, conn in self.pubs:
             conn.send(at)
 
     def collect(self, timeout: float = 300) -> list[dict[str, Any]]:
-        out = []
-        deadline = time.monotonic() + timeout
-        for proc, parent in self.pubs:
-            if parent.poll(max(0.1, deadline - time.monotonic())):
-                status, value = parent.recv()
-                if status == "done":
-                    out.append(value)
-                else:
-                    log.error("publisher failed:\n%s", value)
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
+        out = collect_publishers(self.pubs, timeout)
         self.pubs = []
         return out
 

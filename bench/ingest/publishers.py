@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import multiprocessing as mp
 import resource
 import select
 import time
@@ -19,6 +21,46 @@ from bench.common import (
 from bench.ingest.workload import Workload, build_messages
 
 PUBLISH_WINDOW = 50_000  # unacknowledged messages per publisher (MQTT packet ids: 16 bits)
+
+
+log = logging.getLogger("bench.ingest")
+
+Publisher = tuple[Any, Any]  # (process, its end of the pipe)
+
+
+def start_publishers(host: str, port: int, w: Workload, n: int) -> list[Publisher]:
+    """n publisher processes for workload `w`, each ready (its messages built)."""
+    ctx = mp.get_context("spawn")
+    pubs = []
+    for k in range(n):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=publisher_main, args=(host, port, w, k, n, child), daemon=True)
+        proc.start()
+        pubs.append((proc, parent))
+    for _, parent in pubs:
+        if not parent.poll(120):
+            raise RuntimeError("publisher did not get ready")
+        status, value = parent.recv()
+        if status != "ready":
+            raise RuntimeError(f"publisher failed:\n{value}")
+    return pubs
+
+
+def collect_publishers(pubs: list[Publisher], timeout: float) -> list[dict[str, Any]]:
+    """Each publisher's result (those that finished within `timeout`); all stopped."""
+    out = []
+    deadline = time.monotonic() + timeout
+    for proc, parent in pubs:
+        if parent.poll(max(0.1, deadline - time.monotonic())):
+            status, value = parent.recv()
+            if status == "done":
+                out.append(value)
+            else:
+                log.error("publisher failed:\n%s", value)
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+    return out
 
 
 def publisher_main(host: str, port: int, w: Workload, worker: int, workers: int, conn: Any) -> None:

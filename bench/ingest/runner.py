@@ -31,7 +31,7 @@ from bench.common import (
 )
 from bench.ingest import columnar as ingest_columnar
 from bench.ingest.consumers import PLAIN_DDL, ConsumerConfig, consumer_main
-from bench.ingest.publishers import publisher_main
+from bench.ingest.publishers import Publisher, collect_publishers, start_publishers
 from bench.ingest.report import summarize_profile
 from bench.ingest.workload import Workload
 
@@ -126,40 +126,8 @@ class Bench:
         return base, self._run * 1000
 
     # ------------------------------------------------------------ publishers
-    def start_publishers(self, w: Workload) -> list[tuple[Any, Any]]:
-        pubs = []
-        n = self.args.publishers
-        for k in range(n):
-            parent, child = self.ctx.Pipe()
-            proc = self.ctx.Process(
-                target=publisher_main, args=(self.host, self.port, w, k, n, child), daemon=True
-            )
-            proc.start()
-            pubs.append((proc, parent))
-        for _, parent in pubs:
-            if not parent.poll(120):
-                raise RuntimeError("publisher did not get ready")
-            status, value = parent.recv()
-            if status != "ready":
-                raise RuntimeError(f"publisher failed:\n{value}")
-        return pubs
-
-    def collect_publishers(
-        self, pubs: list[tuple[Any, Any]], timeout: float
-    ) -> list[dict[str, Any]]:
-        out = []
-        deadline = time.monotonic() + timeout
-        for proc, parent in pubs:
-            if parent.poll(max(0.1, deadline - time.monotonic())):
-                status, value = parent.recv()
-                if status == "done":
-                    out.append(value)
-                else:
-                    log.error("publisher failed:\n%s", value)
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-        return out
+    def start_publishers(self, w: Workload) -> list[Publisher]:
+        return start_publishers(self.host, self.port, w, self.args.publishers)
 
     # -------------------------------------------------------------- counting
     def count(self, table: str) -> int:
@@ -300,7 +268,7 @@ class Bench:
                 if progress[0] >= w.messages and progress[2] > 0:
                     end_poll = min(end_poll, progress[2])
             res.cpu = meter.stop()
-            pub_results = self.collect_publishers(pubs, 300)
+            pub_results = collect_publishers(pubs, 300)
             pubs = []
             res.pub = pub_results
             if first_row_seen:
