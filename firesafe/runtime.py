@@ -336,7 +336,12 @@ async def run_up(
         # registered still reaches ingest and becomes a reject.
         ingest = IngestService(settings.with_overrides(ingest_mode="single"))
         code = 0
+        # Every alarm from here on is printed, however long the children take to start.
+        shown_up_to = await alarm_feed_position(settings.require_database_url())
         async with asyncio.TaskGroup() as tasks:
+            feed = tasks.create_task(
+                alarm_feed(settings.require_database_url(), shown_up_to), name="alarm-feed"
+            )
             ingest_task = tasks.create_task(ingest.run(), name="ingest")
             # One worker: a laptop stack (`firesafe api --workers N` scales a real one).
             api = _start_child(settings, "api", ["--workers", str(settings.api_workers or 1)])
@@ -355,7 +360,6 @@ async def run_up(
             children.append(gateway)
             # It prints `firesafe: gb26875=tcp://HOST:PORT` itself once it listens.
             await _wait_api(gateway, parse_listen(listen)[1])
-            feed = tasks.create_task(alarm_feed(settings.require_database_url()), name="alarm-feed")
             api_died = asyncio.Event()
             watcher = tasks.create_task(_watch_child(api, api_died, stop), name="api-watch")
             children.append(_start_child(settings, "notify", []))
@@ -437,25 +441,30 @@ _LINKAGE_SQL = """
 """
 
 
-async def alarm_feed(conninfo: str) -> None:
-    """Print every alarm transition (and the linkage it caused) as it is committed:
-    LISTEN on the alarm_log channel, then read the rows after the last one shown."""
-    last_log = last_linkage = -1
+async def alarm_feed_position(conninfo: str) -> tuple[int, int]:
+    """The newest alarm_log and linkage_commands ids: what the feed need not show."""
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        row = await (
+            await conn.execute(
+                "SELECT (SELECT coalesce(max(id), 0) FROM alarm_log), "
+                "(SELECT coalesce(max(id), 0) FROM linkage_commands)"
+            )
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def alarm_feed(conninfo: str, shown_up_to: tuple[int, int]) -> None:
+    """Print every alarm transition (and the linkage it caused) after `shown_up_to`
+    as it is committed: LISTEN on the alarm_log channel, then read the rows after
+    the last one shown."""
+    last_log, last_linkage = shown_up_to
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
                 conninfo, autocommit=True, row_factory=dict_row
             ) as conn:
                 await conn.execute(f"LISTEN {ALARM_CHANNEL}")
-                if last_log < 0:  # only what happens from now on
-                    row = await (
-                        await conn.execute(
-                            "SELECT (SELECT coalesce(max(id), 0) FROM alarm_log) AS a, "
-                            "(SELECT coalesce(max(id), 0) FROM linkage_commands) AS l"
-                        )
-                    ).fetchone()
-                    assert row is not None
-                    last_log, last_linkage = int(row["a"]), int(row["l"])
                 while True:
                     for r in await (await conn.execute(_ALARM_LOG_SQL, (last_log,))).fetchall():
                         print(format_alarm_line(r), flush=True)
