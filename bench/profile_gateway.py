@@ -196,15 +196,17 @@ class Variant:
         self.service: Any = None
 
     async def start(self, router: Router) -> None:
+        from ingest.housekeeping import ensure_partitions
         from ingest.service import IngestService
 
-        service = IngestService(
-            Settings(database_url=self.dsn, mqtt_url="mqtt://127.0.0.1:1", ingest_mode="single")
+        settings = Settings(
+            database_url=self.dsn, mqtt_url="mqtt://127.0.0.1:1", ingest_mode="single"
         )
+        service = IngestService(settings)
         await service._open_database()
         await service._load_state()
         if service._flavour == "plain":
-            service._ensure_partitions()  # what housekeeping does at start
+            ensure_partitions(settings)  # what housekeeping does at start
         self.flavour = service._flavour
         setattr(service.ownership, "ack", lambda burst: None)  # noqa: B010 (no broker here)
         if self.staged:  # every row through the stage, every minute upserted (before #14)

@@ -34,22 +34,23 @@ from numpy.typing import NDArray
 from psycopg.types.json import Jsonb
 
 from detection import AlarmChange, Engine, Events, Readings
-from firesafe.contract import EVENT_TYPES, GATEWAY_SITE, MAX_PAYLOAD_BYTES, READING_INDEX
+from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
 from firesafe.settings import Settings
-from ingest import gateway_rejects, shards
+from ingest import gateway_rejects
 from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.floods import Group, SiteChange
+from ingest.housekeeping import run_housekeeping
 from ingest.linkage import Building, commands_for
-from ingest.mqtt import SUBSCRIPTION, MqttSource
+from ingest.mqtt import MqttSource
 from ingest.ownership import SINGLE, Ownership
 from ingest.pipeline import BatchPlan, plan_batch
 from ingest.registry import Registry, ZoneIds, device_from_row
+from ingest.shard_runtime import ShardRuntime
 from ingest.shards import ShardLost
 from ingest.silence import Silence
 from ingest.tracker import DeviceTracker
 from storage import ingest_store as store
-from storage import partitions
 from storage.errors import MigrationError
 from storage.telemetry_copy import DeviceIdTable
 
@@ -89,10 +90,6 @@ LEASE_EVERY_S = 1.0  # shard sharing round: a dead process's shards are taken wi
 # a device registered a moment ago must not be rejected, and a flood of
 # unknown ids costs one cheap version query per batch at most.
 REGISTRY_MIN_GAP_S = 0.05
-HOUSEKEEPING_EVERY_S = 3600.0  # partitions ahead of time (plain PostgreSQL)
-# Rejects are pruned often: a flood must not outgrow its bound for long.
-REJECT_PRUNE_EVERY_S = 60.0
-HOUSEKEEPING_LOCK = 0x46495246  # advisory lock key: one pruner at a time in a cluster
 DRAIN_TIMEOUT_S = 10.0
 DISCONNECT_TIMEOUT_S = 5.0
 DB_RETRY_MIN_S = 0.5
@@ -143,6 +140,7 @@ class IngestService:
         self._intake_bytes = 0
         self.sharded = settings.ingest_mode == "sharded"
         self.ownership = Ownership(settings, self._deliver, sharded=self.sharded)
+        self.shards = ShardRuntime(self.ownership, sharded=self.sharded)
         self.commands = CommandSender(
             self.ownership.source_for,
             self.dsn,
@@ -167,7 +165,6 @@ class IngestService:
         # When supervision of each slot (re)started: start-up, or its shard's takeover.
         self._since = np.zeros(0, np.int64)
         self._configured = np.zeros(0, np.int64)  # the slots detection and supervision cover
-        self._shard_sites: dict[int, list[str]] = {}
         self._quarantine_shown = np.zeros(0, np.int64)
         self._flavour: store.Flavour = "plain"
         self._ids: tuple[Registry | None, DeviceIdTable] = (None, DeviceIdTable.build([]))
@@ -228,9 +225,12 @@ class IngestService:
             await self._with_database(self._load_state)
             async with asyncio.TaskGroup() as tasks:
                 self.ownership.bind(tasks)
-                self.ownership.start_sessions(self._subscriptions)
+                self.ownership.start_sessions(self.shards.subscriptions)
                 processor = tasks.create_task(self._process_loop(), name="ingest-processor")
-                housekeeping = tasks.create_task(self._housekeeping(), name="ingest-housekeeping")
+                housekeeping = tasks.create_task(
+                    run_housekeeping(self.settings, self._flavour, APPLICATION_NAME),
+                    name="ingest-housekeeping",
+                )
                 sender = tasks.create_task(self.commands.run(), name="ingest-commands")
                 self.ready.set()
                 stopping = tasks.create_task(self._stopping.wait(), name="ingest-stop")
@@ -368,30 +368,16 @@ class IngestService:
         self.registry = registry
         self.decoder = Decoder(registry)
         self.tracker.ensure(registry.size)
-        self._shard_sites = {}
-        if self.sharded:
-            # Gateways' rejects (`fs/v1/_gateway/...`) belong to the shard of that site.
-            for site in [*registry.sites, GATEWAY_SITE]:
-                self._shard_sites.setdefault(self.ownership.shard_of(site), []).append(site)
-            for shard, source in self.ownership.sources.items():  # sites registered since
-                source.add_subscriptions(self._subscriptions(shard))
+        self.shards.map_sites(registry.sites)
         self._configure_owned()
         log.info("registry: %d devices", len(registry))
         return True
 
-    def _subscriptions(self, shard: int) -> list[str]:
-        if shard == SINGLE:
-            return [SUBSCRIPTION]
-        return shards.subscriptions(self._shard_sites.get(shard, ()))
-
     def _configure_owned(self) -> None:
         """Detection and supervision cover exactly the devices of the shards held."""
         registry = self.registry
-        if self.sharded:
-            held = {s for k in self.ownership.owned for s in self._shard_sites.get(k, ())}
-            slots = registry.slots_of_sites(held)
-        else:
-            slots = registry.slots
+        held = self.shards.held_sites()
+        slots = registry.slots if held is None else registry.slots_of_sites(held)
         stale = np.setdiff1d(self._configured, slots)
         if stale.size:  # a device moved away, or was deleted
             self._forget(stale)
@@ -407,52 +393,34 @@ class IngestService:
         self.silence.configure(registry, slots, baseline)
         self._configured = slots
 
-    def _forget_sites(self, sites: set[str]) -> None:
-        self.silence.forget_sites(sites)
-
     def _forget(self, slots: NDArray[np.int64]) -> None:
         self.engine.forget(slots)
         self.tracker.forget(slots)
         self.silence.forget(slots)
 
-    # ------------------------------------------------------------- shards
-    async def _balance(self) -> None:
-        """One round of sharing: hand over surplus shards once drained, take free
-        ones up to our share. Runs between commits (it uses the writer)."""
-        assert self._writer is not None
-        take, release = await self.ownership.plan(self._aux)
-        for shard in release:
-            if shard not in self.ownership.releasing:
-                log.info("shard %d: handing over (another process joined)", shard)
-                self.ownership.releasing.add(shard)
-                source = self.ownership.sources.get(shard)
-                if source is not None:
-                    source.pause()
-        for shard in sorted(self.ownership.releasing):
-            if not any(m.shard == shard for m in self.intake):  # drained and acknowledged
-                await self._flush_device_state()
-                await self.ownership.release(self._writer, shard)
-                self._forget_sites(set(self._shard_sites.get(shard, [])))
-                self._configure_owned()
-                log.info("shard %d: handed over", shard)
-        taken = [k for k in take if await self.ownership.try_take(self._writer, k)]
-        if taken:
-            await self._take_over(taken)
+    # ------------------------------------------- shards (the ShardHost side)
+    def holds_messages_of(self, shard: int) -> bool:
+        return any(m.shard == shard for m in self.intake)
 
-    async def _take_over(self, taken: Sequence[int]) -> None:
-        """Shards just locked: their state from the database, their supervision
-        clocks restarted (a takeover is not the estate going silent), then their
-        sessions. All of a round at once: one reconfiguration, one restore."""
-        sites = {site for k in taken for site in self._shard_sites.get(k, [])}
+    async def flush_device_state(self) -> None:
+        await self._flush_device_state()
+
+    def drop_sites(self, sites: set[str]) -> None:
+        self.silence.forget_sites(sites)
+        self._configure_owned()
+
+    async def adopt_sites(self, sites: set[str]) -> None:
         slots = self.registry.slots_of_sites(sites)
         self._forget(slots)
-        self._forget_sites(sites)
+        self.silence.forget_sites(sites)
         self._since[slots] = now_ms()
         self._configure_owned()
         await self._restore(sites)
-        for shard in taken:
-            self.ownership.start_session(shard, self._subscriptions(shard))
-        log.info("shard(s) %s taken over (%d site(s), %d device(s))", taken, len(sites), slots.size)
+        log.info("adopted %d site(s), %d device(s)", len(sites), slots.size)
+
+    async def _balance(self) -> None:
+        assert self._writer is not None
+        await self.shards.balance(self, self._writer, self._aux)
 
     # ---------------------------------------------------------- processor
     async def _process_loop(self) -> None:
@@ -564,7 +532,7 @@ class IngestService:
                 with contextlib.suppress(psycopg.Error):
                     await self._reconnect_database()
                     if self.ownership.bound:
-                        self.ownership.start_sessions(self._subscriptions)
+                        self.ownership.start_sessions(self.shards.subscriptions)
             except psycopg.Error as exc:
                 if step == self._write:
                     raise PoisonBatch(str(exc)) from exc
@@ -996,40 +964,6 @@ class IngestService:
                 entry["queue_depth"] += 1
                 entry["lag_ms"] = max(entry["lag_ms"], float(now - m.received_ms))
         return out
-
-    async def _housekeeping(self) -> None:
-        """Cluster-wide chores, done by whichever process gets the lock first."""
-        next_partitions = 0.0
-        while True:
-            try:
-                if time.monotonic() >= next_partitions:
-                    next_partitions = time.monotonic() + HOUSEKEEPING_EVERY_S
-                    if self._flavour == "plain":
-                        await asyncio.to_thread(self._ensure_partitions)
-                await asyncio.to_thread(self._prune_rejects)
-            except psycopg.Error as exc:
-                log.warning("housekeeping failed: %s", exc)
-            await asyncio.sleep(REJECT_PRUNE_EVERY_S)
-
-    def _ensure_partitions(self) -> None:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            partitions.ensure(
-                conn, now=datetime.now(UTC), retention_days=self.settings.retention_days
-            )
-
-    def _prune_rejects(self) -> None:
-        with psycopg.connect(self.dsn, application_name=APPLICATION_NAME) as conn:
-            lock = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (HOUSEKEEPING_LOCK,))
-            row = lock.fetchone()
-            if not row or not row[0]:
-                return  # another process is at it
-            dropped = store.prune_rejects_sync(
-                conn,
-                max_age_days=self.settings.reject_retention_days,
-                per_site=self.settings.rejects_per_site,
-            )
-        if dropped:
-            log.info("rejects: %d old or surplus row(s) pruned", dropped)
 
 
 def _fire_causes(applied: Sequence[store.AppliedAlarm]) -> dict[Building, str]:

@@ -391,16 +391,16 @@ def test_the_shards_of_one_round_are_taken_over_together(
 ) -> None:
     """A process taking many shards at once (start-up, a failover) restores and
     configures them in one go: per shard, 1,000,000 devices took 123 s to start."""
-    from ingest.service import IngestService
+    from ingest.shard_runtime import ShardHost, ShardRuntime
 
     rounds: list[list[int]] = []
-    take_over = IngestService._take_over
+    take_over = ShardRuntime.take_over
 
-    async def recorded(self: IngestService, taken: list[int]) -> None:
+    async def recorded(self: ShardRuntime, host: ShardHost, taken: list[int]) -> None:
         rounds.append(list(taken))
-        await take_over(self, taken)
+        await take_over(self, host, taken)
 
-    monkeypatch.setattr(IngestService, "_take_over", recorded)
+    monkeypatch.setattr(ShardRuntime, "take_over", recorded)
     register(db, estate(site, 10, interval_s=2.0))
     alone = IngestThread(sharded(db, mqtt_url, base)).start()
     try:
