@@ -51,6 +51,9 @@ class FloodWatch:
     # group -> slot -> when it went offline (only devices offline now)
     offline: dict[Group, dict[int, int]] = field(default_factory=dict)
     silent_groups: set[Group] = field(default_factory=set)
+    # slot -> the groups it is offline in (a site, and maybe one gateway): a device
+    # heard again visits only those, and an emptied group is dropped.
+    groups_of: dict[int, set[Group]] = field(default_factory=dict)
 
     def threshold(self, supervised: int) -> int:
         return max(FLOOD_MIN_DEVICES, math.ceil(FLOOD_SHARE * supervised))
@@ -64,8 +67,8 @@ class FloodWatch:
         window_ms: int,
     ) -> SiteChange | None:
         """A device of `group` went offline; a SiteChange when the group falls silent."""
-        offline = self.offline.setdefault(group, {})
-        offline[slot] = at_ms
+        self.mark_offline(group, slot, at_ms)
+        offline = self.offline[group]
         if group in self.silent_groups:
             return None
         recent = {s: t for s, t in offline.items() if t >= at_ms - window_ms}
@@ -89,7 +92,8 @@ class FloodWatch:
     ) -> list[SiteChange]:
         """A device was heard again; a SiteChange for each of its groups that is back."""
         out = []
-        for group, offline in self.offline.items():
+        for group in sorted(self.groups_of.pop(slot, ())):
+            offline = self.offline.get(group, {})
             if offline.pop(slot, None) is None:
                 continue
             if group in self.silent_groups and len(offline) < self.threshold(supervised(group)):
@@ -100,6 +104,8 @@ class FloodWatch:
                         site, "clear", at_ms, len(offline), supervised(group), at_ms, gateway
                     )
                 )
+            if not offline and group not in self.silent_groups:
+                del self.offline[group]
         return out
 
     def is_silent(self, group: Group) -> bool:
@@ -109,9 +115,19 @@ class FloodWatch:
         """Groups whose silence is an open alarm (start-up, takeover)."""
         self.silent_groups |= set(silent)
 
+    def mark_offline(self, group: Group, slot: int, at_ms: int) -> None:
+        """A device of `group` is offline since `at_ms` (also: restored at start-up)."""
+        self.offline.setdefault(group, {})[slot] = at_ms
+        self.groups_of.setdefault(slot, set()).add(group)
+
     def forget(self, sites: set[str]) -> None:
         for group in [g for g in self.offline.keys() | self.silent_groups if g[0] in sites]:
-            self.offline.pop(group, None)
+            for slot in self.offline.pop(group, {}):
+                groups = self.groups_of.get(slot)
+                if groups is not None:
+                    groups.discard(group)
+                    if not groups:
+                        del self.groups_of[slot]
             self.silent_groups.discard(group)
 
 

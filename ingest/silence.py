@@ -75,7 +75,7 @@ class Silence:
         self.floods.restore(group_alarms)
         for slot, site, opened_ms in offline:
             self.supervisor.mark_offline(slot)
-            self.floods.offline.setdefault((site, ""), {})[slot] = opened_ms
+            self.floods.mark_offline((site, ""), slot, opened_ms)
 
     # --------------------------------------------------------- decisions
     def batch(self, batch: DecodedBatch) -> tuple[Writes, Changes]:

@@ -31,6 +31,24 @@ def test_a_site_is_silent_when_half_its_devices_stop_within_one_interval() -> No
     assert (cleared.action, cleared.silent, cleared.group) == ("clear", 4, site)
 
 
+def test_devices_back_leave_no_empty_groups_behind() -> None:
+    """A device heard again touches only its own groups; an emptied, non-silent
+    group is dropped (estates with many gateways must not grow without bound)."""
+    watch = FloodWatch()
+    site, gw = ("S", ""), ("S", "GW1")
+    for slot in range(3):
+        watch.went_offline(site, slot, 1_000, 100, 60_000)
+        watch.went_offline(gw, slot, 1_000, 100, 60_000)
+    watch.went_offline(("T", ""), 50, 1_000, 100, 60_000)
+    for slot in range(3):
+        assert watch.came_back(slot, 2_000, lambda g: 100) == []
+    assert watch.offline == {("T", ""): {50: 1_000}}
+    assert watch.groups_of == {50: {("T", "")}}
+    watch.forget({"T"})
+    assert watch.offline == {}
+    assert watch.groups_of == {}
+
+
 def test_devices_falling_silent_far_apart_are_only_devices() -> None:
     watch = FloodWatch()
     for slot in range(6):  # one every two intervals
