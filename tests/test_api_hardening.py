@@ -601,7 +601,7 @@ def test_health_shows_the_background_tasks(api_url: str, db: str) -> None:
 
 # --- item 13: least-privilege database roles (migration 0050) ------------------
 
-# Every table and view the Grafana dashboards read (grafana/build_dashboards.py).
+# Every table and view the Grafana dashboards read (grafana/dashboard_kit/).
 DASHBOARD_RELATIONS = (
     "alarms",
     "devices",
