@@ -302,6 +302,12 @@ def score_fire(
     # A jump faster than any fire heats a ceiling is a sensor artefact (EMI).
     plausible = ~_gt(step[:, 0], p.HEAT_STEP_MAX_C_PER_MIN)
     heat_raw = _ge(rate[:, R_T], thr["heat_rise_c_per_min"]) & plausible
+    if multi:
+        steam = _ge(rate[:, R_RH], thr["steam_rh_rise_per_min"]) | _ge(rh, thr["steam_rh"])
+        # Air a fire heats gets drier (relative humidity falls as it warms);
+        # warm air whose humidity jumps at the same time is steam (a shower),
+        # so such a reading's heat rise is no evidence of fire.
+        heat_raw &= ~steam
     heat = heat_raw & ((prev_flags & np.uint32(Flag.HEAT_RAW)) != 0)
     f = _bit(heat_raw, Flag.HEAT_RAW) | _bit(heat, Flag.HEAT)
     if has_obs:
@@ -331,7 +337,6 @@ def score_fire(
         # CO corroborates on two consecutive readings (a one-sample jump of
         # every channel is EMI, not combustion), as heat rise does.
         co_corr = co_ev & ((prev_flags & np.uint32(Flag.CO_RAW)) != 0)
-        steam = _ge(rate[:, R_RH], thr["steam_rh_rise_per_min"]) | _ge(rh, thr["steam_rh"])
         f |= _bit(co_ev, Flag.CO_RAW) | _bit(co_corr, Flag.CO) | _bit(steam, Flag.STEAM)
         f |= _bit(cox, Flag.COX) | _bit(dense, Flag.DENSE)
     else:

@@ -13,7 +13,8 @@ Alarm types and their lifecycle (contract section 6):
 - `fire` (smoke, heat, multi, mcp): opens `pending` on an alarm-level reading
   or a detector's `fire_alarm` event; `confirmed` at once on corroboration
   (reasons `call_point`, `coincidence` with `related` slots, `rate_of_rise`
-  [heat rise on two consecutive readings], `co_rise`);
+  [heat rise on two consecutive readings; on a multi-criteria detector not
+  while its humidity jumps: steam], `co_rise`);
   otherwise resolved when the verification window ends (event time):
   `suppressed` with `steam_signature` (humidity jump seen, no corroboration),
   `transient` (<= 2 readings at alarm level and the latest one under it:

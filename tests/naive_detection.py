@@ -764,6 +764,13 @@ class NaiveEngine:
         heat_raw = (
             fire and ge(rate[0], t("heat_rise_c_per_min", nan)) and not step[0] > HEAT_STEP_MAX
         )
+        steam = k == MULTI and (
+            ge(rate[3], t("steam_rh_rise_per_min", nan))
+            or ge(v[RI["humidity"]], t("steam_rh", nan))
+        )
+        # README "Verdicts": a heat rise with a humidity jump on the same
+        # reading is steam, not fire (a fire dries the air it heats).
+        heat_raw = heat_raw and not steam
         fast_raw = has_obs and ge(step[1], t("fast_growth_per_min", nan))
         heat = heat_raw and bool(d.last_flags & HEAT_RAW)
         alarm_obs = has_obs and ge(comp, t("obscuration_alarm", nan))
@@ -778,10 +785,6 @@ class NaiveEngine:
             fast = fast and dense  # multi: fast growth counts only for dense aerosol
         co = k == MULTI and (
             ge(v[RI["co"]], t("co_ppm", nan)) or ge(rate[2], t("co_rise_ppm_per_min", nan))
-        )
-        steam = k == MULTI and (
-            ge(rate[3], t("steam_rh_rise_per_min", nan))
-            or ge(v[RI["humidity"]], t("steam_rh", nan))
         )
         temp = v[RI["temperature"]]
         alarm = (

@@ -222,6 +222,12 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "fall = fall_raw & ((prev_flags & np.uint32(Flag.FALL_RAW)) != 0)",
         "fall = fall_raw",
     ),
+    (
+        "a hot shower's heat rise corroborates",
+        "detection/kernel.py",
+        "heat_raw &= ~steam",
+        "heat_raw &= heat_raw",
+    ),
 ]
 
 

@@ -161,6 +161,34 @@ def test_steam_is_suppressed() -> None:
     assert "fire" not in {t for _, t in site.engine.open_alarms()}
 
 
+def test_a_hot_shower_is_steam_but_the_same_heat_in_drying_air_is_fire() -> None:
+    """Heat rising 6 °C/min with the obscuration at 4 %/m: with humidity jumping
+    15 %RH a minute on the same readings it is a hot shower (suppressed at the
+    window's end); with humidity falling, as air a fire heats does, it is heat
+    corroboration (confirmed at once)."""
+
+    def shower(rh_per_min: float) -> Profile:
+        def f(t: float) -> dict[str, float]:
+            m = max(0.0, t - 100) / 60.0
+            warm = min(m, 1.0)  # 1 min of rise, then steady
+            return {
+                "obscuration": 0.1 + (4.0 if t >= 130 else 0.0),
+                "temperature": 23.0 + 6.0 * warm,
+                "co": 1.0,
+                "humidity": 60.0 + rh_per_min * warm,
+            }
+
+        return f
+
+    site = Site([("multi", 1, {})])
+    steam = site.run({0: shower(15.0)}, 600, interval=5.0)
+    assert verdicts(steam) == ["suppressed:steam_signature"]
+    site = Site([("multi", 1, {})])
+    fire = site.run({0: shower(-15.0)}, 600, interval=5.0)
+    assert verdicts(fire) == ["confirmed:rate_of_rise"]
+    assert of(fire, "fire")[-1].at_ms <= T0 + 160 * S  # at once, not at the window's end
+
+
 def test_two_multis_seeing_the_same_steam_do_not_corroborate_each_other() -> None:
     def steam(t: float) -> dict[str, float]:
         on = 100 <= t < 600
