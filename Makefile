@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install up test lint typecheck pytest bench bench-scale messages dashboards mutation
+.PHONY: install up test lint typecheck pytest fuzz bench bench-scale messages dashboards mutation
 install: $(BIN)/.installed
 
 up: install
@@ -28,6 +28,10 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The API against its own OpenAPI schema, deeper than CI's 40 examples per operation.
+fuzz: install
+	FIRESAFE_FUZZ_EXAMPLES=500 $(BIN)/pytest tests/test_api_schema.py
 
 # bench: needs mosquitto on PATH; the database is FIRESAFE_BENCH_SERVER_URL when set,
 # else an embedded PostgreSQL in a temporary directory. Takes several minutes.
