@@ -402,9 +402,6 @@ class IngestService:
     def holds_messages_of(self, shard: int) -> bool:
         return any(m.shard == shard for m in self.intake)
 
-    async def flush_device_state(self) -> None:
-        await self._flush_device_state()
-
     def drop_sites(self, sites: set[str]) -> None:
         self.silence.forget_sites(sites)
         self._configure_owned()
@@ -470,7 +467,7 @@ class IngestService:
                     await self._supervise()
                 if due_state:
                     next_state = mono + STATE_EVERY_S
-                    await self._with_database(self._flush_device_state)
+                    await self._with_database(self.flush_device_state)
                 if due_stats:
                     next_stats = mono + STATS_EVERY_S
                     await self._with_database(self._write_stats)
@@ -893,7 +890,7 @@ class IngestService:
                     self.commands.wake()
         self._clear_log_id = max(int(row["log_id"]) for row in rows)
 
-    async def _flush_device_state(self) -> None:
+    async def flush_device_state(self) -> None:
         registered = self.registry.kind >= 0
         state = self.tracker.drain(registered)
         if state.slot.size:
