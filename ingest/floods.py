@@ -134,10 +134,13 @@ class FloodWatch:
 class GatewayMembers:
     """Which gateway each device was last heard through (slot -> group), and how
     many devices each gateway carries: the groups a gateway's silence is judged
-    on. Kept as arrays so a gateway batch costs a few numpy operations."""
+    on. Kept as arrays so a gateway batch costs a few numpy operations. Changes
+    are drained (`drain`) to the database, which gives them back after a restart
+    or a takeover (`heard` with what was stored)."""
 
     def __init__(self) -> None:
         self._via = np.full(0, -1, np.int32)  # slot -> group index (-1: direct)
+        self._dirty = np.zeros(0, np.bool_)  # slot -> gateway changed since the last drain
         self._count = np.zeros(0, np.int64)  # group index -> devices heard through it
         self._groups: list[Group] = []
         self._index: dict[Group, int] = {}
@@ -155,7 +158,9 @@ class GatewayMembers:
         if top > self._via.size:
             grown = np.full(max(top, 2 * self._via.size), -1, np.int32)
             grown[: self._via.size] = self._via
-            self._via = grown
+            dirty = np.zeros(grown.size, np.bool_)
+            dirty[: self._dirty.size] = self._dirty
+            self._via, self._dirty = grown, dirty
         old = self._via[slots]
         moved = old != idx
         if not moved.any():
@@ -165,6 +170,22 @@ class GatewayMembers:
         np.subtract.at(self._count, old[old >= 0], 1)
         self._count[idx] += slots.size
         self._via[slots] = idx
+        self._dirty[slots] = True
+
+    def restore(self, group: Group, slots: NDArray[np.int64]) -> None:
+        """What the database has stored: known, and nothing to write back."""
+        self.heard(group, slots)
+        self._dirty[slots] = False
+
+    def drain(self) -> tuple[NDArray[np.int64], list[Group]]:
+        """Devices whose gateway changed since the last drain, with their group;
+        `undrain` them if storing fails."""
+        slots = np.flatnonzero(self._dirty & (self._via >= 0)).astype(np.int64)
+        self._dirty[:] = False
+        return slots, [self._groups[i] for i in self._via[slots].tolist()]
+
+    def undrain(self, slots: NDArray[np.int64]) -> None:
+        self._dirty[slots] = True
 
     def group_of(self, slot: int) -> Group | None:
         if slot >= self._via.size or self._via[slot] < 0:
@@ -181,3 +202,4 @@ class GatewayMembers:
         old = self._via[slots]
         np.subtract.at(self._count, old[old >= 0], 1)
         self._via[slots] = -1
+        self._dirty[slots] = False

@@ -346,7 +346,8 @@ class IngestService:
             self.engine.restore_alarm(
                 slot, row["type"], row["verdict"], int(row["opened_ms"]), row["reason"]
             )
-        self.silence.restore(group_alarms, offline)
+        members = await store.load_gateway_members(self._aux, only)
+        self.silence.restore(group_alarms, offline, members)
         # Every sign shows what the open fires want, whatever was (or was not)
         # sent before: recompute and write what differs.
         async with self._writer.transaction():
@@ -897,7 +898,27 @@ class IngestService:
             assert self._writer is not None
             async with self._writer.transaction():
                 await store.write_device_state(self._writer, state)
+        await self._flush_gateway_members()
         await self._flush_quarantined()
+
+    async def _flush_gateway_members(self) -> None:
+        slots, groups = self.silence.gateways.drain()
+        if not slots.size:
+            return
+        assert self._writer is not None
+        known = [
+            (device.id, gateway)
+            for s, (_, gateway) in zip(slots.tolist(), groups, strict=True)
+            if (device := self.registry.by_slot[s] if s < self.registry.size else None)
+        ]
+        try:
+            async with self._writer.transaction():
+                await store.write_gateway_members(
+                    self._writer, [d for d, _ in known], [g for _, g in known]
+                )
+        except BaseException:
+            self.silence.gateways.undrain(slots)
+            raise
 
     async def _flush_quarantined(self) -> None:
         """Far-future readings detection kept out, per device, where operators see them."""

@@ -68,9 +68,17 @@ class Silence:
         self,
         group_alarms: Mapping[Group, str],
         offline: Sequence[tuple[int, str, int]],
+        members: Sequence[tuple[int, str, str]] = (),
     ) -> None:
-        """Open group alarms and device `offline` alarms (slot, site, opened ms) as the
+        """Open group alarms, device `offline` alarms (slot, site, opened ms) and the
+        gateway each device was last heard through (slot, site, gateway) as the
         database has them (start-up, takeover)."""
+        by_group: dict[Group, list[int]] = {}
+        for slot, site, gateway in members:
+            if slot < self.registry.size:
+                by_group.setdefault((site, gateway), []).append(slot)
+        for group, slots in by_group.items():
+            self.gateways.restore(group, np.array(slots, np.int64))
         self.group_alarms.update(group_alarms)
         self.floods.restore(group_alarms)
         for slot, site, opened_ms in offline:

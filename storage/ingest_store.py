@@ -770,6 +770,38 @@ async def clear_site_alarm(conn: AsyncConn, *, alarm_id: str, reason: str, at_ms
     return True
 
 
+async def write_gateway_members(
+    conn: AsyncConn, device_ids: Sequence[str], gateways: Sequence[str]
+) -> None:
+    """Remember which gateway each of these devices was last heard through."""
+    if not device_ids:
+        return
+    await conn.execute(
+        """
+        INSERT INTO gateway_members AS m (device_id, gateway)
+        SELECT u.d, u.g FROM unnest(%s::text[], %s::text[]) AS u(d, g)
+        JOIN devices ON devices.id = u.d
+        ON CONFLICT (device_id) DO UPDATE SET gateway = EXCLUDED.gateway, heard_at = now()
+        """,
+        (list(device_ids), list(gateways)),
+    )
+
+
+async def load_gateway_members(
+    conn: AsyncConn, sites: Sequence[str] | None = None
+) -> list[tuple[int, str, str]]:
+    """(slot, site, gateway) of every device last heard through a gateway (of these sites)."""
+    cur = await conn.execute(
+        """
+        SELECT d.slot, d.site_id, m.gateway
+        FROM gateway_members m JOIN devices d ON d.id = m.device_id
+        WHERE %(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s::text[])
+        """,
+        {"sites": None if sites is None else list(sites)},
+    )
+    return [(int(r[0]), r[1], r[2]) for r in await cur.fetchall()]
+
+
 async def load_open_site_alarms(conn: AsyncConn) -> dict[tuple[str, str], str]:
     """(site, gateway or "") -> id of its open site- or gateway-level offline alarm."""
     cur = await conn.execute(

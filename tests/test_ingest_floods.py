@@ -88,6 +88,26 @@ def test_a_gateway_is_silent_when_half_the_devices_heard_through_it_stop() -> No
     assert members.group_of(0) is None
 
 
+def test_gateway_membership_drains_what_changed_and_restores_without_rewriting() -> None:
+    members = GatewayMembers()
+    gw1, gw2 = ("S", "GW1"), ("S", "GW2")
+    members.heard(gw1, np.arange(0, 4))
+    slots, groups = members.drain()
+    assert (slots.tolist(), groups) == ([0, 1, 2, 3], [gw1] * 4)
+    members.heard(gw1, np.arange(0, 4))  # the same gateway again: nothing to store
+    assert members.drain()[0].tolist() == []
+    members.heard(gw2, np.array([2]))
+    slots, groups = members.drain()
+    assert (slots.tolist(), groups) == ([2], [gw2])
+    members.undrain(slots)  # storing failed: kept for the next drain
+    assert members.drain()[0].tolist() == [2]
+    restored = GatewayMembers()
+    restored.restore(gw1, np.array([0, 1, 3]))
+    restored.restore(gw2, np.array([2]))
+    assert (restored.count(gw1), restored.group_of(2)) == (3, gw2)
+    assert restored.drain()[0].tolist() == []  # came from the database
+
+
 @pytest.mark.integration
 def test_a_silent_site_raises_one_alarm_that_its_device_alarms_point_to(
     db: str, ingest_settings: Settings, publisher: Publisher, site: str
@@ -154,81 +174,132 @@ def test_a_silent_site_raises_one_alarm_that_its_device_alarms_point_to(
     assert len(site_level) == 1  # one alarm for the site, never one per tick
 
 
-@pytest.mark.integration
-def test_a_silent_gateway_raises_one_alarm_and_its_site_none(
-    db: str, ingest_settings: Settings, publisher: Publisher, site: str
-) -> None:
-    # 12 devices: 5 behind GW1, 5 behind GW2, 2 connected directly. GW1 fails:
-    # 5 of 12 is not the site, 5 of 5 is the gateway.
-    ids = [f"{site}-H{i}" for i in range(12)]
-    register(
-        db,
-        [
-            {
-                "id": d,
-                "site": site,
-                "building": "B",
-                "floor": "1",
-                "zone": "Z",
-                "kind": "heat",
-                "interval_s": 2,  # 6 s of silence: no false offline under CI load
-            }
-            for d in ids
-        ],
-    )
-    gw1_up = threading.Event()
-    gw1_up.set()
-    stop = threading.Event()
+class GatewayHeartbeat:
+    """12 heat detectors of a site: 5 behind GW1, 5 behind GW2, 2 connected
+    directly, all beating every 0.3 s until stopped; `gw1_up` cleared: GW1 fails.
+    5 of 12 is not the site, 5 of 5 is the gateway."""
 
-    def heartbeat() -> None:
+    def __init__(self, db: str, publisher: Publisher, site: str) -> None:
+        self.site, self.publisher = site, publisher
+        self.ids = [f"{site}-H{i}" for i in range(12)]
+        register(
+            db,
+            [
+                {
+                    "id": d,
+                    "site": site,
+                    "building": "B",
+                    "floor": "1",
+                    "zone": "Z",
+                    "kind": "heat",
+                    "interval_s": 2,  # 6 s of silence: no false offline under CI load
+                }
+                for d in self.ids
+            ],
+        )
+        self.gw1_up = threading.Event()
+        self.gw1_up.set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
         seq = 0
-        while not stop.is_set():
+        while not self._stop.is_set():
             seq += 1
             ts = now_ms()
-            for gw, members in (("GW1", ids[:5]), ("GW2", ids[5:10])):
-                if gw == "GW1" and not gw1_up.is_set():
+            for gw, members in (("GW1", self.ids[:5]), ("GW2", self.ids[5:10])):
+                if gw == "GW1" and not self.gw1_up.is_set():
                     continue
                 readings = [{"device": d, "ts": ts, "seq": seq, "v": {}} for d in members]
-                publisher.send(f"fs/v1/{site}/gateway/{gw}/batch", {"ts": ts, "readings": readings})
-            for d in ids[10:]:
-                publisher.send(f"fs/v1/{site}/{d}/telemetry", {"ts": ts, "seq": seq, "v": {}})
+                self.publisher.send(
+                    f"fs/v1/{self.site}/gateway/{gw}/batch", {"ts": ts, "readings": readings}
+                )
+            for d in self.ids[10:]:
+                self.publisher.send(
+                    f"fs/v1/{self.site}/{d}/telemetry", {"ts": ts, "seq": seq, "v": {}}
+                )
             time.sleep(0.3)
 
-    with running_ingest(ingest_settings):
-        beat = threading.Thread(target=heartbeat, daemon=True)
-        beat.start()
-        try:
-            # Every device's heartbeats are stored: ingest has seen each gateway's members.
+    def __enter__(self) -> GatewayHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def gateway_alarm_raised(db: str, site: str, gw1: list[str]) -> dict[str, Any]:
+    """GW1's one `gateway_silent` alarm, once its 5 device alarms point to it."""
+    group = wait_for(lambda: [a for a in alarms(db, site) if a["device_id"] is None], timeout=15)
+    gw_alarm: dict[str, Any] = group[0]
+    assert (gw_alarm["reason"], gw_alarm["detail"]["gateway"]) == ("gateway_silent", "GW1")
+    wait_for(lambda: {a["device_id"] for a in alarms(db, site) if a["device_id"]} == set(gw1))
+    device_alarms = [a for a in alarms(db, site) if a["device_id"] is not None]
+    assert all(a["detail"].get("cause") == gw_alarm["id"] for a in device_alarms)
+    return gw_alarm
+
+
+@pytest.mark.integration
+def test_a_gateway_silent_right_after_a_restart_is_still_one_alarm(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    """Which gateway carries which device outlives the process: GW1 fails just
+    before ingest stops, and the restarted ingest, which never hears GW1, still
+    raises one gateway alarm and not five device alarms."""
+    with GatewayHeartbeat(db, publisher, site) as beat:
+        with running_ingest(ingest_settings):
             wait_for(
                 lambda: (
                     query(
                         db,
-                        "SELECT count(DISTINCT device_id) FROM telemetry WHERE device_id LIKE %s",
-                        (f"{site}-%",),
+                        "SELECT count(*) FROM gateway_members m "
+                        "JOIN devices d ON d.id = m.device_id WHERE d.site_id = %s",
+                        (site,),
                     )[0][0]
-                    == 12
+                    == 10
                 ),
                 timeout=15,
             )
-            gw1_up.clear()  # GW1 fails; GW2 and the direct devices go on
-            group = wait_for(
-                lambda: [a for a in alarms(db, site) if a["device_id"] is None], timeout=15
+            # GW1 fails; the last of its batches are taken before ingest stops,
+            # so the restarted one has nothing of GW1 queued in its session.
+            beat.gw1_up.clear()
+            time.sleep(1.0)
+        with running_ingest(ingest_settings):
+            gateway_alarm_raised(db, site, beat.ids[:5])
+    assert query(
+        db,
+        "SELECT m.gateway, count(*) FROM gateway_members m JOIN devices d ON d.id = m.device_id "
+        "WHERE d.site_id = %s GROUP BY 1 ORDER BY 1",
+        (site,),
+    ) == [("GW1", 5), ("GW2", 5)]
+
+
+@pytest.mark.integration
+def test_a_silent_gateway_raises_one_alarm_and_its_site_none(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    beat = GatewayHeartbeat(db, publisher, site)
+    with beat, running_ingest(ingest_settings):
+        # Every device's heartbeats are stored: ingest has seen each gateway's members.
+        wait_for(
+            lambda: (
+                query(
+                    db,
+                    "SELECT count(DISTINCT device_id) FROM telemetry WHERE device_id LIKE %s",
+                    (f"{site}-%",),
+                )[0][0]
+                == 12
+            ),
+            timeout=15,
+        )
+        beat.gw1_up.clear()  # GW1 fails; GW2 and the direct devices go on
+        gateway_alarm_raised(db, site, beat.ids[:5])
+        beat.gw1_up.set()  # back: the gateway's alarm clears with its devices'
+        wait_for(
+            lambda: all(
+                a["status"] == "cleared" for a in alarms(db, site) if a["type"] == "offline"
             )
-            gw_alarm: dict[str, Any] = group[0]
-            assert (gw_alarm["reason"], gw_alarm["detail"]["gateway"]) == ("gateway_silent", "GW1")
-            wait_for(
-                lambda: {a["device_id"] for a in alarms(db, site) if a["device_id"]} == set(ids[:5])
-            )
-            device_alarms = [a for a in alarms(db, site) if a["device_id"] is not None]
-            assert all(a["detail"].get("cause") == gw_alarm["id"] for a in device_alarms)
-            gw1_up.set()  # back: the gateway's alarm clears with its devices'
-            wait_for(
-                lambda: all(
-                    a["status"] == "cleared" for a in alarms(db, site) if a["type"] == "offline"
-                )
-            )
-        finally:
-            stop.set()
-            beat.join()
+        )
     group_level = [a for a in alarms(db, site) if a["device_id"] is None]
     assert [a["reason"] for a in group_level] == ["gateway_silent"]  # never the site
