@@ -76,9 +76,10 @@ class Flag(IntFlag):
     CO_RAW = 1 << 23  # CO level or rise on this reading alone (kernel-internal)
     FALL_RAW = 1 << 24  # at alarm level, falling fast since the previous reading (internal)
     FALL = 1 << 25  # at alarm level, falling fast on two consecutive intervals
+    THICK = 1 << 26  # multi: obscuration at the thick level (a longer verification)
 
 
-NBITS: Final = 26
+NBITS: Final = 27
 # Rows with any of these are always shown to the state machine (they count
 # samples, refresh zone activity or corroborate); other rows only when their
 # machine-visible bits differ from the device's previous reading.
@@ -330,6 +331,7 @@ def score_fire(
     if multi:
         cox = _ge(co, p.CO_CLEAN_AIR_PPM)
         dense = _ge(comp, p.MULTI_AEROSOL_ONLY_ALARM)
+        thick = _ge(comp, p.MULTI_AEROSOL_THICK)
         # On a multi-criteria detector fast growth is the same optical channel:
         # it corroborates only once the aerosol is dense (see machine: aerosol).
         fast = fast & dense
@@ -338,7 +340,7 @@ def score_fire(
         # every channel is EMI, not combustion), as heat rise does.
         co_corr = co_ev & ((prev_flags & np.uint32(Flag.CO_RAW)) != 0)
         f |= _bit(co_ev, Flag.CO_RAW) | _bit(co_corr, Flag.CO) | _bit(steam, Flag.STEAM)
-        f |= _bit(cox, Flag.COX) | _bit(dense, Flag.DENSE)
+        f |= _bit(cox, Flag.COX) | _bit(dense, Flag.DENSE) | _bit(thick, Flag.THICK)
     else:
         co_ev = false
     f |= _bit(fast, Flag.FAST)

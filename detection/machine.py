@@ -21,7 +21,9 @@ Alarm types and their lifecycle (contract section 6):
   insects, EMI), `aerosol_decay` (>= 3 readings at alarm level, the latest
   one under it, or still at it but falling fast on two consecutive readings:
   cooking, sprays), `aerosol_signature` (multi: no independent
-  evidence); else `confirmed` by persistence (the latest reading still at
+  evidence; an aerosol that reached the thick level first gets one more
+  window, in all never past VERIFICATION_MAX_S, to bring heat or CO); else
+  `confirmed` by persistence (the latest reading still at
   alarm level, or no reading at all: a silent detector) with the trigger's
   reason (`obscuration`, or `fast_growth` when the optical signal grew fast;
   `static_heat`, `rate_of_rise`, `combined`, `device_alarm`). A detector's
@@ -91,7 +93,7 @@ _CORROB: Final = int(Flag.HEAT | Flag.CO | Flag.FAST)
 # channel (heat rise, CO above clean air or rising), or an aerosol dense enough
 # to alarm on its own (MULTI_AEROSOL_ONLY_ALARM).
 _EVIDENCE: Final = int(Flag.HEAT | Flag.CO | Flag.COX | Flag.DENSE | Flag.FAST)
-_REARM: Final = int(Flag.COX | Flag.DENSE)
+_REARM: Final = int(Flag.COX | Flag.DENSE | Flag.THICK)
 _PARTNER_RUN: Final = 2
 
 
@@ -129,6 +131,8 @@ class _Window:
     evidence: bool = False  # multi: independent evidence seen in the window
     fast: bool = False  # fast obscuration growth seen (judged at the window's end)
     falling: bool = False  # the latest reading was at alarm level and falling fast
+    thick: bool = False  # multi: the aerosol reached the thick level
+    extended: bool = False  # multi: a thick aerosol's window got its second part
 
 
 @dataclass(slots=True)
@@ -303,6 +307,13 @@ class Machine:
             # device opens again (`rearm_at`).
             verdict, reason = "suppressed", "aerosol_decay"
         elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence:
+            # A thick aerosol with nothing else yet: one more window for the
+            # heat or CO a fire behind it brings (params: MULTI_AEROSOL_THICK).
+            more = self._extension_ms(slot, w)
+            if more > 0:
+                w.deadline += more
+                w.extended = True
+                return
             verdict, reason = "suppressed", "aerosol_signature"
         else:
             # Fast growth is the optical channel alone: a cooking or steam burst
@@ -322,6 +333,12 @@ class Machine:
         d.sup_at = w.deadline
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
         self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
+
+    def _extension_ms(self, slot: int, w: _Window) -> int:
+        if w.extended or not w.thick:
+            return 0
+        verify = self._verify_ms(slot)
+        return max(0, min(verify, int(p.VERIFICATION_MAX_S * 1000) - verify))
 
     def _zone_corroboration(self, slot: int, ts: int) -> tuple[str, tuple[int, ...]]:
         """Corroboration from the zone: a call point, or a second detector in
@@ -388,8 +405,8 @@ class Machine:
         d = self.dev.get(slot)
         if d is None:
             return
-        if d.win is not None and d.win.deadline <= now:
-            self._resolve_fire(slot)
+        while d.win is not None and d.win.deadline <= now:  # an extended window may
+            self._resolve_fire(slot)  # also be over by `now`
         if d.elec == "pending" and d.elec_deadline <= now:
             self._elec_confirm(
                 slot, d.elec_deadline, {"persisted_s": (d.elec_deadline - d.elec_opened) / 1000.0}
@@ -475,6 +492,10 @@ class Machine:
                 self._confirm_fire(slot, ts, "rate_of_rise", detail)
             elif flags & Flag.CO:
                 self._confirm_fire(slot, ts, "co_rise", detail)
+            elif d.win.extended and flags & _EVIDENCE:
+                # The second window waited only for this: the signal persisted
+                # through the first one.
+                self._confirm_fire(slot, ts, d.win.reason, detail)
         if active:  # zone activity changed: the zone's pending fires may now coincide
             self._zone_check(zone, ts, detail)
 
@@ -489,6 +510,7 @@ class Machine:
         w.evidence |= bool(flags & _EVIDENCE)
         w.fast |= bool(flags & Flag.FAST)
         w.falling = bool(flags & Flag.FALL)
+        w.thick |= bool(flags & Flag.THICK)
 
     def _elec_confirm(self, slot: int, at: int, detail: Mapping[str, float | str]) -> None:
         d = self._d(slot)

@@ -31,7 +31,7 @@ RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW
     1 << i for i in range(10, 19)
 )
 COX, DENSE, BATT_DEPL, BATT_CHARGED, CO_RAW = 1 << 19, 1 << 20, 1 << 21, 1 << 22, 1 << 23
-FALL_RAW, FALL = 1 << 24, 1 << 25
+FALL_RAW, FALL, THICK = 1 << 24, 1 << 25, 1 << 26
 
 # --- The written rules, as literal numbers -----------------------------------
 # README "Detection", table "Rules per kind" (defaults; registry overrides,
@@ -111,14 +111,17 @@ SPIKE_SAMPLES = 2
 PARTNER_READINGS = 2
 # Not in the README (detection/params.py's documentation, reported): the
 # look-back of a rate (8 samples within 60 s), a temperature step faster than
-# 60 °C/min being EMI rather than heat rise, CO above clean air at 10 ppm and
-# the aerosol-only alarm level of a multi-criteria detector at 10 %/m (its
-# independent evidence, README "aerosol_signature").
+# 60 °C/min being EMI rather than heat rise, CO above clean air at 10 ppm, the
+# aerosol-only alarm level of a multi-criteria detector at 20 %/m (its
+# independent evidence, README "aerosol_signature") and its thick level at
+# 10 %/m (one more window, never past 60 s in all, to bring heat or CO).
 LOOKBACK_SAMPLES = 8
 LOOKBACK_MS = 60_000
 HEAT_STEP_MAX = 60.0
 CO_CLEAN_AIR = 10.0
-AEROSOL_ONLY = 10.0
+AEROSOL_ONLY = 20.0
+AEROSOL_THICK = 10.0
+WINDOW_MAX_MS = 60_000
 
 
 def thresholds_of(kind: str, overrides: Mapping[str, float]) -> dict[str, float]:
@@ -210,7 +213,7 @@ OWN_CORROBORATION = ((HEATB, "rate_of_rise"), (COB, "co_rise"))
 # After a suppression the lingering signal does not open again: a new rising
 # edge, own corroboration, or (multi) independent evidence that was not
 # already there when it was suppressed.
-LINGER = COX | DENSE
+LINGER = COX | DENSE | THICK
 FAR = 2**62  # a window that never ends
 
 
@@ -225,6 +228,8 @@ class FireWindow:
     independent: bool = False
     grew_fast: bool = False  # a reading in it showed fast growth
     falling: bool = False  # the latest reading was falling fast (two running)
+    thick: bool = False  # multi: a reading in it was at the thick aerosol level
+    longer: bool = False  # multi: it got its second part already
 
 
 @dataclass
@@ -383,6 +388,11 @@ class RuleBook:
         elif w.falling:
             why = "aerosol_decay"  # still at the level, emptying fast: on its way out
         elif self.cfg.kind(slot) == MULTI and w.readings > 0 and not w.independent:
+            window = self._window_ms(slot)
+            more = min(window, WINDOW_MAX_MS - window)
+            if w.thick and not w.longer and more > 0:
+                w.ends, w.longer = w.ends + more, True  # waits for heat or CO
+                return
             why = "aerosol_signature"
         else:  # persisted, or no reading at all (the detector went silent)
             named = w.grew_fast and w.why in ("obscuration", "device_alarm")
@@ -415,6 +425,7 @@ class RuleBook:
         w.independent = w.independent or bool(flags & INDEPENDENT)
         w.grew_fast = w.grew_fast or bool(flags & FAST)
         w.falling = bool(flags & FALL)
+        w.thick = w.thick or bool(flags & THICK)
 
     def _own_corroboration(
         self, slot: int, at: int, flags: int, detail: Mapping[str, float | str]
@@ -459,6 +470,9 @@ class RuleBook:
         if s.fire == "pending" and w is not None and ts >= w.opened:
             self._sample(w, flags)
             self._own_corroboration(slot, ts, flags, detail)
+            if s.fire == "pending" and w.longer and flags & INDEPENDENT:
+                # the second window waits only for evidence: confirmed when it comes
+                self._confirm(slot, ts, w.why, detail)
         if active:
             self._check_zone(slot, ts, detail)
 
@@ -498,7 +512,7 @@ class RuleBook:
         s = self.st.get(slot)
         if s is None:
             return
-        if s.window is not None and s.window.ends <= now:
+        while s.window is not None and s.window.ends <= now:  # a longer one may be over too
             self._end_of_window(slot)
         end = s.elec_since + self._window_ms(slot) if s.elec == "pending" else FAR
         if end <= now:
@@ -781,6 +795,7 @@ class NaiveEngine:
         fall = fall_raw and bool(d.last_flags & FALL_RAW)
         cox = k == MULTI and ge(v[RI["co"]], CO_CLEAN_AIR)
         dense = k == MULTI and ge(comp, AEROSOL_ONLY)
+        thick = k == MULTI and ge(comp, AEROSOL_THICK)
         if k == MULTI:
             fast = fast and dense  # multi: fast growth counts only for dense aerosol
         co = k == MULTI and (
@@ -806,6 +821,7 @@ class NaiveEngine:
         f |= STEAM if steam else 0
         f |= COX if cox else 0
         f |= DENSE if dense else 0
+        f |= THICK if thick else 0
         if alarm:
             f |= ALARM
             if not d.last_flags & ALARM:

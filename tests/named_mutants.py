@@ -228,6 +228,30 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "heat_raw &= ~steam",
         "heat_raw &= heat_raw",
     ),
+    (
+        "a thick aerosol gets no second window",
+        "detection/machine.py",
+        "            if more > 0:",
+        "            if more > 0 and False:",
+    ),
+    (
+        "the second window may run past 60 s",
+        "detection/machine.py",
+        "return max(0, min(verify, int(p.VERIFICATION_MAX_S * 1000) - verify))",
+        "return verify",
+    ),
+    (
+        "evidence in the second window waits for its end",
+        "detection/machine.py",
+        "elif d.win.extended and flags & _EVIDENCE:",
+        "elif d.win.extended and flags & _EVIDENCE and False:",
+    ),
+    (
+        "the aerosol-only level back at the thick level",
+        "detection/params.py",
+        "MULTI_AEROSOL_ONLY_ALARM: Final = 20.0",
+        "MULTI_AEROSOL_ONLY_ALARM: Final = 10.0",
+    ),
 ]
 
 

@@ -58,12 +58,16 @@ def _profile(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
         v[:, RI["obscuration"]] = np.linspace(0.0, rng.uniform(1.0, 3.0), n) + walk(-0.05, 0.05)
         v[:, RI["temperature"]] = walk(18, 25)
     elif kind in ("smoke", "multi"):
-        v[:, RI["obscuration"]] = walk(-0.1, 6.0 * level + 0.5)
+        # Mostly around the alarm levels; sometimes as dense as cooking fumes
+        # or a fire's smoke (multi: the thick and aerosol-only levels).
+        dense = rng.random() < 0.4
+        v[:, RI["obscuration"]] = walk(-0.1, (30.0 if dense else 6.0) * level + 0.5)
         v[:, RI["temperature"]] = walk(18, 70)
     if kind == "heat":
         v[:, RI["temperature"]] = walk(18, 75)
     if kind == "multi":
-        v[:, RI["co"]] = walk(0, 60)
+        # Sometimes below clean air throughout: an aerosol with no CO evidence.
+        v[:, RI["co"]] = walk(0, 60) if rng.random() < 0.6 else walk(0, 8)
         v[:, RI["humidity"]] = walk(30, 100)
     if kind == "electrical":
         v[:, RI["residual_current"]] = walk(0, 600)

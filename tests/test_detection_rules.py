@@ -241,6 +241,83 @@ def test_dense_aerosol_on_a_multi_is_confirmed_even_without_co() -> None:
     assert float(reopened.detail["obscuration"]) >= p.MULTI_AEROSOL_ONLY_ALARM
 
 
+def thick_fumes(co_from: float | None = None, obs: float = 14.0) -> Profile:
+    """A multi-criteria detector in a held aerosol of `obs` %/m from t=100 s (between
+    the thick level, 10 %/m, and the aerosol-only level, 20 %/m), no heat rise;
+    CO stays at 3 ppm, or climbs 0.5 ppm/s from `co_from` (a smouldering fire
+    whose smoke came first)."""
+
+    def f(t: float) -> dict[str, float]:
+        co = 3.0 if co_from is None else 3.0 + max(0.0, t - co_from) * 0.5
+        return {
+            "obscuration": 0.1 if t < 100 else obs,
+            "temperature": 23.0,
+            "co": co,
+            "humidity": 50.0,
+        }
+
+    return f
+
+
+@pytest.mark.parametrize("verification_s", [30.0, 45.0, 60.0])
+def test_a_thick_aerosol_alone_gets_one_more_window_then_is_suppressed(
+    verification_s: float,
+) -> None:
+    """14 %/m with no CO and no heat: not confirmed after its window, one more
+    (60 s in all, the longest verification allowed, whatever the device's own
+    window), then the aerosol-only signature; the same lingering aerosol opens
+    nothing again."""
+    site = Site([("multi", 1, {"verification_s": verification_s})])
+    ch = site.run({0: thick_fumes()}, 600, interval=5.0)
+    fire = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")]
+    assert fire == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "aerosol_signature", 160.0),
+    ]
+    assert of(ch, "fire")[-1].detail["window_s"] == 60.0
+
+
+def test_a_thick_aerosol_whose_co_comes_late_is_confirmed_in_its_window() -> None:
+    """The same aerosol, CO rising from t=140 s (after the first 30 s): confirmed
+    by the CO in the window's second part, never suppressed first."""
+    ch = Site([("multi", 1, {})]).run({0: thick_fumes(co_from=140.0)}, 400)
+    fire = [(c.action, c.verdict, c.reason) for c in of(ch, "fire")]
+    assert fire[0] == ("open", "pending", "obscuration")
+    assert fire[1][:2] == ("verdict", "confirmed")
+    assert 130.0 < (of(ch, "fire")[1].at_ms - T0) / S <= 160.0
+    assert "suppressed" not in verdicts(ch)[0]
+
+
+def test_evidence_in_the_second_window_confirms_at_once() -> None:
+    """CO steps to 14 ppm at t=145 s: above clean air (10 ppm), under the CO alarm
+    (30 ppm) and rising too little over the look-back for `co_rise`: evidence,
+    not corroboration. In the second window that is all it waited for."""
+
+    def fumes_then_co(t: float) -> dict[str, float]:
+        return {**thick_fumes()(t), "co": 14.0 if t >= 145 else 3.0}
+
+    ch = Site([("multi", 1, {})]).run({0: fumes_then_co}, 400)
+    assert [(c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")] == [
+        ("pending", "obscuration", 100.0),
+        ("confirmed", "obscuration", 150.0),
+    ]
+
+
+def test_a_dense_aerosol_confirms_after_one_window_and_a_thin_one_is_not_extended() -> None:
+    """At the aerosol-only level (25 %/m) persistence confirms after 30 s as on
+    any detector; under the thick level (6 %/m) there is no second window."""
+    dense = Site([("multi", 1, {})]).run({0: thick_fumes(obs=25.0)}, 400)
+    assert [(c.reason, (c.at_ms - T0) / S) for c in of(dense, "fire")] == [
+        ("obscuration", 100.0),
+        ("obscuration", 130.0),
+    ]
+    thin = Site([("multi", 1, {})]).run({0: thick_fumes(obs=6.0)}, 400)
+    assert [(c.reason, (c.at_ms - T0) / S) for c in of(thin, "fire")] == [
+        ("obscuration", 100.0),
+        ("aerosol_signature", 130.0),
+    ]
+
+
 def cooking(start: float, hold: float) -> Profile:
     def f(t: float) -> dict[str, float]:
         dt = t - start

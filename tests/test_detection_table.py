@@ -300,11 +300,11 @@ def test_coincidence_needs_the_same_zone() -> None:
 # --- Steam: a humidity jump seen up to 5 min before an alarm opened ------------------
 def shower_then_smoke(fire_at: float) -> list[Row]:
     """Multi detector: humidity 97 %RH from t=70 to t=290 (last steam sample at
-    290), back to 50; dense smoke (12 %/m, no CO, no heat) from `fire_at` on."""
+    290), back to 50; dense smoke (25 %/m, no CO, no heat) from `fire_at` on."""
     rows: list[Row] = []
     for t in np.arange(0.0, fire_at + 120.0, 10.0):
         rh = 97.0 if 70 <= t < 300 else 50.0
-        obs = 12.0 if t >= fire_at else 0.1
+        obs = 25.0 if t >= fire_at else 0.1
         rows.append(
             (float(t), {"obscuration": obs, "temperature": 21.0, "co": 2.0, "humidity": rh})
         )
