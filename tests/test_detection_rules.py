@@ -189,6 +189,26 @@ def test_a_hot_shower_is_steam_but_the_same_heat_in_drying_air_is_fire() -> None
     assert of(fire, "fire")[-1].at_ms <= T0 + 160 * S  # at once, not at the window's end
 
 
+def test_a_showers_droplets_long_after_its_humidity_jump_are_no_fire() -> None:
+    """The outside check's shower (README "An independent check"): humidity jumps
+    to 92 %RH at t=100 s and stays there, so the steam memory (5 min from the
+    last jump) has run out when droplets fill the chamber at t=460 s: 8-14 %/m
+    in a sawtooth that rises 12 %/m a minute on consecutive readings (fast
+    growth) and drops back, with no heat rise and no CO. A thick aerosol, no
+    evidence: never a confirmed fire (it was `fast_growth` while an aerosol of
+    10 %/m counted as evidence on its own)."""
+
+    def shower(t: float) -> dict[str, float]:
+        rh = 50.0 + 42.0 * min(1.0, max(0.0, t - 100) / 30.0)
+        saw = (8.0, 10.0, 12.0, 14.0)[int(t // 10) % 4]
+        obs = 0.1 if t < 460 else saw
+        return {"obscuration": obs, "temperature": 26.0, "co": 1.0, "humidity": rh}
+
+    ch = Site([("multi", 1, {})]).run({0: shower}, 1500)
+    assert verdicts(ch)  # windows opened and were judged
+    assert not [v for v in verdicts(ch) if v.startswith("confirmed")]
+
+
 def test_two_multis_seeing_the_same_steam_do_not_corroborate_each_other() -> None:
     def steam(t: float) -> dict[str, float]:
         on = 100 <= t < 600
