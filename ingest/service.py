@@ -83,6 +83,7 @@ TICK_S = 1.0  # supervision resolution: offline is raised within ~1 s of its tim
 # takeover's backlog), and a device would be called offline while it reports.
 SUPERVISE_MAX_LAG_MS = 2_000
 STATS_EVERY_S = 5.0  # ingest_stats rows for Grafana and /health
+MEMBERS_PER_WRITE = 50_000  # gateway memberships stored per transaction
 STATE_EVERY_S = 5.0  # device_state is a summary; folding it per batch would double writes
 REGISTRY_EVERY_S = 2.0  # registry and person-cleared alarms poll
 LEASE_EVERY_S = 1.0  # shard sharing round: a dead process's shards are taken within ~1-2 s
@@ -911,11 +912,13 @@ class IngestService:
             for s, (_, gateway) in zip(slots.tolist(), groups, strict=True)
             if (device := self.registry.by_slot[s] if s < self.registry.size else None)
         ]
-        try:
-            async with self._writer.transaction():
-                await store.write_gateway_members(
-                    self._writer, [d for d, _ in known], [g for _, g in known]
-                )
+        try:  # in slices: a first start behind many gateways must not hold the writer long
+            for i in range(0, len(known), MEMBERS_PER_WRITE):
+                part = known[i : i + MEMBERS_PER_WRITE]
+                async with self._writer.transaction():
+                    await store.write_gateway_members(
+                        self._writer, [d for d, _ in part], [g for _, g in part]
+                    )
         except BaseException:
             self.silence.gateways.undrain(slots)
             raise
