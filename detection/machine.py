@@ -17,10 +17,12 @@ Alarm types and their lifecycle (contract section 6):
   while its humidity jumps: steam], `co_rise`);
   otherwise resolved when the verification window ends (event time):
   `suppressed` with `steam_signature` (humidity jump seen, no corroboration),
-  `transient` (<= 2 readings at alarm level and the latest one under it:
-  insects, EMI), `aerosol_decay` (>= 3 readings at alarm level, the latest
-  one under it, or still at it but falling fast on two consecutive readings:
-  cooking, sprays), `aerosol_signature` (multi: no independent
+  `transient` (<= 2 readings at alarm level and the latest one under it,
+  or alone at it after a clean one: insects, EMI; a lone last sample
+  re-arms, so a signal that stays opens again with its next reading),
+  `aerosol_decay` (>= 3 readings at alarm level, the latest one under it,
+  or still at it but falling fast on two consecutive readings: cooking,
+  sprays), `aerosol_signature` (multi: no independent
   evidence; an aerosol that reached the thick level first gets one more
   window, in all never past VERIFICATION_MAX_S, to bring heat or CO); else
   `confirmed` by persistence (the latest reading still at
@@ -127,6 +129,7 @@ class _Window:
     n_above: int = 0  # readings at alarm level (a device's own event is not one)
     below: bool = False  # the latest reading was back under the pre-alarm level
     last_alarm: bool = False  # the latest reading was at alarm level
+    prev_alarm: bool = False  # the reading before it was too
     rows: int = 0  # readings seen (a window opened by an event may have none)
     evidence: bool = False  # multi: independent evidence seen in the window
     fast: bool = False  # fast obscuration growth seen (judged at the window's end)
@@ -300,6 +303,11 @@ class Machine:
             # device's own alarm event does not stand in for a reading.
             verdict = "suppressed"
             reason = "transient" if w.n_above <= p.SPIKE_MAX_SAMPLES else "aerosol_decay"
+        elif w.n_above <= p.SPIKE_MAX_SAMPLES and w.rows >= 2 and not w.prev_alarm:
+            # One sample at the level at the window's end after clean ones, and
+            # at most one before: two unrelated spikes (EMI, a puff of dust), not
+            # a signal that stayed. Should it stay, its next reading opens again.
+            verdict, reason = "suppressed", "transient"
         elif w.falling:
             # Still at the alarm level but emptying as fast as a flaming fire
             # fills the chamber, on two consecutive readings: a spray or a puff
@@ -329,7 +337,12 @@ class Machine:
         d.win = None
         d.armed = False
         d.sup_bits = d.bits & _REARM
-        d.rearm_at = w.deadline + self._verify_ms(slot) if w.falling else NEVER
+        if w.falling:
+            d.rearm_at = w.deadline + self._verify_ms(slot)
+        elif reason == "transient" and w.last_alarm:  # a lone last sample: re-armed
+            d.rearm_at = w.deadline
+        else:
+            d.rearm_at = NEVER
         d.sup_at = w.deadline
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
         self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
@@ -504,6 +517,7 @@ class Machine:
         """Count one reading of the device into its open verification window."""
         alarm = bool(flags & _ALARM)
         w.n_above += alarm
+        w.prev_alarm = w.last_alarm
         w.last_alarm = alarm
         w.below = bool(flags & Flag.BELOW)
         w.rows += 1

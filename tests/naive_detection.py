@@ -225,6 +225,7 @@ class FireWindow:
     at_level: int = 0  # readings at alarm level in it (a device's own event is not one)
     readings: int = 0
     latest_at_level: bool = False
+    before_at_level: bool = False  # the reading before the latest was at the level
     independent: bool = False
     grew_fast: bool = False  # a reading in it showed fast growth
     falling: bool = False  # the latest reading was falling fast (two running)
@@ -385,6 +386,8 @@ class RuleBook:
             why = "steam_signature"
         elif w.readings > 0 and not w.latest_at_level:
             why = "transient" if w.at_level <= SPIKE_SAMPLES else "aerosol_decay"
+        elif w.at_level <= SPIKE_SAMPLES and w.readings >= 2 and not w.before_at_level:
+            why = "transient"  # a lone sample at the end after clean ones: a second spike
         elif w.falling:
             why = "aerosol_decay"  # still at the level, emptying fast: on its way out
         elif self.cfg.kind(slot) == MULTI and w.readings > 0 and not w.independent:
@@ -399,7 +402,12 @@ class RuleBook:
             self._confirm(slot, w.ends, "fast_growth" if named else w.why, detail)
             return
         s.fire, s.window, s.needs_edge = "", None, True
-        s.reopen_at = w.ends + self._window_ms(slot) if w.falling else FAR
+        if w.falling:
+            s.reopen_at = w.ends + self._window_ms(slot)
+        elif why == "transient" and w.latest_at_level:  # a lone last sample: its next
+            s.reopen_at = w.ends  # reading at the level opens again
+        else:
+            s.reopen_at = FAR
         s.lingering = s.flags & LINGER
         s.suppressed_at = w.ends
         self._say(slot, "fire", "verdict", "suppressed", why, w.ends, detail)
@@ -420,6 +428,7 @@ class RuleBook:
     @staticmethod
     def _sample(w: FireWindow, flags: int) -> None:
         w.readings += 1
+        w.before_at_level = w.latest_at_level
         w.latest_at_level = bool(flags & ALARM)
         w.at_level += 1 if flags & ALARM else 0
         w.independent = w.independent or bool(flags & INDEPENDENT)

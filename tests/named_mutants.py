@@ -247,6 +247,18 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "elif d.win.extended and flags & _EVIDENCE and False:",
     ),
     (
+        "a lone spike at the window's end counts as persistence",
+        "detection/machine.py",
+        "elif w.n_above <= p.SPIKE_MAX_SAMPLES and w.rows >= 2 and not w.prev_alarm:",
+        "elif False:",
+    ),
+    (
+        "a lone last spike suppressed does not re-arm",
+        "detection/machine.py",
+        "            d.rearm_at = w.deadline\n",
+        "            d.rearm_at = NEVER\n",
+    ),
+    (
         "the aerosol-only level back at the thick level",
         "detection/params.py",
         "MULTI_AEROSOL_ONLY_ALARM: Final = 20.0",

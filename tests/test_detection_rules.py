@@ -367,6 +367,31 @@ def test_single_spike_is_suppressed() -> None:
     assert verdicts(ch) == ["suppressed:transient"]
 
 
+def test_two_lone_spikes_a_window_apart_are_transient_and_a_signal_that_stays_opens_again() -> None:
+    """The outside check's EMI: one-sample glitches at t=100 s and t=130 s (the
+    window's last moment), clean readings between: two spikes, not a signal that
+    persisted. The same start with the signal staying from t=130 s on: suppressed
+    at 130 s as well, re-opened by its next reading and confirmed 30 s later."""
+
+    def glitches(t: float) -> dict[str, float]:
+        return {"obscuration": 40.0 if t in (100, 130) else 0.1, "temperature": 21.0}
+
+    ch = Site([("smoke", 1, {})]).run({0: glitches}, 400)
+    assert verdicts(ch) == ["suppressed:transient"]
+
+    def flicker_then_fire(t: float) -> dict[str, float]:
+        return {"obscuration": 5.0 if t == 100 or t >= 130 else 0.1, "temperature": 21.0}
+
+    ch = Site([("smoke", 1, {})]).run({0: flicker_then_fire}, 400)
+    fire = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")]
+    assert fire == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+        ("open", "pending", "obscuration", 140.0),
+        ("verdict", "confirmed", "obscuration", 170.0),
+    ]
+
+
 def test_heat_spike_is_suppressed_but_real_heat_confirmed() -> None:
     def emi(t: float) -> dict[str, float]:
         return {"temperature": 85.0 if t in (100, 110) else 21.0}
