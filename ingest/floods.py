@@ -136,7 +136,7 @@ class GatewayMembers:
     many devices each gateway carries: the groups a gateway's silence is judged
     on. Kept as arrays so a gateway batch costs a few numpy operations. Changes
     are drained (`drain`) to the database, which gives them back after a restart
-    or a takeover (`heard` with what was stored)."""
+    or a takeover (`restore`)."""
 
     def __init__(self) -> None:
         self._via = np.full(0, -1, np.int32)  # slot -> group index (-1: direct)
