@@ -75,6 +75,7 @@ class Engine:
         self.fst = np.empty((0, _FW))
         self._set_views()
         self.base_drift = np.empty(0, np.bool_)
+        self.base_changed = np.empty(0, np.bool_)  # baseline moved since `drain_baselines`
         # Look-back ring, one contiguous (H, RING_W) block per device: a row's
         # write is one 40-byte record. ts is stored as float64 (exact for ms).
         self.ring = np.empty((0, h, k.RING_W))
@@ -142,6 +143,7 @@ class Engine:
         self.fst = fst
         self._set_views()
         self.base_drift = grow(self.base_drift, False)
+        self.base_changed = grow(self.base_changed, False)
         ring = grow(self.ring, np.nan)
         ring[old:, :, 0] = float(k.TS_NONE)
         self.ring = ring
@@ -471,6 +473,25 @@ class Engine:
         if 0 <= slot < self.capacity and self.kind[slot] >= 0:
             self.machine.operator_verdict(int(slot), alarm_type, verdict)
 
+    def drain_baselines(self) -> tuple[I64, NDArray[np.float64]]:
+        """Devices whose drift-compensation baseline moved since the last drain, with
+        the baseline (%/m): learnt over hours to weeks, so it is stored and given
+        back after a restart or a takeover (`restore_baselines`)."""
+        s = np.flatnonzero(self.base_changed)
+        self.base_changed[s] = False
+        return s.astype(np.int64), self.base_b[s].copy()
+
+    def restore_baselines(self, slots: ArrayLike, baselines: ArrayLike) -> None:
+        """Baselines as stored (configure the devices first). One at its device's
+        drift limit keeps the drift fault's condition."""
+        s = np.asarray(slots, np.int64)
+        b = np.asarray(baselines, np.float64)
+        keep = (s >= 0) & (s < self.capacity) & np.isfinite(b)
+        s, b = s[keep], b[keep]
+        self.base_b[s] = b
+        self.base_drift[s] = b >= self.thr["drift_limit"][s]
+        self._n_drift = int(np.count_nonzero(self.base_drift))
+
     def restore_alarm(
         self, slot: int, alarm_type: str, verdict: str, opened_ms: int, reason: str = ""
     ) -> None:
@@ -720,6 +741,7 @@ class Engine:
                     nb, nd = k.drift_step(
                         b[tr], bm[tr], self.base_drift[s_tr], self.thr["drift_limit"][s_tr]
                     )
+                    self.base_changed[s_tr[nb != b[tr]]] = True
                     self.base_drift[s_tr] = nd
                     b[tr] = nb
                     self._n_drift = int(np.count_nonzero(self.base_drift))

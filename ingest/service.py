@@ -335,7 +335,12 @@ class IngestService:
         assert self._aux is not None
         assert self._writer is not None
         only = None if sites is None else sorted(sites)
-        self.tracker.load(await store.load_device_state(self._aux, only))
+        state = await store.load_device_state(self._aux, only)
+        self.tracker.load(state)
+        stored = [r for r in state if r["drift_baseline"] is not None]
+        self.engine.restore_baselines(
+            [int(r["slot"]) for r in stored], [float(r["drift_baseline"]) for r in stored]
+        )
         group_alarms = await store.load_open_site_alarms(self._aux)
         group_alarms = {k: v for k, v in group_alarms.items() if sites is None or k[0] in sites}
         offline = []
@@ -900,7 +905,27 @@ class IngestService:
             async with self._writer.transaction():
                 await store.write_device_state(self._writer, state)
         await self._flush_gateway_members()
+        await self._flush_drift_baselines()
         await self._flush_quarantined()
+
+    async def _flush_drift_baselines(self) -> None:
+        slots, baselines = self.engine.drain_baselines()
+        known = [
+            (device.id, b)
+            for s, b in zip(slots.tolist(), baselines.tolist(), strict=True)
+            if (device := self.registry.by_slot[s] if s < self.registry.size else None)
+        ]
+        if not known:
+            return
+        assert self._writer is not None
+        try:
+            async with self._writer.transaction():
+                await store.write_drift_baselines(
+                    self._writer, [d for d, _ in known], [b for _, b in known]
+                )
+        except BaseException:
+            self.engine.base_changed[slots] = True  # stored at the next flush
+            raise
 
     async def _flush_gateway_members(self) -> None:
         slots, groups = self.silence.gateways.drain()

@@ -517,6 +517,24 @@ async def write_device_state(conn: AsyncConn, state: DeviceStateColumns) -> None
         await cur.execute(_UPSERT_DEVICE_STATE.encode())
 
 
+async def write_drift_baselines(
+    conn: AsyncConn, device_ids: Sequence[str], baselines: Sequence[float]
+) -> None:
+    """Store the drift-compensation baseline detection learnt for these devices."""
+    if not device_ids:
+        return
+    await conn.execute(
+        """
+        INSERT INTO device_state AS s (device_id, drift_baseline, updated_at)
+        SELECT u.d, u.b, now() FROM unnest(%s::text[], %s::float8[]) AS u(d, b)
+        JOIN devices ON devices.id = u.d
+        ON CONFLICT (device_id) DO UPDATE SET drift_baseline = EXCLUDED.drift_baseline,
+            updated_at = now()
+        """,
+        (list(device_ids), list(baselines)),
+    )
+
+
 async def write_quarantined(
     conn: AsyncConn, device_ids: Sequence[str], counts: Sequence[int]
 ) -> None:
@@ -563,7 +581,7 @@ async def load_device_state(
             """
             SELECT d.slot, (extract(epoch FROM s.last_seen_at) * 1000)::bigint AS last_seen_ms,
                    (extract(epoch FROM s.last_ts) * 1000)::bigint AS last_ts_ms, s.last_seq,
-                   s.status
+                   s.status, s.drift_baseline
             FROM device_state s JOIN devices d ON d.id = s.device_id
             WHERE %(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s::text[])
             """,

@@ -259,6 +259,18 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "            d.rearm_at = NEVER\n",
     ),
     (
+        "a stored drift baseline is not given back",
+        "detection/engine.py",
+        "        self.base_b[s] = b\n",
+        "        self.base_b[s] = 0.0 * b\n",
+    ),
+    (
+        "a moved baseline is not marked for storage",
+        "detection/engine.py",
+        "self.base_changed[s_tr[nb != b[tr]]] = True",
+        "self.base_changed[s_tr[nb != nb]] = True",
+    ),
+    (
         "the aerosol-only level back at the thick level",
         "detection/params.py",
         "MULTI_AEROSOL_ONLY_ALARM: Final = 20.0",

@@ -435,6 +435,42 @@ def test_drift_tracks_at_most_0_1_per_hour(raw: float, fires: bool, baseline: fl
     assert fire[0].detail["obscuration"] == pytest.approx(raw - 0.2)
 
 
+def test_a_learnt_baseline_outlives_a_restart() -> None:
+    """Two hours of clean air at 0.4 %/m teach a baseline of 0.2 (as above); it is
+    drained for storage, given to a new engine (a restarted ingest), and 3.15 %/m
+    raw (2.95 compensated) is no alarm there either. Without it: an alarm."""
+    learn: list[Row] = [
+        (float(t), {"obscuration": 0.4, "temperature": 21.0}) for t in range(0, 2 * H + 60, 60)
+    ]
+    first = Rig([("smoke", 1)])
+    first.feed({0: learn}, batch_s=600.0)
+    slots, baselines = first.engine.drain_baselines()
+    assert slots.tolist() == [0]
+    assert baselines.tolist() == [pytest.approx(0.2)]
+    assert first.engine.drain_baselines()[0].tolist() == []  # drained: nothing new
+
+    after: list[Row] = [
+        (float(t), {"obscuration": 3.15, "temperature": 21.0})
+        for t in range(3 * H, 3 * H + 120, 10)
+    ]
+    restarted = Rig([("smoke", 1)])
+    restarted.engine.restore_baselines(slots, baselines)
+    assert summary(restarted.feed({0: after}), "fire") == []
+    forgetful = Rig([("smoke", 1)])
+    assert summary(forgetful.feed({0: after}), "fire")[0][:3] == ("open", "pending", "obscuration")
+
+
+def test_a_stored_baseline_at_the_limit_keeps_the_drift_fault() -> None:
+    restarted = Rig([("smoke", 1)])
+    restarted.engine.restore_baselines([0], [1.5])
+    rows: list[Row] = [
+        (float(t), {"obscuration": 1.6, "temperature": 21.0}) for t in range(0, 60, 10)
+    ]
+    assert [f[:3] for f in summary(restarted.feed({0: rows}), "fault")] == [
+        ("open", "confirmed", "drift_limit")
+    ]
+
+
 def test_drift_does_not_track_above_the_band() -> None:
     """0.7 %/m above the baseline is not clean air: after three hours the
     baseline is still 0, so 3.0 %/m raw is an alarm."""

@@ -189,3 +189,50 @@ def test_linkage_after_a_restart_sends_normal(
             wait_for(lambda: [c["cmd"] for c in commands()] == ["emergency", "normal"], timeout=20)
     finally:
         signs.close()
+
+
+def test_a_learnt_drift_baseline_outlives_a_restart(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    """A smoke chamber read 0.4 %/m of clean air for over two hours: detection
+    learnt a baseline of 0.2 %/m, stored in device_state. After a restart,
+    3.15 %/m raw (2.95 compensated) is no alarm on it, while a detector of the
+    same site without that history opens one on the same reading."""
+    learnt, fresh = f"{site}-L", f"{site}-F"
+    register(
+        db,
+        [
+            {**smoke(site), "id": learnt, "interval_s": 600},
+            {**smoke(site, zone="Z2"), "id": fresh, "interval_s": 600},
+        ],
+    )
+    hour = 3_600_000
+    t0 = (now_ms() // hour - 3) * hour  # three clock hours back: two whole epochs
+    with running_ingest(ingest_settings):
+        for i in range(0, 2 * 6 + 2):  # every 10 min, 0:00 .. 2:10
+            publisher.send(
+                f"fs/v1/{site}/{learnt}/telemetry",
+                {"ts": t0 + i * 600_000, "seq": i, "v": {"obscuration": 0.4, "temperature": 21.0}},
+            )
+        wait_for(
+            lambda: (
+                query(db, "SELECT drift_baseline FROM device_state WHERE device_id = %s", (learnt,))
+                == [(pytest.approx(0.2),)]
+            ),
+            timeout=30,
+        )
+    with running_ingest(ingest_settings):
+        at = t0 + 3 * hour
+        for dev, seq in ((learnt, 100), (fresh, 0)):
+            for j in range(4):
+                publisher.send(
+                    f"fs/v1/{site}/{dev}/telemetry",
+                    {
+                        "ts": at + j * 10_000,
+                        "seq": seq + j,
+                        "v": {"obscuration": 3.15, "temperature": 21.0},
+                    },
+                )
+        wait_for(lambda: [f["device_id"] for f in fires(db, site)] == [fresh])
+        drain(db, publisher, site)
+        assert [f["device_id"] for f in fires(db, site)] == [fresh]
