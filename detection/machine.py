@@ -165,7 +165,7 @@ class Machine:
         self.dev: dict[int, _Device] = {}
         # zone -> slot -> (ts of latest alarm/pre-alarm, that reading showed a
         # nuisance signature: see `_zone_corroboration`)
-        self.act: dict[int, dict[int, tuple[int, bool]]] = {}
+        self.act: dict[int, dict[int, tuple[int, bool, bool]]] = {}
         self.pending: dict[int, set[int]] = {}  # zone -> slots with a pending fire
         self.callpoints: dict[int, set[int]] = {}  # zone -> call points with an open fire
         self.elec_pending: set[int] = set()
@@ -360,16 +360,24 @@ class Machine:
         independent evidence (steam: humidity without heat or CO; cooking fumes
         or dust: obscuration without CO or heat) are one nuisance seen twice,
         not corroboration of each other. A smoke-only or heat detector shows no
-        signature a reading can prove, so it always counts (recall first)."""
+        signature a reading can prove, so it always counts (recall first), with
+        one exception: a multi-criteria detector that so far sees only an
+        aerosol is not corroborated by a neighbour at pre-alarm level, which
+        sees the same aerosol, diluted; a neighbour at the alarm level is."""
         z = self.cfg.zone(slot)
         cps = self.callpoints.get(z)
         if cps:
             return "call_point", tuple(sorted(cps))
+        w = self._d(slot).win
+        aerosol_only = self.cfg.kind(slot) == KIND_MULTI and w is not None and not w.evidence
         partners = tuple(
             sorted(
                 y
-                for y, (t, signed) in self.act.get(z, {}).items()
-                if y != slot and abs(ts - t) <= p.COINCIDENCE_MS and not signed
+                for y, (t, signed, weak) in self.act.get(z, {}).items()
+                if y != slot
+                and abs(ts - t) <= p.COINCIDENCE_MS
+                and not signed
+                and not (weak and aerosol_only)
             )
         )
         if partners:
@@ -475,7 +483,7 @@ class Machine:
             # two readings: a one-sample spike (EMI hitting several detectors,
             # an insect) corroborates nothing.
             signed = multi and not flags & _EVIDENCE
-            self.act.setdefault(zone, {})[slot] = (ts, signed)
+            self.act.setdefault(zone, {})[slot] = (ts, signed, not flags & _ALARM)
         if flags & Flag.STEAM:
             d.last_steam = ts
         d.bits = flags
@@ -568,7 +576,7 @@ class Machine:
             # if any, is in its readings).
             prev = self.act.get(self.cfg.zone(slot), {}).get(slot)
             signed = prev is not None and prev[1] and abs(ts - prev[0]) <= p.COINCIDENCE_MS
-            self.act.setdefault(self.cfg.zone(slot), {})[slot] = (ts, signed)
+            self.act.setdefault(self.cfg.zone(slot), {})[slot] = (ts, signed, False)
             if d.fire == "":
                 self._open_fire(slot, ts, "device_alarm", detail)
             # A window already open keeps its counts: the event is evidence for
@@ -614,7 +622,7 @@ class Machine:
         prev = self.act.get(zone, {}).get(slot)
         if prev is None or prev[0] < ts:
             signed = prev is not None and prev[1] and abs(ts - prev[0]) <= p.COINCIDENCE_MS
-            self.act.setdefault(zone, {})[slot] = (ts, signed)
+            self.act.setdefault(zone, {})[slot] = (ts, signed, False)
         if d.fire != "":
             return  # an alarm already open (or latched) from the readings: evidence only
         self._open_fire(slot, ts, "device_alarm", detail)
@@ -719,7 +727,7 @@ class Machine:
                 self.elec_pending.add(slot)
                 self._emit(slot, "electrical", "open", "pending", PANEL_FIRE_REASON, ts, detail)
             return
-        self.act.setdefault(zone, {})[slot] = (ts, False)
+        self.act.setdefault(zone, {})[slot] = (ts, False, False)
         if d.fire == "":
             d.fire = "pending"
             d.armed = True

@@ -245,6 +245,7 @@ class DevState:
     streak: int = 0  # consecutive readings at pre-alarm or alarm level
     active_at: int | None = None  # zone activity: latest time
     active_signed: bool = False  # ... and whether it was a nuisance signature
+    active_weak: bool = False  # ... or only at pre-alarm level
     steam_at: int | None = None
     pre: bool = False
     call_point: bool = False  # a confirmed call point: corroborates its zone
@@ -310,15 +311,21 @@ class RuleBook:
 
     def _corroboration(self, slot: int, ts: int) -> tuple[str, tuple[int, ...]]:
         """README "Verdicts": a call point of the zone, or a second detector of
-        the zone active within 60 s whose own signal is not a nuisance signature."""
+        the zone active within 60 s whose own signal is not a nuisance signature;
+        a multi-criteria detector with an aerosol alone so far needs the
+        neighbour at the alarm level, not at pre-alarm."""
         zone = self._zone(slot)
         cps = tuple(x for x in zone if self.st[x].call_point)
         if cps:
             return "call_point", cps
+        w = self.st[slot].window
+        aerosol_only = self.cfg.kind(slot) == MULTI and w is not None and not w.independent
         partners = []
         for x in zone:
             o = self.st[x]
             if x == slot or o.active_at is None or o.active_signed:
+                continue
+            if aerosol_only and o.active_weak:
                 continue
             if abs(ts - o.active_at) <= COINCIDENCE_MS:
                 partners.append(x)
@@ -454,6 +461,7 @@ class RuleBook:
         if active and s.streak >= PARTNER_READINGS:
             s.active_at = ts
             s.active_signed = kind == MULTI and not flags & INDEPENDENT
+            s.active_weak = not flags & ALARM
         if flags & STEAM:
             s.steam_at = ts
         s.flags = flags
@@ -569,7 +577,7 @@ class RuleBook:
                 and s.active_signed
                 and abs(ts - s.active_at) <= COINCIDENCE_MS
             )
-            s.active_at = ts
+            s.active_at, s.active_weak = ts, False
             if s.fire == "":
                 self._open(slot, ts, "device_alarm", detail)
             self._check_zone(slot, ts, detail)
@@ -608,7 +616,7 @@ class RuleBook:
                 and s.active_signed
                 and abs(ts - s.active_at) <= COINCIDENCE_MS
             )
-            s.active_at = ts
+            s.active_at, s.active_weak = ts, False
         if s.fire != "":
             return
         self._open(slot, ts, "device_alarm", detail)

@@ -271,6 +271,12 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "self.base_changed[s_tr[nb != nb]] = True",
     ),
     (
+        "a neighbour at pre-alarm corroborates an aerosol on a multi",
+        "detection/machine.py",
+        "                and not (weak and aerosol_only)\n",
+        "                and not (weak and aerosol_only and False)\n",
+    ),
+    (
         "the aerosol-only level back at the thick level",
         "detection/params.py",
         "MULTI_AEROSOL_ONLY_ALARM: Final = 20.0",

@@ -308,6 +308,28 @@ def test_a_thick_aerosol_whose_co_comes_late_is_confirmed_in_its_window() -> Non
     assert "suppressed" not in verdicts(ch)[0]
 
 
+@pytest.mark.parametrize(("corridor", "verdict"), [(1.8, "suppressed"), (3.5, "confirmed")])
+def test_an_aerosol_on_a_multi_needs_its_neighbour_at_the_alarm_level(
+    corridor: float, verdict: str
+) -> None:
+    """A kitchen's multi-criteria detector in 14 %/m of fumes (no CO, no heat) and
+    a smoke detector of the same zone in the corridor. At 1.8 %/m (pre-alarm, a
+    tenth of the fumes) the corridor adds nothing: the kitchen's aerosol is
+    suppressed. At 3.5 %/m (alarm level) two detectors are in alarm: confirmed
+    by coincidence."""
+
+    def hall(t: float) -> dict[str, float]:
+        return {"obscuration": 0.1 if t < 100 else corridor, "temperature": 21.0}
+
+    ch = Site([("multi", 1, {}), ("smoke", 1, {})]).run({0: thick_fumes(), 1: hall}, 400)
+    kitchen = verdicts(ch, slot=0)
+    assert kitchen[0].split(":")[0] == verdict
+    if verdict == "suppressed":
+        assert kitchen == ["suppressed:aerosol_signature"]
+    else:
+        assert kitchen[0] == "confirmed:coincidence"
+
+
 def test_evidence_in_the_second_window_confirms_at_once() -> None:
     """CO steps to 14 ppm at t=145 s: above clean air (10 ppm), under the CO alarm
     (30 ppm) and rising too little over the look-back for `co_rise`: evidence,
