@@ -23,10 +23,10 @@ import os
 import random
 import socket
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
@@ -83,7 +83,11 @@ TICK_S = 1.0  # supervision resolution: offline is raised within ~1 s of its tim
 # takeover's backlog), and a device would be called offline while it reports.
 SUPERVISE_MAX_LAG_MS = 2_000
 STATS_EVERY_S = 5.0  # ingest_stats rows for Grafana and /health
-MEMBERS_PER_WRITE = 50_000  # gateway memberships stored per transaction
+# Per-device facts stored per transaction (gateway memberships, drift
+# baselines): a first start behind many gateways, or an epoch rolling for a
+# million detectors at once, must not hold the writer in one large upsert.
+ROWS_PER_WRITE = 50_000
+_Value = TypeVar("_Value")
 STATE_EVERY_S = 5.0  # device_state is a summary; folding it per batch would double writes
 REGISTRY_EVERY_S = 2.0  # registry and person-cleared alarms poll
 LEASE_EVERY_S = 1.0  # shard sharing round: a dead process's shards are taken within ~1-2 s
@@ -910,43 +914,40 @@ class IngestService:
 
     async def _flush_drift_baselines(self) -> None:
         slots, baselines = self.engine.drain_baselines()
-        known = [
-            (device.id, b)
-            for s, b in zip(slots.tolist(), baselines.tolist(), strict=True)
-            if (device := self.registry.by_slot[s] if s < self.registry.size else None)
-        ]
-        if not known:
-            return
-        assert self._writer is not None
         try:
-            async with self._writer.transaction():
-                await store.write_drift_baselines(
-                    self._writer, [d for d, _ in known], [b for _, b in known]
-                )
+            await self._store_per_device(slots, baselines.tolist(), store.write_drift_baselines)
         except BaseException:
             self.engine.base_changed[slots] = True  # stored at the next flush
             raise
 
     async def _flush_gateway_members(self) -> None:
         slots, groups = self.silence.gateways.drain()
-        if not slots.size:
-            return
-        assert self._writer is not None
-        known = [
-            (device.id, gateway)
-            for s, (_, gateway) in zip(slots.tolist(), groups, strict=True)
-            if (device := self.registry.by_slot[s] if s < self.registry.size else None)
-        ]
-        try:  # in slices: a first start behind many gateways must not hold the writer long
-            for i in range(0, len(known), MEMBERS_PER_WRITE):
-                part = known[i : i + MEMBERS_PER_WRITE]
-                async with self._writer.transaction():
-                    await store.write_gateway_members(
-                        self._writer, [d for d, _ in part], [g for _, g in part]
-                    )
+        try:
+            await self._store_per_device(
+                slots, [gateway for _, gateway in groups], store.write_gateway_members
+            )
         except BaseException:
             self.silence.gateways.undrain(slots)
             raise
+
+    async def _store_per_device(
+        self,
+        slots: NDArray[np.int64],
+        values: Sequence[_Value],
+        write: Callable[[psycopg.AsyncConnection[Any], list[str], list[_Value]], Awaitable[None]],
+    ) -> None:
+        """One value per device, for the devices still registered, in slices of
+        ROWS_PER_WRITE per transaction on the writer."""
+        known = [
+            (device.id, value)
+            for s, value in zip(slots.tolist(), values, strict=True)
+            if (device := self.registry.by_slot[s] if s < self.registry.size else None)
+        ]
+        for i in range(0, len(known), ROWS_PER_WRITE):
+            part = known[i : i + ROWS_PER_WRITE]
+            assert self._writer is not None
+            async with self._writer.transaction():
+                await write(self._writer, [d for d, _ in part], [v for _, v in part])
 
     async def _flush_quarantined(self) -> None:
         """Far-future readings detection kept out, per device, where operators see them."""
