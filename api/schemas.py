@@ -19,7 +19,7 @@ from pydantic import (
 
 from api.errors import request_lang
 from api.params import ID_REGEX, NAME_REGEX
-from detection.params import THRESHOLD_DEFAULTS, THRESHOLD_LIMITS
+from detection.params import DRIFT_LIMIT_MAX_FRACTION, THRESHOLD_DEFAULTS, THRESHOLD_LIMITS
 from firesafe.contract import DEFAULT_INTERVAL_S
 from firesafe.i18n import label
 from storage.queries.tokens import is_reserved_name
@@ -149,6 +149,16 @@ class DeviceIn(BaseModel):
             low, high = THRESHOLD_LIMITS.get(name, (0.0, math.inf))
             if not low <= value <= high:
                 raise ValueError(f"thresholds.{name}: must be within {low:g}-{high:g}")
+        given = self.thresholds or {}
+        if "drift_limit" in given:
+            alarm = given.get("obscuration_alarm", known["obscuration_alarm"])
+            cap = DRIFT_LIMIT_MAX_FRACTION * alarm
+            if given["drift_limit"] > cap:
+                raise ValueError(
+                    f"thresholds.drift_limit: at most {DRIFT_LIMIT_MAX_FRACTION:g} x "
+                    f"obscuration_alarm ({cap:g}): EN 54-7 4.8 lets drift compensation "
+                    "raise the response threshold by a factor of 1.6 at most"
+                )
         return self
 
 

@@ -31,13 +31,18 @@ _KIND_EVENTS: Final = tuple(frozenset(contract.ALL_KIND_EVENTS[kd]) for kd in co
 def resolve_thresholds(kind: str, overrides: Mapping[str, float]) -> dict[str, float]:
     """A device's effective thresholds: kind defaults, registry overrides (clamped).
 
-    Names the kind does not use are ignored.
+    Names the kind does not use are ignored. The drift compensation limit is
+    capped at DRIFT_LIMIT_MAX_FRACTION of the alarm level (EN 54-7 4.8 b), so a
+    lowered alarm level lowers the default limit with it.
     """
     out = dict(p.THRESHOLD_DEFAULTS.get(kind, {}))  # gateway kinds have none
     for name, value in overrides.items():
         if name in out and isinstance(value, int | float) and np.isfinite(value):
             lo, hi = p.THRESHOLD_LIMITS.get(name, (-np.inf, np.inf))
             out[name] = float(min(max(float(value), lo), hi))
+    if "drift_limit" in out:
+        cap = p.DRIFT_LIMIT_MAX_FRACTION * out["obscuration_alarm"]
+        out["drift_limit"] = min(out["drift_limit"], cap)
     return out
 
 

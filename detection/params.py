@@ -40,6 +40,9 @@ DRIFT_TRACK_BAND: Final = 0.5  # %/m above the baseline still counted as clean a
 # Compensation limit: beyond half the alarm level the detector would lose
 # half its sensitivity; it reports a `fault` (reason drift_limit) instead.
 DRIFT_LIMIT: Final = 1.5
+# EN 54-7 4.8 b): compensation never raises the response threshold by more
+# than a factor 1.6, so a device's limit is at most 0.6 of its alarm level.
+DRIFT_LIMIT_MAX_FRACTION: Final = 0.6
 
 # Fast obscuration growth (flaming fires, TF4/TF5 reach tens of %/m within
 # 2-3 min): two consecutive sample-to-sample rises at this rate. Smouldering

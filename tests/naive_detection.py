@@ -130,6 +130,8 @@ def thresholds_of(kind: str, overrides: Mapping[str, float]) -> dict[str, float]
         if name in out and math.isfinite(value):
             lo, hi = CLAMPS.get(name, (-math.inf, math.inf))
             out[name] = min(max(float(value), lo), hi)
+    if "drift_limit" in out:  # EN 54-7 4.8 b): a threshold at most 1.6x its own
+        out["drift_limit"] = min(out["drift_limit"], 0.6 * out["obscuration_alarm"])
     return out
 
 

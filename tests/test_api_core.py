@@ -185,6 +185,8 @@ def test_evac_routes_must_name_zones_of_the_same_floor(api) -> None:  # type: ig
         ({"thresholds": {"obscuration_alarm": "high"}}, "thresholds"),
         ({"thresholds": {"obscuration_alarm": True}}, "thresholds"),
         ({"thresholds": [1, 2]}, "thresholds"),
+        ({"thresholds": {"drift_limit": 1.9}}, "drift_limit"),  # > 0.6 x 3.0: EN 54-7 4.8
+        ({"thresholds": {"obscuration_alarm": 2.0, "drift_limit": 1.5}}, "drift_limit"),
         ({"zone": None}, "zone"),
     ],
 )

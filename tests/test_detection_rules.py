@@ -10,6 +10,7 @@ import pytest
 
 from detection import AlarmChange, Engine, Events, Readings, building_directions, sign_direction
 from detection import params as p
+from detection.engine import resolve_thresholds
 from firesafe import contract
 
 RI = contract.READING_INDEX
@@ -493,6 +494,37 @@ def test_drift_compensation_never_masks_a_slow_fire() -> None:
     # than the fire's own 3 %/m plus the band.
     opened_h = (fire[0].at_ms - T0) / S / hours - 12
     assert opened_h <= (3.0 + p.DRIFT_TRACK_BAND) / 1.2
+
+
+@pytest.mark.parametrize("per_hour", [0.25, 0.5, 1.0, 4.0])  # multiples of A per hour
+def test_slowly_developing_fires_alarm_as_en_54_7_asks(per_hour: float) -> None:
+    """EN 54-7 clause 4.8: drift compensation must not blunt a slowly developing
+    fire. For any rate R >= A/4 per hour (A: the alarm level), the alarm comes
+    no later than 1.6 * A / R + 100 s. The slowest rate takes four hours of
+    event time to reach A: the whole time inside the compensation's reach."""
+    hours = 3_600.0
+    a = p.OBSCURATION_ALARM
+    rate = per_hour * a / hours  # %/m per second
+
+    def slow_fire(t: float) -> dict[str, float]:
+        return {"obscuration": 0.1 + rate * t + noise(t, 0.02), "temperature": 21.0}
+
+    bound_s = 1.6 * a / rate + 100.0
+    site = Site([("smoke", 1, {})])
+    ch = site.run({0: slow_fire}, bound_s + 600.0, interval=60.0, batch_s=1800.0)
+    confirmed = [c for c in of(ch, "fire") if c.verdict == "confirmed"]
+    assert confirmed, verdicts(ch)
+    assert (confirmed[0].at_ms - T0) / S <= bound_s
+    assert of(ch, "fault") == []  # a fire, not contamination
+
+
+def test_a_lowered_alarm_level_lowers_the_drift_limit_with_it() -> None:
+    # EN 54-7 4.8 b): compensation raises the response threshold 1.6x at most.
+    assert resolve_thresholds("smoke", {})["drift_limit"] == 1.5
+    assert resolve_thresholds("smoke", {"obscuration_alarm": 2.0})["drift_limit"] == pytest.approx(
+        1.2
+    )
+    assert resolve_thresholds("multi", {"drift_limit": 9.0})["drift_limit"] == pytest.approx(1.8)
 
 
 def test_drift_limit_fault_and_recovery_after_cleaning() -> None:
