@@ -77,9 +77,10 @@ class Flag(IntFlag):
     FALL_RAW = 1 << 24  # at alarm level, falling fast since the previous reading (internal)
     FALL = 1 << 25  # at alarm level, falling fast on two consecutive intervals
     THICK = 1 << 26  # multi: obscuration at the thick level (a longer verification)
+    DROP = 1 << 27  # at pre-alarm level or above, falling fast since the previous reading
 
 
-NBITS: Final = 27
+NBITS: Final = 28
 # Rows with any of these are always shown to the state machine (they count
 # samples, refresh zone activity or corroborate); other rows only when their
 # machine-visible bits differ from the device's previous reading.
@@ -322,6 +323,9 @@ def score_fire(
         fall_raw = _ge(-step[:, 1], thr["fast_growth_per_min"]) & alarm_obs
         fall = fall_raw & ((prev_flags & np.uint32(Flag.FALL_RAW)) != 0)
         f |= _bit(fall_raw, Flag.FALL_RAW) | _bit(fall, Flag.FALL)
+        # Under the alarm level, the same fall tells an aerosol on its way out
+        # from a signal that hovers at pre-alarm level (machine: hovering).
+        f |= _bit(_ge(-step[:, 1], thr["fast_growth_per_min"]) & is_pre, Flag.DROP)
         f |= _bit(is_pre, Flag.PRE) | _bit(
             _lt(comp, pre * p.PRE_ALARM_CLEAR_FRACTION), Flag.PRE_CLEAR
         )

@@ -128,6 +128,7 @@ class _Window:
     reason: str  # what opened it
     n_above: int = 0  # readings at alarm level (a device's own event is not one)
     below: bool = False  # the latest reading was back under the pre-alarm level
+    dropping: bool = False  # the latest reading fell fast (an aerosol on its way out)
     last_alarm: bool = False  # the latest reading was at alarm level
     prev_alarm: bool = False  # the reading before it was too
     rows: int = 0  # readings seen (a window opened by an event may have none)
@@ -135,7 +136,14 @@ class _Window:
     fast: bool = False  # fast obscuration growth seen (judged at the window's end)
     falling: bool = False  # the latest reading was at alarm level and falling fast
     thick: bool = False  # multi: the aerosol reached the thick level
-    extended: bool = False  # multi: a thick aerosol's window got its second part
+    extended: bool = False  # the window got its second part (thick aerosol or hovering)
+    hover: bool = False  # ... because the signal hovered under the alarm level
+
+    @property
+    def hovering(self) -> bool:
+        """The latest reading was under the alarm level but at pre-alarm level,
+        and not falling fast: neither back in clean air nor on its way out."""
+        return self.rows > 0 and not (self.last_alarm or self.below or self.dropping)
 
 
 @dataclass(slots=True)
@@ -296,6 +304,12 @@ class Machine:
         }
         if d.last_steam >= w.opened - p.STEAM_MEMORY_MS:
             verdict, reason = "suppressed", "steam_signature"
+        elif w.hovering and self._extend(slot, w, hover=True):
+            # Under the alarm level but still at pre-alarm level: not back to
+            # clean air as a spike or a spent aerosol would be, but hovering
+            # around the level as a turbulent smouldering fire does. One more
+            # window; a reading at the alarm level in it confirms.
+            return
         elif w.rows and not w.last_alarm:
             # Back under the alarm level by the window's end: a spike (insect,
             # EMI) or an aerosol that decays (cooking). Persistence means the
@@ -317,10 +331,7 @@ class Machine:
         elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence:
             # A thick aerosol with nothing else yet: one more window for the
             # heat or CO a fire behind it brings (params: MULTI_AEROSOL_THICK).
-            more = self._extension_ms(slot, w)
-            if more > 0:
-                w.deadline += more
-                w.extended = True
+            if w.thick and self._extend(slot, w, hover=False):
                 return
             verdict, reason = "suppressed", "aerosol_signature"
         else:
@@ -347,11 +358,17 @@ class Machine:
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
         self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
 
-    def _extension_ms(self, slot: int, w: _Window) -> int:
-        if w.extended or not w.thick:
-            return 0
+    def _extend(self, slot: int, w: _Window, hover: bool) -> bool:
+        """Give the window its second part (once, never past VERIFICATION_MAX_S
+        in all); False when it had it already or there is no room."""
         verify = self._verify_ms(slot)
-        return max(0, min(verify, int(p.VERIFICATION_MAX_S * 1000) - verify))
+        more = min(verify, int(p.VERIFICATION_MAX_S * 1000) - verify)
+        if w.extended or more <= 0:
+            return False
+        w.deadline += more
+        w.extended = True
+        w.hover = hover
+        return True
 
     def _zone_corroboration(self, slot: int, ts: int) -> tuple[str, tuple[int, ...]]:
         """Corroboration from the zone: a call point, or a second detector in
@@ -517,6 +534,10 @@ class Machine:
                 # The second window waited only for this: the signal persisted
                 # through the first one.
                 self._confirm_fire(slot, ts, d.win.reason, detail)
+            elif d.win.hover and flags & _ALARM and (not multi or d.win.evidence):
+                # Back at the alarm level after hovering under it: it never
+                # left (a multi-criteria detector still needs its evidence).
+                self._confirm_fire(slot, ts, d.win.reason, detail)
         if active:  # zone activity changed: the zone's pending fires may now coincide
             self._zone_check(zone, ts, detail)
 
@@ -528,6 +549,7 @@ class Machine:
         w.prev_alarm = w.last_alarm
         w.last_alarm = alarm
         w.below = bool(flags & Flag.BELOW)
+        w.dropping = bool(flags & Flag.DROP)
         w.rows += 1
         w.evidence |= bool(flags & _EVIDENCE)
         w.fast |= bool(flags & Flag.FAST)

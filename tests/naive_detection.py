@@ -31,7 +31,7 @@ RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW
     1 << i for i in range(10, 19)
 )
 COX, DENSE, BATT_DEPL, BATT_CHARGED, CO_RAW = 1 << 19, 1 << 20, 1 << 21, 1 << 22, 1 << 23
-FALL_RAW, FALL, THICK = 1 << 24, 1 << 25, 1 << 26
+FALL_RAW, FALL, THICK, DROP = 1 << 24, 1 << 25, 1 << 26, 1 << 27
 
 # --- The written rules, as literal numbers -----------------------------------
 # README "Detection", table "Rules per kind" (defaults; registry overrides,
@@ -232,7 +232,10 @@ class FireWindow:
     grew_fast: bool = False  # a reading in it showed fast growth
     falling: bool = False  # the latest reading was falling fast (two running)
     thick: bool = False  # multi: a reading in it was at the thick aerosol level
-    longer: bool = False  # multi: it got its second part already
+    longer: bool = False  # it got its second part already (thick aerosol or hovering)
+    latest_below: bool = False  # the latest reading was back under the pre-alarm level
+    latest_dropping: bool = False  # ... or falling by >= 4 %/m a minute at pre-alarm level
+    hovering: bool = False  # its second part came because it hovered under the level
 
 
 @dataclass
@@ -391,8 +394,19 @@ class RuleBook:
             "samples_above": float(w.at_level),
             "window_s": (w.ends - w.opened) / 1000.0,
         }
+        window = self._window_ms(slot)
+        more = min(window, WINDOW_MAX_MS - window)
         if s.steam_at is not None and s.steam_at >= w.opened - STEAM_MEMORY_MS:
             why = "steam_signature"
+        elif (
+            w.readings > 0
+            and not (w.latest_at_level or w.latest_below or w.latest_dropping)
+            and not w.longer
+        ):
+            if more > 0:  # README "Verdicts": hovering at pre-alarm level, one more window
+                w.ends, w.longer, w.hovering = w.ends + more, True, True
+                return
+            why = "transient" if w.at_level <= SPIKE_SAMPLES else "aerosol_decay"
         elif w.readings > 0 and not w.latest_at_level:
             why = "transient" if w.at_level <= SPIKE_SAMPLES else "aerosol_decay"
         elif w.at_level <= SPIKE_SAMPLES and w.readings >= 2 and not w.before_at_level:
@@ -400,8 +414,6 @@ class RuleBook:
         elif w.falling:
             why = "aerosol_decay"  # still at the level, emptying fast: on its way out
         elif self.cfg.kind(slot) == MULTI and w.readings > 0 and not w.independent:
-            window = self._window_ms(slot)
-            more = min(window, WINDOW_MAX_MS - window)
             if w.thick and not w.longer and more > 0:
                 w.ends, w.longer = w.ends + more, True  # waits for heat or CO
                 return
@@ -444,6 +456,8 @@ class RuleBook:
         w.grew_fast = w.grew_fast or bool(flags & FAST)
         w.falling = bool(flags & FALL)
         w.thick = w.thick or bool(flags & THICK)
+        w.latest_below = bool(flags & BELOW)
+        w.latest_dropping = bool(flags & DROP)
 
     def _own_corroboration(
         self, slot: int, at: int, flags: int, detail: Mapping[str, float | str]
@@ -491,6 +505,14 @@ class RuleBook:
             self._own_corroboration(slot, ts, flags, detail)
             if s.fire == "pending" and w.longer and flags & INDEPENDENT:
                 # the second window waits only for evidence: confirmed when it comes
+                self._confirm(slot, ts, w.why, detail)
+            elif (
+                s.fire == "pending"
+                and w.hovering
+                and flags & ALARM
+                and (kind != MULTI or w.independent)
+            ):
+                # back at the alarm level after hovering under it
                 self._confirm(slot, ts, w.why, detail)
         if active:
             self._check_zone(slot, ts, detail)
@@ -835,6 +857,10 @@ class NaiveEngine:
         f |= FAST if fast else 0
         f |= FALL_RAW if fall_raw else 0
         f |= FALL if fall else 0
+        # README "Verdicts", hovering: at pre-alarm level and falling as fast
+        # is an aerosol on its way out, not a signal that hovers.
+        pre_level = has_obs and ge(comp, t("obscuration_pre_alarm", nan))
+        f |= DROP if pre_level and ge(-step[1], t("fast_growth_per_min", nan)) else 0
         f |= CO_RAW if co else 0
         f |= COB if co and d.last_flags & CO_RAW else 0
         f |= STEAM if steam else 0

@@ -231,14 +231,14 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (
         "a thick aerosol gets no second window",
         "detection/machine.py",
-        "            if more > 0:",
-        "            if more > 0 and False:",
+        "            if w.thick and self._extend(slot, w, hover=False):",
+        "            if False and w.thick and self._extend(slot, w, hover=False):",
     ),
     (
         "the second window may run past 60 s",
         "detection/machine.py",
-        "return max(0, min(verify, int(p.VERIFICATION_MAX_S * 1000) - verify))",
-        "return verify",
+        "more = min(verify, int(p.VERIFICATION_MAX_S * 1000) - verify)",
+        "more = verify",
     ),
     (
         "evidence in the second window waits for its end",
@@ -281,6 +281,30 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "detection/params.py",
         "MULTI_AEROSOL_ONLY_ALARM: Final = 20.0",
         "MULTI_AEROSOL_ONLY_ALARM: Final = 10.0",
+    ),
+    (
+        "a signal hovering under the level is transient at once",
+        "detection/machine.py",
+        "        elif w.hovering and self._extend(slot, w, hover=True):",
+        "        elif False and w.hovering and self._extend(slot, w, hover=True):",
+    ),
+    (
+        "a signal falling fast at pre-alarm level counts as hovering",
+        "detection/machine.py",
+        "return self.rows > 0 and not (self.last_alarm or self.below or self.dropping)",
+        "return self.rows > 0 and not (self.last_alarm or self.below)",
+    ),
+    (
+        "a hovering multi confirms without evidence",
+        "detection/machine.py",
+        "elif d.win.hover and flags & _ALARM and (not multi or d.win.evidence):",
+        "elif d.win.hover and flags & _ALARM:",
+    ),
+    (
+        "a hovering window waits its whole second part",
+        "detection/machine.py",
+        "elif d.win.hover and flags & _ALARM and (not multi or d.win.evidence):",
+        "elif False:",
     ),
 ]
 

@@ -415,6 +415,67 @@ def test_two_lone_spikes_a_window_apart_are_transient_and_a_signal_that_stays_op
     ]
 
 
+def hovering(values: dict[int, float], before: float = 2.6, after: float = 2.8) -> Profile:
+    """A smoke head's obscuration: `before` until the first listed time, the
+    listed readings, then `after`."""
+    first = min(values)
+
+    def f(t: float) -> dict[str, float]:
+        x = values.get(round(t), before if t < first else after)
+        return {"obscuration": x, "temperature": 21.0}
+
+    return f
+
+
+def test_a_smouldering_fire_that_hovers_around_the_level_is_confirmed_not_transient() -> None:
+    """The outside check's turbulent smouldering fire: minutes at pre-alarm
+    level, then readings that cross the 3 %/m level and dip under it. The
+    window ends on a dip (2 of its readings at the level): hovering, not back
+    in clean air, so it gets its second part, and the next reading at the
+    level confirms it (before: `transient` twice, confirmed 110 s late)."""
+    dips = {100: 3.1, 110: 2.7, 120: 3.2, 130: 2.9, 140: 2.9, 150: 3.3}
+    ch = Site([("smoke", 1, {})]).run({0: hovering(dips, after=3.4)}, 300)
+    fire = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")]
+    assert fire == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "obscuration", 150.0),
+    ]
+
+
+def test_a_hovering_signal_that_stays_under_the_level_is_transient_after_the_second_part() -> None:
+    dips = {100: 3.1, 110: 2.7, 120: 3.2, 130: 2.9}
+    ch = Site([("smoke", 1, {})]).run({0: hovering(dips, after=2.8)}, 300)
+    fire = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")]
+    assert fire == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 160.0),  # 60 s: the most a window gets
+    ]
+
+
+def test_a_signal_falling_fast_or_back_in_clean_air_gets_no_second_part() -> None:
+    # 3.2 -> 1.9 in 10 s is 7.8 %/m a minute (>= the 4.0 fast-growth rate): on its way out.
+    falling = {100: 3.1, 110: 2.7, 120: 3.2, 130: 1.9}
+    ch = Site([("smoke", 1, {})]).run({0: hovering(falling, after=1.8)}, 300)
+    assert verdicts(ch) == ["suppressed:transient"]
+    assert of(ch, "fire")[-1].at_ms == T0 + 130 * S
+    clean = {100: 3.1, 110: 2.7, 120: 3.2, 130: 0.2}
+    ch = Site([("smoke", 1, {})]).run({0: hovering(clean, before=0.2, after=0.2)}, 300)
+    assert verdicts(ch) == ["suppressed:transient"]
+    assert of(ch, "fire")[-1].at_ms == T0 + 130 * S
+
+
+def test_a_hovering_multi_needs_its_evidence_to_confirm_in_the_second_part() -> None:
+    def aerosol(t: float) -> dict[str, float]:
+        x = {100: 3.1, 110: 2.7, 120: 3.2, 130: 2.9, 140: 3.3}.get(
+            round(t), 2.6 if t < 100 else 3.4
+        )
+        return {"obscuration": x, "temperature": 21.0, "co": 2.0, "humidity": 45.0}
+
+    ch = Site([("multi", 1, {})]).run({0: aerosol}, 300)
+    assert verdicts(ch) == ["suppressed:aerosol_signature"]  # at 160 s, no heat, no CO
+    assert of(ch, "fire")[-1].at_ms == T0 + 160 * S
+
+
 def test_heat_spike_is_suppressed_but_real_heat_confirmed() -> None:
     def emi(t: float) -> dict[str, float]:
         return {"temperature": 85.0 if t in (100, 110) else 21.0}

@@ -274,19 +274,20 @@ def test_activity_at_the_last_ms_of_a_window_does_not_corroborate_it() -> None:
 
 
 def test_coincidence_does_not_revive_a_transient_over_60_s_old() -> None:
-    """A: a transient at 100-110 s (suppressed at 130 s) and a pre-alarm that
-    lingers at 2 %/m from 120 s (zone activity, no new alarm). B alarms at
-    200 s and is confirmed by A's lingering activity; A's transient ended
-    70 s before: it is not confirmed again."""
+    """A: a transient at 100-110 s and a pre-alarm that lingers at 2 %/m from
+    120 s (zone activity, no new alarm): hovering under the level, its window
+    gets its second part and is suppressed at 160 s. B alarms at 240 s and is
+    confirmed by A's lingering activity; A's transient ended 80 s before: it
+    is not confirmed again."""
     rig = Rig([("smoke", 7), ("smoke", 7)])
     a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 300, 2.0)], "obscuration", temperature=21.0)
-    b = series([(0, 200, 0.1), (200, 210, 5.0), (210, 300, 0.1)], "obscuration", temperature=21.0)
+    b = series([(0, 240, 0.1), (240, 250, 5.0), (250, 300, 0.1)], "obscuration", temperature=21.0)
     ch = rig.feed({0: a, 1: b})
     assert summary(ch, "fire", 0) == [
         ("open", "pending", "obscuration", 100.0),
-        ("verdict", "suppressed", "transient", 130.0),
+        ("verdict", "suppressed", "transient", 160.0),
     ]
-    assert summary(ch, "fire", 1)[-1] == ("verdict", "confirmed", "coincidence", 200.0)
+    assert summary(ch, "fire", 1)[-1] == ("verdict", "confirmed", "coincidence", 240.0)
 
 
 def test_coincidence_needs_the_same_zone() -> None:
