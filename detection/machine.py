@@ -130,7 +130,7 @@ class _Window:
     below: bool = False  # the latest reading was back under the pre-alarm level
     dropping: bool = False  # the latest reading fell fast (an aerosol on its way out)
     last_alarm: bool = False  # the latest reading was at alarm level
-    prev_alarm: bool = False  # the reading before it was too
+    prev_below: bool = False  # the reading before it was back under the pre-alarm level
     rows: int = 0  # readings seen (a window opened by an event may have none)
     evidence: bool = False  # multi: independent evidence seen in the window
     fast: bool = False  # fast obscuration growth seen (judged at the window's end)
@@ -317,10 +317,12 @@ class Machine:
             # device's own alarm event does not stand in for a reading.
             verdict = "suppressed"
             reason = "transient" if w.n_above <= p.SPIKE_MAX_SAMPLES else "aerosol_decay"
-        elif w.n_above <= p.SPIKE_MAX_SAMPLES and w.rows >= 2 and not w.prev_alarm:
-            # One sample at the level at the window's end after clean ones, and
-            # at most one before: two unrelated spikes (EMI, a puff of dust), not
-            # a signal that stayed. Should it stay, its next reading opens again.
+        elif w.n_above <= p.SPIKE_MAX_SAMPLES and w.rows >= 2 and w.prev_below:
+            # One sample at the level at the window's end after a clean one (back
+            # under the pre-alarm level), and at most one before: two unrelated
+            # spikes (EMI, a puff of dust), not a signal that stayed. Should it
+            # stay, its next reading opens again. After a reading that hovered
+            # at pre-alarm level the signal never left: persistence.
             verdict, reason = "suppressed", "transient"
         elif w.falling:
             # Still at the alarm level but emptying as fast as a flaming fire
@@ -546,7 +548,7 @@ class Machine:
         """Count one reading of the device into its open verification window."""
         alarm = bool(flags & _ALARM)
         w.n_above += alarm
-        w.prev_alarm = w.last_alarm
+        w.prev_below = w.below
         w.last_alarm = alarm
         w.below = bool(flags & Flag.BELOW)
         w.dropping = bool(flags & Flag.DROP)

@@ -227,13 +227,13 @@ class FireWindow:
     at_level: int = 0  # readings at alarm level in it (a device's own event is not one)
     readings: int = 0
     latest_at_level: bool = False
-    before_at_level: bool = False  # the reading before the latest was at the level
     independent: bool = False
     grew_fast: bool = False  # a reading in it showed fast growth
     falling: bool = False  # the latest reading was falling fast (two running)
     thick: bool = False  # multi: a reading in it was at the thick aerosol level
     longer: bool = False  # it got its second part already (thick aerosol or hovering)
     latest_below: bool = False  # the latest reading was back under the pre-alarm level
+    before_below: bool = False  # the reading before the latest was
     latest_dropping: bool = False  # ... or falling by >= 4 %/m a minute at pre-alarm level
     hovering: bool = False  # its second part came because it hovered under the level
 
@@ -409,8 +409,8 @@ class RuleBook:
             why = "transient" if w.at_level <= SPIKE_SAMPLES else "aerosol_decay"
         elif w.readings > 0 and not w.latest_at_level:
             why = "transient" if w.at_level <= SPIKE_SAMPLES else "aerosol_decay"
-        elif w.at_level <= SPIKE_SAMPLES and w.readings >= 2 and not w.before_at_level:
-            why = "transient"  # a lone sample at the end after clean ones: a second spike
+        elif w.at_level <= SPIKE_SAMPLES and w.readings >= 2 and w.before_below:
+            why = "transient"  # a lone sample at the end after a clean one: a second spike
         elif w.falling:
             why = "aerosol_decay"  # still at the level, emptying fast: on its way out
         elif self.cfg.kind(slot) == MULTI and w.readings > 0 and not w.independent:
@@ -449,13 +449,13 @@ class RuleBook:
     @staticmethod
     def _sample(w: FireWindow, flags: int) -> None:
         w.readings += 1
-        w.before_at_level = w.latest_at_level
         w.latest_at_level = bool(flags & ALARM)
         w.at_level += 1 if flags & ALARM else 0
         w.independent = w.independent or bool(flags & INDEPENDENT)
         w.grew_fast = w.grew_fast or bool(flags & FAST)
         w.falling = bool(flags & FALL)
         w.thick = w.thick or bool(flags & THICK)
+        w.before_below = w.latest_below
         w.latest_below = bool(flags & BELOW)
         w.latest_dropping = bool(flags & DROP)
 

@@ -249,7 +249,7 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (
         "a lone spike at the window's end counts as persistence",
         "detection/machine.py",
-        "elif w.n_above <= p.SPIKE_MAX_SAMPLES and w.rows >= 2 and not w.prev_alarm:",
+        "elif w.n_above <= p.SPIKE_MAX_SAMPLES and w.rows >= 2 and w.prev_below:",
         "elif False:",
     ),
     (
@@ -305,6 +305,12 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "detection/machine.py",
         "elif d.win.hover and flags & _ALARM and (not multi or d.win.evidence):",
         "elif False:",
+    ),
+    (
+        "a lone last sample after a hovering one is a spike",
+        "detection/machine.py",
+        "elif w.n_above <= p.SPIKE_MAX_SAMPLES and w.rows >= 2 and w.prev_below:",
+        "elif w.n_above <= p.SPIKE_MAX_SAMPLES and w.rows >= 2:",
     ),
 ]
 

@@ -442,6 +442,18 @@ def test_a_smouldering_fire_that_hovers_around_the_level_is_confirmed_not_transi
     ]
 
 
+def test_a_last_sample_at_the_level_after_one_that_hovered_is_persistence() -> None:
+    """A lone last sample at the level is a second spike only after a clean
+    reading; after one that hovered at pre-alarm level the signal never left."""
+    dips = {100: 3.1, 110: 2.7, 120: 2.8, 130: 3.2}
+    ch = Site([("smoke", 1, {})]).run({0: hovering(dips, after=2.8)}, 300)
+    fire = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")]
+    assert fire == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "obscuration", 130.0),
+    ]
+
+
 def test_a_hovering_signal_that_stays_under_the_level_is_transient_after_the_second_part() -> None:
     dips = {100: 3.1, 110: 2.7, 120: 3.2, 130: 2.9}
     ch = Site([("smoke", 1, {})]).run({0: hovering(dips, after=2.8)}, 300)
