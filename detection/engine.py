@@ -231,7 +231,7 @@ class Engine:
         # Quiet bounds: the temperature rate feeds heat rise (every fire kind)
         # and the rate-of-rise alarm (heat, multi); CO and humidity rates (multi).
         t = self.thr
-        qt = k.quiet_bound(t["heat_rise_c_per_min"][s])
+        qt = k.quiet_bound(np.fmin(t["heat_rise_c_per_min"][s], p.MULTI_WARM_C_PER_MIN))
         ror = k.quiet_bound(t["rate_of_rise_c_per_min"][s])
         self.q[0][s] = np.where(np.isnan(t["rate_of_rise_c_per_min"][s]), qt, np.fmin(qt, ror))
         multi = kd == k.KIND_MULTI

@@ -78,9 +78,10 @@ class Flag(IntFlag):
     FALL = 1 << 25  # at alarm level, falling fast on two consecutive intervals
     THICK = 1 << 26  # multi: obscuration at the thick level (a longer verification)
     DROP = 1 << 27  # at pre-alarm level or above, falling fast since the previous reading
+    WARM = 1 << 28  # multi: the ceiling warming (a slower heat rise than HEAT's)
 
 
-NBITS: Final = 28
+NBITS: Final = 29
 # Rows with any of these are always shown to the state machine (they count
 # samples, refresh zone activity or corroborate); other rows only when their
 # machine-visible bits differ from the device's previous reading.
@@ -311,7 +312,12 @@ def score_fire(
         # so such a reading's heat rise is no evidence of fire.
         heat_raw &= ~steam
     heat = heat_raw & ((prev_flags & np.uint32(Flag.HEAT_RAW)) != 0)
-    f = _bit(heat_raw, Flag.HEAT_RAW) | _bit(heat, Flag.HEAT)
+    if multi:
+        warm = _ge(rate[:, R_T], p.MULTI_WARM_C_PER_MIN) & plausible & ~steam
+        f0 = _bit(warm, Flag.WARM)
+    else:
+        f0 = np.zeros(k, np.uint32)
+    f = _bit(heat_raw, Flag.HEAT_RAW) | _bit(heat, Flag.HEAT) | f0
     if has_obs:
         pre = thr["obscuration_pre_alarm"]
         alarm_obs = _ge(comp, thr["obscuration_alarm"])

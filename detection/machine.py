@@ -23,7 +23,8 @@ Alarm types and their lifecycle (contract section 6):
   `aerosol_decay` (>= 3 readings at alarm level, the latest one under it,
   or still at it but falling fast on two consecutive readings: cooking,
   sprays), `aerosol_signature` (multi: no independent
-  evidence; an aerosol that reached the thick level first gets one more
+  evidence, unless the ceiling still warms at MULTI_WARM_C_PER_MIN at the
+  window's end: `combined`; an aerosol that reached the thick level first gets one more
   window, in all never past VERIFICATION_MAX_S, to bring heat or CO); else
   `confirmed` by persistence (the latest reading still at
   alarm level, or no reading at all: a silent detector) with the trigger's
@@ -129,6 +130,7 @@ class _Window:
     n_above: int = 0  # readings at alarm level (a device's own event is not one)
     below: bool = False  # the latest reading was back under the pre-alarm level
     dropping: bool = False  # the latest reading fell fast (an aerosol on its way out)
+    warm: bool = False  # multi: the latest reading's ceiling was warming
     last_alarm: bool = False  # the latest reading was at alarm level
     prev_below: bool = False  # the reading before it was back under the pre-alarm level
     rows: int = 0  # readings seen (a window opened by an event may have none)
@@ -330,6 +332,8 @@ class Machine:
             # of fumes on its way out. If it is still there a window later, the
             # device opens again (`rearm_at`).
             verdict, reason = "suppressed", "aerosol_decay"
+        elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence and w.warm:
+            verdict, reason = "confirmed", "combined"
         elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence:
             # A thick aerosol with nothing else yet: one more window for the
             # heat or CO a fire behind it brings (params: MULTI_AEROSOL_THICK).
@@ -552,6 +556,7 @@ class Machine:
         w.last_alarm = alarm
         w.below = bool(flags & Flag.BELOW)
         w.dropping = bool(flags & Flag.DROP)
+        w.warm = bool(flags & Flag.WARM)
         w.rows += 1
         w.evidence |= bool(flags & _EVIDENCE)
         w.fast |= bool(flags & Flag.FAST)

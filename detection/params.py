@@ -57,6 +57,13 @@ HEAT_RATE_OF_RISE_C_PER_MIN: Final = 8.3
 # Heat corroborating a smoke alarm: flaming fires heat the ceiling by
 # 8-30 °C/min; a shower or a sunny window by a few °C per quarter hour.
 HEAT_RISE_C_PER_MIN: Final = 5.0
+# A slower warming of the ceiling still tells smoke from an aerosol on a
+# multi-criteria detector once the aerosol has persisted through a whole
+# window (EN 54-29: smoke and heat judged together): a slowly growing flaming
+# fire warms it by 3-4 °C a minute while its smoke is first at alarm level.
+# At the window's end only, never at once (a hob below a kitchen's detector
+# warms it too, while it cooks).
+MULTI_WARM_C_PER_MIN: Final = 3.0
 
 # EN 54-5 tests heat detectors at up to 30 K/min; a reading that jumped faster
 # than this since the previous one is a sensor artefact (EMI), not heat rise

@@ -31,7 +31,7 @@ RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW
     1 << i for i in range(10, 19)
 )
 COX, DENSE, BATT_DEPL, BATT_CHARGED, CO_RAW = 1 << 19, 1 << 20, 1 << 21, 1 << 22, 1 << 23
-FALL_RAW, FALL, THICK, DROP = 1 << 24, 1 << 25, 1 << 26, 1 << 27
+FALL_RAW, FALL, THICK, DROP, WARM = 1 << 24, 1 << 25, 1 << 26, 1 << 27, 1 << 28
 
 # --- The written rules, as literal numbers -----------------------------------
 # README "Detection", table "Rules per kind" (defaults; registry overrides,
@@ -121,6 +121,9 @@ HEAT_STEP_MAX = 60.0
 CO_CLEAN_AIR = 10.0
 AEROSOL_ONLY = 20.0
 AEROSOL_THICK = 10.0
+# README "Verdicts", `combined`: a multi-criteria detector's ceiling warming by
+# >= 3 °C a minute at the end of a window its aerosol persisted through.
+WARMING = 3.0
 WINDOW_MAX_MS = 60_000
 
 
@@ -236,6 +239,7 @@ class FireWindow:
     before_below: bool = False  # the reading before the latest was
     latest_dropping: bool = False  # ... or falling by >= 4 %/m a minute at pre-alarm level
     hovering: bool = False  # its second part came because it hovered under the level
+    warming: bool = False  # multi: the latest reading's ceiling warmed by >= 3 °C a minute
 
 
 @dataclass
@@ -413,6 +417,9 @@ class RuleBook:
             why = "transient"  # a lone sample at the end after a clean one: a second spike
         elif w.falling:
             why = "aerosol_decay"  # still at the level, emptying fast: on its way out
+        elif self.cfg.kind(slot) == MULTI and w.readings > 0 and not w.independent and w.warming:
+            self._confirm(slot, w.ends, "combined", detail)  # persisted, and the ceiling warms
+            return
         elif self.cfg.kind(slot) == MULTI and w.readings > 0 and not w.independent:
             if w.thick and not w.longer and more > 0:
                 w.ends, w.longer = w.ends + more, True  # waits for heat or CO
@@ -458,6 +465,7 @@ class RuleBook:
         w.before_below = w.latest_below
         w.latest_below = bool(flags & BELOW)
         w.latest_dropping = bool(flags & DROP)
+        w.warming = bool(flags & WARM)
 
     def _own_corroboration(
         self, slot: int, at: int, flags: int, detail: Mapping[str, float | str]
@@ -826,6 +834,8 @@ class NaiveEngine:
         # README "Verdicts": a heat rise with a humidity jump on the same
         # reading is steam, not fire (a fire dries the air it heats).
         heat_raw = heat_raw and not steam
+        warm = k == MULTI and ge(rate[0], WARMING) and not step[0] > HEAT_STEP_MAX and not steam
+        f |= WARM if warm else 0
         fast_raw = has_obs and ge(step[1], t("fast_growth_per_min", nan))
         heat = heat_raw and bool(d.last_flags & HEAT_RAW)
         alarm_obs = has_obs and ge(comp, t("obscuration_alarm", nan))

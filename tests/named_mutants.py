@@ -312,6 +312,18 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "elif w.n_above <= p.SPIKE_MAX_SAMPLES and w.rows >= 2 and w.prev_below:",
         "elif w.n_above <= p.SPIKE_MAX_SAMPLES and w.rows >= 2:",
     ),
+    (
+        "a warming ceiling is no evidence for a persisting aerosol",
+        "detection/machine.py",
+        "and not w.evidence and w.warm:",
+        "and not w.evidence and w.warm and False:",
+    ),
+    (
+        "warming needs the heat-rise rate",
+        "detection/params.py",
+        "MULTI_WARM_C_PER_MIN: Final = 3.0",
+        "MULTI_WARM_C_PER_MIN: Final = 5.0",
+    ),
 ]
 
 

@@ -246,6 +246,36 @@ def test_cooking_aerosol_on_multis_is_not_fire_but_smoke_with_co_or_heat_is() ->
     assert verdicts(site.run({0: flaming(200)}, 600))[-1].startswith("confirmed")
 
 
+@pytest.mark.parametrize(("warming", "combined"), [(3.6, True), (2.0, False)])
+def test_an_aerosol_that_persists_under_a_warming_ceiling_is_combined_evidence(
+    warming: float, combined: bool
+) -> None:
+    """The outside check's slow flaming fire on a multi-criteria detector:
+    smoke at 3-5 %/m through the whole window, the ceiling warming by 3.6 °C a
+    minute (under the 5 °C heat-rise evidence), CO still near clean air. At the
+    window's end persistence plus a warming ceiling (>= 3 °C a minute) is a
+    fire (`combined`, EN 54-29's smoke and heat together); before, it was
+    suppressed as an aerosol signature and confirmed 90 s after it opened. The
+    same aerosol under a ceiling warming by 2 °C a minute is still suppressed."""
+
+    def fire(t: float) -> dict[str, float]:
+        since = max(0.0, t - 100) / 60.0
+        return {
+            "obscuration": 2.0 + 3.0 * since,
+            "temperature": 24.0 + warming * max(0.0, t - 40) / 60.0,
+            "co": 3.0,
+            "humidity": 45.0,
+        }
+
+    ch = Site([("multi", 1, {})]).run({0: fire}, 200)
+    first = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")][:2]
+    assert first[0] == ("open", "pending", "obscuration", 120.0)
+    if combined:
+        assert first[1] == ("verdict", "confirmed", "combined", 150.0)
+    else:
+        assert first[1] == ("verdict", "suppressed", "aerosol_signature", 150.0)
+
+
 def test_dense_aerosol_on_a_multi_is_confirmed_even_without_co() -> None:
     """No CO, no heat, but the aerosol keeps growing past the aerosol-only level:
     reopened on the new evidence and confirmed (recall first)."""
