@@ -17,9 +17,12 @@ Alarm types and their lifecycle (contract section 6):
   while its humidity jumps: steam], `co_rise`);
   otherwise resolved when the verification window ends (event time):
   `suppressed` with `steam_signature` (humidity jump seen, no corroboration),
-  `transient` (<= 2 readings at alarm level and the latest one under it,
-  or alone at it after a clean one: insects, EMI; a lone last sample
-  re-arms, so a signal that stays opens again with its next reading),
+  `transient` (<= 2 readings at alarm level and the latest one back under
+  the pre-alarm level, or alone at it after a clean one: insects, EMI; a
+  lone last sample re-arms, so a signal that stays opens again with its next
+  reading; a signal hovering at pre-alarm level, or at the level after one
+  fast fall, first gets a second part of its window, never past
+  VERIFICATION_MAX_S, in which a reading at the level not falling confirms),
   `aerosol_decay` (>= 3 readings at alarm level, the latest one under it,
   or still at it but falling fast on two consecutive readings: cooking,
   sprays), `aerosol_signature` (multi: no independent
@@ -146,6 +149,19 @@ class _Window:
         """The latest reading was under the alarm level but at pre-alarm level,
         and not falling fast: neither back in clean air nor on its way out."""
         return self.rows > 0 and not (self.last_alarm or self.below or self.dropping)
+
+    @property
+    def persisted(self) -> str:
+        """The reason of a signal confirmed by persistence: what opened the
+        window, named `fast_growth` when the optical signal grew fast."""
+        fast = self.fast and self.reason in ("obscuration", "device_alarm")
+        return "fast_growth" if fast else self.reason
+
+    @property
+    def dipping(self) -> bool:
+        """The latest reading was at the alarm level after one fast fall (two
+        running would be `falling`)."""
+        return self.last_alarm and self.dropping and not self.falling
 
 
 @dataclass(slots=True)
@@ -306,11 +322,13 @@ class Machine:
         }
         if d.last_steam >= w.opened - p.STEAM_MEMORY_MS:
             verdict, reason = "suppressed", "steam_signature"
-        elif w.hovering and self._extend(slot, w, hover=True):
+        elif (w.hovering or w.dipping) and self._extend(slot, w, hover=True):
             # Under the alarm level but still at pre-alarm level: not back to
             # clean air as a spike or a spent aerosol would be, but hovering
-            # around the level as a turbulent smouldering fire does. One more
-            # window; a reading at the alarm level in it confirms.
+            # around the level as a turbulent smouldering fire does; or at the
+            # level after one fast fall (a spray on its way out, or a fire's
+            # turbulence). One more window; a reading at the alarm level in it
+            # that is not falling fast confirms.
             return
         elif w.rows and not w.last_alarm:
             # Back under the alarm level by the window's end: a spike (insect,
@@ -345,8 +363,7 @@ class Machine:
             # grows as fast as a flaming fire for a while, then falls back. It
             # names the verdict of a signal that persisted; it never confirms
             # before the window's end (only an independent channel does).
-            fast = w.fast and w.reason in ("obscuration", "device_alarm")
-            verdict, reason = "confirmed", "fast_growth" if fast else w.reason
+            verdict, reason = "confirmed", w.persisted
         if verdict == "confirmed":
             self._confirm_fire(slot, w.deadline, reason, detail)
             return
@@ -539,11 +556,16 @@ class Machine:
             elif d.win.extended and flags & _EVIDENCE:
                 # The second window waited only for this: the signal persisted
                 # through the first one.
-                self._confirm_fire(slot, ts, d.win.reason, detail)
-            elif d.win.hover and flags & _ALARM and (not multi or d.win.evidence):
+                self._confirm_fire(slot, ts, d.win.persisted, detail)
+            elif (
+                d.win.hover
+                and flags & _ALARM
+                and not flags & Flag.DROP
+                and (not multi or d.win.evidence)
+            ):
                 # Back at the alarm level after hovering under it: it never
                 # left (a multi-criteria detector still needs its evidence).
-                self._confirm_fire(slot, ts, d.win.reason, detail)
+                self._confirm_fire(slot, ts, d.win.persisted, detail)
         if active:  # zone activity changed: the zone's pending fires may now coincide
             self._zone_check(zone, ts, detail)
 

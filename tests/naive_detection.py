@@ -404,13 +404,17 @@ class RuleBook:
             why = "steam_signature"
         elif (
             w.readings > 0
-            and not (w.latest_at_level or w.latest_below or w.latest_dropping)
+            and (
+                not (w.latest_at_level or w.latest_below or w.latest_dropping)
+                or (w.latest_at_level and w.latest_dropping and not w.falling)
+            )
             and not w.longer
+            and more > 0
         ):
-            if more > 0:  # README "Verdicts": hovering at pre-alarm level, one more window
-                w.ends, w.longer, w.hovering = w.ends + more, True, True
-                return
-            why = "transient" if w.at_level <= SPIKE_SAMPLES else "aerosol_decay"
+            # README "Verdicts": hovering at pre-alarm level, or at the level
+            # after one fast fall: one more window
+            w.ends, w.longer, w.hovering = w.ends + more, True, True
+            return
         elif w.readings > 0 and not w.latest_at_level:
             why = "transient" if w.at_level <= SPIKE_SAMPLES else "aerosol_decay"
         elif w.at_level <= SPIKE_SAMPLES and w.readings >= 2 and w.before_below:
@@ -426,8 +430,7 @@ class RuleBook:
                 return
             why = "aerosol_signature"
         else:  # persisted, or no reading at all (the detector went silent)
-            named = w.grew_fast and w.why in ("obscuration", "device_alarm")
-            self._confirm(slot, w.ends, "fast_growth" if named else w.why, detail)
+            self._confirm(slot, w.ends, self._persisted(w), detail)
             return
         s.fire, s.window, s.needs_edge = "", None, True
         if w.falling:
@@ -452,6 +455,13 @@ class RuleBook:
         if over("temperature_rate", "rate_of_rise_c_per_min"):
             return "rate_of_rise"
         return "combined"
+
+    @staticmethod
+    def _persisted(w: FireWindow) -> str:
+        """README "Verdicts": persistence keeps the opening reason, or names
+        `fast_growth` when the optical signal grew fast."""
+        named = w.grew_fast and w.why in ("obscuration", "device_alarm")
+        return "fast_growth" if named else w.why
 
     @staticmethod
     def _sample(w: FireWindow, flags: int) -> None:
@@ -513,15 +523,16 @@ class RuleBook:
             self._own_corroboration(slot, ts, flags, detail)
             if s.fire == "pending" and w.longer and flags & INDEPENDENT:
                 # the second window waits only for evidence: confirmed when it comes
-                self._confirm(slot, ts, w.why, detail)
+                self._confirm(slot, ts, self._persisted(w), detail)
             elif (
                 s.fire == "pending"
                 and w.hovering
                 and flags & ALARM
+                and not flags & DROP
                 and (kind != MULTI or w.independent)
             ):
                 # back at the alarm level after hovering under it
-                self._confirm(slot, ts, w.why, detail)
+                self._confirm(slot, ts, self._persisted(w), detail)
         if active:
             self._check_zone(slot, ts, detail)
 

@@ -201,8 +201,8 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (
         "fast growth ignored at the window's end",
         "detection/machine.py",
-        'verdict, reason = "confirmed", "fast_growth" if fast else w.reason',
-        'verdict, reason = "confirmed", w.reason',
+        'return "fast_growth" if fast else self.reason',
+        "return self.reason",
     ),
     (
         "a signal falling fast at alarm level is not a decay",
@@ -285,8 +285,8 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (
         "a signal hovering under the level is transient at once",
         "detection/machine.py",
-        "        elif w.hovering and self._extend(slot, w, hover=True):",
-        "        elif False and w.hovering and self._extend(slot, w, hover=True):",
+        "elif (w.hovering or w.dipping) and self._extend(slot, w, hover=True):",
+        "elif w.dipping and self._extend(slot, w, hover=True):",
     ),
     (
         "a signal falling fast at pre-alarm level counts as hovering",
@@ -297,14 +297,14 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (
         "a hovering multi confirms without evidence",
         "detection/machine.py",
-        "elif d.win.hover and flags & _ALARM and (not multi or d.win.evidence):",
-        "elif d.win.hover and flags & _ALARM:",
+        "                and (not multi or d.win.evidence)\n",
+        "",
     ),
     (
         "a hovering window waits its whole second part",
         "detection/machine.py",
-        "elif d.win.hover and flags & _ALARM and (not multi or d.win.evidence):",
-        "elif False:",
+        "                d.win.hover\n                and flags & _ALARM\n",
+        "                False\n                and flags & _ALARM\n",
     ),
     (
         "a lone last sample after a hovering one is a spike",
@@ -323,6 +323,18 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "detection/params.py",
         "MULTI_WARM_C_PER_MIN: Final = 3.0",
         "MULTI_WARM_C_PER_MIN: Final = 5.0",
+    ),
+    (
+        "one fast fall at the window's end is persistence",
+        "detection/machine.py",
+        "elif (w.hovering or w.dipping) and self._extend(slot, w, hover=True):",
+        "elif w.hovering and self._extend(slot, w, hover=True):",
+    ),
+    (
+        "a falling reading in the second part confirms",
+        "detection/machine.py",
+        "                and not flags & Flag.DROP\n",
+        "",
     ),
 ]
 

@@ -659,12 +659,26 @@ def test_spray_emptying_fast_at_the_window_end_is_an_aerosol() -> None:
 
 
 def test_one_fast_fall_is_not_a_decay() -> None:
-    # Falling fast on the last reading only (from 20 to 12): not yet emptying.
+    # Falling fast on the last reading only (from 20 to 12): not yet emptying,
+    # nor known to stay. The window gets its second part; the next reading,
+    # at the level and not falling, confirms.
     rig = Rig([("smoke", 1)])
     ch = rig.feed({0: _fast([1.0, 3.5, 9.0, 20.0, 12.0, 12.0])})
     assert summary(ch, "fire") == [
         ("open", "pending", "obscuration", 610.0),
-        ("verdict", "confirmed", "fast_growth", 640.0),
+        ("verdict", "confirmed", "fast_growth", 650.0),
+    ]
+
+
+def test_a_spray_judged_after_one_fast_fall_is_an_aerosol() -> None:
+    # The third outside check's spray: bursts up to 17 %/m, one fast fall at
+    # the window's end (640 s), then emptying: at the end of the second part
+    # (670 s) it is still falling fast, on two readings running.
+    rig = Rig([("smoke", 1)])
+    ch = rig.feed({0: _fast([1.0, 8.3, 13.8, 17.1, 12.7, 9.6, 7.3, 5.5, 4.2, 3.1, 2.4, 1.8])})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 610.0),
+        ("verdict", "suppressed", "aerosol_decay", 670.0),
     ]
 
 
