@@ -175,6 +175,7 @@ class _Device:
     elec_deadline: int = 0
     elec_reason: str = ""
     causes: set[str] = field(default_factory=set)
+    fault_at: int = -NEVER  # when the current fault alarm opened
     last_steam: int = -(2**62)
     bits: int = 0  # flags of the latest reading shown
     run: int = 0  # consecutive readings at pre-alarm or alarm level
@@ -261,6 +262,7 @@ class Machine:
         for c in remove:
             d.causes.discard(c)
         if not before and d.causes:
+            d.fault_at = at
             self._emit(slot, self._fault_type(slot), "open", "confirmed", add, at, detail)
         elif before and not d.causes:
             self._emit(slot, self._fault_type(slot), "clear", "confirmed", reason, at, detail)
@@ -641,7 +643,9 @@ class Machine:
                 self.call_point_zone(slot, ts)
         elif name == "fault":
             self._causes(slot, ts, add="device_fault", detail=detail)
-        elif name == "restore":
+        elif name == "restore" and ts >= d.fault_at:
+            # A restore dated before the fault opened (it arrived after the
+            # device's readings had moved on) restored something else.
             self._causes(slot, ts, remove=tuple(d.causes), reason="restore", detail=detail)
         elif name == "self_test_fail" and kind == KIND_EVAC:
             self._causes(slot, ts, add="self_test_fail", detail=detail)
@@ -751,6 +755,7 @@ class Machine:
             # A cause a reading or event can remove keeps its name (a restored
             # `self_test_fail` clears on `self_test_pass`); the rest need `restore`.
             d.causes.add(reason if reason in RESTORABLE_CAUSES else "device_fault")
+            d.fault_at = opened_ms
 
     # --- panels (GB/T 26875.3 gateway) and operator verdicts -----------------
     def _panel_event(self, slot: int, ts: int, name: str, kind: int) -> None:

@@ -262,6 +262,7 @@ class DevState:
     elec_since: int = 0
     elec_why: str = ""
     faults: set[str] = field(default_factory=set)
+    fault_at: int = -FAR  # README "Clearing": a restore older than the fault is not its
 
 
 class RuleBook:
@@ -309,6 +310,7 @@ class RuleBook:
             s.faults.add(add)
         s.faults.difference_update(gone)
         if not was and s.faults:
+            s.fault_at = at
             self._say(slot, typ, "open", "confirmed", add, at, detail)
         if was and not s.faults:
             self._say(slot, typ, "clear", "confirmed", reason, at, detail)
@@ -632,7 +634,7 @@ class RuleBook:
                 self.call_point_zone(slot, ts)
         elif name == "fault":
             self._fault(slot, ts, detail, add="device_fault")
-        elif name == "restore":
+        elif name == "restore" and ts >= s.fault_at:  # not one older than the fault
             self._fault(slot, ts, detail, gone=tuple(s.faults), reason="restore")
         elif name == "self_test_fail" and kind == EVAC:
             self._fault(slot, ts, detail, add="self_test_fail")
@@ -722,6 +724,7 @@ class RuleBook:
                 )
                 else "device_fault"
             )
+            s.fault_at = opened_ms
 
     def open_alarms(self) -> dict[tuple[int, str], str]:
         out: dict[tuple[int, str], str] = {}

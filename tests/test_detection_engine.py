@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from detection import AlarmChange, Engine, Events, Readings
@@ -253,6 +253,7 @@ def test_batch_split_invariance(seed: int, data: st.DataObject) -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
+@example(seed=258)  # a duplicate `restore`, late behind a lamp failure: it predates the fault
 def test_replay_invariance_one_message_per_batch(seed: int) -> None:
     """A replay delivers the same messages faster: arrival speed never enters.
 
