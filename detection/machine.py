@@ -99,7 +99,9 @@ _CORROB: Final = int(Flag.HEAT | Flag.CO | Flag.FAST)
 # channel (heat rise, CO above clean air or rising), or an aerosol dense enough
 # to alarm on its own (MULTI_AEROSOL_ONLY_ALARM).
 _EVIDENCE: Final = int(Flag.HEAT | Flag.CO | Flag.COX | Flag.DENSE | Flag.FAST)
-_REARM: Final = int(Flag.COX | Flag.DENSE | Flag.THICK)
+# New evidence after a suppression re-arms a multi-criteria detector (a bit
+# already present when it was suppressed does only once it went and came back).
+_REARM: Final = int(Flag.COX | Flag.DENSE | Flag.THICK | Flag.WARM)
 _PARTNER_RUN: Final = 2
 
 
@@ -541,7 +543,10 @@ class Machine:
                 self._causes(slot, ts, add="drift_limit", detail=detail)
             else:
                 self._causes(slot, ts, remove=("drift_limit",), detail=detail)
-        rearm = flags & (Flag.EDGE | _CORROB) or (multi and flags & _REARM & ~d.sup_bits)
+        new = flags & _REARM & ~d.sup_bits if multi else 0
+        if ts - d.last_steam <= p.STEAM_MEMORY_MS:
+            new &= ~Flag.WARM  # a shower's warm air is no new evidence (steam memory)
+        rearm = flags & (Flag.EDGE | _CORROB) or new
         rearm = rearm or ts >= d.rearm_at
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)

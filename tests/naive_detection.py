@@ -218,7 +218,7 @@ OWN_CORROBORATION = ((HEATB, "rate_of_rise"), (COB, "co_rise"))
 # After a suppression the lingering signal does not open again: a new rising
 # edge, own corroboration, or (multi) independent evidence that was not
 # already there when it was suppressed.
-LINGER = COX | DENSE | THICK
+LINGER = COX | DENSE | THICK | WARM
 FAR = 2**62  # a window that never ends
 
 
@@ -513,9 +513,10 @@ class RuleBook:
                 self._fault(slot, ts, detail, add="drift_limit")
             else:
                 self._fault(slot, ts, detail, gone=("drift_limit",))
-        new_signal = bool(flags & (EDGE | HEATB | COB | FAST)) or (
-            kind == MULTI and bool(flags & LINGER & ~s.lingering)
-        )
+        fresh = flags & LINGER & ~s.lingering if kind == MULTI else 0
+        if s.steam_at is not None and ts - s.steam_at <= STEAM_MEMORY_MS:
+            fresh &= ~WARM  # README "Verdicts": a shower's warm air is not new evidence
+        new_signal = bool(flags & (EDGE | HEATB | COB | FAST)) or bool(fresh)
         new_signal = new_signal or ts >= s.reopen_at
         if s.fire == "" and flags & ALARM and (not s.needs_edge or new_signal):
             self._open(slot, ts, self._trigger(slot, detail), detail)

@@ -336,6 +336,18 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "                and not flags & Flag.DROP\n",
         "",
     ),
+    (
+        "a ceiling warming after a suppression does not re-arm",
+        "detection/machine.py",
+        "_REARM: Final = int(Flag.COX | Flag.DENSE | Flag.THICK | Flag.WARM)",
+        "_REARM: Final = int(Flag.COX | Flag.DENSE | Flag.THICK)",
+    ),
+    (
+        "a shower's warm air re-arms an aerosol",
+        "detection/machine.py",
+        "new &= ~Flag.WARM  # a shower's warm air is no new evidence (steam memory)",
+        "new &= ~0",
+    ),
 ]
 
 

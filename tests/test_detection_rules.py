@@ -276,6 +276,35 @@ def test_an_aerosol_that_persists_under_a_warming_ceiling_is_combined_evidence(
         assert first[1] == ("verdict", "suppressed", "aerosol_signature", 150.0)
 
 
+def test_a_ceiling_that_starts_warming_after_an_aerosol_was_suppressed_opens_again() -> None:
+    """The third outside check's other slow flaming fire: its ceiling warmed by
+    2.7 °C a minute at the first window's end (suppressed as an aerosol
+    signature), faster right after. Warming is new evidence, as CO above clean
+    air is: the device opens again, and at that window's end it is `combined`
+    (before: confirmed 90 s after the first open, now 70 s in the replay)."""
+
+    def fire(t: float) -> dict[str, float]:
+        return {
+            "obscuration": min(4.5, 2.0 + 3.0 * max(0.0, t - 100) / 60.0),
+            "temperature": 24.0 + 4.0 * max(0.0, t - 150) / 60.0,
+            "co": 3.0,
+            "humidity": 45.0,
+        }
+
+    ch = Site([("multi", 1, {})]).run({0: fire}, 400)
+    fire_changes = [(c.action, c.verdict, c.reason) for c in of(ch, "fire")]
+    assert fire_changes[:2] == [
+        ("open", "pending", "obscuration"),
+        ("verdict", "suppressed", "aerosol_signature"),
+    ]
+    assert fire_changes[2:] == [
+        ("open", "pending", "obscuration"),
+        ("verdict", "confirmed", "combined"),
+    ]
+    reopened = of(ch, "fire")[2].at_ms
+    assert reopened <= T0 + 200 * S  # within a minute of the warming
+
+
 def test_dense_aerosol_on_a_multi_is_confirmed_even_without_co() -> None:
     """No CO, no heat, but the aerosol keeps growing past the aerosol-only level:
     reopened on the new evidence and confirmed (recall first)."""
