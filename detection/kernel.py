@@ -312,12 +312,9 @@ def score_fire(
         # so such a reading's heat rise is no evidence of fire.
         heat_raw &= ~steam
     heat = heat_raw & ((prev_flags & np.uint32(Flag.HEAT_RAW)) != 0)
-    if multi:
-        warm = _ge(rate[:, R_T], p.MULTI_WARM_C_PER_MIN) & plausible & ~steam
-        f0 = _bit(warm, Flag.WARM)
-    else:
-        f0 = np.zeros(k, np.uint32)
-    f = _bit(heat_raw, Flag.HEAT_RAW) | _bit(heat, Flag.HEAT) | f0
+    f = _bit(heat_raw, Flag.HEAT_RAW) | _bit(heat, Flag.HEAT)
+    if multi:  # a slower warming, judged at a window's end (machine: combined)
+        f |= _bit(_ge(rate[:, R_T], p.MULTI_WARM_C_PER_MIN) & plausible & ~steam, Flag.WARM)
     if has_obs:
         pre = thr["obscuration_pre_alarm"]
         alarm_obs = _ge(comp, thr["obscuration_alarm"])

@@ -143,8 +143,8 @@ class _Window:
     fast: bool = False  # fast obscuration growth seen (judged at the window's end)
     falling: bool = False  # the latest reading was at alarm level and falling fast
     thick: bool = False  # multi: the aerosol reached the thick level
-    extended: bool = False  # the window got its second part (thick aerosol or hovering)
-    hover: bool = False  # ... because the signal hovered under the alarm level
+    extended: bool = False  # the window got its second part (thick aerosol, hovering)
+    hover: bool = False  # ... because the signal hovered, or dipped once, at its end
 
     @property
     def hovering(self) -> bool:
