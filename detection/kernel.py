@@ -323,12 +323,13 @@ def score_fire(
         fast = fast_raw & alarm_obs & ((prev_flags & np.uint32(Flag.FAST_RAW)) != 0)
         # The mirror of fast growth: a chamber emptying as fast as a flaming
         # fire fills it (a spray, a puff of cooking fumes), still at alarm level.
-        fall_raw = _ge(-step[:, 1], thr["fast_growth_per_min"]) & alarm_obs
+        # At pre-alarm level the same fall tells an aerosol on its way out from
+        # a signal that hovers there (machine: hovering).
+        emptying = _ge(-step[:, 1], thr["fast_growth_per_min"])
+        fall_raw = emptying & alarm_obs
         fall = fall_raw & ((prev_flags & np.uint32(Flag.FALL_RAW)) != 0)
         f |= _bit(fall_raw, Flag.FALL_RAW) | _bit(fall, Flag.FALL)
-        # Under the alarm level, the same fall tells an aerosol on its way out
-        # from a signal that hovers at pre-alarm level (machine: hovering).
-        f |= _bit(_ge(-step[:, 1], thr["fast_growth_per_min"]) & is_pre, Flag.DROP)
+        f |= _bit(emptying & is_pre, Flag.DROP)
         f |= _bit(is_pre, Flag.PRE) | _bit(
             _lt(comp, pre * p.PRE_ALARM_CLEAR_FRACTION), Flag.PRE_CLEAR
         )

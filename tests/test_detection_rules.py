@@ -81,6 +81,11 @@ def of(changes: list[AlarmChange], typ: str, slot: int | None = None) -> list[Al
     return [c for c in changes if c.alarm_type == typ and (slot is None or c.slot == slot)]
 
 
+def timeline(changes: list[AlarmChange], typ: str = "fire") -> list[tuple[str, str, str, float]]:
+    """(action, verdict, reason, seconds since T0) of one alarm type."""
+    return [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(changes, typ)]
+
+
 def verdicts(changes: list[AlarmChange], typ: str = "fire", slot: int | None = None) -> list[str]:
     return [f"{c.verdict}:{c.reason}" for c in of(changes, typ, slot) if c.action == "verdict"]
 
@@ -268,7 +273,7 @@ def test_an_aerosol_that_persists_under_a_warming_ceiling_is_combined_evidence(
         }
 
     ch = Site([("multi", 1, {})]).run({0: fire}, 200)
-    first = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")][:2]
+    first = timeline(ch)[:2]
     assert first[0] == ("open", "pending", "obscuration", 120.0)
     if combined:
         assert first[1] == ("verdict", "confirmed", "combined", 150.0)
@@ -349,7 +354,7 @@ def test_a_thick_aerosol_alone_gets_one_more_window_then_is_suppressed(
     nothing again."""
     site = Site([("multi", 1, {"verification_s": verification_s})])
     ch = site.run({0: thick_fumes()}, 600, interval=5.0)
-    fire = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")]
+    fire = timeline(ch)
     assert fire == [
         ("open", "pending", "obscuration", 100.0),
         ("verdict", "suppressed", "aerosol_signature", 160.0),
@@ -465,7 +470,7 @@ def test_two_lone_spikes_a_window_apart_are_transient_and_a_signal_that_stays_op
         return {"obscuration": 5.0 if t == 100 or t >= 130 else 0.1, "temperature": 21.0}
 
     ch = Site([("smoke", 1, {})]).run({0: flicker_then_fire}, 400)
-    fire = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")]
+    fire = timeline(ch)
     assert fire == [
         ("open", "pending", "obscuration", 100.0),
         ("verdict", "suppressed", "transient", 130.0),
@@ -494,7 +499,7 @@ def test_a_smouldering_fire_that_hovers_around_the_level_is_confirmed_not_transi
     level confirms it (before: `transient` twice, confirmed 110 s late)."""
     dips = {100: 3.1, 110: 2.7, 120: 3.2, 130: 2.9, 140: 2.9, 150: 3.3}
     ch = Site([("smoke", 1, {})]).run({0: hovering(dips, after=3.4)}, 300)
-    fire = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")]
+    fire = timeline(ch)
     assert fire == [
         ("open", "pending", "obscuration", 100.0),
         ("verdict", "confirmed", "obscuration", 150.0),
@@ -506,7 +511,7 @@ def test_a_last_sample_at_the_level_after_one_that_hovered_is_persistence() -> N
     reading; after one that hovered at pre-alarm level the signal never left."""
     dips = {100: 3.1, 110: 2.7, 120: 2.8, 130: 3.2}
     ch = Site([("smoke", 1, {})]).run({0: hovering(dips, after=2.8)}, 300)
-    fire = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")]
+    fire = timeline(ch)
     assert fire == [
         ("open", "pending", "obscuration", 100.0),
         ("verdict", "confirmed", "obscuration", 130.0),
@@ -516,7 +521,7 @@ def test_a_last_sample_at_the_level_after_one_that_hovered_is_persistence() -> N
 def test_a_hovering_signal_that_stays_under_the_level_is_transient_after_the_second_part() -> None:
     dips = {100: 3.1, 110: 2.7, 120: 3.2, 130: 2.9}
     ch = Site([("smoke", 1, {})]).run({0: hovering(dips, after=2.8)}, 300)
-    fire = [(c.action, c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")]
+    fire = timeline(ch)
     assert fire == [
         ("open", "pending", "obscuration", 100.0),
         ("verdict", "suppressed", "transient", 160.0),  # 60 s: the most a window gets
