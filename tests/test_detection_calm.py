@@ -65,6 +65,8 @@ def test_every_row_called_calm_scores_calm(kind: int, n: int, data: st.DataObjec
         limits = [float(thr[t]) for t in (tname, "heat_rise_c_per_min") if t and t in thr]
         if col_i == k.R_RH and "steam_rh_rise_per_min" in thr:
             limits = [float(thr["steam_rh_rise_per_min"])]
+        if col_i == k.R_T:  # the engine's temperature bound also covers WARM
+            limits.append(p.MULTI_WARM_C_PER_MIN)
         if limits:
             top = float(np.min(limits))
             for i in range(n):
