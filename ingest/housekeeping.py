@@ -1,5 +1,6 @@
 """Cluster-wide chores of ingest, done by whichever process gets to them first:
-daily partitions ahead of time (plain PostgreSQL) and pruning of old rejects."""
+on plain PostgreSQL the 1-minute rollup's refresh and daily partitions ahead
+of time; on both flavours pruning of old rejects."""
 
 from __future__ import annotations
 
@@ -12,29 +13,46 @@ import psycopg
 
 from firesafe.settings import Settings
 from storage import ingest_store as store
-from storage import partitions
+from storage import partitions, rollup
 
 log = logging.getLogger(__name__)
 
 PARTITIONS_EVERY_S = 3600.0
 # Rejects are pruned often: a flood must not outgrow its bound for long.
 REJECT_PRUNE_EVERY_S = 60.0
+# Noted minutes wait at least rollup.SETTLE; this only bounds how much longer.
+ROLLUP_REFRESH_EVERY_S = 5.0
 PRUNE_LOCK = 0x46495246  # advisory lock key: one pruner at a time in a cluster
 
 
 async def run_housekeeping(settings: Settings, flavour: store.Flavour, application: str) -> None:
-    """Forever (cancelled at shutdown); a failed round is logged and retried."""
-    next_partitions = 0.0
+    """Forever (cancelled at shutdown); a failed chore is logged and retried."""
+    due = {"partitions": 0.0, "rejects": 0.0, "rollup": 0.0}
     while True:
+        now = time.monotonic()
         try:
-            if time.monotonic() >= next_partitions:
-                next_partitions = time.monotonic() + PARTITIONS_EVERY_S
-                if flavour == "plain":
-                    await asyncio.to_thread(ensure_partitions, settings)
-            await asyncio.to_thread(prune_rejects, settings, application)
+            if flavour == "plain" and now >= due["rollup"]:
+                due["rollup"] = now + ROLLUP_REFRESH_EVERY_S
+                await refresh_rollup(settings, application)
+            if flavour == "plain" and now >= due["partitions"]:
+                due["partitions"] = now + PARTITIONS_EVERY_S
+                await asyncio.to_thread(ensure_partitions, settings)
+            if now >= due["rejects"]:
+                due["rejects"] = now + REJECT_PRUNE_EVERY_S
+                await asyncio.to_thread(prune_rejects, settings, application)
         except psycopg.Error as exc:
             log.warning("housekeeping failed: %s", exc)
-        await asyncio.sleep(REJECT_PRUNE_EVERY_S)
+        await asyncio.sleep(max(0.1, min(due.values()) - time.monotonic()))
+
+
+async def refresh_rollup(settings: Settings, application: str) -> None:
+    """Async, so that stopping ingest cancels it at once, even mid-connect."""
+    async with await psycopg.AsyncConnection.connect(
+        settings.require_database_url(), autocommit=True, application_name=application
+    ) as conn:
+        minutes = await rollup.refresh(conn)
+    if minutes:
+        log.debug("rollup: %d minute(s) refreshed", minutes)
 
 
 def ensure_partitions(settings: Settings) -> None:

@@ -53,9 +53,6 @@ class BatchPlan:
     values: NDArray[np.float64]
     extra: dict[int, dict[str, float]]
     maybe_dup: NDArray[np.bool_]
-    # per reading: the newest event time committed for its device when planned
-    # (what `maybe_dup` was decided from); None: not known
-    high_water: NDArray[np.int64] | None
     # events
     ev_idx: NDArray[np.int64]
     ev_slot: NDArray[np.int64]
@@ -80,18 +77,15 @@ class BatchPlan:
 
 
 MaybeDuplicate = Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]]
-HighWater = Callable[[NDArray[np.int64]], NDArray[np.int64]]
 
 
 def plan_batch(
     burst: Sequence[RawMessage],
     batch: DecodedBatch,
     maybe_dup_of: MaybeDuplicate,
-    high_water_of: HighWater | None = None,
 ) -> BatchPlan:
     """Plan one decoded batch. `maybe_dup_of(slot, ts)` says which readings may
-    have been committed before (the tracker's committed high-water marks);
-    `high_water_of(slot)` gives those marks themselves."""
+    have been committed before (the tracker's committed high-water marks)."""
     keep_ev = first_of_keys(batch.ev_slot, batch.ev_ts, batch.ev_seq)
     keep_tel = first_of_keys(batch.slot, batch.ts, batch.seq)
     if batch.ev_slot.size and batch.slot.size:
@@ -116,7 +110,6 @@ def plan_batch(
         values=batch.values[tel_idx],
         extra={int(np.searchsorted(tel_idx, i)): v for i, v in batch.extra.items() if keep_tel[i]},
         maybe_dup=maybe_dup,
-        high_water=None if high_water_of is None else np.array(high_water_of(slot)),
         ev_idx=ev_idx,
         ev_slot=batch.ev_slot[ev_idx],
         ev_ts=batch.ev_ts[ev_idx],

@@ -570,7 +570,7 @@ class IngestService:
     async def _commit(self, burst: Sequence[RawMessage], batch: DecodedBatch) -> None:
         """Plan once, write (retried on a lost connection), then after_commit once.
         A batch the database refuses is bisected down to the message it refuses."""
-        plan = plan_batch(burst, batch, self.tracker.maybe_duplicate, self._high_water)
+        plan = plan_batch(burst, batch, self.tracker.maybe_duplicate)
         try:
             await self._with_database(self._write, plan)
         except PoisonBatch as exc:
@@ -578,9 +578,6 @@ class IngestService:
             await self._bisect(burst, exc)
             return
         self._after_commit(plan)
-
-    def _high_water(self, slot: NDArray[np.int64]) -> NDArray[np.int64]:
-        return self.tracker.newest_ts[slot]
 
     def _device_ids(self) -> DeviceIdTable:
         """Device ids by slot for the binary COPY (built once per registry snapshot)."""
@@ -644,7 +641,6 @@ class IngestService:
                         values=plan.values,
                         extra=plan.extra,
                         ids=self._device_ids(),
-                        high_water=plan.high_water,
                     )
                     await store.write_rejects(writer, plan.rejects)
             except _CONNECTION_ERRORS:

@@ -3,8 +3,8 @@
 Telemetry goes through a temporary stage table filled with one binary COPY
 built straight from the numpy columns (no Python object per row), then into
 `telemetry` with ON CONFLICT DO NOTHING, so a duplicate (device, ts, seq) is
-stored once whatever path it took. On plain PostgreSQL the 1-minute rollup
-is updated in the same statement.
+stored once whatever path it took. On plain PostgreSQL the batch notes the
+minutes it wrote for the 1-minute rollup's refresher (storage.rollup).
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from firesafe.contract import READINGS
-from storage import telemetry_copy
-from storage.rollup import Rollup, rollup_minutes
+from storage import rollup, telemetry_copy
 from storage.telemetry_copy import DeviceIdTable
 
 Flavour = Literal["plain", "timescale"]
@@ -41,16 +40,6 @@ CREATE TEMP TABLE IF NOT EXISTS stage_telemetry (
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_extra (idx integer NOT NULL, extra jsonb NOT NULL)
     ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_rollup (
-    slot integer NOT NULL, bucket_ms bigint NOT NULL, samples bigint NOT NULL,
-    {
-    ", ".join(
-        f"{r}_min double precision NOT NULL, {r}_max double precision NOT NULL, "
-        f"{r}_sum double precision NOT NULL, {r}_n bigint NOT NULL"
-        for r in READINGS
-    )
-}
-) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_device_state (
     slot integer NOT NULL, last_seen_ms bigint NOT NULL, last_ts_ms bigint NOT NULL,
     last_seq bigint NOT NULL, status smallint NOT NULL, status_ms bigint NOT NULL,
@@ -95,28 +84,6 @@ JOIN devices d ON d.slot = s.slot
 LEFT JOIN stage_extra x ON x.idx = s.idx
 """.encode()
 _INSERT_TELEMETRY_CHECKED = _INSERT_NEW_TELEMETRY + b"ON CONFLICT DO NOTHING\n"
-_ROLLUP_SET = ",\n    ".join(
-    f"{r}_min = LEAST(r.{r}_min, EXCLUDED.{r}_min), "
-    f"{r}_max = GREATEST(r.{r}_max, EXCLUDED.{r}_max), "
-    f"{r}_sum = COALESCE(r.{r}_sum, 0) + COALESCE(EXCLUDED.{r}_sum, 0), "
-    f"{r}_n = r.{r}_n + EXCLUDED.{r}_n"
-    for r in READINGS
-)
-_UPSERT_ROLLUP = f"""
-INSERT INTO telemetry_rollup_1m AS r (bucket, device_id, samples,
-    {", ".join(f"{r}_min, {r}_max, {r}_sum, {r}_n" for r in READINGS)})
-SELECT {_MS.format("u.bucket_ms")}, d.id, u.samples,
-    {
-    ", ".join(
-        f"NULLIF(u.{r}_min, 'NaN'), NULLIF(u.{r}_max, 'NaN'), "
-        f"CASE WHEN u.{r}_n > 0 THEN u.{r}_sum END, u.{r}_n"
-        for r in READINGS
-    )
-}
-FROM stage_rollup u JOIN devices d ON d.slot = u.slot
-ON CONFLICT (device_id, bucket) DO UPDATE SET samples = r.samples + EXCLUDED.samples,
-    {_ROLLUP_SET}
-"""
 _MARK_ALL_MAYBE_DUP = "UPDATE stage_telemetry SET maybe_dup = true"
 _DELETE_STAGED_DUPLICATES = f"""
 DELETE FROM stage_telemetry s USING devices d
@@ -199,7 +166,6 @@ async def write_telemetry(
     values: NDArray[np.float64],
     extra: Mapping[int, Mapping[str, float]],
     ids: DeviceIdTable | None = None,
-    high_water: NDArray[np.int64] | None = None,
 ) -> NDArray[np.bool_]:
     """Store the rows not stored before; return the mask of rows that were new.
 
@@ -210,10 +176,6 @@ async def write_telemetry(
     inserted without ON CONFLICT, which costs PostgreSQL a third of the insert.
     Should another writer have stored one of them meanwhile, the COPY or the
     insert fails inside a savepoint and every row is checked instead.
-
-    `high_water` (per row: the newest event time committed for its device,
-    as `maybe_dup` was decided from) lets the plain flavour's rollup COPY
-    the minutes that cannot have a row yet instead of upserting them.
     """
     new = np.ones(slot.size, dtype=np.bool_)
     if not slot.size:
@@ -223,7 +185,6 @@ async def write_telemetry(
         direct = ~maybe_dup
         if extra:
             direct[np.fromiter(extra, dtype=np.int64, count=len(extra))] = False
-    raced = False
     async with conn.cursor() as cur:
         if direct.any():
             try:
@@ -240,8 +201,7 @@ async def write_telemetry(
                         )
                     )
             except psycopg.errors.UniqueViolation:
-                raced = True  # another writer: check every row
-                direct[:] = False
+                direct[:] = False  # another writer: check every row
                 maybe_dup = np.ones(slot.size, dtype=np.bool_)
         staged = np.flatnonzero(~direct)
         if staged.size:
@@ -249,20 +209,8 @@ async def write_telemetry(
                 cur, conn, staged, slot, ts, seq, received, maybe_dup, values, extra, new
             )
         if flavour == "plain":
-            rollup = rollup_minutes(slot[new], ts[new], values[new])
-            fresh = None
-            if ids is not None and high_water is not None and not raced:
-                fresh = rollup.bucket_ms > _per_slot(rollup.slot, slot, high_water)
-            await _write_rollup(cur, conn, rollup, ids, fresh)
+            await rollup.note_minutes(cur, ts[new])
     return new
-
-
-def _per_slot(
-    wanted: NDArray[np.int64], slot: NDArray[np.int64], value: NDArray[np.int64]
-) -> NDArray[np.int64]:
-    """value (given per row, the same for every row of a slot) for each wanted slot."""
-    order = np.argsort(slot, kind="stable")
-    return value[order][np.searchsorted(slot[order], wanted)]
 
 
 async def _stage_and_insert(
@@ -309,68 +257,6 @@ async def _stage_and_insert(
 async def _drop_staged_duplicates(cur: psycopg.AsyncCursor[Any]) -> list[int]:
     await cur.execute(_DELETE_STAGED_DUPLICATES.encode())
     return [row[0] for row in await cur.fetchall()]
-
-
-async def _write_rollup(
-    cur: psycopg.AsyncCursor[Any],
-    conn: AsyncConn,
-    rollup: Rollup,
-    ids: DeviceIdTable | None,
-    fresh: NDArray[np.bool_] | None,
-) -> None:
-    """Fold the batch's minutes in: the `fresh` ones (no row can exist yet: every
-    reading committed for the device is older than the minute) by one COPY
-    into the table, the rest by the upsert. Should a fresh minute exist after
-    all (another writer), the COPY fails in its savepoint and all are upserted."""
-    if not rollup.slot.size:
-        return
-    if fresh is not None and ids is not None and fresh.any():
-        try:
-            async with conn.transaction(), cur.copy(telemetry_copy.ROLLUP_COPY) as copy:
-                await copy.write(
-                    telemetry_copy.rollup_rows(
-                        ids,
-                        rollup.slot[fresh],
-                        rollup.bucket_ms[fresh],
-                        rollup.samples[fresh],
-                        rollup.minimum[fresh],
-                        rollup.maximum[fresh],
-                        rollup.total[fresh],
-                        rollup.count[fresh],
-                    )
-                )
-            rollup = _select(rollup, ~fresh)
-        except psycopg.errors.UniqueViolation:
-            pass
-    if not rollup.slot.size:
-        return
-    columns: list[tuple[str, str, NDArray[Any]]] = [
-        ("slot", ">i4", rollup.slot),
-        ("bucket_ms", ">i8", rollup.bucket_ms),
-        ("samples", ">i8", rollup.samples),
-    ]
-    for i, r in enumerate(READINGS):
-        columns += [
-            (f"{r}_min", ">f8", rollup.minimum[:, i]),
-            (f"{r}_max", ">f8", rollup.maximum[:, i]),
-            (f"{r}_sum", ">f8", rollup.total[:, i]),
-            (f"{r}_n", ">i8", rollup.count[:, i]),
-        ]
-    async with cur.copy("COPY stage_rollup FROM STDIN (FORMAT BINARY)") as copy:
-        await copy.write(binary_copy(columns))
-    await cur.execute(_UPSERT_ROLLUP.encode())
-
-
-def _select(rollup: Rollup, mask: NDArray[np.bool_]) -> Rollup:
-    return Rollup(
-        rollup.slot[mask],
-        rollup.bucket_ms[mask],
-        rollup.samples[mask],
-        rollup.minimum[mask],
-        rollup.maximum[mask],
-        rollup.total[mask],
-        rollup.count[mask],
-    )
 
 
 async def write_events(

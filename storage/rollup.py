@@ -1,55 +1,108 @@
-"""The 1-minute rollup of telemetry on plain PostgreSQL, computed from the
-batch's numpy columns (the TimescaleDB flavour has a continuous aggregate).
+"""The 1-minute rollup of telemetry on plain PostgreSQL, refreshed apart from
+ingest's transactions as TimescaleDB refreshes its continuous aggregate.
 
-Aggregating in numpy and upserting one row per (device, minute) costs a few
-milliseconds per batch; aggregating the inserted rows in SQL cost more than
-the insert itself.
+A batch only notes which minutes it wrote (`note_minutes`: a few rows in
+`rollup_pending`); `refresh` later recomputes each noted minute from the
+stored rows, whole, once no batch has touched it for a few seconds. Until
+then `telemetry_1m` aggregates that minute straight from `telemetry`
+(real-time aggregation, migration 0130), so readers never see a stale or
+missing minute. Recomputing a minute whole makes the refresh idempotent and
+exact whatever order, duplicates or late rows the batches had.
+
+Upserting each batch's minutes inside its own transaction cost the gateway
+path as much as storing the rows (README, bench/profile_gateway.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import numpy as np
+import psycopg
 from numpy.typing import NDArray
 
+from firesafe.contract import READINGS
+
 MINUTE_MS = 60_000
+# A minute is recomputed once no batch has noted it for SETTLE (so a minute
+# still filling is not recomputed over and over), or once its first note is
+# MAX_WAIT old (a minute that keeps being written is still materialised).
+SETTLE = timedelta(seconds=5)
+MAX_WAIT = timedelta(seconds=60)
+# Minutes recomputed per transaction: a long backlog goes in bounded steps.
+MINUTES_PER_ROUND = 120
+REFRESH_LOCK = 0x46495252  # advisory lock key: one refresher at a time in a cluster
+
+_NOTE = (
+    "INSERT INTO rollup_pending (bucket) SELECT to_timestamp(m * 60) FROM unnest(%s::bigint[]) m"
+)
+
+_READY = """
+SELECT bucket FROM rollup_pending
+GROUP BY bucket
+HAVING max(noted_at) < now() - %(settle)s OR min(noted_at) < now() - %(max_wait)s
+ORDER BY bucket
+LIMIT %(limit)s
+"""
+_AGGREGATES = ", ".join(f"min(t.{r}), max(t.{r}), sum(t.{r}), count(t.{r})" for r in READINGS)
+_RECOMPUTE = (
+    "DELETE FROM rollup_pending WHERE bucket = ANY(%(ready)s)",
+    "DELETE FROM telemetry_rollup_1m WHERE bucket = ANY(%(ready)s)",
+    f"""
+INSERT INTO telemetry_rollup_1m (bucket, device_id, samples,
+    {", ".join(f"{r}_min, {r}_max, {r}_sum, {r}_n" for r in READINGS)})
+SELECT b.bucket, t.device_id, count(*), {_AGGREGATES}
+FROM unnest(%(ready)s::timestamptz[]) AS b(bucket)
+JOIN telemetry t ON t.ts >= b.bucket AND t.ts < b.bucket + interval '1 minute'
+GROUP BY b.bucket, t.device_id
+""",
+)
 
 
-@dataclass(frozen=True, slots=True)
-class Rollup:
-    """One row per (slot, minute): count and min/max/sum/count per reading column."""
-
-    slot: NDArray[np.int64]
-    bucket_ms: NDArray[np.int64]  # start of the minute, epoch ms (UTC)
-    samples: NDArray[np.int64]
-    minimum: NDArray[np.float64]  # (rows, readings); NaN where no value
-    maximum: NDArray[np.float64]
-    total: NDArray[np.float64]  # 0 where no value
-    count: NDArray[np.int64]
+def pending_minutes(ts_ms: NDArray[np.int64]) -> list[int]:
+    """The distinct minutes (epoch minutes) these readings fall in."""
+    return np.unique(ts_ms // MINUTE_MS).tolist() if ts_ms.size else []
 
 
-def rollup_minutes(
-    slot: NDArray[np.int64], ts_ms: NDArray[np.int64], values: NDArray[np.float64]
-) -> Rollup:
-    """Aggregate readings (NaN = absent) per device and UTC minute."""
-    width = values.shape[1] if values.ndim == 2 else 0
-    if not slot.size:
-        empty = np.empty((0, width))
-        return Rollup(slot, ts_ms, slot, empty, empty, empty, np.empty((0, width), np.int64))
-    minute = ts_ms // MINUTE_MS
-    order = np.lexsort((minute, slot))
-    s, m, v = slot[order], minute[order], values[order]
-    first = np.ones(s.size, dtype=np.bool_)
-    first[1:] = (s[1:] != s[:-1]) | (m[1:] != m[:-1])
-    starts = np.flatnonzero(first)
-    present = ~np.isnan(v)
-    return Rollup(
-        slot=s[starts],
-        bucket_ms=m[starts] * MINUTE_MS,
-        samples=np.diff(np.append(starts, s.size)).astype(np.int64),
-        minimum=np.fmin.reduceat(v, starts, axis=0),  # fmin/fmax skip NaN
-        maximum=np.fmax.reduceat(v, starts, axis=0),
-        total=np.add.reduceat(np.where(present, v, 0.0), starts, axis=0),
-        count=np.add.reduceat(present.astype(np.int64), starts, axis=0),
-    )
+async def note_minutes(cur: psycopg.AsyncCursor[Any], ts_ms: NDArray[np.int64]) -> None:
+    """Inside a batch's transaction: these readings' minutes need recomputing.
+    Committed with the rows, so a refresh sees both or neither."""
+    minutes = pending_minutes(ts_ms)
+    if minutes:
+        await cur.execute(_NOTE, (minutes,))
+
+
+async def refresh(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    settle: timedelta = SETTLE,
+    max_wait: timedelta = MAX_WAIT,
+) -> int:
+    """Recompute every noted minute that is ready; return how many. `conn` is
+    in autocommit mode. Another process refreshing already: nothing done.
+
+    Each round is one REPEATABLE READ transaction: the notes it deletes and
+    the rows it aggregates are from the same snapshot, so a batch that
+    commits meanwhile leaves its note for the next round."""
+    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (REFRESH_LOCK,))
+    locked = await cur.fetchone()
+    if not locked or not locked[0]:
+        return 0
+    done = 0
+    try:
+        while True:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur = await conn.execute(
+                    _READY, {"settle": settle, "max_wait": max_wait, "limit": MINUTES_PER_ROUND}
+                )
+                ready = [row[0] for row in await cur.fetchall()]
+                for statement in _RECOMPUTE if ready else ():
+                    await conn.execute(statement, {"ready": ready})
+            done += len(ready)
+            if len(ready) < MINUTES_PER_ROUND:
+                return done
+    finally:
+        if not conn.closed:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (REFRESH_LOCK,))

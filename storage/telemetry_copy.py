@@ -1,4 +1,4 @@
-"""Binary COPY straight from numpy columns into `telemetry` and its rollup.
+"""Binary COPY straight from numpy columns into `telemetry`.
 
 PostgreSQL's binary COPY row is a field count, then per field a length and the
 value, where a NULL is length -1 with no value and text has its own length.
@@ -111,39 +111,4 @@ def telemetry_rows(
         ("received_at", ">i8", ms_to_pg_us(received), None),
     ]
     fields += [(r, ">f8", values[:, i], absent[:, i]) for i, r in enumerate(READINGS)]
-    return encode_rows(fields, int(slot.size))
-
-
-ROLLUP_COPY = (
-    "COPY telemetry_rollup_1m (bucket, device_id, samples, "
-    + ", ".join(f"{r}_min, {r}_max, {r}_sum, {r}_n" for r in READINGS)
-    + ") FROM STDIN (FORMAT BINARY)"
-)
-
-
-def rollup_rows(
-    ids: DeviceIdTable,
-    slot: NDArray[np.int64],
-    bucket_ms: NDArray[np.int64],
-    samples: NDArray[np.int64],
-    minimum: NDArray[np.float64],
-    maximum: NDArray[np.float64],
-    total: NDArray[np.float64],
-    count: NDArray[np.int64],
-) -> bytes:
-    """New `telemetry_rollup_1m` rows for ROLLUP_COPY, as the upsert would write
-    them: min/max/sum NULL where the minute has no value of that reading."""
-    none = count == 0
-    fields: list[Field] = [
-        ("bucket", ">i8", ms_to_pg_us(bucket_ms), None),
-        ("device_id", "text", (ids.padded[slot], ids.length[slot]), None),
-        ("samples", ">i8", samples, None),
-    ]
-    for i, r in enumerate(READINGS):
-        fields += [
-            (f"{r}_min", ">f8", minimum[:, i], none[:, i]),
-            (f"{r}_max", ">f8", maximum[:, i], none[:, i]),
-            (f"{r}_sum", ">f8", total[:, i], none[:, i]),
-            (f"{r}_n", ">i8", count[:, i], None),
-        ]
     return encode_rows(fields, int(slot.size))

@@ -172,7 +172,7 @@ def test_a_reading_days_late_reaches_the_rollup_at_the_next_refresh(db: str, fla
     """The broker may deliver a reading up to its session expiry (7 days) late; the
     refresh policy's window must still cover it (it was 1 day)."""
     if flavour != "timescale":
-        pytest.skip("plain PostgreSQL rolls up in ingest's own transaction")
+        pytest.skip("plain PostgreSQL: any late minute is noted (tests/test_storage_rollup.py)")
     insert = (
         "INSERT INTO telemetry (ts, device_id, seq, received_at, temperature) "
         "VALUES (now() - %s::interval, %s, 1, now(), 21.5)"

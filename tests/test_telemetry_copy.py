@@ -1,6 +1,7 @@
-"""The direct binary COPY into `telemetry` (and the plain flavour's rollup) against
-the checked stage path, on the real database: the same rows, NULL for absent
-readings, and a row stored by another writer still stored once."""
+"""The direct binary COPY into `telemetry` against the checked stage path, on the
+real database: the same rows (and, on plain PostgreSQL, the same minutes noted
+for the rollup), NULL for absent readings, and a row stored by another writer
+still stored once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import psycopg
-import pytest
 
 from firesafe.contract import READINGS
 from storage import ingest_store as store
@@ -89,20 +89,19 @@ def test_direct_copy_stores_what_the_stage_path_stores(db: str, flavour: str) ->
     ids, slots, table = _setup(db, "CP1")
     b = _batch(slots, 90, 1)
     none = np.zeros(90, np.bool_)
-    new = asyncio.run(_write(db, flavour, b, none, ids=table, high_water=np.full(90, -1, np.int64)))
+    new = asyncio.run(_write(db, flavour, b, none, ids=table))
     assert new.all()
     direct = _stored(db, "telemetry", "device_id, ts, seq")
-    direct_rollup = (
-        _stored(db, "telemetry_rollup_1m", "device_id, bucket") if flavour == "plain" else []
-    )
+    noted = _noted(db) if flavour == "plain" else set()
     _run(db, "TRUNCATE telemetry")
     if flavour == "plain":
-        _run(db, "TRUNCATE telemetry_rollup_1m")
+        _run(db, "TRUNCATE rollup_pending")
     asyncio.run(_write(db, flavour, b, none))  # no ids: every row through the stage
     assert direct == _stored(db, "telemetry", "device_id, ts, seq")
     if flavour == "plain":
-        assert direct_rollup == _stored(db, "telemetry_rollup_1m", "device_id, bucket")
-        assert len(direct_rollup) > 3
+        minutes = {datetime.fromtimestamp(int(t) // MINUTE_MS * 60, UTC) for t in b["ts"]}
+        assert noted == _noted(db) == minutes
+        assert len(minutes) > 3
     # And what was stored is what was sent, NULL where a reading was absent.
     sent = {
         (table_id(table, int(s)), int(t), int(q)): v
@@ -116,6 +115,10 @@ def test_direct_copy_stores_what_the_stage_path_stores(db: str, flavour: str) ->
         for got, want in zip(row[4 : 4 + N], values, strict=True):
             assert (got is None) if math.isnan(want) else got == want
     assert {r[1] for r in direct} == set(ids)
+
+
+def _noted(db: str) -> set[datetime]:
+    return {r[0] for r in query(db, "SELECT bucket FROM rollup_pending")}
 
 
 def table_id(table: DeviceIdTable, slot: int) -> str:
@@ -145,7 +148,6 @@ def test_a_row_another_writer_stored_is_stored_once(db: str, flavour: str) -> No
             b,
             np.zeros(30, np.bool_),
             ids=table,
-            high_water=np.full(30, -1, np.int64),
         )
     )
     assert not new[first]
@@ -154,38 +156,6 @@ def test_a_row_another_writer_stored_is_stored_once(db: str, flavour: str) -> No
         30,
         30,
     )
-
-
-def test_a_minute_another_writer_rolled_up_is_added_to(db: str, flavour: str) -> None:
-    """The high-water mark says the minute is fresh, yet its rollup row exists
-    (another writer's reading, another key): the COPY fails, the upsert adds."""
-    if flavour != "plain":
-        pytest.skip("the rollup is maintained by ingest on plain PostgreSQL only")
-    _, slots, table = _setup(db, "CP3")
-    b = _batch(slots[:1], 3, 3)
-    b["values"][:] = np.nan
-    b["values"][:, 1] = [10.0, 30.0, 20.0]  # temperature
-    b["ts"] = T0 + np.array([1_000, 2_000, 3_000])
-    device = table_id(table, int(slots[0]))
-    _run(
-        db,
-        "INSERT INTO telemetry_rollup_1m (bucket, device_id, samples, temperature_min, "
-        "temperature_max, temperature_sum, temperature_n) VALUES (%s, %s, 1, 5, 5, 5, 1)",
-        (datetime.fromtimestamp(T0 / 1000, UTC), device),
-    )
-    new = asyncio.run(
-        _write(
-            db, flavour, b, np.zeros(3, np.bool_), ids=table, high_water=np.full(3, -1, np.int64)
-        )
-    )
-    assert new.all()
-    row = query(
-        db,
-        "SELECT samples, temperature_min, temperature_max, temperature_sum, temperature_n, "
-        "co_n, co_min FROM telemetry_rollup_1m WHERE device_id = %s",
-        (device,),
-    )
-    assert row == [(4, 5.0, 30.0, 65.0, 4, 0, None)]
 
 
 def test_device_id_table_pads_and_measures() -> None:
