@@ -3,7 +3,8 @@ ingest's transactions as TimescaleDB refreshes its continuous aggregate.
 
 A batch only notes which minutes it wrote (`note_minutes`: a few rows in
 `rollup_pending`); `refresh` later recomputes each noted minute from the
-stored rows, whole, once no batch has touched it for a few seconds. Until
+stored rows, per device and whole, once no batch has touched it for a few
+seconds. Until
 then `telemetry_1m` aggregates that minute straight from `telemetry`
 (real-time aggregation, migration 0130), so readers never see a stale or
 missing minute. Recomputing a minute whole makes the refresh idempotent and
@@ -46,16 +47,19 @@ ORDER BY bucket
 LIMIT %(limit)s
 """
 _AGGREGATES = ", ".join(f"min(t.{r}), max(t.{r}), sum(t.{r}), count(t.{r})" for r in READINGS)
+_COLUMNS = [f"{r}_{x}" for r in READINGS for x in ("min", "max", "sum", "n")]
+# A (device, minute) row is replaced whole, never deleted: rows whose raw
+# readings retention has dropped stay as they were.
 _RECOMPUTE = (
     "DELETE FROM rollup_pending WHERE bucket = ANY(%(ready)s)",
-    "DELETE FROM telemetry_rollup_1m WHERE bucket = ANY(%(ready)s)",
     f"""
-INSERT INTO telemetry_rollup_1m (bucket, device_id, samples,
-    {", ".join(f"{r}_min, {r}_max, {r}_sum, {r}_n" for r in READINGS)})
+INSERT INTO telemetry_rollup_1m (bucket, device_id, samples, {", ".join(_COLUMNS)})
 SELECT b.bucket, t.device_id, count(*), {_AGGREGATES}
 FROM unnest(%(ready)s::timestamptz[]) AS b(bucket)
 JOIN telemetry t ON t.ts >= b.bucket AND t.ts < b.bucket + interval '1 minute'
 GROUP BY b.bucket, t.device_id
+ON CONFLICT (device_id, bucket) DO UPDATE SET samples = EXCLUDED.samples,
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS)}
 """,
 )
 

@@ -282,3 +282,20 @@ def test_a_long_backlog_is_refreshed_in_bounded_rounds(db: str) -> None:
     assert _refresh(db, settle=timedelta(0)) == minutes
     rows = _minutes(db, device, "telemetry_rollup_1m")
     assert [(r[0], r[2]) for r in rows] == [(_at(T + m * 60_000), float(m)) for m in range(minutes)]
+
+
+@pytest.mark.usefixtures("plain")
+def test_a_refresh_keeps_the_minutes_of_readings_retention_dropped(db: str) -> None:
+    """Another device's row of the minute, whose raw readings are gone (retention
+    drops raw partitions; the rollup is kept), survives a late reading's refresh."""
+    device, ids, slot = _device(db)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO telemetry_rollup_1m (bucket, device_id, samples, temperature_min, "
+            "temperature_max, temperature_sum, temperature_n) VALUES (%s, 'GONE', 6, 1, 9, 30, 6)",
+            (_at(T),),
+        )
+    _write(db, ids, slot, {T + 1_000: 20.0})
+    assert _refresh(db, settle=timedelta(0)) == 1
+    assert _minutes(db, "GONE", "telemetry_rollup_1m") == [(_at(T), 6, 1.0, 9.0, 30.0, 6)]
+    assert _minutes(db, device, "telemetry_rollup_1m") == [(_at(T), 1, 20.0, 20.0, 20.0, 1)]
