@@ -461,7 +461,8 @@ class IngestHealth(BaseModel):
 
 
 class JobHealth(BaseModel):
-    """A TimescaleDB background job (compression, rollup refresh, retention)."""
+    """A background job: TimescaleDB's compression, rollup refresh and retention;
+    on plain PostgreSQL the rollup refresh that ingest's housekeeping runs."""
 
     job_id: int
     job: str = Field(description="The job's name, e.g. 'Retention Policy [1002]'")
@@ -507,7 +508,7 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(
         description="ok: all fine; degraded: the database is unreachable, ingest is "
         "stale or absent, the broker is disconnected, the API's live alarm feed is down, or "
-        "a TimescaleDB background job failed its last run (`failed_jobs`). "
+        "a background job failed its last run or stalled (`failed_jobs`). "
         "Always HTTP 200: the API itself answers; the body says what is wrong"
     )
     database: DatabaseHealth
@@ -522,8 +523,9 @@ class Health(BaseModel):
     )
     failed_jobs: list[JobHealth] = Field(
         default_factory=list,
-        description="TimescaleDB policy jobs whose last run failed (always empty on plain "
-        "PostgreSQL): compression, rollup refresh or retention has stopped",
+        description="Background jobs whose last run failed: TimescaleDB's compression, "
+        "rollup refresh or retention; on plain PostgreSQL the rollup refresh, also when "
+        "noted minutes have waited over 5 minutes (no ingest process refreshes them)",
     )
 
 

@@ -63,6 +63,17 @@ ON CONFLICT (device_id, bucket) DO UPDATE SET samples = EXCLUDED.samples,
 """,
 )
 
+# Its runs, as firesafe_job_health shows them (migration 0131).
+_RUN_STARTED = """
+INSERT INTO rollup_refresh_runs AS r (total_runs, last_run_started_at) VALUES (1, now())
+ON CONFLICT (only_row) DO UPDATE SET total_runs = r.total_runs + 1, last_run_started_at = now()
+"""
+_RUN_SUCCEEDED = "UPDATE rollup_refresh_runs SET last_successful_finish = clock_timestamp()"
+_RUN_FAILED = """
+UPDATE rollup_refresh_runs
+SET total_failures = total_failures + 1, last_error = %s, last_error_at = clock_timestamp()
+"""
+
 
 def pending_minutes(ts_ms: NDArray[np.int64]) -> list[int]:
     """The distinct minutes (epoch minutes) these readings fall in."""
@@ -95,6 +106,7 @@ async def refresh(
         return 0
     done = 0
     try:
+        await conn.execute(_RUN_STARTED)
         while True:
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -106,7 +118,12 @@ async def refresh(
                     await conn.execute(statement, {"ready": ready})
             done += len(ready)
             if len(ready) < MINUTES_PER_ROUND:
+                await conn.execute(_RUN_SUCCEEDED)
                 return done
+    except psycopg.Error as exc:
+        if not conn.closed:  # shown by firesafe_job_health (/health, /metrics, Grafana)
+            await conn.execute(_RUN_FAILED, (str(exc)[:1000],))
+        raise
     finally:
         if not conn.closed:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (REFRESH_LOCK,))

@@ -3,8 +3,9 @@ leaves healthy policies alone (TimescaleDB)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
-from importlib import resources
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from psycopg import sql
 
 from ingest import mqtt as ingest_mqtt
 from storage import migrate as migrate_mod
+from storage import rollup
 from tests.helpers import refresh_rollup, wait_for
 from tests.test_api_support import ADMIN, live_server
 
@@ -38,10 +40,17 @@ SELECT 999999 AS job_id, 'Retention Policy [999999]'::text AS job,
 
 
 def _restore_view(conn: psycopg.Connection[Any], flavour: str) -> None:
-    name = f"0060_job_health.{flavour}.sql"
-    text = resources.files("storage.migrations").joinpath(name).read_text(encoding="utf-8")
+    """The view as the newest migration of this flavour that defines it."""
+    [*_, newest] = [
+        m
+        for m in migrate_mod.load_migrations(flavour)  # type: ignore[arg-type]
+        if "VIEW firesafe_job_health" in m.sql
+    ]
     conn.execute(b"DROP VIEW firesafe_job_health")
-    conn.execute(text.encode())
+    with conn.transaction():
+        for statement in newest.statements():
+            if "firesafe_job_health" in statement:
+                conn.execute(statement.encode())
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +66,7 @@ def test_session_expiry_and_rollup_window_agree() -> None:
 
 
 def test_failed_jobs_are_exactly_the_failed_policies(api_url: str, db: str, flavour: str) -> None:
-    """None on plain PostgreSQL; on TimescaleDB exactly the jobs whose last run failed
+    """None on a fresh plain PostgreSQL; on TimescaleDB exactly the jobs whose last run failed
     (on PostgreSQL 15.20 with TimescaleDB 2.28.3 that is every policy, soon after
     it is created: "cannot drop portal while it is being set up")."""
     listed = {j["job_id"] for j in httpx.get(f"{api_url}/health").json()["failed_jobs"]}
@@ -198,3 +207,68 @@ def test_a_reading_days_late_reaches_the_rollup_at_the_next_refresh(db: str, fla
         ).fetchall()
         conn.execute(sql.SQL("CALL run_job({})").format(sql.Literal(job_id)))
         assert late_buckets() == 1
+
+
+# --- plain PostgreSQL: the rollup refresh -------------------------------------------
+
+REFUSE_ROLLUP = """
+CREATE OR REPLACE FUNCTION test_refuse_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'rollup refused by a trigger'; END $$;
+CREATE TRIGGER test_refuse_rollup BEFORE INSERT ON telemetry_rollup_1m
+    FOR EACH ROW EXECUTE FUNCTION test_refuse_rollup();
+"""
+
+
+def _refresh(db: str) -> int:
+    async def run() -> int:
+        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+            return await rollup.refresh(conn, settle=timedelta(0))
+
+    return asyncio.run(run())
+
+
+def _rollup_job(api_url: str) -> tuple[str, list[dict[str, Any]]]:
+    body = httpx.get(f"{api_url}/health").json()
+    return body["status"], [j for j in body["failed_jobs"] if j["job"] == "Rollup refresh"]
+
+
+def test_a_failing_or_stalled_rollup_refresh_turns_health_degraded(
+    api_url: str, db: str, flavour: str
+) -> None:
+    if flavour != "plain":
+        pytest.skip("plain PostgreSQL's own job")
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO telemetry (ts, device_id, seq, received_at, temperature) "
+            "VALUES (now(), 'RJ-1', 1, now(), 21.5)"
+        )
+        conn.execute("INSERT INTO rollup_pending (bucket) VALUES (date_trunc('minute', now()))")
+        assert _refresh(db) == 1
+        assert _rollup_job(api_url)[1] == []
+        # Its runs fail: the last error is shown, in /health and /metrics.
+        conn.execute(REFUSE_ROLLUP)
+        try:
+            conn.execute("INSERT INTO rollup_pending (bucket) VALUES (date_trunc('minute', now()))")
+            with pytest.raises(psycopg.errors.RaiseException):
+                _refresh(db)
+            status, [job] = _rollup_job(api_url)
+            assert status == "degraded"
+            assert job["last_run_status"] == "Failed"
+            assert job["total_runs"] == 2
+            assert job["total_failures"] == 1
+            assert "rollup refused by a trigger" in job["last_error"]
+            text = httpx.get(f"{api_url}/metrics", headers=ADMIN).text
+            labels = 'job="Rollup refresh",job_id="1",target="telemetry_1m"'
+            assert f"firesafe_db_job_failed{{{labels}}} 1.0" in text
+        finally:
+            conn.execute("DROP TRIGGER test_refuse_rollup ON telemetry_rollup_1m")
+        assert _refresh(db) == 1  # it runs again: healthy
+        assert _rollup_job(api_url)[1] == []
+        # Nobody refreshes (no ingest running): a minute noted long ago says so.
+        conn.execute(
+            "INSERT INTO rollup_pending VALUES (date_trunc('minute', now()), "
+            "now() - interval '10 minutes')"
+        )
+        status, [job] = _rollup_job(api_url)
+        assert status == "degraded"
+        assert "not rolled up yet" in job["last_error"]

@@ -39,8 +39,9 @@ DB_TIMEOUT_S = 2.0
     description="Always 200 while the API runs (contract section 4); `status` is ok, or "
     "degraded when the database does not answer, ingest is stale (no report for "
     f"{STALE_AFTER_S:g} s) or absent, the broker is disconnected, the live alarm "
-    "feed (LISTEN) is down, or a TimescaleDB background job (compression, rollup "
-    "refresh, retention) failed its last run (listed in `failed_jobs`).",
+    "feed (LISTEN) is down, or a background job failed its last run or stalled "
+    "(listed in `failed_jobs`: TimescaleDB's compression, rollup refresh and retention; "
+    "on plain PostgreSQL the rollup refresh ingest runs).",
 )
 async def health(state: StateDep) -> Health:
     report = await _health(state)

@@ -152,7 +152,7 @@ def platform() -> Json:
         """,
     )
     jobs = table(
-        "Background jobs (TimescaleDB)",
+        "Background jobs",
         """
         SELECT j.job, j.target, j.last_run_status AS "last run", j.total_runs AS runs,
                j.total_failures AS failures, j.last_successful_finish AS "last success",
@@ -160,11 +160,11 @@ def platform() -> Json:
         FROM firesafe_job_health j
         ORDER BY j.failed DESC, j.job_id
         """,
-        description="Compression, rollup refresh and retention policies and how their last "
-        "run went. A failed job means that work has stopped: chunks are no longer compressed, "
-        "the 1-minute rollup lags, or old telemetry is kept. Empty on plain PostgreSQL "
-        "(no background jobs). /health turns degraded and /metrics has "
-        "firesafe_db_job_failed{job} for the same jobs.",
+        description="The database's background jobs and how their last run went: on "
+        "TimescaleDB the compression, rollup refresh and retention policies, on plain "
+        "PostgreSQL the rollup refresh ingest runs. A failed job means that work has stopped: "
+        "chunks are no longer compressed, the 1-minute rollup lags, or old telemetry is kept. "
+        "/health turns degraded and /metrics has firesafe_db_job_failed{job} for the same jobs.",
     )
     totals = table(
         "Rejects since installation",
