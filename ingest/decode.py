@@ -36,6 +36,11 @@ _INT_FLOAT_MAX = 2**1023  # an int below this in magnitude is a finite float
 # date arithmetic or a client's date parser; the message is a `bad_value` reject.
 MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 4_102_444_800_000
+# A known reading beyond this magnitude is no measurement of any of them (%/m,
+# °C, ppm, mA, A, V, %), and summing or squaring a few such values overflows a
+# float: PostgreSQL then refuses the rollup's and the API's aggregates. It is a
+# `bad_value` reject like a non-finite one. Unknown readings are only stored.
+MAX_READING_ABS = 1e12
 
 
 class RawMessage(NamedTuple):
@@ -148,6 +153,8 @@ def _values_flat(
         else:
             value = _number(name, value)
         index = index_of(name)
+        if index is not None and not -MAX_READING_ABS <= value <= MAX_READING_ABS:
+            raise _Invalid("bad_value", f"reading {name!r} is out of range (|value| > 1e12)")
         if index is None:
             if "\x00" in name:  # PostgreSQL jsonb cannot hold NUL
                 raise _Invalid("bad_payload", "reading name contains a NUL character")

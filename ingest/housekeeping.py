@@ -40,7 +40,7 @@ async def run_housekeeping(settings: Settings, flavour: store.Flavour, applicati
             if now >= due["rejects"]:
                 due["rejects"] = now + REJECT_PRUNE_EVERY_S
                 await asyncio.to_thread(prune_rejects, settings, application)
-        except psycopg.Error as exc:
+        except (psycopg.Error, rollup.RefreshFailed) as exc:
             log.warning("housekeeping failed: %s", exc)
         await asyncio.sleep(max(0.1, min(due.values()) - time.monotonic()))
 

@@ -16,7 +16,7 @@ path as much as storing the rows (README, bench/profile_gateway.py).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ _NOTE = (
 
 _READY = """
 SELECT bucket FROM rollup_pending
+WHERE bucket <> ALL(%(refused)s::timestamptz[])
 GROUP BY bucket
 HAVING max(noted_at) < now() - %(settle)s OR min(noted_at) < now() - %(max_wait)s
 ORDER BY bucket
@@ -88,6 +89,10 @@ async def note_minutes(cur: psycopg.AsyncCursor[Any], ts_ms: NDArray[np.int64]) 
         await cur.execute(_NOTE, (minutes,))
 
 
+class RefreshFailed(Exception):
+    """Some noted minutes could not be recomputed (the others were)."""
+
+
 async def refresh(
     conn: psycopg.AsyncConnection[Any],
     *,
@@ -97,33 +102,62 @@ async def refresh(
     """Recompute every noted minute that is ready; return how many. `conn` is
     in autocommit mode. Another process refreshing already: nothing done.
 
-    Each round is one REPEATABLE READ transaction: the notes it deletes and
-    the rows it aggregates are from the same snapshot, so a batch that
-    commits meanwhile leaves its note for the next round."""
+    A minute the database refuses to aggregate (a value its floats cannot
+    sum) holds back no other: it keeps its notes, the run is recorded as
+    failed and RefreshFailed names it."""
     cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (REFRESH_LOCK,))
     locked = await cur.fetchone()
     if not locked or not locked[0]:
         return 0
-    done = 0
+    done, refused = 0, dict[datetime, str]()
     try:
         await conn.execute(_RUN_STARTED)
         while True:
-            async with conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                cur = await conn.execute(
-                    _READY, {"settle": settle, "max_wait": max_wait, "limit": MINUTES_PER_ROUND}
-                )
-                ready = [row[0] for row in await cur.fetchall()]
-                for statement in _RECOMPUTE if ready else ():
-                    await conn.execute(statement, {"ready": ready})
-            done += len(ready)
+            cur = await conn.execute(
+                _READY,
+                {
+                    "settle": settle,
+                    "max_wait": max_wait,
+                    "refused": list(refused),
+                    "limit": MINUTES_PER_ROUND,
+                },
+            )
+            ready = [row[0] for row in await cur.fetchall()]
+            try:
+                await _recompute(conn, ready)
+                done += len(ready)
+            except psycopg.errors.DataError:
+                for minute in ready:  # find the one(s) at fault
+                    try:
+                        await _recompute(conn, [minute])
+                        done += 1
+                    except psycopg.errors.DataError as exc:
+                        refused[minute] = str(exc)
             if len(ready) < MINUTES_PER_ROUND:
-                await conn.execute(_RUN_SUCCEEDED)
-                return done
-    except psycopg.Error as exc:
+                break
+        if refused:
+            minute, error = min(refused.items())
+            raise RefreshFailed(
+                f"{len(refused)} minute(s) could not be rolled up, the first {minute}: {error}"
+            )
+        await conn.execute(_RUN_SUCCEEDED)
+        return done
+    except (psycopg.Error, RefreshFailed) as exc:
         if not conn.closed:  # shown by firesafe_job_health (/health, /metrics, Grafana)
             await conn.execute(_RUN_FAILED, (str(exc)[:1000],))
         raise
     finally:
         if not conn.closed:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (REFRESH_LOCK,))
+
+
+async def _recompute(conn: psycopg.AsyncConnection[Any], minutes: list[datetime]) -> None:
+    """One REPEATABLE READ transaction: the notes it deletes and the rows it
+    aggregates are from the same snapshot, so a batch that commits meanwhile
+    leaves its note for the next round."""
+    if not minutes:
+        return
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        for statement in _RECOMPUTE:
+            await conn.execute(statement, {"ready": minutes})

@@ -91,6 +91,9 @@ def reference(readings: list[Any], site: str) -> tuple[list[tuple[Any, ...]], li
             if type(value) not in (int, float) or not math.isfinite(value):
                 bad = True
                 break
+            if name in READING_INDEX and abs(value) > 1e12:  # no measurement (decode.py)
+                bad = True
+                break
             if name in READING_INDEX:
                 row[READING_INDEX[name]] = float(value)
         if bad:

@@ -73,6 +73,9 @@ def test_heartbeat_without_readings_is_a_row() -> None:
             b'{"ts": 1764072000000, "seq": 1, "v": {"co": 1e999}}',
             "invalid_json",
         ),
+        # Finite, but no measurement: its sums would overflow the database's floats.
+        ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": {"obscuration": 1e308}}, "bad_value"),
+        ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": {"co": -(10**13)}}, "bad_value"),
         ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": [1]}, "bad_payload"),
         ("fs/v1/S1/NOPE/telemetry", {"ts": T0, "seq": 1, "v": {}}, "unknown_device"),
         ("fs/v1/S2/D1/telemetry", {"ts": T0, "seq": 1, "v": {}}, "site_mismatch"),
@@ -188,3 +191,16 @@ def test_a_registered_device_cannot_speak_for_another_site_through_a_gateway_top
     # registered at the topic's own site are heard as before.
     assert decode(msg("fs/v1/S1/gateway/GW-1/batch", spoof)).slot.tolist() == [1]
     assert decode(msg("fs/v1/S1/gateway/E1/batch", spoof)).slot.tolist() == [1]
+
+
+def test_reading_magnitudes_up_to_the_limit_are_stored_and_unknown_names_are_not_limited() -> None:
+    b = decode(
+        msg(
+            "fs/v1/S1/D2/telemetry",
+            {"ts": T0, "seq": 1, "v": {"co": 1e12, "humidity": -1e12, "gauge": 1e308}},
+        )
+    )
+    assert not b.rejects
+    assert b.values[0, READING_INDEX["co"]] == 1e12
+    assert b.values[0, READING_INDEX["humidity"]] == -1e12
+    assert b.extra == {0: {"gauge": 1e308}}

@@ -299,3 +299,23 @@ def test_a_refresh_keeps_the_minutes_of_readings_retention_dropped(db: str) -> N
     assert _refresh(db, settle=timedelta(0)) == 1
     assert _minutes(db, "GONE", "telemetry_rollup_1m") == [(_at(T), 6, 1.0, 9.0, 30.0, 6)]
     assert _minutes(db, device, "telemetry_rollup_1m") == [(_at(T), 1, 20.0, 20.0, 20.0, 1)]
+
+
+@pytest.mark.usefixtures("plain")
+def test_a_minute_the_database_cannot_sum_holds_back_no_other(db: str) -> None:
+    """Readings stored before ingest refused magnitudes over 1e12 (or written by
+    hand) can overflow a float sum: that minute is refused, named and kept
+    noted; every other minute is still refreshed."""
+    device, ids, slot = _device(db)
+    _write(db, ids, slot, {T + 1_000: 1e308, T + 2_000: 1e308, T + 61_000: 21.0})
+    with pytest.raises(rollup.RefreshFailed, match=r"1 minute.*overflow"):
+        _refresh(db, settle=timedelta(0))
+    assert [r[0] for r in _minutes(db, device, "telemetry_rollup_1m")] == [_at(T + 60_000)]
+    assert query(db, "SELECT DISTINCT bucket FROM rollup_pending") == [(_at(T),)]
+    [(failed, error)] = query(db, "SELECT failed, last_error FROM firesafe_job_health")
+    assert failed
+    assert "overflow" in error
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE telemetry SET temperature = 1 WHERE temperature > 1e12")
+    assert _refresh(db, settle=timedelta(0)) == 1
+    assert query(db, "SELECT failed FROM firesafe_job_health") == [(False,)]
