@@ -10,16 +10,19 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import random
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +105,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn`: the child is sent SIGTERM when this process dies, even by
+    SIGKILL (Linux; elsewhere nothing), so no orphan keeps the stack's ports and
+    the next `firesafe up` finds them free. Its own process group keeps it apart
+    from Ctrl-C as before."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if sys.platform != "linux":
+            return
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
+
+    return preexec
+
+
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -160,6 +183,7 @@ class EmbeddedBroker:
             # group, and the broker must outlive ingest's drain; whoever started it
             # stops it, in order.
             process_group=0,
+            preexec_fn=die_with_parent(),
         )
         try:
             wait_for_port(port, self.proc, START_TIMEOUT_S)

@@ -28,6 +28,7 @@ from firesafe.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
     EmbeddedServiceError,
+    die_with_parent,
     free_port,
     port_is_free,
 )
@@ -501,8 +502,15 @@ def _start_child(
     cmd = [sys.executable, "-m", "firesafe.cli", command, *args]
     log.info("starting: firesafe %s", " ".join([command, *args]))
     # Its own process group: Ctrl-C reaches only `up`, which stops the children
-    # in order (simulator, then ingest drains, then the API) instead of all at once.
-    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, process_group=0)
+    # in order (simulator, then ingest drains, then the API) instead of all at once;
+    # should `up` be killed outright, they are sent SIGTERM.
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        process_group=0,
+        preexec_fn=die_with_parent(),
+    )
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:

@@ -236,6 +236,55 @@ def test_up_restarted_keeps_data_token_ports_and_prints_alarms(tmp_path: Path) -
         assert [(a["device"], a["type"]) for a in alarms.json()["items"]] == [("R-MCP1", "fire")]
 
 
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signal is Linux's")
+def test_up_killed_outright_leaves_no_child_holding_its_ports(tmp_path: Path) -> None:
+    """SIGKILL of `up` (no chance to stop its children in order): the API, the
+    broker, the gateway and the notifier go too, and the next `up` starts."""
+    env = _embedded_env(tmp_path / "data")
+    with running_up(env, tmp_path) as first:
+        pass  # a clean start and stop first, so the data directory is set up
+    first.proc.wait()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firesafe.cli", "up"],
+        env={**os.environ, "FIRESAFE_API_PORT": "0", "FIRESAFE_LOG_LEVEL": "WARNING", **env},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        process_group=0,
+    )
+    up = Up(proc)
+    up.wait_line("firesafe: api=", timeout=START_TIMEOUT_S)
+    up.wait_line("firesafe: gb26875=", timeout=30)
+    children = [
+        pid
+        for pid in _children(proc.pid)
+        if any(
+            name in Path(f"/proc/{pid}/cmdline").read_bytes()
+            for name in (b"firesafe.cli", b"mosquitto", b"amqtt")
+        )
+    ]
+    assert len(children) >= 3  # the API, the gateway, the notifier (and a broker)
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not any(_alive(pid) for pid in children), timeout=30)
+    with running_up(env, tmp_path) as again:
+        assert {"api", "mqtt", "database"} <= again.announced.keys()
+
+
 def test_up_with_the_api_port_taken_says_so_and_exits(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
