@@ -112,7 +112,10 @@ def die_with_parent() -> Callable[[], None]:
     """A `preexec_fn`: the child is sent SIGTERM when this process dies, even by
     SIGKILL (Linux; elsewhere nothing), so no orphan keeps the stack's ports and
     the next `firesafe up` finds them free. Its own process group keeps it apart
-    from Ctrl-C as before."""
+    from Ctrl-C as before. The kernel ties this to the thread that started the
+    child: start it from a thread that lives as long as the child should (the
+    main thread, or asyncio's default executor, whose threads last until the
+    loop closes)."""
     parent = os.getpid()
 
     def preexec() -> None:
