@@ -110,7 +110,7 @@ class Silence:
                 at = int(batch.st_received[(batch.st_slot == s) & ~batch.st_online].min())
                 writes.append(self._write(s, "open", "last_will", at))
                 changes += self._went_offline(s, at)
-        return writes, changes
+        return writes, self._site_covers_its_gateways(changes)
 
     def silent(self, now: int) -> tuple[Writes, Changes]:
         """Devices silent past their limit at `now` (arrival time)."""
@@ -120,7 +120,16 @@ class Silence:
         for s, d in zip(slots.tolist(), deadlines.tolist(), strict=True):
             writes.append(self._write(s, "open", "silent", d))
             changes += self._went_offline(s, d)
-        return writes, changes
+        return writes, self._site_covers_its_gateways(changes)
+
+    def _site_covers_its_gateways(self, changes: Changes) -> Changes:
+        """A gateway found silent in the same pass as its whole site (its devices
+        happened to be judged first) is covered by the site's one alarm."""
+        return [
+            c
+            for c in changes
+            if not (c.action == "open" and c.gateway and self.floods.is_silent((c.site, "")))
+        ]
 
     def heard_in_rejects(self, batch: DecodedBatch) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Registered devices whose messages were rejected for their content: a broken

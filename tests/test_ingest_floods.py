@@ -11,6 +11,8 @@ import pytest
 
 from firesafe.settings import Settings
 from ingest.floods import FLOOD_MIN_DEVICES, FloodWatch, GatewayMembers
+from ingest.registry import Device, Registry
+from ingest.silence import Silence
 from tests.helpers import Publisher, query, register, running_ingest, wait_for
 from tests.test_ingest_alarms import alarms, now_ms
 
@@ -303,3 +305,35 @@ def test_a_silent_gateway_raises_one_alarm_and_its_site_none(
         )
     group_level = [a for a in alarms(db, site) if a["device_id"] is None]
     assert [a["reason"] for a in group_level] == ["gateway_silent"]  # never the site
+
+
+def _site_behind_gateways() -> Silence:
+    """12 devices of site S: slots 0-4 heard through GW1, 5-9 through GW2, 10-11
+    directly; all last heard at 0, offline after 3 x 2 s."""
+    registry = Registry([Device(f"S-H{i}", i, "S", "B", "1", "Z", "heat", 2.0) for i in range(12)])
+    silence = Silence(registry)
+    slots = np.arange(12, dtype=np.int64)
+    silence.configure(registry, slots, np.zeros(12, np.int64))
+    silence.gateways.heard(("S", "GW1"), slots[:5])
+    silence.gateways.heard(("S", "GW2"), slots[5:10])
+    return silence
+
+
+def test_a_whole_site_silent_is_one_site_alarm_though_a_gateway_is_judged_first() -> None:
+    """Every device stops at once: GW1's five are judged first in the pass (5 of 5
+    is the gateway), the site follows in the same pass (6 of 12): its one alarm
+    stands for it all, no gateway alarm beside it (found by an outside check)."""
+    silence = _site_behind_gateways()
+    writes, changes = silence.silent(10_000)
+    assert len(writes) == 12
+    assert [(c.action, c.group) for c in changes] == [("open", ("S", ""))]
+
+
+def test_a_gateway_silent_before_its_site_keeps_its_own_alarm() -> None:
+    silence = _site_behind_gateways()
+    later = np.arange(5, 12, dtype=np.int64)
+    silence.supervisor.seen(later, np.full(later.size, 5_000, np.int64))
+    _, first = silence.silent(7_000)  # only GW1's devices are past their limit
+    assert [(c.action, c.group) for c in first] == [("open", ("S", "GW1"))]
+    _, then = silence.silent(20_000)  # the rest of the site a pass later
+    assert [(c.action, c.group) for c in then] == [("open", ("S", ""))]
