@@ -3,9 +3,7 @@ leaves healthy policies alone (TimescaleDB)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -15,9 +13,9 @@ from psycopg import sql
 
 from ingest import mqtt as ingest_mqtt
 from storage import migrate as migrate_mod
-from storage import rollup
 from tests.helpers import refresh_rollup, wait_for
 from tests.test_api_support import ADMIN, live_server
+from tests.test_storage_rollup import refresh_now
 
 pytestmark = pytest.mark.integration
 
@@ -219,14 +217,6 @@ CREATE TRIGGER test_refuse_rollup BEFORE INSERT ON telemetry_rollup_1m
 """
 
 
-def _refresh(db: str) -> int:
-    async def run() -> int:
-        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
-            return await rollup.refresh(conn, settle=timedelta(0))
-
-    return asyncio.run(run())
-
-
 def _rollup_job(api_url: str) -> tuple[str, list[dict[str, Any]]]:
     body = httpx.get(f"{api_url}/health").json()
     return body["status"], [j for j in body["failed_jobs"] if j["job"] == "Rollup refresh"]
@@ -243,14 +233,14 @@ def test_a_failing_or_stalled_rollup_refresh_turns_health_degraded(
             "VALUES (now(), 'RJ-1', 1, now(), 21.5)"
         )
         conn.execute("INSERT INTO rollup_pending (bucket) VALUES (date_trunc('minute', now()))")
-        assert _refresh(db) == 1
+        assert refresh_now(db) == 1
         assert _rollup_job(api_url)[1] == []
         # Its runs fail: the last error is shown, in /health and /metrics.
         conn.execute(REFUSE_ROLLUP)
         try:
             conn.execute("INSERT INTO rollup_pending (bucket) VALUES (date_trunc('minute', now()))")
             with pytest.raises(psycopg.errors.RaiseException):
-                _refresh(db)
+                refresh_now(db)
             status, [job] = _rollup_job(api_url)
             assert status == "degraded"
             assert job["last_run_status"] == "Failed"
@@ -262,7 +252,7 @@ def test_a_failing_or_stalled_rollup_refresh_turns_health_degraded(
             assert f"firesafe_db_job_failed{{{labels}}} 1.0" in text
         finally:
             conn.execute("DROP TRIGGER test_refuse_rollup ON telemetry_rollup_1m")
-        assert _refresh(db) == 1  # it runs again: healthy
+        assert refresh_now(db) == 1  # it runs again: healthy
         assert _rollup_job(api_url)[1] == []
         # Nobody refreshes (no ingest running): a minute noted long ago says so.
         conn.execute(

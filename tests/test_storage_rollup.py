@@ -122,7 +122,7 @@ def test_telemetry_1m_agrees_with_the_raw_rows(db: str, mqtt_url: str, flavour: 
     assert query(db, rolled, (f"{site}-%",)) == raw, flavour
     if flavour == "plain":
         # What the view read live from telemetry is now materialised, alike.
-        _refresh(db, settle=timedelta(0))
+        refresh_now(db)
         assert query(db, "SELECT count(*) FROM rollup_pending") == [(0,)]
         assert query(db, "SELECT count(*) FROM telemetry_rollup_1m") == [(len(raw),)]
         assert query(db, rolled, (f"{site}-%",)) == raw
@@ -178,7 +178,11 @@ def _write(db: str, ids: DeviceIdTable, slot: int, readings: dict[int, float]) -
     asyncio.run(run())
 
 
-def _refresh(db: str, **kw: Any) -> int:
+def refresh_now(db: str, **kw: Any) -> int:
+    """One refresh of the plain rollup, every noted minute ready (`settle` 0)
+    unless told otherwise."""
+    kw.setdefault("settle", timedelta(0))
+
     async def run() -> int:
         async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
             return await rollup.refresh(conn, **kw)
@@ -208,7 +212,7 @@ def plain(flavour: str) -> None:
 def test_a_late_reading_recomputes_its_minute_whole(db: str) -> None:
     device, ids, slot = _device(db)
     _write(db, ids, slot, {T + 1_000: 20.0, T + 30_000: 22.0, T + 61_000: 25.0})
-    assert _refresh(db, settle=timedelta(0)) == 2
+    assert refresh_now(db) == 2
     materialised = [(_at(T), 2, 20.0, 22.0, 42.0, 2), (_at(T + 60_000), 1, 25.0, 25.0, 25.0, 1)]
     assert _minutes(db, device, "telemetry_rollup_1m") == materialised
     # A reading of the first minute arrives late: the view counts it at once...
@@ -220,9 +224,9 @@ def test_a_late_reading_recomputes_its_minute_whole(db: str) -> None:
               FROM telemetry_1m WHERE device_id = %s ORDER BY bucket"""
     assert [tuple(r) for r in query(db, view, (device,))] == live
     # ...and the refresh recomputes that minute from the rows, counting none twice.
-    assert _refresh(db, settle=timedelta(0)) == 1
+    assert refresh_now(db) == 1
     assert _minutes(db, device, "telemetry_rollup_1m") == live
-    assert _refresh(db, settle=timedelta(0)) == 0
+    assert refresh_now(db) == 0
 
 
 @pytest.mark.usefixtures("plain")
@@ -237,13 +241,13 @@ def test_a_batch_committing_during_a_refresh_keeps_its_note(db: str) -> None:
             await store.prepare_connection(conn)
             async with conn.transaction():
                 await _store(conn, ids, slot, {T + 2_000: 30.0})
-                assert await asyncio.to_thread(_refresh, db, settle=timedelta(0)) == 1
+                assert await asyncio.to_thread(refresh_now, db) == 1
         # committed now: its note is still there
         assert query(db, "SELECT bucket FROM rollup_pending") == [(_at(T),)]
 
     asyncio.run(run())
     assert _minutes(db, device, "telemetry_rollup_1m") == [(_at(T), 1, 20.0, 20.0, 20.0, 1)]
-    assert _refresh(db, settle=timedelta(0)) == 1
+    assert refresh_now(db) == 1
     assert _minutes(db, device, "telemetry_rollup_1m") == [(_at(T), 2, 20.0, 30.0, 50.0, 2)]
 
 
@@ -253,13 +257,14 @@ def test_a_minute_still_being_written_waits_until_it_settles_or_waited_too_long(
 ) -> None:
     device, ids, slot = _device(db)
     _write(db, ids, slot, {T + 1_000: 20.0, T + 61_000: 21.0})
-    assert _refresh(db) == 0  # noted just now: both minutes are still settling
+    # Noted just now: both minutes are still settling.
+    assert refresh_now(db, settle=rollup.SETTLE) == 0
     # The first minute was first noted long ago and has been written ever since.
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO rollup_pending VALUES (%s, now() - interval '2 minutes')", (_at(T),)
         )
-    assert _refresh(db) == 1
+    assert refresh_now(db, settle=rollup.SETTLE) == 1
     assert [r[0] for r in _minutes(db, device, "telemetry_rollup_1m")] == [_at(T)]
     assert query(db, "SELECT bucket FROM rollup_pending") == [(_at(T + 60_000),)]
 
@@ -270,8 +275,8 @@ def test_one_refresher_at_a_time(db: str) -> None:
     _write(db, ids, slot, {T + 1_000: 20.0})
     with psycopg.connect(db, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (rollup.REFRESH_LOCK,))
-        assert _refresh(db, settle=timedelta(0)) == 0
-    assert _refresh(db, settle=timedelta(0)) == 1
+        assert refresh_now(db) == 0
+    assert refresh_now(db) == 1
 
 
 @pytest.mark.usefixtures("plain")
@@ -279,7 +284,7 @@ def test_a_long_backlog_is_refreshed_in_bounded_rounds(db: str) -> None:
     device, ids, slot = _device(db)
     minutes = rollup.MINUTES_PER_ROUND + 5
     _write(db, ids, slot, {T + m * 60_000: float(m) for m in range(minutes)})
-    assert _refresh(db, settle=timedelta(0)) == minutes
+    assert refresh_now(db) == minutes
     rows = _minutes(db, device, "telemetry_rollup_1m")
     assert [(r[0], r[2]) for r in rows] == [(_at(T + m * 60_000), float(m)) for m in range(minutes)]
 
@@ -296,7 +301,7 @@ def test_a_refresh_keeps_the_minutes_of_readings_retention_dropped(db: str) -> N
             (_at(T),),
         )
     _write(db, ids, slot, {T + 1_000: 20.0})
-    assert _refresh(db, settle=timedelta(0)) == 1
+    assert refresh_now(db) == 1
     assert _minutes(db, "GONE", "telemetry_rollup_1m") == [(_at(T), 6, 1.0, 9.0, 30.0, 6)]
     assert _minutes(db, device, "telemetry_rollup_1m") == [(_at(T), 1, 20.0, 20.0, 20.0, 1)]
 
@@ -309,7 +314,7 @@ def test_a_minute_the_database_cannot_sum_holds_back_no_other(db: str) -> None:
     device, ids, slot = _device(db)
     _write(db, ids, slot, {T + 1_000: 1e308, T + 2_000: 1e308, T + 61_000: 21.0})
     with pytest.raises(rollup.RefreshFailed, match=r"1 minute.*overflow"):
-        _refresh(db, settle=timedelta(0))
+        refresh_now(db)
     assert [r[0] for r in _minutes(db, device, "telemetry_rollup_1m")] == [_at(T + 60_000)]
     assert query(db, "SELECT DISTINCT bucket FROM rollup_pending") == [(_at(T),)]
     [(failed, error)] = query(db, "SELECT failed, last_error FROM firesafe_job_health")
@@ -317,5 +322,5 @@ def test_a_minute_the_database_cannot_sum_holds_back_no_other(db: str) -> None:
     assert "overflow" in error
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("UPDATE telemetry SET temperature = 1 WHERE temperature > 1e12")
-    assert _refresh(db, settle=timedelta(0)) == 1
+    assert refresh_now(db) == 1
     assert query(db, "SELECT failed FROM firesafe_job_health") == [(False,)]
