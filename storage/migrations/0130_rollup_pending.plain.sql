@@ -19,7 +19,7 @@ CREATE INDEX rollup_pending_bucket_idx ON rollup_pending (bucket);
 ALTER TABLE rollup_pending ALTER COLUMN bucket SET (n_distinct = 10);
 ANALYZE rollup_pending;
 
--- Rows are now written once per refresh (delete and insert), not updated in
+-- Rows are now written by the refresh, mostly once per minute, not updated in
 -- place batch after batch: full pages again (0100 kept 30 % free for that).
 ALTER TABLE telemetry_rollup_1m SET (fillfactor = 100);
 
