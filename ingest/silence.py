@@ -179,7 +179,7 @@ class Silence:
             change = self.floods.went_offline(
                 gateway, slot, at_ms, self._supervised(gateway), window
             )
-            if change and not self.floods.is_silent(site):  # a silent site covers its gateways
+            if change:  # kept unless its site is silent too (_site_covers_its_gateways)
                 changes.append(change)
         return changes
 
