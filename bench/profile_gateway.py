@@ -242,7 +242,7 @@ class Variant:
         assert self.service.counters.readings == self.readings
         if self.flavour == "plain":  # what housekeeping does a few seconds later
             with self.clock.timing("rollup refresh (after, out of the transaction)"):
-                await refresh_rollup(self.dsn)
+                await rollup.refresh_database(self.dsn, settle=timedelta(0))
         await self.service._close_database()
 
 
@@ -299,11 +299,6 @@ async def run_variants(variants: list[Variant], messages: list[RawMessage]) -> N
         v.clock.seconds["decode (orjson, columns)"] -= registry_s
         v.clock.add("registry (device lookup, site check)", registry_s)
         await v.stop()
-
-
-async def refresh_rollup(dsn: str) -> None:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await rollup.refresh(conn, settle=timedelta(0))
 
 
 def fresh_database(

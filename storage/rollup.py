@@ -76,17 +76,11 @@ SET total_failures = total_failures + 1, last_error = %s, last_error_at = clock_
 """
 
 
-def pending_minutes(ts_ms: NDArray[np.int64]) -> list[int]:
-    """The distinct minutes (epoch minutes) these readings fall in."""
-    return np.unique(ts_ms // MINUTE_MS).tolist() if ts_ms.size else []
-
-
 async def note_minutes(cur: psycopg.AsyncCursor[Any], ts_ms: NDArray[np.int64]) -> None:
     """Inside a batch's transaction: these readings' minutes need recomputing.
     Committed with the rows, so a refresh sees both or neither."""
-    minutes = pending_minutes(ts_ms)
-    if minutes:
-        await cur.execute(_NOTE, (minutes,))
+    if ts_ms.size:
+        await cur.execute(_NOTE, (np.unique(ts_ms // MINUTE_MS).tolist(),))
 
 
 class RefreshFailed(Exception):
@@ -149,6 +143,14 @@ async def refresh(
     finally:
         if not conn.closed:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (REFRESH_LOCK,))
+
+
+async def refresh_database(url: str, application: str = "firesafe", **kw: Any) -> int:
+    """`refresh` on a connection of its own (keywords as `refresh`)."""
+    async with await psycopg.AsyncConnection.connect(
+        url, autocommit=True, application_name=application
+    ) as conn:
+        return await refresh(conn, **kw)
 
 
 async def _recompute(conn: psycopg.AsyncConnection[Any], minutes: list[datetime]) -> None:

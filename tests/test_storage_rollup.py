@@ -182,12 +182,7 @@ def refresh_now(db: str, **kw: Any) -> int:
     """One refresh of the plain rollup, every noted minute ready (`settle` 0)
     unless told otherwise."""
     kw.setdefault("settle", timedelta(0))
-
-    async def run() -> int:
-        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
-            return await rollup.refresh(conn, **kw)
-
-    return asyncio.run(run())
+    return asyncio.run(rollup.refresh_database(db, **kw))
 
 
 _MINUTES = """SELECT bucket, samples, temperature_min, temperature_max, temperature_sum,
