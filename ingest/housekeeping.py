@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from datetime import UTC, datetime
 
@@ -27,14 +28,17 @@ PRUNE_LOCK = 0x46495246  # advisory lock key: one pruner at a time in a cluster
 
 async def run_housekeeping(settings: Settings, flavour: store.Flavour, application: str) -> None:
     """Forever (cancelled at shutdown); a failed chore is logged and retried."""
-    due = {"partitions": 0.0, "rejects": 0.0, "rollup": 0.0}
+    # Only this flavour's chores: one never run would keep the sleep below at 0.1 s.
+    due = dict.fromkeys(
+        ("rollup", "partitions", "rejects") if flavour == "plain" else ("rejects",), 0.0
+    )
     while True:
         now = time.monotonic()
         try:
-            if flavour == "plain" and now >= due["rollup"]:
+            if now >= due.get("rollup", math.inf):
                 due["rollup"] = now + ROLLUP_REFRESH_EVERY_S
                 await refresh_rollup(settings, application)
-            if flavour == "plain" and now >= due["partitions"]:
+            if now >= due.get("partitions", math.inf):
                 due["partitions"] = now + PARTITIONS_EVERY_S
                 await asyncio.to_thread(ensure_partitions, settings)
             if now >= due["rejects"]:
@@ -47,10 +51,7 @@ async def run_housekeeping(settings: Settings, flavour: store.Flavour, applicati
 
 async def refresh_rollup(settings: Settings, application: str) -> None:
     """Async, so that stopping ingest cancels it at once, even mid-connect."""
-    async with await psycopg.AsyncConnection.connect(
-        settings.require_database_url(), autocommit=True, application_name=application
-    ) as conn:
-        minutes = await rollup.refresh(conn)
+    minutes = await rollup.refresh_database(settings.require_database_url(), application)
     if minutes:
         log.debug("rollup: %d minute(s) refreshed", minutes)
 
