@@ -73,6 +73,7 @@ SCENARIOS = (
     + ["emi_burst"] * 2
     + ["evac_weak_battery"]
     + ["aerosol_spray"] * 3
+    + ["cooking_burst"] * 3
 )
 TUNED_SEEDS = (0, 1, 2)  # looked at while the rules were tuned: never quoted as scores
 HELD_OUT = "100-109"

@@ -1145,6 +1145,37 @@ def _aerosol_spray(ctx: Context, rng: np.random.Generator, start: int) -> Inject
     )
 
 
+def _cooking_burst(ctx: Context, rng: np.random.Generator, start: int) -> Injection | None:
+    def fits(ds: list[Device]) -> bool:
+        return any(d.kind in SMOKE_SENSING for d in ds)
+
+    key = ctx.pick_zone(rng, lambda ds: fits(ds) and ds[0].zone_type == "kitchen")
+    key = key or ctx.pick_zone(rng, fits)
+    if key is None:
+        return None
+    devs = [i for i in ctx.by_zone[key] if ctx.device(i).kind in SMOKE_SENSING][:1]
+    # Searing in a hot wok, a lid lifted off a pan, toast that burns: a puff of
+    # cooking fumes reaches the head within tens of seconds, as fast as a
+    # flaming fire's smoke, stops growing once the puff is out, and the hood
+    # or an opened window takes it away within a minute or two; a little
+    # warmth from the hob, no CO from an electric one.
+    peak = _u(rng, 3.5, 12.0)
+    rise_s, hold_s, decay_s = _u(rng, 8, 40), _u(rng, 0, 25), _u(rng, 15, 60)
+    warm = _u(rng, 0.0, 1.5)
+
+    def shape(tau: float, v: dict[str, float]) -> None:
+        b = _bump(rise_s, hold_s, decay_s, tau)
+        v["obscuration"] += peak * b
+        v["temperature"] += warm * b
+
+    end = start + _ms(rise_s + hold_s + 6 * decay_s)
+    params = {"peak_obscuration": peak, "rise_s": rise_s, "hold_s": hold_s, "decay_s": decay_s}
+    return Injection(
+        ctx.label("cooking_burst", "nuisance", devs, start, end, None, params),
+        effects=[Effect(devs[0], start, end, shape)],
+    )
+
+
 def _evac_weak_battery(ctx: Context, rng: np.random.Generator, start: int) -> Injection | None:
     seed_dev = ctx.pick_devices(rng, ["evac"])
     if not seed_dev:
@@ -1253,6 +1284,14 @@ LIBRARY.update(
                 120,
                 "a spray at the detector: far above the alarm level within seconds, gone in tens",
                 _aerosol_spray,
+            ),
+            Scenario(
+                "cooking_burst",
+                "nuisance",
+                None,
+                420,
+                "a puff of cooking fumes: grows as fast as a flaming fire, stops, gone in minutes",
+                _cooking_burst,
             ),
             Scenario(
                 "evac_weak_battery",
