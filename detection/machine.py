@@ -25,7 +25,8 @@ Alarm types and their lifecycle (contract section 6):
   VERIFICATION_MAX_S, in which a reading at the level not falling confirms),
   `aerosol_decay` (>= 3 readings at alarm level, the latest one under it,
   or still at it but falling fast on two consecutive readings: cooking,
-  sprays), `aerosol_signature` (multi: no independent
+  sprays; a signal that grew fast and no longer grows at the window's end
+  first gets a second part of its window), `aerosol_signature` (multi: no independent
   evidence, unless the ceiling still warms at MULTI_WARM_C_PER_MIN at the
   window's end: `combined`; an aerosol that reached the thick level first gets one more
   window, in all never past VERIFICATION_MAX_S, to bring heat or CO); else
@@ -141,9 +142,10 @@ class _Window:
     rows: int = 0  # readings seen (a window opened by an event may have none)
     evidence: bool = False  # multi: independent evidence seen in the window
     fast: bool = False  # fast obscuration growth seen (judged at the window's end)
+    growing: bool = False  # the latest reading still grew fast
     falling: bool = False  # the latest reading was at alarm level and falling fast
     thick: bool = False  # multi: the aerosol reached the thick level
-    extended: bool = False  # the window got its second part (thick aerosol, hovering)
+    extended: bool = False  # the window got its second part (thick aerosol, hovering, a puff)
     hover: bool = False  # ... because the signal hovered, or dipped once, at its end
 
     @property
@@ -362,6 +364,14 @@ class Machine:
             if w.thick and self._extend(slot, w, hover=False):
                 return
             verdict, reason = "suppressed", "aerosol_signature"
+        elif w.fast and not w.growing and self._extend(slot, w, hover=False):
+            # Grew as fast as a flaming fire, then stopped growing within the
+            # window: the shape of a puff of cooking fumes (searing, a lid
+            # lifted, burnt toast), which the hood takes away within a minute
+            # or two. A flaming fire's smoke keeps growing for minutes. One
+            # more window (never past VERIFICATION_MAX_S): a puff falls back
+            # (`aerosol_decay`), a fire still at the level is confirmed.
+            return
         else:
             # Fast growth is the optical channel alone: a cooking or steam burst
             # grows as fast as a flaming fire for a while, then falls back. It
@@ -589,6 +599,7 @@ class Machine:
         w.rows += 1
         w.evidence |= bool(flags & _EVIDENCE)
         w.fast |= bool(flags & Flag.FAST)
+        w.growing = bool(flags & Flag.FAST)
         w.falling = bool(flags & Flag.FALL)
         w.thick |= bool(flags & Flag.THICK)
 

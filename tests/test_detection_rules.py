@@ -445,6 +445,60 @@ def test_cooking_aerosol_that_decays_is_suppressed() -> None:
     assert verdicts(ch) == ["suppressed:aerosol_decay"]
 
 
+def puff(hold_s: float, decay_s: float, tail: float = 0.1) -> Profile:
+    """A smoke head under a puff of cooking fumes: 0.1 -> 9 %/m from 90 s to
+    120 s (18 %/m a minute, as fast as a flaming fire), held `hold_s`, then
+    decaying with time constant `decay_s` towards `tail`."""
+
+    def f(t: float) -> dict[str, float]:
+        if t < 90:
+            obs = 0.1
+        elif t <= 120:
+            obs = 0.1 + 8.9 * (t - 90) / 30
+        elif t <= 120 + hold_s:
+            obs = 9.0
+        else:
+            obs = tail + (9.0 - tail) * math.exp(-(t - 120 - hold_s) / decay_s)
+        return {"obscuration": obs, "temperature": 21.0}
+
+    return f
+
+
+def test_a_puff_that_stopped_growing_gets_a_second_part_and_is_suppressed_when_it_clears() -> None:
+    """Grew fast, flat at the window's end (130 s): before, `fast_growth`
+    confirmed at 130 s; now one more window, in which the hood takes the puff
+    below the level: `aerosol_decay` at 160 s."""
+    ch = Site([("smoke", 1, {})]).run({0: puff(hold_s=15, decay_s=20)}, 400)
+    assert timeline(ch) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "aerosol_decay", 160.0),
+    ]
+
+
+def test_a_fast_signal_that_stops_growing_but_stays_is_confirmed_a_window_later() -> None:
+    """The cost of the puff rule: a fire whose smoke stops growing fast within
+    the window is confirmed at the end of the second part, never missed."""
+    ch = Site([("smoke", 1, {})]).run({0: puff(hold_s=600, decay_s=20)}, 400)
+    assert timeline(ch) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "fast_growth", 160.0),
+    ]
+
+    # Still growing fast at the window's end (a flaming fire's smoke, no heat
+    # at this head yet): confirmed then, as before.
+    def smoke_growing(t: float) -> dict[str, float]:
+        m = max(0.0, t - 60) / 60.0
+        return {"obscuration": 0.1 + 6.0 * m * m, "temperature": 21.0}
+
+    ch = Site([("smoke", 1, {})]).run({0: smoke_growing}, 400)
+    fire = timeline(ch)
+    assert [f[:3] for f in fire] == [
+        ("open", "pending", "obscuration"),
+        ("verdict", "confirmed", "fast_growth"),
+    ]
+    assert fire[1][3] - fire[0][3] == 30.0
+
+
 def test_single_spike_is_suppressed() -> None:
     def spike(t: float) -> dict[str, float]:
         return {"obscuration": 9.0 if t == 100 else 0.1, "temperature": 21.0}
