@@ -26,7 +26,10 @@ Alarm types and their lifecycle (contract section 6):
   `aerosol_decay` (>= 3 readings at alarm level, the latest one under it,
   or still at it but falling fast on two consecutive readings: cooking,
   sprays; a signal that grew fast and no longer grows at the window's end
-  first gets a second part of its window), `aerosol_signature` (multi: no independent
+  first gets a second part of its window), `aerosol_signature` (a smoke-only
+  detector's puff: reached from pre-alarm within PUFF_ARRIVAL_MS, grew fast,
+  then flat through that second part; it neither takes nor gives coincidence
+  while pending, and re-arms on growth or after PLATEAU_REARM_MS; multi: no independent
   evidence, unless the ceiling still warms at MULTI_WARM_C_PER_MIN at the
   window's end: `combined`; an aerosol that reached the thick level first gets one more
   window, in all never past VERIFICATION_MAX_S, to bring heat or CO); else
@@ -106,6 +109,11 @@ _REARM: Final = int(Flag.COX | Flag.DENSE | Flag.THICK | Flag.WARM)
 _PARTNER_RUN: Final = 2
 
 
+def _value(detail: Mapping[str, float | str], name: str) -> float:
+    v = detail.get(name)
+    return v if isinstance(v, float) else math.nan
+
+
 class DeviceConfig(Protocol):
     def kind(self, slot: int) -> int: ...
     def zone(self, slot: int) -> int: ...
@@ -143,6 +151,10 @@ class _Window:
     evidence: bool = False  # multi: independent evidence seen in the window
     fast: bool = False  # fast obscuration growth seen (judged at the window's end)
     growing: bool = False  # the latest reading still grew fast
+    puff: bool = False  # smoke-only: went from pre-alarm to alarm level within PUFF_ARRIVAL_MS
+    obs: float = math.nan  # compensated obscuration of the latest reading
+    obs_mid: float = math.nan  # ... when the puff's second part began
+    mid_at: int = 0  # when its first part ended (it got a second part)
     falling: bool = False  # the latest reading was at alarm level and falling fast
     thick: bool = False  # multi: the aerosol reached the thick level
     extended: bool = False  # the window got its second part (thick aerosol, hovering, a puff)
@@ -153,6 +165,11 @@ class _Window:
         """The latest reading was under the alarm level but at pre-alarm level,
         and not falling fast: neither back in clean air nor on its way out."""
         return self.rows > 0 and not (self.last_alarm or self.below or self.dropping)
+
+    @property
+    def second_min(self) -> float:
+        """Minutes in the window's second part."""
+        return (self.deadline - self.mid_at) / p.MS_PER_MIN
 
     @property
     def persisted(self) -> str:
@@ -186,6 +203,8 @@ class _Device:
     sup_bits: int = 0  # re-arming bits already present when a fire was suppressed
     rearm_at: int = NEVER  # a signal judged decaying but still at alarm level re-arms then
     sup_at: int | None = None  # when its window suppressed the latest fire (coincidence)
+    pre_at: int = -NEVER  # when its pre-alarm opened
+    rearm_obs: float = math.inf  # a plateau judged an aerosol re-arms at this obscuration
 
 
 class Machine:
@@ -274,16 +293,11 @@ class Machine:
     def _trigger(self, slot: int, detail: Mapping[str, float | str]) -> str:
         """Which condition opened a fire alarm (from the evidence)."""
         thr = self.cfg.thr
-
-        def val(name: str) -> float:
-            v = detail.get(name)
-            return v if isinstance(v, float) else math.nan
-
-        if val("obscuration") >= thr(slot, "obscuration_alarm"):
+        if _value(detail, "obscuration") >= thr(slot, "obscuration_alarm"):
             return "obscuration"
-        if val("temperature") >= thr(slot, "static_c"):
+        if _value(detail, "temperature") >= thr(slot, "static_c"):
             return "static_heat"
-        if val("temperature_rate") >= thr(slot, "rate_of_rise_c_per_min"):
+        if _value(detail, "temperature_rate") >= thr(slot, "rate_of_rise_c_per_min"):
             return "rate_of_rise"
         return "combined"
 
@@ -298,8 +312,10 @@ class Machine:
         d.fire = "pending"
         d.armed = True
         d.rearm_at = NEVER
+        d.rearm_obs = math.inf
         d.sup_at = None
         d.win = _Window(ts, ts + self._verify_ms(slot), reason)
+        d.win.puff = self.cfg.kind(slot) == KIND_SMOKE and ts - d.pre_at <= p.PUFF_ARRIVAL_MS
         self.pending.setdefault(self.cfg.zone(slot), set()).add(slot)
         self._emit(slot, "fire", "open", "pending", reason, ts, detail)
 
@@ -370,8 +386,14 @@ class Machine:
             # lifted, burnt toast), which the hood takes away within a minute
             # or two. A flaming fire's smoke keeps growing for minutes. One
             # more window (never past VERIFICATION_MAX_S): a puff falls back
-            # (`aerosol_decay`), a fire still at the level is confirmed.
+            # (`aerosol_decay`) or, on a smoke-only detector it reached as a
+            # puff, stays flat (below); a fire still at the level is confirmed.
+            w.obs_mid = w.obs
             return
+        elif w.puff and w.fast and w.obs - w.obs_mid < p.PLATEAU_GROWTH_PER_MIN * w.second_min:
+            # Arrived as a puff and stopped growing for the whole second part:
+            # cooking fumes held under the hood, not a fire's smoke.
+            verdict, reason = "suppressed", "aerosol_signature"
         else:
             # Fast growth is the optical channel alone: a cooking or steam burst
             # grows as fast as a flaming fire for a while, then falls back. It
@@ -387,6 +409,9 @@ class Machine:
         d.sup_bits = d.bits & _REARM
         if w.falling:
             d.rearm_at = w.deadline + self._verify_ms(slot)
+        elif reason == "aerosol_signature" and w.puff:
+            d.rearm_at = w.deadline + p.PLATEAU_REARM_MS
+            d.rearm_obs = w.obs + p.PLATEAU_REARM_GROWTH
         elif reason == "transient" and w.last_alarm:  # a lone last sample: re-armed
             d.rearm_at = w.deadline
         else:
@@ -402,10 +427,19 @@ class Machine:
         more = min(verify, int(p.VERIFICATION_MAX_S * 1000) - verify)
         if w.extended or more <= 0:
             return False
+        w.mid_at = w.deadline
         w.deadline += more
         w.extended = True
         w.hover = hover
         return True
+
+    def _puffing(self, slot: int) -> bool:
+        """A smoke-only detector whose pending window arrived as a puff and
+        grew fast (params: PUFF_ARRIVAL_MS): its signal is still to be judged
+        by its own shape, and two such are one nuisance seen twice, not a
+        coincidence. A step to the alarm level is no puff: it coincides."""
+        w = self._d(slot).win
+        return w is not None and w.puff and w.fast
 
     def _zone_corroboration(self, slot: int, ts: int) -> tuple[str, tuple[int, ...]]:
         """Corroboration from the zone: a call point, or a second detector in
@@ -422,6 +456,8 @@ class Machine:
         cps = self.callpoints.get(z)
         if cps:
             return "call_point", tuple(sorted(cps))
+        if self._puffing(slot):
+            return "", ()  # judged by its own shape (see `_puffing`)
         w = self._d(slot).win
         aerosol_only = self.cfg.kind(slot) == KIND_MULTI and w is not None and not w.evidence
         partners = tuple(
@@ -532,19 +568,13 @@ class Machine:
         active = bool(flags & (_PRE | _ALARM))
         multi = kind == KIND_MULTI
         d.run = d.run + 1 if active else 0
-        if active and d.run >= _PARTNER_RUN:
-            # Zone activity (a neighbour's corroboration) only once it lasted
-            # two readings: a one-sample spike (EMI hitting several detectors,
-            # an insect) corroborates nothing.
-            signed = multi and not flags & _EVIDENCE
-            self.act.setdefault(zone, {})[slot] = (ts, signed, not flags & _ALARM)
         if flags & Flag.STEAM:
             d.last_steam = ts
         d.bits = flags
         d.sup_bits &= flags  # a re-arming bit that went away re-arms when it returns
         if kind in OBS_KINDS:
             if flags & _PRE and not d.pre:
-                d.pre = True
+                d.pre, d.pre_at = True, ts
                 self._emit(slot, "pre_alarm", "open", "confirmed", "obscuration", ts, detail)
             elif d.pre and flags & Flag.PRE_CLEAR:
                 d.pre = False
@@ -557,7 +587,7 @@ class Machine:
         if ts - d.last_steam <= p.STEAM_MEMORY_MS:
             new &= ~Flag.WARM  # a shower's warm air is no new evidence (steam memory)
         rearm = flags & (Flag.EDGE | _CORROB) or new
-        rearm = rearm or ts >= d.rearm_at
+        rearm = rearm or ts >= d.rearm_at or _value(detail, "obscuration") >= d.rearm_obs
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
         # A reading older than the window (its event was processed first) is
@@ -566,6 +596,7 @@ class Machine:
         if in_window:
             assert d.win is not None
             self._window_row(d.win, flags)
+            d.win.obs = _value(detail, "obscuration")
             if flags & Flag.HEAT:
                 self._confirm_fire(slot, ts, "rate_of_rise", detail)
             elif flags & Flag.CO:
@@ -583,6 +614,13 @@ class Machine:
                 # Back at the alarm level after hovering under it: it never
                 # left (a multi-criteria detector still needs its evidence).
                 self._confirm_fire(slot, ts, d.win.persisted, detail)
+        if active and d.run >= _PARTNER_RUN:
+            # Zone activity (a neighbour's corroboration) only once it lasted
+            # two readings: a one-sample spike (EMI hitting several detectors,
+            # an insect) corroborates nothing. Judged with this reading counted
+            # into the device's own window (a puff's fast growth).
+            signed = bool(multi and not flags & _EVIDENCE) or self._puffing(slot)
+            self.act.setdefault(zone, {})[slot] = (ts, signed, not flags & _ALARM)
         if active:  # zone activity changed: the zone's pending fires may now coincide
             self._zone_check(zone, ts, detail)
 

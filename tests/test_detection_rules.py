@@ -475,17 +475,39 @@ def test_a_puff_that_stopped_growing_gets_a_second_part_and_is_suppressed_when_i
     ]
 
 
-def test_a_fast_signal_that_stops_growing_but_stays_is_confirmed_a_window_later() -> None:
-    """The cost of the puff rule: a fire whose smoke stops growing fast within
-    the window is confirmed at the end of the second part, never missed."""
-    ch = Site([("smoke", 1, {})]).run({0: puff(hold_s=600, decay_s=20)}, 400)
+def test_a_puff_held_at_the_level_is_an_aerosol_until_it_grows_or_stays_for_minutes() -> None:
+    """Arrived from pre-alarm to alarm level within 30 s, grew fast, then flat
+    for the whole second part: cooking fumes held under the hood
+    (`aerosol_signature` at 160 s). Still at the level PLATEAU_REARM_MS later,
+    it opens again (not a puff any more: its pre-alarm is minutes old) and
+    persistence confirms it; growing again by PLATEAU_REARM_GROWTH opens it at
+    once."""
+    ch = Site([("smoke", 1, {})]).run({0: puff(hold_s=900, decay_s=20)}, 420)
+    rearm = 160 + p.PLATEAU_REARM_MS / S
     assert timeline(ch) == [
         ("open", "pending", "obscuration", 100.0),
-        ("verdict", "confirmed", "fast_growth", 160.0),
+        ("verdict", "suppressed", "aerosol_signature", 160.0),
+        ("open", "pending", "obscuration", rearm),
+        ("verdict", "confirmed", "obscuration", rearm + 30),
     ]
 
-    # Still growing fast at the window's end (a flaming fire's smoke, no heat
-    # at this head yet): confirmed then, as before.
+    def puff_then_fire(t: float) -> dict[str, float]:
+        v = puff(hold_s=900, decay_s=20)(t)
+        v["obscuration"] += max(0.0, t - 200) * 0.05  # 3 %/m a minute from 200 s
+        return v
+
+    ch = Site([("smoke", 1, {})]).run({0: puff_then_fire}, 300)
+    assert timeline(ch) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "aerosol_signature", 160.0),
+        ("open", "pending", "obscuration", 230.0),  # 9 + 1.5 %/m
+        ("verdict", "confirmed", "obscuration", 260.0),
+    ]
+
+
+def test_fires_are_never_taken_for_a_puff() -> None:
+    # A flaming fire's smoke still growing fast at the window's end (no heat at
+    # this head yet): confirmed then.
     def smoke_growing(t: float) -> dict[str, float]:
         m = max(0.0, t - 60) / 60.0
         return {"obscuration": 0.1 + 6.0 * m * m, "temperature": 21.0}
@@ -497,6 +519,26 @@ def test_a_fast_signal_that_stops_growing_but_stays_is_confirmed_a_window_later(
         ("verdict", "confirmed", "fast_growth"),
     ]
     assert fire[1][3] - fire[0][3] == 30.0
+
+    # Minutes at pre-alarm level (a smouldering fire) before a fast jump that
+    # then holds: it did not arrive as a puff, so the second part ends in
+    # persistence.
+    def smoulder_then_jump(t: float) -> dict[str, float]:
+        x = 2.0 if t < 90 else puff(hold_s=900, decay_s=20)(t)["obscuration"]
+        return {"obscuration": max(x, 2.0) if t >= 30 else 0.1, "temperature": 21.0}
+
+    ch = Site([("smoke", 1, {})]).run({0: smoulder_then_jump}, 300)
+    assert timeline(ch) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "confirmed", "fast_growth", 160.0),
+    ]
+
+
+def test_two_heads_under_the_same_puff_are_one_nuisance_not_a_coincidence() -> None:
+    """Before: the second head's activity confirmed both at once (`coincidence`)."""
+    site = Site([("smoke", 1, {}), ("smoke", 1, {})])
+    ch = site.run({0: puff(hold_s=60, decay_s=20), 1: puff(hold_s=60, decay_s=20)}, 400)
+    assert verdicts(ch, slot=0) == verdicts(ch, slot=1) == ["suppressed:aerosol_signature"]
 
 
 def test_single_spike_is_suppressed() -> None:
