@@ -128,6 +128,14 @@ class Context:
         self.used_zones.add(key)
         return key
 
+    def pick_zone_of_type(
+        self, rng: np.random.Generator, zone_type: str, ok: Callable[[list[Device]], bool]
+    ) -> tuple[str, str, str, str] | None:
+        """A zone of `zone_type` whose devices satisfy `ok`, else any zone whose do."""
+        return self.pick_zone(rng, lambda ds: ok(ds) and ds[0].zone_type == zone_type) or (
+            self.pick_zone(rng, ok)
+        )
+
     def pick_devices(
         self, rng: np.random.Generator, kinds: Sequence[str], count: int = 1
     ) -> list[int]:
@@ -329,8 +337,7 @@ def _cooking(ctx: Context, rng: np.random.Generator, start: int) -> Injection | 
             "office",
         )
 
-    key = ctx.pick_zone(rng, lambda ds: near_kitchen(ds) and ds[0].zone_type == "kitchen")
-    key = key or ctx.pick_zone(rng, near_kitchen)
+    key = ctx.pick_zone_of_type(rng, "kitchen", near_kitchen)
     if key is None:
         return None
     devs = [i for i in ctx.by_zone[key] if ctx.device(i).kind in SMOKE_SENSING][:2]
@@ -357,9 +364,7 @@ def _cooking(ctx: Context, rng: np.random.Generator, start: int) -> Injection | 
 
 
 def _steam(ctx: Context, rng: np.random.Generator, start: int) -> Injection | None:
-    key = ctx.pick_zone(
-        rng, lambda ds: ds[0].zone_type == "bathroom" and any(d.kind == "multi" for d in ds)
-    ) or ctx.pick_zone(rng, lambda ds: any(d.kind == "multi" for d in ds))
+    key = ctx.pick_zone_of_type(rng, "bathroom", lambda ds: any(d.kind == "multi" for d in ds))
     if key is None:
         return None
     devs = [i for i in ctx.by_zone[key] if ctx.device(i).kind in SMOKE_SENSING]
@@ -970,8 +975,7 @@ def _kitchen(ctx: Context, rng: np.random.Generator, start: int, kind: str) -> I
     def fits(ds: list[Device]) -> bool:
         return any(d.kind == kind for d in ds)
 
-    key = ctx.pick_zone(rng, lambda ds: fits(ds) and ds[0].zone_type == "kitchen")
-    key = key or ctx.pick_zone(rng, fits)
+    key = ctx.pick_zone_of_type(rng, "kitchen", fits)
     if key is None:
         return None
     devs = [i for i in ctx.by_zone[key] if ctx.device(i).kind == kind][:2]
@@ -1016,9 +1020,7 @@ def _kitchen_multi(ctx: Context, rng: np.random.Generator, start: int) -> Inject
 
 
 def _bathroom_steam(ctx: Context, rng: np.random.Generator, start: int) -> Injection | None:
-    key = ctx.pick_zone(
-        rng, lambda ds: ds[0].zone_type == "bathroom" and any(d.kind == "multi" for d in ds)
-    ) or ctx.pick_zone(rng, lambda ds: any(d.kind == "multi" for d in ds))
+    key = ctx.pick_zone_of_type(rng, "bathroom", lambda ds: any(d.kind == "multi" for d in ds))
     if key is None:
         return None
     devs = [i for i in ctx.by_zone[key] if ctx.device(i).kind == "multi"][:2]
@@ -1149,8 +1151,7 @@ def _cooking_burst(ctx: Context, rng: np.random.Generator, start: int) -> Inject
     def fits(ds: list[Device]) -> bool:
         return any(d.kind in SMOKE_SENSING for d in ds)
 
-    key = ctx.pick_zone(rng, lambda ds: fits(ds) and ds[0].zone_type == "kitchen")
-    key = key or ctx.pick_zone(rng, fits)
+    key = ctx.pick_zone_of_type(rng, "kitchen", fits)
     if key is None:
         return None
     devs = [i for i in ctx.by_zone[key] if ctx.device(i).kind in SMOKE_SENSING][:1]
