@@ -28,8 +28,8 @@ Alarm types and their lifecycle (contract section 6):
   sprays; a signal that grew fast and no longer grows at the window's end
   first gets a second part of its window), `aerosol_signature` (a smoke-only
   detector's puff: reached from pre-alarm within PUFF_ARRIVAL_MS, grew fast,
-  then flat through that second part; it neither takes nor gives coincidence
-  while pending, and re-arms on growth or after PLATEAU_REARM_MS; multi: no independent
+  then flat through that second part, unless a neighbour coincided first;
+  it re-arms on growth or after PLATEAU_REARM_MS; multi: no independent
   evidence, unless the ceiling still warms at MULTI_WARM_C_PER_MIN at the
   window's end: `combined`; an aerosol that reached the thick level first gets one more
   window, in all never past VERIFICATION_MAX_S, to bring heat or CO); else
@@ -433,14 +433,6 @@ class Machine:
         w.hover = hover
         return True
 
-    def _puffing(self, slot: int) -> bool:
-        """A smoke-only detector whose pending window arrived as a puff and
-        grew fast (params: PUFF_ARRIVAL_MS): its signal is still to be judged
-        by its own shape, and two such are one nuisance seen twice, not a
-        coincidence. A step to the alarm level is no puff: it coincides."""
-        w = self._d(slot).win
-        return w is not None and w.puff and w.fast
-
     def _zone_corroboration(self, slot: int, ts: int) -> tuple[str, tuple[int, ...]]:
         """Corroboration from the zone: a call point, or a second detector in
         alarm/pre-alarm within COINCIDENCE_MS whose own signal is not a nuisance
@@ -456,8 +448,6 @@ class Machine:
         cps = self.callpoints.get(z)
         if cps:
             return "call_point", tuple(sorted(cps))
-        if self._puffing(slot):
-            return "", ()  # judged by its own shape (see `_puffing`)
         w = self._d(slot).win
         aerosol_only = self.cfg.kind(slot) == KIND_MULTI and w is not None and not w.evidence
         partners = tuple(
@@ -568,6 +558,12 @@ class Machine:
         active = bool(flags & (_PRE | _ALARM))
         multi = kind == KIND_MULTI
         d.run = d.run + 1 if active else 0
+        if active and d.run >= _PARTNER_RUN:
+            # Zone activity (a neighbour's corroboration) only once it lasted
+            # two readings: a one-sample spike (EMI hitting several detectors,
+            # an insect) corroborates nothing.
+            signed = multi and not flags & _EVIDENCE
+            self.act.setdefault(zone, {})[slot] = (ts, signed, not flags & _ALARM)
         if flags & Flag.STEAM:
             d.last_steam = ts
         d.bits = flags
@@ -614,13 +610,6 @@ class Machine:
                 # Back at the alarm level after hovering under it: it never
                 # left (a multi-criteria detector still needs its evidence).
                 self._confirm_fire(slot, ts, d.win.persisted, detail)
-        if active and d.run >= _PARTNER_RUN:
-            # Zone activity (a neighbour's corroboration) only once it lasted
-            # two readings: a one-sample spike (EMI hitting several detectors,
-            # an insect) corroborates nothing. Judged with this reading counted
-            # into the device's own window (a puff's fast growth).
-            signed = bool(multi and not flags & _EVIDENCE) or self._puffing(slot)
-            self.act.setdefault(zone, {})[slot] = (ts, signed, not flags & _ALARM)
         if active:  # zone activity changed: the zone's pending fires may now coincide
             self._zone_check(zone, ts, detail)
 

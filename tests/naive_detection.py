@@ -345,8 +345,6 @@ class RuleBook:
         if cps:
             return "call_point", cps
         w = self.st[slot].window
-        if w is not None and w.puff and w.grew_fast:
-            return "", ()  # a puff that grew fast is judged by its own shape
         aerosol_only = self.cfg.kind(slot) == MULTI and w is not None and not w.independent
         partners = []
         for x in zone:
@@ -531,6 +529,10 @@ class RuleBook:
         kind = self.cfg.kind(slot)
         active = bool(flags & (PRE | ALARM))
         s.streak = s.streak + 1 if active else 0
+        if active and s.streak >= PARTNER_READINGS:
+            s.active_at = ts
+            s.active_signed = kind == MULTI and not flags & INDEPENDENT
+            s.active_weak = not flags & ALARM
         if flags & STEAM:
             s.steam_at = ts
         s.flags = flags
@@ -573,12 +575,6 @@ class RuleBook:
             ):
                 # back at the alarm level after hovering under it
                 self._confirm(slot, ts, self._persisted(w), detail)
-        # (with this reading counted into its own window)
-        if active and s.streak >= PARTNER_READINGS:
-            s.active_at = ts
-            puff = s.window is not None and s.window.puff and s.window.grew_fast
-            s.active_signed = (kind == MULTI and not flags & INDEPENDENT) or puff
-            s.active_weak = not flags & ALARM
         if active:
             self._check_zone(slot, ts, detail)
 

@@ -534,11 +534,13 @@ def test_fires_are_never_taken_for_a_puff() -> None:
     ]
 
 
-def test_two_heads_under_the_same_puff_are_one_nuisance_not_a_coincidence() -> None:
-    """Before: the second head's activity confirmed both at once (`coincidence`)."""
+def test_two_heads_under_the_same_puff_still_coincide() -> None:
+    """Fires first: two smoke-only heads of a zone growing fast together are
+    what a flaming fire looks like before any plateau can show; a cooking
+    plume on two heads is confirmed with them (README "Quality")."""
     site = Site([("smoke", 1, {}), ("smoke", 1, {})])
     ch = site.run({0: puff(hold_s=60, decay_s=20), 1: puff(hold_s=60, decay_s=20)}, 400)
-    assert verdicts(ch, slot=0) == verdicts(ch, slot=1) == ["suppressed:aerosol_signature"]
+    assert verdicts(ch, slot=0) == verdicts(ch, slot=1) == ["confirmed:coincidence"]
 
 
 def test_single_spike_is_suppressed() -> None:

@@ -701,23 +701,6 @@ def test_a_puff_arrives_from_pre_alarm_within_30_s(arrival_s: int, verdict: str)
     ]
 
 
-def test_a_puff_neither_takes_nor_gives_coincidence() -> None:
-    # A: a flat puff. B, same zone: a step to 5 %/m for two readings (620,
-    # 630), then clean: alone, a transient. Neither corroborates the other.
-    rig = Rig([("smoke", 1), ("smoke", 1)])
-    a = _fast([1.0, 3.5, 6.0, 8.5, 8.5, 8.5, 8.5, 8.5, 0.1])
-    b = series([(0, 620, 0.1), (620, 640, 5.0), (640, 900, 0.1)], "obscuration", temperature=21.0)
-    ch = rig.feed({0: a, 1: b})
-    assert summary(ch, "fire", 0) == [
-        ("open", "pending", "obscuration", 610.0),
-        ("verdict", "suppressed", "aerosol_signature", 670.0),
-    ]
-    assert summary(ch, "fire", 1) == [
-        ("open", "pending", "obscuration", 620.0),
-        ("verdict", "suppressed", "transient", 650.0),
-    ]
-
-
 def test_spray_emptying_fast_at_the_window_end_is_an_aerosol() -> None:
     # Up to 20 %/m, then -48 and -36 %/m per minute on the last two readings
     # of the window, still above 3 %/m at 640: a spray on its way out.
