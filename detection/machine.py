@@ -25,11 +25,7 @@ Alarm types and their lifecycle (contract section 6):
   VERIFICATION_MAX_S, in which a reading at the level not falling confirms),
   `aerosol_decay` (>= 3 readings at alarm level, the latest one under it,
   or still at it but falling fast on two consecutive readings: cooking,
-  sprays; a signal that grew fast and no longer grows at the window's end
-  first gets a second part of its window), `aerosol_signature` (a smoke-only
-  detector's puff: reached from pre-alarm within PUFF_ARRIVAL_MS, grew fast,
-  then flat through that second part, unless a neighbour coincided first;
-  it re-arms on growth or after PLATEAU_REARM_MS; multi: no independent
+  sprays), `aerosol_signature` (multi: no independent
   evidence, unless the ceiling still warms at MULTI_WARM_C_PER_MIN at the
   window's end: `combined`; an aerosol that reached the thick level first gets one more
   window, in all never past VERIFICATION_MAX_S, to bring heat or CO); else
@@ -109,11 +105,6 @@ _REARM: Final = int(Flag.COX | Flag.DENSE | Flag.THICK | Flag.WARM)
 _PARTNER_RUN: Final = 2
 
 
-def _value(detail: Mapping[str, float | str], name: str) -> float:
-    v = detail.get(name)
-    return v if isinstance(v, float) else math.nan
-
-
 class DeviceConfig(Protocol):
     def kind(self, slot: int) -> int: ...
     def zone(self, slot: int) -> int: ...
@@ -150,14 +141,9 @@ class _Window:
     rows: int = 0  # readings seen (a window opened by an event may have none)
     evidence: bool = False  # multi: independent evidence seen in the window
     fast: bool = False  # fast obscuration growth seen (judged at the window's end)
-    growing: bool = False  # the latest reading still grew fast
-    puff: bool = False  # smoke-only: went from pre-alarm to alarm level within PUFF_ARRIVAL_MS
-    obs: float = math.nan  # compensated obscuration of the latest reading
-    obs_mid: float = math.nan  # ... when the puff's second part began
-    mid_at: int = 0  # when its first part ended (it got a second part)
     falling: bool = False  # the latest reading was at alarm level and falling fast
     thick: bool = False  # multi: the aerosol reached the thick level
-    extended: bool = False  # the window got its second part (thick aerosol, hovering, a puff)
+    extended: bool = False  # the window got its second part (thick aerosol, hovering)
     hover: bool = False  # ... because the signal hovered, or dipped once, at its end
 
     @property
@@ -165,11 +151,6 @@ class _Window:
         """The latest reading was under the alarm level but at pre-alarm level,
         and not falling fast: neither back in clean air nor on its way out."""
         return self.rows > 0 and not (self.last_alarm or self.below or self.dropping)
-
-    @property
-    def second_min(self) -> float:
-        """Minutes in the window's second part."""
-        return (self.deadline - self.mid_at) / p.MS_PER_MIN
 
     @property
     def persisted(self) -> str:
@@ -203,8 +184,6 @@ class _Device:
     sup_bits: int = 0  # re-arming bits already present when a fire was suppressed
     rearm_at: int = NEVER  # a signal judged decaying but still at alarm level re-arms then
     sup_at: int | None = None  # when its window suppressed the latest fire (coincidence)
-    pre_at: int = -NEVER  # when its pre-alarm opened
-    rearm_obs: float = math.inf  # a plateau judged an aerosol re-arms at this obscuration
 
 
 class Machine:
@@ -293,11 +272,16 @@ class Machine:
     def _trigger(self, slot: int, detail: Mapping[str, float | str]) -> str:
         """Which condition opened a fire alarm (from the evidence)."""
         thr = self.cfg.thr
-        if _value(detail, "obscuration") >= thr(slot, "obscuration_alarm"):
+
+        def val(name: str) -> float:
+            v = detail.get(name)
+            return v if isinstance(v, float) else math.nan
+
+        if val("obscuration") >= thr(slot, "obscuration_alarm"):
             return "obscuration"
-        if _value(detail, "temperature") >= thr(slot, "static_c"):
+        if val("temperature") >= thr(slot, "static_c"):
             return "static_heat"
-        if _value(detail, "temperature_rate") >= thr(slot, "rate_of_rise_c_per_min"):
+        if val("temperature_rate") >= thr(slot, "rate_of_rise_c_per_min"):
             return "rate_of_rise"
         return "combined"
 
@@ -312,10 +296,8 @@ class Machine:
         d.fire = "pending"
         d.armed = True
         d.rearm_at = NEVER
-        d.rearm_obs = math.inf
         d.sup_at = None
         d.win = _Window(ts, ts + self._verify_ms(slot), reason)
-        d.win.puff = self.cfg.kind(slot) == KIND_SMOKE and ts - d.pre_at <= p.PUFF_ARRIVAL_MS
         self.pending.setdefault(self.cfg.zone(slot), set()).add(slot)
         self._emit(slot, "fire", "open", "pending", reason, ts, detail)
 
@@ -380,20 +362,6 @@ class Machine:
             if w.thick and self._extend(slot, w, hover=False):
                 return
             verdict, reason = "suppressed", "aerosol_signature"
-        elif w.fast and not w.growing and self._extend(slot, w, hover=False):
-            # Grew as fast as a flaming fire, then stopped growing within the
-            # window: the shape of a puff of cooking fumes (searing, a lid
-            # lifted, burnt toast), which the hood takes away within a minute
-            # or two. A flaming fire's smoke keeps growing for minutes. One
-            # more window (never past VERIFICATION_MAX_S): a puff falls back
-            # (`aerosol_decay`) or, on a smoke-only detector it reached as a
-            # puff, stays flat (below); a fire still at the level is confirmed.
-            w.obs_mid = w.obs
-            return
-        elif w.puff and w.fast and w.obs - w.obs_mid < p.PLATEAU_GROWTH_PER_MIN * w.second_min:
-            # Arrived as a puff and stopped growing for the whole second part:
-            # cooking fumes held under the hood, not a fire's smoke.
-            verdict, reason = "suppressed", "aerosol_signature"
         else:
             # Fast growth is the optical channel alone: a cooking or steam burst
             # grows as fast as a flaming fire for a while, then falls back. It
@@ -409,9 +377,6 @@ class Machine:
         d.sup_bits = d.bits & _REARM
         if w.falling:
             d.rearm_at = w.deadline + self._verify_ms(slot)
-        elif reason == "aerosol_signature" and w.puff:
-            d.rearm_at = w.deadline + p.PLATEAU_REARM_MS
-            d.rearm_obs = w.obs + p.PLATEAU_REARM_GROWTH
         elif reason == "transient" and w.last_alarm:  # a lone last sample: re-armed
             d.rearm_at = w.deadline
         else:
@@ -427,7 +392,6 @@ class Machine:
         more = min(verify, int(p.VERIFICATION_MAX_S * 1000) - verify)
         if w.extended or more <= 0:
             return False
-        w.mid_at = w.deadline
         w.deadline += more
         w.extended = True
         w.hover = hover
@@ -570,7 +534,7 @@ class Machine:
         d.sup_bits &= flags  # a re-arming bit that went away re-arms when it returns
         if kind in OBS_KINDS:
             if flags & _PRE and not d.pre:
-                d.pre, d.pre_at = True, ts
+                d.pre = True
                 self._emit(slot, "pre_alarm", "open", "confirmed", "obscuration", ts, detail)
             elif d.pre and flags & Flag.PRE_CLEAR:
                 d.pre = False
@@ -583,7 +547,7 @@ class Machine:
         if ts - d.last_steam <= p.STEAM_MEMORY_MS:
             new &= ~Flag.WARM  # a shower's warm air is no new evidence (steam memory)
         rearm = flags & (Flag.EDGE | _CORROB) or new
-        rearm = rearm or ts >= d.rearm_at or _value(detail, "obscuration") >= d.rearm_obs
+        rearm = rearm or ts >= d.rearm_at
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
         # A reading older than the window (its event was processed first) is
@@ -592,7 +556,6 @@ class Machine:
         if in_window:
             assert d.win is not None
             self._window_row(d.win, flags)
-            d.win.obs = _value(detail, "obscuration")
             if flags & Flag.HEAT:
                 self._confirm_fire(slot, ts, "rate_of_rise", detail)
             elif flags & Flag.CO:
@@ -626,7 +589,6 @@ class Machine:
         w.rows += 1
         w.evidence |= bool(flags & _EVIDENCE)
         w.fast |= bool(flags & Flag.FAST)
-        w.growing = bool(flags & Flag.FAST)
         w.falling = bool(flags & Flag.FALL)
         w.thick |= bool(flags & Flag.THICK)
 

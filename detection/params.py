@@ -49,21 +49,6 @@ DRIFT_LIMIT_MAX_FRACTION: Final = 0.6
 # fires grow at well under 1 %/m per min; a cooking burst rises once then decays.
 FAST_GROWTH_PER_MIN: Final = 4.0
 
-# A puff of cooking fumes on a smoke-only detector (searing, a wok, burnt
-# toast) arrives as fast as a flaming fire's smoke, then stops growing while
-# the cooking goes on. A flaming fire's smoke keeps growing for minutes (TF4/
-# TF5 take 2-4 min to their end of test); a smouldering fire arrives slowly
-# (minutes between pre-alarm and alarm level). So a signal that went from the
-# pre-alarm to the alarm level within PUFF_ARRIVAL_MS, grew fast in its
-# window, and then grew by less than PLATEAU_GROWTH_PER_MIN over the whole
-# second part of its window is an aerosol (`aerosol_signature`). It opens
-# again as soon as it grows fast again, grows PLATEAU_REARM_GROWTH above its
-# level at that verdict, or is still at the alarm level PLATEAU_REARM_MS later.
-PUFF_ARRIVAL_MS: Final = 30_000
-PLATEAU_GROWTH_PER_MIN: Final = 2.0
-PLATEAU_REARM_GROWTH: Final = 1.5  # %/m
-PLATEAU_REARM_MS: Final = 180_000
-
 # --- Heat (°C) -------------------------------------------------------------
 # EN 54-5 class A1: static response between 54 and 65 °C.
 HEAT_STATIC_C: Final = 58.0

@@ -125,14 +125,6 @@ AEROSOL_THICK = 10.0
 # >= 3 °C a minute at the end of a window its aerosol persisted through.
 WARMING = 3.0
 WINDOW_MAX_MS = 60_000
-# README "Verdicts", puffs of cooking fumes on a smoke-only detector: from the
-# pre-alarm to the alarm level within 30 s, fast growth in the window, then
-# less than 2 %/m a minute of growth over the whole second part; it opens
-# again 1.5 %/m above that, on fast growth, or 3 min later.
-PUFF_ARRIVAL_MS = 30_000
-PLATEAU_PER_MIN = 2.0
-PLATEAU_REOPEN_ABOVE = 1.5
-PLATEAU_REOPEN_MS = 180_000
 
 
 def thresholds_of(kind: str, overrides: Mapping[str, float]) -> dict[str, float]:
@@ -248,11 +240,6 @@ class FireWindow:
     latest_dropping: bool = False  # ... or falling by >= 4 %/m a minute at pre-alarm level
     hovering: bool = False  # its second part came because it hovered under the level
     warming: bool = False  # multi: the latest reading's ceiling warmed by >= 3 °C a minute
-    growing: bool = False  # the latest reading showed fast growth
-    puff: bool = False  # smoke-only: pre-alarm to alarm level within PUFF_ARRIVAL_MS
-    obscuration: float = math.nan  # the latest reading's (compensated)
-    first_part_ended: int = 0  # when it got its second part
-    obscuration_then: float = math.nan  # the latest reading's then, if a puff's second part
 
 
 @dataclass
@@ -276,8 +263,6 @@ class DevState:
     elec_why: str = ""
     faults: set[str] = field(default_factory=set)
     fault_at: int = -FAR  # README "Clearing": a restore older than the fault is not its
-    pre_since: int = -FAR  # its pre-alarm opened then
-    reopen_above: float = math.inf  # a puff judged flat opens again at this obscuration
 
 
 class RuleBook:
@@ -403,9 +388,7 @@ class RuleBook:
     def _open(self, slot: int, ts: int, why: str, detail: Mapping[str, float | str]) -> None:
         s = self._s(slot)
         s.fire, s.needs_edge, s.suppressed_at, s.reopen_at = "pending", False, None, FAR
-        s.reopen_above = math.inf
         s.window = FireWindow(ts, ts + self._window_ms(slot), why)
-        s.window.puff = self.cfg.kind(slot) == SMOKE and ts - s.pre_since <= PUFF_ARRIVAL_MS
         self._say(slot, "fire", "open", "pending", why, ts, detail)
 
     def _end_of_window(self, slot: int) -> None:
@@ -432,7 +415,6 @@ class RuleBook:
         ):
             # README "Verdicts": hovering at pre-alarm level, or at the level
             # after one fast fall: one more window
-            w.first_part_ended = w.ends
             w.ends, w.longer, w.hovering = w.ends + more, True, True
             return
         elif w.readings > 0 and not w.latest_at_level:
@@ -446,31 +428,15 @@ class RuleBook:
             return
         elif self.cfg.kind(slot) == MULTI and w.readings > 0 and not w.independent:
             if w.thick and not w.longer and more > 0:
-                w.first_part_ended = w.ends
                 w.ends, w.longer = w.ends + more, True  # waits for heat or CO
                 return
             why = "aerosol_signature"
-        elif w.grew_fast and not w.growing and not w.longer and more > 0:
-            # grew fast, no longer does at the end: a puff's second part
-            w.first_part_ended, w.obscuration_then = w.ends, w.obscuration
-            w.ends, w.longer = w.ends + more, True
-            return
-        elif (
-            w.puff
-            and w.grew_fast
-            and w.obscuration - w.obscuration_then
-            < PLATEAU_PER_MIN * (w.ends - w.first_part_ended) / 60_000
-        ):
-            why = "aerosol_signature"  # arrived as a puff, flat through the second part
         else:  # persisted, or no reading at all (the detector went silent)
             self._confirm(slot, w.ends, self._persisted(w), detail)
             return
         s.fire, s.window, s.needs_edge = "", None, True
         if w.falling:
             s.reopen_at = w.ends + self._window_ms(slot)
-        elif why == "aerosol_signature" and w.puff:
-            s.reopen_at = w.ends + PLATEAU_REOPEN_MS
-            s.reopen_above = w.obscuration + PLATEAU_REOPEN_ABOVE
         elif why == "transient" and w.latest_at_level:  # a lone last sample: its next
             s.reopen_at = w.ends  # reading at the level opens again
         else:
@@ -512,7 +478,6 @@ class RuleBook:
         w.latest_below = bool(flags & BELOW)
         w.latest_dropping = bool(flags & DROP)
         w.warming = bool(flags & WARM)
-        w.growing = bool(flags & FAST)
 
     def _own_corroboration(
         self, slot: int, at: int, flags: int, detail: Mapping[str, float | str]
@@ -539,7 +504,7 @@ class RuleBook:
         s.lingering &= flags
         if kind in (SMOKE, MULTI):
             if flags & PRE and not s.pre:
-                s.pre, s.pre_since = True, ts
+                s.pre = True
                 self._say(slot, "pre_alarm", "open", "confirmed", "obscuration", ts, detail)
             elif s.pre and flags & PRE_CLEAR:
                 s.pre = False
@@ -552,16 +517,12 @@ class RuleBook:
         if s.steam_at is not None and ts - s.steam_at <= STEAM_MEMORY_MS:
             fresh &= ~WARM  # README "Verdicts": a shower's warm air is not new evidence
         new_signal = bool(flags & (EDGE | HEATB | COB | FAST)) or bool(fresh)
-        obscuration = detail.get("obscuration")
         new_signal = new_signal or ts >= s.reopen_at
-        grown = isinstance(obscuration, float) and obscuration >= s.reopen_above
-        new_signal = new_signal or grown
         if s.fire == "" and flags & ALARM and (not s.needs_edge or new_signal):
             self._open(slot, ts, self._trigger(slot, detail), detail)
         w = s.window
         if s.fire == "pending" and w is not None and ts >= w.opened:
             self._sample(w, flags)
-            w.obscuration = obscuration if isinstance(obscuration, float) else math.nan
             self._own_corroboration(slot, ts, flags, detail)
             if s.fire == "pending" and w.longer and flags & INDEPENDENT:
                 # the second window waits only for evidence: confirmed when it comes

@@ -348,42 +348,6 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "new &= ~Flag.WARM  # a shower's warm air is no new evidence (steam memory)",
         "new &= ~0",
     ),
-    (
-        "a puff that stopped growing gets no second part",
-        "detection/machine.py",
-        "elif w.fast and not w.growing and self._extend(slot, w, hover=False):",
-        "elif False and self._extend(slot, w, hover=False):",
-    ),
-    (
-        "a flat puff is persistence",
-        "detection/machine.py",
-        "elif w.puff and w.fast and w.obs - w.obs_mid",
-        "elif False and w.obs - w.obs_mid",
-    ),
-    (
-        "puff arrival 30 -> 300 s",
-        "detection/params.py",
-        "PUFF_ARRIVAL_MS: Final = 30_000",
-        "PUFF_ARRIVAL_MS: Final = 300_000",
-    ),
-    (
-        "a puff's plateau growth 2 -> 20 %/m a minute",
-        "detection/params.py",
-        "PLATEAU_GROWTH_PER_MIN: Final = 2.0",
-        "PLATEAU_GROWTH_PER_MIN: Final = 20.0",
-    ),
-    (
-        "a flat puff re-arms 15 %/m above its level",
-        "detection/params.py",
-        "PLATEAU_REARM_GROWTH: Final = 1.5",
-        "PLATEAU_REARM_GROWTH: Final = 15.0",
-    ),
-    (
-        "a flat puff re-arms after 30 min",
-        "detection/params.py",
-        "PLATEAU_REARM_MS: Final = 180_000",
-        "PLATEAU_REARM_MS: Final = 1_800_000",
-    ),
 ]
 
 

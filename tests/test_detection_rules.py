@@ -445,102 +445,40 @@ def test_cooking_aerosol_that_decays_is_suppressed() -> None:
     assert verdicts(ch) == ["suppressed:aerosol_decay"]
 
 
-def puff(hold_s: float, decay_s: float, tail: float = 0.1) -> Profile:
-    """A smoke head under a puff of cooking fumes: 0.1 -> 9 %/m from 90 s to
-    120 s (18 %/m a minute, as fast as a flaming fire), held `hold_s`, then
-    decaying with time constant `decay_s` towards `tail`."""
+def smoke_under_a_door(rise_s: float, level: float, per_min: float) -> Profile:
+    """The independent check's awkward fire (2026-12-05): a fire in the next
+    room, its smoke under the door: 0.2 -> `level` %/m within `rise_s` from
+    60 s (as fast as a flaming fire, or a puff of cooking fumes), then growing
+    only `per_min` %/m a minute."""
 
     def f(t: float) -> dict[str, float]:
-        if t < 90:
-            obs = 0.1
-        elif t <= 120:
-            obs = 0.1 + 8.9 * (t - 90) / 30
-        elif t <= 120 + hold_s:
-            obs = 9.0
+        dt = t - 60
+        if dt <= 0:
+            obs = 0.2
+        elif dt <= rise_s:
+            obs = 0.2 + (level - 0.2) * dt / rise_s
         else:
-            obs = tail + (9.0 - tail) * math.exp(-(t - 120 - hold_s) / decay_s)
+            obs = level + per_min * (dt - rise_s) / 60
         return {"obscuration": obs, "temperature": 21.0}
 
     return f
 
 
-def test_a_puff_that_stopped_growing_gets_a_second_part_and_is_suppressed_when_it_clears() -> None:
-    """Grew fast, flat at the window's end (130 s): before, `fast_growth`
-    confirmed at 130 s; now one more window, in which the hood takes the puff
-    below the level: `aerosol_decay` at 160 s."""
-    ch = Site([("smoke", 1, {})]).run({0: puff(hold_s=15, decay_s=20)}, 400)
-    assert timeline(ch) == [
-        ("open", "pending", "obscuration", 100.0),
-        ("verdict", "suppressed", "aerosol_decay", 160.0),
-    ]
-
-
-def test_a_puff_held_at_the_level_is_an_aerosol_until_it_grows_or_stays_for_minutes() -> None:
-    """Arrived from pre-alarm to alarm level within 30 s, grew fast, then flat
-    for the whole second part: cooking fumes held under the hood
-    (`aerosol_signature` at 160 s). Still at the level PLATEAU_REARM_MS later,
-    it opens again (not a puff any more: its pre-alarm is minutes old) and
-    persistence confirms it; growing again by PLATEAU_REARM_GROWTH opens it at
-    once."""
-    ch = Site([("smoke", 1, {})]).run({0: puff(hold_s=900, decay_s=20)}, 420)
-    rearm = 160 + p.PLATEAU_REARM_MS / S
-    assert timeline(ch) == [
-        ("open", "pending", "obscuration", 100.0),
-        ("verdict", "suppressed", "aerosol_signature", 160.0),
-        ("open", "pending", "obscuration", rearm),
-        ("verdict", "confirmed", "obscuration", rearm + 30),
-    ]
-
-    def puff_then_fire(t: float) -> dict[str, float]:
-        v = puff(hold_s=900, decay_s=20)(t)
-        v["obscuration"] += max(0.0, t - 200) * 0.05  # 3 %/m a minute from 200 s
-        return v
-
-    ch = Site([("smoke", 1, {})]).run({0: puff_then_fire}, 300)
-    assert timeline(ch) == [
-        ("open", "pending", "obscuration", 100.0),
-        ("verdict", "suppressed", "aerosol_signature", 160.0),
-        ("open", "pending", "obscuration", 230.0),  # 9 + 1.5 %/m
-        ("verdict", "confirmed", "obscuration", 260.0),
-    ]
-
-
-def test_fires_are_never_taken_for_a_puff() -> None:
-    # A flaming fire's smoke still growing fast at the window's end (no heat at
-    # this head yet): confirmed then.
-    def smoke_growing(t: float) -> dict[str, float]:
-        m = max(0.0, t - 60) / 60.0
-        return {"obscuration": 0.1 + 6.0 * m * m, "temperature": 21.0}
-
-    ch = Site([("smoke", 1, {})]).run({0: smoke_growing}, 400)
+@pytest.mark.parametrize(
+    ("rise_s", "level", "per_min"), [(30, 7.2, 0.7), (20, 9.2, 0.5), (60, 5.2, 1.0)]
+)
+def test_smoke_that_arrives_fast_then_grows_slowly_is_confirmed_at_the_window_end(
+    rise_s: float, level: float, per_min: float
+) -> None:
+    """Fires first: on a smoke-only detector this is also the shape of cooking
+    fumes held under a hood. Rules that judged it so (a second part of the
+    window for fast growth that stopped, then `aerosol_signature` for a flat
+    puff) confirmed these fires 60 s and 160-210 s after they opened, and
+    were withdrawn (README "Quality")."""
+    ch = Site([("smoke", 1, {})]).run({0: smoke_under_a_door(rise_s, level, per_min)}, 600)
     fire = timeline(ch)
-    assert [f[:3] for f in fire] == [
-        ("open", "pending", "obscuration"),
-        ("verdict", "confirmed", "fast_growth"),
-    ]
+    assert [f[:2] for f in fire] == [("open", "pending"), ("verdict", "confirmed")]
     assert fire[1][3] - fire[0][3] == 30.0
-
-    # Minutes at pre-alarm level (a smouldering fire) before a fast jump that
-    # then holds: it did not arrive as a puff, so the second part ends in
-    # persistence.
-    def smoulder_then_jump(t: float) -> dict[str, float]:
-        x = 2.0 if t < 90 else puff(hold_s=900, decay_s=20)(t)["obscuration"]
-        return {"obscuration": max(x, 2.0) if t >= 30 else 0.1, "temperature": 21.0}
-
-    ch = Site([("smoke", 1, {})]).run({0: smoulder_then_jump}, 300)
-    assert timeline(ch) == [
-        ("open", "pending", "obscuration", 100.0),
-        ("verdict", "confirmed", "fast_growth", 160.0),
-    ]
-
-
-def test_two_heads_under_the_same_puff_still_coincide() -> None:
-    """Fires first: two smoke-only heads of a zone growing fast together are
-    what a flaming fire looks like before any plateau can show; a cooking
-    plume on two heads is confirmed with them (README "Quality")."""
-    site = Site([("smoke", 1, {}), ("smoke", 1, {})])
-    ch = site.run({0: puff(hold_s=60, decay_s=20), 1: puff(hold_s=60, decay_s=20)}, 400)
-    assert verdicts(ch, slot=0) == verdicts(ch, slot=1) == ["confirmed:coincidence"]
 
 
 def test_single_spike_is_suppressed() -> None:

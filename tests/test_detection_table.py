@@ -643,64 +643,6 @@ def test_fast_growth_burst_that_falls_back_is_an_aerosol() -> None:
     ]
 
 
-# --- Puffs (smoke-only): fast growth that stops, reached from pre-alarm within 30 s
-# Second part of the window when the growth stopped at its end; then flat
-# (< 2 %/m a minute through the second part): `aerosol_signature`; it opens
-# again 1.5 %/m above that level, on fast growth, or 180 s later.
-def test_a_flat_puff_is_an_aerosol_and_opens_again_180_s_later() -> None:
-    # 610: 3.5 (pre-alarm and alarm at once), 620: 6.0 (fast growth twice),
-    # 630-: 8.5 flat. 640: not growing: second part to 670; 670: flat.
-    rig = Rig([("smoke", 1)])
-    ch = rig.feed({0: _fast([1.0, 3.5, 6.0, 8.5, 8.5, 8.5])})
-    assert summary(ch, "fire") == [
-        ("open", "pending", "obscuration", 610.0),
-        ("verdict", "suppressed", "aerosol_signature", 670.0),
-        ("open", "pending", "obscuration", 850.0),  # 670 + 180, still at 8.5
-        ("verdict", "confirmed", "obscuration", 880.0),  # no puff any more
-    ]
-
-
-@pytest.mark.parametrize(("at_670", "verdict"), [(9.2, "suppressed"), (9.7, "confirmed")])
-def test_a_puff_still_growing_2_per_min_through_its_second_part_is_confirmed(
-    at_670: float, verdict: str
-) -> None:
-    # From 8.5 at 640: +0.7 in 30 s is 1.4 %/m a minute (flat), +1.2 is 2.4.
-    rig = Rig([("smoke", 1)])
-    mid = (at_670 + 8.5) / 2
-    ch = rig.feed({0: _fast([1.0, 3.5, 6.0, 8.5, 8.5, mid, mid, at_670])})
-    reason = "aerosol_signature" if verdict == "suppressed" else "fast_growth"
-    assert summary(ch, "fire")[:2] == [
-        ("open", "pending", "obscuration", 610.0),
-        ("verdict", verdict, reason, 670.0),
-    ]
-
-
-def test_a_flat_puff_that_grows_1_5_above_its_level_opens_again() -> None:
-    rig = Rig([("smoke", 1)])
-    ch = rig.feed({0: _fast([1.0, 3.5, 6.0, 8.5, 8.5, 8.5, 8.5, 8.5, 9.0, 9.5, 9.9, 10.0])})
-    assert summary(ch, "fire") == [
-        ("open", "pending", "obscuration", 610.0),
-        ("verdict", "suppressed", "aerosol_signature", 670.0),
-        ("open", "pending", "obscuration", 710.0),  # 10.0 >= 8.5 + 1.5
-        ("verdict", "confirmed", "obscuration", 740.0),
-    ]
-
-
-@pytest.mark.parametrize(("arrival_s", "verdict"), [(20, "suppressed"), (40, "confirmed")])
-def test_a_puff_arrives_from_pre_alarm_within_30_s(arrival_s: int, verdict: str) -> None:
-    # At 2 %/m (pre-alarm) from 600 for `arrival_s`, then the puff's shape: a
-    # signal that sat at pre-alarm level longer is a smouldering fire's.
-    pre = [2.0] * (arrival_s // 10)
-    rig = Rig([("smoke", 1)])
-    ch = rig.feed({0: _fast([*pre, 3.5, 6.0, 8.5, 8.5, 8.5, 8.5])})
-    opened = 600.0 + arrival_s
-    reason = "aerosol_signature" if verdict == "suppressed" else "fast_growth"
-    assert summary(ch, "fire")[:2] == [
-        ("open", "pending", "obscuration", opened),
-        ("verdict", verdict, reason, opened + 60),
-    ]
-
-
 def test_spray_emptying_fast_at_the_window_end_is_an_aerosol() -> None:
     # Up to 20 %/m, then -48 and -36 %/m per minute on the last two readings
     # of the window, still above 3 %/m at 640: a spray on its way out.
