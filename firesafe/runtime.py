@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +60,10 @@ API_START_TIMEOUT_S = 60.0
 TOKEN_FILE = "admin_token"  # the generated admin token, mode 0600
 STATE_FILE = "up.json"  # the embedded broker's and database's last ports
 TOKEN_FILE_MODE = 0o600
+LOCK_FILE = "up.lock"  # held by the one `up` using the data directory (its pid inside)
+# A previous `up` may still be stopping its embedded database when the next
+# starts (Ctrl-C, then `make up` again): it gets this long to finish.
+LOCK_WAIT_S = 10.0
 # How often the console's alarm feed looks for linkage commands (they are written
 # just after the alarm they follow, without a notification of their own).
 ALARM_FEED_POLL_S = 1.0
@@ -278,6 +284,31 @@ def kept_admin_token(data_dir: Path) -> tuple[str, bool]:
     return token, True
 
 
+def hold_data_dir(data_dir: Path, wait_s: float = LOCK_WAIT_S) -> int:
+    """One `up` per data directory: an exclusive lock on LOCK_FILE for the
+    process's life (the kernel drops it on any exit, SIGKILL included), so two
+    `up`s never start one embedded database twice. Returns the lock's fd."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, TOKEN_FILE_MODE)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise EmbeddedServiceError(
+                    f"another `firesafe up` (pid {holder}) is using {data_dir}: stop it "
+                    "first, or give this one its own FIRESAFE_DATA_DIR"
+                ) from None
+            time.sleep(0.1)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def check_api_port(settings: Settings) -> None:
     """Before anything starts or is printed: the API's port must be free."""
     if settings.api_port and not port_is_free(settings.api_port, settings.api_host or "0.0.0.0"):
@@ -296,11 +327,12 @@ async def run_up(
     from ingest.service import IngestService
 
     check_api_port(settings)
+    lock = await asyncio.to_thread(hold_data_dir, settings.data_dir)
     broker: EmbeddedBroker | None = None
     pg: EmbeddedPostgres | None = None
     children: list[subprocess.Popen[bytes]] = []
-    state = load_up_state(settings.data_dir)
     try:
+        state = load_up_state(settings.data_dir)
         overrides: dict[str, Any] = {}
         if not settings.database_url:
             pg = EmbeddedPostgres(settings.data_dir / "pg", port=state.get("database_port"))
@@ -395,6 +427,7 @@ async def run_up(
             await asyncio.to_thread(broker.stop)
         if pg is not None:
             await asyncio.to_thread(pg.stop)
+        os.close(lock)  # last: the next `up` may start its database now
 
 
 async def _watch_child(

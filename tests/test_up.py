@@ -311,6 +311,45 @@ def test_up_with_the_api_port_taken_says_so_and_exits(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()  # nothing was started
 
 
+def test_one_up_per_data_directory_and_a_killed_ones_lock_is_free(tmp_path: Path) -> None:
+    """Two `up`s on one data directory would start one embedded database twice
+    (seen: Ctrl-C, then `make up` again while the first was still stopping its
+    database, whose stop then took the second's down). The second waits a
+    moment for the first to finish, then says who holds it."""
+    from firesafe.embedded import EmbeddedServiceError
+    from firesafe.runtime import hold_data_dir
+
+    data = tmp_path / "data"
+    first = hold_data_dir(data)
+    with pytest.raises(EmbeddedServiceError) as refused:
+        hold_data_dir(data, wait_s=0.3)
+    assert str(refused.value) == (
+        f"another `firesafe up` (pid {os.getpid()}) is using {data}: stop it first, "
+        "or give this one its own FIRESAFE_DATA_DIR"
+    )
+    threading.Timer(0.3, os.close, (first,)).start()  # the first one finishes stopping
+    os.close(hold_data_dir(data, wait_s=5.0))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from firesafe.runtime import "
+            "hold_data_dir; hold_data_dir(Path(sys.argv[1])); print('held', flush=True); "
+            "time.sleep(60)",
+            str(data),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(EmbeddedServiceError, match=f"pid {holder.pid}"):
+        hold_data_dir(data, wait_s=0.3)
+    holder.kill()  # SIGKILL: no cleanup ran, the kernel dropped the lock
+    holder.wait()
+    os.close(hold_data_dir(data, wait_s=0.3))
+
+
 def test_ctrl_c_while_the_simulator_publishes_stops_in_order(tmp_path: Path) -> None:
     """Ctrl-C reaches the terminal's whole process group; the broker, API and
     simulator must not all stop at once under ingest (it would wait for a broker
