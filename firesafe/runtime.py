@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import uvicorn
@@ -36,6 +36,9 @@ from firesafe.embedded import (
 )
 from firesafe.settings import Settings, parse_listen
 from storage.migrate import MigrationReport, migrate
+
+if TYPE_CHECKING:
+    from ingest.service import IngestService
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,9 @@ LOCK_FILE = "up.lock"  # held by the one `up` using the data directory (its pid 
 # A previous `up` may still be stopping its embedded database when the next
 # starts (Ctrl-C, then `make up` again): it gets this long to finish.
 LOCK_WAIT_S = 10.0
+# The API is announced once ingest holds its broker session (see
+# `_wait_subscribed`); a broker still away after this is said, not waited for.
+SUBSCRIBE_WAIT_S = 30.0
 # How often the console's alarm feed looks for linkage commands (they are written
 # just after the alarm they follow, without a notification of their own).
 ALARM_FEED_POLL_S = 1.0
@@ -380,6 +386,7 @@ async def run_up(
             api = _start_child(settings, "api", ["--workers", str(settings.api_workers or 1)])
             children.append(api)
             await _wait_api(api, settings.api_port)
+            await _wait_subscribed(ingest)
             shown = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
             api_url = f"http://{shown}:{settings.api_port}"
             announce("api", api_url)
@@ -428,6 +435,21 @@ async def run_up(
         if pg is not None:
             await asyncio.to_thread(pg.stop)
         os.close(lock)  # last: the next `up` may start its database now
+
+
+async def _wait_subscribed(ingest: IngestService, wait_s: float = SUBSCRIBE_WAIT_S) -> None:
+    """Devices are registered through the API, so it is announced only once
+    ingest holds its broker session: on a first start (no session yet) the
+    broker drops what is published before it exists."""
+    deadline = time.monotonic() + wait_s
+    while not ingest.subscribed:
+        if time.monotonic() >= deadline:
+            log.warning(
+                "ingest holds no broker session yet: on a first start, messages published "
+                "before it subscribes are dropped by the broker"
+            )
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _watch_child(

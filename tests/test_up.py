@@ -173,6 +173,59 @@ def test_up_with_configured_services_uses_only_them(db: str, mqtt_url: str, tmp_
     forget_session(mqtt_url, client_id)
 
 
+def test_up_announces_the_api_only_once_ingest_holds_its_broker_session(
+    db: str, tmp_path: Path
+) -> None:
+    """A first start against a broker that is not up yet: no session, so the
+    broker would drop what devices publish. `api=` (where devices are
+    registered) comes only once ingest is subscribed; a message sent the
+    moment it appears is kept (here: as a reject of an unknown site)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client_id = f"test-up-{uuid.uuid4().hex[:8]}"
+    env = {
+        "FIRESAFE_MQTT_URL": f"mqtt://127.0.0.1:{port}",
+        "FIRESAFE_DATABASE_URL": db,
+        "FIRESAFE_MQTT_CLIENT_ID": client_id,
+        "FIRESAFE_DATA_DIR": str(tmp_path / "data"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firesafe.cli", "up"],
+        env={**os.environ, "FIRESAFE_API_PORT": "0", "FIRESAFE_LOG_LEVEL": "ERROR", **env},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        process_group=0,
+    )
+    up = Up(proc)
+    broker: subprocess.Popen[bytes] | None = None
+    try:
+        up.wait_line("firesafe: mqtt=", timeout=START_TIMEOUT_S)
+        time.sleep(4.0)  # the API has long been listening by now
+        early = []
+        while not up.lines.empty():
+            early.append(up.lines.get_nowait())
+        assert not any("firesafe: api=" in line for line in early), early
+        conf = tmp_path / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+        broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
+        up.wait_line("firesafe: api=", timeout=60)
+        site = f"U{uuid.uuid4().hex[:8]}"
+        topic = f"fs/v1/{site}/{site}-D1/telemetry"
+        pub = Publisher(f"mqtt://127.0.0.1:{port}")
+        pub.send(topic, {"ts": int(time.time() * 1000), "seq": 1, "v": {"temperature": 21.0}})
+        pub.close()
+        wait_for(lambda: query(db, "SELECT 1 FROM rejects WHERE topic = %s", (topic,)), timeout=30)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(30)
+        if broker is not None:
+            broker.terminate()
+            broker.wait()
+
+
 def test_up_with_nothing_configured_starts_embedded_services(tmp_path: Path) -> None:
     env = {"FIRESAFE_DATA_DIR": str(tmp_path / "data")}
     for name in ("FIRESAFE_MQTT_URL", "FIRESAFE_DATABASE_URL", "FIRESAFE_ADMIN_TOKEN"):
