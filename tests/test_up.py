@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from firesafe.embedded import EmbeddedServiceError, free_port
+from firesafe.runtime import hold_data_dir
 from tests.helpers import Publisher, forget_session, query, wait_for
 
 pytestmark = pytest.mark.integration
@@ -65,18 +67,26 @@ def firesafe_up(env: dict[str, str], cwd: Path) -> Iterator[dict[str, str]]:
         yield up.announced
 
 
-@contextmanager
-def running_up(env: dict[str, str], cwd: Path, args: tuple[str, ...] = ()) -> Iterator[Up]:
+def start_up(
+    env: dict[str, str], cwd: Path, args: tuple[str, ...] = (), log_level: str = "WARNING"
+) -> Up:
+    """`firesafe up` started as from a terminal, its stdout read line by line."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "firesafe.cli", "up", *args],
-        env={**os.environ, "FIRESAFE_API_PORT": "0", "FIRESAFE_LOG_LEVEL": "WARNING", **env},
+        env={**os.environ, "FIRESAFE_API_PORT": "0", "FIRESAFE_LOG_LEVEL": log_level, **env},
         cwd=cwd,
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
         process_group=0,  # as in a terminal: Ctrl-C goes to the whole group
     )
-    up = Up(proc)
+    return Up(proc)
+
+
+@contextmanager
+def running_up(env: dict[str, str], cwd: Path, args: tuple[str, ...] = ()) -> Iterator[Up]:
+    up = start_up(env, cwd, args)
+    proc = up.proc
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         wanted = {"mqtt", "api"} | (set() if env.get("FIRESAFE_ADMIN_TOKEN") else {"admin_token"})
@@ -180,9 +190,7 @@ def test_up_announces_the_api_only_once_ingest_holds_its_broker_session(
     broker would drop what devices publish. `api=` (where devices are
     registered) comes only once ingest is subscribed; a message sent the
     moment it appears is kept (here: as a reject of an unknown site)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     client_id = f"test-up-{uuid.uuid4().hex[:8]}"
     env = {
         "FIRESAFE_MQTT_URL": f"mqtt://127.0.0.1:{port}",
@@ -190,16 +198,8 @@ def test_up_announces_the_api_only_once_ingest_holds_its_broker_session(
         "FIRESAFE_MQTT_CLIENT_ID": client_id,
         "FIRESAFE_DATA_DIR": str(tmp_path / "data"),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "firesafe.cli", "up"],
-        env={**os.environ, "FIRESAFE_API_PORT": "0", "FIRESAFE_LOG_LEVEL": "ERROR", **env},
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        process_group=0,
-    )
-    up = Up(proc)
+    up = start_up(env, tmp_path, log_level="ERROR")
+    proc = up.proc
     broker: subprocess.Popen[bytes] | None = None
     try:
         up.wait_line("firesafe: mqtt=", timeout=START_TIMEOUT_S)
@@ -310,16 +310,8 @@ def test_up_killed_outright_leaves_no_child_holding_its_ports(tmp_path: Path) ->
     with running_up(env, tmp_path) as first:
         pass  # a clean start and stop first, so the data directory is set up
     first.proc.wait()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "firesafe.cli", "up"],
-        env={**os.environ, "FIRESAFE_API_PORT": "0", "FIRESAFE_LOG_LEVEL": "WARNING", **env},
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        process_group=0,
-    )
-    up = Up(proc)
+    up = start_up(env, tmp_path)
+    proc = up.proc
     up.wait_line("firesafe: api=", timeout=START_TIMEOUT_S)
     up.wait_line("firesafe: gb26875=", timeout=30)
     children = [
@@ -369,9 +361,6 @@ def test_one_up_per_data_directory_and_a_killed_ones_lock_is_free(tmp_path: Path
     (seen: Ctrl-C, then `make up` again while the first was still stopping its
     database, whose stop then took the second's down). The second waits a
     moment for the first to finish, then says who holds it."""
-    from firesafe.embedded import EmbeddedServiceError
-    from firesafe.runtime import hold_data_dir
-
     data = tmp_path / "data"
     first = hold_data_dir(data)
     with pytest.raises(EmbeddedServiceError) as refused:
