@@ -20,6 +20,9 @@ Honest by construction (issue 18 item 5):
 - Load: each seed is run twice, once on time and once with 30 % of the
   devices' messages arriving 100 s late (a lagging connection); the verdicts
   (type, action, verdict, reason, event times) must be identical.
+- Time of day: each seed's messages are replayed once more with every time
+  SHIFT_MS later (not a whole hour); the verdicts, their times taken back by
+  as much, must be identical (a suite replayed on another day or hour).
 
 Baseline: alarm (confirmed at once) when obscuration >= 3 %/m or temperature
 >= 58 °C (fire), residual current >= 300 mA or cable >= 70 °C (electrical),
@@ -79,6 +82,8 @@ TUNED_SEEDS = (0, 1, 2)  # looked at while the rules were tuned: never quoted as
 HELD_OUT = "100-109"
 LAG_FRACTION = 0.3
 LAG_MS = 100_000
+START_MS = 1_764_072_000_000  # on a whole hour
+SHIFT_MS = 2_237_000  # 37 min 17 s: the replay at another time of day
 VERIFY_TARGET_MS = 30_000  # issue 16: first open -> confirmed p95 <= 30 s
 BATCH_MS = 5_000  # ingest flushes a batch every few seconds
 SLACK_MS = 120_000  # an alarm counts for a scenario up to this long after its end
@@ -180,15 +185,15 @@ class Baseline:
 
 
 def run_seed(
-    seed: int, hours: float, lag_fraction: float = 0.0
+    seed: int, hours: float, lag_fraction: float = 0.0, shift_ms: int = 0
 ) -> tuple[dict[str, Any], Result, Result, dict[int, str], list[tuple[Any, ...]]]:
     """One seed through the engine (and the baseline). With `lag_fraction`, that
     share of the devices (drawn from the seed) has its messages arrive LAG_MS
-    late. Returns labels, results, kinds and the engine's verdict trail."""
+    late; with `shift_ms`, the engine gets the same messages with every time
+    that much later. Returns labels, results, kinds and the engine's verdict
+    trail (times as simulated)."""
     estate = generate_estate(2, 120, seed)
-    sim = simulate(
-        estate, SCENARIOS, duration_s=hours * 3600, seed=seed, start_ms=1_764_072_000_000
-    )
+    sim = simulate(estate, SCENARIOS, duration_s=hours * 3600, seed=seed, start_ms=START_MS)
     devs = estate.devices
     index = {d.id: i for i, d in enumerate(devs)}
     zkeys: dict[tuple[str, str, str, str], int] = {}
@@ -211,24 +216,23 @@ def run_seed(
 
     def handle(changes: list[AlarmChange]) -> None:
         for c in changes:
-            trail.append((c.slot, c.alarm_type, c.action, c.verdict, c.reason, c.at_ms))
+            at = c.at_ms - shift_ms  # times as simulated
+            trail.append((c.slot, c.alarm_type, c.action, c.verdict, c.reason, at))
             if c.action == "open":
-                opened[(c.slot, c.alarm_type)] = c.at_ms
+                opened[(c.slot, c.alarm_type)] = at
                 if c.alarm_type == "fire":
-                    ours.opened.append(Confirmed(c.slot, "fire", c.at_ms, c.at_ms, c.reason))
+                    ours.opened.append(Confirmed(c.slot, "fire", at, at, c.reason))
             if c.verdict == "suppressed" and c.alarm_type == "fire":
                 ours.suppressed.append(
-                    Confirmed(
-                        c.slot, "fire", opened.get((c.slot, "fire"), c.at_ms), c.at_ms, c.reason
-                    )
+                    Confirmed(c.slot, "fire", opened.get((c.slot, "fire"), at), at, c.reason)
                 )
             if c.verdict == "confirmed" and c.action != "clear" and c.alarm_type != "pre_alarm":
                 ours.confirmed.append(
                     Confirmed(
                         c.slot,
                         c.alarm_type,
-                        opened.get((c.slot, c.alarm_type), c.at_ms),
-                        c.at_ms,
+                        opened.get((c.slot, c.alarm_type), at),
+                        at,
                         c.reason,
                     )
                 )
@@ -237,17 +241,17 @@ def run_seed(
         rows, evs = decode(buf, index, seen)
         r = Readings(
             np.array([x[0] for x in rows], np.int64),
-            np.array([x[1] for x in rows], np.int64),
+            np.array([x[1] for x in rows], np.int64) + shift_ms,
             np.array([x[2] for x in rows], np.float64).reshape(len(rows), len(contract.READINGS)),
         )
         e = Events(
             np.array([x[0] for x in evs], np.int64),
-            np.array([x[1] for x in evs], np.int64),
+            np.array([x[1] for x in evs], np.int64) + shift_ms,
             np.array([x[2] for x in evs], np.int16),
         )
-        handle(eng.process(r, e, arrival))
+        handle(eng.process(r, e, arrival + shift_ms))
         base.process(rows, evs, theirs)
-        handle(eng.advance(arrival))
+        handle(eng.advance(arrival + shift_ms))
 
     # Arrival order: on time, or LAG_MS late for the lagging devices' messages.
     timed: list[tuple[int, int, Any]] = []
@@ -440,6 +444,7 @@ def main() -> None:
     ap.add_argument("--seeds", default=HELD_OUT, help="e.g. 100-109 or 3,5,7 (default held out)")
     ap.add_argument("--hours", type=float, default=3.0)
     ap.add_argument("--no-lag", action="store_true", help="skip the lagging-connection rerun")
+    ap.add_argument("--no-shift", action="store_true", help="skip the time-of-day rerun")
     ap.add_argument("-v", "--verbose", action="store_true", help="list every false alarm")
     a = ap.parse_args()
     seeds = parse_seeds(a.seeds)
@@ -450,13 +455,16 @@ def main() -> None:
     )
     aggs: dict[str, dict[str, Any]] = {"engine": defaultdict(list), "baseline": defaultdict(list)}
     per_seed: dict[str, list[dict[str, Any]]] = {"engine": [], "baseline": []}
-    same, alarms = 0, 0
+    same, alarms, same_shifted = 0, 0, 0
     for seed in seeds:
         labels, ours, theirs, kinds, trail = run_seed(seed, a.hours)
         if not a.no_lag:
             lagged = run_seed(seed, a.hours, LAG_FRACTION)[4]
             same += sorted(trail) == sorted(lagged)
             alarms += len(trail)
+        if not a.no_shift:
+            shifted = run_seed(seed, a.hours, shift_ms=SHIFT_MS)[4]
+            same_shifted += sorted(trail) == sorted(shifted)
         for name, res in (("engine", ours), ("baseline", theirs)):
             sc = score(labels["labels"], labels["index"], res, kinds)
             per_seed[name].append(sc)
@@ -471,6 +479,11 @@ def main() -> None:
         print(
             f"load: {LAG_FRACTION:.0%} of devices {LAG_MS // 1000} s late -> identical verdicts "
             f"on {same}/{len(seeds)} seeds ({alarms} alarm changes compared)"
+        )
+    if not a.no_shift:
+        print(
+            f"time of day: the same run {SHIFT_MS / 60_000:.1f} min later -> identical verdicts "
+            f"on {same_shifted}/{len(seeds)} seeds"
         )
 
 

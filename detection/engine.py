@@ -175,7 +175,8 @@ class Engine:
         self.base_m = fst[:, _M]  # the epoch's minimum obscuration
         self.last_obs = fst[:, _OBS]  # previous obscuration (step rate, fast growth)
         self.lb = [fst[:, _LB + j] for j in range(3)]  # temperature, co, humidity
-        self.base_ep = fst[:, _EP]  # epoch index (hours since 1970), exact as float64
+        self.base_ep = fst[:, _EP]  # epoch index since the anchor, exact as float64
+        self.base_anchor = fst[:, _AN]  # first reading's ts (ms): where epochs start
 
     def configure(
         self,
@@ -732,12 +733,16 @@ class Engine:
         if has_obs:
             b = fs[:, _B]
             bm = fs[:, _M]
-            e0, e1 = int(t.min()) // p.DRIFT_EPOCH_MS, int(t.max()) // p.DRIFT_EPOCH_MS
-            e: I64 | int = e0 if e0 == e1 else t // p.DRIFT_EPOCH_MS
+            # Epochs count from the device's own first reading, not the clock's
+            # hours: the same stream replayed at another time of day gives the
+            # same baselines (and verdicts). A layer holds a device once.
+            an = fs[:, _AN]
+            np.copyto(an, t, where=np.isnan(an))
+            e = (t - an.astype(np.int64)) // p.DRIFT_EPOCH_MS
             roll = fs[:, _EP] < e
             if roll.any():
                 r = np.flatnonzero(roll)
-                fs[r, _EP] = e if isinstance(e, int) else e[r]
+                fs[r, _EP] = e[r]
                 # An epoch without a reading (NaN minimum) leaves baseline and
                 # flag as they are (drift_step's identity): step only the others.
                 tr = r[~np.isnan(bm[r])]
@@ -993,11 +998,11 @@ class Engine:
 
 
 # Columns of Engine.fst (one 64-byte row per device) and their initial values.
-_B, _M, _OBS, _LB, _EP = 0, 1, 2, 3, 6
+_B, _M, _OBS, _LB, _EP, _AN = 0, 1, 2, 3, 6, 7
 _FW: Final = 8
 _FREC: Final = np.dtype((np.void, 8 * _FW))
 _FST_INIT: Final = np.array(
-    [0.0, np.nan, np.nan, np.inf, np.inf, np.inf, float(np.iinfo(np.int32).min), 0.0]
+    [0.0, np.nan, np.nan, np.inf, np.inf, np.inf, float(np.iinfo(np.int32).min), np.nan]
 )
 
 _VA: Final = np.uint32(k.VISIT_ALWAYS)

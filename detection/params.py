@@ -33,7 +33,7 @@ PRE_ALARM_CLEAR_FRACTION: Final = 0.8
 # rise by 0.1 %/m per hour at most, far slower than the slowest EN 54 test
 # fire (TF2/TF3 grow by several %/m in 10-30 min); so compensation can mask at
 # most DRIFT_TRACK_BAND of a fire. Dust contamination drifts over months.
-DRIFT_EPOCH_MS: Final = 3_600_000  # one hour of event time
+DRIFT_EPOCH_MS: Final = 3_600_000  # an hour of the device's own event time, from its first reading
 DRIFT_UP: Final = 0.1  # %/m per epoch, upward (contamination)
 DRIFT_DOWN: Final = 1.0  # %/m per epoch, downward (after cleaning: recover fast, safe side)
 DRIFT_TRACK_BAND: Final = 0.5  # %/m above the baseline still counted as clean air

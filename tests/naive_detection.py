@@ -164,6 +164,7 @@ class Dev:
     last_flags: int = 0
     b: float = 0.0
     ep: int = NONE
+    anchor: int = NONE
     m: float = math.nan
     drift: bool = False
     last_off: int = NONE  # evac: latest reading on battery
@@ -777,7 +778,9 @@ class NaiveEngine:
 
     # --- one reading ---------------------------------------------------------
     def _baseline(self, d: Dev, ts: int, obs: float) -> tuple[float, bool]:
-        e = ts // DRIFT_EPOCH_MS
+        if d.anchor == NONE:
+            d.anchor = ts  # epochs are hours of the device's own stream
+        e = (ts - d.anchor) // DRIFT_EPOCH_MS
         if e > d.ep:
             delta = d.m - d.b
             if delta <= DRIFT_BAND:

@@ -259,6 +259,12 @@ MUTANTS: list[tuple[str, str, str, str]] = [
         "            d.rearm_at = NEVER\n",
     ),
     (
+        "drift hours on the clock, not the device's own",
+        "detection/engine.py",
+        "np.copyto(an, t, where=np.isnan(an))",
+        "np.copyto(an, 0, where=np.isnan(an))",
+    ),
+    (
         "a stored drift baseline is not given back",
         "detection/engine.py",
         "        self.base_b[s] = b\n",

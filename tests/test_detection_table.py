@@ -436,6 +436,25 @@ def test_drift_tracks_at_most_0_1_per_hour(raw: float, fires: bool, baseline: fl
     assert fire[0].detail["obscuration"] == pytest.approx(raw - 0.2)
 
 
+def test_drift_hours_count_from_the_devices_first_reading() -> None:
+    """The same two steps, but the detector's first reading comes at 0:59 on
+    the clock: its hours end at 1:59 and 2:59, not on the clock's hours, so at
+    2:29 the baseline has stepped once (0.1) and 3.15 %/m raw is an alarm
+    (3.05). Counted on the clock (1:00, 2:00) it would be 0.2, and no alarm."""
+    start = 59 * 60
+    rows: list[Row] = [
+        (float(t), {"obscuration": 0.4, "temperature": 21.0}) for t in range(start, 149 * 60, 60)
+    ]
+    rows += [
+        (float(t), {"obscuration": 3.15, "temperature": 21.0})
+        for t in range(149 * 60, 149 * 60 + 120, 10)
+    ]
+    ch = Rig([("smoke", 1)]).feed({0: rows}, batch_s=600.0)
+    fire = [c for c in ch if c.alarm_type == "fire"]
+    assert (fire[0].action, fire[0].at_ms - T0) == ("open", 149 * 60 * S)
+    assert fire[0].detail["baseline"] == pytest.approx(0.1)
+
+
 def test_a_learnt_baseline_outlives_a_restart() -> None:
     """Two hours of clean air at 0.4 %/m teach a baseline of 0.2 (as above); it is
     drained for storage, given to a new engine (a restarted ingest), and 3.15 %/m
