@@ -521,6 +521,38 @@ def test_moving_a_device_to_another_site_hides_its_history(
     assert [r["seq"] for r in everything] == [1, 2]
 
 
+def test_a_moved_device_with_a_clock_ahead_shows_nothing_of_its_old_site(
+    api_url: str, api: httpx.Client, db: str, flavour: str
+) -> None:
+    """Readings sent for the old site but dated after the move (its clock runs
+    an hour ahead) stay with the old site: the new site's manager sees neither
+    them nor them as the device's last reading."""
+    register(api, device("MV2", site="S1"))
+    ahead = datetime.now(UTC) + timedelta(hours=1)
+    insert_telemetry(db, flavour, "MV2", [(ahead, 1, {"obscuration": 0.2})])
+    register(api, device("MV2", site="S2"), move_site=True)
+    s2 = make_token(api_url, "manager", ["S2"], name="s2-manager-ahead")
+    with client(api_url, token=s2) as manager:
+        assert manager.get("/api/v1/devices/MV2/telemetry").json()["items"] == []
+        buckets = manager.get(
+            "/api/v1/devices/MV2/telemetry",
+            params={"bucket": "1h", "until": (ahead + timedelta(hours=2)).isoformat()},
+        )
+        assert buckets.json()["items"] == []
+        detail = manager.get("/api/v1/devices/MV2").json()
+        assert detail["last_reading"] is None
+        assert detail["last_ts"] is None
+    insert_telemetry(db, flavour, "MV2", [(ahead + timedelta(minutes=1), 2, {"obscuration": 0.3})])
+    with client(api_url, token=s2) as manager:
+        seen = manager.get(
+            "/api/v1/devices/MV2/telemetry",
+            params={"until": (ahead + timedelta(hours=1)).isoformat()},
+        )
+        assert [r["seq"] for r in seen.json()["items"]] == [2]
+        assert manager.get("/api/v1/devices/MV2").json()["last_reading"]["seq"] == 2
+    assert api.get("/api/v1/devices/MV2").json()["last_reading"]["seq"] == 2
+
+
 def test_during_a_database_outage_calls_fail_fast_and_health_is_degraded(
     database_url: str, migration: object, db: str
 ) -> None:

@@ -310,7 +310,10 @@ async def list_devices(
 )
 async def get_device(device_id: DeviceId, conn: ConnDep, caller: CallerDep) -> DeviceDetail:
     row = await device_q.get_device(conn, scope=caller.scope, device_id=device_id)
+    floor = await device_q.history_floor(conn, scope=caller.scope, device_id=device_id)
     last = await telemetry_q.last_reading(conn, device_id=device_id)
+    if last is not None and floor is not None and last.ts < floor:
+        last = None  # sent while the device belonged to another site
     alarms = await alarm_q.list_alarms(
         conn,
         scope=caller.scope,
@@ -321,7 +324,7 @@ async def get_device(device_id: DeviceId, conn: ConnDep, caller: CallerDep) -> D
     base = DeviceOut.from_row(row).model_dump()
     return DeviceDetail(
         **base,
-        last_ts=row["last_ts"],
+        last_ts=row["last_ts"] if last is not None or floor is None else None,
         on_mains=row["on_mains"],
         last_reading=Reading(ts=last.ts, seq=last.seq, v=last.v) if last else None,
         open_alarms=[AlarmOut.model_validate(a) for a in alarms],

@@ -70,8 +70,10 @@ async def upsert_devices(
     device's routes must name zones of its own building and floor that
     exist, or are created by this same call; otherwise nothing is stored.
     A registered device named at another site is a ConflictError unless
-    `move_site`: then its `site_since` becomes now, and site-scoped callers
-    see none of its history from before (see `history_floor`).
+    `move_site`: then its `site_since` becomes now, or just after the newest
+    reading or event it has stored if that is later (a clock running ahead:
+    what it sent for the old site must not show at the new one), and
+    site-scoped callers see none of its history from before (`history_floor`).
     """
     # The last occurrence of an id wins, as if the devices were posted one by one.
     latest = {d.id: (i, d) for i, d in enumerate(devices)}
@@ -124,7 +126,12 @@ async def upsert_devices(
                 thresholds = EXCLUDED.thresholds, routes = EXCLUDED.routes,
                 address = EXCLUDED.address, utc_offset_min = EXCLUDED.utc_offset_min,
                 updated_at = now(),
-                site_since = CASE WHEN devices.site_id <> EXCLUDED.site_id THEN now()
+                site_since = CASE WHEN devices.site_id <> EXCLUDED.site_id THEN GREATEST(
+                    now(),
+                    (SELECT max(t.ts) FROM telemetry t WHERE t.device_id = devices.id)
+                        + interval '1 millisecond',
+                    (SELECT max(e.ts) FROM device_events e WHERE e.device_id = devices.id)
+                        + interval '1 millisecond')
                                   ELSE devices.site_since END
             RETURNING id
             """,
