@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from api.params import encode_cursor
 from storage.shards import SHARD_LOCK_CLASS
 from tests.test_api_support import (
     ISO_MS,
@@ -271,6 +272,18 @@ def _seed_readings(db: str, flavour: str, start: datetime, count: int) -> None:
         for i in range(count)
     ]
     insert_telemetry(db, flavour, "D1", rows)
+
+
+@pytest.mark.parametrize("bucket", ["1m", "1d"])
+@pytest.mark.parametrize("micros", [2**63 - 1, -(2**63)])
+def test_a_forged_bucket_cursor_out_of_range_is_a_bad_parameter(
+    api, bucket: str, micros: int
+) -> None:  # type: ignore[no-untyped-def]
+    register(api, device("D1"))
+    forged = encode_cursor(f"buckets-{bucket}", micros)
+    response = api.get("/api/v1/devices/D1/telemetry", params={"bucket": bucket, "cursor": forged})
+    assert response.status_code == 422, response.text
+    assert "cursor" in response.json()["error"]["message"]
 
 
 def test_raw_telemetry_pages_and_ranges(api, db: str, flavour: str) -> None:  # type: ignore[no-untyped-def]

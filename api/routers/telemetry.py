@@ -123,7 +123,10 @@ async def get_telemetry(
         )
     key = decode_cursor(cursor, f"buckets-{bucket}", (int,))
     if key is not None:
-        start = max(start, _floor(from_micros(key[0]), width))
+        try:
+            start = max(start, _floor(from_micros(key[0]), width))
+        except (OverflowError, ValueError) as exc:
+            raise BadParameter("cursor", "not a cursor returned by this endpoint") from exc
     # A page starts at the first bucket with data (never an empty page with a
     # cursor), and a cursor is given only when more data follows.
     first = await telemetry_q.first_minute(conn, device_id=device_id, since=start, until=end)
