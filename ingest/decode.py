@@ -432,7 +432,16 @@ class Decoder:
                 seq = reading.get("seq")
                 if type(seq) is not int or not 0 <= seq < SEQ_MODULUS:
                     seq = _seq(reading)
-                unknown = values_flat(reading.get("v"), len(slots) * N_READINGS, pos, vals)
+                v = reading.get("v")
+                if v is None:
+                    raise _Invalid(
+                        "bad_payload",
+                        "an event cannot travel in a batch (v1): publish it on the device's "
+                        "event topic"
+                        if "type" in reading
+                        else "`v` is missing (an empty object for a heartbeat)",
+                    )
+                unknown = values_flat(v, len(slots) * N_READINGS, pos, vals)
             except _Invalid as exc:
                 del pos[mark:], vals[mark:]
                 rejects.append(

@@ -51,10 +51,33 @@ def test_a_bad_value_after_good_ones_leaves_nothing_behind() -> None:
 
 def test_a_remembered_device_is_still_checked_against_the_gateways_site() -> None:
     decoder = Decoder(REG)
-    decoder.decode([gateway([{"device": "D1", **GOOD}])])  # D1 now remembered
-    b = decoder.decode([gateway([{"device": "D1", **GOOD, "seq": 2}], site="S2")])
+    decoder.decode([gateway([{"device": "D1", **GOOD, "v": {}}])])  # D1 now remembered
+    b = decoder.decode([gateway([{"device": "D1", **GOOD, "seq": 2, "v": {}}], site="S2")])
     assert not b.slot.size
     assert [(r.reason, r.device_id) for r in b.rejects] == [("site_mismatch", "D1")]
+
+
+def test_a_batched_event_or_a_reading_without_v_is_a_reject_not_a_heartbeat() -> None:
+    """Events are never batched in v1: one put into a batch would otherwise be
+    stored as an empty reading and its alarm lost without a word."""
+    b = Decoder(REG).decode(
+        [
+            gateway(
+                [
+                    {"device": "D1", **GOOD, "type": "fire_alarm"},
+                    {"device": "D2", **GOOD},
+                    {"device": "D2", **GOOD, "seq": 2, "v": {}},  # a heartbeat
+                ]
+            )
+        ]
+    )
+    assert b.seq.tolist() == [2]
+    assert [(r.reason, r.device_id) for r in b.rejects] == [
+        ("bad_payload", "D1"),
+        ("bad_payload", "D2"),
+    ]
+    assert "event topic" in b.rejects[0].detail
+    assert "`v` is missing" in b.rejects[1].detail
 
 
 def reference(readings: list[Any], site: str) -> tuple[list[tuple[Any, ...]], list[str]]:
@@ -85,9 +108,12 @@ def reference(readings: list[Any], site: str) -> tuple[list[tuple[Any, ...]], li
         if type(seq) is not int or not 0 <= seq < 2**32:
             reasons.append("missing_seq")
             continue
+        if v is None:  # missing `v`, or an event put into a batch
+            reasons.append("bad_payload")
+            continue
         row = [math.nan] * len(READINGS)
         bad = False
-        for name, value in (v or {}).items():
+        for name, value in v.items():
             if type(value) not in (int, float) or not math.isfinite(value):
                 bad = True
                 break
