@@ -102,10 +102,16 @@ class Engine:
         self.q_off = np.empty(0, np.int64)  # offset (ts - arrival) of the last quarantined
         self.q_run = np.empty(0, np.int32)  # consecutive quarantined readings that agree
         self.quarantine_count = np.empty(0, np.int64)  # per device, for its state
+        self.b_off = np.empty(0, np.int64)  # offset (ts - arrival) of the last reading far behind
+        self.b_last = np.empty(0, np.int64)  # ts of that reading
+        self.b_run = np.empty(0, np.int32)  # consecutive such readings that agree
         self._grow(capacity)
         self.arrival_clock = k.TS_NONE
         self.quarantined = 0  # readings and events kept out of detection (far future)
         self._q_live = False  # some device has quarantined readings in a row
+        self._b_live = False  # some device has readings far behind its clock in a row
+        self.clock_steps = 0  # devices whose clock was taken as stepped back
+        self.stepped_back: list[int] = []  # their slots, until the caller drains them
         # Per zone: detectors' rows and events not yet shown to the machine (a
         # heap), how far the zone has been shown, and its detectors' slots.
         self._zq: dict[int, list[tuple[int, int, int, int, Any]]] = {}
@@ -165,6 +171,9 @@ class Engine:
         self.q_off = grow(self.q_off, 0)
         self.q_run = grow(self.q_run, 0)
         self.quarantine_count = grow(self.quarantine_count, 0)
+        self.b_off = grow(self.b_off, 0)
+        self.b_last = grow(self.b_last, k.TS_NONE)
+        self.b_run = grow(self.b_run, 0)
         self._mark = np.zeros(cap, np.int32)
         self.capacity = cap
 
@@ -325,6 +334,7 @@ class Engine:
         r_slot = np.asarray(readings.slot, np.int64)
         r_ts = np.asarray(readings.ts, np.int64)
         if arrival_ms is not None:
+            self._clock_steps_back(r_slot, r_ts, int(arrival_ms))
             readings = self._quarantine(readings, r_slot, r_ts, int(arrival_ms))
         self._heard(r_slot, r_ts, events, arrival_ms)
         evs, keys = self._fresh_events(events, arrival_ms)
@@ -390,6 +400,80 @@ class Engine:
             e_ts = np.asarray(events.ts, np.int64)
             np.maximum.at(self.last_arrival, e_slot[e_ok], e_ts[e_ok])
             self.arrival_clock = max(self.arrival_clock, int(e_ts.max()))
+
+    def _clock_steps_back(self, slot: I64, ts: I64, arrival: int) -> None:
+        """A device whose clock stepped back (a real-time clock reset to its epoch
+        by a power loss) sends readings far behind its own newest, which lateness
+        would keep out of detection for good: after SKEW_ACCEPT_READINGS of them
+        in a row, in order and at agreeing offsets to the arrival clock, its clock
+        is taken as it now is (`_restart_clock`). A gateway's backlog sent between
+        live readings is interrupted by them and never counts."""
+        if len(slot) == 0:
+            return
+        ok = (slot >= 0) & (slot < self.capacity)
+        own = np.full(len(slot), k.TS_NONE)
+        own[ok] = np.take(self.last_ts, slot[ok])
+        behind = ok & (own > k.TS_NONE) & (ts < own - p.FUTURE_TOLERANCE_MS)
+        if not (behind.any() or self._b_live):
+            return
+        involved = np.isin(slot, np.concatenate([slot[behind], np.flatnonzero(self.b_run)]))
+        clock: dict[int, int] = {}
+        for i in np.flatnonzero(involved & ok).tolist():
+            s_, t_ = int(slot[i]), int(ts[i])
+            newest = clock.get(s_, int(self.last_ts[s_]))
+            if t_ > newest:
+                self.b_run[s_] = 0  # a reading on its clock: no step
+                clock[s_] = t_
+                continue
+            if t_ >= newest - p.FUTURE_TOLERANCE_MS:
+                continue  # merely late
+            off = t_ - arrival
+            agree = (
+                self.b_run[s_] > 0
+                and abs(off - int(self.b_off[s_])) <= p.SKEW_AGREE_MS
+                and t_ > self.b_last[s_]
+            )
+            run = int(self.b_run[s_]) + 1 if agree else 1
+            self.b_off[s_], self.b_last[s_] = off, t_
+            if run >= p.SKEW_ACCEPT_READINGS:
+                self.b_run[s_] = 0
+                self._restart_clock(s_, t_)
+                clock[s_] = t_ - 1
+                continue
+            self.b_run[s_] = run
+        self._b_live = bool(self.b_run.any())
+
+    def _restart_clock(self, slot: int, ts: int) -> None:
+        """The device's clock now reads `ts`, far behind what it read: its open
+        windows are resolved with what they saw, its event-time state (look-back,
+        lateness, quarantine, evac discharge, drift epochs) starts again from
+        `ts`; its latched alarms, faults and drift baseline are kept."""
+        self.machine.silent(slot)
+        self.machine.restart_clock(slot)
+        fresh = Engine(capacity=1)
+        for name in (
+            "last_ts",
+            "last_event_ts",
+            "last_flags",
+            "ring_head",
+            "last_off",
+            "on_batt",
+            "dis_t0",
+            "dis_b0",
+            "fring",
+            "q_off",
+            "q_run",
+        ):
+            getattr(self, name)[slot] = getattr(fresh, name)[0]
+        self.ring[slot] = fresh.ring[0]
+        for a, b in zip(self.q, fresh.q, strict=True):
+            a[slot] = b[0]
+        baseline = self.fst[slot, _B]
+        self.fst[slot] = fresh.fst[0]
+        self.fst[slot, _B] = baseline
+        self.last_ts[slot] = self.last_event_ts[slot] = ts - 1
+        self.clock_steps += 1
+        self.stepped_back.append(slot)
 
     def _quarantine(self, r: Readings, slot: I64, ts: I64, arrival: int) -> Readings:
         """Keep readings dated far ahead of both the device's own clock and the

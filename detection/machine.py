@@ -717,6 +717,17 @@ class Machine:
                 break
             dl = nxt
 
+    def restart_clock(self, slot: int) -> None:
+        """The device's clock stepped back (its windows already resolved): forget
+        what is kept in its old event time (re-arming, steam memory, the suppressed
+        fire's time), keep its latched alarms and fault causes."""
+        d = self._d(slot)
+        d.last_steam = -(2**62)
+        d.rearm_at = NEVER
+        d.sup_at = None
+        d.armed = True
+        d.run = 0
+
     def clear(self, slot: int, typ: str) -> None:
         d = self._d(slot)
         if typ == "fire":

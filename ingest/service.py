@@ -793,6 +793,15 @@ class IngestService:
             arrival,
         )
         changes += self.engine.advance(arrival)
+        if self.engine.stepped_back:
+            ids = sorted({self.registry.device(s).id for s in self.engine.stepped_back})
+            self.engine.stepped_back.clear()
+            log.warning(
+                "clock stepped back on %d device(s) (%s): their readings feed detection "
+                "again, on their new clock; set their clocks",
+                len(ids),
+                ", ".join(ids[:20]),
+            )
         return changes
 
     def _alarm_write(self, change: AlarmChange) -> store.AlarmWrite:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import psycopg
 import pytest
 
@@ -277,8 +278,8 @@ def _seed_readings(db: str, flavour: str, start: datetime, count: int) -> None:
 @pytest.mark.parametrize("bucket", ["1m", "1d"])
 @pytest.mark.parametrize("micros", [2**63 - 1, -(2**63)])
 def test_a_forged_bucket_cursor_out_of_range_is_a_bad_parameter(
-    api, bucket: str, micros: int
-) -> None:  # type: ignore[no-untyped-def]
+    api: httpx.Client, bucket: str, micros: int
+) -> None:
     register(api, device("D1"))
     forged = encode_cursor(f"buckets-{bucket}", micros)
     response = api.get("/api/v1/devices/D1/telemetry", params={"bucket": bucket, "cursor": forged})

@@ -377,3 +377,57 @@ def test_the_same_stream_at_another_time_of_day_gives_the_same_alarms() -> None:
     assert any(a[0] == "fire" and a[2] == "confirmed" for a in want)
     for shift_min in (20, 40, 59):
         assert _slow_fire_at(T0 + shift_min * 60_000) == want, shift_min
+
+
+def _feed_one_by_one(
+    eng: Engine, rows: list[tuple[int, float, float]], arrival0: int
+) -> list[AlarmChange]:
+    """(ts, obscuration, temperature) of slot 0, one message per batch, arriving
+    10 s apart from `arrival0`."""
+    out: list[AlarmChange] = []
+    for i, (ts, obs, temp) in enumerate(rows):
+        v = np.full((1, NR), np.nan)
+        v[0, RI["obscuration"]], v[0, RI["temperature"]] = obs, temp
+        now = arrival0 + i * 10_000
+        r = Readings(np.array([0], np.int64), np.array([ts], np.int64), v)
+        out += eng.process(r, Events.empty(), now)
+        out += eng.advance(now)
+    return out
+
+
+def test_a_clock_reset_to_its_epoch_does_not_blind_the_detector() -> None:
+    """A detector's real-time clock falls back to 2000-01-01 after a power loss
+    (its readings far behind its own newest from then on): after three readings
+    on the new clock, in order and at a steady offset, they feed detection again
+    and a fire on that clock is confirmed."""
+    eng = Engine(capacity=1)
+    eng.configure([0], [K["smoke"]], [0], [{}], [10_000])
+    now = T0 + 3_600_000
+    on_time = [(now - 60_000 + i * 10_000, 0.1, 21.0) for i in range(6)]
+    epoch = 946_684_800_000
+    fire = [
+        (epoch + i * 10_000, 0.1 if i < 3 else min(1.0 * (i - 2), 12.0), 21.0 + max(i - 2, 0) * 2.0)
+        for i in range(16)
+    ]
+    out = _feed_one_by_one(eng, on_time + fire, now - 60_000)
+    got = [(c.alarm_type, c.verdict) for c in out if c.alarm_type == "fire"]
+    assert ("fire", "confirmed") in got
+    assert eng.clock_steps == 1
+    assert all(c.at_ms < T0 for c in out if c.alarm_type == "fire")  # on the device's clock
+
+
+def test_a_backlog_between_live_readings_is_no_clock_step() -> None:
+    """A gateway sends a device's stored hour between its live readings: those
+    readings are far behind and in order, but live ones interrupt them, so the
+    clock is not taken as stepped back (they stay late, as Lateness says)."""
+    eng = Engine(capacity=1)
+    eng.configure([0], [K["smoke"]], [0], [{}], [10_000])
+    now = T0 + 3_600_000
+    rows: list[tuple[int, float, float]] = []
+    for i in range(30):
+        rows.append((now + i * 20_000, 0.1, 21.0))  # live
+        rows.append((T0 + i * 10_000, 0.1, 21.0))  # backlog, one hour behind
+        rows.append((T0 + i * 10_000 + 5_000, 0.1, 21.0))
+    _feed_one_by_one(eng, rows, now)
+    assert eng.clock_steps == 0
+    assert eng.late_readings == 60
