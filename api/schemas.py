@@ -94,7 +94,7 @@ class DeviceIn(BaseModel):
     zone: Name
     kind: Kind
     name: Annotated[str, StringConstraints(pattern=r"^[^\x00]{0,200}$")] | None = None
-    interval_s: Annotated[float, Field(gt=0, le=MAX_INTERVAL_S, allow_inf_nan=False)] | None = (
+    interval_s: Annotated[float, Field(ge=1, le=MAX_INTERVAL_S, allow_inf_nan=False)] | None = (
         Field(
             default=None,
             description="Reporting period in seconds; offline after 3 x this of silence. "

@@ -236,11 +236,30 @@ THRESHOLD_DEFAULTS: Final[dict[str, dict[str, float]]] = {
 assert set(THRESHOLD_DEFAULTS) == set(contract.KINDS)
 
 # Clamps applied to overrides (name -> (lo, hi)).
+# A threshold outside its range would no longer make a fire detector of the
+# device (an alarm level of 1e308 %/m never alarms) or would alarm on clean air.
 THRESHOLD_LIMITS: Final[dict[str, tuple[float, float]]] = {
     "residual_current_ma": (RESIDUAL_CURRENT_MIN_MA, RESIDUAL_CURRENT_MAX_MA),
     "verification_s": (VERIFICATION_MIN_S, VERIFICATION_MAX_S),
     "persist_s": (0.0, ELECTRICAL_PERSIST_MAX_S),
     "rated_duration_min": RATED_DURATION_LIMITS,
+    # EN 54-7 test fires end at m = 2 dB/m (about 37 %/m): a point detector must
+    # alarm well before; 20 %/m is the least sensitive setting kept.
+    "obscuration_alarm": (0.5, 20.0),
+    "obscuration_pre_alarm": (0.1, 20.0),
+    "fast_growth_per_min": (0.5, 60.0),
+    # EN 54-5 / GB 4716 classes A1 (static 54-65 °C) to G (154-170 °C); class R
+    # rate-of-rise tests at 3-30 °C/min.
+    "static_c": (40.0, 160.0),
+    "rate_of_rise_c_per_min": (3.0, 30.0),
+    "heat_rise_c_per_min": (1.0, 30.0),
+    "co_ppm": (5.0, 500.0),
+    "co_rise_ppm_per_min": (0.5, 100.0),
+    "steam_rh_rise_per_min": (1.0, 50.0),
+    "steam_rh": (50.0, 100.0),
+    # GB 14287.4 temperature-type electrical fire detectors: 55-140 °C settings.
+    "cable_temperature_c": (45.0, 140.0),
+    "battery_low_pct": (5.0, 80.0),
 }
 
 # Every threshold name, in a fixed order (the engine keeps one array each).

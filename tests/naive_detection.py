@@ -80,6 +80,19 @@ CLAMPS: dict[str, tuple[float, float]] = {
     "rated_duration_min": (30.0, 180.0),  # README table: 90 (30-180)
     # README: "alarm within 30 s of a sustained condition": persistence <= 30 s.
     "persist_s": (0.0, 30.0),
+    # README table: the ranges a threshold may be set in.
+    "obscuration_alarm": (0.5, 20.0),
+    "obscuration_pre_alarm": (0.1, 20.0),
+    "fast_growth_per_min": (0.5, 60.0),
+    "static_c": (40.0, 160.0),
+    "rate_of_rise_c_per_min": (3.0, 30.0),
+    "heat_rise_c_per_min": (1.0, 30.0),
+    "co_ppm": (5.0, 500.0),
+    "co_rise_ppm_per_min": (0.5, 100.0),
+    "steam_rh_rise_per_min": (1.0, 50.0),
+    "steam_rh": (50.0, 100.0),
+    "cable_temperature_c": (45.0, 140.0),
+    "battery_low_pct": (5.0, 80.0),
 }
 MIN_MS = 60_000.0  # rates are per minute
 # README "The alarm rules are tested on their own": 60 s coincidence.

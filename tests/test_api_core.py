@@ -183,6 +183,7 @@ def test_evac_routes_must_name_zones_of_the_same_floor(api) -> None:  # type: ig
         ({"site": ""}, "site"),
         ({"kind": "toaster"}, "kind"),
         ({"interval_s": 0}, "interval_s"),
+        ({"interval_s": 0.000001}, "interval_s"),  # offline after 3 us
         ({"interval_s": -5}, "interval_s"),
         ({"thresholds": {"obscuration_alarm": "high"}}, "thresholds"),
         ({"thresholds": {"obscuration_alarm": True}}, "thresholds"),

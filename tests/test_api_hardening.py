@@ -466,6 +466,9 @@ def test_database_error_text_never_reaches_the_client(
         ("heat", {"no_such_threshold": 1}, 422),
         ("electrical", {"residual_current_ma": 5000}, 422),  # beyond 20-1000 mA
         ("mcp", {"obscuration_alarm": 3}, 422),
+        ("smoke", {"obscuration_alarm": 1e308}, 422),  # would never alarm
+        ("heat", {"static_c": 20}, 422),  # would alarm on a warm day
+        ("electrical", {"cable_temperature_c": 70}, 200),
     ],
 )
 def test_thresholds_are_validated(
@@ -500,6 +503,9 @@ def test_moving_a_device_to_another_site_hides_its_history(
     moved = api.post("/api/v1/devices", json=device("MV1", site="S2"))
     assert moved.status_code == 409
     assert "move_site" in moved.json()["error"]["message"]
+    assert api.get("/api/v1/devices/MV1").json()["site"] == "S1"
+    twice = api.post("/api/v1/devices", json=[device("MV1", site="S1"), device("MV1", site="S2")])
+    assert twice.status_code == 409, twice.text  # as if posted one by one: a move
     assert api.get("/api/v1/devices/MV1").json()["site"] == "S1"
     register(api, device("MV1", site="S2"), move_site=True)
     after = datetime.now(UTC) + timedelta(minutes=1)

@@ -75,7 +75,15 @@ async def upsert_devices(
     what it sent for the old site must not show at the new one), and
     site-scoped callers see none of its history from before (`history_floor`).
     """
-    # The last occurrence of an id wins, as if the devices were posted one by one.
+    # The last occurrence of an id wins, as if the devices were posted one by one
+    # (and as one by one, naming it at two sites is a move).
+    sites: dict[str, str] = {}
+    for d in devices:
+        if sites.setdefault(d.id, d.site) != d.site and not move_site:
+            raise ConflictError(
+                f"device {d.id!r} is listed at sites {sites[d.id]!r} and {d.site!r}: "
+                "moving a device between sites needs move_site=true"
+            )
     latest = {d.id: (i, d) for i, d in enumerate(devices)}
     rows = sorted(latest.values(), key=lambda item: item[0])
     specs = [d for _, d in rows]
