@@ -9,11 +9,22 @@ queued since, in one send), and each PUBACK is matched to its frame as paho
 reads it. While the broker is away nothing is acknowledged: `publish_all`
 returns False at once and the gateway does not confirm; the connection is
 retried with jittered backoff (MQTT 5, falling back to 3.1.1).
+
+At most MAX_OUTSTANDING messages (fewer if the broker's Receive Maximum says
+so) are handed to paho and unacknowledged at a time; the rest wait here, in
+order, for PUBACKs to free the window. A QoS 1 packet identifier is 16 bits:
+without the window a burst of more than 65,535 (a garbage flood used to make
+one reject per byte) reused identifiers still in flight, and the PUBACKs of
+the first messages settled the later ones while the overwritten ones timed out
+as "lost". A message whose frame was given up (timeout) before its turn is
+not sent at all. Callers bound what they queue (a gateway connection stops
+reading with too many frames unacknowledged).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -26,6 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firesafe.settings import MqttEndpoint
+from gateways.throttle import ThrottledWarning
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +51,13 @@ MISC_EVERY_S: Final = 1.0  # keepalive pings and dead-connection checks
 # while it persists the message: seconds mean it is in trouble.
 ACK_TIMEOUT_S: Final = 10.0
 # paho's in-flight window: 0 = none. Its window costs a scan of every queued
-# message per PUBACK (quadratic at a thousand in flight); the gateway is
-# bounded already: one unconfirmed frame per device connection.
+# message per PUBACK (quadratic at a thousand in flight). The window is kept
+# here instead (MAX_OUTSTANDING), at O(1) per PUBACK.
 MAX_INFLIGHT: Final = 0
+# Messages published and not yet acknowledged, at most: far below the 65,535
+# packet identifiers of MQTT, and plenty to keep a broker busy (a PUBACK comes
+# back within a millisecond or so: thousands in flight fill any link).
+MAX_OUTSTANDING: Final = 4096
 
 
 class _Ack:
@@ -73,9 +89,14 @@ class AckPublisher:
         self._client: paho.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._waiting: dict[int, _Ack] = {}  # mid -> its frame
+        # (topic, payload, retain, frame): waiting for room in the window.
+        self._backlog: collections.deque[tuple[str, bytes, bool, _Ack]] = collections.deque()
+        self._window = MAX_OUTSTANDING
+        self._refused = ThrottledWarning(log, "broker refused a message")
         self._ever: asyncio.Event | None = None
         self._lost: asyncio.Event | None = None
         self._connack: asyncio.Future[ReasonCode] | None = None
+        self._receive_maximum = MAX_OUTSTANDING  # the broker's, from its CONNACK (MQTT 5)
 
     # ------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -100,6 +121,16 @@ class AckPublisher:
         self._teardown()
 
     # -------------------------------------------------------------- publish
+    @property
+    def outstanding(self) -> int:
+        """Messages handed to the broker, not acknowledged yet (<= the window)."""
+        return len(self._waiting)
+
+    @property
+    def backlog(self) -> int:
+        """Messages waiting for room in the window."""
+        return len(self._backlog)
+
     async def publish_all(
         self, messages: Sequence[tuple[str, bytes, bool]], ack_timeout_s: float = ACK_TIMEOUT_S
     ) -> bool:
@@ -123,14 +154,41 @@ class AckPublisher:
         if not self.connected or client is None:
             ack.settle(False)
             return future
-        for topic, payload, retain in messages:
-            info = client.publish(topic, payload, qos=1, retain=retain)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                ack.settle(False)
-                return future
-            self._waiting[info.mid] = ack
+        # The timeout counts from here: time spent waiting for the window too
+        # (a frame given up is resent by its device; its messages left in the
+        # backlog are then not sent).
         ack.timer = loop.call_later(ack_timeout_s, ack.settle, False)
+        for topic, payload, retain in messages:
+            if self._backlog or len(self._waiting) >= self._window:
+                self._backlog.append((topic, payload, retain, ack))
+            elif not self._send(client, topic, payload, retain, ack):
+                return future
         return future
+
+    def _send(
+        self, client: paho.Client, topic: str, payload: bytes, retain: bool, ack: _Ack
+    ) -> bool:
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            ack.settle(False)
+            return False
+        earlier = self._waiting.get(info.mid)
+        if earlier is not None:  # cannot happen within the window; never mix two up
+            earlier.settle(False)
+        self._waiting[info.mid] = ack
+        return True
+
+    def _drain(self) -> None:
+        """Hand waiting messages to paho as PUBACKs free the window."""
+        client = self._client
+        backlog = self._backlog
+        while backlog and len(self._waiting) < self._window:
+            if client is None or not self.connected:
+                return
+            topic, payload, retain, ack = backlog.popleft()
+            if ack.future.done():
+                continue  # given up (timeout, or one of its messages failed)
+            self._send(client, topic, payload, retain, ack)
 
     # ----------------------------------------------------------- connection
     async def _run(self) -> None:
@@ -195,6 +253,7 @@ class AckPublisher:
                 self.protocol = paho.MQTTv311
             raise ConnectionError(f"broker refused the connection: {code}")
         self.connected = True
+        self._window = min(MAX_OUTSTANDING, self._receive_maximum)
         assert self._ever is not None
         self._ever.set()
         log.info("gateway MQTT connected to %s as %s", self.endpoint.url(), self.client_id)
@@ -204,6 +263,9 @@ class AckPublisher:
         self.connected = False
         waiting, self._waiting = self._waiting, {}
         for ack in waiting.values():
+            ack.settle(False)
+        backlog, self._backlog = self._backlog, collections.deque()
+        for *_, ack in backlog:
             ack.settle(False)
         client, self._client = self._client, None
         if client is not None:
@@ -244,6 +306,8 @@ class AckPublisher:
         failed = client is not None and client.loop_read() != paho.MQTT_ERR_SUCCESS
         if failed and self._lost is not None:
             self._lost.set()
+        elif self._backlog:
+            self._drain()  # the PUBACKs just read freed room
 
     def _writable(self) -> None:
         client = self._client
@@ -279,6 +343,12 @@ class AckPublisher:
         self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         fut = self._connack
+        receive_maximum = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        self._receive_maximum = (
+            int(receive_maximum)
+            if isinstance(receive_maximum, int) and receive_maximum > 0
+            else MAX_OUTSTANDING
+        )
         self._in_loop(lambda: None if fut is None or fut.done() else fut.set_result(reason))
 
     def _on_disconnect(
@@ -301,7 +371,7 @@ class AckPublisher:
         if ack is None:
             return
         if reason.is_failure:
-            log.warning("broker refused a message: %s", reason)
+            self._refused(str(reason))
             ack.settle(False)
             return
         ack.left -= 1

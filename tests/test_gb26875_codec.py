@@ -59,11 +59,15 @@ def test_every_split_point_and_coalesced_frames_with_garbage() -> None:
     noisy = b"\x00junk@" + WORKED_FRAME + b"##\xff" + frame(9, b"") + b"@"
     out = c.FrameReader().feed(noisy)
     assert [f.serial for f in frames(out)] == [7, 9]
-    # The stray '@' makes one false start (reported with its bytes); nothing is lost.
+    # Each run of junk is one report with its bytes, the stray '@' (a false start)
+    # in the first; nothing is lost but the trailing '@' the reader still holds.
     bad = [b for b in out if isinstance(b, c.BadFrame)]
-    assert {b.reason for b in bad} <= {"garbage", "bad_length"}
-    assert b"".join(b.raw for b in bad if b.reason == "garbage") == b"\x00junk##\xff"
-    assert any(b.raw.startswith(b"@@@") for b in bad if b.reason == "bad_length")
+    assert [(b.reason, b.raw, b.length) for b in bad] == [
+        ("garbage", b"\x00junk@", 6),
+        ("garbage", b"##\xff", 3),
+    ]
+    assert "1 false frame start(s)" in bad[0].detail
+    assert sum(b.length for b in bad) + len(WORKED_FRAME) + 30 == len(noisy) - 1
 
 
 def test_serial_0x40_is_not_mistaken_for_a_stray_start() -> None:
@@ -86,14 +90,76 @@ def test_bad_length_resynchronises() -> None:
     too_long = bytearray(frame(4, b""))
     too_long[24:26] = (2000).to_bytes(2, "little")
     out = c.FrameReader().feed(bytes(too_long) + good)
-    assert out[0].reason == "bad_length"  # type: ignore[union-attr]
+    assert isinstance(out[0], c.BadFrame)
+    assert out[0].reason == "garbage"
+    assert "length 2000 > 1024" in out[0].detail
+    assert out[0].raw == bytes(too_long)  # one report for the whole false frame
     assert [f.serial for f in frames(out)] == [3]
     # Length says 1 byte more than there is: `##` not where it should be.
     short = bytearray(frame(4, adu(28, bytes(6))))
     short[24] += 1
     out = c.FrameReader().feed(bytes(short) + good + good)
-    assert any(isinstance(b, c.BadFrame) and b.reason == "bad_length" for b in out)
+    assert any(isinstance(b, c.BadFrame) and "no `##`" in b.detail for b in out)
     assert 3 in [f.serial for f in frames(out)]
+
+
+def _feed_in_chunks(data: bytes, size: int) -> tuple[c.FrameReader, list[c.Frame | c.BadFrame]]:
+    reader = c.FrameReader()
+    out: list[c.Frame | c.BadFrame] = []
+    for i in range(0, len(data), size):
+        out += reader.feed(data[i : i + size])
+    return reader, out
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 1 << 20])
+def test_a_junk_flood_is_one_report_and_the_frames_behind_it_survive(chunk: int) -> None:
+    """`@@` repeated (every byte a false frame start) used to be one BadFrame per
+    byte: 80,000 rejects for 80 kB. Now one per run: its length, its head."""
+    flood = b"@@" * 40_000
+    data = flood + frame(5, b"") + b"\x00" * 5000 + frame(6, b"")
+    reader, out = _feed_in_chunks(data, chunk)
+    assert [type(x).__name__ for x in out] == ["BadFrame", "Frame", "BadFrame", "Frame"]
+    first, second = out[0], out[2]
+    assert isinstance(first, c.BadFrame)
+    assert isinstance(second, c.BadFrame)
+    assert first.length == len(flood)
+    assert first.raw == flood[: c.JUNK_KEEP]
+    assert f"{len(flood)} byte(s) outside any frame" in first.detail
+    assert "false frame start(s)" in first.detail
+    assert f"first {c.JUNK_KEEP} bytes kept" in first.detail
+    assert second.length == 5000
+    assert len(second.raw) == c.JUNK_KEEP
+    assert [f.serial for f in frames(out)] == [5, 6]
+    assert reader.pending == 0
+
+
+def test_an_open_run_is_reported_on_demand_and_at_the_end() -> None:
+    reader = c.FrameReader()
+    assert reader.feed(b"\xff" * 100) == []  # a run is reported when it ends
+    assert reader.junk_pending == 100
+    part = reader.flush_junk()
+    assert part is not None
+    assert part.length == 100
+    assert reader.junk_pending == 0
+    assert reader.flush_junk() is None
+    assert reader.feed(b"\xfe" * 10 + b"@@\x01\x02") == []
+    rest = reader.finish()  # the stream ended: the run and the incomplete frame
+    assert rest is not None
+    assert rest.raw == b"\xfe" * 10 + b"@@\x01\x02"
+    assert "a run already reported goes on" in rest.detail
+    assert "the last 4 an incomplete frame" in rest.detail
+    assert reader.pending == 0
+    assert reader.finish() is None
+
+
+def test_a_plausible_false_length_does_not_hold_back_a_complete_frame() -> None:
+    """`@@` + 22 bytes + a length of 256: the reader would wait for 286 bytes,
+    but a complete, valid frame already starts inside them."""
+    junk = b"@@" + bytes(22) + (256).to_bytes(2, "little")
+    out = c.FrameReader().feed(junk + frame(9, b""))
+    assert [f.serial for f in frames(out)] == [9]
+    assert isinstance(out[0], c.BadFrame)
+    assert out[0].raw == junk
 
 
 def test_adu_sizes_are_checked_and_unknown_types_kept() -> None:

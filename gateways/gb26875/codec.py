@@ -129,11 +129,22 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class BadFrame:
-    """Bytes that started like a frame but are not one (or bytes outside any frame)."""
+    """Bytes that started like a frame but are not one, or a run of bytes outside
+    any frame. `raw` is at most JUNK_KEEP bytes for a run: `size` is its length."""
 
     raw: bytes
-    reason: str  # bad_checksum, bad_length, bad_end, garbage
+    reason: str  # bad_checksum, garbage
     detail: str
+    size: int = -1  # bytes covered when `raw` is only their head
+
+    @property
+    def length(self) -> int:
+        return self.size if self.size >= 0 else len(self.raw)
+
+
+# A run of junk keeps its first bytes (what an operator needs to see what was
+# sent) and its length: the reject store keeps 4 KiB of a payload too.
+JUNK_KEEP: Final = 4096
 
 
 def address_hex(addr: bytes) -> str:
@@ -144,7 +155,7 @@ def address_bytes(hex_digits: str) -> bytes:
     return bytes.fromhex(hex_digits)[::-1]
 
 
-def checksum(body: bytes) -> int:
+def checksum(body: bytes | bytearray) -> int:
     return sum(body) & 0xFF
 
 
@@ -152,14 +163,25 @@ class FrameReader:
     """Splits a TCP byte stream into frames. Feed it what each read returns.
 
     Several frames in one read, a frame split across reads and junk between
-    frames are all normal. A length field beyond 1024, a missing `##` where
-    the length says the frame ends, or a wrong checksum yields a `BadFrame`
-    and the reader resynchronises on the next `@@`; bytes before a `@@` are
-    reported as `garbage`. The buffer never holds more than one frame.
+    frames are all normal. A frame with a wrong checksum yields a `BadFrame`
+    with its bytes. Everything else that is not a frame (bytes before a `@@`,
+    a false start: a length field beyond 1024 or no `##` where the length says
+    the frame ends, after which the reader resynchronises on the next `@@`) is
+    junk: one contiguous run of it is reported as one `garbage` BadFrame (its
+    first JUNK_KEEP bytes, its length, how many false starts) when the next
+    frame begins, or when the caller asks (`flush_junk`, `finish`). A flood of
+    junk costs a handful of reports, not one per byte. The buffer never holds
+    more than one frame, and a run never more than JUNK_KEEP bytes.
     """
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._junk = bytearray()  # the head of the current run
+        self._junk_size = 0
+        self._false_starts = 0
+        self._first_false_start = ""
+        self._tail = 0  # bytes of an incomplete frame at the end of the stream
+        self._continued = False  # the run goes on from a report already made
 
     def feed(self, data: bytes) -> list[Frame | BadFrame]:
         self._buf += data
@@ -171,36 +193,39 @@ class FrameReader:
                 # Keep a trailing '@' (maybe half a start marker); the rest is junk.
                 keep = 1 if buf.endswith(b"@") else 0
                 if len(buf) > keep:
-                    out.append(BadFrame(bytes(buf[: len(buf) - keep]), "garbage", "no frame start"))
+                    self._add_junk(buf, len(buf) - keep)
                     del buf[: len(buf) - keep]
                 break
             if start > 0:
-                out.append(BadFrame(bytes(buf[:start]), "garbage", "bytes before a frame start"))
+                self._add_junk(buf, start)
                 del buf[:start]
             if len(buf) < HEADER_LEN:
                 break
             n = buf[24] | buf[25] << 8
             if n > MAX_ADU:
-                out.append(
-                    BadFrame(bytes(buf[:HEADER_LEN]), "bad_length", f"length {n} > {MAX_ADU}")
-                )
+                self._false_start(buf, f"length {n} > {MAX_ADU}")
                 del buf[:1]  # resynchronise on the next start marker
                 continue
             total = OVERHEAD + n
             if len(buf) < total:
-                break
+                # Wait for the rest, unless a complete frame already starts inside
+                # it: then this start is a false one (junk with a plausible length
+                # field must not hold back the frames behind it).
+                later = _complete_frame_after(buf)
+                if later < 0:
+                    break
+                self._false_start(buf, f"a complete frame starts {later} bytes later", later)
+                del buf[:later]
+                continue
             if buf[total - 2 : total] != END:
-                out.append(
-                    BadFrame(
-                        bytes(buf[:total]),
-                        "bad_length",
-                        f"no `##` where length {n} says the frame ends",
-                    )
-                )
+                self._false_start(buf, f"no `##` where length {n} says the frame ends")
                 del buf[:1]
                 continue
             raw = bytes(buf[:total])
             del buf[:total]
+            run = self._end_run()
+            if run is not None:
+                out.append(run)
             want = checksum(raw[2 : HEADER_LEN + n])
             if raw[HEADER_LEN + n] != want:
                 out.append(
@@ -216,7 +241,80 @@ class FrameReader:
 
     @property
     def pending(self) -> int:
-        return len(self._buf)
+        """Bytes held: the start of a frame not complete yet, and an open junk run."""
+        return len(self._buf) + self._junk_size
+
+    @property
+    def junk_pending(self) -> int:
+        """Bytes of the open junk run (not reported yet)."""
+        return self._junk_size
+
+    def flush_junk(self) -> BadFrame | None:
+        """The open junk run so far, if any (it may go on: later bytes are reported
+        as its continuation). For a caller that reports a long run as it goes."""
+        return self._end_run(continues=True)
+
+    def finish(self) -> BadFrame | None:
+        """The stream ended: the open run and any incomplete frame, as one report."""
+        if self._buf:
+            self._tail = len(self._buf)
+            self._add_junk(self._buf, len(self._buf))
+            self._buf.clear()
+        return self._end_run()
+
+    def _add_junk(self, buf: bytearray, n: int) -> None:
+        room = JUNK_KEEP - len(self._junk)
+        if room > 0:
+            self._junk += buf[: min(n, room)]
+        self._junk_size += n
+
+    def _false_start(self, buf: bytearray, why: str, n: int = 1) -> None:
+        if not self._false_starts:
+            self._first_false_start = why
+        self._false_starts += 1
+        self._add_junk(buf, n)
+
+    def _end_run(self, continues: bool = False) -> BadFrame | None:
+        if not self._junk_size:
+            return None
+        size = self._junk_size
+        detail = f"{size} byte(s) outside any frame"
+        if self._continued:
+            detail += " (a run already reported goes on)"
+        if self._false_starts:
+            detail += (
+                f", {self._false_starts} false frame start(s) (first: {self._first_false_start})"
+            )
+        if self._tail:
+            detail += f", the last {self._tail} an incomplete frame when the stream ended"
+        if size > len(self._junk):
+            detail += f"; first {len(self._junk)} bytes kept"
+        bad = BadFrame(bytes(self._junk), "garbage", detail, size)
+        self._junk.clear()
+        self._junk_size = 0
+        self._false_starts = 0
+        self._first_false_start = ""
+        self._tail = 0
+        self._continued = continues
+        return bad
+
+
+def _complete_frame_after(buf: bytearray) -> int:
+    """Where a later `@@` in `buf` starts a complete frame (length, `##` and
+    checksum right), or -1. `buf` holds less than one frame here: bounded work."""
+    i = buf.find(START, 1)
+    while i >= 0 and len(buf) - i >= OVERHEAD:
+        n = buf[i + 24] | buf[i + 25] << 8
+        end = i + OVERHEAD + n
+        if (
+            n <= MAX_ADU
+            and end <= len(buf)
+            and buf[end - 2 : end] == END
+            and buf[end - 3] == checksum(buf[i + 2 : end - 3])
+        ):
+            return i
+        i = buf.find(START, i + 1)
+    return -1
 
 
 def parse_frame(raw: bytes) -> Frame:
@@ -425,5 +523,6 @@ def iter_frames(data: bytes) -> Iterator[Frame | BadFrame]:
     """Every frame of a complete byte string (tests, conformance)."""
     reader = FrameReader()
     yield from reader.feed(data)
-    if reader.pending:
-        yield BadFrame(bytes(reader._buf), "bad_length", "stream ended inside a frame")
+    rest = reader.finish()
+    if rest is not None:
+        yield rest

@@ -168,14 +168,18 @@ def reject_message(
     source: str | None = None,
     device: str | None = None,
     peer: str | None = None,
+    size: int | None = None,
 ) -> Message:
-    """A frame (or bytes) the platform keeps as a reject; ingest stores the raw bytes."""
+    """A frame (or bytes) the platform keeps as a reject; ingest stores the raw bytes.
+    `size`: how many bytes the reject covers when `raw` is only their head."""
     body: dict[str, Any] = {
         "ts": at_ms,
         "reason": reason,
         "detail": detail[:500],
         "raw": base64.b64encode(raw).decode(),
     }
+    if size is not None and size != len(raw):
+        body["size"] = size
     if source is not None:
         body["source"] = source
     if device is not None:

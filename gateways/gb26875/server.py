@@ -6,10 +6,21 @@ Each connection handles its frames in arrival order. A send-data frame
 (command 2) is confirmed (command 3, same serial number) only after the broker
 has acknowledged every message made from it; when the broker, the API
 (registry) or anything on the way fails, the frame is not confirmed and the
-device sends it again. A frame that fails framing or the checksum is never
-confirmed and is kept as a reject with its raw bytes; a well-formed frame the
-platform cannot use (unregistered address, unknown type, malformed data) is
-confirmed and kept as a reject, since resending it cannot help.
+device sends it again. A frame that fails the checksum is never confirmed and
+is kept as a reject with its raw bytes; a well-formed frame the platform
+cannot use (unregistered address, unknown type, malformed data) is confirmed
+and kept as a reject, since resending it cannot help.
+
+Bad input costs a handful of rejects, never one per byte, and none is lost
+silently: a contiguous run of bytes outside any frame is one reject (its
+length, its first 4 KiB), made when the next frame starts, when the
+connection closes, or every JUNK_REPORT_S while the run goes on. Past
+BAD_REJECTS_PER_WINDOW rejects in BAD_WINDOW_S, a connection's further bad
+input in that window is summed up in one reject saying how many items and
+bytes it covers. Rejects count towards the connection's unacknowledged
+messages like frames do: a connection flooding garbage stops being read
+while its rejects wait for the broker. A reject the broker did not take
+(away) is counted and logged, at most one line per 10 s.
 
 The common frame (a registered device, points already registered) is handled
 without a coroutine: decoded, translated and published in `data_received`,
@@ -45,6 +56,7 @@ from gateways.gb26875.mapping import (
     valid_ids,
 )
 from gateways.mqtt import AckPublisher
+from gateways.throttle import ThrottledWarning
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +70,12 @@ MAX_UNCONFIRMED_PER_CONNECTION: Final = 64
 # Frames of one connection queued behind a slow one (the registry API) before
 # it stops reading: memory stays bounded whatever a device sends.
 MAX_QUEUED_PER_CONNECTION: Final = 256
+# Bad input: a run of junk still going on is reported this often; a connection
+# gets at most BAD_REJECTS_PER_WINDOW rejects of bad input per BAD_WINDOW_S,
+# the rest of the window's bad input summed up in one more.
+JUNK_REPORT_S: Final = 10.0
+BAD_WINDOW_S: Final = 10.0
+BAD_REJECTS_PER_WINDOW: Final = 10
 
 
 @dataclass
@@ -66,13 +84,34 @@ class Counters:
     frames: int = 0
     confirmed: int = 0
     heartbeats: int = 0
-    bad_frames: int = 0
+    bad_frames: int = 0  # bad input items: a frame with a bad checksum, a run of junk
+    bad_bytes: int = 0  # ... and the bytes they cover
+    bad_summarised: int = 0  # items over a connection's limit, kept in a summary reject
+    rejects_lost: int = 0  # rejects the broker did not acknowledge (away): logged
     unconfirmed: int = 0  # not passed on (broker or API away): the device resends
     rejected: int = 0  # confirmed but kept as rejects (unknown device, type, data)
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class BadSummary:
+    """A connection's bad input beyond its reject limit: what one reject sums up."""
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.size = 0
+        self.reasons: collections.Counter[str] = collections.Counter()
+        self.head = bytearray()  # the first JUNK_KEEP bytes of the items, in order
+
+    def add(self, bad: c.BadFrame) -> None:
+        self.items += 1
+        self.size += bad.length
+        self.reasons[bad.reason] += 1
+        room = c.JUNK_KEEP - len(self.head)
+        if room > 0:
+            self.head += bad.raw[:room]
 
 
 class Connection(asyncio.Protocol):
@@ -92,6 +131,10 @@ class Connection(asyncio.Protocol):
         self.unknown_reported = False
         self.last_rx = time.monotonic()
         self.closed = False
+        self.junk_since: float | None = None  # when the open run of junk began
+        self.bad_window = -float("inf")  # monotonic start of the bad-input window
+        self.bad_in_window = 0  # bad input items in it
+        self.bad_summary: BadSummary | None = None  # those beyond the limit
 
     # --- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,8 +145,12 @@ class Connection(asyncio.Protocol):
         self.gw._opened(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_rx = time.monotonic()
-        self.queue.extend(self.reader.feed(data))
+        now = self.last_rx = time.monotonic()
+        items = self.reader.feed(data)
+        if any(isinstance(item, c.BadFrame) and item.reason == "garbage" for item in items):
+            self.junk_since = None  # that run ended; any open one began in this read
+        self.queue.extend(items)
+        self.report_junk(now)
         self.pump()
         if len(self.queue) >= MAX_QUEUED_PER_CONNECTION and self.transport is not None:
             self.paused = True  # frames waiting behind a slow one: stop reading
@@ -113,8 +160,27 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if exc is not None:
             log.info("%s: connection lost (%s)", self.peer, exc)
+        # Frames not handled yet are not confirmed (the device resends them); bad
+        # input is reported still, the bytes left in the reader with it.
+        rest = self.reader.finish()
+        bad = [item for item in self.queue if isinstance(item, c.BadFrame)]
         self.queue.clear()
+        for item in [*bad, *([rest] if rest is not None else [])]:
+            self.gw._bad(item, self)
+        self.gw._report_bad(self, force=True)
         self.gw._closed(self)
+
+    def report_junk(self, now: float) -> None:
+        """A run of junk going on for JUNK_REPORT_S is reported so far."""
+        if not self.reader.junk_pending:
+            self.junk_since = None
+        elif self.junk_since is None:
+            self.junk_since = now
+        elif now - self.junk_since >= JUNK_REPORT_S:
+            part = self.reader.flush_junk()
+            if part is not None:
+                self.queue.append(part)
+            self.junk_since = None
 
     # --- frames in order --------------------------------------------------------
     def pump(self) -> None:
@@ -179,6 +245,10 @@ class Gateway:
         self.counters = Counters()
         self._conns: set[Connection] = set()
         self._last_warning = 0.0
+        self._bad_input = ThrottledWarning(log, "bad input")
+        self._rejects_lost = ThrottledWarning(
+            log, "reject(s) not passed on (broker away or not acknowledging)"
+        )
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
 
@@ -231,11 +301,18 @@ class Gateway:
         """Close connections silent for idle_s (missed heartbeats)."""
         while True:
             await asyncio.sleep(min(self.idle_s / 4, 5.0))
-            limit = time.monotonic() - self.idle_s
+            now = time.monotonic()
+            limit = now - self.idle_s
             for conn in list(self._conns):
                 if conn.last_rx < limit:
                     log.info("%s silent for %.0f s (no heartbeat): closing", conn.peer, self.idle_s)
                     conn.close()
+                    continue
+                # Bad input held back (an open run, a summary) is reported in time
+                # even when nothing more arrives.
+                conn.report_junk(now)
+                conn.pump()
+                self._report_bad(conn)
 
     def _background_task(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -282,7 +359,7 @@ class Gateway:
         arrival = now_ms()
         if frame.command != c.CMD_SEND:
             reject = self._reject(frame, conn, "unsupported", f"command {frame.command}", arrival)
-            self._send_and_forget([reject])
+            self._send_and_forget([reject], conn)
             return None
         uitd = self.directory.cached(frame.source_hex)
         if uitd is None or uitd.ready_ms > arrival:
@@ -393,11 +470,20 @@ class Gateway:
 
     def _bad(self, bad: c.BadFrame, conn: Connection) -> None:
         self.counters.bad_frames += 1
+        self.counters.bad_bytes += bad.length
+        self._report_bad(conn)
+        conn.bad_in_window += 1
+        if conn.bad_in_window > BAD_REJECTS_PER_WINDOW:
+            if conn.bad_summary is None:
+                conn.bad_summary = BadSummary()
+            conn.bad_summary.add(bad)
+            self.counters.bad_summarised += 1
+            return
         source = None
-        if len(bad.raw) >= 18 and bad.reason != "garbage":
+        if len(bad.raw) >= 18 and bad.reason == "bad_checksum":
             source = c.address_hex(bad.raw[12:18])
         detail = f"{bad.reason}: {bad.detail} (from {conn.peer})"
-        log.warning("bad frame from %s: %s", conn.peer, detail)
+        self._bad_input(detail)
         reject = reject_message(
             self.gateway_id,
             raw=bad.raw,
@@ -407,18 +493,52 @@ class Gateway:
             source=source,
             device=conn.uitd.id if conn.uitd else None,
             peer=conn.peer,
+            size=bad.length,
         )
-        self._send_and_forget([reject])
+        self._send_and_forget([reject], conn)
 
-    def _send_and_forget(self, messages: list[Message]) -> None:
-        """Rejects that answer nothing: published at QoS 1, a failure is logged."""
+    def _report_bad(self, conn: Connection, force: bool = False) -> None:
+        """At the end of a connection's bad-input window (or of the connection):
+        the summary of what went over its limit, then a new window."""
+        now = time.monotonic()
+        if not force and now - conn.bad_window < BAD_WINDOW_S:
+            return
+        summary, conn.bad_summary = conn.bad_summary, None
+        conn.bad_window, conn.bad_in_window = now, 0
+        if summary is None:
+            return
+        kinds = ", ".join(f"{n} {reason}" for reason, n in sorted(summary.reasons.items()))
+        detail = (
+            f"summary: {summary.items} more bad input item(s) ({kinds}), {summary.size} "
+            f"byte(s) in all, over the limit of {BAD_REJECTS_PER_WINDOW} rejects per "
+            f"{BAD_WINDOW_S:.0f} s of one connection; first {len(summary.head)} bytes kept "
+            f"(from {conn.peer})"
+        )
+        self._bad_input(detail)
+        reject = reject_message(
+            self.gateway_id,
+            raw=bytes(summary.head),
+            reason="bad_frame",
+            detail=detail,
+            at_ms=now_ms(),
+            device=conn.uitd.id if conn.uitd else None,
+            peer=conn.peer,
+            size=summary.size,
+        )
+        self._send_and_forget([reject], conn)
+
+    def _send_and_forget(self, messages: list[Message], conn: Connection) -> None:
+        """Rejects that answer nothing: published at QoS 1, counted as the
+        connection's unacknowledged messages (it stops being read with too
+        many); a failure is counted and logged (throttled)."""
         future = self.publisher.publish_nowait([(m.topic, m.payload, m.retain) for m in messages])
+        conn.publishing(+1)
 
         def done(f: asyncio.Future[bool]) -> None:
+            conn.publishing(-1)
             if f.cancelled() or not f.result():
-                log.warning(
-                    "a reject could not be passed on (broker away): %d message(s)", len(messages)
-                )
+                self.counters.rejects_lost += len(messages)
+                self._rejects_lost(f"{len(messages)} from {conn.peer}", len(messages))
 
         future.add_done_callback(done)
 

@@ -1,0 +1,246 @@
+"""The GB/T 26875.3 gateway under a flood of bad input, against the real broker
+(and, for the first test, ingest and the API): a garbage flood is a handful of
+rejects that say what happened, frames behind it are still confirmed, a
+connection's bad input beyond its limit is summed up (never dropped), and the
+publisher never loses a message to the 16-bit MQTT packet identifiers.
+
+The security tester's finding: `b"@@" * 40000` on one connection made ~80,000
+`bad_frame` rejects (one per byte); 14,439 of them timed out as "broker away"
+because more than 65,535 QoS 1 publishes were outstanding at once (packet ids
+reused), and the log got one WARNING per message."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from firesafe.settings import MqttEndpoint, Settings
+from gateways import mqtt as gwmqtt
+from gateways.gb26875 import codec as c
+from gateways.gb26875 import server as gwserver
+from gateways.gb26875.server import Gateway
+from gateways.mqtt import AckPublisher
+from tests.gb26875_frames import adu, frame, uitd_status
+from tests.helpers import running_ingest, wait_for
+from tests.test_api_support import live_server
+from tests.test_gb26875_e2e import (
+    SOURCE,
+    Device,
+    GatewayThread,
+    api_get,
+    local_now,
+    register_uitd,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api_url(database_url: str, migration: object) -> Iterator[str]:
+    with live_server(database_url) as url:
+        yield url
+
+
+def named_gateway(name: str) -> type[Gateway]:
+    """A Gateway publishing its rejects under its own id (tests share the broker)."""
+
+    class Named(Gateway):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, gateway_id=name, **kwargs)
+
+    return Named
+
+
+class Subscriber:
+    """Collects what the broker delivers on one topic filter (QoS 0: nothing the
+    broker holds for a slow QoS 1 subscriber is dropped from our count's view)."""
+
+    def __init__(self, mqtt_url: str, topic: str) -> None:
+        endpoint = MqttEndpoint.parse(mqtt_url)
+        self.payloads: list[bytes] = []
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}"
+        )
+        if endpoint.username:
+            self.client.username_pw_set(endpoint.username, endpoint.password)
+        self.client.on_connect = lambda cl, *_: cl.subscribe(topic, qos=0)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = self._message
+        self.client.connect(endpoint.host, endpoint.port)
+        self.client.loop_start()
+        assert subscribed.wait(10), "no SUBACK"
+
+    def _message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.payloads.append(bytes(msg.payload))
+
+    def json(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [orjson.loads(p) for p in self.payloads]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def gateway_id() -> str:
+    return f"gbflood{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def rejects(mqtt_url: str, gateway_id: str) -> Iterator[Subscriber]:
+    sub = Subscriber(mqtt_url, f"fs/v1/_gateway/{gateway_id}/reject")
+    yield sub
+    sub.close()
+
+
+def settle(sub: Subscriber, at_least: int, quiet_s: float = 1.0) -> list[dict[str, Any]]:
+    """What arrived once at least `at_least` came and then nothing for `quiet_s`."""
+    wait_for(lambda: len(sub.payloads) >= at_least, timeout=20)
+    seen = -1
+    while seen != len(sub.payloads):
+        seen = len(sub.payloads)
+        threading.Event().wait(quiet_s)
+    return sub.json()
+
+
+def test_a_garbage_flood_is_one_reject_per_run_and_frames_behind_it_are_confirmed(
+    ingest_settings: Settings,
+    api_url: str,
+    mqtt_url: str,
+    site: str,
+    gateway_id: str,
+    rejects: Subscriber,
+) -> None:
+    register_uitd(api_url, site)
+    flood = b"@@" * 40_000  # the tester's reproduction: every byte a false frame start
+    junk = bytes(range(256)) * 20  # 5120 bytes with no `@@`
+    status = frame(2, adu(21, uitd_status(0x01, local_now())), source=SOURCE)
+    with running_ingest(ingest_settings):
+        gw = GatewayThread(mqtt_url, api_url, named_gateway(gateway_id)).start()
+        try:
+            dev = Device(gw.port)
+            dev.send(flood, frame(1, b"", source=SOURCE), junk, status)
+            got = settle(rejects, 2)
+            # Two runs of junk, two rejects (there were ~80,000), each saying what it covers.
+            assert len(got) == 2, [r["detail"] for r in got[:5]]
+            first, second = got
+            assert first["reason"] == second["reason"] == "bad_frame"
+            assert base64.b64decode(first["raw"]) == flood[: c.JUNK_KEEP]
+            assert first["size"] == len(flood)
+            assert "80000 byte(s) outside any frame" in first["detail"]
+            assert "false frame start(s)" in first["detail"]
+            assert base64.b64decode(second["raw"]) == junk[: c.JUNK_KEEP]
+            assert second["size"] == len(junk)
+            # The frames behind the junk are confirmed.
+            assert dev.confirm() == 1
+            assert dev.confirm() == 2
+            # An unfinished run is reported when the connection closes: nothing lost.
+            dev.send(b"\xee" * 10, b"@@\x01")
+            dev.close()
+            got = settle(rejects, 3)
+            assert len(got) == 3
+            assert base64.b64decode(got[2]["raw"]) == b"\xee" * 10 + b"@@\x01"
+            assert "incomplete frame" in got[2]["detail"]
+            assert gw.gateway is not None
+            counters = gw.gateway.counters
+            assert counters.bad_frames == 3
+            assert counters.bad_bytes == len(flood) + len(junk) + 13
+            assert counters.rejects_lost == 0
+        finally:
+            gw.stop()
+
+        # Kept where an operator lists them (section 3 of the contract).
+        def stored() -> list[dict[str, Any]]:
+            items = api_get(api_url, "/api/v1/rejects", reason="bad_frame", limit=1000)["items"]
+            return [r for r in items if r["topic"] == f"fs/v1/_gateway/{gateway_id}/reject"]
+
+        wait_for(lambda: len(stored()) >= 3)
+        rows = stored()
+        assert len(rows) == 3
+        assert any("80000 byte(s) outside any frame" in str(r) for r in rows)
+
+
+def test_bad_frames_over_a_connections_limit_are_summed_up_in_one_reject(
+    api_url: str, db: str, mqtt_url: str, site: str, gateway_id: str, rejects: Subscriber
+) -> None:
+    """Well-framed frames with a bad checksum: one reject each up to the limit,
+    then one summary reject that says how many frames and bytes it covers."""
+    register_uitd(api_url, site)
+    n = gwserver.BAD_REJECTS_PER_WINDOW + 25
+    bad = [frame(100 + i, b"", source=SOURCE, bad_checksum=True) for i in range(n)]
+    gw = GatewayThread(mqtt_url, api_url, named_gateway(gateway_id)).start()
+    try:
+        dev = Device(gw.port)
+        dev.send(b"".join(bad), frame(7, b"", source=SOURCE))
+        assert dev.confirm() == 7  # the good frame behind them is confirmed
+        assert dev.nothing_received()  # bad frames never are
+        dev.close()
+        got = settle(rejects, gwserver.BAD_REJECTS_PER_WINDOW + 1)
+        assert len(got) == gwserver.BAD_REJECTS_PER_WINDOW + 1
+        singles, summary = got[:-1], got[-1]
+        assert [base64.b64decode(r["raw"]) for r in singles] == bad[: len(singles)]
+        assert all(r["source"] == "0000000001A7" for r in singles)
+        rest = bad[len(singles) :]
+        # All of it fits the 4 KiB kept: `size` (the bytes covered) only when cut.
+        assert "size" not in summary
+        assert f"{sum(len(b) for b in rest)} byte(s) in all" in summary["detail"]
+        what = f"{len(rest)} more bad input item(s) ({len(rest)} bad_checksum)"
+        assert what in summary["detail"]
+        assert base64.b64decode(summary["raw"]) == b"".join(rest)[: c.JUNK_KEEP]
+        assert gw.gateway is not None
+        assert gw.gateway.counters.bad_frames == n
+        assert gw.gateway.counters.bad_summarised == len(rest)
+    finally:
+        gw.stop()
+
+
+def test_more_messages_than_packet_ids_are_all_acknowledged(
+    mqtt_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """70,000 single-message publishes at once (more than the 65,535 QoS 1 packet
+    ids): every one acknowledged and delivered, at most MAX_OUTSTANDING
+    unacknowledged at a time, no warning."""
+    count = 70_000
+    topic = f"fs/v1/_gateway/gbids{uuid.uuid4().hex[:8]}/reject"
+    sub = Subscriber(mqtt_url, topic)
+
+    async def main() -> tuple[list[bool], int, int]:
+        publisher = AckPublisher(MqttEndpoint.parse(mqtt_url), "test-gb26875-ids")
+        publisher.start()
+        try:
+            assert await publisher.wait_connected(10)
+            futures = [
+                publisher.publish_nowait([(topic, str(i).encode(), False)], ack_timeout_s=60)
+                for i in range(count)
+            ]
+            peak = publisher.outstanding
+            backlog = publisher.backlog
+            return list(await asyncio.gather(*futures)), peak, backlog
+        finally:
+            publisher.stop()
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="gateways"):
+            results, peak, backlog = asyncio.run(main())
+        assert results.count(False) == 0
+        assert peak <= gwmqtt.MAX_OUTSTANDING
+        assert backlog == count - peak
+        wait_for(lambda: len(sub.payloads) >= count, timeout=30)
+        assert len(set(sub.payloads)) == count
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        sub.close()
