@@ -379,6 +379,13 @@ class Engine:
                 m.silent(slot)
         return out
 
+    def credit_arrivals(self, since_ms: int, lost_ms: int) -> None:
+        """The caller could not hear any device from `since_ms` for `lost_ms`
+        (its broker was away): devices last heard before are credited that time,
+        so none is judged gone quiet for the caller's own outage."""
+        heard = self.last_arrival
+        heard[(heard > k.TS_NONE) & (heard < since_ms)] += lost_ms
+
     def _silence_ms(self, slot: int) -> int:
         return int(self.interval_ms[slot]) * p.SILENT_AFTER_INTERVALS
 

@@ -20,6 +20,24 @@ class Supervisor:
         self.limit_ms = np.zeros(0, dtype=np.int64)
         self.registered = np.zeros(0, dtype=np.bool_)
         self.offline = np.zeros(0, dtype=np.bool_)
+        self.deaf_since: int | None = None  # ingest has not heard the broker since
+
+    def hearing(self, listening: bool, now_ms: int) -> int:
+        """Whether ingest hears the devices (its broker sessions are up). While it
+        does not, nobody is judged silent: a broker down, or ingest's connection
+        to it, is not the estate going quiet. Once it hears again, every device
+        gets back the time it was not heard (returned, ms), so a device that was
+        already quiet before is still raised, just as much later."""
+        if not listening:
+            if self.deaf_since is None:
+                self.deaf_since = now_ms
+            return 0
+        if self.deaf_since is None:
+            return 0
+        lost = max(now_ms - self.deaf_since, 0)
+        self.last_seen[self.last_seen < self.deaf_since] += lost
+        self.deaf_since = None
+        return lost
 
     def configure(
         self,
@@ -65,6 +83,8 @@ class Supervisor:
 
     def check(self, now_ms: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Slots silent past their limit, and the moment each one went offline."""
+        if self.deaf_since is not None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
         deadline = self.last_seen + self.limit_ms
         due = self.registered & ~self.offline & (deadline <= now_ms)
         slots = np.flatnonzero(due).astype(np.int64)

@@ -239,3 +239,59 @@ def test_a_message_the_database_refuses_is_isolated_and_the_rest_stored(
     assert "refused by a trigger" in rejects[0][1]
     events = query(db, "SELECT detail FROM device_events WHERE device_id = %s", (dev,))
     assert [e[0] for e in events] == ["x"]
+
+
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs the mosquitto binary")
+def test_a_broker_outage_is_not_the_estate_going_offline(db: str, tmp_path: Path) -> None:
+    """While ingest cannot reach its broker it hears nobody: no device is judged
+    silent for that. Once back, a device that still sends nothing is raised,
+    later by the outage's length."""
+    site = f"K{uuid.uuid4().hex[:8]}"
+    devices = [{**device(site), "id": f"{site}-H{i}", "interval_s": 1} for i in range(3)]
+    register(db, devices)
+    broker = EmbeddedBroker(tmp_path / "broker", port=free_port())
+    url = broker.start()
+    settings = Settings(
+        mqtt_url=url, database_url=db, mqtt_client_id=f"deaf-{site}", ingest_mode="single"
+    )
+
+    def offline() -> int:
+        return int(
+            query(
+                db,
+                "SELECT count(*) FROM alarms WHERE site_id = %s AND type = 'offline'",
+                (site,),
+            )[0][0]
+        )
+
+    def heartbeat() -> None:
+        pub = Publisher(url)
+        now = int(time.time() * 1000)
+        for i, d in enumerate(devices):
+            pub.send(f"fs/v1/{site}/{d['id']}/telemetry", {"ts": now, "seq": i + 1, "v": {}})
+        pub.close()
+
+    try:
+        with running_ingest(settings) as ingest:
+            assert ingest.service is not None
+            wait_for(lambda: ingest.service is not None and ingest.service.source.subscribed)
+            heartbeat()
+            wait_for(lambda: stored_site(db, site) == 3)
+            broker.stop()
+            time.sleep(6)  # twice the devices' 3 s offline limit
+            assert offline() == 0
+            broker.start()
+            wait_for(
+                lambda: ingest.service is not None and ingest.service.source.subscribed, timeout=40
+            )
+            time.sleep(1.5)
+            assert offline() == 0  # the outage was credited: each still has its 3 s
+            wait_for(lambda: offline() >= 3, timeout=20)  # and then they are silent
+    finally:
+        broker.stop()
+
+
+def stored_site(db: str, site: str) -> int:
+    return int(
+        query(db, "SELECT count(*) FROM telemetry WHERE device_id LIKE %s", (f"{site}-%",))[0][0]
+    )
