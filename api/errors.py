@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -353,9 +353,19 @@ def error_json(
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
+def field_path(parts: Sequence[Any]) -> str:
+    """A field's dotted path, without pydantic's names for the union member it
+    tried (`function-after[_known_thresholds(), DeviceIn]`, `list[DeviceIn]`)."""
+    return ".".join(str(p) for p in parts if not (isinstance(p, str) and "[" in p))
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    return field_path(loc[1:])
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     where = loc[0] if loc else "body"
-    rest = ".".join(str(part) for part in loc[1:])
+    rest = _path(loc)
     if where == "body":
         return f"body {rest}" if rest else "body"
     return f"{where} parameter {rest!r}"
@@ -363,7 +373,7 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 def _location_in(loc: tuple[Any, ...], lang: str) -> str:
     where = loc[0] if loc else "body"
-    rest = ".".join(str(part) for part in loc[1:])
+    rest = _path(loc)
     if where == "body":
         return (
             i18n.translate("body {path}", lang, path=rest) if rest else i18n.translate("body", lang)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import TypeAdapter, ValidationError
 
 from api.deps import CallerDep, ConnDep
-from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse
+from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse, field_path
 from api.middleware import IMPORT_MAX_BODY_BYTES
 from api.params import (
     DEFAULT_LIMIT,
@@ -114,7 +114,7 @@ def _to_spec(device: DeviceIn) -> DeviceSpec:
 
 def _errors_message(exc: ValidationError, prefix: str = "") -> str:
     first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
+    loc = field_path(first["loc"])
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{prefix}{loc or 'body'}: {first['msg']}{more}"
 
