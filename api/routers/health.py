@@ -32,6 +32,7 @@ STALE_AFTER_S = 15.0
 DB_TIMEOUT_S = 2.0
 
 
+@router.head("/health", include_in_schema=False)  # uptime probes and load balancers
 @router.get(
     "/health",
     response_model=Health,
