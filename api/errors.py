@@ -174,6 +174,10 @@ _TEMPLATES: tuple[str, ...] = (
         "between sites needs move_site=true (its history before the move stays hidden "
         "from the new site's managers)"
     ),
+    N_(
+        "device {device} is listed at sites {site} and {other}: moving a device between "
+        "sites needs move_site=true"
+    ),
     N_("CSV header lacks column(s) {columns}"),
     N_("CSV line {line}: {detail}"),
     N_("at most {count} devices per request"),
