@@ -9,6 +9,7 @@ DISCONNECT. Devices that need a last will use paho (`publisher.Link`).
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import ssl
@@ -25,6 +26,12 @@ CONNECT_TIMEOUT_S = 10.0
 # Packet ids are 16 bit; stay well below so no id is reused while in flight.
 MAX_INFLIGHT = 30_000
 DRAIN_TIMEOUT_S = 30.0
+
+# A paced run rides out a broker restart: it reconnects, backing off to this.
+RECONNECT_MIN_S = 0.5
+RECONNECT_MAX_S = 5.0
+
+log = logging.getLogger(__name__)
 
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK = 0x10, 0x20, 0x30, 0x40
 _PINGREQ, _PINGRESP, _DISCONNECT = b"\xc0\x00", 0xD0, b"\xe0\x00"
@@ -49,9 +56,16 @@ def _utf8(s: str) -> bytes:
 
 
 class FastLink:
-    def __init__(self, endpoint: MqttEndpoint, client_id: str) -> None:
+    """`resilient`: a lost connection is not an error to stop on (as for a
+    benchmark) but what a device meets: what it carried is counted lost, and
+    the link connects again, backing off, while later messages are dropped."""
+
+    def __init__(self, endpoint: MqttEndpoint, client_id: str, resilient: bool = False) -> None:
         self.endpoint = endpoint
         self.client_id = client_id
+        self.resilient = resilient
+        self._retry_at = 0.0
+        self._backoff = RECONNECT_MIN_S
         self.sock: socket.socket | None = None
         self.buf = bytearray()
         self.inbuf = bytearray()
@@ -97,7 +111,44 @@ class FastLink:
         self.connected = True
         self._last_send = time.monotonic()
 
+    def _lose(self, why: str) -> None:
+        """The connection is gone: stop (FastLinkError), or, resilient, count what
+        was in flight as lost and connect again later."""
+        self.connected = False
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+        if not self.resilient:
+            raise FastLinkError(why)
+        log.warning(
+            "%s: %s; %d message(s) in flight lost, reconnecting", self.client_id, why, self.pending
+        )
+        self.errors += self.pending
+        self.pending = 0
+        self.buf.clear()
+        self.inbuf.clear()
+        self._retry_at = time.monotonic() + self._backoff
+
+    def _revive(self) -> bool:
+        """Connected again (resilient links only), when its back-off allows."""
+        if self.connected:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            self.connect()
+        except FastLinkError:
+            self._backoff = min(self._backoff * 2, RECONNECT_MAX_S)
+            self._retry_at = time.monotonic() + self._backoff
+            return False
+        self._backoff = RECONNECT_MIN_S
+        log.warning("%s: connected to the broker again", self.client_id)
+        return True
+
     def publish(self, msg: Message) -> None:
+        if self.resilient and not self._revive():
+            self.errors += 1  # the broker is away: this message is lost, as a device's
+            return
         topic = self._topics.get(msg.topic)
         if topic is None:
             topic = self._topics[msg.topic] = _utf8(msg.topic)
@@ -120,16 +171,20 @@ class FastLink:
             self.sock.settimeout(DRAIN_TIMEOUT_S)
             self.sock.sendall(self.buf)
         except OSError as exc:
-            self.connected = False
-            raise FastLinkError(f"lost the broker: {exc}") from exc
+            self._lose(f"lost the broker: {exc}")
+            return
         self.buf.clear()
         self._last_send = time.monotonic()
 
     def service(self, wait_s: float = 0.0) -> None:
         """Send what is buffered, count PUBACKs, keep the connection alive."""
         if self.sock is None:
+            if self.resilient:
+                self._revive()
             return
         self._flush()
+        if self.sock is None:
+            return  # lost while sending (resilient)
         if time.monotonic() - self._last_send > KEEPALIVE_S / 2:
             self.buf += _PINGREQ
             self._flush()
@@ -142,11 +197,11 @@ class FastLink:
         except (BlockingIOError, ssl.SSLWantReadError):
             return
         except OSError as exc:
-            self.connected = False
-            raise FastLinkError(f"lost the broker: {exc}") from exc
+            self._lose(f"lost the broker: {exc}")
+            return
         if not data:
-            self.connected = False
-            raise FastLinkError("the broker closed the connection")
+            self._lose("the broker closed the connection")
+            return
         self.inbuf += data
         self._parse()
 
@@ -190,6 +245,7 @@ class FastLink:
             self._flush()
         except FastLinkError:
             pass
-        self.sock.close()
+        if self.sock is not None:  # (a resilient link that lost it has closed it)
+            self.sock.close()
         self.sock = None
         self.connected = False

@@ -419,13 +419,20 @@ async def run_up(
             await _wait_api(gateway, parse_listen(listen)[1])
             api_died = asyncio.Event()
             watcher = tasks.create_task(_watch_child(api, api_died, stop), name="api-watch")
-            children.append(_start_child(settings, "notify", []))
+            notify = _start_child(settings, "notify", [])
+            children.append(notify)
+            others = [("GB/T 26875 gateway", gateway), ("notifier", notify)]
             if sim:
                 args = list(sim_args) or list(DEFAULT_SIM_ARGS)
                 if not any(a.startswith("--progress") for a in args):
                     # Its stderr is shared with ingest, the API and the alarm lines.
                     args.append("--progress=lines")
                 children.append(_start_child(settings, "sim", args, api_url=api_url))
+                others.append(("simulator", children[-1]))
+            reporters = [
+                tasks.create_task(_report_exit(name, proc, stop), name=f"{name}-watch")
+                for name, proc in others
+            ]
             await stop.wait()
             if api_died.is_set():
                 print(
@@ -440,6 +447,8 @@ async def run_up(
             log.info("stopping: simulator, ingest (drain), API, services")
             watcher.cancel()
             feed.cancel()
+            for reporter in reporters:
+                reporter.cancel()
             for child in reversed(children):  # the simulator first, the API last
                 if child is not api:
                     _stop_process(child)
@@ -485,6 +494,19 @@ async def _watch_child(
     await asyncio.to_thread(proc.wait)
     died.set()
     stop.set()
+
+
+async def _report_exit(name: str, proc: subprocess.Popen[bytes], stop: asyncio.Event) -> None:
+    """A child `up` can run without says so when it ends on its own (and is reaped)."""
+    await asyncio.to_thread(proc.wait)
+    if stop.is_set():
+        return
+    if proc.returncode == 0:
+        log.info("the %s finished", name)
+    else:
+        log.error(
+            "the %s exited (%s); the rest keeps running", name, describe_exit(proc.returncode)
+        )
 
 
 class Supervised(Protocol):
