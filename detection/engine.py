@@ -9,7 +9,7 @@ previous flags) is separate from `score` (condition bits) as in stumpy's
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -284,18 +284,13 @@ class Engine:
         lo = min(self._zrel.get(old, k.TS_NONE), self._zrel.get(new, k.TS_NONE))
         self._zrel[old] = self._zrel[new] = lo
 
-    def forget(self, slots: ArrayLike) -> None:
-        """Drop every bit of state of these devices, as if never configured (another
-        process took them over; configure them again to take them back)."""
-        s = np.asarray(slots, np.int64)
-        s = s[(s >= 0) & (s < self.capacity)]
-        if not s.size:
-            return
-        # Every per-device array back to its initial row: taken from a fresh
-        # engine, so an array added later is reset without being named here.
+    def _reset_rows(self, s: I64, keep: Collection[str] = (), keep_fst: Sequence[int] = ()) -> None:
+        """Every per-device array back to its initial row for slots `s`, taken from
+        a fresh engine, so an array added later is reset without being named here;
+        but the arrays named in `keep` and the `fst` columns in `keep_fst`."""
         fresh = Engine(capacity=1)
         for name, value in vars(self).items():
-            if name == "fst" or name.startswith("_"):
+            if name == "fst" or name.startswith("_") or name in keep:
                 continue
             if isinstance(value, np.ndarray) and value.shape[:1] == (self.capacity,):
                 if value.base is self.fst:
@@ -305,7 +300,19 @@ class Engine:
                 for key, arr in value.items() if isinstance(value, dict) else enumerate(value):
                     if isinstance(arr, np.ndarray) and arr.shape[:1] == (self.capacity,):
                         arr[s] = getattr(fresh, name)[key][0]
+        cols = np.asarray(keep_fst, np.int64)
+        kept = self.fst[np.ix_(s, cols)]
         self.fst[s] = fresh.fst[0]
+        self.fst[np.ix_(s, cols)] = kept
+
+    def forget(self, slots: ArrayLike) -> None:
+        """Drop every bit of state of these devices, as if never configured (another
+        process took them over; configure them again to take them back)."""
+        s = np.asarray(slots, np.int64)
+        s = s[(s >= 0) & (s < self.capacity)]
+        if not s.size:
+            return
+        self._reset_rows(s)
         self.machine.forget(s.tolist())
         gone = set(s.tolist())
         for x in gone:
@@ -457,27 +464,7 @@ class Engine:
         `ts`; its latched alarms, faults and drift baseline are kept."""
         self.machine.silent(slot)
         self.machine.restart_clock(slot)
-        fresh = Engine(capacity=1)
-        for name in (
-            "last_ts",
-            "last_event_ts",
-            "last_flags",
-            "ring_head",
-            "last_off",
-            "on_batt",
-            "dis_t0",
-            "dis_b0",
-            "fring",
-            "q_off",
-            "q_run",
-        ):
-            getattr(self, name)[slot] = getattr(fresh, name)[0]
-        self.ring[slot] = fresh.ring[0]
-        for a, b in zip(self.q, fresh.q, strict=True):
-            a[slot] = b[0]
-        baseline = self.fst[slot, _B]
-        self.fst[slot] = fresh.fst[0]
-        self.fst[slot, _B] = baseline
+        self._reset_rows(np.array([slot], np.int64), keep=_NOT_EVENT_TIME, keep_fst=(_B,))
         self.last_ts[slot] = self.last_event_ts[slot] = ts - 1
         self.clock_steps += 1
         self.stepped_back.append(slot)
@@ -1094,6 +1081,24 @@ _FW: Final = 8
 _FREC: Final = np.dtype((np.void, 8 * _FW))
 _FST_INIT: Final = np.array(
     [0.0, np.nan, np.nan, np.inf, np.inf, np.inf, float(np.iinfo(np.int32).min), np.nan]
+)
+
+# Per-device arrays a clock stepping back leaves alone (`_restart_clock`): its
+# configuration and what is counted on the arrival clock, not in its event time.
+_NOT_EVENT_TIME: Final = frozenset(
+    {
+        "kind",
+        "zone",
+        "thr",
+        "interval_ms",
+        "base_drift",
+        "base_changed",
+        "last_arrival",
+        "quarantine_count",
+        "b_off",
+        "b_last",
+        "b_run",
+    }
 )
 
 _VA: Final = np.uint32(k.VISIT_ALWAYS)
