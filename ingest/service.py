@@ -826,16 +826,14 @@ class IngestService:
     async def _supervise(self) -> None:
         """Raise `offline` for devices silent past their limit. Decided once, then
         written (retried on a lost connection)."""
-        supervisor = self.silence.supervisor
-        deaf_since = supervisor.deaf_since
         # Deaf: a broker session held is down (holding none, nothing is supervised).
         listening = not self.ownership.sources or self.ownership.subscribed
-        lost = supervisor.hearing(listening, now_ms())
-        if supervisor.deaf_since is not None:
+        outage = self.silence.supervisor.hearing(listening, now_ms())
+        if not listening:
             return  # nothing can be heard: nobody is silent, no window gone quiet
-        if lost and deaf_since is not None:
-            self.engine.credit_arrivals(deaf_since, lost)
-            log.info("broker session back after %.1f s: supervision resumes", lost / 1000)
+        if outage is not None:
+            self.engine.credit_arrivals(*outage)
+            log.info("broker session back after %.1f s: supervision resumes", outage[1] / 1000)
         writes: list[store.AlarmWrite] = []
         if not self.intake:
             # A device gone quiet mid-window is judged on the arrival clock; with

@@ -22,22 +22,23 @@ class Supervisor:
         self.offline = np.zeros(0, dtype=np.bool_)
         self.deaf_since: int | None = None  # ingest has not heard the broker since
 
-    def hearing(self, listening: bool, now_ms: int) -> int:
+    def hearing(self, listening: bool, now_ms: int) -> tuple[int, int] | None:
         """Whether ingest hears the devices (its broker sessions are up). While it
         does not, nobody is judged silent: a broker down, or ingest's connection
         to it, is not the estate going quiet. Once it hears again, every device
-        gets back the time it was not heard (returned, ms), so a device that was
-        already quiet before is still raised, just as much later."""
+        gets back the time it was not heard, so a device that was already quiet
+        before is still raised, just as much later; returns that outage (since,
+        lost ms) when this call ends it."""
         if not listening:
             if self.deaf_since is None:
                 self.deaf_since = now_ms
-            return 0
+            return None
         if self.deaf_since is None:
-            return 0
-        lost = max(now_ms - self.deaf_since, 0)
-        self.last_seen[self.last_seen < self.deaf_since] += lost
-        self.deaf_since = None
-        return lost
+            return None
+        since, self.deaf_since = self.deaf_since, None
+        lost = max(now_ms - since, 0)
+        self.last_seen[self.last_seen < since] += lost
+        return since, lost
 
     def configure(
         self,
