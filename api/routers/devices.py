@@ -310,7 +310,7 @@ async def list_devices(
 )
 async def get_device(device_id: DeviceId, conn: ConnDep, caller: CallerDep) -> DeviceDetail:
     row = await device_q.get_device(conn, scope=caller.scope, device_id=device_id)
-    floor = await device_q.history_floor(conn, scope=caller.scope, device_id=device_id)
+    floor = device_q.visible_from(caller.scope, row["site_since"])
     last = await telemetry_q.last_reading(conn, device_id=device_id)
     if last is not None and floor is not None and last.ts < floor:
         last = None  # sent while the device belonged to another site

@@ -34,7 +34,7 @@ _STATE_SQL = """
 _COLUMNS = f"""
     d.id, d.site_id AS site, d.building, d.floor, d.zone, d.kind, d.name, d.interval_s,
     d.thresholds, d.routes, d.address, d.utc_offset_min, d.created_at, d.updated_at,
-    s.last_seen_at, s.last_ts, s.status AS reported_status, s.on_mains,
+    s.last_seen_at, s.last_ts, s.status AS reported_status, s.on_mains, d.site_since,
     {_STATE_SQL} AS state
 """
 
@@ -299,10 +299,13 @@ async def history_floor(conn: Conn, *, scope: Scope, device_id: str) -> datetime
     if row is None:
         raise NotFoundError(f"device {device_id!r} not found")
     scope.check(row["site_id"])
-    if scope.sites is None:
-        return None
-    since: datetime | None = row["site_since"]
-    return since
+    return visible_from(scope, row["site_since"])
+
+
+def visible_from(scope: Scope, site_since: datetime | None) -> datetime | None:
+    """The earliest instant of a device's history a caller may see: a site-scoped
+    caller (manager), from when the device came to its current site; None: all."""
+    return None if scope.sites is None else site_since
 
 
 async def site_since(conn: Conn, *, device_id: str) -> tuple[str, datetime | None] | None:
