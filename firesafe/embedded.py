@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,29 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
     return preexec
 
 
+def spawn_service(
+    cmd: Sequence[str],
+    log_path: Path,
+    *,
+    user: str | None = None,
+    parent_death: int = signal.SIGTERM,
+) -> subprocess.Popen[bytes]:
+    """A service as this process's child, its output appended to `log_path`. Its
+    own process group: Ctrl-C in a terminal reaches the whole foreground group,
+    and the services must outlive ingest's drain (whoever started them stops
+    them, in order); `parent_death` reaches it should this process die."""
+    with log_path.open("ab") as log_file:  # the child keeps its own copy
+        return subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            user=user,
+            process_group=0,
+            preexec_fn=die_with_parent(parent_death),
+        )
+
+
 def describe_exit(returncode: int) -> str:
     """A child's exit status as people say it: "exit code 1", "killed by SIGKILL"."""
     if returncode >= 0:
@@ -198,18 +221,7 @@ class EmbeddedBroker:
             conf = self.work_dir / "amqtt.yaml"
             conf.write_text(AMQTT_CONF.format(port=port))
             cmd = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
-        with self.log_path.open("ab") as log_file:  # the child keeps its own copy
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                # Its own process group: Ctrl-C in a terminal reaches the whole foreground
-                # group, and the broker must outlive ingest's drain; whoever started it
-                # stops it, in order.
-                process_group=0,
-                preexec_fn=die_with_parent(),
-            )
+        self.proc = spawn_service(cmd, self.log_path)
         try:
             wait_for_port(port, self.proc, START_TIMEOUT_S)
         except EmbeddedServiceError as exc:
@@ -335,19 +347,11 @@ class EmbeddedPostgres:
             # in deep directories, and TCP is what Grafana needs anyway).
             cmd = [str(server.bin_path / "postgres"), "-D", str(pgdata)]
             cmd += ["-h", "127.0.0.1", "-p", str(port), "-k", ""]
-            with self.log_path.open("ab") as log_file:  # the child keeps its own copy
-                self.proc = subprocess.Popen(
-                    cmd,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    user=server.system_user,
-                    # Its own process group, as the broker's: stopped last, in order.
-                    process_group=0,
-                    # SIGINT is PostgreSQL's fast shutdown: a SIGTERM (smart) would
-                    # wait for every client, a local psql or Grafana included.
-                    preexec_fn=die_with_parent(signal.SIGINT),
-                )
+            # SIGINT is PostgreSQL's fast shutdown: a SIGTERM (smart) would wait
+            # for every client, a local psql or Grafana included.
+            self.proc = spawn_service(
+                cmd, self.log_path, user=server.system_user, parent_death=signal.SIGINT
+            )
             dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
             self._wait_ready(dsn, self.proc)
         except Exception as exc:
