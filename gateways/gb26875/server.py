@@ -62,7 +62,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_S: Final = 180.0  # 3 x a 60 s heartbeat: then the device is offline
 BACKLOG: Final = 4096
-WARN_EVERY_S: Final = 10.0
 SHUTDOWN_GRACE_S: Final = 5.0
 # Frames of one connection waiting for their PUBACKs before it stops reading
 # (a device normally waits for each confirm; this bounds one that does not).
@@ -244,7 +243,9 @@ class Gateway:
         self.online: dict[str, int] = {}  # uitd id -> open connections that named it
         self.counters = Counters()
         self._conns: set[Connection] = set()
-        self._last_warning = 0.0
+        self._not_confirmed = ThrottledWarning(
+            log, "frame(s) not confirmed, the device will resend (broker or API away)"
+        )
         self._bad_input = ThrottledWarning(log, "bad input")
         self._rejects_lost = ThrottledWarning(
             log, "reject(s) not passed on (broker away or not acknowledging)"
@@ -572,7 +573,4 @@ class Gateway:
 
     def _unconfirmed(self, why: str) -> None:
         self.counters.unconfirmed += 1
-        mono = time.monotonic()
-        if mono - self._last_warning >= WARN_EVERY_S:
-            self._last_warning = mono
-            log.warning("frame not confirmed (%s); the device will resend it", why)
+        self._not_confirmed(why)
