@@ -36,6 +36,12 @@ def stored(db: str, device: str) -> int:
     return int(query(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", (device,))[0][0])
 
 
+def stored_site(db: str, site: str) -> int:
+    return int(
+        query(db, "SELECT count(*) FROM telemetry WHERE device_id LIKE %s", (f"{site}-%",))[0][0]
+    )
+
+
 def backends(db: str, dbname: str) -> int:
     return int(
         query(
@@ -289,9 +295,3 @@ def test_a_broker_outage_is_not_the_estate_going_offline(db: str, tmp_path: Path
             wait_for(lambda: offline() >= 3, timeout=20)  # and then they are silent
     finally:
         broker.stop()
-
-
-def stored_site(db: str, site: str) -> int:
-    return int(
-        query(db, "SELECT count(*) FROM telemetry WHERE device_id LIKE %s", (f"{site}-%",))[0][0]
-    )
