@@ -23,15 +23,13 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
-from psycopg.types.json import Jsonb
 
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
@@ -39,6 +37,7 @@ from firesafe.settings import Settings
 from ingest import gateway_rejects
 from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
+from ingest.device_facts import DeviceFacts
 from ingest.floods import Group, SiteChange
 from ingest.housekeeping import run_housekeeping
 from ingest.linkage import Building, commands_for
@@ -49,6 +48,7 @@ from ingest.registry import Registry, ZoneIds, device_from_row
 from ingest.shard_runtime import ShardRuntime
 from ingest.shards import ShardLost
 from ingest.silence import Silence
+from ingest.stats import Counters, now_ms, write_stats
 from ingest.tracker import DeviceTracker
 from storage import ingest_store as store
 from storage.errors import MigrationError
@@ -83,11 +83,6 @@ TICK_S = 1.0  # supervision resolution: offline is raised within ~1 s of its tim
 # takeover's backlog), and a device would be called offline while it reports.
 SUPERVISE_MAX_LAG_MS = 2_000
 STATS_EVERY_S = 5.0  # ingest_stats rows for Grafana and /health
-# Per-device facts stored per transaction (gateway memberships, drift
-# baselines): a first start behind many gateways, or an epoch rolling for a
-# million detectors at once, must not hold the writer in one large upsert.
-ROWS_PER_WRITE = 50_000
-_Value = TypeVar("_Value")
 STATE_EVERY_S = 5.0  # device_state is a summary; folding it per batch would double writes
 REGISTRY_EVERY_S = 2.0  # registry and person-cleared alarms poll
 LEASE_EVERY_S = 1.0  # shard sharing round: a dead process's shards are taken within ~1-2 s
@@ -115,22 +110,6 @@ _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 class PoisonBatch(Exception):
     """The database (or processing) refused something in this batch's rows."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass
-class Counters:
-    messages: int = 0
-    readings: int = 0
-    events: int = 0
-    rejects: int = 0
-    duplicates: int = 0
-    seq_gaps: int = 0
-    batches: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
 
 
 class IngestService:
@@ -170,7 +149,7 @@ class IngestService:
         # When supervision of each slot (re)started: start-up, or its shard's takeover.
         self._since = np.zeros(0, np.int64)
         self._configured = np.zeros(0, np.int64)  # the slots detection and supervision cover
-        self._quarantine_shown = np.zeros(0, np.int64)
+        self.facts = DeviceFacts()
         self._flavour: store.Flavour = "plain"
         self._ids: tuple[Registry | None, DeviceIdTable] = (None, DeviceIdTable.build([]))
 
@@ -326,7 +305,7 @@ class IngestService:
         self.silence = Silence(self.registry)
         self.tracker = DeviceTracker()
         self._configured = np.zeros(0, np.int64)
-        self._quarantine_shown = np.zeros(0, np.int64)
+        self.facts.reset()
         self._clear_log_id = await store.last_log_id(self._aux)
         await self._refresh_registry(force=True)
         if self.sharded:
@@ -915,115 +894,21 @@ class IngestService:
         self._clear_log_id = max(int(row["log_id"]) for row in rows)
 
     async def flush_device_state(self) -> None:
-        registered = self.registry.kind >= 0
-        state = self.tracker.drain(registered)
-        if state.slot.size:
-            assert self._writer is not None
-            async with self._writer.transaction():
-                await store.write_device_state(self._writer, state)
-        await self._flush_gateway_members()
-        await self._flush_drift_baselines()
-        await self._flush_quarantined()
-
-    async def _flush_drift_baselines(self) -> None:
-        slots, baselines = self.engine.drain_baselines()
-        try:
-            await self._store_per_device(slots, baselines.tolist(), store.write_drift_baselines)
-        except BaseException:
-            self.engine.base_changed[slots] = True  # stored at the next flush
-            raise
-
-    async def _flush_gateway_members(self) -> None:
-        slots, groups = self.silence.gateways.drain()
-        try:
-            await self._store_per_device(
-                slots, [gateway for _, gateway in groups], store.write_gateway_members
-            )
-        except BaseException:
-            self.silence.gateways.undrain(slots)
-            raise
-
-    async def _store_per_device(
-        self,
-        slots: NDArray[np.int64],
-        values: Sequence[_Value],
-        write: Callable[[psycopg.AsyncConnection[Any], list[str], list[_Value]], Awaitable[None]],
-    ) -> None:
-        """One value per device, for the devices still registered, in slices of
-        ROWS_PER_WRITE per transaction on the writer."""
-        known = [
-            (device.id, value)
-            for s, value in zip(slots.tolist(), values, strict=True)
-            if (device := self.registry.by_slot[s] if s < self.registry.size else None)
-        ]
-        for i in range(0, len(known), ROWS_PER_WRITE):
-            part = known[i : i + ROWS_PER_WRITE]
-            assert self._writer is not None
-            async with self._writer.transaction():
-                await write(self._writer, [d for d, _ in part], [v for _, v in part])
-
-    async def _flush_quarantined(self) -> None:
-        """Far-future readings detection kept out, per device, where operators see them."""
-        counts = self.engine.quarantine_count
-        if not self.engine.quarantined:
-            return
-        known = np.zeros(counts.size, np.int64)
-        n = min(counts.size, self._quarantine_shown.size)
-        known[:n] = self._quarantine_shown[:n]
-        delta = np.maximum(counts - known, 0)[: self.registry.size]
-        changed = np.flatnonzero(delta)
-        changed = changed[self.registry.kind[changed] >= 0]
-        if changed.size:
-            assert self._writer is not None
-            async with self._writer.transaction():
-                await store.write_quarantined(
-                    self._writer,
-                    [self.registry.device(int(s)).id for s in changed],
-                    delta[changed].tolist(),
-                )
-        self._quarantine_shown = counts.copy()
+        assert self._writer is not None
+        await self.facts.flush(
+            self._writer, self.registry, self.tracker, self.engine, self.silence.gateways
+        )
 
     async def _write_stats(self) -> None:
-        c = self.counters
-        latencies, c.latencies_ms = c.latencies_ms, []
-        lag = (now_ms() - self.intake[0].received_ms) if self.intake else 0
         assert self._writer is not None
-        async with self._writer.transaction():
-            await store.write_stats(
-                self._writer,
-                {
-                    "at": datetime.now(UTC),
-                    "instance": self.instance,
-                    "messages": c.messages,
-                    "readings": c.readings,
-                    "events": c.events,
-                    "rejects": c.rejects,
-                    "duplicates": c.duplicates,
-                    "seq_gaps": c.seq_gaps,
-                    "batches": c.batches,
-                    "batch_latency_ms": float(np.percentile(latencies, 95)) if latencies else None,
-                    "queue_depth": self.queue_depth,
-                    "lag_ms": float(lag),
-                    "broker_connected": self.ownership.connected,  # connected and subscribed
-                    "backend_pid": self.ownership.writer_pid,
-                    "shards": sorted(self.ownership.owned),
-                    "shard_stats": Jsonb(self._shard_stats()),
-                    "takeovers": self.ownership.takeovers,
-                },
-            )
-
-    def _shard_stats(self) -> dict[str, dict[str, float]]:
-        """Queue depth and lag of each shard's messages waiting here (sharded mode)."""
-        if not self.sharded:
-            return {}
-        now = now_ms()
-        out = {str(k): {"queue_depth": 0.0, "lag_ms": 0.0} for k in sorted(self.ownership.owned)}
-        for m in self.intake:
-            entry = out.get(str(m.shard))
-            if entry is not None:
-                entry["queue_depth"] += 1
-                entry["lag_ms"] = max(entry["lag_ms"], float(now - m.received_ms))
-        return out
+        await write_stats(
+            self._writer,
+            self.counters,
+            self.intake,
+            self.ownership,
+            instance=self.instance,
+            sharded=self.sharded,
+        )
 
 
 def _fire_causes(applied: Sequence[store.AppliedAlarm]) -> dict[Building, str]:
