@@ -889,8 +889,9 @@ class IngestService:
                 buildings[(row["site_id"], row["building"])] = row["id"]
         if buildings:
             async with self._writer.transaction():
-                if await self._write_commands(self._writer, sorted(buildings), buildings):
-                    self.commands.wake()
+                written = await self._write_commands(self._writer, sorted(buildings), buildings)
+            if written:  # after the commit: the sender must find them
+                self.commands.wake()
         self._clear_log_id = max(int(row["log_id"]) for row in rows)
 
     async def flush_device_state(self) -> None:

@@ -16,6 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg.rows import dict_row
 
+import ingest.commands
 from firesafe.settings import MqttEndpoint, Settings
 from storage.queries import alarms as alarm_queries
 from storage.queries.common import Scope
@@ -204,8 +205,17 @@ def estate(site: str) -> list[dict[str, object]]:
 
 
 def test_call_point_confirms_fire_and_commands_the_buildings_signs(
-    db: str, ingest_settings: Settings, publisher: Publisher, mqtt_url: str, site: str
+    db: str,
+    ingest_settings: Settings,
+    publisher: Publisher,
+    mqtt_url: str,
+    site: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Every command is sent because ingest wakes the sender once it is committed,
+    # never because the sender happened to look again (a woken sender that finds
+    # nothing waits this long: the signs a second late, or here five minutes).
+    monkeypatch.setattr(ingest.commands, "IDLE_POLL_S", 300.0)
     register(db, estate(site))
     listener = CommandListener(mqtt_url, site)
     try:
