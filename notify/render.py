@@ -166,7 +166,8 @@ def subject(notice: Notice) -> str:
         who=_who(notice, "acknowledged_by" if notice.event == "acknowledged" else "cleared_by"),
     )
     sep = "：" if lang == "zh" else ": "
-    return f"{kind} {a.get('site')} {a.get('zone')}{sep}{event}"
+    where = " ".join(str(a[k]) for k in ("site", "zone") if a.get(k))  # a site's alarm: no zone
+    return f"{kind} {where}{sep}{event}"
 
 
 def text(notice: Notice) -> str:
@@ -178,8 +179,11 @@ def text(notice: Notice) -> str:
         **{k: a.get(k) or "-" for k in ("site", "building", "floor", "zone")},
         device=a.get("device") or "-",
     )
+    reason = a.get("reason")
     detail = DETAIL[lang].format(
-        reason=a.get("reason"), opened_at=_local(a.get("opened_at"), notice.timezone)
+        # What a person reads, in the target's language; the code stays in the document.
+        reason="-" if reason is None else label("reason", str(reason), CATALOGUE_LANG[lang]),
+        opened_at=_local(a.get("opened_at"), notice.timezone),
     )
     sep = "。" if lang == "zh" else ". "
     return f"{subject(notice)}{sep}{place}{sep}{detail}"

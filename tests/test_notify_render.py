@@ -62,6 +62,13 @@ def test_texts_in_each_language() -> None:
     cleared = notice("cleared", language="zh", cleared_by="system")
     assert render.subject(cleared) == "火警 S1 Z3：已由 系统 清除"
     assert "防火分区 Z3" in render.text(notice(language="zh"))
+    # Reasons as a person reads them, the code only in the document.
+    assert "原因：手动报警按钮" in render.text(notice(language="zh"))
+    zh = render.text(notice(language="zh", reason="fast_growth"))
+    assert "fast_growth" not in zh
+    assert "原因：烟雾快速增长" in zh
+    assert "reason: Fast smoke growth" in render.text(notice(reason="fast_growth"))
+    assert render.document(notice(language="zh"))["alarm"]["reason"] == "call_point"
     assert render.subject(notice(language="fr")).startswith("FIRE")  # unknown: English
 
 
@@ -141,3 +148,7 @@ def test_a_site_level_alarm_has_no_device() -> None:
     n = render.Notice("d", "confirmed", 0, site_alarm, "en")
     assert "device -" in render.text(n)
     assert "None" not in render.text(n)
+    # A site's alarm has no zone either (a grouped storm of a whole site).
+    storm = render.Notice("d", "confirmed", 0, {**site_alarm, "zone": None}, "zh")
+    assert render.subject(storm) == "离线 S1：已确认"
+    assert "None" not in render.text(storm)
