@@ -108,6 +108,12 @@ class Device:
 
     def confirm(self) -> int:
         """The next frame from the centre: must be a confirm (command 3, N = 0)."""
+        serial, command = self.answer()
+        assert command == 3
+        return serial
+
+    def answer(self) -> tuple[int, int]:
+        """The next frame from the centre, an answer without data: (serial, command)."""
         while len(self.buf) < 30:
             chunk = self.sock.recv(4096)
             assert chunk, "gateway closed the connection"
@@ -115,11 +121,10 @@ class Device:
         raw, self.buf = self.buf[:30], self.buf[30:]
         assert raw[:2] == b"@@"
         assert raw[28:30] == b"##"
-        assert raw[26] == 3
         assert raw[24:26] == b"\x00\x00"
         assert raw[27] == sum(raw[2:27]) % 256
         assert raw[18:24] == SOURCE or raw[18:24] != b""  # addressed back to the device
-        return raw[2] | raw[3] << 8
+        return raw[2] | raw[3] << 8, raw[26]
 
     def nothing_received(self) -> bool:
         self.sock.setblocking(False)
@@ -178,6 +183,12 @@ def test_panel_end_to_end(
         # A heartbeat: command 2 with no data.
         dev.send(frame(1, b"", source=SOURCE))
         assert dev.confirm() == 1
+        # A request (command 4) and a control (command 1) the centre does not take:
+        # denied (command 6), so the device does not resend them; kept as rejects.
+        dev.send(frame(10, adu(81, b"\x00"), source=SOURCE, command=4))
+        assert dev.answer() == (10, 6)
+        dev.send(frame(11, adu(89, b"\x00"), source=SOURCE, command=1))
+        assert dev.answer() == (11, 6)
         # A photoelectric detector's fire alarm, one frame in two writes.
         fire = status_frame(2, 42, 0x105, 0x0003, "3F东走廊", now)
         dev.send(fire[:20], fire[20:])
@@ -249,6 +260,10 @@ def test_panel_end_to_end(
         # only the gateway's own topic counts here.)
         unknown = api_get(api_url, "/api/v1/rejects", reason="unknown_device")["items"]
         assert len([r for r in unknown if r["topic"] == "fs/v1/_gateway/gb26875/reject"]) == 1
+        denied = api_get(api_url, "/api/v1/rejects", reason="unsupported")["items"]
+        details = [r["detail"] for r in denied if r["topic"] == "fs/v1/_gateway/gb26875/reject"]
+        assert any(d.startswith("command 4 ") for d in details)
+        assert any(d.startswith("command 1 ") for d in details)
         # The resent frame is stored once.
         events = query(
             db,

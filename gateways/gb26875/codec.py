@@ -357,13 +357,19 @@ def build_frame(
 
 def confirm_for(frame: Frame, time_label: bytes) -> bytes:
     """Command 3 with the request's serial number, addresses swapped."""
+    return answer_for(frame, time_label, CMD_CONFIRM)
+
+
+def answer_for(frame: Frame, time_label: bytes, command: int) -> bytes:
+    """An answer without data (confirm 3 or deny 6): the request's serial
+    number, addresses swapped."""
     return build_frame(
         serial=frame.serial,
         version=frame.version,
         time_label=time_label,
         source=frame.destination,
         destination=frame.source,
-        command=CMD_CONFIRM,
+        command=command,
     )
 
 

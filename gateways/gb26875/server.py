@@ -359,8 +359,13 @@ class Gateway:
             return None  # answers to a centre's commands: this gateway sends none
         arrival = now_ms()
         if frame.command != c.CMD_SEND:
+            # A control (1) or a request (4) sent to the centre: this gateway takes
+            # neither, so it denies it (6), which stops the resending, and keeps it.
             reject = self._reject(frame, conn, "unsupported", f"command {frame.command}", arrival)
             self._send_and_forget([reject], conn)
+            uitd = self.directory.cached(frame.source_hex)
+            tz = uitd.clock if uitd is not None else c.DEFAULT_UTC_OFFSET_MIN
+            conn.write(c.answer_for(frame, c.make_label(now_ms(), tz), c.CMD_DENY))
             return None
         uitd = self.directory.cached(frame.source_hex)
         if uitd is None or uitd.ready_ms > arrival:
