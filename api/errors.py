@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -143,6 +143,30 @@ def request_id(request: Request) -> str | None:
 # template matches gets its code's generic sentence in that language, the
 # English text after it, so nothing the caller needs is lost.
 _TEMPLATES: tuple[str, ...] = (
+    N_("{message} (and {count} more)"),  # first: the count is not part of any message
+    # The validators' own sentences (api/schemas.py, api/routers/*.py), first:
+    # they are more specific than the generic "{field}: {detail}" below.
+    N_("routes are only for evac devices"),
+    N_("a uitd needs its `address` (12 hex digits)"),
+    N_("address and utc_offset_min are only for uitd devices"),
+    N_("thresholds.{name}: not a threshold of a {kind} device (known: {allowed})"),
+    N_("thresholds.{name}: must not be negative (got {value})"),
+    N_("thresholds.{name}: must be within {range}"),
+    N_(
+        "thresholds.drift_limit: at most {fraction} x obscuration_alarm ({cap}): EN 54-7 4.8 "
+        "lets drift compensation raise the response threshold by a factor of 1.6 at most"
+    ),
+    N_("the name {name} is reserved (the system's own actor)"),
+    N_("expires_at must be in the future"),
+    N_("a manager token needs at least one site"),
+    N_("sites apply to manager tokens only (admin and operator see all)"),
+    N_("a webhook target needs url (and no address)"),
+    N_("an email target needs address (and no url)"),
+    N_("template, content_type and secret are for webhooks"),
+    N_("content_type is only for a template"),
+    N_("escalate_after_s and escalate_to go together"),
+    N_("sites: give at least one site, or leave it out for every site"),
+    N_("unknown time zone {value} (an IANA name like Asia/Shanghai)"),
     N_("query parameter {name}: {detail}"),
     N_("{value} is neither ISO 8601 nor epoch milliseconds"),
     N_("{value} is out of range"),
@@ -203,6 +227,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("rule id {rule} is taken by another owner"),
     N_("target {target} is used by a rule: delete or change the rule first"),
     N_("no target {target}"),
+    N_("body: {detail}"),
     N_("{field}: {detail}"),
     N_("value refused by the database: {value}"),
     N_("database unavailable"),
@@ -216,7 +241,6 @@ _TEMPLATES: tuple[str, ...] = (
     N_("path parameter {name}"),
     N_("header {name}"),
     N_("{location}: {detail}"),
-    N_("{message} (and {count} more)"),
     # Pydantic's own messages, as routers pass them on inside their text.
     N_("Field required"),
     N_("Extra inputs are not permitted"),
@@ -388,6 +412,23 @@ def _location_in(loc: tuple[Any, ...], lang: str) -> str:
     return i18n.translate(template, lang, name=repr(rest))
 
 
+def _what(error: Mapping[str, Any], lang: str) -> str:
+    """What is wrong with the field, in `lang`: a validator's own sentence (without
+    pydantic's "Value error, "), else pydantic's message or its type in words."""
+    kind = str(error.get("type"))
+    msg = str(error.get("msg", "invalid"))
+    if kind == "value_error":
+        own = msg.removeprefix("Value error, ")
+        text = localize(own, lang)
+        if text is not None:
+            return text
+        generic = i18n.translate(_PYDANTIC_FALLBACK, lang)
+        return i18n.translate("{generic}: {message}", lang).format(generic=generic, message=own)
+    if lang == i18n.DEFAULT_LANG:
+        return msg
+    return i18n.translate(_PYDANTIC.get(kind, _PYDANTIC_FALLBACK), lang)
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
@@ -396,14 +437,12 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     code = "invalid_body" if loc[:1] == ("body",) else "invalid_parameter"
     lang = request_lang.get()
     if lang == i18n.DEFAULT_LANG:
-        message = f"{_location(loc)}: {first.get('msg', 'invalid')}"
+        message = f"{_location(loc)}: {_what(first, lang)}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more)"
     else:
-        what = i18n.translate(_PYDANTIC.get(str(first.get("type")), _PYDANTIC_FALLBACK), lang)
-        message = i18n.translate(
-            "{location}: {detail}", lang, location=_location_in(loc, lang), detail=what
-        )
+        where, what = _location_in(loc, lang), _what(first, lang)
+        message = i18n.translate("{location}: {detail}", lang, location=where, detail=what)
         if len(errors) > 1:
             message = i18n.translate(
                 "{message} (and {count} more)", lang, message=message, count=len(errors) - 1

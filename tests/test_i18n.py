@@ -235,6 +235,19 @@ def test_errors_follow_accept_language(api) -> None:  # type: ignore[no-untyped-
     assert "缺少必填项" in message
     assert "Field required" not in message
 
+    # A validator's own sentence is translated, or kept in English after the
+    # generic words, never lost; and never with pydantic's "Value error, ".
+    token = {"role": "manager", "name": "x"}
+    zh = api.post("/api/v1/tokens", json=token, headers=ZH).json()["error"]["message"]
+    assert zh == "请求体：manager 令牌至少需要一个站点"
+    en = api.post("/api/v1/tokens", json=token).json()["error"]["message"]
+    assert en == "body: a manager token needs at least one site"
+    odd: dict[str, object] = {"id": "D1", "site": "S1", "building": "B", "floor": "1"}
+    odd |= {"zone": "Z", "kind": "smoke", "thresholds": {"obscuration_alarm": 1e308}}
+    zh = api.post("/api/v1/devices", json=odd, headers=ZH).json()["error"]["message"]
+    assert zh.startswith("请求体：thresholds.obscuration_alarm：须在 0.5-20 范围内")
+    assert "Value error" not in zh
+
     with client(api.base_url, token="wrong") as anonymous:
         denied = anonymous.get("/api/v1/alarms", headers=ZH)
     assert denied.status_code == 401

@@ -112,11 +112,16 @@ def _to_spec(device: DeviceIn) -> DeviceSpec:
     )
 
 
-def _errors_message(exc: ValidationError, prefix: str = "") -> str:
+def _errors_message(exc: ValidationError, csv_line: int | None = None) -> str:
     first = exc.errors()[0]
     loc = field_path(first["loc"])
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{prefix}{loc or 'body'}: {first['msg']}{more}"
+    what = str(first["msg"]).removeprefix("Value error, ")  # a validator's own sentence
+    if csv_line is None:
+        where = f"body {loc}" if loc else "body"
+    else:
+        where = f"CSV line {csv_line}: {loc}" if loc else f"CSV line {csv_line}"
+    return f"{where}: {what}{more}"
 
 
 def parse_csv(text: str) -> list[DeviceIn]:
@@ -157,7 +162,7 @@ def _csv_devices(reader: csv.DictReader[str]) -> list[DeviceIn]:
         try:
             devices.append(DeviceIn.model_validate(item))
         except ValidationError as exc:
-            raise BadBody(_errors_message(exc, f"CSV line {line}: ")) from exc
+            raise BadBody(_errors_message(exc, csv_line=line)) from exc
         if len(devices) > MAX_DEVICES_PER_REQUEST:
             raise BadBody(f"at most {MAX_DEVICES_PER_REQUEST} devices per request")
     return devices
@@ -218,7 +223,7 @@ async def post_devices(
     try:
         parsed = _devices.validate_json(body)
     except ValidationError as exc:
-        raise BadBody(_errors_message(exc, "body ")) from exc
+        raise BadBody(_errors_message(exc)) from exc
     devices = parsed if isinstance(parsed, list) else [parsed]
     if len(devices) > MAX_DEVICES_PER_REQUEST:
         raise BadBody(f"at most {MAX_DEVICES_PER_REQUEST} devices per request")
