@@ -31,15 +31,6 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def get_conn(state: StateDep) -> AsyncIterator[Conn]:
-    """A pooled connection for the duration of the request."""
-    async with state.pool.connection() as conn:
-        yield conn
-
-
-ConnDep = Annotated[Conn, Depends(get_conn)]
-
-
 async def get_caller(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -57,3 +48,16 @@ async def get_caller(
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_conn(state: StateDep, _caller: CallerDep) -> AsyncIterator[Conn]:
+    """A pooled connection for the duration of the request, taken once the
+    caller is known. The token lookup takes and gives back its own connection
+    first: a request holding one connection never waits for a second (with
+    every connection held by requests waiting for their lookup, the API would
+    stall, and a flood of made-up tokens would hold the connections)."""
+    async with state.pool.connection() as conn:
+        yield conn
+
+
+ConnDep = Annotated[Conn, Depends(get_conn)]

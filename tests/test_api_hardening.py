@@ -27,6 +27,7 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 from pydantic import SecretStr, ValidationError
 
+from api.app import POOL_MAX_SIZE
 from api.middleware import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
 from api.stream import MAX_STREAMS_PER_TOKEN
 from api.tasks import Supervisor
@@ -732,3 +733,27 @@ def test_the_api_runs_on_its_own_role(logins: dict[str, str], db: str) -> None:
             assert manager.post("/api/v1/alarms/RLA/ack", json={}).status_code == 200
         assert api.get("/api/v1/rejects").status_code == 200
         assert api.get("/health").json()["database"]["ok"] is True
+
+
+def test_more_callers_than_connections_are_all_answered(api_url: str) -> None:
+    """Three times as many requests at once as the pool has connections, each
+    token looked up in the database (a manager's, and made-up ones): every one
+    is answered, none with 503. The lookup once took a second connection while
+    the request held one: with every connection held by requests waiting for
+    their lookup, the whole API answered 503, whoever asked."""
+    manager = make_token(api_url, "manager", ["S1"], name="many-at-once")
+
+    async def everyone() -> list[int]:
+        limits = httpx.Limits(max_connections=6 * POOL_MAX_SIZE)
+        async with httpx.AsyncClient(base_url=api_url, timeout=60, limits=limits) as c:
+
+            async def one(i: int) -> int:
+                token = manager if i % 2 else f"made-up-token-{i}"
+                auth = {"Authorization": f"Bearer {token}"}
+                return (await c.get("/api/v1/sites", headers=auth)).status_code
+
+            return await asyncio.gather(*(one(i) for i in range(6 * POOL_MAX_SIZE)))
+
+    codes = asyncio.run(everyone())
+    assert codes.count(200) == 3 * POOL_MAX_SIZE
+    assert codes.count(401) == 3 * POOL_MAX_SIZE
