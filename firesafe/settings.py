@@ -162,7 +162,10 @@ class Settings(BaseSettings):
     )
     reject_retention_days: int = Field(default=30, ge=1, description="Rejects kept this long")
     rejects_per_site: int = Field(
-        default=100_000, ge=100, description="At most this many rejects kept per site (newest)"
+        default=100_000,
+        ge=100,
+        description="At most this many rejects kept per registered site, "
+        "and for all others together (newest)",
     )
     api_public_docs: bool = Field(
         default=False, description="Serve /docs and /openapi.json without a token"

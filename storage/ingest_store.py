@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from firesafe.contract import READINGS
+from firesafe.contract import GATEWAY_SITE, READINGS
 from storage import rollup, telemetry_copy
 from storage.telemetry_copy import DeviceIdTable
 
@@ -296,6 +296,9 @@ async def write_events(
 # A reject keeps the head of its payload (enough to see what was wrong) and its
 # length: a flood of large payloads must not fill the database.
 REJECT_PAYLOAD_KEEP = 4096
+# ... and of its topic: a contract topic is under 150 characters, MQTT allows
+# 65,535 bytes (a flood of long garbage topics would fill it as well).
+REJECT_TOPIC_KEEP = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +325,7 @@ async def write_rejects(conn: AsyncConn, rejects: Sequence[RejectRow]) -> None:
                 await copy.write_row(
                     (
                         ms_to_datetime(r.received_ms),
-                        r.topic,
+                        r.topic[:REJECT_TOPIC_KEEP],
                         r.reason,
                         r.payload[:REJECT_PAYLOAD_KEEP],
                         r.size if r.size >= 0 else len(r.payload),
@@ -888,24 +891,36 @@ async def mark_commands(conn: AsyncConn, acked: Sequence[int], tried: Sequence[i
 
 
 _PRUNE_OLD_REJECTS = "DELETE FROM rejects WHERE received_at < now() - make_interval(days => %s)"
-_PRUNE_SURPLUS_REJECTS = """
+# A site's share is kept per registered site (and for the gateways' own
+# rejects): a flood on one site's topics cannot push another site's out. Every
+# other reject (a topic naming no site, or a site nobody registered: a name a
+# publisher made up) shares one share, so made-up names cannot grow the table.
+_OWN_SHARE = "(r.site_id = %(gateway)s OR r.site_id IN (SELECT id FROM sites))"
+_PRUNE_SURPLUS_REJECTS = f"""
 WITH crowded AS (
-    SELECT site_id FROM rejects GROUP BY site_id HAVING count(*) > %(cap)s
+    SELECT r.site_id FROM rejects r WHERE {_OWN_SHARE}
+    GROUP BY r.site_id HAVING count(*) > %(cap)s
 ), cutoff AS (
-    SELECT c.site_id, (SELECT r.id FROM rejects r
-                       WHERE r.site_id IS NOT DISTINCT FROM c.site_id
+    SELECT c.site_id, (SELECT r.id FROM rejects r WHERE r.site_id = c.site_id
                        ORDER BY r.id DESC OFFSET %(cap)s LIMIT 1) AS id
     FROM crowded c
 )
-DELETE FROM rejects r USING cutoff x
-WHERE r.site_id IS NOT DISTINCT FROM x.site_id AND r.id <= x.id
+DELETE FROM rejects r USING cutoff x WHERE r.site_id = x.site_id AND r.id <= x.id
+"""
+_PRUNE_SURPLUS_STRAY_REJECTS = f"""
+DELETE FROM rejects r
+WHERE NOT coalesce({_OWN_SHARE}, false)
+  AND r.id <= (SELECT r.id FROM rejects r WHERE NOT coalesce({_OWN_SHARE}, false)
+               ORDER BY r.id DESC OFFSET %(cap)s LIMIT 1)
 """
 
 
 def prune_rejects_sync(conn: psycopg.Connection[Any], *, max_age_days: int, per_site: int) -> int:
     """Drop rejects older than the retention, and the oldest past `per_site` per site."""
     dropped = conn.execute(_PRUNE_OLD_REJECTS, (max_age_days,)).rowcount
-    return dropped + conn.execute(_PRUNE_SURPLUS_REJECTS, {"cap": per_site}).rowcount
+    share = {"cap": per_site, "gateway": GATEWAY_SITE}
+    dropped += conn.execute(_PRUNE_SURPLUS_REJECTS, share).rowcount
+    return dropped + conn.execute(_PRUNE_SURPLUS_STRAY_REJECTS, share).rowcount
 
 
 async def write_stats(conn: AsyncConn, row: Mapping[str, Any]) -> None:
