@@ -576,6 +576,20 @@ class Engine:
         self.base_drift[s] = b >= self.thr["drift_limit"][s]
         self._n_drift = int(np.count_nonzero(self.base_drift))
 
+    def warm_up(self, readings: Readings, events: Events, arrival_ms: int) -> None:
+        """Replay the last minutes of devices just taken over or restarted (from
+        the database; configure them and restore their baselines first, their
+        open alarms after). A verdict depends on more than its alarm: the
+        look-back, steam memory, a neighbour's activity, what a pending window
+        saw. Those are rebuilt here; what the replay opens or resolves is not
+        reported, since the alarms themselves are the database's."""
+        self.process(readings, events, arrival_ms)
+        replayed = np.union1d(np.asarray(readings.slot), np.asarray(events.slot))
+        for slot in replayed.astype(np.int64).tolist():
+            if 0 <= slot < self.capacity and self.kind[slot] >= 0:
+                self.machine.settle_replay(slot)
+        self.machine.out = []
+
     def restore_alarm(
         self, slot: int, alarm_type: str, verdict: str, opened_ms: int, reason: str = ""
     ) -> None:

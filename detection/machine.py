@@ -184,6 +184,7 @@ class _Device:
     sup_bits: int = 0  # re-arming bits already present when a fire was suppressed
     rearm_at: int = NEVER  # a signal judged decaying but still at alarm level re-arms then
     sup_at: int | None = None  # when its window suppressed the latest fire (coincidence)
+    replayed: _Window | None = None  # a pending window history rebuilt (see `settle_replay`)
 
 
 class Machine:
@@ -742,6 +743,23 @@ class Machine:
         elif typ in ("fault", "evac_fault"):
             d.causes.clear()
 
+    def settle_replay(self, slot: int) -> None:
+        """After a replay of the device's recent history (a takeover): keep what
+        history taught (zone activity, steam memory, the signal's bits and runs,
+        whether it is armed), but no alarm: the open ones are the database's and
+        are restored next. A pending window the replay rebuilt, with its counts,
+        is kept for the pending fire the database holds (`restore`)."""
+        d = self._d(slot)
+        d.replayed = d.win if d.fire == "pending" else None
+        zone = self.cfg.zone(slot)
+        self.pending.get(zone, set()).discard(slot)
+        self.callpoints.get(zone, set()).discard(slot)
+        self.elec_pending.discard(slot)
+        d.fire, d.win, d.pre = "", None, False
+        d.elec, d.elec_opened, d.elec_deadline, d.elec_reason = "", 0, 0, ""
+        d.causes = set()
+        d.fault_at = -NEVER
+
     def restore(self, slot: int, typ: str, verdict: str, opened_ms: int, reason: str = "") -> None:
         if verdict == "suppressed":
             return
@@ -750,7 +768,11 @@ class Machine:
             if verdict == "pending":
                 d.fire = "pending"
                 end = NEVER if reason == PANEL_FIRE_REASON else opened_ms + self._verify_ms(slot)
-                d.win = _Window(opened_ms, end, reason or "restored")
+                rebuilt, d.replayed = d.replayed, None
+                if rebuilt is not None and rebuilt.opened == opened_ms:
+                    d.win = rebuilt  # what the window saw before the takeover counts
+                else:
+                    d.win = _Window(opened_ms, end, reason or "restored")
                 self.pending.setdefault(self.cfg.zone(slot), set()).add(slot)
             else:
                 d.fire, d.win = "confirmed", None

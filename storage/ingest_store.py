@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -734,6 +734,44 @@ async def load_open_alarms(
             {"sites": None if sites is None else list(sites)},
         )
         return await cur.fetchall()
+
+
+async def load_recent_history(
+    conn: AsyncConn, device_ids: Sequence[str], span_ms: int
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The last `span_ms` (of each device's own clock, back from its newest
+    reading) of these devices: readings as (slot, ts_ms, *READINGS) and events
+    as (slot, ts_ms, type), oldest first."""
+    span = timedelta(milliseconds=span_ms)
+    values = ", ".join(f"t.{name}" for name in READINGS)
+    async with conn.cursor() as cur:
+        await cur.execute(
+            f"""
+            SELECT d.slot, (extract(epoch FROM t.ts) * 1000)::bigint, {values}
+            FROM devices d
+            CROSS JOIN LATERAL (SELECT max(ts) AS newest FROM telemetry
+                                WHERE device_id = d.id) n
+            JOIN telemetry t ON t.device_id = d.id AND t.ts >= n.newest - %(span)s
+            WHERE d.id = ANY(%(ids)s::text[])
+            ORDER BY t.ts, d.slot, t.seq
+            """,
+            {"ids": list(device_ids), "span": span},
+        )
+        readings = await cur.fetchall()
+        await cur.execute(
+            """
+            SELECT d.slot, (extract(epoch FROM e.ts) * 1000)::bigint, e.type
+            FROM devices d
+            CROSS JOIN LATERAL (SELECT max(ts) AS newest FROM device_events
+                                WHERE device_id = d.id) n
+            JOIN device_events e ON e.device_id = d.id AND e.ts >= n.newest - %(span)s
+            WHERE d.id = ANY(%(ids)s::text[])
+            ORDER BY e.ts, d.slot, e.seq
+            """,
+            {"ids": list(device_ids), "span": span},
+        )
+        events = await cur.fetchall()
+    return readings, events
 
 
 async def cleared_by_people(conn: AsyncConn, after_log_id: int) -> list[dict[str, Any]]:

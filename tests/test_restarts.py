@@ -99,6 +99,42 @@ def test_pending_fire_is_resolved_after_a_restart(
     assert opened * 1000 == pytest.approx(t0 + 60_000)
 
 
+def test_a_steam_window_open_across_a_restart_is_still_steam(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    """A shower fills a bathroom: humidity jumps, then the droplets reach a
+    multi-criteria detector's chamber. Ingest stops (or its shard is taken
+    over) while that window is open. The next owner replays the zone's last
+    minutes: the steam it saw before the window still suppresses it. (It used
+    to restore a bare window, take the device for silent, and confirm a fire:
+    evacuation for a shower.)"""
+    register(db, [{**smoke(site, zone="Bath"), "id": f"{site}-M", "kind": "multi"}])
+    dev = f"{site}-M"
+    t0 = now_ms() - 600_000
+
+    def send(seqs: range, obscuration: float, humidity: float) -> None:
+        for i in seqs:
+            v = {"obscuration": obscuration, "temperature": 24.0, "co": 1.0, "humidity": humidity}
+            publisher.send(
+                f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 + i * 10_000, "seq": i, "v": v}
+            )
+
+    with running_ingest(ingest_settings):
+        send(range(0, 6), 0.2, 50.0)
+        send(range(6, 7), 0.4, 70.0)  # the shower: humidity jumps first (steam) ...
+        send(range(7, 8), 0.4, 90.0)  # ... and stays high, under condensation
+        send(range(8, 10), 4.0, 90.0)  # then the optical chamber: the window opens at seq 8
+        wait_for(lambda: [f["verdict"] for f in fires(db, site)] == ["pending"])
+        drain(db, publisher, site)
+    with running_ingest(ingest_settings):
+        send(range(10, 16), 4.0, 90.0)
+        wait_for(lambda: fires(db, site)[0]["verdict"] != "pending")
+        drain(db, publisher, site)
+    rows = fires(db, site)
+    assert [(r["verdict"], r["reason"]) for r in rows] == [("suppressed", "steam_signature")]
+    assert rows[0]["opened_at"].timestamp() * 1000 == pytest.approx(t0 + 80_000)
+
+
 def test_supervision_across_a_restart(
     db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:

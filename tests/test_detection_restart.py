@@ -1,0 +1,152 @@
+"""A restart (or a shard taken over) anywhere inside a verification window gives
+the verdicts of the uninterrupted stream: the new engine replays the zone's
+last minutes (`Engine.warm_up`), then takes the open alarms as the database
+has them. Restoring the alarms alone lost what the window had seen (steam
+before it, its own readings, the look-back) and turned a shower into a fire."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from detection import AlarmChange, Engine, Events, Readings
+from firesafe import contract
+from ingest.service import WARM_UP_MS
+
+RI = contract.READING_INDEX
+NR = len(contract.READINGS)
+K = {name: i for i, name in enumerate(contract.KINDS)}
+T0 = 1_764_072_000_000
+STEP_MS = 10_000
+Profile = Callable[[float], dict[str, float]]  # seconds since start -> readings
+
+
+def ramp(t: float, start: float, span: float) -> float:
+    return min(max((t - start) / span, 0.0), 1.0)
+
+
+def shower(t: float) -> dict[str, float]:
+    """Humidity jumps to 90 %RH, droplets follow 30 s later, the room warms."""
+    return {
+        "humidity": 50 + 40 * ramp(t, 100, 60),
+        "obscuration": 0.2 + 5 * ramp(t, 130, 60),
+        "temperature": 22 + 3 * ramp(t, 100, 60),
+        "co": 1.0,
+    }
+
+
+def smoulder(t: float) -> dict[str, float]:
+    return {"obscuration": 0.2 + 6 * ramp(t, 100, 400) ** 2, "temperature": 21.0}
+
+
+def cooking(t: float) -> dict[str, float]:
+    up, down = ramp(t, 100, 60), ramp(t, 220, 120)
+    return {"obscuration": 0.2 + 5 * up * (1 - down), "temperature": 21 + up - down}
+
+
+def flaming(t: float) -> dict[str, float]:
+    return {"obscuration": 0.2 + 20 * ramp(t, 100, 120), "temperature": 21 + 40 * ramp(t, 110, 120)}
+
+
+def spike(t: float) -> dict[str, float]:
+    return {"obscuration": 6.0 if round(t) in (200, 210) else 0.2, "temperature": 21.0}
+
+
+def leakage(t: float) -> dict[str, float]:
+    return {"residual_current": 450.0 if t >= 150 else 40.0, "cable_temperature": 35.0}
+
+
+# (kind, profile) per device of one zone; two detectors see the same smoke 90 s apart.
+CASES: dict[str, list[tuple[str, Profile]]] = {
+    "shower on a multi": [("multi", shower)],
+    "smouldering fire": [("smoke", smoulder)],
+    "cooking": [("smoke", cooking)],
+    "flaming fire": [("smoke", flaming)],
+    "insect": [("smoke", spike)],
+    "residual current": [("electrical", leakage)],
+    "two detectors, one fire": [("smoke", smoulder), ("smoke", lambda t: smoulder(t - 90))],
+}
+
+
+def rows_of(
+    devices: list[tuple[str, Profile]], seconds: int = 600
+) -> list[tuple[int, int, np.ndarray]]:
+    rows = []
+    for t in range(0, seconds, STEP_MS // 1000):
+        for slot, (_, profile) in enumerate(devices):
+            v = np.full(NR, np.nan)
+            for name, x in profile(float(t)).items():
+                v[RI[name]] = x
+            rows.append((T0 + t * 1000, slot, v))
+    return rows
+
+
+def engine(devices: list[tuple[str, Profile]]) -> Engine:
+    e = Engine(capacity=4)
+    e.configure(
+        list(range(len(devices))),
+        [K[k] for k, _ in devices],
+        [1] * len(devices),
+        [{}] * len(devices),
+    )
+    return e
+
+
+def batch(rows: list[tuple[int, int, np.ndarray]]) -> Readings:
+    return Readings(
+        np.array([r[1] for r in rows], np.int64),
+        np.array([r[0] for r in rows], np.int64),
+        np.array([r[2] for r in rows]).reshape(len(rows), NR),
+    )
+
+
+def feed(e: Engine, rows: list[tuple[int, int, np.ndarray]]) -> list[AlarmChange]:
+    out: list[AlarmChange] = []
+    for i in range(0, len(rows), 2):  # a few readings per batch, arriving as sent
+        part = rows[i : i + 2]
+        out += e.process(batch(part), Events.empty(), part[-1][0] + 500)
+    return out
+
+
+def verdicts(changes: list[AlarmChange]) -> list[tuple[int, str, str, str, str, int]]:
+    return [(c.slot, c.alarm_type, c.action, c.verdict, c.reason, c.at_ms) for c in changes]
+
+
+def open_alarms(changes: list[AlarmChange]) -> dict[tuple[int, str], tuple[str, int, str]]:
+    """What the database holds open after these changes:
+    (slot, type) -> (verdict, opened, reason)."""
+    held: dict[tuple[int, str], tuple[str, int, str]] = {}
+    for c in changes:
+        key = (c.slot, c.alarm_type)
+        if c.action == "clear" or c.verdict == "suppressed":
+            held.pop(key, None)
+        elif c.action == "open":
+            held[key] = (c.verdict, c.at_ms, c.reason)
+        elif key in held:
+            held[key] = (c.verdict, held[key][1], c.reason)
+    return held
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_restart_inside_a_window_gives_the_uninterrupted_verdicts(case: str) -> None:
+    devices = CASES[case]
+    rows = rows_of(devices)
+    whole = verdicts(feed(engine(devices), rows))
+    cuts = 0
+    for cut in range(1, len(rows)):
+        before = feed(engine(devices), rows[:cut])
+        held = open_alarms(before)
+        if not any(v == "pending" for v, _, _ in held.values()):
+            continue
+        cuts += 1
+        restarted = engine(devices)
+        newest = rows[cut - 1][0]
+        history = [r for r in rows[:cut] if r[0] >= newest - WARM_UP_MS]
+        restarted.warm_up(batch(history), Events.empty(), newest + 500)
+        for (slot, typ), (verdict, opened, reason) in held.items():
+            restarted.restore_alarm(slot, typ, verdict, opened, reason)
+        after = feed(restarted, rows[cut:])
+        assert verdicts(before + after) == whole, f"restart after reading {cut}"
+    assert cuts >= 2  # the case has a window to cut
