@@ -482,12 +482,20 @@ class ShardProcess(BaseModel):
     backend_pid: int = Field(description="Its database session, which holds its leases")
     shards: list[int]
     takeovers: int | None = Field(description="Shards it has taken over since it started")
+    report_age_s: float | None = Field(
+        description="Seconds since its last report (null: none yet); a holder silent for "
+        "long is stopped or wedged, and another process ends its session after 60 s"
+    )
 
 
 class ShardsHealth(BaseModel):
     count: int = Field(description="Shards of the estate (fixed at the first migration)")
     owned: int = Field(description="Shards held by a live ingest process now")
     unowned: list[int] = Field(description="Shards nobody holds: their sites are not processed")
+    stalled: list[int] = Field(
+        description="Shards held by a process that has stopped reporting: their sites "
+        "are not processed until it resumes or another process takes them over"
+    )
     processes: list[ShardProcess]
 
 

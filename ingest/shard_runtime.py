@@ -20,8 +20,14 @@ from firesafe.contract import GATEWAY_SITE
 from ingest import shards
 from ingest.mqtt import SUBSCRIPTION
 from ingest.ownership import SINGLE, Ownership
+from storage import shards as leases
 
 log = logging.getLogger(__name__)
+
+# A process holding shards that has not reported (ingest_stats, every 5 s) for
+# this long is stopped or wedged, not slow: a batch commits in well under a
+# second, and a restore of many sites in seconds.
+STALLED_AFTER_S = 60.0
 
 
 class ShardHost(Protocol):
@@ -84,6 +90,16 @@ class ShardRuntime:
         """One round of sharing: hand over surplus shards once drained, take free
         ones up to our share. Runs between commits (it uses the writer)."""
         ownership = self.ownership
+        stalled = await leases.end_stalled_holders(
+            aux or writer, STALLED_AFTER_S, ownership.writer_pid
+        )
+        for pid in stalled:
+            log.warning(
+                "ended the database session (pid %d) of an ingest process that holds shards "
+                "but has not reported for %.0f s (stopped or wedged): its shards are free",
+                pid,
+                STALLED_AFTER_S,
+            )
         take, release = await ownership.plan(aux)
         for shard in release:
             if shard not in ownership.releasing:

@@ -75,6 +75,45 @@ async def view(conn: AsyncConn) -> ClusterView:
     return ClusterView(sorted(set(members)), owners)
 
 
+async def end_stalled_holders(conn: AsyncConn, stalled_s: float, own_pid: int | None) -> list[int]:
+    """End the database sessions that hold shards for an ingest process that has
+    not reported (`ingest_stats`, every few seconds) for `stalled_s` although
+    its session is older than that: a process stopped or wedged with its
+    connection alive keeps its locks for good, and its sites would go
+    unwatched. Their shards are then free for the live processes. A process
+    that comes back finds its session gone and starts over. `own_pid`: the
+    caller's own session holding its shards. Returns the pids ended."""
+    try:
+        return await _end_stalled(conn, stalled_s, own_pid)
+    except psycopg.errors.InsufficientPrivilege:
+        # Another role's session (ingest processes should share one): left alone,
+        # and /health shows its shards as stalled.
+        return []
+
+
+async def _end_stalled(conn: AsyncConn, stalled_s: float, own_pid: int | None) -> list[int]:
+    async with conn.transaction():
+        cur = await conn.execute(
+            """
+            SELECT a.pid, pg_terminate_backend(a.pid)
+            FROM pg_stat_activity a
+            WHERE a.pid <> pg_backend_pid() AND a.pid IS DISTINCT FROM %(own)s
+              AND a.backend_start < now() - make_interval(secs => %(stalled)s)
+              AND a.pid IN (SELECT l.pid FROM pg_locks l
+                            WHERE l.locktype = 'advisory' AND l.granted
+                              AND l.classid::bigint = %(shard_class)s
+                              AND l.database = (SELECT oid FROM pg_database
+                                                WHERE datname = current_database()))
+              AND NOT EXISTS (SELECT 1 FROM ingest_stats s
+                              WHERE s.backend_pid = a.pid
+                                AND s.at > now() - make_interval(secs => %(stalled)s))
+            """,
+            {"stalled": stalled_s, "shard_class": SHARD_LOCK_CLASS, "own": own_pid},
+        )
+        rows = await cur.fetchall()
+    return [int(pid) for pid, _ in rows]
+
+
 async def session_identity(conn: AsyncConn) -> tuple[int, Any]:
     """(backend pid, backend start): a session, told apart from a later one that
     happens to get the same pid."""

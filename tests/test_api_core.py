@@ -41,14 +41,15 @@ def _ingest_report(
     connected: bool = True,
     lag_ms: float = 12.5,
     instance: str = "ingest-1",
+    backend_pid: int | None = None,
 ) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO ingest_stats (at, instance, messages, readings, events, rejects, "
             "duplicates, seq_gaps, batches, batch_latency_ms, queue_depth, lag_ms, "
-            "broker_connected) VALUES (now() - make_interval(secs => %s), %s, 10, 9, 1, 0, 0, "
-            "0, 3, 4.5, 7, %s, %s)",
-            (age_s, instance, lag_ms, connected),
+            "broker_connected, backend_pid) VALUES (now() - make_interval(secs => %s), %s, "
+            "10, 9, 1, 0, 0, 0, 3, 4.5, 7, %s, %s, %s)",
+            (age_s, instance, lag_ms, connected, backend_pid),
         )
 
 
@@ -98,6 +99,28 @@ def test_health_is_degraded_while_shards_are_unheld(api_url: str, db: str) -> No
         body = anonymous.get("/health").json()
     assert body["status"] == "degraded"
     assert body["shards"]["unowned"] == list(range(body["shards"]["count"]))
+
+
+def test_health_names_the_shards_of_a_process_that_stopped_reporting(api_url: str, db: str) -> None:
+    """A process stopped with its connection alive still holds its leases: its
+    shards are held, not processed, and /health must not say ok."""
+    _ingest_report(db, age_s=1, instance="ingest-live")
+    with psycopg.connect(db, autocommit=True) as holder:
+        pid = holder.info.backend_pid
+        _ingest_report(db, age_s=40, instance="ingest-stopped", backend_pid=pid)
+        row = holder.execute("SELECT value FROM firesafe_meta WHERE key = 'shards'").fetchone()
+        assert row is not None
+        count = int(row[0])
+        for k in range(count):
+            holder.execute("SELECT pg_advisory_lock(%s, %s)", (SHARD_LOCK_CLASS, k))
+        with client(api_url, token=None) as anonymous:
+            body = anonymous.get("/health").json()
+    assert body["status"] == "degraded"
+    assert body["shards"]["unowned"] == []
+    assert body["shards"]["stalled"] == list(range(count))
+    (process,) = body["shards"]["processes"]
+    assert process["instance"] == "ingest-stopped"
+    assert process["report_age_s"] >= 40
 
 
 def test_health_stale_ingest_and_lost_broker(api_url: str, db: str) -> None:

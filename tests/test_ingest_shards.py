@@ -416,3 +416,38 @@ def test_the_shards_of_one_round_are_taken_over_together(
         alone.stop()
     assert rounds == [list(range(SHARDS))]
     assert offline_alarms(db, site, stream) == 0
+
+
+def test_shards_held_by_a_stopped_process_are_taken_over(
+    db: str, mqtt_url: str, base: str, site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stopped or wedged with its database connection alive (SIGSTOP,
+    a paused VM) keeps its leases: nothing else ends them. Once it has not
+    reported for STALLED_AFTER_S, a live process ends its session and takes
+    its shards, and its sites are watched again."""
+    from ingest import shard_runtime
+
+    monkeypatch.setattr(shard_runtime, "STALLED_AFTER_S", 6.0)  # reports come every 5 s
+    register(db, estate(site, 4, interval_s=2.0))
+    stalled = psycopg.connect(db, autocommit=True)
+    try:
+        stalled.execute("SELECT pg_advisory_lock_shared(%s, 0)", (leases.MEMBER_LOCK_CLASS,))
+        for shard in range(SHARDS):
+            stalled.execute("SELECT pg_advisory_lock(%s, %s)", (leases.SHARD_LOCK_CLASS, shard))
+        time.sleep(6.5)  # older than the limit, and never reported
+        live = IngestThread(sharded(db, mqtt_url, base)).start()
+        try:
+            service = live.service
+            assert service is not None
+            wait_for(lambda: len(service.ownership.owned) == SHARDS, timeout=30)
+            with pytest.raises(psycopg.OperationalError):
+                stalled.execute("SELECT 1")
+            wait_for(lambda: service.subscribed, timeout=30)
+            stream = Stream(mqtt_url, site, 4)
+            time.sleep(1.0)
+            sent = stream.stop()
+            wait_for(lambda: stored(db, site) == (sent, sent), timeout=30)
+        finally:
+            live.stop()
+    finally:
+        stalled.close()

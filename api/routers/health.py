@@ -39,7 +39,8 @@ DB_TIMEOUT_S = 2.0
     summary="Liveness and state of database, broker, ingest and live feed (no auth)",
     description="Always 200 while the API runs (contract section 4); `status` is ok, or "
     "degraded when the database does not answer, ingest is stale (no report for "
-    f"{STALE_AFTER_S:g} s) or absent, the broker is disconnected, the live alarm "
+    f"{STALE_AFTER_S:g} s) or absent, a shard is unheld or held by a process that stopped "
+    "reporting (`shards.stalled`), the broker is disconnected, the live alarm "
     "feed (LISTEN) is down, or a background job failed its last run or stalled "
     "(listed in `failed_jobs`: TimescaleDB's compression, rollup refresh and retention; "
     "on plain PostgreSQL the rollup refresh ingest runs).",
@@ -117,6 +118,7 @@ async def _health(state: AppState) -> Health:
     connected = any(i["broker_connected"] for i in reporting)
     lags = [float(i["lag_ms"]) for i in reporting if i["lag_ms"] is not None]
     ok = ingest_state == "ok" and connected and not shards.unowned and not failed_jobs
+    ok = ok and not shards.stalled
     return Health(
         **_api_parts(state),
         status="ok" if ok else "degraded",
@@ -138,21 +140,35 @@ async def _health(state: AppState) -> Health:
 def _shards(count: int, owners: dict[int, int], instances: list[dict[str, Any]]) -> ShardsHealth:
     """Ownership from the leases themselves; names and takeovers from each holder's
     latest report (matched by its database session)."""
-    by_pid = {i["backend_pid"]: i for i in instances if i.get("backend_pid") is not None}
+    by_pid: dict[int, dict[str, Any]] = {}
+    for i in sorted(instances, key=lambda r: r["at"]):  # the newest report wins
+        if i.get("backend_pid") is not None:
+            by_pid[i["backend_pid"]] = i
     held: dict[int, list[int]] = {}
     for shard, pid in owners.items():
         held.setdefault(pid, []).append(shard)
+    processes = []
+    for pid, shards in sorted(held.items()):
+        report = by_pid.get(pid, {})
+        age = float(report["age_s"]) if report else None
+        processes.append(
+            ShardProcess(
+                instance=report.get("instance"),
+                backend_pid=pid,
+                shards=sorted(shards),
+                takeovers=report.get("takeovers"),
+                report_age_s=None if age is None else round(max(age, 0.0), 3),
+            )
+        )
     return ShardsHealth(
         count=count,
         owned=len(owners),
         unowned=[k for k in range(count) if k not in owners],
-        processes=[
-            ShardProcess(
-                instance=by_pid.get(pid, {}).get("instance"),
-                backend_pid=pid,
-                shards=sorted(shards),
-                takeovers=by_pid.get(pid, {}).get("takeovers"),
-            )
-            for pid, shards in sorted(held.items())
-        ],
+        stalled=sorted(
+            k
+            for p in processes
+            if p.report_age_s is not None and p.report_age_s > STALE_AFTER_S
+            for k in p.shards
+        ),
+        processes=processes,
     )
