@@ -46,6 +46,7 @@ from ingest.mqtt import MqttSource
 from ingest.ownership import SINGLE, Ownership
 from ingest.pipeline import BatchPlan, plan_batch
 from ingest.registry import Registry, ZoneIds, device_from_row
+from ingest.registry_watch import watch_registry
 from ingest.shard_runtime import ShardRuntime
 from ingest.shards import ShardLost
 from ingest.silence import Silence
@@ -154,6 +155,7 @@ class IngestService:
         self._aux: psycopg.AsyncConnection[Any] | None = None
         self._registry_version: tuple[int, datetime | None] = (-1, None)
         self._registry_checked = 0.0
+        self._registry_now = False  # a notification asked for a registry poll
         self._clear_log_id = 0
         self._watermark = 0
         self._started_ms = now_ms()
@@ -196,6 +198,11 @@ class IngestService:
     def request_stop(self) -> None:
         self._stopping.set()
 
+    def _registry_changed(self) -> None:
+        """The registry changed (a notification): poll it now, not at the next round."""
+        self._registry_now = True
+        self._wake.set()
+
     # ------------------------------------------------------------ running
     async def run(self) -> None:
         """Run until `request_stop()`; then drain, acknowledge and close in order.
@@ -227,6 +234,10 @@ class IngestService:
                     name="ingest-housekeeping",
                 )
                 sender = tasks.create_task(self.commands.run(), name="ingest-commands")
+                watch = tasks.create_task(
+                    watch_registry(self.dsn, self._registry_changed, APPLICATION_NAME),
+                    name="ingest-registry-watch",
+                )
                 self.ready.set()
                 stopping = tasks.create_task(self._stopping.wait(), name="ingest-stop")
                 await asyncio.wait([stopping, processor], return_when=asyncio.FIRST_COMPLETED)
@@ -246,6 +257,7 @@ class IngestService:
                         self.queue_depth,
                     )
                 housekeeping.cancel()
+                watch.cancel()
                 self.commands.stop()
                 try:
                     await asyncio.wait_for(sender, PUBACK_TIMEOUT_S + 1)
@@ -493,7 +505,7 @@ class IngestService:
                         self._commit(burst, batch), name="ingest-commit"
                     )
                 mono = time.monotonic()
-                due_registry = mono >= next_registry and not stopping
+                due_registry = (mono >= next_registry or self._registry_now) and not stopping
                 due_tick = mono >= next_tick
                 due_state = mono >= next_state or stopping
                 due_stats = mono >= next_stats or stopping
@@ -505,6 +517,7 @@ class IngestService:
                     committing = None
                 if due_registry:
                     next_registry = mono + REGISTRY_EVERY_S
+                    self._registry_now = False
                     await self._with_database(self._poll_changes)
                 if due_tick:
                     next_tick = mono + TICK_S
@@ -538,7 +551,7 @@ class IngestService:
     async def _wait_for_batch(self, next_tick: float) -> None:
         """Until a batch is due (size, age or urgency), a tick is due, or stop."""
         deadline = next_tick
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self._registry_now:
             if self.intake:
                 if self._urgent or len(self.intake) >= BATCH_MAX_MESSAGES:
                     return

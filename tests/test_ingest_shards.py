@@ -451,3 +451,25 @@ def test_shards_held_by_a_stopped_process_are_taken_over(
             live.stop()
     finally:
         stalled.close()
+
+
+def test_a_new_sites_topics_are_subscribed_at_once(
+    db: str, mqtt_url: str, base: str, site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registering a site (here straight into the tables, as a script would)
+    notifies ingest, which subscribes the site's topics at once, not at its next
+    poll of the registry: MQTT drops what nobody is subscribed to, so readings a
+    new site sent before its subscription were lost (up to 2 s of them)."""
+    from ingest import service as service_module
+
+    monkeypatch.setattr(service_module, "REGISTRY_EVERY_S", 300.0)  # no poll in this test
+    register(db, estate(site, 1))
+    live = IngestThread(sharded(db, mqtt_url, base)).start()
+    try:
+        wait_for(lambda: all_owned_by(db, 1), timeout=30)
+        sources = live.service.ownership.sources  # type: ignore[union-attr]
+        register(db, [{**estate(site, 2)[1]}])  # a second site, registered now
+        shard = shards.shard_of(f"{site}x1", SHARDS)
+        wait_for(lambda: f"fs/v1/{site}x1/#" in sources[shard].subscriptions, timeout=10)
+    finally:
+        live.stop()

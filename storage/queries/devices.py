@@ -13,10 +13,6 @@ from psycopg import sql
 from storage.queries.common import Conn, Scope, Where
 from storage.queries.errors import ConflictError, InvalidInputError, NotFoundError
 
-# Ingest (or anyone) may LISTEN here to reload its registry cache at once
-# instead of waiting for its next poll of devices.updated_at.
-DEVICES_CHANNEL = "firesafe_devices"
-
 # A device is offline when supervision has an open `offline` alarm for it or
 # its retained status topic says so; "unknown" until anything arrived.
 _STATE_SQL = """
@@ -158,8 +154,7 @@ async def upsert_devices(
                 [d.utc_offset_min for d in specs],
             ),
         )
-        await cur.fetchall()
-        await conn.execute("SELECT pg_notify(%s, '')", (DEVICES_CHANNEL,))
+        await cur.fetchall()  # (a trigger notifies ingest: migration 0140)
     stored = await _select(
         conn,
         Where(
