@@ -88,6 +88,9 @@ ALARM_REASONS: Final = (
     "silent",
     "last_will",
     "back_online",
+    # A flood grouped under one alarm (ingest/floods.py)
+    "site_silent",
+    "gateway_silent",
     # GB/T 26875.3 panels and operator verification (docs/contract-extension.md)
     "panel_alarm",
     "panel_reset",
