@@ -188,6 +188,8 @@ _TEMPLATES: tuple[str, ...] = (
     N_("address {address} is given twice"),
     N_("address {address} belongs to device {device}"),
     N_("site {site} is outside the caller's sites"),
+    N_("alarm {alarm} is outside the caller's sites"),
+    N_("device {device} is outside the caller's sites"),
     N_("missing bearer token (Authorization: Bearer <token>)"),
     N_("unknown or revoked token"),
     N_("unknown, revoked or expired token"),

@@ -372,6 +372,10 @@ class RejectOut(BaseModel):
     )
     detail: str | None
     device: str | None
+    payload_size: int = Field(
+        description="The payload's full length in bytes; `payload` keeps at most its "
+        "first 4 KiB (shorter than this: cut)"
+    )
 
     @computed_field(description="Label of `reason`" + _LABEL_NOTE)  # type: ignore[prop-decorator]
     @property

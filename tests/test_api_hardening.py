@@ -757,3 +757,32 @@ def test_more_callers_than_connections_are_all_answered(api_url: str) -> None:
     codes = asyncio.run(everyone())
     assert codes.count(200) == 3 * POOL_MAX_SIZE
     assert codes.count(401) == 3 * POOL_MAX_SIZE
+
+
+def test_a_manager_learns_nothing_of_another_sites_devices(
+    api_url: str, api: httpx.Client, db: str
+) -> None:
+    """Asking for another site's device or alarm gets 403 without naming that
+    site; a reject on the manager's own topics that names another site's device
+    (a gateway topic carrying its id) is not listed to it."""
+    register(api, device("MINE1", site="S1"), device("THEIRS1", site="S2"))
+    with psycopg.connect(db, autocommit=True) as conn:
+        insert_alarm(conn, id="A-THEIRS", device="THEIRS1", site="S2")
+    s1 = make_token(api_url, "manager", ["S1"], name="s1-curious")
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rejects (received_at, topic, reason, payload, payload_size, detail) "
+            "VALUES (now(), 'fs/v1/S1/gateway/THEIRS1/batch', 'site_mismatch', 'x', 70000, "
+            "'gateway ''THEIRS1'' is registered at site ''S2'', not ''S1''')"
+        )
+        conn.execute(
+            "INSERT INTO rejects (received_at, topic, reason, payload, payload_size, detail) "
+            "VALUES (now(), 'fs/v1/S1/MINE1/telemetry', 'invalid_json', 'x', 70000, 'cut')"
+        )
+    with client(api_url, token=s1) as manager:
+        for path in ("/api/v1/devices/THEIRS1", "/api/v1/alarms/A-THEIRS"):
+            denied = manager.get(path)
+            assert denied.status_code == 403, path
+            assert "S2" not in denied.text
+        items = manager.get("/api/v1/rejects").json()["items"]
+    assert [(r["topic"], r["payload_size"]) for r in items] == [("fs/v1/S1/MINE1/telemetry", 70000)]

@@ -44,6 +44,7 @@ def _reject(row: dict[str, Any]) -> RejectOut:
         encoding=encoding,  # type: ignore[arg-type]
         detail=row["detail"],
         device=row["device_id"],
+        payload_size=row["payload_size"],
     )
 
 

@@ -91,7 +91,7 @@ async def get_alarm(conn: Conn, *, scope: Scope, alarm_id: str) -> dict[str, Any
     row = await cur.fetchone()
     if row is None:
         raise NotFoundError(f"alarm {alarm_id!r} not found")
-    scope.check(row["site"])
+    scope.check(row["site"], alarm=alarm_id)
     return row
 
 
@@ -141,7 +141,7 @@ async def _transition(
         row = await cur.fetchone()
         if row is None:
             raise NotFoundError(f"alarm {alarm_id!r} not found")
-        scope.check(row["site_id"])
+        scope.check(row["site_id"], alarm=alarm_id)
         status = row["status"]
         changed = False
         if action == "acknowledged":
@@ -208,7 +208,7 @@ async def verify(
         row = await cur.fetchone()
         if row is None:
             raise NotFoundError(f"alarm {alarm_id!r} not found")
-        scope.check(row["site_id"])
+        scope.check(row["site_id"], alarm=alarm_id)
         if row["type"] not in VERIFIABLE_TYPES:
             raise ConflictError(
                 f"alarm {alarm_id!r} is a {row['type']} alarm: only fire and electrical "

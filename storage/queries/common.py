@@ -28,9 +28,17 @@ class Scope:
     def allows(self, site: str) -> bool:
         return self.sites is None or site in self.sites
 
-    def check(self, site: str) -> None:
-        if not self.allows(site):
-            raise OutOfScopeError(f"site {site!r} is outside the caller's sites")
+    def check(self, site: str, *, alarm: str | None = None, device: str | None = None) -> None:
+        """OutOfScopeError unless the site is the caller's. Given the alarm or
+        device asked for, the error names it instead of its site, which the
+        caller may not know and must not learn."""
+        if self.allows(site):
+            return
+        if alarm is not None:
+            raise OutOfScopeError(f"alarm {alarm!r} is outside the caller's sites")
+        if device is not None:
+            raise OutOfScopeError(f"device {device!r} is outside the caller's sites")
+        raise OutOfScopeError(f"site {site!r} is outside the caller's sites")
 
 
 @dataclass(slots=True)

@@ -280,7 +280,7 @@ async def get_device(conn: Conn, *, scope: Scope, device_id: str) -> dict[str, A
     rows = await _select(conn, where, order_limit="")
     if not rows:
         raise NotFoundError(f"device {device_id!r} not found")
-    scope.check(rows[0]["site"])
+    scope.check(rows[0]["site"], device=device_id)
     return rows[0]
 
 
@@ -293,7 +293,7 @@ async def history_floor(conn: Conn, *, scope: Scope, device_id: str) -> datetime
     row = await cur.fetchone()
     if row is None:
         raise NotFoundError(f"device {device_id!r} not found")
-    scope.check(row["site_id"])
+    scope.check(row["site_id"], device=device_id)
     return visible_from(scope, row["site_since"])
 
 
@@ -317,5 +317,5 @@ async def device_site(conn: Conn, *, scope: Scope, device_id: str) -> str:
     if row is None:
         raise NotFoundError(f"device {device_id!r} not found")
     site: str = row["site_id"]
-    scope.check(site)
+    scope.check(site, device=device_id)
     return site

@@ -23,14 +23,15 @@ async def list_rejects(
     """Rejects newest first ((received_at, id) descending), after a keyset position.
 
     A limited scope sees the rejects published on its sites' topics, except
-    those of a device registered at another site (a site mismatch carries
-    that other site's data).
+    those of a device, or a gateway topic naming a device, registered at
+    another site (a site mismatch carries that other site's data, or names it).
     """
     where = Where()
     if scope.sites is not None:
         where.add(
-            "split_part(r.topic, '/', 3) = ANY(%(scope_sites)s::text[]) AND NOT EXISTS ("
-            "SELECT 1 FROM devices d WHERE d.id = r.device_id "
+            "r.site_id = ANY(%(scope_sites)s::text[]) AND NOT EXISTS ("
+            "SELECT 1 FROM devices d WHERE d.id IN (r.device_id, CASE WHEN "
+            "split_part(r.topic, '/', 4) = 'gateway' THEN split_part(r.topic, '/', 5) END) "
             "AND d.site_id <> ALL(%(scope_sites)s::text[]))",
             scope_sites=list(scope.sites),
         )
@@ -48,7 +49,8 @@ async def list_rejects(
     where.params["limit"] = limit
     cur = await conn.execute(
         sql.SQL(
-            "SELECT r.id, r.received_at, r.topic, r.reason, r.payload, r.detail, r.device_id "
+            "SELECT r.id, r.received_at, r.topic, r.reason, r.payload, r.detail, r.device_id, "
+            "coalesce(r.payload_size, length(r.payload)) AS payload_size "
             "FROM rejects r {where} ORDER BY r.received_at DESC, r.id DESC LIMIT %(limit)s"
         ).format(where=where.clause()),
         where.params,
