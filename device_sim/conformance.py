@@ -42,7 +42,10 @@ RULES = (
     "status_retained",
     "last_will",
     "gateway_batch",
+    "qos",
 )
+# What the contract asks to arrive at QoS 1 (telemetry may use 0).
+QOS1_TOPICS = frozenset({"event", "status", "batch"})
 # A device clock kept by NTP is well within a few seconds of the broker's.
 MAX_SKEW_S = 10.0
 # ts below this is seconds, not milliseconds (1e12 ms is September 2001).
@@ -86,6 +89,7 @@ class _Rule:
     failed: int = 0
     examples: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     note: str = ""
+    note_params: dict[str, object] = field(default_factory=dict)
 
     def ok(self) -> None:
         self.checked += 1
@@ -161,8 +165,18 @@ class Checker:
 
     # --- feeding -----------------------------------------------------------
 
-    def feed(self, topic: str, payload: bytes, retain: bool, arrival_ms: int) -> None:
+    def feed(self, topic: str, payload: bytes, retain: bool, arrival_ms: int, qos: int = 1) -> None:
+        """One message as the broker delivered it (`qos`: its QoS, subscribed at 1)."""
         parts = topic.split("/")
+        if not topic.startswith(f"{c.TOPIC_ROOT}/{self.site}/"):
+            # Listened to only for this: the site's topics written in another case.
+            self.observed += 1
+            self.rules["topic_shape"].fail(
+                N_("{topic}: topics are case-sensitive; the contract's is {expected}"),
+                topic=topic,
+                expected=f"{c.TOPIC_ROOT}/{self.site}/...",
+            )
+            return
         is_batch = len(parts) == 6 and parts[3] == "gateway"
         if self.device is not None and self.device not in parts and not is_batch:
             return  # someone else's traffic
@@ -175,6 +189,15 @@ class Checker:
             return
         self.rules["topic_shape"].ok()
         what, who = shape
+        if what in QOS1_TOPICS:
+            if qos < 1:
+                self.rules["qos"].fail(
+                    N_("{topic}: published at QoS 0; the contract asks QoS 1 for {what}"),
+                    topic=topic,
+                    what=what,
+                )
+            else:
+                self.rules["qos"].ok()
         if what == "status":
             self._status(who, payload, retain)
             return
@@ -338,7 +361,7 @@ class Checker:
             r = self.rules[name]
             status = "fail" if r.failed else ("pass" if r.checked else "skip")
             examples = [i18n.translate(why, lang, **params) for why, params in r.examples]
-            note = i18n.translate(r.note, lang) if r.note else ""
+            note = i18n.translate(r.note, lang, **r.note_params) if r.note else ""
             out.append(RuleResult(name, status, r.checked, r.failed, examples, note))
         return out
 
@@ -404,6 +427,11 @@ class Checker:
                 rule.ok()
         if not rule.checked:
             rule.note = N_("needs 3+ readings per device; listen longer or pass --interval")
+        silent = sorted(set(self.status_seen) - set(self.records))
+        if silent and not self.records:
+            # A call point may send nothing but its status; a detector must not.
+            rule.note = N_("only a status seen from {who}, no readings: is the topic right?")
+            rule.note_params = {"who": ", ".join(silent[:EXAMPLES])}
 
     def _judge_status(self) -> None:
         rule = self.rules["status_retained"]
@@ -413,6 +441,16 @@ class Checker:
         will = self.rules["last_will"]
         if not will.checked:
             will.note = N_("no `offline` observed; disconnect the device while listening to test")
+
+
+def case_variants(site: str) -> list[str]:
+    """The site's subscription, then the same in the other cases a device's
+    firmware gets wrong (MQTT topics are case-sensitive: those reach nobody)."""
+    exact = f"{c.TOPIC_ROOT}/{site}/#"
+    roots = {c.TOPIC_ROOT, c.TOPIC_ROOT.upper(), c.TOPIC_ROOT.capitalize()}
+    sites = {site, site.lower(), site.upper()}
+    others = sorted({f"{r}/{s}/#" for r in roots for s in sites} - {exact})
+    return [exact, *others]
 
 
 def listen(
@@ -432,13 +470,15 @@ def listen(
     subscribed = threading.Event()
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        now = int(time.time() * 1000)
         with lock:
-            checker.feed(msg.topic, bytes(msg.payload), bool(msg.retain), int(time.time() * 1000))
+            checker.feed(msg.topic, bytes(msg.payload), bool(msg.retain), now, int(msg.qos))
 
     def on_connect(cl: mqtt.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
+        # QoS 1: a message published at QoS 0 arrives at 0 (the qos rule).
         # retainAsPublished: see whether live status messages carry the retain flag.
         opts = SubscribeOptions(qos=1, retainAsPublished=True)
-        cl.subscribe(f"{c.TOPIC_ROOT}/{checker.site}/#", options=opts)
+        cl.subscribe([(topic, opts) for topic in case_variants(checker.site)])
 
     client.on_message = on_message
     client.on_connect = on_connect

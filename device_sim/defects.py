@@ -30,6 +30,8 @@ DEFECTS: dict[str, str] = {
     "no_status": "status_retained",  # never announces itself
     "will_not_retained": "last_will",  # last will without the retain flag
     "bad_batch": "gateway_batch",  # an empty gateway batch besides its own readings
+    "status_qos0": "qos",  # announces itself at QoS 0 (retained all the same)
+    "wrong_case": "topic_shape",  # readings on FS/v1/...: a topic nobody subscribes to
 }
 CLOCK_SKEW_MS = 120_000
 
@@ -60,7 +62,8 @@ class TestDevice:
         self.client.connect(self.endpoint.host, self.endpoint.port, 30)
         self.client.loop_start()
         if self.defect != "no_status":
-            self.client.publish(self.status, b"online", qos=1, retain=True)
+            qos = 0 if self.defect == "status_qos0" else 1
+            self.client.publish(self.status, b"online", qos=qos, retain=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -86,6 +89,8 @@ class TestDevice:
             payload = orjson.dumps(body)
             if self.defect == "bad_topic":
                 topic = topic + "/extra"
+            elif self.defect == "wrong_case":
+                topic = topic.replace(c.TOPIC_ROOT, c.TOPIC_ROOT.upper(), 1)
             elif self.defect == "bad_schema":
                 payload = orjson.dumps({**body, "v": [0.12, 21.5]})
             elif self.defect == "non_finite":

@@ -128,6 +128,7 @@ CONFORMANCE_RULES: Final = (
     "status_retained",
     "last_will",
     "gateway_batch",
+    "qos",
 )
 # `firesafe conformance --gb26875` (device_sim.gb26875_conformance.RULES).
 GB26875_CONFORMANCE_RULES: Final = (

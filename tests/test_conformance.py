@@ -121,3 +121,29 @@ def test_no_traffic_is_said_plainly() -> None:
     assert text.startswith("no traffic seen")
     assert "FAIL:" not in text
     assert "rules failed" not in text
+
+
+def test_the_sites_topics_in_another_case_are_named() -> None:
+    """MQTT topics are case-sensitive: a device publishing under FS/v1 or a
+    lower-case site reaches nobody, and the check says why."""
+    chk = Checker("SZ1", interval_s=10)
+    now = int(time.time() * 1000)
+    chk.feed("fs/v1/SZ1/D1/status", b"online", True, now)
+    for topic in ("FS/v1/SZ1/D1/telemetry", "fs/v1/sz1/D1/telemetry"):
+        chk.feed(topic, b'{"ts": %d, "seq": 1, "v": {}}' % now, False, now)
+    res = {r.rule: r for r in chk.report()}
+    assert res["topic_shape"].failed == 2
+    assert "case-sensitive" in res["topic_shape"].examples[0]
+    # Only its status arrived: said, not failed (a call point may send nothing else).
+    assert res["interval"].status == "skip"
+    assert "only a status seen from D1" in res["interval"].note
+
+
+def test_qos_0_is_fine_for_telemetry_only() -> None:
+    chk = Checker("S1", interval_s=10)
+    now = int(time.time() * 1000)
+    chk.feed("fs/v1/S1/D1/telemetry", b'{"ts": %d, "seq": 1, "v": {}}' % now, False, now, qos=0)
+    chk.feed("fs/v1/S1/D1/event", b'{"ts": %d, "seq": 2, "type": "fault"}' % now, False, now, qos=0)
+    qos = {r.rule: r for r in chk.report()}["qos"]
+    assert (qos.checked, qos.failed) == (1, 1)
+    assert "/event" in qos.examples[0]
