@@ -168,7 +168,8 @@ class Checker:
     def feed(self, topic: str, payload: bytes, retain: bool, arrival_ms: int, qos: int = 1) -> None:
         """One message as the broker delivered it (`qos`: its QoS, subscribed at 1)."""
         parts = topic.split("/")
-        if not topic.startswith(f"{c.TOPIC_ROOT}/{self.site}/"):
+        prefix = f"{c.TOPIC_ROOT}/{self.site}/"
+        if not topic.startswith(prefix) and topic.lower().startswith(prefix.lower()):
             # Listened to only for this: the site's topics written in another case.
             self.observed += 1
             self.rules["topic_shape"].fail(
