@@ -339,14 +339,14 @@ def test_conformance_report_in_both_languages() -> None:
     assert "FAIL  topic_shape" in english
     assert "fs/v2/S1/D1/telemetry: not a contract topic" in english
     assert "looks like seconds, not epoch milliseconds" in english
-    assert english.endswith("FAIL: 4 of 9 rules failed, 4 messages")
+    assert english.endswith("FAIL: 4 of 10 rules failed, 4 messages")
     # Judging again gives the same counts (report is idempotent).
     assert render(chk.report(), chk.observed) == english
     assert "失败  topic_shape            4 项已检查，其中 1 项不合格  [主题格式]" in chinese
     assert "[主题格式]" in chinese
     assert "fs/v2/S1/D1/telemetry：不是契约规定的主题" in chinese
     assert "看起来是秒，而不是纪元毫秒" in chinese
-    assert chinese.endswith("失败：9 条规则中 4 条不合格，共 4 条消息")
+    assert chinese.endswith("失败：10 条规则中 4 条不合格，共 4 条消息")
     for template in ("not a contract topic", " checked", "rules failed", "looks like"):
         assert template not in chinese
 
