@@ -124,8 +124,8 @@ REJECT_REASONS: Final = (
     "too_large",  # payload > 64 KiB
     "bad_topic",  # not one of the contract's topic shapes
     "invalid_json",  # not UTF-8 JSON, or not a JSON object
-    "missing_ts",  # no integer `ts`
-    "missing_seq",  # no uint32 `seq`
+    "missing_ts",  # no `ts` (a `ts` of the wrong type or range is bad_value)
+    "missing_seq",  # no `seq` (one that is no uint32 is bad_value)
     "bad_value",  # a reading that is not a finite number (null, bool, string, NaN...)
     "bad_payload",  # any other shape error (`v` not an object, bad event type...)
     "unknown_device",  # device not registered

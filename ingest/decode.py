@@ -116,8 +116,10 @@ class _Invalid(Exception):
 
 def _ts(obj: dict[str, Any]) -> int:
     ts = obj.get("ts")
-    if type(ts) is not int:
-        raise _Invalid("missing_ts", "`ts` must be an integer (epoch milliseconds)")
+    if ts is None:
+        raise _Invalid("missing_ts", "`ts` is missing (an integer, epoch milliseconds)")
+    if type(ts) is not int:  # present but wrong: a value problem, not a missing field
+        raise _Invalid("bad_value", f"`ts` {ts!r} is not an integer (epoch milliseconds)")
     if not MIN_TS_MS <= ts < MAX_TS_MS:
         raise _Invalid(
             "bad_value", f"`ts` {ts} is outside 2000-01-01..2100-01-01 (epoch milliseconds)"
@@ -127,8 +129,10 @@ def _ts(obj: dict[str, Any]) -> int:
 
 def _seq(obj: dict[str, Any]) -> int:
     seq = obj.get("seq")
+    if seq is None:
+        raise _Invalid("missing_seq", "`seq` is missing (an integer in 0..2^32-1)")
     if type(seq) is not int or not 0 <= seq < SEQ_MODULUS:
-        raise _Invalid("missing_seq", "`seq` must be an integer in 0..2^32-1")
+        raise _Invalid("bad_value", f"`seq` {seq!r} is not an integer in 0..2^32-1")
     return seq
 
 

@@ -99,14 +99,17 @@ def reference(readings: list[Any], site: str) -> tuple[list[tuple[Any, ...]], li
             reasons.append("site_mismatch")
             continue
         ts, seq, v = r.get("ts"), r.get("seq"), r.get("v")
-        if type(ts) is not int:
+        if ts is None:
             reasons.append("missing_ts")
             continue
-        if not EARLIEST <= ts < LATEST:
+        if type(ts) is not int or not EARLIEST <= ts < LATEST:
             reasons.append("bad_value")
             continue
-        if type(seq) is not int or not 0 <= seq < 2**32:
+        if seq is None:
             reasons.append("missing_seq")
+            continue
+        if type(seq) is not int or not 0 <= seq < 2**32:
+            reasons.append("bad_value")
             continue
         if v is None:  # missing `v`, or an event put into a batch
             reasons.append("bad_payload")
