@@ -740,38 +740,32 @@ async def load_recent_history(
     conn: AsyncConn, device_ids: Sequence[str], span_ms: int
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """The last `span_ms` (of each device's own clock, back from its newest
-    reading) of these devices: readings as (slot, ts_ms, *READINGS) and events
-    as (slot, ts_ms, type), oldest first."""
-    span = timedelta(milliseconds=span_ms)
-    values = ", ".join(f"t.{name}" for name in READINGS)
+    reading or event) of these devices: readings as (slot, ts_ms, *READINGS)
+    and events as (slot, ts_ms, type), oldest first."""
+    readings = ", ".join(f"t.{name}" for name in READINGS)
+    return (
+        await _recent(conn, "telemetry", readings, device_ids, span_ms),
+        await _recent(conn, "device_events", "t.type", device_ids, span_ms),
+    )
+
+
+async def _recent(
+    conn: AsyncConn, table: str, columns: str, device_ids: Sequence[str], span_ms: int
+) -> list[tuple[Any, ...]]:
     async with conn.cursor() as cur:
         await cur.execute(
             f"""
-            SELECT d.slot, (extract(epoch FROM t.ts) * 1000)::bigint, {values}
+            SELECT d.slot, (extract(epoch FROM t.ts) * 1000)::bigint, {columns}
             FROM devices d
-            CROSS JOIN LATERAL (SELECT max(ts) AS newest FROM telemetry
+            CROSS JOIN LATERAL (SELECT max(ts) AS newest FROM {table}
                                 WHERE device_id = d.id) n
-            JOIN telemetry t ON t.device_id = d.id AND t.ts >= n.newest - %(span)s
+            JOIN {table} t ON t.device_id = d.id AND t.ts >= n.newest - %(span)s
             WHERE d.id = ANY(%(ids)s::text[])
             ORDER BY t.ts, d.slot, t.seq
             """,
-            {"ids": list(device_ids), "span": span},
+            {"ids": list(device_ids), "span": timedelta(milliseconds=span_ms)},
         )
-        readings = await cur.fetchall()
-        await cur.execute(
-            """
-            SELECT d.slot, (extract(epoch FROM e.ts) * 1000)::bigint, e.type
-            FROM devices d
-            CROSS JOIN LATERAL (SELECT max(ts) AS newest FROM device_events
-                                WHERE device_id = d.id) n
-            JOIN device_events e ON e.device_id = d.id AND e.ts >= n.newest - %(span)s
-            WHERE d.id = ANY(%(ids)s::text[])
-            ORDER BY e.ts, d.slot, e.seq
-            """,
-            {"ids": list(device_ids), "span": span},
-        )
-        events = await cur.fetchall()
-    return readings, events
+        return await cur.fetchall()
 
 
 async def cleared_by_people(conn: AsyncConn, after_log_id: int) -> list[dict[str, Any]]:

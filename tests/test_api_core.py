@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import psycopg
@@ -53,6 +54,16 @@ def _ingest_report(
         )
 
 
+def _hold_every_shard(holder: psycopg.Connection[Any]) -> int:
+    """Take every shard's lease on this session, as an ingest process would; the count."""
+    row = holder.execute("SELECT value FROM firesafe_meta WHERE key = 'shards'").fetchone()
+    assert row is not None
+    count = int(row[0])
+    for k in range(count):
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", (SHARD_LOCK_CLASS, k))
+    return count
+
+
 # --- health -------------------------------------------------------------------
 
 
@@ -74,11 +85,7 @@ def test_health_reports_fresh_ingest(api_url: str, db: str) -> None:
     _ingest_report(db, age_s=60)
     _ingest_report(db, age_s=1, lag_ms=42.0)
     with psycopg.connect(db, autocommit=True) as holder:  # an ingest holds every shard
-        row = holder.execute("SELECT value FROM firesafe_meta WHERE key = 'shards'").fetchone()
-        assert row is not None
-        count = int(row[0])
-        for k in range(count):
-            holder.execute("SELECT pg_advisory_lock(%s, %s)", (SHARD_LOCK_CLASS, k))
+        count = _hold_every_shard(holder)
         with client(api_url, token=None) as anonymous:
             body = anonymous.get("/health").json()
         assert body["shards"]["owned"] == count
@@ -108,11 +115,7 @@ def test_health_names_the_shards_of_a_process_that_stopped_reporting(api_url: st
     with psycopg.connect(db, autocommit=True) as holder:
         pid = holder.info.backend_pid
         _ingest_report(db, age_s=40, instance="ingest-stopped", backend_pid=pid)
-        row = holder.execute("SELECT value FROM firesafe_meta WHERE key = 'shards'").fetchone()
-        assert row is not None
-        count = int(row[0])
-        for k in range(count):
-            holder.execute("SELECT pg_advisory_lock(%s, %s)", (SHARD_LOCK_CLASS, k))
+        count = _hold_every_shard(holder)
         with client(api_url, token=None) as anonymous:
             body = anonymous.get("/health").json()
     assert body["status"] == "degraded"
