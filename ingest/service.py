@@ -113,6 +113,9 @@ WARM_UP_MS = int(
     + detection_params.LOOKBACK_MS
 )
 WARM_UP_TYPES = frozenset({"fire", "electrical", "pre_alarm"})
+# Beyond this many devices (an estate with many detectors resting at pre-alarm
+# level), only the zones with a fire or electrical alarm open are replayed.
+WARM_UP_MAX_DEVICES = 20_000
 _URGENT_SUFFIXES = ("/event", "/status")
 # Rejects that do not show the named device is alive: it may not exist, or the
 # message came from elsewhere (another site's topic).
@@ -376,15 +379,25 @@ class IngestService:
         this process before its restart) would have given: a steam signature
         seen before the window, the window's own readings, a neighbour's
         activity. Other zones start from their next reading, as they can."""
-        zones = {
-            int(self.registry.zone[int(r["slot"])])
-            for r in open_alarms
-            if r["type"] in WARM_UP_TYPES and int(r["slot"]) < self.registry.size
-        }
-        if not zones:
+
+        def zones_with(types: Collection[str]) -> list[int]:
+            return sorted(
+                {
+                    int(self.registry.zone[int(r["slot"])])
+                    for r in open_alarms
+                    if r["type"] in types and int(r["slot"]) < self.registry.size
+                }
+            )
+
+        def owned_slots(zones: list[int]) -> NDArray[np.int64]:
+            slots = np.flatnonzero(np.isin(self.registry.zone, zones))
+            return slots[np.isin(slots, self._configured)]
+
+        slots = owned_slots(zones_with(WARM_UP_TYPES))
+        if slots.size > WARM_UP_MAX_DEVICES:  # many detectors resting at pre-alarm level
+            slots = owned_slots(zones_with(WARM_UP_TYPES - {"pre_alarm"}))
+        if not slots.size:
             return
-        slots = np.flatnonzero(np.isin(self.registry.zone, sorted(zones)))
-        slots = slots[np.isin(slots, self._configured)]
         ids = [d.id for s in slots.tolist() if (d := self.registry.by_slot[s]) is not None]
         assert self._aux is not None
         readings, events = await store.load_recent_history(self._aux, ids, WARM_UP_MS)
