@@ -21,7 +21,7 @@ from api.errors import request_lang
 from api.params import ID_REGEX, NAME_REGEX
 from detection.params import DRIFT_LIMIT_MAX_FRACTION, THRESHOLD_DEFAULTS, THRESHOLD_LIMITS
 from firesafe.contract import DEFAULT_INTERVAL_S
-from firesafe.i18n import label
+from firesafe.i18n import DEFAULT_LANG, label
 from storage.queries.tokens import is_reserved_name
 
 
@@ -282,12 +282,31 @@ class AlarmOut(BaseModel):
         return _label("reason", self.reason)
 
 
-class AlarmLogEntry(BaseModel):
+class _LogNote(BaseModel):
+    """A log entry's actor and note, with the note as a person reads it."""
+
+    actor: str
+    note: str | None
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="`note` as a person reads it: the system's codes (`pending: obscuration`) "
+        "as labels" + _LABEL_NOTE + "; a person's note as written"
+    )
+    @property
+    def note_label(self) -> str | None:
+        if self.actor != "system" or not self.note:
+            return self.note
+        verdict, sep, reason = self.note.partition(": ")
+        if not sep:
+            return _label("reason", self.note)
+        colon = "：" if request_lang.get() != DEFAULT_LANG else ": "
+        return f"{_label('verdict', verdict)}{colon}{_label('reason', reason)}"
+
+
+class AlarmLogEntry(_LogNote):
     id: int
     at: Timestamp
     action: str
-    actor: str
-    note: str | None
 
 
 class DeviceEvent(BaseModel):
@@ -332,14 +351,12 @@ class NoteIn(BaseModel):
     note: Annotated[str, StringConstraints(pattern=r"^[^\x00]{0,2000}$")] | None = None
 
 
-class AlarmChange(BaseModel):
+class AlarmChange(_LogNote):
     """One Server-Sent Event: an alarm_log entry and the alarm as it is now."""
 
     log_id: int
     at: Timestamp
     action: str
-    actor: str
-    note: str | None
     alarm: AlarmOut
 
 

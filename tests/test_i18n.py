@@ -278,6 +278,21 @@ def test_alarm_labels_in_the_callers_language(api, db: str) -> None:  # type: ig
     assert en["verdict_label"] == "Judged false"
     detail = api.get("/api/v1/alarms/A1", headers=ZH).json()
     assert detail["verdict_label"] == "判定为误报"
+    # The system's log notes are codes; a person reads their labels.
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO alarm_log (alarm_id, action, actor, note) VALUES "
+            "('A1', 'suppressed', 'system', 'suppressed: coincidence'), "
+            "('A1', 'acknowledged', 'ann', 'pending: seen')"
+        )
+    log = api.get("/api/v1/alarms/A1", headers=ZH).json()["log"]
+    notes = [(e["note"], e["note_label"]) for e in log if e["note"]]
+    assert notes == [
+        ("suppressed: coincidence", "判定为误报：同一区域两只探测器报警"),
+        ("pending: seen", "pending: seen"),  # a person's note, as written
+    ]
+    log = api.get("/api/v1/alarms/A1").json()["log"]
+    assert log[-2]["note_label"] == "Judged false: Two detectors in the zone"
     devices = api.get("/api/v1/devices", headers=ZH).json()["items"]
     assert devices[0]["kind_label"] == "感烟火灾探测器"
 
