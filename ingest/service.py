@@ -32,7 +32,6 @@ import psycopg
 from numpy.typing import NDArray
 
 from detection import AlarmChange, Engine, Events, Readings
-from detection import params as detection_params
 from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
 from firesafe.settings import Settings
 from ingest import gateway_rejects
@@ -52,6 +51,7 @@ from ingest.shards import ShardLost
 from ingest.silence import Silence
 from ingest.stats import Counters, now_ms, write_stats
 from ingest.tracker import DeviceTracker
+from ingest.warm_up import warm_up
 from storage import ingest_store as store
 from storage.errors import MigrationError
 from storage.telemetry_copy import DeviceIdTable
@@ -103,19 +103,6 @@ APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
 WRITER_OPTIONS = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
 
 _MAINS = READING_INDEX["mains"]
-EVENT_CODE = {name: i for i, name in enumerate(EVENT_TYPES)}
-# A takeover or restart replays this much of each device's own recent history
-# (steam memory, a window of at most VERIFICATION_MAX_S, the look-back) for
-# the zones where a verdict is pending or near (`_warm_up`).
-WARM_UP_MS = int(
-    detection_params.STEAM_MEMORY_MS
-    + detection_params.VERIFICATION_MAX_S * 1000
-    + detection_params.LOOKBACK_MS
-)
-WARM_UP_TYPES = frozenset({"fire", "electrical", "pre_alarm"})
-# Beyond this many devices (an estate with many detectors resting at pre-alarm
-# level), only the zones with a fire or electrical alarm open are replayed.
-WARM_UP_MAX_DEVICES = 20_000
 _URGENT_SUFFIXES = ("/event", "/status")
 # Rejects that do not show the named device is alive: it may not exist, or the
 # message came from elsewhere (another site's topic).
@@ -353,7 +340,7 @@ class IngestService:
         group_alarms = await store.load_open_site_alarms(self._aux)
         group_alarms = {k: v for k, v in group_alarms.items() if sites is None or k[0] in sites}
         open_alarms = await store.load_open_alarms(self._aux, only)
-        await self._warm_up(open_alarms)
+        await warm_up(self._aux, self.engine, self.registry, self._configured, open_alarms)
         offline = []
         for row in open_alarms:
             slot = int(row["slot"])
@@ -372,57 +359,6 @@ class IngestService:
         if written:
             log.info("linkage: %d command(s) to bring signs in line", written)
         self.commands.wake()
-
-    async def _warm_up(self, open_alarms: Sequence[Mapping[str, Any]]) -> None:
-        """Replay the last minutes of the zones with a fire, electrical or
-        pre-alarm open, so that their verdicts are what the previous owner (or
-        this process before its restart) would have given: a steam signature
-        seen before the window, the window's own readings, a neighbour's
-        activity. Other zones start from their next reading, as they can."""
-
-        def zones_with(types: Collection[str]) -> list[int]:
-            return sorted(
-                {
-                    int(self.registry.zone[int(r["slot"])])
-                    for r in open_alarms
-                    if r["type"] in types and int(r["slot"]) < self.registry.size
-                }
-            )
-
-        def owned_slots(zones: list[int]) -> NDArray[np.int64]:
-            slots = np.flatnonzero(np.isin(self.registry.zone, zones))
-            return slots[np.isin(slots, self._configured)]
-
-        slots = owned_slots(zones_with(WARM_UP_TYPES))
-        if slots.size > WARM_UP_MAX_DEVICES:  # many detectors resting at pre-alarm level
-            slots = owned_slots(zones_with(WARM_UP_TYPES - {"pre_alarm"}))
-        if not slots.size:
-            return
-        ids = [d.id for s in slots.tolist() if (d := self.registry.by_slot[s]) is not None]
-        assert self._aux is not None
-        readings, events = await store.load_recent_history(self._aux, ids, WARM_UP_MS)
-        width = len(READING_INDEX)
-        values = np.array([r[2:] for r in readings], np.float64).reshape(len(readings), width)
-        codes = [(r[0], r[1], EVENT_CODE[r[2]]) for r in events if r[2] in EVENT_CODE]
-        self.engine.warm_up(
-            Readings(
-                np.array([r[0] for r in readings], np.int64),
-                np.array([r[1] for r in readings], np.int64),
-                values,  # NULL (a reading the device does not have) is NaN
-            ),
-            Events(
-                np.array([c[0] for c in codes], np.int64),
-                np.array([c[1] for c in codes], np.int64),
-                np.array([c[2] for c in codes], np.int16),
-            ),
-            now_ms(),
-        )
-        log.info(
-            "detection: %d reading(s) and %d event(s) of %d device(s) replayed",
-            len(readings),
-            len(codes),
-            len(ids),
-        )
 
     async def _refresh_registry(self, *, force: bool = False) -> bool:
         """Reload the registry if it changed; True when it did."""

@@ -13,7 +13,7 @@ import pytest
 
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe import contract
-from ingest.service import WARM_UP_MS
+from ingest.warm_up import WARM_UP_MS
 
 RI = contract.READING_INDEX
 NR = len(contract.READINGS)
