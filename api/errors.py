@@ -270,6 +270,8 @@ _TEMPLATES: tuple[str, ...] = (
 )
 # Placeholders whose captured text is translated too (the rest is kept verbatim).
 _NESTED = frozenset({"detail", "message"})
+# Placeholders holding a code of a label vocabulary (`firesafe.i18n`).
+_CODES = {"verdict": "verdict"}
 
 # Generic sentence per error code, when no template matches.
 _GENERIC: dict[str, str] = {
@@ -349,6 +351,8 @@ def localize(message: str, lang: str) -> str | None:
         values: dict[str, str] = {}
         for name, value in m.groupdict().items():
             nested = localize(value, lang) if name in _NESTED else None
+            if name in _CODES:  # a code of a vocabulary: its label
+                nested = i18n.label(_CODES[name], value, lang)
             values[name] = nested if nested is not None else value
         return i18n.translate(template, lang).format(**values)
     return None

@@ -162,6 +162,7 @@ def test_cli_language_rejects_an_unknown_flag() -> None:
             "CSV 第 2 行：interval_s：应大于 0",
         ),
         ("unknown or revoked token", "令牌未知或已被吊销"),
+        ("alarm 'A1' is already confirmed", "报警 'A1' 的结论已是“已确认”"),  # a code: its label
         (
             "the manager role may not do this (needs admin)",
             "角色 manager 无权执行此操作（需要 admin）",
