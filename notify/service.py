@@ -74,6 +74,17 @@ class Tunables:
     reconnect_max_s: float = 30.0
 
 
+def describe_failure(exc: Exception) -> str:
+    """What went wrong with one delivery, in words for the attempt log an
+    operator reads (httpx's timeouts carry no message of their own)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer in time (timed out)"
+    if isinstance(exc, httpx.ConnectError):
+        return f"could not connect: {exc}" if str(exc) else "could not connect"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def retry_delay_s(attempts: int, tunables: Tunables, rng: random.Random) -> float:
     """Exponential backoff with equal jitter after `attempts` failed attempts."""
     ceiling = min(tunables.backoff_cap_s, tunables.backoff_base_s * 2.0 ** max(attempts - 1, 0))
@@ -276,7 +287,7 @@ class Notifier:
                 else:
                     status = await self._mail(c, notice)
             except Exception as exc:  # network, protocol, or a row that cannot render
-                error = f"{type(exc).__name__}: {exc}"[:500]
+                error = describe_failure(exc)[:500]
                 code = getattr(exc, "code", None) if c.kind == "email" else None
                 status = code if isinstance(code, int) else None
             duration_ms = (time.perf_counter() - started) * 1000

@@ -10,6 +10,7 @@ import random
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 import pytest
 
 from notify import render
@@ -152,3 +153,13 @@ def test_a_site_level_alarm_has_no_device() -> None:
     storm = render.Notice("d", "confirmed", 0, {**site_alarm, "zone": None}, "zh")
     assert render.subject(storm) == "离线 S1：已确认"
     assert "None" not in render.text(storm)
+
+
+def test_a_failed_delivery_is_described_in_words() -> None:
+    from notify.service import describe_failure
+
+    assert describe_failure(httpx.ReadTimeout("")) == "no answer in time (timed out)"
+    refused = httpx.ConnectError("All connection attempts failed")
+    assert describe_failure(refused) == "could not connect: All connection attempts failed"
+    assert describe_failure(ValueError("bad template")) == "ValueError: bad template"
+    assert describe_failure(RuntimeError()) == "RuntimeError"
