@@ -404,8 +404,8 @@ class Checker:
             tele = sorted({r.ts for r in recs if r.telemetry})
             hint = next((r.kind_hint for r in recs if r.kind_hint), None)
             expected = self.interval_s or (c.DEFAULT_INTERVAL_S.get(hint) if hint else None)
-            if expected is None or len(tele) < 3:
-                continue
+            if expected is None or len(tele) < 3 or tele[0] < MIN_EPOCH_MS:
+                continue  # (a clock in seconds is ts_sanity's finding, not a period)
             gaps = [(b - a) / 1000 for a, b in itertools.pairwise(tele)]
             median = statistics.median(gaps)
             worst = max(gaps)

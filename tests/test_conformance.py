@@ -147,3 +147,14 @@ def test_qos_0_is_fine_for_telemetry_only() -> None:
     qos = {r.rule: r for r in chk.report()}["qos"]
     assert (qos.checked, qos.failed) == (1, 1)
     assert "/event" in qos.examples[0]
+
+
+def test_a_clock_in_seconds_is_one_finding() -> None:
+    chk = Checker("S1", interval_s=10)
+    now = int(time.time() * 1000)
+    for n in range(4):
+        ts = (now + n * 10_000) // 1000
+        chk.feed("fs/v1/S1/D1/telemetry", b'{"ts": %d, "seq": %d, "v": {}}' % (ts, n), False, now)
+    res = {r.rule: r for r in chk.report()}
+    assert res["ts_sanity"].status == "fail"
+    assert res["interval"].status == "skip"  # not also "reports every 0.01 s"
