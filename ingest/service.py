@@ -412,6 +412,9 @@ class IngestService:
         self._configure_owned()
 
     async def adopt_sites(self, sites: set[str]) -> None:
+        # A report first: a long restore must not look like a stalled process
+        # (shard_runtime.STALLED_AFTER_S counts from the last report).
+        await self._write_stats()
         slots = self.registry.slots_of_sites(sites)
         self._forget(slots)
         self.silence.forget_sites(sites)
