@@ -360,11 +360,17 @@ def localize(message: str, lang: str) -> str | None:
 
 def render_message(code: str, message: str, lang: str) -> str:
     """The message of an error response in the caller's language."""
+    return _localized_or(_GENERIC.get(code, "Bad request"), message, lang)
+
+
+def _localized_or(generic: str, message: str, lang: str) -> str:
+    """`message` in `lang`; when no template matches it, the `generic` sentence
+    in `lang` with the English text after it, so nothing the caller needs is lost."""
     text = localize(message, lang)
     if text is not None:
         return text
-    generic = i18n.translate(_GENERIC.get(code, "Bad request"), lang)
-    return i18n.translate("{generic}: {message}", lang).format(generic=generic, message=message)
+    words = i18n.translate(generic, lang)
+    return i18n.translate("{generic}: {message}", lang).format(generic=words, message=message)
 
 
 N_("{generic}: {message}")
@@ -424,12 +430,7 @@ def _what(error: Mapping[str, Any], lang: str) -> str:
     kind = str(error.get("type"))
     msg = str(error.get("msg", "invalid"))
     if kind == "value_error":
-        own = msg.removeprefix("Value error, ")
-        text = localize(own, lang)
-        if text is not None:
-            return text
-        generic = i18n.translate(_PYDANTIC_FALLBACK, lang)
-        return i18n.translate("{generic}: {message}", lang).format(generic=generic, message=own)
+        return _localized_or(_PYDANTIC_FALLBACK, msg.removeprefix("Value error, "), lang)
     if lang == i18n.DEFAULT_LANG:
         return msg
     return i18n.translate(_PYDANTIC.get(kind, _PYDANTIC_FALLBACK), lang)
