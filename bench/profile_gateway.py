@@ -310,11 +310,8 @@ def fresh_database(
         with contextlib.suppress(psycopg.Error):
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         if flavour != "auto":  # what `firesafe db migrate` records on its first run
-            conn.execute(
-                "CREATE TABLE firesafe_meta (key text PRIMARY KEY, value text NOT NULL);"
-                "INSERT INTO firesafe_meta VALUES ('flavour', %s)",
-                (flavour,),
-            )
+            conn.execute("CREATE TABLE firesafe_meta (key text PRIMARY KEY, value text NOT NULL)")
+            conn.execute("INSERT INTO firesafe_meta VALUES ('flavour', %s)", (flavour,))
     migrate(dsn)
     register_copy(dsn, fleet(devices))
     with psycopg.connect(dsn, autocommit=True) as conn:

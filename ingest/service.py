@@ -24,6 +24,7 @@ import random
 import socket
 import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -429,66 +430,57 @@ class IngestService:
 
     # ---------------------------------------------------------- processor
     async def _process_loop(self) -> None:
-        """Batches in order; the next batch is decoded while the previous one commits
-        (PostgreSQL works on the other core), and bookkeeping runs between commits."""
-        next_tick = time.monotonic()
-        next_stats = next_state = next_registry = next_lease = time.monotonic()
+        """Batches in order, one transaction at a time on the writer. The next
+        batch is decoded while PostgreSQL works through the rows of the one
+        before, and bookkeeping runs between commits, after that decode, so
+        that it never leaves the server idle."""
+        due = _Timetable.starting(time.monotonic())
         committing: asyncio.Task[None] | None = None
         try:
-            while True:
-                stopping = self._stopping.is_set()
-                if stopping and not self.intake:
-                    break
-                if not stopping:
-                    await self._wait_for_batch(next_tick)
-                if self.intake:
-                    burst = self._take_batch()
-                    self._urgent = any(m.topic.endswith(_URGENT_SUFFIXES) for m in self.intake)
-                    if (
-                        len(self.intake) <= INTAKE_LOW_WATER
-                        and self._intake_bytes <= INTAKE_LOW_WATER_BYTES
-                        and not stopping
-                    ):
-                        self.ownership.resume()
-                    batch = await self._decode(burst)
-                    if committing is not None:
-                        await committing
-                    committing = asyncio.create_task(
-                        self._commit(burst, batch), name="ingest-commit"
-                    )
-                mono = time.monotonic()
-                due_registry = (mono >= next_registry or self._registry_now) and not stopping
-                due_tick = mono >= next_tick
-                due_state = mono >= next_state or stopping
-                due_stats = mono >= next_stats or stopping
-                due_lease = self.sharded and mono >= next_lease and not stopping
-                if not (due_registry or due_tick or due_state or due_stats or due_lease):
-                    continue
-                if committing is not None:  # one transaction at a time on the writer
+            while not (self._stopping.is_set() and not self.intake):
+                if not self._stopping.is_set():
+                    await self._wait_for_batch(due.tick)
+                burst = self._take_batch() if self.intake else None
+                batch = await self._decode(burst) if burst else None
+                if committing is not None:
                     await committing
                     committing = None
-                if due_registry:
-                    next_registry = mono + REGISTRY_EVERY_S
-                    self._registry_now = False
-                    await self._with_database(self._poll_changes)
-                if due_tick:
-                    next_tick = mono + TICK_S
-                    await self._supervise()
-                if due_state:
-                    next_state = mono + STATE_EVERY_S
-                    await self._with_database(self.flush_device_state)
-                if due_stats:
-                    next_stats = mono + STATS_EVERY_S
-                    await self._with_database(self._write_stats)
-                if due_lease:
-                    next_lease = mono + LEASE_EVERY_S
-                    await self._with_database(self._balance)
+                await self._bookkeeping(due)
+                if burst and batch is not None:
+                    rows_sent = asyncio.Event()
+                    committing = asyncio.create_task(
+                        self._commit(burst, batch, rows_sent), name="ingest-commit"
+                    )
+                    await _first_of(committing, rows_sent)
         finally:
             if committing is not None:
                 await committing
+        await self._bookkeeping(due)  # stopping: device state and stats, last time
+
+    async def _bookkeeping(self, due: _Timetable) -> None:
+        """The periodic steps that are due, on the writer between two commits."""
+        stopping = self._stopping.is_set()
+        mono = time.monotonic()
+        if (mono >= due.registry or self._registry_now) and not stopping:
+            due.registry = mono + REGISTRY_EVERY_S
+            self._registry_now = False
+            await self._with_database(self._poll_changes)
+        if mono >= due.tick:
+            due.tick = mono + TICK_S
+            await self._supervise()
+        if mono >= due.state or stopping:
+            due.state = mono + STATE_EVERY_S
+            await self._with_database(self.flush_device_state)
+        if mono >= due.stats or stopping:
+            due.stats = mono + STATS_EVERY_S
+            await self._with_database(self._write_stats)
+        if self.sharded and mono >= due.lease and not stopping:
+            due.lease = mono + LEASE_EVERY_S
+            await self._with_database(self._balance)
 
     def _take_batch(self) -> list[RawMessage]:
-        """The oldest messages, up to BATCH_MAX_MESSAGES or BATCH_MAX_BYTES."""
+        """The oldest messages, up to BATCH_MAX_MESSAGES or BATCH_MAX_BYTES; below
+        the low-water mark the broker may send again."""
         count, size = 0, 0
         for message in self.intake[:BATCH_MAX_MESSAGES]:
             count += 1
@@ -498,6 +490,13 @@ class IngestService:
         burst = self.intake[:count]
         del self.intake[:count]
         self._intake_bytes -= size
+        self._urgent = any(m.topic.endswith(_URGENT_SUFFIXES) for m in self.intake)
+        if (
+            len(self.intake) <= INTAKE_LOW_WATER
+            and self._intake_bytes <= INTAKE_LOW_WATER_BYTES
+            and not self._stopping.is_set()
+        ):
+            self.ownership.resume()
         return burst
 
     async def _wait_for_batch(self, next_tick: float) -> None:
@@ -565,17 +564,27 @@ class IngestService:
             log.warning("registry refresh failed (%s); keeping the current registry", exc)
             return False
 
-    async def _commit(self, burst: Sequence[RawMessage], batch: DecodedBatch) -> None:
+    async def _commit(
+        self,
+        burst: Sequence[RawMessage],
+        batch: DecodedBatch,
+        rows_sent: asyncio.Event | None = None,
+    ) -> None:
         """Plan once, write (retried on a lost connection), then after_commit once.
-        A batch the database refuses is bisected down to the message it refuses."""
-        plan = plan_batch(burst, batch, self.tracker.maybe_duplicate)
+        A batch the database refuses is bisected down to the message it refuses.
+        `rows_sent` is set once the batch's rows are on their way to the server."""
+        rows_sent = rows_sent or asyncio.Event()
         try:
-            await self._with_database(self._write, plan)
-        except PoisonBatch as exc:
-            log.warning("a batch of %d message(s) was refused (%s); isolating", len(burst), exc)
-            await self._bisect(burst, exc)
-            return
-        self._after_commit(plan)
+            plan = plan_batch(burst, batch, self.tracker.maybe_duplicate)
+            try:
+                await self._with_database(self._write, plan, rows_sent)
+            except PoisonBatch as exc:
+                log.warning("a batch of %d message(s) was refused (%s); isolating", len(burst), exc)
+                await self._bisect(burst, exc)
+                return
+            self._after_commit(plan)
+        finally:
+            rows_sent.set()
 
     def _device_ids(self) -> DeviceIdTable:
         """Device ids by slot for the binary COPY (built once per registry snapshot)."""
@@ -609,7 +618,7 @@ class IngestService:
         async with self._writer.transaction():
             await store.write_rejects(self._writer, rejects)
 
-    async def _write(self, plan: BatchPlan) -> None:
+    async def _write(self, plan: BatchPlan, rows_sent: asyncio.Event) -> None:
         """One transaction: the batch's rows, detection's alarms, linkage commands.
         The only step that is ever retried; detection is decided on the first try."""
         writer = self._writer
@@ -639,6 +648,7 @@ class IngestService:
                         values=plan.values,
                         extra=plan.extra,
                         ids=self._device_ids(),
+                        on_sent=rows_sent.set,
                     )
                     await store.write_rejects(writer, plan.rejects)
             except _CONNECTION_ERRORS:
@@ -938,3 +948,29 @@ def _fire_causes(applied: Sequence[store.AppliedAlarm]) -> dict[Building, str]:
         for a in applied
         if a.write.alarm_type == "fire"
     }
+
+
+@dataclass(slots=True)
+class _Timetable:
+    """When each periodic step of the process loop is next due (monotonic s)."""
+
+    tick: float
+    registry: float
+    state: float
+    stats: float
+    lease: float
+
+    @classmethod
+    def starting(cls, now: float) -> _Timetable:
+        return cls(now, now, now, now, now)
+
+
+async def _first_of(task: asyncio.Task[None], event: asyncio.Event) -> None:
+    """Until the task ends or the event is set. A task that was only created
+    has not started yet: the caller's next synchronous work (decoding a batch
+    holds the event loop) would otherwise run before a byte of it is sent."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -166,8 +166,11 @@ async def write_telemetry(
     values: NDArray[np.float64],
     extra: Mapping[int, Mapping[str, float]],
     ids: DeviceIdTable | None = None,
+    on_sent: Callable[[], None] | None = None,
 ) -> NDArray[np.bool_]:
     """Store the rows not stored before; return the mask of rows that were new.
+    `on_sent` is called once the direct rows are on their way: the server works
+    through them while the caller's event loop does other work.
 
     Rows that cannot be duplicates (`maybe_dup` false: newer than everything
     known to be committed for their device) go straight into `telemetry` with
@@ -200,6 +203,8 @@ async def write_telemetry(
                             values[direct],
                         )
                     )
+                    if on_sent is not None:
+                        on_sent()
             except psycopg.errors.UniqueViolation:
                 direct[:] = False  # another writer: check every row
                 maybe_dup = np.ones(slot.size, dtype=np.bool_)
