@@ -121,6 +121,7 @@ class IngestService:
         self.dsn = settings.require_database_url()
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
         self.intake: list[RawMessage] = []
+        self._taken: Sequence[RawMessage] = ()  # out of the intake, not yet being committed
         self._wake = asyncio.Event()
         self._urgent = False
         self._stopping = asyncio.Event()
@@ -445,7 +446,9 @@ class IngestService:
                 if committing is not None:
                     await committing
                     committing = None
+                self._taken = burst or ()  # waiting like the intake (supervision)
                 await self._bookkeeping(due)
+                self._taken = ()
                 if burst and batch is not None:
                     rows_sent = asyncio.Event()
                     committing = asyncio.create_task(
@@ -532,6 +535,9 @@ class IngestService:
                 # Read nothing that cannot be committed, and never hold a shard's
                 # broker session while its lease may be gone.
                 await self.ownership.stop_sessions()
+                # Devices go on reporting into the broker meanwhile: ingest's outage
+                # is not theirs, so supervision gets the time back once it hears.
+                self.silence.supervisor.hearing(False, now_ms())
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
                 with contextlib.suppress(psycopg.Error):
@@ -843,7 +849,8 @@ class IngestService:
             self.engine.credit_arrivals(*outage)
             log.info("broker session back after %.1f s: supervision resumes", outage[1] / 1000)
         writes: list[store.AlarmWrite] = []
-        if not self.intake:
+        waiting = [*self._taken, *self.intake]
+        if not waiting:
             # A device gone quiet mid-window is judged on the arrival clock; with
             # nothing waiting here, the clock is now (a whole estate may be silent).
             self._watermark = max(self._watermark, now_ms())
@@ -851,8 +858,8 @@ class IngestService:
         now = now_ms()
         silent: list[store.AlarmWrite] = []
         sites: list[SiteChange] = []
-        if not self.intake or now - self.intake[0].received_ms <= SUPERVISE_MAX_LAG_MS:
-            self._heard_in_intake()  # (not judged while ingest is not keeping up)
+        if not waiting or now - waiting[0].received_ms <= SUPERVISE_MAX_LAG_MS:
+            self._heard(waiting)  # (not judged while ingest is not keeping up)
             silent, sites = self.silence.silent(now)
         if not silent and not writes:
             return
@@ -862,11 +869,11 @@ class IngestService:
         if silent:
             log.info("%d device(s) went offline", len(silent))
 
-    def _heard_in_intake(self) -> None:
+    def _heard(self, waiting: Sequence[RawMessage]) -> None:
         """Devices whose messages arrived and wait here are not silent."""
         slots: list[int] = []
         at: list[int] = []
-        for m in self.intake:
+        for m in waiting:
             _, device, reason, _ = self.decoder.classify(m.topic)
             if device is not None and reason is None:
                 slots.append(device.slot)

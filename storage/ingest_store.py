@@ -566,8 +566,8 @@ async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> l
                     confirmed_at = CASE WHEN %(verdict)s = 'confirmed'
                                    THEN COALESCE(confirmed_at, %(at)s) ELSE confirmed_at END,
                     status = CASE WHEN %(verdict)s = 'suppressed' THEN 'cleared' ELSE status END,
-                    cleared_at = CASE WHEN %(verdict)s = 'suppressed' THEN %(at)s
-                                 ELSE cleared_at END,
+                    cleared_at = CASE WHEN %(verdict)s = 'suppressed'
+                                 THEN GREATEST(opened_at, %(at)s) ELSE cleared_at END,
                     cleared_by = CASE WHEN %(verdict)s = 'suppressed' THEN 'system'
                                  ELSE cleared_by END,
                     detail = detail || %(detail)s, updated_at = now()
@@ -592,8 +592,8 @@ async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> l
         else:  # clear
             cur = await conn.execute(
                 """
-                UPDATE alarms SET status = 'cleared', cleared_at = %s, cleared_by = 'system',
-                    updated_at = now()
+                UPDATE alarms SET status = 'cleared', cleared_at = GREATEST(opened_at, %s),
+                    cleared_by = 'system', updated_at = now()
                 WHERE device_id = %s AND type = %s AND status <> 'cleared'
                   AND verdict <> 'suppressed'
                 RETURNING id
@@ -669,8 +669,8 @@ async def link_cause(
 async def clear_site_alarm(conn: AsyncConn, *, alarm_id: str, reason: str, at_ms: int) -> bool:
     cur = await conn.execute(
         """
-        UPDATE alarms SET status = 'cleared', cleared_at = %s, cleared_by = 'system',
-            updated_at = now()
+        UPDATE alarms SET status = 'cleared', cleared_at = GREATEST(opened_at, %s),
+            cleared_by = 'system', updated_at = now()
         WHERE id = %s AND status <> 'cleared'
         RETURNING id
         """,

@@ -18,7 +18,17 @@ class CuttableProxy:
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._closed = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold(self) -> None:
+        """Forward nothing, keep every connection open: a server that hangs (a
+        stopped process, a frozen VM), where a client sees no error at all."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
 
     def cut(self) -> None:
         """Drop every connection and refuse new ones (until `restore`)."""
@@ -35,6 +45,7 @@ class CuttableProxy:
 
     def close(self) -> None:
         self._closed = True
+        self.release()
         self.cut()
         with contextlib.suppress(OSError):
             self._listener.close()
@@ -70,10 +81,10 @@ class CuttableProxy:
             return sock
         return socket.create_connection((host, port), timeout=5)
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -343,3 +343,31 @@ def test_a_broken_message_still_shows_the_device_is_alive(
         wait_for(lambda: alarms(db, site)[0]["status"] == "cleared")
     reasons = query(db, "SELECT reason FROM rejects WHERE device_id = %s", (f"{site}-H2",))
     assert reasons == [("invalid_json",)]
+
+
+def test_an_alarm_is_never_cleared_before_it_was_opened(db: str, site: str) -> None:
+    """A clear (or a suppression) dated before the opening, as a late message's
+    arrival time can be, is recorded at the opening: never a negative duration."""
+    from dataclasses import replace
+
+    from tests.test_notify_support import call_point, transition, write_alarms
+
+    call_point(db, f"{site}-M1", site)
+    call_point(db, f"{site}-M2", site)
+    opened = transition(f"{site}-M1", site, type="offline", reason="silent")
+    write_alarms(db, opened)
+    write_alarms(
+        db, replace(opened, action="clear", reason="back_online", at_ms=opened.at_ms - 20_000)
+    )
+    pending = transition(f"{site}-M2", site, verdict="pending", reason="obscuration")
+    write_alarms(db, pending)
+    write_alarms(
+        db, replace(pending, action="verdict", verdict="suppressed", at_ms=pending.at_ms - 5_000)
+    )
+    rows = query(
+        db,
+        "SELECT device_id, status, cleared_at = opened_at FROM alarms WHERE site_id = %s "
+        "ORDER BY device_id",
+        (site,),
+    )
+    assert rows == [(f"{site}-M1", "cleared", True), (f"{site}-M2", "cleared", True)]

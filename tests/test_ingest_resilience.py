@@ -185,6 +185,71 @@ def test_a_database_outage_of_any_length_is_ridden_out(
     )[0] == (100, 100)
 
 
+@pytest.mark.parametrize("outage", ["hung", "cut"])
+def test_a_database_outage_is_not_the_estate_going_silent(
+    db: str, mqtt_url: str, publisher: Publisher, site: str, outage: str
+) -> None:
+    """Devices go on reporting while ingest cannot reach its database for twice
+    their offline limit (3 x 2 s): the database hangs (every connection open,
+    no error) or drops ingest's connections and refuses new ones (ingest stops
+    its broker session meanwhile). No device and no site is called offline,
+    and every reading is stored once."""
+    import threading
+
+    from psycopg import conninfo
+
+    from tests.netproxy import CuttableProxy
+
+    devices = [{**device(site), "id": f"{site}-H{i}", "interval_s": 2} for i in range(5)]
+    register(db, devices)
+    parts = conninfo.conninfo_to_dict(db)
+    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
+    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
+    client_id = f"outage-silence-{site}"
+    settings = Settings(
+        mqtt_url=mqtt_url, database_url=via_proxy, mqtt_client_id=client_id, ingest_mode="single"
+    )
+    stopped = threading.Event()
+    sent = [0]
+
+    def report() -> None:  # every device every 0.3 s, outage or not
+        while not stopped.is_set():
+            now = int(time.time() * 1000)
+            for d in devices:
+                publisher.send(
+                    f"fs/v1/{site}/{d['id']}/telemetry", {"ts": now, "seq": sent[0], "v": {}}
+                )
+            sent[0] += 1
+            time.sleep(0.3)
+
+    reporter = threading.Thread(target=report, daemon=True)
+    try:
+        with running_ingest(settings):
+            reporter.start()
+            wait_for(lambda: stored_site(db, site) >= 50, timeout=30)
+            proxy.hold() if outage == "hung" else proxy.cut()
+            time.sleep(12.0)
+            proxy.release() if outage == "hung" else proxy.restore()
+            at_end = sent[0]
+            wait_for(lambda: stored_site(db, site) >= len(devices) * at_end, timeout=60)
+            time.sleep(3.0)  # supervision goes on judging after the backlog
+            stopped.set()
+            reporter.join()
+            drain(db, publisher, site)
+    finally:
+        stopped.set()
+        proxy.close()
+        forget_session(mqtt_url, client_id)
+    offline = query(
+        db,
+        "SELECT device_id, reason, opened_at, cleared_at FROM alarms "
+        "WHERE site_id = %s AND type = 'offline'",
+        (site,),
+    )
+    assert offline == []
+    assert stored_site(db, site) == len(devices) * sent[0]
+
+
 def test_a_message_the_database_refuses_is_isolated_and_the_rest_stored(
     db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:
