@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -344,11 +344,17 @@ async def run_up(
     and the simulator when asked. Returns non-zero when the API dies."""
     from ingest.service import IngestService
 
-    check_api_port(settings)
+    # The data directory first: a second `up` of the same checkout is told who
+    # runs it, and one started while the first is stopping waits for it.
     lock = await asyncio.to_thread(hold_data_dir, settings.data_dir)
+    try:
+        check_api_port(settings)
+    except BaseException:
+        os.close(lock)
+        raise
     broker: EmbeddedBroker | None = None
     pg: EmbeddedPostgres | None = None
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[Child] = []
     gave_up: list[str] = []  # why a supervised service was given up on
     try:
         state = load_up_state(settings.data_dir)
@@ -400,8 +406,15 @@ async def run_up(
             )
             ingest_task = tasks.create_task(ingest.run(), name="ingest")
             # One worker: a laptop stack (`firesafe api --workers N` scales a real one).
-            api = _start_child(settings, "api", ["--workers", str(settings.api_workers or 1)])
-            children.append(api)
+            api_child = Child(
+                "API",
+                lambda: _start_child(
+                    settings, "api", ["--workers", str(settings.api_workers or 1)]
+                ),
+            )
+            children.append(api_child)
+            api = api_child.proc
+            assert api is not None
             await _wait_api(api, settings.api_port)
             await _wait_subscribed(ingest)
             shown = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
@@ -411,28 +424,41 @@ async def run_up(
                 announce("admin_token", settings.admin_token.get_secret_value())
             # The GB/T 26875.3 gateway: its own process (its own core, like the API).
             listen = _gb26875_listen(settings)
-            gateway = _start_child(
-                settings, "gateway", ["gb26875", "--listen", listen], api_url=api_url
+            gateway = Child(
+                "GB/T 26875 gateway",
+                lambda: _start_child(
+                    settings, "gateway", ["gb26875", "--listen", listen], api_url=api_url
+                ),
             )
             children.append(gateway)
             # It prints `firesafe: gb26875=tcp://HOST:PORT` itself once it listens.
-            await _wait_api(gateway, parse_listen(listen)[1])
+            assert gateway.proc is not None
+            await _wait_api(gateway.proc, parse_listen(listen)[1])
             api_died = asyncio.Event()
             watcher = tasks.create_task(_watch_child(api, api_died, stop), name="api-watch")
-            notify = _start_child(settings, "notify", [])
-            children.append(notify)
-            others = [("GB/T 26875 gateway", gateway), ("notifier", notify)]
+            notifier = Child("notifier", lambda: _start_child(settings, "notify", []))
+            children.append(notifier)
+            # Alarms must go on reaching people and panels: both come back when they die.
+            supervisors = [
+                tasks.create_task(supervise(child, stop, gave_up), name=f"{child.name}-watch")
+                for child in (gateway, notifier)
+            ]
             if sim:
                 args = list(sim_args) or list(DEFAULT_SIM_ARGS)
                 if not any(a.startswith("--progress") for a in args):
                     # Its stderr is shared with ingest, the API and the alarm lines.
                     args.append("--progress=lines")
-                children.append(_start_child(settings, "sim", args, api_url=api_url))
-                others.append(("simulator", children[-1]))
-            reporters = [
-                tasks.create_task(_report_exit(name, proc, stop), name=f"{name}-watch")
-                for name, proc in others
-            ]
+                simulator = Child(
+                    "simulator", lambda: _start_child(settings, "sim", args, api_url=api_url)
+                )
+                children.append(simulator)
+                assert simulator.proc is not None
+                # A demo tool: it may finish (--duration); it is not restarted.
+                supervisors.append(
+                    tasks.create_task(
+                        _report_exit("simulator", simulator.proc, stop), name="sim-watch"
+                    )
+                )
             await stop.wait()
             if api_died.is_set():
                 print(
@@ -447,11 +473,11 @@ async def run_up(
             log.info("stopping: simulator, ingest (drain), API, services")
             watcher.cancel()
             feed.cancel()
-            for reporter in reporters:
-                reporter.cancel()
+            for supervisor in supervisors:
+                supervisor.cancel()
             for child in reversed(children):  # the simulator first, the API last
-                if child is not api:
-                    _stop_process(child)
+                if child is not api_child:
+                    child.stop()
             ingest.request_stop()
             if gave_up:
                 # A batch waits for its database for ever; its messages stay
@@ -464,7 +490,7 @@ async def run_up(
         return code
     finally:
         for child in children:
-            _stop_process(child)
+            child.stop()
         if broker is not None:
             await asyncio.to_thread(broker.stop)
         if pg is not None:
@@ -510,7 +536,8 @@ async def _report_exit(name: str, proc: subprocess.Popen[bytes], stop: asyncio.E
 
 
 class Supervised(Protocol):
-    """An embedded service `up` started: EmbeddedBroker or EmbeddedPostgres."""
+    """A service `up` started and restarts: EmbeddedBroker, EmbeddedPostgres, or
+    a child process (the notifier, the GB/T 26875 gateway)."""
 
     port: int | None
     proc: subprocess.Popen[bytes] | None
@@ -519,9 +546,30 @@ class Supervised(Protocol):
     def name(self) -> str: ...
 
     @property
-    def log_path(self) -> Path: ...
+    def log_path(self) -> Path | None: ...
 
     def restart(self) -> str: ...
+
+
+class Child:
+    """A `firesafe <command>` child of `up`. Its output is `up`'s own (no log
+    file); `restart` starts it again with the same arguments."""
+
+    port: int | None = None
+
+    def __init__(self, name: str, start: Callable[[], subprocess.Popen[bytes]]) -> None:
+        self.name = name
+        self.log_path: Path | None = None
+        self._start = start
+        self.proc: subprocess.Popen[bytes] | None = start()
+
+    def restart(self) -> str:
+        self.proc = self._start()
+        return ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_process(self.proc)
 
 
 async def supervise(service: Supervised, stop: asyncio.Event, gave_up: list[str]) -> None:
@@ -550,12 +598,12 @@ async def supervise(service: Supervised, stop: asyncio.Event, gave_up: list[str]
                 describe_exit(proc.returncode),
                 "not restarting it again"
                 if give_up
-                else f"restarting it on port {service.port} in {delay:.0f} s",
+                else f"restarting it{_on_port(service.port)} in {delay:.0f} s",
             )
         if give_up:
+            see = f" (see {service.log_path})" if service.log_path else ""
             gave_up.append(
-                f"the {service.name} exited {len(exits)} times within "
-                f"{RESTART_WINDOW_S:.0f} s (see {service.log_path})"
+                f"the {service.name} exited {len(exits)} times within {RESTART_WINDOW_S:.0f} s{see}"
             )
             stop.set()
             return
@@ -569,7 +617,11 @@ async def supervise(service: Supervised, stop: asyncio.Event, gave_up: list[str]
         except EmbeddedServiceError as exc:
             log.error("the %s could not be restarted: %s", service.name, exc)
             continue  # counts as one more exit
-        log.warning("the %s is back on port %d", service.name, service.port)
+        log.warning("the %s is back%s", service.name, _on_port(service.port))
+
+
+def _on_port(port: int | None) -> str:
+    return f" on port {port}" if port else ""
 
 
 def format_alarm_line(row: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -407,7 +408,8 @@ class IngestService:
 
     # ------------------------------------------- shards (the ShardHost side)
     def holds_messages_of(self, shard: int) -> bool:
-        return any(m.shard == shard for m in self.intake)
+        """Messages of the shard received and not yet committed (acknowledged)."""
+        return any(m.shard == shard for m in chain(self._taken, self.intake))
 
     def drop_sites(self, sites: set[str]) -> None:
         self.silence.forget_sites(sites)
@@ -446,9 +448,13 @@ class IngestService:
                 if committing is not None:
                     await committing
                     committing = None
-                self._taken = burst or ()  # waiting like the intake (supervision)
-                await self._bookkeeping(due)
-                self._taken = ()
+                # Bookkeeping sees this batch as waiting, like the intake: its devices
+                # are not silent, and its shard cannot be handed over before it commits.
+                self._taken = burst or ()
+                try:
+                    await self._bookkeeping(due)
+                finally:
+                    self._taken = ()
                 if burst and batch is not None:
                     rows_sent = asyncio.Event()
                     committing = asyncio.create_task(

@@ -473,3 +473,22 @@ def test_a_new_sites_topics_are_subscribed_at_once(
         wait_for(lambda: f"fs/v1/{site}x1/#" in sources[shard].subscriptions, timeout=10)
     finally:
         live.stop()
+
+
+def test_a_shard_is_not_handed_over_while_a_batch_of_it_waits_to_commit() -> None:
+    """Bookkeeping (where shards are handed over) runs between the decoding of
+    a batch and its commit: that batch's messages count as held, like the
+    intake's, so its shard is released only once they are committed."""
+    from ingest.decode import RawMessage
+    from ingest.service import IngestService
+
+    service = IngestService(
+        Settings(database_url="postgresql://nobody@127.0.0.1:1/x", mqtt_url="mqtt://127.0.0.1:1")
+    )
+    message = RawMessage("fs/v1/S/D/telemetry", b"{}", 0, shard=3)
+    assert not service.holds_messages_of(3)
+    service._taken = [message]
+    assert service.holds_messages_of(3)
+    assert not service.holds_messages_of(4)
+    service._taken, service.intake = (), [message]
+    assert service.holds_messages_of(3)

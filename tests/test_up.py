@@ -361,7 +361,8 @@ def test_up_with_the_api_port_taken_says_so_and_exits(tmp_path: Path) -> None:
         f"firesafe: port {port} on 127.0.0.1 is already in use: stop what holds it, "
         "or choose another with FIRESAFE_API_PORT (or --api-port)"
     ]
-    assert not (tmp_path / "data").exists()  # nothing was started
+    # Nothing was started: the data directory holds only the lock taken first.
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["up.lock"]
 
 
 def test_one_up_per_data_directory_and_a_killed_ones_lock_is_free(tmp_path: Path) -> None:
@@ -395,6 +396,25 @@ def test_one_up_per_data_directory_and_a_killed_ones_lock_is_free(tmp_path: Path
     assert holder.stdout.readline() == "held\n"
     with pytest.raises(EmbeddedServiceError, match=f"pid {holder.pid}"):
         hold_data_dir(data, wait_s=0.3)
+    # A second `up` of the same data directory is told who runs it, even when
+    # the API port is taken too (by that first `up`).
+    with socket.socket() as port_holder:
+        port_holder.bind(("127.0.0.1", 0))
+        port_holder.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "firesafe.cli", "up"],
+            env={
+                **os.environ,
+                **_embedded_env(data),
+                "FIRESAFE_API_PORT": str(port_holder.getsockname()[1]),
+            },
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode != 0
+    assert f"another `firesafe up` (pid {holder.pid}) is using {data}" in done.stderr
     holder.kill()  # SIGKILL: no cleanup ran, the kernel dropped the lock
     holder.wait()
     os.close(hold_data_dir(data, wait_s=0.3))

@@ -120,3 +120,35 @@ def test_up_restarts_its_embedded_postgres_killed_outright(tmp_path: Path) -> No
         assert r.status_code == 200, r.text  # registered before the kill
         # Ingest has its database back too.
         _publish_and_read_back(out["mqtt"], api, auth, "P-D1", "P", 23.5)
+
+
+@pytest.mark.parametrize(
+    ("command", "name"), [(b"notify", "notifier"), (b"gateway", "GB/T 26875 gateway")]
+)
+def test_up_restarts_its_notifier_and_gateway_killed_outright(
+    tmp_path: Path, command: bytes, name: str
+) -> None:
+    """Alarms must go on reaching people (the notifier) and coming from fire
+    panels (the gateway): either one killed outright is said and started again."""
+    env = _embedded_env(tmp_path / "data")
+    with running_up(env, tmp_path, stderr=subprocess.STDOUT) as up:
+        api = up.announced["api"]
+        wait_for(lambda: _ready(httpx.get(f"{api}/health").json()), timeout=30)
+
+        def children_running() -> list[int]:
+            return [
+                pid
+                for pid in _children(up.proc.pid)
+                if f"firesafe.cli\0{command.decode()}\0".encode() in _cmdline(pid)
+            ]
+
+        (first,) = wait_for(children_running, timeout=30)
+        os.kill(first, signal.SIGKILL)
+        line = up.wait_line("exited unexpectedly", timeout=10)
+        for part in (" ERROR ", name, "killed by SIGKILL", "restarting it in"):
+            assert part in line, line
+        up.wait_line(f"the {name} is back", timeout=30)
+        (second,) = wait_for(children_running, timeout=30)
+        assert second != first
+        wait_for(lambda: _gone(first), timeout=5)  # reaped
+        assert up.proc.poll() is None  # the rest kept running
