@@ -491,6 +491,11 @@ class JobHealth(BaseModel):
         description="The table or continuous aggregate it works on (null: a user job)"
     )
     last_run_status: str | None = Field(description="Success, Failed, or null before a run")
+    job_status: str | None = Field(
+        default=None,
+        description="Scheduled, Running or Paused (TimescaleDB); a job that no scheduler "
+        "runs, or that is paused, is failed too, with what to do in `last_error`",
+    )
     total_runs: int
     total_failures: int
     last_successful_finish: Timestamp | None

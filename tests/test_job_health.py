@@ -262,3 +262,27 @@ def test_a_failing_or_stalled_rollup_refresh_turns_health_degraded(
         status, [job] = _rollup_job(api_url)
         assert status == "degraded"
         assert "not rolled up yet" in job["last_error"]
+
+
+def test_a_paused_job_is_reported_with_how_to_resume_it(
+    api_url: str, db: str, flavour: str
+) -> None:
+    """A job that does not run says nothing of itself: no run, no error. A paused
+    one (and one no scheduler serves) is listed as failed, saying what to do."""
+    if flavour != "timescale":
+        pytest.skip("TimescaleDB's job scheduler")
+    with psycopg.connect(db, autocommit=True) as conn:
+        [(job_id,)] = conn.execute(
+            "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
+        ).fetchall()
+        conn.execute("SELECT alter_job(%s, scheduled => false)", (job_id,))
+        try:
+            body = httpx.get(f"{api_url}/health").json()
+            [job] = [j for j in body["failed_jobs"] if j["job_id"] == job_id]
+            assert body["status"] == "degraded"
+            assert job["job_status"] == "Paused"
+            assert f"SELECT alter_job({job_id}, scheduled => true)" in job["last_error"]
+        finally:
+            conn.execute("SELECT alter_job(%s, scheduled => true)", (job_id,))
+        listed = httpx.get(f"{api_url}/health").json()["failed_jobs"]
+        assert all(j["job_status"] != "Paused" for j in listed)

@@ -41,8 +41,8 @@ DB_TIMEOUT_S = 2.0
     "degraded when the database does not answer, ingest is stale (no report for "
     f"{STALE_AFTER_S:g} s) or absent, a shard is unheld or held by a process that stopped "
     "reporting (`shards.stalled`), the broker is disconnected, the live alarm "
-    "feed (LISTEN) is down, or a background job failed its last run or stalled "
-    "(listed in `failed_jobs`: TimescaleDB's compression, rollup refresh and retention; "
+    "feed (LISTEN) is down, or a background job failed its last run, stalled or is "
+    "paused (listed in `failed_jobs`: TimescaleDB's compression, rollup refresh and retention; "
     "on plain PostgreSQL the rollup refresh ingest runs).",
 )
 async def health(state: StateDep) -> Health:

@@ -33,7 +33,8 @@ async def background_jobs(conn: Conn) -> list[dict[str, Any]]:
     the failed ones first."""
     cur = await conn.execute(
         """
-        SELECT job_id, job, proc_name, target, last_run_status, total_runs, total_failures,
+        SELECT job_id, job, proc_name, target, last_run_status, job_status, total_runs,
+               total_failures,
                last_run_started_at, last_successful_finish, last_error, last_error_at, failed
         FROM firesafe_job_health
         ORDER BY failed DESC, job_id
