@@ -461,6 +461,10 @@ class DatabaseHealth(BaseModel):
     ok: bool
     latency_ms: float | None
     error: str | None = None
+    flavour: Literal["plain", "timescale"] | None = Field(
+        default=None,
+        description="The storage flavour chosen at the database's first migration, for good",
+    )
 
 
 class BrokerHealth(BaseModel):

@@ -108,9 +108,24 @@ def detect_flavour(conn: psycopg.Connection[Any], conninfo: str) -> Flavour:
     except psycopg.Error as exc:
         # Typically: the library is not in shared_preload_libraries.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("timescaledb is available but cannot be created (%s); using plain", reason)
+        log.warning(
+            "timescaledb is available but cannot be created (%s); using plain PostgreSQL. "
+            "The flavour is chosen once: this database stays plain. To use TimescaleDB, add "
+            "it to shared_preload_libraries, restart the server and migrate a new, empty "
+            "database",
+            reason,
+        )
         return "plain"
     return "timescale"
+
+
+def timescaledb_loadable(conn: psycopg.Connection[Any]) -> bool:
+    """Installed and preloaded: `CREATE EXTENSION timescaledb` would work here."""
+    row = conn.execute(
+        "SELECT 'timescaledb' = ANY(string_to_array(replace("
+        "current_setting('shared_preload_libraries'), ' ', ''), ','))"
+    ).fetchone()
+    return bool(row and row[0]) and timescaledb_available(conn)
 
 
 def recorded_flavour(conn: psycopg.Connection[Any]) -> Flavour | None:
@@ -186,6 +201,12 @@ def _migrate_locked(
         conn.execute(
             "INSERT INTO firesafe_meta (key, value) VALUES ('flavour', %s) ON CONFLICT DO NOTHING",
             (flavour,),
+        )
+    elif flavour == "plain" and timescaledb_loadable(conn):
+        log.warning(
+            "TimescaleDB is now available on this server, but this database was set up on "
+            "plain PostgreSQL at its first migration and stays so; to use TimescaleDB, "
+            "migrate a new, empty database and move the data (README, Storage flavours)"
         )
     done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
     applied: list[int] = []

@@ -67,7 +67,7 @@ def _hold_every_shard(holder: psycopg.Connection[Any]) -> int:
 # --- health -------------------------------------------------------------------
 
 
-def test_health_without_ingest_is_degraded(api_url: str, db: str) -> None:
+def test_health_without_ingest_is_degraded(api_url: str, db: str, flavour: str) -> None:
     with client(api_url, token=None) as anonymous:
         response = anonymous.get("/health")
         probe = anonymous.head("/health")  # uptime probes and load balancers
@@ -77,6 +77,7 @@ def test_health_without_ingest_is_degraded(api_url: str, db: str) -> None:
     body = response.json()
     assert body["status"] == "degraded"
     assert body["database"]["ok"] is True
+    assert body["database"]["flavour"] == flavour
     assert body["ingest"]["state"] == "absent"
     assert body["broker"]["connected"] is None
 

@@ -46,7 +46,9 @@ def fatal_create_extension_db(pg_server_url: str) -> Iterator[str]:
 
 
 def test_the_failed_create_extension_does_not_take_the_migration_with_it(
-    fatal_create_extension_db: str, monkeypatch: pytest.MonkeyPatch
+    fatal_create_extension_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     url = fatal_create_extension_db
     # The probe really ends its session on this server.
@@ -58,5 +60,11 @@ def test_the_failed_create_extension_does_not_take_the_migration_with_it(
     assert report.flavour == "plain"
     assert report.applied  # every migration ran on the session that survived
     assert migrate_mod.current_flavour(url) == "plain"
-    # And again: the recorded flavour is kept, nothing is re-probed.
+    # Said once, with what it means: the choice is for good.
+    assert "this database stays plain" in caplog.text
+    caplog.clear()
+    # And again: the recorded flavour is kept, nothing is re-probed; once the
+    # server could load TimescaleDB, the operator is told this database won't.
+    monkeypatch.setattr(migrate_mod, "timescaledb_loadable", lambda conn: True)
     assert migrate_mod.migrate(url).applied == []
+    assert "TimescaleDB is now available on this server" in caplog.text

@@ -75,6 +75,7 @@ async def _health(state: AppState) -> Health:
             instances = await health_q.ingest_instances(conn)
             jobs = await health_q.background_jobs(conn)
             shard_count, owners = await health_q.shard_owners(conn)
+            flavour = await health_q.flavour(conn)
     except (psycopg.Error, PoolTimeout) as exc:
         return Health(
             **_api_parts(state),
@@ -90,7 +91,7 @@ async def _health(state: AppState) -> Health:
                 instances=0,
             ),
         )
-    database = DatabaseHealth(ok=True, latency_ms=round(latency_ms, 3))
+    database = DatabaseHealth(ok=True, latency_ms=round(latency_ms, 3), flavour=flavour)
     failed_jobs = [JobHealth.model_validate(j) for j in jobs if j["failed"]]
     shards = _shards(shard_count, owners, instances)
     if not instances:

@@ -55,3 +55,10 @@ async def shard_owners(conn: Conn) -> tuple[int, dict[int, int]]:
         if int(r["classid"]) == shards.SHARD_LOCK_CLASS
     }
     return count, owners
+
+
+async def flavour(conn: Conn) -> Any:
+    """'plain' or 'timescale', as the first migration recorded it."""
+    cur = await conn.execute("SELECT value FROM firesafe_meta WHERE key = 'flavour'")
+    row = await cur.fetchone()
+    return row["value"] if row else None
