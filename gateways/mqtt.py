@@ -37,14 +37,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firesafe.settings import MqttEndpoint
-from gateways.throttle import ThrottledWarning
+from firesafe.throttle import ThrottledWarning
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S: Final = 30
 CONNECT_TIMEOUT_S: Final = 10.0
 RECONNECT_MIN_S: Final = 0.5
-RECONNECT_MAX_S: Final = 15.0
+RECONNECT_MAX_S: Final = 5.0  # a panel's alarms wait for it
 MISC_EVERY_S: Final = 1.0  # keepalive pings and dead-connection checks
 # How long one frame's messages may wait for their PUBACKs before the frame is
 # given up (not confirmed; the device resends). A broker holds a PUBACK only

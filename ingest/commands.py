@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 
+from firesafe.throttle import ThrottledWarning
 from ingest.mqtt import MqttError, MqttSource
 from storage import ingest_store as store
 
@@ -51,6 +52,8 @@ class CommandSender:
         self.application_name = application_name
         self._wake = asyncio.Event()
         self._stopping = False
+        # Retried every second through an outage: one line, then one per 10 s.
+        self._not_sent = ThrottledWarning(log, "linkage commands not sent yet; retrying")
         self.sent = 0
         self.pending = 0
 
@@ -83,7 +86,7 @@ class CommandSender:
                     self._wake.set()
                     continue
                 except (psycopg.Error, MqttError) as exc:
-                    log.warning("linkage commands not sent yet (%s); retrying", exc)
+                    self._not_sent(str(exc).strip().replace("\n", " "))
                     if conn is not None:
                         with contextlib.suppress(Exception):
                             await conn.close()

@@ -42,7 +42,9 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 # MQTT 5 maximum: lets a whole batch be in flight while we wait for the commit.
 RECEIVE_MAXIMUM = 65535
 RECONNECT_MIN_S = 0.5
-RECONNECT_MAX_S = 30.0
+# Short: while ingest is away, fires wait in the broker and linkage commands
+# cannot leave; jitter spreads a fleet's reconnections.
+RECONNECT_MAX_S = 5.0
 # An MQTT 3.1.1-only broker may ignore an MQTT 5 CONNECT: fall back after this.
 CONNECT_TIMEOUT_S = 5.0
 # One recv() per socket wake-up instead of paho's byte-at-a-time header reads.

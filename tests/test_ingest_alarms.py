@@ -371,3 +371,30 @@ def test_an_alarm_is_never_cleared_before_it_was_opened(db: str, site: str) -> N
         (site,),
     )
     assert rows == [(f"{site}-M1", "cleared", True), (f"{site}-M2", "cleared", True)]
+
+
+def test_linkage_retries_through_an_outage_without_a_line_each_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The sender retries every second while its database is away: the first
+    failure is logged at once, the rest summed up (one line per 10 s)."""
+    from firesafe.embedded import free_port
+
+    sender = ingest.commands.CommandSender(
+        lambda site: None,
+        f"postgresql://nobody@127.0.0.1:{free_port()}/x?connect_timeout=1",
+        lambda: None,
+        application_name="test-linkage",
+    )
+
+    async def run_a_while() -> None:
+        task = asyncio.create_task(sender.run())
+        sender.wake()
+        await asyncio.sleep(3.5)
+        sender.stop()
+        await task
+
+    asyncio.run(run_a_while())
+    lines = [r for r in caplog.records if "linkage commands not sent yet" in r.getMessage()]
+    assert sender._not_sent.total >= 3  # it did retry
+    assert len(lines) == 1

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, Final
 
+from firesafe.throttle import ThrottledWarning
 from gateways.directory import Directory, DirectoryUnavailable, RegistrationRefused
 from gateways.gb26875 import codec as c
 from gateways.gb26875.mapping import (
@@ -56,7 +57,6 @@ from gateways.gb26875.mapping import (
     valid_ids,
 )
 from gateways.mqtt import AckPublisher
-from gateways.throttle import ThrottledWarning
 
 log = logging.getLogger(__name__)
 
