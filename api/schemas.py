@@ -457,6 +457,10 @@ class TokenOut(BaseModel):
 # --- operations --------------------------------------------------------------
 
 
+# A pending notification due longer than this is not being delivered.
+NOTIFICATIONS_OVERDUE_S = 60
+
+
 class DatabaseHealth(BaseModel):
     ok: bool
     latency_ms: float | None
@@ -542,11 +546,24 @@ class TaskHealth(BaseModel):
     last_error: str | None
 
 
+class NotificationsHealth(BaseModel):
+    """Whether alarm notifications leave the platform (`firesafe notify`)."""
+
+    notifiers: int = Field(description="Database sessions of notifier processes (0: none runs)")
+    rules: int = Field(description="Notification rules: with none, no notifier is needed")
+    overdue: int = Field(
+        description="Pending notifications due over "
+        f"{NOTIFICATIONS_OVERDUE_S} s ago (no notifier is delivering them)"
+    )
+    oldest_overdue_s: float | None = Field(description="How long the oldest one has waited")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(
         description="ok: all fine; degraded: the database is unreachable, ingest is "
-        "stale or absent, the broker is disconnected, the API's live alarm feed is down, or "
-        "a background job failed its last run or stalled (`failed_jobs`). "
+        "stale or absent, the broker is disconnected, the API's live alarm feed is down, "
+        "a background job failed its last run or stalled (`failed_jobs`), or notifications "
+        "are not being delivered (rules but no notifier, or overdue ones). "
         "Always HTTP 200: the API itself answers; the body says what is wrong"
     )
     database: DatabaseHealth
@@ -558,6 +575,9 @@ class Health(BaseModel):
     alarm_stream: StreamHealth
     tasks: dict[str, TaskHealth] = Field(
         description="The API's supervised background tasks (restarted with backoff)"
+    )
+    notifications: NotificationsHealth | None = Field(
+        default=None, description="Alarm notifications (None: the database is down)"
     )
     failed_jobs: list[JobHealth] = Field(
         default_factory=list,

@@ -101,6 +101,57 @@ def test_health_reports_fresh_ingest(api_url: str, db: str) -> None:
     assert re.match(ISO_MS, body["ingest"]["last_report_at"])
 
 
+def test_health_says_when_notifications_do_not_leave(api_url: str, db: str, site: str) -> None:
+    """A rule and no notifier running, or a notification overdue: alarms are not
+    reaching people, and /health says so (everything else fine)."""
+    from tests.helpers import query
+    from tests.test_notify_support import add_rule, add_target, call_point, transition, write_alarms
+
+    def health() -> dict[str, Any]:
+        _ingest_report(db, age_s=0)
+        with psycopg.connect(db, autocommit=True) as holder:
+            _hold_every_shard(holder)
+            with client(api_url, token=None) as anonymous:
+                return dict(anonymous.get("/health").json())
+
+    def fine_but_for_notifications(body: dict[str, Any]) -> str:
+        return "degraded" if body["failed_jobs"] else "ok"
+
+    body = health()
+    assert body["notifications"] == {
+        "notifiers": 0,
+        "rules": 0,
+        "overdue": 0,
+        "oldest_overdue_s": None,
+    }
+    assert body["status"] == fine_but_for_notifications(body)  # no rule: none needed
+    add_target(db, f"{site}-duty", url="http://127.0.0.1:9/duty")
+    add_rule(db, f"{site}-fires", types=["fire"], targets=[f"{site}-duty"])
+    try:
+        body = health()
+        assert body["notifications"]["rules"] == 1
+        assert body["status"] == "degraded"  # a rule, and nobody to deliver
+        with psycopg.connect(db, autocommit=True, application_name="firesafe-notify:test"):
+            body = health()
+            assert body["notifications"]["notifiers"] == 1
+            assert body["status"] == fine_but_for_notifications(body)
+            call_point(db, f"{site}-M1", site)
+            write_alarms(db, transition(f"{site}-M1", site))  # queued for the rule's target
+            query(
+                db,
+                "UPDATE notifications SET next_attempt_at = now() - interval '5 minutes' "
+                "RETURNING id",
+            )
+            body = health()
+            assert body["notifications"]["overdue"] == 1
+            assert body["notifications"]["oldest_overdue_s"] >= 299
+            assert body["status"] == "degraded"  # a notifier that does not deliver
+    finally:
+        query(db, "DELETE FROM notifications RETURNING id")
+        query(db, "DELETE FROM notify_rules WHERE id = %s RETURNING id", (f"{site}-fires",))
+        query(db, "DELETE FROM notify_targets WHERE id = %s RETURNING id", (f"{site}-duty",))
+
+
 def test_health_is_degraded_while_shards_are_unheld(api_url: str, db: str) -> None:
     _ingest_report(db, age_s=1)
     with client(api_url, token=None) as anonymous:

@@ -11,11 +11,13 @@ from psycopg_pool import PoolTimeout
 
 from api.deps import StateDep
 from api.schemas import (
+    NOTIFICATIONS_OVERDUE_S,
     BrokerHealth,
     DatabaseHealth,
     Health,
     IngestHealth,
     JobHealth,
+    NotificationsHealth,
     ShardProcess,
     ShardsHealth,
     StreamHealth,
@@ -76,6 +78,9 @@ async def _health(state: AppState) -> Health:
             jobs = await health_q.background_jobs(conn)
             shard_count, owners = await health_q.shard_owners(conn)
             flavour = await health_q.flavour(conn)
+            notifications = NotificationsHealth.model_validate(
+                await health_q.notifications(conn, NOTIFICATIONS_OVERDUE_S)
+            )
     except (psycopg.Error, PoolTimeout) as exc:
         return Health(
             **_api_parts(state),
@@ -99,6 +104,7 @@ async def _health(state: AppState) -> Health:
             **_api_parts(state),
             status="degraded",
             failed_jobs=failed_jobs,
+            notifications=notifications,
             database=database,
             shards=shards,
             broker=BrokerHealth(connected=None),
@@ -119,11 +125,12 @@ async def _health(state: AppState) -> Health:
     connected = any(i["broker_connected"] for i in reporting)
     lags = [float(i["lag_ms"]) for i in reporting if i["lag_ms"] is not None]
     ok = ingest_state == "ok" and connected and not shards.unowned and not failed_jobs
-    ok = ok and not shards.stalled
+    ok = ok and not shards.stalled and _delivering(notifications)
     return Health(
         **_api_parts(state),
         status="ok" if ok else "degraded",
         failed_jobs=failed_jobs,
+        notifications=notifications,
         database=database,
         shards=shards,
         broker=BrokerHealth(connected=connected),
@@ -136,6 +143,11 @@ async def _health(state: AppState) -> Health:
             instances=len(reporting),
         ),
     )
+
+
+def _delivering(n: NotificationsHealth) -> bool:
+    """Notifications leave: a notifier runs where rules exist, and none is overdue."""
+    return not n.overdue and (n.notifiers > 0 or n.rules == 0)
 
 
 def _shards(count: int, owners: dict[int, int], instances: list[dict[str, Any]]) -> ShardsHealth:

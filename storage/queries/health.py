@@ -62,3 +62,24 @@ async def flavour(conn: Conn) -> Any:
     cur = await conn.execute("SELECT value FROM firesafe_meta WHERE key = 'flavour'")
     row = await cur.fetchone()
     return row["value"] if row else None
+
+
+async def notifications(conn: Conn, overdue_s: int) -> dict[str, Any]:
+    """Notifier sessions (their application name is visible to every role),
+    rules, and pending notifications due more than `overdue_s` ago."""
+    cur = await conn.execute(
+        """
+        SELECT (SELECT count(DISTINCT pid) FROM pg_stat_activity
+                WHERE datname = current_database()
+                  AND application_name LIKE 'firesafe-notify%%') AS notifiers,
+               (SELECT count(*) FROM notify_rules) AS rules,
+               count(*) AS overdue,
+               extract(epoch FROM now() - min(next_attempt_at)) AS oldest_overdue_s
+        FROM notifications
+        WHERE status = 'pending' AND next_attempt_at < now() - make_interval(secs => %s)
+        """,
+        (overdue_s,),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return dict(row)
