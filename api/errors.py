@@ -436,10 +436,31 @@ def _what(error: Mapping[str, Any], lang: str) -> str:
     return i18n.translate(_PYDANTIC.get(kind, _PYDANTIC_FALLBACK), lang)
 
 
+def most_specific(errors: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The error to name: the deepest (`[{"id": "X"}]` against "an object or a list
+    of them" is "body 0.site: Field required", not "body: Input should be an
+    object"); the first of equals. A JSON syntax error's location is a character
+    offset, not a field: it is said in the message instead."""
+    if not errors:
+        return {"loc": (), "msg": "invalid request"}
+    first = max(errors, key=lambda e: len(tuple(e.get("loc", ()))))
+    if first.get("type") == "json_invalid":
+        loc = tuple(first.get("loc", ()))
+        body, offset = loc[:1], loc[1:]  # FastAPI's ("body", offset); pydantic's ()
+        reason = str((first.get("ctx") or {}).get("error", "")) or "JSON decode error"
+        at = f" at character {offset[0]}" if offset else ""
+        return {
+            "loc": body,
+            "type": "value_error",
+            "msg": f"Value error, Invalid JSON: {reason}{at}",
+        }
+    return first
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    first = most_specific(errors)
     loc = tuple(first.get("loc", ()))
     code = "invalid_body" if loc[:1] == ("body",) else "invalid_parameter"
     lang = request_lang.get()

@@ -786,3 +786,21 @@ def test_a_manager_learns_nothing_of_another_sites_devices(
             assert "S2" not in denied.text
         items = manager.get("/api/v1/rejects").json()["items"]
     assert [(r["topic"], r["payload_size"]) for r in items] == [("fs/v1/S1/MINE1/telemetry", 70000)]
+
+
+def test_body_errors_name_the_field_at_fault_and_say_json_alike(api: httpx.Client) -> None:
+    """A list whose item misses fields is told which field, not "should be an
+    object"; broken JSON reads the same on every endpoint, offset in words."""
+    r = api.post("/api/v1/devices", json=[{"id": "X1"}])
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert message.startswith("body 0."), message
+    assert "Field required" in message
+    broken = b'{"note": '
+    headers = {"Content-Type": "application/json"}
+    for path in ("/api/v1/devices", "/api/v1/alarms/none/ack"):
+        r = api.post(path, content=broken, headers=headers)
+        assert r.status_code == 422, (path, r.text)
+        message = r.json()["error"]["message"]
+        assert message.startswith("body: Invalid JSON: "), (path, message)
+        assert "body 1" not in message

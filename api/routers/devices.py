@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import TypeAdapter, ValidationError
 
 from api.deps import CallerDep, ConnDep
-from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse, field_path
+from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse, field_path, most_specific
 from api.middleware import IMPORT_MAX_BODY_BYTES
 from api.params import (
     DEFAULT_LIMIT,
@@ -113,7 +113,7 @@ def _to_spec(device: DeviceIn) -> DeviceSpec:
 
 
 def _errors_message(exc: ValidationError, csv_line: int | None = None) -> str:
-    first = exc.errors()[0]
+    first = most_specific(exc.errors())
     loc = field_path(first["loc"])
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     what = str(first["msg"]).removeprefix("Value error, ")  # a validator's own sentence
