@@ -48,6 +48,7 @@ from ingest.ownership import SINGLE, Ownership
 from ingest.pipeline import BatchPlan, plan_batch
 from ingest.registry import Registry, ZoneIds, device_from_row
 from ingest.registry_watch import watch_registry
+from ingest.retained_rejects import RetainedRejects
 from ingest.shard_runtime import ShardRuntime
 from ingest.shards import ShardLost
 from ingest.silence import Silence
@@ -142,6 +143,7 @@ class IngestService:
         self.registry = Registry([], self.zone_ids)
         self.silence = Silence(self.registry)  # offline supervision, floods grouped
         self.decoder = Decoder(self.registry)
+        self._retained_rejects = RetainedRejects()  # kept once, not at each resubscription
         self.counters = Counters()
         self.ready = asyncio.Event()
         self._writer: psycopg.AsyncConnection[Any] | None = None
@@ -566,7 +568,7 @@ class IngestService:
             and await self._try_refresh_registry()
         ):
             batch = self.decoder.decode(burst)
-        return gateway_rejects.convert(batch)
+        return self._retained_rejects.drop_repeats(burst, gateway_rejects.convert(batch))
 
     async def _try_refresh_registry(self) -> bool:
         """A refresh that may fail (the database is away): the periodic poll retries."""

@@ -360,3 +360,51 @@ def test_a_broker_outage_is_not_the_estate_going_offline(db: str, tmp_path: Path
             wait_for(lambda: offline() >= 3, timeout=20)  # and then they are silent
     finally:
         broker.stop()
+
+
+def test_a_retained_reject_is_kept_once_across_reconnections(
+    db: str, mqtt_url: str, publisher: Publisher, site: str
+) -> None:
+    """The broker sends a retained message again at every subscription: a retained
+    status of an unregistered device is one reject, not one per reconnection."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from firesafe.settings import MqttEndpoint
+    from tests.helpers import clear_retained
+    from tests.netproxy import CuttableProxy
+
+    register(db, [device(site)])
+    topic = f"fs/v1/{site}/{site}-NOBODY/status"
+    ep = MqttEndpoint.parse(mqtt_url)
+    retainer = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"retain-{site}")
+    retainer.connect(ep.host, ep.port)
+    retainer.loop_start()
+    retainer.publish(topic, b"online", qos=1, retain=True).wait_for_publish(10)
+    proxy = CuttableProxy(ep.host, ep.port)
+    client_id = f"retained-{site}"
+    settings = Settings(
+        mqtt_url=f"mqtt://127.0.0.1:{proxy.port}",
+        database_url=db,
+        mqtt_client_id=client_id,
+        ingest_mode="single",
+    )
+
+    def kept() -> int:
+        return int(query(db, "SELECT count(*) FROM rejects WHERE topic = %s", (topic,))[0][0])
+
+    try:
+        with running_ingest(settings):
+            wait_for(lambda: kept() == 1, timeout=30)
+            for _ in range(2):  # the broker connection lost and found again, twice
+                proxy.cut()
+                time.sleep(0.5)
+                proxy.restore()
+                drain(db, publisher, site)  # the retained copy came again before this
+        assert kept() == 1
+    finally:
+        retainer.loop_stop()
+        retainer.disconnect()
+        clear_retained(mqtt_url, topic)
+        proxy.close()
+        forget_session(mqtt_url, client_id)
