@@ -462,7 +462,7 @@ async def run_up(
             await stop.wait()
             if api_died.is_set():
                 print(
-                    f"firesafe: the API exited with code {api.returncode}; stopping",
+                    f"firesafe: the API exited ({describe_exit(api.returncode or 0)}); stopping",
                     file=sys.stderr,
                     flush=True,
                 )

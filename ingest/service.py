@@ -151,6 +151,7 @@ class IngestService:
         self._registry_version: tuple[int, datetime | None] = (-1, None)
         self._registry_checked = 0.0
         self._registry_now = False  # a notification asked for a registry poll
+        self._listened = False  # supervision has heard the broker since the start
         self._clear_log_id = 0
         self._watermark = 0
         self._started_ms = now_ms()
@@ -855,7 +856,9 @@ class IngestService:
             return  # nothing can be heard: nobody is silent, no window gone quiet
         if outage is not None:
             self.engine.credit_arrivals(*outage)
-            log.info("broker session back after %.1f s: supervision resumes", outage[1] / 1000)
+            if self._listened:  # (the first subscription is no comeback)
+                log.info("broker session back after %.1f s: supervision resumes", outage[1] / 1000)
+        self._listened = True
         writes: list[store.AlarmWrite] = []
         waiting = [*self._taken, *self.intake]
         if not waiting:
