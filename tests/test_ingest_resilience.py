@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import conninfo
 
 from firesafe.embedded import EmbeddedBroker, free_port
 from firesafe.settings import Settings
@@ -23,6 +24,7 @@ from tests.helpers import (
     running_ingest,
     wait_for,
 )
+from tests.netproxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +53,20 @@ def backends(db: str, dbname: str) -> int:
             (dbname,),
         )[0][0]
     )
+
+
+def ingest_behind_a_database_proxy(
+    db: str, mqtt_url: str, client_id: str
+) -> tuple[CuttableProxy, Settings]:
+    """Settings of a single-mode ingest reaching its database through a proxy
+    the test can cut (connections dropped) or hold (a database that hangs)."""
+    parts = conninfo.conninfo_to_dict(db)
+    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
+    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
+    settings = Settings(
+        mqtt_url=mqtt_url, database_url=via_proxy, mqtt_client_id=client_id, ingest_mode="single"
+    )
+    return proxy, settings
 
 
 def device(site: str) -> dict[str, object]:
@@ -139,19 +155,10 @@ def test_a_database_outage_of_any_length_is_ridden_out(
 ) -> None:
     """Down at start-up, then cut mid-stream: ingest waits, resumes by itself,
     and stores every reading once (the connection error is never fatal)."""
-    from psycopg import conninfo
-
-    from tests.netproxy import CuttableProxy
-
     register(db, [device(site)])
     dev = f"{site}-H"
-    parts = conninfo.conninfo_to_dict(db)
-    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
-    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
     client_id = f"outage-{site}"
-    settings = Settings(
-        mqtt_url=mqtt_url, database_url=via_proxy, mqtt_client_id=client_id, ingest_mode="single"
-    )
+    proxy, settings = ingest_behind_a_database_proxy(db, mqtt_url, client_id)
     t0 = int(time.time() * 1000)
     create_session(mqtt_url, client_id)  # the broker keeps what comes meanwhile
     proxy.cut()  # the database is away when ingest starts
@@ -196,19 +203,10 @@ def test_a_database_outage_is_not_the_estate_going_silent(
     and every reading is stored once."""
     import threading
 
-    from psycopg import conninfo
-
-    from tests.netproxy import CuttableProxy
-
     devices = [{**device(site), "id": f"{site}-H{i}", "interval_s": 2} for i in range(5)]
     register(db, devices)
-    parts = conninfo.conninfo_to_dict(db)
-    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
-    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
     client_id = f"outage-silence-{site}"
-    settings = Settings(
-        mqtt_url=mqtt_url, database_url=via_proxy, mqtt_client_id=client_id, ingest_mode="single"
-    )
+    proxy, settings = ingest_behind_a_database_proxy(db, mqtt_url, client_id)
     stopped = threading.Event()
     sent = [0]
 
@@ -372,7 +370,6 @@ def test_a_retained_reject_is_kept_once_across_reconnections(
 
     from firesafe.settings import MqttEndpoint
     from tests.helpers import clear_retained
-    from tests.netproxy import CuttableProxy
 
     register(db, [device(site)])
     topic = f"fs/v1/{site}/{site}-NOBODY/status"
