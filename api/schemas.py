@@ -549,13 +549,21 @@ class TaskHealth(BaseModel):
 class NotificationsHealth(BaseModel):
     """Whether alarm notifications leave the platform (`firesafe notify`)."""
 
-    notifiers: int = Field(description="Database sessions of notifier processes (0: none runs)")
+    notifiers: int = Field(
+        description="Notifier processes connected to the database (0: none runs)"
+    )
     rules: int = Field(description="Notification rules: with none, no notifier is needed")
     overdue: int = Field(
-        description="Pending notifications due over "
-        f"{NOTIFICATIONS_OVERDUE_S} s ago (no notifier is delivering them)"
+        description=f"Pending notifications due over {NOTIFICATIONS_OVERDUE_S} s ago, never "
+        "tried and held back by nothing: no notifier is delivering"
     )
     oldest_overdue_s: float | None = Field(description="How long the oldest one has waited")
+    failing: int = Field(
+        default=0,
+        description="Pending notifications whose delivery failed at least once and is being "
+        "retried: a target refuses them or cannot be reached (GET "
+        "/api/v1/alarms/{id}/notifications shows each delivery's last error)",
+    )
 
 
 class Health(BaseModel):

@@ -36,7 +36,9 @@ from ingest.decode import RawMessage
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION = "fs/v1/#"  # everything of the contract; malformed topics become rejects
-KEEPALIVE_S = 30
+# A broker gone without a word (a partition, a firewall) is noticed within
+# about 1.5 x this: supervision gives back only the time ingest knew it was deaf.
+KEEPALIVE_S = 10
 # The broker keeps an offline session (and its queued QoS 1 messages) this long.
 SESSION_EXPIRY_S = 7 * 24 * 3600
 # MQTT 5 maximum: lets a whole batch be in flight while we wait for the commit.

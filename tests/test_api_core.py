@@ -123,6 +123,7 @@ def test_health_says_when_notifications_do_not_leave(api_url: str, db: str, site
         "rules": 0,
         "overdue": 0,
         "oldest_overdue_s": None,
+        "failing": 0,
     }
     assert body["status"] == fine_but_for_notifications(body)  # no rule: none needed
     add_target(db, f"{site}-duty", url="http://127.0.0.1:9/duty")
@@ -146,6 +147,19 @@ def test_health_says_when_notifications_do_not_leave(api_url: str, db: str, site
             assert body["notifications"]["overdue"] == 1
             assert body["notifications"]["oldest_overdue_s"] >= 299
             assert body["status"] == "degraded"  # a notifier that does not deliver
+            # Tried and failed: its target refuses it (the notifier is working); the
+            # transitions queued behind it for that target wait, and are not overdue.
+            query(db, "UPDATE notifications SET attempts = 3 RETURNING id")
+            write_alarms(db, transition(f"{site}-M1", site, action="clear", reason="reset"))
+            query(
+                db,
+                "UPDATE notifications SET next_attempt_at = now() - interval '5 minutes' "
+                "WHERE attempts = 0 RETURNING id",
+            )
+            body = health()
+            assert body["notifications"]["overdue"] == 0
+            assert body["notifications"]["failing"] == 1
+            assert body["status"] == "degraded"  # alarms do not reach that target
     finally:
         query(db, "DELETE FROM notifications RETURNING id")
         query(db, "DELETE FROM notify_rules WHERE id = %s RETURNING id", (f"{site}-fires",))

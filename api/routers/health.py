@@ -146,8 +146,9 @@ async def _health(state: AppState) -> Health:
 
 
 def _delivering(n: NotificationsHealth) -> bool:
-    """Notifications leave: a notifier runs where rules exist, and none is overdue."""
-    return not n.overdue and (n.notifiers > 0 or n.rules == 0)
+    """Notifications reach people: a notifier runs where rules exist, none is
+    overdue, and none is failing at its target."""
+    return not n.overdue and not n.failing and (n.notifiers > 0 or n.rules == 0)
 
 
 def _shards(count: int, owners: dict[int, int], instances: list[dict[str, Any]]) -> ShardsHealth:

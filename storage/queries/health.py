@@ -65,20 +65,29 @@ async def flavour(conn: Conn) -> Any:
 
 
 async def notifications(conn: Conn, overdue_s: int) -> dict[str, Any]:
-    """Notifier sessions (their application name is visible to every role),
-    rules, and pending notifications due more than `overdue_s` ago."""
+    """Notifier processes (the distinct application names of their listening
+    sessions, visible to every role), rules, pending notifications due more
+    than `overdue_s` ago that nothing holds back (one queued behind an earlier
+    one of its alarm and target waits for it), and pending ones whose delivery
+    failed at least once (a target that refuses or cannot be reached)."""
     cur = await conn.execute(
         """
-        SELECT (SELECT count(DISTINCT pid) FROM pg_stat_activity
+        SELECT (SELECT count(DISTINCT application_name) FROM pg_stat_activity
                 WHERE datname = current_database()
-                  AND application_name LIKE 'firesafe-notify%%') AS notifiers,
+                  AND application_name LIKE 'firesafe-notify:%%') AS notifiers,
                (SELECT count(*) FROM notify_rules) AS rules,
-               count(*) AS overdue,
-               extract(epoch FROM now() - min(next_attempt_at)) AS oldest_overdue_s
-        FROM notifications
-        WHERE status = 'pending' AND next_attempt_at < now() - make_interval(secs => %s)
+               count(*) FILTER (WHERE n.attempts = 0 AND n.next_attempt_at
+                                < now() - make_interval(secs => %s)
+                                AND NOT coalesce(b.status = 'pending', false)) AS overdue,
+               extract(epoch FROM now() - min(n.next_attempt_at) FILTER (
+                   WHERE n.attempts = 0 AND n.next_attempt_at < now() - make_interval(secs => %s)
+                   AND NOT coalesce(b.status = 'pending', false))) AS oldest_overdue_s,
+               count(*) FILTER (WHERE n.attempts > 0) AS failing
+        FROM notifications n
+        LEFT JOIN notifications b ON b.id = n.after_id
+        WHERE n.status = 'pending'
         """,
-        (overdue_s,),
+        (overdue_s, overdue_s),
     )
     row = await cur.fetchone()
     assert row is not None
