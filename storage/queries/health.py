@@ -72,22 +72,25 @@ async def notifications(conn: Conn, overdue_s: int) -> dict[str, Any]:
     failed at least once (a target that refuses or cannot be reached)."""
     cur = await conn.execute(
         """
+        WITH pending AS (
+            SELECT n.attempts, n.next_attempt_at,
+                   n.attempts = 0 AND n.next_attempt_at < now() - make_interval(secs => %s)
+                   AND NOT coalesce(b.status = 'pending', false) AS overdue
+            FROM notifications n
+            LEFT JOIN notifications b ON b.id = n.after_id
+            WHERE n.status = 'pending'
+        )
         SELECT (SELECT count(DISTINCT application_name) FROM pg_stat_activity
                 WHERE datname = current_database()
                   AND application_name LIKE 'firesafe-notify:%%') AS notifiers,
                (SELECT count(*) FROM notify_rules) AS rules,
-               count(*) FILTER (WHERE n.attempts = 0 AND n.next_attempt_at
-                                < now() - make_interval(secs => %s)
-                                AND NOT coalesce(b.status = 'pending', false)) AS overdue,
-               extract(epoch FROM now() - min(n.next_attempt_at) FILTER (
-                   WHERE n.attempts = 0 AND n.next_attempt_at < now() - make_interval(secs => %s)
-                   AND NOT coalesce(b.status = 'pending', false))) AS oldest_overdue_s,
-               count(*) FILTER (WHERE n.attempts > 0) AS failing
-        FROM notifications n
-        LEFT JOIN notifications b ON b.id = n.after_id
-        WHERE n.status = 'pending'
+               count(*) FILTER (WHERE overdue) AS overdue,
+               extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE overdue))
+                   AS oldest_overdue_s,
+               count(*) FILTER (WHERE attempts > 0) AS failing
+        FROM pending
         """,
-        (overdue_s, overdue_s),
+        (overdue_s,),
     )
     row = await cur.fetchone()
     assert row is not None
