@@ -16,6 +16,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api import dbtypes, docs_pages, errors
+from api.deadline import DeadlineMiddleware
 from api.deps import CallerDep
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.routers import (
@@ -122,6 +123,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    # Innermost: no response within its deadline (a hung database) is a 503.
+    app.add_middleware(DeadlineMiddleware)
     errors.install(app)
     docs_pages.install(app, public_docs=public_docs)
     # Outermost last: every request gets an id, then bodies are bounded,

@@ -15,11 +15,13 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 from fastapi import FastAPI
@@ -27,8 +29,11 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 from pydantic import SecretStr, ValidationError
 
+from api import deadline
 from api.app import POOL_MAX_SIZE
+from api.deadline import REQUEST_DEADLINE_S
 from api.middleware import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
+from api.routers.health import DB_ANSWER_S, DB_TIMEOUT_S
 from api.stream import MAX_STREAMS_PER_TOKEN
 from api.tasks import Supervisor
 from firesafe.settings import Settings
@@ -399,6 +404,51 @@ def test_the_middleware_never_hands_the_app_an_oversized_body() -> None:
     status, served = asyncio.run(run([], 16384))
     assert status == 413
     assert served == DEFAULT_MAX_BODY_BYTES // 65536 + 1  # stopped right past the limit
+
+
+def test_the_deadline_bounds_the_wait_for_a_response_not_its_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ASGI level: a handler that has not started its response by the deadline
+    gets a 503 (and is cancelled); one that has started streams to its end."""
+    monkeypatch.setattr(deadline, "REQUEST_DEADLINE_S", 0.2)
+    cancelled: list[str] = []
+
+    async def slow_to_start(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append(scope["path"])
+            raise
+
+    async def slow_body(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"a", b"b", b"c"):
+            await asyncio.sleep(0.15)
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def run(app: Any, path: str) -> list[Any]:
+        sent: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": path, "headers": [], "state": {}}
+        await deadline.DeadlineMiddleware(app)(scope, receive, send)
+        await asyncio.sleep(0.05)  # the abandoned handler's cancellation
+        return sent
+
+    refused = asyncio.run(run(slow_to_start, "/api/v1/alarms"))
+    assert refused[0]["status"] == 503
+    assert orjson.loads(refused[1]["body"])["error"]["code"] == "unavailable"
+    assert cancelled == ["/api/v1/alarms"]
+    streamed = asyncio.run(run(slow_body, "/api/v1/telemetry"))
+    assert streamed[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in streamed[1:]) == b"abc"
 
 
 # --- item 12: weak admin tokens ------------------------------------------------
@@ -804,3 +854,40 @@ def test_body_errors_name_the_field_at_fault_and_say_json_alike(api: httpx.Clien
         message = r.json()["error"]["message"]
         assert message.startswith("body: Invalid JSON: "), (path, message)
         assert "body 1" not in message
+
+
+def test_a_hung_database_gets_503_and_degraded_health_within_seconds(
+    database_url: str, migration: object, db: str
+) -> None:
+    """A database that stops answering (a stopped process, a frozen VM) gives
+    no error at all: requests must not wait for it as long as it hangs."""
+    params = pg_conninfo.conninfo_to_dict(database_url)
+    proxy = CuttableProxy(
+        str(params.get("host") or "127.0.0.1"), int(str(params.get("port") or 5432))
+    )
+    via_proxy = pg_conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
+    with live_server(via_proxy) as url, client(url) as api:
+        api.timeout = httpx.Timeout(60.0)
+        assert api.get("/api/v1/devices").status_code == 200
+        proxy.hold()
+        try:
+            started = time.monotonic()
+            health = api.get("/health")
+            health_s = time.monotonic() - started
+            assert health.status_code == 200
+            assert health.json()["status"] == "degraded"
+            assert health.json()["database"]["ok"] is False
+            started = time.monotonic()
+            down = api.get("/api/v1/devices")
+            down_s = time.monotonic() - started
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["code"] == "unavailable"
+            assert "Retry-After" in down.headers
+            # Bounded by the deadlines, with margins for a loaded machine.
+            assert health_s < DB_TIMEOUT_S + DB_ANSWER_S + 5, health_s
+            assert down_s < REQUEST_DEADLINE_S + 5, down_s
+        finally:
+            proxy.release()
+        _wait(lambda: api.get("/api/v1/devices").status_code == 200, "the pool to recover")
+        _wait(lambda: api.get("/health").json()["database"]["ok"], "health to recover")
+    proxy.close()

@@ -9,6 +9,7 @@ import psycopg
 from fastapi import APIRouter
 from psycopg_pool import PoolTimeout
 
+from api.deadline import DeadlineExceeded, bounded
 from api.deps import StateDep
 from api.schemas import (
     NOTIFICATIONS_OVERDUE_S,
@@ -30,8 +31,11 @@ router = APIRouter(tags=["operations"])
 
 # Ingest reports every few seconds; three missed reports mean it is stuck or gone.
 STALE_AFTER_S = 15.0
-# /health must answer quickly even when the pool is exhausted or the database hangs.
+# /health must answer quickly even when the pool is exhausted or the database
+# hangs: a connection within DB_TIMEOUT_S, and its queries' answers within
+# DB_ANSWER_S more (they take milliseconds).
 DB_TIMEOUT_S = 2.0
+DB_ANSWER_S = 2.0
 
 
 @router.head("/health", include_in_schema=False)  # uptime probes and load balancers
@@ -70,18 +74,26 @@ def _api_parts(state: AppState) -> dict[str, Any]:
 
 async def _health(state: AppState) -> Health:
     started = time.perf_counter()
-    try:
+
+    async def read() -> tuple[float, Any, Any, Any, Any, Any]:
         async with state.pool.connection(timeout=DB_TIMEOUT_S) as conn:
             await conn.execute("SELECT 1")
             latency_ms = (time.perf_counter() - started) * 1000
-            instances = await health_q.ingest_instances(conn)
-            jobs = await health_q.background_jobs(conn)
-            shard_count, owners = await health_q.shard_owners(conn)
-            flavour = await health_q.flavour(conn)
-            notifications = NotificationsHealth.model_validate(
-                await health_q.notifications(conn, NOTIFICATIONS_OVERDUE_S)
+            return (
+                latency_ms,
+                await health_q.ingest_instances(conn),
+                await health_q.background_jobs(conn),
+                await health_q.shard_owners(conn),
+                await health_q.flavour(conn),
+                await health_q.notifications(conn, NOTIFICATIONS_OVERDUE_S),
             )
-    except (psycopg.Error, PoolTimeout) as exc:
+
+    try:
+        # A hung database answers nothing, not even an error: bounded here.
+        latency_ms, instances, jobs, (shard_count, owners), flavour, notes = await bounded(
+            read(), DB_TIMEOUT_S + DB_ANSWER_S
+        )
+    except (psycopg.Error, PoolTimeout, DeadlineExceeded) as exc:
         return Health(
             **_api_parts(state),
             status="degraded",
@@ -96,6 +108,7 @@ async def _health(state: AppState) -> Health:
                 instances=0,
             ),
         )
+    notifications = NotificationsHealth.model_validate(notes)
     database = DatabaseHealth(ok=True, latency_ms=round(latency_ms, 3), flavour=flavour)
     failed_jobs = [JobHealth.model_validate(j) for j in jobs if j["failed"]]
     shards = _shards(shard_count, owners, instances)

@@ -1,0 +1,138 @@
+"""Deadlines for work that waits on the database.
+
+A database that stops answering (a stopped process, a frozen VM, a storage
+stall) gives a client no error at all: a query sent on a pooled connection
+waits for as long as the server hangs, and psycopg's own cancellation then
+takes up to 10 s more. So work is run in a task of its own and waited for
+with a deadline; past it the caller answers at once (503, or /health's
+`degraded`) and the task is cancelled in the background, where psycopg
+cancels the query or closes the connection and the pool replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping, MutableMapping
+from typing import Any, TypeVar
+
+import orjson
+
+from api.errors import RETRY_AFTER_S, Asgi, Receive, Scope, Send, render_message, request_lang
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A request's response must start within this long: every query of an
+# endpoint takes milliseconds, so this is a database that does not answer.
+REQUEST_DEADLINE_S = 10.0
+# Bulk registration (up to 10,000 devices in one body) may take longer.
+REQUEST_DEADLINES: Mapping[tuple[str, str], float] = {
+    ("POST", "/api/v1/devices"): 60.0,
+    ("POST", "/api/v1/devices/import"): 60.0,
+}
+
+# Abandoned tasks finishing their cancellation: referenced until done.
+_abandoned: set[asyncio.Future[Any]] = set()
+
+
+class DeadlineExceeded(Exception):
+    """The work did not finish within its deadline (it is being cancelled)."""
+
+
+def request_deadline(method: str, path: str) -> float:
+    return REQUEST_DEADLINES.get((method, path.rstrip("/") or "/"), REQUEST_DEADLINE_S)
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    _abandoned.add(task)
+    task.add_done_callback(_finished_abandoned)
+
+
+def _finished_abandoned(task: asyncio.Future[Any]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.info("abandoned work ended with %r", task.exception())
+
+
+async def bounded(work: Awaitable[T], seconds: float) -> T:
+    """`work`'s result, or `DeadlineExceeded` after `seconds` without waiting
+    for its cancellation to finish."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        _abandon(task)
+        raise
+    if not done:
+        _abandon(task)
+        raise DeadlineExceeded(f"no answer within {seconds:g} s")
+    return task.result()
+
+
+class DeadlineMiddleware:
+    """503 when a request's response has not started within its deadline.
+
+    Plain ASGI. Once the response has started (a stream, a long body) there
+    is no deadline: only the wait for the first byte is bounded. A late
+    response of the abandoned handler is dropped.
+    """
+
+    def __init__(self, app: Asgi) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seconds = request_deadline(scope["method"], scope["path"])
+        started = False
+        answered = False
+
+        async def guarded(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if answered:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, guarded))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=seconds)
+            if done or started:
+                await task
+                return
+        except asyncio.CancelledError:
+            _abandon(task)
+            raise
+        answered = True
+        _abandon(task)
+        request_id = scope.get("state", {}).get("request_id")
+        log.warning(
+            "request %s: %s %s had no response within %g s (database not answering?)",
+            request_id,
+            scope["method"],
+            scope["path"],
+            seconds,
+        )
+        await _unavailable(send, request_id)
+
+
+async def _unavailable(send: Send, request_id: str | None) -> None:
+    message = render_message("unavailable", "database unavailable, retry later", request_lang.get())
+    error: dict[str, str] = {"code": "unavailable", "message": message}
+    if request_id:
+        error["request_id"] = request_id
+    body = orjson.dumps({"error": error})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(RETRY_AFTER_S).encode()),
+        # The handler may not have read the whole body: do not reuse the connection.
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
