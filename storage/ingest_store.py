@@ -646,15 +646,29 @@ async def link_cause(
     devices: Sequence[str] | None = None,
 ) -> int:
     """Point the open device offline alarms of a site (or of these devices) opened
-    since `since_ms` at `cause`."""
+    since `since_ms` at `cause`, and cancel their notifications still held
+    (migration 0160): the group's alarm is notified instead."""
     cur = await conn.execute(
         """
-        UPDATE alarms SET detail = detail || jsonb_build_object('cause', %(cause)s::text),
-            updated_at = now()
-        WHERE site_id = %(site)s AND type = 'offline' AND device_id IS NOT NULL
-          AND (%(devices)s::text[] IS NULL OR device_id = ANY(%(devices)s::text[]))
-          AND status <> 'cleared' AND opened_at >= %(since)s
-          AND NOT detail ? 'cause'
+        WITH linked AS (
+            UPDATE alarms SET detail = detail || jsonb_build_object('cause', %(cause)s::text),
+                updated_at = now()
+            WHERE site_id = %(site)s AND type = 'offline' AND device_id IS NOT NULL
+              AND (%(devices)s::text[] IS NULL OR device_id = ANY(%(devices)s::text[]))
+              AND status <> 'cleared' AND opened_at >= %(since)s
+              AND NOT detail ? 'cause'
+            RETURNING id
+        ), unescalated AS (
+            DELETE FROM notify_escalations e USING linked WHERE e.alarm_id = linked.id
+        ), cancelled AS (
+            UPDATE notifications n
+            SET status = 'cancelled', last_error = 'grouped: its site or gateway alarm is sent'
+            FROM linked
+            WHERE n.alarm_id = linked.id AND n.status = 'pending' AND n.attempts = 0
+              AND n.event IN ('opened', 'confirmed')
+              AND (n.lease_until IS NULL OR n.lease_until < clock_timestamp())
+        )
+        SELECT count(*) FROM linked
         """,
         {
             "site": site,
@@ -663,7 +677,8 @@ async def link_cause(
             "devices": None if devices is None else list(devices),
         },
     )
-    return cur.rowcount
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def clear_site_alarm(conn: AsyncConn, *, alarm_id: str, reason: str, at_ms: int) -> bool:

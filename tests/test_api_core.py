@@ -147,9 +147,23 @@ def test_health_says_when_notifications_do_not_leave(api_url: str, db: str, site
             assert body["notifications"]["overdue"] == 1
             assert body["notifications"]["oldest_overdue_s"] >= 299
             assert body["status"] == "degraded"  # a notifier that does not deliver
+            # Being delivered (claimed: its attempt counted, no outcome yet) is
+            # neither overdue nor failing.
+            query(
+                db,
+                "UPDATE notifications SET attempts = 1, lease_until = now() + interval '30 s' "
+                "RETURNING id",
+            )
+            body = health()
+            assert (body["notifications"]["overdue"], body["notifications"]["failing"]) == (0, 0)
+            assert body["status"] == fine_but_for_notifications(body)
             # Tried and failed: its target refuses it (the notifier is working); the
             # transitions queued behind it for that target wait, and are not overdue.
-            query(db, "UPDATE notifications SET attempts = 3 RETURNING id")
+            query(
+                db,
+                "UPDATE notifications SET attempts = 3, lease_until = NULL, last_status = 503, "
+                "last_error = 'HTTP 503' RETURNING id",
+            )
             write_alarms(db, transition(f"{site}-M1", site, action="clear", reason="reset"))
             query(
                 db,

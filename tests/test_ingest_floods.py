@@ -15,6 +15,7 @@ from ingest.registry import Device, Registry
 from ingest.silence import Silence
 from tests.helpers import Publisher, query, register, running_ingest, wait_for
 from tests.test_ingest_alarms import alarms, now_ms
+from tests.test_notify_support import add_rule, add_target
 
 
 def test_a_site_is_silent_when_half_its_devices_stop_within_one_interval() -> None:
@@ -142,6 +143,8 @@ def test_a_silent_site_raises_one_alarm_that_its_device_alarms_point_to(
                 )
             time.sleep(0.3)
 
+    add_target(db, f"{site}-duty", url="http://127.0.0.1:9/duty")
+    add_rule(db, f"{site}-offline", types=["offline"], targets=[f"{site}-duty"], sites=[site])
     with running_ingest(ingest_settings):
         beat = threading.Thread(target=heartbeat, daemon=True)
         beat.start()
@@ -174,6 +177,16 @@ def test_a_silent_site_raises_one_alarm_that_its_device_alarms_point_to(
         )
     site_level = [a for a in alarms(db, site) if a["device_id"] is None]
     assert len(site_level) == 1  # one alarm for the site, never one per tick
+    # Only the site's alarm is notified (no notifier runs: the rows wait); the
+    # devices' own, held for their interval, were cancelled when linked.
+    sent = query(
+        db,
+        "SELECT a.device_id, n.event, n.status FROM notifications n "
+        "JOIN alarms a ON a.id = n.alarm_id WHERE a.site_id = %s AND n.status <> 'cancelled' "
+        "ORDER BY n.seq",
+        (site,),
+    )
+    assert sent == [(None, "confirmed", "pending"), (None, "cleared", "pending")]
 
 
 class GatewayHeartbeat:

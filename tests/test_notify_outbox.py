@@ -188,6 +188,53 @@ def test_one_notification_per_transition_and_grouped_offline_storms(hooks: str, 
     assert offline == [(group,)]
 
 
+
+def test_a_device_offline_notification_is_held_then_dropped_when_grouped_or_back(
+    hooks: str, site: str
+) -> None:
+    """A device's own `offline` is held for one reporting interval (+5 s): a
+    device back within it notifies nothing (not even its `cleared`), and one
+    linked to its site's grouping alarm meanwhile is cancelled; other alarms
+    go at once."""
+    db = hooks
+    add_rule(db, "offline", types=["offline", "fire"], targets=["duty"])
+    devices = [f"{site}-M{i}" for i in range(4)]
+    for d in devices:
+        call_point(db, d, site)  # interval_s: the call point's default, 60 s
+
+    def held_s(alarm: str) -> float:
+        ((s,),) = query(
+            db,
+            "SELECT extract(epoch FROM next_attempt_at - created_at) FROM notifications "
+            "WHERE alarm_id = %s",
+            (alarm,),
+        )
+        return float(s)
+
+    (fire,) = write_alarms(db, transition(devices[0], site))
+    assert held_s(fire) < 1.0
+    (flap,) = write_alarms(db, transition(devices[1], site, type="offline", reason="silent"))
+    assert 64.0 <= held_s(flap) <= 66.0
+    write_alarms(
+        db, transition(devices[1], site, type="offline", action="clear", reason="back_online")
+    )
+    assert [(r["event"], r["status"]) for r in deliveries(db, flap)] == [("confirmed", "cancelled")]
+    (member,) = write_alarms(db, transition(devices[2], site, type="offline", reason="silent"))
+
+    async def group_and_link() -> str:
+        async with await psycopg.AsyncConnection.connect(db) as conn, conn.transaction():
+            group = await ingest_store.open_site_alarm(
+                conn, site=site, reason="site_silent", at_ms=0, detail={"silent": 3, "of": 4}
+            )
+            assert group is not None
+            assert await ingest_store.link_cause(conn, site=site, cause=group, since_ms=0) == 1
+            return group
+
+    group = asyncio.run(group_and_link())
+    assert [r["status"] for r in deliveries(db, member)] == ["cancelled"]
+    assert held_s(group) < 1.0  # the site's alarm is not held
+    assert [r["status"] for r in deliveries(db, fire)] == ["pending"]
+
 def test_escalation_is_scheduled_and_stopped_by_acknowledgement(hooks: str, site: str) -> None:
     db = hooks
     add_rule(

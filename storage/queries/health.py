@@ -69,11 +69,15 @@ async def notifications(conn: Conn, overdue_s: int) -> dict[str, Any]:
     sessions, visible to every role), rules, pending notifications due more
     than `overdue_s` ago that nothing holds back (one queued behind an earlier
     one of its alarm and target waits for it), and pending ones whose delivery
-    failed at least once (a target that refuses or cannot be reached)."""
+    failed at least once (a target that refuses or cannot be reached; not one
+    merely in flight)."""
     cur = await conn.execute(
         """
         WITH pending AS (
-            SELECT n.attempts, n.next_attempt_at,
+            SELECT n.next_attempt_at,
+                   -- An attempt's outcome is recorded only when it did not
+                   -- deliver: one in flight (claimed, attempts counted) has none.
+                   n.last_status IS NOT NULL OR n.last_error IS NOT NULL AS failed,
                    n.attempts = 0 AND n.next_attempt_at < now() - make_interval(secs => %s)
                    AND NOT coalesce(b.status = 'pending', false) AS overdue
             FROM notifications n
@@ -87,7 +91,7 @@ async def notifications(conn: Conn, overdue_s: int) -> dict[str, Any]:
                count(*) FILTER (WHERE overdue) AS overdue,
                extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE overdue))
                    AS oldest_overdue_s,
-               count(*) FILTER (WHERE attempts > 0) AS failing
+               count(*) FILTER (WHERE failed) AS failing
         FROM pending
         """,
         (overdue_s,),
