@@ -151,6 +151,8 @@ class MqttSource:
         self.shard = shard  # carried by every message, so its ack finds this session
         self.generation = 0  # the current connection's number: packet ids are per connection
         self.connected = False
+        self.session_present = False  # the broker still had our session (CONNACK)
+        self.sessions_lost = 0  # reconnections that found no session: what was queued is gone
         self.protocol = paho.MQTTv5
         self._client: _BufferedClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,6 +161,7 @@ class MqttSource:
         self._connack: asyncio.Future[ReasonCode | int] | None = None
         self._suback: asyncio.Future[None] | None = None
         self.subscribed = False
+        self._ever_subscribed = False
         self._lost: asyncio.Event = asyncio.Event()
         self._stopping = False
         # Our own QoS 1 publications awaiting PUBACK, by packet id.
@@ -321,13 +324,26 @@ class MqttSource:
                 raise MqttError(
                     f"subscription to {len(self.subscriptions)} filter(s) not acknowledged"
                 ) from exc
-        self.subscribed = True
+        reconnected = self._ever_subscribed
+        self._ever_subscribed = self.subscribed = True
         log.info(
             "MQTT connected to %s as %r (%s, persistent session)",
             self.endpoint.url(),
             self.client_id,
             "MQTT 5" if self.protocol == paho.MQTTv5 else "MQTT 3.1.1",
         )
+        if reconnected and not self.session_present:
+            # Ours was subscribed before: a broker that no longer has it was
+            # restarted without saving it (Mosquitto: persistence, and
+            # autosave_interval for a kill) or expired it. Messages published
+            # while we were away were dropped: say so, the seq gaps count them.
+            self.sessions_lost += 1
+            log.warning(
+                "MQTT broker %s had lost the session of %r: what was published while it "
+                "was away is gone (broker restarted without its saved sessions?)",
+                self.endpoint.url(),
+                self.client_id,
+            )
 
     def _subscribe(self, client: paho.Client, topics: Sequence[str]) -> None:
         if self.protocol == paho.MQTTv5:
@@ -457,6 +473,7 @@ class MqttSource:
             # shares it: a packet id is only meaningful on its own connection.
             self.generation = next(_GENERATIONS)
             self.connected = True
+            self.session_present = bool(getattr(flags, "session_present", False))
         future = self._connack
         if future is not None and not future.done():
             self._call_in_loop(lambda: None if future.done() else future.set_result(code))

@@ -142,7 +142,9 @@ class Ownership:
 
     @property
     def connected(self) -> bool:
-        return any(s.subscribed for s in self.sources.values())
+        """No session held is away from the broker (a process with one shard's
+        session down misses that shard's devices: /health says so)."""
+        return all(s.subscribed for s in self.sources.values())
 
     def ack(self, burst: Sequence[RawMessage]) -> None:
         if not self.sharded:

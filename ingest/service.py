@@ -124,6 +124,7 @@ class IngestService:
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
         self.intake: list[RawMessage] = []
         self._taken: Sequence[RawMessage] = ()  # out of the intake, not yet being committed
+        self._reported_connected: bool | None = None  # broker state in the last stats row
         self._wake = asyncio.Event()
         self._urgent = False
         self._stopping = asyncio.Event()
@@ -483,7 +484,10 @@ class IngestService:
         if mono >= due.state or stopping:
             due.state = mono + STATE_EVERY_S
             await self._with_database(self.flush_device_state)
-        if mono >= due.stats or stopping:
+        # A broker session lost or back is reported at once (/health), not
+        # at the next regular row.
+        changed = self.ownership.connected != self._reported_connected
+        if mono >= due.stats or stopping or changed:
             due.stats = mono + STATS_EVERY_S
             await self._with_database(self._write_stats)
         if self.sharded and mono >= due.lease and not stopping:
@@ -949,6 +953,7 @@ class IngestService:
 
     async def _write_stats(self) -> None:
         assert self._writer is not None
+        connected = self.ownership.connected
         await write_stats(
             self._writer,
             self.counters,
@@ -957,6 +962,7 @@ class IngestService:
             instance=self.instance,
             sharded=self.sharded,
         )
+        self._reported_connected = connected
 
 
 def _fire_causes(applied: Sequence[store.AppliedAlarm]) -> dict[Building, str]:

@@ -216,6 +216,11 @@ def test_health_stale_ingest_and_lost_broker(api_url: str, db: str) -> None:
         body = anonymous.get("/health").json()
     assert (body["status"], body["ingest"]["state"]) == ("degraded", "ok")
     assert body["broker"]["connected"] is False
+    # One process of two away from the broker: its shards' devices go unheard.
+    _ingest_report(db, age_s=0, connected=True, instance="ingest-2")
+    with client(api_url, token=None) as anonymous:
+        body = anonymous.get("/health").json()
+    assert body["broker"]["connected"] is False
 
 
 # --- auth -------------------------------------------------------------------------

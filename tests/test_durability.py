@@ -338,3 +338,45 @@ def test_embedded_broker_restart_keeps_queued_messages(db: str, tmp_path: Path) 
     finally:
         broker.stop()
     assert stored(db, dev) == (total, total)
+
+
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs the mosquitto binary")
+def test_a_broker_that_lost_ingests_session_is_reported(
+    db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fault check of a sharded deployment: a broker killed without saving
+    (Mosquitto's autosave_interval) came back without ingest's session, so what
+    was published before ingest subscribed again was dropped, and nothing said
+    so. Ingest now warns when a reconnection finds its session gone; a normal
+    restart (sessions saved) does not warn."""
+    site = f"L{uuid.uuid4().hex[:8]}"
+    register(db, [heat(site)])
+    state = writable_broker_dir(tmp_path / "broker")
+    broker = EmbeddedBroker(state, port=free_port())
+    url = broker.start()
+    settings = Settings(
+        mqtt_url=url, database_url=db, mqtt_client_id=f"lost-{site}", ingest_mode="single"
+    )
+
+    def session_lost() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "had lost the session" in r.getMessage()]
+
+    def connections() -> int:
+        return sum("MQTT connected" in r.getMessage() for r in caplog.records)
+
+    caplog.set_level("INFO", logger="ingest.mqtt")
+    try:
+        with running_ingest(settings):
+            wait_for(lambda: connections() == 1, timeout=30)
+            broker.stop()  # a clean stop saves the sessions
+            broker.start()
+            wait_for(lambda: connections() == 2, timeout=40)
+            assert session_lost() == []
+            broker.stop()
+            for saved in state.glob("mosquitto.db*"):
+                saved.unlink()  # as if killed before its first save
+            broker.start()
+            wait_for(lambda: bool(session_lost()), timeout=40)
+            assert f"lost-{site}" in session_lost()[0]
+    finally:
+        broker.stop()

@@ -492,3 +492,24 @@ def test_a_shard_is_not_handed_over_while_a_batch_of_it_waits_to_commit() -> Non
     assert not service.holds_messages_of(4)
     service._taken, service.intake = (), [message]
     assert service.holds_messages_of(3)
+
+
+def test_a_process_is_connected_only_while_every_session_it_holds_is() -> None:
+    """The check of a sharded deployment: a process whose shard sessions were
+    mostly away from the broker still reported itself connected (any one
+    subscribed session was enough), and /health said ok."""
+    from types import SimpleNamespace
+
+    from ingest.ownership import Ownership
+
+    ownership = Ownership(
+        Settings(database_url="postgresql://nobody@127.0.0.1:1/x", mqtt_url="mqtt://127.0.0.1:1"),
+        lambda _m: None,
+        sharded=True,
+    )
+    assert ownership.connected  # holding nothing: nothing to be away from
+    up, down = SimpleNamespace(subscribed=True), SimpleNamespace(subscribed=False)
+    ownership.sources = {1: up, 2: down}  # type: ignore[dict-item]
+    assert not ownership.connected
+    ownership.sources = {1: up, 2: up}  # type: ignore[dict-item]
+    assert ownership.connected

@@ -135,7 +135,7 @@ async def _health(state: AppState) -> Health:
     fresh = [i for i in instances if float(i["age_s"]) <= STALE_AFTER_S]
     ingest_state: Literal["ok", "stale"] = "ok" if fresh else "stale"
     reporting = fresh or [newest]
-    connected = any(i["broker_connected"] for i in reporting)
+    connected = all(i["broker_connected"] for i in reporting)
     lags = [float(i["lag_ms"]) for i in reporting if i["lag_ms"] is not None]
     ok = ingest_state == "ok" and connected and not shards.unowned and not failed_jobs
     ok = ok and not shards.stalled and _delivering(notifications)
