@@ -511,5 +511,5 @@ def test_a_process_is_connected_only_while_every_session_it_holds_is() -> None:
     up, down = SimpleNamespace(subscribed=True), SimpleNamespace(subscribed=False)
     ownership.sources = {1: up, 2: down}  # type: ignore[dict-item]
     assert not ownership.connected
-    ownership.sources = {1: up, 2: up}  # type: ignore[dict-item]
+    ownership.sources = {1: up, 2: up}
     assert ownership.connected

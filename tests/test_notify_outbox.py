@@ -188,7 +188,6 @@ def test_one_notification_per_transition_and_grouped_offline_storms(hooks: str, 
     assert offline == [(group,)]
 
 
-
 def test_a_device_offline_notification_is_held_then_dropped_when_grouped_or_back(
     hooks: str, site: str
 ) -> None:
@@ -234,6 +233,7 @@ def test_a_device_offline_notification_is_held_then_dropped_when_grouped_or_back
     assert [r["status"] for r in deliveries(db, member)] == ["cancelled"]
     assert held_s(group) < 1.0  # the site's alarm is not held
     assert [r["status"] for r in deliveries(db, fire)] == ["pending"]
+
 
 def test_escalation_is_scheduled_and_stopped_by_acknowledgement(hooks: str, site: str) -> None:
     db = hooks
