@@ -102,6 +102,7 @@ class Link:
         self.errors = 0
         self._next_retry = 0.0
         self._backoff = 0.2
+        self._connack_until = 0.0  # a reconnection is waiting for its CONNACK until then
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -114,6 +115,7 @@ class Link:
             return
         self.connected = True
         self._backoff = 0.2
+        self._connack_until = 0.0
         if self.will_topic:
             client.publish(self.will_topic, b"online", qos=1, retain=True)
 
@@ -121,6 +123,7 @@ class Link:
         self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object
     ) -> None:
         self.connected = False
+        self._connack_until = 0.0
         self.pending = 0  # paho re-sends them itself on reconnect
         if self.wanted:
             log.warning("%s: disconnected (%s)", self.client_id, rc)
@@ -150,7 +153,13 @@ class Link:
     def service(self, wait_s: float = 0.0) -> None:
         """Read acks, write queued bytes, keep alive, reconnect when needed."""
         if not self.connected:
-            self._maybe_reconnect()
+            if time.monotonic() < self._connack_until and self.client.socket() is not None:
+                # Reconnected, CONNACK not read yet: reconnecting again now would
+                # drop this connection without a DISCONNECT, and the broker would
+                # publish the device's last will (a false `offline`).
+                self.client.loop(max(wait_s, 0.01))
+            else:
+                self._maybe_reconnect()
             return
         sock = self.client.socket()
         if sock is None:
@@ -168,6 +177,7 @@ class Link:
             return
         try:
             self.client.reconnect()
+            self._connack_until = time.monotonic() + CONNECT_TIMEOUT_S
             self.client.loop(0.05)
         except OSError as exc:
             self.errors += 1
@@ -260,7 +270,8 @@ class Publisher:
                 link.drain()
                 link.close()
             shared.close()
-            counters.errors += sum(link.errors for link in links) + shared.errors + shared.pending
+            # Set, not added: the loop's reports already set the links' errors.
+            counters.errors = sum(link.errors for link in links) + shared.errors + shared.pending
             if self.report:
                 self.report(counters)
         return counters

@@ -20,6 +20,7 @@ class CuttableProxy:
         self._closed = False
         self._flowing = threading.Event()
         self._flowing.set()
+        self.accepted = 0  # connections forwarded upstream so far
         threading.Thread(target=self._accept, daemon=True).start()
 
     def hold(self) -> None:
@@ -69,6 +70,7 @@ class CuttableProxy:
             server.settimeout(None)
             with self._lock:
                 self._conns += [client, server]
+                self.accepted += 1
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 

@@ -195,3 +195,37 @@ def test_two_processes_publish_the_same_traffic(
     sent = Counter((m.topic, m.payload) for m in expected if not m.topic.endswith("/status"))
     seen = Counter((t, p) for t, p, _ in capture.got if not t.endswith("/status"))
     assert seen == sent
+
+
+def test_a_reconnecting_device_waits_for_its_connack(mqtt_url: str) -> None:
+    """The fault check of a sharded deployment saw false last wills after a
+    broker restart: a device link whose CONNACK had not come within 50 ms
+    reconnected again, dropping that connection without a DISCONNECT, and
+    the broker published the device's will. A link now waits for the CONNACK
+    of the connection it opened (here held back by the network for 1.5 s)."""
+    from device_sim.publisher import Link
+    from tests.netproxy import CuttableProxy
+
+    ep = MqttEndpoint.parse(mqtt_url)
+    proxy = CuttableProxy(ep.host, ep.port)
+    try:
+        via = MqttEndpoint.parse(f"mqtt://127.0.0.1:{proxy.port}")
+        link = Link(via, f"test-connack-{secrets.token_hex(4)}")
+        link.connect()
+        assert proxy.accepted == 1
+        proxy.hold()  # the next CONNECT and its CONNACK go nowhere for now
+        proxy.cut()
+        proxy.restore()
+        until = time.monotonic() + 1.5
+        while time.monotonic() < until:
+            link.service(0.01)
+        assert proxy.accepted == 2, proxy.accepted  # one reconnection, still waiting
+        proxy.release()
+        until = time.monotonic() + 10
+        while not link.connected and time.monotonic() < until:
+            link.service(0.01)
+        assert link.connected
+        assert proxy.accepted == 2
+        link.close()
+    finally:
+        proxy.close()
