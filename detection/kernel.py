@@ -79,9 +79,10 @@ class Flag(IntFlag):
     THICK = 1 << 26  # multi: obscuration at the thick level (a longer verification)
     DROP = 1 << 27  # at pre-alarm level or above, falling fast since the previous reading
     WARM = 1 << 28  # multi: the ceiling warming (a slower heat rise than HEAT's)
+    GROWING = 1 << 29  # multi: fast obscuration growth at alarm level, below DENSE too
 
 
-NBITS: Final = 29
+NBITS: Final = 30
 # Rows with any of these are always shown to the state machine (they count
 # samples, refresh zone activity or corroborate); other rows only when their
 # machine-visible bits differ from the device's previous reading.
@@ -341,7 +342,9 @@ def score_fire(
         dense = _ge(comp, p.MULTI_AEROSOL_ONLY_ALARM)
         thick = _ge(comp, p.MULTI_AEROSOL_THICK)
         # On a multi-criteria detector fast growth is the same optical channel:
-        # it corroborates only once the aerosol is dense (see machine: aerosol).
+        # it corroborates only once the aerosol is dense (see machine: aerosol);
+        # under that it only tells a growing aerosol (a longer verification).
+        f |= _bit(fast, Flag.GROWING)
         fast = fast & dense
         co_ev = _ge(co, thr["co_ppm"]) | _ge(rate[:, R_CO], thr["co_rise_ppm_per_min"])
         # CO corroborates on two consecutive readings (a one-sample jump of

@@ -27,14 +27,16 @@ Alarm types and their lifecycle (contract section 6):
   or still at it but falling fast on two consecutive readings: cooking,
   sprays), `aerosol_signature` (multi: no independent
   evidence, unless the ceiling still warms at MULTI_WARM_C_PER_MIN at the
-  window's end: `combined`; an aerosol that reached the thick level first gets one more
-  window, in all never past VERIFICATION_MAX_S, to bring heat or CO); else
+  window's end: `combined`; an aerosol that reached the thick level, or still
+  grows fast at the window's end, first gets one more window, in all never
+  past VERIFICATION_MAX_S, to bring heat or CO); else
   `confirmed` by persistence (the latest reading still at
   alarm level, or no reading at all: a silent detector) with the trigger's
   reason (`obscuration`, or `fast_growth` when the optical signal grew fast;
   `static_heat`, `rate_of_rise`, `combined`, `device_alarm`). A detector's
   own `fire_alarm` event opens a window and is zone activity, never a sample.
-  A neighbour's activity counts for `coincidence` once it lasted two readings.
+  A neighbour's activity counts for `coincidence` at the alarm level (not
+  pre-alarm), once it lasted two readings.
   A coincidence confirms every device that took part: a pending partner with
   it, and a partner whose own window suppressed it within COINCIDENCE_MS
   opens again, `confirmed`. A confirmed fire latches until `clear()`. After a
@@ -143,6 +145,7 @@ class _Window:
     fast: bool = False  # fast obscuration growth seen (judged at the window's end)
     falling: bool = False  # the latest reading was at alarm level and falling fast
     thick: bool = False  # multi: the aerosol reached the thick level
+    growing: bool = False  # multi: the latest reading grew fast (Flag.GROWING)
     extended: bool = False  # the window got its second part (thick aerosol, hovering)
     hover: bool = False  # ... because the signal hovered, or dipped once, at its end
 
@@ -158,6 +161,14 @@ class _Window:
         window, named `fast_growth` when the optical signal grew fast."""
         fast = self.fast and self.reason in ("obscuration", "device_alarm")
         return "fast_growth" if fast else self.reason
+
+    @property
+    def smouldering(self) -> bool:
+        """Back under the alarm level but not under pre-alarm after a window
+        with independent evidence (on a multi-criteria detector: CO above
+        clean air): falling fast or not, a fire's turbulence rather than a
+        spent aerosol (cooking fumes and sprays bring no CO)."""
+        return self.rows > 0 and self.evidence and not (self.last_alarm or self.below)
 
     @property
     def dipping(self) -> bool:
@@ -327,7 +338,9 @@ class Machine:
         }
         if d.last_steam >= w.opened - p.STEAM_MEMORY_MS:
             verdict, reason = "suppressed", "steam_signature"
-        elif (w.hovering or w.dipping) and self._extend(slot, w, hover=True):
+        elif (
+            w.hovering or w.dipping or (self.cfg.kind(slot) == KIND_MULTI and w.smouldering)
+        ) and self._extend(slot, w, hover=True):
             # Under the alarm level but still at pre-alarm level: not back to
             # clean air as a spike or a spent aerosol would be, but hovering
             # around the level as a turbulent smouldering fire does; or at the
@@ -358,9 +371,11 @@ class Machine:
         elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence and w.warm:
             verdict, reason = "confirmed", "combined"
         elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence:
-            # A thick aerosol with nothing else yet: one more window for the
+            # A thick aerosol with nothing else yet, or one still growing fast
+            # at the window's end (a flaming fire's smoke, before its heat
+            # reaches the ceiling; fumes stop growing): one more window for the
             # heat or CO a fire behind it brings (params: MULTI_AEROSOL_THICK).
-            if w.thick and self._extend(slot, w, hover=False):
+            if (w.thick or w.growing) and self._extend(slot, w, hover=False):
                 return
             verdict, reason = "suppressed", "aerosol_signature"
         else:
@@ -399,30 +414,26 @@ class Machine:
         return True
 
     def _zone_corroboration(self, slot: int, ts: int) -> tuple[str, tuple[int, ...]]:
-        """Corroboration from the zone: a call point, or a second detector in
-        alarm/pre-alarm within COINCIDENCE_MS whose own signal is not a nuisance
-        signature. Two multi-criteria detectors that both see an aerosol with no
-        independent evidence (steam: humidity without heat or CO; cooking fumes
-        or dust: obscuration without CO or heat) are one nuisance seen twice,
-        not corroboration of each other. A smoke-only or heat detector shows no
-        signature a reading can prove, so it always counts (recall first), with
-        one exception: a multi-criteria detector that so far sees only an
-        aerosol is not corroborated by a neighbour at pre-alarm level, which
-        sees the same aerosol, diluted; a neighbour at the alarm level is."""
+        """Corroboration from the zone: a call point, or a second detector at
+        the alarm level within COINCIDENCE_MS whose own signal is not a nuisance
+        signature (two-detector dependency, EN 54-2 7.12: a second alarm, not a
+        pre-alarm; a neighbour at pre-alarm level sees the same spray or
+        cooking fumes diluted, or sits there with a dusty chamber). Two
+        multi-criteria detectors that both see an aerosol with no independent
+        evidence (steam: humidity without heat or CO; cooking fumes or dust:
+        obscuration without CO or heat) are one nuisance seen twice, not
+        corroboration of each other. A smoke-only or heat detector shows no
+        signature a reading can prove, so its alarm always counts (recall
+        first)."""
         z = self.cfg.zone(slot)
         cps = self.callpoints.get(z)
         if cps:
             return "call_point", tuple(sorted(cps))
-        w = self._d(slot).win
-        aerosol_only = self.cfg.kind(slot) == KIND_MULTI and w is not None and not w.evidence
         partners = tuple(
             sorted(
                 y
                 for y, (t, signed, weak) in self.act.get(z, {}).items()
-                if y != slot
-                and abs(ts - t) <= p.COINCIDENCE_MS
-                and not signed
-                and not (weak and aerosol_only)
+                if y != slot and abs(ts - t) <= p.COINCIDENCE_MS and not signed and not weak
             )
         )
         if partners:
@@ -592,6 +603,7 @@ class Machine:
         w.fast |= bool(flags & Flag.FAST)
         w.falling = bool(flags & Flag.FALL)
         w.thick |= bool(flags & Flag.THICK)
+        w.growing = bool(flags & Flag.GROWING)
 
     def _elec_confirm(self, slot: int, at: int, detail: Mapping[str, float | str]) -> None:
         d = self._d(slot)

@@ -32,6 +32,7 @@ RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW
 )
 COX, DENSE, BATT_DEPL, BATT_CHARGED, CO_RAW = 1 << 19, 1 << 20, 1 << 21, 1 << 22, 1 << 23
 FALL_RAW, FALL, THICK, DROP, WARM = 1 << 24, 1 << 25, 1 << 26, 1 << 27, 1 << 28
+GROWING = 1 << 29
 
 # --- The written rules, as literal numbers -----------------------------------
 # README "Detection", table "Rules per kind" (defaults; registry overrides,
@@ -248,6 +249,7 @@ class FireWindow:
     grew_fast: bool = False  # a reading in it showed fast growth
     falling: bool = False  # the latest reading was falling fast (two running)
     thick: bool = False  # multi: a reading in it was at the thick aerosol level
+    growing: bool = False  # multi: the latest reading showed fast growth
     longer: bool = False  # it got its second part already (thick aerosol or hovering)
     latest_below: bool = False  # the latest reading was back under the pre-alarm level
     before_below: bool = False  # the reading before the latest was
@@ -336,21 +338,16 @@ class RuleBook:
 
     def _corroboration(self, slot: int, ts: int) -> tuple[str, tuple[int, ...]]:
         """README "Verdicts": a call point of the zone, or a second detector of
-        the zone active within 60 s whose own signal is not a nuisance signature;
-        a multi-criteria detector with an aerosol alone so far needs the
-        neighbour at the alarm level, not at pre-alarm."""
+        the zone at the alarm level (not pre-alarm) within 60 s whose own signal
+        is not a nuisance signature."""
         zone = self._zone(slot)
         cps = tuple(x for x in zone if self.st[x].call_point)
         if cps:
             return "call_point", cps
-        w = self.st[slot].window
-        aerosol_only = self.cfg.kind(slot) == MULTI and w is not None and not w.independent
         partners = []
         for x in zone:
             o = self.st[x]
-            if x == slot or o.active_at is None or o.active_signed:
-                continue
-            if aerosol_only and o.active_weak:
+            if x == slot or o.active_at is None or o.active_signed or o.active_weak:
                 continue
             if abs(ts - o.active_at) <= COINCIDENCE_MS:
                 partners.append(x)
@@ -423,6 +420,13 @@ class RuleBook:
             and (
                 not (w.latest_at_level or w.latest_below or w.latest_dropping)
                 or (w.latest_at_level and w.latest_dropping and not w.falling)
+                # under the level at pre-alarm with independent evidence in the
+                # window (CO above clean air): a smouldering fire's turbulence
+                or (
+                    self.cfg.kind(slot) == MULTI
+                    and w.independent
+                    and not (w.latest_at_level or w.latest_below)
+                )
             )
             and not w.longer
             and more > 0
@@ -441,7 +445,7 @@ class RuleBook:
             self._confirm(slot, w.ends, "combined", detail)  # persisted, and the ceiling warms
             return
         elif self.cfg.kind(slot) == MULTI and w.readings > 0 and not w.independent:
-            if w.thick and not w.longer and more > 0:
+            if (w.thick or w.growing) and not w.longer and more > 0:
                 w.ends, w.longer = w.ends + more, True  # waits for heat or CO
                 return
             why = "aerosol_signature"
@@ -488,6 +492,7 @@ class RuleBook:
         w.grew_fast = w.grew_fast or bool(flags & FAST)
         w.falling = bool(flags & FALL)
         w.thick = w.thick or bool(flags & THICK)
+        w.growing = bool(flags & GROWING)
         w.before_below = w.latest_below
         w.latest_below = bool(flags & BELOW)
         w.latest_dropping = bool(flags & DROP)
@@ -879,6 +884,9 @@ class NaiveEngine:
         dense = k == MULTI and ge(comp, AEROSOL_ONLY)
         thick = k == MULTI and ge(comp, AEROSOL_THICK)
         if k == MULTI:
+            # README "Verdicts": on a multi, fast growth under the dense level
+            # only earns an aerosol its second window
+            f |= GROWING if fast else 0
             fast = fast and dense  # multi: fast growth counts only for dense aerosol
         co = k == MULTI and (
             ge(v[RI["co"]], t("co_ppm", nan)) or ge(rate[2], t("co_rise_ppm_per_min", nan))

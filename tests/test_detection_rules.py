@@ -395,6 +395,109 @@ def test_an_aerosol_on_a_multi_needs_its_neighbour_at_the_alarm_level(
         assert kitchen[0] == "confirmed:coincidence"
 
 
+def steady_smoke_growth(start: float, per_s: float, heat_from: float | None = None) -> Profile:
+    """A flaming fire's smoke on a multi-criteria detector: obscuration growing
+    steadily by `per_s` %/m a second from `start`, CO at clean air, the ceiling
+    warming by 6 °C a minute from `heat_from` (its heat comes after its smoke)."""
+
+    def f(t: float) -> dict[str, float]:
+        warm = 0.0 if heat_from is None else max(0.0, t - heat_from) * 0.1
+        return {
+            "obscuration": 0.1 + max(0.0, t - start) * per_s,
+            "temperature": 21.0 + warm,
+            "co": 1.0,
+            "humidity": 45.0,
+        }
+
+    return f
+
+
+def test_smoke_still_growing_fast_on_a_multi_waits_for_its_heat_instead_of_suppression() -> None:
+    """The fifth outside check's flaming fire on a multi-criteria detector:
+    smoke growing about 12 %/m a minute, under the thick level (10 %/m) at the
+    window's end, its heat 35 s behind. It was suppressed as
+    `aerosol_signature` and confirmed only after opening again; still growing
+    fast at the window's end, it now gets the second window and is confirmed
+    in it (the ceiling warming at its end), never suppressed first."""
+    fire = steady_smoke_growth(100.0, 0.2, heat_from=150.0)
+    ch = Site([("multi", 1, {})]).run({0: fire}, 400, interval=5.0)
+    assert verdicts(ch)[0].startswith("confirmed:"), verdicts(ch)
+    opened, confirmed = (c.at_ms for c in of(ch, "fire")[:2])
+    assert confirmed - opened <= p.VERIFICATION_MAX_S * S
+    # Fumes that stopped growing before the window's end get no second window.
+
+    def fumes(t: float) -> dict[str, float]:
+        return {**fire(t), "obscuration": min(fire(t)["obscuration"], 7.0), "temperature": 21.0}
+
+    ch = Site([("multi", 1, {})]).run({0: fumes}, 400, interval=5.0)
+    assert [(c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")] == [
+        ("obscuration", 115.0),
+        ("aerosol_signature", 145.0),
+    ]
+    # Still growing at the window's end, then holding at 15 %/m without heat
+    # or CO: the same verdict, after the second window.
+
+    def thick_fumes_growing(t: float) -> dict[str, float]:
+        return {**fumes(t), "obscuration": min(fire(t)["obscuration"], 15.0)}
+
+    ch = Site([("multi", 1, {})]).run({0: thick_fumes_growing}, 400, interval=5.0)
+    assert verdicts(ch) == ["suppressed:aerosol_signature"]
+    assert of(ch, "fire")[-1].detail["window_s"] == p.VERIFICATION_MAX_S
+
+
+def test_a_smouldering_fire_with_co_that_dips_under_the_level_is_no_spent_aerosol() -> None:
+    """The fifth outside check's smouldering fire on a multi-criteria detector
+    (its readings every 5 s, from 100 s): CO 19-27 ppm and climbing about
+    6 ppm a minute (above clean air, under the CO alarm and its rise), smoke
+    crossing 3 %/m, then at 2.3-2.8 %/m when the window ends (falling fast).
+    It was suppressed as `aerosol_decay` and confirmed by CO 80 s after it
+    opened; with CO above clean air it is turbulence, not a spent aerosol:
+    its window gets the second part, whose first reading with that evidence
+    confirms (as for a signal that hovers there)."""
+    obs = [1.34, 1.22, 1.52, 1.78, 2.10, 2.32, 1.94, 3.77, 4.85, 4.37, 3.40, 4.68, 3.62]
+    obs += [2.77, 2.30, 2.60, 2.54, 3.63, 2.73, 2.83, 2.61, 2.89, 2.39, 1.94, 1.97, 2.29]
+    co = [19.9, 20.0, 20.7, 21.0, 22.1, 21.8, 22.6, 22.6, 24.7, 23.0, 25.0, 24.8, 25.6]
+    co += [26.1, 26.8, 27.1, 27.2, 27.3, 29.1, 28.0, 29.2, 28.7, 30.0, 30.5, 29.9, 31.0]
+
+    def fire(t: float) -> dict[str, float]:
+        i = int((t - 100) // 5)
+        if i < 0:
+            return {"obscuration": 0.8, "temperature": 21.0, "co": 19.0, "humidity": 42.0}
+        i = min(i, len(obs) - 1)
+        return {"obscuration": obs[i], "temperature": 21.0, "co": co[i], "humidity": 42.0}
+
+    ch = Site([("multi", 1, {})]).run({0: fire}, 230, interval=5.0)
+    assert [(c.verdict, c.reason, (c.at_ms - T0) / S) for c in of(ch, "fire")] == [
+        ("pending", "obscuration", 135.0),
+        ("confirmed", "obscuration", 170.0),
+    ]
+
+
+@pytest.mark.parametrize(("neighbour", "verdict"), [(2.0, "suppressed"), (3.5, "confirmed")])
+def test_a_neighbour_at_pre_alarm_level_confirms_nothing(neighbour: float, verdict: str) -> None:
+    """The fifth outside check: an insect (two samples at 9 %/m) on one smoke
+    detector while the other of its zone sits at 2 %/m (pre-alarm: a dusty
+    chamber, a spray's diluted edge) was confirmed by `coincidence`. Two-detector
+    dependency wants a second alarm: at pre-alarm level the neighbour adds
+    nothing and the insect is a transient; a neighbour at the alarm level
+    still corroborates."""
+
+    def insect(t: float) -> dict[str, float]:
+        return {"obscuration": 9.0 if t in (200, 210) else 0.1, "temperature": 21.0}
+
+    def dusty(t: float) -> dict[str, float]:
+        return {"obscuration": 0.1 if t < 100 else neighbour, "temperature": 21.0}
+
+    ch = Site([("smoke", 1, {}), ("smoke", 1, {})]).run({0: insect, 1: dusty}, 400)
+    first = verdicts(ch, slot=0)[0]
+    if verdict == "suppressed":
+        assert first == "suppressed:transient"
+        assert verdicts(ch, slot=1) == []
+    else:  # the neighbour's own alarm was confirmed on its own before
+        assert verdicts(ch, slot=1) == ["confirmed:obscuration"]
+        assert first == "confirmed:coincidence"
+
+
 def test_evidence_in_the_second_window_confirms_at_once() -> None:
     """CO steps to 14 ppm at t=145 s: above clean air (10 ppm), under the CO alarm
     (30 ppm) and rising too little over the look-back for `co_rise`: evidence,

@@ -273,12 +273,12 @@ def test_activity_at_the_last_ms_of_a_window_does_not_corroborate_it() -> None:
     assert summary(ch, "fire", 1) == []
 
 
-def test_coincidence_does_not_revive_a_transient_over_60_s_old() -> None:
+def test_a_lingering_pre_alarm_corroborates_nothing_and_is_not_revived() -> None:
     """A: a transient at 100-110 s and a pre-alarm that lingers at 2 %/m from
-    120 s (zone activity, no new alarm): hovering under the level, its window
-    gets its second part and is suppressed at 160 s. B alarms at 240 s and is
-    confirmed by A's lingering activity; A's transient ended 80 s before: it
-    is not confirmed again."""
+    120 s (no new alarm): hovering under the level, its window gets its second
+    part and is suppressed at 160 s. B spikes at 240 s: a neighbour at
+    pre-alarm level is no second alarm (two-detector dependency), so B is a
+    transient of its own and A's transient, 80 s old, stays as it was."""
     rig = Rig([("smoke", 7), ("smoke", 7)])
     a = series([(0, 100, 0.1), (100, 120, 5.0), (120, 300, 2.0)], "obscuration", temperature=21.0)
     b = series([(0, 240, 0.1), (240, 250, 5.0), (250, 300, 0.1)], "obscuration", temperature=21.0)
@@ -287,7 +287,7 @@ def test_coincidence_does_not_revive_a_transient_over_60_s_old() -> None:
         ("open", "pending", "obscuration", 100.0),
         ("verdict", "suppressed", "transient", 160.0),
     ]
-    assert summary(ch, "fire", 1)[-1] == ("verdict", "confirmed", "coincidence", 240.0)
+    assert summary(ch, "fire", 1)[-1] == ("verdict", "suppressed", "transient", 270.0)
 
 
 def test_coincidence_needs_the_same_zone() -> None:
