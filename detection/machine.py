@@ -196,6 +196,9 @@ class _Device:
     rearm_at: int = NEVER  # a signal judged decaying but still at alarm level re-arms then
     sup_at: int | None = None  # when its window suppressed the latest fire (coincidence)
     replayed: _Window | None = None  # a pending window history rebuilt (see `settle_replay`)
+    # Its latest reading at pre-alarm or alarm level: what a coincidence it takes
+    # part in shows as its own evidence (not the other detector's reading).
+    active_detail: Mapping[str, float | str] | None = None
 
 
 class Machine:
@@ -448,7 +451,9 @@ class Machine:
                 continue  # its window is over (its own reading at the last ms may
                 # already have resolved it); it resolves on its own
             reason, related = self._zone_corroboration(x, ts)
-            if reason:
+            if reason == "coincidence":  # its own reading; a call point's press is the why
+                self._confirm_fire(x, ts, reason, self._d(x).active_detail or detail, related)
+            elif reason:
                 self._confirm_fire(x, ts, reason, detail, related)
             if reason == "coincidence":
                 self._confirm_partners(x, ts, related, detail)
@@ -468,13 +473,14 @@ class Machine:
         for y in partners:
             d = self._d(y)
             related = tuple(sorted(group - {y}))
+            own = d.active_detail or detail
             if d.fire == "pending" and d.win is not None and d.win.deadline <= ts:
                 self._resolve_fire(y)
             if d.fire == "pending":
-                self._confirm_fire(y, ts, "coincidence", detail, related)
+                self._confirm_fire(y, ts, "coincidence", own, related)
             elif d.fire == "" and d.sup_at is not None and abs(ts - d.sup_at) <= p.COINCIDENCE_MS:
                 d.fire, d.sup_at = "confirmed", None
-                self._emit(y, "fire", "open", "confirmed", "coincidence", ts, detail, related)
+                self._emit(y, "fire", "open", "confirmed", "coincidence", ts, own, related)
 
     # --- entry points --------------------------------------------------------
     def due(self, slot: int, now: int) -> None:
@@ -534,6 +540,8 @@ class Machine:
         active = bool(flags & (_PRE | _ALARM))
         multi = kind == KIND_MULTI
         d.run = d.run + 1 if active else 0
+        if active:
+            d.active_detail = detail
         if active and d.run >= _PARTNER_RUN:
             # Zone activity (a neighbour's corroboration) only once it lasted
             # two readings: a one-sample spike (EMI hitting several detectors,

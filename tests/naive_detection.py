@@ -271,6 +271,7 @@ class DevState:
     active_at: int | None = None  # zone activity: latest time
     active_signed: bool = False  # ... and whether it was a nuisance signature
     active_weak: bool = False  # ... or only at pre-alarm level
+    active_detail: dict[str, float | str] | None = None  # its latest active reading
     steam_at: int | None = None
     pre: bool = False
     call_point: bool = False  # a confirmed call point: corroborates its zone
@@ -373,7 +374,10 @@ class RuleBook:
             if self.st[x].fire != "pending" or w is None or ts >= w.ends:
                 continue
             reason, related = self._corroboration(x, ts)
-            if reason:
+            if reason == "coincidence":
+                # each device's alarm shows its own latest active reading
+                self._confirm(x, ts, reason, self.st[x].active_detail or detail, related)
+            elif reason:
                 self._confirm(x, ts, reason, detail, related)
             if reason != "coincidence":
                 continue
@@ -386,15 +390,16 @@ class RuleBook:
                 others = tuple(sorted(took_part - {y}))
                 if o.fire == "pending" and o.window is not None and o.window.ends <= ts:
                     self._end_of_window(y)  # its own verdict first: its window is over
+                own = o.active_detail or detail
                 if o.fire == "pending":
-                    self._confirm(y, ts, "coincidence", detail, others)
+                    self._confirm(y, ts, "coincidence", own, others)
                 elif (
                     o.fire == ""
                     and o.suppressed_at is not None
                     and abs(ts - o.suppressed_at) <= COINCIDENCE_MS
                 ):
                     o.fire, o.window, o.suppressed_at = "confirmed", None, None
-                    self._say(y, "fire", "open", "confirmed", "coincidence", ts, detail, others)
+                    self._say(y, "fire", "open", "confirmed", "coincidence", ts, own, others)
 
     def _open(self, slot: int, ts: int, why: str, detail: Mapping[str, float | str]) -> None:
         s = self._s(slot)
@@ -513,6 +518,8 @@ class RuleBook:
         kind = self.cfg.kind(slot)
         active = bool(flags & (PRE | ALARM))
         s.streak = s.streak + 1 if active else 0
+        if active:
+            s.active_detail = dict(detail)
         if active and s.streak >= PARTNER_READINGS:
             s.active_at = ts
             s.active_signed = kind == MULTI and not flags & INDEPENDENT

@@ -203,6 +203,20 @@ def test_coincidence_30_s_apart_confirms_both() -> None:
     }
 
 
+def test_each_detector_of_a_coincidence_shows_its_own_reading() -> None:
+    """The fifth outside check's re-check: the partner a coincidence confirmed
+    carried the other detector's reading in its alarm's detail. A at 5 %/m
+    from 100 s, B at 7 %/m from 110 s: each alarm shows its own obscuration."""
+    rig = Rig([("smoke", 7), ("smoke", 7)])
+    a = series([(0, 100, 0.1), (100, 300, 5.0)], "obscuration", temperature=21.0)
+    b = series([(0, 110, 0.1), (110, 300, 7.0)], "obscuration", temperature=21.0)
+    ch = rig.feed({0: a, 1: b})
+    confirmed = {c.slot: c for c in ch if c.alarm_type == "fire" and c.verdict == "confirmed"}
+    assert {s: c.reason for s, c in confirmed.items()} == {0: "coincidence", 1: "coincidence"}
+    assert confirmed[0].detail["obscuration"] == 5.0
+    assert confirmed[1].detail["obscuration"] == 7.0
+
+
 def test_coincidence_confirms_a_partner_whose_window_is_not_resolved_yet() -> None:
     """A at 5 %/m at 100 and 110 s, clean at 120 s, then nothing until 200 s
     (its window ended at 130 s in event time, but its own clock is not there
