@@ -251,12 +251,16 @@ def run_api_workers(settings: Settings, workers: int) -> int:
     return 0
 
 
-async def _wait_api(proc: subprocess.Popen[bytes], port: int) -> None:
+class ExitedDuringStartup(EmbeddedServiceError):
+    """A child process ended before it listened on its port."""
+
+
+async def _wait_listening(proc: subprocess.Popen[bytes], port: int, name: str) -> None:
     deadline = asyncio.get_running_loop().time() + API_START_TIMEOUT_S
     while True:
         if proc.poll() is not None:
-            raise EmbeddedServiceError(
-                f"the API exited during start-up with code {proc.returncode}"
+            raise ExitedDuringStartup(
+                f"the {name} exited during start-up with code {proc.returncode}"
             )
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -264,7 +268,7 @@ async def _wait_api(proc: subprocess.Popen[bytes], port: int) -> None:
             return
         except OSError:
             if asyncio.get_running_loop().time() > deadline:
-                raise EmbeddedServiceError(f"the API did not listen on port {port}") from None
+                raise EmbeddedServiceError(f"the {name} did not listen on port {port}") from None
             await asyncio.sleep(0.1)
 
 
@@ -415,7 +419,7 @@ async def run_up(
             children.append(api_child)
             api = api_child.proc
             assert api is not None
-            await _wait_api(api, settings.api_port)
+            await _wait_listening(api, settings.api_port, "API")
             await _wait_subscribed(ingest)
             shown = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
             api_url = f"http://{shown}:{settings.api_port}"
@@ -433,7 +437,12 @@ async def run_up(
             children.append(gateway)
             # It prints `firesafe: gb26875=tcp://HOST:PORT` itself once it listens.
             assert gateway.proc is not None
-            await _wait_api(gateway.proc, parse_listen(listen)[1])
+            try:
+                await _wait_listening(gateway.proc, parse_listen(listen)[1], gateway.name)
+            except ExitedDuringStartup as exc:
+                # Its supervisor (below) says so and starts it again, as after
+                # any exit: five within a minute stop `up`.
+                log.warning("%s", exc)
             api_died = asyncio.Event()
             watcher = tasks.create_task(_watch_child(api, api_died, stop), name="api-watch")
             notifier = Child("notifier", lambda: _start_child(settings, "notify", []))
