@@ -152,7 +152,6 @@ class MqttSource:
         self.generation = 0  # the current connection's number: packet ids are per connection
         self.connected = False
         self.session_present = False  # the broker still had our session (CONNACK)
-        self.sessions_lost = 0  # reconnections that found no session: what was queued is gone
         self.protocol = paho.MQTTv5
         self._client: _BufferedClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -337,7 +336,6 @@ class MqttSource:
             # restarted without saving it (Mosquitto: persistence, and
             # autosave_interval for a kill) or expired it. Messages published
             # while we were away were dropped: say so, the seq gaps count them.
-            self.sessions_lost += 1
             log.warning(
                 "MQTT broker %s had lost the session of %r: what was published while it "
                 "was away is gone (broker restarted without its saved sessions?)",

@@ -196,8 +196,25 @@ def test_a_device_offline_notification_is_held_then_dropped_when_grouped_or_back
     linked to its site's grouping alarm meanwhile is cancelled; other alarms
     go at once."""
     db = hooks
-    add_rule(db, "offline", types=["offline", "fire"], targets=["duty"])
+    add_rule(
+        db,
+        "offline",
+        types=["offline", "fire"],
+        targets=["duty"],
+        escalate_after_s=60,
+        escalate_to=["chief"],
+    )
     devices = [f"{site}-M{i}" for i in range(4)]
+
+    def escalates_in_s(alarm: str) -> float:
+        ((s,),) = query(
+            db,
+            "SELECT extract(epoch FROM next_at - now()) FROM notify_escalations "
+            "WHERE alarm_id = %s",
+            (alarm,),
+        )
+        return float(s)
+
     for d in devices:
         call_point(db, d, site)  # interval_s: the call point's default, 60 s
 
@@ -212,8 +229,10 @@ def test_a_device_offline_notification_is_held_then_dropped_when_grouped_or_back
 
     (fire,) = write_alarms(db, transition(devices[0], site))
     assert held_s(fire) < 1.0
+    assert 55.0 <= escalates_in_s(fire) <= 61.0
     (flap,) = write_alarms(db, transition(devices[1], site, type="offline", reason="silent"))
     assert 64.0 <= held_s(flap) <= 66.0
+    assert 120.0 <= escalates_in_s(flap) <= 126.0  # escalation counts from the hold's end
     write_alarms(
         db, transition(devices[1], site, type="offline", action="clear", reason="back_online")
     )

@@ -65,7 +65,7 @@ BEGIN
         IF ev = 'confirmed' AND a.status = 'active' THEN
             INSERT INTO notify_escalations (alarm_id, rule_id, every_s, next_at)
             SELECT a.id, r.id, r.escalate_after_s,
-                   clock_timestamp() + make_interval(secs => r.escalate_after_s)
+                   due + make_interval(secs => r.escalate_after_s)  -- after the hold
             FROM notify_rules r
             WHERE r.escalate_after_s IS NOT NULL
               AND (r.sites IS NULL OR a.site_id = ANY (r.sites))
