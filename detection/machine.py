@@ -146,6 +146,7 @@ class _Window:
     falling: bool = False  # the latest reading was at alarm level and falling fast
     thick: bool = False  # multi: the aerosol reached the thick level
     growing: bool = False  # multi: the latest reading grew fast (Flag.GROWING)
+    co_seen: bool = False  # multi: CO above clean air in it (Flag.COX)
     extended: bool = False  # the window got its second part (thick aerosol, hovering)
     hover: bool = False  # ... because the signal hovered, or dipped once, at its end
 
@@ -165,10 +166,10 @@ class _Window:
     @property
     def smouldering(self) -> bool:
         """Back under the alarm level but not under pre-alarm after a window
-        with independent evidence (on a multi-criteria detector: CO above
-        clean air): falling fast or not, a fire's turbulence rather than a
-        spent aerosol (cooking fumes and sprays bring no CO)."""
-        return self.rows > 0 and self.evidence and not (self.last_alarm or self.below)
+        that saw CO above clean air (a multi-criteria detector): falling fast
+        or not, a fire's turbulence rather than a spent aerosol (cooking fumes
+        and sprays bring no CO)."""
+        return self.rows > 0 and self.co_seen and not (self.last_alarm or self.below)
 
     @property
     def dipping(self) -> bool:
@@ -612,6 +613,7 @@ class Machine:
         w.falling = bool(flags & Flag.FALL)
         w.thick |= bool(flags & Flag.THICK)
         w.growing = bool(flags & Flag.GROWING)
+        w.co_seen |= bool(flags & Flag.COX)
 
     def _elec_confirm(self, slot: int, at: int, detail: Mapping[str, float | str]) -> None:
         d = self._d(slot)

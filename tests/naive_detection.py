@@ -250,6 +250,7 @@ class FireWindow:
     falling: bool = False  # the latest reading was falling fast (two running)
     thick: bool = False  # multi: a reading in it was at the thick aerosol level
     growing: bool = False  # multi: the latest reading showed fast growth
+    co_seen: bool = False  # multi: a reading in it had CO above clean air
     longer: bool = False  # it got its second part already (thick aerosol or hovering)
     latest_below: bool = False  # the latest reading was back under the pre-alarm level
     before_below: bool = False  # the reading before the latest was
@@ -425,11 +426,11 @@ class RuleBook:
             and (
                 not (w.latest_at_level or w.latest_below or w.latest_dropping)
                 or (w.latest_at_level and w.latest_dropping and not w.falling)
-                # under the level at pre-alarm with independent evidence in the
-                # window (CO above clean air): a smouldering fire's turbulence
+                # under the level at pre-alarm after CO above clean air in the
+                # window: a smouldering fire's turbulence
                 or (
                     self.cfg.kind(slot) == MULTI
-                    and w.independent
+                    and w.co_seen
                     and not (w.latest_at_level or w.latest_below)
                 )
             )
@@ -498,6 +499,7 @@ class RuleBook:
         w.falling = bool(flags & FALL)
         w.thick = w.thick or bool(flags & THICK)
         w.growing = bool(flags & GROWING)
+        w.co_seen = w.co_seen or bool(flags & COX)
         w.before_below = w.latest_below
         w.latest_below = bool(flags & BELOW)
         w.latest_dropping = bool(flags & DROP)
