@@ -16,9 +16,9 @@ import logging
 from collections.abc import Awaitable, Mapping, MutableMapping
 from typing import Any, TypeVar
 
-import orjson
+from starlette.requests import Request
 
-from api.errors import RETRY_AFTER_S, Asgi, Receive, Scope, Send, render_message, request_lang
+from api.errors import Asgi, Receive, Scope, Send, request_id, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -110,29 +110,13 @@ class DeadlineMiddleware:
             raise
         answered = True
         _abandon(task)
-        request_id = scope.get("state", {}).get("request_id")
+        request = Request(scope)
         log.warning(
             "request %s: %s %s had no response within %g s (database not answering?)",
-            request_id,
+            request_id(request),
             scope["method"],
             scope["path"],
             seconds,
         )
-        await _unavailable(send, request_id)
-
-
-async def _unavailable(send: Send, request_id: str | None) -> None:
-    message = render_message("unavailable", "database unavailable, retry later", request_lang.get())
-    error: dict[str, str] = {"code": "unavailable", "message": message}
-    if request_id:
-        error["request_id"] = request_id
-    body = orjson.dumps({"error": error})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(RETRY_AFTER_S).encode()),
-        # The handler may not have read the whole body: do not reuse the connection.
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        # The handler may not have read the whole body: the connection closes.
+        await unavailable(request, close=True)(scope, receive, send)

@@ -129,6 +129,17 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 RETRY_AFTER_S = 5
 
 
+def unavailable(request: Request, *, close: bool = False) -> JSONResponse:
+    """The 503 of a database that is down or does not answer; `close` when the
+    request's body may be left unread on the connection."""
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    if close:
+        headers["Connection"] = "close"
+    return error_json(
+        503, "unavailable", "database unavailable, retry later", headers, request=request
+    )
+
+
 def request_id(request: Request) -> str | None:
     rid: str | None = getattr(request.state, "request_id", None)
     return rid
@@ -524,13 +535,7 @@ async def _database(request: Request, exc: Exception) -> JSONResponse:
         )
     if isinstance(exc, psycopg.OperationalError | PoolTimeout):
         log.warning("request %s: database unavailable: %s", rid, exc)
-        return error_json(
-            503,
-            "unavailable",
-            "database unavailable, retry later",
-            {"Retry-After": str(RETRY_AFTER_S)},
-            request=request,
-        )
+        return unavailable(request)
     log.error("request %s: database error", rid, exc_info=exc)
     return error_json(500, "internal", "internal error", request=request)
 
