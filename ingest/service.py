@@ -953,8 +953,7 @@ class IngestService:
 
     async def _write_stats(self) -> None:
         assert self._writer is not None
-        connected = self.ownership.connected
-        await write_stats(
+        self._reported_connected = await write_stats(
             self._writer,
             self.counters,
             self.intake,
@@ -962,7 +961,6 @@ class IngestService:
             instance=self.instance,
             sharded=self.sharded,
         )
-        self._reported_connected = connected
 
 
 def _fire_causes(applied: Sequence[store.AppliedAlarm]) -> dict[Building, str]:

@@ -40,10 +40,11 @@ async def write_stats(
     *,
     instance: str,
     sharded: bool,
-) -> None:
+) -> bool:
     """One `ingest_stats` row; the batch latencies counted since the last one
-    are taken (their p95 is stored)."""
+    are taken (their p95 is stored). Returns the broker state it recorded."""
     c = counters
+    connected = ownership.connected  # connected and subscribed
     latencies, c.latencies_ms = c.latencies_ms, []
     now = now_ms()
     async with writer.transaction():
@@ -62,13 +63,14 @@ async def write_stats(
                 "batch_latency_ms": float(np.percentile(latencies, 95)) if latencies else None,
                 "queue_depth": len(intake),
                 "lag_ms": float(now - intake[0].received_ms) if intake else 0.0,
-                "broker_connected": ownership.connected,  # connected and subscribed
+                "broker_connected": connected,
                 "backend_pid": ownership.writer_pid,
                 "shards": sorted(ownership.owned),
                 "shard_stats": Jsonb(shard_stats(intake, ownership.owned, now) if sharded else {}),
                 "takeovers": ownership.takeovers,
             },
         )
+    return connected
 
 
 def shard_stats(
