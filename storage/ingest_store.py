@@ -660,15 +660,9 @@ async def link_cause(
             RETURNING id
         ), unescalated AS (
             DELETE FROM notify_escalations e USING linked WHERE e.alarm_id = linked.id
-        ), cancelled AS (
-            UPDATE notifications n
-            SET status = 'cancelled', last_error = 'grouped: its site or gateway alarm is sent'
-            FROM linked
-            WHERE n.alarm_id = linked.id AND n.status = 'pending' AND n.attempts = 0
-              AND n.event IN ('opened', 'confirmed')
-              AND (n.lease_until IS NULL OR n.lease_until < clock_timestamp())
         )
-        SELECT count(*) FROM linked
+        SELECT count(*) FROM linked, LATERAL firesafe_cancel_held_notifications(
+            linked.id, 'grouped: its site or gateway alarm is sent')
         """,
         {
             "site": site,

@@ -9,6 +9,21 @@
 -- that to every target told before, cancelled rows excepted). A device back
 -- within its hold is not notified at all. The rest of the function is 0070's.
 
+-- A held notification nobody has tried yet (and no notifier holds) is
+-- cancelled, with why: by the function below when its device is back, and by
+-- ingest when the device is linked to its group's alarm.
+CREATE FUNCTION firesafe_cancel_held_notifications(for_alarm text, why text) RETURNS bigint
+LANGUAGE sql AS $$
+    WITH cancelled AS (
+        UPDATE notifications SET status = 'cancelled', last_error = why
+        WHERE alarm_id = for_alarm AND status = 'pending' AND attempts = 0
+          AND event IN ('opened', 'confirmed')
+          AND (lease_until IS NULL OR lease_until < clock_timestamp())
+        RETURNING 1
+    )
+    SELECT count(*) FROM cancelled
+$$;
+
 CREATE OR REPLACE FUNCTION firesafe_notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     a alarms%ROWTYPE;
@@ -83,11 +98,7 @@ BEGIN
         IF a.type = 'offline' AND a.device_id IS NOT NULL THEN
             -- Back before its held notification went out: nobody was told, so
             -- nobody is told it is over (a device that drops off for a moment).
-            UPDATE notifications
-            SET status = 'cancelled', last_error = 'back online before it was sent'
-            WHERE alarm_id = a.id AND status = 'pending' AND attempts = 0
-              AND event IN ('opened', 'confirmed')
-              AND (lease_until IS NULL OR lease_until < clock_timestamp());
+            PERFORM firesafe_cancel_held_notifications(a.id, 'back online before it was sent');
         END IF;
         UPDATE notifications
         SET status = 'cancelled', last_error = 'alarm ' || ev || ' before delivery'
