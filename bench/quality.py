@@ -77,6 +77,7 @@ SCENARIOS = (
     + ["evac_weak_battery"]
     + ["aerosol_spray"] * 3
     + ["cooking_burst"] * 3
+    + ["smouldering_draught"] * 3
 )
 TUNED_SEEDS = (0, 1, 2)  # looked at while the rules were tuned: never quoted as scores
 HELD_OUT = "100-109"

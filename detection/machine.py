@@ -35,6 +35,8 @@ Alarm types and their lifecycle (contract section 6):
   reason (`obscuration`, or `fast_growth` when the optical signal grew fast;
   `static_heat`, `rate_of_rise`, `combined`, `device_alarm`). A detector's
   own `fire_alarm` event opens a window and is zone activity, never a sample.
+  A smoke-only detector alarming again (a new edge) within REVERIFY_S of a
+  `transient` or `aerosol_decay` verdict is `confirmed` at once (`reverified`).
   A neighbour's activity counts for `coincidence` at the alarm level (not
   pre-alarm), once it lasted two readings.
   A coincidence confirms every device that took part: a pending partner with
@@ -196,6 +198,9 @@ class _Device:
     sup_bits: int = 0  # re-arming bits already present when a fire was suppressed
     rearm_at: int = NEVER  # a signal judged decaying but still at alarm level re-arms then
     sup_at: int | None = None  # when its window suppressed the latest fire (coincidence)
+    # Smoke: a new alarm until then confirms at once (alarm verification's
+    # confirmation period, params.REVERIFY_S).
+    reverify_until: int = -NEVER
     replayed: _Window | None = None  # a pending window history rebuilt (see `settle_replay`)
     # Its latest reading at pre-alarm or alarm level: what a coincidence it takes
     # part in shows as its own evidence (not the other detector's reading).
@@ -313,6 +318,7 @@ class Machine:
         d.armed = True
         d.rearm_at = NEVER
         d.sup_at = None
+        d.reverify_until = -NEVER
         d.win = _Window(ts, ts + self._verify_ms(slot), reason)
         self.pending.setdefault(self.cfg.zone(slot), set()).add(slot)
         self._emit(slot, "fire", "open", "pending", reason, ts, detail)
@@ -402,6 +408,8 @@ class Machine:
         else:
             d.rearm_at = NEVER
         d.sup_at = w.deadline
+        if reason in ("transient", "aerosol_decay"):
+            d.reverify_until = w.deadline + int(p.REVERIFY_S * 1000)
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
         self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
 
@@ -570,7 +578,13 @@ class Machine:
         rearm = flags & (Flag.EDGE | _CORROB) or new
         rearm = rearm or ts >= d.rearm_at
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
+            again = kind == KIND_SMOKE and flags & Flag.EDGE and ts <= d.reverify_until
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
+            if again:
+                # Alarm verification's confirmation period: the detector alarms
+                # again soon after its window was judged a transient or a
+                # passing aerosol (a smouldering fire's smoke in a draught).
+                self._confirm_fire(slot, ts, "reverified", detail)
         # A reading older than the window (its event was processed first) is
         # not in it.
         in_window = d.fire == "pending" and d.win is not None and ts >= d.win.opened
@@ -748,6 +762,7 @@ class Machine:
         d.last_steam = -(2**62)
         d.rearm_at = NEVER
         d.sup_at = None
+        d.reverify_until = -NEVER
         d.armed = True
         d.run = 0
 

@@ -107,6 +107,14 @@ STEAM_MEMORY_MS: Final = 300_000
 VERIFICATION_S: Final = 30.0
 VERIFICATION_MAX_S: Final = 60.0
 VERIFICATION_MIN_S: Final = 5.0
+# Alarm verification's confirmation period (UL 864; the panels' usual 60 s):
+# a smoke detector that alarms again this soon after its verification window
+# ended in `transient` or `aerosol_decay` is confirmed at once. A smouldering
+# fire's smoke in a draught reaches the head in puffs, crossing the level and
+# falling back for minutes; a single puff, spray or insect visit does not come
+# back within a minute. Smoke-only detectors: a multi-criteria detector's
+# other channels judge its aerosol (CO from a smouldering fire).
+REVERIFY_S: Final = 60.0
 # One or two samples above the level, then back to normal: an insect or EMI.
 SPIKE_MAX_SAMPLES: Final = 2
 # Two detectors of a zone count together when their alarm-level samples are

@@ -1177,6 +1177,85 @@ def _cooking_burst(ctx: Context, rng: np.random.Generator, start: int) -> Inject
     )
 
 
+def _gusts(
+    rng: np.random.Generator, seconds: float, corr_s: float, sigma: float
+) -> Callable[[float], float]:
+    """A draught's intermittency at a detector: exp of an Ornstein-Uhlenbeck
+    process (mean 1, correlation time corr_s), sampled once a second."""
+    n = int(seconds) + 2
+    step = math.exp(-1.0 / corr_s)
+    kicks = rng.standard_normal(n) * math.sqrt(1.0 - step * step)
+    x = np.empty(n)
+    x[0] = rng.standard_normal()
+    for k in range(1, n):
+        x[k] = step * x[k - 1] + kicks[k]
+    factor = np.exp(sigma * x - sigma * sigma / 2)
+
+    def at(tau: float) -> float:
+        return float(factor[min(max(int(tau), 0), n - 1)])
+
+    return at
+
+
+def _smouldering_draught(ctx: Context, rng: np.random.Generator, start: int) -> Injection | None:
+    key = ctx.pick_zone(rng, lambda ds: any(d.kind in SMOKE_SENSING for d in ds))
+    if key is None:
+        return None
+    dets = [i for i in _detectors(ctx, key) if ctx.device(i).kind in SMOKE_SENSING]
+    # A smouldering fire (TF2/TF3-like: slow smoke, CO, hardly any heat) in a
+    # room with ventilation or a draught: its weak, cool plume does not rise
+    # steadily to the ceiling but reaches a detector in puffs (NIST TN 1455
+    # and the Home Smoke Alarm tests: smouldering smoke stratifies, and the
+    # signal at a head swings by a factor of two or more within a minute).
+    # The mean grows as a smouldering fire's does; around it the signal
+    # crosses the alarm level and falls back for minutes before staying.
+    growth_s = _u(rng, 600, 1800)
+    peak_obs = _u(rng, 6, 20)
+    co_peak = _u(rng, 40, 200)
+    corr_s = _u(rng, 10, 40)
+    sigma = _u(rng, 0.35, 0.7)
+    burn_s = growth_s + _u(rng, 300, 900)
+    decay_s = 300.0
+    total_s = burn_s + decay_s
+
+    def shape_for(attenuation: float) -> Shape:
+        gust = _gusts(rng, total_s + 1, corr_s, sigma)
+
+        def shape(tau: float, v: dict[str, float]) -> None:
+            fade = 1.0 if tau <= burn_s else math.exp(-(tau - burn_s) / (decay_s / 3))
+            g = min(tau / growth_s, 1.0)
+            mean = attenuation * peak_obs * g * g * fade
+            v["obscuration"] += mean * gust(tau)
+            if "co" in v:
+                v["co"] += attenuation * co_peak * g**1.5 * fade * (0.5 + 0.5 * gust(tau))
+            if "temperature" in v:
+                v["temperature"] += attenuation * 2.0 * g * fade
+
+        return shape
+
+    origin = dets[int(rng.integers(len(dets)))]
+    effects = [Effect(origin, start, start + _ms(total_s), shape_for(1.0))]
+    end = start + _ms(total_s)
+    for i in dets:
+        if i == origin:
+            continue
+        onset = start + _ms(_u(rng, 120, 600))
+        att = _u(rng, 0.3, 0.8)
+        effects.append(Effect(i, onset, onset + _ms(total_s), shape_for(att)))
+        end = max(end, onset + _ms(total_s))
+    params = {
+        "model": "TF2/TF3 in a draught",
+        "origin": ctx.device(origin).id,
+        "growth_s": growth_s,
+        "peak_obscuration": peak_obs,
+        "gust_corr_s": corr_s,
+        "gust_sigma": sigma,
+    }
+    devices = [origin, *[i for i in dets if i != origin]]
+    label = ctx.label("smouldering_draught", "fire", devices, start, end, "fire", params)
+    return Injection(label, effects=effects)
+
+
 def _evac_weak_battery(ctx: Context, rng: np.random.Generator, start: int) -> Injection | None:
     seed_dev = ctx.pick_devices(rng, ["evac"])
     if not seed_dev:
@@ -1301,6 +1380,14 @@ LIBRARY.update(
                 3600,
                 "power cut with one aged battery holding less than its rated duration",
                 _evac_weak_battery,
+            ),
+            Scenario(
+                "smouldering_draught",
+                "fire",
+                "fire",
+                2700,
+                "a smouldering fire whose plume reaches the detectors in puffs (a draught)",
+                _smouldering_draught,
             ),
         ]
     }

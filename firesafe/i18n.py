@@ -75,6 +75,7 @@ ALARM_REASONS: Final = (
     "transient",
     "aerosol_decay",
     "aerosol_signature",
+    "reverified",
     "residual_current",
     "cable_overheat",
     "device_fault",

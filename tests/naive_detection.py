@@ -118,6 +118,9 @@ RECHARGE_GRACE_MS = 24 * 3_600_000
 BATTERY_MARGIN = 5.0
 # README table, evac: discharge rate "measured over >= 5 min".
 DISCHARGE_SPAN_MS = 300_000
+# README "Verdicts", `reverified`: a smoke detector alarming again within 60 s
+# of a window suppressed as `transient` or `aerosol_decay` is confirmed at once.
+REVERIFY_MS = 60_000
 # README "Verdicts": `transient` is "at most two samples at alarm level".
 SPIKE_SAMPLES = 2
 # README "Verdicts": a neighbour corroborates "once its own activity lasted two
@@ -267,6 +270,7 @@ class DevState:
     lingering: int = 0  # LINGER bits present when suppressed, not yet gone
     suppressed_at: int | None = None  # its latest fire's window suppressed it then
     reopen_at: int = FAR  # judged falling at alarm level: still there then, it opens again
+    reverify_until: int = NONE  # smoke: a new alarm up to then is confirmed at once
     flags: int = 0  # the latest reading's condition
     streak: int = 0  # consecutive readings at pre-alarm or alarm level
     active_at: int | None = None  # zone activity: latest time
@@ -405,6 +409,7 @@ class RuleBook:
     def _open(self, slot: int, ts: int, why: str, detail: Mapping[str, float | str]) -> None:
         s = self._s(slot)
         s.fire, s.needs_edge, s.suppressed_at, s.reopen_at = "pending", False, None, FAR
+        s.reverify_until = NONE
         s.window = FireWindow(ts, ts + self._window_ms(slot), why)
         self._say(slot, "fire", "open", "pending", why, ts, detail)
 
@@ -467,6 +472,8 @@ class RuleBook:
             s.reopen_at = FAR
         s.lingering = s.flags & LINGER
         s.suppressed_at = w.ends
+        if why in ("transient", "aerosol_decay"):
+            s.reverify_until = w.ends + REVERIFY_MS
         self._say(slot, "fire", "verdict", "suppressed", why, w.ends, detail)
 
     def _trigger(self, slot: int, detail: Mapping[str, float | str]) -> str:
@@ -547,7 +554,10 @@ class RuleBook:
         new_signal = bool(flags & (EDGE | HEATB | COB | FAST)) or bool(fresh)
         new_signal = new_signal or ts >= s.reopen_at
         if s.fire == "" and flags & ALARM and (not s.needs_edge or new_signal):
+            again = kind == SMOKE and flags & EDGE and ts <= s.reverify_until
             self._open(slot, ts, self._trigger(slot, detail), detail)
+            if again:  # README "Verdicts": alarm verification's confirmation period
+                self._confirm(slot, ts, "reverified", detail)
         w = s.window
         if s.fire == "pending" and w is not None and ts >= w.opened:
             self._sample(w, flags)

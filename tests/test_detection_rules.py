@@ -645,6 +645,54 @@ def test_a_smouldering_fire_that_hovers_around_the_level_is_confirmed_not_transi
     ]
 
 
+def puffs(at: set[int], between: float = 1.0) -> Profile:
+    """A smouldering fire's smoke reaching the head in puffs (a draught):
+    3.6 %/m at the listed seconds, `between` otherwise."""
+
+    def f(t: float) -> dict[str, float]:
+        return {"obscuration": 3.6 if round(t) in at else between, "temperature": 21.0}
+
+    return f
+
+
+def test_a_smoke_detector_alarming_again_within_a_minute_of_its_verdict_is_confirmed() -> None:
+    """Alarm verification's confirmation period (UL 864): two puffs judged
+    `transient` at 130 s, then another puff 40 s later confirms at once
+    (`reverified`); one 70 s after a verdict opens a new window as before."""
+    ch = Site([("smoke", 1, {})]).run({0: puffs({100, 110, 170})}, 300)
+    assert timeline(ch) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+        ("open", "pending", "obscuration", 170.0),
+        ("verdict", "confirmed", "reverified", 170.0),
+    ]
+    ch = Site([("smoke", 1, {})]).run({0: puffs({100, 110, 200, 250})}, 400)
+    assert timeline(ch) == [
+        ("open", "pending", "obscuration", 100.0),
+        ("verdict", "suppressed", "transient", 130.0),
+        ("open", "pending", "obscuration", 200.0),  # 70 s later: a window again
+        ("verdict", "suppressed", "transient", 230.0),
+        ("open", "pending", "obscuration", 250.0),
+        ("verdict", "confirmed", "reverified", 250.0),
+    ]
+
+
+def test_reverification_needs_a_new_alarm_on_a_smoke_only_detector() -> None:
+    """A signal that stays at the level after a lone last sample opens again
+    with a window (it never left); a multi-criteria detector judges its
+    aerosol with its other channels, so puffs without CO or heat stay
+    suppressed there."""
+
+    def glitch_then_stays(t: float) -> dict[str, float]:
+        return {"obscuration": 5.0 if t == 100 or t >= 130 else 0.1, "temperature": 21.0}
+
+    ch = Site([("smoke", 1, {})]).run({0: glitch_then_stays}, 300)
+    assert verdicts(ch) == ["suppressed:transient", "confirmed:obscuration"]
+    ch = Site([("multi", 1, {})]).run({0: puffs({100, 110, 170, 210, 240})}, 400)
+    assert "confirmed:reverified" not in verdicts(ch)
+    assert all(v.startswith("suppressed") for v in verdicts(ch))
+
+
 def test_a_last_sample_at_the_level_after_one_that_hovered_is_persistence() -> None:
     """A lone last sample at the level is a second spike only after a clean
     reading; after one that hovered at pre-alarm level the signal never left."""
