@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -244,3 +245,93 @@ def test_more_messages_than_packet_ids_are_all_acknowledged(
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     finally:
         sub.close()
+
+
+def bounded_gateway(name: str, **limits: float) -> type[Gateway]:
+    """A Gateway with its own id and the given connection limits."""
+
+    class Bounded(Gateway):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.update(limits)
+            super().__init__(*args, gateway_id=name, **kwargs)
+
+    return Bounded
+
+
+def dropped(sock: socket.socket, within_s: float = 10.0) -> bool:
+    """The gateway closed (or reset) this connection within `within_s`."""
+    sock.settimeout(within_s)
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_idle_connections_are_evicted_at_the_limit_and_devices_keep_service(
+    api_url: str, db: str, mqtt_url: str, site: str, gateway_id: str
+) -> None:
+    """The security check's exhaustion: thousands of connections sending `@@`
+    and holding on took every file descriptor, real heartbeats went
+    unanswered and asyncio logged ~6,000 accept errors a second. Now, at the
+    limit, a newcomer evicts the oldest connection not speaking for a device;
+    when every one does, the newcomer is refused; and a connection that names
+    no registered device within hello_s is closed."""
+    register_uitd(api_url, site)
+    gw_cls = bounded_gateway(gateway_id, max_connections=3, hello_s=1.5)
+    gw = GatewayThread(mqtt_url, api_url, gw_cls).start()
+    try:
+        dev = Device(gw.port)
+        dev.send(frame(1, b"", source=SOURCE))
+        assert dev.confirm() == 1
+        idle = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(2)]
+        for s in idle:
+            s.sendall(b"@@")
+        # A fourth: the oldest idle one goes, the device stays.
+        newcomer = Device(gw.port)
+        assert dropped(idle[0])
+        newcomer.send(frame(2, b"", source=SOURCE))
+        assert newcomer.confirm() == 2
+        # The last idle one names no device within hello_s: closed.
+        assert dropped(idle[1])
+        third = Device(gw.port)
+        third.send(frame(3, b"", source=SOURCE))
+        assert third.confirm() == 3
+        # Every open connection speaks for a device: a newcomer is refused.
+        refused = socket.create_connection(("127.0.0.1", gw.port))
+        assert dropped(refused)
+        for n, d in enumerate((dev, newcomer, third), start=10):
+            d.send(frame(n, b"", source=SOURCE))
+            assert d.confirm() == n
+    finally:
+        gw.stop()
+
+
+def test_bytes_trickled_after_a_frame_do_not_keep_a_connection_open(
+    api_url: str, db: str, mqtt_url: str, site: str, gateway_id: str
+) -> None:
+    """A connection is kept by well-formed frames (heartbeats), not by bytes:
+    one byte every 0.3 s after its first frame is closed after idle_s (5 s:
+    a new transmission device's first frame waits a moment for the registry)."""
+    register_uitd(api_url, site)
+    gw = GatewayThread(mqtt_url, api_url, bounded_gateway(gateway_id, idle_s=5.0)).start()
+    try:
+        dev = Device(gw.port)
+        dev.send(frame(1, b"", source=SOURCE))
+        assert dev.confirm() == 1
+        dev.sock.settimeout(0.3)
+        closed = False
+        for _ in range(100):  # up to 30 s
+            try:
+                dev.sock.sendall(b"x")
+                closed = dev.sock.recv(4096) == b""
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+            if closed:
+                break
+        assert closed
+    finally:
+        gw.stop()

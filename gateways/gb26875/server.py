@@ -30,7 +30,15 @@ and the connection's later frames wait behind it, so order is kept.
 
 Supervision: a transmission device is `online` (retained status, like an MQTT
 device) from its first frame on a connection and at every heartbeat, and
-`offline` when its last connection closes or stays silent for `idle_s`.
+`offline` when its last connection closes or sends no frame for `idle_s`.
+
+Connections are a bounded resource (the protocol has no authentication): one
+that has not spoken for a registered transmission device within HELLO_S is
+closed, one that sends no well-formed frame for `idle_s` is closed (bytes
+trickled one at a time keep nothing open), and at `max_connections` (kept
+under the process's file limit, so accepting never fails) a new connection
+evicts the oldest one not yet speaking for a device, or is refused when every
+open connection is. Devices already served keep being served.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import resource
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -73,6 +82,12 @@ MAX_QUEUED_PER_CONNECTION: Final = 256
 # gets at most BAD_REJECTS_PER_WINDOW rejects of bad input per BAD_WINDOW_S,
 # the rest of the window's bad input summed up in one more.
 JUNK_REPORT_S: Final = 10.0
+# A connection must speak for a registered transmission device this soon (a
+# device sends its data or a heartbeat as soon as it connects).
+HELLO_S: Final = 30.0
+# Open connections at most (and never closer than FD_RESERVE to the file limit).
+DEFAULT_MAX_CONNECTIONS: Final = 10_000
+FD_RESERVE: Final = 128
 BAD_WINDOW_S: Final = 10.0
 BAD_REJECTS_PER_WINDOW: Final = 10
 
@@ -93,6 +108,23 @@ class Counters:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def raise_file_limit(want: int = DEFAULT_MAX_CONNECTIONS + 2 * FD_RESERVE) -> int:
+    """Lift the soft open-file limit towards `want` (within the hard limit):
+    a stock 1,024 would hold fewer devices than the connection limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return _file_limit()
+
+
+def _file_limit() -> int:
+    """The process's open-file limit (soft)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 class BadSummary:
@@ -128,7 +160,7 @@ class Connection(asyncio.Protocol):
         self.uitd: Uitd | None = None
         self.announce = False  # publish `online` with the next frame
         self.unknown_reported = False
-        self.last_rx = time.monotonic()
+        self.opened = self.last_frame = time.monotonic()  # last_frame: well-formed
         self.closed = False
         self.junk_since: float | None = None  # when the open run of junk began
         self.bad_window = -float("inf")  # monotonic start of the bad-input window
@@ -144,8 +176,10 @@ class Connection(asyncio.Protocol):
         self.gw._opened(self)
 
     def data_received(self, data: bytes) -> None:
-        now = self.last_rx = time.monotonic()
+        now = time.monotonic()
         items = self.reader.feed(data)
+        if any(isinstance(item, c.Frame) for item in items):
+            self.last_frame = now
         if any(isinstance(item, c.BadFrame) and item.reason == "garbage" for item in items):
             self.junk_since = None  # that run ended; any open one began in this read
         self.queue.extend(items)
@@ -208,6 +242,11 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection at once (the connection limit)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def publishing(self, delta: int) -> None:
         """Backpressure: stop reading a device with too many unacknowledged frames."""
         self.inflight += delta
@@ -233,11 +272,15 @@ class Gateway:
         *,
         gateway_id: str = "gb26875",
         idle_s: float = DEFAULT_IDLE_S,
+        hello_s: float = HELLO_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.publisher = publisher
         self.directory = directory
         self.gateway_id = gateway_id
         self.idle_s = idle_s
+        self.hello_s = hello_s
+        self.max_connections = max(1, min(max_connections, _file_limit() - FD_RESERVE))
         self.translator = Translator(gateway_id)
         self.states: dict[str, int] = {}  # device id -> last acknowledged status flags
         self.online: dict[str, int] = {}  # uitd id -> open connections that named it
@@ -247,6 +290,9 @@ class Gateway:
             log, "frame(s) not confirmed, the device will resend (broker or API away)"
         )
         self._bad_input = ThrottledWarning(log, "bad input")
+        self._crowded = ThrottledWarning(
+            log, "connection(s) closed at the connection limit (idle or refused)"
+        )
         self._rejects_lost = ThrottledWarning(
             log, "reject(s) not passed on (broker away or not acknowledging)"
         )
@@ -289,24 +335,46 @@ class Gateway:
 
     # --------------------------------------------------------- connections
     def _opened(self, conn: Connection) -> None:
+        if len(self._conns) >= self.max_connections:
+            # Make room: the oldest connection not yet speaking for a device goes;
+            # when every one does, the newcomer is refused (devices keep service).
+            silent = [other for other in self._conns if other.uitd is None]
+            victim = min(silent, key=lambda other: other.opened) if silent else conn
+            self._crowded(f"{len(self._conns)} open, limit {self.max_connections}")
+            if victim is conn:
+                if conn.transport is not None:
+                    conn.transport.abort()
+                return
+            victim.abort()
         self._conns.add(conn)
         self.counters.connections += 1
 
     def _closed(self, conn: Connection) -> None:
+        if conn not in self._conns:
+            return  # refused at the limit: never counted
         self._conns.discard(conn)
         self.counters.connections -= 1
         if conn.uitd is not None:
             self._background_task(self._gone(conn.uitd))
 
     async def _sweep_idle(self) -> None:
-        """Close connections silent for idle_s (missed heartbeats)."""
+        """Close connections with no frame for idle_s (missed heartbeats), and
+        those not speaking for a registered device within hello_s."""
         while True:
-            await asyncio.sleep(min(self.idle_s / 4, 5.0))
+            await asyncio.sleep(min(self.idle_s / 4, self.hello_s / 4, 5.0))
             now = time.monotonic()
-            limit = now - self.idle_s
+            limit, conn_idle = now - self.idle_s, self.idle_s
             for conn in list(self._conns):
-                if conn.last_rx < limit:
-                    log.info("%s silent for %.0f s (no heartbeat): closing", conn.peer, self.idle_s)
+                if conn.last_frame < limit:
+                    log.info("%s no frame for %.0f s (no heartbeat): closing", conn.peer, conn_idle)
+                    conn.close()
+                    continue
+                if conn.uitd is None and now - conn.opened >= self.hello_s and conn.slow is None:
+                    log.info(
+                        "%s spoke for no registered device within %.0f s: closing",
+                        conn.peer,
+                        self.hello_s,
+                    )
                     conn.close()
                     continue
                 # Bad input held back (an open run, a summary) is reported in time

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from firesafe.settings import Settings, parse_listen
 from gateways.directory import Directory
-from gateways.gb26875.server import Gateway
+from gateways.gb26875.server import Gateway, raise_file_limit
 from gateways.mqtt import AckPublisher
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ async def run(
     try:
         if not await publisher.wait_connected(BROKER_WAIT_S):
             log.warning("broker not reachable yet; frames stay unconfirmed until it is")
+        files = raise_file_limit()
         gateway = Gateway(publisher, directory, idle_s=settings.gb26875_idle_s)
+        log.info("at most %d connections (open-file limit %d)", gateway.max_connections, files)
         await gateway.serve(host, port, stop, on_ready)
     finally:
         await directory.close()
