@@ -170,6 +170,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("the name {name} is reserved (the system's own actor)"),
     N_("expires_at must be in the future"),
     N_("a manager token needs at least one site"),
+    N_("the site id {site} is reserved (gateways' own rejects)"),
     N_("sites apply to manager tokens only (admin and operator see all)"),
     N_("a webhook target needs url (and no address)"),
     N_("an email target needs address (and no url)"),

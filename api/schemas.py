@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,7 +21,7 @@ from pydantic import (
 from api.errors import request_lang
 from api.params import ID_REGEX, NAME_REGEX
 from detection.params import DRIFT_LIMIT_MAX_FRACTION, THRESHOLD_DEFAULTS, THRESHOLD_LIMITS
-from firesafe.contract import DEFAULT_INTERVAL_S
+from firesafe.contract import DEFAULT_INTERVAL_S, GATEWAY_SITE
 from firesafe.i18n import DEFAULT_LANG, label
 from storage.queries.tokens import is_reserved_name
 
@@ -40,6 +41,17 @@ Timestamp = Annotated[
     ),
 ]
 Id = Annotated[str, StringConstraints(pattern=ID_REGEX)]
+
+
+def not_reserved_site(site: str) -> str:
+    """`_gateway` is where gateways' own rejects live (contract), never a site."""
+    if site == GATEWAY_SITE:
+        raise ValueError(f"the site id {site} is reserved (gateways' own rejects)")
+    return site
+
+
+# A site a caller may create or be given: an id, but not the gateways' own.
+SiteId = Annotated[str, StringConstraints(pattern=ID_REGEX), AfterValidator(not_reserved_site)]
 Name = Annotated[str, StringConstraints(pattern=NAME_REGEX)]
 Kind = Literal["smoke", "heat", "multi", "mcp", "electrical", "evac", "uitd", "panel", "point"]
 # GB/T 26875.3 source address: 6 bytes as 12 hex digits, most significant first.
@@ -88,7 +100,7 @@ class DeviceIn(BaseModel):
     """A device to register or update (upsert by `id`)."""
 
     id: Id
-    site: Id
+    site: SiteId
     building: Name
     floor: Name
     zone: Name
@@ -405,7 +417,7 @@ class RejectOut(BaseModel):
 
 class TokenIn(BaseModel):
     role: Role
-    sites: list[Id] = Field(
+    sites: list[SiteId] = Field(
         default_factory=list,
         max_length=1000,
         description="Sites of a manager token (required for managers)",

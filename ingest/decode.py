@@ -41,6 +41,11 @@ MAX_TS_MS = 4_102_444_800_000
 # float: PostgreSQL then refuses the rollup's and the API's aggregates. It is a
 # `bad_value` reject like a non-finite one. Unknown readings are only stored.
 MAX_READING_ABS = 1e12
+# Topics that name no registered device are cached up to this many (then the
+# cache starts over), and only when no longer than a valid one can be
+# (fs/v1/{64}/gateway/{64}/batch).
+OTHER_TOPICS_MAX = 10_000
+OTHER_TOPIC_MAX_LEN = 160
 
 
 class RawMessage(NamedTuple):
@@ -198,7 +203,11 @@ class Decoder:
         self.registry = registry
         # topic -> (topic type, device or None, reject reason or None); topics repeat
         # per device, so classifying each once keeps the per-message cost to one lookup.
+        # Topics naming a registered device are bounded by the registry; any other
+        # (a gateway's batches, rejects) go to a small cache that starts over when
+        # full: made-up topics (up to 64 KiB each) must not grow memory.
         self._topics: dict[str, tuple[str, Device | None, str | None, str]] = {}
+        self._others: dict[str, tuple[str, Device | None, str | None, str]] = {}
         # Gateway readings' device ids already checked (pattern, registered).
         self._gateway_devices: dict[str, Device] = {}
 
@@ -247,11 +256,15 @@ class Decoder:
         return ("bad", None, "bad_topic", "not a topic of contract v1")
 
     def classify(self, topic: str) -> tuple[str, Device | None, str | None, str]:
-        found = self._topics.get(topic)
+        found = self._topics.get(topic) or self._others.get(topic)
         if found is None:
             found = self._classify(topic)
-            if len(self._topics) < 1_000_000:  # bound the cache against topic floods
+            if found[1] is not None:
                 self._topics[topic] = found
+            elif len(topic) <= OTHER_TOPIC_MAX_LEN:
+                if len(self._others) >= OTHER_TOPICS_MAX:
+                    self._others.clear()
+                self._others[topic] = found
         return found
 
     def decode(self, burst: Sequence[RawMessage]) -> DecodedBatch:

@@ -23,16 +23,16 @@ REMEMBER_MAX = 100_000
 
 class RetainedRejects:
     def __init__(self) -> None:
-        self._seen: set[tuple[str, bytes]] = set()
+        self._seen: set[tuple[bytes, bytes]] = set()  # digests: topics can be 64 KiB
 
     def drop_repeats(self, burst: Sequence[RawMessage], batch: DecodedBatch) -> DecodedBatch:
         """The batch without the rejects of retained messages already kept."""
-        retained = {(m.topic, _digest(m.payload)) for m in burst if m.retained}
+        retained = {(_topic_digest(m.topic), _digest(m.payload)) for m in burst if m.retained}
         if not retained or not batch.rejects:
             return batch
         kept = []
         for r in batch.rejects:
-            key = (r.topic, _digest(r.payload))
+            key = (_topic_digest(r.topic), _digest(r.payload))
             if key in retained:
                 if key in self._seen:
                     continue
@@ -45,3 +45,7 @@ class RetainedRejects:
 
 def _digest(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+def _topic_digest(topic: str) -> bytes:
+    return _digest(topic.encode(errors="surrogatepass"))

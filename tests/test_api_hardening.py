@@ -145,6 +145,28 @@ def test_reserved_token_names_are_refused(api: httpx.Client, name: str) -> None:
     assert "reserved" in response.json()["error"]["message"]
 
 
+def test_the_gateways_reserved_site_is_refused_everywhere_a_site_is_made(
+    api: httpx.Client,
+) -> None:
+    """The security check registered a device and a manager token on site
+    `_gateway` (200, 201): that token then listed every gateway's rejects,
+    raw frames and panels' addresses. `_gateway` is no site."""
+    body = {"id": "GWX1", "site": "_gateway", "building": "B", "floor": "1", "zone": "Z"}
+    checks = [
+        api.post("/api/v1/devices", json={**body, "kind": "smoke"}),
+        api.post("/api/v1/tokens", json={"role": "manager", "sites": ["_gateway"]}),
+        api.put("/api/v1/sites/_gateway", json={"name": "x"}),
+    ]
+    for response in checks:
+        assert response.status_code == 422, response.text
+        assert "reserved" in response.json()["error"]["message"]
+    zh = api.post(
+        "/api/v1/devices", json={**body, "kind": "smoke"}, headers={"Accept-Language": "zh-CN"}
+    )
+    assert "保留" in zh.json()["error"]["message"], zh.text
+    assert api.get("/api/v1/devices/GWX1").status_code == 404
+
+
 def test_the_database_refuses_a_token_named_system(api: httpx.Client, db: str) -> None:
     with (
         psycopg.connect(db, autocommit=True) as conn,

@@ -57,6 +57,28 @@ def test_a_remembered_device_is_still_checked_against_the_gateways_site() -> Non
     assert [(r.reason, r.device_id) for r in b.rejects] == [("site_mismatch", "D1")]
 
 
+def test_made_up_topics_do_not_grow_the_topic_cache() -> None:
+    """The security check's flood: 12,000 messages on topics of 60,000
+    characters took ingest from 464 to 803 MB (every topic was cached whole,
+    up to a million of them). Topics of registered devices are still cached;
+    the others only while short, and at most OTHER_TOPICS_MAX of them."""
+    from ingest import decode
+
+    decoder = Decoder(REG)
+    msgs = [RawMessage(f"fs/v1/{n:08d}{'x' * 60_000}/d/telemetry", b"{}", 1000) for n in range(300)]
+    msgs += [RawMessage(f"fs/v1/S1/U{n}/telemetry", b"{}", 1000) for n in range(25_000)]
+    msgs.append(RawMessage("fs/v1/S1/D1/telemetry", orjson.dumps({**GOOD, "v": {}}), 1000))
+    b = decoder.decode(msgs)
+    reasons = [r.reason for r in b.rejects]
+    assert reasons.count("bad_topic") == 300
+    assert reasons.count("unknown_device") == 25_000
+    assert b.slot.tolist() == [1]
+    cached = [*decoder._topics, *decoder._others]
+    assert "fs/v1/S1/D1/telemetry" in cached
+    assert len(cached) <= decode.OTHER_TOPICS_MAX + 1
+    assert max(map(len, cached)) <= decode.OTHER_TOPIC_MAX_LEN
+
+
 def test_a_batched_event_or_a_reading_without_v_is_a_reject_not_a_heartbeat() -> None:
     """Events are never batched in v1: one put into a batch would otherwise be
     stored as an empty reading and its alarm lost without a word."""

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field, field_validator
 
 from api.deps import CallerDep, ConnDep
-from api.errors import ERROR_RESPONSES, ErrorResponse
+from api.errors import ERROR_RESPONSES, BadParameter, ErrorResponse
 from api.params import DEFAULT_LIMIT, ID_REGEX, Cursor, Limit, decode_cursor, encode_cursor
-from api.schemas import AlarmCount, Page, SiteStandard, SiteSummary
+from api.schemas import AlarmCount, Page, SiteStandard, SiteSummary, not_reserved_site
 from storage.queries import NotFoundError
 from storage.queries import sites as sites_q
 from storage.queries import stats as stats_q
@@ -115,6 +115,10 @@ async def put_site(
     caller: CallerDep,
 ) -> SiteSummary:
     caller.require("admin")
+    try:
+        not_reserved_site(site_id)
+    except ValueError as exc:
+        raise BadParameter("site_id", str(exc)) from None
     await sites_q.upsert_site(
         conn,
         scope=caller.scope,
