@@ -6,9 +6,11 @@ the database, the broker, the API's own port, a cloud metadata service or
 anything else on a private network (server-side request forgery). Admins'
 targets may point anywhere (an on-premises paging gateway). Checked when the
 target is saved and again before every delivery, on the addresses the host
-resolves to at that moment (a name that later resolves elsewhere is caught at
-delivery; the connection itself is made by name, so a change between the check
-and the connect is the remaining window).
+resolves to at that moment; the delivery then connects to the address it
+checked (`pin_public`: the URL's host replaced by it, the name kept in the
+`Host` header and the TLS server name), so a name that answers a public
+address to the check and a private one to the connect (DNS rebinding) reaches
+nothing private.
 """
 
 from __future__ import annotations
@@ -16,22 +18,42 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import httpx
+
+# NAT64's well-known prefix (RFC 6052) carries an IPv4 address in its last 32 bits.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class PrivateDestination(ValueError):
     """The URL's host is, or resolves to, an address that is not public."""
 
 
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """A webhook request aimed at the address that was checked."""
+
+    url: httpx.URL  # the host replaced by the checked address
+    host_header: str  # the URL's own host[:port]
+    server_name: str | None  # TLS: the certificate is checked against the name
+
+
 def _not_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone index
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv4 carried inside IPv6 (mapped, 6to4, NAT64, Teredo's client) is
+        # judged as the IPv4 address it reaches.
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            ip = embedded
+    return ip.is_multicast or not ip.is_global
 
 
-async def require_public(url: str) -> None:
-    """Raise PrivateDestination unless every address of the URL's host is public."""
+async def _public_addresses(url: str) -> list[str]:
     parts = urlsplit(url)
     host = parts.hostname
     if not host:
@@ -41,9 +63,25 @@ async def require_public(url: str) -> None:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise PrivateDestination(f"webhook host {host} does not resolve ({exc})") from exc
-    private = sorted({str(info[4][0]) for info in infos if _not_public(str(info[4][0]))})
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    private = sorted(a for a in addresses if _not_public(a))
     if private:
         raise PrivateDestination(
             f"webhook host {host} resolves to a non-public address ({', '.join(private)}); "
             "only an admin may add such a target"
         )
+    return addresses
+
+
+async def require_public(url: str) -> None:
+    """Raise PrivateDestination unless every address of the URL's host is public."""
+    await _public_addresses(url)
+
+
+async def pin_public(url: str) -> Pinned:
+    """The request to make for `url`: to its first address, once every address
+    it resolves to now is public (else PrivateDestination)."""
+    address = (await _public_addresses(url))[0].split("%", 1)[0]
+    target = httpx.URL(url)
+    server_name = target.host if target.scheme == "https" else None
+    return Pinned(target.copy_with(host=address), target.netloc.decode("ascii"), server_name)

@@ -358,8 +358,11 @@ class Notifier:
 
     async def _post(self, http: httpx.AsyncClient, c: q.Claimed, notice: render.Notice) -> int:
         assert c.url is not None
+        url: str | httpx.URL = c.url
+        pinned: destinations.Pinned | None = None
         if c.public_only:  # a manager's target: never into the centre's own network
-            await destinations.require_public(c.url)
+            pinned = await destinations.pin_public(c.url)
+            url = pinned.url
         if c.template:
             content_type = c.content_type or render.JSON_TYPE
             body = render.templated_body(notice, c.template, content_type)
@@ -376,7 +379,12 @@ class Notifier:
         }
         if c.secret:
             headers["X-Firesafe-Signature"] = render.signature(body, c.secret)
-        response = await http.post(c.url, content=body, headers=headers)
+        extensions: dict[str, str] = {}
+        if pinned is not None:  # connect to the address checked, as the name
+            headers["Host"] = pinned.host_header
+            if pinned.server_name is not None:
+                extensions["sni_hostname"] = pinned.server_name
+        response = await http.post(url, content=body, headers=headers, extensions=extensions)
         return response.status_code
 
     async def _mail(self, c: q.Claimed, notice: render.Notice) -> int:
