@@ -33,7 +33,7 @@ from gateways.gb26875.server import Gateway
 from gateways.mqtt import AckPublisher
 from tests.gb26875_frames import adu, frame, uitd_status
 from tests.helpers import running_ingest, wait_for
-from tests.test_api_support import live_server
+from tests.test_api_support import client, live_server
 from tests.test_gb26875_e2e import (
     SOURCE,
     Device,
@@ -41,6 +41,7 @@ from tests.test_gb26875_e2e import (
     api_get,
     local_now,
     register_uitd,
+    status_frame,
 )
 
 pytestmark = pytest.mark.integration
@@ -333,5 +334,33 @@ def test_bytes_trickled_after_a_frame_do_not_keep_a_connection_open(
             if closed:
                 break
         assert closed
+    finally:
+        gw.stop()
+
+
+def test_points_beyond_a_transmission_devices_limit_are_rejects_not_devices(
+    api_url: str, db: str, mqtt_url: str, site: str, gateway_id: str, rejects: Subscriber
+) -> None:
+    """The security check registered 3,000 made-up points for one uitd address in
+    25 s (the protocol has no authentication). Points beyond the limit are kept
+    as a reject (the frame is confirmed: resending cannot help), never
+    registered; points already registered keep working."""
+    register_uitd(api_url, site)
+    gw = GatewayThread(mqtt_url, api_url, bounded_gateway(gateway_id, max_points=3)).start()
+    now = local_now()
+    try:
+        dev = Device(gw.port)
+        for ca in (1, 2, 3, 4):  # three points fit, the fourth would pass the limit
+            dev.send(status_frame(ca, 42, ca, 0x0001, f"point {ca}", now))
+            assert dev.confirm() == ca
+        got = settle(rejects, 1)
+        assert [r["reason"] for r in got] == ["bad_payload"]
+        assert "would pass the limit of 3" in got[0]["detail"]
+        with client(api_url) as api:
+            assert api.get("/api/v1/devices/UITD-7_1_1_3").status_code == 200
+            assert api.get("/api/v1/devices/UITD-7_1_1_4").status_code == 404
+        dev.send(status_frame(5, 42, 2, 0x0003, "point 2", now))  # a known point's alarm
+        assert dev.confirm() == 5
+        assert len(rejects.payloads) == 1
     finally:
         gw.stop()

@@ -58,6 +58,7 @@ from firesafe.throttle import ThrottledWarning
 from gateways.directory import Directory, DirectoryUnavailable, RegistrationRefused
 from gateways.gb26875 import codec as c
 from gateways.gb26875.mapping import (
+    Component,
     Message,
     Translator,
     Uitd,
@@ -85,6 +86,12 @@ JUNK_REPORT_S: Final = 10.0
 # A connection must speak for a registered transmission device this soon (a
 # device sends its data or a heartbeat as soon as it connects).
 HELLO_S: Final = 30.0
+# Points (panels and their components) registered for one transmission device at
+# most: GB 50116-2013 3.1.5 allows 3,200 points per fire alarm controller, and a
+# transmission device serves a few controllers. Beyond, a frame naming new
+# points is confirmed and kept as a reject: the protocol has no authentication,
+# and an address sent by anyone must not grow the registry without bound.
+MAX_POINTS_PER_UITD: Final = 8 * 3_200
 # Open connections at most (and never closer than FD_RESERVE to the file limit).
 DEFAULT_MAX_CONNECTIONS: Final = 10_000
 FD_RESERVE: Final = 128
@@ -274,12 +281,14 @@ class Gateway:
         idle_s: float = DEFAULT_IDLE_S,
         hello_s: float = HELLO_S,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_points: int = MAX_POINTS_PER_UITD,
     ) -> None:
         self.publisher = publisher
         self.directory = directory
         self.gateway_id = gateway_id
         self.idle_s = idle_s
         self.hello_s = hello_s
+        self.max_points = max_points
         self.max_connections = max(1, min(max_connections, _file_limit() - FD_RESERVE))
         self.translator = Translator(gateway_id)
         self.states: dict[str, int] = {}  # device id -> last acknowledged status flags
@@ -486,18 +495,36 @@ class Gateway:
             assert frame.adu
             adu = c.decode_adu(frame.adu)
             tr = self.translator.translate(frame, adu, uitd, self.states, arrival)
+            components = list(tr.components.values())
             try:
-                await self.directory.ensure(list(tr.components.values()))
+                crowded = await self._over_point_limit(uitd, components)
+                if crowded is None:
+                    await self.directory.ensure(components)
             except DirectoryUnavailable as exc:
                 self._unconfirmed(f"registry unavailable: {exc}")
                 return
             except RegistrationRefused as exc:
-                built = [self._reject(frame, conn, "bad_payload", str(exc), arrival, uitd)], {}
+                crowded = str(exc)
+            if crowded is not None:
+                built = [self._reject(frame, conn, "bad_payload", crowded, arrival, uitd)], {}
             else:
                 built = tr.messages, tr.states
         self._named(conn, uitd)
         messages, states = built
         await self._pass_on(frame, conn, uitd, messages, states)
+
+    async def _over_point_limit(self, uitd: Uitd, components: list[Component]) -> str | None:
+        """Why registering these components would pass the uitd's point limit, or None."""
+        new = [c for c in components if not self.directory.registered([c])]
+        if not new:
+            return None
+        have = await self.directory.known_with_prefix(uitd.site, f"{uitd.id}_")
+        if have + len(new) <= self.max_points:
+            return None
+        return (
+            f"transmission device {uitd.id} has {have} registered point(s); {len(new)} more "
+            f"would pass the limit of {self.max_points} (GB 50116: 3,200 per controller)"
+        )
 
     def _pass_on(
         self,
