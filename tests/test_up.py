@@ -235,6 +235,12 @@ def test_up_announces_the_api_only_once_ingest_holds_its_broker_session(
 
 
 def test_up_with_nothing_configured_starts_embedded_services(tmp_path: Path) -> None:
+    # A private folder above the data directory (as /root is): as root, the
+    # embedded PostgreSQL's user needs to traverse it, and nothing more (the
+    # newcomer check found it opened to g+rx,o+rx at every start).
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    tmp_path = private
     env = {"FIRESAFE_DATA_DIR": str(tmp_path / "data")}
     for name in ("FIRESAFE_MQTT_URL", "FIRESAFE_DATABASE_URL", "FIRESAFE_ADMIN_TOKEN"):
         env[name] = ""
@@ -250,6 +256,8 @@ def test_up_with_nothing_configured_starts_embedded_services(tmp_path: Path) -> 
         assert r.status_code == 200
     # Its data stays for the next start.
     assert (tmp_path / "data" / "pg" / "PG_VERSION").exists()
+    expected = 0o711 if os.geteuid() == 0 else 0o700
+    assert stat.S_IMODE(private.stat().st_mode) == expected
 
 
 def _embedded_env(data: Path) -> dict[str, str]:
