@@ -261,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--sim-arg",
         action="append",
         metavar="ARG",
-        help=_("an argument passed to `firesafe sim` (repeatable), e.g. --sim-arg=--sites=3"),
+        help=_(
+            "an argument added to the demo simulator's (repeatable; a later option wins, "
+            "a --scenario replaces the demo's), e.g. --sim-arg=--sites=3"
+        ),
     )
     up.set_defaults(func=cmd_up)
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -63,6 +63,18 @@ DEFAULT_SIM_ARGS = (
     "3600",
     "--demo",
 )
+
+
+def sim_command_args(extra: Sequence[str]) -> list[str]:
+    """`up --sim`'s simulator arguments: the demo's, then the user's `--sim-arg`s
+    (a later option wins; scenarios named there replace the demo's `all`)."""
+    base = list(DEFAULT_SIM_ARGS)
+    if any(a == "--scenario" or a.startswith("--scenario=") for a in extra):
+        at = base.index("--scenario")
+        del base[at : at + 2]
+    return [*base, *extra]
+
+
 API_START_TIMEOUT_S = 60.0
 # Files `up` keeps under FIRESAFE_DATA_DIR so that a restart looks like the last run.
 TOKEN_FILE = "admin_token"  # the generated admin token, mode 0600
@@ -419,56 +431,66 @@ async def run_up(
             children.append(api_child)
             api = api_child.proc
             assert api is not None
-            await _wait_listening(api, settings.api_port, "API")
-            await _wait_subscribed(ingest)
-            shown = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
-            api_url = f"http://{shown}:{settings.api_port}"
-            announce("api", api_url)
-            if token_is_ours and settings.admin_token is not None:
-                announce("admin_token", settings.admin_token.get_secret_value())
-            # The GB/T 26875.3 gateway: its own process (its own core, like the API).
-            listen = _gb26875_listen(settings)
-            gateway = Child(
-                "GB/T 26875 gateway",
-                lambda: _start_child(
-                    settings, "gateway", ["gb26875", "--listen", listen], api_url=api_url
-                ),
-            )
-            children.append(gateway)
-            # It prints `firesafe: gb26875=tcp://HOST:PORT` itself once it listens.
-            assert gateway.proc is not None
-            try:
-                await _wait_listening(gateway.proc, parse_listen(listen)[1], gateway.name)
-            except ExitedDuringStartup as exc:
-                # Its supervisor (below) says so and starts it again, as after
-                # any exit: five within a minute stop `up`.
-                log.warning("%s", exc)
             api_died = asyncio.Event()
-            watcher = tasks.create_task(_watch_child(api, api_died, stop), name="api-watch")
-            notifier = Child("notifier", lambda: _start_child(settings, "notify", []))
-            children.append(notifier)
-            # Alarms must go on reaching people and panels: both come back when they die.
-            supervisors = [
-                tasks.create_task(supervise(child, stop, gave_up), name=f"{child.name}-watch")
-                for child in (gateway, notifier)
-            ]
-            if sim:
-                args = list(sim_args) or list(DEFAULT_SIM_ARGS)
-                if not any(a.startswith("--progress") for a in args):
-                    # Its stderr is shared with ingest, the API and the alarm lines.
-                    args.append("--progress=lines")
-                simulator = Child(
-                    "simulator", lambda: _start_child(settings, "sim", args, api_url=api_url)
+            # Watchers of the children; the API's first (it is cancelled first).
+            supervisors: list[asyncio.Task[None]] = []
+
+            async def start_the_rest() -> None:
+                await _wait_listening(api, settings.api_port, "API")
+                await _wait_subscribed(ingest)
+                shown = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
+                api_url = f"http://{shown}:{settings.api_port}"
+                announce("api", api_url)
+                if token_is_ours and settings.admin_token is not None:
+                    announce("admin_token", settings.admin_token.get_secret_value())
+                # The GB/T 26875.3 gateway: its own process (its own core, like the API).
+                listen = _gb26875_listen(settings)
+                gateway = Child(
+                    "GB/T 26875 gateway",
+                    lambda: _start_child(
+                        settings, "gateway", ["gb26875", "--listen", listen], api_url=api_url
+                    ),
                 )
-                children.append(simulator)
-                assert simulator.proc is not None
-                # A demo tool: it may finish (--duration); it is not restarted.
+                children.append(gateway)
+                # It prints `firesafe: gb26875=tcp://HOST:PORT` itself once it listens.
+                assert gateway.proc is not None
+                try:
+                    await _wait_listening(gateway.proc, parse_listen(listen)[1], gateway.name)
+                except ExitedDuringStartup as exc:
+                    # Its supervisor (below) says so and starts it again, as after
+                    # any exit: five within a minute stop `up`.
+                    log.warning("%s", exc)
                 supervisors.append(
-                    tasks.create_task(
-                        _report_exit("simulator", simulator.proc, stop), name="sim-watch"
-                    )
+                    tasks.create_task(_watch_child(api, api_died, stop), name="api-watch")
                 )
-            await stop.wait()
+                notifier = Child("notifier", lambda: _start_child(settings, "notify", []))
+                children.append(notifier)
+                # Alarms must go on reaching people and panels: both come back when they die.
+                supervisors.extend(
+                    tasks.create_task(supervise(child, stop, gave_up), name=f"{child.name}-watch")
+                    for child in (gateway, notifier)
+                )
+                if sim:
+                    args = sim_command_args(sim_args)
+                    if not any(a.startswith("--progress") for a in args):
+                        # Its stderr is shared with ingest, the API and the alarm lines.
+                        args.append("--progress=lines")
+                    simulator = Child(
+                        "simulator", lambda: _start_child(settings, "sim", args, api_url=api_url)
+                    )
+                    children.append(simulator)
+                    assert simulator.proc is not None
+                    # A demo tool: it may finish (--duration); it is not restarted.
+                    supervisors.append(
+                        tasks.create_task(
+                            _report_exit("simulator", simulator.proc, stop), name="sim-watch"
+                        )
+                    )
+
+            # Ctrl-C during start-up (a broker that cannot be reached makes it
+            # wait) stops at once, whatever step it is in.
+            if await unless_stopped(start_the_rest(), stop):
+                await stop.wait()
             if api_died.is_set():
                 print(
                     f"firesafe: the API exited ({describe_exit(api.returncode or 0)}); stopping",
@@ -480,7 +502,6 @@ async def run_up(
                 print(f"firesafe: {reason}; stopping", file=sys.stderr, flush=True)
                 code = 1
             log.info("stopping: simulator, ingest (drain), API, services")
-            watcher.cancel()
             feed.cancel()
             for supervisor in supervisors:
                 supervisor.cancel()
@@ -505,6 +526,24 @@ async def run_up(
         if pg is not None:
             await asyncio.to_thread(pg.stop)
         os.close(lock)  # last: the next `up` may start its database now
+
+
+async def unless_stopped(step: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `step` unless `stop` is set first (then it is cancelled): True when
+    it finished. Its exception, if any, is raised."""
+    task = asyncio.ensure_future(step)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
 
 
 async def _wait_subscribed(ingest: IngestService, wait_s: float = SUBSCRIBE_WAIT_S) -> None:

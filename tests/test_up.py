@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from firesafe import runtime
 from firesafe.embedded import EmbeddedServiceError, free_port
 from firesafe.runtime import format_alarm_line, hold_data_dir
 from tests.helpers import Publisher, forget_session, query, wait_for
@@ -458,3 +459,42 @@ def test_a_site_alarm_line_has_no_none_in_it() -> None:
     line = format_alarm_line(row)
     assert "None" not in line
     assert "zone=- device=- type=offline" in line
+
+
+def test_ctrl_c_while_up_waits_for_an_unreachable_broker_stops_at_once(
+    db: str, tmp_path: Path
+) -> None:
+    """The newcomer check: with a wrong broker URL, Ctrl-C, a second Ctrl-C and
+    SIGTERM were all ignored for 57 s while `up` went on starting (the API's
+    announcement, the gateway's 30 s wait for the broker, the notifier)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]  # nothing listens there once closed
+    env = {
+        "FIRESAFE_DATA_DIR": str(tmp_path / "data"),
+        "FIRESAFE_DATABASE_URL": db,
+        "FIRESAFE_MQTT_URL": f"mqtt://127.0.0.1:{closed_port}",
+        "FIRESAFE_ADMIN_TOKEN": "",
+    }
+    up = start_up(env, tmp_path, log_level="INFO", stderr=subprocess.STDOUT)
+    up.wait_line("schema at version")  # migrated: now starting ingest, the API...
+    time.sleep(3)  # ... with ingest retrying the broker meanwhile
+    os.killpg(up.proc.pid, signal.SIGINT)
+    signalled = time.monotonic()
+    code = up.proc.wait(30)
+    assert time.monotonic() - signalled < 15
+    assert code == 0
+    rest = []
+    while not up.lines.empty():
+        rest.append(up.lines.get())
+    assert not [line for line in rest if line.startswith("firesafe: api=")]
+
+
+def test_sim_args_are_added_to_the_demos() -> None:
+    assert runtime.sim_command_args([]) == list(runtime.DEFAULT_SIM_ARGS)
+    tz = runtime.sim_command_args(["--site-timezone=Asia/Shanghai"])
+    assert tz == [*runtime.DEFAULT_SIM_ARGS, "--site-timezone=Asia/Shanghai"]
+    mine = runtime.sim_command_args(["--scenario", "cooking", "--sites=3"])
+    assert mine.count("--scenario") == 1
+    assert "all" not in mine
+    assert mine[-3:] == ["--scenario", "cooking", "--sites=3"]
