@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +43,49 @@ def _same(text: str) -> str:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def _positive(_: Translate, what: str) -> Callable[[str], float]:
+    """argparse type: a finite number > 0 (`what` names it in the error)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(
+                _("{what} must be a number > 0, not {value}").format(what=what, value=repr(text))
+            )
+        return value
+
+    return parse
+
+
+def _speed(_: Translate) -> Callable[[str], str]:
+    """argparse type of --speed: `max` or a number > 0 (kept as written)."""
+    number = _positive(_, "--speed (or `max`)")
+
+    def parse(text: str) -> str:
+        if text != "max":
+            number(text)
+        return text
+
+    return parse
+
+
+def _port(_: Translate) -> Callable[[str], str]:
+    """argparse type of `--listen [HOST:]PORT` (kept as written)."""
+
+    def parse(text: str) -> str:
+        port = text.rpartition(":")[2]
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise argparse.ArgumentTypeError(
+                _("{value} is not [HOST:]PORT (a port in 0-65535)").format(value=repr(text))
+            )
+        return text
+
+    return parse
+
+
 def add_sim_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> None:
     """The options of `firesafe sim`; `_` puts their help in the run's language."""
     p = parser
@@ -71,13 +115,19 @@ def add_sim_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> 
         ),
     )
     p.add_argument(
-        "--duration", type=float, default=DEFAULT_DURATION_S, help=_("event-time seconds (600)")
+        "--duration",
+        type=_positive(_, "--duration"),
+        default=DEFAULT_DURATION_S,
+        help=_("event-time seconds (600)"),
     )
     p.add_argument(
-        "--rate", type=float, help=_("target readings/s: event time runs as fast as needed")
+        "--rate",
+        type=_positive(_, "--rate"),
+        help=_("target readings/s: event time runs as fast as needed"),
     )
     p.add_argument(
         "--speed",
+        type=_speed(_),
         help=_(
             "event-time seconds per wall second (e.g. 60), or `max` (as fast as possible); "
             "default: real time, or what --rate needs"
@@ -413,7 +463,9 @@ def add_conformance_arguments(parser: argparse.ArgumentParser, _: Translate = _s
         default=False,
         help=_("stand in for a monitoring centre on --listen and judge a transmission device"),
     )
-    g.add_argument("--listen", metavar="[HOST:]PORT", help=_("where to listen (--gb26875)"))
+    g.add_argument(
+        "--listen", metavar="[HOST:]PORT", type=_port(_), help=_("where to listen (--gb26875)")
+    )
     g.add_argument(
         "--utc-offset", type=int, default=480, help=_("the device clock's UTC offset, min (480)")
     )
@@ -422,7 +474,7 @@ def add_conformance_arguments(parser: argparse.ArgumentParser, _: Translate = _s
     )
     p.add_argument(
         "--duration",
-        type=float,
+        type=_positive(_, "--duration"),
         default=DEFAULT_CONFORMANCE_S,
         help=_("seconds to listen (60; at least 3 reporting intervals to judge the interval)"),
     )

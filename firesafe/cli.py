@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from firesafe import __version__, i18n, logs
 from firesafe.i18n import N_
-from firesafe.settings import Settings
+from firesafe.settings import NotConfigured, Settings, parse_listen
 
 # The language of this run's messages: --lang, else LC_ALL / LC_MESSAGES / LANG.
 _lang = i18n.DEFAULT_LANG
@@ -90,6 +90,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(
             "firesafe: " + _("invalid configuration:") + "\n" + "\n".join(lines)
         ) from None
+
+
+def _listen_address(value: str) -> str:
+    """argparse type of `--listen HOST:PORT`: checked, kept as written."""
+    try:
+        parse_listen(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            _("{value} is not HOST:PORT (a port in 0-65535)", value=repr(value))
+        ) from None
+    return value
 
 
 def _variable(loc: tuple[int | str, ...]) -> str:
@@ -301,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     gb.add_argument(
         "--listen",
         metavar="HOST:PORT",
+        type=_listen_address,
         help="where to listen (env FIRESAFE_GB26875_LISTEN; default 0.0.0.0:9026)",
     )
     gb.add_argument("--api-url", help="the registry API (env FIRESAFE_API_URL)")
@@ -334,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.language = _lang
     try:
         return int(args.func(args))
+    except* NotConfigured as group:
+        raise SystemExit("firesafe: " + "; ".join(_(str(e)) for e in group.exceptions)) from None
     except* (StorageError, EmbeddedServiceError) as group:
         # Expected failures of the environment get one clear line, not a traceback.
         raise SystemExit("firesafe: " + "; ".join(map(str, group.exceptions))) from None

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -37,7 +39,6 @@ from firesafe.embedded import (
     describe_exit,
     die_with_parent,
     free_port,
-    port_is_free,
 )
 from firesafe.settings import Settings, parse_listen
 from storage.migrate import MigrationReport, migrate
@@ -344,12 +345,30 @@ def hold_data_dir(data_dir: Path, wait_s: float = LOCK_WAIT_S) -> int:
 
 
 def check_api_port(settings: Settings) -> None:
-    """Before anything starts or is printed: the API's port must be free."""
-    if settings.api_port and not port_is_free(settings.api_port, settings.api_host or "0.0.0.0"):
+    """Before anything starts or is printed: the API's address must be one of
+    this machine's and its port free."""
+    host, port = settings.api_host or "0.0.0.0", settings.api_port or 0
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
         raise EmbeddedServiceError(
-            f"port {settings.api_port} on {settings.api_host} is already in use: stop what "
-            "holds it, or choose another with FIRESAFE_API_PORT (or --api-port)"
-        )
+            f"FIRESAFE_API_HOST (or --api-host) {host!r} is not an address ({exc.strerror})"
+        ) from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise EmbeddedServiceError(
+                    f"port {port} on {host} is already in use: stop what holds it, or "
+                    "choose another with FIRESAFE_API_PORT (or --api-port)"
+                ) from None
+            raise EmbeddedServiceError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): FIRESAFE_API_HOST (or "
+                "--api-host) must be an address of this machine, or 0.0.0.0 for all"
+            ) from None
 
 
 async def run_up(

@@ -14,6 +14,16 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from firesafe.i18n import N_
+
+
+class NotConfigured(RuntimeError):
+    """A service this command needs has no URL (a one-line error, never a traceback)."""
+
+
+NO_BROKER = N_("no MQTT broker configured (set FIRESAFE_MQTT_URL or --mqtt-url)")
+NO_DATABASE = N_("no database configured (set FIRESAFE_DATABASE_URL or --database-url)")
+
 MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883}
 # An admin token is a password to everything: at least this long (openssl rand -hex 32).
 MIN_ADMIN_TOKEN_CHARS = 32
@@ -250,7 +260,7 @@ class Settings(BaseSettings):
     @property
     def mqtt(self) -> MqttEndpoint:
         if not self.mqtt_url:
-            raise RuntimeError("no MQTT broker configured (set FIRESAFE_MQTT_URL)")
+            raise NotConfigured(NO_BROKER)
         return MqttEndpoint.parse(self.mqtt_url)
 
     @property
@@ -261,7 +271,7 @@ class Settings(BaseSettings):
 
     def require_database_url(self) -> str:
         if not self.database_url:
-            raise RuntimeError("no database configured (set FIRESAFE_DATABASE_URL)")
+            raise NotConfigured(NO_DATABASE)
         return self.database_url
 
     def to_environment(self) -> dict[str, str]:

@@ -1,0 +1,64 @@
+"""Wrong arguments and missing configuration: one clear line (or argparse's
+usage and error), never a traceback. The newcomer check found tracebacks for
+each of these."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def firesafe(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FIRESAFE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "firesafe.cli", *args],
+        env={**base, "FIRESAFE_API_PORT": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (("ingest",), {}, "no database configured"),
+        (("notify",), {}, "no database configured"),
+        (("api",), {}, "no database configured"),
+        (("gateway", "gb26875"), {}, "no MQTT broker configured"),
+        (("gateway", "gb26875", "--listen", "bad"), {}, "'bad' is not HOST:PORT"),
+        (("gateway", "gb26875", "--listen", "127.0.0.1:99999"), {}, "is not HOST:PORT"),
+        (("conformance", "--gb26875", "--listen", "99999"), {}, "is not [HOST:]PORT"),
+        (("conformance", "--site", "S1", "--duration", "-1"), {}, "must be a number > 0"),
+        (("sim", "--duration", "0"), {}, "--duration must be a number > 0"),
+        (("sim", "--speed", "fast"), {}, "--speed (or `max`) must be a number > 0"),
+        (("sim", "--rate", "-5"), {}, "--rate must be a number > 0"),
+        (("--lang", "zh-CN", "ingest"), {}, "未配置数据库"),
+        (
+            ("api",),
+            {
+                "FIRESAFE_DATABASE_URL": "postgresql://x@127.0.0.1:1/x",
+                "FIRESAFE_API_HOST": "999.1.1.1",
+            },
+            "'999.1.1.1' is not an address",
+        ),
+        (
+            ("api",),
+            {
+                "FIRESAFE_DATABASE_URL": "postgresql://x@127.0.0.1:1/x",
+                "FIRESAFE_API_HOST": "10.9.9.9",
+            },
+            "must be an address of this machine",
+        ),
+    ],
+)
+def test_a_clear_error_not_a_traceback(
+    args: tuple[str, ...], env: dict[str, str], expected: str
+) -> None:
+    done = firesafe(*args, **env)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert expected in done.stderr, done.stderr
