@@ -35,6 +35,7 @@ from api.state import AppState
 from api.stream import AlarmHub
 from api.tasks import Supervisor
 from firesafe import logs
+from firesafe.embedded import exit_with_parent
 from firesafe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,10 @@ async def _configure(conn: AsyncConnection[DictRow]) -> None:
 
 def create_app_from_environment() -> FastAPI:
     """The app of one worker of `firesafe api --workers N` (settings from FIRESAFE_*).
-    A worker is a process of its own: its log lines get the format of the others."""
+    A worker is a process of its own: its log lines get the format of the others,
+    and it ends with its supervisor (a SIGKILLed `firesafe api` left its workers
+    serving the port, and the next one found it taken)."""
+    exit_with_parent()
     settings = Settings()
     logs.configure(settings.log_level)
     return create_app(settings)

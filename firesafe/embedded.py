@@ -132,6 +132,17 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
     return preexec
 
 
+def exit_with_parent(sig: int = signal.SIGTERM) -> None:
+    """This process is sent `sig` when its parent dies, even by SIGKILL (Linux;
+    elsewhere nothing): for a child another library started (uvicorn's API
+    workers), where no `preexec_fn` can be given."""
+    if sys.platform != "linux":
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+    if os.getppid() == 1:  # the parent died before the line above
+        os._exit(1)
+
+
 def spawn_service(
     cmd: Sequence[str],
     log_path: Path,

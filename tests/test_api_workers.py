@@ -72,3 +72,37 @@ def test_the_api_runs_in_several_worker_processes_and_stops_cleanly(
     ready = [line for line in log.read_text().splitlines() if "API ready" in line]
     assert len(ready) == 2, log.read_text()
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ", line) for line in ready)
+
+
+def test_workers_end_with_a_killed_supervisor(db: str, tmp_path: Path) -> None:
+    """The newcomer check: `firesafe api` killed with SIGKILL left its workers
+    serving the port, and the next `firesafe api` found it taken."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FIRESAFE_DATABASE_URL": db,
+        "FIRESAFE_API_PORT": str(port),
+        "FIRESAFE_ADMIN_TOKEN": "w" * 40,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firesafe.cli", "api", "--workers", "2"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=(tmp_path / "api.log").open("wb"),
+    )
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(answers, timeout=60)
+        workers = children(proc.pid)
+        assert len(workers) >= 2
+    finally:
+        proc.kill()
+        proc.wait(10)
+    wait_for(lambda: not [pid for pid in workers if Path(f"/proc/{pid}").exists()], timeout=15)
+    assert not answers()
