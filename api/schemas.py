@@ -59,6 +59,20 @@ Address = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{12}$", to_uppe
 UtcOffset = Annotated[int, Field(ge=-720, le=840)]
 AlarmType = Literal["fire", "pre_alarm", "electrical", "fault", "offline", "evac_fault"]
 Verdict = Literal["pending", "confirmed", "suppressed"]
+# contract.REJECT_REASONS (a test keeps them equal)
+RejectReason = Literal[
+    "too_large",
+    "bad_topic",
+    "invalid_json",
+    "missing_ts",
+    "missing_seq",
+    "bad_value",
+    "bad_payload",
+    "unknown_device",
+    "site_mismatch",
+    "bad_frame",
+    "unsupported",
+]
 Status = Literal["active", "acknowledged", "cleared"]
 Role = Literal["admin", "operator", "manager"]
 SiteStandard = Literal["EN", "GB"]

@@ -561,6 +561,10 @@ def test_rejects_list_text_and_base64(api, db: str) -> None:  # type: ignore[no-
     assert set(items[0]) >= {"received_at", "topic", "reason", "payload"}
     only = api.get("/api/v1/rejects", params={"reason": "unknown_device"}).json()["items"]
     assert len(only) == 1
+    # A reason that is none of the contract's is a bad parameter, as a bad `type` is.
+    bogus = api.get("/api/v1/rejects", params={"reason": "bogus"})
+    assert bogus.status_code == 422, bogus.text
+    assert "reason" in bogus.json()["error"]["message"]
     page1 = api.get("/api/v1/rejects", params={"limit": 2}).json()
     page2 = api.get("/api/v1/rejects", params={"limit": 2, "cursor": page1["next_cursor"]}).json()
     assert [i["id"] for i in page1["items"] + page2["items"]] == [i["id"] for i in items]
@@ -601,3 +605,12 @@ def test_metrics_and_site_summary(api, db: str) -> None:  # type: ignore[no-unty
     offline = api.get("/api/v1/devices", params={"state": "offline"}).json()["items"]
     assert [d["id"] for d in offline] == ["D1"]
     assert api.get("/api/v1/sites/S9/summary").status_code == 404
+
+
+def test_the_apis_reject_reasons_are_the_contracts() -> None:
+    from typing import get_args
+
+    from api.schemas import RejectReason
+    from firesafe.contract import REJECT_REASONS
+
+    assert get_args(RejectReason) == REJECT_REASONS

@@ -20,7 +20,7 @@ from api.params import (
     parse_instant,
     time_key,
 )
-from api.schemas import Page, RejectOut
+from api.schemas import Page, RejectOut, RejectReason
 from storage.queries import rejects as reject_q
 
 router = APIRouter(prefix="/api/v1/rejects", tags=["rejects"], responses=ERROR_RESPONSES)
@@ -59,7 +59,7 @@ def _reject(row: dict[str, Any]) -> RejectOut:
 async def list_rejects(
     conn: ConnDep,
     caller: CallerDep,
-    reason: Annotated[str | None, Query(pattern=r"^[a-z_]{1,64}$")] = None,
+    reason: Annotated[RejectReason | None, Query()] = None,
     since: Instant = None,
     until: Instant = None,
     limit: Limit = DEFAULT_LIMIT,
