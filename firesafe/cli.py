@@ -230,11 +230,14 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     return run_conformance(args, settings)
 
 
-def _common(parser: argparse.ArgumentParser, *, mqtt: bool, db: bool, api: bool) -> None:
+def _common(
+    parser: argparse.ArgumentParser, *, mqtt: bool, db: bool, api: bool, embedded: bool = False
+) -> None:
     if mqtt:
         parser.add_argument("--mqtt-url", help=_("broker URL (env FIRESAFE_MQTT_URL)"))
     if db:
         parser.add_argument("--database-url", help=_("PostgreSQL DSN (env FIRESAFE_DATABASE_URL)"))
+    if embedded:  # only `up` and `db migrate` start an embedded database
         parser.add_argument("--data-dir", help=_("embedded database files (env FIRESAFE_DATA_DIR)"))
     if api:
         parser.add_argument("--api-host", help=_("interface to bind (env FIRESAFE_API_HOST)"))
@@ -266,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser(
         "up", help=_("everything in one process group (embedded broker/database when unset)")
     )
-    _common(up, mqtt=True, db=True, api=True)
+    _common(up, mqtt=True, db=True, api=True, embedded=True)
     up.add_argument("--sim", action="store_true", help=_("also run the device simulator"))
     up.add_argument(
         "--sim-arg",
@@ -300,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help=_("database administration"))
     db_sub = db.add_subparsers(dest="db_command", required=True)
     migrate = db_sub.add_parser("migrate", help=_("create or upgrade the schema (idempotent)"))
-    _common(migrate, mqtt=False, db=True, api=False)
+    _common(migrate, mqtt=False, db=True, api=False, embedded=True)
     migrate.set_defaults(func=cmd_migrate)
 
     gateway = sub.add_parser("gateway", help="protocol gateways: a device protocol -> MQTT")

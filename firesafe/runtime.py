@@ -118,6 +118,14 @@ def migrate_database(settings: Settings) -> MigrationReport:
             retention_days=settings.retention_days,
             shards=settings.shards,
         )
+    # No URL: the embedded database `up` keeps under the data directory. Said
+    # plainly, so that nobody takes it for the production database.
+    where = (settings.data_dir / "pg").resolve()
+    log.warning(
+        "no FIRESAFE_DATABASE_URL: migrating the embedded database under %s (the one "
+        "`firesafe up` uses), not a server of yours",
+        where,
+    )
     pg = EmbeddedPostgres(settings.data_dir / "pg")
     try:
         return migrate(
