@@ -185,7 +185,13 @@ class Centre:
 
 
 async def serve(centre: Centre, host: str, port: int, duration_s: float) -> None:
+    handlers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers[task] = writer
+        task.add_done_callback(handlers.pop)
         buf = bytearray()
         try:
             while True:
@@ -206,6 +212,12 @@ async def serve(centre: Centre, host: str, port: int, duration_s: float) -> None
     server = await asyncio.start_server(handle, host, port)
     async with server:
         await asyncio.sleep(duration_s)
+        # Devices still connected at the end are disconnected, so their handlers
+        # end here (a handler cancelled by the loop's shutdown printed a
+        # CancelledError traceback before the report).
+        for writer in list(handlers.values()):
+            writer.close()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
 
 def render(results: Iterable[RuleResult], observed: int) -> str:

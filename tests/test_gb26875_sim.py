@@ -49,6 +49,26 @@ def test_simulated_device_passes_conformance() -> None:
     assert results["heartbeats"].checked >= 2
 
 
+def test_the_centre_ends_cleanly_with_a_device_still_connected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The newcomer check: a device still connected when the listening time ran
+    out made asyncio print a CancelledError traceback before the report."""
+    port = _free_port()
+
+    async def go() -> None:
+        server = asyncio.create_task(gc.serve(gc.Centre(), "127.0.0.1", port, 1.0))
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await server  # returns at the end of its time, the device still there
+        assert await reader.read() == b""  # and it was disconnected
+        writer.close()
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(go())
+    assert not [r for r in caplog.records if r.name == "asyncio"]
+
+
 def test_conformance_reports_a_faulty_device() -> None:
     centre = gc.Centre(withhold=True)
     cst = timezone(timedelta(hours=8))
