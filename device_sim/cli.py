@@ -27,6 +27,7 @@ from device_sim.runner import Job, run_job
 from device_sim.scenarios import LIBRARY
 from device_sim.timeline import DEMO_PLAN, expand_scenarios, simulate
 from firesafe import i18n
+from firesafe.contract import ID_RE
 from firesafe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,21 @@ def _port(_: Translate) -> Callable[[str], str]:
         if not port.isdigit() or not 0 <= int(port) <= 65535:
             raise argparse.ArgumentTypeError(
                 _("{value} is not [HOST:]PORT (a port in 0-65535)").format(value=repr(text))
+            )
+        return text
+
+    return parse
+
+
+def _identifier(_: Translate) -> Callable[[str], str]:
+    """argparse type of a site or device id (contract: [A-Za-z0-9_-]{1,64})."""
+
+    def parse(text: str) -> str:
+        if not ID_RE.match(text):
+            raise argparse.ArgumentTypeError(
+                _("{value} is not an id ([A-Za-z0-9_-], 1 to 64 characters)").format(
+                    value=repr(text)
+                )
             )
         return text
 
@@ -453,8 +469,14 @@ class _NoSiteNeeded(argparse.Action):
 def add_conformance_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> None:
     """The options of `firesafe conformance`; `_` puts their help in the run's language."""
     p = parser
-    site = p.add_argument("--site", required=True, help=_("the site whose traffic to judge"))
-    p.add_argument("--device", help=_("judge only this device (default: every device seen)"))
+    site = p.add_argument(
+        "--site", required=True, type=_identifier(_), help=_("the site whose traffic to judge")
+    )
+    p.add_argument(
+        "--device",
+        type=_identifier(_),
+        help=_("judge only this device (default: every device seen)"),
+    )
     g = p.add_argument_group(_("GB/T 26875.3 transmission devices"))
     g.add_argument(
         "--gb26875",

@@ -426,7 +426,9 @@ class Checker:
                 )
             else:
                 rule.ok()
-        if not rule.checked:
+        if not rule.checked and self.interval_s:
+            rule.note = N_("needs 3+ valid readings per device; listen longer")
+        elif not rule.checked:
             rule.note = N_("needs 3+ readings per device; listen longer or pass --interval")
         silent = sorted(set(self.status_seen) - set(self.records))
         if silent and not self.records:

@@ -339,14 +339,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from firesafe.embedded import EmbeddedServiceError
-    from storage.errors import StorageError
-
     global _lang
     _lang = language(argv)
     with _argparse_in(_lang):
         args = build_parser().parse_args(argv)
     args.language = _lang
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # `firesafe sim --scenario list | head`: the reader left; no traceback,
+        # and nothing more written to the closed pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from firesafe.embedded import EmbeddedServiceError
+    from storage.errors import StorageError
+
     try:
         return int(args.func(args))
     except* NotConfigured as group:

@@ -196,7 +196,11 @@ async def wait_for_database(conninfo: str, stop: asyncio.Event) -> bool:
             conn = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=5)
         except psycopg.OperationalError as exc:
             if not said:
-                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc)
+                # libpq's last line is a tab-indented hint ("Is the server
+                # running...?"); the cause is the last line that says "failed".
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                failed = [line for line in lines if "failed" in line]
+                reason = (failed or lines or [type(exc).__name__])[-1]
                 print(
                     f"firesafe: database unreachable ({reason}); waiting for it, "
                     "the API starts as soon as it answers",

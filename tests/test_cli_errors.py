@@ -37,6 +37,7 @@ def firesafe(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (("sim", "--speed", "fast"), {}, "--speed (or `max`) must be a number > 0"),
         (("sim", "--rate", "-5"), {}, "--rate must be a number > 0"),
         (("--lang", "zh-CN", "ingest"), {}, "未配置数据库"),
+        (("conformance", "--site", "bad site!"), {}, "'bad site!' is not an id"),
         (
             ("api",),
             {
@@ -62,3 +63,19 @@ def test_a_clear_error_not_a_traceback(
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr
     assert expected in done.stderr, done.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """`firesafe sim --scenario list | head -2`: BrokenPipeError, before."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FIRESAFE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firesafe.cli", "sim", "--scenario", "list"],
+        env=base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the list is written
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
