@@ -219,6 +219,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("CSV header lacks column(s) {columns}"),
     N_("CSV line {line}: {detail}"),
     N_("at most {count} devices per request"),
+    N_("device {id} appears more than once in the request"),
     N_("request body larger than {count} bytes"),
     N_("CSV body is not UTF-8"),
     N_(

@@ -167,6 +167,20 @@ def test_the_gateways_reserved_site_is_refused_everywhere_a_site_is_made(
     assert api.get("/api/v1/devices/GWX1").status_code == 404
 
 
+def test_a_device_twice_in_one_request_is_refused(api: httpx.Client) -> None:
+    """The security check's list with one id twice kept the last silently (200)."""
+    one = {"id": "DUP1", "site": "S1", "building": "B", "floor": "1", "zone": "Z", "kind": "smoke"}
+    r = api.post("/api/v1/devices", json=[one, {**one, "zone": "Z2"}])
+    assert r.status_code == 422, r.text
+    assert "DUP1" in r.json()["error"]["message"]
+    csv = "id,site,building,floor,zone,kind\nDUP2,S1,B,1,Z,smoke\nDUP2,S1,B,1,Z,heat\n"
+    r = api.post("/api/v1/devices", content=csv, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 422, r.text
+    zh = api.post("/api/v1/devices", json=[one, one], headers={"Accept-Language": "zh-CN"})
+    assert "不止一次" in zh.json()["error"]["message"]
+    assert api.get("/api/v1/devices/DUP1").status_code == 404
+
+
 def test_the_database_refuses_a_token_named_system(api: httpx.Client, db: str) -> None:
     with (
         psycopg.connect(db, autocommit=True) as conn,

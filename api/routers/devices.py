@@ -191,6 +191,11 @@ MoveSite = Annotated[
 async def _store(conn: ConnDep, devices: list[DeviceIn], move_site: bool) -> list[DeviceOut]:
     if not devices:
         return []
+    seen: set[str] = set()
+    for d in devices:  # an id twice would silently keep the last one
+        if d.id in seen:
+            raise BadBody(f"device {d.id!r} appears more than once in the request")
+        seen.add(d.id)
     rows = await device_q.upsert_devices(
         conn, devices=[_to_spec(d) for d in devices], move_site=move_site
     )
