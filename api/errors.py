@@ -437,7 +437,7 @@ def _location_in(loc: tuple[Any, ...], lang: str) -> str:
     return i18n.translate(template, lang, name=repr(rest))
 
 
-def _what(error: Mapping[str, Any], lang: str) -> str:
+def what_is_wrong(error: Mapping[str, Any], lang: str) -> str:
     """What is wrong with the field, in `lang`: a validator's own sentence (without
     pydantic's "Value error, "), else pydantic's message or its type in words."""
     kind = str(error.get("type"))
@@ -478,11 +478,11 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     code = "invalid_body" if loc[:1] == ("body",) else "invalid_parameter"
     lang = request_lang.get()
     if lang == i18n.DEFAULT_LANG:
-        message = f"{_location(loc)}: {_what(first, lang)}"
+        message = f"{_location(loc)}: {what_is_wrong(first, lang)}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more)"
     else:
-        where, what = _location_in(loc, lang), _what(first, lang)
+        where, what = _location_in(loc, lang), what_is_wrong(first, lang)
         message = i18n.translate("{location}: {detail}", lang, location=where, detail=what)
         if len(errors) > 1:
             message = i18n.translate(

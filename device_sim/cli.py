@@ -288,14 +288,24 @@ def run_sim(args: argparse.Namespace, settings: Settings) -> int:
     if "list" in args.scenario:
         print_library()
         return EXIT_OK
+    lang = getattr(args, "language", i18n.DEFAULT_LANG)
+    unknown = [n for n in args.scenario if n != "all" and n not in LIBRARY]
+    if unknown:
+        message = i18n.translate(
+            "unknown scenario {name} (try --scenario list)", lang, name=repr(unknown[0])
+        )
+        print(f"firesafe sim: {message}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         names = _scenario_names(args)
     except (ValueError, OSError) as exc:
         print(f"firesafe sim: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.sites < 1 or args.devices_per_site < 1 or not 0 <= args.gateway_fraction <= 1:
-        print("firesafe sim: --sites, --devices-per-site >= 1; --gateway-fraction in 0..1",
-              file=sys.stderr)  # fmt: skip
+        message = i18n.translate(
+            "--sites and --devices-per-site must be >= 1, --gateway-fraction in 0..1", lang
+        )
+        print(f"firesafe sim: {message}", file=sys.stderr)
         return EXIT_USAGE
 
     estate = generate_estate(args.sites, args.devices_per_site, args.seed,

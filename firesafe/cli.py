@@ -86,7 +86,9 @@ def _settings(args: argparse.Namespace) -> Settings:
             api_workers=getattr(args, "workers", None),
         )
     except ValidationError as exc:
-        lines = [f"  {_variable(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        from api.errors import what_is_wrong  # pydantic's messages, in the run's language
+
+        lines = [f"  {_variable(e['loc'])}: {what_is_wrong(e, _lang)}" for e in exc.errors()]
         raise SystemExit(
             "firesafe: " + _("invalid configuration:") + "\n" + "\n".join(lines)
         ) from None
@@ -107,7 +109,8 @@ def _variable(loc: tuple[int | str, ...]) -> str:
     """The environment variable (and flag) a settings error is about, as users set it."""
     name = str(loc[0]) if loc else "?"
     if name in _FLAGS:
-        return f"FIRESAFE_{name.upper()} (or --{name.replace('_', '-')})"
+        flag = "--" + name.replace("_", "-")
+        return _("{variable} (or {flag})", variable="FIRESAFE_" + name.upper(), flag=flag)
     return f"FIRESAFE_{name.upper()}"
 
 

@@ -38,6 +38,13 @@ def firesafe(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (("sim", "--rate", "-5"), {}, "--rate must be a number > 0"),
         (("--lang", "zh-CN", "ingest"), {}, "未配置数据库"),
         (("conformance", "--site", "bad site!"), {}, "'bad site!' is not an id"),
+        (("--lang", "zh-CN", "sim", "--scenario", "nope"), {}, "未知场景 'nope'"),
+        (("--lang", "zh-CN", "sim", "--sites", "0"), {}, "必须 >= 1"),
+        (
+            ("--lang", "zh-CN", "api"),
+            {"FIRESAFE_API_PORT": "abc"},
+            "FIRESAFE_API_PORT（或 --api-port）: 应为整数",
+        ),
         (
             ("api",),
             {
