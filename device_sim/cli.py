@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 import time
+import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,23 @@ def _identifier(_: Translate) -> Callable[[str], str]:
     return parse
 
 
+def _time_zone(_: Translate) -> Callable[[str], str]:
+    """argparse type of an IANA time zone, checked before anything is registered."""
+
+    def parse(text: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(text)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            raise argparse.ArgumentTypeError(
+                _("{value} is not an IANA time zone (e.g. Asia/Shanghai)").format(
+                    value=repr(text)
+                )
+            ) from None
+        return text
+
+    return parse
+
+
 def add_sim_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> None:
     """The options of `firesafe sim`; `_` puts their help in the run's language."""
     p = parser
@@ -183,6 +201,7 @@ def add_sim_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> 
     p.add_argument(
         "--site-timezone",
         metavar="TZ",
+        type=_time_zone(_),
         help=_("set each site's time zone when registering, e.g. Asia/Shanghai (default: UTC)"),
     )
     p.add_argument(

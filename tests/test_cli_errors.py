@@ -40,6 +40,7 @@ def firesafe(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (("conformance", "--site", "bad site!"), {}, "'bad site!' is not an id"),
         (("--lang", "zh-CN", "sim", "--scenario", "nope"), {}, "未知场景 'nope'"),
         (("--lang", "zh-CN", "sim", "--sites", "0"), {}, "必须 >= 1"),
+        (("sim", "--site-timezone", "Mars/Olympus"), {}, "is not an IANA time zone"),
         (
             ("--lang", "zh-CN", "api"),
             {"FIRESAFE_API_PORT": "abc"},
