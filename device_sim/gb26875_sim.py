@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from device_sim import gb26875_wire as w
+from firesafe.throttle import ThrottledWarning
 
 log = logging.getLogger(__name__)
+_UNREACHABLE = ThrottledWarning(log, "cannot connect to the centre")
 
 HEARTBEAT_S: Final = 20.0
 RESEND_S: Final = 5.0  # devices typically resend after 3-10 s
@@ -161,7 +163,9 @@ class Device:
                 self.buf.clear()
                 return
             except OSError as exc:
-                log.debug("%s: cannot connect (%s)", self.u.id, exc)
+                # Said, at most a line per 10 s for all devices: a wrong --gateway
+                # looked like a simulator doing nothing.
+                _UNREACHABLE(f"{self.host}:{self.port}: {exc}")
                 await asyncio.sleep(RECONNECT_S)
 
     async def close(self) -> None:
