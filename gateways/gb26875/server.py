@@ -295,6 +295,9 @@ class Gateway:
         self.online: dict[str, int] = {}  # uitd id -> open connections that named it
         self.counters = Counters()
         self._conns: set[Connection] = set()
+        # Open connections not yet speaking for a device, oldest first (evicted
+        # first at the connection limit).
+        self._unnamed: dict[Connection, None] = {}
         self._not_confirmed = ThrottledWarning(
             log, "frame(s) not confirmed, the device will resend (broker or API away)"
         )
@@ -347,21 +350,23 @@ class Gateway:
         if len(self._conns) >= self.max_connections:
             # Make room: the oldest connection not yet speaking for a device goes;
             # when every one does, the newcomer is refused (devices keep service).
-            silent = [other for other in self._conns if other.uitd is None]
-            victim = min(silent, key=lambda other: other.opened) if silent else conn
             self._crowded(f"{len(self._conns)} open, limit {self.max_connections}")
-            if victim is conn:
+            victim = next(iter(self._unnamed), None)
+            if victim is None:
                 if conn.transport is not None:
                     conn.transport.abort()
                 return
+            del self._unnamed[victim]
             victim.abort()
         self._conns.add(conn)
+        self._unnamed[conn] = None
         self.counters.connections += 1
 
     def _closed(self, conn: Connection) -> None:
         if conn not in self._conns:
             return  # refused at the limit: never counted
         self._conns.discard(conn)
+        self._unnamed.pop(conn, None)
         self.counters.connections -= 1
         if conn.uitd is not None:
             self._background_task(self._gone(conn.uitd))
@@ -372,10 +377,12 @@ class Gateway:
         while True:
             await asyncio.sleep(min(self.idle_s / 4, self.hello_s / 4, 5.0))
             now = time.monotonic()
-            limit, conn_idle = now - self.idle_s, self.idle_s
+            limit = now - self.idle_s
             for conn in list(self._conns):
                 if conn.last_frame < limit:
-                    log.info("%s no frame for %.0f s (no heartbeat): closing", conn.peer, conn_idle)
+                    log.info(
+                        "%s no frame for %.0f s (no heartbeat): closing", conn.peer, self.idle_s
+                    )
                     conn.close()
                     continue
                 if conn.uitd is None and now - conn.opened >= self.hello_s and conn.slow is None:
@@ -419,6 +426,7 @@ class Gateway:
         if conn.uitd is not None:
             self._background_task(self._gone(conn.uitd))
         conn.uitd = uitd
+        self._unnamed.pop(conn, None)
         self.online[uitd.id] = self.online.get(uitd.id, 0) + 1
         conn.announce = True
 
