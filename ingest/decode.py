@@ -203,9 +203,10 @@ class Decoder:
         self.registry = registry
         # topic -> (topic type, device or None, reject reason or None); topics repeat
         # per device, so classifying each once keeps the per-message cost to one lookup.
-        # Topics naming a registered device are bounded by the registry; any other
-        # (a gateway's batches, rejects) go to a small cache that starts over when
-        # full: made-up topics (up to 64 KiB each) must not grow memory.
+        # A registered device's own topics are bounded by the registry; any other
+        # (a gateway's batches, rejects: another site's name on a known device
+        # too) go to a small cache that starts over when full: made-up topics (up
+        # to 64 KiB each) must not grow memory.
         self._topics: dict[str, tuple[str, Device | None, str | None, str]] = {}
         self._others: dict[str, tuple[str, Device | None, str | None, str]] = {}
         # Gateway readings' device ids already checked (pattern, registered).
@@ -259,7 +260,7 @@ class Decoder:
         found = self._topics.get(topic) or self._others.get(topic)
         if found is None:
             found = self._classify(topic)
-            if found[1] is not None:
+            if found[1] is not None and found[2] is None:  # a registered device's own topic
                 self._topics[topic] = found
             elif len(topic) <= OTHER_TOPIC_MAX_LEN:
                 if len(self._others) >= OTHER_TOPICS_MAX:

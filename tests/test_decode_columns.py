@@ -67,11 +67,14 @@ def test_made_up_topics_do_not_grow_the_topic_cache() -> None:
     decoder = Decoder(REG)
     msgs = [RawMessage(f"fs/v1/{n:08d}{'x' * 60_000}/d/telemetry", b"{}", 1000) for n in range(300)]
     msgs += [RawMessage(f"fs/v1/S1/U{n}/telemetry", b"{}", 1000) for n in range(25_000)]
+    # a registered device under made-up sites: site_mismatch, not its own topic
+    msgs += [RawMessage(f"fs/v1/X{n}/D1/telemetry", b"{}", 1000) for n in range(15_000)]
     msgs.append(RawMessage("fs/v1/S1/D1/telemetry", orjson.dumps({**GOOD, "v": {}}), 1000))
     b = decoder.decode(msgs)
     reasons = [r.reason for r in b.rejects]
     assert reasons.count("bad_topic") == 300
     assert reasons.count("unknown_device") == 25_000
+    assert reasons.count("site_mismatch") == 15_000
     assert b.slot.tolist() == [1]
     cached = [*decoder._topics, *decoder._others]
     assert "fs/v1/S1/D1/telemetry" in cached
