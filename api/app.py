@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,7 +36,7 @@ from api.state import AppState
 from api.stream import AlarmHub
 from api.tasks import Supervisor
 from firesafe import logs
-from firesafe.embedded import exit_with_parent
+from firesafe.embedded import SUPERVISOR_PID_VARIABLE, exit_with_parent
 from firesafe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,9 @@ def create_app_from_environment() -> FastAPI:
     A worker is a process of its own: its log lines get the format of the others,
     and it ends with its supervisor (a SIGKILLed `firesafe api` left its workers
     serving the port, and the next one found it taken)."""
-    exit_with_parent()
+    supervisor = os.environ.get(SUPERVISOR_PID_VARIABLE)
+    if supervisor is not None:
+        exit_with_parent(int(supervisor))
     settings = Settings()
     logs.configure(settings.log_level)
     return create_app(settings)

@@ -111,9 +111,7 @@ def _time_zone(_: Translate) -> Callable[[str], str]:
             zoneinfo.ZoneInfo(text)
         except (ValueError, zoneinfo.ZoneInfoNotFoundError):
             raise argparse.ArgumentTypeError(
-                _("{value} is not an IANA time zone (e.g. Asia/Shanghai)").format(
-                    value=repr(text)
-                )
+                _("{value} is not an IANA time zone (e.g. Asia/Shanghai)").format(value=repr(text))
             ) from None
         return text
 

@@ -132,14 +132,21 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
     return preexec
 
 
-def exit_with_parent(sig: int = signal.SIGTERM) -> None:
-    """This process is sent `sig` when its parent dies, even by SIGKILL (Linux;
-    elsewhere nothing): for a child another library started (uvicorn's API
-    workers), where no `preexec_fn` can be given."""
+# `firesafe api --workers N` tells its workers its pid here (process plumbing,
+# not a setting): they end with it.
+SUPERVISOR_PID_VARIABLE = "FIRESAFE_API_SUPERVISOR_PID"
+
+
+def exit_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
+    """This process is sent `sig` when its parent (pid `parent`, as the parent
+    itself said) dies, even by SIGKILL (Linux; elsewhere nothing): for a child
+    another library started (uvicorn's API workers), where no `preexec_fn` can
+    be given. A parent already gone (killed while this one started) ends it now;
+    `parent` may be 1 (a container's first process without an init)."""
     if sys.platform != "linux":
         return
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
-    if os.getppid() == 1:  # the parent died before the line above
+    if os.getppid() != parent:
         os._exit(1)
 
 

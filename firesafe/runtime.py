@@ -33,6 +33,7 @@ import uvicorn
 from psycopg.rows import dict_row
 
 from firesafe.embedded import (
+    SUPERVISOR_PID_VARIABLE,
     EmbeddedBroker,
     EmbeddedPostgres,
     EmbeddedServiceError,
@@ -263,6 +264,7 @@ def run_api_workers(settings: Settings, workers: int) -> int:
     restarts a worker that dies and owns SIGINT/SIGTERM). Each worker builds the
     app from the environment, so the resolved settings are passed down there."""
     os.environ.update(settings.to_environment())
+    os.environ[SUPERVISOR_PID_VARIABLE] = str(os.getpid())  # the workers end with it
     uvicorn.run(
         "api.app:create_app_from_environment",
         factory=True,

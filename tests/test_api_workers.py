@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,3 +107,42 @@ def test_workers_end_with_a_killed_supervisor(db: str, tmp_path: Path) -> None:
         proc.wait(10)
     wait_for(lambda: not [pid for pid in workers if Path(f"/proc/{pid}").exists()], timeout=15)
     assert not answers()
+
+
+PID_NAMESPACE = ("unshare", "--fork", "--pid", "--mount-proc", "--kill-child=SIGTERM")
+
+
+def test_workers_live_under_a_supervisor_that_is_pid_1(db: str, tmp_path: Path) -> None:
+    """In a container without an init, `firesafe api` is PID 1 (docker-compose.yml):
+    its workers' parent is 1, which must not read as 'the parent died'."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a PID namespace")
+    port = free_port()
+    env = {
+        **os.environ,
+        "FIRESAFE_DATABASE_URL": db,
+        "FIRESAFE_API_PORT": str(port),
+        "FIRESAFE_ADMIN_TOKEN": "w" * 40,
+    }
+    proc = subprocess.Popen(
+        [*PID_NAMESPACE, sys.executable, "-m", "firesafe.cli", "api", "--workers", "2"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=(tmp_path / "api.log").open("wb"),
+    )
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(answers, timeout=60)
+        ready = [ln for ln in (tmp_path / "api.log").read_text().splitlines() if "ready" in ln]
+        assert ready, (tmp_path / "api.log").read_text()
+    finally:
+        for pid in children(proc.pid):  # the namespace's PID 1: `firesafe api`
+            os.kill(pid, signal.SIGTERM)
+        proc.wait(30)
+    wait_for(lambda: not answers(), timeout=30)
