@@ -29,7 +29,7 @@ from device_sim.scenarios import LIBRARY
 from device_sim.timeline import DEMO_PLAN, expand_scenarios, simulate
 from firesafe import i18n
 from firesafe.contract import ID_RE
-from firesafe.settings import Settings
+from firesafe.settings import Settings, parse_listen
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,21 @@ def _speed(_: Translate) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text != "max":
             number(text)
+        return text
+
+    return parse
+
+
+def _host_port(_: Translate) -> Callable[[str], str]:
+    """argparse type of `--gateway HOST:PORT` (kept as written)."""
+
+    def parse(text: str) -> str:
+        try:
+            parse_listen(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                _("{value} is not HOST:PORT (a port in 0-65535)").format(value=repr(text))
+            ) from None
         return text
 
     return parse
@@ -218,7 +233,12 @@ def add_sim_arguments(parser: argparse.ArgumentParser, _: Translate = _same) -> 
             "TCP to the gateway (one per site, --devices-per-site points each)"
         ),
     )
-    g.add_argument("--gateway", metavar="HOST:PORT", help=_("the gateway (default 127.0.0.1:9026)"))
+    g.add_argument(
+        "--gateway",
+        metavar="HOST:PORT",
+        type=_host_port(_),
+        help=_("the gateway (default 127.0.0.1:9026)"),
+    )
     g.add_argument("--heartbeat", type=float, default=20.0, help=_("heartbeat period s (20)"))
     g.add_argument("--resend", type=float, default=5.0, help=_("resend after s unconfirmed (5)"))
     g.add_argument("--split", type=float, default=0.3, help=_("share of frames split (0.3)"))

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -279,9 +280,9 @@ async def play(
 ) -> None:
     """The uitd's life for `duration_s`: reports, heartbeats and incidents."""
     rng, u = device.rng, device.u
+    start = time.monotonic()  # the run's clock includes reaching the centre
     await device.connect()
     await device.report_points(u.points)
-    start = time.monotonic()
     plan: list[tuple[float, str, Point | None]] = []
 
     def pick(types: tuple[int, ...]) -> Point | None:
@@ -322,6 +323,16 @@ async def play(
     await device.close()
 
 
+async def within(life: Coroutine[Any, Any, None], device: Device, duration_s: float) -> None:
+    """A device's life bounded by the run's duration (plus one resend), whatever
+    the centre does: one that never answers or stops confirming no longer kept
+    the simulator running past --duration."""
+    try:
+        await asyncio.wait_for(life, duration_s + device.resend_s)
+    except TimeoutError:
+        await device.close()
+
+
 async def run(
     uitds: list[SimUitd],
     host: str,
@@ -351,7 +362,10 @@ async def run(
     async with asyncio.TaskGroup() as tasks:
         reporter = tasks.create_task(progress(), name="sim-gb26875-progress")
         players = [
-            tasks.create_task(play(d, duration_s, stop, heartbeat_s=heartbeat_s), name=d.u.id)
+            tasks.create_task(
+                within(play(d, duration_s, stop, heartbeat_s=heartbeat_s), d, duration_s),
+                name=d.u.id,
+            )
             for d in devices
         ]
         await asyncio.gather(*players)

@@ -136,13 +136,13 @@ class Directory:
         """Every one of them is known to be in the registry (no I/O)."""
         return all(c.id in self._known.get(c.site, ()) for c in components)
 
-    async def known_with_prefix(self, site: str, prefix: str) -> int:
-        """How many devices of `site` the registry has whose id starts with
-        `prefix` (a transmission device's points)."""
+    async def known_ids(self, site: str, prefix: str) -> set[str]:
+        """The devices of `site` the registry has whose id starts with `prefix`
+        (a transmission device's points)."""
         if site not in self._known:
             rows = await self._pages({"site": site})
             self._known[site] = {r["id"] for r in rows}
-        return sum(1 for device_id in self._known[site] if device_id.startswith(prefix))
+        return {device_id for device_id in self._known[site] if device_id.startswith(prefix)}
 
     async def _site_zones(self) -> dict[str, str]:
         """site -> IANA time zone (GET /api/v1/sites, all pages)."""

@@ -41,6 +41,7 @@ def firesafe(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (("--lang", "zh-CN", "sim", "--scenario", "nope"), {}, "未知场景 'nope'"),
         (("--lang", "zh-CN", "sim", "--sites", "0"), {}, "必须 >= 1"),
         (("sim", "--site-timezone", "Mars/Olympus"), {}, "is not an IANA time zone"),
+        (("sim", "--protocol", "gb26875", "--gateway", "bad"), {}, "'bad' is not HOST:PORT"),
         (
             ("--lang", "zh-CN", "api"),
             {"FIRESAFE_API_PORT": "abc"},

@@ -364,3 +364,75 @@ def test_points_beyond_a_transmission_devices_limit_are_rejects_not_devices(
         assert len(rejects.payloads) == 1
     finally:
         gw.stop()
+
+
+def test_a_burst_of_connections_at_the_limit_keeps_the_count_and_the_device(
+    api_url: str, db: str, mqtt_url: str, site: str, gateway_id: str
+) -> None:
+    """The re-check's burst: connections arriving in one event-loop turn each
+    took the same victim and were all added, so the limit did not hold."""
+    register_uitd(api_url, site)
+    gw_cls = bounded_gateway(gateway_id, max_connections=4)
+    gw = GatewayThread(mqtt_url, api_url, gw_cls).start()
+    try:
+        dev = Device(gw.port)
+        dev.send(frame(1, b"", source=SOURCE))
+        assert dev.confirm() == 1
+        burst = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(40)]
+        assert gw.gateway is not None
+        wait_for(lambda: gw.gateway is not None and gw.gateway.counters.connections <= 4)
+        alive = sum(not dropped(s, within_s=0.05) for s in burst)
+        assert alive <= 3
+        dev.send(frame(2, b"", source=SOURCE))
+        assert dev.confirm() == 2
+        for s in burst:
+            s.close()
+    finally:
+        gw.stop()
+
+
+def test_failed_accepts_are_summed_up_not_logged_one_by_one(
+    api_url: str, mqtt_url: str, gateway_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncio logs every failed accept (out of descriptors) with a traceback,
+    and once more per retry: ~180,000 lines in 40 s in the re-check."""
+    gw = GatewayThread(mqtt_url, api_url, bounded_gateway(gateway_id)).start()
+    try:
+        loop = gw._loop
+        assert loop is not None
+        failure = {
+            "message": "socket.accept() out of system resource",
+            "exception": OSError(24, "Too many open files"),
+        }
+        with caplog.at_level(logging.WARNING):
+            for _ in range(1000):
+                loop.call_soon_threadsafe(loop.call_exception_handler, failure)
+            done = threading.Event()
+            loop.call_soon_threadsafe(done.set)
+            assert done.wait(10)
+        lines = [r for r in caplog.records if "accept" in r.getMessage()]
+        assert 1 <= len(lines) <= 2
+        assert "not accepted" in lines[0].getMessage()
+    finally:
+        gw.stop()
+
+
+def test_points_registered_at_once_from_many_connections_stay_within_the_limit(
+    api_url: str, db: str, mqtt_url: str, site: str, gateway_id: str
+) -> None:
+    """The re-check's race: 50 connections each naming 22 new points at once
+    passed a limit that counted only points already registered."""
+    register_uitd(api_url, site)
+    gw = GatewayThread(mqtt_url, api_url, bounded_gateway(gateway_id, max_points=5)).start()
+    now = local_now()
+    try:
+        devices = [Device(gw.port) for _ in range(12)]
+        for ca, dev in enumerate(devices, start=1):  # all sent before any is confirmed
+            dev.send(status_frame(ca, 42, ca, 0x0001, f"point {ca}", now))
+        for ca, dev in enumerate(devices, start=1):
+            assert dev.confirm() == ca  # confirmed: registered, or kept as a reject
+        rows = api_get(api_url, "/api/v1/devices", site=site, limit=100)["items"]
+        points = [r["id"] for r in rows if r["id"].startswith("UITD-7_")]
+        assert 1 <= len(points) <= 5
+    finally:
+        gw.stop()

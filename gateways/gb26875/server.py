@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, Final
 
+from firesafe.embedded import EmbeddedServiceError
 from firesafe.throttle import ThrottledWarning
 from gateways.directory import Directory, DirectoryUnavailable, RegistrationRefused
 from gateways.gb26875 import codec as c
@@ -71,7 +72,9 @@ from gateways.mqtt import AckPublisher
 log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_S: Final = 180.0  # 3 x a 60 s heartbeat: then the device is offline
-BACKLOG: Final = 4096
+# The listen queue, and as many connections as the event loop accepts in one
+# go before any is seen (and could be evicted) by the gateway.
+BACKLOG: Final = 256
 SHUTDOWN_GRACE_S: Final = 5.0
 # Frames of one connection waiting for their PUBACKs before it stops reading
 # (a device normally waits for each confirm; this bounds one that does not).
@@ -92,9 +95,11 @@ HELLO_S: Final = 30.0
 # points is confirmed and kept as a reject: the protocol has no authentication,
 # and an address sent by anyone must not grow the registry without bound.
 MAX_POINTS_PER_UITD: Final = 8 * 3_200
-# Open connections at most (and never closer than FD_RESERVE to the file limit).
+# Open connections at most, and never closer than FD_RESERVE to the file limit:
+# a burst of BACKLOG accepted at once, plus the process's own files, always
+# fits, so accepting never fails for want of a descriptor.
 DEFAULT_MAX_CONNECTIONS: Final = 10_000
-FD_RESERVE: Final = 128
+FD_RESERVE: Final = BACKLOG + 128
 BAD_WINDOW_S: Final = 10.0
 BAD_REJECTS_PER_WINDOW: Final = 10
 
@@ -115,6 +120,10 @@ class Counters:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class CannotListen(EmbeddedServiceError):
+    """The gateway's address cannot be listened on (one line, not a traceback)."""
 
 
 def raise_file_limit(want: int = DEFAULT_MAX_CONNECTIONS + 2 * FD_RESERVE) -> int:
@@ -289,6 +298,7 @@ class Gateway:
         self.idle_s = idle_s
         self.hello_s = hello_s
         self.max_points = max_points
+        self._held: dict[str, set[str]] = {}  # uitd id -> new points being registered
         self.max_connections = max(1, min(max_connections, _file_limit() - FD_RESERVE))
         self.translator = Translator(gateway_id)
         self.states: dict[str, int] = {}  # device id -> last acknowledged status flags
@@ -305,6 +315,11 @@ class Gateway:
         self._crowded = ThrottledWarning(
             log, "connection(s) closed at the connection limit (idle or refused)"
         )
+        self._accept_failed = ThrottledWarning(log, "connection(s) not accepted (no resources)")
+        self._nameless = ThrottledWarning(
+            log,
+            f"connection(s) closed: no registered transmission device named within {hello_s:g} s",
+        )
         self._rejects_lost = ThrottledWarning(
             log, "reject(s) not passed on (broker away or not acknowledging)"
         )
@@ -319,7 +334,13 @@ class Gateway:
         on_ready: Callable[[str, int], None] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: Connection(self), host, port, backlog=BACKLOG)
+        loop.set_exception_handler(self._loop_exception)
+        try:
+            server = await loop.create_server(lambda: Connection(self), host, port, backlog=BACKLOG)
+        except OSError as exc:  # a taken port, an address not of this machine
+            raise CannotListen(
+                f"the GB/T 26875.3 gateway cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
         bound = server.sockets[0].getsockname()
         log.info("GB/T 26875.3 gateway listening on %s:%d", bound[0], bound[1])
         if on_ready is not None:
@@ -356,20 +377,34 @@ class Gateway:
                 if conn.transport is not None:
                     conn.transport.abort()
                 return
-            del self._unnamed[victim]
+            # Gone from the count at once: the next newcomer of the same burst
+            # (its connection_lost comes a loop turn later) takes the next one.
+            self._forget(victim)
             victim.abort()
         self._conns.add(conn)
         self._unnamed[conn] = None
         self.counters.connections += 1
 
-    def _closed(self, conn: Connection) -> None:
-        if conn not in self._conns:
-            return  # refused at the limit: never counted
+    def _forget(self, conn: Connection) -> None:
         self._conns.discard(conn)
         self._unnamed.pop(conn, None)
         self.counters.connections -= 1
+
+    def _closed(self, conn: Connection) -> None:
+        if conn not in self._conns:
+            return  # refused or evicted at the limit: counted out already
+        self._forget(conn)
         if conn.uitd is not None:
             self._background_task(self._gone(conn.uitd))
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio logs a failed accept once per attempt and per retry (about
+        180,000 lines in 40 s under a connection flood, before the limits below
+        kept descriptors free): such failures are summed up, the rest logged."""
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            self._accept_failed(str(context.get("exception")))
+        else:
+            loop.default_exception_handler(context)
 
     async def _sweep_idle(self) -> None:
         """Close connections with no frame for idle_s (missed heartbeats), and
@@ -386,11 +421,7 @@ class Gateway:
                     conn.close()
                     continue
                 if conn.uitd is None and now - conn.opened >= self.hello_s and conn.slow is None:
-                    log.info(
-                        "%s spoke for no registered device within %.0f s: closing",
-                        conn.peer,
-                        self.hello_s,
-                    )
+                    self._nameless(conn.peer)  # a flood of them is a line per 10 s
                     conn.close()
                     continue
                 # Bad input held back (an open run, a summary) is reported in time
@@ -504,8 +535,9 @@ class Gateway:
             adu = c.decode_adu(frame.adu)
             tr = self.translator.translate(frame, adu, uitd, self.states, arrival)
             components = list(tr.components.values())
+            held: set[str] = set()
             try:
-                crowded = await self._over_point_limit(uitd, components)
+                crowded, held = await self._hold_points(uitd, components)
                 if crowded is None:
                     await self.directory.ensure(components)
             except DirectoryUnavailable as exc:
@@ -513,6 +545,8 @@ class Gateway:
                 return
             except RegistrationRefused as exc:
                 crowded = str(exc)
+            finally:
+                self._held.get(uitd.id, set()).difference_update(held)
             if crowded is not None:
                 built = [self._reject(frame, conn, "bad_payload", crowded, arrival, uitd)], {}
             else:
@@ -521,18 +555,27 @@ class Gateway:
         messages, states = built
         await self._pass_on(frame, conn, uitd, messages, states)
 
-    async def _over_point_limit(self, uitd: Uitd, components: list[Component]) -> str | None:
-        """Why registering these components would pass the uitd's point limit, or None."""
-        new = [c for c in components if not self.directory.registered([c])]
+    async def _hold_points(
+        self, uitd: Uitd, components: list[Component]
+    ) -> tuple[str | None, set[str]]:
+        """Hold the uitd's new points against its limit while they are registered
+        (frames of other connections registering at the same time count too):
+        (None, the ids held) or (why not, nothing held)."""
+        new = {c.id for c in components if not self.directory.registered([c])}
         if not new:
-            return None
-        have = await self.directory.known_with_prefix(uitd.site, f"{uitd.id}_")
-        if have + len(new) <= self.max_points:
-            return None
+            return None, set()
+        known = await self.directory.known_ids(uitd.site, f"{uitd.id}_")
+        held = self._held.setdefault(uitd.id, set())
+        mine = new - held - known
+        total = len(known | held | new)
+        if total <= self.max_points:
+            held |= mine
+            return None, mine
+        have = len(known | held)
         return (
             f"transmission device {uitd.id} has {have} registered point(s); {len(new)} more "
             f"would pass the limit of {self.max_points} (GB 50116: 3,200 per controller)"
-        )
+        ), set()
 
     def _pass_on(
         self,
