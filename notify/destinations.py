@@ -23,8 +23,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
-# NAT64's well-known prefix (RFC 6052) carries an IPv4 address in its last 32 bits.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv6 prefixes whose last 32 bits are an IPv4 address a translator or a stack
+# may reach: NAT64's well-known (RFC 6052) and local-use (RFC 8215) prefixes,
+# IPv4-translated (RFC 2765) and the deprecated IPv4-compatible addresses.
+_CARRIES_IPV4 = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96", "::/96")
+)
 
 
 class PrivateDestination(ValueError):
@@ -43,10 +47,10 @@ class Pinned:
 def _not_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone index
     if isinstance(ip, ipaddress.IPv6Address):
-        # IPv4 carried inside IPv6 (mapped, 6to4, NAT64, Teredo's client) is
+        # IPv4 carried inside IPv6 (mapped, 6to4, NAT64, Teredo's client...) is
         # judged as the IPv4 address it reaches.
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is None and ip in _NAT64:
+        if embedded is None and any(ip in net for net in _CARRIES_IPV4):
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             ip = embedded

@@ -34,6 +34,9 @@ PUBLIC = "93.184.216.34"
         "::1",
         "::ffff:127.0.0.1",
         "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b:1::7f00:1",  # local-use NAT64 (RFC 8215)
+        "::ffff:0:7f00:1",  # IPv4-translated
+        "::127.0.0.1",  # IPv4-compatible (deprecated)
         "2002:7f00:1::",  # 6to4 of 127.0.0.1
         "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
         "224.0.0.1",  # multicast
