@@ -62,8 +62,8 @@ class BadParameter(ApiError):
     status = 422
     code = "invalid_parameter"
 
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"query parameter {name!r}: {message}")
+    def __init__(self, name: str, message: str, *, where: str = "query") -> None:
+        super().__init__(f"{where} parameter {name!r}: {message}")
         self.name = name
 
 
@@ -180,6 +180,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("sites: give at least one site, or leave it out for every site"),
     N_("unknown time zone {value} (an IANA name like Asia/Shanghai)"),
     N_("query parameter {name}: {detail}"),
+    N_("path parameter {name}: {detail}"),
     N_("{value} is neither ISO 8601 nor epoch milliseconds"),
     N_("{value} is out of range"),
     N_("must not be after until"),

@@ -160,6 +160,7 @@ def test_the_gateways_reserved_site_is_refused_everywhere_a_site_is_made(
     for response in checks:
         assert response.status_code == 422, response.text
         assert "reserved" in response.json()["error"]["message"]
+    assert "path parameter 'site_id'" in checks[2].json()["error"]["message"]
     zh = api.post(
         "/api/v1/devices", json={**body, "kind": "smoke"}, headers={"Accept-Language": "zh-CN"}
     )

@@ -118,7 +118,7 @@ async def put_site(
     try:
         not_reserved_site(site_id)
     except ValueError as exc:
-        raise BadParameter("site_id", str(exc)) from None
+        raise BadParameter("site_id", str(exc), where="path") from None
     await sites_q.upsert_site(
         conn,
         scope=caller.scope,
