@@ -334,10 +334,12 @@ class Gateway:
         on_ready: Callable[[str, int], None] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
         loop.set_exception_handler(self._loop_exception)
         try:
             server = await loop.create_server(lambda: Connection(self), host, port, backlog=BACKLOG)
         except OSError as exc:  # a taken port, an address not of this machine
+            loop.set_exception_handler(previous_handler)
             raise CannotListen(
                 f"the GB/T 26875.3 gateway cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from None
@@ -365,6 +367,7 @@ class Gateway:
                 await asyncio.gather(*late, return_exceptions=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE_S)
+            loop.set_exception_handler(previous_handler)
 
     # --------------------------------------------------------- connections
     def _opened(self, conn: Connection) -> None:
