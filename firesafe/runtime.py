@@ -32,6 +32,7 @@ import psycopg
 import uvicorn
 from psycopg.rows import dict_row
 
+from api.http_protocol import HeadDeadlineProtocol
 from firesafe.embedded import (
     SUPERVISOR_PID_VARIABLE,
     EmbeddedBroker,
@@ -180,6 +181,7 @@ def api_server(settings: Settings) -> _Server:
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
+        http=HeadDeadlineProtocol,
         log_level="warning",
         access_log=False,
         lifespan="on",
@@ -270,6 +272,7 @@ def run_api_workers(settings: Settings, workers: int) -> int:
         factory=True,
         host=settings.api_host,
         port=settings.api_port,
+        http=HeadDeadlineProtocol,
         workers=workers,
         log_level="warning",
         access_log=False,

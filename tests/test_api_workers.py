@@ -6,8 +6,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -146,3 +148,50 @@ def test_workers_live_under_a_supervisor_that_is_pid_1(db: str, tmp_path: Path) 
             os.kill(pid, signal.SIGTERM)
         proc.wait(30)
     wait_for(lambda: not answers(), timeout=30)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_request_head_sent_slowly_is_cut_off(db: str, tmp_path: Path, workers: str) -> None:
+    """The security check held 900 connections open by sending one header line
+    every 5 s (slowloris): uvicorn never closed them. A request head now has 10 s."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FIRESAFE_DATABASE_URL": db,
+        "FIRESAFE_API_PORT": str(port),
+        "FIRESAFE_ADMIN_TOKEN": "w" * 40,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firesafe.cli", "api", "--workers", workers],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=(tmp_path / "api.log").open("wb"),
+    )
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(answers, timeout=60)
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        closed = False
+        slow.settimeout(1.0)
+        while time.monotonic() - started < 25 and not closed:
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")  # a header line now and then, never the end
+                closed = slow.recv(1024) == b""
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+        assert closed
+        assert 9 <= time.monotonic() - started < 20
+        assert answers()  # a normal request meanwhile is served
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
