@@ -150,48 +150,58 @@ def test_workers_live_under_a_supervisor_that_is_pid_1(db: str, tmp_path: Path) 
     wait_for(lambda: not answers(), timeout=30)
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_request_head_sent_slowly_is_cut_off(db: str, tmp_path: Path, workers: str) -> None:
+def test_a_request_head_sent_slowly_is_cut_off(db: str, tmp_path: Path) -> None:
     """The security check held 900 connections open by sending one header line
-    every 5 s (slowloris): uvicorn never closed them. A request head now has 10 s."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "FIRESAFE_DATABASE_URL": db,
-        "FIRESAFE_API_PORT": str(port),
-        "FIRESAFE_ADMIN_TOKEN": "w" * 40,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "firesafe.cli", "api", "--workers", workers],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stderr=(tmp_path / "api.log").open("wb"),
-    )
+    every 5 s (slowloris): uvicorn never closed them. A request head now has
+    10 s, with one worker (the API under `up`) and with several, side by side."""
+    ports = {workers: free_port() for workers in ("1", "2")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "firesafe.cli", "api", "--workers", workers],
+            env={
+                **os.environ,
+                "FIRESAFE_DATABASE_URL": db,
+                "FIRESAFE_API_PORT": str(port),
+                "FIRESAFE_ADMIN_TOKEN": "w" * 40,
+            },
+            stdin=subprocess.DEVNULL,
+            stderr=(tmp_path / f"api{workers}.log").open("wb"),
+        )
+        for workers, port in ports.items()
+    ]
 
-    def answers() -> bool:
+    def answers(port: int) -> bool:
         try:
             return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
     try:
-        wait_for(answers, timeout=60)
-        slow = socket.create_connection(("127.0.0.1", port))
-        slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        wait_for(lambda: all(answers(port) for port in ports.values()), timeout=60)
+        slow = {port: socket.create_connection(("127.0.0.1", port)) for port in ports.values()}
+        for sock in slow.values():
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            sock.settimeout(0.5)
         started = time.monotonic()
-        closed = False
-        slow.settimeout(1.0)
-        while time.monotonic() - started < 25 and not closed:
-            try:
-                slow.sendall(b"X-Slow: 1\r\n")  # a header line now and then, never the end
-                closed = slow.recv(1024) == b""
-            except TimeoutError:
-                continue
-            except (ConnectionResetError, BrokenPipeError):
-                closed = True
-        assert closed
-        assert 9 <= time.monotonic() - started < 20
-        assert answers()  # a normal request meanwhile is served
+        closed_after: dict[int, float] = {}
+        while time.monotonic() - started < 25 and len(closed_after) < len(slow):
+            for port, sock in slow.items():
+                if port in closed_after:
+                    continue
+                try:
+                    sock.sendall(b"X-Slow: 1\r\n")  # a header line now and then, never the end
+                    gone = sock.recv(1024) == b""
+                except TimeoutError:
+                    gone = False
+                except (ConnectionResetError, BrokenPipeError):
+                    gone = True
+                if gone:
+                    closed_after[port] = time.monotonic() - started
+        assert sorted(closed_after) == sorted(ports.values())
+        assert all(9 <= after < 20 for after in closed_after.values()), closed_after
+        assert all(answers(port) for port in ports.values())  # others are served meanwhile
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
