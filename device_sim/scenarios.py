@@ -1203,11 +1203,10 @@ def _smouldering_draught(ctx: Context, rng: np.random.Generator, start: int) -> 
         return None
     dets = [i for i in _detectors(ctx, key) if ctx.device(i).kind in SMOKE_SENSING]
     # A smouldering fire (TF2/TF3-like: slow smoke, CO, hardly any heat) in a
-    # room with ventilation or a draught: its weak, cool plume does not rise
-    # steadily to the ceiling but reaches a detector in puffs (NIST TN 1455
-    # and the Home Smoke Alarm tests: smouldering smoke stratifies, and the
-    # signal at a head swings by a factor of two or more within a minute).
-    # The mean grows as a smouldering fire's does; around it the signal
+    # room with ventilation or a draught: its weak, cool plume has little
+    # buoyancy, so room air currents carry it to a detector in puffs instead of
+    # a steady ceiling jet (the fifth outside check's turbulent smouldering
+    # fires). The mean grows as a smouldering fire's does; around it the signal
     # crosses the alarm level and falls back for minutes before staying.
     growth_s = _u(rng, 600, 1800)
     peak_obs = _u(rng, 6, 20)
