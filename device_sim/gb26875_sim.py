@@ -280,9 +280,19 @@ async def play(
 ) -> None:
     """The uitd's life for `duration_s`: reports, heartbeats and incidents."""
     rng, u = device.rng, device.u
-    start = time.monotonic()  # the run's clock includes reaching the centre
-    await device.connect()
-    await device.report_points(u.points)
+
+    async def introduce() -> None:
+        await device.connect()
+        await device.report_points(u.points)
+
+    try:
+        # A centre that cannot be reached, or never confirms, ends the device's
+        # run after its duration (it used to keep the simulator running for ever).
+        await asyncio.wait_for(introduce(), duration_s)
+    except TimeoutError:
+        await device.close()
+        return
+    start = time.monotonic()  # incidents are timed from the points' report, as before
     plan: list[tuple[float, str, Point | None]] = []
 
     def pick(types: tuple[int, ...]) -> Point | None:
@@ -324,11 +334,11 @@ async def play(
 
 
 async def within(life: Coroutine[Any, Any, None], device: Device, duration_s: float) -> None:
-    """A device's life bounded by the run's duration (plus one resend), whatever
-    the centre does: one that never answers or stops confirming no longer kept
-    the simulator running past --duration."""
+    """A device's life bounded whatever the centre does: reaching it (at most
+    the duration), the duration itself and one resend. One that stops
+    confirming no longer keeps the simulator running past --duration."""
     try:
-        await asyncio.wait_for(life, duration_s + device.resend_s)
+        await asyncio.wait_for(life, 2 * duration_s + device.resend_s)
     except TimeoutError:
         await device.close()
 
