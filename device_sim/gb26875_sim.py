@@ -23,7 +23,6 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -280,19 +279,9 @@ async def play(
 ) -> None:
     """The uitd's life for `duration_s`: reports, heartbeats and incidents."""
     rng, u = device.rng, device.u
-
-    async def introduce() -> None:
-        await device.connect()
-        await device.report_points(u.points)
-
-    try:
-        # A centre that cannot be reached, or never confirms, ends the device's
-        # run after its duration (it used to keep the simulator running for ever).
-        await asyncio.wait_for(introduce(), duration_s)
-    except TimeoutError:
-        await device.close()
-        return
-    start = time.monotonic()  # incidents are timed from the points' report, as before
+    await device.connect()
+    await device.report_points(u.points)
+    start = time.monotonic()
     plan: list[tuple[float, str, Point | None]] = []
 
     def pick(types: tuple[int, ...]) -> Point | None:
@@ -333,16 +322,6 @@ async def play(
     await device.close()
 
 
-async def within(life: Coroutine[Any, Any, None], device: Device, duration_s: float) -> None:
-    """A device's life bounded whatever the centre does: reaching it (at most
-    the duration), the duration itself and one resend. One that stops
-    confirming no longer keeps the simulator running past --duration."""
-    try:
-        await asyncio.wait_for(life, 2 * duration_s + device.resend_s)
-    except TimeoutError:
-        await device.close()
-
-
 async def run(
     uitds: list[SimUitd],
     host: str,
@@ -372,10 +351,7 @@ async def run(
     async with asyncio.TaskGroup() as tasks:
         reporter = tasks.create_task(progress(), name="sim-gb26875-progress")
         players = [
-            tasks.create_task(
-                within(play(d, duration_s, stop, heartbeat_s=heartbeat_s), d, duration_s),
-                name=d.u.id,
-            )
+            tasks.create_task(play(d, duration_s, stop, heartbeat_s=heartbeat_s), name=d.u.id)
             for d in devices
         ]
         await asyncio.gather(*players)
