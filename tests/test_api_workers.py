@@ -34,6 +34,31 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def start_api(
+    db: str, port: int, log: Path, workers: str = "2", prefix: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """`firesafe api --workers N` on `port` (under `prefix`, e.g. a PID namespace)."""
+    env = {
+        **os.environ,
+        "FIRESAFE_DATABASE_URL": db,
+        "FIRESAFE_API_PORT": str(port),
+        "FIRESAFE_ADMIN_TOKEN": "w" * 40,
+    }
+    return subprocess.Popen(
+        [*prefix, sys.executable, "-m", "firesafe.cli", "api", "--workers", workers],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+
+
+def answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def test_the_api_runs_in_several_worker_processes_and_stops_cleanly(
     db: str, tmp_path: Path
 ) -> None:
@@ -81,34 +106,16 @@ def test_workers_end_with_a_killed_supervisor(db: str, tmp_path: Path) -> None:
     """The newcomer check: `firesafe api` killed with SIGKILL left its workers
     serving the port, and the next `firesafe api` found it taken."""
     port = free_port()
-    env = {
-        **os.environ,
-        "FIRESAFE_DATABASE_URL": db,
-        "FIRESAFE_API_PORT": str(port),
-        "FIRESAFE_ADMIN_TOKEN": "w" * 40,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "firesafe.cli", "api", "--workers", "2"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stderr=(tmp_path / "api.log").open("wb"),
-    )
-
-    def answers() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    proc = start_api(db, port, tmp_path / "api.log")
     try:
-        wait_for(answers, timeout=60)
+        wait_for(lambda: answers(port), timeout=60)
         workers = children(proc.pid)
         assert len(workers) >= 2
     finally:
         proc.kill()
         proc.wait(10)
     wait_for(lambda: not [pid for pid in workers if Path(f"/proc/{pid}").exists()], timeout=15)
-    assert not answers()
+    assert not answers(port)
 
 
 PID_NAMESPACE = ("unshare", "--fork", "--pid", "--mount-proc", "--kill-child=SIGTERM")
@@ -120,34 +127,16 @@ def test_workers_live_under_a_supervisor_that_is_pid_1(db: str, tmp_path: Path) 
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare for a PID namespace")
     port = free_port()
-    env = {
-        **os.environ,
-        "FIRESAFE_DATABASE_URL": db,
-        "FIRESAFE_API_PORT": str(port),
-        "FIRESAFE_ADMIN_TOKEN": "w" * 40,
-    }
-    proc = subprocess.Popen(
-        [*PID_NAMESPACE, sys.executable, "-m", "firesafe.cli", "api", "--workers", "2"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stderr=(tmp_path / "api.log").open("wb"),
-    )
-
-    def answers() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    proc = start_api(db, port, tmp_path / "api.log", prefix=PID_NAMESPACE)
     try:
-        wait_for(answers, timeout=60)
+        wait_for(lambda: answers(port), timeout=60)
         ready = [ln for ln in (tmp_path / "api.log").read_text().splitlines() if "ready" in ln]
         assert ready, (tmp_path / "api.log").read_text()
     finally:
         for pid in children(proc.pid):  # the namespace's PID 1: `firesafe api`
             os.kill(pid, signal.SIGTERM)
         proc.wait(30)
-    wait_for(lambda: not answers(), timeout=30)
+    wait_for(lambda: not answers(port), timeout=30)
 
 
 def test_a_request_head_sent_slowly_is_cut_off(db: str, tmp_path: Path) -> None:
@@ -156,25 +145,9 @@ def test_a_request_head_sent_slowly_is_cut_off(db: str, tmp_path: Path) -> None:
     10 s, with one worker (the API under `up`) and with several, side by side."""
     ports = {workers: free_port() for workers in ("1", "2")}
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "firesafe.cli", "api", "--workers", workers],
-            env={
-                **os.environ,
-                "FIRESAFE_DATABASE_URL": db,
-                "FIRESAFE_API_PORT": str(port),
-                "FIRESAFE_ADMIN_TOKEN": "w" * 40,
-            },
-            stdin=subprocess.DEVNULL,
-            stderr=(tmp_path / f"api{workers}.log").open("wb"),
-        )
+        start_api(db, port, tmp_path / f"api{workers}.log", workers)
         for workers, port in ports.items()
     ]
-
-    def answers(port: int) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     try:
         wait_for(lambda: all(answers(port) for port in ports.values()), timeout=60)
