@@ -107,6 +107,7 @@ _EVIDENCE: Final = int(Flag.HEAT | Flag.CO | Flag.COX | Flag.DENSE | Flag.FAST)
 # already present when it was suppressed does only once it went and came back).
 _REARM: Final = int(Flag.COX | Flag.DENSE | Flag.THICK | Flag.WARM)
 _PARTNER_RUN: Final = 2
+_JUDGED_KEPT: Final = 4  # suppressed windows remembered for late events
 
 
 class DeviceConfig(Protocol):
@@ -201,6 +202,9 @@ class _Device:
     # Smoke: a new alarm until then confirms at once (alarm verification's
     # confirmation period, params.REVERIFY_S).
     reverify_until: int = -NEVER
+    # (opened, deadline) of its recent suppressed windows: a late `fire_alarm`
+    # event dated inside one was evidence for it, not a new alarm.
+    judged: list[tuple[int, int]] = field(default_factory=list)
     replayed: _Window | None = None  # a pending window history rebuilt (see `settle_replay`)
     # Its latest reading at pre-alarm or alarm level: what a coincidence it takes
     # part in shows as its own evidence (not the other detector's reading).
@@ -408,6 +412,7 @@ class Machine:
         else:
             d.rearm_at = NEVER
         d.sup_at = w.deadline
+        d.judged = [*d.judged[-(_JUDGED_KEPT - 1) :], (w.opened, w.deadline)]
         if reason in ("transient", "aerosol_decay"):
             d.reverify_until = w.deadline + int(p.REVERIFY_S * 1000)
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
@@ -455,6 +460,10 @@ class Machine:
     def _zone_check(self, zone: int, ts: int, detail: Mapping[str, float | str]) -> None:
         """Confirm every pending fire of the zone that the zone now corroborates."""
         for x in sorted(self.pending.get(zone, ())):
+            # A window that ended before `ts` is judged first (it may go on
+            # hovering), however long its verdict waited to be noticed: every
+            # reading of its device before `ts` has been shown (zone order).
+            self.due(x, ts - 1)
             w = self._d(x).win
             if w is None or w.deadline <= ts:
                 continue  # its window is over (its own reading at the last ms may
@@ -716,32 +725,54 @@ class Machine:
             return
         detail: dict[str, float | str] = {"event": "fire_alarm", "late": 1.0}
         zone = self.cfg.zone(slot)
-        prev = self.act.get(zone, {}).get(slot)
-        if prev is None or prev[0] < ts:
-            signed = prev is not None and prev[1] and abs(ts - prev[0]) <= p.COINCIDENCE_MS
-            self.act.setdefault(zone, {})[slot] = (ts, signed, False)
-        if d.fire != "":
-            return  # an alarm already open (or latched) from the readings: evidence only
-        self._open_fire(slot, ts, "device_alarm", detail)
-        w = d.win
-        assert w is not None
-        for t, flags in history:
-            if t < ts or d.fire != "pending":
-                continue
-            if t > w.deadline:
-                break
-            self._window_row(w, flags)
-            if flags & Flag.HEAT:
-                self._confirm_fire(slot, t, "rate_of_rise", detail)
-            elif flags & Flag.CO:
-                self._confirm_fire(slot, t, "co_rise", detail)
-        if d.fire == "pending":
+        book = self.act.setdefault(zone, {})
+        latest = book.get(slot)
+        # Its zone activity as it stood at `ts`: what a neighbour's window
+        # pending then saw (the event is evidence, not a signature).
+        book[slot] = (ts, self._signed_before(slot, ts, history), False)
+        if d.fire != "" or any(opened < ts <= deadline for opened, deadline in d.judged):
+            # In order it came while an alarm of the device was open (still, or
+            # in a window since judged): evidence for the zone, nothing more.
             self._zone_check(zone, ts, detail)
-        if d.fire == "pending" and w.rows == 0 and history and history[-1][0] >= w.deadline:
-            # The device reported past the window without a reading in it that
-            # the engine still holds: its readings were below alarm (any alarm
-            # reading opens its own window); not a fire by the event alone.
-            w.rows, w.below = 1, True
+        else:
+            self._open_fire(slot, ts, "device_alarm", detail)
+            w = d.win
+            assert w is not None
+            for t, flags in history:
+                if t < ts or d.fire != "pending":
+                    continue
+                if t > w.deadline:
+                    break
+                self._window_row(w, flags)
+                if flags & Flag.HEAT:
+                    self._confirm_fire(slot, t, "rate_of_rise", detail)
+                elif flags & Flag.CO:
+                    self._confirm_fire(slot, t, "co_rise", detail)
+            if d.fire == "pending":
+                self._zone_check(zone, ts, detail)
+            if d.fire == "pending" and w.rows == 0 and history and history[-1][0] >= w.deadline:
+                # The device reported past the window without a reading in it
+                # that the engine still holds: its readings were below alarm
+                # (any alarm reading opens its own window); not a fire by the
+                # event alone.
+                w.rows, w.below = 1, True
+        if latest is not None and latest[0] > ts:
+            book[slot] = latest  # its later activity stays its latest
+
+    def _signed_before(self, slot: int, ts: int, history: Sequence[tuple[int, int]]) -> bool:
+        """Whether the device's zone activity just before `ts` (its readings at
+        pre-alarm or alarm level, as `_fire_row` books them) was a nuisance
+        signature, within COINCIDENCE_MS of `ts`."""
+        multi = self.cfg.kind(slot) == KIND_MULTI
+        run, last, signed = 0, -NEVER, False
+        for t, flags in history:
+            if t >= ts:  # (a reading at `ts` itself comes after the event)
+                break
+            active = bool(flags & (_PRE | _ALARM))
+            run = run + 1 if active else 0
+            if active and run >= _PARTNER_RUN:
+                last, signed = t, multi and not flags & _EVIDENCE
+        return signed and ts - last <= p.COINCIDENCE_MS
 
     def silent(self, slot: int) -> None:
         """The device went quiet (judged on arrival time by the engine):
@@ -763,6 +794,7 @@ class Machine:
         d.rearm_at = NEVER
         d.sup_at = None
         d.reverify_until = -NEVER
+        d.judged = []
         d.armed = True
         d.run = 0
 

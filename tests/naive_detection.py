@@ -271,6 +271,7 @@ class DevState:
     suppressed_at: int | None = None  # its latest fire's window suppressed it then
     reopen_at: int = FAR  # judged falling at alarm level: still there then, it opens again
     reverify_until: int = NONE  # smoke: a new alarm up to then is confirmed at once
+    windows_judged: list[tuple[int, int]] = field(default_factory=list)  # suppressed: spans
     flags: int = 0  # the latest reading's condition
     streak: int = 0  # consecutive readings at pre-alarm or alarm level
     active_at: int | None = None  # zone activity: latest time
@@ -375,6 +376,7 @@ class RuleBook:
         """Zone activity at `ts`: each pending fire of the zone whose window is
         still open is confirmed if the zone corroborates it."""
         for x in self._zone(slot):
+            self.due(x, ts - 1)  # a window over before this moment ends first (maybe longer)
             w = self.st[x].window
             if self.st[x].fire != "pending" or w is None or ts >= w.ends:
                 continue
@@ -472,6 +474,7 @@ class RuleBook:
             s.reopen_at = FAR
         s.lingering = s.flags & LINGER
         s.suppressed_at = w.ends
+        s.windows_judged.append((w.opened, w.ends))
         if why in ("transient", "aerosol_decay"):
             s.reverify_until = w.ends + REVERIFY_MS
         self._say(slot, "fire", "verdict", "suppressed", why, w.ends, detail)
@@ -694,14 +697,22 @@ class RuleBook:
         if self.cfg.kind(slot) not in FIRE_KINDS:
             return
         detail: dict[str, float | str] = {"event": "fire_alarm", "late": 1.0}
-        if s.active_at is None or s.active_at < ts:
-            s.active_signed = (
-                s.active_at is not None
-                and s.active_signed
-                and abs(ts - s.active_at) <= COINCIDENCE_MS
-            )
-            s.active_at, s.active_weak = ts, False
-        if s.fire != "":
+        # Its zone activity as it stood at `ts` (recomputed from its readings
+        # before `ts`), then its later activity back as the latest.
+        latest = (s.active_at, s.active_signed, s.active_weak)
+        streak, at, signed = 0, None, False
+        for t, flags in history:
+            if t >= ts:
+                break
+            streak = streak + 1 if flags & (PRE | ALARM) else 0
+            if streak >= PARTNER_READINGS:
+                at, signed = t, self.cfg.kind(slot) == MULTI and not flags & INDEPENDENT
+        s.active_at, s.active_weak = ts, False
+        s.active_signed = at is not None and signed and ts - at <= COINCIDENCE_MS
+        if s.fire != "" or any(a < ts <= e for a, e in s.windows_judged):
+            self._check_zone(slot, ts, detail)  # it came during an alarm: evidence only
+            if latest[0] is not None and latest[0] > ts:
+                s.active_at, s.active_signed, s.active_weak = latest
             return
         self._open(slot, ts, "device_alarm", detail)
         w = s.window
@@ -719,6 +730,8 @@ class RuleBook:
             # It reported past the window and none of those readings was at the
             # alarm level (one would have opened its own alarm): judged on them.
             w.readings = 1
+        if latest[0] is not None and latest[0] > ts:
+            s.active_at, s.active_signed, s.active_weak = latest
 
     def clear(self, slot: int, typ: str) -> None:
         s = self._s(slot)

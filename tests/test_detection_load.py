@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from detection import AlarmChange, Engine, Events, Readings
@@ -172,6 +172,13 @@ def test_lagging_group_gives_the_verdicts_of_the_sorted_stream(
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
+# Found by searching seeds: an event late into a window since judged (3122,
+# 1003089), a window judged only when noticed (1001294), a late event's zone
+# effect (1001491).
+@example(seed=3122)
+@example(seed=1001294)
+@example(seed=1001491)
+@example(seed=1003089)
 def test_lagging_group_one_message_per_batch_and_one_batch(seed: int) -> None:
     s = make_stream(seed)
     want = sorted_reference(s)
@@ -251,29 +258,69 @@ def test_truly_silent_device_is_still_resolved_on_arrival_time() -> None:
 def test_late_fire_alarm_event_does_not_open_an_empty_window() -> None:
     """The event arrives after its detector's readings moved past it: judged
     against those readings (clean), not confirmed by an empty window."""
-    eng = Engine(capacity=4)
-    eng.configure([0], [K["smoke"]], [0], [{}], [10_000])
-    n = 12
-    v = np.full((n, NR), np.nan)
-    v[:, RI["obscuration"]] = 0.1
-    v[:, RI["temperature"]] = 21.0
-    v[3, RI["obscuration"]] = 4.0  # one sample above, as a cooking burst
-    ts = T0 + np.arange(n, dtype=np.int64) * 10_000
-    out = eng.process(Readings(np.zeros(n, np.int64), ts, v), Events.empty(), int(ts[-1]))
-    late = Events(
-        np.array([0], np.int64),
-        np.array([T0 + 35_000], np.int64),
-        np.array([EV["fire_alarm"]], np.int16),
-    )
-    out += eng.process(Readings.empty(), late, int(ts[-1]) + 1_000)
-    out += eng.advance(int(ts[-1]) + 1_000)
-    fire = [(c.action, c.verdict, c.reason, c.at_ms) for c in out if c.alarm_type == "fire"]
+    fire = _late_event_stream(T0 + 95_000)
     assert fire == [
         ("open", "pending", "obscuration", T0 + 30_000),
         ("verdict", "suppressed", "transient", T0 + 60_000),
-        ("open", "pending", "device_alarm", T0 + 35_000),
-        ("verdict", "suppressed", "transient", T0 + 65_000),
+        ("open", "pending", "device_alarm", T0 + 95_000),
+        ("verdict", "suppressed", "transient", T0 + 125_000),
     ]
+    assert fire == _late_event_stream(T0 + 95_000, in_order=True)
+
+
+def test_late_fire_alarm_event_inside_a_judged_window_is_evidence_for_it() -> None:
+    """Dated inside a window already judged: in order it came while that window
+    was open, so it opens nothing of its own."""
+    fire = _late_event_stream(T0 + 35_000)
+    assert fire == [
+        ("open", "pending", "obscuration", T0 + 30_000),
+        ("verdict", "suppressed", "transient", T0 + 60_000),
+    ]
+    assert fire == _late_event_stream(T0 + 35_000, in_order=True)
+
+
+def _late_event_stream(event_ts: int, in_order: bool = False) -> list[tuple[object, ...]]:
+    """A smoke detector every 10 s with one sample above the alarm level (a
+    cooking burst) at +30 s, and its own `fire_alarm` at `event_ts`, arriving
+    after all its readings (or in order)."""
+    eng = Engine(capacity=4)
+    eng.configure([0], [K["smoke"]], [0], [{}], [10_000])
+    n = 15
+    v = np.full((n, NR), np.nan)
+    v[:, RI["obscuration"]] = 0.1
+    v[:, RI["temperature"]] = 21.0
+    v[3, RI["obscuration"]] = 4.0
+    ts = T0 + np.arange(n, dtype=np.int64) * 10_000
+    event = Events(
+        np.array([0], np.int64),
+        np.array([event_ts], np.int64),
+        np.array([EV["fire_alarm"]], np.int16),
+    )
+    if in_order:
+        before = ts < event_ts
+        batches = [
+            (
+                Readings(np.zeros(int(before.sum()), np.int64), ts[before], v[before]),
+                Events.empty(),
+            ),
+            (Readings.empty(), event),
+            (
+                Readings(np.zeros(int((~before).sum()), np.int64), ts[~before], v[~before]),
+                Events.empty(),
+            ),
+        ]
+    else:
+        batches = [
+            (Readings(np.zeros(n, np.int64), ts, v), Events.empty()),
+            (Readings.empty(), event),
+        ]
+    out: list[AlarmChange] = []
+    arrival = int(ts[-1])
+    for r, e in batches:
+        out += eng.process(r, e, arrival)
+        out += eng.advance(arrival)
+    out += eng.advance(arrival + 1_000)
+    return [(c.action, c.verdict, c.reason, c.at_ms) for c in out if c.alarm_type == "fire"]
 
 
 def test_event_ahead_of_its_readings_is_judged_in_their_order() -> None:
