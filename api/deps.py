@@ -18,7 +18,7 @@ from storage.queries import Conn, tokens
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
-_bearer = HTTPBearer(
+bearer = HTTPBearer(
     auto_error=False, description="A token from FIRESAFE_ADMIN_TOKEN or POST /api/v1/tokens"
 )
 
@@ -33,7 +33,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 async def get_caller(
     state: StateDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")

@@ -1,16 +1,22 @@
-"""GET /health (no auth): database, broker and ingest lag."""
+"""GET /health (no auth): database, broker and ingest lag.
+
+Anyone may ask (uptime probes, load balancers); which processes hold the
+shards (host names, pids) and the API tasks' error texts are shown only to a
+caller with an admin or operator token."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
+from fastapi.security import HTTPAuthorizationCredentials
 from psycopg_pool import PoolTimeout
 
+from api.auth import is_admin_token
 from api.deadline import DeadlineExceeded, bounded
-from api.deps import StateDep
+from api.deps import StateDep, bearer
 from api.schemas import (
     NOTIFICATIONS_OVERDUE_S,
     BrokerHealth,
@@ -26,6 +32,7 @@ from api.schemas import (
 )
 from api.state import AppState
 from storage.queries import health as health_q
+from storage.queries import tokens
 
 router = APIRouter(tags=["operations"])
 
@@ -49,15 +56,36 @@ DB_ANSWER_S = 2.0
     "reporting (`shards.stalled`), the broker is disconnected, the live alarm "
     "feed (LISTEN) is down, or a background job failed its last run, stalled or is "
     "paused (listed in `failed_jobs`: TimescaleDB's compression, rollup refresh and retention; "
-    "on plain PostgreSQL the rollup refresh ingest runs).",
+    "on plain PostgreSQL the rollup refresh ingest runs). Which processes hold the shards "
+    "(`shards.processes`: host names, pids) and the tasks' error texts are shown only "
+    "with an admin or operator token.",
 )
-async def health(state: StateDep) -> Health:
-    report = await _health(state)
+async def health(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Health:
+    token = credentials.credentials if credentials is not None else None
+    report, staff = await _health(state, token)
     if not report.alarm_stream.listening or any(
         t.state != "running" for t in report.tasks.values()
     ):
         report.status = "degraded"
+    if not staff:  # (a made-up or a manager's token: as without one)
+        if report.shards is not None:
+            report.shards.processes = []
+        for task in report.tasks.values():
+            task.last_error = None if task.last_error is None else "(shown with a token)"
     return report
+
+
+async def _staff(conn: Any, state: AppState, token: str | None) -> bool:
+    """An admin or operator token: it may see process names and error texts."""
+    if not token:
+        return False
+    if is_admin_token(token, state.admin_token):
+        return True
+    row = await tokens.find_token(conn, token=token)
+    return row is not None and row["role"] in ("admin", "operator")
 
 
 def _api_parts(state: AppState) -> dict[str, Any]:
@@ -72,10 +100,11 @@ def _api_parts(state: AppState) -> dict[str, Any]:
     }
 
 
-async def _health(state: AppState) -> Health:
+async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
+    """The report, and whether the caller may see its details."""
     started = time.perf_counter()
 
-    async def read() -> tuple[float, Any, Any, Any, Any, Any]:
+    async def read() -> tuple[float, Any, Any, Any, Any, Any, bool]:
         async with state.pool.connection(timeout=DB_TIMEOUT_S) as conn:
             await conn.execute("SELECT 1")
             latency_ms = (time.perf_counter() - started) * 1000
@@ -86,14 +115,16 @@ async def _health(state: AppState) -> Health:
                 await health_q.shard_owners(conn),
                 await health_q.flavour(conn),
                 await health_q.notifications(conn, NOTIFICATIONS_OVERDUE_S),
+                await _staff(conn, state, token),
             )
 
     try:
         # A hung database answers nothing, not even an error: bounded here.
-        latency_ms, instances, jobs, (shard_count, owners), flavour, notes = await bounded(
+        latency_ms, instances, jobs, (shard_count, owners), flavour, notes, staff = await bounded(
             read(), DB_TIMEOUT_S + DB_ANSWER_S
         )
     except (psycopg.Error, PoolTimeout, DeadlineExceeded) as exc:
+        staff = bool(token) and is_admin_token(token or "", state.admin_token)
         return Health(
             **_api_parts(state),
             status="degraded",
@@ -107,7 +138,7 @@ async def _health(state: AppState) -> Health:
                 queue_depth=None,
                 instances=0,
             ),
-        )
+        ), staff
     notifications = NotificationsHealth.model_validate(notes)
     database = DatabaseHealth(ok=True, latency_ms=round(latency_ms, 3), flavour=flavour)
     failed_jobs = [JobHealth.model_validate(j) for j in jobs if j["failed"]]
@@ -129,7 +160,7 @@ async def _health(state: AppState) -> Health:
                 queue_depth=None,
                 instances=0,
             ),
-        )
+        ), staff
     newest = instances[0]
     age_s = float(newest["age_s"])
     fresh = [i for i in instances if float(i["age_s"]) <= STALE_AFTER_S]
@@ -155,7 +186,7 @@ async def _health(state: AppState) -> Health:
             queue_depth=sum(int(i["queue_depth"]) for i in reporting),
             instances=len(reporting),
         ),
-    )
+    ), staff
 
 
 def _delivering(n: NotificationsHealth) -> bool:
