@@ -64,7 +64,7 @@ def _positive(_: Translate, what: str) -> Callable[[str], float]:
 
 def _speed(_: Translate) -> Callable[[str], str]:
     """argparse type of --speed: `max` or a number > 0 (kept as written)."""
-    number = _positive(_, "--speed (or `max`)")
+    number = _positive(_, _("--speed (or `max`)"))
 
     def parse(text: str) -> str:
         if text != "max":
@@ -258,11 +258,12 @@ def _scenario_names(args: argparse.Namespace) -> list[str]:
     return expand_scenarios(names)
 
 
-def print_library() -> None:
+def print_library(lang: str = i18n.DEFAULT_LANG) -> None:
     width = max(len(n) for n in LIBRARY)
     for s in LIBRARY.values():
         expect = s.expected or "none"
-        print(f"{s.name:<{width}}  {s.kind:<10} expect={expect:<11} {s.description}")
+        about = i18n.translate(s.description, lang)
+        print(f"{s.name:<{width}}  {s.kind:<10} expect={expect:<11} {about}")
 
 
 # `--progress lines` (and non-terminals): one line this often, not one per second.
@@ -322,10 +323,10 @@ def _line_end() -> str:
 def run_sim(args: argparse.Namespace, settings: Settings) -> int:
     if args.protocol == "gb26875":
         return run_sim_gb26875(args, settings)
-    if "list" in args.scenario:
-        print_library()
-        return EXIT_OK
     lang = getattr(args, "language", i18n.DEFAULT_LANG)
+    if "list" in args.scenario:
+        print_library(lang)
+        return EXIT_OK
     unknown = [n for n in args.scenario if n != "all" and n not in LIBRARY]
     if unknown:
         message = i18n.translate(

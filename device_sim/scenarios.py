@@ -17,6 +17,7 @@ import numpy as np
 
 from device_sim.estate import Device, Estate
 from device_sim.physics import DEVICE_ALARM_TEMPERATURE
+from firesafe.i18n import N_
 
 MINUTE_S = 60.0
 
@@ -783,7 +784,7 @@ LIBRARY: dict[str, Scenario] = {
             "fire",
             "fire",
             2400,
-            "TF2/TF3-like: slow smoke, CO, little heat, spreads in the zone",
+            N_("TF2/TF3-like: slow smoke, CO, little heat, spreads in the zone"),
             _smouldering,
         ),
         Scenario(
@@ -791,7 +792,7 @@ LIBRARY: dict[str, Scenario] = {
             "fire",
             "fire",
             900,
-            "TF4/TF5-like: fast smoke, 8-30 °C/min heat past 57 °C, spreads in the zone",
+            N_("TF4/TF5-like: fast smoke, 8-30 °C/min heat past 57 °C, spreads in the zone"),
             _flaming,
         ),
         Scenario(
@@ -799,7 +800,7 @@ LIBRARY: dict[str, Scenario] = {
             "fire",
             "fire",
             600,
-            "a manual call point activated, later reset",
+            N_("a manual call point activated, later reset"),
             _call_point,
         ),
         Scenario(
@@ -807,7 +808,7 @@ LIBRARY: dict[str, Scenario] = {
             "nuisance",
             None,
             900,
-            "cooking aerosol near a kitchen that rises and decays",
+            N_("cooking aerosol near a kitchen that rises and decays"),
             _cooking,
         ),
         Scenario(
@@ -815,19 +816,19 @@ LIBRARY: dict[str, Scenario] = {
             "nuisance",
             None,
             1200,
-            "shower steam: humidity > 90 %RH with some obscuration",
+            N_("shower steam: humidity > 90 %RH with some obscuration"),
             _steam,
         ),
         Scenario(
-            "dust", "nuisance", None, 3600, "dust slowly contaminating one smoke chamber", _dust
+            "dust", "nuisance", None, 3600, N_("dust slowly contaminating one smoke chamber"), _dust
         ),
-        Scenario("spike", "nuisance", None, 60, "insect or EMI: a single-sample spike", _spike),
+        Scenario("spike", "nuisance", None, 60, N_("insect or EMI: a single-sample spike"), _spike),
         Scenario(
             "heat_nuisance",
             "nuisance",
             None,
             3600,
-            "sun or heater: slow warming far below 57 °C",
+            N_("sun or heater: slow warming far below 57 °C"),
             _heat_nuisance,
         ),
         Scenario(
@@ -835,7 +836,7 @@ LIBRARY: dict[str, Scenario] = {
             "electrical",
             "electrical",
             2400,
-            "residual current creeping past 300 mA",
+            N_("residual current creeping past 300 mA"),
             _leakage,
         ),
         Scenario(
@@ -843,7 +844,7 @@ LIBRARY: dict[str, Scenario] = {
             "electrical",
             "electrical",
             2400,
-            "overload: cable temperature past the 70 °C PVC rating",
+            N_("overload: cable temperature past the 70 °C PVC rating"),
             _cable_overheat,
         ),
         Scenario(
@@ -851,7 +852,7 @@ LIBRARY: dict[str, Scenario] = {
             "nuisance",
             None,
             60,
-            "motor inrush: one-sample current and leakage transient",
+            N_("motor inrush: one-sample current and leakage transient"),
             _motor_start,
         ),
         Scenario(
@@ -859,7 +860,7 @@ LIBRARY: dict[str, Scenario] = {
             "evac",
             "evac_fault",
             3600,
-            "exit sign lamp fails (fault event), repaired later",
+            N_("exit sign lamp fails (fault event), repaired later"),
             _lamp,
         ),
         Scenario(
@@ -867,7 +868,7 @@ LIBRARY: dict[str, Scenario] = {
             "evac",
             "evac_fault",
             3600,
-            "emergency battery fails (fault event), replaced later",
+            N_("emergency battery fails (fault event), replaced later"),
             _battery,
         ),
         Scenario(
@@ -875,7 +876,7 @@ LIBRARY: dict[str, Scenario] = {
             "evac",
             None,
             120,
-            "monthly function test that passes",
+            N_("monthly function test that passes"),
             _self_test_pass,
         ),
         Scenario(
@@ -883,7 +884,7 @@ LIBRARY: dict[str, Scenario] = {
             "evac",
             "evac_fault",
             120,
-            "monthly function test that fails",
+            N_("monthly function test that fails"),
             _self_test_fail,
         ),
         Scenario(
@@ -891,7 +892,7 @@ LIBRARY: dict[str, Scenario] = {
             "evac",
             None,
             1800,
-            "power cut: a building's exit signs run on battery",
+            N_("power cut: a building's exit signs run on battery"),
             _mains_loss,
         ),
         Scenario(
@@ -899,7 +900,7 @@ LIBRARY: dict[str, Scenario] = {
             "fault",
             "fault",
             1800,
-            "a detector reports a fault, later restored",
+            N_("a detector reports a fault, later restored"),
             _detector_fault,
         ),
         Scenario(
@@ -907,7 +908,7 @@ LIBRARY: dict[str, Scenario] = {
             "offline",
             "offline",
             200,
-            "a device goes silent (no last will)",
+            N_("a device goes silent (no last will)"),
             _offline_silent,
         ),
         Scenario(
@@ -915,18 +916,23 @@ LIBRARY: dict[str, Scenario] = {
             "offline",
             "offline",
             200,
-            "a device drops off: retained `offline` last will, then back online",
+            N_("a device drops off: retained `offline` last will, then back online"),
             _offline_will,
         ),
         Scenario(
-            "clock_skew", "transport", None, 1200, "a device clock off by 30 s to 2 h", _clock_skew
+            "clock_skew",
+            "transport",
+            None,
+            1200,
+            N_("a device clock off by 30 s to 2 h"),
+            _clock_skew,
         ),
         Scenario(
             "duplicates",
             "transport",
             None,
             1200,
-            "every message sent twice (QoS 1 redelivery)",
+            N_("every message sent twice (QoS 1 redelivery)"),
             _duplicates,
         ),
         Scenario(
@@ -934,16 +940,18 @@ LIBRARY: dict[str, Scenario] = {
             "transport",
             None,
             1200,
-            "messages delayed and delivered out of order",
+            N_("messages delayed and delivered out of order"),
             _reorder,
         ),
-        Scenario("seq_wrap", "transport", None, 1200, "seq counter wrapping past 2^32", _seq_wrap),
+        Scenario(
+            "seq_wrap", "transport", None, 1200, N_("seq counter wrapping past 2^32"), _seq_wrap
+        ),
         Scenario(
             "malformed",
             "reject",
             None,
             120,
-            "one of each bad input of contract section 3",
+            N_("one of each bad input of contract section 3"),
             _malformed,
         ),
         # Added after the original library: appended, so seeded runs keep their placement.
@@ -952,7 +960,7 @@ LIBRARY: dict[str, Scenario] = {
             "electrical",
             "electrical",
             1800,
-            "water in a junction box: an earth fault within seconds, held until repaired",
+            N_("water in a junction box: an earth fault within seconds, held until repaired"),
             _insulation_fault,
         ),
     ]
@@ -1313,7 +1321,7 @@ LIBRARY.update(
                 "nuisance",
                 None,
                 1200,
-                "cooking aerosol (with or without heat) on smoke-only detectors",
+                N_("cooking aerosol (with or without heat) on smoke-only detectors"),
                 _kitchen_smoke,
             ),
             Scenario(
@@ -1321,7 +1329,7 @@ LIBRARY.update(
                 "nuisance",
                 None,
                 1200,
-                "cooking aerosol, steam, some heat and CO on multi-criteria detectors",
+                N_("cooking aerosol, steam, some heat and CO on multi-criteria detectors"),
                 _kitchen_multi,
             ),
             Scenario(
@@ -1329,7 +1337,7 @@ LIBRARY.update(
                 "nuisance",
                 None,
                 1800,
-                "shower: humidity to 85-100 %RH, droplets, warm air",
+                N_("shower: humidity to 85-100 %RH, droplets, warm air"),
                 _bathroom_steam,
             ),
             Scenario(
@@ -1337,7 +1345,7 @@ LIBRARY.update(
                 "nuisance",
                 None,
                 5400,
-                "dust settling in a chamber over 10 min to 2 h, no heat or CO",
+                N_("dust settling in a chamber over 10 min to 2 h, no heat or CO"),
                 _dust_accumulation,
             ),
             Scenario(
@@ -1345,7 +1353,7 @@ LIBRARY.update(
                 "nuisance",
                 None,
                 1800,
-                "an insect in the chamber: 1-3 samples, a few visits",
+                N_("an insect in the chamber: 1-3 samples, a few visits"),
                 _insect,
             ),
             Scenario(
@@ -1353,7 +1361,7 @@ LIBRARY.update(
                 "nuisance",
                 None,
                 60,
-                "every channel jumps for one sample, on one or two detectors",
+                N_("every channel jumps for one sample, on one or two detectors"),
                 _emi_burst,
             ),
             Scenario(
@@ -1361,7 +1369,10 @@ LIBRARY.update(
                 "nuisance",
                 None,
                 120,
-                "a spray at the detector: far above the alarm level within seconds, gone in tens",
+                N_(
+                    "a spray at the detector: far above the alarm level within seconds, "
+                    "gone in tens"
+                ),
                 _aerosol_spray,
             ),
             Scenario(
@@ -1369,7 +1380,10 @@ LIBRARY.update(
                 "nuisance",
                 None,
                 420,
-                "a puff of cooking fumes: grows as fast as a flaming fire, stops, gone in minutes",
+                N_(
+                    "a puff of cooking fumes: grows as fast as a flaming fire, stops, "
+                    "gone in minutes"
+                ),
                 _cooking_burst,
             ),
             Scenario(
@@ -1377,7 +1391,7 @@ LIBRARY.update(
                 "evac",
                 "evac_fault",
                 3600,
-                "power cut with one aged battery holding less than its rated duration",
+                N_("power cut with one aged battery holding less than its rated duration"),
                 _evac_weak_battery,
             ),
             Scenario(
@@ -1385,7 +1399,7 @@ LIBRARY.update(
                 "fire",
                 "fire",
                 2700,
-                "a smouldering fire whose plume reaches the detectors in puffs (a draught)",
+                N_("a smouldering fire whose plume reaches the detectors in puffs (a draught)"),
                 _smouldering_draught,
             ),
         ]

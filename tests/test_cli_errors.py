@@ -87,3 +87,20 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     proc.stdout.close()  # the reader is gone before the list is written
     _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err, err
+
+
+def test_the_scenario_list_speaks_the_operators_language() -> None:
+    """Every scenario's description in Chinese with `--lang zh-CN` (the names,
+    kinds and expectations are codes and stay as they are)."""
+    from device_sim.scenarios import LIBRARY
+
+    english = firesafe("sim", "--scenario", "list")
+    chinese = firesafe("--lang", "zh-CN", "sim", "--scenario", "list")
+    assert english.returncode == chinese.returncode == 0
+    lines = chinese.stdout.splitlines()
+    assert len(lines) == len(LIBRARY)
+    for line, scenario in zip(lines, LIBRARY.values(), strict=True):
+        assert line.startswith(scenario.name)
+        assert scenario.description not in line, line
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in line), line
+    assert all(s.description in english.stdout for s in LIBRARY.values())
