@@ -499,7 +499,7 @@ def run_sim_gb26875(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     print(stats.line(), file=sys.stderr)
-    return EXIT_OK
+    return EXIT_FAILED if stats.stopped else EXIT_OK
 
 
 class _NoSiteNeeded(argparse.Action):

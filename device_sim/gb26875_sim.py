@@ -37,6 +37,7 @@ RESEND_S: Final = 5.0  # devices typically resend after 3-10 s
 SPLIT_P: Final = 0.3
 OBJECTS_PER_FRAME: Final = 20  # 20 x 46 + 2 bytes < 1024
 RECONNECT_S: Final = 2.0
+OVERRUN_MIN_S: Final = 60.0  # see `overrun_s`
 FIRE_SYSTEM: Final = 1
 # (component type, share, description suffix) of a panel's points.
 POINT_MIX: Final = (
@@ -85,6 +86,7 @@ class Stats:
     reconnects: int = 0
     heartbeats: int = 0
     splits: int = 0
+    stopped: int = 0  # devices still waiting for a confirmation at the run's end
     started: float = field(default_factory=time.monotonic)
 
     def line(self) -> str:
@@ -93,6 +95,7 @@ class Stats:
             f"sim gb26875: {dt:7.1f}s  {self.frames:,} frames ({self.frames / dt:,.0f}/s), "
             f"{self.confirmed:,} confirmed, {self.resent:,} resent, "
             f"{self.heartbeats:,} heartbeats, {self.reconnects} reconnects"
+            + (f", {self.stopped} stopped unconfirmed" if self.stopped else "")
         )
 
 
@@ -278,6 +281,15 @@ async def play(
     analog_s: float = 30.0,
 ) -> None:
     """The uitd's life for `duration_s`: reports, heartbeats and incidents."""
+    try:
+        await _play(device, duration_s, stop, heartbeat_s, analog_s)
+    finally:
+        await device.close()
+
+
+async def _play(
+    device: Device, duration_s: float, stop: asyncio.Event, heartbeat_s: float, analog_s: float
+) -> None:
     rng, u = device.rng, device.u
     await device.connect()
     await device.report_points(u.points)
@@ -319,7 +331,6 @@ async def play(
             with_timeout = min(with_timeout, start + plan[0][0] - time.monotonic())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(0.01, with_timeout))
-    await device.close()
 
 
 async def run(
@@ -334,6 +345,7 @@ async def run(
     split_p: float = SPLIT_P,
     stop: asyncio.Event | None = None,
     progress_s: float = 10.0,
+    overrun: float | None = None,
 ) -> Stats:
     stats = Stats()
     stop = stop or asyncio.Event()
@@ -354,6 +366,30 @@ async def run(
             tasks.create_task(play(d, duration_s, stop, heartbeat_s=heartbeat_s), name=d.u.id)
             for d in devices
         ]
-        await asyncio.gather(*players)
+        # A device resends until the centre confirms: one that never answers
+        # would keep the run going for ever. Its clock starts once its points
+        # are reported, so this leaves that room (a slow centre is no error).
+        limit = duration_s + (overrun_s(duration_s) if overrun is None else overrun)
+        _, late = await asyncio.wait(players, timeout=limit)
+        if late:
+            stop.set()
+            _, late = await asyncio.wait(late, timeout=resend_s)
+        for player in late:
+            player.cancel()
+        stats.stopped = len(late)
+        if late:
+            log.warning(
+                "%d transmission device(s) still had a frame unconfirmed by the centre %s:%d "
+                "at the end of the run: stopped",
+                len(late),
+                host,
+                port,
+            )
         reporter.cancel()
     return stats
+
+
+def overrun_s(duration_s: float) -> float:
+    """How long past `duration_s` a run may take to reach the centre and have
+    its last frames confirmed."""
+    return max(OVERRUN_MIN_S, duration_s)

@@ -26,6 +26,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.parametrize("centre", ["silent", "absent"])
+def test_a_centre_that_never_confirms_does_not_keep_the_run_going(centre: str) -> None:
+    """A centre that takes the connection and never confirms a frame (or no
+    centre at all): the run ends its overrun past --duration, says how many
+    devices it stopped, and the CLI would exit non-zero."""
+    port = _free_port()
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(4096):
+            pass
+        writer.close()
+
+    async def go() -> tuple[gs.Stats, float]:
+        server = (
+            await asyncio.start_server(swallow, "127.0.0.1", port) if centre == "silent" else None
+        )
+        started = asyncio.get_running_loop().time()
+        try:
+            stats = await gs.run(
+                gs.make_estate(2, 3, seed=1), "127.0.0.1", port, 0.5, 1, resend_s=0.3, overrun=1.0
+            )
+        finally:
+            if server is not None:
+                server.close()
+        return stats, asyncio.get_running_loop().time() - started
+
+    stats, took = asyncio.run(go())
+    assert stats.stopped == 2
+    assert stats.confirmed == 0
+    assert "2 stopped unconfirmed" in stats.line()
+    assert took < 10  # duration 0.5 + overrun 1 + a resend; for ever before
+
+
 def test_simulated_device_passes_conformance() -> None:
     port = _free_port()
     centre = gc.Centre()
