@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -29,20 +29,15 @@ CREATE EVENT TRIGGER firesafe_test_die ON ddl_command_start
 
 
 @pytest.fixture
-def fatal_create_extension_db(pg_server_url: str) -> Iterator[str]:
+def fatal_create_extension_db(pg_server_url: str, drop_later: Callable[[str], None]) -> str:
     name = f"firesafe_flavour_{secrets.token_hex(4)}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    drop_later(name)
     url = pg_conninfo.make_conninfo(pg_server_url, dbname=name)
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(KILL_ON_CREATE_EXTENSION)
-        yield url
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(KILL_ON_CREATE_EXTENSION)
+    return url
 
 
 def test_the_failed_create_extension_does_not_take_the_migration_with_it(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -29,18 +29,13 @@ def test_the_flavour_ci_asked_for(flavour: str) -> None:
 
 
 @pytest.fixture
-def fresh_db(pg_server_url: str) -> Iterator[str]:
-    """An empty database of this test only."""
+def fresh_db(pg_server_url: str, drop_later: Callable[[str], None]) -> str:
+    """An empty database of this test only (dropped at the session's end)."""
     name = f"firesafe_mig_{secrets.token_hex(4)}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield pg_conninfo.make_conninfo(pg_server_url, dbname=name)
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    drop_later(name)
+    return pg_conninfo.make_conninfo(pg_server_url, dbname=name)
 
 
 def versions(dsn: str) -> list[int]:
