@@ -205,6 +205,7 @@ class _Device:
     # (opened, deadline) of its recent suppressed windows: a late `fire_alarm`
     # event dated inside one was evidence for it, not a new alarm.
     judged: list[tuple[int, int]] = field(default_factory=list)
+    last_row: int = -NEVER  # its newest reading shown
     replayed: _Window | None = None  # a pending window history rebuilt (see `settle_replay`)
     # Its latest reading at pre-alarm or alarm level: what a coincidence it takes
     # part in shows as its own evidence (not the other detector's reading).
@@ -462,8 +463,10 @@ class Machine:
         for x in sorted(self.pending.get(zone, ())):
             # A window that ended before `ts` is judged first (it may go on
             # hovering), however long its verdict waited to be noticed: every
-            # reading of its device before `ts` has been shown (zone order).
-            self.due(x, ts - 1)
+            # reading of its device before `ts` has been shown (zone order),
+            # unless its clock is so far behind that the zone does not wait for it.
+            if ts - self._d(x).last_row <= p.ZONE_HOLD_MAX_MS:
+                self.due(x, ts - 1)
             w = self._d(x).win
             if w is None or w.deadline <= ts:
                 continue  # its window is over (its own reading at the last ms may
@@ -558,6 +561,7 @@ class Machine:
         active = bool(flags & (_PRE | _ALARM))
         multi = kind == KIND_MULTI
         d.run = d.run + 1 if active else 0
+        d.last_row = max(d.last_row, ts)
         if active:
             d.active_detail = detail
         if active and d.run >= _PARTNER_RUN:
@@ -795,6 +799,7 @@ class Machine:
         d.sup_at = None
         d.reverify_until = -NEVER
         d.judged = []
+        d.last_row = -NEVER
         d.armed = True
         d.run = 0
 

@@ -272,6 +272,7 @@ class DevState:
     reopen_at: int = FAR  # judged falling at alarm level: still there then, it opens again
     reverify_until: int = NONE  # smoke: a new alarm up to then is confirmed at once
     windows_judged: list[tuple[int, int]] = field(default_factory=list)  # suppressed: spans
+    last_reading_at: int = NONE
     flags: int = 0  # the latest reading's condition
     streak: int = 0  # consecutive readings at pre-alarm or alarm level
     active_at: int | None = None  # zone activity: latest time
@@ -376,7 +377,8 @@ class RuleBook:
         """Zone activity at `ts`: each pending fire of the zone whose window is
         still open is confirmed if the zone corroborates it."""
         for x in self._zone(slot):
-            self.due(x, ts - 1)  # a window over before this moment ends first (maybe longer)
+            if ts - self.st[x].last_reading_at <= 300_000:  # (a clock the zone waits for)
+                self.due(x, ts - 1)  # a window over before this moment ends first (maybe longer)
             w = self.st[x].window
             if self.st[x].fire != "pending" or w is None or ts >= w.ends:
                 continue
@@ -530,6 +532,7 @@ class RuleBook:
         kind = self.cfg.kind(slot)
         active = bool(flags & (PRE | ALARM))
         s.streak = s.streak + 1 if active else 0
+        s.last_reading_at = max(s.last_reading_at, ts)
         if active:
             s.active_detail = dict(detail)
         if active and s.streak >= PARTNER_READINGS:

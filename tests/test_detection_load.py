@@ -395,6 +395,25 @@ def test_a_clock_far_behind_does_not_hold_its_zone() -> None:
     ]
 
 
+def test_a_neighbour_does_not_close_the_window_of_a_clock_far_behind() -> None:
+    """A spike on a detector whose clock is an hour behind, while its neighbour
+    is at the alarm level: the spike's window is judged on its own readings
+    (a transient), not closed by the neighbour's time with one sample in it."""
+    eng = Engine(capacity=4)
+    eng.configure([0, 1], [K["smoke"], K["smoke"]], [0, 0], [{}, {}], [10_000, 10_000])
+    out = []
+    for i in range(10):
+        arrival = T0 + i * 10_000
+        v = np.full((2, NR), np.nan)
+        v[:, RI["temperature"]] = 21.0
+        v[:, RI["obscuration"]] = [9.0 if i >= 2 else 0.1, 12.0 if i == 3 else 0.1]
+        ts = np.array([arrival, arrival - 3_600_000], np.int64)
+        out += eng.process(Readings(np.array([0, 1], np.int64), ts, v), Events.empty(), arrival)
+        out += eng.advance(arrival)
+    behind = [(c.verdict, c.reason) for c in out if c.alarm_type == "fire" and c.slot == 1]
+    assert behind == [("pending", "obscuration"), ("suppressed", "transient")]
+
+
 def _slow_fire_at(t0: int) -> list[tuple[object, ...]]:
     """A smoke head in slightly dusty clean air (0.45 %/m, which drift
     compensation tracks by 0.1 %/m an hour) for two hours, then a smouldering
