@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
@@ -22,6 +23,12 @@ from firesafe import embedded
 from firesafe.settings import Settings
 from storage.migrate import MigrationReport, migrate
 from tests.helpers import Publisher, clear_retained, forget_session, refresh_rollup
+
+# CI draws the same examples every run (derived from each test), so a landing
+# is not decided by a lucky draw; anywhere else each run explores new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 # Tables that hold configuration rather than data: kept between tests.
 _KEEP_TABLES = {"schema_migrations", "firesafe_meta"}
