@@ -443,18 +443,28 @@ def test_a_pending_fire_on_a_detector_that_falls_silent_is_still_decided(
     def fire() -> list[dict[str, Any]]:
         return [a for a in alarms(db, site) if a["type"] == "fire"]
 
+    def send(t: int) -> None:
+        publisher.send(
+            f"fs/v1/{site}/{device}/telemetry",
+            {"ts": t0 + t * 1000, "seq": t, "v": profile(float(t))},
+        )
+
     with running_ingest(ingest_settings):
         t = 0
-        while not fire() and t < 118:  # until the fire opens (pending), then silence
-            publisher.send(
-                f"fs/v1/{site}/{device}/telemetry",
-                {"ts": t0 + t * 1000, "seq": t, "v": profile(float(t))},
-            )
+        while not fire() and t < 118:  # until the fire opens (pending)
+            send(t)
             t += 2
             if t % 20 == 0:
                 time.sleep(0.3)  # let ingest commit between bursts
         wait_for(lambda: fire(), timeout=10)
-        # Silent for 3 x interval past when its deadline would have arrived (~36 s).
+        opened = fire()[0]["opened_at"].timestamp() * 1000
+        deadline = opened + 30_000  # the default verification window
+        # It reports through most of its window, then nothing: its last reading
+        # 8 s before the deadline, so no reading of its own can close the window.
+        while t0 + t * 1000 <= deadline - 8_000:
+            send(t)
+            t += 2
+        # Silent for 3 x interval past when its deadline would have arrived (~14 s).
         wait_for(lambda: fire()[0]["verdict"] != "pending", timeout=90)
     assert fire()[0]["verdict"] == "confirmed"
 
