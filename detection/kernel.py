@@ -80,9 +80,10 @@ class Flag(IntFlag):
     DROP = 1 << 27  # at pre-alarm level or above, falling fast since the previous reading
     WARM = 1 << 28  # multi: the ceiling warming (a slower heat rise than HEAT's)
     GROWING = 1 << 29  # multi: fast obscuration growth at alarm level, below DENSE too
+    JUMP = 1 << 30  # at alarm level with a temperature step no fire makes (EMI)
 
 
-NBITS: Final = 30
+NBITS: Final = 31
 # Rows with any of these are always shown to the state machine (they count
 # samples, refresh zone activity or corroborate); other rows only when their
 # machine-visible bits differ from the device's previous reading.
@@ -335,6 +336,7 @@ def score_fire(
             _lt(comp, pre * p.PRE_ALARM_CLEAR_FRACTION), Flag.PRE_CLEAR
         )
         f |= _bit(fast_raw, Flag.FAST_RAW) | _bit(drift, Flag.DRIFT)
+        f |= _bit(alarm_obs & ~plausible, Flag.JUMP)
     else:
         alarm_obs = is_pre = fast = false
     if multi:

@@ -591,7 +591,9 @@ class Machine:
         rearm = flags & (Flag.EDGE | _CORROB) or new
         rearm = rearm or ts >= d.rearm_at
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
+            # (not a reading on which every channel jumped: EMI, which repeats)
             again = kind == KIND_SMOKE and flags & Flag.EDGE and ts <= d.reverify_until
+            again = again and not flags & Flag.JUMP
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
             if again:
                 # Alarm verification's confirmation period: the detector alarms

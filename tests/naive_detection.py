@@ -33,6 +33,7 @@ RC, CABLE, ELEC_BELOW, LAMP_FAIL, LAMP_OK, BATT_LOW, BATT_OK, HEAT_RAW, FAST_RAW
 COX, DENSE, BATT_DEPL, BATT_CHARGED, CO_RAW = 1 << 19, 1 << 20, 1 << 21, 1 << 22, 1 << 23
 FALL_RAW, FALL, THICK, DROP, WARM = 1 << 24, 1 << 25, 1 << 26, 1 << 27, 1 << 28
 GROWING = 1 << 29
+JUMP = 1 << 30
 
 # --- The written rules, as literal numbers -----------------------------------
 # README "Detection", table "Rules per kind" (defaults; registry overrides,
@@ -561,6 +562,7 @@ class RuleBook:
         new_signal = new_signal or ts >= s.reopen_at
         if s.fire == "" and flags & ALARM and (not s.needs_edge or new_signal):
             again = kind == SMOKE and flags & EDGE and ts <= s.reverify_until
+            again = again and not flags & JUMP
             self._open(slot, ts, self._trigger(slot, detail), detail)
             if again:  # README "Verdicts": alarm verification's confirmation period
                 self._confirm(slot, ts, "reverified", detail)
@@ -910,6 +912,9 @@ class NaiveEngine:
         fast_raw = has_obs and ge(step[1], t("fast_growth_per_min", nan))
         heat = heat_raw and bool(d.last_flags & HEAT_RAW)
         alarm_obs = has_obs and ge(comp, t("obscuration_alarm", nan))
+        # README "Verdicts", `reverified`: not on a reading whose temperature
+        # jumped faster than any fire heats a ceiling (every channel: EMI).
+        f |= JUMP if alarm_obs and step[0] > HEAT_STEP_MAX else 0
         fast = fast_raw and alarm_obs and bool(d.last_flags & FAST_RAW)
         # README "Verdicts", `aerosol_decay`: at alarm level and falling by
         # >= 4 %/m a minute (the fast-growth rate), on two readings running.

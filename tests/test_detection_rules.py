@@ -677,6 +677,20 @@ def test_a_smoke_detector_alarming_again_within_a_minute_of_its_verdict_is_confi
     ]
 
 
+def test_emi_that_hits_again_within_a_minute_is_not_reverification() -> None:
+    """The fifth outside check: an EMI burst twice, 50 s apart, each one sample
+    of 15 %/m and 81 °C on a smoke detector (21 °C before and after). Every
+    channel jumped: no fire heats a ceiling 60 °C in 10 s, so the second burst
+    is a transient again, not a `reverified` fire."""
+
+    def emi(t: float) -> dict[str, float]:
+        hit = round(t) in (100, 150)
+        return {"obscuration": 15.0 if hit else 0.1, "temperature": 81.0 if hit else 21.0}
+
+    ch = Site([("smoke", 1, {})]).run({0: emi}, 300)
+    assert verdicts(ch) == ["suppressed:transient", "suppressed:transient"]
+
+
 def test_reverification_needs_a_new_alarm_on_a_smoke_only_detector() -> None:
     """A signal that stays at the level after a lone last sample opens again
     with a window (it never left); a multi-criteria detector judges its
