@@ -386,6 +386,26 @@ class Engine:
                 m.silent(slot)
         return out
 
+    def flush(self) -> list[AlarmChange]:
+        """The caller stops: show every detector row and event still held for
+        its zone's order (see `_release`). They are stored already and a
+        restart would not see them again, so their alarms are given now,
+        without waiting for a lagging neighbour, rather than lost."""
+        out: list[AlarmChange] = []
+        self.machine.out = out
+        ready: list[tuple[int, int, int, int, Any]] = []
+        for zone, q in self._zq.items():
+            if q:
+                self._zrel[zone] = max(self._zrel.get(zone, k.TS_NONE), max(it[0] for it in q))
+                ready += q
+                q.clear()
+        ready.sort(key=lambda it: it[:4])
+        for item in ready:
+            self._show(self.machine, item)
+        for slot in self.machine.pending_slots():
+            self.machine.due(slot, self._shown_clock(slot))
+        return out
+
     def credit_arrivals(self, since_ms: int, lost_ms: int) -> None:
         """The caller could not hear any device from `since_ms` for `lost_ms`
         (its broker was away): devices last heard before are credited that time,

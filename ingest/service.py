@@ -468,6 +468,7 @@ class IngestService:
         finally:
             if committing is not None:
                 await committing
+        await self._flush_detection()
         await self._bookkeeping(due)  # stopping: device state and stats, last time
 
     async def _bookkeeping(self, due: _Timetable) -> None:
@@ -895,6 +896,15 @@ class IngestService:
                 at.append(m.received_ms)
         if slots:
             self.silence.supervisor.heard(np.array(slots, np.int64), np.array(at, np.int64))
+
+    async def _flush_detection(self) -> None:
+        """Stopping: readings detection still holds for its zones' order (a
+        lagging neighbour) are committed, and a restart's warm-up replays only
+        zones with an alarm open: their alarms are written now, not lost."""
+        writes = [self._alarm_write(c) for c in self.engine.flush()]
+        if writes:
+            log.info("detection: %d alarm change(s) from readings held for zone order", len(writes))
+            await self._with_database(self._write_alarms, writes)
 
     async def _write_alarms(
         self,

@@ -193,3 +193,55 @@ def test_tiny_batches_and_pauses_give_the_same_alarms(
     lagging = _run(db, mqtt_url, "lagging", t0)
     assert paced == lagging
     assert any(r[1] == "fire" and r[2] == "confirmed" for r in paced)
+
+
+def test_readings_held_for_a_lagging_neighbour_are_judged_when_ingest_stops(
+    db: str, mqtt_url: str
+) -> None:
+    """A smoke head at the alarm level while its zone waits for a neighbour
+    100 s behind: the reading is stored, its alarm held for the zone's order.
+    Ingest stopping (a deploy, a restart) must not lose it: a restart's
+    warm-up replays only zones with an alarm open, so before, the alarm never
+    came (the fifth outside check found it 70 s late after a restart)."""
+    site = f"L{uuid.uuid4().hex[:9]}"
+    register(
+        db,
+        [
+            {"id": f"{site}-{d}", "site": site, "building": "B", "floor": "1", "zone": "Z",
+             "kind": "smoke"}
+            for d in ("SA", "SB")
+        ],
+    )  # fmt: skip
+    now = int(time.time() * 1000)
+    settings = Settings(
+        mqtt_url=mqtt_url,
+        database_url=db,
+        mqtt_client_id=f"test-ingest-{uuid.uuid4().hex[:8]}",
+        ingest_mode="single",
+    )
+    publisher = Publisher(mqtt_url)
+    try:
+        with running_ingest(settings):
+            for i in range(6):
+                ts = now - 60_000 + i * 10_000
+                for dev, lag in (("SA", 0), ("SB", 100_000)):
+                    obs = 5.0 if (dev == "SA" and i == 5) else 0.1
+                    publisher.send(
+                        f"fs/v1/{site}/{site}-{dev}/telemetry",
+                        {"ts": ts - lag, "seq": i, "v": {"obscuration": obs, "temperature": 21.0}},
+                    )
+            wait_for(
+                lambda: query(db, "SELECT count(*) FROM telemetry WHERE device_id LIKE %s",
+                              (f"{site}-%",))[0][0] == 12,
+                timeout=30,
+            )  # fmt: skip
+            time.sleep(1.0)
+            alarms = "SELECT type, verdict FROM alarms WHERE device_id = %s ORDER BY type"
+            assert query(db, alarms, (f"{site}-SA",)) == []  # held: SB is 100 s behind
+        assert query(db, alarms, (f"{site}-SA",)) == [
+            ("fire", "pending"),
+            ("pre_alarm", "confirmed"),
+        ]
+    finally:
+        publisher.close()
+        forget_session(mqtt_url, settings.mqtt_client_id)
