@@ -351,8 +351,7 @@ class Engine:
         # Windows that ended before the device's newest reading (as far as the
         # machine has been shown it) are resolved now (their deciding rows
         # needed no visit).
-        for slot in self.machine.pending_slots():
-            self.machine.due(slot, self._shown_clock(slot))
+        self._due_as_shown()
         return out
 
     def advance(self, now_ms: int) -> list[AlarmChange]:
@@ -368,8 +367,7 @@ class Engine:
         self.arrival_clock = max(self.arrival_clock, now)
         m = self.machine
         self._release()  # silence may let a zone move on
-        for slot in m.pending_slots():
-            m.due(slot, self._shown_clock(slot))
+        self._due_as_shown()
         for slot in m.pending_slots():
             dl = m.deadline(slot)
             if dl is None:
@@ -393,17 +391,8 @@ class Engine:
         without waiting for a lagging neighbour, rather than lost."""
         out: list[AlarmChange] = []
         self.machine.out = out
-        ready: list[tuple[int, int, int, int, Any]] = []
-        for zone, q in self._zq.items():
-            if q:
-                self._zrel[zone] = max(self._zrel.get(zone, k.TS_NONE), max(it[0] for it in q))
-                ready += q
-                q.clear()
-        ready.sort(key=lambda it: it[:4])
-        for item in ready:
-            self._show(self.machine, item)
-        for slot in self.machine.pending_slots():
-            self.machine.due(slot, self._shown_clock(slot))
+        self._release(wait=False)
+        self._due_as_shown()
         return out
 
     def credit_arrivals(self, since_ms: int, lost_ms: int) -> None:
@@ -1081,17 +1070,23 @@ class Engine:
         live &= newest >= lead - p.ZONE_HOLD_MAX_MS  # a clock far behind: not waited for
         return int(newest[live].min())
 
-    def _release(self) -> None:
+    def _due_as_shown(self) -> None:
+        """Resolve the pending windows each device's shown readings have ended."""
+        for slot in self.machine.pending_slots():
+            self.machine.due(slot, self._shown_clock(slot))
+
+    def _release(self, wait: bool = True) -> None:
         """Show each zone's queued items up to its clock, in (ts, events first,
         slot, arrival) order: the order of the fully sorted stream, whatever
-        the lag between the zone's detectors or the batch cuts."""
+        the lag between the zone's detectors or the batch cuts. `wait=False`:
+        everything queued, waiting for no lagging detector (`flush`)."""
         m = self.machine
         zones = {z for z, q in self._zq.items() if q}
         zones.update(int(self.zone[x]) for x in m.pending_slots() if self.kind[x] <= k.KIND_MULTI)
         ready: list[tuple[int, int, int, int, Any]] = []
         for zone in zones:
             q = self._zq.setdefault(zone, [])
-            upto = self._zone_clock(zone)
+            upto = self._zone_clock(zone) if wait else _NO_LIMIT
             while q and q[0][0] <= upto:
                 ready.append(heapq.heappop(q))
             self._zrel[zone] = upto
