@@ -11,7 +11,7 @@ time, so a device whose data are merely late is never taken for silent.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -374,20 +374,30 @@ def test_event_of_a_device_without_readings_is_shown_at_once() -> None:
     assert [(c.action, c.verdict, c.reason) for c in out] == [("open", "pending", "device_alarm")]
 
 
-def test_a_clock_far_behind_does_not_hold_its_zone() -> None:
-    """A detector whose clock is an hour behind (contract: clocks may be skewed)
-    keeps reporting; its zone's verdicts do not wait an hour for it."""
+def _with_a_clock_an_hour_behind(
+    rounds: int, obscuration: Callable[[int], list[float]]
+) -> list[AlarmChange]:
+    """Two smoke detectors of one zone every 10 s, the second's clock an hour
+    behind (contract: clocks may be skewed); `obscuration(i)` gives both
+    readings of round i."""
     eng = Engine(capacity=4)
     eng.configure([0, 1], [K["smoke"], K["smoke"]], [0, 0], [{}, {}], [10_000, 10_000])
     out = []
-    for i in range(8):
+    for i in range(rounds):
         arrival = T0 + i * 10_000
         v = np.full((2, NR), np.nan)
         v[:, RI["temperature"]] = 21.0
-        v[:, RI["obscuration"]] = [9.0 if i >= 2 else 0.1, 0.1]
+        v[:, RI["obscuration"]] = obscuration(i)
         ts = np.array([arrival, arrival - 3_600_000], np.int64)
         out += eng.process(Readings(np.array([0, 1], np.int64), ts, v), Events.empty(), arrival)
         out += eng.advance(arrival)
+    return out
+
+
+def test_a_clock_far_behind_does_not_hold_its_zone() -> None:
+    """A detector whose clock is an hour behind keeps reporting; its zone's
+    verdicts do not wait an hour for it."""
+    out = _with_a_clock_an_hour_behind(8, lambda i: [9.0 if i >= 2 else 0.1, 0.1])
     fire = [(c.slot, c.verdict, c.reason, c.at_ms) for c in out if c.alarm_type == "fire"]
     assert fire == [
         (0, "pending", "obscuration", T0 + 20_000),
@@ -399,17 +409,9 @@ def test_a_neighbour_does_not_close_the_window_of_a_clock_far_behind() -> None:
     """A spike on a detector whose clock is an hour behind, while its neighbour
     is at the alarm level: the spike's window is judged on its own readings
     (a transient), not closed by the neighbour's time with one sample in it."""
-    eng = Engine(capacity=4)
-    eng.configure([0, 1], [K["smoke"], K["smoke"]], [0, 0], [{}, {}], [10_000, 10_000])
-    out = []
-    for i in range(10):
-        arrival = T0 + i * 10_000
-        v = np.full((2, NR), np.nan)
-        v[:, RI["temperature"]] = 21.0
-        v[:, RI["obscuration"]] = [9.0 if i >= 2 else 0.1, 12.0 if i == 3 else 0.1]
-        ts = np.array([arrival, arrival - 3_600_000], np.int64)
-        out += eng.process(Readings(np.array([0, 1], np.int64), ts, v), Events.empty(), arrival)
-        out += eng.advance(arrival)
+    out = _with_a_clock_an_hour_behind(
+        10, lambda i: [9.0 if i >= 2 else 0.1, 12.0 if i == 3 else 0.1]
+    )
     behind = [(c.verdict, c.reason) for c in out if c.alarm_type == "fire" and c.slot == 1]
     assert behind == [("pending", "obscuration"), ("suppressed", "transient")]
 

@@ -18,6 +18,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -259,6 +260,26 @@ def bounded_gateway(name: str, **limits: float) -> type[Gateway]:
     return Bounded
 
 
+@contextmanager
+def running_bounded(
+    mqtt_url: str, api_url: str, name: str, **limits: float
+) -> Iterator[GatewayThread]:
+    """A gateway with these limits (`bounded_gateway`), stopped afterwards."""
+    gw = GatewayThread(mqtt_url, api_url, bounded_gateway(name, **limits)).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def served_device(port: int) -> Device:
+    """A transmission device whose first heartbeat the gateway confirmed."""
+    dev = Device(port)
+    dev.send(frame(1, b"", source=SOURCE))
+    assert dev.confirm() == 1
+    return dev
+
+
 def dropped(sock: socket.socket, within_s: float = 10.0) -> bool:
     """The gateway closed (or reset) this connection within `within_s`."""
     sock.settimeout(within_s)
@@ -280,12 +301,8 @@ def test_idle_connections_are_evicted_at_the_limit_and_devices_keep_service(
     when every one does, the newcomer is refused; and a connection that names
     no registered device within hello_s is closed."""
     register_uitd(api_url, site)
-    gw_cls = bounded_gateway(gateway_id, max_connections=3, hello_s=1.5)
-    gw = GatewayThread(mqtt_url, api_url, gw_cls).start()
-    try:
-        dev = Device(gw.port)
-        dev.send(frame(1, b"", source=SOURCE))
-        assert dev.confirm() == 1
+    with running_bounded(mqtt_url, api_url, gateway_id, max_connections=3, hello_s=1.5) as gw:
+        dev = served_device(gw.port)
         idle = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(2)]
         for s in idle:
             s.sendall(b"@@")
@@ -305,8 +322,6 @@ def test_idle_connections_are_evicted_at_the_limit_and_devices_keep_service(
         for n, d in enumerate((dev, newcomer, third), start=10):
             d.send(frame(n, b"", source=SOURCE))
             assert d.confirm() == n
-    finally:
-        gw.stop()
 
 
 def test_bytes_trickled_after_a_frame_do_not_keep_a_connection_open(
@@ -316,11 +331,8 @@ def test_bytes_trickled_after_a_frame_do_not_keep_a_connection_open(
     one byte every 0.3 s after its first frame is closed after idle_s (5 s:
     a new transmission device's first frame waits a moment for the registry)."""
     register_uitd(api_url, site)
-    gw = GatewayThread(mqtt_url, api_url, bounded_gateway(gateway_id, idle_s=5.0)).start()
-    try:
-        dev = Device(gw.port)
-        dev.send(frame(1, b"", source=SOURCE))
-        assert dev.confirm() == 1
+    with running_bounded(mqtt_url, api_url, gateway_id, idle_s=5.0) as gw:
+        dev = served_device(gw.port)
         dev.sock.settimeout(0.3)
         closed = False
         for _ in range(100):  # up to 30 s
@@ -334,8 +346,6 @@ def test_bytes_trickled_after_a_frame_do_not_keep_a_connection_open(
             if closed:
                 break
         assert closed
-    finally:
-        gw.stop()
 
 
 def test_points_beyond_a_transmission_devices_limit_are_rejects_not_devices(
@@ -346,9 +356,8 @@ def test_points_beyond_a_transmission_devices_limit_are_rejects_not_devices(
     as a reject (the frame is confirmed: resending cannot help), never
     registered; points already registered keep working."""
     register_uitd(api_url, site)
-    gw = GatewayThread(mqtt_url, api_url, bounded_gateway(gateway_id, max_points=3)).start()
     now = local_now()
-    try:
+    with running_bounded(mqtt_url, api_url, gateway_id, max_points=3) as gw:
         dev = Device(gw.port)
         for ca in (1, 2, 3, 4):  # three points fit, the fourth would pass the limit
             dev.send(status_frame(ca, 42, ca, 0x0001, f"point {ca}", now))
@@ -362,8 +371,6 @@ def test_points_beyond_a_transmission_devices_limit_are_rejects_not_devices(
         dev.send(status_frame(5, 42, 2, 0x0003, "point 2", now))  # a known point's alarm
         assert dev.confirm() == 5
         assert len(rejects.payloads) == 1
-    finally:
-        gw.stop()
 
 
 def test_a_burst_of_connections_at_the_limit_keeps_the_count_and_the_device(
@@ -372,12 +379,8 @@ def test_a_burst_of_connections_at_the_limit_keeps_the_count_and_the_device(
     """The re-check's burst: connections arriving in one event-loop turn each
     took the same victim and were all added, so the limit did not hold."""
     register_uitd(api_url, site)
-    gw_cls = bounded_gateway(gateway_id, max_connections=4)
-    gw = GatewayThread(mqtt_url, api_url, gw_cls).start()
-    try:
-        dev = Device(gw.port)
-        dev.send(frame(1, b"", source=SOURCE))
-        assert dev.confirm() == 1
+    with running_bounded(mqtt_url, api_url, gateway_id, max_connections=4) as gw:
+        dev = served_device(gw.port)
         burst = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(40)]
         assert gw.gateway is not None
         wait_for(lambda: gw.gateway is not None and gw.gateway.counters.connections <= 4)
@@ -387,8 +390,6 @@ def test_a_burst_of_connections_at_the_limit_keeps_the_count_and_the_device(
         assert dev.confirm() == 2
         for s in burst:
             s.close()
-    finally:
-        gw.stop()
 
 
 def test_failed_accepts_are_summed_up_not_logged_one_by_one(
@@ -396,8 +397,7 @@ def test_failed_accepts_are_summed_up_not_logged_one_by_one(
 ) -> None:
     """asyncio logs every failed accept (out of descriptors) with a traceback,
     and once more per retry: ~180,000 lines in 40 s in the re-check."""
-    gw = GatewayThread(mqtt_url, api_url, bounded_gateway(gateway_id)).start()
-    try:
+    with running_bounded(mqtt_url, api_url, gateway_id) as gw:
         loop = gw._loop
         assert loop is not None
         failure = {
@@ -413,8 +413,6 @@ def test_failed_accepts_are_summed_up_not_logged_one_by_one(
         lines = [r for r in caplog.records if "accept" in r.getMessage()]
         assert 1 <= len(lines) <= 2
         assert "not accepted" in lines[0].getMessage()
-    finally:
-        gw.stop()
 
 
 def test_points_registered_at_once_from_many_connections_stay_within_the_limit(
@@ -423,9 +421,8 @@ def test_points_registered_at_once_from_many_connections_stay_within_the_limit(
     """The re-check's race: 50 connections each naming 22 new points at once
     passed a limit that counted only points already registered."""
     register_uitd(api_url, site)
-    gw = GatewayThread(mqtt_url, api_url, bounded_gateway(gateway_id, max_points=5)).start()
     now = local_now()
-    try:
+    with running_bounded(mqtt_url, api_url, gateway_id, max_points=5) as gw:
         devices = [Device(gw.port) for _ in range(12)]
         for ca, dev in enumerate(devices, start=1):  # all sent before any is confirmed
             dev.send(status_frame(ca, 42, ca, 0x0001, f"point {ca}", now))
@@ -434,5 +431,3 @@ def test_points_registered_at_once_from_many_connections_stay_within_the_limit(
         rows = api_get(api_url, "/api/v1/devices", site=site, limit=100)["items"]
         points = [r["id"] for r in rows if r["id"].startswith("UITD-7_")]
         assert 1 <= len(points) <= 5
-    finally:
-        gw.stop()
