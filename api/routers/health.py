@@ -124,7 +124,7 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
             read(), DB_TIMEOUT_S + DB_ANSWER_S
         )
     except (psycopg.Error, PoolTimeout, DeadlineExceeded) as exc:
-        staff = bool(token) and is_admin_token(token or "", state.admin_token)
+        staff = token is not None and is_admin_token(token, state.admin_token)
         return Health(
             **_api_parts(state),
             status="degraded",
