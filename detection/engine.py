@@ -336,6 +336,15 @@ class Engine:
         (quarantine). Without it (a replay) each device counts as heard at its
         own newest ts and nothing is quarantined.
         """
+        return self._process(readings, events, arrival_ms, {})
+
+    def _process(
+        self,
+        readings: Readings,
+        events: Events,
+        arrival_ms: int | None,
+        heard_ms: Mapping[int, int],
+    ) -> list[AlarmChange]:
         out: list[AlarmChange] = []
         self.machine.out = out
         r_slot = np.asarray(readings.slot, np.int64)
@@ -344,6 +353,9 @@ class Engine:
             self._clock_steps_back(r_slot, r_ts, int(arrival_ms))
             readings = self._quarantine(readings, r_slot, r_ts, int(arrival_ms))
         self._heard(r_slot, r_ts, events, arrival_ms)
+        for s_, at in heard_ms.items():
+            if 0 <= s_ < self.capacity:
+                self.last_arrival[s_] = min(int(at), int(self.last_arrival[s_]))
         evs, keys = self._fresh_events(events, arrival_ms)
         evs, keys = self._align_events(evs, keys)
         rows = self._update(readings, evs)
@@ -585,19 +597,50 @@ class Engine:
         self.base_drift[s] = b >= self.thr["drift_limit"][s]
         self._n_drift = int(np.count_nonzero(self.base_drift))
 
-    def warm_up(self, readings: Readings, events: Events, arrival_ms: int) -> None:
+    def warm_up(
+        self,
+        readings: Readings,
+        events: Events,
+        arrival_ms: int,
+        heard_ms: Mapping[int, int] | None = None,
+    ) -> None:
         """Replay the last minutes of devices just taken over or restarted (from
         the database; configure them and restore their baselines first, their
         open alarms after). A verdict depends on more than its alarm: the
         look-back, steam memory, a neighbour's activity, what a pending window
         saw. Those are rebuilt here; what the replay opens or resolves is not
-        reported, since the alarms themselves are the database's."""
-        self.process(readings, events, arrival_ms)
+        reported, since the alarms themselves are the database's.
+
+        `heard_ms`: when each device was last heard (its stored `last_seen`),
+        so that the zones' order is rebuilt as it stood then: a neighbour
+        silent then does not hold its zone, a lagging one still does, and what
+        was held for it stays held (shown, and reported, once it catches up).
+        The time since (a restart, a lease running out) is nobody's silence:
+        each is counted as heard that much before `arrival_ms`. Without it
+        every replayed device counts as heard at `arrival_ms`."""
+        heard: dict[int, int] = {}
+        if heard_ms:
+            since = int(arrival_ms) - max(heard_ms.values())
+            heard = {s_: int(at) + since for s_, at in heard_ms.items()}
+        self._process(readings, events, arrival_ms, heard)
         replayed = np.union1d(np.asarray(readings.slot), np.asarray(events.slot))
         for slot in replayed.astype(np.int64).tolist():
             if 0 <= slot < self.capacity and self.kind[slot] >= 0:
                 self.machine.settle_replay(slot)
         self.machine.out = []
+
+    def held_from(self) -> dict[int, int]:
+        """Per device, the oldest of its rows and events held for its zone's
+        order (stored, not yet shown to the machine): a restart must replay
+        its zone, or their alarms never come (ingest marks them, see
+        `ingest.held`)."""
+        held: dict[int, int] = {}
+        for q in self._zq.values():
+            for it in q:
+                slot, ts = it[2], it[0]
+                if ts < held.get(slot, _NO_LIMIT):
+                    held[slot] = ts
+        return held
 
     def restore_alarm(
         self, slot: int, alarm_type: str, verdict: str, opened_ms: int, reason: str = ""

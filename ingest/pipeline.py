@@ -66,6 +66,8 @@ class BatchPlan:
     # Detection's and supervision's alarm changes: decided on the first write
     # attempt and kept, because deciding advances their state.
     alarm_writes: list[store.AlarmWrite] | None = None
+    # Devices detection now holds data of for the first time (ingest/held.py).
+    held_marks: dict[int, int | None] = field(default_factory=dict)
     # The committed write's outcome (set by the attempt that committed).
     tel_new: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
     ev_new: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))

@@ -41,6 +41,7 @@ from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.device_facts import DeviceFacts
 from ingest.floods import Group, SiteChange
+from ingest.held import HeldMarks
 from ingest.housekeeping import run_housekeeping
 from ingest.linkage import Building, commands_for
 from ingest.mqtt import MqttSource
@@ -160,6 +161,7 @@ class IngestService:
         self._since = np.zeros(0, np.int64)
         self._configured = np.zeros(0, np.int64)  # the slots detection and supervision cover
         self.facts = DeviceFacts()
+        self.held = HeldMarks()
         self._flavour: store.Flavour = "plain"
         self._ids: tuple[Registry | None, DeviceIdTable] = (None, DeviceIdTable.build([]))
 
@@ -326,6 +328,7 @@ class IngestService:
         self.tracker = DeviceTracker()
         self._configured = np.zeros(0, np.int64)
         self.facts.reset()
+        self.held = HeldMarks()
         self._clear_log_id = await store.last_log_id(self._aux)
         await self._refresh_registry(force=True)
         if self.sharded:
@@ -340,6 +343,7 @@ class IngestService:
         only = None if sites is None else sorted(sites)
         state = await store.load_device_state(self._aux, only)
         self.tracker.load(state)
+        self.held.load(state)
         stored = [r for r in state if r["drift_baseline"] is not None]
         self.engine.restore_baselines(
             [int(r["slot"]) for r in stored], [float(r["drift_baseline"]) for r in stored]
@@ -347,7 +351,7 @@ class IngestService:
         group_alarms = await store.load_open_site_alarms(self._aux)
         group_alarms = {k: v for k, v in group_alarms.items() if sites is None or k[0] in sites}
         open_alarms = await store.load_open_alarms(self._aux, only)
-        await warm_up(self._aux, self.engine, self.registry, self._configured, open_alarms)
+        await warm_up(self._aux, self.engine, self.registry, self._configured, open_alarms, state)
         offline = []
         for row in open_alarms:
             slot = int(row["slot"])
@@ -407,6 +411,7 @@ class IngestService:
 
     def _forget(self, slots: NDArray[np.int64]) -> None:
         self.engine.forget(slots)
+        self.held.forget(slots)
         self.tracker.forget(slots)
         self.silence.forget(slots)
 
@@ -691,11 +696,13 @@ class IngestService:
                     writes = [self._alarm_write(c) for c in changes]
                     offline, plan.site_changes = self.silence.batch(plan.batch)
                     writes += offline
+                    plan.held_marks = self.held.to_mark(self.engine.held_from())
                 except Exception as exc:
                     log.exception("detection failed on a batch")
                     raise PoisonBatch(f"detection failed: {type(exc).__name__}: {exc}") from exc
                 plan.alarm_writes = writes
             applied = await self._apply_alarm_writes(writer, plan.alarm_writes)
+            await self.held.write(writer, registry, plan.held_marks)
             sites = await self.silence.apply(writer, plan.site_changes)
             fires = _fire_causes(applied)
             commands = await self._write_commands(writer, sorted(fires), fires)
@@ -766,6 +773,7 @@ class IngestService:
         Runs once per batch, never retried."""
         self.ownership.ack(plan.burst)
         self.silence.applied(plan.sites)
+        self.held.committed(plan.held_marks)
         if plan.commands:
             self.commands.wake()
         slot, ts, values = plan.slot, plan.ts, plan.values
@@ -960,6 +968,12 @@ class IngestService:
         await self.facts.flush(
             self._writer, self.registry, self.tracker, self.engine, self.silence.gateways
         )
+        # Between commits: what detection has shown has its alarms stored.
+        marks = self.held.to_update(self.engine.held_from())
+        if marks:
+            async with self._writer.transaction():
+                await self.held.write(self._writer, self.registry, marks)
+            self.held.committed(marks)
 
     async def _write_stats(self) -> None:
         assert self._writer is not None

@@ -2,8 +2,9 @@
 restarts (`Engine.warm_up`), so that a verdict under way is the one the
 previous owner, or this process before its restart, would have given: a steam
 signature seen before the window, the window's own readings, a neighbour's
-activity. Only the zones where a verdict is pending or near are replayed;
-the rest start from their next reading, as they can."""
+activity. Only the zones where a verdict is pending or near are replayed,
+and those where detection held stored data unjudged (`ingest/held.py`); the
+rest start from their next reading, as they can."""
 
 from __future__ import annotations
 
@@ -40,18 +41,16 @@ async def warm_up(
     registry: Registry,
     configured: NDArray[np.int64],
     open_alarms: Sequence[Mapping[str, Any]],
+    state: Sequence[Mapping[str, Any]] = (),
 ) -> None:
     """Replay into `engine` (configured, baselines restored, open alarms not yet)
-    the recent history of the zones of these open alarms, among `configured`."""
+    the recent history of the zones of these open alarms and of the devices
+    `state` (device_state rows) marks as held, among `configured`."""
+    held = [int(r["slot"]) for r in state if r.get("held_from_ms") is not None]
 
     def zones_with(types: Collection[str]) -> list[int]:
-        return sorted(
-            {
-                int(registry.zone[int(r["slot"])])
-                for r in open_alarms
-                if r["type"] in types and int(r["slot"]) < registry.size
-            }
-        )
+        slots = [int(r["slot"]) for r in open_alarms if r["type"] in types]
+        return sorted({int(registry.zone[s]) for s in [*slots, *held] if s < registry.size})
 
     def owned_slots(zones: list[int]) -> NDArray[np.int64]:
         slots = np.flatnonzero(np.isin(registry.zone, zones))
@@ -67,6 +66,12 @@ async def warm_up(
     width = len(READING_INDEX)
     values = np.array([r[2:] for r in readings], np.float64).reshape(len(readings), width)
     codes = [(r[0], r[1], EVENT_CODE[r[2]]) for r in events if r[2] in EVENT_CODE]
+    replayed = set(slots.tolist())
+    heard = {
+        int(r["slot"]): int(r["last_seen_ms"])
+        for r in state
+        if r.get("last_seen_ms") is not None and int(r["slot"]) in replayed
+    }
     engine.warm_up(
         Readings(
             np.array([r[0] for r in readings], np.int64),
@@ -79,6 +84,7 @@ async def warm_up(
             np.array([c[2] for c in codes], np.int16),
         ),
         now_ms(),
+        heard,
     )
     log.info(
         "detection: %d reading(s) and %d event(s) of %d device(s) replayed",

@@ -429,6 +429,26 @@ async def write_drift_baselines(
     )
 
 
+async def write_detection_held(
+    conn: AsyncConn, device_ids: Sequence[str], held_ms: Sequence[int | None]
+) -> None:
+    """Mark (ms) or unmark (None) the oldest stored reading or event of each
+    device that detection holds, not yet judged (see migration 0170)."""
+    if not device_ids:
+        return
+    await conn.execute(
+        """
+        INSERT INTO device_state AS s (device_id, detection_held_from, updated_at)
+        SELECT u.d, 'epoch'::timestamptz + u.ms * interval '1 millisecond', now()
+        FROM unnest(%s::text[], %s::bigint[]) AS u(d, ms)
+        JOIN devices ON devices.id = u.d
+        ON CONFLICT (device_id) DO UPDATE
+            SET detection_held_from = EXCLUDED.detection_held_from, updated_at = now()
+        """,
+        (list(device_ids), list(held_ms)),
+    )
+
+
 async def write_quarantined(
     conn: AsyncConn, device_ids: Sequence[str], counts: Sequence[int]
 ) -> None:
@@ -475,7 +495,8 @@ async def load_device_state(
             """
             SELECT d.slot, (extract(epoch FROM s.last_seen_at) * 1000)::bigint AS last_seen_ms,
                    (extract(epoch FROM s.last_ts) * 1000)::bigint AS last_ts_ms, s.last_seq,
-                   s.status, s.drift_baseline
+                   s.status, s.drift_baseline,
+                   (extract(epoch FROM s.detection_held_from) * 1000)::bigint AS held_from_ms
             FROM device_state s JOIN devices d ON d.id = s.device_id
             WHERE %(sites)s::text[] IS NULL OR d.site_id = ANY(%(sites)s::text[])
             """,

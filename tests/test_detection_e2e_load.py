@@ -10,9 +10,14 @@ and confirmed event times.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -245,3 +250,87 @@ def test_readings_held_for_a_lagging_neighbour_are_judged_when_ingest_stops(
     finally:
         publisher.close()
         forget_session(mqtt_url, settings.mqtt_client_id)
+
+
+def test_readings_held_for_a_lagging_neighbour_survive_sigkill(
+    db: str, mqtt_url: str, ingest_settings: Settings
+) -> None:
+    """The same held reading as above, but ingest is SIGKILLed: nothing runs
+    at the stop. The reading is stored and marked as held for its zone
+    (`device_state.detection_held_from`, in the batch's own transaction), so
+    the restarted ingest replays its zone and judges it once the lagging
+    neighbour catches up, as an uninterrupted ingest would. Before, the zone
+    had no alarm open, was not replayed, and the alarm never came."""
+    site = f"K{uuid.uuid4().hex[:9]}"
+    register(
+        db,
+        [
+            {"id": f"{site}-{d}", "site": site, "building": "B", "floor": "1", "zone": "Z",
+             "kind": "smoke", "interval_s": 10}
+            for d in ("SA", "SB")
+        ],
+    )  # fmt: skip
+    env = {
+        **os.environ,
+        "FIRESAFE_MQTT_URL": mqtt_url,
+        "FIRESAFE_DATABASE_URL": db,
+        "FIRESAFE_MQTT_CLIENT_ID": ingest_settings.mqtt_client_id,
+        "FIRESAFE_LOG_LEVEL": "WARNING",
+        "FIRESAFE_INGEST_MODE": "single",
+    }
+    cmd = [sys.executable, "-m", "firesafe.cli", "ingest"]
+    now = int(time.time() * 1000)
+    alarm_ts = now - 10_000
+
+    def send(pub: Publisher, dev: str, ts: int, seq: int, obs: float) -> None:
+        pub.send(
+            f"fs/v1/{site}/{site}-{dev}/telemetry",
+            {"ts": ts, "seq": seq, "v": {"obscuration": obs, "temperature": 21.0}},
+        )
+
+    def rows() -> int:
+        n: int = query(
+            db, "SELECT count(*) FROM telemetry WHERE device_id LIKE %s", (f"{site}-%",)
+        )[0][0]
+        return n
+
+    def marked() -> list[tuple[str, datetime]]:
+        return query(
+            db,
+            "SELECT device_id, detection_held_from FROM device_state"
+            " WHERE device_id LIKE %s AND detection_held_from IS NOT NULL",
+            (f"{site}-%",),
+        )
+
+    fires = "SELECT verdict, opened_at FROM alarms WHERE device_id = %s AND type = 'fire'"
+    create_session(mqtt_url, ingest_settings.mqtt_client_id)
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    pub = Publisher(mqtt_url)
+    try:
+        for i in range(6):  # SA at the alarm level at its sixth reading; SB 100 s behind
+            send(pub, "SA", now - 60_000 + i * 10_000, i, 5.0 if i == 5 else 0.1)
+            send(pub, "SB", now - 160_000 + i * 10_000, i, 0.1)
+        wait_for(lambda: rows() == 12, timeout=30)
+        time.sleep(0.5)
+        assert query(db, fires, (f"{site}-SA",)) == []  # held for SB
+        assert marked() == [(f"{site}-SA", datetime.fromtimestamp(alarm_ts / 1000, UTC))]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        # SB catches up past SA's reading; SA goes on with clean air.
+        for i in range(6, 18):
+            send(pub, "SB", now - 160_000 + i * 10_000, i, 0.1)
+        send(pub, "SA", now, 6, 0.1)
+        wait_for(lambda: rows() == 25, timeout=60)
+        opened = wait_for(lambda: query(db, fires, (f"{site}-SA",)), timeout=30)
+        assert [o for _, o in opened] == [datetime.fromtimestamp(alarm_ts / 1000, UTC)]
+        wait_for(lambda: marked() == [], timeout=20)  # judged: unmarked
+    finally:
+        pub.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
