@@ -622,7 +622,14 @@ class Engine:
         if heard_ms:
             since = int(arrival_ms) - max(heard_ms.values())
             heard = {s_: int(at) + since for s_, at in heard_ms.items()}
+        # What the replay sees again was counted the first time.
+        counted = (self.quarantine_count.copy(), self.quarantined, self.clock_steps)
+        late = (self.late_readings, self.late_events, len(self.stepped_back))
         self._process(readings, events, arrival_ms, heard)
+        self.quarantine_count[: counted[0].size] = counted[0]
+        self.quarantined, self.clock_steps = counted[1], counted[2]
+        self.late_readings, self.late_events = late[0], late[1]
+        del self.stepped_back[late[2] :]
         replayed = np.union1d(np.asarray(readings.slot), np.asarray(events.slot))
         for slot in replayed.astype(np.int64).tolist():
             if 0 <= slot < self.capacity and self.kind[slot] >= 0:

@@ -351,7 +351,10 @@ class IngestService:
         group_alarms = await store.load_open_site_alarms(self._aux)
         group_alarms = {k: v for k, v in group_alarms.items() if sites is None or k[0] in sites}
         open_alarms = await store.load_open_alarms(self._aux, only)
-        await warm_up(self._aux, self.engine, self.registry, self._configured, open_alarms, state)
+        restored = self._configured
+        if sites is not None:  # (the shards held before go on undisturbed)
+            restored = np.intersect1d(restored, self.registry.slots_of_sites(sites))
+        await warm_up(self._aux, self.engine, self.registry, restored, open_alarms, state)
         offline = []
         for row in open_alarms:
             slot = int(row["slot"])

@@ -58,6 +58,10 @@ def spike(t: float) -> dict[str, float]:
     return {"obscuration": 6.0 if round(t) in (200, 210) else 0.2, "temperature": 21.0}
 
 
+def heat_rising(t: float) -> dict[str, float]:
+    return {"temperature": 21 + 0.2 * max(0.0, t - 200)}  # 12 °C/min from 200 s
+
+
 def leakage(t: float) -> dict[str, float]:
     return {"residual_current": 450.0 if t >= 150 else 40.0, "cable_temperature": 35.0}
 
@@ -156,10 +160,10 @@ def test_a_restart_inside_a_window_gives_the_uninterrupted_verdicts(case: str) -
     assert cuts >= 2  # the case has a window to cut
 
 
-# The second detector's data arrive LAG_MS of event time behind the first's
-# (a lagging connection): the zone's order holds the first one's readings
-# until the second catches up.
-LAGGING: dict[str, tuple[list[tuple[str, Profile]], int]] = {
+# Zones killed mid-way: (devices, lag). The second detector's data arrive
+# `lag` ms of event time behind the first's (a lagging connection): the
+# zone's order holds the first one's readings until the second catches up.
+KILLED: dict[str, tuple[list[tuple[str, Profile]], int]] = {
     "fire seen first by the detector ahead": (
         [("smoke", smoulder), ("smoke", lambda t: smoulder(t - 90))],
         100_000,
@@ -180,6 +184,14 @@ LAGGING: dict[str, tuple[list[tuple[str, Profile]], int]] = {
         [("smoke", lambda t: spike(t - 50)), ("smoke", clean_air), ("smoke", clean_air)],
         60_000,
     ),
+    # No lag, no alarm open before the heat detector's rate of rise: its
+    # look-back must be replayed too (the fifth outside check: an alarm 10 s
+    # off after a restart).
+    "heat rising next to a smouldering fire": (
+        [("heat", heat_rising), ("smoke", lambda t: smoulder(t - 60))],
+        0,
+    ),
+    "smoke, then heat rising": ([("smoke", flaming), ("heat", heat_rising)], 0),
 }
 DESTROYED_AT_MS = T0 + 150_000  # (slot 2)
 
@@ -206,16 +218,17 @@ def feed_arriving(
     return out
 
 
-@pytest.mark.parametrize("case", list(LAGGING))
-def test_a_sigkill_anywhere_with_a_lagging_neighbour_gives_the_uninterrupted_verdicts(
+@pytest.mark.parametrize("case", list(KILLED))
+def test_a_sigkill_after_any_batch_gives_the_uninterrupted_verdicts(
     case: str,
 ) -> None:
     """Killed after any batch: ingest's warm-up (ingest/warm_up.py) replays
-    the zone when an alarm is open or detection held stored readings
-    unjudged (`held_from`, marked with the batch that stored them), with
-    each device last heard when it was. Readings held at the kill are held
-    again and judged when the lagging detector catches up."""
-    devices, lag_ms = LAGGING[case]
+    every device's last minutes (a larger estate: the zones with an alarm
+    open or stored readings detection held unjudged, `held_from`, marked
+    with the batch that stored them), each device last heard when it was.
+    Readings held at the kill are held again and judged when the lagging
+    detector catches up."""
+    devices, lag_ms = KILLED[case]
     timed = arriving(rows_of(devices), lag_ms)
     whole = verdicts(feed_arriving(engine(devices), timed))
     assert whole  # the case raises something
@@ -223,18 +236,34 @@ def test_a_sigkill_anywhere_with_a_lagging_neighbour_gives_the_uninterrupted_ver
     for cut in range(2, len(timed), 2):
         first = engine(devices)
         before = feed_arriving(first, timed[:cut])
-        held = first.held_from()
+        held_cuts += bool(first.held_from())
         alarms = open_alarms(before)
         restarted = engine(devices)
-        if held or alarms:  # the zone is replayed (one zone here)
-            held_cuts += bool(held)
-            stored = sorted((r for _, r in timed[:cut]), key=lambda r: (r[0], r[1]))
-            newest = {s: max(r[0] for r in stored if r[1] == s) for s in range(len(devices))}
-            history = [r for r in stored if r[0] >= newest[r[1]] - WARM_UP_MS]
-            heard = {s: max(a for a, r in timed[:cut] if r[1] == s) for s in range(len(devices))}
-            restarted.warm_up(batch(history), Events.empty(), timed[cut - 1][0] + 5_000, heard)
+        stored = sorted((r for _, r in timed[:cut]), key=lambda r: (r[0], r[1]))
+        newest = {r[1]: r[0] for r in stored}
+        history = [r for r in stored if r[0] >= newest[r[1]] - WARM_UP_MS]
+        heard = {r[1]: a for a, r in timed[:cut]}  # (arrival order)
+        restarted.warm_up(batch(history), Events.empty(), timed[cut - 1][0] + 5_000, heard)
         for (slot, typ), (verdict, opened, reason) in alarms.items():
             restarted.restore_alarm(slot, typ, verdict, opened, reason)
         after = feed_arriving(restarted, timed[cut:])
         assert verdicts(before + after) == whole, f"killed after arrival {cut}"
-    assert held_cuts >= 2  # the case holds readings at some kill
+    assert held_cuts >= 2 or lag_ms == 0  # a lag holds readings at some kill
+
+
+def test_a_replay_counts_nothing_twice() -> None:
+    """What the replay sees again was counted when it arrived: a far-future
+    reading kept out of detection is not counted again (ingest adds the
+    engine's counts to the device's stored total)."""
+    devices: list[tuple[str, Profile]] = [("smoke", clean_air)]
+    rows = rows_of(devices, seconds=60)
+    glitch = (T0 + 86_400_000, 0, rows[0][2])  # a day ahead of its arrival
+    history = [*rows[:2], glitch, *rows[2:]]  # batched with a reading on time
+    first = engine(devices)
+    feed(first, history)
+    assert first.quarantined == 1
+    assert int(first.quarantine_count[0]) == 1
+    restarted = engine(devices)
+    restarted.warm_up(batch(history), Events.empty(), rows[-1][0] + 500)
+    assert restarted.quarantined == 0
+    assert int(restarted.quarantine_count[0]) == 0

@@ -513,3 +513,62 @@ def test_a_process_is_connected_only_while_every_session_it_holds_is() -> None:
     assert not ownership.connected
     ownership.sources = {1: up, 2: up}
     assert ownership.connected
+
+
+@pytest.mark.integration
+def test_taking_a_shard_over_leaves_the_shards_held_before_undisturbed(db: str) -> None:
+    """A process taking a shard over replays that shard's devices' recent past,
+    and only theirs: replaying the devices it already serves would settle
+    their pending windows away (the database's alarms are restored only for
+    the sites taken)."""
+    from detection import Events, Readings
+    from firesafe import contract
+    from ingest.service import IngestService
+
+    tag = uuid.uuid4().hex[:8]
+    held, taken = f"A{tag}", f"B{tag}"
+    register(
+        db,
+        [
+            {"id": f"{site}-{d}", "site": site, "building": "B", "floor": "1", "zone": "Z",
+             "kind": "smoke"}
+            for site, d in ((held, "S1"), (held, "S2"), (taken, "S1"))
+        ],
+    )  # fmt: skip
+    now = int(time.time() * 1000)
+    with psycopg.connect(db, autocommit=True) as conn:  # their stored past
+        conn.execute(
+            "INSERT INTO telemetry (ts, device_id, seq, received_at, obscuration)"
+            " SELECT to_timestamp((%s - k * 10000) / 1000.0), d, 100 - k, now(), 0.1"
+            " FROM generate_series(1, 20) k, unnest(%s::text[]) d",
+            (now, [f"{held}-S1", f"{held}-S2", f"{taken}-S1"]),
+        )
+
+    async def go() -> None:
+        service = IngestService(sharded(db, "mqtt://127.0.0.1:1", f"shard-{tag}"))
+        await service._open_database()
+        try:
+            await service._load_state()
+            sites = {held}
+            service.shards.held_sites = lambda: set(sites)  # type: ignore[method-assign]
+            service._configure_owned()
+            await service._restore({held})
+            s1, s2 = (service.registry.get(f"{held}-{d}") for d in ("S1", "S2"))
+            assert s1 is not None
+            assert s2 is not None
+            values = np.full((2, len(contract.READINGS)), np.nan)
+            values[:, contract.READING_INDEX["obscuration"]] = (5.0, 0.1)
+            service.engine.process(
+                Readings(np.array([s1.slot, s2.slot]), np.array([now, now]), values),
+                Events.empty(),
+                now,
+            )
+            assert service.engine.open_alarms().get((s1.slot, "fire")) == "pending"
+            sites.add(taken)
+            service._configure_owned()
+            await service._restore({taken})
+            assert service.engine.open_alarms().get((s1.slot, "fire")) == "pending"
+        finally:
+            await service._close_database()
+
+    asyncio.run(go())
