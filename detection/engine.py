@@ -1097,7 +1097,9 @@ class Engine:
         """How far the zone's merged stream can be shown: the oldest newest-
         reading of its detectors that are not silent (arrival time). A
         detector whose data are late holds its zone (its rows may still
-        corroborate a neighbour's window); a silent one does not."""
+        corroborate a neighbour's window); a silent one does not, nor one
+        last heard longer ago than its lag plus ZONE_TRANSIT_SLACK_MS (it
+        holds the zone that much less: nothing of it is on the way)."""
         members = self._zmembers.get(zone)
         if members is None or len(members) == 0:
             return _NO_LIMIT
@@ -1118,7 +1120,10 @@ class Engine:
             return _NO_LIMIT
         lead = int(newest[live].max())
         live &= newest >= lead - p.ZONE_HOLD_MAX_MS  # a clock far behind: not waited for
-        return int(newest[live].min())
+        # Nothing of a detector is in transit once its lag plus the slack has
+        # passed since it was last heard: its clock moves on with arrival time.
+        quiet = np.maximum(self.arrival_clock - heard - p.ZONE_TRANSIT_SLACK_MS, 0)
+        return int((newest + quiet)[live].min())
 
     def _due_as_shown(self) -> None:
         """Resolve the pending windows each device's shown readings have ended."""

@@ -135,6 +135,16 @@ SILENT_AFTER_INTERVALS: Final = contract.OFFLINE_AFTER_INTERVALS
 # its zone by as much). Lags up to this are judged exactly as the sorted
 # stream; a zone's verdicts wait at most this long for a lagging neighbour.
 ZONE_HOLD_MAX_MS: Final = 300_000
+# A live detector holds its zone at its newest ts only while data of it can
+# still be on the way: for as long as its own lag (its last arrival minus its
+# newest ts) plus this. Past that its clock moves on with the arrival clock,
+# so a detector reporting every few minutes (a battery heat detector's
+# heartbeat) does not hold its neighbours' alarms for minutes: with its lag
+# steady, whatever it sends later is still shown in order. This covers the
+# jitter of a connection's lag (one falling behind grows it by seconds per
+# reporting period) and ingest's own pauses; a regular 10 s reporter is held
+# for exactly as before.
+ZONE_TRANSIT_SLACK_MS: Final = 10_000
 
 # --- Event-time quarantine ----------------------------------------------------
 # A reading (or event) dated more than this ahead of both the device's own

@@ -1143,8 +1143,10 @@ class NaiveEngine:
             self.machine.row(slot, ts, flags, detail)
 
     def _zone_clock(self, zone: int) -> int:
+        # (newest ts, how far it holds the zone): a detector not heard for 10 s
+        # past its lag has nothing on the way, its clock moves on with arrival.
         live = [
-            d.last_ts
+            (d.last_ts, d.last_ts + max(self.clock - d.last_arrival - 10_000, 0))
             for d in self.devs.values()
             if d.zone == zone
             and d.kind in (SMOKE, HEAT, MULTI)
@@ -1153,7 +1155,8 @@ class NaiveEngine:
         ]
         if not live:
             return 2**62
-        return min(t for t in live if t >= max(live) - 300_000)
+        lead = max(t for t, _ in live)
+        return min(held for t, held in live if t >= lead - 300_000)
 
     def _release(self) -> None:
         zones = {z for z, q in self.queue.items() if q}

@@ -499,3 +499,46 @@ def test_a_backlog_between_live_readings_is_no_clock_step() -> None:
     _feed_one_by_one(eng, rows, now)
     assert eng.clock_steps == 0
     assert eng.late_readings == 60
+
+
+def _fire_next_to_a_slow_reporter(heat_interval_ms: int) -> list[tuple[str, str, int, int]]:
+    """A flaming fire on a smoke head reporting every 10 s, in the zone of a
+    heat detector reporting every `heat_interval_ms` (a battery heartbeat),
+    each message arriving 0.3 s after its ts: (action, verdict, event time,
+    arrival of the batch that gave it) of the fire alarm."""
+    eng = Engine(capacity=2)
+    eng.configure([0, 1], [K["smoke"], K["heat"]], [0, 0], [{}, {}], [10_000, heat_interval_ms])
+    items: list[tuple[int, int, np.ndarray]] = []
+    for t in range(0, 900_000, 10_000):
+        v = np.full(NR, np.nan)
+        v[RI["obscuration"]] = 0.2 + 20 * min(max((t - 300_000) / 120_000, 0.0), 1.0)
+        v[RI["temperature"]] = 21.0
+        items.append((T0 + t + 3, 0, v))
+    for t in range(0, 900_000, heat_interval_ms):
+        v = np.full(NR, np.nan)
+        v[RI["temperature"]] = 21.0
+        items.append((T0 + t + 7, 1, v))
+    out: list[tuple[str, str, int, int]] = []
+    for ts, slot, v in sorted(items, key=lambda it: it[0]):
+        arrival = ts + 300
+        r = Readings(np.array([slot]), np.array([ts]), v.reshape(1, NR))
+        changes = eng.process(r, Events.empty(), arrival) + eng.advance(arrival)
+        out += [(c.action, c.verdict, c.at_ms, arrival) for c in changes if c.alarm_type == "fire"]
+    return out
+
+
+def test_a_detector_reporting_every_few_minutes_does_not_hold_its_zone() -> None:
+    """Its zone waits for it only while data of it can be on the way (its lag
+    plus ZONE_TRANSIT_SLACK_MS): before, a neighbour's fire was confirmed
+    when the slow one next reported, 250 s late with a 5-minute heartbeat.
+    The verdicts are those of a zone of 10 s reporters."""
+    prompt = _fire_next_to_a_slow_reporter(10_000)
+    assert [a[:3] for a in prompt] == [
+        ("open", "pending", T0 + 320_003),
+        ("verdict", "confirmed", T0 + 350_003),
+    ]
+    for interval_ms in (60_000, 300_000, 3_600_000):
+        slow = _fire_next_to_a_slow_reporter(interval_ms)
+        assert [a[:3] for a in slow] == [a[:3] for a in prompt], interval_ms
+        for _, _, at, shown in slow:  # 10 s of slack, one period of the smoke head
+            assert shown - at <= 20_000, (interval_ms, shown - at)
