@@ -1118,12 +1118,14 @@ class Engine:
         live &= newest > k.TS_NONE  # no reading yet: nothing of it to wait for
         if not live.any():
             return _NO_LIMIT
-        lead = int(newest[live].max())
-        live &= newest >= lead - p.ZONE_HOLD_MAX_MS  # a clock far behind: not waited for
         # Nothing of a detector is in transit once its lag plus the slack has
         # passed since it was last heard: its clock moves on with arrival time.
-        quiet = np.maximum(self.arrival_clock - heard - p.ZONE_TRANSIT_SLACK_MS, 0)
-        return int((newest + quiet)[live].min())
+        # Behind by more than ZONE_HOLD_MAX_MS so (a lag, a clock set back, not
+        # a long reporting interval): not waited for.
+        held = newest + np.maximum(self.arrival_clock - heard - p.ZONE_TRANSIT_SLACK_MS, 0)
+        lead = int(held[live].max())
+        live &= held >= lead - p.ZONE_HOLD_MAX_MS
+        return int(held[live].min())
 
     def _due_as_shown(self) -> None:
         """Resolve the pending windows each device's shown readings have ended."""

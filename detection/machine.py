@@ -451,7 +451,9 @@ class Machine:
             sorted(
                 y
                 for y, (t, signed, weak) in self.act.get(z, {}).items()
-                if y != slot and abs(ts - t) <= p.COINCIDENCE_MS and not signed and not weak
+                # (activity after `ts`: a late row's neighbours moved on since;
+                # in order it had not happened yet)
+                if y != slot and 0 <= ts - t <= p.COINCIDENCE_MS and not signed and not weak
             )
         )
         if partners:
@@ -468,9 +470,10 @@ class Machine:
             if ts - self._d(x).last_row <= p.ZONE_HOLD_MAX_MS:
                 self.due(x, ts - 1)
             w = self._d(x).win
-            if w is None or w.deadline <= ts:
+            if w is None or w.deadline <= ts or w.opened > ts:
                 continue  # its window is over (its own reading at the last ms may
-                # already have resolved it); it resolves on its own
+                # already have resolved it; it resolves on its own), or opened
+                # after this moment (a late neighbour's row: in order it came first)
             reason, related = self._zone_corroboration(x, ts)
             if reason == "coincidence":  # its own reading; a call point's press is the why
                 self._confirm_fire(x, ts, reason, self._d(x).active_detail or detail, related)

@@ -358,7 +358,8 @@ class RuleBook:
             o = self.st[x]
             if x == slot or o.active_at is None or o.active_signed or o.active_weak:
                 continue
-            if abs(ts - o.active_at) <= COINCIDENCE_MS:
+            if 0 <= ts - o.active_at <= COINCIDENCE_MS:  # (a neighbour's row shown late:
+                # its later activity had not happened at `ts` in order)
                 partners.append(x)
         return ("coincidence", tuple(partners)) if partners else ("", ())
 
@@ -381,8 +382,8 @@ class RuleBook:
             if ts - self.st[x].last_reading_at <= 300_000:  # (a clock the zone waits for)
                 self.due(x, ts - 1)  # a window over before this moment ends first (maybe longer)
             w = self.st[x].window
-            if self.st[x].fire != "pending" or w is None or ts >= w.ends:
-                continue
+            if self.st[x].fire != "pending" or w is None or ts >= w.ends or ts < w.opened:
+                continue  # (a window opened after this moment: in order it came later)
             reason, related = self._corroboration(x, ts)
             if reason == "coincidence":
                 # each device's alarm shows its own latest active reading
@@ -1143,20 +1144,20 @@ class NaiveEngine:
             self.machine.row(slot, ts, flags, detail)
 
     def _zone_clock(self, zone: int) -> int:
-        # (newest ts, how far it holds the zone): a detector not heard for 10 s
-        # past its lag has nothing on the way, its clock moves on with arrival.
-        live = [
-            (d.last_ts, d.last_ts + max(self.clock - d.last_arrival - 10_000, 0))
+        # How far each detector holds the zone: its newest ts, moving on with
+        # arrival time once it was not heard for 10 s past its lag (nothing of
+        # it on the way); one held 5 min behind the zone's lead is not waited for.
+        held = [
+            d.last_ts + max(self.clock - d.last_arrival - 10_000, 0)
             for d in self.devs.values()
             if d.zone == zone
             and d.kind in (SMOKE, HEAT, MULTI)
             and d.last_ts > NONE
             and self.clock - d.last_arrival < 3 * d.interval_ms
         ]
-        if not live:
+        if not held:
             return 2**62
-        lead = max(t for t, _ in live)
-        return min(held for t, held in live if t >= lead - 300_000)
+        return min(t for t in held if t >= max(held) - 300_000)
 
     def _release(self) -> None:
         zones = {z for z, q in self.queue.items() if q}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -542,3 +543,71 @@ def test_a_detector_reporting_every_few_minutes_does_not_hold_its_zone() -> None
         assert [a[:3] for a in slow] == [a[:3] for a in prompt], interval_ms
         for _, _, at, shown in slow:  # 10 s of slack, one period of the smoke head
             assert shown - at <= 20_000, (interval_ms, shown - at)
+
+
+def _zone_with_a_slow_heat_detector(
+    heat_from_s: float, hot_from_s: float, smoke_from_s: float, lag_ms: int
+) -> list[tuple[object, ...]]:
+    """A smoke head (every 10 s) whose smoke rises from `smoke_from_s` (the
+    alarm level 40 s later), a heat detector reporting every 300 s from
+    `heat_from_s` (64 °C from `hot_from_s`) on a connection `lag_ms` behind,
+    a multi-criteria detector every 60 s in clean air; one message per batch,
+    in arrival order. The fire alarms."""
+
+    def smoke(t: float) -> dict[str, float]:
+        u = t - smoke_from_s
+        obs = 0.2 + 4.0 * u / 50 if u < 50 else 4.2 + 16 * (u - 50) / 70
+        return {"obscuration": min(max(obs, 0.2), 20.0), "temperature": 21.0}
+
+    devices = [  # (kind, interval s, first report s, readings, lag ms)
+        ("smoke", 10, 0.0, smoke, 0),
+        (
+            "heat",
+            300,
+            heat_from_s,
+            lambda t: {"temperature": 64.0 if t >= hot_from_s else 21.0},
+            lag_ms,
+        ),
+        ("multi", 60, 5.0, lambda t: {"obscuration": 0.3, "co": 1.0, "humidity": 45.0}, 0),
+    ]
+    eng = Engine(capacity=4)
+    eng.configure(
+        [0, 1, 2], [K[d[0]] for d in devices], [0, 0, 0], [{}] * 3, [d[1] * 1000 for d in devices]
+    )
+    items: list[tuple[int, int, int, np.ndarray]] = []
+    for slot, (_, interval_s, first_s, readings, lag) in enumerate(devices):
+        for t in np.arange(first_s, 600, interval_s):
+            v = np.full(NR, np.nan)
+            for name, x in readings(float(t)).items():
+                v[RI[name]] = x
+            ts = T0 + int(t * 1000)
+            items.append((ts + lag + 300, ts, slot, v))
+    out: list[AlarmChange] = []
+    for arrival, ts, slot, v in sorted(items, key=lambda it: (it[0], it[2])):
+        r = Readings(np.array([slot]), np.array([ts]), v.reshape(1, NR))
+        out += eng.process(r, Events.empty(), arrival) + eng.advance(arrival)
+    out += eng.advance(FAR)
+    return verdicts([c for c in out if c.alarm_type == "fire"])
+
+
+@pytest.mark.parametrize(
+    ("heat_from_s", "hot_from_s", "smoke_from_s"),
+    [
+        (3.1, 300.0, 250.0),  # the fire reaches the heat head's report at 303.1 s
+        (100.0, 0.0, 90.0),  # its first report ever (hot), just before the smoke
+    ],
+)
+def test_a_slow_reporter_lagging_60_s_gives_the_verdicts_it_gives_on_time(
+    heat_from_s: float, hot_from_s: float, smoke_from_s: float
+) -> None:
+    """The outside check of the transit rule: a heat detector reporting every
+    5 min on a connection 60 s behind. Its zone must wait for it by its lag,
+    however old its newest reading is (the 5-minute limit is on how far
+    behind it holds the zone, not on its reporting interval), and a
+    neighbour's row shown late never corroborates a window that opened after
+    it (a fire was confirmed by coincidence 40 s before it opened)."""
+    on_time = _zone_with_a_slow_heat_detector(heat_from_s, hot_from_s, smoke_from_s, 0)
+    lagging = _zone_with_a_slow_heat_detector(heat_from_s, hot_from_s, smoke_from_s, 60_000)
+    assert lagging == on_time
+    opened = {(v[0], v[1]): v[5] for v in on_time if v[2] == "open"}
+    assert all(v[5] >= opened[(v[0], v[1])] for v in lagging)
