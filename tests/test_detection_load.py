@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pytest
@@ -609,5 +610,5 @@ def test_a_slow_reporter_lagging_60_s_gives_the_verdicts_it_gives_on_time(
     on_time = _zone_with_a_slow_heat_detector(heat_from_s, hot_from_s, smoke_from_s, 0)
     lagging = _zone_with_a_slow_heat_detector(heat_from_s, hot_from_s, smoke_from_s, 60_000)
     assert lagging == on_time
-    opened = {(v[0], v[1]): v[5] for v in on_time if v[2] == "open"}
-    assert all(v[5] >= opened[(v[0], v[1])] for v in lagging)
+    opened = {(v[0], v[1]): cast(int, v[5]) for v in on_time if v[2] == "open"}
+    assert all(cast(int, v[5]) >= opened[(v[0], v[1])] for v in lagging)
