@@ -1120,8 +1120,9 @@ class Engine:
             return _NO_LIMIT
         # Nothing of a detector is in transit once its lag plus the slack has
         # passed since it was last heard: its clock moves on with arrival time.
-        # Behind by more than ZONE_HOLD_MAX_MS so (a lag, a clock set back, not
-        # a long reporting interval): not waited for.
+        # One that would hold the zone more than ZONE_HOLD_MAX_MS behind its lead
+        # (a lag, a clock set back; a long reporting interval never does): not
+        # waited for.
         held = newest + np.maximum(self.arrival_clock - heard - p.ZONE_TRANSIT_SLACK_MS, 0)
         lead = int(held[live].max())
         live &= held >= lead - p.ZONE_HOLD_MAX_MS
