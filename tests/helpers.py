@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,6 +24,33 @@ from psycopg.types.json import Jsonb
 from firesafe.settings import MqttEndpoint, Settings
 
 T = TypeVar("T")
+
+
+def ingest_process(settings: Settings) -> subprocess.Popen[bytes]:
+    """`firesafe ingest` in a process of its own (one a test can SIGKILL), in
+    single mode (one process, one session; shards: test_ingest_shards), on
+    these settings' broker, database and client id."""
+    env = {
+        **os.environ,
+        "FIRESAFE_MQTT_URL": settings.mqtt_url or "",
+        "FIRESAFE_DATABASE_URL": settings.require_database_url(),
+        "FIRESAFE_MQTT_CLIENT_ID": settings.mqtt_client_id,
+        "FIRESAFE_LOG_LEVEL": "WARNING",
+        "FIRESAFE_INGEST_MODE": "single",
+    }
+    cmd = [sys.executable, "-m", "firesafe.cli", "ingest"]
+    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, as an operator stops it; killed if it has not ended in 20 s.
+    Its exit status."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def register(dsn: str, devices: Sequence[Mapping[str, Any]]) -> None:

@@ -10,10 +10,7 @@ and confirmed event times.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,9 +25,11 @@ from tests.helpers import (
     Publisher,
     create_session,
     forget_session,
+    ingest_process,
     query,
     register,
     running_ingest,
+    stop_process,
     wait_for,
 )
 
@@ -270,15 +269,6 @@ def test_readings_held_for_a_lagging_neighbour_survive_sigkill(
             for d in ("SA", "SB")
         ],
     )  # fmt: skip
-    env = {
-        **os.environ,
-        "FIRESAFE_MQTT_URL": mqtt_url,
-        "FIRESAFE_DATABASE_URL": db,
-        "FIRESAFE_MQTT_CLIENT_ID": ingest_settings.mqtt_client_id,
-        "FIRESAFE_LOG_LEVEL": "WARNING",
-        "FIRESAFE_INGEST_MODE": "single",
-    }
-    cmd = [sys.executable, "-m", "firesafe.cli", "ingest"]
     now = int(time.time() * 1000)
     alarm_ts = now - 10_000
 
@@ -304,7 +294,7 @@ def test_readings_held_for_a_lagging_neighbour_survive_sigkill(
 
     fires = "SELECT verdict, opened_at FROM alarms WHERE device_id = %s AND type = 'fire'"
     create_session(mqtt_url, ingest_settings.mqtt_client_id)
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    proc = ingest_process(ingest_settings)
     pub = Publisher(mqtt_url)
     try:
         for i in range(6):  # SA at the alarm level at its sixth reading; SB 100 s behind
@@ -316,7 +306,7 @@ def test_readings_held_for_a_lagging_neighbour_survive_sigkill(
         assert marked() == [(f"{site}-SA", datetime.fromtimestamp(alarm_ts / 1000, UTC))]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        proc = ingest_process(ingest_settings)
         # SB catches up past SA's reading; SA goes on with clean air.
         for i in range(6, 18):
             send(pub, "SB", now - 160_000 + i * 10_000, i, 0.1)
@@ -327,10 +317,5 @@ def test_readings_held_for_a_lagging_neighbour_survive_sigkill(
         wait_for(lambda: marked() == [], timeout=20)  # judged: unmarked
     finally:
         pub.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0
+        returncode = stop_process(proc)
+    assert returncode == 0

@@ -15,8 +15,6 @@ import os
 import pwd
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,9 +34,11 @@ from tests.helpers import (
     create_session,
     drain,
     forget_session,
+    ingest_process,
     query,
     register,
     running_ingest,
+    stop_process,
     wait_for,
 )
 
@@ -121,19 +121,10 @@ def test_ingest_sigkilled_with_an_uncommitted_batch_loses_nothing(
     register(db, [heat(site)])
     dev = f"{site}-H"
     topic = f"fs/v1/{site}/{dev}/telemetry"
-    env = {
-        **os.environ,
-        "FIRESAFE_MQTT_URL": mqtt_url,
-        "FIRESAFE_DATABASE_URL": db,
-        "FIRESAFE_MQTT_CLIENT_ID": ingest_settings.mqtt_client_id,
-        "FIRESAFE_LOG_LEVEL": "WARNING",
-        "FIRESAFE_INGEST_MODE": "single",  # one process, one session (shards: test_ingest_shards)
-    }
-    cmd = [sys.executable, "-m", "firesafe.cli", "ingest"]
     total = 400
     t0 = int(time.time() * 1000)
     create_session(mqtt_url, ingest_settings.mqtt_client_id)
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    proc = ingest_process(ingest_settings)
     pub = Publisher(mqtt_url)
     try:
         send_all(pub, topic, t0, range(1))
@@ -148,20 +139,15 @@ def test_ingest_sigkilled_with_an_uncommitted_batch_loses_nothing(
                 lambda: terminate_ingest_backends(db) >= 0 and not ingest_blocked_in_a_batch(db)
             )
         assert stored(db, dev) == (1, 1)  # the batch in flight was not committed
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        proc = ingest_process(ingest_settings)
         wait_for(lambda: stored(db, dev)[0] >= total, timeout=60)
         drain(db, pub, site)
         assert stored(db, dev) == (total, total)
     finally:
         pub.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        returncode = stop_process(proc)
         forget_session(mqtt_url, ingest_settings.mqtt_client_id)
-    assert proc.returncode == 0
+    assert returncode == 0
 
 
 def test_database_drops_ingest_inside_an_uncommitted_batch(

@@ -3,10 +3,7 @@ contract, gateway batches, duplicates, reordering, bad input, restarts."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import orjson
@@ -17,9 +14,11 @@ from tests.helpers import (
     Publisher,
     create_session,
     drain,
+    ingest_process,
     query,
     register,
     running_ingest,
+    stop_process,
     wait_for,
 )
 
@@ -326,25 +325,10 @@ def test_kill_9_between_receipt_and_commit_loses_nothing(
     """A real `firesafe ingest` process killed with SIGKILL mid-stream."""
     register(db, devices(site))
     dev = f"{site}-heat"
-    env = {
-        **os.environ,
-        "FIRESAFE_MQTT_URL": mqtt_url,
-        "FIRESAFE_DATABASE_URL": db,
-        "FIRESAFE_MQTT_CLIENT_ID": ingest_settings.mqtt_client_id,
-        "FIRESAFE_LOG_LEVEL": "WARNING",
-        "FIRESAFE_INGEST_MODE": "single",  # one process, one session (shards: test_ingest_shards)
-    }
-    cmd = [sys.executable, "-m", "firesafe.cli", "ingest"]
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
-        # Ready once its session exists: a probe reading gets stored.
-        return proc
-
     total = 600
     t0 = now_ms()
     create_session(mqtt_url, ingest_settings.mqtt_client_id)
-    proc = start()
+    proc = ingest_process(ingest_settings)
     publisher = Publisher(mqtt_url)
     try:
         publisher.send(f"fs/v1/{site}/{dev}/telemetry", {"ts": t0 - 1, "seq": 0, "v": {}})
@@ -361,7 +345,7 @@ def test_kill_9_between_receipt_and_commit_loses_nothing(
             if i == total // 2:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
-        proc = start()
+        proc = ingest_process(ingest_settings)
         wait_for(
             lambda: count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == total,
             timeout=40,
@@ -370,9 +354,5 @@ def test_kill_9_between_receipt_and_commit_loses_nothing(
         assert count(db, "SELECT count(*) FROM telemetry WHERE device_id = %s", dev) == total
     finally:
         publisher.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    assert proc.returncode == 0
+        returncode = stop_process(proc)
+    assert returncode == 0
