@@ -503,30 +503,51 @@ def test_a_backlog_between_live_readings_is_no_clock_step() -> None:
     assert eng.late_readings == 60
 
 
-def _fire_next_to_a_slow_reporter(heat_interval_ms: int) -> list[tuple[str, str, int, int]]:
-    """A flaming fire on a smoke head reporting every 10 s, in the zone of a
-    heat detector reporting every `heat_interval_ms` (a battery heartbeat),
-    each message arriving 0.3 s after its ts: (action, verdict, event time,
-    arrival of the batch that gave it) of the fire alarm."""
-    eng = Engine(capacity=2)
-    eng.configure([0, 1], [K["smoke"], K["heat"]], [0, 0], [{}, {}], [10_000, heat_interval_ms])
-    items: list[tuple[int, int, np.ndarray]] = []
-    for t in range(0, 900_000, 10_000):
-        v = np.full(NR, np.nan)
-        v[RI["obscuration"]] = 0.2 + 20 * min(max((t - 300_000) / 120_000, 0.0), 1.0)
-        v[RI["temperature"]] = 21.0
-        items.append((T0 + t + 3, 0, v))
-    for t in range(0, 900_000, heat_interval_ms):
-        v = np.full(NR, np.nan)
-        v[RI["temperature"]] = 21.0
-        items.append((T0 + t + 7, 1, v))
-    out: list[tuple[str, str, int, int]] = []
-    for ts, slot, v in sorted(items, key=lambda it: it[0]):
-        arrival = ts + 300
+# (kind, reporting interval s, first report s, readings at t s, lag ms)
+Reporter = tuple[str, float, float, Callable[[float], dict[str, float]], int]
+
+
+def _zone_fires(devices: Sequence[Reporter], until_s: float) -> list[tuple[AlarmChange, int]]:
+    """One zone of these reporters, each message arriving 0.3 s plus its lag
+    after its ts, one message per batch in arrival order, then the end of the
+    stream: the fire alarm changes, each with the arrival that gave it."""
+    eng = Engine(capacity=len(devices))
+    n = len(devices)
+    eng.configure(
+        list(range(n)), [K[d[0]] for d in devices], [0] * n, [{}] * n,
+        [round(d[1] * 1000) for d in devices],
+    )  # fmt: skip
+    items: list[tuple[int, int, int, np.ndarray]] = []
+    for slot, (_, interval_s, first_s, readings, lag) in enumerate(devices):
+        for t in np.arange(first_s, until_s, interval_s):
+            v = np.full(NR, np.nan)
+            for name, x in readings(float(t)).items():
+                v[RI[name]] = x
+            ts = T0 + round(t * 1000)
+            items.append((ts + lag + 300, ts, slot, v))
+    out: list[tuple[AlarmChange, int]] = []
+    for arrival, ts, slot, v in sorted(items, key=lambda it: (it[0], it[2])):
         r = Readings(np.array([slot]), np.array([ts]), v.reshape(1, NR))
-        changes = eng.process(r, Events.empty(), arrival) + eng.advance(arrival)
-        out += [(c.action, c.verdict, c.at_ms, arrival) for c in changes if c.alarm_type == "fire"]
-    return out
+        out += [(c, arrival) for c in eng.process(r, Events.empty(), arrival)]
+        out += [(c, arrival) for c in eng.advance(arrival)]
+    out += [(c, FAR) for c in eng.advance(FAR)]
+    return [(c, arrival) for c, arrival in out if c.alarm_type == "fire"]
+
+
+def _fire_next_to_a_slow_reporter(heat_interval_s: float) -> list[tuple[str, str, int, int]]:
+    """A flaming fire on a smoke head reporting every 10 s, in the zone of a
+    heat detector reporting every `heat_interval_s` (a battery heartbeat):
+    (action, verdict, event time, arrival of the batch that gave it) of the
+    fire alarm."""
+
+    def smoke(t: float) -> dict[str, float]:
+        return {"obscuration": 0.2 + 20 * min(max((t - 300) / 120, 0.0), 1.0), "temperature": 21.0}
+
+    devices: list[Reporter] = [
+        ("smoke", 10, 0.003, smoke, 0),
+        ("heat", heat_interval_s, 0.007, lambda t: {"temperature": 21.0}, 0),
+    ]
+    return [(c.action, c.verdict, c.at_ms, at) for c, at in _zone_fires(devices, 900)]
 
 
 def test_a_detector_reporting_every_few_minutes_does_not_hold_its_zone() -> None:
@@ -534,16 +555,16 @@ def test_a_detector_reporting_every_few_minutes_does_not_hold_its_zone() -> None
     plus ZONE_TRANSIT_SLACK_MS): before, a neighbour's fire was confirmed
     when the slow one next reported, 250 s late with a 5-minute heartbeat.
     The verdicts are those of a zone of 10 s reporters."""
-    prompt = _fire_next_to_a_slow_reporter(10_000)
+    prompt = _fire_next_to_a_slow_reporter(10)
     assert [a[:3] for a in prompt] == [
         ("open", "pending", T0 + 320_003),
         ("verdict", "confirmed", T0 + 350_003),
     ]
-    for interval_ms in (60_000, 300_000, 3_600_000):
-        slow = _fire_next_to_a_slow_reporter(interval_ms)
-        assert [a[:3] for a in slow] == [a[:3] for a in prompt], interval_ms
+    for interval_s in (60, 300, 3600):
+        slow = _fire_next_to_a_slow_reporter(interval_s)
+        assert [a[:3] for a in slow] == [a[:3] for a in prompt], interval_s
         for _, _, at, shown in slow:  # 10 s of slack, one period of the smoke head
-            assert shown - at <= 20_000, (interval_ms, shown - at)
+            assert shown - at <= 20_000, (interval_s, shown - at)
 
 
 def _zone_with_a_slow_heat_detector(
@@ -560,35 +581,13 @@ def _zone_with_a_slow_heat_detector(
         obs = 0.2 + 4.0 * u / 50 if u < 50 else 4.2 + 16 * (u - 50) / 70
         return {"obscuration": min(max(obs, 0.2), 20.0), "temperature": 21.0}
 
-    devices = [  # (kind, interval s, first report s, readings, lag ms)
+    devices: list[Reporter] = [
         ("smoke", 10, 0.0, smoke, 0),
-        (
-            "heat",
-            300,
-            heat_from_s,
-            lambda t: {"temperature": 64.0 if t >= hot_from_s else 21.0},
-            lag_ms,
-        ),
+        ("heat", 300, heat_from_s, lambda t: {"temperature": 64.0 if t >= hot_from_s else 21.0},
+         lag_ms),
         ("multi", 60, 5.0, lambda t: {"obscuration": 0.3, "co": 1.0, "humidity": 45.0}, 0),
-    ]
-    eng = Engine(capacity=4)
-    eng.configure(
-        [0, 1, 2], [K[d[0]] for d in devices], [0, 0, 0], [{}] * 3, [d[1] * 1000 for d in devices]
-    )
-    items: list[tuple[int, int, int, np.ndarray]] = []
-    for slot, (_, interval_s, first_s, readings, lag) in enumerate(devices):
-        for t in np.arange(first_s, 600, interval_s):
-            v = np.full(NR, np.nan)
-            for name, x in readings(float(t)).items():
-                v[RI[name]] = x
-            ts = T0 + int(t * 1000)
-            items.append((ts + lag + 300, ts, slot, v))
-    out: list[AlarmChange] = []
-    for arrival, ts, slot, v in sorted(items, key=lambda it: (it[0], it[2])):
-        r = Readings(np.array([slot]), np.array([ts]), v.reshape(1, NR))
-        out += eng.process(r, Events.empty(), arrival) + eng.advance(arrival)
-    out += eng.advance(FAR)
-    return verdicts([c for c in out if c.alarm_type == "fire"])
+    ]  # fmt: skip
+    return verdicts([c for c, _ in _zone_fires(devices, 600)])
 
 
 @pytest.mark.parametrize(
