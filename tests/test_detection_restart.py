@@ -111,10 +111,18 @@ def batch(rows: list[tuple[int, int, np.ndarray]]) -> Readings:
 
 
 def feed(e: Engine, rows: list[tuple[int, int, np.ndarray]]) -> list[AlarmChange]:
+    """Arriving as sent (0.5 s later), a few readings per batch."""
+    return feed_arriving(e, [(r[0] + 500, r) for r in rows])
+
+
+def feed_arriving(
+    e: Engine, timed: list[tuple[int, tuple[int, int, np.ndarray]]]
+) -> list[AlarmChange]:
+    """(arrival, row) in arrival order, two per batch (arriving with the later)."""
     out: list[AlarmChange] = []
-    for i in range(0, len(rows), 2):  # a few readings per batch, arriving as sent
-        part = rows[i : i + 2]
-        out += e.process(batch(part), Events.empty(), part[-1][0] + 500)
+    for i in range(0, len(timed), 2):
+        part = timed[i : i + 2]
+        out += e.process(batch([r for _, r in part]), Events.empty(), part[-1][0])
     return out
 
 
@@ -206,16 +214,6 @@ def arriving(
         if r[1] != 2 or r[0] < DESTROYED_AT_MS
     ]
     return sorted(timed, key=lambda x: (x[0], x[1][1]))
-
-
-def feed_arriving(
-    e: Engine, timed: list[tuple[int, tuple[int, int, np.ndarray]]]
-) -> list[AlarmChange]:
-    out: list[AlarmChange] = []
-    for i in range(0, len(timed), 2):
-        part = timed[i : i + 2]
-        out += e.process(batch([r for _, r in part]), Events.empty(), part[-1][0])
-    return out
 
 
 @pytest.mark.parametrize("case", list(KILLED))
