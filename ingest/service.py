@@ -354,7 +354,15 @@ class IngestService:
         restored = self._configured
         if sites is not None:  # (the shards held before go on undisturbed)
             restored = np.intersect1d(restored, self.registry.slots_of_sites(sites))
-        await warm_up(self._aux, self.engine, self.registry, restored, open_alarms, state)
+        await warm_up(
+            self._aux,
+            self.engine,
+            self.registry,
+            restored,
+            open_alarms,
+            self.held.stored.keys(),
+            self.tracker.last_seen,
+        )
         offline = []
         for row in open_alarms:
             slot = int(row["slot"])

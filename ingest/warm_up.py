@@ -43,13 +43,14 @@ async def warm_up(
     registry: Registry,
     restored: NDArray[np.int64],
     open_alarms: Sequence[Mapping[str, Any]],
-    state: Sequence[Mapping[str, Any]] = (),
+    held: Collection[int] = (),
+    last_seen: NDArray[np.int64] | None = None,
 ) -> None:
     """Replay into `engine` (configured, baselines restored, open alarms not yet)
     the recent history of the `restored` devices (those just restarted or
     taken over); of too many, of the zones of these open alarms and of the
-    devices `state` (device_state rows) marks as held, among them."""
-    held = [int(r["slot"]) for r in state if r.get("held_from_ms") is not None]
+    devices with data `held` (`ingest/held.py`), among them. `last_seen`: when
+    each slot was last heard (ms, 0 unknown), as the zones' order stood."""
 
     def zones_with(types: Collection[str]) -> list[int]:
         slots = [int(r["slot"]) for r in open_alarms if r["type"] in types]
@@ -71,12 +72,11 @@ async def warm_up(
     width = len(READING_INDEX)
     values = np.array([r[2:] for r in readings], np.float64).reshape(len(readings), width)
     codes = [(r[0], r[1], EVENT_CODE[r[2]]) for r in events if r[2] in EVENT_CODE]
-    replayed = set(slots.tolist())
-    heard = {
-        int(r["slot"]): int(r["last_seen_ms"])
-        for r in state
-        if r.get("last_seen_ms") is not None and int(r["slot"]) in replayed
-    }
+    heard: dict[int, int] = {}
+    if last_seen is not None:
+        known = slots[slots < last_seen.size]
+        known = known[last_seen[known] > 0]
+        heard = dict(zip(known.tolist(), last_seen[known].tolist(), strict=True))
     engine.warm_up(
         Readings(
             np.array([r[0] for r in readings], np.int64),
