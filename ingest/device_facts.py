@@ -2,8 +2,9 @@
 
 The device summary (last seen, counts: `ingest/tracker.py`), the gateway each
 device was last heard through (`ingest/floods.py`), the drift-compensation
-baseline detection learnt and how many far-future readings detection kept
-out. Each is drained from its owner and stored on the writer, for the devices
+baseline detection learnt, how many far-future readings detection kept
+out, and which devices' stored data detection still holds (`ingest/held.py`).
+Each is drained from its owner and stored on the writer, for the devices
 still registered; what fails to store is put back for the next flush.
 """
 
@@ -17,6 +18,7 @@ from numpy.typing import NDArray
 
 from detection import Engine
 from ingest.floods import GatewayMembers
+from ingest.held import HeldMarks
 from ingest.registry import Registry
 from ingest.tracker import DeviceTracker
 from storage import ingest_store as store
@@ -45,6 +47,7 @@ class DeviceFacts:
         tracker: DeviceTracker,
         engine: Engine,
         gateways: GatewayMembers,
+        held: HeldMarks,
     ) -> None:
         state = tracker.drain(registry.kind >= 0)
         if state.slot.size:
@@ -67,6 +70,13 @@ class DeviceFacts:
             engine.base_changed[slots] = True  # stored at the next flush
             raise
         await self._flush_quarantined(writer, registry, engine)
+        # Between commits: what detection has shown has its alarms stored.
+        marks = held.to_update(engine.held_from())
+        slots = np.fromiter(marks, np.int64, len(marks))
+        await _store_per_device(
+            writer, registry, slots, list(marks.values()), store.write_detection_held
+        )
+        held.committed(marks)
 
     async def _flush_quarantined(
         self, writer: store.AsyncConn, registry: Registry, engine: Engine

@@ -977,14 +977,13 @@ class IngestService:
     async def flush_device_state(self) -> None:
         assert self._writer is not None
         await self.facts.flush(
-            self._writer, self.registry, self.tracker, self.engine, self.silence.gateways
+            self._writer,
+            self.registry,
+            self.tracker,
+            self.engine,
+            self.silence.gateways,
+            self.held,
         )
-        # Between commits: what detection has shown has its alarms stored.
-        marks = self.held.to_update(self.engine.held_from())
-        if marks:
-            async with self._writer.transaction():
-                await self.held.write(self._writer, self.registry, marks)
-            self.held.committed(marks)
 
     async def _write_stats(self) -> None:
         assert self._writer is not None
