@@ -457,7 +457,15 @@ class Engine:
             s_, t_ = int(slot[i]), int(ts[i])
             newest = clock.get(s_, int(self.last_ts[s_]))
             if t_ > newest:
-                self.b_run[s_] = 0  # a reading on its clock: no step
+                # A reading on its clock: no step. Unless that clock is far
+                # ahead of the arrival clock and the run behind it is on time
+                # by it: readings a day ahead interleaved with real ones (a
+                # forged or second path) must not keep the real ones late.
+                on_time_run = self.b_run[s_] > 0 and abs(int(self.b_off[s_])) <= (
+                    p.FUTURE_TOLERANCE_MS
+                )
+                if not (on_time_run and t_ > arrival + p.FUTURE_TOLERANCE_MS):
+                    self.b_run[s_] = 0
                 clock[s_] = t_
                 continue
             if t_ >= newest - p.FUTURE_TOLERANCE_MS:

@@ -76,3 +76,49 @@ def test_a_far_future_event_is_quarantined_but_a_call_point_press_never_is() -> 
     )
     out = eng.process(Readings.empty(), ev2, T0 + 2)
     assert [(c.slot, c.alarm_type, c.reason) for c in out] == [(0, "fault", "device_fault")]
+
+
+def test_readings_a_day_ahead_between_real_ones_do_not_blind_the_detector() -> None:
+    """The outside check's attack (anyone who may publish on the device's
+    topic, or one device on two paths with different clocks): a block of
+    readings dated a day ahead is taken as the device's clock (three agreeing),
+    then one such reading after each real one. The real readings, on time by
+    the arrival clock, win after three (the clock steps back to them) and the
+    forged ones are quarantined from then on: the fire on the real ones is
+    raised at the same moment and confirmed one reading period later (it
+    was never raised before)."""
+
+    def run(forged: bool) -> tuple[list[tuple[str, str, str, int]], Engine]:
+        eng = Engine(capacity=1)
+        eng.configure([0], [K["smoke"]], [0], [{}], [5_000])
+        out: list[object] = []
+        for i in range(3):
+            out += feed(eng, 0, T0 + i * 5_000, smoke(0.1), T0 + i * 5_000 + 50)
+        ahead = T0 + 86_400_000
+        if forged:
+            for i in range(4):
+                out += feed(eng, 0, ahead + i * 1_000, smoke(0.1), T0 + 11_000 + i * 1_000)
+        for i in range(24):  # a fire: 2 -> 20 %/m and 21 -> 39 °C in two minutes
+            ts = T0 + 15_000 + i * 5_000
+            out += feed(eng, 0, ts, smoke(min(2.0 + 0.8 * i, 20.0), 21.0 + 0.8 * i), ts + 50)
+            if forged:
+                out += feed(eng, 0, ahead + 5_000 + i * 1_000, smoke(0.1), ts + 100)
+        fire = [
+            (c.action, c.verdict, c.reason, c.at_ms - T0)  # type: ignore[attr-defined]
+            for c in out
+            if c.alarm_type == "fire"  # type: ignore[attr-defined]
+        ]
+        return fire, eng
+
+    clean, _ = run(forged=False)
+    assert clean == [
+        ("open", "pending", "obscuration", 25_000),
+        ("verdict", "confirmed", "rate_of_rise", 40_000),
+    ]
+    forged, eng = run(forged=True)
+    assert forged == [
+        ("open", "pending", "obscuration", 25_000),
+        ("verdict", "confirmed", "rate_of_rise", 50_000),
+    ]
+    assert eng.clock_steps == 1
+    assert eng.quarantined == 24
