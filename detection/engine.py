@@ -26,6 +26,10 @@ _NR: Final = len(contract.READINGS)
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
 _KIND_EVENTS: Final = tuple(frozenset(contract.ALL_KIND_EVENTS[kd]) for kd in contract.ALL_KINDS)
+# A fire alarm is never lost to lateness (a resend, a panel's backlog, a clock
+# reset): dated before the device's newest event, it still counts, in arrival
+# order; other late events are dropped (a restore older than its fault).
+_NEVER_LATE: Final = frozenset({"activated", "fire_alarm", "panel_fire"})
 
 
 def resolve_thresholds(kind: str, overrides: Mapping[str, float]) -> dict[str, float]:
@@ -1022,9 +1026,10 @@ class Engine:
     ) -> tuple[list[tuple[int, int, str]], list[int]]:
         """Events past the quarantine and lateness checks, in arrival order
         (events are few), and the event time each is processed at: its own ts,
-        except that a late call point press (honoured, never dropped) takes its
-        place in arrival order (the device's newest event time), so batching
-        cannot reorder it. A call point press dated far in the future is taken
+        except that a late fire alarm (`_NEVER_LATE`: honoured, never dropped)
+        takes its place in arrival order (queued at the device's newest event
+        time, so batching cannot reorder it) and, dated far behind that (a
+        clock reset), is processed at that time too. A call point press dated far in the future is taken
         at the arrival clock instead of being quarantined."""
         out: list[tuple[int, int, str]] = []
         keys: list[int] = []
@@ -1044,9 +1049,13 @@ class Engine:
                         self.quarantined += 1
                         continue
                     ts = arrival_ms
-            if ts < self.last_event_ts[slot] and name != "activated":
-                self.late_events += 1  # a person's call point press is never dropped
-                continue
+            if ts < self.last_event_ts[slot]:
+                if name not in _NEVER_LATE:
+                    self.late_events += 1
+                    continue
+                newest = max(int(self.last_event_ts[slot]), int(self.last_ts[slot]))
+                if ts < newest - p.FUTURE_TOLERANCE_MS:
+                    ts = newest  # a clock reset: not 26 years back, where no one looks
             key = max(int(self.last_event_ts[slot]), ts)
             self.last_event_ts[slot] = key
             out.append((slot, ts, name))

@@ -1067,9 +1067,15 @@ class NaiveEngine:
                     self.quarantined += 1
                     continue
                 ts = arrival_ms
-            if ts < d.last_event_ts and name != "activated":
-                self.late_events += 1
-                continue
+            if ts < d.last_event_ts:
+                if name not in ("activated", "fire_alarm", "panel_fire"):
+                    self.late_events += 1
+                    continue
+                # A fire alarm is never dropped as late; dated far behind (a
+                # clock reset), it is taken at the device's newest time.
+                newest = max(d.last_event_ts, d.last_ts)
+                if ts < newest - 600_000:
+                    ts = newest
             # A late call point press keeps its arrival place (its own ts is used).
             key = max(d.last_event_ts, ts)
             d.last_event_ts = key

@@ -123,3 +123,43 @@ def test_restored_panel_alarm_keeps_waiting() -> None:
     assert brief(events(e, (0, 1_000, "panel_reset"))) == [
         (0, "fire", "verdict", "suppressed", "panel_reset")
     ]
+
+
+def test_a_panel_fire_dated_before_the_points_last_event_is_raised() -> None:
+    """The outside check's lost fire: the panel reported the point normal
+    (the gateway's whole state after a restart: a no-op `panel_reset`), then
+    its fire with a time label 20 s older (a resend, a backlog). In event
+    time the fire came first; it must open an alarm at its own time, in the
+    same batch or in the next, never be dropped as late."""
+    for together in (False, True):
+        e = engine(["smoke", "smoke"], [0, 1])
+        first = (0, 20_000, "panel_reset")
+        fire = (0, 0, "panel_fire")
+        got = events(e, first, fire) if together else [*events(e, first), *events(e, fire)]
+        assert [(*b, c.at_ms) for b, c in zip(brief(got), got, strict=True)] == [
+            (0, "fire", "open", "pending", "panel_alarm", T0)
+        ], together
+    assert e.late_events == 0
+
+
+def test_alarm_events_dated_far_behind_the_device_are_taken_at_its_newest_time() -> None:
+    """A clock reset to 2000-01-01 (a panel's or a detector's real-time clock
+    after a power loss): the fire alarm, the panel's and the call point's, is
+    raised, at the device's newest time rather than 26 years back (where a
+    `since` filter would hide it); other late events stay dropped."""
+    epoch = 946_684_800_000 - T0  # 2000-01-01, relative to T0
+    e = engine(["smoke", "mcp", "multi", "heat"], [0, 1, 2, 3])
+    events(e, (0, 0, "panel_reset"), (1, 0, "reset"), (2, 0, "restore"), (3, 0, "restore"))
+    got = events(
+        e,
+        (0, epoch, "panel_fire"),
+        (1, epoch + 1, "activated"),
+        (2, epoch + 2, "fire_alarm"),
+        (3, epoch + 3, "fault"),
+    )
+    assert sorted((*b, c.at_ms) for b, c in zip(brief(got), got, strict=True)) == [
+        (0, "fire", "open", "pending", "panel_alarm", T0),
+        (1, "fire", "open", "confirmed", "call_point", T0),
+        (2, "fire", "open", "pending", "device_alarm", T0),
+    ]
+    assert e.late_events == 1  # the fault: a restore came after it
