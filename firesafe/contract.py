@@ -16,6 +16,11 @@ ID_PATTERN: Final = r"[A-Za-z0-9_-]{1,64}"
 ID_RE: Final = re.compile(rf"^{ID_PATTERN}$")
 MAX_PAYLOAD_BYTES: Final = 64 * 1024  # contract section 3
 SEQ_MODULUS: Final = 2**32  # seq is a uint32 that wraps
+# Event time accepted: 2000-01-01 to 2100-01-01 UTC (README). Outside it a
+# clock is broken, and such a time must not reach detection, the database's
+# date arithmetic or a client's date parser; the message is a `bad_value` reject.
+MIN_TS_MS: Final = 946_684_800_000
+MAX_TS_MS: Final = 4_102_444_800_000
 
 KINDS: Final = ("smoke", "heat", "multi", "mcp", "electrical", "evac")
 

@@ -22,6 +22,8 @@ from firesafe.contract import (
     EVENT_TYPES,
     ID_RE,
     MAX_PAYLOAD_BYTES,
+    MAX_TS_MS,
+    MIN_TS_MS,
     READING_INDEX,
     READINGS,
     SEQ_MODULUS,
@@ -31,11 +33,6 @@ from ingest.registry import Device, Registry
 N_READINGS = len(READINGS)
 EVENT_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
 _INT_FLOAT_MAX = 2**1023  # an int below this in magnitude is a finite float
-# Event time accepted: 2000-01-01 to 2100-01-01 UTC (contract docs). Outside it a
-# clock is broken, and such a time must not reach detection, the database's
-# date arithmetic or a client's date parser; the message is a `bad_value` reject.
-MIN_TS_MS = 946_684_800_000
-MAX_TS_MS = 4_102_444_800_000
 # A known reading beyond this magnitude is no measurement of any of them (%/m,
 # °C, ppm, mA, A, V, %), and summing or squaring a few such values overflows a
 # float: PostgreSQL then refuses the rollup's and the API's aggregates. It is a

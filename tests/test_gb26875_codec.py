@@ -183,10 +183,15 @@ def test_confirm_echoes_serial_and_swaps_addresses() -> None:
 
 
 def _translate(
-    raw_adu: bytes, known: dict[str, int] | None = None, serial: int = 1
+    raw_adu: bytes,
+    known: dict[str, int] | None = None,
+    serial: int = 1,
+    *,
+    when: datetime = T,
+    arrival_ms: int = T_MS + 800,  # the centre's clock: the frame's label, 0.8 s later
 ) -> list[tuple[str, dict[str, object]]]:
-    f = frames(c.FrameReader().feed(frame(serial, raw_adu)))[0]
-    tr = Translator("gw").translate(f, c.decode_adu(f.adu), UITD, known or {}, 0)
+    f = frames(c.FrameReader().feed(frame(serial, raw_adu, when=when)))[0]
+    tr = Translator("gw").translate(f, c.decode_adu(f.adu), UITD, known or {}, arrival_ms)
     return [(m.topic, orjson.loads(m.payload)) for m in tr.messages]
 
 
@@ -316,8 +321,39 @@ def test_time_labels_fall_back_when_not_a_date() -> None:
 )
 def test_time_labels_in_the_sites_local_time(uitd: Uitd, utc_hour: int) -> None:
     f = frames(c.FrameReader().feed(WORKED_FRAME))[0]
-    tr = Translator("gw").translate(f, c.decode_adu(f.adu), uitd, {}, 0)
+    want = datetime(2026, 3, 14, utc_hour, 26, 53, tzinfo=UTC)
+    arrival = int(want.timestamp() * 1000) + 500  # the centre's clock agrees
+    tr = Translator("gw").translate(f, c.decode_adu(f.adu), uitd, {}, arrival)
     ts = orjson.loads(tr.messages[0].payload)["ts"]
-    assert datetime.fromtimestamp(ts / 1000, UTC) == datetime(
-        2026, 3, 14, utc_hour, 26, 53, tzinfo=UTC
-    )
+    assert datetime.fromtimestamp(ts / 1000, UTC) == want
+
+
+def test_a_uitd_clock_reset_to_2000_is_moved_to_the_centres_clock() -> None:
+    """The outside check: a transmission device whose clock fell back to
+    2000-01-01 after a power loss. Its fire alarm is dated by the centre's
+    clock (in whole minutes of the difference, so a resend 20 s later is the
+    same message and stored once), and says so; before 08:00 local (1999 in
+    UTC) it was rejected outright."""
+    for hour in (12, 3):
+        reset = datetime(2000, 1, 1, hour, 0, 7)
+        obj = component_status(1, 1, 42, 0x105, 0x0003, "3F东走廊", reset)
+        first = _translate(adu(2, obj), {"UITD-7_1_1_261": 1}, when=reset)
+        again = _translate(adu(2, obj), {"UITD-7_1_1_261": 1}, when=reset, arrival_ms=T_MS + 20_800)
+        assert first == again
+        [(_, fire)] = first
+        assert fire["type"] == "panel_fire"
+        assert abs(int(str(fire["ts"])) - T_MS) <= 30_000
+        assert f"uitd clock 2000-01-01T{hour:02d}:00:07+08:00, 956" in str(fire["detail"])
+        assert "behind: times taken from the centre's clock" in str(fire["detail"])
+
+
+def test_a_backlog_keeps_its_time_labels() -> None:
+    """Objects an hour old in a frame sent now (the link was down): their own
+    times, nothing moved; a clock 9 minutes off is still trusted."""
+    hour_ago = datetime(2026, 3, 14, 8, 26, 53)
+    obj = component_status(1, 1, 42, 0x105, 0x0003, "3F东走廊", hour_ago)
+    [(_, fire)] = _translate(adu(2, obj), {"UITD-7_1_1_261": 1})
+    assert fire["ts"] == T_MS - 3_600_000
+    assert "uitd clock" not in str(fire["detail"])
+    [(_, fire)] = _translate(adu(2, obj), {"UITD-7_1_1_261": 1}, arrival_ms=T_MS + 540_000)
+    assert fire["ts"] == T_MS - 3_600_000

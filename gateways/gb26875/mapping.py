@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import orjson
 
-from firesafe.contract import DEFAULT_INTERVAL_S, GATEWAY_SITE, ID_RE, TOPIC_ROOT
+from firesafe.contract import DEFAULT_INTERVAL_S, GATEWAY_SITE, ID_RE, MIN_TS_MS, TOPIC_ROOT
 from gateways.gb26875 import codec as c
 
 # Status bits that make a point or panel "faulty" (one `fault` alarm per device;
@@ -40,6 +40,10 @@ COMP_FAULT_MASK: Final = 1 << 2 | 1 << 8  # fault, power fault
 SYS_FAULT_MASK: Final = 1 << 2 | 1 << 8 | 1 << 9 | 1 << 10  # fault, main/backup power, bus
 UITD_FAULT_MASK: Final = 0b1111100  # fault, main/backup power, channel, controller line
 FIRE: Final = 1 << 1
+# A transmission device's clock this close to the centre's is taken as it is
+# (a backlog keeps its times); further off it is wrong (as detection's
+# FUTURE_TOLERANCE_MS judges a device's clock).
+CLOCK_TRUST_MS: Final = 10 * 60_000
 SHIELDED: Final = 1 << 3
 # Analog types: (reading name, scale to the contract's unit).
 ANALOG: Final = {
@@ -209,6 +213,24 @@ def _flags_text(flags: int, names: tuple[str, ...]) -> str:
     return f"flags=0x{flags:04x} ({', '.join(on) or 'normal'})"
 
 
+def _clock_shift(frame_ms: int | None, arrival_ms: int, tz: int | tzinfo) -> tuple[int, str]:
+    """What to add to a transmission device's time labels that are off too, and
+    the note that says so: nothing while its clock (the frame's send time) is
+    within CLOCK_TRUST_MS of the centre's; else the difference in whole
+    minutes (a clock reset to 2000-01-01 after a power loss: its fire alarms
+    must not be dated 26 years back, nor before 2000 and rejected; whole
+    minutes, so that a resend a few seconds later gives the same times and is
+    stored once)."""
+    if frame_ms is None or abs(arrival_ms - frame_ms) <= CLOCK_TRUST_MS:
+        return 0, ""
+    shift = round((arrival_ms - frame_ms) / 60_000) * 60_000
+    sent = datetime.fromtimestamp(frame_ms / 1000, c.clock(tz)).isoformat(timespec="seconds")
+    days, minutes = divmod(abs(shift) // 60_000, 1440)
+    behind = f"{days} d {minutes // 60} h {minutes % 60} min"
+    side = "behind" if shift > 0 else "ahead"
+    return shift, f"uitd clock {sent}, {behind} {side}: times taken from the centre's clock"
+
+
 def _event(
     out: Translation,
     site: str,
@@ -218,8 +240,11 @@ def _event(
     device: str,
     what: str,
     detail: str,
+    *,
+    note: str = "",
 ) -> None:
     payload: dict[str, Any] = {"ts": ts, "seq": _seq(serial, raw, what), "type": what}
+    detail = f"{detail}; {note}" if detail and note else detail or note
     if detail:
         payload["detail"] = detail.replace("\x00", "")
     out.messages.append(Message(f"{TOPIC_ROOT}/{site}/{device}/event", orjson.dumps(payload)))
@@ -243,13 +268,18 @@ class Translator:
         out = Translation()
         off = uitd.clock
         frame_ms = c.label_ms(frame.time_label, off)
-        fallback = frame_ms if frame_ms is not None else arrival_ms
+        shift, clock_note = _clock_shift(frame_ms, arrival_ms, off)
+        fallback = arrival_ms if frame_ms is None else frame_ms + shift
         readings: dict[tuple[str, int], dict[str, Any]] = {}
         for obj, raw in zip(adu.objects, adu.raw_objects, strict=True):
             ts = c.label_ms(obj.label, off)
-            ts = fallback if ts is None else ts
+            note = ""
+            if ts is None or ts < MIN_TS_MS:
+                ts, note = fallback, clock_note
+            elif shift and abs(arrival_ms - ts) > CLOCK_TRUST_MS:
+                ts, note = ts + shift, clock_note  # on the frame's wrong clock too
 
-            event = functools.partial(_event, out, uitd.site, frame.serial, raw, ts)
+            event = functools.partial(_event, out, uitd.site, frame.serial, raw, ts, note=note)
 
             if isinstance(obj, c.ComponentStatus):
                 comp = self._component(
