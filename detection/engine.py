@@ -1029,8 +1029,9 @@ class Engine:
         except that a late fire alarm (`_NEVER_LATE`: honoured, never dropped)
         takes its place in arrival order (queued at the device's newest event
         time, so batching cannot reorder it) and, dated far behind that (a
-        clock reset), is processed at that time too. A call point press dated far in the future is taken
-        at the arrival clock instead of being quarantined."""
+        clock reset), is processed at that time too. A call point press dated
+        far in the future is taken at the arrival clock instead of being
+        quarantined."""
         out: list[tuple[int, int, str]] = []
         keys: list[int] = []
         for slot, ts, code in zip(e.slot.tolist(), e.ts.tolist(), e.code.tolist(), strict=True):
