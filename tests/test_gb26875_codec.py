@@ -164,7 +164,18 @@ def test_a_plausible_false_length_does_not_hold_back_a_complete_frame() -> None:
 
 def test_adu_sizes_are_checked_and_unknown_types_kept() -> None:
     with pytest.raises(c.AduError):
-        c.decode_adu(bytes([2, 2]) + bytes(46))  # two objects announced, one sent
+        c.decode_adu(bytes([2]))
+    obj = component_status(1, 1, 42, 0x105, 0x0003, "3F", T)
+    for data, whole in [
+        (bytes([2, 2]) + obj, 1),  # two objects announced, one sent
+        (bytes([2, 1]) + obj + b"\0\0", 1),  # two bytes too many
+        (bytes([2, 1]) + obj[:-5], 0),  # cut short
+    ]:
+        got = c.decode_adu(data)
+        assert len(got.objects) == len(got.raw_objects) == whole
+        assert got.problem is not None
+        assert got.problem.endswith(f"the {whole} complete object(s) in it were taken")
+    assert c.decode_adu(bytes([2, 1]) + obj).problem is None
     unknown = c.decode_adu(bytes([0x99, 1, 1, 2, 3]))
     assert unknown.type == 0x99
     assert not unknown.known

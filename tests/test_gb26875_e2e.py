@@ -320,6 +320,22 @@ def test_panel_end_to_end(
             # A confirmed alarm cannot be dismissed.
             r = api.post(f"/api/v1/alarms/{detector['id']}/dismiss", json={"note": "no"})
             assert r.status_code == 409
+        # A frame whose count says two objects and holds one (a panel's bug; the
+        # outside check's lost fire): the complete one is taken, its fire
+        # raised, and the whole frame kept as a reject that says so.
+        one = component_status(1, 1, 42, 0x108, 0x0003, "5F", now)
+        dev.send(frame(14, bytes([2, 2]) + one, source=SOURCE))
+        assert dev.confirm() == 14
+        assert wait_for(lambda: alarm_of(api_url, "UITD-7_1_1_264"))["verdict"] == "pending"
+        miscounted = [
+            r["detail"]
+            for r in api_get(api_url, "/api/v1/rejects", reason="bad_payload")["items"]
+            if r["topic"] == "fs/v1/_gateway/gb26875/reject"
+        ]
+        assert miscounted == [
+            "type 2 with 2 object(s) of 46 bytes needs 94 bytes, got 48; the 1 complete "
+            f"object(s) in it were taken (serial 14, from {miscounted[0].split('from ')[1]}"
+        ]
         dev.close()
         stranger.close()
         # The uitd went offline when its connection closed.

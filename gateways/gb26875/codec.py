@@ -475,6 +475,10 @@ class Adu:
     objects: list[InfoObject] = field(default_factory=list)
     raw_objects: list[bytes] = field(default_factory=list)  # each object's bytes, as sent
     known: bool = True  # False: a type this gateway does not decode (kept as it came)
+    # The length does not match type and count: what is wrong (the complete
+    # objects it holds are decoded all the same: a fire alarm must not be lost
+    # to a panel's miscounted frame).
+    problem: str | None = None
 
 
 class AduError(ValueError):
@@ -494,13 +498,15 @@ def decode_adu(adu: bytes) -> Adu:
     size = OBJECT_SIZE.get(typ)
     if size is None:
         return Adu(typ, known=False)
+    whole = min(count, (len(adu) - 2) // size)
+    problem = None
     if len(adu) != 2 + count * size:
-        raise AduError(
+        problem = (
             f"type {typ} with {count} object(s) of {size} bytes needs {2 + count * size} "
-            f"bytes, got {len(adu)}"
+            f"bytes, got {len(adu)}; the {whole} complete object(s) in it were taken"
         )
-    raws = [adu[2 + i * size : 2 + (i + 1) * size] for i in range(count)]
-    return Adu(typ, [_object(typ, r) for r in raws], raws)
+    raws = [adu[2 + i * size : 2 + (i + 1) * size] for i in range(whole)]
+    return Adu(typ, [_object(typ, r) for r in raws], raws, problem=problem)
 
 
 def _object(typ: int, o: bytes) -> InfoObject:

@@ -518,7 +518,22 @@ class Gateway:
             return [self._reject(frame, conn, "bad_payload", problem, arrival, uitd)], {}
         if not self.directory.registered(list(tr.components.values())):
             return None
-        return tr.messages, tr.states
+        return self._with_problem(tr.messages, adu, frame, conn, arrival, uitd), tr.states
+
+    def _with_problem(
+        self,
+        messages: list[Message],
+        adu: c.Adu,
+        frame: c.Frame,
+        conn: Connection,
+        arrival: int,
+        uitd: Uitd,
+    ) -> list[Message]:
+        """A frame whose length does not match its count: its complete objects'
+        messages and a `bad_payload` reject with the whole frame."""
+        if adu.problem is None:
+            return messages
+        return [*messages, self._reject(frame, conn, "bad_payload", adu.problem, arrival, uitd)]
 
     async def _slow(self, frame: c.Frame, conn: Connection, arrival: int) -> None:
         """A frame that needs the registry API first."""
@@ -553,7 +568,7 @@ class Gateway:
             if crowded is not None:
                 built = [self._reject(frame, conn, "bad_payload", crowded, arrival, uitd)], {}
             else:
-                built = tr.messages, tr.states
+                built = self._with_problem(tr.messages, adu, frame, conn, arrival, uitd), tr.states
         self._named(conn, uitd)
         messages, states = built
         await self._pass_on(frame, conn, uitd, messages, states)
