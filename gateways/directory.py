@@ -5,7 +5,8 @@
   MISS_RELOAD_S) when an address is not known: a device registered a moment
   ago is found on its first frame.
 - Components on their first frame: the gateway lists the site's devices once,
-  then `POST /api/v1/devices` for the ones the registry does not have. Ingest
+  then `POST /api/v1/devices?only_new=true` for the ones it has not seen there
+  (the registry leaves any registered meanwhile, by an admin, as they are). Ingest
   reloads its registry when a message names an unknown device, at most every
   50 ms (ingest.service.REGISTRY_MIN_GAP_S); waiting REGISTRY_SETTLE_S after
   the POST before publishing makes sure it looks again after the commit.
@@ -208,7 +209,11 @@ class Directory:
 
     async def _send(self, components: list[Component]) -> httpx.Response:
         try:
-            return await self._http.post("/api/v1/devices", json=[c.body() for c in components])
+            return await self._http.post(
+                "/api/v1/devices",
+                params={"only_new": "true"},  # what the registry has, an admin may have set
+                json=[c.body() for c in components],
+            )
         except httpx.HTTPError as exc:
             raise DirectoryUnavailable(f"API unreachable: {exc}") from exc
 

@@ -279,6 +279,26 @@ def test_upsert_updates_and_creates_zones(api, db: str) -> None:  # type: ignore
     assert zones == [("S1", "Z1"), ("S1", "Z2"), ("S2", "Z9")]
 
 
+def test_only_new_registers_the_new_and_leaves_the_registered_as_they_are(api, db: str) -> None:  # type: ignore[no-untyped-def]
+    """What a gateway uses for its points (an outside check found it overwriting
+    the floor, zone and name an admin had given a point)."""
+    register(api, device("P1", zone="3F-east", name="3F east A", interval_s=31_622_400))
+    r = api.post(
+        "/api/v1/devices",
+        params={"only_new": "true"},
+        json=[device("P1", zone="P1", name="guess"), device("P2", zone="P2", name="new")],
+    )
+    assert r.status_code == 200, r.text
+    assert [(d["id"], d["zone"], d["name"], d["interval_s"]) for d in r.json()] == [
+        ("P1", "3F-east", "3F east A", 31_622_400.0),
+        ("P2", "P2", "new", 10.0),
+    ]
+    assert api.get("/api/v1/devices/P1").json()["zone"] == "3F-east"
+    with psycopg.connect(db) as conn:
+        zones = conn.execute("SELECT zone FROM zones ORDER BY 1").fetchall()
+    assert zones == [("3F-east",), ("P2",)]  # the guess made no zone of its own
+
+
 def test_evac_routes_must_name_zones_of_the_same_floor(api) -> None:  # type: ignore[no-untyped-def]
     ok = api.post(
         "/api/v1/devices",

@@ -336,6 +336,26 @@ def test_panel_end_to_end(
             "type 2 with 2 object(s) of 46 bytes needs 94 bytes, got 48; the 1 complete "
             f"object(s) in it were taken (serial 14, from {miscounted[0].split('from ')[1]}"
         ]
+        # A point an admin registered after the gateway listed the site (its
+        # floor and zone set by hand): the gateway registers nothing over it
+        # (an outside check found them overwritten with its guesses).
+        point = {
+            "id": "UITD-7_1_1_265",
+            "site": site,
+            "building": "B1",
+            "floor": "5",
+            "zone": "5F-west",
+            "kind": "smoke",
+            "name": "5F west A",
+            "interval_s": 31_622_400,
+        }
+        with client(api_url) as api:
+            assert api.post("/api/v1/devices", json=point).status_code == 200
+        dev.send(status_frame(15, 42, 0x109, 0x0003, "5F西", now))
+        assert dev.confirm() == 15
+        assert wait_for(lambda: alarm_of(api_url, "UITD-7_1_1_265"))["zone"] == "5F-west"
+        stored = api_get(api_url, "/api/v1/devices/UITD-7_1_1_265")
+        assert (stored["floor"], stored["zone"], stored["name"]) == ("5", "5F-west", "5F west A")
         dev.close()
         stranger.close()
         # The uitd went offline when its connection closed.

@@ -188,7 +188,19 @@ MoveSite = Annotated[
 ]
 
 
-async def _store(conn: ConnDep, devices: list[DeviceIn], move_site: bool) -> list[DeviceOut]:
+OnlyNew = Annotated[
+    bool,
+    Query(
+        description="Register only the devices not registered yet; those registered "
+        "already are left exactly as they are (floor, zone, name, thresholds...) and "
+        "returned as stored. Gateways register their points this way."
+    ),
+]
+
+
+async def _store(
+    conn: ConnDep, devices: list[DeviceIn], move_site: bool, only_new: bool = False
+) -> list[DeviceOut]:
     if not devices:
         return []
     seen: set[str] = set()
@@ -197,7 +209,7 @@ async def _store(conn: ConnDep, devices: list[DeviceIn], move_site: bool) -> lis
             raise BadBody(f"device {d.id!r} appears more than once in the request")
         seen.add(d.id)
     rows = await device_q.upsert_devices(
-        conn, devices=[_to_spec(d) for d in devices], move_site=move_site
+        conn, devices=[_to_spec(d) for d in devices], move_site=move_site, only_new=only_new
     )
     return [DeviceOut.from_row(r) for r in rows]
 
@@ -214,7 +226,11 @@ async def _store(conn: ConnDep, devices: list[DeviceIn], move_site: bool) -> lis
     responses={409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
 )
 async def post_devices(
-    request: Request, conn: ConnDep, caller: CallerDep, move_site: MoveSite = False
+    request: Request,
+    conn: ConnDep,
+    caller: CallerDep,
+    move_site: MoveSite = False,
+    only_new: OnlyNew = False,
 ) -> list[DeviceOut]:
     caller.require("admin")
     body = await _read_body(request)
@@ -224,7 +240,7 @@ async def post_devices(
             text = body.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise BadBody("CSV body is not UTF-8") from exc
-        return await _store(conn, parse_csv(text), move_site)
+        return await _store(conn, parse_csv(text), move_site, only_new)
     try:
         parsed = _devices.validate_json(body)
     except ValidationError as exc:
@@ -232,7 +248,7 @@ async def post_devices(
     devices = parsed if isinstance(parsed, list) else [parsed]
     if len(devices) > MAX_DEVICES_PER_REQUEST:
         raise BadBody(f"at most {MAX_DEVICES_PER_REQUEST} devices per request")
-    return await _store(conn, devices, move_site)
+    return await _store(conn, devices, move_site, only_new)
 
 
 @router.post(

@@ -57,10 +57,34 @@ def _dump(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+# An id registered already: everything as given now (a move judged apart).
+_UPDATE_DEVICE = sql.SQL(
+    """
+    UPDATE SET
+        site_id = EXCLUDED.site_id, building = EXCLUDED.building,
+        floor = EXCLUDED.floor, zone = EXCLUDED.zone, kind = EXCLUDED.kind,
+        name = EXCLUDED.name, interval_s = EXCLUDED.interval_s,
+        thresholds = EXCLUDED.thresholds, routes = EXCLUDED.routes,
+        address = EXCLUDED.address, utc_offset_min = EXCLUDED.utc_offset_min,
+        updated_at = now(),
+        site_since = CASE WHEN devices.site_id <> EXCLUDED.site_id THEN GREATEST(
+            now(),
+            (SELECT max(t.ts) FROM telemetry t WHERE t.device_id = devices.id)
+                + interval '1 millisecond',
+            (SELECT max(e.ts) FROM device_events e WHERE e.device_id = devices.id)
+                + interval '1 millisecond')
+                          ELSE devices.site_since END
+    """
+)
+
+
 async def upsert_devices(
-    conn: Conn, *, devices: Sequence[DeviceSpec], move_site: bool = False
+    conn: Conn, *, devices: Sequence[DeviceSpec], move_site: bool = False, only_new: bool = False
 ) -> list[dict[str, Any]]:
     """Insert or update devices by id in one transaction; returns them as stored.
+    `only_new`: insert the ones not registered yet and leave the others exactly
+    as they are (a gateway registering its points never overwrites what an
+    admin set: floor, zone, name, thresholds).
 
     Sites, buildings, floors and zones are created as needed. An evac
     device's routes must name zones of its own building and floor that
@@ -82,6 +106,11 @@ async def upsert_devices(
             )
     latest = {d.id: (i, d) for i, d in enumerate(devices)}
     rows = sorted(latest.values(), key=lambda item: item[0])
+    asked = [d.id for _, d in rows]
+    if only_new:
+        cur = await conn.execute("SELECT id FROM devices WHERE id = ANY(%s::text[])", (asked,))
+        have = {r["id"] for r in await cur.fetchall()}
+        rows = [(i, d) for i, d in rows if d.id not in have]
     specs = [d for _, d in rows]
     zones = sorted({(d.site, d.building, d.floor, d.zone) for d in specs})
     async with conn.transaction():
@@ -112,33 +141,23 @@ async def upsert_devices(
         await _check_moves(conn, specs, move_site=move_site)
         await _check_routes(conn, rows)
         await _check_addresses(conn, specs)
-        cur = await conn.execute(
+        insert = sql.SQL(
             """
             INSERT INTO devices (id, site_id, building, floor, zone, kind, name, interval_s,
                                  thresholds, routes, address, utc_offset_min)
             SELECT t.id, t.site, t.building, t.floor, t.zone, t.kind, t.name, t.interval_s,
-                   COALESCE(t.thresholds::jsonb, '{}'::jsonb), t.routes::jsonb, t.address,
+                   COALESCE(t.thresholds::jsonb, '{{}}'::jsonb), t.routes::jsonb, t.address,
                    t.utc_offset_min
             FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
                         %s::text[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::int[])
                  AS t(id, site, building, floor, zone, kind, name, interval_s, thresholds, routes,
                       address, utc_offset_min)
-            ON CONFLICT (id) DO UPDATE SET
-                site_id = EXCLUDED.site_id, building = EXCLUDED.building,
-                floor = EXCLUDED.floor, zone = EXCLUDED.zone, kind = EXCLUDED.kind,
-                name = EXCLUDED.name, interval_s = EXCLUDED.interval_s,
-                thresholds = EXCLUDED.thresholds, routes = EXCLUDED.routes,
-                address = EXCLUDED.address, utc_offset_min = EXCLUDED.utc_offset_min,
-                updated_at = now(),
-                site_since = CASE WHEN devices.site_id <> EXCLUDED.site_id THEN GREATEST(
-                    now(),
-                    (SELECT max(t.ts) FROM telemetry t WHERE t.device_id = devices.id)
-                        + interval '1 millisecond',
-                    (SELECT max(e.ts) FROM device_events e WHERE e.device_id = devices.id)
-                        + interval '1 millisecond')
-                                  ELSE devices.site_since END
+            ON CONFLICT (id) DO {}
             RETURNING id
-            """,
+            """
+        ).format(sql.SQL("NOTHING") if only_new else _UPDATE_DEVICE)
+        cur = await conn.execute(
+            insert,
             (
                 [d.id for d in specs],
                 [d.site for d in specs],
@@ -157,13 +176,11 @@ async def upsert_devices(
         await cur.fetchall()  # (a trigger notifies ingest: migration 0140)
     stored = await _select(
         conn,
-        Where(
-            params={"ids": [d.id for d in specs]}, parts=[sql.SQL("d.id = ANY(%(ids)s::text[])")]
-        ),
+        Where(params={"ids": asked}, parts=[sql.SQL("d.id = ANY(%(ids)s::text[])")]),
         order_limit="",
     )
     by_id = {row["id"]: row for row in stored}
-    return [by_id[d.id] for d in specs]
+    return [by_id[device_id] for device_id in asked]
 
 
 async def _check_moves(conn: Conn, specs: Sequence[DeviceSpec], *, move_site: bool) -> None:
