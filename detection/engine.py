@@ -1117,7 +1117,8 @@ class Engine:
         detector whose data are late holds its zone (its rows may still
         corroborate a neighbour's window); a silent one does not, nor one
         last heard longer ago than its lag plus ZONE_TRANSIT_SLACK_MS (it
-        holds the zone that much less: nothing of it is on the way)."""
+        holds the zone that much less: nothing of it is on the way;
+        ON_CHANGE_TRANSIT_SLACK_MS for a panel's points)."""
         members = self._zmembers.get(zone)
         if members is None or len(members) == 0:
             return _NO_LIMIT
@@ -1141,7 +1142,8 @@ class Engine:
         # One that would hold the zone more than ZONE_HOLD_MAX_MS behind its lead
         # (a lag, a clock set back; a long reporting interval never does): not
         # waited for.
-        held = newest + np.maximum(self.arrival_clock - heard - p.ZONE_TRANSIT_SLACK_MS, 0)
+        slack = np.where(on_change, p.ON_CHANGE_TRANSIT_SLACK_MS, p.ZONE_TRANSIT_SLACK_MS)
+        held = newest + np.maximum(self.arrival_clock - heard - slack, 0)
         lead = int(held[live].max())
         live &= held >= lead - p.ZONE_HOLD_MAX_MS
         return int(held[live].min())

@@ -145,6 +145,12 @@ ZONE_HOLD_MAX_MS: Final = 300_000
 # reporting period) and ingest's own pauses; a regular 10 s reporter is held
 # for exactly as before.
 ZONE_TRANSIT_SLACK_MS: Final = 10_000
+# The same for a device that reports on change only (REPORTS_ON_CHANGE_MS: a
+# fire panel's points): its events come in order through its transmission
+# device's one connection, time labels to the second, so only that second and
+# the hop to ingest can be on the way. A panel's fire next to a quiet point is
+# shown after this, not after ZONE_TRANSIT_SLACK_MS.
+ON_CHANGE_TRANSIT_SLACK_MS: Final = 2_000
 
 # --- Event-time quarantine ----------------------------------------------------
 # A reading (or event) dated more than this ahead of both the device's own

@@ -163,3 +163,26 @@ def test_alarm_events_dated_far_behind_the_device_are_taken_at_its_newest_time()
         (2, "fire", "open", "pending", "device_alarm", T0),
     ]
     assert e.late_events == 1  # the fault: a restore came after it
+
+
+def test_a_panel_fire_is_shown_within_seconds_next_to_a_quiet_point() -> None:
+    """Points report on change only, through one transmission device in order:
+    nothing of a quiet neighbour is on its way, so its zone waits for it only
+    ON_CHANGE_TRANSIT_SLACK_MS (the outside check saw a panel's fire reach REST
+    10.7 s late next to a quiet point, 0.4 s alone)."""
+    on_change = [366 * 86_400_000] * 2
+    e = Engine(capacity=8)
+    e.configure([0, 1], [K["smoke"], K["smoke"]], [0, 0], [{}, {}], on_change)
+    none = np.empty(0, np.int64)
+    empty = Readings(slot=none, ts=none, values=np.empty((0, NR)))
+
+    def send(slot: int, at: int, name: str) -> list[AlarmChange]:
+        ev = Events(np.array([slot]), np.array([T0 + at]), np.array([EV[name]], np.int16))
+        return e.process(empty, ev, T0 + at + 300)  # 0.3 s from panel to ingest
+
+    send(1, 0, "panel_reset")  # the neighbour's whole state, then quiet
+    assert send(0, 60_000, "panel_fire") == []  # held for the zone's order, briefly
+    assert e.advance(T0 + 61_000) == []
+    shown = e.advance(T0 + 62_500)
+    assert brief(shown) == [(0, "fire", "open", "pending", "panel_alarm")]
+    assert shown[0].at_ms == T0 + 60_000
