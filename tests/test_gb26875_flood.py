@@ -136,6 +136,8 @@ def test_a_garbage_flood_is_one_reject_per_run_and_frames_behind_it_are_confirme
         gw = GatewayThread(mqtt_url, api_url, named_gateway(gateway_id)).start()
         try:
             dev = Device(gw.port)
+            dev.send(frame(9, b"", source=SOURCE))  # it spoke first: a device (below)
+            assert dev.confirm() == 9
             dev.send(flood, frame(1, b"", source=SOURCE), junk, status)
             got = settle(rejects, 2)
             # Two runs of junk, two rejects (there were ~80,000), each saying what it covers.
@@ -346,6 +348,37 @@ def test_bytes_trickled_after_a_frame_do_not_keep_a_connection_open(
             if closed:
                 break
         assert closed
+
+
+def test_a_connection_of_junk_only_is_closed_after_64_kib(
+    api_url: str, db: str, mqtt_url: str, site: str, gateway_id: str, rejects: Subscriber
+) -> None:
+    """The outside check's flood: connections writing 64 KiB of `@@` or random
+    bytes as fast as they could, reconnecting when closed at HELLO_S, took the
+    gateway's one core (a real panel's confirm took 4-21 s). A device's first
+    bytes are a frame: after JUNK_BEFORE_FRAME_BYTES with none, it is closed
+    at once, its junk kept as one reject; a device next to it is served."""
+    register_uitd(api_url, site)
+    gw = GatewayThread(mqtt_url, api_url, named_gateway(gateway_id)).start()
+    try:
+        flooder = Device(gw.port)
+        closed = False
+        try:
+            flooder.send(b"@@" * 40_000)
+            flooder.sock.settimeout(10)
+            closed = flooder.sock.recv(4096) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            closed = True
+        assert closed
+        [report] = settle(rejects, 1)
+        assert report["reason"] == "bad_frame"
+        assert report["size"] > gwserver.JUNK_BEFORE_FRAME_BYTES
+        dev = Device(gw.port)
+        dev.send(frame(1, b"", source=SOURCE))
+        assert dev.confirm() == 1
+        dev.close()
+    finally:
+        gw.stop()
 
 
 def test_points_beyond_a_transmission_devices_limit_are_rejects_not_devices(

@@ -8,6 +8,7 @@ control unit and the data, modulo 256) and `##`. Integers are little-endian.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,13 @@ HEADER_LEN: Final = 27  # start (2) + control unit (25)
 OVERHEAD: Final = 30  # header + checksum (1) + end (2)
 MAX_ADU: Final = 1024  # the standard's bound on N
 MAX_FRAME: Final = OVERHEAD + MAX_ADU
+# A start marker whose length field (bytes 24-25, little-endian) can be at
+# most MAX_ADU: its high byte at most 4. Found by the regular expression engine
+# in C, so a flood of false starts (`@@` repeated) costs no Python per byte.
+_PLAUSIBLE_START: Final = re.compile(
+    re.escape(START) + rb".{22}." + bytes([ord("["), 0x00, ord("-"), MAX_ADU >> 8, ord("]")]),
+    re.DOTALL,
+)
 TIME_LABEL_LEN: Final = 6
 DESCRIPTION_LEN: Final = 31
 DEFAULT_UTC_OFFSET_MIN: Final = 480  # devices keep China Standard Time (UTC+8)
@@ -188,16 +196,17 @@ class FrameReader:
         out: list[Frame | BadFrame] = []
         buf = self._buf
         while True:
-            start = buf.find(START)
-            if start < 0:
-                # Keep a trailing '@' (maybe half a start marker); the rest is junk.
-                keep = 1 if buf.endswith(b"@") else 0
-                if len(buf) > keep:
-                    self._add_junk(buf, len(buf) - keep)
-                    del buf[: len(buf) - keep]
-                break
+            found = _PLAUSIBLE_START.search(buf)
+            if found is not None:
+                start = found.start()
+            else:
+                # Only a start whose header is still incomplete may be one (a
+                # trailing '@' may be half a marker); the rest is junk.
+                start = buf.find(START, max(len(buf) - HEADER_LEN + 1, 0))
+                if start < 0:
+                    start = len(buf) - (1 if buf.endswith(b"@") else 0)
             if start > 0:
-                self._add_junk(buf, start)
+                self._skip(buf, start)
                 del buf[:start]
             if len(buf) < HEADER_LEN:
                 break
@@ -267,6 +276,17 @@ class FrameReader:
         if room > 0:
             self._junk += buf[: min(n, room)]
         self._junk_size += n
+
+    def _skip(self, buf: bytearray, n: int) -> None:
+        """Junk up to `n`: its start markers are false starts, their length
+        fields beyond MAX_ADU (else `_PLAUSIBLE_START` would have stopped there)."""
+        first = buf.find(START, 0, n + 1)  # (one may begin on the last junk byte)
+        if first >= 0 and first + HEADER_LEN <= len(buf):
+            if not self._false_starts:
+                length = buf[first + 24] | buf[first + 25] << 8
+                self._first_false_start = f"length {length} > {MAX_ADU}"
+            self._false_starts += buf.count(START, first, n + 1)
+        self._add_junk(buf, n)
 
     def _false_start(self, buf: bytearray, why: str, n: int = 1) -> None:
         if not self._false_starts:

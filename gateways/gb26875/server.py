@@ -89,6 +89,10 @@ JUNK_REPORT_S: Final = 10.0
 # A connection must speak for a registered transmission device this soon (a
 # device sends its data or a heartbeat as soon as it connects).
 HELLO_S: Final = 30.0
+# Bytes a connection may send before its first well-formed frame: a device's
+# first bytes are a frame. Beyond, it is closed at once (its bad input kept):
+# a flood of junk costs the gateway this much per connection, not HELLO_S of it.
+JUNK_BEFORE_FRAME_BYTES: Final = 64 * 1024
 # Points (panels and their components) registered for one transmission device at
 # most: GB 50116-2013 3.1.5 allows 3,200 points per fire alarm controller, and a
 # transmission device serves a few controllers. Beyond, a frame naming new
@@ -177,6 +181,8 @@ class Connection(asyncio.Protocol):
         self.announce = False  # publish `online` with the next frame
         self.unknown_reported = False
         self.opened = self.last_frame = time.monotonic()  # last_frame: well-formed
+        self.framed = False  # a well-formed frame came
+        self.received = 0  # bytes, until then
         self.closed = False
         self.junk_since: float | None = None  # when the open run of junk began
         self.bad_window = -float("inf")  # monotonic start of the bad-input window
@@ -196,6 +202,12 @@ class Connection(asyncio.Protocol):
         items = self.reader.feed(data)
         if any(isinstance(item, c.Frame) for item in items):
             self.last_frame = now
+            self.framed = True
+        elif not self.framed:
+            self.received += len(data)
+            if self.received > JUNK_BEFORE_FRAME_BYTES:
+                self.gw._junk_only(self.peer)
+                self.close()  # its bad input is reported as the connection goes
         if any(isinstance(item, c.BadFrame) and item.reason == "garbage" for item in items):
             self.junk_since = None  # that run ended; any open one began in this read
         self.queue.extend(items)
@@ -319,6 +331,10 @@ class Gateway:
         self._nameless = ThrottledWarning(
             log,
             f"connection(s) closed: no registered transmission device named within {hello_s:g} s",
+        )
+        self._junk_only = ThrottledWarning(
+            log,
+            f"connection(s) closed: {JUNK_BEFORE_FRAME_BYTES} bytes and no well-formed frame",
         )
         self._rejects_lost = ThrottledWarning(
             log, "reject(s) not passed on (broker away or not acknowledging)"
