@@ -238,7 +238,7 @@ class EmbeddedBroker:
         else:
             conf = self.work_dir / "amqtt.yaml"
             conf.write_text(AMQTT_CONF.format(port=port))
-            cmd = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
+            cmd = [sys.executable, "-P", "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
         self.proc = spawn_service(cmd, self.log_path)
         try:
             wait_for_port(port, self.proc, START_TIMEOUT_S)

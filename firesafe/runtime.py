@@ -802,7 +802,9 @@ def _start_child(
     if command == "api" and settings.api_host in ("127.0.0.1", "localhost", "::1"):
         # `up` on loopback is a developer's stack: /docs open, as its README says.
         env.setdefault("FIRESAFE_API_PUBLIC_DOCS", "true")
-    cmd = [sys.executable, "-m", "firesafe.cli", command, *args]
+    # -P: the working directory is not put on the import path (an `api.py` or
+    # `firesafe.py` where `up` was started must not shadow the package).
+    cmd = [sys.executable, "-P", "-m", "firesafe.cli", command, *args]
     log.info("starting: firesafe %s", " ".join([command, *args]))
     # Its own process group: Ctrl-C reaches only `up`, which stops the children
     # in order (simulator, then ingest drains, then the API) instead of all at once;

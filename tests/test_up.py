@@ -498,3 +498,18 @@ def test_sim_args_are_added_to_the_demos() -> None:
     assert mine.count("--scenario") == 1
     assert "all" not in mine
     assert mine[-3:] == ["--scenario", "cooking", "--sites=3"]
+
+
+def test_a_childs_imports_ignore_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outside check ran `up` from a folder holding its own `api.py`: every
+    restart of a child then failed to import (`'api' is not a package`), and
+    after five `up` stopped everything. Children start with `python -P`."""
+    (tmp_path / "api.py").write_text("raise SystemExit('shadowed')\n")
+    (tmp_path / "firesafe.py").write_text("raise SystemExit('shadowed')\n")
+    monkeypatch.chdir(tmp_path)
+    from firesafe.settings import Settings
+
+    child = runtime._start_child(Settings(), "--help", [])
+    assert child.wait(60) == 0
