@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from firesafe import i18n
 from firesafe.i18n import N_
@@ -543,6 +544,13 @@ async def _database(request: Request, exc: Exception) -> JSONResponse:
     return error_json(500, "internal", "internal error", request=request)
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    """The client closed the connection before sending its whole body: nobody
+    reads the answer, and it is no server error (no traceback in the log)."""
+    log.info("request %s: the client disconnected before the end of its body", request_id(request))
+    return error_json(400, "bad_request", "the request body ended early", request=request)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("request %s: unhandled error", request_id(request), exc_info=exc)
     return error_json(500, "internal", "internal error", request=request)
@@ -607,4 +615,5 @@ def install(app: FastAPI) -> None:
     # psycopg.Error (ProgrammingError, IntegrityError...) whose text must not leak.
     app.add_exception_handler(psycopg.Error, _database)
     app.add_exception_handler(PoolTimeout, _database)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

@@ -97,6 +97,7 @@ def decode_cursor(value: str | None, kind: str, types: tuple[type, ...]) -> list
         or len(data) != len(types) + 1
         or data[0] != kind
         or not all(type(v) is t for v, t in zip(data[1:], types, strict=True))
+        or any(type(v) is str and "\x00" in v for v in data)  # no id holds one
     ):
         raise BadParameter("cursor", "not a cursor returned by this endpoint")
     return data[1:]

@@ -928,3 +928,40 @@ def test_a_hung_database_gets_503_and_degraded_health_within_seconds(
         _wait(lambda: api.get("/api/v1/devices").status_code == 200, "the pool to recover")
         _wait(lambda: api.get("/health").json()["database"]["ok"], "health to recover")
     proxy.close()
+
+
+def test_a_client_gone_mid_body_is_no_server_error(
+    database_url: str, migration: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outside check: an admin client that closed its connection in the
+    middle of a device registration's body left two ERROR tracebacks in the
+    log (one from the API, one from uvicorn). It is the client's doing: one
+    INFO line; the API serves the next request."""
+    with (
+        live_server(database_url) as url,
+        caplog.at_level(logging.INFO),
+    ):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=WAIT_S) as sock:
+            sock.sendall(
+                b"POST /api/v1/devices HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                + b'[{"id":'
+            )
+        deadline_at = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline_at and not any(
+            "disconnected before the end of its body" in r.getMessage() for r in caplog.records
+        ):
+            time.sleep(0.05)
+        with client(url) as api:
+            assert api.get("/api/v1/devices").status_code == 200
+    assert any("disconnected before the end of its body" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_forged_cursor_with_a_nul_is_a_422_naming_it(api: httpx.Client) -> None:
+    forged = "WyJhbGFybXMiLDE3OTY1ODU2MDg5MjIwMDAsIlx1MDAwMCJd"  # ["alarms",...,"\u0000"]
+    response = api.get("/api/v1/alarms", params={"cursor": forged, "limit": 1})
+    assert response.status_code == 422
+    assert "'cursor'" in response.json()["error"]["message"]
