@@ -259,7 +259,8 @@ def test_panel_end_to_end(
         # (The shared test broker may replay other tests' retained statuses:
         # only the gateway's own topic counts here.)
         unknown = api_get(api_url, "/api/v1/rejects", reason="unknown_device")["items"]
-        assert len([r for r in unknown if r["topic"] == "fs/v1/_gateway/gb26875/reject"]) == 1
+        [stranger_fire] = [r for r in unknown if r["topic"] == "fs/v1/_gateway/gb26875/reject"]
+        assert "; it carries FIRE ALARMS: point 1/1/1 (x) (serial 9" in stranger_fire["detail"]
         denied = api_get(api_url, "/api/v1/rejects", reason="unsupported")["items"]
         details = [r["detail"] for r in denied if r["topic"] == "fs/v1/_gateway/gb26875/reject"]
         assert any(d.startswith("command 4 ") for d in details)

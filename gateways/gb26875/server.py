@@ -59,6 +59,7 @@ from firesafe.throttle import ThrottledWarning
 from gateways.directory import Directory, DirectoryUnavailable, RegistrationRefused
 from gateways.gb26875 import codec as c
 from gateways.gb26875.mapping import (
+    FIRE,
     Component,
     Message,
     Translator,
@@ -646,7 +647,7 @@ class Gateway:
             return
         detail = (
             f"source address {frame.source_hex} is not registered: register a device of kind "
-            f"uitd with this address"
+            f"uitd with this address{_fires_in(frame)}"
         )
         if not await self._publish([self._reject(frame, conn, "unknown_device", detail, arrival)]):
             self._unconfirmed("broker did not acknowledge")
@@ -759,3 +760,20 @@ class Gateway:
     def _unconfirmed(self, why: str) -> None:
         self.counters.unconfirmed += 1
         self._not_confirmed(why)
+
+
+def _fires_in(frame: c.Frame) -> str:
+    """`; it carries FIRE ALARMS: ...` for the fire bits set in a frame from an
+    unregistered device (its reject must not read like a heartbeat's)."""
+    try:
+        objects = c.decode_adu(frame.adu).objects if frame.adu else []
+    except c.AduError:
+        return ""
+    fires: list[str] = []
+    for o in objects:
+        if isinstance(o, c.ComponentStatus) and o.flags & FIRE:
+            text = f" ({o.description})" if o.description else ""
+            fires.append(f"point {o.system_type}/{o.system_address}/{o.component_address}{text}")
+        elif isinstance(o, c.SystemStatus) and o.flags & FIRE:
+            fires.append(f"system {o.system_type}/{o.system_address}")
+    return f"; it carries FIRE ALARMS: {', '.join(fires)}" if fires else ""
