@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -54,6 +55,7 @@ def not_reserved_site(site: str) -> str:
 SiteId = Annotated[str, StringConstraints(pattern=ID_REGEX), AfterValidator(not_reserved_site)]
 Name = Annotated[str, StringConstraints(pattern=NAME_REGEX)]
 Kind = Literal["smoke", "heat", "multi", "mcp", "electrical", "evac", "uitd", "panel", "point"]
+_ENDS_IN_NUMBER = re.compile(r"_[0-9]+$")
 # GB/T 26875.3 source address: 6 bytes as 12 hex digits, most significant first.
 Address = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{12}$", to_upper=True)]
 UtcOffset = Annotated[int, Field(ge=-720, le=840)]
@@ -157,6 +159,13 @@ class DeviceIn(BaseModel):
             raise ValueError("routes are only for evac devices")
         if self.kind == "uitd" and self.address is None:
             raise ValueError("a uitd needs its `address` (12 hex digits)")
+        if self.kind == "uitd" and _ENDS_IN_NUMBER.search(self.id):
+            # Its points are `{id}_{system}_{address}_{point}`: a uitd `Q_1`'s
+            # panel `Q_1_1_1` would be uitd `Q`'s point 1/1/1.
+            raise ValueError(
+                "a uitd id must not end in `_` and digits (its points' ids would "
+                "collide with another uitd's)"
+            )
         if self.kind != "uitd" and (self.address is not None or self.utc_offset_min is not None):
             raise ValueError("address and utc_offset_min are only for uitd devices")
         return self
