@@ -647,9 +647,9 @@ def test_the_apis_reject_reasons_are_the_contracts() -> None:
 def test_a_uitd_id_ending_in_a_number_is_refused(api) -> None:  # type: ignore[no-untyped-def]
     """An outside check: uitd `Q`'s point 1/1/1 and uitd `Q_1`'s panel 1/1 were
     both `Q_1_1_1`, and one's fire was raised on the other's device."""
-    uitd = {"kind": "uitd", "address": "000000000001", "interval_s": 30}
-    r = api.post("/api/v1/devices", json=device("Q_1", **uitd))
+    uitd: dict[str, Any] = {"address": "000000000001", "interval_s": 30}
+    r = api.post("/api/v1/devices", json=device("Q_1", kind="uitd", **uitd))
     assert r.status_code == 422
     assert "must not end in `_` and digits" in r.json()["error"]["message"]
-    r = api.post("/api/v1/devices", json=device("Q-1", **uitd))
+    r = api.post("/api/v1/devices", json=device("Q-1", kind="uitd", **uitd))
     assert r.status_code == 200, r.text
