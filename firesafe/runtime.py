@@ -561,6 +561,9 @@ async def run_up(
             await asyncio.to_thread(broker.stop)
         if pg is not None:
             await asyncio.to_thread(pg.stop)
+        services = (("the broker", broker), ("the database", pg))
+        own = [name for name, service in services if service is not None]
+        log.info("stopped: %s", ", ".join(["ingest", "the API", *own]))  # said, not guessed
         os.close(lock)  # last: the next `up` may start its database now
 
 
