@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -25,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firesafe.settings import MqttEndpoint, Settings
 from gateways.directory import Directory
+from gateways.gb26875 import server as gwserver
 from gateways.gb26875.server import Gateway
 from gateways.mqtt import AckPublisher
 from tests.gb26875_frames import adu, analog, component_status, frame
@@ -357,6 +359,14 @@ def test_panel_end_to_end(
         assert wait_for(lambda: alarm_of(api_url, "UITD-7_1_1_265"))["zone"] == "5F-west"
         stored = api_get(api_url, "/api/v1/devices/UITD-7_1_1_265")
         assert (stored["floor"], stored["zone"], stored["name"]) == ("5", "5F-west", "5F west A")
+        # A device that reconnects at once (some open a connection per message)
+        # is not offline (an outside check counted 35 offline alarms).
+        dev.close()
+        dev = Device(gw.port)
+        dev.send(frame(16, b"", source=SOURCE))
+        assert dev.confirm() == 16
+        time.sleep(gwserver.OFFLINE_GRACE_S + 1)
+        assert alarm_of(api_url, "UITD-7", "offline") is None
         dev.close()
         stranger.close()
         # The uitd went offline when its connection closed.

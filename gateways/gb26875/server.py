@@ -30,7 +30,8 @@ and the connection's later frames wait behind it, so order is kept.
 
 Supervision: a transmission device is `online` (retained status, like an MQTT
 device) from its first frame on a connection and at every heartbeat, and
-`offline` when its last connection closes or sends no frame for `idle_s`.
+`offline` when its last connection closes (and no other opens within
+OFFLINE_GRACE_S) or sends no frame for `idle_s`.
 
 Connections are a bounded resource (the protocol has no authentication): one
 that has not spoken for a registered transmission device within HELLO_S is
@@ -90,6 +91,9 @@ JUNK_REPORT_S: Final = 10.0
 # A connection must speak for a registered transmission device this soon (a
 # device sends its data or a heartbeat as soon as it connects).
 HELLO_S: Final = 30.0
+# A transmission device whose last connection closed is `offline` unless it
+# connects again within this.
+OFFLINE_GRACE_S: Final = 5.0
 # Bytes a connection may send before its first well-formed frame: a device's
 # first bytes are a frame. Beyond, it is closed at once (its bad input kept):
 # a flood of junk costs the gateway this much per connection, not HELLO_S of it.
@@ -464,6 +468,11 @@ class Gateway:
         if self._stopping:
             # The gateway stops, not the device: no `offline` for a restart. If no
             # gateway comes back, ingest's silence supervision raises it.
+            return
+        # A device that reconnects at once (some open a connection per message)
+        # is not offline: one `offline` alarm per closed connection was a flood.
+        await asyncio.sleep(OFFLINE_GRACE_S)
+        if self._stopping or self.online.get(uitd.id, 0) > 0:
             return
         # Best effort: if the broker is away too, ingest's silence supervision
         # (3 x the uitd's interval_s) raises `offline` without it.
