@@ -375,6 +375,31 @@ def test_csv_import(api) -> None:  # type: ignore[no-untyped-def]
     assert "line 2" in bad.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("sheet", "says"),
+    [
+        (
+            "id,site,building,floor,zone,kind,zoen\nC5,S1,B1,1,Z1,smoke,Z9\n",
+            "unknown column(s) 'zoen'",
+        ),
+        (
+            "id,id,site,building,floor,zone,kind\nC5,C6,S1,B1,1,Z1,smoke\n",
+            "names column(s) id more",
+        ),
+        ("id,site,building,floor,zone,kind\nC5,S1,B1,1,Z1,smoke,extra\n", "line 2: more cells"),
+    ],
+)
+def test_a_csv_sheet_that_would_not_be_stored_as_written_is_refused(  # type: ignore[no-untyped-def]
+    api, sheet: str, says: str
+) -> None:
+    """An outside check: a column twice silently kept the last one, and unknown
+    columns and extra cells were ignored (a typo's zone not stored)."""
+    bad = api.post("/api/v1/devices", content=sheet.encode(), headers={"Content-Type": "text/csv"})
+    assert bad.status_code == 422, bad.text
+    assert says in bad.json()["error"]["message"]
+    assert api.get("/api/v1/devices/C5").status_code == 404
+
+
 def test_device_list_filters_and_pagination(api) -> None:  # type: ignore[no-untyped-def]
     register(
         api,

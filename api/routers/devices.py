@@ -132,10 +132,21 @@ def parse_csv(text: str) -> list[DeviceIn]:
     """
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
-        header = reader.fieldnames or []
+        header = list(reader.fieldnames or [])
         missing = [c for c in CSV_COLUMNS[:6] if c not in header]
         if missing:
             raise BadBody(f"CSV header lacks column(s) {', '.join(missing)}")
+        # A typo (`zoen`) or a column twice would be ignored, or the last one
+        # silently kept: the device stored differs from the sheet.
+        unknown = [c for c in header if c not in CSV_COLUMNS]
+        if unknown:
+            raise BadBody(
+                f"CSV header has unknown column(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(CSV_COLUMNS)}"
+            )
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:
+            raise BadBody(f"CSV header names column(s) {', '.join(twice)} more than once")
         return _csv_devices(reader)
     except csv.Error as exc:
         raise BadBody(f"CSV line {reader.line_num}: {exc}") from exc
@@ -144,6 +155,8 @@ def parse_csv(text: str) -> list[DeviceIn]:
 def _csv_devices(reader: csv.DictReader[str]) -> list[DeviceIn]:
     devices = []
     for line, row in enumerate(reader, start=2):
+        if None in row:  # csv.DictReader's key for cells beyond the header
+            raise BadBody(f"CSV line {line}: more cells than the header has columns")
         item: dict[str, Any] = {
             k: v for k, v in row.items() if k in CSV_COLUMNS and v not in (None, "")
         }
@@ -221,7 +234,8 @@ async def _store(
     description="Upsert by `id`; sites, buildings, floors and zones are created as needed. "
     "JSON: one device or a list; `text/csv`: a header row with "
     + ", ".join(CSV_COLUMNS)
-    + ". Returns the devices as stored, in request order. Admin only.",
+    + " (no other column, each once). Returns the devices as stored, in request order. "
+    "Admin only.",
     openapi_extra={"requestBody": _request_body_schema()},
     responses={409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
 )
