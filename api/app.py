@@ -9,14 +9,14 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from api import dbtypes, docs_pages, errors
+from api import dbtypes, docs_pages, errors, params
 from api.deadline import DeadlineMiddleware
 from api.deps import CallerDep
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -125,6 +125,7 @@ def create_app(
         openapi_url="/openapi.json" if public_docs else None,
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(params.single_valued_query)],
     )
     # Innermost: no response within its deadline (a hung database) is a 503.
     app.add_middleware(DeadlineMiddleware)

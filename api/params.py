@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Query
+from fastapi import Query, Request
 
 from api.errors import BadParameter
 from firesafe.contract import ID_PATTERN
@@ -112,3 +112,13 @@ def time_key(kind: str, cursor: str | None, second: type) -> tuple[datetime, Any
         return from_micros(key[0]), key[1]
     except OverflowError as exc:
         raise BadParameter("cursor", "not a cursor returned by this endpoint") from exc
+
+
+def single_valued_query(request: Request) -> None:
+    """Every query parameter at most once (none of them is a list): with
+    `?site=A&site=B` only the last was used, silently (an outside check)."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen:
+            raise BadParameter(name, "given more than once")
+        seen.add(name)

@@ -965,3 +965,11 @@ def test_a_forged_cursor_with_a_nul_is_a_422_naming_it(api: httpx.Client) -> Non
     response = api.get("/api/v1/alarms", params={"cursor": forged, "limit": 1})
     assert response.status_code == 422
     assert "'cursor'" in response.json()["error"]["message"]
+
+
+def test_a_query_parameter_given_twice_is_a_422_naming_it(api: httpx.Client) -> None:
+    """An outside check: `?site=S001&site=S002` used only the last, silently."""
+    response = api.get("/api/v1/alarms?site=S1&site=S2")
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == "query parameter 'site': given more than once"
+    assert api.get("/api/v1/alarms?site=S1&status=active").status_code == 200
