@@ -114,6 +114,11 @@ _URGENT_SUFFIXES = ("/event", "/status")
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
+class StopRequested(Exception):
+    """Asked to stop while waiting for the database: what was not committed is
+    not acknowledged, and the broker delivers it again to the next run."""
+
+
 class PoisonBatch(Exception):
     """The database (or processing) refused something in this batch's rows."""
 
@@ -207,11 +212,17 @@ class IngestService:
         """Run until `request_stop()`; then drain, acknowledge and close in order.
         Losing a shard's lease (the database session that held it) starts over."""
         while True:
+            stopped = False
             try:
                 await self._run_once()
                 return
             except* ShardLost as lost:
                 log.warning("%s: dropping every shard and starting over", lost.exceptions[0])
+            except* StopRequested:
+                log.info("stopped while waiting for the database")
+                stopped = True
+            if stopped:
+                return
             await self._start_over()
             if self._stopping.is_set():
                 return
@@ -305,8 +316,17 @@ class IngestService:
             except _CONNECTION_ERRORS as exc:
                 await self._close_database()
                 log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter
+                await self._wait_unless_stopping(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
+
+    async def _wait_unless_stopping(self, delay: float) -> None:
+        """Sleep before trying the database again; a stop asked for meanwhile (or
+        before) ends the wait with StopRequested (SIGTERM was ignored for as long
+        as the database was away: an outside check)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        if self._stopping.is_set():
+            raise StopRequested
 
     async def _close_database(self) -> None:
         for conn in (self._writer, self._aux):
@@ -568,7 +588,7 @@ class IngestService:
                 # Devices go on reporting into the broker meanwhile: ingest's outage
                 # is not theirs, so supervision gets the time back once it hears.
                 self.silence.supervisor.hearing(False, now_ms())
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter
+                await self._wait_unless_stopping(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
                 with contextlib.suppress(psycopg.Error):
                     await self._reconnect_database()

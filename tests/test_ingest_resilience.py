@@ -3,6 +3,7 @@ connections (the ingest-process restart is in test_ingest_integration)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 import uuid
@@ -405,3 +406,39 @@ def test_a_retained_reject_is_kept_once_across_reconnections(
         clear_retained(mqtt_url, topic)
         proxy.close()
         forget_session(mqtt_url, client_id)
+
+
+@pytest.mark.parametrize("when", ["at start-up", "while running"])
+def test_a_stop_is_honoured_while_the_database_is_away(
+    db: str, mqtt_url: str, site: str, when: str
+) -> None:
+    """An outside check: SIGTERM (and SIGINT) did nothing for as long as the
+    database was away, at start-up for 10 minutes, running until it came back
+    (here: the drain's 10 s limit). Now ingest stops at once; what it had not
+    committed stays with the broker."""
+    from ingest.service import IngestService
+
+    client_id = f"stop-{site}"
+    proxy, settings = ingest_behind_a_database_proxy(db, mqtt_url, client_id)
+
+    async def go() -> float:
+        service = IngestService(settings)
+        if when == "at start-up":
+            proxy.cut()
+        runner = asyncio.create_task(service.run())
+        if when == "while running":
+            await asyncio.wait_for(service.ready.wait(), 30)
+            proxy.cut()
+        await asyncio.sleep(2.0)  # retrying by now
+        assert not runner.done()
+        asked = time.monotonic()
+        service.request_stop()
+        await asyncio.wait_for(runner, 20)
+        return time.monotonic() - asked
+
+    try:
+        took = asyncio.run(go())
+    finally:
+        proxy.close()
+        forget_session(mqtt_url, client_id)
+    assert took < 3.0, took  # (the drain waited its 10 s for the database before)
