@@ -47,6 +47,10 @@ RECONNECT_MIN_S = 0.5
 # Short: while ingest is away, fires wait in the broker and linkage commands
 # cannot leave; jitter spreads a fleet's reconnections.
 RECONNECT_MAX_S = 5.0
+# A connection lost sooner than this after it was made is retried with backoff,
+# as a failed one is (one that lasted is retried at once).
+STABLE_S = 10.0
+_SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: same client id connected elsewhere
 # An MQTT 3.1.1-only broker may ignore an MQTT 5 CONNECT: fall back after this.
 CONNECT_TIMEOUT_S = 5.0
 # One recv() per socket wake-up instead of paho's byte-at-a-time header reads.
@@ -162,6 +166,7 @@ class MqttSource:
         self.subscribed = False
         self._ever_subscribed = False
         self._lost: asyncio.Event = asyncio.Event()
+        self._lost_code = 0  # the reason code of the last disconnection
         self._stopping = False
         # Our own QoS 1 publications awaiting PUBACK, by packet id.
         self._inflight: dict[int, asyncio.Future[None]] = {}
@@ -176,12 +181,11 @@ class MqttSource:
                 await self._connect()
             except MqttError as exc:
                 attempt += 1
-                delay = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2**attempt)
-                delay *= random.uniform(0.5, 1.0)  # jitter: a fleet must not reconnect in step
+                delay = _backoff(attempt)
                 log.warning("MQTT %s: %s; retrying in %.1f s", self.endpoint.url(), exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            attempt = 0
+            up_since = time.monotonic()
             if on_connected is not None:
                 on_connected()
             misc = asyncio.create_task(self._misc_loop(), name="mqtt-keepalive")
@@ -192,10 +196,30 @@ class MqttSource:
                 with contextlib.suppress(asyncio.CancelledError):
                     await misc
                 self._teardown()
-            if not self._stopping:
-                log.warning("MQTT connection lost; reconnecting")
-                # The broker may have been upgraded or restarted: ask for MQTT 5 again.
-                self.protocol = paho.MQTTv5
+            if self._stopping:
+                break
+            # The broker may have been upgraded or restarted: ask for MQTT 5 again.
+            self.protocol = paho.MQTTv5
+            why = ""
+            if self._lost_code == _SESSION_TAKEN_OVER:
+                why = " (another client took the session: another process holding this shard?)"
+            if time.monotonic() - up_since >= STABLE_S:
+                attempt = 0
+                log.warning("MQTT connection of %r lost%s; reconnecting", self.client_id, why)
+                continue
+            # Lost again at once: two processes taking one client id from each
+            # other, or a broker that drops us. Back off as for a failed connect
+            # (an outside check saw 1,000 reconnections a second without this).
+            attempt += 1
+            delay = _backoff(attempt)
+            log.warning(
+                "MQTT connection of %r lost after %.1f s%s; reconnecting in %.1f s",
+                self.client_id,
+                time.monotonic() - up_since,
+                why,
+                delay,
+            )
+            await asyncio.sleep(delay)
 
     async def stop(self) -> None:
         """Disconnect cleanly; the broker keeps the session and unacknowledged messages."""
@@ -491,6 +515,7 @@ class MqttSource:
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, code: ReasonCode, props: Any
     ) -> None:
+        self._lost_code = int(code.value) if isinstance(code, ReasonCode) else int(code)
         self.connected = False
         self.subscribed = False
         self._call_in_loop(self._lost.set)
@@ -558,3 +583,9 @@ def _failed(code: ReasonCode | int) -> bool:
 def _unsupported_protocol(code: ReasonCode | int) -> bool:
     value = code.value if isinstance(code, ReasonCode) else code
     return value in (1, 0x84)  # 3.1.1 "unacceptable protocol version", 5 "unsupported"
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before the next connection attempt; jitter: a fleet must not
+    reconnect in step."""
+    return min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2.0**attempt) * random.uniform(0.5, 1.0)

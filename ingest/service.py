@@ -27,11 +27,12 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
+from psycopg import conninfo
 
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
@@ -105,6 +106,17 @@ APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
 # its client is gone (a partition, a dead machine), or those shards would wait
 # for the kernel's two-hour keepalive. About 5 + 3 x 2 s here.
 WRITER_OPTIONS = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
+# And this process must notice when the server is gone without a word (a
+# partition, packets dropped): else it waits for an answer for ever, its leases
+# ended by another process, while its broker sessions fight the new owner's for
+# their client ids (an outside check: a storm of 1,000 reconnections a second).
+CLIENT_KEEPALIVES: Final[dict[str, int]] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,  # ms: data sent and not acknowledged
+}
 
 _MAINS = READING_INDEX["mains"]
 _URGENT_SUFFIXES = ("/event", "/status")
@@ -299,11 +311,12 @@ class IngestService:
         delay = DB_RETRY_MIN_S
         while True:
             try:
+                dsn = conninfo.make_conninfo(self.dsn, **CLIENT_KEEPALIVES)
                 self._writer = await psycopg.AsyncConnection.connect(
-                    self.dsn, application_name=APPLICATION_NAME, options=WRITER_OPTIONS
+                    dsn, application_name=APPLICATION_NAME, options=WRITER_OPTIONS
                 )
                 self._aux = await psycopg.AsyncConnection.connect(
-                    self.dsn, autocommit=True, application_name=APPLICATION_NAME
+                    dsn, autocommit=True, application_name=APPLICATION_NAME
                 )
                 flavour = await store.recorded_flavour(self._aux)
                 if flavour is None:

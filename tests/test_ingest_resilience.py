@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -442,3 +443,43 @@ def test_a_stop_is_honoured_while_the_database_is_away(
         proxy.close()
         forget_session(mqtt_url, client_id)
     assert took < 3.0, took  # (the drain waited its 10 s for the database before)
+
+
+def test_two_sessions_with_one_client_id_back_off_instead_of_storming(
+    mqtt_url: str, site: str
+) -> None:
+    """An outside check: a wedged ingest process and the shard's new owner took
+    one client id from each other about 1,000 times a second (logs of 12 MB in
+    two minutes) until the wedged one was killed. A connection lost within
+    STABLE_S of being made is retried with backoff, as a failed one is."""
+    from firesafe.settings import MqttEndpoint
+    from ingest.mqtt import MqttSource
+
+    client_id = f"storm-{site}"
+    connections = [0, 0]
+
+    async def go() -> None:
+        endpoint = MqttEndpoint.parse(mqtt_url)
+        sources = [
+            MqttSource(endpoint, client_id, lambda m: None, subscriptions=[f"fs/v1/{site}/#"])
+            for _ in range(2)
+        ]
+
+        def counter(i: int) -> Callable[[], None]:
+            def connected() -> None:
+                connections[i] += 1
+
+            return connected
+
+        runs = [asyncio.create_task(s.run(counter(i))) for i, s in enumerate(sources)]
+        await asyncio.sleep(8.0)
+        for s in sources:
+            await s.stop()
+        await asyncio.gather(*runs)
+
+    try:
+        asyncio.run(go())
+    finally:
+        forget_session(mqtt_url, client_id)
+    assert sum(connections) >= 2  # both did connect, and took the session from each other
+    assert sum(connections) <= 25, connections  # a few a second at most (hundreds before)
