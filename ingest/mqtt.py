@@ -19,6 +19,7 @@ import itertools
 import logging
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -164,6 +165,7 @@ class MqttSource:
         self._connack: asyncio.Future[ReasonCode | int] | None = None
         self._suback: asyncio.Future[None] | None = None
         self.subscribed = False
+        self.away_since: float | None = time.monotonic()  # not subscribed since (monotonic)
         self._ever_subscribed = False
         self._lost: asyncio.Event = asyncio.Event()
         self._lost_code = 0  # the reason code of the last disconnection
@@ -349,6 +351,7 @@ class MqttSource:
                 ) from exc
         reconnected = self._ever_subscribed
         self._ever_subscribed = self.subscribed = True
+        self.away_since = None
         log.info(
             "MQTT connected to %s as %r (%s, persistent session)",
             self.endpoint.url(),
@@ -391,6 +394,8 @@ class MqttSource:
     def _teardown(self) -> None:
         self.connected = False
         self.subscribed = False
+        if self.away_since is None:
+            self.away_since = time.monotonic()
         inflight, self._inflight = self._inflight, {}
         for future in inflight.values():
             future.cancel()  # the connection is gone: no PUBACK will come
@@ -589,3 +594,42 @@ def _backoff(attempt: int) -> float:
     """Seconds before the next connection attempt; jitter: a fleet must not
     reconnect in step."""
     return min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2.0**attempt) * random.uniform(0.5, 1.0)
+
+
+async def can_connect(endpoint: MqttEndpoint, client_id: str, timeout_s: float = 5.0) -> bool:
+    """Whether the broker accepts a connection now: one clean MQTT 3.1.1 session
+    (CONNECT, CONNACK accepted, DISCONNECT), nothing left on the broker. For a
+    process that holds no session to tell it can reach the broker."""
+
+    def attempt() -> bool:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv311,
+            clean_session=True,
+        )
+        if endpoint.username:
+            client.username_pw_set(endpoint.username, endpoint.password)
+        if endpoint.tls:
+            client.tls_set()
+        answered = threading.Event()
+        accepted = [False]
+
+        def on_connect(c: Any, u: Any, flags: Any, code: Any, props: Any) -> None:
+            accepted[0] = not _failed(code)
+            answered.set()
+
+        client.on_connect = on_connect
+        try:
+            client.connect(endpoint.host, endpoint.port, keepalive=int(KEEPALIVE_S))
+        except (OSError, paho.WebsocketConnectionError):
+            return False
+        client.loop_start()
+        try:
+            answered.wait(timeout_s)
+            return accepted[0]
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    return await asyncio.to_thread(attempt)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ import psycopg
 from firesafe.settings import Settings
 from ingest import shards
 from ingest.decode import RawMessage
-from ingest.mqtt import MqttSource
+from ingest.mqtt import MqttSource, can_connect
 from ingest.shards import ShardLost
 from storage import shards as leases
 from storage.errors import MigrationError
@@ -43,6 +44,9 @@ DISCONNECT_TIMEOUT_S = 5.0
 # Taking back all shards in single mode: how long to wait between attempts
 # when another process holds some of them.
 SINGLE_RETRY_S = 2.0
+# A process holding no subscribed session probes the broker before it takes
+# shards, at most this often.
+BROKER_PROBE_S = 10.0
 
 
 class Ownership:
@@ -66,6 +70,10 @@ class Ownership:
         self.writer_pid = 0
         self._session: tuple[int, Any] | None = None  # the writer session holding our leases
         self.takeovers = 0  # shards taken since start (a process's share of failovers)
+        self.members: list[int] = []  # live ingest processes' writer pids (last round's view)
+        # Counted among them (sharded: only while it can reach the broker).
+        self.member = False
+        self._broker_checked: tuple[float, bool] = (-1e9, False)  # (when, reachable)
 
     # --------------------------------------------------------------- sites
     def shard_of(self, site: str) -> int:
@@ -146,6 +154,27 @@ class Ownership:
         session down misses that shard's devices: /health says so)."""
         return all(s.subscribed for s in self.sources.values())
 
+    def deaf(self, after_s: float) -> list[int]:
+        """Shards held whose broker session has been away for `after_s` or more."""
+        now = time.monotonic()
+        return sorted(
+            k
+            for k, s in self.sources.items()
+            if k != SINGLE and s.away_since is not None and now - s.away_since >= after_s
+        )
+
+    async def broker_reachable(self) -> bool:
+        """A session of ours is subscribed, or a probe connection is accepted
+        (checked at most every BROKER_PROBE_S)."""
+        if any(s.subscribed for s in self.sources.values()):
+            return True
+        checked_at, ok = self._broker_checked
+        if time.monotonic() - checked_at >= BROKER_PROBE_S:
+            probe = f"{self.settings.mqtt_client_id}-probe-{self.writer_pid}"
+            ok = await can_connect(self.settings.mqtt, probe)
+            self._broker_checked = (time.monotonic(), ok)
+        return ok
+
     def ack(self, burst: Sequence[RawMessage]) -> None:
         if not self.sharded:
             source = self.sources.get(SINGLE)
@@ -185,7 +214,9 @@ class Ownership:
             await leases.end_session(writer, self._session)
         self._session = await leases.session_identity(writer)
         self.writer_pid = self._session[0]
-        await leases.join(writer)
+        if not self.sharded or self.member:  # (sharded, a new process joins once it hears)
+            await leases.join(writer)
+            self.member = True
         lost = [k for k in sorted(self.owned) if not await leases.try_lock(writer, k)]
         if lost:
             raise ShardLost(f"shard(s) {lost} were taken over while the database was away")
@@ -206,18 +237,32 @@ class Ownership:
             )
             await asyncio.sleep(SINGLE_RETRY_S)
 
+    async def set_member(self, writer: psycopg.AsyncConnection[Any], member: bool) -> None:
+        """Count this process among the live ones, or no longer (sharded mode)."""
+        if member and not self.member:
+            await leases.join(writer)
+        elif not member and self.member:
+            await leases.leave(writer)
+        self.member = member
+
     async def plan(self, aux: Any) -> tuple[list[int], list[int]]:
         """(free shards to try to take, held shards to hand over) for this round."""
         view = await leases.view(aux)
+        self.members = view.members
         mine = {k for k, pid in view.owners.items() if pid == self.writer_pid}
         gone = self.owned - mine
         if gone:  # cannot happen while our session lives: never work on without a lock
             raise ShardLost(f"shard(s) {sorted(gone)} are no longer locked by this process")
+        if not self.member:
+            return [], []
         free = set(range(self.count)) - view.owners.keys()
         holding = self.owned - self.releasing
+        # Shares among the members only: a process that cannot reach the broker
+        # (not a member) counts for nothing, whatever it still holds.
         held = {pid: 0 for pid in view.members}
         for pid in view.owners.values():
-            held[pid] = held.get(pid, 0) + 1
+            if pid in held:
+                held[pid] += 1
         return shards.balance(holding, free, self.count, held, self.writer_pid)
 
     async def try_take(self, writer: psycopg.AsyncConnection[Any], shard: int) -> bool:

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 # this long is stopped or wedged, not slow: a batch commits in well under a
 # second, and a restore of many sites in seconds.
 STALLED_AFTER_S = 60.0
+# A shard whose broker session has been away this long is handed to another
+# live process, and a process that cannot reach the broker takes no shard: an
+# outside check started a process with a wrong broker URL, which took four
+# shards and held them, their sites silent and unsupervised, until it stopped.
+DEAF_HANDOVER_S = 20.0
 
 
 class ShardHost(Protocol):
@@ -100,10 +105,32 @@ class ShardRuntime:
                 pid,
                 STALLED_AFTER_S,
             )
+        hears = await ownership.broker_reachable()
+        if hears != ownership.member:
+            if hears:
+                log.info("broker reachable: sharing the shards with the other processes")
+            else:
+                log.warning("broker unreachable: taking no shard until it is")
+            await ownership.set_member(writer, hears)
         take, release = await ownership.plan(aux)
+        deaf = ownership.deaf(DEAF_HANDOVER_S)
+        if deaf and not await leases.others_hear_the_broker(
+            aux or writer, ownership.members, ownership.writer_pid
+        ):
+            deaf = []  # nobody can do better: keep them, and their state
+        for shard in deaf:
+            if shard not in ownership.releasing:
+                log.warning(
+                    "shard %d: handing over, its broker session has been away for %.0f s or "
+                    "more (another process can serve its sites)",
+                    shard,
+                    DEAF_HANDOVER_S,
+                )
+        release = sorted({*release, *deaf})
         for shard in release:
             if shard not in ownership.releasing:
-                log.info("shard %d: handing over (another process joined)", shard)
+                if shard not in deaf:
+                    log.info("shard %d: handing over (another process joined)", shard)
                 ownership.releasing.add(shard)
                 source = ownership.sources.get(shard)
                 if source is not None:

@@ -35,6 +35,13 @@ async def join(conn: AsyncConn) -> None:
         await conn.execute("SELECT pg_advisory_lock_shared(%s, 0)", (MEMBER_LOCK_CLASS,))
 
 
+async def leave(conn: AsyncConn) -> None:
+    """No longer count this session among the live ingest processes (it cannot
+    reach the broker: the others share the shards without it)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_unlock_shared(%s, 0)", (MEMBER_LOCK_CLASS,))
+
+
 async def try_lock(conn: AsyncConn, shard: int) -> bool:
     async with conn.transaction():
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (SHARD_LOCK_CLASS, shard))
@@ -73,6 +80,33 @@ async def view(conn: AsyncConn) -> ClusterView:
         else:
             owners[int(obj)] = int(pid)
     return ClusterView(sorted(set(members)), owners)
+
+
+async def others_hear_the_broker(conn: AsyncConn, members: list[int], own_pid: int) -> bool:
+    """Whether another live ingest process (by its writer session's pid) said
+    in its last report, within the last 15 s, that its broker sessions are up:
+    then a shard this process cannot reach the broker for is better served
+    there (when the broker is away for everyone, nobody hands anything over)."""
+    others = [pid for pid in members if pid != own_pid]
+    if not others:
+        return False
+    async with conn.transaction():
+        cur = await conn.execute(
+            """
+            SELECT EXISTS (
+                SELECT 1 FROM (
+                    SELECT DISTINCT ON (backend_pid) broker_connected
+                    FROM ingest_stats
+                    WHERE backend_pid = ANY(%s) AND at > now() - interval '15 seconds'
+                    ORDER BY backend_pid, at DESC
+                ) latest
+                WHERE broker_connected
+            )
+            """,
+            (others,),
+        )
+        row = await cur.fetchone()
+    return bool(row and row[0])
 
 
 async def end_stalled_holders(conn: AsyncConn, stalled_s: float, own_pid: int | None) -> list[int]:

@@ -572,3 +572,45 @@ def test_taking_a_shard_over_leaves_the_shards_held_before_undisturbed(db: str) 
             await service._close_database()
 
     asyncio.run(go())
+
+
+@pytest.mark.integration
+def test_a_process_that_cannot_reach_the_broker_holds_no_shard(
+    db: str, mqtt_url: str, base: str, site: str
+) -> None:
+    """An outside check: a process started with a wrong broker URL took four
+    shards and held them, their sites silent and unsupervised for minutes; the
+    same for one cut off from the broker. Now a process takes shards (and
+    counts among the processes sharing them) only while it can reach the
+    broker, and hands a shard whose session has been away DEAF_HANDOVER_S over
+    to a process that hears the broker."""
+    from firesafe.embedded import free_port
+    from firesafe.settings import MqttEndpoint
+    from ingest.shard_runtime import DEAF_HANDOVER_S
+    from tests.netproxy import CuttableProxy
+
+    register(db, estate(site, 20))
+    settings = sharded(db, mqtt_url, base)
+    nowhere = sharded(db, f"mqtt://127.0.0.1:{free_port()}", base)
+    ep = MqttEndpoint.parse(mqtt_url)
+    proxy = CuttableProxy(ep.host, ep.port)
+    via_proxy = sharded(db, f"mqtt://127.0.0.1:{proxy.port}", base)
+    first = IngestThread(settings).start()
+    wrong = IngestThread(nowhere)
+    cut_off: IngestThread | None = None
+    try:
+        wait_for(lambda: all_owned_by(db, 1), timeout=30)
+        wrong._thread.start()  # (it never subscribes: not `start()`)
+        time.sleep(5.0)  # several rounds: it takes nothing, nor makes the other hand over
+        assert all_owned_by(db, 1)
+        cut_off = IngestThread(via_proxy).start()
+        wait_for(lambda: all_owned_by(db, 2), timeout=30)  # it hears: it takes its share
+        proxy.cut()
+        wait_for(lambda: all_owned_by(db, 1), timeout=DEAF_HANDOVER_S + 30)
+        probes = listening(db, mqtt_url, site, 20)  # every site served again
+        assert probes == 20
+    finally:
+        for t in (first, wrong, cut_off):
+            if t is not None:
+                t.stop()
+        proxy.close()
