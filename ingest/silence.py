@@ -106,6 +106,17 @@ class Silence:
             changes += self.floods.came_back(s, at, self._supervised)
         gone = batch.st_slot[~batch.st_online]
         if gone.size:
+            # A will that arrived with newer messages of its device (no later
+            # than them: one read of the broker's queue after its restart) is
+            # old news: it was cleared and reopened in one batch before (an
+            # outside check), though the device was back.
+            will_at = {
+                s: int(batch.st_received[(batch.st_slot == s) & ~batch.st_online].max())
+                for s in np.unique(gone).tolist()
+            }
+            stale = [s for s, at in will_at.items() if (seen_at[seen_slot == s] >= at).any()]
+            gone = gone[~np.isin(gone, stale)]
+        if gone.size:
             for s in self.supervisor.went_offline(gone).tolist():
                 at = int(batch.st_received[(batch.st_slot == s) & ~batch.st_online].min())
                 writes.append(self._write(s, "open", "last_will", at))

@@ -350,3 +350,26 @@ def test_a_gateway_silent_before_its_site_keeps_its_own_alarm() -> None:
     assert [(c.action, c.group) for c in first] == [("open", ("S", "GW1"))]
     _, then = silence.silent(20_000)  # the rest of the site a pass later
     assert [(c.action, c.group) for c in then] == [("open", ("S", ""))]
+
+
+def test_a_will_delivered_with_the_devices_newer_messages_is_old_news() -> None:
+    """An outside check restarted the broker: the last will it had published on
+    shutdown came back to ingest in one read with the device's retained
+    `online` and its readings, and ingest cleared and reopened `offline` in
+    that batch (a false alarm for 50 s). A will counts only when nothing newer
+    of the device came with it; one arriving after them still counts."""
+    from ingest.decode import Decoder, RawMessage
+
+    registry = Registry([Device(f"S-H{i}", i, "S", "B", "1", "Z", "heat", 60.0) for i in range(2)])
+    silence = Silence(registry)
+    silence.configure(registry, np.arange(2, dtype=np.int64), np.zeros(2, np.int64))
+    reading = b'{"ts": 1764072000000, "seq": 1, "v": {"temperature": 21.0}}'
+    burst = [
+        RawMessage("fs/v1/S/S-H0/status", b"offline", 5_000),  # the will, redelivered
+        RawMessage("fs/v1/S/S-H0/status", b"online", 5_000),
+        RawMessage("fs/v1/S/S-H0/telemetry", reading, 5_000),
+        RawMessage("fs/v1/S/S-H1/telemetry", reading, 5_000),
+        RawMessage("fs/v1/S/S-H1/status", b"offline", 5_001),  # a will after its reading
+    ]
+    writes, _ = silence.batch(Decoder(registry).decode(burst))
+    assert [(w.device_id, w.action, w.reason) for w in writes] == [("S-H1", "open", "last_will")]
