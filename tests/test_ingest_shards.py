@@ -576,7 +576,7 @@ def test_taking_a_shard_over_leaves_the_shards_held_before_undisturbed(db: str) 
 
 @pytest.mark.integration
 def test_a_process_that_cannot_reach_the_broker_holds_no_shard(
-    db: str, mqtt_url: str, base: str, site: str
+    db: str, mqtt_url: str, base: str, site: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An outside check: a process started with a wrong broker URL took four
     shards and held them, their sites silent and unsupervised for minutes; the
@@ -586,8 +586,10 @@ def test_a_process_that_cannot_reach_the_broker_holds_no_shard(
     to a process that hears the broker."""
     from firesafe.embedded import free_port
     from firesafe.settings import MqttEndpoint
-    from ingest.shard_runtime import DEAF_HANDOVER_S
+    from ingest import shard_runtime
     from tests.netproxy import CuttableProxy
+
+    monkeypatch.setattr(shard_runtime, "DEAF_HANDOVER_S", 3.0)  # 20 s: the test's time
 
     register(db, estate(site, 20))
     settings = sharded(db, mqtt_url, base)
@@ -601,12 +603,12 @@ def test_a_process_that_cannot_reach_the_broker_holds_no_shard(
     try:
         wait_for(lambda: all_owned_by(db, 1), timeout=30)
         wrong._thread.start()  # (it never subscribes: not `start()`)
-        time.sleep(5.0)  # several rounds: it takes nothing, nor makes the other hand over
+        time.sleep(4.0)  # several rounds: it takes nothing, nor makes the other hand over
         assert all_owned_by(db, 1)
         cut_off = IngestThread(via_proxy).start()
         wait_for(lambda: all_owned_by(db, 2), timeout=30)  # it hears: it takes its share
         proxy.cut()
-        wait_for(lambda: all_owned_by(db, 1), timeout=DEAF_HANDOVER_S + 30)
+        wait_for(lambda: all_owned_by(db, 1), timeout=30)
         probes = listening(db, mqtt_url, site, 20)  # every site served again
         assert probes == 20
     finally:
