@@ -28,7 +28,8 @@ F64 = NDArray[np.float64]
 _KIND_EVENTS: Final = tuple(frozenset(contract.ALL_KIND_EVENTS[kd]) for kd in contract.ALL_KINDS)
 # A fire alarm is never lost to lateness (a resend, a panel's backlog, a clock
 # reset): dated before the device's newest event, it still counts, in arrival
-# order; other late events are dropped (a restore older than its fault).
+# order; other late events are dropped (a restore older than its fault). Nor
+# to a clock far ahead: taken at the arrival clock instead of quarantined.
 _NEVER_LATE: Final = frozenset({"activated", "fire_alarm", "panel_fire"})
 
 
@@ -1029,9 +1030,8 @@ class Engine:
         except that a late fire alarm (`_NEVER_LATE`: honoured, never dropped)
         takes its place in arrival order (queued at the device's newest event
         time, so batching cannot reorder it) and, dated far behind that (a
-        clock reset), is processed at that time too. A call point press dated
-        far in the future is taken at the arrival clock instead of being
-        quarantined."""
+        clock reset), is processed at that time too. One dated far in the
+        future is taken at the arrival clock instead of being quarantined."""
         out: list[tuple[int, int, str]] = []
         keys: list[int] = []
         for slot, ts, code in zip(e.slot.tolist(), e.ts.tolist(), e.code.tolist(), strict=True):
@@ -1045,7 +1045,7 @@ class Engine:
             if arrival_ms is not None:
                 own = max(int(self.last_event_ts[slot]), int(self.last_ts[slot]), arrival_ms)
                 if ts > own + p.FUTURE_TOLERANCE_MS:
-                    if name != "activated":
+                    if name not in _NEVER_LATE:
                         self.quarantine_count[slot] += 1
                         self.quarantined += 1
                         continue

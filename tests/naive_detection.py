@@ -1062,7 +1062,7 @@ class NaiveEngine:
                 arrival_ms is not None
                 and ts > max(d.last_event_ts, d.last_ts, arrival_ms) + 600_000
             ):
-                if name != "activated":
+                if name not in ("activated", "fire_alarm", "panel_fire"):
                     d.quarantined += 1
                     self.quarantined += 1
                     continue

@@ -57,17 +57,24 @@ def test_a_clock_that_is_really_ahead_is_accepted_after_three_agreeing_readings(
     assert int(eng.last_ts[0]) == T0 + 4 * 10_000 + ahead
 
 
-def test_a_far_future_event_is_quarantined_but_a_call_point_press_never_is() -> None:
+def test_a_far_future_event_is_quarantined_but_a_fire_alarm_never_is() -> None:
+    """A call point's press and a panel point's fire (its only evidence) dated in
+    2100 are taken at the arrival clock; a fault is quarantined."""
     eng = Engine(capacity=4)
-    eng.configure([0, 1], [K["smoke"], K["mcp"]], [0, 0], [{}, {}], [10_000, 60_000])
+    on_change = 366 * 86_400_000
+    eng.configure(
+        [0, 1, 2], [K["smoke"], K["mcp"], K["heat"]], [0, 0, 1], [{}, {}, {}],
+        [10_000, 60_000, on_change],
+    )  # fmt: skip
     ev = Events(
-        np.array([0, 1], np.int64),
-        np.array([YEAR_2100, YEAR_2100], np.int64),
-        np.array([EV["fault"], EV["activated"]], np.int16),
+        np.array([0, 1, 2], np.int64),
+        np.array([YEAR_2100, YEAR_2100, YEAR_2100], np.int64),
+        np.array([EV["fault"], EV["activated"], EV["panel_fire"]], np.int16),
     )
     out = eng.process(Readings.empty(), ev, T0)
-    assert [(c.slot, c.alarm_type, c.reason, c.at_ms) for c in out] == [
-        (1, "fire", "call_point", T0)  # taken at the arrival clock
+    assert sorted((c.slot, c.alarm_type, c.reason, c.at_ms) for c in out) == [
+        (1, "fire", "call_point", T0),  # taken at the arrival clock
+        (2, "fire", "panel_alarm", T0),
     ]
     assert eng.quarantined == 1
     # The smoke detector's later, plausible fault is not "late".
