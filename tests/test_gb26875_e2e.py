@@ -176,8 +176,14 @@ def alarm_of(api_url: str, device: str, type_: str = "fire") -> Any:
 
 
 def test_panel_end_to_end(
-    ingest_settings: Settings, api_url: str, db: str, mqtt_url: str, site: str
+    ingest_settings: Settings,
+    api_url: str,
+    db: str,
+    mqtt_url: str,
+    site: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(gwserver, "OFFLINE_GRACE_S", 2.0)  # 5 s: the test's time
     register_uitd(api_url, site)
     now = local_now()
     with running_ingest(ingest_settings), _gateway(mqtt_url, api_url) as gw:
