@@ -170,6 +170,9 @@ def test_adu_sizes_are_checked_and_unknown_types_kept() -> None:
         (bytes([2, 2]) + obj, 1),  # two objects announced, one sent
         (bytes([2, 1]) + obj + b"\0\0", 1),  # two bytes too many
         (bytes([2, 1]) + obj[:-5], 0),  # cut short
+        (bytes([2, 1]) + obj + obj, 2),  # one announced, two sent (a recheck's lost fire)
+        (bytes([2, 0]) + obj, 1),
+        (bytes([2, 1]) + obj + bytes(46), 1),  # 46 more bytes are no object (no date)
     ]:
         got = c.decode_adu(data)
         assert len(got.objects) == len(got.raw_objects) == whole
@@ -200,9 +203,12 @@ def _translate(
     *,
     when: datetime = T,
     arrival_ms: int = T_MS + 800,  # the centre's clock: the frame's label, 0.8 s later
+    translator: Translator | None = None,
 ) -> list[tuple[str, dict[str, object]]]:
     f = frames(c.FrameReader().feed(frame(serial, raw_adu, when=when)))[0]
-    tr = Translator("gw").translate(f, c.decode_adu(f.adu), UITD, known or {}, arrival_ms)
+    tr = (translator or Translator("gw")).translate(
+        f, c.decode_adu(f.adu), UITD, known or {}, arrival_ms
+    )
     return [(m.topic, orjson.loads(m.payload)) for m in tr.messages]
 
 
@@ -342,20 +348,47 @@ def test_time_labels_in_the_sites_local_time(uitd: Uitd, utc_hour: int) -> None:
 def test_a_uitd_clock_reset_to_2000_is_moved_to_the_centres_clock() -> None:
     """The outside check: a transmission device whose clock fell back to
     2000-01-01 after a power loss. Its fire alarm is dated by the centre's
-    clock (in whole minutes of the difference, so a resend 20 s later is the
-    same message and stored once), and says so; before 08:00 local (1999 in
-    UTC) it was rejected outright."""
+    clock (the difference in whole minutes, rounded down: never in the future,
+    and kept for the device, so a resend 20 s later is the same message and
+    stored once, whatever the seconds), and says so; before 08:00 local (1999
+    in UTC) it was rejected outright."""
     for hour in (12, 3):
-        reset = datetime(2000, 1, 1, hour, 0, 7)
-        obj = component_status(1, 1, 42, 0x105, 0x0003, "3F东走廊", reset)
-        first = _translate(adu(2, obj), {"UITD-7_1_1_261": 1}, when=reset)
-        again = _translate(adu(2, obj), {"UITD-7_1_1_261": 1}, when=reset, arrival_ms=T_MS + 20_800)
-        assert first == again
-        [(_, fire)] = first
-        assert fire["type"] == "panel_fire"
-        assert abs(int(str(fire["ts"])) - T_MS) <= 30_000
-        assert f"uitd clock 2000-01-01T{hour:02d}:00:07+08:00, 956" in str(fire["detail"])
-        assert "behind: times taken from the centre's clock" in str(fire["detail"])
+        for seconds in (7, 37, 59):
+            reset = datetime(2000, 1, 1, hour, 0, seconds)
+            obj = component_status(1, 1, 42, 0x105, 0x0003, "3F东走廊", reset)
+            gateway = Translator("gw")
+            first = _translate(adu(2, obj), {"UITD-7_1_1_261": 1}, when=reset, translator=gateway)
+            again = _translate(
+                adu(2, obj),
+                {"UITD-7_1_1_261": 1},
+                when=reset,
+                arrival_ms=T_MS + 20_800,
+                translator=gateway,
+            )
+            assert first == again
+            [(_, fire)] = first
+            assert fire["type"] == "panel_fire"
+            assert 0 <= T_MS + 800 - int(str(fire["ts"])) < 60_000
+            detail = str(fire["detail"])
+            assert f"uitd clock 2000-01-01T{hour:02d}:00:{seconds:02d}+08:00, 956" in detail
+            assert "behind: times taken from the centre's clock" in detail
+
+
+def test_labels_on_another_clock_than_their_frame() -> None:
+    """The recheck's cases: (a) the frame on a clock reset to 2000, its object's
+    label right and an hour old: the object's own time (it was moved 27 years
+    ahead, the fire never raised); (b) the frame right, the object's label on a
+    panel clock reset to 2000: the frame's time, saying so (it was dated 2000,
+    hidden from every `since` filter)."""
+    hour_ago = datetime(2026, 3, 14, 8, 26, 53)
+    reset = datetime(2000, 1, 1, 3, 0, 7)
+    obj = component_status(1, 1, 42, 0x105, 0x0003, "3F", hour_ago)
+    [(_, fire)] = _translate(adu(2, obj), {"UITD-7_1_1_261": 1}, when=reset)
+    assert fire["ts"] == T_MS - 3_600_000
+    obj = component_status(1, 1, 42, 0x105, 0x0003, "3F", reset)
+    [(_, fire)] = _translate(adu(2, obj), {"UITD-7_1_1_261": 1})
+    assert fire["ts"] == T_MS
+    assert "time label 2000-01-01T03:00:07+08:00 is not on its frame's clock" in str(fire["detail"])
 
 
 def test_a_backlog_keeps_its_time_labels() -> None:

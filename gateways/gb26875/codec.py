@@ -518,14 +518,20 @@ def decode_adu(adu: bytes) -> Adu:
     size = OBJECT_SIZE.get(typ)
     if size is None:
         return Adu(typ, known=False)
-    whole = min(count, (len(adu) - 2) // size)
+    raws = [adu[2 + i * size : 2 + (i + 1) * size] for i in range((len(adu) - 2) // size)]
+    # Past the count, complete objects whose time label is a date are objects
+    # too (a panel that miscounts must not lose a fire); bytes that merely fill
+    # one are not.
+    extra = 0
+    while count + extra < len(raws) and label_ms(raws[count + extra][-TIME_LABEL_LEN:]):
+        extra += 1
+    raws = raws[: count + extra]
     problem = None
     if len(adu) != 2 + count * size:
         problem = (
             f"type {typ} with {count} object(s) of {size} bytes needs {2 + count * size} "
-            f"bytes, got {len(adu)}; the {whole} complete object(s) in it were taken"
+            f"bytes, got {len(adu)}; the {len(raws)} complete object(s) in it were taken"
         )
-    raws = [adu[2 + i * size : 2 + (i + 1) * size] for i in range(whole)]
     return Adu(typ, [_object(typ, r) for r in raws], raws, problem=problem)
 
 

@@ -44,6 +44,13 @@ FIRE: Final = 1 << 1
 # (a backlog keeps its times); further off it is wrong (as detection's
 # FUTURE_TOLERANCE_MS judges a device's clock).
 CLOCK_TRUST_MS: Final = 10 * 60_000
+# A transmission device's backlog (what it stored while its link was down) is
+# at most this old; an object labelled further back than its frame is on a
+# clock of its own (a panel's reset to 2000-01-01 behind a device whose clock
+# is right) and takes its frame's time.
+BACKLOG_MAX_MS: Final = 30 * 86_400_000
+# A device's clock shift is kept while its clock stays this close to it.
+SHIFT_KEPT_MS: Final = 5 * 60_000
 SHIELDED: Final = 1 << 3
 # Analog types: (reading name, scale to the contract's unit).
 ANALOG: Final = {
@@ -213,22 +220,16 @@ def _flags_text(flags: int, names: tuple[str, ...]) -> str:
     return f"flags=0x{flags:04x} ({', '.join(on) or 'normal'})"
 
 
-def _clock_shift(frame_ms: int | None, arrival_ms: int, tz: int | tzinfo) -> tuple[int, str]:
-    """What to add to a transmission device's time labels that are off too, and
-    the note that says so: nothing while its clock (the frame's send time) is
-    within CLOCK_TRUST_MS of the centre's; else the difference in whole
-    minutes (a clock reset to 2000-01-01 after a power loss: its fire alarms
-    must not be dated 26 years back, nor before 2000 and rejected; whole
-    minutes, so that a resend a few seconds later gives the same times and is
-    stored once)."""
-    if frame_ms is None or abs(arrival_ms - frame_ms) <= CLOCK_TRUST_MS:
-        return 0, ""
-    shift = round((arrival_ms - frame_ms) / 60_000) * 60_000
+def _clock_note(frame_ms: int, shift: int, tz: int | tzinfo) -> str:
     sent = datetime.fromtimestamp(frame_ms / 1000, c.clock(tz)).isoformat(timespec="seconds")
     days, minutes = divmod(abs(shift) // 60_000, 1440)
-    behind = f"{days} d {minutes // 60} h {minutes % 60} min"
-    side = "behind" if shift > 0 else "ahead"
-    return shift, f"uitd clock {sent}, {behind} {side}: times taken from the centre's clock"
+    off = f"{days} d {minutes // 60} h {minutes % 60} min {'behind' if shift > 0 else 'ahead'}"
+    return f"uitd clock {sent}, {off}: times taken from the centre's clock"
+
+
+def _label_note(label_ms: int, tz: int | tzinfo) -> str:
+    at = datetime.fromtimestamp(label_ms / 1000, c.clock(tz)).isoformat(timespec="seconds")
+    return f"time label {at} is not on its frame's clock: the frame's time taken"
 
 
 def _event(
@@ -251,11 +252,47 @@ def _event(
 
 
 class Translator:
-    """Frames of one gateway -> messages. Holds nothing but its name: the known
-    states are passed in (the caller owns them and updates them on confirm)."""
+    """Frames of one gateway -> messages. Holds its name and the clock shift in
+    use per transmission device; the known states are passed in (the caller
+    owns them and updates them on confirm)."""
 
     def __init__(self, gateway: str) -> None:
         self.gateway = gateway
+        self._shifts: dict[str, int] = {}  # uitd id -> ms added to its labels
+
+    def _shift(self, uitd: str, frame_ms: int, arrival_ms: int) -> int:
+        """What to add to a transmission device's labels: nothing while its clock
+        (the frame's send time) is within CLOCK_TRUST_MS of the centre's; else
+        the difference, in whole minutes rounded down (never in the future),
+        kept while the device's clock stays that far off: a resend seconds
+        later gives the same times and is stored once (an outside check)."""
+        skew = arrival_ms - frame_ms
+        if abs(skew) <= CLOCK_TRUST_MS:
+            self._shifts.pop(uitd, None)
+            return 0
+        kept = self._shifts.get(uitd)
+        if kept is not None and 0 <= skew - kept <= SHIFT_KEPT_MS:
+            return kept
+        self._shifts[uitd] = shift = skew // 60_000 * 60_000
+        return shift
+
+    def _time(
+        self, label_ms: int | None, frame_ms: int | None, shift: int, arrival_ms: int
+    ) -> tuple[int, bool]:
+        """An object's time on the centre's clock, and whether its label was
+        left aside. A label is on its frame's clock when at most BACKLOG_MAX_MS
+        before it and not after it (a backlog keeps its times); one that is not
+        but is on the centre's (the device's clock reset, the panel's right) is
+        taken as it is; else (the panel's clock reset, not a date) the frame's
+        time."""
+        if frame_ms is None:
+            return (arrival_ms, True) if label_ms is None else (label_ms, False)
+        if label_ms is not None:
+            if frame_ms - BACKLOG_MAX_MS <= label_ms <= frame_ms + CLOCK_TRUST_MS:
+                return label_ms + shift, False
+            if shift and arrival_ms - BACKLOG_MAX_MS <= label_ms <= arrival_ms + CLOCK_TRUST_MS:
+                return label_ms, False
+        return frame_ms + shift, True
 
     def translate(
         self,
@@ -268,16 +305,18 @@ class Translator:
         out = Translation()
         off = uitd.clock
         frame_ms = c.label_ms(frame.time_label, off)
-        shift, clock_note = _clock_shift(frame_ms, arrival_ms, off)
-        fallback = arrival_ms if frame_ms is None else frame_ms + shift
+        shift = 0 if frame_ms is None else self._shift(uitd.id, frame_ms, arrival_ms)
+        clock_note = "" if frame_ms is None or not shift else _clock_note(frame_ms, shift, off)
+        sent_at = arrival_ms if frame_ms is None else frame_ms + shift  # the batch's own ts
         readings: dict[tuple[str, int], dict[str, Any]] = {}
         for obj, raw in zip(adu.objects, adu.raw_objects, strict=True):
-            ts = c.label_ms(obj.label, off)
-            note = ""
-            if ts is None or ts < MIN_TS_MS:
-                ts, note = fallback, clock_note
-            elif shift and abs(arrival_ms - ts) > CLOCK_TRUST_MS:
-                ts, note = ts + shift, clock_note  # on the frame's wrong clock too
+            label_ms = c.label_ms(obj.label, off)
+            ts, aside = self._time(label_ms, frame_ms, shift, arrival_ms)
+            note = clock_note if ts != label_ms else ""
+            if aside and label_ms is not None:
+                note = "; ".join(n for n in (_label_note(label_ms, off), clock_note) if n)
+            if ts < MIN_TS_MS:  # (a frame of 1999 and no shift: cannot happen, but never reject)
+                ts = arrival_ms
 
             event = functools.partial(_event, out, uitd.site, frame.serial, raw, ts, note=note)
 
@@ -371,7 +410,7 @@ class Translator:
                     }
                 reading["v"][name] = round(value, 6)
         if readings:
-            body = {"ts": fallback, "readings": list(readings.values())}
+            body = {"ts": sent_at, "readings": list(readings.values())}
             out.messages.append(
                 Message(f"{TOPIC_ROOT}/{uitd.site}/gateway/{uitd.id}/batch", orjson.dumps(body))
             )

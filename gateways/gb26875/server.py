@@ -94,9 +94,10 @@ HELLO_S: Final = 30.0
 # A transmission device whose last connection closed is `offline` unless it
 # connects again within this.
 OFFLINE_GRACE_S: Final = 5.0
-# Bytes a connection may send before its first well-formed frame: a device's
-# first bytes are a frame. Beyond, it is closed at once (its bad input kept):
-# a flood of junk costs the gateway this much per connection, not HELLO_S of it.
+# Bytes a connection may send without a well-formed frame among them: a
+# device's bytes are frames. Beyond, it is closed at once (its bad input
+# kept): a flood of junk, even behind a registered device's heartbeat, costs
+# the gateway this much per connection.
 JUNK_BEFORE_FRAME_BYTES: Final = 64 * 1024
 # Points (panels and their components) registered for one transmission device at
 # most: GB 50116-2013 3.1.5 allows 3,200 points per fire alarm controller, and a
@@ -186,8 +187,7 @@ class Connection(asyncio.Protocol):
         self.announce = False  # publish `online` with the next frame
         self.unknown_reported = False
         self.opened = self.last_frame = time.monotonic()  # last_frame: well-formed
-        self.framed = False  # a well-formed frame came
-        self.received = 0  # bytes, until then
+        self.received = 0  # bytes since the last well-formed frame
         self.closed = False
         self.junk_since: float | None = None  # when the open run of junk began
         self.bad_window = -float("inf")  # monotonic start of the bad-input window
@@ -207,8 +207,8 @@ class Connection(asyncio.Protocol):
         items = self.reader.feed(data)
         if any(isinstance(item, c.Frame) for item in items):
             self.last_frame = now
-            self.framed = True
-        elif not self.framed:
+            self.received = 0
+        else:
             self.received += len(data)
             if self.received > JUNK_BEFORE_FRAME_BYTES:
                 self.gw._junk_only(self.peer)
@@ -320,6 +320,7 @@ class Gateway:
         self.translator = Translator(gateway_id)
         self.states: dict[str, int] = {}  # device id -> last acknowledged status flags
         self.online: dict[str, int] = {}  # uitd id -> open connections that named it
+        self._namings: dict[str, int] = {}  # uitd id -> connections that named it, ever
         self.counters = Counters()
         self._conns: set[Connection] = set()
         # Open connections not yet speaking for a device, oldest first (evicted
@@ -339,7 +340,7 @@ class Gateway:
         )
         self._junk_only = ThrottledWarning(
             log,
-            f"connection(s) closed: {JUNK_BEFORE_FRAME_BYTES} bytes and no well-formed frame",
+            f"connection(s) closed: {JUNK_BEFORE_FRAME_BYTES} bytes without a well-formed frame",
         )
         self._rejects_lost = ThrottledWarning(
             log, "reject(s) not passed on (broker away or not acknowledging)"
@@ -471,9 +472,10 @@ class Gateway:
             return
         # A device that reconnects at once (some open a connection per message)
         # is not offline: one `offline` alarm per closed connection was a flood.
+        named = self._namings.get(uitd.id, 0)
         await asyncio.sleep(OFFLINE_GRACE_S)
-        if self._stopping or self.online.get(uitd.id, 0) > 0:
-            return
+        if self._stopping or self.online.get(uitd.id, 0) or self._namings.get(uitd.id) != named:
+            return  # (connected again meanwhile, even if that one has closed too)
         # Best effort: if the broker is away too, ingest's silence supervision
         # (3 x the uitd's interval_s) raises `offline` without it.
         await self._publish([status_message(uitd, online=False)])
@@ -488,6 +490,7 @@ class Gateway:
         conn.uitd = uitd
         self._unnamed.pop(conn, None)
         self.online[uitd.id] = self.online.get(uitd.id, 0) + 1
+        self._namings[uitd.id] = self._namings.get(uitd.id, 0) + 1
         conn.announce = True
 
     # -------------------------------------------------------------- frames
