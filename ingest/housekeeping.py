@@ -15,6 +15,7 @@ import psycopg
 from firesafe.settings import Settings
 from storage import ingest_store as store
 from storage import partitions, rollup
+from storage.liveness import noticing
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +52,20 @@ async def run_housekeeping(settings: Settings, flavour: store.Flavour, applicati
 
 async def refresh_rollup(settings: Settings, application: str) -> None:
     """Async, so that stopping ingest cancels it at once, even mid-connect."""
-    minutes = await rollup.refresh_database(settings.require_database_url(), application)
+    minutes = await rollup.refresh_database(noticing(settings.require_database_url()), application)
     if minutes:
         log.debug("rollup: %d minute(s) refreshed", minutes)
 
 
 def ensure_partitions(settings: Settings) -> None:
-    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+    with psycopg.connect(noticing(settings.require_database_url()), autocommit=True) as conn:
         partitions.ensure(conn, now=datetime.now(UTC), retention_days=settings.retention_days)
 
 
 def prune_rejects(settings: Settings, application: str) -> None:
-    with psycopg.connect(settings.require_database_url(), application_name=application) as conn:
+    with psycopg.connect(
+        noticing(settings.require_database_url()), application_name=application
+    ) as conn:
         lock = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PRUNE_LOCK,))
         row = lock.fetchone()
         if not row or not row[0]:

@@ -27,12 +27,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
-from psycopg import conninfo
 
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
@@ -59,6 +58,7 @@ from ingest.tracker import DeviceTracker
 from ingest.warm_up import warm_up
 from storage import ingest_store as store
 from storage.errors import MigrationError
+from storage.liveness import noticing
 from storage.telemetry_copy import DeviceIdTable
 
 log = logging.getLogger(__name__)
@@ -106,17 +106,6 @@ APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
 # its client is gone (a partition, a dead machine), or those shards would wait
 # for the kernel's two-hour keepalive. About 5 + 3 x 2 s here.
 WRITER_OPTIONS = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
-# And this process must notice when the server is gone without a word (a
-# partition, packets dropped): else it waits for an answer for ever, its leases
-# ended by another process, while its broker sessions fight the new owner's for
-# their client ids (an outside check: a storm of 1,000 reconnections a second).
-CLIENT_KEEPALIVES: Final[dict[str, int]] = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 15_000,  # ms: data sent and not acknowledged
-}
 
 _MAINS = READING_INDEX["mains"]
 _URGENT_SUFFIXES = ("/event", "/status")
@@ -138,7 +127,7 @@ class PoisonBatch(Exception):
 class IngestService:
     def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
         self.settings = settings
-        self.dsn = settings.require_database_url()
+        self.dsn = noticing(settings.require_database_url())  # (storage/liveness.py)
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
         self.intake: list[RawMessage] = []
         self._taken: Sequence[RawMessage] = ()  # out of the intake, not yet being committed
@@ -311,12 +300,11 @@ class IngestService:
         delay = DB_RETRY_MIN_S
         while True:
             try:
-                dsn = conninfo.make_conninfo(self.dsn, **CLIENT_KEEPALIVES)
                 self._writer = await psycopg.AsyncConnection.connect(
-                    dsn, application_name=APPLICATION_NAME, options=WRITER_OPTIONS
+                    self.dsn, application_name=APPLICATION_NAME, options=WRITER_OPTIONS
                 )
                 self._aux = await psycopg.AsyncConnection.connect(
-                    dsn, autocommit=True, application_name=APPLICATION_NAME
+                    self.dsn, autocommit=True, application_name=APPLICATION_NAME
                 )
                 flavour = await store.recorded_flavour(self._aux)
                 if flavour is None:

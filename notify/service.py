@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from firesafe.settings import SmtpEndpoint
 from notify import destinations, render
+from storage.liveness import noticing
 from storage.queries import notifications as q
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class Notifier:
         name: str | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.conninfo = conninfo
+        self.conninfo = noticing(conninfo)  # (storage/liveness.py)
         self.smtp = smtp
         self.smtp_from = smtp_from
         self.tunables = tunables or Tunables()

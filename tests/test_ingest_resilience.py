@@ -483,3 +483,27 @@ def test_two_sessions_with_one_client_id_back_off_instead_of_storming(
         forget_session(mqtt_url, client_id)
     assert sum(connections) >= 2  # both did connect, and took the session from each other
     assert sum(connections) <= 25, connections  # a few a second at most (hundreds before)
+
+
+def test_every_long_lived_connection_notices_a_silent_database(db: str, mqtt_url: str) -> None:
+    """An outside check black-holed one ingest process's database connections:
+    its writer noticed within 15 s, but the connection that sends evacuation
+    commands waited on the kernel, and a confirmed fire's commands left 14
+    minutes late. Every connection of ingest (writer, reader, commands,
+    registry watch, housekeeping) and of the notifier is opened with
+    client-side keepalives, a TCP user timeout and a connect timeout."""
+    from ingest.service import IngestService
+    from notify.service import Notifier
+    from storage.liveness import CLIENT_KEEPALIVES
+
+    wanted = {k: str(v) for k, v in CLIENT_KEEPALIVES.items()}
+    service = IngestService(Settings(mqtt_url=mqtt_url, database_url=db))
+    for dsn in (service.dsn, service.commands.dsn):
+        assert wanted.items() <= conninfo.conninfo_to_dict(dsn).items()
+    notifier = Notifier(db, smtp=None, smtp_from="x@example.org")
+    assert wanted.items() <= conninfo.conninfo_to_dict(notifier.conninfo).items()
+    mine = conninfo.make_conninfo(db, connect_timeout=3)  # what a DSN sets itself wins
+    assert (
+        conninfo.conninfo_to_dict(IngestService(Settings(database_url=mine)).dsn)["connect_timeout"]
+        == "3"
+    )
