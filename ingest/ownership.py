@@ -170,9 +170,14 @@ class Ownership:
             return True
         checked_at, ok = self._broker_checked
         if time.monotonic() - checked_at >= BROKER_PROBE_S:
-            probe = f"{self.settings.mqtt_client_id}-probe-{self.writer_pid}"
-            ok = await can_connect(self.settings.mqtt, probe)
-            self._broker_checked = (time.monotonic(), ok)
+            ok = await self.probe_broker()
+        return ok
+
+    async def probe_broker(self) -> bool:
+        """Whether the broker accepts a connection now (a probe, no cache)."""
+        probe = f"{self.settings.mqtt_client_id}-probe-{self.writer_pid}"
+        ok = await can_connect(self.settings.mqtt, probe)
+        self._broker_checked = (time.monotonic(), ok)
         return ok
 
     def ack(self, burst: Sequence[RawMessage]) -> None:

@@ -59,6 +59,7 @@ class ShardRuntime:
         self.ownership = ownership
         self.sharded = sharded
         self._sites: dict[int, list[str]] = {}  # shard -> its registered sites
+        self._said_deaf = False  # the broker's unreachability was logged
 
     def map_sites(self, sites: Collection[str]) -> None:
         """Place the registry's sites on their shards; the sessions held subscribe
@@ -106,18 +107,29 @@ class ShardRuntime:
                 STALLED_AFTER_S,
             )
         hears = await ownership.broker_reachable()
-        if hears != ownership.member:
+        if hears == self._said_deaf:  # said once per change, from the first round on
+            self._said_deaf = not hears
             if hears:
                 log.info("broker reachable: sharing the shards with the other processes")
             else:
-                log.warning("broker unreachable: taking no shard until it is")
+                log.warning(
+                    "broker %s unreachable: taking no shard until it is",
+                    ownership.settings.mqtt.url(),
+                )
+        if hears != ownership.member:
             await ownership.set_member(writer, hears)
         take, release = await ownership.plan(aux)
         deaf = ownership.deaf(DEAF_HANDOVER_S)
-        if deaf and not await leases.others_hear_the_broker(
-            aux or writer, ownership.members, ownership.writer_pid
+        if deaf and (
+            await ownership.probe_broker()
+            or not await leases.others_hear_the_broker(
+                aux or writer, ownership.members, ownership.writer_pid
+            )
         ):
-            deaf = []  # nobody can do better: keep them, and their state
+            # The broker answers us (the sessions are on their way back: after
+            # a restart for everyone, an outside check saw shards churn), or
+            # nobody can do better: keep them, and their state.
+            deaf = []
         for shard in deaf:
             if shard not in ownership.releasing:
                 log.warning(
