@@ -596,10 +596,11 @@ def _backoff(attempt: int) -> float:
     return min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2.0**attempt) * random.uniform(0.5, 1.0)
 
 
-async def can_connect(endpoint: MqttEndpoint, client_id: str, timeout_s: float = 5.0) -> bool:
+async def can_connect(endpoint: MqttEndpoint, client_id: str, timeout_s: float = 2.0) -> bool:
     """Whether the broker accepts a connection now: one clean MQTT 3.1.1 session
     (CONNECT, CONNACK accepted, DISCONNECT), nothing left on the broker. For a
-    process that holds no session to tell it can reach the broker."""
+    process that holds no session to tell it can reach the broker; it waits
+    at most 2 x `timeout_s` (connect, then CONNACK), between two batches."""
 
     def attempt() -> bool:
         client = paho.Client(
@@ -612,6 +613,7 @@ async def can_connect(endpoint: MqttEndpoint, client_id: str, timeout_s: float =
             client.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.tls:
             client.tls_set()
+        client.connect_timeout = timeout_s
         answered = threading.Event()
         accepted = [False]
 
