@@ -160,6 +160,10 @@ _TEMPLATES: tuple[str, ...] = (
     # they are more specific than the generic "{field}: {detail}" below.
     N_("routes are only for evac devices"),
     N_("a uitd needs its `address` (12 hex digits)"),
+    N_(
+        "a uitd id must not end in `_` and digits (its points' ids would collide with "
+        "another uitd's)"
+    ),
     N_("address and utc_offset_min are only for uitd devices"),
     N_("thresholds.{name}: not a threshold of a {kind} device (known: {allowed})"),
     N_("thresholds.{name}: must not be negative (got {value})"),
@@ -186,6 +190,8 @@ _TEMPLATES: tuple[str, ...] = (
     N_("{value} is out of range"),
     N_("must not be after until"),
     N_("not a cursor returned by this endpoint"),
+    N_("given more than once"),
+    N_("the request body ended early"),
     N_("must be an alarm_log id (integer)"),
     N_(
         "the range spans {count} buckets of {bucket}; at most {max}: "
@@ -219,6 +225,9 @@ _TEMPLATES: tuple[str, ...] = (
         "sites needs move_site=true"
     ),
     N_("CSV header lacks column(s) {columns}"),
+    N_("CSV header has unknown column(s) {columns}; known: {known}"),
+    N_("CSV header names column(s) {columns} more than once"),
+    N_("more cells than the header has columns"),
     N_("CSV line {line}: {detail}"),
     N_("at most {count} devices per request"),
     N_("device {id} appears more than once in the request"),

@@ -163,8 +163,8 @@ class DeviceIn(BaseModel):
             # Its points are `{id}_{system}_{address}_{point}`: a uitd `Q_1`'s
             # panel `Q_1_1_1` would be uitd `Q`'s point 1/1/1.
             raise ValueError(
-                "a uitd id must not end in `_` and digits (its points' ids would "
-                "collide with another uitd's)"
+                "a uitd id must not end in `_` and digits (its points' ids would collide with "
+                "another uitd's)"
             )
         if self.kind != "uitd" and (self.address is not None or self.utc_offset_min is not None):
             raise ValueError("address and utc_offset_min are only for uitd devices")
