@@ -145,7 +145,9 @@ async def delete_target(conn: Conn, *, scope: Scope, target_id: str) -> None:
     await get_target(conn, scope=scope, target_id=target_id)
     try:
         await conn.execute("DELETE FROM notify_targets WHERE id = %s", (target_id,))
-    except psycopg.errors.ForeignKeyViolation as exc:
+    # An ON DELETE RESTRICT key: 23503 up to PostgreSQL 15.19, 23001 since
+    # (restrict_violation); both mean the same to the caller.
+    except (psycopg.errors.ForeignKeyViolation, psycopg.errors.RestrictViolation) as exc:
         raise ConflictError(
             f"target {target_id!r} is used by a rule: delete or change the rule first"
         ) from exc
