@@ -52,6 +52,7 @@ class CommandSender:
         self.application_name = application_name
         self._wake = asyncio.Event()
         self._stopping = False
+        self._conn: psycopg.AsyncConnection[Any] | None = None
         # Retried every second through an outage: one line, then one per 10 s.
         self._not_sent = ThrottledWarning(log, "linkage commands not sent yet; retrying")
         self.sent = 0
@@ -65,8 +66,16 @@ class CommandSender:
         self._stopping = True
         self._wake.set()
 
+    async def abandon(self) -> None:
+        """The database does not answer and we are stopping: close the connection
+        so that a query hung on it ends at once (psycopg would first ask that
+        server to cancel it, 10 s); what was not marked stays pending."""
+        self._stopping = True
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+
     async def run(self) -> None:
-        conn: psycopg.AsyncConnection[Any] | None = None
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -75,31 +84,34 @@ class CommandSender:
                 if self._stopping:
                     return
                 try:
-                    if conn is None or conn.closed:
-                        conn = await psycopg.AsyncConnection.connect(
+                    if self._conn is None or self._conn.closed:
+                        self._conn = await psycopg.AsyncConnection.connect(
                             self.dsn, autocommit=True, application_name=self.application_name
                         )
-                    more = await self._round(conn)
+                    more = await self._round(self._conn)
                 except _Unacknowledged as exc:
                     log.info("linkage: %s; retrying", exc)
                     await asyncio.sleep(RETRY_S)
                     self._wake.set()
                     continue
                 except (psycopg.Error, MqttError) as exc:
+                    if self._stopping:
+                        return  # abandoned: its connection was closed under it
                     self._not_sent(str(exc).strip().replace("\n", " "))
-                    if conn is not None:
-                        with contextlib.suppress(Exception):
-                            await conn.close()
-                    conn = None
+                    await self._close()
                     await asyncio.sleep(RETRY_S)
                     self._wake.set()
                     continue
                 if more:
                     self._wake.set()
         finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+            await self._close()
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _round(self, conn: psycopg.AsyncConnection[Any]) -> bool:
         """Send one round; True when the round was full (more may wait)."""

@@ -98,6 +98,9 @@ LEASE_EVERY_S = 1.0  # shard sharing round: a dead process's shards are taken wi
 # unknown ids costs one cheap version query per batch at most.
 REGISTRY_MIN_GAP_S = 0.05
 DRAIN_TIMEOUT_S = 10.0
+# Stopping, a database that has committed nothing this long does not answer:
+# what was received is left to the broker (it was not acknowledged).
+DRAIN_STALL_S = 3.0
 DISCONNECT_TIMEOUT_S = 5.0
 DB_RETRY_MIN_S = 0.5
 DB_RETRY_MAX_S = 15.0
@@ -130,6 +133,7 @@ class IngestService:
         self.dsn = noticing(settings.require_database_url())  # (storage/liveness.py)
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
         self.intake: list[RawMessage] = []
+        self._commits = 0  # batches committed (a drain that stalls is given up)
         self._taken: Sequence[RawMessage] = ()  # out of the intake, not yet being committed
         self._reported_connected: bool | None = None  # broker state in the last stats row
         self._wake = asyncio.Event()
@@ -257,23 +261,31 @@ class IngestService:
                     return
                 # 1. stop intake, 2. drain what was received, 3. disconnect.
                 self.ownership.pause()
-                try:
-                    await asyncio.wait_for(processor, DRAIN_TIMEOUT_S)
-                except TimeoutError:
-                    # The database is away: what was not committed is not acknowledged
-                    # either, and the broker delivers it again to the next run.
-                    log.warning(
-                        "drain did not finish within %.0f s; %d message(s) left to the broker",
-                        DRAIN_TIMEOUT_S,
-                        self.queue_depth,
-                    )
+                drained = await self._drain(processor)
                 housekeeping.cancel()
                 watch.cancel()
                 self.commands.stop()
-                try:
-                    await asyncio.wait_for(sender, PUBACK_TIMEOUT_S + 1)
-                except TimeoutError:
-                    log.warning("linkage sender did not finish; its commands stay pending")
+                if not drained:
+                    # The database is away: what was not committed is not acknowledged
+                    # either, and the broker delivers it again to the next run. Its
+                    # connections are closed before the cancel: psycopg would first
+                    # ask a server that does not answer to cancel the query (10 s).
+                    log.warning(
+                        "drain did not finish (the database committed nothing for %.0f s); "
+                        "%d message(s) left to the broker",
+                        DRAIN_STALL_S,
+                        self.queue_depth,
+                    )
+                    await self._close_database()
+                    await self.commands.abandon()
+                    processor.cancel()
+                    sender.cancel()
+                    await asyncio.wait([processor, sender])
+                else:
+                    try:
+                        await asyncio.wait_for(sender, PUBACK_TIMEOUT_S + 1)
+                    except TimeoutError:
+                        log.warning("linkage sender did not finish; its commands stay pending")
                 await self.ownership.stop_sessions()
         finally:
             self.ownership.bind(None)
@@ -300,12 +312,8 @@ class IngestService:
         delay = DB_RETRY_MIN_S
         while True:
             try:
-                self._writer = await psycopg.AsyncConnection.connect(
-                    self.dsn, application_name=APPLICATION_NAME, options=WRITER_OPTIONS
-                )
-                self._aux = await psycopg.AsyncConnection.connect(
-                    self.dsn, autocommit=True, application_name=APPLICATION_NAME
-                )
+                self._writer = await self._connect(options=WRITER_OPTIONS)
+                self._aux = await self._connect(autocommit=True)
                 flavour = await store.recorded_flavour(self._aux)
                 if flavour is None:
                     raise MigrationError("database is not migrated: run `firesafe db migrate`")
@@ -319,6 +327,43 @@ class IngestService:
                 log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
                 await self._wait_unless_stopping(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
+
+    async def _drain(self, processor: asyncio.Task[None]) -> bool:
+        """Wait for the processor to commit what was received; False once the
+        database has committed nothing for DRAIN_STALL_S (a server that hangs)
+        or after DRAIN_TIMEOUT_S in all."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        commits, since = self._commits, time.monotonic()
+        while True:
+            done, _ = await asyncio.wait([processor], timeout=0.25)
+            if done:
+                return True
+            now = time.monotonic()
+            if self._commits != commits:
+                commits, since = self._commits, now
+            if now - since >= DRAIN_STALL_S or now >= deadline:
+                return False
+
+    async def _connect(self, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+        """A connection, or StopRequested when a stop comes first: a server that
+        accepts connections and answers nothing holds a connect for its timeout."""
+        connecting = asyncio.ensure_future(
+            psycopg.AsyncConnection.connect(self.dsn, application_name=APPLICATION_NAME, **kwargs)
+        )
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            connecting.cancel()  # (a no-op once connected)
+        await asyncio.wait([connecting])
+        if connecting.cancelled():
+            raise StopRequested
+        conn = connecting.result()
+        if self._stopping.is_set():
+            await conn.close()
+            raise StopRequested
+        return conn
 
     async def _wait_unless_stopping(self, delay: float) -> None:
         """Sleep before trying the database again; a stop asked for meanwhile (or
@@ -803,6 +848,7 @@ class IngestService:
     def _after_commit(self, plan: BatchPlan) -> None:
         """Committed: acknowledge, fold into what we know of each device, count.
         Runs once per batch, never retried."""
+        self._commits += 1
         self.ownership.ack(plan.burst)
         self.silence.applied(plan.sites)
         self.held.committed(plan.held_marks)
