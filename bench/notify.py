@@ -162,8 +162,7 @@ class Publisher:
             CallbackAPIVersion.VERSION2, client_id=f"bench-notify-{os.getpid()}"
         )
         self.client.max_inflight_messages_set(1000)
-        if ep.username:
-            self.client.username_pw_set(ep.username, ep.password)
+        ep.sign_in(self.client)
         self.client.connect(ep.host, ep.port)
         self.client.loop_start()
 

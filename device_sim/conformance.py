@@ -465,10 +465,7 @@ def listen(
 ) -> None:
     """Subscribe to the site's topics for `duration_s`, feeding the checker."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    if endpoint.username:
-        client.username_pw_set(endpoint.username, endpoint.password)
-    if endpoint.tls:
-        client.tls_set()
+    endpoint.sign_in(client)
     lock = threading.Lock()
     subscribed = threading.Event()
 

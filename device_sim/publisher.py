@@ -89,10 +89,7 @@ class Link:
         )
         self.client.max_inflight_messages_set(65_535)
         self.client.max_queued_messages_set(0)
-        if endpoint.username:
-            self.client.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            self.client.tls_set()
+        endpoint.sign_in(self.client)
         if will_topic:
             # Contract section 1: devices set `offline` (retained) as their last will.
             self.client.will_set(will_topic, b"offline", qos=1, retain=True)

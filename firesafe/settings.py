@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -29,6 +29,14 @@ MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883}
 MIN_ADMIN_TOKEN_CHARS = 32
 # The placeholders of .env.example: a deployment must replace every one.
 PLACEHOLDER_MARK = "change-me"
+
+
+class _MqttClient(Protocol):
+    """What `MqttEndpoint.sign_in` needs of a paho client."""
+
+    def username_pw_set(self, username: str | None, password: str | None = None) -> None: ...
+
+    def tls_set(self) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,14 @@ class MqttEndpoint:
             password=unquote(parts.password) if parts.password else None,
             tls=parts.scheme == "mqtts",
         )
+
+    def sign_in(self, client: _MqttClient) -> None:
+        """Put the endpoint's credentials and TLS on a paho client (every client
+        of the platform, its simulator, benchmarks and tests signs in this way)."""
+        if self.username:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            client.tls_set()
 
     def url(self) -> str:
         scheme = "mqtts" if self.tls else "mqtt"

@@ -224,10 +224,7 @@ class AckPublisher:
         client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=self.protocol
         )
-        if self.endpoint.username:
-            client.username_pw_set(self.endpoint.username, self.endpoint.password)
-        if self.endpoint.tls:
-            client.tls_set()
+        self.endpoint.sign_in(client)
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect

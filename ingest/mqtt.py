@@ -286,7 +286,7 @@ class MqttSource:
             clean_session=False if self.protocol != paho.MQTTv5 else None,
             manual_ack=True,
         )
-        _sign_in(client, self.endpoint)
+        self.endpoint.sign_in(client)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -587,14 +587,6 @@ def _unsupported_protocol(code: ReasonCode | int) -> bool:
     return value in (1, 0x84)  # 3.1.1 "unacceptable protocol version", 5 "unsupported"
 
 
-def _sign_in(client: paho.Client, endpoint: MqttEndpoint) -> None:
-    """The endpoint's credentials and TLS on a client (the sessions and the probe)."""
-    if endpoint.username:
-        client.username_pw_set(endpoint.username, endpoint.password)
-    if endpoint.tls:
-        client.tls_set()
-
-
 def _backoff(attempt: int) -> float:
     """Seconds before the next connection attempt; jitter: a fleet must not
     reconnect in step."""
@@ -614,7 +606,7 @@ async def can_connect(endpoint: MqttEndpoint, client_id: str, timeout_s: float =
             protocol=paho.MQTTv311,
             clean_session=True,
         )
-        _sign_in(client, endpoint)
+        endpoint.sign_in(client)
         client.connect_timeout = timeout_s
         answered = threading.Event()
         accepted = [False]

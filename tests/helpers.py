@@ -121,8 +121,7 @@ class Publisher:
         )
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
-        if ep.username:
-            self.client.username_pw_set(ep.username, ep.password)
+        ep.sign_in(self.client)
         self.client.connect(ep.host, ep.port)
         self.client.loop_start()
 
@@ -195,8 +194,7 @@ class Subscriber:
             CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}"
         )
         self.client.max_inflight_messages_set(1000)
-        if ep.username:
-            self.client.username_pw_set(ep.username, ep.password)
+        ep.sign_in(self.client)
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *args: subscribed.set()
         self.client.on_message = self._on_message

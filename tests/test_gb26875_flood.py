@@ -76,8 +76,7 @@ class Subscriber:
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}"
         )
-        if endpoint.username:
-            self.client.username_pw_set(endpoint.username, endpoint.password)
+        endpoint.sign_in(self.client)
         self.client.on_connect = lambda cl, *_: cl.subscribe(topic, qos=0)
         self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.on_message = self._message
