@@ -69,8 +69,16 @@ class CuttableProxy:
                 continue
             server.settimeout(None)
             with self._lock:
-                self._conns += [client, server]
-                self.accepted += 1
+                # Cut while connecting upstream: this one must not outlive the cut
+                # (a session that slipped through held a shard in a test).
+                refuse = not self._open
+                if not refuse:
+                    self._conns += [client, server]
+                    self.accepted += 1
+            if refuse:
+                client.close()
+                server.close()
+                continue
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
