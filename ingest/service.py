@@ -948,7 +948,8 @@ class IngestService:
         if outage is not None:
             self.engine.credit_arrivals(*outage)
             if self._listened:  # (the first subscription is no comeback)
-                log.info("broker session back after %.1f s: supervision resumes", outage[1] / 1000)
+                # (deaf: a broker session down, or the database away, sessions or not)
+                log.info("listening again after %.1f s: supervision resumes", outage[1] / 1000)
         self._listened = True
         writes: list[store.AlarmWrite] = []
         waiting = [*self._taken, *self.intake]

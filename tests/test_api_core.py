@@ -13,6 +13,7 @@ import pytest
 
 from api.params import encode_cursor
 from storage.shards import SHARD_LOCK_CLASS
+from tests.helpers import query, wait_for
 from tests.test_api_support import (
     ISO_MS,
     client,
@@ -212,6 +213,30 @@ def test_health_names_the_shards_of_a_process_that_stopped_reporting(api_url: st
     (process,) = body["shards"]["processes"]
     assert process["instance"] == "ingest-stopped"
     assert process["report_age_s"] >= 40
+
+
+def test_health_does_not_count_a_process_whose_database_session_is_gone(
+    api_url: str, db: str
+) -> None:
+    """A recheck: a process killed outright still counted among the ingest
+    instances for up to 15 s (its last report was young)."""
+    with psycopg.connect(db, autocommit=True) as live:
+        _ingest_report(db, age_s=1, instance="ingest-live", backend_pid=live.info.backend_pid)
+        with psycopg.connect(db, autocommit=True) as gone:
+            dead_pid = gone.info.backend_pid
+        wait_for(
+            lambda: not query(db, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (dead_pid,))
+        )
+        _ingest_report(db, age_s=0, instance="ingest-killed", backend_pid=dead_pid)
+        with client(api_url, token=None) as anonymous:
+            body = anonymous.get("/health").json()
+        assert (body["ingest"]["state"], body["ingest"]["instances"]) == ("ok", 1)
+    # And the last one gone: ingest is stale, however young its report.
+    with client(api_url, token=None) as anonymous:
+        body = wait_for(
+            lambda: (b := anonymous.get("/health").json())["ingest"]["state"] == "stale" and b
+        )
+    assert body["status"] == "degraded"
 
 
 def test_health_stale_ingest_and_lost_broker(api_url: str, db: str) -> None:

@@ -163,7 +163,9 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
         ), staff
     newest = instances[0]
     age_s = float(newest["age_s"])
-    fresh = [i for i in instances if float(i["age_s"]) <= STALE_AFTER_S]
+    # Reported lately, and its database session still there: a process killed
+    # outright is not counted for the STALE_AFTER_S its last report stays young.
+    fresh = [i for i in instances if float(i["age_s"]) <= STALE_AFTER_S and i["alive"]]
     ingest_state: Literal["ok", "stale"] = "ok" if fresh else "stale"
     reporting = fresh or [newest]
     connected = all(i["broker_connected"] for i in reporting)

@@ -12,13 +12,18 @@ INSTANCE_HORIZON = "10 minutes"
 
 
 async def ingest_instances(conn: Conn) -> list[dict[str, Any]]:
-    """The newest ingest_stats row of each instance seen recently, newest first."""
+    """The newest ingest_stats row of each instance seen recently, newest first.
+    `alive`: its database session is still there (a process killed outright
+    loses it at once; its last report stays fresh for a while)."""
     cur = await conn.execute(
         f"""
         SELECT DISTINCT ON (instance) instance, at, broker_connected, lag_ms, queue_depth,
                messages, readings, events, rejects, duplicates, seq_gaps, batches,
                batch_latency_ms, extract(epoch FROM now() - at) AS age_s,
-               backend_pid, shards, shard_stats, takeovers
+               backend_pid, shards, shard_stats, takeovers,
+               backend_pid IS NULL
+                   OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = backend_pid)
+                   AS alive
         FROM ingest_stats
         WHERE at > now() - interval '{INSTANCE_HORIZON}'
         ORDER BY instance, at DESC
