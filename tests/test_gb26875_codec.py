@@ -391,6 +391,28 @@ def test_labels_on_another_clock_than_their_frame() -> None:
     assert "time label 2000-01-01T03:00:07+08:00 is not on its frame's clock" in str(fire["detail"])
 
 
+def test_a_frame_without_a_time_keeps_only_labels_on_the_centres_clock() -> None:
+    """A frame whose own time label is not a date: an object's label an hour
+    old is its time; one of a clock reset to 2000 is the arrival time, saying
+    so (it was taken as it was: a fire dated 2000, hidden from every `since`)."""
+    import dataclasses
+
+    def fire_at(label: datetime) -> dict[str, object]:
+        obj = component_status(1, 1, 42, 0x105, 0x0003, "3F", label)
+        f = frames(c.FrameReader().feed(frame(1, adu(2, obj))))[0]
+        f = dataclasses.replace(f, time_label=bytes(6))
+        tr = Translator("gw").translate(
+            f, c.decode_adu(f.adu), UITD, {"UITD-7_1_1_261": 1}, T_MS + 800
+        )
+        [fire] = [orjson.loads(m.payload) for m in tr.messages]
+        return dict(fire)
+
+    assert fire_at(datetime(2026, 3, 14, 8, 26, 53))["ts"] == T_MS - 3_600_000
+    reset = fire_at(datetime(2000, 1, 1, 12, 0, 7))
+    assert reset["ts"] == T_MS + 800
+    assert "2000-01-01T12:00:07+08:00" in str(reset["detail"])
+
+
 def test_a_backlog_keeps_its_time_labels() -> None:
     """Objects an hour old in a frame sent now (the link was down): their own
     times, nothing moved; a clock 9 minutes off is still trusted."""

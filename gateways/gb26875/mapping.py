@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import orjson
 
-from firesafe.contract import DEFAULT_INTERVAL_S, GATEWAY_SITE, ID_RE, MIN_TS_MS, TOPIC_ROOT
+from firesafe.contract import DEFAULT_INTERVAL_S, GATEWAY_SITE, ID_RE, TOPIC_ROOT
 from gateways.gb26875 import codec as c
 
 # Status bits that make a point or panel "faulty" (one `fault` alarm per device;
@@ -284,9 +284,14 @@ class Translator:
         before it and not after it (a backlog keeps its times); one that is not
         but is on the centre's (the device's clock reset, the panel's right) is
         taken as it is; else (the panel's clock reset, not a date) the frame's
-        time."""
+        time. A frame without a valid time: a label on the centre's clock, else
+        the arrival time (a label of a reset clock would hide the event in 2000)."""
         if frame_ms is None:
-            return (arrival_ms, True) if label_ms is None else (label_ms, False)
+            if label_ms is not None and (
+                arrival_ms - BACKLOG_MAX_MS <= label_ms <= arrival_ms + CLOCK_TRUST_MS
+            ):
+                return label_ms, False
+            return arrival_ms, True
         if label_ms is not None:
             if frame_ms - BACKLOG_MAX_MS <= label_ms <= frame_ms + CLOCK_TRUST_MS:
                 return label_ms + shift, False
@@ -315,8 +320,6 @@ class Translator:
             note = clock_note if ts != label_ms else ""
             if aside and label_ms is not None:
                 note = "; ".join(n for n in (_label_note(label_ms, off), clock_note) if n)
-            if ts < MIN_TS_MS:  # (a frame of 1999 and no shift: cannot happen, but never reject)
-                ts = arrival_ms
 
             event = functools.partial(_event, out, uitd.site, frame.serial, raw, ts, note=note)
 
