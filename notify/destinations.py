@@ -57,6 +57,22 @@ def _not_public(address: str) -> bool:
     return ip.is_multicast or not ip.is_global
 
 
+def url_problem(url: str) -> str | None:
+    """Why a webhook URL cannot be delivered to (None: it can): a port out of
+    range or not a number, a host that is not one (`http://[zz]/`). Checked
+    when a target is saved, for every role (a manager's got a 500, an admin's
+    was stored and failed every delivery)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        return f"webhook url {url} has a bad host or port"
+    if not parts.hostname:
+        return f"webhook url {url} has no host"
+    return None
+
+
 async def _public_addresses(url: str) -> list[str]:
     parts = urlsplit(url)
     host = parts.hostname

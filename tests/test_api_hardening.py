@@ -138,7 +138,12 @@ def test_stored_timestamps_beyond_python_range_do_not_break_the_api(
 # --- item 7: the system's actor name -------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["system", "System", " system ", "admin"])
+@pytest.mark.parametrize(
+    # (an outside check: `ADMİN` passed Python's lower() and failed PostgreSQL's
+    # CHECK with a 500; lookalikes were accepted)
+    "name",
+    ["system", "System", " system ", "admin", "ADMİN", "ſystem", "ａｄｍｉｎ", "sýstem"],
+)
 def test_reserved_token_names_are_refused(api: httpx.Client, name: str) -> None:
     response = api.post("/api/v1/tokens", json={"role": "operator", "name": name})
     assert response.status_code == 422, response.text

@@ -144,6 +144,37 @@ def test_last_will_raises_offline_at_once(
         assert log == [("opened", "system"), ("cleared", "system")]
 
 
+def device_state(db: str, device_id: str) -> str:
+    from storage.queries.devices import get_device
+
+    async def get() -> str:
+        async with await psycopg.AsyncConnection.connect(db, row_factory=dict_row) as conn:
+            row = await get_device(conn, scope=Scope.everything(), device_id=device_id)
+            return str(row["state"])
+
+    return asyncio.run(get())
+
+
+def test_a_device_heard_after_its_will_is_online_again(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    """An outside check: after its will (`offline`), a device sending
+    telemetry had its offline alarm cleared but kept the state `offline` until
+    it published `online` itself."""
+    dev = f"{site}-H1"
+    register(db, [{"id": dev, "site": site, "building": "B", "floor": "1", "zone": "Z",
+                   "kind": "heat"}])  # fmt: skip
+    with running_ingest(ingest_settings):
+        publisher.send(f"fs/v1/{site}/{dev}/status", "offline")
+        wait_for(lambda: alarms(db, site), timeout=10)
+        assert device_state(db, dev) == "offline"
+        publisher.send(
+            f"fs/v1/{site}/{dev}/telemetry", {"ts": now_ms(), "seq": 1, "v": {"temperature": 21.0}}
+        )
+        wait_for(lambda: alarms(db, site)[0]["status"] == "cleared")
+        wait_for(lambda: device_state(db, dev) == "online", timeout=10)
+
+
 def test_fault_lifecycle_one_open_alarm_and_refire(
     db: str, ingest_settings: Settings, publisher: Publisher, site: str
 ) -> None:

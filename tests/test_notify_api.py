@@ -177,6 +177,61 @@ def test_a_managers_webhook_may_not_reach_private_addresses(
         assert admin.post(TARGETS, json=hook("hq-local", url=url)).status_code == 201
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        hook("bad", url="http://8.8.8.8:99999/x"),  # port out of range
+        hook("bad", url="http://8.8.8.8:-1/x"),
+        hook("bad", url="http://[::1/x"),
+        hook("bad", url="http://[zz]/"),
+        hook("bad", template="{text}", content_type="text/plain;\r\nX-Injected: yes"),
+        hook("bad", template="{text}", content_type="text/plain; a=\x7f"),
+    ],
+)
+@pytest.mark.parametrize("role", ["admin", "manager"])
+def test_a_target_no_delivery_could_use_is_refused_for_every_role(
+    api_url: str, tokens: dict[str, str], body: dict[str, Any], role: str
+) -> None:
+    """An outside check: a manager's webhook with a bad port got a 500, an
+    admin's was stored and failed every delivery; a content type with CR LF
+    was stored and every delivery was refused by the HTTP client."""
+    with client(api_url, token=tokens[role]) as c:
+        refused = c.post(TARGETS, json=body)
+        assert refused.status_code == 422, refused.text
+        assert c.get(f"{TARGETS}/bad").status_code == 404
+
+
+def test_two_owners_creating_one_target_id_at_once_never_share_it(
+    api_url: str, tokens: dict[str, str], db: str
+) -> None:
+    """An outside check: managers of two sites creating one target id at the
+    same moment: 3 rounds in 12 stored the first's ownership with the
+    second's URL (one site's fire notifications sent to the other's endpoint),
+    the second being told 404 although its write was committed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    urls = {"manager": "https://8.8.8.8/m1", "manager2": "https://1.1.1.1/m2"}
+    sites = {"manager": ["S1"], "manager2": ["S2"]}
+
+    def create(role: str, target_id: str) -> int:
+        with client(api_url, token=tokens[role]) as c:
+            return c.post(TARGETS, json=hook(target_id, url=urls[role])).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        for n in range(12):
+            target_id = f"race{n}"
+            codes = dict(zip(urls, pool.map(create, urls, [target_id] * 2), strict=True))
+            with psycopg.connect(db) as conn:
+                row = conn.execute(
+                    "SELECT url, owner_sites FROM notify_targets WHERE id = %s", (target_id,)
+                ).fetchone()
+            assert row is not None
+            [winner] = [r for r, c in codes.items() if c == 201]
+            assert row == (urls[winner], sites[winner]), (codes, row)
+            loser = next(r for r in codes if r != winner)
+            assert codes[loser] == 409, codes
+
+
 def test_the_audit_lists_every_attempt(api_url: str, tokens: dict[str, str], db: str) -> None:
     with http_receiver() as rx:
         rx.respond = lambda path, n: 503 if n < 2 else 200

@@ -31,6 +31,9 @@ MAX_ESCALATE_AFTER_S = 86_400
 MAX_TEMPLATE_CHARS = 8_000
 EMAIL_RE = r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$"
 URL_RE = r"^https?://[^\s]{1,2000}$"
+# A media type and its parameters, no control characters (CR LF let a header
+# be injected, and h11 then refused every delivery).
+CONTENT_TYPE_RE = r"^[a-z]+/[A-Za-z0-9.+-]+(; *[^\x00-\x20\x7f][^\x00-\x1f\x7f]*)?$"
 
 # Suppressed is not a verdict to be told of on its own (see RuleIn.verdicts).
 NotifiedVerdict = Literal["pending", "confirmed"]
@@ -65,15 +68,17 @@ class TargetIn(BaseModel):
         "document. Placeholders: {event} {text} {subject} {delivery} {language} "
         "{escalation} {alarm.<field>} (e.g. {alarm.site}); escaped for the content type.",
     )
-    content_type: (
-        Annotated[str, StringConstraints(pattern=r"^[a-z]+/[A-Za-z0-9.+-]+(;\s*[^\s].*)?$")] | None
-    ) = Field(default=None, description="Content-Type of a templated body (default JSON)")
+    content_type: Annotated[str, StringConstraints(pattern=CONTENT_TYPE_RE)] | None = Field(
+        default=None, description="Content-Type of a templated body (default JSON)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TargetIn:
         if self.kind == "webhook":
             if self.url is None or self.address is not None:
                 raise ValueError("a webhook target needs url (and no address)")
+            if problem := destinations.url_problem(self.url):
+                raise ValueError(problem)
         elif self.address is None or self.url is not None:
             raise ValueError("an email target needs address (and no url)")
         if self.kind == "email" and (self.template or self.secret or self.content_type):

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import psycopg
 from psycopg import sql
 
 from storage.queries.common import Conn, Scope, Where
@@ -15,9 +16,13 @@ from storage.queries.errors import ConflictError, InvalidInputError, NotFoundErr
 
 # A device is offline when supervision has an open `offline` alarm for it or
 # its retained status topic says so; "unknown" until anything arrived.
+# A device's own word `offline` (its status topic: the broker's will) holds
+# until it is heard from again: telemetry after it clears the offline alarm,
+# and the state with it (an outside check saw `offline` beside live data).
 _STATE_SQL = """
     CASE
-        WHEN s.status = 'offline' OR EXISTS (
+        WHEN (s.status = 'offline' AND NOT COALESCE(s.last_seen_at > s.status_at, false))
+        OR EXISTS (
             SELECT 1 FROM alarms a
             WHERE a.device_id = d.id AND a.type = 'offline'
               AND a.status <> 'cleared' AND a.verdict <> 'suppressed'
@@ -115,22 +120,25 @@ async def upsert_devices(
     zones = sorted({(d.site, d.building, d.floor, d.zone) for d in specs})
     async with conn.transaction():
         await conn.execute(
-            "INSERT INTO sites (id) SELECT DISTINCT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+            "INSERT INTO sites (id) SELECT DISTINCT unnest(%s::text[]) ORDER BY 1 "
+            "ON CONFLICT DO NOTHING",
             ([z[0] for z in zones],),
         )
         await conn.execute(
             "INSERT INTO buildings (site_id, building) SELECT DISTINCT * "
-            "FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+            "FROM unnest(%s::text[], %s::text[]) ORDER BY 1, 2 ON CONFLICT DO NOTHING",
             ([z[0] for z in zones], [z[1] for z in zones]),
         )
         await conn.execute(
             "INSERT INTO floors (site_id, building, floor) SELECT DISTINCT * "
-            "FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+            "FROM unnest(%s::text[], %s::text[], %s::text[]) ORDER BY 1, 2, 3 "
+            "ON CONFLICT DO NOTHING",
             ([z[0] for z in zones], [z[1] for z in zones], [z[2] for z in zones]),
         )
         await conn.execute(
             "INSERT INTO zones (site_id, building, floor, zone) SELECT DISTINCT * "
-            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) ORDER BY 1, 2, 3, 4 "
+            "ON CONFLICT DO NOTHING",
             (
                 [z[0] for z in zones],
                 [z[1] for z in zones],
@@ -140,7 +148,11 @@ async def upsert_devices(
         )
         await _check_moves(conn, specs, move_site=move_site)
         await _check_routes(conn, rows)
-        await _check_addresses(conn, specs)
+        await _check_addresses(conn, rows)
+        # Rows are written in id order: two registrations of overlapping devices
+        # in other orders took each other's row locks and deadlocked (an outside
+        # check: 1 request in 4 got a 503).
+        specs = sorted(specs, key=lambda d: d.id)
         insert = sql.SQL(
             """
             INSERT INTO devices (id, site_id, building, floor, zone, kind, name, interval_s,
@@ -156,23 +168,31 @@ async def upsert_devices(
             RETURNING id
             """
         ).format(sql.SQL("NOTHING") if only_new else _UPDATE_DEVICE)
-        cur = await conn.execute(
-            insert,
-            (
-                [d.id for d in specs],
-                [d.site for d in specs],
-                [d.building for d in specs],
-                [d.floor for d in specs],
-                [d.zone for d in specs],
-                [d.kind for d in specs],
-                [d.name for d in specs],
-                [d.interval_s for d in specs],
-                [_dump(d.thresholds) for d in specs],
-                [_dump(d.routes) for d in specs],
-                [d.address for d in specs],
-                [d.utc_offset_min for d in specs],
-            ),
-        )
+        try:
+            cur = await conn.execute(
+                insert,
+                (
+                    [d.id for d in specs],
+                    [d.site for d in specs],
+                    [d.building for d in specs],
+                    [d.floor for d in specs],
+                    [d.zone for d in specs],
+                    [d.kind for d in specs],
+                    [d.name for d in specs],
+                    [d.interval_s for d in specs],
+                    [_dump(d.thresholds) for d in specs],
+                    [_dump(d.routes) for d in specs],
+                    [d.address for d in specs],
+                    [d.utc_offset_min for d in specs],
+                ),
+            )
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != "devices_address_idx":
+                raise
+            # Checked above; another registration took the address meanwhile.
+            raise InvalidInputError(
+                "address", "the address was registered for another device at the same moment"
+            ) from exc
         await cur.fetchall()  # (a trigger notifies ingest: migration 0140)
     stored = await _select(
         conn,
@@ -230,9 +250,10 @@ async def _check_routes(conn: Conn, rows: Sequence[tuple[int, DeviceSpec]]) -> N
         )
 
 
-async def _check_addresses(conn: Conn, specs: Sequence[DeviceSpec]) -> None:
-    """A transmission device's address belongs to one device only."""
-    given = [(i, d) for i, d in enumerate(specs) if d.address is not None]
+async def _check_addresses(conn: Conn, rows: Sequence[tuple[int, DeviceSpec]]) -> None:
+    """A transmission device's address belongs to one device only (`rows`: the
+    devices with their positions in the request)."""
+    given = [(i, d) for i, d in rows if d.address is not None]
     seen: dict[str, str] = {}
     for i, d in given:
         assert d.address is not None

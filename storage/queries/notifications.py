@@ -57,6 +57,19 @@ def owner_sites(scope: Scope) -> list[str] | None:
 # --- targets --------------------------------------------------------------------
 
 
+# Saving a target or rule takes a transaction lock on its id first: with none
+# stored yet, FOR UPDATE locks nothing, and two owners creating one id at the
+# same moment both passed the owner check; the second's upsert then wrote its
+# URL into the first's target (an outside check: notifications of one site
+# sent to another site's endpoint).
+TARGET_LOCK_CLASS = 0x46530010  # "FS" + 0x10: (class, hashtext(target id))
+RULE_LOCK_CLASS = 0x46530011
+
+
+async def _serialize(conn: Conn, lock_class: int, key: str) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (lock_class, key))
+
+
 async def list_targets(conn: Conn, *, scope: Scope) -> list[dict[str, Any]]:
     cond, params = _owned("t.owner_sites", scope)
     cur = await conn.execute(
@@ -107,6 +120,7 @@ async def put_target(
     never saw the secret (GET does not return it) can edit the rest.
     """
     async with conn.transaction():
+        await _serialize(conn, TARGET_LOCK_CLASS, target_id)
         cur = await conn.execute(
             "SELECT owner_sites FROM notify_targets WHERE id = %s FOR UPDATE", (target_id,)
         )
@@ -145,8 +159,8 @@ async def delete_target(conn: Conn, *, scope: Scope, target_id: str) -> None:
     await get_target(conn, scope=scope, target_id=target_id)
     try:
         await conn.execute("DELETE FROM notify_targets WHERE id = %s", (target_id,))
-    # An ON DELETE RESTRICT key: 23503 up to PostgreSQL 15.19, 23001 since
-    # (restrict_violation); both mean the same to the caller.
+    # An ON DELETE RESTRICT key: 23503 on PostgreSQL 15, 23001 (restrict_violation)
+    # on 18, the embedded server; both mean the same to the caller.
     except (psycopg.errors.ForeignKeyViolation, psycopg.errors.RestrictViolation) as exc:
         raise ConflictError(
             f"target {target_id!r} is used by a rule: delete or change the rule first"
@@ -195,6 +209,7 @@ async def put_rule(
 ) -> tuple[dict[str, Any], bool]:
     """Create or replace a rule; every target must exist and be the caller's to use."""
     async with conn.transaction():
+        await _serialize(conn, RULE_LOCK_CLASS, rule_id)
         cur = await conn.execute(
             "SELECT owner_sites FROM notify_rules WHERE id = %s FOR UPDATE", (rule_id,)
         )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+
+import psycopg
 
 from storage.queries.common import Conn
 from storage.queries.errors import InvalidInputError, NotFoundError
@@ -25,7 +28,12 @@ _LIVE = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
 
 
 def is_reserved_name(name: str) -> bool:
-    return name.strip().lower() in RESERVED_NAMES
+    """Whether a name reads as a reserved one: compared on its compatibility
+    decomposition with accents and marks dropped, so that lookalikes (`ſystem`,
+    `ａｄｍｉｎ`) and names PostgreSQL's lower() folds into one (`ADMİN`, which
+    Python's does not) are refused before the CHECK constraint sees them."""
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return folded.strip().lower() in RESERVED_NAMES
 
 
 async def create_token(
@@ -40,11 +48,19 @@ async def create_token(
 ) -> dict[str, Any]:
     if is_reserved_name(name):
         raise InvalidInputError("name", f"{name.strip()!r} is reserved (the system's own actor)")
-    cur = await conn.execute(
-        "INSERT INTO api_tokens (name, role, sites, token_hash, created_by, expires_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id, name, role, sites, created_at, expires_at",
-        (name, role, list(sites), token_hash(token), created_by, expires_at),
-    )
+    try:
+        cur = await conn.execute(
+            "INSERT INTO api_tokens (name, role, sites, token_hash, created_by, expires_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id, name, role, sites, created_at, "
+            "expires_at",
+            (name, role, list(sites), token_hash(token), created_by, expires_at),
+        )
+    except psycopg.errors.CheckViolation as exc:  # the constraint's own folding
+        if exc.diag.constraint_name != "api_tokens_name_not_reserved":
+            raise
+        raise InvalidInputError(
+            "name", f"{name.strip()!r} is reserved (the system's own actor)"
+        ) from exc
     row = await cur.fetchone()
     assert row is not None  # INSERT ... RETURNING always returns the row
     return row
