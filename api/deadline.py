@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from api.errors import Asgi, Receive, Scope, Send, request_id, unavailable
+from api.errors import Asgi, Receive, Scope, Send, body_timeout, request_id, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,17 @@ class DeadlineMiddleware:
         seconds = request_deadline(scope["method"], scope["path"])
         started = False
         answered = False
+        headers = dict(scope.get("headers") or ())
+        body_done = headers.get(b"content-length", b"0") == b"0" and (
+            b"transfer-encoding" not in headers
+        )
+
+        async def reading() -> MutableMapping[str, Any]:
+            nonlocal body_done
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_done = True
+            return message
 
         async def guarded(message: MutableMapping[str, Any]) -> None:
             nonlocal started
@@ -99,7 +110,7 @@ class DeadlineMiddleware:
                 started = True
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, guarded))
+        task = asyncio.ensure_future(self.app(scope, reading, guarded))
         try:
             done, _ = await asyncio.wait({task}, timeout=seconds)
             if done or started:
@@ -111,6 +122,17 @@ class DeadlineMiddleware:
         answered = True
         _abandon(task)
         request = Request(scope)
+        if not body_done:
+            # The client did not send the body it announced: not the database.
+            log.info(
+                "request %s: %s %s: the body did not arrive within %g s",
+                request_id(request),
+                scope["method"],
+                scope["path"],
+                seconds,
+            )
+            await body_timeout(request, seconds)(scope, receive, send)
+            return
         log.warning(
             "request %s: %s %s had no response within %g s (database not answering?)",
             request_id(request),

@@ -111,6 +111,7 @@ _STATUS_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
@@ -138,6 +139,18 @@ def unavailable(request: Request, *, close: bool = False) -> JSONResponse:
         headers["Connection"] = "close"
     return error_json(
         503, "unavailable", "database unavailable, retry later", headers, request=request
+    )
+
+
+def body_timeout(request: Request, seconds: float) -> JSONResponse:
+    """The 408 of a request whose announced body did not arrive in time (the
+    connection closes: the rest of the body may still come)."""
+    return error_json(
+        408,
+        "request_timeout",
+        f"the request body did not arrive within {seconds:g} s",
+        {"Connection": "close"},
+        request=request,
     )
 
 
@@ -192,6 +205,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("not a cursor returned by this endpoint"),
     N_("given more than once"),
     N_("the request body ended early"),
+    N_("the request body did not arrive within {seconds} s"),
     N_("must be an alarm_log id (integer)"),
     N_(
         "the range spans {count} buckets of {bucket}; at most {max}: "
@@ -306,6 +320,7 @@ _GENERIC: dict[str, str] = {
     "forbidden": N_("Not allowed"),
     "not_found": N_("Not found"),
     "method_not_allowed": N_("Method not allowed"),
+    "request_timeout": N_("Request timeout"),
     "conflict": N_("Conflict with the current state"),
     "too_large": N_("Request too large"),
     "unsupported_media_type": N_("Unsupported media type"),

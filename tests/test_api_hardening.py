@@ -493,6 +493,46 @@ def test_the_deadline_bounds_the_wait_for_a_response_not_its_body(
     assert b"".join(m.get("body", b"") for m in streamed[1:]) == b"abc"
 
 
+def test_a_body_that_does_not_arrive_is_a_408_not_the_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An outside check: a body shorter than its Content-Length, the
+    connection left open, got a 503 "database unavailable" after 10 s and a
+    warning blaming the database. The body's own wait is the client's."""
+    monkeypatch.setattr(deadline, "REQUEST_DEADLINE_S", 0.2)
+
+    async def reads_the_body(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await asyncio.sleep(5)  # (then the database would not answer either)
+
+    async def run(parts: list[dict[str, Any]]) -> list[Any]:
+        sent: list[Any] = []
+        queue = list(parts)
+
+        async def receive() -> dict[str, Any]:
+            if queue:
+                return queue.pop(0)
+            await asyncio.sleep(60)  # the client sends nothing more
+            return {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        headers = [(b"content-length", b"100")]
+        scope = {"type": "http", "method": "POST", "path": "/api/v1/tokens",
+                 "headers": headers, "state": {}}  # fmt: skip
+        await deadline.DeadlineMiddleware(reads_the_body)(scope, receive, send)
+        await asyncio.sleep(0.05)
+        return sent
+
+    short = asyncio.run(run([{"type": "http.request", "body": b"x" * 10, "more_body": True}]))
+    assert short[0]["status"] == 408
+    assert orjson.loads(short[1]["body"])["error"]["code"] == "request_timeout"
+    whole = asyncio.run(run([{"type": "http.request", "body": b"x" * 100}]))
+    assert whole[0]["status"] == 503  # the body came: the wait is the database's
+
+
 # --- item 12: weak admin tokens ------------------------------------------------
 
 
