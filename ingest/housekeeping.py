@@ -5,10 +5,14 @@ of time; on both flavours pruning of old rejects."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 
@@ -41,13 +45,44 @@ async def run_housekeeping(settings: Settings, flavour: store.Flavour, applicati
                 await refresh_rollup(settings, application)
             if now >= due.get("partitions", math.inf):
                 due["partitions"] = now + PARTITIONS_EVERY_S
-                await asyncio.to_thread(ensure_partitions, settings)
+                await _off_loop(ensure_partitions, settings)
             if now >= due["rejects"]:
                 due["rejects"] = now + REJECT_PRUNE_EVERY_S
-                await asyncio.to_thread(prune_rejects, settings, application)
+                await _off_loop(prune_rejects, settings, application)
         except (psycopg.Error, rollup.RefreshFailed) as exc:
             log.warning("housekeeping failed: %s", exc)
         await asyncio.sleep(max(0.1, min(due.values()) - time.monotonic()))
+
+
+async def _off_loop(chore: Callable[..., None], *args: Any) -> None:
+    """Run a blocking chore in a daemon thread of its own. A stop cancels the
+    wait at once, and neither the loop's shutdown nor the interpreter's exit
+    waits for the thread: a database that hangs (connections accepted, nothing
+    answered) held a sync query, and with it the stop, for ever (an outside
+    check; `asyncio.to_thread`'s pool is joined at exit). The chores are
+    idempotent: one cut short is done again by whoever comes next."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return  # the wait was cancelled (a stop)
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def work() -> None:
+        error: BaseException | None = None
+        try:
+            chore(*args)
+        except Exception as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=work, name=f"housekeeping-{chore.__name__}", daemon=True).start()
+    await done
 
 
 async def refresh_rollup(settings: Settings, application: str) -> None:

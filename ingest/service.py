@@ -118,6 +118,21 @@ _URGENT_SUFFIXES = ("/event", "/status")
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
+async def cancel_hung(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel tasks that may be waiting on a database that does not answer.
+    psycopg meets a cancelled query by asking that server to cancel it (5 s)
+    and waiting for the query to end (5 s more); cancelled again meanwhile, it
+    closes the connection at once, which is what a stop wants here: nothing
+    that was not committed was acknowledged."""
+    for _ in range(5):
+        pending = [t for t in tasks if not t.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+
+
 class StopRequested(Exception):
     """Asked to stop while waiting for the database: what was not committed is
     not acknowledged, and the broker delivers it again to the next run."""
@@ -262,10 +277,13 @@ class IngestService:
                 # 1. stop intake, 2. drain what was received, 3. disconnect.
                 self.ownership.pause()
                 drained = await self._drain(processor)
-                housekeeping.cancel()
-                watch.cancel()
                 self.commands.stop()
-                if not drained:
+                if drained:
+                    try:
+                        await asyncio.wait_for(sender, PUBACK_TIMEOUT_S + 1)
+                    except TimeoutError:
+                        log.warning("linkage sender did not finish; its commands stay pending")
+                else:
                     # The database is away: what was not committed is not acknowledged
                     # either, and the broker delivers it again to the next run. Its
                     # connections are closed before the cancel: psycopg would first
@@ -278,14 +296,10 @@ class IngestService:
                     )
                     await self._close_database()
                     await self.commands.abandon()
-                    processor.cancel()
-                    sender.cancel()
-                    await asyncio.wait([processor, sender])
-                else:
-                    try:
-                        await asyncio.wait_for(sender, PUBACK_TIMEOUT_S + 1)
-                    except TimeoutError:
-                        log.warning("linkage sender did not finish; its commands stay pending")
+                    await cancel_hung([processor, sender])
+                # The chores may be in a query the database will never answer
+                # (an outside check: 8-13 s more to stop).
+                await cancel_hung([housekeeping, watch])
                 await self.ownership.stop_sessions()
         finally:
             self.ownership.bind(None)

@@ -514,3 +514,69 @@ def test_every_long_lived_connection_notices_a_silent_database(db: str, mqtt_url
         conninfo.conninfo_to_dict(IngestService(Settings(database_url=mine)).dsn)["connect_timeout"]
         == "3"
     )
+
+
+def test_a_chore_hung_on_the_database_holds_neither_the_loop_nor_its_end() -> None:
+    """An outside check: a database that hung during the partitions check or
+    the rejects prune (sync, in a worker thread) held a stop for ever:
+    `asyncio.run` joins its thread pool at the end. A chore's thread is a
+    daemon of its own, and the wait for it is cancelled at once."""
+    import threading
+
+    from ingest.housekeeping import _off_loop
+
+    release = threading.Event()
+
+    def hung() -> None:
+        release.wait(60)
+
+    async def stop_during_the_chore() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(_off_loop(hung), 0.2)
+
+    started = time.monotonic()
+    try:
+        asyncio.run(stop_during_the_chore())  # (returned only when the pool's thread ended)
+        assert time.monotonic() - started < 2.0
+    finally:
+        release.set()
+
+    async def failing() -> None:
+        def broken() -> None:
+            raise psycopg.OperationalError("the chore's own error")
+
+        with pytest.raises(psycopg.OperationalError, match="own error"):
+            await _off_loop(broken)
+
+    asyncio.run(failing())
+
+
+def test_a_query_the_database_never_answers_is_cancelled_at_once(db: str) -> None:
+    """psycopg meets a cancelled query by asking the server to cancel it and
+    waiting for it to end, 10 s against a server that hangs (an outside check:
+    a stop took 8-13 s when the database hung during a housekeeping query);
+    `cancel_hung` has the connection closed instead."""
+    from ingest.service import cancel_hung
+
+    parts = conninfo.conninfo_to_dict(db)
+    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
+    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
+
+    async def go() -> float:
+        conn = await psycopg.AsyncConnection.connect(via_proxy, autocommit=True)
+        proxy.hold()
+        query = asyncio.create_task(conn.execute("SELECT 1"))
+        await asyncio.sleep(0.3)
+        assert not query.done()
+        started = time.monotonic()
+        await cancel_hung([query])
+        took = time.monotonic() - started
+        assert query.cancelled()
+        await conn.close()
+        return took
+
+    try:
+        took = asyncio.run(go())
+    finally:
+        proxy.close()
+    assert took < 2.0, took
