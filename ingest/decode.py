@@ -57,6 +57,7 @@ class RawMessage(NamedTuple):
     generation: int = 0  # which broker connection it came on (packet ids are per connection)
     size: int = -1  # the payload's length when it was cut short on arrival (too large)
     shard: int = -1  # the shard whose session it came on (-1: the single session)
+    dup: bool = False  # MQTT DUP: the broker sent it to us before (a redelivery)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class DecodedBatch:
     st_online: NDArray[np.bool_]
     st_received: NDArray[np.int64]
     st_retained: NDArray[np.bool_]
+    st_dup: NDArray[np.bool_]  # redelivered by the broker (MQTT DUP)
     rejects: list[Reject] = field(default_factory=list)
     messages: int = 0
     # (site, gateway id, first row, end row): readings that came through a gateway
@@ -276,7 +278,7 @@ class Decoder:
         extra: dict[int, dict[str, float]] = {}
         ev: list[tuple[int, int, int, int, int]] = []
         ev_detail: list[str | None] = []
-        st: list[tuple[int, bool, int, bool]] = []
+        st: list[tuple[int, bool, int, bool, bool]] = []
         rejects: list[Reject] = []
         gateways: list[tuple[str, str, int, int]] = []
         classify = self.classify
@@ -361,7 +363,7 @@ class Decoder:
                     state = payload.strip()
                     if state not in (b"online", b"offline"):
                         raise _Invalid("bad_payload", "status must be `online` or `offline`")
-                    st.append((device.slot, state == b"online", arrival, retained))
+                    st.append((device.slot, state == b"online", arrival, retained, message.dup))
             except _Invalid as exc:
                 rejects.append(
                     Reject(
@@ -397,6 +399,7 @@ class Decoder:
             st_online=np.array([s[1] for s in st], dtype=np.bool_),
             st_received=np.array([s[2] for s in st], dtype=np.int64),
             st_retained=np.array([s[3] for s in st], dtype=np.bool_),
+            st_dup=np.array([s[4] for s in st], dtype=np.bool_),
             rejects=rejects,
             messages=len(burst),
             gateways=gateways,

@@ -79,8 +79,8 @@ class _BufferedClient(paho.Client):
     _rbuf = b""
     _rpos = 0
     drained = False  # the last read found the socket empty (EAGAIN)
-    # (topic, payload, retained, mid, qos) -> None; set by MqttSource
-    on_publish_fast: Callable[[str, bytes, bool, int, int], None] | None = None
+    # (topic, payload, retained, mid, qos, dup) -> None; set by MqttSource
+    on_publish_fast: Callable[[str, bytes, bool, int, int, bool], None] | None = None
 
     def _handle_publish(self) -> MQTTErrorCode:
         """QoS 0/1 PUBLISH without paho's per-message objects.
@@ -114,7 +114,7 @@ class _BufferedClient(paho.Client):
                 if not byte & 0x80:
                     break
             end += length
-        deliver(topic, bytes(packet[end:]), bool(header & 0x01), mid, qos)
+        deliver(topic, bytes(packet[end:]), bool(header & 0x01), mid, qos, bool(header & 0x08))
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _sock_recv(self, bufsize: int) -> bytes:
@@ -546,7 +546,7 @@ class MqttSource:
         self._call_in_loop(resolve)
 
     def _on_publish_fast(
-        self, topic: str, payload: bytes, retained: bool, mid: int, qos: int
+        self, topic: str, payload: bytes, retained: bool, mid: int, qos: int, dup: bool
     ) -> None:
         self.deliver(
             RawMessage(
@@ -558,6 +558,7 @@ class MqttSource:
                 qos,
                 self.generation,
                 shard=self.shard,
+                dup=dup,
             )
         )
 
@@ -572,6 +573,7 @@ class MqttSource:
                 message.qos,
                 self.generation,
                 shard=self.shard,
+                dup=bool(message.dup),
             )
         )
 

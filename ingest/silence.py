@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 # Reject reasons that say nothing about whether the device itself is alive.
 NOT_FROM_THE_DEVICE = frozenset({"unknown_device", "site_mismatch", "bad_topic"})
 
+# A will the broker delivers again (MQTT DUP: it was in flight to us when the
+# broker stopped) within this long of one this process raised an alarm for is
+# that same will: the alarm was raised once already (an outside check saw two
+# for one will after a broker restart: the device's last reading, redelivered
+# first, had cleared the first).
+WILL_REDELIVERY_MS = 600_000
+
 Writes = list[store.AlarmWrite]
 Changes = list[SiteChange]
 
@@ -42,6 +49,7 @@ class Silence:
         self.gateways = GatewayMembers()
         self.group_alarms: dict[Group, str] = {}  # (site, gateway or "") -> open alarm id
         self._site_supervised: dict[str, int] = {}
+        self._will_at: dict[int, int] = {}  # slot -> arrival of the last will raised
 
     # ------------------------------------------------------------ state
     def configure(
@@ -57,6 +65,8 @@ class Silence:
 
     def forget(self, slots: NDArray[np.int64]) -> None:
         self.supervisor.forget(slots)
+        for slot in slots.tolist():
+            self._will_at.pop(slot, None)
         self.gateways.forget(slots)
 
     def forget_sites(self, sites: Collection[str]) -> None:
@@ -115,10 +125,15 @@ class Silence:
                 for s in np.unique(gone).tolist()
             }
             stale = [s for s, at in will_at.items() if (seen_at[seen_slot == s] >= at).any()]
+            for s in np.unique(batch.st_slot[~batch.st_online & batch.st_dup]).tolist():
+                raised = self._will_at.get(s)
+                if raised is not None and 0 <= will_at[s] - raised <= WILL_REDELIVERY_MS:
+                    stale.append(s)  # redelivered: raised once already
             gone = gone[~np.isin(gone, stale)]
         if gone.size:
             for s in self.supervisor.went_offline(gone).tolist():
                 at = int(batch.st_received[(batch.st_slot == s) & ~batch.st_online].min())
+                self._will_at[s] = at
                 writes.append(self._write(s, "open", "last_will", at))
                 changes += self._went_offline(s, at)
         return writes, self._site_covers_its_gateways(changes)

@@ -373,3 +373,42 @@ def test_a_will_delivered_with_the_devices_newer_messages_is_old_news() -> None:
     ]
     writes, _ = silence.batch(Decoder(registry).decode(burst))
     assert [(w.device_id, w.action, w.reason) for w in writes] == [("S-H1", "open", "last_will")]
+
+
+def test_a_will_the_broker_delivers_again_is_raised_once() -> None:
+    """An outside check restarted the broker under 40 devices with wills: two
+    got two offline alarms from one will. The will and the device's last
+    reading were both in flight to ingest when the broker stopped; it sent
+    them again (MQTT DUP), the reading first (it cleared the alarm, in a batch
+    of its own), then the will (it opened a second one). A redelivered will
+    within WILL_REDELIVERY_MS of the one raised is that same will; a will
+    that is not a redelivery, or comes much later, still counts."""
+    from ingest.decode import Decoder, RawMessage
+    from ingest.silence import WILL_REDELIVERY_MS
+
+    registry = Registry([Device(f"S-H{i}", i, "S", "B", "1", "Z", "heat", 60.0) for i in range(2)])
+    silence = Silence(registry)
+    silence.configure(registry, np.arange(2, dtype=np.int64), np.zeros(2, np.int64))
+    decode = Decoder(registry).decode
+    reading = b'{"ts": 1764072000000, "seq": 1, "v": {"temperature": 21.0}}'
+
+    def changes(*burst: RawMessage) -> list[tuple[str, str, str]]:
+        writes, _ = silence.batch(decode(list(burst)))
+        return [(w.device_id, w.action, w.reason) for w in writes]
+
+    for slot in ("S-H0", "S-H1"):  # the broker stops: both wills
+        assert changes(RawMessage(f"fs/v1/S/{slot}/status", b"offline", 1_000)) == [
+            (slot, "open", "last_will")
+        ]
+    # Back: each device's last reading, redelivered, then its will, redelivered.
+    for slot in ("S-H0", "S-H1"):
+        telemetry = RawMessage(f"fs/v1/S/{slot}/telemetry", reading, 6_000, dup=True)
+        assert changes(telemetry) == [(slot, "clear", "back_online")]
+    assert changes(RawMessage("fs/v1/S/S-H0/status", b"offline", 6_035, dup=True)) == []
+    # Not a redelivery: a new will.
+    assert changes(RawMessage("fs/v1/S/S-H1/status", b"offline", 6_040)) == [
+        ("S-H1", "open", "last_will")
+    ]
+    # A redelivery long after the will raised is judged as a will again.
+    late = RawMessage("fs/v1/S/S-H0/status", b"offline", 1_000 + WILL_REDELIVERY_MS + 1, dup=True)
+    assert changes(late) == [("S-H0", "open", "last_will")]

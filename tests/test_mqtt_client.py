@@ -1,7 +1,8 @@
-"""Every MQTT client signs in the same way (`MqttEndpoint.sign_in`): against a
-broker that refuses anonymous clients, as the README's production broker
-does, ingest, its probe and the suite's publisher get in with the URL's
-credentials, and a client without them is refused."""
+"""MQTT clients against a real broker. Every client signs in the same way
+(`MqttEndpoint.sign_in`): against a broker that refuses anonymous clients, as
+the README's production broker does, ingest, its probe and the suite's
+publisher get in with the URL's credentials, and a client without them is
+refused. Ingest's session sees a redelivery as one (MQTT DUP)."""
 
 from __future__ import annotations
 
@@ -131,3 +132,44 @@ def test_ingest_and_publishers_sign_in_to_a_broker_that_wants_a_password(
             )
         finally:
             publisher.close()
+
+
+@pytest.mark.usefixtures("full_broker")
+def test_a_message_the_broker_sends_again_is_marked_dup(mqtt_url: str) -> None:
+    """Ingest acknowledges a message only once it is committed: one received and
+    not acknowledged when the session dropped comes again on the next
+    connection with MQTT's DUP flag, which tells a redelivered will from a new
+    one (ingest/silence.py)."""
+    from ingest.decode import RawMessage
+    from ingest.mqtt import MqttSource
+    from tests.helpers import forget_session
+
+    client_id = f"dup-{uuid.uuid4().hex[:8]}"
+    topic = f"fs/v1/D{uuid.uuid4().hex[:6]}/dev/status"
+    endpoint = MqttEndpoint.parse(mqtt_url)
+
+    async def receive_once() -> RawMessage:
+        got: asyncio.Queue[RawMessage] = asyncio.Queue()
+        source = MqttSource(endpoint, client_id, got.put_nowait, subscriptions=[topic])
+        subscribed = asyncio.Event()
+        run = asyncio.create_task(source.run(subscribed.set))
+        try:
+            await asyncio.wait_for(subscribed.wait(), 15)
+            if got.empty():
+                publisher = Publisher(mqtt_url)
+                try:
+                    publisher.send(topic, "offline")  # (QoS 1)
+                finally:
+                    publisher.close()
+            return await asyncio.wait_for(got.get(), 15)  # never acknowledged
+        finally:
+            await source.stop()
+            await run
+
+    try:
+        first = asyncio.run(receive_once())
+        again = asyncio.run(receive_once())
+    finally:
+        forget_session(mqtt_url, client_id)
+    assert (first.payload, first.dup) == (b"offline", False)
+    assert (again.payload, again.dup) == (b"offline", True)
