@@ -101,6 +101,7 @@ DRAIN_TIMEOUT_S = 10.0
 # Stopping, a database that has committed nothing this long does not answer:
 # what was received is left to the broker (it was not acknowledged).
 DRAIN_STALL_S = 3.0
+DRAIN_IDLE_S = 1.0  # ... and with nothing received left to commit
 DISCONNECT_TIMEOUT_S = 5.0
 DB_RETRY_MIN_S = 0.5
 DB_RETRY_MAX_S = 15.0
@@ -344,7 +345,8 @@ class IngestService:
 
     async def _drain(self, processor: asyncio.Task[None]) -> bool:
         """Wait for the processor to commit what was received; False once the
-        database has committed nothing for DRAIN_STALL_S (a server that hangs)
+        database has committed nothing for DRAIN_STALL_S (a server that hangs;
+        DRAIN_IDLE_S when nothing received is left)
         or after DRAIN_TIMEOUT_S in all."""
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         commits, since = self._commits, time.monotonic()
@@ -355,7 +357,10 @@ class IngestService:
             now = time.monotonic()
             if self._commits != commits:
                 commits, since = self._commits, now
-            if now - since >= DRAIN_STALL_S or now >= deadline:
+            # With nothing received left, only bookkeeping can still be under
+            # way: milliseconds when the database answers.
+            stall = DRAIN_STALL_S if self.intake or self._taken else DRAIN_IDLE_S
+            if now - since >= stall or now >= deadline:
                 return False
 
     async def _connect(self, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
