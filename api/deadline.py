@@ -33,6 +33,10 @@ REQUEST_DEADLINES: Mapping[tuple[str, str], float] = {
     ("POST", "/api/v1/devices/import"): 60.0,
 }
 
+# A request's body must have arrived within this long (10,000 devices of CSV
+# in a few MB, on a slow link); endpoints with a shorter deadline keep theirs.
+BODY_DEADLINE_S = 30.0
+
 # Abandoned tasks finishing their cancellation: referenced until done.
 _abandoned: set[asyncio.Future[Any]] = set()
 
@@ -112,7 +116,12 @@ class DeadlineMiddleware:
 
         task = asyncio.ensure_future(self.app(scope, reading, guarded))
         try:
-            done, _ = await asyncio.wait({task}, timeout=seconds)
+            # A body must arrive within its own deadline whatever the work
+            # after it may take (bulk registration: 60 s).
+            first = min(seconds, BODY_DEADLINE_S)
+            done, _ = await asyncio.wait({task}, timeout=first)
+            if not (done or started) and body_done and seconds > first:
+                done, _ = await asyncio.wait({task}, timeout=seconds - first)
             if done or started:
                 await task
                 return
@@ -129,9 +138,9 @@ class DeadlineMiddleware:
                 request_id(request),
                 scope["method"],
                 scope["path"],
-                seconds,
+                first,
             )
-            await body_timeout(request, seconds)(scope, receive, send)
+            await body_timeout(request, first)(scope, receive, send)
             return
         log.warning(
             "request %s: %s %s had no response within %g s (database not answering?)",

@@ -222,6 +222,10 @@ _TEMPLATES: tuple[str, ...] = (
     N_("address {address} is given twice"),
     N_("address {address} belongs to device {device}"),
     N_("the address was registered for another device at the same moment"),
+    N_(
+        "device {device} was registered at another site meanwhile: "
+        "moving a device between sites needs move_site=true"
+    ),
     N_("site {site} is outside the caller's sites"),
     N_("alarm {alarm} is outside the caller's sites"),
     N_("device {device} is outside the caller's sites"),

@@ -64,12 +64,16 @@ def url_problem(url: str) -> str | None:
     was stored and failed every delivery)."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises on a bad port)
+        port = parts.port  # (raises on a port out of range or not a number)
         httpx.URL(url)
-    except (ValueError, httpx.InvalidURL):
+        if parts.hostname:
+            parts.hostname.encode("idna")  # (an empty or over-long label: UnicodeError)
+    except (ValueError, httpx.InvalidURL):  # (UnicodeError is a ValueError)
         return f"webhook url {url} has a bad host or port"
     if not parts.hostname:
         return f"webhook url {url} has no host"
+    if port == 0 or parts.netloc.endswith(":"):
+        return f"webhook url {url} has a bad host or port"
     return None
 
 
@@ -81,7 +85,7 @@ async def _public_addresses(url: str) -> list[str]:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # (idna: a label empty or over 63 characters)
         raise PrivateDestination(f"webhook host {host} does not resolve ({exc})") from exc
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     private = sorted(a for a in addresses if _not_public(a))

@@ -531,6 +531,45 @@ def test_a_body_that_does_not_arrive_is_a_408_not_the_database(
     assert orjson.loads(short[1]["body"])["error"]["code"] == "request_timeout"
     whole = asyncio.run(run([{"type": "http.request", "body": b"x" * 100}]))
     assert whole[0]["status"] == 503  # the body came: the wait is the database's
+    # An endpoint with a long deadline (bulk registration) waits for its body
+    # only as long as any: the body's deadline is its own.
+    monkeypatch.setattr(deadline, "BODY_DEADLINE_S", 0.2)
+    monkeypatch.setattr(deadline, "REQUEST_DEADLINES", {("POST", "/api/v1/tokens"): 3.0})
+    started = time.monotonic()
+    short = asyncio.run(run([{"type": "http.request", "body": b"x" * 10, "more_body": True}]))
+    assert short[0]["status"] == 408
+    assert time.monotonic() - started < 1.5
+
+
+def test_clients_sending_device_bodies_slowly_hold_no_database_connection(
+    api_url: str, api: httpx.Client
+) -> None:
+    """An outside check: POST /api/v1/devices took its pooled connection before
+    reading the body; 17 clients sending theirs slowly (a 60 s deadline) and
+    every other request got a 503 'database unavailable'."""
+    import socket
+
+    from api.app import POOL_MAX_SIZE
+
+    host, port = api_url.removeprefix("http://").split(":")
+    slow = []
+    try:
+        for _ in range(POOL_MAX_SIZE + 4):
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock.sendall(
+                b"POST /api/v1/devices HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 500\r\n\r\n[{"
+            )
+            slow.append(sock)
+        time.sleep(0.5)  # every handler is waiting for its body
+        started = time.monotonic()
+        response = api.get("/api/v1/devices")
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < 3.0
+    finally:
+        for sock in slow:
+            sock.close()
 
 
 # --- item 12: weak admin tokens ------------------------------------------------

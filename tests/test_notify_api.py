@@ -186,6 +186,12 @@ def test_a_managers_webhook_may_not_reach_private_addresses(
         hook("bad", url="http://[zz]/"),
         hook("bad", template="{text}", content_type="text/plain;\r\nX-Injected: yes"),
         hook("bad", template="{text}", content_type="text/plain; a=\x7f"),
+        hook("bad", template="{text}", content_type="text/plain; x=\u0085"),
+        hook("bad", template="{text}", content_type="text/plain; x=é"),
+        hook("bad", url="http://a..com/"),  # an empty DNS label (idna)
+        hook("bad", url="http://" + "a" * 64 + ".com/"),
+        hook("bad", url="http://8.8.8.8:0/x"),
+        hook("bad", url="http://8.8.8.8:/x"),
     ],
 )
 @pytest.mark.parametrize("role", ["admin", "manager"])

@@ -57,7 +57,8 @@ DB_ANSWER_S = 2.0
     "feed (LISTEN) is down, or a background job failed its last run, stalled or is "
     "paused (listed in `failed_jobs`: TimescaleDB's compression, rollup refresh and retention; "
     "on plain PostgreSQL the rollup refresh ingest runs). Which processes hold the shards "
-    "(`shards.processes`: host names, pids) and the tasks' error texts are shown only "
+    "(`shards.processes`: host names, pids) and the tasks' and failed jobs' error texts "
+    "are shown only "
     "with an admin or operator token.",
 )
 async def health(
@@ -75,6 +76,8 @@ async def health(
             report.shards.processes = []
         for task in report.tasks.values():
             task.last_error = None if task.last_error is None else "(shown with a token)"
+        for job in report.failed_jobs:  # (a database error names hosts and roles)
+            job.last_error = None if job.last_error is None else "(shown with a token)"
     return report
 
 

@@ -31,9 +31,9 @@ MAX_ESCALATE_AFTER_S = 86_400
 MAX_TEMPLATE_CHARS = 8_000
 EMAIL_RE = r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$"
 URL_RE = r"^https?://[^\s]{1,2000}$"
-# A media type and its parameters, no control characters (CR LF let a header
-# be injected, and h11 then refused every delivery).
-CONTENT_TYPE_RE = r"^[a-z]+/[A-Za-z0-9.+-]+(; *[^\x00-\x20\x7f][^\x00-\x1f\x7f]*)?$"
+# A media type and its parameters in printable ASCII (CR LF let a header be
+# injected; C1 controls or any non-ASCII character failed every delivery).
+CONTENT_TYPE_RE = r"^[a-z]+/[A-Za-z0-9.+-]+(; *[\x21-\x7e][\x20-\x7e]*)?$"
 
 # Suppressed is not a verdict to be told of on its own (see RuleIn.verdicts).
 NotifiedVerdict = Literal["pending", "confirmed"]

@@ -167,7 +167,16 @@ async def upsert_devices(
             ON CONFLICT (id) DO {}
             RETURNING id
             """
-        ).format(sql.SQL("NOTHING") if only_new else _UPDATE_DEVICE)
+        ).format(
+            sql.SQL("NOTHING")
+            if only_new
+            else _UPDATE_DEVICE
+            if move_site
+            # Checked above on what this transaction saw; a registration at
+            # another site committed since (a move, a new device) is not
+            # overwritten: an outside check saw devices moved back silently.
+            else sql.SQL("{} WHERE devices.site_id = EXCLUDED.site_id").format(_UPDATE_DEVICE)
+        )
         try:
             cur = await conn.execute(
                 insert,
@@ -193,7 +202,13 @@ async def upsert_devices(
             raise InvalidInputError(
                 "address", "the address was registered for another device at the same moment"
             ) from exc
-        await cur.fetchall()  # (a trigger notifies ingest: migration 0140)
+        written = {row["id"] for row in await cur.fetchall()}  # (a trigger notifies ingest)
+        moved = sorted({d.id for d in specs} - written) if not only_new else []
+        if moved:
+            raise ConflictError(
+                f"device {moved[0]!r} was registered at another site meanwhile: "
+                "moving a device between sites needs move_site=true"
+            )
     stored = await _select(
         conn,
         Where(params={"ids": asked}, parts=[sql.SQL("d.id = ANY(%(ids)s::text[])")]),
