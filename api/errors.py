@@ -251,6 +251,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("at most {count} devices per request"),
     N_("device {id} appears more than once in the request"),
     N_("request body larger than {count} bytes"),
+    N_("this token already has {count} open streams (close one first)"),
     N_("CSV body is not UTF-8"),
     N_(
         "zone {zone} is not a zone of the device's building and floor "

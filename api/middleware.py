@@ -90,13 +90,21 @@ class BodyLimitMiddleware:
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, limit: int) -> None:
+        # (before the language middleware, which runs inside this one)
+        from api.errors import render_message
+        from firesafe.i18n import negotiate_accept_language
+
         request_id = scope.get("state", {}).get("request_id")
-        body = _json_error(413, "too_large", f"request body larger than {limit} bytes", request_id)
+        asked = dict(scope.get("headers") or ()).get(b"accept-language")
+        lang = negotiate_accept_language(None if asked is None else asked.decode("latin-1"))
+        message = render_message("too_large", f"request body larger than {limit} bytes", lang)
+        body = _json_error(413, "too_large", message, request_id)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             # The unread body is still on the socket: do not reuse the connection.
             (b"connection", b"close"),
+            (b"content-language", lang.encode("ascii")),
         ]
         if request_id:
             headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))

@@ -407,6 +407,15 @@ def test_the_limit_is_larger_only_for_device_registration(api: httpx.Client) -> 
     )
     assert refused.status_code == 413
     assert refused.json()["error"]["code"] == "too_large"
+    # In the caller's language too (an outside check: English, no Content-Language).
+    zh = api.post(
+        "/api/v1/alarms/X/ack",
+        content=big,
+        headers={"Content-Type": "application/json", "Accept-Language": "zh-CN"},
+    )
+    assert zh.status_code == 413
+    assert zh.headers["content-language"] == "zh-CN"
+    assert "请求" in zh.json()["error"]["message"], zh.json()
 
 
 def test_the_middleware_never_hands_the_app_an_oversized_body() -> None:
