@@ -205,6 +205,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("not a cursor returned by this endpoint"),
     N_("given more than once"),
     N_("the request body ended early"),
+    N_("must not contain a NUL character"),
     N_("the request body did not arrive within {seconds} s"),
     N_("must be an alarm_log id (integer)"),
     N_(

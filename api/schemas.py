@@ -51,6 +51,17 @@ def not_reserved_site(site: str) -> str:
     return site
 
 
+def no_nul(text: str) -> str:
+    """PostgreSQL's text holds no NUL: refused here, by name, not by the database
+    ("a value is out of the range the database accepts": an outside check)."""
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    return text
+
+
+# Free text (names, templates, secrets): anything but NUL.
+Text = Annotated[str, AfterValidator(no_nul)]
+
 # A site a caller may create or be given: an id, but not the gateways' own.
 SiteId = Annotated[str, StringConstraints(pattern=ID_REGEX), AfterValidator(not_reserved_site)]
 Name = Annotated[str, StringConstraints(pattern=NAME_REGEX)]

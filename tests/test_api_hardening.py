@@ -581,6 +581,17 @@ def test_clients_sending_device_bodies_slowly_hold_no_database_connection(
             sock.close()
 
 
+def test_a_nul_in_free_text_is_refused_by_name(api: httpx.Client) -> None:
+    """An outside check: a NUL in a site's name got 'a value is out of the range
+    the database accepts' (the database's refusal) with a parameter's code."""
+    for lang, expected in (("en", "must not contain a NUL character"), ("zh-CN", "NUL 字符")):
+        refused = api.put(
+            "/api/v1/sites/S1", json={"name": "Tower\x00A"}, headers={"Accept-Language": lang}
+        )
+        assert refused.status_code == 422, refused.text
+        assert expected in refused.json()["error"]["message"], refused.text
+
+
 # --- item 12: weak admin tokens ------------------------------------------------
 
 

@@ -192,6 +192,8 @@ def test_a_managers_webhook_may_not_reach_private_addresses(
         hook("bad", url="http://" + "a" * 64 + ".com/"),
         hook("bad", url="http://8.8.8.8:0/x"),
         hook("bad", url="http://8.8.8.8:/x"),
+        hook("bad", template="{text}\x00"),  # (the database's error before: misleading)
+        hook("bad", secret="s\x00"),
     ],
 )
 @pytest.mark.parametrize("role", ["admin", "manager"])

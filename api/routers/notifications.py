@@ -18,7 +18,7 @@ from api.auth import Caller
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse, Forbidden
 from api.params import ID_REGEX, NAME_REGEX
-from api.schemas import AlarmType, Id, Page, Timestamp
+from api.schemas import AlarmType, Id, Page, Text, Timestamp
 from notify import destinations, render
 from storage.queries import Conn
 from storage.queries import alarms as alarm_q
@@ -54,13 +54,13 @@ class TargetIn(BaseModel):
     address: Annotated[str, StringConstraints(pattern=EMAIL_RE)] | None = Field(
         default=None, description="email: the recipient"
     )
-    secret: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+    secret: Annotated[Text, StringConstraints(min_length=1, max_length=256)] | None = Field(
         default=None,
         description="webhook: HMAC-SHA256 key of X-Firesafe-Signature. Never returned; "
         "left out on an update, the stored one is kept.",
     )
     language: Literal["en", "zh"] = Field(default="en", description="language of texts")
-    template: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEMPLATE_CHARS)] | (
+    template: Annotated[Text, StringConstraints(min_length=1, max_length=MAX_TEMPLATE_CHARS)] | (
         None
     ) = Field(
         default=None,

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES, BadParameter, ErrorResponse
 from api.params import DEFAULT_LIMIT, ID_REGEX, Cursor, Limit, decode_cursor, encode_cursor
-from api.schemas import AlarmCount, Page, SiteStandard, SiteSummary, not_reserved_site
+from api.schemas import AlarmCount, Page, SiteStandard, SiteSummary, Text, not_reserved_site
 from storage.queries import NotFoundError
 from storage.queries import sites as sites_q
 from storage.queries import stats as stats_q
@@ -76,7 +76,7 @@ async def site_summary(
 class SiteIn(BaseModel):
     """A site's settings; a field left out keeps its value (new sites: UTC, EN)."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    name: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
     timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
         default=None,
         description="IANA time zone, e.g. Asia/Shanghai; the API keeps UTC, dashboards and "
