@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import psycopg
@@ -226,8 +226,13 @@ class Ownership:
         if lost:
             raise ShardLost(f"shard(s) {lost} were taken over while the database was away")
 
-    async def take_all(self, writer: psycopg.AsyncConnection[Any]) -> None:
-        """Single mode: hold every shard (waiting while another process holds some)."""
+    async def take_all(
+        self,
+        writer: psycopg.AsyncConnection[Any],
+        pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """Single mode: hold every shard (waiting while another process holds some;
+        `pause` is the wait between tries, which a stop may end)."""
         while True:
             for k in range(self.count):
                 if k not in self.owned and await leases.try_lock(writer, k):
@@ -240,7 +245,7 @@ class Ownership:
                 self.count,
                 self.count - len(self.owned),
             )
-            await asyncio.sleep(SINGLE_RETRY_S)
+            await pause(SINGLE_RETRY_S)
 
     async def set_member(self, writer: psycopg.AsyncConnection[Any], member: bool) -> None:
         """Count this process among the live ones, or no longer (sharded mode)."""

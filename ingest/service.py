@@ -240,7 +240,7 @@ class IngestService:
             except* ShardLost as lost:
                 log.warning("%s: dropping every shard and starting over", lost.exceptions[0])
             except* StopRequested:
-                log.info("stopped while waiting for the database")
+                log.info("stopped while waiting (for the database, or for shards)")
                 stopped = True
             if stopped:
                 return
@@ -254,7 +254,8 @@ class IngestService:
         try:
             if not self.sharded:
                 assert self._writer is not None
-                await self.ownership.take_all(self._writer)
+                # (a stop while other processes hold shards: an outside check)
+                await self.ownership.take_all(self._writer, self._wait_unless_stopping)
             await self._with_database(self._load_state)
             async with asyncio.TaskGroup() as tasks:
                 self.ownership.bind(tasks)
@@ -292,7 +293,7 @@ class IngestService:
                     log.warning(
                         "drain did not finish (the database committed nothing for %.0f s); "
                         "%d message(s) left to the broker",
-                        DRAIN_STALL_S,
+                        DRAIN_STALL_S if self.intake or self._taken else DRAIN_IDLE_S,
                         self.queue_depth,
                     )
                     await self._close_database()

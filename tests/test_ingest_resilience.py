@@ -580,3 +580,32 @@ def test_a_query_the_database_never_answers_is_cancelled_at_once(db: str) -> Non
     finally:
         proxy.close()
     assert took < 2.0, took
+
+
+def test_a_stop_is_honoured_while_single_mode_waits_for_shards(
+    db: str, mqtt_url: str, site: str
+) -> None:
+    """An outside check: a single-mode process started beside a sharded one
+    waited for the shards the other held, and SIGTERM did nothing (killed as
+    stalled a minute later, with a traceback)."""
+    from ingest.service import IngestService
+    from storage.shards import SHARD_LOCK_CLASS
+
+    settings = Settings(
+        mqtt_url=mqtt_url, database_url=db, mqtt_client_id=f"wait-{site}", ingest_mode="single"
+    )
+
+    async def go() -> float:
+        service = IngestService(settings)
+        runner = asyncio.create_task(service.run())
+        await asyncio.sleep(1.5)  # waiting for shard 0
+        assert not runner.done()
+        asked = time.monotonic()
+        service.request_stop()
+        await asyncio.wait_for(runner, 20)
+        return time.monotonic() - asked
+
+    with psycopg.connect(db, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, 0)", (SHARD_LOCK_CLASS,))
+        took = asyncio.run(go())
+    assert took < 2.0, took
