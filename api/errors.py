@@ -594,6 +594,16 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+def scope_language(scope: Scope) -> str:
+    """The language a request asks for (its Accept-Language), negotiated."""
+    header = None
+    for name, value in scope.get("headers", ()):
+        if name == b"accept-language":
+            header = value.decode("latin-1")
+            break
+    return i18n.negotiate_accept_language(header)
+
+
 class LanguageMiddleware:
     """Sets `request_lang` from Accept-Language for the request's whole handling.
 
@@ -608,12 +618,7 @@ class LanguageMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = None
-        for name, value in scope.get("headers", ()):
-            if name == b"accept-language":
-                header = value.decode("latin-1")
-                break
-        lang = i18n.negotiate_accept_language(header)
+        lang = scope_language(scope)
         token = request_lang.set(lang)
 
         async def send_with_language(message: MutableMapping[str, Any]) -> None:

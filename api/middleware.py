@@ -91,12 +91,10 @@ class BodyLimitMiddleware:
     @staticmethod
     async def _refuse(scope: Scope, send: Send, limit: int) -> None:
         # (before the language middleware, which runs inside this one)
-        from api.errors import render_message
-        from firesafe.i18n import negotiate_accept_language
+        from api.errors import render_message, scope_language
 
         request_id = scope.get("state", {}).get("request_id")
-        asked = dict(scope.get("headers") or ()).get(b"accept-language")
-        lang = negotiate_accept_language(None if asked is None else asked.decode("latin-1"))
+        lang = scope_language(scope)
         message = render_message("too_large", f"request body larger than {limit} bytes", lang)
         body = _json_error(413, "too_large", message, request_id)
         headers = [
