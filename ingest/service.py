@@ -23,11 +23,11 @@ import os
 import random
 import socket
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
@@ -104,6 +104,12 @@ DRAIN_STALL_S = 3.0
 DRAIN_IDLE_S = 1.0  # ... and with nothing received left to commit
 DISCONNECT_TIMEOUT_S = 5.0
 DB_RETRY_MIN_S = 0.5
+# A database step not answered in this long is taken for a lost connection:
+# a partition or a hung server gives the client no error at all, and the
+# server may meanwhile have ended the session that held our shards (its
+# keepalive), so a peer took them over while we went on reading their
+# messages. Well above any step that answers (a batch commits in < 1 s).
+DB_ANSWER_S = 15.0
 DB_RETRY_MAX_S = 15.0
 APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
 # The writer session holds the shard leases: the server must notice soon when
@@ -112,6 +118,7 @@ APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
 WRITER_OPTIONS = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
 
 _MAINS = READING_INDEX["mains"]
+T = TypeVar("T")
 _URGENT_SUFFIXES = ("/event", "/status")
 # Rejects that do not show the named device is alive: it may not exist, or the
 # message came from elsewhere (another site's topic).
@@ -330,19 +337,25 @@ class IngestService:
             try:
                 self._writer = await self._connect(options=WRITER_OPTIONS)
                 self._aux = await self._connect(autocommit=True)
-                flavour = await store.recorded_flavour(self._aux)
-                if flavour is None:
-                    raise MigrationError("database is not migrated: run `firesafe db migrate`")
-                self._flavour = flavour
-                await store.prepare_connection(self._writer)
-                # Leases live in the writer's session: take back what we held.
-                await self.ownership.join(self._writer, self._aux)
+                await self._answered(self._join)
                 return
             except _CONNECTION_ERRORS as exc:
                 await self._close_database()
                 log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
                 await self._wait_unless_stopping(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
+
+    async def _join(self) -> None:
+        """On new connections: read the schema flavour, prepare the writer, and
+        take back the leases held (they live in the writer's session)."""
+        assert self._writer is not None
+        assert self._aux is not None
+        flavour = await store.recorded_flavour(self._aux)
+        if flavour is None:
+            raise MigrationError("database is not migrated: run `firesafe db migrate`")
+        self._flavour = flavour
+        await store.prepare_connection(self._writer)
+        await self.ownership.join(self._writer, self._aux)
 
     async def _drain(self, processor: asyncio.Task[None]) -> bool:
         """Wait for the processor to commit what was received; False once the
@@ -642,7 +655,7 @@ class IngestService:
         delay = DB_RETRY_MIN_S
         while True:
             try:
-                await step(*args)
+                await self._answered(step, *args)
                 return
             except _CONNECTION_ERRORS as exc:
                 if self._stopping.is_set() and step != self._write:
@@ -667,6 +680,27 @@ class IngestService:
                 log.error("%s failed: %s", getattr(step, "__name__", step), exc)
                 return
 
+    async def _answered(self, step: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`step(*args)`, or OperationalError once the database has not answered
+        it for DB_ANSWER_S; the connections are closed first (a polite cancel
+        would wait on the same silence), so the caller reconnects or starts over."""
+        task = asyncio.ensure_future(step(*args))
+        try:
+            done, _ = await asyncio.wait([task], timeout=DB_ANSWER_S)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if done:
+            return task.result()
+        log.warning(
+            "the database has not answered %s for %.0f s; dropping its connections",
+            getattr(step, "__name__", step),
+            DB_ANSWER_S,
+        )
+        await self._close_database()
+        await cancel_hung([task])
+        raise psycopg.OperationalError(f"no answer from the database for {DB_ANSWER_S:.0f} s")
+
     async def _decode(self, burst: Sequence[RawMessage]) -> DecodedBatch:
         batch = self.decoder.decode(burst)
         # A device registered a moment ago is not "unknown": look again first.
@@ -681,7 +715,7 @@ class IngestService:
     async def _try_refresh_registry(self) -> bool:
         """A refresh that may fail (the database is away): the periodic poll retries."""
         try:
-            return await self._refresh_registry()
+            return await self._answered(self._refresh_registry)
         except psycopg.Error as exc:
             log.warning("registry refresh failed (%s); keeping the current registry", exc)
             return False

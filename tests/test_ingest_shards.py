@@ -386,6 +386,57 @@ def test_a_process_that_loses_its_database_session_stops_and_its_shards_move(
 
 
 @pytest.mark.integration
+def test_a_process_whose_database_stops_answering_stops_reading_and_its_shards_move(
+    db: str, mqtt_url: str, base: str, site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition seen from one process: its queries are never answered (no
+    error reaches it), while the server ends its sessions (keepalive) and so
+    frees its leases. An outside check saw such a process keep reconnecting
+    the broker sessions of the shards a peer had taken (one client id, two
+    sessions kicking each other off). After DB_ANSWER_S it drops its
+    connections and sessions, and takes part again once the database answers."""
+    from psycopg import conninfo
+
+    from ingest import service as ingest_service
+    from tests.netproxy import CuttableProxy
+
+    monkeypatch.setattr(ingest_service, "DB_ANSWER_S", 3.0)
+    register(db, estate(site, 20))
+    parts = conninfo.conninfo_to_dict(db)
+    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
+    partitioned = IngestThread(
+        sharded(conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port), mqtt_url, base)
+    ).start()
+    other = None
+    try:
+        wait_for(lambda: all_owned_by(db, 1), timeout=30)
+        other = IngestThread(sharded(db, mqtt_url, base)).start()
+        wait_for(lambda: all_owned_by(db, 2), timeout=30)
+        probes = listening(db, mqtt_url, site, 20)
+        stream = Stream(mqtt_url, site, 20)
+        service = partitioned.service
+        assert service is not None
+        proxy.hold()
+        # The server's side of the partition: its keepalive ends the sessions.
+        query(db, "SELECT pg_terminate_backend(%s)", (service.ownership.writer_pid,))
+        wait_for(lambda: all_owned_by(db, 1), timeout=30)  # the other took everything
+        wait_for(lambda: not service.ownership.sources, timeout=15)  # stopped reading
+        time.sleep(2.0)  # ... and stays away from the broker
+        assert not service.ownership.sources
+        sent = stream.stop()
+        settled(db, site, sent + probes)
+        proxy.release()  # answered again: it starts over and the two share again
+        wait_for(lambda: all_owned_by(db, 2), timeout=60)
+    finally:
+        if other is not None:
+            other.stop()
+        proxy.release()
+        partitioned.stop()
+        proxy.close()
+    assert offline_alarms(db, site, stream) == 0
+
+
+@pytest.mark.integration
 def test_the_shards_of_one_round_are_taken_over_together(
     db: str, mqtt_url: str, base: str, site: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
