@@ -37,6 +37,9 @@ Alarm types and their lifecycle (contract section 6):
   own `fire_alarm` event opens a window and is zone activity, never a sample.
   A smoke-only detector alarming again (a new edge) within REVERIFY_S of a
   `transient` or `aerosol_decay` verdict is `confirmed` at once (`reverified`).
+  One whose pre-alarm opened afresh PUFFS_MIN times in the PUFFS_LOOKBACK_S
+  before its window (smoke arriving in puffs) is `confirmed` where the window
+  would end `transient` or `aerosol_decay` (`smoke_puffs`).
   A neighbour's activity counts for `coincidence` at the alarm level (not
   pre-alarm), once it lasted two readings.
   A coincidence confirms every device that took part: a pending partner with
@@ -107,6 +110,9 @@ _EVIDENCE: Final = int(Flag.HEAT | Flag.CO | Flag.COX | Flag.DENSE | Flag.FAST)
 # already present when it was suppressed does only once it went and came back).
 _REARM: Final = int(Flag.COX | Flag.DENSE | Flag.THICK | Flag.WARM)
 _PARTNER_RUN: Final = 2
+# Pre-alarm openings kept for `_puffs` (a window may end up to
+# VERIFICATION_MAX_S after it opened).
+_PUFFS_KEPT_MS: Final = int((p.PUFFS_LOOKBACK_S + p.VERIFICATION_MAX_S) * 1000)
 _JUDGED_KEPT: Final = 4  # suppressed windows remembered for late events
 
 
@@ -202,6 +208,8 @@ class _Device:
     # Smoke: a new alarm until then confirms at once (alarm verification's
     # confirmation period, params.REVERIFY_S).
     reverify_until: int = -NEVER
+    # When its pre-alarm opened recently (smoke arriving in puffs, params.PUFFS_*).
+    pre_opens: list[int] = field(default_factory=list)
     # (opened, deadline) of its recent suppressed windows: a late `fire_alarm`
     # event dated inside one was evidence for it, not a new alarm.
     judged: list[tuple[int, int]] = field(default_factory=list)
@@ -370,6 +378,8 @@ class Machine:
             # device's own alarm event does not stand in for a reading.
             verdict = "suppressed"
             reason = "transient" if w.n_above <= p.SPIKE_MAX_SAMPLES else "aerosol_decay"
+            if self._puffs(slot, w):
+                verdict, reason = "confirmed", "smoke_puffs"
         elif w.n_above <= p.SPIKE_MAX_SAMPLES and w.rows >= 2 and w.prev_below:
             # One sample at the level at the window's end after a clean one (back
             # under the pre-alarm level), and at most one before: two unrelated
@@ -377,12 +387,16 @@ class Machine:
             # stay, its next reading opens again. After a reading that hovered
             # at pre-alarm level the signal never left: persistence.
             verdict, reason = "suppressed", "transient"
+            if self._puffs(slot, w):
+                verdict, reason = "confirmed", "smoke_puffs"
         elif w.falling:
             # Still at the alarm level but emptying as fast as a flaming fire
             # fills the chamber, on two consecutive readings: a spray or a puff
             # of fumes on its way out. If it is still there a window later, the
             # device opens again (`rearm_at`).
             verdict, reason = "suppressed", "aerosol_decay"
+            if self._puffs(slot, w):
+                verdict, reason = "confirmed", "smoke_puffs"
         elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence and w.warm:
             verdict, reason = "confirmed", "combined"
         elif self.cfg.kind(slot) == KIND_MULTI and w.rows and not w.evidence:
@@ -418,6 +432,16 @@ class Machine:
             d.reverify_until = w.deadline + int(p.REVERIFY_S * 1000)
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
         self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
+
+    def _puffs(self, slot: int, w: _Window) -> bool:
+        """A smoke-only detector that smoke has been reaching in puffs for
+        minutes before this window (params.PUFFS_*): its passing signal is a
+        smouldering fire's, not a transient."""
+        if self.cfg.kind(slot) != KIND_SMOKE:
+            return False
+        lo = w.opened - int(p.PUFFS_LOOKBACK_S * 1000)
+        hi = w.opened - int(p.PUFFS_LEAD_S * 1000)
+        return sum(lo <= t <= hi for t in self._d(slot).pre_opens) >= p.PUFFS_MIN
 
     def _extend(self, slot: int, w: _Window, hover: bool) -> bool:
         """Give the window its second part (once, never past VERIFICATION_MAX_S
@@ -580,6 +604,9 @@ class Machine:
         if kind in OBS_KINDS:
             if flags & _PRE and not d.pre:
                 d.pre = True
+                if not flags & Flag.JUMP:  # (EMI crosses it too, on every channel)
+                    keep = ts - _PUFFS_KEPT_MS
+                    d.pre_opens = [*(t for t in d.pre_opens if t >= keep), ts]
                 self._emit(slot, "pre_alarm", "open", "confirmed", "obscuration", ts, detail)
             elif d.pre and flags & Flag.PRE_CLEAR:
                 d.pre = False
@@ -803,6 +830,7 @@ class Machine:
         d.rearm_at = NEVER
         d.sup_at = None
         d.reverify_until = -NEVER
+        d.pre_opens = []
         d.judged = []
         d.last_row = -NEVER
         d.armed = True

@@ -115,6 +115,16 @@ VERIFICATION_MIN_S: Final = 5.0
 # back within a minute. Smoke-only detectors: a multi-criteria detector's
 # other channels judge its aerosol (CO from a smouldering fire).
 REVERIFY_S: Final = 60.0
+# Smoke arriving in puffs: a smoke-only detector whose signal crossed its
+# pre-alarm level afresh at least PUFFS_MIN times in the PUFFS_LOOKBACK_S before
+# an alarm opened (leaving out the PUFFS_LEAD_S just before it, the rise of this
+# alarm's own signal) is not judged a transient at the window's end: smoke
+# has been reaching it for minutes in puffs (a smouldering fire's weak plume
+# carried by room air). An insect, EMI, a spray or a burst of cooking fumes
+# comes out of clean air.
+PUFFS_LOOKBACK_S: Final = 300.0
+PUFFS_LEAD_S: Final = 30.0
+PUFFS_MIN: Final = 2
 # One or two samples above the level, then back to normal: an insect or EMI.
 SPIKE_MAX_SAMPLES: Final = 2
 # Two detectors of a zone count together when their alarm-level samples are

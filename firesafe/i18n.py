@@ -76,6 +76,7 @@ ALARM_REASONS: Final = (
     "aerosol_decay",
     "aerosol_signature",
     "reverified",
+    "smoke_puffs",
     "residual_current",
     "cable_overheat",
     "device_fault",

@@ -122,6 +122,12 @@ DISCHARGE_SPAN_MS = 300_000
 # README "Verdicts", `reverified`: a smoke detector alarming again within 60 s
 # of a window suppressed as `transient` or `aerosol_decay` is confirmed at once.
 REVERIFY_MS = 60_000
+# README "Verdicts", `smoke_puffs`: a smoke detector whose pre-alarm opened at
+# least twice in the 5 minutes before an alarm opened, leaving out the 30 s
+# just before it, is confirmed where it would be `transient` or `aerosol_decay`.
+PUFFS_LOOKBACK_MS = 300_000
+PUFFS_LEAD_MS = 30_000
+PUFFS_MIN = 2
 # README "Verdicts": `transient` is "at most two samples at alarm level".
 SPIKE_SAMPLES = 2
 # README "Verdicts": a neighbour corroborates "once its own activity lasted two
@@ -272,6 +278,7 @@ class DevState:
     suppressed_at: int | None = None  # its latest fire's window suppressed it then
     reopen_at: int = FAR  # judged falling at alarm level: still there then, it opens again
     reverify_until: int = NONE  # smoke: a new alarm up to then is confirmed at once
+    pre_opened: list[int] = field(default_factory=list)  # when its pre-alarm opened
     windows_judged: list[tuple[int, int]] = field(default_factory=list)  # suppressed: spans
     last_reading_at: int = NONE
     flags: int = 0  # the latest reading's condition
@@ -469,6 +476,12 @@ class RuleBook:
         else:  # persisted, or no reading at all (the detector went silent)
             self._confirm(slot, w.ends, self._persisted(w), detail)
             return
+        lo, hi = w.opened - PUFFS_LOOKBACK_MS, w.opened - PUFFS_LEAD_MS
+        puffs = [t for t in s.pre_opened if lo <= t <= hi]
+        smoky = self.cfg.kind(slot) == SMOKE and len(puffs) >= PUFFS_MIN
+        if why in ("transient", "aerosol_decay") and smoky:
+            self._confirm(slot, w.ends, "smoke_puffs", detail)  # README "Verdicts"
+            return
         s.fire, s.window, s.needs_edge = "", None, True
         if w.falling:
             s.reopen_at = w.ends + self._window_ms(slot)
@@ -548,6 +561,8 @@ class RuleBook:
         if kind in (SMOKE, MULTI):
             if flags & PRE and not s.pre:
                 s.pre = True
+                if not flags & JUMP:
+                    s.pre_opened.append(ts)
                 self._say(slot, "pre_alarm", "open", "confirmed", "obscuration", ts, detail)
             elif s.pre and flags & PRE_CLEAR:
                 s.pre = False

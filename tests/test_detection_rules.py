@@ -677,6 +677,45 @@ def test_a_smoke_detector_alarming_again_within_a_minute_of_its_verdict_is_confi
     ]
 
 
+def smoky_before(pre_puffs: set[int], alarm: set[int]) -> Profile:
+    """A head in clean air (0.2 %/m) but for puffs at pre-alarm level (2.0 %/m,
+    under the 3 %/m alarm level) at `pre_puffs`, and 3.6 %/m at `alarm`."""
+
+    def f(t: float) -> dict[str, float]:
+        x = 3.6 if round(t) in alarm else 2.0 if round(t) in pre_puffs else 0.2
+        return {"obscuration": x, "temperature": 21.0}
+
+    return f
+
+
+@pytest.mark.parametrize(
+    ("kind", "pre_puffs", "verdict"),
+    [
+        ("smoke", {0, 100}, ("verdict", "confirmed", "smoke_puffs", 230.0)),
+        ("smoke", {100}, ("verdict", "suppressed", "transient", 230.0)),  # one is no puffs
+        ("smoke", {100, 180}, ("verdict", "suppressed", "transient", 230.0)),  # 180: its rise
+        ("smoke", {-120, 100}, ("verdict", "suppressed", "transient", 230.0)),  # -120: too old
+        ("multi", {0, 100}, ("verdict", "suppressed", "transient", 230.0)),
+    ],
+)
+def test_smoke_that_came_in_puffs_before_an_alarm_is_not_a_transient(
+    kind: str, pre_puffs: set[int], verdict: tuple[str, str, str, float]
+) -> None:
+    """A smouldering fire's weak plume carried by room air reaches a head in
+    puffs for minutes (held-out draught fires: their first window was judged
+    `transient`, and the next puff confirmed them 60-440 s after they opened).
+    A smoke-only detector whose pre-alarm opened afresh at least twice in the
+    5 minutes before its alarm (not counting the 30 s of the alarm's own rise)
+    is confirmed at the window's end; an insect, EMI, a spray or a burst of
+    cooking fumes comes out of clean air. A multi-criteria detector judges by
+    its CO and heat."""
+    start = -300 if -120 in pre_puffs else 0
+    ch = Site([(kind, 1, {})]).run(
+        {0: smoky_before(pre_puffs, {200, 210})}, 300 - start, start=start
+    )
+    assert timeline(ch) == [("open", "pending", "obscuration", 200.0), verdict]
+
+
 def test_emi_that_hits_again_within_a_minute_is_not_reverification() -> None:
     """The fifth outside check: an EMI burst twice, 50 s apart, each one sample
     of 15 %/m and 81 °C on a smoke detector (21 °C before and after). Every

@@ -21,6 +21,7 @@ import pytest
 
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe import contract
+from tests.naive_detection import NaiveEngine
 
 T0 = 1_764_072_000_000  # 2025-11-25 12:00:00 UTC, on an hour boundary
 S = 1_000  # ms per second
@@ -33,15 +34,21 @@ class Rig:
     """An engine with a few devices; readings fed per device in time order."""
 
     def __init__(
-        self, devices: Sequence[tuple[str, int]] | Sequence[tuple[str, int, dict[str, float]]]
+        self,
+        devices: Sequence[tuple[str, int]] | Sequence[tuple[str, int, dict[str, float]]],
+        reference: bool = False,
     ) -> None:
         self.engine = Engine(capacity=8)
-        self.engine.configure(
-            list(range(len(devices))),
-            [contract.KINDS.index(d[0]) for d in devices],
-            [d[1] for d in devices],
-            [d[2] if len(d) > 2 else {} for d in devices],
-        )
+        # Fed instead of the engine: the rules' reference (tests/naive_detection.py).
+        self.reference = NaiveEngine() if reference else None
+        for engine in (self.engine, self.reference):
+            if engine is not None:
+                engine.configure(
+                    list(range(len(devices))),
+                    [contract.KINDS.index(d[0]) for d in devices],
+                    [d[1] for d in devices],
+                    [d[2] if len(d) > 2 else {} for d in devices],
+                )
         self.changes: list[AlarmChange] = []
 
     def feed(
@@ -71,7 +78,7 @@ class Rig:
             for i, (_, _, v) in enumerate(part):
                 for name, x in v.items():
                     values[i, contract.READING_INDEX[name]] = x
-            out += self.engine.process(
+            out += (self.reference or self.engine).process(
                 Readings(
                     np.array([r[1] for r in part], np.int64),
                     np.array([T0 + round(r[0] * S) for r in part], np.int64),
@@ -630,6 +637,37 @@ def test_verification_window(samples: int, verdict: tuple[str, str]) -> None:
     # inclusive), and the window's length.
     fire_verdict = next(c for c in ch if c.alarm_type == "fire" and c.action == "verdict")
     assert fire_verdict.detail == {"samples_above": float(min(samples, 4)), "window_s": 30.0}
+
+
+# --- Smoke in puffs: 2 pre-alarm openings in the 5 min before, the last 30 s out --
+@pytest.mark.parametrize("reference", [False, True], ids=["engine", "naive"])
+@pytest.mark.parametrize(
+    ("kind", "puffs_at", "verdict"),
+    [
+        ("smoke", (310, 450), ("confirmed", "smoke_puffs")),
+        ("smoke", (300, 580), ("suppressed", "transient")),  # 580: its own rise
+        ("smoke", (290, 450), ("suppressed", "transient")),  # 290: 310 s before it
+        ("smoke", (450,), ("suppressed", "transient")),
+        ("multi", (310, 450), ("suppressed", "transient")),
+    ],
+)
+def test_smoke_in_puffs_before_an_alarm(
+    kind: str, puffs_at: tuple[int, ...], verdict: tuple[str, str], reference: bool
+) -> None:
+    rig = Rig([(kind, 1)], reference=reference)
+    points = [(0.0, 800.0, 0.2)]
+    for at in puffs_at:  # one reading at 2 %/m: the pre-alarm opens, then clears
+        points.append((float(at), at + 10.0, 2.0))
+    points.append((600.0, 620.0, 5.0))  # two readings at the alarm level
+    values: dict[float, dict[str, float]] = {}
+    for start, stop, x in points:
+        for t, v in series([(start, stop, x)], "obscuration", temperature=21.0):
+            values[t] = v
+    ch = rig.feed({0: sorted(values.items())})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 600.0),
+        ("verdict", *verdict, 630.0),
+    ]
 
 
 def test_verification_window_override_5_s_minimum() -> None:
