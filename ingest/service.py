@@ -104,12 +104,15 @@ DRAIN_STALL_S = 3.0
 DRAIN_IDLE_S = 1.0  # ... and with nothing received left to commit
 DISCONNECT_TIMEOUT_S = 5.0
 DB_RETRY_MIN_S = 0.5
-# A database step not answered in this long is taken for a lost connection:
-# a partition or a hung server gives the client no error at all, and the
-# server may meanwhile have ended the session that held our shards (its
-# keepalive), so a peer took them over while we went on reading their
-# messages. Well above any step that answers (a batch commits in < 1 s).
+# A database step still running after this long has a fresh connection ask
+# the server `SELECT 1`; no answer within DB_PROBE_S is a lost connection. A
+# partition or a hung server gives the client no error at all, and the server
+# may meanwhile have ended the session that held our shards (its keepalive),
+# so a peer took them over while we went on reading their messages. A step
+# that is only slow (a lock wait, a large takeover's restore) goes on.
 DB_ANSWER_S = 15.0
+DB_PROBE_S = 5.0
+PROBE_APPLICATION_NAME = "firesafe-ingest-probe"
 DB_RETRY_MAX_S = 15.0
 APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
 # The writer session holds the shard leases: the server must notice soon when
@@ -681,25 +684,54 @@ class IngestService:
                 return
 
     async def _answered(self, step: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """`step(*args)`, or OperationalError once the database has not answered
-        it for DB_ANSWER_S; the connections are closed first (a polite cancel
-        would wait on the same silence), so the caller reconnects or starts over."""
+        """`step(*args)`, or OperationalError once it has run DB_ANSWER_S and the
+        server does not answer a probe; the connections are closed first (a
+        polite cancel would wait on the same silence), so the caller
+        reconnects or starts over."""
         task = asyncio.ensure_future(step(*args))
         try:
-            done, _ = await asyncio.wait([task], timeout=DB_ANSWER_S)
+            while True:
+                done, _ = await asyncio.wait([task], timeout=DB_ANSWER_S)
+                if done:
+                    return task.result()
+                if not await self._database_answers():
+                    break
         except asyncio.CancelledError:
             task.cancel()
             raise
-        if done:
-            return task.result()
         log.warning(
-            "the database has not answered %s for %.0f s; dropping its connections",
+            "%s has waited %.0f s or more and the database does not answer; "
+            "dropping its connections",
             getattr(step, "__name__", step),
             DB_ANSWER_S,
         )
         await self._close_database()
         await cancel_hung([task])
-        raise psycopg.OperationalError(f"no answer from the database for {DB_ANSWER_S:.0f} s")
+        raise psycopg.OperationalError("the database does not answer")
+
+    async def _database_answers(self) -> bool:
+        """Whether a fresh connection gets `SELECT 1` answered within DB_PROBE_S."""
+
+        async def probe() -> None:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, application_name=PROBE_APPLICATION_NAME
+            )
+            async with conn:
+                await conn.execute("SELECT 1")
+
+        task = asyncio.ensure_future(probe())
+        try:
+            done, _ = await asyncio.wait([task], timeout=DB_PROBE_S)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            await cancel_hung([task])
+            return False
+        failed = task.exception()
+        if failed is not None:
+            log.warning("database probe failed: %s", failed)
+        return failed is None
 
     async def _decode(self, burst: Sequence[RawMessage]) -> DecodedBatch:
         batch = self.decoder.decode(burst)

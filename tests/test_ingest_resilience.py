@@ -582,6 +582,39 @@ def test_a_query_the_database_never_answers_is_cancelled_at_once(db: str) -> Non
     assert took < 2.0, took
 
 
+def test_a_slow_step_goes_on_while_the_database_answers_and_ends_when_it_does_not(
+    db: str, mqtt_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step still running after DB_ANSWER_S has the server probed: a step that
+    is only slow (a lock wait, a large takeover's restore) goes on; one whose
+    database answers no probe (a partition, a hung server) ends as a lost
+    connection, so the process stops reading what it cannot commit."""
+    from ingest import service as ingest_service
+
+    monkeypatch.setattr(ingest_service, "DB_ANSWER_S", 0.3)
+    monkeypatch.setattr(ingest_service, "DB_PROBE_S", 1.0)
+    proxy, settings = ingest_behind_a_database_proxy(db, mqtt_url, "probe-test")
+
+    async def slow() -> str:
+        await asyncio.sleep(1.5)  # five deadlines, each followed by a probe
+        return "done"
+
+    async def go() -> tuple[str, float]:
+        service = ingest_service.IngestService(settings)
+        assert await service._answered(slow) == "done"
+        proxy.hold()
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match="does not answer"):
+            await service._answered(slow)
+        return "raised", time.monotonic() - started
+
+    try:
+        _, took = asyncio.run(go())
+    finally:
+        proxy.close()
+    assert took < 1.5, took  # one deadline and one probe, not the step's end
+
+
 def test_a_stop_is_honoured_while_single_mode_waits_for_shards(
     db: str, mqtt_url: str, site: str
 ) -> None:

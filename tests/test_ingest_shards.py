@@ -393,14 +393,16 @@ def test_a_process_whose_database_stops_answering_stops_reading_and_its_shards_m
     error reaches it), while the server ends its sessions (keepalive) and so
     frees its leases. An outside check saw such a process keep reconnecting
     the broker sessions of the shards a peer had taken (one client id, two
-    sessions kicking each other off). After DB_ANSWER_S it drops its
-    connections and sessions, and takes part again once the database answers."""
+    sessions kicking each other off). After DB_ANSWER_S and a probe that gets
+    no answer it drops its connections and sessions, and takes part again once
+    the database answers."""
     from psycopg import conninfo
 
     from ingest import service as ingest_service
     from tests.netproxy import CuttableProxy
 
     monkeypatch.setattr(ingest_service, "DB_ANSWER_S", 3.0)
+    monkeypatch.setattr(ingest_service, "DB_PROBE_S", 1.0)
     register(db, estate(site, 20))
     parts = conninfo.conninfo_to_dict(db)
     proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
