@@ -50,16 +50,21 @@ def commands_for(
     burning: Collection[FloorZone],
     last: Mapping[str, SignState],
     alarm_id: str | None,
+    resend: Collection[str] = frozenset(),
 ) -> list[Command]:
     """Commands for the signs whose wanted state differs from their last command.
     A sign never commanded needs no `normal`: it shows normal already.
-    `alarm_id`: the alarm the commands answer (the newest fire, or the one cleared)."""
+    `alarm_id`: the alarm the commands answer (the newest fire, or the one cleared).
+    `resend`: signs just back (online again, or heard after being offline) that
+    must show an emergency again whatever was sent before: a sign that
+    restarted shows normal, and one that was away may have missed the command."""
     site, name = building
     out: list[Command] = []
     for device in signs:
         wanted = wanted_state(device, burning)
         previous = last.get(device.id)
-        if previous == wanted or (previous is None and wanted[0] == "normal"):
+        again = device.id in resend and wanted[0] == "emergency"
+        if not again and (previous == wanted or (previous is None and wanted[0] == "normal")):
             continue
         out.append(Command(device.id, site, name, wanted[0], wanted[1], alarm_id))
     return out

@@ -120,6 +120,18 @@ class Registry:
         wanted = None if sites is None else set(sites)  # a takeover passes thousands
         return sorted(b for b in self._evac if wanted is None or b[0] in wanted)
 
+    def evac_changed(self, before: Registry) -> list[tuple[str, str]]:
+        """Buildings whose evac devices differ from `before`'s: one added, gone,
+        moved to another floor or re-routed (what each must show may differ)."""
+
+        def layout(devices: Iterable[Device]) -> set[tuple[str, str, tuple[tuple[str, str], ...]]]:
+            return {(d.id, d.floor, tuple(sorted((d.routes or {}).items()))) for d in devices}
+
+        buildings = self._evac.keys() | before._evac.keys()
+        return sorted(
+            b for b in buildings if layout(self._evac.get(b, ())) != layout(before._evac.get(b, ()))
+        )
+
     def slots_of_sites(self, sites: Collection[str]) -> NDArray[np.int64]:
         """The registered slots of the devices of these sites."""
         codes = [i for i, site in enumerate(self.sites) if site in sites]

@@ -47,7 +47,7 @@ from ingest.linkage import Building, commands_for
 from ingest.mqtt import MqttSource
 from ingest.ownership import SINGLE, Ownership
 from ingest.pipeline import BatchPlan, plan_batch
-from ingest.registry import Registry, ZoneIds, device_from_row
+from ingest.registry import Device, Registry, ZoneIds, device_from_row
 from ingest.registry_watch import watch_registry
 from ingest.retained_rejects import RetainedRejects
 from ingest.shard_runtime import ShardRuntime
@@ -191,6 +191,9 @@ class IngestService:
         self._registry_now = False  # a notification asked for a registry poll
         self._listened = False  # supervision has heard the broker since the start
         self._clear_log_id = 0
+        # Buildings whose signs the registry changed (added, moved, re-routed):
+        # brought in line at the next poll (a sign added to a burning building).
+        self._linkage_due: set[Building] = set()
         self._watermark = 0
         self._started_ms = now_ms()
         # When supervision of each slot (re)started: start-up, or its shard's takeover.
@@ -482,6 +485,10 @@ class IngestService:
             written = await self._write_commands(self._writer, self.registry.evac_buildings(sites))
         if written:
             log.info("linkage: %d command(s) to bring signs in line", written)
+        in_line = None if sites is None else set(sites)  # (their signs are, now)
+        self._linkage_due = {
+            b for b in self._linkage_due if in_line is not None and b[0] not in in_line
+        }
         self.commands.wake()
 
     async def _refresh_registry(self, *, force: bool = False) -> bool:
@@ -494,6 +501,7 @@ class IngestService:
         rows = await store.load_registry(self._aux)
         self._registry_version = version
         registry = Registry((device_from_row(row) for row in rows), self.zone_ids)
+        self._linkage_due.update(registry.evac_changed(self.registry))
         self.registry = registry
         self.decoder = Decoder(registry)
         self.tracker.ensure(registry.size)
@@ -868,9 +876,32 @@ class IngestService:
             await self.held.write(writer, registry, plan.held_marks)
             sites = await self.silence.apply(writer, plan.site_changes)
             fires = _fire_causes(applied)
-            commands = await self._write_commands(writer, sorted(fires), fires)
+            back = self._signs_back(plan.batch, applied)
+            buildings = sorted(fires.keys() | {(d.site, d.building) for d in back})
+            commands = await self._write_commands(
+                writer, buildings, fires, resend={d.id for d in back}
+            )
         plan.tel_new, plan.ev_new, plan.applied, plan.commands = tel_new, ev_new, applied, commands
         plan.sites = sites
+
+    def _signs_back(
+        self, batch: DecodedBatch, applied: Sequence[store.AppliedAlarm]
+    ) -> list[Device]:
+        """Evac devices of this batch that are back: `online` on their status
+        topic (not a retained one: that is the broker's memory), or their
+        `offline` alarm cleared. A sign that restarted shows normal again, one
+        that was away may have missed its command (an outside check: a sign
+        offline when its building's fire was confirmed stayed dark)."""
+        registry = self.registry
+        online = batch.st_slot[batch.st_online & ~batch.st_retained]
+        ids = {d.id for d in (registry.by_slot[int(s)] for s in online) if d is not None}
+        ids |= {
+            a.write.device_id
+            for a in applied
+            if a.write.alarm_type == "offline" and a.write.action == "clear"
+        }
+        devices = (registry.get(i) for i in sorted(ids))
+        return [d for d in devices if d is not None and d.kind == "evac"]
 
     async def _apply_alarm_writes(
         self, conn: psycopg.AsyncConnection[Any], writes: Sequence[store.AlarmWrite]
@@ -902,22 +933,25 @@ class IngestService:
         conn: psycopg.AsyncConnection[Any],
         buildings: Sequence[Building],
         causes: Mapping[Building, str] | None = None,
+        resend: Collection[str] = frozenset(),
     ) -> int:
         """Linkage: write (as pending) the commands that bring each sign of these
         buildings in line with the building's open confirmed fires. `causes`: the
-        alarm that changed each building's state (a `normal` refers to it)."""
+        alarm that changed each building's state (a `normal` refers to it);
+        `resend`: signs just back, told their emergency again (linkage.commands_for)."""
         if not buildings:
             return 0
         burning = await store.burning_zones(conn, buildings)
-        last = await store.last_commands(conn, buildings)
+        signs_of = {b: self.registry.evac_devices(*b) for b in buildings}
+        last = await store.last_commands(conn, [d.id for ds in signs_of.values() for d in ds])
         made_at = now_ms()
         rows: list[store.CommandRow] = []
         for building in buildings:
             zones, alarm_id = burning[building]
             if alarm_id is None and causes:
                 alarm_id = causes.get(building)
-            signs = self.registry.evac_devices(*building)
-            for c in commands_for(building, signs, zones, last, alarm_id):
+            signs = signs_of[building]
+            for c in commands_for(building, signs, zones, last, alarm_id, resend):
                 payload: dict[str, Any] = {"ts": made_at, "cmd": c.cmd}
                 if c.cmd == "emergency":
                     payload.update(alarm_id=c.alarm_id, direction=c.direction)
@@ -1102,6 +1136,7 @@ class IngestService:
         assert self._aux is not None
         assert self._writer is not None
         await self._refresh_registry()
+        await self._bring_changed_signs_in_line()
         rows = await store.cleared_by_people(self._aux, self._clear_log_id)
         if not rows:
             return
@@ -1127,6 +1162,20 @@ class IngestService:
             if written:  # after the commit: the sender must find them
                 self.commands.wake()
         self._clear_log_id = max(int(row["log_id"]) for row in rows)
+
+    async def _bring_changed_signs_in_line(self) -> None:
+        """Signs the registry added, moved or re-routed show what their building's
+        open fires want (an outside check: a sign registered in a burning
+        building stayed dark until ingest restarted)."""
+        assert self._writer is not None
+        due = sorted(b for b in self._linkage_due if self.ownership.owns(b[0]))
+        if due:
+            async with self._writer.transaction():
+                written = await self._write_commands(self._writer, due)
+            if written:
+                log.info("linkage: %d command(s) for signs the registry changed", written)
+                self.commands.wake()
+        self._linkage_due.clear()  # (a building of another process's shard is its business)
 
     async def flush_device_state(self) -> None:
         assert self._writer is not None

@@ -855,21 +855,20 @@ async def burning_zones(
 
 
 async def last_commands(
-    conn: AsyncConn, buildings: Sequence[tuple[str, str]]
+    conn: AsyncConn, device_ids: Sequence[str]
 ) -> dict[str, tuple[str, str | None]]:
-    """The last command written (pending or acknowledged) for each sign of these buildings."""
-    if not buildings:
+    """The last command written (pending or acknowledged) for each of these signs,
+    in whichever building it was then (a sign moved out of a fire must be told)."""
+    if not device_ids:
         return {}
     cur = await conn.execute(
         """
         SELECT DISTINCT ON (c.device_id) c.device_id, c.cmd, c.direction
         FROM linkage_commands c
-        JOIN unnest(%s::text[], %s::text[]) AS b(site_id, building)
-          ON c.site_id = b.site_id AND c.building = b.building
-        WHERE c.state <> 'superseded'
+        WHERE c.device_id = ANY(%s::text[]) AND c.state <> 'superseded'
         ORDER BY c.device_id, c.id DESC
         """,
-        ([b[0] for b in buildings], [b[1] for b in buildings]),
+        (list(device_ids),),
     )
     return {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
 

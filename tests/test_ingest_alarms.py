@@ -290,6 +290,53 @@ def test_call_point_confirms_fire_and_commands_the_buildings_signs(
         listener.close()
 
 
+def test_a_sign_back_or_added_during_a_fire_is_commanded_again(
+    db: str, ingest_settings: Settings, publisher: Publisher, mqtt_url: str, site: str
+) -> None:
+    """An outside check: a sign offline when its building's fire was confirmed,
+    or rebooted during it (it shows normal again), was never commanded again;
+    and one registered in a burning building stayed dark until ingest
+    restarted. A sign that says `online` again, or whose offline alarm clears,
+    is told its emergency again; one the registry adds is told at once."""
+    register(db, estate(site))
+    listener = CommandListener(mqtt_url, site)
+
+    def told(device: str) -> list[dict[str, Any]]:
+        return [p for t, p, _ in listener.commands() if t.split("/")[3] == device]
+
+    try:
+        with running_ingest(ingest_settings):
+            publisher.send(
+                f"fs/v1/{site}/{site}-CP1/event", {"ts": now_ms(), "seq": 1, "type": "activated"}
+            )
+            wait_for(lambda: len(listener.commands()) >= 3, timeout=10)
+            publisher.send(f"fs/v1/{site}/{site}-EX3/status", "online")  # restarted
+            publisher.send(f"fs/v1/{site}/{site}-EXB2/status", "online")  # not burning
+            wait_for(lambda: len(told(f"{site}-EX3")) == 2, timeout=10)
+            assert told(f"{site}-EX3")[1]["cmd"] == "emergency"
+            register(
+                db,
+                [
+                    {
+                        "site": site,
+                        "building": "B1",
+                        "floor": "2",
+                        "id": f"{site}-EX4",
+                        "zone": "Hall",
+                        "kind": "evac",
+                        "routes": {"left": "East"},
+                    }
+                ],
+            )
+            wait_for(lambda: len(told(f"{site}-EX4")) == 1, timeout=10)
+            assert told(f"{site}-EX4")[0]["direction"] == "right"
+            drain(db, publisher, site)
+            assert told(f"{site}-EXB2") == []
+            assert len(told(f"{site}-EX1")) == len(told(f"{site}-EX2")) == 1
+    finally:
+        listener.close()
+
+
 def test_two_detectors_in_a_zone_confirm_by_coincidence(
     db: str, ingest_settings: Settings, publisher: Publisher, mqtt_url: str, site: str
 ) -> None:
