@@ -318,6 +318,10 @@ _TEMPLATES: tuple[str, ...] = (
 _NESTED = frozenset({"detail", "message"})
 # Placeholders holding a code of a label vocabulary (`firesafe.i18n`).
 _CODES = {"verdict": "verdict"}
+# Placeholders holding a list of codes joined by `or_list` ("admin or operator"):
+# the codes are kept, the words between them are the caller's.
+_OR_LISTS = frozenset({"roles"})
+_OR_LIST_SPLIT = re.compile(r", | or ")
 
 # Generic sentence per error code, when no template matches.
 _GENERIC: dict[str, str] = {
@@ -400,9 +404,25 @@ def localize(message: str, lang: str) -> str | None:
             nested = localize(value, lang) if name in _NESTED else None
             if name in _CODES:  # a code of a vocabulary: its label
                 nested = i18n.label(_CODES[name], value, lang)
+            if name in _OR_LISTS:
+                nested = or_list(_OR_LIST_SPLIT.split(value), lang)
             values[name] = nested if nested is not None else value
         return i18n.translate(template, lang).format(**values)
     return None
+
+
+def or_list(items: Sequence[str], lang: str = i18n.DEFAULT_LANG) -> str:
+    """Codes as "a or b", "a, b or c" in `lang` (the codes themselves unchanged)."""
+    if len(items) < 2:
+        return "".join(items)
+    head = items[0]
+    for item in items[1:-1]:
+        head = i18n.translate("{items}, {item}", lang, items=head, item=item)
+    return i18n.translate("{items} or {last}", lang, items=head, last=items[-1])
+
+
+N_("{items}, {item}")
+N_("{items} or {last}")
 
 
 def render_message(code: str, message: str, lang: str) -> str:
