@@ -199,6 +199,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("unknown time zone {value} (an IANA name like Asia/Shanghai)"),
     N_("query parameter {name}: {detail}"),
     N_("path parameter {name}: {detail}"),
+    N_("header parameter {name}: {detail}"),
     N_("{value} is neither ISO 8601 nor epoch milliseconds"),
     N_("{value} is out of range"),
     N_("must not be after until"),
@@ -207,7 +208,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("the request body ended early"),
     N_("must not contain a NUL character"),
     N_("the request body did not arrive within {seconds} s"),
-    N_("must be an alarm_log id (integer)"),
+    N_("must be an alarm_log id (a non-negative integer)"),
     N_(
         "the range spans {count} buckets of {bucket}; at most {max}: "
         "narrow since/until or use a wider bucket"
