@@ -77,6 +77,15 @@ class BadBody(ApiError):
     code = "invalid_body"
 
 
+class BodyNotJson(StarletteHTTPException):
+    """A JSON body the API does not accept (422 invalid_body, api.jsonbody). An
+    HTTPException: FastAPI's body reading passes those on (any other error
+    there becomes a bare 400)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(422, message)
+
+
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
@@ -250,6 +259,25 @@ _TEMPLATES: tuple[str, ...] = (
     N_("CSV header names column(s) {columns} more than once"),
     N_("more cells than the header has columns"),
     N_("CSV line {line}: {detail}"),
+    # A body or cell that is not JSON (api.jsonbody): before "{field}: {detail}".
+    N_("not valid JSON: {detail} at line {line}, column {column}"),
+    N_("not valid JSON: {detail}"),
+    N_("a value was expected"),
+    N_("a key in double quotes was expected"),
+    N_("a colon was expected after the key"),
+    N_("a comma or the end of the object or list was expected"),
+    N_("a comma before the end of the object or list"),
+    N_("a string is not closed"),
+    N_("a control character inside a string (escape it)"),
+    N_("an invalid escape in a string"),
+    N_("more text after the value"),
+    N_("a syntax error"),
+    N_("nested too deeply"),
+    N_("NaN and Infinity are not JSON numbers"),
+    N_("a number with too many digits"),
+    N_("an unpaired surrogate escape in a string"),
+    N_("not UTF-8 (byte {offset})"),
+    N_("duplicate key {key} in an object"),
     N_("at most {count} devices per request"),
     N_("device {id} appears more than once in the request"),
     N_("request body larger than {count} bytes"),
@@ -313,7 +341,6 @@ _TEMPLATES: tuple[str, ...] = (
     N_("String should have at most {count} characters"),
     N_("List should have at most {count} items after validation, not {actual}"),
     N_("Value error, {detail}"),
-    N_("Invalid JSON: {detail}"),
 )
 # Placeholders whose captured text is translated too (the rest is kept verbatim).
 _NESTED = frozenset({"detail", "message"})
@@ -513,14 +540,14 @@ def most_specific(errors: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
         return {"loc": (), "msg": "invalid request"}
     first = max(errors, key=lambda e: len(tuple(e.get("loc", ()))))
     if first.get("type") == "json_invalid":
+        # (Bodies are parsed by api.jsonbody, whose errors say where in words;
+        # this is the parser's own error, if one ever gets here: its English
+        # reason is not passed on.)
         loc = tuple(first.get("loc", ()))
-        body, offset = loc[:1], loc[1:]  # FastAPI's ("body", offset); pydantic's ()
-        reason = str((first.get("ctx") or {}).get("error", "")) or "JSON decode error"
-        at = f" at character {offset[0]}" if offset else ""
         return {
-            "loc": body,
+            "loc": loc[:1],
             "type": "value_error",
-            "msg": f"Value error, Invalid JSON: {reason}{at}",
+            "msg": "Value error, not valid JSON: a syntax error",
         }
     return first
 
@@ -558,7 +585,11 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _STATUS_CODES.get(exc.status_code, "error")
+    code = (
+        "invalid_body"
+        if isinstance(exc, BodyNotJson)
+        else _STATUS_CODES.get(exc.status_code, "error")
+    )
     headers = dict(exc.headers or {})
     if exc.status_code == 413:
         headers["Connection"] = "close"  # the rest of the body is left unread

@@ -16,6 +16,7 @@ from api import render
 from api.dbtypes import shift
 from api.deps import CallerDep, ConnDep, StateDep
 from api.errors import ERROR_RESPONSES, BadParameter, ErrorResponse
+from api.jsonbody import JsonRoute
 from api.params import (
     DEFAULT_LIMIT,
     NAME_REGEX,
@@ -54,7 +55,9 @@ from storage.queries import devices as device_q
 from storage.queries import telemetry as telemetry_q
 from storage.queries.alarms import AlarmFilter
 
-router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/alarms", tags=["alarms"], responses=ERROR_RESPONSES, route_class=JsonRoute
+)
 
 # Evidence window around an alarm: enough to see the rise that opened it.
 EVIDENCE_BEFORE = timedelta(minutes=5)

@@ -10,8 +10,10 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import TypeAdapter, ValidationError
 
+from api import jsonbody
 from api.deps import CallerDep, ConnDep, StateDep
 from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse, field_path, most_specific
+from api.jsonbody import JsonBodyError, JsonRoute
 from api.middleware import IMPORT_MAX_BODY_BYTES
 from api.params import (
     DEFAULT_LIMIT,
@@ -39,7 +41,9 @@ from storage.queries import telemetry as telemetry_q
 from storage.queries.alarms import AlarmFilter
 from storage.queries.devices import DeviceSpec
 
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/devices", tags=["devices"], responses=ERROR_RESPONSES, route_class=JsonRoute
+)
 
 # One request registers a whole building's worth; larger imports go in several requests.
 MAX_DEVICES_PER_REQUEST = 10_000
@@ -260,7 +264,9 @@ async def post_devices(
         devices = parse_csv(text)
     else:
         try:
-            parsed = _devices.validate_json(body)
+            parsed = _devices.validate_python(jsonbody.loads(body))
+        except JsonBodyError as exc:
+            raise BadBody(f"body: {exc}") from exc
         except ValidationError as exc:
             raise BadBody(_errors_message(exc)) from exc
         devices = parsed if isinstance(parsed, list) else [parsed]

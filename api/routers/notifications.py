@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from api.auth import Caller
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse, Forbidden
+from api.jsonbody import JsonRoute
 from api.params import ID_REGEX, NAME_REGEX
 from api.schemas import AlarmType, Id, Page, Text, Timestamp
 from notify import destinations, render
@@ -24,7 +25,7 @@ from storage.queries import Conn
 from storage.queries import alarms as alarm_q
 from storage.queries import notifications as notify_q
 
-router = APIRouter(tags=["notifications"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["notifications"], responses=ERROR_RESPONSES, route_class=JsonRoute)
 
 # A day: a rule that escalates less often than daily is a reminder, not an escalation.
 MAX_ESCALATE_AFTER_S = 86_400
