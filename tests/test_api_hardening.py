@@ -7,6 +7,7 @@ that the test cuts and restores.
 from __future__ import annotations
 
 import asyncio
+import csv
 import itertools
 import logging
 import queue
@@ -1203,3 +1204,62 @@ def test_a_query_parameter_given_twice_is_a_422_naming_it(api: httpx.Client) -> 
     assert response.status_code == 422
     assert response.json()["error"]["message"] == "query parameter 'site': given more than once"
     assert api.get("/api/v1/alarms?site=S1&status=active").status_code == 200
+
+
+def test_csv_errors_name_the_line_of_the_file_in_the_callers_language(
+    api: httpx.Client,
+) -> None:
+    """An outside check: a cell past the csv module's size limit was reported a
+    line early, and a bad number or thresholds cell reached Chinese callers as
+    Python's English (`could not convert string to float`). Lines are the
+    file's, the header being line 1, also after a cell holding a line break."""
+    head = "id,site,building,floor,zone,kind,name,interval_s,thresholds\n"
+    first = 'C1,S1,B,1,Z,smoke,"two\nlines",,\n'  # lines 2 and 3
+    limit = csv.field_size_limit()
+    cases = [
+        (
+            head + "C0,S1,B,1,Z,smoke,ok,,\n" + f"C2,S1,B,1,Z,smoke,{'x' * (limit + 1)},,\n",
+            f"CSV line 3: a cell is longer than {limit} characters",
+            f"CSV 第 3 行：有单元格超过 {limit} 个字符",
+        ),
+        (
+            head + first + f"C2,S1,B,1,Z,smoke,{'x' * (limit + 1)},,\n",
+            f"CSV line 4: a cell is longer than {limit} characters",
+            f"CSV 第 4 行：有单元格超过 {limit} 个字符",
+        ),
+        (
+            head + first + "\nC2,S1,B,1,Z,smokey,,,\n",  # (a blank line 4)
+            None,
+            None,
+        ),
+        (
+            head + "C2,S1,B,1,Z,smoke,,fast,\n",
+            "CSV line 2: interval_s: not a number: 'fast'",
+            "CSV 第 2 行：interval_s：不是数字：'fast'",
+        ),
+        (
+            head + first + 'C2,S1,B,1,Z,smoke,,,"{""persist_s"": }"\n',
+            "CSV line 4: thresholds: not valid JSON: a value was expected at line 1, column 15",
+            "CSV 第 4 行：thresholds：不是有效的 JSON：第 1 行第 15 列处缺少一个值",
+        ),
+        (
+            head + 'C2,S1,B,1,Z,smoke,,,"{""persist_s"": 5, ""persist_s"": 9}"\n',
+            "CSV line 2: thresholds: duplicate key 'persist_s' in an object",
+            "CSV 第 2 行：thresholds：同一对象中的键 'persist_s' 出现了不止一次",
+        ),
+    ]
+    csv_type = {"Content-Type": "text/csv"}
+    for text, english, chinese in cases:
+        for path in ("/api/v1/devices", "/api/v1/devices/import"):
+            en = api.post(path, content=text.encode(), headers=csv_type)
+            assert en.status_code == 422, en.text
+            message = en.json()["error"]["message"]
+            zh = api.post(path, content=text.encode(), headers={**csv_type, **ZH})
+            zh_message = zh.json()["error"]["message"]
+            if english is None:  # a field of line 5
+                assert message.startswith("CSV line 5: kind: "), message
+                assert zh_message.startswith("CSV 第 5 行：kind："), zh_message
+                continue
+            assert message == english
+            assert zh_message == chinese
+    assert api.get("/api/v1/devices").json()["items"] == []
