@@ -279,6 +279,8 @@ _TEMPLATES: tuple[str, ...] = (
     N_("not UTF-8 (byte {offset})"),
     N_("duplicate key {key} in an object"),
     N_("not a number: {value}"),
+    N_("unknown placeholder {placeholder} (known: {known})"),
+    N_("no such alarm field {placeholder} (known: {known})"),
     N_("a cell is longer than {limit} characters"),
     N_("the line cannot be read as CSV"),
     N_("at most {count} devices per request"),
@@ -298,7 +300,8 @@ _TEMPLATES: tuple[str, ...] = (
         "webhook host {host} resolves to a non-public address ({addresses}); "
         "only an admin may add such a target"
     ),
-    N_("webhook host {host} does not resolve ({error})"),
+    N_("webhook host {host} does not resolve (no such host)"),
+    N_("webhook host {host} did not resolve: the name servers did not answer (try again)"),
     N_("webhook url {url} has no host"),
     N_("webhook url {url} has a bad host or port"),
     N_("target {target} not found"),

@@ -87,7 +87,19 @@ class TargetIn(BaseModel):
         if self.content_type and not self.template:
             raise ValueError("content_type is only for a template")
         if self.template:
-            render.check_template(self.template)
+            try:
+                render.check_template(self.template)
+            except render.UnknownPlaceholder as exc:
+                # (render's own text is English only: said here with a template)
+                if exc.alarm_field:
+                    raise ValueError(
+                        f"template: no such alarm field {exc.placeholder} "
+                        f"(known: {', '.join(render.ALARM_FIELDS)})"
+                    ) from exc
+                raise ValueError(
+                    f"template: unknown placeholder {exc.placeholder} "
+                    f"(known: {' '.join(render.PLACEHOLDERS)})"
+                ) from exc
         return self
 
 
@@ -211,6 +223,16 @@ async def put_target(
     if caller.role == "manager" and body.url is not None:
         try:
             await destinations.require_public(body.url)
+        except destinations.UnresolvableHost as exc:
+            # (the resolver's own words stay out: English, and the machine's)
+            if exc.temporary:
+                raise BadBody(
+                    f"body url: webhook host {exc.host} did not resolve: the name servers "
+                    "did not answer (try again)"
+                ) from exc
+            raise BadBody(
+                f"body url: webhook host {exc.host} does not resolve (no such host)"
+            ) from exc
         except destinations.PrivateDestination as exc:
             raise BadBody(f"body url: {exc}") from exc
     row, created = await notify_q.put_target(
