@@ -41,6 +41,7 @@ from api.routers.health import DB_ANSWER_S, DB_TIMEOUT_S
 from api.stream import MAX_STREAMS_PER_TOKEN
 from api.tasks import Supervisor
 from firesafe.settings import Settings
+from storage.queries.tokens import RESERVED_NAMES, is_reserved_name
 from tests.netproxy import CuttableProxy
 from tests.test_api_support import (
     ADMIN_TOKEN,
@@ -152,6 +153,48 @@ def test_reserved_token_names_are_refused(api: httpx.Client, name: str) -> None:
     response = api.post("/api/v1/tokens", json={"role": "operator", "name": name})
     assert response.status_code == 422, response.text
     assert "reserved" in response.json()["error"]["message"]
+
+
+def test_lookalikes_of_reserved_token_names_are_refused(api: httpx.Client) -> None:
+    """An outside check: `admın` (dotless i) and `ꜱystem` (small capital s) passed
+    the NFKD folding; Unicode's confusable skeleton (TR39) catches them, Cyrillic
+    letters and `rn` for `m` too. Names that merely contain a reserved one are fine."""
+    lookalikes = [
+        "adm\u0131n",  # dotless i
+        "\ua731ystem",  # latin letter small capital s
+        "\u0430dmin",  # Cyrillic a
+        "\u0455\u0443\u0455t\u0435m",  # Cyrillic dze, u, e
+        "\u0391DMIN",  # Greek capital alpha
+        "adrnin",
+        "ADMlN",
+    ]
+    for name in lookalikes:
+        response = api.post("/api/v1/tokens", json={"role": "operator", "name": name})
+        assert response.status_code == 422, (name, response.text)
+        assert "reserved" in response.json()["error"]["message"]
+    for name in ["Admiral", "systems", "sysadmin", "admi", "\u7ba1\u7406\u5458"]:  # 管理员
+        response = api.post("/api/v1/tokens", json={"role": "operator", "name": name})
+        assert response.status_code == 201, (name, response.text)
+
+
+def test_the_api_refuses_every_name_the_databases_check_refuses(database_url: str) -> None:
+    """The CHECK constraint compares lower(btrim(name)); PostgreSQL's lower()
+    turns some non-ASCII letters into ASCII ones (`İ` -> `i` under C.UTF-8).
+    The API's check must refuse each such name itself (a 422, not the
+    constraint's error)."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT i, lower(chr(i)) FROM generate_series(128, 196607) AS i "
+            "WHERE (i < 55296 OR i > 57343) AND lower(chr(i)) ~ '^[a-z]$'"
+        ).fetchall()
+    checked = 0
+    for code, letter in rows:
+        for reserved in RESERVED_NAMES:
+            if letter in reserved:
+                name = reserved.replace(letter, chr(code))
+                assert is_reserved_name(name), (hex(code), name)
+                checked += 1
+    assert checked or not rows
 
 
 def test_the_gateways_reserved_site_is_refused_everywhere_a_site_is_made(
