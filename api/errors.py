@@ -352,9 +352,10 @@ _TEMPLATES: tuple[str, ...] = (
 _NESTED = frozenset({"detail", "message"})
 # Placeholders holding a code of a label vocabulary (`firesafe.i18n`).
 _CODES = {"verdict": "verdict"}
-# Placeholders holding a list of codes joined by `or_list` ("admin or operator"):
-# the codes are kept, the words between them are the caller's.
-_OR_LISTS = frozenset({"roles"})
+# Placeholders holding a list of codes joined by `or_list` ("admin or operator"),
+# or by pydantic ("'smoke', 'heat' or 'evac'"): the codes are kept, the words
+# between them are the caller's.
+_OR_LISTS = frozenset({"roles", "choices"})
 _OR_LIST_SPLIT = re.compile(r", | or ")
 
 # Generic sentence per error code, when no template matches.

@@ -162,7 +162,7 @@ def test_cli_language_rejects_an_unknown_flag() -> None:
         ("CSV line 3: body kind: Field required", "CSV 第 3 行：请求体 kind：缺少必填项"),
         (
             "body 0.kind: Input should be 'smoke', 'heat' or 'evac' (and 2 more)",
-            "请求体 0.kind：应为以下取值之一：'smoke', 'heat' or 'evac'（另有 2 处错误）",
+            "请求体 0.kind：应为以下取值之一：'smoke'、'heat' 或 'evac'（另有 2 处错误）",
         ),
         (
             "CSV line 2: interval_s: Input should be greater than 0",
