@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import dbtypes, docs_pages, errors, params
 from api.deadline import DeadlineMiddleware
 from api.deps import CallerDep
+from api.jsonbody import JsonRoute
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.routers import (
     alarms,
@@ -127,6 +128,8 @@ def create_app(
         redoc_url=None,
         dependencies=[Depends(params.single_valued_query)],
     )
+    # Its own routes too (the routers' say so themselves): JSON bodies by api.jsonbody.
+    app.router.route_class = JsonRoute
     # Innermost: no response within its deadline (a hung database) is a 503.
     app.add_middleware(DeadlineMiddleware)
     errors.install(app)

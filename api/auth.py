@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-from api.errors import Forbidden
+from api.errors import Forbidden, or_list
 from storage.queries import Scope
 
 Role = Literal["admin", "operator", "manager"]
@@ -48,7 +48,7 @@ class Caller:
 
     def require(self, *roles: Role) -> None:
         if self.role not in roles:
-            raise Forbidden(f"the {self.role} role may not do this (needs {' or '.join(roles)})")
+            raise Forbidden(f"the {self.role} role may not do this (needs {or_list(roles)})")
 
 
 def new_token() -> str:

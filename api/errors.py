@@ -77,6 +77,15 @@ class BadBody(ApiError):
     code = "invalid_body"
 
 
+class BodyNotJson(StarletteHTTPException):
+    """A JSON body the API does not accept (422 invalid_body, api.jsonbody). An
+    HTTPException: FastAPI's body reading passes those on (any other error
+    there becomes a bare 400)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(422, message)
+
+
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
@@ -199,6 +208,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("unknown time zone {value} (an IANA name like Asia/Shanghai)"),
     N_("query parameter {name}: {detail}"),
     N_("path parameter {name}: {detail}"),
+    N_("header parameter {name}: {detail}"),
     N_("{value} is neither ISO 8601 nor epoch milliseconds"),
     N_("{value} is out of range"),
     N_("must not be after until"),
@@ -207,7 +217,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("the request body ended early"),
     N_("must not contain a NUL character"),
     N_("the request body did not arrive within {seconds} s"),
-    N_("must be an alarm_log id (integer)"),
+    N_("must be an alarm_log id (a non-negative integer)"),
     N_(
         "the range spans {count} buckets of {bucket}; at most {max}: "
         "narrow since/until or use a wider bucket"
@@ -249,6 +259,30 @@ _TEMPLATES: tuple[str, ...] = (
     N_("CSV header names column(s) {columns} more than once"),
     N_("more cells than the header has columns"),
     N_("CSV line {line}: {detail}"),
+    # A body or cell that is not JSON (api.jsonbody): before "{field}: {detail}".
+    N_("not valid JSON: {detail} at line {line}, column {column}"),
+    N_("not valid JSON: {detail}"),
+    N_("a value was expected"),
+    N_("a key in double quotes was expected"),
+    N_("a colon was expected after the key"),
+    N_("a comma or the end of the object or list was expected"),
+    N_("a comma before the end of the object or list"),
+    N_("a string is not closed"),
+    N_("a control character inside a string (escape it)"),
+    N_("an invalid escape in a string"),
+    N_("more text after the value"),
+    N_("a syntax error"),
+    N_("nested too deeply"),
+    N_("NaN and Infinity are not JSON numbers"),
+    N_("a number with too many digits"),
+    N_("an unpaired surrogate escape in a string"),
+    N_("not UTF-8 (byte {offset})"),
+    N_("duplicate key {key} in an object"),
+    N_("not a number: {value}"),
+    N_("unknown placeholder {placeholder} (known: {known})"),
+    N_("no such alarm field {placeholder} (known: {known})"),
+    N_("a cell is longer than {limit} characters"),
+    N_("the line cannot be read as CSV"),
     N_("at most {count} devices per request"),
     N_("device {id} appears more than once in the request"),
     N_("request body larger than {count} bytes"),
@@ -266,7 +300,8 @@ _TEMPLATES: tuple[str, ...] = (
         "webhook host {host} resolves to a non-public address ({addresses}); "
         "only an admin may add such a target"
     ),
-    N_("webhook host {host} does not resolve ({error})"),
+    N_("webhook host {host} does not resolve (no such host)"),
+    N_("webhook host {host} did not resolve: the name servers did not answer (try again)"),
     N_("webhook url {url} has no host"),
     N_("webhook url {url} has a bad host or port"),
     N_("target {target} not found"),
@@ -312,12 +347,16 @@ _TEMPLATES: tuple[str, ...] = (
     N_("String should have at most {count} characters"),
     N_("List should have at most {count} items after validation, not {actual}"),
     N_("Value error, {detail}"),
-    N_("Invalid JSON: {detail}"),
 )
 # Placeholders whose captured text is translated too (the rest is kept verbatim).
 _NESTED = frozenset({"detail", "message"})
 # Placeholders holding a code of a label vocabulary (`firesafe.i18n`).
 _CODES = {"verdict": "verdict"}
+# Placeholders holding a list of codes joined by `or_list` ("admin or operator"),
+# or by pydantic ("'smoke', 'heat' or 'evac'"): the codes are kept, the words
+# between them are the caller's.
+_OR_LISTS = frozenset({"roles", "choices"})
+_OR_LIST_SPLIT = re.compile(r", | or ")
 
 # Generic sentence per error code, when no template matches.
 _GENERIC: dict[str, str] = {
@@ -400,9 +439,25 @@ def localize(message: str, lang: str) -> str | None:
             nested = localize(value, lang) if name in _NESTED else None
             if name in _CODES:  # a code of a vocabulary: its label
                 nested = i18n.label(_CODES[name], value, lang)
+            if name in _OR_LISTS:
+                nested = or_list(_OR_LIST_SPLIT.split(value), lang)
             values[name] = nested if nested is not None else value
         return i18n.translate(template, lang).format(**values)
     return None
+
+
+def or_list(items: Sequence[str], lang: str = i18n.DEFAULT_LANG) -> str:
+    """Codes as "a or b", "a, b or c" in `lang` (the codes themselves unchanged)."""
+    if len(items) < 2:
+        return "".join(items)
+    head = items[0]
+    for item in items[1:-1]:
+        head = i18n.translate("{items}, {item}", lang, items=head, item=item)
+    return i18n.translate("{items} or {last}", lang, items=head, last=items[-1])
+
+
+N_("{items}, {item}")
+N_("{items} or {last}")
 
 
 def render_message(code: str, message: str, lang: str) -> str:
@@ -492,14 +547,14 @@ def most_specific(errors: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
         return {"loc": (), "msg": "invalid request"}
     first = max(errors, key=lambda e: len(tuple(e.get("loc", ()))))
     if first.get("type") == "json_invalid":
+        # (Bodies are parsed by api.jsonbody, whose errors say where in words;
+        # this is the parser's own error, if one ever gets here: its English
+        # reason is not passed on.)
         loc = tuple(first.get("loc", ()))
-        body, offset = loc[:1], loc[1:]  # FastAPI's ("body", offset); pydantic's ()
-        reason = str((first.get("ctx") or {}).get("error", "")) or "JSON decode error"
-        at = f" at character {offset[0]}" if offset else ""
         return {
-            "loc": body,
+            "loc": loc[:1],
             "type": "value_error",
-            "msg": f"Value error, Invalid JSON: {reason}{at}",
+            "msg": "Value error, not valid JSON: a syntax error",
         }
     return first
 
@@ -537,7 +592,11 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _STATUS_CODES.get(exc.status_code, "error")
+    code = (
+        "invalid_body"
+        if isinstance(exc, BodyNotJson)
+        else _STATUS_CODES.get(exc.status_code, "error")
+    )
     headers = dict(exc.headers or {})
     if exc.status_code == 413:
         headers["Connection"] = "close"  # the rest of the body is left unread

@@ -35,6 +35,17 @@ class PrivateDestination(ValueError):
     """The URL's host is, or resolves to, an address that is not public."""
 
 
+class UnresolvableHost(PrivateDestination):
+    """The URL's host has no address (its text keeps the resolver's own words,
+    for the delivery log; the API says it in the caller's language from these)."""
+
+    def __init__(self, host: str, error: OSError | UnicodeError) -> None:
+        super().__init__(f"webhook host {host} does not resolve ({error})")
+        self.host = host
+        # The name servers did not answer (EAI_AGAIN): it may resolve later.
+        self.temporary = isinstance(error, socket.gaierror) and error.errno == socket.EAI_AGAIN
+
+
 @dataclass(frozen=True, slots=True)
 class Pinned:
     """A webhook request aimed at the address that was checked."""
@@ -86,7 +97,7 @@ async def _public_addresses(url: str) -> list[str]:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:  # (idna: a label empty or over 63 characters)
-        raise PrivateDestination(f"webhook host {host} does not resolve ({exc})") from exc
+        raise UnresolvableHost(host, exc) from exc
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     private = sorted(a for a in addresses if _not_public(a))
     if private:

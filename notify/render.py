@@ -207,14 +207,37 @@ def json_body(notice: Notice) -> bytes:
     return orjson.dumps(document(notice), option=orjson.OPT_SORT_KEYS)
 
 
+# The placeholders a template may use, as a person reads them.
+PLACEHOLDERS = (
+    "{event}",
+    "{text}",
+    "{subject}",
+    "{delivery}",
+    "{language}",
+    "{escalation}",
+    "{alarm.<field>}",
+)
+
+
+class UnknownPlaceholder(ValueError):
+    """A placeholder a template may not use; `placeholder` is it with its braces,
+    `alarm_field` whether it is an `{alarm.<field>}` of no such field."""
+
+    def __init__(self, placeholder: str, *, alarm_field: bool) -> None:
+        what = "alarm field" if alarm_field else "placeholder"
+        super().__init__(f"unknown {what} {placeholder}")
+        self.placeholder = placeholder
+        self.alarm_field = alarm_field
+
+
 def check_template(template: str) -> None:
-    """ValueError naming the first placeholder a template may not use."""
+    """UnknownPlaceholder naming the first placeholder a template may not use."""
     for match in _ANY_PLACEHOLDER_RE.finditer(template):
         name = match.group(1)
         if _PLACEHOLDER_RE.fullmatch(match.group(0)) is None:
-            raise ValueError(f"unknown placeholder {{{name}}}")
+            raise UnknownPlaceholder(match.group(0), alarm_field=False)
         if name.startswith("alarm.") and name[6:] not in ALARM_FIELDS:
-            raise ValueError(f"unknown alarm field {{{name}}}")
+            raise UnknownPlaceholder(match.group(0), alarm_field=True)
 
 
 def templated_body(notice: Notice, template: str, content_type: str) -> bytes:

@@ -398,3 +398,27 @@ def test_stream_delivers_alarm_changes_for_the_callers_sites(
     replay = _collect(resumed, 1)
     stop2.set()
     assert [(e[2]["alarm"]["id"], e[2]["action"]) for e in replay] == [("LIVE1", "acknowledged")]
+
+
+def test_a_last_event_id_that_is_no_log_id_is_a_422(api_url: str) -> None:
+    """An outside check: `Last-Event-ID: -1` replayed every change; `+5` and
+    `1_0` passed int() as well."""
+
+    with client(api_url) as api:
+
+        def error(value: bytes, lang: str) -> dict[str, str]:
+            headers = {b"Last-Event-ID": value, b"Accept-Language": lang.encode()}
+            with api.stream("GET", "/api/v1/alarms/stream", headers=headers) as response:
+                assert response.status_code == 422, value  # (not a stream: read no further)
+                found: dict[str, str] = orjson.loads(response.read())["error"]
+                return found
+
+        for text in ["-1", "+5", "1_0", "1.0", "x", "9223372036854775808", "٣"]:
+            value = text.encode()
+            en = error(value, "en")
+            assert en["code"] == "invalid_parameter"
+            assert en["message"] == (
+                "header parameter 'Last-Event-ID': must be an alarm_log id (a non-negative integer)"
+            )
+        zh = error(b"-1", "zh-CN")["message"]
+        assert zh == "请求头 'Last-Event-ID'：应为 alarm_log 的 id（非负整数）"

@@ -21,7 +21,14 @@ from api.errors import localize
 from detection.params import THRESHOLD_NAMES
 from device_sim.conformance import RULES, Checker, render
 from firesafe import i18n
-from tests.test_api_support import client, device, insert_alarm, live_server, register
+from tests.test_api_support import (
+    client,
+    device,
+    insert_alarm,
+    live_server,
+    make_token,
+    register,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCALE = ROOT / "firesafe" / "locale"
@@ -155,7 +162,7 @@ def test_cli_language_rejects_an_unknown_flag() -> None:
         ("CSV line 3: body kind: Field required", "CSV 第 3 行：请求体 kind：缺少必填项"),
         (
             "body 0.kind: Input should be 'smoke', 'heat' or 'evac' (and 2 more)",
-            "请求体 0.kind：应为以下取值之一：'smoke', 'heat' or 'evac'（另有 2 处错误）",
+            "请求体 0.kind：应为以下取值之一：'smoke'、'heat' 或 'evac'（另有 2 处错误）",
         ),
         (
             "CSV line 2: interval_s: Input should be greater than 0",
@@ -166,6 +173,15 @@ def test_cli_language_rejects_an_unknown_flag() -> None:
         (
             "the manager role may not do this (needs admin)",
             "角色 manager 无权执行此操作（需要 admin）",
+        ),
+        # (an outside check: the "or" between roles stayed English)
+        (
+            "the manager role may not do this (needs admin or operator)",
+            "角色 manager 无权执行此操作（需要 admin 或 operator）",
+        ),
+        (
+            "the operator role may not do this (needs admin, operator or manager)",
+            "角色 operator 无权执行此操作（需要 admin、operator 或 manager）",
         ),
     ],
 )
@@ -253,6 +269,24 @@ def test_errors_follow_accept_language(api) -> None:  # type: ignore[no-untyped-
         denied = anonymous.get("/api/v1/alarms", headers=ZH)
     assert denied.status_code == 401
     assert denied.json()["error"]["message"] == "令牌未知、已吊销或已过期"
+
+
+def test_role_refusals_say_or_in_the_callers_language(api, api_url: str) -> None:  # type: ignore[no-untyped-def]
+    """An outside check: "needs admin or operator" kept its "or" in Chinese."""
+    manager = make_token(api_url, "manager", ["S1"], name="mgr-or")
+    operator = make_token(api_url, "operator", name="op-or")
+    with client(api_url, token=manager) as c:
+        zh = c.post("/api/v1/alarms/NOPE/dismiss", json={}, headers=ZH)
+        en = c.post("/api/v1/alarms/NOPE/dismiss", json={})
+    assert zh.status_code == en.status_code == 403
+    assert zh.json()["error"]["message"] == "角色 manager 无权执行此操作（需要 admin 或 operator）"
+    assert en.json()["error"]["message"] == (
+        "the manager role may not do this (needs admin or operator)"
+    )
+    with client(api_url, token=operator) as c:
+        zh = c.get("/api/v1/notifications/targets", headers=ZH)
+    assert zh.status_code == 403
+    assert zh.json()["error"]["message"] == "角色 operator 无权执行此操作（需要 admin 或 manager）"
 
 
 def test_alarm_labels_in_the_callers_language(api, db: str) -> None:  # type: ignore[no-untyped-def]

@@ -177,6 +177,44 @@ def test_a_managers_webhook_may_not_reach_private_addresses(
         assert admin.post(TARGETS, json=hook("hq-local", url=url)).status_code == 201
 
 
+def test_target_errors_speak_the_callers_language(api_url: str, tokens: dict[str, str]) -> None:
+    """An outside check: the resolver's error for a manager's webhook host and an
+    unknown template placeholder reached Chinese callers as English."""
+    zh = {"Accept-Language": "zh-CN"}
+    nowhere = hook("s1-nx", url="http://nx-host.invalid/hook")  # RFC 6761: never resolves
+    with client(api_url, token=tokens["manager"]) as mgr:
+        en = mgr.post(TARGETS, json=nowhere)
+        chinese = mgr.post(TARGETS, json=nowhere, headers=zh)
+    assert en.status_code == chinese.status_code == 422, en.text
+    assert en.json()["error"]["message"] in (
+        "body url: webhook host nx-host.invalid does not resolve (no such host)",
+        "body url: webhook host nx-host.invalid did not resolve: the name servers did not "
+        "answer (try again)",  # (a machine without a name server)
+    )
+    assert chinese.json()["error"]["message"] in (
+        "请求体 url：webhook 主机 nx-host.invalid 无法解析（没有这个主机名）",
+        "请求体 url：webhook 主机 nx-host.invalid 未能解析：域名服务器没有应答（请稍后重试）",
+    )
+    known = "{event} {text} {subject} {delivery} {language} {escalation} {alarm.<field>}"
+    with client(api_url) as api:
+        en = api.post(TARGETS, json=hook("t", template="a {nope} b"))
+        chinese = api.post(TARGETS, json=hook("t", template="a {nope} b"), headers=zh)
+        field_en = api.post(TARGETS, json=hook("t", template="{alarm.password}"))
+        field_zh = api.post(TARGETS, json=hook("t", template="{alarm.password}"), headers=zh)
+    assert en.json()["error"]["message"] == (
+        f"body: template: unknown placeholder {{nope}} (known: {known})"
+    )
+    assert chinese.json()["error"]["message"] == (
+        f"请求体：template：未知的占位符 {{nope}}（可用：{known}）"
+    )
+    assert field_en.json()["error"]["message"].startswith(
+        "body: template: no such alarm field {alarm.password} (known: id, type, verdict, "
+    )
+    assert field_zh.json()["error"]["message"].startswith(
+        "请求体：template：报警没有字段 {alarm.password}（可用：id, type, verdict, "
+    )
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -106,8 +106,10 @@ def test_templates_escape_for_their_content_type() -> None:
 
 @pytest.mark.parametrize("bad", ["{alarm.secret}", "{x}", "{alarm}", "{Text}"])
 def test_unknown_placeholders_are_refused(bad: str) -> None:
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(render.UnknownPlaceholder, match="unknown") as refused:
         render.check_template(f"a {bad} b")
+    assert refused.value.placeholder == bad
+    assert refused.value.alarm_field == (bad == "{alarm.secret}")
 
 
 def test_literal_braces_are_left_alone() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ from api import render
 from api.dbtypes import shift
 from api.deps import CallerDep, ConnDep, StateDep
 from api.errors import ERROR_RESPONSES, BadParameter, ErrorResponse
+from api.jsonbody import JsonRoute
 from api.params import (
     DEFAULT_LIMIT,
     NAME_REGEX,
@@ -53,7 +55,9 @@ from storage.queries import devices as device_q
 from storage.queries import telemetry as telemetry_q
 from storage.queries.alarms import AlarmFilter
 
-router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/alarms", tags=["alarms"], responses=ERROR_RESPONSES, route_class=JsonRoute
+)
 
 # Evidence window around an alarm: enough to see the rise that opened it.
 EVIDENCE_BEFORE = timedelta(minutes=5)
@@ -64,6 +68,9 @@ EVIDENCE_MAX_EVENTS = 100
 STREAM_BATCH = 500
 # Tells EventSource clients how soon to reconnect (ms).
 SSE_RETRY_MS = 3000
+# Last-Event-ID: an alarm_log id (bigserial) as the stream sent it, digits only.
+_LOG_ID = re.compile(r"[0-9]{1,19}")
+MAX_LOG_ID = 2**63 - 1
 
 AlarmId = Annotated[str, Path(pattern=NAME_REGEX, description="Alarm id")]
 
@@ -246,12 +253,26 @@ async def _events(
         state.hub.unsubscribe(sub)
 
 
+def _last_event_id(header: str | None) -> int | None:
+    """The alarm_log id a reconnecting client last saw. Only the digits of an id
+    the stream sent: `-1` replayed everything and `+5`, `1_0` or ` 5` passed
+    int() (an outside check), an id past bigint was the database's 422."""
+    if header is None:
+        return None
+    if _LOG_ID.fullmatch(header) is None or int(header) > MAX_LOG_ID:
+        raise BadParameter(
+            "Last-Event-ID", "must be an alarm_log id (a non-negative integer)", where="header"
+        )
+    return int(header)
+
+
 @router.get(
     "/stream",
     summary="Live alarm changes (Server-Sent Events)",
     description="Each event: `id` = alarm_log id, `event: alarm`, `data` = AlarmChange JSON. "
     "Same filters as the list (role and sites apply). Heartbeat comments keep the "
-    "connection open; reconnect with `Last-Event-ID` to receive what was missed. "
+    "connection open; reconnect with `Last-Event-ID` (the last `id` received; anything "
+    "else, a negative number say, is a 422) to receive what was missed. "
     'The stream ends with `event: close` (`data` {"reason"}) when its token is revoked '
     f"or expires (within {TOKEN_CHECK_S:g} s) or the live feed is down (reconnect). "
     f"At most {MAX_STREAMS_PER_TOKEN} streams per token (429 past it); 503 while the "
@@ -275,12 +296,7 @@ async def stream_alarms(
     status: Annotated[Status | None, Query()] = None,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
-    last_id: int | None = None
-    if last_event_id is not None:
-        try:
-            last_id = int(last_event_id)
-        except ValueError as exc:
-            raise BadParameter("Last-Event-ID", "must be an alarm_log id (integer)") from exc
+    last_id = _last_event_id(last_event_id)
     sub = state.hub.subscribe(caller.stream_key, caller.token_id)
     events = _events(
         state,

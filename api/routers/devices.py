@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import TypeAdapter, ValidationError
 
+from api import jsonbody
 from api.deps import CallerDep, ConnDep, StateDep
 from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse, field_path, most_specific
+from api.jsonbody import JsonBodyError, JsonRoute
 from api.middleware import IMPORT_MAX_BODY_BYTES
 from api.params import (
     DEFAULT_LIMIT,
@@ -39,7 +41,9 @@ from storage.queries import telemetry as telemetry_q
 from storage.queries.alarms import AlarmFilter
 from storage.queries.devices import DeviceSpec
 
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/devices", tags=["devices"], responses=ERROR_RESPONSES, route_class=JsonRoute
+)
 
 # One request registers a whole building's worth; larger imports go in several requests.
 MAX_DEVICES_PER_REQUEST = 10_000
@@ -128,45 +132,75 @@ def parse_csv(text: str) -> list[DeviceIn]:
     """One device per row; header names from CSV_COLUMNS (id..kind required).
 
     `thresholds` is a JSON object; `route_left`/`route_right` fill `routes`;
-    empty cells mean "not given".
+    empty cells mean "not given". Errors name the line of the file (the
+    header is line 1): a row's first line, a cell past the csv module's size
+    limit at the line where it passes it.
     """
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = list(reader.fieldnames or [])
-        missing = [c for c in CSV_COLUMNS[:6] if c not in header]
-        if missing:
-            raise BadBody(f"CSV header lacks column(s) {', '.join(missing)}")
-        # A typo (`zoen`) or a column twice would be ignored, or the last one
-        # silently kept: the device stored differs from the sheet.
-        unknown = [c for c in header if c not in CSV_COLUMNS]
-        if unknown:
-            raise BadBody(
-                f"CSV header has unknown column(s) {', '.join(map(repr, unknown))}; "
-                f"known: {', '.join(CSV_COLUMNS)}"
-            )
-        twice = sorted({c for c in header if header.count(c) > 1})
-        if twice:
-            raise BadBody(f"CSV header names column(s) {', '.join(twice)} more than once")
-        return _csv_devices(reader)
+        header = next(rows)
+    except StopIteration:
+        header = []
     except csv.Error as exc:
-        raise BadBody(f"CSV line {reader.line_num}: {exc}") from exc
+        raise BadBody(f"CSV line {rows.line_num}: {_csv_problem(exc)}") from exc
+    missing = [c for c in CSV_COLUMNS[:6] if c not in header]
+    if missing:
+        raise BadBody(f"CSV header lacks column(s) {', '.join(missing)}")
+    # A typo (`zoen`) or a column twice would be ignored, or the last one
+    # silently kept: the device stored differs from the sheet.
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if unknown:
+        raise BadBody(
+            f"CSV header has unknown column(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(CSV_COLUMNS)}"
+        )
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise BadBody(f"CSV header names column(s) {', '.join(twice)} more than once")
+    return _csv_devices(header, _records(rows))
 
 
-def _csv_devices(reader: csv.DictReader[str]) -> list[DeviceIn]:
-    devices = []
-    for line, row in enumerate(reader, start=2):
-        if None in row:  # csv.DictReader's key for cells beyond the header
-            raise BadBody(f"CSV line {line}: more cells than the header has columns")
-        item: dict[str, Any] = {
-            k: v for k, v in row.items() if k in CSV_COLUMNS and v not in (None, "")
-        }
+def _csv_problem(exc: csv.Error) -> str:
+    """The csv module's error in our words (its English is not passed on)."""
+    if str(exc).startswith("field larger than field limit"):
+        return f"a cell is longer than {csv.field_size_limit()} characters"
+    return "the line cannot be read as CSV"
+
+
+def _records(rows: Any) -> Iterator[tuple[int, list[str]]]:
+    """(line of the file where the record starts, its cells), blank lines skipped.
+    csv.DictReader's own line_num lags a record behind on an error, and a
+    record number is not a line once a quoted cell holds a line break."""
+    while True:
+        start = rows.line_num + 1
         try:
-            if "thresholds" in item:
-                item["thresholds"] = orjson.loads(item["thresholds"])
-            if "interval_s" in item:
+            cells = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise BadBody(f"CSV line {rows.line_num}: {_csv_problem(exc)}") from exc
+        if cells:
+            yield start, cells
+
+
+def _csv_devices(header: list[str], records: Iterator[tuple[int, list[str]]]) -> list[DeviceIn]:
+    devices = []
+    for line, cells in records:
+        if len(cells) > len(header):
+            raise BadBody(f"CSV line {line}: more cells than the header has columns")
+        item: dict[str, Any] = {k: v for k, v in zip(header, cells, strict=False) if v != ""}
+        if "thresholds" in item:
+            try:
+                item["thresholds"] = jsonbody.loads(item["thresholds"])
+            except JsonBodyError as exc:
+                raise BadBody(f"CSV line {line}: thresholds: {exc}") from exc
+        if "interval_s" in item:
+            try:
                 item["interval_s"] = float(item["interval_s"])
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            raise BadBody(f"CSV line {line}: {exc}") from exc
+            except ValueError as exc:
+                raise BadBody(
+                    f"CSV line {line}: interval_s: not a number: {item['interval_s']!r}"
+                ) from exc
         routes = {
             side: item.pop(f"route_{side}") for side in ("left", "right") if f"route_{side}" in item
         }
@@ -260,7 +294,9 @@ async def post_devices(
         devices = parse_csv(text)
     else:
         try:
-            parsed = _devices.validate_json(body)
+            parsed = _devices.validate_python(jsonbody.loads(body))
+        except JsonBodyError as exc:
+            raise BadBody(f"body: {exc}") from exc
         except ValidationError as exc:
             raise BadBody(_errors_message(exc)) from exc
         devices = parsed if isinstance(parsed, list) else [parsed]

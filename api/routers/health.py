@@ -17,6 +17,7 @@ from psycopg_pool import PoolTimeout
 from api.auth import is_admin_token
 from api.deadline import DeadlineExceeded, bounded
 from api.deps import StateDep, bearer
+from api.jsonbody import JsonRoute
 from api.schemas import (
     NOTIFICATIONS_OVERDUE_S,
     BrokerHealth,
@@ -34,7 +35,7 @@ from api.state import AppState
 from storage.queries import health as health_q
 from storage.queries import tokens
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=JsonRoute)
 
 # Ingest reports every few seconds; three missed reports mean it is stuck or gone.
 STALE_AFTER_S = 15.0

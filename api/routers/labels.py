@@ -13,9 +13,12 @@ from pydantic import BaseModel, Field
 
 from api.deps import CallerDep
 from api.errors import ERROR_RESPONSES, BadParameter, request_lang
+from api.jsonbody import JsonRoute
 from firesafe import i18n
 
-router = APIRouter(prefix="/api/v1/labels", tags=["labels"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/labels", tags=["labels"], responses=ERROR_RESPONSES, route_class=JsonRoute
+)
 
 
 class LabelCatalogue(BaseModel):

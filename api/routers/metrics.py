@@ -13,12 +13,13 @@ from prometheus_client.registry import Collector
 
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES
+from api.jsonbody import JsonRoute
 from api.routers import notifications
 from storage.queries import health as health_q
 from storage.queries import rejects as reject_q
 from storage.queries import stats as stats_q
 
-router = APIRouter(tags=["operations"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["operations"], responses=ERROR_RESPONSES, route_class=JsonRoute)
 
 # ingest_stats columns exported per instance: (column, metric, help, is_counter).
 _INGEST_FIGURES = (

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from api.auth import Caller
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES, BadBody, ErrorResponse, Forbidden
+from api.jsonbody import JsonRoute
 from api.params import ID_REGEX, NAME_REGEX
 from api.schemas import AlarmType, Id, Page, Text, Timestamp
 from notify import destinations, render
@@ -24,7 +25,7 @@ from storage.queries import Conn
 from storage.queries import alarms as alarm_q
 from storage.queries import notifications as notify_q
 
-router = APIRouter(tags=["notifications"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["notifications"], responses=ERROR_RESPONSES, route_class=JsonRoute)
 
 # A day: a rule that escalates less often than daily is a reminder, not an escalation.
 MAX_ESCALATE_AFTER_S = 86_400
@@ -86,7 +87,19 @@ class TargetIn(BaseModel):
         if self.content_type and not self.template:
             raise ValueError("content_type is only for a template")
         if self.template:
-            render.check_template(self.template)
+            try:
+                render.check_template(self.template)
+            except render.UnknownPlaceholder as exc:
+                # (render's own text is English only: said here with a template)
+                if exc.alarm_field:
+                    raise ValueError(
+                        f"template: no such alarm field {exc.placeholder} "
+                        f"(known: {', '.join(render.ALARM_FIELDS)})"
+                    ) from exc
+                raise ValueError(
+                    f"template: unknown placeholder {exc.placeholder} "
+                    f"(known: {' '.join(render.PLACEHOLDERS)})"
+                ) from exc
         return self
 
 
@@ -210,6 +223,16 @@ async def put_target(
     if caller.role == "manager" and body.url is not None:
         try:
             await destinations.require_public(body.url)
+        except destinations.UnresolvableHost as exc:
+            # (the resolver's own words stay out: English, and the machine's)
+            if exc.temporary:
+                raise BadBody(
+                    f"body url: webhook host {exc.host} did not resolve: the name servers "
+                    "did not answer (try again)"
+                ) from exc
+            raise BadBody(
+                f"body url: webhook host {exc.host} does not resolve (no such host)"
+            ) from exc
         except destinations.PrivateDestination as exc:
             raise BadBody(f"body url: {exc}") from exc
     row, created = await notify_q.put_target(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES
+from api.jsonbody import JsonRoute
 from api.params import (
     DEFAULT_LIMIT,
     Cursor,
@@ -23,7 +24,9 @@ from api.params import (
 from api.schemas import Page, RejectOut, RejectReason
 from storage.queries import rejects as reject_q
 
-router = APIRouter(prefix="/api/v1/rejects", tags=["rejects"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/rejects", tags=["rejects"], responses=ERROR_RESPONSES, route_class=JsonRoute
+)
 
 
 def _payload(raw: bytes) -> tuple[str, str]:

@@ -10,13 +10,16 @@ from pydantic import BaseModel, Field, field_validator
 
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES, BadParameter, ErrorResponse
+from api.jsonbody import JsonRoute
 from api.params import DEFAULT_LIMIT, ID_REGEX, Cursor, Limit, decode_cursor, encode_cursor
 from api.schemas import AlarmCount, Page, SiteStandard, SiteSummary, Text, not_reserved_site
 from storage.queries import NotFoundError
 from storage.queries import sites as sites_q
 from storage.queries import stats as stats_q
 
-router = APIRouter(prefix="/api/v1/sites", tags=["sites"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/sites", tags=["sites"], responses=ERROR_RESPONSES, route_class=JsonRoute
+)
 
 
 async def _summaries(conn: ConnDep, rows: list[dict[str, object]]) -> list[SiteSummary]:

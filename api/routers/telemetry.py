@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from api import render
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES, BadParameter, ErrorResponse, TooManyPoints
+from api.jsonbody import JsonRoute
 from api.params import (
     DEFAULT_LIMIT,
     Cursor,
@@ -30,7 +31,9 @@ from storage.queries import devices as device_q
 from storage.queries import telemetry as telemetry_q
 from storage.queries.telemetry import BUCKET_ORIGIN
 
-router = APIRouter(prefix="/api/v1/devices", tags=["telemetry"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/devices", tags=["telemetry"], responses=ERROR_RESPONSES, route_class=JsonRoute
+)
 
 BucketName = Literal["1m", "5m", "1h", "1d"]
 BUCKETS: dict[str, timedelta] = {

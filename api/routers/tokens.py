@@ -9,11 +9,14 @@ from fastapi import APIRouter, Path, Response
 from api.auth import new_token
 from api.deps import CallerDep, ConnDep
 from api.errors import ERROR_RESPONSES, ErrorResponse
+from api.jsonbody import JsonRoute
 from api.params import NAME_REGEX
 from api.schemas import Page, TokenCreated, TokenIn, TokenOut
 from storage.queries import tokens as token_q
 
-router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/tokens", tags=["tokens"], responses=ERROR_RESPONSES, route_class=JsonRoute
+)
 
 
 @router.post(

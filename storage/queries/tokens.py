@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import psycopg
 
 from storage.queries.common import Conn
+from storage.queries.confusables import skeleton
 from storage.queries.errors import InvalidInputError, NotFoundError
 
 
@@ -27,13 +27,19 @@ RESERVED_NAMES = frozenset({"system", "admin"})
 _LIVE = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
 
 
+_RESERVED_SKELETONS = frozenset(skeleton(n) for n in RESERVED_NAMES)
+
+
 def is_reserved_name(name: str) -> bool:
-    """Whether a name reads as a reserved one: compared on its compatibility
-    decomposition with accents and marks dropped, so that lookalikes (`ſystem`,
-    `ａｄｍｉｎ`) and names PostgreSQL's lower() folds into one (`ADMİN`, which
-    Python's does not) are refused before the CHECK constraint sees them."""
-    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return folded.strip().lower() in RESERVED_NAMES
+    """Whether a name reads as a reserved one: compared on its confusable
+    skeleton (Unicode TR39, `storage.queries.confusables`), case-insensitively,
+    so that lookalikes (`admın` with a dotless i, `ꜱystem`, Cyrillic `аdmin`,
+    `ſystem`, `ａｄｍｉｎ`, `adrnin`) and names PostgreSQL's lower() folds into
+    one (`ADMİN`, which Python's does not) are refused before the CHECK
+    constraint sees them. Stricter than the constraint (lower(btrim(name))),
+    never looser: tests/test_api_hardening.py checks every character
+    PostgreSQL lowers into a letter of a reserved name."""
+    return skeleton(name) in _RESERVED_SKELETONS
 
 
 async def create_token(
