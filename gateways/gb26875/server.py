@@ -633,7 +633,8 @@ class Gateway:
         states: dict[str, int],
     ) -> asyncio.Future[bool]:
         """Publish; confirm once the broker acknowledged all of it."""
-        if conn.announce:
+        if conn.announce and not frame.is_heartbeat:
+            # (A heartbeat's own message is that `online`: not twice.)
             messages = [status_message(uitd, online=True), *messages]
         conn.announce = False
         future = self.publisher.publish_nowait([(m.topic, m.payload, m.retain) for m in messages])
