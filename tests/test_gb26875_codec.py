@@ -23,6 +23,7 @@ from tests.gb26875_frames import (
 T = datetime(2026, 3, 14, 9, 26, 53)
 T_MS = int(datetime(2026, 3, 14, 1, 26, 53, tzinfo=UTC).timestamp() * 1000)  # UTC+8
 UITD = Uitd(id="UITD-7", site="S1", building="B1", floor="1", zone="Z1")
+T_LABEL = bytes([53, 26, 9, 14, 3, 26])  # T as a time label
 
 
 def frames(items: list[c.Frame | c.BadFrame]) -> list[c.Frame]:
@@ -169,19 +170,111 @@ def test_adu_sizes_are_checked_and_unknown_types_kept() -> None:
     for data, whole in [
         (bytes([2, 2]) + obj, 1),  # two objects announced, one sent
         (bytes([2, 1]) + obj + b"\0\0", 1),  # two bytes too many
-        (bytes([2, 1]) + obj[:-5], 0),  # cut short
         (bytes([2, 1]) + obj + obj, 2),  # one announced, two sent (a recheck's lost fire)
         (bytes([2, 0]) + obj, 1),
         (bytes([2, 1]) + obj + bytes(46), 1),  # 46 more bytes are no object (no date)
+        (bytes([2, 1]) + obj[:8], 0),  # cut short before its status: nothing to take
     ]:
         got = c.decode_adu(data)
         assert len(got.objects) == len(got.raw_objects) == whole
         assert got.problem is not None
-        assert got.problem.endswith(f"the {whole} complete object(s) in it were taken")
+        assert f"the {whole} complete object(s) in it were taken" in got.problem
+    # Cut short (its time label missing): taken from its head, and said so.
+    got = c.decode_adu(bytes([2, 1]) + obj[:-5])
+    assert got.raw_objects == [obj[:-5]]
+    assert got.problem is not None
+    assert got.problem.endswith(
+        "the 0 complete object(s) in it were taken, and object 1, cut short after 41 of "
+        "its 46 bytes, from its head (no time label: the frame's time)"
+    )
     assert c.decode_adu(bytes([2, 1]) + obj).problem is None
     unknown = c.decode_adu(bytes([0x99, 1, 1, 2, 3]))
     assert unknown.type == 0x99
     assert not unknown.known
+
+
+@pytest.mark.parametrize(
+    ("type_", "whole", "head", "at", "decoded"),
+    [
+        # The outside check's frame: a call point's first 20 bytes, in fire alarm.
+        (
+            2,
+            component_status(1, 3, 23, 0x601, 0x0003, "短", T),
+            9,
+            20,
+            c.ComponentStatus(1, 3, 23, 0x601, 0x0003, "短", b""),
+        ),
+        # Its description cut in the middle of a character: the half dropped.
+        (
+            2,
+            component_status(1, 3, 42, 0x602, 0x0005, "三楼东", T),
+            9,
+            12,
+            c.ComponentStatus(1, 3, 42, 0x602, 0x0005, "三...", b""),
+        ),
+        (
+            2,
+            component_status(1, 3, 42, 0x603, 0x0003, "x", T),
+            9,
+            9,  # no text at all
+            c.ComponentStatus(1, 3, 42, 0x603, 0x0003, "", b""),
+        ),
+        (1, system_status(1, 2, 0x0007, T), 4, 4, c.SystemStatus(1, 2, 0x0007, b"")),
+        (3, analog(1, 1, 17, 9, 9, 35, T), 10, 10, c.Analog(1, 1, 17, 9, 9, 35, b"")),
+        (21, uitd_status(0x07, T), 1, 1, c.UitdStatus(0x07, b"")),
+        (4, bytes([1, 1, 0x04, 5]) + T_LABEL, 4, 4, c.SystemOperation(1, 1, 0x04, 5, b"")),
+        (24, bytes([0x04, 5]) + T_LABEL, 2, 2, c.UitdOperation(0x04, 5, b"")),
+    ],
+    ids=["call_point", "text_cut", "no_text", "system", "analog", "uitd", "op", "uitd_op"],
+)
+def test_an_object_cut_short_is_taken_from_its_head(
+    type_: int, whole: bytes, head: int, at: int, decoded: c.InfoObject
+) -> None:
+    """What says which device and its state (or value) is there: the object is
+    taken without its time label (a fire must not be lost to an encoder's bug)."""
+    for cut in range(head, len(whole)):
+        got = c.decode_adu(bytes([type_, 1]) + whole[:cut])
+        assert got.raw_objects == [whole[:cut]], cut
+        [obj] = got.objects
+        assert obj.label == b""
+        if cut == at:
+            assert obj == decoded
+        assert got.unreadable is None
+    # One byte less: it does not say what it reports, and the problem says so
+    # (no byte of it at all is a miscount: not said).
+    got = c.decode_adu(bytes([type_, 1]) + whole[: head - 1])
+    assert got.objects == []
+    if head == 1:
+        assert got.unreadable is None
+        return
+    assert got.unreadable is not None
+    said = "what it reports is lost" if type_ == 3 else "it MAY CARRY A FIRE ALARM OR A FAULT"
+    assert said in got.unreadable
+    assert got.problem is not None
+    assert got.unreadable in got.problem
+
+
+def test_a_clock_object_cut_short_is_nothing() -> None:
+    got = c.decode_adu(bytes([28, 1]) + T_LABEL[:4])
+    assert got.objects == []
+    assert got.unreadable == (
+        "object 1, cut short after 4 of its 6 bytes, before it says what it reports: "
+        "what it reports is lost"
+    )
+
+
+def test_a_call_point_cut_short_is_activated_at_the_frames_time() -> None:
+    """The outside check's serial 62: type 2, one object, its first 20 bytes."""
+    obj = component_status(1, 3, 23, 0x601, 0x0003, "短", T)
+    known = {"UITD-7_1_3_1537": 0x0001}
+    msgs = _translate(bytes([2, 1]) + obj[:20], known)
+    assert [(t, p["type"]) for t, p in msgs] == [("fs/v1/S1/UITD-7_1_3_1537/event", "activated")]
+    assert msgs[0][1]["ts"] == T_MS  # the frame's label (the centre's clock agrees)
+    assert msgs[0][1]["detail"] == (
+        "短; flags=0x0003 (fire); object cut short (no time label): the frame's time taken"
+    )
+    # A resend is the same message (stored once).
+    assert _translate(bytes([2, 1]) + obj[:20], known) == msgs
 
 
 def test_confirm_echoes_serial_and_swaps_addresses() -> None:

@@ -342,8 +342,9 @@ def test_panel_end_to_end(
             if r["topic"] == "fs/v1/_gateway/gb26875/reject"
         ]
         assert miscounted == [
-            "type 2 with 2 object(s) of 46 bytes needs 94 bytes, got 48; the 1 complete "
-            f"object(s) in it were taken (serial 14, from {miscounted[0].split('from ')[1]}"
+            "it carries FIRE ALARMS: point 1/1/264 (5F), raised; type 2 with 2 object(s) of "
+            "46 bytes needs 94 bytes, got 48; the 1 complete object(s) in it were taken "
+            f"(serial 14, from {miscounted[0].split('from ')[1]}"
         ]
         # A point an admin registered after the gateway listed the site (its
         # floor and zone set by hand): the gateway registers nothing over it

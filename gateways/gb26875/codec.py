@@ -53,6 +53,23 @@ OBJECT_SIZE: Final = {
     T_UITD_OPERATION: 2 + TIME_LABEL_LEN,
     T_UITD_CLOCK: TIME_LABEL_LEN,
 }
+# Bytes of an object's head that say what it reports (its device and its state,
+# or its value): an object cut short is still decoded from a head this long
+# (the rest of a component's description and the time label may be missing).
+# A clock object is nothing but its label.
+OBJECT_HEAD: Final = {
+    T_SYSTEM_STATUS: 4,
+    T_COMPONENT_STATUS: 9,
+    T_ANALOG: 10,
+    T_SYSTEM_OPERATION: 4,
+    T_UITD_STATUS: 1,
+    T_UITD_OPERATION: 2,
+}
+# Types whose objects report alarm states (fire, fault; an operation record's
+# manual alarm).
+STATE_TYPES: Final = frozenset(
+    {T_SYSTEM_STATUS, T_COMPONENT_STATUS, T_SYSTEM_OPERATION, T_UITD_STATUS, T_UITD_OPERATION}
+)
 
 # Status bits (bit 0 is "normal (1) / test (0)" everywhere).
 SYS_BITS: Final = (
@@ -496,9 +513,12 @@ class Adu:
     raw_objects: list[bytes] = field(default_factory=list)  # each object's bytes, as sent
     known: bool = True  # False: a type this gateway does not decode (kept as it came)
     # The length does not match type and count: what is wrong (the complete
-    # objects it holds are decoded all the same: a fire alarm must not be lost
-    # to a panel's miscounted frame).
+    # objects it holds are decoded all the same, and an object cut short from
+    # its head: a fire alarm must not be lost to a panel's miscounted frame).
     problem: str | None = None
+    # An announced object cut short before it said what it reports (its status
+    # or value): it may carry a fire alarm nobody can read.
+    unreadable: str | None = None
 
 
 class AduError(ValueError):
@@ -526,24 +546,49 @@ def decode_adu(adu: bytes) -> Adu:
     while count + extra < len(raws) and label_ms(raws[count + extra][-TIME_LABEL_LEN:]):
         extra += 1
     raws = raws[: count + extra]
-    problem = None
+    objects = [_object(typ, r) for r in raws]
+    problem = unreadable = None
     if len(adu) != 2 + count * size:
         problem = (
             f"type {typ} with {count} object(s) of {size} bytes needs {2 + count * size} "
             f"bytes, got {len(adu)}; the {len(raws)} complete object(s) in it were taken"
         )
-    return Adu(typ, [_object(typ, r) for r in raws], raws, problem=problem)
+    # An announced object cut short (the frame ends inside it): taken from its
+    # head when that says what it reports, without its time label (the frame's
+    # time is used); else it is unreadable, and said so.
+    cut = adu[2 + len(raws) * size :] if len(raws) < count else b""
+    if cut and problem is not None:  # (always: the frame is shorter than its count)
+        which = f"object {len(raws) + 1}, cut short after {len(cut)} of its {size} bytes"
+        head = OBJECT_HEAD.get(typ)
+        if head is not None and len(cut) >= head:
+            objects.append(_object(typ, cut, cut=True))
+            raws.append(cut)
+            problem += f", and {which}, from its head (no time label: the frame's time)"
+        else:
+            lost = (
+                "it MAY CARRY A FIRE ALARM OR A FAULT, check the panel"
+                if typ in STATE_TYPES
+                else "what it reports is lost"
+            )
+            unreadable = f"{which}, before it says what it reports: {lost}"
+            problem += f"; {unreadable}"
+    return Adu(typ, objects, raws, problem=problem, unreadable=unreadable)
 
 
-def _object(typ: int, o: bytes) -> InfoObject:
-    label = o[-TIME_LABEL_LEN:]
+def _object(typ: int, o: bytes, *, cut: bool = False) -> InfoObject:
+    """One object from its bytes; `cut`: only its head (OBJECT_HEAD bytes or
+    more), its time label missing (b"")."""
+    label = b"" if cut else o[-TIME_LABEL_LEN:]
     if typ == T_SYSTEM_STATUS:
         return SystemStatus(o[0], o[1], o[2] | o[3] << 8, label)
     if typ == T_COMPONENT_STATUS:
         (addr,) = struct.unpack_from("<I", o, 3)
-        return ComponentStatus(
-            o[0], o[1], o[2], addr, o[7] | o[8] << 8, description(o[9 : 9 + DESCRIPTION_LEN]), label
-        )
+        text = o[9 : 9 + DESCRIPTION_LEN]
+        shown = description(text)
+        if cut and text and len(text) < DESCRIPTION_LEN and b"\x00" not in text:
+            # Text cut short: a character cut in two is dropped, the cut shown.
+            shown = text.decode("gb18030", errors="ignore").strip() + "..."
+        return ComponentStatus(o[0], o[1], o[2], addr, o[7] | o[8] << 8, shown, label)
     if typ == T_ANALOG:
         (addr,) = struct.unpack_from("<I", o, 3)
         (value,) = struct.unpack_from("<h", o, 8)

@@ -24,7 +24,7 @@ import base64
 import functools
 import zlib
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Final
@@ -320,6 +320,10 @@ class Translator:
             note = clock_note if ts != label_ms else ""
             if aside and label_ms is not None:
                 note = "; ".join(n for n in (_label_note(label_ms, off), clock_note) if n)
+            elif not obj.label:  # an object cut short, taken from its head
+                taken = "the arrival time" if frame_ms is None else "the frame's time"
+                cut = f"object cut short (no time label): {taken} taken"
+                note = "; ".join(n for n in (cut, clock_note) if n)
 
             event = functools.partial(_event, out, uitd.site, frame.serial, raw, ts, note=note)
 
@@ -478,6 +482,57 @@ class Translator:
             name=f"system type {st} address {sa}",
             interval_s=DEFAULT_INTERVAL_S["panel"],
         )
+
+
+# Points named in a reject's alarm summary, per kind of alarm (the detail is
+# kept to 500 characters).
+SUMMARY_NAMES: Final = 6
+
+
+def alarm_summary(objects: Sequence[c.InfoObject]) -> str:
+    """`it carries FIRE ALARMS: point 1/1/261 (3F), system 1/1; FAULTS: ...` for
+    the alarm states the objects report, '' when none: a reject of a frame that
+    carries an alarm must say so loudly (an operator reads rejects; one that
+    reads like a heartbeat's hides a fire)."""
+    fires: list[str] = []
+    manual: list[str] = []
+    faults: list[str] = []
+    for o in objects:
+        if isinstance(o, c.ComponentStatus):
+            text = f" ({o.description})" if o.description else ""
+            name = f"point {o.system_type}/{o.system_address}/{o.component_address}{text}"
+            fault = COMP_FAULT_MASK
+        elif isinstance(o, c.SystemStatus):
+            name, fault = f"system {o.system_type}/{o.system_address}", SYS_FAULT_MASK
+        elif isinstance(o, c.UitdStatus):
+            name, fault = "the transmission device", UITD_FAULT_MASK
+        elif isinstance(o, c.SystemOperation | c.UitdOperation):
+            if c.bit(o.flags, "manual_alarm", c.OPERATION_BITS):
+                where = (
+                    f"system {o.system_type}/{o.system_address}"
+                    if isinstance(o, c.SystemOperation)
+                    else "the transmission device"
+                )
+                manual.append(f"{where} by operator {o.operator}")
+            continue
+        else:
+            continue
+        if o.flags & FIRE:
+            fires.append(name)
+        if o.flags & fault:
+            faults.append(name)
+    parts = [
+        f"{what}: {_names(names)}"
+        for what, names in (("FIRE ALARMS", fires), ("MANUAL ALARMS", manual), ("FAULTS", faults))
+        if names
+    ]
+    return f"it carries {'; '.join(parts)}" if parts else ""
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:SUMMARY_NAMES])
+    more = len(names) - SUMMARY_NAMES
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def valid_ids(translation: Translation) -> str | None:

@@ -60,11 +60,11 @@ from firesafe.throttle import ThrottledWarning
 from gateways.directory import Directory, DirectoryUnavailable, RegistrationRefused
 from gateways.gb26875 import codec as c
 from gateways.gb26875.mapping import (
-    FIRE,
     Component,
     Message,
     Translator,
     Uitd,
+    alarm_summary,
     reject_message,
     status_message,
     valid_ids,
@@ -544,6 +544,7 @@ class Gateway:
         tr = self.translator.translate(frame, adu, uitd, self.states, arrival)
         problem = valid_ids(tr)
         if problem is not None:
+            problem = "; ".join(p for p in (_fires_in(frame, ", NOT RAISED"), problem) if p)
             return [self._reject(frame, conn, "bad_payload", problem, arrival, uitd)], {}
         if not self.directory.registered(list(tr.components.values())):
             return None
@@ -562,7 +563,10 @@ class Gateway:
         messages and a `bad_payload` reject with the whole frame."""
         if adu.problem is None:
             return messages
-        return [*messages, self._reject(frame, conn, "bad_payload", adu.problem, arrival, uitd)]
+        # What it carries first (the detail is kept to 500 characters).
+        summary = alarm_summary(adu.objects)
+        detail = f"{summary}, raised; {adu.problem}" if summary else adu.problem
+        return [*messages, self._reject(frame, conn, "bad_payload", detail, arrival, uitd)]
 
     async def _slow(self, frame: c.Frame, conn: Connection, arrival: int) -> None:
         """A frame that needs the registry API first."""
@@ -595,6 +599,7 @@ class Gateway:
             finally:
                 self._held.get(uitd.id, set()).difference_update(held)
             if crowded is not None:
+                crowded = "; ".join(p for p in (_fires_in(frame, ", NOT RAISED"), crowded) if p)
                 built = [self._reject(frame, conn, "bad_payload", crowded, arrival, uitd)], {}
             else:
                 built = self._with_problem(tr.messages, adu, frame, conn, arrival, uitd), tr.states
@@ -633,7 +638,8 @@ class Gateway:
         states: dict[str, int],
     ) -> asyncio.Future[bool]:
         """Publish; confirm once the broker acknowledged all of it."""
-        if conn.announce:
+        if conn.announce and not frame.is_heartbeat:
+            # (A heartbeat's own message is that `online`: not twice.)
             messages = [status_message(uitd, online=True), *messages]
         conn.announce = False
         future = self.publisher.publish_nowait([(m.topic, m.payload, m.retain) for m in messages])
@@ -659,8 +665,11 @@ class Gateway:
             return
         detail = (
             f"source address {frame.source_hex} is not registered: register a device of kind "
-            f"uitd with this address{_fires_in(frame)}"
+            "uitd with this address"
         )
+        carried = _fires_in(frame)
+        if carried:
+            detail += f"; {carried}"
         if not await self._publish([self._reject(frame, conn, "unknown_device", detail, arrival)]):
             self._unconfirmed("broker did not acknowledge")
             return
@@ -774,18 +783,17 @@ class Gateway:
         self._not_confirmed(why)
 
 
-def _fires_in(frame: c.Frame) -> str:
-    """`; it carries FIRE ALARMS: ...` for the fire bits set in a frame from an
-    unregistered device (its reject must not read like a heartbeat's)."""
+def _fires_in(frame: c.Frame, what_became: str = "") -> str:
+    """`it carries FIRE ALARMS: ...` (and manual alarms, faults), with what became
+    of them, for a frame whose reject must not read like a heartbeat's (an
+    unregistered device, points refused), and what an object cut short before
+    its status may hide; '' when it carries none."""
     try:
-        objects = c.decode_adu(frame.adu).objects if frame.adu else []
+        adu = c.decode_adu(frame.adu) if frame.adu else None
     except c.AduError:
         return ""
-    fires: list[str] = []
-    for o in objects:
-        if isinstance(o, c.ComponentStatus) and o.flags & FIRE:
-            text = f" ({o.description})" if o.description else ""
-            fires.append(f"point {o.system_type}/{o.system_address}/{o.component_address}{text}")
-        elif isinstance(o, c.SystemStatus) and o.flags & FIRE:
-            fires.append(f"system {o.system_type}/{o.system_address}")
-    return f"; it carries FIRE ALARMS: {', '.join(fires)}" if fires else ""
+    if adu is None:
+        return ""
+    summary = alarm_summary(adu.objects)
+    parts = [f"{summary}{what_became}" if summary else "", adu.unreadable or ""]
+    return "; ".join(p for p in parts if p)
