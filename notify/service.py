@@ -392,7 +392,7 @@ class Notifier:
         assert c.address is not None
         if self.smtp is None:
             raise aiosmtplib.SMTPException("FIRESAFE_SMTP_URL is not set")
-        message = render.email(notice, sender=self.smtp_from, to=c.address)
+        message = render.email(notice, sender=self.smtp_from, to=c.address, date=datetime.now(UTC))
         # start_tls=None: STARTTLS when the server offers it.
         await aiosmtplib.send(
             message,

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qs
 
 import orjson
@@ -193,6 +194,11 @@ def test_email_in_the_targets_language(db: str, site: str) -> None:
     assert "acknowledged by duty-officer" in en[1]["Subject"]
     assert "已由 duty-officer 响应" in zh[1]["Subject"]
     assert en[0]["X-Firesafe-Delivery"] != en[1]["X-Firesafe-Delivery"]
+    # RFC 5322's Date (when sent) and a Message-ID at the From address's domain.
+    for msg, tag in ((en[0], "en"), (zh[0], "zh-CN")):
+        assert msg["Message-ID"] == f"<{msg['X-Firesafe-Delivery']}@test.invalid>"
+        assert abs(parsedate_to_datetime(msg["Date"]).timestamp() - time.time()) < 60
+        assert msg["Content-Language"] == tag
 
 
 def test_escalation_repeats_until_acknowledged(db: str, site: str) -> None:
