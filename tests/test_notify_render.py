@@ -162,6 +162,16 @@ def test_retry_delays_grow_with_jitter_and_stay_capped() -> None:
         assert len(delays) > 1  # jittered
 
 
+def test_leases_are_short_and_outlive_missed_heartbeats() -> None:
+    """A frozen notifier's claims return within 20 s; two missed renewals in a
+    row lose nothing; a heartbeat must come before the lease runs out."""
+    t = Tunables()
+    assert t.lease_s <= 20.0
+    assert t.lease_s > 2 * t.heartbeat_s
+    with pytest.raises(ValueError, match="shorter than lease_s"):
+        Tunables(lease_s=5.0, heartbeat_s=5.0)
+
+
 def test_times_in_texts_are_the_sites_wall_clock() -> None:
     shanghai = render.Notice("d", "confirmed", 0, ALARM, "zh", timezone="Asia/Shanghai")
     assert "2026-12-03 18:00:00 +0800" in render.text(shanghai)

@@ -511,6 +511,21 @@ async def claim(
     return out
 
 
+async def renew_leases(
+    conn: Conn, *, ids: Sequence[str], notifier: str, claim_key: int, lease_s: float
+) -> int:
+    """The notifier's heartbeat: extend the leases of its attempts under way (rows
+    still claimed by it, cancelled ones included: what follows them waits for the
+    attempt); returns how many it still held."""
+    cur = await conn.execute(
+        "UPDATE notifications SET lease_until = clock_timestamp() + make_interval(secs => %s) "
+        "WHERE id = ANY(%s::uuid[]) AND claimed_by = %s AND claim_key = %s "
+        "AND lease_until IS NOT NULL",
+        (lease_s, list(ids), notifier, claim_key),
+    )
+    return cur.rowcount
+
+
 async def record_outcome(
     conn: Conn,
     *,
