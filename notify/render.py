@@ -3,7 +3,8 @@ the body templates of SMS/voice gateways, the e-mail, the signature.
 
 Pure functions of the outbox row (no I/O, no clock): the same row renders
 the same bytes on every attempt, so a retried webhook carries the same body
-and the same signature.
+and the same signature. The one exception is an e-mail's `Date:`, the time
+the message is sent, which the caller passes in.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
 from typing import Any
 from urllib.parse import quote_plus
 from zoneinfo import ZoneInfoNotFoundError
@@ -272,15 +274,38 @@ def signature(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def email(notice: Notice, *, sender: str, to: str) -> EmailMessage:
-    """Plain text and HTML alternatives, in the target's language."""
+def message_id_domain(sender: str) -> str:
+    """The right-hand side of our Message-IDs: the domain of the From address
+    (`localhost` when it has none or it cannot be written in ASCII)."""
+    _, at, domain = parseaddr(sender)[1].rpartition("@")
+    domain = domain.strip().rstrip(".")
+    if not at or not domain:
+        return "localhost"
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return "localhost"
+
+
+def email(notice: Notice, *, sender: str, to: str, date: datetime) -> EmailMessage:
+    """Plain text and HTML alternatives, in the target's language.
+
+    `date` is when the message is sent (RFC 5322 requires `Date:`; it is the
+    origination time, not the alarm's, which the text carries). The
+    `Message-ID` is the delivery id at the sender's domain: the same on every
+    attempt of one delivery, like `X-Firesafe-Delivery`, so a mail system or
+    client that got a retried message twice can tell it is one message.
+    """
     lang = notice.lang
+    content_language = "zh-CN" if lang == "zh" else "en"
     msg = EmailMessage()
     msg["Subject"] = subject(notice)
     msg["From"] = sender
     msg["To"] = to
+    # "+0000", not "GMT": RFC 5322 lists the zone names as obsolete syntax (4.3).
+    msg["Date"] = format_datetime(date.astimezone(UTC))
+    msg["Message-ID"] = f"<{notice.delivery_id}@{message_id_domain(sender)}>"
     msg["X-Firesafe-Delivery"] = notice.delivery_id
-    msg["Content-Language"] = "zh-CN" if lang == "zh" else "en"
     a = alarm_view(notice)
     rows = [(field, a.get(field)) for field in ALARM_FIELDS if a.get(field) is not None]
     plain = text(notice) + "\n\n" + "\n".join(f"{k}: {v}" for k, v in rows) + "\n"
@@ -290,10 +315,13 @@ def email(notice: Notice, *, sender: str, to: str) -> EmailMessage:
         for k, v in rows
     )
     page = (
-        f"<!DOCTYPE html><html lang='{'zh-CN' if lang == 'zh' else 'en'}'><head>"
+        f"<!DOCTYPE html><html lang='{content_language}'><head>"
         f"<meta charset='utf-8'><title>{html.escape(subject(notice))}</title></head><body>"
         f"<h2>{html.escape(subject(notice))}</h2><p>{html.escape(text(notice))}</p>"
         f"<table>{cells}</table></body></html>"
     )
     msg.add_alternative(page, subtype="html", charset="utf-8")
+    # Last: set_content() drops the Content-* headers set before it, and
+    # add_alternative() moves those of the root into the first part.
+    msg["Content-Language"] = content_language
     return msg

@@ -1,11 +1,16 @@
 """The notifier: claims outbox rows, delivers webhooks and e-mail, retries, escalates.
 
 Several notifiers may run against one database. Rows are claimed with
-`FOR UPDATE SKIP LOCKED` under a lease; each notifier holds a session-level
-advisory lock whose key it writes on its claims, so the claims of a notifier
-that died (SIGKILL, lost host) return as soon as its database session is
-gone, and at the latest when their lease runs out. Delivery is therefore
-at least once, with the same delivery id on every attempt.
+`FOR UPDATE SKIP LOCKED` under a short lease that the notifier renews (a
+heartbeat) while the attempt is under way; each notifier holds a
+session-level advisory lock whose key it writes on its claims, so the claims
+of a notifier that died (SIGKILL, lost host) return as soon as its database
+session is gone, and those of one that stopped without its session ending
+(SIGSTOP, a paused VM, a hung event loop) when their lease runs out, within
+`lease_s`: a slow receiver keeps its delivery with the notifier that is
+waiting for it, a frozen notifier does not keep a fire's notification for
+long. Delivery is therefore at least once, with the same delivery id on
+every attempt.
 
 Wake-ups: NOTIFY `firesafe_notify` (sent by the outbox trigger at commit),
 the end of a delivery, or the next retry/escalation/lease time read from the
@@ -31,7 +36,7 @@ import httpx
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from firesafe.settings import SmtpEndpoint
 from notify import destinations, render
@@ -48,9 +53,15 @@ SMTP_OK = 250  # recorded as the status of an accepted message
 class Tunables:
     """The notifier's limits; each default says why."""
 
-    # Longer than the slowest attempt (HTTP or SMTP timeout) with margin: a live
-    # notifier's claim never expires under it.
-    lease_s: float = 90.0
+    # A claim lasts this long unless renewed; the notifier renews the claims of
+    # its attempts under way every heartbeat_s, so a live notifier keeps them
+    # however slow the receiver (up to its timeout) and a frozen one (SIGSTOP,
+    # its database session still open) loses them within lease_s, to a peer.
+    # (It was 90 s, longer than any attempt, without renewal: an outside check
+    # saw a frozen notifier's claimed fire notifications delivered 93 s late.)
+    # Three heartbeats per lease: one late or failed renewal loses nothing.
+    lease_s: float = 15.0
+    heartbeat_s: float = 5.0
     # A receiver that has not answered in 10 s is down for our purposes; the
     # next attempt follows the backoff.
     http_timeout_s: float = 10.0
@@ -73,6 +84,10 @@ class Tunables:
     max_poll_s: float = 2.0
     drain_timeout_s: float = 15.0
     reconnect_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_s < self.lease_s:
+            raise ValueError("heartbeat_s must be positive and shorter than lease_s")
 
 
 def describe_failure(exc: Exception) -> str:
@@ -118,6 +133,7 @@ class Notifier:
         self._in_flight: Counter[str] = Counter()
         self._failing: set[str] = set()  # targets whose last attempt failed (for the log)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._held: set[str] = set()  # ids of the claims whose attempt is under way
         self._sessions_ready = 0
 
     # --- the loop -----------------------------------------------------------------
@@ -174,14 +190,16 @@ class Notifier:
                 asyncio.TaskGroup() as tasks,
             ):
                 listen = tasks.create_task(self._listen(listener), name="notify-listen")
+                heartbeat = tasks.create_task(self._heartbeat(pool), name="notify-heartbeat")
                 self.ready.set()
                 self._sessions_ready += 1
                 self.log.info("notifier %s ready", self.name)
                 try:
                     await self._loop(stop, pool, http, tasks, listen)
                 finally:
-                    await self._drain()
+                    await self._drain()  # (the heartbeat keeps the claims of the drain)
                     listen.cancel()
+                    heartbeat.cancel()
         finally:
             await pool.close()
             await listener.close()
@@ -191,6 +209,32 @@ class Notifier:
         async for _ in conn.notifies():
             self._wake.set()
         raise psycopg.OperationalError("LISTEN connection closed")
+
+    async def _heartbeat(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]]) -> None:
+        """Renew the leases of the attempts under way, every heartbeat_s. It runs on
+        the event loop that makes the attempts: a process that stops (SIGSTOP) or
+        whose loop hangs stops renewing, and its claims return to the others."""
+        t = self.tunables
+        while True:
+            await asyncio.sleep(t.heartbeat_s)
+            held = sorted(self._held)
+            if not held:
+                continue
+            try:
+                async with pool.connection(timeout=t.heartbeat_s) as conn:
+                    renewed = await q.renew_leases(
+                        conn,
+                        ids=held,
+                        notifier=self.name,
+                        claim_key=self.claim_key,
+                        lease_s=t.lease_s,
+                    )
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+                # The next heartbeat tries again; the lease outlasts two misses.
+                self.log.warning("notifier: leases not renewed (%s)", exc)
+                continue
+            if renewed < len(held):
+                self.log.debug("%d claim(s) no longer ours", len(held) - renewed)
 
     async def _loop(
         self,
@@ -227,6 +271,7 @@ class Notifier:
                 )
                 for c in claimed:
                     self._in_flight[c.target_id] += 1
+                    self._held.add(c.id)
                     task = tasks.create_task(self._deliver(pool, http, c), name=f"deliver-{c.id}")
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
@@ -318,6 +363,7 @@ class Notifier:
             # The outcome is not recorded: the claim returns and it is sent again.
             self.log.warning("delivery %s: outcome not recorded (%s)", c.id, exc)
         finally:
+            self._held.discard(c.id)
             self._in_flight[c.target_id] -= 1
             if self._in_flight[c.target_id] <= 0:
                 del self._in_flight[c.target_id]
@@ -328,6 +374,17 @@ class Notifier:
     ) -> None:
         """One line when a target starts failing and one when it answers again: a
         receiver down for hours with a thousand alarms queued does not flood the log."""
+        if outcome == "lost":
+            # This process stopped for longer than the lease (SIGSTOP, a paused VM)
+            # and a peer took the delivery over: only the attempt is logged.
+            self.log.warning(
+                "delivery %s to %s: claim lost during the attempt (taken over by another "
+                "notifier); its outcome (%s) is logged only",
+                c.id,
+                c.target_id,
+                error or "delivered",
+            )
+            return
         if error is None:
             self.log.debug("delivered %s of alarm %s to %s", c.event, c.alarm_id, c.target_id)
             if c.target_id in self._failing:
@@ -392,7 +449,7 @@ class Notifier:
         assert c.address is not None
         if self.smtp is None:
             raise aiosmtplib.SMTPException("FIRESAFE_SMTP_URL is not set")
-        message = render.email(notice, sender=self.smtp_from, to=c.address)
+        message = render.email(notice, sender=self.smtp_from, to=c.address, date=datetime.now(UTC))
         # start_tls=None: STARTTLS when the server offers it.
         await aiosmtplib.send(
             message,

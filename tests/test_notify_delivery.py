@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qs
 
 import orjson
@@ -193,6 +194,11 @@ def test_email_in_the_targets_language(db: str, site: str) -> None:
     assert "acknowledged by duty-officer" in en[1]["Subject"]
     assert "已由 duty-officer 响应" in zh[1]["Subject"]
     assert en[0]["X-Firesafe-Delivery"] != en[1]["X-Firesafe-Delivery"]
+    # RFC 5322's Date (when sent) and a Message-ID at the From address's domain.
+    for msg, tag in ((en[0], "en"), (zh[0], "zh-CN")):
+        assert msg["Message-ID"] == f"<{msg['X-Firesafe-Delivery']}@test.invalid>"
+        assert abs(parsedate_to_datetime(msg["Date"]).timestamp() - time.time()) < 60
+        assert msg["Content-Language"] == tag
 
 
 def test_escalation_repeats_until_acknowledged(db: str, site: str) -> None:
@@ -441,3 +447,52 @@ def test_notifiers_side_by_side_deliver_each_notification_once(db: str, site: st
         ).fetchall()
     assert len(attempts) == len(rows)
     assert all(ok[-1] and not any(ok[:-1]) for _, ok in attempts)
+
+
+def test_a_slow_receiver_keeps_its_claim_and_a_frozen_notifier_loses_it(db: str, site: str) -> None:
+    """An outside check: a notifier stopped with SIGSTOP (its database session
+    still open, its advisory lock held) kept the fire notifications it had
+    claimed for the 90 s lease although a second notifier was running. Now
+    the lease is short and renewed while the attempt is under way: a receiver
+    slower than the lease keeps its delivery with the notifier waiting for it
+    (no second attempt by the peer), a frozen notifier's claim goes to the
+    peer within the lease. (Production: 15 s, renewed every 5 s.)"""
+    quick = dataclasses.replace(FAST, lease_s=1.0, heartbeat_s=0.25, max_poll_s=0.2)
+    slow_s = 2.0
+
+    def respond(path: str, n: int) -> int:
+        if n == 0:
+            time.sleep(slow_s)  # the first request to each path: slower than the lease
+        return 200
+
+    with http_receiver() as rx:
+        rx.respond = respond
+        add_target(db, "slow", url=rx.url + "/slow")
+        add_target(db, "stuck", url=rx.url + "/stuck")
+        add_rule(db, "fires", types=["fire"], targets=["slow"])
+        add_rule(db, "faults", types=["fault"], targets=["stuck"])
+        call_point(db, f"{site}-M1", site)
+        with running_notifier(db, tunables=quick) as first:
+            (fire,) = write_alarms(db, transition(f"{site}-M1", site))
+            wait_for(lambda: rx.got("/slow"))  # the first notifier's attempt, under way
+            with running_notifier(db, tunables=quick):
+                wait_for(lambda: deliveries(db, fire)[0]["status"] == "delivered", timeout=10)
+            assert len(rx.got("/slow")) == 1  # the peer never took it over
+            assert deliveries(db, fire)[0]["attempts"] == 1
+
+            (fault,) = write_alarms(
+                db, transition(f"{site}-M1", site, type="fault", reason="device")
+            )
+            wait_for(lambda: rx.got("/stuck"))  # claimed by the first notifier, which...
+            first.freeze(quick.lease_s + 2.0)  # ...stops (beyond the assertion below)
+            frozen_at = time.monotonic()
+            with running_notifier(db, tunables=quick):
+                wait_for(lambda: deliveries(db, fault)[0]["status"] == "delivered", timeout=10)
+                taken_over_s = time.monotonic() - frozen_at
+        got = rx.got("/stuck")
+    # Within the lease (+ a poll and a start-up), long before the first notifier wakes.
+    assert taken_over_s < quick.lease_s + 1.5
+    assert len(got) == 2
+    assert got[0].headers["X-Firesafe-Delivery"] == got[1].headers["X-Firesafe-Delivery"]
+    (row,) = deliveries(db, fault)
+    assert (row["status"], row["attempts"]) == ("delivered", 2)

@@ -5,6 +5,7 @@ storms, and escalation bookkeeping. No notifier runs here."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -345,3 +346,166 @@ def test_a_site_level_offline_alarm_is_notified_once(hooks: str, site: str) -> N
     assert (row["event"], row["target_id"]) == ("confirmed", "duty")
     assert row["alarm"]["device"] is None
     assert row["alarm"]["reason"] == "site_silent"
+
+
+# --- a notifier's side, by hand: what it claims, in which order, and who hears what ---
+
+CLAIM_KEY = 0x46530F00D  # held by the test's own session while it plays a notifier
+
+
+def claim(db: str) -> list[notify_q.Claimed]:
+    async def go() -> list[notify_q.Claimed]:
+        async with await psycopg.AsyncConnection.connect(
+            db, autocommit=True, row_factory=dict_row
+        ) as conn:
+            return await notify_q.claim(
+                conn,
+                notifier="hand",
+                claim_key=CLAIM_KEY,
+                lease_s=60.0,
+                per_target=4,
+                limit=100,
+                busy_targets=[],
+            )
+
+    return asyncio.run(go())
+
+
+def settle(db: str, c: notify_q.Claimed, *, delivered: bool) -> str:
+    """The attempt's outcome; one that failed is due again at once."""
+
+    async def go() -> str:
+        async with await psycopg.AsyncConnection.connect(
+            db, autocommit=True, row_factory=dict_row
+        ) as conn:
+            return await notify_q.record_outcome(
+                conn,
+                delivery_id=c.id,
+                notifier="hand",
+                attempt=c.attempts,
+                kind="webhook",
+                at=datetime.now(UTC),
+                duration_ms=1.0,
+                delivered=delivered,
+                status=200 if delivered else None,
+                error=None if delivered else "could not connect",
+                retry_at=None if delivered else datetime.now(UTC),
+            )
+
+    return asyncio.run(go())
+
+
+def escalate_now(db: str) -> int:
+    async def go() -> int:
+        async with await psycopg.AsyncConnection.connect(
+            db, autocommit=True, row_factory=dict_row
+        ) as conn:
+            await conn.execute("UPDATE notify_escalations SET next_at = now() - interval '1 s'")
+            return await notify_q.escalate_due(conn, limit=10)
+
+    return asyncio.run(go())
+
+
+def drain(db: str) -> list[tuple[str, str]]:
+    """Claim and deliver until nothing is due: (event, target) in the order sent."""
+    sent: list[tuple[str, str]] = []
+    while batch := claim(db):
+        for c in batch:
+            sent.append((c.event, c.target_id))
+            settle(db, c, delivered=True)
+    return sent
+
+
+@pytest.mark.parametrize("got_through", [False, True])
+def test_only_targets_told_of_an_alarm_hear_it_acknowledged_and_cleared(
+    hooks: str, site: str, got_through: bool
+) -> None:
+    """An outside check: the escalation target's receiver down, its escalation
+    being attempted when the alarm was acknowledged, then cleared: it got
+    `acknowledged` and `cleared` of an alarm it never heard of. Told means a
+    notification of the alarm was delivered to it; the attempt under way at
+    the acknowledgement counts if it gets through (at least once)."""
+    db = hooks
+    add_rule(
+        db, "fires", types=["fire"], targets=["duty"], escalate_after_s=60, escalate_to=["chief"]
+    )
+    call_point(db, f"{site}-M1", site)
+    (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+    with psycopg.connect(db, autocommit=True) as notifier:
+        notifier.execute("SELECT pg_advisory_lock(%s)", (CLAIM_KEY,))
+        assert escalate_now(db) == 1
+        under_way = {c.target_id: c for c in claim(db)}
+        assert {c.event for c in under_way.values()} == {"confirmed", "escalated"}
+        assert settle(db, under_way["duty"], delivered=True) == "delivered"
+        person(db, alarm, "ack")  # while chief's escalation is being attempted
+        settle(db, under_way["chief"], delivered=got_through)
+        person(db, alarm, "clear")
+        sent = drain(db)
+    rows = [
+        (r["target_id"], r["event"], r["status"], r["last_error"]) for r in deliveries(db, alarm)
+    ]
+    chief = [r[1:] for r in rows if r[0] == "chief"]
+    assert [s for s in sent if s[1] == "duty"] == [("acknowledged", "duty"), ("cleared", "duty")]
+    if got_through:
+        assert [s for s in sent if s[1] == "chief"] == [
+            ("acknowledged", "chief"),
+            ("cleared", "chief"),
+        ]
+        assert [status for _, status, _ in chief] == ["delivered"] * 3
+    else:
+        assert [s for s in sent if s[1] == "chief"] == []
+        assert chief == [
+            ("escalated", "cancelled", "alarm acknowledged before delivery"),
+            ("acknowledged", "cancelled", notify_q.NOT_TOLD),
+            ("cleared", "cancelled", notify_q.NOT_TOLD),
+        ]
+
+
+def test_escalations_keep_their_order_and_one_under_way_is_superseded(
+    hooks: str, site: str
+) -> None:
+    """An outside check: escalation 7 delivered before escalation 6, and
+    escalations being attempted escaped supersession. The next escalation
+    cancels the one under way (whose attempt still ends, delivered or not
+    retried) and waits for that attempt to end; a dead notifier's attempt is
+    not waited for."""
+    db = hooks
+    add_rule(
+        db, "fires", types=["fire"], targets=["duty"], escalate_after_s=60, escalate_to=["chief"]
+    )
+    call_point(db, f"{site}-M1", site)
+    (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+
+    def escalations() -> list[tuple[int, str, str | None]]:
+        return [
+            (r["escalation"], r["status"], r["last_error"])
+            for r in deliveries(db, alarm)
+            if r["event"] == "escalated"
+        ]
+
+    with psycopg.connect(db, autocommit=True) as notifier:
+        notifier.execute("SELECT pg_advisory_lock(%s)", (CLAIM_KEY,))
+        assert escalate_now(db) == 1
+        under_way = {c.target_id: c for c in claim(db)}
+        settle(db, under_way["duty"], delivered=True)
+        first = under_way["chief"]
+        assert escalate_now(db) == 1
+        assert escalations() == [
+            (1, "cancelled", "superseded by escalation 2"),
+            (2, "pending", None),
+        ]
+        assert claim(db) == []  # escalation 2 does not overtake escalation 1 under way
+        assert settle(db, first, delivered=True) == "delivered"  # it got through
+        (second,) = claim(db)
+        assert (second.event, second.escalation) == ("escalated", 2)
+        assert escalate_now(db) == 1
+        assert claim(db) == []
+        notifier.execute("SELECT pg_advisory_unlock(%s)", (CLAIM_KEY,))  # the notifier died
+        (third,) = claim(db)
+        assert (third.event, third.escalation) == ("escalated", 3)
+    assert settle(db, second, delivered=False) == "cancelled"  # ends, is not retried
+    assert escalations() == [
+        (1, "delivered", None),
+        (2, "cancelled", "superseded by escalation 3"),
+        (3, "pending", None),
+    ]

@@ -7,8 +7,12 @@ import hashlib
 import hmac
 import json
 import random
+from datetime import datetime
+from email import message_from_bytes, policy
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -116,14 +120,38 @@ def test_literal_braces_are_left_alone() -> None:
     render.check_template('{"a": {"b": 1}, "c": "{text}"}')
 
 
+SENT_AT = datetime(2026, 12, 3, 18, 0, 5, tzinfo=ZoneInfo("Asia/Shanghai"))
+
+
 def test_email_has_plain_and_html() -> None:
-    msg = render.email(notice(language="zh", zone="<Z>"), sender="f@x", to="t@y")
+    msg = render.email(notice(language="zh", zone="<Z>"), sender="f@x", to="t@y", date=SENT_AT)
     assert msg["Subject"].startswith("火警 S1 <Z>")
     types = [p.get_content_type() for p in msg.walk() if not p.is_multipart()]
     assert types == ["text/plain", "text/html"]
     html_part = msg.get_body(("html",))
     assert html_part is not None
     assert "&lt;Z&gt;" in html_part.get_content()
+
+
+def test_email_has_the_headers_rfc_5322_asks_for_and_its_language() -> None:
+    """Date (when sent, in UTC), a Message-ID at the sender's domain that is the
+    same on every attempt of a delivery, and Content-Language, which
+    set_content() used to drop; all survive the trip through bytes."""
+    for language, tag in (("zh", "zh-CN"), ("en", "en")):
+        sender = "Firesafe <alerts@Fire.Example.COM>"
+        msg = render.email(notice(language=language), sender=sender, to="t@y", date=SENT_AT)
+        again = render.email(notice(language=language), sender=sender, to="t@y", date=SENT_AT)
+        parsed = message_from_bytes(msg.as_bytes(), policy=policy.default)
+        assert b"\r\nDate: Thu, 03 Dec 2026 10:00:05 +0000\r\n" in msg.as_bytes(policy=policy.SMTP)
+        assert parsedate_to_datetime(parsed["Date"]) == SENT_AT
+        assert parsed["Message-ID"] == "<d-1@Fire.Example.COM>"
+        assert again["Message-ID"] == msg["Message-ID"]
+        assert parsed["Content-Language"] == tag
+        assert len(parsed.get_all("Content-Language") or []) == 1
+    # No domain in the From address, or one only IDNA can write: still a valid id.
+    assert render.message_id_domain("firesafe") == "localhost"
+    assert render.message_id_domain("消防 <jk@消防.中国>") == "xn--r1wm18f.xn--fiqs8s"
+    assert render.message_id_domain("") == "localhost"
 
 
 def test_retry_delays_grow_with_jitter_and_stay_capped() -> None:
@@ -134,6 +162,16 @@ def test_retry_delays_grow_with_jitter_and_stay_capped() -> None:
         delays = {retry_delay_s(attempts, t, rng) for _ in range(50)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(delays) > 1  # jittered
+
+
+def test_leases_are_short_and_outlive_missed_heartbeats() -> None:
+    """A frozen notifier's claims return within 20 s; two missed renewals in a
+    row lose nothing; a heartbeat must come before the lease runs out."""
+    t = Tunables()
+    assert t.lease_s <= 20.0
+    assert t.lease_s > 2 * t.heartbeat_s
+    with pytest.raises(ValueError, match="shorter than lease_s"):
+        Tunables(lease_s=5.0, heartbeat_s=5.0)
 
 
 def test_times_in_texts_are_the_sites_wall_clock() -> None:

@@ -187,6 +187,12 @@ class NotifierThread:
             raise self._error
         return self
 
+    def freeze(self, seconds: float) -> None:
+        """Hold the notifier's event loop (what SIGSTOP does to the process): its
+        database sessions stay open, it does nothing, its heartbeat included."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(time.sleep, seconds)
+
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)

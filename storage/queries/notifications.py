@@ -349,11 +349,36 @@ _ALIVE = """
               AND ((l.classid::bigint << 32) | l.objid::bigint) = {alias}.claim_key
               AND l.objsubid = 1)
 """
-# Waits while the notification it follows (same alarm and target) is pending.
-_IN_ORDER = """
-    ({alias}.after_id IS NULL OR NOT EXISTS (
-        SELECT 1 FROM notifications e WHERE e.id = {alias}.after_id AND e.status = 'pending'))
+# Per alarm and target in order: waits while an earlier notification of the same
+# alarm and target is waiting, or is being attempted by a live notifier although
+# cancelled meanwhile (an escalation superseded in flight, whose attempt still
+# ends). Not only the one it follows (after_id): a cancelled row no longer held
+# up what came after it, and escalations did not follow each other at all (an
+# outside check saw escalation 7 delivered before escalation 6).
+# (notifications_alarm_idx: alarm_id, target_id, seq.)
+_IN_ORDER = (
+    """
+    NOT EXISTS (
+        SELECT 1 FROM notifications e
+        WHERE e.alarm_id = {alias}.alarm_id AND e.target_id = {alias}.target_id
+          AND e.seq < {alias}.seq
+          AND (e.status = 'pending'
+               OR (e.lease_until >= clock_timestamp() AND e.claim_key IS NOT NULL AND """
+    + _ALIVE.format(alias="e")
+    + """)))
 """
+)
+# `acknowledged` and `cleared` go to a target only if it was told of the alarm: a
+# notification of it, earlier, was delivered to it. Decided when the row's turn
+# comes (everything earlier settled, see _IN_ORDER); rows of a target never told
+# (its escalation cancelled or given up) are cancelled then, not sent.
+_TOLD = """
+    ({alias}.event NOT IN ('acknowledged', 'cleared') OR EXISTS (
+        SELECT 1 FROM notifications t
+        WHERE t.alarm_id = {alias}.alarm_id AND t.target_id = {alias}.target_id
+          AND t.seq < {alias}.seq AND t.delivered_at IS NOT NULL))
+"""
+NOT_TOLD = "not sent: the target was never told of this alarm"
 _CLAIMABLE = (
     """
     {alias}.status = 'pending' AND {alias}.next_attempt_at <= clock_timestamp()
@@ -377,7 +402,9 @@ async def claim(
 ) -> list[Claimed]:
     """Claim due deliveries: at most `per_target` per target, targets at their limit in
     this process skipped, and per (alarm, target) in order (an acknowledgement never
-    overtakes the confirmation it follows). SKIP LOCKED lets notifiers run side by side."""
+    overtakes the confirmation it follows). SKIP LOCKED lets notifiers run side by side.
+    An `acknowledged` or `cleared` whose target was never told of the alarm is
+    cancelled instead of claimed."""
     claimable = sql.SQL(_CLAIMABLE.format(alias="n"))
     query = sql.SQL(
         """
@@ -387,9 +414,9 @@ async def claim(
               AND target_id <> ALL(%(busy)s::text[])
         ),
         picked AS (
-            SELECT p.id FROM due_targets d,
+            SELECT p.id, p.told FROM due_targets d,
             LATERAL (
-                SELECT n.id FROM notifications n
+                SELECT n.id, {told} AS told FROM notifications n
                 WHERE n.target_id = d.target_id AND {claimable}
                   AND {in_order}
                 ORDER BY n.next_attempt_at, n.seq
@@ -397,6 +424,14 @@ async def claim(
                 FOR UPDATE SKIP LOCKED
             ) p
             LIMIT %(limit)s
+        ),
+        untold AS (
+            UPDATE notifications n
+            SET status = 'cancelled', last_error = %(not_told)s,
+                lease_until = NULL, claimed_by = NULL, claim_key = NULL
+            FROM picked
+            WHERE n.id = picked.id AND NOT picked.told
+            RETURNING 1
         )
         UPDATE notifications n
         SET lease_until = clock_timestamp() + make_interval(secs => %(lease)s),
@@ -404,11 +439,15 @@ async def claim(
             first_attempt_at = COALESCE(n.first_attempt_at, clock_timestamp()),
             last_attempt_at = clock_timestamp()
         FROM picked
-        WHERE n.id = picked.id
+        WHERE n.id = picked.id AND picked.told
         RETURNING n.id::text, n.alarm_id, n.event, n.escalation, n.attempts, n.created_at,
                   n.alarm, n.target_id
         """
-    ).format(claimable=claimable, in_order=sql.SQL(_IN_ORDER.format(alias="n")))
+    ).format(
+        claimable=claimable,
+        in_order=sql.SQL(_IN_ORDER.format(alias="n")),
+        told=sql.SQL(_TOLD.format(alias="n")),
+    )
     async with conn.transaction():
         cur = await conn.execute(
             query,
@@ -419,6 +458,7 @@ async def claim(
                 "lease": lease_s,
                 "notifier": notifier,
                 "key": claim_key,
+                "not_told": NOT_TOLD,
             },
         )
         rows = await cur.fetchall()
@@ -471,6 +511,21 @@ async def claim(
     return out
 
 
+async def renew_leases(
+    conn: Conn, *, ids: Sequence[str], notifier: str, claim_key: int, lease_s: float
+) -> int:
+    """The notifier's heartbeat: extend the leases of its attempts under way (rows
+    still claimed by it, cancelled ones included: what follows them waits for the
+    attempt); returns how many it still held."""
+    cur = await conn.execute(
+        "UPDATE notifications SET lease_until = clock_timestamp() + make_interval(secs => %s) "
+        "WHERE id = ANY(%s::uuid[]) AND claimed_by = %s AND claim_key = %s "
+        "AND lease_until IS NOT NULL",
+        (lease_s, list(ids), notifier, claim_key),
+    )
+    return cur.rowcount
+
+
 async def record_outcome(
     conn: Conn,
     *,
@@ -488,9 +543,10 @@ async def record_outcome(
 ) -> str:
     """Record one attempt and release the claim; returns the row's new status.
 
-    Not delivered and `retry_at` None: given up (`failed`). A row that is no
-    longer ours (our lease ran out and another notifier took it) only gets
-    its attempt logged.
+    Not delivered and `retry_at` None: given up (`failed`). A row cancelled
+    while the attempt was under way stays cancelled unless it was delivered.
+    A row that is no longer ours (our lease ran out and another notifier took
+    it) only gets its attempt logged.
     """
     new_status = "delivered" if delivered else ("pending" if retry_at is not None else "failed")
     async with conn.transaction():
@@ -503,8 +559,15 @@ async def record_outcome(
         cur = await conn.execute(
             """
             UPDATE notifications SET
-                status = CASE WHEN status = 'cancelled' THEN status ELSE %(status)s END,
-                last_status = %(code)s, last_error = %(error)s,
+                -- Cancelled while this attempt was under way (an escalation
+                -- superseded, or the alarm acknowledged): not retried, but one
+                -- that got through was delivered, and its target told.
+                status = CASE WHEN %(delivered)s OR status <> 'cancelled' THEN %(status)s
+                              ELSE status END,
+                last_status = %(code)s,
+                -- (why it was cancelled stays; the attempt's error is in the log)
+                last_error = CASE WHEN status = 'cancelled' AND NOT %(delivered)s
+                                  THEN last_error ELSE %(error)s END,
                 next_attempt_at = COALESCE(%(retry_at)s, next_attempt_at),
                 delivered_at = CASE WHEN %(delivered)s THEN clock_timestamp() END,
                 lease_until = NULL, claimed_by = NULL, claim_key = NULL
@@ -583,12 +646,14 @@ async def escalate_due(conn: Conn, *, limit: int) -> int:
             superseded AS (
                 -- An escalation still waiting (its target failing) says less than the
                 -- new one: send the newest, not a burst of stale ones when it recovers.
+                -- One being attempted right now too: that attempt ends as it ends
+                -- (delivered, or not retried) and the new one waits for it (claim's
+                -- order), so escalations never overtake each other.
                 UPDATE notifications n
                 SET status = 'cancelled', last_error = 'superseded by escalation ' || l.level
                 FROM live l
                 WHERE n.alarm_id = l.alarm_id AND n.rule_id = l.rule_id
                   AND n.event = 'escalated' AND n.status = 'pending'
-                  AND (n.lease_until IS NULL OR n.lease_until < clock_timestamp())
                 RETURNING 1
             ),
             written AS (
@@ -597,7 +662,6 @@ async def escalate_due(conn: Conn, *, limit: int) -> int:
                 SELECT l.alarm_id, 'escalated', l.level, rt.target_id, l.rule_id, l.doc,
                        (SELECT p.id FROM notifications p
                         WHERE p.alarm_id = l.alarm_id AND p.target_id = rt.target_id
-                          AND p.event <> 'escalated'
                         ORDER BY p.seq DESC LIMIT 1)
                 FROM live l
                 JOIN notify_rule_targets rt ON rt.rule_id = l.rule_id AND rt.role = 'escalate'
