@@ -21,7 +21,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -148,8 +148,12 @@ class MqttSource:
         *,
         subscriptions: Sequence[str] = (SUBSCRIPTION,),
         shard: int = -1,
+        still_ours: Callable[[], Awaitable[bool | None]] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # Asked before reconnecting a lost session: True (ours: reconnect),
+        # False (no longer ours: end), None (cannot tell yet: ask again).
+        self.still_ours = still_ours
         self.client_id = client_id
         self.deliver = deliver
         self.subscriptions = list(subscriptions)
@@ -205,6 +209,15 @@ class MqttSource:
             why = ""
             if self._lost_code == _SESSION_TAKEN_OVER:
                 why = " (another client took the session: another process holding this shard?)"
+            # (a takeover is not always told as one: Mosquitto closed the
+            # connection with no reason code in the outside check's case)
+            if self.still_ours is not None and not await self._wait_until_ours():
+                log.warning(
+                    "MQTT session %r lost, and its shard is another process's now: "
+                    "not reconnecting",
+                    self.client_id,
+                )
+                return
             if time.monotonic() - up_since >= STABLE_S:
                 attempt = 0
                 log.warning("MQTT connection of %r lost%s; reconnecting", self.client_id, why)
@@ -215,13 +228,29 @@ class MqttSource:
             attempt += 1
             delay = _backoff(attempt)
             log.warning(
-                "MQTT connection of %r lost after %.1f s%s; reconnecting in %.1f s",
+                "MQTT connection of %r lost after %.1f s%s (reason %d); reconnecting in %.1f s",
                 self.client_id,
                 time.monotonic() - up_since,
                 why,
+                self._lost_code,
                 delay,
             )
             await asyncio.sleep(delay)
+
+    async def _wait_until_ours(self) -> bool:
+        """After a loss: whether the session is still ours to take back, asked
+        again (with backoff) while that cannot be told. A process cut off from
+        its database, whose shard a peer took over, would otherwise take the
+        session back from the peer, and the peer back from it, until it
+        noticed (an outside check: 20 s of sessions kicked to and fro)."""
+        attempt = 0
+        while not self._stopping:
+            verdict = await self.still_ours() if self.still_ours is not None else True
+            if verdict is not None:
+                return verdict
+            attempt += 1
+            await asyncio.sleep(_backoff(attempt))
+        return False
 
     async def stop(self) -> None:
         """Disconnect cleanly; the broker keeps the session and unacknowledged messages."""

@@ -36,6 +36,7 @@ from ingest.mqtt import MqttSource, can_connect
 from ingest.shards import ShardLost
 from storage import shards as leases
 from storage.errors import MigrationError
+from storage.liveness import noticing
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ SINGLE_RETRY_S = 2.0
 # A process holding no subscribed session probes the broker before it takes
 # shards, at most this often.
 BROKER_PROBE_S = 10.0
+# A shard session lost is reconnected only once the database says our lease
+# still holds (a process cut off from its database must not take back the
+# session of a shard a peer took over); no answer in this long: ask again later.
+LEASE_CHECK_S = 5.0
+HELD_VIEW_S = 1.0  # one view of the leases serves every session asking meanwhile
 
 
 class Ownership:
@@ -74,6 +80,8 @@ class Ownership:
         # Counted among them (sharded: only while it can reach the broker).
         self.member = False
         self._broker_checked: tuple[float, bool] = (-1e9, False)  # (when, reachable)
+        self._held_view: tuple[float, frozenset[int]] | None = None  # (when, shards held)
+        self._asking: asyncio.Future[frozenset[int]] | None = None
 
     # --------------------------------------------------------------- sites
     def shard_of(self, site: str) -> int:
@@ -103,6 +111,7 @@ class Ownership:
             self.deliver,
             subscriptions=subscriptions,
             shard=shard,
+            still_ours=None if shard == SINGLE else lambda: self.still_holds(shard),
         )
         if self._paused:
             source.pause()
@@ -162,6 +171,31 @@ class Ownership:
             for k, s in self.sources.items()
             if k != SINGLE and s.away_since is not None and now - s.away_since >= after_s
         )
+
+    async def still_holds(self, shard: int) -> bool | None:
+        """Whether our writer session still holds this shard's lease (a session
+        lost is reconnected only then), from one view of the leases shared by
+        every session asking within HELD_VIEW_S, read on a connection of its
+        own (the writer may be in a batch); None when the database does not
+        answer within LEASE_CHECK_S."""
+        seen = self._held_view
+        if seen is not None and time.monotonic() - seen[0] < HELD_VIEW_S:
+            return shard in seen[1]
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.ensure_future(self._read_held())
+        asking = self._asking
+        done, _ = await asyncio.wait([asking], timeout=LEASE_CHECK_S)
+        if not done or asking.cancelled() or asking.exception() is not None:
+            return None  # (a connect that hangs ends at its own timeout)
+        held = asking.result()
+        self._held_view = (time.monotonic(), held)
+        return shard in held
+
+    async def _read_held(self) -> frozenset[int]:
+        dsn = noticing(self.settings.require_database_url())
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            view = await leases.view(conn)
+        return frozenset(k for k, pid in view.owners.items() if pid == self.writer_pid)
 
     async def broker_reachable(self) -> bool:
         """A session of ours is subscribed, or a probe connection is accepted

@@ -82,6 +82,15 @@ async def view(conn: AsyncConn) -> ClusterView:
     return ClusterView(sorted(set(members)), owners)
 
 
+async def holds(conn: AsyncConn, pid: int, shard: int) -> bool:
+    """Whether the session `pid` holds the lease of `shard` now."""
+    cur = await conn.execute(
+        VIEW_SQL + " AND l.pid = %s AND l.objid::bigint = %s",
+        (SHARD_LOCK_CLASS, SHARD_LOCK_CLASS, pid, shard),
+    )
+    return await cur.fetchone() is not None
+
+
 async def others_hear_the_broker(conn: AsyncConn, members: list[int], own_pid: int) -> bool:
     """Whether another live ingest process (by its writer session's pid) said
     in its last report, within the last 15 s, that its broker sessions are up:
@@ -109,6 +118,11 @@ async def others_hear_the_broker(conn: AsyncConn, members: list[int], own_pid: i
     return bool(row and row[0])
 
 
+# The caller judges a peer stalled only if its own reports (every few seconds)
+# had no gap this long over the peer's silence.
+STEADY_REPORTS_S = 20.0
+
+
 async def end_stalled_holders(conn: AsyncConn, stalled_s: float, own_pid: int | None) -> list[int]:
     """End the database sessions that hold shards for an ingest process that has
     not reported (`ingest_stats`, every few seconds) for `stalled_s` although
@@ -116,7 +130,9 @@ async def end_stalled_holders(conn: AsyncConn, stalled_s: float, own_pid: int | 
     connection alive keeps its locks for good, and its sites would go
     unwatched. Their shards are then free for the live processes. A process
     that comes back finds its session gone and starts over. `own_pid`: the
-    caller's own session holding its shards. Returns the pids ended."""
+    caller's own session holding its shards, which must itself have reported
+    without a gap of STEADY_REPORTS_S meanwhile (what held the peer did not
+    hold it too). Returns the pids ended."""
     try:
         return await _end_stalled(conn, stalled_s, own_pid)
     except psycopg.errors.InsufficientPrivilege:
@@ -129,6 +145,11 @@ async def _end_stalled(conn: AsyncConn, stalled_s: float, own_pid: int | None) -
     async with conn.transaction():
         cur = await conn.execute(
             """
+            WITH w AS (
+                SELECT greatest(now() - make_interval(secs => %(stalled)s),
+                                (SELECT backend_start FROM pg_stat_activity
+                                 WHERE pid = %(own)s)) AS since
+            )
             SELECT a.pid, pg_terminate_backend(a.pid)
             FROM pg_stat_activity a
             WHERE a.pid <> pg_backend_pid() AND a.pid IS DISTINCT FROM %(own)s
@@ -141,8 +162,26 @@ async def _end_stalled(conn: AsyncConn, stalled_s: float, own_pid: int | None) -
               AND NOT EXISTS (SELECT 1 FROM ingest_stats s
                               WHERE s.backend_pid = a.pid
                                 AND s.at > now() - make_interval(secs => %(stalled)s))
+              -- ... while the caller itself reported all along: a lock or a slow
+              -- server that held every process (an outside check: a 75 s table
+              -- lock, and the first process released ended its peer's session).
+              -- (since its session began, if that was later)
+              AND (%(own)s::int IS NULL OR (
+                  SELECT max(g.gap) FROM (
+                      SELECT t.at - lag(t.at) OVER (ORDER BY t.at) AS gap
+                      FROM (SELECT s.at FROM ingest_stats s, w
+                            WHERE s.backend_pid = %(own)s AND s.at > w.since
+                            UNION ALL SELECT since FROM w
+                            UNION ALL SELECT now()) t
+                  ) g
+              ) < make_interval(secs => %(steady)s))
             """,
-            {"stalled": stalled_s, "shard_class": SHARD_LOCK_CLASS, "own": own_pid},
+            {
+                "stalled": stalled_s,
+                "shard_class": SHARD_LOCK_CLASS,
+                "own": own_pid,
+                "steady": STEADY_REPORTS_S,
+            },
         )
         rows = await cur.fetchall()
     return [int(pid) for pid, _ in rows]

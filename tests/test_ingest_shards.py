@@ -401,7 +401,7 @@ def test_a_process_whose_database_stops_answering_stops_reading_and_its_shards_m
     from ingest import service as ingest_service
     from tests.netproxy import CuttableProxy
 
-    monkeypatch.setattr(ingest_service, "DB_ANSWER_S", 3.0)
+    monkeypatch.setattr(ingest_service, "DB_ANSWER_S", 6.0)
     monkeypatch.setattr(ingest_service, "DB_PROBE_S", 1.0)
     register(db, estate(site, 20))
     parts = conninfo.conninfo_to_dict(db)
@@ -422,6 +422,20 @@ def test_a_process_whose_database_stops_answering_stops_reading_and_its_shards_m
         # The server's side of the partition: its keepalive ends the sessions.
         query(db, "SELECT pg_terminate_backend(%s)", (service.ownership.writer_pid,))
         wait_for(lambda: all_owned_by(db, 1), timeout=30)  # the other took everything
+        taker = other.service
+        assert taker is not None
+        wait_for(
+            lambda: len(taker.ownership.sources) == SHARDS and taker.ownership.subscribed,
+            timeout=15,
+        )
+        # Meanwhile the cut-off process, which still believes it holds half of
+        # them, does not take their sessions back (the database cannot tell it
+        # they are still its own): before, the two kicked each other off.
+        connections = {k: s.generation for k, s in taker.ownership.sources.items()}
+        time.sleep(3.0)
+        again = [k for k, s in taker.ownership.sources.items() if s.generation != connections[k]]
+        print("RECONNECTED", len(again), again)
+        assert len(again) <= 1, again
         wait_for(lambda: not service.ownership.sources, timeout=15)  # stopped reading
         time.sleep(2.0)  # ... and stays away from the broker
         assert not service.ownership.sources
@@ -504,6 +518,45 @@ def test_shards_held_by_a_stopped_process_are_taken_over(
             live.stop()
     finally:
         stalled.close()
+
+
+def test_a_peer_is_not_judged_stalled_by_a_process_that_was_held_too(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outside check: a 75 s table lock held every ingest process; none could
+    report, and the first one released ended its peer's session as stalled.
+    A peer is judged stalled only by a process that itself reported without a
+    gap of STEADY_REPORTS_S over the peer's silence."""
+    monkeypatch.setattr(leases, "STEADY_REPORTS_S", 1.0)
+    peer = psycopg.connect(db, autocommit=True)
+    try:
+        peer.execute("SELECT pg_advisory_lock(%s, %s)", (leases.SHARD_LOCK_CLASS, 7))
+        peer_pid = int(peer.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+
+        async def judge(gaps_s: list[float]) -> list[int]:
+            async with await psycopg.AsyncConnection.connect(db, autocommit=True) as own:
+                cur = await own.execute("SELECT pg_backend_pid()")
+                own_pid = int((await cur.fetchone())[0])  # type: ignore[index]
+                await asyncio.sleep(2.0)  # both sessions older than the 1.5 s limit
+                for ago in gaps_s:  # its own reports, so many seconds ago
+                    await own.execute(
+                        "INSERT INTO ingest_stats (at, instance, messages, readings, events, "
+                        "rejects, duplicates, seq_gaps, batches, queue_depth, broker_connected, "
+                        "backend_pid) VALUES (now() - make_interval(secs => %s), %s, "
+                        "0, 0, 0, 0, 0, 0, 0, 0, true, %s)",
+                        (ago, f"judge-{own_pid}", own_pid),
+                    )
+                return await leases.end_stalled_holders(own, 1.5, own_pid)
+
+        # Held too: its last report 1.2 s ago (and none before): not judged.
+        assert asyncio.run(judge([1.2])) == []
+        peer.execute("SELECT 1")  # alive
+        # Reported all along (every half second): the silent peer is stalled.
+        assert asyncio.run(judge([1.5, 1.0, 0.5, 0.1])) == [peer_pid]
+        with pytest.raises(psycopg.OperationalError):
+            peer.execute("SELECT 1")
+    finally:
+        peer.close()
 
 
 def test_a_new_sites_topics_are_subscribed_at_once(
