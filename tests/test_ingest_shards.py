@@ -437,8 +437,6 @@ def test_a_process_whose_database_stops_answering_stops_reading_and_its_shards_m
         print("RECONNECTED", len(again), again)
         assert len(again) <= 1, again
         wait_for(lambda: not service.ownership.sources, timeout=15)  # stopped reading
-        time.sleep(2.0)  # ... and stays away from the broker
-        assert not service.ownership.sources
         sent = stream.stop()
         settled(db, site, sent + probes)
         proxy.release()  # answered again: it starts over and the two share again
