@@ -183,6 +183,8 @@ class Ownership:
             return shard in seen[1]
         if self._asking is None or self._asking.done():
             self._asking = asyncio.ensure_future(self._read_held())
+            # (its error is read here even when every session stopped waiting)
+            self._asking.add_done_callback(lambda f: f.cancelled() or f.exception())
         asking = self._asking
         done, _ = await asyncio.wait([asking], timeout=LEASE_CHECK_S)
         if not done or asking.cancelled() or asking.exception() is not None:

@@ -82,15 +82,6 @@ async def view(conn: AsyncConn) -> ClusterView:
     return ClusterView(sorted(set(members)), owners)
 
 
-async def holds(conn: AsyncConn, pid: int, shard: int) -> bool:
-    """Whether the session `pid` holds the lease of `shard` now."""
-    cur = await conn.execute(
-        VIEW_SQL + " AND l.pid = %s AND l.objid::bigint = %s",
-        (SHARD_LOCK_CLASS, SHARD_LOCK_CLASS, pid, shard),
-    )
-    return await cur.fetchone() is not None
-
-
 async def others_hear_the_broker(conn: AsyncConn, members: list[int], own_pid: int) -> bool:
     """Whether another live ingest process (by its writer session's pid) said
     in its last report, within the last 15 s, that its broker sessions are up:
