@@ -55,15 +55,16 @@ def commands_for(
     """Commands for the signs whose wanted state differs from their last command.
     A sign never commanded needs no `normal`: it shows normal already.
     `alarm_id`: the alarm the commands answer (the newest fire, or the one cleared).
-    `resend`: signs just back (online again, or heard after being offline) that
-    must show an emergency again whatever was sent before: a sign that
-    restarted shows normal, and one that was away may have missed the command."""
+    `resend`: signs just back (online again, or heard after being offline),
+    told what they must show whatever was sent before: a sign that restarted
+    shows normal, and one that was away may have missed its last command (an
+    emergency, or the `normal` after it). One never commanded shows normal."""
     site, name = building
     out: list[Command] = []
     for device in signs:
         wanted = wanted_state(device, burning)
         previous = last.get(device.id)
-        again = device.id in resend and wanted[0] == "emergency"
+        again = device.id in resend and (wanted[0] == "emergency" or previous is not None)
         if not again and (previous == wanted or (previous is None and wanted[0] == "normal")):
             continue
         out.append(Command(device.id, site, name, wanted[0], wanted[1], alarm_id))

@@ -938,7 +938,7 @@ class IngestService:
         """Linkage: write (as pending) the commands that bring each sign of these
         buildings in line with the building's open confirmed fires. `causes`: the
         alarm that changed each building's state (a `normal` refers to it);
-        `resend`: signs just back, told their emergency again (linkage.commands_for)."""
+        `resend`: signs just back, told their state again (linkage.commands_for)."""
         if not buildings:
             return 0
         burning = await store.burning_zones(conn, buildings)

@@ -297,7 +297,8 @@ def test_a_sign_back_or_added_during_a_fire_is_commanded_again(
     or rebooted during it (it shows normal again), was never commanded again;
     and one registered in a burning building stayed dark until ingest
     restarted. A sign that says `online` again, or whose offline alarm clears,
-    is told its emergency again; one the registry adds is told at once."""
+    is told its state again (its emergency, or the `normal` after it); one
+    the registry adds is told at once."""
     register(db, estate(site))
     listener = CommandListener(mqtt_url, site)
 
@@ -333,6 +334,15 @@ def test_a_sign_back_or_added_during_a_fire_is_commanded_again(
             drain(db, publisher, site)
             assert told(f"{site}-EXB2") == []
             assert len(told(f"{site}-EX1")) == len(told(f"{site}-EX2")) == 1
+            # Over: a sign away when `normal` went out is told again when back.
+            fire = next(a for a in alarms(db, site) if a["type"] == "fire")
+            person_clears(db, fire["id"])
+            wait_for(lambda: len(told(f"{site}-EX3")) == 3, timeout=15)
+            publisher.send(f"fs/v1/{site}/{site}-EX3/status", "online")
+            wait_for(lambda: len(told(f"{site}-EX3")) == 4, timeout=10)
+            assert [p["cmd"] for p in told(f"{site}-EX3")[2:]] == ["normal", "normal"]
+            drain(db, publisher, site)
+            assert told(f"{site}-EXB2") == []  # never commanded: it shows normal
     finally:
         listener.close()
 
