@@ -106,6 +106,10 @@ def test_templates_escape_for_their_content_type() -> None:
     as_form = render.templated_body(n, "to=1&z={alarm.zone}&e={event}", render.FORM_TYPE)
     assert parse_qs(as_form.decode()) == {"to": ["1"], "z": ['Z"3&x=1'], "e": ["confirmed"]}
     assert render.templated_body(n, "{alarm.site}/{escalation}", "text/plain") == b"S1/0"
+    # The template's own text in a form: non-ASCII encoded, what was encoded kept.
+    sms = render.templated_body(n, "a=%E2%9C%93&text=【消防监控】{event}", render.FORM_TYPE)
+    assert sms.isascii()
+    assert parse_qs(sms.decode()) == {"a": ["\u2713"], "text": ["【消防监控】confirmed"]}
 
 
 @pytest.mark.parametrize("bad", ["{alarm.secret}", "{x}", "{alarm}", "{Text}"])
