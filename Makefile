@@ -29,9 +29,12 @@ pytest: install
 
 test: lint typecheck pytest
 
-# The API against its own OpenAPI schema, deeper than CI's 40 examples per operation.
+# The API against its own OpenAPI schema, deeper than CI's 15 examples per operation,
+# and the property tests with five times CI's examples.
 fuzz: install
 	FIRESAFE_FUZZ_EXAMPLES=500 $(BIN)/pytest tests/test_api_schema.py
+	FIRESAFE_PROPERTY_SCALE=3 $(BIN)/pytest tests/test_detection_calm.py \
+		tests/test_detection_load.py tests/test_detection_engine.py
 
 # bench: needs mosquitto on PATH; the database is FIRESAFE_BENCH_SERVER_URL when set,
 # else an embedded PostgreSQL in a temporary directory. Takes several minutes.

@@ -26,6 +26,17 @@ from firesafe.settings import MqttEndpoint, Settings
 T = TypeVar("T")
 
 
+# The property tests' example counts are scaled by this (CI's 15 minutes on 2
+# cores; FIRESAFE_PROPERTY_SCALE=3 (`make fuzz`) makes a deeper run, as
+# FIRESAFE_FUZZ_EXAMPLES does for the API's schema tests).
+PROPERTY_SCALE = float(os.environ.get("FIRESAFE_PROPERTY_SCALE", "0.6"))
+
+
+def examples(n: int) -> int:
+    """`n` property examples, scaled by FIRESAFE_PROPERTY_SCALE (at least 1)."""
+    return max(1, round(n * PROPERTY_SCALE))
+
+
 def ingest_process(settings: Settings) -> subprocess.Popen[bytes]:
     """`firesafe ingest` in a process of its own (one a test can SIGKILL), in
     single mode (one process, one session; shards: test_ingest_shards), on

@@ -16,6 +16,7 @@ from detection import kernel as k
 from detection import params as p
 from detection.engine import resolve_thresholds
 from firesafe import contract
+from tests.helpers import examples
 
 FIRE_KINDS = (k.KIND_SMOKE, k.KIND_HEAT, k.KIND_MULTI)
 RATE_THRESHOLDS = ("heat_rise_c_per_min", "rate_of_rise_c_per_min", None, "co_rise_ppm_per_min")
@@ -28,7 +29,7 @@ def values(lo: float, hi: float) -> st.SearchStrategy[float]:
     )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     kind=st.sampled_from(FIRE_KINDS),
     n=st.integers(1, 12),

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe import contract
+from tests.helpers import examples
 from tests.naive_detection import NaiveEngine
 
 RI = contract.READING_INDEX
@@ -24,7 +25,9 @@ NR = len(contract.READINGS)
 T0 = 1_764_072_000_000
 EV = {name: i for i, name in enumerate(contract.EVENT_TYPES)}
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @dataclass

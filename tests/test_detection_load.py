@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from detection import AlarmChange, Engine, Events, Readings
 from firesafe import contract
+from tests.helpers import examples
 
 RI = contract.READING_INDEX
 NR = len(contract.READINGS)
@@ -159,7 +160,9 @@ def sorted_reference(s: Stream) -> list[tuple[object, ...]]:
     return verdicts(run(s, by_ts, []))
 
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @SETTINGS

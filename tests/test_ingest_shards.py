@@ -401,7 +401,7 @@ def test_a_process_whose_database_stops_answering_stops_reading_and_its_shards_m
     from ingest import service as ingest_service
     from tests.netproxy import CuttableProxy
 
-    monkeypatch.setattr(ingest_service, "DB_ANSWER_S", 6.0)
+    monkeypatch.setattr(ingest_service, "DB_ANSWER_S", 4.0)
     monkeypatch.setattr(ingest_service, "DB_PROBE_S", 1.0)
     register(db, estate(site, 20))
     parts = conninfo.conninfo_to_dict(db)
@@ -432,7 +432,7 @@ def test_a_process_whose_database_stops_answering_stops_reading_and_its_shards_m
         # them, does not take their sessions back (the database cannot tell it
         # they are still its own): before, the two kicked each other off.
         connections = {k: s.generation for k, s in taker.ownership.sources.items()}
-        time.sleep(3.0)
+        time.sleep(2.0)
         again = [k for k, s in taker.ownership.sources.items() if s.generation != connections[k]]
         print("RECONNECTED", len(again), again)
         assert len(again) <= 1, again
@@ -492,14 +492,14 @@ def test_shards_held_by_a_stopped_process_are_taken_over(
     its shards, and its sites are watched again."""
     from ingest import shard_runtime
 
-    monkeypatch.setattr(shard_runtime, "STALLED_AFTER_S", 6.0)  # reports come every 5 s
+    monkeypatch.setattr(shard_runtime, "STALLED_AFTER_S", 3.0)
     register(db, estate(site, 4, interval_s=2.0))
     stalled = psycopg.connect(db, autocommit=True)
     try:
         stalled.execute("SELECT pg_advisory_lock_shared(%s, 0)", (leases.MEMBER_LOCK_CLASS,))
         for shard in range(SHARDS):
             stalled.execute("SELECT pg_advisory_lock(%s, %s)", (leases.SHARD_LOCK_CLASS, shard))
-        time.sleep(6.5)  # older than the limit, and never reported
+        time.sleep(3.5)  # older than the limit, and never reported
         live = IngestThread(sharded(db, mqtt_url, base)).start()
         try:
             service = live.service
@@ -525,7 +525,7 @@ def test_a_peer_is_not_judged_stalled_by_a_process_that_was_held_too(
     report, and the first one released ended its peer's session as stalled.
     A peer is judged stalled only by a process that itself reported without a
     gap of STEADY_REPORTS_S over the peer's silence."""
-    monkeypatch.setattr(leases, "STEADY_REPORTS_S", 1.0)
+    monkeypatch.setattr(leases, "STEADY_REPORTS_S", 0.5)
     peer = psycopg.connect(db, autocommit=True)
     try:
         peer.execute("SELECT pg_advisory_lock(%s, %s)", (leases.SHARD_LOCK_CLASS, 7))
@@ -535,7 +535,7 @@ def test_a_peer_is_not_judged_stalled_by_a_process_that_was_held_too(
             async with await psycopg.AsyncConnection.connect(db, autocommit=True) as own:
                 cur = await own.execute("SELECT pg_backend_pid()")
                 own_pid = int((await cur.fetchone())[0])  # type: ignore[index]
-                await asyncio.sleep(2.0)  # both sessions older than the 1.5 s limit
+                await asyncio.sleep(1.2)  # both sessions older than the 1 s limit
                 for ago in gaps_s:  # its own reports, so many seconds ago
                     await own.execute(
                         "INSERT INTO ingest_stats (at, instance, messages, readings, events, "
@@ -544,13 +544,13 @@ def test_a_peer_is_not_judged_stalled_by_a_process_that_was_held_too(
                         "0, 0, 0, 0, 0, 0, 0, 0, true, %s)",
                         (ago, f"judge-{own_pid}", own_pid),
                     )
-                return await leases.end_stalled_holders(own, 1.5, own_pid)
+                return await leases.end_stalled_holders(own, 1.0, own_pid)
 
-        # Held too: its last report 1.2 s ago (and none before): not judged.
-        assert asyncio.run(judge([1.2])) == []
+        # Held too: its last report 0.8 s ago (and none before): not judged.
+        assert asyncio.run(judge([0.8])) == []
         peer.execute("SELECT 1")  # alive
-        # Reported all along (every half second): the silent peer is stalled.
-        assert asyncio.run(judge([1.5, 1.0, 0.5, 0.1])) == [peer_pid]
+        # Reported all along (every quarter second): the silent peer is stalled.
+        assert asyncio.run(judge([1.0, 0.75, 0.5, 0.25, 0.05])) == [peer_pid]
         with pytest.raises(psycopg.OperationalError):
             peer.execute("SELECT 1")
     finally:
