@@ -15,7 +15,29 @@
 -- is told as usual (`confirmed`; a dismissal or the panel's reset `cleared`);
 -- the escalation already running goes on (confirming is not acknowledging).
 -- Nothing else changes: a detector's own pending window is still told only to
--- rules asking for `pending`. The rest of the function is 0160's.
+-- rules asking for `pending`.
+--
+-- Also, who is "told" of an alarm, and escalations in order.
+--
+-- An outside check: a webhook down, a call point activated, then acknowledged
+-- and cleared; the escalation target's escalation was being attempted when
+-- the acknowledgement came (so it was neither cancelled nor left out of the
+-- `acknowledged`), was cancelled by the clearing, and the target then got
+-- `acknowledged` and `cleared` of an alarm it had never heard of.
+--
+-- Now (docs/notifications.md, "What is sent, and when"):
+-- - a target is told of an alarm when a notification of it was delivered to
+--   it. `acknowledged` and `cleared` are written for every target that was
+--   told or may still be (one of its notifications delivered, waiting or
+--   being attempted) and, when their turn comes, cancelled if it was not
+--   told after all (the notifier's claim: storage/queries/notifications.py);
+-- - escalations being attempted are cancelled by an acknowledgement or a
+--   clearing too (the attempt under way still ends delivered or not; it is
+--   not retried), and by the next escalation (the notifier's escalate_due);
+-- - per alarm and target, a notification waits while any earlier one is
+--   waiting or being attempted (escalations included, whose after_id used to
+--   skip the escalations before them); after_id stays as the audit's "follows".
+-- The rest of the function is 0160's.
 
 CREATE OR REPLACE FUNCTION firesafe_alarm_notified(a alarms, verdicts text[]) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
@@ -99,14 +121,21 @@ BEGIN
             -- nobody is told it is over (a device that drops off for a moment).
             PERFORM firesafe_cancel_held_notifications(a.id, 'back online before it was sent');
         END IF;
+        -- Escalations not sent yet are cancelled, those being attempted right
+        -- now too: the attempt under way ends as it ends (delivered, or not
+        -- retried), and what follows for its target waits for it.
         UPDATE notifications
         SET status = 'cancelled', last_error = 'alarm ' || ev || ' before delivery'
-        WHERE alarm_id = a.id AND event = 'escalated' AND status = 'pending'
-          AND (lease_until IS NULL OR lease_until < clock_timestamp());
+        WHERE alarm_id = a.id AND event = 'escalated' AND status = 'pending';
+        -- To every target that was told of the alarm or may still be: one of
+        -- its notifications was delivered, still waits, or is being attempted.
+        -- Whether it was told is settled when this one's turn comes (storage/
+        -- queries/notifications.py, claim): not told, it is cancelled.
         INSERT INTO notifications (alarm_id, log_id, event, target_id, rule_id, alarm, after_id)
         SELECT DISTINCT ON (n.target_id) a.id, NEW.id, ev, n.target_id, n.rule_id, doc, n.id
         FROM notifications n
-        WHERE n.alarm_id = a.id AND n.status <> 'cancelled' AND n.log_id IS DISTINCT FROM NEW.id
+        WHERE n.alarm_id = a.id AND n.log_id IS DISTINCT FROM NEW.id
+          AND (n.status = 'pending' OR n.delivered_at IS NOT NULL OR n.lease_until IS NOT NULL)
         ORDER BY n.target_id, n.seq DESC
         ON CONFLICT DO NOTHING;
         GET DIAGNOSTICS written = ROW_COUNT;
