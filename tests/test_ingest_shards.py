@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from psycopg import conninfo
 
 from detection import Engine
 from firesafe.settings import Settings
@@ -34,6 +35,7 @@ from tests.helpers import (
     register,
     wait_for,
 )
+from tests.netproxy import CuttableProxy
 
 SHARDS = 64  # what the test database recorded when it was migrated
 
@@ -86,6 +88,15 @@ def test_forgotten_devices_are_as_if_never_configured() -> None:
 # -------------------------------------------------------------- integration
 def sharded(db: str, mqtt_url: str, base: str) -> Settings:
     return Settings(mqtt_url=mqtt_url, database_url=db, mqtt_client_id=base, ingest_mode="sharded")
+
+
+def behind_a_proxy(db: str, mqtt_url: str, base: str) -> tuple[CuttableProxy, Settings]:
+    """A sharded process's settings reaching the database through a proxy the
+    test can cut (connections dropped) or hold (a database that hangs)."""
+    parts = conninfo.conninfo_to_dict(db)
+    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
+    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
+    return proxy, sharded(via_proxy, mqtt_url, base)
 
 
 def ownership(db: str) -> dict[int, int]:
@@ -350,16 +361,9 @@ def test_a_site_registered_later_is_subscribed_by_its_shards_owner(
 def test_a_process_that_loses_its_database_session_stops_and_its_shards_move(
     db: str, mqtt_url: str, base: str, site: str
 ) -> None:
-    from psycopg import conninfo
-
-    from tests.netproxy import CuttableProxy
-
     register(db, estate(site, 20))
-    parts = conninfo.conninfo_to_dict(db)
-    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
-    cut_off = IngestThread(
-        sharded(conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port), mqtt_url, base)
-    ).start()
+    proxy, settings = behind_a_proxy(db, mqtt_url, base)
+    cut_off = IngestThread(settings).start()
     other = None
     try:
         wait_for(lambda: all_owned_by(db, 1), timeout=30)
@@ -396,19 +400,13 @@ def test_a_process_whose_database_stops_answering_stops_reading_and_its_shards_m
     sessions kicking each other off). After DB_ANSWER_S and a probe that gets
     no answer it drops its connections and sessions, and takes part again once
     the database answers."""
-    from psycopg import conninfo
-
     from ingest import service as ingest_service
-    from tests.netproxy import CuttableProxy
 
     monkeypatch.setattr(ingest_service, "DB_ANSWER_S", 4.0)
     monkeypatch.setattr(ingest_service, "DB_PROBE_S", 1.0)
     register(db, estate(site, 20))
-    parts = conninfo.conninfo_to_dict(db)
-    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
-    partitioned = IngestThread(
-        sharded(conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port), mqtt_url, base)
-    ).start()
+    proxy, settings = behind_a_proxy(db, mqtt_url, base)
+    partitioned = IngestThread(settings).start()
     other = None
     try:
         wait_for(lambda: all_owned_by(db, 1), timeout=30)
@@ -690,7 +688,6 @@ def test_a_process_that_cannot_reach_the_broker_holds_no_shard(
     from firesafe.embedded import free_port
     from firesafe.settings import MqttEndpoint
     from ingest import shard_runtime
-    from tests.netproxy import CuttableProxy
 
     monkeypatch.setattr(shard_runtime, "DEAF_HANDOVER_S", 3.0)  # 20 s: the test's time
 
