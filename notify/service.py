@@ -321,6 +321,24 @@ class Notifier:
                 language=c.language,
                 timezone=c.timezone,
             )
+            async with pool.connection() as conn:
+                wanted = await q.still_to_send(
+                    conn,
+                    delivery_id=c.id,
+                    notifier=self.name,
+                    claim_key=self.claim_key,
+                    lease_s=self.tunables.lease_s,
+                )
+            if not wanted:
+                self.log.warning(
+                    "delivery %s (%s of alarm %s) to %s: not sent, taken over by another "
+                    "notifier or cancelled since it was claimed",
+                    c.id,
+                    c.event,
+                    c.alarm_id,
+                    c.target_id,
+                )
+                return
             at = datetime.now(UTC)
             started = time.perf_counter()
             status: int | None = None

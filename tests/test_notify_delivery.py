@@ -28,6 +28,7 @@ from api import render as api_render
 from api.errors import request_lang
 from firesafe.settings import Settings
 from storage.queries import alarms as alarm_q
+from storage.queries import notifications as notifications_q
 from storage.queries.common import Scope
 from tests.helpers import Publisher, register, running_ingest, wait_for
 from tests.test_notify_support import (
@@ -496,3 +497,44 @@ def test_a_slow_receiver_keeps_its_claim_and_a_frozen_notifier_loses_it(db: str,
     assert got[0].headers["X-Firesafe-Delivery"] == got[1].headers["X-Firesafe-Delivery"]
     (row,) = deliveries(db, fault)
     assert (row["status"], row["attempts"]) == ("delivered", 2)
+
+
+def test_a_notifier_frozen_between_claim_and_request_sends_nothing_a_peer_delivered(
+    db: str, site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notifier stopped right after its claim (before its request) for longer
+    than the lease: the peer takes the delivery over and makes it; woken, the
+    first one asks whether the claim is still its own before sending and sends
+    nothing (before: a second request, one the peer had already made, or an
+    escalation the acknowledgement had cancelled meanwhile)."""
+    quick = dataclasses.replace(FAST, lease_s=1.0, heartbeat_s=0.25, max_poll_s=0.2)
+    claim = notifications_q.claim
+    frozen = threading.Event()
+
+    async def claim_then_freeze(*args: object, **kwargs: object) -> list[notifications_q.Claimed]:
+        claimed = await claim(*args, **kwargs)  # type: ignore[arg-type]
+        if claimed and not frozen.is_set():
+            frozen.set()
+            time.sleep(quick.lease_s + 2.0)  # noqa: ASYNC251 (the process stops, heartbeat included)
+        return claimed
+
+    with http_receiver() as rx:
+        add_target(db, "duty", url=rx.url + "/duty")
+        add_rule(db, "fires", types=["fire"], targets=["duty"])
+        call_point(db, f"{site}-M1", site)
+        monkeypatch.setattr(notifications_q, "claim", claim_then_freeze)
+        with running_notifier(db, tunables=quick):
+            (fire,) = write_alarms(db, transition(f"{site}-M1", site))
+            assert frozen.wait(10)
+            with running_notifier(db, tunables=quick):
+                wait_for(lambda: deliveries(db, fire)[0]["status"] == "delivered", timeout=10)
+                time.sleep(quick.lease_s + 1.0)  # the first one wakes meanwhile
+        got = rx.got("/duty")
+    assert len(got) == 1
+    (row,) = deliveries(db, fire)
+    assert row["status"] == "delivered"  # claimed twice, attempted once:
+    with psycopg.connect(db) as conn:
+        (made,) = conn.execute(
+            "SELECT count(*) FROM notification_attempts WHERE notification_id = %s", (row["id"],)
+        ).fetchone() or (0,)
+    assert made == 1

@@ -509,3 +509,43 @@ def test_escalations_keep_their_order_and_one_under_way_is_superseded(
         (2, "cancelled", "superseded by escalation 3"),
         (3, "pending", None),
     ]
+
+
+def still_to_send(db: str, c: notify_q.Claimed) -> bool:
+    async def go() -> bool:
+        async with await psycopg.AsyncConnection.connect(
+            db, autocommit=True, row_factory=dict_row
+        ) as conn:
+            return await notify_q.still_to_send(
+                conn, delivery_id=c.id, notifier="hand", claim_key=CLAIM_KEY, lease_s=60.0
+            )
+
+    return asyncio.run(go())
+
+
+def test_a_claim_cancelled_before_its_request_is_not_sent_and_is_released(
+    hooks: str, site: str
+) -> None:
+    """Checked right before the request: a claimed escalation the acknowledgement
+    cancelled meanwhile is not sent, and its claim is released at once, so the
+    `acknowledged` behind it does not wait for a lease to run out; a claim
+    still wanted is, and keeps its lease."""
+    db = hooks
+    add_rule(
+        db, "fires", types=["fire"], targets=["duty"], escalate_after_s=60, escalate_to=["chief"]
+    )
+    call_point(db, f"{site}-M1", site)
+    (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+    with psycopg.connect(db, autocommit=True) as notifier:
+        notifier.execute("SELECT pg_advisory_lock(%s)", (CLAIM_KEY,))
+        assert escalate_now(db) == 1
+        under_way = {c.target_id: c for c in claim(db)}
+        assert still_to_send(db, under_way["duty"])
+        assert settle(db, under_way["duty"], delivered=True) == "delivered"
+        person(db, alarm, "ack")  # chief's escalation claimed, its request not yet made
+        assert not still_to_send(db, under_way["chief"])
+        (chief,) = [
+            r for r in deliveries(db, alarm) if r["target_id"] == "chief" and r["escalation"]
+        ]
+        assert (chief["status"], chief["claimed_by"]) == ("cancelled", None)
+        assert drain(db) == [("acknowledged", "duty")]  # chief was never told

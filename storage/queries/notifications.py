@@ -526,6 +526,32 @@ async def renew_leases(
     return cur.rowcount
 
 
+async def still_to_send(
+    conn: Conn, *, delivery_id: str, notifier: str, claim_key: int, lease_s: float
+) -> bool:
+    """Right before the request: the claim is still ours and the row still wanted,
+    its lease restarted from now. A notifier that stopped between its claim and
+    its request for longer than the lease (SIGSTOP, a paused VM) finds the row
+    taken over, or cancelled meanwhile (the alarm acknowledged or cleared, the
+    escalation superseded), and sends nothing; a cancelled row of ours is
+    released, so what waits behind it goes on."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE notifications SET lease_until = clock_timestamp() + make_interval(secs => %s) "
+            "WHERE id = %s AND claimed_by = %s AND claim_key = %s "
+            "AND lease_until IS NOT NULL AND status = 'pending' RETURNING id",
+            (lease_s, delivery_id, notifier, claim_key),
+        )
+        if await cur.fetchone() is not None:
+            return True
+        await conn.execute(
+            "UPDATE notifications SET lease_until = NULL, claimed_by = NULL, claim_key = NULL "
+            "WHERE id = %s AND claimed_by = %s AND claim_key = %s AND status = 'cancelled'",
+            (delivery_id, notifier, claim_key),
+        )
+        return False
+
+
 async def record_outcome(
     conn: Conn,
     *,
