@@ -30,7 +30,7 @@ _KIND_EVENTS: Final = tuple(frozenset(contract.ALL_KIND_EVENTS[kd]) for kd in co
 # reset): dated before the device's newest event, it still counts, in arrival
 # order; other late events are dropped (a restore older than its fault). Nor
 # to a clock far ahead: taken at the arrival clock instead of quarantined.
-_NEVER_LATE: Final = frozenset({"activated", "fire_alarm", "panel_fire"})
+_NEVER_LATE: Final = frozenset({"activated", "fire_alarm", "panel_fire", "panel_test"})
 
 
 def resolve_thresholds(kind: str, overrides: Mapping[str, float]) -> dict[str, float]:

@@ -91,6 +91,11 @@ OBS_KINDS: Final = (KIND_SMOKE, KIND_MULTI)
 # A panel point's fire alarm (event `panel_fire`) waits for corroboration or a
 # person, never for a clock: its window never ends by itself.
 PANEL_FIRE_REASON: Final = "panel_alarm"
+# One raised while its panel reports the point in test mode (event `panel_test`,
+# a maintenance walk test): kept pending for a person, told to no one, neither
+# evidence for its zone nor confirmed by it.
+PANEL_TEST_REASON: Final = "panel_test"
+PANEL_REASONS: Final = (PANEL_FIRE_REASON, PANEL_TEST_REASON)
 NEVER: Final = 2**62
 # Fault causes that a reading can remove (the rest need a `restore` event).
 CONDITION_CAUSES: Final = frozenset(
@@ -494,6 +499,8 @@ class Machine:
             if ts - self._d(x).last_row <= p.ZONE_HOLD_MAX_MS:
                 self.due(x, ts - 1)
             w = self._d(x).win
+            if w is not None and w.reason == PANEL_TEST_REASON:
+                continue  # a walk test's alarm waits for a person, corroborating nothing
             if w is None or w.deadline <= ts or w.opened > ts:
                 continue  # its window is over (its own reading at the last ms may
                 # already have resolved it; it resolves on its own), or opened
@@ -709,7 +716,7 @@ class Machine:
         kind = self.cfg.kind(slot)
         d = self._d(slot)
         detail: dict[str, float | str] = {"event": name}
-        if name in ("panel_fire", "panel_reset"):
+        if name in ("panel_fire", "panel_test", "panel_reset"):
             self._panel_event(slot, ts, name, kind)
         elif name == "fire_alarm" and kind in FIRE_KINDS:
             # The device's own decision: evidence, not a signature (the signature,
@@ -874,7 +881,7 @@ class Machine:
         if typ == "fire":
             if verdict == "pending":
                 d.fire = "pending"
-                end = NEVER if reason == PANEL_FIRE_REASON else opened_ms + self._verify_ms(slot)
+                end = NEVER if reason in PANEL_REASONS else opened_ms + self._verify_ms(slot)
                 rebuilt, d.replayed = d.replayed, None
                 if rebuilt is not None and rebuilt.opened == opened_ms:
                     d.win = rebuilt  # what the window saw before the takeover counts
@@ -891,7 +898,7 @@ class Machine:
             d.elec = verdict
             d.elec_opened = opened_ms
             d.elec_deadline = (
-                NEVER if reason == PANEL_FIRE_REASON else opened_ms + self._verify_ms(slot)
+                NEVER if reason in PANEL_REASONS else opened_ms + self._verify_ms(slot)
             )
             d.elec_reason = reason or "residual_current"
             if verdict == "pending":
@@ -906,8 +913,10 @@ class Machine:
     def _panel_event(self, slot: int, ts: int, name: str, kind: int) -> None:
         """`panel_fire`: a panel point's fire alarm, pending until a second point of
         the zone or a person corroborates it; an electrical-fire monitor's opens an
-        `electrical` alarm the same way. `panel_reset`: the panel was reset, so a
-        still-pending alarm is suppressed (a confirmed one stays latched)."""
+        `electrical` alarm the same way. `panel_test`: the same in test mode, no
+        evidence for the zone (a walk test of two points is not a coincidence).
+        `panel_reset`: the panel was reset, so a still-pending alarm is
+        suppressed (a confirmed one stays latched)."""
         d = self._d(slot)
         zone = self.cfg.zone(slot)
         detail: dict[str, float | str] = {"event": name}
@@ -921,22 +930,35 @@ class Machine:
                 self.elec_pending.discard(slot)
                 self._emit(slot, "electrical", "verdict", "suppressed", "panel_reset", ts, detail)
             return
+        test = name == "panel_test"
+        reason = PANEL_TEST_REASON if test else PANEL_FIRE_REASON
         if kind == KIND_ELECTRICAL:
+            if d.elec == "pending" and d.elec_reason == PANEL_TEST_REASON and not test:
+                # Out of test mode and still in alarm: now a real one.
+                self._emit(slot, "electrical", "verdict", "suppressed", PANEL_TEST_REASON, ts)
+                d.elec = ""
             if d.elec == "":
                 d.elec, d.elec_opened, d.elec_deadline = "pending", ts, NEVER
-                d.elec_reason = PANEL_FIRE_REASON
+                d.elec_reason = reason
                 self.elec_pending.add(slot)
-                self._emit(slot, "electrical", "open", "pending", PANEL_FIRE_REASON, ts, detail)
+                self._emit(slot, "electrical", "open", "pending", reason, ts, detail)
             return
-        self.act.setdefault(zone, {})[slot] = (ts, False, False)
+        w = d.win
+        if d.fire == "pending" and w is not None and w.reason == PANEL_TEST_REASON and not test:
+            self._emit(slot, "fire", "verdict", "suppressed", PANEL_TEST_REASON, ts)
+            d.fire, d.win = "", None
+            self.pending.get(zone, set()).discard(slot)
+        if not test:
+            self.act.setdefault(zone, {})[slot] = (ts, False, False)
         if d.fire == "":
             d.fire = "pending"
             d.armed = True
             d.sup_at = None
-            d.win = _Window(ts, NEVER, PANEL_FIRE_REASON)
+            d.win = _Window(ts, NEVER, reason)
             self.pending.setdefault(zone, set()).add(slot)
-            self._emit(slot, "fire", "open", "pending", PANEL_FIRE_REASON, ts, detail)
-        self._zone_check(zone, ts, detail)
+            self._emit(slot, "fire", "open", "pending", reason, ts, detail)
+        if not test:
+            self._zone_check(zone, ts, detail)
 
     def operator_verdict(self, slot: int, typ: str, verdict: str) -> None:
         """A person's verdict on a pending alarm, already stored by the API: the

@@ -75,18 +75,19 @@ KIND_EVENTS: Final = {
 GATEWAY_KINDS: Final = ("uitd", "panel", "point")
 ALL_KINDS: Final = KINDS + GATEWAY_KINDS
 # Panel states a gateway reports as events: a panel point's fire alarm (evidence
-# awaiting corroboration or a person, never confirmed by time alone), the
+# awaiting corroboration or a person, never confirmed by time alone; in test
+# mode a walk test's, told to no one and no evidence for its zone), the
 # panel's reset (a pending fire is suppressed, a confirmed one stays latched),
 # shielding (a state), operation records and the device clock (informational).
-PANEL_EVENTS: Final = ("panel_fire", "panel_reset", "shielded", "unshielded")
+PANEL_EVENTS: Final = ("panel_fire", "panel_test", "panel_reset", "shielded", "unshielded")
 GATEWAY_EVENTS: Final = {
     "smoke": PANEL_EVENTS,
     "heat": PANEL_EVENTS,
     "multi": PANEL_EVENTS,
-    "mcp": ("fault", "restore", "shielded", "unshielded"),
+    "mcp": ("panel_test", "panel_reset", "fault", "restore", "shielded", "unshielded"),
     "electrical": PANEL_EVENTS,
     "evac": PANEL_EVENTS,
-    "uitd": ("panel_fire", "panel_reset", "fault", "restore", "operation", "clock"),
+    "uitd": ("panel_fire", "panel_test", "panel_reset", "fault", "restore", "operation", "clock"),
     "panel": (*PANEL_EVENTS, "fault", "restore", "operation"),
     "point": (*PANEL_EVENTS, "fault", "restore"),
 }

@@ -95,6 +95,7 @@ ALARM_REASONS: Final = (
     "gateway_silent",
     # GB/T 26875.3 panels and operator verification (docs/contract-extension.md)
     "panel_alarm",
+    "panel_test",
     "panel_reset",
     "operator",
 )

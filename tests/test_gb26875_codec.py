@@ -323,7 +323,11 @@ def _translate(
         (0x0041, 0x0001, []),  # feedback
         (0x0081, 0x0001, []),  # delay
         (0x0003, 0x0003, []),  # unchanged
-        (0x0002, 0x0000, ["panel_fire"]),  # test mode: still reported (recall first)
+        # Test mode (bit 0 clear): still an alarm, a person's to decide (`panel_test`).
+        (0x0002, 0x0000, ["panel_test"]),
+        (0x0003, 0x0002, ["panel_fire"]),  # test over, still raised: a real one
+        (0x0001, 0x0002, ["panel_reset"]),
+        (0x0002, 0x0003, []),  # a real one stays real under test
     ],
 )
 def test_component_status_bits(flags: int, known: int | None, types: list[str]) -> None:

@@ -186,3 +186,52 @@ def test_a_panel_fire_is_shown_within_seconds_next_to_a_quiet_point() -> None:
     shown = e.advance(T0 + 62_500)
     assert brief(shown) == [(0, "fire", "open", "pending", "panel_alarm")]
     assert shown[0].at_ms == T0 + 60_000
+
+
+def test_a_walk_test_waits_for_a_person_and_corroborates_nothing() -> None:
+    """A panel point's alarm in test mode (`panel_test`): pending with reason
+    `panel_test` (told to no one: the notification trigger tells pending
+    `panel_alarm`s only), never confirmed by time; two tested points of a zone
+    and a tested call point are no coincidence, nor is a tested point with a
+    real alarm (either way); the point still raised when test mode ends is a
+    real one."""
+    e = engine(["smoke", "heat", "mcp", "smoke"], [0, 0, 0, 0])
+    assert brief(events(e, (0, 0, "panel_test"))) == [(0, "fire", "open", "pending", "panel_test")]
+    assert sorted(brief(events(e, (1, 5_000, "panel_test"), (2, 6_000, "panel_test")))) == [
+        (1, "fire", "open", "pending", "panel_test"),
+        (2, "fire", "open", "pending", "panel_test"),
+    ]
+    assert e.advance(T0 + 24 * HOUR) == []
+    assert brief(events(e, (2, 60_000, "panel_reset"))) == [
+        (2, "fire", "verdict", "suppressed", "panel_reset")
+    ]
+    # Point 1 is still raised when its test ends: a real panel alarm now.
+    assert brief(events(e, (1, 70_000, "panel_fire"))) == [
+        (1, "fire", "verdict", "suppressed", "panel_test"),
+        (1, "fire", "open", "pending", "panel_alarm"),
+    ]
+    # A second real alarm of the zone: a coincidence of the two real ones only.
+    got = brief(events(e, (3, 80_000, "panel_fire")))
+    assert sorted(c for c in got if c[2] == "verdict") == [
+        (1, "fire", "verdict", "confirmed", "coincidence"),
+        (3, "fire", "verdict", "confirmed", "coincidence"),
+    ]
+    assert e.machine.open_alarms()[(0, "fire")] == "pending"
+
+
+def test_an_electrical_monitor_under_test_waits_and_becomes_real_after_it() -> None:
+    e = engine(["electrical"], [0])
+    assert brief(events(e, (0, 0, "panel_test"))) == [
+        (0, "electrical", "open", "pending", "panel_test")
+    ]
+    assert e.advance(T0 + HOUR) == []
+    assert brief(events(e, (0, 10_000, "panel_fire"))) == [
+        (0, "electrical", "verdict", "suppressed", "panel_test"),
+        (0, "electrical", "open", "pending", "panel_alarm"),
+    ]
+
+
+def test_restored_panel_test_alarm_keeps_waiting() -> None:
+    e = engine(["smoke"], [0])
+    e.restore_alarm(0, "fire", "pending", T0, "panel_test")
+    assert e.advance(T0 + 24 * HOUR) == []

@@ -215,3 +215,31 @@ def test_a_fire_of_points_refused_is_named_not_raised() -> None:
     assert reject["detail"].startswith(
         "it carries FIRE ALARMS: point 1/1/261 (3F), NOT RAISED; transmission device U7 has "
     )
+
+
+def test_a_walk_test_is_a_panel_test_and_a_point_still_raised_after_it_a_real_alarm() -> None:
+    """Status bit 0 clear is the panel's test mode (GB/T 26875.3: normal 1 /
+    test 0): a detector and a call point in alarm under test are `panel_test`
+    (the call point no longer `activated`, which would command the building's
+    signs); raised under test and still raised once test mode ends, a real
+    alarm; a point that goes into test while raised is not raised again."""
+
+    def status(serial: int, address: int, ctype: int, flags: int) -> bytes:
+        obj = component_status(1, 3, ctype, address, flags, "", NOW)
+        return frame(serial, adu(2, obj), source=SOURCE, when=NOW)
+
+    _, published = exchange(
+        status(1, 0x10, 23, 0x0002),  # call point, fire, test
+        status(2, 0x11, 42, 0x0002),  # smoke detector, fire, test
+        status(3, 0x10, 23, 0x0001),  # the call point's test ends: normal
+        status(4, 0x11, 42, 0x0003),  # the detector's test ends: still in fire
+        status(5, 0x11, 42, 0x0002),  # back into test, still raised: nothing new
+    )
+    fire_events = [(d, p) for d, p in published.events() if p["type"] not in ("restore", "fault")]
+    assert [(d, p["type"]) for d, p in fire_events] == [
+        ("U7_1_3_16", "panel_test"),
+        ("U7_1_3_17", "panel_test"),
+        ("U7_1_3_16", "panel_reset"),  # (not the call point's `reset` of a real press)
+        ("U7_1_3_17", "panel_fire"),
+    ]
+    assert "flags=0x0002 (test, fire)" in fire_events[0][1]["detail"]

@@ -54,7 +54,7 @@ def test_a_pending_panel_alarm_is_told_to_rules_of_confirmed_fires_and_escalated
         [
             {"id": f"{site}-P{i}", "site": site, "building": "B1", "floor": "2", "zone": f"Z{i}"}
             | {"kind": "smoke"}
-            for i in (1, 2, 3)
+            for i in (1, 2, 3, 4)
         ],
     )
     # A panel point's fire: told at once, and its escalation scheduled.
@@ -70,6 +70,13 @@ def test_a_pending_panel_alarm_is_told_to_rules_of_confirmed_fires_and_escalated
         "WHERE alarm_id = %s",
         (panel,),
     ) == [("fires", True)]
+    # A walk test's alarm (the panel in test mode): a person's to decide, told
+    # to no one and never escalated.
+    (walk_test,) = write_alarms(
+        db, transition(f"{site}-P4", site, verdict="pending", reason="panel_test", zone="Z4")
+    )
+    assert deliveries(db, walk_test) == []
+    assert query(db, "SELECT 1 FROM notify_escalations WHERE alarm_id = %s", (walk_test,)) == []
     # A detector's own window waiting for its verdict: not told (the rule asks
     # for confirmed fires), nothing escalates.
     (window,) = write_alarms(

@@ -436,10 +436,16 @@ class Translator:
     ) -> None:
         """Events for the bits that changed since `prev` (all of them if unknown)."""
         fire, was_fire = bool(flags & FIRE), prev is not None and bool(prev & FIRE)
-        if fire and (prev is None or not was_fire):
+        # Bit 0 clear: the panel reports the point in test mode (a walk test).
+        test, was_test = not flags & 1, prev is not None and not prev & 1
+        if fire and test and not was_fire:
+            event(device, "panel_test", detail)
+        elif fire and (prev is None or not was_fire or (was_test and not test)):
+            # (also a test alarm still raised once test mode ends: a real one now)
             event(device, "activated" if kind == "mcp" else "panel_fire", detail)
         elif not fire and (prev is None or was_fire):
-            event(device, "reset" if kind == "mcp" else "panel_reset", detail)
+            real_mcp = kind == "mcp" and not (was_fire and was_test)
+            event(device, "reset" if real_mcp else "panel_reset", detail)
         faults = flags & fault_mask
         if faults and (prev is None or prev & fault_mask != faults):
             event(device, "fault", detail)
