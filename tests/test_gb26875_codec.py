@@ -173,7 +173,7 @@ def test_adu_sizes_are_checked_and_unknown_types_kept() -> None:
         (bytes([2, 1]) + obj + obj, 2),  # one announced, two sent (a recheck's lost fire)
         (bytes([2, 0]) + obj, 1),
         (bytes([2, 1]) + obj + bytes(46), 1),  # 46 more bytes are no object (no date)
-        (bytes([2, 1]) + obj[:8], 0),  # cut short before its status: nothing to take
+        (bytes([2, 1]) + obj[:7], 0),  # cut short before its status: nothing to take
     ]:
         got = c.decode_adu(data)
         assert len(got.objects) == len(got.raw_objects) == whole
@@ -200,7 +200,7 @@ def test_adu_sizes_are_checked_and_unknown_types_kept() -> None:
         (
             2,
             component_status(1, 3, 23, 0x601, 0x0003, "短", T),
-            9,
+            8,  # (its first status byte: the fire bit)
             20,
             c.ComponentStatus(1, 3, 23, 0x601, 0x0003, "短", b""),
         ),
@@ -208,18 +208,18 @@ def test_adu_sizes_are_checked_and_unknown_types_kept() -> None:
         (
             2,
             component_status(1, 3, 42, 0x602, 0x0005, "三楼东", T),
-            9,
+            8,
             12,
             c.ComponentStatus(1, 3, 42, 0x602, 0x0005, "三...", b""),
         ),
         (
             2,
             component_status(1, 3, 42, 0x603, 0x0003, "x", T),
-            9,
+            8,
             9,  # no text at all
             c.ComponentStatus(1, 3, 42, 0x603, 0x0003, "", b""),
         ),
-        (1, system_status(1, 2, 0x0007, T), 4, 4, c.SystemStatus(1, 2, 0x0007, b"")),
+        (1, system_status(1, 2, 0x0007, T), 3, 4, c.SystemStatus(1, 2, 0x0007, b"")),
         (3, analog(1, 1, 17, 9, 9, 35, T), 10, 10, c.Analog(1, 1, 17, 9, 9, 35, b"")),
         (21, uitd_status(0x07, T), 1, 1, c.UitdStatus(0x07, b"")),
         (4, bytes([1, 1, 0x04, 5]) + T_LABEL, 4, 4, c.SystemOperation(1, 1, 0x04, 5, b"")),

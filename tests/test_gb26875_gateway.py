@@ -170,7 +170,7 @@ def test_alarm_states_of_every_type_cut_short_are_raised_and_named() -> None:
         frame(1, bytes([1, 1]) + system_status(1, 2, 0x0107, NOW)[:5], source=SOURCE, when=NOW),
         frame(2, bytes([21, 1]) + uitd_status(0x07, NOW)[:3], source=SOURCE, when=NOW),
         frame(3, bytes([4, 1, 1, 2, 0x04, 9]), source=SOURCE, when=NOW),
-        frame(4, bytes([2, 1]) + component_status(1, 1, 42, 9, 3, "x", NOW)[:8], source=SOURCE),
+        frame(4, bytes([2, 1]) + component_status(1, 1, 42, 9, 3, "x", NOW)[:7], source=SOURCE),
     )
     assert [command for _, command in answers] == [c.CMD_CONFIRM] * 4
     events = {(d, p["type"]) for d, p in published.events()}
@@ -188,7 +188,7 @@ def test_alarm_states_of_every_type_cut_short_are_raised_and_named() -> None:
         "it carries MANUAL ALARMS: system 1/2 by operator 9, raised; type 4 "
     )
     assert (
-        "object 1, cut short after 8 of its 46 bytes, before it says what it reports: it "
+        "object 1, cut short after 7 of its 46 bytes, before it says what it reports: it "
         "MAY CARRY A FIRE ALARM OR A FAULT, check the panel (serial 4"
     ) in details[3]
 
@@ -243,3 +243,30 @@ def test_a_walk_test_is_a_panel_test_and_a_point_still_raised_after_it_a_real_al
         ("U7_1_3_17", "panel_fire"),
     ]
     assert "flags=0x0002 (test, fire)" in fire_events[0][1]["detail"]
+
+
+def test_a_status_cut_after_its_first_status_byte_raises_the_fire_in_it() -> None:
+    """The first of the two status bytes holds the fire bit: an object cut
+    right after it (8 bytes of a component, 3 of a system) still raises its
+    fire; the missing byte (power fault and above) is kept as last known, so
+    a point with a power fault is not `restore`d by the bytes that did not come."""
+    point = component_status(1, 1, 42, 9, 0x0101, "x", NOW)  # normal, power fault
+    answers, published = exchange(
+        frame(1, adu(2, point), source=SOURCE, when=NOW),
+        frame(2, bytes([2, 1]) + component_status(1, 1, 42, 9, 3, "x", NOW)[:8], source=SOURCE),
+        frame(3, bytes([1, 1]) + system_status(1, 2, 0x0003, NOW)[:3], source=SOURCE),
+    )
+    assert [command for _, command in answers] == [c.CMD_CONFIRM] * 3
+    got = [(d, p["type"]) for d, p in published.events()]
+    assert got == [
+        ("U7_1_1_9", "panel_reset"),  # first sight: its whole state
+        ("U7_1_1_9", "fault"),
+        ("U7_1_1_9", "panel_fire"),  # cut after the fire bit: raised, no restore
+        ("U7_1_2", "panel_fire"),
+        ("U7_1_2", "restore"),
+    ]
+    fire = next(p for d, p in published.events() if p["type"] == "panel_fire")
+    assert "flags=0x0103 (fire, power_fault)" in fire["detail"]
+    details = [r["detail"] for r in published.rejects()]
+    assert "its second status byte missing (power fault and the bits above it" in details[0]
+    assert details[0].startswith("it carries FIRE ALARMS: point 1/1/9, raised;")

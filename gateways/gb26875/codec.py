@@ -65,6 +65,10 @@ OBJECT_HEAD: Final = {
     T_UITD_STATUS: 1,
     T_UITD_OPERATION: 2,
 }
+# A status object cut inside its two status bytes still says, in the first of
+# them, whether it is in fire alarm (bits 0-7: test, fire, fault, shielded,
+# ...); the second (power fault and the rest) is then unknown.
+OBJECT_LOW_HEAD: Final = {T_SYSTEM_STATUS: 3, T_COMPONENT_STATUS: 8}
 # Types whose objects report alarm states (fire, fault; an operation record's
 # manual alarm).
 STATE_TYPES: Final = frozenset(
@@ -444,6 +448,7 @@ class SystemStatus:
     system_address: int
     flags: int
     label: bytes
+    flags_known: int = 0xFFFF  # bits sent (0x00FF: cut after the first status byte)
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +460,7 @@ class ComponentStatus:
     flags: int
     description: str
     label: bytes
+    flags_known: int = 0xFFFF  # bits sent (0x00FF: cut after the first status byte)
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,10 +566,16 @@ def decode_adu(adu: bytes) -> Adu:
     if cut and problem is not None:  # (always: the frame is shorter than its count)
         which = f"object {len(raws) + 1}, cut short after {len(cut)} of its {size} bytes"
         head = OBJECT_HEAD.get(typ)
-        if head is not None and len(cut) >= head:
+        low = OBJECT_LOW_HEAD.get(typ, head)
+        if head is not None and low is not None and len(cut) >= low:
             objects.append(_object(typ, cut, cut=True))
             raws.append(cut)
             problem += f", and {which}, from its head (no time label: the frame's time)"
+            if len(cut) < head:
+                problem += (
+                    "; its second status byte missing (power fault and the bits above"
+                    " it kept as last known)"
+                )
         else:
             lost = (
                 "it MAY CARRY A FIRE ALARM OR A FAULT, check the panel"
@@ -579,8 +591,9 @@ def _object(typ: int, o: bytes, *, cut: bool = False) -> InfoObject:
     """One object from its bytes; `cut`: only its head (OBJECT_HEAD bytes or
     more), its time label missing (b"")."""
     label = b"" if cut else o[-TIME_LABEL_LEN:]
+    known = 0xFFFF if len(o) > OBJECT_LOW_HEAD.get(typ, 0) else 0x00FF
     if typ == T_SYSTEM_STATUS:
-        return SystemStatus(o[0], o[1], o[2] | o[3] << 8, label)
+        return SystemStatus(o[0], o[1], o[2] | (o[3] if len(o) > 3 else 0) << 8, label, known)
     if typ == T_COMPONENT_STATUS:
         (addr,) = struct.unpack_from("<I", o, 3)
         text = o[9 : 9 + DESCRIPTION_LEN]
@@ -588,7 +601,8 @@ def _object(typ: int, o: bytes, *, cut: bool = False) -> InfoObject:
         if cut and text and len(text) < DESCRIPTION_LEN and b"\x00" not in text:
             # Text cut short: a character cut in two is dropped, the cut shown.
             shown = text.decode("gb18030", errors="ignore").strip() + "..."
-        return ComponentStatus(o[0], o[1], o[2], addr, o[7] | o[8] << 8, shown, label)
+        second = o[8] if len(o) > 8 else 0
+        return ComponentStatus(o[0], o[1], o[2], addr, o[7] | second << 8, shown, label, known)
     if typ == T_ANALOG:
         (addr,) = struct.unpack_from("<I", o, 3)
         (value,) = struct.unpack_from("<h", o, 8)

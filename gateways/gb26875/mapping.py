@@ -212,6 +212,12 @@ def _seq(serial: int, raw_object: bytes, what: str) -> int:
     return zlib.crc32(raw_object + what.encode(), zlib.crc32(serial.to_bytes(2, "little")))
 
 
+def _as_known(flags: int, sent: int, prev: int | None) -> int:
+    """Status bits not sent (an object cut inside them) as last known (0 when
+    never known): a missing byte is no change, neither a fault nor a restore."""
+    return (flags & sent) | ((prev or 0) & ~sent & 0xFFFF)
+
+
 def _flags_text(flags: int, names: tuple[str, ...]) -> str:
     """`flags=0x0003 (fire)`; bit 0 clear is the panel's test mode."""
     on = [n for n in c.set_bits(flags, names) if n != "normal"]
@@ -338,13 +344,14 @@ class Translator:
                 )
                 out.components.setdefault(comp.id, comp)
                 text = f"{obj.description}; " if obj.description else ""
-                detail = text + _flags_text(obj.flags, c.COMP_BITS)
+                flags = _as_known(obj.flags, obj.flags_known, known.get(comp.id))
+                detail = text + _flags_text(flags, c.COMP_BITS)
                 self._status(
                     event,
                     comp.id,
                     comp.kind,
                     known.get(comp.id),
-                    obj.flags,
+                    flags,
                     COMP_FAULT_MASK,
                     detail,
                     out,
@@ -352,13 +359,14 @@ class Translator:
             elif isinstance(obj, c.SystemStatus):
                 panel = self._panel(uitd, obj.system_type, obj.system_address)
                 out.components.setdefault(panel.id, panel)
-                detail = _flags_text(obj.flags, c.SYS_BITS)
+                flags = _as_known(obj.flags, obj.flags_known, known.get(panel.id))
+                detail = _flags_text(flags, c.SYS_BITS)
                 self._status(
                     event,
                     panel.id,
                     "panel",
                     known.get(panel.id),
-                    obj.flags,
+                    flags,
                     SYS_FAULT_MASK,
                     detail,
                     out,
