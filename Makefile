@@ -24,8 +24,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist), each with its own database and broker: most of the
+# suite waits on real services, so it takes about half the time (`.ci/run` too).
+TEST_WORKERS ?= 2
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 test: lint typecheck pytest
 

@@ -4,6 +4,11 @@
   it); the suite creates its own fresh database there, migrates it and drops
   it at the end. Unset: an embedded PostgreSQL in a temporary directory.
 - FIRESAFE_TEST_MQTT_URL: a broker. Unset: an embedded broker.
+
+Run in parallel (pytest-xdist, `-n 2`), each worker has its own database on
+that server and, past the first worker, its own embedded broker: ingest
+subscribes to everything of the contract, so two workers on one broker would
+each see the other's devices.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ if os.environ.get("CI"):
 
 # Tables that hold configuration rather than data: kept between tests.
 _KEEP_TABLES = {"schema_migrations", "firesafe_meta"}
+
+
+def _first_worker() -> bool:
+    """This run is not parallel, or this is its first worker."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0"
 
 
 def _with_dbname(url: str, dbname: str) -> str:
@@ -116,11 +126,14 @@ def db(database_url: str, migration: MigrationReport) -> str:
 def embedded_broker(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[embedded.EmbeddedBroker | None]:
-    """The embedded broker when FIRESAFE_TEST_MQTT_URL is unset (else None)."""
-    if os.environ.get("FIRESAFE_TEST_MQTT_URL"):
+    """The embedded broker when FIRESAFE_TEST_MQTT_URL is unset or taken by the
+    first parallel worker (else None)."""
+    if os.environ.get("FIRESAFE_TEST_MQTT_URL") and _first_worker():
         yield None
         return
-    broker = embedded.EmbeddedBroker(tmp_path_factory.mktemp("mqtt"))
+    # A free port, not 1883: parallel workers each start one, and a developer's
+    # own broker may hold 1883.
+    broker = embedded.EmbeddedBroker(tmp_path_factory.mktemp("mqtt"), port=embedded.free_port())
     broker.start()
     yield broker
     broker.stop()

@@ -116,14 +116,12 @@ def all_owned_by(db: str, n: int) -> bool:
 
 
 @pytest.fixture
-def base() -> Iterator[str]:
+def base(mqtt_url: str) -> Iterator[str]:
     """The client id base of this test's cluster; its shard sessions forgotten after."""
     name = f"shard-{uuid.uuid4().hex[:8]}"
     yield name
-    url = os.environ.get("FIRESAFE_TEST_MQTT_URL")
-    if url:
-        for k in range(SHARDS):
-            forget_session(url, shards.client_id(name, k))
+    for k in range(SHARDS):
+        forget_session(mqtt_url, shards.client_id(name, k))
 
 
 def estate(site: str, sites: int, interval_s: float = 3600.0) -> list[dict[str, Any]]:

@@ -415,7 +415,8 @@ def test_the_notifier_survives_losing_its_database_sessions(db: str, site: str) 
             with psycopg.connect(db, autocommit=True) as conn:
                 killed = conn.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name LIKE 'firesafe-notify%%'"
+                    "WHERE application_name LIKE 'firesafe-notify%%' "
+                    "AND datname = current_database()"
                 ).fetchall()
             assert len(killed) >= 2  # the listener (and its lock) and the pool
             (alarm,) = write_alarms(db, transition(f"{site}-M2", site))
