@@ -23,11 +23,11 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -38,6 +38,15 @@ from firesafe.contract import EVENT_TYPES, MAX_PAYLOAD_BYTES, READING_INDEX
 from firesafe.settings import Settings
 from ingest import gateway_rejects
 from ingest.commands import PUBACK_TIMEOUT_S, CommandSender
+from ingest.database_link import (
+    APPLICATION_NAME,
+    CONNECTION_ERRORS,
+    DB_RETRY_MAX_S,
+    DB_RETRY_MIN_S,
+    DatabaseLink,
+    StopRequested,
+    cancel_hung,
+)
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.device_facts import DeviceFacts
 from ingest.floods import Group, SiteChange
@@ -103,50 +112,9 @@ DRAIN_TIMEOUT_S = 10.0
 DRAIN_STALL_S = 3.0
 DRAIN_IDLE_S = 1.0  # ... and with nothing received left to commit
 DISCONNECT_TIMEOUT_S = 5.0
-DB_RETRY_MIN_S = 0.5
-# A database step still running after this long has a fresh connection ask
-# the server `SELECT 1`; no answer within DB_PROBE_S is a lost connection. A
-# partition or a hung server gives the client no error at all, and the server
-# may meanwhile have ended the session that held our shards (its keepalive),
-# so a peer took them over while we went on reading their messages. A step
-# that is only slow (a lock wait, a large takeover's restore) goes on.
-DB_ANSWER_S = 15.0
-DB_PROBE_S = 5.0
-PROBE_APPLICATION_NAME = "firesafe-ingest-probe"
-DB_RETRY_MAX_S = 15.0
-APPLICATION_NAME = "firesafe-ingest"  # visible in pg_stat_activity
-# The writer session holds the shard leases: the server must notice soon when
-# its client is gone (a partition, a dead machine), or those shards would wait
-# for the kernel's two-hour keepalive. About 5 + 3 x 2 s here.
-WRITER_OPTIONS = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
 
 _MAINS = READING_INDEX["mains"]
-T = TypeVar("T")
 _URGENT_SUFFIXES = ("/event", "/status")
-# Rejects that do not show the named device is alive: it may not exist, or the
-# message came from elsewhere (another site's topic).
-# Errors that mean "the database went away", as opposed to "it refused this data".
-_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
-
-
-async def cancel_hung(tasks: Sequence[asyncio.Task[Any]]) -> None:
-    """Cancel tasks that may be waiting on a database that does not answer.
-    psycopg meets a cancelled query by asking that server to cancel it (5 s)
-    and waiting for the query to end (5 s more); cancelled again meanwhile, it
-    closes the connection at once, which is what a stop wants here: nothing
-    that was not committed was acknowledged."""
-    for _ in range(5):
-        pending = [t for t in tasks if not t.done()]
-        if not pending:
-            return
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.1)
-
-
-class StopRequested(Exception):
-    """Asked to stop while waiting for the database: what was not committed is
-    not acknowledged, and the broker delivers it again to the next run."""
 
 
 class PoisonBatch(Exception):
@@ -184,8 +152,7 @@ class IngestService:
         self._retained_rejects = RetainedRejects()  # kept once, not at each resubscription
         self.counters = Counters()
         self.ready = asyncio.Event()
-        self._writer: psycopg.AsyncConnection[Any] | None = None
-        self._aux: psycopg.AsyncConnection[Any] | None = None
+        self.db = DatabaseLink(self.dsn, self._stopping)  # writer and auxiliary connections
         self._registry_version: tuple[int, datetime | None] = (-1, None)
         self._registry_checked = 0.0
         self._registry_now = False  # a notification asked for a registry poll
@@ -266,9 +233,9 @@ class IngestService:
         await self._open_database()
         try:
             if not self.sharded:
-                assert self._writer is not None
+                assert self.db.writer is not None
                 # (a stop while other processes hold shards: an outside check)
-                await self.ownership.take_all(self._writer, self._wait_unless_stopping)
+                await self.ownership.take_all(self.db.writer, self.db.wait_unless_stopping)
             await self._with_database(self._load_state)
             async with asyncio.TaskGroup() as tasks:
                 self.ownership.bind(tasks)
@@ -336,32 +303,24 @@ class IngestService:
         self.ready.clear()
 
     async def _open_database(self) -> None:
-        """Connect (waiting out an outage of any length) and read the schema flavour.
-        A database that answers but is not migrated is a configuration error."""
-        delay = DB_RETRY_MIN_S
-        while True:
-            try:
-                self._writer = await self._connect(options=WRITER_OPTIONS)
-                self._aux = await self._connect(autocommit=True)
-                await self._answered(self._join)
-                return
-            except _CONNECTION_ERRORS as exc:
-                await self._close_database()
-                log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
-                await self._wait_unless_stopping(delay * random.uniform(0.5, 1.0))  # jitter
-                delay = min(DB_RETRY_MAX_S, delay * 2)
+        """Connect (waiting out an outage of any length) and join. A database that
+        answers but is not migrated is a configuration error."""
+        await self.db.open(self._join)
+
+    async def _close_database(self) -> None:
+        await self.db.close()
 
     async def _join(self) -> None:
         """On new connections: read the schema flavour, prepare the writer, and
         take back the leases held (they live in the writer's session)."""
-        assert self._writer is not None
-        assert self._aux is not None
-        flavour = await store.recorded_flavour(self._aux)
+        assert self.db.writer is not None
+        assert self.db.aux is not None
+        flavour = await store.recorded_flavour(self.db.aux)
         if flavour is None:
             raise MigrationError("database is not migrated: run `firesafe db migrate`")
         self._flavour = flavour
-        await store.prepare_connection(self._writer)
-        await self.ownership.join(self._writer, self._aux)
+        await store.prepare_connection(self.db.writer)
+        await self.ownership.join(self.db.writer, self.db.aux)
 
     async def _drain(self, processor: asyncio.Task[None]) -> bool:
         """Wait for the processor to commit what was received; False once the
@@ -383,58 +342,17 @@ class IngestService:
             if now - since >= stall or now >= deadline:
                 return False
 
-    async def _connect(self, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
-        """A connection, or StopRequested when a stop comes first: a server that
-        accepts connections and answers nothing holds a connect for its timeout."""
-        connecting = asyncio.ensure_future(
-            psycopg.AsyncConnection.connect(self.dsn, application_name=APPLICATION_NAME, **kwargs)
-        )
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            connecting.cancel()  # (a no-op once connected)
-        await asyncio.wait([connecting])
-        if connecting.cancelled():
-            raise StopRequested
-        conn = connecting.result()
-        if self._stopping.is_set():
-            await conn.close()
-            raise StopRequested
-        return conn
-
-    async def _wait_unless_stopping(self, delay: float) -> None:
-        """Sleep before trying the database again; a stop asked for meanwhile (or
-        before) ends the wait with StopRequested (SIGTERM was ignored for as long
-        as the database was away: an outside check)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
-        if self._stopping.is_set():
-            raise StopRequested
-
-    async def _close_database(self) -> None:
-        for conn in (self._writer, self._aux):
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
-
-    async def _reconnect_database(self) -> None:
-        await self._close_database()
-        self._writer = self._aux = None
-        await self._open_database()
-
     async def _load_state(self) -> None:
         """Restore detection, supervision and linkage from the database (start-up).
         Sharded, a process starts with no shard: each is restored when taken."""
-        assert self._aux is not None
+        assert self.db.aux is not None
         self.engine = Engine()
         self.silence = Silence(self.registry)
         self.tracker = DeviceTracker()
         self._configured = np.zeros(0, np.int64)
         self.facts.reset()
         self.held = HeldMarks()
-        self._clear_log_id = await store.last_log_id(self._aux)
+        self._clear_log_id = await store.last_log_id(self.db.aux)
         await self._refresh_registry(force=True)
         if self.sharded:
             return
@@ -443,24 +361,24 @@ class IngestService:
     async def _restore(self, sites: Collection[str] | None) -> None:
         """What the database knows of these sites' devices (None: all): device state,
         open alarms, and the signs brought in line with the open fires."""
-        assert self._aux is not None
-        assert self._writer is not None
+        assert self.db.aux is not None
+        assert self.db.writer is not None
         only = None if sites is None else sorted(sites)
-        state = await store.load_device_state(self._aux, only)
+        state = await store.load_device_state(self.db.aux, only)
         self.tracker.load(state)
         self.held.load(state)
         stored = [r for r in state if r["drift_baseline"] is not None]
         self.engine.restore_baselines(
             [int(r["slot"]) for r in stored], [float(r["drift_baseline"]) for r in stored]
         )
-        group_alarms = await store.load_open_site_alarms(self._aux)
+        group_alarms = await store.load_open_site_alarms(self.db.aux)
         group_alarms = {k: v for k, v in group_alarms.items() if sites is None or k[0] in sites}
-        open_alarms = await store.load_open_alarms(self._aux, only)
+        open_alarms = await store.load_open_alarms(self.db.aux, only)
         restored = self._configured
         if sites is not None:  # (the shards held before go on undisturbed)
             restored = np.intersect1d(restored, self.registry.slots_of_sites(sites))
         await warm_up(
-            self._aux,
+            self.db.aux,
             self.engine,
             self.registry,
             restored,
@@ -477,12 +395,14 @@ class IngestService:
             self.engine.restore_alarm(
                 slot, row["type"], row["verdict"], int(row["opened_ms"]), row["reason"]
             )
-        members = await store.load_gateway_members(self._aux, only)
+        members = await store.load_gateway_members(self.db.aux, only)
         self.silence.restore(group_alarms, offline, members)
         # Every sign shows what the open fires want, whatever was (or was not)
         # sent before: recompute and write what differs.
-        async with self._writer.transaction():
-            written = await self._write_commands(self._writer, self.registry.evac_buildings(sites))
+        async with self.db.writer.transaction():
+            written = await self._write_commands(
+                self.db.writer, self.registry.evac_buildings(sites)
+            )
         if written:
             log.info("linkage: %d command(s) to bring signs in line", written)
         in_line = None if sites is None else set(sites)  # (their signs are, now)
@@ -493,12 +413,12 @@ class IngestService:
 
     async def _refresh_registry(self, *, force: bool = False) -> bool:
         """Reload the registry if it changed; True when it did."""
-        assert self._aux is not None
+        assert self.db.aux is not None
         self._registry_checked = time.monotonic()
-        version = await store.registry_version(self._aux)
+        version = await store.registry_version(self.db.aux)
         if version == self._registry_version and not force:
             return False
-        rows = await store.load_registry(self._aux)
+        rows = await store.load_registry(self.db.aux)
         self._registry_version = version
         registry = Registry((device_from_row(row) for row in rows), self.zone_ids)
         self._linkage_due.update(registry.evac_changed(self.registry))
@@ -558,8 +478,8 @@ class IngestService:
         log.info("adopted %d site(s), %d device(s)", len(sites), slots.size)
 
     async def _balance(self) -> None:
-        assert self._writer is not None
-        await self.shards.balance(self, self._writer, self._aux)
+        assert self.db.writer is not None
+        await self.shards.balance(self, self.db.writer, self.db.aux)
 
     # ---------------------------------------------------------- processor
     async def _process_loop(self) -> None:
@@ -666,9 +586,9 @@ class IngestService:
         delay = DB_RETRY_MIN_S
         while True:
             try:
-                await self._answered(step, *args)
+                await self.db.answered(step, *args)
                 return
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 if self._stopping.is_set() and step != self._write:
                     return  # bookkeeping is not worth waiting for; batches are
                 log.warning("database error (%s); retrying in %.1f s", exc, delay)
@@ -678,10 +598,10 @@ class IngestService:
                 # Devices go on reporting into the broker meanwhile: ingest's outage
                 # is not theirs, so supervision gets the time back once it hears.
                 self.silence.supervisor.hearing(False, now_ms())
-                await self._wait_unless_stopping(delay * random.uniform(0.5, 1.0))  # jitter
+                await self.db.wait_unless_stopping(delay * random.uniform(0.5, 1.0))  # jitter
                 delay = min(DB_RETRY_MAX_S, delay * 2)
                 with contextlib.suppress(psycopg.Error):
-                    await self._reconnect_database()
+                    await self.db.reopen(self._join)
                     if self.ownership.bound:
                         self.ownership.start_sessions(self.shards.subscriptions)
             except psycopg.Error as exc:
@@ -690,56 +610,6 @@ class IngestService:
                 # Bookkeeping (stats, device_state, polls) must not stop the pipeline.
                 log.error("%s failed: %s", getattr(step, "__name__", step), exc)
                 return
-
-    async def _answered(self, step: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """`step(*args)`, or OperationalError once it has run DB_ANSWER_S and the
-        server does not answer a probe; the connections are closed first (a
-        polite cancel would wait on the same silence), so the caller
-        reconnects or starts over."""
-        task = asyncio.ensure_future(step(*args))
-        try:
-            while True:
-                done, _ = await asyncio.wait([task], timeout=DB_ANSWER_S)
-                if done:
-                    return task.result()
-                if not await self._database_answers():
-                    break
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        log.warning(
-            "%s has waited %.0f s or more and the database does not answer; "
-            "dropping its connections",
-            getattr(step, "__name__", step),
-            DB_ANSWER_S,
-        )
-        await self._close_database()
-        await cancel_hung([task])
-        raise psycopg.OperationalError("the database does not answer")
-
-    async def _database_answers(self) -> bool:
-        """Whether a fresh connection gets `SELECT 1` answered within DB_PROBE_S."""
-
-        async def probe() -> None:
-            conn = await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, application_name=PROBE_APPLICATION_NAME
-            )
-            async with conn:
-                await conn.execute("SELECT 1")
-
-        task = asyncio.ensure_future(probe())
-        try:
-            done, _ = await asyncio.wait([task], timeout=DB_PROBE_S)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if not done:
-            await cancel_hung([task])
-            return False
-        failed = task.exception()
-        if failed is not None:
-            log.warning("database probe failed: %s", failed)
-        return failed is None
 
     async def _decode(self, burst: Sequence[RawMessage]) -> DecodedBatch:
         batch = self.decoder.decode(burst)
@@ -755,7 +625,7 @@ class IngestService:
     async def _try_refresh_registry(self) -> bool:
         """A refresh that may fail (the database is away): the periodic poll retries."""
         try:
-            return await self._answered(self._refresh_registry)
+            return await self.db.answered(self._refresh_registry)
         except psycopg.Error as exc:
             log.warning("registry refresh failed (%s); keeping the current registry", exc)
             return False
@@ -810,14 +680,14 @@ class IngestService:
             await self._commit(part, await self._decode(part))
 
     async def _write_rejects(self, rejects: Sequence[store.RejectRow]) -> None:
-        assert self._writer is not None
-        async with self._writer.transaction():
-            await store.write_rejects(self._writer, rejects)
+        assert self.db.writer is not None
+        async with self.db.writer.transaction():
+            await store.write_rejects(self.db.writer, rejects)
 
     async def _write(self, plan: BatchPlan, rows_sent: asyncio.Event) -> None:
         """One transaction: the batch's rows, detection's alarms, linkage commands.
         The only step that is ever retried; detection is decided on the first try."""
-        writer = self._writer
+        writer = self.db.writer
         assert writer is not None
         registry = self.registry
         async with writer.transaction():
@@ -847,7 +717,7 @@ class IngestService:
                         on_sent=rows_sent.set,
                     )
                     await store.write_rejects(writer, plan.rejects)
-            except _CONNECTION_ERRORS:
+            except CONNECTION_ERRORS:
                 raise
             except Exception as exc:
                 raise PoisonBatch(f"{type(exc).__name__}: {exc}") from exc
@@ -913,7 +783,7 @@ class IngestService:
         try:
             async with conn.transaction():
                 return await store.apply_alarm_writes(conn, writes)
-        except _CONNECTION_ERRORS:
+        except CONNECTION_ERRORS:
             raise
         except Exception as exc:
             log.error("alarm writes refused (%s); applying one by one", exc)
@@ -922,7 +792,7 @@ class IngestService:
             try:
                 async with conn.transaction():
                     applied += await store.apply_alarm_writes(conn, [w])
-            except _CONNECTION_ERRORS:
+            except CONNECTION_ERRORS:
                 raise
             except Exception as exc:
                 log.error("alarm transition %s refused by the database: %s", w, exc)
@@ -1119,12 +989,12 @@ class IngestService:
         sites: Sequence[SiteChange] = (),
         done: dict[Group, str | None] | None = None,
     ) -> None:
-        assert self._writer is not None
-        async with self._writer.transaction():
-            applied = await self._apply_alarm_writes(self._writer, writes)
-            result = await self.silence.apply(self._writer, sites)
+        assert self.db.writer is not None
+        async with self.db.writer.transaction():
+            applied = await self._apply_alarm_writes(self.db.writer, writes)
+            result = await self.silence.apply(self.db.writer, sites)
             fires = _fire_causes(applied)
-            commands = await self._write_commands(self._writer, sorted(fires), fires)
+            commands = await self._write_commands(self.db.writer, sorted(fires), fires)
         if commands:
             self.commands.wake()
         if done is not None:
@@ -1133,11 +1003,11 @@ class IngestService:
     async def _poll_changes(self) -> None:
         """Registry changes and alarms a person cleared (they may fire again).
         Idempotent: the log position advances only once linkage is written."""
-        assert self._aux is not None
-        assert self._writer is not None
+        assert self.db.aux is not None
+        assert self.db.writer is not None
         await self._refresh_registry()
         await self._bring_changed_signs_in_line()
-        rows = await store.cleared_by_people(self._aux, self._clear_log_id)
+        rows = await store.cleared_by_people(self.db.aux, self._clear_log_id)
         if not rows:
             return
         buildings: dict[Building, str] = {}
@@ -1157,8 +1027,8 @@ class IngestService:
             if row["type"] == "fire":
                 buildings[(row["site_id"], row["building"])] = row["id"]
         if buildings:
-            async with self._writer.transaction():
-                written = await self._write_commands(self._writer, sorted(buildings), buildings)
+            async with self.db.writer.transaction():
+                written = await self._write_commands(self.db.writer, sorted(buildings), buildings)
             if written:  # after the commit: the sender must find them
                 self.commands.wake()
         self._clear_log_id = max(int(row["log_id"]) for row in rows)
@@ -1167,20 +1037,20 @@ class IngestService:
         """Signs the registry added, moved or re-routed show what their building's
         open fires want (an outside check: a sign registered in a burning
         building stayed dark until ingest restarted)."""
-        assert self._writer is not None
+        assert self.db.writer is not None
         due = sorted(b for b in self._linkage_due if self.ownership.owns(b[0]))
         if due:
-            async with self._writer.transaction():
-                written = await self._write_commands(self._writer, due)
+            async with self.db.writer.transaction():
+                written = await self._write_commands(self.db.writer, due)
             if written:
                 log.info("linkage: %d command(s) for signs the registry changed", written)
                 self.commands.wake()
         self._linkage_due.clear()  # (a building of another process's shard is its business)
 
     async def flush_device_state(self) -> None:
-        assert self._writer is not None
+        assert self.db.writer is not None
         await self.facts.flush(
-            self._writer,
+            self.db.writer,
             self.registry,
             self.tracker,
             self.engine,
@@ -1189,9 +1059,9 @@ class IngestService:
         )
 
     async def _write_stats(self) -> None:
-        assert self._writer is not None
+        assert self.db.writer is not None
         self._reported_connected = await write_stats(
-            self._writer,
+            self.db.writer,
             self.counters,
             self.intake,
             self.ownership,

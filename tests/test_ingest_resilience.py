@@ -556,7 +556,7 @@ def test_a_query_the_database_never_answers_is_cancelled_at_once(db: str) -> Non
     waiting for it to end, 10 s against a server that hangs (an outside check:
     a stop took 8-13 s when the database hung during a housekeeping query);
     `cancel_hung` has the connection closed instead."""
-    from ingest.service import cancel_hung
+    from ingest.database_link import cancel_hung
 
     parts = conninfo.conninfo_to_dict(db)
     proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
@@ -589,10 +589,11 @@ def test_a_slow_step_goes_on_while_the_database_answers_and_ends_when_it_does_no
     is only slow (a lock wait, a large takeover's restore) goes on; one whose
     database answers no probe (a partition, a hung server) ends as a lost
     connection, so the process stops reading what it cannot commit."""
+    from ingest import database_link
     from ingest import service as ingest_service
 
-    monkeypatch.setattr(ingest_service, "DB_ANSWER_S", 0.3)
-    monkeypatch.setattr(ingest_service, "DB_PROBE_S", 1.0)
+    monkeypatch.setattr(database_link, "DB_ANSWER_S", 0.3)
+    monkeypatch.setattr(database_link, "DB_PROBE_S", 1.0)
     proxy, settings = ingest_behind_a_database_proxy(db, mqtt_url, "probe-test")
 
     async def slow() -> str:
@@ -601,11 +602,11 @@ def test_a_slow_step_goes_on_while_the_database_answers_and_ends_when_it_does_no
 
     async def go() -> tuple[str, float]:
         service = ingest_service.IngestService(settings)
-        assert await service._answered(slow) == "done"
+        assert await service.db.answered(slow) == "done"
         proxy.hold()
         started = time.monotonic()
         with pytest.raises(psycopg.OperationalError, match="does not answer"):
-            await service._answered(slow)
+            await service.db.answered(slow)
         return "raised", time.monotonic() - started
 
     try:

@@ -398,10 +398,10 @@ def test_a_process_whose_database_stops_answering_stops_reading_and_its_shards_m
     sessions kicking each other off). After DB_ANSWER_S and a probe that gets
     no answer it drops its connections and sessions, and takes part again once
     the database answers."""
-    from ingest import service as ingest_service
+    from ingest import database_link
 
-    monkeypatch.setattr(ingest_service, "DB_ANSWER_S", 4.0)
-    monkeypatch.setattr(ingest_service, "DB_PROBE_S", 1.0)
+    monkeypatch.setattr(database_link, "DB_ANSWER_S", 4.0)
+    monkeypatch.setattr(database_link, "DB_PROBE_S", 1.0)
     register(db, estate(site, 20))
     proxy, settings = behind_a_proxy(db, mqtt_url, base)
     partitioned = IngestThread(settings).start()
