@@ -1,6 +1,6 @@
 """The device simulator and the contract conformance check for device makers.
 
-It speaks only the public contract (../shared/CONTRACT.md) and shares no code
+It speaks only the public contract (docs/contract.md) and shares no code
 with ingest: a mismatch between the two must show up as a failing test, not be
 hidden by a common decoder.
 

@@ -1,4 +1,4 @@
-"""GB/T 26875.3 frames built by hand from the protocol summary (../shared/GB26875.md),
+"""GB/T 26875.3 frames built by hand from the protocol summary (docs/gb26875-protocol.md),
 byte by byte, for the gateway's tests. Deliberately not the gateway's encoder
 (gateways.gb26875.codec) nor the simulator's (device_sim.gb26875): a mistake
 shared by the code under test and its tests would hide itself.

@@ -1,6 +1,6 @@
 """GB/T 26875.3-2011 frames: reassembly from a byte stream and decoding. Pure, no I/O.
 
-The layout is the one of ../shared/GB26875.md (docs/gb26875.md): `@@`, a
+The layout is the one of docs/gb26875-protocol.md (docs/gb26875.md): `@@`, a
 25-byte control unit (serial, version, time label, source, destination,
 length N, command), N bytes of application data, a checksum (sum of the
 control unit and the data, modulo 256) and `##`. Integers are little-endian.
