@@ -96,6 +96,8 @@ PANEL_FIRE_REASON: Final = "panel_alarm"
 # evidence for its zone nor confirmed by it.
 PANEL_TEST_REASON: Final = "panel_test"
 PANEL_REASONS: Final = (PANEL_FIRE_REASON, PANEL_TEST_REASON)
+# A walk test's alarm still raised when test mode ends: replaced by a real one.
+TEST_ENDED_REASON: Final = "panel_test_ended"
 NEVER: Final = 2**62
 # Fault causes that a reading can remove (the rest need a `restore` event).
 CONDITION_CAUSES: Final = frozenset(
@@ -935,7 +937,7 @@ class Machine:
         if kind == KIND_ELECTRICAL:
             if d.elec == "pending" and d.elec_reason == PANEL_TEST_REASON and not test:
                 # Out of test mode and still in alarm: now a real one.
-                self._emit(slot, "electrical", "verdict", "suppressed", PANEL_TEST_REASON, ts)
+                self._emit(slot, "electrical", "verdict", "suppressed", TEST_ENDED_REASON, ts)
                 d.elec = ""
             if d.elec == "":
                 d.elec, d.elec_opened, d.elec_deadline = "pending", ts, NEVER
@@ -945,7 +947,7 @@ class Machine:
             return
         w = d.win
         if d.fire == "pending" and w is not None and w.reason == PANEL_TEST_REASON and not test:
-            self._emit(slot, "fire", "verdict", "suppressed", PANEL_TEST_REASON, ts)
+            self._emit(slot, "fire", "verdict", "suppressed", TEST_ENDED_REASON, ts)
             d.fire, d.win = "", None
             self.pending.get(zone, set()).discard(slot)
         if not test:

@@ -96,6 +96,7 @@ ALARM_REASONS: Final = (
     # GB/T 26875.3 panels and operator verification (docs/contract-extension.md)
     "panel_alarm",
     "panel_test",
+    "panel_test_ended",
     "panel_reset",
     "operator",
 )

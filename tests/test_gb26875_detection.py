@@ -207,7 +207,7 @@ def test_a_walk_test_waits_for_a_person_and_corroborates_nothing() -> None:
     ]
     # Point 1 is still raised when its test ends: a real panel alarm now.
     assert brief(events(e, (1, 70_000, "panel_fire"))) == [
-        (1, "fire", "verdict", "suppressed", "panel_test"),
+        (1, "fire", "verdict", "suppressed", "panel_test_ended"),
         (1, "fire", "open", "pending", "panel_alarm"),
     ]
     # A second real alarm of the zone: a coincidence of the two real ones only.
@@ -226,7 +226,7 @@ def test_an_electrical_monitor_under_test_waits_and_becomes_real_after_it() -> N
     ]
     assert e.advance(T0 + HOUR) == []
     assert brief(events(e, (0, 10_000, "panel_fire"))) == [
-        (0, "electrical", "verdict", "suppressed", "panel_test"),
+        (0, "electrical", "verdict", "suppressed", "panel_test_ended"),
         (0, "electrical", "open", "pending", "panel_alarm"),
     ]
 

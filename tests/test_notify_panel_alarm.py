@@ -71,12 +71,27 @@ def test_a_pending_panel_alarm_is_told_to_rules_of_confirmed_fires_and_escalated
         (panel,),
     ) == [("fires", True)]
     # A walk test's alarm (the panel in test mode): a person's to decide, told
-    # to no one and never escalated.
+    # to no one, not even a rule asking for pending alarms (an outside check
+    # found it `opened` and `cleared` there), and never escalated.
+    add_rule(db, "all-pending", types=["fire"], targets=["chief"], verdicts=["pending"])
     (walk_test,) = write_alarms(
         db, transition(f"{site}-P4", site, verdict="pending", reason="panel_test", zone="Z4")
     )
     assert deliveries(db, walk_test) == []
     assert query(db, "SELECT 1 FROM notify_escalations WHERE alarm_id = %s", (walk_test,)) == []
+    write_alarms(
+        db,
+        transition(
+            f"{site}-P4",
+            site,
+            action="verdict",
+            verdict="suppressed",
+            reason="panel_test_ended",
+            zone="Z4",
+        ),
+    )
+    assert deliveries(db, walk_test) == []
+    query(db, "DELETE FROM notify_rules WHERE id = 'all-pending' RETURNING id")
     # A detector's own window waiting for its verdict: not told (the rule asks
     # for confirmed fires), nothing escalates.
     (window,) = write_alarms(
