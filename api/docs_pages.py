@@ -75,7 +75,12 @@ def _root(app: FastAPI, *, public_docs: bool, openapi_url: str) -> None:
                     "health": "/health",
                     "metrics": "/metrics",
                 },
-                "auth": "every endpoint but /health needs Authorization: Bearer <token>"
-                + ("" if public_docs else " (the OpenAPI schema too; /docs and /redoc are off)"),
+                "auth": (
+                    "every endpoint but /health, this page, /docs, /redoc and the OpenAPI "
+                    "schema needs Authorization: Bearer <token>"
+                    if public_docs
+                    else "every endpoint but /health and this page needs Authorization: "
+                    "Bearer <token> (the OpenAPI schema too; /docs and /redoc are off)"
+                ),
             }
         )

@@ -537,7 +537,7 @@ async def run_up(
             for reason in gave_up:
                 print(f"firesafe: {reason}; stopping", file=sys.stderr, flush=True)
                 code = 1
-            log.info("stopping: simulator, ingest (drain), API, services")
+            log.info("stopping: %singest (drain), API, services", "simulator, " if sim else "")
             feed.cancel()
             for supervisor in supervisors:
                 supervisor.cancel()
