@@ -45,6 +45,7 @@ bench: install
 	@echo "make bench: ingest (mosquitto + PostgreSQL: FIRESAFE_BENCH_SERVER_URL or embedded), detection, quality; several minutes"
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python bench/detection.py
+	$(BIN)/python bench/detection_lag.py
 	$(BIN)/python bench/quality.py
 
 # Sharded ingest: 1, 2 and 4 processes, kill -9 failover, and one process
