@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from detection import AlarmChange, Engine, Events, Readings
+from detection import AlarmChange, Engine, Events, Readings, kernel, params
 from firesafe import contract
 from tests.helpers import examples
 
@@ -653,3 +653,53 @@ def test_what_each_device_holds_is_kept_exact_batch_after_batch(
         assert eng.held_from() == _held_by_scan(eng)
     eng.flush()
     assert eng.held_from() == {} == _held_by_scan(eng)
+
+
+def _zone_clock_one_by_one(eng: Engine, zone: int) -> int:
+    """The zone clock's rule written out for one zone (how the engine computed
+    it zone by zone before it took them all in one pass)."""
+    members = eng._zmembers.get(zone)
+    if members is None or len(members) == 0:
+        return 2**62
+    clocks = []
+    for m in members.tolist():
+        heard, newest, interval = eng.last_arrival[m], eng.last_ts[m], eng.interval_ms[m]
+        on_change = interval >= params.REPORTS_ON_CHANGE_MS
+        if on_change:
+            newest = max(newest, eng.last_event_ts[m])
+        if eng.arrival_clock - heard >= interval * params.SILENT_AFTER_INTERVALS:
+            continue  # silent
+        if newest <= kernel.TS_NONE:
+            continue  # nothing of it yet
+        slack = params.ON_CHANGE_TRANSIT_SLACK_MS if on_change else params.ZONE_TRANSIT_SLACK_MS
+        clocks.append(int(newest + max(eng.arrival_clock - heard - slack, 0)))
+    if not clocks:
+        return 2**62
+    lead = max(clocks)
+    return min(c for c in clocks if c >= lead - params.ZONE_HOLD_MAX_MS)
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_zone_clocks_in_one_pass_follow_the_rule_zone_by_zone(seed: int) -> None:
+    """Zones of detectors late, silent, never heard, reporting on change only,
+    minutes behind their lead: every zone's clock as the rule says."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    eng = Engine(capacity=n)
+    zones = rng.integers(0, 6, n).tolist()
+    kinds = [K[k] for k in rng.choice(["smoke", "heat", "multi"], n)]
+    intervals = rng.choice([10_000, 60_000, params.REPORTS_ON_CHANGE_MS], n).tolist()
+    eng.configure(list(range(n)), kinds, zones, [{}] * n, intervals)
+    now = T0 + 3_600_000
+    eng.arrival_clock = now
+    never = rng.random(n) < 0.1
+    eng.last_arrival[:n] = np.where(never, kernel.TS_NONE, now - rng.integers(0, 400_000, n))
+    eng.last_ts[:n] = np.where(
+        rng.random(n) < 0.1, kernel.TS_NONE, eng.last_arrival[:n] - rng.integers(0, 600_000, n)
+    )
+    eng.last_event_ts[:n] = np.where(
+        rng.random(n) < 0.5, kernel.TS_NONE, now - rng.integers(0, 600_000, n)
+    )
+    asked = sorted({*zones, 99})  # (a zone with no detector)
+    assert eng._zone_clocks(asked) == {z: _zone_clock_one_by_one(eng, z) for z in asked}
