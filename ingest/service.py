@@ -46,6 +46,7 @@ from ingest.database_link import (
     DatabaseLink,
     StopRequested,
     cancel_hung,
+    cancelled_promptly,
 )
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.device_facts import DeviceFacts
@@ -241,13 +242,22 @@ class IngestService:
                 self.ownership.bind(tasks)
                 self.ownership.start_sessions(self.shards.subscriptions)
                 processor = tasks.create_task(self._process_loop(), name="ingest-processor")
+                # The chores wait on the database on connections of their own: a
+                # failed processor (the database lost, a stop meanwhile) ends them
+                # at once, never after psycopg's polite 10 s cancel.
                 housekeeping = tasks.create_task(
-                    run_housekeeping(self.settings, self._flavour, APPLICATION_NAME),
+                    cancelled_promptly(
+                        run_housekeeping(self.settings, self._flavour, APPLICATION_NAME)
+                    ),
                     name="ingest-housekeeping",
                 )
-                sender = tasks.create_task(self.commands.run(), name="ingest-commands")
+                sender = tasks.create_task(
+                    cancelled_promptly(self.commands.run()), name="ingest-commands"
+                )
                 watch = tasks.create_task(
-                    watch_registry(self.dsn, self._registry_changed, APPLICATION_NAME),
+                    cancelled_promptly(
+                        watch_registry(self.dsn, self._registry_changed, APPLICATION_NAME)
+                    ),
                     name="ingest-registry-watch",
                 )
                 self.ready.set()

@@ -4,6 +4,7 @@ connections (the ingest-process restart is in test_ingest_integration)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
 import uuid
@@ -450,6 +451,44 @@ def test_a_stop_is_honoured_while_the_database_is_away(
     # (the drain waited its 10 s for a refusing database, 17-20 s for a hung one)
     # (a hung one while running: the drain gives up after DRAIN_STALL_S of no commit)
     assert took < (5.0 if when == "hung while running" else 3.0), took
+
+
+def test_a_chore_waiting_on_a_frozen_database_ends_at_its_first_cancel(db: str) -> None:
+    """An outside check froze the server (SIGSTOP) and sent SIGTERM 17-40 s
+    later: ingest took 10.4-13.3 s to stop. The processor had given its
+    connections up and was waiting to reconnect; the stop ended it, and the
+    task group cancelled the linkage sender once, in a query on its own
+    connection, which psycopg cancels politely: 5 s asking the server, 5 s
+    more waiting. The chores run under `cancelled_promptly`: one cancel ends
+    them at once (their connection closed)."""
+    from ingest.database_link import cancelled_promptly
+
+    parts = conninfo.conninfo_to_dict(db)
+    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
+    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
+
+    async def chore(started: asyncio.Event) -> None:
+        conn = await psycopg.AsyncConnection.connect(via_proxy, autocommit=True)
+        proxy.hold()  # the server freezes
+        started.set()
+        await conn.execute("SELECT 1")  # never answered
+
+    async def go() -> float:
+        started = asyncio.Event()
+        task = asyncio.create_task(cancelled_promptly(chore(started)))
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.sleep(0.3)
+        began = time.monotonic()
+        task.cancel()  # once, as a task group does
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return time.monotonic() - began
+
+    try:
+        took = asyncio.run(go())
+    finally:
+        proxy.close()
+    assert took < 2.0, took  # (10 s without it)
 
 
 def test_two_sessions_with_one_client_id_back_off_instead_of_storming(
