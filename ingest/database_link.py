@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -152,6 +153,7 @@ class DatabaseLink:
         polite cancel would wait on the same silence), so the caller
         reconnects or starts over."""
         task = asyncio.ensure_future(step(*args))
+        began = time.monotonic()
         try:
             while True:
                 done, _ = await asyncio.wait([task], timeout=DB_ANSWER_S)
@@ -160,10 +162,10 @@ class DatabaseLink:
                 if not await self.answers():
                     break
                 log.warning(
-                    "%s has waited %.0f s or more; the database answers a probe, so it "
-                    "goes on waiting (a lock? pg_stat_activity shows what it waits for)",
+                    "%s has waited %.0f s; the database answers a probe, so it goes on "
+                    "waiting (a lock? pg_stat_activity shows what it waits for)",
                     getattr(step, "__name__", step),
-                    DB_ANSWER_S,
+                    time.monotonic() - began,
                 )
         except asyncio.CancelledError:
             await cancel_hung([task])
