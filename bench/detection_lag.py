@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detection import Engine, Events, Readings
 from firesafe import contract
+from tests.test_detection_load import held_by_scan  # the baseline: scan every queued item
 
 RI = contract.READING_INDEX
 NR = len(contract.READINGS)
@@ -37,17 +38,6 @@ T0 = 1_764_072_000_000
 INTERVAL_MS = 10_000
 LAG_MS = 100_000
 BATCH_MS = 1_000  # one batch per second of arrivals
-
-
-def held_by_scan(engine: Engine) -> dict[int, int]:
-    """The baseline: what each device holds, read off every queued item."""
-    held: dict[int, int] = {}
-    for q in engine._zq.values():
-        for it in q:
-            slot, ts = it[2], it[0]
-            if ts < held.get(slot, 2**62):
-                held[slot] = ts
-    return held
 
 
 def main() -> None:

@@ -616,8 +616,9 @@ def test_a_slow_reporter_lagging_60_s_gives_the_verdicts_it_gives_on_time(
     assert all(cast(int, v[5]) >= opened[(v[0], v[1])] for v in lagging)
 
 
-def _held_by_scan(eng: Engine) -> dict[int, int]:
-    """What each device holds, read off the zone queues themselves."""
+def held_by_scan(eng: Engine) -> dict[int, int]:
+    """What each device holds, read off the zone queues themselves (also the
+    baseline of bench/detection_lag.py)."""
     held: dict[int, int] = {}
     for q in eng._zq.values():
         for it in q:
@@ -648,11 +649,11 @@ def test_what_each_device_holds_is_kept_exact_batch_after_batch(
         eng.process(*_batch(part), now)
         if a <= forget_at < b and eng.held_from():
             eng.forget([min(eng.held_from())])  # one that holds something
-        assert eng.held_from() == _held_by_scan(eng)
+        assert eng.held_from() == held_by_scan(eng)
         eng.advance(now)
-        assert eng.held_from() == _held_by_scan(eng)
+        assert eng.held_from() == held_by_scan(eng)
     eng.flush()
-    assert eng.held_from() == {} == _held_by_scan(eng)
+    assert eng.held_from() == {} == held_by_scan(eng)
 
 
 def _zone_clock_one_by_one(eng: Engine, zone: int) -> int:
