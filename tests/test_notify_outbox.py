@@ -255,13 +255,20 @@ def test_a_device_offline_notification_is_held_then_dropped_when_grouped_or_back
     assert [r["status"] for r in deliveries(db, fire)] == ["pending"]
 
 
-def test_escalation_is_scheduled_and_stopped_by_acknowledgement(hooks: str, site: str) -> None:
-    db = hooks
+def escalating_fire(db: str, site: str) -> str:
+    """A call point's confirmed fire under a rule telling `duty` at once and
+    escalating to `chief` after 60 s; its alarm id."""
     add_rule(
         db, "fires", types=["fire"], targets=["duty"], escalate_after_s=60, escalate_to=["chief"]
     )
     call_point(db, f"{site}-M1", site)
     (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+    return alarm
+
+
+def test_escalation_is_scheduled_and_stopped_by_acknowledgement(hooks: str, site: str) -> None:
+    db = hooks
+    alarm = escalating_fire(db, site)
     assert query(
         db,
         "SELECT rule_id, level, next_at > now() FROM notify_escalations WHERE alarm_id = %s",
@@ -304,11 +311,7 @@ def test_no_rules_no_rows_and_deleted_rules_stop_escalation(hooks: str, site: st
 
 def test_an_unsent_escalation_is_superseded_by_the_next(hooks: str, site: str) -> None:
     db = hooks
-    add_rule(
-        db, "fires", types=["fire"], targets=["duty"], escalate_after_s=60, escalate_to=["chief"]
-    )
-    call_point(db, f"{site}-M1", site)
-    (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+    alarm = escalating_fire(db, site)
 
     async def escalate_now() -> int:
         async with await psycopg.AsyncConnection.connect(
@@ -426,11 +429,7 @@ def test_only_targets_told_of_an_alarm_hear_it_acknowledged_and_cleared(
     notification of the alarm was delivered to it; the attempt under way at
     the acknowledgement counts if it gets through (at least once)."""
     db = hooks
-    add_rule(
-        db, "fires", types=["fire"], targets=["duty"], escalate_after_s=60, escalate_to=["chief"]
-    )
-    call_point(db, f"{site}-M1", site)
-    (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+    alarm = escalating_fire(db, site)
     with psycopg.connect(db, autocommit=True) as notifier:
         notifier.execute("SELECT pg_advisory_lock(%s)", (CLAIM_KEY,))
         assert escalate_now(db) == 1
@@ -470,11 +469,7 @@ def test_escalations_keep_their_order_and_one_under_way_is_superseded(
     retried) and waits for that attempt to end; a dead notifier's attempt is
     not waited for."""
     db = hooks
-    add_rule(
-        db, "fires", types=["fire"], targets=["duty"], escalate_after_s=60, escalate_to=["chief"]
-    )
-    call_point(db, f"{site}-M1", site)
-    (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+    alarm = escalating_fire(db, site)
 
     def escalations() -> list[tuple[int, str, str | None]]:
         return [
@@ -531,11 +526,7 @@ def test_a_claim_cancelled_before_its_request_is_not_sent_and_is_released(
     `acknowledged` behind it does not wait for a lease to run out; a claim
     still wanted is, and keeps its lease."""
     db = hooks
-    add_rule(
-        db, "fires", types=["fire"], targets=["duty"], escalate_after_s=60, escalate_to=["chief"]
-    )
-    call_point(db, f"{site}-M1", site)
-    (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
+    alarm = escalating_fire(db, site)
     with psycopg.connect(db, autocommit=True) as notifier:
         notifier.execute("SELECT pg_advisory_lock(%s)", (CLAIM_KEY,))
         assert escalate_now(db) == 1
