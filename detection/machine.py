@@ -203,6 +203,10 @@ class _Device:
     elec: str = ""
     elec_opened: int = 0
     elec_deadline: int = 0
+    # Under both limits since a reading: gone then, unless high again first
+    # (params.ELECTRICAL_CLEAR_S).
+    elec_clear_at: int = NEVER
+    elec_clear_detail: Mapping[str, float | str] | None = None  # ... that reading's evidence
     elec_reason: str = ""
     causes: set[str] = field(default_factory=set)
     fault_at: int = -NEVER  # when the current fault alarm opened
@@ -217,6 +221,10 @@ class _Device:
     reverify_until: int = -NEVER
     # When its pre-alarm opened recently (smoke arriving in puffs, params.PUFFS_*).
     pre_opens: list[int] = field(default_factory=list)
+    # When its pre-alarm last cleared straight into clean air (params.CLEAN_AIR_OBS):
+    # an insect leaving or a spike ending does, smoke in puffs leaves a haze.
+    clean_at: int = -NEVER
+    reverify_from: int = NEVER  # the suppressed window's opening (reverify_until)
     # (opened, deadline) of its recent suppressed windows: a late `fire_alarm`
     # event dated inside one was evidence for it, not a new alarm.
     judged: list[tuple[int, int]] = field(default_factory=list)
@@ -437,6 +445,7 @@ class Machine:
         d.judged = [*d.judged[-(_JUDGED_KEPT - 1) :], (w.opened, w.deadline)]
         if reason in ("transient", "aerosol_decay"):
             d.reverify_until = w.deadline + int(p.REVERIFY_S * 1000)
+            d.reverify_from = w.opened
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
         self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
 
@@ -446,9 +455,13 @@ class Machine:
         smouldering fire's, not a transient."""
         if self.cfg.kind(slot) != KIND_SMOKE:
             return False
+        d = self._d(slot)
         lo = w.opened - int(p.PUFFS_LOOKBACK_S * 1000)
         hi = w.opened - int(p.PUFFS_LEAD_S * 1000)
-        return sum(lo <= t <= hi for t in self._d(slot).pre_opens) >= p.PUFFS_MIN
+        puffs = [t for t in d.pre_opens if lo <= t <= hi]
+        # Back in clean air since the first of them: separate visits (an
+        # insect), not smoke that keeps reaching it.
+        return len(puffs) >= p.PUFFS_MIN and d.clean_at < puffs[0]
 
     def _extend(self, slot: int, w: _Window, hover: bool) -> bool:
         """Give the window its second part (once, never past VERIFICATION_MAX_S
@@ -547,6 +560,8 @@ class Machine:
             return
         while d.win is not None and d.win.deadline <= now:  # an extended window may
             self._resolve_fire(slot)  # also be over by `now`
+        if d.elec == "pending" and d.elec_clear_at <= min(now, d.elec_deadline):
+            self._elec_gone(slot, d.elec_clear_at)
         if d.elec == "pending" and d.elec_deadline <= now:
             self._elec_confirm(
                 slot, d.elec_deadline, {"persisted_s": (d.elec_deadline - d.elec_opened) / 1000.0}
@@ -563,7 +578,7 @@ class Machine:
             return None
         ds = [d.win.deadline] if d.win is not None else []
         if d.elec == "pending":
-            ds.append(d.elec_deadline)
+            ds.append(min(d.elec_deadline, d.elec_clear_at))
         return min(ds) if ds else None
 
     def row(self, slot: int, ts: int, flags: int, detail: Mapping[str, float | str]) -> None:
@@ -619,6 +634,9 @@ class Machine:
                 self._emit(slot, "pre_alarm", "open", "confirmed", "obscuration", ts, detail)
             elif d.pre and flags & Flag.PRE_CLEAR:
                 d.pre = False
+                obs = detail.get("obscuration", math.nan)
+                if isinstance(obs, float) and obs < p.CLEAN_AIR_OBS:
+                    d.clean_at = ts  # straight back into clean air
                 self._emit(slot, "pre_alarm", "clear", "confirmed", "condition_gone", ts, detail)
             if flags & Flag.DRIFT:
                 self._causes(slot, ts, add="drift_limit", detail=detail)
@@ -632,7 +650,9 @@ class Machine:
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
             # (not a reading on which every channel jumped: EMI, which repeats)
             again = kind == KIND_SMOKE and flags & Flag.EDGE and ts <= d.reverify_until
-            again = again and not flags & Flag.JUMP
+            # (not after the signal went back to clean air since that window
+            # opened: a second visit, not smoke that never left)
+            again = again and not flags & Flag.JUMP and d.clean_at < d.reverify_from
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
             if again:
                 # Alarm verification's confirmation period: the detector alarms
@@ -689,6 +709,14 @@ class Machine:
         self.elec_pending.discard(slot)
         self._emit(slot, "electrical", "verdict", "confirmed", d.elec_reason, at, detail)
 
+    def _elec_gone(self, slot: int, at: int) -> None:
+        d = self._d(slot)
+        d.elec = ""
+        d.elec_clear_at = NEVER
+        self.elec_pending.discard(slot)
+        detail = dict(d.elec_clear_detail or {})
+        self._emit(slot, "electrical", "verdict", "suppressed", "transient", at, detail)
+
     def _elec_row(self, slot: int, ts: int, flags: int, detail: Mapping[str, float | str]) -> None:
         d = self._d(slot)
         high = flags & (Flag.RC | Flag.CABLE)
@@ -696,17 +724,21 @@ class Machine:
             d.elec = "pending"
             d.elec_opened = ts
             d.elec_deadline = ts + self._verify_ms(slot)
+            d.elec_clear_at = NEVER
             d.elec_reason = "residual_current" if flags & Flag.RC else "cable_overheat"
             self.elec_pending.add(slot)
             self._emit(slot, "electrical", "open", "pending", d.elec_reason, ts, detail)
         if d.elec != "pending":
             return
-        if high and ts - d.elec_opened >= self.cfg.thr(slot, "persist_s") * 1000:
-            self._elec_confirm(slot, ts, detail)
-        elif not high and flags & Flag.ELEC_BELOW:
-            d.elec = ""
-            self.elec_pending.discard(slot)
-            self._emit(slot, "electrical", "verdict", "suppressed", "transient", ts, detail)
+        if high:
+            # (an intermittent fault comes back before it counts as gone:
+            # still the same condition)
+            d.elec_clear_at = NEVER
+            if ts - d.elec_opened >= self.cfg.thr(slot, "persist_s") * 1000:
+                self._elec_confirm(slot, ts, detail)
+        elif flags & Flag.ELEC_BELOW and d.elec_clear_at == NEVER:
+            d.elec_clear_at = ts + int(p.ELECTRICAL_CLEAR_S * 1000)
+            d.elec_clear_detail = detail
 
     def event(self, slot: int, ts: int, name: str, zone_effect: bool = True) -> None:
         """One device event (already past the lateness check).
@@ -839,7 +871,9 @@ class Machine:
         d.rearm_at = NEVER
         d.sup_at = None
         d.reverify_until = -NEVER
+        d.reverify_from = NEVER
         d.pre_opens = []
+        d.clean_at = -NEVER
         d.judged = []
         d.last_row = -NEVER
         d.armed = True
@@ -873,6 +907,7 @@ class Machine:
         self.elec_pending.discard(slot)
         d.fire, d.win, d.pre = "", None, False
         d.elec, d.elec_opened, d.elec_deadline, d.elec_reason = "", 0, 0, ""
+        d.elec_clear_at = NEVER
         d.causes = set()
         d.fault_at = -NEVER
 
@@ -899,6 +934,7 @@ class Machine:
         elif typ == "electrical":
             d.elec = verdict
             d.elec_opened = opened_ms
+            d.elec_clear_at = NEVER
             d.elec_deadline = (
                 NEVER if reason in PANEL_REASONS else opened_ms + self._verify_ms(slot)
             )
@@ -941,6 +977,7 @@ class Machine:
                 d.elec = ""
             if d.elec == "":
                 d.elec, d.elec_opened, d.elec_deadline = "pending", ts, NEVER
+                d.elec_clear_at = NEVER
                 d.elec_reason = reason
                 self.elec_pending.add(slot)
                 self._emit(slot, "electrical", "open", "pending", reason, ts, detail)

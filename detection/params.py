@@ -125,6 +125,14 @@ REVERIFY_S: Final = 60.0
 PUFFS_LOOKBACK_S: Final = 300.0
 PUFFS_LEAD_S: Final = 30.0
 PUFFS_MIN: Final = 2
+# Clean air on the drift-compensated signal: what drift compensation itself
+# still counts as clean (DRIFT_TRACK_BAND). A pre-alarm that clears straight
+# into it (from pre-alarm level or above to clean air within one reading) left
+# the chamber empty at once: an insect leaving, a spike ending. Smoke arriving
+# in puffs leaves a haze between them, and a spent aerosol thins out over
+# several readings. Alarms of a smoke-only detector separated by such a clear
+# are separate visits: neither `reverified` nor `smoke_puffs`.
+CLEAN_AIR_OBS: Final = DRIFT_TRACK_BAND
 # One or two samples above the level, then back to normal: an insect or EMI.
 SPIKE_MAX_SAMPLES: Final = 2
 # Two detectors of a zone count together when their alarm-level samples are
@@ -198,6 +206,13 @@ CABLE_TEMPERATURE_C: Final = 70.0
 # "alarm within 30 s of a sustained condition".
 ELECTRICAL_PERSIST_S: Final = 20.0
 ELECTRICAL_PERSIST_MAX_S: Final = 30.0
+# A pending condition is gone once its readings stayed under both limits this
+# long (two readings at the usual 5 s): an intermittent fault (a tracking or
+# arcing earth fault, its leakage over and under the setting from one reading
+# to the next) is one condition that persists, not a series of transients (the
+# sixth outside check: 250/450 mA alternating for 10 min, never confirmed, 60
+# alarms opened and suppressed). A motor start's inrush is over in one reading.
+ELECTRICAL_CLEAR_S: Final = 10.0
 
 # --- Evac (emergency lighting, EN 50172 / EN 62034) ------------------------
 # Below this charge the rated emergency duration is no longer assured.

@@ -128,6 +128,13 @@ REVERIFY_MS = 60_000
 PUFFS_LOOKBACK_MS = 300_000
 PUFFS_LEAD_MS = 30_000
 PUFFS_MIN = 2
+# README "Verdicts": an electrical condition is gone once its readings stayed
+# under both limits for 10 s; back over one of them before that, it persists.
+ELEC_CLEAR_MS = 10_000
+# README "Verdicts": a pre-alarm that cleared straight into clean air (under
+# 0.5 %/m, the drift compensation's clean band) since the first puff, or since
+# the suppressed window opened, makes the alarms separate visits.
+CLEAN_AIR = 0.5
 # README "Verdicts": `transient` is "at most two samples at alarm level".
 SPIKE_SAMPLES = 2
 # README "Verdicts": a neighbour corroborates "once its own activity lasted two
@@ -279,6 +286,8 @@ class DevState:
     reopen_at: int = FAR  # judged falling at alarm level: still there then, it opens again
     reverify_until: int = NONE  # smoke: a new alarm up to then is confirmed at once
     pre_opened: list[int] = field(default_factory=list)  # when its pre-alarm opened
+    cleared_clean_at: int = NONE  # when its pre-alarm last cleared straight into clean air
+    reverify_since: int = FAR  # the suppressed window that reverification refers to
     windows_judged: list[tuple[int, int]] = field(default_factory=list)  # suppressed: spans
     last_reading_at: int = NONE
     flags: int = 0  # the latest reading's condition
@@ -293,6 +302,8 @@ class DevState:
     elec: str = ""
     elec_since: int = 0
     elec_why: str = ""
+    elec_gone_at: int = FAR  # under both limits since a reading: gone then unless high first
+    elec_gone_detail: dict[str, float | str] = field(default_factory=dict)  # that reading's
     faults: set[str] = field(default_factory=set)
     fault_at: int = -FAR  # README "Clearing": a restore older than the fault is not its
 
@@ -479,6 +490,7 @@ class RuleBook:
         lo, hi = w.opened - PUFFS_LOOKBACK_MS, w.opened - PUFFS_LEAD_MS
         puffs = [t for t in s.pre_opened if lo <= t <= hi]
         smoky = self.cfg.kind(slot) == SMOKE and len(puffs) >= PUFFS_MIN
+        smoky = smoky and s.cleared_clean_at < min(puffs)
         if why in ("transient", "aerosol_decay") and smoky:
             self._confirm(slot, w.ends, "smoke_puffs", detail)  # README "Verdicts"
             return
@@ -494,6 +506,7 @@ class RuleBook:
         s.windows_judged.append((w.opened, w.ends))
         if why in ("transient", "aerosol_decay"):
             s.reverify_until = w.ends + REVERIFY_MS
+            s.reverify_since = w.opened
         self._say(slot, "fire", "verdict", "suppressed", why, w.ends, detail)
 
     def _trigger(self, slot: int, detail: Mapping[str, float | str]) -> str:
@@ -566,6 +579,8 @@ class RuleBook:
                 self._say(slot, "pre_alarm", "open", "confirmed", "obscuration", ts, detail)
             elif s.pre and flags & PRE_CLEAR:
                 s.pre = False
+                if cast("float", detail.get("obscuration", math.nan)) < CLEAN_AIR:
+                    s.cleared_clean_at = ts
                 self._say(slot, "pre_alarm", "clear", "confirmed", "condition_gone", ts, detail)
             if flags & DRIFT:
                 self._fault(slot, ts, detail, add="drift_limit")
@@ -578,7 +593,7 @@ class RuleBook:
         new_signal = new_signal or ts >= s.reopen_at
         if s.fire == "" and flags & ALARM and (not s.needs_edge or new_signal):
             again = kind == SMOKE and flags & EDGE and ts <= s.reverify_until
-            again = again and not flags & JUMP
+            again = again and not flags & JUMP and s.cleared_clean_at < s.reverify_since
             self._open(slot, ts, self._trigger(slot, detail), detail)
             if again:  # README "Verdicts": alarm verification's confirmation period
                 self._confirm(slot, ts, "reverified", detail)
@@ -608,17 +623,18 @@ class RuleBook:
         s = self._s(slot)
         high = flags & (RC | CABLE)
         if s.elec == "" and high:
-            s.elec, s.elec_since = "pending", ts
+            s.elec, s.elec_since, s.elec_gone_at = "pending", ts, FAR
             s.elec_why = "residual_current" if flags & RC else "cable_overheat"
             self._say(slot, "electrical", "open", "pending", s.elec_why, ts, detail)
         if s.elec != "pending":
             return
-        if high and ts - s.elec_since >= self.cfg.thr(slot, "persist_s") * 1000:
-            s.elec = "confirmed"
-            self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, ts, detail)
-        elif not high and flags & ELEC_BELOW:
-            s.elec = ""
-            self._say(slot, "electrical", "verdict", "suppressed", "transient", ts, detail)
+        if high:
+            s.elec_gone_at = FAR  # README "Verdicts": back before 10 s under: the same fault
+            if ts - s.elec_since >= self.cfg.thr(slot, "persist_s") * 1000:
+                s.elec = "confirmed"
+                self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, ts, detail)
+        elif flags & ELEC_BELOW and s.elec_gone_at == FAR:
+            s.elec_gone_at, s.elec_gone_detail = ts + ELEC_CLEAR_MS, dict(detail)
 
     # entry points -------------------------------------------------------------
     def deadline(self, slot: int) -> int | None:
@@ -629,7 +645,7 @@ class RuleBook:
         if s.window is not None:
             ends.append(s.window.ends)
         if s.elec == "pending":
-            ends.append(s.elec_since + self._window_ms(slot))
+            ends.append(min(s.elec_since + self._window_ms(slot), s.elec_gone_at))
         return min(ends, default=None)
 
     def due(self, slot: int, now: int) -> None:
@@ -640,7 +656,14 @@ class RuleBook:
         while s.window is not None and s.window.ends <= now:  # a longer one may be over too
             self._end_of_window(slot)
         end = s.elec_since + self._window_ms(slot) if s.elec == "pending" else FAR
-        if end <= now:
+        if s.elec == "pending" and s.elec_gone_at <= min(now, end):
+            s.elec = ""
+            detail = s.elec_gone_detail
+            self._say(
+                slot, "electrical", "verdict", "suppressed", "transient", s.elec_gone_at, detail
+            )
+            s.elec_gone_at = FAR
+        if s.elec == "pending" and end <= now:
             s.elec = "confirmed"
             detail = {"persisted_s": (end - s.elec_since) / 1000.0}
             self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, end, detail)
@@ -782,6 +805,7 @@ class RuleBook:
             s.pre = True
         elif typ == "electrical":
             s.elec, s.elec_since, s.elec_why = verdict, opened_ms, reason or "residual_current"
+            s.elec_gone_at = FAR
         elif typ in ("fault", "evac_fault"):
             # A cause a reading or event can remove keeps its name; the rest
             # need a `restore` event.

@@ -639,23 +639,27 @@ def test_verification_window(samples: int, verdict: tuple[str, str]) -> None:
     assert fire_verdict.detail == {"samples_above": float(min(samples, 4)), "window_s": 30.0}
 
 
-# --- Smoke in puffs: 2 pre-alarm openings in the 5 min before, the last 30 s out --
+# --- Smoke in puffs: 2 pre-alarm openings in the 5 min before, the last 30 s out,
+# over a haze (back in clean air after each: separate visits) ------------------
 @pytest.mark.parametrize("reference", [False, True], ids=["engine", "naive"])
 @pytest.mark.parametrize(
-    ("kind", "puffs_at", "verdict"),
+    ("kind", "puffs_at", "between", "verdict"),
     [
-        ("smoke", (310, 450), ("confirmed", "smoke_puffs")),
-        ("smoke", (300, 580), ("suppressed", "transient")),  # 580: its own rise
-        ("smoke", (290, 450), ("suppressed", "transient")),  # 290: 310 s before it
-        ("smoke", (450,), ("suppressed", "transient")),
-        ("multi", (310, 450), ("suppressed", "transient")),
+        ("smoke", (310, 450), 0.8, ("confirmed", "smoke_puffs")),
+        ("smoke", (300, 580), 0.8, ("suppressed", "transient")),  # 580: its own rise
+        ("smoke", (290, 450), 0.8, ("suppressed", "transient")),  # 290: 310 s before it
+        ("smoke", (450,), 0.8, ("suppressed", "transient")),
+        ("multi", (310, 450), 0.8, ("suppressed", "transient")),
+        ("smoke", (310, 450), 0.2, ("suppressed", "transient")),  # clean air between
+        ("smoke", (310, 450), 0.45, ("suppressed", "transient")),  # 0.5: clean air's edge
+        ("smoke", (310, 450), 0.55, ("confirmed", "smoke_puffs")),
     ],
 )
 def test_smoke_in_puffs_before_an_alarm(
-    kind: str, puffs_at: tuple[int, ...], verdict: tuple[str, str], reference: bool
+    kind: str, puffs_at: tuple[int, ...], between: float, verdict: tuple[str, str], reference: bool
 ) -> None:
     rig = Rig([(kind, 1)], reference=reference)
-    points = [(0.0, 800.0, 0.2)]
+    points = [(0.0, 800.0, between)]
     for at in puffs_at:  # one reading at 2 %/m: the pre-alarm opens, then clears
         points.append((float(at), at + 10.0, 2.0))
     points.append((600.0, 620.0, 5.0))  # two readings at the alarm level
@@ -950,7 +954,7 @@ def test_suppressed_alarm_is_not_restored() -> None:
             2,
             [
                 ("open", "pending", "residual_current", 100.0),
-                ("verdict", "suppressed", "transient", 120.0),
+                ("verdict", "suppressed", "transient", 130.0),  # 10 s after it went under
             ],
         ),
         (
@@ -1337,7 +1341,7 @@ def test_electrical_transient_then_a_new_condition() -> None:
     ch = rig.feed({0: rows})
     assert summary(ch, "electrical") == [
         ("open", "pending", "residual_current", 100.0),
-        ("verdict", "suppressed", "transient", 110.0),
+        ("verdict", "suppressed", "transient", 120.0),  # 10 s after it went under
         ("open", "pending", "residual_current", 200.0),
         ("verdict", "confirmed", "residual_current", 220.0),
     ]
