@@ -12,15 +12,13 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from psycopg import AsyncConnection
-from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
 
-from api import dbtypes, docs_pages, errors, params
+from api import docs_pages, errors, params
 from api.deadline import DeadlineMiddleware
 from api.deps import CallerDep
 from api.jsonbody import JsonRoute
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from api.pool import POOL_MAX_SIZE, POOL_MIN_SIZE, ApiPool
 from api.routers import (
     alarms,
     devices,
@@ -42,17 +40,8 @@ from firesafe.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A handful of connections serve hundreds of requests per second (each holds
-# one for a few ms); SSE clients hold none between events.
-POOL_MIN_SIZE = 2
-POOL_MAX_SIZE = 16
 # Start-up fails clearly if the database is not there within this time.
 POOL_OPEN_TIMEOUT_S = 30.0
-# A request waits at most this long for a connection: during a database
-# outage calls fail fast with 503 instead of hanging for psycopg's 30 s.
-POOL_TIMEOUT_S = 3.0
-# A new connection gives up after this long (libpq connect_timeout, seconds).
-CONNECT_TIMEOUT_S = 3
 # Start-up waits this long for the alarm LISTEN connection before serving anyway.
 LISTEN_READY_TIMEOUT_S = 5.0
 # Idle SSE streams send a comment this often, so proxies keep them open.
@@ -72,24 +61,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
-            conninfo,
-            open=False,
-            min_size=POOL_MIN_SIZE,
-            max_size=POOL_MAX_SIZE,
-            connection_class=AsyncConnection[DictRow],
-            kwargs={
-                "autocommit": True,
-                "row_factory": dict_row,
-                "connect_timeout": CONNECT_TIMEOUT_S,
-            },
-            configure=_configure,
-            check=AsyncConnectionPool.check_connection,
-            timeout=POOL_TIMEOUT_S,
-            name="firesafe-api",
-        )
+        api_pool = ApiPool(conninfo)
+        pool = api_pool.pool
         await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_S)
-        hub = AlarmHub(conninfo, logger=app_log)
+        # The listener back after losing the server: the pool's idle
+        # connections went with it.
+        hub = AlarmHub(conninfo, logger=app_log, on_reconnect=api_pool.sweep)
         supervisor = Supervisor(logger=app_log)
         supervisor.add("alarm-listener", hub.run)
         supervisor.add("token-watcher", lambda: hub.watch_tokens(pool))
@@ -111,7 +88,7 @@ def create_app(
             background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await background
-            await pool.close()
+            await api_pool.close()
             app_log.info("API stopped")
 
     public_docs = settings.api_public_docs
@@ -173,11 +150,6 @@ def create_app(
             return JSONResponse(app.openapi())
 
     return app
-
-
-async def _configure(conn: AsyncConnection[DictRow]) -> None:
-    """Every pooled connection: timestamps beyond Python's range are clamped."""
-    dbtypes.register(conn)
 
 
 def create_app_from_environment() -> FastAPI:

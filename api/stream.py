@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -84,8 +85,15 @@ class Subscription:
 
 
 class AlarmHub:
-    def __init__(self, conninfo: str, *, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        logger: logging.Logger | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
         self._conninfo = conninfo
+        self._on_reconnect = on_reconnect  # listening again after losing the server
         self._subs: set[Subscription] = set()
         self._per_key: Counter[str] = Counter()
         self._log = logger or log
@@ -177,6 +185,8 @@ class AlarmHub:
                         # Changes made while we were not listening: catch up.
                         for sub in self._subs:
                             sub.request_resync()
+                        if self._on_reconnect is not None:
+                            self._on_reconnect()
                     first = False
                     delay = RECONNECT_MIN_S
                     while True:

@@ -34,9 +34,11 @@ from psycopg import sql
 from pydantic import SecretStr, ValidationError
 
 from api import deadline
-from api.app import POOL_MAX_SIZE, create_app
+from api import pool as api_pool
+from api.app import create_app
 from api.deadline import REQUEST_DEADLINE_S
 from api.middleware import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
+from api.pool import POOL_MAX_SIZE
 from api.routers.health import DB_ANSWER_S, DB_TIMEOUT_S
 from api.stream import MAX_STREAMS_PER_TOKEN
 from api.tasks import Supervisor
@@ -605,7 +607,7 @@ def test_clients_sending_device_bodies_slowly_hold_no_database_connection(
     every other request got a 503 'database unavailable'."""
     import socket
 
-    from api.app import POOL_MAX_SIZE
+    from api.pool import POOL_MAX_SIZE
 
     host, port = api_url.removeprefix("http://").split(":")
     slow = []
@@ -836,6 +838,41 @@ def test_during_a_database_outage_calls_fail_fast_and_health_is_degraded(
         # Back by itself: the pool reconnects, the listener is restarted.
         _wait(lambda: api.get("/api/v1/devices").status_code == 200, "the pool to recover")
         _wait(lambda: api.get("/health").json()["alarm_stream"]["listening"], "LISTEN again")
+    proxy.close()
+
+
+def test_after_a_database_outage_the_api_answers_as_soon_as_the_server_does(
+    database_url: str, migration: object, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outside check: after an outage psycopg_pool retried each lost
+    connection with a growing backoff (1, 2, 4 ... 64 s), so a busy API (its
+    pool grown to the most it may hold, so none is added) answered 503 for
+    up to half the outage's length after the server was back (30 s after a
+    90 s outage); and after a quick restart the idle connections were all
+    dead, found one per try with 1 s and 2 s sleeps between them, so the
+    first requests got 503 after 3 s while the server answered. Both are over
+    within a moment of the server answering now."""
+    monkeypatch.setattr(api_pool, "POOL_MIN_SIZE", POOL_MAX_SIZE)  # a busy API's pool
+    params = pg_conninfo.conninfo_to_dict(database_url)
+    proxy = CuttableProxy(
+        str(params.get("host") or "127.0.0.1"), int(str(params.get("port") or 5432))
+    )
+    via_proxy = pg_conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
+    with live_server(via_proxy) as url, client(url) as api:
+        assert api.get("/api/v1/devices").status_code == 200
+        # A quick restart: every idle connection dead, the server answering.
+        proxy.cut()
+        proxy.restore()
+        time.sleep(1.0)
+        assert [api.get("/api/v1/devices").status_code for _ in range(3)] == [200, 200, 200]
+
+        proxy.cut()
+        for _ in range(3):  # requests find the connections lost: retried, backing off
+            assert api.get("/api/v1/devices").status_code == 503
+        time.sleep(16.0)  # the old backoff's next attempt: about 28-34 s after the loss
+        proxy.restore()
+        # (WAIT_S is 10 s: the old pool came back 12 s or more after this)
+        _wait(lambda: api.get("/api/v1/devices").status_code == 200, "the pool to recover")
     proxy.close()
 
 
