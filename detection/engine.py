@@ -1055,9 +1055,16 @@ class Engine:
                 if name not in _NEVER_LATE:
                     self.late_events += 1
                     continue
+                # A clock reset: not 26 years back, where no one looks. Judged
+                # against its own events, and against its readings only a day
+                # back: a batch does not tell whether a reading of it came
+                # before or after the event, so minutes behind them must not
+                # decide (an event minutes behind its readings is judged
+                # against them in its own time: `_align_events`).
                 newest = max(int(self.last_event_ts[slot]), int(self.last_ts[slot]))
-                if ts < newest - p.FUTURE_TOLERANCE_MS:
-                    ts = newest  # a clock reset: not 26 years back, where no one looks
+                reset = ts < int(self.last_event_ts[slot]) - p.FUTURE_TOLERANCE_MS
+                if reset or ts < int(self.last_ts[slot]) - p.EVENT_CLOCK_RESET_MS:
+                    ts = newest
             key = max(int(self.last_event_ts[slot]), ts)
             self.last_event_ts[slot] = key
             out.append((slot, ts, name))

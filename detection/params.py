@@ -176,6 +176,12 @@ ON_CHANGE_TRANSIT_SLACK_MS: Final = 2_000
 # out of detection and of every clock, counted per device. NTP-synchronised
 # devices are within seconds; ten minutes leaves room for a drifting RTC.
 FUTURE_TOLERANCE_MS: Final = 10 * 60_000
+# A late `fire_alarm` event dated this far behind its device's newest reading
+# is taken for a clock reset and processed at that newest time; one less far
+# behind is judged against the device's readings at its own time (a day: far
+# beyond any backlog, so the order of a reading and an event inside one batch,
+# which the engine does not see, never decides).
+EVENT_CLOCK_RESET_MS: Final = 24 * 3_600_000
 # A clock that is really set ahead (not one glitch) reports consistently: after
 # this many consecutive quarantined readings whose offsets to the arrival clock
 # agree within SKEW_AGREE_MS, its readings are accepted (a skewed device is

@@ -740,7 +740,7 @@ class RuleBook:
         s = self._s(slot)
         if self.cfg.kind(slot) not in FIRE_KINDS:
             return
-        detail: dict[str, float | str] = {"event": "fire_alarm", "late": 1.0}
+        detail: dict[str, float | str] = {"event": "fire_alarm"}  # as if in order
         # Its zone activity as it stood at `ts` (recomputed from its readings
         # before `ts`), then its later activity back as the latest.
         latest = (s.active_at, s.active_signed, s.active_weak)
@@ -1111,9 +1111,10 @@ class NaiveEngine:
                     self.late_events += 1
                     continue
                 # A fire alarm is never dropped as late; dated far behind (a
-                # clock reset), it is taken at the device's newest time.
+                # clock reset: 10 min behind its events, or a day behind its
+                # readings), it is taken at the device's newest time.
                 newest = max(d.last_event_ts, d.last_ts)
-                if ts < newest - 600_000:
+                if ts < d.last_event_ts - 600_000 or ts < d.last_ts - 86_400_000:
                     ts = newest
             # A late call point press keeps its arrival place (its own ts is used).
             key = max(d.last_event_ts, ts)
