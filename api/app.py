@@ -40,8 +40,6 @@ from firesafe.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Start-up fails clearly if the database is not there within this time.
-POOL_OPEN_TIMEOUT_S = 30.0
 # Start-up waits this long for the alarm LISTEN connection before serving anyway.
 LISTEN_READY_TIMEOUT_S = 5.0
 # Idle SSE streams send a comment this often, so proxies keep them open.
@@ -63,7 +61,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         api_pool = ApiPool(conninfo)
         pool = api_pool.pool
-        await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_S)
+        await api_pool.open()
         # The listener back after losing the server: the pool's idle
         # connections went with it.
         hub = AlarmHub(conninfo, logger=app_log, on_reconnect=api_pool.sweep)

@@ -42,6 +42,9 @@ POOL_TIMEOUT_S = 3.0
 CONNECT_TIMEOUT_S = 3
 # A lost connection is retried this long, then dropped (see above).
 RECONNECT_TIMEOUT_S = 5.0
+# Start-up fails clearly if the database is not there within this time (its
+# connections are retried that long: a database still starting is waited for).
+POOL_OPEN_TIMEOUT_S = 30.0
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
@@ -66,9 +69,13 @@ class ApiPool:
             configure=_configure,
             check=self._check,
             timeout=POOL_TIMEOUT_S,
-            reconnect_timeout=RECONNECT_TIMEOUT_S,
+            reconnect_timeout=POOL_OPEN_TIMEOUT_S,
             name=name,
         )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_S)
+        self.pool.reconnect_timeout = RECONNECT_TIMEOUT_S  # from now on (see above)
 
     async def _check(self, conn: AsyncConnection[DictRow]) -> None:
         try:

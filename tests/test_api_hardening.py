@@ -876,6 +876,24 @@ def test_after_a_database_outage_the_api_answers_as_soon_as_the_server_does(
     proxy.close()
 
 
+def test_the_api_waits_at_start_for_a_database_still_starting(
+    database_url: str, migration: object, db: str
+) -> None:
+    """Started before its database answers (a compose file, a reboot), the API
+    keeps trying for its start-up's 30 s, not only for the 5 s a connection
+    lost later is retried."""
+    params = pg_conninfo.conninfo_to_dict(database_url)
+    proxy = CuttableProxy(
+        str(params.get("host") or "127.0.0.1"), int(str(params.get("port") or 5432))
+    )
+    via_proxy = pg_conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
+    proxy.cut()
+    threading.Timer(8.0, proxy.restore).start()
+    with live_server(via_proxy) as url, client(url) as api:
+        assert api.get("/api/v1/devices").status_code == 200
+    proxy.close()
+
+
 def test_a_dead_background_task_is_restarted_and_visible() -> None:
     async def scenario() -> tuple[int, str | None, str]:
         runs = 0
