@@ -28,6 +28,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api import dbtypes
+from storage.liveness import cancel_hung, noticing
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,31 @@ RECONNECT_TIMEOUT_S = 5.0
 # connections are retried that long: a database still starting is waited for).
 POOL_OPEN_TIMEOUT_S = 30.0
 
+# A connection that does not answer a check (an empty query) within this long
+# is taken for dead: a connection cut off without a reset (a network
+# partition) would otherwise hold a request, or the sweep with every idle
+# connection it took out of the pool, until TCP gives up (up to minutes after
+# the network healed).
+CHECK_TIMEOUT_S = 1.0
+
+
+class _Pool(AsyncConnectionPool[AsyncConnection[DictRow]]):
+    @staticmethod
+    async def check_connection(conn: AsyncConnection[DictRow]) -> None:
+        # (`check()`, the sweep, calls this one for every idle connection)
+        task = asyncio.ensure_future(AsyncConnectionPool.check_connection(conn))
+        try:
+            await asyncio.wait_for(asyncio.shield(task), CHECK_TIMEOUT_S)
+        except TimeoutError:
+            await cancel_hung([task])  # closed at once, not cancelled politely (10 s)
+            raise psycopg.OperationalError(
+                f"no answer to a check within {CHECK_TIMEOUT_S:g} s"
+            ) from None
+        except asyncio.CancelledError:
+            await cancel_hung([task])
+            raise
+
+
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
 
@@ -55,8 +81,8 @@ class ApiPool:
     def __init__(self, conninfo: str, *, name: str = "firesafe-api") -> None:
         self._sweeping: asyncio.Task[None] | None = None
         self.sweeps = 0
-        self.pool: Pool = AsyncConnectionPool(
-            conninfo,
+        self.pool: Pool = _Pool(
+            noticing(conninfo),  # keepalives: a connection gone without a word is noticed
             open=False,
             min_size=POOL_MIN_SIZE,
             max_size=POOL_MAX_SIZE,
@@ -79,7 +105,7 @@ class ApiPool:
 
     async def _check(self, conn: AsyncConnection[DictRow]) -> None:
         try:
-            await AsyncConnectionPool.check_connection(conn)
+            await _Pool.check_connection(conn)
         except psycopg.Error:
             self.sweep()  # its siblings went with the same server
             raise

@@ -17,10 +17,12 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import psycopg
+
+from storage.liveness import cancel_hung
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +46,6 @@ WRITER_OPTIONS = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_k
 CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 T = TypeVar("T")
-
-
-async def cancel_hung(tasks: Sequence[asyncio.Task[Any]]) -> None:
-    """Cancel tasks that may be waiting on a database that does not answer.
-    psycopg meets a cancelled query by asking that server to cancel it (5 s)
-    and waiting for the query to end (5 s more); cancelled again meanwhile, it
-    closes the connection at once, which is what a stop wants here: nothing
-    that was not committed was acknowledged."""
-    for _ in range(5):
-        pending = [t for t in tasks if not t.done()]
-        if not pending:
-            return
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.1)
 
 
 async def cancelled_promptly(work: Coroutine[Any, Any, T]) -> T:

@@ -45,7 +45,6 @@ from ingest.database_link import (
     DB_RETRY_MIN_S,
     DatabaseLink,
     StopRequested,
-    cancel_hung,
     cancelled_promptly,
 )
 from ingest.decode import DecodedBatch, Decoder, RawMessage
@@ -68,7 +67,7 @@ from ingest.tracker import DeviceTracker
 from ingest.warm_up import warm_up
 from storage import ingest_store as store
 from storage.errors import MigrationError
-from storage.liveness import noticing
+from storage.liveness import cancel_hung, noticing
 from storage.telemetry_copy import DeviceIdTable
 
 log = logging.getLogger(__name__)

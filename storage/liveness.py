@@ -10,7 +10,9 @@ ingest and the notifier is opened with these libpq options.
 
 from __future__ import annotations
 
-from typing import Final
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Final
 
 from psycopg import conninfo
 
@@ -30,3 +32,18 @@ def noticing(dsn: str) -> str:
     return conninfo.make_conninfo(
         dsn, **{k: v for k, v in CLIENT_KEEPALIVES.items() if k not in given}
     )
+
+
+async def cancel_hung(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel tasks that may be waiting on a database that does not answer.
+    psycopg meets a cancelled query by asking that server to cancel it (5 s)
+    and waiting for the query to end (5 s more); cancelled again meanwhile, it
+    closes the connection at once, which is what a stop or a failed check
+    wants: nothing that was not committed was acknowledged."""
+    for _ in range(5):
+        pending = [t for t in tasks if not t.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)

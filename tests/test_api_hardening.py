@@ -887,9 +887,49 @@ def test_the_api_waits_at_start_for_a_database_still_starting(
     )
     via_proxy = pg_conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
     proxy.cut()
-    threading.Timer(8.0, proxy.restore).start()
+    threading.Timer(6.0, proxy.restore).start()
     with live_server(via_proxy) as url, client(url) as api:
         assert api.get("/api/v1/devices").status_code == 200
+    proxy.close()
+
+
+def test_a_connection_cut_off_without_a_reset_is_given_up_by_the_sweep(
+    database_url: str, migration: object, db: str
+) -> None:
+    """A recheck's open question: the sweep tests every idle connection one
+    after another, each taken out of the pool meanwhile; one cut off without a
+    reset (a network partition) would hold them all until TCP gives up, up to
+    minutes after the network healed. A check now gives up after 1 s."""
+    params = pg_conninfo.conninfo_to_dict(database_url)
+    proxy = CuttableProxy(
+        str(params.get("host") or "127.0.0.1"), int(str(params.get("port") or 5432))
+    )
+    via_proxy = pg_conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
+
+    async def scenario() -> tuple[int, int, float]:
+        api = api_pool.ApiPool(via_proxy)
+        await api.open()
+        try:
+            idle = api.pool.get_stats()["pool_available"]
+            proxy.hold()  # nothing answers, nothing is reset
+            began = time.monotonic()
+            async with asyncio.timeout(20):  # (without a bound on each check: for ever)
+                await api.pool.check()
+            took = time.monotonic() - began
+            lost = api.pool.get_stats().get("connections_lost", 0)
+            proxy.release()
+            async with api.pool.connection() as conn:
+                await conn.execute("SELECT 1")
+            return idle, lost, took
+        finally:
+            proxy.release()
+            await api.close()
+
+    idle, lost, took = asyncio.run(scenario())
+    assert idle == api_pool.POOL_MIN_SIZE
+    assert lost == idle
+    # 1 s each (psycopg's polite cancel took 11 s each: 22 s for these two)
+    assert took < 4 * api_pool.CHECK_TIMEOUT_S * idle
     proxy.close()
 
 

@@ -595,7 +595,7 @@ def test_a_query_the_database_never_answers_is_cancelled_at_once(db: str) -> Non
     waiting for it to end, 10 s against a server that hangs (an outside check:
     a stop took 8-13 s when the database hung during a housekeeping query);
     `cancel_hung` has the connection closed instead."""
-    from ingest.database_link import cancel_hung
+    from storage.liveness import cancel_hung
 
     parts = conninfo.conninfo_to_dict(db)
     proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
