@@ -15,6 +15,9 @@ worker idle through a restart failing its first requests minutes later):
   alarm listener reconnecting) sweeps every idle connection at once
   (`pool.check()`, which replaces the dead ones), so the request's next try
   gets a fresh connection.
+- a connection cut off without a reset (a partition) answers nothing: each
+  check gives up after CHECK_TIMEOUT_S, and the connections carry the
+  keepalives of ingest's (`storage.liveness`).
 """
 
 from __future__ import annotations
@@ -80,7 +83,6 @@ class ApiPool:
 
     def __init__(self, conninfo: str, *, name: str = "firesafe-api") -> None:
         self._sweeping: asyncio.Task[None] | None = None
-        self.sweeps = 0
         self.pool: Pool = _Pool(
             noticing(conninfo),  # keepalives: a connection gone without a word is noticed
             open=False,
@@ -113,7 +115,6 @@ class ApiPool:
     def sweep(self) -> None:
         """Test every idle connection now, replacing the dead ones (once at a time)."""
         if self._sweeping is None or self._sweeping.done():
-            self.sweeps += 1
             self._sweeping = asyncio.get_running_loop().create_task(
                 self._sweep(), name="firesafe-api-pool-sweep"
             )
