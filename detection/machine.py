@@ -443,7 +443,7 @@ class Machine:
             d.rearm_at = NEVER
         d.sup_at = w.deadline
         d.judged = [*d.judged[-(_JUDGED_KEPT - 1) :], (w.opened, w.deadline)]
-        if reason in ("transient", "aerosol_decay"):
+        if reason in ("transient", "aerosol_decay") and not w.falling:
             d.reverify_until = w.deadline + int(p.REVERIFY_S * 1000)
             d.reverify_from = w.opened
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)

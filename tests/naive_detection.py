@@ -504,7 +504,8 @@ class RuleBook:
         s.lingering = s.flags & LINGER
         s.suppressed_at = w.ends
         s.windows_judged.append((w.opened, w.ends))
-        if why in ("transient", "aerosol_decay"):
+        if why in ("transient", "aerosol_decay") and not w.falling:
+            # README "Verdicts": not after a window judged emptying fast at the level
             s.reverify_until = w.ends + REVERIFY_MS
             s.reverify_since = w.opened
         self._say(slot, "fire", "verdict", "suppressed", why, w.ends, detail)

@@ -742,6 +742,33 @@ def test_an_insect_crawling_in_and_out_of_the_chamber_is_no_fire() -> None:
     assert "confirmed:reverified" in verdicts(ch)
 
 
+def test_a_second_spray_a_minute_after_the_first_was_judged_is_not_reverification() -> None:
+    """The sixth outside check: two sprays of 8 %/m, 90 s apart (each 10 s
+    to its peak, 5 s held, then emptying with a 40-50 s time constant). The
+    first window ends at the level but emptying fast (`aerosol_decay`); the
+    second spray crossed the level again within a minute of that verdict and
+    was confirmed `reverified`. A window judged emptying fast at the level is an
+    aerosol on its way out: another one within a minute is judged in a
+    window of its own. Puffs of smoke that fell back under the level
+    (`transient`) are still reverified (the tests above)."""
+
+    def bump(t: float) -> float:
+        if t <= 0:
+            return 0.0
+        if t < 10:
+            return 8.0 * t / 10
+        if t < 15:
+            return 8.0
+        return 8.0 * math.exp(-(t - 15) / 40)
+
+    def sprays(t: float) -> dict[str, float]:
+        return {"obscuration": 0.1 + bump(t - 100) + bump(t - 190), "temperature": 21.0}
+
+    ch = Site([("smoke", 1, {})]).run({0: sprays}, 500, interval=5.0)
+    assert "confirmed:reverified" not in verdicts(ch)
+    assert all(v.startswith("suppressed") for v in verdicts(ch))
+
+
 def test_emi_that_hits_again_within_a_minute_is_not_reverification() -> None:
     """The fifth outside check: an EMI burst twice, 50 s apart, each one sample
     of 15 %/m and 81 °C on a smoke detector (21 °C before and after). Every
