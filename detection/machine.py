@@ -224,7 +224,6 @@ class _Device:
     # When its pre-alarm last cleared straight into clean air (params.CLEAN_AIR_OBS):
     # an insect leaving or a spike ending does, smoke in puffs leaves a haze.
     clean_at: int = -NEVER
-    reverify_from: int = NEVER  # the suppressed window's opening (reverify_until)
     # (opened, deadline) of its recent suppressed windows: a late `fire_alarm`
     # event dated inside one was evidence for it, not a new alarm.
     judged: list[tuple[int, int]] = field(default_factory=list)
@@ -445,7 +444,6 @@ class Machine:
         d.judged = [*d.judged[-(_JUDGED_KEPT - 1) :], (w.opened, w.deadline)]
         if reason in ("transient", "aerosol_decay") and not w.falling:
             d.reverify_until = w.deadline + int(p.REVERIFY_S * 1000)
-            d.reverify_from = w.opened
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
         self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
 
@@ -650,9 +648,9 @@ class Machine:
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
             # (not a reading on which every channel jumped: EMI, which repeats)
             again = kind == KIND_SMOKE and flags & Flag.EDGE and ts <= d.reverify_until
-            # (not after the signal went back to clean air since that window
-            # opened: a second visit, not smoke that never left)
-            again = again and not flags & Flag.JUMP and d.clean_at < d.reverify_from
+            # (not after the signal went back to clean air since that window,
+            # the latest judged, opened: a second visit, not smoke that never left)
+            again = again and not flags & Flag.JUMP and d.clean_at < d.judged[-1][0]
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
             if again:
                 # Alarm verification's confirmation period: the detector alarms
@@ -871,7 +869,6 @@ class Machine:
         d.rearm_at = NEVER
         d.sup_at = None
         d.reverify_until = -NEVER
-        d.reverify_from = NEVER
         d.pre_opens = []
         d.clean_at = -NEVER
         d.judged = []
