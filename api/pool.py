@@ -31,7 +31,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api import dbtypes
-from storage.liveness import cancel_hung, noticing
+from storage.liveness import cancelled_promptly, noticing
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +62,15 @@ class _Pool(AsyncConnectionPool[AsyncConnection[DictRow]]):
     @staticmethod
     async def check_connection(conn: AsyncConnection[DictRow]) -> None:
         # (`check()`, the sweep, calls this one for every idle connection)
-        task = asyncio.ensure_future(AsyncConnectionPool.check_connection(conn))
+        # (closed at once when it times out, not cancelled politely: 10 s)
         try:
-            await asyncio.wait_for(asyncio.shield(task), CHECK_TIMEOUT_S)
+            await cancelled_promptly(
+                AsyncConnectionPool.check_connection(conn), within=CHECK_TIMEOUT_S
+            )
         except TimeoutError:
-            await cancel_hung([task])  # closed at once, not cancelled politely (10 s)
             raise psycopg.OperationalError(
                 f"no answer to a check within {CHECK_TIMEOUT_S:g} s"
             ) from None
-        except asyncio.CancelledError:
-            await cancel_hung([task])
-            raise
 
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]

@@ -17,12 +17,12 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
 
-from storage.liveness import cancel_hung
+from storage.liveness import cancel_hung, cancelled_promptly
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +46,6 @@ WRITER_OPTIONS = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_k
 CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 T = TypeVar("T")
-
-
-async def cancelled_promptly(work: Coroutine[Any, Any, T]) -> T:
-    """`work`, which may be waiting on a database that does not answer: cancelled,
-    it is cancelled again and again (`cancel_hung`), so psycopg closes its
-    connection at once instead of asking the server to cancel (5 s) and waiting
-    (5 s more). An outside check: SIGTERM took 10-13 s with the server frozen,
-    the linkage sender's query politely cancelled when the task group ended."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await cancel_hung([task])
-        raise
 
 
 class StopRequested(Exception):
@@ -177,16 +163,11 @@ class DatabaseLink:
             async with conn:
                 await conn.execute("SELECT 1")
 
-        task = asyncio.ensure_future(probe())
         try:
-            done, _ = await asyncio.wait([task], timeout=DB_PROBE_S)
-        except asyncio.CancelledError:
-            await cancel_hung([task])
-            raise
-        if not done:
-            await cancel_hung([task])
+            await cancelled_promptly(probe(), within=DB_PROBE_S)
+        except TimeoutError:
             return False
-        failed = task.exception()
-        if failed is not None:
+        except Exception as failed:
             log.warning("database probe failed: %s", failed)
-        return failed is None
+            return False
+        return True

@@ -45,7 +45,6 @@ from ingest.database_link import (
     DB_RETRY_MIN_S,
     DatabaseLink,
     StopRequested,
-    cancelled_promptly,
 )
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.device_facts import DeviceFacts
@@ -67,7 +66,7 @@ from ingest.tracker import DeviceTracker
 from ingest.warm_up import warm_up
 from storage import ingest_store as store
 from storage.errors import MigrationError
-from storage.liveness import cancel_hung, noticing
+from storage.liveness import cancel_hung, cancelled_promptly, noticing
 from storage.telemetry_copy import DeviceIdTable
 
 log = logging.getLogger(__name__)

@@ -461,7 +461,7 @@ def test_a_chore_waiting_on_a_frozen_database_ends_at_its_first_cancel(db: str) 
     connection, which psycopg cancels politely: 5 s asking the server, 5 s
     more waiting. The chores run under `cancelled_promptly`: one cancel ends
     them at once (their connection closed)."""
-    from ingest.database_link import cancelled_promptly
+    from storage.liveness import cancelled_promptly
 
     parts = conninfo.conninfo_to_dict(db)
     proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
