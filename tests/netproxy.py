@@ -8,6 +8,8 @@ import contextlib
 import socket
 import threading
 
+from psycopg import conninfo
+
 
 class CuttableProxy:
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
@@ -107,3 +109,10 @@ class CuttableProxy:
                     s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 src.close()
+
+
+def database_proxy(dsn: str) -> tuple[CuttableProxy, str]:
+    """A proxy in front of the database `dsn` names, and the DSN through it."""
+    parts = conninfo.conninfo_to_dict(dsn)
+    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
+    return proxy, conninfo.make_conninfo(dsn, host="127.0.0.1", port=proxy.port)

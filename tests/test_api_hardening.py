@@ -44,7 +44,7 @@ from api.stream import MAX_STREAMS_PER_TOKEN
 from api.tasks import Supervisor
 from firesafe.settings import Settings
 from storage.queries.tokens import RESERVED_NAMES, is_reserved_name
-from tests.netproxy import CuttableProxy
+from tests.netproxy import database_proxy
 from tests.test_api_support import (
     ADMIN_TOKEN,
     client,
@@ -803,19 +803,10 @@ def test_a_moved_device_with_a_clock_ahead_shows_nothing_of_its_old_site(
     assert api.get("/api/v1/devices/MV2").json()["last_reading"]["seq"] == 2
 
 
-def behind_a_proxy(database_url: str) -> tuple[CuttableProxy, str]:
-    """A proxy in front of the test database, and the DSN that goes through it."""
-    params = pg_conninfo.conninfo_to_dict(database_url)
-    proxy = CuttableProxy(
-        str(params.get("host") or "127.0.0.1"), int(str(params.get("port") or 5432))
-    )
-    return proxy, pg_conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
-
-
 def test_during_a_database_outage_calls_fail_fast_and_health_is_degraded(
     database_url: str, migration: object, db: str
 ) -> None:
-    proxy, via_proxy = behind_a_proxy(database_url)
+    proxy, via_proxy = database_proxy(database_url)
     with live_server(via_proxy) as url, client(url) as api:
         assert api.get("/api/v1/devices").status_code == 200
         _wait(lambda: api.get("/health").json()["alarm_stream"]["listening"], "LISTEN")
@@ -858,7 +849,7 @@ def test_after_a_database_outage_the_api_answers_as_soon_as_the_server_does(
     first requests got 503 after 3 s while the server answered. Both are over
     within a moment of the server answering now."""
     monkeypatch.setattr(api_pool, "POOL_MIN_SIZE", POOL_MAX_SIZE)  # a busy API's pool
-    proxy, via_proxy = behind_a_proxy(database_url)
+    proxy, via_proxy = database_proxy(database_url)
     with live_server(via_proxy) as url, client(url) as api:
         assert api.get("/api/v1/devices").status_code == 200
         # A quick restart: every idle connection dead, the server answering.
@@ -882,7 +873,7 @@ def test_the_api_waits_at_start_for_a_database_still_starting(
     """Started before its database answers (a compose file, a reboot), the API
     keeps trying for its start-up's 30 s, not only for the 5 s a connection
     lost later is retried."""
-    proxy, via_proxy = behind_a_proxy(database_url)
+    proxy, via_proxy = database_proxy(database_url)
     proxy.cut()
     threading.Timer(6.0, proxy.restore).start()
     with live_server(via_proxy) as url, client(url) as api:
@@ -897,7 +888,7 @@ def test_a_connection_cut_off_without_a_reset_is_given_up_by_the_sweep(
     after another, each taken out of the pool meanwhile; one cut off without a
     reset (a network partition) would hold them all until TCP gives up, up to
     minutes after the network healed. A check now gives up after 1 s."""
-    proxy, via_proxy = behind_a_proxy(database_url)
+    proxy, via_proxy = database_proxy(database_url)
 
     async def scenario() -> tuple[int, int, float]:
         api = api_pool.ApiPool(via_proxy)
@@ -1259,7 +1250,7 @@ def test_a_hung_database_gets_503_and_degraded_health_within_seconds(
 ) -> None:
     """A database that stops answering (a stopped process, a frozen VM) gives
     no error at all: requests must not wait for it as long as it hangs."""
-    proxy, via_proxy = behind_a_proxy(database_url)
+    proxy, via_proxy = database_proxy(database_url)
     with live_server(via_proxy) as url, client(url) as api:
         api.timeout = httpx.Timeout(60.0)
         assert api.get("/api/v1/devices").status_code == 200

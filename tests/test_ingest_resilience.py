@@ -27,7 +27,7 @@ from tests.helpers import (
     running_ingest,
     wait_for,
 )
-from tests.netproxy import CuttableProxy
+from tests.netproxy import CuttableProxy, database_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +63,7 @@ def ingest_behind_a_database_proxy(
 ) -> tuple[CuttableProxy, Settings]:
     """Settings of a single-mode ingest reaching its database through a proxy
     the test can cut (connections dropped) or hold (a database that hangs)."""
-    parts = conninfo.conninfo_to_dict(db)
-    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
-    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
+    proxy, via_proxy = database_proxy(db)
     settings = Settings(
         mqtt_url=mqtt_url, database_url=via_proxy, mqtt_client_id=client_id, ingest_mode="single"
     )
@@ -463,9 +461,7 @@ def test_a_chore_waiting_on_a_frozen_database_ends_at_its_first_cancel(db: str) 
     them at once (their connection closed)."""
     from storage.liveness import cancelled_promptly
 
-    parts = conninfo.conninfo_to_dict(db)
-    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
-    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
+    proxy, via_proxy = database_proxy(db)
 
     async def chore(started: asyncio.Event) -> None:
         conn = await psycopg.AsyncConnection.connect(via_proxy, autocommit=True)
@@ -597,9 +593,7 @@ def test_a_query_the_database_never_answers_is_cancelled_at_once(db: str) -> Non
     `cancel_hung` has the connection closed instead."""
     from storage.liveness import cancel_hung
 
-    parts = conninfo.conninfo_to_dict(db)
-    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
-    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
+    proxy, via_proxy = database_proxy(db)
 
     async def go() -> float:
         conn = await psycopg.AsyncConnection.connect(via_proxy, autocommit=True)

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from psycopg import conninfo
 
 from detection import Engine
 from firesafe.settings import Settings
@@ -35,7 +34,7 @@ from tests.helpers import (
     register,
     wait_for,
 )
-from tests.netproxy import CuttableProxy
+from tests.netproxy import CuttableProxy, database_proxy
 
 SHARDS = 64  # what the test database recorded when it was migrated
 
@@ -93,9 +92,7 @@ def sharded(db: str, mqtt_url: str, base: str) -> Settings:
 def behind_a_proxy(db: str, mqtt_url: str, base: str) -> tuple[CuttableProxy, Settings]:
     """A sharded process's settings reaching the database through a proxy the
     test can cut (connections dropped) or hold (a database that hangs)."""
-    parts = conninfo.conninfo_to_dict(db)
-    proxy = CuttableProxy(str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
-    via_proxy = conninfo.make_conninfo(db, host="127.0.0.1", port=proxy.port)
+    proxy, via_proxy = database_proxy(db)
     return proxy, sharded(via_proxy, mqtt_url, base)
 
 
