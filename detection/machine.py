@@ -18,7 +18,9 @@ Alarm types and their lifecycle (contract section 6):
   otherwise resolved when the verification window ends (event time):
   `suppressed` with `steam_signature` (humidity jump seen, no corroboration),
   `transient` (<= 2 readings at alarm level and the latest one back under
-  the pre-alarm level, or alone at it after a clean one: insects, EMI; a
+  the pre-alarm level, or alone at it after a clean one: insects, EMI; one
+  sample out of clean air with nothing after it in the window is judged on
+  the device's next reading, counted, unless it went silent; a
   lone last sample re-arms, so a signal that stays opens again with its next
   reading; a signal hovering at pre-alarm level, or at the level after one
   fast fall, first gets a second part of its window, never past
@@ -165,6 +167,17 @@ class _Window:
     co_seen: bool = False  # multi: CO above clean air in it (Flag.COX)
     extended: bool = False  # the window got its second part (thick aerosol, hovering)
     hover: bool = False  # ... because the signal hovered, or dipped once, at its end
+    # Opened by a reading straight out of clean air (the one before it under
+    # the pre-alarm level): until a second reading it is one sample, no verdict.
+    from_clean: bool = False
+
+    @property
+    def awaits_sample(self) -> bool:
+        """One reading at the alarm level out of clean air and nothing after it:
+        a device reporting more slowly than the window (every 30-60 s) is judged
+        on its next reading, not on a spike (an insect, EMI, a spray: a seventh
+        outside check saw single samples confirmed on such devices)."""
+        return self.from_clean and self.rows == 1 and self.last_alarm
 
     @property
     def hovering(self) -> bool:
@@ -551,12 +564,16 @@ class Machine:
                 self._emit(y, "fire", "open", "confirmed", "coincidence", ts, own, related)
 
     # --- entry points --------------------------------------------------------
-    def due(self, slot: int, now: int) -> None:
-        """Resolve the device's windows that ended at or before its time `now`."""
+    def due(self, slot: int, now: int, silent: bool = False) -> None:
+        """Resolve the device's windows that ended at or before its time `now`;
+        a lone sample's waits for the device's next reading unless it went
+        `silent`."""
         d = self.dev.get(slot)
         if d is None:
             return
         while d.win is not None and d.win.deadline <= now:  # an extended window may
+            if d.win.awaits_sample and not silent:
+                break
             self._resolve_fire(slot)  # also be over by `now`
         if d.elec == "pending" and d.elec_clear_at <= min(now, d.elec_deadline):
             self._elec_gone(slot, d.elec_clear_at)
@@ -621,7 +638,7 @@ class Machine:
             self.act.setdefault(zone, {})[slot] = (ts, signed, not flags & _ALARM)
         if flags & Flag.STEAM:
             d.last_steam = ts
-        d.bits = flags
+        prev_bits, d.bits = d.bits, flags
         d.sup_bits &= flags  # a re-arming bit that went away re-arms when it returns
         if kind in OBS_KINDS:
             if flags & _PRE and not d.pre:
@@ -652,6 +669,8 @@ class Machine:
             # the latest judged, opened: a second visit, not smoke that never left)
             again = again and not flags & Flag.JUMP and d.clean_at < d.judged[-1][0]
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
+            assert d.win is not None
+            d.win.from_clean = not prev_bits & (_PRE | _ALARM)
             if again:
                 # Alarm verification's confirmation period: the detector alarms
                 # again soon after its window was judged a transient or a
@@ -663,6 +682,8 @@ class Machine:
         if in_window:
             assert d.win is not None
             self._window_row(d.win, flags)
+            if ts > d.win.deadline:  # the reading a lone sample waited for decides now
+                d.win.deadline = ts
             if flags & Flag.HEAT:
                 self._confirm_fire(slot, ts, "rate_of_rise", detail)
             elif flags & Flag.CO:
@@ -854,7 +875,7 @@ class Machine:
         resolve its windows with what they saw."""
         dl = self.deadline(slot)
         while dl is not None:
-            self.due(slot, dl)
+            self.due(slot, dl, silent=True)
             nxt = self.deadline(slot)
             if nxt == dl:
                 break

@@ -274,6 +274,7 @@ class FireWindow:
     latest_dropping: bool = False  # ... or falling by >= 4 %/m a minute at pre-alarm level
     hovering: bool = False  # its second part came because it hovered under the level
     warming: bool = False  # multi: the latest reading's ceiling warmed by >= 3 °C a minute
+    out_of_clean_air: bool = False  # opened on a reading after one under the pre-alarm level
 
 
 @dataclass
@@ -570,7 +571,7 @@ class RuleBook:
             s.active_weak = not flags & ALARM
         if flags & STEAM:
             s.steam_at = ts
-        s.flags = flags
+        before, s.flags = s.flags, flags
         s.lingering &= flags
         if kind in (SMOKE, MULTI):
             if flags & PRE and not s.pre:
@@ -596,11 +597,15 @@ class RuleBook:
             again = kind == SMOKE and flags & EDGE and ts <= s.reverify_until
             again = again and not flags & JUMP and s.cleared_clean_at < s.reverify_since
             self._open(slot, ts, self._trigger(slot, detail), detail)
+            assert s.window is not None
+            s.window.out_of_clean_air = not before & (PRE | ALARM)
             if again:  # README "Verdicts": alarm verification's confirmation period
                 self._confirm(slot, ts, "reverified", detail)
         w = s.window
         if s.fire == "pending" and w is not None and ts >= w.opened:
             self._sample(w, flags)
+            if ts > w.ends:  # README "Verdicts": the next reading after one sample decides
+                w.ends = ts
             self._own_corroboration(slot, ts, flags, detail)
             if s.fire == "pending" and w.longer and flags & INDEPENDENT:
                 # the second window waits only for evidence: confirmed when it comes
@@ -649,12 +654,16 @@ class RuleBook:
             ends.append(min(s.elec_since + self._window_ms(slot), s.elec_gone_at))
         return min(ends, default=None)
 
-    def due(self, slot: int, now: int) -> None:
-        """The device's own clock reached `now`: its windows ended by then resolve."""
+    def due(self, slot: int, now: int, quiet: bool = False) -> None:
+        """The device's own clock reached `now`: its windows ended by then resolve
+        (one sample out of clean air waits for the next reading, unless `quiet`)."""
         s = self.st.get(slot)
         if s is None:
             return
         while s.window is not None and s.window.ends <= now:  # a longer one may be over too
+            w = s.window
+            if not quiet and w.out_of_clean_air and w.readings == 1 and w.latest_at_level:
+                break
             self._end_of_window(slot)
         end = s.elec_since + self._window_ms(slot) if s.elec == "pending" else FAR
         if s.elec == "pending" and s.elec_gone_at <= min(now, end):
@@ -671,7 +680,7 @@ class RuleBook:
 
     def silent(self, slot: int) -> None:
         while (dl := self.deadline(slot)) is not None:
-            self.due(slot, dl)
+            self.due(slot, dl, quiet=True)
             if self.deadline(slot) == dl:
                 break
 

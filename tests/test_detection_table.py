@@ -37,6 +37,7 @@ class Rig:
         self,
         devices: Sequence[tuple[str, int]] | Sequence[tuple[str, int, dict[str, float]]],
         reference: bool = False,
+        intervals_s: Sequence[float] | None = None,
     ) -> None:
         self.engine = Engine(capacity=8)
         # Fed instead of the engine: the rules' reference (tests/naive_detection.py).
@@ -48,6 +49,7 @@ class Rig:
                     [contract.KINDS.index(d[0]) for d in devices],
                     [d[1] for d in devices],
                     [d[2] if len(d) > 2 else {} for d in devices],
+                    None if intervals_s is None else [round(x * S) for x in intervals_s],
                 )
         self.changes: list[AlarmChange] = []
 
@@ -393,8 +395,9 @@ def test_pre_alarm_level(level: float, opens: bool) -> None:
 def test_rate_of_rise_over_a_40_s_interval() -> None:
     """A heat detector reporting every 40 s, rising 12 °C/min (above 8.3) to
     45 °C (below the 58 °C static level): the rate over one 40 s interval is a
-    rate (>= 20 s), so rate of rise opens the alarm; the next reading (40 s
-    later) is past the 30 s window, which closes confirmed by persistence."""
+    rate (>= 20 s), so rate of rise opens the alarm; the window (30 s) ends
+    before the next reading, which decides: one sample out of normal air is
+    no verdict (40 s later, still rising: confirmed by persistence)."""
     rows: list[Row] = []
     for t in range(0, 1200, 40):
         temp = 21.0 if t <= 400 else min(45.0, 21.0 + (t - 400) * 12.0 / 60.0)
@@ -403,7 +406,75 @@ def test_rate_of_rise_over_a_40_s_interval() -> None:
     ch = rig.feed({0: rows})
     assert summary(ch, "fire") == [
         ("open", "pending", "rate_of_rise", 440.0),
-        ("verdict", "confirmed", "rate_of_rise", 470.0),
+        ("verdict", "confirmed", "rate_of_rise", 480.0),
+    ]
+
+
+# --- One sample out of clean air is no verdict: the next reading decides -------
+# A device reporting more slowly than the window (every 30-60 s) has no second
+# reading in it: the seventh outside check saw insects, sprays and EMI
+# confirmed on one sample there, suppressed on 10 s devices.
+def _every_60_s(kind: str, name: str, clean: float, at_600: list[float]) -> list[Row]:
+    rows = [(float(t), {name: clean}) for t in range(0, 600, 60)]
+    rows += [(600.0 + 60 * i, {name: x}) for i, x in enumerate(at_600)]
+    return rows + [(float(t), {name: clean}) for t in range(600 + 60 * len(at_600), 1800, 60)]
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_one_sample_on_a_detector_reporting_every_60_s_waits_for_its_next(
+    reference: bool,
+) -> None:
+    """An insect: 13 %/m once between clean readings, a minute apart."""
+    rig = Rig([("smoke", 1)], reference=reference, intervals_s=[60.0])
+    ch = rig.feed({0: _every_60_s("smoke", "obscuration", 0.3, [13.0])})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 600.0),
+        ("verdict", "suppressed", "transient", 660.0),
+    ]
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_a_heat_spike_on_a_heat_detector_reporting_every_60_s_is_no_fire(
+    reference: bool,
+) -> None:
+    """EMI: 95 °C on one reading between 21.5 °C ones, a minute apart."""
+    rig = Rig([("heat", 1)], reference=reference, intervals_s=[60.0])
+    ch = rig.feed({0: _every_60_s("heat", "temperature", 21.5, [95.0])})
+    assert [c.verdict for c in ch if c.alarm_type == "fire"] == ["pending", "suppressed"]
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_a_fire_on_a_detector_reporting_every_60_s_is_confirmed_by_its_second_reading(
+    reference: bool,
+) -> None:
+    """Out of clean air to 6 %/m, then 12: confirmed at the second reading."""
+    rig = Rig([("smoke", 1)], reference=reference, intervals_s=[60.0])
+    ch = rig.feed({0: _every_60_s("smoke", "obscuration", 0.3, [6.0, 12.0, 20.0, 25.0])})
+    assert [(c.verdict, (c.at_ms - T0) / S) for c in ch if c.alarm_type == "fire"] == [
+        ("pending", 600.0),
+        ("confirmed", 660.0),
+    ]
+
+
+def test_one_sample_and_then_silence_is_confirmed_at_the_window_end() -> None:
+    """A detector that alarms once and is heard no more (burnt, cut off): judged
+    silent on arrival time, the lone sample's window is confirmed at its end."""
+    rig = Rig([("smoke", 1)], intervals_s=[60.0])
+    rows = _every_60_s("smoke", "obscuration", 0.3, [13.0])[:11]
+    ch = rig.feed({0: rows})
+    assert summary(ch, "fire") == [("open", "pending", "obscuration", 600.0)]
+    ch = rig.engine.advance(T0 + 3_600 * S)
+    assert summary(ch, "fire") == [("verdict", "confirmed", "obscuration", 630.0)]
+
+
+def test_one_sample_after_a_reading_at_pre_alarm_level_is_judged_at_the_window_end() -> None:
+    """A smouldering fire's signal rising through the pre-alarm level on a
+    60 s detector: its window ends confirmed at 30 s, as on any detector."""
+    rig = Rig([("smoke", 1)], intervals_s=[60.0])
+    ch = rig.feed({0: _every_60_s("smoke", "obscuration", 0.3, [2.2, 3.4, 4.5, 6.0])})
+    assert summary(ch, "fire")[:2] == [
+        ("open", "pending", "obscuration", 660.0),
+        ("verdict", "confirmed", "obscuration", 690.0),
     ]
 
 
@@ -675,11 +746,12 @@ def test_smoke_in_puffs_before_an_alarm(
 
 
 def test_verification_window_override_5_s_minimum() -> None:
-    # verification_s is clamped to 5-60 s: 1 s means 5 s.
+    # verification_s is clamped to 5-60 s: 1 s means 5 s. Readings every 3 s
+    # from 100: a 1 s window would be decided by the one at 103.
     rig = Rig([("smoke", 1, {"verification_s": 1.0})])
-    rows = series([(0, 100, 0.1), (100, 400, 5.0)], "obscuration", temperature=21.0)
-    rows = [(t + (5.0 if t >= 110 else 0.0), v) for t, v in rows]  # a reading at 105
-    ch = rig.feed({0: sorted(rows, key=lambda r: r[0])})
+    rows = series([(0, 100, 0.1)], "obscuration", temperature=21.0)
+    rows += [(100.0 + 3 * i, {"obscuration": 5.0, "temperature": 21.0}) for i in range(100)]
+    ch = rig.feed({0: rows})
     assert summary(ch, "fire")[:2] == [
         ("open", "pending", "obscuration", 100.0),
         ("verdict", "confirmed", "obscuration", 105.0),
