@@ -103,30 +103,35 @@ class DeviceTracker:
         late = self._arrived_late(slot, ts)
         if late.any():
             np.add.at(self.out_of_order, slot[late], 1)
-        # Per device in event-time order: the seq step from the previous reading.
+        gaps = self._gaps(slot[~late], ts[~late], seq[~late])
+        # Newest committed event time per device (max, whatever the arrival order).
+        unknown = self.newest_ts[slot] == UNKNOWN_TS
+        self.newest_ts[slot[unknown]] = -1
+        np.maximum.at(self.newest_ts, slot, ts)
+        return gaps
+
+    def _gaps(self, slot: NDArray[np.int64], ts: NDArray[np.int64], seq: NDArray[np.int64]) -> int:
+        """Seq gaps of the rows that came in order, each device's in event-time
+        order from the last one before; moves `last_seq` on. A reordered row
+        (late) fills no gap and opens none: it is nobody's predecessor (an
+        outside check counted the step after one as loss)."""
+        if not slot.size:
+            return 0
         order = np.lexsort((seq, ts, slot))
-        slot, ts, seq, late = slot[order], ts[order], seq[order], late[order]
+        slot, ts, seq = slot[order], ts[order], seq[order]
         first = np.ones(slot.size, dtype=np.bool_)
         first[1:] = slot[1:] != slot[:-1]
         prev = np.empty_like(seq)
         prev[1:] = seq[:-1]
         prev[first] = self.last_seq[slot[first]]
-        known = (prev >= 0) & ~late
         step = (seq - prev) % SEQ_MODULUS
         # A forward step of k means k-1 readings missing; a step of more than half
         # the counter is the counter going backwards: reordering, not loss.
-        gap = np.where(known & (step > 0) & (step < HALF_SEQ), step - 1, 0)
+        gap = np.where((prev >= 0) & (step > 0) & (step < HALF_SEQ), step - 1, 0)
         np.add.at(self.gaps, slot, gap)
         last = np.ones(slot.size, dtype=np.bool_)
         last[:-1] = slot[1:] != slot[:-1]
-        newest = self.newest_ts[slot[last]]
-        newer = (newest == UNKNOWN_TS) | (ts[last] >= newest)
-        upd = slot[last][newer]
-        self.last_seq[upd] = seq[last][newer]
-        # Newest committed event time per device (max, whatever the arrival order).
-        unknown = self.newest_ts[slot] == UNKNOWN_TS
-        self.newest_ts[slot[unknown]] = -1
-        np.maximum.at(self.newest_ts, slot, ts)
+        self.last_seq[slot[last]] = seq[last]
         return int(gap.sum())
 
     def _arrived_late(self, slot: NDArray[np.int64], ts: NDArray[np.int64]) -> NDArray[np.bool_]:

@@ -43,14 +43,16 @@ class NaiveTracker:
             if late:
                 self.late[s] = self.late.get(s, 0) + 1
             seen_max[s] = max(seen_max.get(s, t), t)
-        # Gaps, in event-time order per device.
+        # Gaps, in event-time order per device, between the rows that came in
+        # order (a reordered one fills no gap and is nobody's predecessor).
         total = 0
         order = sorted(range(len(fresh)), key=lambda i: (fresh[i][0], fresh[i][1], fresh[i][2]))
+        order = [i for i in order if not late_flags[i]]
         prev: dict[int, int | None] = {}
         for i in order:
             s, t, q = fresh[i]
             p = prev[s] if s in prev else self.last_seq.get(s)
-            if p is not None and not late_flags[i]:
+            if p is not None:
                 step = (q - p) % MOD
                 if 0 < step < MOD // 2:
                     self.gaps[s] = self.gaps.get(s, 0) + step - 1
@@ -90,6 +92,24 @@ def test_tracker_matches_the_loop(batches: list[list[tuple[int, int, int, bool]]
         assert fast.last_seq[s] == slow.last_seq.get(s, -1)
         expected_newest = slow.newest.get(s)
         assert fast.newest_ts[s] == (UNKNOWN_TS if expected_newest is None else expected_newest)
+
+
+def test_a_late_reading_is_nobodys_predecessor() -> None:
+    """seq 1-10 but 5, then 5 (late) and 11 in one batch: one gap (5, counted
+    when 6 came), none for 11, which follows 10 (an outside check counted 5)."""
+    t = DeviceTracker()
+    t.ensure(1)
+
+    def batch(seqs: list[int]) -> int:
+        n = len(seqs)
+        one = np.ones(n, np.int64)
+        q = np.array(seqs, np.int64)
+        return t.committed(0 * one, q * 1000, q, 20_000 * one, np.ones(n, np.bool_))
+
+    assert batch([s for s in range(1, 11) if s != 5]) == 1
+    assert batch([5, 11]) == 0
+    assert t.last_seq[0] == 11
+    assert t.out_of_order[0] == 1
 
 
 def test_maybe_duplicate_is_conservative() -> None:

@@ -164,3 +164,37 @@ def test_device_id_table_pads_and_measures() -> None:
     assert t.length.tolist() == [2, 0, 16, 1]
     empty = DeviceIdTable.build([])
     assert empty.padded.shape == (0, 1)
+
+
+def test_a_restart_counts_seq_from_the_newest_committed_message(db: str) -> None:
+    """device_state is written every few seconds: after a kill or a takeover,
+    the seq a device's next message is counted from is its newest committed
+    message's (a reading or an event), not the older one device_state kept
+    (an outside check counted thousands of phantom gaps per takeover)."""
+    ids, slots, _ = _setup(db, "seqrestart")
+    at = datetime.fromtimestamp(T0 / 1000, UTC)
+    with psycopg.connect(db, autocommit=True) as conn:
+        for k, seq in enumerate([100, 101, 102]):
+            conn.execute(
+                "INSERT INTO telemetry (ts, device_id, seq, received_at) "
+                "VALUES (%s + make_interval(secs => %s), %s, %s, now())",
+                (at, k, ids[0], seq),
+            )
+        conn.execute(
+            "INSERT INTO device_events (ts, device_id, seq, received_at, type) "
+            "VALUES (%s + make_interval(secs => 3), %s, 103, now(), 'fault')",
+            (at, ids[0]),
+        )
+        conn.execute(  # written after seq 100, before the rest was committed
+            "INSERT INTO device_state (device_id, last_ts, last_seq) VALUES (%s, %s, 100), "
+            "(%s, %s, 7), (%s, NULL, NULL)",
+            (ids[0], at, ids[1], at, ids[2]),
+        )
+
+    async def load() -> dict[int, Any]:
+        conn = await psycopg.AsyncConnection.connect(db, autocommit=True)
+        async with conn:
+            return {int(r["slot"]): r["last_seq"] for r in await store.load_device_state(conn)}
+
+    got = asyncio.run(load())
+    assert got == {int(slots[0]): 103, int(slots[1]): 7, int(slots[2]): None}
