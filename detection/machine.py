@@ -119,6 +119,14 @@ _EVIDENCE: Final = int(Flag.HEAT | Flag.CO | Flag.COX | Flag.DENSE | Flag.FAST)
 # already present when it was suppressed does only once it went and came back).
 _REARM: Final = int(Flag.COX | Flag.DENSE | Flag.THICK | Flag.WARM)
 _PARTNER_RUN: Final = 2
+
+
+def _aerosol_alone(flags: int) -> bool:
+    """A multi-criteria detector's reading at pre-alarm or alarm level with no
+    independent evidence: what its own `fire_alarm` event then signs."""
+    return bool(flags & (_PRE | _ALARM)) and not flags & _EVIDENCE
+
+
 # Pre-alarm openings kept for `_puffs` (a window may end up to
 # VERIFICATION_MAX_S after it opened).
 _PUFFS_KEPT_MS: Final = int((p.PUFFS_LOOKBACK_S + p.VERIFICATION_MAX_S) * 1000)
@@ -776,6 +784,14 @@ class Machine:
             # if any, is in its readings).
             prev = self.act.get(self.cfg.zone(slot), {}).get(slot)
             signed = prev is not None and prev[1] and abs(ts - prev[0]) <= p.COINCIDENCE_MS
+            # (or its latest reading, lasting or not: one reading lost on the way
+            # left the event unsigned, and cooking fumes confirmed by coincidence
+            # in an outside check)
+            signed = signed or (
+                kind == KIND_MULTI
+                and 0 <= ts - d.last_row <= p.COINCIDENCE_MS
+                and _aerosol_alone(d.bits)
+            )
             self.act.setdefault(self.cfg.zone(slot), {})[slot] = (ts, signed, False)
             if d.fire == "":
                 self._open_fire(slot, ts, "device_alarm", detail)
@@ -861,6 +877,7 @@ class Machine:
         signature, within COINCIDENCE_MS of `ts`."""
         multi = self.cfg.kind(slot) == KIND_MULTI
         run, last, signed = 0, -NEVER, False
+        latest, latest_bits = -NEVER, 0
         for t, flags in history:
             if t >= ts:  # (a reading at `ts` itself comes after the event)
                 break
@@ -868,7 +885,11 @@ class Machine:
             run = run + 1 if active else 0
             if active and run >= _PARTNER_RUN:
                 last, signed = t, multi and not flags & _EVIDENCE
-        return signed and ts - last <= p.COINCIDENCE_MS
+            latest, latest_bits = t, flags
+        recent = ts - latest <= p.COINCIDENCE_MS
+        return (signed and ts - last <= p.COINCIDENCE_MS) or (
+            multi and recent and _aerosol_alone(latest_bits)
+        )
 
     def silent(self, slot: int) -> None:
         """The device went quiet (judged on arrival time by the engine):

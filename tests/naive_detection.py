@@ -712,11 +712,17 @@ class RuleBook:
         s = self._s(slot)
         detail: dict[str, float | str] = {"event": name}
         if name == "fire_alarm" and kind in FIRE_KINDS:
-            # Evidence and zone activity (keeping a signature seen within 60 s).
+            # Evidence and zone activity (keeping a signature seen within 60 s,
+            # or on its latest reading within 60 s, lasting or not).
             s.active_signed = (
                 s.active_at is not None
                 and s.active_signed
                 and abs(ts - s.active_at) <= COINCIDENCE_MS
+            ) or (
+                kind == MULTI
+                and 0 <= ts - s.last_reading_at <= COINCIDENCE_MS
+                and bool(s.flags & (PRE | ALARM))
+                and not s.flags & INDEPENDENT
             )
             s.active_at, s.active_weak = ts, False
             if s.fire == "":
@@ -755,14 +761,22 @@ class RuleBook:
         # before `ts`), then its later activity back as the latest.
         latest = (s.active_at, s.active_signed, s.active_weak)
         streak, at, signed = 0, None, False
+        latest: tuple[int, int] | None = None
         for t, flags in history:
             if t >= ts:
                 break
             streak = streak + 1 if flags & (PRE | ALARM) else 0
             if streak >= PARTNER_READINGS:
                 at, signed = t, self.cfg.kind(slot) == MULTI and not flags & INDEPENDENT
+            latest = (t, flags)
         s.active_at, s.active_weak = ts, False
-        s.active_signed = at is not None and signed and ts - at <= COINCIDENCE_MS
+        s.active_signed = (at is not None and signed and ts - at <= COINCIDENCE_MS) or (
+            self.cfg.kind(slot) == MULTI
+            and latest is not None
+            and ts - latest[0] <= COINCIDENCE_MS
+            and bool(latest[1] & (PRE | ALARM))
+            and not latest[1] & INDEPENDENT
+        )
         if s.fire != "" or any(a < ts <= e for a, e in s.windows_judged):
             self._check_zone(slot, ts, detail)  # it came during an alarm: evidence only
             if latest[0] is not None and latest[0] > ts:

@@ -410,6 +410,28 @@ def test_rate_of_rise_over_a_40_s_interval() -> None:
     ]
 
 
+# --- A multi-criteria detector's own alarm event signs what its readings show ---
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize("lost", [False, True])
+def test_cooking_on_two_multis_with_a_reading_lost_is_no_fire(reference: bool, lost: bool) -> None:
+    """Cooking fumes on two multi-criteria detectors of a kitchen, no CO or heat
+    (an outside check's replay, shapes kept): each sends its own `fire_alarm`.
+    With one reading of the second lost on the way (a broker killed), its event
+    came after a single reading at pre-alarm level: it was zone activity
+    without a signature, and confirmed both by `coincidence`."""
+    rise = [0.1, 0.3, 1.4, 2.7, 4.0, 5.3, 6.7, 8.0, 8.8, 8.8, 8.8, 8.5, 8.0, 7.0]
+    rows: dict[int, list[Row]] = {0: [], 1: []}
+    for i, x in enumerate(rise + [8.0] * 20):
+        t = 20.0 + 10 * i
+        rows[0].append((t + 2.4, {"obscuration": x, "temperature": 25.0, "co": 2.0}))
+        if not (lost and t == 60.0):  # the second's reading at 4 %/m
+            rows[1].append((t, {"obscuration": x * 0.95, "temperature": 24.0, "co": 2.0}))
+    events = [(1, 70.0, "fire_alarm"), (0, 72.4, "fire_alarm")]
+    rig = Rig([("multi", 1), ("multi", 1)], reference=reference)
+    ch = rig.feed(rows, events=events)
+    assert [c.reason for c in ch if c.alarm_type == "fire" and c.verdict == "confirmed"] == []
+
+
 # --- One sample out of clean air is no verdict: the next reading decides -------
 # A device reporting more slowly than the window (every 30-60 s) has no second
 # reading in it: the seventh outside check saw insects, sprays and EMI
