@@ -761,21 +761,21 @@ class RuleBook:
         # before `ts`), then its later activity back as the latest.
         latest = (s.active_at, s.active_signed, s.active_weak)
         streak, at, signed = 0, None, False
-        latest: tuple[int, int] | None = None
+        before: tuple[int, int] | None = None  # its last reading before `ts`
         for t, flags in history:
             if t >= ts:
                 break
             streak = streak + 1 if flags & (PRE | ALARM) else 0
             if streak >= PARTNER_READINGS:
                 at, signed = t, self.cfg.kind(slot) == MULTI and not flags & INDEPENDENT
-            latest = (t, flags)
+            before = (t, flags)
         s.active_at, s.active_weak = ts, False
         s.active_signed = (at is not None and signed and ts - at <= COINCIDENCE_MS) or (
             self.cfg.kind(slot) == MULTI
-            and latest is not None
-            and ts - latest[0] <= COINCIDENCE_MS
-            and bool(latest[1] & (PRE | ALARM))
-            and not latest[1] & INDEPENDENT
+            and before is not None
+            and ts - before[0] <= COINCIDENCE_MS
+            and bool(before[1] & (PRE | ALARM))
+            and not before[1] & INDEPENDENT
         )
         if s.fire != "" or any(a < ts <= e for a, e in s.windows_judged):
             self._check_zone(slot, ts, detail)  # it came during an alarm: evidence only
@@ -796,8 +796,9 @@ class RuleBook:
             self._check_zone(slot, ts, detail)
         if s.fire == "pending" and w.readings == 0 and history and history[-1][0] >= w.ends:
             # It reported past the window and none of those readings was at the
-            # alarm level (one would have opened its own alarm): judged on them.
-            w.readings = 1
+            # alarm level (one would have opened its own alarm): judged on them,
+            # as a signal back in clean air, not one hovering at pre-alarm level.
+            w.readings, w.latest_below = 1, True
         if latest[0] is not None and latest[0] > ts:
             s.active_at, s.active_signed, s.active_weak = latest
 

@@ -420,15 +420,16 @@ def test_cooking_on_two_multis_with_a_reading_lost_is_no_fire(reference: bool, l
     came after a single reading at pre-alarm level: it was zone activity
     without a signature, and confirmed both by `coincidence`."""
     rise = [0.1, 0.3, 1.4, 2.7, 4.0, 5.3, 6.7, 8.0, 8.8, 8.8, 8.8, 8.5, 8.0, 7.0]
-    rows: dict[int, list[Row]] = {0: [], 1: []}
+    first: list[Row] = []
+    second: list[Row] = []
     for i, x in enumerate(rise + [8.0] * 20):
         t = 20.0 + 10 * i
-        rows[0].append((t + 2.4, {"obscuration": x, "temperature": 25.0, "co": 2.0}))
+        first.append((t + 2.4, {"obscuration": x, "temperature": 25.0, "co": 2.0}))
         if not (lost and t == 60.0):  # the second's reading at 4 %/m
-            rows[1].append((t, {"obscuration": x * 0.95, "temperature": 24.0, "co": 2.0}))
+            second.append((t, {"obscuration": x * 0.95, "temperature": 24.0, "co": 2.0}))
     events = [(1, 70.0, "fire_alarm"), (0, 72.4, "fire_alarm")]
     rig = Rig([("multi", 1), ("multi", 1)], reference=reference)
-    ch = rig.feed(rows, events=events)
+    ch = rig.feed({0: first, 1: second}, events=events)
     assert [c.reason for c in ch if c.alarm_type == "fire" and c.verdict == "confirmed"] == []
 
 
