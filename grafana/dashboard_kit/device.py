@@ -37,7 +37,7 @@ def device() -> Json:
     rollup = ", ".join(f"('{r}', m.{r}_avg * m.{r}_n, m.{r}_n)" for r in READINGS)
     readings = panel(
         "timeseries",
-        "$reading",
+        "${reading:text}",  # (the reading's name in the dashboard's language)
         [
             target(f"""
                 SELECT $__timeGroupAlias(t.ts, $__interval), {label_sql("reading", "r.reading")} AS metric, avg(r.value) AS value
@@ -59,7 +59,7 @@ def device() -> Json:
                 """),
             target(
                 f"""
-                SELECT x.time, '{quote(_("limit"))}: ' || {label_sql("threshold", "th.name")} AS metric, th.value
+                SELECT x.time, '{quote(_("limit: "))}' || {label_sql("threshold", "th.name")} AS metric, th.value
                 FROM device_thresholds th
                 CROSS JOIN (VALUES ($__timeFrom()::timestamptz), ($__timeTo()::timestamptz)) AS x(time)
                 WHERE th.device_id = '$device' AND th.reading IN ($reading)
