@@ -503,8 +503,9 @@ class TokenOut(BaseModel):
 # --- operations --------------------------------------------------------------
 
 
-# A pending notification due longer than this is not being delivered.
-NOTIFICATIONS_OVERDUE_S = 60
+# A pending notification due longer than this, or claimed by a notifier that
+# stopped renewing its claim (a 15 s lease) this long ago, is not being delivered.
+NOTIFICATIONS_OVERDUE_S = 30
 
 
 class DatabaseHealth(BaseModel):
@@ -601,7 +602,9 @@ class NotificationsHealth(BaseModel):
     rules: int = Field(description="Notification rules: with none, no notifier is needed")
     overdue: int = Field(
         description=f"Pending notifications due over {NOTIFICATIONS_OVERDUE_S} s ago, never "
-        "tried and held back by nothing: no notifier is delivering"
+        "tried and held back by nothing, or claimed by a notifier that stopped renewing its "
+        f"claim over {NOTIFICATIONS_OVERDUE_S} s ago and not taken back: no notifier is "
+        "delivering (a frozen one stays connected and counted in `notifiers`)"
     )
     oldest_overdue_s: float | None = Field(description="How long the oldest one has waited")
     failing: int = Field(

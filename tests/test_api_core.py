@@ -162,6 +162,16 @@ def test_health_says_when_notifications_do_not_leave(api_url: str, db: str, site
             body = health()
             assert (body["notifications"]["overdue"], body["notifications"]["failing"]) == (0, 0)
             assert body["status"] == fine_but_for_notifications(body)
+            # ... unless its notifier stopped renewing the claim long ago and no
+            # other took it back (every notifier frozen, still connected).
+            query(
+                db,
+                "UPDATE notifications SET lease_until = now() - interval '2 minutes' RETURNING id",
+            )
+            body = health()
+            assert body["notifications"]["overdue"] == 1
+            assert body["notifications"]["oldest_overdue_s"] >= 119
+            assert body["status"] == "degraded"
             # Tried and failed: its target refuses it (the notifier is working); the
             # transitions queued behind it for that target wait, and are not overdue.
             query(

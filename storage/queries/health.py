@@ -79,12 +79,17 @@ async def notifications(conn: Conn, overdue_s: int) -> dict[str, Any]:
     cur = await conn.execute(
         """
         WITH pending AS (
-            SELECT n.next_attempt_at,
+            SELECT CASE WHEN n.attempts = 0 THEN n.next_attempt_at ELSE n.lease_until END
+                       AS overdue_since,
                    -- An attempt's outcome is recorded only when it did not
                    -- deliver: one in flight (claimed, attempts counted) has none.
                    n.last_status IS NOT NULL OR n.last_error IS NOT NULL AS failed,
-                   n.attempts = 0 AND n.next_attempt_at < now() - make_interval(secs => %s)
-                   AND NOT coalesce(b.status = 'pending', false) AS overdue
+                   (n.attempts = 0 AND n.next_attempt_at < now() - make_interval(secs => %(s)s)
+                    AND NOT coalesce(b.status = 'pending', false))
+                   -- or an attempt whose notifier stopped renewing its claim, and
+                   -- nobody took it back (a live one would within seconds): both
+                   -- frozen, an outside check saw a fire's webhook wait with /health ok
+                   OR n.lease_until < now() - make_interval(secs => %(s)s) AS overdue
             FROM notifications n
             LEFT JOIN notifications b ON b.id = n.after_id
             WHERE n.status = 'pending'
@@ -94,12 +99,12 @@ async def notifications(conn: Conn, overdue_s: int) -> dict[str, Any]:
                   AND application_name LIKE 'firesafe-notify:%%') AS notifiers,
                (SELECT count(*) FROM notify_rules) AS rules,
                count(*) FILTER (WHERE overdue) AS overdue,
-               extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE overdue))
+               extract(epoch FROM now() - min(overdue_since) FILTER (WHERE overdue))
                    AS oldest_overdue_s,
                count(*) FILTER (WHERE failed) AS failing
         FROM pending
         """,
-        (overdue_s,),
+        {"s": overdue_s},
     )
     row = await cur.fetchone()
     assert row is not None
