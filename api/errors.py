@@ -181,6 +181,19 @@ _TEMPLATES: tuple[str, ...] = (
     # The validators' own sentences (api/schemas.py, api/routers/*.py), first:
     # they are more specific than the generic "{field}: {detail}" below.
     N_("routes are only for evac devices"),
+    # The command line's own sentences (firesafe/runtime.py, firesafe/settings.py).
+    N_(
+        "port {port} on {host} is already in use: stop what holds it, or choose another "
+        "with FIRESAFE_API_PORT (or --api-port)"
+    ),
+    N_(
+        "another `firesafe up` (pid {pid}) is using {path}: stop it first, or give this "
+        "one its own FIRESAFE_DATA_DIR"
+    ),
+    N_(
+        "FIRESAFE_ADMIN_TOKEN is too short ({count} characters, at least {minimum}): "
+        "generate one with `openssl rand -hex 32`"
+    ),
     N_("a uitd needs its `address` (12 hex digits)"),
     N_(
         "a uitd id must not end in `_` and digits (its points' ids would collide with "

@@ -309,19 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(migrate, mqtt=False, db=True, api=False, embedded=True)
     migrate.set_defaults(func=cmd_migrate)
 
-    gateway = sub.add_parser("gateway", help="protocol gateways: a device protocol -> MQTT")
+    gateway = sub.add_parser("gateway", help=_("protocol gateways: a device protocol -> MQTT"))
     gateway_sub = gateway.add_subparsers(dest="protocol", required=True)
     gb = gateway_sub.add_parser(
-        "gb26875", help="GB/T 26875.3 transmission devices (fire panels) over TCP"
+        "gb26875", help=_("GB/T 26875.3 transmission devices (fire panels) over TCP")
     )
     _common(gb, mqtt=True, db=False, api=False)
     gb.add_argument(
         "--listen",
         metavar="HOST:PORT",
         type=_listen_address,
-        help="where to listen (env FIRESAFE_GB26875_LISTEN; default 0.0.0.0:9026)",
+        help=_("where to listen (env FIRESAFE_GB26875_LISTEN; default 0.0.0.0:9026)"),
     )
-    gb.add_argument("--api-url", help="the registry API (env FIRESAFE_API_URL)")
+    gb.add_argument("--api-url", help=_("the registry API (env FIRESAFE_API_URL)"))
     gb.set_defaults(func=cmd_gateway)
 
     from device_sim.cli import add_conformance_arguments, add_sim_arguments
@@ -365,8 +365,11 @@ def _run(args: argparse.Namespace) -> int:
     except* NotConfigured as group:
         raise SystemExit("firesafe: " + "; ".join(_(str(e)) for e in group.exceptions)) from None
     except* (StorageError, EmbeddedServiceError) as group:
+        from api.errors import localize  # (the sentences the catalogue knows, translated)
+
         # Expected failures of the environment get one clear line, not a traceback.
-        raise SystemExit("firesafe: " + "; ".join(map(str, group.exceptions))) from None
+        lines = [localize(str(e), _lang) or str(e) for e in group.exceptions]
+        raise SystemExit("firesafe: " + "; ".join(lines)) from None
 
 
 if __name__ == "__main__":

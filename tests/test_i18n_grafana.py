@@ -27,7 +27,7 @@ ZH = sorted((ROOT / "grafana" / "dashboards" / "zh-CN").glob("*.json"))
 EN = ROOT / "grafana" / "dashboards" / "en"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # Texts that are not words: template variables, units, names of the standard.
-NOT_WORDS = re.compile(r"^\$\w+$")
+NOT_WORDS = re.compile(r"^\$(\w+|\{\w+(:\w+)?\})$")
 
 
 def shown_texts(dashboard: dict[str, Any]) -> list[tuple[str, str]]:

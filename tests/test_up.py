@@ -347,13 +347,14 @@ def test_up_killed_outright_leaves_no_child_holding_its_ports(tmp_path: Path) ->
         assert {"api", "mqtt", "database"} <= again.announced.keys()
 
 
-def test_up_with_the_api_port_taken_says_so_and_exits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_up_with_the_api_port_taken_says_so_and_exits(tmp_path: Path, lang: str) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "firesafe.cli", "up"],
+            [sys.executable, "-m", "firesafe.cli", "--lang", lang, "up"],
             env={
                 **os.environ,
                 **_embedded_env(tmp_path / "data"),
@@ -366,10 +367,14 @@ def test_up_with_the_api_port_taken_says_so_and_exits(tmp_path: Path) -> None:
         )
     assert done.returncode != 0
     assert done.stdout == ""  # no URL, no token printed for an API that cannot start
-    assert done.stderr.strip().splitlines() == [
-        f"firesafe: port {port} on 127.0.0.1 is already in use: stop what holds it, "
-        "or choose another with FIRESAFE_API_PORT (or --api-port)"
-    ]
+    said = {
+        "en": f"firesafe: port {port} on 127.0.0.1 is already in use: stop what holds it, "
+        "or choose another with FIRESAFE_API_PORT (or --api-port)",
+        # (an outside check: the one line a Chinese operator gets was English)
+        "zh-CN": f"firesafe: 127.0.0.1 上的端口 {port} 已被占用：请停止占用它的程序，"
+        "或用 FIRESAFE_API_PORT（或 --api-port）另选一个端口",
+    }
+    assert done.stderr.strip().splitlines() == [said[lang]]
     # Nothing was started: the data directory holds only the lock taken first.
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["up.lock"]
 
