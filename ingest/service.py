@@ -863,6 +863,7 @@ class IngestService:
             np.concatenate([plan.seq, plan.ev_seq]),
             np.concatenate([plan.received, plan.ev_received]),
             all_new,
+            events_from=slot.size,
         )
         self.tracker.duplicates_dropped(plan.dropped)
         c.duplicates += plan.in_batch_dups + int((~all_new).sum())

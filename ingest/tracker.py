@@ -87,20 +87,26 @@ class DeviceTracker:
         seq: NDArray[np.int64],
         received: NDArray[np.int64],
         new: NDArray[np.bool_],
+        events_from: int | None = None,
     ) -> int:
-        """Fold committed rows (readings and events together) in; return seq gaps found."""
+        """Fold committed rows (readings and events together) in; return seq gaps found.
+        Rows from `events_from` on are events: another topic, whose order against the
+        readings' is not known, so each is in arrival order only within its own."""
         if not slot.size:
             return 0
+        stream = np.zeros(slot.size, np.int64)
+        if events_from is not None:
+            stream[events_from:] = 1
         self.dirty[slot] = True
         np.add.at(self.messages, slot, 1)
         np.maximum.at(self.last_seen, slot, received)
         dup_slots = slot[~new]
         if dup_slots.size:
             np.add.at(self.duplicates, dup_slots, 1)
-        slot, ts, seq = slot[new], ts[new], seq[new]
+        slot, ts, seq, stream = slot[new], ts[new], seq[new], stream[new]
         if not slot.size:
             return 0
-        late = self._arrived_late(slot, ts)
+        late = self._arrived_late(slot, ts, stream)
         if late.any():
             np.add.at(self.out_of_order, slot[late], 1)
         gaps = self._gaps(slot[~late], ts[~late], seq[~late])
@@ -134,12 +140,18 @@ class DeviceTracker:
         self.last_seq[slot[last]] = seq[last]
         return int(gap.sum())
 
-    def _arrived_late(self, slot: NDArray[np.int64], ts: NDArray[np.int64]) -> NDArray[np.bool_]:
-        """Rows (in arrival order) older than a row of the same device that came before,
-        in this batch or committed earlier: reordering."""
+    def _arrived_late(
+        self, slot: NDArray[np.int64], ts: NDArray[np.int64], stream: NDArray[np.int64]
+    ) -> NDArray[np.bool_]:
+        """Rows (in arrival order within their stream) older than a row of the same
+        device and stream that came before in this batch, or than one committed
+        earlier: reordering. (An event and a reading travel on different topics: a
+        batch lists the readings first, which says nothing of their order; an
+        outside check counted an event in a backlog as late, and a gap.)"""
         n = slot.size
-        order = np.lexsort((np.arange(n), slot))  # by device, then arrival
-        s, t = slot[order], ts[order]
+        order = np.lexsort((np.arange(n), stream, slot))  # by device and stream, then arrival
+        s = slot[order] * 2 + stream[order]
+        t = ts[order]
         first = np.ones(n, dtype=np.bool_)
         first[1:] = s[1:] != s[:-1]
         segment = np.cumsum(first) - 1
@@ -149,7 +161,7 @@ class DeviceTracker:
         running = np.maximum.accumulate(rank + segment * (n + 1)) - segment * (n + 1)
         before = np.empty(n, dtype=np.int64)
         before[1:] = running[:-1]
-        newest = self.newest_ts[s]
+        newest = self.newest_ts[slot[order]]
         late_in_batch = ~first & (rank < before)
         late_vs_committed = (newest != UNKNOWN_TS) & (t < newest)
         late = np.empty(n, dtype=np.bool_)

@@ -112,6 +112,31 @@ def test_a_late_reading_is_nobodys_predecessor() -> None:
     assert t.out_of_order[0] == 1
 
 
+def test_an_event_in_a_backlog_is_neither_late_nor_a_gap() -> None:
+    """A device's event (seq 4) and readings (3, 5, 6) committed in one batch
+    (a takeover's backlog): the batch lists readings first, which says nothing
+    of the order of two topics (an outside check counted the event late, and
+    seq 4 missing)."""
+    t = DeviceTracker()
+    t.ensure(1)
+
+    def a(*x: int) -> np.ndarray:
+        return np.array(x, np.int64)
+
+    assert t.committed(a(0, 0), a(1000, 2000), a(1, 2), a(2000, 2000), np.ones(2, np.bool_)) == 0
+    got = t.committed(
+        a(0, 0, 0, 0),
+        a(3000, 4000, 5000, 4000),
+        a(3, 5, 6, 4),
+        a(9000, 9000, 9000, 9000),
+        np.ones(4, np.bool_),
+        events_from=3,
+    )
+    assert got == 0
+    assert t.out_of_order[0] == 0
+    assert t.last_seq[0] == 6
+
+
 def test_maybe_duplicate_is_conservative() -> None:
     tracker = DeviceTracker()
     tracker.ensure(3)
