@@ -175,7 +175,7 @@ class _Window:
     co_seen: bool = False  # multi: CO above clean air in it (Flag.COX)
     extended: bool = False  # the window got its second part (thick aerosol, hovering)
     hover: bool = False  # ... because the signal hovered, or dipped once, at its end
-    # Opened by a reading straight out of clean air (the one before it under
+    # Its first reading came straight out of clean air (the one before it under
     # the pre-alarm level): until a second reading it is one sample, no verdict.
     from_clean: bool = False
 
@@ -677,8 +677,6 @@ class Machine:
             # the latest judged, opened: a second visit, not smoke that never left)
             again = again and not flags & Flag.JUMP and d.clean_at < d.judged[-1][0]
             self._open_fire(slot, ts, self._trigger(slot, detail), detail)
-            assert d.win is not None
-            d.win.from_clean = not prev_bits & (_PRE | _ALARM)
             if again:
                 # Alarm verification's confirmation period: the detector alarms
                 # again soon after its window was judged a transient or a
@@ -689,6 +687,9 @@ class Machine:
         in_window = d.fire == "pending" and d.win is not None and ts >= d.win.opened
         if in_window:
             assert d.win is not None
+            if d.win.rows == 0:  # its first reading (the one that opened it, or after
+                # the device's own alarm event): out of clean air, or not
+                d.win.from_clean = not prev_bits & (_PRE | _ALARM)
             self._window_row(d.win, flags)
             if ts > d.win.deadline:  # the reading a lone sample waited for decides now
                 d.win.deadline = ts

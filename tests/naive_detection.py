@@ -274,7 +274,7 @@ class FireWindow:
     latest_dropping: bool = False  # ... or falling by >= 4 %/m a minute at pre-alarm level
     hovering: bool = False  # its second part came because it hovered under the level
     warming: bool = False  # multi: the latest reading's ceiling warmed by >= 3 °C a minute
-    out_of_clean_air: bool = False  # opened on a reading after one under the pre-alarm level
+    out_of_clean_air: bool = False  # its first reading came after one under the pre-alarm level
 
 
 @dataclass
@@ -597,12 +597,12 @@ class RuleBook:
             again = kind == SMOKE and flags & EDGE and ts <= s.reverify_until
             again = again and not flags & JUMP and s.cleared_clean_at < s.reverify_since
             self._open(slot, ts, self._trigger(slot, detail), detail)
-            assert s.window is not None
-            s.window.out_of_clean_air = not before & (PRE | ALARM)
             if again:  # README "Verdicts": alarm verification's confirmation period
                 self._confirm(slot, ts, "reverified", detail)
         w = s.window
         if s.fire == "pending" and w is not None and ts >= w.opened:
+            if w.readings == 0:  # its first reading: out of clean air, or not
+                w.out_of_clean_air = not before & (PRE | ALARM)
             self._sample(w, flags)
             if ts > w.ends:  # README "Verdicts": the next reading after one sample decides
                 w.ends = ts

@@ -457,6 +457,22 @@ def test_one_sample_on_a_detector_reporting_every_60_s_waits_for_its_next(
 
 
 @pytest.mark.parametrize("reference", [False, True])
+def test_one_sample_with_the_detectors_own_alarm_on_a_60_s_detector_waits_too(
+    reference: bool,
+) -> None:
+    """The same insect, and the detector sends its own `fire_alarm` with it
+    (its window opens on the event): still one sample, judged on the next
+    reading (a recheck saw it confirmed `device_alarm` at the window's end)."""
+    rig = Rig([("smoke", 1)], reference=reference, intervals_s=[60.0])
+    rows = _every_60_s("smoke", "obscuration", 0.3, [13.0])
+    ch = rig.feed({0: rows}, events=[(0, 600.0, "fire_alarm")])
+    assert summary(ch, "fire") == [
+        ("open", "pending", "device_alarm", 600.0),
+        ("verdict", "suppressed", "transient", 660.0),
+    ]
+
+
+@pytest.mark.parametrize("reference", [False, True])
 def test_a_heat_spike_on_a_heat_detector_reporting_every_60_s_is_no_fire(
     reference: bool,
 ) -> None:
