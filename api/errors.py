@@ -194,6 +194,10 @@ _TEMPLATES: tuple[str, ...] = (
         "FIRESAFE_ADMIN_TOKEN is too short ({count} characters, at least {minimum}): "
         "generate one with `openssl rand -hex 32`"
     ),
+    N_(
+        "FIRESAFE_ADMIN_TOKEN is a {placeholder} placeholder: generate one with "
+        "`openssl rand -hex 32`"
+    ),
     N_("a uitd needs its `address` (12 hex digits)"),
     N_(
         "a uitd id must not end in `_` and digits (its points' ids would collide with "
