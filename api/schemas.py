@@ -593,6 +593,26 @@ class TaskHealth(BaseModel):
     last_error: str | None
 
 
+# A fire or call point reported by a device nobody registered (or under another
+# site) is only a reject: /health says so for this long after the latest one.
+UNREGISTERED_FIRES_WITHIN_S = 3600
+
+
+class UnregisteredFires(BaseModel):
+    """Fire alarms that reached the platform from devices it does not know."""
+
+    count: int = Field(
+        description=f"Rejects of the last {UNREGISTERED_FIRES_WITHIN_S // 60} minutes "
+        "(`unknown_device`, `site_mismatch`) that carried a fire alarm: a panel frame with "
+        "fire or manual alarms (GB/T 26875.3 gateway), or a `fire_alarm` or `activated` "
+        "event. Somebody must call that building: register the device (GET "
+        "/api/v1/rejects?reason=unknown_device names it)"
+    )
+    last_at: Timestamp | None = Field(description="When the latest one arrived")
+    last_topic: str | None = Field(description="Its topic (names the site and device)")
+    last_detail: str | None = Field(description="What it carried (shown with a token)")
+
+
 class NotificationsHealth(BaseModel):
     """Whether alarm notifications leave the platform (`firesafe notify`)."""
 
@@ -635,6 +655,11 @@ class Health(BaseModel):
     )
     notifications: NotificationsHealth | None = Field(
         default=None, description="Alarm notifications (None: the database is down)"
+    )
+    unregistered_fires: UnregisteredFires | None = Field(
+        default=None,
+        description="Fire alarms from devices the platform does not know (None: the "
+        "database is down); any makes `status` degraded",
     )
     failed_jobs: list[JobHealth] = Field(
         default_factory=list,

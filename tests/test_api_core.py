@@ -195,6 +195,48 @@ def test_health_says_when_notifications_do_not_leave(api_url: str, db: str, site
         query(db, "DELETE FROM notify_targets WHERE id = %s RETURNING id", (f"{site}-duty",))
 
 
+def test_health_says_when_an_unregistered_device_reports_a_fire(api_url: str, db: str) -> None:
+    """A fire panel or detector nobody registered (or under another site) gets
+    only a reject: /health says so, counts them and names the latest."""
+    from tests.helpers import query
+
+    def health() -> dict[str, Any]:
+        _ingest_report(db, age_s=0)
+        with psycopg.connect(db, autocommit=True) as holder:
+            _hold_every_shard(holder)
+            with client(api_url, token=None) as anonymous:
+                return dict(anonymous.get("/health").json())
+
+    def reject(topic: str, reason: str, payload: bytes, detail: str, age: str = "1 s") -> None:
+        query(
+            db,
+            "INSERT INTO rejects (received_at, topic, reason, payload, detail) "
+            "VALUES (now() - %s::interval, %s, %s, %s, %s) RETURNING id",
+            (age, topic, reason, payload, detail),
+        )
+
+    body = health()
+    assert body["unregistered_fires"]["count"] == 0
+    fine = "degraded" if body["failed_jobs"] else "ok"
+    assert body["status"] == fine
+    # Not fires: an unknown device's reading, an hour-old panel fire, a bad event.
+    reject("fs/v1/S1/X1/telemetry", "unknown_device", b'{"ts": 1}', "device X1 is not registered")
+    old = "source address 0000000000AA is not registered: ...; it carries FIRE ALARMS: point 1/1/1"
+    reject("fs/v1/_gateway/gb26875/reject", "unknown_device", b"@@", old, age="2 hours")
+    reject("fs/v1/S1/X1/event", "bad_value", b'{"type": "fire_alarm"}', "ts missing")
+    assert health()["unregistered_fires"]["count"] == 0
+    panel = (
+        "source address 0000000000BB is not registered: ...; it carries FIRE ALARMS: point 1/1/2"
+    )
+    reject("fs/v1/_gateway/gb26875/reject", "unknown_device", b"@@", panel, age="10 s")
+    reject("fs/v1/S2/M9/event", "site_mismatch", b'{"type":"activated","ts":1}', "site S1")
+    body = health()
+    assert body["status"] == "degraded"
+    assert body["unregistered_fires"]["count"] == 2
+    assert body["unregistered_fires"]["last_topic"] == "fs/v1/S2/M9/event"
+    assert body["unregistered_fires"]["last_detail"] == "(shown with a token)"
+
+
 def test_health_is_degraded_while_shards_are_unheld(api_url: str, db: str) -> None:
     _ingest_report(db, age_s=1)
     with client(api_url, token=None) as anonymous:

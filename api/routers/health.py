@@ -20,6 +20,7 @@ from api.deps import StateDep, bearer
 from api.jsonbody import JsonRoute
 from api.schemas import (
     NOTIFICATIONS_OVERDUE_S,
+    UNREGISTERED_FIRES_WITHIN_S,
     BrokerHealth,
     DatabaseHealth,
     Health,
@@ -30,6 +31,7 @@ from api.schemas import (
     ShardsHealth,
     StreamHealth,
     TaskHealth,
+    UnregisteredFires,
 )
 from api.state import AppState
 from storage.queries import health as health_q
@@ -55,7 +57,8 @@ DB_ANSWER_S = 2.0
     "degraded when the database does not answer, ingest is stale (no report for "
     f"{STALE_AFTER_S:g} s) or absent, a shard is unheld or held by a process that stopped "
     "reporting (`shards.stalled`), the broker is disconnected, the live alarm "
-    "feed (LISTEN) is down, or a background job failed its last run, stalled or is "
+    "feed (LISTEN) is down, a device nobody registered reported a fire in the last hour "
+    "(`unregistered_fires`), or a background job failed its last run, stalled or is "
     "paused (listed in `failed_jobs`: TimescaleDB's compression, rollup refresh and retention; "
     "on plain PostgreSQL the rollup refresh ingest runs). Which processes hold the shards "
     "(`shards.processes`: host names, pids) and the tasks' and failed jobs' error texts "
@@ -79,6 +82,8 @@ async def health(
             task.last_error = None if task.last_error is None else "(shown with a token)"
         for job in report.failed_jobs:  # (a database error names hosts and roles)
             job.last_error = None if job.last_error is None else "(shown with a token)"
+        if report.unregistered_fires is not None and report.unregistered_fires.last_detail:
+            report.unregistered_fires.last_detail = "(shown with a token)"
     return report
 
 
@@ -108,7 +113,7 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
     """The report, and whether the caller may see its details."""
     started = time.perf_counter()
 
-    async def read() -> tuple[float, Any, Any, Any, Any, Any, bool]:
+    async def read() -> tuple[float, Any, Any, Any, Any, Any, Any, bool]:
         async with state.pool.connection(timeout=DB_TIMEOUT_S) as conn:
             await conn.execute("SELECT 1")
             latency_ms = (time.perf_counter() - started) * 1000
@@ -119,14 +124,22 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
                 await health_q.shard_owners(conn),
                 await health_q.flavour(conn),
                 await health_q.notifications(conn, NOTIFICATIONS_OVERDUE_S),
+                await health_q.unregistered_fires(conn, UNREGISTERED_FIRES_WITHIN_S),
                 await _staff(conn, state, token),
             )
 
     try:
         # A hung database answers nothing, not even an error: bounded here.
-        latency_ms, instances, jobs, (shard_count, owners), flavour, notes, staff = await bounded(
-            read(), DB_TIMEOUT_S + DB_ANSWER_S
-        )
+        (
+            latency_ms,
+            instances,
+            jobs,
+            (shard_count, owners),
+            flavour,
+            notes,
+            unknown,
+            staff,
+        ) = await bounded(read(), DB_TIMEOUT_S + DB_ANSWER_S)
     except (psycopg.Error, PoolTimeout, DeadlineExceeded) as exc:
         staff = token is not None and is_admin_token(token, state.admin_token)
         return Health(
@@ -144,6 +157,7 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
             ),
         ), staff
     notifications = NotificationsHealth.model_validate(notes)
+    unregistered = UnregisteredFires.model_validate(unknown)
     database = DatabaseHealth(ok=True, latency_ms=round(latency_ms, 3), flavour=flavour)
     failed_jobs = [JobHealth.model_validate(j) for j in jobs if j["failed"]]
     shards = _shards(shard_count, owners, instances)
@@ -153,6 +167,7 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
             status="degraded",
             failed_jobs=failed_jobs,
             notifications=notifications,
+            unregistered_fires=unregistered,
             database=database,
             shards=shards,
             broker=BrokerHealth(connected=None),
@@ -175,12 +190,13 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
     connected = all(i["broker_connected"] for i in reporting)
     lags = [float(i["lag_ms"]) for i in reporting if i["lag_ms"] is not None]
     ok = ingest_state == "ok" and connected and not shards.unowned and not failed_jobs
-    ok = ok and not shards.stalled and _delivering(notifications)
+    ok = ok and not shards.stalled and _delivering(notifications) and not unregistered.count
     return Health(
         **_api_parts(state),
         status="ok" if ok else "degraded",
         failed_jobs=failed_jobs,
         notifications=notifications,
+        unregistered_fires=unregistered,
         database=database,
         shards=shards,
         broker=BrokerHealth(connected=connected),
