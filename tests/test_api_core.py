@@ -106,6 +106,15 @@ def test_health_reports_fresh_ingest(api_url: str, db: str) -> None:
     assert re.match(ISO_MS, body["ingest"]["last_report_at"])
 
 
+def _health_with_ingest_fine(api_url: str, db: str) -> dict[str, Any]:
+    """/health, anonymous, with ingest reporting and every shard held."""
+    _ingest_report(db, age_s=0)
+    with psycopg.connect(db, autocommit=True) as holder:
+        _hold_every_shard(holder)
+        with client(api_url, token=None) as anonymous:
+            return dict(anonymous.get("/health").json())
+
+
 def test_health_says_when_notifications_do_not_leave(api_url: str, db: str, site: str) -> None:
     """A rule and no notifier running, or a notification overdue: alarms are not
     reaching people, and /health says so (everything else fine)."""
@@ -113,11 +122,7 @@ def test_health_says_when_notifications_do_not_leave(api_url: str, db: str, site
     from tests.test_notify_support import add_rule, add_target, call_point, transition, write_alarms
 
     def health() -> dict[str, Any]:
-        _ingest_report(db, age_s=0)
-        with psycopg.connect(db, autocommit=True) as holder:
-            _hold_every_shard(holder)
-            with client(api_url, token=None) as anonymous:
-                return dict(anonymous.get("/health").json())
+        return _health_with_ingest_fine(api_url, db)
 
     def fine_but_for_notifications(body: dict[str, Any]) -> str:
         return "degraded" if body["failed_jobs"] else "ok"
@@ -201,11 +206,7 @@ def test_health_says_when_an_unregistered_device_reports_a_fire(api_url: str, db
     from tests.helpers import query
 
     def health() -> dict[str, Any]:
-        _ingest_report(db, age_s=0)
-        with psycopg.connect(db, autocommit=True) as holder:
-            _hold_every_shard(holder)
-            with client(api_url, token=None) as anonymous:
-                return dict(anonymous.get("/health").json())
+        return _health_with_ingest_fine(api_url, db)
 
     def reject(topic: str, reason: str, payload: bytes, detail: str, age: str = "1 s") -> None:
         query(

@@ -437,7 +437,7 @@ def test_cooking_on_two_multis_with_a_reading_lost_is_no_fire(reference: bool, l
 # A device reporting more slowly than the window (every 30-60 s) has no second
 # reading in it: the seventh outside check saw insects, sprays and EMI
 # confirmed on one sample there, suppressed on 10 s devices.
-def _every_60_s(kind: str, name: str, clean: float, at_600: list[float]) -> list[Row]:
+def _every_60_s(name: str, clean: float, at_600: list[float]) -> list[Row]:
     rows = [(float(t), {name: clean}) for t in range(0, 600, 60)]
     rows += [(600.0 + 60 * i, {name: x}) for i, x in enumerate(at_600)]
     return rows + [(float(t), {name: clean}) for t in range(600 + 60 * len(at_600), 1800, 60)]
@@ -449,7 +449,7 @@ def test_one_sample_on_a_detector_reporting_every_60_s_waits_for_its_next(
 ) -> None:
     """An insect: 13 %/m once between clean readings, a minute apart."""
     rig = Rig([("smoke", 1)], reference=reference, intervals_s=[60.0])
-    ch = rig.feed({0: _every_60_s("smoke", "obscuration", 0.3, [13.0])})
+    ch = rig.feed({0: _every_60_s("obscuration", 0.3, [13.0])})
     assert summary(ch, "fire") == [
         ("open", "pending", "obscuration", 600.0),
         ("verdict", "suppressed", "transient", 660.0),
@@ -464,7 +464,7 @@ def test_one_sample_with_the_detectors_own_alarm_on_a_60_s_detector_waits_too(
     (its window opens on the event): still one sample, judged on the next
     reading (a recheck saw it confirmed `device_alarm` at the window's end)."""
     rig = Rig([("smoke", 1)], reference=reference, intervals_s=[60.0])
-    rows = _every_60_s("smoke", "obscuration", 0.3, [13.0])
+    rows = _every_60_s("obscuration", 0.3, [13.0])
     ch = rig.feed({0: rows}, events=[(0, 600.0, "fire_alarm")])
     assert summary(ch, "fire") == [
         ("open", "pending", "device_alarm", 600.0),
@@ -478,7 +478,7 @@ def test_a_heat_spike_on_a_heat_detector_reporting_every_60_s_is_no_fire(
 ) -> None:
     """EMI: 95 °C on one reading between 21.5 °C ones, a minute apart."""
     rig = Rig([("heat", 1)], reference=reference, intervals_s=[60.0])
-    ch = rig.feed({0: _every_60_s("heat", "temperature", 21.5, [95.0])})
+    ch = rig.feed({0: _every_60_s("temperature", 21.5, [95.0])})
     assert [c.verdict for c in ch if c.alarm_type == "fire"] == ["pending", "suppressed"]
 
 
@@ -488,7 +488,7 @@ def test_a_fire_on_a_detector_reporting_every_60_s_is_confirmed_by_its_second_re
 ) -> None:
     """Out of clean air to 6 %/m, then 12: confirmed at the second reading."""
     rig = Rig([("smoke", 1)], reference=reference, intervals_s=[60.0])
-    ch = rig.feed({0: _every_60_s("smoke", "obscuration", 0.3, [6.0, 12.0, 20.0, 25.0])})
+    ch = rig.feed({0: _every_60_s("obscuration", 0.3, [6.0, 12.0, 20.0, 25.0])})
     assert [(c.verdict, (c.at_ms - T0) / S) for c in ch if c.alarm_type == "fire"] == [
         ("pending", 600.0),
         ("confirmed", 660.0),
@@ -499,7 +499,7 @@ def test_one_sample_and_then_silence_is_confirmed_at_the_window_end() -> None:
     """A detector that alarms once and is heard no more (burnt, cut off): judged
     silent on arrival time, the lone sample's window is confirmed at its end."""
     rig = Rig([("smoke", 1)], intervals_s=[60.0])
-    rows = _every_60_s("smoke", "obscuration", 0.3, [13.0])[:11]
+    rows = _every_60_s("obscuration", 0.3, [13.0])[:11]
     ch = rig.feed({0: rows})
     assert summary(ch, "fire") == [("open", "pending", "obscuration", 600.0)]
     ch = rig.engine.advance(T0 + 3_600 * S)
@@ -510,7 +510,7 @@ def test_one_sample_after_a_reading_at_pre_alarm_level_is_judged_at_the_window_e
     """A smouldering fire's signal rising through the pre-alarm level on a
     60 s detector: its window ends confirmed at 30 s, as on any detector."""
     rig = Rig([("smoke", 1)], intervals_s=[60.0])
-    ch = rig.feed({0: _every_60_s("smoke", "obscuration", 0.3, [2.2, 3.4, 4.5, 6.0])})
+    ch = rig.feed({0: _every_60_s("obscuration", 0.3, [2.2, 3.4, 4.5, 6.0])})
     assert summary(ch, "fire")[:2] == [
         ("open", "pending", "obscuration", 660.0),
         ("verdict", "confirmed", "obscuration", 690.0),
