@@ -149,9 +149,11 @@ def test_a_managers_target_that_now_resolves_privately_is_refused(db: str, site:
         with running_notifier(db):
             (alarm,) = write_alarms(db, transition(f"{site}-M1", site))
             wait_for(lambda: [r for r in deliveries(db, alarm) if r["status"] == "delivered"])
-            refused = wait_for(
+            refused = wait_for(  # (its attempt ended: counted at the claim, recorded after)
                 lambda: [
-                    r for r in deliveries(db, alarm) if r["target_id"] == "mgr" and r["attempts"]
+                    r
+                    for r in deliveries(db, alarm)
+                    if r["target_id"] == "mgr" and r["attempts"] and r["last_error"]
                 ]
             )
         assert rx.got("/mgr") == []
