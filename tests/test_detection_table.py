@@ -444,42 +444,34 @@ def _every_60_s(name: str, clean: float, at_600: list[float]) -> list[Row]:
 
 
 @pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize(
+    ("kind", "name", "clean", "spike", "own_alarm", "opened"),
+    [
+        # An insect: 13 %/m once between clean readings, a minute apart.
+        ("smoke", "obscuration", 0.3, 13.0, False, "obscuration"),
+        # The same, and the detector sends its own `fire_alarm` with it (its
+        # window opens on the event; a recheck saw it confirmed `device_alarm`).
+        ("smoke", "obscuration", 0.3, 13.0, True, "device_alarm"),
+        # EMI on a heat detector: 95 °C on one reading between 21.5 °C ones.
+        ("heat", "temperature", 21.5, 95.0, False, "static_heat"),
+    ],
+)
 def test_one_sample_on_a_detector_reporting_every_60_s_waits_for_its_next(
     reference: bool,
+    kind: str,
+    name: str,
+    clean: float,
+    spike: float,
+    own_alarm: bool,
+    opened: str,
 ) -> None:
-    """An insect: 13 %/m once between clean readings, a minute apart."""
-    rig = Rig([("smoke", 1)], reference=reference, intervals_s=[60.0])
-    ch = rig.feed({0: _every_60_s("obscuration", 0.3, [13.0])})
+    rig = Rig([(kind, 1)], reference=reference, intervals_s=[60.0])
+    events = [(0, 600.0, "fire_alarm")] if own_alarm else []
+    ch = rig.feed({0: _every_60_s(name, clean, [spike])}, events=events)
     assert summary(ch, "fire") == [
-        ("open", "pending", "obscuration", 600.0),
+        ("open", "pending", opened, 600.0),
         ("verdict", "suppressed", "transient", 660.0),
     ]
-
-
-@pytest.mark.parametrize("reference", [False, True])
-def test_one_sample_with_the_detectors_own_alarm_on_a_60_s_detector_waits_too(
-    reference: bool,
-) -> None:
-    """The same insect, and the detector sends its own `fire_alarm` with it
-    (its window opens on the event): still one sample, judged on the next
-    reading (a recheck saw it confirmed `device_alarm` at the window's end)."""
-    rig = Rig([("smoke", 1)], reference=reference, intervals_s=[60.0])
-    rows = _every_60_s("obscuration", 0.3, [13.0])
-    ch = rig.feed({0: rows}, events=[(0, 600.0, "fire_alarm")])
-    assert summary(ch, "fire") == [
-        ("open", "pending", "device_alarm", 600.0),
-        ("verdict", "suppressed", "transient", 660.0),
-    ]
-
-
-@pytest.mark.parametrize("reference", [False, True])
-def test_a_heat_spike_on_a_heat_detector_reporting_every_60_s_is_no_fire(
-    reference: bool,
-) -> None:
-    """EMI: 95 °C on one reading between 21.5 °C ones, a minute apart."""
-    rig = Rig([("heat", 1)], reference=reference, intervals_s=[60.0])
-    ch = rig.feed({0: _every_60_s("temperature", 21.5, [95.0])})
-    assert [c.verdict for c in ch if c.alarm_type == "fire"] == ["pending", "suppressed"]
 
 
 @pytest.mark.parametrize("reference", [False, True])
