@@ -198,6 +198,48 @@ _TEMPLATES: tuple[str, ...] = (
         "FIRESAFE_ADMIN_TOKEN is a {placeholder} placeholder: generate one with "
         "`openssl rand -hex 32`"
     ),
+    # The reasons ingest gives for a reject (ingest/decode.py, ingest/gateway_rejects.py,
+    # ingest/service.py), read by device makers in `detail_label` of /api/v1/rejects.
+    # Before the generic "{location}: {detail}" and "{value} is out of range" below.
+    # (After the registry's own, longer sentence that starts as one of them.)
+    N_(
+        "device {device} is registered at site {site}, not {other}: moving a device "
+        "between sites needs move_site=true (its history before the move stays hidden "
+        "from the new site's managers)"
+    ),
+    N_("reading {index} of the batch: {detail}"),
+    N_("{detail} [source {source}]"),
+    N_("unknown topic type {what}"),
+    N_("site and device must match {pattern}"),
+    N_("device {device} is not registered"),
+    N_("device {device} is registered at site {registered}, not {site}"),
+    N_("gateway {gateway} is registered at site {registered}, not {site}"),
+    N_("not a topic of contract v1"),
+    N_("{size} bytes > {limit}"),
+    N_("`ts` is missing (an integer, epoch milliseconds)"),
+    N_("`ts` {ts} is not an integer (epoch milliseconds)"),
+    N_("`ts` {ts} is outside 2000-01-01..2100-01-01 (epoch milliseconds)"),
+    N_("`seq` is missing (an integer in 0..2^32-1)"),
+    N_("`seq` {seq} is not an integer in 0..2^32-1"),
+    N_("`v` must be an object of reading name -> number"),
+    N_("`v` is missing (an empty object for a heartbeat)"),
+    N_("reading {name} is not finite"),
+    N_("reading {name} is out of range (|value| > 1e12)"),
+    N_("reading {name} is out of range"),
+    N_("reading {name} is not a number ({type})"),
+    N_("reading name contains a NUL character"),
+    N_("reading {index} is not an object"),
+    N_("reading {index}: `device` must be a device id"),
+    N_("not valid UTF-8 JSON: {error}"),
+    N_("payload must be a JSON object"),
+    N_("event type {type} is not one of {device_kind} events {events}"),
+    N_("`detail` must be a string without NUL"),
+    N_("status must be `online` or `offline`"),
+    N_("`readings` must be a list"),
+    N_("an event cannot travel in a batch (v1): publish it on the device's event topic"),
+    N_("not a gateway reject"),
+    N_("unknown reason {reason}"),
+    N_("could not be processed: {error}"),
     N_("a uitd needs its `address` (12 hex digits)"),
     N_(
         "a uitd id must not end in `_` and digits (its points' ids would collide with "
@@ -262,11 +304,6 @@ _TEMPLATES: tuple[str, ...] = (
     N_("unknown, revoked or expired token"),
     N_("out of the supported range (years 1-9999)"),
     N_("{name} is reserved (the system's own actor)"),
-    N_(
-        "device {device} is registered at site {site}, not {other}: moving a device "
-        "between sites needs move_site=true (its history before the move stays hidden "
-        "from the new site's managers)"
-    ),
     N_(
         "device {device} is listed at sites {site} and {other}: moving a device between "
         "sites needs move_site=true"
@@ -368,7 +405,7 @@ _TEMPLATES: tuple[str, ...] = (
 # Placeholders whose captured text is translated too (the rest is kept verbatim).
 _NESTED = frozenset({"detail", "message"})
 # Placeholders holding a code of a label vocabulary (`firesafe.i18n`).
-_CODES = {"verdict": "verdict"}
+_CODES = {"verdict": "verdict", "device_kind": "kind"}
 # Placeholders holding a list of codes joined by `or_list` ("admin or operator"),
 # or by pydantic ("'smoke', 'heat' or 'evac'"): the codes are kept, the words
 # between them are the caller's.

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from api.errors import request_lang
+from api.errors import localize, request_lang
 from api.params import ID_REGEX, NAME_REGEX
 from detection.params import DRIFT_LIMIT_MAX_FRACTION, THRESHOLD_DEFAULTS, THRESHOLD_LIMITS
 from firesafe.contract import DEFAULT_INTERVAL_S, GATEWAY_SITE
@@ -444,6 +444,16 @@ class RejectOut(BaseModel):
     @property
     def reason_label(self) -> str:
         return _label("reject_reason", self.reason)
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="`detail` in the request's language (Accept-Language: en or zh-CN); "
+        "a protocol gateway's own wording stays English"
+    )
+    @property
+    def detail_label(self) -> str | None:
+        if self.detail is None:
+            return None
+        return localize(self.detail, request_lang.get()) or self.detail
 
 
 # --- tokens ------------------------------------------------------------------

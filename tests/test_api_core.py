@@ -680,8 +680,15 @@ def test_rejects_list_text_and_base64(api, db: str) -> None:  # type: ignore[no-
             ]
         ):
             conn.execute(
-                "INSERT INTO rejects (received_at, topic, reason, payload) VALUES (%s, %s, %s, %s)",
-                (now - timedelta(seconds=10 - i), f"fs/v1/S1/D{i}/telemetry", reason, payload),
+                "INSERT INTO rejects (received_at, topic, reason, payload, detail) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (
+                    now - timedelta(seconds=10 - i),
+                    f"fs/v1/S1/D{i}/telemetry",
+                    reason,
+                    payload,
+                    f"device 'D{i}' is not registered" if i == 2 else None,
+                ),
             )
     items = api.get("/api/v1/rejects").json()["items"]
     assert [i["reason"] for i in items] == ["unknown_device", "invalid_json", "invalid_json"]
@@ -692,6 +699,16 @@ def test_rejects_list_text_and_base64(api, db: str) -> None:  # type: ignore[no-
     assert set(items[0]) >= {"received_at", "topic", "reason", "payload"}
     only = api.get("/api/v1/rejects", params={"reason": "unknown_device"}).json()["items"]
     assert len(only) == 1
+    # The detail in the caller's language, as written for an English one.
+    assert only[0]["detail_label"] == only[0]["detail"] == "device 'D2' is not registered"
+    zh = api.get(
+        "/api/v1/rejects",
+        params={"reason": "unknown_device"},
+        headers={"Accept-Language": "zh-CN"},
+    ).json()["items"]
+    assert zh[0]["detail_label"] == "设备 'D2' 未注册"
+    assert zh[0]["detail"] == "device 'D2' is not registered"
+    assert items[1]["detail_label"] is None
     # A reason that is none of the contract's is a bad parameter, as a bad `type` is.
     bogus = api.get("/api/v1/rejects", params={"reason": "bogus"})
     assert bogus.status_code == 422, bogus.text
