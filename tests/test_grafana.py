@@ -689,6 +689,17 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
                 for i in range(24)
             ],
         )
+        # A call point's alarm from a device nobody registered (the platform
+        # dashboard lists it: no alarm can come of it).
+        cur.execute(
+            "INSERT INTO rejects (received_at, topic, reason, payload, device_id, detail) "
+            "VALUES (%s, 'fs/v1/S1/MCP9/event', 'unknown_device', %s, 'MCP9', %s)",
+            (
+                now - timedelta(minutes=2),
+                b'{"ts": 1, "seq": 1, "type": "activated"}',
+                "device 'MCP9' is not registered",
+            ),
+        )
         cur.executemany(
             "INSERT INTO reject_counts VALUES (%s, %s)", [(reason, 6) for reason in reasons]
         )

@@ -151,6 +151,21 @@ def platform() -> Json:
         LIMIT 100
         """,
     )
+    unregistered = table(
+        "Fire alarms from unregistered devices",
+        f"""
+        SELECT u.received_at AS time, {label_sql("reject_reason", "u.reason")} AS reason,
+               u.topic, u.device_id AS device, u.detail
+        FROM unregistered_fire_rejects u
+        WHERE $__timeFilter(u.received_at)
+        ORDER BY u.received_at DESC, u.id DESC
+        LIMIT 100
+        """,
+        description="Fire alarms that could raise no alarm: a fire panel's frame with fire or "
+        "manual alarms from an address no uitd is registered with, or a fire_alarm or "
+        "activated event from a device that is not registered (or not at that site). "
+        "Register the device; /health is degraded while one came within the last hour.",
+    )
     jobs = table(
         "Background jobs",
         """
@@ -189,6 +204,7 @@ def platform() -> Json:
         annotations=[],
         rows=[
             [(instances, 24, 6)],
+            [(unregistered, 24, 5)],
             [(jobs, 24, 5)],
             [(throughput, 12, 8), (latency, 12, 8)],
             [(queue, 8, 8), (lag, 8, 8), (quality, 8, 8)],

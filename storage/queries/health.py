@@ -71,20 +71,14 @@ async def flavour(conn: Conn) -> Any:
 
 async def unregistered_fires(conn: Conn, within_s: int) -> dict[str, Any]:
     """Rejects of the last `within_s` from devices not registered (or under another
-    site) that carried a fire alarm: a GB/T 26875.3 frame's fire or manual alarms
-    (named in the reject's detail), or a `fire_alarm` / `activated` event."""
+    site) that carried a fire alarm (the view of migration 0200 says which)."""
     cur = await conn.execute(
         """
         SELECT count(*) AS count, max(received_at) AS last_at,
                (array_agg(topic ORDER BY received_at DESC, id DESC))[1] AS last_topic,
                (array_agg(detail ORDER BY received_at DESC, id DESC))[1] AS last_detail
-        FROM rejects
-        WHERE reason IN ('unknown_device', 'site_mismatch')
-          AND received_at > now() - make_interval(secs => %s)
-          AND (detail LIKE '%%FIRE ALARMS%%' OR detail LIKE '%%MANUAL ALARMS%%'
-               OR (topic LIKE '%%/event'
-                   AND (position('"fire_alarm"'::bytea IN payload) > 0
-                        OR position('"activated"'::bytea IN payload) > 0)))
+        FROM unregistered_fire_rejects
+        WHERE received_at > now() - make_interval(secs => %s)
         """,
         (within_s,),
     )
