@@ -62,7 +62,7 @@ from ingest.shard_runtime import ShardRuntime
 from ingest.shards import ShardLost
 from ingest.silence import Silence
 from ingest.stats import Counters, now_ms, write_stats
-from ingest.tracker import DeviceTracker
+from ingest.tracker import UNKNOWN_TS, DeviceTracker
 from ingest.warm_up import warm_up
 from storage import ingest_store as store
 from storage.errors import MigrationError
@@ -169,6 +169,10 @@ class IngestService:
         self.held = HeldMarks()
         self._flavour: store.Flavour = "plain"
         self._ids: tuple[Registry | None, DeviceIdTable] = (None, DeviceIdTable.build([]))
+        # Devices moved to another place (site, building, floor or zone): where
+        # each was, and the newest event time it had sent from there. What it
+        # sent before, judged after the move, is the old place's alarm.
+        self._moved_from: dict[int, tuple[Device, int]] = {}
 
     # ------------------------------------------------------------- intake
     def _deliver(self, message: RawMessage) -> None:
@@ -429,6 +433,7 @@ class IngestService:
         rows = await store.load_registry(self.db.aux)
         self._registry_version = version
         registry = Registry((device_from_row(row) for row in rows), self.zone_ids)
+        self._note_moves(self.registry, registry)
         self._linkage_due.update(registry.evac_changed(self.registry))
         self.registry = registry
         self.decoder = Decoder(registry)
@@ -437,6 +442,17 @@ class IngestService:
         self._configure_owned()
         log.info("registry: %d devices", len(registry))
         return True
+
+    def _note_moves(self, old: Registry, new: Registry) -> None:
+        for device in new.by_id.values():
+            before = old.by_slot[device.slot] if device.slot < old.size else None
+            if before is None or before.id != device.id or before.zone_key == device.zone_key:
+                continue
+            newest = UNKNOWN_TS
+            if device.slot < self.tracker.size:
+                newest = int(self.tracker.newest_ts[device.slot])
+            # Nothing committed from it by this process: what is pending came before now.
+            self._moved_from[device.slot] = (before, now_ms() if newest == UNKNOWN_TS else newest)
 
     def _configure_owned(self) -> None:
         """Detection and supervision cover exactly the devices of the shards held."""
@@ -459,6 +475,8 @@ class IngestService:
         self._configured = slots
 
     def _forget(self, slots: NDArray[np.int64]) -> None:
+        for slot in slots.tolist():
+            self._moved_from.pop(slot, None)
         self.engine.forget(slots)
         self.held.forget(slots)
         self.tracker.forget(slots)
@@ -919,15 +937,20 @@ class IngestService:
 
     def _alarm_write(self, change: AlarmChange) -> store.AlarmWrite:
         device = self.registry.device(change.slot)
+        moved = self._moved_from.get(change.slot)
+        # Where it happened: a change of what the device sent before a move
+        # belongs to its old place (its event time is no later than the newest
+        # it had sent from there).
+        place = moved[0] if moved is not None and change.at_ms <= moved[1] else device
         detail: dict[str, Any] = dict(change.detail)
         if change.related:
             detail["related"] = [self.registry.device(s).id for s in change.related]
         return store.AlarmWrite(
             device_id=device.id,
-            site=device.site,
-            building=device.building,
-            floor=device.floor,
-            zone=device.zone,
+            site=place.site,
+            building=place.building,
+            floor=place.floor,
+            zone=place.zone,
             alarm_type=change.alarm_type,
             action=change.action,  # type: ignore[arg-type]
             verdict=change.verdict,

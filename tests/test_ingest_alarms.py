@@ -486,3 +486,42 @@ def test_linkage_retries_through_an_outage_without_a_line_each_second(
     lines = [r for r in caplog.records if "linkage commands not sent yet" in r.getMessage()]
     assert sender._not_sent.total >= 3  # it did retry
     assert len(lines) == 1
+
+
+def test_an_alarm_of_what_happened_before_a_move_keeps_the_old_site(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    """A detector's fault, sent before its device was moved to another site but
+    judged after (its event waits for a zone neighbour's readings to catch up),
+    is the old site's alarm: its managers see it, the new site's do not. An
+    outside check found it filed under the new site."""
+    other = f"{site}x"
+    base = {"site": site, "building": "B", "floor": "1", "zone": "Z", "kind": "smoke"}
+    mover, neighbour = f"{site}-M", f"{site}-N"
+    register(db, [{**base, "id": mover}, {**base, "id": neighbour}])
+    register(db, [{**base, "site": other, "id": f"{other}-anchor"}])
+    t = now_ms()
+    with running_ingest(ingest_settings):
+        publisher.send(f"fs/v1/{site}/{neighbour}/telemetry", {"ts": t, "seq": 1, "v": {}})
+        for i in range(3):
+            publisher.send(
+                f"fs/v1/{site}/{mover}/telemetry",
+                {"ts": t + 1000 * i, "seq": i + 1, "v": {"obscuration": 0.1}},
+            )
+        publisher.send(f"fs/v1/{site}/{mover}/event", {"ts": t + 2500, "seq": 4, "type": "fault"})
+        drain(db, publisher, site)
+        # The fault waits for the neighbour (behind in event time) to catch up.
+        assert not alarms(db, site)
+        register(db, [{**base, "site": other, "id": mover}])
+        wait_for(
+            lambda: query(
+                db,
+                "SELECT 1 FROM devices WHERE id = %s AND site_id = %s",
+                (mover, other),
+            )
+        )
+        time.sleep(1.5)  # ingest reloads the registry on its notification
+        publisher.send(f"fs/v1/{site}/{neighbour}/telemetry", {"ts": t + 5000, "seq": 2, "v": {}})
+        wait_for(lambda: [a for a in alarms(db, site) + alarms(db, other) if a["type"] == "fault"])
+    faults = [a for a in alarms(db, site) + alarms(db, other) if a["type"] == "fault"]
+    assert [(a["device_id"], a["site_id"]) for a in faults] == [(mover, site)]
