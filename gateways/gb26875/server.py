@@ -109,6 +109,12 @@ MAX_POINTS_PER_UITD: Final = 8 * 3_200
 # a burst of BACKLOG accepted at once, plus the process's own files, always
 # fits, so accepting never fails for want of a descriptor.
 DEFAULT_MAX_CONNECTIONS: Final = 10_000
+# Open connections speaking for one transmission device at most: a device that
+# reconnects leaves its old connection half open a while, but an address is
+# sent in clear by anyone, and connections all naming one registered address
+# took every slot of the gateway from every other panel. Beyond, the device's
+# oldest connection is closed (a frame it had in flight is resent).
+MAX_CONNECTIONS_PER_UITD: Final = 2
 FD_RESERVE: Final = BACKLOG + 128
 BAD_WINDOW_S: Final = 10.0
 BAD_REJECTS_PER_WINDOW: Final = 10
@@ -326,6 +332,8 @@ class Gateway:
         # Open connections not yet speaking for a device, oldest first (evicted
         # first at the connection limit).
         self._unnamed: dict[Connection, None] = {}
+        # Open connections speaking for each uitd, oldest first.
+        self._speaking: dict[str, dict[Connection, None]] = {}
         self._not_confirmed = ThrottledWarning(
             log, "frame(s) not confirmed, the device will resend (broker or API away)"
         )
@@ -394,10 +402,13 @@ class Gateway:
     # --------------------------------------------------------- connections
     def _opened(self, conn: Connection) -> None:
         if len(self._conns) >= self.max_connections:
-            # Make room: the oldest connection not yet speaking for a device goes;
-            # when every one does, the newcomer is refused (devices keep service).
+            # Make room: the oldest connection not yet speaking for a device goes,
+            # else a device's older second connection; when every open one is a
+            # device's only one, the newcomer is refused (devices keep service).
             self._crowded(f"{len(self._conns)} open, limit {self.max_connections}")
             victim = next(iter(self._unnamed), None)
+            if victim is None:
+                victim = next((next(iter(c)) for c in self._speaking.values() if len(c) > 1), None)
             if victim is None:
                 if conn.transport is not None:
                     conn.transport.abort()
@@ -405,6 +416,8 @@ class Gateway:
             # Gone from the count at once: the next newcomer of the same burst
             # (its connection_lost comes a loop turn later) takes the next one.
             self._forget(victim)
+            if victim.uitd is not None:  # (its device still has another connection)
+                self._background_task(self._gone(victim.uitd))
             victim.abort()
         self._conns.add(conn)
         self._unnamed[conn] = None
@@ -413,7 +426,17 @@ class Gateway:
     def _forget(self, conn: Connection) -> None:
         self._conns.discard(conn)
         self._unnamed.pop(conn, None)
+        self._stops_speaking(conn)
         self.counters.connections -= 1
+
+    def _stops_speaking(self, conn: Connection) -> None:
+        if conn.uitd is None:
+            return
+        speaking = self._speaking.get(conn.uitd.id)
+        if speaking is not None:
+            speaking.pop(conn, None)
+            if not speaking:
+                del self._speaking[conn.uitd.id]
 
     def _closed(self, conn: Connection) -> None:
         if conn not in self._conns:
@@ -486,9 +509,17 @@ class Gateway:
         if conn.uitd is not None and conn.uitd.id == uitd.id:
             return
         if conn.uitd is not None:
+            self._stops_speaking(conn)
             self._background_task(self._gone(conn.uitd))
         conn.uitd = uitd
         self._unnamed.pop(conn, None)
+        speaking = self._speaking.setdefault(uitd.id, {})
+        speaking[conn] = None
+        if len(speaking) > MAX_CONNECTIONS_PER_UITD:
+            oldest = next(iter(speaking))
+            del speaking[oldest]  # at once: another naming it in this loop turn
+            self._crowded(f"more than {MAX_CONNECTIONS_PER_UITD} open for uitd {uitd.id}")
+            oldest.abort()
         self.online[uitd.id] = self.online.get(uitd.id, 0) + 1
         self._namings[uitd.id] = self._namings.get(uitd.id, 0) + 1
         conn.announce = True
