@@ -619,7 +619,9 @@ class UnregisteredFires(BaseModel):
         "/api/v1/rejects?reason=unknown_device names it)"
     )
     last_at: Timestamp | None = Field(description="When the latest one arrived")
-    last_topic: str | None = Field(description="Its topic (names the site and device)")
+    last_topic: str | None = Field(
+        description="Its topic (names the site and device; shown with a token)"
+    )
     last_detail: str | None = Field(description="What it carried (shown with a token)")
 
 

@@ -82,8 +82,11 @@ async def health(
             task.last_error = None if task.last_error is None else "(shown with a token)"
         for job in report.failed_jobs:  # (a database error names hosts and roles)
             job.last_error = None if job.last_error is None else "(shown with a token)"
-        if report.unregistered_fires is not None and report.unregistered_fires.last_detail:
-            report.unregistered_fires.last_detail = "(shown with a token)"
+        unregistered = report.unregistered_fires
+        if unregistered is not None:  # (a topic names a site and a device)
+            for field in ("last_topic", "last_detail"):
+                if getattr(unregistered, field):
+                    setattr(unregistered, field, "(shown with a token)")
     return report
 
 
