@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -615,7 +615,7 @@ async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> l
                 WHERE device_id = %(device)s AND type = %(type)s AND status <> 'cleared'
                   AND verdict <> 'suppressed' AND verdict IS DISTINCT FROM %(verdict)s
                   AND NOT (verdict = 'confirmed' AND %(verdict)s = 'suppressed')
-                RETURNING id
+                RETURNING id, site_id, building, floor, zone
                 """,
                 {
                     "device": w.device_id,
@@ -629,7 +629,7 @@ async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> l
             row = await cur.fetchone()
             if row is not None:
                 await _log(conn, row[0], w.verdict, w.reason)
-                applied.append(AppliedAlarm(row[0], w, w.verdict))
+                applied.append(AppliedAlarm(row[0], _placed(w, row), w.verdict))
         else:  # clear
             cur = await conn.execute(
                 """
@@ -637,15 +637,24 @@ async def apply_alarm_writes(conn: AsyncConn, writes: Sequence[AlarmWrite]) -> l
                     cleared_by = 'system', updated_at = now()
                 WHERE device_id = %s AND type = %s AND status <> 'cleared'
                   AND verdict <> 'suppressed'
-                RETURNING id
+                RETURNING id, site_id, building, floor, zone
                 """,
                 (at, w.device_id, w.alarm_type),
             )
             row = await cur.fetchone()
             if row is not None:
                 await _log(conn, row[0], "cleared", w.reason)
-                applied.append(AppliedAlarm(row[0], w, "cleared"))
+                applied.append(AppliedAlarm(row[0], _placed(w, row), "cleared"))
     return applied
+
+
+def _placed(w: AlarmWrite, row: Sequence[Any]) -> AlarmWrite:
+    """The write where its alarm was opened (a device moved since keeps its
+    alarm's place: its signs, not the new building's, answer its fire)."""
+    site, building, floor, zone = row[1:5]
+    if (site, building, floor, zone) == (w.site, w.building, w.floor, w.zone):
+        return w
+    return replace(w, site=site, building=building, floor=floor, zone=zone)
 
 
 async def open_site_alarm(

@@ -525,3 +525,42 @@ def test_an_alarm_of_what_happened_before_a_move_keeps_the_old_site(
         wait_for(lambda: [a for a in alarms(db, site) + alarms(db, other) if a["type"] == "fault"])
     faults = [a for a in alarms(db, site) + alarms(db, other) if a["type"] == "fault"]
     assert [(a["device_id"], a["site_id"]) for a in faults] == [(mover, site)]
+
+
+def test_a_verdict_after_a_move_answers_where_the_alarm_was_opened(db: str, site: str) -> None:
+    """A fire opened (pending) before its detector was moved and confirmed after:
+    the confirmation is applied where the alarm is, and the linkage that
+    follows it (the buildings a batch's fires changed) is that building's,
+    not the new one's."""
+    from dataclasses import replace
+
+    from storage import ingest_store
+
+    dev = f"{site}-S1"
+    register(
+        db,
+        [{"id": dev, "site": site, "building": "B1", "floor": "1", "zone": "Z", "kind": "smoke"}],
+    )
+    opened = ingest_store.AlarmWrite(
+        device_id=dev,
+        site=site,
+        building="B1",
+        floor="1",
+        zone="Z",
+        alarm_type="fire",
+        action="open",
+        verdict="pending",
+        reason="obscuration",
+        at_ms=now_ms(),
+        detail={},
+    )
+    moved = replace(opened, site=f"{site}x", building="B9", action="verdict", verdict="confirmed")
+
+    async def go() -> list[ingest_store.AppliedAlarm]:
+        async with await psycopg.AsyncConnection.connect(db) as conn, conn.transaction():
+            return await ingest_store.apply_alarm_writes(conn, [opened, moved])
+
+    first, confirmed = asyncio.run(go())
+    assert (first.write.site, first.write.building) == (site, "B1")
+    assert confirmed.logged == "confirmed"
+    assert (confirmed.write.site, confirmed.write.building) == (site, "B1")
