@@ -460,7 +460,7 @@ class Engine:
         ok = (slot >= 0) & (slot < self.capacity)
         own = np.full(len(slot), k.TS_NONE)
         own[ok] = np.take(self.last_ts, slot[ok])
-        behind = ok & (own > k.TS_NONE) & (ts < own - p.FUTURE_TOLERANCE_MS)
+        behind = ok & (own > k.TS_NONE) & (ts < own - p.CLOCK_STEP_MS)
         if not (behind.any() or self._b_live):
             return
         involved = np.isin(slot, np.concatenate([slot[behind], np.flatnonzero(self.b_run)]))
@@ -473,14 +473,12 @@ class Engine:
                 # ahead of the arrival clock and the run behind it is on time
                 # by it: readings a day ahead interleaved with real ones (a
                 # forged or second path) must not keep the real ones late.
-                on_time_run = self.b_run[s_] > 0 and abs(int(self.b_off[s_])) <= (
-                    p.FUTURE_TOLERANCE_MS
-                )
-                if not (on_time_run and t_ > arrival + p.FUTURE_TOLERANCE_MS):
+                on_time_run = self.b_run[s_] > 0 and abs(int(self.b_off[s_])) <= (p.CLOCK_STEP_MS)
+                if not (on_time_run and t_ > arrival + p.CLOCK_STEP_MS):
                     self.b_run[s_] = 0
                 clock[s_] = t_
                 continue
-            if t_ >= newest - p.FUTURE_TOLERANCE_MS:
+            if t_ >= newest - p.CLOCK_STEP_MS:
                 continue  # merely late
             off = t_ - arrival
             agree = (
@@ -1062,7 +1060,7 @@ class Engine:
                 # decide (an event minutes behind its readings is judged
                 # against them in its own time: `_align_events`).
                 newest = max(int(self.last_event_ts[slot]), int(self.last_ts[slot]))
-                reset = ts < int(self.last_event_ts[slot]) - p.FUTURE_TOLERANCE_MS
+                reset = ts < int(self.last_event_ts[slot]) - p.CLOCK_STEP_MS
                 if reset or ts < int(self.last_ts[slot]) - p.EVENT_CLOCK_RESET_MS:
                     ts = newest
             key = max(int(self.last_event_ts[slot]), ts)

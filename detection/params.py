@@ -174,8 +174,14 @@ ON_CHANGE_TRANSIT_SLACK_MS: Final = 2_000
 # A reading (or event) dated more than this ahead of both the device's own
 # newest reading and the arrival clock is quarantined: stored by ingest, kept
 # out of detection and of every clock, counted per device. NTP-synchronised
-# devices are within seconds; ten minutes leaves room for a drifting RTC.
-FUTURE_TOLERANCE_MS: Final = 10 * 60_000
+# devices are within seconds, and a clock really set ahead is accepted after
+# SKEW_ACCEPT_READINGS (below). Accepted, a reading ahead makes every later
+# reading older than it late, kept out of detection: an outside check's one
+# reading 5 min ahead blinded a detector for 5 min when this was 10 min.
+FUTURE_TOLERANCE_MS: Final = 2 * 60_000
+# A clock that stepped back: readings (or events) this far behind the device's
+# newest (see _clock_steps_back, and late fire alarms below).
+CLOCK_STEP_MS: Final = 10 * 60_000
 # A late `fire_alarm` event dated this far behind its device's newest reading
 # is taken for a clock reset and processed at that newest time; one less far
 # behind is judged against the device's readings at its own time (a day: far

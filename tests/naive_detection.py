@@ -115,6 +115,8 @@ DRIFT_BAND = 0.5
 DRIFT_DOWN = 1.0
 # Same README line: 24 h recharge grace (README table, evac: EN 60598-2-22).
 RECHARGE_GRACE_MS = 24 * 3_600_000
+# Dated further ahead of the device's clock and the arrival clock: quarantined.
+FUTURE_MS = 120_000
 # README table, evac: "cleared once mains is back and the charge is over low + 5 %".
 BATTERY_MARGIN = 5.0
 # README table, evac: discharge rate "measured over >= 5 min".
@@ -1068,8 +1070,8 @@ class NaiveEngine:
 
     # --- per batch -------------------------------------------------------------------
     def _plausible(self, d: Dev, ts: int, arrival: int, clock: int) -> bool:
-        """Quarantine, reading by reading (10 min ahead; 3 agreeing readings = skew)."""
-        if ts <= max(clock, arrival) + 600_000:
+        """Quarantine, reading by reading (2 min ahead; 3 agreeing readings = skew)."""
+        if ts <= max(clock, arrival) + FUTURE_MS:
             d.q_run = 0
             return True
         off = ts - arrival
@@ -1124,7 +1126,7 @@ class NaiveEngine:
                 continue
             if (
                 arrival_ms is not None
-                and ts > max(d.last_event_ts, d.last_ts, arrival_ms) + 600_000
+                and ts > max(d.last_event_ts, d.last_ts, arrival_ms) + FUTURE_MS
             ):
                 if name not in ("activated", "fire_alarm", "panel_fire"):
                     d.quarantined += 1

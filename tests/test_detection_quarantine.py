@@ -129,3 +129,30 @@ def test_readings_a_day_ahead_between_real_ones_do_not_blind_the_detector() -> N
     ]
     assert eng.clock_steps == 1
     assert eng.quarantined == 24
+
+
+def test_one_reading_minutes_ahead_does_not_blind_a_detector() -> None:
+    """An outside check's glitch: one reading 5 min ahead (a real-time clock
+    hiccup), then a real fire. Accepted, it made every later reading late for
+    5 min, kept out of detection, and the detector raised nothing. It is
+    quarantined now (more than FUTURE_TOLERANCE_MS ahead), and the fire is
+    confirmed as on a detector without the glitch."""
+
+    def fire_on(glitch: bool) -> list[tuple[str, str, str, int]]:
+        eng = Engine(capacity=4)
+        eng.configure([0], [K["smoke"]], [0], [{}], [10_000])
+        feed(eng, 0, T0, smoke(0.1), T0 + 50)
+        if glitch:
+            assert feed(eng, 0, T0 + 5_000 + 300_000, smoke(0.1), T0 + 5_050) == []
+        changes = []
+        for i in range(1, 12):
+            ts = T0 + i * 10_000
+            changes += feed(eng, 0, ts, smoke(3.5 + 0.2 * i), ts + 50)
+        return [
+            (c.action, c.verdict, c.reason, c.at_ms)  # type: ignore[attr-defined]
+            for c in changes
+            if c.alarm_type == "fire"  # type: ignore[attr-defined]
+        ]
+
+    assert fire_on(glitch=True) == fire_on(glitch=False)
+    assert fire_on(glitch=True)[-1][:2] == ("verdict", "confirmed")
