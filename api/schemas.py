@@ -603,20 +603,18 @@ class TaskHealth(BaseModel):
     last_error: str | None
 
 
-# A fire or call point reported by a device nobody registered (or under another
-# site) is only a reject: /health says so for this long after the latest one.
-UNREGISTERED_FIRES_WITHIN_S = 3600
+# A fire or call point that reached the platform only as a reject (a device
+# nobody registered, or bad input): /health says so for this long after it.
+UNRAISED_FIRES_WITHIN_S = 3600
 
 
-class UnregisteredFires(BaseModel):
-    """Fire alarms that reached the platform from devices it does not know."""
+class UnraisedFires(BaseModel):
+    """Fire alarms that reached the platform and raised no alarm: only rejects."""
 
     count: int = Field(
-        description=f"Rejects of the last {UNREGISTERED_FIRES_WITHIN_S // 60} minutes "
-        "(`unknown_device`, `site_mismatch`) that carried a fire alarm: a panel frame with "
-        "fire or manual alarms (GB/T 26875.3 gateway), or a `fire_alarm` or `activated` "
-        "event. Somebody must call that building: register the device (GET "
-        "/api/v1/rejects?reason=unknown_device names it)"
+        description=f"Such rejects of the last {UNRAISED_FIRES_WITHIN_S // 60} minutes. "
+        "Somebody must call that building, then fix the cause (GET /api/v1/rejects "
+        "names each, with why)"
     )
     last_at: Timestamp | None = Field(description="When the latest one arrived")
     last_topic: str | None = Field(
@@ -668,10 +666,19 @@ class Health(BaseModel):
     notifications: NotificationsHealth | None = Field(
         default=None, description="Alarm notifications (None: the database is down)"
     )
-    unregistered_fires: UnregisteredFires | None = Field(
+    unregistered_fires: UnraisedFires | None = Field(
         default=None,
-        description="Fire alarms from devices the platform does not know (None: the "
-        "database is down); any makes `status` degraded",
+        description="Fire alarms from devices the platform does not know (`unknown_device`, "
+        "`site_mismatch`): a panel frame with fire or manual alarms from an unregistered "
+        "address (GB/T 26875.3 gateway), or a `fire_alarm` or `activated` event. Register "
+        "the device. None: the database is down; any makes `status` degraded",
+    )
+    unreadable_fires: UnraisedFires | None = Field(
+        default=None,
+        description="Fire alarms from registered devices that were bad input: a "
+        "`fire_alarm` or `activated` event rejected (a firmware slip: `ts` in seconds, no "
+        "`seq`, `Activated`), or a panel frame whose alarms the gateway could not raise. "
+        "Fix the device. None: the database is down; any makes `status` degraded",
     )
     failed_jobs: list[JobHealth] = Field(
         default_factory=list,

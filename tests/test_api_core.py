@@ -221,7 +221,8 @@ def test_health_says_when_an_unregistered_device_reports_a_fire(api_url: str, db
     assert body["unregistered_fires"]["count"] == 0
     fine = "degraded" if body["failed_jobs"] else "ok"
     assert body["status"] == fine
-    # Not fires: an unknown device's reading, an hour-old panel fire, a bad event.
+    # Not unregistered fires: an unknown device's reading, an hour-old panel fire, a
+    # bad event (unreadable: see the end).
     reject("fs/v1/S1/X1/telemetry", "unknown_device", b'{"ts": 1}', "device X1 is not registered")
     old = "source address 0000000000AA is not registered: ...; it carries FIRE ALARMS: point 1/1/1"
     reject("fs/v1/_gateway/gb26875/reject", "unknown_device", b"@@", old, age="2 hours")
@@ -241,6 +242,40 @@ def test_health_says_when_an_unregistered_device_reports_a_fire(api_url: str, db
     assert body["unregistered_fires"]["last_detail"] == "(shown with a token)"
     staff = _health_with_ingest_fine(api_url, db, staff=True)["unregistered_fires"]
     assert (staff["last_topic"], staff["last_detail"]) == ("fs/v1/S2/M9/event", "site S1")
+    # The bad `fire_alarm` event above raised none either: it is an unreadable one.
+    assert body["unreadable_fires"]["count"] == 1
+
+
+def test_health_says_when_a_registered_devices_fire_alarm_was_bad_input(
+    api_url: str, db: str
+) -> None:
+    """An outside check pressed a registered call point whose firmware sent `ts` in
+    seconds (and, again, no `seq`, and "Activated"): three rejects, no alarm, and
+    /health stayed ok. A fire alarm that raised none is counted as unreadable;
+    a registered device's ordinary bad input is not."""
+    from tests.helpers import query
+
+    def reject(topic: str, reason: str, payload: bytes, detail: str) -> None:
+        query(
+            db,
+            "INSERT INTO rejects (received_at, topic, reason, payload, detail, device_id) "
+            "VALUES (now() - interval '1 s', %s, %s, %s, %s, 'CP3') RETURNING id",
+            (topic, reason, payload, detail),
+        )
+
+    reject("fs/v1/S1/CP3/telemetry", "bad_value", b'{"ts": 1796650738}', "`ts` 1796650738 ...")
+    reject("fs/v1/S1/CP3/event", "bad_payload", b'{"type": "reset"}', "no seq")
+    body = _health_with_ingest_fine(api_url, db)
+    assert body["unreadable_fires"]["count"] == 0
+    reject("fs/v1/S1/CP3/event", "bad_value", b'{"ts": 1796650738, "type": "activated"}', "ts")
+    reject("fs/v1/S1/CP3/event", "bad_payload", b'{"seq": 1, "type": "Activated"}', "type")
+    panel = "points beyond the limit; it carries FIRE ALARMS: point 1/1/9, NOT RAISED"
+    reject("fs/v1/_gateway/gb26875/reject", "bad_payload", b"@@", panel)
+    body = _health_with_ingest_fine(api_url, db)
+    assert body["status"] == "degraded"
+    assert body["unreadable_fires"]["count"] == 3
+    assert body["unregistered_fires"]["count"] == 0
+    assert body["unreadable_fires"]["last_topic"] == "(shown with a token)"
 
 
 def test_health_is_degraded_while_shards_are_unheld(api_url: str, db: str) -> None:

@@ -977,7 +977,7 @@ DASHBOARD_RELATIONS = (
     "ingest_stats",
     "linkage_commands",
     "reject_counts",
-    "unregistered_fire_rejects",
+    "unraised_fire_rejects",
 )
 
 

@@ -690,7 +690,7 @@ def fill_estate(conn: psycopg.Connection[Any], now: datetime, flavour: str) -> E
             ],
         )
         # A call point's alarm from a device nobody registered (the platform
-        # dashboard lists it: no alarm can come of it).
+        # dashboard lists it among the fire alarms that raised none).
         cur.execute(
             "INSERT INTO rejects (received_at, topic, reason, payload, device_id, detail) "
             "VALUES (%s, 'fs/v1/S1/MCP9/event', 'unknown_device', %s, 'MCP9', %s)",

@@ -20,7 +20,7 @@ from api.deps import StateDep, bearer
 from api.jsonbody import JsonRoute
 from api.schemas import (
     NOTIFICATIONS_OVERDUE_S,
-    UNREGISTERED_FIRES_WITHIN_S,
+    UNRAISED_FIRES_WITHIN_S,
     BrokerHealth,
     DatabaseHealth,
     Health,
@@ -31,7 +31,7 @@ from api.schemas import (
     ShardsHealth,
     StreamHealth,
     TaskHealth,
-    UnregisteredFires,
+    UnraisedFires,
 )
 from api.state import AppState
 from storage.queries import health as health_q
@@ -57,12 +57,13 @@ DB_ANSWER_S = 2.0
     "degraded when the database does not answer, ingest is stale (no report for "
     f"{STALE_AFTER_S:g} s) or absent, a shard is unheld or held by a process that stopped "
     "reporting (`shards.stalled`), the broker is disconnected, the live alarm "
-    "feed (LISTEN) is down, a device nobody registered reported a fire in the last hour "
-    "(`unregistered_fires`), or a background job failed its last run, stalled or is "
+    "feed (LISTEN) is down, a fire alarm came only as a reject in the last hour (from a "
+    "device nobody registered, `unregistered_fires`, or as bad input from a registered "
+    "one, `unreadable_fires`), or a background job failed its last run, stalled or is "
     "paused (listed in `failed_jobs`: TimescaleDB's compression, rollup refresh and retention; "
     "on plain PostgreSQL the rollup refresh ingest runs). Which processes hold the shards "
     "(`shards.processes`: host names, pids) and the tasks' and failed jobs' error texts "
-    "are shown only "
+    "and the topics and details of the fires above are shown only "
     "with an admin or operator token.",
 )
 async def health(
@@ -82,11 +83,11 @@ async def health(
             task.last_error = None if task.last_error is None else "(shown with a token)"
         for job in report.failed_jobs:  # (a database error names hosts and roles)
             job.last_error = None if job.last_error is None else "(shown with a token)"
-        unregistered = report.unregistered_fires
-        if unregistered is not None:  # (a topic names a site and a device)
-            for field in ("last_topic", "last_detail"):
-                if getattr(unregistered, field):
-                    setattr(unregistered, field, "(shown with a token)")
+        for unraised in (report.unregistered_fires, report.unreadable_fires):
+            if unraised is not None:  # (a topic names a site and a device)
+                for field in ("last_topic", "last_detail"):
+                    if getattr(unraised, field):
+                        setattr(unraised, field, "(shown with a token)")
     return report
 
 
@@ -127,7 +128,7 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
                 await health_q.shard_owners(conn),
                 await health_q.flavour(conn),
                 await health_q.notifications(conn, NOTIFICATIONS_OVERDUE_S),
-                await health_q.unregistered_fires(conn, UNREGISTERED_FIRES_WITHIN_S),
+                await health_q.unraised_fires(conn, UNRAISED_FIRES_WITHIN_S),
                 await _staff(conn, state, token),
             )
 
@@ -140,7 +141,7 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
             (shard_count, owners),
             flavour,
             notes,
-            unknown,
+            unraised,
             staff,
         ) = await bounded(read(), DB_TIMEOUT_S + DB_ANSWER_S)
     except (psycopg.Error, PoolTimeout, DeadlineExceeded) as exc:
@@ -160,7 +161,8 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
             ),
         ), staff
     notifications = NotificationsHealth.model_validate(notes)
-    unregistered = UnregisteredFires.model_validate(unknown)
+    unregistered = UnraisedFires.model_validate(unraised[True])
+    unreadable = UnraisedFires.model_validate(unraised[False])
     database = DatabaseHealth(ok=True, latency_ms=round(latency_ms, 3), flavour=flavour)
     failed_jobs = [JobHealth.model_validate(j) for j in jobs if j["failed"]]
     shards = _shards(shard_count, owners, instances)
@@ -171,6 +173,7 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
             failed_jobs=failed_jobs,
             notifications=notifications,
             unregistered_fires=unregistered,
+            unreadable_fires=unreadable,
             database=database,
             shards=shards,
             broker=BrokerHealth(connected=None),
@@ -193,13 +196,15 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
     connected = all(i["broker_connected"] for i in reporting)
     lags = [float(i["lag_ms"]) for i in reporting if i["lag_ms"] is not None]
     ok = ingest_state == "ok" and connected and not shards.unowned and not failed_jobs
-    ok = ok and not shards.stalled and _delivering(notifications) and not unregistered.count
+    ok = ok and not shards.stalled and _delivering(notifications)
+    ok = ok and not unregistered.count and not unreadable.count
     return Health(
         **_api_parts(state),
         status="ok" if ok else "degraded",
         failed_jobs=failed_jobs,
         notifications=notifications,
         unregistered_fires=unregistered,
+        unreadable_fires=unreadable,
         database=database,
         shards=shards,
         broker=BrokerHealth(connected=connected),

@@ -151,20 +151,22 @@ def platform() -> Json:
         LIMIT 100
         """,
     )
-    unregistered = table(
-        "Fire alarms from unregistered devices",
+    unraised = table(
+        "Fire alarms that raised no alarm",
         f"""
         SELECT u.received_at AS time, {label_sql("reject_reason", "u.reason")} AS reason,
                u.topic, u.device_id AS device, u.detail
-        FROM unregistered_fire_rejects u
+        FROM unraised_fire_rejects u
         WHERE $__timeFilter(u.received_at)
         ORDER BY u.received_at DESC, u.id DESC
         LIMIT 100
         """,
-        description="Fire alarms that could raise no alarm: a fire panel's frame with fire or "
-        "manual alarms from an address no uitd is registered with, or a fire_alarm or "
-        "activated event from a device that is not registered (or not at that site). "
-        "Register the device; /health is degraded while one came within the last hour.",
+        description="Fire alarms that reached the platform only as rejects: from a device "
+        "that is not registered (or not at that site; reason unknown device or site "
+        "mismatch), or bad input from a registered one (a call point's activated event "
+        "with ts in seconds, no seq; a fire panel's alarms the gateway could not raise). "
+        "Call the building, then register or fix the device; /health is degraded while one "
+        "came within the last hour.",
     )
     jobs = table(
         "Background jobs",
@@ -204,7 +206,7 @@ def platform() -> Json:
         annotations=[],
         rows=[
             [(instances, 24, 6)],
-            [(unregistered, 24, 5)],
+            [(unraised, 24, 5)],
             [(jobs, 24, 5)],
             [(throughput, 12, 8), (latency, 12, 8)],
             [(queue, 8, 8), (lag, 8, 8), (quality, 8, 8)],

@@ -69,22 +69,24 @@ async def flavour(conn: Conn) -> Any:
     return row["value"] if row else None
 
 
-async def unregistered_fires(conn: Conn, within_s: int) -> dict[str, Any]:
-    """Rejects of the last `within_s` from devices not registered (or under another
-    site) that carried a fire alarm (the view of migration 0200 says which)."""
+async def unraised_fires(conn: Conn, within_s: int) -> dict[bool, dict[str, Any]]:
+    """Rejects of the last `within_s` that carried a fire alarm and so raised none
+    (the view of migration 0200 says which): unregistered (True) and from
+    registered devices, unreadable (False), each counted with its latest."""
     cur = await conn.execute(
         """
-        SELECT count(*) AS count, max(received_at) AS last_at,
-               (array_agg(topic ORDER BY received_at DESC, id DESC))[1] AS last_topic,
-               (array_agg(detail ORDER BY received_at DESC, id DESC))[1] AS last_detail
-        FROM unregistered_fire_rejects
-        WHERE received_at > now() - make_interval(secs => %s)
+        SELECT k.unregistered, count(u.id) AS count, max(u.received_at) AS last_at,
+               (array_agg(u.topic ORDER BY u.received_at DESC, u.id DESC))[1] AS last_topic,
+               (array_agg(u.detail ORDER BY u.received_at DESC, u.id DESC))[1] AS last_detail
+        FROM (VALUES (true), (false)) AS k(unregistered)
+        LEFT JOIN unraised_fire_rejects u
+          ON u.unregistered = k.unregistered
+         AND u.received_at > now() - make_interval(secs => %s)
+        GROUP BY k.unregistered
         """,
         (within_s,),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return dict(row)
+    return {row.pop("unregistered"): row for row in map(dict, await cur.fetchall())}
 
 
 async def notifications(conn: Conn, overdue_s: int) -> dict[str, Any]:
