@@ -125,6 +125,11 @@ def _ts(obj: dict[str, Any]) -> int:
     if type(ts) is not int:  # present but wrong: a value problem, not a missing field
         raise _Invalid("bad_value", f"`ts` {ts!r} is not an integer (epoch milliseconds)")
     if not MIN_TS_MS <= ts < MAX_TS_MS:
+        if MIN_TS_MS // 1000 <= ts < MAX_TS_MS // 1000:
+            raise _Invalid(
+                "bad_value",
+                f"`ts` {ts} looks like epoch seconds: send epoch milliseconds ({ts}000)",
+            )
         raise _Invalid(
             "bad_value", f"`ts` {ts} is outside 2000-01-01..2100-01-01 (epoch milliseconds)"
         )
@@ -182,7 +187,20 @@ def _number(name: str, value: object) -> float:
         if math.isinf(number):
             raise _Invalid("bad_value", f"reading {name!r} is out of range")
         return number
-    raise _Invalid("bad_value", f"reading {name!r} is not a number ({type(value).__name__})")
+    raise _Invalid("bad_value", f"reading {name!r} is not a number ({_json_type(value)})")
+
+
+def _json_type(value: object) -> str:
+    """What a firmware engineer wrote, in JSON's words (not Python's NoneType)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+_JSON_TYPES: dict[type, str] = {str: "a string", list: "an array", dict: "an object"}
+_NO_V = "`v` is missing (an empty object for a heartbeat)"
 
 
 def _object(payload: bytes) -> dict[str, Any]:
@@ -314,7 +332,10 @@ class Decoder:
                     ts, seq = _ts(obj), _seq(obj)
                     mark = len(pos)
                     try:
-                        unknown = _values_flat(obj.get("v"), len(slots) * N_READINGS, pos, vals)
+                        v = obj.get("v")
+                        if v is None:  # (as in a gateway's batch: the schema requires it)
+                            raise _Invalid("bad_payload", _NO_V)
+                        unknown = _values_flat(v, len(slots) * N_READINGS, pos, vals)
                     except _Invalid:
                         del pos[mark:], vals[mark:]
                         raise
@@ -347,6 +368,12 @@ class Decoder:
                     obj = _object(payload)
                     ts, seq = _ts(obj), _seq(obj)
                     kind = obj.get("type")
+                    if kind is None:
+                        raise _Invalid(
+                            "bad_payload",
+                            f"`type` is missing (one of {device.kind} events "
+                            f"{list(ALL_KIND_EVENTS[device.kind])})",
+                        )
                     if kind not in ALL_KIND_EVENTS[device.kind]:
                         raise _Invalid(
                             "bad_payload",
@@ -457,7 +484,7 @@ class Decoder:
                         "an event cannot travel in a batch (v1): publish it on the device's "
                         "event topic"
                         if "type" in reading
-                        else "`v` is missing (an empty object for a heartbeat)",
+                        else _NO_V,
                     )
                 unknown = values_flat(v, len(slots) * N_READINGS, pos, vals)
             except _Invalid as exc:

@@ -81,6 +81,9 @@ def test_heartbeat_without_readings_is_a_row() -> None:
         ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": {"obscuration": 1e308}}, "bad_value"),
         ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": {"co": -(10**13)}}, "bad_value"),
         ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1, "v": [1]}, "bad_payload"),
+        # The schema requires `v` (an empty object for a heartbeat), as a batch does.
+        ("fs/v1/S1/D1/telemetry", {"ts": T0, "seq": 1}, "bad_payload"),
+        ("fs/v1/S1/D1/event", {"ts": T0, "seq": 1}, "bad_payload"),
         ("fs/v1/S1/NOPE/telemetry", {"ts": T0, "seq": 1, "v": {}}, "unknown_device"),
         ("fs/v1/S2/D1/telemetry", {"ts": T0, "seq": 1, "v": {}}, "site_mismatch"),
         ("fs/v1/S1/D1/other", {"ts": T0, "seq": 1}, "bad_topic"),
@@ -116,6 +119,23 @@ def test_bad_input_is_rejected_with_its_reason(topic: str, payload: object, reas
     # The other message of the burst is unaffected.
     assert b.slot.tolist() == [2]
     assert b.values[0, READING_INDEX["co"]] == 2.5
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        ({"ts": T0 // 1000, "seq": 1, "v": {}}, f"send epoch milliseconds ({T0 // 1000}000)"),
+        ({"ts": T0, "seq": 1, "v": {"co": None}}, "is not a number (null)"),
+        ({"ts": T0, "seq": 1, "v": {"co": True}}, "is not a number (true)"),
+        ({"ts": T0, "seq": 1, "v": {"co": "1"}}, "is not a number (a string)"),
+        ({"ts": T0, "seq": 1, "v": {"co": [1]}}, "is not a number (an array)"),
+    ],
+)
+def test_a_firmware_engineer_reads_what_to_fix(payload: object, says: str) -> None:
+    """The common slips are named in JSON's words, not Python's (an outside
+    check read "(NoneType)" and "outside 2000-01-01..2100-01-01" for seconds)."""
+    [r] = decode(msg("fs/v1/S1/D1/telemetry", payload)).rejects
+    assert says in r.detail, r.detail
 
 
 def test_gateway_batch_rejects_only_its_bad_readings() -> None:
