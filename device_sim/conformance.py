@@ -130,6 +130,19 @@ def _non_finite(value: Any, path: str = "") -> list[str]:
     return []
 
 
+def _misnamed(v: dict[str, Any]) -> str | None:
+    """Reading names detection would not know: one that is a contract name in
+    another case (stored, never judged), or readings none of which the platform
+    detects on (the device looks alive and healthy while nothing is judged)."""
+    known = {name.lower(): name for name in c.READINGS}
+    cased = [f"{n} ({known[n.lower()]}?)" for n in v if n not in c.READINGS and n.lower() in known]
+    if cased:
+        return ", ".join(cased)
+    if v and not any(n in c.READINGS for n in v):
+        return ", ".join(list(v)[:5])
+    return None
+
+
 def _kind_from_readings(v: dict[str, Any]) -> str | None:
     names = set(v)
     for kind, readings in c.KIND_READINGS.items():
@@ -233,6 +246,18 @@ class Checker:
                 N_("{topic}: {problems}"), topic=topic, problems="; ".join(problems[:3])
             )
             return
+        misnamed = _misnamed(body["v"]) if what == "telemetry" else None
+        if misnamed:
+            self.rules["payload_schema"].fail(
+                N_(
+                    "{topic}: reading names detection does not know: {names} (names are "
+                    "case-sensitive; the contract's are {known})"
+                ),
+                topic=topic,
+                names=misnamed,
+                known=", ".join(c.READINGS),
+            )
+            return
         self.rules["payload_schema"].ok()
         if retain:
             self.rules["payload_schema"].fail(
@@ -320,6 +345,18 @@ class Checker:
                 )
                 ok = False
             seen.add((r["device"], r["seq"]))
+            misnamed = _misnamed(r["v"])
+            if misnamed:
+                rule.fail(
+                    N_(
+                        "{topic}: reading names detection does not know: {names} (names are "
+                        "case-sensitive; the contract's are {known})"
+                    ),
+                    topic=topic,
+                    names=misnamed,
+                    known=", ".join(c.READINGS),
+                )
+                ok = False
             hint = _kind_from_readings(r["v"])
             self._record(r["device"], r["ts"], r["seq"], arrival_ms, True, hint)
         if ok:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -158,3 +159,27 @@ def test_a_clock_in_seconds_is_one_finding() -> None:
     res = {r.rule: r for r in chk.report()}
     assert res["ts_sanity"].status == "fail"
     assert res["interval"].status == "skip"  # not also "reports every 0.01 s"
+
+
+@pytest.mark.parametrize(
+    ("v", "named"),
+    [
+        ({"Obscuration": 0.1, "temp": 22, "CO": 2}, "Obscuration (obscuration?)"),
+        ({"temp": 22, "smoke": 0.1}, "temp, smoke"),
+    ],
+)
+def test_reading_names_detection_does_not_know_fail_the_schema(
+    v: dict[str, float], named: str
+) -> None:
+    """An outside check's detector sent Obscuration/temp/CO: stored, never
+    judged, and the check passed it. Names in another case, or readings none
+    of which detection knows, fail now; a known reading beside an extra does not."""
+    chk = Checker("S1", interval_s=10)
+    now = int(time.time() * 1000)
+    body = json.dumps({"ts": now, "seq": 1, "v": v}).encode()
+    chk.feed("fs/v1/S1/D1/telemetry", body, False, now)
+    extra = json.dumps({"ts": now + 1, "seq": 2, "v": {"obscuration": 0.1, "fw": 3}}).encode()
+    chk.feed("fs/v1/S1/D2/telemetry", extra, False, now)
+    schema = {r.rule: r for r in chk.report()}["payload_schema"]
+    assert (schema.checked, schema.failed) == (2, 1)
+    assert named in schema.examples[0]
