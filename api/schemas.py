@@ -406,11 +406,28 @@ class AlarmChange(_LogNote):
     alarm: AlarmOut
 
 
+class LinkStats(BaseModel):
+    """What ingest counted of the device's messages (folded in every few seconds):
+    a device maker's first look at lost, repeated and mis-dated messages."""
+
+    messages: int = Field(description="Messages stored (readings and events)")
+    seq_gaps: int = Field(description="Messages missing according to seq (lost on the way)")
+    duplicates: int = Field(description="The same seq and ts again, stored once")
+    out_of_order: int = Field(
+        description="Readings older than one already received: stored, kept out of detection"
+    )
+    quarantined: int = Field(
+        description="Readings dated more than 2 min ahead of the device's clock and the "
+        "platform's: stored, kept out of detection (a clock off, or one glitch)"
+    )
+
+
 class DeviceDetail(DeviceOut):
     last_ts: Timestamp | None = Field(description="Newest event time processed")
     on_mains: bool | None
     last_reading: Reading | None
     open_alarms: list[AlarmOut]
+    link: LinkStats
 
 
 # --- telemetry, rejects ------------------------------------------------------

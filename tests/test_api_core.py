@@ -601,6 +601,27 @@ def test_raw_telemetry_pages_and_ranges(api, db: str, flavour: str) -> None:  # 
     assert detail["last_reading"]["seq"] == 29
 
 
+def test_device_detail_says_what_ingest_counted_of_its_messages(api, db: str) -> None:  # type: ignore[no-untyped-def]
+    """A device maker without Grafana sees lost, repeated and mis-dated messages
+    (an outside check found them only in device_state)."""
+    register(api, device("L1"), device("L2"))
+    query(
+        db,
+        "INSERT INTO device_state (device_id, messages, seq_gaps, duplicates, out_of_order, "
+        "quarantined) VALUES ('L1', 120, 7, 2, 5, 1) RETURNING device_id",
+    )
+    link = api.get("/api/v1/devices/L1").json()["link"]
+    assert link == {
+        "messages": 120,
+        "seq_gaps": 7,
+        "duplicates": 2,
+        "out_of_order": 5,
+        "quarantined": 1,
+    }
+    quiet = api.get("/api/v1/devices/L2").json()["link"]  # nothing received yet
+    assert set(quiet.values()) == {0}
+
+
 def test_bucketed_telemetry_weighted_average(api, db: str, flavour: str) -> None:  # type: ignore[no-untyped-def]
     register(api, device("D1"))
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)

@@ -32,6 +32,7 @@ from api.schemas import (
     DeviceOut,
     DeviceState,
     Kind,
+    LinkStats,
     Page,
     Reading,
 )
@@ -411,4 +412,5 @@ async def get_device(device_id: DeviceId, conn: ConnDep, caller: CallerDep) -> D
         on_mains=row["on_mains"],
         last_reading=Reading(ts=last.ts, seq=last.seq, v=last.v) if last else None,
         open_alarms=[AlarmOut.model_validate(a) for a in alarms],
+        link=LinkStats.model_validate(row),
     )

@@ -36,7 +36,10 @@ _COLUMNS = f"""
     d.id, d.site_id AS site, d.building, d.floor, d.zone, d.kind, d.name, d.interval_s,
     d.thresholds, d.routes, d.address, d.utc_offset_min, d.created_at, d.updated_at,
     s.last_seen_at, s.last_ts, s.status AS reported_status, s.on_mains, d.site_since,
-    {_STATE_SQL} AS state
+    {_STATE_SQL} AS state,
+    coalesce(s.messages, 0) AS messages, coalesce(s.seq_gaps, 0) AS seq_gaps,
+    coalesce(s.duplicates, 0) AS duplicates, coalesce(s.out_of_order, 0) AS out_of_order,
+    coalesce(s.quarantined, 0) AS quarantined
 """
 
 
