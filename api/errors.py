@@ -221,6 +221,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("`ts` {ts} is outside 2000-01-01..2100-01-01 (epoch milliseconds)"),
     N_("`ts` {ts} looks like epoch seconds: send epoch milliseconds ({millis})"),
     N_("`type` is missing (one of {device_kind} events {events})"),
+    N_("key {key} is given twice (JSON keeps one)"),
     N_("`seq` is missing (an integer in 0..2^32-1)"),
     N_("`seq` {seq} is not an integer in 0..2^32-1"),
     N_("`v` must be an object of reading name -> number"),

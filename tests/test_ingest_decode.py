@@ -138,6 +138,48 @@ def test_a_firmware_engineer_reads_what_to_fix(payload: object, says: str) -> No
     assert says in r.detail, r.detail
 
 
+def test_a_key_given_twice_is_a_reject_not_a_silent_choice() -> None:
+    """JSON keeps one of a repeated key: `{"obscuration": 0.2, "obscuration": 99}`
+    was stored as 99 and fed detection (two outside checks; the API refuses
+    such bodies). A message, or a batch's reading, that repeats a key is a
+    reject saying which; a `":` inside a string is no repeated key."""
+    twice = b'{"ts": %d, "seq": 1, "v": {"obscuration": 0.2, "obscuration": 99}}' % T0
+    outer = b'{"ts": %d, "seq": 1, "seq": 2, "v": {}}' % T0
+    event = b'{"ts": %d, "seq": 3, "type": "fault", "type": "restore"}' % T0
+    quoted = b'{"ts": %d, "seq": 4, "type": "fault", "detail": "x\\":y"}' % T0
+    fine = b'{"ts": %d, "seq": 5, "v": {"obscuration": 0.2}}' % T0
+    b = decode(
+        RawMessage("fs/v1/S1/D1/telemetry", twice, 1),
+        RawMessage("fs/v1/S1/D1/telemetry", outer, 1),
+        RawMessage("fs/v1/S1/D1/event", event, 1),
+        RawMessage("fs/v1/S1/D1/event", quoted, 1),
+        RawMessage("fs/v1/S1/D2/telemetry", fine, 1),
+    )
+    assert [(r.reason, r.detail) for r in b.rejects] == [
+        ("bad_payload", "key 'obscuration' is given twice (JSON keeps one)"),
+        ("bad_payload", "key 'seq' is given twice (JSON keeps one)"),
+        ("bad_payload", "key 'type' is given twice (JSON keeps one)"),
+    ]
+    assert b.seq.tolist() == [5]
+    assert b.ev_seq.tolist() == [4]
+    for r in b.rejects:
+        _reads_in_chinese(r.detail)
+    batch = (
+        b'{"ts": %d, "readings": [{"device": "D1", "ts": %d, "seq": 6, "v": {"co": 1}},'
+        b' {"device": "D2", "ts": %d, "seq": 7, "v": {"co": 1, "co": 80}},'
+        b' {"device": "D2", "ts": %d, "seq": 8, "device": "D1", "v": {}}]}'
+    ) % (T0 + 9, T0, T0 + 1, T0 + 2)
+    g = decode(RawMessage("fs/v1/S1/gateway/G1/batch", batch, 1))
+    assert g.seq.tolist() == [6]
+    assert [r.detail for r in g.rejects] == [
+        "reading 1 of the batch: key 'co' is given twice (JSON keeps one)",
+        "reading 2 of the batch: key 'device' is given twice (JSON keeps one)",
+    ]
+    whole = b'{"ts": %d, "ts": %d, "readings": []}' % (T0, T0)
+    [r] = decode(RawMessage("fs/v1/S1/gateway/G1/batch", whole, 1)).rejects
+    assert r.detail == "key 'ts' is given twice (JSON keeps one)"
+
+
 def test_gateway_batch_rejects_only_its_bad_readings() -> None:
     b = decode(
         msg(
