@@ -420,6 +420,11 @@ class LinkStats(BaseModel):
         description="Readings dated more than 2 min ahead of the device's clock and the "
         "platform's: stored, kept out of detection (a clock off, or one glitch)"
     )
+    clock_ahead_s: float | None = Field(
+        description="The newest event time processed minus the arrival time of the newest "
+        "message: how far the device's clock runs ahead (negative: behind, or its messages "
+        "arrive late); its alarms carry its clock's times. None: nothing received yet"
+    )
 
 
 class DeviceDetail(DeviceOut):

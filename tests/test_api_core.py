@@ -608,7 +608,8 @@ def test_device_detail_says_what_ingest_counted_of_its_messages(api, db: str) ->
     query(
         db,
         "INSERT INTO device_state (device_id, messages, seq_gaps, duplicates, out_of_order, "
-        "quarantined) VALUES ('L1', 120, 7, 2, 5, 1) RETURNING device_id",
+        "quarantined, last_seen_at, last_ts) VALUES ('L1', 120, 7, 2, 5, 1, now(), "
+        "now() + interval '10 min 3 s') RETURNING device_id",
     )
     link = api.get("/api/v1/devices/L1").json()["link"]
     assert link == {
@@ -617,8 +618,10 @@ def test_device_detail_says_what_ingest_counted_of_its_messages(api, db: str) ->
         "duplicates": 2,
         "out_of_order": 5,
         "quarantined": 1,
+        "clock_ahead_s": 603.0,  # a clock ten minutes fast
     }
     quiet = api.get("/api/v1/devices/L2").json()["link"]  # nothing received yet
+    assert quiet.pop("clock_ahead_s") is None
     assert set(quiet.values()) == {0}
 
 

@@ -39,7 +39,8 @@ _COLUMNS = f"""
     {_STATE_SQL} AS state,
     coalesce(s.messages, 0) AS messages, coalesce(s.seq_gaps, 0) AS seq_gaps,
     coalesce(s.duplicates, 0) AS duplicates, coalesce(s.out_of_order, 0) AS out_of_order,
-    coalesce(s.quarantined, 0) AS quarantined
+    coalesce(s.quarantined, 0) AS quarantined,
+    round(extract(epoch FROM s.last_ts - s.last_seen_at)::numeric, 1)::float8 AS clock_ahead_s
 """
 
 
