@@ -251,7 +251,6 @@ class Notifier:
             self._wake.clear()
             free = t.max_in_flight - sum(self._in_flight.values())
             if free > 0:
-                busy = [tid for tid, n in self._in_flight.items() if n >= t.per_target]
                 began = time.perf_counter()
                 async with pool.connection() as conn:
                     claimed = await q.claim(
@@ -261,13 +260,13 @@ class Notifier:
                         lease_s=t.lease_s,
                         per_target=t.per_target,
                         limit=free,
-                        busy_targets=busy,
+                        in_flight=dict(self._in_flight),
                     )
                 self.log.debug(
-                    "claimed %d in %.1f ms (%d busy targets)",
+                    "claimed %d in %.1f ms (%d targets with deliveries under way)",
                     len(claimed),
                     (time.perf_counter() - began) * 1000,
-                    len(busy),
+                    len(self._in_flight),
                 )
                 for c in claimed:
                     self._in_flight[c.target_id] += 1

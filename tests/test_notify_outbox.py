@@ -356,7 +356,7 @@ def test_a_site_level_offline_alarm_is_notified_once(hooks: str, site: str) -> N
 CLAIM_KEY = 0x46530F00D  # held by the test's own session while it plays a notifier
 
 
-def claim(db: str) -> list[notify_q.Claimed]:
+def claim(db: str, in_flight: dict[str, int] | None = None) -> list[notify_q.Claimed]:
     async def go() -> list[notify_q.Claimed]:
         async with await psycopg.AsyncConnection.connect(
             db, autocommit=True, row_factory=dict_row
@@ -368,7 +368,7 @@ def claim(db: str) -> list[notify_q.Claimed]:
                 lease_s=60.0,
                 per_target=4,
                 limit=100,
-                busy_targets=[],
+                in_flight=in_flight or {},
             )
 
     return asyncio.run(go())
@@ -540,3 +540,43 @@ def test_a_claim_cancelled_before_its_request_is_not_sent_and_is_released(
         ]
         assert (chief["status"], chief["claimed_by"]) == ("cancelled", None)
         assert drain(db) == [("acknowledged", "duty")]  # chief was never told
+
+
+def test_a_held_offline_is_not_released_by_another_delivery_to_its_target(
+    hooks: str, site: str
+) -> None:
+    """A delivery that gets through releases what waits for its target at a
+    retry's backoff, never what is held on purpose: an outside check saw every
+    held `offline` sent within 65 ms of an unrelated fire's delivery, 10 s into
+    a 65 s hold, and then its `cleared` when the device came back."""
+    db = hooks
+    add_rule(db, "all", types=["offline", "fire"], targets=["duty"])
+    flap, burning = f"{site}-M1", f"{site}-M2"
+    for d in (flap, burning):
+        call_point(db, d, site)
+    (held,) = write_alarms(db, transition(flap, site, type="offline", reason="silent"))
+    write_alarms(db, transition(burning, site))
+    assert drain(db) == [("confirmed", "duty")]  # the fire; the offline still held
+    ((waits,),) = query(
+        db,
+        "SELECT extract(epoch FROM next_attempt_at - now()) FROM notifications WHERE alarm_id = %s",
+        (held,),
+    )
+    assert waits > 50.0
+
+
+def test_a_target_with_deliveries_under_way_gets_only_its_remaining_room(
+    hooks: str, site: str
+) -> None:
+    """At most `per_target` (4) in flight per target in a notifier: one with 3
+    under way gets 1 more (an outside check saw 6 hung attempts on one target,
+    since only a target already at 4 was skipped)."""
+    db = hooks
+    add_rule(db, "fires", types=["fire"], targets=["duty", "chief"])
+    for i in range(6):
+        call_point(db, f"{site}-M{i}", site)
+        write_alarms(db, transition(f"{site}-M{i}", site))
+    got = claim(db, in_flight={"duty": 3, "chief": 4})
+    assert [c.target_id for c in got] == ["duty"]
+    more = [c.target_id for c in claim(db, in_flight={"chief": 1})]
+    assert (more.count("duty"), more.count("chief")) == (4, 3)

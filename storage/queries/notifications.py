@@ -8,7 +8,7 @@ the database trigger on `alarm_log`, in the alarm transition's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -398,20 +398,27 @@ async def claim(
     lease_s: float,
     per_target: int,
     limit: int,
-    busy_targets: Sequence[str],
+    in_flight: Mapping[str, int],
 ) -> list[Claimed]:
-    """Claim due deliveries: at most `per_target` per target, targets at their limit in
-    this process skipped, and per (alarm, target) in order (an acknowledgement never
+    """Claim due deliveries: at most `per_target` per target in flight in this
+    process (`in_flight`: target -> deliveries it has under way; a target at its
+    limit is skipped, one with 3 of 4 under way gets 1 more), and per (alarm,
+    target) in order (an acknowledgement never
     overtakes the confirmation it follows). SKIP LOCKED lets notifiers run side by side.
     An `acknowledged` or `cleared` whose target was never told of the alarm is
     cancelled instead of claimed."""
     claimable = sql.SQL(_CLAIMABLE.format(alias="n"))
     query = sql.SQL(
         """
-        WITH due_targets AS (
-            SELECT DISTINCT target_id FROM notifications
-            WHERE status = 'pending' AND next_attempt_at <= clock_timestamp()
-              AND target_id <> ALL(%(busy)s::text[])
+        WITH flying AS (
+            SELECT * FROM unnest(%(flying)s::text[], %(counts)s::int[]) AS f(target_id, n)
+        ),
+        due_targets AS (
+            SELECT d.target_id, %(per_target)s - coalesce(f.n, 0) AS room
+            FROM (SELECT DISTINCT target_id FROM notifications
+                  WHERE status = 'pending' AND next_attempt_at <= clock_timestamp()) d
+            LEFT JOIN flying f ON f.target_id = d.target_id
+            WHERE %(per_target)s - coalesce(f.n, 0) > 0
         ),
         picked AS (
             SELECT p.id, p.told FROM due_targets d,
@@ -420,7 +427,7 @@ async def claim(
                 WHERE n.target_id = d.target_id AND {claimable}
                   AND {in_order}
                 ORDER BY n.next_attempt_at, n.seq
-                LIMIT %(per_target)s
+                LIMIT d.room
                 FOR UPDATE SKIP LOCKED
             ) p
             LIMIT %(limit)s
@@ -452,7 +459,8 @@ async def claim(
         cur = await conn.execute(
             query,
             {
-                "busy": list(busy_targets),
+                "flying": list(in_flight),
+                "counts": list(in_flight.values()),
                 "per_target": per_target,
                 "limit": limit,
                 "lease": lease_s,
@@ -629,12 +637,15 @@ async def record_outcome(
                 "ON CONFLICT (le) DO UPDATE SET count = h.count + 1, sum_s = h.sum_s + %(s)s",
                 {"s": float(row["latency_s"]), "bounds": list(LATENCY_BUCKETS_S)},
             )
-            # The target answers again: what waits for it goes now, not at its backoff.
+            # The target answers again: what waits for it goes now, not at its
+            # backoff. Only a retry's wait: a notification held back on purpose
+            # (a device's own `offline`, an outside check saw it released by any
+            # delivery to the same target) has never been tried.
             await conn.execute(
                 "UPDATE notifications SET next_attempt_at = clock_timestamp() "
                 "WHERE target_id = (SELECT target_id FROM notifications WHERE id = %s) "
                 "AND status = 'pending' AND next_attempt_at > clock_timestamp() "
-                "AND lease_until IS NULL",
+                "AND lease_until IS NULL AND attempts > 0",
                 (delivery_id,),
             )
         return str(row["status"])
