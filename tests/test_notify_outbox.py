@@ -580,3 +580,34 @@ def test_a_target_with_deliveries_under_way_gets_only_its_remaining_room(
     assert [c.target_id for c in got] == ["duty"]
     more = [c.target_id for c in claim(db, in_flight={"chief": 1})]
     assert (more.count("duty"), more.count("chief")) == (4, 3)
+
+
+def test_a_detector_registered_without_interval_is_held_for_its_kinds_interval(
+    hooks: str, site: str
+) -> None:
+    """The hold is the device's interval (+5 s), the kind's default when it has
+    none: a smoke detector's 10 s, not 60 s (an outside check was told of
+    offline smoke detectors 65 s after they went offline)."""
+    db = hooks
+    add_rule(db, "offline", types=["offline"], targets=["duty"])
+    dev = f"{site}-SD1"
+    register(
+        db,
+        [{"id": dev, "site": site, "building": "B1", "floor": "2", "zone": "Z1", "kind": "smoke"}],
+    )
+    (alarm,) = write_alarms(db, transition(dev, site, type="offline", reason="silent"))
+    ((held,),) = query(
+        db,
+        "SELECT extract(epoch FROM next_attempt_at - created_at) FROM notifications "
+        "WHERE alarm_id = %s",
+        (alarm,),
+    )
+    assert 14.0 <= float(held) <= 16.0
+
+
+def test_the_databases_default_intervals_are_the_contracts(db: str) -> None:
+    from firesafe.contract import DEFAULT_INTERVAL_S
+
+    for kind, interval_s in DEFAULT_INTERVAL_S.items():
+        ((got,),) = query(db, "SELECT firesafe_default_interval_s(%s)", (kind,))
+        assert got == interval_s, kind
