@@ -761,7 +761,9 @@ class IngestService:
                         ),
                     )
                     writes = [self._alarm_write(c) for c in changes]
-                    offline, plan.site_changes = self.silence.batch(plan.batch)
+                    offline, plan.site_changes = self.silence.batch(
+                        plan.batch, self.tracker.last_seen
+                    )
                     writes += offline
                     plan.held_marks = self.held.to_mark(self.engine.held_from())
                 except Exception as exc:

@@ -96,8 +96,12 @@ class Silence:
             self.floods.mark_offline((site, ""), slot, opened_ms)
 
     # --------------------------------------------------------- decisions
-    def batch(self, batch: DecodedBatch) -> tuple[Writes, Changes]:
-        """Arrivals clear `offline`; a status `offline` (last will) raises it at once."""
+    def batch(
+        self, batch: DecodedBatch, heard_ms: NDArray[np.int64] | None = None
+    ) -> tuple[Writes, Changes]:
+        """Arrivals clear `offline`; a status `offline` (last will) raises it at once.
+        `heard_ms`: per slot, the arrival of the device's newest message committed
+        before this batch (0: none)."""
         for site, gateway, first, end in batch.gateways:
             self.gateways.heard((site, gateway), batch.slot[first:end])
         live = ~batch.st_retained
@@ -125,6 +129,18 @@ class Silence:
                 for s in np.unique(gone).tolist()
             }
             stale = [s for s, at in will_at.items() if (seen_at[seen_slot == s] >= at).any()]
+            # A retained will is the broker's memory, replayed at every
+            # (re)subscription (a database restart restarts ingest's sessions):
+            # from a device heard within its supervision limit before it came,
+            # it is old news (the device reconnected without a retained
+            # `online`); one that went quiet is raised by supervision. An outside
+            # check paged two live devices offline at each database restart.
+            if heard_ms is not None:
+                limit = self.supervisor.limit_ms
+                for s in np.unique(batch.st_slot[~batch.st_online & batch.st_retained]).tolist():
+                    heard = int(heard_ms[s]) if s < heard_ms.size else 0
+                    if heard > 0 and s < limit.size and will_at[s] - heard < int(limit[s]):
+                        stale.append(s)
             for s in np.unique(batch.st_slot[~batch.st_online & batch.st_dup]).tolist():
                 raised = self._will_at.get(s)
                 if raised is not None and 0 <= will_at[s] - raised <= WILL_REDELIVERY_MS:

@@ -564,3 +564,31 @@ def test_a_verdict_after_a_move_answers_where_the_alarm_was_opened(db: str, site
     assert (first.write.site, first.write.building) == (site, "B1")
     assert confirmed.logged == "confirmed"
     assert (confirmed.write.site, confirmed.write.building) == (site, "B1")
+
+
+def test_a_retained_will_replayed_at_a_restart_is_old_news_for_a_device_heard_since(
+    db: str, ingest_settings: Settings, publisher: Publisher, site: str
+) -> None:
+    """The broker replays a retained `offline` at every (re)subscription; a device
+    that reconnected without a retained `online` leaves it there. An outside
+    check paged two live devices offline at each database restart (ingest
+    starts its sessions again). A device heard within its supervision limit
+    before the replay is not raised; one never heard is, at once."""
+    base = {"site": site, "building": "B", "floor": "1", "zone": "Z", "kind": "smoke"}
+    alive, gone = f"{site}-A1", f"{site}-G1"
+    register(db, [{**base, "id": alive}, {**base, "id": gone}])
+    try:
+        with running_ingest(ingest_settings):
+            publisher.send(f"fs/v1/{site}/{alive}/status", "offline", retain=True)
+            wait_for(lambda: alarms(db, site), timeout=10)  # a will as it happens: raised
+            publisher.send(f"fs/v1/{site}/{alive}/telemetry", {"ts": now_ms(), "seq": 1, "v": {}})
+            wait_for(lambda: alarms(db, site)[0]["status"] == "cleared")
+        publisher.send(f"fs/v1/{site}/{gone}/status", "offline", retain=True)
+        with running_ingest(ingest_settings):
+            wait_for(lambda: any(a["device_id"] == gone for a in alarms(db, site)), timeout=10)
+            drain(db, publisher, site)
+        opened = [(a["device_id"], a["reason"]) for a in alarms(db, site)]
+        assert opened == [(alive, "last_will"), (gone, "last_will")]
+    finally:
+        for dev in (alive, gone):
+            publisher.send(f"fs/v1/{site}/{dev}/status", b"", retain=True)
