@@ -164,10 +164,10 @@ def subject(notice: Notice) -> str:
     lang = notice.lang
     a = notice.alarm
     kind = TYPE_LABELS[lang].get(str(a.get("type")), str(a.get("type")))
-    event = EVENT_LABELS[lang][notice.event].format(
-        n=notice.escalation,
-        who=_who(notice, "acknowledged_by" if notice.event == "acknowledged" else "cleared_by"),
-    )
+    who = _who(notice, "acknowledged_by" if notice.event == "acknowledged" else "cleared_by")
+    event = EVENT_LABELS[lang][notice.event].format(n=notice.escalation, who=who)
+    if lang == "zh" and who == SYSTEM["zh"]:
+        event = event.replace(f" {who} ", who)  # spaces only set Latin apart from Chinese
     sep = "：" if lang == "zh" else ": "
     where = " ".join(str(a[k]) for k in ("site", "zone") if a.get(k))  # a site's alarm: no zone
     return f"{kind} {where}{sep}{event}"

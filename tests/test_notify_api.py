@@ -66,6 +66,9 @@ def test_targets_never_show_their_secret(api_url: str, tokens: dict[str, str]) -
     assert one.json()["has_secret"] is True
     assert one.json()["language"] == "en"
     assert mail.json()["has_secret"] is False
+    with client(api_url) as api:  # as Accept-Language and --lang spell it
+        tagged = api.post(TARGETS, json=hook("duty", language="zh-CN"))
+    assert (tagged.status_code, tagged.json()["language"]) == (200, "zh")
     assert [t["id"] for t in listed.json()["items"]] == ["duty", "m"]
 
 

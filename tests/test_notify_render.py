@@ -65,7 +65,9 @@ def test_texts_in_each_language() -> None:
     ack = notice("acknowledged", acknowledged_by="ann")
     assert render.subject(ack) == "FIRE S1 Z3: acknowledged by ann"
     cleared = notice("cleared", language="zh", cleared_by="system")
-    assert render.subject(cleared) == "火警 S1 Z3：已由 系统 清除"
+    assert render.subject(cleared) == "火警 S1 Z3：已由系统清除"  # no spaces in Chinese
+    by_person = notice("cleared", language="zh", cleared_by="op-li")
+    assert render.subject(by_person) == "火警 S1 Z3：已由 op-li 清除"  # Latin set apart
     assert "防火分区 Z3" in render.text(notice(language="zh"))
     # Reasons as a person reads them, the code only in the document.
     assert "原因：手动报警按钮" in render.text(notice(language="zh"))

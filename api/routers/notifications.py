@@ -12,7 +12,14 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from api.auth import Caller
 from api.deps import CallerDep, ConnDep
@@ -43,6 +50,17 @@ RuleId = Annotated[str, Path(pattern=ID_REGEX, description="Rule id")]
 AlarmId = Annotated[str, Path(pattern=NAME_REGEX, description="Alarm id")]
 
 
+def _language(value: object) -> object:
+    """zh-CN, zh-Hans (the API's and the CLI's spelling) as zh; en-US as en."""
+    if isinstance(value, str):
+        tag = value.strip().lower().replace("_", "-")
+        if tag in ("zh-cn", "zh-hans", "zh-hans-cn"):
+            return "zh"
+        if tag.startswith("en-"):
+            return "en"
+    return value
+
+
 class TargetIn(BaseModel):
     """Where notifications go: a webhook (`url`) or an e-mail address (`address`)."""
 
@@ -60,7 +78,11 @@ class TargetIn(BaseModel):
         description="webhook: HMAC-SHA256 key of X-Firesafe-Signature. Never returned; "
         "left out on an update, the stored one is kept.",
     )
-    language: Literal["en", "zh"] = Field(default="en", description="language of texts")
+    language: Annotated[Literal["en", "zh"], BeforeValidator(_language)] = Field(
+        default="en",
+        description="language of texts: en or zh (zh-CN and zh-Hans, as Accept-Language "
+        "and --lang take them, are zh)",
+    )
     template: Annotated[Text, StringConstraints(min_length=1, max_length=MAX_TEMPLATE_CHARS)] | (
         None
     ) = Field(
