@@ -5,7 +5,7 @@ storms, and escalation bookkeeping. No notifier runs here."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -611,3 +611,49 @@ def test_the_databases_default_intervals_are_the_contracts(db: str) -> None:
     for kind, interval_s in DEFAULT_INTERVAL_S.items():
         ((got,),) = query(db, "SELECT firesafe_default_interval_s(%s)", (kind,))
         assert got == interval_s, kind
+
+
+def test_an_attempt_that_fails_after_its_target_answered_again_is_retried_at_once(
+    hooks: str, site: str
+) -> None:
+    """A receiver back while an attempt to it still hung: the deliveries after
+    it got through, and the hung one, failing later, waited its whole backoff
+    (an outside check: 42 s more). It is due at once when its target has taken
+    a delivery since it began; with none, it waits its backoff."""
+    db = hooks
+    add_rule(db, "fires", types=["fire"], targets=["duty"])
+    for i in range(3):
+        call_point(db, f"{site}-M{i}", site)
+        write_alarms(db, transition(f"{site}-M{i}", site))
+    hung, answered, alone = claim(db)
+
+    def fail_with_backoff(c: notify_q.Claimed) -> float:
+        async def go() -> None:
+            async with await psycopg.AsyncConnection.connect(
+                db, autocommit=True, row_factory=dict_row
+            ) as conn:
+                await notify_q.record_outcome(
+                    conn,
+                    delivery_id=c.id,
+                    notifier="hand",
+                    attempt=c.attempts,
+                    kind="webhook",
+                    at=datetime.now(UTC),
+                    duration_ms=10_000.0,
+                    delivered=False,
+                    status=None,
+                    error="ReadTimeout",
+                    retry_at=datetime.now(UTC) + timedelta(seconds=60),
+                )
+
+        asyncio.run(go())
+        ((waits,),) = query(
+            db,
+            "SELECT extract(epoch FROM next_attempt_at - now()) FROM notifications WHERE id = %s",
+            (c.id,),
+        )
+        return float(waits)
+
+    assert fail_with_backoff(alone) > 50.0  # nothing got through since it began
+    settle(db, answered, delivered=True)
+    assert fail_with_backoff(hung) < 1.0

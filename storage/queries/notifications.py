@@ -602,7 +602,18 @@ async def record_outcome(
                 -- (why it was cancelled stays; the attempt's error is in the log)
                 last_error = CASE WHEN status = 'cancelled' AND NOT %(delivered)s
                                   THEN last_error ELSE %(error)s END,
-                next_attempt_at = COALESCE(%(retry_at)s, next_attempt_at),
+                -- A retry waits its backoff, unless the target has taken a
+                -- delivery since this attempt began: it answers again, so what
+                -- waits for it goes now (as a delivery that gets through
+                -- releases the retries waiting then; an outside check saw one
+                -- whose attempt was still under way wait 42 s more).
+                next_attempt_at = CASE
+                    WHEN %(retry_at)s::timestamptz IS NULL THEN next_attempt_at
+                    WHEN EXISTS (SELECT 1 FROM notifications o
+                                 WHERE o.target_id = notifications.target_id
+                                   AND o.delivered_at >= notifications.last_attempt_at)
+                        THEN clock_timestamp()
+                    ELSE %(retry_at)s END,
                 delivered_at = CASE WHEN %(delivered)s THEN clock_timestamp() END,
                 lease_until = NULL, claimed_by = NULL, claim_key = NULL
             WHERE id = %(id)s AND claimed_by = %(notifier)s AND status IN ('pending', 'cancelled')
