@@ -1043,7 +1043,7 @@ class Engine:
                 continue  # not an event of this kind: ingest stores it, detection ignores it
             if arrival_ms is not None:
                 own = max(int(self.last_event_ts[slot]), int(self.last_ts[slot]), arrival_ms)
-                if ts > own + p.FUTURE_TOLERANCE_MS:
+                if ts > own + p.EVENT_FUTURE_TOLERANCE_MS:
                     if name not in _NEVER_LATE:
                         self.quarantine_count[slot] += 1
                         self.quarantined += 1

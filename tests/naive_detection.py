@@ -115,7 +115,8 @@ DRIFT_BAND = 0.5
 DRIFT_DOWN = 1.0
 # Same README line: 24 h recharge grace (README table, evac: EN 60598-2-22).
 RECHARGE_GRACE_MS = 24 * 3_600_000
-# Dated further ahead of the device's clock and the arrival clock: quarantined.
+# A reading dated further ahead of the device's clock and the arrival clock is
+# quarantined (an event: 10 min).
 FUTURE_MS = 120_000
 # README table, evac: "cleared once mains is back and the charge is over low + 5 %".
 BATTERY_MARGIN = 5.0
@@ -1126,7 +1127,7 @@ class NaiveEngine:
                 continue
             if (
                 arrival_ms is not None
-                and ts > max(d.last_event_ts, d.last_ts, arrival_ms) + FUTURE_MS
+                and ts > max(d.last_event_ts, d.last_ts, arrival_ms) + 600_000
             ):
                 if name not in ("activated", "fire_alarm", "panel_fire"):
                     d.quarantined += 1

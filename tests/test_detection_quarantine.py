@@ -156,3 +156,19 @@ def test_one_reading_minutes_ahead_does_not_blind_a_detector() -> None:
 
     assert fire_on(glitch=True) == fire_on(glitch=False)
     assert fire_on(glitch=True)[-1][:2] == ("verdict", "confirmed")
+
+
+def test_an_event_minutes_ahead_is_taken_on_a_device_that_sends_only_events() -> None:
+    """A fire panel's point (on-change only, no readings by which a skewed clock
+    is accepted) whose panel clock runs 5 min fast: its fault is raised, as
+    before readings' quarantine went from 10 min to 2."""
+    eng = Engine(capacity=4)
+    eng.configure([0], [K["heat"]], [0], [{}], [366 * 86_400_000])
+    ev = Events(
+        np.array([0], np.int64),
+        np.array([T0 + 300_000], np.int64),
+        np.array([EV["fault"]], np.int16),
+    )
+    out = eng.process(Readings.empty(), ev, T0)
+    assert [(c.alarm_type, c.reason) for c in out] == [("fault", "device_fault")]
+    assert eng.quarantined == 0
