@@ -229,8 +229,13 @@ def _may_repeat_a_key(payload: bytes, keys: int) -> bool:
 
 
 def _strict(payload: bytes) -> Any:
-    """`payload` parsed again, every object a `_Pairs` that names a repeated key."""
-    return json.loads(payload, object_pairs_hook=_pairs)
+    """`payload` parsed again, every object a `_Pairs` that names a repeated key
+    (None if this parser refuses what orjson took: nesting deeper than its
+    recursion limit)."""
+    try:
+        return json.loads(payload, object_pairs_hook=_pairs)
+    except (RecursionError, ValueError):
+        return None
 
 
 def _repeated(obj: Any) -> str | None:
@@ -579,6 +584,8 @@ class Decoder:
         if not _may_repeat_a_key(payload, keys):
             return None
         strict = _strict(payload)
+        if not isinstance(strict, _Pairs):
+            return None
         if strict.dup is not None:
             raise _Invalid("bad_payload", f"key {strict.dup!r} is given twice (JSON keeps one)")
         found = {i: key for i, r in enumerate(strict["readings"]) if (key := _repeated(r))}

@@ -175,6 +175,9 @@ def test_a_key_given_twice_is_a_reject_not_a_silent_choice() -> None:
         "reading 1 of the batch: key 'co' is given twice (JSON keeps one)",
         "reading 2 of the batch: key 'device' is given twice (JSON keeps one)",
     ]
+    # Nested deeper than the strict parser goes (orjson takes it): no crash.
+    deep = b'{"ts": %d, "seq": 9, "v": {}, "x": %s%s, "y": "\\":"}' % (T0, b"[" * 1000, b"]" * 1000)
+    assert decode(RawMessage("fs/v1/S1/D1/telemetry", deep, 1)).seq.tolist() == [9]
     whole = b'{"ts": %d, "ts": %d, "readings": []}' % (T0, T0)
     [r] = decode(RawMessage("fs/v1/S1/gateway/G1/batch", whole, 1)).rejects
     assert r.detail == "key 'ts' is given twice (JSON keeps one)"
