@@ -40,7 +40,10 @@ _COLUMNS = f"""
     coalesce(s.messages, 0) AS messages, coalesce(s.seq_gaps, 0) AS seq_gaps,
     coalesce(s.duplicates, 0) AS duplicates, coalesce(s.out_of_order, 0) AS out_of_order,
     coalesce(s.quarantined, 0) AS quarantined,
-    round(extract(epoch FROM s.last_ts - s.last_seen_at)::numeric, 1)::float8 AS clock_ahead_s
+    CASE WHEN isfinite(s.last_ts) AND isfinite(s.last_seen_at)  -- (an older ingest stored
+                                                                -- 'infinity')
+         THEN round(extract(epoch FROM s.last_ts) - extract(epoch FROM s.last_seen_at), 1)::float8
+    END AS clock_ahead_s
 """
 
 
