@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -152,13 +153,21 @@ def parse_csv(text: str) -> list[DeviceIn]:
     unknown = [c for c in header if c not in CSV_COLUMNS]
     if unknown:
         raise BadBody(
-            f"CSV header has unknown column(s) {', '.join(map(repr, unknown))}; "
+            f"CSV header has unknown column(s) {_some(map(repr, unknown))}; "
             f"known: {', '.join(CSV_COLUMNS)}"
         )
-    twice = sorted({c for c in header if header.count(c) > 1})
+    twice = sorted(c for c, n in Counter(header).items() if n > 1)
     if twice:
-        raise BadBody(f"CSV header names column(s) {', '.join(twice)} more than once")
+        raise BadBody(f"CSV header names column(s) {_some(twice)} more than once")
     return _csv_devices(header, _records(rows))
+
+
+def _some(names: Iterable[str], shown: int = 10) -> str:
+    """The first names of a list, and how many more: an error message stays
+    short whatever the input (100,000 unknown columns made a 1 MB one)."""
+    names = list(names)
+    more = f", ... (+{len(names) - shown})" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _csv_problem(exc: csv.Error) -> str:
