@@ -134,7 +134,10 @@ class RequestIdMiddleware:
         async def with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                if all(
+                    name != REQUEST_ID_HEADER.encode() for name, _ in headers
+                ):  # (a 413's has it)
+                    headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 

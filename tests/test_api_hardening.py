@@ -456,6 +456,9 @@ def test_the_limit_is_larger_only_for_device_registration(api: httpx.Client) -> 
     )
     assert refused.status_code == 413
     assert refused.json()["error"]["code"] == "too_large"
+    # One request id, the one in the body (an outside check saw the header twice).
+    ids = refused.headers.get_list("x-request-id")
+    assert ids == [refused.json()["error"]["request_id"]]
     # In the caller's language too (an outside check: English, no Content-Language).
     zh = api.post(
         "/api/v1/alarms/X/ack",
