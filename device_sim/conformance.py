@@ -130,6 +130,15 @@ def _non_finite(value: Any, path: str = "") -> list[str]:
     return []
 
 
+def _object_noting_repeats(pairs: list[tuple[str, Any]], repeated: list[str]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            repeated.append(repr(key))
+        obj[key] = value
+    return obj
+
+
 def _misnamed(v: dict[str, Any]) -> str | None:
     """Reading names detection would not know: one that is a contract name in
     another case (stored, never judged), or readings none of which the platform
@@ -222,11 +231,21 @@ class Checker:
                 N_("{topic}: {size} bytes > 64 KiB"), topic=topic, size=len(payload)
             )
             return
+        repeated: list[str] = []
         try:
-            body = json.loads(payload.decode("utf-8"), parse_constant=_parse_constant)
+            body = json.loads(
+                payload.decode("utf-8"),
+                parse_constant=_parse_constant,
+                object_pairs_hook=lambda pairs: _object_noting_repeats(pairs, repeated),
+            )
         except (UnicodeDecodeError, ValueError) as exc:
             self.rules["payload_schema"].fail(
                 N_("{topic}: not UTF-8 JSON ({error})"), topic=topic, error=exc
+            )
+            return
+        if repeated:  # ingest rejects it (JSON would keep one of the two)
+            self.rules["payload_schema"].fail(
+                N_("{topic}: key {key} given twice in one object"), topic=topic, key=repeated[0]
             )
             return
         bad = _non_finite(body)

@@ -183,3 +183,14 @@ def test_reading_names_detection_does_not_know_fail_the_schema(
     schema = {r.rule: r for r in chk.report()}["payload_schema"]
     assert (schema.checked, schema.failed) == (2, 1)
     assert named in schema.examples[0]
+
+
+def test_a_key_given_twice_fails_the_schema() -> None:
+    """Ingest rejects it (JSON keeps one of the two): the check says so first."""
+    chk = Checker("S1", interval_s=10)
+    now = int(time.time() * 1000)
+    twice = b'{"ts": %d, "seq": 1, "v": {"obscuration": 0.2, "obscuration": 99}}' % now
+    chk.feed("fs/v1/S1/D1/telemetry", twice, False, now)
+    schema = {r.rule: r for r in chk.report()}["payload_schema"]
+    assert schema.failed == 1
+    assert "'obscuration' given twice" in schema.examples[0]
