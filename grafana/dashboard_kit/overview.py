@@ -68,6 +68,19 @@ def overview() -> Json:
         "Per delivery: GET /api/v1/alarms/{id}/notifications.",
         thresholds=[(None, "green"), (1, "red")],
     )
+    unraised = stat(
+        "Fire alarms that raised no alarm",
+        """
+        SELECT count(*) AS "Last hour"
+        FROM unraised_fire_rejects u
+        WHERE u.received_at > now() - interval '1 hour'
+        """,
+        description="Fire alarms that reached the platform only as rejects in the last hour, "
+        "every site (the selection cannot hold them: an unregistered device has no site): "
+        "from a device nobody registered, or bad input from a registered one. Call the "
+        "building; the platform dashboard names them, and /health is degraded meanwhile.",
+        thresholds=[(None, "green"), (1, "red")],
+    )
     by_site = panel(
         "barchart",
         "Open alarms by site and type",
@@ -198,7 +211,7 @@ def overview() -> Json:
         variables=[site_var()],
         annotations=[anno],
         rows=[
-            [(open_stat, 12, 5), (undelivered, 6, 5), (false_rate, 6, 5)],
+            [(open_stat, 10, 5), (unraised, 4, 5), (undelivered, 5, 5), (false_rate, 5, 5)],
             [(by_site, 10, 9), (verdicts, 14, 9)],
             [(offline, 12, 9), (by_type, 12, 9)],
             [(noisy, 24, 9)],
