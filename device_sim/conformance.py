@@ -152,6 +152,22 @@ def _misnamed(v: dict[str, Any]) -> str | None:
     return None
 
 
+def _names_known(rule: _Rule, topic: str, reading: dict[str, Any]) -> bool:
+    """False (and `rule` failed, saying which) when `_misnamed` finds names in `v`."""
+    misnamed = _misnamed(reading["v"])
+    if misnamed:
+        rule.fail(
+            N_(
+                "{topic}: reading names detection does not know: {names} (names are "
+                "case-sensitive; the contract's are {known})"
+            ),
+            topic=topic,
+            names=misnamed,
+            known=", ".join(c.READINGS),
+        )
+    return misnamed is None
+
+
 def _kind_from_readings(v: dict[str, Any]) -> str | None:
     names = set(v)
     for kind, readings in c.KIND_READINGS.items():
@@ -265,17 +281,7 @@ class Checker:
                 N_("{topic}: {problems}"), topic=topic, problems="; ".join(problems[:3])
             )
             return
-        misnamed = _misnamed(body["v"]) if what == "telemetry" else None
-        if misnamed:
-            self.rules["payload_schema"].fail(
-                N_(
-                    "{topic}: reading names detection does not know: {names} (names are "
-                    "case-sensitive; the contract's are {known})"
-                ),
-                topic=topic,
-                names=misnamed,
-                known=", ".join(c.READINGS),
-            )
+        if what == "telemetry" and not _names_known(self.rules["payload_schema"], topic, body):
             return
         self.rules["payload_schema"].ok()
         if retain:
@@ -364,18 +370,7 @@ class Checker:
                 )
                 ok = False
             seen.add((r["device"], r["seq"]))
-            misnamed = _misnamed(r["v"])
-            if misnamed:
-                rule.fail(
-                    N_(
-                        "{topic}: reading names detection does not know: {names} (names are "
-                        "case-sensitive; the contract's are {known})"
-                    ),
-                    topic=topic,
-                    names=misnamed,
-                    known=", ".join(c.READINGS),
-                )
-                ok = False
+            ok = _names_known(rule, topic, r) and ok
             hint = _kind_from_readings(r["v"])
             self._record(r["device"], r["ts"], r["seq"], arrival_ms, True, hint)
         if ok:

@@ -374,8 +374,8 @@ def claim(db: str, in_flight: dict[str, int] | None = None) -> list[notify_q.Cla
     return asyncio.run(go())
 
 
-def settle(db: str, c: notify_q.Claimed, *, delivered: bool) -> str:
-    """The attempt's outcome; one that failed is due again at once."""
+def settle(db: str, c: notify_q.Claimed, *, delivered: bool, retry_in_s: float = 0.0) -> str:
+    """The attempt's outcome; one that failed is due again after `retry_in_s`."""
 
     async def go() -> str:
         async with await psycopg.AsyncConnection.connect(
@@ -392,7 +392,7 @@ def settle(db: str, c: notify_q.Claimed, *, delivered: bool) -> str:
                 delivered=delivered,
                 status=200 if delivered else None,
                 error=None if delivered else "could not connect",
-                retry_at=None if delivered else datetime.now(UTC),
+                retry_at=None if delivered else datetime.now(UTC) + timedelta(seconds=retry_in_s),
             )
 
     return asyncio.run(go())
@@ -628,25 +628,7 @@ def test_an_attempt_that_fails_after_its_target_answered_again_is_retried_at_onc
     hung, answered, alone = claim(db)
 
     def fail_with_backoff(c: notify_q.Claimed) -> float:
-        async def go() -> None:
-            async with await psycopg.AsyncConnection.connect(
-                db, autocommit=True, row_factory=dict_row
-            ) as conn:
-                await notify_q.record_outcome(
-                    conn,
-                    delivery_id=c.id,
-                    notifier="hand",
-                    attempt=c.attempts,
-                    kind="webhook",
-                    at=datetime.now(UTC),
-                    duration_ms=10_000.0,
-                    delivered=False,
-                    status=None,
-                    error="ReadTimeout",
-                    retry_at=datetime.now(UTC) + timedelta(seconds=60),
-                )
-
-        asyncio.run(go())
+        settle(db, c, delivered=False, retry_in_s=60)
         ((waits,),) = query(
             db,
             "SELECT extract(epoch FROM next_attempt_at - now()) FROM notifications WHERE id = %s",

@@ -5,6 +5,8 @@ throughput, latency, queue depth, lag, rejects, seq gaps.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .kit import (
     Json,
     _,
@@ -140,27 +142,26 @@ def platform() -> Json:
         ORDER BY s.instance, s.at DESC
         """,
     )
-    recent = table(
-        "Recent rejects",
-        f"""
-        SELECT r.received_at AS time, {label_sql("reject_reason", "r.reason")} AS reason,
-               r.topic, r.device_id AS device, r.detail
-        FROM rejects r
-        WHERE $__timeFilter(r.received_at)
-        ORDER BY r.received_at DESC, r.id DESC
-        LIMIT 100
-        """,
-    )
-    unraised = table(
+
+    def newest_rejects(title: str, relation: str, **kw: Any) -> Json:
+        """The newest 100 rows of `relation` (rejects, or a view of them) in the range."""
+        return table(
+            title,
+            f"""
+            SELECT r.received_at AS time, {label_sql("reject_reason", "r.reason")} AS reason,
+                   r.topic, r.device_id AS device, r.detail
+            FROM {relation} r
+            WHERE $__timeFilter(r.received_at)
+            ORDER BY r.received_at DESC, r.id DESC
+            LIMIT 100
+            """,
+            **kw,
+        )
+
+    recent = newest_rejects("Recent rejects", "rejects")
+    unraised = newest_rejects(
         "Fire alarms that raised no alarm",
-        f"""
-        SELECT u.received_at AS time, {label_sql("reject_reason", "u.reason")} AS reason,
-               u.topic, u.device_id AS device, u.detail
-        FROM unraised_fire_rejects u
-        WHERE $__timeFilter(u.received_at)
-        ORDER BY u.received_at DESC, u.id DESC
-        LIMIT 100
-        """,
+        "unraised_fire_rejects",
         description="Fire alarms that reached the platform only as rejects: from a device "
         "that is not registered (or not at that site; reason unknown device or site "
         "mismatch), or bad input from a registered one (a call point's activated event "
