@@ -1043,11 +1043,15 @@ class Engine:
                 continue  # not an event of this kind: ingest stores it, detection ignores it
             if arrival_ms is not None:
                 own = max(int(self.last_event_ts[slot]), int(self.last_ts[slot]), arrival_ms)
-                if ts > own + p.EVENT_FUTURE_TOLERANCE_MS:
+                if ts > own + p.FUTURE_TOLERANCE_MS:
+                    # Taken at the arrival clock: dated ahead, it would make the
+                    # device's next real events late (a `restore` 5 min ahead
+                    # dropped the real `fault` after it), and a device that sends
+                    # only events (a panel's points) has no readings by which a
+                    # skewed clock is accepted. Counted: the clock is suspect.
                     if name not in _NEVER_LATE:
                         self.quarantine_count[slot] += 1
                         self.quarantined += 1
-                        continue
                     ts = arrival_ms
             if ts < self.last_event_ts[slot]:
                 if name not in _NEVER_LATE:

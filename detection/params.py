@@ -179,11 +179,8 @@ ON_CHANGE_TRANSIT_SLACK_MS: Final = 2_000
 # reading older than it late, kept out of detection: an outside check's one
 # reading 5 min ahead blinded a detector for 5 min when this was 10 min.
 FUTURE_TOLERANCE_MS: Final = 2 * 60_000
-# The same for an event, kept at 10 min: a device that sends only events (a
-# fire panel's points, whose panel clock is set by hand and often minutes
-# off) has no readings by which a skewed clock is accepted, and every one of
-# its events (faults, restores) would be quarantined for good.
-EVENT_FUTURE_TOLERANCE_MS: Final = 10 * 60_000
+# An event dated further ahead is not dropped but taken at the arrival clock
+# (Engine._events).
 # A clock that stepped back: readings (or events) this far behind the device's
 # newest (see _clock_steps_back, and late fire alarms below).
 CLOCK_STEP_MS: Final = 10 * 60_000

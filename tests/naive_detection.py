@@ -116,7 +116,7 @@ DRIFT_DOWN = 1.0
 # Same README line: 24 h recharge grace (README table, evac: EN 60598-2-22).
 RECHARGE_GRACE_MS = 24 * 3_600_000
 # A reading dated further ahead of the device's clock and the arrival clock is
-# quarantined (an event: 10 min).
+# quarantined; an event, taken at the arrival clock.
 FUTURE_MS = 120_000
 # README table, evac: "cleared once mains is back and the charge is over low + 5 %".
 BATTERY_MARGIN = 5.0
@@ -1127,12 +1127,12 @@ class NaiveEngine:
                 continue
             if (
                 arrival_ms is not None
-                and ts > max(d.last_event_ts, d.last_ts, arrival_ms) + 600_000
+                and ts > max(d.last_event_ts, d.last_ts, arrival_ms) + FUTURE_MS
             ):
-                if name not in ("activated", "fire_alarm", "panel_fire"):
+                # Dated ahead: taken at the arrival clock (counted, unless a fire alarm).
+                if name not in ("activated", "fire_alarm", "panel_fire", "panel_test"):
                     d.quarantined += 1
                     self.quarantined += 1
-                    continue
                 ts = arrival_ms
             if ts < d.last_event_ts:
                 if name not in ("activated", "fire_alarm", "panel_fire"):

@@ -57,9 +57,10 @@ def test_a_clock_that_is_really_ahead_is_accepted_after_three_agreeing_readings(
     assert int(eng.last_ts[0]) == T0 + 4 * 10_000 + ahead
 
 
-def test_a_far_future_event_is_quarantined_but_a_fire_alarm_never_is() -> None:
-    """A call point's press and a panel point's fire (its only evidence) dated in
-    2100 are taken at the arrival clock; a fault is quarantined."""
+def test_a_far_future_event_is_taken_at_the_arrival_clock() -> None:
+    """A call point's press, a panel point's fire (its only evidence) and a fault
+    dated in 2100 are taken at the arrival clock; the fault is counted (the
+    device's clock is suspect)."""
     eng = Engine(capacity=4)
     on_change = 366 * 86_400_000
     eng.configure(
@@ -73,16 +74,17 @@ def test_a_far_future_event_is_quarantined_but_a_fire_alarm_never_is() -> None:
     )
     out = eng.process(Readings.empty(), ev, T0)
     assert sorted((c.slot, c.alarm_type, c.reason, c.at_ms) for c in out) == [
-        (1, "fire", "call_point", T0),  # taken at the arrival clock
+        (0, "fault", "device_fault", T0),  # taken at the arrival clock
+        (1, "fire", "call_point", T0),
         (2, "fire", "panel_alarm", T0),
     ]
     assert eng.quarantined == 1
-    # The smoke detector's later, plausible fault is not "late".
+    # The smoke detector's later, plausible restore is not "late".
     ev2 = Events(
-        np.array([0], np.int64), np.array([T0 + 1], np.int64), np.array([EV["fault"]], np.int16)
+        np.array([0], np.int64), np.array([T0 + 1], np.int64), np.array([EV["restore"]], np.int16)
     )
     out = eng.process(Readings.empty(), ev2, T0 + 2)
-    assert [(c.slot, c.alarm_type, c.reason) for c in out] == [(0, "fault", "device_fault")]
+    assert [(c.slot, c.alarm_type, c.action) for c in out] == [(0, "fault", "clear")]
 
 
 def test_readings_a_day_ahead_between_real_ones_do_not_blind_the_detector() -> None:
@@ -170,5 +172,23 @@ def test_an_event_minutes_ahead_is_taken_on_a_device_that_sends_only_events() ->
         np.array([EV["fault"]], np.int16),
     )
     out = eng.process(Readings.empty(), ev, T0)
-    assert [(c.alarm_type, c.reason) for c in out] == [("fault", "device_fault")]
-    assert eng.quarantined == 0
+    assert [(c.alarm_type, c.reason, c.at_ms) for c in out] == [("fault", "device_fault", T0)]
+
+
+def test_an_event_minutes_ahead_does_not_make_the_next_real_one_late() -> None:
+    """A recheck: a `restore` dated 5 min ahead, then the real `fault` at the
+    right time, on a device that sends only events: the fault was dropped as
+    late (nothing raised, nothing said). Taken at the arrival clock, the
+    restore leaves the fault on time."""
+    eng = Engine(capacity=4)
+    eng.configure([0], [K["heat"]], [0], [{}], [366 * 86_400_000])
+
+    def event(ts: int, name: str, arrival: int) -> list[object]:
+        ev = Events(
+            np.array([0], np.int64), np.array([ts], np.int64), np.array([EV[name]], np.int16)
+        )
+        return list(eng.process(Readings.empty(), ev, arrival))
+
+    assert event(T0 + 300_000, "restore", T0) == []
+    out = event(T0 + 1_000, "fault", T0 + 1_000)
+    assert [(c.alarm_type, c.action) for c in out] == [("fault", "open")]  # type: ignore[attr-defined]
