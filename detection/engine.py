@@ -460,7 +460,15 @@ class Engine:
         ok = (slot >= 0) & (slot < self.capacity)
         own = np.full(len(slot), k.TS_NONE)
         own[ok] = np.take(self.last_ts, slot[ok])
-        behind = ok & (own > k.TS_NONE) & (ts < own - p.CLOCK_STEP_MS)
+        # Far behind the device's newest; or, on time by the arrival clock,
+        # behind a newest that came from the future (3 readings a few minutes
+        # ahead were taken for a clock set ahead, and the real ones after them
+        # were late for those minutes: a recheck's detector saw no fire).
+        fut = p.FUTURE_TOLERANCE_MS
+        glitch = (np.abs(ts - arrival) <= fut) & (own > arrival + fut)
+        behind = (
+            ok & (own > k.TS_NONE) & ((ts < own - p.CLOCK_STEP_MS) | (glitch & (ts < own - fut)))
+        )
         if not (behind.any() or self._b_live):
             return
         involved = np.isin(slot, np.concatenate([slot[behind], np.flatnonzero(self.b_run)]))
@@ -478,7 +486,8 @@ class Engine:
                     self.b_run[s_] = 0
                 clock[s_] = t_
                 continue
-            if t_ >= newest - p.CLOCK_STEP_MS:
+            ahead = abs(t_ - arrival) <= fut and newest > arrival + fut
+            if t_ >= newest - (fut if ahead else p.CLOCK_STEP_MS):
                 continue  # merely late
             off = t_ - arrival
             agree = (

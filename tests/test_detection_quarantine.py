@@ -192,3 +192,32 @@ def test_an_event_minutes_ahead_does_not_make_the_next_real_one_late() -> None:
     assert event(T0 + 300_000, "restore", T0) == []
     out = event(T0 + 1_000, "fault", T0 + 1_000)
     assert [(c.alarm_type, c.action) for c in out] == [("fault", "open")]  # type: ignore[attr-defined]
+
+
+def test_three_readings_minutes_ahead_then_the_real_clock_do_not_blind_a_detector() -> None:
+    """A recheck: three readings 5 min ahead (a burst of a bad clock) were taken
+    for a clock set ahead, and every real reading after them was late for 5
+    min: a fire raised nothing. Three agreeing readings on time by the arrival
+    clock, behind a newest that came from the future, take the clock as it is
+    (as a clock corrected by NTP would be); the fire is confirmed."""
+
+    def fire(glitch: bool) -> list[tuple[str, str, int]]:
+        eng = Engine(capacity=4)
+        eng.configure([0], [K["smoke"]], [0], [{}], [10_000])
+        feed(eng, 0, T0, smoke(0.1), T0 + 50)
+        if glitch:
+            for i in range(3):
+                feed(eng, 0, T0 + 300_000 + i * 1_000, smoke(0.1), T0 + 1_000 + i * 1_000)
+        changes = []
+        for i in range(1, 15):
+            ts = T0 + 5_000 + i * 10_000
+            changes += feed(eng, 0, ts, smoke(3.5 + 0.2 * i), ts + 50)
+        return [
+            (c.action, c.verdict, c.at_ms)  # type: ignore[attr-defined]
+            for c in changes
+            if c.alarm_type == "fire"  # type: ignore[attr-defined]
+        ]
+
+    clean, glitched = fire(glitch=False), fire(glitch=True)
+    assert clean[-1][:2] == glitched[-1][:2] == ("verdict", "confirmed")
+    assert glitched[-1][2] - clean[-1][2] <= 30_000  # three readings to see the clock back
