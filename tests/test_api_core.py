@@ -269,11 +269,13 @@ def test_health_says_when_a_registered_devices_fire_alarm_was_bad_input(
     assert body["unreadable_fires"]["count"] == 0
     reject("fs/v1/S1/CP3/event", "bad_value", b'{"ts": 1796650738, "type": "activated"}', "ts")
     reject("fs/v1/S1/CP3/event", "bad_payload", b'{"seq": 1, "type": "Activated"}', "type")
+    reject("fs/v1/S1/SD3/event", "bad_payload", b'{"seq": 2, "type": "fire alarm"}', "type")
+    reject("fs/v1/S1/SD3/event", "bad_payload", b'{"seq": 3, "type": "ACTIVATED "}', "type")
     panel = "points beyond the limit; it carries FIRE ALARMS: point 1/1/9, NOT RAISED"
     reject("fs/v1/_gateway/gb26875/reject", "bad_payload", b"@@", panel)
     body = _health_with_ingest_fine(api_url, db)
     assert body["status"] == "degraded"
-    assert body["unreadable_fires"]["count"] == 3
+    assert body["unreadable_fires"]["count"] == 5
     assert body["unregistered_fires"]["count"] == 0
     assert body["unreadable_fires"]["last_topic"] == "(shown with a token)"
 

@@ -16,13 +16,11 @@ FROM rejects r
 WHERE (r.reason IN ('unknown_device', 'site_mismatch')
        AND (r.detail LIKE '%FIRE ALARMS%' OR r.detail LIKE '%MANUAL ALARMS%'))
    OR r.detail LIKE '%NOT RAISED%'
+   -- Any spelling a firmware may slip into: "Activated", "ACTIVATED ",
+   -- "Fire_Alarm", "fire alarm" (`_` matches any one character). The payload
+   -- may not be UTF-8: read as escaped bytes.
    OR (r.topic LIKE '%/event'
-       AND (position('"fire_alarm"'::bytea IN r.payload) > 0
-            OR position('"activated"'::bytea IN r.payload) > 0
-            OR position('"Fire_alarm"'::bytea IN r.payload) > 0
-            OR position('"Activated"'::bytea IN r.payload) > 0
-            OR position('"FIRE_ALARM"'::bytea IN r.payload) > 0
-            OR position('"ACTIVATED"'::bytea IN r.payload) > 0));
+       AND lower(encode(r.payload, 'escape')) SIMILAR TO '%("activated|"fire_alarm)%');
 
 DO $$
 BEGIN
