@@ -410,11 +410,18 @@ class LinkStats(BaseModel):
     """What ingest counted of the device's messages (folded in every few seconds):
     a device maker's first look at lost, repeated and mis-dated messages."""
 
-    messages: int = Field(description="Messages stored (readings and events)")
-    seq_gaps: int = Field(description="Messages missing according to seq (lost on the way)")
+    messages: int = Field(
+        description="Messages received (readings and events, duplicates included)"
+    )
+    seq_gaps: int = Field(
+        description="Messages missing according to seq when a later one arrived (lost on the "
+        "way, or late: one that arrives later is not taken back)"
+    )
     duplicates: int = Field(description="The same seq and ts again, stored once")
     out_of_order: int = Field(
-        description="Readings older than one already received: stored, kept out of detection"
+        description="Messages older than the newest already received: stored; a reading so "
+        "late is kept out of detection. After one dated ahead (see quarantined) the next "
+        "ones count here until the clock passes it"
     )
     quarantined: int = Field(
         description="Readings dated more than 2 min ahead of the device's clock and the "
