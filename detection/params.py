@@ -171,7 +171,7 @@ ZONE_TRANSIT_SLACK_MS: Final = 10_000
 ON_CHANGE_TRANSIT_SLACK_MS: Final = 2_000
 
 # --- Event-time quarantine ----------------------------------------------------
-# A reading (or event) dated more than this ahead of both the device's own
+# A reading dated more than this ahead of both the device's own
 # newest reading and the arrival clock is quarantined: stored by ingest, kept
 # out of detection and of every clock, counted per device. NTP-synchronised
 # devices are within seconds, and a clock really set ahead is accepted after
