@@ -32,6 +32,7 @@ from starlette.responses import Response
 
 from api.errors import BodyNotJson
 from firesafe.i18n import N_
+from firesafe.json_keys import first_repeated
 
 # A key longer than this is cut in the message (a body may be megabytes).
 KEY_SHOWN_CHARS = 64
@@ -70,12 +71,10 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):  # (the common case costs one len() per object)
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                shown = key if len(key) <= KEY_SHOWN_CHARS else key[:KEY_SHOWN_CHARS] + "..."
-                raise JsonBodyError(f"duplicate key {shown!r} in an object")
-            seen.add(key)
+        key = first_repeated(pairs)
+        assert key is not None
+        shown = key if len(key) <= KEY_SHOWN_CHARS else key[:KEY_SHOWN_CHARS] + "..."
+        raise JsonBodyError(f"duplicate key {shown!r} in an object")
     return obj
 
 

@@ -28,6 +28,7 @@ from device_sim import contract as c
 from device_sim.payload_schemas import errors as schema_errors
 from firesafe import i18n
 from firesafe.i18n import N_
+from firesafe.json_keys import pairs, repeated
 from firesafe.settings import MqttEndpoint
 
 log = logging.getLogger(__name__)
@@ -128,15 +129,6 @@ def _non_finite(value: Any, path: str = "") -> list[str]:
     if isinstance(value, list):
         return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}/{i}")]
     return []
-
-
-def _object_noting_repeats(pairs: list[tuple[str, Any]], repeated: list[str]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            repeated.append(repr(key))
-        obj[key] = value
-    return obj
 
 
 def _misnamed(v: dict[str, Any]) -> str | None:
@@ -247,21 +239,19 @@ class Checker:
                 N_("{topic}: {size} bytes > 64 KiB"), topic=topic, size=len(payload)
             )
             return
-        repeated: list[str] = []
         try:
             body = json.loads(
-                payload.decode("utf-8"),
-                parse_constant=_parse_constant,
-                object_pairs_hook=lambda pairs: _object_noting_repeats(pairs, repeated),
+                payload.decode("utf-8"), parse_constant=_parse_constant, object_pairs_hook=pairs
             )
         except (UnicodeDecodeError, ValueError) as exc:
             self.rules["payload_schema"].fail(
                 N_("{topic}: not UTF-8 JSON ({error})"), topic=topic, error=exc
             )
             return
-        if repeated:  # ingest rejects it (JSON would keep one of the two)
+        key = repeated(body)
+        if key is not None:  # ingest rejects it (JSON would keep one of the two)
             self.rules["payload_schema"].fail(
-                N_("{topic}: key {key} given twice in one object"), topic=topic, key=repeated[0]
+                N_("{topic}: key {key} given twice in one object"), topic=topic, key=repr(key)
             )
             return
         bad = _non_finite(body)

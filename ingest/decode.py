@@ -30,6 +30,7 @@ from firesafe.contract import (
     READINGS,
     SEQ_MODULUS,
 )
+from firesafe.json_keys import Pairs, pairs, repeated
 from ingest.registry import Device, Registry
 
 N_READINGS = len(READINGS)
@@ -206,21 +207,6 @@ _V = operator.methodcaller("get", "v", ())  # a reading's values, () when it has
 _NO_V = "`v` is missing (an empty object for a heartbeat)"
 
 
-class _Pairs(dict[str, Any]):
-    """A JSON object as the strict parser builds it: `dup`, its first key given twice."""
-
-    dup: str | None = None
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
-    d = _Pairs()
-    for key, value in pairs:
-        if key in d and d.dup is None:
-            d.dup = key
-        d[key] = value
-    return d
-
-
 def _may_repeat_a_key(payload: bytes, keys: int) -> bool:
     """More `":` in the bytes than keys parsed: a key may be given twice (JSON
     keeps the last, so one reading would silently replace another). A cheap
@@ -229,29 +215,18 @@ def _may_repeat_a_key(payload: bytes, keys: int) -> bool:
 
 
 def _strict(payload: bytes) -> Any:
-    """`payload` parsed again, every object a `_Pairs` that names a repeated key
+    """`payload` parsed again, every object a `Pairs` that names a repeated key
     (None if this parser refuses what orjson took: nesting deeper than its
     recursion limit)."""
     try:
-        return json.loads(payload, object_pairs_hook=_pairs)
+        return json.loads(payload, object_pairs_hook=pairs)
     except (RecursionError, ValueError):
         return None
 
 
-def _repeated(obj: Any) -> str | None:
-    """The first repeated key in `obj` or the objects inside it."""
-    if isinstance(obj, _Pairs):
-        if obj.dup is not None:
-            return obj.dup
-        return next((k for k in map(_repeated, obj.values()) if k is not None), None)
-    if isinstance(obj, list):
-        return next((k for k in map(_repeated, obj) if k is not None), None)
-    return None
-
-
 def _no_repeated_key(payload: bytes) -> None:
     """A `bad_payload` when a key is given twice (called when `_may_repeat_a_key`)."""
-    key = _repeated(_strict(payload))
+    key = repeated(_strict(payload))
     if key is not None:
         raise _Invalid("bad_payload", f"key {key!r} is given twice (JSON keeps one)")
 
@@ -584,13 +559,13 @@ class Decoder:
         if not _may_repeat_a_key(payload, keys):
             return None
         strict = _strict(payload)
-        if not isinstance(strict, _Pairs):
+        if not isinstance(strict, Pairs):
             return None
         if strict.dup is not None:
             raise _Invalid("bad_payload", f"key {strict.dup!r} is given twice (JSON keeps one)")
-        found = {i: key for i, r in enumerate(strict["readings"]) if (key := _repeated(r))}
+        found = {i: key for i, r in enumerate(strict["readings"]) if (key := repeated(r))}
         outside = next(
-            (k for k in map(_repeated, (v for n, v in strict.items() if n != "readings")) if k),
+            (k for k in map(repeated, (v for n, v in strict.items() if n != "readings")) if k),
             None,
         )
         if outside is not None:
