@@ -364,7 +364,7 @@ class Decoder:
                         if v is None:  # (as in a gateway's batch: the schema requires it)
                             raise _Invalid("bad_payload", _NO_V)
                         unknown = _values_flat(v, len(slots) * N_READINGS, pos, vals)
-                        if payload.count(b'":') > len(obj) + len(v):  # (_may_repeat_a_key)
+                        if _may_repeat_a_key(payload, len(obj) + len(v)):
                             _no_repeated_key(payload)
                     except _Invalid:
                         del pos[mark:], vals[mark:]
@@ -397,7 +397,7 @@ class Decoder:
                     assert device is not None
                     obj = _object(payload)
                     ts, seq = _ts(obj), _seq(obj)
-                    if payload.count(b'":') > len(obj):  # (_may_repeat_a_key)
+                    if _may_repeat_a_key(payload, len(obj)):
                         _no_repeated_key(payload)
                     kind = obj.get("type")
                     if kind is None:
