@@ -14,6 +14,7 @@ import hmac
 import html
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,8 +61,8 @@ EVENT_LABELS: dict[str, dict[str, str]] = {
         "opened": "已触发，核实中",
         "confirmed": "已确认",
         "escalated": "无人响应，第 {n} 次升级",
-        "acknowledged": "已由 {who} 响应",
-        "cleared": "已由 {who} 清除",
+        "acknowledged": "已由{who}响应",
+        "cleared": "已由{who}清除",
     },
 }
 PLACE = {
@@ -159,15 +160,25 @@ def _who(notice: Notice, key: str) -> str:
     return SYSTEM[notice.lang] if who in (None, "system") else str(who)
 
 
+def _set_apart(name: str) -> str:
+    """A name inside Chinese text: a space where it meets the Chinese with a Latin
+    letter or digit ("已由 op-li 清除"), none where its own end is Chinese ("已由系统清除")."""
+
+    def wide(c: str) -> bool:
+        return unicodedata.east_asian_width(c) in "WF"
+
+    return f"{'' if wide(name[0]) else ' '}{name}{'' if wide(name[-1]) else ' '}"
+
+
 def subject(notice: Notice) -> str:
     """'<type> <site> <zone>: <event>' (a subject that starts with what, where)."""
     lang = notice.lang
     a = notice.alarm
     kind = TYPE_LABELS[lang].get(str(a.get("type")), str(a.get("type")))
     who = _who(notice, "acknowledged_by" if notice.event == "acknowledged" else "cleared_by")
+    if lang == "zh" and who:
+        who = _set_apart(who)
     event = EVENT_LABELS[lang][notice.event].format(n=notice.escalation, who=who)
-    if lang == "zh" and who == SYSTEM["zh"]:
-        event = event.replace(f" {who} ", who)  # spaces only set Latin apart from Chinese
     sep = "：" if lang == "zh" else ": "
     where = " ".join(str(a[k]) for k in ("site", "zone") if a.get(k))  # a site's alarm: no zone
     return f"{kind} {where}{sep}{event}"

@@ -68,6 +68,8 @@ def test_texts_in_each_language() -> None:
     assert render.subject(cleared) == "火警 S1 Z3：已由系统清除"  # no spaces in Chinese
     by_person = notice("cleared", language="zh", cleared_by="op-li")
     assert render.subject(by_person) == "火警 S1 Z3：已由 op-li 清除"  # Latin set apart
+    by_name = notice("acknowledged", language="zh", acknowledged_by="李工")
+    assert render.subject(by_name) == "火警 S1 Z3：已由李工响应"
     assert "防火分区 Z3" in render.text(notice(language="zh"))
     # Reasons as a person reads them, the code only in the document.
     assert "原因：手动报警按钮" in render.text(notice(language="zh"))
