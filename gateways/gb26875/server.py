@@ -334,6 +334,9 @@ class Gateway:
         self._unnamed: dict[Connection, None] = {}
         # Open connections speaking for each uitd, oldest first.
         self._speaking: dict[str, dict[Connection, None]] = {}
+        # The uitds with more than one (their victims at the connection limit,
+        # found without a scan of every device under a flood).
+        self._doubled: dict[str, None] = {}
         self._not_confirmed = ThrottledWarning(
             log, "frame(s) not confirmed, the device will resend (broker or API away)"
         )
@@ -408,7 +411,8 @@ class Gateway:
             self._crowded(f"{len(self._conns)} open, limit {self.max_connections}")
             victim = next(iter(self._unnamed), None)
             if victim is None:
-                victim = next((next(iter(c)) for c in self._speaking.values() if len(c) > 1), None)
+                doubled = next(iter(self._doubled), None)
+                victim = next(iter(self._speaking[doubled])) if doubled is not None else None
             if victim is None:
                 if conn.transport is not None:
                     conn.transport.abort()
@@ -435,6 +439,8 @@ class Gateway:
         speaking = self._speaking.get(conn.uitd.id)
         if speaking is not None:
             speaking.pop(conn, None)
+            if len(speaking) < 2:
+                self._doubled.pop(conn.uitd.id, None)
             if not speaking:
                 del self._speaking[conn.uitd.id]
 
@@ -520,6 +526,8 @@ class Gateway:
             del speaking[oldest]  # at once: another naming it in this loop turn
             self._crowded(f"more than {MAX_CONNECTIONS_PER_UITD} open for uitd {uitd.id}")
             oldest.abort()
+        if len(speaking) > 1:
+            self._doubled[uitd.id] = None
         self.online[uitd.id] = self.online.get(uitd.id, 0) + 1
         self._namings[uitd.id] = self._namings.get(uitd.id, 0) + 1
         conn.announce = True
