@@ -424,7 +424,7 @@ class LinkStats(BaseModel):
         "ones count here until the clock passes it"
     )
     quarantined: int = Field(
-        description="Readings dated more than 2 min ahead of the device's clock and the "
+        description="Readings dated more than 30 s ahead of the device's clock and the "
         "platform's: stored, kept out of detection (a clock off, or one glitch)"
     )
     clock_ahead_s: float | None = Field(

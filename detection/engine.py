@@ -106,6 +106,9 @@ class Engine:
         self.last_arrival = np.empty(0, np.int64)
         self.q_off = np.empty(0, np.int64)  # offset (ts - arrival) of the last quarantined
         self.q_run = np.empty(0, np.int32)  # consecutive quarantined readings that agree
+        # How far ahead of the arrival clock the device's clock was accepted to
+        # run (SKEW_ACCEPT_READINGS agreeing readings); 0 once it is on time.
+        self.q_skew = np.empty(0, np.int64)
         self.quarantine_count = np.empty(0, np.int64)  # per device, for its state
         self.b_off = np.empty(0, np.int64)  # offset (ts - arrival) of the last reading far behind
         self.b_last = np.empty(0, np.int64)  # ts of that reading
@@ -180,6 +183,7 @@ class Engine:
         self.last_arrival = grow(self.last_arrival, k.TS_NONE)
         self.q_off = grow(self.q_off, 0)
         self.q_run = grow(self.q_run, 0)
+        self.q_skew = grow(self.q_skew, 0)
         self.quarantine_count = grow(self.quarantine_count, 0)
         self.b_off = grow(self.b_off, 0)
         self.b_last = grow(self.b_last, k.TS_NONE)
@@ -525,8 +529,13 @@ class Engine:
         if len(slot) == 0:
             return r
         ok = (slot >= 0) & (slot < self.capacity)
+        fut = p.FUTURE_TOLERANCE_MS
+        newest = np.take(self.last_ts, slot[ok])
+        # A clock back on time (a new newest reading, on time by the arrival
+        # clock) is no longer taken to run ahead; a backlog (behind) says nothing.
+        self.q_skew[slot[ok][(ts[ok] > newest) & (ts[ok] <= arrival + fut)]] = 0
         lim = np.full(len(slot), np.iinfo(np.int64).max)
-        lim[ok] = np.maximum(np.take(self.last_ts, slot[ok]), arrival) + p.FUTURE_TOLERANCE_MS
+        lim[ok] = np.maximum(newest, arrival + np.take(self.q_skew, slot[ok])) + fut
         cand = ts > lim
         live = np.flatnonzero(self.q_run) if cand.any() or self._q_live else None
         if live is None:
@@ -536,8 +545,10 @@ class Engine:
         clock: dict[int, int] = {}
         for i in np.flatnonzero(involved).tolist():
             s_, t_ = int(slot[i]), int(ts[i])
-            own = max(int(self.last_ts[s_]), clock.get(s_, k.TS_NONE), arrival)
-            if t_ <= own + p.FUTURE_TOLERANCE_MS:
+            own = max(
+                int(self.last_ts[s_]), clock.get(s_, k.TS_NONE), arrival + int(self.q_skew[s_])
+            )
+            if t_ <= own + fut:
                 self.q_run[s_] = 0
                 clock[s_] = max(clock.get(s_, k.TS_NONE), t_)
                 continue
@@ -547,6 +558,7 @@ class Engine:
             self.q_off[s_] = off
             if run >= p.SKEW_ACCEPT_READINGS:  # a clock set ahead, not a glitch
                 self.q_run[s_] = 0
+                self.q_skew[s_] = off  # so a slow reporter is not quarantined again
                 clock[s_] = t_
                 continue
             self.q_run[s_] = run
@@ -1051,7 +1063,11 @@ class Engine:
             if name not in _KIND_EVENTS[self.kind[slot]]:
                 continue  # not an event of this kind: ingest stores it, detection ignores it
             if arrival_ms is not None:
-                own = max(int(self.last_event_ts[slot]), int(self.last_ts[slot]), arrival_ms)
+                own = max(
+                    int(self.last_event_ts[slot]),
+                    int(self.last_ts[slot]),
+                    arrival_ms + int(self.q_skew[slot]),
+                )
                 if ts > own + p.FUTURE_TOLERANCE_MS:
                     # Taken at the arrival clock: dated ahead, it would make the
                     # device's next real events late (a `restore` 5 min ahead

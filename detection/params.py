@@ -175,10 +175,13 @@ ON_CHANGE_TRANSIT_SLACK_MS: Final = 2_000
 # newest reading and the arrival clock is quarantined: stored by ingest, kept
 # out of detection and of every clock, counted per device. NTP-synchronised
 # devices are within seconds, and a clock really set ahead is accepted after
-# SKEW_ACCEPT_READINGS (below). Accepted, a reading ahead makes every later
-# reading older than it late, kept out of detection: an outside check's one
-# reading 5 min ahead blinded a detector for 5 min when this was 10 min.
-FUTURE_TOLERANCE_MS: Final = 2 * 60_000
+# SKEW_ACCEPT_READINGS (below) and remembered, so a slow reporter with such a
+# clock is not quarantined again. Accepted, a reading ahead makes every later
+# reading older than it late, kept out of detection, so this bounds how long
+# one glitch can blind a detector: an outside check's one reading 5 min ahead
+# blinded one for 5 min when this was 10 min, a recheck's 1.5 min ahead
+# delayed a fire by 72 s when it was 2 min. Now at most a verification window.
+FUTURE_TOLERANCE_MS: Final = 30_000
 # An event dated further ahead is not dropped but taken at the arrival clock
 # (Engine._events).
 # A clock that stepped back: readings (or events) this far behind the device's

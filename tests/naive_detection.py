@@ -117,7 +117,7 @@ DRIFT_DOWN = 1.0
 RECHARGE_GRACE_MS = 24 * 3_600_000
 # A reading dated further ahead of the device's clock and the arrival clock is
 # quarantined; an event, taken at the arrival clock.
-FUTURE_MS = 120_000
+FUTURE_MS = 30_000
 # README table, evac: "cleared once mains is back and the charge is over low + 5 %".
 BATTERY_MARGIN = 5.0
 # README table, evac: discharge rate "measured over >= 5 min".
@@ -211,6 +211,7 @@ class Dev:
     last_arrival: int = NONE
     q_off: int = 0
     q_run: int = 0
+    q_skew: int = 0
     quarantined: int = 0
 
 
@@ -1071,8 +1072,9 @@ class NaiveEngine:
 
     # --- per batch -------------------------------------------------------------------
     def _plausible(self, d: Dev, ts: int, arrival: int, clock: int) -> bool:
-        """Quarantine, reading by reading (2 min ahead; 3 agreeing readings = skew)."""
-        if ts <= max(clock, arrival) + FUTURE_MS:
+        """Quarantine, reading by reading (30 s ahead; 3 agreeing readings = skew,
+        remembered)."""
+        if ts <= max(clock, arrival + d.q_skew) + FUTURE_MS:
             d.q_run = 0
             return True
         off = ts - arrival
@@ -1080,6 +1082,7 @@ class NaiveEngine:
         d.q_off = off
         if run >= 3:
             d.q_run = 0
+            d.q_skew = off
             return True
         d.q_run = run
         d.quarantined += 1
@@ -1105,6 +1108,10 @@ class NaiveEngine:
                 d.last_arrival = arrival_ms if arrival_ms is not None else max(d.last_arrival, ts)
             self.clock = max(self.clock, arrival_ms if arrival_ms is not None else ts)
         if arrival_ms is not None:
+            for slot, ts, _ in rd_list:  # a new newest on time: the clock is back
+                d = self.devs.get(slot)
+                if d is not None and d.last_ts < ts <= arrival_ms + FUTURE_MS:
+                    d.q_skew = 0
             quarantine_clock: dict[int, int] = {}
             kept = []
             for row in rd_list:
@@ -1127,7 +1134,7 @@ class NaiveEngine:
                 continue
             if (
                 arrival_ms is not None
-                and ts > max(d.last_event_ts, d.last_ts, arrival_ms) + FUTURE_MS
+                and ts > max(d.last_event_ts, d.last_ts, arrival_ms + d.q_skew) + FUTURE_MS
             ):
                 # Dated ahead: taken at the arrival clock (counted, unless a fire alarm).
                 if name not in ("activated", "fire_alarm", "panel_fire", "panel_test"):

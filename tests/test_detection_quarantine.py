@@ -221,3 +221,56 @@ def test_three_readings_minutes_ahead_then_the_real_clock_do_not_blind_a_detecto
     clean, glitched = fire(glitch=False), fire(glitch=True)
     assert clean[-1][:2] == glitched[-1][:2] == ("verdict", "confirmed")
     assert glitched[-1][2] - clean[-1][2] <= 30_000  # three readings to see the clock back
+
+
+def _fire_times(glitch_ahead_ms: int | None) -> list[tuple[str, str, int]]:
+    """A smoke detector every 10 s, one reading `glitch_ahead_ms` ahead of the
+    arrival clock (a real-time clock hiccup), then a real fire."""
+    eng = Engine(capacity=4)
+    eng.configure([0], [K["smoke"]], [0], [{}], [10_000])
+    feed(eng, 0, T0, smoke(0.1), T0 + 50)
+    if glitch_ahead_ms is not None:
+        feed(eng, 0, T0 + 5_000 + glitch_ahead_ms, smoke(0.1), T0 + 5_050)
+    changes = []
+    for i in range(1, 20):
+        ts = T0 + i * 10_000
+        changes += feed(eng, 0, ts, smoke(3.5 + 0.2 * i), ts + 50)
+    return [
+        (c.action, c.verdict, c.at_ms)  # type: ignore[attr-defined]
+        for c in changes
+        if c.alarm_type == "fire"  # type: ignore[attr-defined]
+    ]
+
+
+def test_one_reading_a_little_ahead_delays_a_fire_by_at_most_a_window() -> None:
+    """A recheck: one reading 1.5 min ahead (under the 2 min tolerance then)
+    made the next 1.5 min of readings late, and the fire was confirmed 72 s
+    after the same detector without the glitch. Whatever the glitch's size,
+    the fire is confirmed at most FUTURE_TOLERANCE_MS later."""
+    clean = _fire_times(None)
+    assert clean[-1][:2] == ("verdict", "confirmed")
+    for ahead in (10_000, 25_000, 40_000, 90_000, 119_000, 300_000):
+        glitched = _fire_times(ahead)
+        assert glitched[-1][:2] == ("verdict", "confirmed"), ahead
+        assert glitched[-1][2] - clean[-1][2] <= 30_000, ahead
+
+
+def test_a_slow_reporter_whose_clock_runs_ahead_is_quarantined_only_until_accepted() -> None:
+    """A heat detector reporting every 60 s with its clock 45 s fast: once its
+    clock is accepted (three agreeing readings), its later readings, each a
+    minute after the last, are not quarantined again; back on time (NTP), it is
+    judged on the arrival clock again, and a glitch ahead is quarantined."""
+    eng = Engine(capacity=4)
+    eng.configure([0], [K["heat"]], [0], [{}], [60_000])
+    for i in range(8):
+        arrival = T0 + i * 60_000
+        feed(eng, 0, arrival + 45_000, smoke(0.0), arrival)
+    assert eng.quarantined == 2
+    assert int(eng.last_ts[0]) == T0 + 7 * 60_000 + 45_000
+    for i in range(8, 12):  # corrected: on time, the first ones late behind the fast clock
+        arrival = T0 + i * 60_000
+        feed(eng, 0, arrival, smoke(0.0), arrival)
+    assert int(eng.last_ts[0]) == T0 + 11 * 60_000
+    arrival = T0 + 12 * 60_000
+    feed(eng, 0, arrival + 45_000, smoke(0.0), arrival)  # one glitch: not the old skew
+    assert eng.quarantined == 3
