@@ -319,6 +319,30 @@ class Engine:
         self.fst[s] = fresh.fst[0]
         self.fst[np.ix_(s, cols)] = kept
 
+    def let_go(self, slots: ArrayLike) -> list[AlarmChange]:
+        """These devices leave this engine while their windows may be open (moved
+        to a site another process holds): what of them waits for their zone's
+        order is shown now and their windows are resolved with what they saw,
+        as for a device gone silent, so no alarm of theirs stays pending with
+        nobody left to judge it. `forget` them afterwards."""
+        out: list[AlarmChange] = []
+        self.machine.out = out
+        leaving = {int(x) for x in np.asarray(slots, np.int64).tolist() if 0 <= x < self.capacity}
+        items: list[tuple[int, int, int, int, Any]] = []
+        for zone, q in self._zq.items():
+            if any(it[2] in leaving for it in q):
+                items += [it for it in q if it[2] in leaving]
+                kept = [it for it in q if it[2] not in leaving]
+                heapq.heapify(kept)
+                self._zq[zone] = kept
+        for x in leaving:
+            self._held.pop(x, None)
+        for item in sorted(items, key=lambda it: it[:4]):
+            self._show(self.machine, item)
+        for x in sorted(leaving):
+            self.machine.silent(x)
+        return out
+
     def forget(self, slots: ArrayLike) -> None:
         """Drop every bit of state of these devices, as if never configured (another
         process took them over; configure them again to take them back)."""

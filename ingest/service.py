@@ -173,6 +173,9 @@ class IngestService:
         # each was, and the newest event time it had sent from there. What it
         # sent before, judged after the move, is the old place's alarm.
         self._moved_from: dict[int, tuple[Device, int]] = {}
+        # Verdicts of devices moved to a site another process holds, judged here
+        # with what they had sent; written at the next registry poll until done.
+        self._let_go: list[store.AlarmWrite] = []
 
     # ------------------------------------------------------------- intake
     def _deliver(self, message: RawMessage) -> None:
@@ -439,6 +442,7 @@ class IngestService:
         self.decoder = Decoder(registry)
         self.tracker.ensure(registry.size)
         self.shards.map_sites(registry.sites)
+        self._let_go_moved_away()
         self._configure_owned()
         log.info("registry: %d devices", len(registry))
         return True
@@ -453,6 +457,29 @@ class IngestService:
                 newest = int(self.tracker.newest_ts[device.slot])
             # Nothing committed from it by this process: what is pending came before now.
             self._moved_from[device.slot] = (before, now_ms() if newest == UNKNOWN_TS else newest)
+
+    def _let_go_moved_away(self) -> None:
+        """Devices moved to a site another process holds leave this one's detection
+        (`_configure_owned` forgets them): their open windows are resolved first
+        with what they had sent, where they were, as for a device gone silent.
+        The new holder starts them afresh; forgotten, a pending fire of the old
+        site stayed pending for good (an outside check's move in sharded mode)."""
+        held = self.shards.held_sites()
+        if held is None:
+            return
+        leaving = [
+            slot
+            for slot in self._configured.tolist()
+            if slot in self._moved_from
+            and slot < self.registry.size
+            and (device := self.registry.by_slot[slot]) is not None
+            and device.site not in held
+        ]
+        if not leaving:
+            return
+        for change in self.engine.let_go(leaving):
+            old = self._moved_from[change.slot][0]
+            self._let_go.append(self._alarm_write(change, place=old))
 
     def _configure_owned(self) -> None:
         """Detection and supervision cover exactly the devices of the shards held."""
@@ -937,13 +964,14 @@ class IngestService:
             )
         return changes
 
-    def _alarm_write(self, change: AlarmChange) -> store.AlarmWrite:
+    def _alarm_write(self, change: AlarmChange, place: Device | None = None) -> store.AlarmWrite:
         device = self.registry.device(change.slot)
         moved = self._moved_from.get(change.slot)
         # Where it happened: a change of what the device sent before a move
         # belongs to its old place (its event time is no later than the newest
         # it had sent from there).
-        place = moved[0] if moved is not None and change.at_ms <= moved[1] else device
+        if place is None:
+            place = moved[0] if moved is not None and change.at_ms <= moved[1] else device
         detail: dict[str, Any] = dict(change.detail)
         if change.related:
             detail["related"] = [self.registry.device(s).id for s in change.related]
@@ -1040,6 +1068,9 @@ class IngestService:
         assert self.db.aux is not None
         assert self.db.writer is not None
         await self._refresh_registry()
+        if self._let_go:
+            await self._write_alarms(self._let_go)
+            self._let_go = []
         await self._bring_changed_signs_in_line()
         rows = await store.cleared_by_people(self.db.aux, self._clear_log_id)
         if not rows:

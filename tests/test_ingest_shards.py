@@ -711,3 +711,57 @@ def test_a_process_that_cannot_reach_the_broker_holds_no_shard(
             if t is not None:
                 t.stop()
         proxy.close()
+
+
+@pytest.mark.integration
+def test_a_detector_moved_to_a_site_another_process_holds_leaves_no_fire_pending(
+    db: str, mqtt_url: str, base: str, site: str
+) -> None:
+    """A smoke detector's fire is pending (its verification window open) when
+    the detector is moved to a site another process holds. The process that
+    held it judges the window with what it had sent, at the old site, before
+    letting it go; forgotten, the pending fire stayed pending for good."""
+    candidates = [f"{site}x{i}" for i in range(40)]
+    settings = sharded(db, mqtt_url, base)
+    first = IngestThread(settings).start()
+    second = IngestThread(settings).start()
+    pub = Publisher(mqtt_url)
+    try:
+        wait_for(lambda: all_owned_by(db, 2), timeout=30)
+        owners = ownership(db)
+        old = candidates[0]
+        new = next(
+            s
+            for s in candidates
+            if owners[shards.shard_of(s, SHARDS)] != owners[shards.shard_of(old, SHARDS)]
+        )
+        base_dev = {"building": "B", "floor": "1", "zone": "Z", "kind": "smoke", "interval_s": 10}
+        mover = f"{old}-S"
+        register(db, [{**base_dev, "site": old, "id": mover}])
+        register(db, [{**base_dev, "site": new, "id": f"{new}-anchor"}])
+        time.sleep(1.5)  # both processes reload the registry on its notification
+        t = int(time.time() * 1000)
+
+        def fire() -> list[tuple[str, str, str]]:
+            return [
+                (str(r[0]), str(r[1]), str(r[2]))
+                for r in query(
+                    db,
+                    "SELECT site_id, status, verdict FROM alarms "
+                    "WHERE device_id = %s AND type = 'fire'",
+                    (mover,),
+                )
+            ]
+
+        for i, obs in enumerate((0.1, 3.6, 3.9)):
+            reading = {"ts": t + 1000 * i, "seq": i + 1, "v": {"obscuration": obs}}
+            pub.send(f"fs/v1/{old}/{mover}/telemetry", reading)
+        wait_for(lambda: fire() and fire()[0][2] == "pending", timeout=15)
+        register(db, [{**base_dev, "site": new, "id": mover}])
+        wait_for(lambda: fire() and fire()[0][2] != "pending", timeout=20)
+        judged = fire()
+    finally:
+        pub.close()
+        first.stop()
+        second.stop()
+    assert judged == [(old, "active", "confirmed")]
