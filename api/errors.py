@@ -243,6 +243,67 @@ _TEMPLATES: tuple[str, ...] = (
     N_("not a gateway reject"),
     N_("unknown reason {reason}"),
     N_("could not be processed: {error}"),
+    # The GB/T 26875.3 gateway's rejects (gateways/gb26875): what a fire panel's
+    # transmission device sent that could not be taken, read by operators in
+    # Chinese. A detail is clauses joined by "; " (see `_clauses`); these are
+    # the wrappers around it, then the clauses, then the words inside them.
+    N_("{detail} (serial {serial}, from {peer})"),
+    N_(
+        "summary: {items} more bad input item(s) ({kinds}), {size} byte(s) in all, over "
+        "the limit of {limit} rejects per {window} s of one connection; first {count} "
+        "bytes kept (from {peer})"
+    ),
+    N_("{reason}: {detail} (from {peer})"),
+    N_(
+        "source address {address} is not registered: register a device of kind uitd "
+        "with this address"
+    ),
+    N_("it carries {alarms}, NOT RAISED"),
+    N_("it carries {alarms}, raised"),
+    N_("it carries {alarms}"),
+    N_("FIRE ALARMS: {names}"),
+    N_("MANUAL ALARMS: {names}"),
+    N_("FAULTS: {names}"),
+    N_("{where} by operator {operator}"),
+    N_("point {point}"),
+    N_("system {system}"),
+    N_("the transmission device"),
+    N_("{name} and {more} more"),
+    N_("device id {id} does not fit {pattern} (shorten the uitd id)"),
+    N_(
+        "transmission device {uitd} has {have} registered point(s); {count} more would "
+        "pass the limit of {limit} (GB 50116: 3,200 per controller)"
+    ),
+    N_("application data of {size} byte(s): no type and count"),
+    N_("application data type {type} is not decoded by this gateway"),
+    N_("command {command}"),
+    N_("type {type} with {count} object(s) of {size} bytes needs {need} bytes, got {got}"),
+    N_(
+        "the {taken} complete object(s) in it were taken, and object {number}, cut short "
+        "after {cut} of its {size} bytes, from its head (no time label: the frame's time)"
+    ),
+    N_("the {taken} complete object(s) in it were taken"),
+    N_("its second status byte missing (power fault and the bits above it kept as last known)"),
+    N_(
+        "object {number}, cut short after {cut} of its {size} bytes, before it says what "
+        "it reports: it MAY CARRY A FIRE ALARM OR A FAULT, check the panel"
+    ),
+    N_(
+        "object {number}, cut short after {cut} of its {size} bytes, before it says what "
+        "it reports: what it reports is lost"
+    ),
+    N_("checksum {got}, computed {want}"),
+    N_("length {length} > {limit}"),
+    N_("a complete frame starts {count} bytes later"),
+    N_("no `##` where length {length} says the frame ends"),
+    N_("{size} byte(s) outside any frame (a run already reported goes on), {tail}"),
+    N_("{size} byte(s) outside any frame (a run already reported goes on)"),
+    N_("{size} byte(s) outside any frame, {tail}"),
+    N_("{size} byte(s) outside any frame"),
+    N_("{count} false frame start(s) (first: {first}), {tail}"),
+    N_("{count} false frame start(s) (first: {first})"),
+    N_("the last {count} an incomplete frame when the stream ended"),
+    N_("first {count} bytes kept"),
     N_("a uitd needs its `address` (12 hex digits)"),
     N_(
         "a uitd id must not end in `_` and digits (its points' ids would collide with "
@@ -406,7 +467,7 @@ _TEMPLATES: tuple[str, ...] = (
     N_("Value error, {detail}"),
 )
 # Placeholders whose captured text is translated too (the rest is kept verbatim).
-_NESTED = frozenset({"detail", "message"})
+_NESTED = frozenset({"detail", "message", "alarms", "where", "name", "tail", "first"})
 # Placeholders holding a code of a label vocabulary (`firesafe.i18n`).
 _CODES = {"verdict": "verdict", "device_kind": "kind"}
 # Placeholders holding a list of codes joined by `or_list` ("admin or operator"),
@@ -414,6 +475,25 @@ _CODES = {"verdict": "verdict", "device_kind": "kind"}
 # between them are the caller's.
 _OR_LISTS = frozenset({"roles", "choices"})
 _OR_LIST_SPLIT = re.compile(r", | or ")
+# Placeholders holding names joined by ", ", each translated on its own.
+_NAME_LISTS = frozenset({"names"})
+# What some placeholders may hold, where "anything" would swallow the next clause.
+_ALARM_KINDS = r"(?:FIRE ALARMS|MANUAL ALARMS|FAULTS): [^;]+?"
+_SHAPES: dict[str, str] = {
+    "names": r"[^;]+?",
+    "alarms": rf"{_ALARM_KINDS}(?:; {_ALARM_KINDS})*",
+    "reason": r"[a-z_]+",
+    "serial": r"\d+",
+    "operator": r"\d+",
+    "more": r"\d+",
+    "where": r"system \d+/\d+|the transmission device",
+    "name": r"[^;:]+?",
+}
+# Inside one clause, a placeholder holds no clause separator.
+_IN_A_CLAUSE = r"(?:(?!; ).)+?"
+# Catch-all templates: tried last, after a detail's clauses were tried one by one.
+_CATCH_ALL = frozenset({"{field}: {detail}", "{location}: {detail}"})
+_CLAUSE = "; "
 
 # Generic sentence per error code, when no template matches.
 _GENERIC: dict[str, str] = {
@@ -473,12 +553,17 @@ _PYDANTIC_FALLBACK = N_("Invalid value")
 
 
 @cache
-def _compiled() -> tuple[tuple[re.Pattern[str], str], ...]:
+def _compiled(clauses: bool = False) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """Each template as a pattern; with `clauses`, a placeholder kept verbatim
+    spans no "; " unless its shape says so (a template that covers several
+    clauses holds the separators itself; one translated in turn may)."""
     out = []
     for template in _TEMPLATES:
         pattern = re.escape(template)
         for name in set(re.findall(r"\{(\w+)\}", template)):
-            pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>.+?)", 1)
+            verbatim = clauses and name not in _NESTED
+            shape = _SHAPES.get(name, _IN_A_CLAUSE if verbatim else ".+?")
+            pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{shape})", 1)
         out.append((re.compile(pattern, re.DOTALL), template))
     return tuple(out)
 
@@ -487,7 +572,20 @@ def localize(message: str, lang: str) -> str | None:
     """`message` (English) in `lang`, or None when no template matches it."""
     if lang == i18n.DEFAULT_LANG:
         return message
-    for pattern, template in _compiled():
+    text = _by_template(message, lang, catch_all=False, clauses=True)
+    if text is None and _CLAUSE in message:
+        text = _clauses(message, lang)
+    if text is None and _CLAUSE in message:  # ("; " in a value the caller gave)
+        text = _by_template(message, lang, catch_all=False)
+    if text is None:
+        text = _by_template(message, lang, catch_all=True)
+    return text
+
+
+def _by_template(message: str, lang: str, *, catch_all: bool, clauses: bool = False) -> str | None:
+    for pattern, template in _compiled(clauses):
+        if (template in _CATCH_ALL) != catch_all:
+            continue
         m = pattern.fullmatch(message)
         if m is None:
             continue
@@ -498,9 +596,41 @@ def localize(message: str, lang: str) -> str | None:
                 nested = i18n.label(_CODES[name], value, lang)
             if name in _OR_LISTS:
                 nested = or_list(_OR_LIST_SPLIT.split(value), lang)
+            if name in _NAME_LISTS:
+                nested = _joined([localize(n, lang) or n for n in value.split(", ")], lang)
             values[name] = nested if nested is not None else value
         return i18n.translate(template, lang).format(**values)
     return None
+
+
+def _clauses(message: str, lang: str) -> str | None:
+    """A detail made of clauses joined by "; " (a gateway's reject says what the
+    frame carried, then what was wrong with it), translated clause by clause,
+    the longest run of clauses one template covers first; None unless every
+    clause is covered (a template may hold "; " itself)."""
+    parts = message.split(_CLAUSE)
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        for j in range(len(parts) - (i == 0), i, -1):  # (the whole was tried)
+            text = _by_template(_CLAUSE.join(parts[i:j]), lang, catch_all=False, clauses=True)
+            if text is not None:
+                out.append(text)
+                i = j
+                break
+        else:
+            return None
+    head = out[0]
+    for clause in out[1:]:
+        head = i18n.translate("{items}; {item}", lang, items=head, item=clause)
+    return head
+
+
+def _joined(items: Sequence[str], lang: str) -> str:
+    head = items[0]
+    for item in items[1:]:
+        head = i18n.translate("{items}, {item}", lang, items=head, item=item)
+    return head
 
 
 def or_list(items: Sequence[str], lang: str = i18n.DEFAULT_LANG) -> str:
@@ -515,6 +645,7 @@ def or_list(items: Sequence[str], lang: str = i18n.DEFAULT_LANG) -> str:
 
 N_("{items}, {item}")
 N_("{items} or {last}")
+N_("{items}; {item}")
 
 
 def render_message(code: str, message: str, lang: str) -> str:

@@ -476,7 +476,7 @@ class RejectOut(BaseModel):
 
     @computed_field(  # type: ignore[prop-decorator]
         description="`detail` in the request's language (Accept-Language: en or zh-CN); "
-        "a protocol gateway's own wording stays English"
+        "the GB/T 26875.3 gateway's too, clause by clause"
     )
     @property
     def detail_label(self) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from api.errors import localize
 from firesafe.settings import MqttEndpoint, Settings
 
 T = TypeVar("T")
@@ -349,3 +351,13 @@ def refresh_rollup(conn: psycopg.Connection[Any], query: sql.Composed | str) -> 
         except psycopg.errors.LockNotAvailable:
             time.sleep(0.25)
     conn.execute(query)
+
+
+def reads_in_chinese(detail: str) -> None:
+    """An operator or device maker reading /api/v1/rejects in Chinese gets the
+    whole detail in Chinese: a template covers it (`detail_label`), and no
+    English words are left but the JSON parser's own message."""
+    text = localize(detail, "zh-CN")
+    assert text is not None, f"no template for {detail!r}: add one to api.errors._TEMPLATES"
+    text = text.split("JSON：")[0]
+    assert not re.search(r"[A-Za-z]{3,} [A-Za-z]{3,}", text), (detail, text)

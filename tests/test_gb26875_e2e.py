@@ -30,7 +30,7 @@ from gateways.gb26875 import server as gwserver
 from gateways.gb26875.server import Gateway
 from gateways.mqtt import AckPublisher
 from tests.gb26875_frames import adu, analog, component_status, frame
-from tests.helpers import query, running_ingest, wait_for
+from tests.helpers import query, reads_in_chinese, running_ingest, wait_for
 from tests.test_api_support import ADMIN_TOKEN, client, live_server
 
 pytestmark = pytest.mark.integration
@@ -273,6 +273,8 @@ def test_panel_end_to_end(
         details = [r["detail"] for r in denied if r["topic"] == "fs/v1/_gateway/gb26875/reject"]
         assert any(d.startswith("command 4 ") for d in details)
         assert any(d.startswith("command 1 ") for d in details)
+        for detail in [*details, stranger_fire["detail"], by_reason["bad_frame"]["detail"]]:
+            reads_in_chinese(detail)
         # The resent frame is stored once.
         events = query(
             db,

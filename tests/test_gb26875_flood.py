@@ -33,7 +33,7 @@ from gateways.gb26875 import server as gwserver
 from gateways.gb26875.server import Gateway
 from gateways.mqtt import AckPublisher
 from tests.gb26875_frames import adu, frame, uitd_status
-from tests.helpers import running_ingest, wait_for
+from tests.helpers import reads_in_chinese, running_ingest, wait_for
 from tests.test_api_support import client, live_server
 from tests.test_gb26875_e2e import (
     SOURCE,
@@ -147,6 +147,8 @@ def test_a_garbage_flood_is_one_reject_per_run_and_frames_behind_it_are_confirme
             assert first["size"] == len(flood)
             assert "60000 byte(s) outside any frame" in first["detail"]
             assert "false frame start(s)" in first["detail"]
+            reads_in_chinese(first["detail"])
+            reads_in_chinese(second["detail"])
             assert base64.b64decode(second["raw"]) == junk[: c.JUNK_KEEP]
             assert second["size"] == len(junk)
             # The frames behind the junk are confirmed.
@@ -159,6 +161,7 @@ def test_a_garbage_flood_is_one_reject_per_run_and_frames_behind_it_are_confirme
             assert len(got) == 3
             assert base64.b64decode(got[2]["raw"]) == b"\xee" * 10 + b"@@\x01"
             assert "incomplete frame" in got[2]["detail"]
+            reads_in_chinese(got[2]["detail"])
             assert gw.gateway is not None
             counters = gw.gateway.counters
             assert counters.bad_frames == 3
@@ -204,6 +207,8 @@ def test_bad_frames_over_a_connections_limit_are_summed_up_in_one_reject(
         assert f"{sum(len(b) for b in rest)} byte(s) in all" in summary["detail"]
         what = f"{len(rest)} more bad input item(s) ({len(rest)} bad_checksum)"
         assert what in summary["detail"]
+        reads_in_chinese(summary["detail"])
+        reads_in_chinese(singles[0]["detail"])
         assert base64.b64decode(summary["raw"]) == b"".join(rest)[: c.JUNK_KEEP]
         assert gw.gateway is not None
         assert gw.gateway.counters.bad_frames == n
@@ -456,6 +461,7 @@ def test_points_beyond_a_transmission_devices_limit_are_rejects_not_devices(
         got = settle(rejects, 1)
         assert [r["reason"] for r in got] == ["bad_payload"]
         assert "would pass the limit of 3" in got[0]["detail"]
+        reads_in_chinese(got[0]["detail"])
         with client(api_url) as api:
             assert api.get("/api/v1/devices/UITD-7_1_1_3").status_code == 200
             assert api.get("/api/v1/devices/UITD-7_1_1_4").status_code == 404

@@ -26,6 +26,7 @@ from tests.gb26875_frames import (
     system_status,
     uitd_status,
 )
+from tests.helpers import reads_in_chinese
 
 SOURCE = bytes([0xA7, 0x01, 0, 0, 0, 0])  # address 0000000001A7
 UITD = Uitd(id="U7", site="S1", building="B1", floor="1", zone="Z")
@@ -160,6 +161,7 @@ def test_a_fire_in_an_object_cut_short_is_raised_and_the_reject_says_so() -> Non
     assert base64.b64decode(reject["raw"]) == frame(
         62, bytes([2, 1]) + cut, source=SOURCE, when=NOW
     )
+    reads_in_chinese(reject["detail"])  # operators read Chinese
 
 
 def test_alarm_states_of_every_type_cut_short_are_raised_and_named() -> None:
@@ -191,6 +193,8 @@ def test_alarm_states_of_every_type_cut_short_are_raised_and_named() -> None:
         "object 1, cut short after 7 of its 46 bytes, before it says what it reports: it "
         "MAY CARRY A FIRE ALARM OR A FAULT, check the panel (serial 4"
     ) in details[3]
+    for detail in details:
+        reads_in_chinese(detail)
 
 
 def test_an_unknown_devices_reject_names_a_fire_cut_short() -> None:
@@ -202,6 +206,7 @@ def test_an_unknown_devices_reject_names_a_fire_cut_short() -> None:
     [reject] = published.rejects()
     assert reject["reason"] == "unknown_device"
     assert "; it carries FIRE ALARMS: point 1/3/1537 (短) (serial 62" in reject["detail"]
+    reads_in_chinese(reject["detail"])
 
 
 def test_a_fire_of_points_refused_is_named_not_raised() -> None:
@@ -215,6 +220,7 @@ def test_a_fire_of_points_refused_is_named_not_raised() -> None:
     assert reject["detail"].startswith(
         "it carries FIRE ALARMS: point 1/1/261 (3F), NOT RAISED; transmission device U7 has "
     )
+    reads_in_chinese(reject["detail"])
 
 
 def test_a_walk_test_is_a_panel_test_and_a_point_still_raised_after_it_a_real_alarm() -> None:

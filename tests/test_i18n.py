@@ -183,6 +183,20 @@ def test_cli_language_rejects_an_unknown_flag() -> None:
             "the operator role may not do this (needs admin, operator or manager)",
             "角色 operator 无权执行此操作（需要 admin、operator 或 manager）",
         ),
+        # A fire panel's reject, clause by clause (it stayed English: operators
+        # read Chinese, and it may be what says a fire was not raised).
+        (
+            "source address 0000000001A7 is not registered: register a device of kind uitd "
+            "with this address; it carries FIRE ALARMS: point 1/1/1 (x), system 1/1; FAULTS: "
+            "point 1/1/7 (serial 9, from 127.0.0.1:5555)",
+            "源地址 0000000001A7 未注册：请用此地址注册一台类型为 uitd 的设备；其中含有火警：部件 "
+            "1/1/1 (x)、系统 1/1；故障：部件 1/1/7（流水号 9，来自 127.0.0.1:5555）",
+        ),
+        # "; " inside a value the caller gave is no clause separator.
+        (
+            "query parameter 'since': 'a; b' is neither ISO 8601 nor epoch milliseconds",
+            "查询参数 'since'：'a; b' 既不是 ISO 8601 时间，也不是纪元毫秒数",
+        ),
     ],
 )
 def test_error_messages_are_translated(message: str, expected: str | None) -> None:

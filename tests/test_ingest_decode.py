@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import orjson
 import pytest
 
-from api.errors import localize
 from firesafe.contract import READING_INDEX
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.registry import Device, Registry
+from tests.helpers import reads_in_chinese
 
 T0 = 1_764_072_000_000  # 2025-11-25: a plausible device clock
 
@@ -115,7 +114,7 @@ def test_bad_input_is_rejected_with_its_reason(topic: str, payload: object, reas
     r = b.rejects[0]
     assert (r.topic, r.payload, r.received_ms) == (topic, m.payload, 4242)
     assert r.detail
-    _reads_in_chinese(r.detail)
+    reads_in_chinese(r.detail)
     # The other message of the burst is unaffected.
     assert b.slot.tolist() == [2]
     assert b.values[0, READING_INDEX["co"]] == 2.5
@@ -163,7 +162,7 @@ def test_a_key_given_twice_is_a_reject_not_a_silent_choice() -> None:
     assert b.seq.tolist() == [5]
     assert b.ev_seq.tolist() == [4]
     for r in b.rejects:
-        _reads_in_chinese(r.detail)
+        reads_in_chinese(r.detail)
     batch = (
         b'{"ts": %d, "readings": [{"device": "D1", "ts": %d, "seq": 6, "v": {"co": 1}},'
         b' {"device": "D2", "ts": %d, "seq": 7, "v": {"co": 1, "co": 80}},'
@@ -204,17 +203,7 @@ def test_gateway_batch_rejects_only_its_bad_readings() -> None:
     assert [r.reason for r in b.rejects] == ["bad_value", "site_mismatch", "unknown_device"]
     assert orjson.loads(b.rejects[0].payload)["seq"] == 2
     for r in b.rejects:
-        _reads_in_chinese(r.detail)
-
-
-def _reads_in_chinese(detail: str) -> None:
-    """A device maker reading /api/v1/rejects in Chinese gets the whole detail
-    in Chinese: a template covers it (`detail_label`), and no English words
-    are left but the JSON parser's own message."""
-    text = localize(detail, "zh-CN")
-    assert text is not None, f"no template for {detail!r}: add one to api.errors._TEMPLATES"
-    text = text.split("JSON：")[0]
-    assert not re.search(r"[A-Za-z]{3,} [A-Za-z]{3,}", text), (detail, text)
+        reads_in_chinese(r.detail)
 
 
 def test_gateway_batch_without_outer_ts_is_rejected_whole() -> None:
