@@ -24,6 +24,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -447,14 +448,14 @@ async def run_up(
         ingest = IngestService(settings.with_overrides(ingest_mode="single"))
         code = 0
         # Every alarm from here on is printed, however long the children take to start.
-        shown_up_to = await alarm_feed_position(settings.require_database_url())
+        shown = await alarm_feed_position(settings.require_database_url())
         async with asyncio.TaskGroup() as tasks:
             # Only what `up` started itself: a configured broker or database is
             # someone else's to run, and ours reconnect to it on their own.
             for service in (s for s in (pg, broker) if s is not None):
                 tasks.create_task(supervise(service, stop, gave_up), name="supervise")
             feed = tasks.create_task(
-                alarm_feed(settings.require_database_url(), shown_up_to), name="alarm-feed"
+                alarm_feed(settings.require_database_url(), shown), name="alarm-feed"
             )
             ingest_task = tasks.create_task(ingest.run(), name="ingest")
             # One worker: a laptop stack (`firesafe api --workers N` scales a real one).
@@ -538,7 +539,6 @@ async def run_up(
                 print(f"firesafe: {reason}; stopping", file=sys.stderr, flush=True)
                 code = 1
             log.info("stopping: %singest (drain), API, services", "simulator, " if sim else "")
-            feed.cancel()
             for supervisor in supervisors:
                 supervisor.cancel()
             for child in reversed(children):  # the simulator first, the API last
@@ -552,6 +552,10 @@ async def run_up(
                     await asyncio.wait_for(ingest_task, CHILD_STOP_TIMEOUT_S)
             else:
                 await ingest_task
+            feed.cancel()  # (after the drain: what it committed is printed below)
+            await asyncio.wait([feed])
+            if not gave_up:
+                await alarm_feed_rest(settings.require_database_url(), shown)
             _stop_process(api)
         return code
     finally:
@@ -748,7 +752,15 @@ _LINKAGE_SQL = """
 """
 
 
-async def alarm_feed_position(conninfo: str) -> tuple[int, int]:
+@dataclass
+class FeedPosition:
+    """The newest alarm_log and linkage_commands ids shown (or not to show)."""
+
+    log: int
+    linkage: int
+
+
+async def alarm_feed_position(conninfo: str) -> FeedPosition:
     """The newest alarm_log and linkage_commands ids: what the feed need not show."""
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         row = await (
@@ -758,14 +770,25 @@ async def alarm_feed_position(conninfo: str) -> tuple[int, int]:
             )
         ).fetchone()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return FeedPosition(int(row[0]), int(row[1]))
 
 
-async def alarm_feed(conninfo: str, shown_up_to: tuple[int, int]) -> None:
-    """Print every alarm transition (and the linkage it caused) after `shown_up_to`
+async def _print_new(conn: psycopg.AsyncConnection[Any], shown: FeedPosition) -> None:
+    """The alarm transitions and linkage committed after `shown`, one line each;
+    `shown` moves on with every line printed (a cancel between two lines
+    neither repeats nor skips one)."""
+    for r in await (await conn.execute(_ALARM_LOG_SQL, (shown.log,))).fetchall():
+        print(format_alarm_line(r), flush=True)
+        shown.log = int(r["id"])
+    for r in await (await conn.execute(_LINKAGE_SQL, (shown.linkage,))).fetchall():
+        print(format_linkage_line(r), flush=True)
+        shown.linkage = max(shown.linkage, int(r["id"]))
+
+
+async def alarm_feed(conninfo: str, shown: FeedPosition) -> None:
+    """Print every alarm transition (and the linkage it caused) after `shown`
     as it is committed: LISTEN on the alarm_log channel, then read the rows after
     the last one shown."""
-    last_log, last_linkage = shown_up_to
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
@@ -773,18 +796,27 @@ async def alarm_feed(conninfo: str, shown_up_to: tuple[int, int]) -> None:
             ) as conn:
                 await conn.execute(f"LISTEN {ALARM_CHANNEL}")
                 while True:
-                    for r in await (await conn.execute(_ALARM_LOG_SQL, (last_log,))).fetchall():
-                        print(format_alarm_line(r), flush=True)
-                        last_log = int(r["id"])
-                    for r in await (await conn.execute(_LINKAGE_SQL, (last_linkage,))).fetchall():
-                        print(format_linkage_line(r), flush=True)
-                        last_linkage = max(last_linkage, int(r["id"]))
+                    await _print_new(conn, shown)
                     # Wake on a notification, or after a while for linkage commands.
                     async for _ in conn.notifies(timeout=ALARM_FEED_POLL_S, stop_after=1):
                         pass
         except psycopg.Error as exc:
             log.warning("alarm feed: %s; retrying in %.0f s", exc, ALARM_FEED_RETRY_S)
             await asyncio.sleep(ALARM_FEED_RETRY_S)
+
+
+async def alarm_feed_rest(conninfo: str, shown: FeedPosition) -> None:
+    """The feed's last lines: what ingest committed while it stopped (it drains
+    its batches and the alarms held for zone order). The next start shows only
+    what comes after it, so they would never be printed."""
+    try:
+        async with asyncio.timeout(CHILD_STOP_TIMEOUT_S):
+            async with await psycopg.AsyncConnection.connect(
+                conninfo, autocommit=True, row_factory=dict_row
+            ) as conn:
+                await _print_new(conn, shown)
+    except (psycopg.Error, TimeoutError) as exc:
+        log.warning("alarm feed: the last lines could not be read: %s", exc)
 
 
 def _start_child(

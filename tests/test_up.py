@@ -23,7 +23,7 @@ import pytest
 from firesafe import runtime
 from firesafe.embedded import EmbeddedServiceError, free_port
 from firesafe.runtime import format_alarm_line, hold_data_dir
-from tests.helpers import Publisher, forget_session, query, wait_for
+from tests.helpers import Publisher, forget_session, query, register, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -304,6 +304,51 @@ def test_up_restarted_keeps_data_token_ports_and_prints_alarms(tmp_path: Path) -
         alarms = httpx.get(f"{api}/api/v1/alarms", headers=auth, params={"site": "R"})
         assert alarms.status_code == 200, alarms.text
         assert [(a["device"], a["type"]) for a in alarms.json()["items"]] == [("R-MCP1", "fire")]
+
+
+def test_alarms_committed_while_up_stops_are_printed(
+    db: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    """A newcomer pressed Ctrl-C while a detector's readings waited for its zone
+    neighbour: ingest's drain opened their fire alarm, and no line said so,
+    neither then nor at the next start (which shows only what comes after).
+    The console prints what ingest committed while it stopped."""
+    client_id = f"test-up-{uuid.uuid4().hex[:8]}"
+    env = {
+        "FIRESAFE_MQTT_URL": mqtt_url,
+        "FIRESAFE_DATABASE_URL": db,
+        "FIRESAFE_MQTT_CLIENT_ID": client_id,
+        "FIRESAFE_DATA_DIR": str(tmp_path / "data"),
+    }
+    site = f"U{uuid.uuid4().hex[:8]}"
+    smoke, neighbour = f"{site}-S1", f"{site}-S2"
+    register(
+        db,
+        [
+            {"id": d, "site": site, "building": "B", "floor": "1", "zone": "Z", "kind": "smoke"}
+            for d in (smoke, neighbour)
+        ],
+    )
+    with running_up(env, tmp_path) as up:
+        wait_for(lambda: _ready(httpx.get(f"{up.announced['api']}/health").json()), timeout=30)
+        pub = Publisher(mqtt_url)
+        t = int(time.time() * 1000)
+        # The neighbour's clock is the zone's: the smoke head's readings after it
+        # wait for it (it may still be sending), up to 10 s past its last arrival.
+        pub.send(f"fs/v1/{site}/{neighbour}/telemetry", {"ts": t, "seq": 1, "v": {}})
+        for i, obs in enumerate((3.6, 3.9, 4.2)):
+            reading = {"ts": t + 1000 * (i + 1), "seq": i + 1, "v": {"obscuration": obs}}
+            pub.send(f"fs/v1/{site}/{smoke}/telemetry", reading)
+        pub.close()
+        stored = "SELECT count(*) FROM telemetry WHERE device_id LIKE %s"
+        wait_for(lambda: query(db, stored, (f"{site}-%",))[0][0] == 4)
+        assert not query(db, "SELECT 1 FROM alarms WHERE device_id = %s", (smoke,))
+    rest = []
+    while line := up.lines.get(timeout=5):
+        rest.append(line)
+    assert query(db, "SELECT 1 FROM alarms WHERE device_id = %s", (smoke,))  # the drain's
+    assert [x for x in rest if f"device={smoke}" in x and "type=fire" in x], rest
+    forget_session(mqtt_url, client_id)
 
 
 def _children(pid: int) -> list[int]:
