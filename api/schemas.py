@@ -550,7 +550,14 @@ NOTIFICATIONS_OVERDUE_S = 30
 class DatabaseHealth(BaseModel):
     ok: bool
     latency_ms: float | None
-    error: str | None = None
+    error: str | None = Field(
+        default=None, description="Why it did not answer: the kind of error (`PoolTimeout`, ...)"
+    )
+    error_detail: str | None = Field(
+        default=None,
+        description="What a fresh connection attempt said (`connection refused`, a "
+        "password refused, ...); shown only with an admin or operator token",
+    )
     flavour: Literal["plain", "timescale"] | None = Field(
         default=None,
         description="The storage flavour chosen at the database's first migration, for good",
@@ -681,6 +688,12 @@ class Health(BaseModel):
         "a background job failed its last run or stalled (`failed_jobs`), or notifications "
         "are not being delivered (rules but no notifier, or overdue ones). "
         "Always HTTP 200: the API itself answers; the body says what is wrong"
+    )
+    problems: list[str] = Field(
+        default_factory=list,
+        description="Why `status` is degraded, one code per check that failed: database, "
+        "ingest, broker, shards_unowned, shards_stalled, failed_jobs, notifications, "
+        "unregistered_fires, unreadable_fires, alarm_stream, api_tasks (empty when ok)",
     )
     database: DatabaseHealth
     broker: BrokerHealth

@@ -81,6 +81,7 @@ def test_health_without_ingest_is_degraded(api_url: str, db: str, flavour: str) 
     assert body["database"]["flavour"] == flavour
     assert body["ingest"]["state"] == "absent"
     assert body["broker"]["connected"] is None
+    assert "ingest" in body["problems"]  # why, without reading every part
 
 
 def test_health_reports_fresh_ingest(api_url: str, db: str) -> None:
@@ -99,6 +100,7 @@ def test_health_reports_fresh_ingest(api_url: str, db: str) -> None:
     # ok, unless the database's own background jobs fail (TimescaleDB 2.28.3 on
     # PostgreSQL 15.20 cannot run any: /health must say so).
     assert body["status"] == ("degraded" if body["failed_jobs"] else "ok")
+    assert body["problems"] == (["failed_jobs"] if body["failed_jobs"] else [])
     assert body["broker"]["connected"] is True
     assert body["ingest"]["state"] == "ok"
     assert body["ingest"]["lag_ms"] == 42.0
@@ -235,6 +237,7 @@ def test_health_says_when_an_unregistered_device_reports_a_fire(api_url: str, db
     reject("fs/v1/S2/M9/event", "site_mismatch", b'{"type":"activated","ts":1}', "site S1")
     body = health()
     assert body["status"] == "degraded"
+    assert "unregistered_fires" in body["problems"]
     assert body["unregistered_fires"]["count"] == 2
     # Without a token, nothing names a site or a device (an outside check read
     # another site's device off the topic).

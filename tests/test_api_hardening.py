@@ -826,6 +826,15 @@ def test_during_a_database_outage_calls_fail_fast_and_health_is_degraded(
         assert health.status_code == 200
         assert health.json()["status"] == "degraded"
         assert health.json()["database"]["ok"] is False
+        assert "database" in health.json()["problems"]
+        # Why, for staff: what a connection attempt said, not only "PoolTimeout"
+        # (an outside check had to read ingest's log to learn it was refused).
+        detail = health.json()["database"]["error_detail"]
+        assert detail, health.json()["database"]
+        assert detail != "(shown with a token)"
+        with client(url, token=None) as anonymous:
+            hidden = anonymous.get("/health").json()["database"]["error_detail"]
+        assert hidden in (None, "(shown with a token)")
         # The open stream is told and closed instead of heartbeats forever...
         seen = _until(events, ("line", "event: close"))
         assert seen[-1] == ("line", "event: close"), seen

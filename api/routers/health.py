@@ -72,11 +72,11 @@ async def health(
 ) -> Health:
     token = credentials.credentials if credentials is not None else None
     report, staff = await _health(state, token)
-    if not report.alarm_stream.listening or any(
-        t.state != "running" for t in report.tasks.values()
-    ):
-        report.status = "degraded"
+    report.problems = problems(report)
+    report.status = "degraded" if report.problems else "ok"
     if not staff:  # (a made-up or a manager's token: as without one)
+        if report.database.error_detail is not None:  # (it names hosts and roles)
+            report.database.error_detail = "(shown with a token)"
         if report.shards is not None:
             report.shards.processes = []
         for task in report.tasks.values():
@@ -146,10 +146,18 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
         ) = await bounded(read(), DB_TIMEOUT_S + DB_ANSWER_S)
     except (psycopg.Error, PoolTimeout, DeadlineExceeded) as exc:
         staff = token is not None and is_admin_token(token, state.admin_token)
+        detail = str(exc) if isinstance(exc, psycopg.Error) else None
+        if isinstance(exc, PoolTimeout) and staff:  # (a probe is not kept waiting for it)
+            try:
+                detail = await bounded(_why_no_connection(state), DB_TIMEOUT_S + DB_ANSWER_S)
+            except DeadlineExceeded as late:
+                detail = str(late)
         return Health(
             **_api_parts(state),
             status="degraded",
-            database=DatabaseHealth(ok=False, latency_ms=None, error=type(exc).__name__),
+            database=DatabaseHealth(
+                ok=False, latency_ms=None, error=type(exc).__name__, error_detail=detail
+            ),
             broker=BrokerHealth(connected=None),
             ingest=IngestHealth(
                 state="unknown",
@@ -195,12 +203,9 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
     reporting = fresh or [newest]
     connected = all(i["broker_connected"] for i in reporting)
     lags = [float(i["lag_ms"]) for i in reporting if i["lag_ms"] is not None]
-    ok = ingest_state == "ok" and connected and not shards.unowned and not failed_jobs
-    ok = ok and not shards.stalled and _delivering(notifications)
-    ok = ok and not unregistered.count and not unreadable.count
     return Health(
         **_api_parts(state),
-        status="ok" if ok else "degraded",
+        status="degraded",  # (until `problems` finds none)
         failed_jobs=failed_jobs,
         notifications=notifications,
         unregistered_fires=unregistered,
@@ -217,6 +222,38 @@ async def _health(state: AppState, token: str | None) -> tuple[Health, bool]:
             instances=len(reporting),
         ),
     ), staff
+
+
+def problems(h: Health) -> list[str]:
+    """Every check that makes the report degraded, by name (a caller need not
+    scan each part to find why: one forged fire kept it degraded for an hour)."""
+    failed = {
+        "database": not h.database.ok,
+        "ingest": h.database.ok and h.ingest.state != "ok",
+        "broker": h.broker.connected is False,
+        "shards_unowned": h.shards is not None and bool(h.shards.unowned),
+        "shards_stalled": h.shards is not None and bool(h.shards.stalled),
+        "failed_jobs": bool(h.failed_jobs),
+        "notifications": h.notifications is not None and not _delivering(h.notifications),
+        "unregistered_fires": h.unregistered_fires is not None and h.unregistered_fires.count > 0,
+        "unreadable_fires": h.unreadable_fires is not None and h.unreadable_fires.count > 0,
+        "alarm_stream": not h.alarm_stream.listening,
+        "api_tasks": any(t.state != "running" for t in h.tasks.values()),
+    }
+    return [name for name, bad in failed.items() if bad]
+
+
+async def _why_no_connection(state: AppState) -> str | None:
+    """The pool only says it timed out; a connection of its own says why."""
+    conninfo = state.pool.conninfo
+    if not isinstance(conninfo, str):  # (never here: the API's pool is given a URL)
+        return None
+    try:
+        conn = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=int(DB_TIMEOUT_S))
+    except psycopg.Error as exc:
+        return str(exc).strip() or type(exc).__name__
+    await conn.close()
+    return None
 
 
 def _delivering(n: NotificationsHealth) -> bool:
