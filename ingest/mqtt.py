@@ -32,9 +32,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from firesafe.settings import MqttEndpoint
+from firesafe.throttle import ThrottledWarning
 from ingest.decode import RawMessage
 
 log = logging.getLogger(__name__)
+# A broker outage is one event for every session of the process (a sharded
+# ingest holds up to 64): the first line at once, the rest summed up (an
+# outside check counted 280 lines per process for a 25 s restart).
+_trouble = ThrottledWarning(log, "MQTT connection trouble")
 
 SUBSCRIPTION = "fs/v1/#"  # everything of the contract; malformed topics become rejects
 # A broker gone without a word (a partition, a firewall) is noticed within
@@ -188,7 +193,8 @@ class MqttSource:
             except MqttError as exc:
                 attempt += 1
                 delay = _backoff(attempt)
-                log.warning("MQTT %s: %s; retrying in %.1f s", self.endpoint.url(), exc, delay)
+                where = f"{self.endpoint.url()} ({self.client_id})"
+                _trouble(f"{where}: {exc}; retrying in {delay:.1f} s")
                 await asyncio.sleep(delay)
                 continue
             up_since = time.monotonic()
@@ -220,20 +226,17 @@ class MqttSource:
                 return
             if time.monotonic() - up_since >= STABLE_S:
                 attempt = 0
-                log.warning("MQTT connection of %r lost%s; reconnecting", self.client_id, why)
+                _trouble(f"connection of {self.client_id!r} lost{why}; reconnecting")
                 continue
             # Lost again at once: two processes taking one client id from each
             # other, or a broker that drops us. Back off as for a failed connect
             # (an outside check saw 1,000 reconnections a second without this).
             attempt += 1
             delay = _backoff(attempt)
-            log.warning(
-                "MQTT connection of %r lost after %.1f s%s (reason %d); reconnecting in %.1f s",
-                self.client_id,
-                time.monotonic() - up_since,
-                why,
-                self._lost_code,
-                delay,
+            _trouble(
+                f"connection of {self.client_id!r} lost after "
+                f"{time.monotonic() - up_since:.1f} s{why} (reason {self._lost_code}); "
+                f"reconnecting in {delay:.1f} s"
             )
             await asyncio.sleep(delay)
 

@@ -887,7 +887,8 @@ class IngestService:
                 )
         await store.write_commands(conn, rows)
         if rows:
-            log.info("linkage: %d command(s) written for %d building(s)", len(rows), len(buildings))
+            commanded = len({(r.site, r.building) for r in rows})  # (not every one looked at)
+            log.info("linkage: %d command(s) written for %d building(s)", len(rows), commanded)
         return len(rows)
 
     def _after_commit(self, plan: BatchPlan) -> None:

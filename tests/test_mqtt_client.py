@@ -173,3 +173,33 @@ def test_a_message_the_broker_sends_again_is_marked_dup(mqtt_url: str) -> None:
         forget_session(mqtt_url, client_id)
     assert (first.payload, first.dup) == (b"offline", False)
     assert (again.payload, again.dup) == (b"offline", True)
+
+
+def test_a_broker_outage_is_a_few_lines_however_many_sessions(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A sharded ingest holds up to 64 sessions: an outside check's 25 s broker
+    restart logged about 280 warnings per process (each session's loss and
+    every retry). The first is logged at once, the rest summed up."""
+    from ingest.mqtt import MqttSource
+
+    endpoint = MqttEndpoint.parse(f"mqtt://127.0.0.1:{free_port()}")  # nobody listens
+
+    async def outage() -> None:
+        sessions = [
+            MqttSource(endpoint, f"test-outage-{k}", lambda m: None, shard=k) for k in range(32)
+        ]
+        tasks = [asyncio.create_task(s.run()) for s in sessions]
+        await asyncio.sleep(2.0)
+        for s in sessions:
+            await s.stop()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    with caplog.at_level("WARNING", logger="ingest.mqtt"):
+        asyncio.run(outage())
+    lines = [r.getMessage() for r in caplog.records if r.name == "ingest.mqtt"]
+    assert lines, "the outage is said"
+    assert len(lines) <= 2, lines
+    assert "test-outage-" in lines[0]  # which session
