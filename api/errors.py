@@ -494,6 +494,9 @@ _IN_A_CLAUSE = r"(?:(?!; ).)+?"
 # Catch-all templates: tried last, after a detail's clauses were tried one by one.
 _CATCH_ALL = frozenset({"{field}: {detail}", "{location}: {detail}"})
 _CLAUSE = "; "
+# A gateway's detail has a handful of clauses; a caller's value full of "; "
+# must not cost a template pass per run of them.
+MAX_CLAUSES = 8
 
 # Generic sentence per error code, when no template matches.
 _GENERIC: dict[str, str] = {
@@ -609,6 +612,8 @@ def _clauses(message: str, lang: str) -> str | None:
     the longest run of clauses one template covers first; None unless every
     clause is covered (a template may hold "; " itself)."""
     parts = message.split(_CLAUSE)
+    if len(parts) > MAX_CLAUSES:
+        return None
     out: list[str] = []
     i = 0
     while i < len(parts):

@@ -561,3 +561,27 @@ def test_local_time_of_a_site() -> None:
     assert i18n.local_time(moment, "Asia/Shanghai") == "2026-11-26 06:31:06 +0800"
     assert i18n.local_time(moment, "UTC") == "2026-11-25 22:31:06 +0000"
     assert i18n.local_time(moment, "Europe/Berlin") == "2026-11-25 23:31:06 +0100"
+
+
+def test_a_value_full_of_clause_separators_costs_no_template_pass_per_clause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Gateway details are translated clause by clause; a caller's value of
+    thousands of "; " would make that a pass over every template per run of
+    clauses. Past a handful it is not tried (the value is kept as given)."""
+    from api import errors
+
+    passes = []
+    by_template = errors._by_template
+
+    def counted(message: str, lang: str, **kw: bool) -> str | None:
+        passes.append(message)
+        return by_template(message, lang, **kw)
+
+    monkeypatch.setattr(errors, "_by_template", counted)
+    value = "'" + "a; " * 5000 + "'"
+    message = f"query parameter 'since': {value} is neither ISO 8601 nor epoch milliseconds"
+    text = localize(message, "zh-CN")
+    assert text is not None
+    assert text.startswith("查询参数 'since'")
+    assert len(passes) < 20
