@@ -131,14 +131,19 @@ def _ready(health: dict[str, Any]) -> bool:
     )
 
 
-def test_up_with_configured_services_uses_only_them(db: str, mqtt_url: str, tmp_path: Path) -> None:
-    client_id = f"test-up-{uuid.uuid4().hex[:8]}"
-    env = {
+def _configured_env(db: str, mqtt_url: str, tmp_path: Path) -> dict[str, str]:
+    """`up` on the suite's broker and database, with a client id of its own."""
+    return {
         "FIRESAFE_MQTT_URL": mqtt_url,
         "FIRESAFE_DATABASE_URL": db,
-        "FIRESAFE_MQTT_CLIENT_ID": client_id,
+        "FIRESAFE_MQTT_CLIENT_ID": f"test-up-{uuid.uuid4().hex[:8]}",
         "FIRESAFE_DATA_DIR": str(tmp_path / "data"),
     }
+
+
+def test_up_with_configured_services_uses_only_them(db: str, mqtt_url: str, tmp_path: Path) -> None:
+    env = _configured_env(db, mqtt_url, tmp_path)
+    client_id = env["FIRESAFE_MQTT_CLIENT_ID"]
     site = f"U{uuid.uuid4().hex[:8]}"
     with firesafe_up(env, tmp_path) as out:
         assert out["mqtt"].endswith(mqtt_url.rsplit(":", 1)[1])  # the configured broker
@@ -313,13 +318,8 @@ def test_alarms_committed_while_up_stops_are_printed(
     neighbour: ingest's drain opened their fire alarm, and no line said so,
     neither then nor at the next start (which shows only what comes after).
     The console prints what ingest committed while it stopped."""
-    client_id = f"test-up-{uuid.uuid4().hex[:8]}"
-    env = {
-        "FIRESAFE_MQTT_URL": mqtt_url,
-        "FIRESAFE_DATABASE_URL": db,
-        "FIRESAFE_MQTT_CLIENT_ID": client_id,
-        "FIRESAFE_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = _configured_env(db, mqtt_url, tmp_path)
+    client_id = env["FIRESAFE_MQTT_CLIENT_ID"]
     site = f"U{uuid.uuid4().hex[:8]}"
     smoke, neighbour = f"{site}-S1", f"{site}-S2"
     register(
