@@ -181,11 +181,18 @@ class _Window:
 
     @property
     def awaits_sample(self) -> bool:
-        """One reading at the alarm level out of clean air and nothing after it:
-        a device reporting more slowly than the window (every 30-60 s) is judged
-        on its next reading, not on a spike (an insect, EMI, a spray: a seventh
-        outside check saw single samples confirmed on such devices)."""
-        return self.from_clean and self.rows == 1 and self.last_alarm
+        """Out of clean air, no more readings than a spike has (SPIKE_MAX_SAMPLES),
+        all at the alarm level and not growing fast from one to the next, and
+        nothing after them: a device reporting more slowly than the window fills
+        (every 20-60 s) is judged on its next reading, not on a spike (an insect,
+        EMI, a spray: outside checks saw one sample, then two steady ones on 30
+        and 60 s detectors, confirmed). A fire's smoke grows from one to the next."""
+        return (
+            self.from_clean
+            and self.last_alarm
+            and not self.fast
+            and self.n_above == self.rows <= p.SPIKE_MAX_SAMPLES
+        )
 
     @property
     def hovering(self) -> bool:

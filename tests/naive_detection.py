@@ -660,13 +660,15 @@ class RuleBook:
 
     def due(self, slot: int, now: int, quiet: bool = False) -> None:
         """The device's own clock reached `now`: its windows ended by then resolve
-        (one sample out of clean air waits for the next reading, unless `quiet`)."""
+        (up to two steady samples out of clean air wait for the next reading,
+        unless `quiet`)."""
         s = self.st.get(slot)
         if s is None:
             return
         while s.window is not None and s.window.ends <= now:  # a longer one may be over too
             w = s.window
-            if not quiet and w.out_of_clean_air and w.readings == 1 and w.latest_at_level:
+            spike_sized = w.at_level == w.readings <= 2 and not w.grew_fast
+            if not quiet and w.out_of_clean_air and w.latest_at_level and spike_sized:
                 break
             self._end_of_window(slot)
         end = s.elec_since + self._window_ms(slot) if s.elec == "pending" else FAR

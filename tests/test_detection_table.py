@@ -487,6 +487,52 @@ def test_a_fire_on_a_detector_reporting_every_60_s_is_confirmed_by_its_second_re
     ]
 
 
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize(
+    ("interval", "samples"),
+    [
+        (30.0, [4.5, 4.5]),  # an outside check's insect on a 30 s detector
+        (30.0, [5.0, 5.5]),
+        (60.0, [6.0, 6.0]),  # ... and on a 60 s one
+        (20.0, [4.0, 4.2]),
+    ],
+)
+def test_two_steady_samples_on_a_slow_detector_are_a_spike_not_a_fire(
+    reference: bool, interval: float, samples: list[float]
+) -> None:
+    """Two readings at the alarm level out of clean air, neither growing fast
+    from the first, then clean air again: on a 10 s detector a transient; on
+    one reporting every 20-60 s the window ended on the second and confirmed
+    it by persistence. Its next reading decides, as for one sample."""
+    rows = [(float(t), {"obscuration": 0.3}) for t in range(0, 600, int(interval))]
+    rows += [(600.0 + interval * i, {"obscuration": x}) for i, x in enumerate(samples)]
+    after = 600.0 + interval * len(samples)
+    rows += [(after + interval * i, {"obscuration": 0.3}) for i in range(10)]
+    rig = Rig([("smoke", 1)], reference=reference, intervals_s=[interval])
+    ch = rig.feed({0: rows})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 600.0),
+        ("verdict", "suppressed", "transient", after),
+    ]
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_a_fire_on_a_30_s_detector_is_confirmed_by_its_third_steady_reading(
+    reference: bool,
+) -> None:
+    """A fire whose smoke does not grow fast (4, 4.4, 4.9 %/m every 30 s) on a
+    30 s detector: confirmed by the third reading, one interval later than
+    before spikes of two samples waited."""
+    rig = Rig([("smoke", 1)], reference=reference, intervals_s=[30.0])
+    rows = [(float(t), {"obscuration": 0.3}) for t in range(0, 600, 30)]
+    rows += [(600.0 + 30 * i, {"obscuration": 4.0 + 0.45 * i}) for i in range(10)]
+    ch = rig.feed({0: rows})
+    assert [(c.verdict, (c.at_ms - T0) / S) for c in ch if c.alarm_type == "fire"] == [
+        ("pending", 600.0),
+        ("confirmed", 660.0),
+    ]
+
+
 def test_one_sample_and_then_silence_is_confirmed_at_the_window_end() -> None:
     """A detector that alarms once and is heard no more (burnt, cut off): judged
     silent on arrival time, the lone sample's window is confirmed at its end."""
@@ -778,14 +824,15 @@ def test_smoke_in_puffs_before_an_alarm(
 
 def test_verification_window_override_5_s_minimum() -> None:
     # verification_s is clamped to 5-60 s: 1 s means 5 s. Readings every 3 s
-    # from 100: a 1 s window would be decided by the one at 103.
+    # from 100, growing fast (two steady ones would be a spike waiting for its
+    # third): a 1 s window would be decided by the one at 103.
     rig = Rig([("smoke", 1, {"verification_s": 1.0})])
     rows = series([(0, 100, 0.1)], "obscuration", temperature=21.0)
-    rows += [(100.0 + 3 * i, {"obscuration": 5.0, "temperature": 21.0}) for i in range(100)]
+    rows += [(100.0 + 3 * i, {"obscuration": 5.0 + i, "temperature": 21.0}) for i in range(100)]
     ch = rig.feed({0: rows})
     assert summary(ch, "fire")[:2] == [
         ("open", "pending", "obscuration", 100.0),
-        ("verdict", "confirmed", "obscuration", 105.0),
+        ("verdict", "confirmed", "fast_growth", 105.0),
     ]
 
 
