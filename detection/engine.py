@@ -322,9 +322,9 @@ class Engine:
     def let_go(self, slots: ArrayLike) -> list[AlarmChange]:
         """These devices leave this engine while their windows may be open (moved
         to a site another process holds): what of them waits for their zone's
-        order is shown now and their windows are resolved with what they saw,
-        as for a device gone silent, so no alarm of theirs stays pending with
-        nobody left to judge it. `forget` them afterwards."""
+        order is shown now and their windows end at their newest reading,
+        judged with what they saw (`Machine.let_go`), so no alarm of theirs
+        stays pending with nobody left to judge it. `forget` them afterwards."""
         out: list[AlarmChange] = []
         self.machine.out = out
         leaving = {int(x) for x in np.asarray(slots, np.int64).tolist() if 0 <= x < self.capacity}
@@ -340,7 +340,7 @@ class Engine:
         for item in sorted(items, key=lambda it: it[:4]):
             self._show(self.machine, item)
         for x in sorted(leaving):
-            self.machine.silent(x)
+            self.machine.let_go(x)
         return out
 
     def forget(self, slots: ArrayLike) -> None:

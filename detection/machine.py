@@ -458,6 +458,13 @@ class Machine:
         if verdict == "confirmed":
             self._confirm_fire(slot, w.deadline, reason, detail)
             return
+        self._suppress_fire(slot, w, reason, detail)
+
+    def _suppress_fire(
+        self, slot: int, w: _Window, reason: str, detail: Mapping[str, float | str]
+    ) -> None:
+        """The window ends suppressed: the device re-arms as its verdict says."""
+        d = self._d(slot)
         d.fire = ""
         d.win = None
         d.armed = False
@@ -898,6 +905,28 @@ class Machine:
         return (signed and ts - last <= p.COINCIDENCE_MS) or (
             multi and recent and _aerosol_alone(latest_bits)
         )
+
+    def let_go(self, slot: int) -> None:
+        """The device leaves this machine (moved to a site another process holds)
+        with its window open: the window ends at its newest reading, judged with
+        what it saw. One or two samples waiting for their next reading are a
+        spike to it: that reading now goes elsewhere, where the device starts
+        afresh (a recheck saw a moved detector's insect confirmed as a fire
+        when its window was judged as if it had gone silent)."""
+        d = self.dev.get(slot)
+        while d is not None and d.win is not None:
+            w = d.win
+            w.deadline = min(w.deadline, max(d.last_row, w.opened))
+            if w.awaits_sample:
+                detail: dict[str, float | str] = {
+                    "samples_above": float(w.n_above),
+                    "window_s": (w.deadline - w.opened) / 1000.0,
+                }
+                self._suppress_fire(slot, w, "transient", detail)
+            else:
+                self._resolve_fire(slot)
+        if d is not None and d.elec == "pending":
+            self.silent(slot)  # (the condition lasted as long as it was heard)
 
     def silent(self, slot: int) -> None:
         """The device went quiet (judged on arrival time by the engine):

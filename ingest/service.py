@@ -478,8 +478,9 @@ class IngestService:
         if not leaving:
             return
         for change in self.engine.let_go(leaving):
-            old = self._moved_from[change.slot][0]
-            self._let_go.append(self._alarm_write(change, place=old))
+            moved = self._moved_from.get(change.slot)  # (a zone partner may stay)
+            place = moved[0] if moved is not None else None
+            self._let_go.append(self._alarm_write(change, place=place))
 
     def _configure_owned(self) -> None:
         """Detection and supervision cover exactly the devices of the shards held."""
@@ -493,6 +494,11 @@ class IngestService:
             grown = np.full(registry.size, self._started_ms, np.int64)
             grown[: self._since.size] = self._since
             self._since = grown
+        # Supervised from now on (a device moved here from another process's
+        # site was heard there, not here: a recheck saw it raised offline at
+        # once, dated before the move).
+        fresh = np.setdiff1d(slots, self._configured)
+        self._since[fresh] = np.maximum(self._since[fresh], now_ms())
         self.engine.configure(
             *registry.detection_config(slots), intervals_ms=registry.interval_ms[slots]
         )

@@ -5,6 +5,7 @@ with nothing lost or stored twice, and no false `offline` on the way."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -714,13 +715,17 @@ def test_a_process_that_cannot_reach_the_broker_holds_no_shard(
 
 
 @pytest.mark.integration
-def test_a_detector_moved_to_a_site_another_process_holds_leaves_no_fire_pending(
+def test_detectors_moved_to_a_site_another_process_holds_leave_no_fire_pending(
     db: str, mqtt_url: str, base: str, site: str
 ) -> None:
-    """A smoke detector's fire is pending (its verification window open) when
-    the detector is moved to a site another process holds. The process that
-    held it judges the window with what it had sent, at the old site, before
-    letting it go; forgotten, the pending fire stayed pending for good."""
+    """Two smoke detectors' fires are pending (verification windows open) when
+    both are moved to a site another process holds: one has sent three
+    readings at the alarm level, the other one (an insect). The process that
+    held them judges each window at the old site with what it had sent before
+    letting them go (forgotten, a pending fire stayed pending for good): the
+    first is confirmed, the spike is a transient (judged as if gone silent, a
+    recheck saw it confirmed). The new holder raises no offline for them (a
+    recheck saw one at once, dated before the move)."""
     candidates = [f"{site}x{i}" for i in range(40)]
     settings = sharded(db, mqtt_url, base)
     first = IngestThread(settings).start()
@@ -736,32 +741,91 @@ def test_a_detector_moved_to_a_site_another_process_holds_leaves_no_fire_pending
             if owners[shards.shard_of(s, SHARDS)] != owners[shards.shard_of(old, SHARDS)]
         )
         base_dev = {"building": "B", "floor": "1", "zone": "Z", "kind": "smoke", "interval_s": 10}
-        mover = f"{old}-S"
-        register(db, [{**base_dev, "site": old, "id": mover}])
+        fire_dev, insect_dev = f"{old}-F", f"{old}-I"
+        zones = {fire_dev: "Z1", insect_dev: "Z2"}  # (apart: together they coincide)
+        register(db, [{**base_dev, "site": old, "id": d, "zone": z} for d, z in zones.items()])
         register(db, [{**base_dev, "site": new, "id": f"{new}-anchor"}])
         time.sleep(1.5)  # both processes reload the registry on its notification
         t = int(time.time() * 1000)
 
-        def fire() -> list[tuple[str, str, str]]:
+        def alarms_of(device: str) -> list[tuple[str, str, str, str]]:
             return [
-                (str(r[0]), str(r[1]), str(r[2]))
+                (str(r[0]), str(r[1]), str(r[2]), str(r[3]))
                 for r in query(
                     db,
-                    "SELECT site_id, status, verdict FROM alarms "
-                    "WHERE device_id = %s AND type = 'fire'",
-                    (mover,),
+                    "SELECT type, site_id, verdict, reason FROM alarms WHERE device_id = %s "
+                    "AND type IN ('fire', 'offline') ORDER BY opened_at",
+                    (device,),
                 )
             ]
 
-        for i, obs in enumerate((0.1, 3.6, 3.9)):
-            reading = {"ts": t + 1000 * i, "seq": i + 1, "v": {"obscuration": obs}}
-            pub.send(f"fs/v1/{old}/{mover}/telemetry", reading)
-        wait_for(lambda: fire() and fire()[0][2] == "pending", timeout=15)
-        register(db, [{**base_dev, "site": new, "id": mover}])
-        wait_for(lambda: fire() and fire()[0][2] != "pending", timeout=20)
-        judged = fire()
+        for device, levels in ((fire_dev, (0.1, 3.6, 3.9, 4.3)), (insect_dev, (0.1, 5.0))):
+            for i, obs in enumerate(levels):
+                reading = {"ts": t + 1000 * i, "seq": i + 1, "v": {"obscuration": obs}}
+                pub.send(f"fs/v1/{old}/{device}/telemetry", reading)
+
+        def pending() -> list[str]:
+            return [d for d in (fire_dev, insect_dev) for a in alarms_of(d) if a[2] == "pending"]
+
+        wait_for(lambda: len(pending()) == 2, timeout=15)
+        register(db, [{**base_dev, "site": new, "id": d, "zone": z} for d, z in zones.items()])
+        wait_for(lambda: not pending(), timeout=20)
+        time.sleep(2.0)  # supervision ticks at the new holder
+        judged = {d: alarms_of(d) for d in (fire_dev, insect_dev)}
     finally:
         pub.close()
         first.stop()
         second.stop()
-    assert judged == [(old, "active", "confirmed")]
+    assert judged == {
+        fire_dev: [("fire", old, "confirmed", "fast_growth")],
+        insect_dev: [("fire", old, "suppressed", "transient")],
+    }
+
+
+@pytest.mark.integration
+def test_a_device_moved_to_another_process_site_is_not_raised_offline_for_the_move(
+    db: str, mqtt_url: str, base: str, site: str
+) -> None:
+    """A device heard every second at its old site is moved to a site another
+    process holds and goes on reporting there. The new holder supervises it
+    from the move: a recheck saw it raised offline at once, dated before the
+    move (its supervision counted from its registration)."""
+    candidates = [f"{site}x{i}" for i in range(40)]
+    settings = sharded(db, mqtt_url, base)
+    first = IngestThread(settings).start()
+    second = IngestThread(settings).start()
+    pub = Publisher(mqtt_url)
+    try:
+        wait_for(lambda: all_owned_by(db, 2), timeout=30)
+        owners = ownership(db)
+        old = candidates[0]
+        new = next(
+            s
+            for s in candidates
+            if owners[shards.shard_of(s, SHARDS)] != owners[shards.shard_of(old, SHARDS)]
+        )
+        dev: dict[str, Any] = {"id": f"{old}-H", "building": "B", "floor": "1", "zone": "Z"}
+        dev.update(kind="heat", interval_s=2)  # offline after 6 s unheard
+        register(db, [{**dev, "site": old}])
+        register(db, [{**dev, "site": new, "id": f"{new}-anchor"}])
+        seq = itertools.count(1)
+
+        def report(where: str, seconds: float) -> None:
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                reading = {"ts": int(time.time() * 1000), "seq": next(seq), "v": {}}
+                pub.send(f"fs/v1/{where}/{dev['id']}/telemetry", reading)
+                time.sleep(0.5)
+
+        report(old, 9.0)  # heard at the old site, longer than its offline limit
+        register(db, [{**dev, "site": new}])
+        time.sleep(2.0)  # the device is told its new site, and starts again
+        report(new, 6.0)
+        offline = query(
+            db, "SELECT site_id FROM alarms WHERE device_id = %s AND type = 'offline'", (dev["id"],)
+        )
+    finally:
+        pub.close()
+        first.stop()
+        second.stop()
+    assert offline == []
