@@ -10,7 +10,7 @@ import contextvars
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import psycopg
@@ -494,6 +494,7 @@ _IN_A_CLAUSE = r"(?:(?!; ).)+?"
 # Catch-all templates: tried last, after a detail's clauses were tried one by one.
 _CATCH_ALL = frozenset({"{field}: {detail}", "{location}: {detail}"})
 _CLAUSE = "; "
+LOCALIZED_KEPT = 4096
 # A gateway's detail has a handful of clauses; a caller's value full of "; "
 # must not cost a template pass per run of them.
 MAX_CLAUSES = 8
@@ -556,10 +557,13 @@ _PYDANTIC_FALLBACK = N_("Invalid value")
 
 
 @cache
-def _compiled(clauses: bool = False) -> tuple[tuple[re.Pattern[str], str], ...]:
-    """Each template as a pattern; with `clauses`, a placeholder kept verbatim
-    spans no "; " unless its shape says so (a template that covers several
-    clauses holds the separators itself; one translated in turn may)."""
+def _compiled(clauses: bool = False) -> tuple[tuple[re.Pattern[str], str, str, str], ...]:
+    """Each template as a pattern, with the literal text it starts and ends
+    with (a message that does not is skipped without the pattern: a list of
+    rejects in Chinese ran thousands of them per detail). With `clauses`, a
+    placeholder kept verbatim spans no "; " unless its shape says so (a
+    template that covers several clauses holds the separators itself; one
+    translated in turn may)."""
     out = []
     for template in _TEMPLATES:
         pattern = re.escape(template)
@@ -567,12 +571,28 @@ def _compiled(clauses: bool = False) -> tuple[tuple[re.Pattern[str], str], ...]:
             verbatim = clauses and name not in _NESTED
             shape = _SHAPES.get(name, _IN_A_CLAUSE if verbatim else ".+?")
             pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{shape})", 1)
-        out.append((re.compile(pattern, re.DOTALL), template))
+        head = template.split("{", 1)[0]
+        tail = template.rsplit("}", 1)[-1] if "}" in template else template
+        out.append((re.compile(pattern, re.DOTALL), template, head, tail))
     return tuple(out)
 
 
+@cache
+def _by_first_character(
+    clauses: bool,
+) -> dict[str, tuple[tuple[re.Pattern[str], str, str, str], ...]]:
+    """The templates a message may match, by its first character, in their
+    order: those starting with that character and those starting with a
+    placeholder ("" lists only the latter)."""
+    entries = _compiled(clauses)
+    firsts = {head[:1] for _, _, head, _ in entries}
+    return {c: tuple(e for e in entries if e[2][:1] in ("", c)) for c in firsts | {""}}
+
+
+@lru_cache(maxsize=LOCALIZED_KEPT)
 def localize(message: str, lang: str) -> str | None:
-    """`message` (English) in `lang`, or None when no template matches it."""
+    """`message` (English) in `lang`, or None when no template matches it
+    (remembered: a list of rejects repeats its details and their names)."""
     if lang == i18n.DEFAULT_LANG:
         return message
     text = _by_template(message, lang, catch_all=False, clauses=True)
@@ -586,8 +606,11 @@ def localize(message: str, lang: str) -> str | None:
 
 
 def _by_template(message: str, lang: str, *, catch_all: bool, clauses: bool = False) -> str | None:
-    for pattern, template in _compiled(clauses):
+    table = _by_first_character(clauses)
+    for pattern, template, head, tail in table.get(message[:1], table[""]):
         if (template in _CATCH_ALL) != catch_all:
+            continue
+        if not (message.startswith(head) and message.endswith(tail)):
             continue
         m = pattern.fullmatch(message)
         if m is None:

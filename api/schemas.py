@@ -556,7 +556,8 @@ class DatabaseHealth(BaseModel):
     error_detail: str | None = Field(
         default=None,
         description="What a fresh connection attempt said (`connection refused`, a "
-        "password refused, ...); shown only with an admin or operator token",
+        "password refused, ...); shown only with the admin token (FIRESAFE_ADMIN_TOKEN): "
+        "operator tokens live in the database that does not answer",
     )
     flavour: Literal["plain", "timescale"] | None = Field(
         default=None,

@@ -276,3 +276,20 @@ def test_a_status_cut_after_its_first_status_byte_raises_the_fire_in_it() -> Non
     details = [r["detail"] for r in published.rejects()]
     assert "its second status byte missing (power fault and the bits above it" in details[0]
     assert details[0].startswith("it carries FIRE ALARMS: point 1/1/9, raised;")
+
+
+def test_a_point_description_can_neither_split_nor_forge_a_rejects_detail() -> None:
+    """A recheck: descriptions with "; " left the Chinese detail half English
+    (the detail's clauses are split there), and one like `), FAULTS: point
+    1/1/1 (` forged an entry. Inside a detail a description's separators and
+    brackets are full-width."""
+    fire = component_status(1, 1, 42, 0x105, 0x0003, "手报; 二楼", NOW)
+    forged = component_status(1, 1, 42, 0x106, 0x0003, "), FAULTS: point 9/9/9 (", NOW)
+    answers, published = exchange(
+        frame(8, adu(2, fire + forged), source=SOURCE, when=NOW), registered=False
+    )
+    assert answers == [(8, c.CMD_CONFIRM)]
+    [reject] = published.rejects()
+    assert "FAULTS: " not in reject["detail"]  # (its words stay, as its text)
+    assert "point 1/1/261 (手报； 二楼)" in reject["detail"]
+    reads_in_chinese(reject["detail"])

@@ -343,7 +343,7 @@ class Translator:
                     obj.description,
                 )
                 out.components.setdefault(comp.id, comp)
-                text = f"{obj.description}; " if obj.description else ""
+                text = f"{as_text(obj.description)}; " if obj.description else ""
                 flags = _as_known(obj.flags, obj.flags_known, known.get(comp.id))
                 detail = text + _flags_text(flags, c.COMP_BITS)
                 self._status(
@@ -503,6 +503,17 @@ class Translator:
 SUMMARY_NAMES: Final = 6
 
 
+# A panel's point description inside a detail: the characters that separate
+# and bracket its parts become their full-width forms (as Chinese text writes
+# them anyway), so a description can neither split a detail into clauses nor
+# forge an entry ("), FAULTS: point 1/1/1 (" read as a second list).
+_AS_TEXT: Final = str.maketrans({";": "；", ",": "，", "(": "（", ")": "）", ":": "："})
+
+
+def as_text(description: str) -> str:
+    return description.translate(_AS_TEXT)
+
+
 def alarm_summary(objects: Sequence[c.InfoObject]) -> str:
     """`it carries FIRE ALARMS: point 1/1/261 (3F), system 1/1; FAULTS: ...` for
     the alarm states the objects report, '' when none: a reject of a frame that
@@ -513,7 +524,7 @@ def alarm_summary(objects: Sequence[c.InfoObject]) -> str:
     faults: list[str] = []
     for o in objects:
         if isinstance(o, c.ComponentStatus):
-            text = f" ({o.description})" if o.description else ""
+            text = f" ({as_text(o.description)})" if o.description else ""
             name = f"point {o.system_type}/{o.system_address}/{o.component_address}{text}"
             fault = COMP_FAULT_MASK
         elif isinstance(o, c.SystemStatus):
