@@ -658,7 +658,7 @@ class Machine:
             # an insect) corroborates nothing.
             signed = multi and not flags & _EVIDENCE
             self.act.setdefault(zone, {})[slot] = (ts, signed, not flags & _ALARM)
-        if flags & Flag.STEAM:
+        if flags & Flag.STEAM and not flags & Flag.JUMP:  # (EMI jumps every channel)
             d.last_steam = ts
         prev_bits, d.bits = d.bits, flags
         d.sup_bits &= flags  # a re-arming bit that went away re-arms when it returns

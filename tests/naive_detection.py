@@ -573,7 +573,7 @@ class RuleBook:
             s.active_at = ts
             s.active_signed = kind == MULTI and not flags & INDEPENDENT
             s.active_weak = not flags & ALARM
-        if flags & STEAM:
+        if flags & STEAM and not flags & JUMP:  # README "Verdicts": EMI is no steam
             s.steam_at = ts
         before, s.flags = s.flags, flags
         s.lingering &= flags
