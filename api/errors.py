@@ -265,10 +265,10 @@ _TEMPLATES: tuple[str, ...] = (
     N_("MANUAL ALARMS: {names}"),
     N_("FAULTS: {names}"),
     N_("{where} by operator {operator}"),
+    N_("{name} and {more} more"),  # (before "point {point}", which would take it all)
     N_("point {point}"),
     N_("system {system}"),
     N_("the transmission device"),
-    N_("{name} and {more} more"),
     N_("device id {id} does not fit {pattern} (shorten the uitd id)"),
     N_(
         "transmission device {uitd} has {have} registered point(s); {count} more would "

@@ -304,8 +304,9 @@ def score_fire(
     multi = kind == KIND_MULTI
     k = len(temp)
     false = np.zeros(k, np.bool_)
-    # A jump faster than any fire heats a ceiling is a sensor artefact (EMI).
-    plausible = ~_gt(step[:, 0], p.HEAT_STEP_MAX_C_PER_MIN)
+    # A jump faster than any fire heats a ceiling is a sensor artefact (EMI);
+    # so is a drop as fast (an outside check's EMI read -20 °C).
+    plausible = ~_gt(np.abs(step[:, 0]), p.HEAT_STEP_MAX_C_PER_MIN)
     heat_raw = _ge(rate[:, R_T], thr["heat_rise_c_per_min"]) & plausible
     if multi:
         steam = _ge(rate[:, R_RH], thr["steam_rh_rise_per_min"]) | _ge(rh, thr["steam_rh"])

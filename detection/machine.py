@@ -927,6 +927,9 @@ class Machine:
                 self._resolve_fire(slot)
         if d is not None and d.elec == "pending":
             self.silent(slot)  # (the condition lasted as long as it was heard)
+        if d is not None and d.pre:  # nobody watches it there any more: not left active
+            d.pre = False
+            self._emit(slot, "pre_alarm", "clear", "confirmed", "condition_gone", d.last_row, {})
 
     def silent(self, slot: int) -> None:
         """The device went quiet (judged on arrival time by the engine):

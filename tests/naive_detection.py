@@ -969,7 +969,7 @@ class NaiveEngine:
             if drift:
                 f |= DRIFT
         heat_raw = (
-            fire and ge(rate[0], t("heat_rise_c_per_min", nan)) and not step[0] > HEAT_STEP_MAX
+            fire and ge(rate[0], t("heat_rise_c_per_min", nan)) and not abs(step[0]) > HEAT_STEP_MAX
         )
         steam = k == MULTI and (
             ge(rate[3], t("steam_rh_rise_per_min", nan))
@@ -978,14 +978,16 @@ class NaiveEngine:
         # README "Verdicts": a heat rise with a humidity jump on the same
         # reading is steam, not fire (a fire dries the air it heats).
         heat_raw = heat_raw and not steam
-        warm = k == MULTI and ge(rate[0], WARMING) and not step[0] > HEAT_STEP_MAX and not steam
+        warm = (
+            k == MULTI and ge(rate[0], WARMING) and not abs(step[0]) > HEAT_STEP_MAX and not steam
+        )
         f |= WARM if warm else 0
         fast_raw = has_obs and ge(step[1], t("fast_growth_per_min", nan))
         heat = heat_raw and bool(d.last_flags & HEAT_RAW)
         alarm_obs = has_obs and ge(comp, t("obscuration_alarm", nan))
         # README "Verdicts", `reverified`: not on a reading whose temperature
         # jumped faster than any fire heats a ceiling (every channel: EMI).
-        f |= JUMP if alarm_obs and step[0] > HEAT_STEP_MAX else 0
+        f |= JUMP if alarm_obs and abs(step[0]) > HEAT_STEP_MAX else 0
         fast = fast_raw and alarm_obs and bool(d.last_flags & FAST_RAW)
         # README "Verdicts", `aerosol_decay`: at alarm level and falling by
         # >= 4 %/m a minute (the fast-growth rate), on two readings running.

@@ -16,8 +16,9 @@ from typing import Any
 
 import orjson
 
+from api.errors import localize
 from gateways.gb26875 import codec as c
-from gateways.gb26875.mapping import Component, Uitd
+from gateways.gb26875.mapping import Component, Uitd, clipped
 from gateways.gb26875.server import Gateway
 from tests.gb26875_frames import (
     adu,
@@ -285,11 +286,52 @@ def test_a_point_description_can_neither_split_nor_forge_a_rejects_detail() -> N
     brackets are full-width."""
     fire = component_status(1, 1, 42, 0x105, 0x0003, "手报; 二楼", NOW)
     forged = component_status(1, 1, 42, 0x106, 0x0003, "), FAULTS: point 9/9/9 (", NOW)
+    # The same in the Chinese label's own separators (a second recheck).
+    forged_zh = component_status(1, 1, 42, 0x107, 0x0003, "x)；故障：部件 9/9/9 (y", NOW)
     answers, published = exchange(
-        frame(8, adu(2, fire + forged), source=SOURCE, when=NOW), registered=False
+        frame(8, adu(2, fire + forged + forged_zh), source=SOURCE, when=NOW), registered=False
     )
     assert answers == [(8, c.CMD_CONFIRM)]
     [reject] = published.rejects()
     assert "FAULTS: " not in reject["detail"]  # (its words stay, as its text)
-    assert "point 1/1/261 (手报； 二楼)" in reject["detail"]
+    assert "point 1/1/261 (手报· 二楼)" in reject["detail"]
     reads_in_chinese(reject["detail"])
+    label = localize(reject["detail"], "zh-CN")
+    assert label is not None
+    assert "故障：" not in label
+    assert label.split("（流水号")[0].count("；") == 1  # unregistered; what it carries
+
+
+def test_a_reject_naming_many_points_reads_in_chinese_and_is_cut_after_a_whole_one() -> None:
+    """More than six points in alarm: `and N more` stayed English in the
+    Chinese label; long descriptions made the 500-character cut fall inside
+    a point's name (naming another, valid-looking point) and lose where the
+    frame came from."""
+    many = b"".join(
+        component_status(1, 1, 42, 0x200 + i, 0x0003, "三楼东侧走廊吊顶内感烟探测器" + str(i), NOW)
+        for i in range(22)
+    )
+    answers, published = exchange(frame(9, adu(2, many), source=SOURCE, when=NOW), registered=False)
+    assert answers == [(9, c.CMD_CONFIRM)]
+    [reject] = published.rejects()
+    detail = reject["detail"]
+    assert "and 16 more" in detail
+    reads_in_chinese(detail)
+    eight = b"".join(component_status(1, 1, 42, 0x300 + i, 0x0003, "", NOW) for i in range(8))
+    _, published = exchange(frame(10, adu(2, eight), source=SOURCE, when=NOW), registered=False)
+    [reject] = published.rejects()
+    assert "and 2 more" in reject["detail"]
+    reads_in_chinese(reject["detail"])
+
+
+def test_a_detail_over_500_characters_is_cut_after_an_entry_and_keeps_its_origin() -> None:
+    names = ", ".join(f"point 1/1/{260 + i} (三楼东侧走廊吊顶内感烟探测器{i})" for i in range(20))
+    unknown = "source address 0000000001A7 is not registered: register a device of kind uitd"
+    detail = f"{unknown} with this address; it carries FIRE ALARMS: {names}"
+    detail += " (serial 9, from 10.0.0.1:5000)"
+    cut = clipped(detail)
+    assert len(cut) <= 500
+    assert cut.endswith(" … (serial 9, from 10.0.0.1:5000)")
+    kept = cut.removesuffix(" … (serial 9, from 10.0.0.1:5000)")
+    assert detail.startswith(kept)
+    assert detail[len(kept) :].startswith(", point ")  # cut between two points

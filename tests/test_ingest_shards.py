@@ -772,6 +772,13 @@ def test_detectors_moved_to_a_site_another_process_holds_leave_no_fire_pending(
         wait_for(lambda: not pending(), timeout=20)
         time.sleep(2.0)  # supervision ticks at the new holder
         judged = {d: alarms_of(d) for d in (fire_dev, insect_dev)}
+        # Its pre-alarm at the old site is not left active for good either.
+        still_active = query(
+            db,
+            "SELECT device_id FROM alarms WHERE type = 'pre_alarm' AND status <> 'cleared' "
+            "AND site_id = %s",
+            (old,),
+        )
     finally:
         pub.close()
         first.stop()
@@ -780,6 +787,7 @@ def test_detectors_moved_to_a_site_another_process_holds_leave_no_fire_pending(
         fire_dev: [("fire", old, "confirmed", "fast_growth")],
         insect_dev: [("fire", old, "suppressed", "transient")],
     }
+    assert still_active == []
 
 
 @pytest.mark.integration

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import re
 import zlib
 import zoneinfo
 from collections.abc import Mapping, Sequence
@@ -169,6 +170,25 @@ def reject_topic(gateway: str) -> str:
     return f"{TOPIC_ROOT}/{GATEWAY_SITE}/{gateway}/reject"
 
 
+# A reject's detail is kept to this many characters.
+DETAIL_MAX: Final = 500
+_WHERE_FROM: Final = re.compile(r" \((?:serial \d+, )?from [^()]*\)$")
+
+
+def clipped(detail: str) -> str:
+    """`detail` within DETAIL_MAX, cut after a whole entry (a recheck saw a cut
+    name a different, valid-looking point on a fire's reject) and marked;
+    where the frame came from is kept."""
+    if len(detail) <= DETAIL_MAX:
+        return detail
+    m = _WHERE_FROM.search(detail)
+    tail = m.group(0) if m else ""
+    head = detail[: len(detail) - len(tail)]
+    room = DETAIL_MAX - len(tail) - 2
+    cut = max(head.rfind(", ", 0, room), head.rfind("; ", 0, room))
+    return head[: cut if cut > 0 else room] + " …" + tail
+
+
 def reject_message(
     gateway: str,
     *,
@@ -186,7 +206,7 @@ def reject_message(
     body: dict[str, Any] = {
         "ts": at_ms,
         "reason": reason,
-        "detail": detail[:500],
+        "detail": clipped(detail),
         "raw": base64.b64encode(raw).decode(),
     }
     if size is not None and size != len(raw):
@@ -504,10 +524,11 @@ SUMMARY_NAMES: Final = 6
 
 
 # A panel's point description inside a detail: the characters that separate
-# and bracket its parts become their full-width forms (as Chinese text writes
-# them anyway), so a description can neither split a detail into clauses nor
-# forge an entry ("), FAULTS: point 1/1/1 (" read as a second list).
-_AS_TEXT: Final = str.maketrans({";": "；", ",": "，", "(": "（", ")": "）", ":": "："})
+# and bracket a detail's parts, in English or in its Chinese label, become a
+# middle dot, so a description can neither split a detail into clauses nor
+# forge an entry ("), FAULTS: point 1/1/1 (" read as a second list; a recheck
+# forged "；故障：" in the Chinese label with full-width forms).
+_AS_TEXT: Final = str.maketrans(dict.fromkeys(";,():；，（）：、[]［］", "·"))
 
 
 def as_text(description: str) -> str:
