@@ -460,10 +460,11 @@ class IngestService:
 
     def _let_go_moved_away(self) -> None:
         """Devices moved to a site another process holds leave this one's detection
-        (`_configure_owned` forgets them): their open windows are resolved first
-        with what they had sent, where they were, as for a device gone silent.
-        The new holder starts them afresh; forgotten, a pending fire of the old
-        site stayed pending for good (an outside check's move in sharded mode)."""
+        (`_configure_owned` forgets them): their open windows are first ended at
+        their newest reading and judged with what they had sent, where they were
+        (`Engine.let_go`). The new holder starts them afresh; forgotten, a pending
+        fire of the old site stayed pending for good (an outside check's move in
+        sharded mode)."""
         held = self.shards.held_sites()
         if held is None:
             return
