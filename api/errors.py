@@ -494,7 +494,7 @@ _IN_A_CLAUSE = r"(?:(?!; ).)+?"
 # Catch-all templates: tried last, after a detail's clauses were tried one by one.
 _CATCH_ALL = frozenset({"{field}: {detail}", "{location}: {detail}"})
 _CLAUSE = "; "
-LOCALIZED_KEPT = 4096
+LOCALIZED_KEPT = 8192
 # A gateway's detail has a handful of clauses; a caller's value full of "; "
 # must not cost a template pass per run of them.
 MAX_CLAUSES = 8

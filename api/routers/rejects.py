@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from api.deps import CallerDep, ConnDep
-from api.errors import ERROR_RESPONSES
+from api.errors import ERROR_RESPONSES, localize, request_lang
 from api.jsonbody import JsonRoute
 from api.params import (
     DEFAULT_LIMIT,
@@ -22,6 +24,7 @@ from api.params import (
     time_key,
 )
 from api.schemas import Page, RejectOut, RejectReason
+from firesafe.i18n import DEFAULT_LANG
 from storage.queries import rejects as reject_q
 
 router = APIRouter(
@@ -34,6 +37,11 @@ def _payload(raw: bytes) -> tuple[str, str]:
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def _translate(details: Sequence[str], lang: str) -> None:
+    for detail in details:
+        localize(detail, lang)  # (remembered: `detail_label` finds it)
 
 
 def _reject(row: dict[str, Any]) -> RejectOut:
@@ -81,6 +89,13 @@ async def list_rejects(
         after=after,
         limit=limit,
     )
+    lang = request_lang.get()
+    details = [str(r["detail"]) for r in rows if r["detail"]]
+    if lang != DEFAULT_LANG and details:
+        # Translated template by template: in a worker thread, so a long list
+        # does not hold the event loop (a recheck's 1,000 gateway rejects in
+        # Chinese held /health for seconds); serializing finds them remembered.
+        await asyncio.to_thread(_translate, details, lang)
     next_cursor = (
         encode_cursor("rejects", micros(rows[-1]["received_at"]), rows[-1]["id"])
         if len(rows) == limit
