@@ -15,6 +15,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -714,18 +715,12 @@ def test_a_process_that_cannot_reach_the_broker_holds_no_shard(
         proxy.close()
 
 
-@pytest.mark.integration
-def test_detectors_moved_to_a_site_another_process_holds_leave_no_fire_pending(
+@contextmanager
+def two_processes_apart(
     db: str, mqtt_url: str, base: str, site: str
-) -> None:
-    """Two smoke detectors' fires are pending (verification windows open) when
-    both are moved to a site another process holds: one has sent three
-    readings at the alarm level, the other one (an insect). The process that
-    held them judges each window at the old site with what it had sent before
-    letting them go (forgotten, a pending fire stayed pending for good): the
-    first is confirmed, the spike is a transient (judged as if gone silent, a
-    recheck saw it confirmed). The new holder raises no offline for them (a
-    recheck saw one at once, dated before the move)."""
+) -> Iterator[tuple[str, str, Publisher]]:
+    """Two sharded ingest processes, and two sites of this test that different
+    ones hold: (old, new, a publisher)."""
     candidates = [f"{site}x{i}" for i in range(40)]
     settings = sharded(db, mqtt_url, base)
     first = IngestThread(settings).start()
@@ -740,6 +735,26 @@ def test_detectors_moved_to_a_site_another_process_holds_leave_no_fire_pending(
             for s in candidates
             if owners[shards.shard_of(s, SHARDS)] != owners[shards.shard_of(old, SHARDS)]
         )
+        yield old, new, pub
+    finally:
+        pub.close()
+        first.stop()
+        second.stop()
+
+
+@pytest.mark.integration
+def test_detectors_moved_to_a_site_another_process_holds_leave_no_fire_pending(
+    db: str, mqtt_url: str, base: str, site: str
+) -> None:
+    """Two smoke detectors' fires are pending (verification windows open) when
+    both are moved to a site another process holds: one has sent three
+    readings at the alarm level, the other one (an insect). The process that
+    held them judges each window at the old site with what it had sent before
+    letting them go (forgotten, a pending fire stayed pending for good): the
+    first is confirmed, the spike is a transient (judged as if gone silent, a
+    recheck saw it confirmed). The new holder raises no offline for them (a
+    recheck saw one at once, dated before the move)."""
+    with two_processes_apart(db, mqtt_url, base, site) as (old, new, pub):
         base_dev = {"building": "B", "floor": "1", "zone": "Z", "kind": "smoke", "interval_s": 10}
         fire_dev, insect_dev = f"{old}-F", f"{old}-I"
         zones = {fire_dev: "Z1", insect_dev: "Z2"}  # (apart: together they coincide)
@@ -779,10 +794,6 @@ def test_detectors_moved_to_a_site_another_process_holds_leave_no_fire_pending(
             "AND site_id = %s",
             (old,),
         )
-    finally:
-        pub.close()
-        first.stop()
-        second.stop()
     assert judged == {
         fire_dev: [("fire", old, "confirmed", "fast_growth")],
         insect_dev: [("fire", old, "suppressed", "transient")],
@@ -798,20 +809,7 @@ def test_a_device_moved_to_another_process_site_is_not_raised_offline_for_the_mo
     process holds and goes on reporting there. The new holder supervises it
     from the move: a recheck saw it raised offline at once, dated before the
     move (its supervision counted from its registration)."""
-    candidates = [f"{site}x{i}" for i in range(40)]
-    settings = sharded(db, mqtt_url, base)
-    first = IngestThread(settings).start()
-    second = IngestThread(settings).start()
-    pub = Publisher(mqtt_url)
-    try:
-        wait_for(lambda: all_owned_by(db, 2), timeout=30)
-        owners = ownership(db)
-        old = candidates[0]
-        new = next(
-            s
-            for s in candidates
-            if owners[shards.shard_of(s, SHARDS)] != owners[shards.shard_of(old, SHARDS)]
-        )
+    with two_processes_apart(db, mqtt_url, base, site) as (old, new, pub):
         dev: dict[str, Any] = {"id": f"{old}-H", "building": "B", "floor": "1", "zone": "Z"}
         dev.update(kind="heat", interval_s=2)  # offline after 6 s unheard
         register(db, [{**dev, "site": old}])
@@ -832,8 +830,4 @@ def test_a_device_moved_to_another_process_site_is_not_raised_offline_for_the_mo
         offline = query(
             db, "SELECT site_id FROM alarms WHERE device_id = %s AND type = 'offline'", (dev["id"],)
         )
-    finally:
-        pub.close()
-        first.stop()
-        second.stop()
     assert offline == []
