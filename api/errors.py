@@ -655,6 +655,7 @@ def _clauses(message: str, lang: str) -> str | None:
 
 
 def _joined(items: Sequence[str], lang: str) -> str:
+    """Names as "a, b, c" in `lang`."""
     head = items[0]
     for item in items[1:]:
         head = i18n.translate("{items}, {item}", lang, items=head, item=item)
@@ -665,10 +666,9 @@ def or_list(items: Sequence[str], lang: str = i18n.DEFAULT_LANG) -> str:
     """Codes as "a or b", "a, b or c" in `lang` (the codes themselves unchanged)."""
     if len(items) < 2:
         return "".join(items)
-    head = items[0]
-    for item in items[1:-1]:
-        head = i18n.translate("{items}, {item}", lang, items=head, item=item)
-    return i18n.translate("{items} or {last}", lang, items=head, last=items[-1])
+    return i18n.translate(
+        "{items} or {last}", lang, items=_joined(items[:-1], lang), last=items[-1]
+    )
 
 
 N_("{items}, {item}")
