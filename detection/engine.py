@@ -328,19 +328,23 @@ class Engine:
         out: list[AlarmChange] = []
         self.machine.out = out
         leaving = {int(x) for x in np.asarray(slots, np.int64).tolist() if 0 <= x < self.capacity}
-        items: list[tuple[int, int, int, int, Any]] = []
-        for zone, q in self._zq.items():
-            if any(it[2] in leaving for it in q):
-                items += [it for it in q if it[2] in leaving]
-                kept = [it for it in q if it[2] not in leaving]
-                heapq.heapify(kept)
-                self._zq[zone] = kept
-        for x in leaving:
-            self._held.pop(x, None)
-        for item in sorted(items, key=lambda it: it[:4]):
+        for item in sorted(self._unqueue(leaving), key=lambda it: it[:4]):
             self._show(self.machine, item)
         for x in sorted(leaving):
             self.machine.let_go(x)
+        return out
+
+    def _unqueue(self, slots: Collection[int]) -> list[tuple[int, int, int, int, Any]]:
+        """Take these devices' items out of their zones' queues; returns them."""
+        out: list[tuple[int, int, int, int, Any]] = []
+        for zone, q in self._zq.items():
+            if any(it[2] in slots for it in q):
+                out += [it for it in q if it[2] in slots]
+                kept = [it for it in q if it[2] not in slots]
+                heapq.heapify(kept)
+                self._zq[zone] = kept
+        for x in slots:
+            self._held.pop(x, None)
         return out
 
     def forget(self, slots: ArrayLike) -> None:
@@ -355,13 +359,7 @@ class Engine:
         gone = set(s.tolist())
         for x in gone:
             self._force.pop(x, None)
-        for zone, q in self._zq.items():
-            kept = [it for it in q if it[2] not in gone]
-            if len(kept) != len(q):
-                heapq.heapify(kept)
-                self._zq[zone] = kept
-        for x in gone:
-            self._held.pop(x, None)
+        self._unqueue(gone)
         self._n_drift = int(np.count_nonzero(self.base_drift))
 
     # --- per batch -------------------------------------------------------------------
