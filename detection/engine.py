@@ -608,7 +608,7 @@ class Engine:
             shown = self._shown_clock(s_) if self.kind[s_] <= k.KIND_MULTI else k.TS_NONE
             if name == "fire_alarm" and t_ <= shown:
                 history = [h for h in self._history(s_) if h[0] <= shown]
-                self.machine.late_alarm_event(s_, t_, history)
+                self.machine.late_alarm_event(s_, t_, history, key)
             else:
                 out_e.append(e)
                 out_k.append(key)

@@ -841,12 +841,17 @@ class Machine:
         self.callpoints.setdefault(zone, set()).add(slot)
         self._zone_check(zone, ts, {"event": "activated"})
 
-    def late_alarm_event(self, slot: int, ts: int, history: Sequence[tuple[int, int]]) -> None:
+    def late_alarm_event(
+        self, slot: int, ts: int, history: Sequence[tuple[int, int]], at: int
+    ) -> None:
         """A detector's `fire_alarm` event that arrived after its readings had
         moved past its ts: judged as if it had come in order, against the
         device's readings since `ts` (`history`: (ts, flags) oldest first, the
         device's recent readings). A window that lies wholly in the past of a
-        device that kept reporting is resolved at once, from those readings."""
+        device that kept reporting is resolved at once, from those readings.
+        `at`: its place in the device's arrival order (its ts, or the time of
+        a later event of the device that came before it), where a batch that
+        holds it with its readings shows it."""
         d = self._d(slot)
         if self.cfg.kind(slot) not in FIRE_KINDS:
             return
@@ -857,9 +862,12 @@ class Machine:
         # Its zone activity as it stood at `ts`: what a neighbour's window
         # pending then saw (the event is evidence, not a signature).
         book[slot] = (ts, self._signed_before(slot, ts, history), False)
-        if d.fire != "" or any(opened < ts <= deadline for opened, deadline in d.judged):
+        if d.fire != "" or any(
+            opened < ts <= deadline or opened <= at <= deadline for opened, deadline in d.judged
+        ):
             # In order it came while an alarm of the device was open (still, or
-            # in a window since judged): evidence for the zone, nothing more.
+            # in a window since judged, opened by the event it came behind at
+            # the latest): evidence for the zone, nothing more.
             self._zone_check(zone, ts, detail)
         else:
             self._open_fire(slot, ts, "device_alarm", detail)

@@ -756,9 +756,13 @@ class RuleBook:
             s.call_point = True
             self._check_zone(slot, ts, {"event": "activated"})
 
-    def late_alarm_event(self, slot: int, ts: int, history: Sequence[tuple[int, int]]) -> None:
+    def late_alarm_event(
+        self, slot: int, ts: int, history: Sequence[tuple[int, int]], key: int
+    ) -> None:
         """README "Load invariance": a `fire_alarm` that arrives after the
-        device's readings moved past it is judged against those readings."""
+        device's readings moved past it is judged against those readings, in
+        its place in the device's arrival order (`key`: behind a later event
+        of the device, that event's time)."""
         s = self._s(slot)
         if self.cfg.kind(slot) not in FIRE_KINDS:
             return
@@ -783,7 +787,7 @@ class RuleBook:
             and bool(before[1] & (PRE | ALARM))
             and not before[1] & INDEPENDENT
         )
-        if s.fire != "" or any(a < ts <= e for a, e in s.windows_judged):
+        if s.fire != "" or any(a < ts <= e or a <= key <= e for a, e in s.windows_judged):
             self._check_zone(slot, ts, detail)  # it came during an alarm: evidence only
             if latest[0] is not None and latest[0] > ts:
                 s.active_at, s.active_signed, s.active_weak = latest
@@ -1166,7 +1170,7 @@ class NaiveEngine:
             if name == "fire_alarm" and d.kind in (SMOKE, HEAT, MULTI) and ts <= shown:
                 # The machine has seen its readings past it: judged against them now.
                 hist = [h for h in d.flag_hist if h[0] <= shown]
-                self.machine.late_alarm_event(slot, ts, hist)
+                self.machine.late_alarm_event(slot, ts, hist, key)
             else:
                 merged.append((slot, ts, name, key))
         for n, (slot, ts, vals) in enumerate(rd_list):
