@@ -182,6 +182,11 @@ class _Window:
     # Its first reading came straight out of clean air (the one before it under
     # the pre-alarm level): until a second reading it is one sample, no verdict.
     from_clean: bool = False
+    # How many steady samples out of clean air are still a spike: two of an
+    # optical signal (an insect sits in the chamber), one of heat (no insect
+    # heats a ceiling; an outside check saw a 30 s heat detector's static
+    # heat confirmed a reading late).
+    spike_rows: int = p.SPIKE_MAX_SAMPLES
 
     @property
     def awaits_sample(self) -> bool:
@@ -195,7 +200,7 @@ class _Window:
             self.from_clean
             and self.last_alarm
             and not self.fast
-            and self.n_above == self.rows <= p.SPIKE_MAX_SAMPLES
+            and self.n_above == self.rows <= self.spike_rows
         )
 
     @property
@@ -246,6 +251,9 @@ class _Device:
     elec_clear_at: int = NEVER
     elec_clear_detail: Mapping[str, float | str] | None = None  # ... that reading's evidence
     elec_reason: str = ""
+    # Its pending condition has only the reading that opened it so far: a
+    # monitor reporting more slowly than the window is judged on its next one.
+    elec_lone: bool = False
     causes: set[str] = field(default_factory=set)
     fault_at: int = -NEVER  # when the current fault alarm opened
     last_steam: int = -(2**62)
@@ -420,7 +428,9 @@ class Machine:
         d.rearm_at = NEVER
         d.sup_at = None
         d.reverify_until = -NEVER
-        d.win = _Window(ts, ts + self._verify_ms(slot), reason)
+        optical = self.cfg.kind(slot) in OBS_KINDS and reason in ("obscuration", "device_alarm")
+        spike_rows = p.SPIKE_MAX_SAMPLES if optical else 1
+        d.win = _Window(ts, ts + self._verify_ms(slot), reason, spike_rows=spike_rows)
         self.pending.setdefault(self.cfg.zone(slot), set()).add(slot)
         self._emit(slot, "fire", "open", "pending", reason, ts, detail)
 
@@ -650,7 +660,7 @@ class Machine:
             self._resolve_fire(slot)  # also be over by `now`
         if d.elec == "pending" and d.elec_clear_at <= min(now, d.elec_deadline):
             self._elec_gone(slot, d.elec_clear_at)
-        if d.elec == "pending" and d.elec_deadline <= now:
+        if d.elec == "pending" and d.elec_deadline <= now and (silent or not d.elec_lone):
             self._elec_confirm(
                 slot, d.elec_deadline, {"persisted_s": (d.elec_deadline - d.elec_opened) / 1000.0}
             )
@@ -823,16 +833,25 @@ class Machine:
             d.elec_deadline = ts + self._verify_ms(slot)
             d.elec_clear_at = NEVER
             d.elec_reason = "residual_current" if flags & Flag.RC else "cable_overheat"
+            d.elec_lone = True
             self.elec_pending.add(slot)
             self._emit(slot, "electrical", "open", "pending", d.elec_reason, ts, detail)
         if d.elec != "pending":
             return
+        # The reading a lone sample waited for past the window's end decides
+        # (an outside check saw a 30 s monitor's inrush blip confirmed at the
+        # very reading that showed it gone).
+        waited = d.elec_lone and ts >= d.elec_deadline
+        d.elec_lone = d.elec_lone and ts <= d.elec_opened
         if high:
             # (an intermittent fault comes back before it counts as gone:
             # still the same condition)
             d.elec_clear_at = NEVER
             if ts - d.elec_opened >= self.cfg.thr(slot, "persist_s") * 1000:
                 self._elec_confirm(slot, ts, detail)
+        elif flags & Flag.ELEC_BELOW and waited:
+            d.elec_clear_detail = detail
+            self._elec_gone(slot, ts)
         elif flags & Flag.ELEC_BELOW and d.elec_clear_at == NEVER:
             d.elec_clear_at = ts + int(p.ELECTRICAL_CLEAR_S * 1000)
             d.elec_clear_detail = detail
@@ -988,6 +1007,9 @@ class Machine:
                 self._suppress_fire(slot, w, "transient", detail)
             else:
                 self._resolve_fire(slot)
+        if d is not None and d.elec == "pending" and d.elec_lone:
+            d.elec_clear_detail = None
+            self._elec_gone(slot, d.elec_opened)  # one sample: as a fire window's spike
         if d is not None and d.elec == "pending":
             self.silent(slot)  # (the condition lasted as long as it was heard)
         if d is not None and d.pre:  # nobody watches it there any more: not left active
@@ -1077,6 +1099,7 @@ class Machine:
             d.elec = verdict
             d.elec_opened = opened_ms
             d.elec_clear_at = NEVER
+            d.elec_lone = False  # (what it saw is not known: judged at its deadline)
             d.elec_deadline = (
                 NEVER if reason in PANEL_REASONS else opened_ms + self._verify_ms(slot)
             )

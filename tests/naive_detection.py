@@ -313,6 +313,7 @@ class DevState:
     elec_why: str = ""
     elec_gone_at: int = FAR  # under both limits since a reading: gone then unless high first
     elec_gone_detail: dict[str, float | str] = field(default_factory=dict)  # that reading's
+    elec_alone: bool = False  # only the reading that opened it so far
     faults: set[str] = field(default_factory=set)
     fault_at: int = -FAR  # README "Clearing": a restore older than the fault is not its
 
@@ -664,14 +665,22 @@ class RuleBook:
         if s.elec == "" and high:
             s.elec, s.elec_since, s.elec_gone_at = "pending", ts, FAR
             s.elec_why = "residual_current" if flags & RC else "cable_overheat"
+            s.elec_alone = True
             self._say(slot, "electrical", "open", "pending", s.elec_why, ts, detail)
         if s.elec != "pending":
             return
+        # README "Verdicts": one sample and no reading in the window: the next decides
+        decides = s.elec_alone and ts >= s.elec_since + self._window_ms(slot)
+        if ts > s.elec_since:
+            s.elec_alone = False
         if high:
             s.elec_gone_at = FAR  # README "Verdicts": back before 10 s under: the same fault
             if ts - s.elec_since >= self.cfg.thr(slot, "persist_s") * 1000:
                 s.elec = "confirmed"
                 self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, ts, detail)
+        elif flags & ELEC_BELOW and decides:
+            s.elec = ""
+            self._say(slot, "electrical", "verdict", "suppressed", "transient", ts, dict(detail))
         elif flags & ELEC_BELOW and s.elec_gone_at == FAR:
             s.elec_gone_at, s.elec_gone_detail = ts + ELEC_CLEAR_MS, dict(detail)
 
@@ -696,7 +705,12 @@ class RuleBook:
             return
         while s.window is not None and s.window.ends <= now:  # a longer one may be over too
             w = s.window
-            spike_sized = w.at_level == w.readings <= 2 and not w.grew_fast
+            # (two samples of smoke, one of heat: README "Verdicts")
+            optical = self.cfg.kind(slot) in (SMOKE, MULTI) and w.why in (
+                "obscuration",
+                "device_alarm",
+            )
+            spike_sized = w.at_level == w.readings <= (2 if optical else 1) and not w.grew_fast
             if not quiet and w.out_of_clean_air and w.latest_at_level and spike_sized:
                 break
             self._end_of_window(slot)
@@ -708,7 +722,7 @@ class RuleBook:
                 slot, "electrical", "verdict", "suppressed", "transient", s.elec_gone_at, detail
             )
             s.elec_gone_at = FAR
-        if s.elec == "pending" and end <= now:
+        if s.elec == "pending" and end <= now and (quiet or not s.elec_alone):
             s.elec = "confirmed"
             detail = {"persisted_s": (end - s.elec_since) / 1000.0}
             self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, end, detail)

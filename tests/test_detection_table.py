@@ -517,6 +517,69 @@ def test_two_steady_samples_on_a_slow_detector_are_a_spike_not_a_fire(
 
 
 @pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize(
+    ("kind", "verdict"),
+    # (a multi-criteria detector: its warming ceiling persisted through the window)
+    [("heat", "static_heat"), ("multi", "combined")],
+)
+def test_static_heat_on_a_30_s_detector_is_confirmed_at_its_window_end(
+    reference: bool, kind: str, verdict: str
+) -> None:
+    """An outside check's slow fire under a 30 s heat detector, warming by
+    4 °C a minute (under the rate-of-rise and heat-rise levels): 57 °C at
+    540 s, then 59 (over the 58 °C static level), 61, 63. Its second reading
+    at the level, at the window's end, confirms: no insect heats a ceiling
+    (it waited for a third, a reading late, as two steady optical samples do)."""
+    rows = [(float(t), {"temperature": 21.0 + t / 15}) for t in range(0, 660, 30)]
+    rig = Rig([(kind, 1)], reference=reference, intervals_s=[30.0])
+    ch = rig.feed({0: rows})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "static_heat", 570.0),
+        ("verdict", "confirmed", verdict, 600.0),
+    ]
+
+
+def _monitor_every_30_s(residual_ma: list[float]) -> list[Row]:
+    rows: list[Row] = [(float(t), {"residual_current": 30.0}) for t in range(0, 600, 30)]
+    rows += [(600.0 + 30 * i, {"residual_current": x}) for i, x in enumerate(residual_ma)]
+    after = 600.0 + 30 * len(residual_ma)
+    return rows + [(after + 30 * i, {"residual_current": 30.0}) for i in range(10)]
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_one_inrush_sample_on_a_30_s_monitor_is_judged_by_its_next_reading(
+    reference: bool,
+) -> None:
+    """An outside check's motor start: 350 mA on one reading of a monitor
+    reporting every 30 s, 31 mA on the next. Its window (30 s) ended with
+    that next reading, which showed the leak gone: it was confirmed there."""
+    rig = Rig([("electrical", 1)], reference=reference, intervals_s=[30.0])
+    ch = rig.feed({0: _monitor_every_30_s([350.0])})
+    assert summary(ch, "electrical") == [
+        ("open", "pending", "residual_current", 600.0),
+        ("verdict", "suppressed", "transient", 630.0),
+    ]
+    # A leak that is still there on the next reading is confirmed by it.
+    rig = Rig([("electrical", 1)], reference=reference, intervals_s=[30.0])
+    ch = rig.feed({0: _monitor_every_30_s([350.0, 360.0, 340.0])})
+    assert summary(ch, "electrical") == [
+        ("open", "pending", "residual_current", 600.0),
+        ("verdict", "confirmed", "residual_current", 630.0),
+    ]
+
+
+def test_a_monitor_gone_silent_after_one_sample_is_confirmed() -> None:
+    """The next reading never comes (the monitor lost power with the
+    fault): judged silent on arrival time, the condition is confirmed."""
+    rig = Rig([("electrical", 1)], intervals_s=[30.0])
+    rows = [(float(t), {"residual_current": 30.0}) for t in range(0, 600, 30)]
+    ch = rig.feed({0: [*rows, (600.0, {"residual_current": 350.0})]})
+    assert summary(ch, "electrical") == [("open", "pending", "residual_current", 600.0)]
+    ch = rig.engine.advance(T0 + 900 * S)
+    assert summary(ch, "electrical") == [("verdict", "confirmed", "residual_current", 630.0)]
+
+
+@pytest.mark.parametrize("reference", [False, True])
 def test_a_fire_on_a_30_s_detector_is_confirmed_by_its_third_steady_reading(
     reference: bool,
 ) -> None:
