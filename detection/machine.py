@@ -254,6 +254,7 @@ class _Device:
     # Its pending condition has only the reading that opened it so far: a
     # monitor reporting more slowly than the window is judged on its next one.
     elec_lone: bool = False
+    elec_recur_until: int = -NEVER  # back by then: the same intermittent fault
     causes: set[str] = field(default_factory=set)
     fault_at: int = -NEVER  # when the current fault alarm opened
     last_steam: int = -(2**62)
@@ -820,6 +821,7 @@ class Machine:
         d = self._d(slot)
         d.elec = ""
         d.elec_clear_at = NEVER
+        d.elec_recur_until = at + int(p.ELECTRICAL_RECUR_S * 1000)
         self.elec_pending.discard(slot)
         detail = dict(d.elec_clear_detail or {})
         self._emit(slot, "electrical", "verdict", "suppressed", "transient", at, detail)
@@ -836,6 +838,8 @@ class Machine:
             d.elec_lone = True
             self.elec_pending.add(slot)
             self._emit(slot, "electrical", "open", "pending", d.elec_reason, ts, detail)
+            if ts <= d.elec_recur_until:
+                self._elec_confirm(slot, ts, detail)  # (params.ELECTRICAL_RECUR_S)
         if d.elec != "pending":
             return
         # The reading a lone sample waited for past the window's end decides

@@ -237,6 +237,12 @@ ELECTRICAL_PERSIST_MAX_S: Final = 30.0
 # sixth outside check: 250/450 mA alternating for 10 min, never confirmed, 60
 # alarms opened and suppressed). A motor start's inrush is over in one reading.
 ELECTRICAL_CLEAR_S: Final = 10.0
+# A condition back this soon after one was judged `transient` is the same
+# intermittent fault, confirmed at once: a monitor reporting every 30-60 s
+# sees a tracking fault's leakage over and under the setting on alternate
+# readings, each a lone sample gone on the next, while a motor start's inrush
+# does not come back within a minute.
+ELECTRICAL_RECUR_S: Final = 60.0
 
 # --- Evac (emergency lighting, EN 50172 / EN 62034) ------------------------
 # Below this charge the rated emergency duration is no longer assured.

@@ -134,6 +134,9 @@ PUFFS_MIN = 2
 # README "Verdicts": an electrical condition is gone once its readings stayed
 # under both limits for 10 s; back over one of them before that, it persists.
 ELEC_CLEAR_MS = 10_000
+# README "Verdicts": a condition back within 60 s of a `transient` is the same
+# intermittent fault, confirmed at once.
+ELEC_AGAIN_MS = 60_000
 # README "Verdicts": a pre-alarm that cleared straight into clean air (under
 # 0.5 %/m, the drift compensation's clean band) since the first puff, or since
 # the suppressed window opened, makes the alarms separate visits.
@@ -314,6 +317,7 @@ class DevState:
     elec_gone_at: int = FAR  # under both limits since a reading: gone then unless high first
     elec_gone_detail: dict[str, float | str] = field(default_factory=dict)  # that reading's
     elec_alone: bool = False  # only the reading that opened it so far
+    elec_again_until: int = NONE  # judged transient: a condition back by then is the same
     faults: set[str] = field(default_factory=set)
     fault_at: int = -FAR  # README "Clearing": a restore older than the fault is not its
 
@@ -667,6 +671,9 @@ class RuleBook:
             s.elec_why = "residual_current" if flags & RC else "cable_overheat"
             s.elec_alone = True
             self._say(slot, "electrical", "open", "pending", s.elec_why, ts, detail)
+            if ts <= s.elec_again_until:  # README "Verdicts": an intermittent fault
+                s.elec = "confirmed"
+                self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, ts, detail)
         if s.elec != "pending":
             return
         # README "Verdicts": one sample and no reading in the window: the next decides
@@ -679,7 +686,7 @@ class RuleBook:
                 s.elec = "confirmed"
                 self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, ts, detail)
         elif flags & ELEC_BELOW and decides:
-            s.elec = ""
+            s.elec, s.elec_again_until = "", ts + ELEC_AGAIN_MS
             self._say(slot, "electrical", "verdict", "suppressed", "transient", ts, dict(detail))
         elif flags & ELEC_BELOW and s.elec_gone_at == FAR:
             s.elec_gone_at, s.elec_gone_detail = ts + ELEC_CLEAR_MS, dict(detail)
@@ -716,7 +723,7 @@ class RuleBook:
             self._end_of_window(slot)
         end = s.elec_since + self._window_ms(slot) if s.elec == "pending" else FAR
         if s.elec == "pending" and s.elec_gone_at <= min(now, end):
-            s.elec = ""
+            s.elec, s.elec_again_until = "", s.elec_gone_at + ELEC_AGAIN_MS
             detail = s.elec_gone_detail
             self._say(
                 slot, "electrical", "verdict", "suppressed", "transient", s.elec_gone_at, detail

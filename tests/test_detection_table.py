@@ -568,6 +568,31 @@ def test_one_inrush_sample_on_a_30_s_monitor_is_judged_by_its_next_reading(
     ]
 
 
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize("interval", [30, 60])
+def test_an_intermittent_fault_on_a_slow_monitor_is_confirmed_when_it_comes_back(
+    reference: bool, interval: int
+) -> None:
+    """A tracking fault's leakage over and under the setting on alternate
+    readings (450, 250 mA) of a monitor reporting every 30 or 60 s: each
+    sample is alone, gone on the next reading; back within a minute of that
+    verdict it is the same fault, confirmed. One inrush blip stays transient
+    (above)."""
+    rows: list[Row] = [(float(t), {"residual_current": 30.0}) for t in range(0, 600, interval)]
+    rows += [
+        (600.0 + interval * i, {"residual_current": 450.0 if i % 2 == 0 else 250.0})
+        for i in range(10)
+    ]
+    rig = Rig([("electrical", 1)], reference=reference, intervals_s=[float(interval)])
+    ch = rig.feed({0: rows})
+    assert summary(ch, "electrical") == [
+        ("open", "pending", "residual_current", 600.0),
+        ("verdict", "suppressed", "transient", 600.0 + interval),
+        ("open", "pending", "residual_current", 600.0 + 2 * interval),
+        ("verdict", "confirmed", "residual_current", 600.0 + 2 * interval),
+    ]
+
+
 def test_a_monitor_gone_silent_after_one_sample_is_confirmed() -> None:
     """The next reading never comes (the monitor lost power with the
     fault): judged silent on arrival time, the condition is confirmed."""
