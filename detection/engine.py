@@ -66,6 +66,9 @@ class _Config:
     def thr(self, slot: int, name: str) -> float:
         return float(self.e.thr[name][slot])
 
+    def interval_ms(self, slot: int) -> int:
+        return int(self.e.interval_ms[slot])
+
 
 class Engine:
     """Vectorised detection for a whole estate. See the package docstring."""

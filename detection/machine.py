@@ -137,6 +137,7 @@ class DeviceConfig(Protocol):
     def kind(self, slot: int) -> int: ...
     def zone(self, slot: int) -> int: ...
     def thr(self, slot: int, name: str) -> float: ...
+    def interval_ms(self, slot: int) -> int: ...
 
 
 def row_detail(
@@ -825,7 +826,7 @@ class Machine:
         d = self._d(slot)
         d.elec = ""
         d.elec_clear_at = NEVER
-        d.elec_recur_until = at + int(p.ELECTRICAL_RECUR_S * 1000)
+        d.elec_recur_until = at + p.ELECTRICAL_RECUR_INTERVALS * self.cfg.interval_ms(slot)
         self.elec_pending.discard(slot)
         detail = dict(d.elec_clear_detail or {})
         self._emit(slot, "electrical", "verdict", "suppressed", "transient", at, detail)
@@ -843,13 +844,15 @@ class Machine:
             self.elec_pending.add(slot)
             self._emit(slot, "electrical", "open", "pending", d.elec_reason, ts, detail)
             if ts <= d.elec_recur_until:
-                self._elec_confirm(slot, ts, detail)  # (params.ELECTRICAL_RECUR_S)
+                self._elec_confirm(slot, ts, detail)  # (params.ELECTRICAL_RECUR_INTERVALS)
         if d.elec != "pending":
             return
-        # The reading a lone sample waited for past the window's end decides
-        # (an outside check saw a 30 s monitor's inrush blip confirmed at the
-        # very reading that showed it gone).
-        waited = d.elec_lone and ts >= d.elec_deadline
+        # The reading after a lone sample decides, past the window's end or on
+        # a monitor reporting more slowly than the clear period (an outside
+        # check saw a 30 s monitor's inrush blip confirmed at the very reading
+        # that showed it gone; a recheck, one reporting 2 s early).
+        clear_ms = int(p.ELECTRICAL_CLEAR_S * 1000)
+        waited = d.elec_lone and (ts >= d.elec_deadline or self.cfg.interval_ms(slot) > clear_ms)
         d.elec_lone = d.elec_lone and ts <= d.elec_opened
         if high:
             # (an intermittent fault comes back before it counts as gone:

@@ -237,12 +237,14 @@ ELECTRICAL_PERSIST_MAX_S: Final = 30.0
 # sixth outside check: 250/450 mA alternating for 10 min, never confirmed, 60
 # alarms opened and suppressed). A motor start's inrush is over in one reading.
 ELECTRICAL_CLEAR_S: Final = 10.0
-# A condition back this soon after one was judged `transient` is the same
-# intermittent fault, confirmed at once: a monitor reporting every 30-60 s
-# sees a tracking fault's leakage over and under the setting on alternate
-# readings, each a lone sample gone on the next, while a motor start's inrush
-# does not come back within a minute.
-ELECTRICAL_RECUR_S: Final = 60.0
+# A condition back within this many of the monitor's reporting intervals after
+# one was judged `transient` is the same intermittent fault, confirmed at once:
+# a monitor reporting every 30-60 s sees a tracking fault's leakage over the
+# setting on one reading in two, three or four, each a lone sample gone on the
+# next (a recheck: one in three on a 60 s monitor, never confirmed with a
+# minute's memory), while a motor start's inrush is over in one reading and a
+# retried start on a 10 s monitor comes back after a minute.
+ELECTRICAL_RECUR_INTERVALS: Final = 3
 
 # --- Evac (emergency lighting, EN 50172 / EN 62034) ------------------------
 # Below this charge the rated emergency duration is no longer assured.

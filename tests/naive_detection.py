@@ -134,9 +134,9 @@ PUFFS_MIN = 2
 # README "Verdicts": an electrical condition is gone once its readings stayed
 # under both limits for 10 s; back over one of them before that, it persists.
 ELEC_CLEAR_MS = 10_000
-# README "Verdicts": a condition back within 60 s of a `transient` is the same
-# intermittent fault, confirmed at once.
-ELEC_AGAIN_MS = 60_000
+# README "Verdicts": a condition back within 3 reporting intervals of a
+# `transient` is the same intermittent fault, confirmed at once.
+ELEC_AGAIN = 3
 # README "Verdicts": a pre-alarm that cleared straight into clean air (under
 # 0.5 %/m, the drift compensation's clean band) since the first puff, or since
 # the suppressed window opened, makes the alarms separate visits.
@@ -230,6 +230,9 @@ class NaiveConfig:
 
     def thr(self, slot: int, name: str) -> float:
         return self.devs[slot].thr.get(name, math.nan)
+
+    def interval_ms(self, slot: int) -> int:
+        return self.devs[slot].interval_ms
 
 
 def ge(a: float, b: float) -> bool:
@@ -677,8 +680,11 @@ class RuleBook:
                 self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, ts, detail)
         if s.elec != "pending":
             return
-        # README "Verdicts": one sample and no reading in the window: the next decides
-        decides = s.elec_alone and ts >= s.elec_since + self._window_ms(slot)
+        # README "Verdicts": one sample and no reading in the window, or a monitor
+        # reporting more slowly than every 10 s: the next reading decides
+        decides = s.elec_alone and (
+            ts >= s.elec_since + self._window_ms(slot) or self.cfg.interval_ms(slot) > ELEC_CLEAR_MS
+        )
         if ts > s.elec_since:
             s.elec_alone = False
         if high:
@@ -687,7 +693,7 @@ class RuleBook:
                 s.elec = "confirmed"
                 self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, ts, detail)
         elif flags & ELEC_BELOW and decides:
-            s.elec, s.elec_again_until = "", ts + ELEC_AGAIN_MS
+            s.elec, s.elec_again_until = "", ts + ELEC_AGAIN * self.cfg.interval_ms(slot)
             self._say(slot, "electrical", "verdict", "suppressed", "transient", ts, dict(detail))
         elif flags & ELEC_BELOW and s.elec_gone_at == FAR:
             s.elec_gone_at, s.elec_gone_detail = ts + ELEC_CLEAR_MS, dict(detail)
@@ -724,7 +730,8 @@ class RuleBook:
             self._end_of_window(slot)
         end = s.elec_since + self._window_ms(slot) if s.elec == "pending" else FAR
         if s.elec == "pending" and s.elec_gone_at <= min(now, end):
-            s.elec, s.elec_again_until = "", s.elec_gone_at + ELEC_AGAIN_MS
+            s.elec = ""
+            s.elec_again_until = s.elec_gone_at + ELEC_AGAIN * self.cfg.interval_ms(slot)
             detail = s.elec_gone_detail
             self._say(
                 slot, "electrical", "verdict", "suppressed", "transient", s.elec_gone_at, detail

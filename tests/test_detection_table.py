@@ -593,6 +593,60 @@ def test_an_intermittent_fault_on_a_slow_monitor_is_confirmed_when_it_comes_back
     ]
 
 
+def _monitor(interval: float, high: set[int], n: int) -> list[Row]:
+    """Readings every `interval` s from 600 s (30 mA before), 450 mA on the
+    readings numbered in `high`, 30 mA on the others."""
+    rows: list[Row] = [(float(t), {"residual_current": 30.0}) for t in range(0, 600, 60)]
+    return rows + [
+        (600.0 + interval * i, {"residual_current": 450.0 if i in high else 30.0}) for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize(
+    ("interval", "registered", "every", "confirmed_at"),
+    [
+        (60.0, 60.0, 3, 780.0),  # a recheck's fault on one reading in three, never confirmed
+        (30.0, 30.0, 4, 720.0),  # ... on one in four of a 30 s monitor
+        (62.0, 60.0, 2, 724.0),  # ... registered as 60 s, really reporting every 62 s
+    ],
+)
+def test_an_intermittent_fault_with_sparse_high_readings_is_confirmed(
+    reference: bool, interval: float, registered: float, every: int, confirmed_at: float
+) -> None:
+    high = set(range(0, 12, every))
+    rig = Rig([("electrical", 1)], reference=reference, intervals_s=[registered])
+    ch = rig.feed({0: _monitor(interval, high, 12)})
+    verdicts = [(v, t) for a, v, _, t in summary(ch, "electrical") if a == "verdict"]
+    assert verdicts == [("suppressed", 600.0 + interval), ("confirmed", confirmed_at)]
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_one_inrush_sample_on_a_monitor_reporting_early_is_still_transient(
+    reference: bool,
+) -> None:
+    """A recheck's 30 s monitor reporting every 28 s: the reading after the
+    blip came before the window's end, and the 10 s clear period let the
+    window confirm first."""
+    rig = Rig([("electrical", 1)], reference=reference, intervals_s=[30.0])
+    ch = rig.feed({0: _monitor(28.0, {0}, 10)})
+    assert summary(ch, "electrical") == [
+        ("open", "pending", "residual_current", 600.0),
+        ("verdict", "suppressed", "transient", 628.0),
+    ]
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_a_start_retried_every_minute_on_a_10_s_monitor_stays_transient(
+    reference: bool,
+) -> None:
+    """A compressor's start retried every 60 s, one 360 mA reading each: not
+    an intermittent fault on a monitor that would have seen one within 30 s."""
+    rig = Rig([("electrical", 1)], reference=reference, intervals_s=[10.0])
+    ch = rig.feed({0: _monitor(10.0, {0, 6, 12}, 20)})
+    assert [v for a, v, _, _ in summary(ch, "electrical") if a == "verdict"] == ["suppressed"] * 3
+
+
 def test_a_monitor_gone_silent_after_one_sample_is_confirmed() -> None:
     """The next reading never comes (the monitor lost power with the
     fault): judged silent on arrival time, the condition is confirmed."""
