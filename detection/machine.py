@@ -786,14 +786,10 @@ class Machine:
                 d.win.hover
                 and flags & _ALARM
                 and not flags & Flag.DROP
-                and not d.win.sinking
                 and (not multi or d.win.evidence)
             ):
                 # Back at the alarm level after hovering under it: it never
-                # left (a multi-criteria detector still needs its evidence);
-                # still at it after one fast fall and not sinking on (an
-                # outside check's second cooking burst, 7.2, 6.4, 5.8 %/m,
-                # was confirmed here).
+                # left (a multi-criteria detector still needs its evidence).
                 self._confirm_fire(slot, ts, d.win.persisted, detail)
         if active:  # zone activity changed: the zone's pending fires may now coincide
             self._zone_check(zone, ts, detail)

@@ -656,7 +656,6 @@ class RuleBook:
                 and w.hovering
                 and flags & ALARM
                 and not flags & DROP
-                and not w.sinking  # README "Verdicts": not sinking on
                 and (kind != MULTI or w.independent)
             ):
                 # back at the alarm level after hovering under it

@@ -1068,23 +1068,6 @@ def test_toast_sinking_slowly_at_the_window_end_is_an_aerosol(reference: bool) -
 
 
 @pytest.mark.parametrize("reference", [False, True])
-def test_a_burst_sinking_on_after_one_fast_fall_is_not_confirmed_in_the_second_part(
-    reference: bool,
-) -> None:
-    """An outside check's second cooking burst: 3.7, 5.5, 7.2, then 6.4 at
-    the window's end (one fast fall: its second part), 5.8 (-3.8 %/m a minute,
-    not fast), 5.1, 4.5. It was confirmed at 5.8 as a signal back at the
-    level; it is sinking, and ends the second part `aerosol_decay`."""
-    levels = [1.9, 3.7, 5.5, 7.2, 6.4, 5.8, 5.1, 4.5, 3.8, 3.0, 2.2, 1.6, 0.9, 0.2]
-    rig = Rig([("smoke", 1)], reference=reference)
-    ch = rig.feed({0: _fast(levels)})
-    assert summary(ch, "fire") == [
-        ("open", "pending", "obscuration", 610.0),
-        ("verdict", "suppressed", "aerosol_decay", 670.0),
-    ]
-
-
-@pytest.mark.parametrize("reference", [False, True])
 def test_smoke_that_ebbs_then_grows_past_its_peak_is_a_fire(reference: bool) -> None:
     # The same start, then smoke that comes back (a fire in a draught): from
     # 650 it grows, opens again once the window's worth of waiting is over, and
