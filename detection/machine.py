@@ -176,10 +176,6 @@ class _Window:
     co_seen: bool = False  # multi: CO above clean air in it (Flag.COX)
     extended: bool = False  # the window got its second part (thick aerosol, hovering)
     hover: bool = False  # ... because the signal hovered, or dipped once, at its end
-    # The latest reading was at the alarm level and sinking: lower than the one
-    # before on SINK_FALLS readings running, and SINK_FRACTION under where the
-    # fall began (an aerosol emptying more slowly than `falling` tells).
-    sinking: bool = False
     # Its first reading came straight out of clean air (the one before it under
     # the pre-alarm level): until a second reading it is one sample, no verdict.
     from_clean: bool = False
@@ -203,12 +199,6 @@ class _Window:
             and not self.fast
             and self.n_above == self.rows <= self.spike_rows
         )
-
-    @property
-    def emptying(self) -> bool:
-        """At the alarm level at its end and on its way out: falling fast, or
-        sinking (smoke-only detectors)."""
-        return self.falling or self.sinking
 
     @property
     def hovering(self) -> bool:
@@ -276,46 +266,10 @@ class _Device:
     # event dated inside one was evidence for it, not a new alarm.
     judged: list[tuple[int, int]] = field(default_factory=list)
     last_row: int = -NEVER  # its newest reading shown
-    # Its optical signal while at pre-alarm or alarm level: the latest reading,
-    # how many readings running fell from the one before, and where that fall
-    # began (`sinking`).
-    obs_last: float = math.nan
-    obs_falls: int = 0
-    obs_top: float = math.nan
-    # Where the fall began that a window judged `sinking` (until it leaves the
-    # pre-alarm level): a fall from higher up is smoke that grew again.
-    ebbed_from: float = math.inf
     replayed: _Window | None = None  # a pending window history rebuilt (see `settle_replay`)
     # Its latest reading at pre-alarm or alarm level: what a coincidence it takes
     # part in shows as its own evidence (not the other detector's reading).
     active_detail: Mapping[str, float | str] | None = None
-
-
-def _follow_obscuration(d: _Device, active: bool, detail: Mapping[str, float | str]) -> None:
-    """Follow a smoke-only detector's optical signal while it is at pre-alarm
-    or alarm level (every such reading is shown): how far it has fallen."""
-    obs = detail.get("obscuration", math.nan)
-    if not (active and isinstance(obs, float) and math.isfinite(obs)):
-        d.obs_last, d.obs_falls, d.obs_top = math.nan, 0, math.nan
-        d.ebbed_from = math.inf
-        return
-    if obs < d.obs_last:
-        d.obs_falls += 1
-    else:
-        d.obs_falls, d.obs_top = 0, obs
-    d.obs_last = obs
-
-
-def _sinking(d: _Device) -> bool:
-    """Its signal fell on SINK_FALLS readings running, SINK_FRACTION under
-    where the fall began, and that was no higher than where the fall of its
-    previous `sinking` window began: smoke that ebbs in a draught and grows
-    again past it is judged by persistence, however it ebbs."""
-    return (
-        d.obs_falls >= p.SINK_FALLS
-        and d.obs_last <= d.obs_top * (1.0 - p.SINK_FRACTION)
-        and d.obs_top <= d.ebbed_from
-    )
 
 
 class Machine:
@@ -489,14 +443,11 @@ class Machine:
             verdict, reason = "suppressed", "transient"
             if self._puffs(slot, w):
                 verdict, reason = "confirmed", "smoke_puffs"
-        elif w.emptying:
+        elif w.falling:
             # Still at the alarm level but emptying as fast as a flaming fire
             # fills the chamber, on two consecutive readings: a spray or a puff
-            # of fumes on its way out; or, on a smoke-only detector, sinking
-            # steadily from where it peaked in the window (cooking fumes, toast,
-            # a spray emptying slowly: a fire's smoke does not ebb while it
-            # burns). If it is still there a window later, the device opens
-            # again (`rearm_at`).
+            # of fumes on its way out. If it is still there a window later, the
+            # device opens again (`rearm_at`).
             verdict, reason = "suppressed", "aerosol_decay"
             if self._puffs(slot, w):
                 verdict, reason = "confirmed", "smoke_puffs"
@@ -530,9 +481,7 @@ class Machine:
         d.win = None
         d.armed = False
         d.sup_bits = d.bits & _REARM
-        if w.sinking:
-            d.ebbed_from = d.obs_top
-        if w.emptying:
+        if w.falling:
             d.rearm_at = w.deadline + self._verify_ms(slot)
         elif reason == "transient" and w.last_alarm:  # a lone last sample: re-armed
             d.rearm_at = w.deadline
@@ -540,7 +489,7 @@ class Machine:
             d.rearm_at = NEVER
         d.sup_at = w.deadline
         d.judged = [*d.judged[-(_JUDGED_KEPT - 1) :], (w.opened, w.deadline)]
-        if reason in ("transient", "aerosol_decay") and not w.emptying:
+        if reason in ("transient", "aerosol_decay") and not w.falling:
             d.reverify_until = w.deadline + int(p.REVERIFY_S * 1000)
         self.pending.get(self.cfg.zone(slot), set()).discard(slot)
         self._emit(slot, "fire", "verdict", "suppressed", reason, w.deadline, detail)
@@ -715,8 +664,6 @@ class Machine:
         d.last_row = max(d.last_row, ts)
         if active:
             d.active_detail = detail
-        if kind == KIND_SMOKE:
-            _follow_obscuration(d, active, detail)
         if active and d.run >= _PARTNER_RUN:
             # Zone activity (a neighbour's corroboration) only once it lasted
             # two readings: a one-sample spike (EMI hitting several detectors,
@@ -748,8 +695,7 @@ class Machine:
         if ts - d.last_steam <= p.STEAM_MEMORY_MS:
             new &= ~Flag.WARM  # a shower's warm air is no new evidence (steam memory)
         rearm = flags & (Flag.EDGE | _CORROB) or new
-        # (a window later, once its signal no longer sinks: the same aerosol)
-        rearm = rearm or (ts >= d.rearm_at and not _sinking(d))
+        rearm = rearm or ts >= d.rearm_at
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
             # (not a reading on which every channel jumped: EMI, which repeats)
             again = kind == KIND_SMOKE and flags & Flag.EDGE and ts <= d.reverify_until
@@ -771,7 +717,6 @@ class Machine:
                 # the device's own alarm event): out of clean air, or not
                 d.win.from_clean = not prev_bits & (_PRE | _ALARM)
             self._window_row(d.win, flags)
-            d.win.sinking = bool(flags & _ALARM) and _sinking(d)
             if ts > d.win.deadline:  # the reading a lone sample waited for decides now
                 d.win.deadline = ts
             if flags & Flag.HEAT:

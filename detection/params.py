@@ -133,13 +133,6 @@ PUFFS_MIN: Final = 2
 # several readings. Alarms of a smoke-only detector separated by such a clear
 # are separate visits: neither `reverified` nor `smoke_puffs`.
 CLEAN_AIR_OBS: Final = DRIFT_TRACK_BAND
-# A smoke-only detector's signal at the alarm level that has fallen on this many
-# readings running, by this fraction of where the fall began, when its window
-# ends is on its way out (machine: `sinking`), however slowly: cooking fumes,
-# toast or a spray once the source stops. A fire's smoke keeps coming while it
-# burns; one that ebbs in a draught comes back, and opens again a window later.
-SINK_FALLS: Final = 2
-SINK_FRACTION: Final = 0.1
 # One or two samples above the level, then back to normal: an insect or EMI.
 SPIKE_MAX_SAMPLES: Final = 2
 # Two detectors of a zone count together when their alarm-level samples are

@@ -285,7 +285,6 @@ class FireWindow:
     hovering: bool = False  # its second part came because it hovered under the level
     warming: bool = False  # multi: the latest reading's ceiling warmed by >= 3 °C a minute
     out_of_clean_air: bool = False  # its first reading came after one under the pre-alarm level
-    sinking: bool = False  # smoke: the latest reading at the level ebbed (README `aerosol_decay`)
 
 
 @dataclass
@@ -305,9 +304,6 @@ class DevState:
     flags: int = 0  # the latest reading's condition
     streak: int = 0  # consecutive readings at pre-alarm or alarm level
     active_at: int | None = None  # zone activity: latest time
-    # smoke-only, at pre-alarm or alarm level: obscurations since it last rose
-    ebb: list[float] = field(default_factory=list)
-    ebb_cap: float = math.inf  # where the fall began that a window judged sinking
     active_signed: bool = False  # ... and whether it was a nuisance signature
     active_weak: bool = False  # ... or only at pre-alarm level
     active_detail: dict[str, float | str] | None = None  # its latest active reading
@@ -491,8 +487,8 @@ class RuleBook:
             why = "transient" if w.at_level <= SPIKE_SAMPLES else "aerosol_decay"
         elif w.at_level <= SPIKE_SAMPLES and w.readings >= 2 and w.before_below:
             why = "transient"  # a lone sample at the end after a clean one: a second spike
-        elif w.falling or w.sinking:
-            why = "aerosol_decay"  # still at the level, emptying: on its way out
+        elif w.falling:
+            why = "aerosol_decay"  # still at the level, emptying fast: on its way out
         elif self.cfg.kind(slot) == MULTI and w.readings > 0 and not w.independent and w.warming:
             self._confirm(slot, w.ends, "combined", detail)  # persisted, and the ceiling warms
             return
@@ -512,9 +508,7 @@ class RuleBook:
             self._confirm(slot, w.ends, "smoke_puffs", detail)  # README "Verdicts"
             return
         s.fire, s.window, s.needs_edge = "", None, True
-        if w.sinking:
-            s.ebb_cap = s.ebb[0]
-        if w.falling or w.sinking:
+        if w.falling:
             s.reopen_at = w.ends + self._window_ms(slot)
         elif why == "transient" and w.latest_at_level:  # a lone last sample: its next
             s.reopen_at = w.ends  # reading at the level opens again
@@ -523,8 +517,8 @@ class RuleBook:
         s.lingering = s.flags & LINGER
         s.suppressed_at = w.ends
         s.windows_judged.append((w.opened, w.ends))
-        if why in ("transient", "aerosol_decay") and not (w.falling or w.sinking):
-            # README "Verdicts": not after a window judged emptying at the level
+        if why in ("transient", "aerosol_decay") and not w.falling:
+            # README "Verdicts": not after a window judged emptying fast at the level
             s.reverify_until = w.ends + REVERIFY_MS
             s.reverify_since = w.opened
         self._say(slot, "fire", "verdict", "suppressed", why, w.ends, detail)
@@ -564,25 +558,6 @@ class RuleBook:
         w.latest_below = bool(flags & BELOW)
         w.latest_dropping = bool(flags & DROP)
         w.warming = bool(flags & WARM)
-
-    @staticmethod
-    def _ebb(s: DevState, active: bool, detail: Mapping[str, float | str]) -> None:
-        """Keep the smoke-only signal's readings since it last rose (at
-        pre-alarm or alarm level; anything else starts afresh)."""
-        obs = detail.get("obscuration")
-        if not active or not isinstance(obs, float) or math.isnan(obs):
-            s.ebb, s.ebb_cap = [], math.inf
-        elif s.ebb and obs < s.ebb[-1]:
-            s.ebb.append(obs)
-        else:
-            s.ebb = [obs]
-
-    @staticmethod
-    def _sinks(s: DevState) -> bool:
-        """README `aerosol_decay`: lower than the reading before on its last two
-        readings, by a tenth or more under where that fall began, and that no
-        higher than where the previous window judged sinking saw its fall begin."""
-        return len(s.ebb) >= 3 and s.ebb[-1] <= 0.9 * s.ebb[0] and s.ebb[0] <= s.ebb_cap
 
     def _own_corroboration(
         self, slot: int, at: int, flags: int, detail: Mapping[str, float | str]
@@ -629,10 +604,7 @@ class RuleBook:
         if s.steam_at is not None and ts - s.steam_at <= STEAM_MEMORY_MS:
             fresh &= ~WARM  # README "Verdicts": a shower's warm air is not new evidence
         new_signal = bool(flags & (EDGE | HEATB | COB | FAST)) or bool(fresh)
-        if kind == SMOKE:
-            self._ebb(s, active, detail)
-        # README "Verdicts", `aerosol_decay`: a window later, unless still sinking
-        new_signal = new_signal or (ts >= s.reopen_at and not self._sinks(s))
+        new_signal = new_signal or ts >= s.reopen_at
         if s.fire == "" and flags & ALARM and (not s.needs_edge or new_signal):
             again = kind == SMOKE and flags & EDGE and ts <= s.reverify_until
             again = again and not flags & JUMP and s.cleared_clean_at < s.reverify_since
@@ -644,7 +616,6 @@ class RuleBook:
             if w.readings == 0:  # its first reading: out of clean air, or not
                 w.out_of_clean_air = not before & (PRE | ALARM)
             self._sample(w, flags)
-            w.sinking = kind == SMOKE and bool(flags & ALARM) and self._sinks(s)
             if ts > w.ends:  # README "Verdicts": the next reading after one sample decides
                 w.ends = ts
             self._own_corroboration(slot, ts, flags, detail)
