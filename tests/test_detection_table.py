@@ -1046,6 +1046,33 @@ def test_spray_emptying_fast_at_the_window_end_is_an_aerosol() -> None:
     ]
 
 
+# --- Smoke that ebbs while the fire burns ------------------------------------
+# A recheck's fires (2026-12-07) against a rule, withdrawn, that suppressed a
+# smoke-only signal still at the level but sinking at the window's end (as
+# cooking fumes do once the pan is off): a flare settling to a steady level
+# over minutes, and a smouldering fire's puffs in a draught, were suppressed
+# window after window and confirmed 4-11 min late, or never. On one optical
+# channel the ebb of fumes and of a fire look alike for minutes; persistence
+# at the level confirms, whatever the slope.
+_FLARE_SETTLES = [9.96, 9.34, 8.78, 8.34, 7.9, 7.5, 7.1, 6.8, 6.5, 6.2, 5.9, 5.7, 5.5, 5.2, 5.0]
+_DRAUGHT_PUFFS = [3.56, 8.0, 7.63, 7.18, 6.74, 6.29, 5.85, 5.4, 4.96, 4.51, 4.07, 3.62]
+
+
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize(
+    ("levels", "reason"), [(_FLARE_SETTLES, "obscuration"), (_DRAUGHT_PUFFS * 3, "fast_growth")]
+)
+def test_smoke_that_ebbs_at_the_level_while_the_fire_burns_is_confirmed_at_the_window_end(
+    reference: bool, levels: list[float], reason: str
+) -> None:
+    rig = Rig([("smoke", 1)], reference=reference)
+    ch = rig.feed({0: _fast(levels)})
+    assert summary(ch, "fire") == [
+        ("open", "pending", "obscuration", 600.0),
+        ("verdict", "confirmed", reason, 630.0),
+    ]
+
+
 def test_one_fast_fall_is_not_a_decay() -> None:
     # Falling fast on the last reading only (from 20 to 12): not yet emptying,
     # nor known to stay. The window gets its second part; the next reading,
