@@ -991,6 +991,7 @@ class Machine:
         d.rearm_at = NEVER
         d.sup_at = None
         d.reverify_until = -NEVER
+        d.elec_recur_until = -NEVER
         d.pre_opens = []
         d.clean_at = -NEVER
         d.judged = []

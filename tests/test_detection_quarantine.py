@@ -274,3 +274,31 @@ def test_a_slow_reporter_whose_clock_runs_ahead_is_quarantined_only_until_accept
     arrival = T0 + 12 * 60_000
     feed(eng, 0, arrival + 45_000, smoke(0.0), arrival)  # one glitch: not the old skew
     assert eng.quarantined == 3
+
+
+def test_a_monitor_whose_clock_stepped_back_forgets_its_last_transient() -> None:
+    """An electrical condition back within three reporting intervals of a
+    `transient` is confirmed at once (an intermittent fault), counted in the
+    device's event time: after its clock stepped back an hour, every time on
+    the new clock lay inside that memory, and an inrush blip was confirmed."""
+
+    def elec(ma: float) -> np.ndarray:
+        v = np.full((1, NR), np.nan)
+        v[0, RI["residual_current"]] = ma
+        return v
+
+    eng = Engine(capacity=1)
+    eng.configure([0], [K["electrical"]], [0], [{}], [60_000])
+    out: list[object] = []
+    for i, ma in enumerate([30.0, 450.0, 30.0]):  # a blip judged `transient` at 120 s
+        out += feed(eng, 0, T0 + i * 60_000, elec(ma), T0 + i * 60_000 + 50)
+    back = T0 - 3_600_000  # the clock reset an hour back, from 180 s of arrival on
+    for i, ma in enumerate([30.0, 30.0, 30.0, 450.0, 30.0]):
+        out += feed(eng, 0, back + i * 60_000, elec(ma), T0 + (3 + i) * 60_000 + 50)
+    assert eng.clock_steps == 1
+    verdicts = [
+        (c.verdict, c.at_ms - back)  # type: ignore[attr-defined]
+        for c in out
+        if c.alarm_type == "electrical" and c.action == "verdict"  # type: ignore[attr-defined]
+    ]
+    assert verdicts == [("suppressed", 3_720_000), ("suppressed", 240_000)]
