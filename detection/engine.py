@@ -427,7 +427,7 @@ class Engine:
                 continue
             if (
                 self.kind[slot] <= k.KIND_MULTI
-                and self._zrel.get(int(self.zone[slot]), k.TS_NONE) < dl
+                and self._zrel.get(int(self.zone[slot]), k.TS_NONE) + int(self.q_skew[slot]) < dl
             ):
                 continue  # a zone neighbour's late rows may still corroborate it
             clock = max(int(self.last_ts[slot]), int(self.last_event_ts[slot]))
@@ -1135,7 +1135,7 @@ class Engine:
             self._seq += 1
             item: tuple[int, int, int, int, Any] = (key, 0, slot, self._seq, (ts, name))
             if self.kind[slot] <= k.KIND_MULTI:
-                self._queue(item)
+                self._queue((key - int(self.q_skew[slot]), *item[1:]))
             elif name == "activated":
                 # The press is a confirmed fire at once (EN 54-2: within 10 s);
                 # its effect on the zone's pending fires waits for the zone's
@@ -1150,11 +1150,13 @@ class Engine:
                 rows.v[int(ri[i])].tolist(), float(rc[i]), float(rb[i]), float(rr[i])
             )
             self._seq += 1
-            item = (int(rt[i]), 1, slot, self._seq, (int(rf[i]), detail))
+            ts = int(rt[i])
             if self.kind[slot] <= k.KIND_MULTI:
-                self._queue(item)
+                self._queue(
+                    (ts - int(self.q_skew[slot]), 1, slot, self._seq, (int(rf[i]), detail, ts))
+                )
             else:
-                now.append(item)
+                now.append((ts, 1, slot, self._seq, (int(rf[i]), detail, ts)))
         now.sort(key=lambda it: it[:4])
         for item in now:
             self._show(m, item)
@@ -1188,7 +1190,7 @@ class Engine:
         elif typ == 0:
             m.event(slot, payload[0], payload[1])
         else:
-            m.row(slot, item[0], payload[0], payload[1])
+            m.row(slot, payload[2], payload[0], payload[1])
 
     def _zone_clocks(self, zones: Sequence[int]) -> dict[int, int]:
         """How far each zone's merged stream can be shown: the oldest newest-
@@ -1216,6 +1218,10 @@ class Engine:
         # cadence to wait for) is as far as its newest event too.
         on_change = interval >= p.REPORTS_ON_CHANGE_MS
         newest = np.where(on_change, np.maximum(newest, self.last_event_ts[members]), newest)
+        # On the platform's clock: a clock accepted as running ahead holds its
+        # zone where its readings were sent, not minutes ahead of them.
+        ahead = self.q_skew[members]
+        newest = np.where(newest > k.TS_NONE, newest - ahead, newest)
         live = (self.arrival_clock - heard) < interval * p.SILENT_AFTER_INTERVALS
         live &= newest > k.TS_NONE  # no reading yet: nothing of it to wait for
         # Nothing of a detector is in transit once its lag plus the slack has
@@ -1267,7 +1273,7 @@ class Engine:
         own = int(self.last_ts[slot])
         if self.kind[slot] > k.KIND_MULTI:
             return own
-        return min(own, self._zrel.get(int(self.zone[slot]), k.TS_NONE))
+        return min(own, self._zrel.get(int(self.zone[slot]), k.TS_NONE) + int(self.q_skew[slot]))
 
 
 # Columns of Engine.fst (one 64-byte row per device) and their initial values.

@@ -302,3 +302,43 @@ def test_a_monitor_whose_clock_stepped_back_forgets_its_last_transient() -> None
         if c.alarm_type == "electrical" and c.action == "verdict"  # type: ignore[attr-defined]
     ]
     assert verdicts == [("suppressed", 3_720_000), ("suppressed", 240_000)]
+
+
+def test_a_detector_whose_clock_runs_ahead_is_not_held_back_by_its_zone() -> None:
+    """A smoke detector whose clock runs minutes fast (accepted after three
+    agreeing readings) beside an on-time one in its zone: its readings waited
+    in the zone's event-time order until the neighbour's clock reached
+    theirs, so its fire was confirmed as many minutes late, in arrival time,
+    as its clock was fast. The zone is ordered on the platform's clock (its
+    accepted lead taken off), while its alarms keep its own times."""
+
+    def run(lead_s: int) -> list[tuple[str, str, int, int]]:
+        eng = Engine(capacity=2)
+        eng.configure([0, 1], [K["smoke"]] * 2, [1, 1], [{}, {}], [10_000, 10_000])
+        out: list[tuple[str, str, int, int]] = []
+        for i in range(100):
+            arrival = T0 + i * 10_000
+            obs = 0.2 if i < 60 else 0.2 + (i - 60) * 1.0  # a fire from 600 s on
+            v = np.concatenate([smoke(obs), smoke(0.2)])
+            r = Readings(
+                np.array([0, 1], np.int64),
+                np.array([arrival + lead_s * 1000, arrival], np.int64),
+                v,
+            )
+            for c in [*eng.process(r, Events.empty(), arrival), *eng.advance(arrival)]:
+                if c.alarm_type == "fire":
+                    out.append((c.action, c.verdict, c.at_ms - T0, arrival - T0))
+        return out
+
+    on_time = run(0)
+    assert on_time == [
+        ("open", "pending", 630_000, 630_000),
+        ("verdict", "confirmed", 660_000, 660_000),
+    ]
+    for lead in (60, 240):
+        ahead = run(lead)
+        # Its own times, raised as soon as its readings arrive.
+        assert ahead == [
+            ("open", "pending", 630_000 + lead * 1000, 630_000),
+            ("verdict", "confirmed", 660_000 + lead * 1000, 660_000),
+        ]
