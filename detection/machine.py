@@ -90,9 +90,6 @@ from firesafe.contract import READINGS
 
 FIRE_KINDS: Final = (KIND_SMOKE, KIND_HEAT, KIND_MULTI)
 OBS_KINDS: Final = (KIND_SMOKE, KIND_MULTI)
-# Alarm verification's confirmation period (params.REVERIFY_S): detectors of one
-# channel. A multi-criteria detector's other channels judge its signal instead.
-REVERIFY_KINDS: Final = (KIND_SMOKE, KIND_HEAT)
 # A panel point's fire alarm (event `panel_fire`) waits for corroboration or a
 # person, never for a clock: its window never ends by itself.
 PANEL_FIRE_REASON: Final = "panel_alarm"
@@ -701,7 +698,7 @@ class Machine:
         rearm = rearm or ts >= d.rearm_at
         if d.fire == "" and flags & _ALARM and (d.armed or rearm):
             # (not a reading on which every channel jumped: EMI, which repeats)
-            again = kind in REVERIFY_KINDS and flags & Flag.EDGE and ts <= d.reverify_until
+            again = kind == KIND_SMOKE and flags & Flag.EDGE and ts <= d.reverify_until
             # (not after the signal went back to clean air since that window,
             # the latest judged, opened: a second visit, not smoke that never left)
             again = again and not flags & Flag.JUMP and d.clean_at < d.judged[-1][0]

@@ -112,11 +112,8 @@ VERIFICATION_MIN_S: Final = 5.0
 # ended in `transient` or `aerosol_decay` is confirmed at once. A smouldering
 # fire's smoke in a draught reaches the head in puffs, crossing the level and
 # falling back for minutes; a single puff, spray or insect visit does not come
-# back within a minute. Heat detectors too: a ceiling hovering at the static
-# level flickers across it from one reading to the next (a recheck's 60 s
-# detector at 57.4/58.8 °C was judged `transient` for 20 min). Not
-# multi-criteria detectors: their other channels judge the aerosol (CO from a
-# smouldering fire).
+# back within a minute. Smoke-only detectors: a multi-criteria detector's
+# other channels judge its aerosol (CO from a smouldering fire).
 REVERIFY_S: Final = 60.0
 # Smoke arriving in puffs: a smoke-only detector whose signal crossed its
 # pre-alarm level afresh at least PUFFS_MIN times in the PUFFS_LOOKBACK_S before

@@ -606,7 +606,7 @@ class RuleBook:
         new_signal = bool(flags & (EDGE | HEATB | COB | FAST)) or bool(fresh)
         new_signal = new_signal or ts >= s.reopen_at
         if s.fire == "" and flags & ALARM and (not s.needs_edge or new_signal):
-            again = kind in (SMOKE, HEAT) and flags & EDGE and ts <= s.reverify_until
+            again = kind == SMOKE and flags & EDGE and ts <= s.reverify_until
             again = again and not flags & JUMP and s.cleared_clean_at < s.reverify_since
             self._open(slot, ts, self._trigger(slot, detail), detail)
             if again:  # README "Verdicts": alarm verification's confirmation period

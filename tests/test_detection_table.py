@@ -539,27 +539,6 @@ def test_static_heat_on_a_30_s_detector_is_confirmed_at_its_window_end(
     ]
 
 
-@pytest.mark.parametrize("reference", [False, True])
-def test_heat_flickering_across_the_static_level_is_confirmed_when_it_comes_back(
-    reference: bool,
-) -> None:
-    """A recheck's 60 s heat detector after a slow rise: 58.8 and 57.4 °C on
-    alternate readings. Each reading over the 58 °C level was a lone sample
-    judged by the next, under it: `transient` every two minutes for 20 min.
-    Over the level again within a minute of that verdict, a heat detector is
-    confirmed, `reverified`, as a smoke detector is."""
-    rows: list[Row] = [(float(t), {"temperature": 21.0 + t / 15}) for t in range(0, 540, 60)]
-    rows += [(540.0 + 60 * i, {"temperature": 58.8 if i % 2 else 57.4}) for i in range(12)]
-    rig = Rig([("heat", 1)], reference=reference, intervals_s=[60.0])
-    ch = rig.feed({0: rows})
-    assert summary(ch, "fire") == [
-        ("open", "pending", "static_heat", 600.0),
-        ("verdict", "suppressed", "transient", 660.0),
-        ("open", "pending", "static_heat", 720.0),
-        ("verdict", "confirmed", "reverified", 720.0),
-    ]
-
-
 def _monitor_every_30_s(residual_ma: list[float]) -> list[Row]:
     rows: list[Row] = [(float(t), {"residual_current": 30.0}) for t in range(0, 600, 30)]
     rows += [(600.0 + 30 * i, {"residual_current": x}) for i, x in enumerate(residual_ma)]
