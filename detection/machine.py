@@ -184,6 +184,9 @@ class _Window:
     # heats a ceiling; an outside check saw a 30 s heat detector's static
     # heat confirmed a reading late).
     spike_rows: int = p.SPIKE_MAX_SAMPLES
+    # A heat detector's latest reading was within HEAT_NEAR_C of its static
+    # level: the ceiling stayed hot.
+    hot: bool = False
 
     @property
     def awaits_sample(self) -> bool:
@@ -270,6 +273,11 @@ class _Device:
     # Its latest reading at pre-alarm or alarm level: what a coincidence it takes
     # part in shows as its own evidence (not the other detector's reading).
     active_detail: Mapping[str, float | str] | None = None
+
+
+def _at_least(detail: Mapping[str, float | str], name: str, level: float) -> bool:
+    v = detail.get(name)
+    return isinstance(v, float) and v >= level
 
 
 class Machine:
@@ -425,6 +433,11 @@ class Machine:
             # turbulence). One more window; a reading at the alarm level in it
             # that is not falling fast confirms.
             return
+        elif w.rows and not w.last_alarm and w.hot:
+            # A heat detector's ceiling still within a few degrees of its
+            # static level: it stayed hot (a fire at the edge of its plume),
+            # where a blast of hot air or EMI falls back to the room's air.
+            verdict, reason = "confirmed", w.persisted
         elif w.rows and not w.last_alarm:
             # Back under the alarm level by the window's end: a spike (insect,
             # EMI) or an aerosol that decays (cooking). Persistence means the
@@ -717,6 +730,9 @@ class Machine:
                 # the device's own alarm event): out of clean air, or not
                 d.win.from_clean = not prev_bits & (_PRE | _ALARM)
             self._window_row(d.win, flags)
+            if kind == KIND_HEAT:
+                near = self.cfg.thr(slot, "static_c") - p.HEAT_NEAR_C
+                d.win.hot = _at_least(detail, "temperature", near)
             if ts > d.win.deadline:  # the reading a lone sample waited for decides now
                 d.win.deadline = ts
             if flags & Flag.HEAT:
@@ -772,9 +788,17 @@ class Machine:
         detail = dict(d.elec_clear_detail or {})
         self._emit(slot, "electrical", "verdict", "suppressed", "transient", at, detail)
 
+    def _elec_near(self, slot: int, detail: Mapping[str, float | str]) -> bool:
+        """Still near a limit (params.ELECTRICAL_NEAR_FRACTION, CABLE_NEAR_C)."""
+        rc = self.cfg.thr(slot, "residual_current_ma") * p.ELECTRICAL_NEAR_FRACTION
+        cable = self.cfg.thr(slot, "cable_temperature_c") - p.CABLE_NEAR_C
+        return _at_least(detail, "residual_current", rc) or _at_least(
+            detail, "cable_temperature", cable
+        )
+
     def _elec_row(self, slot: int, ts: int, flags: int, detail: Mapping[str, float | str]) -> None:
         d = self._d(slot)
-        high = flags & (Flag.RC | Flag.CABLE)
+        high = bool(flags & (Flag.RC | Flag.CABLE))
         if d.elec == "" and high:
             d.elec = "pending"
             d.elec_opened = ts
@@ -795,6 +819,8 @@ class Machine:
         clear_ms = int(p.ELECTRICAL_CLEAR_S * 1000)
         waited = d.elec_lone and (ts >= d.elec_deadline or self.cfg.interval_ms(slot) > clear_ms)
         d.elec_lone = d.elec_lone and ts <= d.elec_opened
+        if waited and not high and self._elec_near(slot, detail):
+            high = True  # still near the limit: the condition hovers there, it stays
         if high:
             # (an intermittent fault comes back before it counts as gone:
             # still the same condition)

@@ -50,6 +50,12 @@ DRIFT_LIMIT_MAX_FRACTION: Final = 0.6
 FAST_GROWTH_PER_MIN: Final = 4.0
 
 # --- Heat (°C) -------------------------------------------------------------
+# A heat detector's reading after a lone sample at its static level, still
+# within this of the level: the ceiling stayed hot (a fire at the edge of its
+# plume flickers across the level: a recheck's 57.5/58.6 °C was judged
+# `transient` again and again), not a blast of hot air or EMI, which fall back
+# to the room's temperature. Persistence: confirmed.
+HEAT_NEAR_C: Final = 5.0
 # EN 54-5 class A1: static response between 54 and 65 °C.
 HEAT_STATIC_C: Final = 58.0
 # Rate-of-rise element (A1R): 15 °F/min of UL 521, ~8.3 °C/min.
@@ -230,6 +236,13 @@ ELECTRICAL_PERSIST_MAX_S: Final = 30.0
 # sixth outside check: 250/450 mA alternating for 10 min, never confirmed, 60
 # alarms opened and suppressed). A motor start's inrush is over in one reading.
 ELECTRICAL_CLEAR_S: Final = 10.0
+# A monitor's reading after a lone sample over a limit, still near it (the
+# leakage at this fraction of its setting, the cable within CABLE_NEAR_C of
+# its limit): the condition hovers at the setting (a recheck's 310/290 mA
+# earth fault was judged `transient` every few minutes), not an inrush, which
+# falls back to normal at once. It persists.
+ELECTRICAL_NEAR_FRACTION: Final = 0.8
+CABLE_NEAR_C: Final = 5.0
 # A condition back within this many of the monitor's reporting intervals after
 # one was judged `transient` is the same intermittent fault, confirmed at once:
 # a monitor reporting every 30-60 s sees a tracking fault's leakage over the

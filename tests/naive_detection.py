@@ -284,6 +284,7 @@ class FireWindow:
     latest_dropping: bool = False  # ... or falling by >= 4 %/m a minute at pre-alarm level
     hovering: bool = False  # its second part came because it hovered under the level
     warming: bool = False  # multi: the latest reading's ceiling warmed by >= 3 °C a minute
+    still_hot: bool = False  # heat: the latest reading within 5 °C of the static level
     out_of_clean_air: bool = False  # its first reading came after one under the pre-alarm level
 
 
@@ -483,6 +484,10 @@ class RuleBook:
             # after one fast fall: one more window
             w.ends, w.longer, w.hovering = w.ends + more, True, True
             return
+        elif w.readings > 0 and not w.latest_at_level and w.still_hot:
+            # README "Verdicts": the ceiling stayed within 5 °C of the static level
+            self._confirm(slot, w.ends, self._persisted(w), detail)
+            return
         elif w.readings > 0 and not w.latest_at_level:
             why = "transient" if w.at_level <= SPIKE_SAMPLES else "aerosol_decay"
         elif w.at_level <= SPIKE_SAMPLES and w.readings >= 2 and w.before_below:
@@ -616,6 +621,9 @@ class RuleBook:
             if w.readings == 0:  # its first reading: out of clean air, or not
                 w.out_of_clean_air = not before & (PRE | ALARM)
             self._sample(w, flags)
+            if kind == HEAT:
+                t = detail.get("temperature")
+                w.still_hot = isinstance(t, float) and t >= self.cfg.thr(slot, "static_c") - 5.0
             if ts > w.ends:  # README "Verdicts": the next reading after one sample decides
                 w.ends = ts
             self._own_corroboration(slot, ts, flags, detail)
@@ -639,7 +647,7 @@ class RuleBook:
         self, slot: int, ts: int, flags: int, detail: Mapping[str, float | str]
     ) -> None:
         s = self._s(slot)
-        high = flags & (RC | CABLE)
+        high = bool(flags & (RC | CABLE))
         if s.elec == "" and high:
             s.elec, s.elec_since, s.elec_gone_at = "pending", ts, FAR
             s.elec_why = "residual_current" if flags & RC else "cable_overheat"
@@ -657,6 +665,15 @@ class RuleBook:
         )
         if ts > s.elec_since:
             s.elec_alone = False
+        if decides and not high:
+            # README "Verdicts": still near a limit (80 % of the setting, 5 °C of
+            # the cable's limit), the condition stays
+            rc, cable = detail.get("residual_current"), detail.get("cable_temperature")
+            high = isinstance(rc, float) and rc >= 0.8 * self.cfg.thr(slot, "residual_current_ma")
+            high = high or (
+                isinstance(cable, float)
+                and cable >= self.cfg.thr(slot, "cable_temperature_c") - 5.0
+            )
         if high:
             s.elec_gone_at = FAR  # README "Verdicts": back before 10 s under: the same fault
             if ts - s.elec_since >= self.cfg.thr(slot, "persist_s") * 1000:
