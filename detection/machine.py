@@ -184,8 +184,8 @@ class _Window:
     # heats a ceiling; an outside check saw a 30 s heat detector's static
     # heat confirmed a reading late).
     spike_rows: int = p.SPIKE_MAX_SAMPLES
-    # A heat detector's latest reading was within HEAT_NEAR_C of its static
-    # level: the ceiling stayed hot.
+    # A heat detector's reading that a lone sample waited for was within
+    # HEAT_NEAR_C of its static level: the ceiling stayed hot.
     hot: bool = False
 
     @property
@@ -249,6 +249,7 @@ class _Device:
     # monitor reporting more slowly than the window is judged on its next one.
     elec_lone: bool = False
     elec_recur_until: int = -NEVER  # back by then: the same intermittent fault
+    elec_open_current: float = math.nan  # the load current of the reading that opened it
     causes: set[str] = field(default_factory=set)
     fault_at: int = -NEVER  # when the current fault alarm opened
     last_steam: int = -(2**62)
@@ -729,8 +730,11 @@ class Machine:
             if d.win.rows == 0:  # its first reading (the one that opened it, or after
                 # the device's own alarm event): out of clean air, or not
                 d.win.from_clean = not prev_bits & (_PRE | _ALARM)
+            # (the reading a lone sample waited for: always shown, its alarm bit
+            # flips; a later reading with the same bits would not be)
+            deciding = kind == KIND_HEAT and d.win.awaits_sample and ts >= d.win.deadline
             self._window_row(d.win, flags)
-            if kind == KIND_HEAT:
+            if deciding:
                 near = self.cfg.thr(slot, "static_c") - p.HEAT_NEAR_C
                 d.win.hot = _at_least(detail, "temperature", near)
             if ts > d.win.deadline:  # the reading a lone sample waited for decides now
@@ -783,9 +787,15 @@ class Machine:
         d = self._d(slot)
         d.elec = ""
         d.elec_clear_at = NEVER
-        d.elec_recur_until = at + p.ELECTRICAL_RECUR_INTERVALS * self.cfg.interval_ms(slot)
-        self.elec_pending.discard(slot)
         detail = dict(d.elec_clear_detail or {})
+        # (not after a motor's start: params.INRUSH_CURRENT_RATIO)
+        running = detail.get("current")
+        inrush = isinstance(running, float) and 0 < running * p.INRUSH_CURRENT_RATIO <= (
+            d.elec_open_current
+        )
+        recur = p.ELECTRICAL_RECUR_INTERVALS * self.cfg.interval_ms(slot)
+        d.elec_recur_until = -NEVER if inrush else at + recur
+        self.elec_pending.discard(slot)
         self._emit(slot, "electrical", "verdict", "suppressed", "transient", at, detail)
 
     def _elec_near(self, slot: int, detail: Mapping[str, float | str]) -> bool:
@@ -806,6 +816,8 @@ class Machine:
             d.elec_clear_at = NEVER
             d.elec_reason = "residual_current" if flags & Flag.RC else "cable_overheat"
             d.elec_lone = True
+            current = detail.get("current")
+            d.elec_open_current = current if isinstance(current, float) else math.nan
             self.elec_pending.add(slot)
             self._emit(slot, "electrical", "open", "pending", d.elec_reason, ts, detail)
             if ts <= d.elec_recur_until:

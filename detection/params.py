@@ -251,6 +251,12 @@ CABLE_NEAR_C: Final = 5.0
 # minute's memory), while a motor start's inrush is over in one reading and a
 # retried start on a 10 s monitor comes back after a minute.
 ELECTRICAL_RECUR_INTERVALS: Final = 3
+# ... unless the transient was a motor's start: its one reading over the limit
+# carried a load current at least this many times the next reading's (inrush
+# runs at 5-8 times the running current; a recheck's VFD restarted every one
+# to four minutes on a 30 or 60 s monitor was confirmed as a recurring fault).
+# An earth fault leaks whatever the load.
+INRUSH_CURRENT_RATIO: Final = 2.0
 
 # --- Evac (emergency lighting, EN 50172 / EN 62034) ------------------------
 # Below this charge the rated emergency duration is no longer assured.

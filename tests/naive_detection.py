@@ -284,7 +284,7 @@ class FireWindow:
     latest_dropping: bool = False  # ... or falling by >= 4 %/m a minute at pre-alarm level
     hovering: bool = False  # its second part came because it hovered under the level
     warming: bool = False  # multi: the latest reading's ceiling warmed by >= 3 °C a minute
-    still_hot: bool = False  # heat: the latest reading within 5 °C of the static level
+    still_hot: bool = False  # heat: the reading a lone sample waited for within 5 °C of the level
     out_of_clean_air: bool = False  # its first reading came after one under the pre-alarm level
 
 
@@ -318,6 +318,7 @@ class DevState:
     elec_gone_detail: dict[str, float | str] = field(default_factory=dict)  # that reading's
     elec_alone: bool = False  # only the reading that opened it so far
     elec_again_until: int = NONE  # judged transient: a condition back by then is the same
+    elec_open_amps: float = math.nan  # load current of the reading that opened it
     faults: set[str] = field(default_factory=set)
     fault_at: int = -FAR  # README "Clearing": a restore older than the fault is not its
 
@@ -620,8 +621,11 @@ class RuleBook:
         if s.fire == "pending" and w is not None and ts >= w.opened:
             if w.readings == 0:  # its first reading: out of clean air, or not
                 w.out_of_clean_air = not before & (PRE | ALARM)
+            # README "Verdicts": the reading one heat sample at the level waited for
+            lone = w.out_of_clean_air and w.latest_at_level and w.at_level == w.readings == 1
+            lone = kind == HEAT and lone and not w.grew_fast and ts >= w.ends
             self._sample(w, flags)
-            if kind == HEAT:
+            if lone:
                 t = detail.get("temperature")
                 w.still_hot = isinstance(t, float) and t >= self.cfg.thr(slot, "static_c") - 5.0
             if ts > w.ends:  # README "Verdicts": the next reading after one sample decides
@@ -652,6 +656,8 @@ class RuleBook:
             s.elec, s.elec_since, s.elec_gone_at = "pending", ts, FAR
             s.elec_why = "residual_current" if flags & RC else "cable_overheat"
             s.elec_alone = True
+            amps = detail.get("current")
+            s.elec_open_amps = amps if isinstance(amps, float) else math.nan
             self._say(slot, "electrical", "open", "pending", s.elec_why, ts, detail)
             if ts <= s.elec_again_until:  # README "Verdicts": an intermittent fault
                 s.elec = "confirmed"
@@ -680,10 +686,19 @@ class RuleBook:
                 s.elec = "confirmed"
                 self._say(slot, "electrical", "verdict", "confirmed", s.elec_why, ts, detail)
         elif flags & ELEC_BELOW and decides:
-            s.elec, s.elec_again_until = "", ts + ELEC_AGAIN * self.cfg.interval_ms(slot)
+            s.elec, s.elec_again_until = "", self._again_until(slot, ts, detail)
             self._say(slot, "electrical", "verdict", "suppressed", "transient", ts, dict(detail))
         elif flags & ELEC_BELOW and s.elec_gone_at == FAR:
             s.elec_gone_at, s.elec_gone_detail = ts + ELEC_CLEAR_MS, dict(detail)
+
+    def _again_until(self, slot: int, at: int, after: Mapping[str, float | str]) -> int:
+        """README "Verdicts": a recurring condition's memory, none after a motor's
+        start (its one reading drew twice the next one's load current or more)."""
+        s = self._s(slot)
+        amps = after.get("current")
+        if isinstance(amps, float) and amps > 0 and s.elec_open_amps >= 2.0 * amps:
+            return NONE
+        return at + ELEC_AGAIN * self.cfg.interval_ms(slot)
 
     # entry points -------------------------------------------------------------
     def deadline(self, slot: int) -> int | None:
@@ -718,7 +733,7 @@ class RuleBook:
         end = s.elec_since + self._window_ms(slot) if s.elec == "pending" else FAR
         if s.elec == "pending" and s.elec_gone_at <= min(now, end):
             s.elec = ""
-            s.elec_again_until = s.elec_gone_at + ELEC_AGAIN * self.cfg.interval_ms(slot)
+            s.elec_again_until = self._again_until(slot, s.elec_gone_at, s.elec_gone_detail)
             detail = s.elec_gone_detail
             self._say(
                 slot, "electrical", "verdict", "suppressed", "transient", s.elec_gone_at, detail

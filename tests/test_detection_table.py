@@ -713,6 +713,38 @@ def test_a_condition_hovering_at_its_limit_on_a_slow_monitor_is_confirmed(
     assert high > limit > near
 
 
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize(
+    ("interval", "period"), [(30, 60), (30, 90), (30, 120), (60, 120), (60, 240)]
+)
+def test_a_motor_restarting_every_few_minutes_is_no_recurring_fault(
+    reference: bool, interval: int, period: int
+) -> None:
+    """A recheck's VFD restarted every one to four minutes: each start one
+    reading of 360 mA with the load current at 90 A (25 A running, 30 mA
+    between). Within three reporting intervals of the last start's
+    `transient`, it was confirmed as an intermittent fault; the inrush on
+    the same reading says it is a start. The same leakage with the load
+    steady is the fault (`test_an_intermittent_fault_with_sparse_high_readings_is_confirmed`)."""
+    starts = set(range(0, 10 * period, period))
+    rows: list[Row] = [
+        (float(t), {"residual_current": 30.0, "current": 25.0}) for t in range(0, 600, interval)
+    ]
+    rows += [
+        (
+            600.0 + t,
+            {"residual_current": 360.0, "current": 90.0}
+            if t in starts
+            else {"residual_current": 30.0, "current": 25.0},
+        )
+        for t in range(0, 10 * period, interval)
+    ]
+    rig = Rig([("electrical", 1)], reference=reference, intervals_s=[float(interval)])
+    ch = rig.feed({0: rows})
+    verdicts = [v for a, v, _, _ in summary(ch, "electrical") if a == "verdict"]
+    assert verdicts == ["suppressed"] * 10
+
+
 def test_a_monitor_gone_silent_after_one_sample_is_confirmed() -> None:
     """The next reading never comes (the monitor lost power with the
     fault): judged silent on arrival time, the condition is confirmed."""
