@@ -425,10 +425,7 @@ class Engine:
             dl = m.deadline(slot)
             if dl is None:
                 continue
-            if (
-                self.kind[slot] <= k.KIND_MULTI
-                and self._zrel.get(int(self.zone[slot]), k.TS_NONE) + int(self.q_skew[slot]) < dl
-            ):
+            if self.kind[slot] <= k.KIND_MULTI and self._zone_shown(slot) < dl:
                 continue  # a zone neighbour's late rows may still corroborate it
             clock = max(int(self.last_ts[slot]), int(self.last_event_ts[slot]))
             heard = int(self.last_arrival[slot])
@@ -1135,7 +1132,7 @@ class Engine:
             self._seq += 1
             item: tuple[int, int, int, int, Any] = (key, 0, slot, self._seq, (ts, name))
             if self.kind[slot] <= k.KIND_MULTI:
-                self._queue((key - int(self.q_skew[slot]), *item[1:]))
+                self._queue(item)
             elif name == "activated":
                 # The press is a confirmed fire at once (EN 54-2: within 10 s);
                 # its effect on the zone's pending fires waits for the zone's
@@ -1151,20 +1148,22 @@ class Engine:
             )
             self._seq += 1
             ts = int(rt[i])
+            item = (ts, 1, slot, self._seq, (int(rf[i]), detail, ts))
             if self.kind[slot] <= k.KIND_MULTI:
-                self._queue(
-                    (ts - int(self.q_skew[slot]), 1, slot, self._seq, (int(rf[i]), detail, ts))
-                )
+                self._queue(item)
             else:
-                now.append((ts, 1, slot, self._seq, (int(rf[i]), detail, ts)))
+                now.append(item)
         now.sort(key=lambda it: it[:4])
         for item in now:
             self._show(m, item)
         self._release()
 
     def _queue(self, item: tuple[int, int, int, int, Any]) -> None:
-        """Into its zone's queue, to be shown in the zone's event-time order."""
+        """Into its zone's queue, to be shown in the zone's event-time order,
+        on the platform's clock: a clock accepted as running ahead has its
+        lead taken off (its rows carry their own ts for the machine)."""
         slot = item[2]
+        item = (item[0] - int(self.q_skew[slot]), *item[1:])
         heapq.heappush(self._zq.setdefault(int(self.zone[slot]), []), item)
         heapq.heappush(self._held.setdefault(slot, []), item[0])
 
@@ -1273,7 +1272,11 @@ class Engine:
         own = int(self.last_ts[slot])
         if self.kind[slot] > k.KIND_MULTI:
             return own
-        return min(own, self._zrel.get(int(self.zone[slot]), k.TS_NONE) + int(self.q_skew[slot]))
+        return min(own, self._zone_shown(slot))
+
+    def _zone_shown(self, slot: int) -> int:
+        """How far the device's zone has been shown, on the device's own clock."""
+        return self._zrel.get(int(self.zone[slot]), k.TS_NONE) + int(self.q_skew[slot])
 
 
 # Columns of Engine.fst (one 64-byte row per device) and their initial values.

@@ -843,7 +843,7 @@ class Machine:
             d.elec_clear_detail = detail
             self._elec_gone(slot, ts)
         elif flags & Flag.ELEC_BELOW and d.elec_clear_at == NEVER:
-            d.elec_clear_at = ts + int(p.ELECTRICAL_CLEAR_S * 1000)
+            d.elec_clear_at = ts + clear_ms
             d.elec_clear_detail = detail
 
     def event(self, slot: int, ts: int, name: str, zone_effect: bool = True) -> None:
