@@ -664,6 +664,7 @@ class Engine:
         events: Events,
         arrival_ms: int,
         heard_ms: Mapping[int, int] | None = None,
+        held_from: Mapping[int, int] | None = None,
     ) -> None:
         """Replay the last minutes of devices just taken over or restarted (from
         the database; configure them and restore their baselines first, their
@@ -678,7 +679,13 @@ class Engine:
         was held for it stays held (shown, and reported, once it catches up).
         The time since (a restart, a lease running out) is nobody's silence:
         each is counted as heard that much before `arrival_ms`. Without it
-        every replayed device counts as heard at `arrival_ms`."""
+        every replayed device counts as heard at `arrival_ms`.
+
+        `held_from`: what the database marks as held unjudged (`held_from`
+        of the engine before, per device): the replay holds only that again.
+        The rest was shown and judged before (a stop's `flush` shows all), and
+        held again for a neighbour the replay sees lagging, it would open
+        its alarms a second time. None: hold whatever the replay holds."""
         heard: dict[int, int] = {}
         if heard_ms:
             since = int(arrival_ms) - max(heard_ms.values())
@@ -687,6 +694,8 @@ class Engine:
         counted = (self.quarantine_count.copy(), self.quarantined, self.clock_steps)
         late = (self.late_readings, self.late_events, len(self.stepped_back))
         self._process(readings, events, arrival_ms, heard)
+        if held_from is not None:
+            self._show_judged(held_from)
         self.quarantine_count[: counted[0].size] = counted[0]
         self.quarantined, self.clock_steps = counted[1], counted[2]
         self.late_readings, self.late_events = late[0], late[1]
@@ -696,6 +705,23 @@ class Engine:
             if 0 <= slot < self.capacity and self.kind[slot] >= 0:
                 self.machine.settle_replay(slot)
         self.machine.out = []
+
+    def _show_judged(self, held_from: Mapping[int, int]) -> None:
+        """Show the queued items older than their device's `held_from` mark
+        (all of an unmarked device's), in event-time order."""
+        judged: list[tuple[int, int, int, int, Any]] = []
+        for zone, q in self._zq.items():
+            kept = [it for it in q if it[0] >= held_from.get(it[2], _NO_LIMIT)]
+            if len(kept) < len(q):
+                judged += [it for it in q if it[0] < held_from.get(it[2], _NO_LIMIT)]
+                heapq.heapify(kept)
+                self._zq[zone] = kept
+        self._held = {}
+        for q in self._zq.values():
+            for it in q:
+                heapq.heappush(self._held.setdefault(it[2], []), it[0])
+        for item in sorted(judged, key=lambda it: it[:4]):
+            self._show(self.machine, item)
 
     def held_from(self) -> dict[int, int]:
         """Per device, the oldest of its rows and events held for its zone's

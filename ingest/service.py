@@ -398,7 +398,7 @@ class IngestService:
             self.registry,
             restored,
             open_alarms,
-            self.held.stored.keys(),
+            self.held.stored,
             self.tracker.last_seen,
         )
         offline = []

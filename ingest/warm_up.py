@@ -43,14 +43,17 @@ async def warm_up(
     registry: Registry,
     restored: NDArray[np.int64],
     open_alarms: Sequence[Mapping[str, Any]],
-    held: Collection[int] = (),
+    held: Mapping[int, int] | None = None,
     last_seen: NDArray[np.int64] | None = None,
 ) -> None:
     """Replay into `engine` (configured, baselines restored, open alarms not yet)
     the recent history of the `restored` devices (those just restarted or
     taken over); of too many, of the zones of these open alarms and of the
-    devices with data `held` (`ingest/held.py`), among them. `last_seen`: when
-    each slot was last heard (ms, 0 unknown), as the zones' order stood."""
+    devices with data `held` (`ingest/held.py`: slot -> oldest ts held
+    unjudged), among them; only that is held again, the rest was judged.
+    `last_seen`: when each slot was last heard (ms, 0 unknown), as the
+    zones' order stood."""
+    held = {} if held is None else held
 
     def zones_with(types: Collection[str]) -> list[int]:
         slots = [int(r["slot"]) for r in open_alarms if r["type"] in types]
@@ -90,6 +93,7 @@ async def warm_up(
         ),
         now_ms(),
         heard,
+        held,
     )
     log.info(
         "detection: %d reading(s) and %d event(s) of %d device(s) replayed",

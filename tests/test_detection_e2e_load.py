@@ -251,6 +251,62 @@ def test_readings_held_for_a_lagging_neighbour_are_judged_when_ingest_stops(
         forget_session(mqtt_url, settings.mqtt_client_id)
 
 
+def test_readings_judged_at_a_stop_open_nothing_after_the_restart(db: str, mqtt_url: str) -> None:
+    """An insect in the head ahead while its zone waits for a neighbour 100 s
+    behind: the stop judges the held spike (a transient). The restart replays
+    the zone, sees the neighbour lagging again, and must not hold and judge
+    the spike a second time when the neighbour catches up (an outside check:
+    a second fire alarm from a detector's event judged at the stop)."""
+    site = f"J{uuid.uuid4().hex[:9]}"
+    register(
+        db,
+        [
+            {"id": f"{site}-{d}", "site": site, "building": "B", "floor": "1", "zone": "Z",
+             "kind": "smoke", "interval_s": 10}
+            for d in ("SA", "SB")
+        ],
+    )  # fmt: skip
+    now = int(time.time() * 1000)
+    settings = Settings(
+        mqtt_url=mqtt_url,
+        database_url=db,
+        mqtt_client_id=f"test-ingest-{uuid.uuid4().hex[:8]}",
+        ingest_mode="single",
+    )
+
+    def send(pub: Publisher, dev: str, ts: int, seq: int, obs: float) -> None:
+        pub.send(
+            f"fs/v1/{site}/{site}-{dev}/telemetry",
+            {"ts": ts, "seq": seq, "v": {"obscuration": obs, "temperature": 21.0}},
+        )
+
+    def rows(n: int) -> bool:
+        got = query(db, "SELECT count(*) FROM telemetry WHERE device_id LIKE %s", (f"{site}-%",))
+        return bool(got[0][0] == n)
+
+    fires = "SELECT verdict, reason FROM alarms WHERE device_id = %s AND type = 'fire'"
+    publisher = Publisher(mqtt_url)
+    try:
+        with running_ingest(settings):
+            for i in range(8):  # SA: a spike at its fourth reading; SB 100 s behind
+                send(publisher, "SA", now - 80_000 + i * 10_000, i, 5.0 if i == 3 else 0.1)
+                send(publisher, "SB", now - 180_000 + i * 10_000, i, 0.1)
+            wait_for(lambda: rows(16), timeout=30)
+            time.sleep(1.0)
+            assert query(db, fires, (f"{site}-SA",)) == []  # held: SB is 100 s behind
+        assert query(db, fires, (f"{site}-SA",)) == [("suppressed", "transient")]
+        with running_ingest(settings):
+            for i in range(8, 20):  # SB catches up past the spike
+                send(publisher, "SB", now - 180_000 + i * 10_000, i, 0.1)
+            send(publisher, "SA", now, 8, 0.1)
+            wait_for(lambda: rows(29), timeout=30)
+            time.sleep(1.0)
+            assert query(db, fires, (f"{site}-SA",)) == [("suppressed", "transient")]
+    finally:
+        publisher.close()
+        forget_session(mqtt_url, settings.mqtt_client_id)
+
+
 def test_readings_held_for_a_lagging_neighbour_survive_sigkill(
     db: str, mqtt_url: str, ingest_settings: Settings
 ) -> None:

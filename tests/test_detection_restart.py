@@ -241,12 +241,52 @@ def test_a_sigkill_after_any_batch_gives_the_uninterrupted_verdicts(
         newest = {r[1]: r[0] for r in stored}
         history = [r for r in stored if r[0] >= newest[r[1]] - WARM_UP_MS]
         heard = {r[1]: a for a, r in timed[:cut]}  # (arrival order)
-        restarted.warm_up(batch(history), Events.empty(), timed[cut - 1][0] + 5_000, heard)
+        marks = first.held_from()  # (stored with the batches that held them)
+        restarted.warm_up(batch(history), Events.empty(), timed[cut - 1][0] + 5_000, heard, marks)
         for (slot, typ), (verdict, opened, reason) in alarms.items():
             restarted.restore_alarm(slot, typ, verdict, opened, reason)
         after = feed_arriving(restarted, timed[cut:])
         assert verdicts(before + after) == whole, f"killed after arrival {cut}"
     assert held_cuts >= 2 or lag_ms == 0  # a lag holds readings at some kill
+
+
+@pytest.mark.parametrize("case", [c for c, (_, lag) in KILLED.items() if lag])
+def test_a_stop_judges_what_was_held_once(case: str) -> None:
+    """Stopped after any batch: the stop shows what the zone's order held
+    (`flush`) and judges it; the restart's replay sees a neighbour lagging
+    again, but holds only what the database marks as held (nothing, after
+    a stop). An outside check: a detector's `fire_alarm` judged at the stop
+    opened a second fire alarm after the restart. No alarm is opened after
+    the restart from data that arrived before it."""
+    devices, lag_ms = KILLED[case]
+    timed = arriving(rows_of(devices), lag_ms)
+    reopened: list[tuple[int, tuple[int, str, str, str, str, int]]] = []
+    held_cuts = 0
+    for cut in range(2, len(timed), 2):
+        first = engine(devices)
+        before = feed_arriving(first, timed[:cut])
+        held_cuts += bool(first.held_from())
+        before += first.flush()
+        assert not first.held_from()
+        restarted = engine(devices)
+        stored = sorted((r for _, r in timed[:cut]), key=lambda r: (r[0], r[1]))
+        newest = {r[1]: r[0] for r in stored}
+        history = [r for r in stored if r[0] >= newest[r[1]] - WARM_UP_MS]
+        heard = {r[1]: a for a, r in timed[:cut]}
+        restarted.warm_up(batch(history), Events.empty(), timed[cut - 1][0] + 5_000, heard, {})
+        for (slot, typ), (verdict, opened, reason) in open_alarms(before).items():
+            restarted.restore_alarm(slot, typ, verdict, opened, reason)
+        after = feed_arriving(restarted, timed[cut:])
+        first_new: dict[int, int] = {}
+        for _, r in timed[cut:]:
+            first_new.setdefault(r[1], r[0])
+        reopened += [
+            (cut, v)
+            for c, v in zip(after, verdicts(after), strict=True)
+            if c.action == "open" and c.at_ms < first_new.get(c.slot, 2**62)
+        ]
+    assert held_cuts >= 2  # the stops had something held to judge
+    assert reopened == []
 
 
 def test_a_replay_counts_nothing_twice() -> None:
