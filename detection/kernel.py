@@ -111,20 +111,26 @@ def fresh_layers(
     Lateness policy: rows are taken in the order given (arrival order). A
     row feeds detection only if its ts is newer than every earlier row of
     the same device, in this batch or any before (`last_ts[slot]`). Older or
-    equal ones are late: stored by ingest, not fed. Defined on arrival order,
-    the decision does not depend on where batches are cut. The fed rows of a
-    device are therefore in ts order; layer r holds each device's r-th one
-    (indices into `slot`), so each device appears at most once per layer.
+    equal ones are late: stored by ingest, not fed. A newer one in the same
+    DETECTION_SLOT_MS slot of the device's clock as an earlier row is not fed
+    either (nor counted late): at most one step per slot of event time.
+    Defined on arrival order, the decision does not depend on where batches
+    are cut. The fed rows of a device are therefore in ts order; layer r
+    holds each device's r-th one (indices into `slot`), so each device
+    appears at most once per layer.
     """
+    grid = p.DETECTION_SLOT_MS
     n = len(slot)
     if n == 0:
         return [], 0
     if _unique(slot, mark):
         # One row per device (the steady state): one layer, no sort.
-        keep = ts > np.take(last_ts, slot)
+        last = np.take(last_ts, slot)
+        newer = ts > last
+        keep = newer & (ts // grid > last // grid)
         if keep.all():
             return [np.arange(n)], 0
-        return [np.flatnonzero(keep)], int(n - np.count_nonzero(keep))
+        return [np.flatnonzero(keep)], int(n - np.count_nonzero(newer))
     order = _argsort_slots(slot)
     s = slot[order]
     t = ts[order]
@@ -139,7 +145,8 @@ def fresh_layers(
     before[1:] = run[:-1]
     before[first] = TS_NONE
     np.maximum(before, np.take(last_ts, s), out=before)
-    keep = t > before
+    newer = t > before
+    keep = newer & (t // grid > before // grid)
     kept = order[keep]
     # Rank of each fed row among its device's fed rows (sorted by slot, in order).
     kf = np.flatnonzero(keep)
@@ -153,7 +160,7 @@ def fresh_layers(
     counts = np.bincount(rank) if len(rank) else np.zeros(0, np.int64)
     by_rank = kept[np.argsort(rank, kind="stable")]
     layers = np.split(by_rank, np.cumsum(counts)[:-1]) if len(counts) else []
-    return layers, int(n - len(kept))
+    return layers, int(n - np.count_nonzero(newer))
 
 
 def _argsort_slots(slot: I64) -> I64:

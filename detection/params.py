@@ -177,6 +177,13 @@ ZONE_TRANSIT_SLACK_MS: Final = 10_000
 ON_CHANGE_TRANSIT_SLACK_MS: Final = 2_000
 
 # --- Event-time quarantine ----------------------------------------------------
+# Detection samples a device's stream at most once per this much of its own
+# clock: the first reading of each such slot is fed, the rest are stored only.
+# No fire detector samples faster (its sensing cycle is seconds), and
+# a stream dense in event time (a backlog dated 1 ms apart) would otherwise
+# cost one detection step per reading of the one device, holding every other
+# device's batch behind it (an outside check: 14 min for another site's event).
+DETECTION_SLOT_MS: Final = 250
 # A reading dated more than this ahead of both the device's own
 # newest reading and the arrival clock is quarantined: stored by ingest, kept
 # out of detection and of every clock, counted per device. NTP-synchronised

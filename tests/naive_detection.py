@@ -1240,6 +1240,8 @@ class NaiveEngine:
             if ts <= d.last_ts:
                 self.late_readings += 1
                 continue
+            if ts // 250 == d.last_ts // 250:
+                continue  # a second reading in the same 250 ms of its clock: stored only
             d.last_ts = ts
             comp = base = math.nan
             drift = False

@@ -316,6 +316,40 @@ def test_lateness_late_reading_is_ignored_whatever_the_batching() -> None:
     assert [(c.alarm_type, c.action) for c in ch] == [("pre_alarm", "open"), ("fire", "open")]
 
 
+def test_a_stream_dense_in_event_time_feeds_one_reading_per_250_ms() -> None:
+    """A backlog dated 1 ms apart (an outside check: 52,000 readings of one
+    detector in one batch held every site's batches for 14 min, one
+    detection step each): the first reading of each 250 ms of the device's
+    clock is fed, the rest are stored only, not counted late, whatever the
+    batch cuts. Readings 250 ms or more apart are all fed."""
+    n = 10_000  # 10 s of a stream dated 1 ms apart, a spike at its middle
+    ts = [T0 + i for i in range(n)]
+    obs = [9.0 if 5_000 <= i < 5_100 else 0.1 for i in range(n)]
+    fed_spike = []
+    for cuts in (1, 7, 1_000):
+        eng = Engine()
+        eng.configure([3], [0], [0], [{}])
+        per = -(-n // cuts)
+        ch = []
+        for a in range(0, n, per):
+            ch += eng.process(_rows(3, ts[a : a + per], obs[a : a + per]), Events.empty())
+        assert eng.late_readings == 0
+        assert eng.last_ts[3] == T0 + 9_750  # the last slot's first reading
+        fed_spike.append([(c.alarm_type, c.action, c.at_ms) for c in ch])
+    # 5,000 ms is a slot's first reading and the spike's: fed, it opens.
+    assert fed_spike[0][:2] == [("pre_alarm", "open", T0 + 5_000), ("fire", "open", T0 + 5_000)]
+    assert fed_spike[0] == fed_spike[1] == fed_spike[2]
+    # A spike between two slot starts is not fed.
+    eng = Engine()
+    eng.configure([3], [0], [0], [{}])
+    assert eng.process(_rows(3, [T0, T0 + 100, T0 + 250], [0.1, 9.0, 0.1]), Events.empty()) == []
+    assert eng.last_ts[3] == T0 + 250
+    eng = Engine()
+    eng.configure([3], [0], [0], [{}])
+    ch = eng.process(_rows(3, [T0 + 1, T0 + 251], [0.1, 9.0]), Events.empty())
+    assert [(c.alarm_type, c.action) for c in ch] == [("pre_alarm", "open"), ("fire", "open")]
+
+
 def test_lateness_events_and_call_point_exception() -> None:
     eng = Engine()
     eng.configure([1, 2], [3, 1], [5, 5], [{}, {}])
