@@ -372,6 +372,35 @@ def test_lateness_events_and_call_point_exception() -> None:
     ]
 
 
+def test_a_fire_alarm_behind_clean_readings_is_judged_by_them() -> None:
+    """A detector's `fire_alarm` that arrives 97 s late, after two clean
+    readings dated inside its window (an outside check): judged against them
+    as in order (transient), not taken as on time because clean readings are
+    never queued for the zone, opening a window none of them was shown to,
+    confirmed at its end."""
+    ts = [T0 + i * 30_000 for i in range(16)]
+    fire_alarm = Events(
+        np.array([3], np.int64),
+        np.array([ts[12] + 4_100], np.int64),
+        np.array([EV["fire_alarm"]], np.int16),
+    )
+    want = None
+    for late in (False, True):
+        eng = Engine()
+        eng.configure([3], [0], [0], [{}], [30_000])
+        ch = []
+        for i, t in enumerate(ts):
+            with_event = (i == 13) if not late else (i == 15)
+            ev = fire_alarm if with_event else Events.empty()
+            ch += eng.process(_rows(3, [t], [0.2]), ev, t + 500)
+            ch += eng.advance(t + 500)
+        got = [(c.alarm_type, c.action, c.verdict, c.reason, c.at_ms) for c in ch]
+        assert got[-1][:4] == ("fire", "verdict", "suppressed", "transient")
+        if want is None:
+            want = got
+        assert got == want
+
+
 def make_zone_stream(seed: int) -> Stream:
     """Two to four smoke/heat/multi detectors of one zone, every 10 s, with
     short bursts at pre-alarm or alarm level a few tens of seconds apart (one
