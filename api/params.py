@@ -15,7 +15,7 @@ from api.errors import BadParameter
 from firesafe.contract import ID_PATTERN
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_MS_RE = re.compile(r"^-?\d{1,15}$")
+_EPOCH_MS_RE = re.compile(r"^-?[0-9]{1,15}$")  # (\d would take full-width digits)
 
 # Contract section 6: limit 1-1000, default 100.
 DEFAULT_LIMIT = 100

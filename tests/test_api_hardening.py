@@ -644,6 +644,21 @@ def test_a_nul_in_free_text_is_refused_by_name(api: httpx.Client) -> None:
         assert expected in refused.json()["error"]["message"], refused.text
 
 
+def test_only_iana_time_zones_and_ascii_digits_are_taken(api: httpx.Client) -> None:
+    """An outside check: `localtime` (the server's own zone), `Factory` and the
+    `right/` copies were taken as a site's time zone, and `since=１２` (full-
+    width digits) as epoch 12 ms."""
+    for zone in ("localtime", "Factory", "right/UTC", "posix/Asia/Shanghai", "posixrules"):
+        refused = api.put("/api/v1/sites/TZ1", json={"timezone": zone})
+        assert refused.status_code == 422, (zone, refused.text)
+        assert "unknown time zone" in refused.text
+    assert api.put("/api/v1/sites/TZ1", json={"timezone": "Asia/Shanghai"}).status_code == 200
+    refused = api.get("/api/v1/alarms", params={"since": "１２"})
+    assert refused.status_code == 422, refused.text
+    assert "since" in refused.text
+    assert api.get("/api/v1/alarms", params={"since": "12"}).status_code == 200
+
+
 # --- item 12: weak admin tokens ------------------------------------------------
 
 
