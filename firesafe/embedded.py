@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 MQTT_DEFAULT_PORT = 1883
 # Long enough for a cold start on a slow disk, short enough to fail clearly.
 START_TIMEOUT_S = 30.0
+CHILD_QUIT_S = 10.0  # after SIGQUIT (immediate shutdown), then SIGKILL
 
 # Mosquitto's stock limits drop a burst for any consumer (max_queued_messages
 # 1000) and allow only 20 unacknowledged QoS 1 messages per MQTT 3.1.1 client.
@@ -442,4 +443,8 @@ class EmbeddedPostgres:
                 # Stopping must not hang or raise over the real error: immediate shutdown.
                 log.warning("embedded PostgreSQL did not stop in %.0f s", START_TIMEOUT_S)
                 proc.send_signal(signal.SIGQUIT)
-                proc.wait()
+                try:
+                    proc.wait(CHILD_QUIT_S)
+                except subprocess.TimeoutExpired:  # (a server that is stopped, SIGSTOP)
+                    proc.kill()
+                    proc.wait()

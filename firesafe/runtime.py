@@ -44,6 +44,7 @@ from firesafe.embedded import (
     free_port,
 )
 from firesafe.settings import Settings, parse_listen
+from storage.liveness import cancel_hung
 from storage.migrate import MigrationReport, migrate
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHILD_STOP_TIMEOUT_S = 10.0
+ALARM_FEED_REST_S = 5.0  # the feed's last lines at a stop: a few rows, or a database away
+NOTIFY_STOP_GRACE_S = 3.0  # a notifier's delivery under way, at a stop
 # `up --sim` with no simulator arguments: a small estate in real time for an
 # hour, opening with the demo (within 3 minutes: an offline device, a
 # suppressed nuisance, a confirmed fire with its evacuation linkage, an
@@ -158,7 +161,18 @@ async def run_notify(settings: Settings, stop: asyncio.Event) -> int:
     notifier = Notifier(
         settings.require_database_url(), smtp=settings.smtp, smtp_from=settings.smtp_from
     )
-    await notifier.run(stop)
+    running = asyncio.ensure_future(notifier.run(stop))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    # A delivery under way finishes; one waiting on a database that does not
+    # answer is cut (its claim lapses with the session: delivered again).
+    await asyncio.wait([running], timeout=NOTIFY_STOP_GRACE_S)
+    if not running.done():
+        log.warning("notifier: still waiting on the database; stopping without it")
+        await cancel_hung([running])
+        return 0
+    running.result()  # (its error, if it failed)
     return 0
 
 
@@ -541,9 +555,12 @@ async def run_up(
             log.info("stopping: %singest (drain), API, services", "simulator, " if sim else "")
             for supervisor in supervisors:
                 supervisor.cancel()
-            for child in reversed(children):  # the simulator first, the API last
-                if child is not api_child:
-                    child.stop()
+            # The simulator, notifier and gateway side by side, off the loop ingest
+            # runs on (one after the other, a notifier waiting on a frozen database
+            # held the stop 10 s: an outside check); ingest drains next, the API last.
+            await asyncio.gather(
+                *(asyncio.to_thread(c.stop) for c in reversed(children) if c is not api_child)
+            )
             ingest.request_stop()
             if gave_up:
                 # A batch waits for its database for ever; its messages stay
@@ -552,8 +569,9 @@ async def run_up(
                     await asyncio.wait_for(ingest_task, CHILD_STOP_TIMEOUT_S)
             else:
                 await ingest_task
-            feed.cancel()  # (after the drain: what it committed is printed below)
-            await asyncio.wait([feed])
+            # (After the drain: what it committed is printed below. Cancelled as a
+            # hung query, or psycopg would ask a frozen server to cancel for 10 s.)
+            await cancel_hung([feed])
             if not gave_up:
                 await alarm_feed_rest(settings.require_database_url(), shown)
             _stop_process(api)
@@ -810,7 +828,7 @@ async def alarm_feed_rest(conninfo: str, shown: FeedPosition) -> None:
     its batches and the alarms held for zone order). The next start shows only
     what comes after it, so they would never be printed."""
     try:
-        async with asyncio.timeout(CHILD_STOP_TIMEOUT_S):
+        async with asyncio.timeout(ALARM_FEED_REST_S):
             async with await psycopg.AsyncConnection.connect(
                 conninfo, autocommit=True, row_factory=dict_row
             ) as conn:

@@ -43,10 +43,13 @@ async def cancel_hung(tasks: Sequence[asyncio.Task[Any]]) -> None:
     for _ in range(5):
         pending = [t for t in tasks if not t.done()]
         if not pending:
-            return
+            break
         for task in pending:
             task.cancel()
         await asyncio.wait(pending, timeout=0.1)
+    for task in tasks:  # given up: its error (a closed connection) is no news
+        if task.done() and not task.cancelled():
+            task.exception()
 
 
 T = TypeVar("T")
