@@ -541,3 +541,31 @@ def test_a_notifier_frozen_between_claim_and_request_sends_nothing_a_peer_delive
             "SELECT count(*) FROM notification_attempts WHERE notification_id = %s", (row["id"],)
         ).fetchone() or (0,)
     assert made == 1
+
+
+def test_a_notifier_stops_within_seconds_with_its_database_frozen(db: str) -> None:
+    """An outside check: Ctrl-C of `up` with the database frozen (SIGSTOP)
+    waited 10 s for the notifier, whose queries psycopg cancels politely
+    (asking the frozen server, then waiting). `firesafe notify` gives a
+    delivery under way NOTIFY_STOP_GRACE_S, then cuts its connections."""
+    from firesafe.runtime import NOTIFY_STOP_GRACE_S, run_notify
+    from tests.netproxy import database_proxy
+
+    proxy, via_proxy = database_proxy(db)
+
+    async def go() -> float:
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_notify(Settings(database_url=via_proxy), stop))
+        await asyncio.sleep(1.5)  # connected, polling
+        proxy.hold()  # the server freezes
+        await asyncio.sleep(3.0)  # a poll waits on it
+        began = time.monotonic()
+        stop.set()
+        assert await asyncio.wait_for(running, 30) == 0
+        return time.monotonic() - began
+
+    try:
+        took = asyncio.run(go())
+    finally:
+        proxy.close()
+    assert took < NOTIFY_STOP_GRACE_S + 1.5, took  # (10 s and more before)
