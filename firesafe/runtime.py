@@ -726,7 +726,11 @@ async def supervise(service: Supervised, stop: asyncio.Event, gave_up: list[str]
         except EmbeddedServiceError as exc:
             log.error("the %s could not be restarted: %s", service.name, exc)
             continue  # counts as one more exit
-        log.warning("the %s is back%s", service.name, _on_port(service.port))
+        if isinstance(service, Child) and service.proc is not None:
+            # Started; it says itself when it serves (a gateway: "listening on").
+            log.warning("the %s was started again (pid %d)", service.name, service.proc.pid)
+        else:  # (the embedded broker and database are back once they answer)
+            log.warning("the %s is back%s", service.name, _on_port(service.port))
 
 
 def _on_port(port: int | None) -> str:

@@ -54,7 +54,9 @@ class CommandSender:
         self._stopping = False
         self._conn: psycopg.AsyncConnection[Any] | None = None
         # Retried every second through an outage: one line, then one per 10 s.
-        self._not_sent = ThrottledWarning(log, "linkage commands not sent yet; retrying")
+        self._not_sent = ThrottledWarning(
+            log, "linkage sender: database or broker away; any commands waiting are sent once back"
+        )
         self.sent = 0
         self.pending = 0
 

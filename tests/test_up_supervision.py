@@ -147,7 +147,7 @@ def test_up_restarts_its_notifier_and_gateway_killed_outright(
         line = up.wait_line("exited unexpectedly", timeout=10)
         for part in (" ERROR ", name, "killed by SIGKILL", "restarting it in"):
             assert part in line, line
-        up.wait_line(f"the {name} is back", timeout=30)
+        up.wait_line(f"the {name} was started again", timeout=30)
         (second,) = wait_for(children_running, timeout=30)
         assert second != first
         wait_for(lambda: _gone(first), timeout=5)  # reaped
