@@ -38,6 +38,32 @@ def first_of_keys(
     return keep
 
 
+def per_device_steps(slot: NDArray[np.int64], limit: int) -> list[NDArray[np.int64]] | None:
+    """The batch's rows cut so that no part holds more than `limit` rows of one
+    device (indices, arrival order kept within each device), or None when no
+    device has that many. Detection costs a step per row of one device (each
+    device's rows are taken in turn), so a device's backlog of thousands is
+    detected part by part with the event loop served in between (an outside
+    check: 20,000 readings of one detector held the loop 26-45 s and the
+    broker dropped ingest's session for its missed keepalives). Verdicts do
+    not depend on where a stream is cut (README: Load invariance)."""
+    if slot.size <= limit:
+        return None
+    order = np.argsort(slot, kind="stable")
+    s = slot[order]
+    first = np.empty(s.size, np.bool_)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    sorted_rank = np.arange(s.size) - np.repeat(starts, np.diff(np.append(starts, s.size)))
+    if int(sorted_rank.max()) < limit:
+        return None
+    rank = np.empty_like(sorted_rank)
+    rank[order] = sorted_rank
+    part = rank // limit
+    return [np.flatnonzero(part == p) for p in range(int(part.max()) + 1)]
+
+
 @dataclass
 class BatchPlan:
     """What one batch writes. Readings and events are the batch's rows without

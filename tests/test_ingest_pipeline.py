@@ -9,8 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detection import AlarmChange, Engine, Events, Readings
+from firesafe import contract
+from ingest.pipeline import per_device_steps
 from ingest.registry import Device, Registry, ZoneIds
 from tests.test_detection_rules import NR, RI, T0, Profile, S, smouldering
+
+EV_ACTIVATED = contract.EVENT_TYPES.index("activated")
 
 DEVICES = [
     Device("A", 0, "S1", "B", "1", "Z1", "smoke", 10.0),
@@ -55,6 +59,54 @@ def run(reloads: dict[int, list[int]], shared_zone_ids: bool = True) -> list[Ala
 
 def fire_reasons(changes: list[AlarmChange]) -> list[tuple[int, str, str, tuple[int, ...]]]:
     return [(c.slot, c.verdict, c.reason, c.related) for c in changes if c.alarm_type == "fire"]
+
+
+def test_a_batch_is_cut_for_detection_only_where_a_device_has_more_than_the_limit() -> None:
+    slot = np.array([5, 1, 5, 5, 2, 5, 1, 5], np.int64)
+    assert per_device_steps(slot, 8) is None
+    assert per_device_steps(slot, 5) is None  # device 5 has five rows
+    parts = per_device_steps(slot, 2)
+    assert parts is not None
+    # Device 5's rows two by two, in arrival order; the others in the first part.
+    assert [p.tolist() for p in parts] == [[0, 1, 2, 4, 6], [3, 5], [7]]
+
+
+def test_a_device_backlog_detected_in_parts_gives_the_verdicts_of_one_step() -> None:
+    """Ingest detects a batch with a device's backlog of thousands in parts
+    (`per_device_steps`, the event loop served in between), the events with
+    the last part: the same alarms as the batch in one step. A smouldering
+    fire in a 3,000-reading backlog (1 s apart) of one detector, its
+    neighbour and a call point pressed in another zone."""
+    n = 3_000
+    fire = smouldering(600.0, 1.2)
+    slot = np.array([0] * n + [1] * 300, np.int64)
+    ts = np.array([T0 + i * 1_000 for i in range(n)] + [T0 + i * 10_000 for i in range(300)])
+    values = np.full((slot.size, NR), np.nan)
+    for i in range(slot.size):
+        row = fire(float(ts[i] - T0) / 1000) if slot[i] == 0 else {"obscuration": 0.1}
+        for name, x in row.items():
+            values[i, RI[name]] = x
+    events = Events(
+        np.array([2], np.int64), np.array([T0 + 1_500_000], np.int64), np.array([EV_ACTIVATED])
+    )
+    outcomes = []
+    for limit in (10**9, 1_000, 333):
+        eng = Engine(capacity=4)
+        eng.configure([0, 1, 2], [0, 0, 3], [1, 1, 2], [{}] * 3)
+        parts = per_device_steps(slot, limit) or [np.arange(slot.size)]
+        changes: list[AlarmChange] = []
+        for part in parts:
+            last = part is parts[-1]
+            readings = Readings(slot[part], ts[part], values[part])
+            changes += eng.process(readings, events if last else Events.empty(), T0 + 3_000_500)
+        # (Output order across kinds follows the parts; each alarm's course does not.)
+        outcomes.append(
+            sorted((c.slot, c.alarm_type, c.at_ms, c.action, c.verdict, c.reason) for c in changes)
+        )
+    assert any(o[1] == "fire" and o[3:5] == ("verdict", "confirmed") for o in outcomes[0])
+    assert any(o[0] == 2 and o[5] == "call_point" for o in outcomes[0])
+    assert outcomes[1] == outcomes[0]
+    assert outcomes[2] == outcomes[0]
 
 
 def test_detectors_in_two_zones_never_corroborate_each_other_across_a_reload() -> None:
