@@ -446,5 +446,8 @@ class EmbeddedPostgres:
                 try:
                     proc.wait(CHILD_QUIT_S)
                 except subprocess.TimeoutExpired:  # (a server that is stopped, SIGSTOP)
-                    proc.kill()
+                    # Its backends too (its process group): stopped, orphaned, they
+                    # would hold its shared memory and the next start would fail.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
