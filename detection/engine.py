@@ -1308,10 +1308,9 @@ class Engine:
         behind its clean readings was taken as on time, opened a window none
         of them was shown to, and was confirmed)."""
         zone = int(self.zone[slot])
-        if self._zq.get(zone):
-            rel = self._zrel.get(zone, k.TS_NONE)
-        else:
-            rel = self._zone_clocks([zone])[zone]
+        rel = self._zrel.get(zone, k.TS_NONE)
+        if not self._zq.get(zone):  # (a stop's `flush` showed all: its release stands)
+            rel = max(rel, self._zone_clocks([zone])[zone])
         return rel + int(self.q_skew[slot])
 
 

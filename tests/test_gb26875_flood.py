@@ -481,7 +481,9 @@ def test_a_burst_of_connections_at_the_limit_keeps_the_count_and_the_device(
         burst = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(40)]
         assert gw.gateway is not None
         wait_for(lambda: gw.gateway is not None and gw.gateway.counters.connections <= 4)
-        alive = sum(not dropped(s, within_s=0.05) for s in burst)
+        # (A close reaches the client a moment later on a busy machine: 0.05 s
+        # counted one dropped connection alive in CI; at most three wait it out.)
+        alive = sum(not dropped(s, within_s=0.5) for s in burst)
         assert alive <= 3
         dev.send(frame(2, b"", source=SOURCE))
         assert dev.confirm() == 2
