@@ -1302,11 +1302,11 @@ class Engine:
 
     def _zone_shown(self, slot: int) -> int:
         """How far the device's zone has been shown, on the device's own clock.
-        With nothing of the zone queued, as far as its clock goes now: the last
-        release (`_zrel`) may be long past, since readings that change nothing
-        are never queued (an outside check: a detector's `fire_alarm` 97 s
-        behind its clean readings was taken as on time, opened a window none
-        of them was shown to, and was confirmed)."""
+        With nothing of the zone queued, also as far as its clock goes now: the
+        last release (`_zrel`) may be long past, since readings that change
+        nothing are never queued (an outside check: a detector's `fire_alarm`
+        97 s behind its clean readings was taken as on time, opened a window
+        none of them was shown to, and was confirmed)."""
         zone = int(self.zone[slot])
         rel = self._zrel.get(zone, k.TS_NONE)
         if not self._zq.get(zone):  # (a stop's `flush` showed all: its release stands)

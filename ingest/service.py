@@ -106,11 +106,11 @@ LEASE_EVERY_S = 1.0  # shard sharing round: a dead process's shards are taken wi
 # unknown ids costs one cheap version query per batch at most.
 REGISTRY_MIN_GAP_S = 0.05
 DRAIN_TIMEOUT_S = 10.0
-# Stopping, a database that has committed nothing this long does not answer:
-# what was received is left to the broker (it was not acknowledged).
 # Rows of one device per detection step of a batch (about 0.3-2 ms each on a
 # core): a backlog of more is detected in parts (`per_device_steps`).
 DETECT_STEP_PER_DEVICE = 1_000
+# Stopping, a database that has committed nothing this long does not answer:
+# what was received is left to the broker (it was not acknowledged).
 DRAIN_STALL_S = 3.0
 DRAIN_IDLE_S = 1.0  # ... and with nothing received left to commit
 DISCONNECT_TIMEOUT_S = 5.0
