@@ -29,6 +29,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     head_timeout_s: float = HEAD_TIMEOUT_S
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes: int = 0
+    _head_tail: bytes = b""  # the last bytes counted, for an end split across reads
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -40,13 +41,22 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             self._arm()
 
     def data_received(self, data: bytes) -> None:
-        # While a head is under way (its deadline armed), its bytes are counted.
+        # While a head is under way (its deadline armed), its bytes are counted,
+        # before the parser sees them: a head that ends in this read must end
+        # within the limit (checked after the parse, a head of up to twice the
+        # limit completed in one read passed: a recheck).
         if self._head_timer is not None:
+            room = HEAD_MAX_BYTES - self._head_bytes
+            if len(data) > room:
+                seen = self._head_tail + data
+                end = seen.find(b"\r\n\r\n")
+                if end < 0 or end + 4 - len(self._head_tail) > room:
+                    self._disarm()
+                    self._head_too_large()
+                    return
             self._head_bytes += len(data)
+            self._head_tail = data[-3:]
         super().data_received(data)
-        if self._head_timer is not None and self._head_bytes > HEAD_MAX_BYTES:
-            self._disarm()
-            self._head_too_large()
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -60,7 +70,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
 
     def _disarm(self) -> None:
-        self._head_bytes = 0
+        self._head_bytes, self._head_tail = 0, b""
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
