@@ -199,6 +199,25 @@ def test_tiny_batches_and_pauses_give_the_same_alarms(
     assert any(r[1] == "fire" and r[2] == "confirmed" for r in paced)
 
 
+def register_two_heads(db: str, site: str) -> None:
+    """Smoke heads `SA` and `SB` of one zone, every 10 s."""
+    register(
+        db,
+        [
+            {"id": f"{site}-{d}", "site": site, "building": "B", "floor": "1", "zone": "Z",
+             "kind": "smoke", "interval_s": 10}
+            for d in ("SA", "SB")
+        ],
+    )  # fmt: skip
+
+
+def send_obscuration(pub: Publisher, site: str, dev: str, ts: int, seq: int, obs: float) -> None:
+    pub.send(
+        f"fs/v1/{site}/{site}-{dev}/telemetry",
+        {"ts": ts, "seq": seq, "v": {"obscuration": obs, "temperature": 21.0}},
+    )
+
+
 def test_readings_held_for_a_lagging_neighbour_are_judged_when_ingest_stops(
     db: str, mqtt_url: str
 ) -> None:
@@ -258,14 +277,7 @@ def test_readings_judged_at_a_stop_open_nothing_after_the_restart(db: str, mqtt_
     the spike a second time when the neighbour catches up (an outside check:
     a second fire alarm from a detector's event judged at the stop)."""
     site = f"J{uuid.uuid4().hex[:9]}"
-    register(
-        db,
-        [
-            {"id": f"{site}-{d}", "site": site, "building": "B", "floor": "1", "zone": "Z",
-             "kind": "smoke", "interval_s": 10}
-            for d in ("SA", "SB")
-        ],
-    )  # fmt: skip
+    register_two_heads(db, site)
     now = int(time.time() * 1000)
     settings = Settings(
         mqtt_url=mqtt_url,
@@ -275,10 +287,7 @@ def test_readings_judged_at_a_stop_open_nothing_after_the_restart(db: str, mqtt_
     )
 
     def send(pub: Publisher, dev: str, ts: int, seq: int, obs: float) -> None:
-        pub.send(
-            f"fs/v1/{site}/{site}-{dev}/telemetry",
-            {"ts": ts, "seq": seq, "v": {"obscuration": obs, "temperature": 21.0}},
-        )
+        send_obscuration(pub, site, dev, ts, seq, obs)
 
     def rows(n: int) -> bool:
         got = query(db, "SELECT count(*) FROM telemetry WHERE device_id LIKE %s", (f"{site}-%",))
@@ -317,22 +326,12 @@ def test_readings_held_for_a_lagging_neighbour_survive_sigkill(
     neighbour catches up, as an uninterrupted ingest would. Before, the zone
     had no alarm open, was not replayed, and the alarm never came."""
     site = f"K{uuid.uuid4().hex[:9]}"
-    register(
-        db,
-        [
-            {"id": f"{site}-{d}", "site": site, "building": "B", "floor": "1", "zone": "Z",
-             "kind": "smoke", "interval_s": 10}
-            for d in ("SA", "SB")
-        ],
-    )  # fmt: skip
+    register_two_heads(db, site)
     now = int(time.time() * 1000)
     alarm_ts = now - 10_000
 
     def send(pub: Publisher, dev: str, ts: int, seq: int, obs: float) -> None:
-        pub.send(
-            f"fs/v1/{site}/{site}-{dev}/telemetry",
-            {"ts": ts, "seq": seq, "v": {"obscuration": obs, "temperature": 21.0}},
-        )
+        send_obscuration(pub, site, dev, ts, seq, obs)
 
     def rows() -> int:
         n: int = query(

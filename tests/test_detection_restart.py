@@ -216,6 +216,26 @@ def arriving(
     return sorted(timed, key=lambda x: (x[0], x[1][1]))
 
 
+def restart_from(
+    devices: list[tuple[str, Profile]],
+    received: list[tuple[int, tuple[int, int, np.ndarray]]],
+    alarms: dict[tuple[int, str], tuple[str, int, str]],
+    marks: dict[int, int],
+) -> Engine:
+    """A new engine as ingest starts it after `received` was stored: every
+    device's last minutes replayed, each last heard when it was, with the
+    database's held `marks`, then the open `alarms` restored."""
+    e = engine(devices)
+    stored = sorted((r for _, r in received), key=lambda r: (r[0], r[1]))
+    newest = {r[1]: r[0] for r in stored}
+    history = [r for r in stored if r[0] >= newest[r[1]] - WARM_UP_MS]
+    heard = {r[1]: a for a, r in received}  # (arrival order)
+    e.warm_up(batch(history), Events.empty(), received[-1][0] + 5_000, heard, marks)
+    for (slot, typ), (verdict, opened, reason) in alarms.items():
+        e.restore_alarm(slot, typ, verdict, opened, reason)
+    return e
+
+
 @pytest.mark.parametrize("case", list(KILLED))
 def test_a_sigkill_after_any_batch_gives_the_uninterrupted_verdicts(
     case: str,
@@ -236,16 +256,8 @@ def test_a_sigkill_after_any_batch_gives_the_uninterrupted_verdicts(
         before = feed_arriving(first, timed[:cut])
         held_cuts += bool(first.held_from())
         alarms = open_alarms(before)
-        restarted = engine(devices)
-        stored = sorted((r for _, r in timed[:cut]), key=lambda r: (r[0], r[1]))
-        newest = {r[1]: r[0] for r in stored}
-        history = [r for r in stored if r[0] >= newest[r[1]] - WARM_UP_MS]
-        heard = {r[1]: a for a, r in timed[:cut]}  # (arrival order)
         marks = first.held_from()  # (stored with the batches that held them)
-        restarted.warm_up(batch(history), Events.empty(), timed[cut - 1][0] + 5_000, heard, marks)
-        for (slot, typ), (verdict, opened, reason) in alarms.items():
-            restarted.restore_alarm(slot, typ, verdict, opened, reason)
-        after = feed_arriving(restarted, timed[cut:])
+        after = feed_arriving(restart_from(devices, timed[:cut], alarms, marks), timed[cut:])
         assert verdicts(before + after) == whole, f"killed after arrival {cut}"
     assert held_cuts >= 2 or lag_ms == 0  # a lag holds readings at some kill
 
@@ -268,15 +280,9 @@ def test_a_stop_judges_what_was_held_once(case: str) -> None:
         held_cuts += bool(first.held_from())
         before += first.flush()
         assert not first.held_from()
-        restarted = engine(devices)
-        stored = sorted((r for _, r in timed[:cut]), key=lambda r: (r[0], r[1]))
-        newest = {r[1]: r[0] for r in stored}
-        history = [r for r in stored if r[0] >= newest[r[1]] - WARM_UP_MS]
-        heard = {r[1]: a for a, r in timed[:cut]}
-        restarted.warm_up(batch(history), Events.empty(), timed[cut - 1][0] + 5_000, heard, {})
-        for (slot, typ), (verdict, opened, reason) in open_alarms(before).items():
-            restarted.restore_alarm(slot, typ, verdict, opened, reason)
-        after = feed_arriving(restarted, timed[cut:])
+        after = feed_arriving(
+            restart_from(devices, timed[:cut], open_alarms(before), {}), timed[cut:]
+        )
         first_new: dict[int, int] = {}
         for _, r in timed[cut:]:
             first_new.setdefault(r[1], r[0])
